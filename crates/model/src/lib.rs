@@ -1,0 +1,13 @@
+//! Validated identifiers, names and the environment spec.
+//!
+//! Everything here is pure: parsing and validation with no IO, so that every other crate can
+//! trust a value of these types without checking it again.
+
+pub mod action;
+pub mod home;
+pub mod ids;
+pub mod spec;
+
+pub use action::ActionName;
+pub use home::{AccessMode, HomeOwner};
+pub use ids::{BucketName, InvalidName, ObjectKey, ParameterName, UserId};

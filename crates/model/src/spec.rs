@@ -1,0 +1,557 @@
+//! The environment spec, `datasandbox.toml`: the seed's deployment parameters (its `cdk.json`
+//! context) and the resources built from them.
+//!
+//! Parsing goes raw TOML → `-c key=value` overrides → a validating walk that reports every
+//! problem at once, each with its path and the allowed range or values → [`Spec`].
+
+mod defaults;
+mod walk;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+
+pub use defaults::default_spec_text;
+
+use crate::ids::BucketName;
+use walk::{Problems, Table};
+
+/// One problem found in a spec, at a dotted path such as `fleets.analysts.disconnect_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in one pass; nothing is deployed when there is any.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        write!(f, "the spec has {count} problem{}:", if count == 1 { "" } else { "s" })?;
+        for problem in &self.problems {
+            write!(f, "\n  {}: {}", problem.path, problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FleetType {
+    AlwaysOn,
+    OnDemand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StreamView {
+    Desktop,
+    App,
+    Direct,
+}
+
+/// An IPv4 network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// Parses a private (RFC 1918) network with a prefix of /8 to /28, as a VPC allows.
+    pub fn parse_private(value: &str) -> Result<Ipv4Cidr, String> {
+        let (address, prefix) = value.split_once('/').ok_or_else(|| format!("`{value}` is not in CIDR notation (like 10.10.0.0/16)"))?;
+        let address: Ipv4Addr = address.parse().map_err(|_| format!("`{address}` is not an IPv4 address"))?;
+        let prefix_len: u8 = prefix.parse().map_err(|_| format!("`{prefix}` is not a prefix length"))?;
+        if !(8..=28).contains(&prefix_len) {
+            return Err(format!("prefix length {prefix_len} is outside 8..=28"));
+        }
+        if !address.is_private() {
+            return Err(format!("`{value}` is not a private (RFC 1918) range"));
+        }
+        let mask = u32::MAX << (32 - u32::from(prefix_len));
+        if u32::from(address) & !mask != 0 {
+            return Err(format!("`{value}` has host bits set; the network is {}/{prefix_len}", Ipv4Addr::from(u32::from(address) & mask)));
+        }
+        Ok(Ipv4Cidr { address, prefix_len })
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// Where object bodies live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// A directory under the data directory (the embedded default).
+    Local,
+    /// Any S3-compatible server; all DataSandbox buckets live under one real bucket.
+    S3 { endpoint: String, bucket: String, region: String, allow_http: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceType {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub pids: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationSpec {
+    pub id: String,
+    pub events: Vec<String>,
+    pub prefix: String,
+    pub suffix: String,
+    pub function: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketSpec {
+    pub name: BucketName,
+    /// Holds AppStream-style home folders: each user reaches only their own prefix.
+    pub home_folders: bool,
+    pub notifications: Vec<NotificationSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySpec {
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSpec {
+    pub name: String,
+    pub image_name: String,
+    pub instance_type: String,
+    pub fleet_type: FleetType,
+    pub desired_instances: u32,
+    pub max_user_duration_seconds: u32,
+    pub disconnect_timeout_seconds: u32,
+    pub idle_disconnect_timeout_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSetting {
+    pub action: &'static str,
+    pub enabled: bool,
+    pub maximum_length: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackSpec {
+    pub name: String,
+    pub fleet: String,
+    pub stream_view: StreamView,
+    pub home_folders_bucket: Option<String>,
+    pub user_settings: Vec<UserSetting>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotebookSpec {
+    pub name: String,
+    pub instance_type: String,
+    pub volume_size_gb: u32,
+    pub kms_key_alias: String,
+    pub root_access: bool,
+    pub direct_internet_access: bool,
+}
+
+/// A validated environment spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub vpc_cidr: Ipv4Cidr,
+    pub image_name: String,
+    pub environment_name: String,
+    pub instance_type: String,
+    pub fleet_type: FleetType,
+    pub stream_view: StreamView,
+    pub idp_name: String,
+    pub idp_metadata: Option<String>,
+    pub account_id: String,
+    pub region: String,
+    pub api_listen: SocketAddr,
+    /// `None` means SQLite in the data directory.
+    pub metadata_url: Option<String>,
+    pub storage: StorageBackend,
+    pub max_object_size: u64,
+    pub audit_max_batch_delay_ms: u64,
+    pub instance_types: Vec<InstanceType>,
+    pub buckets: Vec<BucketSpec>,
+    pub policies: Vec<PolicySpec>,
+    pub fleets: Vec<FleetSpec>,
+    pub stacks: Vec<StackSpec>,
+    pub notebooks: Vec<NotebookSpec>,
+}
+
+/// AppStream's user-setting actions, in AWS's spelling.
+pub const USER_SETTING_ACTIONS: &[&str] = &[
+    "CLIPBOARD_COPY_FROM_LOCAL_DEVICE",
+    "CLIPBOARD_COPY_TO_LOCAL_DEVICE",
+    "FILE_UPLOAD",
+    "FILE_DOWNLOAD",
+    "PRINTING_TO_LOCAL_DEVICE",
+];
+
+impl Spec {
+    /// Parses spec text, applies `key=value` overrides and validates the result.
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Spec, SpecError> {
+        let mut root: toml::Table = text.parse().map_err(|err: toml::de::Error| SpecError {
+            problems: vec![Problem { path: "datasandbox.toml".into(), message: err.message().to_owned() + &location(text, err.span()) }],
+        })?;
+        let mut problems = Vec::new();
+        for item in overrides {
+            if let Err(problem) = apply_override(&mut root, item) {
+                problems.push(problem);
+            }
+        }
+        let problems = Problems::new(problems);
+        let spec = read_spec(&Table::root(&root, &problems));
+        let problems = problems.into_inner();
+        if problems.is_empty() { Ok(spec) } else { Err(SpecError { problems }) }
+    }
+
+    pub fn home_bucket(&self) -> Option<&BucketSpec> {
+        self.buckets.iter().find(|b| b.home_folders)
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else { return String::new() };
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    format!(" (line {line})")
+}
+
+/// `-c a.b=value`: the value is read as TOML when it parses as one (numbers, booleans, arrays),
+/// otherwise as a plain string, like `cdk -c`.
+fn apply_override(root: &mut toml::Table, item: &str) -> Result<(), Problem> {
+    let (path, raw) = item
+        .split_once('=')
+        .ok_or_else(|| Problem { path: item.to_owned(), message: "an override must have the form key=value".into() })?;
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let segments: Vec<&str> = path.split('.').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(Problem { path: path.to_owned(), message: "an override key must be a dotted path like storage.max_object_size".into() });
+    }
+    let (last, parents) = segments.split_last().expect("split of a non-empty path has a last segment");
+    let mut table = root;
+    for (depth, segment) in parents.iter().enumerate() {
+        let entry = table.entry(segment.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| Problem {
+            path: segments[..=depth].join("."),
+            message: "is not a table, so it cannot hold the overridden key".into(),
+        })?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn read_spec(root: &Table) -> Spec {
+    let environment_name = root
+        .parsed("environment_name", "datasandbox", |v| {
+            let ok = (1..=40).contains(&v.len())
+                && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !v.starts_with('-')
+                && !v.ends_with('-');
+            if ok { Ok(v.to_owned()) } else { Err(format!("`{v}` must be 1..=40 lower-case letters, digits or inner `-` (it names buckets)")) }
+        })
+        .unwrap_or_else(|| "datasandbox".into());
+    let vpc_cidr = root.parsed("vpc_cidr", "10.10.0.0/16", Ipv4Cidr::parse_private);
+    let image_name = root.string("image_name", "datasandbox-image");
+    let fleet_type = match root.choice("fleet_type", "ON_DEMAND", &["ALWAYS_ON", "ON_DEMAND"]) {
+        "ALWAYS_ON" => FleetType::AlwaysOn,
+        _ => FleetType::OnDemand,
+    };
+    let stream_view = match root.choice("stream_view", "DESKTOP", &["DESKTOP", "APP", "DIRECT"]) {
+        "APP" => StreamView::App,
+        "DIRECT" => StreamView::Direct,
+        _ => StreamView::Desktop,
+    };
+    let idp_name = root.string("idp_name", "idp_sample");
+    let idp_metadata = root.opt_string("idp_metadata").filter(|v| !v.is_empty());
+    let account_id = root
+        .parsed("account_id", "000000000000", |v| {
+            if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) { Ok(v.to_owned()) } else { Err(format!("`{v}` must be 12 digits")) }
+        })
+        .unwrap_or_default();
+    let region = root.string("region", "local");
+
+    let server = root.table("server");
+    let api_listen = server.parsed("api_listen", "127.0.0.1:8750", |v| v.parse::<SocketAddr>().map_err(|_| format!("`{v}` is not an address:port")));
+    server.finish();
+
+    let metadata = root.table("metadata");
+    let metadata_url = metadata.opt_string("url").filter(|v| !v.is_empty());
+    if let Some(url) = &metadata_url {
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            metadata.problem("url", format!("`{url}` must start with sqlite:, postgres:// or postgresql://"));
+        }
+    }
+    metadata.finish();
+
+    let storage = root.table("storage");
+    let backend = storage.choice("backend", "local", &["local", "s3"]);
+    let max_object_size = storage.integer("max_object_size", 32 * 1024 * 1024, 1..=5 * 1024 * 1024 * 1024) as u64;
+    let s3 = storage.table("s3");
+    let storage_backend = if backend == "s3" {
+        let endpoint = s3.string("endpoint", "");
+        let bucket = s3.string("bucket", "");
+        if endpoint.is_empty() {
+            s3.problem("endpoint", "is required when storage.backend = \"s3\"");
+        }
+        if bucket.is_empty() {
+            s3.problem("bucket", "is required when storage.backend = \"s3\"");
+        }
+        StorageBackend::S3 { endpoint, bucket, region: s3.string("region", "us-east-1"), allow_http: s3.boolean("allow_http", false) }
+    } else {
+        for key in ["endpoint", "bucket", "region", "allow_http"] {
+            s3.has(key);
+        }
+        StorageBackend::Local
+    };
+    s3.finish();
+    storage.finish();
+
+    let audit = root.table("audit");
+    let audit_max_batch_delay_ms = audit.integer("max_batch_delay_ms", 2, 0..=1000) as u64;
+    audit.finish();
+
+    let instance_types = read_instance_types(root);
+    let buckets = read_buckets(root, &environment_name);
+    let policies = read_policies(root);
+    let fleets = read_fleets(root, &environment_name, &image_name, fleet_type, &instance_types);
+    let stacks = read_stacks(root, &environment_name, stream_view, &fleets, &buckets);
+    let notebooks = read_notebooks(root, &instance_types);
+    root.finish();
+
+    Spec {
+        vpc_cidr: vpc_cidr.unwrap_or(Ipv4Cidr { address: Ipv4Addr::new(10, 10, 0, 0), prefix_len: 16 }),
+        image_name,
+        instance_type: root.string("instance_type", "stream.standard.small"),
+        environment_name,
+        fleet_type,
+        stream_view,
+        idp_name,
+        idp_metadata,
+        account_id,
+        region,
+        api_listen: api_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8750))),
+        metadata_url,
+        storage: storage_backend,
+        max_object_size,
+        audit_max_batch_delay_ms,
+        instance_types,
+        buckets,
+        policies,
+        fleets,
+        stacks,
+        notebooks,
+    }
+}
+
+fn read_instance_types(root: &Table) -> Vec<InstanceType> {
+    let mut types: Vec<InstanceType> = defaults::INSTANCE_TYPES
+        .iter()
+        .map(|(name, vcpus, memory_mib)| InstanceType { name: (*name).into(), vcpus: *vcpus, memory_mib: *memory_mib, pids: 1024 })
+        .collect();
+    for (name, table) in root.named_tables("instance_types").unwrap_or_default() {
+        let defined = InstanceType {
+            name: name.clone(),
+            vcpus: table.integer("vcpus", 2, 1..=256) as u32,
+            memory_mib: table.integer("memory_mib", 4096, 64..=1024 * 1024) as u64,
+            pids: table.integer("pids", 1024, 16..=1_000_000) as u32,
+        };
+        table.finish();
+        match types.iter_mut().find(|t| t.name == name) {
+            Some(existing) => *existing = defined,
+            None => types.push(defined),
+        }
+    }
+    types
+}
+
+fn read_buckets(root: &Table, environment_name: &str) -> Vec<BucketSpec> {
+    let Some(tables) = root.array_of_tables("buckets") else {
+        let name = BucketName::new(format!("{environment_name}-home")).expect("a valid environment name makes a valid bucket name");
+        return vec![BucketSpec { name, home_folders: true, notifications: Vec::new() }];
+    };
+    let mut buckets: Vec<BucketSpec> = Vec::new();
+    for table in tables {
+        let name = table.parsed("name", "", |v| BucketName::new(v).map_err(|e| e.to_string()));
+        let home_folders = table.boolean("home_folders", false);
+        let mut notifications = Vec::new();
+        for n in table.array_of_tables("notifications").unwrap_or_default() {
+            let events = n.strings("events", &["ObjectCreated:*"]);
+            for (index, event) in events.iter().enumerate() {
+                if !crate::spec::is_event_type(event) {
+                    n.problem(&format!("events[{index}]"), format!("`{event}` is not an event type; use ObjectCreated:*, ObjectCreated:Put, ObjectCreated:Copy, ObjectRemoved:* or ObjectRemoved:Delete"));
+                }
+            }
+            notifications.push(NotificationSpec {
+                id: n.string("id", ""),
+                events,
+                prefix: n.string("prefix", ""),
+                suffix: n.string("suffix", ""),
+                function: n.string("function", ""),
+            });
+            n.finish();
+        }
+        table.finish();
+        if let Some(name) = name {
+            if buckets.iter().any(|b| b.name == name) {
+                table.problem("name", format!("bucket `{name}` is defined twice"));
+            }
+            buckets.push(BucketSpec { name, home_folders, notifications });
+        }
+    }
+    buckets
+}
+
+/// The S3 event types that notifications may name.
+pub fn is_event_type(event: &str) -> bool {
+    ["ObjectCreated:*", "ObjectCreated:Put", "ObjectCreated:Copy", "ObjectRemoved:*", "ObjectRemoved:Delete"].contains(&event)
+}
+
+fn read_policies(root: &Table) -> Vec<PolicySpec> {
+    let Some(tables) = root.array_of_tables("policies") else {
+        return defaults::POLICIES.iter().map(|(name, text)| PolicySpec { name: (*name).into(), text: (*text).into() }).collect();
+    };
+    tables
+        .into_iter()
+        .map(|table| {
+            let policy = PolicySpec { name: table.string("name", ""), text: table.string("text", "") };
+            if policy.name.is_empty() {
+                table.problem("name", "is required");
+            }
+            table.finish();
+            policy
+        })
+        .collect()
+}
+
+fn check_instance_type(table: &Table, key: &'static str, value: &str, types: &[InstanceType]) {
+    if !types.iter().any(|t| t.name == value) {
+        let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+        table.problem(key, format!("`{value}` is not a defined instance type ({})", names.join(", ")));
+    }
+}
+
+fn read_fleets(root: &Table, env: &str, image: &str, fleet_type: FleetType, types: &[InstanceType]) -> Vec<FleetSpec> {
+    let instance_type = root.string("instance_type", "stream.standard.small");
+    check_instance_type(root, "instance_type", &instance_type, types);
+    let default_type = match fleet_type {
+        FleetType::AlwaysOn => "ALWAYS_ON",
+        FleetType::OnDemand => "ON_DEMAND",
+    };
+    let named = root.named_tables("fleets").unwrap_or_else(|| vec![(format!("{env}-fleet"), root.absent(&format!("fleets.{env}-fleet")))]);
+    named
+        .into_iter()
+        .map(|(name, t)| {
+            let fleet = FleetSpec {
+                image_name: t.string("image_name", image),
+                instance_type: t.string("instance_type", &instance_type),
+                fleet_type: if t.choice("fleet_type", default_type, &["ALWAYS_ON", "ON_DEMAND"]) == "ALWAYS_ON" { FleetType::AlwaysOn } else { FleetType::OnDemand },
+                desired_instances: t.integer("desired_instances", 2, 0..=100) as u32,
+                max_user_duration_seconds: t.integer("max_user_duration", 57_600, 600..=432_000) as u32,
+                disconnect_timeout_seconds: t.integer("disconnect_timeout", 900, 60..=36_000) as u32,
+                idle_disconnect_timeout_seconds: {
+                    let idle = t.integer("idle_disconnect_timeout", 900, 0..=36_000);
+                    if (1..60).contains(&idle) {
+                        t.problem("idle_disconnect_timeout", format!("{idle} must be 0 (off) or within 60..=36000"));
+                    }
+                    idle as u32
+                },
+                name,
+            };
+            check_instance_type(&t, "instance_type", &fleet.instance_type, types);
+            t.finish();
+            fleet
+        })
+        .collect()
+}
+
+fn read_stacks(root: &Table, env: &str, view: StreamView, fleets: &[FleetSpec], buckets: &[BucketSpec]) -> Vec<StackSpec> {
+    let default_view = match view {
+        StreamView::Desktop => "DESKTOP",
+        StreamView::App => "APP",
+        StreamView::Direct => "DIRECT",
+    };
+    let home = buckets.iter().find(|b| b.home_folders).map(|b| b.name.to_string());
+    let default_fleet = fleets.first().map(|f| f.name.clone()).unwrap_or_default();
+    let named = root.named_tables("stacks").unwrap_or_else(|| vec![(format!("{env}-stack"), root.absent(&format!("stacks.{env}-stack")))]);
+    named
+        .into_iter()
+        .map(|(name, t)| {
+            let fleet = t.string("fleet", &default_fleet);
+            if !fleets.iter().any(|f| f.name == fleet) {
+                t.problem("fleet", format!("`{fleet}` is not a fleet defined in this spec"));
+            }
+            let stream_view = match t.choice("stream_view", default_view, &["DESKTOP", "APP", "DIRECT"]) {
+                "APP" => StreamView::App,
+                "DIRECT" => StreamView::Direct,
+                _ => StreamView::Desktop,
+            };
+            let home_folders_bucket = t.opt_string("home_folders_bucket").or_else(|| home.clone());
+            let settings = t.table("user_settings");
+            let user_settings = USER_SETTING_ACTIONS
+                .iter()
+                .map(|action| {
+                    // The seed's stack: copy out, download and printing disabled; paste in and upload enabled.
+                    let default = matches!(*action, "CLIPBOARD_COPY_FROM_LOCAL_DEVICE" | "FILE_UPLOAD");
+                    let enabled = settings.choice(action, if default { "ENABLED" } else { "DISABLED" }, &["ENABLED", "DISABLED"]) == "ENABLED";
+                    UserSetting { action, enabled, maximum_length: None }
+                })
+                .collect::<Vec<_>>();
+            let clipboard_max = settings.integer("CLIPBOARD_MAXIMUM_LENGTH", 20_971_520, 1..=20_971_520) as u32;
+            let user_settings = user_settings
+                .into_iter()
+                .map(|mut s| {
+                    if s.action.starts_with("CLIPBOARD") {
+                        s.maximum_length = Some(clipboard_max);
+                    }
+                    s
+                })
+                .collect();
+            settings.finish();
+            t.finish();
+            StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings }
+        })
+        .collect()
+}
+
+fn read_notebooks(root: &Table, types: &[InstanceType]) -> Vec<NotebookSpec> {
+    let named = root
+        .named_tables("notebooks")
+        .unwrap_or_else(|| vec![("Data-Sandbox-Notebook".to_owned(), root.absent("notebooks.Data-Sandbox-Notebook"))]);
+    named
+        .into_iter()
+        .map(|(name, t)| {
+            let notebook = NotebookSpec {
+                instance_type: t.string("instance_type", "stream.standard.medium"),
+                volume_size_gb: t.integer("volume_size_gb", 20, 5..=16_384) as u32,
+                kms_key_alias: t.string("kms_key_alias", "notebook-kms"),
+                root_access: t.choice("root_access", "Disabled", &["Enabled", "Disabled"]) == "Enabled",
+                direct_internet_access: t.choice("direct_internet_access", "Disabled", &["Enabled", "Disabled"]) == "Enabled",
+                name,
+            };
+            check_instance_type(&t, "instance_type", &notebook.instance_type, types);
+            t.finish();
+            notebook
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

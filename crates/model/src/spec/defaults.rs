@@ -1,0 +1,111 @@
+//! The embedded defaults: the spec written on a fresh host, the instance types and the
+//! least-privilege policies.
+
+/// AppStream-like instance types: name, vCPUs, memory in MiB. They become cgroup limits.
+pub(super) const INSTANCE_TYPES: &[(&str, u32, u64)] = &[
+    ("stream.standard.small", 2, 4096),
+    ("stream.standard.medium", 2, 8192),
+    ("stream.standard.large", 4, 16384),
+    ("stream.compute.large", 2, 3840),
+    ("stream.memory.large", 2, 15616),
+];
+
+/// The default policies: least privilege. Everything not permitted here is denied.
+pub(super) const POLICIES: &[(&str, &str)] = &[
+    (
+        "operator-admin",
+        r#"// The local operator, authenticated by peer credentials on the control socket.
+permit (principal is DataSandbox::Operator, action, resource);"#,
+    ),
+    (
+        "admin-role",
+        r#"// Remote operators hold the admin role.
+permit (principal in DataSandbox::Role::"admin", action, resource);"#,
+    ),
+    (
+        "home-folder-owner",
+        r#"// A user (or an instance acting for one) reaches only their own home folder.
+permit (
+  principal is DataSandbox::User,
+  action in [
+    DataSandbox::Action::"storage:GetObject",
+    DataSandbox::Action::"storage:HeadObject",
+    DataSandbox::Action::"storage:PutObject",
+    DataSandbox::Action::"storage:DeleteObject",
+    DataSandbox::Action::"storage:CopyObject",
+    DataSandbox::Action::"storage:ListObjectsV2"
+  ],
+  resource is DataSandbox::Object
+) when { resource has home && resource.home == principal.home };"#,
+    ),
+    (
+        "function-sha256-sidecar",
+        r#"// The built-in sha256-sidecar function reads the object it was notified of and writes
+// its checksum beside it; nothing else.
+permit (
+  principal == DataSandbox::Function::"sha256-sidecar",
+  action in [DataSandbox::Action::"storage:GetObject", DataSandbox::Action::"storage:PutObject"],
+  resource is DataSandbox::Object
+);"#,
+    ),
+];
+
+const DEFAULT_SPEC_HEADER: &str = r#"# DataSandbox environment spec.
+#
+# The parameters below are the seed's `cdk.json` context with the sample's defaults. Any of
+# them, and any nested key, can be overridden for one run with `-c key=value`, for example
+# `datasandbox up -c fleet_type=ALWAYS_ON -c storage.max_object_size=1048576`.
+
+vpc_cidr = "10.10.0.0/16"
+image_name = "datasandbox-image"
+environment_name = "datasandbox"
+instance_type = "stream.standard.small"
+fleet_type = "ON_DEMAND"
+stream_view = "DESKTOP"
+idp_name = "idp_sample"
+# idp_metadata = "/path/to/idp-metadata.xml"
+account_id = "000000000000"
+region = "local"
+
+[server]
+api_listen = "127.0.0.1:8750"
+
+[storage]
+# "local" keeps objects under the data directory; "s3" uses any S3-compatible server:
+# backend = "s3"
+# [storage.s3]
+# endpoint = "http://127.0.0.1:9000"
+# bucket = "datasandbox"
+# allow_http = true
+backend = "local"
+max_object_size = 33554432
+
+# [metadata]
+# url = "postgres://datasandbox@localhost/datasandbox"   # default: SQLite in the data directory
+
+# Buckets default to one home-folder bucket named `<environment_name>-home`. Declaring
+# [[buckets]] replaces that default:
+# [[buckets]]
+# name = "datasandbox-home"
+# home_folders = true
+# [[buckets.notifications]]
+# id = "checksums"
+# events = ["ObjectCreated:*"]
+# suffix = ".csv"
+# function = "sha256-sidecar"
+
+# Fleets, stacks and notebooks default to `<environment_name>-fleet`, `<environment_name>-stack`
+# and `Data-Sandbox-Notebook`, built from the parameters above.
+
+# Cedar policies. Anything they do not permit is denied. Omitting [[policies]] entirely
+# installs these same defaults.
+"#;
+
+/// The spec that `datasandbox up` writes on a fresh host: the parameters and the default policies.
+pub fn default_spec_text() -> String {
+    let mut text = DEFAULT_SPEC_HEADER.to_owned();
+    for (name, policy) in POLICIES {
+        text.push_str(&format!("\n[[policies]]\nname = \"{name}\"\ntext = '''\n{policy}'''\n"));
+    }
+    text
+}

@@ -1,0 +1,88 @@
+use super::*;
+
+fn problems(text: &str, overrides: &[&str]) -> Vec<String> {
+    let overrides: Vec<String> = overrides.iter().map(|s| (*s).to_owned()).collect();
+    match Spec::parse(text, &overrides) {
+        Ok(_) => Vec::new(),
+        Err(err) => err.problems.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect(),
+    }
+}
+
+#[test]
+fn empty_spec_gives_the_seed_defaults() {
+    let spec = Spec::parse("", &[]).expect("empty spec is valid");
+    assert_eq!(spec.vpc_cidr.to_string(), "10.10.0.0/16");
+    assert_eq!(spec.environment_name, "datasandbox");
+    assert_eq!(spec.fleet_type, FleetType::OnDemand);
+    assert_eq!(spec.instance_type, "stream.standard.small");
+    assert_eq!(spec.idp_name, "idp_sample");
+    assert_eq!(spec.buckets[0].name.as_str(), "datasandbox-home");
+    assert_eq!(spec.fleets[0].name, "datasandbox-fleet");
+    assert_eq!(spec.stacks[0].name, "datasandbox-stack");
+    assert_eq!(spec.notebooks[0].name, "Data-Sandbox-Notebook");
+}
+
+#[test]
+fn written_default_spec_equals_the_embedded_defaults() {
+    let written = Spec::parse(&default_spec_text(), &[]).expect("default spec is valid");
+    assert_eq!(written, Spec::parse("", &[]).expect("empty spec is valid"));
+}
+
+#[test]
+fn overrides_reach_parameters_and_nested_keys() {
+    let spec = Spec::parse("", &["fleet_type=ALWAYS_ON".into(), "storage.max_object_size=1024".into(), "environment_name=lab".into()])
+        .expect("valid overrides");
+    assert_eq!(spec.fleet_type, FleetType::AlwaysOn);
+    assert_eq!(spec.fleets[0].fleet_type, FleetType::AlwaysOn);
+    assert_eq!(spec.fleets[0].name, "lab-fleet");
+    assert_eq!(spec.max_object_size, 1024);
+    assert_eq!(spec.buckets[0].name.as_str(), "lab-home");
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let text = r#"
+vpc_cidr = "8.8.0.0/16"
+fleet_typ = "ALWAYS_ON"
+[fleets.analysts]
+disconnect_timeout = 345600
+idle_disconnect_timeout = 30
+instance_type = "stream.huge"
+[storage]
+backend = "tape"
+"#;
+    let found = problems(text, &["server.api_listen=nowhere", "nonsense"]);
+    let expected = [
+        "nonsense: an override must have the form key=value",
+        "vpc_cidr: `8.8.0.0/16` is not a private (RFC 1918) range",
+        "server.api_listen: `nowhere` is not an address:port",
+        "storage.backend: `tape` is not one of local, s3",
+        "fleets.analysts.disconnect_timeout: 345600 is outside 60..=36000",
+        "fleets.analysts.idle_disconnect_timeout: 30 must be 0 (off) or within 60..=36000",
+        "fleets.analysts.instance_type: `stream.huge` is not a defined instance type (stream.standard.small, stream.standard.medium, stream.standard.large, stream.compute.large, stream.memory.large)",
+        "fleet_typ: unknown key; did you mean `fleet_type`?",
+    ];
+    for line in expected {
+        assert!(found.iter().any(|f| f == line), "missing `{line}` in {found:#?}");
+    }
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let found = problems("a = 1\nb = [\n", &[]);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("datasandbox.toml:") && found[0].contains("line"), "{found:?}");
+}
+
+#[test]
+fn type_errors_say_what_was_expected() {
+    let found = problems("[storage]\nmax_object_size = \"big\"\n[[buckets]]\nname = \"Bad_Bucket\"\n", &[]);
+    assert_eq!(
+        found,
+        vec![
+            "storage.max_object_size: expected an integer, found string `\"big\"`".to_owned(),
+            "buckets[0].name: bucket name `Bad_Bucket` contains `B`; allowed are lower-case letters, digits, `-` and `.`".to_owned(),
+        ]
+    );
+}
