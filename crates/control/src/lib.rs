@@ -1,1 +1,21 @@
+//! The control plane: the action pipeline and the services behind it.
+//!
+//! Every operation is a named action `service:Action`. [`ControlPlane::call`] is the one path
+//! every call takes — authenticate → authorize (Cedar) → execute → audit — whether it comes
+//! from the operator's socket, a remote client, an instance or a built-in function.
 
+mod actions;
+mod blobs;
+mod error;
+mod functions;
+mod identity;
+mod metrics;
+mod pipeline;
+mod services;
+mod store;
+
+pub use actions::{ACTIONS, ActionSpec};
+pub use error::ActionError;
+pub use identity::Credentials;
+pub use pipeline::{ControlPlane, Request, StartError};
+pub use store::Store;

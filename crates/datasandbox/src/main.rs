@@ -1,1 +1,161 @@
-fn main() {}
+//! `datasandbox`: the one binary. This is the only place that reads argv and the environment,
+//! sets up logging and turns errors into exit codes:
+//!
+//! * 0 — success;
+//! * 1 — the request or the input was wrong (a 4xx from the API, an invalid spec);
+//! * 2 — the server failed or could not be reached.
+
+mod client;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "datasandbox", version, about = "Isolated, audited workspaces for sensitive data")]
+struct Cli {
+    /// The data directory: spec, metadata, objects, audit trail and the control socket.
+    #[arg(long, global = true, env = "DATASANDBOX_DATA_DIR", default_value = ".datasandbox")]
+    data_dir: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct SpecArgs {
+    /// The environment spec; default `<data-dir>/datasandbox.toml`.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Overrides a spec parameter for this run, like `cdk -c` (repeatable): `-c fleet_type=ALWAYS_ON`.
+    #[arg(short = 'c', long = "context", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct EndpointArgs {
+    /// Call a remote API (`http://host:port`) instead of the local control socket.
+    #[arg(long, env = "DATASANDBOX_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Bearer token for `--endpoint` (from `identity:CreateSessionToken`).
+    #[arg(long, env = "DATASANDBOX_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deploy the spec (writing the defaults on a fresh host) and serve in the foreground.
+    Up(SpecArgs),
+    /// Serve an existing data directory in the foreground, for service managers.
+    Serve(SpecArgs),
+    /// Check a spec and print every problem, without starting anything.
+    Validate(SpecArgs),
+    /// Call any action: `datasandbox call storage:ListBuckets --input '{}'`.
+    Call {
+        /// The action, `service:Action`.
+        action: String,
+        /// The request as JSON, with AWS's member names.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// Copy files to and from storage: `datasandbox storage cp ./data.csv ds://bucket/key`.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
+    /// Read the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Copy a local file to `ds://bucket/key`, or an object to a local file (`-` is stdout).
+    Cp {
+        source: String,
+        destination: String,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// The newest records matching every given filter, one JSON record per line.
+    Lookup {
+        #[arg(long)]
+        event_name: Option<String>,
+        #[arg(long)]
+        event_source: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        request_id: Option<String>,
+        #[arg(long)]
+        correlation_id: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        max: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Up(args) => server::run(&cli.data_dir, &args, server::Mode::Up).await,
+        Command::Serve(args) => server::run(&cli.data_dir, &args, server::Mode::Serve).await,
+        Command::Validate(args) => server::validate(&cli.data_dir, &args),
+        Command::Call { action, input, endpoint } => client::call_command(&cli.data_dir, &endpoint, &action, &input).await,
+        Command::Storage { command: StorageCommand::Cp { source, destination, endpoint } } => client::copy(&cli.data_dir, &endpoint, &source, &destination).await,
+        Command::Audit { command: AuditCommand::Lookup { event_name, event_source, user, request_id, correlation_id, resource, max } } => {
+            let attributes: Vec<serde_json::Value> = [
+                ("EventName", event_name),
+                ("EventSource", event_source),
+                ("Username", user),
+                ("RequestId", request_id),
+                ("CorrelationId", correlation_id),
+                ("ResourceName", resource),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|v| serde_json::json!({ "AttributeKey": key, "AttributeValue": v })))
+            .collect();
+            client::lookup(&cli.data_dir, attributes, max).await
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DATASANDBOX_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

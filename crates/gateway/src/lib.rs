@@ -1,1 +1,125 @@
+//! The HTTP faces of the control plane: `POST /api/<service>/<Action>` for remote clients on
+//! TCP, the same API on the operator's Unix socket (authenticated by peer credentials), and
+//! `GET /healthz`, `GET /metrics` and `GET /openapi.json`. This is the only crate that knows axum.
 
+mod openapi;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use control::{ActionError, ControlPlane, Credentials, Request};
+use serde_json::json;
+use tokio::net::{TcpListener, UnixListener};
+
+/// Peer credentials of a connection on the control socket.
+#[derive(Clone, Debug)]
+struct PeerCredentials {
+    uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for PeerCredentials {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> PeerCredentials {
+        PeerCredentials { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+    }
+}
+
+/// Serves the API on both listeners until `shutdown` completes, then drains open requests.
+pub async fn serve(control: ControlPlane, tcp: TcpListener, unix: UnixListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let tcp_app = common_routes(Router::new().route("/api/{service}/{action}", post(tcp_call))).with_state(control.clone());
+    let unix_app = common_routes(Router::new().route("/api/{service}/{action}", post(unix_call))).with_state(control);
+    let tcp_server = axum::serve(tcp, tcp_app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(wait(stop_rx.clone()));
+    let unix_server = axum::serve(unix, unix_app.into_make_service_with_connect_info::<PeerCredentials>()).with_graceful_shutdown(wait(stop_rx));
+    let (a, b) = tokio::join!(tcp_server.into_future(), unix_server.into_future());
+    a.and(b)
+}
+
+fn common_routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+    router
+        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
+}
+
+async fn metrics(State(control): State<ControlPlane>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], control.render_metrics()).into_response()
+}
+
+async fn tcp_call(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((service, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let credentials = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        Some(value) => match value.strip_prefix("Bearer ") {
+            Some(token) => Credentials::Bearer(token.trim().to_owned()),
+            None => Credentials::Bearer(String::new()),
+        },
+        None => Credentials::Anonymous,
+    };
+    handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
+}
+
+async fn unix_call(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<PeerCredentials>,
+    Path((service, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let credentials = match peer.uid {
+        Some(uid) => Credentials::Peer { uid },
+        None => Credentials::Anonymous,
+    };
+    handle(control, credentials, "control.sock".to_owned(), &headers, service, action, body).await
+}
+
+async fn handle(control: ControlPlane, credentials: Credentials, source_ip: String, headers: &HeaderMap, service: String, action: String, body: Body) -> Response {
+    // Base64 makes bodies a third larger; leave room for the JSON around them.
+    let limit = (control.spec().max_object_size as usize).saturating_mul(4) / 3 + 64 * 1024;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let too_large = || ActionError::too_large(format!("the request body exceeds {limit} bytes (storage.max_object_size is {} bytes before base64)", control.spec().max_object_size));
+    let body = match declared {
+        Some(length) if length > limit => Err(too_large()),
+        _ => axum::body::to_bytes(body, limit).await.map_err(|err| {
+            if std::error::Error::source(&err).is_some_and(|s| s.to_string().contains("length limit")) || err.to_string().contains("length limit") {
+                too_large()
+            } else {
+                ActionError::serialization(format!("the request body could not be read: {err}"))
+            }
+        }),
+    };
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
+    let response = control.call(Request { credentials, source_ip, user_agent, action: format!("{service}:{action}"), body }).await;
+    let request_id = HeaderValue::from_str(&response.request_id).expect("a uuid is a valid header value");
+    match response.result {
+        Ok(value) => {
+            let mut reply = axum::Json(value).into_response();
+            reply.headers_mut().insert("x-amzn-requestid", request_id);
+            reply
+        }
+        Err(err) => {
+            let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut reply = (status, axum::Json(json!({ "Code": err.code, "Message": err.message, "RequestId": response.request_id }))).into_response();
+            reply.headers_mut().insert("x-amzn-requestid", request_id);
+            reply
+        }
+    }
+}

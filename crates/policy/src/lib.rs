@@ -1,1 +1,285 @@
+//! Authorization. This is the only crate that knows Cedar: the rest of the system speaks in
+//! [`Principal`]s, [`Resource`]s and action names, and gets a [`Decision`] back.
+//!
+//! Any evaluation error is a deny; the decision carries the policy ids that allowed it, or
+//! the errors, for the audit record.
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use cedar_policy::{Authorizer as CedarAuthorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+use serde_json::{Value, json};
+
+/// The kinds of resource an action can apply to; each is a Cedar entity type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// The service itself, for actions with no narrower resource (ListBuckets, CreateKey…).
+    Service,
+    Bucket,
+    Object,
+    Parameter,
+    Key,
+}
+
+impl ResourceKind {
+    fn entity_type(self) -> &'static str {
+        match self {
+            ResourceKind::Service => "Service",
+            ResourceKind::Bucket => "Bucket",
+            ResourceKind::Object => "Object",
+            ResourceKind::Parameter => "Parameter",
+            ResourceKind::Key => "Key",
+        }
+    }
+}
+
+/// An action as the authorizer needs to know it: its full name and its resource kind.
+#[derive(Debug, Clone)]
+pub struct ActionDecl {
+    pub name: String,
+    pub resource: ResourceKind,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The local operator on the control socket, known by its Unix uid.
+    Operator { uid: u32 },
+    /// A person; `home` is the `<mode>/<sha256>` id of their home folder.
+    User { id: String, access_mode: String, home: String, mfa: bool, roles: Vec<String> },
+    /// A built-in function, acting under its own role.
+    Function { name: String },
+    /// A sandbox instance with no user assigned.
+    Instance { id: String, roles: Vec<String> },
+}
+
+/// What is acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    Service(String),
+    Bucket { name: String, home_folders: bool },
+    /// An object or a listing prefix; `home` is set when the key lies inside a home folder.
+    Object { bucket: String, bucket_home_folders: bool, key: String, home: Option<String> },
+    Parameter { name: String },
+    Key { id: String },
+}
+
+/// The outcome of one authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Ids of the policies that determined the decision.
+    pub reasons: Vec<String>,
+    /// Evaluation errors; any of them makes the decision a deny.
+    pub errors: Vec<String>,
+}
+
+/// A policy or schema problem, located in the named policy's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy `{policy}`: {message}")]
+pub struct PolicyError {
+    pub policy: String,
+    pub message: String,
+}
+
+/// The loaded, validated policies and the schema they were validated against.
+pub struct Authorizer {
+    schema: Schema,
+    policies: PolicySet,
+    cedar: CedarAuthorizer,
+}
+
+const NAMESPACE: &str = "DataSandbox";
+
+impl Authorizer {
+    /// Builds the schema from the actions and validates every policy against it (strict mode).
+    pub fn load(policies: &[(String, String)], actions: &[ActionDecl]) -> Result<Authorizer, Vec<PolicyError>> {
+        let schema_text = schema_text(actions);
+        let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text).map_err(|err| {
+            vec![PolicyError { policy: "<schema>".into(), message: format!("internal schema is invalid: {err}") }]
+        })?;
+        let mut set = PolicySet::new();
+        let mut errors = Vec::new();
+        for (name, text) in policies {
+            match PolicySet::from_str(text) {
+                Err(err) => errors.push(PolicyError { policy: name.clone(), message: describe(&err, text) }),
+                Ok(parsed) => {
+                    let count = parsed.policies().count();
+                    if count == 0 {
+                        errors.push(PolicyError { policy: name.clone(), message: "contains no policy".into() });
+                    }
+                    for (index, policy) in parsed.policies().enumerate() {
+                        let id = if count == 1 { name.clone() } else { format!("{name}#{index}") };
+                        let policy = policy.new_id(PolicyId::new(&id));
+                        if let Err(err) = set.add(policy) {
+                            errors.push(PolicyError { policy: name.clone(), message: err.to_string() });
+                        }
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        for error in result.validation_errors() {
+            let id = error.policy_id().to_string();
+            let base = id.split('#').next().unwrap_or(&id).to_owned();
+            let text = policies.iter().find(|(n, _)| *n == base).map(|(_, t)| t.as_str()).unwrap_or("");
+            errors.push(PolicyError { policy: base, message: describe(error, text) });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Authorizer { schema, policies: set, cedar: CedarAuthorizer::new() })
+    }
+
+    /// Decides one request. Anything that goes wrong building it is a deny with the reason.
+    pub fn authorize(&self, principal: &Principal, action: &str, resource: &Resource, source_ip: &str) -> Decision {
+        match self.try_authorize(principal, action, resource, source_ip) {
+            Ok(decision) => decision,
+            Err(error) => Decision { allowed: false, reasons: Vec::new(), errors: vec![error] },
+        }
+    }
+
+    fn try_authorize(&self, principal: &Principal, action: &str, resource: &Resource, source_ip: &str) -> Result<Decision, String> {
+        let mut entities = Vec::new();
+        let principal_uid = principal_entity(principal, &mut entities);
+        let resource_uid = resource_entity(resource, &mut entities);
+        let action_uid = uid("Action", action)?;
+        let entities = Entities::from_json_value(Value::Array(entities), Some(&self.schema)).map_err(|e| e.to_string())?;
+        let context = Context::from_json_value(json!({ "source_ip": source_ip }), Some((&self.schema, &action_uid))).map_err(|e| e.to_string())?;
+        let request = Request::new(uid_from(&principal_uid)?, action_uid, uid_from(&resource_uid)?, context, Some(&self.schema)).map_err(|e| e.to_string())?;
+        let response = self.cedar.is_authorized(&request, &self.policies, &entities);
+        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+        Ok(Decision {
+            allowed: response.decision() == cedar_policy::Decision::Allow && errors.is_empty(),
+            reasons: response.diagnostics().reason().map(|id| id.to_string()).collect(),
+            errors,
+        })
+    }
+}
+
+fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
+    EntityUid::from_str(&format!("{NAMESPACE}::{kind}::{}", Value::String(id.to_owned()))).map_err(|e| e.to_string())
+}
+
+fn uid_from(value: &Value) -> Result<EntityUid, String> {
+    EntityUid::from_json(value.clone()).map_err(|e| e.to_string())
+}
+
+fn entity_ref(kind: &str, id: &str) -> Value {
+    json!({ "type": format!("{NAMESPACE}::{kind}"), "id": id })
+}
+
+fn principal_entity(principal: &Principal, entities: &mut Vec<Value>) -> Value {
+    let role_parents = |roles: &[String], entities: &mut Vec<Value>| -> Vec<Value> {
+        roles
+            .iter()
+            .map(|role| {
+                let r = entity_ref("Role", role);
+                entities.push(json!({ "uid": r, "attrs": {}, "parents": [] }));
+                r
+            })
+            .collect()
+    };
+    let (uid, attrs, parents) = match principal {
+        Principal::Operator { uid } => (entity_ref("Operator", &uid.to_string()), json!({}), Vec::new()),
+        Principal::User { id, access_mode, home, mfa, roles } => (
+            entity_ref("User", id),
+            json!({ "access_mode": access_mode, "home": home, "mfa": mfa }),
+            role_parents(roles, entities),
+        ),
+        Principal::Function { name } => (entity_ref("Function", name), json!({}), Vec::new()),
+        Principal::Instance { id, roles } => (entity_ref("Instance", id), json!({}), role_parents(roles, entities)),
+    };
+    entities.push(json!({ "uid": uid, "attrs": attrs, "parents": parents }));
+    uid
+}
+
+fn resource_entity(resource: &Resource, entities: &mut Vec<Value>) -> Value {
+    let (uid, attrs, parents) = match resource {
+        Resource::Service(name) => (entity_ref("Service", name), json!({}), vec![]),
+        Resource::Bucket { name, home_folders } => (entity_ref("Bucket", name), json!({ "home_folders": home_folders }), vec![]),
+        Resource::Object { bucket, bucket_home_folders, key, home } => {
+            let bucket_uid = entity_ref("Bucket", bucket);
+            entities.push(json!({ "uid": bucket_uid, "attrs": { "home_folders": bucket_home_folders }, "parents": [] }));
+            let mut attrs = json!({ "key": key });
+            if let Some(home) = home {
+                attrs["home"] = json!(home);
+            }
+            (entity_ref("Object", &format!("{bucket}/{key}")), attrs, vec![bucket_uid])
+        }
+        Resource::Parameter { name } => (entity_ref("Parameter", name), json!({ "name": name }), vec![]),
+        Resource::Key { id } => (entity_ref("Key", id), json!({}), vec![]),
+    };
+    entities.push(json!({ "uid": uid, "attrs": attrs, "parents": parents }));
+    uid
+}
+
+/// The Cedar schema: fixed entity types plus one action per registered operation.
+pub fn schema_text(actions: &[ActionDecl]) -> String {
+    let mut text = String::from(
+        "namespace DataSandbox {
+  entity Role;
+  entity Operator;
+  entity User in [Role] { access_mode: String, home: String, mfa: Bool };
+  entity Function in [Role];
+  entity Instance in [Role];
+  entity Service;
+  entity Bucket { home_folders: Bool };
+  entity Object in [Bucket] { key: String, home?: String };
+  entity Parameter { name: String };
+  entity Key;
+  type RequestContext = { source_ip: String };
+",
+    );
+    for action in actions {
+        let _ = writeln!(
+            text,
+            "  action \"{}\" appliesTo {{ principal: [Operator, User, Function, Instance], resource: [{}], context: RequestContext }};",
+            action.name,
+            action.resource.entity_type()
+        );
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// Cedar's message plus the line and column of each labelled span in `text`.
+fn describe(diagnostic: &(dyn Diagnostic + 'static), text: &str) -> String {
+    let mut message = diagnostic.to_string();
+    // Cedar's top-level error often wraps the specific ones; their messages say what is wrong.
+    let related: Vec<String> = diagnostic.related().into_iter().flatten().map(|d| d.to_string()).collect();
+    if !related.is_empty() {
+        message = related.join("; ");
+    }
+    if let Some(help) = diagnostic.help() {
+        let _ = write!(message, " ({help})");
+    }
+    let positions: HashSet<(usize, usize)> = diagnostic
+        .labels()
+        .into_iter()
+        .flatten()
+        .chain(diagnostic.related().into_iter().flatten().flat_map(|d| d.labels().into_iter().flatten()))
+        .map(|label| line_column(text, label.offset()))
+        .collect();
+    let mut positions: Vec<_> = positions.into_iter().collect();
+    positions.sort_unstable();
+    if let Some((line, column)) = positions.first() {
+        let _ = write!(message, " at line {line}, column {column}");
+    }
+    message
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests;

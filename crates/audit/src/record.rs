@@ -1,0 +1,84 @@
+//! The record: CloudTrail's fields and names, plus `correlationId`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const EVENT_VERSION: &str = "1.09";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub event_version: String,
+    pub user_identity: UserIdentity,
+    pub event_time: String,
+    pub event_source: String,
+    pub event_name: String,
+    pub aws_region: String,
+    #[serde(rename = "sourceIPAddress")]
+    pub source_ip_address: String,
+    pub user_agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub request_parameters: Value,
+    pub response_elements: Value,
+    #[serde(rename = "requestID")]
+    pub request_id: String,
+    #[serde(rename = "eventID")]
+    pub event_id: String,
+    pub read_only: bool,
+    pub resources: Vec<RecordResource>,
+    pub event_type: String,
+    pub management_event: bool,
+    pub recipient_account_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserIdentity {
+    /// `Operator`, `User`, `AssumedRole` (functions), `Instance` or `Anonymous`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub principal_id: String,
+    pub arn: String,
+    pub account_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_context: Option<SessionContext>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionContext {
+    pub attributes: SessionContextAttributes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_issuer: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionContextAttributes {
+    pub creation_date: String,
+    /// CloudTrail writes this as the string "true" or "false".
+    pub mfa_authenticated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordResource {
+    #[serde(rename = "ARN")]
+    pub arn: String,
+    #[serde(rename = "accountId")]
+    pub account_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl Record {
+    pub fn is_error(&self) -> bool {
+        self.error_code.is_some()
+    }
+}

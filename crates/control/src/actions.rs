@@ -1,0 +1,69 @@
+//! The registry of actions: the single list that the router, the Cedar schema, the OpenAPI
+//! document and the metrics labels are all built from.
+
+use policy::ResourceKind;
+
+/// What the pipeline must know about an action before running it.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionSpec {
+    pub name: &'static str,
+    pub resource: ResourceKind,
+    /// CloudTrail's `readOnly`.
+    pub read_only: bool,
+    /// CloudTrail's `managementEvent`; object reads and writes are data events.
+    pub management_event: bool,
+    pub summary: &'static str,
+}
+
+const fn action(name: &'static str, resource: ResourceKind, read_only: bool, management_event: bool, summary: &'static str) -> ActionSpec {
+    ActionSpec { name, resource, read_only, management_event, summary }
+}
+
+use ResourceKind::{Bucket, Key, Object, Parameter, Service};
+
+pub const ACTIONS: &[ActionSpec] = &[
+    action("parameters:PutParameter", Parameter, false, true, "Create or overwrite a parameter (String, StringList, SecureString)"),
+    action("parameters:GetParameter", Parameter, true, true, "Read one parameter, decrypted with WithDecryption"),
+    action("parameters:GetParameters", Service, true, true, "Read up to 10 parameters"),
+    action("parameters:GetParametersByPath", Parameter, true, true, "Read the parameters under a path"),
+    action("parameters:DeleteParameter", Parameter, false, true, "Delete a parameter and its history"),
+    action("parameters:GetParameterHistory", Parameter, true, true, "Every version of a parameter"),
+    action("storage:CreateBucket", Bucket, false, true, "Create a bucket"),
+    action("storage:DeleteBucket", Bucket, false, true, "Delete an empty bucket"),
+    action("storage:ListBuckets", Service, true, true, "List buckets"),
+    action("storage:PutObject", Object, false, false, "Write an object (Body in base64)"),
+    action("storage:GetObject", Object, true, false, "Read an object, or a byte range of it"),
+    action("storage:HeadObject", Object, true, false, "Read an object's metadata"),
+    action("storage:ListObjectsV2", Object, true, false, "List objects by prefix, with delimiter and pagination"),
+    action("storage:DeleteObject", Object, false, false, "Delete an object"),
+    action("storage:CopyObject", Object, false, false, "Copy an object"),
+    action("storage:PutBucketNotificationConfiguration", Bucket, false, true, "Replace a bucket's notification configuration"),
+    action("storage:GetBucketNotificationConfiguration", Bucket, true, true, "Read a bucket's notification configuration"),
+    action("keys:CreateKey", Service, false, true, "Create a symmetric key"),
+    action("keys:DescribeKey", Key, true, true, "Describe a key"),
+    action("keys:ListKeys", Service, true, true, "List keys"),
+    action("keys:CreateAlias", Key, false, true, "Name a key"),
+    action("keys:ListAliases", Service, true, true, "List aliases"),
+    action("keys:EnableKeyRotation", Key, false, true, "Rotate a key's material periodically"),
+    action("keys:DisableKeyRotation", Key, false, true, "Stop periodic rotation"),
+    action("keys:GetKeyRotationStatus", Key, true, true, "Whether a key rotates"),
+    action("keys:RotateKeyOnDemand", Key, false, true, "Rotate a key's material now"),
+    action("keys:GenerateDataKey", Key, false, true, "A fresh data key, in plaintext and wrapped"),
+    action("keys:Encrypt", Key, false, true, "Encrypt up to 4096 bytes"),
+    action("keys:Decrypt", Key, false, true, "Decrypt a ciphertext blob"),
+    action("keys:ScheduleKeyDeletion", Key, false, true, "Delete a key after 7 to 30 days"),
+    action("keys:CancelKeyDeletion", Key, false, true, "Cancel a scheduled deletion (the key comes back disabled)"),
+    action("keys:EnableKey", Key, false, true, "Allow a key's use"),
+    action("keys:DisableKey", Key, false, true, "Stop a key's use without deleting it"),
+    action("identity:CreateSessionToken", Service, false, true, "A short-lived bearer token for a user"),
+    action("identity:GetCallerIdentity", Service, true, true, "Who the caller is"),
+    action("audit:LookupEvents", Service, true, true, "Search the audit trail"),
+];
+
+pub fn find(name: &str) -> Option<&'static ActionSpec> {
+    ACTIONS.iter().find(|a| a.name == name)
+}
+
+pub fn declarations() -> Vec<policy::ActionDecl> {
+    ACTIONS.iter().map(|a| policy::ActionDecl { name: a.name.to_owned(), resource: a.resource }).collect()
+}

@@ -1,0 +1,77 @@
+//! Object bodies, as immutable blobs on the `object_store` crate: a directory under the data
+//! directory by default, any S3-compatible server at scale. Object names and metadata live in
+//! the metadata store, which points at blobs; a write commits by swapping that pointer.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use model::spec::StorageBackend;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutPayload};
+
+#[derive(Clone)]
+pub struct Blobs {
+    store: Arc<dyn ObjectStore>,
+}
+
+const PREFIX: &str = "blobs";
+
+impl Blobs {
+    pub fn open(backend: &StorageBackend, data_dir: &Path) -> Result<Blobs, object_store::Error> {
+        let store: Arc<dyn ObjectStore> = match backend {
+            StorageBackend::Local => {
+                let root = data_dir.join("objects");
+                std::fs::create_dir_all(&root).map_err(|source| object_store::Error::Generic { store: "local", source: Box::new(source) })?;
+                Arc::new(LocalFileSystem::new_with_prefix(&root)?)
+            }
+            StorageBackend::S3 { endpoint, bucket, region, allow_http } => Arc::new(
+                AmazonS3Builder::from_env()
+                    .with_endpoint(endpoint)
+                    .with_bucket_name(bucket)
+                    .with_region(region)
+                    .with_allow_http(*allow_http)
+                    .with_virtual_hosted_style_request(false)
+                    .build()?,
+            ),
+        };
+        Ok(Blobs { store })
+    }
+
+    /// Stores `body` under a fresh name and returns it. The name is never reused.
+    pub async fn put(&self, body: Bytes) -> Result<String, object_store::Error> {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        self.store.put(&path(&name), PutPayload::from_bytes(body)).await?;
+        Ok(name)
+    }
+
+    pub async fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, object_store::Error> {
+        match range {
+            Some(range) if range.is_empty() => Ok(Bytes::new()),
+            Some(range) => self.store.get_range(&path(name), range).await,
+            None => self.store.get(&path(name)).await?.bytes().await,
+        }
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), object_store::Error> {
+        match self.store.delete(&path(name)).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Every blob name in the store.
+    pub async fn list(&self) -> Result<Vec<String>, object_store::Error> {
+        let prefix = StorePath::from(PREFIX);
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        Ok(metas.into_iter().filter_map(|m| m.location.filename().map(str::to_owned)).collect())
+    }
+}
+
+fn path(name: &str) -> StorePath {
+    StorePath::from(format!("{PREFIX}/{name}"))
+}

@@ -1,0 +1,211 @@
+//! Built-in functions and the dispatcher that delivers bucket notifications to them.
+//!
+//! Delivery is at-least-once (the outbox row is written with the object change and deleted
+//! only after the function succeeded), in order per key (a failing key holds back its later
+//! events), retried with exponential backoff, and every delivery and failure is audited.
+//! Functions act only through the pipeline, under their own least-privilege role.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use audit::Record;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::error::ActionError;
+use crate::identity::Credentials;
+use crate::pipeline::{ControlPlane, Request};
+use crate::services::{decode_base64, encode_base64};
+use crate::store::{millis_to_rfc3339, now_millis};
+
+/// After this many failed attempts an event is dropped, with an audit record saying so.
+const MAX_ATTEMPTS: i64 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltinFunction {
+    /// Writes `<key>.sha256` beside each new object: a checksum for data handed in.
+    Sha256Sidecar,
+}
+
+impl BuiltinFunction {
+    const ALL: [BuiltinFunction; 1] = [BuiltinFunction::Sha256Sidecar];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltinFunction::Sha256Sidecar => "sha256-sidecar",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<BuiltinFunction> {
+        BuiltinFunction::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        BuiltinFunction::ALL.iter().map(|f| f.name()).collect()
+    }
+}
+
+pub(crate) fn start_dispatcher(control: ControlPlane) {
+    tokio::spawn(async move {
+        loop {
+            let wait = match deliver_due(&control).await {
+                Ok(wait) => wait,
+                Err(err) => {
+                    tracing::error!(error = %err, "notification dispatcher");
+                    Duration::from_secs(1)
+                }
+            };
+            // Woken early by a new outbox row; otherwise retry when the next backoff ends.
+            let _ = tokio::time::timeout(wait, control.plane.outbox.notified()).await;
+        }
+    });
+}
+
+/// Delivers every due event once; returns how long to wait before the next look.
+async fn deliver_due(control: &ControlPlane) -> Result<Duration, ActionError> {
+    let plane = &*control.plane;
+    let rows = sqlx::query("SELECT seq, bucket, key, function, event, attempts, next_attempt FROM notifications ORDER BY seq LIMIT 200")
+        .fetch_all(&plane.store.pool)
+        .await?;
+    let now = now_millis();
+    let mut held: HashSet<(String, String)> = HashSet::new();
+    let mut next_due = i64::MAX;
+    for row in &rows {
+        let seq: i64 = row.try_get("seq")?;
+        let bucket: String = row.try_get("bucket")?;
+        let key: String = row.try_get("key")?;
+        let function: String = row.try_get("function")?;
+        let attempts: i64 = row.try_get("attempts")?;
+        let next_attempt: i64 = row.try_get("next_attempt")?;
+        let slot = (bucket, key);
+        if held.contains(&slot) {
+            continue;
+        }
+        if next_attempt > now {
+            // An earlier event of this key is waiting for its retry; later ones wait behind it.
+            next_due = next_due.min(next_attempt);
+            held.insert(slot);
+            continue;
+        }
+        let event: Value = serde_json::from_str(&row.try_get::<String, _>("event")?).map_err(ActionError::internal)?;
+        let outcome = invoke(control, &function, &event).await;
+        audit_delivery(control, &function, &event, attempts + 1, outcome.as_ref().err()).await;
+        match outcome {
+            Ok(()) => {
+                plane.metrics.notifications_delivered.inc();
+                sqlx::query("DELETE FROM notifications WHERE seq = $1").bind(seq).execute(&plane.store.pool).await?;
+            }
+            Err(err) if attempts + 1 >= MAX_ATTEMPTS => {
+                plane.metrics.notifications_failed.inc();
+                tracing::error!(function, error = %err, "notification dropped after {MAX_ATTEMPTS} attempts");
+                sqlx::query("DELETE FROM notifications WHERE seq = $1").bind(seq).execute(&plane.store.pool).await?;
+            }
+            Err(err) => {
+                plane.metrics.notifications_failed.inc();
+                let backoff = 200i64 << attempts.min(8);
+                sqlx::query("UPDATE notifications SET attempts = $1, next_attempt = $2, last_error = $3 WHERE seq = $4")
+                    .bind(attempts + 1)
+                    .bind(now + backoff)
+                    .bind(err.to_string())
+                    .bind(seq)
+                    .execute(&plane.store.pool)
+                    .await?;
+                next_due = next_due.min(now + backoff);
+                held.insert(slot);
+            }
+        }
+    }
+    if rows.len() == 200 && next_due == i64::MAX {
+        return Ok(Duration::ZERO);
+    }
+    let wait = if next_due == i64::MAX { 5_000 } else { (next_due - now_millis()).clamp(0, 5_000) };
+    Ok(Duration::from_millis(wait as u64))
+}
+
+async fn invoke(control: &ControlPlane, function: &str, event: &Value) -> Result<(), ActionError> {
+    let Some(builtin) = BuiltinFunction::from_name(function) else {
+        return Err(ActionError::validation(format!("function `{function}` does not exist")));
+    };
+    let correlation_id = event["correlationId"].as_str().map(str::to_owned);
+    let call = |action: &str, input: Value| Request {
+        credentials: Credentials::Function { name: function.to_owned(), correlation_id: correlation_id.clone() },
+        source_ip: "functions.datasandbox".into(),
+        user_agent: format!("datasandbox-function/{function}"),
+        action: action.to_owned(),
+        body: Ok(Bytes::from(input.to_string())),
+    };
+    match builtin {
+        BuiltinFunction::Sha256Sidecar => {
+            let bucket = event["s3"]["bucket"]["name"].as_str().unwrap_or_default();
+            let key = event["s3"]["object"]["key"].as_str().unwrap_or_default();
+            let created = event["eventName"].as_str().is_some_and(|e| e.starts_with("ObjectCreated"));
+            if !created || key.ends_with(".sha256") {
+                return Ok(());
+            }
+            let object = control.call(call("storage:GetObject", json!({ "Bucket": bucket, "Key": key }))).await.result;
+            let object = match object {
+                Ok(object) => object,
+                // Deleted since: nothing left to checksum.
+                Err(err) if err.code == "NoSuchKey" => return Ok(()),
+                Err(err) => return Err(err),
+            };
+            let body = decode_base64("Body", object["Body"].as_str().unwrap_or_default())?;
+            let name = key.rsplit('/').next().unwrap_or(key);
+            let line = format!("{}  {name}\n", hex::encode(Sha256::digest(&body)));
+            let put = json!({ "Bucket": bucket, "Key": format!("{key}.sha256"), "Body": encode_base64(line.as_bytes()), "ContentType": "text/plain" });
+            control.call(call("storage:PutObject", put)).await.result.map(|_| ())
+        }
+    }
+}
+
+/// One `functions:Invoke` service event per delivery attempt.
+async fn audit_delivery(control: &ControlPlane, function: &str, event: &Value, attempt: i64, error: Option<&ActionError>) {
+    let plane = &*control.plane;
+    let account = &plane.spec.account_id;
+    let record = Record {
+        event_version: audit::EVENT_VERSION.into(),
+        user_identity: audit::UserIdentity {
+            kind: "AWSService".into(),
+            principal_id: "functions.datasandbox".into(),
+            arn: String::new(),
+            account_id: account.clone(),
+            user_name: None,
+            session_context: None,
+        },
+        event_time: millis_to_rfc3339(now_millis()),
+        event_source: "functions".into(),
+        event_name: "Invoke".into(),
+        aws_region: plane.spec.region.clone(),
+        source_ip_address: "functions.datasandbox".into(),
+        user_agent: "datasandbox-dispatcher".into(),
+        error_code: error.map(|e| e.code.to_owned()),
+        error_message: error.map(|e| e.message.clone()),
+        request_parameters: json!({
+            "FunctionName": function,
+            "Attempt": attempt,
+            "EventName": event["eventName"],
+            "Bucket": event["s3"]["bucket"]["name"],
+            "Key": event["s3"]["object"]["key"],
+            "ConfigurationId": event["s3"]["configurationId"],
+            "TriggeringRequestId": event["responseElements"]["x-amz-request-id"],
+        }),
+        response_elements: Value::Null,
+        request_id: uuid::Uuid::new_v4().to_string(),
+        event_id: uuid::Uuid::new_v4().to_string(),
+        read_only: false,
+        resources: vec![audit::RecordResource {
+            arn: format!("arn:datasandbox:functions:{}:{account}:function/{function}", plane.spec.region),
+            account_id: account.clone(),
+            kind: "DataSandbox::Functions::Function".into(),
+        }],
+        event_type: "AwsServiceEvent".into(),
+        management_event: false,
+        recipient_account_id: account.clone(),
+        correlation_id: event["correlationId"].as_str().map(str::to_owned),
+    };
+    if let Err(err) = plane.trail.append(&record).await {
+        tracing::error!(error = %err, "cannot audit a notification delivery");
+    }
+}

@@ -1,0 +1,203 @@
+//! Authentication: turning the credentials a transport presents into a [`Caller`], and the
+//! short-lived user tokens of `identity:CreateSessionToken`.
+
+use audit::{SessionContext, SessionContextAttributes, UserIdentity};
+use model::{AccessMode, HomeOwner, UserId};
+use policy::Principal;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::error::ActionError;
+use crate::pipeline::Ctx;
+use crate::store::{Store, millis_to_rfc3339, now_millis};
+
+/// What a transport knows about who is calling.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// Peer credentials of a connection on the control socket.
+    Peer { uid: u32 },
+    /// `Authorization: Bearer <token>` on the HTTP API.
+    Bearer(String),
+    /// No credentials at all.
+    Anonymous,
+    /// A built-in function invoked by the platform, carrying the correlation id of the event.
+    Function { name: String, correlation_id: Option<String> },
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub identity: UserIdentity,
+    pub correlation_id: Option<String>,
+}
+
+pub(crate) async fn authenticate(store: &Store, account_id: &str, credentials: &Credentials, socket_owner: u32) -> Result<Caller, ActionError> {
+    match credentials {
+        Credentials::Peer { uid } => {
+            // The socket is mode 0600, so only its owner and root can connect; check anyway.
+            if *uid != 0 && *uid != socket_owner {
+                return Err(ActionError::unauthenticated(format!("uid {uid} may not use the control socket")));
+            }
+            let name = user_name_of(*uid);
+            Ok(Caller {
+                principal: Principal::Operator { uid: *uid },
+                identity: UserIdentity {
+                    kind: "Operator".into(),
+                    principal_id: format!("uid:{uid}"),
+                    arn: format!("arn:datasandbox:identity::{account_id}:operator/{name}"),
+                    account_id: account_id.to_owned(),
+                    user_name: Some(name),
+                    session_context: None,
+                },
+                correlation_id: None,
+            })
+        }
+        Credentials::Bearer(token) => user_from_token(store, account_id, token).await,
+        Credentials::Anonymous => Err(ActionError::unauthenticated(
+            "the request carries no credentials; send `Authorization: Bearer <token>` or use the control socket",
+        )),
+        Credentials::Function { name, correlation_id } => Ok(Caller {
+            principal: Principal::Function { name: name.clone() },
+            identity: UserIdentity {
+                kind: "AssumedRole".into(),
+                principal_id: format!("function:{name}"),
+                arn: format!("arn:datasandbox:identity::{account_id}:assumed-role/function-{name}/{name}"),
+                account_id: account_id.to_owned(),
+                user_name: Some(format!("function/{name}")),
+                session_context: Some(SessionContext {
+                    attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(now_millis()), mfa_authenticated: "false".into() },
+                    session_issuer: Some(json!({ "type": "Role", "principalId": format!("function-{name}"), "userName": format!("function-{name}") })),
+                }),
+            },
+            correlation_id: correlation_id.clone(),
+        }),
+    }
+}
+
+async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result<Caller, ActionError> {
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let row = sqlx::query("SELECT user_id, access_mode, roles, correlation_id, created, expires FROM tokens WHERE token_hash = $1")
+        .bind(&hash)
+        .fetch_optional(&store.pool)
+        .await?;
+    let Some(row) = row else {
+        return Err(ActionError::unauthenticated("the bearer token is not valid"));
+    };
+    let expires: i64 = row.try_get("expires")?;
+    if expires <= now_millis() {
+        return Err(ActionError::unauthenticated("the bearer token has expired; ask for a new one"));
+    }
+    let user_id: String = row.try_get("user_id")?;
+    let mode_text: String = row.try_get("access_mode")?;
+    let roles: String = row.try_get("roles")?;
+    let created: i64 = row.try_get("created")?;
+    let mode = AccessMode::parse(&mode_text).ok_or_else(|| ActionError::internal(format_args!("token has access mode `{mode_text}`")))?;
+    let user = UserId::new(user_id.clone()).map_err(ActionError::internal)?;
+    let home = HomeOwner::of(mode, &user);
+    Ok(Caller {
+        principal: Principal::User {
+            id: user_id.clone(),
+            access_mode: mode.as_str().into(),
+            home: home.id(),
+            mfa: false,
+            roles: roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+        },
+        identity: UserIdentity {
+            kind: "User".into(),
+            principal_id: format!("{}:{user_id}", mode.as_str()),
+            arn: format!("arn:datasandbox:identity::{account_id}:user/{}/{user_id}", mode.as_str()),
+            account_id: account_id.to_owned(),
+            user_name: Some(user_id),
+            session_context: Some(SessionContext {
+                attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(created), mfa_authenticated: "false".into() },
+                session_issuer: None,
+            }),
+        },
+        correlation_id: Some(row.try_get("correlation_id")?),
+    })
+}
+
+/// The name of a local uid, from the passwd database, or `uid-<n>`.
+fn user_name_of(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let id: u32 = fields.nth(1)?.parse().ok()?;
+            (id == uid).then(|| name.to_owned())
+        })
+        .unwrap_or_else(|| format!("uid-{uid}"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateSessionTokenInput {
+    user_id: UserId,
+    #[serde(default = "default_mode")]
+    access_mode: AccessMode,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default = "default_duration")]
+    duration_seconds: i64,
+}
+
+fn default_mode() -> AccessMode {
+    AccessMode::Custom
+}
+
+fn default_duration() -> i64 {
+    3600
+}
+
+pub(crate) async fn create_session_token(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: CreateSessionTokenInput = ctx.parse(input)?;
+    if !(900..=43_200).contains(&input.duration_seconds) {
+        return Err(ActionError::validation(format!("DurationSeconds {} is outside 900..=43200", input.duration_seconds)));
+    }
+    if let Some(bad) = input.roles.iter().find(|r| r.is_empty() || r.contains(',') || r.len() > 64) {
+        return Err(ActionError::validation(format!("role `{bad}` must be 1..=64 characters without `,`")));
+    }
+    ctx.authorize(policy::Resource::Service("identity".into()))?;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = format!("dst_{}", hex::encode(raw));
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let now = now_millis();
+    let expires = now + input.duration_seconds * 1000;
+    sqlx::query("INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(hex::encode(Sha256::digest(token.as_bytes())))
+        .bind(input.user_id.as_str())
+        .bind(input.access_mode.as_str())
+        .bind(input.roles.join(","))
+        .bind(&correlation_id)
+        .bind(now)
+        .bind(expires)
+        .execute(&ctx.plane.store.pool)
+        .await?;
+    let home = HomeOwner::of(input.access_mode, &input.user_id);
+    ctx.set_correlation_id(correlation_id.clone());
+    Ok(json!({
+        "Token": token,
+        "Expiration": millis_to_rfc3339(expires),
+        "UserId": input.user_id,
+        "HomeFolderPrefix": home.prefix(),
+        "CorrelationId": correlation_id,
+    }))
+}
+
+pub(crate) async fn get_caller_identity(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let _: Empty = ctx.parse(input)?;
+    ctx.authorize_always();
+    let identity = &ctx.caller.identity;
+    Ok(json!({ "Type": identity.kind, "PrincipalId": identity.principal_id, "Arn": identity.arn, "UserName": identity.user_name }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Empty {}

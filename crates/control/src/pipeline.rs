@@ -1,0 +1,359 @@
+//! The action pipeline: authenticate → authorize → execute → audit, for every call.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use audit::{Record, RecordResource, Trail};
+use bytes::Bytes;
+use model::spec::Spec;
+use policy::{Authorizer, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::actions::{self, ActionSpec};
+use crate::blobs::Blobs;
+use crate::error::ActionError;
+use crate::identity::{self, Caller, Credentials};
+use crate::metrics::Metrics;
+use crate::services::keys::KeyRing;
+use crate::store::{Store, millis_to_rfc3339, now_millis};
+
+/// Members whose values are secrets or data; they never reach an audit record.
+const HIDDEN_MEMBERS: &[&str] = &["Body", "Value", "Plaintext", "CiphertextBlob", "Token", "SecretString"];
+const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
+
+/// One call as a transport hands it over.
+pub struct Request {
+    pub credentials: Credentials,
+    pub source_ip: String,
+    pub user_agent: String,
+    pub action: String,
+    /// The raw JSON body, or the error the transport met reading it (too large, cut off).
+    pub body: Result<Bytes, ActionError>,
+}
+
+/// The answer: the request id (also in the audit record) and the result.
+pub struct Response {
+    pub request_id: String,
+    pub result: Result<Value, ActionError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the spec's policies are invalid:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Policies(Vec<policy::PolicyError>),
+    #[error(transparent)]
+    Trail(#[from] audit::TrailError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub(crate) struct Plane {
+    pub spec: Spec,
+    pub data_dir: PathBuf,
+    pub store: Store,
+    pub blobs: Blobs,
+    pub trail: Trail,
+    pub authorizer: Authorizer,
+    pub metrics: Metrics,
+    pub keys: KeyRing,
+    /// Wakes the notification dispatcher when the outbox gains rows.
+    pub outbox: Notify,
+    pub socket_owner: u32,
+}
+
+/// The running control plane; cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub(crate) plane: Arc<Plane>,
+}
+
+impl ControlPlane {
+    /// Opens the metadata store, the object store, the key ring and the trail; loads the
+    /// policies; creates the spec's buckets and notifications; starts background work.
+    pub async fn start(spec: Spec, data_dir: &Path, socket_owner: u32) -> Result<ControlPlane, StartError> {
+        let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
+        let authorizer = Authorizer::load(&policies, &actions::declarations()).map_err(StartError::Policies)?;
+        let store = Store::open(spec.metadata_url.as_deref(), data_dir).await?;
+        let blobs = Blobs::open(&spec.storage, data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
+        let keys = KeyRing::open(data_dir).map_err(StartError::Setup)?;
+        let trail = Trail::open(&data_dir.join("trail"), &spec.account_id, &spec.region, Duration::from_millis(spec.audit_max_batch_delay_ms))?;
+        let plane = Arc::new(Plane {
+            spec,
+            data_dir: data_dir.to_owned(),
+            store,
+            blobs,
+            trail,
+            authorizer,
+            metrics: Metrics::new(),
+            keys,
+            outbox: Notify::new(),
+            socket_owner,
+        });
+        let control = ControlPlane { plane };
+        crate::services::storage::reclaim_blobs(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        crate::services::storage::deploy_buckets(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        crate::functions::start_dispatcher(control.clone());
+        Ok(control)
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.plane.spec
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.plane.data_dir
+    }
+
+    pub fn trail(&self) -> &Trail {
+        &self.plane.trail
+    }
+
+    pub fn render_metrics(&self) -> String {
+        self.plane.metrics.render()
+    }
+
+    /// Runs one call through the pipeline. The audit record is durable before this returns.
+    pub async fn call(&self, request: Request) -> Response {
+        let started = Instant::now();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let plane = &*self.plane;
+        let spec = actions::find(&request.action);
+        let (caller, result, resources, correlation_id, input) = match identity::authenticate(&plane.store, &plane.spec.account_id, &request.credentials, plane.socket_owner).await {
+            Err(err) => (None, Err(err), Vec::new(), None, Value::Null),
+            Ok(caller) => {
+                let input = parse_body(&request.body);
+                let mut ctx = Ctx {
+                    plane,
+                    caller: &caller,
+                    spec,
+                    source_ip: &request.source_ip,
+                    request_id: request_id.clone(),
+                    authorized: false,
+                    resources: Vec::new(),
+                    correlation_id: caller.correlation_id.clone(),
+                };
+                let result = match (&input, spec) {
+                    (_, None) => Err(unknown_action(&request.action)),
+                    (Err(err), _) => Err(err.clone()),
+                    (Ok(input), Some(spec)) => {
+                        let result = crate::services::dispatch(&mut ctx, spec.name, input.clone()).await;
+                        // Fail closed: a handler that forgot to authorize must not succeed.
+                        if result.is_ok() && !ctx.authorized {
+                            Err(ActionError::internal(format_args!("{} returned without authorizing", spec.name)))
+                        } else {
+                            result
+                        }
+                    }
+                };
+                let (correlation_id, resources) = (ctx.correlation_id, ctx.resources);
+                (Some(caller), result, resources, correlation_id, input.unwrap_or(Value::Null))
+            }
+        };
+        let record = self.record(&request, spec, caller.as_ref(), &request_id, input, &result, resources, correlation_id);
+        let result = match plane.trail.append(&record).await {
+            Ok(()) => result,
+            Err(err) => {
+                tracing::error!(request_id, error = %err, "audit record not written");
+                Err(ActionError::new(503, "ServiceUnavailable", "the audit trail cannot be written, so no action can be acknowledged; the operator must free the trail's disk"))
+            }
+        };
+        let label = spec.map_or("unknown", |s| s.name);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.code == "AccessDeniedException" => "denied",
+            Err(e) if e.is_client_error() => "client_error",
+            Err(_) => "server_error",
+        };
+        plane.metrics.observe(label, outcome, started.elapsed().as_secs_f64());
+        Response { request_id, result }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one record gathers everything the pipeline learned")]
+    fn record(
+        &self,
+        request: &Request,
+        spec: Option<&ActionSpec>,
+        caller: Option<&Caller>,
+        request_id: &str,
+        input: Value,
+        result: &Result<Value, ActionError>,
+        resources: Vec<RecordResource>,
+        correlation_id: Option<String>,
+    ) -> Record {
+        let plane = &*self.plane;
+        let (event_source, event_name) = match request.action.split_once(':') {
+            Some((service, action)) if spec.is_some() => (service.to_owned(), action.to_owned()),
+            _ => ("unknown".to_owned(), request.action.chars().filter(|c| !c.is_control()).take(128).collect()),
+        };
+        let identity = caller.map(|c| c.identity.clone()).unwrap_or_else(|| audit::UserIdentity {
+            kind: "Anonymous".into(),
+            principal_id: "anonymous".into(),
+            arn: String::new(),
+            account_id: plane.spec.account_id.clone(),
+            user_name: None,
+            session_context: None,
+        });
+        let read_only = spec.is_some_and(|s| s.read_only);
+        let response_elements = match result {
+            Ok(value) if !read_only => redact(value.clone()),
+            _ => Value::Null,
+        };
+        Record {
+            event_version: audit::EVENT_VERSION.into(),
+            user_identity: identity,
+            event_time: millis_to_rfc3339(now_millis()),
+            event_source,
+            event_name,
+            aws_region: plane.spec.region.clone(),
+            source_ip_address: request.source_ip.clone(),
+            user_agent: request.user_agent.chars().take(256).collect(),
+            error_code: result.as_ref().err().map(|e| e.code.to_owned()),
+            error_message: result.as_ref().err().map(|e| e.message.clone()),
+            request_parameters: redact(input),
+            response_elements,
+            request_id: request_id.to_owned(),
+            event_id: uuid::Uuid::new_v4().to_string(),
+            read_only,
+            resources,
+            event_type: if matches!(request.credentials, Credentials::Function { .. }) { "AwsServiceEvent".into() } else { "AwsApiCall".into() },
+            management_event: spec.is_none_or(|s| s.management_event),
+            recipient_account_id: plane.spec.account_id.clone(),
+            correlation_id,
+        }
+    }
+}
+
+fn unknown_action(name: &str) -> ActionError {
+    let shown: String = name.chars().filter(|c| !c.is_control()).take(80).collect();
+    match model::ActionName::parse(name) {
+        Err(err) => ActionError::unknown_operation(err.to_string()),
+        Ok(parsed) => {
+            let same_service: Vec<&str> =
+                actions::ACTIONS.iter().filter_map(|a| a.name.strip_prefix(parsed.service()).and_then(|r| r.strip_prefix(':'))).collect();
+            if same_service.is_empty() {
+                ActionError::unknown_operation(format!("action `{shown}` does not exist; service `{}` has no actions yet", parsed.service()))
+            } else {
+                ActionError::unknown_operation(format!("action `{shown}` does not exist; `{}` has {}", parsed.service(), same_service.join(", ")))
+            }
+        }
+    }
+}
+
+fn parse_body(body: &Result<Bytes, ActionError>) -> Result<Value, ActionError> {
+    let bytes = body.as_ref().map_err(Clone::clone)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|err| ActionError::serialization(format!("the request body is not valid JSON: {err}")))?;
+    if !value.is_object() {
+        return Err(ActionError::serialization("the request body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+fn redact(mut value: Value) -> Value {
+    fn walk(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, member) in map.iter_mut() {
+                    if HIDDEN_MEMBERS.contains(&key.as_str()) && !member.is_null() {
+                        *member = Value::String(HIDDEN.into());
+                    } else {
+                        walk(member);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut value);
+    value
+}
+
+/// What a handler sees of its call.
+pub(crate) struct Ctx<'a> {
+    pub plane: &'a Plane,
+    pub caller: &'a Caller,
+    spec: Option<&'static ActionSpec>,
+    pub source_ip: &'a str,
+    pub request_id: String,
+    authorized: bool,
+    resources: Vec<RecordResource>,
+    correlation_id: Option<String>,
+}
+
+impl Ctx<'_> {
+    /// Parses the input into the action's typed request; failures are ValidationExceptions.
+    pub fn parse<T: DeserializeOwned>(&self, input: Value) -> Result<T, ActionError> {
+        serde_json::from_value(input).map_err(|err| ActionError::validation(format!("invalid request: {err}")))
+    }
+
+    /// Authorizes this action on `resource`. Every handler calls this before any effect.
+    pub fn authorize(&mut self, resource: Resource) -> Result<(), ActionError> {
+        let name = self.spec.map_or("unknown", |s| s.name);
+        self.check(name, resource)?;
+        self.authorized = true;
+        Ok(())
+    }
+
+    /// Authorizes a further action the call implies (reading a copy source, decrypting a
+    /// SecureString); it does not replace [`Ctx::authorize`].
+    pub fn authorize_also(&mut self, action: &str, resource: Resource) -> Result<(), ActionError> {
+        self.check(action, resource)
+    }
+
+    /// For actions every authenticated caller may take, such as asking who they are.
+    pub fn authorize_always(&mut self) {
+        self.authorized = true;
+    }
+
+    fn check(&mut self, action: &str, resource: Resource) -> Result<(), ActionError> {
+        let (arn, kind) = resource_arn(&self.plane.spec, &resource);
+        if let Some(arn) = &arn {
+            if !self.resources.iter().any(|r| &r.arn == arn) {
+                self.resources.push(RecordResource { arn: arn.clone(), account_id: self.plane.spec.account_id.clone(), kind: kind.into() });
+            }
+        }
+        let decision = self.plane.authorizer.authorize(&self.caller.principal, action, &resource, self.source_ip);
+        tracing::debug!(action, allowed = decision.allowed, reasons = ?decision.reasons, errors = ?decision.errors, "authorization");
+        if decision.allowed {
+            return Ok(());
+        }
+        let who = self.caller.identity.user_name.as_deref().unwrap_or(&self.caller.identity.principal_id);
+        let on = arn.map(|a| format!(" on `{a}`")).unwrap_or_default();
+        Err(ActionError::access_denied(format!("`{who}` is not allowed to perform `{action}`{on}")))
+    }
+
+    pub fn set_correlation_id(&mut self, id: String) {
+        self.correlation_id = Some(id);
+    }
+
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+
+    /// The writer recorded with objects: the caller's ARN.
+    pub fn principal_arn(&self) -> &str {
+        &self.caller.identity.arn
+    }
+}
+
+fn resource_arn(spec: &Spec, resource: &Resource) -> (Option<String>, &'static str) {
+    let (region, account) = (&spec.region, &spec.account_id);
+    match resource {
+        Resource::Service(_) => (None, ""),
+        Resource::Bucket { name, .. } => (Some(format!("arn:datasandbox:storage:::{name}")), "DataSandbox::Storage::Bucket"),
+        Resource::Object { bucket, key, .. } => (Some(format!("arn:datasandbox:storage:::{bucket}/{key}")), "DataSandbox::Storage::Object"),
+        Resource::Parameter { name } => (
+            Some(format!("arn:datasandbox:parameters:{region}:{account}:parameter/{}", name.trim_start_matches('/'))),
+            "DataSandbox::Parameters::Parameter",
+        ),
+        Resource::Key { id } => (Some(format!("arn:datasandbox:keys:{region}:{account}:key/{id}")), "DataSandbox::Keys::Key"),
+    }
+}

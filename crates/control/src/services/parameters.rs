@@ -1,0 +1,428 @@
+//! `parameters:` — SSM Parameter Store's actions and members: versioned String, StringList and
+//! SecureString parameters. SecureString values are encrypted by the key service and returned
+//! in plaintext only with `WithDecryption` and a policy that allows `keys:Decrypt`.
+
+use std::collections::BTreeMap;
+
+use model::ParameterName;
+use policy::Resource;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::keys;
+use super::{decode_token, encode_base64, encode_token, unregistered};
+use crate::error::ActionError;
+use crate::pipeline::{Ctx, Plane};
+use crate::store::{millis_to_rfc3339, now_millis};
+
+const MAX_VERSIONS: i64 = 100;
+const DEFAULT_KEY_ALIAS: &str = "alias/datasandbox/parameters";
+
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+    match action {
+        "PutParameter" => put(ctx, input).await,
+        "GetParameter" => get(ctx, input).await,
+        "GetParameters" => get_many(ctx, input).await,
+        "GetParametersByPath" => get_by_path(ctx, input).await,
+        "DeleteParameter" => delete(ctx, input).await,
+        "GetParameterHistory" => history(ctx, input).await,
+        _ => Err(unregistered(action)),
+    }
+}
+
+fn arn(plane: &Plane, name: &str) -> String {
+    format!("arn:datasandbox:parameters:{}:{}:parameter/{}", plane.spec.region, plane.spec.account_id, name.trim_start_matches('/'))
+}
+
+fn not_found(name: &str) -> ActionError {
+    ActionError::not_found("ParameterNotFound", format!("parameter `{name}` does not exist"))
+}
+
+fn resource(name: &str) -> Resource {
+    Resource::Parameter { name: name.to_owned() }
+}
+
+/// The encryption context binds a SecureString's ciphertext to its parameter.
+fn context(plane: &Plane, name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("PARAMETER_ARN".to_owned(), arn(plane, name))])
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PutInput {
+    name: ParameterName,
+    value: String,
+    #[serde(default, rename = "Type")]
+    kind: Option<String>,
+    #[serde(default)]
+    overwrite: bool,
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tier: Option<String>,
+    #[serde(default)]
+    data_type: Option<String>,
+}
+
+async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: PutInput = ctx.parse(input)?;
+    let name = input.name.as_str();
+    if input.value.is_empty() || input.value.chars().count() > 4096 {
+        return Err(ActionError::validation("Value must be 1..=4096 characters (Standard tier)"));
+    }
+    if input.tier.as_deref().is_some_and(|t| t != "Standard") {
+        return Err(ActionError::validation("Tier must be Standard"));
+    }
+    if input.data_type.as_deref().is_some_and(|t| t != "text") {
+        return Err(ActionError::validation("DataType must be text"));
+    }
+    if input.description.as_ref().is_some_and(|d| d.chars().count() > 1024) {
+        return Err(ActionError::validation("Description is longer than 1024 characters"));
+    }
+    let kind = match input.kind.as_deref() {
+        None | Some("String" | "StringList" | "SecureString") => input.kind.clone(),
+        Some(other) => return Err(ActionError::validation(format!("Type `{other}` is not String, StringList or SecureString"))),
+    };
+    if input.key_id.is_some() && kind.as_deref() != Some("SecureString") {
+        return Err(ActionError::validation("KeyId applies only to Type SecureString"));
+    }
+    ctx.authorize(resource(name))?;
+    let plane = ctx.plane;
+    let current = current_version(plane, name).await?;
+    let kind = match (kind, &current) {
+        (Some(kind), _) => kind,
+        (None, Some(current)) => current.kind.clone(),
+        (None, None) => return Err(ActionError::validation(format!("Type is required to create parameter `{name}`"))),
+    };
+    if current.is_some() && !input.overwrite {
+        return Err(ActionError::conflict("ParameterAlreadyExists", format!("parameter `{name}` exists; set Overwrite to replace it")));
+    }
+    let (stored, key_id) = if kind == "SecureString" {
+        let key = match &input.key_id {
+            Some(reference) => keys::resolve_for_use(plane, reference).await?,
+            None => default_key(plane).await?,
+        };
+        ctx.authorize_also("keys:Encrypt", Resource::Key { id: key.id().to_owned() })?;
+        (keys::encrypt_with(plane, &key, input.value.as_bytes(), &context(plane, name)).await?, Some(key.id().to_owned()))
+    } else {
+        (input.value.into_bytes(), None)
+    };
+    let description = input.description.or_else(|| current.as_ref().map(|c| c.description.clone())).unwrap_or_default();
+    let mut tx = plane.store.write().await?;
+    let version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM parameters WHERE name = $1").bind(name).fetch_one(&mut *tx).await?.try_get("v")?;
+    if version > 0 && !input.overwrite {
+        return Err(ActionError::conflict("ParameterAlreadyExists", format!("parameter `{name}` exists; set Overwrite to replace it")));
+    }
+    let version = version + 1;
+    sqlx::query("INSERT INTO parameters (name, version, type, value, key_id, description, last_modified, modified_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(name)
+        .bind(version)
+        .bind(&kind)
+        .bind(stored)
+        .bind(key_id)
+        .bind(description)
+        .bind(now_millis())
+        .bind(ctx.principal_arn())
+        .execute(&mut *tx)
+        .await?;
+    // As in SSM, the oldest version gives way once a parameter has 100.
+    sqlx::query("DELETE FROM parameters WHERE name = $1 AND version <= $2").bind(name).bind(version - MAX_VERSIONS).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(json!({ "Version": version, "Tier": "Standard" }))
+}
+
+/// The key SecureStrings use when PutParameter names none, created on first use.
+async fn default_key(plane: &Plane) -> Result<keys::KeyRow, ActionError> {
+    match keys::resolve_for_use(plane, DEFAULT_KEY_ALIAS).await {
+        Ok(key) => Ok(key),
+        Err(err) if err.code == "NotFoundException" => {
+            let key = keys::insert_key(plane, "Default key for SecureString parameters").await?;
+            let inserted = sqlx::query("INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING")
+                .bind(DEFAULT_KEY_ALIAS)
+                .bind(key.id())
+                .bind(now_millis())
+                .execute(&plane.store.pool)
+                .await?;
+            if inserted.rows_affected() == 0 {
+                // Another request created it first; use theirs.
+                return keys::resolve_for_use(plane, DEFAULT_KEY_ALIAS).await;
+            }
+            Ok(key)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+struct Version {
+    name: String,
+    version: i64,
+    kind: String,
+    value: Vec<u8>,
+    key_id: Option<String>,
+    description: String,
+    last_modified: i64,
+    modified_by: String,
+}
+
+const COLUMNS: &str = "name, version, type, value, key_id, description, last_modified, modified_by";
+
+fn version_from(row: &sqlx::any::AnyRow) -> Result<Version, sqlx::Error> {
+    Ok(Version {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        kind: row.try_get("type")?,
+        value: row.try_get("value")?,
+        key_id: row.try_get("key_id")?,
+        description: row.try_get("description")?,
+        last_modified: row.try_get("last_modified")?,
+        modified_by: row.try_get("modified_by")?,
+    })
+}
+
+async fn current_version(plane: &Plane, name: &str) -> Result<Option<Version>, ActionError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM parameters WHERE name = $1 ORDER BY version DESC LIMIT 1"))
+        .bind(name)
+        .fetch_optional(&plane.store.pool)
+        .await?;
+    Ok(row.as_ref().map(version_from).transpose()?)
+}
+
+/// The parameter as returned to the caller; SecureStrings are decrypted only when asked, and
+/// only if the caller may decrypt with their key.
+async fn render(ctx: &mut Ctx<'_>, version: &Version, with_decryption: bool, full: bool) -> Result<Value, ActionError> {
+    let value = if version.kind == "SecureString" {
+        if with_decryption {
+            let key = version.key_id.clone().unwrap_or_default();
+            ctx.authorize_also("keys:Decrypt", Resource::Key { id: key })?;
+            let (_, plaintext) = keys::decrypt_blob(ctx.plane, &version.value, &context(ctx.plane, &version.name)).await?;
+            String::from_utf8(plaintext).map_err(ActionError::internal)?
+        } else {
+            encode_base64(&version.value)
+        }
+    } else {
+        String::from_utf8(version.value.clone()).map_err(ActionError::internal)?
+    };
+    let mut out = json!({
+        "Name": version.name,
+        "Type": version.kind,
+        "Value": value,
+        "Version": version.version,
+        "LastModifiedDate": millis_to_rfc3339(version.last_modified),
+        "ARN": arn(ctx.plane, &version.name),
+        "DataType": "text",
+    });
+    if full {
+        out["Description"] = json!(version.description);
+        out["LastModifiedUser"] = json!(version.modified_by);
+        out["Labels"] = json!([]);
+        out["Tier"] = json!("Standard");
+        out["Policies"] = json!([]);
+        if let Some(key) = &version.key_id {
+            out["KeyId"] = json!(key);
+        }
+    }
+    Ok(out)
+}
+
+/// `name` or `name:version`, as GetParameter accepts.
+fn split_selector(raw: &str) -> Result<(ParameterName, Option<i64>), ActionError> {
+    match raw.rsplit_once(':') {
+        Some((name, version)) => {
+            let version: i64 = version.parse().map_err(|_| ActionError::validation(format!("`{raw}`: the selector after `:` must be a version number")))?;
+            Ok((ParameterName::new(name)?, Some(version)))
+        }
+        None => Ok((ParameterName::new(raw)?, None)),
+    }
+}
+
+async fn find(plane: &Plane, name: &str, version: Option<i64>) -> Result<Option<Version>, ActionError> {
+    match version {
+        None => current_version(plane, name).await,
+        Some(v) => {
+            let row = sqlx::query(&format!("SELECT {COLUMNS} FROM parameters WHERE name = $1 AND version = $2"))
+                .bind(name)
+                .bind(v)
+                .fetch_optional(&plane.store.pool)
+                .await?;
+            Ok(row.as_ref().map(version_from).transpose()?)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct GetInput {
+    name: String,
+    #[serde(default)]
+    with_decryption: bool,
+}
+
+async fn get(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: GetInput = ctx.parse(input)?;
+    let (name, version) = split_selector(&input.name)?;
+    ctx.authorize(resource(name.as_str()))?;
+    let found = find(ctx.plane, name.as_str(), version).await?.ok_or_else(|| not_found(&input.name))?;
+    Ok(json!({ "Parameter": render(ctx, &found, input.with_decryption, false).await? }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct GetManyInput {
+    names: Vec<String>,
+    #[serde(default)]
+    with_decryption: bool,
+}
+
+async fn get_many(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: GetManyInput = ctx.parse(input)?;
+    if !(1..=10).contains(&input.names.len()) {
+        return Err(ActionError::validation(format!("Names has {} entries; it must have 1..=10", input.names.len())));
+    }
+    let selectors = input.names.iter().map(|n| split_selector(n)).collect::<Result<Vec<_>, _>>()?;
+    ctx.authorize(Resource::Service("parameters".into()))?;
+    for (name, _) in &selectors {
+        ctx.authorize_also("parameters:GetParameter", resource(name.as_str()))?;
+    }
+    let mut parameters = Vec::new();
+    let mut invalid = Vec::new();
+    for ((name, version), raw) in selectors.iter().zip(&input.names) {
+        match find(ctx.plane, name.as_str(), *version).await? {
+            Some(found) => parameters.push(render(ctx, &found, input.with_decryption, false).await?),
+            None => invalid.push(raw.clone()),
+        }
+    }
+    Ok(json!({ "Parameters": parameters, "InvalidParameters": invalid }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PathInput {
+    path: String,
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    with_decryption: bool,
+    #[serde(default)]
+    max_results: Option<i64>,
+    #[serde(default)]
+    next_token: Option<String>,
+}
+
+async fn get_by_path(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: PathInput = ctx.parse(input)?;
+    let max = input.max_results.unwrap_or(10);
+    if !(1..=10).contains(&max) {
+        return Err(ActionError::validation(format!("MaxResults {max} is outside 1..=10")));
+    }
+    if input.path != "/" {
+        ParameterName::new(input.path.trim_end_matches('/'))?;
+    }
+    if !input.path.starts_with('/') {
+        return Err(ActionError::validation(format!("Path `{}` must start with `/`", input.path)));
+    }
+    ctx.authorize(resource(&input.path))?;
+    let prefix = if input.path.ends_with('/') { input.path.clone() } else { format!("{}/", input.path) };
+    let after = decode_token(input.next_token.as_deref())?.unwrap_or_default();
+    let mut found = Vec::new();
+    let mut cursor = after;
+    let mut next = None;
+    'scan: loop {
+        let rows = sqlx::query("SELECT DISTINCT name FROM parameters WHERE name > $1 AND name >= $2 ORDER BY name LIMIT 100")
+            .bind(&cursor)
+            .bind(&prefix)
+            .fetch_all(&ctx.plane.store.pool)
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let name: String = row.try_get("name")?;
+            cursor.clone_from(&name);
+            let Some(rest) = name.strip_prefix(&prefix) else { break 'scan };
+            if !input.recursive && rest.contains('/') {
+                continue;
+            }
+            if found.len() as i64 == max {
+                next = found.last().map(|v: &Version| encode_token(&v.name));
+                break 'scan;
+            }
+            if let Some(version) = current_version(ctx.plane, &name).await? {
+                found.push(version);
+            }
+        }
+    }
+    let mut parameters = Vec::new();
+    for version in &found {
+        parameters.push(render(ctx, version, input.with_decryption, false).await?);
+    }
+    let mut out = json!({ "Parameters": parameters });
+    if let Some(token) = next {
+        out["NextToken"] = json!(token);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct NameInput {
+    name: ParameterName,
+}
+
+async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: NameInput = ctx.parse(input)?;
+    ctx.authorize(resource(input.name.as_str()))?;
+    let deleted = sqlx::query("DELETE FROM parameters WHERE name = $1").bind(input.name.as_str()).execute(&ctx.plane.store.pool).await?;
+    if deleted.rows_affected() == 0 {
+        return Err(not_found(input.name.as_str()));
+    }
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct HistoryInput {
+    name: ParameterName,
+    #[serde(default)]
+    with_decryption: bool,
+    #[serde(default)]
+    max_results: Option<i64>,
+    #[serde(default)]
+    next_token: Option<String>,
+}
+
+async fn history(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: HistoryInput = ctx.parse(input)?;
+    let max = input.max_results.unwrap_or(50);
+    if !(1..=50).contains(&max) {
+        return Err(ActionError::validation(format!("MaxResults {max} is outside 1..=50")));
+    }
+    ctx.authorize(resource(input.name.as_str()))?;
+    let after: i64 = match decode_token(input.next_token.as_deref())? {
+        Some(token) => token.parse().map_err(|_| ActionError::validation("NextToken is invalid"))?,
+        None => 0,
+    };
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM parameters WHERE name = $1 AND version > $2 ORDER BY version LIMIT $3"))
+        .bind(input.name.as_str())
+        .bind(after)
+        .bind(max + 1)
+        .fetch_all(&ctx.plane.store.pool)
+        .await?;
+    if rows.is_empty() && after == 0 {
+        return Err(not_found(input.name.as_str()));
+    }
+    let mut versions = rows.iter().map(version_from).collect::<Result<Vec<_>, _>>()?;
+    let more = versions.len() as i64 > max;
+    versions.truncate(max as usize);
+    let mut parameters = Vec::new();
+    for version in &versions {
+        parameters.push(render(ctx, version, input.with_decryption, true).await?);
+    }
+    let mut out = json!({ "Parameters": parameters });
+    if more {
+        out["NextToken"] = json!(encode_token(&versions.last().map_or(0, |v| v.version).to_string()));
+    }
+    Ok(out)
+}

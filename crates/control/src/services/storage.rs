@@ -1,0 +1,564 @@
+//! `storage:` — buckets and objects with S3's member names, AppStream's home-folder layout and
+//! bucket notifications.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use model::{BucketName, HomeOwner, ObjectKey};
+use policy::Resource;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{decode_base64, decode_token, encode_base64, encode_token, unregistered};
+use crate::error::ActionError;
+use crate::identity::Credentials;
+use crate::pipeline::{ControlPlane, Ctx, Plane, Request};
+use crate::store::{millis_to_rfc3339, now_millis};
+
+mod notifications;
+
+pub(crate) use notifications::NotificationConfiguration;
+
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+    match action {
+        "CreateBucket" => create_bucket(ctx, input).await,
+        "DeleteBucket" => delete_bucket(ctx, input).await,
+        "ListBuckets" => list_buckets(ctx, input).await,
+        "PutObject" => put_object(ctx, input).await,
+        "GetObject" => get_object(ctx, input, true).await,
+        "HeadObject" => get_object(ctx, input, false).await,
+        "ListObjectsV2" => list_objects(ctx, input).await,
+        "DeleteObject" => delete_object(ctx, input).await,
+        "CopyObject" => copy_object(ctx, input).await,
+        "PutBucketNotificationConfiguration" => notifications::put(ctx, input).await,
+        "GetBucketNotificationConfiguration" => notifications::get(ctx, input).await,
+        _ => Err(unregistered(action)),
+    }
+}
+
+pub(crate) struct BucketRow {
+    pub home_folders: bool,
+    pub notifications: NotificationConfiguration,
+}
+
+pub(crate) async fn find_bucket(plane: &Plane, name: &BucketName) -> Result<Option<BucketRow>, ActionError> {
+    let row = sqlx::query("SELECT home_folders, notification_configuration FROM buckets WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(&plane.store.pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let config: String = row.try_get("notification_configuration")?;
+    Ok(Some(BucketRow {
+        home_folders: row.try_get::<i64, _>("home_folders")? != 0,
+        notifications: serde_json::from_str(&config).map_err(ActionError::internal)?,
+    }))
+}
+
+fn no_such_bucket(name: &BucketName) -> ActionError {
+    ActionError::not_found("NoSuchBucket", format!("bucket `{name}` does not exist"))
+}
+
+fn no_such_key(bucket: &BucketName, key: &str) -> ActionError {
+    ActionError::not_found("NoSuchKey", format!("object `{key}` does not exist in bucket `{bucket}`"))
+}
+
+/// The resource an object (or listing prefix) is authorized as. For a bucket that does not
+/// exist it is authorized as an ordinary bucket, so a denied caller learns nothing of it.
+fn object_resource(bucket: &BucketName, row: Option<&BucketRow>, key: &str) -> Resource {
+    let home_folders = row.is_some_and(|r| r.home_folders);
+    Resource::Object {
+        bucket: bucket.to_string(),
+        bucket_home_folders: home_folders,
+        key: key.to_owned(),
+        home: if home_folders { HomeOwner::of_key(key).map(|h| h.id()) } else { None },
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct BucketInput {
+    bucket: BucketName,
+    /// DataSandbox's extension: a bucket of AppStream-style home folders.
+    #[serde(default)]
+    home_folders: bool,
+}
+
+async fn create_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: BucketInput = ctx.parse(input)?;
+    ctx.authorize(Resource::Bucket { name: input.bucket.to_string(), home_folders: input.home_folders })?;
+    let empty = serde_json::to_string(&NotificationConfiguration::default()).expect("serializes");
+    let inserted = sqlx::query("INSERT INTO buckets (name, home_folders, created, notification_configuration) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING")
+        .bind(input.bucket.as_str())
+        .bind(i64::from(input.home_folders))
+        .bind(now_millis())
+        .bind(empty)
+        .execute(&ctx.plane.store.pool)
+        .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(ActionError::conflict("BucketAlreadyOwnedByYou", format!("bucket `{}` already exists", input.bucket)));
+    }
+    Ok(json!({ "Location": format!("/{}", input.bucket) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct BucketOnly {
+    bucket: BucketName,
+}
+
+async fn delete_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: BucketOnly = ctx.parse(input)?;
+    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    ctx.authorize(Resource::Bucket { name: input.bucket.to_string(), home_folders: row.as_ref().is_some_and(|r| r.home_folders) })?;
+    if row.is_none() {
+        return Err(no_such_bucket(&input.bucket));
+    }
+    let mut tx = ctx.plane.store.write().await?;
+    let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM objects WHERE bucket = $1").bind(input.bucket.as_str()).fetch_one(&mut *tx).await?.try_get("n")?;
+    if count > 0 {
+        return Err(ActionError::conflict("BucketNotEmpty", format!("bucket `{}` holds {count} objects; delete them first", input.bucket)));
+    }
+    sqlx::query("DELETE FROM buckets WHERE name = $1").bind(input.bucket.as_str()).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(json!({}))
+}
+
+async fn list_buckets(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let _: crate::identity::Empty = ctx.parse(input)?;
+    ctx.authorize(Resource::Service("storage".into()))?;
+    let rows = sqlx::query("SELECT name, created FROM buckets ORDER BY name").fetch_all(&ctx.plane.store.pool).await?;
+    let buckets = rows
+        .iter()
+        .map(|r| Ok(json!({ "Name": r.try_get::<String, _>("name")?, "CreationDate": millis_to_rfc3339(r.try_get("created")?) })))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(json!({ "Buckets": buckets, "Owner": { "ID": ctx.plane.spec.account_id } }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PutObjectInput {
+    bucket: BucketName,
+    key: ObjectKey,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+async fn put_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: PutObjectInput = ctx.parse(input)?;
+    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    ctx.authorize(object_resource(&input.bucket, row.as_ref(), input.key.as_str()))?;
+    let row = row.ok_or_else(|| no_such_bucket(&input.bucket))?;
+    let body = decode_base64("Body", &input.body)?;
+    let limit = ctx.plane.spec.max_object_size;
+    if body.len() as u64 > limit {
+        return Err(ActionError::too_large(format!("the object is {} bytes; this environment accepts at most {limit} (storage.max_object_size)", body.len())));
+    }
+    let content_type = input.content_type.unwrap_or_else(|| "binary/octet-stream".into());
+    if content_type.len() > 256 || content_type.chars().any(char::is_control) {
+        return Err(ActionError::validation("`ContentType` must be at most 256 printable characters"));
+    }
+    let written = write_object(ctx, &input.bucket, &row, &input.key, Bytes::from(body), &content_type, "ObjectCreated:Put").await?;
+    Ok(json!({ "ETag": written.etag, "ChecksumSHA256": written.checksum }))
+}
+
+pub(crate) struct Written {
+    pub etag: String,
+    pub checksum: String,
+    pub last_modified: i64,
+}
+
+/// Stores the body as a new blob, then swaps the object's pointer and queues its
+/// notifications in one transaction; the replaced blob is released after the commit.
+async fn write_object(ctx: &Ctx<'_>, bucket: &BucketName, row: &BucketRow, key: &ObjectKey, body: Bytes, content_type: &str, event: &str) -> Result<Written, ActionError> {
+    let plane = ctx.plane;
+    let digest = Sha256::digest(&body);
+    let etag = format!("\"{}\"", &hex::encode(digest)[..32]);
+    let checksum = encode_base64(&digest);
+    let size = body.len() as i64;
+    let blob = plane.blobs.put(body).await?;
+    let now = now_millis();
+    let mut tx = plane.store.write().await?;
+    let old: Option<String> = sqlx::query("SELECT blob FROM objects WHERE bucket = $1 AND key = $2")
+        .bind(bucket.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get("blob"))
+        .transpose()?;
+    sqlx::query(
+        "INSERT INTO objects (bucket, key, blob, size, etag, content_type, last_modified, writer, source_ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (bucket, key) DO UPDATE SET blob = excluded.blob, size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
+         last_modified = excluded.last_modified, writer = excluded.writer, source_ip = excluded.source_ip",
+    )
+    .bind(bucket.as_str())
+    .bind(key.as_str())
+    .bind(&blob)
+    .bind(size)
+    .bind(&etag)
+    .bind(content_type)
+    .bind(now)
+    .bind(ctx.principal_arn())
+    .bind(ctx.source_ip)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(old) = &old {
+        sqlx::query("INSERT INTO released_blobs (blob) VALUES ($1)").bind(old).execute(&mut *tx).await?;
+    }
+    let event = notifications::Event { name: event, bucket, key: key.as_str(), size, etag: &etag, time: now };
+    let queued = notifications::enqueue(ctx, &mut tx, &row.notifications, &event).await?;
+    tx.commit().await?;
+    if let Some(old) = old {
+        release_blob(plane, &old).await;
+    }
+    if queued {
+        plane.outbox.notify_one();
+    }
+    Ok(Written { etag, checksum, last_modified: now })
+}
+
+async fn release_blob(plane: &Plane, blob: &str) {
+    match plane.blobs.delete(blob).await {
+        Ok(()) => {
+            if let Err(err) = sqlx::query("DELETE FROM released_blobs WHERE blob = $1").bind(blob).execute(&plane.store.pool).await {
+                tracing::warn!(blob, error = %err, "released blob deleted but still listed; it is retried at start-up");
+            }
+        }
+        Err(err) => tracing::warn!(blob, error = %err, "cannot delete a released blob; it is retried at start-up"),
+    }
+}
+
+/// At start-up, before serving: delete released blobs and blobs no object points at (left by
+/// a crash between writing a blob and committing its object).
+pub(crate) async fn reclaim_blobs(plane: &Plane) -> Result<(), ActionError> {
+    let released: Vec<String> = sqlx::query("SELECT blob FROM released_blobs").fetch_all(&plane.store.pool).await?.iter().map(|r| r.try_get("blob")).collect::<Result<_, _>>()?;
+    for blob in released {
+        release_blob(plane, &blob).await;
+    }
+    let referenced: std::collections::HashSet<String> =
+        sqlx::query("SELECT blob FROM objects").fetch_all(&plane.store.pool).await?.iter().map(|r| r.try_get("blob")).collect::<Result<_, _>>()?;
+    let mut reclaimed = 0;
+    for blob in plane.blobs.list().await? {
+        if !referenced.contains(&blob) {
+            plane.blobs.delete(&blob).await?;
+            reclaimed += 1;
+        }
+    }
+    if reclaimed > 0 {
+        tracing::info!(reclaimed, "deleted blobs of writes that never committed");
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct GetObjectInput {
+    bucket: BucketName,
+    key: ObjectKey,
+    #[serde(default)]
+    range: Option<String>,
+}
+
+struct ObjectRow {
+    blob: String,
+    size: i64,
+    etag: String,
+    content_type: String,
+    last_modified: i64,
+    writer: String,
+    source_ip: String,
+}
+
+async fn find_object(plane: &Plane, bucket: &BucketName, key: &str) -> Result<Option<ObjectRow>, ActionError> {
+    let row = sqlx::query("SELECT blob, size, etag, content_type, last_modified, writer, source_ip FROM objects WHERE bucket = $1 AND key = $2")
+        .bind(bucket.as_str())
+        .bind(key)
+        .fetch_optional(&plane.store.pool)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(ObjectRow {
+        blob: r.try_get("blob")?,
+        size: r.try_get("size")?,
+        etag: r.try_get("etag")?,
+        content_type: r.try_get("content_type")?,
+        last_modified: r.try_get("last_modified")?,
+        writer: r.try_get("writer")?,
+        source_ip: r.try_get("source_ip")?,
+    }))
+}
+
+async fn get_object(ctx: &mut Ctx<'_>, input: Value, with_body: bool) -> Result<Value, ActionError> {
+    let input: GetObjectInput = ctx.parse(input)?;
+    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    ctx.authorize(object_resource(&input.bucket, row.as_ref(), input.key.as_str()))?;
+    if row.is_none() {
+        return Err(no_such_bucket(&input.bucket));
+    }
+    let object = find_object(ctx.plane, &input.bucket, input.key.as_str()).await?.ok_or_else(|| no_such_key(&input.bucket, input.key.as_str()))?;
+    let size = object.size as u64;
+    let range = input.range.as_deref().map(|r| parse_range(r, size)).transpose()?;
+    let mut out = json!({
+        "ContentLength": range.as_ref().map_or(size, |r| r.end - r.start),
+        "ContentType": object.content_type,
+        "ETag": object.etag,
+        "LastModified": millis_to_rfc3339(object.last_modified),
+        "AcceptRanges": "bytes",
+        "Metadata": { "datasandbox-writer": object.writer, "datasandbox-source-ip": object.source_ip },
+    });
+    if let Some(range) = &range {
+        out["ContentRange"] = json!(format!("bytes {}-{}/{size}", range.start, range.end.saturating_sub(1)));
+    }
+    if with_body {
+        let body = ctx.plane.blobs.get(&object.blob, range).await?;
+        out["Body"] = json!(encode_base64(&body));
+    }
+    Ok(out)
+}
+
+/// HTTP byte ranges as S3 takes them: `bytes=a-b`, `bytes=a-`, `bytes=-n`.
+fn parse_range(text: &str, size: u64) -> Result<Range<u64>, ActionError> {
+    let invalid = || ActionError::new(416, "InvalidRange", format!("range `{text}` is not satisfiable for an object of {size} bytes; use bytes=first-last, bytes=first- or bytes=-suffix"));
+    let spec = text.strip_prefix("bytes=").ok_or_else(invalid)?;
+    let (first, last) = spec.split_once('-').ok_or_else(invalid)?;
+    let number = |s: &str| s.parse::<u64>().map_err(|_| invalid());
+    let range = match (first.is_empty(), last.is_empty()) {
+        (true, false) => {
+            let suffix = number(last)?;
+            if suffix == 0 {
+                return Err(invalid());
+            }
+            size.saturating_sub(suffix)..size
+        }
+        (false, true) => number(first)?..size,
+        (false, false) => {
+            let (first, last) = (number(first)?, number(last)?);
+            if last < first {
+                return Err(invalid());
+            }
+            first..(last + 1).min(size)
+        }
+        (true, true) => return Err(invalid()),
+    };
+    if range.start >= size {
+        return Err(invalid());
+    }
+    Ok(range)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ListInput {
+    bucket: BucketName,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    delimiter: Option<String>,
+    #[serde(default)]
+    max_keys: Option<i64>,
+    #[serde(default)]
+    continuation_token: Option<String>,
+    #[serde(default)]
+    start_after: Option<String>,
+}
+
+async fn list_objects(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ListInput = ctx.parse(input)?;
+    let max_keys = input.max_keys.unwrap_or(1000);
+    if !(0..=1000).contains(&max_keys) {
+        return Err(ActionError::validation(format!("MaxKeys {max_keys} is outside 0..=1000")));
+    }
+    if input.prefix.len() > 1024 {
+        return Err(ActionError::validation("`Prefix` is longer than 1024 bytes"));
+    }
+    let delimiter = input.delimiter.filter(|d| !d.is_empty());
+    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    ctx.authorize(object_resource(&input.bucket, row.as_ref(), &input.prefix))?;
+    if row.is_none() {
+        return Err(no_such_bucket(&input.bucket));
+    }
+    let token = decode_token(input.continuation_token.as_deref())?;
+    let mut cursor = token.clone().or(input.start_after.clone()).unwrap_or_default();
+    let mut contents = Vec::new();
+    let mut common: Vec<String> = Vec::new();
+    let mut truncated = false;
+    let mut last_returned = String::new();
+    'scan: loop {
+        let rows = sqlx::query("SELECT key, size, etag, last_modified FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT 500")
+            .bind(input.bucket.as_str())
+            .bind(&cursor)
+            .bind(&input.prefix)
+            .fetch_all(&ctx.plane.store.pool)
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let key: String = r.try_get("key")?;
+            cursor.clone_from(&key);
+            let Some(rest) = key.strip_prefix(&input.prefix) else { break 'scan };
+            let entry = match &delimiter {
+                Some(d) => rest.find(d.as_str()).map(|at| format!("{}{}", input.prefix, &rest[..at + d.len()])),
+                None => None,
+            };
+            if let Some(prefix) = &entry {
+                if common.last() == Some(prefix) || token.as_deref() == Some(prefix.as_str()) {
+                    continue;
+                }
+            }
+            if (contents.len() + common.len()) as i64 >= max_keys {
+                truncated = true;
+                break 'scan;
+            }
+            match entry {
+                Some(prefix) => {
+                    last_returned.clone_from(&prefix);
+                    common.push(prefix);
+                }
+                None => {
+                    last_returned.clone_from(&key);
+                    contents.push(json!({
+                        "Key": key,
+                        "Size": r.try_get::<i64, _>("size")?,
+                        "ETag": r.try_get::<String, _>("etag")?,
+                        "LastModified": millis_to_rfc3339(r.try_get("last_modified")?),
+                        "StorageClass": "STANDARD",
+                    }));
+                }
+            }
+        }
+    }
+    let key_count = contents.len() + common.len();
+    let mut out = json!({
+        "Name": input.bucket,
+        "Prefix": input.prefix,
+        "MaxKeys": max_keys,
+        "KeyCount": key_count,
+        "IsTruncated": truncated,
+        "Contents": contents,
+        "CommonPrefixes": common.iter().map(|p| json!({ "Prefix": p })).collect::<Vec<_>>(),
+    });
+    if let Some(d) = delimiter {
+        out["Delimiter"] = json!(d);
+    }
+    if let Some(token) = input.continuation_token {
+        out["ContinuationToken"] = json!(token);
+    }
+    if truncated {
+        out["NextContinuationToken"] = json!(encode_token(&last_returned));
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ObjectInput {
+    bucket: BucketName,
+    key: ObjectKey,
+}
+
+async fn delete_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ObjectInput = ctx.parse(input)?;
+    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    ctx.authorize(object_resource(&input.bucket, row.as_ref(), input.key.as_str()))?;
+    let row = row.ok_or_else(|| no_such_bucket(&input.bucket))?;
+    let plane = ctx.plane;
+    let mut tx = plane.store.write().await?;
+    let old: Option<(String, i64, String)> = sqlx::query("SELECT blob, size, etag FROM objects WHERE bucket = $1 AND key = $2")
+        .bind(input.bucket.as_str())
+        .bind(input.key.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get("blob")?, r.try_get("size")?, r.try_get("etag")?)))
+        .transpose()?;
+    // As in S3, deleting a missing key succeeds and changes nothing.
+    let Some((blob, size, etag)) = old else { return Ok(json!({})) };
+    sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2").bind(input.bucket.as_str()).bind(input.key.as_str()).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO released_blobs (blob) VALUES ($1)").bind(&blob).execute(&mut *tx).await?;
+    let event = notifications::Event { name: "ObjectRemoved:Delete", bucket: &input.bucket, key: input.key.as_str(), size, etag: &etag, time: now_millis() };
+    let queued = notifications::enqueue(ctx, &mut tx, &row.notifications, &event).await?;
+    tx.commit().await?;
+    release_blob(plane, &blob).await;
+    if queued {
+        plane.outbox.notify_one();
+    }
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CopyObjectInput {
+    bucket: BucketName,
+    key: ObjectKey,
+    copy_source: String,
+}
+
+async fn copy_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: CopyObjectInput = ctx.parse(input)?;
+    let source = input.copy_source.trim_start_matches('/');
+    let (source_bucket, source_key) =
+        source.split_once('/').ok_or_else(|| ActionError::validation(format!("CopySource `{}` must have the form bucket/key", input.copy_source)))?;
+    let source_bucket = BucketName::new(source_bucket)?;
+    let source_key = ObjectKey::new(source_key)?;
+    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    ctx.authorize(object_resource(&input.bucket, row.as_ref(), input.key.as_str()))?;
+    let source_row = find_bucket(ctx.plane, &source_bucket).await?;
+    ctx.authorize_also("storage:GetObject", object_resource(&source_bucket, source_row.as_ref(), source_key.as_str()))?;
+    let row = row.ok_or_else(|| no_such_bucket(&input.bucket))?;
+    if source_row.is_none() {
+        return Err(no_such_bucket(&source_bucket));
+    }
+    let object = find_object(ctx.plane, &source_bucket, source_key.as_str()).await?.ok_or_else(|| no_such_key(&source_bucket, source_key.as_str()))?;
+    let body = ctx.plane.blobs.get(&object.blob, None).await?;
+    let written = write_object(ctx, &input.bucket, &row, &input.key, body, &object.content_type, "ObjectCreated:Copy").await?;
+    Ok(json!({ "CopyObjectResult": { "ETag": written.etag, "LastModified": millis_to_rfc3339(written.last_modified), "ChecksumSHA256": written.checksum } }))
+}
+
+/// Creates the spec's buckets and merges the spec's notifications into each bucket's
+/// configuration by `Id`, keeping every notification the spec does not name. Each change is
+/// an action through the pipeline, as the local operator who started the server.
+pub(crate) async fn deploy_buckets(control: &ControlPlane) -> Result<(), ActionError> {
+    let plane = &*control.plane;
+    let call = |action: &str, input: Value| Request {
+        credentials: Credentials::Peer { uid: plane.socket_owner },
+        source_ip: "control.sock".into(),
+        user_agent: "datasandbox/deploy".into(),
+        action: action.to_owned(),
+        body: Ok(Bytes::from(input.to_string())),
+    };
+    for bucket in &plane.spec.buckets {
+        let existing = find_bucket(plane, &bucket.name).await?;
+        if existing.is_none() {
+            let response = control.call(call("storage:CreateBucket", json!({ "Bucket": bucket.name, "HomeFolders": bucket.home_folders }))).await;
+            response.result?;
+        }
+        if bucket.notifications.is_empty() {
+            continue;
+        }
+        let current = existing.map(|b| b.notifications).unwrap_or_default();
+        let merged = current.merged_with(&bucket.notifications);
+        if merged != current {
+            let input = json!({ "Bucket": bucket.name, "NotificationConfiguration": merged });
+            control.call(call("storage:PutBucketNotificationConfiguration", input)).await.result?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).expect("valid"), 0..10);
+        assert_eq!(parse_range("bytes=90-", 100).expect("valid"), 90..100);
+        assert_eq!(parse_range("bytes=-5", 100).expect("valid"), 95..100);
+        assert_eq!(parse_range("bytes=95-200", 100).expect("valid"), 95..100);
+        for bad in ["bytes=100-", "bytes=5-1", "bytes=-0", "bytes=-", "items=0-1", "bytes=a-b"] {
+            assert_eq!(parse_range(bad, 100).expect_err(bad).status, 416, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The metadata store: SQLite in the data directory by default, PostgreSQL when the spec
+//! names one. Both speak the same SQL through sqlx's `Any` driver; only the migrations differ.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+/// A connection pool with the schema migrated to the newest version.
+#[derive(Clone)]
+pub struct Store {
+    pub pool: AnyPool,
+    sqlite: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the metadata store at `{url}`: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("cannot migrate the metadata store at `{url}`: {source}")]
+    Migrate { url: String, source: sqlx::migrate::MigrateError },
+}
+
+impl Store {
+    pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = url.map_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("metadata.db").display()), str::to_owned);
+        let open_err = |source| StoreError::Open { url: redact_url(&url), source };
+        let options = AnyConnectOptions::from_str(&url).map_err(open_err)?;
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer at a time; a small pool avoids busy waits between our own connections.
+            .max_connections(if sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL survives a process crash at every commit; synchronous=NORMAL skips the
+                        // per-commit fsync (power loss may lose the newest commits, never corrupt).
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open { url: redact_url(&url), source })?;
+        let migrator = if sqlite { sqlx::migrate!("migrations/sqlite") } else { sqlx::migrate!("migrations/postgres") };
+        migrator.run(&pool).await.map_err(|source| StoreError::Migrate { url: redact_url(&url), source })?;
+        Ok(Store { pool, sqlite })
+    }
+
+    /// Begins a transaction that will write. SQLite takes its write lock up front
+    /// (`BEGIN IMMEDIATE`), so concurrent writers queue instead of failing on lock upgrade.
+    pub async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        if self.sqlite { self.pool.begin_with("BEGIN IMMEDIATE").await } else { self.pool.begin().await }
+    }
+}
+
+/// Hides a password in a connection URL before it reaches a message.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn millis_to_rfc3339(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

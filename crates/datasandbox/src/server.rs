@@ -1,0 +1,115 @@
+//! `up` and `serve`: load the spec, start the control plane, listen, print `ready`, and stop
+//! cleanly on Ctrl-C or SIGTERM.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use model::spec::{Spec, default_spec_text};
+
+use crate::SpecArgs;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Write the default spec on a fresh host, then serve.
+    Up,
+    /// Serve only; the spec must exist.
+    Serve,
+}
+
+pub async fn run(data_dir: &Path, args: &SpecArgs, mode: Mode) -> ExitCode {
+    match serve(data_dir, args, mode).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let invalid_spec = err.downcast_ref::<model::spec::SpecError>().is_some() || err.chain().any(|e| e.to_string().contains("policies are invalid"));
+            eprintln!("error: {err:#}");
+            ExitCode::from(if invalid_spec { 1 } else { 2 })
+        }
+    }
+}
+
+pub fn validate(data_dir: &Path, args: &SpecArgs) -> ExitCode {
+    match load_spec(data_dir, args) {
+        Ok((path, spec)) => {
+            println!("{}: valid (environment `{}`, {} bucket(s), {} policy(ies))", path.display(), spec.environment_name, spec.buckets.len(), spec.policies.len());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn spec_path(data_dir: &Path, args: &SpecArgs) -> PathBuf {
+    args.spec.clone().unwrap_or_else(|| data_dir.join("datasandbox.toml"))
+}
+
+fn load_spec(data_dir: &Path, args: &SpecArgs) -> anyhow::Result<(PathBuf, Spec)> {
+    let path = spec_path(data_dir, args);
+    let text = fs::read_to_string(&path).with_context(|| format!("cannot read the spec `{}`; run `datasandbox up` once to write the defaults, or pass --spec", path.display()))?;
+    let spec = Spec::parse(&text, &args.overrides).map_err(anyhow::Error::new).with_context(|| format!("in `{}`", path.display()))?;
+    Ok((path, spec))
+}
+
+async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<()> {
+    if mode == Mode::Up {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).with_context(|| format!("cannot create the data directory `{}`", data_dir.display()))?;
+        let path = spec_path(data_dir, args);
+        if !path.exists() {
+            fs::write(&path, default_spec_text()).with_context(|| format!("cannot write the default spec `{}`", path.display()))?;
+            tracing::info!(path = %path.display(), "wrote the default spec");
+        }
+    } else if !data_dir.is_dir() {
+        bail!("the data directory `{}` does not exist; run `datasandbox up` once to create it", data_dir.display());
+    }
+    let lock_path = data_dir.join("lock");
+    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).with_context(|| format!("cannot open `{}`", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another datasandbox is serving `{}`; stop it first", data_dir.display());
+    }
+    let (_, spec) = load_spec(data_dir, args)?;
+    let owner = fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();
+    let listen = spec.api_listen;
+    let control = control::ControlPlane::start(spec, data_dir, owner).await.context("cannot start the control plane")?;
+    let tcp = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}; change server.api_listen or pass -c server.api_listen=127.0.0.1:0"))?;
+    let socket = data_dir.join("control.sock");
+    match fs::remove_file(&socket) {
+        Ok(()) => tracing::info!(path = %socket.display(), "removed a stale control socket"),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot remove the stale socket `{}`", socket.display())),
+    }
+    let unix = tokio::net::UnixListener::bind(&socket).with_context(|| format!("cannot listen on `{}`", socket.display()))?;
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).with_context(|| format!("cannot restrict `{}`", socket.display()))?;
+    let api = tcp.local_addr().context("listener has no address")?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "ready api=http://{api} socket={}", socket.display())?;
+        stdout.flush()?;
+    }
+    tracing::info!(%api, socket = %socket.display(), "serving");
+    gateway::serve(control, tcp, unix, shutdown_signal()).await.context("server failed")?;
+    let _ = fs::remove_file(&socket);
+    tracing::info!("stopped");
+    drop(lock);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping");
+}

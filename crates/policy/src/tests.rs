@@ -1,0 +1,53 @@
+use super::*;
+
+fn actions() -> Vec<ActionDecl> {
+    vec![
+        ActionDecl { name: "storage:GetObject".into(), resource: ResourceKind::Object },
+        ActionDecl { name: "storage:ListBuckets".into(), resource: ResourceKind::Service },
+    ]
+}
+
+const HOME_POLICY: &str = r#"permit (principal is DataSandbox::User, action == DataSandbox::Action::"storage:GetObject", resource is DataSandbox::Object)
+when { resource has home && resource.home == principal.home };"#;
+
+fn user(home: &str) -> Principal {
+    Principal::User { id: "alice".into(), access_mode: "custom".into(), home: home.into(), mfa: false, roles: vec![] }
+}
+
+fn object(home: Option<&str>) -> Resource {
+    Resource::Object { bucket: "b".into(), bucket_home_folders: true, key: "k".into(), home: home.map(Into::into) }
+}
+
+#[test]
+fn owner_is_allowed_and_others_are_denied() {
+    let authorizer = Authorizer::load(&[("home".into(), HOME_POLICY.into())], &actions()).expect("valid policy");
+    let allowed = authorizer.authorize(&user("custom/aa"), "storage:GetObject", &object(Some("custom/aa")), "127.0.0.1");
+    assert!(allowed.allowed);
+    assert_eq!(allowed.reasons, vec!["home".to_owned()]);
+    assert!(!authorizer.authorize(&user("custom/aa"), "storage:GetObject", &object(Some("custom/bb")), "127.0.0.1").allowed);
+    assert!(!authorizer.authorize(&user("custom/aa"), "storage:GetObject", &object(None), "127.0.0.1").allowed);
+    assert!(!authorizer.authorize(&Principal::Operator { uid: 0 }, "storage:GetObject", &object(None), "127.0.0.1").allowed);
+}
+
+#[test]
+fn unknown_action_is_a_deny_not_a_crash() {
+    let authorizer = Authorizer::load(&[("home".into(), HOME_POLICY.into())], &actions()).expect("valid policy");
+    let decision = authorizer.authorize(&user("x"), "storage:Nope", &object(None), "127.0.0.1");
+    assert!(!decision.allowed);
+    assert!(!decision.errors.is_empty());
+}
+
+#[test]
+fn bad_policies_are_rejected_with_position() {
+    let syntax = Authorizer::load(&[("broken".into(), "permit (principal, action, resource) when { resource.nope == }".into())], &actions())
+        .err()
+        .expect("syntax error");
+    assert_eq!(syntax[0].policy, "broken");
+    assert!(syntax[0].message.contains("line 1, column"), "{}", syntax[0].message);
+
+    let typed = Authorizer::load(&[("typo".into(), "permit (principal is DataSandbox::Usr, action, resource);".into())], &actions())
+        .err()
+        .expect("unknown entity type");
+    assert_eq!(typed[0].policy, "typo");
+    assert!(typed[0].message.contains("Usr"), "{}", typed[0].message);
+}
