@@ -96,10 +96,8 @@ impl Trail {
         let mut found = Vec::new();
         for path in self.log_files()?.iter().rev() {
             let file = File::open(path).map_err(|source| TrailError::Io { path: path.clone(), source })?;
-            let lines: Vec<String> = BufReader::new(file)
-                .lines()
-                .collect::<Result<_, _>>()
-                .map_err(|source| TrailError::Io { path: path.clone(), source })?;
+            let lines: Vec<String> =
+                BufReader::new(file).lines().collect::<Result<_, _>>().map_err(|source| TrailError::Io { path: path.clone(), source })?;
             let count = lines.len();
             for (index, line) in lines.iter().enumerate().rev() {
                 let record: Record = match serde_json::from_str(line) {
@@ -227,11 +225,8 @@ impl WriterState {
             &uuid::Uuid::new_v4().simple().to_string()[..16]
         );
         let path = dir.join(name);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| TrailError::Io { path: path.clone(), source })?;
+        let file =
+            OpenOptions::new().create_new(true).append(true).open(&path).map_err(|source| TrailError::Io { path: path.clone(), source })?;
         // The new directory entry must itself survive a crash.
         File::open(&dir).and_then(|d| d.sync_all()).map_err(|source| TrailError::Io { path: dir.clone(), source })?;
         Ok(ActiveFile { file, path, day, size: 0 })

@@ -26,7 +26,8 @@ impl Blobs {
         let store: Arc<dyn ObjectStore> = match backend {
             StorageBackend::Local => {
                 let root = data_dir.join("objects");
-                std::fs::create_dir_all(&root).map_err(|source| object_store::Error::Generic { store: "local", source: Box::new(source) })?;
+                std::fs::create_dir_all(&root)
+                    .map_err(|source| object_store::Error::Generic { store: "local", source: Box::new(source) })?;
                 Arc::new(LocalFileSystem::new_with_prefix(&root)?)
             }
             StorageBackend::S3 { endpoint, bucket, region, allow_http } => Arc::new(

@@ -60,7 +60,11 @@ impl ActionError {
     /// A fault on our side; `detail` is logged, never shown.
     pub fn internal(detail: impl fmt::Display) -> ActionError {
         tracing::error!(error = %detail, "internal failure");
-        ActionError::new(500, "InternalFailure", "the request failed on the server; the operator can find the cause in the log under this request id")
+        ActionError::new(
+            500,
+            "InternalFailure",
+            "the request failed on the server; the operator can find the cause in the log under this request id",
+        )
     }
 
     pub fn is_client_error(&self) -> bool {

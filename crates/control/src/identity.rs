@@ -35,7 +35,12 @@ pub struct Caller {
     pub correlation_id: Option<String>,
 }
 
-pub(crate) async fn authenticate(store: &Store, account_id: &str, credentials: &Credentials, socket_owner: u32) -> Result<Caller, ActionError> {
+pub(crate) async fn authenticate(
+    store: &Store,
+    account_id: &str,
+    credentials: &Credentials,
+    socket_owner: u32,
+) -> Result<Caller, ActionError> {
     match credentials {
         Credentials::Peer { uid } => {
             // The socket is mode 0600, so only its owner and root can connect; check anyway.
@@ -69,8 +74,13 @@ pub(crate) async fn authenticate(store: &Store, account_id: &str, credentials: &
                 account_id: account_id.to_owned(),
                 user_name: Some(format!("function/{name}")),
                 session_context: Some(SessionContext {
-                    attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(now_millis()), mfa_authenticated: "false".into() },
-                    session_issuer: Some(json!({ "type": "Role", "principalId": format!("function-{name}"), "userName": format!("function-{name}") })),
+                    attributes: SessionContextAttributes {
+                        creation_date: millis_to_rfc3339(now_millis()),
+                        mfa_authenticated: "false".into(),
+                    },
+                    session_issuer: Some(
+                        json!({ "type": "Role", "principalId": format!("function-{name}"), "userName": format!("function-{name}") }),
+                    ),
                 }),
             },
             correlation_id: correlation_id.clone(),

@@ -17,5 +17,5 @@ mod store;
 pub use actions::{ACTIONS, ActionSpec};
 pub use error::ActionError;
 pub use identity::Credentials;
-pub use pipeline::{ControlPlane, Request, StartError};
+pub use pipeline::{ControlPlane, Request, StartError, check_policies};
 pub use store::Store;

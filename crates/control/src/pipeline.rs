@@ -72,6 +72,12 @@ pub struct ControlPlane {
     pub(crate) plane: Arc<Plane>,
 }
 
+/// Checks the spec's policies against the schema without starting anything.
+pub fn check_policies(spec: &Spec) -> Result<(), StartError> {
+    let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
+    Authorizer::load(&policies, &actions::declarations()).map(|_| ()).map_err(StartError::Policies)
+}
+
 impl ControlPlane {
     /// Opens the metadata store, the object store, the key ring and the trail; loads the
     /// policies; creates the spec's buckets and notifications; starts background work.
@@ -81,7 +87,8 @@ impl ControlPlane {
         let store = Store::open(spec.metadata_url.as_deref(), data_dir).await?;
         let blobs = Blobs::open(&spec.storage, data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
         let keys = KeyRing::open(data_dir).map_err(StartError::Setup)?;
-        let trail = Trail::open(&data_dir.join("trail"), &spec.account_id, &spec.region, Duration::from_millis(spec.audit_max_batch_delay_ms))?;
+        let trail =
+            Trail::open(&data_dir.join("trail"), &spec.account_id, &spec.region, Duration::from_millis(spec.audit_max_batch_delay_ms))?;
         let plane = Arc::new(Plane {
             spec,
             data_dir: data_dir.to_owned(),
@@ -123,43 +130,48 @@ impl ControlPlane {
         let request_id = uuid::Uuid::new_v4().to_string();
         let plane = &*self.plane;
         let spec = actions::find(&request.action);
-        let (caller, result, resources, correlation_id, input) = match identity::authenticate(&plane.store, &plane.spec.account_id, &request.credentials, plane.socket_owner).await {
-            Err(err) => (None, Err(err), Vec::new(), None, Value::Null),
-            Ok(caller) => {
-                let input = parse_body(&request.body);
-                let mut ctx = Ctx {
-                    plane,
-                    caller: &caller,
-                    spec,
-                    source_ip: &request.source_ip,
-                    request_id: request_id.clone(),
-                    authorized: false,
-                    resources: Vec::new(),
-                    correlation_id: caller.correlation_id.clone(),
-                };
-                let result = match (&input, spec) {
-                    (_, None) => Err(unknown_action(&request.action)),
-                    (Err(err), _) => Err(err.clone()),
-                    (Ok(input), Some(spec)) => {
-                        let result = crate::services::dispatch(&mut ctx, spec.name, input.clone()).await;
-                        // Fail closed: a handler that forgot to authorize must not succeed.
-                        if result.is_ok() && !ctx.authorized {
-                            Err(ActionError::internal(format_args!("{} returned without authorizing", spec.name)))
-                        } else {
-                            result
+        let (caller, result, resources, correlation_id, input) =
+            match identity::authenticate(&plane.store, &plane.spec.account_id, &request.credentials, plane.socket_owner).await {
+                Err(err) => (None, Err(err), Vec::new(), None, Value::Null),
+                Ok(caller) => {
+                    let input = parse_body(&request.body);
+                    let mut ctx = Ctx {
+                        plane,
+                        caller: &caller,
+                        spec,
+                        source_ip: &request.source_ip,
+                        request_id: request_id.clone(),
+                        authorized: false,
+                        resources: Vec::new(),
+                        correlation_id: caller.correlation_id.clone(),
+                    };
+                    let result = match (&input, spec) {
+                        (_, None) => Err(unknown_action(&request.action)),
+                        (Err(err), _) => Err(err.clone()),
+                        (Ok(input), Some(spec)) => {
+                            let result = crate::services::dispatch(&mut ctx, spec.name, input.clone()).await;
+                            // Fail closed: a handler that forgot to authorize must not succeed.
+                            if result.is_ok() && !ctx.authorized {
+                                Err(ActionError::internal(format_args!("{} returned without authorizing", spec.name)))
+                            } else {
+                                result
+                            }
                         }
-                    }
-                };
-                let (correlation_id, resources) = (ctx.correlation_id, ctx.resources);
-                (Some(caller), result, resources, correlation_id, input.unwrap_or(Value::Null))
-            }
-        };
+                    };
+                    let (correlation_id, resources) = (ctx.correlation_id, ctx.resources);
+                    (Some(caller), result, resources, correlation_id, input.unwrap_or(Value::Null))
+                }
+            };
         let record = self.record(&request, spec, caller.as_ref(), &request_id, input, &result, resources, correlation_id);
         let result = match plane.trail.append(&record).await {
             Ok(()) => result,
             Err(err) => {
                 tracing::error!(request_id, error = %err, "audit record not written");
-                Err(ActionError::new(503, "ServiceUnavailable", "the audit trail cannot be written, so no action can be acknowledged; the operator must free the trail's disk"))
+                Err(ActionError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "the audit trail cannot be written, so no action can be acknowledged; the operator must free the trail's disk",
+                ))
             }
         };
         let label = spec.map_or("unknown", |s| s.name);
@@ -220,7 +232,11 @@ impl ControlPlane {
             event_id: uuid::Uuid::new_v4().to_string(),
             read_only,
             resources,
-            event_type: if matches!(request.credentials, Credentials::Function { .. }) { "AwsServiceEvent".into() } else { "AwsApiCall".into() },
+            event_type: if matches!(request.credentials, Credentials::Function { .. }) {
+                "AwsServiceEvent".into()
+            } else {
+                "AwsApiCall".into()
+            },
             management_event: spec.is_none_or(|s| s.management_event),
             recipient_account_id: plane.spec.account_id.clone(),
             correlation_id,
@@ -236,9 +252,16 @@ fn unknown_action(name: &str) -> ActionError {
             let same_service: Vec<&str> =
                 actions::ACTIONS.iter().filter_map(|a| a.name.strip_prefix(parsed.service()).and_then(|r| r.strip_prefix(':'))).collect();
             if same_service.is_empty() {
-                ActionError::unknown_operation(format!("action `{shown}` does not exist; service `{}` has no actions yet", parsed.service()))
+                ActionError::unknown_operation(format!(
+                    "action `{shown}` does not exist; service `{}` has no actions yet",
+                    parsed.service()
+                ))
             } else {
-                ActionError::unknown_operation(format!("action `{shown}` does not exist; `{}` has {}", parsed.service(), same_service.join(", ")))
+                ActionError::unknown_operation(format!(
+                    "action `{shown}` does not exist; `{}` has {}",
+                    parsed.service(),
+                    same_service.join(", ")
+                ))
             }
         }
     }
@@ -249,12 +272,16 @@ fn parse_body(body: &Result<Bytes, ActionError>) -> Result<Value, ActionError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|err| ActionError::serialization(format!("the request body is not valid JSON: {err}")))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|err| ActionError::serialization(format!("the request body is not valid JSON: {err}")))?;
     if !value.is_object() {
         return Err(ActionError::serialization("the request body must be a JSON object"));
     }
     Ok(value)
 }
+
+/// Request parameters larger than this are summarized in the record, not copied.
+const MAX_RECORDED_PARAMETERS: usize = 16 * 1024;
 
 fn redact(mut value: Value) -> Value {
     fn walk(value: &mut Value) {
@@ -273,6 +300,11 @@ fn redact(mut value: Value) -> Value {
         }
     }
     walk(&mut value);
+    let size = value.to_string().len();
+    if size > MAX_RECORDED_PARAMETERS {
+        let members: Vec<String> = value.as_object().map(|m| m.keys().take(32).cloned().collect()).unwrap_or_default();
+        return serde_json::json!({ "truncated": true, "size": size, "members": members });
+    }
     value
 }
 
@@ -315,10 +347,10 @@ impl Ctx<'_> {
 
     fn check(&mut self, action: &str, resource: Resource) -> Result<(), ActionError> {
         let (arn, kind) = resource_arn(&self.plane.spec, &resource);
-        if let Some(arn) = &arn {
-            if !self.resources.iter().any(|r| &r.arn == arn) {
-                self.resources.push(RecordResource { arn: arn.clone(), account_id: self.plane.spec.account_id.clone(), kind: kind.into() });
-            }
+        if let Some(arn) = &arn
+            && !self.resources.iter().any(|r| &r.arn == arn)
+        {
+            self.resources.push(RecordResource { arn: arn.clone(), account_id: self.plane.spec.account_id.clone(), kind: kind.into() });
         }
         let decision = self.plane.authorizer.authorize(&self.caller.principal, action, &resource, self.source_ip);
         tracing::debug!(action, allowed = decision.allowed, reasons = ?decision.reasons, errors = ?decision.errors, "authorization");

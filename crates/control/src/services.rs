@@ -51,7 +51,9 @@ pub(crate) fn decode_token(token: Option<&str>) -> Result<Option<String>, Action
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| ActionError::validation("the pagination token is invalid; pass the token a previous response returned"))?;
-    String::from_utf8(bytes).map(Some).map_err(|_| ActionError::validation("the pagination token is invalid; pass the token a previous response returned"))
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| ActionError::validation("the pagination token is invalid; pass the token a previous response returned"))
 }
 
 pub(crate) fn encode_token(position: &str) -> String {

@@ -30,23 +30,32 @@ impl CallError {
 }
 
 pub async fn call(data_dir: &Path, endpoint: &EndpointArgs, action: &str, input: Bytes) -> Result<Value, CallError> {
-    let (service, name) = action.split_once(':').ok_or_else(|| CallError::local("ValidationException", format!("`{action}` is not of the form service:Action")))?;
+    let (service, name) = action
+        .split_once(':')
+        .ok_or_else(|| CallError::local("ValidationException", format!("`{action}` is not of the form service:Action")))?;
     let (status, body) = match &endpoint.endpoint {
         None => {
             let socket = data_dir.join("control.sock");
-            let stream = tokio::net::UnixStream::connect(&socket)
-                .await
-                .map_err(|e| CallError::connection(format!("cannot reach the control socket `{}`: {e}; is `datasandbox up` running with this --data-dir?", socket.display())))?;
+            let stream = tokio::net::UnixStream::connect(&socket).await.map_err(|e| {
+                CallError::connection(format!(
+                    "cannot reach the control socket `{}`: {e}; is `datasandbox up` running with this --data-dir?",
+                    socket.display()
+                ))
+            })?;
             send(stream, "localhost", &format!("/api/{service}/{name}"), None, input).await?
         }
         Some(url) => {
-            let authority = url.strip_prefix("http://").ok_or_else(|| CallError::local("ValidationException", format!("endpoint `{url}` must start with http://")))?;
+            let authority = url
+                .strip_prefix("http://")
+                .ok_or_else(|| CallError::local("ValidationException", format!("endpoint `{url}` must start with http://")))?;
             let authority = authority.trim_end_matches('/');
-            let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| CallError::connection(format!("cannot reach `{url}`: {e}")))?;
+            let stream =
+                tokio::net::TcpStream::connect(authority).await.map_err(|e| CallError::connection(format!("cannot reach `{url}`: {e}")))?;
             send(stream, authority, &format!("/api/{service}/{name}"), endpoint.token.as_deref(), input).await?
         }
     };
-    let document: Value = serde_json::from_slice(&body).map_err(|e| CallError::connection(format!("the server answered {status} with a body that is not JSON: {e}")))?;
+    let document: Value = serde_json::from_slice(&body)
+        .map_err(|e| CallError::connection(format!("the server answered {status} with a body that is not JSON: {e}")))?;
     match status {
         200..=299 => Ok(document),
         400..=499 => Err(CallError { document, exit: 1 }),
@@ -58,8 +67,9 @@ async fn send<S>(stream: S, host: &str, path: &str, token: Option<&str>, body: B
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| CallError::connection(format!("HTTP handshake failed: {e}")))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| CallError::connection(format!("HTTP handshake failed: {e}")))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -70,10 +80,12 @@ where
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let request = request.body(Full::new(body)).map_err(|e| CallError::local("ValidationException", format!("cannot build the request: {e}")))?;
+    let request =
+        request.body(Full::new(body)).map_err(|e| CallError::local("ValidationException", format!("cannot build the request: {e}")))?;
     let response = sender.send_request(request).await.map_err(|e| CallError::connection(format!("the request failed: {e}")))?;
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await.map_err(|e| CallError::connection(format!("reading the response failed: {e}")))?.to_bytes();
+    let body =
+        response.into_body().collect().await.map_err(|e| CallError::connection(format!("reading the response failed: {e}")))?.to_bytes();
     Ok((status, body))
 }
 

@@ -133,7 +133,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => server::run(&cli.data_dir, &args, server::Mode::Serve).await,
         Command::Validate(args) => server::validate(&cli.data_dir, &args),
         Command::Call { action, input, endpoint } => client::call_command(&cli.data_dir, &endpoint, &action, &input).await,
-        Command::Storage { command: StorageCommand::Cp { source, destination, endpoint } } => client::copy(&cli.data_dir, &endpoint, &source, &destination).await,
+        Command::Storage { command: StorageCommand::Cp { source, destination, endpoint } } => {
+            client::copy(&cli.data_dir, &endpoint, &source, &destination).await
+        }
         Command::Audit { command: AuditCommand::Lookup { event_name, event_source, user, request_id, correlation_id, resource, max } } => {
             let attributes: Vec<serde_json::Value> = [
                 ("EventName", event_name),
@@ -152,8 +154,12 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DATASANDBOX_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DATASANDBOX_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -24,7 +24,8 @@ pub async fn run(data_dir: &Path, args: &SpecArgs, mode: Mode) -> ExitCode {
     match serve(data_dir, args, mode).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let invalid_spec = err.downcast_ref::<model::spec::SpecError>().is_some() || err.chain().any(|e| e.to_string().contains("policies are invalid"));
+            let invalid_spec = err.downcast_ref::<model::spec::SpecError>().is_some()
+                || err.chain().any(|e| e.to_string().contains("policies are invalid"));
             eprintln!("error: {err:#}");
             ExitCode::from(if invalid_spec { 1 } else { 2 })
         }
@@ -34,7 +35,17 @@ pub async fn run(data_dir: &Path, args: &SpecArgs, mode: Mode) -> ExitCode {
 pub fn validate(data_dir: &Path, args: &SpecArgs) -> ExitCode {
     match load_spec(data_dir, args) {
         Ok((path, spec)) => {
-            println!("{}: valid (environment `{}`, {} bucket(s), {} policy(ies))", path.display(), spec.environment_name, spec.buckets.len(), spec.policies.len());
+            if let Err(err) = control::check_policies(&spec) {
+                eprintln!("error: {err}");
+                return ExitCode::from(1);
+            }
+            println!(
+                "{}: valid (environment `{}`, {} bucket(s), {} policy(ies))",
+                path.display(),
+                spec.environment_name,
+                spec.buckets.len(),
+                spec.policies.len()
+            );
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -50,32 +61,52 @@ fn spec_path(data_dir: &Path, args: &SpecArgs) -> PathBuf {
 
 fn load_spec(data_dir: &Path, args: &SpecArgs) -> anyhow::Result<(PathBuf, Spec)> {
     let path = spec_path(data_dir, args);
-    let text = fs::read_to_string(&path).with_context(|| format!("cannot read the spec `{}`; run `datasandbox up` once to write the defaults, or pass --spec", path.display()))?;
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!("cannot read the spec `{}`; run `datasandbox up` once to write the defaults, or pass --spec", path.display())
+    })?;
     let spec = Spec::parse(&text, &args.overrides).map_err(anyhow::Error::new).with_context(|| format!("in `{}`", path.display()))?;
     Ok((path, spec))
 }
 
 async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<()> {
-    if mode == Mode::Up {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).with_context(|| format!("cannot create the data directory `{}`", data_dir.display()))?;
-        let path = spec_path(data_dir, args);
-        if !path.exists() {
-            fs::write(&path, default_spec_text()).with_context(|| format!("cannot write the default spec `{}`", path.display()))?;
-            tracing::info!(path = %path.display(), "wrote the default spec");
+    // The spec (with its overrides) is judged before anything is written: an invalid one
+    // leaves the host as it was.
+    let path = spec_path(data_dir, args);
+    let fresh = mode == Mode::Up && !path.exists();
+    let spec = if fresh {
+        Spec::parse(&default_spec_text(), &args.overrides).map_err(anyhow::Error::new).context("in the default spec")?
+    } else {
+        if mode == Mode::Serve && !data_dir.is_dir() {
+            bail!("the data directory `{}` does not exist; run `datasandbox up` once to create it", data_dir.display());
         }
-    } else if !data_dir.is_dir() {
-        bail!("the data directory `{}` does not exist; run `datasandbox up` once to create it", data_dir.display());
+        load_spec(data_dir, args)?.1
+    };
+    control::check_policies(&spec).context("the spec cannot be used")?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create the data directory `{}`", data_dir.display()))?;
+    if fresh {
+        fs::write(&path, default_spec_text()).with_context(|| format!("cannot write the default spec `{}`", path.display()))?;
+        tracing::info!(path = %path.display(), "wrote the default spec");
     }
     let lock_path = data_dir.join("lock");
-    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).with_context(|| format!("cannot open `{}`", lock_path.display()))?;
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open `{}`", lock_path.display()))?;
     if lock.try_lock().is_err() {
         bail!("another datasandbox is serving `{}`; stop it first", data_dir.display());
     }
-    let (_, spec) = load_spec(data_dir, args)?;
     let owner = fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();
     let listen = spec.api_listen;
     let control = control::ControlPlane::start(spec, data_dir, owner).await.context("cannot start the control plane")?;
-    let tcp = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}; change server.api_listen or pass -c server.api_listen=127.0.0.1:0"))?;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}; change server.api_listen or pass -c server.api_listen=127.0.0.1:0"))?;
     let socket = data_dir.join("control.sock");
     match fs::remove_file(&socket) {
         Ok(()) => tracing::info!(path = %socket.display(), "removed a stale control socket"),

@@ -32,7 +32,12 @@ impl Connected<IncomingStream<'_, UnixListener>> for PeerCredentials {
 }
 
 /// Serves the API on both listeners until `shutdown` completes, then drains open requests.
-pub async fn serve(control: ControlPlane, tcp: TcpListener, unix: UnixListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    control: ControlPlane,
+    tcp: TcpListener,
+    unix: UnixListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -43,8 +48,10 @@ pub async fn serve(control: ControlPlane, tcp: TcpListener, unix: UnixListener, 
     };
     let tcp_app = common_routes(Router::new().route("/api/{service}/{action}", post(tcp_call))).with_state(control.clone());
     let unix_app = common_routes(Router::new().route("/api/{service}/{action}", post(unix_call))).with_state(control);
-    let tcp_server = axum::serve(tcp, tcp_app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(wait(stop_rx.clone()));
-    let unix_server = axum::serve(unix, unix_app.into_make_service_with_connect_info::<PeerCredentials>()).with_graceful_shutdown(wait(stop_rx));
+    let tcp_server =
+        axum::serve(tcp, tcp_app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(wait(stop_rx.clone()));
+    let unix_server =
+        axum::serve(unix, unix_app.into_make_service_with_connect_info::<PeerCredentials>()).with_graceful_shutdown(wait(stop_rx));
     let (a, b) = tokio::join!(tcp_server.into_future(), unix_server.into_future());
     a.and(b)
 }
@@ -91,15 +98,30 @@ async fn unix_call(
     handle(control, credentials, "control.sock".to_owned(), &headers, service, action, body).await
 }
 
-async fn handle(control: ControlPlane, credentials: Credentials, source_ip: String, headers: &HeaderMap, service: String, action: String, body: Body) -> Response {
+async fn handle(
+    control: ControlPlane,
+    credentials: Credentials,
+    source_ip: String,
+    headers: &HeaderMap,
+    service: String,
+    action: String,
+    body: Body,
+) -> Response {
     // Base64 makes bodies a third larger; leave room for the JSON around them.
     let limit = (control.spec().max_object_size as usize).saturating_mul(4) / 3 + 64 * 1024;
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    let too_large = || ActionError::too_large(format!("the request body exceeds {limit} bytes (storage.max_object_size is {} bytes before base64)", control.spec().max_object_size));
+    let too_large = || {
+        ActionError::too_large(format!(
+            "the request body exceeds {limit} bytes (storage.max_object_size is {} bytes before base64)",
+            control.spec().max_object_size
+        ))
+    };
     let body = match declared {
         Some(length) if length > limit => Err(too_large()),
         _ => axum::body::to_bytes(body, limit).await.map_err(|err| {
-            if std::error::Error::source(&err).is_some_and(|s| s.to_string().contains("length limit")) || err.to_string().contains("length limit") {
+            if std::error::Error::source(&err).is_some_and(|s| s.to_string().contains("length limit"))
+                || err.to_string().contains("length limit")
+            {
                 too_large()
             } else {
                 ActionError::serialization(format!("the request body could not be read: {err}"))
@@ -117,7 +139,8 @@ async fn handle(control: ControlPlane, credentials: Credentials, source_ip: Stri
         }
         Err(err) => {
             let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut reply = (status, axum::Json(json!({ "Code": err.code, "Message": err.message, "RequestId": response.request_id }))).into_response();
+            let mut reply =
+                (status, axum::Json(json!({ "Code": err.code, "Message": err.message, "RequestId": response.request_id }))).into_response();
             reply.headers_mut().insert("x-amzn-requestid", request_id);
             reply
         }

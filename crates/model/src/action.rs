@@ -21,11 +21,12 @@ impl ActionName {
         let Some((service, action)) = value.split_once(':') else {
             return Err(invalid("must have the form `service:Action`"));
         };
-        ActionName::from_parts(service, action).map_err(|_| invalid("must have the form `service:Action` with a known service and a PascalCase action"))
+        ActionName::from_parts(service, action)
     }
 
     pub fn from_parts(service: &str, action: &str) -> Result<ActionName, InvalidName> {
-        let invalid = |reason: String| InvalidName { what: "action", value: format!("{service}:{action}").chars().take(80).collect(), reason };
+        let invalid =
+            |reason: String| InvalidName { what: "action", value: format!("{service}:{action}").chars().take(80).collect(), reason };
         if !SERVICES.contains(&service) {
             return Err(invalid(format!("names unknown service `{service}`; services are {}", SERVICES.join(", "))));
         }

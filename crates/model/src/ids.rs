@@ -97,7 +97,11 @@ fn validate_user_id(value: &str) -> Result<(), InvalidName> {
         return Err(InvalidName::new("user id", value, format!("has {count} characters; allowed 2..=32")));
     }
     if let Some(bad) = value.chars().find(|c| !(c.is_alphanumeric() || *c == '_' || "+=,.@-".contains(*c))) {
-        return Err(InvalidName::new("user id", value, format!("contains `{}`; allowed are letters, digits and _+=,.@-", bad.escape_debug())));
+        return Err(InvalidName::new(
+            "user id",
+            value,
+            format!("contains `{}`; allowed are letters, digits and _+=,.@-", bad.escape_debug()),
+        ));
     }
     Ok(())
 }
@@ -162,11 +166,7 @@ fn validate_parameter_name(value: &str) -> Result<(), InvalidName> {
         return err("must be 1..=2048 characters long");
     }
     if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.-/".contains(*c))) {
-        return Err(InvalidName::new(
-            "parameter name",
-            value,
-            format!("contains `{}`; allowed are a-zA-Z0-9_.-/", bad.escape_debug()),
-        ));
+        return Err(InvalidName::new("parameter name", value, format!("contains `{}`; allowed are a-zA-Z0-9_.-/", bad.escape_debug())));
     }
     if value.contains('/') {
         if !value.starts_with('/') {

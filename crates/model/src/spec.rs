@@ -193,13 +193,8 @@ pub struct Spec {
 }
 
 /// AppStream's user-setting actions, in AWS's spelling.
-pub const USER_SETTING_ACTIONS: &[&str] = &[
-    "CLIPBOARD_COPY_FROM_LOCAL_DEVICE",
-    "CLIPBOARD_COPY_TO_LOCAL_DEVICE",
-    "FILE_UPLOAD",
-    "FILE_DOWNLOAD",
-    "PRINTING_TO_LOCAL_DEVICE",
-];
+pub const USER_SETTING_ACTIONS: &[&str] =
+    &["CLIPBOARD_COPY_FROM_LOCAL_DEVICE", "CLIPBOARD_COPY_TO_LOCAL_DEVICE", "FILE_UPLOAD", "FILE_DOWNLOAD", "PRINTING_TO_LOCAL_DEVICE"];
 
 impl Spec {
     /// Parses spec text, applies `key=value` overrides and validates the result.
@@ -243,7 +238,10 @@ fn apply_override(root: &mut toml::Table, item: &str) -> Result<(), Problem> {
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
     let segments: Vec<&str> = path.split('.').collect();
     if segments.iter().any(|s| s.is_empty()) {
-        return Err(Problem { path: path.to_owned(), message: "an override key must be a dotted path like storage.max_object_size".into() });
+        return Err(Problem {
+            path: path.to_owned(),
+            message: "an override key must be a dotted path like storage.max_object_size".into(),
+        });
     }
     let (last, parents) = segments.split_last().expect("split of a non-empty path has a last segment");
     let mut table = root;
@@ -265,7 +263,11 @@ fn read_spec(root: &Table) -> Spec {
                 && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !v.starts_with('-')
                 && !v.ends_with('-');
-            if ok { Ok(v.to_owned()) } else { Err(format!("`{v}` must be 1..=40 lower-case letters, digits or inner `-` (it names buckets)")) }
+            if ok {
+                Ok(v.to_owned())
+            } else {
+                Err(format!("`{v}` must be 1..=40 lower-case letters, digits or inner `-` (it names buckets)"))
+            }
         })
         .unwrap_or_else(|| "datasandbox".into());
     let vpc_cidr = root.parsed("vpc_cidr", "10.10.0.0/16", Ipv4Cidr::parse_private);
@@ -289,15 +291,16 @@ fn read_spec(root: &Table) -> Spec {
     let region = root.string("region", "local");
 
     let server = root.table("server");
-    let api_listen = server.parsed("api_listen", "127.0.0.1:8750", |v| v.parse::<SocketAddr>().map_err(|_| format!("`{v}` is not an address:port")));
+    let api_listen =
+        server.parsed("api_listen", "127.0.0.1:8750", |v| v.parse::<SocketAddr>().map_err(|_| format!("`{v}` is not an address:port")));
     server.finish();
 
     let metadata = root.table("metadata");
     let metadata_url = metadata.opt_string("url").filter(|v| !v.is_empty());
-    if let Some(url) = &metadata_url {
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            metadata.problem("url", format!("`{url}` must start with sqlite:, postgres:// or postgresql://"));
-        }
+    if let Some(url) =
+        metadata_url.as_ref().filter(|u| !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")))
+    {
+        metadata.problem("url", format!("`{url}` must start with sqlite:, postgres:// or postgresql://"));
     }
     metadata.finish();
 
@@ -462,7 +465,11 @@ fn read_fleets(root: &Table, env: &str, image: &str, fleet_type: FleetType, type
             let fleet = FleetSpec {
                 image_name: t.string("image_name", image),
                 instance_type: t.string("instance_type", &instance_type),
-                fleet_type: if t.choice("fleet_type", default_type, &["ALWAYS_ON", "ON_DEMAND"]) == "ALWAYS_ON" { FleetType::AlwaysOn } else { FleetType::OnDemand },
+                fleet_type: if t.choice("fleet_type", default_type, &["ALWAYS_ON", "ON_DEMAND"]) == "ALWAYS_ON" {
+                    FleetType::AlwaysOn
+                } else {
+                    FleetType::OnDemand
+                },
                 desired_instances: t.integer("desired_instances", 2, 0..=100) as u32,
                 max_user_duration_seconds: t.integer("max_user_duration", 57_600, 600..=432_000) as u32,
                 disconnect_timeout_seconds: t.integer("disconnect_timeout", 900, 60..=36_000) as u32,
@@ -510,7 +517,8 @@ fn read_stacks(root: &Table, env: &str, view: StreamView, fleets: &[FleetSpec], 
                 .map(|action| {
                     // The seed's stack: copy out, download and printing disabled; paste in and upload enabled.
                     let default = matches!(*action, "CLIPBOARD_COPY_FROM_LOCAL_DEVICE" | "FILE_UPLOAD");
-                    let enabled = settings.choice(action, if default { "ENABLED" } else { "DISABLED" }, &["ENABLED", "DISABLED"]) == "ENABLED";
+                    let enabled =
+                        settings.choice(action, if default { "ENABLED" } else { "DISABLED" }, &["ENABLED", "DISABLED"]) == "ENABLED";
                     UserSetting { action, enabled, maximum_length: None }
                 })
                 .collect::<Vec<_>>();

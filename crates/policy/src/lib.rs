@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-use cedar_policy::{Authorizer as CedarAuthorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator};
+use cedar_policy::{
+    Authorizer as CedarAuthorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+};
 use miette::Diagnostic;
 use serde_json::{Value, json};
 
@@ -59,11 +61,23 @@ pub enum Principal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
     Service(String),
-    Bucket { name: String, home_folders: bool },
+    Bucket {
+        name: String,
+        home_folders: bool,
+    },
     /// An object or a listing prefix; `home` is set when the key lies inside a home folder.
-    Object { bucket: String, bucket_home_folders: bool, key: String, home: Option<String> },
-    Parameter { name: String },
-    Key { id: String },
+    Object {
+        bucket: String,
+        bucket_home_folders: bool,
+        key: String,
+        home: Option<String>,
+    },
+    Parameter {
+        name: String,
+    },
+    Key {
+        id: String,
+    },
 }
 
 /// The outcome of one authorization.
@@ -97,9 +111,8 @@ impl Authorizer {
     /// Builds the schema from the actions and validates every policy against it (strict mode).
     pub fn load(policies: &[(String, String)], actions: &[ActionDecl]) -> Result<Authorizer, Vec<PolicyError>> {
         let schema_text = schema_text(actions);
-        let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text).map_err(|err| {
-            vec![PolicyError { policy: "<schema>".into(), message: format!("internal schema is invalid: {err}") }]
-        })?;
+        let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text)
+            .map_err(|err| vec![PolicyError { policy: "<schema>".into(), message: format!("internal schema is invalid: {err}") }])?;
         let mut set = PolicySet::new();
         let mut errors = Vec::new();
         for (name, text) in policies {
@@ -150,8 +163,10 @@ impl Authorizer {
         let resource_uid = resource_entity(resource, &mut entities);
         let action_uid = uid("Action", action)?;
         let entities = Entities::from_json_value(Value::Array(entities), Some(&self.schema)).map_err(|e| e.to_string())?;
-        let context = Context::from_json_value(json!({ "source_ip": source_ip }), Some((&self.schema, &action_uid))).map_err(|e| e.to_string())?;
-        let request = Request::new(uid_from(&principal_uid)?, action_uid, uid_from(&resource_uid)?, context, Some(&self.schema)).map_err(|e| e.to_string())?;
+        let context =
+            Context::from_json_value(json!({ "source_ip": source_ip }), Some((&self.schema, &action_uid))).map_err(|e| e.to_string())?;
+        let request = Request::new(uid_from(&principal_uid)?, action_uid, uid_from(&resource_uid)?, context, Some(&self.schema))
+            .map_err(|e| e.to_string())?;
         let response = self.cedar.is_authorized(&request, &self.policies, &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         Ok(Decision {
@@ -187,11 +202,9 @@ fn principal_entity(principal: &Principal, entities: &mut Vec<Value>) -> Value {
     };
     let (uid, attrs, parents) = match principal {
         Principal::Operator { uid } => (entity_ref("Operator", &uid.to_string()), json!({}), Vec::new()),
-        Principal::User { id, access_mode, home, mfa, roles } => (
-            entity_ref("User", id),
-            json!({ "access_mode": access_mode, "home": home, "mfa": mfa }),
-            role_parents(roles, entities),
-        ),
+        Principal::User { id, access_mode, home, mfa, roles } => {
+            (entity_ref("User", id), json!({ "access_mode": access_mode, "home": home, "mfa": mfa }), role_parents(roles, entities))
+        }
         Principal::Function { name } => (entity_ref("Function", name), json!({}), Vec::new()),
         Principal::Instance { id, roles } => (entity_ref("Instance", id), json!({}), role_parents(roles, entities)),
     };

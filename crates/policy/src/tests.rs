@@ -39,9 +39,10 @@ fn unknown_action_is_a_deny_not_a_crash() {
 
 #[test]
 fn bad_policies_are_rejected_with_position() {
-    let syntax = Authorizer::load(&[("broken".into(), "permit (principal, action, resource) when { resource.nope == }".into())], &actions())
-        .err()
-        .expect("syntax error");
+    let syntax =
+        Authorizer::load(&[("broken".into(), "permit (principal, action, resource) when { resource.nope == }".into())], &actions())
+            .err()
+            .expect("syntax error");
     assert_eq!(syntax[0].policy, "broken");
     assert!(syntax[0].message.contains("line 1, column"), "{}", syntax[0].message);
 

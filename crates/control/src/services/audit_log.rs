@@ -55,7 +55,11 @@ async fn lookup_events(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
             })
             .transpose()
     };
-    let mut filter = LookupFilter { start_time: time("StartTime", &input.start_time)?, end_time: time("EndTime", &input.end_time)?, ..LookupFilter::default() };
+    let mut filter = LookupFilter {
+        start_time: time("StartTime", &input.start_time)?,
+        end_time: time("EndTime", &input.end_time)?,
+        ..LookupFilter::default()
+    };
     for attribute in input.lookup_attributes {
         let value = Some(attribute.attribute_value);
         match attribute.attribute_key.as_str() {
@@ -70,6 +74,9 @@ async fn lookup_events(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
     }
     ctx.authorize(Resource::Service("audit".into()))?;
     let trail = ctx.plane.trail.clone();
-    let records = tokio::task::spawn_blocking(move || trail.lookup(&filter, max as usize)).await.map_err(ActionError::internal)?.map_err(ActionError::internal)?;
+    let records = tokio::task::spawn_blocking(move || trail.lookup(&filter, max as usize))
+        .await
+        .map_err(ActionError::internal)?
+        .map_err(ActionError::internal)?;
     Ok(json!({ "Events": records }))
 }

@@ -64,14 +64,17 @@ impl KeyRing {
     }
 
     fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>, ActionError> {
-        open(&self.master, wrapped, b"datasandbox-key-material").map_err(|()| ActionError::internal("key material does not unwrap with the master key"))
+        open(&self.master, wrapped, b"datasandbox-key-material")
+            .map_err(|()| ActionError::internal("key material does not unwrap with the master key"))
     }
 }
 
 fn seal(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let sealed = cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad }).expect("AES-GCM encryption of a bounded message cannot fail");
+    let sealed = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .expect("AES-GCM encryption of a bounded message cannot fail");
     [nonce.as_slice(), &sealed].concat()
 }
 
@@ -129,7 +132,10 @@ async fn resolve(plane: &Plane, reference: &str) -> Result<KeyRow, ActionError> 
     };
     let id = match alias_name {
         Some(name) => {
-            let row = sqlx::query("SELECT target_key_id FROM aliases WHERE alias_name = $1").bind(&name).fetch_optional(&plane.store.pool).await?;
+            let row = sqlx::query("SELECT target_key_id FROM aliases WHERE alias_name = $1")
+                .bind(&name)
+                .fetch_optional(&plane.store.pool)
+                .await?;
             row.ok_or_else(|| not_found(reference))?.try_get::<String, _>("target_key_id")?
         }
         None => reference.rsplit_once(":key/").map_or(reference, |(_, id)| id).to_owned(),
@@ -285,7 +291,11 @@ async fn list_keys(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError
     }
     ctx.authorize(Resource::Service("keys".into()))?;
     let after = super::decode_token(input.marker.as_deref())?.unwrap_or_default();
-    let rows = sqlx::query("SELECT key_id FROM keys WHERE key_id > $1 ORDER BY key_id LIMIT $2").bind(&after).bind(limit + 1).fetch_all(&ctx.plane.store.pool).await?;
+    let rows = sqlx::query("SELECT key_id FROM keys WHERE key_id > $1 ORDER BY key_id LIMIT $2")
+        .bind(&after)
+        .bind(limit + 1)
+        .fetch_all(&ctx.plane.store.pool)
+        .await?;
     let mut ids: Vec<String> = rows.iter().map(|r| r.try_get("key_id")).collect::<Result<_, _>>()?;
     let truncated = ids.len() as i64 > limit;
     ids.truncate(limit as usize);
@@ -309,9 +319,9 @@ struct CreateAliasInput {
 async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CreateAliasInput = ctx.parse(input)?;
     let name = &input.alias_name;
-    let valid = name.strip_prefix("alias/").is_some_and(|rest| {
-        !rest.is_empty() && rest.len() <= 250 && rest.chars().all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c))
-    });
+    let valid = name
+        .strip_prefix("alias/")
+        .is_some_and(|rest| !rest.is_empty() && rest.len() <= 250 && rest.chars().all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c)));
     if !valid {
         return Err(ActionError::validation(format!("AliasName `{name}` must be `alias/` followed by 1..=250 of a-zA-Z0-9/_-")));
     }
@@ -319,12 +329,13 @@ async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionEr
         return Err(ActionError::validation("alias names under `alias/aws/` are reserved"));
     }
     let key = authorized_key(ctx, &input.target_key_id).await?;
-    let inserted = sqlx::query("INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING")
-        .bind(name)
-        .bind(&key.key_id)
-        .bind(now_millis())
-        .execute(&ctx.plane.store.pool)
-        .await?;
+    let inserted =
+        sqlx::query("INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING")
+            .bind(name)
+            .bind(&key.key_id)
+            .bind(now_millis())
+            .execute(&ctx.plane.store.pool)
+            .await?;
     if inserted.rows_affected() == 0 {
         return Err(ActionError::conflict("AlreadyExistsException", format!("alias `{name}` already exists")));
     }
@@ -334,7 +345,8 @@ async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionEr
 async fn list_aliases(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ListInput = ctx.parse(input)?;
     ctx.authorize(Resource::Service("keys".into()))?;
-    let rows = sqlx::query("SELECT alias_name, target_key_id, created FROM aliases ORDER BY alias_name").fetch_all(&ctx.plane.store.pool).await?;
+    let rows =
+        sqlx::query("SELECT alias_name, target_key_id, created FROM aliases ORDER BY alias_name").fetch_all(&ctx.plane.store.pool).await?;
     let mut aliases = Vec::new();
     for r in rows {
         let target: String = r.try_get("target_key_id")?;
@@ -412,20 +424,33 @@ async fn rotate(plane: &Plane, key: &KeyRow) -> Result<i64, ActionError> {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE keys SET current_version = $1, last_rotated = $2 WHERE key_id = $3").bind(version).bind(now).bind(&key.key_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE keys SET current_version = $1, last_rotated = $2 WHERE key_id = $3")
+        .bind(version)
+        .bind(now)
+        .bind(&key.key_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(version)
 }
 
 async fn material(plane: &Plane, key_id: &str, version: i64) -> Result<Aes256Gcm, ActionError> {
-    let row = sqlx::query("SELECT wrapped FROM key_material WHERE key_id = $1 AND version = $2").bind(key_id).bind(version).fetch_optional(&plane.store.pool).await?;
+    let row = sqlx::query("SELECT wrapped FROM key_material WHERE key_id = $1 AND version = $2")
+        .bind(key_id)
+        .bind(version)
+        .fetch_optional(&plane.store.pool)
+        .await?;
     let wrapped: Vec<u8> = row.ok_or_else(invalid_ciphertext)?.try_get("wrapped")?;
     let material = plane.keys.unwrap(&wrapped)?;
     Ok(Aes256Gcm::new_from_slice(&material).expect("key material is 32 bytes"))
 }
 
 fn invalid_ciphertext() -> ActionError {
-    ActionError::new(400, "InvalidCiphertextException", "the ciphertext is not a valid ciphertext of this key service, or its encryption context differs")
+    ActionError::new(
+        400,
+        "InvalidCiphertextException",
+        "the ciphertext is not a valid ciphertext of this key service, or its encryption context differs",
+    )
 }
 
 /// The additional authenticated data: the blob's header plus the encryption context, with
@@ -437,7 +462,12 @@ fn aad(header: &[u8], context: &std::collections::BTreeMap<String, String>) -> V
 }
 
 /// Encrypts under the key's current material, rotating first when its period has passed.
-pub(crate) async fn encrypt_with(plane: &Plane, key: &KeyRow, plaintext: &[u8], context: &std::collections::BTreeMap<String, String>) -> Result<Vec<u8>, ActionError> {
+pub(crate) async fn encrypt_with(
+    plane: &Plane,
+    key: &KeyRow,
+    plaintext: &[u8],
+    context: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<u8>, ActionError> {
     require_enabled(key)?;
     let mut version = key.current_version;
     if key.rotation_period_days.is_some_and(|days| now_millis() >= key.last_rotated + days * DAY_MS) {
@@ -453,7 +483,11 @@ pub(crate) async fn encrypt_with(plane: &Plane, key: &KeyRow, plaintext: &[u8], 
 }
 
 /// Decrypts a blob made by [`encrypt_with`]; returns the key it was made with.
-pub(crate) async fn decrypt_blob(plane: &Plane, blob: &[u8], context: &std::collections::BTreeMap<String, String>) -> Result<(KeyRow, Vec<u8>), ActionError> {
+pub(crate) async fn decrypt_blob(
+    plane: &Plane,
+    blob: &[u8],
+    context: &std::collections::BTreeMap<String, String>,
+) -> Result<(KeyRow, Vec<u8>), ActionError> {
     let (key_id, version, header_len) = parse_header(blob).ok_or_else(invalid_ciphertext)?;
     let key = resolve(plane, &key_id).await.map_err(|_| invalid_ciphertext())?;
     require_enabled(&key)?;
@@ -536,7 +570,9 @@ async fn encrypt(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     }
     let key = authorized_key(ctx, &input.key_id).await?;
     let blob = encrypt_with(ctx.plane, &key, &plaintext, &input.encryption_context).await?;
-    Ok(json!({ "CiphertextBlob": encode_base64(&blob), "KeyId": key_arn(ctx.plane, &key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }))
+    Ok(
+        json!({ "CiphertextBlob": encode_base64(&blob), "KeyId": key_arn(ctx.plane, &key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -569,7 +605,9 @@ async fn decrypt(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
         }
     }
     let (key, plaintext) = decrypt_blob(ctx.plane, &blob, &input.encryption_context).await?;
-    Ok(json!({ "Plaintext": encode_base64(&plaintext), "KeyId": key_arn(ctx.plane, &key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }))
+    Ok(
+        json!({ "Plaintext": encode_base64(&plaintext), "KeyId": key_arn(ctx.plane, &key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -591,8 +629,14 @@ async fn schedule_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         return Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is already pending deletion", key.key_id)));
     }
     let date = now_millis() + days * DAY_MS;
-    sqlx::query("UPDATE keys SET state = 'PendingDeletion', deletion_date = $1 WHERE key_id = $2").bind(date).bind(&key.key_id).execute(&ctx.plane.store.pool).await?;
-    Ok(json!({ "KeyId": key_arn(ctx.plane, &key.key_id), "DeletionDate": millis_to_rfc3339(date), "KeyState": "PendingDeletion", "PendingWindowInDays": days }))
+    sqlx::query("UPDATE keys SET state = 'PendingDeletion', deletion_date = $1 WHERE key_id = $2")
+        .bind(date)
+        .bind(&key.key_id)
+        .execute(&ctx.plane.store.pool)
+        .await?;
+    Ok(
+        json!({ "KeyId": key_arn(ctx.plane, &key.key_id), "DeletionDate": millis_to_rfc3339(date), "KeyState": "PendingDeletion", "PendingWindowInDays": days }),
+    )
 }
 
 async fn cancel_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
@@ -602,7 +646,10 @@ async fn cancel_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Actio
         return Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is not pending deletion", key.key_id)));
     }
     // As in KMS, a key whose deletion is cancelled comes back disabled.
-    sqlx::query("UPDATE keys SET state = 'Disabled', deletion_date = NULL WHERE key_id = $1").bind(&key.key_id).execute(&ctx.plane.store.pool).await?;
+    sqlx::query("UPDATE keys SET state = 'Disabled', deletion_date = NULL WHERE key_id = $1")
+        .bind(&key.key_id)
+        .execute(&ctx.plane.store.pool)
+        .await?;
     Ok(json!({ "KeyId": key_arn(ctx.plane, &key.key_id) }))
 }
 
@@ -610,7 +657,10 @@ async fn enable_disable(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result
     let input: KeyInput = ctx.parse(input)?;
     let key = authorized_key(ctx, &input.key_id).await?;
     if key.state == "PendingDeletion" {
-        return Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is pending deletion; cancel the deletion first", key.key_id)));
+        return Err(ActionError::conflict(
+            "KMSInvalidStateException",
+            format!("key `{}` is pending deletion; cancel the deletion first", key.key_id),
+        ));
     }
     let state = if action == "EnableKey" { "Enabled" } else { "Disabled" };
     sqlx::query("UPDATE keys SET state = $1 WHERE key_id = $2").bind(state).bind(&key.key_id).execute(&ctx.plane.store.pool).await?;

@@ -112,7 +112,11 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     };
     let description = input.description.or_else(|| current.as_ref().map(|c| c.description.clone())).unwrap_or_default();
     let mut tx = plane.store.write().await?;
-    let version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM parameters WHERE name = $1").bind(name).fetch_one(&mut *tx).await?.try_get("v")?;
+    let version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM parameters WHERE name = $1")
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
     if version > 0 && !input.overwrite {
         return Err(ActionError::conflict("ParameterAlreadyExists", format!("parameter `{name}` exists; set Overwrite to replace it")));
     }
@@ -129,7 +133,11 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .execute(&mut *tx)
         .await?;
     // As in SSM, the oldest version gives way once a parameter has 100.
-    sqlx::query("DELETE FROM parameters WHERE name = $1 AND version <= $2").bind(name).bind(version - MAX_VERSIONS).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM parameters WHERE name = $1 AND version <= $2")
+        .bind(name)
+        .bind(version - MAX_VERSIONS)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(json!({ "Version": version, "Tier": "Standard" }))
 }
@@ -140,12 +148,14 @@ async fn default_key(plane: &Plane) -> Result<keys::KeyRow, ActionError> {
         Ok(key) => Ok(key),
         Err(err) if err.code == "NotFoundException" => {
             let key = keys::insert_key(plane, "Default key for SecureString parameters").await?;
-            let inserted = sqlx::query("INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING")
-                .bind(DEFAULT_KEY_ALIAS)
-                .bind(key.id())
-                .bind(now_millis())
-                .execute(&plane.store.pool)
-                .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING",
+            )
+            .bind(DEFAULT_KEY_ALIAS)
+            .bind(key.id())
+            .bind(now_millis())
+            .execute(&plane.store.pool)
+            .await?;
             if inserted.rows_affected() == 0 {
                 // Another request created it first; use theirs.
                 return keys::resolve_for_use(plane, DEFAULT_KEY_ALIAS).await;
@@ -231,7 +241,9 @@ async fn render(ctx: &mut Ctx<'_>, version: &Version, with_decryption: bool, ful
 fn split_selector(raw: &str) -> Result<(ParameterName, Option<i64>), ActionError> {
     match raw.rsplit_once(':') {
         Some((name, version)) => {
-            let version: i64 = version.parse().map_err(|_| ActionError::validation(format!("`{raw}`: the selector after `:` must be a version number")))?;
+            let version: i64 = version
+                .parse()
+                .map_err(|_| ActionError::validation(format!("`{raw}`: the selector after `:` must be a version number")))?;
             Ok((ParameterName::new(name)?, Some(version)))
         }
         None => Ok((ParameterName::new(raw)?, None)),

@@ -116,7 +116,11 @@ async fn delete_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
         return Err(no_such_bucket(&input.bucket));
     }
     let mut tx = ctx.plane.store.write().await?;
-    let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM objects WHERE bucket = $1").bind(input.bucket.as_str()).fetch_one(&mut *tx).await?.try_get("n")?;
+    let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM objects WHERE bucket = $1")
+        .bind(input.bucket.as_str())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
     if count > 0 {
         return Err(ActionError::conflict("BucketNotEmpty", format!("bucket `{}` holds {count} objects; delete them first", input.bucket)));
     }
@@ -155,7 +159,10 @@ async fn put_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErro
     let body = decode_base64("Body", &input.body)?;
     let limit = ctx.plane.spec.max_object_size;
     if body.len() as u64 > limit {
-        return Err(ActionError::too_large(format!("the object is {} bytes; this environment accepts at most {limit} (storage.max_object_size)", body.len())));
+        return Err(ActionError::too_large(format!(
+            "the object is {} bytes; this environment accepts at most {limit} (storage.max_object_size)",
+            body.len()
+        )));
     }
     let content_type = input.content_type.unwrap_or_else(|| "binary/octet-stream".into());
     if content_type.len() > 256 || content_type.chars().any(char::is_control) {
@@ -173,7 +180,15 @@ pub(crate) struct Written {
 
 /// Stores the body as a new blob, then swaps the object's pointer and queues its
 /// notifications in one transaction; the replaced blob is released after the commit.
-async fn write_object(ctx: &Ctx<'_>, bucket: &BucketName, row: &BucketRow, key: &ObjectKey, body: Bytes, content_type: &str, event: &str) -> Result<Written, ActionError> {
+async fn write_object(
+    ctx: &Ctx<'_>,
+    bucket: &BucketName,
+    row: &BucketRow,
+    key: &ObjectKey,
+    body: Bytes,
+    content_type: &str,
+    event: &str,
+) -> Result<Written, ActionError> {
     let plane = ctx.plane;
     let digest = Sha256::digest(&body);
     let etag = format!("\"{}\"", &hex::encode(digest)[..32]);
@@ -234,12 +249,21 @@ async fn release_blob(plane: &Plane, blob: &str) {
 /// At start-up, before serving: delete released blobs and blobs no object points at (left by
 /// a crash between writing a blob and committing its object).
 pub(crate) async fn reclaim_blobs(plane: &Plane) -> Result<(), ActionError> {
-    let released: Vec<String> = sqlx::query("SELECT blob FROM released_blobs").fetch_all(&plane.store.pool).await?.iter().map(|r| r.try_get("blob")).collect::<Result<_, _>>()?;
+    let released: Vec<String> = sqlx::query("SELECT blob FROM released_blobs")
+        .fetch_all(&plane.store.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("blob"))
+        .collect::<Result<_, _>>()?;
     for blob in released {
         release_blob(plane, &blob).await;
     }
-    let referenced: std::collections::HashSet<String> =
-        sqlx::query("SELECT blob FROM objects").fetch_all(&plane.store.pool).await?.iter().map(|r| r.try_get("blob")).collect::<Result<_, _>>()?;
+    let referenced: std::collections::HashSet<String> = sqlx::query("SELECT blob FROM objects")
+        .fetch_all(&plane.store.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("blob"))
+        .collect::<Result<_, _>>()?;
     let mut reclaimed = 0;
     for blob in plane.blobs.list().await? {
         if !referenced.contains(&blob) {
@@ -273,11 +297,12 @@ struct ObjectRow {
 }
 
 async fn find_object(plane: &Plane, bucket: &BucketName, key: &str) -> Result<Option<ObjectRow>, ActionError> {
-    let row = sqlx::query("SELECT blob, size, etag, content_type, last_modified, writer, source_ip FROM objects WHERE bucket = $1 AND key = $2")
-        .bind(bucket.as_str())
-        .bind(key)
-        .fetch_optional(&plane.store.pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT blob, size, etag, content_type, last_modified, writer, source_ip FROM objects WHERE bucket = $1 AND key = $2")
+            .bind(bucket.as_str())
+            .bind(key)
+            .fetch_optional(&plane.store.pool)
+            .await?;
     let Some(r) = row else { return Ok(None) };
     Ok(Some(ObjectRow {
         blob: r.try_get("blob")?,
@@ -297,7 +322,8 @@ async fn get_object(ctx: &mut Ctx<'_>, input: Value, with_body: bool) -> Result<
     if row.is_none() {
         return Err(no_such_bucket(&input.bucket));
     }
-    let object = find_object(ctx.plane, &input.bucket, input.key.as_str()).await?.ok_or_else(|| no_such_key(&input.bucket, input.key.as_str()))?;
+    let object =
+        find_object(ctx.plane, &input.bucket, input.key.as_str()).await?.ok_or_else(|| no_such_key(&input.bucket, input.key.as_str()))?;
     let size = object.size as u64;
     let range = input.range.as_deref().map(|r| parse_range(r, size)).transpose()?;
     let mut out = json!({
@@ -320,7 +346,13 @@ async fn get_object(ctx: &mut Ctx<'_>, input: Value, with_body: bool) -> Result<
 
 /// HTTP byte ranges as S3 takes them: `bytes=a-b`, `bytes=a-`, `bytes=-n`.
 fn parse_range(text: &str, size: u64) -> Result<Range<u64>, ActionError> {
-    let invalid = || ActionError::new(416, "InvalidRange", format!("range `{text}` is not satisfiable for an object of {size} bytes; use bytes=first-last, bytes=first- or bytes=-suffix"));
+    let invalid = || {
+        ActionError::new(
+            416,
+            "InvalidRange",
+            format!("range `{text}` is not satisfiable for an object of {size} bytes; use bytes=first-last, bytes=first- or bytes=-suffix"),
+        )
+    };
     let spec = text.strip_prefix("bytes=").ok_or_else(invalid)?;
     let (first, last) = spec.split_once('-').ok_or_else(invalid)?;
     let number = |s: &str| s.parse::<u64>().map_err(|_| invalid());
@@ -386,12 +418,14 @@ async fn list_objects(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionEr
     let mut truncated = false;
     let mut last_returned = String::new();
     'scan: loop {
-        let rows = sqlx::query("SELECT key, size, etag, last_modified FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT 500")
-            .bind(input.bucket.as_str())
-            .bind(&cursor)
-            .bind(&input.prefix)
-            .fetch_all(&ctx.plane.store.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT key, size, etag, last_modified FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT 500",
+        )
+        .bind(input.bucket.as_str())
+        .bind(&cursor)
+        .bind(&input.prefix)
+        .fetch_all(&ctx.plane.store.pool)
+        .await?;
         if rows.is_empty() {
             break;
         }
@@ -403,10 +437,10 @@ async fn list_objects(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionEr
                 Some(d) => rest.find(d.as_str()).map(|at| format!("{}{}", input.prefix, &rest[..at + d.len()])),
                 None => None,
             };
-            if let Some(prefix) = &entry {
-                if common.last() == Some(prefix) || token.as_deref() == Some(prefix.as_str()) {
-                    continue;
-                }
+            if let Some(prefix) = &entry
+                && (common.last() == Some(prefix) || token.as_deref() == Some(prefix.as_str()))
+            {
+                continue;
             }
             if (contents.len() + common.len()) as i64 >= max_keys {
                 truncated = true;
@@ -475,9 +509,20 @@ async fn delete_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
         .transpose()?;
     // As in S3, deleting a missing key succeeds and changes nothing.
     let Some((blob, size, etag)) = old else { return Ok(json!({})) };
-    sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2").bind(input.bucket.as_str()).bind(input.key.as_str()).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2")
+        .bind(input.bucket.as_str())
+        .bind(input.key.as_str())
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("INSERT INTO released_blobs (blob) VALUES ($1)").bind(&blob).execute(&mut *tx).await?;
-    let event = notifications::Event { name: "ObjectRemoved:Delete", bucket: &input.bucket, key: input.key.as_str(), size, etag: &etag, time: now_millis() };
+    let event = notifications::Event {
+        name: "ObjectRemoved:Delete",
+        bucket: &input.bucket,
+        key: input.key.as_str(),
+        size,
+        etag: &etag,
+        time: now_millis(),
+    };
     let queued = notifications::enqueue(ctx, &mut tx, &row.notifications, &event).await?;
     tx.commit().await?;
     release_blob(plane, &blob).await;
@@ -498,8 +543,9 @@ struct CopyObjectInput {
 async fn copy_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CopyObjectInput = ctx.parse(input)?;
     let source = input.copy_source.trim_start_matches('/');
-    let (source_bucket, source_key) =
-        source.split_once('/').ok_or_else(|| ActionError::validation(format!("CopySource `{}` must have the form bucket/key", input.copy_source)))?;
+    let (source_bucket, source_key) = source
+        .split_once('/')
+        .ok_or_else(|| ActionError::validation(format!("CopySource `{}` must have the form bucket/key", input.copy_source)))?;
     let source_bucket = BucketName::new(source_bucket)?;
     let source_key = ObjectKey::new(source_key)?;
     let row = find_bucket(ctx.plane, &input.bucket).await?;
@@ -510,10 +556,14 @@ async fn copy_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErr
     if source_row.is_none() {
         return Err(no_such_bucket(&source_bucket));
     }
-    let object = find_object(ctx.plane, &source_bucket, source_key.as_str()).await?.ok_or_else(|| no_such_key(&source_bucket, source_key.as_str()))?;
+    let object = find_object(ctx.plane, &source_bucket, source_key.as_str())
+        .await?
+        .ok_or_else(|| no_such_key(&source_bucket, source_key.as_str()))?;
     let body = ctx.plane.blobs.get(&object.blob, None).await?;
     let written = write_object(ctx, &input.bucket, &row, &input.key, body, &object.content_type, "ObjectCreated:Copy").await?;
-    Ok(json!({ "CopyObjectResult": { "ETag": written.etag, "LastModified": millis_to_rfc3339(written.last_modified), "ChecksumSHA256": written.checksum } }))
+    Ok(
+        json!({ "CopyObjectResult": { "ETag": written.etag, "LastModified": millis_to_rfc3339(written.last_modified), "ChecksumSHA256": written.checksum } }),
+    )
 }
 
 /// Creates the spec's buckets and merges the spec's notifications into each bucket's
@@ -531,7 +581,8 @@ pub(crate) async fn deploy_buckets(control: &ControlPlane) -> Result<(), ActionE
     for bucket in &plane.spec.buckets {
         let existing = find_bucket(plane, &bucket.name).await?;
         if existing.is_none() {
-            let response = control.call(call("storage:CreateBucket", json!({ "Bucket": bucket.name, "HomeFolders": bucket.home_folders }))).await;
+            let response =
+                control.call(call("storage:CreateBucket", json!({ "Bucket": bucket.name, "HomeFolders": bucket.home_folders }))).await;
             response.result?;
         }
         if bucket.notifications.is_empty() {

@@ -116,7 +116,11 @@ impl NotificationConfiguration {
                 problems.push(format!("{at}.Id is longer than 255 characters"));
             }
             if BuiltinFunction::from_name(config.function_name()).is_none() {
-                problems.push(format!("{at}.LambdaFunctionArn: `{}` is not a function; functions are {}", config.lambda_function_arn, BuiltinFunction::names().join(", ")));
+                problems.push(format!(
+                    "{at}.LambdaFunctionArn: `{}` is not a function; functions are {}",
+                    config.lambda_function_arn,
+                    BuiltinFunction::names().join(", ")
+                ));
             }
             if config.events.is_empty() {
                 problems.push(format!("{at}.Events must name at least one event type"));
@@ -196,7 +200,12 @@ pub(super) struct Event<'a> {
 }
 
 /// Queues one outbox row per matching configuration, inside the caller's transaction.
-pub(super) async fn enqueue(ctx: &Ctx<'_>, tx: &mut Transaction<'static, Any>, config: &NotificationConfiguration, event: &Event<'_>) -> Result<bool, ActionError> {
+pub(super) async fn enqueue(
+    ctx: &Ctx<'_>,
+    tx: &mut Transaction<'static, Any>,
+    config: &NotificationConfiguration,
+    event: &Event<'_>,
+) -> Result<bool, ActionError> {
     let mut queued = false;
     for configuration in config.lambda_function_configurations.iter().filter(|c| c.matches(event.name, event.key)) {
         // S3's event record shape, plus the correlation id of the call that caused it.

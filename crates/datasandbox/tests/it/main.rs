@@ -1,0 +1,10 @@
+//! End-to-end tests: each starts the real `datasandbox` binary on a fresh data directory and
+//! talks to it through the CLI, the control socket and the HTTP API.
+
+mod bad_input;
+mod crash;
+mod flows;
+mod http;
+mod server;
+
+pub use server::Server;

@@ -1,0 +1,186 @@
+//! Starting and stopping a real server for a test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_datasandbox");
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub api: String,
+    child: Child,
+}
+
+/// The outcome of one CLI call.
+#[derive(Debug)]
+pub struct Called {
+    pub exit: i32,
+    pub stdout: Value,
+    pub stderr: Value,
+}
+
+impl Server {
+    pub fn start(overrides: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (child, api) = launch(dir.path(), overrides, None).expect("server starts");
+        Server { dir, api, child }
+    }
+
+    pub fn start_with_spec(spec: &str, overrides: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("datasandbox.toml");
+        std::fs::write(&path, spec).expect("write spec");
+        let (child, api) = launch(dir.path(), overrides, None).expect("server starts");
+        Server { dir, api, child }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.data_dir().join("control.sock")
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown) and starts it again on the same data.
+    pub fn crash_and_restart(&mut self, overrides: &[&str]) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+        let (child, api) = launch(self.data_dir(), overrides, None).expect("server restarts");
+        self.child = child;
+        self.api = api;
+    }
+
+    /// Stops the server with SIGINT and waits for it; returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().expect("kill -INT");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop within 10 s of SIGINT");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `datasandbox call <action> --input <json>` as the local operator.
+    pub fn call(&self, action: &str, input: &Value) -> Called {
+        self.cli(&["call", action, "--input", &input.to_string()], &[])
+    }
+
+    /// `datasandbox call` over HTTP with a bearer token.
+    pub fn call_as(&self, token: &str, action: &str, input: &Value) -> Called {
+        let endpoint = format!("http://{}", self.api);
+        self.cli(&["call", action, "--input", &input.to_string(), "--endpoint", &endpoint], &[("DATASANDBOX_TOKEN", token)])
+    }
+
+    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> Called {
+        let mut command = Command::new(BIN);
+        command.arg("--data-dir").arg(self.data_dir()).args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output: Output = command.output().expect("run the CLI");
+        let parse =
+            |bytes: &[u8]| serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
+        Called { exit: output.status.code().unwrap_or(-1), stdout: parse(&output.stdout), stderr: parse(&output.stderr) }
+    }
+
+    /// Calls as the operator and returns the result, failing the test on any error.
+    pub fn ok(&self, action: &str, input: Value) -> Value {
+        let called = self.call(action, &input);
+        assert_eq!(called.exit, 0, "{action} {input} failed: {:?}", called.stderr);
+        called.stdout
+    }
+
+    /// A bearer token for a user with the custom (streaming URL) access mode.
+    pub fn token_for(&self, user: &str) -> String {
+        let out = self.ok("identity:CreateSessionToken", serde_json::json!({ "UserId": user }));
+        out["Token"].as_str().expect("token").to_owned()
+    }
+
+    /// Audit records, newest first, matching the given lookup attributes.
+    pub fn audit(&self, attributes: &[(&str, &str)]) -> Vec<Value> {
+        let attributes: Vec<Value> =
+            attributes.iter().map(|(k, v)| serde_json::json!({ "AttributeKey": k, "AttributeValue": v })).collect();
+        let out = self.ok("audit:LookupEvents", serde_json::json!({ "LookupAttributes": attributes, "MaxResults": 1000 }));
+        out["Events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The one audit record of a request.
+    pub fn audit_record(&self, request_id: &str) -> Value {
+        let records = self.audit(&[("RequestId", request_id)]);
+        assert_eq!(records.len(), 1, "expected one audit record for request {request_id}, found {records:#?}");
+        records.into_iter().next().expect("one record")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `datasandbox up` and waits for its `ready` line; returns the API address. On
+/// failure returns the server's stderr.
+pub fn launch(data_dir: &Path, overrides: &[&str], extra: Option<&[&str]>) -> Result<(Child, String), String> {
+    let mut command = Command::new(BIN);
+    command.arg("--data-dir").arg(data_dir).arg("up").args(["-c", "server.api_listen=127.0.0.1:0"]);
+    for o in overrides {
+        command.args(["-c", o]);
+    }
+    if let Some(extra) = extra {
+        command.args(extra);
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) if line.starts_with("ready ") => {
+            let api = line.split_whitespace().find_map(|w| w.strip_prefix("api=http://")).expect("ready line names the api").to_owned();
+            Ok((child, api))
+        }
+        other => {
+            let _ = child.kill();
+            let output = child.wait_with_output().map_err(|e| e.to_string())?;
+            Err(format!("no ready line ({other:?}); stderr:\n{}", String::from_utf8_lossy(&output.stderr)))
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `seconds`.
+pub fn eventually<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {seconds} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn unb64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+}
