@@ -328,7 +328,7 @@ fn read_spec(root: &Table) -> Spec {
     storage.finish();
 
     let audit = root.table("audit");
-    let audit_max_batch_delay_ms = audit.integer("max_batch_delay_ms", 2, 0..=1000) as u64;
+    let audit_max_batch_delay_ms = audit.integer("max_batch_delay_ms", 1, 0..=1000) as u64;
     audit.finish();
 
     let instance_types = read_instance_types(root);

@@ -1,0 +1,94 @@
+//! Throughput and latency of actions through the whole pipeline (socket → authenticate →
+//! Cedar → execute → fsynced audit record → reply), against the release binary.
+//!
+//! `cargo bench -p datasandbox --bench actions` prints one line per workload. Figures, not
+//! assertions: this is a benchmark, not a test.
+
+#[path = "../tests/it/http.rs"]
+#[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
+mod http;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const CLIENTS: usize = 8;
+const WARMUP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(5);
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_datasandbox"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["up", "-c", "server.api_listen=127.0.0.1:0"])
+        .env("DATASANDBOX_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let mut ready = String::new();
+    BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready line");
+    assert!(ready.starts_with("ready "), "unexpected first line: {ready}");
+    let socket = dir.path().join("control.sock");
+
+    let mut setup = http::unix(&socket).expect("connect");
+    let put = setup.call("parameters:PutParameter", &json!({ "Name": "/bench/p", "Value": "value", "Type": "String" }), None).expect("put");
+    assert_eq!(put.status, 200);
+
+    println!("DataSandbox action benchmark: {CLIENTS} clients on the control socket, {}s per workload, auditing on (fsync per batch)", MEASURE.as_secs());
+    println!("{:<28} {:>10} {:>10} {:>10} {:>10}", "workload", "actions/s", "p50 ms", "p99 ms", "max ms");
+    run("GetParameter", &socket, |_, _| ("parameters:GetParameter", json!({ "Name": "/bench/p" })));
+    let body = base64_of(&[0x5a; 4096]);
+    run("PutObject 4 KiB", &socket, move |client, n| {
+        ("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": format!("bench/{client}/{n}"), "Body": body }))
+    });
+
+    let _ = Command::new("kill").args(["-INT", &server.id().to_string()]).status();
+    let _ = server.wait();
+}
+
+fn run(name: &str, socket: &std::path::Path, request: impl Fn(usize, usize) -> (&'static str, Value) + Send + Sync + Clone + 'static) {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (socket, request) = (socket.to_owned(), request.clone());
+            std::thread::spawn(move || {
+                let mut connection = http::unix(&socket).expect("connect");
+                let mut latencies = Vec::new();
+                let mut n = 0;
+                loop {
+                    let elapsed = start.elapsed();
+                    if elapsed > WARMUP + MEASURE {
+                        return latencies;
+                    }
+                    let (action, input) = request(client, n);
+                    let sent = Instant::now();
+                    let reply = connection.call(action, &input, None).expect("call");
+                    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+                    if elapsed > WARMUP {
+                        latencies.push(sent.elapsed());
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().expect("client thread")).collect();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    println!(
+        "{:<28} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
+        name,
+        latencies.len() as f64 / MEASURE.as_secs_f64(),
+        at(0.50),
+        at(0.99),
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    );
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
