@@ -37,7 +37,10 @@ fn main() {
     let put = setup.call("parameters:PutParameter", &json!({ "Name": "/bench/p", "Value": "value", "Type": "String" }), None).expect("put");
     assert_eq!(put.status, 200);
 
-    println!("DataSandbox action benchmark: {CLIENTS} clients on the control socket, {}s per workload, auditing on (fsync per batch)", MEASURE.as_secs());
+    println!(
+        "DataSandbox action benchmark: {CLIENTS} clients on the control socket, {}s per workload, auditing on (fsync per batch)",
+        MEASURE.as_secs()
+    );
     println!("{:<28} {:>10} {:>10} {:>10} {:>10}", "workload", "actions/s", "p50 ms", "p99 ms", "max ms");
     run("GetParameter", &socket, |_, _| ("parameters:GetParameter", json!({ "Name": "/bench/p" })));
     let body = base64_of(&[0x5a; 4096]);
