@@ -1,9 +1,25 @@
 //! The audit trail. Every action, allowed, denied or failed, becomes one CloudTrail-shaped
-//! [`Record`], and [`Trail::append`] returns only once the record is on disk (fsync, with
-//! group commit), so the caller never sees success for an action the trail does not hold.
+//! [`Record`]; [`Trail::append`] returns only once the record is on disk (fsync, with group
+//! commit), so no caller sees success for an action the trail does not hold.
+//!
+//! Integrity has three layers, all checkable offline with the public key ([`validate`]):
+//! a hash chain through every record, signed checkpoints within a second of any record, and
+//! CloudTrail-style signed hourly digests over sealed (gzip) log files.
 
+mod chain;
+mod files;
+mod index;
+mod layout;
 mod record;
+mod sealer;
+mod signing;
+pub mod validate;
 mod writer;
 
+pub use files::{Checkpoint, DigestFile, LogFileEntry};
+pub use index::{Index, IndexError, LookupFilter, SCHEMA, TraceSelector, rows_as_objects};
+pub use layout::Layout;
 pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
-pub use writer::{LookupFilter, Trail, TrailError};
+pub use signing::{Signer, parse_public_key};
+pub use validate::{Report, ValidateOptions, bucket_of};
+pub use writer::{IndexBatch, Trail, TrailError, TrailOptions};

@@ -8,6 +8,13 @@ pub const EVENT_VERSION: &str = "1.09";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
+    /// Set by the trail writer: this record's place in the trail's hash chain. It is written
+    /// first in every line, so validation reads it without parsing the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
+    /// Set by the trail writer: lower-hex SHA-256 of the previous record's line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_record_hash: Option<String>,
     pub event_version: String,
     pub user_identity: UserIdentity,
     pub event_time: String,

@@ -57,7 +57,10 @@ pub const ACTIONS: &[ActionSpec] = &[
     action("keys:DisableKey", Key, false, true, "Stop a key's use without deleting it"),
     action("identity:CreateSessionToken", Service, false, true, "A short-lived bearer token for a user"),
     action("identity:GetCallerIdentity", Service, true, true, "Who the caller is"),
-    action("audit:LookupEvents", Service, true, true, "Search the audit trail"),
+    action("audit:LookupEvents", Service, true, true, "Search the audit trail (CloudTrail's attributes plus CorrelationId), newest first"),
+    action("audit:Query", Service, true, true, "Run one read-only SQL SELECT over the audit index"),
+    action("audit:Trace", Service, true, true, "One person's, session's or correlation's actions, in order"),
+    action("audit:Reindex", Service, false, true, "Rebuild the audit index from the trail's files"),
 ];
 
 pub fn find(name: &str) -> Option<&'static ActionSpec> {

@@ -165,6 +165,8 @@ async fn audit_delivery(control: &ControlPlane, function: &str, event: &Value, a
     let plane = &*control.plane;
     let account = &plane.spec.account_id;
     let record = Record {
+        sequence_number: None,
+        previous_record_hash: None,
         event_version: audit::EVENT_VERSION.into(),
         user_identity: audit::UserIdentity {
             kind: "AWSService".into(),

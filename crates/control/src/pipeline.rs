@@ -58,6 +58,7 @@ pub(crate) struct Plane {
     pub store: Store,
     pub blobs: Blobs,
     pub trail: Trail,
+    pub index: audit::Index,
     pub authorizer: Authorizer,
     pub metrics: Metrics,
     pub keys: KeyRing,
@@ -87,14 +88,37 @@ impl ControlPlane {
         let store = Store::open(spec.metadata_url.as_deref(), data_dir).await?;
         let blobs = Blobs::open(&spec.storage, data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
         let keys = KeyRing::open(data_dir).map_err(StartError::Setup)?;
-        let trail =
-            Trail::open(&data_dir.join("trail"), &spec.account_id, &spec.region, Duration::from_millis(spec.audit_max_batch_delay_ms))?;
+        let secret = crate::services::keys::trail_signing_secret(&store, &keys).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        let layout = audit::Layout {
+            root: data_dir.join("trail"),
+            account_id: spec.account_id.clone(),
+            region: spec.region.clone(),
+            bucket: format!("{}-trail", spec.environment_name),
+        };
+        // The index catches up from the files before the writer starts, then follows it.
+        let index = audit::Index::open(&data_dir.join("audit-index.db")).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        let caught_up = index.catch_up(&layout).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        if caught_up > 0 {
+            tracing::info!(records = caught_up, "indexed audit records the index did not hold");
+        }
+        let (index_tx, index_rx) = tokio::sync::mpsc::unbounded_channel();
+        let options = audit::TrailOptions {
+            max_batch_delay: Duration::from_millis(spec.audit.max_batch_delay_ms),
+            checkpoint_records: spec.audit.checkpoint_records,
+            checkpoint_interval: Duration::from_millis(spec.audit.checkpoint_interval_ms),
+            rotate_bytes: spec.audit.rotate_bytes,
+            rotate_interval: Duration::from_secs(spec.audit.rotate_interval_seconds),
+            digest_interval: Duration::from_secs(spec.audit.digest_interval_seconds),
+        };
+        let trail = Trail::open(layout, audit::Signer::from_bytes(&secret), options, Some(index_tx))?;
+        index.spawn_feeder(index_rx);
         let plane = Arc::new(Plane {
             spec,
             data_dir: data_dir.to_owned(),
             store,
             blobs,
             trail,
+            index,
             authorizer,
             metrics: Metrics::new(),
             keys,
@@ -102,6 +126,7 @@ impl ControlPlane {
             socket_owner,
         });
         let control = ControlPlane { plane };
+        control.service_event("StartLogging", serde_json::json!({ "Trail": control.plane.trail.layout().bucket })).await;
         crate::services::storage::reclaim_blobs(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::services::storage::deploy_buckets(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::functions::start_dispatcher(control.clone());
@@ -118,6 +143,54 @@ impl ControlPlane {
 
     pub fn trail(&self) -> &Trail {
         &self.plane.trail
+    }
+
+    /// Records the end of auditing and seals the trail with a final checkpoint and digest.
+    pub async fn shutdown(&self) {
+        self.service_event("StopLogging", serde_json::json!({ "Trail": self.plane.trail.layout().bucket })).await;
+        let trail = self.plane.trail.clone();
+        if let Err(err) = tokio::task::spawn_blocking(move || trail.close()).await.unwrap_or(Err(audit::TrailError::Stopped)) {
+            tracing::error!(error = %err, "closing the audit trail");
+        }
+    }
+
+    /// A record of something the platform itself did (not a caller's action).
+    pub(crate) async fn service_event(&self, name: &str, parameters: Value) {
+        let spec = &self.plane.spec;
+        let record = Record {
+            sequence_number: None,
+            previous_record_hash: None,
+            event_version: audit::EVENT_VERSION.into(),
+            user_identity: audit::UserIdentity {
+                kind: "AWSService".into(),
+                principal_id: "datasandbox".into(),
+                arn: String::new(),
+                account_id: spec.account_id.clone(),
+                user_name: None,
+                session_context: None,
+            },
+            event_time: millis_to_rfc3339(now_millis()),
+            event_source: "audit".into(),
+            event_name: name.into(),
+            aws_region: spec.region.clone(),
+            source_ip_address: "datasandbox".into(),
+            user_agent: concat!("datasandbox/", env!("CARGO_PKG_VERSION")).into(),
+            error_code: None,
+            error_message: None,
+            request_parameters: parameters,
+            response_elements: Value::Null,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            event_id: uuid::Uuid::new_v4().to_string(),
+            read_only: false,
+            resources: Vec::new(),
+            event_type: "AwsServiceEvent".into(),
+            management_event: true,
+            recipient_account_id: spec.account_id.clone(),
+            correlation_id: None,
+        };
+        if let Err(err) = self.plane.trail.append(&record).await {
+            tracing::error!(error = %err, event = name, "cannot audit a service event");
+        }
     }
 
     pub fn render_metrics(&self) -> String {
@@ -216,6 +289,8 @@ impl ControlPlane {
             _ => Value::Null,
         };
         Record {
+            sequence_number: None,
+            previous_record_hash: None,
             event_version: audit::EVENT_VERSION.into(),
             user_identity: identity,
             event_time: millis_to_rfc3339(now_millis()),

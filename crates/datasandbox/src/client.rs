@@ -89,7 +89,7 @@ where
     Ok((status, body))
 }
 
-fn finish(result: Result<Value, CallError>) -> ExitCode {
+pub fn finish(result: Result<Value, CallError>) -> ExitCode {
     match result {
         Ok(value) => {
             println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
@@ -99,7 +99,7 @@ fn finish(result: Result<Value, CallError>) -> ExitCode {
     }
 }
 
-fn fail(err: CallError) -> ExitCode {
+pub fn fail(err: CallError) -> ExitCode {
     eprintln!("{}", err.document);
     ExitCode::from(err.exit)
 }
@@ -107,19 +107,6 @@ fn fail(err: CallError) -> ExitCode {
 pub async fn call_command(data_dir: &Path, endpoint: &EndpointArgs, action: &str, input: &str) -> ExitCode {
     // The server judges the JSON (and audits a malformed body); the client passes it through.
     finish(call(data_dir, endpoint, action, Bytes::from(input.to_owned())).await)
-}
-
-pub async fn lookup(data_dir: &Path, attributes: Vec<Value>, max: u32) -> ExitCode {
-    let input = json!({ "LookupAttributes": attributes, "MaxResults": max });
-    match call(data_dir, &EndpointArgs { endpoint: None, token: None }, "audit:LookupEvents", Bytes::from(input.to_string())).await {
-        Ok(value) => {
-            for event in value["Events"].as_array().into_iter().flatten() {
-                println!("{event}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => fail(err),
-    }
 }
 
 fn parse_location(text: &str) -> Option<(&str, &str)> {

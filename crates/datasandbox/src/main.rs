@@ -5,6 +5,7 @@
 //! * 1 — the request or the input was wrong (a 4xx from the API, an invalid spec);
 //! * 2 — the server failed or could not be reached.
 
+mod audit_cli;
 mod client;
 mod server;
 
@@ -94,7 +95,7 @@ enum StorageCommand {
 }
 
 #[derive(Subcommand)]
-enum AuditCommand {
+pub enum AuditCommand {
     /// The newest records matching every given filter, one JSON record per line.
     Lookup {
         #[arg(long)]
@@ -109,9 +110,55 @@ enum AuditCommand {
         correlation_id: Option<String>,
         #[arg(long)]
         resource: Option<String>,
+        /// RFC 3339 time, like 2026-11-29T00:00:00Z.
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
         #[arg(long, default_value_t = 50)]
         max: u32,
+        /// Continue from the token a previous page printed.
+        #[arg(long)]
+        next_token: Option<String>,
     },
+    /// Check the trail's integrity offline, like `aws cloudtrail validate-logs`.
+    Validate {
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long)]
+        verbose: bool,
+        /// A copy of the trail; default `<data-dir>/trail`.
+        #[arg(long)]
+        trail_dir: Option<PathBuf>,
+        /// The trail's public key (64 hex digits in a file); default: the key the trail holds.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Run one read-only SQL SELECT over the audit index (tables `events`, `event_resources`).
+    Query {
+        sql: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One timeline: a person's, a session's or a correlation id's actions, in order.
+    Trace {
+        #[arg(long, group = "who")]
+        user: Option<String>,
+        #[arg(long, group = "who")]
+        session: Option<String>,
+        #[arg(long, group = "who")]
+        correlation_id: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the audit index from the trail's files.
+    Reindex,
 }
 
 fn main() -> ExitCode {
@@ -136,20 +183,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Storage { command: StorageCommand::Cp { source, destination, endpoint } } => {
             client::copy(&cli.data_dir, &endpoint, &source, &destination).await
         }
-        Command::Audit { command: AuditCommand::Lookup { event_name, event_source, user, request_id, correlation_id, resource, max } } => {
-            let attributes: Vec<serde_json::Value> = [
-                ("EventName", event_name),
-                ("EventSource", event_source),
-                ("Username", user),
-                ("RequestId", request_id),
-                ("CorrelationId", correlation_id),
-                ("ResourceName", resource),
-            ]
-            .into_iter()
-            .filter_map(|(key, value)| value.map(|v| serde_json::json!({ "AttributeKey": key, "AttributeValue": v })))
-            .collect();
-            client::lookup(&cli.data_dir, attributes, max).await
-        }
+        Command::Audit { command } => audit_cli::run(&cli.data_dir, command).await,
     }
 }
 

@@ -122,7 +122,8 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
         stdout.flush()?;
     }
     tracing::info!(%api, socket = %socket.display(), "serving");
-    gateway::serve(control, tcp, unix, shutdown_signal()).await.context("server failed")?;
+    gateway::serve(control.clone(), tcp, unix, shutdown_signal()).await.context("server failed")?;
+    control.shutdown().await;
     let _ = fs::remove_file(&socket);
     tracing::info!("stopped");
     drop(lock);

@@ -165,6 +165,17 @@ pub struct NotebookSpec {
     pub direct_internet_access: bool,
 }
 
+/// How the audit trail batches, checkpoints, rotates and digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSpec {
+    pub max_batch_delay_ms: u64,
+    pub checkpoint_records: u64,
+    pub checkpoint_interval_ms: u64,
+    pub rotate_bytes: u64,
+    pub rotate_interval_seconds: u64,
+    pub digest_interval_seconds: u64,
+}
+
 /// A validated environment spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
@@ -183,7 +194,7 @@ pub struct Spec {
     pub metadata_url: Option<String>,
     pub storage: StorageBackend,
     pub max_object_size: u64,
-    pub audit_max_batch_delay_ms: u64,
+    pub audit: AuditSpec,
     pub instance_types: Vec<InstanceType>,
     pub buckets: Vec<BucketSpec>,
     pub policies: Vec<PolicySpec>,
@@ -328,7 +339,14 @@ fn read_spec(root: &Table) -> Spec {
     storage.finish();
 
     let audit = root.table("audit");
-    let audit_max_batch_delay_ms = audit.integer("max_batch_delay_ms", 1, 0..=1000) as u64;
+    let audit_spec = AuditSpec {
+        max_batch_delay_ms: audit.integer("max_batch_delay_ms", 0, 0..=1000) as u64,
+        checkpoint_records: audit.integer("checkpoint_records", 1000, 1..=1_000_000) as u64,
+        checkpoint_interval_ms: audit.integer("checkpoint_interval_ms", 500, 10..=1000) as u64,
+        rotate_bytes: audit.integer("rotate_bytes", 32 * 1024 * 1024, 64 * 1024..=1024 * 1024 * 1024) as u64,
+        rotate_interval_seconds: audit.integer("rotate_interval_seconds", 300, 1..=3600) as u64,
+        digest_interval_seconds: audit.integer("digest_interval_seconds", 3600, 1..=3600) as u64,
+    };
     audit.finish();
 
     let instance_types = read_instance_types(root);
@@ -354,7 +372,7 @@ fn read_spec(root: &Table) -> Spec {
         metadata_url,
         storage: storage_backend,
         max_object_size,
-        audit_max_batch_delay_ms,
+        audit: audit_spec,
         instance_types,
         buckets,
         policies,

@@ -105,6 +105,8 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> R
 
 pub(crate) struct KeyRow {
     key_id: String,
+    key_usage: String,
+    key_spec: String,
     description: String,
     state: String,
     created: i64,
@@ -140,13 +142,17 @@ async fn resolve(plane: &Plane, reference: &str) -> Result<KeyRow, ActionError> 
         }
         None => reference.rsplit_once(":key/").map_or(reference, |(_, id)| id).to_owned(),
     };
-    let row = sqlx::query("SELECT key_id, description, state, created, deletion_date, rotation_period_days, last_rotated, current_version FROM keys WHERE key_id = $1")
+    let row = sqlx::query(
+        "SELECT key_id, key_usage, key_spec, description, state, created, deletion_date, rotation_period_days, last_rotated, current_version FROM keys WHERE key_id = $1",
+    )
         .bind(&id)
         .fetch_optional(&plane.store.pool)
         .await?
         .ok_or_else(|| not_found(reference))?;
     let key = KeyRow {
         key_id: row.try_get("key_id")?,
+        key_usage: row.try_get("key_usage")?,
+        key_spec: row.try_get("key_spec")?,
         description: row.try_get("description")?,
         state: row.try_get("state")?,
         created: row.try_get("created")?,
@@ -174,25 +180,90 @@ fn metadata(plane: &Plane, key: &KeyRow) -> Value {
         "CreationDate": millis_to_rfc3339(key.created),
         "Enabled": key.state == "Enabled",
         "Description": key.description,
-        "KeyUsage": "ENCRYPT_DECRYPT",
+        "KeyUsage": key.key_usage,
         "KeyState": key.state,
         "Origin": "AWS_KMS",
-        "KeyManager": "CUSTOMER",
-        "KeySpec": "SYMMETRIC_DEFAULT",
-        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
+        "KeyManager": if key.key_usage == "SIGN_VERIFY" { "AWS" } else { "CUSTOMER" },
+        "KeySpec": key.key_spec,
     });
+    if key.key_usage == "ENCRYPT_DECRYPT" {
+        meta["EncryptionAlgorithms"] = json!(["SYMMETRIC_DEFAULT"]);
+    } else {
+        meta["SigningAlgorithms"] = json!(["ED25519"]);
+    }
     if let Some(date) = key.deletion_date {
         meta["DeletionDate"] = json!(millis_to_rfc3339(date));
     }
     meta
 }
 
+/// The platform's own keys (the trail's signing key) are not the API's to delete or disable.
+fn require_customer_managed(key: &KeyRow) -> Result<(), ActionError> {
+    if key.key_usage == "SIGN_VERIFY" {
+        return Err(ActionError::conflict(
+            "KMSInvalidStateException",
+            format!("key `{}` is managed by DataSandbox for the audit trail", key.key_id),
+        ));
+    }
+    Ok(())
+}
+
 fn require_enabled(key: &KeyRow) -> Result<(), ActionError> {
+    if key.key_usage != "ENCRYPT_DECRYPT" {
+        return Err(ActionError::new(
+            400,
+            "InvalidKeyUsageException",
+            format!("key `{}` is a {} key; it cannot encrypt or decrypt", key.key_id, key.key_usage),
+        ));
+    }
     if key.state == "Enabled" {
         Ok(())
     } else {
         Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is {}; it cannot be used", key.key_id, key.state)))
     }
+}
+
+const TRAIL_SIGNING_ALIAS: &str = "alias/datasandbox/audit-trail-signing";
+
+/// The audit trail's Ed25519 signing key, created on first start and held like every other
+/// key: wrapped by the master key, named by an alias, never usable to encrypt.
+pub(crate) async fn trail_signing_secret(store: &crate::store::Store, ring: &KeyRing) -> Result<[u8; 32], ActionError> {
+    let existing = sqlx::query("SELECT m.wrapped FROM aliases a JOIN keys k ON k.key_id = a.target_key_id JOIN key_material m ON m.key_id = k.key_id AND m.version = k.current_version WHERE a.alias_name = $1")
+        .bind(TRAIL_SIGNING_ALIAS)
+        .fetch_optional(&store.pool)
+        .await?;
+    let wrapped: Vec<u8> = match existing {
+        Some(row) => row.try_get("wrapped")?,
+        None => {
+            let key_id = uuid::Uuid::new_v4().to_string();
+            let mut secret = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            let wrapped = ring.wrap(&secret);
+            let now = now_millis();
+            let mut tx = store.write().await?;
+            sqlx::query("INSERT INTO keys (key_id, key_usage, key_spec, description, state, created, deletion_date, rotation_period_days, last_rotated, current_version) VALUES ($1, 'SIGN_VERIFY', 'ED25519', 'Signs the audit trail''s checkpoints and digests', 'Enabled', $2, NULL, NULL, $2, 1)")
+                .bind(&key_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO key_material (key_id, version, wrapped, created) VALUES ($1, 1, $2, $3)")
+                .bind(&key_id)
+                .bind(&wrapped)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3)")
+                .bind(TRAIL_SIGNING_ALIAS)
+                .bind(&key_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            wrapped
+        }
+    };
+    let secret = ring.unwrap(&wrapped)?;
+    secret.try_into().map_err(|_| ActionError::internal("the trail signing key is not 32 bytes"))
 }
 
 /// Creates a key with fresh material. Used by CreateKey and for the platform's own keys.
@@ -382,6 +453,7 @@ async fn rotation(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value
         return Err(ActionError::validation(format!("RotationPeriodInDays {period} is outside 90..=2560")));
     }
     let key = authorized_key(ctx, &input.key_id).await?;
+    require_customer_managed(&key)?;
     let pool = &ctx.plane.store.pool;
     match action {
         "GetKeyRotationStatus" => {
@@ -625,6 +697,7 @@ async fn schedule_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         return Err(ActionError::validation(format!("PendingWindowInDays {days} is outside 7..=30")));
     }
     let key = authorized_key(ctx, &input.key_id).await?;
+    require_customer_managed(&key)?;
     if key.state == "PendingDeletion" {
         return Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is already pending deletion", key.key_id)));
     }

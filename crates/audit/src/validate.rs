@@ -1,0 +1,399 @@
+//! `audit validate`: checks a trail offline, given only its files and the public key, and
+//! reports in the format of `aws cloudtrail validate-logs`: one line per file (invalid ones
+//! always, valid ones with `verbose`), then counts; invalid if anything is.
+//!
+//! Three layers are checked: the digest chain (signed, hourly, listing sealed log files with
+//! their hashes), the checkpoint chain (signed, within a second of any record), and the
+//! per-record hash chain across every log file, sealed or still open.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
+
+use crate::chain::{self, hash_line};
+use crate::files::{self, Checkpoint, DigestFile, DigestSignature};
+use crate::layout::{self, GENESIS_HASH, Kind, Layout};
+use crate::sealer::signature_path;
+use crate::signing;
+
+pub const VALID: &str = "valid";
+pub const NOT_FOUND: &str = "INVALID: not found";
+pub const MOVED: &str = "INVALID: has been moved from its original location";
+pub const INVALID_FORMAT: &str = "INVALID: invalid format";
+pub const BAD_SIGNATURE: &str = "INVALID: signature verification failed";
+pub const BAD_HASH: &str = "INVALID: hash value doesn't match";
+
+#[derive(Debug, Clone, Default)]
+pub struct ValidateOptions {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub verbose: bool,
+}
+
+/// The report, line by line as it is printed, and the verdict.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub valid: bool,
+    /// Uncompressed bytes of log content checked, for throughput figures.
+    pub bytes_checked: u64,
+}
+
+#[derive(Default)]
+struct Tally {
+    total: usize,
+    invalid: usize,
+}
+
+struct Reporter<'a> {
+    options: &'a ValidateOptions,
+    lines: Vec<String>,
+    digests: Tally,
+    logs: Tally,
+    checkpoints: Tally,
+}
+
+impl Reporter<'_> {
+    fn in_window(&self, time: Option<DateTime<Utc>>) -> bool {
+        let Some(time) = time else { return true };
+        self.options.start.is_none_or(|s| time >= s) && self.options.end.is_none_or(|e| time <= e)
+    }
+
+    /// One file's verdict: its problems, or valid.
+    fn file(&mut self, kind: &str, location: &str, time: Option<DateTime<Utc>>, problems: &[String]) {
+        if !self.in_window(time) {
+            return;
+        }
+        let tally = match kind {
+            "Digest file" => &mut self.digests,
+            "Checkpoint file" => &mut self.checkpoints,
+            _ => &mut self.logs,
+        };
+        tally.total += 1;
+        if problems.is_empty() {
+            if self.options.verbose {
+                self.lines.push(format!("{kind}\t{location}\t{VALID}"));
+            }
+        } else {
+            tally.invalid += 1;
+            for problem in problems {
+                self.lines.push(format!("{kind}\t{location}\t{problem}"));
+            }
+        }
+    }
+
+    fn note(&mut self, kind: &str, location: &str, note: &str) {
+        self.lines.push(format!("{kind}\t{location}\t{note}"));
+    }
+}
+
+/// The time in a trail file's name (`…_20261129T041500123Z_…` or `…_20261129T04Z…`).
+fn parse_name_time(path: &Path) -> Option<DateTime<Utc>> {
+    let name = path.file_name()?.to_str()?;
+    name.split('_').find_map(|part| {
+        let stamp = part.split('.').next()?.strip_suffix('Z')?;
+        if stamp.len() < 11 || stamp.as_bytes()[8] != b'T' {
+            return None;
+        }
+        let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+        if digits.len() + 1 != stamp.len() {
+            return None;
+        }
+        let padded = format!("{digits:0<17}");
+        let number = |range: std::ops::Range<usize>| padded.get(range).and_then(|d| d.parse::<u32>().ok());
+        let date = chrono::NaiveDate::from_ymd_opt(number(0..4)? as i32, number(4..6)?, number(6..8)?)?;
+        let time = chrono::NaiveTime::from_hms_milli_opt(number(8..10)?, number(10..12)?, number(12..14)?, number(14..17)?)?;
+        Some(NaiveDateTime::new(date, time).and_utc())
+    })
+}
+
+pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) -> Report {
+    let fingerprint = signing::fingerprint(key);
+    let mut reporter =
+        Reporter { options, lines: Vec::new(), digests: Tally::default(), logs: Tally::default(), checkpoints: Tally::default() };
+    let location = |path: &Path| format!("s3://{}/{}", layout.bucket, layout.object_key(path));
+    let all_logs = layout.files(Kind::Log, &[".jsonl", ".json.gz"]).unwrap_or_default();
+    let logs: Vec<PathBuf> =
+        all_logs.iter().filter(|p| !(p.extension().is_some_and(|e| e == "jsonl") && layout::sealed_name(p).exists())).cloned().collect();
+
+    // Checkpoints: each signed by our key and chained to the one before.
+    let mut checkpoints: BTreeMap<u64, Checkpoint> = BTreeMap::new();
+    let mut newest_checkpoint: Option<Checkpoint> = None;
+    let mut previous_signature = "null".to_owned();
+    let checkpoint_files = layout.files(Kind::Checkpoint, &[".jsonl"]).unwrap_or_default();
+    let newest_checkpoint_file = checkpoint_files.last().cloned();
+    for path in &checkpoint_files {
+        let mut problems = Vec::new();
+        let content = std::fs::read(path).unwrap_or_default();
+        let (lines, partial) = chain::record_lines(&content, false).expect("open files always split");
+        for line in lines {
+            let Ok(checkpoint) = serde_json::from_slice::<Checkpoint>(line) else {
+                problems.push(INVALID_FORMAT.to_owned());
+                break;
+            };
+            let message = signing::checkpoint_string_to_sign(
+                &checkpoint.checkpoint_time,
+                checkpoint.sequence_number,
+                &checkpoint.record_hash,
+                &checkpoint.log_file,
+                checkpoint.last_digest_signature.as_deref().unwrap_or("null"),
+                &checkpoint.previous_checkpoint_signature,
+            );
+            if checkpoint.public_key_fingerprint != fingerprint || !signing::verify(key, message.as_bytes(), &checkpoint.signature) {
+                problems.push(BAD_SIGNATURE.to_owned());
+                break;
+            }
+            if checkpoint.previous_checkpoint_signature != previous_signature {
+                problems.push("INVALID: the checkpoint chain is broken before it (a checkpoint or checkpoint file was removed)".to_owned());
+            }
+            previous_signature = checkpoint.signature.clone();
+            checkpoints.insert(checkpoint.sequence_number, checkpoint.clone());
+            newest_checkpoint = Some(checkpoint);
+        }
+        let loc = location(path);
+        if !partial.is_empty() && Some(path) == newest_checkpoint_file.as_ref() {
+            reporter.note("Checkpoint file", &loc, &format!("partial checkpoint at the end: {} bytes never completed", partial.len()));
+        } else if !partial.is_empty() {
+            problems.push(INVALID_FORMAT.to_owned());
+        }
+        reporter.file("Checkpoint file", &loc, parse_name_time(path), &problems);
+    }
+
+    // Digests: format, location, signature, chain; then the log files each one lists.
+    let mut previous: Option<(String, String, String)> = None; // object, signature, hash
+    let digest_paths = layout.files(Kind::Digest, &[".json.gz"]).unwrap_or_default();
+    let digest_objects: Vec<String> = digest_paths.iter().map(|p| layout.object_key(p)).collect();
+    for path in &digest_paths {
+        let loc = location(path);
+        let object = layout.object_key(path);
+        let time = parse_name_time(path);
+        let bytes = std::fs::read(path).ok().and_then(|b| files::gunzip(&b).ok());
+        let Some(digest) = bytes.as_ref().and_then(|b| serde_json::from_slice::<DigestFile>(b).ok()) else {
+            reporter.file("Digest file", &loc, time, &[INVALID_FORMAT.to_owned()]);
+            previous = None;
+            continue;
+        };
+        let bytes = bytes.expect("parsed above");
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let mut problems = Vec::new();
+        if digest.digest_s3_object != object {
+            problems.push(MOVED.to_owned());
+        }
+        let signature: Option<DigestSignature> = std::fs::read(signature_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let previous_signature = digest.previous_digest_signature.clone().unwrap_or_else(|| "null".to_owned());
+        let signed = signing::digest_string_to_sign(
+            &digest.digest_end_time,
+            &digest.digest_s3_bucket,
+            &digest.digest_s3_object,
+            &hash,
+            &previous_signature,
+        );
+        let signature_ok = signature
+            .as_ref()
+            .is_some_and(|s| digest.digest_public_key_fingerprint == fingerprint && signing::verify(key, signed.as_bytes(), &s.signature));
+        if !signature_ok {
+            problems.push(BAD_SIGNATURE.to_owned());
+        }
+        // The chain: the digest this one names as previous must be the one before it.
+        match (&digest.previous_digest_s3_object, &previous) {
+            (Some(named), Some((object, _, previous_hash))) if named == object => {
+                if digest.previous_digest_hash_value.as_deref() != Some(previous_hash.as_str()) {
+                    problems.push(format!("{BAD_HASH} for its previous digest"));
+                }
+            }
+            (Some(named), _) if !digest_objects.contains(named) => {
+                reporter.file("Digest file", &format!("s3://{}/{named}", layout.bucket), time, &[NOT_FOUND.to_owned()]);
+            }
+            (None, Some(_)) => problems.push("INVALID: it starts a new digest chain in the middle of the trail".to_owned()),
+            _ => {}
+        }
+        for entry in &digest.log_files {
+            let log_path = layout.root.join(&entry.s3_object);
+            let log_loc = format!("s3://{}/{}", entry.s3_bucket, entry.s3_object);
+            let log_time = parse_name_time(&log_path);
+            match std::fs::read(&log_path).ok().and_then(|b| files::gunzip(&b).ok()) {
+                Some(content) if hex::encode(Sha256::digest(&content)) == entry.hash_value => {}
+                Some(_) => reporter.file("Log file", &log_loc, log_time, &[BAD_HASH.to_owned()]),
+                None => {
+                    let name = log_path.file_name();
+                    let moved = all_logs.iter().any(|p| p.file_name() == name)
+                        || find_by_name(&layout.root, name.and_then(|n| n.to_str()).unwrap_or_default());
+                    reporter.file("Log file", &log_loc, log_time, &[if moved { MOVED } else { NOT_FOUND }.to_owned()]);
+                }
+            }
+        }
+        reporter.file("Digest file", &loc, time, &problems);
+        previous = signature.map(|s| (object, s.signature, hash));
+    }
+    if let Some(named) = newest_checkpoint.as_ref().and_then(|c| c.last_digest_s3_object.clone())
+        && !digest_objects.contains(&named)
+    {
+        reporter.file("Digest file", &format!("s3://{}/{named}", layout.bucket), None, &[NOT_FOUND.to_owned()]);
+    }
+
+    // Records: the hash chain across every log file, checked against the signed checkpoints.
+    let mut bytes_checked = 0u64;
+    let mut last_sequence = 0u64;
+    let mut last_hash = GENESIS_HASH.to_owned();
+    let mut last_location = None;
+    for path in &logs {
+        let loc = location(path);
+        let sealed = path.extension().is_some_and(|e| e == "gz");
+        let time = parse_name_time(path);
+        let content = match std::fs::read(path).ok().and_then(|b| if sealed { files::gunzip(&b).ok() } else { Some(b) }) {
+            Some(content) => content,
+            None => {
+                reporter.file("Log file", &loc, time, &[INVALID_FORMAT.to_owned()]);
+                continue;
+            }
+        };
+        bytes_checked += content.len() as u64;
+        let mut problems = Vec::new();
+        let Ok((lines, partial)) = chain::record_lines(&content, sealed) else {
+            reporter.file("Log file", &loc, time, &[INVALID_FORMAT.to_owned()]);
+            continue;
+        };
+        let mut links = Vec::with_capacity(lines.len());
+        for (index, line) in lines.iter().enumerate() {
+            match chain::parse_link(line) {
+                Some(link) => links.push(link),
+                None => {
+                    problems.push(format!("{INVALID_FORMAT} (line {} has no chain prefix)", index + 1));
+                    break;
+                }
+            }
+        }
+        if problems.is_empty() && !links.is_empty() {
+            let expected = last_sequence + 1;
+            let sequences: Vec<u64> = links.iter().map(|l| l.sequence).collect();
+            let consecutive = sequences.iter().enumerate().all(|(i, s)| *s == expected + i as u64);
+            if !consecutive {
+                problems.push(classify_sequence_problem(&sequences, expected));
+            } else {
+                for (index, (line, link)) in lines.iter().zip(&links).enumerate() {
+                    let previous_hash = if index == 0 { last_hash.clone() } else { hash_line(lines[index - 1]) };
+                    if link.previous_hash != previous_hash {
+                        let modified = if checkpoints.get(&(link.sequence - 1)).is_some_and(|c| c.record_hash == previous_hash) {
+                            link.sequence
+                        } else {
+                            link.sequence - 1
+                        };
+                        problems.push(format!("INVALID: record {modified} has been modified"));
+                        break;
+                    }
+                    if let Some(checkpoint) = checkpoints.get(&link.sequence)
+                        && checkpoint.record_hash != hash_line(line)
+                    {
+                        problems.push(format!(
+                            "INVALID: record {} does not match its signed checkpoint (the records were rewritten)",
+                            link.sequence
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        if let (Some(last_line), Some(last_link)) = (lines.last(), links.last()) {
+            last_sequence = last_sequence.max(last_link.sequence);
+            last_hash = hash_line(last_line);
+        }
+        let partial_file = layout::sealed_name(path)
+            .with_file_name(format!("{}.partial", layout::sealed_name(path).file_name().and_then(|n| n.to_str()).unwrap_or_default()));
+        let partial_len =
+            if partial.is_empty() { std::fs::metadata(&partial_file).map(|m| m.len()).unwrap_or(0) } else { partial.len() as u64 };
+        if partial_len > 0 {
+            reporter.note(
+                "Log file",
+                &loc,
+                &format!("partial record at the end: {partial_len} bytes whose write never completed (never acknowledged)"),
+            );
+        }
+        reporter.file("Log file", &loc, time, &problems);
+        last_location = Some((loc, time));
+    }
+    if let Some(checkpoint) = &newest_checkpoint
+        && checkpoint.sequence_number > last_sequence
+    {
+        let (loc, time) = last_location.unwrap_or_else(|| (format!("s3://{}/{}", layout.bucket, checkpoint.log_file), None));
+        reporter.file(
+            "Log file",
+            &loc,
+            time,
+            &[format!(
+                "INVALID: truncated: records {}..={} are covered by a signed checkpoint of {} but missing",
+                last_sequence + 1,
+                checkpoint.sequence_number,
+                checkpoint.checkpoint_time
+            )],
+        );
+    }
+
+    let mut lines = Vec::new();
+    let start = options.start.map_or_else(|| "the beginning".to_owned(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let end = options.end.unwrap_or_else(Utc::now).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    lines.push(format!(
+        "Validating log files for trail arn:datasandbox:audit:{}:{}:trail/DataSandbox between {start} and {end}",
+        layout.region, layout.account_id
+    ));
+    lines.push(String::new());
+    lines.extend(reporter.lines);
+    lines.push(String::new());
+    let mut valid = true;
+    for (name, tally) in [("digest", &reporter.digests), ("log", &reporter.logs), ("checkpoint", &reporter.checkpoints)] {
+        let good = tally.total - tally.invalid;
+        if tally.invalid > 0 {
+            valid = false;
+            lines.push(format!("{good}/{} {name} files valid, {}/{} {name} files INVALID", tally.total, tally.invalid, tally.total));
+        } else {
+            lines.push(format!("{good}/{} {name} files valid", tally.total));
+        }
+    }
+    Report { lines, valid, bytes_checked }
+}
+
+/// Says what happened to a file's sequence numbers, which should run `expected, expected+1, …`.
+fn classify_sequence_problem(sequences: &[u64], expected: u64) -> String {
+    let mut sorted = sequences.to_vec();
+    sorted.sort_unstable();
+    if let Some(pair) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return format!("INVALID: a record was inserted (sequence {} appears twice)", pair[0]);
+    }
+    if sorted.first().is_some_and(|first| *first < expected) {
+        return format!("INVALID: a record was inserted (sequence {} repeats an earlier one)", sorted[0]);
+    }
+    let contiguous = sorted.iter().enumerate().all(|(i, s)| *s == expected + i as u64);
+    if contiguous {
+        let at = sequences.iter().zip(&sorted).find(|(a, b)| a != b).map_or(expected, |(a, _)| *a);
+        return format!("INVALID: records are out of order at sequence {at}");
+    }
+    let mut want = expected;
+    for sequence in &sorted {
+        if *sequence != want {
+            return if *sequence == want + 1 {
+                format!("INVALID: record {want} is missing (deleted)")
+            } else {
+                format!("INVALID: records {want}..={} are missing (deleted)", sequence - 1)
+            };
+        }
+        want += 1;
+    }
+    "INVALID: the sequence numbers are inconsistent".to_owned()
+}
+
+fn find_by_name(root: &Path, name: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else { return false };
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        if path.is_dir() { find_by_name(&path, name) } else { path.file_name().and_then(|n| n.to_str()) == Some(name) }
+    })
+}
+
+/// The trail bucket named by the newest digest, if there is one.
+pub fn bucket_of(layout: &Layout) -> Option<String> {
+    let newest = layout.files(Kind::Digest, &[".json.gz"]).ok()?.pop()?;
+    let bytes = files::gunzip(&std::fs::read(newest).ok()?).ok()?;
+    serde_json::from_slice::<DigestFile>(&bytes).ok().map(|d| d.digest_s3_bucket)
+}

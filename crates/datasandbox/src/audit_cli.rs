@@ -1,0 +1,216 @@
+//! `datasandbox audit …`: lookup, query, trace and reindex go through the server (so they are
+//! authorized and audited); validate works offline on any copy of the trail.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::AuditCommand;
+use crate::EndpointArgs;
+use crate::client::{CallError, call, fail};
+
+pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {
+    let local = EndpointArgs { endpoint: None, token: None };
+    match command {
+        AuditCommand::Lookup { event_name, event_source, user, request_id, correlation_id, resource, start, end, max, next_token } => {
+            let attributes: Vec<Value> = [
+                ("EventName", event_name),
+                ("EventSource", event_source),
+                ("Username", user),
+                ("RequestId", request_id),
+                ("CorrelationId", correlation_id),
+                ("ResourceName", resource),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|v| json!({ "AttributeKey": key, "AttributeValue": v })))
+            .collect();
+            let mut input = json!({ "LookupAttributes": attributes, "MaxResults": max });
+            for (member, value) in [("StartTime", start), ("EndTime", end), ("NextToken", next_token)] {
+                if let Some(value) = value {
+                    input[member] = json!(value);
+                }
+            }
+            match call(data_dir, &local, "audit:LookupEvents", Bytes::from(input.to_string())).await {
+                Ok(out) => {
+                    for event in out["Events"].as_array().into_iter().flatten() {
+                        println!("{event}");
+                    }
+                    if let Some(token) = out["NextToken"].as_str() {
+                        eprintln!("more records: --next-token {token}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(err),
+            }
+        }
+        AuditCommand::Query { sql, json: as_json } => {
+            match call(data_dir, &local, "audit:Query", Bytes::from(json!({ "Sql": sql }).to_string())).await {
+                Ok(out) => {
+                    let columns: Vec<String> =
+                        out["Columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect();
+                    let rows: Vec<Vec<Value>> =
+                        out["Rows"].as_array().into_iter().flatten().filter_map(|r| r.as_array().cloned()).collect();
+                    if as_json {
+                        for row in audit::rows_as_objects(&columns, &rows) {
+                            println!("{row}");
+                        }
+                    } else {
+                        print_table(&columns, &rows.iter().map(|r| r.iter().map(cell).collect()).collect::<Vec<_>>());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(err),
+            }
+        }
+        AuditCommand::Trace { user, session, correlation_id, since, until, json: as_json } => {
+            let mut input = json!({});
+            for (member, value) in
+                [("UserId", user), ("SessionId", session), ("CorrelationId", correlation_id), ("StartTime", since), ("EndTime", until)]
+            {
+                if let Some(value) = value {
+                    input[member] = json!(value);
+                }
+            }
+            match call(data_dir, &local, "audit:Trace", Bytes::from(input.to_string())).await {
+                Ok(out) => {
+                    let events = out["Events"].as_array().cloned().unwrap_or_default();
+                    if as_json {
+                        for event in &events {
+                            println!("{event}");
+                        }
+                    } else {
+                        let rows: Vec<Vec<String>> = events
+                            .iter()
+                            .map(|e| {
+                                let who = format!("{}:{}", e["userType"].as_str().unwrap_or("-"), e["userName"].as_str().unwrap_or("-"));
+                                let resources: Vec<&str> =
+                                    e["resources"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                                vec![
+                                    cell(&e["eventTime"]),
+                                    cell(&e["sourceIPAddress"]),
+                                    who,
+                                    cell(&e["action"]),
+                                    if resources.is_empty() { "-".to_owned() } else { resources.join(" ") },
+                                    e["errorCode"].as_str().unwrap_or("ok").to_owned(),
+                                ]
+                            })
+                            .collect();
+                        print_table(&["TIME", "SOURCE", "WHO", "ACTION", "RESOURCES", "OUTCOME"].map(str::to_owned), &rows);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(err),
+            }
+        }
+        AuditCommand::Reindex => match call(data_dir, &local, "audit:Reindex", Bytes::from_static(b"{}")).await {
+            Ok(out) => {
+                println!("indexed {} records", out["RecordsIndexed"]);
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(err),
+        },
+        AuditCommand::Validate { start, end, verbose, trail_dir, public_key } => {
+            validate(data_dir, start, end, verbose, trail_dir, public_key)
+        }
+    }
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(columns: &[String], rows: &[Vec<String>]) {
+    let clip = |s: &str| if s.chars().count() > 80 { format!("{}…", s.chars().take(79).collect::<String>()) } else { s.to_owned() };
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for row in rows {
+        for (index, value) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(index) {
+                *width = (*width).max(clip(value).chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+    };
+    println!("{}", line(columns.to_vec()));
+    for row in rows {
+        println!("{}", line(row.iter().map(|v| clip(v)).collect()));
+    }
+    println!("({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" });
+}
+
+fn parse_time(member: &str, value: Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(&v)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| format!("--{member} `{v}` is not an RFC 3339 time like 2026-11-29T00:00:00Z"))
+        })
+        .transpose()
+}
+
+fn validate(
+    data_dir: &Path,
+    start: Option<String>,
+    end: Option<String>,
+    verbose: bool,
+    trail_dir: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+) -> ExitCode {
+    let root = trail_dir.unwrap_or_else(|| data_dir.join("trail"));
+    let result = (|| -> Result<(audit::Layout, ed25519_dalek::VerifyingKey, audit::ValidateOptions), String> {
+        let options = audit::ValidateOptions { start: parse_time("start", start)?, end: parse_time("end", end)?, verbose };
+        let layout = discover_layout(&root)?;
+        let key_path = match public_key {
+            Some(path) => path,
+            None => {
+                let mut keys: Vec<PathBuf> = std::fs::read_dir(layout.public_keys())
+                    .map_err(|e| format!("no public key in `{}` ({e}); pass --public-key", layout.public_keys().display()))?
+                    .flatten()
+                    .map(|e| e.path())
+                    .collect();
+                keys.sort();
+                keys.pop().ok_or_else(|| "the trail holds no public key; pass --public-key".to_owned())?
+            }
+        };
+        let text = std::fs::read_to_string(&key_path).map_err(|e| format!("cannot read the public key `{}`: {e}", key_path.display()))?;
+        let key = audit::parse_public_key(&text).map_err(|e| format!("`{}`: {e}", key_path.display()))?;
+        Ok((layout, key, options))
+    })();
+    let (layout, key, options) = match result {
+        Ok(parts) => parts,
+        Err(message) => {
+            return fail(CallError { document: json!({ "Code": "ValidationException", "Message": message, "RequestId": null }), exit: 1 });
+        }
+    };
+    let report = audit::validate::validate(&layout, &key, &options);
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// Finds the account and region of a trail from its `AWSLogs/<account>/DataSandbox/<region>`
+/// directories, and its bucket from a digest.
+fn discover_layout(root: &Path) -> Result<audit::Layout, String> {
+    let logs = root.join("AWSLogs");
+    let first_dir = |dir: &Path| -> Option<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).ok()?.flatten().filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().into_string().ok()).collect();
+        names.sort();
+        names.into_iter().next()
+    };
+    let account = first_dir(&logs).ok_or_else(|| format!("`{}` is not a DataSandbox trail (no AWSLogs/<account>)", root.display()))?;
+    let region = first_dir(&logs.join(&account).join("DataSandbox-Checkpoint"))
+        .or_else(|| first_dir(&logs.join(&account).join("DataSandbox")))
+        .ok_or_else(|| format!("`{}` has no log or checkpoint files", root.display()))?;
+    let mut layout = audit::Layout { root: root.to_owned(), account_id: account, region, bucket: String::new() };
+    layout.bucket = audit::bucket_of(&layout).unwrap_or_else(|| "datasandbox-trail".to_owned());
+    Ok(layout)
+}
