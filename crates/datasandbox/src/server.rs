@@ -115,6 +115,8 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     }
     let unix = tokio::net::UnixListener::bind(&socket).with_context(|| format!("cannot listen on `{}`", socket.display()))?;
     fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).with_context(|| format!("cannot restrict `{}`", socket.display()))?;
+    // Signal handlers are in place before `ready`, so a stop request right after it is clean.
+    let shutdown = shutdown_signal().context("cannot listen for SIGINT and SIGTERM")?;
     let api = tcp.local_addr().context("listener has no address")?;
     {
         let mut stdout = std::io::stdout().lock();
@@ -122,7 +124,7 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
         stdout.flush()?;
     }
     tracing::info!(%api, socket = %socket.display(), "serving");
-    gateway::serve(control.clone(), tcp, unix, shutdown_signal()).await.context("server failed")?;
+    gateway::serve(control.clone(), tcp, unix, shutdown).await.context("server failed")?;
     control.shutdown().await;
     let _ = fs::remove_file(&socket);
     tracing::info!("stopped");
@@ -130,18 +132,15 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("stopping");
+        tracing::info!("stopping");
+    })
 }
