@@ -199,11 +199,12 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
         }
         // The chain: the digest this one names as previous must be the one before it.
         match (&digest.previous_digest_s3_object, &previous) {
-            (Some(named), Some((object, _, previous_hash))) if named == object => {
-                if digest.previous_digest_hash_value.as_deref() != Some(previous_hash.as_str()) {
-                    problems.push(format!("{BAD_HASH} for its previous digest"));
-                }
+            (Some(named), Some((object, _, previous_hash)))
+                if named == object && digest.previous_digest_hash_value.as_deref() != Some(previous_hash.as_str()) =>
+            {
+                problems.push(format!("{BAD_HASH} for its previous digest"));
             }
+            (Some(named), Some((object, _, _))) if named == object => {}
             (Some(named), _) if !digest_objects.contains(named) => {
                 reporter.file("Digest file", &format!("s3://{}/{named}", layout.bucket), time, &[NOT_FOUND.to_owned()]);
             }
@@ -300,8 +301,9 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
             last_sequence = last_sequence.max(last_link.sequence);
             last_hash = hash_line(last_line);
         }
-        let partial_file = layout::sealed_name(path)
-            .with_file_name(format!("{}.partial", layout::sealed_name(path).file_name().and_then(|n| n.to_str()).unwrap_or_default()));
+        let sealed_path = if sealed { path.clone() } else { layout::sealed_name(path) };
+        let partial_file =
+            sealed_path.with_file_name(format!("{}.partial", sealed_path.file_name().and_then(|n| n.to_str()).unwrap_or_default()));
         let partial_len =
             if partial.is_empty() { std::fs::metadata(&partial_file).map(|m| m.len()).unwrap_or(0) } else { partial.len() as u64 };
         if partial_len > 0 {
@@ -369,8 +371,7 @@ fn classify_sequence_problem(sequences: &[u64], expected: u64) -> String {
         let at = sequences.iter().zip(&sorted).find(|(a, b)| a != b).map_or(expected, |(a, _)| *a);
         return format!("INVALID: records are out of order at sequence {at}");
     }
-    let mut want = expected;
-    for sequence in &sorted {
+    for (want, sequence) in (expected..).zip(sorted.iter()) {
         if *sequence != want {
             return if *sequence == want + 1 {
                 format!("INVALID: record {want} is missing (deleted)")
@@ -378,7 +379,6 @@ fn classify_sequence_problem(sequences: &[u64], expected: u64) -> String {
                 format!("INVALID: records {want}..={} are missing (deleted)", sequence - 1)
             };
         }
-        want += 1;
     }
     "INVALID: the sequence numbers are inconsistent".to_owned()
 }

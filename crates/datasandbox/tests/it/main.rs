@@ -6,5 +6,6 @@ mod crash;
 mod flows;
 mod http;
 mod server;
+mod trail;
 
 pub use server::Server;

@@ -56,6 +56,19 @@ impl Server {
         self.api = api;
     }
 
+    /// Kills the server with SIGKILL and leaves it down until [`Server::restart`].
+    pub fn crash_and_restart_later(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// Starts the server again on the same data directory.
+    pub fn restart(&mut self, overrides: &[&str]) {
+        let (child, api) = launch(self.data_dir(), overrides, None).expect("server restarts");
+        self.child = child;
+        self.api = api;
+    }
+
     /// Stops the server with SIGINT and waits for it; returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

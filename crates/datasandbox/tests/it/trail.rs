@@ -1,0 +1,386 @@
+//! The tamper-evident trail: every kind of tampering is detected with the right message, an
+//! untouched trail validates, a crash leaves a trail that validates, and `audit trace` draws
+//! exactly one person's timeline.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::Server;
+use crate::flows::walk;
+use crate::http;
+use crate::server::{BIN, eventually};
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out).expect("gunzip");
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+fn files_ending(dir: &Path, suffix: &str, part: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> =
+        walk(dir).into_iter().filter(|p| p.to_string_lossy().ends_with(suffix) && p.to_string_lossy().contains(part)).collect();
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    files
+}
+
+fn log_files(trail: &Path) -> Vec<PathBuf> {
+    files_ending(trail, ".json.gz", "/DataSandbox/")
+}
+
+fn digest_files(trail: &Path) -> Vec<PathBuf> {
+    files_ending(trail, ".json.gz", "/DataSandbox-Digest/")
+}
+
+/// Rewrites the record lines of a sealed log file.
+fn edit_log(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+    let text = String::from_utf8(gunzip(&std::fs::read(path).expect("read"))).expect("utf-8");
+    let body = text.strip_prefix("{\"Records\":[\n").and_then(|t| t.strip_suffix("\n]}\n")).expect("sealed shape");
+    let mut lines: Vec<String> = body.split(",\n").map(str::to_owned).collect();
+    edit(&mut lines);
+    let rebuilt = format!("{{\"Records\":[\n{}\n]}}\n", lines.join(",\n"));
+    std::fs::write(path, gzip(rebuilt.as_bytes())).expect("write");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for file in walk(from) {
+        let target = to.join(file.strip_prefix(from).expect("inside"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&file, &target).expect("copy");
+    }
+}
+
+struct Validation {
+    exit: i32,
+    stdout: String,
+}
+
+fn validate(trail: &Path, public_key: &Path) -> Validation {
+    let output = Command::new(BIN)
+        .args(["audit", "validate", "--trail-dir"])
+        .arg(trail)
+        .arg("--public-key")
+        .arg(public_key)
+        .output()
+        .expect("run validate");
+    Validation { exit: output.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&output.stdout).into_owned() }
+}
+
+/// A real trail of several sealed, digested log files, from a server that stopped cleanly.
+fn build_trail() -> (tempfile::TempDir, PathBuf) {
+    let mut server = Server::start(&["audit.digest_interval_seconds=1", "audit.checkpoint_records=5"]);
+    for round in 0..3 {
+        for n in 0..12 {
+            server.ok("parameters:PutParameter", json!({ "Name": format!("/round{round}/p{n}"), "Value": "v", "Type": "String" }));
+        }
+        let digests_before = digest_files(&server.data_dir().join("trail")).len();
+        eventually(10, "the next digest", || (digest_files(&server.data_dir().join("trail")).len() > digests_before).then_some(()));
+    }
+    assert!(server.stop().success());
+    let copy = tempfile::tempdir().expect("temp dir");
+    copy_dir(&server.data_dir().join("trail"), copy.path());
+    let key = walk(copy.path()).into_iter().find(|p| p.extension().is_some_and(|e| e == "pub")).expect("public key");
+    let key_copy = copy.path().join("trail.pub");
+    std::fs::copy(key, &key_copy).expect("copy key");
+    (copy, key_copy)
+}
+
+#[test]
+fn every_kind_of_tampering_is_detected_and_an_untouched_trail_validates() {
+    let (original, key) = build_trail();
+    let pristine = validate(original.path(), &key);
+    assert_eq!(pristine.exit, 0, "{}", pristine.stdout);
+    assert!(log_files(original.path()).len() >= 3, "the scenario needs several log files");
+    assert!(pristine.stdout.contains("digest files valid") && !pristine.stdout.contains("INVALID"), "{}", pristine.stdout);
+
+    type Tamper = Box<dyn Fn(&Path)>;
+    let middle = |trail: &Path| log_files(trail)[1].clone();
+    let cases: Vec<(&str, Tamper, &[&str])> = vec![
+        (
+            "modified record",
+            Box::new(move |t| edit_log(&middle(t), |lines| lines[1] = lines[1].replace("PutParameter", "GetParameter"))),
+            &["INVALID: hash value doesn't match", "has been modified"],
+        ),
+        ("deleted record", Box::new(move |t| edit_log(&middle(t), |lines| drop(lines.remove(1)))), &["is missing (deleted)"]),
+        (
+            "inserted record",
+            Box::new(move |t| {
+                edit_log(&middle(t), |lines| {
+                    let copy = lines[1].clone();
+                    lines.insert(2, copy);
+                })
+            }),
+            &["a record was inserted"],
+        ),
+        ("reordered records", Box::new(move |t| edit_log(&middle(t), |lines| lines.swap(1, 2))), &["records are out of order"]),
+        (
+            "truncated tail",
+            Box::new(|t| {
+                // Cut the newest records: the tail of the last file with several, and every file after it.
+                let files = log_files(t);
+                let several = files
+                    .iter()
+                    .rposition(|f| String::from_utf8(gunzip(&std::fs::read(f).expect("read"))).expect("utf-8").contains(",\n"))
+                    .expect("a file with several records");
+                edit_log(&files[several], |lines| lines.truncate(1));
+                for later in &files[several + 1..] {
+                    std::fs::remove_file(later).expect("remove");
+                }
+            }),
+            &["INVALID: truncated"],
+        ),
+        ("deleted log file", Box::new(move |t| std::fs::remove_file(middle(t)).expect("remove")), &["INVALID: not found"]),
+        (
+            "moved log file",
+            Box::new(move |t| {
+                let file = middle(t);
+                let elsewhere = t.join("elsewhere");
+                std::fs::create_dir_all(&elsewhere).expect("mkdir");
+                std::fs::rename(&file, elsewhere.join(file.file_name().expect("name"))).expect("move");
+            }),
+            &["INVALID: has been moved from its original location"],
+        ),
+        (
+            "modified digest",
+            Box::new(|t| {
+                let digest = digest_files(t)[1].clone();
+                let text = String::from_utf8(gunzip(&std::fs::read(&digest).expect("read"))).expect("utf-8");
+                let mut value: Value = serde_json::from_str(&text).expect("json");
+                value["logFiles"] = json!([]);
+                std::fs::write(&digest, gzip(value.to_string().as_bytes())).expect("write");
+            }),
+            &["Digest file", "INVALID: signature verification failed"],
+        ),
+        (
+            "deleted digest",
+            Box::new(|t| {
+                let digest = digest_files(t)[1].clone();
+                std::fs::remove_file(&digest).expect("remove");
+                let _ = std::fs::remove_file(format!("{}.sig", digest.display()));
+            }),
+            &["Digest file", "INVALID: not found"],
+        ),
+        (
+            "deleted newest digest",
+            Box::new(|t| {
+                let digest = digest_files(t).pop().expect("a digest");
+                std::fs::remove_file(&digest).expect("remove");
+            }),
+            &["Digest file", "INVALID: not found"],
+        ),
+        ("digest signed by another key", Box::new(resign_with_another_key), &["Digest file", "INVALID: signature verification failed"]),
+        ("rewritten chain", Box::new(rewrite_chain_of_last_file), &["does not match its signed checkpoint"]),
+    ];
+    for (what, tamper, phrases) in cases {
+        let copy = tempfile::tempdir().expect("temp dir");
+        copy_dir(original.path(), copy.path());
+        tamper(copy.path());
+        let result = validate(copy.path(), &key);
+        assert_eq!(result.exit, 1, "{what}: validate passed a tampered trail:\n{}", result.stdout);
+        for phrase in phrases {
+            assert!(result.stdout.contains(phrase), "{what}: the report does not say `{phrase}`:\n{}", result.stdout);
+        }
+        assert!(result.stdout.lines().any(|l| l.contains("files INVALID")), "{what}: no INVALID count:\n{}", result.stdout);
+    }
+}
+
+/// Re-signs a digest (correctly, with the CloudTrail string to sign) with a key that is not the trail's.
+fn resign_with_another_key(trail: &Path) {
+    use ed25519_dalek::Signer as _;
+    let digest_path = digest_files(trail)[1].clone();
+    let bytes = gunzip(&std::fs::read(&digest_path).expect("read"));
+    let mut digest: Value = serde_json::from_slice(&bytes).expect("json");
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    digest["digestPublicKeyFingerprint"] = json!(hex::encode(Sha256::digest(other.verifying_key().to_bytes()))[..32].to_owned());
+    let bytes = digest.to_string().into_bytes();
+    let to_sign = format!(
+        "{}\n{}/{}\n{}\n{}",
+        digest["digestEndTime"].as_str().expect("end"),
+        digest["digestS3Bucket"].as_str().expect("bucket"),
+        digest["digestS3Object"].as_str().expect("object"),
+        hex::encode(Sha256::digest(&bytes)),
+        digest["previousDigestSignature"].as_str().unwrap_or("null")
+    );
+    let signature = hex::encode(other.sign(to_sign.as_bytes()).to_bytes());
+    std::fs::write(&digest_path, gzip(&bytes)).expect("write");
+    std::fs::write(
+        format!("{}.sig", digest_path.display()),
+        json!({ "signature": signature, "signatureAlgorithm": "Ed25519" }).to_string(),
+    )
+    .expect("write sig");
+}
+
+/// An attacker who edits a record and repairs the hash chain after it: only the signed
+/// checkpoints (and digests) can tell.
+fn rewrite_chain_of_last_file(trail: &Path) {
+    let files = log_files(trail);
+    let last = files
+        .iter()
+        .rev()
+        .find(|f| String::from_utf8(gunzip(&std::fs::read(f).expect("read"))).expect("utf-8").contains("PutParameter"))
+        .expect("a file of actions");
+    edit_log(last, |lines| {
+        lines[0] = lines[0].replace("PutParameter", "GetParameter");
+        for index in 1..lines.len() {
+            let previous = hex::encode(Sha256::digest(lines[index - 1].as_bytes()));
+            let line = &lines[index];
+            let start = line.find("\"previousRecordHash\":\"").expect("chain prefix") + "\"previousRecordHash\":\"".len();
+            lines[index] = format!("{}{}{}", &line[..start], previous, &line[start + 64..]);
+        }
+    });
+}
+
+#[test]
+fn a_crash_leaves_a_trail_that_validates_with_every_acknowledged_record() {
+    let mut server = Server::start(&["audit.checkpoint_interval_ms=50"]);
+    let socket = server.socket();
+    let mut acknowledged = Vec::new();
+    let writers: Vec<_> = (0..3)
+        .map(|writer| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut names = Vec::new();
+                let Ok(mut connection) = http::unix(&socket) else { return names };
+                for n in 0..400 {
+                    let name = format!("/crash/w{writer}/p{n}");
+                    match connection.call("parameters:PutParameter", &json!({ "Name": name, "Value": "v", "Type": "String" }), None) {
+                        Ok(reply) if reply.status == 200 => names.push(name),
+                        _ => return names,
+                    }
+                }
+                names
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let trail = server.data_dir().join("trail");
+    let key = walk(&trail).into_iter().find(|p| p.extension().is_some_and(|e| e == "pub")).expect("public key");
+    server.crash_and_restart_later();
+    for writer in writers {
+        acknowledged.extend(writer.join().expect("writer"));
+    }
+    assert!(!acknowledged.is_empty());
+
+    // Straight after the crash, before anything repairs it, the trail validates.
+    let crashed = validate(&trail, &key);
+    assert_eq!(crashed.exit, 0, "{}", crashed.stdout);
+    // An unacknowledged, half-written record at the end is reported, not accepted or dropped.
+    let open = files_ending(&trail, ".jsonl", "/DataSandbox/").pop().expect("the open log file");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&open)
+        .expect("open")
+        .write_all(b"{\"sequenceNumber\":999999,\"previousRe")
+        .expect("append");
+    let torn = validate(&trail, &key);
+    assert_eq!(torn.exit, 0, "{}", torn.stdout);
+    assert!(torn.stdout.contains("partial record at the end: 36 bytes"), "{}", torn.stdout);
+
+    // After a restart (which seals the open file) it still validates and says the same.
+    server.restart(&[]);
+    let records = server.audit(&[("EventName", "PutParameter")]);
+    let audited: std::collections::HashSet<&str> =
+        records.iter().filter(|r| r.get("errorCode").is_none()).filter_map(|r| r["requestParameters"]["Name"].as_str()).collect();
+    for name in &acknowledged {
+        assert!(audited.contains(name.as_str()), "acknowledged PutParameter {name} has no audit record");
+    }
+    let restarted = validate(&trail, &key);
+    assert_eq!(restarted.exit, 0, "{}", restarted.stdout);
+    assert!(restarted.stdout.contains("partial record at the end: 36 bytes"), "{}", restarted.stdout);
+}
+
+#[test]
+fn trace_draws_exactly_one_persons_timeline() {
+    let server = Server::start(&[]);
+    let alice = server.token_for("alice");
+    let bob = server.token_for("bob");
+    let prefix = |user: &str| format!("user/custom/{}/", hex::encode(Sha256::digest(user.as_bytes())));
+    let mut tcp = http::tcp(&server.api).expect("connect");
+    let steps: Vec<(&str, &str, Value, u16)> = vec![
+        (
+            "alice",
+            "storage:PutObject",
+            json!({ "Bucket": "datasandbox-home", "Key": format!("{}a.txt", prefix("alice")), "Body": "YQ==" }),
+            200,
+        ),
+        (
+            "bob",
+            "storage:PutObject",
+            json!({ "Bucket": "datasandbox-home", "Key": format!("{}b.txt", prefix("bob")), "Body": "Yg==" }),
+            200,
+        ),
+        ("alice", "storage:GetObject", json!({ "Bucket": "datasandbox-home", "Key": format!("{}a.txt", prefix("alice")) }), 200),
+        ("alice", "storage:GetObject", json!({ "Bucket": "datasandbox-home", "Key": format!("{}b.txt", prefix("bob")) }), 403),
+        ("bob", "storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": prefix("bob") }), 200),
+        ("alice", "storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": prefix("alice") }), 200),
+    ];
+    for (who, action, input, status) in &steps {
+        let token = if *who == "alice" { &alice } else { &bob };
+        let reply = tcp.call(action, input, Some(token)).expect("call");
+        assert_eq!(reply.status, *status, "{who} {action}");
+    }
+    let traced = server.cli(&["audit", "trace", "--user", "alice", "--json"], &[]);
+    assert_eq!(traced.exit, 0, "{:?}", traced.stderr);
+    let lines: Vec<Value> = match &traced.stdout {
+        Value::String(text) => text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect(),
+        one => vec![one.clone()],
+    };
+    let timeline: Vec<(String, String, String, String)> = lines
+        .iter()
+        .map(|e| {
+            (
+                e["userName"].as_str().unwrap_or("-").to_owned(),
+                e["action"].as_str().expect("action").to_owned(),
+                e["sourceIPAddress"].as_str().unwrap_or("-").to_owned(),
+                e["errorCode"].as_str().unwrap_or("ok").to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, String, String)> = [
+        ("root", "identity:CreateSessionToken", "control.sock", "ok"),
+        ("alice", "storage:PutObject", "127.0.0.1", "ok"),
+        ("alice", "storage:GetObject", "127.0.0.1", "ok"),
+        ("alice", "storage:GetObject", "127.0.0.1", "AccessDeniedException"),
+        ("alice", "storage:ListObjectsV2", "127.0.0.1", "ok"),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned(), (*d).to_owned()))
+    .collect();
+    assert_eq!(timeline, expected);
+
+    // The same timeline from the trail's files alone, after rebuilding the index.
+    let reindexed = server.cli(&["audit", "reindex"], &[]);
+    assert_eq!(reindexed.exit, 0, "{:?}", reindexed.stderr);
+    let again = server.cli(&["audit", "trace", "--user", "alice", "--json"], &[]);
+    assert_eq!(again.stdout, traced.stdout);
+
+    // SQL over the index is read-only and one statement.
+    let counted = server.cli(
+        &[
+            "audit",
+            "query",
+            "SELECT user_name, count(*) AS n FROM events WHERE user_name IN ('alice', 'bob') GROUP BY user_name ORDER BY user_name",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(counted.exit, 0, "{:?}", counted.stderr);
+    let rows: Vec<Value> = match &counted.stdout {
+        Value::String(text) => text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect(),
+        one => vec![one.clone()],
+    };
+    assert_eq!(rows, vec![json!({ "user_name": "alice", "n": 4 }), json!({ "user_name": "bob", "n": 2 })]);
+    for refused in ["DELETE FROM events", "SELECT 1; DROP TABLE events", "ATTACH DATABASE 'x.db' AS x", "PRAGMA writable_schema = 1"] {
+        let called = server.cli(&["audit", "query", refused], &[]);
+        assert_eq!((called.exit, called.stderr["Code"].as_str()), (1, Some("ValidationException")), "{refused}");
+    }
+}
