@@ -66,6 +66,7 @@ CREATE INDEX IF NOT EXISTS events_by_name ON events (event_name, sequence);
 CREATE INDEX IF NOT EXISTS events_by_source_ip ON events (source_ip, event_time);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time);
 CREATE INDEX IF NOT EXISTS resources_by_arn ON event_resources (arn, sequence);
+CREATE INDEX IF NOT EXISTS resources_by_sequence ON event_resources (sequence);
 ";
 
 #[derive(Clone)]
@@ -108,7 +109,10 @@ impl Index {
             .journal_mode(SqliteJournalMode::Wal)
             // Derived data: a crash loses at most what `catch_up` re-reads from the trail.
             .synchronous(SqliteSynchronous::Off)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Random inserts into eight B-trees thrash SQLite's default 2 MB page cache.
+            .pragma("cache_size", "-262144")
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(sql)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(sql)?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM events").fetch_one(&pool).await.map_err(sql)?;
@@ -154,61 +158,65 @@ impl Index {
 
     async fn insert(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
         let sql = |source| IndexError::Sql { path: self.path.clone(), source };
-        let mut tx = self.pool.begin().await.map_err(sql)?;
+        let already = self.indexed_sequence();
+        let mut rows = Vec::with_capacity(lines.len());
         let mut newest = 0;
         for (sequence, line) in lines {
             newest = newest.max(*sequence);
-            if *sequence <= self.indexed_sequence() {
+            if *sequence <= already {
                 continue;
             }
-            let Ok(record) = serde_json::from_slice::<Record>(line) else {
-                tracing::warn!(sequence, "an audit record does not parse; it is left out of the index");
-                continue;
-            };
-            let text = String::from_utf8_lossy(line);
-            let session_id = ["SessionId", "SessionID"]
-                .iter()
-                .find_map(|k| record.request_parameters.get(*k).or_else(|| record.response_elements.get(*k)))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            sqlx::query(
-                "INSERT OR REPLACE INTO events (sequence, event_time, event_source, event_name, user_type, user_name, principal_id, user_arn, source_ip, user_agent,
-                 error_code, error_message, read_only, management_event, event_type, request_id, event_id, correlation_id, session_id, request_parameters,
-                 response_elements, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-            )
-            .bind(*sequence as i64)
-            .bind(&record.event_time)
-            .bind(&record.event_source)
-            .bind(&record.event_name)
-            .bind(&record.user_identity.kind)
-            .bind(&record.user_identity.user_name)
-            .bind(&record.user_identity.principal_id)
-            .bind(&record.user_identity.arn)
-            .bind(&record.source_ip_address)
-            .bind(&record.user_agent)
-            .bind(&record.error_code)
-            .bind(&record.error_message)
-            .bind(record.read_only)
-            .bind(record.management_event)
-            .bind(&record.event_type)
-            .bind(&record.request_id)
-            .bind(&record.event_id)
-            .bind(&record.correlation_id)
-            .bind(session_id)
-            .bind(record.request_parameters.to_string())
-            .bind(record.response_elements.to_string())
-            .bind(text.as_ref())
-            .execute(&mut *tx)
-            .await
-            .map_err(sql)?;
-            for resource in &record.resources {
-                sqlx::query("INSERT INTO event_resources (sequence, arn, type) VALUES (?1, ?2, ?3)")
-                    .bind(*sequence as i64)
-                    .bind(&resource.arn)
-                    .bind(&resource.kind)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql)?;
+            match serde_json::from_slice::<Record>(line) {
+                Ok(record) => rows.push((*sequence as i64, record, String::from_utf8_lossy(line).into_owned())),
+                Err(_) => tracing::warn!(sequence, "an audit record does not parse; it is left out of the index"),
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(sql)?;
+        // Many rows per statement: one round trip to SQLite per chunk, not per row.
+        for chunk in rows.chunks(40) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT OR REPLACE INTO events (sequence, event_time, event_source, event_name, user_type, user_name, principal_id, user_arn, source_ip,
+                 user_agent, error_code, error_message, read_only, management_event, event_type, request_id, event_id, correlation_id, session_id,
+                 request_parameters, response_elements, record) ",
+            );
+            insert.push_values(chunk, |mut row, (sequence, record, text)| {
+                let session_id = ["SessionId", "SessionID"]
+                    .iter()
+                    .find_map(|k| record.request_parameters.get(*k).or_else(|| record.response_elements.get(*k)))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                row.push_bind(*sequence)
+                    .push_bind(record.event_time.clone())
+                    .push_bind(record.event_source.clone())
+                    .push_bind(record.event_name.clone())
+                    .push_bind(record.user_identity.kind.clone())
+                    .push_bind(record.user_identity.user_name.clone())
+                    .push_bind(record.user_identity.principal_id.clone())
+                    .push_bind(record.user_identity.arn.clone())
+                    .push_bind(record.source_ip_address.clone())
+                    .push_bind(record.user_agent.clone())
+                    .push_bind(record.error_code.clone())
+                    .push_bind(record.error_message.clone())
+                    .push_bind(record.read_only)
+                    .push_bind(record.management_event)
+                    .push_bind(record.event_type.clone())
+                    .push_bind(record.request_id.clone())
+                    .push_bind(record.event_id.clone())
+                    .push_bind(record.correlation_id.clone())
+                    .push_bind(session_id)
+                    .push_bind(record.request_parameters.to_string())
+                    .push_bind(record.response_elements.to_string())
+                    .push_bind(text.clone());
+            });
+            insert.build().execute(&mut *tx).await.map_err(sql)?;
+            let resources: Vec<(i64, &crate::record::RecordResource)> =
+                chunk.iter().flat_map(|(sequence, record, _)| record.resources.iter().map(move |r| (*sequence, r))).collect();
+            for resources in resources.chunks(300) {
+                let mut insert = sqlx::QueryBuilder::new("INSERT INTO event_resources (sequence, arn, type) ");
+                insert.push_values(resources, |mut row, (sequence, resource)| {
+                    row.push_bind(*sequence).push_bind(resource.arn.clone()).push_bind(resource.kind.clone());
+                });
+                insert.build().execute(&mut *tx).await.map_err(sql)?;
             }
         }
         tx.commit().await.map_err(sql)?;
@@ -307,13 +315,17 @@ impl Index {
             TraceSelector::Session(session) => ("session_id", session),
             TraceSelector::CorrelationId(id) => ("correlation_id", id),
         };
+        // Two index lookups joined, not an OR over the whole table: the selected rows, and every
+        // row that shares a correlation id with them (actions made on their behalf).
         let query = format!(
-            "SELECT sequence, event_time, source_ip, user_type, user_name, event_source, event_name, error_code, correlation_id, session_id, request_parameters,
+            "WITH ids AS (SELECT DISTINCT correlation_id FROM events WHERE {column} = ?1 AND correlation_id IS NOT NULL),
+                  picked AS (SELECT sequence FROM events WHERE {column} = ?1
+                             UNION SELECT e.sequence FROM ids JOIN events e ON e.correlation_id = ids.correlation_id)
+             SELECT e.sequence, event_time, source_ip, user_type, user_name, event_source, event_name, error_code, correlation_id, session_id,
                     (SELECT group_concat(arn, ' ') FROM event_resources r WHERE r.sequence = e.sequence) AS resources
-             FROM events e
-             WHERE ({column} = ?1 OR correlation_id IN (SELECT DISTINCT correlation_id FROM events WHERE {column} = ?1 AND correlation_id IS NOT NULL))
-               AND (?2 IS NULL OR event_time >= ?2) AND (?3 IS NULL OR event_time <= ?3)
-             ORDER BY sequence LIMIT ?4"
+             FROM picked JOIN events e ON e.sequence = picked.sequence
+             WHERE (?2 IS NULL OR event_time >= ?2) AND (?3 IS NULL OR event_time <= ?3)
+             ORDER BY e.sequence LIMIT ?4"
         );
         let rows =
             sqlx::query(&query).bind(value).bind(since).bind(until).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(sql)?;

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
-use crate::chain::{self, hash_line};
+use crate::chain;
 use crate::files::{self, Checkpoint, DigestFile, DigestSignature};
 use crate::layout::{self, GENESIS_HASH, Kind, Layout};
 use crate::sealer::signature_path;
@@ -162,6 +162,11 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
         reporter.file("Checkpoint file", &loc, parse_name_time(path), &problems);
     }
 
+    // Every log file is read, decompressed and hashed once, in parallel.
+    let scans = scan_logs(&logs);
+    let content_hashes: std::collections::HashMap<PathBuf, String> =
+        scans.iter().filter_map(|scan| scan.content_hash.clone().map(|hash| (scan.path.clone(), hash))).collect();
+
     // Digests: format, location, signature, chain; then the log files each one lists.
     let mut previous: Option<(String, String, String)> = None; // object, signature, hash
     let digest_paths = layout.files(Kind::Digest, &[".json.gz"]).unwrap_or_default();
@@ -215,8 +220,8 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
             let log_path = layout.root.join(&entry.s3_object);
             let log_loc = format!("s3://{}/{}", entry.s3_bucket, entry.s3_object);
             let log_time = parse_name_time(&log_path);
-            match std::fs::read(&log_path).ok().and_then(|b| files::gunzip(&b).ok()) {
-                Some(content) if hex::encode(Sha256::digest(&content)) == entry.hash_value => {}
+            match content_hashes.get(&log_path) {
+                Some(hash) if *hash == entry.hash_value => {}
                 Some(_) => reporter.file("Log file", &log_loc, log_time, &[BAD_HASH.to_owned()]),
                 None => {
                     let name = log_path.file_name();
@@ -238,79 +243,50 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
     // Records: the hash chain across every log file, checked against the signed checkpoints.
     let mut bytes_checked = 0u64;
     let mut last_sequence = 0u64;
-    let mut last_hash = GENESIS_HASH.to_owned();
+    let mut last_hash = decode_hash(GENESIS_HASH);
     let mut last_location = None;
-    for path in &logs {
-        let loc = location(path);
-        let sealed = path.extension().is_some_and(|e| e == "gz");
-        let time = parse_name_time(path);
-        let content = match std::fs::read(path).ok().and_then(|b| if sealed { files::gunzip(&b).ok() } else { Some(b) }) {
-            Some(content) => content,
-            None => {
-                reporter.file("Log file", &loc, time, &[INVALID_FORMAT.to_owned()]);
-                continue;
-            }
-        };
-        bytes_checked += content.len() as u64;
+    for scan in &scans {
+        let loc = location(&scan.path);
+        let time = parse_name_time(&scan.path);
+        bytes_checked += scan.bytes;
         let mut problems = Vec::new();
-        let Ok((lines, partial)) = chain::record_lines(&content, sealed) else {
-            reporter.file("Log file", &loc, time, &[INVALID_FORMAT.to_owned()]);
-            continue;
-        };
-        let mut links = Vec::with_capacity(lines.len());
-        for (index, line) in lines.iter().enumerate() {
-            match chain::parse_link(line) {
-                Some(link) => links.push(link),
-                None => {
-                    problems.push(format!("{INVALID_FORMAT} (line {} has no chain prefix)", index + 1));
-                    break;
-                }
-            }
-        }
-        if problems.is_empty() && !links.is_empty() {
+        if let Some(problem) = &scan.format_problem {
+            problems.push(problem.clone());
+        } else if !scan.links.is_empty() {
             let expected = last_sequence + 1;
-            let sequences: Vec<u64> = links.iter().map(|l| l.sequence).collect();
+            let sequences: Vec<u64> = scan.links.iter().map(|(sequence, _)| *sequence).collect();
             let consecutive = sequences.iter().enumerate().all(|(i, s)| *s == expected + i as u64);
             if !consecutive {
                 problems.push(classify_sequence_problem(&sequences, expected));
             } else {
-                for (index, (line, link)) in lines.iter().zip(&links).enumerate() {
-                    let previous_hash = if index == 0 { last_hash.clone() } else { hash_line(lines[index - 1]) };
-                    if link.previous_hash != previous_hash {
-                        let modified = if checkpoints.get(&(link.sequence - 1)).is_some_and(|c| c.record_hash == previous_hash) {
-                            link.sequence
-                        } else {
-                            link.sequence - 1
-                        };
+                for (index, (sequence, previous_hash)) in scan.links.iter().enumerate() {
+                    let actual_previous = if index == 0 { last_hash } else { scan.line_hashes[index - 1] };
+                    if *previous_hash != actual_previous {
+                        let previous_checkpointed =
+                            checkpoints.get(&(sequence - 1)).is_some_and(|c| decode_hash(&c.record_hash) == actual_previous);
+                        let modified = if previous_checkpointed { *sequence } else { sequence - 1 };
                         problems.push(format!("INVALID: record {modified} has been modified"));
                         break;
                     }
-                    if let Some(checkpoint) = checkpoints.get(&link.sequence)
-                        && checkpoint.record_hash != hash_line(line)
+                    if let Some(checkpoint) = checkpoints.get(sequence)
+                        && decode_hash(&checkpoint.record_hash) != scan.line_hashes[index]
                     {
-                        problems.push(format!(
-                            "INVALID: record {} does not match its signed checkpoint (the records were rewritten)",
-                            link.sequence
-                        ));
+                        problems
+                            .push(format!("INVALID: record {sequence} does not match its signed checkpoint (the records were rewritten)"));
                         break;
                     }
                 }
             }
         }
-        if let (Some(last_line), Some(last_link)) = (lines.last(), links.last()) {
-            last_sequence = last_sequence.max(last_link.sequence);
-            last_hash = hash_line(last_line);
+        if let (Some((sequence, _)), Some(hash)) = (scan.links.last(), scan.line_hashes.last()) {
+            last_sequence = last_sequence.max(*sequence);
+            last_hash = *hash;
         }
-        let sealed_path = if sealed { path.clone() } else { layout::sealed_name(path) };
-        let partial_file =
-            sealed_path.with_file_name(format!("{}.partial", sealed_path.file_name().and_then(|n| n.to_str()).unwrap_or_default()));
-        let partial_len =
-            if partial.is_empty() { std::fs::metadata(&partial_file).map(|m| m.len()).unwrap_or(0) } else { partial.len() as u64 };
-        if partial_len > 0 {
+        if scan.partial_len > 0 {
             reporter.note(
                 "Log file",
                 &loc,
-                &format!("partial record at the end: {partial_len} bytes whose write never completed (never acknowledged)"),
+                &format!("partial record at the end: {} bytes whose write never completed (never acknowledged)", scan.partial_len),
             );
         }
         reporter.file("Log file", &loc, time, &problems);
@@ -396,4 +372,95 @@ pub fn bucket_of(layout: &Layout) -> Option<String> {
     let newest = layout.files(Kind::Digest, &[".json.gz"]).ok()?.pop()?;
     let bytes = files::gunzip(&std::fs::read(newest).ok()?).ok()?;
     serde_json::from_slice::<DigestFile>(&bytes).ok().map(|d| d.digest_s3_bucket)
+}
+
+/// What validation needs of one log file, computed in one read.
+struct LogScan {
+    path: PathBuf,
+    /// SHA-256 of the uncompressed content, as digests record it (sealed files only).
+    content_hash: Option<String>,
+    format_problem: Option<String>,
+    /// Each record's sequence number and the previous-record hash it claims.
+    links: Vec<(u64, [u8; 32])>,
+    /// Each record line's own hash.
+    line_hashes: Vec<[u8; 32]>,
+    partial_len: u64,
+    bytes: u64,
+}
+
+fn decode_hash(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if hex::decode_to_slice(text, &mut out).is_err() {
+        // An unparsable hash can never equal a real one: use a value no SHA-256 produces in practice.
+        out = [0xff; 32];
+    }
+    out
+}
+
+/// Scans the log files on every core, keeping their order.
+fn scan_logs(paths: &[PathBuf]) -> Vec<LogScan> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<LogScan>>> = std::sync::Mutex::new((0..paths.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = paths.get(index) else { return };
+                    let scan = scan_log(path);
+                    results.lock().expect("scan results")[index] = Some(scan);
+                }
+            });
+        }
+    });
+    results.into_inner().expect("scan results").into_iter().map(|scan| scan.expect("every file scanned")).collect()
+}
+
+fn scan_log(path: &Path) -> LogScan {
+    let sealed = path.extension().is_some_and(|e| e == "gz");
+    let mut scan = LogScan {
+        path: path.to_owned(),
+        content_hash: None,
+        format_problem: None,
+        links: Vec::new(),
+        line_hashes: Vec::new(),
+        partial_len: 0,
+        bytes: 0,
+    };
+    let content = match std::fs::read(path).ok().and_then(|b| if sealed { files::gunzip(&b).ok() } else { Some(b) }) {
+        Some(content) => content,
+        None => {
+            scan.format_problem = Some(INVALID_FORMAT.to_owned());
+            return scan;
+        }
+    };
+    scan.bytes = content.len() as u64;
+    if sealed {
+        scan.content_hash = Some(hex::encode(Sha256::digest(&content)));
+    }
+    let Ok((lines, partial)) = chain::record_lines(&content, sealed) else {
+        scan.format_problem = Some(INVALID_FORMAT.to_owned());
+        return scan;
+    };
+    scan.links.reserve(lines.len());
+    scan.line_hashes.reserve(lines.len());
+    for (index, line) in lines.iter().enumerate() {
+        match chain::parse_link(line) {
+            Some(link) => {
+                scan.links.push((link.sequence, decode_hash(link.previous_hash)));
+                scan.line_hashes.push(Sha256::digest(line).into());
+            }
+            None => {
+                scan.format_problem = Some(format!("{INVALID_FORMAT} (line {} has no chain prefix)", index + 1));
+                break;
+            }
+        }
+    }
+    let sealed_path = if sealed { path.to_owned() } else { layout::sealed_name(path) };
+    let partial_file =
+        sealed_path.with_file_name(format!("{}.partial", sealed_path.file_name().and_then(|n| n.to_str()).unwrap_or_default()));
+    scan.partial_len =
+        if partial.is_empty() { std::fs::metadata(&partial_file).map(|m| m.len()).unwrap_or(0) } else { partial.len() as u64 };
+    scan
 }
