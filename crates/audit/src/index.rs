@@ -348,6 +348,22 @@ impl Index {
             .map_err(sql)
     }
 
+    /// The records of one kind of event within a time window, oldest first.
+    pub async fn records(&self, source: &str, name: &str, from: &str, to: &str) -> Result<Vec<Record>, IndexError> {
+        let sql = |source| IndexError::Sql { path: self.path.clone(), source };
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT record FROM events WHERE event_name = ?1 AND event_source = ?2 AND event_time >= ?3 AND event_time < ?4 ORDER BY sequence",
+        )
+        .bind(name)
+        .bind(source)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql)?;
+        Ok(rows.iter().filter_map(|text| serde_json::from_str(text).ok()).collect())
+    }
+
     /// Runs one read-only SELECT (or WITH … SELECT) over the documented tables.
     pub async fn query(&self, statement: &str, max_rows: usize) -> Result<(Vec<String>, Vec<Vec<Value>>), IndexError> {
         let trimmed = statement.trim().trim_end_matches(';').trim();

@@ -11,6 +11,7 @@ mod files;
 mod index;
 mod layout;
 mod record;
+pub mod reports;
 mod sealer;
 mod signing;
 pub mod validate;

@@ -245,7 +245,17 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
     let mut last_sequence = 0u64;
     let mut last_hash = decode_hash(GENESIS_HASH);
     let mut last_location = None;
+    let mut last_event_time: Option<String> = None;
+    let mut gaps = Vec::new();
     for scan in &scans {
+        for (started, before) in &scan.starts {
+            if let Some(stopped) = before.clone().or_else(|| last_event_time.clone()) {
+                gaps.push(format!("Auditing was off between {stopped} and {started}: no record, log file or digest covers that time"));
+            }
+        }
+        if scan.last_event_time.is_some() {
+            last_event_time.clone_from(&scan.last_event_time);
+        }
         let loc = location(&scan.path);
         let time = parse_name_time(&scan.path);
         bytes_checked += scan.bytes;
@@ -318,6 +328,7 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
     ));
     lines.push(String::new());
     lines.extend(reporter.lines);
+    lines.extend(gaps);
     lines.push(String::new());
     let mut valid = true;
     for (name, tally) in [("digest", &reporter.digests), ("log", &reporter.logs), ("checkpoint", &reporter.checkpoints)] {
@@ -374,6 +385,8 @@ pub fn bucket_of(layout: &Layout) -> Option<String> {
     serde_json::from_slice::<DigestFile>(&bytes).ok().map(|d| d.digest_s3_bucket)
 }
 
+const START_LOGGING: &[u8] = b"\"eventSource\":\"audit\",\"eventName\":\"StartLogging\"";
+
 /// What validation needs of one log file, computed in one read.
 struct LogScan {
     path: PathBuf,
@@ -386,6 +399,18 @@ struct LogScan {
     line_hashes: Vec<[u8; 32]>,
     partial_len: u64,
     bytes: u64,
+    /// Where auditing (re)started: the StartLogging record's time and the time of the record
+    /// before it in this file, if any.
+    starts: Vec<(String, Option<String>)>,
+    last_event_time: Option<String>,
+}
+
+/// A record's `eventTime`, read without parsing the record.
+fn event_time_of(line: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"eventTime\":\"";
+    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let end = line[at..].iter().position(|b| *b == b'"')?;
+    String::from_utf8(line[at..at + end].to_vec()).ok()
 }
 
 fn decode_hash(text: &str) -> [u8; 32] {
@@ -427,6 +452,8 @@ fn scan_log(path: &Path) -> LogScan {
         line_hashes: Vec::new(),
         partial_len: 0,
         bytes: 0,
+        starts: Vec::new(),
+        last_event_time: None,
     };
     let content = match std::fs::read(path).ok().and_then(|b| if sealed { files::gunzip(&b).ok() } else { Some(b) }) {
         Some(content) => content,
@@ -450,6 +477,10 @@ fn scan_log(path: &Path) -> LogScan {
             Some(link) => {
                 scan.links.push((link.sequence, decode_hash(link.previous_hash)));
                 scan.line_hashes.push(Sha256::digest(line).into());
+                if line.windows(START_LOGGING.len()).any(|w| w == START_LOGGING) {
+                    let before = index.checked_sub(1).and_then(|i| event_time_of(lines[i]));
+                    scan.starts.push((event_time_of(line).unwrap_or_default(), before));
+                }
             }
             None => {
                 scan.format_problem = Some(format!("{INVALID_FORMAT} (line {} has no chain prefix)", index + 1));
@@ -457,6 +488,7 @@ fn scan_log(path: &Path) -> LogScan {
             }
         }
     }
+    scan.last_event_time = lines.last().and_then(|l| event_time_of(l));
     let sealed_path = if sealed { path.to_owned() } else { layout::sealed_name(path) };
     let partial_file =
         sealed_path.with_file_name(format!("{}.partial", sealed_path.file_name().and_then(|n| n.to_str()).unwrap_or_default()));

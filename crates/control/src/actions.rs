@@ -61,6 +61,13 @@ pub const ACTIONS: &[ActionSpec] = &[
     action("audit:Query", Service, true, true, "Run one read-only SQL SELECT over the audit index"),
     action("audit:Trace", Service, true, true, "One person's, session's or correlation's actions, in order"),
     action("audit:Reindex", Service, false, true, "Rebuild the audit index from the trail's files"),
+    action(
+        "audit:GenerateUsageReports",
+        Service,
+        false,
+        true,
+        "Write a day's AppStream-style session and application reports to the reports bucket",
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static ActionSpec> {

@@ -130,6 +130,7 @@ impl ControlPlane {
         crate::services::storage::reclaim_blobs(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::services::storage::deploy_buckets(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::functions::start_dispatcher(control.clone());
+        crate::services::audit_log::start_daily_reports(control.clone());
         Ok(control)
     }
 
@@ -201,7 +202,7 @@ impl ControlPlane {
     pub async fn call(&self, request: Request) -> Response {
         let started = Instant::now();
         let request_id = uuid::Uuid::new_v4().to_string();
-        let plane = &*self.plane;
+        let plane = &self.plane;
         let spec = actions::find(&request.action);
         let (caller, result, resources, correlation_id, input) =
             match identity::authenticate(&plane.store, &plane.spec.account_id, &request.credentials, plane.socket_owner).await {
@@ -385,7 +386,7 @@ fn redact(mut value: Value) -> Value {
 
 /// What a handler sees of its call.
 pub(crate) struct Ctx<'a> {
-    pub plane: &'a Plane,
+    pub plane: &'a Arc<Plane>,
     pub caller: &'a Caller,
     spec: Option<&'static ActionSpec>,
     pub source_ip: &'a str,
@@ -443,6 +444,12 @@ impl Ctx<'_> {
 
     pub fn correlation_id(&self) -> Option<&str> {
         self.correlation_id.as_deref()
+    }
+
+    /// The control plane, for handlers that act through the pipeline themselves (as a built-in
+    /// function, so that their effects are authorized and audited like any other).
+    pub fn control(&self) -> ControlPlane {
+        ControlPlane { plane: self.plane.clone() }
     }
 
     /// The writer recorded with objects: the caller's ARN.

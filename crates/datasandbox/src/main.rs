@@ -76,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         command: StorageCommand,
     },
+    /// AppStream-style usage reports.
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+    },
     /// Read the audit trail.
     Audit {
         #[command(subcommand)]
@@ -91,6 +96,16 @@ enum StorageCommand {
         destination: String,
         #[command(flatten)]
         endpoint: EndpointArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportsCommand {
+    /// Write one day's session and application reports to the `<env>-reports` bucket.
+    Generate {
+        /// The UTC day, like 2026-11-28.
+        #[arg(long)]
+        day: String,
     },
 }
 
@@ -184,6 +199,10 @@ async fn run(cli: Cli) -> ExitCode {
             client::copy(&cli.data_dir, &endpoint, &source, &destination).await
         }
         Command::Audit { command } => audit_cli::run(&cli.data_dir, command).await,
+        Command::Reports { command: ReportsCommand::Generate { day } } => {
+            let input = serde_json::json!({ "Day": day }).to_string();
+            client::call_command(&cli.data_dir, &EndpointArgs { endpoint: None, token: None }, "audit:GenerateUsageReports", &input).await
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> R
         "Query" => query(ctx, input).await,
         "Trace" => trace(ctx, input).await,
         "Reindex" => reindex(ctx, input).await,
+        "GenerateUsageReports" => generate_usage_reports(ctx, input).await,
         _ => Err(unregistered(action)),
     }
 }
@@ -179,4 +180,79 @@ async fn reindex(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     ctx.authorize(Resource::Service("audit".into()))?;
     let count = ctx.plane.index.rebuild(ctx.plane.trail.layout()).await.map_err(index_error)?;
     Ok(json!({ "RecordsIndexed": count }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ReportsInput {
+    day: String,
+}
+
+/// The name of the reports bucket and of the function that writes into it.
+pub(crate) fn reports_bucket(spec: &model::spec::Spec) -> String {
+    format!("{}-reports", spec.environment_name)
+}
+
+pub(crate) const REPORTS_FUNCTION: &str = "usage-reports";
+
+async fn generate_usage_reports(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ReportsInput = ctx.parse(input)?;
+    let day = chrono::NaiveDate::parse_from_str(&input.day, "%Y-%m-%d")
+        .map_err(|_| ActionError::validation(format!("Day `{}` is not a date like 2026-11-28", input.day)))?;
+    if day > chrono::Utc::now().date_naive() {
+        return Err(ActionError::validation(format!("Day {day} is in the future")));
+    }
+    ctx.authorize(Resource::Service("audit".into()))?;
+    caught_up(ctx).await?;
+    // A session is recorded when it ends, so its record lies within a day of the end.
+    let from = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+    let to = from + chrono::Duration::days(2);
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let records = ctx.plane.index.records("streaming", "SessionEnded", &stamp(from), &stamp(to)).await.map_err(index_error)?;
+    let spec = &ctx.plane.spec;
+    let Some(reports) = audit::reports::daily_reports(day, &records, &spec.account_id, &spec.region).map_err(ActionError::internal)? else {
+        return Ok(json!({ "Day": input.day, "Sessions": 0 }));
+    };
+    let bucket = reports_bucket(spec);
+    let control = ctx.control();
+    let correlation_id = ctx.correlation_id().map(str::to_owned);
+    for (key, body) in [(&reports.sessions_key, &reports.sessions_csv), (&reports.applications_key, &reports.applications_csv)] {
+        let put = json!({ "Bucket": bucket, "Key": key, "Body": super::encode_base64(body.as_bytes()), "ContentType": "text/csv" });
+        let request = crate::pipeline::Request {
+            credentials: crate::identity::Credentials::Function { name: REPORTS_FUNCTION.into(), correlation_id: correlation_id.clone() },
+            source_ip: "functions.datasandbox".into(),
+            user_agent: format!("datasandbox-function/{REPORTS_FUNCTION}"),
+            action: "storage:PutObject".into(),
+            body: Ok(bytes::Bytes::from(put.to_string())),
+        };
+        Box::pin(control.call(request)).await.result?;
+    }
+    Ok(json!({
+        "Day": input.day,
+        "Sessions": reports.session_count,
+        "SessionsReport": format!("s3://{bucket}/{}", reports.sessions_key),
+        "ApplicationsReport": format!("s3://{bucket}/{}", reports.applications_key),
+    }))
+}
+
+/// Writes the previous day's usage reports shortly after each UTC midnight.
+pub(crate) fn start_daily_reports(control: crate::pipeline::ControlPlane) {
+    tokio::spawn(async move {
+        loop {
+            let now = chrono::Utc::now();
+            let next = (now.date_naive() + chrono::Duration::days(1)).and_hms_opt(0, 5, 0).expect("00:05 exists").and_utc();
+            tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
+            let day = (next - chrono::Duration::days(1)).date_naive().format("%Y-%m-%d").to_string();
+            let request = crate::pipeline::Request {
+                credentials: crate::identity::Credentials::Function { name: REPORTS_FUNCTION.into(), correlation_id: None },
+                source_ip: "functions.datasandbox".into(),
+                user_agent: format!("datasandbox-function/{REPORTS_FUNCTION}"),
+                action: "audit:GenerateUsageReports".into(),
+                body: Ok(bytes::Bytes::from(json!({ "Day": day }).to_string())),
+            };
+            if let Err(err) = control.call(request).await.result {
+                tracing::error!(day, error = %err, "daily usage reports failed; run `datasandbox reports generate --day {day}`");
+            }
+        }
+    });
 }

@@ -578,6 +578,11 @@ pub(crate) async fn deploy_buckets(control: &ControlPlane) -> Result<(), ActionE
         action: action.to_owned(),
         body: Ok(Bytes::from(input.to_string())),
     };
+    // The platform's own reports bucket, whatever the spec declares.
+    let reports = BucketName::new(super::audit_log::reports_bucket(&plane.spec)).map_err(ActionError::internal)?;
+    if find_bucket(plane, &reports).await?.is_none() {
+        control.call(call("storage:CreateBucket", json!({ "Bucket": reports }))).await.result?;
+    }
     for bucket in &plane.spec.buckets {
         let existing = find_bucket(plane, &bucket.name).await?;
         if existing.is_none() {

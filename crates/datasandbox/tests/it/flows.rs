@@ -101,10 +101,16 @@ fn every_action_gets_one_audit_record_including_denied_and_failed() {
     let records = server.audit(&[("EventSource", "storage")]);
     let names: Vec<(&str, Option<&str>)> =
         records.iter().map(|r| (r["eventName"].as_str().expect("name"), r["errorCode"].as_str())).collect();
-    // The start-up deploy created the home bucket; then our three calls, newest first.
+    // The start-up deploy created the reports and home buckets; then our three calls, newest first.
     assert_eq!(
         names,
-        [("ListBuckets", Some("AccessDeniedException")), ("GetObject", Some("NoSuchKey")), ("ListBuckets", None), ("CreateBucket", None)]
+        [
+            ("ListBuckets", Some("AccessDeniedException")),
+            ("GetObject", Some("NoSuchKey")),
+            ("ListBuckets", None),
+            ("CreateBucket", None),
+            ("CreateBucket", None)
+        ]
     );
     let denied_record = server.audit_record(denied.stderr["RequestId"].as_str().expect("request id"));
     assert_eq!(denied_record["userIdentity"]["userName"], "mallory");

@@ -295,6 +295,7 @@ fn a_crash_leaves_a_trail_that_validates_with_every_acknowledged_record() {
     }
     let restarted = validate(&trail, &key);
     assert_eq!(restarted.exit, 0, "{}", restarted.stdout);
+    assert!(restarted.stdout.contains("Auditing was off between"), "the downtime is not shown:\n{}", restarted.stdout);
     assert!(restarted.stdout.contains("partial record at the end: 36 bytes"), "{}", restarted.stdout);
 }
 
@@ -382,5 +383,19 @@ fn trace_draws_exactly_one_persons_timeline() {
     for refused in ["DELETE FROM events", "SELECT 1; DROP TABLE events", "ATTACH DATABASE 'x.db' AS x", "PRAGMA writable_schema = 1"] {
         let called = server.cli(&["audit", "query", refused], &[]);
         assert_eq!((called.exit, called.stderr["Code"].as_str()), (1, Some("ValidationException")), "{refused}");
+    }
+}
+
+#[test]
+fn usage_reports_are_written_only_for_days_with_sessions() {
+    let server = Server::start(&[]);
+    let quiet = server.ok("audit:GenerateUsageReports", json!({ "Day": "2026-01-15" }));
+    assert_eq!(quiet, json!({ "Day": "2026-01-15", "Sessions": 0 }));
+    let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-reports" }));
+    assert_eq!(listed["KeyCount"], 0);
+    for (day, phrase) in [("2026-13-01", "is not a date"), ("2999-01-01", "in the future")] {
+        let called = server.cli(&["reports", "generate", "--day", day], &[]);
+        assert_eq!((called.exit, called.stderr["Code"].as_str()), (1, Some("ValidationException")), "{day}");
+        assert!(called.stderr["Message"].as_str().expect("message").contains(phrase), "{day}: {:?}", called.stderr);
     }
 }
