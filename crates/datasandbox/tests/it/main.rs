@@ -5,6 +5,7 @@ mod bad_input;
 mod crash;
 mod flows;
 mod http;
+mod s3;
 mod server;
 mod trail;
 

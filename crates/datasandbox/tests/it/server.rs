@@ -31,6 +31,12 @@ impl Server {
         Server { dir, api, child }
     }
 
+    pub fn start_with_env(overrides: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (child, api) = launch_with_env(dir.path(), overrides, env).expect("server starts");
+        Server { dir, api, child }
+    }
+
     pub fn start_with_spec(spec: &str, overrides: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("datasandbox.toml");
@@ -145,7 +151,16 @@ impl Drop for Server {
 /// Starts `datasandbox up` and waits for its `ready` line; returns the API address. On
 /// failure returns the server's stderr.
 pub fn launch(data_dir: &Path, overrides: &[&str], extra: Option<&[&str]>) -> Result<(Child, String), String> {
+    launch_command(data_dir, overrides, extra, &[])
+}
+
+fn launch_with_env(data_dir: &Path, overrides: &[&str], env: &[(&str, &str)]) -> Result<(Child, String), String> {
+    launch_command(data_dir, overrides, None, env)
+}
+
+fn launch_command(data_dir: &Path, overrides: &[&str], extra: Option<&[&str]>, env: &[(&str, &str)]) -> Result<(Child, String), String> {
     let mut command = Command::new(BIN);
+    command.envs(env.iter().copied());
     command.arg("--data-dir").arg(data_dir).arg("up").args(["-c", "server.api_listen=127.0.0.1:0"]);
     for o in overrides {
         command.args(["-c", o]);
