@@ -177,6 +177,15 @@ pub enum AuditCommand {
 }
 
 fn main() -> ExitCode {
+    // The sandbox's own entry points run before anything else: the helper must still be
+    // single-threaded when it forks into the instance's pid namespace.
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("sandbox-helper") => return exit_code(sandbox::helper::helper_main(args.get(2).map_or("", String::as_str))),
+        Some("sandbox-init") => return exit_code(sandbox::helper::init_main(after_dashes(&args))),
+        Some("sandbox-exec") => return exit_code(sandbox::helper::exec_main(after_dashes(&args))),
+        _ => {}
+    }
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -187,6 +196,14 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cli))
+}
+
+fn after_dashes(args: &[String]) -> &[String] {
+    args.iter().position(|a| a == "--").map_or(&[][..], |at| &args[at + 1..])
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 async fn run(cli: Cli) -> ExitCode {

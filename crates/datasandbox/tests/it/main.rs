@@ -6,6 +6,7 @@ mod crash;
 mod flows;
 mod http;
 mod s3;
+mod sandbox;
 mod server;
 mod trail;
 

@@ -1,0 +1,224 @@
+//! Instances attacked from inside: no route out, no escape, limits that hold, and teardown
+//! that leaves nothing. These need root, namespaces and nftables; CI provides them.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sandbox::network::{Firewall, Link};
+use sandbox::{Instance, InstanceSpec, Limits, Sandbox};
+
+use crate::server::BIN;
+
+pub const ENDPOINT_PORT: u16 = 18751;
+
+pub struct Fixture {
+    pub sandbox: Sandbox,
+    pub image: sandbox::image::Image,
+    _images: tempfile::TempDir,
+    next: u32,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let images = tempfile::tempdir().expect("temp dir");
+        let image = sandbox::image::build_base(images.path(), "base", "1", &mut |_| {}).expect("build the base image");
+        let sandbox = Sandbox::new(ENDPOINT_PORT).expect("install the firewall table (needs root and nftables)");
+        Fixture { sandbox, image, _images: images, next: 0 }
+    }
+
+    pub fn spec(&mut self, command: &[&str], limits: Limits) -> InstanceSpec {
+        self.next += 1;
+        let index = 1000 + self.next + (std::process::id() % 1000) * 8;
+        let (host, instance) = sandbox::link_addresses(Ipv4Addr::new(10, 10, 0, 0), 16, index).expect("room in 10.10.0.0/16");
+        let id = format!("t{:x}{}", std::process::id(), self.next);
+        InstanceSpec {
+            link: Link::new(&id, host, instance),
+            id,
+            rootfs: self.image.rootfs(),
+            read_only_binds: self.image.manifest.host_binds.clone(),
+            hostname: "instance".into(),
+            limits,
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            env: vec![("DS_USER_NAME".into(), "alice".into())],
+            self_exe: PathBuf::from(BIN),
+            files: vec![("credential".into(), b"not-a-real-credential".to_vec())],
+        }
+    }
+
+    pub fn start(&mut self, command: &[&str]) -> Instance {
+        let spec = self.spec(command, Limits { vcpus: 1, memory_bytes: 256 << 20, pids: 128 });
+        self.sandbox.create(&spec).expect("create the instance")
+    }
+
+    /// Runs a shell command inside; returns (exit code, stdout + stderr).
+    pub fn sh(&self, instance: &Instance, script: &str) -> (i32, String) {
+        let output = self.sandbox.exec(instance, &["/bin/bash".into(), "-c".into(), script.into()]).expect("exec");
+        (
+            output.status.code().unwrap_or(-1),
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        )
+    }
+}
+
+const IDLE: &[&str] = &["/bin/sleep", "3600"];
+
+#[test]
+fn an_instance_is_confined() {
+    let mut fixture = Fixture::new();
+    let instance = fixture.start(IDLE);
+    let (code, status) =
+        fixture.sh(&instance, "id -u; id -g; grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status; hostname");
+    assert_eq!(code, 0, "{status}");
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(lines[0], "1000", "{status}");
+    for wanted in ["CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2"] {
+        assert!(status.contains(wanted), "missing `{wanted}` in\n{status}");
+    }
+    assert!(status.trim_end().ends_with("instance"), "{status}");
+    // Root inside is an unprivileged uid outside.
+    let host_uid = std::fs::read_to_string(format!("/proc/{}/status", instance.init_pid)).expect("status");
+    assert!(
+        host_uid.lines().any(|l| l.starts_with("Uid:") && l.contains(&(sandbox::ID_BASE + sandbox::WORKSPACE_UID).to_string())),
+        "{host_uid}"
+    );
+
+    let attacks = [
+        ("mount a filesystem", "mount -t tmpfs none /tmp"),
+        ("unshare a user namespace", "unshare -U true"),
+        ("unshare a mount namespace", "unshare -m true"),
+        ("ptrace pid 1", "perl -e 'syscall(101, 16, 1, 0, 0) == -1 or exit 0; exit 1' && false"),
+        ("write the image root", "touch /etc/owned"),
+        ("write /usr", "touch /usr/owned"),
+        ("read the host's data directory", &format!("ls {}", env!("CARGO_MANIFEST_DIR"))),
+        ("read the host's root home", "ls /root/.cargo"),
+        ("load a kernel module", "perl -e 'syscall(175, 0, 0, 0) == -1 or exit 0; exit 1' && false"),
+        ("use bpf", "perl -e 'syscall(321, 0, 0, 0) == -1 or exit 0; exit 1' && false"),
+        ("become root", "perl -e '$< = 0; $> = 0; exit($> == 0 ? 0 : 1)'"),
+    ];
+    for (what, script) in attacks {
+        let (code, output) = fixture.sh(&instance, script);
+        assert_ne!(code, 0, "{what} succeeded inside an instance: {output}");
+    }
+    // What is meant to work does.
+    let (code, output) =
+        fixture.sh(&instance, "echo ok > /tmp/x && cat /tmp/x && echo home > ~/y && cat ~/y && cat /run/datasandbox/credential && echo && tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_USER_NAME=//p'");
+    assert_eq!((code, output.as_str()), (0, "ok\nhome\nnot-a-real-credential\nalice\n"));
+    fixture.sandbox.destroy(instance).expect("destroy");
+}
+
+#[test]
+fn an_instance_has_no_way_out() {
+    let mut fixture = Fixture::new();
+    let a = fixture.start(IDLE);
+    let b = fixture.start(IDLE);
+    let forwarded_before = Firewall::forwarded_drops();
+
+    // Routing: the link's /30 and nothing else; no name server.
+    let (_, routes) = fixture.sh(&a, "cat /proc/net/route");
+    let destinations: Vec<&str> = routes.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(destinations.len(), 1, "{routes}");
+    assert_ne!(destinations[0], "00000000", "a default route exists:\n{routes}");
+    let (code, _) = fixture.sh(&a, "test -e /etc/resolv.conf");
+    assert_ne!(code, 0, "an instance has a resolver configuration");
+    let (code, output) = fixture.sh(&a, "exec 3<>/dev/tcp/192.0.2.1/80");
+    assert_ne!(code, 0);
+    assert!(output.contains("Network is unreachable"), "{output}");
+
+    // Servers on the host: loopback, the primary address, the link address off the endpoint port.
+    let loopback = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let any = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let any_port = any.local_addr().expect("address").port();
+    let primary = primary_address();
+    let endpoint = TcpListener::bind((a.link.host_address, ENDPOINT_PORT)).expect("bind the endpoint port on a's link");
+    let probes = [
+        ("the host's loopback", format!("127.0.0.1/{}", loopback.local_addr().expect("address").port())),
+        ("the host's primary address", format!("{primary}/{any_port}")),
+        ("the link's host address off the endpoint port", format!("{}/{any_port}", a.link.host_address)),
+        ("another instance", format!("{}/{ENDPOINT_PORT}", b.link.instance_address)),
+        ("another link's host address", format!("{}/{ENDPOINT_PORT}", b.link.host_address)),
+    ];
+    for (what, target) in probes {
+        let (code, output) = fixture.sh(&a, &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{target}'"));
+        assert_ne!(code, 0, "{what} ({target}) is reachable from an instance: {output}");
+    }
+    // The endpoint on the instance's own link is the one thing reachable.
+    let (code, output) = fixture.sh(&a, &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{}/{ENDPOINT_PORT}'", a.link.host_address));
+    assert_eq!(code, 0, "the endpoint is not reachable: {output}");
+    drop(endpoint);
+
+    // A packet with another instance's source address: even root of a's network namespace
+    // (here, the host entering it) cannot get one to the endpoint.
+    let endpoint_b = TcpListener::bind((a.link.host_address, ENDPOINT_PORT)).expect("bind");
+    let spoof_bound = std::process::Command::new("nsenter")
+        .args(["-t", &a.init_pid.to_string(), "-n", "sh", "-c"])
+        .arg(format!(
+            "ip addr add {spoofed}/32 dev eth0 && ip route replace {host}/32 dev eth0 src {spoofed} && timeout 3 bash -c 'exec 3<>/dev/tcp/{host}/{ENDPOINT_PORT}'; status=$?; ip route del {host}/32 dev eth0; ip addr del {spoofed}/32 dev eth0; exit $status",
+            spoofed = b.link.instance_address,
+            host = a.link.host_address
+        ))
+        .output()
+        .expect("nsenter");
+    assert_ne!(
+        spoof_bound.status.code(),
+        Some(0),
+        "a packet with another instance's source address got through: {}",
+        String::from_utf8_lossy(&spoof_bound.stderr)
+    );
+    drop(endpoint_b);
+
+    assert_eq!(Firewall::forwarded_drops(), forwarded_before, "the host forwarded or tried to forward instance traffic");
+    fixture.sandbox.destroy(a).expect("destroy");
+    fixture.sandbox.destroy(b).expect("destroy");
+}
+
+fn primary_address() -> Ipv4Addr {
+    let output = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]).output().expect("ip addr");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .filter(|l| !l.contains(" ds-"))
+        .find_map(|l| l.split_whitespace().nth(3)?.split('/').next()?.parse().ok())
+        .expect("the host has a global IPv4 address")
+}
+
+#[test]
+fn limits_hold_and_the_host_keeps_working() {
+    let mut fixture = Fixture::new();
+    let spec = fixture.spec(IDLE, Limits { vcpus: 1, memory_bytes: 128 << 20, pids: 64 });
+    let instance = fixture.sandbox.create(&spec).expect("create");
+    // A memory hog is killed inside its cgroup.
+    let (code, _) = fixture.sh(&instance, "perl -e '$x = \"a\" x (400 * 1024 * 1024); print length($x)'");
+    assert_ne!(code, 0, "a 400 MiB allocation survived a 128 MiB limit");
+    // A fork bomb is held by the pids limit, and ends when the instance does.
+    let started = Instant::now();
+    let _ = fixture.sh(&instance, "timeout 3 bash -c ':(){ :|:& };:' >/dev/null 2>&1; true");
+    let pids = instance.cgroup_paths().iter().find_map(|p| std::fs::read_to_string(p.join("pids.current")).ok()).unwrap_or_default();
+    assert!(pids.trim().parse::<u32>().unwrap_or(0) <= 64, "pids.current = {pids}");
+    // The host still runs processes promptly.
+    let probe = Instant::now();
+    assert!(std::process::Command::new("true").status().expect("true").success());
+    assert!(probe.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    fixture.sandbox.destroy(instance).expect("destroy");
+}
+
+#[test]
+fn teardown_leaves_nothing_behind() {
+    let mut fixture = Fixture::new();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let instance = fixture.start(IDLE);
+        ids.push((instance.id.clone(), instance.init_pid, instance.link.clone(), instance.cgroup_paths()));
+        fixture.sandbox.destroy(instance).expect("destroy");
+    }
+    let links = sandbox::network::leftover_links();
+    let elements = Firewall::elements();
+    for (id, pid, link, cgroups) in ids {
+        assert!(!links.contains(&link.host_interface), "link {} of {id} is left", link.host_interface);
+        assert!(!elements.contains(&link.instance_address.to_string()), "firewall element of {id} is left:\n{elements}");
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} of {id} is left");
+        for cgroup in cgroups {
+            assert!(!cgroup.exists(), "cgroup {} of {id} is left", cgroup.display());
+        }
+    }
+}

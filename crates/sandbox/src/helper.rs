@@ -1,0 +1,250 @@
+//! What runs inside: the helper (host pid namespace, new everything else) and the instance's
+//! init (pid 1 of the new pid namespace). The setup order is fixed and fails closed — any
+//! error ends the process before the workload runs:
+//!
+//! 1. helper: unshare the user namespace; the host maps its ids (0 → 100000, 65536 ids).
+//! 2. helper: become root of that namespace; unshare mount, network, IPC, UTS, cgroup and pid
+//!    namespaces; the host gives the network namespace its link.
+//! 3. helper: set the hostname; fork the init, which is pid 1 inside.
+//! 4. init: make every mount private; bind the image root; bind read-only host directories;
+//!    tmpfs on /tmp, /run, /dev, /home/user; device nodes; /proc (with /proc/sys read-only);
+//!    this binary and the instance's files under /run/datasandbox; remount the root read-only;
+//!    pivot_root and detach the old root.
+//! 5. init: resource limits; drop every capability from the bounding, inheritable and ambient
+//!    sets; become the workspace user (which clears the rest); no_new_privs.
+//! 6. init: install the seccomp allow-list, last, and exec the instance init.
+
+use std::ffi::CString;
+use std::io::{BufRead, Write};
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Uid, chdir, fork, pivot_root, sethostname, setresgid, setresuid};
+
+use crate::{InstanceSpec, SandboxError, WORKSPACE_UID, setup};
+
+fn say(line: &str) -> Result<(), SandboxError> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").and_then(|()| stdout.flush()).map_err(|e| setup("talk to the host", e))
+}
+
+fn wait_go() -> Result<(), SandboxError> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| setup("talk to the host", e))?;
+    if line.trim() == "go" { Ok(()) } else { Err(setup("talk to the host", "the host stopped the setup")) }
+}
+
+/// The helper's entry point (`datasandbox sandbox-helper <spec>`). Returns its exit code.
+pub fn helper_main(config: &str) -> i32 {
+    match run_helper(config) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sandbox helper: {err}");
+            125
+        }
+    }
+}
+
+fn run_helper(config: &str) -> Result<i32, SandboxError> {
+    let spec: InstanceSpec = serde_json::from_str(config).map_err(|e| setup("read the instance spec", e))?;
+    // 1.
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| setup("unshare the user namespace", e))?;
+    say("userns")?;
+    wait_go()?;
+    // 2.
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).map_err(|e| setup("become root of the namespace", e))?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).map_err(|e| setup("become root of the namespace", e))?;
+    let namespaces = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWCGROUP
+        | CloneFlags::CLONE_NEWPID;
+    unshare(namespaces).map_err(|e| setup("unshare the namespaces", e))?;
+    say("namespaces")?;
+    wait_go()?;
+    // 3.
+    sethostname(&spec.hostname).map_err(|e| setup("set the hostname", e))?;
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| setup("make the status pipe", e))?;
+    // SAFETY: the helper is single-threaded (it is a fresh exec of this binary that starts no
+    // threads before this point), so the child may run arbitrary code after fork.
+    #[allow(unsafe_code, reason = "fork is the only way into the new pid namespace")]
+    let forked = unsafe { fork() }.map_err(|e| setup("fork the instance init", e))?;
+    match forked {
+        ForkResult::Child => {
+            drop(read_end);
+            let error = instance_init(&spec).err().map(|e| e.to_string()).unwrap_or_else(|| "exec returned".into());
+            let mut pipe = std::fs::File::from(write_end);
+            let _ = pipe.write_all(error.as_bytes());
+            std::process::exit(126);
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            // The pipe closes without a word when the init's exec succeeds.
+            let mut message = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::fs::File::from(read_end), &mut message);
+            if !message.is_empty() {
+                let _ = waitpid(child, None);
+                return Err(setup("start the instance", message));
+            }
+            say(&format!("running {child}"))?;
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(setup("wait for the instance", e)),
+                }
+            }
+        }
+    }
+}
+
+fn bind(source: &Path, target: &Path, flags: MsFlags, step: &'static str) -> Result<(), SandboxError> {
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| setup(step, format!("{}: {e}", target.display())))?;
+    mount(None::<&str>, target, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags, None::<&str>)
+        .map_err(|e| setup(step, format!("remount {}: {e}", target.display())))
+}
+
+fn tmpfs(target: &Path, options: &str) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(target).ok();
+    mount(Some("tmpfs"), target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options))
+        .map_err(|e| setup("mount tmpfs", format!("{}: {e}", target.display())))
+}
+
+/// Steps 4–6, in the init (pid 1). Returns only on failure.
+fn instance_init(spec: &InstanceSpec) -> Result<(), SandboxError> {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| setup("open /dev/null", e))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| setup("redirect standard streams", e))?;
+    nix::unistd::dup2_stdout(&null).map_err(|e| setup("redirect standard streams", e))?;
+    // 4.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| setup("make mounts private", e))?;
+    let root = &spec.rootfs;
+    mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| setup("bind the image root", e))?;
+    let read_only = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    for (host, inside) in &spec.read_only_binds {
+        bind(host, &root.join(inside.strip_prefix("/").unwrap_or(inside)), read_only, "bind a read-only host directory")?;
+    }
+    tmpfs(&root.join("tmp"), "mode=1777,size=512m")?;
+    tmpfs(&root.join("run"), "mode=755,size=16m")?;
+    tmpfs(&root.join("home/user"), &format!("mode=700,uid={WORKSPACE_UID},gid={WORKSPACE_UID},size=1g"))?;
+    tmpfs(&root.join("dev"), "mode=755,size=64k")?;
+    for device in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = root.join("dev").join(device);
+        std::fs::File::create(&target).map_err(|e| setup("make device nodes", e))?;
+        mount(Some(&Path::new("/dev").join(device)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| setup("make device nodes", format!("{device}: {e}")))?;
+    }
+    std::fs::create_dir_all(root.join("dev/shm")).ok();
+    tmpfs(&root.join("dev/shm"), "mode=1777,size=64m")?;
+    for (link, target) in
+        [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
+    {
+        let _ = std::os::unix::fs::symlink(target, root.join("dev").join(link));
+    }
+    let proc_dir = root.join("proc");
+    mount(Some("proc"), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>)
+        .map_err(|e| setup("mount /proc", e))?;
+    bind(&proc_dir.join("sys"), &proc_dir.join("sys"), read_only | MsFlags::MS_NOEXEC, "make /proc/sys read-only")?;
+    let own = root.join("run/datasandbox");
+    std::fs::create_dir_all(&own).map_err(|e| setup("make /run/datasandbox", e))?;
+    let exe = own.join("datasandbox");
+    std::fs::File::create(&exe).map_err(|e| setup("place the launcher", e))?;
+    bind(&spec.self_exe, &exe, read_only, "place the launcher")?;
+    for (name, content) in &spec.files {
+        let path = own.join(name);
+        std::fs::write(&path, content).map_err(|e| setup("place the instance's files", e))?;
+        chown(&path, Some(WORKSPACE_UID), Some(WORKSPACE_UID)).map_err(|e| setup("place the instance's files", e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).map_err(|e| setup("place the instance's files", e))?;
+    }
+    mount(None::<&str>, root, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | read_only, None::<&str>)
+        .map_err(|e| setup("make the root read-only", e))?;
+    chdir(root).map_err(|e| setup("enter the root", e))?;
+    pivot_root(".", ".").map_err(|e| setup("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| setup("detach the old root", e))?;
+    chdir("/").map_err(|e| setup("enter the root", e))?;
+    // 5.
+    use nix::sys::resource::{Resource, setrlimit};
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| setup("set rlimits", e))?;
+    setrlimit(Resource::RLIMIT_NOFILE, 4096, 4096).map_err(|e| setup("set rlimits", e))?;
+    caps::clear(None, caps::CapSet::Bounding).map_err(|e| setup("drop capabilities", e))?;
+    caps::clear(None, caps::CapSet::Inheritable).map_err(|e| setup("drop capabilities", e))?;
+    caps::clear(None, caps::CapSet::Ambient).map_err(|e| setup("drop capabilities", e))?;
+    nix::unistd::setgroups(&[]).map_err(|e| setup("drop groups", e))?;
+    let workspace_gid = Gid::from_raw(WORKSPACE_UID);
+    let workspace_uid = Uid::from_raw(WORKSPACE_UID);
+    setresgid(workspace_gid, workspace_gid, workspace_gid).map_err(|e| setup("become the workspace user", e))?;
+    setresuid(workspace_uid, workspace_uid, workspace_uid).map_err(|e| setup("become the workspace user", e))?;
+    let remaining = caps::read(None, caps::CapSet::Effective).map_err(|e| setup("check capabilities", e))?;
+    if !remaining.is_empty() {
+        return Err(setup("drop capabilities", format!("{remaining:?} remain")));
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| setup("set no_new_privs", e))?;
+    chdir("/home/user").map_err(|e| setup("enter the home directory", e))?;
+    // 6.
+    let program = CString::new("/run/datasandbox/datasandbox").expect("no NUL");
+    let mut args = vec![program.clone(), CString::new("sandbox-init").expect("no NUL"), CString::new("--").expect("no NUL")];
+    for arg in &spec.command {
+        args.push(CString::new(arg.as_str()).map_err(|_| setup("exec the workload", "an argument holds a NUL"))?);
+    }
+    let mut env = vec![
+        CString::new("PATH=/usr/local/bin:/usr/bin:/bin").expect("no NUL"),
+        CString::new("HOME=/home/user").expect("no NUL"),
+        CString::new("USER=user").expect("no NUL"),
+    ];
+    for (key, value) in &spec.env {
+        env.push(CString::new(format!("{key}={value}")).map_err(|_| setup("exec the workload", "an environment value holds a NUL"))?);
+    }
+    crate::seccomp::install()?;
+    let error = nix::unistd::execve(&program, &args, &env).err();
+    Err(setup("exec the instance init", format!("{error:?}")))
+}
+
+/// The instance's init (`sandbox-init -- cmd…`, pid 1 inside): runs the command, reaps every
+/// orphan, and ends with the command's status (which ends the instance).
+pub fn init_main(command: &[String]) -> i32 {
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("sandbox-init: no command");
+        return 2;
+    };
+    let child = match std::process::Command::new(program).args(args).spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            eprintln!("sandbox-init: cannot start `{program}`: {err}");
+            return 127;
+        }
+    };
+    let main = nix::unistd::Pid::from_raw(child.id() as i32);
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == main => return code,
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == main => return 128 + signal as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 0,
+        }
+    }
+}
+
+/// `sandbox-exec -- cmd…`, for an operator's exec: the same no_new_privs and seccomp filter
+/// as the workload, then the command.
+pub fn exec_main(command: &[String]) -> i32 {
+    let Some(program) = command.first() else {
+        eprintln!("sandbox-exec: no command");
+        return 2;
+    };
+    if let Err(err) = nix::sys::prctl::set_no_new_privs().map_err(|e| setup("set no_new_privs", e)).and_then(|()| crate::seccomp::install())
+    {
+        eprintln!("sandbox-exec: {err}");
+        return 125;
+    }
+    let error = std::os::unix::process::CommandExt::exec(std::process::Command::new(program).args(&command[1..]));
+    eprintln!("sandbox-exec: cannot run `{program}`: {error}");
+    127
+}

@@ -1,0 +1,328 @@
+//! Isolated instances on one Linux host. This is the only crate with `unsafe` code, and all of
+//! it is marked and explained. An instance is a process tree in its own user, mount, pid,
+//! network, IPC, UTS and cgroup namespaces, inside a read-only image root, with cgroup limits,
+//! no capabilities, `no_new_privs` and a seccomp allow-list, and one point-to-point link to
+//! the host — nothing else.
+//!
+//! The host side ([`Sandbox`]) spawns a helper process (this binary, `sandbox-helper`) and
+//! drives it through a fixed setup order over its stdin/stdout; the helper does what must be
+//! done from inside (see [`helper`]). Every step fails closed: a failed step kills the helper
+//! and tears down whatever was made.
+
+pub mod cgroups;
+pub mod helper;
+pub mod image;
+pub mod network;
+pub mod seccomp;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+/// The first host uid (and gid) of the range an instance's ids map to; root inside an
+/// instance is this uid outside, which owns nothing on the host.
+pub const ID_BASE: u32 = 100_000;
+pub const ID_COUNT: u32 = 65_536;
+/// The workspace user inside every instance.
+pub const WORKSPACE_UID: u32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{step}: {message}")]
+    Setup { step: &'static str, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub(crate) fn setup(step: &'static str, message: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Setup { step, message: message.to_string() }
+}
+
+/// Resource limits, from the instance type.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Limits {
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub pids: u32,
+}
+
+/// What an instance is made of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub id: String,
+    /// The image's root filesystem, mounted read-only as `/`.
+    pub rootfs: PathBuf,
+    /// Host directories bind-mounted read-only into the root (for images built on the host's
+    /// packages, `/usr`).
+    pub read_only_binds: Vec<(PathBuf, PathBuf)>,
+    pub hostname: String,
+    pub limits: Limits,
+    /// The command run as the workspace user, under the instance's own init.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub link: network::Link,
+    /// This binary, bind-mounted read-only at `/run/datasandbox/datasandbox` inside.
+    pub self_exe: PathBuf,
+    /// Files placed in `/run/datasandbox/` inside, owned by the workspace user, mode 0400.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// A running instance, as the host sees it.
+#[derive(Debug)]
+pub struct Instance {
+    pub id: String,
+    /// The host pid of the instance's init (pid 1 inside).
+    pub init_pid: i32,
+    pub link: network::Link,
+    helper: Child,
+    cgroups: cgroups::Cgroup,
+    destroyed: bool,
+}
+
+impl Drop for Instance {
+    /// An instance dropped without `destroy` (a panic, an early return) is still torn down,
+    /// except for its firewall element, which the next `Sandbox::new` clears with the table.
+    fn drop(&mut self) {
+        if !self.destroyed {
+            self.kill();
+            let _ = network::detach(&self.link);
+            let _ = self.cgroups.destroy();
+        }
+    }
+}
+
+/// The host-side manager: one nftables table, one cgroup parent, one address space.
+pub struct Sandbox {
+    pub table: network::Firewall,
+}
+
+impl Sandbox {
+    pub fn new(endpoint_port: u16) -> Result<Sandbox, SandboxError> {
+        let table = network::Firewall::install(endpoint_port)?;
+        Ok(Sandbox { table })
+    }
+
+    /// Creates and starts an instance. On any failure everything made so far is undone.
+    pub fn create(&self, spec: &InstanceSpec) -> Result<Instance, SandboxError> {
+        let cgroup = cgroups::Cgroup::create(&spec.id, &spec.limits)?;
+        let mut made = Made { cgroup: Some(cgroup), link: None, helper: None };
+        match self.create_inner(spec, &mut made) {
+            Ok(init_pid) => Ok(Instance {
+                id: spec.id.clone(),
+                init_pid,
+                link: spec.link.clone(),
+                helper: made.helper.take().expect("helper started").0,
+                cgroups: made.cgroup.take().expect("cgroup made"),
+                destroyed: false,
+            }),
+            Err(err) => {
+                made.undo(&self.table);
+                Err(err)
+            }
+        }
+    }
+
+    fn create_inner(&self, spec: &InstanceSpec, made: &mut Made) -> Result<i32, SandboxError> {
+        let config = serde_json::to_string(spec).expect("a spec serializes");
+        let mut child = Command::new(&spec.self_exe)
+            .arg("sandbox-helper")
+            .arg(config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env_clear()
+            .spawn()
+            .map_err(|e| setup("spawn the helper", e))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let pid = child.id() as i32;
+        made.helper = Some((child, stdin, stdout));
+        let (_, stdin, stdout) = made.helper.as_mut().expect("just set");
+        // 1. The helper is in its cgroup before it makes any child.
+        made.cgroup.as_ref().expect("made").attach(pid)?;
+        // 2. It unshares its user namespace; we map its ids to the unprivileged range.
+        expect_line(stdout, "userns")?;
+        for (file, content) in [("uid_map", format!("0 {ID_BASE} {ID_COUNT}\n")), ("gid_map", format!("0 {ID_BASE} {ID_COUNT}\n"))] {
+            std::fs::write(format!("/proc/{pid}/{file}"), content).map_err(|e| setup("write the id maps", e))?;
+        }
+        send(stdin, "go")?;
+        // 3. It unshares the other namespaces; we give its network namespace the link.
+        expect_line(stdout, "namespaces")?;
+        network::attach(&spec.link, pid)?;
+        made.link = Some(spec.link.clone());
+        self.table.allow(&spec.link)?;
+        send(stdin, "go")?;
+        // 4. It forks the instance's init and reports its pid once the init runs the workload.
+        let line = read_line(stdout)?;
+        let init_pid =
+            line.strip_prefix("running ").and_then(|p| p.parse().ok()).ok_or_else(|| setup("start the instance", line.clone()))?;
+        Ok(init_pid)
+    }
+
+    /// Stops an instance and removes everything it had on the host.
+    pub fn destroy(&self, mut instance: Instance) -> Result<(), SandboxError> {
+        instance.kill();
+        instance.destroyed = true;
+        let mut first_error = None;
+        if let Err(err) = self.table.revoke(&instance.link) {
+            first_error.get_or_insert(err);
+        }
+        if let Err(err) = network::detach(&instance.link) {
+            first_error.get_or_insert(err);
+        }
+        if let Err(err) = instance.cgroups.destroy() {
+            first_error.get_or_insert(err);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Runs a command inside a running instance, as the workspace user, in all its namespaces.
+    pub fn exec(&self, instance: &Instance, command: &[String]) -> Result<std::process::Output, SandboxError> {
+        let pid = instance.init_pid.to_string();
+        let mut nsenter = Command::new("nsenter");
+        nsenter
+            .args([
+                "-t",
+                &pid,
+                "-U",
+                "-m",
+                "-p",
+                "-n",
+                "-i",
+                "-u",
+                "-C",
+                "--setuid",
+                &WORKSPACE_UID.to_string(),
+                "--setgid",
+                &WORKSPACE_UID.to_string(),
+                "--",
+            ])
+            .args(["/run/datasandbox/datasandbox", "sandbox-exec", "--"])
+            .args(command)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        // The command joins the instance's cgroups before it runs, so the instance's limits
+        // hold for it too: the paths are prepared here, written between fork and exec.
+        let procs: Vec<std::ffi::CString> = instance
+            .cgroups
+            .paths()
+            .iter()
+            .map(|dir| std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes()).expect("cgroup paths have no NUL"))
+            .collect();
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe calls (open, write, close, getpid) on memory prepared above.
+        #[allow(unsafe_code, reason = "joining the instance's cgroups between fork and exec")]
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut nsenter, move || {
+                let pid = libc::getpid();
+                let mut digits = [0u8; 12];
+                let mut at = digits.len();
+                let mut value = pid as u32;
+                loop {
+                    at -= 1;
+                    digits[at] = b'0' + (value % 10) as u8;
+                    value /= 10;
+                    if value == 0 {
+                        break;
+                    }
+                }
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
+                    libc::close(fd);
+                    if written < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        nsenter.output().map_err(|e| setup("exec in the instance", e))
+    }
+}
+
+impl Instance {
+    fn kill(&mut self) {
+        // Killing pid 1 of a pid namespace kills every process in it; the helper, its parent,
+        // reaps it and exits, so nothing is left as a zombie.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.init_pid), nix::sys::signal::Signal::SIGKILL);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match self.helper.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                Err(_) => break,
+            }
+        }
+        let _ = self.helper.kill();
+        let _ = self.helper.wait();
+    }
+
+    /// The cgroup paths holding this instance, for tests and accounting.
+    pub fn cgroup_paths(&self) -> Vec<PathBuf> {
+        self.cgroups.paths()
+    }
+}
+
+/// What a failed create has made so far.
+struct Made {
+    cgroup: Option<cgroups::Cgroup>,
+    link: Option<network::Link>,
+    helper: Option<(Child, ChildStdin, BufReader<ChildStdout>)>,
+}
+
+impl Made {
+    fn undo(&mut self, table: &network::Firewall) {
+        if let Some((mut child, _, _)) = self.helper.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(link) = self.link.take() {
+            let _ = table.revoke(&link);
+            let _ = network::detach(&link);
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            let _ = cgroup.destroy();
+        }
+    }
+}
+
+fn read_line(stdout: &mut BufReader<ChildStdout>) -> Result<String, SandboxError> {
+    let mut line = String::new();
+    stdout.read_line(&mut line).map_err(|e| setup("talk to the helper", e))?;
+    if line.is_empty() {
+        return Err(setup("talk to the helper", "the helper exited during setup (see its message above)"));
+    }
+    Ok(line.trim_end().to_owned())
+}
+
+fn expect_line(stdout: &mut BufReader<ChildStdout>, want: &str) -> Result<(), SandboxError> {
+    let line = read_line(stdout)?;
+    if line == want { Ok(()) } else { Err(setup("talk to the helper", format!("expected `{want}`, got `{line}`"))) }
+}
+
+fn send(stdin: &mut ChildStdin, line: &str) -> Result<(), SandboxError> {
+    writeln!(stdin, "{line}").and_then(|()| stdin.flush()).map_err(|e| setup("talk to the helper", e))
+}
+
+/// Addresses of a link: the host side and the instance side of a /30.
+pub fn link_addresses(network: Ipv4Addr, prefix_len: u8, index: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let size = 1u64 << (32 - u32::from(prefix_len));
+    let offset = u64::from(index) * 4;
+    if offset + 4 > size {
+        return None;
+    }
+    let base = u32::from(network) + offset as u32;
+    Some((Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2)))
+}
+
+/// True if `path` exists; used to check teardown left nothing.
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
