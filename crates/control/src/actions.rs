@@ -19,7 +19,7 @@ const fn action(name: &'static str, resource: ResourceKind, read_only: bool, man
     ActionSpec { name, resource, read_only, management_event, summary }
 }
 
-use ResourceKind::{Bucket, Key, Object, Parameter, Service};
+use ResourceKind::{Bucket, Instance, Key, Object, Parameter, Service};
 
 pub const ACTIONS: &[ActionSpec] = &[
     action("parameters:PutParameter", Parameter, false, true, "Create or overwrite a parameter (String, StringList, SecureString)"),
@@ -55,6 +55,10 @@ pub const ACTIONS: &[ActionSpec] = &[
     action("keys:CancelKeyDeletion", Key, false, true, "Cancel a scheduled deletion (the key comes back disabled)"),
     action("keys:EnableKey", Key, false, true, "Allow a key's use"),
     action("keys:DisableKey", Key, false, true, "Stop a key's use without deleting it"),
+    action("streaming:CreateInstance", Service, false, true, "Start a sandbox instance from an image, optionally for a user"),
+    action("streaming:DescribeInstances", Service, true, true, "List sandbox instances"),
+    action("streaming:TerminateInstance", Instance, false, true, "Stop an instance and remove everything it had on the host"),
+    action("streaming:ExecInInstance", Instance, false, true, "Run a command in an instance as its workspace user (break-glass)"),
     action("identity:CreateSessionToken", Service, false, true, "A short-lived bearer token for a user"),
     action("identity:GetCallerIdentity", Service, true, true, "Who the caller is"),
     action("audit:LookupEvents", Service, true, true, "Search the audit trail (CloudTrail's attributes plus CorrelationId), newest first"),

@@ -23,6 +23,8 @@ pub enum Credentials {
     Bearer(String),
     /// No credentials at all.
     Anonymous,
+    /// `Authorization: Bearer <instance credential>` on the endpoint, from an instance link.
+    Instance { token: String, source_ip: String },
     /// A built-in function invoked by the platform, carrying the correlation id of the event.
     Function { name: String, correlation_id: Option<String> },
 }
@@ -35,13 +37,40 @@ pub struct Caller {
     pub correlation_id: Option<String>,
 }
 
-pub(crate) async fn authenticate(
-    store: &Store,
-    account_id: &str,
-    credentials: &Credentials,
-    socket_owner: u32,
-) -> Result<Caller, ActionError> {
+pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &Credentials) -> Result<Caller, ActionError> {
+    let (store, account_id, socket_owner) = (&plane.store, plane.spec.account_id.as_str(), plane.socket_owner);
     match credentials {
+        Credentials::Instance { token, source_ip } => {
+            let instance = crate::instances::authenticate(plane, token, source_ip).await?;
+            let issuer = json!({ "type": "Instance", "principalId": instance.instance_id, "arn": format!("arn:datasandbox:streaming:{}:{account_id}:instance/{}", plane.spec.region, instance.instance_id) });
+            let identity = |kind: &str, user_name: Option<String>| UserIdentity {
+                kind: kind.into(),
+                principal_id: format!("instance:{}", instance.instance_id),
+                arn: format!("arn:datasandbox:identity::{account_id}:instance/{}", instance.instance_id),
+                account_id: account_id.to_owned(),
+                user_name,
+                session_context: Some(SessionContext {
+                    attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(now_millis()), mfa_authenticated: "false".into() },
+                    session_issuer: Some(issuer.clone()),
+                }),
+            };
+            // An instance acts for its session's user, within that user's policy.
+            match (&instance.user_id, instance.access_mode.as_deref().and_then(AccessMode::parse)) {
+                (Some(user), Some(mode)) => {
+                    let user_id = UserId::new(user.clone()).map_err(ActionError::internal)?;
+                    Ok(Caller {
+                        principal: Principal::User { id: user.clone(), access_mode: mode.as_str().into(), home: HomeOwner::of(mode, &user_id).id(), mfa: false, roles: Vec::new() },
+                        identity: identity("Instance", Some(user.clone())),
+                        correlation_id: instance.correlation_id.clone(),
+                    })
+                }
+                _ => Ok(Caller {
+                    principal: Principal::Instance { id: instance.instance_id.clone(), roles: vec!["instance".into()] },
+                    identity: identity("Instance", None),
+                    correlation_id: instance.correlation_id.clone(),
+                }),
+            }
+        }
         Credentials::Peer { uid } => {
             // The socket is mode 0600, so only its owner and root can connect; check anyway.
             if *uid != 0 && *uid != socket_owner {

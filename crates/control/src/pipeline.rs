@@ -62,6 +62,7 @@ pub(crate) struct Plane {
     pub authorizer: Authorizer,
     pub metrics: Metrics,
     pub keys: KeyRing,
+    pub instances: crate::instances::Instances,
     /// Wakes the notification dispatcher when the outbox gains rows.
     pub outbox: Notify,
     pub socket_owner: u32,
@@ -122,11 +123,17 @@ impl ControlPlane {
             authorizer,
             metrics: Metrics::new(),
             keys,
+            instances: Default::default(),
             outbox: Notify::new(),
             socket_owner,
         });
         let control = ControlPlane { plane };
         control.service_event("StartLogging", serde_json::json!({ "Trail": control.plane.trail.layout().bucket })).await;
+        let reaped = crate::instances::reconcile(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        if !reaped.is_empty() {
+            tracing::warn!(instances = ?reaped, "destroyed instances a previous run left behind");
+            control.service_event("ReconcileInstances", serde_json::json!({ "Destroyed": reaped })).await;
+        }
         crate::services::storage::reclaim_blobs(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::services::storage::deploy_buckets(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::functions::start_dispatcher(control.clone());
@@ -205,7 +212,7 @@ impl ControlPlane {
         let plane = &self.plane;
         let spec = actions::find(&request.action);
         let (caller, result, resources, correlation_id, input) =
-            match identity::authenticate(&plane.store, &plane.spec.account_id, &request.credentials, plane.socket_owner).await {
+            match identity::authenticate(plane, &request.credentials).await {
                 Err(err) => (None, Err(err), Vec::new(), None, Value::Null),
                 Ok(caller) => {
                     let input = parse_body(&request.body);
@@ -469,5 +476,6 @@ fn resource_arn(spec: &Spec, resource: &Resource) -> (Option<String>, &'static s
             "DataSandbox::Parameters::Parameter",
         ),
         Resource::Key { id } => (Some(format!("arn:datasandbox:keys:{region}:{account}:key/{id}")), "DataSandbox::Keys::Key"),
+        Resource::Instance { id } => (Some(format!("arn:datasandbox:streaming:{region}:{account}:instance/{id}")), "DataSandbox::Streaming::Instance"),
     }
 }

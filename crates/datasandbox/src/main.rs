@@ -76,6 +76,16 @@ enum Command {
         #[command(subcommand)]
         command: StorageCommand,
     },
+    /// Sandbox instances.
+    Instances {
+        #[command(subcommand)]
+        command: InstancesCommand,
+    },
+    /// Images: a read-only root filesystem and an application catalog.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// AppStream-style usage reports.
     Reports {
         #[command(subcommand)]
@@ -96,6 +106,40 @@ enum StorageCommand {
         destination: String,
         #[command(flatten)]
         endpoint: EndpointArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstancesCommand {
+    /// The instances that have not ended.
+    List,
+    /// Start an instance (fleets do this for sessions; this is for operators and tests).
+    Create {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long = "type")]
+        instance_type: Option<String>,
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Stop an instance and remove everything it had on the host.
+    Terminate { instance_id: String },
+    /// Run a command inside an instance as its workspace user (audited as you).
+    Exec {
+        instance_id: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build an image from a recipe (`base`: a root on the host's own packages).
+    Build {
+        recipe: String,
+        /// The image's name; instances use the spec's `image_name` by default.
+        #[arg(long, default_value = "datasandbox-image")]
+        name: String,
     },
 }
 
@@ -216,9 +260,61 @@ async fn run(cli: Cli) -> ExitCode {
             client::copy(&cli.data_dir, &endpoint, &source, &destination).await
         }
         Command::Audit { command } => audit_cli::run(&cli.data_dir, command).await,
+        Command::Instances { command } => {
+            let local = EndpointArgs { endpoint: None, token: None };
+            let (action, input) = match command {
+                InstancesCommand::List => ("streaming:DescribeInstances", serde_json::json!({})),
+                InstancesCommand::Create { user, instance_type, image } => {
+                    let mut input = serde_json::json!({});
+                    for (member, value) in [("UserId", user), ("InstanceType", instance_type), ("ImageName", image)] {
+                        if let Some(value) = value {
+                            input[member] = serde_json::json!(value);
+                        }
+                    }
+                    ("streaming:CreateInstance", input)
+                }
+                InstancesCommand::Terminate { instance_id } => ("streaming:TerminateInstance", serde_json::json!({ "InstanceId": instance_id })),
+                InstancesCommand::Exec { instance_id, command } => {
+                    let input = serde_json::json!({ "InstanceId": instance_id, "Command": command });
+                    return match client::call(&cli.data_dir, &local, "streaming:ExecInInstance", bytes::Bytes::from(input.to_string())).await {
+                        Ok(out) => {
+                            print!("{}", out["Stdout"].as_str().unwrap_or_default());
+                            eprint!("{}", out["Stderr"].as_str().unwrap_or_default());
+                            exit_code(out["ExitCode"].as_i64().unwrap_or(1) as i32)
+                        }
+                        Err(err) => client::fail(err),
+                    };
+                }
+            };
+            client::call_command(&cli.data_dir, &local, action, &input.to_string()).await
+        }
+        Command::Image { command: ImageCommand::Build { recipe, name } } => build_image(&cli.data_dir, &recipe, &name),
         Command::Reports { command: ReportsCommand::Generate { day } } => {
             let input = serde_json::json!({ "Day": day }).to_string();
             client::call_command(&cli.data_dir, &EndpointArgs { endpoint: None, token: None }, "audit:GenerateUsageReports", &input).await
+        }
+    }
+}
+
+fn build_image(data_dir: &std::path::Path, recipe: &str, name: &str) -> ExitCode {
+    if recipe != "base" {
+        eprintln!("error: unknown recipe `{recipe}`; recipes are: base");
+        return ExitCode::from(1);
+    }
+    let images = data_dir.join("images");
+    let next = std::fs::read_dir(images.join(name))
+        .map(|entries| entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok()).max().unwrap_or(0) + 1)
+        .unwrap_or(1);
+    let version = next.to_string();
+    eprintln!("building image `{name}` version {version} from recipe `{recipe}`");
+    match sandbox::image::build_base(&images, name, &version, &mut |step| eprintln!("  {step}")) {
+        Ok(image) => {
+            println!("{}", image.dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
         }
     }
 }

@@ -104,6 +104,7 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     let owner = fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();
     let listen = spec.api_listen;
     let control = control::ControlPlane::start(spec, data_dir, owner).await.context("cannot start the control plane")?;
+    control.set_endpoint_server(gateway::endpoint_server(control.clone()));
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; change server.api_listen or pass -c server.api_listen=127.0.0.1:0"))?;

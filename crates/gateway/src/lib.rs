@@ -84,6 +84,31 @@ async fn tcp_call(
     handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
 }
 
+/// The endpoint: the API as instances reach it, on one link's host address, authenticated by
+/// the instance credential and the link the call arrives on.
+pub fn endpoint_server(control: ControlPlane) -> control::EndpointServer {
+    Box::new(move |listener: TcpListener| {
+        let app = Router::new().route("/api/{service}/{action}", post(endpoint_call)).with_state(control.clone());
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
+                tracing::error!(error = %err, "the endpoint stopped");
+            }
+        })
+    })
+}
+
+async fn endpoint_call(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((service, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().trim().to_owned();
+    let credentials = Credentials::Instance { token, source_ip: peer.ip().to_string() };
+    handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
+}
+
 async fn unix_call(
     State(control): State<ControlPlane>,
     ConnectInfo(peer): ConnectInfo<PeerCredentials>,

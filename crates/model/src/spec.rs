@@ -195,6 +195,8 @@ pub struct Spec {
     pub storage: StorageBackend,
     pub max_object_size: u64,
     pub audit: AuditSpec,
+    /// The port of the endpoint on each instance link's host address.
+    pub endpoint_port: u16,
     pub instance_types: Vec<InstanceType>,
     pub buckets: Vec<BucketSpec>,
     pub policies: Vec<PolicySpec>,
@@ -349,6 +351,10 @@ fn read_spec(root: &Table) -> Spec {
     };
     audit.finish();
 
+    let sandbox = root.table("sandbox");
+    let endpoint_port = sandbox.integer("endpoint_port", 8751, 1024..=65535) as u16;
+    sandbox.finish();
+
     let instance_types = read_instance_types(root);
     let buckets = read_buckets(root, &environment_name);
     let policies = read_policies(root);
@@ -373,6 +379,7 @@ fn read_spec(root: &Table) -> Spec {
         storage: storage_backend,
         max_object_size,
         audit: audit_spec,
+        endpoint_port,
         instance_types,
         buckets,
         policies,

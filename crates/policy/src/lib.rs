@@ -23,6 +23,7 @@ pub enum ResourceKind {
     Object,
     Parameter,
     Key,
+    Instance,
 }
 
 impl ResourceKind {
@@ -33,6 +34,7 @@ impl ResourceKind {
             ResourceKind::Object => "Object",
             ResourceKind::Parameter => "Parameter",
             ResourceKind::Key => "Key",
+            ResourceKind::Instance => "Instance",
         }
     }
 }
@@ -76,6 +78,9 @@ pub enum Resource {
         name: String,
     },
     Key {
+        id: String,
+    },
+    Instance {
         id: String,
     },
 }
@@ -227,6 +232,7 @@ fn resource_entity(resource: &Resource, entities: &mut Vec<Value>) -> Value {
         }
         Resource::Parameter { name } => (entity_ref("Parameter", name), json!({ "name": name }), vec![]),
         Resource::Key { id } => (entity_ref("Key", id), json!({}), vec![]),
+        Resource::Instance { id } => (entity_ref("Instance", id), json!({}), vec![]),
     };
     entities.push(json!({ "uid": uid, "attrs": attrs, "parents": parents }));
     uid

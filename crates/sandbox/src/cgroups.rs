@@ -114,6 +114,31 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The cgroup of an instance made by an earlier process, for teardown after a crash.
+    pub fn existing(id: &str) -> Cgroup {
+        let mut dirs = Vec::new();
+        for controller in ["memory", "pids", "cpu"] {
+            if let Some((root, _)) = controller_dir(controller) {
+                let dir = root.join(PARENT).join(id);
+                if dir.exists() && !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
+        Cgroup { dirs }
+    }
+
+    /// Kills every process still in the cgroup (an instance whose init is already gone).
+    pub fn kill_all(&self) {
+        for dir in &self.dirs {
+            if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
     /// Every instance cgroup left on the host (for reconciliation and teardown checks).
     pub fn leftovers() -> Vec<PathBuf> {
         let mut found = Vec::new();

@@ -179,9 +179,10 @@ impl Sandbox {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Runs a command inside a running instance, as the workspace user, in all its namespaces.
-    pub fn exec(&self, instance: &Instance, command: &[String]) -> Result<std::process::Output, SandboxError> {
-        let pid = instance.init_pid.to_string();
+    /// Runs a command inside a running instance, as the workspace user, in all its namespaces
+    /// and its cgroups.
+    pub fn exec(&self, target: &ExecTarget, command: &[String]) -> Result<std::process::Output, SandboxError> {
+        let pid = target.init_pid.to_string();
         let mut nsenter = Command::new("nsenter");
         nsenter
             .args([
@@ -206,9 +207,8 @@ impl Sandbox {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin");
         // The command joins the instance's cgroups before it runs, so the instance's limits
         // hold for it too: the paths are prepared here, written between fork and exec.
-        let procs: Vec<std::ffi::CString> = instance
+        let procs: Vec<std::ffi::CString> = target
             .cgroups
-            .paths()
             .iter()
             .map(|dir| std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes()).expect("cgroup paths have no NUL"))
             .collect();
@@ -247,7 +247,18 @@ impl Sandbox {
     }
 }
 
+/// What it takes to run a command in an instance.
+#[derive(Debug, Clone)]
+pub struct ExecTarget {
+    pub init_pid: i32,
+    pub cgroups: Vec<PathBuf>,
+}
+
 impl Instance {
+    pub fn exec_target(&self) -> ExecTarget {
+        ExecTarget { init_pid: self.init_pid, cgroups: self.cgroups.paths() }
+    }
+
     fn kill(&mut self) {
         // Killing pid 1 of a pid namespace kills every process in it; the helper, its parent,
         // reaps it and exits, so nothing is left as a zombie.

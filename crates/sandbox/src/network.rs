@@ -158,11 +158,7 @@ impl Firewall {
     }
 
     pub fn revoke(&self, link: &Link) -> Result<(), SandboxError> {
-        let script = format!("delete element inet {TABLE} links {{ {} . {} }}\n", link.instance_address, link.host_address);
-        match nft("revoke the link", &script) {
-            Err(SandboxError::Setup { message, .. }) if message.contains("No such file") || message.contains("not exist") => Ok(()),
-            other => other,
-        }
+        revoke(link)
     }
 
     /// The packets the forward chain has dropped (anything an instance tried to route).
@@ -182,5 +178,14 @@ impl Firewall {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
+    }
+}
+
+/// Removes a link's firewall element; a missing element or table is not an error.
+pub fn revoke(link: &Link) -> Result<(), SandboxError> {
+    let script = format!("delete element inet {TABLE} links {{ {} . {} }}\n", link.instance_address, link.host_address);
+    match nft("revoke the link", &script) {
+        Err(SandboxError::Setup { message, .. }) if message.contains("No such file") || message.contains("not exist") => Ok(()),
+        other => other,
     }
 }

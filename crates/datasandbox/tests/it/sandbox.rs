@@ -53,7 +53,7 @@ impl Fixture {
 
     /// Runs a shell command inside; returns (exit code, stdout + stderr).
     pub fn sh(&self, instance: &Instance, script: &str) -> (i32, String) {
-        let output = self.sandbox.exec(instance, &["/bin/bash".into(), "-c".into(), script.into()]).expect("exec");
+        let output = self.sandbox.exec(&instance.exec_target(), &["/bin/bash".into(), "-c".into(), script.into()]).expect("exec");
         (
             output.status.code().unwrap_or(-1),
             format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),

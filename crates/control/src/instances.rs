@@ -1,0 +1,377 @@
+//! Sandbox instances as the control plane sees them: created through `streaming:` actions,
+//! recorded in the metadata store before they are made, each with its own endpoint listener
+//! on its link's host address and a short-lived credential, and reconciled after a crash.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use model::{AccessMode, UserId};
+use policy::Resource;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::error::ActionError;
+use crate::pipeline::{ControlPlane, Ctx, Plane};
+use crate::services::unregistered;
+use crate::store::{millis_to_rfc3339, now_millis};
+
+/// Starts serving the endpoint on a listener bound to one link's host address.
+pub type EndpointServer = Box<dyn Fn(tokio::net::TcpListener) -> tokio::task::JoinHandle<()> + Send + Sync>;
+
+/// How long an instance credential lives.
+const CREDENTIAL_LIFETIME_MS: i64 = 3_600_000;
+
+#[derive(Default)]
+pub(crate) struct Instances {
+    sandbox: tokio::sync::OnceCell<Arc<sandbox::Sandbox>>,
+    live: Arc<Mutex<HashMap<String, Live>>>,
+    pub(crate) endpoint: OnceLock<EndpointServer>,
+}
+
+struct Live {
+    instance: sandbox::Instance,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Instances {
+    async fn sandbox(&self, plane: &Plane) -> Result<Arc<sandbox::Sandbox>, ActionError> {
+        let port = plane.spec.endpoint_port;
+        self.sandbox
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || sandbox::Sandbox::new(port))
+                    .await
+                    .map_err(ActionError::internal)?
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        ActionError::new(503, "ServiceUnavailable", format!("instances need root, nftables and namespaces on this host: {e}"))
+                    })
+            })
+            .await
+            .cloned()
+    }
+}
+
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+    match action {
+        "CreateInstance" => create(ctx, input).await,
+        "DescribeInstances" => describe(ctx, input).await,
+        "TerminateInstance" => terminate(ctx, input).await,
+        "ExecInInstance" => exec(ctx, input).await,
+        _ => Err(unregistered(action)),
+    }
+}
+
+fn images_dir(plane: &Plane) -> PathBuf {
+    plane.data_dir.join("images")
+}
+
+/// The newest version of an image.
+fn find_image(plane: &Plane, name: &str) -> Result<sandbox::image::Image, ActionError> {
+    let dir = images_dir(plane).join(name);
+    let mut versions: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
+        .map(|entries| entries.flatten().filter_map(|e| Some((e.file_name().to_str()?.parse::<u64>().ok()?, e.path()))).collect())
+        .unwrap_or_default();
+    versions.sort();
+    let (_, newest) = versions.pop().ok_or_else(|| {
+        ActionError::not_found("ResourceNotFoundException", format!("image `{name}` is not built; run `datasandbox image build base --name {name}`"))
+    })?;
+    sandbox::image::Image::open(&newest).map_err(ActionError::internal)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateInput {
+    #[serde(default)]
+    image_name: Option<String>,
+    #[serde(default)]
+    instance_type: Option<String>,
+    #[serde(default)]
+    user_id: Option<UserId>,
+    #[serde(default)]
+    access_mode: Option<AccessMode>,
+}
+
+fn instance_json(row: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
+    Ok(json!({
+        "InstanceId": row.try_get::<String, _>("instance_id")?,
+        "ImageName": row.try_get::<String, _>("image")?,
+        "InstanceType": row.try_get::<String, _>("instance_type")?,
+        "State": row.try_get::<String, _>("state")?,
+        "PrivateIpAddress": row.try_get::<String, _>("private_address")?,
+        "EndpointAddress": row.try_get::<String, _>("host_address")?,
+        "UserId": row.try_get::<Option<String>, _>("user_id")?,
+        "CreatedTime": millis_to_rfc3339(row.try_get("created")?),
+    }))
+}
+
+async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: CreateInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    let type_name = input.instance_type.clone().unwrap_or_else(|| plane.spec.instance_type.clone());
+    let instance_type = plane.spec.instance_types.iter().find(|t| t.name == type_name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = plane.spec.instance_types.iter().map(|t| t.name.as_str()).collect();
+        ActionError::validation(format!("InstanceType `{type_name}` is not one of {}", names.join(", ")))
+    })?;
+    if input.access_mode.is_some() && input.user_id.is_none() {
+        return Err(ActionError::validation("AccessMode needs UserId"));
+    }
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    let image_name = input.image_name.unwrap_or_else(|| plane.spec.image_name.clone());
+    let image = find_image(plane, &image_name)?;
+    let sandbox = plane.instances.sandbox(plane).await?;
+
+    let mut raw = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let id = format!("i-{}", hex::encode(raw));
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let credential = format!("dsi_{}", hex::encode(secret));
+    let mode = input.access_mode.unwrap_or(AccessMode::Custom);
+    // The row comes first, so that a crash from here on leaves something to reconcile.
+    let (index, link) = {
+        let mut tx = plane.store.write().await?;
+        let used: Vec<i64> = sqlx::query("SELECT link_index FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("link_index"))
+            .collect::<Result<_, _>>()?;
+        let index = (0..).find(|i| !used.contains(i)).expect("an unused index exists");
+        let cidr = plane.spec.vpc_cidr;
+        let (host, private) = sandbox::link_addresses(cidr.address, cidr.prefix_len, index as u32)
+            .ok_or_else(|| ActionError::new(503, "InsufficientCapacity", format!("vpc_cidr {cidr} has no room for another instance link")))?;
+        let link = sandbox::network::Link::new(&id, host, private);
+        sqlx::query(
+            "INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, user_id, access_mode,
+             credential_hash, credential_expires, correlation_id, created) VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&id)
+        .bind(&image_name)
+        .bind(&type_name)
+        .bind(index)
+        .bind(&link.host_interface)
+        .bind(link.host_address.to_string())
+        .bind(link.instance_address.to_string())
+        .bind(input.user_id.as_ref().map(|u| u.to_string()))
+        .bind(input.user_id.as_ref().map(|_| mode.as_str()))
+        .bind(hex::encode(Sha256::digest(credential.as_bytes())))
+        .bind(now_millis() + CREDENTIAL_LIFETIME_MS)
+        .bind(ctx.correlation_id())
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        (index, link)
+    };
+    let _ = index;
+    let endpoint = format!("http://{}:{}", link.host_address, plane.spec.endpoint_port);
+    let mut env = vec![
+        ("DS_INSTANCE_ID".to_owned(), id.clone()),
+        ("DS_INSTANCE_TYPE".to_owned(), type_name.clone()),
+        ("DS_ENDPOINT".to_owned(), endpoint),
+        ("DS_HOME_FOLDER".to_owned(), "/home/user/MyFiles/HomeFolder".to_owned()),
+    ];
+    if let Some(user) = &input.user_id {
+        env.push(("DS_USER_NAME".to_owned(), user.to_string()));
+        env.push(("DS_USER_ACCESS_MODE".to_owned(), mode.as_str().to_owned()));
+    }
+    let spec = sandbox::InstanceSpec {
+        id: id.clone(),
+        rootfs: image.rootfs(),
+        read_only_binds: image.manifest.host_binds.clone(),
+        hostname: id.clone(),
+        limits: sandbox::Limits { vcpus: instance_type.vcpus, memory_bytes: instance_type.memory_mib << 20, pids: instance_type.pids },
+        command: vec!["/bin/sleep".into(), "infinity".into()],
+        env,
+        link: link.clone(),
+        self_exe: std::env::current_exe().map_err(ActionError::internal)?,
+        files: vec![("credential".into(), credential.into_bytes())],
+    };
+    let made = {
+        let sandbox = sandbox.clone();
+        tokio::task::spawn_blocking(move || sandbox.create(&spec)).await.map_err(ActionError::internal)?
+    };
+    let instance = match made {
+        Ok(instance) => instance,
+        Err(err) => {
+            sqlx::query("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2").bind(now_millis()).bind(&id).execute(&plane.store.pool).await?;
+            return Err(ActionError::internal(format_args!("instance {id} could not start: {err}")));
+        }
+    };
+    // The endpoint listens on this link's host address only.
+    let listener = match tokio::net::TcpListener::bind((link.host_address, plane.spec.endpoint_port)).await {
+        Ok(listener) => plane.instances.endpoint.get().map(|serve| serve(listener)),
+        Err(err) => {
+            tracing::error!(instance = id, error = %err, "cannot listen for the endpoint on the instance's link");
+            None
+        }
+    };
+    sqlx::query("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2").bind(i64::from(instance.init_pid)).bind(&id).execute(&plane.store.pool).await?;
+    plane.instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener });
+    let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&id).fetch_one(&plane.store.pool).await?;
+    Ok(json!({ "Instance": instance_json(&row)? }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct DescribeInput {
+    #[serde(default)]
+    instance_ids: Vec<String>,
+    #[serde(default)]
+    include_ended: bool,
+}
+
+async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: DescribeInput = ctx.parse(input)?;
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    let rows = sqlx::query("SELECT * FROM instances ORDER BY created").fetch_all(&ctx.plane.store.pool).await?;
+    let mut instances = Vec::new();
+    for row in &rows {
+        let id: String = row.try_get("instance_id")?;
+        let state: String = row.try_get("state")?;
+        if (!input.instance_ids.is_empty() && !input.instance_ids.contains(&id)) || (!input.include_ended && (state == "TERMINATED" || state == "FAILED")) {
+            continue;
+        }
+        instances.push(instance_json(row)?);
+    }
+    Ok(json!({ "Instances": instances }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct InstanceInput {
+    instance_id: String,
+}
+
+async fn terminate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: InstanceInput = ctx.parse(input)?;
+    ctx.authorize(Resource::Instance { id: input.instance_id.clone() })?;
+    let plane = ctx.plane;
+    let live = plane.instances.live.lock().expect("instances lock").remove(&input.instance_id);
+    let Some(live) = live else {
+        return Err(ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)));
+    };
+    sqlx::query("UPDATE instances SET state = 'STOPPING', credential_hash = NULL WHERE instance_id = $1").bind(&input.instance_id).execute(&plane.store.pool).await?;
+    if let Some(listener) = live.listener {
+        listener.abort();
+    }
+    let sandbox = plane.instances.sandbox(plane).await?;
+    let destroyed = tokio::task::spawn_blocking(move || sandbox.destroy(live.instance)).await.map_err(ActionError::internal)?;
+    sqlx::query("UPDATE instances SET state = 'TERMINATED', ended = $1 WHERE instance_id = $2").bind(now_millis()).bind(&input.instance_id).execute(&plane.store.pool).await?;
+    destroyed.map_err(|e| ActionError::internal(format_args!("teardown of {} was incomplete: {e}", input.instance_id)))?;
+    let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&input.instance_id).fetch_one(&plane.store.pool).await?;
+    Ok(json!({ "Instance": instance_json(&row)? }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ExecInput {
+    instance_id: String,
+    command: Vec<String>,
+}
+
+async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ExecInput = ctx.parse(input)?;
+    if input.command.is_empty() || input.command.iter().any(|a| a.contains('\0')) {
+        return Err(ActionError::validation("Command must be a non-empty list of arguments without NUL"));
+    }
+    ctx.authorize(Resource::Instance { id: input.instance_id.clone() })?;
+    let plane = ctx.plane;
+    let sandbox = plane.instances.sandbox(plane).await?;
+    let target = plane.instances.live.lock().expect("instances lock").get(&input.instance_id).map(|live| live.instance.exec_target());
+    let target = target.ok_or_else(|| ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)))?;
+    let command = input.command.clone();
+    let output = tokio::task::spawn_blocking(move || sandbox.exec(&target, &command)).await.map_err(ActionError::internal)?.map_err(ActionError::internal)?;
+    Ok(json!({
+        "ExitCode": output.status.code(),
+        "Stdout": String::from_utf8_lossy(&output.stdout),
+        "Stderr": String::from_utf8_lossy(&output.stderr),
+    }))
+}
+
+/// After a crash of the control plane, instances recorded as not yet ended are destroyed:
+/// their processes, links, firewall elements and cgroups. Returns their ids.
+pub(crate) async fn reconcile(plane: &Plane) -> Result<Vec<String>, ActionError> {
+    let rows = sqlx::query("SELECT instance_id, host_interface, host_address, private_address, init_pid FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')")
+        .fetch_all(&plane.store.pool)
+        .await?;
+    let mut reaped = Vec::new();
+    for row in rows {
+        let id: String = row.try_get("instance_id")?;
+        let host: String = row.try_get("host_address")?;
+        let private: String = row.try_get("private_address")?;
+        let init_pid: Option<i64> = row.try_get("init_pid")?;
+        let link = sandbox::network::Link {
+            host_interface: row.try_get("host_interface")?,
+            host_address: host.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            instance_address: private.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
+        let id_for_teardown = id.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(pid) = init_pid {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if cmdline.windows(12).any(|w| w == b"sandbox-init") {
+                    let _ = nix_kill(pid as i32);
+                }
+            }
+            let cgroup = sandbox::cgroups::Cgroup::existing(&id_for_teardown);
+            cgroup.kill_all();
+            let _ = sandbox::network::revoke(&link);
+            let _ = sandbox::network::detach(&link);
+            let _ = cgroup.destroy();
+        })
+        .await
+        .map_err(ActionError::internal)?;
+        sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, ended = $1 WHERE instance_id = $2").bind(now_millis()).bind(&id).execute(&plane.store.pool).await?;
+        reaped.push(id);
+    }
+    Ok(reaped)
+}
+
+fn nix_kill(pid: i32) -> std::io::Result<()> {
+    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().map(|_| ())
+}
+
+/// Authenticates a call on the endpoint: the credential must be the current one of the
+/// running instance whose private address the call comes from.
+pub(crate) async fn authenticate(plane: &Plane, token: &str, source_ip: &str) -> Result<InstanceCaller, ActionError> {
+    let row = sqlx::query("SELECT instance_id, user_id, access_mode, credential_hash, credential_expires, correlation_id FROM instances WHERE private_address = $1 AND state = 'RUNNING'")
+        .bind(source_ip)
+        .fetch_optional(&plane.store.pool)
+        .await?
+        .ok_or_else(|| ActionError::unauthenticated("the endpoint serves only running instances, on their own link"))?;
+    let expected: Option<String> = row.try_get("credential_hash")?;
+    let expires: Option<i64> = row.try_get("credential_expires")?;
+    if expected.as_deref() != Some(hex::encode(Sha256::digest(token.as_bytes())).as_str()) {
+        return Err(ActionError::unauthenticated("the instance credential is not valid"));
+    }
+    if expires.is_none_or(|e| e <= now_millis()) {
+        return Err(ActionError::unauthenticated("the instance credential has expired"));
+    }
+    Ok(InstanceCaller {
+        instance_id: row.try_get("instance_id")?,
+        user_id: row.try_get("user_id")?,
+        access_mode: row.try_get("access_mode")?,
+        correlation_id: row.try_get("correlation_id")?,
+    })
+}
+
+pub(crate) struct InstanceCaller {
+    pub instance_id: String,
+    pub user_id: Option<String>,
+    pub access_mode: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+impl ControlPlane {
+    /// Gives the control plane the function that serves the endpoint on a listener (the
+    /// gateway's), before any instance is created.
+    pub fn set_endpoint_server(&self, serve: EndpointServer) {
+        let _ = self.plane.instances.endpoint.set(serve);
+    }
+}
