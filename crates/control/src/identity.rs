@@ -50,7 +50,10 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                 account_id: account_id.to_owned(),
                 user_name,
                 session_context: Some(SessionContext {
-                    attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(now_millis()), mfa_authenticated: "false".into() },
+                    attributes: SessionContextAttributes {
+                        creation_date: millis_to_rfc3339(now_millis()),
+                        mfa_authenticated: "false".into(),
+                    },
                     session_issuer: Some(issuer.clone()),
                 }),
             };
@@ -59,7 +62,13 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                 (Some(user), Some(mode)) => {
                     let user_id = UserId::new(user.clone()).map_err(ActionError::internal)?;
                     Ok(Caller {
-                        principal: Principal::User { id: user.clone(), access_mode: mode.as_str().into(), home: HomeOwner::of(mode, &user_id).id(), mfa: false, roles: Vec::new() },
+                        principal: Principal::User {
+                            id: user.clone(),
+                            access_mode: mode.as_str().into(),
+                            home: HomeOwner::of(mode, &user_id).id(),
+                            mfa: false,
+                            roles: Vec::new(),
+                        },
                         identity: identity("Instance", Some(user.clone())),
                         correlation_id: instance.correlation_id.clone(),
                     })

@@ -48,7 +48,11 @@ impl Instances {
                     .map_err(ActionError::internal)?
                     .map(Arc::new)
                     .map_err(|e| {
-                        ActionError::new(503, "ServiceUnavailable", format!("instances need root, nftables and namespaces on this host: {e}"))
+                        ActionError::new(
+                            503,
+                            "ServiceUnavailable",
+                            format!("instances need root, nftables and namespaces on this host: {e}"),
+                        )
                     })
             })
             .await
@@ -78,7 +82,10 @@ fn find_image(plane: &Plane, name: &str) -> Result<sandbox::image::Image, Action
         .unwrap_or_default();
     versions.sort();
     let (_, newest) = versions.pop().ok_or_else(|| {
-        ActionError::not_found("ResourceNotFoundException", format!("image `{name}` is not built; run `datasandbox image build base --name {name}`"))
+        ActionError::not_found(
+            "ResourceNotFoundException",
+            format!("image `{name}` is not built; run `datasandbox image build base --name {name}`"),
+        )
     })?;
     sandbox::image::Image::open(&newest).map_err(ActionError::internal)
 }
@@ -143,8 +150,9 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
             .collect::<Result<_, _>>()?;
         let index = (0..).find(|i| !used.contains(i)).expect("an unused index exists");
         let cidr = plane.spec.vpc_cidr;
-        let (host, private) = sandbox::link_addresses(cidr.address, cidr.prefix_len, index as u32)
-            .ok_or_else(|| ActionError::new(503, "InsufficientCapacity", format!("vpc_cidr {cidr} has no room for another instance link")))?;
+        let (host, private) = sandbox::link_addresses(cidr.address, cidr.prefix_len, index as u32).ok_or_else(|| {
+            ActionError::new(503, "InsufficientCapacity", format!("vpc_cidr {cidr} has no room for another instance link"))
+        })?;
         let link = sandbox::network::Link::new(&id, host, private);
         sqlx::query(
             "INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, user_id, access_mode,
@@ -199,7 +207,11 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let instance = match made {
         Ok(instance) => instance,
         Err(err) => {
-            sqlx::query("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2").bind(now_millis()).bind(&id).execute(&plane.store.pool).await?;
+            sqlx::query("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2")
+                .bind(now_millis())
+                .bind(&id)
+                .execute(&plane.store.pool)
+                .await?;
             return Err(ActionError::internal(format_args!("instance {id} could not start: {err}")));
         }
     };
@@ -211,7 +223,11 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
             None
         }
     };
-    sqlx::query("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2").bind(i64::from(instance.init_pid)).bind(&id).execute(&plane.store.pool).await?;
+    sqlx::query("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2")
+        .bind(i64::from(instance.init_pid))
+        .bind(&id)
+        .execute(&plane.store.pool)
+        .await?;
     plane.instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener });
     let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&id).fetch_one(&plane.store.pool).await?;
     Ok(json!({ "Instance": instance_json(&row)? }))
@@ -234,7 +250,9 @@ async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError>
     for row in &rows {
         let id: String = row.try_get("instance_id")?;
         let state: String = row.try_get("state")?;
-        if (!input.instance_ids.is_empty() && !input.instance_ids.contains(&id)) || (!input.include_ended && (state == "TERMINATED" || state == "FAILED")) {
+        if (!input.instance_ids.is_empty() && !input.instance_ids.contains(&id))
+            || (!input.include_ended && (state == "TERMINATED" || state == "FAILED"))
+        {
             continue;
         }
         instances.push(instance_json(row)?);
@@ -256,13 +274,20 @@ async fn terminate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError
     let Some(live) = live else {
         return Err(ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)));
     };
-    sqlx::query("UPDATE instances SET state = 'STOPPING', credential_hash = NULL WHERE instance_id = $1").bind(&input.instance_id).execute(&plane.store.pool).await?;
+    sqlx::query("UPDATE instances SET state = 'STOPPING', credential_hash = NULL WHERE instance_id = $1")
+        .bind(&input.instance_id)
+        .execute(&plane.store.pool)
+        .await?;
     if let Some(listener) = live.listener {
         listener.abort();
     }
     let sandbox = plane.instances.sandbox(plane).await?;
     let destroyed = tokio::task::spawn_blocking(move || sandbox.destroy(live.instance)).await.map_err(ActionError::internal)?;
-    sqlx::query("UPDATE instances SET state = 'TERMINATED', ended = $1 WHERE instance_id = $2").bind(now_millis()).bind(&input.instance_id).execute(&plane.store.pool).await?;
+    sqlx::query("UPDATE instances SET state = 'TERMINATED', ended = $1 WHERE instance_id = $2")
+        .bind(now_millis())
+        .bind(&input.instance_id)
+        .execute(&plane.store.pool)
+        .await?;
     destroyed.map_err(|e| ActionError::internal(format_args!("teardown of {} was incomplete: {e}", input.instance_id)))?;
     let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&input.instance_id).fetch_one(&plane.store.pool).await?;
     Ok(json!({ "Instance": instance_json(&row)? }))
@@ -284,9 +309,13 @@ async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let plane = ctx.plane;
     let sandbox = plane.instances.sandbox(plane).await?;
     let target = plane.instances.live.lock().expect("instances lock").get(&input.instance_id).map(|live| live.instance.exec_target());
-    let target = target.ok_or_else(|| ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)))?;
+    let target = target
+        .ok_or_else(|| ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)))?;
     let command = input.command.clone();
-    let output = tokio::task::spawn_blocking(move || sandbox.exec(&target, &command)).await.map_err(ActionError::internal)?.map_err(ActionError::internal)?;
+    let output = tokio::task::spawn_blocking(move || sandbox.exec(&target, &command))
+        .await
+        .map_err(ActionError::internal)?
+        .map_err(ActionError::internal)?;
     Ok(json!({
         "ExitCode": output.status.code(),
         "Stdout": String::from_utf8_lossy(&output.stdout),
@@ -327,7 +356,11 @@ pub(crate) async fn reconcile(plane: &Plane) -> Result<Vec<String>, ActionError>
         })
         .await
         .map_err(ActionError::internal)?;
-        sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, ended = $1 WHERE instance_id = $2").bind(now_millis()).bind(&id).execute(&plane.store.pool).await?;
+        sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, ended = $1 WHERE instance_id = $2")
+            .bind(now_millis())
+            .bind(&id)
+            .execute(&plane.store.pool)
+            .await?;
         reaped.push(id);
     }
     Ok(reaped)

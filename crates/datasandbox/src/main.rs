@@ -273,10 +273,14 @@ async fn run(cli: Cli) -> ExitCode {
                     }
                     ("streaming:CreateInstance", input)
                 }
-                InstancesCommand::Terminate { instance_id } => ("streaming:TerminateInstance", serde_json::json!({ "InstanceId": instance_id })),
+                InstancesCommand::Terminate { instance_id } => {
+                    ("streaming:TerminateInstance", serde_json::json!({ "InstanceId": instance_id }))
+                }
                 InstancesCommand::Exec { instance_id, command } => {
                     let input = serde_json::json!({ "InstanceId": instance_id, "Command": command });
-                    return match client::call(&cli.data_dir, &local, "streaming:ExecInInstance", bytes::Bytes::from(input.to_string())).await {
+                    return match client::call(&cli.data_dir, &local, "streaming:ExecInInstance", bytes::Bytes::from(input.to_string()))
+                        .await
+                    {
                         Ok(out) => {
                             print!("{}", out["Stdout"].as_str().unwrap_or_default());
                             eprint!("{}", out["Stderr"].as_str().unwrap_or_default());

@@ -104,7 +104,13 @@ async fn endpoint_call(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().trim().to_owned();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let credentials = Credentials::Instance { token, source_ip: peer.ip().to_string() };
     handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
 }

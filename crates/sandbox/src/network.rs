@@ -79,7 +79,8 @@ pub fn detach(link: &Link) -> Result<(), SandboxError> {
         .output()
         .map_err(|e| setup("remove the link", e))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.success() || stderr.contains("Cannot find device") {
+    // The kernel removes the pair itself when the instance's namespace goes away.
+    if output.status.success() || stderr.contains("Cannot find device") || stderr.contains("No such device") {
         Ok(())
     } else {
         Err(setup("remove the link", stderr.trim().to_owned()))

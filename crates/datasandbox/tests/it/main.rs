@@ -5,6 +5,7 @@ mod bad_input;
 mod crash;
 mod flows;
 mod http;
+mod instances;
 mod s3;
 mod sandbox;
 mod server;

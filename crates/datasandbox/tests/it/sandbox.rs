@@ -215,7 +215,10 @@ fn teardown_leaves_nothing_behind() {
     let elements = Firewall::elements();
     for (id, pid, link, cgroups) in ids {
         assert!(!links.contains(&link.host_interface), "link {} of {id} is left", link.host_interface);
-        assert!(!elements.contains(&link.instance_address.to_string()), "firewall element of {id} is left:\n{elements}");
+        assert!(
+            !elements.contains(&format!("{} . {}", link.instance_address, link.host_address)),
+            "firewall element of {id} is left:\n{elements}"
+        );
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} of {id} is left");
         for cgroup in cgroups {
             assert!(!cgroup.exists(), "cgroup {} of {id} is left", cgroup.display());

@@ -1,0 +1,138 @@
+//! Instances through the control plane: the endpoint on the instance's link is its only way
+//! to the platform, acting as its user within that user's policy; a crash of the control
+//! plane leaves nothing behind once it restarts.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::Server;
+
+fn vpc() -> String {
+    format!("vpc_cidr=10.{}.0.0/16", 100 + std::process::id() % 100)
+}
+
+fn server_with_image() -> Server {
+    let server = Server::start(&[&vpc()]);
+    let built = server.cli(&["image", "build", "base"], &[]);
+    assert_eq!(built.exit, 0, "{:?}", built.stderr);
+    server
+}
+
+fn create(server: &Server, user: &str) -> Value {
+    let out = server.ok("streaming:CreateInstance", json!({ "UserId": user }));
+    out["Instance"].clone()
+}
+
+/// Runs a shell script inside the instance through `instances exec`.
+fn sh(server: &Server, instance: &Value, script: &str) -> (i32, String) {
+    let id = instance["InstanceId"].as_str().expect("id");
+    let called = server.cli(&["instances", "exec", id, "--", "/bin/bash", "-c", script], &[]);
+    let text = match &called.stdout {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    (called.exit, text)
+}
+
+/// A curl call to the endpoint from inside, with the instance's credential; prints the body
+/// and then the HTTP status.
+fn endpoint_call(action: &str, input: &Value, with_credential: bool) -> String {
+    let (service, name) = action.split_once(':').expect("service:Action");
+    let auth = if with_credential { "-H \"Authorization: Bearer $(cat /run/datasandbox/credential)\"" } else { "" };
+    format!(
+        "E=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p'); curl -s -w '\\n%{{http_code}}' {auth} --data-binary '{}' $E/api/{service}/{name}",
+        input
+    )
+}
+
+fn home(user: &str) -> String {
+    format!("user/custom/{}/", hex::encode(Sha256::digest(user.as_bytes())))
+}
+
+#[test]
+fn an_instance_acts_for_its_user_through_the_endpoint_only() {
+    let server = server_with_image();
+    let alice = create(&server, "alice");
+    assert_eq!(alice["State"], "RUNNING");
+    let own = json!({ "Bucket": "datasandbox-home", "Key": format!("{}notes.txt", home("alice")), "Body": "aGk=" });
+    let (code, out) = sh(&server, &alice, &endpoint_call("storage:PutObject", &own, true));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("\n200"), "{out}");
+    // The record names the instance, the user and the instance's private address.
+    let record = server.audit(&[("EventName", "PutObject"), ("Username", "alice")]).into_iter().next().expect("a record");
+    assert_eq!(record["userIdentity"]["type"], "Instance");
+    assert_eq!(record["userIdentity"]["sessionContext"]["sessionIssuer"]["principalId"], alice["InstanceId"]);
+    assert_eq!(record["sourceIPAddress"], alice["PrivateIpAddress"]);
+
+    // Bob's folder: denied and audited.
+    let theirs = json!({ "Bucket": "datasandbox-home", "Key": format!("{}planted.txt", home("bob")), "Body": "aGk=" });
+    let (_, out) = sh(&server, &alice, &endpoint_call("storage:PutObject", &theirs, true));
+    assert!(out.ends_with("\n403") && out.contains("AccessDeniedException"), "{out}");
+    let read = json!({ "Bucket": "datasandbox-home", "Prefix": home("bob") });
+    let (_, out) = sh(&server, &alice, &endpoint_call("storage:ListObjectsV2", &read, true));
+    assert!(out.ends_with("\n403"), "{out}");
+    let denied = server.audit(&[("Username", "alice")]).into_iter().filter(|r| r["errorCode"] == "AccessDeniedException").count();
+    assert_eq!(denied, 2);
+    // Administrative actions are not the instance's either.
+    let (_, out) = sh(&server, &alice, &endpoint_call("storage:ListBuckets", &json!({}), true));
+    assert!(out.ends_with("\n403"), "{out}");
+    // No credential, no access.
+    let (_, out) = sh(&server, &alice, &endpoint_call("storage:PutObject", &own, false));
+    assert!(out.ends_with("\n401"), "{out}");
+
+    // After termination the credential is worthless and the instance is gone.
+    let id = alice["InstanceId"].as_str().expect("id").to_owned();
+    server.ok("streaming:TerminateInstance", json!({ "InstanceId": id }));
+    let listed = server.ok("streaming:DescribeInstances", json!({}));
+    assert_eq!(listed["Instances"], json!([]));
+    let exec = server.cli(&["instances", "exec", &id, "--", "true"], &[]);
+    assert_eq!(exec.stderr["Code"], "ResourceNotFoundException");
+}
+
+#[test]
+fn operator_exec_is_audited_with_the_operators_identity() {
+    let server = server_with_image();
+    let instance = create(&server, "carol");
+    let (code, out) = sh(&server, &instance, "id -un; hostname");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, format!("user\n{}\n", instance["InstanceId"].as_str().expect("id")));
+    let record = server.audit(&[("EventName", "ExecInInstance")]).into_iter().next().expect("a record");
+    assert_eq!(record["userIdentity"]["type"], "Operator");
+    assert_eq!(record["requestParameters"]["Command"], json!(["/bin/bash", "-c", "id -un; hostname"]));
+}
+
+#[test]
+fn a_control_plane_crash_leaves_nothing_after_restart() {
+    let mut server = server_with_image();
+    let instances: Vec<Value> = (0..3).map(|n| create(&server, &format!("user{n}"))).collect();
+    let pids: Vec<i64> = instances
+        .iter()
+        .map(|i| {
+            let cgroup = format!("/sys/fs/cgroup/pids/datasandbox/{}/cgroup.procs", i["InstanceId"].as_str().expect("id"));
+            std::fs::read_to_string(&cgroup).expect("instance cgroup").lines().next().expect("a process").parse().expect("pid")
+        })
+        .collect();
+    server.crash_and_restart(&[&vpc()]);
+    let records = server.audit(&[("EventName", "ReconcileInstances")]);
+    assert_eq!(records.len(), 1, "no reconciliation report");
+    let destroyed = records[0]["requestParameters"]["Destroyed"].as_array().expect("list").len();
+    assert_eq!(destroyed, 3);
+    let links = sandbox::network::leftover_links();
+    let elements = sandbox::network::Firewall::elements();
+    for (instance, pid) in instances.iter().zip(pids) {
+        let id = instance["InstanceId"].as_str().expect("id");
+        assert!(!alive(pid), "process {pid} of {id} survived");
+        assert!(!links.iter().any(|l| id.contains(&l[4..])), "the link of {id} survived: {links:?}");
+        let element =
+            format!("{} . {}", instance["PrivateIpAddress"].as_str().expect("ip"), instance["EndpointAddress"].as_str().expect("ip"));
+        assert!(!elements.contains(&element), "the firewall element of {id} survived");
+        assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/datasandbox/{id}")).exists(), "the cgroup of {id} survived");
+    }
+    assert_eq!(server.ok("streaming:DescribeInstances", json!({}))["Instances"], json!([]));
+}
+
+/// A process that exists and is not a zombie (a zombie's new parent reaps it in its own time).
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"))
+}
