@@ -323,6 +323,31 @@ async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     }))
 }
 
+/// Ends every running instance (at a clean shutdown). Returns their ids.
+pub(crate) async fn terminate_all(plane: &Plane) -> Vec<String> {
+    let live: Vec<(String, Live)> = plane.instances.live.lock().expect("instances lock").drain().collect();
+    let Some(sandbox) = plane.instances.sandbox.get().cloned() else { return Vec::new() };
+    let mut ended = Vec::new();
+    for (id, live) in live {
+        if let Some(listener) = live.listener {
+            listener.abort();
+        }
+        let sandbox = sandbox.clone();
+        let result = tokio::task::spawn_blocking(move || sandbox.destroy(live.instance)).await;
+        if !matches!(result, Ok(Ok(()))) {
+            tracing::warn!(instance = id, "teardown at shutdown was incomplete; the next start reconciles it");
+            continue;
+        }
+        let _ = sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, ended = $1 WHERE instance_id = $2")
+            .bind(now_millis())
+            .bind(&id)
+            .execute(&plane.store.pool)
+            .await;
+        ended.push(id);
+    }
+    ended
+}
+
 /// After a crash of the control plane, instances recorded as not yet ended are destroyed:
 /// their processes, links, firewall elements and cgroups. Returns their ids.
 pub(crate) async fn reconcile(plane: &Plane) -> Result<Vec<String>, ActionError> {

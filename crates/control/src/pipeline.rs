@@ -155,6 +155,11 @@ impl ControlPlane {
 
     /// Records the end of auditing and seals the trail with a final checkpoint and digest.
     pub async fn shutdown(&self) {
+        // Instances are ephemeral: a clean stop ends them (a crash leaves them to reconciliation).
+        let ended = crate::instances::terminate_all(&self.plane).await;
+        if !ended.is_empty() {
+            tracing::info!(instances = ?ended, "terminated the running instances");
+        }
         self.service_event("StopLogging", serde_json::json!({ "Trail": self.plane.trail.layout().bucket })).await;
         let trail = self.plane.trail.clone();
         if let Err(err) = tokio::task::spawn_blocking(move || trail.close()).await.unwrap_or(Err(audit::TrailError::Stopped)) {

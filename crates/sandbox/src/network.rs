@@ -15,7 +15,8 @@ pub const TABLE: &str = "datasandbox";
 /// One instance's link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
-    /// Host-side interface name, `ds-<8 chars>` (interface names are limited to 15 bytes).
+    /// Host-side interface name, `ds-<11 chars>`: interface names have at most 15 bytes, and
+    /// the peer's temporary name adds a `p`.
     pub host_interface: String,
     pub host_address: Ipv4Addr,
     pub instance_address: Ipv4Addr,
@@ -23,7 +24,7 @@ pub struct Link {
 
 impl Link {
     pub fn new(id: &str, host_address: Ipv4Addr, instance_address: Ipv4Addr) -> Link {
-        let short: String = id.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+        let short: String = id.chars().filter(char::is_ascii_alphanumeric).take(11).collect();
         Link { host_interface: format!("ds-{short}"), host_address, instance_address }
     }
 

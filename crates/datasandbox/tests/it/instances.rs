@@ -136,3 +136,17 @@ fn alive(pid: i64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|stat| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"))
 }
+
+#[test]
+fn a_clean_stop_ends_every_instance() {
+    let mut server = server_with_image();
+    let instance = create(&server, "dave");
+    let id = instance["InstanceId"].as_str().expect("id").to_owned();
+    let cgroup = format!("/sys/fs/cgroup/pids/datasandbox/{id}");
+    assert!(std::path::Path::new(&cgroup).exists());
+    assert!(server.stop().success());
+    assert!(!std::path::Path::new(&cgroup).exists(), "the instance outlived a clean stop");
+    assert!(!sandbox::network::leftover_links().iter().any(|l| id.contains(&l[4..])));
+    server.restart(&[&vpc()]);
+    assert!(server.audit(&[("EventName", "ReconcileInstances")]).is_empty(), "a clean stop left something to reconcile");
+}

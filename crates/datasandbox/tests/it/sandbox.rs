@@ -206,7 +206,7 @@ fn limits_hold_and_the_host_keeps_working() {
 fn teardown_leaves_nothing_behind() {
     let mut fixture = Fixture::new();
     let mut ids = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..50 {
         let instance = fixture.start(IDLE);
         ids.push((instance.id.clone(), instance.init_pid, instance.link.clone(), instance.cgroup_paths()));
         fixture.sandbox.destroy(instance).expect("destroy");
