@@ -23,8 +23,15 @@ use crate::store::{millis_to_rfc3339, now_millis};
 /// Starts serving the endpoint on a listener bound to one link's host address.
 pub type EndpointServer = Box<dyn Fn(tokio::net::TcpListener) -> tokio::task::JoinHandle<()> + Send + Sync>;
 
-/// How long an instance credential lives.
-const CREDENTIAL_LIFETIME_MS: i64 = 3_600_000;
+fn credential_lifetime_ms(plane: &Plane) -> i64 {
+    plane.spec.credential_lifetime_seconds as i64 * 1000
+}
+
+fn new_credential() -> String {
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    format!("dsi_{}", hex::encode(secret))
+}
 
 #[derive(Default)]
 pub(crate) struct Instances {
@@ -135,9 +142,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let mut raw = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let id = format!("i-{}", hex::encode(raw));
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let credential = format!("dsi_{}", hex::encode(secret));
+    let credential = new_credential();
     let mode = input.access_mode.unwrap_or(AccessMode::Custom);
     // The row comes first, so that a crash from here on leaves something to reconcile.
     let (index, link) = {
@@ -168,7 +173,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .bind(input.user_id.as_ref().map(|u| u.to_string()))
         .bind(input.user_id.as_ref().map(|_| mode.as_str()))
         .bind(hex::encode(Sha256::digest(credential.as_bytes())))
-        .bind(now_millis() + CREDENTIAL_LIFETIME_MS)
+        .bind(now_millis() + credential_lifetime_ms(plane))
         .bind(ctx.correlation_id())
         .bind(now_millis())
         .execute(&mut *tx)
@@ -274,7 +279,7 @@ async fn terminate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError
     let Some(live) = live else {
         return Err(ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)));
     };
-    sqlx::query("UPDATE instances SET state = 'STOPPING', credential_hash = NULL WHERE instance_id = $1")
+    sqlx::query("UPDATE instances SET state = 'STOPPING', credential_hash = NULL, previous_credential_hash = NULL WHERE instance_id = $1")
         .bind(&input.instance_id)
         .execute(&plane.store.pool)
         .await?;
@@ -323,6 +328,55 @@ async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     }))
 }
 
+/// Rotates every running instance's credential once two thirds of its lifetime have passed:
+/// the new one is written into the instance (atomically, for the workspace user only) before
+/// it becomes valid; the old one stays valid until its own expiry.
+pub(crate) fn start_credential_rotation(control: ControlPlane) {
+    tokio::spawn(async move {
+        let plane = &control.plane;
+        let lifetime = credential_lifetime_ms(plane);
+        let tick = std::time::Duration::from_millis((lifetime / 6).clamp(250, 60_000) as u64);
+        loop {
+            tokio::time::sleep(tick).await;
+            if let Err(err) = rotate_due(plane, lifetime).await {
+                tracing::error!(error = %err, "instance credential rotation");
+            }
+        }
+    });
+}
+
+async fn rotate_due(plane: &Plane, lifetime: i64) -> Result<(), ActionError> {
+    let due = sqlx::query("SELECT instance_id, init_pid, credential_hash, credential_expires FROM instances WHERE state = 'RUNNING' AND credential_expires < $1")
+        .bind(now_millis() + lifetime / 3)
+        .fetch_all(&plane.store.pool)
+        .await?;
+    for row in due {
+        let id: String = row.try_get("instance_id")?;
+        let Some(pid) = row.try_get::<Option<i64>, _>("init_pid")? else { continue };
+        let credential = new_credential();
+        let written = tokio::task::spawn_blocking({
+            let credential = credential.clone();
+            move || sandbox::place_file(pid as i32, "credential", credential.as_bytes())
+        })
+        .await
+        .map_err(ActionError::internal)?;
+        if let Err(err) = written {
+            tracing::warn!(instance = id, error = %err, "cannot place a rotated credential; the current one stays until it expires");
+            continue;
+        }
+        sqlx::query(
+            "UPDATE instances SET previous_credential_hash = credential_hash, previous_credential_expires = credential_expires,
+             credential_hash = $1, credential_expires = $2 WHERE instance_id = $3 AND state = 'RUNNING'",
+        )
+        .bind(hex::encode(Sha256::digest(credential.as_bytes())))
+        .bind(now_millis() + lifetime)
+        .bind(&id)
+        .execute(&plane.store.pool)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Ends every running instance (at a clean shutdown). Returns their ids.
 pub(crate) async fn terminate_all(plane: &Plane) -> Vec<String> {
     let live: Vec<(String, Live)> = plane.instances.live.lock().expect("instances lock").drain().collect();
@@ -338,7 +392,7 @@ pub(crate) async fn terminate_all(plane: &Plane) -> Vec<String> {
             tracing::warn!(instance = id, "teardown at shutdown was incomplete; the next start reconciles it");
             continue;
         }
-        let _ = sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, ended = $1 WHERE instance_id = $2")
+        let _ = sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2")
             .bind(now_millis())
             .bind(&id)
             .execute(&plane.store.pool)
@@ -381,7 +435,7 @@ pub(crate) async fn reconcile(plane: &Plane) -> Result<Vec<String>, ActionError>
         })
         .await
         .map_err(ActionError::internal)?;
-        sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, ended = $1 WHERE instance_id = $2")
+        sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2")
             .bind(now_millis())
             .bind(&id)
             .execute(&plane.store.pool)
@@ -398,18 +452,31 @@ fn nix_kill(pid: i32) -> std::io::Result<()> {
 /// Authenticates a call on the endpoint: the credential must be the current one of the
 /// running instance whose private address the call comes from.
 pub(crate) async fn authenticate(plane: &Plane, token: &str, source_ip: &str) -> Result<InstanceCaller, ActionError> {
-    let row = sqlx::query("SELECT instance_id, user_id, access_mode, credential_hash, credential_expires, correlation_id FROM instances WHERE private_address = $1 AND state = 'RUNNING'")
+    let row = sqlx::query(
+        "SELECT instance_id, user_id, access_mode, credential_hash, credential_expires, previous_credential_hash, previous_credential_expires, correlation_id
+         FROM instances WHERE private_address = $1 AND state = 'RUNNING'",
+    )
         .bind(source_ip)
         .fetch_optional(&plane.store.pool)
         .await?
         .ok_or_else(|| ActionError::unauthenticated("the endpoint serves only running instances, on their own link"))?;
-    let expected: Option<String> = row.try_get("credential_hash")?;
-    let expires: Option<i64> = row.try_get("credential_expires")?;
-    if expected.as_deref() != Some(hex::encode(Sha256::digest(token.as_bytes())).as_str()) {
-        return Err(ActionError::unauthenticated("the instance credential is not valid"));
+    let presented = hex::encode(Sha256::digest(token.as_bytes()));
+    let now = now_millis();
+    let mut matched = false;
+    for (hash, expires) in [("credential_hash", "credential_expires"), ("previous_credential_hash", "previous_credential_expires")] {
+        let hash: Option<String> = row.try_get(hash)?;
+        let expires: Option<i64> = row.try_get(expires)?;
+        if hash.as_deref() == Some(presented.as_str()) {
+            if expires.is_none_or(|e| e <= now) {
+                return Err(ActionError::unauthenticated(
+                    "the instance credential has expired; read the rotated one from /run/datasandbox/credential",
+                ));
+            }
+            matched = true;
+        }
     }
-    if expires.is_none_or(|e| e <= now_millis()) {
-        return Err(ActionError::unauthenticated("the instance credential has expired"));
+    if !matched {
+        return Err(ActionError::unauthenticated("the instance credential is not valid"));
     }
     Ok(InstanceCaller {
         instance_id: row.try_get("instance_id")?,

@@ -197,6 +197,8 @@ pub struct Spec {
     pub audit: AuditSpec,
     /// The port of the endpoint on each instance link's host address.
     pub endpoint_port: u16,
+    /// How long an instance credential is valid; it is rotated after two thirds of it.
+    pub credential_lifetime_seconds: u64,
     pub instance_types: Vec<InstanceType>,
     pub buckets: Vec<BucketSpec>,
     pub policies: Vec<PolicySpec>,
@@ -353,6 +355,7 @@ fn read_spec(root: &Table) -> Spec {
 
     let sandbox = root.table("sandbox");
     let endpoint_port = sandbox.integer("endpoint_port", 8751, 1024..=65535) as u16;
+    let credential_lifetime_seconds = sandbox.integer("credential_lifetime_seconds", 3600, 3..=86_400) as u64;
     sandbox.finish();
 
     let instance_types = read_instance_types(root);
@@ -380,6 +383,7 @@ fn read_spec(root: &Table) -> Spec {
         max_object_size,
         audit: audit_spec,
         endpoint_port,
+        credential_lifetime_seconds,
         instance_types,
         buckets,
         policies,

@@ -322,6 +322,29 @@ fn send(stdin: &mut ChildStdin, line: &str) -> Result<(), SandboxError> {
     writeln!(stdin, "{line}").and_then(|()| stdin.flush()).map_err(|e| setup("talk to the helper", e))
 }
 
+/// Replaces a file in a running instance's `/run/datasandbox/` atomically, owned by the
+/// workspace user, mode 0400. The write happens inside the instance's user and mount
+/// namespaces: the host's root cannot create files on a filesystem owned by the instance.
+pub fn place_file(init_pid: i32, name: &str, content: &[u8]) -> Result<(), SandboxError> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(setup("place a file", format!("`{name}` is not a plain file name")));
+    }
+    let script = format!(
+        "umask 077; cat > /run/datasandbox/.{name}.new && chown {WORKSPACE_UID}:{WORKSPACE_UID} /run/datasandbox/.{name}.new && mv -f /run/datasandbox/.{name}.new /run/datasandbox/{name} && chmod 400 /run/datasandbox/{name}"
+    );
+    let mut child = Command::new("nsenter")
+        .args(["-t", &init_pid.to_string(), "-U", "-m", "--setuid", "0", "--setgid", "0", "--", "/bin/sh", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| setup("place a file", e))?;
+    child.stdin.take().expect("piped").write_all(content).map_err(|e| setup("place a file", e))?;
+    let output = child.wait_with_output().map_err(|e| setup("place a file", e))?;
+    if output.status.success() { Ok(()) } else { Err(setup("place a file", String::from_utf8_lossy(&output.stderr).trim().to_owned())) }
+}
+
 /// Addresses of a link: the host side and the instance side of a /30.
 pub fn link_addresses(network: Ipv4Addr, prefix_len: u8, index: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let size = 1u64 << (32 - u32::from(prefix_len));

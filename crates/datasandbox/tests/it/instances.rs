@@ -150,3 +150,28 @@ fn a_clean_stop_ends_every_instance() {
     server.restart(&[&vpc()]);
     assert!(server.audit(&[("EventName", "ReconcileInstances")]).is_empty(), "a clean stop left something to reconcile");
 }
+
+#[test]
+fn instance_credentials_rotate_before_they_expire() {
+    let server = Server::start(&[&vpc(), "sandbox.credential_lifetime_seconds=3"]);
+    assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
+    let instance = create(&server, "erin");
+    let read = || sh(&server, &instance, "cat /run/datasandbox/credential").1;
+    let first = read();
+    assert!(first.starts_with("dsi_"), "{first}");
+    let second = crate::server::eventually(15, "a rotated credential", || {
+        let now = read();
+        (now != first && now.starts_with("dsi_")).then_some(now)
+    });
+    let (_, mode) = sh(&server, &instance, "stat -c '%a %u' /run/datasandbox/credential");
+    assert_eq!(mode.trim(), "400 1000");
+    let list = json!({ "Bucket": "datasandbox-home", "Prefix": home("erin") });
+    let with = |token: &str| {
+        format!(
+            "E=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p'); curl -s -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer {token}' --data-binary '{list}' $E/api/storage/ListObjectsV2"
+        )
+    };
+    // The new credential works; the old one stops working once it expires.
+    assert_eq!(sh(&server, &instance, &with(&second)).1, "200");
+    crate::server::eventually(10, "the old credential to expire", || (sh(&server, &instance, &with(&first)).1 == "401").then_some(()));
+}
