@@ -8,7 +8,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use audit::Record;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -16,9 +15,9 @@ use sqlx::Row;
 
 use crate::error::ActionError;
 use crate::identity::Credentials;
-use crate::pipeline::{ControlPlane, Request};
+use crate::pipeline::{ControlPlane, Request, ServiceEvent};
 use crate::services::{decode_base64, encode_base64};
-use crate::store::{millis_to_rfc3339, now_millis};
+use crate::store::now_millis;
 
 /// After this many failed attempts an event is dropped, with an audit record saying so.
 const MAX_ATTEMPTS: i64 = 8;
@@ -162,52 +161,30 @@ async fn invoke(control: &ControlPlane, function: &str, event: &Value) -> Result
 
 /// One `functions:Invoke` service event per delivery attempt.
 async fn audit_delivery(control: &ControlPlane, function: &str, event: &Value, attempt: i64, error: Option<&ActionError>) {
-    let plane = &*control.plane;
-    let account = &plane.spec.account_id;
-    let record = Record {
-        sequence_number: None,
-        previous_record_hash: None,
-        event_version: audit::EVENT_VERSION.into(),
-        user_identity: audit::UserIdentity {
-            kind: "AWSService".into(),
-            principal_id: "functions.datasandbox".into(),
-            arn: String::new(),
-            account_id: account.clone(),
-            user_name: None,
-            session_context: None,
-        },
-        event_time: millis_to_rfc3339(now_millis()),
-        event_source: "functions".into(),
-        event_name: "Invoke".into(),
-        aws_region: plane.spec.region.clone(),
-        source_ip_address: "functions.datasandbox".into(),
-        user_agent: "datasandbox-dispatcher".into(),
-        error_code: error.map(|e| e.code.to_owned()),
-        error_message: error.map(|e| e.message.clone()),
-        request_parameters: json!({
-            "FunctionName": function,
-            "Attempt": attempt,
-            "EventName": event["eventName"],
-            "Bucket": event["s3"]["bucket"]["name"],
-            "Key": event["s3"]["object"]["key"],
-            "ConfigurationId": event["s3"]["configurationId"],
-            "TriggeringRequestId": event["responseElements"]["x-amz-request-id"],
-        }),
-        response_elements: Value::Null,
-        request_id: uuid::Uuid::new_v4().to_string(),
-        event_id: uuid::Uuid::new_v4().to_string(),
-        read_only: false,
-        resources: vec![audit::RecordResource {
-            arn: format!("arn:datasandbox:functions:{}:{account}:function/{function}", plane.spec.region),
-            account_id: account.clone(),
-            kind: "DataSandbox::Functions::Function".into(),
-        }],
-        event_type: "AwsServiceEvent".into(),
+    let spec = &control.plane.spec;
+    let parameters = json!({
+        "FunctionName": function,
+        "Attempt": attempt,
+        "EventName": event["eventName"],
+        "Bucket": event["s3"]["bucket"]["name"],
+        "Key": event["s3"]["object"]["key"],
+        "ConfigurationId": event["s3"]["configurationId"],
+        "TriggeringRequestId": event["responseElements"]["x-amz-request-id"],
+    });
+    let resources = vec![audit::RecordResource {
+        arn: format!("arn:datasandbox:functions:{}:{}:function/{function}", spec.region, spec.account_id),
+        account_id: spec.account_id.clone(),
+        kind: "DataSandbox::Functions::Function".into(),
+    }];
+    let record = ServiceEvent {
+        source: "functions",
+        name: "Invoke",
+        principal: "functions.datasandbox",
+        parameters,
+        error,
+        resources,
         management_event: false,
-        recipient_account_id: account.clone(),
         correlation_id: event["correlationId"].as_str().map(str::to_owned),
     };
-    if let Err(err) = plane.trail.append(&record).await {
-        tracing::error!(error = %err, "cannot audit a notification delivery");
-    }
+    control.record_service_event(record).await;
 }

@@ -34,6 +34,33 @@ pub struct Request {
     pub body: Result<Bytes, ActionError>,
 }
 
+/// Something the platform did by itself, for the trail.
+pub(crate) struct ServiceEvent<'a> {
+    pub source: &'a str,
+    pub name: &'a str,
+    pub principal: &'a str,
+    pub parameters: Value,
+    pub error: Option<&'a ActionError>,
+    pub resources: Vec<RecordResource>,
+    pub management_event: bool,
+    pub correlation_id: Option<String>,
+}
+
+impl Default for ServiceEvent<'_> {
+    fn default() -> Self {
+        ServiceEvent {
+            source: "audit",
+            name: "",
+            principal: "datasandbox",
+            parameters: Value::Null,
+            error: None,
+            resources: Vec::new(),
+            management_event: true,
+            correlation_id: None,
+        }
+    }
+}
+
 /// The answer: the request id (also in the audit record) and the result.
 pub struct Response {
     pub request_id: String,
@@ -170,6 +197,13 @@ impl ControlPlane {
 
     /// A record of something the platform itself did (not a caller's action).
     pub(crate) async fn service_event(&self, name: &str, parameters: Value) {
+        let event = ServiceEvent { source: "audit", name, parameters, ..ServiceEvent::default() };
+        self.record_service_event(event).await;
+    }
+
+    /// Writes a service event: the platform's own doing, attributed to `datasandbox` or to
+    /// the platform component named by `principal`.
+    pub(crate) async fn record_service_event(&self, event: ServiceEvent<'_>) {
         let spec = &self.plane.spec;
         let record = Record {
             sequence_number: None,
@@ -177,33 +211,33 @@ impl ControlPlane {
             event_version: audit::EVENT_VERSION.into(),
             user_identity: audit::UserIdentity {
                 kind: "AWSService".into(),
-                principal_id: "datasandbox".into(),
+                principal_id: event.principal.into(),
                 arn: String::new(),
                 account_id: spec.account_id.clone(),
                 user_name: None,
                 session_context: None,
             },
             event_time: millis_to_rfc3339(now_millis()),
-            event_source: "audit".into(),
-            event_name: name.into(),
+            event_source: event.source.into(),
+            event_name: event.name.into(),
             aws_region: spec.region.clone(),
-            source_ip_address: "datasandbox".into(),
+            source_ip_address: event.principal.into(),
             user_agent: concat!("datasandbox/", env!("CARGO_PKG_VERSION")).into(),
-            error_code: None,
-            error_message: None,
-            request_parameters: parameters,
+            error_code: event.error.map(|e| e.code.to_owned()),
+            error_message: event.error.map(|e| e.message.clone()),
+            request_parameters: event.parameters,
             response_elements: Value::Null,
             request_id: uuid::Uuid::new_v4().to_string(),
             event_id: uuid::Uuid::new_v4().to_string(),
             read_only: false,
-            resources: Vec::new(),
+            resources: event.resources,
             event_type: "AwsServiceEvent".into(),
-            management_event: true,
+            management_event: event.management_event,
             recipient_account_id: spec.account_id.clone(),
-            correlation_id: None,
+            correlation_id: event.correlation_id,
         };
         if let Err(err) = self.plane.trail.append(&record).await {
-            tracing::error!(error = %err, event = name, "cannot audit a service event");
+            tracing::error!(error = %err, event = event.name, "cannot audit a service event");
         }
     }
 
