@@ -145,7 +145,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let credential = new_credential();
     let mode = input.access_mode.unwrap_or(AccessMode::Custom);
     // The row comes first, so that a crash from here on leaves something to reconcile.
-    let (index, link) = {
+    let link = {
         let mut tx = plane.store.write().await?;
         let used: Vec<i64> = sqlx::query("SELECT link_index FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')")
             .fetch_all(&mut *tx)
@@ -179,9 +179,8 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        (index, link)
+        link
     };
-    let _ = index;
     let endpoint = format!("http://{}:{}", link.host_address, plane.spec.endpoint_port);
     let mut env = vec![
         ("DS_INSTANCE_ID".to_owned(), id.clone()),

@@ -17,7 +17,7 @@ pub mod seccomp;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use serde::{Deserialize, Serialize};
@@ -354,9 +354,4 @@ pub fn link_addresses(network: Ipv4Addr, prefix_len: u8, index: u32) -> Option<(
     }
     let base = u32::from(network) + offset as u32;
     Some((Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2)))
-}
-
-/// True if `path` exists; used to check teardown left nothing.
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }

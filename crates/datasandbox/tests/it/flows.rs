@@ -303,7 +303,7 @@ function = "sha256-sidecar"
     );
 
     let body = b"a,b\n1,2\n";
-    let put = server.ok("storage:PutObject", json!({ "Bucket": "intake", "Key": "drop/data.csv", "Body": b64(body) }));
+    server.ok("storage:PutObject", json!({ "Bucket": "intake", "Key": "drop/data.csv", "Body": b64(body) }));
     let sidecar = eventually(10, "the sha256 sidecar", || {
         let called = server.call("storage:GetObject", &json!({ "Bucket": "intake", "Key": "drop/data.csv.sha256" }));
         (called.exit == 0).then_some(called.stdout)
@@ -324,7 +324,6 @@ function = "sha256-sidecar"
     assert_eq!(function_puts.len(), 1);
     assert_eq!(function_puts[0]["userIdentity"]["type"], "AssumedRole");
     assert_eq!(function_puts[0]["eventType"], "AwsServiceEvent");
-    let _ = put;
 
     // A file the filter does not match fires nothing.
     server.ok("storage:PutObject", json!({ "Bucket": "intake", "Key": "drop/readme.txt", "Body": b64(b"x") }));
