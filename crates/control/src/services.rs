@@ -32,6 +32,16 @@ pub(crate) fn unregistered(name: &str) -> ActionError {
     ActionError::internal(format_args!("action `{name}` is registered but has no handler"))
 }
 
+/// An optional numeric member with its default, checked against its allowed range.
+pub(crate) fn bounded(member: &str, value: Option<i64>, default: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ActionError> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ActionError::validation(format!("{member} {value} is outside {}..={}", range.start(), range.end())))
+    }
+}
+
 /// Decodes a base64 member, naming it in the error.
 pub(crate) fn decode_base64(member: &str, value: &str) -> Result<Vec<u8>, ActionError> {
     use base64::Engine as _;

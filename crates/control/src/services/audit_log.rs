@@ -79,10 +79,7 @@ const ATTRIBUTES: &[&str] = &["EventName", "EventSource", "Username", "RequestId
 
 async fn lookup_events(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: LookupInput = ctx.parse(input)?;
-    let max = input.max_results.unwrap_or(50);
-    if !(1..=1000).contains(&max) {
-        return Err(ActionError::validation(format!("MaxResults {max} is outside 1..=1000")));
-    }
+    let max = super::bounded("MaxResults", input.max_results, 50, 1..=1000)?;
     let mut filter = LookupFilter {
         start_time: time("StartTime", input.start_time.as_deref())?,
         end_time: time("EndTime", input.end_time.as_deref())?,
@@ -125,10 +122,7 @@ struct QueryInput {
 
 async fn query(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: QueryInput = ctx.parse(input)?;
-    let max = input.max_rows.unwrap_or(1000);
-    if !(1..=100_000).contains(&max) {
-        return Err(ActionError::validation(format!("MaxRows {max} is outside 1..=100000")));
-    }
+    let max = super::bounded("MaxRows", input.max_rows, 1000, 1..=100_000)?;
     if input.sql.len() > 16_384 {
         return Err(ActionError::validation("Sql is longer than 16384 characters"));
     }
@@ -163,10 +157,7 @@ async fn trace(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         (None, None, Some(id)) => TraceSelector::CorrelationId(id),
         _ => return Err(ActionError::validation("give exactly one of UserId, SessionId and CorrelationId")),
     };
-    let max = input.max_results.unwrap_or(10_000);
-    if !(1..=1_000_000).contains(&max) {
-        return Err(ActionError::validation(format!("MaxResults {max} is outside 1..=1000000")));
-    }
+    let max = super::bounded("MaxResults", input.max_results, 10_000, 1..=1_000_000)?;
     let since = time("StartTime", input.start_time.as_deref())?;
     let until = time("EndTime", input.end_time.as_deref())?;
     ctx.authorize(Resource::Service("audit".into()))?;

@@ -356,10 +356,7 @@ struct ListInput {
 
 async fn list_keys(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ListInput = ctx.parse(input)?;
-    let limit = input.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ActionError::validation(format!("Limit {limit} is outside 1..=1000")));
-    }
+    let limit = super::bounded("Limit", input.limit, 100, 1..=1000)?;
     ctx.authorize(Resource::Service("keys".into()))?;
     let after = super::decode_token(input.marker.as_deref())?.unwrap_or_default();
     let rows = sqlx::query("SELECT key_id FROM keys WHERE key_id > $1 ORDER BY key_id LIMIT $2")
@@ -448,10 +445,7 @@ async fn rotation(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value
     if input.rotation_period_in_days.is_some() && action != "EnableKeyRotation" {
         return Err(ActionError::validation("RotationPeriodInDays applies only to EnableKeyRotation"));
     }
-    let period = input.rotation_period_in_days.unwrap_or(365);
-    if !(90..=2560).contains(&period) {
-        return Err(ActionError::validation(format!("RotationPeriodInDays {period} is outside 90..=2560")));
-    }
+    let period = super::bounded("RotationPeriodInDays", input.rotation_period_in_days, 365, 90..=2560)?;
     let key = authorized_key(ctx, &input.key_id).await?;
     require_customer_managed(&key)?;
     let pool = &ctx.plane.store.pool;
@@ -692,10 +686,7 @@ struct ScheduleInput {
 
 async fn schedule_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ScheduleInput = ctx.parse(input)?;
-    let days = input.pending_window_in_days.unwrap_or(30);
-    if !(7..=30).contains(&days) {
-        return Err(ActionError::validation(format!("PendingWindowInDays {days} is outside 7..=30")));
-    }
+    let days = super::bounded("PendingWindowInDays", input.pending_window_in_days, 30, 7..=30)?;
     let key = authorized_key(ctx, &input.key_id).await?;
     require_customer_managed(&key)?;
     if key.state == "PendingDeletion" {

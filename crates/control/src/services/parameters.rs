@@ -325,10 +325,7 @@ struct PathInput {
 
 async fn get_by_path(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: PathInput = ctx.parse(input)?;
-    let max = input.max_results.unwrap_or(10);
-    if !(1..=10).contains(&max) {
-        return Err(ActionError::validation(format!("MaxResults {max} is outside 1..=10")));
-    }
+    let max = super::bounded("MaxResults", input.max_results, 10, 1..=10)?;
     if input.path != "/" {
         ParameterName::new(input.path.trim_end_matches('/'))?;
     }
@@ -407,10 +404,7 @@ struct HistoryInput {
 
 async fn history(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: HistoryInput = ctx.parse(input)?;
-    let max = input.max_results.unwrap_or(50);
-    if !(1..=50).contains(&max) {
-        return Err(ActionError::validation(format!("MaxResults {max} is outside 1..=50")));
-    }
+    let max = super::bounded("MaxResults", input.max_results, 50, 1..=50)?;
     ctx.authorize(resource(input.name.as_str()))?;
     let after: i64 = match decode_token(input.next_token.as_deref())? {
         Some(token) => token.parse().map_err(|_| ActionError::validation("NextToken is invalid"))?,

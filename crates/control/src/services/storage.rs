@@ -398,10 +398,7 @@ struct ListInput {
 
 async fn list_objects(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ListInput = ctx.parse(input)?;
-    let max_keys = input.max_keys.unwrap_or(1000);
-    if !(0..=1000).contains(&max_keys) {
-        return Err(ActionError::validation(format!("MaxKeys {max_keys} is outside 0..=1000")));
-    }
+    let max_keys = super::bounded("MaxKeys", input.max_keys, 1000, 0..=1000)?;
     if input.prefix.len() > 1024 {
         return Err(ActionError::validation("`Prefix` is longer than 1024 bytes"));
     }
