@@ -198,7 +198,12 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         read_only_binds: image.manifest.host_binds.clone(),
         hostname: id.clone(),
         limits: sandbox::Limits { vcpus: instance_type.vcpus, memory_bytes: instance_type.memory_mib << 20, pids: instance_type.pids },
-        command: vec!["/bin/sleep".into(), "infinity".into()],
+        // An instance that serves a user keeps their home folder in step with storage.
+        command: if input.user_id.is_some() {
+            vec!["/run/datasandbox/datasandbox".into(), "home-sync".into()]
+        } else {
+            vec!["/bin/sleep".into(), "infinity".into()]
+        },
         env,
         link: link.clone(),
         self_exe: std::env::current_exe().map_err(ActionError::internal)?,

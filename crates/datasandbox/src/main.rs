@@ -7,6 +7,7 @@
 
 mod audit_cli;
 mod client;
+mod home_sync;
 mod server;
 
 use std::path::PathBuf;
@@ -91,6 +92,9 @@ enum Command {
         #[command(subcommand)]
         command: ReportsCommand,
     },
+    /// Inside an instance: keep the home folder and the user's home prefix the same.
+    #[command(hide = true)]
+    HomeSync,
     /// Read the audit trail.
     Audit {
         #[command(subcommand)]
@@ -260,6 +264,7 @@ async fn run(cli: Cli) -> ExitCode {
             client::copy(&cli.data_dir, &endpoint, &source, &destination).await
         }
         Command::Audit { command } => audit_cli::run(&cli.data_dir, command).await,
+        Command::HomeSync => home_sync::run().await,
         Command::Instances { command } => {
             let local = EndpointArgs { endpoint: None, token: None };
             let (action, input) = match command {

@@ -175,3 +175,31 @@ fn instance_credentials_rotate_before_they_expire() {
     assert_eq!(sh(&server, &instance, &with(&second)).1, "200");
     crate::server::eventually(10, "the old credential to expire", || (sh(&server, &instance, &with(&first)).1 == "401").then_some(()));
 }
+
+#[test]
+fn the_home_folder_syncs_both_ways_within_a_second() {
+    let server = server_with_image();
+    let instance = create(&server, "frank");
+    let folder = "/home/user/MyFiles/HomeFolder";
+    // Inside → storage, as the instance.
+    let (code, out) = sh(&server, &instance, &format!("mkdir -p {folder}/work && echo 'from inside' > {folder}/work/notes.txt"));
+    assert_eq!(code, 0, "{out}");
+    let key = format!("{}work/notes.txt", home("frank"));
+    let started = std::time::Instant::now();
+    let object = crate::server::eventually(5, "the upload", || {
+        let called = server.call("storage:GetObject", &json!({ "Bucket": "datasandbox-home", "Key": key }));
+        (called.exit == 0).then_some(called.stdout)
+    });
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "upload took {:?}", started.elapsed());
+    assert_eq!(crate::server::unb64(object["Body"].as_str().expect("body")), b"from inside\n");
+    let record = server.audit(&[("EventName", "PutObject"), ("Username", "frank")]).into_iter().next().expect("record");
+    assert_eq!(record["userIdentity"]["type"], "Instance");
+    // Storage → inside.
+    let pushed = format!("{}shared/data.csv", home("frank"));
+    server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": pushed, "Body": crate::server::b64(b"a,b\n1,2\n") }));
+    let started = std::time::Instant::now();
+    crate::server::eventually(5, "the download", || {
+        (sh(&server, &instance, &format!("cat {folder}/shared/data.csv")).1 == "a,b\n1,2\n").then_some(())
+    });
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "download took {:?}", started.elapsed());
+}
