@@ -8,13 +8,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::error::ActionError;
-use crate::identity::Credentials;
 use crate::pipeline::{ControlPlane, Request, ServiceEvent};
 use crate::services::{decode_base64, encode_base64};
 use crate::store::now_millis;
@@ -128,13 +126,7 @@ async fn invoke(control: &ControlPlane, function: &str, event: &Value) -> Result
         return Err(ActionError::validation(format!("function `{function}` does not exist")));
     };
     let correlation_id = event["correlationId"].as_str().map(str::to_owned);
-    let call = |action: &str, input: Value| Request {
-        credentials: Credentials::Function { name: function.to_owned(), correlation_id: correlation_id.clone() },
-        source_ip: "functions.datasandbox".into(),
-        user_agent: format!("datasandbox-function/{function}"),
-        action: action.to_owned(),
-        body: Ok(Bytes::from(input.to_string())),
-    };
+    let call = |action: &str, input: Value| Request::from_function(function, correlation_id.clone(), action, &input);
     match builtin {
         BuiltinFunction::Sha256Sidecar => {
             let bucket = event["s3"]["bucket"]["name"].as_str().unwrap_or_default();

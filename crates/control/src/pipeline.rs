@@ -34,6 +34,20 @@ pub struct Request {
     pub body: Result<Bytes, ActionError>,
 }
 
+impl Request {
+    /// A call a built-in function makes, under its own role, carrying the correlation id of
+    /// what triggered it.
+    pub(crate) fn from_function(function: &str, correlation_id: Option<String>, action: &str, input: &Value) -> Request {
+        Request {
+            credentials: Credentials::Function { name: function.to_owned(), correlation_id },
+            source_ip: "functions.datasandbox".into(),
+            user_agent: format!("datasandbox-function/{function}"),
+            action: action.to_owned(),
+            body: Ok(Bytes::from(input.to_string())),
+        }
+    }
+}
+
 /// Something the platform did by itself, for the trail.
 pub(crate) struct ServiceEvent<'a> {
     pub source: &'a str,

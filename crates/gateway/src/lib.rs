@@ -74,11 +74,9 @@ async fn tcp_call(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let credentials = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        Some(value) => match value.strip_prefix("Bearer ") {
-            Some(token) => Credentials::Bearer(token.trim().to_owned()),
-            None => Credentials::Bearer(String::new()),
-        },
+    // A malformed Authorization header is an invalid token, not an absent one.
+    let credentials = match headers.get(header::AUTHORIZATION) {
+        Some(_) => Credentials::Bearer(bearer(&headers)),
         None => Credentials::Anonymous,
     };
     handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
@@ -104,15 +102,20 @@ async fn endpoint_call(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let token = headers
+    let token = bearer(&headers);
+    let credentials = Credentials::Instance { token, source_ip: peer.ip().to_string() };
+    handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
+}
+
+/// The token of an `Authorization: Bearer …` header, or empty.
+fn bearer(headers: &HeaderMap) -> String {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .trim()
-        .to_owned();
-    let credentials = Credentials::Instance { token, source_ip: peer.ip().to_string() };
-    handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
+        .to_owned()
 }
 
 async fn unix_call(

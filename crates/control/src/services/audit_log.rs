@@ -209,13 +209,7 @@ async fn generate_usage_reports(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     let correlation_id = ctx.correlation_id().map(str::to_owned);
     for (key, body) in [(&reports.sessions_key, &reports.sessions_csv), (&reports.applications_key, &reports.applications_csv)] {
         let put = json!({ "Bucket": bucket, "Key": key, "Body": super::encode_base64(body.as_bytes()), "ContentType": "text/csv" });
-        let request = crate::pipeline::Request {
-            credentials: crate::identity::Credentials::Function { name: REPORTS_FUNCTION.into(), correlation_id: correlation_id.clone() },
-            source_ip: "functions.datasandbox".into(),
-            user_agent: format!("datasandbox-function/{REPORTS_FUNCTION}"),
-            action: "storage:PutObject".into(),
-            body: Ok(bytes::Bytes::from(put.to_string())),
-        };
+        let request = crate::pipeline::Request::from_function(REPORTS_FUNCTION, correlation_id.clone(), "storage:PutObject", &put);
         Box::pin(control.call(request)).await.result?;
     }
     Ok(json!({
@@ -234,13 +228,8 @@ pub(crate) fn start_daily_reports(control: crate::pipeline::ControlPlane) {
             let next = (now.date_naive() + chrono::Duration::days(1)).and_hms_opt(0, 5, 0).expect("00:05 exists").and_utc();
             tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
             let day = (next - chrono::Duration::days(1)).date_naive().format("%Y-%m-%d").to_string();
-            let request = crate::pipeline::Request {
-                credentials: crate::identity::Credentials::Function { name: REPORTS_FUNCTION.into(), correlation_id: None },
-                source_ip: "functions.datasandbox".into(),
-                user_agent: format!("datasandbox-function/{REPORTS_FUNCTION}"),
-                action: "audit:GenerateUsageReports".into(),
-                body: Ok(bytes::Bytes::from(json!({ "Day": day }).to_string())),
-            };
+            let request =
+                crate::pipeline::Request::from_function(REPORTS_FUNCTION, None, "audit:GenerateUsageReports", &json!({ "Day": day }));
             if let Err(err) = control.call(request).await.result {
                 tracing::error!(day, error = %err, "daily usage reports failed; run `datasandbox reports generate --day {day}`");
             }
