@@ -20,8 +20,13 @@ use crate::pipeline::{ControlPlane, Ctx, Plane};
 use crate::services::unregistered;
 use crate::store::{millis_to_rfc3339, now_millis};
 
+mod datasets;
+
 /// Starts serving the endpoint on a listener bound to one link's host address.
 pub type EndpointServer = Box<dyn Fn(tokio::net::TcpListener) -> tokio::task::JoinHandle<()> + Send + Sync>;
+
+/// How long a stopping instance may take to finish its work (the home folder's last upload).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn credential_lifetime_ms(plane: &Plane) -> i64 {
     plane.spec.credential_lifetime_seconds as i64 * 1000
@@ -38,6 +43,7 @@ pub(crate) struct Instances {
     sandbox: tokio::sync::OnceCell<Arc<sandbox::Sandbox>>,
     live: Arc<Mutex<HashMap<String, Live>>>,
     pub(crate) endpoint: OnceLock<EndpointServer>,
+    datasets: OnceLock<tokio::sync::mpsc::UnboundedSender<datasets::Job>>,
 }
 
 struct Live {
@@ -188,14 +194,19 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         ("DS_ENDPOINT".to_owned(), endpoint),
         ("DS_HOME_FOLDER".to_owned(), "/home/user/MyFiles/HomeFolder".to_owned()),
     ];
+    if let Some(bucket) = plane.spec.home_bucket() {
+        env.push(("DS_HOME_BUCKET".to_owned(), bucket.name.to_string()));
+    }
     if let Some(user) = &input.user_id {
         env.push(("DS_USER_NAME".to_owned(), user.to_string()));
         env.push(("DS_USER_ACCESS_MODE".to_owned(), mode.as_str().to_owned()));
     }
+    let mut read_only_binds = image.manifest.host_binds.clone();
+    read_only_binds.push((datasets::mount_source(plane, &id).map_err(ActionError::internal)?, PathBuf::from("/data")));
     let spec = sandbox::InstanceSpec {
         id: id.clone(),
         rootfs: image.rootfs(),
-        read_only_binds: image.manifest.host_binds.clone(),
+        read_only_binds,
         hostname: id.clone(),
         limits: sandbox::Limits { vcpus: instance_type.vcpus, memory_bytes: instance_type.memory_mib << 20, pids: instance_type.pids },
         // An instance that serves a user keeps their home folder in step with storage.
@@ -207,7 +218,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         env,
         link: link.clone(),
         self_exe: std::env::current_exe().map_err(ActionError::internal)?,
-        files: vec![("credential".into(), credential.into_bytes())],
+        files: vec![("credential".into(), credential.clone().into_bytes())],
     };
     let made = {
         let sandbox = sandbox.clone();
@@ -216,6 +227,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let instance = match made {
         Ok(instance) => instance,
         Err(err) => {
+            datasets::remove(plane, &id);
             sqlx::query("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2")
                 .bind(now_millis())
                 .bind(&id)
@@ -238,8 +250,28 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .execute(&plane.store.pool)
         .await?;
     plane.instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener });
+    // Datasets are read as the instance itself, so the user's policies decide what appears.
+    let mut mounted = Vec::new();
+    if input.user_id.is_some() {
+        let private = link.instance_address.to_string();
+        let (done, outcomes) = tokio::sync::oneshot::channel();
+        let job = datasets::Job { id: id.clone(), credential: credential.clone(), private_address: private, done };
+        let sent = plane.instances.datasets.get().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);
+        let outcomes = if sent { outcomes.await.unwrap_or_default() } else { Vec::new() };
+        for (name, outcome) in outcomes {
+            mounted.push(match outcome {
+                datasets::Outcome::Mounted { objects, bytes } => {
+                    json!({ "Name": name, "State": "MOUNTED", "Objects": objects, "Bytes": bytes })
+                }
+                datasets::Outcome::NotGranted => json!({ "Name": name, "State": "NOT_GRANTED" }),
+                datasets::Outcome::Failed(reason) => json!({ "Name": name, "State": "FAILED", "Reason": reason }),
+            });
+        }
+    }
     let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&id).fetch_one(&plane.store.pool).await?;
-    Ok(json!({ "Instance": instance_json(&row)? }))
+    let mut instance = instance_json(&row)?;
+    instance["Datasets"] = json!(mounted);
+    Ok(json!({ "Instance": instance }))
 }
 
 #[derive(Deserialize)]
@@ -283,16 +315,18 @@ async fn terminate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError
     let Some(live) = live else {
         return Err(ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)));
     };
-    sqlx::query("UPDATE instances SET state = 'STOPPING', credential_hash = NULL, previous_credential_hash = NULL WHERE instance_id = $1")
+    // The credential stays valid while the instance stops, so that its last changes reach storage.
+    sqlx::query("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1")
         .bind(&input.instance_id)
         .execute(&plane.store.pool)
         .await?;
+    let sandbox = plane.instances.sandbox(plane).await?;
+    let destroyed = tokio::task::spawn_blocking(move || sandbox.stop(live.instance, STOP_GRACE)).await.map_err(ActionError::internal)?;
     if let Some(listener) = live.listener {
         listener.abort();
     }
-    let sandbox = plane.instances.sandbox(plane).await?;
-    let destroyed = tokio::task::spawn_blocking(move || sandbox.destroy(live.instance)).await.map_err(ActionError::internal)?;
-    sqlx::query("UPDATE instances SET state = 'TERMINATED', ended = $1 WHERE instance_id = $2")
+    datasets::remove(plane, &input.instance_id);
+    sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2")
         .bind(now_millis())
         .bind(&input.instance_id)
         .execute(&plane.store.pool)
@@ -332,10 +366,12 @@ async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     }))
 }
 
-/// Rotates every running instance's credential once two thirds of its lifetime have passed:
-/// the new one is written into the instance (atomically, for the workspace user only) before
-/// it becomes valid; the old one stays valid until its own expiry.
-pub(crate) fn start_credential_rotation(control: ControlPlane) {
+/// Starts the dataset worker and the credential rotation: every running instance's credential
+/// is rotated once two thirds of its lifetime have passed; the new one is written into the
+/// instance (atomically, for the workspace user only) before it becomes valid; the old one
+/// stays valid until its own expiry.
+pub(crate) fn start_background_tasks(control: ControlPlane) {
+    let _ = control.plane.instances.datasets.set(datasets::start_worker(control.clone()));
     tokio::spawn(async move {
         let plane = &control.plane;
         let lifetime = credential_lifetime_ms(plane);
@@ -385,13 +421,20 @@ async fn rotate_due(plane: &Plane, lifetime: i64) -> Result<(), ActionError> {
 pub(crate) async fn terminate_all(plane: &Plane) -> Vec<String> {
     let live: Vec<(String, Live)> = plane.instances.live.lock().expect("instances lock").drain().collect();
     let Some(sandbox) = plane.instances.sandbox.get().cloned() else { return Vec::new() };
-    let mut ended = Vec::new();
+    // All stop at once, each with its grace period, their endpoints still serving.
+    let mut stopping = Vec::new();
     for (id, live) in live {
-        if let Some(listener) = live.listener {
+        let _ = sqlx::query("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1").bind(&id).execute(&plane.store.pool).await;
+        let sandbox = sandbox.clone();
+        stopping.push((id, live.listener, tokio::task::spawn_blocking(move || sandbox.stop(live.instance, STOP_GRACE))));
+    }
+    let mut ended = Vec::new();
+    for (id, listener, stopped) in stopping {
+        let result = stopped.await;
+        if let Some(listener) = listener {
             listener.abort();
         }
-        let sandbox = sandbox.clone();
-        let result = tokio::task::spawn_blocking(move || sandbox.destroy(live.instance)).await;
+        datasets::remove(plane, &id);
         if !matches!(result, Ok(Ok(()))) {
             tracing::warn!(instance = id, "teardown at shutdown was incomplete; the next start reconciles it");
             continue;
@@ -439,6 +482,7 @@ pub(crate) async fn reconcile(plane: &Plane) -> Result<Vec<String>, ActionError>
         })
         .await
         .map_err(ActionError::internal)?;
+        datasets::remove(plane, &id);
         sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2")
             .bind(now_millis())
             .bind(&id)
@@ -458,7 +502,7 @@ fn nix_kill(pid: i32) -> std::io::Result<()> {
 pub(crate) async fn authenticate(plane: &Plane, token: &str, source_ip: &str) -> Result<InstanceCaller, ActionError> {
     let row = sqlx::query(
         "SELECT instance_id, user_id, access_mode, credential_hash, credential_expires, previous_credential_hash, previous_credential_expires, correlation_id
-         FROM instances WHERE private_address = $1 AND state = 'RUNNING'",
+         FROM instances WHERE private_address = $1 AND state IN ('RUNNING', 'STOPPING')",
     )
         .bind(source_ip)
         .fetch_optional(&plane.store.pool)

@@ -179,7 +179,7 @@ impl ControlPlane {
         crate::services::storage::deploy_buckets(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::functions::start_dispatcher(control.clone());
         crate::services::audit_log::start_daily_reports(control.clone());
-        crate::instances::start_credential_rotation(control.clone());
+        crate::instances::start_background_tasks(control.clone());
         Ok(control)
     }
 

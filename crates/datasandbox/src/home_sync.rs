@@ -34,20 +34,52 @@ pub async fn run() -> std::process::ExitCode {
         eprintln!("home-sync: DS_USER_NAME and DS_USER_ACCESS_MODE must name the session's user");
         return std::process::ExitCode::from(2);
     };
-    let prefix = model::HomeOwner::of(mode, &user).prefix();
+    let Ok(mut stop) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        eprintln!("home-sync: cannot watch for the stop signal");
+        return std::process::ExitCode::from(2);
+    };
     let _ = std::fs::create_dir_all(&folder);
-    let mut known: HashMap<String, Known> = HashMap::new();
-    let mut last_listed: HashMap<String, String> = HashMap::new();
+    let mut sync = HomeSync {
+        endpoint,
+        bucket: std::env::var("DS_HOME_BUCKET").unwrap_or_else(|_| "datasandbox-home".into()),
+        prefix: model::HomeOwner::of(mode, &user).prefix(),
+        folder,
+        known: HashMap::new(),
+        listed: HashMap::new(),
+    };
     for round in 0u64.. {
         // Local changes are looked for every 200 ms; the remote listing (an audited read) every
         // 600 ms, which keeps both directions within a second.
-        let list_remote = round % 3 == 0;
-        if let Err(err) = sync_once(&endpoint, &prefix, &folder, &mut known, &mut last_listed, list_remote).await {
+        if let Err(err) = sync.round(round % 3 == 0).await {
             eprintln!("home-sync: {err}");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.recv() => {
+                // The instance is stopping: a last full round, so that nothing written in the
+                // final moments is lost.
+                return match sync.round(true).await {
+                    Ok(()) => std::process::ExitCode::SUCCESS,
+                    Err(err) => {
+                        eprintln!("home-sync: final flush: {err}");
+                        std::process::ExitCode::FAILURE
+                    }
+                };
+            }
+        }
     }
     std::process::ExitCode::SUCCESS
+}
+
+/// The state of one instance's sync: what each file was when last in step with storage.
+struct HomeSync {
+    endpoint: String,
+    bucket: String,
+    prefix: String,
+    folder: PathBuf,
+    known: HashMap<String, Known>,
+    /// The latest remote listing: name under the prefix → ETag.
+    listed: HashMap<String, String>,
 }
 
 async fn api(endpoint: &str, action: &str, input: serde_json::Value) -> Result<serde_json::Value, String> {
@@ -77,118 +109,138 @@ fn local_of(path: &Path) -> Option<Local> {
     Some(Local { size: meta.len(), modified: meta.modified().ok()? })
 }
 
-async fn sync_once(
-    endpoint: &str,
-    prefix: &str,
-    folder: &Path,
-    known: &mut HashMap<String, Known>,
-    last_listed: &mut HashMap<String, String>,
-    list_remote: bool,
-) -> Result<(), String> {
-    let engine = base64::engine::general_purpose::STANDARD;
-    if list_remote {
-        *last_listed = list(endpoint, prefix).await?;
-    }
-    let remote = last_listed;
-    let mut local = HashMap::new();
-    scan(folder, Path::new(""), &mut local);
-    sync_lists(endpoint, prefix, folder, known, remote, &local, &engine).await
-}
-
-async fn list(endpoint: &str, prefix: &str) -> Result<HashMap<String, String>, String> {
-    let mut remote: HashMap<String, String> = HashMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut input = json!({ "Bucket": "datasandbox-home", "Prefix": prefix });
-        if let Some(t) = &token {
-            input["ContinuationToken"] = json!(t);
+impl HomeSync {
+    async fn round(&mut self, list_remote: bool) -> Result<(), String> {
+        if list_remote {
+            self.listed = self.list().await?;
         }
-        let page = api(endpoint, "storage:ListObjectsV2", input).await?;
-        for item in page["Contents"].as_array().into_iter().flatten() {
-            if let (Some(key), Some(etag)) = (item["Key"].as_str(), item["ETag"].as_str()) {
-                remote.insert(key[prefix.len()..].to_owned(), etag.to_owned());
+        let mut local = HashMap::new();
+        scan(&self.folder, Path::new(""), &mut local);
+        self.push_local(&local).await?;
+        self.pull_remote().await
+    }
+
+    async fn call(&self, action: &str, input: serde_json::Value) -> Result<serde_json::Value, String> {
+        api(&self.endpoint, action, input).await
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    async fn list(&self) -> Result<HashMap<String, String>, String> {
+        let mut remote: HashMap<String, String> = HashMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut input = json!({ "Bucket": self.bucket, "Prefix": self.prefix });
+            if let Some(t) = &token {
+                input["ContinuationToken"] = json!(t);
+            }
+            let page = self.call("storage:ListObjectsV2", input).await?;
+            for item in page["Contents"].as_array().into_iter().flatten() {
+                let (Some(key), Some(etag)) = (item["Key"].as_str(), item["ETag"].as_str()) else { continue };
+                let name = &key[self.prefix.len().min(key.len())..];
+                // Only keys that name a file inside the folder come down (no `..`, no `/` at either end).
+                if Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)))
+                    && !name.is_empty()
+                    && !name.ends_with('/')
+                {
+                    remote.insert(name.to_owned(), etag.to_owned());
+                }
+            }
+            match page["NextContinuationToken"].as_str() {
+                Some(next) => token = Some(next.to_owned()),
+                None => return Ok(remote),
             }
         }
-        match page["NextContinuationToken"].as_str() {
-            Some(next) => token = Some(next.to_owned()),
-            None => return Ok(remote),
-        }
     }
-}
 
-async fn sync_lists(
-    endpoint: &str,
-    prefix: &str,
-    folder: &Path,
-    known: &mut HashMap<String, Known>,
-    remote: &mut HashMap<String, String>,
-    local: &HashMap<String, Local>,
-    engine: &base64::engine::GeneralPurpose,
-) -> Result<(), String> {
-    // Local changes go up; a remote change to the same file makes a conflict copy first.
-    for (name, state) in local {
-        let unchanged = known.get(name).is_some_and(|k| k.local == *state);
-        if unchanged {
-            continue;
-        }
-        let remote_changed = match (known.get(name), remote.get(name)) {
-            (Some(k), Some(etag)) => k.etag != *etag,
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        let path = folder.join(name);
-        let target = if remote_changed {
+    /// Local changes go up; when the remote side changed the same file, the local version is
+    /// kept beside it as a conflict copy (here and in storage) and the remote one comes down.
+    async fn push_local(&mut self, local: &HashMap<String, Local>) -> Result<(), String> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        for (name, state) in local {
+            if self.known.get(name).is_some_and(|k| k.local == *state) {
+                continue;
+            }
+            let remote_changed = match (self.known.get(name), self.listed.get(name)) {
+                (Some(k), Some(etag)) => k.etag != *etag,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            let path = self.folder.join(name);
+            let body = std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            if !remote_changed {
+                // Conditional on the version this file was last in step with, so that a change
+                // made in storage since then is never overwritten unseen.
+                let mut input = json!({ "Bucket": self.bucket, "Key": self.key(name), "Body": engine.encode(&body) });
+                match self.known.get(name) {
+                    Some(k) => input["IfMatch"] = json!(k.etag),
+                    None => input["IfNoneMatch"] = json!("*"),
+                }
+                match self.call("storage:PutObject", input).await {
+                    Ok(out) => {
+                        let etag = out["ETag"].as_str().unwrap_or_default().to_owned();
+                        self.known.insert(name.clone(), Known { etag: etag.clone(), local: *state });
+                        self.listed.insert(name.clone(), etag);
+                        continue;
+                    }
+                    Err(err) if err.contains("PreconditionFailed") => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            // Both sides changed: the local version goes beside the remote one, under a name
+            // of its own, and the remote one comes down in the next listing.
             let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            format!("{name}.conflict-{stamp}")
-        } else {
-            name.clone()
-        };
-        let body = std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-        let out = api(
-            endpoint,
-            "storage:PutObject",
-            json!({ "Bucket": "datasandbox-home", "Key": format!("{prefix}{target}"), "Body": engine.encode(&body) }),
-        )
-        .await?;
-        if remote_changed {
-            // Keep the local version beside the remote one, then take the remote one.
-            std::fs::rename(&path, folder.join(&target)).map_err(|e| e.to_string())?;
-            if let Some(moved) = local_of(&folder.join(&target)) {
-                known.insert(target.clone(), Known { etag: out["ETag"].as_str().unwrap_or_default().to_owned(), local: moved });
+            let target = format!("{name}.conflict-{stamp}");
+            let out = self
+                .call("storage:PutObject", json!({ "Bucket": self.bucket, "Key": self.key(&target), "Body": engine.encode(&body) }))
+                .await?;
+            let etag = out["ETag"].as_str().unwrap_or_default().to_owned();
+            std::fs::rename(&path, self.folder.join(&target)).map_err(|e| e.to_string())?;
+            if let Some(moved) = local_of(&self.folder.join(&target)) {
+                self.known.insert(target.clone(), Known { etag: etag.clone(), local: moved });
             }
-            known.remove(name);
-        } else {
-            known.insert(name.clone(), Known { etag: out["ETag"].as_str().unwrap_or_default().to_owned(), local: *state });
-            remote.insert(name.clone(), out["ETag"].as_str().unwrap_or_default().to_owned());
+            self.listed.insert(target, etag);
+            self.known.remove(name);
+            self.listed = self.list().await?;
         }
+        // Files deleted here are deleted there, unless they changed there meanwhile.
+        let gone: Vec<String> =
+            self.known.keys().filter(|name| !local.contains_key(*name) && self.folder.join(name).metadata().is_err()).cloned().collect();
+        for name in gone {
+            if self.listed.get(&name) == self.known.get(&name).map(|k| &k.etag) {
+                self.call("storage:DeleteObject", json!({ "Bucket": self.bucket, "Key": self.key(&name) })).await?;
+                self.listed.remove(&name);
+            }
+            self.known.remove(&name);
+        }
+        Ok(())
     }
-    // Files deleted here are deleted there.
-    let gone: Vec<String> =
-        known.keys().filter(|name| !local.contains_key(*name) && folder.join(name).metadata().is_err()).cloned().collect();
-    for name in gone {
-        if remote.get(&name) == known.get(&name).map(|k| &k.etag) {
-            api(endpoint, "storage:DeleteObject", json!({ "Bucket": "datasandbox-home", "Key": format!("{prefix}{name}") })).await?;
-            remote.remove(&name);
+
+    /// Remote changes come down, each file replaced whole.
+    async fn pull_remote(&mut self) -> Result<(), String> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let changed: Vec<(String, String)> = self
+            .listed
+            .iter()
+            .filter(|(name, etag)| self.known.get(*name).is_none_or(|k| k.etag != **etag))
+            .map(|(n, e)| (n.clone(), e.clone()))
+            .collect();
+        for (name, etag) in changed {
+            let out = self.call("storage:GetObject", json!({ "Bucket": self.bucket, "Key": self.key(&name) })).await?;
+            let body = engine.decode(out["Body"].as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
+            let path = self.folder.join(&name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            let staging = path.with_file_name(format!("{}.home-sync.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+            std::fs::write(&staging, &body).map_err(|e| e.to_string())?;
+            std::fs::rename(&staging, &path).map_err(|e| e.to_string())?;
+            if let Some(state) = local_of(&path) {
+                self.known.insert(name, Known { etag, local: state });
+            }
         }
-        known.remove(&name);
+        Ok(())
     }
-    // Remote changes come down.
-    for (name, etag) in remote.iter() {
-        if known.get(name).is_some_and(|k| k.etag == *etag) {
-            continue;
-        }
-        let out = api(endpoint, "storage:GetObject", json!({ "Bucket": "datasandbox-home", "Key": format!("{prefix}{name}") })).await?;
-        let body = engine.decode(out["Body"].as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
-        let path = folder.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        let staging = path.with_file_name(format!("{}.home-sync.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-        std::fs::write(&staging, &body).map_err(|e| e.to_string())?;
-        std::fs::rename(&staging, &path).map_err(|e| e.to_string())?;
-        if let Some(state) = local_of(&path) {
-            known.insert(name.clone(), Known { etag: etag.clone(), local: state });
-        }
-    }
-    Ok(())
 }

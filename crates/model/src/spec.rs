@@ -121,6 +121,15 @@ pub struct BucketSpec {
     pub notifications: Vec<NotificationSpec>,
 }
 
+/// A bucket or a prefix of one that appears read-only under `/data/<name>` in the instances
+/// of users whom the policies let read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetSpec {
+    pub name: String,
+    pub bucket: BucketName,
+    pub prefix: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicySpec {
     pub name: String,
@@ -201,6 +210,7 @@ pub struct Spec {
     pub credential_lifetime_seconds: u64,
     pub instance_types: Vec<InstanceType>,
     pub buckets: Vec<BucketSpec>,
+    pub datasets: Vec<DatasetSpec>,
     pub policies: Vec<PolicySpec>,
     pub fleets: Vec<FleetSpec>,
     pub stacks: Vec<StackSpec>,
@@ -360,6 +370,7 @@ fn read_spec(root: &Table) -> Spec {
 
     let instance_types = read_instance_types(root);
     let buckets = read_buckets(root, &environment_name);
+    let datasets = read_datasets(root, &buckets);
     let policies = read_policies(root);
     let fleets = read_fleets(root, &environment_name, &image_name, fleet_type, &instance_types);
     let stacks = read_stacks(root, &environment_name, stream_view, &fleets, &buckets);
@@ -386,6 +397,7 @@ fn read_spec(root: &Table) -> Spec {
         credential_lifetime_seconds,
         instance_types,
         buckets,
+        datasets,
         policies,
         fleets,
         stacks,
@@ -449,6 +461,36 @@ fn read_buckets(root: &Table, environment_name: &str) -> Vec<BucketSpec> {
         }
     }
     buckets
+}
+
+fn read_datasets(root: &Table, buckets: &[BucketSpec]) -> Vec<DatasetSpec> {
+    let mut datasets = Vec::new();
+    for (name, table) in root.named_tables("datasets").unwrap_or_default() {
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('.')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_name {
+            root.problem(
+                &format!("datasets.{name}"),
+                format!("`{name}` cannot name a directory under /data; use up to 64 letters, digits, `-`, `_` or `.`"),
+            );
+        }
+        let bucket = table.parsed("bucket", "", |v| BucketName::new(v).map_err(|e| e.to_string()));
+        let prefix = table.string("prefix", "");
+        if prefix.starts_with('/') || prefix.split('/').any(|part| part == "..") {
+            table.problem("prefix", format!("`{prefix}` must be a key prefix such as `trials/2026/`"));
+        }
+        table.finish();
+        let Some(bucket) = bucket else { continue };
+        match buckets.iter().find(|b| b.name == bucket) {
+            None => table.problem("bucket", format!("`{bucket}` is not a bucket defined in this spec")),
+            Some(b) if b.home_folders => table.problem("bucket", format!("`{bucket}` holds home folders, which are never datasets")),
+            Some(_) if valid_name => datasets.push(DatasetSpec { name, bucket, prefix }),
+            Some(_) => {}
+        }
+    }
+    datasets
 }
 
 /// The S3 event types that notifications may name.

@@ -209,10 +209,21 @@ fn instance_init(spec: &InstanceSpec) -> Result<(), SandboxError> {
 /// The instance's init (`sandbox-init -- cmd…`, pid 1 inside): runs the command, reaps every
 /// orphan, and ends with the command's status (which ends the instance).
 pub fn init_main(command: &[String]) -> i32 {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::wait::WaitPidFlag;
     let Some((program, args)) = command.split_first() else {
         eprintln!("sandbox-init: no command");
         return 2;
     };
+    // Pid 1 gets only the signals it handles; it waits for SIGTERM (a graceful stop, passed on
+    // to the command) and SIGCHLD (reaping). The command starts with an empty mask (std resets it).
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGCHLD);
+    if let Err(err) = signals.thread_block() {
+        eprintln!("sandbox-init: cannot block signals: {err}");
+        return 125;
+    }
     let child = match std::process::Command::new(program).args(args).spawn() {
         Ok(child) => child,
         Err(err) => {
@@ -222,11 +233,21 @@ pub fn init_main(command: &[String]) -> i32 {
     };
     let main = nix::unistd::Pid::from_raw(child.id() as i32);
     loop {
-        match waitpid(None, None) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == main => return code,
-            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == main => return 128 + signal as i32,
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == main => return code,
+                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == main => return 128 + signal as i32,
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return 0,
+            }
+        }
+        match signals.wait() {
+            Ok(Signal::SIGTERM) => {
+                let _ = nix::sys::signal::kill(main, Signal::SIGTERM);
+            }
+            Ok(_) => {}
             Err(_) => return 0,
         }
     }

@@ -163,7 +163,20 @@ impl Sandbox {
     }
 
     /// Stops an instance and removes everything it had on the host.
-    pub fn destroy(&self, mut instance: Instance) -> Result<(), SandboxError> {
+    pub fn destroy(&self, instance: Instance) -> Result<(), SandboxError> {
+        self.stop(instance, std::time::Duration::ZERO)
+    }
+
+    /// Asks the instance's command to finish (SIGTERM, passed on by its init) and gives it up to
+    /// `grace` — for example to flush the home folder — then destroys the instance.
+    pub fn stop(&self, mut instance: Instance, grace: std::time::Duration) -> Result<(), SandboxError> {
+        if !grace.is_zero() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(instance.init_pid), nix::sys::signal::Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + grace;
+            while std::time::Instant::now() < deadline && matches!(instance.helper.try_wait(), Ok(None)) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         instance.kill();
         instance.destroyed = true;
         let mut first_error = None;

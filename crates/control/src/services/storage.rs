@@ -149,6 +149,31 @@ struct PutObjectInput {
     body: String,
     #[serde(default)]
     content_type: Option<String>,
+    /// Write only if the object's current ETag is this one (S3's conditional write).
+    #[serde(default)]
+    if_match: Option<String>,
+    /// `*`: write only if no object has this key.
+    #[serde(default)]
+    if_none_match: Option<String>,
+}
+
+/// A conditional write's condition, checked in the transaction that swaps the object.
+#[derive(Default)]
+pub(crate) struct Precondition {
+    if_match: Option<String>,
+    if_none_match: bool,
+}
+
+impl Precondition {
+    fn holds(&self, current: Option<&str>) -> bool {
+        let unquoted = |etag: &str| etag.trim_matches('"').to_owned();
+        match (&self.if_match, current) {
+            (Some(_), None) => return false,
+            (Some(wanted), Some(current)) if unquoted(wanted) != unquoted(current) => return false,
+            _ => {}
+        }
+        !(self.if_none_match && current.is_some())
+    }
 }
 
 async fn put_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
@@ -168,7 +193,21 @@ async fn put_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErro
     if content_type.len() > 256 || content_type.chars().any(char::is_control) {
         return Err(ActionError::validation("`ContentType` must be at most 256 printable characters"));
     }
-    let written = write_object(ctx, &input.bucket, &row, &input.key, Bytes::from(body), &content_type, "ObjectCreated:Put").await?;
+    let if_none_match = match input.if_none_match.as_deref() {
+        None => false,
+        Some("*") => true,
+        Some(other) => return Err(ActionError::validation(format!("`IfNoneMatch` accepts only `*`, not `{other}`"))),
+    };
+    let condition = Precondition { if_match: input.if_match, if_none_match };
+    let written = write_object(
+        ctx,
+        &input.bucket,
+        &row,
+        &input.key,
+        Bytes::from(body),
+        Metadata { content_type: &content_type, event: "ObjectCreated:Put", condition: &condition },
+    )
+    .await?;
     Ok(json!({ "ETag": written.etag, "ChecksumSHA256": written.checksum }))
 }
 
@@ -176,6 +215,14 @@ pub(crate) struct Written {
     pub etag: String,
     pub checksum: String,
     pub last_modified: i64,
+}
+
+/// What is written with an object's body besides its key.
+struct Metadata<'a> {
+    content_type: &'a str,
+    /// The notification event the write raises.
+    event: &'a str,
+    condition: &'a Precondition,
 }
 
 /// Stores the body as a new blob, then swaps the object's pointer and queues its
@@ -186,9 +233,9 @@ async fn write_object(
     row: &BucketRow,
     key: &ObjectKey,
     body: Bytes,
-    content_type: &str,
-    event: &str,
+    metadata: Metadata<'_>,
 ) -> Result<Written, ActionError> {
+    let Metadata { content_type, event, condition } = metadata;
     let plane = ctx.plane;
     let digest = Sha256::digest(&body);
     let etag = format!("\"{}\"", &hex::encode(digest)[..32]);
@@ -197,13 +244,19 @@ async fn write_object(
     let blob = plane.blobs.put(body).await?;
     let now = now_millis();
     let mut tx = plane.store.write().await?;
-    let old: Option<String> = sqlx::query("SELECT blob FROM objects WHERE bucket = $1 AND key = $2")
+    let current = sqlx::query("SELECT blob, etag FROM objects WHERE bucket = $1 AND key = $2")
         .bind(bucket.as_str())
         .bind(key.as_str())
         .fetch_optional(&mut *tx)
         .await?
-        .map(|r| r.try_get("blob"))
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get::<String, _>("blob")?, r.try_get::<String, _>("etag")?)))
         .transpose()?;
+    if !condition.holds(current.as_ref().map(|(_, etag)| etag.as_str())) {
+        drop(tx);
+        release_blob(plane, &blob).await;
+        return Err(ActionError::new(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"));
+    }
+    let old = current.map(|(blob, _)| blob);
     sqlx::query(
         "INSERT INTO objects (bucket, key, blob, size, etag, content_type, last_modified, writer, source_ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (bucket, key) DO UPDATE SET blob = excluded.blob, size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
@@ -557,7 +610,15 @@ async fn copy_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErr
         .await?
         .ok_or_else(|| no_such_key(&source_bucket, source_key.as_str()))?;
     let body = ctx.plane.blobs.get(&object.blob, None).await?;
-    let written = write_object(ctx, &input.bucket, &row, &input.key, body, &object.content_type, "ObjectCreated:Copy").await?;
+    let written = write_object(
+        ctx,
+        &input.bucket,
+        &row,
+        &input.key,
+        body,
+        Metadata { content_type: &object.content_type, event: "ObjectCreated:Copy", condition: &Precondition::default() },
+    )
+    .await?;
     Ok(
         json!({ "CopyObjectResult": { "ETag": written.etag, "LastModified": millis_to_rfc3339(written.last_modified), "ChecksumSHA256": written.checksum } }),
     )

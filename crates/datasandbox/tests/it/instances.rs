@@ -190,7 +190,7 @@ fn the_home_folder_syncs_both_ways_within_a_second() {
         let called = server.call("storage:GetObject", &json!({ "Bucket": "datasandbox-home", "Key": key }));
         (called.exit == 0).then_some(called.stdout)
     });
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "upload took {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "upload took {:?}", started.elapsed());
     assert_eq!(crate::server::unb64(object["Body"].as_str().expect("body")), b"from inside\n");
     let record = server.audit(&[("EventName", "PutObject"), ("Username", "frank")]).into_iter().next().expect("record");
     assert_eq!(record["userIdentity"]["type"], "Instance");
@@ -201,5 +201,126 @@ fn the_home_folder_syncs_both_ways_within_a_second() {
     crate::server::eventually(5, "the download", || {
         (sh(&server, &instance, &format!("cat {folder}/shared/data.csv")).1 == "a,b\n1,2\n").then_some(())
     });
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "download took {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "download took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_sync_conflict_keeps_both_versions_and_a_stop_flushes() {
+    let server = server_with_image();
+    let instance = create(&server, "gina");
+    let folder = "/home/user/MyFiles/HomeFolder";
+    let key = format!("{}plan.txt", home("gina"));
+    let get = |key: &str| {
+        let called = server.call("storage:GetObject", &json!({ "Bucket": "datasandbox-home", "Key": key }));
+        (called.exit == 0).then(|| String::from_utf8(crate::server::unb64(called.stdout["Body"].as_str().expect("body"))).expect("utf-8"))
+    };
+    assert_eq!(sh(&server, &instance, &format!("echo v1 > {folder}/plan.txt")).0, 0);
+    crate::server::eventually(5, "the first version in storage", || (get(&key).as_deref() == Some("v1\n")).then_some(()));
+    // Both sides change the file while the sync is held still.
+    let (code, out) =
+        sh(&server, &instance, &format!("pkill -STOP -f '^/run/datasandbox/datasandbox home-sync$' && echo inside > {folder}/plan.txt"));
+    assert_eq!(code, 0, "{out}");
+    server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": key, "Body": crate::server::b64(b"outside\n") }));
+    assert_eq!(sh(&server, &instance, "pkill -CONT -f '^/run/datasandbox/datasandbox home-sync$'").0, 0);
+    // Neither is lost: storage's version keeps the name, the local one sits beside it, on both sides.
+    let listing = crate::server::eventually(5, "the conflict copy in storage", || {
+        let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": home("gina") }));
+        let keys: Vec<String> =
+            listed["Contents"].as_array().expect("contents").iter().map(|o| o["Key"].as_str().expect("key").to_owned()).collect();
+        (keys.len() == 2).then_some(keys)
+    });
+    let copy = listing.iter().find(|k| k.contains(".conflict-")).expect("a conflict copy");
+    assert_eq!(get(copy).as_deref(), Some("inside\n"));
+    assert_eq!(get(&key).as_deref(), Some("outside\n"));
+    crate::server::eventually(5, "both versions inside", || {
+        let (_, out) = sh(&server, &instance, &format!("cat {folder}/plan.txt; cat {folder}/plan.txt.conflict-*"));
+        (out == "outside\ninside\n").then_some(())
+    });
+
+    // A file written just before the instance stops still reaches storage.
+    let (code, _) = sh(&server, &instance, &format!("echo last > {folder}/last.txt"));
+    assert_eq!(code, 0);
+    server.ok("streaming:TerminateInstance", json!({ "InstanceId": instance["InstanceId"] }));
+    assert_eq!(get(&format!("{}last.txt", home("gina"))).as_deref(), Some("last\n"), "the final flush lost a file");
+}
+
+#[test]
+fn granted_datasets_appear_read_only_under_data() {
+    let spec = format!(
+        r#"vpc_cidr = "10.{}.0.0/16"
+
+[[buckets]]
+name = "datasandbox-home"
+home_folders = true
+
+[[buckets]]
+name = "research"
+
+[datasets.trials]
+bucket = "research"
+prefix = "trials/"
+
+[[policies]]
+name = "operator-admin"
+text = 'permit (principal is DataSandbox::Operator, action, resource);'
+
+[[policies]]
+name = "trials-readers"
+text = """
+permit (
+  principal == DataSandbox::User::"hana",
+  action in [DataSandbox::Action::"storage:GetObject", DataSandbox::Action::"storage:ListObjectsV2"],
+  resource in DataSandbox::Bucket::"research"
+);"""
+"#,
+        100 + std::process::id() % 100
+    );
+    let server = Server::start_with_spec(&spec, &[]);
+    assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
+    for (key, body) in [("trials/2026/results.csv", "id,score\n1,0.9\n"), ("trials/readme.txt", "read me\n"), ("other/secret.txt", "no")] {
+        server.ok("storage:PutObject", json!({ "Bucket": "research", "Key": key, "Body": crate::server::b64(body.as_bytes()) }));
+    }
+    // Hana is granted the dataset: it is there, whole, and cannot be changed from inside.
+    let hana = create(&server, "hana");
+    assert_eq!(hana["Datasets"], json!([{ "Name": "trials", "State": "MOUNTED", "Objects": 2, "Bytes": 23 }]));
+    let (code, out) = sh(&server, &hana, "cat /data/trials/2026/results.csv /data/trials/readme.txt; ls /data");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "id,score\n1,0.9\nread me\ntrials\n");
+    for attack in [
+        "echo x > /data/trials/readme.txt",
+        "rm /data/trials/readme.txt",
+        "touch /data/trials/new",
+        "mkdir /data/mine",
+        "chmod 666 /data/trials/readme.txt",
+    ] {
+        let (code, out) = sh(&server, &hana, attack);
+        assert_ne!(code, 0, "`{attack}` succeeded: {out}");
+    }
+    assert_eq!(sh(&server, &hana, "cat /data/trials/readme.txt").1, "read me\n");
+    // The reads were hana's, through her instance, and audited as such.
+    let reads: Vec<Value> = server
+        .audit(&[("EventName", "GetObject"), ("Username", "hana")])
+        .into_iter()
+        .filter(|r| r["requestParameters"]["Bucket"] == "research")
+        .collect();
+    assert_eq!(reads.len(), 2);
+    assert!(reads.iter().all(|r| r["userIdentity"]["type"] == "Instance" && r["sourceIPAddress"] == hana["PrivateIpAddress"]));
+
+    // Ian is not granted it: nothing appears, and the refused listing is on the record.
+    let ian = create(&server, "ian");
+    assert_eq!(ian["Datasets"], json!([{ "Name": "trials", "State": "NOT_GRANTED" }]));
+    assert_eq!(sh(&server, &ian, "ls -A /data").1, "");
+    let denied: Vec<Value> = server
+        .audit(&[("EventName", "ListObjectsV2"), ("Username", "ian")])
+        .into_iter()
+        .filter(|r| r["requestParameters"]["Bucket"] == "research")
+        .collect();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["errorCode"], "AccessDeniedException");
+
+    // Nothing of either is left on the host once they end.
+    for instance in [&hana, &ian] {
+        server.ok("streaming:TerminateInstance", json!({ "InstanceId": instance["InstanceId"] }));
+        assert!(!server.data_dir().join("instances").join(instance["InstanceId"].as_str().expect("id")).exists());
+    }
 }

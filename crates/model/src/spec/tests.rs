@@ -86,3 +86,31 @@ fn type_errors_say_what_was_expected() {
         ]
     );
 }
+
+#[test]
+fn datasets_name_existing_non_home_buckets() {
+    let buckets = r#"
+[[buckets]]
+name = "datasandbox-home"
+home_folders = true
+[[buckets]]
+name = "research"
+"#;
+    let spec = Spec::parse(&format!("{buckets}[datasets.trials]\nbucket = \"research\"\nprefix = \"trials/\"\n"), &[]).expect("valid");
+    assert_eq!(
+        spec.datasets,
+        vec![DatasetSpec { name: "trials".into(), bucket: BucketName::new("research").expect("valid name"), prefix: "trials/".into() }]
+    );
+    let bad = format!(
+        "{buckets}[datasets.\"../up\"]\nbucket = \"research\"\n[datasets.homes]\nbucket = \"datasandbox-home\"\n[datasets.gone]\nbucket = \"missing\"\n[datasets.escape]\nbucket = \"research\"\nprefix = \"a/../b\"\n"
+    );
+    assert_eq!(
+        problems(&bad, &[]),
+        vec![
+            "datasets.../up: `../up` cannot name a directory under /data; use up to 64 letters, digits, `-`, `_` or `.`",
+            "datasets.escape.prefix: `a/../b` must be a key prefix such as `trials/2026/`",
+            "datasets.gone.bucket: `missing` is not a bucket defined in this spec",
+            "datasets.homes.bucket: `datasandbox-home` holds home folders, which are never datasets",
+        ]
+    );
+}

@@ -1,0 +1,178 @@
+//! Dataset mounts: the spec's datasets that the policies let an instance's user read appear
+//! read-only under `/data/<name>` inside it.
+//!
+//! The host keeps one directory per instance (`<data-dir>/instances/<id>/data`) bind-mounted
+//! read-only at `/data`. Once the instance runs, the control plane reads each dataset through
+//! the action pipeline *with the instance's own credential* — so what appears is exactly what
+//! the user's policies grant, and every read is an audited action of that instance for that
+//! user. A dataset the policies do not grant stays absent (its denied listing is audited).
+//! Files are owned by the host's root (nobody inside) with mode 0444, under a read-only
+//! mount, so neither the workspace user nor root inside can change them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::identity::Credentials;
+use crate::pipeline::{ControlPlane, Plane, Request};
+
+/// The host directory that holds everything of one instance outside it.
+pub(crate) fn instance_dir(plane: &Plane, id: &str) -> PathBuf {
+    plane.data_dir.join("instances").join(id)
+}
+
+/// The host directory bind-mounted read-only at `/data` inside the instance.
+pub(crate) fn mount_source(plane: &Plane, id: &str) -> std::io::Result<PathBuf> {
+    let dir = instance_dir(plane, id).join("data");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+/// What one dataset became in one instance.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Mounted { objects: usize, bytes: u64 },
+    NotGranted,
+    Failed(String),
+}
+
+/// A request to lay out the datasets of one instance, and where to send the outcomes.
+pub(crate) struct Job {
+    pub id: String,
+    pub credential: String,
+    pub private_address: String,
+    pub done: tokio::sync::oneshot::Sender<Vec<(String, Outcome)>>,
+}
+
+/// Starts the task that lays out datasets. It is a task of its own because it calls the
+/// pipeline, and `CreateInstance`, which asks for it, runs inside the pipeline.
+pub(crate) fn start_worker(control: ControlPlane) -> tokio::sync::mpsc::UnboundedSender<Job> {
+    let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+    tokio::spawn(async move {
+        while let Some(job) = queue.recv().await {
+            let control = control.clone();
+            tokio::spawn(async move {
+                let outcomes = materialize(&control, &job.id, &job.credential, &job.private_address).await;
+                let _ = job.done.send(outcomes);
+            });
+        }
+    });
+    jobs
+}
+
+/// Reads every dataset as the instance (acting for its user) and lays it out under the mount.
+async fn materialize(control: &ControlPlane, id: &str, credential: &str, private_address: &str) -> Vec<(String, Outcome)> {
+    let plane = &control.plane;
+    let root = instance_dir(plane, id);
+    let mut outcomes = Vec::new();
+    for dataset in &plane.spec.datasets {
+        let caller = Caller { control, credential, private_address };
+        let outcome = match copy_dataset(&caller, &root, dataset).await {
+            Ok(Some((objects, bytes))) => Outcome::Mounted { objects, bytes },
+            Ok(None) => Outcome::NotGranted,
+            Err(message) => Outcome::Failed(message),
+        };
+        if let Outcome::Failed(message) = &outcome {
+            tracing::warn!(instance = id, dataset = dataset.name, message, "dataset not mounted");
+        }
+        outcomes.push((dataset.name.clone(), outcome));
+    }
+    outcomes
+}
+
+struct Caller<'a> {
+    control: &'a ControlPlane,
+    credential: &'a str,
+    private_address: &'a str,
+}
+
+impl Caller<'_> {
+    async fn call(&self, action: &str, input: Value) -> Result<Value, crate::error::ActionError> {
+        let request = Request {
+            credentials: Credentials::Instance { token: self.credential.to_owned(), source_ip: self.private_address.to_owned() },
+            source_ip: self.private_address.to_owned(),
+            user_agent: "datasandbox-dataset-mount".into(),
+            action: action.to_owned(),
+            body: Ok(Bytes::from(input.to_string())),
+        };
+        self.control.call(request).await.result
+    }
+}
+
+/// `Ok(None)` when the user may not list the dataset.
+async fn copy_dataset(caller: &Caller<'_>, root: &Path, dataset: &model::spec::DatasetSpec) -> Result<Option<(usize, u64)>, String> {
+    let staging = root.join("staging").join(&dataset.name);
+    let target = root.join("data").join(&dataset.name);
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| format!("cannot make `{}`: {e}", staging.display()))?;
+    let mut token: Option<String> = None;
+    let (mut objects, mut bytes) = (0usize, 0u64);
+    loop {
+        let mut input = json!({ "Bucket": dataset.bucket.as_str(), "Prefix": dataset.prefix });
+        if let Some(t) = &token {
+            input["ContinuationToken"] = json!(t);
+        }
+        let page = match caller.call("storage:ListObjectsV2", input).await {
+            Ok(page) => page,
+            Err(err) if err.status == 403 => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Ok(None);
+            }
+            Err(err) => return Err(err.message),
+        };
+        for item in page["Contents"].as_array().into_iter().flatten() {
+            let Some(key) = item["Key"].as_str() else { continue };
+            let Some(relative) = safe_relative(&key[dataset.prefix.len().min(key.len())..]) else {
+                tracing::warn!(key, dataset = dataset.name, "object key cannot be a path under /data; skipped");
+                continue;
+            };
+            let object = caller.call("storage:GetObject", json!({ "Bucket": dataset.bucket.as_str(), "Key": key })).await;
+            // An object the policies withhold inside a granted prefix is simply not shown.
+            let Ok(object) = object else { continue };
+            let body = base64::engine::general_purpose::STANDARD
+                .decode(object["Body"].as_str().unwrap_or_default())
+                .map_err(|e| format!("object `{key}` came back unreadable: {e}"))?;
+            write_read_only(&staging.join(&relative), &body)?;
+            objects += 1;
+            bytes += body.len() as u64;
+        }
+        match page["NextContinuationToken"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    // The dataset appears inside at once, whole.
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::rename(&staging, &target).map_err(|e| format!("cannot move the dataset into place: {e}"))?;
+    Ok(Some((objects, bytes)))
+}
+
+/// A key's remainder as a relative path with only normal components (no `..`, no root).
+fn safe_relative(rest: &str) -> Option<PathBuf> {
+    let path = Path::new(rest.trim_start_matches('/'));
+    let normal = path.components().all(|c| matches!(c, Component::Normal(_)));
+    (normal && !rest.is_empty() && !rest.ends_with('/')).then(|| path.to_path_buf())
+}
+
+fn write_read_only(path: &Path, body: &[u8]) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot make `{}`: {e}", parent.display()))?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o555)).ok();
+    }
+    std::fs::write(path, body).map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).map_err(|e| format!("cannot protect `{}`: {e}", path.display()))
+}
+
+/// Removes what the host kept for an instance.
+pub(crate) fn remove(plane: &Plane, id: &str) {
+    let dir = instance_dir(plane, id);
+    if let Err(err) = std::fs::remove_dir_all(&dir)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(instance = id, error = %err, "cannot remove the instance's host directory");
+    }
+}
