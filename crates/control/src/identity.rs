@@ -25,6 +25,10 @@ pub enum Credentials {
     Anonymous,
     /// `Authorization: Bearer <instance credential>` on the endpoint, from an instance link.
     Instance { token: String, source_ip: String },
+    /// The token of a streaming URL being opened: it names the user, and its signature is checked.
+    StreamingUrl(String),
+    /// The cookie a redeemed streaming URL set: the session's user.
+    SessionCookie(String),
     /// A built-in function invoked by the platform, carrying the correlation id of the event.
     Function { name: String, correlation_id: Option<String> },
 }
@@ -100,6 +104,8 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             })
         }
         Credentials::Bearer(token) => user_from_token(store, account_id, token).await,
+        Credentials::StreamingUrl(token) => crate::services::streaming::sessions::url_caller(plane, token),
+        Credentials::SessionCookie(cookie) => crate::services::streaming::sessions::cookie_caller(plane, cookie).await,
         Credentials::Anonymous => Err(ActionError::unauthenticated(
             "the request carries no credentials; send `Authorization: Bearer <token>` or use the control socket",
         )),

@@ -44,11 +44,15 @@ pub(crate) struct Instances {
     live: Arc<Mutex<HashMap<String, Live>>>,
     pub(crate) endpoint: OnceLock<EndpointServer>,
     datasets: OnceLock<tokio::sync::mpsc::UnboundedSender<datasets::Job>>,
+    /// Serializes link allocation: launches run concurrently, and two must not take one index.
+    allocation: tokio::sync::Mutex<()>,
 }
 
 struct Live {
     instance: sandbox::Instance,
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// The current credential, kept to read datasets as the instance when it is assigned.
+    credential: String,
 }
 
 impl Instances {
@@ -103,6 +107,11 @@ fn find_image(plane: &Plane, name: &str) -> Result<sandbox::image::Image, Action
     sandbox::image::Image::open(&newest).map_err(ActionError::internal)
 }
 
+/// The application ids of an image's catalog.
+pub(crate) fn catalog(plane: &Plane, image: &str) -> Result<Vec<String>, ActionError> {
+    Ok(find_image(plane, image)?.manifest.applications.iter().map(|a| a.name.clone()).collect())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 struct CreateInput {
@@ -133,15 +142,77 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CreateInput = ctx.parse(input)?;
     let plane = ctx.plane;
     let type_name = input.instance_type.clone().unwrap_or_else(|| plane.spec.instance_type.clone());
-    let instance_type = plane.spec.instance_types.iter().find(|t| t.name == type_name).cloned().ok_or_else(|| {
-        let names: Vec<&str> = plane.spec.instance_types.iter().map(|t| t.name.as_str()).collect();
-        ActionError::validation(format!("InstanceType `{type_name}` is not one of {}", names.join(", ")))
-    })?;
+    instance_type(plane, &type_name)?;
     if input.access_mode.is_some() && input.user_id.is_none() {
         return Err(ActionError::validation("AccessMode needs UserId"));
     }
     ctx.authorize(Resource::Service("streaming".into()))?;
-    let image_name = input.image_name.unwrap_or_else(|| plane.spec.image_name.clone());
+    let user = input.user_id.map(|user| {
+        let mode = input.access_mode.unwrap_or(AccessMode::Custom);
+        let mut env = vec![("DS_USER_NAME".to_owned(), user.to_string()), ("DS_USER_ACCESS_MODE".to_owned(), mode.as_str().to_owned())];
+        if let Some(bucket) = plane.spec.home_bucket() {
+            env.push(("DS_HOME_BUCKET".to_owned(), bucket.name.to_string()));
+        }
+        Assignment { user, mode, session_id: None, env }
+    });
+    let launch = Launch {
+        image_name: input.image_name.unwrap_or_else(|| plane.spec.image_name.clone()),
+        instance_type: type_name,
+        fleet: None,
+        assignment: user,
+        correlation_id: ctx.correlation_id().map(str::to_owned),
+    };
+    let instance = launch_instance(plane, launch).await?;
+    Ok(json!({ "Instance": instance }))
+}
+
+pub(crate) fn instance_type(plane: &Plane, name: &str) -> Result<model::spec::InstanceType, ActionError> {
+    plane.spec.instance_types.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = plane.spec.instance_types.iter().map(|t| t.name.as_str()).collect();
+        ActionError::validation(format!("InstanceType `{name}` is not one of {}", names.join(", ")))
+    })
+}
+
+/// What an instance is started for.
+pub(crate) struct Launch {
+    pub image_name: String,
+    pub instance_type: String,
+    /// The fleet it belongs to; a fleet's instances wait for a session when started unassigned.
+    pub fleet: Option<String>,
+    pub assignment: Option<Assignment>,
+    pub correlation_id: Option<String>,
+}
+
+/// The user (and session) an instance serves.
+pub(crate) struct Assignment {
+    pub user: UserId,
+    pub mode: AccessMode,
+    pub session_id: Option<String>,
+    /// The `DS_*` variables its programs see.
+    pub env: Vec<(String, String)>,
+}
+
+impl Assignment {
+    /// The `DS_*` variables as the file the session agent reads (one `NAME=value` per line;
+    /// values never contain a newline, which `session_env` guarantees).
+    fn env_file(&self) -> Vec<u8> {
+        let mut text = String::new();
+        for (name, value) in &self.env {
+            text.push_str(name);
+            text.push('=');
+            text.push_str(&value.replace(['\n', '\r'], " "));
+            text.push('\n');
+        }
+        text.into_bytes()
+    }
+}
+
+/// Starts an instance: its row first, then the sandbox, its endpoint listener and — when it
+/// serves a user — their datasets. Returns the instance as `DescribeInstances` shows it.
+pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Value, ActionError> {
+    let type_name = launch.instance_type.clone();
+    let instance_type = instance_type(plane, &type_name)?;
+    let image_name = launch.image_name.clone();
     let image = find_image(plane, &image_name)?;
     let sandbox = plane.instances.sandbox(plane).await?;
 
@@ -149,9 +220,10 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let id = format!("i-{}", hex::encode(raw));
     let credential = new_credential();
-    let mode = input.access_mode.unwrap_or(AccessMode::Custom);
+    let assignment = launch.assignment.as_ref();
     // The row comes first, so that a crash from here on leaves something to reconcile.
     let link = {
+        let _allocation = plane.instances.allocation.lock().await;
         let mut tx = plane.store.write().await?;
         let used: Vec<i64> = sqlx::query("SELECT link_index FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')")
             .fetch_all(&mut *tx)
@@ -167,7 +239,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         let link = sandbox::network::Link::new(&id, host, private);
         sqlx::query(
             "INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, user_id, access_mode,
-             credential_hash, credential_expires, correlation_id, created) VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             credential_hash, credential_expires, correlation_id, created, fleet, session_id) VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&id)
         .bind(&image_name)
@@ -176,30 +248,29 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .bind(&link.host_interface)
         .bind(link.host_address.to_string())
         .bind(link.instance_address.to_string())
-        .bind(input.user_id.as_ref().map(|u| u.to_string()))
-        .bind(input.user_id.as_ref().map(|_| mode.as_str()))
+        .bind(assignment.map(|a| a.user.to_string()))
+        .bind(assignment.map(|a| a.mode.as_str()))
         .bind(hex::encode(Sha256::digest(credential.as_bytes())))
         .bind(now_millis() + credential_lifetime_ms(plane))
-        .bind(ctx.correlation_id())
+        .bind(launch.correlation_id.clone())
         .bind(now_millis())
+        .bind(launch.fleet.clone())
+        .bind(assignment.and_then(|a| a.session_id.clone()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         link
     };
     let endpoint = format!("http://{}:{}", link.host_address, plane.spec.endpoint_port);
-    let mut env = vec![
+    let env = vec![
         ("DS_INSTANCE_ID".to_owned(), id.clone()),
         ("DS_INSTANCE_TYPE".to_owned(), type_name.clone()),
         ("DS_ENDPOINT".to_owned(), endpoint),
         ("DS_HOME_FOLDER".to_owned(), "/home/user/MyFiles/HomeFolder".to_owned()),
     ];
-    if let Some(bucket) = plane.spec.home_bucket() {
-        env.push(("DS_HOME_BUCKET".to_owned(), bucket.name.to_string()));
-    }
-    if let Some(user) = &input.user_id {
-        env.push(("DS_USER_NAME".to_owned(), user.to_string()));
-        env.push(("DS_USER_ACCESS_MODE".to_owned(), mode.as_str().to_owned()));
+    let mut files = vec![("credential".to_owned(), credential.clone().into_bytes())];
+    if let Some(assignment) = assignment {
+        files.push(("session.env".to_owned(), assignment.env_file()));
     }
     let mut read_only_binds = image.manifest.host_binds.clone();
     read_only_binds.push((datasets::mount_source(plane, &id).map_err(ActionError::internal)?, PathBuf::from("/data")));
@@ -209,16 +280,16 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         read_only_binds,
         hostname: id.clone(),
         limits: sandbox::Limits { vcpus: instance_type.vcpus, memory_bytes: instance_type.memory_mib << 20, pids: instance_type.pids },
-        // An instance that serves a user keeps their home folder in step with storage.
-        command: if input.user_id.is_some() {
-            vec!["/run/datasandbox/datasandbox".into(), "home-sync".into()]
+        // The session agent waits for its assignment, then keeps the home folder in step.
+        command: if assignment.is_some() || launch.fleet.is_some() {
+            vec!["/run/datasandbox/datasandbox".into(), "session-agent".into()]
         } else {
             vec!["/bin/sleep".into(), "infinity".into()]
         },
         env,
         link: link.clone(),
         self_exe: std::env::current_exe().map_err(ActionError::internal)?,
-        files: vec![("credential".into(), credential.clone().into_bytes())],
+        files,
     };
     let made = {
         let sandbox = sandbox.clone();
@@ -249,29 +320,68 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .bind(&id)
         .execute(&plane.store.pool)
         .await?;
-    plane.instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener });
-    // Datasets are read as the instance itself, so the user's policies decide what appears.
-    let mut mounted = Vec::new();
-    if input.user_id.is_some() {
-        let private = link.instance_address.to_string();
-        let (done, outcomes) = tokio::sync::oneshot::channel();
-        let job = datasets::Job { id: id.clone(), credential: credential.clone(), private_address: private, done };
-        let sent = plane.instances.datasets.get().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);
-        let outcomes = if sent { outcomes.await.unwrap_or_default() } else { Vec::new() };
-        for (name, outcome) in outcomes {
-            mounted.push(match outcome {
-                datasets::Outcome::Mounted { objects, bytes } => {
-                    json!({ "Name": name, "State": "MOUNTED", "Objects": objects, "Bytes": bytes })
-                }
-                datasets::Outcome::NotGranted => json!({ "Name": name, "State": "NOT_GRANTED" }),
-                datasets::Outcome::Failed(reason) => json!({ "Name": name, "State": "FAILED", "Reason": reason }),
-            });
-        }
-    }
+    plane.instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener, credential: credential.clone() });
+    let mounted = if assignment.is_some() { mount_datasets(plane, &id, &credential, &link).await } else { Vec::new() };
     let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&id).fetch_one(&plane.store.pool).await?;
     let mut instance = instance_json(&row)?;
     instance["Datasets"] = json!(mounted);
-    Ok(json!({ "Instance": instance }))
+    Ok(instance)
+}
+
+/// Gives a running, unassigned fleet instance to a session: the row, then the session's
+/// variables placed inside for the waiting agent, then the user's datasets.
+pub(crate) async fn assign(plane: &Plane, instance_id: &str, assignment: &Assignment, correlation_id: &str) -> Result<(), ActionError> {
+    let (pid, credential) = {
+        let live = plane.instances.live.lock().expect("instances lock");
+        let live = live.get(instance_id).ok_or_else(|| ActionError::internal(format_args!("instance {instance_id} is not live")))?;
+        (live.instance.init_pid, live.credential.clone())
+    };
+    sqlx::query("UPDATE instances SET user_id = $1, access_mode = $2, session_id = $3, correlation_id = $4 WHERE instance_id = $5")
+        .bind(assignment.user.to_string())
+        .bind(assignment.mode.as_str())
+        .bind(assignment.session_id.clone())
+        .bind(correlation_id)
+        .bind(instance_id)
+        .execute(&plane.store.pool)
+        .await?;
+    let file = assignment.env_file();
+    tokio::task::spawn_blocking(move || sandbox::place_file(pid, "session.env", &file))
+        .await
+        .map_err(ActionError::internal)?
+        .map_err(|e| ActionError::internal(format_args!("cannot hand the session to instance {instance_id}: {e}")))?;
+    let link_row = sqlx::query("SELECT host_interface, host_address, private_address FROM instances WHERE instance_id = $1")
+        .bind(instance_id)
+        .fetch_one(&plane.store.pool)
+        .await?;
+    let link = sandbox::network::Link {
+        host_interface: link_row.try_get("host_interface")?,
+        host_address: link_row.try_get::<String, _>("host_address")?.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        instance_address: link_row.try_get::<String, _>("private_address")?.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    };
+    mount_datasets(plane, instance_id, &credential, &link).await;
+    Ok(())
+}
+
+/// Datasets are read as the instance itself, so the user's policies decide what appears.
+async fn mount_datasets(plane: &Plane, id: &str, credential: &str, link: &sandbox::network::Link) -> Vec<Value> {
+    if plane.spec.datasets.is_empty() {
+        return Vec::new();
+    }
+    let (done, outcomes) = tokio::sync::oneshot::channel();
+    let job =
+        datasets::Job { id: id.to_owned(), credential: credential.to_owned(), private_address: link.instance_address.to_string(), done };
+    let sent = plane.instances.datasets.get().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);
+    let outcomes = if sent { outcomes.await.unwrap_or_default() } else { Vec::new() };
+    outcomes
+        .into_iter()
+        .map(|(name, outcome)| match outcome {
+            datasets::Outcome::Mounted { objects, bytes } => {
+                json!({ "Name": name, "State": "MOUNTED", "Objects": objects, "Bytes": bytes })
+            }
+            datasets::Outcome::NotGranted => json!({ "Name": name, "State": "NOT_GRANTED" }),
+            datasets::Outcome::Failed(reason) => json!({ "Name": name, "State": "FAILED", "Reason": reason }),
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -311,29 +421,31 @@ async fn terminate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError
     let input: InstanceInput = ctx.parse(input)?;
     ctx.authorize(Resource::Instance { id: input.instance_id.clone() })?;
     let plane = ctx.plane;
-    let live = plane.instances.live.lock().expect("instances lock").remove(&input.instance_id);
+    stop_instance(plane, &input.instance_id).await?;
+    let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&input.instance_id).fetch_one(&plane.store.pool).await?;
+    Ok(json!({ "Instance": instance_json(&row)? }))
+}
+
+/// Stops an instance — its programs get a grace period to finish, its credential stays valid
+/// meanwhile so that its last changes reach storage — then removes everything it had.
+pub(crate) async fn stop_instance(plane: &Plane, id: &str) -> Result<(), ActionError> {
+    let live = plane.instances.live.lock().expect("instances lock").remove(id);
     let Some(live) = live else {
-        return Err(ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)));
+        return Err(ActionError::not_found("ResourceNotFoundException", format!("instance `{id}` is not running")));
     };
-    // The credential stays valid while the instance stops, so that its last changes reach storage.
-    sqlx::query("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1")
-        .bind(&input.instance_id)
-        .execute(&plane.store.pool)
-        .await?;
+    sqlx::query("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1").bind(id).execute(&plane.store.pool).await?;
     let sandbox = plane.instances.sandbox(plane).await?;
     let destroyed = tokio::task::spawn_blocking(move || sandbox.stop(live.instance, STOP_GRACE)).await.map_err(ActionError::internal)?;
     if let Some(listener) = live.listener {
         listener.abort();
     }
-    datasets::remove(plane, &input.instance_id);
+    datasets::remove(plane, id);
     sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2")
         .bind(now_millis())
-        .bind(&input.instance_id)
+        .bind(id)
         .execute(&plane.store.pool)
         .await?;
-    destroyed.map_err(|e| ActionError::internal(format_args!("teardown of {} was incomplete: {e}", input.instance_id)))?;
-    let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&input.instance_id).fetch_one(&plane.store.pool).await?;
-    Ok(json!({ "Instance": instance_json(&row)? }))
+    destroyed.map_err(|e| ActionError::internal(format_args!("teardown of {id} was incomplete: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -413,6 +525,9 @@ async fn rotate_due(plane: &Plane, lifetime: i64) -> Result<(), ActionError> {
         .bind(&id)
         .execute(&plane.store.pool)
         .await?;
+        if let Some(live) = plane.instances.live.lock().expect("instances lock").get_mut(&id) {
+            live.credential = credential;
+        }
     }
     Ok(())
 }

@@ -19,5 +19,6 @@ pub use actions::{ACTIONS, ActionSpec};
 pub use error::ActionError;
 pub use identity::Credentials;
 pub use instances::EndpointServer;
-pub use pipeline::{ControlPlane, Request, StartError, check_policies};
+pub use pipeline::{ControlPlane, Request, Response, StartError, check_policies};
+pub use services::streaming::sessions::SessionConnection;
 pub use store::Store;

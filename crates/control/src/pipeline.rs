@@ -21,7 +21,7 @@ use crate::services::keys::KeyRing;
 use crate::store::{Store, millis_to_rfc3339, now_millis};
 
 /// Members whose values are secrets or data; they never reach an audit record.
-const HIDDEN_MEMBERS: &[&str] = &["Body", "Value", "Plaintext", "CiphertextBlob", "Token", "SecretString"];
+const HIDDEN_MEMBERS: &[&str] = &["Body", "Value", "Plaintext", "CiphertextBlob", "Token", "SecretString", "Cookie", "StreamingURL"];
 const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
 
 /// One call as a transport hands it over.
@@ -104,6 +104,7 @@ pub(crate) struct Plane {
     pub metrics: Metrics,
     pub keys: KeyRing,
     pub instances: crate::instances::Instances,
+    pub streaming: crate::services::streaming::Streaming,
     /// Wakes the notification dispatcher when the outbox gains rows.
     pub outbox: Notify,
     pub socket_owner: u32,
@@ -165,6 +166,7 @@ impl ControlPlane {
             metrics: Metrics::new(),
             keys,
             instances: Default::default(),
+            streaming: Default::default(),
             outbox: Notify::new(),
             socket_owner,
         });
@@ -175,11 +177,17 @@ impl ControlPlane {
             tracing::warn!(instances = ?reaped, "destroyed instances a previous run left behind");
             control.service_event("ReconcileInstances", serde_json::json!({ "Destroyed": reaped })).await;
         }
+        let stale = crate::services::streaming::end_all_sessions(&control, "PLATFORM_RESTARTED").await;
+        if !stale.is_empty() {
+            tracing::warn!(sessions = ?stale, "ended the sessions a previous run left open");
+        }
         crate::services::storage::reclaim_blobs(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::services::storage::deploy_buckets(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        crate::services::streaming::deploy(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::functions::start_dispatcher(control.clone());
         crate::services::audit_log::start_daily_reports(control.clone());
         crate::instances::start_background_tasks(control.clone());
+        crate::services::streaming::engine::start(control.clone());
         Ok(control)
     }
 
@@ -198,10 +206,19 @@ impl ControlPlane {
     /// Records the end of auditing and seals the trail with a final checkpoint and digest.
     pub async fn shutdown(&self) {
         // Instances are ephemeral: a clean stop ends them (a crash leaves them to reconciliation).
+        self.plane.streaming.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Launches in flight finish before the instances are ended.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.plane.streaming.launching.lock().expect("launching lock").values().any(|n| *n > 0) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
         let ended = crate::instances::terminate_all(&self.plane).await;
         if !ended.is_empty() {
             tracing::info!(instances = ?ended, "terminated the running instances");
         }
+        crate::services::streaming::end_all_sessions(self, "PLATFORM_STOPPED").await;
         self.service_event("StopLogging", serde_json::json!({ "Trail": self.plane.trail.layout().bucket })).await;
         let trail = self.plane.trail.clone();
         if let Err(err) = tokio::task::spawn_blocking(move || trail.close()).await.unwrap_or(Err(audit::TrailError::Stopped)) {

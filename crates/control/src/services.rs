@@ -4,6 +4,7 @@ pub(crate) mod audit_log;
 pub(crate) mod keys;
 pub(crate) mod parameters;
 pub(crate) mod storage;
+pub(crate) mod streaming;
 
 use serde_json::Value;
 
@@ -17,7 +18,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, name: &str, input: Value) -> Res
         "storage" => storage::dispatch(ctx, action, input).await,
         "keys" => keys::dispatch(ctx, action, input).await,
         "audit" => audit_log::dispatch(ctx, action, input).await,
-        "streaming" => crate::instances::dispatch(ctx, action, input).await,
+        "streaming" => streaming::dispatch(ctx, action, input).await,
         "identity" => match action {
             "CreateSessionToken" => crate::identity::create_session_token(ctx, input).await,
             "GetCallerIdentity" => crate::identity::get_caller_identity(ctx, input).await,

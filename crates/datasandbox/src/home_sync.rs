@@ -26,6 +26,30 @@ struct Known {
     local: Local,
 }
 
+/// `datasandbox session-agent`, the first program of a user or fleet instance: waits until the
+/// control plane places the session's variables in `/run/datasandbox/session.env` (at once for
+/// an instance started for a user; on assignment for a warm fleet instance), then becomes the
+/// home-folder sync with those variables.
+pub fn session_agent() -> std::process::ExitCode {
+    let path = Path::new("/run/datasandbox/session.env");
+    let text = loop {
+        match std::fs::read_to_string(path) {
+            Ok(text) => break text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(10)),
+            Err(err) => {
+                eprintln!("session-agent: cannot read {}: {err}", path.display());
+                return std::process::ExitCode::from(2);
+            }
+        }
+    };
+    let variables = text.lines().filter_map(|line| line.split_once('=')).filter(|(name, _)| name.starts_with("DS_"));
+    let error = std::os::unix::process::CommandExt::exec(
+        std::process::Command::new("/run/datasandbox/datasandbox").arg("home-sync").envs(variables),
+    );
+    eprintln!("session-agent: cannot start the home-folder sync: {error}");
+    std::process::ExitCode::from(2)
+}
+
 pub async fn run() -> std::process::ExitCode {
     let env = |name: &str| std::env::var(name).unwrap_or_default();
     let (endpoint, user, mode) = (env("DS_ENDPOINT"), env("DS_USER_NAME"), env("DS_USER_ACCESS_MODE"));

@@ -232,6 +232,7 @@ fn main() -> ExitCode {
         Some("sandbox-helper") => return exit_code(sandbox::helper::helper_main(args.get(2).map_or("", String::as_str))),
         Some("sandbox-init") => return exit_code(sandbox::helper::init_main(after_dashes(&args))),
         Some("sandbox-exec") => return exit_code(sandbox::helper::exec_main(after_dashes(&args))),
+        Some("session-agent") => return home_sync::session_agent(),
         _ => {}
     }
     let cli = Cli::parse();

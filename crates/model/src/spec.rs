@@ -146,6 +146,10 @@ pub struct FleetSpec {
     pub max_user_duration_seconds: u32,
     pub disconnect_timeout_seconds: u32,
     pub idle_disconnect_timeout_seconds: u32,
+    /// How many users may wait for an instance before new ones are turned away.
+    pub max_queue: u32,
+    /// How long a user waits in the queue before being told that no instance became free.
+    pub queue_timeout_seconds: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +166,7 @@ pub struct StackSpec {
     pub stream_view: StreamView,
     pub home_folders_bucket: Option<String>,
     pub user_settings: Vec<UserSetting>,
+    pub redirect_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +204,11 @@ pub struct Spec {
     pub account_id: String,
     pub region: String,
     pub api_listen: SocketAddr,
+    /// The base of the URLs handed to users (streaming URLs); by default `http://<api_listen>`.
+    pub public_url: Option<String>,
+    /// How many milliseconds one second of a session timeout lasts: 1000, except in tests that
+    /// need an idle or maximum-duration timeout to pass quickly.
+    pub timeout_scale_ms: u32,
     /// `None` means SQLite in the data directory.
     pub metadata_url: Option<String>,
     pub storage: StorageBackend,
@@ -318,7 +328,14 @@ fn read_spec(root: &Table) -> Spec {
     let server = root.table("server");
     let api_listen =
         server.parsed("api_listen", "127.0.0.1:8750", |v| v.parse::<SocketAddr>().map_err(|_| format!("`{v}` is not an address:port")));
+    let public_url = server.opt_string("public_url").filter(|v| !v.is_empty());
+    if let Some(url) = public_url.as_ref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/')) {
+        server.problem("public_url", format!("`{url}` must be an http:// or https:// URL without a trailing `/`"));
+    }
     server.finish();
+    let streaming = root.table("streaming");
+    let timeout_scale_ms = streaming.integer("timeout_scale_ms", 1000, 1..=1000) as u32;
+    streaming.finish();
 
     let metadata = root.table("metadata");
     let metadata_url = metadata.opt_string("url").filter(|v| !v.is_empty());
@@ -389,6 +406,8 @@ fn read_spec(root: &Table) -> Spec {
         account_id,
         region,
         api_listen: api_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8750))),
+        public_url,
+        timeout_scale_ms,
         metadata_url,
         storage: storage_backend,
         max_object_size,
@@ -541,7 +560,7 @@ fn read_fleets(root: &Table, env: &str, image: &str, fleet_type: FleetType, type
                 } else {
                     FleetType::OnDemand
                 },
-                desired_instances: t.integer("desired_instances", 2, 0..=100) as u32,
+                desired_instances: t.integer("desired_instances", 2, 0..=1000) as u32,
                 max_user_duration_seconds: t.integer("max_user_duration", 57_600, 600..=432_000) as u32,
                 disconnect_timeout_seconds: t.integer("disconnect_timeout", 900, 60..=36_000) as u32,
                 idle_disconnect_timeout_seconds: {
@@ -551,6 +570,8 @@ fn read_fleets(root: &Table, env: &str, image: &str, fleet_type: FleetType, type
                     }
                     idle as u32
                 },
+                max_queue: t.integer("max_queue", 100, 0..=10_000) as u32,
+                queue_timeout_seconds: t.integer("queue_timeout", 300, 1..=3600) as u32,
                 name,
             };
             check_instance_type(&t, "instance_type", &fleet.instance_type, types);
@@ -604,8 +625,12 @@ fn read_stacks(root: &Table, env: &str, view: StreamView, fleets: &[FleetSpec], 
                 })
                 .collect();
             settings.finish();
+            let redirect_url = t.opt_string("redirect_url").filter(|v| !v.is_empty());
+            if let Some(url) = redirect_url.as_ref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+                t.problem("redirect_url", format!("`{url}` must be an http:// or https:// URL"));
+            }
             t.finish();
-            StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings }
+            StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings, redirect_url }
         })
         .collect()
 }

@@ -215,8 +215,23 @@ pub fn init_main(command: &[String]) -> i32 {
         eprintln!("sandbox-init: no command");
         return 2;
     };
-    // Pid 1 gets only the signals it handles; it waits for SIGTERM (a graceful stop, passed on
-    // to the command) and SIGCHLD (reaping). The command starts with an empty mask (std resets it).
+    // Pid 1 gets only the signals it handles: a SIGTERM with the default disposition would be
+    // dropped, so it gets a handler that does nothing, then stays blocked and is taken by
+    // `sigwait` below (a graceful stop, passed on to the command), as is SIGCHLD (reaping).
+    // The command starts with an empty mask and default dispositions (std and exec reset them).
+    extern "C" fn taken_by_sigwait(_: libc::c_int) {}
+    let handler = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(taken_by_sigwait),
+        nix::sys::signal::SaFlags::empty(),
+        SigSet::empty(),
+    );
+    #[allow(unsafe_code, reason = "pid 1 receives SIGTERM only if it has a handler")]
+    // SAFETY: the handler does nothing, so it is async-signal-safe, and no other handler exists
+    // in this process that it could replace.
+    if let Err(err) = unsafe { nix::sys::signal::sigaction(Signal::SIGTERM, &handler) } {
+        eprintln!("sandbox-init: cannot handle SIGTERM: {err}");
+        return 125;
+    }
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGCHLD);

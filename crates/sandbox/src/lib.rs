@@ -339,7 +339,7 @@ fn send(stdin: &mut ChildStdin, line: &str) -> Result<(), SandboxError> {
 /// workspace user, mode 0400. The write happens inside the instance's user and mount
 /// namespaces: the host's root cannot create files on a filesystem owned by the instance.
 pub fn place_file(init_pid: i32, name: &str, content: &[u8]) -> Result<(), SandboxError> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if name.is_empty() || name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
         return Err(setup("place a file", format!("`{name}` is not a plain file name")));
     }
     let script = format!(

@@ -11,6 +11,7 @@ pub struct Connection<S: Read + Write> {
 
 pub struct Reply {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -47,6 +48,7 @@ impl<S: Read + Write> Connection<S> {
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("bad status line `{status_line}`")))?;
         let mut length = 0usize;
+        let mut headers = Vec::new();
         loop {
             let mut line = String::new();
             if self.reader.read_line(&mut line)? == 0 {
@@ -56,15 +58,16 @@ impl<S: Read + Write> Connection<S> {
             if line.is_empty() {
                 break;
             }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
             }
         }
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body)?;
-        Ok(Reply { status, body })
+        Ok(Reply { status, headers, body })
     }
 
     pub fn call(&mut self, action: &str, input: &serde_json::Value, token: Option<&str>) -> std::io::Result<Reply> {

@@ -9,6 +9,7 @@ mod instances;
 mod s3;
 mod sandbox;
 mod server;
+mod streaming;
 mod trail;
 
 pub use server::Server;

@@ -39,6 +39,15 @@ permit (
 ) when { resource has home && resource.home == principal.home };"#,
     ),
     (
+        "streaming-url-holders",
+        r#"// Whoever opens a valid streaming URL becomes its user and may redeem it, once.
+permit (
+  principal is DataSandbox::User,
+  action == DataSandbox::Action::"streaming:RedeemStreamingURL",
+  resource is DataSandbox::Service
+);"#,
+    ),
+    (
         "function-sha256-sidecar",
         r#"// The built-in sha256-sidecar function reads the object it was notified of and writes
 // its checksum beside it; nothing else.

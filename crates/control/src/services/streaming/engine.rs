@@ -1,0 +1,434 @@
+//! The fleet engine: one loop that keeps each fleet at its capacity, hands instances to queued
+//! sessions in order, and ends sessions on their timeouts.
+//!
+//! - ALWAYS_ON fleets keep `DesiredInstances` instances started and waiting (the session agent
+//!   inside waits for its assignment); a redemption takes a waiting one at once, and every
+//!   instance is destroyed after its session and replaced.
+//! - ON_DEMAND fleets start an instance for each session, up to `DesiredInstances` at once.
+//! - A session waits in its fleet's queue (FIFO) until an instance is free, at most the
+//!   fleet's `queue_timeout`; then it ends with `NO_CAPACITY` and a clear message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use model::spec::FleetType;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::fleets::{capacity, fleet_type_of};
+use super::scaled_ms;
+use super::sessions::{end_session, session_row};
+use crate::error::ActionError;
+use crate::instances::{Assignment, Launch, launch_instance, stop_instance};
+use crate::pipeline::{ControlPlane, Plane};
+use crate::store::{millis_to_rfc3339, now_millis};
+
+/// How many instances start at once across all fleets (the host has few cores).
+const PARALLEL_LAUNCHES: usize = 4;
+
+pub(crate) struct QueueLimits {
+    pub max_queue: u32,
+    pub queue_timeout_seconds: u32,
+}
+
+/// A fleet's queue limits: from the spec for the spec's fleets, AWS-like defaults otherwise.
+pub(crate) fn queue_limits(plane: &Plane, fleet: &str) -> QueueLimits {
+    plane.spec.fleets.iter().find(|f| f.name == fleet).map_or(QueueLimits { max_queue: 100, queue_timeout_seconds: 300 }, |f| QueueLimits {
+        max_queue: f.max_queue,
+        queue_timeout_seconds: f.queue_timeout_seconds,
+    })
+}
+
+/// Starts the engine's loop.
+pub(crate) fn start(control: ControlPlane) {
+    let launches = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAUNCHES));
+    tokio::spawn(async move {
+        let tick = Duration::from_millis(if control.plane.spec.timeout_scale_ms < 1000 { 50 } else { 250 });
+        while !control.plane.streaming.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(err) = run_once(&control, &launches).await {
+                tracing::error!(error = %err, "fleet engine");
+            }
+            let _ = tokio::time::timeout(tick, control.plane.streaming.wake.notified()).await;
+        }
+    });
+}
+
+async fn run_once(control: &ControlPlane, launches: &Arc<tokio::sync::Semaphore>) -> Result<(), ActionError> {
+    let plane = &control.plane;
+    let fleets = sqlx::query("SELECT * FROM fleets").fetch_all(&plane.store.pool).await?;
+    for fleet in &fleets {
+        let name: String = fleet.try_get("name")?;
+        let state: String = fleet.try_get("state")?;
+        let fleet_type = fleet_type_of(&fleet.try_get::<String, _>("fleet_type")?);
+        let desired: i64 = fleet.try_get("desired_instances")?;
+        match state.as_str() {
+            "STARTING" | "RUNNING" => {
+                if fleet_type == FleetType::AlwaysOn {
+                    keep_warm(control, launches, fleet, desired).await?;
+                }
+                let running = capacity(plane, &name, fleet_type, desired).await?.running;
+                if state == "STARTING" && (fleet_type == FleetType::OnDemand || running >= desired) {
+                    sqlx::query("UPDATE fleets SET state = 'RUNNING' WHERE name = $1 AND state = 'STARTING'")
+                        .bind(&name)
+                        .execute(&plane.store.pool)
+                        .await?;
+                }
+                serve_queue(control, launches, fleet, fleet_type, desired).await?;
+            }
+            "STOPPING" => {
+                let sessions = ids(plane, "SELECT session_id AS id FROM sessions WHERE fleet = $1 AND state != 'EXPIRED'", &name).await?;
+                for session in sessions {
+                    end_session(control, &session, "FLEET_STOPPED").await?;
+                }
+                let warm = ids(plane, "SELECT instance_id AS id FROM instances WHERE fleet = $1 AND state = 'RUNNING'", &name).await?;
+                for instance in warm {
+                    let _ = stop_instance(plane, &instance).await;
+                }
+                if launching(plane, &name) == 0 {
+                    sqlx::query("UPDATE fleets SET state = 'STOPPED' WHERE name = $1 AND state = 'STOPPING'")
+                        .bind(&name)
+                        .execute(&plane.store.pool)
+                        .await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    enforce_timeouts(control).await
+}
+
+async fn ids(plane: &Plane, query: &str, fleet: &str) -> Result<Vec<String>, ActionError> {
+    Ok(sqlx::query(query).bind(fleet).fetch_all(&plane.store.pool).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
+}
+
+fn launching(plane: &Plane, fleet: &str) -> usize {
+    plane.streaming.launching.lock().expect("launching lock").get(fleet).copied().unwrap_or(0)
+}
+
+fn count_launch(plane: &Plane, fleet: &str, delta: isize) {
+    let mut launching = plane.streaming.launching.lock().expect("launching lock");
+    let entry = launching.entry(fleet.to_owned()).or_insert(0);
+    *entry = entry.saturating_add_signed(delta);
+}
+
+/// ALWAYS_ON: as many instances as desired, waiting or in use; surplus or outdated waiting
+/// instances are stopped (and replaced, when outdated).
+async fn keep_warm(
+    control: &ControlPlane,
+    launches: &Arc<tokio::sync::Semaphore>,
+    fleet: &sqlx::any::AnyRow,
+    desired: i64,
+) -> Result<(), ActionError> {
+    let plane = &control.plane;
+    let name: String = fleet.try_get("name")?;
+    let image: String = fleet.try_get("image")?;
+    let instance_type: String = fleet.try_get("instance_type")?;
+    let rows = sqlx::query(
+        "SELECT instance_id, image, instance_type, session_id FROM instances WHERE fleet = $1 AND state IN ('PENDING', 'RUNNING')",
+    )
+    .bind(&name)
+    .fetch_all(&plane.store.pool)
+    .await?;
+    let mut total = rows.len() as i64 + launching(plane, &name) as i64;
+    for row in &rows {
+        let waiting = row.try_get::<Option<String>, _>("session_id")?.is_none();
+        let outdated = row.try_get::<String, _>("image")? != image || row.try_get::<String, _>("instance_type")? != instance_type;
+        if waiting && (outdated || total > desired) {
+            let _ = stop_instance(plane, &row.try_get::<String, _>("instance_id")?).await;
+            total -= 1;
+        }
+    }
+    for _ in total..desired {
+        count_launch(plane, &name, 1);
+        let (control, launches, name) = (control.clone(), launches.clone(), name.clone());
+        let launch = Launch {
+            image_name: image.clone(),
+            instance_type: instance_type.clone(),
+            fleet: Some(name.clone()),
+            assignment: None,
+            correlation_id: None,
+        };
+        tokio::spawn(async move {
+            let _permit = launches.acquire().await;
+            let stopping = control.plane.streaming.stopping.load(std::sync::atomic::Ordering::SeqCst);
+            if !stopping && let Err(err) = launch_instance(&control.plane, launch).await {
+                tracing::error!(fleet = name, error = %err, "cannot start a fleet instance");
+                // Do not spin on a fleet that cannot start (for example, its image is missing).
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            count_launch(&control.plane, &name, -1);
+            control.plane.streaming.wake.notify_one();
+        });
+    }
+    Ok(())
+}
+
+/// Serves the fleet's queue in order: warm instances for ALWAYS_ON, new ones for ON_DEMAND.
+async fn serve_queue(
+    control: &ControlPlane,
+    launches: &Arc<tokio::sync::Semaphore>,
+    fleet: &sqlx::any::AnyRow,
+    fleet_type: FleetType,
+    desired: i64,
+) -> Result<(), ActionError> {
+    let plane = &control.plane;
+    let name: String = fleet.try_get("name")?;
+    let pending =
+        ids(plane, "SELECT session_id AS id FROM sessions WHERE fleet = $1 AND state = 'PENDING' ORDER BY queued, session_id", &name)
+            .await?;
+    match fleet_type {
+        FleetType::AlwaysOn => {
+            for session in pending {
+                if !try_assign_warm(control, &session).await {
+                    break;
+                }
+            }
+        }
+        FleetType::OnDemand => {
+            let in_use = capacity(plane, &name, fleet_type, desired).await?.in_use;
+            let starting: Vec<String> = plane.streaming.starting.lock().expect("starting lock").iter().cloned().collect();
+            let free = (desired - in_use - launching(plane, &name) as i64).max(0) as usize;
+            for session in pending.into_iter().filter(|s| !starting.contains(s)).take(free) {
+                start_for_session(control, launches, fleet, &session).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `DS_*` variables of a session, and who it is for.
+async fn assignment(plane: &Plane, session_id: &str) -> Result<Assignment, ActionError> {
+    let row = session_row(plane, session_id).await?;
+    let user = model::UserId::new(row.try_get::<String, _>("user_id")?).map_err(ActionError::internal)?;
+    let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let mut env = vec![
+        ("DS_USER_NAME".to_owned(), user.to_string()),
+        ("DS_SESSION_ID".to_owned(), session_id.to_owned()),
+        ("DS_STACK_NAME".to_owned(), row.try_get::<String, _>("stack")?),
+        ("DS_RESOURCE_NAME".to_owned(), row.try_get::<String, _>("fleet")?),
+        ("DS_RESOURCE_TYPE".to_owned(), "fleet".to_owned()),
+        ("DS_USER_ACCESS_MODE".to_owned(), "custom".to_owned()),
+        ("DS_INSTANCE_TYPE".to_owned(), text(&settings["InstanceType"])),
+        ("DS_SESSION_RESERVATION_DATETIME".to_owned(), millis_to_rfc3339(row.try_get("start_time")?)),
+        ("DS_SESSION_CONTEXT".to_owned(), row.try_get::<Option<String>, _>("session_context")?.unwrap_or_default()),
+        ("DS_APPLICATION_ID".to_owned(), row.try_get::<Option<String>, _>("application_id")?.unwrap_or_default()),
+    ];
+    if let Some(bucket) = settings["HomeFoldersBucket"].as_str() {
+        env.push(("DS_HOME_BUCKET".to_owned(), bucket.to_owned()));
+    }
+    Ok(Assignment { user, mode: model::AccessMode::Custom, session_id: Some(session_id.to_owned()), env })
+}
+
+async fn activate(plane: &Plane, session_id: &str, instance_id: &str) -> Result<bool, ActionError> {
+    let address: String = sqlx::query("SELECT private_address FROM instances WHERE instance_id = $1")
+        .bind(instance_id)
+        .fetch_one(&plane.store.pool)
+        .await?
+        .try_get("private_address")?;
+    let now = now_millis();
+    let done = sqlx::query(
+        "UPDATE sessions SET state = 'ACTIVE', instance_id = $1, private_address = $2, active_time = $3 WHERE session_id = $4 AND state = 'PENDING'",
+    )
+    .bind(instance_id)
+    .bind(&address)
+    .bind(now)
+    .bind(session_id)
+    .execute(&plane.store.pool)
+    .await?;
+    if done.rows_affected() == 1
+        && let Some(live) = plane.streaming.live.lock().expect("live lock").get(session_id)
+    {
+        let _ = live.events.send(json!({ "type": "state", "State": "ACTIVE", "InstanceId": instance_id }));
+    }
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives a waiting ALWAYS_ON instance to a PENDING session; false when none is free.
+pub(crate) async fn try_assign_warm(control: &ControlPlane, session_id: &str) -> bool {
+    let plane = &control.plane;
+    let _serial = plane.streaming.assignment.lock().await;
+    let picked = async {
+        let row = session_row(plane, session_id).await?;
+        if row.try_get::<String, _>("state")? != "PENDING" {
+            return Ok::<_, ActionError>(None);
+        }
+        let fleet: String = row.try_get("fleet")?;
+        let instance: Option<String> = sqlx::query(
+            "SELECT instance_id FROM instances WHERE fleet = $1 AND state = 'RUNNING' AND session_id IS NULL ORDER BY created LIMIT 1",
+        )
+        .bind(&fleet)
+        .fetch_optional(&plane.store.pool)
+        .await?
+        .map(|r| r.try_get("instance_id"))
+        .transpose()?;
+        let Some(instance) = instance else { return Ok(None) };
+        let assignment = assignment(plane, session_id).await?;
+        crate::instances::assign(plane, &instance, &assignment, &row.try_get::<String, _>("correlation_id")?).await?;
+        Ok(Some(activate(plane, session_id, &instance).await?))
+    };
+    match picked.await {
+        Ok(Some(_)) => true,
+        Ok(None) => false,
+        Err(err) => {
+            tracing::error!(session = session_id, error = %err, "cannot hand an instance to the session");
+            false
+        }
+    }
+}
+
+/// ON_DEMAND: starts an instance for one queued session.
+async fn start_for_session(
+    control: &ControlPlane,
+    launches: &Arc<tokio::sync::Semaphore>,
+    fleet: &sqlx::any::AnyRow,
+    session_id: &str,
+) -> Result<(), ActionError> {
+    let plane = &control.plane;
+    let name: String = fleet.try_get("name")?;
+    let row = session_row(plane, session_id).await?;
+    let launch = Launch {
+        image_name: fleet.try_get("image")?,
+        instance_type: fleet.try_get("instance_type")?,
+        fleet: Some(name.clone()),
+        assignment: Some(assignment(plane, session_id).await?),
+        correlation_id: Some(row.try_get("correlation_id")?),
+    };
+    plane.streaming.starting.lock().expect("starting lock").insert(session_id.to_owned());
+    count_launch(plane, &name, 1);
+    let (control, launches, session) = (control.clone(), launches.clone(), session_id.to_owned());
+    tokio::spawn(async move {
+        let plane = &control.plane;
+        let _permit = launches.acquire().await;
+        let outcome = if plane.streaming.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(ActionError::new(503, "ServiceUnavailable", "the platform is stopping"))
+        } else {
+            launch_instance(plane, launch).await
+        };
+        match outcome {
+            Ok(instance) => {
+                let id = instance["InstanceId"].as_str().unwrap_or_default().to_owned();
+                // The session may have ended while its instance started.
+                if !matches!(activate(plane, &session, &id).await, Ok(true)) {
+                    let _ = stop_instance(plane, &id).await;
+                }
+            }
+            Err(err) => {
+                tracing::error!(session, error = %err, "cannot start the session's instance");
+                let _ = end_session(&control, &session, "INSTANCE_FAILED").await;
+            }
+        }
+        // Counted as launching until it is in use, so that capacity is never counted twice.
+        count_launch(plane, &name, -1);
+        plane.streaming.starting.lock().expect("starting lock").remove(&session);
+        plane.streaming.wake.notify_one();
+    });
+    Ok(())
+}
+
+/// How long the user in queue position `position` may wait, in seconds.
+pub(crate) async fn estimate_wait_seconds(plane: &Plane, fleet: &str, position: i64) -> Result<i64, ActionError> {
+    let row = super::fleets::fleet_row(plane, fleet).await?;
+    let desired: i64 = row.try_get::<i64, _>("desired_instances")?.max(1);
+    let fleet_type = fleet_type_of(&row.try_get::<String, _>("fleet_type")?);
+    let in_use = capacity(plane, fleet, fleet_type, desired).await?.in_use;
+    if in_use < desired {
+        // Capacity is free: the wait is an instance's start.
+        return Ok(1);
+    }
+    // Otherwise sessions must end: estimate from how long recent sessions lasted.
+    let recent =
+        sqlx::query("SELECT AVG(end_time - start_time) AS mean FROM sessions WHERE fleet = $1 AND end_time IS NOT NULL AND end_time > $2")
+            .bind(fleet)
+            .bind(now_millis() - 3_600_000)
+            .fetch_one(&plane.store.pool)
+            .await?;
+    let mean_ms: f64 = recent.try_get::<Option<f64>, _>("mean").ok().flatten().unwrap_or(scaled_ms(plane, 1800) as f64);
+    let rounds = (position + desired - 1) / desired;
+    Ok(((mean_ms / 1000.0) * rounds as f64).ceil() as i64)
+}
+
+/// Queue timeouts for PENDING sessions; maximum duration, disconnect and idle timeouts (with
+/// warnings first) for ACTIVE ones.
+async fn enforce_timeouts(control: &ControlPlane) -> Result<(), ActionError> {
+    let plane = &control.plane;
+    let now = now_millis();
+    let rows = sqlx::query(
+        "SELECT session_id, fleet, state, connection_state, queued, active_time, max_expiration, disconnected_at, settings FROM sessions WHERE state IN ('PENDING', 'ACTIVE')",
+    )
+    .fetch_all(&plane.store.pool)
+    .await?;
+    for row in rows {
+        let session: String = row.try_get("session_id")?;
+        let state: String = row.try_get("state")?;
+        if state == "PENDING" {
+            let limit = scaled_ms(plane, i64::from(queue_limits(plane, &row.try_get::<String, _>("fleet")?).queue_timeout_seconds));
+            if now - row.try_get::<i64, _>("queued")? > limit {
+                end_later(control, &session, "NO_CAPACITY");
+            }
+            continue;
+        }
+        let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+        let seconds = |key: &str| settings[key].as_i64().unwrap_or(0);
+        let max_expiration: i64 = row.try_get("max_expiration")?;
+        if now >= max_expiration {
+            end_later(control, &session, "MAX_DURATION");
+            continue;
+        }
+        if now >= max_expiration - scaled_ms(plane, 300) {
+            warn(plane, &session, "MAX_DURATION", (max_expiration - now) / i64::from(plane.spec.timeout_scale_ms));
+        }
+        if row.try_get::<String, _>("connection_state")? != "CONNECTED" {
+            let since = row.try_get::<Option<i64>, _>("disconnected_at")?.or(row.try_get::<Option<i64>, _>("active_time")?).unwrap_or(now);
+            if now - since >= scaled_ms(plane, seconds("DisconnectTimeoutInSeconds")) {
+                end_later(control, &session, "DISCONNECT_TIMEOUT");
+            }
+            continue;
+        }
+        let idle_limit = seconds("IdleDisconnectTimeoutInSeconds");
+        if idle_limit == 0 {
+            continue;
+        }
+        let last_input = plane.streaming.live.lock().expect("live lock").get(&session).map_or(now, |l| l.last_input);
+        let idle_for = now - last_input;
+        let warning = scaled_ms(plane, 60.min(idle_limit / 2));
+        if idle_for >= scaled_ms(plane, idle_limit) {
+            // Idle: the user is disconnected; the disconnect timeout then runs.
+            if let Some(live) = plane.streaming.live.lock().expect("live lock").get_mut(&session) {
+                let _ = live.events.send(json!({ "type": "disconnect", "Reason": "IDLE" }));
+                live.last_input = now;
+                live.warned.retain(|w| *w != "IDLE");
+            }
+        } else if idle_for >= scaled_ms(plane, idle_limit) - warning {
+            warn(plane, &session, "IDLE", (scaled_ms(plane, idle_limit) - idle_for) / i64::from(plane.spec.timeout_scale_ms));
+        }
+    }
+    Ok(())
+}
+
+fn warn(plane: &Plane, session: &str, reason: &'static str, seconds_left: i64) {
+    if let Some(live) = plane.streaming.live.lock().expect("live lock").get_mut(session)
+        && !live.warned.contains(&reason)
+    {
+        live.warned.push(reason);
+        let _ = live.events.send(json!({ "type": "warning", "Reason": reason, "SecondsLeft": seconds_left.max(0) }));
+    }
+}
+
+/// Ends a session in the background: its instance's stop takes a grace period.
+fn end_later(control: &ControlPlane, session: &str, reason: &'static str) {
+    let ending = {
+        let mut ending = control.plane.streaming.ending.lock().expect("ending lock");
+        ending.insert(session.to_owned())
+    };
+    if !ending {
+        return;
+    }
+    let (control, session) = (control.clone(), session.to_owned());
+    tokio::spawn(async move {
+        if let Err(err) = end_session(&control, &session, reason).await {
+            tracing::error!(session, error = %err, "cannot end the session");
+        }
+        control.plane.streaming.ending.lock().expect("ending lock").remove(&session);
+    });
+}

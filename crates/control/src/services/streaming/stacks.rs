@@ -1,0 +1,337 @@
+//! `streaming:CreateStack` and the other stack actions. A stack holds the user settings
+//! (clipboard both ways, file transfer, printing; unlisted actions are ENABLED, as in AWS), the
+//! home-folder storage connector, the redirect URL and its one fleet.
+
+use policy::Resource;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::{arn, check_name, not_found};
+use crate::error::ActionError;
+use crate::pipeline::{Ctx, Plane};
+use crate::store::{millis_to_rfc3339, now_millis};
+
+pub(super) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+    match action {
+        "CreateStack" => create(ctx, input).await,
+        "UpdateStack" => update(ctx, input).await,
+        "DeleteStack" => delete(ctx, input).await,
+        "DescribeStacks" => describe(ctx, input).await,
+        "AssociateFleet" => associate(ctx, input, true).await,
+        _ => associate(ctx, input, false).await,
+    }
+}
+
+/// One user setting, in AWS's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub(crate) struct UserSetting {
+    pub action: String,
+    pub permission: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_length: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct StorageConnector {
+    connector_type: String,
+    #[serde(default)]
+    resource_identifier: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct StackInput {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    user_settings: Option<Vec<UserSetting>>,
+    #[serde(default)]
+    storage_connectors: Option<Vec<StorageConnector>>,
+    #[serde(default, rename = "RedirectURL")]
+    redirect_url: Option<String>,
+    #[serde(default)]
+    attributes_to_delete: Vec<String>,
+}
+
+/// Checks settings and completes them: every action present, unlisted ones ENABLED.
+fn complete_settings(given: &[UserSetting], base: &[UserSetting]) -> Result<Vec<UserSetting>, ActionError> {
+    let mut seen = Vec::new();
+    for setting in given {
+        if !model::spec::USER_SETTING_ACTIONS.contains(&setting.action.as_str()) {
+            return Err(ActionError::validation(format!(
+                "UserSettings action `{}` is not one of {}",
+                setting.action,
+                model::spec::USER_SETTING_ACTIONS.join(", ")
+            )));
+        }
+        if seen.contains(&setting.action) {
+            return Err(ActionError::validation(format!("UserSettings names `{}` twice", setting.action)));
+        }
+        seen.push(setting.action.clone());
+        if setting.permission != "ENABLED" && setting.permission != "DISABLED" {
+            return Err(ActionError::validation(format!("Permission `{}` is not ENABLED or DISABLED", setting.permission)));
+        }
+        match setting.maximum_length {
+            Some(_) if !setting.action.starts_with("CLIPBOARD") => {
+                return Err(ActionError::validation(format!("MaximumLength applies only to clipboard actions, not `{}`", setting.action)));
+            }
+            Some(n) if !(1..=20_971_520).contains(&n) => {
+                return Err(ActionError::validation(format!("MaximumLength {n} is outside 1..=20971520")));
+            }
+            _ => {}
+        }
+    }
+    Ok(model::spec::USER_SETTING_ACTIONS
+        .iter()
+        .map(|action| {
+            given.iter().chain(base).find(|s| s.action == *action).cloned().unwrap_or(UserSetting {
+                action: (*action).to_owned(),
+                permission: "ENABLED".into(),
+                maximum_length: None,
+            })
+        })
+        .collect())
+}
+
+fn home_bucket(plane: &Plane, connectors: &[StorageConnector]) -> Result<Option<String>, ActionError> {
+    let mut bucket = None;
+    for connector in connectors {
+        match connector.connector_type.as_str() {
+            "HOMEFOLDERS" => {
+                let default = plane.spec.home_bucket().map(|b| b.name.to_string());
+                let named = connector.resource_identifier.clone().or(default);
+                let ok = named.as_ref().is_some_and(|n| plane.spec.buckets.iter().any(|b| b.home_folders && b.name.as_str() == n));
+                if !ok {
+                    return Err(ActionError::validation("HOMEFOLDERS must name a bucket that holds home folders in this environment"));
+                }
+                bucket = named;
+            }
+            other => {
+                return Err(ActionError::validation(format!(
+                    "ConnectorType `{other}` is not offered: data may not leave the environment; use HOMEFOLDERS"
+                )));
+            }
+        }
+    }
+    Ok(bucket)
+}
+
+fn check_redirect(url: &Option<String>) -> Result<(), ActionError> {
+    match url {
+        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 1000 => {
+            Err(ActionError::validation(format!("RedirectURL `{u}` must be an http(s) URL of at most 1000 characters")))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: StackInput = ctx.parse(input)?;
+    check_name("Name", &input.name)?;
+    let plane = ctx.plane;
+    let settings = complete_settings(input.user_settings.as_deref().unwrap_or_default(), &[])?;
+    let bucket = home_bucket(plane, input.storage_connectors.as_deref().unwrap_or_default())?;
+    check_redirect(&input.redirect_url)?;
+    let description = input.description.clone().unwrap_or_default();
+    if description.chars().count() > 256 || input.display_name.as_ref().is_some_and(|d| d.chars().count() > 100) {
+        return Err(ActionError::validation("Description is at most 256 characters and DisplayName at most 100"));
+    }
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    let inserted = sqlx::query(
+        "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, created) VALUES ($1, NULL, $2, $3, $4, $5, $6)
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&input.name)
+    .bind(&description)
+    .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
+    .bind(&bucket)
+    .bind(&input.redirect_url)
+    .bind(now_millis())
+    .execute(&plane.store.pool)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(ActionError::conflict("ResourceAlreadyExistsException", format!("stack `{}` already exists", input.name)));
+    }
+    Ok(json!({ "Stack": stack_json(plane, &stack_row(plane, &input.name).await?)? }))
+}
+
+async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: StackInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    let row = stack_row(plane, &input.name).await?;
+    for attribute in &input.attributes_to_delete {
+        if !["USER_SETTINGS", "STORAGE_CONNECTORS", "REDIRECT_URL"].contains(&attribute.as_str()) {
+            return Err(ActionError::validation(format!(
+                "AttributesToDelete `{attribute}` is not USER_SETTINGS, STORAGE_CONNECTORS or REDIRECT_URL"
+            )));
+        }
+    }
+    let deleting = |a: &str| input.attributes_to_delete.iter().any(|x| x == a);
+    let current: Vec<UserSetting> = if deleting("USER_SETTINGS") {
+        Vec::new()
+    } else {
+        serde_json::from_str(&row.try_get::<String, _>("user_settings")?).map_err(ActionError::internal)?
+    };
+    let settings = complete_settings(input.user_settings.as_deref().unwrap_or_default(), &current)?;
+    let bucket = match &input.storage_connectors {
+        Some(connectors) => home_bucket(plane, connectors)?,
+        None if deleting("STORAGE_CONNECTORS") => None,
+        None => row.try_get("home_folders_bucket")?,
+    };
+    check_redirect(&input.redirect_url)?;
+    let redirect = match &input.redirect_url {
+        Some(url) => Some(url.clone()),
+        None if deleting("REDIRECT_URL") => None,
+        None => row.try_get("redirect_url")?,
+    };
+    let description = input.description.clone().map_or_else(|| row.try_get("description"), Ok)?;
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    // Sessions already running keep the settings they started with.
+    sqlx::query("UPDATE stacks SET description = $1, user_settings = $2, home_folders_bucket = $3, redirect_url = $4 WHERE name = $5")
+        .bind(&description)
+        .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
+        .bind(&bucket)
+        .bind(&redirect)
+        .bind(&input.name)
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(json!({ "Stack": stack_json(plane, &stack_row(plane, &input.name).await?)? }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct NameInput {
+    name: String,
+}
+
+async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: NameInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    stack_row(plane, &input.name).await?;
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    sqlx::query("DELETE FROM stacks WHERE name = $1").bind(&input.name).execute(&plane.store.pool).await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct DescribeInput {
+    #[serde(default)]
+    names: Option<Vec<String>>,
+    #[serde(default)]
+    next_token: Option<String>,
+}
+
+async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: DescribeInput = ctx.parse(input)?;
+    if input.next_token.is_some() {
+        return Err(ActionError::validation("NextToken is not valid: DescribeStacks returns every stack in one page"));
+    }
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    let plane = ctx.plane;
+    let rows = match input.names {
+        Some(names) => {
+            let mut rows = Vec::new();
+            for name in &names {
+                rows.push(stack_row(plane, name).await?);
+            }
+            rows
+        }
+        None => sqlx::query("SELECT * FROM stacks ORDER BY name").fetch_all(&plane.store.pool).await?,
+    };
+    let stacks = rows.iter().map(|row| stack_json(plane, row)).collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({ "Stacks": stacks }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct AssociateInput {
+    fleet_name: String,
+    stack_name: String,
+}
+
+async fn associate(ctx: &mut Ctx<'_>, input: Value, join: bool) -> Result<Value, ActionError> {
+    let input: AssociateInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    let row = stack_row(plane, &input.stack_name).await?;
+    super::fleets::fleet_row(plane, &input.fleet_name).await?;
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    let current: Option<String> = row.try_get("fleet")?;
+    let next = match (join, current.as_deref()) {
+        (true, Some(other)) if other != input.fleet_name => {
+            return Err(ActionError::conflict(
+                "ResourceInUseException",
+                format!("stack `{}` already uses fleet `{other}`; disassociate it first", input.stack_name),
+            ));
+        }
+        (true, _) => Some(input.fleet_name.clone()),
+        (false, Some(f)) if f == input.fleet_name => None,
+        (false, _) => {
+            return Err(ActionError::not_found(
+                "ResourceNotFoundException",
+                format!("fleet `{}` is not associated with stack `{}`", input.fleet_name, input.stack_name),
+            ));
+        }
+    };
+    sqlx::query("UPDATE stacks SET fleet = $1 WHERE name = $2").bind(&next).bind(&input.stack_name).execute(&plane.store.pool).await?;
+    Ok(json!({}))
+}
+
+pub(super) async fn stack_row(plane: &Plane, name: &str) -> Result<sqlx::any::AnyRow, ActionError> {
+    sqlx::query("SELECT * FROM stacks WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&plane.store.pool)
+        .await?
+        .ok_or_else(|| not_found("stack", name))
+}
+
+fn stack_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
+    let name: String = row.try_get("name")?;
+    let settings: Value = serde_json::from_str(&row.try_get::<String, _>("user_settings")?).map_err(ActionError::internal)?;
+    let bucket: Option<String> = row.try_get("home_folders_bucket")?;
+    let connectors: Vec<Value> = bucket.into_iter().map(|b| json!({ "ConnectorType": "HOMEFOLDERS", "ResourceIdentifier": b })).collect();
+    Ok(json!({
+        "Name": name,
+        "Arn": arn(plane, "stack", &name),
+        "Description": row.try_get::<String, _>("description")?,
+        "CreatedTime": millis_to_rfc3339(row.try_get("created")?),
+        "StorageConnectors": connectors,
+        "RedirectURL": row.try_get::<Option<String>, _>("redirect_url")?,
+        "UserSettings": settings,
+        "FleetName": row.try_get::<Option<String>, _>("fleet")?,
+        "StackErrors": [],
+    }))
+}
+
+pub(super) async fn deploy(plane: &Plane) -> Result<(), ActionError> {
+    for stack in &plane.spec.stacks {
+        let settings: Vec<UserSetting> = stack
+            .user_settings
+            .iter()
+            .map(|s| UserSetting {
+                action: s.action.to_owned(),
+                permission: if s.enabled { "ENABLED" } else { "DISABLED" }.into(),
+                maximum_length: s.maximum_length.map(i64::from),
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, created) VALUES ($1, $2, '', $3, $4, $5, $6)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&stack.name)
+        .bind(&stack.fleet)
+        .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
+        .bind(&stack.home_folders_bucket)
+        .bind(&stack.redirect_url)
+        .bind(now_millis())
+        .execute(&plane.store.pool)
+        .await?;
+    }
+    Ok(())
+}

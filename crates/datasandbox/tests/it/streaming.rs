@@ -1,0 +1,509 @@
+//! Fleets, stacks and sessions end to end: streaming URLs opened over HTTP like a browser
+//! would, the session page's WebSocket as the live connection, capacity counters exact through
+//! sessions, and the timeouts (shortened with `streaming.timeout_scale_ms`).
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::Server;
+use crate::http;
+use crate::server::eventually;
+
+const STACK: &str = "datasandbox-stack";
+const FLEET: &str = "datasandbox-fleet";
+
+fn vpc() -> String {
+    format!("vpc_cidr=10.{}.0.0/16", 100 + std::process::id() % 100)
+}
+
+/// A server with the base image built, its default fleet set by `overrides`.
+fn server(overrides: &[&str]) -> Server {
+    let mut all = vec![vpc()];
+    all.extend(overrides.iter().map(|o| (*o).to_owned()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let server = Server::start(&refs);
+    assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
+    server
+}
+
+fn fleet_setting(key: &str, value: impl std::fmt::Display) -> String {
+    format!("fleets.{FLEET}.{key}={value}")
+}
+
+fn streaming_url(server: &Server, user: &str) -> String {
+    let out = server.ok("streaming:CreateStreamingURL", json!({ "StackName": STACK, "FleetName": FLEET, "UserId": user, "Validity": 600 }));
+    out["StreamingURL"].as_str().expect("url").to_owned()
+}
+
+struct Opened {
+    status: u16,
+    cookie: Option<String>,
+    body: String,
+}
+
+/// Opens a streaming URL as a browser would.
+fn open(server: &Server, url: &str) -> Opened {
+    let path = &url[url.find("/streaming/").expect("a streaming URL")..];
+    let reply = http::tcp(&server.api).expect("connect").request("GET", path, &[], b"").expect("request");
+    let cookie = reply
+        .headers
+        .iter()
+        .find(|(name, _)| name == "set-cookie")
+        .and_then(|(_, value)| value.split(';').next()?.strip_prefix("ds_session=").map(str::to_owned));
+    Opened { status: reply.status, cookie, body: String::from_utf8_lossy(&reply.body).into_owned() }
+}
+
+fn redeem(server: &Server, user: &str) -> String {
+    let opened = open(server, &streaming_url(server, user));
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    opened.cookie.expect("a session cookie")
+}
+
+fn status(server: &Server, cookie: &str) -> Value {
+    let reply = http::tcp(&server.api)
+        .expect("connect")
+        .request("GET", "/session/status", &[("cookie", &format!("ds_session={cookie}"))], b"")
+        .expect("request");
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    reply.json()
+}
+
+fn active(server: &Server, cookie: &str, seconds: u64) -> Value {
+    eventually(seconds, "the session to be ACTIVE", || {
+        let s = status(server, cookie);
+        (s["State"] == "ACTIVE").then_some(s)
+    })
+}
+
+/// Desired, Running, InUse, Available.
+fn capacity(server: &Server) -> [i64; 4] {
+    let fleets = server.ok("streaming:DescribeFleets", json!({ "Names": [FLEET] }));
+    let c = &fleets["Fleets"][0]["ComputeCapacityStatus"];
+    ["Desired", "Running", "InUse", "Available"].map(|k| c[k].as_i64().expect("counter"))
+}
+
+/// Waits until the fleet is RUNNING with these counters.
+fn settle(server: &Server, expected: [i64; 4], what: &str) {
+    eventually(30, what, || {
+        let fleets = server.ok("streaming:DescribeFleets", json!({ "Names": [FLEET] }));
+        (fleets["Fleets"][0]["State"] == "RUNNING" && capacity(server) == expected).then_some(())
+    });
+}
+
+fn expire(server: &Server, session: &Value) {
+    server.ok("streaming:ExpireSession", json!({ "SessionId": session["SessionId"] }));
+}
+
+fn instance_gone(id: &str) -> bool {
+    !std::path::Path::new(&format!("/sys/fs/cgroup/pids/datasandbox/{id}")).exists()
+}
+
+type Socket = tungstenite::WebSocket<TcpStream>;
+
+/// The session page's live connection.
+fn connect(server: &Server, cookie: &str) -> Socket {
+    let stream = TcpStream::connect(&server.api).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let request = tungstenite::http::Request::builder()
+        .uri(format!("ws://{}/session/ws", server.api))
+        .header("host", &server.api)
+        .header("cookie", format!("ds_session={cookie}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
+        .body(())
+        .expect("request");
+    tungstenite::client(request, stream).expect("websocket handshake").0
+}
+
+/// The next event of a given type on the live connection, within `seconds`.
+fn next_event(socket: &mut Socket, kind: &str, seconds: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                let event: Value = serde_json::from_str(&text).expect("JSON event");
+                if event["type"] == kind {
+                    return event;
+                }
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(err) => panic!("the live connection ended while waiting for `{kind}`: {err}"),
+        }
+    }
+    panic!("no `{kind}` event within {seconds} s");
+}
+
+fn count_rows(server: &Server, sql: &str) -> i64 {
+    let db = server.data_dir().join("metadata.db");
+    let out = std::process::Command::new("sqlite3").arg(&db).arg(sql).output().expect("sqlite3 (scripts/test installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+}
+
+#[test]
+fn bad_streaming_urls_are_rejected_audited_and_allocate_nothing() {
+    let server = server(&[&fleet_setting("desired_instances", 1)]);
+    server.ok("streaming:CreateFleet", json!({ "Name": "other-fleet", "InstanceType": "stream.standard.small" }));
+    let create = |input: Value| server.call("streaming:CreateStreamingURL", &input);
+    let base = json!({ "StackName": STACK, "FleetName": FLEET, "UserId": "alice" });
+    let with = |key: &str, value: Value| {
+        let mut input = base.clone();
+        input[key] = value;
+        input
+    };
+    let cases = [
+        ("Validity 0", with("Validity", json!(0)), "ValidationException", "outside 1..=604800"),
+        ("Validity over a week", with("Validity", json!(604_801)), "ValidationException", "outside 1..=604800"),
+        ("UserId too short", with("UserId", json!("a")), "ValidationException", "2..=32"),
+        ("UserId too long", with("UserId", json!("u".repeat(33))), "ValidationException", "2..=32"),
+        ("UserId with a space", with("UserId", json!("bad user")), "ValidationException", "2..=32"),
+        ("unknown stack", with("StackName", json!("nope")), "ResourceNotFoundException", "stack `nope`"),
+        (
+            "fleet of another stack",
+            with("FleetName", json!("other-fleet")),
+            "InvalidParameterCombinationException",
+            "not fleet `other-fleet`",
+        ),
+    ];
+    for (what, input, code, phrase) in cases {
+        let called = create(input);
+        assert_eq!(called.exit, 1, "{what}: {:?}", called.stdout);
+        assert_eq!(called.stderr["Code"], code, "{what}");
+        assert!(called.stderr["Message"].as_str().unwrap_or_default().contains(phrase), "{what}: {}", called.stderr["Message"]);
+        let record = server.audit_record(called.stderr["RequestId"].as_str().expect("request id"));
+        assert_eq!(record["errorCode"], code, "{what}");
+    }
+    // A stopped fleet makes no URLs.
+    server.ok("streaming:StopFleet", json!({ "Name": FLEET }));
+    eventually(10, "the fleet to stop", || {
+        (server.ok("streaming:DescribeFleets", json!({}))["Fleets"][0]["State"] == "STOPPED").then_some(())
+    });
+    assert_eq!(create(base.clone()).stderr["Code"], "OperationNotPermittedException");
+    server.ok("streaming:StartFleet", json!({ "Name": FLEET }));
+    settle(&server, [1, 0, 0, 1], "the fleet to run");
+
+    let url = streaming_url(&server, "alice");
+    let (head, token) = url.split_at(url.find("/streaming/").expect("path") + "/streaming/".len());
+    let (claims, signature) = token.split_once('.').expect("claims.signature");
+    // Another user's name in the claims, the signature kept: the signature no longer matches.
+    let forged_claims = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let text = String::from_utf8(b64.decode(claims).expect("base64url")).expect("utf-8").replace("alice", "admin");
+        b64.encode(text)
+    };
+    let expired = {
+        let out =
+            server.ok("streaming:CreateStreamingURL", json!({ "StackName": STACK, "FleetName": FLEET, "UserId": "bob", "Validity": 1 }));
+        out["StreamingURL"].as_str().expect("url").to_owned()
+    };
+    std::thread::sleep(Duration::from_millis(1100));
+    let sessions_before = count_rows(&server, "SELECT COUNT(*) FROM sessions");
+    let attacks = [
+        ("tampered claims", format!("{head}{forged_claims}.{signature}"), 403, "InvalidStreamingURLSignature"),
+        ("tampered signature", format!("{head}{claims}.{}A", &signature[..signature.len() - 1]), 403, "InvalidStreamingURLSignature"),
+        ("not a token", format!("{head}hello"), 400, "MalformedStreamingURL"),
+        ("expired", expired, 403, "ExpiredStreamingURL"),
+    ];
+    for (what, url, status, code) in &attacks {
+        let opened = open(&server, url);
+        assert_eq!(opened.status, *status, "{what}: {}", opened.body);
+        assert!(opened.body.contains(code), "{what}: {}", opened.body);
+        assert!(opened.cookie.is_none(), "{what} set a cookie");
+    }
+    assert_eq!(count_rows(&server, "SELECT COUNT(*) FROM sessions"), sessions_before, "a rejected URL made a session");
+    let rejected = server.audit(&[("EventName", "RedeemStreamingURL")]);
+    assert_eq!(rejected.len(), attacks.len());
+    assert!(rejected.iter().all(|r| r["errorCode"].is_string()));
+
+    // The genuine URL works once; the replay is refused and allocates nothing.
+    let first = open(&server, &url);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let cookie = first.cookie.expect("cookie");
+    let session = active(&server, &cookie, 10);
+    let replay = open(&server, &url);
+    assert_eq!(replay.status, 403);
+    assert!(replay.body.contains("StreamingURLAlreadyUsed"), "{}", replay.body);
+    assert_eq!(count_rows(&server, "SELECT COUNT(*) FROM sessions"), sessions_before + 1);
+    assert_eq!(capacity(&server), [1, 1, 1, 0]);
+    // The URL itself never reaches the trail.
+    let minted = server.audit(&[("EventName", "CreateStreamingURL")]);
+    assert!(minted.iter().all(|r| !r.to_string().contains(token)), "a streaming URL token is in the trail");
+    expire(&server, &session);
+}
+
+#[test]
+fn always_on_capacity_is_exact_through_a_sequence_of_sessions() {
+    let server = server(&["fleet_type=ALWAYS_ON", &fleet_setting("desired_instances", 2)]);
+    settle(&server, [2, 2, 0, 2], "two warm instances");
+    let first = redeem(&server, "alice");
+    // A warm instance is taken at redemption.
+    let a = status(&server, &first);
+    assert_eq!(a["State"], "ACTIVE", "{a}");
+    assert_eq!(capacity(&server), [2, 2, 1, 1]);
+    let a_instance = a["InstanceId"].as_str().expect("instance").to_owned();
+    assert_eq!(a["NetworkAccessConfiguration"]["EniPrivateIpAddress"].as_str().map(|ip| ip.starts_with("10.")), Some(true));
+    // The session's variables reach the instance's programs.
+    let env =
+        server.cli(&["instances", "exec", &a_instance, "--", "/bin/sh", "-c", "tr '\\0' '\\n' < /proc/2/environ | grep ^DS_ | sort"], &[]);
+    let env = env.stdout.as_str().unwrap_or_default().to_owned();
+    for expected in [
+        format!("DS_SESSION_ID={}", a["SessionId"].as_str().expect("id")),
+        "DS_USER_NAME=alice".to_owned(),
+        format!("DS_STACK_NAME={STACK}"),
+        format!("DS_RESOURCE_NAME={FLEET}"),
+        "DS_USER_ACCESS_MODE=custom".to_owned(),
+        "DS_INSTANCE_TYPE=stream.standard.small".to_owned(),
+    ] {
+        assert!(env.lines().any(|l| l == expected), "{expected} missing from {env}");
+    }
+    let second = redeem(&server, "bob");
+    let b = status(&server, &second);
+    assert_eq!(b["State"], "ACTIVE");
+    assert_eq!(capacity(&server), [2, 2, 2, 0]);
+    // No instance is free: the third waits, and says where it stands.
+    let third = redeem(&server, "carol");
+    let c = status(&server, &third);
+    assert_eq!(c["State"], "PENDING");
+    assert_eq!(c["QueuePosition"], 1);
+    assert!(c["EstimatedWaitSeconds"].as_i64().is_some_and(|s| s > 0), "{c}");
+
+    // Ending a session destroys its instance; the fleet replaces it and the queue is served.
+    expire(&server, &a);
+    eventually(10, "alice's instance to be destroyed", || instance_gone(&a_instance).then_some(()));
+    let c = active(&server, &third, 30);
+    assert_ne!(c["InstanceId"], a["InstanceId"]);
+    assert_eq!(status(&server, &first)["State"], "EXPIRED");
+    eventually(10, "full capacity in use", || (capacity(&server) == [2, 2, 2, 0]).then_some(()));
+    expire(&server, &b);
+    expire(&server, &c);
+    eventually(30, "two fresh warm instances", || (capacity(&server) == [2, 2, 0, 2]).then_some(()));
+    let instances = server.ok("streaming:DescribeInstances", json!({}));
+    let ids: Vec<&str> = instances["Instances"].as_array().expect("list").iter().filter_map(|i| i["InstanceId"].as_str()).collect();
+    for used in [&a["InstanceId"], &b["InstanceId"], &c["InstanceId"]] {
+        assert!(!ids.contains(&used.as_str().expect("id")), "instance {used} served a second session");
+    }
+    // Each ended session is on the record for the usage reports, with its reason.
+    let ended = server.audit(&[("EventName", "SessionEnded")]);
+    assert_eq!(ended.len(), 3);
+    assert!(
+        ended
+            .iter()
+            .all(|r| r["requestParameters"]["EndReason"] == "EXPIRED_BY_API" && r["requestParameters"]["SessionType"] == "ALWAYS_ON")
+    );
+}
+
+#[test]
+fn on_demand_starts_an_instance_on_redemption() {
+    let server = server(&[&fleet_setting("desired_instances", 2)]);
+    assert_eq!(capacity(&server), [2, 0, 0, 2]);
+    let cookie = redeem(&server, "dana");
+    let session = active(&server, &cookie, 20);
+    assert_eq!(capacity(&server), [2, 1, 1, 1]);
+    let instance = session["InstanceId"].as_str().expect("instance").to_owned();
+    assert!(!instance_gone(&instance));
+    // The user ends it from their page.
+    let reply = http::tcp(&server.api)
+        .expect("connect")
+        .request(
+            "POST",
+            "/session/end",
+            &[("cookie", &format!("ds_session={cookie}"))],
+            json!({ "SessionId": session["SessionId"] }).to_string().as_bytes(),
+        )
+        .expect("request");
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    eventually(10, "the instance to be destroyed", || instance_gone(&instance).then_some(()));
+    assert_eq!(status(&server, &cookie)["EndReason"], "USER_ENDED");
+    assert_eq!(capacity(&server), [2, 0, 0, 2]);
+}
+
+#[test]
+fn reconnecting_within_the_disconnect_timeout_keeps_the_session() {
+    // One timeout second lasts 20 ms: the 60 s disconnect timeout is 1.2 s.
+    let server = server(&[
+        "fleet_type=ALWAYS_ON",
+        &fleet_setting("desired_instances", 1),
+        &fleet_setting("disconnect_timeout", 60),
+        "streaming.timeout_scale_ms=20",
+    ]);
+    settle(&server, [1, 1, 0, 1], "a warm instance");
+    let cookie = redeem(&server, "erin");
+    let mut socket = connect(&server, &cookie);
+    let first = next_event(&mut socket, "status", 5);
+    assert_eq!(first["Status"]["ConnectionState"], "CONNECTED");
+    drop(socket);
+    eventually(5, "NOT_CONNECTED", || (status(&server, &cookie)["ConnectionState"] == "NOT_CONNECTED").then_some(()));
+    // Back within the timeout: the same session and instance.
+    let mut socket = connect(&server, &cookie);
+    let again = next_event(&mut socket, "status", 5);
+    assert_eq!(again["Status"]["SessionId"], first["Status"]["SessionId"]);
+    assert_eq!(again["Status"]["InstanceId"], first["Status"]["InstanceId"]);
+    assert_eq!(again["Status"]["State"], "ACTIVE");
+    drop(socket);
+    // Away longer than the timeout: the session ends and its instance is destroyed.
+    let instance = first["Status"]["InstanceId"].as_str().expect("instance").to_owned();
+    eventually(10, "the session to expire", || (status(&server, &cookie)["State"] == "EXPIRED").then_some(()));
+    assert_eq!(status(&server, &cookie)["EndReason"], "DISCONNECT_TIMEOUT");
+    eventually(10, "the instance to be destroyed", || instance_gone(&instance).then_some(()));
+    let ended = server.audit(&[("EventName", "SessionEnded")]);
+    assert_eq!(ended[0]["requestParameters"]["ConnectedAtLeastOnce"], true);
+    assert_eq!(ended[0]["requestParameters"]["ClientIpAddresses"], json!(["127.0.0.1"]));
+}
+
+#[test]
+fn idle_and_maximum_duration_warn_then_act() {
+    // One timeout second lasts 10 ms: idle 60 s → 0.6 s (warned 0.3 s before); the maximum
+    // duration of 600 s → 6 s (warned 300 s, 3 s, before).
+    let server = server(&[
+        "fleet_type=ALWAYS_ON",
+        &fleet_setting("desired_instances", 1),
+        &fleet_setting("idle_disconnect_timeout", 60),
+        &fleet_setting("disconnect_timeout", 300),
+        &fleet_setting("max_user_duration", 600),
+        "streaming.timeout_scale_ms=10",
+    ]);
+    settle(&server, [1, 1, 0, 1], "a warm instance");
+    let cookie = redeem(&server, "fay");
+    let mut socket = connect(&server, &cookie);
+    // No input: a warning, then a disconnect — the session itself goes on.
+    let warning = next_event(&mut socket, "warning", 5);
+    assert_eq!(warning["Reason"], "IDLE");
+    let disconnect = next_event(&mut socket, "disconnect", 5);
+    assert_eq!(disconnect["Reason"], "IDLE");
+    eventually(5, "NOT_CONNECTED", || (status(&server, &cookie)["ConnectionState"] == "NOT_CONNECTED").then_some(()));
+    assert_eq!(status(&server, &cookie)["State"], "ACTIVE");
+    // Back, and busy: no idle disconnect, but the maximum duration is warned of, then ends it.
+    let mut socket = connect(&server, &cookie);
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        socket.send(tungstenite::Message::Text(r#"{"type":"input"}"#.into())).expect("send input");
+        match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                let event: Value = serde_json::from_str(&text).expect("JSON");
+                assert_ne!(event["type"], "disconnect", "an active user was disconnected as idle");
+                if event["type"] == "warning" && event["Reason"] == "MAX_DURATION" {
+                    warned = true;
+                }
+                if event["type"] == "ended" {
+                    assert_eq!(event["Reason"], "MAX_DURATION");
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(err) => panic!("the connection ended without an `ended` event: {err}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the session outlived its maximum duration");
+    }
+    assert!(warned, "no warning before the maximum duration");
+    assert_eq!(status(&server, &cookie)["EndReason"], "MAX_DURATION");
+}
+
+#[test]
+fn describe_sessions_pages_and_filters_like_aws() {
+    // No capacity: every session stays PENDING in the queue, which is all this test needs.
+    let server = server(&[&fleet_setting("desired_instances", 0)]);
+    for user in ["ann", "ann", "ben", "ben", "ben", "cat", "cat"] {
+        redeem(&server, user);
+    }
+    let describe = |input: Value| {
+        let mut full = json!({ "StackName": STACK, "FleetName": FLEET });
+        full.as_object_mut().expect("object").extend(input.as_object().expect("object").clone());
+        server.call("streaming:DescribeSessions", &full)
+    };
+    // Pages of three: 3, 3, 1, each session once.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let mut input = json!({ "Limit": 3 });
+        if let Some(t) = &token {
+            input["NextToken"] = json!(t);
+        }
+        let page = describe(input).stdout;
+        let sessions = page["Sessions"].as_array().expect("sessions").clone();
+        pages.push(sessions.len());
+        seen.extend(sessions.iter().map(|s| s["Id"].as_str().expect("id").to_owned()));
+        match page["NextToken"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, vec![3, 3, 1]);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 7);
+    let count = |input: Value| describe(input).stdout["Sessions"].as_array().map(Vec::len);
+    assert_eq!(count(json!({})), Some(7), "default Limit is 20");
+    assert_eq!(count(json!({ "UserId": "ben", "AuthenticationType": "API" })), Some(3));
+    assert_eq!(count(json!({ "UserId": "ben", "AuthenticationType": "SAML" })), Some(0));
+    assert_eq!(count(json!({ "InstanceId": "i-0000000000000000" })), Some(0));
+    let errors = [
+        (json!({ "UserId": "ben" }), "InvalidParameterCombinationException"),
+        (json!({ "Limit": 51 }), "ValidationException"),
+        (json!({ "Limit": 0 }), "ValidationException"),
+        (json!({ "AuthenticationType": "LDAP" }), "ValidationException"),
+        (json!({ "NextToken": "not-a-token!" }), "ValidationException"),
+        (json!({ "StackName": "elsewhere" }), "ResourceNotFoundException"),
+    ];
+    for (input, code) in errors {
+        let called = describe(input.clone());
+        assert_eq!(called.stderr["Code"], code, "{input}");
+    }
+    let states: Vec<Value> = describe(json!({})).stdout["Sessions"].as_array().expect("list").iter().map(|s| s["State"].clone()).collect();
+    assert_eq!(states, vec![json!("PENDING"); 7]);
+}
+
+/// Redeems `count` URLs at once, each from its own thread; returns the cookies.
+fn redeem_concurrently(server: &Server, count: usize) -> Vec<String> {
+    let urls: Vec<String> = (0..count).map(|n| streaming_url(server, &format!("user{n}"))).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = urls.iter().map(|url| scope.spawn(move || open(server, url))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let opened = h.join().expect("thread");
+                assert_eq!(opened.status, 200, "{}", opened.body);
+                opened.cookie.expect("cookie")
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn two_hundred_concurrent_redemptions_are_all_served() {
+    // A fleet of 20: 20 are served at once, the rest queue and are served as sessions end.
+    let server =
+        server(&[&fleet_setting("desired_instances", 20), &fleet_setting("max_queue", 500), &fleet_setting("queue_timeout", 3600)]);
+    let cookies = redeem_concurrently(&server, 200);
+    let mut served = std::collections::HashSet::new();
+    let started = Instant::now();
+    while served.len() < cookies.len() {
+        let mut active_now = 0;
+        for cookie in &cookies {
+            if served.contains(cookie) {
+                continue;
+            }
+            let s = status(&server, cookie);
+            assert_ne!(s["State"], "EXPIRED", "a queued session was lost: {s}");
+            if s["State"] == "ACTIVE" {
+                active_now += 1;
+                served.insert(cookie.clone());
+                expire(&server, &s);
+            }
+        }
+        assert!(active_now <= 20, "{active_now} sessions active on a fleet of 20");
+        assert!(started.elapsed() < Duration::from_secs(600), "only {} of 200 served", served.len());
+    }
+    let ended = server.audit(&[("EventName", "SessionEnded")]);
+    assert_eq!(ended.len(), 200);
+    assert!(ended.iter().all(|r| r["requestParameters"]["EndReason"] == "EXPIRED_BY_API"), "a session ended otherwise");
+}

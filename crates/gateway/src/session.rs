@@ -1,0 +1,169 @@
+//! The user-facing side: opening a streaming URL (`GET /streaming/<token>`) redeems it, sets
+//! the session cookie and returns the session page; the page holds a WebSocket
+//! (`/session/ws`) that makes the session CONNECTED, carries the user's input for the idle
+//! timeout and brings warnings and the end; `GET /session/status` and `POST /session/end`
+//! are the session's own actions, authenticated by the cookie.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use control::{ControlPlane, Credentials, Request};
+use serde_json::json;
+
+const COOKIE: &str = "ds_session";
+const PAGE: &str = include_str!("session_page.html");
+
+pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+    router
+        .route("/streaming/{token}", get(open_url))
+        .route("/session/status", get(status))
+        .route("/session/end", post(end))
+        .route("/session/ws", get(live))
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == COOKIE).then(|| value.to_owned())
+    })
+}
+
+fn user_agent(headers: &HeaderMap) -> String {
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("browser").to_owned()
+}
+
+async fn call(
+    control: &ControlPlane,
+    credentials: Credentials,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    action: &str,
+    body: serde_json::Value,
+) -> control::Response {
+    control
+        .call(Request {
+            credentials,
+            source_ip: peer.ip().to_string(),
+            user_agent: user_agent(headers),
+            action: action.to_owned(),
+            body: Ok(Bytes::from(body.to_string())),
+        })
+        .await
+}
+
+fn error_page(status: u16, code: &str, message: &str, request_id: &str) -> Response {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><title>DataSandbox</title><h1>This link cannot open a session</h1><p><b>{}</b>: {}</p><p><small>Request {}</small></p>",
+        escape(code),
+        escape(message),
+        escape(request_id)
+    );
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), Html(body)).into_response()
+}
+
+async fn open_url(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let response =
+        call(&control, Credentials::StreamingUrl(token.clone()), peer, &headers, "streaming:RedeemStreamingURL", json!({ "Token": token }))
+            .await;
+    match response.result {
+        Ok(session) => {
+            let cookie = session["Cookie"].as_str().unwrap_or_default();
+            let mut page = Html(PAGE).into_response();
+            let value = format!("{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict");
+            if let Ok(value) = header::HeaderValue::from_str(&value) {
+                page.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            page.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+            page
+        }
+        Err(err) => error_page(err.status, err.code, &err.message, &response.request_id),
+    }
+}
+
+fn json_reply(response: control::Response) -> Response {
+    match response.result {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(err) => (
+            StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            axum::Json(json!({ "Code": err.code, "Message": err.message, "RequestId": response.request_id })),
+        )
+            .into_response(),
+    }
+}
+
+fn session_credentials(headers: &HeaderMap) -> Credentials {
+    match cookie(headers) {
+        Some(cookie) => Credentials::SessionCookie(cookie),
+        None => Credentials::Anonymous,
+    }
+}
+
+async fn status(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    json_reply(call(&control, session_credentials(&headers), peer, &headers, "streaming:GetSessionStatus", json!({})).await)
+}
+
+async fn end(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
+    let body = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let input: serde_json::Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+    json_reply(call(&control, session_credentials(&headers), peer, &headers, "streaming:ExpireSession", input).await)
+}
+
+async fn live(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(cookie) = cookie(&headers) else {
+        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
+    };
+    let connection = match control.connect_session(&cookie, &peer.ip().to_string()).await {
+        Ok(connection) => connection,
+        Err(err) => return (StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN), err.message).into_response(),
+    };
+    // The page only ever sends small input notices; nothing large is buffered for it.
+    upgrade.max_message_size(4096).on_upgrade(move |socket| serve_live(control, connection, socket))
+}
+
+async fn serve_live(control: ControlPlane, mut connection: control::SessionConnection, mut socket: WebSocket) {
+    if let Ok(status) = control.session_status(&connection.session_id).await {
+        let _ = socket.send(Message::Text(json!({ "type": "status", "Status": status }).to_string().into())).await;
+    }
+    loop {
+        tokio::select! {
+            event = connection.events.recv() => {
+                let Ok(event) = event else { break };
+                let kind = event["type"].as_str().unwrap_or_default().to_owned();
+                if kind == "state"
+                    && let Ok(status) = control.session_status(&connection.session_id).await
+                {
+                    let _ = socket.send(Message::Text(json!({ "type": "status", "Status": status }).to_string().into())).await;
+                    continue;
+                }
+                if socket.send(Message::Text(event.to_string().into())).await.is_err() || kind == "disconnect" || kind == "ended" {
+                    break;
+                }
+            }
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(_) | Message::Binary(_))) => connection.input(),
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+    connection.close().await;
+}
