@@ -284,13 +284,22 @@ fn always_on_capacity_is_exact_through_a_sequence_of_sessions() {
     expire(&server, &c);
     eventually(30, "two fresh warm instances", || (capacity(&server) == [2, 2, 0, 2]).then_some(()));
     let instances = server.ok("streaming:DescribeInstances", json!({}));
-    let ids: Vec<&str> = instances["Instances"].as_array().expect("list").iter().filter_map(|i| i["InstanceId"].as_str()).collect();
+    let ids: Vec<&str> = instances["Instances"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|i| i["State"] == "RUNNING")
+        .filter_map(|i| i["InstanceId"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2);
     for used in [&a["InstanceId"], &b["InstanceId"], &c["InstanceId"]] {
         assert!(!ids.contains(&used.as_str().expect("id")), "instance {used} served a second session");
     }
     // Each ended session is on the record for the usage reports, with its reason.
-    let ended = server.audit(&[("EventName", "SessionEnded")]);
-    assert_eq!(ended.len(), 3);
+    let ended = eventually(10, "three SessionEnded records", || {
+        let ended = server.audit(&[("EventName", "SessionEnded")]);
+        (ended.len() == 3).then_some(ended)
+    });
     assert!(
         ended
             .iter()
@@ -320,7 +329,7 @@ fn on_demand_starts_an_instance_on_redemption() {
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     eventually(10, "the instance to be destroyed", || instance_gone(&instance).then_some(()));
     assert_eq!(status(&server, &cookie)["EndReason"], "USER_ENDED");
-    assert_eq!(capacity(&server), [2, 0, 0, 2]);
+    settle(&server, [2, 0, 0, 2], "the capacity back");
 }
 
 #[test]
@@ -351,7 +360,8 @@ fn reconnecting_within_the_disconnect_timeout_keeps_the_session() {
     eventually(10, "the session to expire", || (status(&server, &cookie)["State"] == "EXPIRED").then_some(()));
     assert_eq!(status(&server, &cookie)["EndReason"], "DISCONNECT_TIMEOUT");
     eventually(10, "the instance to be destroyed", || instance_gone(&instance).then_some(()));
-    let ended = server.audit(&[("EventName", "SessionEnded")]);
+    let ended =
+        eventually(10, "the SessionEnded record", || Some(server.audit(&[("EventName", "SessionEnded")])).filter(|r| !r.is_empty()));
     assert_eq!(ended[0]["requestParameters"]["ConnectedAtLeastOnce"], true);
     assert_eq!(ended[0]["requestParameters"]["ClientIpAddresses"], json!(["127.0.0.1"]));
 }
@@ -478,32 +488,62 @@ fn redeem_concurrently(server: &Server, count: usize) -> Vec<String> {
     })
 }
 
+/// Sessions of the default stack and fleet, PENDING or ACTIVE, all pages.
+fn sessions(server: &Server) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut input = json!({ "StackName": STACK, "FleetName": FLEET, "Limit": 50 });
+        if let Some(t) = &token {
+            input["NextToken"] = json!(t);
+        }
+        let page = server.ok("streaming:DescribeSessions", input);
+        all.extend(page["Sessions"].as_array().cloned().unwrap_or_default());
+        match page["NextToken"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => return all,
+        }
+    }
+}
+
 #[test]
 fn two_hundred_concurrent_redemptions_are_all_served() {
+    // A fleet of 200 serves 200 at once.
+    let large = server(&[&fleet_setting("desired_instances", 200), &fleet_setting("max_queue", 500)]);
+    redeem_concurrently(&large, 200);
+    eventually(300, "200 ACTIVE sessions", || {
+        let all = sessions(&large);
+        assert!(all.len() == 200, "{} sessions of 200 remain", all.len());
+        all.iter().all(|s| s["State"] == "ACTIVE").then_some(())
+    });
+    assert_eq!(capacity(&large), [200, 200, 200, 0]);
+    for session in sessions(&large) {
+        expire(&large, &session);
+    }
+    drop(large);
+
     // A fleet of 20: 20 are served at once, the rest queue and are served as sessions end.
     let server =
         server(&[&fleet_setting("desired_instances", 20), &fleet_setting("max_queue", 500), &fleet_setting("queue_timeout", 3600)]);
-    let cookies = redeem_concurrently(&server, 200);
+    redeem_concurrently(&server, 200);
     let mut served = std::collections::HashSet::new();
     let started = Instant::now();
-    while served.len() < cookies.len() {
-        let mut active_now = 0;
-        for cookie in &cookies {
-            if served.contains(cookie) {
-                continue;
-            }
-            let s = status(&server, cookie);
-            assert_ne!(s["State"], "EXPIRED", "a queued session was lost: {s}");
-            if s["State"] == "ACTIVE" {
-                active_now += 1;
-                served.insert(cookie.clone());
-                expire(&server, &s);
-            }
+    while served.len() < 200 {
+        let [_, _, in_use, _] = capacity(&server);
+        assert!(in_use <= 20, "{in_use} sessions in use on a fleet of 20");
+        for session in sessions(&server).into_iter().filter(|s| s["State"] == "ACTIVE") {
+            served.insert(session["Id"].as_str().expect("id").to_owned());
+            expire(&server, &session);
         }
-        assert!(active_now <= 20, "{active_now} sessions active on a fleet of 20");
         assert!(started.elapsed() < Duration::from_secs(600), "only {} of 200 served", served.len());
     }
-    let ended = server.audit(&[("EventName", "SessionEnded")]);
-    assert_eq!(ended.len(), 200);
-    assert!(ended.iter().all(|r| r["requestParameters"]["EndReason"] == "EXPIRED_BY_API"), "a session ended otherwise");
+    // Each ended session's record follows its instance's teardown.
+    let ended = eventually(60, "200 SessionEnded records", || {
+        let ended = server.audit(&[("EventName", "SessionEnded")]);
+        (ended.len() == 200).then_some(ended)
+    });
+    assert!(
+        ended.iter().all(|r| r["requestParameters"]["EndReason"] == "EXPIRED_BY_API"),
+        "a session ended otherwise, for example NO_CAPACITY"
+    );
 }

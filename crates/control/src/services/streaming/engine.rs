@@ -185,9 +185,11 @@ async fn serve_queue(
             }
         }
         FleetType::OnDemand => {
-            let in_use = capacity(plane, &name, fleet_type, desired).await?.in_use;
+            // Room under Desired, where launches in flight count (twice once their row exists:
+            // never more than Desired, at worst briefly fewer).
+            let room = capacity(plane, &name, fleet_type, desired).await?.available;
             let starting: Vec<String> = plane.streaming.starting.lock().expect("starting lock").iter().cloned().collect();
-            let free = (desired - in_use - launching(plane, &name) as i64).max(0) as usize;
+            let free = (room - launching(plane, &name) as i64).max(0) as usize;
             for session in pending.into_iter().filter(|s| !starting.contains(s)).take(free) {
                 start_for_session(control, launches, fleet, &session).await?;
             }

@@ -1,8 +1,9 @@
 //! `streaming:CreateFleet` and the other fleet actions, with AWS's members and ranges.
 //!
-//! Capacity is computed, never stored: `Running` counts the fleet's started instances, `InUse`
-//! its ACTIVE sessions; for ALWAYS_ON `Available = Running − InUse`, for ON_DEMAND (whose
-//! instances start on assignment) `Available = Desired − InUse`.
+//! Capacity is computed from the instances in one query, never stored: `Running` counts the
+//! fleet's started instances, `InUse` those serving a session; for ALWAYS_ON
+//! `Available = Running − InUse` (started and waiting), for ON_DEMAND (whose instances start
+//! on assignment) the room left under `Desired`, where starting and stopping instances count.
 
 use model::spec::FleetType;
 use policy::Resource;
@@ -303,16 +304,20 @@ pub(crate) struct Capacity {
 
 pub(crate) async fn capacity(plane: &Plane, name: &str, fleet_type: FleetType, desired: i64) -> Result<Capacity, ActionError> {
     let row = sqlx::query(
-        "SELECT (SELECT COUNT(*) FROM instances WHERE fleet = $1 AND state = 'RUNNING') AS running,
-                (SELECT COUNT(*) FROM sessions WHERE fleet = $1 AND state = 'ACTIVE') AS in_use",
+        "SELECT COUNT(CASE WHEN state = 'RUNNING' THEN 1 END) AS running,
+                COUNT(CASE WHEN state = 'RUNNING' AND session_id IS NOT NULL THEN 1 END) AS in_use,
+                COUNT(*) AS occupied
+         FROM instances WHERE fleet = $1 AND state IN ('PENDING', 'RUNNING', 'STOPPING')",
     )
     .bind(name)
     .fetch_one(&plane.store.pool)
     .await?;
-    let (running, in_use): (i64, i64) = (row.try_get("running")?, row.try_get("in_use")?);
+    let (running, in_use, occupied): (i64, i64, i64) = (row.try_get("running")?, row.try_get("in_use")?, row.try_get("occupied")?);
     let available = match fleet_type {
-        FleetType::AlwaysOn => (running - in_use).max(0),
-        FleetType::OnDemand => (desired - in_use).max(0),
+        // Started and waiting for a session.
+        FleetType::AlwaysOn => running - in_use,
+        // Room to start one: instances still starting or stopping take their place.
+        FleetType::OnDemand => (desired - occupied).max(0),
     };
     Ok(Capacity { desired, running, in_use, available })
 }

@@ -524,9 +524,17 @@ async fn expire(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     } else {
         ctx.authorize(Resource::Service("streaming".into()))?;
     }
-    let row = session_row(plane, &input.session_id).await?;
-    if row.try_get::<String, _>("state")? != "EXPIRED" {
-        end_session(&ctx.control(), &input.session_id, if own { "USER_ENDED" } else { "EXPIRED_BY_API" }).await?;
+    session_row(plane, &input.session_id).await?;
+    // The session is over when this returns; its instance's teardown follows in the background.
+    let reason = if own { "USER_ENDED" } else { "EXPIRED_BY_API" };
+    let control = ctx.control();
+    if mark_ended(&control, &input.session_id, reason).await? {
+        let session = input.session_id.clone();
+        tokio::spawn(async move {
+            if let Err(err) = finish_ended(&control, &session, reason).await {
+                tracing::error!(session, error = %err, "cannot finish ending the session");
+            }
+        });
     }
     Ok(json!({}))
 }
@@ -534,21 +542,37 @@ async fn expire(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
 /// Ends a session once: EXPIRED with its reason, its listeners told, its instance stopped
 /// (after the home folder's last flush) and a `SessionEnded` record for the usage reports.
 pub(crate) async fn end_session(control: &ControlPlane, session_id: &str, reason: &str) -> Result<(), ActionError> {
+    if mark_ended(control, session_id, reason).await? {
+        finish_ended(control, session_id, reason).await?;
+    }
+    Ok(())
+}
+
+/// The first half of ending a session, at once: EXPIRED, and its page told. False when the
+/// session had already ended.
+pub(crate) async fn mark_ended(control: &ControlPlane, session_id: &str, reason: &str) -> Result<bool, ActionError> {
     let plane = &control.plane;
-    let now = now_millis();
     let ended = sqlx::query("UPDATE sessions SET state = 'EXPIRED', connection_state = 'NOT_CONNECTED', end_time = $1, end_reason = $2 WHERE session_id = $3 AND state != 'EXPIRED'")
-        .bind(now)
+        .bind(now_millis())
         .bind(reason)
         .bind(session_id)
         .execute(&plane.store.pool)
         .await?;
     if ended.rows_affected() == 0 {
-        return Ok(());
+        return Ok(false);
     }
     if let Some(live) = plane.streaming.live.lock().expect("live lock").remove(session_id) {
         let _ = live.events.send(json!({ "type": "ended", "Reason": reason }));
     }
+    Ok(true)
+}
+
+/// The second half, which may take the instance's grace period: the instance stopped, and the
+/// `SessionEnded` record.
+pub(crate) async fn finish_ended(control: &ControlPlane, session_id: &str, reason: &str) -> Result<(), ActionError> {
+    let plane = &control.plane;
     let row = session_row(plane, session_id).await?;
+    let now: i64 = row.try_get::<Option<i64>, _>("end_time")?.unwrap_or_else(now_millis);
     let instance: Option<String> = row.try_get("instance_id")?;
     if let Some(instance) = &instance
         && let Err(err) = crate::instances::stop_instance(plane, instance).await
