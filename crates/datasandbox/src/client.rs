@@ -109,6 +109,64 @@ pub async fn call_command(data_dir: &Path, endpoint: &EndpointArgs, action: &str
     finish(call(data_dir, endpoint, action, Bytes::from(input.to_owned())).await)
 }
 
+/// A stack by name, or the only one there is, with its fleet.
+async fn stack_and_fleet(data_dir: &Path, stack: Option<&str>) -> Result<(String, String), CallError> {
+    let local = EndpointArgs { endpoint: None, token: None };
+    let input = match stack {
+        Some(name) => json!({ "Names": [name] }),
+        None => json!({}),
+    };
+    let stacks = call(data_dir, &local, "streaming:DescribeStacks", Bytes::from(input.to_string())).await?;
+    let stacks = stacks["Stacks"].as_array().cloned().unwrap_or_default();
+    let [stack] = stacks.as_slice() else {
+        let names: Vec<&str> = stacks.iter().filter_map(|s| s["Name"].as_str()).collect();
+        return Err(CallError::local("ValidationException", format!("name a stack with --stack (there are: {})", names.join(", "))));
+    };
+    let name = stack["Name"].as_str().unwrap_or_default().to_owned();
+    let fleet = stack["FleetName"].as_str().ok_or_else(|| {
+        CallError::local("ValidationException", format!("stack `{name}` has no fleet; run streaming:AssociateFleet first"))
+    })?;
+    Ok((name, fleet.to_owned()))
+}
+
+/// `datasandbox streaming-url`: the URL of `streaming:CreateStreamingURL`.
+pub async fn streaming_url(
+    data_dir: &Path,
+    user: &str,
+    stack: Option<&str>,
+    validity: u32,
+    application: Option<&str>,
+) -> Result<String, CallError> {
+    let (stack, fleet) = stack_and_fleet(data_dir, stack).await?;
+    let mut input = json!({ "StackName": stack, "FleetName": fleet, "UserId": user, "Validity": validity });
+    if let Some(application) = application {
+        input["ApplicationId"] = json!(application);
+    }
+    let local = EndpointArgs { endpoint: None, token: None };
+    let out = call(data_dir, &local, "streaming:CreateStreamingURL", Bytes::from(input.to_string())).await?;
+    Ok(out["StreamingURL"].as_str().unwrap_or_default().to_owned())
+}
+
+/// `datasandbox sessions`: every page of `streaming:DescribeSessions` for a stack.
+pub async fn sessions(data_dir: &Path, stack: Option<&str>) -> Result<Value, CallError> {
+    let (stack, fleet) = stack_and_fleet(data_dir, stack).await?;
+    let local = EndpointArgs { endpoint: None, token: None };
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut input = json!({ "StackName": stack, "FleetName": fleet, "Limit": 50 });
+        if let Some(t) = &token {
+            input["NextToken"] = json!(t);
+        }
+        let page = call(data_dir, &local, "streaming:DescribeSessions", Bytes::from(input.to_string())).await?;
+        all.extend(page["Sessions"].as_array().cloned().unwrap_or_default());
+        match page["NextToken"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => return Ok(json!({ "Sessions": all })),
+        }
+    }
+}
+
 fn parse_location(text: &str) -> Option<(&str, &str)> {
     text.strip_prefix("ds://")?.split_once('/')
 }

@@ -77,6 +77,26 @@ enum Command {
         #[command(subcommand)]
         command: StorageCommand,
     },
+    /// A single-use streaming URL that opens a session for a user (prints the URL).
+    StreamingUrl {
+        /// The user, 2..=32 characters.
+        #[arg(long)]
+        user: String,
+        /// The stack; by default the only one there is.
+        #[arg(long)]
+        stack: Option<String>,
+        /// How long the URL can be opened, in seconds (1..=604800).
+        #[arg(long, default_value_t = 300)]
+        validity: u32,
+        #[arg(long)]
+        application: Option<String>,
+    },
+    /// The sessions of a stack (PENDING and ACTIVE).
+    Sessions {
+        /// The stack; by default the only one there is.
+        #[arg(long)]
+        stack: Option<String>,
+    },
     /// Sandbox instances.
     Instances {
         #[command(subcommand)]
@@ -266,6 +286,16 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Audit { command } => audit_cli::run(&cli.data_dir, command).await,
         Command::HomeSync => home_sync::run().await,
+        Command::StreamingUrl { user, stack, validity, application } => {
+            match client::streaming_url(&cli.data_dir, &user, stack.as_deref(), validity, application.as_deref()).await {
+                Ok(url) => {
+                    println!("{url}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => client::fail(err),
+            }
+        }
+        Command::Sessions { stack } => client::finish(client::sessions(&cli.data_dir, stack.as_deref()).await),
         Command::Instances { command } => {
             let local = EndpointArgs { endpoint: None, token: None };
             let (action, input) = match command {

@@ -364,6 +364,33 @@ fn reconnecting_within_the_disconnect_timeout_keeps_the_session() {
         eventually(10, "the SessionEnded record", || Some(server.audit(&[("EventName", "SessionEnded")])).filter(|r| !r.is_empty()));
     assert_eq!(ended[0]["requestParameters"]["ConnectedAtLeastOnce"], true);
     assert_eq!(ended[0]["requestParameters"]["ClientIpAddresses"], json!(["127.0.0.1"]));
+
+    // The day's usage report holds the session as it really was.
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let generated = server.ok("audit:GenerateUsageReports", json!({ "Day": day }));
+    assert_eq!(generated["Sessions"], 1, "{generated}");
+    let key = format!("sessions/schedule=DAILY/year={}/month={}/day={}/daily-session-report-{day}.csv", &day[..4], &day[5..7], &day[8..]);
+    let report = server.ok("storage:GetObject", json!({ "Bucket": "datasandbox-reports", "Key": key }));
+    let csv = String::from_utf8(crate::server::unb64(report["Body"].as_str().expect("body"))).expect("utf-8");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let row: Vec<&str> = lines.next().expect("a row").split(',').collect();
+    let column = |name: &str| row[header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"))];
+    assert_eq!(column("user_session_id"), first["Status"]["SessionId"].as_str().expect("id"));
+    assert_eq!(column("user_id"), "erin");
+    assert_eq!(column("authentication_type"), "API");
+    assert_eq!(column("fleet_name"), FLEET);
+    assert_eq!(column("stack_name"), STACK);
+    assert_eq!(
+        column("eni_private_ip_address"),
+        first["Status"]["NetworkAccessConfiguration"]["EniPrivateIpAddress"].as_str().expect("ip")
+    );
+    assert_eq!(column("connected_at_least_once"), "true");
+    assert_eq!(column("client_ip_addresses"), "127.0.0.1");
+    assert_eq!(column("user_settings_clipboard_copy_to_local_device"), "DISABLED");
+    assert_eq!(column("user_settings_file_upload"), "ENABLED");
+    assert_eq!(column("session_type"), "ALWAYS_ON");
+    assert_eq!(column("stream_view"), "DESKTOP");
 }
 
 #[test]
