@@ -316,6 +316,13 @@ fn on_demand_starts_an_instance_on_redemption() {
     assert_eq!(capacity(&server), [2, 1, 1, 1]);
     let instance = session["InstanceId"].as_str().expect("instance").to_owned();
     assert!(!instance_gone(&instance));
+    // A stack change applies to new sessions; this one keeps the settings it started with.
+    let download = |s: &Value| s["UserSettings"].as_array().expect("settings").iter().find(|x| x["Action"] == "FILE_DOWNLOAD").expect("setting")["Permission"].clone();
+    assert_eq!(download(&session), "DISABLED");
+    server.ok("streaming:UpdateStack", json!({ "Name": STACK, "UserSettings": [{ "Action": "FILE_DOWNLOAD", "Permission": "ENABLED" }] }));
+    assert_eq!(download(&status(&server, &cookie)), "DISABLED");
+    let stack = server.ok("streaming:DescribeStacks", json!({ "Names": [STACK] }));
+    assert_eq!(download(&stack["Stacks"][0]), "ENABLED");
     // The user ends it from their page.
     let reply = http::tcp(&server.api)
         .expect("connect")
