@@ -161,6 +161,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         fleet: None,
         assignment: user,
         correlation_id: ctx.correlation_id().map(str::to_owned),
+        program: None,
     };
     let instance = launch_instance(plane, launch).await?;
     Ok(json!({ "Instance": instance }))
@@ -181,6 +182,15 @@ pub(crate) struct Launch {
     pub fleet: Option<String>,
     pub assignment: Option<Assignment>,
     pub correlation_id: Option<String>,
+    /// A program of its own instead of the session agent (a notebook's Jupyter server), with
+    /// its variables and writable host directories.
+    pub program: Option<Program>,
+}
+
+pub(crate) struct Program {
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub writable_binds: Vec<(PathBuf, PathBuf)>,
 }
 
 /// The user (and session) an instance serves.
@@ -262,12 +272,13 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
         link
     };
     let endpoint = format!("http://{}:{}", link.host_address, plane.spec.endpoint_port);
-    let env = vec![
+    let mut env = vec![
         ("DS_INSTANCE_ID".to_owned(), id.clone()),
         ("DS_INSTANCE_TYPE".to_owned(), type_name.clone()),
         ("DS_ENDPOINT".to_owned(), endpoint),
         ("DS_HOME_FOLDER".to_owned(), "/home/user/MyFiles/HomeFolder".to_owned()),
     ];
+    env.extend(launch.program.iter().flat_map(|p| p.env.iter().cloned()));
     let mut files = vec![("credential".to_owned(), credential.clone().into_bytes())];
     if let Some(assignment) = assignment {
         files.push(("session.env".to_owned(), assignment.env_file()));
@@ -278,10 +289,13 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
         id: id.clone(),
         rootfs: image.rootfs(),
         read_only_binds,
+        writable_binds: launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default(),
         hostname: id.clone(),
         limits: sandbox::Limits { vcpus: instance_type.vcpus, memory_bytes: instance_type.memory_mib << 20, pids: instance_type.pids },
         // The session agent waits for its assignment, then keeps the home folder in step.
-        command: if assignment.is_some() || launch.fleet.is_some() {
+        command: if let Some(program) = &launch.program {
+            program.command.clone()
+        } else if assignment.is_some() || launch.fleet.is_some() {
             vec!["/run/datasandbox/datasandbox".into(), "session-agent".into()]
         } else {
             vec!["/bin/sleep".into(), "infinity".into()]

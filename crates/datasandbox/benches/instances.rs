@@ -41,6 +41,7 @@ fn main() {
             id,
             rootfs: image.rootfs(),
             read_only_binds: image.manifest.host_binds.clone(),
+            writable_binds: Vec::new(),
             hostname: "bench".into(),
             limits: Limits { vcpus: 1, memory_bytes: 256 << 20, pids: 128 },
             command: vec!["/bin/sleep".into(), "3600".into()],

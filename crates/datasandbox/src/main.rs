@@ -158,12 +158,14 @@ enum InstancesCommand {
 
 #[derive(Subcommand)]
 enum ImageCommand {
-    /// Build an image from a recipe (`base`: a root on the host's own packages).
+    /// Build an image from a recipe: `base` (a root on the host's own packages) or `notebook`
+    /// (adds JupyterLab from PyPI). What the image adds comes from the spec's `[images.<name>]`.
     Build {
         recipe: String,
-        /// The image's name; instances use the spec's `image_name` by default.
-        #[arg(long, default_value = "datasandbox-image")]
-        name: String,
+        /// The image's name; by default the spec's `image_name` for `base`, `datasandbox-notebook`
+        /// for `notebook`.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -328,7 +330,7 @@ async fn run(cli: Cli) -> ExitCode {
             };
             client::call_command(&cli.data_dir, &local, action, &input.to_string()).await
         }
-        Command::Image { command: ImageCommand::Build { recipe, name } } => build_image(&cli.data_dir, &recipe, &name),
+        Command::Image { command: ImageCommand::Build { recipe, name } } => build_image(&cli.data_dir, &recipe, name.as_deref()),
         Command::Reports { command: ReportsCommand::Generate { day } } => {
             let input = serde_json::json!({ "Day": day }).to_string();
             client::call_command(&cli.data_dir, &EndpointArgs { endpoint: None, token: None }, "audit:GenerateUsageReports", &input).await
@@ -336,18 +338,41 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn build_image(data_dir: &std::path::Path, recipe: &str, name: &str) -> ExitCode {
-    if recipe != "base" {
-        eprintln!("error: unknown recipe `{recipe}`; recipes are: base");
-        return ExitCode::from(1);
-    }
+fn build_image(data_dir: &std::path::Path, recipe: &str, name: Option<&str>) -> ExitCode {
+    // The spec says what each image adds; without one, the embedded defaults do.
+    let spec_text = std::fs::read_to_string(data_dir.join("datasandbox.toml")).unwrap_or_else(|_| model::spec::default_spec_text());
+    let spec = match model::spec::Spec::parse(&spec_text, &[]) {
+        Ok(spec) => spec,
+        Err(err) => {
+            eprintln!("error: in the spec: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let name = name.map(str::to_owned).unwrap_or_else(|| match recipe {
+        "notebook" => "datasandbox-notebook".to_owned(),
+        _ => spec.image_name.clone(),
+    });
+    let declared = spec.images.iter().find(|i| i.name == name && i.recipe == recipe);
+    let recipe = match recipe {
+        "base" => sandbox::image::Recipe::Base,
+        "notebook" => sandbox::image::Recipe::Notebook {
+            python_packages: declared
+                .map_or_else(|| sandbox::image::NOTEBOOK_PACKAGES.iter().map(|p| (*p).to_owned()).collect(), |i| i.python_packages.clone()),
+            cache: std::env::var_os("DATASANDBOX_CACHE_DIR").map_or_else(|| "/var/cache/datasandbox".into(), std::path::PathBuf::from),
+        },
+        other => {
+            eprintln!("error: unknown recipe `{other}`; recipes are: base, notebook");
+            return ExitCode::from(1);
+        }
+    };
+    let name = name.as_str();
     let images = data_dir.join("images");
     let next = std::fs::read_dir(images.join(name))
         .map(|entries| entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok()).max().unwrap_or(0) + 1)
         .unwrap_or(1);
     let version = next.to_string();
-    eprintln!("building image `{name}` version {version} from recipe `{recipe}`");
-    match sandbox::image::build_base(&images, name, &version, &mut |step| eprintln!("  {step}")) {
+    eprintln!("building image `{name}` version {version}");
+    match sandbox::image::build(&images, name, &version, &recipe, &mut |step| eprintln!("  {step}")) {
         Ok(image) => {
             println!("{}", image.dir.display());
             ExitCode::SUCCESS

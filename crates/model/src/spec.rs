@@ -121,6 +121,16 @@ pub struct BucketSpec {
     pub notifications: Vec<NotificationSpec>,
 }
 
+/// What an image is built from: its recipe and what it adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub name: String,
+    /// `base` or `notebook`.
+    pub recipe: String,
+    /// For `notebook`: the PyPI packages of its `/opt/jupyter` environment.
+    pub python_packages: Vec<String>,
+}
+
 /// A bucket or a prefix of one that appears read-only under `/data/<name>` in the instances
 /// of users whom the policies let read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +231,7 @@ pub struct Spec {
     pub instance_types: Vec<InstanceType>,
     pub buckets: Vec<BucketSpec>,
     pub datasets: Vec<DatasetSpec>,
+    pub images: Vec<ImageSpec>,
     pub policies: Vec<PolicySpec>,
     pub fleets: Vec<FleetSpec>,
     pub stacks: Vec<StackSpec>,
@@ -388,6 +399,7 @@ fn read_spec(root: &Table) -> Spec {
     let instance_types = read_instance_types(root);
     let buckets = read_buckets(root, &environment_name);
     let datasets = read_datasets(root, &buckets);
+    let images = read_images(root, &image_name);
     let policies = read_policies(root);
     let fleets = read_fleets(root, &environment_name, &image_name, fleet_type, &instance_types);
     let stacks = read_stacks(root, &environment_name, stream_view, &fleets, &buckets);
@@ -417,6 +429,7 @@ fn read_spec(root: &Table) -> Spec {
         instance_types,
         buckets,
         datasets,
+        images,
         policies,
         fleets,
         stacks,
@@ -480,6 +493,47 @@ fn read_buckets(root: &Table, environment_name: &str) -> Vec<BucketSpec> {
         }
     }
     buckets
+}
+
+fn read_images(root: &Table, image_name: &str) -> Vec<ImageSpec> {
+    let mut images: Vec<ImageSpec> = root
+        .named_tables("images")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, t)| {
+            let recipe = t.choice("recipe", "base", &["base", "notebook"]).to_owned();
+            let default: &[&str] = if recipe == "notebook" { &["jupyterlab", "ipykernel"] } else { &[] };
+            let python_packages = t.strings("python_packages", default);
+            for (index, package) in python_packages.iter().enumerate() {
+                let ok = !package.is_empty()
+                    && !package.starts_with('-')
+                    && package.chars().all(|c| c.is_ascii_alphanumeric() || "._-=<>!~[],".contains(c));
+                if !ok {
+                    t.problem(
+                        &format!("python_packages[{index}]"),
+                        format!("`{package}` is not a package requirement such as `jupyterlab>=4`"),
+                    );
+                }
+            }
+            if recipe == "base" && !python_packages.is_empty() {
+                t.problem("python_packages", "only the `notebook` recipe installs Python packages");
+            }
+            t.finish();
+            ImageSpec { name, recipe, python_packages }
+        })
+        .collect();
+    // The fleets' image and the notebooks' image exist unless declared otherwise.
+    for (name, recipe, packages) in [(image_name, "base", &[][..]), ("datasandbox-notebook", "notebook", &["jupyterlab", "ipykernel"][..])]
+    {
+        if !images.iter().any(|i| i.name == name) {
+            images.push(ImageSpec {
+                name: name.to_owned(),
+                recipe: recipe.into(),
+                python_packages: packages.iter().map(|p| (*p).to_owned()).collect(),
+            });
+        }
+    }
+    images
 }
 
 fn read_datasets(root: &Table, buckets: &[BucketSpec]) -> Vec<DatasetSpec> {

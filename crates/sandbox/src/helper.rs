@@ -141,6 +141,11 @@ fn instance_init(spec: &InstanceSpec) -> Result<(), SandboxError> {
         mount(Some(&Path::new("/dev").join(device)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|e| setup("make device nodes", format!("{device}: {e}")))?;
     }
+    for (host, inside) in &spec.writable_binds {
+        let target = root.join(inside.strip_prefix("/").unwrap_or(inside));
+        std::fs::create_dir_all(&target).map_err(|e| setup("bind a writable host directory", format!("{}: {e}", target.display())))?;
+        bind(host, &target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "bind a writable host directory")?;
+    }
     std::fs::create_dir_all(root.join("dev/shm")).ok();
     tmpfs(&root.join("dev/shm"), "mode=1777,size=64m")?;
     for (link, target) in

@@ -1,6 +1,8 @@
 //! Images: an immutable, versioned directory holding a root filesystem and a manifest with
 //! the image's application catalog. The `base` recipe builds the root from the host's own
-//! packages: a skeleton whose `/usr` is the host's `/usr`, bound read-only at start.
+//! packages: a skeleton whose `/usr` is the host's `/usr`, bound read-only at start. The
+//! `notebook` recipe adds a Python virtual environment with JupyterLab from PyPI at
+//! `/opt/jupyter` (built once per package list into a host-wide cache, then copied).
 
 use std::path::{Path, PathBuf};
 
@@ -48,8 +50,28 @@ impl Image {
     }
 }
 
+/// What to build: the recipe and what it adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipe {
+    Base,
+    /// The base plus a venv at `/opt/jupyter` with these PyPI packages.
+    Notebook {
+        python_packages: Vec<String>,
+        cache: PathBuf,
+    },
+}
+
+/// The packages of the `notebook` recipe unless the spec names others.
+pub const NOTEBOOK_PACKAGES: &[&str] = &["jupyterlab", "ipykernel"];
+
 /// Builds the `base` image under `images/<name>/<version>/`, reporting each step.
 pub fn build_base(images: &Path, name: &str, version: &str, progress: &mut dyn FnMut(&str)) -> Result<Image, SandboxError> {
+    build(images, name, version, &Recipe::Base, progress)
+}
+
+/// Builds an image from a recipe under `images/<name>/<version>/`, reporting each step. The
+/// image appears whole or not at all (built in a staging directory, then renamed).
+pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress: &mut dyn FnMut(&str)) -> Result<Image, SandboxError> {
     let dir = images.join(name).join(version);
     if dir.join("manifest.json").exists() {
         return Err(setup("build the image", format!("{} already exists; images are immutable, build a new version", dir.display())));
@@ -84,21 +106,85 @@ pub fn build_base(images: &Path, name: &str, version: &str, progress: &mut dyn F
     for (file, content) in files {
         std::fs::write(etc.join(file), content).map_err(|e| setup("build the image", e))?;
     }
+    let mut applications =
+        vec![Application { name: "shell".into(), display_name: "Shell".into(), command: "/bin/bash".into(), arguments: vec![] }];
+    let recipe_name = match recipe {
+        Recipe::Base => "base",
+        Recipe::Notebook { python_packages, cache } => {
+            let venv = cached_venv(cache, python_packages, progress)?;
+            progress("copying the Python environment into the image");
+            copy_tree(&venv, &root.join("opt/jupyter"))?;
+            applications.push(Application {
+                name: "jupyterlab".into(),
+                display_name: "JupyterLab".into(),
+                command: "/opt/jupyter/bin/python".into(),
+                arguments: vec!["-m".into(), "jupyterlab".into()],
+            });
+            "notebook"
+        }
+    };
     let manifest = Manifest {
         name: name.to_owned(),
         version: version.to_owned(),
-        recipe: "base".into(),
+        recipe: recipe_name.into(),
         host_binds: vec![(PathBuf::from("/usr"), PathBuf::from("/usr"))],
-        applications: vec![Application {
-            name: "shell".into(),
-            display_name: "Shell".into(),
-            command: "/bin/bash".into(),
-            arguments: vec![],
-        }],
+        applications,
     };
     std::fs::write(staging.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("serializes"))
         .map_err(|e| setup("build the image", e))?;
     progress("sealing the image");
     std::fs::rename(&staging, &dir).map_err(|e| setup("build the image", e))?;
     Ok(Image { dir, manifest })
+}
+
+/// A venv with `packages`, from the host-wide cache or made there now (pip, from PyPI).
+/// A venv found by its path: it is copied to `/opt/jupyter` and run as
+/// `/opt/jupyter/bin/python -m …`, which finds its packages from its own location.
+fn cached_venv(cache: &Path, packages: &[String], progress: &mut dyn FnMut(&str)) -> Result<PathBuf, SandboxError> {
+    use sha2::Digest as _;
+    let mut sorted = packages.to_vec();
+    sorted.sort();
+    let python = std::process::Command::new("python3").arg("--version").output().map_err(|e| setup("find python3", e))?;
+    let key = hex::encode(&sha2::Sha256::digest(format!("{}\n{}", String::from_utf8_lossy(&python.stdout).trim(), sorted.join("\n")))[..8]);
+    let venv = cache.join(format!("venv-{key}"));
+    if venv.join("bin/python").exists() {
+        progress(&format!("using the cached Python environment {}", venv.display()));
+        return Ok(venv);
+    }
+    let staging = cache.join(format!(".venv-{key}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(cache).map_err(|e| setup("make the image cache", format!("{}: {e}", cache.display())))?;
+    progress("creating a Python virtual environment (python3 -m venv)");
+    run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&staging), "create the venv (is python3-venv installed?)")?;
+    progress(&format!("installing {} from PyPI (pip; about a minute the first time)", sorted.join(", ")));
+    let mut pip = std::process::Command::new(staging.join("bin/pip"));
+    pip.args(["install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"]).args(&sorted);
+    run(&mut pip, "install the Python packages (PyPI must be reachable)")?;
+    match std::fs::rename(&staging, &venv) {
+        Ok(()) => {}
+        // Another build made it meanwhile: use theirs.
+        Err(_) if venv.join("bin/python").exists() => {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        Err(e) => return Err(setup("cache the venv", e)),
+    }
+    Ok(venv)
+}
+
+fn run(command: &mut std::process::Command, step: &'static str) -> Result<(), SandboxError> {
+    let output = command.output().map_err(|e| setup(step, e))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        Err(setup(step, tail.into_iter().rev().collect::<Vec<_>>().join("\n")))
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(to).map_err(|e| setup("copy into the image", e))?;
+    let mut source = from.as_os_str().to_owned();
+    source.push("/.");
+    run(std::process::Command::new("cp").arg("-a").arg(source).arg(to), "copy into the image")
 }

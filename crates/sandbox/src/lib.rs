@@ -58,6 +58,11 @@ pub struct InstanceSpec {
     /// Host directories bind-mounted read-only into the root (for images built on the host's
     /// packages, `/usr`).
     pub read_only_binds: Vec<(PathBuf, PathBuf)>,
+    /// Host directories bind-mounted writable (no suid, no devices), after the tmpfs mounts
+    /// so that they may lie inside them: a notebook's volume, its server's socket directory.
+    /// The host makes them writable for the workspace user.
+    #[serde(default)]
+    pub writable_binds: Vec<(PathBuf, PathBuf)>,
     pub hostname: String,
     pub limits: Limits,
     /// The command run as the workspace user, under the instance's own init.

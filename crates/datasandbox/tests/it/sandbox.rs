@@ -37,6 +37,7 @@ impl Fixture {
             id,
             rootfs: self.image.rootfs(),
             read_only_binds: self.image.manifest.host_binds.clone(),
+            writable_binds: Vec::new(),
             hostname: "instance".into(),
             limits,
             command: command.iter().map(|s| (*s).to_owned()).collect(),

@@ -317,7 +317,10 @@ fn on_demand_starts_an_instance_on_redemption() {
     let instance = session["InstanceId"].as_str().expect("instance").to_owned();
     assert!(!instance_gone(&instance));
     // A stack change applies to new sessions; this one keeps the settings it started with.
-    let download = |s: &Value| s["UserSettings"].as_array().expect("settings").iter().find(|x| x["Action"] == "FILE_DOWNLOAD").expect("setting")["Permission"].clone();
+    let download = |s: &Value| {
+        s["UserSettings"].as_array().expect("settings").iter().find(|x| x["Action"] == "FILE_DOWNLOAD").expect("setting")["Permission"]
+            .clone()
+    };
     assert_eq!(download(&session), "DISABLED");
     server.ok("streaming:UpdateStack", json!({ "Name": STACK, "UserSettings": [{ "Action": "FILE_DOWNLOAD", "Permission": "ENABLED" }] }));
     assert_eq!(download(&status(&server, &cookie)), "DISABLED");

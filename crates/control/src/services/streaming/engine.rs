@@ -147,6 +147,7 @@ async fn keep_warm(
             fleet: Some(name.clone()),
             assignment: None,
             correlation_id: None,
+            program: None,
         };
         tokio::spawn(async move {
             let _permit = launches.acquire().await;
@@ -295,6 +296,7 @@ async fn start_for_session(
         fleet: Some(name.clone()),
         assignment: Some(assignment(plane, session_id).await?),
         correlation_id: Some(row.try_get("correlation_id")?),
+        program: None,
     };
     plane.streaming.starting.lock().expect("starting lock").insert(session_id.to_owned());
     count_launch(plane, &name, 1);
