@@ -137,6 +137,8 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
     Ok(Image { dir, manifest })
 }
 
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
 /// A venv with `packages`, from the host-wide cache or made there now (pip, from PyPI).
 /// A venv found by its path: it is copied to `/opt/jupyter` and run as
 /// `/opt/jupyter/bin/python -m …`, which finds its packages from its own location.
@@ -144,7 +146,11 @@ fn cached_venv(cache: &Path, packages: &[String], progress: &mut dyn FnMut(&str)
     use sha2::Digest as _;
     let mut sorted = packages.to_vec();
     sorted.sort();
-    let python = std::process::Command::new("python3").arg("--version").output().map_err(|e| setup("find python3", e))?;
+    // The system's Python, under /usr, which instances see read-only: a venv links to it.
+    let python = std::process::Command::new(SYSTEM_PYTHON)
+        .arg("--version")
+        .output()
+        .map_err(|e| setup("find /usr/bin/python3 (apt-get install python3-venv)", e))?;
     let key = hex::encode(&sha2::Sha256::digest(format!("{}\n{}", String::from_utf8_lossy(&python.stdout).trim(), sorted.join("\n")))[..8]);
     let venv = cache.join(format!("venv-{key}"));
     if venv.join("bin/python").exists() {
@@ -155,7 +161,7 @@ fn cached_venv(cache: &Path, packages: &[String], progress: &mut dyn FnMut(&str)
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(cache).map_err(|e| setup("make the image cache", format!("{}: {e}", cache.display())))?;
     progress("creating a Python virtual environment (python3 -m venv)");
-    run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&staging), "create the venv (is python3-venv installed?)")?;
+    run(std::process::Command::new(SYSTEM_PYTHON).args(["-m", "venv"]).arg(&staging), "create the venv (apt-get install python3-venv)")?;
     progress(&format!("installing {} from PyPI (pip; about a minute the first time)", sorted.join(", ")));
     let mut pip = std::process::Command::new(staging.join("bin/pip"));
     pip.args(["install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"]).args(&sorted);
