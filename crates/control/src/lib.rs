@@ -20,5 +20,6 @@ pub use error::ActionError;
 pub use identity::Credentials;
 pub use instances::EndpointServer;
 pub use pipeline::{ControlPlane, Request, Response, StartError, check_policies};
+pub use services::notebooks::NotebookTarget;
 pub use services::streaming::sessions::SessionConnection;
 pub use store::Store;

@@ -21,7 +21,8 @@ use crate::services::keys::KeyRing;
 use crate::store::{Store, millis_to_rfc3339, now_millis};
 
 /// Members whose values are secrets or data; they never reach an audit record.
-const HIDDEN_MEMBERS: &[&str] = &["Body", "Value", "Plaintext", "CiphertextBlob", "Token", "SecretString", "Cookie", "StreamingURL"];
+const HIDDEN_MEMBERS: &[&str] =
+    &["Body", "Value", "Plaintext", "CiphertextBlob", "Token", "SecretString", "Cookie", "StreamingURL", "AuthorizedUrl", "NotebookUrl"];
 const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
 
 /// One call as a transport hands it over.
@@ -105,6 +106,7 @@ pub(crate) struct Plane {
     pub keys: KeyRing,
     pub instances: crate::instances::Instances,
     pub streaming: crate::services::streaming::Streaming,
+    pub notebooks: crate::services::notebooks::Notebooks,
     /// Wakes the notification dispatcher when the outbox gains rows.
     pub outbox: Notify,
     pub socket_owner: u32,
@@ -167,6 +169,7 @@ impl ControlPlane {
             keys,
             instances: Default::default(),
             streaming: Default::default(),
+            notebooks: Default::default(),
             outbox: Notify::new(),
             socket_owner,
         });
@@ -184,6 +187,8 @@ impl ControlPlane {
         crate::services::storage::reclaim_blobs(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::services::storage::deploy_buckets(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::services::streaming::deploy(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        crate::services::notebooks::stop_all(&control.plane).await;
+        crate::services::notebooks::deploy(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::functions::start_dispatcher(control.clone());
         crate::services::audit_log::start_daily_reports(control.clone());
         crate::instances::start_background_tasks(control.clone());
@@ -219,6 +224,7 @@ impl ControlPlane {
             tracing::info!(instances = ?ended, "terminated the running instances");
         }
         crate::services::streaming::end_all_sessions(self, "PLATFORM_STOPPED").await;
+        crate::services::notebooks::stop_all(&self.plane).await;
         self.service_event("StopLogging", serde_json::json!({ "Trail": self.plane.trail.layout().bucket })).await;
         let trail = self.plane.trail.clone();
         if let Err(err) = tokio::task::spawn_blocking(move || trail.close()).await.unwrap_or(Err(audit::TrailError::Stopped)) {

@@ -2,6 +2,7 @@
 
 pub(crate) mod audit_log;
 pub(crate) mod keys;
+pub(crate) mod notebooks;
 pub(crate) mod parameters;
 pub(crate) mod storage;
 pub(crate) mod streaming;
@@ -17,6 +18,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, name: &str, input: Value) -> Res
         "parameters" => parameters::dispatch(ctx, action, input).await,
         "storage" => storage::dispatch(ctx, action, input).await,
         "keys" => keys::dispatch(ctx, action, input).await,
+        "notebooks" => notebooks::dispatch(ctx, action, input).await,
         "audit" => audit_log::dispatch(ctx, action, input).await,
         "streaming" => streaming::dispatch(ctx, action, input).await,
         "identity" => match action {

@@ -43,7 +43,7 @@ permit (
         r#"// Whoever opens a valid streaming URL becomes its user and may redeem it, once.
 permit (
   principal is DataSandbox::User,
-  action == DataSandbox::Action::"streaming:RedeemStreamingURL",
+  action in [DataSandbox::Action::"streaming:RedeemStreamingURL", DataSandbox::Action::"notebooks:RedeemPresignedNotebookInstanceUrl"],
   resource is DataSandbox::Service
 );"#,
     ),

@@ -1,0 +1,32 @@
+-- Notebook instances (SageMaker's model), their single-use presigned URLs and the browser
+-- access those URLs grant.
+CREATE TABLE notebooks (
+    name TEXT PRIMARY KEY,
+    instance_type TEXT NOT NULL,
+    volume_size_gb INTEGER NOT NULL,
+    kms_key_id TEXT NOT NULL,
+    owner TEXT,
+    state TEXT NOT NULL,
+    instance_id TEXT,
+    -- The volume's data key, wrapped by the notebook's KMS key.
+    wrapped_key TEXT NOT NULL,
+    failure_reason TEXT,
+    created INTEGER NOT NULL
+);
+CREATE TABLE notebook_urls (
+    url_hash TEXT PRIMARY KEY,
+    notebook TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    session_expiration INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    redeemed INTEGER,
+    created INTEGER NOT NULL
+);
+CREATE TABLE notebook_access (
+    cookie_hash TEXT PRIMARY KEY,
+    notebook TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    expires INTEGER NOT NULL,
+    created INTEGER NOT NULL
+);
+ALTER TABLE sessions ADD COLUMN notebook_url TEXT;

@@ -1,0 +1,630 @@
+//! Notebook instances (SageMaker's model): a real Jupyter server (JupyterLab from the
+//! `notebook` image) in a sandbox instance of its own, reachable only by the gateway through a
+//! Unix socket, with an encrypted volume; and single-use presigned URLs bound to the
+//! streaming session they were made for.
+//!
+//! The volume is a gocryptfs directory under `<data-dir>/notebooks/<name>/cipher`, mounted
+//! (FUSE) at `…/plain` only while the notebook runs and bound into its instance at
+//! `/home/user/work`. Its password is a 256-bit data key from the key service, stored wrapped
+//! by the notebook's KMS key: while the notebook is stopped, nothing of the volume is
+//! plaintext on the host disk.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use policy::Resource;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::ActionError;
+use crate::instances::{Launch, Program, launch_instance, stop_instance};
+use crate::pipeline::{ControlPlane, Ctx, Plane};
+use crate::services::bounded;
+use crate::store::{millis_to_rfc3339, now_millis};
+
+/// The image notebook instances run.
+pub(crate) const NOTEBOOK_IMAGE: &str = "datasandbox-notebook";
+/// How long a presigned notebook URL may be opened (AWS: 5 minutes).
+const URL_VALIDITY_MS: i64 = 5 * 60 * 1000;
+/// How long Jupyter may take to answer after its instance started.
+const JUPYTER_START: Duration = Duration::from_secs(60);
+
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+    match action {
+        "CreateNotebookInstance" => create(ctx, input).await,
+        "DescribeNotebookInstance" => describe(ctx, input).await,
+        "ListNotebookInstances" => list(ctx, input).await,
+        "StartNotebookInstance" => start(ctx, input).await,
+        "StopNotebookInstance" => stop(ctx, input).await,
+        "DeleteNotebookInstance" => delete(ctx, input).await,
+        "CreatePresignedNotebookInstanceUrl" => presign(ctx, input).await,
+        "RedeemPresignedNotebookInstanceUrl" => redeem(ctx, input).await,
+        _ => Err(crate::services::unregistered(action)),
+    }
+}
+
+/// What the gateway needs to reach a running notebook's Jupyter.
+#[derive(Debug, Clone)]
+pub struct NotebookTarget {
+    pub socket: PathBuf,
+    pub token: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub correlation_id: String,
+    /// The session's `FILE_DOWNLOAD` and `FILE_UPLOAD` permissions.
+    pub download: bool,
+    pub upload: bool,
+}
+
+/// Tokens of the running Jupyter servers, by notebook: never stored, never shown.
+#[derive(Default)]
+pub(crate) struct Notebooks {
+    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+fn notebook_dir(plane: &Plane, name: &str) -> PathBuf {
+    plane.data_dir.join("notebooks").join(name)
+}
+
+fn check_name(name: &str) -> Result<(), ActionError> {
+    let ok = (1..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ActionError::validation(format!("NotebookInstanceName `{name}` must be 1..=63 letters, digits and inner `-`")))
+    }
+}
+
+fn not_found(name: &str) -> ActionError {
+    ActionError::not_found("ResourceNotFound", format!("notebook instance `{name}` does not exist"))
+}
+
+async fn row(plane: &Plane, name: &str) -> Result<sqlx::any::AnyRow, ActionError> {
+    sqlx::query("SELECT * FROM notebooks WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&plane.store.pool)
+        .await?
+        .ok_or_else(|| not_found(name))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateInput {
+    notebook_instance_name: String,
+    instance_type: String,
+    #[serde(default, rename = "VolumeSizeInGB")]
+    volume_size_in_gb: Option<i64>,
+    #[serde(default)]
+    kms_key_id: Option<String>,
+    #[serde(default)]
+    root_access: Option<String>,
+    #[serde(default)]
+    direct_internet_access: Option<String>,
+    #[serde(default)]
+    role_arn: Option<String>,
+    /// The user whose notebook this is (DataSandbox's addition).
+    #[serde(default)]
+    owner: Option<String>,
+}
+
+async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: CreateInput = ctx.parse(input)?;
+    let _ = input.role_arn;
+    check_name(&input.notebook_instance_name)?;
+    let plane = ctx.plane;
+    crate::instances::instance_type(plane, &input.instance_type)?;
+    let volume = bounded("VolumeSizeInGB", input.volume_size_in_gb, 5, 5..=16_384)?;
+    if input.root_access.as_deref().is_some_and(|r| r != "Disabled") {
+        return Err(ActionError::validation("RootAccess must be Disabled: notebook users never get root"));
+    }
+    if input.direct_internet_access.as_deref().is_some_and(|r| r != "Disabled") {
+        return Err(ActionError::validation("DirectInternetAccess must be Disabled: notebooks have no route out"));
+    }
+    if let Some(owner) = &input.owner {
+        model::UserId::new(owner.clone()).map_err(|e| ActionError::validation(format!("Owner `{owner}`: {e}")))?;
+    }
+    let key_ref = input.kms_key_id.clone().unwrap_or_else(|| format!("alias/{}", default_key_alias(plane)));
+    let key = crate::services::keys::resolve_for_use(plane, &key_ref).await?;
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    ctx.authorize_also("keys:GenerateDataKey", Resource::Key { id: key.id().to_owned() })?;
+    if sqlx::query("SELECT name FROM notebooks WHERE name = $1")
+        .bind(&input.notebook_instance_name)
+        .fetch_optional(&plane.store.pool)
+        .await?
+        .is_some()
+    {
+        return Err(ActionError::conflict("ResourceInUse", format!("notebook instance `{}` already exists", input.notebook_instance_name)));
+    }
+    // The volume's key: 256 random bits, kept only wrapped.
+    let mut data_key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut data_key);
+    let context = volume_context(&input.notebook_instance_name);
+    let wrapped = crate::services::keys::encrypt_with(plane, &key, &data_key, &context).await?;
+    let name = input.notebook_instance_name.clone();
+    let cipher = notebook_dir(plane, &name).join("cipher");
+    let password = hex::encode(data_key);
+    tokio::task::spawn_blocking(move || init_volume(&cipher, &password)).await.map_err(ActionError::internal)??;
+    sqlx::query(
+        "INSERT INTO notebooks (name, instance_type, volume_size_gb, kms_key_id, owner, state, instance_id, wrapped_key, created)
+         VALUES ($1, $2, $3, $4, $5, 'Pending', NULL, $6, $7)",
+    )
+    .bind(&name)
+    .bind(&input.instance_type)
+    .bind(volume)
+    .bind(key.id())
+    .bind(&input.owner)
+    .bind(crate::services::encode_base64(&wrapped))
+    .bind(now_millis())
+    .execute(&plane.store.pool)
+    .await?;
+    // Created notebooks start, as SageMaker's do.
+    let control = ctx.control();
+    let starting = name.clone();
+    tokio::spawn(async move { run_notebook(&control, &starting).await });
+    Ok(json!({ "NotebookInstanceArn": arn(plane, &name) }))
+}
+
+fn default_key_alias(plane: &Plane) -> String {
+    plane.spec.notebooks.first().map_or_else(|| "notebook-kms".to_owned(), |n| n.kms_key_alias.clone())
+}
+
+fn volume_context(name: &str) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([("notebook".to_owned(), name.to_owned())])
+}
+
+fn arn(plane: &Plane, name: &str) -> String {
+    format!("arn:datasandbox:notebooks:{}:{}:notebook-instance/{name}", plane.spec.region, plane.spec.account_id)
+}
+
+/// Runs a command with the volume password on its standard input (never in a file or argv).
+fn with_password(command: &mut std::process::Command, password: &str, step: &str) -> Result<(), ActionError> {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            ActionError::new(503, "ServiceUnavailable", format!("{step}: cannot run gocryptfs ({e}); apt-get install gocryptfs"))
+        })?;
+    child.stdin.take().expect("piped").write_all(password.as_bytes()).map_err(ActionError::internal)?;
+    let output = child.wait_with_output().map_err(ActionError::internal)?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(ActionError::internal(format_args!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
+    }
+}
+
+fn init_volume(cipher: &Path, password: &str) -> Result<(), ActionError> {
+    std::fs::create_dir_all(cipher).map_err(ActionError::internal)?;
+    std::fs::set_permissions(cipher, std::fs::Permissions::from_mode(0o700)).map_err(ActionError::internal)?;
+    with_password(
+        std::process::Command::new("gocryptfs").args(["-init", "-q", "-passfile", "/dev/stdin"]).arg(cipher),
+        password,
+        "initialize the volume",
+    )
+}
+
+fn mount_volume(cipher: &Path, plain: &Path, password: &str) -> Result<(), ActionError> {
+    std::fs::create_dir_all(plain).map_err(ActionError::internal)?;
+    with_password(
+        std::process::Command::new("gocryptfs").args(["-q", "-allow_other", "-passfile", "/dev/stdin"]).arg(cipher).arg(plain),
+        password,
+        "mount the volume",
+    )?;
+    // The workspace user owns the volume's root (uid 1000 inside is 101000 outside).
+    std::os::unix::fs::chown(plain, Some(101_000), Some(101_000)).map_err(ActionError::internal)
+}
+
+fn unmount_volume(plain: &Path) {
+    let mounted = std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split(' ').nth(1) == plain.to_str());
+    if mounted {
+        let _ = std::process::Command::new("umount").arg(plain).status();
+    }
+}
+
+/// Starts a notebook: its volume mounted, its Jupyter server in a fresh instance, then
+/// InService once Jupyter answers (or Failed with the reason).
+async fn run_notebook(control: &ControlPlane, name: &str) {
+    if let Err(err) = try_run_notebook(control, name).await {
+        tracing::error!(notebook = name, error = %err, "notebook did not start");
+        let plane = &control.plane;
+        unmount_volume(&notebook_dir(plane, name).join("plain"));
+        let _ = sqlx::query("UPDATE notebooks SET state = 'Failed', failure_reason = $1 WHERE name = $2")
+            .bind(err.message.clone())
+            .bind(name)
+            .execute(&plane.store.pool)
+            .await;
+    }
+}
+
+async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), ActionError> {
+    let plane = &control.plane;
+    let notebook = row(plane, name).await?;
+    let wrapped = crate::services::decode_base64("wrapped key", &notebook.try_get::<String, _>("wrapped_key")?)?;
+    let (_, data_key) = crate::services::keys::decrypt_blob(plane, &wrapped, &volume_context(name)).await?;
+    let dir = notebook_dir(plane, name);
+    let (cipher, plain, run) = (dir.join("cipher"), dir.join("plain"), dir.join("run"));
+    let password = hex::encode(&data_key);
+    {
+        let (cipher, plain) = (cipher.clone(), plain.clone());
+        tokio::task::spawn_blocking(move || mount_volume(&cipher, &plain, &password)).await.map_err(ActionError::internal)??;
+    }
+    let _ = std::fs::remove_dir_all(&run);
+    std::fs::create_dir_all(&run).map_err(ActionError::internal)?;
+    std::os::unix::fs::chown(&run, Some(101_000), Some(101_000)).map_err(ActionError::internal)?;
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).map_err(ActionError::internal)?;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = hex::encode(raw);
+    let program = Program {
+        command: vec![
+            "/opt/jupyter/bin/python".into(),
+            "-m".into(),
+            "jupyterlab".into(),
+            "--no-browser".into(),
+            "--ServerApp.sock=/run/jupyter/jupyter.sock".into(),
+            format!("--ServerApp.base_url=/notebook/{name}/"),
+            "--ServerApp.root_dir=/home/user/work".into(),
+            // The gateway is the only client; it speaks for the session's user.
+            "--ServerApp.disable_check_xsrf=True".into(),
+        ],
+        env: vec![("JUPYTER_TOKEN".into(), token.clone()), ("PATH".into(), "/opt/jupyter/bin:/usr/bin:/bin".into())],
+        writable_binds: vec![(run.clone(), PathBuf::from("/run/jupyter")), (plain.clone(), PathBuf::from("/home/user/work"))],
+    };
+    let launch = Launch {
+        image_name: NOTEBOOK_IMAGE.into(),
+        instance_type: notebook.try_get("instance_type")?,
+        fleet: None,
+        assignment: None,
+        correlation_id: None,
+        program: Some(program),
+    };
+    let instance = launch_instance(plane, launch).await?;
+    let instance_id = instance["InstanceId"].as_str().unwrap_or_default().to_owned();
+    sqlx::query("UPDATE notebooks SET instance_id = $1 WHERE name = $2").bind(&instance_id).bind(name).execute(&plane.store.pool).await?;
+    let socket = run.join("jupyter.sock");
+    let deadline = tokio::time::Instant::now() + JUPYTER_START;
+    loop {
+        if jupyter_status(&socket, name, &token).await == Some(200) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = stop_instance(plane, &instance_id).await;
+            return Err(ActionError::internal(format_args!("Jupyter did not answer within {} s", JUPYTER_START.as_secs())));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    plane.notebooks.tokens.lock().expect("tokens lock").insert(name.to_owned(), token);
+    sqlx::query("UPDATE notebooks SET state = 'InService', failure_reason = NULL WHERE name = $1")
+        .bind(name)
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(())
+}
+
+/// The HTTP status of Jupyter's `/api/status` on its socket, if it answers.
+async fn jupyter_status(socket: &Path, name: &str, token: &str) -> Option<u16> {
+    let mut stream = tokio::net::UnixStream::connect(socket).await.ok()?;
+    let request = format!("GET /notebook/{name}/api/status HTTP/1.0\r\nHost: localhost\r\nAuthorization: token {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut head = vec![0u8; 32];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head)).await.ok()?.ok()?;
+    std::str::from_utf8(&head[..read]).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct NameInput {
+    notebook_instance_name: String,
+}
+
+async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: NameInput = ctx.parse(input)?;
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    notebook_json(ctx.plane, &row(ctx.plane, &input.notebook_instance_name).await?)
+}
+
+fn notebook_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
+    let name: String = row.try_get("name")?;
+    Ok(json!({
+        "NotebookInstanceName": name,
+        "NotebookInstanceArn": arn(plane, &name),
+        "NotebookInstanceStatus": row.try_get::<String, _>("state")?,
+        "FailureReason": row.try_get::<Option<String>, _>("failure_reason")?,
+        "InstanceType": row.try_get::<String, _>("instance_type")?,
+        "VolumeSizeInGB": row.try_get::<i64, _>("volume_size_gb")?,
+        "KmsKeyId": row.try_get::<String, _>("kms_key_id")?,
+        "RootAccess": "Disabled",
+        "DirectInternetAccess": "Disabled",
+        "Owner": row.try_get::<Option<String>, _>("owner")?,
+        "InstanceId": row.try_get::<Option<String>, _>("instance_id")?,
+        "CreationTime": millis_to_rfc3339(row.try_get("created")?),
+    }))
+}
+
+async fn list(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let _: crate::identity::Empty = ctx.parse(input)?;
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    let rows = sqlx::query("SELECT * FROM notebooks ORDER BY name").fetch_all(&ctx.plane.store.pool).await?;
+    let notebooks = rows.iter().map(|r| notebook_json(ctx.plane, r)).collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({ "NotebookInstances": notebooks }))
+}
+
+async fn start(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: NameInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    let notebook = row(plane, &input.notebook_instance_name).await?;
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    ctx.authorize_also("keys:Decrypt", Resource::Key { id: notebook.try_get("kms_key_id")? })?;
+    let state: String = notebook.try_get("state")?;
+    if state != "Stopped" && state != "Failed" {
+        return Err(ActionError::conflict("ConflictException", format!("notebook instance `{}` is {state}", input.notebook_instance_name)));
+    }
+    sqlx::query("UPDATE notebooks SET state = 'Pending' WHERE name = $1")
+        .bind(&input.notebook_instance_name)
+        .execute(&plane.store.pool)
+        .await?;
+    let (control, name) = (ctx.control(), input.notebook_instance_name.clone());
+    tokio::spawn(async move { run_notebook(&control, &name).await });
+    Ok(json!({}))
+}
+
+async fn stop(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: NameInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    row(plane, &input.notebook_instance_name).await?;
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    stop_notebook(plane, &input.notebook_instance_name).await?;
+    Ok(json!({}))
+}
+
+/// Stops a notebook: access ends, its instance is destroyed, its volume unmounted.
+pub(crate) async fn stop_notebook(plane: &Plane, name: &str) -> Result<(), ActionError> {
+    let notebook = row(plane, name).await?;
+    sqlx::query("UPDATE notebooks SET state = 'Stopping' WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
+    plane.notebooks.tokens.lock().expect("tokens lock").remove(name);
+    sqlx::query("DELETE FROM notebook_access WHERE notebook = $1").bind(name).execute(&plane.store.pool).await?;
+    if let Some(instance) = notebook.try_get::<Option<String>, _>("instance_id")?
+        && let Err(err) = stop_instance(plane, &instance).await
+        && err.status != 404
+    {
+        return Err(err);
+    }
+    let plain = notebook_dir(plane, name).join("plain");
+    tokio::task::spawn_blocking(move || unmount_volume(&plain)).await.map_err(ActionError::internal)?;
+    sqlx::query("UPDATE notebooks SET state = 'Stopped', instance_id = NULL WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
+    Ok(())
+}
+
+async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: NameInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    let notebook = row(plane, &input.notebook_instance_name).await?;
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    let state: String = notebook.try_get("state")?;
+    if state != "Stopped" && state != "Failed" {
+        return Err(ActionError::conflict(
+            "ConflictException",
+            format!("notebook instance `{}` is {state}; stop it first", input.notebook_instance_name),
+        ));
+    }
+    sqlx::query("DELETE FROM notebooks WHERE name = $1").bind(&input.notebook_instance_name).execute(&plane.store.pool).await?;
+    let _ = std::fs::remove_dir_all(notebook_dir(plane, &input.notebook_instance_name));
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PresignInput {
+    notebook_instance_name: String,
+    #[serde(default)]
+    session_expiration_duration_in_seconds: Option<i64>,
+    /// The streaming session the URL is for: only that session can open it (DataSandbox's
+    /// addition; AWS's URL is a bearer token).
+    streaming_session_id: String,
+}
+
+async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: PresignInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    let duration = bounded("SessionExpirationDurationInSeconds", input.session_expiration_duration_in_seconds, 43_200, 1800..=43_200)?;
+    let notebook = row(plane, &input.notebook_instance_name).await?;
+    let session = crate::services::streaming::sessions::session_row(plane, &input.streaming_session_id).await?;
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    let state: String = notebook.try_get("state")?;
+    if state != "InService" {
+        return Err(ActionError::new(
+            400,
+            "ValidationException",
+            format!("notebook instance `{}` is {state}, not InService", input.notebook_instance_name),
+        ));
+    }
+    if session.try_get::<String, _>("state")? != "ACTIVE" {
+        return Err(ActionError::validation(format!("streaming session `{}` is not ACTIVE", input.streaming_session_id)));
+    }
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = hex::encode(raw);
+    let now = now_millis();
+    sqlx::query(
+        "INSERT INTO notebook_urls (url_hash, notebook, session_id, session_expiration, expires, redeemed, created) VALUES ($1, $2, $3, $4, $5, NULL, $6)",
+    )
+    .bind(hex::encode(Sha256::digest(token.as_bytes())))
+    .bind(&input.notebook_instance_name)
+    .bind(&input.streaming_session_id)
+    .bind(duration * 1000)
+    .bind(now + URL_VALIDITY_MS)
+    .bind(now)
+    .execute(&plane.store.pool)
+    .await?;
+    let base = plane
+        .spec
+        .public_url
+        .clone()
+        .or_else(|| plane.streaming.listening.get().cloned())
+        .unwrap_or_else(|| format!("http://{}", plane.spec.api_listen));
+    Ok(json!({ "AuthorizedUrl": format!("{base}/notebook-auth/{token}") }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct RedeemInput {
+    token: String,
+}
+
+/// Opens a presigned URL in the browser of the session it was made for: once, within five
+/// minutes; returns the notebook cookie, valid for the URL's session expiration or until the
+/// streaming session ends.
+async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: RedeemInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    let issuer = ctx.caller.identity.session_context.as_ref().and_then(|c| c.session_issuer.clone()).unwrap_or_default();
+    let caller_session = (issuer["type"] == "StreamingSession").then(|| issuer["principalId"].as_str().unwrap_or_default().to_owned());
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    let url = sqlx::query("SELECT * FROM notebook_urls WHERE url_hash = $1")
+        .bind(hex::encode(Sha256::digest(input.token.as_bytes())))
+        .fetch_optional(&plane.store.pool)
+        .await?
+        .ok_or_else(|| ActionError::new(403, "InvalidNotebookURL", "this notebook URL is not valid"))?;
+    let bound: String = url.try_get("session_id")?;
+    if caller_session.as_deref() != Some(bound.as_str()) {
+        return Err(ActionError::new(403, "NotebookURLBoundToAnotherSession", "this notebook URL belongs to another streaming session"));
+    }
+    if url.try_get::<i64, _>("expires")? <= now_millis() {
+        return Err(ActionError::new(
+            403,
+            "ExpiredNotebookURL",
+            "this notebook URL expired (they are valid for 5 minutes); start again from the launcher",
+        ));
+    }
+    let session = crate::services::streaming::sessions::session_row(plane, &bound).await?;
+    if session.try_get::<String, _>("state")? != "ACTIVE" {
+        return Err(ActionError::new(403, "SessionEnded", "the streaming session of this notebook URL has ended"));
+    }
+    let used = sqlx::query("UPDATE notebook_urls SET redeemed = $1 WHERE url_hash = $2 AND redeemed IS NULL")
+        .bind(now_millis())
+        .bind(hex::encode(Sha256::digest(input.token.as_bytes())))
+        .execute(&plane.store.pool)
+        .await?;
+    if used.rows_affected() == 0 {
+        return Err(ActionError::new(403, "NotebookURLAlreadyUsed", "this notebook URL was already used; each opens the notebook once"));
+    }
+    let notebook: String = url.try_get("notebook")?;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let cookie = hex::encode(raw);
+    let lifetime: i64 = url.try_get("session_expiration")?;
+    sqlx::query("INSERT INTO notebook_access (cookie_hash, notebook, session_id, expires, created) VALUES ($1, $2, $3, $4, $5)")
+        .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
+        .bind(&notebook)
+        .bind(&bound)
+        .bind(now_millis() + lifetime)
+        .bind(now_millis())
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(json!({ "NotebookInstanceName": notebook, "Cookie": cookie, "MaxAgeSeconds": lifetime / 1000 }))
+}
+
+impl ControlPlane {
+    /// Where a notebook request goes, if its cookie still grants access: the cookie is the
+    /// notebook's, unexpired, and its streaming session is still ACTIVE.
+    pub async fn notebook_target(&self, name: &str, cookie: &str) -> Result<NotebookTarget, ActionError> {
+        let plane = &self.plane;
+        let denied = |why: &str| ActionError::new(403, "AccessDeniedException", why.to_owned());
+        let access = sqlx::query("SELECT * FROM notebook_access WHERE cookie_hash = $1 AND notebook = $2")
+            .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
+            .bind(name)
+            .fetch_optional(&plane.store.pool)
+            .await?
+            .ok_or_else(|| denied("no access to this notebook; open it from your session"))?;
+        if access.try_get::<i64, _>("expires")? <= now_millis() {
+            return Err(denied("your notebook access has expired; open it again from your session"));
+        }
+        let session_id: String = access.try_get("session_id")?;
+        let session = crate::services::streaming::sessions::session_row(plane, &session_id).await?;
+        if session.try_get::<String, _>("state")? != "ACTIVE" {
+            return Err(denied("your streaming session has ended, and notebook access with it"));
+        }
+        let token =
+            plane.notebooks.tokens.lock().expect("tokens lock").get(name).cloned().ok_or_else(|| denied("the notebook is not running"))?;
+        let settings: Value = serde_json::from_str(&session.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+        let enabled = |action: &str| {
+            settings["UserSettings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["Action"] == action)
+                .is_none_or(|s| s["Permission"] != "DISABLED")
+        };
+        Ok(NotebookTarget {
+            socket: notebook_dir(plane, name).join("run/jupyter.sock"),
+            token,
+            session_id,
+            user_id: session.try_get("user_id")?,
+            correlation_id: session.try_get("correlation_id")?,
+            download: enabled("FILE_DOWNLOAD"),
+            upload: enabled("FILE_UPLOAD"),
+        })
+    }
+
+    /// One audit record per proxied notebook request or kernel connection, under the
+    /// session's correlation id; refusals carry their reason.
+    pub async fn record_notebook_access(&self, target: &NotebookTarget, name: &str, method: &str, path: &str, refused: Option<&str>) {
+        let error = refused.map(|why| ActionError::new(403, "AccessDeniedException", why.to_owned()));
+        let event = crate::pipeline::ServiceEvent {
+            source: "notebooks",
+            name: "NotebookRequest",
+            principal: "gateway.datasandbox",
+            parameters: json!({ "NotebookInstanceName": name, "UserId": target.user_id, "SessionId": target.session_id, "Method": method, "Path": path }),
+            error: error.as_ref(),
+            correlation_id: Some(target.correlation_id.clone()),
+            ..crate::pipeline::ServiceEvent::default()
+        };
+        self.record_service_event(event).await;
+    }
+}
+
+/// At a clean stop or start-up: every notebook stopped, its volume unmounted.
+pub(crate) async fn stop_all(plane: &Plane) {
+    let rows = sqlx::query("SELECT name FROM notebooks WHERE state != 'Stopped' AND state != 'Failed'")
+        .fetch_all(&plane.store.pool)
+        .await
+        .unwrap_or_default();
+    for row in rows {
+        if let Ok(name) = row.try_get::<String, _>("name") {
+            let _ = stop_notebook(plane, &name).await;
+        }
+    }
+}
+
+/// The key of notebook volumes, made with rotation on if the spec's alias does not exist yet
+/// (the seed's `notebook-kms`: rotation on, retained on delete).
+pub(crate) async fn deploy(control: &ControlPlane) -> Result<(), ActionError> {
+    let plane = &control.plane;
+    let alias = format!("alias/{}", default_key_alias(plane));
+    if crate::services::keys::resolve_for_use(plane, &alias).await.is_ok() {
+        return Ok(());
+    }
+    let call = |action: &str, input: Value| crate::pipeline::Request {
+        credentials: crate::identity::Credentials::Peer { uid: plane.socket_owner },
+        source_ip: "control.sock".into(),
+        user_agent: "datasandbox/deploy".into(),
+        action: action.to_owned(),
+        body: Ok(bytes::Bytes::from(input.to_string())),
+    };
+    let key = control.call(call("keys:CreateKey", json!({ "Description": "notebook volumes" }))).await.result?;
+    let id = key["KeyMetadata"]["KeyId"].as_str().unwrap_or_default().to_owned();
+    control.call(call("keys:CreateAlias", json!({ "AliasName": alias, "TargetKeyId": id }))).await.result?;
+    control.call(call("keys:EnableKeyRotation", json!({ "KeyId": id }))).await.result?;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The notebook proxy: `GET /notebook-auth/<token>` opens a presigned notebook URL in the
+//! browser of the session it was made for and sets that notebook's cookie; everything under
+//! `/notebook/<name>/` then goes to the notebook's Jupyter over its Unix socket (HTTP and the
+//! kernels' WebSockets), with Jupyter's own token added here — the browser never sees it.
+//!
+//! Direct-mode leakage controls, from the session's settings, on Jupyter's real routes: with
+//! FILE_DOWNLOAD disabled, `/files/`, `/nbconvert/`, `?download=…` and contents-API reads that
+//! return a file's content are refused; with FILE_UPLOAD disabled, contents-API writes of
+//! files (not notebooks) are refused. Each request and each refusal is audited.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{any, get};
+use bytes::Bytes;
+use control::{ControlPlane, Credentials, NotebookTarget};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite;
+
+/// Bodies the proxy reads to judge them (contents-API requests and answers).
+const INSPECT_LIMIT: usize = 64 * 1024 * 1024;
+
+pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+    router.route("/notebook-auth/{token}", get(open_url)).route("/notebook/{name}/{*rest}", any(proxy))
+}
+
+fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == wanted).then(|| value.to_owned())
+    })
+}
+
+fn notebook_cookie(name: &str) -> String {
+    format!("ds_nb_{}", name.replace('-', "_"))
+}
+
+async fn open_url(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let credentials = match cookie_named(&headers, "ds_session") {
+        Some(cookie) => Credentials::SessionCookie(cookie),
+        None => Credentials::Anonymous,
+    };
+    let response = control
+        .call(control::Request {
+            credentials,
+            source_ip: peer.ip().to_string(),
+            user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("browser").to_owned(),
+            action: "notebooks:RedeemPresignedNotebookInstanceUrl".into(),
+            body: Ok(Bytes::from(json!({ "Token": token }).to_string())),
+        })
+        .await;
+    match response.result {
+        Ok(out) => {
+            let name = out["NotebookInstanceName"].as_str().unwrap_or_default();
+            let cookie = format!(
+                "{}={}; Path=/notebook/{name}/; HttpOnly; SameSite=Strict; Max-Age={}",
+                notebook_cookie(name),
+                out["Cookie"].as_str().unwrap_or_default(),
+                out["MaxAgeSeconds"].as_i64().unwrap_or(0)
+            );
+            let mut reply = Redirect::to(&format!("/notebook/{name}/lab")).into_response();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                reply.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            reply
+        }
+        Err(err) => (
+            StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN),
+            axum::Json(json!({ "Code": err.code, "Message": err.message, "RequestId": response.request_id })),
+        )
+            .into_response(),
+    }
+}
+
+fn refuse(message: &str) -> Response {
+    (StatusCode::FORBIDDEN, axum::Json(json!({ "Code": "AccessDeniedException", "Message": message }))).into_response()
+}
+
+/// Why a request is refused before it reaches Jupyter, if it is: the download routes.
+fn refused_route(target: &NotebookTarget, rest: &str, query: &str) -> Option<&'static str> {
+    let download_query = query.split('&').any(|p| p == "download=1" || p == "download=true");
+    let route = rest.starts_with("files/") || rest.starts_with("nbconvert/") || download_query;
+    (!target.download && route).then_some("file download is disabled for this session (FILE_DOWNLOAD)")
+}
+
+async fn proxy(State(control): State<ControlPlane>, Path((name, rest)): Path<(String, String)>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let Some(cookie) = cookie_named(&parts.headers, &notebook_cookie(&name)) else {
+        return refuse("no access to this notebook; open it from your session");
+    };
+    let target = match control.notebook_target(&name, &cookie).await {
+        Ok(target) => target,
+        Err(err) => {
+            return (
+                StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN),
+                axum::Json(json!({ "Code": err.code, "Message": err.message })),
+            )
+                .into_response();
+        }
+    };
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let method = parts.method.clone();
+    if let Some(why) = refused_route(&target, &rest, &query) {
+        control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
+        return refuse(why);
+    }
+    // Kernel channels and other WebSockets are bridged, not forwarded.
+    if parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+        control.record_notebook_access(&target, &name, "WEBSOCKET", &rest, None).await;
+        return bridge(target, &name, &rest, &query, &parts.headers, upgrade).await;
+    }
+    let contents = rest.starts_with("api/contents");
+    // Uploads: a contents-API write whose model is a file (a notebook's save is allowed).
+    let body = if contents && !target.upload && (method == Method::PUT || method == Method::POST) {
+        let bytes = match axum::body::to_bytes(body, INSPECT_LIMIT).await {
+            Ok(bytes) => bytes,
+            Err(_) => return refuse("the request is too large to judge"),
+        };
+        let model: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if model["type"] == "file" || model["format"] == "base64" {
+            let why = "file upload is disabled for this session (FILE_UPLOAD)";
+            control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
+            return refuse(why);
+        }
+        Body::from(bytes)
+    } else {
+        body
+    };
+    control.record_notebook_access(&target, &name, method.as_str(), &rest, None).await;
+    let response = match forward(&target, &name, &rest, &query, parts, body).await {
+        Ok(response) => response,
+        Err(err) => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                axum::Json(json!({ "Code": "BadGateway", "Message": format!("the notebook did not answer: {err}") })),
+            )
+                .into_response();
+        }
+    };
+    // Downloads through the contents API: a file's content in the answer.
+    if contents && !target.download && method == Method::GET {
+        let (parts, body) = response.into_parts();
+        let bytes = match axum::body::to_bytes(body, INSPECT_LIMIT).await {
+            Ok(bytes) => bytes,
+            Err(_) => return refuse("the answer is too large to judge"),
+        };
+        let model: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if model["type"] == "file" && !model["content"].is_null() {
+            let why = "file download is disabled for this session (FILE_DOWNLOAD)";
+            control.record_notebook_access(&target, &name, "GET", &rest, Some(why)).await;
+            return refuse(why);
+        }
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    response
+}
+
+async fn forward(
+    target: &NotebookTarget,
+    name: &str,
+    rest: &str,
+    query: &str,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Result<Response, String> {
+    let stream = tokio::net::UnixStream::connect(&target.socket).await.map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
+    let mut request = hyper::Request::builder().method(parts.method).uri(path);
+    for (key, value) in &parts.headers {
+        // The browser's cookies are ours, not Jupyter's; Jupyter gets its token instead.
+        if key != header::COOKIE && key != header::AUTHORIZATION && key != header::HOST {
+            request = request.header(key, value);
+        }
+    }
+    let request = request
+        .header(header::HOST, "localhost")
+        .header(header::AUTHORIZATION, format!("token {}", target.token))
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let (parts, incoming) = response.into_parts();
+    Ok(Response::from_parts(parts, Body::new(incoming)))
+}
+
+async fn bridge(target: NotebookTarget, name: &str, rest: &str, query: &str, headers: &HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
+    let protocols = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
+    let stream = match tokio::net::UnixStream::connect(&target.socket).await {
+        Ok(stream) => stream,
+        Err(err) => return (StatusCode::BAD_GATEWAY, format!("the notebook did not answer: {err}")).into_response(),
+    };
+    let mut request = tungstenite::http::Request::builder()
+        .uri(format!("ws://localhost{path}"))
+        .header("host", "localhost")
+        .header("authorization", format!("token {}", target.token))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tungstenite::handshake::client::generate_key());
+    if let Some(protocols) = &protocols {
+        request = request.header("sec-websocket-protocol", protocols.as_bytes());
+    }
+    let Ok(request) = request.body(()) else {
+        return (StatusCode::BAD_REQUEST, "bad WebSocket request").into_response();
+    };
+    let (upstream, answer) = match tokio_tungstenite::client_async(request, stream).await {
+        Ok(pair) => pair,
+        Err(err) => return (StatusCode::BAD_GATEWAY, format!("the notebook refused the WebSocket: {err}")).into_response(),
+    };
+    let upgrade = match answer.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()) {
+        Some(chosen) => upgrade.protocols([chosen.to_owned()]),
+        None => upgrade,
+    };
+    upgrade.on_upgrade(move |browser| relay(browser, upstream))
+}
+
+/// Passes frames both ways until either side closes.
+async fn relay(browser: WebSocket, upstream: tokio_tungstenite::WebSocketStream<tokio::net::UnixStream>) {
+    let (mut to_browser, mut from_browser) = browser.split();
+    let (mut to_upstream, mut from_upstream) = upstream.split();
+    let up = async {
+        while let Some(Ok(message)) = from_browser.next().await {
+            let forwarded = match message {
+                Message::Text(text) => tungstenite::Message::Text(text.as_str().into()),
+                Message::Binary(bytes) => tungstenite::Message::Binary(bytes),
+                Message::Ping(bytes) => tungstenite::Message::Ping(bytes),
+                Message::Pong(bytes) => tungstenite::Message::Pong(bytes),
+                Message::Close(_) => break,
+            };
+            if to_upstream.send(forwarded).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_upstream.close().await;
+    };
+    let down = async {
+        while let Some(Ok(message)) = from_upstream.next().await {
+            let forwarded = match message {
+                tungstenite::Message::Text(text) => Message::Text(text.as_str().into()),
+                tungstenite::Message::Binary(bytes) => Message::Binary(bytes),
+                tungstenite::Message::Ping(bytes) => Message::Ping(bytes),
+                tungstenite::Message::Pong(bytes) => Message::Pong(bytes),
+                tungstenite::Message::Close(_) | tungstenite::Message::Frame(_) => break,
+            };
+            if to_browser.send(forwarded).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_browser.close().await;
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}
