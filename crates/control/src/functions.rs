@@ -17,6 +17,8 @@ use crate::pipeline::{ControlPlane, Request, ServiceEvent};
 use crate::services::{decode_base64, encode_base64};
 use crate::store::now_millis;
 
+mod session_validator;
+
 /// After this many failed attempts an event is dropped, with an audit record saying so.
 const MAX_ATTEMPTS: i64 = 8;
 
@@ -24,14 +26,17 @@ const MAX_ATTEMPTS: i64 = 8;
 pub enum BuiltinFunction {
     /// Writes `<key>.sha256` beside each new object: a checksum for data handed in.
     Sha256Sidecar,
+    /// Answers a launcher's `session.json` with a notebook URL or a typed rejection.
+    SessionValidator,
 }
 
 impl BuiltinFunction {
-    const ALL: [BuiltinFunction; 1] = [BuiltinFunction::Sha256Sidecar];
+    const ALL: [BuiltinFunction; 2] = [BuiltinFunction::Sha256Sidecar, BuiltinFunction::SessionValidator];
 
     pub fn name(self) -> &'static str {
         match self {
             BuiltinFunction::Sha256Sidecar => "sha256-sidecar",
+            BuiltinFunction::SessionValidator => session_validator::NAME,
         }
     }
 
@@ -128,6 +133,7 @@ async fn invoke(control: &ControlPlane, function: &str, event: &Value) -> Result
     let correlation_id = event["correlationId"].as_str().map(str::to_owned);
     let call = |action: &str, input: Value| Request::from_function(function, correlation_id.clone(), action, &input);
     match builtin {
+        BuiltinFunction::SessionValidator => session_validator::run(control, event).await,
         BuiltinFunction::Sha256Sidecar => {
             let bucket = event["s3"]["bucket"]["name"].as_str().unwrap_or_default();
             let key = event["s3"]["object"]["key"].as_str().unwrap_or_default();

@@ -63,6 +63,16 @@ pub async fn run() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     };
     let _ = std::fs::create_dir_all(&folder);
+    // A streaming session's application: the launcher, which asks for the user's notebook.
+    if std::env::var("DS_SESSION_ID").is_ok_and(|s| !s.is_empty()) {
+        match std::process::Command::new("/run/datasandbox/datasandbox").arg("launcher").stdout(std::process::Stdio::null()).spawn() {
+            Ok(mut launcher) => {
+                // Reaped when it ends.
+                std::thread::spawn(move || launcher.wait());
+            }
+            Err(err) => eprintln!("home-sync: cannot start the launcher: {err}"),
+        }
+    }
     let mut sync = HomeSync {
         endpoint,
         bucket: std::env::var("DS_HOME_BUCKET").unwrap_or_else(|_| "datasandbox-home".into()),
@@ -106,7 +116,7 @@ struct HomeSync {
     listed: HashMap<String, String>,
 }
 
-async fn api(endpoint: &str, action: &str, input: serde_json::Value) -> Result<serde_json::Value, String> {
+pub(crate) async fn api(endpoint: &str, action: &str, input: serde_json::Value) -> Result<serde_json::Value, String> {
     let token = std::fs::read_to_string("/run/datasandbox/credential").map_err(|e| format!("cannot read the credential: {e}"))?;
     let args = EndpointArgs { endpoint: Some(endpoint.to_owned()), token: Some(token.trim().to_owned()) };
     call(Path::new("/"), &args, action, Bytes::from(input.to_string())).await.map_err(|e| e.document.to_string())

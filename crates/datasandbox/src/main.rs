@@ -8,6 +8,7 @@
 mod audit_cli;
 mod client;
 mod home_sync;
+mod launcher;
 mod server;
 
 use std::path::PathBuf;
@@ -115,6 +116,9 @@ enum Command {
     /// Inside an instance: keep the home folder and the user's home prefix the same.
     #[command(hide = true)]
     HomeSync,
+    /// Inside a streaming instance: ask for the session's notebook (writes `session.json`,
+    /// waits for `session_url.txt` or `session_error.json`).
+    Launcher,
     /// Read the audit trail.
     Audit {
         #[command(subcommand)]
@@ -288,6 +292,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Audit { command } => audit_cli::run(&cli.data_dir, command).await,
         Command::HomeSync => home_sync::run().await,
+        Command::Launcher => launcher::run().await,
         Command::StreamingUrl { user, stack, validity, application } => {
             match client::streaming_url(&cli.data_dir, &user, stack.as_deref(), validity, application.as_deref()).await {
                 Ok(url) => {

@@ -6,6 +6,7 @@
 pub mod action;
 pub mod home;
 pub mod ids;
+pub mod session_file;
 pub mod spec;
 
 pub use action::ActionName;

@@ -244,7 +244,8 @@ pub fn init_main(command: &[String]) -> i32 {
         eprintln!("sandbox-init: cannot block signals: {err}");
         return 125;
     }
-    let child = match std::process::Command::new(program).args(args).spawn() {
+    // The workload's output is its own: it must not reach (or block on) the control plane's log.
+    let child = match std::process::Command::new(program).args(args).stderr(std::process::Stdio::null()).spawn() {
         Ok(child) => child,
         Err(err) => {
             eprintln!("sandbox-init: cannot start `{program}`: {err}");

@@ -200,7 +200,8 @@ fn with_password(command: &mut std::process::Command, password: &str, step: &str
     if output.status.success() {
         Ok(())
     } else {
-        Err(ActionError::internal(format_args!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
+        // The operator reads this as the notebook's FailureReason.
+        Err(ActionError::new(503, "ServiceUnavailable", format!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
     }
 }
 
@@ -300,7 +301,11 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
         }
         if tokio::time::Instant::now() > deadline {
             let _ = stop_instance(plane, &instance_id).await;
-            return Err(ActionError::internal(format_args!("Jupyter did not answer within {} s", JUPYTER_START.as_secs())));
+            return Err(ActionError::new(
+                503,
+                "ServiceUnavailable",
+                format!("Jupyter did not answer within {} s", JUPYTER_START.as_secs()),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -473,7 +478,14 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
         .clone()
         .or_else(|| plane.streaming.listening.get().cloned())
         .unwrap_or_else(|| format!("http://{}", plane.spec.api_listen));
-    Ok(json!({ "AuthorizedUrl": format!("{base}/notebook-auth/{token}") }))
+    let url = format!("{base}/notebook-auth/{token}");
+    // The session's page offers it (direct mode); it opens only with that session's cookie.
+    sqlx::query("UPDATE sessions SET notebook_url = $1 WHERE session_id = $2")
+        .bind(&url)
+        .bind(&input.streaming_session_id)
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(json!({ "AuthorizedUrl": url }))
 }
 
 #[derive(Deserialize)]

@@ -648,11 +648,23 @@ pub(crate) async fn deploy_buckets(control: &ControlPlane) -> Result<(), ActionE
                 control.call(call("storage:CreateBucket", json!({ "Bucket": bucket.name, "HomeFolders": bucket.home_folders }))).await;
             response.result?;
         }
-        if bucket.notifications.is_empty() {
+        // A home-folder bucket always answers `session.json` with the session validator: the
+        // seed's notification, part of the environment, not something an update can lose.
+        let mut wanted = bucket.notifications.clone();
+        if bucket.home_folders && !wanted.iter().any(|n| n.id == "session-validator") {
+            wanted.push(model::spec::NotificationSpec {
+                id: "session-validator".into(),
+                events: vec!["ObjectCreated:*".into()],
+                prefix: "user/".into(),
+                suffix: model::session_file::SESSION_FILE.into(),
+                function: "session-validator".into(),
+            });
+        }
+        if wanted.is_empty() {
             continue;
         }
         let current = existing.map(|b| b.notifications).unwrap_or_default();
-        let merged = current.merged_with(&bucket.notifications);
+        let merged = current.merged_with(&wanted);
         if merged != current {
             let input = json!({ "Bucket": bucket.name, "NotificationConfiguration": merged });
             control.call(call("storage:PutBucketNotificationConfiguration", input)).await.result?;

@@ -48,6 +48,43 @@ permit (
 );"#,
     ),
     (
+        "function-session-validator",
+        r#"// The session validator reads launchers' session files and answers beside them, looks the
+// session up, and readies and presigns the user's notebook; nothing else.
+permit (
+  principal == DataSandbox::Function::"session-validator",
+  action == DataSandbox::Action::"storage:GetObject",
+  resource is DataSandbox::Object
+) when { resource.key like "user/*/session.json" };
+permit (
+  principal == DataSandbox::Function::"session-validator",
+  action == DataSandbox::Action::"storage:PutObject",
+  resource is DataSandbox::Object
+) when { resource.key like "user/*/session_url.txt" || resource.key like "user/*/session_error.json" };
+permit (
+  principal == DataSandbox::Function::"session-validator",
+  action in [
+    DataSandbox::Action::"streaming:DescribeSessions",
+    DataSandbox::Action::"notebooks:DescribeNotebookInstance",
+    DataSandbox::Action::"notebooks:CreateNotebookInstance",
+    DataSandbox::Action::"notebooks:StartNotebookInstance",
+    DataSandbox::Action::"notebooks:CreatePresignedNotebookInstanceUrl",
+    DataSandbox::Action::"keys:GenerateDataKey",
+    DataSandbox::Action::"keys:Decrypt"
+  ],
+  resource
+);"#,
+    ),
+    (
+        "launcher-configuration",
+        r#"// Launchers (acting for their user) read their configuration from the parameter store.
+permit (
+  principal is DataSandbox::User,
+  action == DataSandbox::Action::"parameters:GetParameter",
+  resource is DataSandbox::Parameter
+) when { resource.name like "/datasandbox/launcher/*" };"#,
+    ),
+    (
         "function-sha256-sidecar",
         r#"// The built-in sha256-sidecar function reads the object it was notified of and writes
 // its checksum beside it; nothing else.

@@ -398,6 +398,9 @@ pub(crate) async fn session_status(plane: &Plane, session_id: &str) -> Result<Va
         out["EstimatedWaitSeconds"] = json!(super::engine::estimate_wait_seconds(plane, &fleet, ahead + 1).await?);
     }
     out["EndReason"] = json!(row.try_get::<Option<String>, _>("end_reason")?);
+    if state == "ACTIVE" {
+        out["NotebookUrl"] = json!(row.try_get::<Option<String>, _>("notebook_url")?);
+    }
     let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
     out["StreamView"] = settings["StreamView"].clone();
     out["RedirectURL"] = settings["RedirectURL"].clone();

@@ -1,0 +1,211 @@
+//! The session validator: the seed's Lambda, with every gap of the original closed.
+//!
+//! Triggered by `ObjectCreated` for `session.json` on the home-folder bucket, it runs under its
+//! own role (policy `function-session-validator`) and accepts only if all hold:
+//! - the key is `user/<mode>/<sha256(claimed user)>/session.json` for the claimed mode;
+//! - the session, found by its id among that user's sessions of that stack and fleet (never
+//!   "the first one"), is ACTIVE and before its maximum expiration;
+//! - the object was written by the instance serving that session, from its address.
+//!
+//! The answer goes beside the object — its folder comes from the key, never from the JSON:
+//! `session_url.txt` with a single-use notebook URL bound to the session, or
+//! `session_error.json` with a typed reason (also on the record). A bad file is a rejection,
+//! never a crash, and a redelivered event gets the same answer.
+
+use model::session_file::{ERROR_FILE, MAX_SESSION_FILE, RejectReason, SESSION_FILE, SessionError, SessionFile, URL_FILE};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::ActionError;
+use crate::pipeline::{ControlPlane, Request, ServiceEvent};
+use crate::services::{decode_base64, encode_base64};
+
+pub(super) const NAME: &str = "session-validator";
+
+struct Validator<'a> {
+    control: &'a ControlPlane,
+    correlation_id: Option<String>,
+}
+
+impl Validator<'_> {
+    async fn call(&self, action: &str, input: Value) -> Result<Value, ActionError> {
+        self.control.call(Request::from_function(NAME, self.correlation_id.clone(), action, &input)).await.result
+    }
+}
+
+/// `user/<mode>/<sha256>/` of a key `…/session.json`, if the key has that shape.
+fn home_folder_of(key: &str) -> Option<(&str, &str, &str)> {
+    let folder = key.strip_suffix(SESSION_FILE)?;
+    let mut parts = folder.strip_prefix("user/")?.strip_suffix('/')?.split('/');
+    let (mode, hash) = (parts.next()?, parts.next()?);
+    let hex = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (parts.next().is_none() && hex && model::AccessMode::parse(mode).is_some()).then_some((folder, mode, hash))
+}
+
+pub(super) async fn run(control: &ControlPlane, event: &Value) -> Result<(), ActionError> {
+    let bucket = event["s3"]["bucket"]["name"].as_str().unwrap_or_default();
+    let key = event["s3"]["object"]["key"].as_str().unwrap_or_default();
+    if !event["eventName"].as_str().is_some_and(|e| e.starts_with("ObjectCreated")) || !key.ends_with(SESSION_FILE) {
+        return Ok(());
+    }
+    let validator = Validator { control, correlation_id: event["correlationId"].as_str().map(str::to_owned) };
+    // Without a home-folder key there is nowhere to answer: the record is the answer.
+    let Some((folder, mode, hash)) = home_folder_of(key) else {
+        record(&validator, bucket, key, None, Some(RejectReason::NotOwnFolder)).await;
+        return Ok(());
+    };
+    let outcome = judge(&validator, event, bucket, key, mode, hash).await;
+    match outcome {
+        Ok(Judged::Accepted { session_id, url }) => {
+            let body = encode_base64(format!("{url}\n").as_bytes());
+            validator
+                .call(
+                    "storage:PutObject",
+                    json!({ "Bucket": bucket, "Key": format!("{folder}{URL_FILE}"), "Body": body, "ContentType": "text/plain" }),
+                )
+                .await?;
+            record(&validator, bucket, key, Some(&session_id), None).await;
+            Ok(())
+        }
+        Ok(Judged::Rejected(reason)) => {
+            let answer = SessionError { error: reason, message: reason.message().to_owned() };
+            let body = encode_base64(&serde_json::to_vec(&answer).map_err(ActionError::internal)?);
+            let put = json!({ "Bucket": bucket, "Key": format!("{folder}{ERROR_FILE}"), "Body": body, "ContentType": "application/json" });
+            validator.call("storage:PutObject", put).await?;
+            record(&validator, bucket, key, None, Some(reason)).await;
+            Ok(())
+        }
+        // The platform failed (not the file): the dispatcher retries.
+        Err(err) => Err(err),
+    }
+}
+
+enum Judged {
+    Accepted { session_id: String, url: String },
+    Rejected(RejectReason),
+}
+
+async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str, mode: &str, hash: &str) -> Result<Judged, ActionError> {
+    use Judged::Rejected;
+    let object = match validator.call("storage:GetObject", json!({ "Bucket": bucket, "Key": key })).await {
+        Ok(object) => object,
+        // Gone already (deleted, or replaced and notified again): nothing to answer.
+        Err(err) if err.code == "NoSuchKey" => return Ok(Rejected(RejectReason::MalformedSessionFile)),
+        Err(err) => return Err(err),
+    };
+    let body = decode_base64("Body", object["Body"].as_str().unwrap_or_default()).unwrap_or_default();
+    if body.len() > MAX_SESSION_FILE {
+        return Ok(Rejected(RejectReason::MalformedSessionFile));
+    }
+    let Ok(claim) = serde_json::from_slice::<SessionFile>(&body) else { return Ok(Rejected(RejectReason::MalformedSessionFile)) };
+    // The folder must be the claimed user's own, in the claimed mode.
+    if claim.access_mode != mode || hex::encode(Sha256::digest(claim.user_name.as_bytes())) != hash {
+        return Ok(Rejected(RejectReason::NotOwnFolder));
+    }
+    let authentication = match mode {
+        "custom" => "API",
+        "federated" => "SAML",
+        _ => "USERPOOL",
+    };
+    let mut token: Option<String> = None;
+    let session = loop {
+        let mut input = json!({ "StackName": claim.stack_name, "FleetName": claim.fleet_name, "UserId": claim.user_name, "AuthenticationType": authentication, "Limit": 50 });
+        if let Some(t) = &token {
+            input["NextToken"] = json!(t);
+        }
+        let page = match validator.call("streaming:DescribeSessions", input).await {
+            Ok(page) => page,
+            Err(err) if err.status == 400 || err.status == 404 => return Ok(Rejected(RejectReason::UnknownSession)),
+            Err(err) => return Err(err),
+        };
+        if let Some(found) = page["Sessions"].as_array().into_iter().flatten().find(|s| s["Id"] == claim.session_id.as_str()) {
+            break found.clone();
+        }
+        match page["NextToken"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => return Ok(Rejected(RejectReason::UnknownSession)),
+        }
+    };
+    if session["State"] != "ACTIVE" {
+        return Ok(Rejected(RejectReason::SessionNotActive));
+    }
+    let expires = session["MaxExpirationTime"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    if expires.is_none_or(|t| t.timestamp_millis() <= crate::store::now_millis()) {
+        return Ok(Rejected(RejectReason::SessionExpired));
+    }
+    // The writer: the instance serving this session, from its own address.
+    let instance = session["InstanceId"].as_str().unwrap_or_default();
+    let writer = event["userIdentity"]["principalId"].as_str().unwrap_or_default();
+    let source = event["requestParameters"]["sourceIPAddress"].as_str().unwrap_or_default();
+    let address = session["NetworkAccessConfiguration"]["EniPrivateIpAddress"].as_str().unwrap_or_default();
+    if instance.is_empty() || !writer.ends_with(&format!(":instance/{instance}")) || source != address {
+        return Ok(Rejected(RejectReason::WrittenByAnotherInstance));
+    }
+    let remaining = expires.map_or(1800, |t| (t.timestamp_millis() - crate::store::now_millis()) / 1000);
+    match notebook_url(validator, &claim.user_name, &claim.session_id, remaining).await {
+        Ok(url) => Ok(Judged::Accepted { session_id: claim.session_id, url }),
+        Err(err) => {
+            tracing::error!(session = claim.session_id, error = %err, "no notebook for the session");
+            Ok(Rejected(RejectReason::NotebookUnavailable))
+        }
+    }
+}
+
+/// The user's notebook, made and started on first use, and a URL to it for this session.
+async fn notebook_url(validator: &Validator<'_>, user: &str, session_id: &str, remaining_seconds: i64) -> Result<String, ActionError> {
+    let name = format!("nb-{}", &hex::encode(Sha256::digest(user.as_bytes()))[..16]);
+    let plane = &validator.control.plane;
+    let described = validator.call("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": name })).await;
+    match described {
+        Err(err) if err.status == 404 => {
+            let instance_type = plane.spec.notebooks.first().map_or_else(|| plane.spec.instance_type.clone(), |n| n.instance_type.clone());
+            let input = json!({ "NotebookInstanceName": name, "InstanceType": instance_type, "Owner": user });
+            validator.call("notebooks:CreateNotebookInstance", input).await?;
+        }
+        Err(err) => return Err(err),
+        Ok(notebook) if notebook["NotebookInstanceStatus"] == "Stopped" || notebook["NotebookInstanceStatus"] == "Failed" => {
+            validator.call("notebooks:StartNotebookInstance", json!({ "NotebookInstanceName": name })).await?;
+        }
+        Ok(_) => {}
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let notebook = validator.call("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": name })).await?;
+        match notebook["NotebookInstanceStatus"].as_str() {
+            Some("InService") => break,
+            Some("Failed") => {
+                return Err(ActionError::new(
+                    503,
+                    "ServiceUnavailable",
+                    format!("notebook `{name}` failed: {}", notebook["FailureReason"]),
+                ));
+            }
+            _ if tokio::time::Instant::now() > deadline => {
+                return Err(ActionError::new(503, "ServiceUnavailable", format!("notebook `{name}` did not start in 90 s")));
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let input = json!({
+        "NotebookInstanceName": name,
+        "SessionExpirationDurationInSeconds": remaining_seconds.clamp(1800, 43_200),
+        "StreamingSessionId": session_id,
+    });
+    let presigned = validator.call("notebooks:CreatePresignedNotebookInstanceUrl", input).await?;
+    Ok(presigned["AuthorizedUrl"].as_str().unwrap_or_default().to_owned())
+}
+
+/// The validator's verdict on the record, with the reason when it rejected.
+async fn record(validator: &Validator<'_>, bucket: &str, key: &str, session: Option<&str>, reason: Option<RejectReason>) {
+    let error = reason.map(|r| ActionError::new(403, "SessionRejected", format!("{}: {}", r.code(), r.message())));
+    let event = ServiceEvent {
+        source: "functions",
+        name: if reason.is_some() { "SessionRejected" } else { "SessionValidated" },
+        principal: "session-validator.datasandbox",
+        parameters: json!({ "Bucket": bucket, "Key": key, "SessionId": session, "Reason": reason.map(RejectReason::code) }),
+        error: error.as_ref(),
+        correlation_id: validator.correlation_id.clone(),
+        ..ServiceEvent::default()
+    };
+    validator.control.record_service_event(event).await;
+}

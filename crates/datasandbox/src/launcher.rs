@@ -1,0 +1,111 @@
+//! `datasandbox launcher`, run inside a streaming instance when its session starts (the seed's
+//! PowerShell launcher, made right): it reads the session's `DS_*` variables, fetches its
+//! configuration from the parameter store, writes `session.json` into the user's home folder
+//! with a serializer (as the instance, through the endpoint, which notifies the session
+//! validator), and waits for `session_url.txt` or `session_error.json` beside it. It always
+//! ends with the notebook or a clear message, never silently.
+//!
+//! In direct mode the notebook URL reaches the user through their session page; the launcher
+//! reports it in `/tmp/launcher.log` and on standard output.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use model::session_file::{ERROR_FILE, SESSION_FILE, SessionError, SessionFile, URL_FILE};
+use serde_json::{Value, json};
+
+use crate::home_sync::api;
+
+/// The launcher's settings: `/datasandbox/launcher/config` in the parameter store, JSON.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_timeout")]
+    timeout_seconds: u64,
+    #[serde(default = "default_poll")]
+    poll_milliseconds: u64,
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+
+fn default_poll() -> u64 {
+    100
+}
+
+fn say(line: &str) {
+    println!("{line}");
+    if let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/launcher.log") {
+        let _ = writeln!(log, "{line}");
+    }
+}
+
+pub async fn run() -> ExitCode {
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
+    let endpoint = env("DS_ENDPOINT");
+    let (Ok(user), Some(mode)) = (model::UserId::new(env("DS_USER_NAME")), model::AccessMode::parse(&env("DS_USER_ACCESS_MODE"))) else {
+        say("launcher: this is not a user's session (DS_USER_NAME and DS_USER_ACCESS_MODE are missing); nothing to launch");
+        return ExitCode::from(2);
+    };
+    let config = match api(&endpoint, "parameters:GetParameter", json!({ "Name": "/datasandbox/launcher/config" })).await {
+        Ok(found) => match serde_json::from_str::<Config>(found["Parameter"]["Value"].as_str().unwrap_or_default()) {
+            Ok(config) => config,
+            Err(err) => {
+                say(&format!("launcher: /datasandbox/launcher/config is not valid ({err}); using the defaults"));
+                Config { timeout_seconds: default_timeout(), poll_milliseconds: default_poll() }
+            }
+        },
+        Err(_) => Config { timeout_seconds: default_timeout(), poll_milliseconds: default_poll() },
+    };
+    let bucket = std::env::var("DS_HOME_BUCKET").unwrap_or_else(|_| "datasandbox-home".into());
+    let prefix = model::HomeOwner::of(mode, &user).prefix();
+    let key = |file: &str| format!("{prefix}{file}");
+    // Answers to an earlier session must not be taken for this one's.
+    for file in [URL_FILE, ERROR_FILE] {
+        let _ = api(&endpoint, "storage:DeleteObject", json!({ "Bucket": bucket, "Key": key(file) })).await;
+    }
+    let claim = SessionFile {
+        user_name: user.to_string(),
+        session_id: env("DS_SESSION_ID"),
+        stack_name: env("DS_STACK_NAME"),
+        fleet_name: env("DS_RESOURCE_NAME"),
+        access_mode: mode.as_str().to_owned(),
+    };
+    let body = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&claim).expect("a session file serializes"));
+    if let Err(err) = api(&endpoint, "storage:PutObject", json!({ "Bucket": bucket, "Key": key(SESSION_FILE), "Body": body })).await {
+        say(&format!("launcher: cannot write {SESSION_FILE} into your home folder: {err}"));
+        return ExitCode::from(1);
+    }
+    say("launcher: waiting for your notebook");
+    let started = Instant::now();
+    let poll = Duration::from_millis(config.poll_milliseconds.clamp(10, 10_000));
+    while started.elapsed() < Duration::from_secs(config.timeout_seconds) {
+        if let Some(url) = read(&endpoint, &bucket, &key(URL_FILE)).await {
+            say(&format!("launcher: your notebook is ready: {}", url.trim()));
+            return ExitCode::SUCCESS;
+        }
+        if let Some(text) = read(&endpoint, &bucket, &key(ERROR_FILE)).await {
+            match serde_json::from_str::<SessionError>(&text) {
+                Ok(error) => say(&format!(
+                    "launcher: the session was refused ({}): {}",
+                    serde_json::to_value(error.error).unwrap_or(Value::Null),
+                    error.message
+                )),
+                Err(_) => say("launcher: the session was refused, with an unreadable reason; contact the operator"),
+            }
+            return ExitCode::from(1);
+        }
+        tokio::time::sleep(poll).await;
+    }
+    say(&format!("launcher: no answer from the session validator within {} s; contact the operator", config.timeout_seconds));
+    ExitCode::from(1)
+}
+
+async fn read(endpoint: &str, bucket: &str, key: &str) -> Option<String> {
+    let object = api(endpoint, "storage:GetObject", json!({ "Bucket": bucket, "Key": key })).await.ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(object["Body"].as_str()?).ok()?;
+    String::from_utf8(bytes).ok()
+}
