@@ -83,6 +83,10 @@ pub const ALLOWED: &[(i64, &str)] = &[
     (libc::SYS_sched_setaffinity, "pin threads (numeric libraries)"),
     (libc::SYS_sched_getparam, "scheduling queries"),
     (libc::SYS_sched_getscheduler, "scheduling queries"),
+    // Without CAP_SYS_NICE these only keep or lower a thread's own policy; libzmq (Jupyter's
+    // kernels) sets its I/O threads' parameters and aborts if it may not.
+    (libc::SYS_sched_setscheduler, "set own threads' scheduling policy (libzmq)"),
+    (libc::SYS_sched_setparam, "set own threads' scheduling parameters (libzmq)"),
     (libc::SYS_sched_get_priority_max, "scheduling queries"),
     (libc::SYS_sched_get_priority_min, "scheduling queries"),
     (libc::SYS_nanosleep, "sleep"),

@@ -6,6 +6,7 @@ mod crash;
 mod flows;
 mod http;
 mod instances;
+mod notebooks;
 mod s3;
 mod sandbox;
 mod server;

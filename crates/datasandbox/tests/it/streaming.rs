@@ -14,7 +14,7 @@ use crate::server::eventually;
 const STACK: &str = "datasandbox-stack";
 const FLEET: &str = "datasandbox-fleet";
 
-fn vpc() -> String {
+pub(crate) fn vpc() -> String {
     format!("vpc_cidr=10.{}.0.0/16", 100 + std::process::id() % 100)
 }
 
@@ -37,14 +37,14 @@ fn streaming_url(server: &Server, user: &str) -> String {
     out["StreamingURL"].as_str().expect("url").to_owned()
 }
 
-struct Opened {
-    status: u16,
-    cookie: Option<String>,
-    body: String,
+pub(crate) struct Opened {
+    pub status: u16,
+    pub cookie: Option<String>,
+    pub body: String,
 }
 
 /// Opens a streaming URL as a browser would.
-fn open(server: &Server, url: &str) -> Opened {
+pub(crate) fn open(server: &Server, url: &str) -> Opened {
     let path = &url[url.find("/streaming/").expect("a streaming URL")..];
     let reply = http::tcp(&server.api).expect("connect").request("GET", path, &[], b"").expect("request");
     let cookie = reply
@@ -55,13 +55,13 @@ fn open(server: &Server, url: &str) -> Opened {
     Opened { status: reply.status, cookie, body: String::from_utf8_lossy(&reply.body).into_owned() }
 }
 
-fn redeem(server: &Server, user: &str) -> String {
+pub(crate) fn redeem(server: &Server, user: &str) -> String {
     let opened = open(server, &streaming_url(server, user));
     assert_eq!(opened.status, 200, "{}", opened.body);
     opened.cookie.expect("a session cookie")
 }
 
-fn status(server: &Server, cookie: &str) -> Value {
+pub(crate) fn status(server: &Server, cookie: &str) -> Value {
     let reply = http::tcp(&server.api)
         .expect("connect")
         .request("GET", "/session/status", &[("cookie", &format!("ds_session={cookie}"))], b"")
@@ -92,7 +92,7 @@ fn settle(server: &Server, expected: [i64; 4], what: &str) {
     });
 }
 
-fn expire(server: &Server, session: &Value) {
+pub(crate) fn expire(server: &Server, session: &Value) {
     server.ok("streaming:ExpireSession", json!({ "SessionId": session["SessionId"] }));
 }
 
@@ -100,7 +100,7 @@ fn instance_gone(id: &str) -> bool {
     !std::path::Path::new(&format!("/sys/fs/cgroup/pids/datasandbox/{id}")).exists()
 }
 
-type Socket = tungstenite::WebSocket<TcpStream>;
+pub(crate) type Socket = tungstenite::WebSocket<TcpStream>;
 
 /// The session page's live connection.
 fn connect(server: &Server, cookie: &str) -> Socket {
@@ -120,7 +120,7 @@ fn connect(server: &Server, cookie: &str) -> Socket {
 }
 
 /// The next event of a given type on the live connection, within `seconds`.
-fn next_event(socket: &mut Socket, kind: &str, seconds: u64) -> Value {
+pub(crate) fn next_event(socket: &mut Socket, kind: &str, seconds: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < deadline {
         match socket.read() {

@@ -1,0 +1,278 @@
+//! The seed's session flow end to end, against a real Jupyter server: streaming URL → launcher
+//! → `session.json` → session validator → `session_url.txt` → the session-bound notebook URL →
+//! the proxied Jupyter, a kernel computing over its WebSocket, the leakage controls, and the
+//! end of access with the session. Then the validator's spoofing table.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::Server;
+use crate::http;
+use crate::server::{b64, eventually, unb64};
+use crate::streaming::{expire, redeem, status, vpc};
+
+/// A server with both images built (the notebook image's Python environment is cached
+/// host-wide after its first build).
+fn server(overrides: &[&str]) -> Server {
+    let mut all = vec![vpc()];
+    all.extend(overrides.iter().map(|o| (*o).to_owned()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let server = Server::start(&refs);
+    for recipe in ["base", "notebook"] {
+        let built = server.cli(&["image", "build", recipe], &[]);
+        assert_eq!(built.exit, 0, "image {recipe}: {:?}", built.stderr);
+    }
+    server
+}
+
+fn get(server: &Server, path: &str, cookie: &str) -> http::Reply {
+    http::tcp(&server.api).expect("connect").request("GET", path, &[("cookie", cookie)], b"").expect("request")
+}
+
+fn send(server: &Server, method: &str, path: &str, cookie: &str, body: &Value) -> http::Reply {
+    http::tcp(&server.api)
+        .expect("connect")
+        .request(method, path, &[("cookie", cookie), ("content-type", "application/json")], body.to_string().as_bytes())
+        .expect("request")
+}
+
+/// Opens the session's notebook URL with its cookie; returns the notebook's path and cookie.
+fn open_notebook(server: &Server, session_cookie: &str, url: &str) -> (String, String) {
+    let path = &url[url.find("/notebook-auth/").expect("a notebook URL")..];
+    let reply = get(server, path, &format!("ds_session={session_cookie}"));
+    assert_eq!(reply.status, 303, "{}", String::from_utf8_lossy(&reply.body));
+    let location = reply.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone()).expect("location");
+    let cookie =
+        reply.headers.iter().find(|(n, _)| n == "set-cookie").and_then(|(_, v)| v.split(';').next().map(str::to_owned)).expect("cookie");
+    (location.trim_end_matches("lab").to_owned(), cookie)
+}
+
+fn notebook_url(server: &Server, cookie: &str) -> String {
+    eventually(180, "the notebook URL on the session page", || status(server, cookie)["NotebookUrl"].as_str().map(str::to_owned))
+}
+
+/// Runs code in a kernel over the proxied WebSocket; returns its `text/plain` result.
+fn execute(server: &Server, base: &str, cookie: &str, kernel: &str, code: &str) -> String {
+    let stream = TcpStream::connect(&server.api).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let request = tungstenite::http::Request::builder()
+        .uri(format!("ws://{}{base}api/kernels/{kernel}/channels", server.api))
+        .header("host", &server.api)
+        .header("cookie", cookie)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
+        .body(())
+        .expect("request");
+    let (mut socket, _) = tungstenite::client(request, stream).expect("kernel WebSocket through the proxy");
+    let message = json!({
+        "header": { "msg_id": "m1", "username": "test", "session": "s1", "msg_type": "execute_request", "version": "5.3", "date": "" },
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": { "code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true },
+    });
+    socket.send(tungstenite::Message::Text(message.to_string().into())).expect("send");
+    loop {
+        let Ok(tungstenite::Message::Text(text)) = socket.read() else { continue };
+        let reply: Value = serde_json::from_str(&text).expect("JSON");
+        match reply["header"]["msg_type"].as_str() {
+            Some("execute_result") => return reply["content"]["data"]["text/plain"].as_str().unwrap_or_default().to_owned(),
+            Some("error") => panic!("the kernel failed: {}", reply["content"]),
+            Some("execute_reply") if reply["content"]["status"] != "ok" => panic!("the kernel failed: {}", reply["content"]),
+            Some("execute_reply") => return String::new(),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session() {
+    let server = server(&[]);
+    // Uploads off for this stack; downloads are off in the seed's stack already.
+    server.ok(
+        "streaming:UpdateStack",
+        json!({ "Name": "datasandbox-stack", "UserSettings": [{ "Action": "FILE_UPLOAD", "Permission": "DISABLED" }] }),
+    );
+    let cookie = redeem(&server, "nora");
+    let url = notebook_url(&server, &cookie);
+    let session = status(&server, &cookie);
+    let (base, notebook_cookie) = open_notebook(&server, &cookie, &url);
+    let reply = get(&server, &format!("{base}api/status"), &notebook_cookie);
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    // The launcher ended with the notebook, and says so.
+    let instance = session["InstanceId"].as_str().expect("instance");
+    eventually(10, "the launcher's last word", || {
+        let log = server.cli(&["instances", "exec", instance, "--", "/bin/cat", "/tmp/launcher.log"], &[]);
+        log.stdout.as_str().is_some_and(|l| l.contains("your notebook is ready")).then_some(())
+    });
+
+    // A kernel computes, through the proxied WebSocket.
+    let kernel = send(&server, "POST", &format!("{base}api/kernels"), &notebook_cookie, &json!({ "name": "python3" }));
+    assert_eq!(kernel.status, 201, "{}", String::from_utf8_lossy(&kernel.body));
+    let kernel = kernel.json()["id"].as_str().expect("kernel id").to_owned();
+    assert_eq!(execute(&server, &base, &notebook_cookie, &kernel, "6*7"), "42");
+    execute(&server, &base, &notebook_cookie, &kernel, "open('/home/user/work/data.csv', 'w').write('PLAINTEXT-MARKER-7341,1\\n')");
+
+    // Leakage controls on Jupyter's real routes; the notebook itself keeps working.
+    let notebook = json!({ "type": "notebook", "content": { "cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5 } });
+    assert_eq!(send(&server, "PUT", &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie, &notebook).status, 201);
+    assert_eq!(get(&server, &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie).status, 200);
+    for path in [
+        "files/data.csv",
+        "api/contents/data.csv",
+        "api/contents/data.csv?content=1",
+        "nbconvert/html/analysis.ipynb?download=true",
+        "api/contents/analysis.ipynb?download=1",
+    ] {
+        let reply = get(&server, &format!("{base}{path}"), &notebook_cookie);
+        assert_eq!(reply.status, 403, "download through {path} was not refused: {}", String::from_utf8_lossy(&reply.body));
+    }
+    let upload = json!({ "type": "file", "format": "text", "content": "from my laptop" });
+    assert_eq!(send(&server, "PUT", &format!("{base}api/contents/upload.txt"), &notebook_cookie, &upload).status, 403);
+    let refusals = server.audit(&[("EventName", "NotebookRequest")]).into_iter().filter(|r| r["errorCode"].is_string()).count();
+    assert_eq!(refusals, 6, "each refusal is audited");
+
+    // The notebook URL works once, and only with its session's cookie.
+    assert_eq!(get(&server, &url[url.find("/notebook-auth/").expect("path")..], &format!("ds_session={cookie}")).status, 403);
+
+    // The session ends: so does notebook access.
+    expire(&server, &session);
+    let reply = get(&server, &format!("{base}api/status"), &notebook_cookie);
+    assert_eq!(reply.status, 403);
+
+    // One correlation id from the URL's redemption to the notebook's kernel and the end.
+    eventually(20, "the SessionEnded record", || Some(()).filter(|()| !server.audit(&[("EventName", "SessionEnded")]).is_empty()));
+    let traced = server.cli(&["audit", "trace", "--user", "nora", "--json"], &[]);
+    let text = match &traced.stdout {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    for name in
+        ["RedeemStreamingURL", "PutObject", "SessionValidated", "RedeemPresignedNotebookInstanceUrl", "NotebookRequest", "SessionEnded"]
+    {
+        assert!(text.contains(&format!(":{name}\"")), "{name} missing from the trace: {text}");
+    }
+    let by_correlation = server.audit(&[("EventName", "SessionValidated")]);
+    let id = by_correlation[0]["correlationId"].as_str().expect("correlation id");
+    let chain = server.audit(&[("CorrelationId", id)]);
+    for name in [
+        "RedeemStreamingURL",
+        "PutObject",
+        "SessionValidated",
+        "CreatePresignedNotebookInstanceUrl",
+        "RedeemPresignedNotebookInstanceUrl",
+        "NotebookRequest",
+        "SessionEnded",
+    ] {
+        assert!(chain.iter().any(|r| r["eventName"] == name), "{name} is not under the session's correlation id");
+    }
+
+    // Stopped, the notebook's volume holds no plaintext on the host.
+    let name = base.trim_start_matches("/notebook/").trim_end_matches('/').to_owned();
+    server.ok("notebooks:StopNotebookInstance", json!({ "NotebookInstanceName": name }));
+    let dir = server.data_dir().join("notebooks").join(&name);
+    let grep = std::process::Command::new("grep").args(["-r", "-l", "PLAINTEXT-MARKER-7341"]).arg(&dir).output().expect("grep");
+    assert!(grep.stdout.is_empty(), "plaintext on the host disk: {}", String::from_utf8_lossy(&grep.stdout));
+    assert!(std::fs::read_dir(dir.join("cipher")).expect("cipher dir").count() > 2, "the volume holds nothing");
+}
+
+/// Writes `session.json` from inside an instance, as that instance, into `key`.
+fn write_from(server: &Server, instance: &str, key: &str, body: &[u8]) {
+    let input = json!({ "Bucket": "datasandbox-home", "Key": key, "Body": b64(body) });
+    let script = format!(
+        "E=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p'); curl -s -o /dev/null -w '%{{http_code}}' -H \"Authorization: Bearer $(cat /run/datasandbox/credential)\" --data-binary @- $E/api/storage/PutObject <<'EOF'\n{input}\nEOF"
+    );
+    let out = server.cli(&["instances", "exec", instance, "--", "/bin/bash", "-c", &script], &[]);
+    assert_eq!(out.stdout, json!(200), "{key}: {:?}", out);
+}
+
+fn home(user: &str) -> String {
+    format!("user/custom/{}/", hex::encode(Sha256::digest(user.as_bytes())))
+}
+
+/// The validator's answer in a folder: the error code, or `OK`.
+fn answer(server: &Server, folder: &str) -> String {
+    eventually(60, "the validator's answer", || {
+        let error =
+            server.call("storage:GetObject", &json!({ "Bucket": "datasandbox-home", "Key": format!("{folder}session_error.json") }));
+        if error.exit == 0 {
+            let body: Value = serde_json::from_slice(&unb64(error.stdout["Body"].as_str().expect("body"))).expect("JSON");
+            server.ok("storage:DeleteObject", json!({ "Bucket": "datasandbox-home", "Key": format!("{folder}session_error.json") }));
+            return Some(body["Error"].as_str().expect("code").to_owned());
+        }
+        let url = server.call("storage:GetObject", &json!({ "Bucket": "datasandbox-home", "Key": format!("{folder}session_url.txt") }));
+        (url.exit == 0).then(|| "OK".to_owned())
+    })
+}
+
+#[test]
+fn the_session_validator_rejects_every_spoof_with_a_reason() {
+    // Launchers are not started for these sessions' users' folders here: the test writes the
+    // files itself, from inside the instances, as the instances.
+    let server = server(&["fleet_type=ALWAYS_ON", "fleets.datasandbox-fleet.desired_instances=3"]);
+    eventually(60, "warm instances", || {
+        let fleets = server.ok("streaming:DescribeFleets", json!({}));
+        (fleets["Fleets"][0]["ComputeCapacityStatus"]["Available"] == 3).then_some(())
+    });
+    let alice_cookie = redeem(&server, "alice");
+    let alice = status(&server, &alice_cookie);
+    let bob_cookie = redeem(&server, "bob");
+    let bob = status(&server, &bob_cookie);
+    // Let each launcher's own run finish first.
+    for folder in [home("alice"), home("bob")] {
+        answer(&server, &folder);
+    }
+    let a_instance = alice["InstanceId"].as_str().expect("instance");
+    let claim = |user: &str, session: &Value| json!({ "UserName": user, "SessionId": session["SessionId"], "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet", "AccessMode": "custom" });
+    let key = |user: &str| format!("{}session.json", home(user));
+    let cases: Vec<(&str, String, Vec<u8>, &str)> = vec![
+        ("claims another user, in own folder", key("alice"), claim("bob", &bob).to_string().into_bytes(), "NOT_OWN_FOLDER"),
+        ("another user's session id", key("alice"), claim("alice", &bob).to_string().into_bytes(), "UNKNOWN_SESSION"),
+        (
+            "another stack",
+            key("alice"),
+            {
+                let mut c = claim("alice", &alice);
+                c["StackName"] = json!("other-stack");
+                c.to_string().into_bytes()
+            },
+            "UNKNOWN_SESSION",
+        ),
+        ("malformed JSON", key("alice"), b"{\"UserName\": ".to_vec(), "MALFORMED_SESSION_FILE"),
+        (
+            "wrongly typed JSON",
+            key("alice"),
+            br#"{"UserName": 7, "SessionId": [], "StackName": 1, "FleetName": 2, "AccessMode": 3}"#.to_vec(),
+            "MALFORMED_SESSION_FILE",
+        ),
+        ("huge JSON", key("alice"), format!("{{\"UserName\": \"{}\"}}", "x".repeat(40_000)).into_bytes(), "MALFORMED_SESSION_FILE"),
+        ("the genuine file", key("alice"), claim("alice", &alice).to_string().into_bytes(), "OK"),
+    ];
+    for (what, key, body, expected) in cases {
+        write_from(&server, a_instance, &key, &body);
+        assert_eq!(answer(&server, &home("alice")), expected, "{what}");
+        let _ = server
+            .call("storage:DeleteObject", &json!({ "Bucket": "datasandbox-home", "Key": format!("{}session_url.txt", home("alice")) }));
+    }
+    // Written by someone other than the session's instance: the operator, then bob's instance
+    // (into alice's folder it cannot reach at all).
+    server.ok(
+        "storage:PutObject",
+        json!({ "Bucket": "datasandbox-home", "Key": key("alice"), "Body": b64(claim("alice", &alice).to_string().as_bytes()) }),
+    );
+    assert_eq!(answer(&server, &home("alice")), "WRITTEN_BY_ANOTHER_INSTANCE");
+    // An ended session.
+    expire(&server, &bob);
+    let c_cookie = redeem(&server, "carol");
+    let carol = status(&server, &c_cookie);
+    answer(&server, &home("carol"));
+    write_from(&server, carol["InstanceId"].as_str().expect("instance"), &key("carol"), claim("carol", &bob).to_string().as_bytes());
+    assert_eq!(answer(&server, &home("carol")), "UNKNOWN_SESSION");
+    // Every rejection is on the record with its reason.
+    let rejected = server.audit(&[("EventName", "SessionRejected")]);
+    assert!(rejected.len() >= 7, "{}", rejected.len());
+    assert!(rejected.iter().all(|r| r["requestParameters"]["Reason"].is_string()));
+}
