@@ -485,6 +485,16 @@ async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .await
         .map_err(ActionError::internal)?
         .map_err(ActionError::internal)?;
+    // The session's user sees every operator command in their instance.
+    let operator = ctx.caller.identity.user_name.clone().unwrap_or_else(|| ctx.caller.identity.principal_id.clone());
+    sqlx::query("INSERT INTO instance_execs (instance_id, operator, command, exit_code, time) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&input.instance_id)
+        .bind(&operator)
+        .bind(json!(input.command).to_string())
+        .bind(output.status.code().map(i64::from))
+        .bind(now_millis())
+        .execute(&plane.store.pool)
+        .await?;
     Ok(json!({
         "ExitCode": output.status.code(),
         "Stdout": String::from_utf8_lossy(&output.stdout),

@@ -30,3 +30,12 @@ CREATE TABLE notebook_access (
     created INTEGER NOT NULL
 );
 ALTER TABLE sessions ADD COLUMN notebook_url TEXT;
+-- Operators' commands in instances, shown to the session's user.
+CREATE TABLE instance_execs (
+    instance_id TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    command TEXT NOT NULL,
+    exit_code INTEGER,
+    time INTEGER NOT NULL
+);
+CREATE INDEX instance_execs_by_instance ON instance_execs (instance_id);

@@ -29,8 +29,9 @@ use crate::store::{millis_to_rfc3339, now_millis};
 
 /// The image notebook instances run.
 pub(crate) const NOTEBOOK_IMAGE: &str = "datasandbox-notebook";
-/// How long a presigned notebook URL may be opened (AWS: 5 minutes).
-const URL_VALIDITY_MS: i64 = 5 * 60 * 1000;
+/// How long a presigned notebook URL may be opened, in seconds (AWS: 5 minutes; scaled like
+/// session timeouts).
+const URL_VALIDITY_SECONDS: i64 = 5 * 60;
 /// How long Jupyter may take to answer after its instance started.
 const JUPYTER_START: Duration = Duration::from_secs(60);
 
@@ -468,7 +469,7 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     .bind(&input.notebook_instance_name)
     .bind(&input.streaming_session_id)
     .bind(duration * 1000)
-    .bind(now + URL_VALIDITY_MS)
+    .bind(now + crate::services::streaming::scaled_ms(plane, URL_VALIDITY_SECONDS))
     .bind(now)
     .execute(&plane.store.pool)
     .await?;

@@ -101,13 +101,15 @@ fn every_action_gets_one_audit_record_including_denied_and_failed() {
     let records = server.audit(&[("EventSource", "storage")]);
     let names: Vec<(&str, Option<&str>)> =
         records.iter().map(|r| (r["eventName"].as_str().expect("name"), r["errorCode"].as_str())).collect();
-    // The start-up deploy created the reports and home buckets; then our three calls, newest first.
+    // The start-up deploy created the reports and home buckets and wired the home bucket's
+    // session.json notification; then our three calls, newest first.
     assert_eq!(
         names,
         [
             ("ListBuckets", Some("AccessDeniedException")),
             ("GetObject", Some("NoSuchKey")),
             ("ListBuckets", None),
+            ("PutBucketNotificationConfiguration", None),
             ("CreateBucket", None),
             ("CreateBucket", None)
         ]
@@ -354,10 +356,10 @@ fn keys_encrypt_decrypt_rotate_and_schedule_deletion() {
     let server = Server::start(&[]);
     let key = server.ok("keys:CreateKey", json!({ "Description": "notebook volumes" }));
     let key_id = key["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
-    server.ok("keys:CreateAlias", json!({ "AliasName": "alias/notebook-kms", "TargetKeyId": key_id }));
+    server.ok("keys:CreateAlias", json!({ "AliasName": "alias/analysis-kms", "TargetKeyId": key_id }));
     let sealed = server.ok(
         "keys:Encrypt",
-        json!({ "KeyId": "alias/notebook-kms", "Plaintext": b64(b"volume key"), "EncryptionContext": { "volume": "v1" } }),
+        json!({ "KeyId": "alias/analysis-kms", "Plaintext": b64(b"volume key"), "EncryptionContext": { "volume": "v1" } }),
     );
     server.ok("keys:RotateKeyOnDemand", json!({ "KeyId": key_id }));
     let opened = server.ok("keys:Decrypt", json!({ "CiphertextBlob": sealed["CiphertextBlob"], "EncryptionContext": { "volume": "v1" } }));

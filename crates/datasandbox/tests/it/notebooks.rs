@@ -209,6 +209,24 @@ fn answer(server: &Server, folder: &str) -> String {
 }
 
 #[test]
+fn an_expired_notebook_url_is_refused() {
+    // One timeout second lasts 10 ms: the 5-minute notebook URL lasts 3 s; the session stays.
+    let server = server(&[
+        "streaming.timeout_scale_ms=10",
+        "fleets.datasandbox-fleet.disconnect_timeout=36000",
+        "fleets.datasandbox-fleet.idle_disconnect_timeout=0",
+    ]);
+    let cookie = redeem(&server, "oona");
+    let url = notebook_url(&server, &cookie);
+    std::thread::sleep(Duration::from_millis(3500));
+    let reply = get(&server, &url[url.find("/notebook-auth/").expect("path")..], &format!("ds_session={cookie}"));
+    assert_eq!(reply.status, 403);
+    assert!(String::from_utf8_lossy(&reply.body).contains("ExpiredNotebookURL"), "{}", String::from_utf8_lossy(&reply.body));
+    let record = server.audit(&[("EventName", "RedeemPresignedNotebookInstanceUrl")]);
+    assert_eq!(record[0]["errorCode"], "ExpiredNotebookURL");
+}
+
+#[test]
 fn the_session_validator_rejects_every_spoof_with_a_reason() {
     // Launchers are not started for these sessions' users' folders here: the test writes the
     // files itself, from inside the instances, as the instances.
@@ -257,8 +275,16 @@ fn the_session_validator_rejects_every_spoof_with_a_reason() {
         let _ = server
             .call("storage:DeleteObject", &json!({ "Bucket": "datasandbox-home", "Key": format!("{}session_url.txt", home("alice")) }));
     }
-    // Written by someone other than the session's instance: the operator, then bob's instance
-    // (into alice's folder it cannot reach at all).
+    // A session's notebook URL opens only in that session's browser, once.
+    let url = eventually(60, "alice's notebook URL", || status(&server, &alice_cookie)["NotebookUrl"].as_str().map(str::to_owned));
+    let path = &url[url.find("/notebook-auth/").expect("path")..];
+    let stolen = get(&server, path, &format!("ds_session={bob_cookie}"));
+    assert_eq!(stolen.status, 403);
+    assert!(String::from_utf8_lossy(&stolen.body).contains("NotebookURLBoundToAnotherSession"));
+    assert_eq!(get(&server, path, &format!("ds_session={alice_cookie}")).status, 303);
+    let replayed = get(&server, path, &format!("ds_session={alice_cookie}"));
+    assert!(String::from_utf8_lossy(&replayed.body).contains("NotebookURLAlreadyUsed"));
+    // Written by someone other than the session's instance: the operator.
     server.ok(
         "storage:PutObject",
         json!({ "Bucket": "datasandbox-home", "Key": key("alice"), "Body": b64(claim("alice", &alice).to_string().as_bytes()) }),

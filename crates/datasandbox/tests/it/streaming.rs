@@ -252,6 +252,11 @@ fn always_on_capacity_is_exact_through_a_sequence_of_sessions() {
     let env =
         server.cli(&["instances", "exec", &a_instance, "--", "/bin/sh", "-c", "tr '\\0' '\\n' < /proc/2/environ | grep ^DS_ | sort"], &[]);
     let env = env.stdout.as_str().unwrap_or_default().to_owned();
+    // The operator's command is visible to the session's user.
+    let shown = status(&server, &first)["OperatorCommands"].clone();
+    assert_eq!(shown.as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(shown[0]["Command"][0], "/bin/sh");
+    assert_eq!(shown[0]["Operator"], "root");
     for expected in [
         format!("DS_SESSION_ID={}", a["SessionId"].as_str().expect("id")),
         "DS_USER_NAME=alice".to_owned(),

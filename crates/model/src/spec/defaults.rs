@@ -76,6 +76,20 @@ permit (
 );"#,
     ),
     (
+        "function-usage-reports",
+        r#"// The usage-reports function writes the daily AppStream-style reports, and nothing else.
+permit (
+  principal == DataSandbox::Function::"usage-reports",
+  action == DataSandbox::Action::"audit:GenerateUsageReports",
+  resource is DataSandbox::Service
+);
+permit (
+  principal == DataSandbox::Function::"usage-reports",
+  action == DataSandbox::Action::"storage:PutObject",
+  resource is DataSandbox::Object
+) when { resource.key like "sessions/schedule=DAILY/*" || resource.key like "applications/schedule=DAILY/*" };"#,
+    ),
+    (
         "launcher-configuration",
         r#"// Launchers (acting for their user) read their configuration from the parameter store.
 permit (

@@ -401,6 +401,25 @@ pub(crate) async fn session_status(plane: &Plane, session_id: &str) -> Result<Va
     if state == "ACTIVE" {
         out["NotebookUrl"] = json!(row.try_get::<Option<String>, _>("notebook_url")?);
     }
+    // Break-glass is never silent: the user sees what operators ran in their instance.
+    if let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? {
+        let execs = sqlx::query("SELECT operator, command, exit_code, time FROM instance_execs WHERE instance_id = $1 ORDER BY time")
+            .bind(&instance)
+            .fetch_all(&plane.store.pool)
+            .await?;
+        let execs = execs
+            .iter()
+            .map(|e| {
+                Ok(json!({
+                    "Operator": e.try_get::<String, _>("operator")?,
+                    "Command": serde_json::from_str::<Value>(&e.try_get::<String, _>("command")?).unwrap_or(Value::Null),
+                    "ExitCode": e.try_get::<Option<i64>, _>("exit_code")?,
+                    "Time": millis_to_rfc3339(e.try_get("time")?),
+                }))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        out["OperatorCommands"] = json!(execs);
+    }
     let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
     out["StreamView"] = settings["StreamView"].clone();
     out["RedirectURL"] = settings["RedirectURL"].clone();
