@@ -297,6 +297,20 @@ fn the_session_validator_rejects_every_spoof_with_a_reason() {
     answer(&server, &home("carol"));
     write_from(&server, carol["InstanceId"].as_str().expect("instance"), &key("carol"), claim("carol", &bob).to_string().as_bytes());
     assert_eq!(answer(&server, &home("carol")), "UNKNOWN_SESSION");
+    // A session still waiting for an instance (PENDING): alice's third, with the fleet full.
+    eventually(60, "a free warm instance", || {
+        let fleets = server.ok("streaming:DescribeFleets", json!({}));
+        (fleets["Fleets"][0]["ComputeCapacityStatus"]["Available"] == 1).then_some(())
+    });
+    redeem(&server, "alice");
+    answer(&server, &home("alice"));
+    let _ =
+        server.call("storage:DeleteObject", &json!({ "Bucket": "datasandbox-home", "Key": format!("{}session_url.txt", home("alice")) }));
+    let waiting_cookie = redeem(&server, "alice");
+    let waiting = status(&server, &waiting_cookie);
+    assert_eq!(waiting["State"], "PENDING");
+    write_from(&server, a_instance, &key("alice"), claim("alice", &waiting).to_string().as_bytes());
+    assert_eq!(answer(&server, &home("alice")), "SESSION_NOT_ACTIVE");
     // Every rejection is on the record with its reason.
     let rejected = server.audit(&[("EventName", "SessionRejected")]);
     assert!(rejected.len() >= 7, "{}", rejected.len());
