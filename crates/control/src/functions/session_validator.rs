@@ -156,6 +156,7 @@ async fn notebook_url(validator: &Validator<'_>, user: &str, session_id: &str, r
     let name = format!("nb-{}", &hex::encode(Sha256::digest(user.as_bytes()))[..16]);
     let plane = &validator.control.plane;
     let described = validator.call("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": name })).await;
+    let ready = described.as_ref().is_ok_and(|n| n["NotebookInstanceStatus"] == "InService");
     match described {
         Err(err) if err.status == 404 => {
             let instance_type = plane.spec.notebooks.first().map_or_else(|| plane.spec.instance_type.clone(), |n| n.instance_type.clone());
@@ -169,21 +170,24 @@ async fn notebook_url(validator: &Validator<'_>, user: &str, session_id: &str, r
         Ok(_) => {}
     }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
-        let notebook = validator.call("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": name })).await?;
-        match notebook["NotebookInstanceStatus"].as_str() {
-            Some("InService") => break,
-            Some("Failed") => {
-                return Err(ActionError::new(
-                    503,
-                    "ServiceUnavailable",
-                    format!("notebook `{name}` failed: {}", notebook["FailureReason"]),
-                ));
+    // Made or started just now: wait until Jupyter answers.
+    if !ready {
+        loop {
+            let notebook = validator.call("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": name })).await?;
+            match notebook["NotebookInstanceStatus"].as_str() {
+                Some("InService") => break,
+                Some("Failed") => {
+                    return Err(ActionError::new(
+                        503,
+                        "ServiceUnavailable",
+                        format!("notebook `{name}` failed: {}", notebook["FailureReason"]),
+                    ));
+                }
+                _ if tokio::time::Instant::now() > deadline => {
+                    return Err(ActionError::new(503, "ServiceUnavailable", format!("notebook `{name}` did not start in 90 s")));
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
-            _ if tokio::time::Instant::now() > deadline => {
-                return Err(ActionError::new(503, "ServiceUnavailable", format!("notebook `{name}` did not start in 90 s")));
-            }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     }
     let input = json!({

@@ -382,7 +382,7 @@ async fn status(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
 /// What the session page shows: state, queue position and estimate, end reason.
 pub(crate) async fn session_status(plane: &Plane, session_id: &str) -> Result<Value, ActionError> {
     let row = session_row(plane, session_id).await?;
-    let mut out = session_json(plane, &row)?;
+    let mut out = session_json(&row)?;
     let state: String = row.try_get("state")?;
     if state == "PENDING" {
         let fleet: String = row.try_get("fleet")?;
@@ -436,7 +436,7 @@ pub(crate) async fn session_row(plane: &Plane, session_id: &str) -> Result<sqlx:
 }
 
 /// A session in AWS's shape.
-fn session_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
+fn session_json(row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
     let instance: Option<String> = row.try_get("instance_id")?;
     let address: Option<String> = row.try_get("private_address")?;
     let mut session = json!({
@@ -455,7 +455,6 @@ fn session_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionE
         session["InstanceId"] = json!(instance);
         session["NetworkAccessConfiguration"] = json!({ "EniPrivateIpAddress": address, "EniId": format!("eni-{}", &instance[2..]) });
     }
-    let _ = plane;
     Ok(session)
 }
 
@@ -521,7 +520,7 @@ async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError>
     .await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
-    let sessions = page.iter().map(|r| session_json(plane, r)).collect::<Result<Vec<_>, _>>()?;
+    let sessions = page.iter().map(session_json).collect::<Result<Vec<_>, _>>()?;
     let mut out = json!({ "Sessions": sessions });
     if more && let Some(last) = page.last() {
         out["NextToken"] =
