@@ -125,7 +125,7 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
         writeln!(stdout, "ready api=http://{api} socket={}", socket.display())?;
         stdout.flush()?;
     }
-    tracing::info!(%api, socket = %socket.display(), "serving");
+    tracing::info!(%api, socket = %socket.display(), "serving; open a session with `datasandbox streaming-url --user <name>`");
     gateway::serve(control.clone(), tcp, unix, shutdown).await.context("server failed")?;
     control.shutdown().await;
     let _ = fs::remove_file(&socket);
