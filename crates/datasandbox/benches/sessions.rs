@@ -49,7 +49,7 @@ impl Server {
                 "-c",
                 &format!("vpc_cidr={vpc}"),
             ])
-            .args(["-c", "fleets.datasandbox-fleet.desired_instances=4"])
+            .args(["-c", "fleets.datasandbox-fleet.desired_instances=4", "-c", "stacks.datasandbox-stack.application=shell"])
             .env("DATASANDBOX_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

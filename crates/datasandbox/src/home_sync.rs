@@ -63,8 +63,8 @@ pub async fn run() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     };
     let _ = std::fs::create_dir_all(&folder);
-    // A streaming session's application: the launcher, which asks for the user's notebook.
-    if std::env::var("DS_SESSION_ID").is_ok_and(|s| !s.is_empty()) {
+    // The session's application, when it is the notebook: the launcher asks for the notebook.
+    if std::env::var("DS_APPLICATION_ID").is_ok_and(|a| a == "notebook") {
         match std::process::Command::new("/run/datasandbox/datasandbox").arg("launcher").stdout(std::process::Stdio::null()).spawn() {
             Ok(mut launcher) => {
                 // Reaped when it ends.

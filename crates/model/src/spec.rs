@@ -177,6 +177,9 @@ pub struct StackSpec {
     pub home_folders_bucket: Option<String>,
     pub user_settings: Vec<UserSetting>,
     pub redirect_url: Option<String>,
+    /// The catalog application a session starts when its URL names none: the seed's stack
+    /// starts the launcher that opens the user's notebook (`notebook`).
+    pub application: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -683,8 +686,9 @@ fn read_stacks(root: &Table, env: &str, view: StreamView, fleets: &[FleetSpec], 
             if let Some(url) = redirect_url.as_ref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
                 t.problem("redirect_url", format!("`{url}` must be an http:// or https:// URL"));
             }
+            let application = t.string("application", "notebook");
             t.finish();
-            StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings, redirect_url }
+            StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings, redirect_url, application }
         })
         .collect()
 }

@@ -106,8 +106,16 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
     for (file, content) in files {
         std::fs::write(etc.join(file), content).map_err(|e| setup("build the image", e))?;
     }
-    let mut applications =
-        vec![Application { name: "shell".into(), display_name: "Shell".into(), command: "/bin/bash".into(), arguments: vec![] }];
+    let mut applications = vec![
+        Application { name: "shell".into(), display_name: "Shell".into(), command: "/bin/bash".into(), arguments: vec![] },
+        // The seed's catalog application: the launcher that opens the user's notebook.
+        Application {
+            name: "notebook".into(),
+            display_name: "Notebook".into(),
+            command: "/run/datasandbox/datasandbox".into(),
+            arguments: vec!["launcher".into()],
+        },
+    ];
     let recipe_name = match recipe {
         Recipe::Base => "base",
         Recipe::Notebook { python_packages, cache } => {

@@ -30,6 +30,8 @@ CREATE TABLE notebook_access (
     created BIGINT NOT NULL
 );
 ALTER TABLE sessions ADD COLUMN notebook_url TEXT;
+-- The application a session starts when its URL names none.
+ALTER TABLE stacks ADD COLUMN default_application TEXT;
 -- Operators' commands in instances, shown to the session's user.
 CREATE TABLE instance_execs (
     instance_id TEXT NOT NULL,

@@ -18,9 +18,10 @@ pub(crate) fn vpc() -> String {
     format!("vpc_cidr=10.{}.0.0/16", 100 + std::process::id() % 100)
 }
 
-/// A server with the base image built, its default fleet set by `overrides`.
+/// A server with the base image built, its default fleet set by `overrides`. Its sessions
+/// start a shell, not the notebook launcher: these tests are about sessions, not notebooks.
 fn server(overrides: &[&str]) -> Server {
-    let mut all = vec![vpc()];
+    let mut all = vec![vpc(), format!("stacks.{STACK}.application=shell")];
     all.extend(overrides.iter().map(|o| (*o).to_owned()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let server = Server::start(&refs);

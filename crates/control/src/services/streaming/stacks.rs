@@ -305,6 +305,7 @@ fn stack_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionErr
         "RedirectURL": row.try_get::<Option<String>, _>("redirect_url")?,
         "UserSettings": settings,
         "FleetName": row.try_get::<Option<String>, _>("fleet")?,
+        "DefaultApplication": row.try_get::<Option<String>, _>("default_application")?,
         "StackErrors": [],
     }))
 }
@@ -321,14 +322,15 @@ pub(super) async fn deploy(plane: &Plane) -> Result<(), ActionError> {
             })
             .collect();
         sqlx::query(
-            "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, created) VALUES ($1, $2, '', $3, $4, $5, $6)
-             ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, default_application, created)
+             VALUES ($1, $2, '', $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&stack.name)
         .bind(&stack.fleet)
         .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
         .bind(&stack.home_folders_bucket)
         .bind(&stack.redirect_url)
+        .bind(&stack.application)
         .bind(now_millis())
         .execute(&plane.store.pool)
         .await?;
