@@ -154,6 +154,21 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
 /// The user's notebook, made and started on first use, and a URL to it for this session.
 async fn notebook_url(validator: &Validator<'_>, user: &str, session_id: &str, remaining_seconds: i64) -> Result<String, ActionError> {
     let name = format!("nb-{}", &hex::encode(Sha256::digest(user.as_bytes()))[..16]);
+    let presign = || async {
+        let input = json!({
+            "NotebookInstanceName": name,
+            "SessionExpirationDurationInSeconds": remaining_seconds.clamp(1800, 43_200),
+            "StreamingSessionId": session_id,
+        });
+        let presigned = validator.call("notebooks:CreatePresignedNotebookInstanceUrl", input).await?;
+        Ok::<_, ActionError>(presigned["AuthorizedUrl"].as_str().unwrap_or_default().to_owned())
+    };
+    // Usually the notebook is running already: one call, one record.
+    match presign().await {
+        Ok(url) => return Ok(url),
+        Err(err) if err.status == 400 || err.status == 404 => {}
+        Err(err) => return Err(err),
+    }
     let plane = &validator.control.plane;
     let described = validator.call("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": name })).await;
     let ready = described.as_ref().is_ok_and(|n| n["NotebookInstanceStatus"] == "InService");
@@ -190,13 +205,7 @@ async fn notebook_url(validator: &Validator<'_>, user: &str, session_id: &str, r
             }
         }
     }
-    let input = json!({
-        "NotebookInstanceName": name,
-        "SessionExpirationDurationInSeconds": remaining_seconds.clamp(1800, 43_200),
-        "StreamingSessionId": session_id,
-    });
-    let presigned = validator.call("notebooks:CreatePresignedNotebookInstanceUrl", input).await?;
-    Ok(presigned["AuthorizedUrl"].as_str().unwrap_or_default().to_owned())
+    presign().await
 }
 
 /// The validator's verdict on the record, with the reason when it rejected.
