@@ -473,13 +473,7 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     .bind(now)
     .execute(&plane.store.pool)
     .await?;
-    let base = plane
-        .spec
-        .public_url
-        .clone()
-        .or_else(|| plane.streaming.listening.get().cloned())
-        .unwrap_or_else(|| format!("http://{}", plane.spec.api_listen));
-    let url = format!("{base}/notebook-auth/{token}");
+    let url = format!("{}/notebook-auth/{token}", crate::services::streaming::public_base(plane));
     // The session's page offers it (direct mode); it opens only with that session's cookie.
     sqlx::query("UPDATE sessions SET notebook_url = $1 WHERE session_id = $2")
         .bind(&url)
@@ -501,8 +495,7 @@ struct RedeemInput {
 async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: RedeemInput = ctx.parse(input)?;
     let plane = ctx.plane;
-    let issuer = ctx.caller.identity.session_context.as_ref().and_then(|c| c.session_issuer.clone()).unwrap_or_default();
-    let caller_session = (issuer["type"] == "StreamingSession").then(|| issuer["principalId"].as_str().unwrap_or_default().to_owned());
+    let caller_session = crate::services::streaming::sessions::caller_session(ctx);
     ctx.authorize(Resource::Service("notebooks".into()))?;
     let url = sqlx::query("SELECT * FROM notebook_urls WHERE url_hash = $1")
         .bind(hex::encode(Sha256::digest(input.token.as_bytes())))

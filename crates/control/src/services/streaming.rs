@@ -79,6 +79,17 @@ fn arn(plane: &Plane, kind: &str, name: &str) -> String {
     format!("arn:datasandbox:streaming:{}:{}:{kind}/{name}", plane.spec.region, plane.spec.account_id)
 }
 
+/// The base of the URLs handed to users: the spec's `server.public_url`, else the address the
+/// gateway listens on.
+pub(crate) fn public_base(plane: &Plane) -> String {
+    plane
+        .spec
+        .public_url
+        .clone()
+        .or_else(|| plane.streaming.listening.get().cloned())
+        .unwrap_or_else(|| format!("http://{}", plane.spec.api_listen))
+}
+
 /// Milliseconds of `seconds` of a session timeout (scaled down only in tests).
 pub(crate) fn scaled_ms(plane: &Plane, seconds: i64) -> i64 {
     seconds * i64::from(plane.spec.timeout_scale_ms)

@@ -161,7 +161,7 @@ fn user_caller(plane: &Plane, user: &model::UserId, issuer: Value, correlation_i
 }
 
 /// The session a cookie caller holds, if the caller came with one.
-fn caller_session(ctx: &Ctx<'_>) -> Option<String> {
+pub(crate) fn caller_session(ctx: &Ctx<'_>) -> Option<String> {
     let issuer = ctx.caller.identity.session_context.as_ref()?.session_issuer.as_ref()?;
     (issuer["type"] == "StreamingSession").then(|| issuer["principalId"].as_str().map(str::to_owned)).flatten()
 }
@@ -260,12 +260,7 @@ async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErro
     let claims_bytes = serde_json::to_vec(&claims).map_err(ActionError::internal)?;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let token = format!("{}.{}", b64.encode(&claims_bytes), b64.encode(sign(plane, &claims_bytes)?));
-    let base = plane
-        .spec
-        .public_url
-        .clone()
-        .or_else(|| plane.streaming.listening.get().cloned())
-        .unwrap_or_else(|| format!("http://{}", plane.spec.api_listen));
+    let base = super::public_base(plane);
     Ok(json!({ "StreamingURL": format!("{base}/streaming/{token}"), "Expires": millis_to_rfc3339(expires) }))
 }
 
