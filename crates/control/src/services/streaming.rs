@@ -13,6 +13,7 @@ mod stacks;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ActionError;
@@ -60,6 +61,23 @@ impl crate::pipeline::ControlPlane {
     pub fn set_listening_address(&self, address: std::net::SocketAddr) {
         let _ = self.plane.streaming.listening.set(format!("http://{address}"));
     }
+}
+
+/// `Name`: the one member of the fleet and stack actions that act on one resource by name.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct NameInput {
+    name: String,
+}
+
+/// `DescribeFleets` and `DescribeStacks`: some names, or all; one page.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct DescribeInput {
+    #[serde(default)]
+    names: Option<Vec<String>>,
+    #[serde(default)]
+    next_token: Option<String>,
 }
 
 /// AWS's rule for fleet and stack names.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{arn, check_name, not_found};
+use super::{DescribeInput, NameInput, arn, check_name, not_found};
 use crate::error::ActionError;
 use crate::pipeline::{Ctx, Plane};
 use crate::store::{millis_to_rfc3339, now_millis};
@@ -204,12 +204,6 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     Ok(json!({ "Stack": stack_json(plane, &stack_row(plane, &input.name).await?)? }))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct NameInput {
-    name: String,
-}
-
 async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     let plane = ctx.plane;
@@ -217,15 +211,6 @@ async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     ctx.authorize(Resource::Service("streaming".into()))?;
     sqlx::query("DELETE FROM stacks WHERE name = $1").bind(&input.name).execute(&plane.store.pool).await?;
     Ok(json!({}))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct DescribeInput {
-    #[serde(default)]
-    names: Option<Vec<String>>,
-    #[serde(default)]
-    next_token: Option<String>,
 }
 
 async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
