@@ -31,6 +31,19 @@ pub enum Credentials {
     SessionCookie(String),
     /// A built-in function invoked by the platform, carrying the correlation id of the event.
     Function { name: String, correlation_id: Option<String> },
+    /// A caller the pipeline has already authenticated, whose action takes further actions in
+    /// their name (a deploy's steps): each is authorized and audited as that caller.
+    Delegated(Delegated),
+}
+
+/// An authenticated caller handed to further actions; only the control plane can make one.
+#[derive(Debug, Clone)]
+pub struct Delegated(Box<Caller>);
+
+impl Delegated {
+    pub(crate) fn of(caller: Caller) -> Delegated {
+        Delegated(Box::new(caller))
+    }
 }
 
 /// An authenticated caller.
@@ -109,6 +122,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
         Credentials::Anonymous => Err(ActionError::unauthenticated(
             "the request carries no credentials; send `Authorization: Bearer <token>` or use the control socket",
         )),
+        Credentials::Delegated(Delegated(caller)) => Ok((**caller).clone()),
         Credentials::Function { name, correlation_id } => Ok(Caller {
             principal: Principal::Function { name: name.clone() },
             identity: UserIdentity {

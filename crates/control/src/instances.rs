@@ -141,7 +141,7 @@ fn instance_json(row: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
 async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CreateInput = ctx.parse(input)?;
     let plane = ctx.plane;
-    let type_name = input.instance_type.clone().unwrap_or_else(|| plane.spec.instance_type.clone());
+    let type_name = input.instance_type.clone().unwrap_or_else(|| plane.current().instance_type.clone());
     instance_type(plane, &type_name)?;
     if input.access_mode.is_some() && input.user_id.is_none() {
         return Err(ActionError::validation("AccessMode needs UserId"));
@@ -150,13 +150,13 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let user = input.user_id.map(|user| {
         let mode = input.access_mode.unwrap_or(AccessMode::Custom);
         let mut env = vec![("DS_USER_NAME".to_owned(), user.to_string()), ("DS_USER_ACCESS_MODE".to_owned(), mode.as_str().to_owned())];
-        if let Some(bucket) = plane.spec.home_bucket() {
+        if let Some(bucket) = plane.current().home_bucket() {
             env.push(("DS_HOME_BUCKET".to_owned(), bucket.name.to_string()));
         }
         Assignment { user, mode, session_id: None, env }
     });
     let launch = Launch {
-        image_name: input.image_name.unwrap_or_else(|| plane.spec.image_name.clone()),
+        image_name: input.image_name.unwrap_or_else(|| plane.current().image_name.clone()),
         instance_type: type_name,
         fleet: None,
         assignment: user,
@@ -168,8 +168,9 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
 }
 
 pub(crate) fn instance_type(plane: &Plane, name: &str) -> Result<model::spec::InstanceType, ActionError> {
-    plane.spec.instance_types.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
-        let names: Vec<&str> = plane.spec.instance_types.iter().map(|t| t.name.as_str()).collect();
+    let spec = plane.current();
+    spec.instance_types.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = spec.instance_types.iter().map(|t| t.name.as_str()).collect();
         ActionError::validation(format!("InstanceType `{name}` is not one of {}", names.join(", ")))
     })
 }
@@ -242,7 +243,7 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
             .map(|r| r.try_get("link_index"))
             .collect::<Result<_, _>>()?;
         let index = (0..).find(|i| !used.contains(i)).expect("an unused index exists");
-        let cidr = plane.spec.vpc_cidr;
+        let cidr = plane.current().vpc_cidr;
         let (host, private) = sandbox::link_addresses(cidr.address, cidr.prefix_len, index as u32).ok_or_else(|| {
             ActionError::new(503, "InsufficientCapacity", format!("vpc_cidr {cidr} has no room for another instance link"))
         })?;
@@ -378,7 +379,7 @@ pub(crate) async fn assign(plane: &Plane, instance_id: &str, assignment: &Assign
 
 /// Datasets are read as the instance itself, so the user's policies decide what appears.
 async fn mount_datasets(plane: &Plane, id: &str, credential: &str, link: &sandbox::network::Link) -> Vec<Value> {
-    if plane.spec.datasets.is_empty() {
+    if plane.current().datasets.is_empty() {
         return Vec::new();
     }
     let (done, outcomes) = tokio::sync::oneshot::channel();

@@ -21,8 +21,19 @@ use crate::services::keys::KeyRing;
 use crate::store::{Store, millis_to_rfc3339, now_millis};
 
 /// Members whose values are secrets or data; they never reach an audit record.
-const HIDDEN_MEMBERS: &[&str] =
-    &["Body", "Value", "Plaintext", "CiphertextBlob", "Token", "SecretString", "Cookie", "StreamingURL", "AuthorizedUrl", "NotebookUrl"];
+const HIDDEN_MEMBERS: &[&str] = &[
+    "Body",
+    "Value",
+    "Spec",
+    "Plaintext",
+    "CiphertextBlob",
+    "Token",
+    "SecretString",
+    "Cookie",
+    "StreamingURL",
+    "AuthorizedUrl",
+    "NotebookUrl",
+];
 const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
 
 /// One call as a transport hands it over.
@@ -95,13 +106,22 @@ pub enum StartError {
 }
 
 pub(crate) struct Plane {
+    /// The spec the server started with: its platform settings (listeners, stores, the trail)
+    /// hold for the whole run.
     pub spec: Spec,
+    /// The spec as last deployed: the resources' settings (fleets' queues, datasets, notebook
+    /// templates, the launcher), replaced by each successful deploy.
+    pub current: std::sync::RwLock<Arc<Spec>>,
+    /// One deploy or destroy at a time.
+    pub deploying: tokio::sync::Mutex<()>,
+    pub deploy_steps: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::services::deploy::Step>>,
     pub data_dir: PathBuf,
     pub store: Store,
     pub blobs: Blobs,
     pub trail: Trail,
     pub index: audit::Index,
-    pub authorizer: Authorizer,
+    /// The deployed policies; a deploy swaps in the new set once the service roles are applied.
+    pub authorizer: std::sync::RwLock<Arc<Authorizer>>,
     pub metrics: Metrics,
     pub keys: KeyRing,
     pub instances: crate::instances::Instances,
@@ -110,6 +130,13 @@ pub(crate) struct Plane {
     /// Wakes the notification dispatcher when the outbox gains rows.
     pub outbox: Notify,
     pub socket_owner: u32,
+}
+
+impl Plane {
+    /// The spec as last deployed.
+    pub fn current(&self) -> Arc<Spec> {
+        self.current.read().expect("current spec lock").clone()
+    }
 }
 
 /// The running control plane; cheap to clone.
@@ -128,9 +155,12 @@ impl ControlPlane {
     /// Opens the metadata store, the object store, the key ring and the trail; loads the
     /// policies; creates the spec's buckets and notifications; starts background work.
     pub async fn start(spec: Spec, data_dir: &Path, socket_owner: u32) -> Result<ControlPlane, StartError> {
-        let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
-        let authorizer = Authorizer::load(&policies, &actions::declarations()).map_err(StartError::Policies)?;
         let store = Store::open(spec.metadata_url.as_deref(), data_dir).await?;
+        // The resources serve as last deployed; a host never deployed runs on the given spec
+        // until its first deploy.
+        let current = crate::services::deploy::last_deployed(&store).await?.unwrap_or_else(|| spec.clone());
+        let policies: Vec<(String, String)> = current.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
+        let authorizer = Authorizer::load(&policies, &actions::declarations()).map_err(StartError::Policies)?;
         let blobs = Blobs::open(&spec.storage, data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
         let keys = KeyRing::open(data_dir).map_err(StartError::Setup)?;
         let secret = crate::services::keys::trail_signing_secret(&store, &keys).await.map_err(|e| StartError::Setup(e.to_string()))?;
@@ -159,12 +189,15 @@ impl ControlPlane {
         index.spawn_feeder(index_rx);
         let plane = Arc::new(Plane {
             spec,
+            current: std::sync::RwLock::new(Arc::new(current)),
+            deploying: tokio::sync::Mutex::new(()),
+            deploy_steps: std::sync::OnceLock::new(),
             data_dir: data_dir.to_owned(),
             store,
             blobs,
             trail,
             index,
-            authorizer,
+            authorizer: std::sync::RwLock::new(Arc::new(authorizer)),
             metrics: Metrics::new(),
             keys,
             instances: Default::default(),
@@ -174,6 +207,7 @@ impl ControlPlane {
             socket_owner,
         });
         let control = ControlPlane { plane };
+        let _ = control.plane.deploy_steps.set(crate::services::deploy::start_step_runner(control.clone()));
         control.service_event("StartLogging", serde_json::json!({ "Trail": control.plane.trail.layout().bucket })).await;
         let reaped = crate::instances::reconcile(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
         if !reaped.is_empty() {
@@ -185,10 +219,7 @@ impl ControlPlane {
             tracing::warn!(sessions = ?stale, "ended the sessions a previous run left open");
         }
         crate::services::storage::reclaim_blobs(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
-        crate::services::storage::deploy_buckets(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
-        crate::services::streaming::deploy(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::services::notebooks::stop_all(&control.plane).await;
-        crate::services::notebooks::deploy(&control).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::functions::start_dispatcher(control.clone());
         crate::services::audit_log::start_daily_reports(control.clone());
         crate::instances::start_background_tasks(control.clone());
@@ -198,6 +229,11 @@ impl ControlPlane {
 
     pub fn spec(&self) -> &Spec {
         &self.plane.spec
+    }
+
+    /// The spec as last deployed.
+    pub fn current(&self) -> Arc<Spec> {
+        self.plane.current()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -511,7 +547,8 @@ impl Ctx<'_> {
         {
             self.resources.push(RecordResource { arn: arn.clone(), account_id: self.plane.spec.account_id.clone(), kind: kind.into() });
         }
-        let decision = self.plane.authorizer.authorize(&self.caller.principal, action, &resource, self.source_ip);
+        let authorizer = self.plane.authorizer.read().expect("authorizer lock").clone();
+        let decision = authorizer.authorize(&self.caller.principal, action, &resource, self.source_ip);
         tracing::debug!(action, allowed = decision.allowed, reasons = ?decision.reasons, errors = ?decision.errors, "authorization");
         if decision.allowed {
             return Ok(());

@@ -1,6 +1,7 @@
 //! The services behind the pipeline. Each handler parses its typed input, authorizes, then acts.
 
 pub(crate) mod audit_log;
+pub(crate) mod deploy;
 pub(crate) mod keys;
 pub(crate) mod notebooks;
 pub(crate) mod parameters;
@@ -21,6 +22,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, name: &str, input: Value) -> Res
         "notebooks" => notebooks::dispatch(ctx, action, input).await,
         "audit" => audit_log::dispatch(ctx, action, input).await,
         "streaming" => streaming::dispatch(ctx, action, input).await,
+        "deploy" => deploy::dispatch(ctx, action, input).await,
         "identity" => match action {
             "CreateSessionToken" => crate::identity::create_session_token(ctx, input).await,
             "GetCallerIdentity" => crate::identity::get_caller_identity(ctx, input).await,

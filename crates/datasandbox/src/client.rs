@@ -24,7 +24,7 @@ impl CallError {
         CallError { document: json!({ "Code": "ConnectionError", "Message": message, "RequestId": null }), exit: 2 }
     }
 
-    fn local(code: &str, message: String) -> CallError {
+    pub fn local(code: &str, message: String) -> CallError {
         CallError { document: json!({ "Code": code, "Message": message, "RequestId": null }), exit: 1 }
     }
 }

@@ -7,6 +7,7 @@
 
 mod audit_cli;
 mod client;
+mod deploy_cli;
 mod home_sync;
 mod launcher;
 mod server;
@@ -63,6 +64,19 @@ enum Command {
     Serve(SpecArgs),
     /// Check a spec and print every problem, without starting anything.
     Validate(SpecArgs),
+    /// Compare the spec with the running environment: each resource's create, update,
+    /// replace (with the immutable fields that force it) or delete, by stack.
+    Diff(SpecArgs),
+    /// Apply the spec to the running environment, stack by stack, printing stack events; a
+    /// failure rolls every change back.
+    Deploy(SpecArgs),
+    /// Delete the environment's resources in reverse order, keeping (and naming) the retained
+    /// ones: keys, buckets that hold data, the policies.
+    Destroy {
+        /// Confirms the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Call any action: `datasandbox call storage:ListBuckets --input '{}'`.
     Call {
         /// The action, `service:Action`.
@@ -286,6 +300,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => server::run(&cli.data_dir, &args, server::Mode::Up).await,
         Command::Serve(args) => server::run(&cli.data_dir, &args, server::Mode::Serve).await,
         Command::Validate(args) => server::validate(&cli.data_dir, &args),
+        Command::Diff(args) => deploy_cli::diff(&cli.data_dir, &args).await,
+        Command::Deploy(args) => deploy_cli::deploy(&cli.data_dir, &args).await,
+        Command::Destroy { yes } => deploy_cli::destroy(&cli.data_dir, yes).await,
         Command::Call { action, input, endpoint } => client::call_command(&cli.data_dir, &endpoint, &action, &input).await,
         Command::Storage { command: StorageCommand::Cp { source, destination, endpoint } } => {
             client::copy(&cli.data_dir, &endpoint, &source, &destination).await

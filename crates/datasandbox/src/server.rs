@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -34,7 +34,8 @@ pub async fn run(data_dir: &Path, args: &SpecArgs, mode: Mode) -> ExitCode {
 
 pub fn validate(data_dir: &Path, args: &SpecArgs) -> ExitCode {
     match load_spec(data_dir, args) {
-        Ok((path, spec)) => {
+        Ok((spec, _)) => {
+            let path = spec_path(data_dir, args);
             if let Err(err) = control::check_policies(&spec) {
                 eprintln!("error: {err}");
                 return ExitCode::from(1);
@@ -59,13 +60,13 @@ fn spec_path(data_dir: &Path, args: &SpecArgs) -> PathBuf {
     args.spec.clone().unwrap_or_else(|| data_dir.join("datasandbox.toml"))
 }
 
-fn load_spec(data_dir: &Path, args: &SpecArgs) -> anyhow::Result<(PathBuf, Spec)> {
+fn load_spec(data_dir: &Path, args: &SpecArgs) -> anyhow::Result<(Spec, String)> {
     let path = spec_path(data_dir, args);
     let text = fs::read_to_string(&path).with_context(|| {
         format!("cannot read the spec `{}`; run `datasandbox up` once to write the defaults, or pass --spec", path.display())
     })?;
     let spec = Spec::parse(&text, &args.overrides).map_err(anyhow::Error::new).with_context(|| format!("in `{}`", path.display()))?;
-    Ok((path, spec))
+    Ok((spec, text))
 }
 
 async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<()> {
@@ -73,13 +74,14 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     // leaves the host as it was.
     let path = spec_path(data_dir, args);
     let fresh = mode == Mode::Up && !path.exists();
-    let spec = if fresh {
-        Spec::parse(&default_spec_text(), &args.overrides).map_err(anyhow::Error::new).context("in the default spec")?
+    let (spec, spec_text) = if fresh {
+        let text = default_spec_text();
+        (Spec::parse(&text, &args.overrides).map_err(anyhow::Error::new).context("in the default spec")?, text)
     } else {
         if mode == Mode::Serve && !data_dir.is_dir() {
             bail!("the data directory `{}` does not exist; run `datasandbox up` once to create it", data_dir.display());
         }
-        load_spec(data_dir, args)?.1
+        load_spec(data_dir, args)?
     };
     control::check_policies(&spec).context("the spec cannot be used")?;
     fs::DirBuilder::new()
@@ -91,6 +93,7 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
         fs::write(&path, default_spec_text()).with_context(|| format!("cannot write the default spec `{}`", path.display()))?;
         tracing::info!(path = %path.display(), "wrote the default spec");
     }
+    protect_data_dir(data_dir)?;
     let lock_path = data_dir.join("lock");
     let lock = fs::OpenOptions::new()
         .create(true)
@@ -105,6 +108,28 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     let listen = spec.api_listen;
     let control = control::ControlPlane::start(spec, data_dir, owner).await.context("cannot start the control plane")?;
     control.set_endpoint_server(gateway::endpoint_server(control.clone()));
+    if mode == Mode::Up {
+        // `up` deploys the spec, like `datasandbox deploy`, before it accepts requests.
+        let deployed = control.deploy_spec(&spec_text, &args.overrides).await;
+        match deployed.result {
+            Ok(answer) => {
+                for event in answer["Events"].as_array().into_iter().flatten() {
+                    tracing::debug!(
+                        stack = event["StackName"].as_str().unwrap_or_default(),
+                        resource = event["LogicalResourceId"].as_str().unwrap_or_default(),
+                        status = event["ResourceStatus"].as_str().unwrap_or_default(),
+                        "deploy"
+                    );
+                }
+                let changes = answer["Changes"].as_array().map_or(0, Vec::len);
+                tracing::info!(changes, "deployed the spec");
+            }
+            Err(err) => {
+                control.shutdown().await;
+                bail!("deploying the spec failed: {}", err.message);
+            }
+        }
+    }
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; change server.api_listen or pass -c server.api_listen=127.0.0.1:0"))?;
@@ -131,6 +156,43 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     let _ = fs::remove_file(&socket);
     tracing::info!("stopped");
     drop(lock);
+    Ok(())
+}
+
+/// Instances run in user namespaces whose ids are not the host's, yet their image roots and
+/// per-instance directories live under the data directory: the directory is traversable
+/// (0711, not listable) and everything private in it is owner-only. SQLite gives its `-wal`
+/// and `-shm` files the database file's mode, so the databases are made 0600 before they open.
+fn protect_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    let chmod = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).with_context(|| format!("cannot set the mode of `{}`", path.display()))
+    };
+    chmod(data_dir, 0o711)?;
+    for name in ["objects", "trail"] {
+        let dir = data_dir.join(name);
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        chmod(&dir, 0o700)?;
+    }
+    for name in ["metadata.db", "audit-index.db"] {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = data_dir.join(format!("{name}{suffix}"));
+            if suffix.is_empty() && !file.exists() {
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&file)
+                    .with_context(|| format!("cannot create `{}`", file.display()))?;
+            }
+            if file.exists() {
+                chmod(&file, 0o600)?;
+            }
+        }
+    }
+    let spec = data_dir.join("datasandbox.toml");
+    if spec.exists() {
+        chmod(&spec, 0o600)?;
+    }
     Ok(())
 }
 

@@ -190,6 +190,17 @@ pub struct NotebookSpec {
     pub kms_key_alias: String,
     pub root_access: bool,
     pub direct_internet_access: bool,
+    /// A notebook named for a user is deployed with the spec; one without an owner is the
+    /// template for the notebooks made on demand, one per user.
+    pub owner: Option<String>,
+}
+
+/// The launcher's settings, deployed as `/datasandbox/launcher/config` in the parameter store
+/// and read by every launcher at each session start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LauncherSpec {
+    pub timeout_seconds: u64,
+    pub poll_milliseconds: u64,
 }
 
 /// How the audit trail batches, checkpoints, rotates and digests.
@@ -239,6 +250,7 @@ pub struct Spec {
     pub fleets: Vec<FleetSpec>,
     pub stacks: Vec<StackSpec>,
     pub notebooks: Vec<NotebookSpec>,
+    pub launcher: LauncherSpec,
 }
 
 /// AppStream's user-setting actions, in AWS's spelling.
@@ -407,6 +419,12 @@ fn read_spec(root: &Table) -> Spec {
     let fleets = read_fleets(root, &environment_name, &image_name, fleet_type, &instance_types);
     let stacks = read_stacks(root, &environment_name, stream_view, &fleets, &buckets);
     let notebooks = read_notebooks(root, &instance_types);
+    let launcher_table = root.table("launcher");
+    let launcher = LauncherSpec {
+        timeout_seconds: launcher_table.integer("timeout_seconds", 300, 1..=3600) as u64,
+        poll_milliseconds: launcher_table.integer("poll_milliseconds", 100, 10..=10_000) as u64,
+    };
+    launcher_table.finish();
     root.finish();
 
     Spec {
@@ -437,6 +455,7 @@ fn read_spec(root: &Table) -> Spec {
         fleets,
         stacks,
         notebooks,
+        launcher,
     }
 }
 
@@ -706,9 +725,13 @@ fn read_notebooks(root: &Table, types: &[InstanceType]) -> Vec<NotebookSpec> {
                 kms_key_alias: t.string("kms_key_alias", "notebook-kms"),
                 root_access: t.choice("root_access", "Disabled", &["Enabled", "Disabled"]) == "Enabled",
                 direct_internet_access: t.choice("direct_internet_access", "Disabled", &["Enabled", "Disabled"]) == "Enabled",
+                owner: t.opt_string("owner").filter(|v| !v.is_empty()),
                 name,
             };
             check_instance_type(&t, "instance_type", &notebook.instance_type, types);
+            if let Some(Err(err)) = notebook.owner.as_ref().map(|o| crate::UserId::new(o.clone())) {
+                t.problem("owner", err.to_string());
+            }
             t.finish();
             notebook
         })

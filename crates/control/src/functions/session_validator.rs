@@ -174,8 +174,12 @@ async fn notebook_url(validator: &Validator<'_>, user: &str, session_id: &str, r
     let ready = described.as_ref().is_ok_and(|n| n["NotebookInstanceStatus"] == "InService");
     match described {
         Err(err) if err.status == 404 => {
-            let instance_type = plane.spec.notebooks.first().map_or_else(|| plane.spec.instance_type.clone(), |n| n.instance_type.clone());
-            let input = json!({ "NotebookInstanceName": name, "InstanceType": instance_type, "Owner": user });
+            let spec = plane.current();
+            // The spec's notebook without an owner is the template of the per-user notebooks.
+            let template = spec.notebooks.iter().find(|n| n.owner.is_none());
+            let instance_type = template.map_or_else(|| spec.instance_type.clone(), |n| n.instance_type.clone());
+            let volume = template.map_or(20, |n| n.volume_size_gb);
+            let input = json!({ "NotebookInstanceName": name, "InstanceType": instance_type, "VolumeSizeInGB": volume, "Owner": user });
             validator.call("notebooks:CreateNotebookInstance", input).await?;
         }
         Err(err) => return Err(err),

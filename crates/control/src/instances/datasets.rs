@@ -69,7 +69,7 @@ async fn materialize(control: &ControlPlane, id: &str, credential: &str, private
     let plane = &control.plane;
     let root = instance_dir(plane, id);
     let mut outcomes = Vec::new();
-    for dataset in &plane.spec.datasets {
+    for dataset in &plane.current().datasets {
         let caller = Caller { control, credential, private_address };
         let outcome = match copy_dataset(&caller, &root, dataset).await {
             Ok(Some((objects, bytes))) => Outcome::Mounted { objects, bytes },

@@ -42,6 +42,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> R
         "ListNotebookInstances" => list(ctx, input).await,
         "StartNotebookInstance" => start(ctx, input).await,
         "StopNotebookInstance" => stop(ctx, input).await,
+        "UpdateNotebookInstance" => update(ctx, input).await,
         "DeleteNotebookInstance" => delete(ctx, input).await,
         "CreatePresignedNotebookInstanceUrl" => presign(ctx, input).await,
         "RedeemPresignedNotebookInstanceUrl" => redeem(ctx, input).await,
@@ -174,7 +175,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
 }
 
 fn default_key_alias(plane: &Plane) -> String {
-    plane.spec.notebooks.first().map_or_else(|| "notebook-kms".to_owned(), |n| n.kms_key_alias.clone())
+    plane.current().notebooks.first().map_or_else(|| "notebook-kms".to_owned(), |n| n.kms_key_alias.clone())
 }
 
 fn volume_context(name: &str) -> std::collections::BTreeMap<String, String> {
@@ -412,6 +413,47 @@ pub(crate) async fn stop_notebook(plane: &Plane, name: &str) -> Result<(), Actio
     Ok(())
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct UpdateInput {
+    notebook_instance_name: String,
+    #[serde(default)]
+    instance_type: Option<String>,
+    #[serde(default, rename = "VolumeSizeInGB")]
+    volume_size_in_gb: Option<i64>,
+}
+
+/// As in SageMaker: only a stopped notebook changes, and its volume only grows.
+async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: UpdateInput = ctx.parse(input)?;
+    let plane = ctx.plane;
+    let notebook = row(plane, &input.notebook_instance_name).await?;
+    if let Some(t) = &input.instance_type {
+        crate::instances::instance_type(plane, t)?;
+    }
+    let current: i64 = notebook.try_get("volume_size_gb")?;
+    let volume = bounded("VolumeSizeInGB", input.volume_size_in_gb, current, 5..=16_384)?;
+    if volume < current {
+        return Err(ActionError::validation(format!("VolumeSizeInGB {volume} is smaller than the volume's {current}: volumes only grow")));
+    }
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    let state: String = notebook.try_get("state")?;
+    if state != "Stopped" && state != "Failed" {
+        return Err(ActionError::conflict(
+            "ConflictException",
+            format!("notebook instance `{}` is {state}; stop it first", input.notebook_instance_name),
+        ));
+    }
+    let instance_type = input.instance_type.clone().map_or_else(|| notebook.try_get("instance_type"), Ok)?;
+    sqlx::query("UPDATE notebooks SET instance_type = $1, volume_size_gb = $2 WHERE name = $3")
+        .bind(&instance_type)
+        .bind(volume)
+        .bind(&input.notebook_instance_name)
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(json!({}))
+}
+
 async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     let plane = ctx.plane;
@@ -611,26 +653,4 @@ pub(crate) async fn stop_all(plane: &Plane) {
             let _ = stop_notebook(plane, &name).await;
         }
     }
-}
-
-/// The key of notebook volumes, made with rotation on if the spec's alias does not exist yet
-/// (the seed's `notebook-kms`: rotation on, retained on delete).
-pub(crate) async fn deploy(control: &ControlPlane) -> Result<(), ActionError> {
-    let plane = &control.plane;
-    let alias = format!("alias/{}", default_key_alias(plane));
-    if crate::services::keys::resolve_for_use(plane, &alias).await.is_ok() {
-        return Ok(());
-    }
-    let call = |action: &str, input: Value| crate::pipeline::Request {
-        credentials: crate::identity::Credentials::Peer { uid: plane.socket_owner },
-        source_ip: "control.sock".into(),
-        user_agent: "datasandbox/deploy".into(),
-        action: action.to_owned(),
-        body: Ok(bytes::Bytes::from(input.to_string())),
-    };
-    let key = control.call(call("keys:CreateKey", json!({ "Description": "notebook volumes" }))).await.result?;
-    let id = key["KeyMetadata"]["KeyId"].as_str().unwrap_or_default().to_owned();
-    control.call(call("keys:CreateAlias", json!({ "AliasName": alias, "TargetKeyId": id }))).await.result?;
-    control.call(call("keys:EnableKeyRotation", json!({ "KeyId": id }))).await.result?;
-    Ok(())
 }

@@ -13,8 +13,7 @@ use sqlx::Row;
 
 use super::{decode_base64, decode_token, encode_base64, encode_token, unregistered};
 use crate::error::ActionError;
-use crate::identity::Credentials;
-use crate::pipeline::{ControlPlane, Ctx, Plane, Request};
+use crate::pipeline::{Ctx, Plane};
 use crate::store::{millis_to_rfc3339, now_millis};
 
 mod notifications;
@@ -622,55 +621,6 @@ async fn copy_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErr
     Ok(
         json!({ "CopyObjectResult": { "ETag": written.etag, "LastModified": millis_to_rfc3339(written.last_modified), "ChecksumSHA256": written.checksum } }),
     )
-}
-
-/// Creates the spec's buckets and merges the spec's notifications into each bucket's
-/// configuration by `Id`, keeping every notification the spec does not name. Each change is
-/// an action through the pipeline, as the local operator who started the server.
-pub(crate) async fn deploy_buckets(control: &ControlPlane) -> Result<(), ActionError> {
-    let plane = &*control.plane;
-    let call = |action: &str, input: Value| Request {
-        credentials: Credentials::Peer { uid: plane.socket_owner },
-        source_ip: "control.sock".into(),
-        user_agent: "datasandbox/deploy".into(),
-        action: action.to_owned(),
-        body: Ok(Bytes::from(input.to_string())),
-    };
-    // The platform's own reports bucket, whatever the spec declares.
-    let reports = BucketName::new(super::audit_log::reports_bucket(&plane.spec)).map_err(ActionError::internal)?;
-    if find_bucket(plane, &reports).await?.is_none() {
-        control.call(call("storage:CreateBucket", json!({ "Bucket": reports }))).await.result?;
-    }
-    for bucket in &plane.spec.buckets {
-        let existing = find_bucket(plane, &bucket.name).await?;
-        if existing.is_none() {
-            let response =
-                control.call(call("storage:CreateBucket", json!({ "Bucket": bucket.name, "HomeFolders": bucket.home_folders }))).await;
-            response.result?;
-        }
-        // A home-folder bucket always answers `session.json` with the session validator: the
-        // seed's notification, part of the environment, not something an update can lose.
-        let mut wanted = bucket.notifications.clone();
-        if bucket.home_folders && !wanted.iter().any(|n| n.id == "session-validator") {
-            wanted.push(model::spec::NotificationSpec {
-                id: "session-validator".into(),
-                events: vec!["ObjectCreated:*".into()],
-                prefix: "user/".into(),
-                suffix: model::session_file::SESSION_FILE.into(),
-                function: "session-validator".into(),
-            });
-        }
-        if wanted.is_empty() {
-            continue;
-        }
-        let current = existing.map(|b| b.notifications).unwrap_or_default();
-        let merged = current.merged_with(&wanted);
-        if merged != current {
-            let input = json!({ "Bucket": bucket.name, "NotificationConfiguration": merged });
-            control.call(call("storage:PutBucketNotificationConfiguration", input)).await.result?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -135,10 +135,3 @@ pub(crate) async fn end_all_sessions(control: &crate::pipeline::ControlPlane, re
     }
     ended
 }
-
-/// The spec's fleets and stacks, created when missing (started, as the seed's start-fleet stack
-/// does); existing ones are left as the API last set them.
-pub(crate) async fn deploy(plane: &Plane) -> Result<(), ActionError> {
-    fleets::deploy(plane).await?;
-    stacks::deploy(plane).await
-}

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod crash;
+mod deploy;
 mod flows;
 mod http;
 mod instances;

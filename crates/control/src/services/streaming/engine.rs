@@ -33,9 +33,8 @@ pub(crate) struct QueueLimits {
 
 /// A fleet's queue limits: from the spec for the spec's fleets, AWS-like defaults otherwise.
 pub(crate) fn queue_limits(plane: &Plane, fleet: &str) -> QueueLimits {
-    plane.spec.fleets.iter().find(|f| f.name == fleet).map_or(QueueLimits { max_queue: 100, queue_timeout_seconds: 300 }, |f| QueueLimits {
-        max_queue: f.max_queue,
-        queue_timeout_seconds: f.queue_timeout_seconds,
+    plane.current().fleets.iter().find(|f| f.name == fleet).map_or(QueueLimits { max_queue: 100, queue_timeout_seconds: 300 }, |f| {
+        QueueLimits { max_queue: f.max_queue, queue_timeout_seconds: f.queue_timeout_seconds }
     })
 }
 

@@ -129,7 +129,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         return Err(ActionError::validation("InstanceType is required"));
     }
     let defaults = Settings {
-        image: plane.spec.image_name.clone(),
+        image: plane.current().image_name.clone(),
         instance_type: String::new(),
         desired: 1,
         max_user_duration: 57_600,
@@ -331,39 +331,4 @@ async fn fleet_json(plane: &Plane, name: &str) -> Result<Value, ActionError> {
         "Description": row.try_get::<String, _>("description")?,
         "CreatedTime": millis_to_rfc3339(row.try_get("created")?),
     }))
-}
-
-pub(super) async fn deploy(plane: &Plane) -> Result<(), ActionError> {
-    for fleet in &plane.spec.fleets {
-        let view = plane
-            .spec
-            .stacks
-            .iter()
-            .find(|s| s.fleet == fleet.name)
-            .map(|s| match s.stream_view {
-                model::spec::StreamView::App => "APP",
-                _ => "DESKTOP",
-            })
-            .unwrap_or("DESKTOP");
-        sqlx::query(
-            "INSERT INTO fleets (name, image, instance_type, fleet_type, desired_instances, max_user_duration, disconnect_timeout, idle_disconnect_timeout,
-             stream_view, description, state, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '', 'STARTING', $10) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&fleet.name)
-        .bind(&fleet.image_name)
-        .bind(&fleet.instance_type)
-        .bind(match fleet.fleet_type {
-            FleetType::AlwaysOn => "ALWAYS_ON",
-            FleetType::OnDemand => "ON_DEMAND",
-        })
-        .bind(i64::from(fleet.desired_instances))
-        .bind(i64::from(fleet.max_user_duration_seconds))
-        .bind(i64::from(fleet.disconnect_timeout_seconds))
-        .bind(i64::from(fleet.idle_disconnect_timeout_seconds))
-        .bind(view)
-        .bind(now_millis())
-        .execute(&plane.store.pool)
-        .await?;
-    }
-    Ok(())
 }

@@ -57,6 +57,18 @@ struct StackInput {
     redirect_url: Option<String>,
     #[serde(default)]
     attributes_to_delete: Vec<String>,
+    /// DataSandbox's addition: the catalog application a session starts when its URL names none.
+    #[serde(default)]
+    default_application: Option<String>,
+}
+
+fn check_application(application: &Option<String>) -> Result<(), ActionError> {
+    match application {
+        Some(a) if a.is_empty() || a.len() > 128 || !a.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+            Err(ActionError::validation(format!("DefaultApplication `{a}` must be 1..=128 letters, digits, `-`, `_` or `.`")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks settings and completes them: every action present, unlisted ones ENABLED.
@@ -99,14 +111,17 @@ fn complete_settings(given: &[UserSetting], base: &[UserSetting]) -> Result<Vec<
         .collect())
 }
 
-fn home_bucket(plane: &Plane, connectors: &[StorageConnector]) -> Result<Option<String>, ActionError> {
+async fn home_bucket(plane: &Plane, connectors: &[StorageConnector]) -> Result<Option<String>, ActionError> {
     let mut bucket = None;
     for connector in connectors {
         match connector.connector_type.as_str() {
             "HOMEFOLDERS" => {
-                let default = plane.spec.home_bucket().map(|b| b.name.to_string());
+                let default = plane.current().home_bucket().map(|b| b.name.to_string());
                 let named = connector.resource_identifier.clone().or(default);
-                let ok = named.as_ref().is_some_and(|n| plane.spec.buckets.iter().any(|b| b.home_folders && b.name.as_str() == n));
+                let mut ok = false;
+                if let Some(name) = named.as_ref().and_then(|n| model::BucketName::new(n.clone()).ok()) {
+                    ok = crate::services::storage::find_bucket(plane, &name).await?.is_some_and(|b| b.home_folders);
+                }
                 if !ok {
                     return Err(ActionError::validation("HOMEFOLDERS must name a bucket that holds home folders in this environment"));
                 }
@@ -136,22 +151,24 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     check_name("Name", &input.name)?;
     let plane = ctx.plane;
     let settings = complete_settings(input.user_settings.as_deref().unwrap_or_default(), &[])?;
-    let bucket = home_bucket(plane, input.storage_connectors.as_deref().unwrap_or_default())?;
+    let bucket = home_bucket(plane, input.storage_connectors.as_deref().unwrap_or_default()).await?;
     check_redirect(&input.redirect_url)?;
+    check_application(&input.default_application)?;
     let description = input.description.clone().unwrap_or_default();
     if description.chars().count() > 256 || input.display_name.as_ref().is_some_and(|d| d.chars().count() > 100) {
         return Err(ActionError::validation("Description is at most 256 characters and DisplayName at most 100"));
     }
     ctx.authorize(Resource::Service("streaming".into()))?;
     let inserted = sqlx::query(
-        "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, created) VALUES ($1, NULL, $2, $3, $4, $5, $6)
-         ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, default_application, created)
+         VALUES ($1, NULL, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&input.name)
     .bind(&description)
     .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
     .bind(&bucket)
     .bind(&input.redirect_url)
+    .bind(&input.default_application)
     .bind(now_millis())
     .execute(&plane.store.pool)
     .await?;
@@ -180,7 +197,7 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     };
     let settings = complete_settings(input.user_settings.as_deref().unwrap_or_default(), &current)?;
     let bucket = match &input.storage_connectors {
-        Some(connectors) => home_bucket(plane, connectors)?,
+        Some(connectors) => home_bucket(plane, connectors).await?,
         None if deleting("STORAGE_CONNECTORS") => None,
         None => row.try_get("home_folders_bucket")?,
     };
@@ -191,14 +208,19 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         None => row.try_get("redirect_url")?,
     };
     let description = input.description.clone().map_or_else(|| row.try_get("description"), Ok)?;
+    check_application(&input.default_application)?;
+    let application = input.default_application.clone().map_or_else(|| row.try_get("default_application"), |a| Ok(Some(a)))?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     // Sessions already running keep the settings they started with.
-    sqlx::query("UPDATE stacks SET description = $1, user_settings = $2, home_folders_bucket = $3, redirect_url = $4 WHERE name = $5")
-        .bind(&description)
-        .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
-        .bind(&bucket)
-        .bind(&redirect)
-        .bind(&input.name)
+    sqlx::query(
+        "UPDATE stacks SET description = $1, user_settings = $2, home_folders_bucket = $3, redirect_url = $4, default_application = $5 WHERE name = $6",
+    )
+    .bind(&description)
+    .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
+    .bind(&bucket)
+    .bind(&redirect)
+    .bind(&application)
+    .bind(&input.name)
         .execute(&plane.store.pool)
         .await?;
     Ok(json!({ "Stack": stack_json(plane, &stack_row(plane, &input.name).await?)? }))
@@ -293,32 +315,4 @@ fn stack_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionErr
         "DefaultApplication": row.try_get::<Option<String>, _>("default_application")?,
         "StackErrors": [],
     }))
-}
-
-pub(super) async fn deploy(plane: &Plane) -> Result<(), ActionError> {
-    for stack in &plane.spec.stacks {
-        let settings: Vec<UserSetting> = stack
-            .user_settings
-            .iter()
-            .map(|s| UserSetting {
-                action: s.action.to_owned(),
-                permission: if s.enabled { "ENABLED" } else { "DISABLED" }.into(),
-                maximum_length: s.maximum_length.map(i64::from),
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, default_application, created)
-             VALUES ($1, $2, '', $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&stack.name)
-        .bind(&stack.fleet)
-        .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
-        .bind(&stack.home_folders_bucket)
-        .bind(&stack.redirect_url)
-        .bind(&stack.application)
-        .bind(now_millis())
-        .execute(&plane.store.pool)
-        .await?;
-    }
-    Ok(())
 }
