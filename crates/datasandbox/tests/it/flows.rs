@@ -101,16 +101,17 @@ fn every_action_gets_one_audit_record_including_denied_and_failed() {
     let records = server.audit(&[("EventSource", "storage")]);
     let names: Vec<(&str, Option<&str>)> =
         records.iter().map(|r| (r["eventName"].as_str().expect("name"), r["errorCode"].as_str())).collect();
-    // The start-up deploy created the reports and home buckets and wired the home bucket's
-    // session.json notification; then our three calls, newest first.
+    // The start-up deploy created the home bucket (storage stack), then the reports bucket
+    // and the home bucket's session.json notification (streaming stack); then our three
+    // calls, newest first.
     assert_eq!(
         names,
         [
             ("ListBuckets", Some("AccessDeniedException")),
             ("GetObject", Some("NoSuchKey")),
             ("ListBuckets", None),
-            ("PutBucketNotificationConfiguration", None),
             ("CreateBucket", None),
+            ("PutBucketNotificationConfiguration", None),
             ("CreateBucket", None)
         ]
     );

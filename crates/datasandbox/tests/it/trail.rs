@@ -107,7 +107,7 @@ fn every_kind_of_tampering_is_detected_and_an_untouched_trail_validates() {
     let cases: Vec<(&str, Tamper, &[&str])> = vec![
         (
             "modified record",
-            Box::new(move |t| edit_log(&middle(t), |lines| lines[1] = lines[1].replace("PutParameter", "GetParameter"))),
+            Box::new(move |t| edit_log(&middle(t), |lines| lines[1] = lines[1].replacen("\"eventID\":\"", "\"eventID\":\"0", 1))),
             &["INVALID: hash value doesn't match", "has been modified"],
         ),
         ("deleted record", Box::new(move |t| edit_log(&middle(t), |lines| drop(lines.remove(1)))), &["is missing (deleted)"]),
