@@ -228,3 +228,57 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     eventually(10, "the fleet runs again", || (fleet(&server)["State"] == "RUNNING").then_some(()));
     assert_eq!(notification_ids(&server), ["other", "session-validator"]);
 }
+
+/// Instances of the running fleet: (id, type, user).
+fn instances(server: &Server) -> Vec<(String, String, Option<String>)> {
+    let listed = server.ok("streaming:DescribeInstances", json!({}));
+    listed["Instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|i| i["State"] == "RUNNING")
+        .map(|i| {
+            let field = |k: &str| i[k].as_str().unwrap_or_default().to_owned();
+            (field("InstanceId"), field("InstanceType"), i["UserId"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_instance_type_reaches_instances_as_their_sessions_end() {
+    let overrides = ["fleet_type=ALWAYS_ON".to_owned(), "fleets.datasandbox-fleet.desired_instances=1".to_owned()];
+    let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let server = crate::streaming::server(&refs);
+    eventually(30, "a warm instance", || (instances(&server).len() == 1).then_some(()));
+    let cookie = crate::streaming::redeem(&server, "alice");
+    let session = eventually(30, "alice's session", || {
+        let s = crate::streaming::status(&server, &cookie);
+        (s["State"] == "ACTIVE").then_some(s)
+    });
+    let busy = session["InstanceId"].as_str().expect("an instance").to_owned();
+
+    // Deploy the same spec (the overrides `up` had) with a bigger instance type.
+    let mut args = vec!["deploy".to_owned()];
+    for o in [crate::streaming::vpc(), "stacks.datasandbox-stack.application=shell".to_owned()].iter().chain(&overrides) {
+        args.extend(["-c".to_owned(), o.clone()]);
+    }
+    args.extend(["-c".to_owned(), "instance_type=stream.standard.medium".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let deployed = server.cli(&args, &[]);
+    assert_eq!(deployed.exit, 0, "{:?}", deployed.stderr);
+
+    // The session keeps its instance; once it ends, the fleet's instance is of the new type.
+    // A negative check: the engine, woken by the deploy, has time to (wrongly) take it.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        instances(&server)
+            .iter()
+            .any(|(id, kind, user)| *id == busy && kind == "stream.standard.small" && user.as_deref() == Some("alice"))
+    );
+    crate::streaming::expire(&server, &session);
+    eventually(30, "the warm instance to be of the new type", || {
+        let now = instances(&server);
+        (now.len() == 1 && now[0].1 == "stream.standard.medium" && now[0].0 != busy).then_some(())
+    });
+}

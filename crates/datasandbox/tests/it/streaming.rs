@@ -20,7 +20,7 @@ pub(crate) fn vpc() -> String {
 
 /// A server with the base image built, its default fleet set by `overrides`. Its sessions
 /// start a shell, not the notebook launcher: these tests are about sessions, not notebooks.
-fn server(overrides: &[&str]) -> Server {
+pub(crate) fn server(overrides: &[&str]) -> Server {
     let mut all = vec![vpc(), format!("stacks.{STACK}.application=shell")];
     all.extend(overrides.iter().map(|o| (*o).to_owned()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
