@@ -113,6 +113,14 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     // The fleet type is immutable: announced as a replacement, and performed, keeping the
     // stack's association and the fleet running. The stack's settings change too, and the
     // bucket keeps every notification.
+    // The identity provider's metadata joins too (the `saml` stack).
+    let metadata = server.data_dir().join("idp.xml");
+    std::fs::write(
+        &metadata,
+        r#"<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://idp.example"><IDPSSODescriptor/></EntityDescriptor>"#,
+    )
+    .expect("write metadata");
+    let idp = format!("idp_metadata={}", metadata.display());
     let always_on = [
         "-c",
         "instance_type=stream.standard.medium",
@@ -122,6 +130,8 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
         "fleets.datasandbox-fleet.desired_instances=1",
         "-c",
         "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED",
+        "-c",
+        &idp,
     ];
     let mut args = vec!["diff"];
     args.extend_from_slice(&always_on);
@@ -139,6 +149,8 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     assert_eq!(stack(&server)["FleetName"], "datasandbox-fleet");
     assert_eq!(permission(&stack(&server), "FILE_DOWNLOAD"), "ENABLED");
     assert_eq!(notification_ids(&server), ["session-validator", "other"]);
+    let provider = server.data_dir().join("identity-providers/idp_sample.xml");
+    assert!(std::fs::read_to_string(&provider).expect("the provider's metadata").contains("https://idp.example"));
     eventually(30, "the replaced ALWAYS_ON fleet runs its instance", || {
         (fleet(&server)["ComputeCapacityStatus"]["Running"] == 1).then_some(())
     });
@@ -154,6 +166,14 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     for problem in ["fleet_type", "SOMETIMES", "vpc_cidr", "not a private", "stacks.datasandbox-stack.fleet", "nowhere"] {
         assert!(shown.contains(problem), "`{problem}` not named in:\n{shown}");
     }
+    assert_eq!(snapshot(&server), before);
+    // So does an identity provider whose metadata cannot be read.
+    let mut args = vec!["deploy"];
+    args.extend_from_slice(&always_on);
+    args.extend_from_slice(&["-c", "idp_metadata=/nonexistent/idp.xml"]);
+    let unreadable = server.cli(&args, &[]);
+    assert_eq!(unreadable.exit, 1, "{}", text(&unreadable));
+    assert!(text(&unreadable).contains("idp_metadata: cannot read `/nonexistent/idp.xml`"), "{}", text(&unreadable));
     assert_eq!(snapshot(&server), before);
 
     // A failure midway (the fleet's image is missing) after a new bucket was created and the
@@ -221,6 +241,7 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     assert_eq!(notification_ids(&server), ["other"], "only our notification goes");
     assert_eq!(server.call("parameters:GetParameter", &json!({ "Name": "/datasandbox/launcher/config" })).exit, 1);
     assert_eq!(server.ok("keys:GetKeyRotationStatus", json!({ "KeyId": "alias/notebook-kms" }))["KeyRotationEnabled"], true);
+    assert!(!provider.exists(), "the identity provider goes with the saml stack");
 
     // And the environment comes back on the retained bucket and key.
     let back = deploy(&[]);
