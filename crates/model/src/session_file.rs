@@ -50,7 +50,7 @@ impl RejectReason {
             RejectReason::NotOwnFolder => "the session file is not in your own home folder",
             RejectReason::UnknownSession => "no such session for this user, stack and fleet",
             RejectReason::SessionNotActive => "the session is not active",
-            RejectReason::SessionExpired => "the session has expired",
+            RejectReason::SessionExpired => "the session has ended or expired",
             RejectReason::WrittenByAnotherInstance => "the session file was not written by this session's instance",
             RejectReason::NotebookUnavailable => "your notebook could not be started; contact the operator",
         }

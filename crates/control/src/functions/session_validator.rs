@@ -107,25 +107,23 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
         "federated" => "SAML",
         _ => "USERPOOL",
     };
-    let mut token: Option<String> = None;
-    let session = loop {
-        let mut input = json!({ "StackName": claim.stack_name, "FleetName": claim.fleet_name, "UserId": claim.user_name, "AuthenticationType": authentication, "Limit": 50 });
-        if let Some(t) = &token {
-            input["NextToken"] = json!(t);
-        }
-        let page = match validator.call("streaming:DescribeSessions", input).await {
-            Ok(page) => page,
-            Err(err) if err.status == 400 || err.status == 404 => return Ok(Rejected(RejectReason::UnknownSession)),
-            Err(err) => return Err(err),
-        };
-        if let Some(found) = page["Sessions"].as_array().into_iter().flatten().find(|s| s["Id"] == claim.session_id.as_str()) {
-            break found.clone();
-        }
-        match page["NextToken"].as_str() {
-            Some(next) => token = Some(next.to_owned()),
+    // The one session by id, in whatever state it is: an ended session is told apart from
+    // one that never was.
+    let input = json!({
+        "StackName": claim.stack_name, "FleetName": claim.fleet_name, "UserId": claim.user_name,
+        "AuthenticationType": authentication, "SessionId": claim.session_id,
+    });
+    let session = match validator.call("streaming:DescribeSessions", input).await {
+        Ok(page) => match page["Sessions"].as_array().and_then(|all| all.first()) {
+            Some(found) => found.clone(),
             None => return Ok(Rejected(RejectReason::UnknownSession)),
-        }
+        },
+        Err(err) if err.status == 400 || err.status == 404 => return Ok(Rejected(RejectReason::UnknownSession)),
+        Err(err) => return Err(err),
     };
+    if session["State"] == "EXPIRED" {
+        return Ok(Rejected(RejectReason::SessionExpired));
+    }
     if session["State"] != "ACTIVE" {
         return Ok(Rejected(RejectReason::SessionNotActive));
     }

@@ -3,8 +3,8 @@
 //! Unix socket, with an encrypted volume; and single-use presigned URLs bound to the
 //! streaming session they were made for.
 //!
-//! The volume is a gocryptfs directory under `<data-dir>/notebooks/<name>/cipher`, mounted
-//! (FUSE) at `…/plain` only while the notebook runs and bound into its instance at
+//! The volume (`volume.rs`) is a disk of the notebook's size holding a gocryptfs directory,
+//! mounted (FUSE) at `…/plain` only while the notebook runs and bound into its instance at
 //! `/home/user/work`. Its password is a 256-bit data key from the key service, stored wrapped
 //! by the notebook's KMS key: while the notebook is stopped, nothing of the volume is
 //! plaintext on the host disk.
@@ -20,6 +20,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod volume;
+
+use volume::Volume;
 
 use crate::error::ActionError;
 use crate::instances::{Launch, Program, launch_instance, stop_instance};
@@ -123,7 +127,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     check_name(&input.notebook_instance_name)?;
     let plane = ctx.plane;
     crate::instances::instance_type(plane, &input.instance_type)?;
-    let volume = bounded("VolumeSizeInGB", input.volume_size_in_gb, 5, 5..=16_384)?;
+    let volume_size = bounded("VolumeSizeInGB", input.volume_size_in_gb, 5, 5..=16_384)?;
     if input.root_access.as_deref().is_some_and(|r| r != "Disabled") {
         return Err(ActionError::validation("RootAccess must be Disabled: notebook users never get root"));
     }
@@ -151,16 +155,17 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let context = volume_context(&input.notebook_instance_name);
     let wrapped = crate::services::keys::encrypt_with(plane, &key, &data_key, &context).await?;
     let name = input.notebook_instance_name.clone();
-    let cipher = notebook_dir(plane, &name).join("cipher");
+    let volume = Volume::new(notebook_dir(plane, &name));
     let password = hex::encode(data_key);
-    tokio::task::spawn_blocking(move || init_volume(&cipher, &password)).await.map_err(ActionError::internal)??;
+    let size = volume_size as u64;
+    tokio::task::spawn_blocking(move || volume.create(size, &password)).await.map_err(ActionError::internal)??;
     sqlx::query(
         "INSERT INTO notebooks (name, instance_type, volume_size_gb, kms_key_id, owner, state, instance_id, wrapped_key, created)
          VALUES ($1, $2, $3, $4, $5, 'Pending', NULL, $6, $7)",
     )
     .bind(&name)
     .bind(&input.instance_type)
-    .bind(volume)
+    .bind(volume_size)
     .bind(key.id())
     .bind(&input.owner)
     .bind(crate::services::encode_base64(&wrapped))
@@ -186,62 +191,13 @@ fn arn(plane: &Plane, name: &str) -> String {
     format!("arn:datasandbox:notebooks:{}:{}:notebook-instance/{name}", plane.spec.region, plane.spec.account_id)
 }
 
-/// Runs a command with the volume password on its standard input (never in a file or argv).
-fn with_password(command: &mut std::process::Command, password: &str, step: &str) -> Result<(), ActionError> {
-    use std::io::Write as _;
-    let mut child = command
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            ActionError::new(503, "ServiceUnavailable", format!("{step}: cannot run gocryptfs ({e}); apt-get install gocryptfs"))
-        })?;
-    child.stdin.take().expect("piped").write_all(password.as_bytes()).map_err(ActionError::internal)?;
-    let output = child.wait_with_output().map_err(ActionError::internal)?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        // The operator reads this as the notebook's FailureReason.
-        Err(ActionError::new(503, "ServiceUnavailable", format!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
-    }
-}
-
-fn init_volume(cipher: &Path, password: &str) -> Result<(), ActionError> {
-    std::fs::create_dir_all(cipher).map_err(ActionError::internal)?;
-    std::fs::set_permissions(cipher, std::fs::Permissions::from_mode(0o700)).map_err(ActionError::internal)?;
-    with_password(
-        std::process::Command::new("gocryptfs").args(["-init", "-q", "-passfile", "/dev/stdin"]).arg(cipher),
-        password,
-        "initialize the volume",
-    )
-}
-
-fn mount_volume(cipher: &Path, plain: &Path, password: &str) -> Result<(), ActionError> {
-    std::fs::create_dir_all(plain).map_err(ActionError::internal)?;
-    with_password(
-        std::process::Command::new("gocryptfs").args(["-q", "-allow_other", "-passfile", "/dev/stdin"]).arg(cipher).arg(plain),
-        password,
-        "mount the volume",
-    )?;
-    // The workspace user owns the volume's root (uid 1000 inside is 101000 outside).
-    std::os::unix::fs::chown(plain, Some(101_000), Some(101_000)).map_err(ActionError::internal)
-}
-
-fn unmount_volume(plain: &Path) {
-    let mounted = std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split(' ').nth(1) == plain.to_str());
-    if mounted {
-        let _ = std::process::Command::new("umount").arg(plain).status();
-    }
-}
-
 /// Starts a notebook: its volume mounted, its Jupyter server in a fresh instance, then
 /// InService once Jupyter answers (or Failed with the reason).
 async fn run_notebook(control: &ControlPlane, name: &str) {
     if let Err(err) = try_run_notebook(control, name).await {
         tracing::error!(notebook = name, error = %err, "notebook did not start");
         let plane = &control.plane;
-        unmount_volume(&notebook_dir(plane, name).join("plain"));
+        Volume::new(notebook_dir(plane, name)).unmount();
         let _ = sqlx::query("UPDATE notebooks SET state = 'Failed', failure_reason = $1 WHERE name = $2")
             .bind(err.message.clone())
             .bind(name)
@@ -256,11 +212,11 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
     let wrapped = crate::services::decode_base64("wrapped key", &notebook.try_get::<String, _>("wrapped_key")?)?;
     let (_, data_key) = crate::services::keys::decrypt_blob(plane, &wrapped, &volume_context(name)).await?;
     let dir = notebook_dir(plane, name);
-    let (cipher, plain, run) = (dir.join("cipher"), dir.join("plain"), dir.join("run"));
+    let (plain, run) = (Volume::new(dir.clone()).plain(), dir.join("run"));
     let password = hex::encode(&data_key);
     {
-        let (cipher, plain) = (cipher.clone(), plain.clone());
-        tokio::task::spawn_blocking(move || mount_volume(&cipher, &plain, &password)).await.map_err(ActionError::internal)??;
+        let volume = Volume::new(dir.clone());
+        tokio::task::spawn_blocking(move || volume.mount(&password)).await.map_err(ActionError::internal)??;
     }
     let _ = std::fs::remove_dir_all(&run);
     std::fs::create_dir_all(&run).map_err(ActionError::internal)?;
@@ -407,8 +363,8 @@ pub(crate) async fn stop_notebook(plane: &Plane, name: &str) -> Result<(), Actio
     {
         return Err(err);
     }
-    let plain = notebook_dir(plane, name).join("plain");
-    tokio::task::spawn_blocking(move || unmount_volume(&plain)).await.map_err(ActionError::internal)?;
+    let volume = Volume::new(notebook_dir(plane, name));
+    tokio::task::spawn_blocking(move || volume.unmount()).await.map_err(ActionError::internal)?;
     sqlx::query("UPDATE notebooks SET state = 'Stopped', instance_id = NULL WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
     Ok(())
 }
@@ -445,6 +401,10 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         ));
     }
     let instance_type = input.instance_type.clone().map_or_else(|| notebook.try_get("instance_type"), Ok)?;
+    if volume > current {
+        let disk = Volume::new(notebook_dir(plane, &input.notebook_instance_name));
+        tokio::task::spawn_blocking(move || disk.grow(volume as u64)).await.map_err(ActionError::internal)??;
+    }
     sqlx::query("UPDATE notebooks SET instance_type = $1, volume_size_gb = $2 WHERE name = $3")
         .bind(&instance_type)
         .bind(volume)

@@ -120,6 +120,20 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     let notebook = json!({ "type": "notebook", "content": { "cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5 } });
     assert_eq!(send(&server, "PUT", &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie, &notebook).status, 201);
     assert_eq!(get(&server, &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie).status, 200);
+    // The volume is a disk of the notebook's size (the template's 20 GB): its file system, not
+    // the host's, is what the notebook fills.
+    let listed = server.ok("streaming:DescribeInstances", json!({}));
+    let notebook_instance = listed["Instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["ImageName"] == "datasandbox-notebook" && i["State"] == "RUNNING")
+        .and_then(|i| i["InstanceId"].as_str())
+        .expect("the notebook's instance")
+        .to_owned();
+    let df = server.cli(&["instances", "exec", &notebook_instance, "--", "df", "-B1", "--output=size", "/home/user/work"], &[]);
+    let size: u64 = df.stdout.as_str().and_then(|t| t.lines().nth(1)).and_then(|l| l.trim().parse().ok()).expect("df's size");
+    assert!((19 * 1024 * 1024 * 1024..=20 * 1024 * 1024 * 1024).contains(&size), "volume size {size}");
     for path in [
         "files/data.csv",
         "api/contents/data.csv",
@@ -182,7 +196,10 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     let dir = server.data_dir().join("notebooks").join(&name);
     let grep = std::process::Command::new("grep").args(["-r", "-l", "PLAINTEXT-MARKER-7341"]).arg(&dir).output().expect("grep");
     assert!(grep.stdout.is_empty(), "plaintext on the host disk: {}", String::from_utf8_lossy(&grep.stdout));
-    assert!(std::fs::read_dir(dir.join("cipher")).expect("cipher dir").count() > 2, "the volume holds nothing");
+    let disk = std::fs::metadata(dir.join("volume.img")).expect("the volume's disk");
+    assert_eq!(disk.len(), 20 * 1024 * 1024 * 1024, "the template's 20 GB");
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("mounts");
+    assert!(!mounts.contains(dir.to_str().expect("utf-8")), "a stopped notebook's volume is not mounted: {mounts}");
 }
 
 /// Writes `session.json` from inside an instance, as that instance, into `key`.
@@ -307,6 +324,13 @@ fn the_session_validator_rejects_every_spoof_with_a_reason() {
     answer(&server, &home("carol"));
     write_from(&server, carol["InstanceId"].as_str().expect("instance"), &key("carol"), claim("carol", &bob).to_string().as_bytes());
     assert_eq!(answer(&server, &home("carol")), "UNKNOWN_SESSION");
+    // Bob's own ended session (its instance is gone; the operator writes the file): told apart
+    // from a session that never was.
+    server.ok(
+        "storage:PutObject",
+        json!({ "Bucket": "datasandbox-home", "Key": key("bob"), "Body": b64(claim("bob", &bob).to_string().as_bytes()) }),
+    );
+    assert_eq!(answer(&server, &home("bob")), "SESSION_EXPIRED");
     // A session still waiting for an instance (PENDING): alice's third, with the fleet full.
     eventually(60, "a free warm instance", || {
         let fleets = server.ok("streaming:DescribeFleets", json!({}));

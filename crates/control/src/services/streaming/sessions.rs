@@ -469,6 +469,10 @@ struct DescribeInput {
     limit: Option<i64>,
     #[serde(default)]
     next_token: Option<String>,
+    /// DataSandbox's addition: one session by id, in any state (an ended one too, as EXPIRED),
+    /// so that a checker can tell "ended" from "never was".
+    #[serde(default)]
+    session_id: Option<String>,
 }
 
 async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
@@ -499,7 +503,8 @@ async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError>
     ctx.authorize(Resource::Service("streaming".into()))?;
     let (after_time, after_id) = after.clone().unwrap_or((i64::MIN, String::new()));
     let rows = sqlx::query(
-        "SELECT * FROM sessions WHERE stack = $1 AND fleet = $2 AND state IN ('PENDING', 'ACTIVE')
+        "SELECT * FROM sessions WHERE stack = $1 AND fleet = $2
+         AND (($9 = '' AND state IN ('PENDING', 'ACTIVE')) OR session_id = $9)
          AND ($3 = '' OR (user_id = $3 AND authentication_type = $4)) AND ($5 = '' OR instance_id = $5)
          AND (start_time > $6 OR (start_time = $6 AND session_id > $7))
          ORDER BY start_time, session_id LIMIT $8",
@@ -512,6 +517,7 @@ async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError>
     .bind(after_time)
     .bind(&after_id)
     .bind(limit + 1)
+    .bind(input.session_id.clone().unwrap_or_default())
     .fetch_all(&plane.store.pool)
     .await?;
     let more = rows.len() as i64 > limit;

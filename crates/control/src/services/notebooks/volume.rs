@@ -1,0 +1,152 @@
+//! A notebook's volume, like the EBS volume SageMaker gives a notebook: a disk of exactly
+//! `VolumeSizeInGB` (a sparse ext4 image on a loop device, so the size is enforced by the
+//! file system) that holds a gocryptfs directory, so nothing on it is plaintext.
+//!
+//! Layout under `<data-dir>/notebooks/<name>/`: `volume.img` (the disk, only ciphertext),
+//! `disk/` (where the disk is mounted while the notebook runs), `disk/cipher/` (gocryptfs's
+//! directory) and `plain/` (the decrypted view, bound into the notebook's instance).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::ActionError;
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+pub(super) struct Volume {
+    dir: PathBuf,
+}
+
+impl Volume {
+    pub fn new(dir: PathBuf) -> Volume {
+        Volume { dir }
+    }
+
+    fn image(&self) -> PathBuf {
+        self.dir.join("volume.img")
+    }
+
+    fn disk(&self) -> PathBuf {
+        self.dir.join("disk")
+    }
+
+    fn cipher(&self) -> PathBuf {
+        self.disk().join("cipher")
+    }
+
+    pub fn plain(&self) -> PathBuf {
+        self.dir.join("plain")
+    }
+
+    /// Makes the disk and the encrypted directory on it; leaves nothing mounted.
+    pub fn create(&self, size_gb: u64, password: &str) -> Result<(), ActionError> {
+        std::fs::create_dir_all(&self.dir).map_err(ActionError::internal)?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o711)).map_err(ActionError::internal)?;
+        let image = std::fs::File::create(self.image()).map_err(ActionError::internal)?;
+        image.set_len(size_gb * GIB).map_err(ActionError::internal)?;
+        drop(image);
+        // No reserved blocks (the whole size is the user's); a small journal; lazy init keeps
+        // the image sparse.
+        run(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-m", "0", "-J", "size=8", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+                .arg(self.image()),
+            "format the volume",
+        )?;
+        self.mount_disk()?;
+        let initialized = (|| {
+            std::fs::create_dir_all(self.cipher()).map_err(ActionError::internal)?;
+            std::fs::set_permissions(self.cipher(), std::fs::Permissions::from_mode(0o700)).map_err(ActionError::internal)?;
+            with_password(
+                Command::new("gocryptfs").args(["-init", "-q", "-passfile", "/dev/stdin"]).arg(self.cipher()),
+                password,
+                "initialize the volume",
+            )
+        })();
+        unmount(&self.disk());
+        initialized
+    }
+
+    /// Mounts the disk, then the decrypted view, owned by the workspace user.
+    pub fn mount(&self, password: &str) -> Result<(), ActionError> {
+        self.mount_disk()?;
+        std::fs::create_dir_all(self.plain()).map_err(ActionError::internal)?;
+        let mounted = with_password(
+            Command::new("gocryptfs").args(["-q", "-allow_other", "-passfile", "/dev/stdin"]).arg(self.cipher()).arg(self.plain()),
+            password,
+            "mount the volume",
+        );
+        if let Err(err) = mounted {
+            unmount(&self.disk());
+            return Err(err);
+        }
+        // The workspace user owns the volume's root (uid 1000 inside is 101000 outside).
+        std::os::unix::fs::chown(self.plain(), Some(101_000), Some(101_000)).map_err(ActionError::internal)
+    }
+
+    pub fn unmount(&self) {
+        unmount(&self.plain());
+        unmount(&self.disk());
+    }
+
+    /// Grows a stopped notebook's disk (volumes only grow, as in SageMaker).
+    pub fn grow(&self, size_gb: u64) -> Result<(), ActionError> {
+        let image = std::fs::OpenOptions::new().write(true).open(self.image()).map_err(ActionError::internal)?;
+        image.set_len(size_gb * GIB).map_err(ActionError::internal)?;
+        drop(image);
+        run(Command::new("e2fsck").args(["-f", "-p"]).arg(self.image()), "check the volume")?;
+        run(Command::new("resize2fs").arg("-f").arg(self.image()), "grow the volume")
+    }
+
+    fn mount_disk(&self) -> Result<(), ActionError> {
+        std::fs::create_dir_all(self.disk()).map_err(ActionError::internal)?;
+        if is_mounted(&self.disk()) {
+            return Ok(());
+        }
+        run(
+            Command::new("mount").args(["-o", "loop,nodev,nosuid,noexec"]).arg(self.image()).arg(self.disk()),
+            "mount the volume's disk (needs loop devices)",
+        )
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split(' ').nth(1) == path.to_str())
+}
+
+fn unmount(path: &Path) {
+    if is_mounted(path) {
+        let _ = Command::new("umount").arg(path).status();
+    }
+}
+
+fn run(command: &mut Command, step: &str) -> Result<(), ActionError> {
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| ActionError::new(503, "ServiceUnavailable", format!("{step}: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(ActionError::new(503, "ServiceUnavailable", format!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
+    }
+}
+
+/// Runs a command with the volume password on its standard input (never in a file or argv).
+fn with_password(command: &mut Command, password: &str, step: &str) -> Result<(), ActionError> {
+    use std::io::Write as _;
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| {
+        ActionError::new(503, "ServiceUnavailable", format!("{step}: cannot run gocryptfs ({e}); apt-get install gocryptfs"))
+    })?;
+    child.stdin.take().expect("piped").write_all(password.as_bytes()).map_err(ActionError::internal)?;
+    let output = child.wait_with_output().map_err(ActionError::internal)?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        // The operator reads this as the notebook's FailureReason.
+        Err(ActionError::new(503, "ServiceUnavailable", format!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
+    }
+}
