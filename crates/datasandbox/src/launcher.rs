@@ -33,7 +33,7 @@ fn default_timeout() -> u64 {
 }
 
 fn default_poll() -> u64 {
-    100
+    10
 }
 
 fn say(line: &str) {
@@ -75,19 +75,28 @@ pub async fn run() -> ExitCode {
         access_mode: mode.as_str().to_owned(),
     };
     let body = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&claim).expect("a session file serializes"));
+    let started = Instant::now();
     if let Err(err) = api(&endpoint, "storage:PutObject", json!({ "Bucket": bucket, "Key": key(SESSION_FILE), "Body": body })).await {
         say(&format!("launcher: cannot write {SESSION_FILE} into your home folder: {err}"));
         return ExitCode::from(1);
     }
     say("launcher: waiting for your notebook");
-    let started = Instant::now();
     let poll = Duration::from_millis(config.poll_milliseconds.clamp(10, 10_000));
+    // One listing per poll shows whichever answer came (an audited read, like every call).
+    let answers = json!({ "Bucket": bucket, "Prefix": key("session_"), "MaxKeys": 10 });
     while started.elapsed() < Duration::from_secs(config.timeout_seconds) {
-        if let Some(url) = read(&endpoint, &bucket, &key(URL_FILE)).await {
-            say(&format!("launcher: your notebook is ready: {}", url.trim()));
+        let listed = api(&endpoint, "storage:ListObjectsV2", answers.clone()).await.unwrap_or_default();
+        let present = |file: &str| listed["Contents"].as_array().into_iter().flatten().any(|o| o["Key"] == key(file).as_str());
+        if present(URL_FILE)
+            && let Some(url) = read(&endpoint, &bucket, &key(URL_FILE)).await
+        {
+            let waited = started.elapsed().as_secs_f64() * 1000.0;
+            say(&format!("launcher: your notebook is ready ({waited:.1} ms after {SESSION_FILE} was written): {}", url.trim()));
             return ExitCode::SUCCESS;
         }
-        if let Some(text) = read(&endpoint, &bucket, &key(ERROR_FILE)).await {
+        if present(ERROR_FILE)
+            && let Some(text) = read(&endpoint, &bucket, &key(ERROR_FILE)).await
+        {
             match serde_json::from_str::<SessionError>(&text) {
                 Ok(error) => say(&format!(
                     "launcher: the session was refused ({}): {}",

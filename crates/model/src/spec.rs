@@ -422,7 +422,7 @@ fn read_spec(root: &Table) -> Spec {
     let launcher_table = root.table("launcher");
     let launcher = LauncherSpec {
         timeout_seconds: launcher_table.integer("timeout_seconds", 300, 1..=3600) as u64,
-        poll_milliseconds: launcher_table.integer("poll_milliseconds", 100, 10..=10_000) as u64,
+        poll_milliseconds: launcher_table.integer("poll_milliseconds", 10, 10..=10_000) as u64,
     };
     launcher_table.finish();
     root.finish();

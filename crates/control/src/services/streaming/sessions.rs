@@ -397,6 +397,18 @@ pub(crate) async fn session_status(plane: &Plane, session_id: &str) -> Result<Va
     if state == "ACTIVE" {
         out["NotebookUrl"] = json!(row.try_get::<Option<String>, _>("notebook_url")?);
     }
+    // The application the session started (the URL's, or its stack's default).
+    let application = match row.try_get::<Option<String>, _>("application_id")? {
+        Some(application) => Some(application),
+        None => sqlx::query("SELECT default_application FROM stacks WHERE name = $1")
+            .bind(row.try_get::<String, _>("stack")?)
+            .fetch_optional(&plane.store.pool)
+            .await?
+            .map(|r| r.try_get::<Option<String>, _>("default_application"))
+            .transpose()?
+            .flatten(),
+    };
+    out["ApplicationId"] = json!(application);
     // Break-glass is never silent: the user sees what operators ran in their instance.
     if let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? {
         let execs = sqlx::query("SELECT operator, command, exit_code, time FROM instance_execs WHERE instance_id = $1 ORDER BY time")
