@@ -218,6 +218,22 @@ impl Assignment {
     }
 }
 
+/// The host directory bound at `/run/display` in a streaming instance: its display's RFB
+/// socket appears there, owned by the workspace user (uid 1000 inside is 101000 outside).
+pub(crate) fn display_dir(plane: &Plane, id: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = datasets::instance_dir(plane, id).join("display");
+    std::fs::create_dir_all(&dir)?;
+    std::os::unix::fs::chown(&dir, Some(101_000), Some(101_000))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
+/// Where a streaming instance's display listens, seen from the host.
+pub(crate) fn display_socket(plane: &Plane, id: &str) -> PathBuf {
+    datasets::instance_dir(plane, id).join("display").join("rfb.sock")
+}
+
 /// Starts an instance: its row first, then the sandbox, its endpoint listener and — when it
 /// serves a user — their datasets. Returns the instance as `DescribeInstances` shows it.
 pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Value, ActionError> {
@@ -286,11 +302,16 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
     }
     let mut read_only_binds = image.manifest.host_binds.clone();
     read_only_binds.push((datasets::mount_source(plane, &id).map_err(ActionError::internal)?, PathBuf::from("/data")));
+    let mut writable_binds = launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default();
+    if launch.program.is_none() && (assignment.is_some() || launch.fleet.is_some()) {
+        // The display's RFB socket, which only the gateway reaches (from the host side).
+        writable_binds.push((display_dir(plane, &id).map_err(ActionError::internal)?, PathBuf::from("/run/display")));
+    }
     let spec = sandbox::InstanceSpec {
         id: id.clone(),
         rootfs: image.rootfs(),
         read_only_binds,
-        writable_binds: launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default(),
+        writable_binds,
         hostname: id.clone(),
         limits: sandbox::Limits { vcpus: instance_type.vcpus, memory_bytes: instance_type.memory_mib << 20, pids: instance_type.pids },
         // The session agent waits for its assignment, then keeps the home folder in step.

@@ -22,4 +22,5 @@ pub use instances::EndpointServer;
 pub use pipeline::{ControlPlane, Request, Response, StartError, check_policies};
 pub use services::notebooks::NotebookTarget;
 pub use services::streaming::sessions::SessionConnection;
+pub use services::streaming::stream::StreamTarget;
 pub use store::Store;

@@ -63,6 +63,7 @@ pub async fn run() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     };
     let _ = std::fs::create_dir_all(&folder);
+    start_display();
     // The session's application, when it is the notebook: the launcher asks for the notebook.
     if std::env::var("DS_APPLICATION_ID").is_ok_and(|a| a == "notebook") {
         match std::process::Command::new("/run/datasandbox/datasandbox").arg("launcher").stdout(std::process::Stdio::null()).spawn() {
@@ -103,6 +104,30 @@ pub async fn run() -> std::process::ExitCode {
         }
     }
     std::process::ExitCode::SUCCESS
+}
+
+/// The X server with VNC of a pixel-streaming session (`DS_STREAM_VIEW` DESKTOP or APP), when
+/// the image has one: display `:1`, its RFB server only on `/run/display/rfb.sock` (bound from
+/// the host, where only the gateway reaches it; no TCP port), without authentication because
+/// nothing else can connect. The gateway enforces the session's clipboard settings on RFB.
+fn start_display() {
+    const XVNC: &str = "/usr/bin/Xtigervnc";
+    let view = std::env::var("DS_STREAM_VIEW").unwrap_or_default();
+    if !(view == "DESKTOP" || view == "APP") || !Path::new(XVNC).exists() || !Path::new("/run/display").is_dir() {
+        return;
+    }
+    let spawned = std::process::Command::new(XVNC)
+        .args([":1", "-rfbunixpath", "/run/display/rfb.sock", "-rfbunixmode", "0600", "-rfbport", "-1", "-nolisten", "tcp"])
+        .args(["-SecurityTypes", "None", "-AlwaysShared", "-geometry", "1280x800", "-depth", "24", "-desktop", "DataSandbox"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        // Reaped when it ends.
+        Ok(mut display) => drop(std::thread::spawn(move || display.wait())),
+        Err(err) => eprintln!("home-sync: cannot start the display: {err}"),
+    }
 }
 
 /// The state of one instance's sync: what each file was when last in step with storage.

@@ -4,7 +4,9 @@
 
 mod notebook;
 mod openapi;
+mod rfb;
 mod session;
+mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,8 +50,9 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tcp_app = notebook::routes(session::routes(common_routes(Router::new().route("/api/{service}/{action}", post(tcp_call)))))
-        .with_state(control.clone());
+    let tcp_app =
+        stream::routes(notebook::routes(session::routes(common_routes(Router::new().route("/api/{service}/{action}", post(tcp_call))))))
+            .with_state(control.clone());
     let unix_app = common_routes(Router::new().route("/api/{service}/{action}", post(unix_call))).with_state(control);
     let tcp_server =
         axum::serve(tcp, tcp_app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(wait(stop_rx.clone()));

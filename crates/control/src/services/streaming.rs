@@ -9,6 +9,7 @@ pub(crate) mod engine;
 mod fleets;
 pub(crate) mod sessions;
 mod stacks;
+pub(crate) mod stream;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

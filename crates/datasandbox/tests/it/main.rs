@@ -11,6 +11,7 @@ mod notebooks;
 mod s3;
 mod sandbox;
 mod server;
+mod stream;
 mod streaming;
 mod trail;
 

@@ -17,7 +17,8 @@ use crate::streaming::{expire, redeem, status, vpc};
 /// A server with both images built (the notebook image's Python environment is cached
 /// host-wide after its first build).
 fn server(overrides: &[&str]) -> Server {
-    let mut all = vec![vpc()];
+    // Direct mode: the notebook URL goes to the user's browser.
+    let mut all = vec![vpc(), "stream_view=DIRECT".to_owned()];
     all.extend(overrides.iter().map(|o| (*o).to_owned()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let server = Server::start(&refs);

@@ -21,7 +21,8 @@ pub(crate) fn vpc() -> String {
 /// A server with the base image built, its default fleet set by `overrides`. Its sessions
 /// start a shell, not the notebook launcher: these tests are about sessions, not notebooks.
 pub(crate) fn server(overrides: &[&str]) -> Server {
-    let mut all = vec![vpc(), format!("stacks.{STACK}.application=shell")];
+    // Direct mode: no display is started (these tests are about sessions; `stream.rs` streams).
+    let mut all = vec![vpc(), format!("stacks.{STACK}.application=shell"), "stream_view=DIRECT".to_owned()];
     all.extend(overrides.iter().map(|o| (*o).to_owned()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let server = Server::start(&refs);

@@ -452,7 +452,9 @@ fn fleet_input(p: &Value) -> Value {
 }
 
 fn stack_input(p: &Value, update: bool) -> Value {
-    let mut input = json!({ "Name": p["Name"], "UserSettings": p["UserSettings"], "DefaultApplication": p["DefaultApplication"] });
+    let mut input = json!({
+        "Name": p["Name"], "UserSettings": p["UserSettings"], "DefaultApplication": p["DefaultApplication"], "StreamView": p["StreamView"],
+    });
     let mut deleting = Vec::new();
     match p["HomeFoldersBucket"].as_str() {
         Some(bucket) => input["StorageConnectors"] = json!([{ "ConnectorType": "HOMEFOLDERS", "ResourceIdentifier": bucket }]),

@@ -331,7 +331,11 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         "MaxUserDurationInSeconds": max_duration,
         "DisconnectTimeoutInSeconds": fleet.try_get::<i64, _>("disconnect_timeout")?,
         "IdleDisconnectTimeoutInSeconds": fleet.try_get::<i64, _>("idle_disconnect_timeout")?,
-        "StreamView": fleet.try_get::<String, _>("stream_view")?,
+        // The stack's DIRECT hands the notebook to the browser; otherwise the fleet's view streams pixels.
+        "StreamView": match stack.try_get::<Option<String>, _>("stream_view")?.as_deref() {
+            Some("DIRECT") => "DIRECT".to_owned(),
+            _ => fleet.try_get::<String, _>("stream_view")?,
+        },
         "InstanceType": fleet.try_get::<String, _>("instance_type")?,
         "ImageName": fleet.try_get::<String, _>("image")?,
         "FleetType": fleet.try_get::<String, _>("fleet_type")?,

@@ -60,6 +60,17 @@ struct StackInput {
     /// DataSandbox's addition: the catalog application a session starts when its URL names none.
     #[serde(default)]
     default_application: Option<String>,
+    /// DataSandbox's addition: DESKTOP or APP stream the instance's display; DIRECT hands the
+    /// notebook to the user's browser (less sensitive work).
+    #[serde(default)]
+    stream_view: Option<String>,
+}
+
+fn check_stream_view(view: &Option<String>) -> Result<(), ActionError> {
+    match view.as_deref() {
+        None | Some("DESKTOP" | "APP" | "DIRECT") => Ok(()),
+        Some(other) => Err(ActionError::validation(format!("StreamView `{other}` is not DESKTOP, APP or DIRECT"))),
+    }
 }
 
 fn check_application(application: &Option<String>) -> Result<(), ActionError> {
@@ -154,14 +165,15 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let bucket = home_bucket(plane, input.storage_connectors.as_deref().unwrap_or_default()).await?;
     check_redirect(&input.redirect_url)?;
     check_application(&input.default_application)?;
+    check_stream_view(&input.stream_view)?;
     let description = input.description.clone().unwrap_or_default();
     if description.chars().count() > 256 || input.display_name.as_ref().is_some_and(|d| d.chars().count() > 100) {
         return Err(ActionError::validation("Description is at most 256 characters and DisplayName at most 100"));
     }
     ctx.authorize(Resource::Service("streaming".into()))?;
     let inserted = sqlx::query(
-        "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, default_application, created)
-         VALUES ($1, NULL, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, default_application, stream_view, created)
+         VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&input.name)
     .bind(&description)
@@ -169,6 +181,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     .bind(&bucket)
     .bind(&input.redirect_url)
     .bind(&input.default_application)
+    .bind(input.stream_view.as_deref().unwrap_or("DESKTOP"))
     .bind(now_millis())
     .execute(&plane.store.pool)
     .await?;
@@ -209,20 +222,24 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     };
     let description = input.description.clone().map_or_else(|| row.try_get("description"), Ok)?;
     check_application(&input.default_application)?;
+    check_stream_view(&input.stream_view)?;
     let application = input.default_application.clone().map_or_else(|| row.try_get("default_application"), |a| Ok(Some(a)))?;
+    let view = input.stream_view.clone().map_or_else(|| row.try_get("stream_view"), |v| Ok(Some(v)))?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     // Sessions already running keep the settings they started with.
     sqlx::query(
-        "UPDATE stacks SET description = $1, user_settings = $2, home_folders_bucket = $3, redirect_url = $4, default_application = $5 WHERE name = $6",
+        "UPDATE stacks SET description = $1, user_settings = $2, home_folders_bucket = $3, redirect_url = $4, default_application = $5,
+         stream_view = $6 WHERE name = $7",
     )
     .bind(&description)
     .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
     .bind(&bucket)
     .bind(&redirect)
     .bind(&application)
+    .bind(&view)
     .bind(&input.name)
-        .execute(&plane.store.pool)
-        .await?;
+    .execute(&plane.store.pool)
+    .await?;
     Ok(json!({ "Stack": stack_json(plane, &stack_row(plane, &input.name).await?)? }))
 }
 
@@ -313,6 +330,7 @@ fn stack_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionErr
         "UserSettings": settings,
         "FleetName": row.try_get::<Option<String>, _>("fleet")?,
         "DefaultApplication": row.try_get::<Option<String>, _>("default_application")?,
+        "StreamView": row.try_get::<Option<String>, _>("stream_view")?.unwrap_or_else(|| "DESKTOP".to_owned()),
         "StackErrors": [],
     }))
 }

@@ -1,0 +1,200 @@
+//! The pixel stream through the gateway, with a raw RFB client over the WebSocket: the
+//! instance's display answers, and the stack's clipboard settings hold at the protocol —
+//! text pasted with paste disabled never reaches the instance's X clipboard, text copied
+//! inside with copy-out disabled never reaches the client, `MaximumLength` holds, the extended
+//! clipboard is stopped, and each transfer is audited by size and direction.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::server::{Server, eventually};
+use crate::streaming::{redeem, status};
+
+struct Rfb {
+    socket: tungstenite::WebSocket<TcpStream>,
+    buffer: Vec<u8>,
+}
+
+impl Rfb {
+    fn open(server: &Server, cookie: &str, session_id: &str) -> Rfb {
+        let stream = TcpStream::connect(&server.api).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        let request = tungstenite::http::Request::builder()
+            .uri(format!("ws://{}/stream/{session_id}", server.api))
+            .header("host", &server.api)
+            .header("cookie", format!("ds_session={cookie}"))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "binary")
+            .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
+            .body(())
+            .expect("request");
+        let socket = tungstenite::client(request, stream).expect("websocket handshake").0;
+        Rfb { socket, buffer: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.socket.send(tungstenite::Message::Binary(bytes.to_vec().into())).expect("send");
+    }
+
+    /// Reads until `n` bytes are buffered or `within` passes.
+    fn fill(&mut self, n: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.buffer.len() < n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            match self.socket.read() {
+                Ok(tungstenite::Message::Binary(data)) => self.buffer.extend_from_slice(&data),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(err) => panic!("the stream ended: {err}"),
+            }
+        }
+        true
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        assert!(self.fill(n, Duration::from_secs(15)), "the display sent fewer than {n} bytes");
+        self.buffer.drain(..n).collect()
+    }
+
+    /// RFB 3.8 with no authentication (the only type the gateway offers); the desktop's size.
+    fn handshake(&mut self) -> (u16, u16) {
+        assert_eq!(self.take(12), b"RFB 003.008\n");
+        self.send(b"RFB 003.008\n");
+        let count = self.take(1)[0];
+        assert_eq!(self.take(usize::from(count)), [1], "only None is offered to the client");
+        self.send(&[1]);
+        assert_eq!(self.take(4), [0, 0, 0, 0]);
+        self.send(&[1]);
+        let init = self.take(24);
+        let name = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
+        self.take(name);
+        (u16::from_be_bytes([init[0], init[1]]), u16::from_be_bytes([init[2], init[3]]))
+    }
+
+    fn paste(&mut self, text: &str) {
+        let mut message = vec![6, 0, 0, 0];
+        message.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        message.extend_from_slice(text.as_bytes());
+        self.send(&message);
+    }
+
+    /// The next `ServerCutText` within `within` (nothing else is asked of the server).
+    fn copied(&mut self, within: Duration) -> Option<String> {
+        if !self.fill(8, within) {
+            return None;
+        }
+        let header = self.take(8);
+        assert_eq!(header[0], 3, "only cut text was expected from the server, got {header:?}");
+        let length = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        Some(String::from_utf8(self.take(length)).expect("latin-1 test text"))
+    }
+}
+
+fn inside(server: &Server, instance: &str, script: &str) -> String {
+    let out = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &format!("export DISPLAY=:1; {script}")], &[]);
+    out.stdout.as_str().map_or_else(|| out.stdout.to_string(), str::to_owned)
+}
+
+fn session(server: &Server, user: &str) -> (String, Value) {
+    let cookie = redeem(server, user);
+    let session = eventually(60, "the session to be ACTIVE", || {
+        let s = status(server, &cookie);
+        (s["State"] == "ACTIVE").then_some(s)
+    });
+    (cookie, session)
+}
+
+fn clipboard_records(server: &Server) -> Vec<Value> {
+    let mut records = server.audit(&[("EventName", "ClipboardBlocked")]);
+    records.extend(server.audit(&[("EventName", "ClipboardTransferred")]));
+    records
+}
+
+#[test]
+fn clipboard_settings_hold_on_the_wire_in_both_directions() {
+    let server = crate::streaming::server(&["stream_view=DESKTOP"]);
+    // The seed's stack: paste into the session enabled, copy out of it disabled.
+    let (cookie, alice) = session(&server, "alice");
+    let (id, instance) = (alice["SessionId"].as_str().expect("id"), alice["InstanceId"].as_str().expect("instance"));
+    let mut rfb = Rfb::open(&server, &cookie, id);
+    let (width, height) = rfb.handshake();
+    assert_eq!((width, height), (1280, 800));
+
+    rfb.paste("from-the-laptop");
+    eventually(10, "the pasted text in the instance's clipboard", || {
+        (inside(&server, instance, "xclip -selection clipboard -o").trim() == "from-the-laptop").then_some(())
+    });
+    inside(&server, instance, "printf secret-inside | xclip -selection clipboard -i >/dev/null 2>&1");
+    assert_eq!(rfb.copied(Duration::from_secs(2)), None, "copy-out is disabled: nothing reaches the client");
+    eventually(10, "both transfers on the record", || {
+        let records = clipboard_records(&server);
+        let passed = records.iter().any(|r| {
+            r["eventName"] == "ClipboardTransferred"
+                && r["requestParameters"]["Direction"] == "FROM_LOCAL_DEVICE"
+                && r["requestParameters"]["Bytes"] == 15
+        });
+        let blocked = records.iter().any(|r| {
+            r["eventName"] == "ClipboardBlocked"
+                && r["requestParameters"]["Direction"] == "TO_LOCAL_DEVICE"
+                && r["requestParameters"]["Bytes"] == 13
+                && r["requestParameters"]["Reason"] == "DISABLED"
+        });
+        (passed && blocked).then_some(())
+    });
+    let trail = clipboard_records(&server).iter().map(Value::to_string).collect::<String>();
+    assert!(!trail.contains("secret-inside") && !trail.contains("from-the-laptop"), "contents never reach the trail");
+
+    // The opposite settings, with a MaximumLength of 8, for the next session.
+    let settings = json!([
+        { "Action": "CLIPBOARD_COPY_FROM_LOCAL_DEVICE", "Permission": "DISABLED" },
+        { "Action": "CLIPBOARD_COPY_TO_LOCAL_DEVICE", "Permission": "ENABLED", "MaximumLength": 8 },
+    ]);
+    server.ok("streaming:UpdateStack", json!({ "Name": "datasandbox-stack", "UserSettings": settings }));
+    let (cookie, bob) = session(&server, "bob");
+    let (id, instance) = (bob["SessionId"].as_str().expect("id"), bob["InstanceId"].as_str().expect("instance"));
+    let mut rfb = Rfb::open(&server, &cookie, id);
+    rfb.handshake();
+    inside(&server, instance, "printf short | xclip -selection clipboard -i >/dev/null 2>&1");
+    assert_eq!(rfb.copied(Duration::from_secs(10)).as_deref(), Some("short"), "copy-out enabled: within the limit it arrives");
+    inside(&server, instance, "printf far-too-long-for-eight | xclip -selection clipboard -i >/dev/null 2>&1");
+    assert_eq!(rfb.copied(Duration::from_secs(2)), None, "over MaximumLength nothing arrives");
+    rfb.paste("not-welcome");
+    let mut extended = vec![6, 0, 0, 0];
+    extended.extend_from_slice(&(-8i32).to_be_bytes());
+    extended.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0]);
+    rfb.send(&extended);
+    std::thread::sleep(Duration::from_millis(500));
+    let clipboard = inside(&server, instance, "xclip -selection clipboard -o 2>/dev/null");
+    assert!(!clipboard.contains("not-welcome"), "paste is disabled: {clipboard}");
+    let reasons: Vec<String> = eventually(10, "bob's refusals on the record", || {
+        let reasons: Vec<String> = clipboard_records(&server)
+            .iter()
+            .filter(|r| r["requestParameters"]["SessionId"] == id && r["eventName"] == "ClipboardBlocked")
+            .filter_map(|r| r["requestParameters"]["Reason"].as_str().map(str::to_owned))
+            .collect();
+        (reasons.len() >= 3).then_some(reasons)
+    });
+    for reason in ["MAXIMUM_LENGTH", "DISABLED", "EXTENDED_CLIPBOARD_NOT_NEGOTIATED"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reason} missing from {reasons:?}");
+    }
+
+    // The stream is the session's own: another session's cookie does not open it.
+    let stolen = TcpStream::connect(&server.api).expect("connect");
+    let request = tungstenite::http::Request::builder()
+        .uri(format!("ws://{}/stream/{}", server.api, alice["SessionId"].as_str().expect("id")))
+        .header("host", &server.api)
+        .header("cookie", format!("ds_session={cookie}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
+        .body(())
+        .expect("request");
+    assert!(tungstenite::client(request, stolen).is_err(), "bob's cookie opened alice's display");
+}

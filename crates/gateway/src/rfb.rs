@@ -1,0 +1,646 @@
+//! RFB (RFC 6143) as the stream bridge sees it: each direction is parsed message by message,
+//! so that the session's clipboard settings hold at the protocol level whatever the peers do.
+//!
+//! - `ClientCutText` (paste into the session) passes only when `CLIPBOARD_COPY_FROM_LOCAL_DEVICE`
+//!   is enabled and the text is within its `MaximumLength`; `ServerCutText` (copy out of the
+//!   session) likewise for `CLIPBOARD_COPY_TO_LOCAL_DEVICE`. A dropped text is skipped, never
+//!   buffered, and reported by size and direction (never its content).
+//! - The client's `SetEncodings` is rewritten to the encodings this parser can delimit (raw,
+//!   CopyRect, ZRLE and a few pseudo-encodings), so every server message has a known length.
+//!   The extended-clipboard pseudo-encoding is never passed on, so the server never switches
+//!   to extended clipboard messages; a client that sends one anyway has it dropped.
+//! - Anything the parser does not know ends the connection: a byte it cannot account for is
+//!   a byte it cannot filter.
+//!
+//! Memory per direction is bounded: headers (at most 4 + 4 × 256 bytes, a `SetEncodings`) are
+//! gathered, payloads stream through (or are skipped) in whatever pieces they arrive.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+const MAX_ENCODINGS: usize = 256;
+
+/// Encodings the server may use toward the client: each has a length this parser knows.
+const ALLOWED_ENCODINGS: &[i32] = &[
+    0,    // Raw
+    1,    // CopyRect
+    16,   // ZRLE
+    -223, // DesktopSize
+    -224, // LastRect
+    -239, // Cursor
+    -258, // QEMU extended key events (an empty acknowledgement rectangle)
+    -308, // ExtendedDesktopSize
+    -312, // Fence
+    -313, // ContinuousUpdates
+];
+
+fn allowed_encoding(encoding: i32) -> bool {
+    // JPEG quality and compression levels only tune encodings we do not pass; harmless.
+    ALLOWED_ENCODINGS.contains(&encoding) || (-32..=-23).contains(&encoding) || (-256..=-247).contains(&encoding)
+}
+
+/// What the stack allows across the clipboard in one direction: `None` when disabled, else
+/// the largest text in characters (classic RFB cut text is Latin-1: a byte per character).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clipboard(pub Option<u32>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// `CLIPBOARD_COPY_FROM_LOCAL_DEVICE`: client → session.
+    pub paste: Clipboard,
+    /// `CLIPBOARD_COPY_TO_LOCAL_DEVICE`: session → client.
+    pub copy: Clipboard,
+}
+
+/// Something the bridge must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A key or pointer event: the user is there (the idle timeout).
+    Input,
+    /// A clipboard text stopped, by size and direction.
+    ClipboardBlocked { direction: &'static str, bytes: u64, reason: &'static str },
+    /// A clipboard text let through, by size and direction.
+    ClipboardPassed { direction: &'static str, bytes: u64 },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RfbError {
+    #[error("protocol version `{0}` is not RFB 3.8")]
+    Version(String),
+    #[error("security type {0} is not None (the display is reachable only by the gateway)")]
+    Security(u8),
+    #[error("unknown {direction} message type {kind}")]
+    UnknownMessage { direction: &'static str, kind: u8 },
+    #[error("the server used encoding {0}, which the client was not allowed to ask for")]
+    Encoding(i32),
+    #[error("{0} is larger than the bridge accepts")]
+    TooLarge(&'static str),
+}
+
+/// The pixel size both directions agree on: set by `ServerInit`, changed by `SetPixelFormat`.
+#[derive(Debug, Clone, Default)]
+pub struct PixelSize(Arc<AtomicU8>);
+
+impl PixelSize {
+    fn bytes(&self) -> u64 {
+        u64::from(self.0.load(Ordering::Relaxed).max(8) / 8)
+    }
+
+    fn set_bits(&self, bits: u8) {
+        self.0.store(bits, Ordering::Relaxed);
+    }
+}
+
+/// What to do with the payload that follows a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    Forward(u64),
+    Skip(u64),
+}
+
+/// Shared machinery: gather a header, then forward or skip a payload.
+#[derive(Debug, Default)]
+struct Reader {
+    pending: Vec<u8>,
+    forward: u64,
+    skip: u64,
+}
+
+impl Reader {
+    /// Moves payload bytes; returns the input left once no payload remains.
+    fn payload<'a>(&mut self, mut input: &'a [u8], out: &mut Vec<u8>) -> &'a [u8] {
+        if self.forward > 0 {
+            let take = (self.forward.min(input.len() as u64)) as usize;
+            out.extend_from_slice(&input[..take]);
+            self.forward -= take as u64;
+            input = &input[take..];
+        }
+        if self.skip > 0 {
+            let take = (self.skip.min(input.len() as u64)) as usize;
+            self.skip -= take as u64;
+            input = &input[take..];
+        }
+        input
+    }
+
+    /// Gathers up to `need` header bytes; true once they are all there.
+    fn gather(&mut self, input: &mut &[u8], need: usize) -> bool {
+        let take = need.saturating_sub(self.pending.len()).min(input.len());
+        self.pending.extend_from_slice(&input[..take]);
+        *input = &input[take..];
+        self.pending.len() >= need
+    }
+
+    fn then(&mut self, payload: Payload) {
+        self.pending.clear();
+        match payload {
+            Payload::Forward(n) => self.forward = n,
+            Payload::Skip(n) => self.skip = n,
+        }
+    }
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Decides a cut text: forwarded whole, or skipped whole and reported.
+fn cut_text(header: &[u8], clipboard: Clipboard, direction: &'static str, out: &mut Vec<u8>, events: &mut Vec<Event>) -> Payload {
+    let length = u32_at(header, 4) as i32;
+    // A negative length is the extended clipboard's format, never negotiated through us.
+    let (bytes, extended) = (u64::from(length.unsigned_abs()), length < 0);
+    let blocked = |reason| Event::ClipboardBlocked { direction, bytes, reason };
+    match clipboard.0 {
+        _ if extended => events.push(blocked("EXTENDED_CLIPBOARD_NOT_NEGOTIATED")),
+        None => events.push(blocked("DISABLED")),
+        Some(max) if bytes > u64::from(max) => events.push(blocked("MAXIMUM_LENGTH")),
+        Some(_) => {
+            out.extend_from_slice(header);
+            events.push(Event::ClipboardPassed { direction, bytes });
+            return Payload::Forward(bytes);
+        }
+    }
+    Payload::Skip(bytes)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientPhase {
+    Version,
+    SecurityChoice,
+    ClientInit,
+    Messages,
+}
+
+/// The client → server direction.
+#[derive(Debug)]
+pub struct ClientFilter {
+    phase: ClientPhase,
+    reader: Reader,
+    policy: Policy,
+    pixels: PixelSize,
+}
+
+impl ClientFilter {
+    pub fn new(policy: Policy, pixels: PixelSize) -> ClientFilter {
+        ClientFilter { phase: ClientPhase::Version, reader: Reader::default(), policy, pixels }
+    }
+
+    /// Parses `input`; what may reach the server is appended to `out`.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<(), RfbError> {
+        loop {
+            input = self.reader.payload(input, out);
+            if input.is_empty() {
+                return Ok(());
+            }
+            // A header's length may depend on its first bytes: gather until it stops growing.
+            loop {
+                let need = match self.phase {
+                    ClientPhase::Version => 12,
+                    ClientPhase::SecurityChoice | ClientPhase::ClientInit => 1,
+                    ClientPhase::Messages => self.message_length()?,
+                };
+                if self.reader.pending.len() >= need {
+                    break;
+                }
+                if !self.reader.gather(&mut input, need) && input.is_empty() {
+                    return Ok(());
+                }
+            }
+            let header = std::mem::take(&mut self.reader.pending);
+            let payload = self.on_header(&header, out, events)?;
+            self.reader.then(payload);
+        }
+    }
+
+    /// The header length of the message being gathered, as far as its bytes so far tell.
+    fn message_length(&self) -> Result<usize, RfbError> {
+        let p = &self.reader.pending;
+        let Some(&kind) = p.first() else { return Ok(1) };
+        Ok(match kind {
+            0 => 20,
+            2 if p.len() < 4 => 4,
+            2 => {
+                let count = usize::from(u16_at(p, 2));
+                if count > MAX_ENCODINGS {
+                    return Err(RfbError::TooLarge("SetEncodings"));
+                }
+                4 + 4 * count
+            }
+            3 => 10,
+            4 => 8,
+            5 => 6,
+            6 => 8,
+            150 => 10,
+            248 => 9,
+            251 => 8,
+            255 => 12,
+            other => return Err(RfbError::UnknownMessage { direction: "client", kind: other }),
+        })
+    }
+
+    fn on_header(&mut self, header: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<Payload, RfbError> {
+        match self.phase {
+            ClientPhase::Version => {
+                if header != b"RFB 003.008\n" {
+                    return Err(RfbError::Version(String::from_utf8_lossy(header).trim().to_owned()));
+                }
+                self.phase = ClientPhase::SecurityChoice;
+            }
+            ClientPhase::SecurityChoice => {
+                if header[0] != 1 {
+                    return Err(RfbError::Security(header[0]));
+                }
+                self.phase = ClientPhase::ClientInit;
+            }
+            ClientPhase::ClientInit => self.phase = ClientPhase::Messages,
+            ClientPhase::Messages => match header[0] {
+                0 => self.pixels.set_bits(header[4]),
+                2 => {
+                    let kept: Vec<i32> = header[4..]
+                        .chunks_exact(4)
+                        .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                        .filter(|e| allowed_encoding(*e))
+                        .collect();
+                    out.extend_from_slice(&[2, 0]);
+                    out.extend_from_slice(&(kept.len() as u16).to_be_bytes());
+                    for encoding in kept {
+                        out.extend_from_slice(&encoding.to_be_bytes());
+                    }
+                    return Ok(Payload::Forward(0));
+                }
+                4 | 5 => events.push(Event::Input),
+                6 => return Ok(cut_text(header, self.policy.paste, "FROM_LOCAL_DEVICE", out, events)),
+                248 => {
+                    out.extend_from_slice(header);
+                    return Ok(Payload::Forward(u64::from(header[8])));
+                }
+                251 => {
+                    out.extend_from_slice(header);
+                    return Ok(Payload::Forward(16 * u64::from(header[6])));
+                }
+                255 if header[1] != 0 => return Err(RfbError::UnknownMessage { direction: "client", kind: 255 }),
+                255 => events.push(Event::Input),
+                _ => {}
+            },
+        }
+        out.extend_from_slice(header);
+        Ok(Payload::Forward(0))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerPhase {
+    Version,
+    SecurityTypes,
+    SecurityResult,
+    ServerInit,
+    Messages,
+    /// Within a `FramebufferUpdate`: rectangles still to come (`u16::MAX` until `LastRect`).
+    Rectangles(u16),
+    /// The 4 bytes after a ZRLE (its data's length) or ExtendedDesktopSize (its screen count)
+    /// rectangle header, then the phase after that rectangle.
+    RectangleLength {
+        zrle: bool,
+        next: Rest,
+    },
+}
+
+/// Where a `FramebufferUpdate` stands after one rectangle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rest {
+    Done,
+    More(u16),
+}
+
+impl Rest {
+    fn phase(self) -> ServerPhase {
+        match self {
+            Rest::Done => ServerPhase::Messages,
+            Rest::More(left) => ServerPhase::Rectangles(left),
+        }
+    }
+}
+
+/// The server → client direction.
+#[derive(Debug)]
+pub struct ServerFilter {
+    phase: ServerPhase,
+    reader: Reader,
+    policy: Policy,
+    pixels: PixelSize,
+}
+
+impl ServerFilter {
+    pub fn new(policy: Policy, pixels: PixelSize) -> ServerFilter {
+        ServerFilter { phase: ServerPhase::Version, reader: Reader::default(), policy, pixels }
+    }
+
+    /// Parses `input`; what may reach the client is appended to `out`.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<(), RfbError> {
+        loop {
+            input = self.reader.payload(input, out);
+            if input.is_empty() {
+                return Ok(());
+            }
+            loop {
+                let need = self.header_length()?;
+                if self.reader.pending.len() >= need {
+                    break;
+                }
+                if !self.reader.gather(&mut input, need) && input.is_empty() {
+                    return Ok(());
+                }
+            }
+            let header = std::mem::take(&mut self.reader.pending);
+            let payload = self.on_header(&header, out, events)?;
+            self.reader.then(payload);
+        }
+    }
+
+    fn header_length(&self) -> Result<usize, RfbError> {
+        let p = &self.reader.pending;
+        Ok(match self.phase {
+            ServerPhase::Version => 12,
+            ServerPhase::SecurityTypes => 1 + usize::from(p.first().copied().unwrap_or(0)),
+            ServerPhase::SecurityResult => 4,
+            ServerPhase::ServerInit => 24,
+            ServerPhase::Rectangles(_) => 12,
+            ServerPhase::RectangleLength { .. } => 4,
+            ServerPhase::Messages => match p.first() {
+                None => 1,
+                Some(0) => 4,
+                Some(1) => 6,
+                Some(2) | Some(150) => 1,
+                Some(3) => 8,
+                Some(248) => 9,
+                Some(&other) => return Err(RfbError::UnknownMessage { direction: "server", kind: other }),
+            },
+        })
+    }
+
+    fn on_header(&mut self, header: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<Payload, RfbError> {
+        let forward = |out: &mut Vec<u8>, n: u64| {
+            out.extend_from_slice(header);
+            Ok(Payload::Forward(n))
+        };
+        match self.phase {
+            ServerPhase::Version => {
+                if header != b"RFB 003.008\n" {
+                    return Err(RfbError::Version(String::from_utf8_lossy(header).trim().to_owned()));
+                }
+                self.phase = ServerPhase::SecurityTypes;
+                forward(out, 0)
+            }
+            ServerPhase::SecurityTypes => {
+                // Zero types: the server refuses, and says why in the reason that follows;
+                // the connection ends with it.
+                if header[0] == 0 || !header[1..].contains(&1) {
+                    return Err(RfbError::Security(header.get(1).copied().unwrap_or(0)));
+                }
+                self.phase = ServerPhase::SecurityResult;
+                // Offer the client only None: the display is private to the gateway.
+                out.extend_from_slice(&[1, 1]);
+                Ok(Payload::Forward(0))
+            }
+            ServerPhase::SecurityResult => {
+                self.phase = ServerPhase::ServerInit;
+                forward(out, 0)
+            }
+            ServerPhase::ServerInit => {
+                self.pixels.set_bits(header[4]);
+                self.phase = ServerPhase::Messages;
+                let name = u64::from(u32_at(header, 20));
+                if name > 4096 {
+                    return Err(RfbError::TooLarge("the desktop name"));
+                }
+                forward(out, name)
+            }
+            ServerPhase::Messages => match header[0] {
+                0 => {
+                    let rectangles = u16_at(header, 2);
+                    if rectangles > 0 {
+                        self.phase = ServerPhase::Rectangles(rectangles);
+                    }
+                    forward(out, 0)
+                }
+                1 => forward(out, 6 * u64::from(u16_at(header, 4))),
+                3 => Ok(cut_text(header, self.policy.copy, "TO_LOCAL_DEVICE", out, events)),
+                248 => forward(out, u64::from(header[8])),
+                _ => forward(out, 0),
+            },
+            ServerPhase::Rectangles(left) => {
+                let (w, h) = (u64::from(u16_at(header, 4)), u64::from(u16_at(header, 6)));
+                let encoding = u32_at(header, 8) as i32;
+                let rest = if encoding == -224 || left == 1 { Rest::Done } else { Rest::More(left.saturating_sub(1)) };
+                let payload = match encoding {
+                    0 => w * h * self.pixels.bytes(),
+                    1 => 4,
+                    -223 | -224 | -258 => 0,
+                    -239 => w * h * self.pixels.bytes() + w.div_ceil(8) * h,
+                    16 | -308 => {
+                        self.phase = ServerPhase::RectangleLength { zrle: encoding == 16, next: rest };
+                        return forward(out, 0);
+                    }
+                    other => return Err(RfbError::Encoding(other)),
+                };
+                self.phase = rest.phase();
+                forward(out, payload)
+            }
+            ServerPhase::RectangleLength { zrle, next } => {
+                self.phase = next.phase();
+                let length = if zrle { u64::from(u32_at(header, 0)) } else { 16 * u64::from(header[0]) };
+                forward(out, length)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPEN: Policy = Policy { paste: Clipboard(Some(10)), copy: Clipboard(Some(10)) };
+    const CLOSED: Policy = Policy { paste: Clipboard(None), copy: Clipboard(None) };
+
+    fn client_handshake() -> Vec<u8> {
+        let mut bytes = b"RFB 003.008\n".to_vec();
+        bytes.extend_from_slice(&[1, 1]); // None, shared
+        bytes
+    }
+
+    fn cut(kind: u8, text: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![kind, 0, 0, 0];
+        bytes.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(text);
+        bytes
+    }
+
+    fn set_encodings(encodings: &[i32]) -> Vec<u8> {
+        let mut bytes = vec![2, 0];
+        bytes.extend_from_slice(&(encodings.len() as u16).to_be_bytes());
+        for e in encodings {
+            bytes.extend_from_slice(&e.to_be_bytes());
+        }
+        bytes
+    }
+
+    /// Feeds the whole input at once and byte by byte: both must agree.
+    fn run_client(policy: Policy, input: &[u8]) -> (Vec<u8>, Vec<Event>) {
+        let whole = {
+            let mut filter = ClientFilter::new(policy, PixelSize::default());
+            let (mut out, mut events) = (Vec::new(), Vec::new());
+            filter.feed(input, &mut out, &mut events).expect("valid stream");
+            (out, events)
+        };
+        let mut filter = ClientFilter::new(policy, PixelSize::default());
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        for byte in input {
+            filter.feed(std::slice::from_ref(byte), &mut out, &mut events).expect("valid stream");
+        }
+        assert_eq!((&out, &events), (&whole.0, &whole.1), "split input parsed differently");
+        whole
+    }
+
+    fn run_server(policy: Policy, input: &[u8]) -> (Vec<u8>, Vec<Event>) {
+        let whole = {
+            let mut filter = ServerFilter::new(policy, PixelSize::default());
+            let (mut out, mut events) = (Vec::new(), Vec::new());
+            filter.feed(input, &mut out, &mut events).expect("valid stream");
+            (out, events)
+        };
+        let mut filter = ServerFilter::new(policy, PixelSize::default());
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        for chunk in input.chunks(3) {
+            filter.feed(chunk, &mut out, &mut events).expect("valid stream");
+        }
+        assert_eq!((&out, &events), (&whole.0, &whole.1), "split input parsed differently");
+        whole
+    }
+
+    #[test]
+    fn paste_passes_only_when_enabled_and_short_enough() {
+        let mut stream = client_handshake();
+        stream.extend(cut(6, b"hello"));
+        stream.extend([4, 1, 0, 0, 0, 0, 0, 0x61]); // a key
+        let (out, events) = run_client(OPEN, &stream);
+        assert_eq!(out, stream, "allowed: everything passes");
+        assert_eq!(events, [Event::ClipboardPassed { direction: "FROM_LOCAL_DEVICE", bytes: 5 }, Event::Input]);
+
+        let (out, events) = run_client(CLOSED, &stream);
+        let mut expected = client_handshake();
+        expected.extend([4, 1, 0, 0, 0, 0, 0, 0x61]);
+        assert_eq!(out, expected, "disabled: the text is gone, the key passes");
+        assert_eq!(events[0], Event::ClipboardBlocked { direction: "FROM_LOCAL_DEVICE", bytes: 5, reason: "DISABLED" });
+
+        let mut long = client_handshake();
+        long.extend(cut(6, b"longer than ten"));
+        let (out, events) = run_client(OPEN, &long);
+        assert_eq!(out, client_handshake());
+        assert_eq!(events, [Event::ClipboardBlocked { direction: "FROM_LOCAL_DEVICE", bytes: 15, reason: "MAXIMUM_LENGTH" }]);
+    }
+
+    #[test]
+    fn the_extended_clipboard_is_never_negotiated_nor_passed() {
+        let mut stream = client_handshake();
+        stream.extend(set_encodings(&[7, 16, -1_063_131_698, 0, -239, 5, -314]));
+        let mut extended = vec![6, 0, 0, 0];
+        extended.extend_from_slice(&(-8i32).to_be_bytes());
+        extended.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        stream.extend(&extended);
+        let (out, events) = run_client(OPEN, &stream);
+        let mut expected = client_handshake();
+        expected.extend(set_encodings(&[16, 0, -239]));
+        assert_eq!(out, expected);
+        assert_eq!(
+            events,
+            [Event::ClipboardBlocked { direction: "FROM_LOCAL_DEVICE", bytes: 8, reason: "EXTENDED_CLIPBOARD_NOT_NEGOTIATED" }]
+        );
+    }
+
+    #[test]
+    fn unknown_or_wrong_client_bytes_end_the_stream() {
+        for (bad, error) in [
+            (b"RFB 003.003\n".to_vec(), RfbError::Version("RFB 003.003".into())),
+            (
+                {
+                    let mut b = b"RFB 003.008\n".to_vec();
+                    b.push(2);
+                    b
+                },
+                RfbError::Security(2),
+            ),
+            (
+                {
+                    let mut b = client_handshake();
+                    b.push(99);
+                    b
+                },
+                RfbError::UnknownMessage { direction: "client", kind: 99 },
+            ),
+            (
+                {
+                    let mut b = client_handshake();
+                    b.extend([2, 0, 0xff, 0xff]);
+                    b
+                },
+                RfbError::TooLarge("SetEncodings"),
+            ),
+        ] {
+            let mut filter = ClientFilter::new(OPEN, PixelSize::default());
+            assert_eq!(filter.feed(&bad, &mut Vec::new(), &mut Vec::new()), Err(error));
+        }
+    }
+
+    fn server_handshake(name: &[u8]) -> Vec<u8> {
+        let mut bytes = b"RFB 003.008\n".to_vec();
+        bytes.extend_from_slice(&[2, 1, 2]); // None and VncAuth offered
+        bytes.extend_from_slice(&[0, 0, 0, 0]); // security result: OK
+        bytes.extend_from_slice(&[0, 4, 0, 3]); // 4 × 3
+        bytes.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(name);
+        bytes
+    }
+
+    #[test]
+    fn server_updates_pass_whole_and_copy_out_obeys_the_stack() {
+        let mut stream = server_handshake(b"desk");
+        // A FramebufferUpdate: a raw 2×2 rectangle (32 bpp), a ZRLE one of 5 bytes, a cursor.
+        stream.extend([0, 0, 0, 3]);
+        stream.extend([0, 0, 0, 0, 0, 2, 0, 2, 0, 0, 0, 0]);
+        stream.extend([7u8; 16]);
+        stream.extend([0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 16]);
+        stream.extend([0, 0, 0, 5, 1, 2, 3, 4, 5]);
+        stream.extend([0, 0, 0, 0, 0, 9, 0, 1]);
+        stream.extend((-239i32).to_be_bytes());
+        stream.extend([9u8; 9 * 4 + 2]);
+        stream.push(2); // Bell
+        let copy = cut(3, b"secret");
+        stream.extend(&copy);
+        stream.push(2);
+
+        let (out, events) = run_server(OPEN, &stream);
+        let mut expected = stream.clone();
+        expected[12..15].copy_from_slice(&[1, 1, 0]); // only None offered onward
+        expected.remove(14);
+        assert_eq!(out, expected);
+        assert_eq!(events, [Event::ClipboardPassed { direction: "TO_LOCAL_DEVICE", bytes: 6 }]);
+
+        let (out, events) = run_server(CLOSED, &stream);
+        let without_copy: Vec<u8> = expected[..expected.len() - copy.len() - 1].iter().copied().chain([2]).collect();
+        assert_eq!(out, without_copy);
+        assert_eq!(events, [Event::ClipboardBlocked { direction: "TO_LOCAL_DEVICE", bytes: 6, reason: "DISABLED" }]);
+    }
+
+    #[test]
+    fn a_server_encoding_nobody_asked_for_ends_the_stream() {
+        let mut stream = server_handshake(b"");
+        stream.extend([0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 7]); // Tight
+        let mut filter = ServerFilter::new(OPEN, PixelSize::default());
+        assert_eq!(filter.feed(&stream, &mut Vec::new(), &mut Vec::new()), Err(RfbError::Encoding(7)));
+    }
+}

@@ -1,0 +1,129 @@
+//! The stream bridge: `GET /stream/<session-id>` upgraded to a WebSocket (subprotocol
+//! `binary`, as noVNC asks) with the session's cookie, bridged to the RFB server of the
+//! session's display through its Unix socket. Both directions pass through the RFB filters
+//! (`rfb.rs`), which hold the stack's clipboard settings; key and pointer events count as the
+//! user's input for the idle timeout; every clipboard transfer, let through or stopped, is
+//! audited by size and direction.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use control::{ControlPlane, StreamTarget};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::rfb::{ClientFilter, Clipboard, Event, PixelSize, Policy, ServerFilter};
+
+/// How long the bridge waits for a display that is still starting.
+const DISPLAY_START: Duration = Duration::from_secs(10);
+/// What one read from the display may bring at most.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+    router.route("/stream/{session_id}", get(stream))
+}
+
+async fn stream(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(cookie) = crate::session::cookie(&headers) else {
+        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
+    };
+    let target = match control.connect_stream(&cookie, &session_id, &peer.ip().to_string()).await {
+        Ok(target) => target,
+        Err(err) => return (StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN), err.message).into_response(),
+    };
+    // A client message holds at most a pasted text within its limit, or a few input events.
+    let limit = target.paste.map_or(64 * 1024, |max| max as usize + 64 * 1024);
+    upgrade.protocols(["binary"]).max_message_size(limit).on_upgrade(move |socket| bridge(control, target, socket))
+}
+
+async fn connect_display(target: &StreamTarget) -> std::io::Result<tokio::net::UnixStream> {
+    let deadline = tokio::time::Instant::now() + DISPLAY_START;
+    loop {
+        match tokio::net::UnixStream::connect(&target.socket).await {
+            Ok(display) => return Ok(display),
+            Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSocket) {
+    let (mut to_client, mut from_client) = socket.split();
+    let display = match connect_display(&target).await {
+        Ok(display) => display,
+        Err(err) => {
+            tracing::warn!(session = target.connection.session_id, error = %err, "the session's display is not reachable");
+            let _ = to_client.send(Message::Close(None)).await;
+            target.connection.close().await;
+            return;
+        }
+    };
+    let (mut from_display, mut to_display) = display.into_split();
+    let policy = Policy { paste: Clipboard(target.paste), copy: Clipboard(target.copy) };
+    let pixels = PixelSize::default();
+    let (mut client, mut server) = (ClientFilter::new(policy, pixels.clone()), ServerFilter::new(policy, pixels));
+    let mut buffer = vec![0u8; READ_CHUNK];
+    let (mut out, mut events) = (Vec::new(), Vec::new());
+    loop {
+        out.clear();
+        events.clear();
+        tokio::select! {
+            message = from_client.next() => {
+                let data = match message {
+                    Some(Ok(Message::Binary(data))) => data,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_))) => continue,
+                    _ => break,
+                };
+                if let Err(err) = client.feed(&data, &mut out, &mut events) {
+                    tracing::info!(session = target.connection.session_id, error = %err, "closing a stream: the client broke RFB");
+                    break;
+                }
+                if to_display.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+            read = from_display.read(&mut buffer) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if let Err(err) = server.feed(&buffer[..n], &mut out, &mut events) {
+                    tracing::warn!(session = target.connection.session_id, error = %err, "closing a stream: the display broke RFB");
+                    break;
+                }
+                if !out.is_empty() && to_client.send(Message::Binary(std::mem::take(&mut out).into())).await.is_err() {
+                    break;
+                }
+            }
+            event = target.connection.events.recv() => {
+                let ended = event.as_ref().map_or(true, |e| e["type"] == "ended" || e["type"] == "disconnect");
+                if ended {
+                    break;
+                }
+            }
+        }
+        for event in &events {
+            match event {
+                Event::Input => target.connection.input(),
+                Event::ClipboardPassed { direction, bytes } => control.record_clipboard(&target, direction, *bytes, None).await,
+                Event::ClipboardBlocked { direction, bytes, reason } => {
+                    control.record_clipboard(&target, direction, *bytes, Some(reason)).await
+                }
+            }
+        }
+    }
+    let _ = to_client.send(Message::Close(None)).await;
+    target.connection.close().await;
+}
