@@ -194,6 +194,10 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     // Stopped, the notebook's volume holds no plaintext on the host.
     let name = base.trim_start_matches("/notebook/").trim_end_matches('/').to_owned();
     server.ok("notebooks:StopNotebookInstance", json!({ "NotebookInstanceName": name }));
+    eventually(30, "the notebook to stop", || {
+        let described = server.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": name }));
+        (described["NotebookInstanceStatus"] == "Stopped").then_some(())
+    });
     let dir = server.data_dir().join("notebooks").join(&name);
     let grep = std::process::Command::new("grep").args(["-r", "-l", "PLAINTEXT-MARKER-7341"]).arg(&dir).output().expect("grep");
     assert!(grep.stdout.is_empty(), "plaintext on the host disk: {}", String::from_utf8_lossy(&grep.stdout));

@@ -407,7 +407,8 @@ fn reconnecting_within_the_disconnect_timeout_keeps_the_session() {
     assert_eq!(column("user_settings_clipboard_copy_to_local_device"), "DISABLED");
     assert_eq!(column("user_settings_file_upload"), "ENABLED");
     assert_eq!(column("session_type"), "ALWAYS_ON");
-    assert_eq!(column("stream_view"), "DESKTOP");
+    // These sessions run in direct mode (see `server`).
+    assert_eq!(column("stream_view"), "DIRECT");
 }
 
 #[test]

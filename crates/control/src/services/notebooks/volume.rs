@@ -115,9 +115,19 @@ fn is_mounted(path: &Path) -> bool {
     std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split(' ').nth(1) == path.to_str())
 }
 
+/// Unmounts, waiting out a busy mount while the instance's last processes exit (up to 5 s),
+/// then detaching it lazily so that nothing stays reachable at the path.
 fn unmount(path: &Path) {
-    if is_mounted(path) {
-        let _ = Command::new("umount").arg(path).status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while is_mounted(path) {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(path = %path.display(), "a volume stayed busy; detaching it lazily");
+            let _ = Command::new("umount").arg("-l").arg(path).stderr(Stdio::null()).status();
+            return;
+        }
+        if !Command::new("umount").arg(path).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
