@@ -140,6 +140,42 @@ impl Reader {
     }
 }
 
+/// One direction's grammar: how long the header being gathered is (as far as its first bytes
+/// tell), and what to do once it is whole.
+trait Grammar {
+    fn header_length(&self, pending: &[u8]) -> Result<usize, RfbError>;
+    fn on_header(&mut self, header: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<Payload, RfbError>;
+}
+
+/// Parses `input` with `grammar`: payloads are moved or skipped, headers gathered until their
+/// length stops growing, then acted on. What may pass is appended to `out`.
+fn feed(
+    grammar: &mut impl Grammar,
+    reader: &mut Reader,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    events: &mut Vec<Event>,
+) -> Result<(), RfbError> {
+    loop {
+        input = reader.payload(input, out);
+        if input.is_empty() {
+            return Ok(());
+        }
+        loop {
+            let need = grammar.header_length(&reader.pending)?;
+            if reader.pending.len() >= need {
+                break;
+            }
+            if !reader.gather(&mut input, need) && input.is_empty() {
+                return Ok(());
+            }
+        }
+        let header = std::mem::take(&mut reader.pending);
+        let payload = grammar.on_header(&header, out, events)?;
+        reader.then(payload);
+    }
+}
+
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
@@ -178,48 +214,36 @@ enum ClientPhase {
 /// The client → server direction.
 #[derive(Debug)]
 pub struct ClientFilter {
-    phase: ClientPhase,
+    grammar: ClientGrammar,
     reader: Reader,
+}
+
+#[derive(Debug)]
+struct ClientGrammar {
+    phase: ClientPhase,
     policy: Policy,
     pixels: PixelSize,
 }
 
 impl ClientFilter {
     pub fn new(policy: Policy, pixels: PixelSize) -> ClientFilter {
-        ClientFilter { phase: ClientPhase::Version, reader: Reader::default(), policy, pixels }
+        ClientFilter { grammar: ClientGrammar { phase: ClientPhase::Version, policy, pixels }, reader: Reader::default() }
     }
 
     /// Parses `input`; what may reach the server is appended to `out`.
-    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<(), RfbError> {
-        loop {
-            input = self.reader.payload(input, out);
-            if input.is_empty() {
-                return Ok(());
-            }
-            // A header's length may depend on its first bytes: gather until it stops growing.
-            loop {
-                let need = match self.phase {
-                    ClientPhase::Version => 12,
-                    ClientPhase::SecurityChoice | ClientPhase::ClientInit => 1,
-                    ClientPhase::Messages => self.message_length()?,
-                };
-                if self.reader.pending.len() >= need {
-                    break;
-                }
-                if !self.reader.gather(&mut input, need) && input.is_empty() {
-                    return Ok(());
-                }
-            }
-            let header = std::mem::take(&mut self.reader.pending);
-            let payload = self.on_header(&header, out, events)?;
-            self.reader.then(payload);
-        }
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<(), RfbError> {
+        feed(&mut self.grammar, &mut self.reader, input, out, events)
     }
+}
 
-    /// The header length of the message being gathered, as far as its bytes so far tell.
-    fn message_length(&self) -> Result<usize, RfbError> {
-        let p = &self.reader.pending;
-        let Some(&kind) = p.first() else { return Ok(1) };
+impl Grammar for ClientGrammar {
+    fn header_length(&self, p: &[u8]) -> Result<usize, RfbError> {
+        let kind = match (self.phase, p.first()) {
+            (ClientPhase::Version, _) => return Ok(12),
+            (ClientPhase::SecurityChoice | ClientPhase::ClientInit, _) => return Ok(1),
+            (ClientPhase::Messages, None) => return Ok(1),
+            (ClientPhase::Messages, Some(&kind)) => kind,
+        };
         Ok(match kind {
             0 => 20,
             2 if p.len() < 4 => 4,
@@ -328,41 +352,30 @@ impl Rest {
 /// The server → client direction.
 #[derive(Debug)]
 pub struct ServerFilter {
-    phase: ServerPhase,
+    grammar: ServerGrammar,
     reader: Reader,
+}
+
+#[derive(Debug)]
+struct ServerGrammar {
+    phase: ServerPhase,
     policy: Policy,
     pixels: PixelSize,
 }
 
 impl ServerFilter {
     pub fn new(policy: Policy, pixels: PixelSize) -> ServerFilter {
-        ServerFilter { phase: ServerPhase::Version, reader: Reader::default(), policy, pixels }
+        ServerFilter { grammar: ServerGrammar { phase: ServerPhase::Version, policy, pixels }, reader: Reader::default() }
     }
 
     /// Parses `input`; what may reach the client is appended to `out`.
-    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<(), RfbError> {
-        loop {
-            input = self.reader.payload(input, out);
-            if input.is_empty() {
-                return Ok(());
-            }
-            loop {
-                let need = self.header_length()?;
-                if self.reader.pending.len() >= need {
-                    break;
-                }
-                if !self.reader.gather(&mut input, need) && input.is_empty() {
-                    return Ok(());
-                }
-            }
-            let header = std::mem::take(&mut self.reader.pending);
-            let payload = self.on_header(&header, out, events)?;
-            self.reader.then(payload);
-        }
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<(), RfbError> {
+        feed(&mut self.grammar, &mut self.reader, input, out, events)
     }
+}
 
-    fn header_length(&self) -> Result<usize, RfbError> {
-        let p = &self.reader.pending;
+impl Grammar for ServerGrammar {
+    fn header_length(&self, p: &[u8]) -> Result<usize, RfbError> {
         Ok(match self.phase {
             ServerPhase::Version => 12,
             ServerPhase::SecurityTypes => 1 + usize::from(p.first().copied().unwrap_or(0)),

@@ -80,3 +80,31 @@ impl<S: Read + Write> Connection<S> {
         self.request("POST", &format!("/api/{service}/{name}"), &headers, input.to_string().as_bytes())
     }
 }
+
+/// A WebSocket to the gateway, as a browser opens one: the given cookie (a whole `name=value`)
+/// and, when asked, a subprotocol.
+pub fn websocket(
+    api: &str,
+    path: &str,
+    cookie: &str,
+    protocol: Option<&str>,
+    read_timeout: std::time::Duration,
+) -> Result<tungstenite::WebSocket<std::net::TcpStream>, tungstenite::Error> {
+    let stream = std::net::TcpStream::connect(api).expect("connect");
+    stream.set_read_timeout(Some(read_timeout)).expect("timeout");
+    let mut request = tungstenite::http::Request::builder()
+        .uri(format!("ws://{api}{path}"))
+        .header("host", api)
+        .header("cookie", cookie)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tungstenite::handshake::client::generate_key());
+    if let Some(protocol) = protocol {
+        request = request.header("sec-websocket-protocol", protocol);
+    }
+    tungstenite::client(request.body(()).expect("request"), stream).map(|(socket, _)| socket).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(err) => err,
+        tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::ConnectionClosed,
+    })
+}

@@ -3,7 +3,6 @@
 //! the proxied Jupyter, a kernel computing over its WebSocket, the leakage controls, and the
 //! end of access with the session. Then the validator's spoofing table.
 
-use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -57,19 +56,9 @@ fn notebook_url(server: &Server, cookie: &str) -> String {
 
 /// Runs code in a kernel over the proxied WebSocket; returns its `text/plain` result.
 fn execute(server: &Server, base: &str, cookie: &str, kernel: &str, code: &str) -> String {
-    let stream = TcpStream::connect(&server.api).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    let request = tungstenite::http::Request::builder()
-        .uri(format!("ws://{}{base}api/kernels/{kernel}/channels", server.api))
-        .header("host", &server.api)
-        .header("cookie", cookie)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
-        .body(())
-        .expect("request");
-    let (mut socket, _) = tungstenite::client(request, stream).expect("kernel WebSocket through the proxy");
+    let path = format!("{base}api/kernels/{kernel}/channels");
+    let mut socket =
+        http::websocket(&server.api, &path, cookie, None, Duration::from_secs(30)).expect("kernel WebSocket through the proxy");
     let message = json!({
         "header": { "msg_id": "m1", "username": "test", "session": "s1", "msg_type": "execute_request", "version": "5.3", "date": "" },
         "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],

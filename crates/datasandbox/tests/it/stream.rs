@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::http;
 use crate::server::{Server, eventually};
 use crate::streaming::{redeem, status};
 
@@ -19,20 +20,9 @@ struct Rfb {
 
 impl Rfb {
     fn open(server: &Server, cookie: &str, session_id: &str) -> Rfb {
-        let stream = TcpStream::connect(&server.api).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
-        let request = tungstenite::http::Request::builder()
-            .uri(format!("ws://{}/stream/{session_id}", server.api))
-            .header("host", &server.api)
-            .header("cookie", format!("ds_session={cookie}"))
-            .header("connection", "Upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-protocol", "binary")
-            .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
-            .body(())
-            .expect("request");
-        let socket = tungstenite::client(request, stream).expect("websocket handshake").0;
+        let path = format!("/stream/{session_id}");
+        let socket = http::websocket(&server.api, &path, &format!("ds_session={cookie}"), Some("binary"), Duration::from_millis(100))
+            .expect("websocket handshake");
         Rfb { socket, buffer: Vec::new() }
     }
 
@@ -185,16 +175,7 @@ fn clipboard_settings_hold_on_the_wire_in_both_directions() {
     }
 
     // The stream is the session's own: another session's cookie does not open it.
-    let stolen = TcpStream::connect(&server.api).expect("connect");
-    let request = tungstenite::http::Request::builder()
-        .uri(format!("ws://{}/stream/{}", server.api, alice["SessionId"].as_str().expect("id")))
-        .header("host", &server.api)
-        .header("cookie", format!("ds_session={cookie}"))
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
-        .body(())
-        .expect("request");
-    assert!(tungstenite::client(request, stolen).is_err(), "bob's cookie opened alice's display");
+    let path = format!("/stream/{}", alice["SessionId"].as_str().expect("id"));
+    let stolen = http::websocket(&server.api, &path, &format!("ds_session={cookie}"), Some("binary"), Duration::from_secs(5));
+    assert!(stolen.is_err(), "bob's cookie opened alice's display");
 }

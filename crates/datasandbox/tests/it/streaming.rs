@@ -106,19 +106,8 @@ pub(crate) type Socket = tungstenite::WebSocket<TcpStream>;
 
 /// The session page's live connection.
 fn connect(server: &Server, cookie: &str) -> Socket {
-    let stream = TcpStream::connect(&server.api).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
-    let request = tungstenite::http::Request::builder()
-        .uri(format!("ws://{}/session/ws", server.api))
-        .header("host", &server.api)
-        .header("cookie", format!("ds_session={cookie}"))
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
-        .body(())
-        .expect("request");
-    tungstenite::client(request, stream).expect("websocket handshake").0
+    http::websocket(&server.api, "/session/ws", &format!("ds_session={cookie}"), None, Duration::from_millis(200))
+        .expect("websocket handshake")
 }
 
 /// The next event of a given type on the live connection, within `seconds`.
