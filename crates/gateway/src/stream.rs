@@ -23,7 +23,7 @@ use crate::rfb::{ClientFilter, Clipboard, Event, PixelSize, Policy, ServerFilter
 /// How long the bridge waits for a display that is still starting.
 const DISPLAY_START: Duration = Duration::from_secs(10);
 /// What one read from the display may bring at most.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 
 pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
     router.route("/stream/{session_id}", get(stream))
@@ -103,12 +103,20 @@ async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSock
                     tracing::warn!(session = target.connection.session_id, error = %err, "closing a stream: the display broke RFB");
                     break;
                 }
-                if !out.is_empty() && to_client.send(Message::Binary(std::mem::take(&mut out).into())).await.is_err() {
-                    break;
+                if !out.is_empty() {
+                    let message = std::mem::replace(&mut out, Vec::with_capacity(READ_CHUNK + 64));
+                    if to_client.send(Message::Binary(message.into())).await.is_err() {
+                        break;
+                    }
                 }
             }
             event = target.connection.events.recv() => {
-                let ended = event.as_ref().map_or(true, |e| e["type"] == "ended" || e["type"] == "disconnect");
+                let ended = match &event {
+                    Ok(e) => e["type"] == "ended" || e["type"] == "disconnect",
+                    // Missed events (a slow stream) end nothing; a closed channel does.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => false,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => true,
+                };
                 if ended {
                     break;
                 }
