@@ -198,12 +198,16 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
 
 /// Writes `session.json` from inside an instance, as that instance, into `key`.
 fn write_from(server: &Server, instance: &str, key: &str, body: &[u8]) {
+    assert_eq!(put_from(server, instance, key, body), json!(200), "{key}");
+}
+
+/// `PutObject` from inside an instance; the HTTP status.
+fn put_from(server: &Server, instance: &str, key: &str, body: &[u8]) -> Value {
     let input = json!({ "Bucket": "datasandbox-home", "Key": key, "Body": b64(body) });
     let script = format!(
         "E=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p'); curl -s -o /dev/null -w '%{{http_code}}' -H \"Authorization: Bearer $(cat /run/datasandbox/credential)\" --data-binary @- $E/api/storage/PutObject <<'EOF'\n{input}\nEOF"
     );
-    let out = server.cli(&["instances", "exec", instance, "--", "/bin/bash", "-c", &script], &[]);
-    assert_eq!(out.stdout, json!(200), "{key}: {:?}", out);
+    server.cli(&["instances", "exec", instance, "--", "/bin/bash", "-c", &script], &[]).stdout
 }
 
 fn home(user: &str) -> String {
@@ -296,6 +300,14 @@ fn the_session_validator_rejects_every_spoof_with_a_reason() {
         let _ = server
             .call("storage:DeleteObject", &json!({ "Bucket": "datasandbox-home", "Key": format!("{}session_url.txt", home("alice")) }));
     }
+    // Written into another user's folder: storage refuses it (on the record), so no validator
+    // ever answers into bob's folder.
+    assert_eq!(put_from(&server, a_instance, &key("bob"), claim("alice", &alice).to_string().as_bytes()), json!(403));
+    let refused = server.audit(&[("EventName", "PutObject")]);
+    assert!(
+        refused.iter().any(|r| r["errorCode"] == "AccessDeniedException" && r["requestParameters"]["Key"] == key("bob").as_str()),
+        "the refused write is on the record"
+    );
     // A session's notebook URL opens only in that session's browser, once.
     let url = eventually(60, "alice's notebook URL", || status(&server, &alice_cookie)["NotebookUrl"].as_str().map(str::to_owned));
     let path = &url[url.find("/notebook-auth/").expect("path")..];
