@@ -15,70 +15,21 @@
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
 mod http;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "support/server.rs"]
+#[allow(dead_code, reason = "shared by the benchmarks, which use different parts")]
+mod server;
+
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
+
+use server::Server;
 
 const RUNS: usize = 200;
 
-struct Server {
-    dir: tempfile::TempDir,
-    api: String,
-    child: Child,
-}
-
-impl Server {
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_datasandbox")).arg("--data-dir").arg(self.dir.path()).args(args).output().expect("cli");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn call(&self, action: &str, input: Value) -> Value {
-        let reply = http::unix(&self.dir.path().join("control.sock")).expect("connect").call(action, &input, None).expect("call");
-        assert_eq!(reply.status, 200, "{action}: {}", String::from_utf8_lossy(&reply.body));
-        reply.json()
-    }
-
-    fn get(&self, path: &str, cookie: &str) -> http::Reply {
-        http::tcp(&self.api).expect("connect").request("GET", path, &[("cookie", cookie)], b"").expect("request")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
-
+/// The direct flow (the notebook in the user's browser), as the seed's lambda path works.
 fn start() -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for recipe in ["base", "notebook"] {
-        let built = Command::new(env!("CARGO_BIN_EXE_datasandbox"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["image", "build", recipe])
-            .output()
-            .expect("build");
-        assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    }
-    let vpc = format!("vpc_cidr=10.{}.0.0/16", 150 + std::process::id() % 50);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_datasandbox"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["up", "-c", "server.api_listen=127.0.0.1:0", "-c", &vpc])
-        .env("DATASANDBOX_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the server");
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready line");
-    let api = ready.split_whitespace().find_map(|w| w.strip_prefix("api=http://")).expect("api").to_owned();
-    Server { dir, api, child }
+    Server::start(&["base", "notebook"], 150 + std::process::id() % 50, &["stream_view=DIRECT"])
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {

@@ -10,81 +10,41 @@
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
 mod http;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "support/server.rs"]
+#[allow(dead_code, reason = "shared by the benchmarks, which use different parts")]
+mod server;
+
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
+
+use server::Server;
 
 const SESSIONS: usize = 100;
 
-struct Server {
-    _dir: tempfile::TempDir,
-    socket: std::path::PathBuf,
-    api: String,
-    child: Child,
+/// A fleet of four whose sessions start a shell, in direct mode (no display): the session's
+/// own start is measured, not an application's.
+fn start(fleet_type: &str, octet: u32) -> Server {
+    let fleet_type = format!("fleet_type={fleet_type}");
+    let overrides = [
+        fleet_type.as_str(),
+        "fleets.datasandbox-fleet.desired_instances=4",
+        "stacks.datasandbox-stack.application=shell",
+        "stream_view=DIRECT",
+    ];
+    Server::start(&["base"], octet, &overrides)
 }
 
-impl Server {
-    fn start(fleet_type: &str, vpc: &str) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let built = Command::new(env!("CARGO_BIN_EXE_datasandbox"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["image", "build", "base"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("build the image");
-        assert!(built.success());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_datasandbox"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args([
-                "up",
-                "-c",
-                "server.api_listen=127.0.0.1:0",
-                "-c",
-                &format!("fleet_type={fleet_type}"),
-                "-c",
-                &format!("vpc_cidr={vpc}"),
-            ])
-            .args(["-c", "fleets.datasandbox-fleet.desired_instances=4", "-c", "stacks.datasandbox-stack.application=shell"])
-            .env("DATASANDBOX_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the server");
-        let mut ready = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready line");
-        let api = ready.split_whitespace().find_map(|w| w.strip_prefix("api=http://")).expect("api address").to_owned();
-        Server { socket: dir.path().join("control.sock"), _dir: dir, api, child }
-    }
-
-    fn call(&self, action: &str, input: Value) -> Value {
-        let reply = http::unix(&self.socket).expect("connect").call(action, &input, None).expect("call");
-        assert_eq!(reply.status, 200, "{action}: {}", String::from_utf8_lossy(&reply.body));
-        reply.json()
-    }
-
-    fn wait_for_capacity(&self, available: i64) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let fleets = self.call("streaming:DescribeFleets", json!({}));
-            let fleet = &fleets["Fleets"][0];
-            if fleet["State"] == "RUNNING" && fleet["ComputeCapacityStatus"]["Available"] == available {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the fleet never reached {available} available: {fleet}");
-            std::thread::sleep(Duration::from_millis(20));
+fn wait_for_capacity(server: &Server, available: i64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let fleets = server.call("streaming:DescribeFleets", json!({}));
+        let fleet = &fleets["Fleets"][0];
+        if fleet["State"] == "RUNNING" && fleet["ComputeCapacityStatus"]["Available"] == available {
+            return;
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
+        assert!(Instant::now() < deadline, "the fleet never reached {available} available: {fleet}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -92,9 +52,9 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-fn measure(fleet_type: &str, vpc: &str) -> Vec<Duration> {
-    let server = Server::start(fleet_type, vpc);
-    server.wait_for_capacity(4);
+fn measure(fleet_type: &str, octet: u32) -> Vec<Duration> {
+    let server = start(fleet_type, octet);
+    wait_for_capacity(&server, 4);
     let mut times = Vec::new();
     for n in 0..SESSIONS {
         let url = server.call(
@@ -129,7 +89,7 @@ fn measure(fleet_type: &str, vpc: &str) -> Vec<Duration> {
         times.push(started.elapsed());
         server.call("streaming:ExpireSession", json!({ "SessionId": session["SessionId"] }));
         // Each redemption finds the fleet as a user would: warm capacity back (ALWAYS_ON).
-        server.wait_for_capacity(4);
+        wait_for_capacity(&server, 4);
     }
     times.sort_unstable();
     times
@@ -142,7 +102,7 @@ fn main() {
         ("ALWAYS_ON", "p50 < 50 ms", "AppStream 2.0: \"instant\" (instances already running)"),
         ("ON_DEMAND", "p50 < 500 ms", "AppStream 2.0: 1-2 minutes (instance started on demand)"),
     ] {
-        let times = measure(fleet_type, &format!("10.{octet}.0.0/16"));
+        let times = measure(fleet_type, octet);
         println!(
             "{fleet_type:<10} p50 {:7.1} ms  p95 {:7.1} ms  max {:7.1} ms   target {target};  {appstream}",
             percentile(&times, 0.5),

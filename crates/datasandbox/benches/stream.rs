@@ -14,13 +14,19 @@
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
 mod http;
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "support/server.rs"]
+#[allow(dead_code, reason = "shared by the benchmarks, which use different parts")]
+mod server;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
+
+use server::Server;
 
 const WIDTH: u16 = 1280;
 const HEIGHT: u16 = 800;
@@ -116,57 +122,14 @@ impl<P: Pipe> Rfb<P> {
     }
 }
 
-struct Server {
-    dir: tempfile::TempDir,
-    api: String,
-    child: Child,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let bin = env!("CARGO_BIN_EXE_datasandbox");
-        let built = Command::new(bin).arg("--data-dir").arg(dir.path()).args(["image", "build", "base"]).output().expect("build");
-        assert!(built.status.success());
-        let vpc = format!("vpc_cidr=10.{}.0.0/16", 200 + std::process::id() % 50);
-        let mut child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["up", "-c", "server.api_listen=127.0.0.1:0", "-c", &vpc, "-c", "stream_view=DESKTOP"])
-            .args(["-c", "stacks.datasandbox-stack.application=shell"])
-            .env("DATASANDBOX_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the server");
-        let mut ready = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready line");
-        let api = ready.split_whitespace().find_map(|w| w.strip_prefix("api=http://")).expect("api address").to_owned();
-        Server { dir, api, child }
-    }
-
-    fn call(&self, action: &str, input: Value) -> Value {
-        let reply = http::unix(&self.dir.path().join("control.sock")).expect("connect").call(action, &input, None).expect("call");
-        assert_eq!(reply.status, 200, "{action}: {}", String::from_utf8_lossy(&reply.body));
-        reply.json()
-    }
-
-    /// CPU seconds used so far and resident memory, in KiB.
-    fn usage(&self) -> (f64, u64) {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("stat");
-        let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
-        let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
-        let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
-        (ticks / 100.0, rss.expect("VmRSS"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
+/// CPU seconds a process used so far, and its resident memory in KiB.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    (ticks / 100.0, rss.expect("VmRSS"))
 }
 
 fn websockify() -> std::path::PathBuf {
@@ -206,7 +169,8 @@ fn latency<P: Pipe>(rfb: &mut Rfb<P>) -> (f64, f64) {
 
 fn main() {
     println!("Stream bridge benchmark (release binary): gateway vs websockify, the same Xvnc ({WIDTH}×{HEIGHT}, raw, 32 bpp)");
-    let server = Server::start();
+    let server =
+        Server::start(&["base"], 200 + std::process::id() % 50, &["stream_view=DESKTOP", "stacks.datasandbox-stack.application=shell"]);
     let url = server.call(
         "streaming:CreateStreamingURL",
         json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet", "UserId": "bench", "Validity": 600 }),
@@ -277,13 +241,13 @@ fn main() {
         through_websockify.0 - direct.0
     );
 
-    let (cpu_before, rss_before) = server.usage();
+    let (cpu_before, rss_before) = usage(server.pid());
     let started = Instant::now();
     let mut rss_during = 0;
     let frames: usize = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
             std::thread::sleep(Duration::from_secs(4));
-            server.usage().1
+            usage(server.pid()).1
         });
         let workers: Vec<_> = (0..STREAMS)
             .map(|_| {
@@ -303,7 +267,7 @@ fn main() {
         frames
     });
     let seconds = started.elapsed().as_secs_f64();
-    let (cpu_after, _) = server.usage();
+    let (cpu_after, _) = usage(server.pid());
     let rss_after = rss_during;
     println!(
         "{STREAMS} streams pulling full frames for {seconds:.1} s ({:.0} MB/s in all): gateway CPU {:.1}% of a core per stream, memory {:+} KiB per stream (RSS {} KiB idle, {} KiB with the streams open)",

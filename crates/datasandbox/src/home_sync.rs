@@ -119,6 +119,9 @@ fn start_display() {
     let spawned = std::process::Command::new(XVNC)
         .args([":1", "-rfbunixpath", "/run/display/rfb.sock", "-rfbunixmode", "0600", "-rfbport", "-1", "-nolisten", "tcp"])
         .args(["-SecurityTypes", "None", "-AlwaysShared", "-geometry", "1280x800", "-depth", "24", "-desktop", "DataSandbox"])
+        // Every connection comes from the gateway: a client that drops during the handshake
+        // must not get the display refused to the session's next connections.
+        .args(["-UseBlacklist=0"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
