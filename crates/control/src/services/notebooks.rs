@@ -613,4 +613,9 @@ pub(crate) async fn stop_all(plane: &Plane) {
             let _ = stop_notebook(plane, &name).await;
         }
     }
+    // A run that was killed may have left any notebook's volume mounted, whatever its row says.
+    let all = sqlx::query("SELECT name FROM notebooks").fetch_all(&plane.store.pool).await.unwrap_or_default();
+    let volumes: Vec<Volume> =
+        all.iter().filter_map(|r| r.try_get::<String, _>("name").ok()).map(|n| Volume::new(notebook_dir(plane, &n))).collect();
+    let _ = tokio::task::spawn_blocking(move || volumes.iter().for_each(Volume::unmount)).await;
 }
