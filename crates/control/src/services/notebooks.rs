@@ -393,13 +393,7 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         return Err(ActionError::validation(format!("VolumeSizeInGB {volume} is smaller than the volume's {current}: volumes only grow")));
     }
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    let state: String = notebook.try_get("state")?;
-    if state != "Stopped" && state != "Failed" {
-        return Err(ActionError::conflict(
-            "ConflictException",
-            format!("notebook instance `{}` is {state}; stop it first", input.notebook_instance_name),
-        ));
-    }
+    require_stopped(&notebook, &input.notebook_instance_name)?;
     let instance_type = input.instance_type.clone().map_or_else(|| notebook.try_get("instance_type"), Ok)?;
     if volume > current {
         let disk = Volume::new(notebook_dir(plane, &input.notebook_instance_name));
@@ -414,18 +408,21 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     Ok(json!({}))
 }
 
+/// Only a stopped (or failed) notebook may change or go, as in SageMaker.
+fn require_stopped(notebook: &sqlx::any::AnyRow, name: &str) -> Result<(), ActionError> {
+    let state: String = notebook.try_get("state")?;
+    if state != "Stopped" && state != "Failed" {
+        return Err(ActionError::conflict("ConflictException", format!("notebook instance `{name}` is {state}; stop it first")));
+    }
+    Ok(())
+}
+
 async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     let plane = ctx.plane;
     let notebook = row(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    let state: String = notebook.try_get("state")?;
-    if state != "Stopped" && state != "Failed" {
-        return Err(ActionError::conflict(
-            "ConflictException",
-            format!("notebook instance `{}` is {state}; stop it first", input.notebook_instance_name),
-        ));
-    }
+    require_stopped(&notebook, &input.notebook_instance_name)?;
     sqlx::query("DELETE FROM notebooks WHERE name = $1").bind(&input.notebook_instance_name).execute(&plane.store.pool).await?;
     let _ = std::fs::remove_dir_all(notebook_dir(plane, &input.notebook_instance_name));
     Ok(json!({}))
