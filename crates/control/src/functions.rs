@@ -183,6 +183,7 @@ async fn audit_delivery(control: &ControlPlane, function: &str, event: &Value, a
         resources,
         management_event: false,
         correlation_id: event["correlationId"].as_str().map(str::to_owned),
+        source_ip: None,
     };
     control.record_service_event(record).await;
 }

@@ -25,6 +25,10 @@ pub enum Credentials {
     Anonymous,
     /// `Authorization: Bearer <instance credential>` on the endpoint, from an instance link.
     Instance { token: String, source_ip: String },
+    /// A program inside an instance that holds no credential (the kiosk browser of a pixel
+    /// session), known only by the instance link the call arrives on: it acts for that
+    /// instance's ACTIVE session, as the session's cookie would.
+    InstanceLink { source_ip: String },
     /// The token of a streaming URL being opened: it names the user, and its signature is checked.
     StreamingUrl(String),
     /// The cookie a redeemed streaming URL set: the session's user.
@@ -119,6 +123,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
         Credentials::Bearer(token) => user_from_token(store, account_id, token).await,
         Credentials::StreamingUrl(token) => crate::services::streaming::sessions::url_caller(plane, token),
         Credentials::SessionCookie(cookie) => crate::services::streaming::sessions::cookie_caller(plane, cookie).await,
+        Credentials::InstanceLink { source_ip } => crate::services::streaming::sessions::link_caller(plane, source_ip).await,
         Credentials::Anonymous => Err(ActionError::unauthenticated(
             "the request carries no credentials; send `Authorization: Bearer <token>` or use the control socket",
         )),

@@ -70,6 +70,8 @@ pub(crate) struct ServiceEvent<'a> {
     pub resources: Vec<RecordResource>,
     pub management_event: bool,
     pub correlation_id: Option<String>,
+    /// Where the event came from when a client caused it; else the principal (a service).
+    pub source_ip: Option<String>,
 }
 
 impl Default for ServiceEvent<'_> {
@@ -83,6 +85,7 @@ impl Default for ServiceEvent<'_> {
             resources: Vec::new(),
             management_event: true,
             correlation_id: None,
+            source_ip: None,
         }
     }
 }
@@ -116,6 +119,8 @@ pub(crate) struct Plane {
     pub deploying: tokio::sync::Mutex<()>,
     pub deploy_steps: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::services::deploy::Step>>,
     pub data_dir: PathBuf,
+    /// Where image builds cache what they download once for every image (the notebook venv).
+    pub image_cache: PathBuf,
     pub store: Store,
     pub blobs: Blobs,
     pub trail: Trail,
@@ -154,7 +159,8 @@ pub fn check_policies(spec: &Spec) -> Result<(), StartError> {
 impl ControlPlane {
     /// Opens the metadata store, the object store, the key ring and the trail; loads the
     /// policies; creates the spec's buckets and notifications; starts background work.
-    pub async fn start(spec: Spec, data_dir: &Path, socket_owner: u32) -> Result<ControlPlane, StartError> {
+    /// `image_cache` is where image builds keep what they download once for every image.
+    pub async fn start(spec: Spec, data_dir: &Path, socket_owner: u32, image_cache: &Path) -> Result<ControlPlane, StartError> {
         let store = Store::open(spec.metadata_url.as_deref(), data_dir).await?;
         // The resources serve as last deployed; a host never deployed runs on the given spec
         // until its first deploy.
@@ -193,6 +199,7 @@ impl ControlPlane {
             deploying: tokio::sync::Mutex::new(()),
             deploy_steps: std::sync::OnceLock::new(),
             data_dir: data_dir.to_owned(),
+            image_cache: image_cache.to_owned(),
             store,
             blobs,
             trail,
@@ -294,7 +301,7 @@ impl ControlPlane {
             event_source: event.source.into(),
             event_name: event.name.into(),
             aws_region: spec.region.clone(),
-            source_ip_address: event.principal.into(),
+            source_ip_address: event.source_ip.unwrap_or_else(|| event.principal.into()),
             user_agent: concat!("datasandbox/", env!("CARGO_PKG_VERSION")).into(),
             error_code: event.error.map(|e| e.code.to_owned()),
             error_message: event.error.map(|e| e.message.clone()),

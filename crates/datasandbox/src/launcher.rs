@@ -5,10 +5,13 @@
 //! validator), and waits for `session_url.txt` or `session_error.json` beside it. It always
 //! ends with the notebook or a clear message, never silently.
 //!
-//! In direct mode the notebook URL reaches the user through their session page; the launcher
-//! reports it in `/tmp/launcher.log` and on standard output.
+//! In pixel-streaming mode (`DS_STREAM_VIEW` DESKTOP or APP) the launcher opens the notebook
+//! URL in the instance's kiosk browser on the session's display; the URL opens only from this
+//! instance's link. In direct mode it reaches the user through their session page. Either way
+//! the launcher reports in `/tmp/launcher.log` and on standard output.
 
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -92,6 +95,10 @@ pub async fn run() -> ExitCode {
         {
             let waited = started.elapsed().as_secs_f64() * 1000.0;
             say(&format!("launcher: your notebook is ready ({waited:.1} ms after {SESSION_FILE} was written): {}", url.trim()));
+            let view = env("DS_STREAM_VIEW");
+            if view == "DESKTOP" || view == "APP" {
+                return open_in_browser(url.trim()).await;
+            }
             return ExitCode::SUCCESS;
         }
         if present(ERROR_FILE)
@@ -111,6 +118,44 @@ pub async fn run() -> ExitCode {
     }
     say(&format!("launcher: no answer from the session validator within {} s; contact the operator", config.timeout_seconds));
     ExitCode::from(1)
+}
+
+/// The display's X socket, made by the session's Xvnc (started beside the home-folder sync).
+const X_SOCKET: &str = "/tmp/.X11-unix/X1";
+const BROWSER: &str = "/usr/lib/chromium/chromium";
+
+/// Opens `url` in the kiosk browser on the session's display, once the display is up. The
+/// browser outlives the launcher (it is the session's application).
+async fn open_in_browser(url: &str) -> ExitCode {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::path::Path::new(X_SOCKET).exists() {
+        if Instant::now() > deadline {
+            say("launcher: the session's display did not start within 30 s; contact the operator");
+            return ExitCode::from(1);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/browser.log");
+    let output = || log.as_ref().ok().and_then(|f| f.try_clone().ok()).map_or_else(std::process::Stdio::null, std::process::Stdio::from);
+    let spawned = std::process::Command::new(BROWSER)
+        .args(sandbox::image::BROWSER_ARGUMENTS)
+        .arg(url)
+        .env("DISPLAY", ":1")
+        .stdin(std::process::Stdio::null())
+        .stdout(output())
+        .stderr(output())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(browser) => {
+            say(&format!("launcher: opened your notebook in the workspace's browser (pid {})", browser.id()));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            say(&format!("launcher: cannot start the browser {BROWSER}: {err}; the fleet's image needs the desktop recipe"));
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn read(endpoint: &str, bucket: &str, key: &str) -> Option<String> {

@@ -176,12 +176,13 @@ enum InstancesCommand {
 
 #[derive(Subcommand)]
 enum ImageCommand {
-    /// Build an image from a recipe: `base` (a root on the host's own packages) or `notebook`
-    /// (adds JupyterLab from PyPI). What the image adds comes from the spec's `[images.<name>]`.
+    /// Build an image from a recipe: `base` (a root on the host's own packages), `desktop` (adds
+    /// the display and a kiosk browser for pixel streaming) or `notebook` (adds JupyterLab from
+    /// PyPI). What the image adds comes from the spec's `[images.<name>]`.
     Build {
         recipe: String,
-        /// The image's name; by default the spec's `image_name` for `base`, `datasandbox-notebook`
-        /// for `notebook`.
+        /// The image's name; by default the spec's `image_name` for `base` and `desktop`,
+        /// `datasandbox-notebook` for `notebook`.
         #[arg(long)]
         name: Option<String>,
     },
@@ -374,18 +375,11 @@ fn build_image(data_dir: &std::path::Path, recipe: &str, name: Option<&str>) -> 
         "notebook" => "datasandbox-notebook".to_owned(),
         _ => spec.image_name.clone(),
     });
-    let declared = spec.images.iter().find(|i| i.name == name && i.recipe == recipe);
-    let recipe = match recipe {
-        "base" => sandbox::image::Recipe::Base,
-        "notebook" => sandbox::image::Recipe::Notebook {
-            python_packages: declared
-                .map_or_else(|| sandbox::image::NOTEBOOK_PACKAGES.iter().map(|p| (*p).to_owned()).collect(), |i| i.python_packages.clone()),
-            cache: std::env::var_os("DATASANDBOX_CACHE_DIR").map_or_else(|| "/var/cache/datasandbox".into(), std::path::PathBuf::from),
-        },
-        other => {
-            eprintln!("error: unknown recipe `{other}`; recipes are: base, notebook");
-            return ExitCode::from(1);
-        }
+    let packages = spec.images.iter().find(|i| i.name == name && i.recipe == recipe).map(|i| i.python_packages.clone()).unwrap_or_default();
+    let cache = std::env::var_os("DATASANDBOX_CACHE_DIR").map_or_else(|| sandbox::image::DEFAULT_CACHE.into(), std::path::PathBuf::from);
+    let Some(recipe) = sandbox::image::Recipe::named(recipe, &packages, &cache) else {
+        eprintln!("error: unknown recipe `{recipe}`; recipes are: {}", sandbox::image::RECIPES.join(", "));
+        return ExitCode::from(1);
     };
     let name = name.as_str();
     let images = data_dir.join("images");

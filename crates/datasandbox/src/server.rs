@@ -106,7 +106,8 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     }
     let owner = fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();
     let listen = spec.api_listen;
-    let control = control::ControlPlane::start(spec, data_dir, owner).await.context("cannot start the control plane")?;
+    let image_cache = std::env::var_os("DATASANDBOX_CACHE_DIR").map_or_else(|| sandbox::image::DEFAULT_CACHE.into(), PathBuf::from);
+    let control = control::ControlPlane::start(spec, data_dir, owner, &image_cache).await.context("cannot start the control plane")?;
     control.set_endpoint_server(gateway::endpoint_server(control.clone()));
     if mode == Mode::Up {
         // `up` deploys the spec, like `datasandbox deploy`, before it accepts requests.

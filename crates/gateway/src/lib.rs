@@ -92,7 +92,8 @@ async fn tcp_call(
 /// the instance credential and the link the call arrives on.
 pub fn endpoint_server(control: ControlPlane) -> control::EndpointServer {
     Box::new(move |listener: TcpListener| {
-        let app = Router::new().route("/api/{service}/{action}", post(endpoint_call)).with_state(control.clone());
+        let app =
+            notebook::endpoint_routes(Router::new().route("/api/{service}/{action}", post(endpoint_call))).with_state(control.clone());
         tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
                 tracing::error!(error = %err, "the endpoint stopped");

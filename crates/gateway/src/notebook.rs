@@ -30,6 +30,12 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
     router.route("/notebook-auth/{token}", get(open_url)).route("/notebook/{name}/{*rest}", any(proxy))
 }
 
+/// The same on the endpoint of an instance link, for the kiosk browser of a pixel session:
+/// its presigned URL opens only here, known by the link it comes from.
+pub(crate) fn endpoint_routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+    router.route("/notebook-auth/{token}", get(open_url_in_instance)).route("/notebook/{name}/{*rest}", any(proxy))
+}
+
 fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
         let (name, value) = pair.trim().split_once('=')?;
@@ -51,6 +57,19 @@ async fn open_url(
         Some(cookie) => Credentials::SessionCookie(cookie),
         None => Credentials::Anonymous,
     };
+    redeem(control, credentials, peer, token, headers).await
+}
+
+async fn open_url_in_instance(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    redeem(control, Credentials::InstanceLink { source_ip: peer.ip().to_string() }, peer, token, headers).await
+}
+
+async fn redeem(control: ControlPlane, credentials: Credentials, peer: SocketAddr, token: String, headers: HeaderMap) -> Response {
     let response = control
         .call(control::Request {
             credentials,
@@ -94,12 +113,17 @@ fn refused_route(target: &NotebookTarget, rest: &str, query: &str) -> Option<&'s
     (!target.download && route).then_some("file download is disabled for this session (FILE_DOWNLOAD)")
 }
 
-async fn proxy(State(control): State<ControlPlane>, Path((name, rest)): Path<(String, String)>, request: Request) -> Response {
+async fn proxy(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((name, rest)): Path<(String, String)>,
+    request: Request,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let Some(cookie) = cookie_named(&parts.headers, &notebook_cookie(&name)) else {
         return refuse("no access to this notebook; open it from your session");
     };
-    let target = match control.notebook_target(&name, &cookie).await {
+    let target = match control.notebook_target(&name, &cookie, &peer.ip().to_string()).await {
         Ok(target) => target,
         Err(err) => {
             return (

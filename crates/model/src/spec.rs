@@ -125,7 +125,7 @@ pub struct BucketSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSpec {
     pub name: String,
-    /// `base` or `notebook`.
+    /// `base`, `desktop` (base + display + kiosk browser) or `notebook`.
     pub recipe: String,
     /// For `notebook`: the PyPI packages of its `/opt/jupyter` environment.
     pub python_packages: Vec<String>,
@@ -414,7 +414,7 @@ fn read_spec(root: &Table) -> Spec {
     let instance_types = read_instance_types(root);
     let buckets = read_buckets(root, &environment_name);
     let datasets = read_datasets(root, &buckets);
-    let images = read_images(root, &image_name);
+    let images = read_images(root, &image_name, stream_view);
     let policies = read_policies(root);
     let fleets = read_fleets(root, &environment_name, &image_name, fleet_type, &instance_types);
     let stacks = read_stacks(root, &environment_name, stream_view, &fleets, &buckets);
@@ -517,13 +517,13 @@ fn read_buckets(root: &Table, environment_name: &str) -> Vec<BucketSpec> {
     buckets
 }
 
-fn read_images(root: &Table, image_name: &str) -> Vec<ImageSpec> {
+fn read_images(root: &Table, image_name: &str, stream_view: StreamView) -> Vec<ImageSpec> {
     let mut images: Vec<ImageSpec> = root
         .named_tables("images")
         .unwrap_or_default()
         .into_iter()
         .map(|(name, t)| {
-            let recipe = t.choice("recipe", "base", &["base", "notebook"]).to_owned();
+            let recipe = t.choice("recipe", "base", &["base", "desktop", "notebook"]).to_owned();
             let default: &[&str] = if recipe == "notebook" { &["jupyterlab", "ipykernel"] } else { &[] };
             let python_packages = t.strings("python_packages", default);
             for (index, package) in python_packages.iter().enumerate() {
@@ -537,15 +537,18 @@ fn read_images(root: &Table, image_name: &str) -> Vec<ImageSpec> {
                     );
                 }
             }
-            if recipe == "base" && !python_packages.is_empty() {
+            if recipe != "notebook" && !python_packages.is_empty() {
                 t.problem("python_packages", "only the `notebook` recipe installs Python packages");
             }
             t.finish();
             ImageSpec { name, recipe, python_packages }
         })
         .collect();
-    // The fleets' image and the notebooks' image exist unless declared otherwise.
-    for (name, recipe, packages) in [(image_name, "base", &[][..]), ("datasandbox-notebook", "notebook", &["jupyterlab", "ipykernel"][..])]
+    // The fleets' image and the notebooks' image exist unless declared otherwise; pixel
+    // streaming needs the fleets' image to have a display and a browser.
+    let fleet_recipe = if stream_view == StreamView::Direct { "base" } else { "desktop" };
+    for (name, recipe, packages) in
+        [(image_name, fleet_recipe, &[][..]), ("datasandbox-notebook", "notebook", &["jupyterlab", "ipykernel"][..])]
     {
         if !images.iter().any(|i| i.name == name) {
             images.push(ImageSpec {

@@ -2,7 +2,11 @@
 //! the image's application catalog. The `base` recipe builds the root from the host's own
 //! packages: a skeleton whose `/usr` is the host's `/usr`, bound read-only at start. The
 //! `notebook` recipe adds a Python virtual environment with JupyterLab from PyPI at
-//! `/opt/jupyter` (built once per package list into a host-wide cache, then copied).
+//! `/opt/jupyter` (built once per package list into a host-wide cache, then copied). The
+//! `desktop` recipe adds what a pixel-streamed session shows: the X/VNC server (TigerVNC's
+//! Xvnc) and a kiosk browser (Chromium) from the host's Debian packages, with the
+//! configuration they read from `/etc` (fonts, and a managed browser policy that turns off
+//! downloads, developer tools, sign-in and every other way out of the browser).
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +58,8 @@ impl Image {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipe {
     Base,
+    /// The base plus the display and the kiosk browser of pixel-streamed sessions.
+    Desktop,
     /// The base plus a venv at `/opt/jupyter` with these PyPI packages.
     Notebook {
         python_packages: Vec<String>,
@@ -63,6 +69,63 @@ pub enum Recipe {
 
 /// The packages of the `notebook` recipe unless the spec names others.
 pub const NOTEBOOK_PACKAGES: &[&str] = &["jupyterlab", "ipykernel"];
+
+/// The recipes `datasandbox image build` and the spec's `[images.<name>] recipe` know.
+pub const RECIPES: &[&str] = &["base", "desktop", "notebook"];
+
+/// Where venvs are cached across images unless the operator says otherwise.
+pub const DEFAULT_CACHE: &str = "/var/cache/datasandbox";
+
+impl Recipe {
+    /// The recipe named `name` (one of [`RECIPES`]); `python_packages` are the notebook's,
+    /// defaulting to [`NOTEBOOK_PACKAGES`] when empty.
+    pub fn named(name: &str, python_packages: &[String], cache: &Path) -> Option<Recipe> {
+        match name {
+            "base" => Some(Recipe::Base),
+            "desktop" => Some(Recipe::Desktop),
+            "notebook" => Some(Recipe::Notebook {
+                python_packages: if python_packages.is_empty() {
+                    NOTEBOOK_PACKAGES.iter().map(|p| (*p).to_owned()).collect()
+                } else {
+                    python_packages.to_vec()
+                },
+                cache: cache.to_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The host programs the desktop recipe needs, with the Debian package of each.
+const DESKTOP_PROGRAMS: &[(&str, &str)] = &[
+    ("/usr/bin/Xtigervnc", "tigervnc-standalone-server"),
+    ("/usr/lib/chromium/chromium", "chromium"),
+    ("/usr/bin/xclip", "xclip"),
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "fonts-dejavu-core"),
+];
+
+/// The kiosk browser's managed policy: Chromium reads it from
+/// `/etc/chromium/policies/managed/`. The browser only shows the notebook; nothing it
+/// offers may carry data out of the display (the network already has no other way out).
+const BROWSER_POLICY: &str = r#"{
+  "DownloadRestrictions": 3,
+  "DeveloperToolsAvailability": 2,
+  "BrowserSignin": 0,
+  "SyncDisabled": true,
+  "PasswordManagerEnabled": false,
+  "AutofillAddressEnabled": false,
+  "AutofillCreditCardEnabled": false,
+  "ImportBookmarks": false,
+  "MetricsReportingEnabled": false,
+  "SpellCheckServiceEnabled": false,
+  "TranslateEnabled": false,
+  "DefaultBrowserSettingEnabled": false,
+  "BackgroundModeEnabled": false,
+  "HardwareAccelerationModeEnabled": false,
+  "URLBlocklist": ["file://*", "chrome://*", "chrome-extension://*", "view-source:*", "devtools://*", "javascript:*"],
+  "URLAllowlist": ["chrome://print"]
+}
+"#;
 
 /// Builds the `base` image under `images/<name>/<version>/`, reporting each step.
 pub fn build_base(images: &Path, name: &str, version: &str, progress: &mut dyn FnMut(&str)) -> Result<Image, SandboxError> {
@@ -118,6 +181,29 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
     ];
     let recipe_name = match recipe {
         Recipe::Base => "base",
+        Recipe::Desktop => {
+            progress("checking the display and the browser (host packages)");
+            let missing: Vec<&str> =
+                DESKTOP_PROGRAMS.iter().filter(|(path, _)| !Path::new(path).exists()).map(|(_, package)| *package).collect();
+            if !missing.is_empty() {
+                return Err(setup(
+                    "build the desktop image",
+                    format!("the host lacks {}; install them with `apt-get install {}`", missing.join(", "), missing.join(" ")),
+                ));
+            }
+            progress("writing the fonts' and the browser's configuration into /etc");
+            copy_tree(Path::new("/etc/fonts"), &etc.join("fonts"))?;
+            let policies = etc.join("chromium/policies/managed");
+            std::fs::create_dir_all(&policies).map_err(|e| setup("build the image", e))?;
+            std::fs::write(policies.join("datasandbox.json"), BROWSER_POLICY).map_err(|e| setup("build the image", e))?;
+            applications.push(Application {
+                name: "browser".into(),
+                display_name: "Browser".into(),
+                command: "/usr/lib/chromium/chromium".into(),
+                arguments: BROWSER_ARGUMENTS.iter().map(|a| (*a).to_owned()).collect(),
+            });
+            "desktop"
+        }
         Recipe::Notebook { python_packages, cache } => {
             let venv = cached_venv(cache, python_packages, progress)?;
             progress("copying the Python environment into the image");
@@ -144,6 +230,21 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
     std::fs::rename(&staging, &dir).map_err(|e| setup("build the image", e))?;
     Ok(Image { dir, manifest })
 }
+
+/// How the kiosk browser runs inside an instance. The instance is its sandbox: Chromium's
+/// own (setuid or user-namespace) sandbox cannot start under no_new_privs and the seccomp
+/// allow-list, so it is off, and with it the zygote that would try to set it up.
+pub const BROWSER_ARGUMENTS: &[&str] = &[
+    "--kiosk",
+    "--no-sandbox",
+    "--no-zygote",
+    "--disable-gpu",
+    "--no-first-run",
+    "--noerrdialogs",
+    "--disable-features=Translate,MediaRouter",
+    "--password-store=basic",
+    "--user-data-dir=/tmp/browser",
+];
 
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 

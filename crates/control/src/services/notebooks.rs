@@ -65,6 +65,8 @@ pub struct NotebookTarget {
     /// The session's `FILE_DOWNLOAD` and `FILE_UPLOAD` permissions.
     pub download: bool,
     pub upload: bool,
+    /// Where the request came from: the user's browser, or the instance of a pixel session.
+    pub source_ip: String,
 }
 
 /// Tokens of the running Jupyter servers, by notebook: never stored, never shown.
@@ -211,6 +213,8 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
     let notebook = row(plane, name).await?;
     let wrapped = crate::services::decode_base64("wrapped key", &notebook.try_get::<String, _>("wrapped_key")?)?;
     let (_, data_key) = crate::services::keys::decrypt_blob(plane, &wrapped, &volume_context(name)).await?;
+    // The notebook image is built on first use from the deployed spec's declaration.
+    crate::instances::ensure_image(plane, &plane.current(), NOTEBOOK_IMAGE).await?;
     let dir = notebook_dir(plane, name);
     let (plain, run) = (Volume::new(dir.clone()).plain(), dir.join("run"));
     let password = hex::encode(&data_key);
@@ -457,12 +461,28 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     if session.try_get::<String, _>("state")? != "ACTIVE" {
         return Err(ActionError::validation(format!("streaming session `{}` is not ACTIVE", input.streaming_session_id)));
     }
+    // A pixel session's URL opens only in the browser inside its instance, through the
+    // endpoint on that instance's link; a direct session's, in the browser holding its cookie.
+    let settings: Value = serde_json::from_str(&session.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+    let link = match settings["StreamView"].as_str() {
+        Some("DIRECT") => None,
+        _ => {
+            let instance: Option<String> = session.try_get("instance_id")?;
+            let row = sqlx::query("SELECT private_address, host_address FROM instances WHERE instance_id = $1")
+                .bind(instance.unwrap_or_default())
+                .fetch_optional(&plane.store.pool)
+                .await?
+                .ok_or_else(|| ActionError::validation(format!("streaming session `{}` has no instance", input.streaming_session_id)))?;
+            Some((row.try_get::<String, _>("private_address")?, row.try_get::<String, _>("host_address")?))
+        }
+    };
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = hex::encode(raw);
     let now = now_millis();
     sqlx::query(
-        "INSERT INTO notebook_urls (url_hash, notebook, session_id, session_expiration, expires, redeemed, created) VALUES ($1, $2, $3, $4, $5, NULL, $6)",
+        "INSERT INTO notebook_urls (url_hash, notebook, session_id, session_expiration, expires, redeemed, created, instance_address)
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
     )
     .bind(hex::encode(Sha256::digest(token.as_bytes())))
     .bind(&input.notebook_instance_name)
@@ -470,15 +490,22 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     .bind(duration * 1000)
     .bind(now + crate::services::streaming::scaled_ms(plane, URL_VALIDITY_SECONDS))
     .bind(now)
+    .bind(link.as_ref().map(|(private, _)| private.clone()))
     .execute(&plane.store.pool)
     .await?;
-    let url = format!("{}/notebook-auth/{token}", crate::services::streaming::public_base(plane));
-    // The session's page offers it (direct mode); it opens only with that session's cookie.
-    sqlx::query("UPDATE sessions SET notebook_url = $1 WHERE session_id = $2")
-        .bind(&url)
-        .bind(&input.streaming_session_id)
-        .execute(&plane.store.pool)
-        .await?;
+    let url = match &link {
+        Some((_, endpoint)) => format!("http://{endpoint}:{}/notebook-auth/{token}", plane.spec.endpoint_port),
+        None => {
+            let url = format!("{}/notebook-auth/{token}", crate::services::streaming::public_base(plane));
+            // The session's page offers it; it opens only with that session's cookie.
+            sqlx::query("UPDATE sessions SET notebook_url = $1 WHERE session_id = $2")
+                .bind(&url)
+                .bind(&input.streaming_session_id)
+                .execute(&plane.store.pool)
+                .await?;
+            url
+        }
+    };
     Ok(json!({ "AuthorizedUrl": url }))
 }
 
@@ -502,6 +529,14 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .await?
         .ok_or_else(|| ActionError::new(403, "InvalidNotebookURL", "this notebook URL is not valid"))?;
     let bound: String = url.try_get("session_id")?;
+    let instance_address: Option<String> = url.try_get("instance_address")?;
+    if instance_address.as_deref().is_some_and(|address| address != ctx.source_ip) {
+        return Err(ActionError::new(
+            403,
+            "NotebookURLBoundToInstance",
+            "this notebook URL opens only in the browser of its session's workspace; it cannot be used from anywhere else",
+        ));
+    }
     if caller_session.as_deref() != Some(bound.as_str()) {
         return Err(ActionError::new(403, "NotebookURLBoundToAnotherSession", "this notebook URL belongs to another streaming session"));
     }
@@ -529,21 +564,25 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let cookie = hex::encode(raw);
     let lifetime: i64 = url.try_get("session_expiration")?;
-    sqlx::query("INSERT INTO notebook_access (cookie_hash, notebook, session_id, expires, created) VALUES ($1, $2, $3, $4, $5)")
-        .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
-        .bind(&notebook)
-        .bind(&bound)
-        .bind(now_millis() + lifetime)
-        .bind(now_millis())
-        .execute(&plane.store.pool)
+    sqlx::query(
+        "INSERT INTO notebook_access (cookie_hash, notebook, session_id, expires, created, instance_address) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
+    .bind(&notebook)
+    .bind(&bound)
+    .bind(now_millis() + lifetime)
+    .bind(now_millis())
+    .bind(&instance_address)
+    .execute(&plane.store.pool)
         .await?;
     Ok(json!({ "NotebookInstanceName": notebook, "Cookie": cookie, "MaxAgeSeconds": lifetime / 1000 }))
 }
 
 impl ControlPlane {
     /// Where a notebook request goes, if its cookie still grants access: the cookie is the
-    /// notebook's, unexpired, and its streaming session is still ACTIVE.
-    pub async fn notebook_target(&self, name: &str, cookie: &str) -> Result<NotebookTarget, ActionError> {
+    /// notebook's, unexpired, its streaming session is still ACTIVE, and, for a pixel session,
+    /// the request comes from that session's instance (`source_ip`).
+    pub async fn notebook_target(&self, name: &str, cookie: &str, source_ip: &str) -> Result<NotebookTarget, ActionError> {
         let plane = &self.plane;
         let denied = |why: &str| ActionError::new(403, "AccessDeniedException", why.to_owned());
         let access = sqlx::query("SELECT * FROM notebook_access WHERE cookie_hash = $1 AND notebook = $2")
@@ -554,6 +593,9 @@ impl ControlPlane {
             .ok_or_else(|| denied("no access to this notebook; open it from your session"))?;
         if access.try_get::<i64, _>("expires")? <= now_millis() {
             return Err(denied("your notebook access has expired; open it again from your session"));
+        }
+        if access.try_get::<Option<String>, _>("instance_address")?.is_some_and(|address| address != source_ip) {
+            return Err(denied("this notebook opens only in the browser of its session's workspace"));
         }
         let session_id: String = access.try_get("session_id")?;
         let session = crate::services::streaming::sessions::session_row(plane, &session_id).await?;
@@ -579,6 +621,7 @@ impl ControlPlane {
             correlation_id: session.try_get("correlation_id")?,
             download: enabled("FILE_DOWNLOAD"),
             upload: enabled("FILE_UPLOAD"),
+            source_ip: source_ip.to_owned(),
         })
     }
 
@@ -593,6 +636,7 @@ impl ControlPlane {
             parameters: json!({ "NotebookInstanceName": name, "UserId": target.user_id, "SessionId": target.session_id, "Method": method, "Path": path }),
             error: error.as_ref(),
             correlation_id: Some(target.correlation_id.clone()),
+            source_ip: Some(target.source_ip.clone()),
             ..crate::pipeline::ServiceEvent::default()
         };
         self.record_service_event(event).await;

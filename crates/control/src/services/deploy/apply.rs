@@ -97,7 +97,7 @@ impl Applier<'_> {
                     }
                     return self.update(None, r).await;
                 }
-                self.ensure_image(p["ImageName"].as_str().unwrap_or_default())?;
+                self.ensure_image(p["ImageName"].as_str().unwrap_or_default()).await?;
                 let mut input = fleet_input(p);
                 input["FleetType"] = p["FleetType"].clone();
                 self.call("streaming:CreateFleet", input).await.map(drop)
@@ -148,7 +148,7 @@ impl Applier<'_> {
             }
             Kind::Fleet => {
                 if old.is_none_or(|o| o.properties["ImageName"] != p["ImageName"]) {
-                    self.ensure_image(p["ImageName"].as_str().unwrap_or_default())?;
+                    self.ensure_image(p["ImageName"].as_str().unwrap_or_default()).await?;
                 }
                 self.call("streaming:UpdateFleet", fleet_input(p)).await.map(drop)
             }
@@ -212,7 +212,7 @@ impl Applier<'_> {
                 let name = new.name();
                 let stacks = self.stacks_of_fleet(name).await?;
                 let state = self.describe_fleet(name).await?["State"].as_str().unwrap_or_default().to_owned();
-                self.ensure_image(new.properties["ImageName"].as_str().unwrap_or_default())?;
+                self.ensure_image(new.properties["ImageName"].as_str().unwrap_or_default()).await?;
                 self.remove_fleet(name, &stacks).await?;
                 let mut input = fleet_input(&new.properties);
                 input["FleetType"] = new.properties["FleetType"].clone();
@@ -311,29 +311,9 @@ impl Applier<'_> {
         }
     }
 
-    /// A fleet's image must be built; an image the spec declares with the `base` recipe is
-    /// built here (it takes well under a second), any other must be built by the operator.
-    fn ensure_image(&self, name: &str) -> Result<(), ActionError> {
-        let plane = &self.control.plane;
-        if crate::instances::catalog(plane, name).is_ok() {
-            return Ok(());
-        }
-        let declared = self.desired.images.iter().find(|i| i.name == name);
-        match declared {
-            Some(image) if image.recipe == "base" => {
-                let images = plane.data_dir.join("images");
-                sandbox::image::build(&images, name, "1", &sandbox::image::Recipe::Base, &mut |_| {})
-                    .map(drop)
-                    .map_err(|err| ActionError::internal(format_args!("building image `{name}`: {err}")))
-            }
-            Some(image) => Err(ActionError::validation(format!(
-                "image `{name}` is not built; build it with `datasandbox image build {} --name {name}`, then deploy again",
-                image.recipe
-            ))),
-            None => Err(ActionError::validation(format!(
-                "image `{name}` is not built and the spec declares no recipe for it; declare [images.{name}] or build it with `datasandbox image build base --name {name}`"
-            ))),
-        }
+    /// A fleet's image must be built: one the spec declares is built here from its recipe.
+    async fn ensure_image(&self, name: &str) -> Result<(), ActionError> {
+        crate::instances::ensure_image(&self.control.plane, self.desired, name).await
     }
 
     async fn describe_fleet(&self, name: &str) -> Result<Value, ActionError> {

@@ -131,6 +131,24 @@ pub(crate) async fn cookie_caller(plane: &Plane, cookie: &str) -> Result<Caller,
     Ok(user_caller(plane, &user, json!({ "type": "StreamingSession", "principalId": session }), row.try_get("correlation_id")?))
 }
 
+/// The ACTIVE session served by the running instance whose private address `source_ip` is
+/// (the endpoint only hears instance links, reverse-path filtered).
+pub(crate) async fn link_caller(plane: &Plane, source_ip: &str) -> Result<Caller, ActionError> {
+    let row = sqlx::query(
+        "SELECT s.session_id, s.user_id, s.correlation_id, i.instance_id FROM instances i JOIN sessions s ON s.instance_id = i.instance_id
+         WHERE i.private_address = $1 AND i.state = 'RUNNING' AND s.state = 'ACTIVE'",
+    )
+    .bind(source_ip)
+    .fetch_optional(&plane.store.pool)
+    .await?
+    .ok_or_else(|| ActionError::unauthenticated("no active session is served from this address"))?;
+    let user = model::UserId::new(row.try_get::<String, _>("user_id")?).map_err(ActionError::internal)?;
+    let session: String = row.try_get("session_id")?;
+    let instance: String = row.try_get("instance_id")?;
+    let issuer = json!({ "type": "StreamingSession", "principalId": session, "instanceId": instance });
+    Ok(user_caller(plane, &user, issuer, row.try_get("correlation_id")?))
+}
+
 fn user_caller(plane: &Plane, user: &model::UserId, issuer: Value, correlation_id: Option<String>) -> Caller {
     let account_id = &plane.spec.account_id;
     let mode = model::AccessMode::Custom;
