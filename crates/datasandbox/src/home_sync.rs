@@ -116,9 +116,12 @@ fn start_display() {
     if !(view == "DESKTOP" || view == "APP") || !Path::new(XVNC).exists() || !Path::new("/run/display").is_dir() {
         return;
     }
+    let (width, height) = sandbox::image::DISPLAY_SIZE;
     let spawned = std::process::Command::new(XVNC)
         .args([":1", "-rfbunixpath", "/run/display/rfb.sock", "-rfbunixmode", "0600", "-rfbport", "-1", "-nolisten", "tcp"])
-        .args(["-SecurityTypes", "None", "-AlwaysShared", "-geometry", "1280x800", "-depth", "24", "-desktop", "DataSandbox"])
+        .args(["-SecurityTypes", "None", "-AlwaysShared", "-depth", "24", "-desktop", "DataSandbox"])
+        .arg("-geometry")
+        .arg(format!("{width}x{height}"))
         // Every connection comes from the gateway: a client that drops during the handshake
         // must not get the display refused to the session's next connections.
         .args(["-UseBlacklist=0"])

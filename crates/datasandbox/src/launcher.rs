@@ -139,6 +139,7 @@ async fn open_in_browser(url: &str) -> ExitCode {
     let output = || log.as_ref().ok().and_then(|f| f.try_clone().ok()).map_or_else(std::process::Stdio::null, std::process::Stdio::from);
     let spawned = std::process::Command::new(BROWSER)
         .args(sandbox::image::BROWSER_ARGUMENTS)
+        .arg(format!("--window-size={},{}", sandbox::image::DISPLAY_SIZE.0, sandbox::image::DISPLAY_SIZE.1))
         .arg(url)
         .env("DISPLAY", ":1")
         .stdin(std::process::Stdio::null())

@@ -26,6 +26,20 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/session/status", get(status))
         .route("/session/end", post(end))
         .route("/session/ws", get(live))
+        .route("/assets/novnc/{*path}", get(novnc))
+}
+
+include!(concat!(env!("OUT_DIR"), "/novnc.rs"));
+
+/// noVNC's modules, embedded at build time (see `build.rs`).
+async fn novnc(Path(path): Path<String>) -> Response {
+    match NOVNC.iter().find(|(name, _)| *name == path) {
+        Some((name, body)) => {
+            let kind = if name.ends_with(".js") { "text/javascript; charset=utf-8" } else { "text/plain; charset=utf-8" };
+            ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=3600")], *body).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
 }
 
 pub(crate) fn cookie(headers: &HeaderMap) -> Option<String> {

@@ -208,6 +208,10 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
             let venv = cached_venv(cache, python_packages, progress)?;
             progress("copying the Python environment into the image");
             copy_tree(&venv, &root.join("opt/jupyter"))?;
+            // An instance has no route out: JupyterLab must not offer news or update checks.
+            let settings = root.join("opt/jupyter/share/jupyter/lab/settings");
+            std::fs::create_dir_all(&settings).map_err(|e| setup("build the image", e))?;
+            std::fs::write(settings.join("overrides.json"), JUPYTERLAB_OVERRIDES).map_err(|e| setup("build the image", e))?;
             applications.push(Application {
                 name: "jupyterlab".into(),
                 display_name: "JupyterLab".into(),
@@ -231,6 +235,16 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
     Ok(Image { dir, manifest })
 }
 
+/// JupyterLab's settings overrides in the notebook image.
+const JUPYTERLAB_OVERRIDES: &str = r#"{
+  "@jupyterlab/apputils-extension:notification": { "fetchNews": "false", "checkForUpdates": false }
+}
+"#;
+
+/// The size of a session's display, in pixels: Xvnc's geometry and the kiosk browser's window
+/// (there is no window manager to maximize it).
+pub const DISPLAY_SIZE: (u32, u32) = (1280, 800);
+
 /// How the kiosk browser runs inside an instance. The instance is its sandbox: Chromium's
 /// own (setuid or user-namespace) sandbox cannot start under no_new_privs and the seccomp
 /// allow-list, so it is off, and with it the zygote that would try to set it up.
@@ -244,6 +258,7 @@ pub const BROWSER_ARGUMENTS: &[&str] = &[
     "--disable-features=Translate,MediaRouter",
     "--password-store=basic",
     "--user-data-dir=/tmp/browser",
+    "--window-position=0,0",
 ];
 
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";

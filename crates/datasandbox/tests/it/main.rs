@@ -4,6 +4,7 @@
 mod bad_input;
 mod crash;
 mod deploy;
+mod desktop;
 mod flows;
 mod http;
 mod instances;

@@ -34,7 +34,7 @@ fn fleet_setting(key: &str, value: impl std::fmt::Display) -> String {
     format!("fleets.{FLEET}.{key}={value}")
 }
 
-fn streaming_url(server: &Server, user: &str) -> String {
+pub(crate) fn streaming_url(server: &Server, user: &str) -> String {
     let out = server.ok("streaming:CreateStreamingURL", json!({ "StackName": STACK, "FleetName": FLEET, "UserId": user, "Validity": 600 }));
     out["StreamingURL"].as_str().expect("url").to_owned()
 }

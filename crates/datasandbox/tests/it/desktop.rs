@@ -1,0 +1,163 @@
+//! Pixel streaming in a real browser: headless Chromium (Debian's, driven by Playwright from
+//! npm) opens a streaming URL of the default spec; the session page shows the instance's
+//! display through noVNC and the gateway's bridge, and on it the kiosk browser inside the
+//! instance has JupyterLab loaded. The notebook proxy's audit shows that JupyterLab was
+//! fetched from the instance's own address under the session's correlation id, and the
+//! notebook URL, taken out of the instance, opens nowhere else.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::Server;
+use crate::http;
+use crate::server::eventually;
+use crate::streaming::{redeem, streaming_url, vpc};
+
+/// The browser, driven by `web/tests/session.mjs` over its standard input and output.
+struct Browser {
+    child: Child,
+    commands: ChildStdin,
+    events: mpsc::Receiver<Value>,
+}
+
+impl Browser {
+    fn open(url: &str) -> Browser {
+        let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
+        assert!(web.join("node_modules/playwright-core").is_dir(), "the browser tests need `npm ci --prefix web` (scripts/test runs it)");
+        let mut child = Command::new("node")
+            .arg(web.join("tests/session.mjs"))
+            .arg(url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run node (apt-get install nodejs)");
+        let commands = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).unwrap_or(json!({ "event": "output", "line": line })));
+            }
+        });
+        Browser { child, commands, events }
+    }
+
+    /// The next event named `name` within `seconds`; page errors are reported, not skipped.
+    fn expect(&self, name: &str, seconds: u64) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let event = self.events.recv_timeout(left).unwrap_or_else(|_| panic!("the browser did not report `{name}` within {seconds} s"));
+            assert_ne!(event["event"], "error", "the browser failed: {event}");
+            if event["event"] == name {
+                return event;
+            }
+            eprintln!("browser: {event}");
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.commands, "{command}").expect("the browser driver reads commands");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.commands, "quit");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where screenshots go for CI to keep: `$DATASANDBOX_ARTIFACTS`, else `target/artifacts`.
+fn artifact(name: &str) -> PathBuf {
+    let dir = std::env::var_os("DATASANDBOX_ARTIFACTS")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/artifacts"), PathBuf::from);
+    std::fs::create_dir_all(&dir).expect("make the artifacts directory");
+    dir.join(name)
+}
+
+#[test]
+fn a_streaming_url_shows_jupyterlab_in_the_workspace_browser() {
+    // The default spec: pixel streaming (DESKTOP), the fleet's image built by the deploy
+    // from the desktop recipe, the notebook as the stack's application.
+    let server = Server::start(&[&vpc()]);
+    let mut browser = Browser::open(&streaming_url(&server, "dana"));
+    browser.expect("streaming", 240);
+
+    let sessions = server.ok(
+        "streaming:DescribeSessions",
+        json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet", "UserId": "dana", "AuthenticationType": "API" }),
+    );
+    let session = sessions["Sessions"][0].clone();
+    let (id, address) = (session["Id"].as_str().expect("id"), session["NetworkAccessConfiguration"]["EniPrivateIpAddress"].clone());
+    let redeemed = server.audit(&[("EventName", "RedeemStreamingURL"), ("Username", "dana")]);
+    let correlation = redeemed[0]["correlationId"].as_str().expect("the session's correlation id").to_owned();
+
+    // JupyterLab, loaded by the kiosk browser: its requests came through the endpoint on the
+    // instance's link, from the instance's address, under the session's correlation id.
+    let requests = eventually(240, "JupyterLab's requests from the kiosk browser", || {
+        let records: Vec<Value> =
+            server.audit(&[("EventName", "NotebookRequest")]).into_iter().filter(|r| r["requestParameters"]["SessionId"] == id).collect();
+        let loaded = |path: &str| records.iter().any(|r| r["requestParameters"]["Path"] == path);
+        // The launcher tab's icons come last, once JupyterLab has drawn its shell.
+        (loaded("lab") && loaded("api/kernelspecs") && loaded("kernelspecs/python3/logo-svg.svg")).then_some(records)
+    });
+    for record in &requests {
+        assert_eq!(record["sourceIPAddress"], address, "{record}");
+        assert_eq!(record["correlationId"], correlation.as_str(), "{record}");
+        assert!(record["errorCode"].is_null(), "{record}");
+    }
+
+    // The same pixels in the user's browser: JupyterLab on the canvas has many colours; an
+    // empty display has one, JupyterLab's splash screen a few dozen.
+    let screenshot = artifact("pixel-session-jupyterlab.png");
+    let shot = eventually(120, "JupyterLab painted on the streamed display", || {
+        browser.send(&format!("shot {}", screenshot.display()));
+        let shot = browser.expect("shot", 60);
+        (shot["colors"].as_u64().unwrap_or(0) >= 100).then_some(shot)
+    });
+    eprintln!("screenshot {} ({} colours sampled)", screenshot.display(), shot["colors"]);
+
+    // The notebook URL, read inside the instance, is useless anywhere else: a fresh one made
+    // for this session is refused to another user's browser on the gateway, and to the host
+    // itself speaking to the endpoint's address.
+    let instance = session["InstanceId"].as_str().expect("instance");
+    let log = server.cli(&["instances", "exec", instance, "--", "cat", "/tmp/launcher.log"], &[]);
+    let log = log.stdout.as_str().map_or_else(|| log.stdout.to_string(), str::to_owned);
+    assert!(log.contains("opened your notebook in the workspace's browser"), "{log}");
+    let notebooks = server.ok("notebooks:ListNotebookInstances", json!({}));
+    let notebook = notebooks["NotebookInstances"][0]["NotebookInstanceName"].as_str().expect("dana's notebook").to_owned();
+    let fresh =
+        server.ok("notebooks:CreatePresignedNotebookInstanceUrl", json!({ "NotebookInstanceName": notebook, "StreamingSessionId": id }));
+    let url = fresh["AuthorizedUrl"].as_str().expect("url");
+    let endpoint = url.trim_start_matches("http://").split('/').next().expect("host:port");
+    assert!(endpoint.starts_with("10."), "a pixel session's notebook URL points at the instance's endpoint: {url}");
+    let path = &url[url.find("/notebook-auth/").expect("a notebook URL")..];
+    let eve = redeem(&server, "eve");
+    let outside =
+        http::tcp(&server.api).expect("connect").request("GET", path, &[("cookie", &format!("ds_session={eve}"))], b"").expect("request");
+    assert_eq!(outside.status, 403, "{}", String::from_utf8_lossy(&outside.body));
+    assert_eq!(outside.json()["Code"], "NotebookURLBoundToInstance");
+    let from_host = http::tcp(endpoint).expect("the endpoint listens on the link").request("GET", path, &[], b"").expect("request");
+    assert_eq!(from_host.status, 401, "{}", String::from_utf8_lossy(&from_host.body));
+    let refusals = server.audit(&[("EventName", "RedeemPresignedNotebookInstanceUrl")]);
+    assert!(
+        refusals.iter().any(|r| r["errorCode"] == "NotebookURLBoundToInstance" && r["userIdentity"]["userName"] == "eve"),
+        "{refusals:#?}"
+    );
+    assert!(
+        refusals.iter().any(|r| r["errorCode"].is_string() && r["sourceIPAddress"] != address && r["userIdentity"]["userName"].is_null()),
+        "{refusals:#?}"
+    );
+
+    // The page's end button ends the session.
+    browser.send("end");
+    let ended = browser.expect("ended", 60);
+    assert!(ended["text"].as_str().unwrap_or_default().contains("USER_ENDED"), "{ended}");
+}

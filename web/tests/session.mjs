@@ -1,0 +1,55 @@
+// Drives a real browser (Debian's chromium, headless, through Playwright) for the Rust
+// integration tests: it opens a streaming URL and answers commands read line by line on
+// standard input, reporting JSON lines on standard output.
+//
+//   node web/tests/session.mjs <streaming-url>
+//   → {"event":"streaming"}            once the session page shows the instance's display
+//   ← shot <path.png>                  screenshot of the page
+//   → {"event":"shot","colors":N}      N distinct colours sampled from the display's canvas
+//   ← end                              presses "End session"
+//   → {"event":"ended","text":"…"}     once the page says the session ended
+import { chromium } from "playwright-core";
+import readline from "node:readline";
+
+const [url] = process.argv.slice(2);
+const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  // The tests run as root, where Chromium's own sandbox cannot start.
+  args: ["--no-sandbox"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  page.on("pageerror", (error) => say({ event: "pageerror", message: String(error) }));
+  await page.goto(url);
+  await page.waitForSelector("#screen canvas", { timeout: 180_000 });
+  await page.waitForFunction(() => document.getElementById("state").textContent === "Streaming", null, { timeout: 180_000 });
+  say({ event: "streaming" });
+  for await (const line of readline.createInterface({ input: process.stdin })) {
+    const [command, argument] = line.trim().split(/\s+/, 2);
+    if (command === "shot") {
+      await page.screenshot({ path: argument });
+      const colors = await page.evaluate(() => {
+        const canvas = document.querySelector("#screen canvas");
+        const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        const seen = new Set();
+        for (let i = 0; i < data.length; i += 4 * 97) seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+        return seen.size;
+      });
+      say({ event: "shot", colors });
+    } else if (command === "end") {
+      await page.click("#end");
+      await page.waitForFunction(() => document.getElementById("state").textContent === "Ended", null, { timeout: 60_000 });
+      say({ event: "ended", text: await page.textContent("#detail") });
+    } else if (command === "quit") {
+      break;
+    }
+  }
+} catch (error) {
+  say({ event: "error", message: String(error) });
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
