@@ -5,7 +5,9 @@
 //   node web/tests/session.mjs <streaming-url>
 //   → {"event":"streaming"}            once the session page shows the instance's display
 //   ← shot <path.png>                  screenshot of the page
-//   → {"event":"shot","colors":N}      N distinct colours sampled from the display's canvas
+//   → {"event":"shot","colors":N,"yellow":Y}
+//                                      N distinct colours sampled from the display's canvas, Y
+//                                      pixels of Python-logo yellow (JupyterLab's launcher drawn)
 //   ← end                              presses "End session"
 //   → {"event":"ended","text":"…"}     once the page says the session ended
 import { chromium } from "playwright-core";
@@ -31,14 +33,18 @@ try {
     const [command, argument] = line.trim().split(/\s+/, 2);
     if (command === "shot") {
       await page.screenshot({ path: argument });
-      const colors = await page.evaluate(() => {
+      const { colors, yellow } = await page.evaluate(() => {
         const canvas = document.querySelector("#screen canvas");
         const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
         const seen = new Set();
-        for (let i = 0; i < data.length; i += 4 * 97) seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
-        return seen.size;
+        let yellow = 0;
+        for (let i = 0; i < data.length; i += 4) {
+          if (i % (4 * 97) === 0) seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+          if (data[i] > 220 && data[i + 1] > 180 && data[i + 2] < 120) yellow += 1;
+        }
+        return { colors: seen.size, yellow };
       });
-      say({ event: "shot", colors });
+      say({ event: "shot", colors, yellow });
     } else if (command === "end") {
       await page.click("#end");
       await page.waitForFunction(() => document.getElementById("state").textContent === "Ended", null, { timeout: 60_000 });

@@ -21,6 +21,7 @@ pub use identity::Credentials;
 pub use instances::EndpointServer;
 pub use pipeline::{ControlPlane, Request, Response, StartError, check_policies};
 pub use services::notebooks::NotebookTarget;
+pub use services::streaming::files::FileClient;
 pub use services::streaming::sessions::SessionConnection;
 pub use services::streaming::stream::StreamTarget;
 pub use store::Store;

@@ -132,7 +132,38 @@ fn start_display() {
     match spawned {
         // Reaped when it ends.
         Ok(mut display) => drop(std::thread::spawn(move || display.wait())),
-        Err(err) => eprintln!("home-sync: cannot start the display: {err}"),
+        Err(err) => {
+            eprintln!("home-sync: cannot start the display: {err}");
+            return;
+        }
+    }
+    if std::env::var("DS_WATERMARK").as_deref() == Ok("ENABLED") {
+        std::thread::spawn(start_watermark);
+    }
+}
+
+/// The watermark, once the display accepts clients; restarted if it ends while the display
+/// lives (it is the session's, not the user's, to stop).
+fn start_watermark() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !Path::new("/tmp/.X11-unix/X1").exists() {
+        if std::time::Instant::now() > deadline {
+            eprintln!("home-sync: the display did not start; no watermark");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let Ok(program) = std::env::current_exe() else { return };
+    for _ in 0..10 {
+        let ran = std::process::Command::new(&program)
+            .arg("watermark")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status();
+        if ran.is_err() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 

@@ -11,6 +11,7 @@ mod deploy_cli;
 mod home_sync;
 mod launcher;
 mod server;
+mod watermark;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -133,6 +134,9 @@ enum Command {
     /// Inside a streaming instance: ask for the session's notebook (writes `session.json`,
     /// waits for `session_url.txt` or `session_error.json`).
     Launcher,
+    /// Inside a pixel-streamed instance: draw the user, the session and the time into the display.
+    #[command(hide = true)]
+    Watermark,
     /// Read the audit trail.
     Audit {
         #[command(subcommand)]
@@ -311,6 +315,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Audit { command } => audit_cli::run(&cli.data_dir, command).await,
         Command::HomeSync => home_sync::run().await,
         Command::Launcher => launcher::run().await,
+        Command::Watermark => tokio::task::spawn_blocking(watermark::run).await.unwrap_or(ExitCode::FAILURE),
         Command::StreamingUrl { user, stack, validity, application } => {
             match client::streaming_url(&cli.data_dir, &user, stack.as_deref(), validity, application.as_deref()).await {
                 Ok(url) => {

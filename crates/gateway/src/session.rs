@@ -26,7 +26,84 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/session/status", get(status))
         .route("/session/end", post(end))
         .route("/session/ws", get(live))
+        .route("/session/files", get(list_files))
+        .route("/session/files/{*name}", get(download_file).put(upload_file))
         .route("/assets/novnc/{*path}", get(novnc))
+}
+
+fn error_reply(err: control::ActionError) -> Response {
+    (
+        StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(json!({ "Code": err.code, "Message": err.message })),
+    )
+        .into_response()
+}
+
+/// My Files: the home folder's listing and what the stack allows.
+async fn list_files(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    let Some(cookie) = cookie(&headers) else {
+        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
+    };
+    let (ip, agent) = (peer.ip().to_string(), user_agent(&headers));
+    let client = control::FileClient { cookie: &cookie, source_ip: &ip, user_agent: &agent };
+    match control.session_files(&client).await {
+        Ok(listing) => axum::Json(listing).into_response(),
+        Err(err) => error_reply(err),
+    }
+}
+
+async fn upload_file(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(cookie) = cookie(&headers) else {
+        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
+    };
+    let limit = control.spec().max_object_size as usize;
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        return error_reply(control::ActionError::too_large(format!("a file larger than {limit} bytes cannot be uploaded")));
+    };
+    let (ip, agent) = (peer.ip().to_string(), user_agent(&headers));
+    let client = control::FileClient { cookie: &cookie, source_ip: &ip, user_agent: &agent };
+    match control.upload_session_file(&client, &name, body).await {
+        Ok(done) => axum::Json(done).into_response(),
+        Err(err) => error_reply(err),
+    }
+}
+
+async fn download_file(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(cookie) = cookie(&headers) else {
+        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
+    };
+    let (ip, agent) = (peer.ip().to_string(), user_agent(&headers));
+    let client = control::FileClient { cookie: &cookie, source_ip: &ip, user_agent: &agent };
+    match control.download_session_file(&client, &name).await {
+        Ok(body) => {
+            // Always a download, never rendered in the gateway's origin.
+            let file = name.rsplit('/').next().unwrap_or("file").replace(['"', '\\'], "_");
+            let disposition = header::HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
+                .unwrap_or(header::HeaderValue::from_static("attachment"));
+            (
+                [
+                    (header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream")),
+                    (header::CONTENT_DISPOSITION, disposition),
+                    (header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff")),
+                    (header::CACHE_CONTROL, header::HeaderValue::from_static("no-store")),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(err) => error_reply(err),
+    }
 }
 
 include!(concat!(env!("OUT_DIR"), "/novnc.rs"));

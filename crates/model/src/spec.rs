@@ -180,6 +180,8 @@ pub struct StackSpec {
     /// The catalog application a session starts when its URL names none: the seed's stack
     /// starts the launcher that opens the user's notebook (`notebook`).
     pub application: String,
+    /// Whether the user, the session and the time are drawn into the display's pixels.
+    pub watermark: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -709,8 +711,9 @@ fn read_stacks(root: &Table, env: &str, view: StreamView, fleets: &[FleetSpec], 
                 t.problem("redirect_url", format!("`{url}` must be an http:// or https:// URL"));
             }
             let application = t.string("application", "notebook");
+            let watermark = t.boolean("watermark", true);
             t.finish();
-            StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings, redirect_url, application }
+            StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings, redirect_url, application, watermark }
         })
         .collect()
 }

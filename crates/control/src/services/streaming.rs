@@ -6,6 +6,7 @@
 //! queue and ends sessions on their timeouts.
 
 pub(crate) mod engine;
+pub(crate) mod files;
 mod fleets;
 pub(crate) mod sessions;
 mod stacks;

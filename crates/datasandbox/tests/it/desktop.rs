@@ -114,15 +114,15 @@ fn a_streaming_url_shows_jupyterlab_in_the_workspace_browser() {
         assert!(record["errorCode"].is_null(), "{record}");
     }
 
-    // The same pixels in the user's browser: JupyterLab on the canvas has many colours; an
-    // empty display has one, JupyterLab's splash screen a few dozen.
+    // The same pixels in the user's browser: JupyterLab's launcher on the canvas, known by
+    // the Python logos' yellow (its splash screen has none; an empty display one colour).
     let screenshot = artifact("pixel-session-jupyterlab.png");
     let shot = eventually(120, "JupyterLab painted on the streamed display", || {
         browser.send(&format!("shot {}", screenshot.display()));
         let shot = browser.expect("shot", 60);
-        (shot["colors"].as_u64().unwrap_or(0) >= 100).then_some(shot)
+        (shot["yellow"].as_u64().unwrap_or(0) >= 200).then_some(shot)
     });
-    eprintln!("screenshot {} ({} colours sampled)", screenshot.display(), shot["colors"]);
+    eprintln!("screenshot {} ({} colours sampled, {} yellow pixels)", screenshot.display(), shot["colors"], shot["yellow"]);
 
     // The notebook URL, read inside the instance, is useless anywhere else: a fresh one made
     // for this session is refused to another user's browser on the gateway, and to the host

@@ -5,6 +5,7 @@ mod bad_input;
 mod crash;
 mod deploy;
 mod desktop;
+mod files;
 mod flows;
 mod http;
 mod instances;

@@ -86,6 +86,30 @@ impl Rfb {
     }
 }
 
+/// Pixels of the watermark's grey in one full raw frame of the session's display.
+fn watermark_pixels(server: &Server, cookie: &str, session_id: &str) -> usize {
+    let mut rfb = Rfb::open(server, cookie, session_id);
+    let (width, height) = rfb.handshake();
+    let mut encodings = vec![2, 0, 0, 1];
+    encodings.extend_from_slice(&0i32.to_be_bytes());
+    rfb.send(&encodings);
+    let mut request = vec![3, 0, 0, 0, 0, 0];
+    request.extend_from_slice(&width.to_be_bytes());
+    request.extend_from_slice(&height.to_be_bytes());
+    rfb.send(&request);
+    let header = rfb.take(4);
+    assert_eq!(header[0], 0, "a framebuffer update");
+    let mut grey = 0;
+    for _ in 0..u16::from_be_bytes([header[2], header[3]]) {
+        let rect = rfb.take(12);
+        let (w, h) = (u16::from_be_bytes([rect[4], rect[5]]) as usize, u16::from_be_bytes([rect[6], rect[7]]) as usize);
+        assert_eq!(&rect[8..12], &[0, 0, 0, 0], "raw encoding");
+        // The server's format: 32 bits per pixel, blue-green-red-pad.
+        grey += rfb.take(w * h * 4).chunks(4).filter(|p| p[..3] == [0xa0, 0xa0, 0xa0]).count();
+    }
+    grey
+}
+
 fn inside(server: &Server, instance: &str, script: &str) -> String {
     let out = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &format!("export DISPLAY=:1; {script}")], &[]);
     out.stdout.as_str().map_or_else(|| out.stdout.to_string(), str::to_owned)
@@ -115,6 +139,12 @@ fn clipboard_settings_hold_on_the_wire_in_both_directions() {
     let mut rfb = Rfb::open(&server, &cookie, id);
     let (width, height) = rfb.handshake();
     assert_eq!((width, height), (1280, 800));
+    // The default stack asks for a watermark: the user and the session, in the display's pixels.
+    let grey = eventually(20, "the watermark in the display's pixels", || {
+        let grey = watermark_pixels(&server, &cookie, id);
+        (grey > 5000).then_some(grey)
+    });
+    eprintln!("watermark: {grey} pixels");
 
     rfb.paste("from-the-laptop");
     eventually(10, "the pasted text in the instance's clipboard", || {
@@ -145,11 +175,13 @@ fn clipboard_settings_hold_on_the_wire_in_both_directions() {
         { "Action": "CLIPBOARD_COPY_FROM_LOCAL_DEVICE", "Permission": "DISABLED" },
         { "Action": "CLIPBOARD_COPY_TO_LOCAL_DEVICE", "Permission": "ENABLED", "MaximumLength": 8 },
     ]);
-    server.ok("streaming:UpdateStack", json!({ "Name": "datasandbox-stack", "UserSettings": settings }));
+    server.ok("streaming:UpdateStack", json!({ "Name": "datasandbox-stack", "UserSettings": settings, "Watermark": "DISABLED" }));
     let (cookie, bob) = session(&server, "bob");
     let (id, instance) = (bob["SessionId"].as_str().expect("id"), bob["InstanceId"].as_str().expect("instance"));
     let mut rfb = Rfb::open(&server, &cookie, id);
     rfb.handshake();
+    assert!(!inside(&server, instance, "ps -eo args").contains("watermark"), "no watermark was asked for");
+    assert_eq!(watermark_pixels(&server, &cookie, id), 0);
     inside(&server, instance, "printf short | xclip -selection clipboard -i >/dev/null 2>&1");
     assert_eq!(rfb.copied(Duration::from_secs(10)).as_deref(), Some("short"), "copy-out enabled: within the limit it arrives");
     inside(&server, instance, "printf far-too-long-for-eight | xclip -selection clipboard -i >/dev/null 2>&1");

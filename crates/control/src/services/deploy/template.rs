@@ -204,6 +204,7 @@ pub(crate) fn resources(spec: &Spec) -> Result<Vec<Resource>, Vec<Problem>> {
                 "RedirectURL": stack.redirect_url,
                 "DefaultApplication": stack.application,
                 "StreamView": match stack.stream_view { StreamView::App => "APP", StreamView::Desktop => "DESKTOP", StreamView::Direct => "DIRECT" },
+                "Watermark": if stack.watermark { "ENABLED" } else { "DISABLED" },
             }),
         ));
         out.push(Resource::new(

@@ -216,6 +216,7 @@ async fn assignment(plane: &Plane, session_id: &str) -> Result<Assignment, Actio
         ("DS_SESSION_CONTEXT".to_owned(), row.try_get::<Option<String>, _>("session_context")?.unwrap_or_default()),
         ("DS_APPLICATION_ID".to_owned(), settings["Application"].as_str().unwrap_or_default().to_owned()),
         ("DS_STREAM_VIEW".to_owned(), settings["StreamView"].as_str().unwrap_or("DESKTOP").to_owned()),
+        ("DS_WATERMARK".to_owned(), settings["Watermark"].as_str().unwrap_or("DISABLED").to_owned()),
     ];
     if let Some(bucket) = settings["HomeFoldersBucket"].as_str() {
         env.push(("DS_HOME_BUCKET".to_owned(), bucket.to_owned()));

@@ -359,6 +359,7 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         "FleetType": fleet.try_get::<String, _>("fleet_type")?,
         "HomeFoldersBucket": stack.try_get::<Option<String>, _>("home_folders_bucket")?,
         "RedirectURL": stack.try_get::<Option<String>, _>("redirect_url")?,
+        "Watermark": stack.try_get::<Option<String>, _>("watermark")?.unwrap_or_else(|| "DISABLED".to_owned()),
         "Application": claims.application.clone().or(stack.try_get::<Option<String>, _>("default_application")?),
     });
     let now = now_millis();

@@ -64,6 +64,17 @@ struct StackInput {
     /// notebook to the user's browser (less sensitive work).
     #[serde(default)]
     stream_view: Option<String>,
+    /// DataSandbox's addition: ENABLED draws the user, the session and the time into the
+    /// pixels of the session's display (DESKTOP and APP views).
+    #[serde(default)]
+    watermark: Option<String>,
+}
+
+fn check_watermark(watermark: &Option<String>) -> Result<(), ActionError> {
+    match watermark.as_deref() {
+        None | Some("ENABLED" | "DISABLED") => Ok(()),
+        Some(other) => Err(ActionError::validation(format!("Watermark `{other}` is not ENABLED or DISABLED"))),
+    }
 }
 
 fn check_stream_view(view: &Option<String>) -> Result<(), ActionError> {
@@ -166,14 +177,15 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     check_redirect(&input.redirect_url)?;
     check_application(&input.default_application)?;
     check_stream_view(&input.stream_view)?;
+    check_watermark(&input.watermark)?;
     let description = input.description.clone().unwrap_or_default();
     if description.chars().count() > 256 || input.display_name.as_ref().is_some_and(|d| d.chars().count() > 100) {
         return Err(ActionError::validation("Description is at most 256 characters and DisplayName at most 100"));
     }
     ctx.authorize(Resource::Service("streaming".into()))?;
     let inserted = sqlx::query(
-        "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, default_application, stream_view, created)
-         VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, default_application, stream_view, watermark, created)
+         VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&input.name)
     .bind(&description)
@@ -182,6 +194,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     .bind(&input.redirect_url)
     .bind(&input.default_application)
     .bind(input.stream_view.as_deref().unwrap_or("DESKTOP"))
+    .bind(input.watermark.as_deref().unwrap_or("DISABLED"))
     .bind(now_millis())
     .execute(&plane.store.pool)
     .await?;
@@ -223,13 +236,15 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let description = input.description.clone().map_or_else(|| row.try_get("description"), Ok)?;
     check_application(&input.default_application)?;
     check_stream_view(&input.stream_view)?;
+    check_watermark(&input.watermark)?;
     let application = input.default_application.clone().map_or_else(|| row.try_get("default_application"), |a| Ok(Some(a)))?;
     let view = input.stream_view.clone().map_or_else(|| row.try_get("stream_view"), |v| Ok(Some(v)))?;
+    let watermark = input.watermark.clone().map_or_else(|| row.try_get("watermark"), |w| Ok(Some(w)))?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     // Sessions already running keep the settings they started with.
     sqlx::query(
         "UPDATE stacks SET description = $1, user_settings = $2, home_folders_bucket = $3, redirect_url = $4, default_application = $5,
-         stream_view = $6 WHERE name = $7",
+         stream_view = $6, watermark = $7 WHERE name = $8",
     )
     .bind(&description)
     .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
@@ -237,6 +252,7 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     .bind(&redirect)
     .bind(&application)
     .bind(&view)
+    .bind(&watermark)
     .bind(&input.name)
     .execute(&plane.store.pool)
     .await?;
@@ -331,6 +347,7 @@ fn stack_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionErr
         "FleetName": row.try_get::<Option<String>, _>("fleet")?,
         "DefaultApplication": row.try_get::<Option<String>, _>("default_application")?,
         "StreamView": row.try_get::<Option<String>, _>("stream_view")?.unwrap_or_else(|| "DESKTOP".to_owned()),
+        "Watermark": row.try_get::<Option<String>, _>("watermark")?.unwrap_or_else(|| "DISABLED".to_owned()),
         "StackErrors": [],
     }))
 }

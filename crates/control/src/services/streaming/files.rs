@@ -1,0 +1,214 @@
+//! My Files: the session page's view of the user's home folder. Uploads and downloads go
+//! through the storage actions as the session's user (so the policies decide and the trail
+//! records them, under the session's correlation id) and only where the session's stack
+//! enables `FILE_UPLOAD` / `FILE_DOWNLOAD`; a refused transfer is audited as
+//! `FileTransferBlocked`, by name and size, never its content.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::error::ActionError;
+use crate::identity::Credentials;
+use crate::pipeline::{ControlPlane, Request, ServiceEvent};
+
+/// The browser asking: its session cookie and where it speaks from.
+pub struct FileClient<'a> {
+    pub cookie: &'a str,
+    pub source_ip: &'a str,
+    pub user_agent: &'a str,
+}
+
+/// A transfer between the home folder and the user's device.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Upload,
+    Download,
+}
+
+impl Direction {
+    fn setting(self) -> &'static str {
+        match self {
+            Direction::Upload => "FILE_UPLOAD",
+            Direction::Download => "FILE_DOWNLOAD",
+        }
+    }
+}
+
+/// The launcher's exchange with the session validator lives in the home folder too; it is
+/// the platform's, not the user's, and My Files does not show it.
+const PLATFORM_FILES: &[&str] = &[model::session_file::SESSION_FILE, model::session_file::URL_FILE, model::session_file::ERROR_FILE];
+
+/// The session behind a cookie, as My Files needs it.
+struct FilesSession {
+    session_id: String,
+    bucket: String,
+    prefix: String,
+    settings: Value,
+    correlation_id: Option<String>,
+}
+
+impl FilesSession {
+    fn enabled(&self, direction: Direction) -> bool {
+        self.settings["UserSettings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["Action"] == direction.setting())
+            .is_none_or(|s| s["Permission"] == "ENABLED")
+    }
+}
+
+/// A name inside the home folder: relative, no `.` or `..` segments, no control characters.
+fn check_name(name: &str) -> Result<(), ActionError> {
+    let ok = !name.is_empty()
+        && name.len() <= 512
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && name.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+        && !name.chars().any(char::is_control);
+    if ok { Ok(()) } else { Err(ActionError::validation(format!("`{name}` is not a file name inside your home folder"))) }
+}
+
+impl ControlPlane {
+    /// The home folder's files (name, size, time) and what the session's stack allows.
+    pub async fn session_files(&self, client: &FileClient<'_>) -> Result<Value, ActionError> {
+        let session = self.files_session(client).await?;
+        let listed = self
+            .as_session_user(
+                client,
+                "storage:ListObjectsV2",
+                json!({ "Bucket": session.bucket, "Prefix": session.prefix, "MaxKeys": 1000 }),
+            )
+            .await?;
+        let files: Vec<Value> = listed["Contents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|object| {
+                let name = object["Key"].as_str()?.strip_prefix(&session.prefix)?;
+                (!PLATFORM_FILES.contains(&name))
+                    .then(|| json!({ "Name": name, "Size": object["Size"], "LastModified": object["LastModified"] }))
+            })
+            .collect();
+        Ok(json!({
+            "Files": files,
+            "Upload": session.enabled(Direction::Upload),
+            "Download": session.enabled(Direction::Download),
+        }))
+    }
+
+    /// Puts `body` into the home folder as `name`, if the stack enables `FILE_UPLOAD`.
+    pub async fn upload_session_file(&self, client: &FileClient<'_>, name: &str, body: Bytes) -> Result<Value, ActionError> {
+        let session = self.files_session(client).await?;
+        check_name(name)?;
+        self.require(&session, client, Direction::Upload, name, body.len()).await?;
+        let body = base64::engine::general_purpose::STANDARD.encode(&body);
+        let key = format!("{}{name}", session.prefix);
+        self.as_session_user(client, "storage:PutObject", json!({ "Bucket": session.bucket, "Key": key, "Body": body })).await?;
+        Ok(json!({ "Name": name }))
+    }
+
+    /// The content of the home folder's `name`, if the stack enables `FILE_DOWNLOAD`.
+    pub async fn download_session_file(&self, client: &FileClient<'_>, name: &str) -> Result<Bytes, ActionError> {
+        let session = self.files_session(client).await?;
+        check_name(name)?;
+        self.require(&session, client, Direction::Download, name, 0).await?;
+        let key = format!("{}{name}", session.prefix);
+        let object = self.as_session_user(client, "storage:GetObject", json!({ "Bucket": session.bucket, "Key": key })).await?;
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(object["Body"].as_str().unwrap_or_default())
+            .map_err(|err| ActionError::internal(format_args!("an object body is not base64: {err}")))?;
+        Ok(Bytes::from(body))
+    }
+
+    async fn files_session(&self, client: &FileClient<'_>) -> Result<FilesSession, ActionError> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE cookie_hash = $1")
+            .bind(hex::encode(Sha256::digest(client.cookie.as_bytes())))
+            .fetch_optional(&self.plane.store.pool)
+            .await?
+            .ok_or_else(|| ActionError::unauthenticated("the session cookie is not valid; open your streaming URL again"))?;
+        let state: String = row.try_get("state")?;
+        if state != "ACTIVE" {
+            return Err(ActionError::new(409, "SessionNotActive", format!("the session is {state}; My Files opens while it is ACTIVE")));
+        }
+        let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+        let bucket = settings["HomeFoldersBucket"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ActionError::new(409, "NoHomeFolder", "this session's stack has no home folders"))?;
+        let user = model::UserId::new(row.try_get::<String, _>("user_id")?).map_err(ActionError::internal)?;
+        Ok(FilesSession {
+            session_id: row.try_get("session_id")?,
+            bucket,
+            prefix: model::HomeOwner::of(model::AccessMode::Custom, &user).prefix(),
+            settings,
+            correlation_id: row.try_get("correlation_id")?,
+        })
+    }
+
+    /// Refuses, and records, a transfer the stack does not enable.
+    async fn require(
+        &self,
+        session: &FilesSession,
+        client: &FileClient<'_>,
+        direction: Direction,
+        name: &str,
+        bytes: usize,
+    ) -> Result<(), ActionError> {
+        if session.enabled(direction) {
+            return Ok(());
+        }
+        let error = ActionError::new(
+            403,
+            "FileTransferDisabled",
+            format!(
+                "this session's stack does not allow {} ({})",
+                if direction == Direction::Upload { "uploads" } else { "downloads" },
+                direction.setting()
+            ),
+        );
+        let event = ServiceEvent {
+            source: "streaming",
+            name: "FileTransferBlocked",
+            principal: "gateway.datasandbox",
+            parameters: json!({ "SessionId": session.session_id, "Setting": direction.setting(), "Name": name, "Bytes": bytes }),
+            error: Some(&error),
+            correlation_id: session.correlation_id.clone(),
+            source_ip: Some(client.source_ip.to_owned()),
+            ..ServiceEvent::default()
+        };
+        self.record_service_event(event).await;
+        Err(error)
+    }
+
+    /// One action through the pipeline as the session's user (the cookie's caller).
+    async fn as_session_user(&self, client: &FileClient<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+        self.call(Request {
+            credentials: Credentials::SessionCookie(client.cookie.to_owned()),
+            source_ip: client.source_ip.to_owned(),
+            user_agent: client.user_agent.to_owned(),
+            action: action.to_owned(),
+            body: Ok(Bytes::from(input.to_string())),
+        })
+        .await
+        .result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names_stay_inside_the_home_folder() {
+        for good in ["report.csv", "analysis/plot.png", "a b.txt", "ünïcode.txt"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/etc/passwd", "../bob/x", "a/../../b", "./x", "dir/", "a//b", "tab\there", &"x".repeat(513)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}
