@@ -252,8 +252,20 @@ impl Assignment {
 /// The host directory bound at `/run/display` in a streaming instance: its display's RFB
 /// socket appears there, owned by the workspace user (uid 1000 inside is 101000 outside).
 pub(crate) fn display_dir(plane: &Plane, id: &str) -> std::io::Result<PathBuf> {
+    workspace_dir(plane, id, "display")
+}
+
+/// The host directory bound at `/run/print` in a streaming instance: the session's print
+/// folder, where its printer puts each job's PDF. The gateway reads it, never follows links
+/// in it, and hands a printout over only if the session allows printing to the local device.
+pub(crate) fn print_dir(plane: &Plane, id: &str) -> PathBuf {
+    datasets::instance_dir(plane, id).join("print")
+}
+
+/// A directory of an instance, made for its workspace user only.
+fn workspace_dir(plane: &Plane, id: &str, name: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = datasets::instance_dir(plane, id).join("display");
+    let dir = datasets::instance_dir(plane, id).join(name);
     std::fs::create_dir_all(&dir)?;
     std::os::unix::fs::chown(&dir, Some(101_000), Some(101_000))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
@@ -337,6 +349,8 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
     if launch.program.is_none() && (assignment.is_some() || launch.fleet.is_some()) {
         // The display's RFB socket, which only the gateway reaches (from the host side).
         writable_binds.push((display_dir(plane, &id).map_err(ActionError::internal)?, PathBuf::from("/run/display")));
+        // The print folder: printouts stay here unless the session may print to its device.
+        writable_binds.push((workspace_dir(plane, &id, "print").map_err(ActionError::internal)?, PathBuf::from("/run/print")));
     }
     let spec = sandbox::InstanceSpec {
         id: id.clone(),

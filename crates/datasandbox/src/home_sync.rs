@@ -140,6 +140,7 @@ fn start_display() {
     if std::env::var("DS_WATERMARK").as_deref() == Ok("ENABLED") {
         std::thread::spawn(start_watermark);
     }
+    crate::printing::start_printer();
 }
 
 /// The watermark, once the display accepts clients; restarted if it ends while the display

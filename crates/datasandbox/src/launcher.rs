@@ -142,6 +142,8 @@ async fn open_in_browser(url: &str) -> ExitCode {
         .arg(format!("--window-size={},{}", sandbox::image::DISPLAY_SIZE.0, sandbox::image::DISPLAY_SIZE.1))
         .arg(url)
         .env("DISPLAY", ":1")
+        // The session's printer: what the browser prints lands in the session's print folder.
+        .env("CUPS_SERVER", crate::printing::CUPS_SOCKET)
         .stdin(std::process::Stdio::null())
         .stdout(output())
         .stderr(output())

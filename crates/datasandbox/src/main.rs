@@ -10,6 +10,7 @@ mod client;
 mod deploy_cli;
 mod home_sync;
 mod launcher;
+mod printing;
 mod server;
 mod watermark;
 

@@ -28,6 +28,7 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/session/ws", get(live))
         .route("/session/files", get(list_files))
         .route("/session/files/{*name}", get(download_file).put(upload_file))
+        .route("/session/printouts/{name}", get(download_printout))
         .route("/assets/novnc/{*path}", get(novnc))
 }
 
@@ -85,9 +86,28 @@ async fn download_file(
     };
     let (ip, agent) = (peer.ip().to_string(), user_agent(&headers));
     let client = control::FileClient { cookie: &cookie, source_ip: &ip, user_agent: &agent };
-    match control.download_session_file(&client, &name).await {
+    attachment(&name, control.download_session_file(&client, &name).await)
+}
+
+/// A printout of the session, if the stack lets printing reach the user's device.
+async fn download_printout(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(cookie) = cookie(&headers) else {
+        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
+    };
+    let (ip, agent) = (peer.ip().to_string(), user_agent(&headers));
+    let client = control::FileClient { cookie: &cookie, source_ip: &ip, user_agent: &agent };
+    attachment(&name, control.download_printout(&client, &name).await)
+}
+
+/// A file handed to the user's device: always a download, never rendered in the gateway's origin.
+fn attachment(name: &str, body: Result<Bytes, control::ActionError>) -> Response {
+    match body {
         Ok(body) => {
-            // Always a download, never rendered in the gateway's origin.
             let file = name.rsplit('/').next().unwrap_or("file").replace(['"', '\\'], "_");
             let disposition = header::HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
                 .unwrap_or(header::HeaderValue::from_static("attachment"));

@@ -101,6 +101,7 @@ const DESKTOP_PROGRAMS: &[(&str, &str)] = &[
     ("/usr/bin/Xtigervnc", "tigervnc-standalone-server"),
     ("/usr/lib/chromium/chromium", "chromium"),
     ("/usr/bin/xclip", "xclip"),
+    ("/usr/sbin/cupsd", "cups-daemon"),
     ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "fonts-dejavu-core"),
 ];
 
@@ -259,6 +260,8 @@ pub const BROWSER_ARGUMENTS: &[&str] = &[
     "--password-store=basic",
     "--user-data-dir=/tmp/browser",
     "--window-position=0,0",
+    // Printing goes straight to the session's printer (its print folder), with no dialog.
+    "--kiosk-printing",
 ];
 
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";

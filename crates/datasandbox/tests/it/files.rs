@@ -137,3 +137,69 @@ fn my_files_obey_the_stacks_file_settings() {
     let missing = request(&server, "GET", "/session/files/summary.txt", &carol, b"");
     assert_eq!(missing.status, 404, "{}", String::from_utf8_lossy(&missing.body));
 }
+
+fn printouts(server: &Server, cookie: &str) -> Vec<String> {
+    listed(server, cookie)["Printouts"].as_array().into_iter().flatten().filter_map(|p| p["Name"].as_str().map(str::to_owned)).collect()
+}
+
+/// Prints a small PDF from inside the instance through its CUPS scheduler, as any program
+/// there would (Chromium does the same with `--kiosk-printing`).
+fn print_inside(server: &Server, instance: &str, marker: &str) {
+    let script = format!(
+        "for i in $(seq 100); do [ -S /tmp/cups/cups.sock ] && break; sleep 0.1; done; \
+         printf '%%PDF-1.4 {marker}\\n' > /tmp/report.pdf && CUPS_SERVER=/tmp/cups/cups.sock lp -d Print /tmp/report.pdf"
+    );
+    let out = inside(server, instance, &script);
+    assert!(out.contains("request id is Print-"), "lp: {out}");
+}
+
+#[test]
+fn printouts_reach_the_device_only_when_the_stack_allows_printing() {
+    let server = server(&["stream_view=DESKTOP"]);
+    // The seed's stack: printing to the local device disabled.
+    let (alice, session) = active(&server, "alice");
+    let (id, instance) = (session["SessionId"].as_str().expect("id"), session["InstanceId"].as_str().expect("instance"));
+    print_inside(&server, instance, "quarterly-figures");
+    eventually(20, "alice's printout in her print folder", || printouts(&server, &alice).contains(&"job-1.pdf".to_owned()).then_some(()));
+    assert_eq!(listed(&server, &alice)["Print"], false);
+    let refused = request(&server, "GET", "/session/printouts/job-1.pdf", &alice, b"");
+    assert_eq!(refused.status, 403, "{}", String::from_utf8_lossy(&refused.body));
+    assert_eq!(refused.json()["Code"], "FileTransferDisabled");
+    assert!(!String::from_utf8_lossy(&refused.body).contains("quarterly"));
+    eventually(10, "the refused printout on the record", || {
+        blocked(&server, id).iter().any(|r| r["requestParameters"]["Setting"] == "PRINTING_TO_LOCAL_DEVICE").then_some(())
+    });
+
+    let settings = json!([{ "Action": "PRINTING_TO_LOCAL_DEVICE", "Permission": "ENABLED" }]);
+    server.ok("streaming:UpdateStack", json!({ "Name": "datasandbox-stack", "UserSettings": settings }));
+    let (bob, session) = active(&server, "bob");
+    let (id, instance) = (session["SessionId"].as_str().expect("id"), session["InstanceId"].as_str().expect("instance"));
+    print_inside(&server, instance, "bobs-chart");
+    eventually(20, "bob's printout", || printouts(&server, &bob).contains(&"job-1.pdf".to_owned()).then_some(()));
+    let printout = request(&server, "GET", "/session/printouts/job-1.pdf", &bob, b"");
+    assert_eq!(printout.status, 200, "{}", String::from_utf8_lossy(&printout.body));
+    assert_eq!(printout.body, b"%PDF-1.4 bobs-chart\n", "the document as printed, from bob's own print folder");
+    let downloaded = eventually(10, "the printout's transfer on the record", || {
+        let records: Vec<Value> = server
+            .audit(&[("EventName", "PrintoutDownloaded")])
+            .into_iter()
+            .filter(|r| r["requestParameters"]["SessionId"] == id)
+            .collect();
+        records.into_iter().next()
+    });
+    assert_eq!(downloaded["requestParameters"]["Bytes"], 20);
+    assert_eq!(downloaded["sourceIPAddress"], "127.0.0.1");
+
+    // The print folder is the instance's to write: a link planted there, named like a
+    // printout, is neither listed nor followed on the host.
+    inside(&server, instance, "ln -s /etc/passwd /run/print/job-77.pdf; ln -s /etc /run/print/job-78.pdf");
+    assert!(!printouts(&server, &bob).iter().any(|p| p == "job-77.pdf" || p == "job-78.pdf"));
+    for planted in ["job-77.pdf", "job-78.pdf"] {
+        let reply = request(&server, "GET", &format!("/session/printouts/{planted}"), &bob, b"");
+        assert_eq!(reply.status, 404, "{planted}: {}", String::from_utf8_lossy(&reply.body));
+        assert!(!String::from_utf8_lossy(&reply.body).contains("root:"));
+    }
+    for bad in ["..%2Fdisplay%2Frfb.sock", "notes.pdf", "job-1.pdf.part"] {
+        assert_eq!(request(&server, "GET", &format!("/session/printouts/{bad}"), &bob, b"").status, 400, "{bad}");
+    }
+}

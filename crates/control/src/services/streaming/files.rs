@@ -1,8 +1,10 @@
-//! My Files: the session page's view of the user's home folder. Uploads and downloads go
-//! through the storage actions as the session's user (so the policies decide and the trail
-//! records them, under the session's correlation id) and only where the session's stack
-//! enables `FILE_UPLOAD` / `FILE_DOWNLOAD`; a refused transfer is audited as
-//! `FileTransferBlocked`, by name and size, never its content.
+//! My Files: the session page's view of the user's home folder and of the session's
+//! printouts. Uploads and downloads go through the storage actions as the session's user (so
+//! the policies decide and the trail records them, under the session's correlation id) and
+//! only where the session's stack enables `FILE_UPLOAD` / `FILE_DOWNLOAD`. Printouts are the
+//! PDFs the instance's printer put in its print folder; one reaches the user's device only
+//! if the stack enables `PRINTING_TO_LOCAL_DEVICE` (audited as `PrintoutDownloaded`). A
+//! refused transfer is audited as `FileTransferBlocked`, by name and size, never its content.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -26,6 +28,7 @@ pub struct FileClient<'a> {
 enum Direction {
     Upload,
     Download,
+    Print,
 }
 
 impl Direction {
@@ -33,6 +36,15 @@ impl Direction {
         match self {
             Direction::Upload => "FILE_UPLOAD",
             Direction::Download => "FILE_DOWNLOAD",
+            Direction::Print => "PRINTING_TO_LOCAL_DEVICE",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Direction::Upload => "uploads",
+            Direction::Download => "downloads",
+            Direction::Print => "printing to your device",
         }
     }
 }
@@ -48,6 +60,7 @@ struct FilesSession {
     prefix: String,
     settings: Value,
     correlation_id: Option<String>,
+    instance_id: Option<String>,
 }
 
 impl FilesSession {
@@ -95,9 +108,53 @@ impl ControlPlane {
             .collect();
         Ok(json!({
             "Files": files,
+            "Printouts": self.printouts(&session),
             "Upload": session.enabled(Direction::Upload),
             "Download": session.enabled(Direction::Download),
+            "Print": session.enabled(Direction::Print),
         }))
+    }
+
+    /// A printout of the session (`job-<n>.pdf` in its print folder), if the stack enables
+    /// `PRINTING_TO_LOCAL_DEVICE`. The folder is the instance's to write: links are never
+    /// followed and only regular files are read.
+    pub async fn download_printout(&self, client: &FileClient<'_>, name: &str) -> Result<Bytes, ActionError> {
+        let session = self.files_session(client).await?;
+        if !printout_name(name) {
+            return Err(ActionError::validation(format!("`{name}` is not a printout of this session (job-<number>.pdf)")));
+        }
+        self.require(&session, client, Direction::Print, name, 0).await?;
+        let dir = crate::instances::print_dir(&self.plane, session.instance_id.as_deref().unwrap_or_default());
+        let limit = self.plane.spec.max_object_size;
+        let path = dir.join(name);
+        let body = tokio::task::spawn_blocking(move || read_regular_file(&path, limit)).await.map_err(ActionError::internal)??;
+        let event = ServiceEvent {
+            source: "streaming",
+            name: "PrintoutDownloaded",
+            principal: "gateway.datasandbox",
+            parameters: json!({ "SessionId": session.session_id, "Name": name, "Bytes": body.len() }),
+            correlation_id: session.correlation_id.clone(),
+            source_ip: Some(client.source_ip.to_owned()),
+            ..ServiceEvent::default()
+        };
+        self.record_service_event(event).await;
+        Ok(Bytes::from(body))
+    }
+
+    fn printouts(&self, session: &FilesSession) -> Vec<Value> {
+        let Some(instance) = &session.instance_id else { return Vec::new() };
+        let entries = std::fs::read_dir(crate::instances::print_dir(&self.plane, instance)).into_iter().flatten().flatten();
+        let mut printouts: Vec<Value> = entries
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok().filter(|n| printout_name(n))?;
+                // `DirEntry::metadata` does not follow links: a link is not a printout.
+                let metadata = entry.metadata().ok().filter(std::fs::Metadata::is_file)?;
+                let time = metadata.modified().ok().map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
+                Some(json!({ "Name": name, "Size": metadata.len(), "LastModified": time }))
+            })
+            .collect();
+        printouts.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
+        printouts
     }
 
     /// Puts `body` into the home folder as `name`, if the stack enables `FILE_UPLOAD`.
@@ -146,6 +203,7 @@ impl ControlPlane {
             prefix: model::HomeOwner::of(model::AccessMode::Custom, &user).prefix(),
             settings,
             correlation_id: row.try_get("correlation_id")?,
+            instance_id: row.try_get("instance_id")?,
         })
     }
 
@@ -164,11 +222,7 @@ impl ControlPlane {
         let error = ActionError::new(
             403,
             "FileTransferDisabled",
-            format!(
-                "this session's stack does not allow {} ({})",
-                if direction == Direction::Upload { "uploads" } else { "downloads" },
-                direction.setting()
-            ),
+            format!("this session's stack does not allow {} ({})", direction.what(), direction.setting()),
         );
         let event = ServiceEvent {
             source: "streaming",
@@ -198,9 +252,45 @@ impl ControlPlane {
     }
 }
 
+/// The printer's file names: `job-<number>.pdf`.
+fn printout_name(name: &str) -> bool {
+    name.strip_prefix("job-")
+        .and_then(|rest| rest.strip_suffix(".pdf"))
+        .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Reads a regular file without following a link at its name, up to `limit` bytes.
+fn read_regular_file(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, ActionError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let missing = || ActionError::not_found("NoSuchKey", format!("no printout `{name}`"));
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|_| missing())?;
+    let metadata = file.metadata().map_err(ActionError::internal)?;
+    if !metadata.is_file() {
+        return Err(missing());
+    }
+    if metadata.len() > limit {
+        return Err(ActionError::too_large(format!("the printout is larger than {limit} bytes")));
+    }
+    let mut body = Vec::new();
+    file.take(limit).read_to_end(&mut body).map_err(ActionError::internal)?;
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_name;
+    use super::{check_name, printout_name};
+
+    #[test]
+    fn printouts_are_named_by_job_number_only() {
+        for good in ["job-1.pdf", "job-1234567890.pdf"] {
+            assert!(printout_name(good), "{good}");
+        }
+        for bad in ["job-.pdf", "job-1.pdf.part", "job-12345678901.pdf", "../job-1.pdf", "job-1a.pdf", "notes.pdf"] {
+            assert!(!printout_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn names_stay_inside_the_home_folder() {
