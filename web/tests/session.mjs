@@ -8,6 +8,8 @@
 //   → {"event":"shot","colors":N,"yellow":Y}
 //                                      N distinct colours sampled from the display's canvas, Y
 //                                      pixels of Python-logo yellow (JupyterLab's launcher drawn)
+//   ← paste <text>                     types the text into the clipboard box, presses "Paste into workspace"
+//   → {"event":"pasted"}
 //   ← end                              presses "End session"
 //   → {"event":"ended","text":"…"}     once the page says the session ended
 import { chromium } from "playwright-core";
@@ -45,6 +47,10 @@ try {
         return { colors: seen.size, yellow };
       });
       say({ event: "shot", colors, yellow });
+    } else if (command === "paste") {
+      await page.fill("#clip", line.trim().slice("paste ".length));
+      await page.click("#paste");
+      say({ event: "pasted" });
     } else if (command === "end") {
       await page.click("#end");
       await page.waitForFunction(() => document.getElementById("state").textContent === "Ended", null, { timeout: 60_000 });

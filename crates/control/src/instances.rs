@@ -46,6 +46,20 @@ pub(crate) struct Instances {
     datasets: OnceLock<tokio::sync::mpsc::UnboundedSender<datasets::Job>>,
     /// Serializes link allocation: launches run concurrently, and two must not take one index.
     allocation: tokio::sync::Mutex<()>,
+    /// Launches under way, and whether new ones are refused (the platform is stopping): a
+    /// clean stop waits for the first and sets the second, so no instance starts after the
+    /// stop has ended the others.
+    in_flight: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// A launch under way; dropping it ends it.
+struct InFlight<'a>(&'a Instances);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 struct Live {
@@ -56,6 +70,27 @@ struct Live {
 }
 
 impl Instances {
+    fn begin_launch(&self) -> Result<InFlight<'_>, ActionError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.in_flight.fetch_add(1, SeqCst);
+        let flight = InFlight(self);
+        if self.closed.load(SeqCst) {
+            return Err(ActionError::new(503, "ServiceUnavailable", "the platform is stopping; no instance starts now"));
+        }
+        Ok(flight)
+    }
+
+    /// Refuses new launches and waits (up to `within`) for those under way.
+    pub(crate) async fn close(&self, within: std::time::Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.closed.store(true, SeqCst);
+        let _ = tokio::time::timeout(within, async {
+            while self.in_flight.load(SeqCst) > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
     async fn sandbox(&self, plane: &Plane) -> Result<Arc<sandbox::Sandbox>, ActionError> {
         let port = plane.spec.endpoint_port;
         self.sandbox
@@ -280,6 +315,7 @@ pub(crate) fn display_socket(plane: &Plane, id: &str) -> PathBuf {
 /// Starts an instance: its row first, then the sandbox, its endpoint listener and — when it
 /// serves a user — their datasets. Returns the instance as `DescribeInstances` shows it.
 pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Value, ActionError> {
+    let _launching = plane.instances.begin_launch()?;
     let type_name = launch.instance_type.clone();
     let instance_type = instance_type(plane, &type_name)?;
     let image_name = launch.image_name.clone();

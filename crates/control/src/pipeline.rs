@@ -262,6 +262,8 @@ impl ControlPlane {
             }
         })
         .await;
+        // Notebooks and operator launches too: none may start once the others are ended.
+        self.plane.instances.close(Duration::from_secs(10)).await;
         let ended = crate::instances::terminate_all(&self.plane).await;
         if !ended.is_empty() {
             tracing::info!(instances = ?ended, "terminated the running instances");

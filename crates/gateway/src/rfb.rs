@@ -7,13 +7,15 @@
 //!   buffered, and reported by size and direction (never its content).
 //! - The client's `SetEncodings` is rewritten to the encodings this parser can delimit (raw,
 //!   CopyRect, ZRLE and a few pseudo-encodings), so every server message has a known length.
-//!   The extended-clipboard pseudo-encoding is never passed on, so the server never switches
-//!   to extended clipboard messages; a client that sends one anyway has it dropped.
+//! - The extended clipboard (UTF-8 text, negotiated by noVNC and TigerVNC) is filtered the same
+//!   way, message by message, in `rfb/extended.rs`.
 //! - Anything the parser does not know ends the connection: a byte it cannot account for is
 //!   a byte it cannot filter.
 //!
 //! Memory per direction is bounded: headers (at most 4 + 4 × 256 bytes, a `SetEncodings`) are
 //! gathered, payloads stream through (or are skipped) in whatever pieces they arrive.
+
+mod extended;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -36,7 +38,21 @@ const ALLOWED_ENCODINGS: &[i32] = &[
 
 fn allowed_encoding(encoding: i32) -> bool {
     // JPEG quality and compression levels only tune encodings we do not pass; harmless.
-    ALLOWED_ENCODINGS.contains(&encoding) || (-32..=-23).contains(&encoding) || (-256..=-247).contains(&encoding)
+    ALLOWED_ENCODINGS.contains(&encoding)
+        || encoding == extended::PSEUDO_ENCODING
+        || (-32..=-23).contains(&encoding)
+        || (-256..=-247).contains(&encoding)
+}
+
+/// How much of a cut-text message (`ClientCutText` or `ServerCutText`) is header: 8 bytes for
+/// classic text (streamed), the whole message for an extended one small enough to judge.
+fn cut_text_length(p: &[u8]) -> usize {
+    if p.len() < 8 {
+        return 8;
+    }
+    let length = u32_at(p, 4) as i32;
+    let bytes = u64::from(length.unsigned_abs());
+    if length < 0 && bytes <= extended::BUFFER_LIMIT { 8 + bytes as usize } else { 8 }
 }
 
 /// What the stack allows across the clipboard in one direction: `None` when disabled, else
@@ -184,14 +200,18 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Decides a cut text: forwarded whole, or skipped whole and reported.
+/// Decides a cut text: forwarded whole, or skipped whole and reported. An extended message
+/// arrives whole in `header` (see [`cut_text_length`]) unless it is too large to judge.
 fn cut_text(header: &[u8], clipboard: Clipboard, direction: &'static str, out: &mut Vec<u8>, events: &mut Vec<Event>) -> Payload {
     let length = u32_at(header, 4) as i32;
-    // A negative length is the extended clipboard's format, never negotiated through us.
     let (bytes, extended) = (u64::from(length.unsigned_abs()), length < 0);
     let blocked = |reason| Event::ClipboardBlocked { direction, bytes, reason };
     match clipboard.0 {
-        _ if extended => events.push(blocked("EXTENDED_CLIPBOARD_NOT_NEGOTIATED")),
+        _ if extended && header.len() > 8 => {
+            extended::judge(header[0], &header[8..], clipboard, direction, out, events);
+            return Payload::Forward(0);
+        }
+        _ if extended => events.push(blocked("MAXIMUM_LENGTH")),
         None => events.push(blocked("DISABLED")),
         Some(max) if bytes > u64::from(max) => events.push(blocked("MAXIMUM_LENGTH")),
         Some(_) => {
@@ -257,7 +277,7 @@ impl Grammar for ClientGrammar {
             3 => 10,
             4 => 8,
             5 => 6,
-            6 => 8,
+            6 => cut_text_length(p),
             150 => 10,
             248 => 9,
             251 => 8,
@@ -388,7 +408,7 @@ impl Grammar for ServerGrammar {
                 Some(0) => 4,
                 Some(1) => 6,
                 Some(2) | Some(150) => 1,
-                Some(3) => 8,
+                Some(3) => cut_text_length(p),
                 Some(248) => 9,
                 Some(&other) => return Err(RfbError::UnknownMessage { direction: "server", kind: other }),
             },
@@ -557,21 +577,40 @@ mod tests {
     }
 
     #[test]
-    fn the_extended_clipboard_is_never_negotiated_nor_passed() {
+    fn the_extended_clipboard_is_negotiated_and_filtered_like_classic_text() {
+        use extended::tests::{extended, provide};
         let mut stream = client_handshake();
-        stream.extend(set_encodings(&[7, 16, -1_063_131_698, 0, -239, 5, -314]));
-        let mut extended = vec![6, 0, 0, 0];
-        extended.extend_from_slice(&(-8i32).to_be_bytes());
-        extended.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
-        stream.extend(&extended);
+        stream.extend(set_encodings(&[7, 16, extended::PSEUDO_ENCODING, 0, -239, 5, -314]));
+        let short = provide(6, 1, "grüße");
+        let long = provide(6, 1, "far more than ten characters");
+        let huge_header = extended(6, 1 << 28 | 1, &[])[..4]
+            .iter()
+            .copied()
+            .chain((-(extended::BUFFER_LIMIT as i32) - 1).to_be_bytes())
+            .collect::<Vec<u8>>();
+        stream.extend(&short);
+        stream.extend(&long);
+        stream.extend(&huge_header);
+        stream.extend(vec![0; extended::BUFFER_LIMIT as usize + 1]);
+        stream.extend(cut(6, b"after"));
         let (out, events) = run_client(OPEN, &stream);
         let mut expected = client_handshake();
-        expected.extend(set_encodings(&[16, 0, -239]));
-        assert_eq!(out, expected);
+        expected.extend(set_encodings(&[16, extended::PSEUDO_ENCODING, 0, -239]));
+        expected.extend(&short);
+        expected.extend(cut(6, b"after"));
+        assert_eq!(out, expected, "the short UTF-8 text and the classic one pass; the long and the huge do not");
         assert_eq!(
             events,
-            [Event::ClipboardBlocked { direction: "FROM_LOCAL_DEVICE", bytes: 8, reason: "EXTENDED_CLIPBOARD_NOT_NEGOTIATED" }]
+            [
+                Event::ClipboardPassed { direction: "FROM_LOCAL_DEVICE", bytes: 8 },
+                Event::ClipboardBlocked { direction: "FROM_LOCAL_DEVICE", bytes: 29, reason: "MAXIMUM_LENGTH" },
+                Event::ClipboardBlocked { direction: "FROM_LOCAL_DEVICE", bytes: extended::BUFFER_LIMIT + 1, reason: "MAXIMUM_LENGTH" },
+                Event::ClipboardPassed { direction: "FROM_LOCAL_DEVICE", bytes: 5 },
+            ]
         );
+        let (out, events) = run_client(CLOSED, &stream);
+        assert!(!out.windows(short.len()).any(|w| w == short), "paste disabled: the extended text is dropped too");
+        assert!(matches!(events[0], Event::ClipboardBlocked { reason: "DISABLED", .. }), "{events:?}");
     }
 
     #[test]

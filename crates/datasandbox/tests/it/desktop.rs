@@ -156,6 +156,21 @@ fn a_streaming_url_shows_jupyterlab_in_the_workspace_browser() {
         "{refusals:#?}"
     );
 
+    // The page's clipboard box pastes UTF-8 text into the workspace: noVNC and Xvnc speak the
+    // extended clipboard through the gateway's filter (classic cut text is Latin-1 only).
+    browser.send("paste grüße aus dem Labor ✓");
+    browser.expect("pasted", 30);
+    eventually(20, "the pasted text in the instance's X clipboard", || {
+        let out =
+            server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", "DISPLAY=:1 timeout 5 xclip -selection clipboard -o"], &[]);
+        (out.stdout.as_str() == Some("grüße aus dem Labor ✓")).then_some(())
+    });
+    let passed = server.audit(&[("EventName", "ClipboardTransferred")]);
+    assert!(
+        passed.iter().any(|r| r["requestParameters"]["SessionId"] == id && r["requestParameters"]["Direction"] == "FROM_LOCAL_DEVICE"),
+        "{passed:#?}"
+    );
+
     // The page's end button ends the session.
     browser.send("end");
     let ended = browser.expect("ended", 60);
