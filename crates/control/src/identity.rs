@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+pub(crate) mod local;
+
 use crate::error::ActionError;
 use crate::pipeline::Ctx;
 use crate::store::{Store, millis_to_rfc3339, now_millis};
@@ -33,11 +35,24 @@ pub enum Credentials {
     StreamingUrl(String),
     /// The cookie a redeemed streaming URL set: the session's user.
     SessionCookie(String),
+    /// A local user signing in (`identity:SignIn`): name, password and, once enrolled, a TOTP
+    /// code, from the address the attempt comes from. Never part of an action's input.
+    LocalUser { user_name: String, password: Secret, totp_code: Option<Secret>, source_ip: String },
     /// A built-in function invoked by the platform, carrying the correlation id of the event.
     Function { name: String, correlation_id: Option<String> },
     /// A caller the pipeline has already authenticated, whose action takes further actions in
     /// their name (a deploy's steps): each is authorized and audited as that caller.
     Delegated(Delegated),
+}
+
+/// A password or code: printed as `***`, never as itself.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// An authenticated caller handed to further actions; only the control plane can make one.
@@ -121,6 +136,35 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             })
         }
         Credentials::Bearer(token) => user_from_token(store, account_id, token).await,
+        Credentials::LocalUser { user_name, password, totp_code, source_ip } => {
+            let signed_in = local::sign_in(plane, user_name, &password.0, totp_code.as_ref().map(|c| c.0.as_str()), source_ip).await?;
+            let user = UserId::new(signed_in.user_name.clone()).map_err(|_| local_rejected())?;
+            let mode = AccessMode::Local;
+            Ok(Caller {
+                principal: Principal::User {
+                    id: signed_in.user_name.clone(),
+                    access_mode: mode.as_str().into(),
+                    home: HomeOwner::of(mode, &user).id(),
+                    mfa: signed_in.mfa,
+                    roles: signed_in.roles,
+                },
+                identity: UserIdentity {
+                    kind: "User".into(),
+                    principal_id: format!("local:{user}"),
+                    arn: format!("arn:datasandbox:identity::{account_id}:user/local/{user}"),
+                    account_id: account_id.to_owned(),
+                    user_name: Some(user.to_string()),
+                    session_context: Some(SessionContext {
+                        attributes: SessionContextAttributes {
+                            creation_date: millis_to_rfc3339(now_millis()),
+                            mfa_authenticated: signed_in.mfa.to_string(),
+                        },
+                        session_issuer: None,
+                    }),
+                },
+                correlation_id: Some(uuid::Uuid::new_v4().to_string()),
+            })
+        }
         Credentials::StreamingUrl(token) => crate::services::streaming::sessions::url_caller(plane, token),
         Credentials::SessionCookie(cookie) => crate::services::streaming::sessions::cookie_caller(plane, cookie).await,
         Credentials::InstanceLink { source_ip } => crate::services::streaming::sessions::link_caller(plane, source_ip).await,
@@ -151,9 +195,13 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
     }
 }
 
+fn local_rejected() -> ActionError {
+    ActionError::new(401, "NotAuthorizedException", "the user name, password or code is not valid")
+}
+
 async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result<Caller, ActionError> {
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    let row = sqlx::query("SELECT user_id, access_mode, roles, correlation_id, created, expires FROM tokens WHERE token_hash = $1")
+    let row = sqlx::query("SELECT user_id, access_mode, roles, correlation_id, created, expires, mfa FROM tokens WHERE token_hash = $1")
         .bind(&hash)
         .fetch_optional(&store.pool)
         .await?;
@@ -168,6 +216,7 @@ async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result
     let mode_text: String = row.try_get("access_mode")?;
     let roles: String = row.try_get("roles")?;
     let created: i64 = row.try_get("created")?;
+    let mfa = row.try_get::<Option<i64>, _>("mfa")?.unwrap_or(0) == 1;
     let mode = AccessMode::parse(&mode_text).ok_or_else(|| ActionError::internal(format_args!("token has access mode `{mode_text}`")))?;
     let user = UserId::new(user_id.clone()).map_err(ActionError::internal)?;
     let home = HomeOwner::of(mode, &user);
@@ -176,7 +225,7 @@ async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result
             id: user_id.clone(),
             access_mode: mode.as_str().into(),
             home: home.id(),
-            mfa: false,
+            mfa,
             roles: roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
         },
         identity: UserIdentity {
@@ -186,7 +235,7 @@ async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result
             account_id: account_id.to_owned(),
             user_name: Some(user_id),
             session_context: Some(SessionContext {
-                attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(created), mfa_authenticated: "false".into() },
+                attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(created), mfa_authenticated: mfa.to_string() },
                 session_issuer: None,
             }),
         },
@@ -237,31 +286,78 @@ pub(crate) async fn create_session_token(ctx: &mut Ctx<'_>, input: Value) -> Res
         return Err(ActionError::validation(format!("role `{bad}` must be 1..=64 characters without `,`")));
     }
     ctx.authorize(policy::Resource::Service("identity".into()))?;
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let grant = Grant { user: &input.user_id, mode: input.access_mode, roles: &input.roles, mfa: false, correlation_id: &correlation_id };
+    issue_token(ctx, grant, input.duration_seconds).await
+}
+
+/// Who a new token is for.
+struct Grant<'a> {
+    user: &'a UserId,
+    mode: AccessMode,
+    roles: &'a [String],
+    mfa: bool,
+    correlation_id: &'a str,
+}
+
+/// A new bearer token: only its hash is stored.
+async fn issue_token(ctx: &mut Ctx<'_>, grant: Grant<'_>, duration_seconds: i64) -> Result<Value, ActionError> {
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = format!("dst_{}", hex::encode(raw));
-    let correlation_id = uuid::Uuid::new_v4().to_string();
     let now = now_millis();
-    let expires = now + input.duration_seconds * 1000;
-    sqlx::query("INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(hex::encode(Sha256::digest(token.as_bytes())))
-        .bind(input.user_id.as_str())
-        .bind(input.access_mode.as_str())
-        .bind(input.roles.join(","))
-        .bind(&correlation_id)
-        .bind(now)
-        .bind(expires)
-        .execute(&ctx.plane.store.pool)
-        .await?;
-    let home = HomeOwner::of(input.access_mode, &input.user_id);
-    ctx.set_correlation_id(correlation_id.clone());
+    let expires = now + duration_seconds * 1000;
+    sqlx::query(
+        "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(hex::encode(Sha256::digest(token.as_bytes())))
+    .bind(grant.user.as_str())
+    .bind(grant.mode.as_str())
+    .bind(grant.roles.join(","))
+    .bind(grant.correlation_id)
+    .bind(now)
+    .bind(expires)
+    .bind(i64::from(grant.mfa))
+    .execute(&ctx.plane.store.pool)
+    .await?;
+    let home = HomeOwner::of(grant.mode, grant.user);
+    ctx.set_correlation_id(grant.correlation_id.to_owned());
     Ok(json!({
         "Token": token,
         "Expiration": millis_to_rfc3339(expires),
-        "UserId": input.user_id,
+        "UserId": grant.user,
         "HomeFolderPrefix": home.prefix(),
-        "CorrelationId": correlation_id,
+        "CorrelationId": grant.correlation_id,
+        "MfaAuthenticated": grant.mfa,
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct SignInInput {
+    #[serde(default = "default_duration")]
+    duration_seconds: i64,
+}
+
+/// `identity:SignIn`: the caller proved a local user's password (and code) in authenticating;
+/// this issues their token, marked with whether a second factor was proved.
+pub(crate) async fn sign_in(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: SignInInput = ctx.parse(input)?;
+    if !(900..=43_200).contains(&input.duration_seconds) {
+        return Err(ActionError::validation(format!("DurationSeconds {} is outside 900..=43200", input.duration_seconds)));
+    }
+    let policy::Principal::User { id, access_mode, mfa, roles, .. } = ctx.caller.principal.clone() else {
+        return Err(ActionError::validation("identity:SignIn signs in a local user: send UserName and Password"));
+    };
+    if access_mode != AccessMode::Local.as_str() {
+        return Err(ActionError::validation("identity:SignIn signs in a local user: send UserName and Password"));
+    }
+    // The sign-in itself was the authentication; the token is the caller's own.
+    ctx.authorize_always();
+    let user = UserId::new(id).map_err(ActionError::internal)?;
+    let correlation_id = ctx.caller.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let grant = Grant { user: &user, mode: AccessMode::Local, roles: &roles, mfa, correlation_id: &correlation_id };
+    issue_token(ctx, grant, input.duration_seconds).await
 }
 
 pub(crate) async fn get_caller_identity(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {

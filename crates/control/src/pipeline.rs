@@ -33,6 +33,11 @@ const HIDDEN_MEMBERS: &[&str] = &[
     "StreamingURL",
     "AuthorizedUrl",
     "NotebookUrl",
+    "Password",
+    "UserCode",
+    "TotpCode",
+    "SecretCode",
+    "OtpauthUri",
 ];
 const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
 
@@ -132,6 +137,8 @@ pub(crate) struct Plane {
     pub instances: crate::instances::Instances,
     pub streaming: crate::services::streaming::Streaming,
     pub notebooks: crate::services::notebooks::Notebooks,
+    /// Recent failed sign-ins of local users, by address.
+    pub identity_throttle: crate::identity::local::Throttle,
     /// Wakes the notification dispatcher when the outbox gains rows.
     pub outbox: Notify,
     pub socket_owner: u32,
@@ -210,6 +217,7 @@ impl ControlPlane {
             instances: Default::default(),
             streaming: Default::default(),
             notebooks: Default::default(),
+            identity_throttle: Default::default(),
             outbox: Notify::new(),
             socket_owner,
         });
@@ -404,13 +412,27 @@ impl ControlPlane {
             Some((service, action)) if spec.is_some() => (service.to_owned(), action.to_owned()),
             _ => ("unknown".to_owned(), request.action.chars().filter(|c| !c.is_control()).take(128).collect()),
         };
-        let identity = caller.map(|c| c.identity.clone()).unwrap_or_else(|| audit::UserIdentity {
-            kind: "Anonymous".into(),
-            principal_id: "anonymous".into(),
-            arn: String::new(),
-            account_id: plane.spec.account_id.clone(),
-            user_name: None,
-            session_context: None,
+        let identity = caller.map(|c| c.identity.clone()).unwrap_or_else(|| match &request.credentials {
+            // A failed sign-in is recorded with the name that was tried (never the password).
+            Credentials::LocalUser { user_name, .. } => {
+                let tried: String = user_name.chars().filter(|c| !c.is_control()).take(64).collect();
+                audit::UserIdentity {
+                    kind: "User".into(),
+                    principal_id: format!("local:{tried}"),
+                    arn: String::new(),
+                    account_id: plane.spec.account_id.clone(),
+                    user_name: Some(tried),
+                    session_context: None,
+                }
+            }
+            _ => audit::UserIdentity {
+                kind: "Anonymous".into(),
+                principal_id: "anonymous".into(),
+                arn: String::new(),
+                account_id: plane.spec.account_id.clone(),
+                user_name: None,
+                session_context: None,
+            },
         });
         let read_only = spec.is_some_and(|s| s.read_only);
         let response_elements = match result {

@@ -26,6 +26,12 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, name: &str, input: Value) -> Res
         "identity" => match action {
             "CreateSessionToken" => crate::identity::create_session_token(ctx, input).await,
             "GetCallerIdentity" => crate::identity::get_caller_identity(ctx, input).await,
+            "SignIn" => crate::identity::sign_in(ctx, input).await,
+            "CreateLocalUser" => crate::identity::local::create(ctx, input).await,
+            "DeleteLocalUser" => crate::identity::local::delete(ctx, input).await,
+            "UnlockLocalUser" => crate::identity::local::unlock(ctx, input).await,
+            "AssociateSoftwareToken" => crate::identity::local::associate(ctx, input).await,
+            "VerifySoftwareToken" => crate::identity::local::verify_token(ctx, input).await,
             _ => Err(unregistered(name)),
         },
         _ => Err(unregistered(name)),

@@ -80,12 +80,43 @@ async fn tcp_call(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if service == "identity" && action == "SignIn" {
+        return sign_in(control, peer, &headers, body).await;
+    }
     // A malformed Authorization header is an invalid token, not an absent one.
     let credentials = match headers.get(header::AUTHORIZATION) {
         Some(_) => Credentials::Bearer(bearer(&headers)),
         None => Credentials::Anonymous,
     };
     handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
+}
+
+/// `identity:SignIn`: the name, password and code in the body are the credentials, taken out
+/// of the input so that no record ever holds them; what remains (`DurationSeconds`) is the input.
+async fn sign_in(control: ControlPlane, peer: SocketAddr, headers: &HeaderMap, body: Body) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct SignIn {
+        user_name: String,
+        password: String,
+        totp_code: Option<String>,
+        #[serde(flatten)]
+        rest: serde_json::Map<String, serde_json::Value>,
+    }
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let (credentials, input) = match serde_json::from_slice::<SignIn>(&bytes) {
+        Ok(form) => (
+            Credentials::LocalUser {
+                user_name: form.user_name.chars().take(64).collect(),
+                password: control::Secret(form.password),
+                totp_code: form.totp_code.map(control::Secret),
+                source_ip: peer.ip().to_string(),
+            },
+            serde_json::Value::Object(form.rest),
+        ),
+        Err(_) => (Credentials::Anonymous, json!({})),
+    };
+    handle(control, credentials, peer.ip().to_string(), headers, "identity".into(), "SignIn".into(), Body::from(input.to_string())).await
 }
 
 /// The endpoint: the API as instances reach it, on one link's host address, authenticated by

@@ -59,11 +59,11 @@ impl KeyRing {
         Ok(KeyRing { master: Aes256Gcm::new_from_slice(&bytes).expect("32 bytes is an AES-256 key") })
     }
 
-    fn wrap(&self, material: &[u8]) -> Vec<u8> {
+    pub(crate) fn wrap(&self, material: &[u8]) -> Vec<u8> {
         seal(&self.master, material, b"datasandbox-key-material")
     }
 
-    fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>, ActionError> {
+    pub(crate) fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>, ActionError> {
         open(&self.master, wrapped, b"datasandbox-key-material")
             .map_err(|()| ActionError::internal("key material does not unwrap with the master key"))
     }

@@ -9,6 +9,7 @@ mod files;
 mod flows;
 mod http;
 mod instances;
+mod local_users;
 mod notebooks;
 mod s3;
 mod sandbox;

@@ -1,0 +1,115 @@
+//! Local users for small sites: argon2id passwords, TOTP enrolment and sign-in checked
+//! against an independent TOTP implementation (Debian's `oathtool`), codes that work once,
+//! lockout after repeated failures, a per-address limit, MFA in the audit record, and no
+//! password or code anywhere in the trail.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::Server;
+use crate::server::Called;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// `identity:SignIn` over HTTP, as a browser or script would (no token: the body is the credential).
+fn sign_in(server: &Server, body: Value) -> Called {
+    let endpoint = format!("http://{}", server.api);
+    server.cli(&["call", "identity:SignIn", "--input", &body.to_string(), "--endpoint", &endpoint], &[])
+}
+
+fn code(secret: &str, when: &str) -> String {
+    let out = Command::new("oathtool").args(["--totp", "-b", "-N", when, secret]).output().expect("oathtool (apt-get install oathtool)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("digits").trim().to_owned()
+}
+
+fn refused(called: &Called, code: &str) {
+    assert_eq!(called.exit, 1, "{called:?}");
+    assert_eq!(called.stderr["Code"], code, "{called:?}");
+}
+
+#[test]
+fn local_users_sign_in_with_password_and_totp_and_guessing_is_stopped() {
+    let server = Server::start(&[]);
+    // Bad input changes nothing: a short password, a bad name, then a duplicate.
+    for (input, code) in [
+        (json!({ "UserName": "carol", "Password": "short" }), "ValidationException"),
+        (json!({ "UserName": "x", "Password": PASSWORD }), "ValidationException"),
+    ] {
+        let called = server.call("identity:CreateLocalUser", &input);
+        refused(&called, code);
+    }
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "carol", "Password": PASSWORD }));
+    refused(&server.call("identity:CreateLocalUser", &json!({ "UserName": "carol", "Password": PASSWORD })), "UsernameExistsException");
+
+    // Password only, before enrolment: a token without MFA.
+    let signed = sign_in(&server, json!({ "UserName": "carol", "Password": PASSWORD }));
+    assert_eq!(signed.exit, 0, "{signed:?}");
+    assert_eq!(signed.stdout["MfaAuthenticated"], false);
+    let token = signed.stdout["Token"].as_str().expect("token").to_owned();
+    let me = server.call_as(&token, "identity:GetCallerIdentity", &json!({}));
+    assert_eq!(me.stdout["UserName"], "carol", "{me:?}");
+    assert_eq!(me.stdout["PrincipalId"], "local:carol");
+
+    // TOTP enrolment: a secret, confirmed with a code from an independent implementation.
+    let enrolment = server.call_as(&token, "identity:AssociateSoftwareToken", &json!({}));
+    assert_eq!(enrolment.exit, 0, "{enrolment:?}");
+    let secret = enrolment.stdout["SecretCode"].as_str().expect("secret").to_owned();
+    assert!(enrolment.stdout["OtpauthUri"].as_str().is_some_and(|u| u.starts_with("otpauth://totp/DataSandbox:carol?secret=")));
+    refused(&server.call_as(&token, "identity:VerifySoftwareToken", &json!({ "UserCode": "000000" })), "CodeMismatchException");
+    let verified = server.call_as(&token, "identity:VerifySoftwareToken", &json!({ "UserCode": code(&secret, "now") }));
+    assert_eq!(verified.exit, 0, "{verified:?}");
+
+    // From now on the password alone is not enough; a wrong code is refused; a code works once.
+    refused(&sign_in(&server, json!({ "UserName": "carol", "Password": PASSWORD })), "MfaCodeRequired");
+    refused(&sign_in(&server, json!({ "UserName": "carol", "Password": PASSWORD, "TotpCode": "000000" })), "NotAuthorizedException");
+    let next = code(&secret, "now + 30 seconds");
+    let with_mfa = sign_in(&server, json!({ "UserName": "carol", "Password": PASSWORD, "TotpCode": next }));
+    assert_eq!(with_mfa.exit, 0, "{with_mfa:?}");
+    assert_eq!(with_mfa.stdout["MfaAuthenticated"], true);
+    refused(&sign_in(&server, json!({ "UserName": "carol", "Password": PASSWORD, "TotpCode": next })), "NotAuthorizedException");
+    let mfa_token = with_mfa.stdout["Token"].as_str().expect("token").to_owned();
+    let request = server.call_as(&mfa_token, "identity:GetCallerIdentity", &json!({}));
+    assert_eq!(request.exit, 0);
+    let records = server.audit(&[("EventName", "GetCallerIdentity"), ("Username", "carol")]);
+    let flags: Vec<&Value> = records.iter().map(|r| &r["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"]).collect();
+    assert!(flags.contains(&&json!("true")) && flags.contains(&&json!("false")), "MFA state reaches the record: {flags:?}");
+
+    // Five failures lock the account, whatever the password says next; an operator unlocks it.
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "dave", "Password": PASSWORD }));
+    for attempt in 0..5 {
+        let called = sign_in(&server, json!({ "UserName": "dave", "Password": format!("guess number {attempt}") }));
+        refused(&called, "NotAuthorizedException");
+    }
+    let locked = sign_in(&server, json!({ "UserName": "dave", "Password": PASSWORD }));
+    refused(&locked, "AccountLocked");
+    server.ok("identity:UnlockLocalUser", json!({ "UserName": "dave" }));
+    assert_eq!(sign_in(&server, json!({ "UserName": "dave", "Password": PASSWORD })).exit, 0);
+    // An unknown name is refused exactly like a wrong password.
+    let unknown = sign_in(&server, json!({ "UserName": "mallory", "Password": PASSWORD }));
+    refused(&unknown, "NotAuthorizedException");
+    assert_eq!(
+        unknown.stderr["Message"],
+        sign_in(&server, json!({ "UserName": "dave", "Password": "not the password" })).stderr["Message"]
+    );
+
+    // Every failure is on the record with the name tried; no password or code is anywhere.
+    let failures: Vec<Value> = server.audit(&[("EventName", "SignIn")]).into_iter().filter(|r| r["errorCode"].is_string()).collect();
+    assert!(failures.iter().any(|r| r["userIdentity"]["userName"] == "dave" && r["errorCode"] == "AccountLocked"), "{failures:#?}");
+    assert!(failures.iter().any(|r| r["userIdentity"]["userName"] == "mallory"), "{failures:#?}");
+    let trail = server.audit(&[]).iter().map(Value::to_string).collect::<String>();
+    assert!(!trail.contains("correct horse") && !trail.contains("guess number") && !trail.contains(&next), "secrets stay out of the trail");
+    assert!(!trail.contains(&secret), "the TOTP secret stays out of the trail");
+
+    // One address may fail at most 20 times a minute, across accounts.
+    let mut limited = None;
+    for attempt in 0..25 {
+        let called = sign_in(&server, json!({ "UserName": format!("nobody{attempt}"), "Password": PASSWORD }));
+        if called.stderr["Code"] == "TooManyRequestsException" {
+            limited = Some(attempt);
+            break;
+        }
+    }
+    assert!(limited.is_some(), "the address was never limited");
+}
