@@ -40,68 +40,55 @@ fn error_reply(err: control::ActionError) -> Response {
         .into_response()
 }
 
+/// The browser behind a session-page request: its session cookie, address and user agent.
+struct PageCaller {
+    cookie: String,
+    ip: String,
+    agent: String,
+}
+
+impl PageCaller {
+    fn client(&self) -> control::FileClient<'_> {
+        control::FileClient { cookie: &self.cookie, source_ip: &self.ip, user_agent: &self.agent }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PageCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Response> {
+        let cookie = cookie(&parts.headers).ok_or_else(|| (StatusCode::UNAUTHORIZED, "no session cookie").into_response())?;
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        Ok(PageCaller { cookie, ip: peer.ip().to_string(), agent: user_agent(&parts.headers) })
+    }
+}
+
 /// My Files: the home folder's listing and what the stack allows.
-async fn list_files(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
-    let Some(cookie) = cookie(&headers) else {
-        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
-    };
-    let (ip, agent) = (peer.ip().to_string(), user_agent(&headers));
-    let client = control::FileClient { cookie: &cookie, source_ip: &ip, user_agent: &agent };
-    match control.session_files(&client).await {
+async fn list_files(State(control): State<ControlPlane>, caller: PageCaller) -> Response {
+    match control.session_files(&caller.client()).await {
         Ok(listing) => axum::Json(listing).into_response(),
         Err(err) => error_reply(err),
     }
 }
 
-async fn upload_file(
-    State(control): State<ControlPlane>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let Some(cookie) = cookie(&headers) else {
-        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
-    };
+async fn upload_file(State(control): State<ControlPlane>, caller: PageCaller, Path(name): Path<String>, body: Body) -> Response {
     let limit = control.spec().max_object_size as usize;
     let Ok(body) = axum::body::to_bytes(body, limit).await else {
         return error_reply(control::ActionError::too_large(format!("a file larger than {limit} bytes cannot be uploaded")));
     };
-    let (ip, agent) = (peer.ip().to_string(), user_agent(&headers));
-    let client = control::FileClient { cookie: &cookie, source_ip: &ip, user_agent: &agent };
-    match control.upload_session_file(&client, &name, body).await {
+    match control.upload_session_file(&caller.client(), &name, body).await {
         Ok(done) => axum::Json(done).into_response(),
         Err(err) => error_reply(err),
     }
 }
 
-async fn download_file(
-    State(control): State<ControlPlane>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(cookie) = cookie(&headers) else {
-        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
-    };
-    let (ip, agent) = (peer.ip().to_string(), user_agent(&headers));
-    let client = control::FileClient { cookie: &cookie, source_ip: &ip, user_agent: &agent };
-    attachment(&name, control.download_session_file(&client, &name).await)
+async fn download_file(State(control): State<ControlPlane>, caller: PageCaller, Path(name): Path<String>) -> Response {
+    attachment(&name, control.download_session_file(&caller.client(), &name).await)
 }
 
 /// A printout of the session, if the stack lets printing reach the user's device.
-async fn download_printout(
-    State(control): State<ControlPlane>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(cookie) = cookie(&headers) else {
-        return (StatusCode::UNAUTHORIZED, "no session cookie").into_response();
-    };
-    let (ip, agent) = (peer.ip().to_string(), user_agent(&headers));
-    let client = control::FileClient { cookie: &cookie, source_ip: &ip, user_agent: &agent };
-    attachment(&name, control.download_printout(&client, &name).await)
+async fn download_printout(State(control): State<ControlPlane>, caller: PageCaller, Path(name): Path<String>) -> Response {
+    attachment(&name, control.download_printout(&caller.client(), &name).await)
 }
 
 /// A file handed to the user's device: always a download, never rendered in the gateway's origin.

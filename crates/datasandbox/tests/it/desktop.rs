@@ -131,6 +131,15 @@ fn a_streaming_url_shows_jupyterlab_in_the_workspace_browser() {
     let log = server.cli(&["instances", "exec", instance, "--", "cat", "/tmp/launcher.log"], &[]);
     let log = log.stdout.as_str().map_or_else(|| log.stdout.to_string(), str::to_owned);
     assert!(log.contains("opened your notebook in the workspace's browser"), "{log}");
+    // The very URL the launcher opened, copied out of the workspace: refused outside it.
+    let taken = log.split_whitespace().find(|w| w.contains("/notebook-auth/")).expect("the URL in the launcher's log");
+    let eve = redeem(&server, "eve");
+    let copied = http::tcp(&server.api)
+        .expect("connect")
+        .request("GET", &taken[taken.find("/notebook-auth/").expect("path")..], &[("cookie", &format!("ds_session={eve}"))], b"")
+        .expect("request");
+    assert_eq!(copied.status, 403, "{}", String::from_utf8_lossy(&copied.body));
+    assert_eq!(copied.json()["Code"], "NotebookURLBoundToInstance");
     let notebooks = server.ok("notebooks:ListNotebookInstances", json!({}));
     let notebook = notebooks["NotebookInstances"][0]["NotebookInstanceName"].as_str().expect("dana's notebook").to_owned();
     let fresh =
@@ -139,7 +148,6 @@ fn a_streaming_url_shows_jupyterlab_in_the_workspace_browser() {
     let endpoint = url.trim_start_matches("http://").split('/').next().expect("host:port");
     assert!(endpoint.starts_with("10."), "a pixel session's notebook URL points at the instance's endpoint: {url}");
     let path = &url[url.find("/notebook-auth/").expect("a notebook URL")..];
-    let eve = redeem(&server, "eve");
     let outside =
         http::tcp(&server.api).expect("connect").request("GET", path, &[("cookie", &format!("ds_session={eve}"))], b"").expect("request");
     assert_eq!(outside.status, 403, "{}", String::from_utf8_lossy(&outside.body));

@@ -113,3 +113,29 @@ fn local_users_sign_in_with_password_and_totp_and_guessing_is_stopped() {
     }
     assert!(limited.is_some(), "the address was never limited");
 }
+
+/// MFA reaches the policies: a site that adds a policy requiring it for local users' data
+/// access lets a password-only token read nothing, and a TOTP-proved one its own folder.
+#[test]
+fn a_policy_can_require_mfa() {
+    let mut spec = model::spec::default_spec_text();
+    spec.push_str(
+        "\n[[policies]]\nname = \"local-users-need-mfa\"\ntext = '''\nforbid (principal is DataSandbox::User, action, resource is DataSandbox::Object)\n  when { principal.access_mode == \"local\" && !principal.mfa };'''\n",
+    );
+    let server = Server::start_with_spec(&spec, &[]);
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "erin", "Password": PASSWORD }));
+    let password_only = sign_in(&server, json!({ "UserName": "erin", "Password": PASSWORD }));
+    let token = password_only.stdout["Token"].as_str().expect("token").to_owned();
+    let home = password_only.stdout["HomeFolderPrefix"].as_str().expect("home").to_owned();
+    assert!(home.starts_with("user/local/"), "{home}");
+    let put = json!({ "Bucket": "datasandbox-home", "Key": format!("{home}notes.txt"), "Body": "aGVsbG8=" });
+    refused(&server.call_as(&token, "storage:PutObject", &put), "AccessDeniedException");
+
+    let secret =
+        server.call_as(&token, "identity:AssociateSoftwareToken", &json!({})).stdout["SecretCode"].as_str().expect("secret").to_owned();
+    assert_eq!(server.call_as(&token, "identity:VerifySoftwareToken", &json!({ "UserCode": code(&secret, "now") })).exit, 0);
+    let with_mfa = sign_in(&server, json!({ "UserName": "erin", "Password": PASSWORD, "TotpCode": code(&secret, "now + 30 seconds") }));
+    let mfa_token = with_mfa.stdout["Token"].as_str().expect("token").to_owned();
+    let stored = server.call_as(&mfa_token, "storage:PutObject", &put);
+    assert_eq!(stored.exit, 0, "{stored:?}");
+}
