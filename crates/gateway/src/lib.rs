@@ -4,6 +4,7 @@
 
 mod notebook;
 mod openapi;
+mod portal;
 mod rfb;
 mod session;
 mod stream;
@@ -50,9 +51,10 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tcp_app =
-        stream::routes(notebook::routes(session::routes(common_routes(Router::new().route("/api/{service}/{action}", post(tcp_call))))))
-            .with_state(control.clone());
+    let tcp_app = portal::routes(stream::routes(notebook::routes(session::routes(common_routes(
+        Router::new().route("/api/{service}/{action}", post(tcp_call)),
+    )))))
+    .with_state(control.clone());
     let unix_app = common_routes(Router::new().route("/api/{service}/{action}", post(unix_call))).with_state(control);
     let tcp_server =
         axum::serve(tcp, tcp_app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(wait(stop_rx.clone()));
@@ -94,6 +96,13 @@ async fn tcp_call(
 /// `identity:SignIn`: the name, password and code in the body are the credentials, taken out
 /// of the input so that no record ever holds them; what remains (`DurationSeconds`) is the input.
 async fn sign_in(control: ControlPlane, peer: SocketAddr, headers: &HeaderMap, body: Body) -> Response {
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let (credentials, input) = sign_in_credentials(&bytes, peer);
+    handle(control, credentials, peer.ip().to_string(), headers, "identity".into(), "SignIn".into(), Body::from(input.to_string())).await
+}
+
+/// A sign-in body (`UserName`, `Password`, `TotpCode`) as credentials, and the rest as input.
+pub(crate) fn sign_in_credentials(body: &[u8], peer: SocketAddr) -> (Credentials, serde_json::Value) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct SignIn {
@@ -103,20 +112,18 @@ async fn sign_in(control: ControlPlane, peer: SocketAddr, headers: &HeaderMap, b
         #[serde(flatten)]
         rest: serde_json::Map<String, serde_json::Value>,
     }
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let (credentials, input) = match serde_json::from_slice::<SignIn>(&bytes) {
+    match serde_json::from_slice::<SignIn>(body) {
         Ok(form) => (
             Credentials::LocalUser {
                 user_name: form.user_name.chars().take(64).collect(),
                 password: control::Secret(form.password),
-                totp_code: form.totp_code.map(control::Secret),
+                totp_code: form.totp_code.filter(|c| !c.trim().is_empty()).map(control::Secret),
                 source_ip: peer.ip().to_string(),
             },
             serde_json::Value::Object(form.rest),
         ),
         Err(_) => (Credentials::Anonymous, json!({})),
-    };
-    handle(control, credentials, peer.ip().to_string(), headers, "identity".into(), "SignIn".into(), Body::from(input.to_string())).await
+    }
 }
 
 /// The endpoint: the API as instances reach it, on one link's host address, authenticated by

@@ -8,6 +8,7 @@
 pub(crate) mod engine;
 pub(crate) mod files;
 mod fleets;
+mod portal;
 pub(crate) mod sessions;
 mod stacks;
 pub(crate) mod stream;
@@ -32,6 +33,10 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> R
         "CreateStreamingURL" | "RedeemStreamingURL" | "DescribeSessions" | "ExpireSession" | "GetSessionStatus" => {
             sessions::dispatch(ctx, action, input).await
         }
+        "BatchAssociateUserStack" => portal::associate(ctx, input).await,
+        "BatchDisassociateUserStack" => portal::disassociate(ctx, input).await,
+        "DescribeUserStackAssociations" => portal::describe(ctx, input).await,
+        "CreateUserStreamingURL" => portal::launch(ctx, input).await,
         _ => crate::instances::dispatch(ctx, action, input).await,
     }
 }

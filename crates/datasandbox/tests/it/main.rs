@@ -11,6 +11,7 @@ mod http;
 mod instances;
 mod local_users;
 mod notebooks;
+mod portal;
 mod s3;
 mod sandbox;
 mod server;

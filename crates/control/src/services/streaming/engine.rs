@@ -204,13 +204,14 @@ async fn assignment(plane: &Plane, session_id: &str) -> Result<Assignment, Actio
     let user = model::UserId::new(row.try_get::<String, _>("user_id")?).map_err(ActionError::internal)?;
     let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let mode = super::sessions::access_mode(&row.try_get::<String, _>("authentication_type")?);
     let mut env = vec![
         ("DS_USER_NAME".to_owned(), user.to_string()),
         ("DS_SESSION_ID".to_owned(), session_id.to_owned()),
         ("DS_STACK_NAME".to_owned(), row.try_get::<String, _>("stack")?),
         ("DS_RESOURCE_NAME".to_owned(), row.try_get::<String, _>("fleet")?),
         ("DS_RESOURCE_TYPE".to_owned(), "fleet".to_owned()),
-        ("DS_USER_ACCESS_MODE".to_owned(), "custom".to_owned()),
+        ("DS_USER_ACCESS_MODE".to_owned(), mode.as_str().to_owned()),
         ("DS_INSTANCE_TYPE".to_owned(), text(&settings["InstanceType"])),
         ("DS_SESSION_RESERVATION_DATETIME".to_owned(), millis_to_rfc3339(row.try_get("start_time")?)),
         ("DS_SESSION_CONTEXT".to_owned(), row.try_get::<Option<String>, _>("session_context")?.unwrap_or_default()),
@@ -221,7 +222,7 @@ async fn assignment(plane: &Plane, session_id: &str) -> Result<Assignment, Actio
     if let Some(bucket) = settings["HomeFoldersBucket"].as_str() {
         env.push(("DS_HOME_BUCKET".to_owned(), bucket.to_owned()));
     }
-    Ok(Assignment { user, mode: model::AccessMode::Custom, session_id: Some(session_id.to_owned()), env })
+    Ok(Assignment { user, mode, session_id: Some(session_id.to_owned()), env })
 }
 
 async fn activate(plane: &Plane, session_id: &str, instance_id: &str) -> Result<bool, ActionError> {

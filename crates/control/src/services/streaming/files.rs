@@ -200,7 +200,7 @@ impl ControlPlane {
         Ok(FilesSession {
             session_id: row.try_get("session_id")?,
             bucket,
-            prefix: model::HomeOwner::of(model::AccessMode::Custom, &user).prefix(),
+            prefix: model::HomeOwner::of(super::sessions::access_mode(&row.try_get::<String, _>("authentication_type")?), &user).prefix(),
             settings,
             correlation_id: row.try_get("correlation_id")?,
             instance_id: row.try_get("instance_id")?,

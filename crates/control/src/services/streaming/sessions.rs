@@ -67,6 +67,19 @@ struct Claims {
     application: Option<String>,
     #[serde(rename = "e")]
     expires: i64,
+    /// AppStream's `AuthenticationType` of the session: absent for `API` (operator-made URLs),
+    /// `USERPOOL` for a local user launching from the portal.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    authentication: Option<String>,
+}
+
+/// The home-folder access mode of a session's `AuthenticationType` (AppStream's layout).
+pub(crate) fn access_mode(authentication_type: &str) -> model::AccessMode {
+    match authentication_type {
+        "USERPOOL" => model::AccessMode::Local,
+        "SAML" => model::AccessMode::Federated,
+        _ => model::AccessMode::Custom,
+    }
 }
 
 fn url_key(plane: &Plane) -> Result<[u8; 32], ActionError> {
@@ -116,26 +129,28 @@ pub(crate) fn url_caller(plane: &Plane, token: &str) -> Result<Caller, ActionErr
     let claims = verify(plane, token)?;
     let user = model::UserId::new(claims.user.clone())
         .map_err(|_| ActionError::new(400, "MalformedStreamingURL", "the URL names no valid user"))?;
-    Ok(user_caller(plane, &user, json!({ "type": "StreamingURL", "principalId": claims.url_id }), None))
+    let mode = access_mode(claims.authentication.as_deref().unwrap_or("API"));
+    Ok(user_caller(plane, &user, mode, json!({ "type": "StreamingURL", "principalId": claims.url_id }), None))
 }
 
 /// Authenticates a session's cookie as that session's user; the session is the issuer.
 pub(crate) async fn cookie_caller(plane: &Plane, cookie: &str) -> Result<Caller, ActionError> {
-    let row = sqlx::query("SELECT session_id, user_id, correlation_id FROM sessions WHERE cookie_hash = $1")
+    let row = sqlx::query("SELECT session_id, user_id, correlation_id, authentication_type FROM sessions WHERE cookie_hash = $1")
         .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
         .fetch_optional(&plane.store.pool)
         .await?
         .ok_or_else(|| ActionError::unauthenticated("the session cookie is not valid; open your streaming URL again"))?;
     let user = model::UserId::new(row.try_get::<String, _>("user_id")?).map_err(ActionError::internal)?;
     let session: String = row.try_get("session_id")?;
-    Ok(user_caller(plane, &user, json!({ "type": "StreamingSession", "principalId": session }), row.try_get("correlation_id")?))
+    let mode = access_mode(&row.try_get::<String, _>("authentication_type")?);
+    Ok(user_caller(plane, &user, mode, json!({ "type": "StreamingSession", "principalId": session }), row.try_get("correlation_id")?))
 }
 
 /// The ACTIVE session served by the running instance whose private address `source_ip` is
 /// (the endpoint only hears instance links, reverse-path filtered).
 pub(crate) async fn link_caller(plane: &Plane, source_ip: &str) -> Result<Caller, ActionError> {
     let row = sqlx::query(
-        "SELECT s.session_id, s.user_id, s.correlation_id, i.instance_id FROM instances i JOIN sessions s ON s.instance_id = i.instance_id
+        "SELECT s.session_id, s.user_id, s.correlation_id, s.authentication_type, i.instance_id FROM instances i JOIN sessions s ON s.instance_id = i.instance_id
          WHERE i.private_address = $1 AND i.state = 'RUNNING' AND s.state = 'ACTIVE'",
     )
     .bind(source_ip)
@@ -146,12 +161,12 @@ pub(crate) async fn link_caller(plane: &Plane, source_ip: &str) -> Result<Caller
     let session: String = row.try_get("session_id")?;
     let instance: String = row.try_get("instance_id")?;
     let issuer = json!({ "type": "StreamingSession", "principalId": session, "instanceId": instance });
-    Ok(user_caller(plane, &user, issuer, row.try_get("correlation_id")?))
+    let mode = access_mode(&row.try_get::<String, _>("authentication_type")?);
+    Ok(user_caller(plane, &user, mode, issuer, row.try_get("correlation_id")?))
 }
 
-fn user_caller(plane: &Plane, user: &model::UserId, issuer: Value, correlation_id: Option<String>) -> Caller {
+fn user_caller(plane: &Plane, user: &model::UserId, mode: model::AccessMode, issuer: Value, correlation_id: Option<String>) -> Caller {
     let account_id = &plane.spec.account_id;
-    let mode = model::AccessMode::Custom;
     Caller {
         principal: policy::Principal::User {
             id: user.to_string(),
@@ -162,7 +177,7 @@ fn user_caller(plane: &Plane, user: &model::UserId, issuer: Value, correlation_i
         },
         identity: audit::UserIdentity {
             kind: "User".into(),
-            principal_id: format!("custom:{user}"),
+            principal_id: format!("{}:{user}", mode.as_str()),
             arn: format!("arn:datasandbox:identity::{account_id}:user/custom/{user}"),
             account_id: account_id.clone(),
             user_name: Some(user.to_string()),
@@ -241,12 +256,35 @@ async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErro
         }
     }
     ctx.authorize(Resource::Service("streaming".into()))?;
+    let url = UrlFor {
+        stack: input.stack_name,
+        fleet: input.fleet_name,
+        user: input.user_id,
+        application: input.application_id,
+        session_context: input.session_context,
+        authentication: None,
+    };
+    mint_url(plane, &fleet, url, validity).await
+}
+
+/// What a streaming URL opens, for whom.
+pub(crate) struct UrlFor {
+    pub stack: String,
+    pub fleet: String,
+    pub user: String,
+    pub application: Option<String>,
+    pub session_context: Option<String>,
+    pub authentication: Option<String>,
+}
+
+/// Signs a streaming URL for a RUNNING fleet and records it (its row is consumed on use).
+pub(crate) async fn mint_url(plane: &Plane, fleet: &sqlx::any::AnyRow, input: UrlFor, validity: i64) -> Result<Value, ActionError> {
     let state: String = fleet.try_get("state")?;
     if state != "RUNNING" {
         return Err(ActionError::new(
             400,
             "OperationNotPermittedException",
-            format!("fleet `{}` is {state}; streaming URLs are made only for a RUNNING fleet", input.fleet_name),
+            format!("fleet `{}` is {state}; streaming URLs are made only for a RUNNING fleet", input.fleet),
         ));
     }
     let mut raw = [0u8; 16];
@@ -254,11 +292,12 @@ async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErro
     let expires = now_millis() + validity * 1000;
     let claims = Claims {
         url_id: hex::encode(raw),
-        stack: input.stack_name.clone(),
-        fleet: input.fleet_name.clone(),
-        user: input.user_id.clone(),
-        application: input.application_id.clone(),
+        stack: input.stack.clone(),
+        fleet: input.fleet.clone(),
+        user: input.user.clone(),
+        application: input.application.clone(),
         expires,
+        authentication: input.authentication.clone(),
     };
     // The context travels in the URL's row, not in the token: it is data, never trusted.
     sqlx::query(
@@ -366,7 +405,7 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     sqlx::query(
         "INSERT INTO sessions (session_id, user_id, authentication_type, stack, fleet, application_id, session_context, state, connection_state,
          settings, correlation_id, cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips)
-         VALUES ($1, $2, 'API', $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12)",
+         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12)",
     )
     .bind(&session_id)
     .bind(&claims.user)
@@ -380,6 +419,7 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     .bind(now)
     .bind(now + scaled_ms(plane, max_duration))
     .bind(json!([ctx.source_ip]).to_string())
+    .bind(claims.authentication.as_deref().unwrap_or("API"))
     .execute(&plane.store.pool)
     .await?;
     plane.streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());

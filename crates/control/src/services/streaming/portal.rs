@@ -1,0 +1,211 @@
+//! What the analyst portal needs: AppStream's user-stack associations (which users may launch
+//! which stacks: `BatchAssociateUserStack`, `BatchDisassociateUserStack`,
+//! `DescribeUserStackAssociations`) and the launch itself, `CreateUserStreamingURL`
+//! (DataSandbox's): a signed-in user asks for a streaming URL of a stack they are associated
+//! with, for themselves only, and opens it like any other (single use, 60 s).
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::error::ActionError;
+use crate::pipeline::Ctx;
+use crate::store::now_millis;
+use policy::Resource;
+
+#[derive(Deserialize, Clone)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Association {
+    stack_name: String,
+    user_name: String,
+    authentication_type: String,
+    #[serde(default)]
+    send_email_notification: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct BatchInput {
+    user_stack_associations: Vec<Association>,
+}
+
+fn check_batch(input: &BatchInput) -> Result<(), ActionError> {
+    let count = input.user_stack_associations.len();
+    if !(1..=25).contains(&count) {
+        return Err(ActionError::validation(format!("UserStackAssociations must hold 1..=25 entries, not {count}")));
+    }
+    if let Some(bad) = input.user_stack_associations.iter().find(|a| !["USERPOOL", "SAML"].contains(&a.authentication_type.as_str())) {
+        return Err(ActionError::validation(format!(
+            "AuthenticationType `{}` is not USERPOOL or SAML (API users get streaming URLs instead)",
+            bad.authentication_type
+        )));
+    }
+    Ok(())
+}
+
+fn association_json(a: &Association) -> Value {
+    json!({ "StackName": a.stack_name, "UserName": a.user_name, "AuthenticationType": a.authentication_type })
+}
+
+/// `streaming:BatchAssociateUserStack`: each entry that names no stack (or, for USERPOOL, no
+/// local user) is reported in `errors`, as AWS does; the others are made.
+pub(crate) async fn associate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: BatchInput = ctx.parse(input)?;
+    check_batch(&input)?;
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    let plane = ctx.plane;
+    let mut errors = Vec::new();
+    for association in &input.user_stack_associations {
+        let _ = association.send_email_notification;
+        let stack =
+            sqlx::query("SELECT name FROM stacks WHERE name = $1").bind(&association.stack_name).fetch_optional(&plane.store.pool).await?;
+        let user_known = association.authentication_type != "USERPOOL"
+            || sqlx::query("SELECT user_name FROM local_users WHERE user_name = $1")
+                .bind(&association.user_name)
+                .fetch_optional(&plane.store.pool)
+                .await?
+                .is_some();
+        let problem = match (stack.is_some(), user_known) {
+            (false, _) => Some(("STACK_NOT_FOUND", format!("no stack `{}`", association.stack_name))),
+            (true, false) => Some(("USER_NAME_NOT_FOUND", format!("no local user `{}`", association.user_name))),
+            (true, true) => None,
+        };
+        match problem {
+            Some((code, message)) => {
+                errors.push(json!({ "UserStackAssociation": association_json(association), "ErrorCode": code, "ErrorMessage": message }))
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO user_stack_associations (stack, user_name, authentication_type, created) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (stack, user_name, authentication_type) DO NOTHING",
+                )
+                .bind(&association.stack_name)
+                .bind(&association.user_name)
+                .bind(&association.authentication_type)
+                .bind(now_millis())
+                .execute(&plane.store.pool)
+                .await?;
+            }
+        }
+    }
+    Ok(json!({ "errors": errors }))
+}
+
+/// `streaming:BatchDisassociateUserStack`.
+pub(crate) async fn disassociate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: BatchInput = ctx.parse(input)?;
+    check_batch(&input)?;
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    for association in &input.user_stack_associations {
+        sqlx::query("DELETE FROM user_stack_associations WHERE stack = $1 AND user_name = $2 AND authentication_type = $3")
+            .bind(&association.stack_name)
+            .bind(&association.user_name)
+            .bind(&association.authentication_type)
+            .execute(&ctx.plane.store.pool)
+            .await?;
+    }
+    Ok(json!({ "errors": [] }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct DescribeInput {
+    #[serde(default)]
+    stack_name: Option<String>,
+    #[serde(default)]
+    user_name: Option<String>,
+    #[serde(default)]
+    authentication_type: Option<String>,
+}
+
+/// The local user a signed-in caller is, if they are one.
+fn caller_user(ctx: &Ctx<'_>) -> Option<String> {
+    match &ctx.caller.principal {
+        policy::Principal::User { id, access_mode, .. } if access_mode == "local" => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// `streaming:DescribeUserStackAssociations`: operators see any; a signed-in user their own.
+pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let mut input: DescribeInput = ctx.parse(input)?;
+    if input.stack_name.is_none() && input.user_name.is_none() {
+        return Err(ActionError::validation("name a StackName, or a UserName with its AuthenticationType"));
+    }
+    if input.user_name.is_some() != input.authentication_type.is_some() {
+        return Err(ActionError::validation("UserName and AuthenticationType go together"));
+    }
+    match caller_user(ctx) {
+        Some(me) => {
+            if input.user_name.as_deref().is_some_and(|u| u != me) {
+                return Err(ActionError::new(403, "AccessDeniedException", "a user sees only their own associations"));
+            }
+            input.user_name = Some(me);
+            input.authentication_type = Some("USERPOOL".into());
+            ctx.authorize_always();
+        }
+        None => ctx.authorize(Resource::Service("streaming".into()))?,
+    }
+    let rows = sqlx::query(
+        "SELECT stack, user_name, authentication_type FROM user_stack_associations
+         WHERE ($1 IS NULL OR stack = $1) AND ($2 IS NULL OR user_name = $2) AND ($3 IS NULL OR authentication_type = $3)
+         ORDER BY stack, user_name",
+    )
+    .bind(&input.stack_name)
+    .bind(&input.user_name)
+    .bind(&input.authentication_type)
+    .fetch_all(&ctx.plane.store.pool)
+    .await?;
+    let mut associations = Vec::new();
+    for row in rows {
+        associations.push(json!({
+            "StackName": row.try_get::<String, _>("stack")?,
+            "UserName": row.try_get::<String, _>("user_name")?,
+            "AuthenticationType": row.try_get::<String, _>("authentication_type")?,
+        }));
+    }
+    Ok(json!({ "UserStackAssociations": associations }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct LaunchInput {
+    stack_name: String,
+    #[serde(default)]
+    application_id: Option<String>,
+}
+
+/// `streaming:CreateUserStreamingURL`: a signed-in local user's own streaming URL for a stack
+/// they are associated with (60 s, single use, like any streaming URL).
+pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: LaunchInput = ctx.parse(input)?;
+    let me = caller_user(ctx)
+        .ok_or_else(|| ActionError::validation("CreateUserStreamingURL is for signed-in users; operators use CreateStreamingURL"))?;
+    let plane = ctx.plane;
+    let associated =
+        sqlx::query("SELECT stack FROM user_stack_associations WHERE stack = $1 AND user_name = $2 AND authentication_type = 'USERPOOL'")
+            .bind(&input.stack_name)
+            .bind(&me)
+            .fetch_optional(&plane.store.pool)
+            .await?
+            .is_some();
+    if !associated {
+        return Err(ActionError::new(403, "AccessDeniedException", format!("you are not associated with stack `{}`", input.stack_name)));
+    }
+    let stack = super::stacks::stack_row(plane, &input.stack_name).await?;
+    let fleet_name: String = stack
+        .try_get::<Option<String>, _>("fleet")?
+        .ok_or_else(|| ActionError::new(400, "OperationNotPermittedException", format!("stack `{}` has no fleet", input.stack_name)))?;
+    let fleet = super::fleets::fleet_row(plane, &fleet_name).await?;
+    // The association is the grant, and the URL is the caller's own.
+    ctx.authorize_always();
+    let url = super::sessions::UrlFor {
+        stack: input.stack_name,
+        fleet: fleet_name,
+        user: me,
+        application: input.application_id,
+        session_context: None,
+        authentication: Some("USERPOOL".into()),
+    };
+    super::sessions::mint_url(plane, &fleet, url, 60).await
+}

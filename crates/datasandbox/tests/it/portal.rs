@@ -1,0 +1,104 @@
+//! The analyst portal with local users, in a real browser (Debian's Chromium through
+//! Playwright): sign in → the catalog of the stacks the user is associated with → launch →
+//! the session page, for a session of AppStream's USERPOOL kind whose instance works in the
+//! user's `user/local/…` home folder. Associations are AppStream's; a user launches only what
+//! they are associated with.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::server::eventually;
+use crate::streaming::server;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn artifacts() -> PathBuf {
+    let dir = std::env::var_os("DATASANDBOX_ARTIFACTS")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/artifacts"), PathBuf::from);
+    std::fs::create_dir_all(&dir).expect("make the artifacts directory");
+    dir
+}
+
+#[test]
+fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
+    let server = server(&[]);
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "carol", "Password": PASSWORD }));
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "dave", "Password": PASSWORD }));
+    let associated = server.ok(
+        "streaming:BatchAssociateUserStack",
+        json!({ "UserStackAssociations": [
+            { "StackName": "datasandbox-stack", "UserName": "carol", "AuthenticationType": "USERPOOL" },
+            { "StackName": "no-such-stack", "UserName": "carol", "AuthenticationType": "USERPOOL" },
+            { "StackName": "datasandbox-stack", "UserName": "ghost", "AuthenticationType": "USERPOOL" },
+        ] }),
+    );
+    let codes: Vec<&Value> = associated["errors"].as_array().expect("errors").iter().map(|e| &e["ErrorCode"]).collect();
+    assert_eq!(codes, [&json!("STACK_NOT_FOUND"), &json!("USER_NAME_NOT_FOUND")]);
+    let bad = server.call(
+        "streaming:BatchAssociateUserStack",
+        &json!({ "UserStackAssociations": [{ "StackName": "datasandbox-stack", "UserName": "carol", "AuthenticationType": "API" }] }),
+    );
+    assert_eq!(bad.stderr["Code"], "ValidationException", "{bad:?}");
+
+    // Dave is not associated: the portal offers him nothing and a launch is refused.
+    let endpoint = format!("http://{}", server.api);
+    let dave = server.cli(
+        &["call", "identity:SignIn", "--input", &json!({ "UserName": "dave", "Password": PASSWORD }).to_string(), "--endpoint", &endpoint],
+        &[],
+    );
+    let token = dave.stdout["Token"].as_str().expect("dave's token").to_owned();
+    let refused = server.call_as(&token, "streaming:CreateUserStreamingURL", &json!({ "StackName": "datasandbox-stack" }));
+    assert_eq!(refused.stderr["Code"], "AccessDeniedException", "{refused:?}");
+    let others = server.call_as(
+        &token,
+        "streaming:DescribeUserStackAssociations",
+        &json!({ "UserName": "carol", "AuthenticationType": "USERPOOL" }),
+    );
+    assert_eq!(others.stderr["Code"], "AccessDeniedException", "a user sees only their own associations: {others:?}");
+
+    // Carol, in a real browser: sign in, the catalog, launch, the session page.
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    let shots = artifacts();
+    let out = Command::new("node")
+        .arg(web.join("tests/portal.mjs"))
+        .args([&format!("http://{}", server.api), "carol", PASSWORD])
+        .arg(&shots)
+        .output()
+        .expect("run node");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(out.status.success(), "the portal flow failed: {events:?} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(events[0]["stacks"], json!(["datasandbox-stack"]));
+    assert!(events[1]["url"].as_str().is_some_and(|u| u.contains("/streaming/")), "{events:?}");
+
+    // A USERPOOL session whose instance works in carol's local home folder.
+    let sessions = server.ok(
+        "streaming:DescribeSessions",
+        json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet", "UserId": "carol", "AuthenticationType": "USERPOOL" }),
+    );
+    let session = sessions["Sessions"][0].clone();
+    assert_eq!(session["State"], "ACTIVE", "{sessions}");
+    let instance = session["InstanceId"].as_str().expect("instance");
+    let env = server.cli(
+        &[
+            "instances",
+            "exec",
+            instance,
+            "--",
+            "/bin/sh",
+            "-c",
+            "sed -n 's/^DS_USER_ACCESS_MODE=//p' /run/datasandbox/session.env; echo hello > /home/user/MyFiles/HomeFolder/from-portal.txt",
+        ],
+        &[],
+    );
+    assert_eq!(env.stdout.as_str().map(str::trim), Some("local"), "{env:?}");
+    let prefix = format!("user/local/{}/", hex::encode(Sha256::digest(b"carol")));
+    eventually(10, "the file in carol's local home folder", || {
+        let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": prefix }));
+        listed["Contents"].as_array()?.iter().any(|o| o["Key"].as_str().is_some_and(|k| k.ends_with("from-portal.txt"))).then_some(())
+    });
+    let launches = server.audit(&[("EventName", "CreateUserStreamingURL"), ("Username", "carol")]);
+    assert!(launches.iter().any(|r| r["errorCode"].is_null()), "the launch is on the record: {launches:#?}");
+}

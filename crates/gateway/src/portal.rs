@@ -1,0 +1,119 @@
+//! The analyst portal (`/portal`): a local user signs in (name, password, TOTP code once
+//! enrolled), sees the stacks they are associated with and launches one, which opens its
+//! session page. The portal's cookie (`ds_portal`, HttpOnly, SameSite Strict, scoped to
+//! `/portal`) holds the sign-in's bearer token; every call it makes is an action through the
+//! pipeline as that user.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use control::{ControlPlane, Credentials, Request};
+use serde_json::json;
+
+const COOKIE: &str = "ds_portal";
+const PAGE: &str = include_str!("portal_page.html");
+
+pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+    router
+        .route("/portal", get(|| async { Html(PAGE) }))
+        .route("/portal/signin", post(sign_in))
+        .route("/portal/signout", post(sign_out))
+        .route("/portal/catalog", get(catalog))
+        .route("/portal/launch", post(launch))
+}
+
+fn portal_token(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == COOKIE).then(|| value.to_owned())
+    })
+}
+
+async fn call(
+    control: &ControlPlane,
+    credentials: Credentials,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    action: &str,
+    body: Bytes,
+) -> control::Response {
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("browser").to_owned();
+    control.call(Request { credentials, source_ip: peer.ip().to_string(), user_agent, action: action.to_owned(), body: Ok(body) }).await
+}
+
+fn reply(response: control::Response) -> Response {
+    match response.result {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(err) => (
+            StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            axum::Json(json!({ "Code": err.code, "Message": err.message, "RequestId": response.request_id })),
+        )
+            .into_response(),
+    }
+}
+
+async fn sign_in(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let (credentials, input) = crate::sign_in_credentials(&bytes, peer);
+    let response = call(&control, credentials, peer, &headers, "identity:SignIn", Bytes::from(input.to_string())).await;
+    let Ok(signed) = &response.result else { return reply(response) };
+    let token = signed["Token"].as_str().unwrap_or_default();
+    let cookie = format!("{COOKIE}={token}; Path=/portal; HttpOnly; SameSite=Strict");
+    let mut page = axum::Json(json!({ "UserId": signed["UserId"], "MfaAuthenticated": signed["MfaAuthenticated"] })).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        page.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    page
+}
+
+async fn sign_out() -> Response {
+    let mut page = axum::Json(json!({})).into_response();
+    page.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_static("ds_portal=; Path=/portal; HttpOnly; SameSite=Strict; Max-Age=0"));
+    page
+}
+
+fn bearer(headers: &HeaderMap) -> Credentials {
+    portal_token(headers).map_or(Credentials::Anonymous, Credentials::Bearer)
+}
+
+/// The caller and the stacks they may launch.
+async fn catalog(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    let me = call(&control, bearer(&headers), peer, &headers, "identity:GetCallerIdentity", Bytes::from_static(b"{}")).await;
+    let Ok(identity) = &me.result else { return reply(me) };
+    let stacks = call(
+        &control,
+        bearer(&headers),
+        peer,
+        &headers,
+        "streaming:DescribeUserStackAssociations",
+        Bytes::from(json!({ "UserName": identity["UserName"], "AuthenticationType": "USERPOOL" }).to_string()),
+    )
+    .await;
+    match stacks.result {
+        Ok(found) => axum::Json(json!({ "UserName": identity["UserName"], "Stacks": found["UserStackAssociations"] })).into_response(),
+        Err(_) => reply(stacks),
+    }
+}
+
+/// A streaming URL of the chosen stack for the signed-in user; the page opens it.
+async fn launch(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    reply(call(&control, bearer(&headers), peer, &headers, "streaming:CreateUserStreamingURL", bytes).await)
+}

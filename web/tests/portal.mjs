@@ -1,0 +1,33 @@
+// Drives Debian's chromium (headless, Playwright) through the analyst portal for the Rust
+// integration tests: sign in, see the catalog, launch the first stack, reach its session.
+//
+//   node web/tests/portal.mjs <gateway-base-url> <user> <password> <screenshot-dir>
+//   → {"event":"catalog","stacks":["…"]}   the stacks the portal offers (screenshot portal.png)
+//   → {"event":"session","state":"…","url":"…"}  the session page once its session is ACTIVE
+//                                                (screenshot portal-session.png)
+import { chromium } from "playwright-core";
+
+const [base, user, password, shots] = process.argv.slice(2);
+const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
+try {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
+  await page.goto(`${base}/portal`);
+  await page.fill("#user", user);
+  await page.fill("#password", password);
+  await page.click("#go");
+  await page.waitForSelector("#stacks button", { timeout: 30_000 });
+  const stacks = await page.$$eval("#stacks button", (buttons) => buttons.map((b) => b.dataset.stack));
+  await page.screenshot({ path: `${shots}/portal.png` });
+  say({ event: "catalog", stacks });
+  await page.click("#stacks button");
+  await page.waitForURL(/\/streaming\//, { timeout: 30_000 });
+  await page.waitForFunction(() => ["Connected", "Streaming"].includes(document.getElementById("state")?.textContent), null, { timeout: 120_000 });
+  await page.screenshot({ path: `${shots}/portal-session.png` });
+  say({ event: "session", state: await page.textContent("#state"), url: page.url() });
+} catch (error) {
+  say({ event: "error", message: String(error) });
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
