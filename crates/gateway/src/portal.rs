@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use control::{ControlPlane, Credentials, Request};
+use control::{ControlPlane, Credentials};
+
+use crate::session::{call, json_reply as reply};
 use serde_json::json;
 
 const COOKIE: &str = "ds_portal";
@@ -33,29 +35,6 @@ fn portal_token(headers: &HeaderMap) -> Option<String> {
         let (name, value) = pair.trim().split_once('=')?;
         (name == COOKIE).then(|| value.to_owned())
     })
-}
-
-async fn call(
-    control: &ControlPlane,
-    credentials: Credentials,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    action: &str,
-    body: Bytes,
-) -> control::Response {
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("browser").to_owned();
-    control.call(Request { credentials, source_ip: peer.ip().to_string(), user_agent, action: action.to_owned(), body: Ok(body) }).await
-}
-
-fn reply(response: control::Response) -> Response {
-    match response.result {
-        Ok(value) => axum::Json(value).into_response(),
-        Err(err) => (
-            StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            axum::Json(json!({ "Code": err.code, "Message": err.message, "RequestId": response.request_id })),
-        )
-            .into_response(),
-    }
 }
 
 async fn sign_in(

@@ -137,13 +137,14 @@ fn user_agent(headers: &HeaderMap) -> String {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("browser").to_owned()
 }
 
-async fn call(
+/// One action for a browser: its address and user agent, the raw JSON body.
+pub(crate) async fn call(
     control: &ControlPlane,
     credentials: Credentials,
     peer: SocketAddr,
     headers: &HeaderMap,
     action: &str,
-    body: serde_json::Value,
+    body: Bytes,
 ) -> control::Response {
     control
         .call(Request {
@@ -151,9 +152,13 @@ async fn call(
             source_ip: peer.ip().to_string(),
             user_agent: user_agent(headers),
             action: action.to_owned(),
-            body: Ok(Bytes::from(body.to_string())),
+            body: Ok(body),
         })
         .await
+}
+
+fn json_body(value: &serde_json::Value) -> Bytes {
+    Bytes::from(value.to_string())
 }
 
 fn error_page(status: u16, code: &str, message: &str, request_id: &str) -> Response {
@@ -173,9 +178,15 @@ async fn open_url(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let response =
-        call(&control, Credentials::StreamingUrl(token.clone()), peer, &headers, "streaming:RedeemStreamingURL", json!({ "Token": token }))
-            .await;
+    let response = call(
+        &control,
+        Credentials::StreamingUrl(token.clone()),
+        peer,
+        &headers,
+        "streaming:RedeemStreamingURL",
+        json_body(&json!({ "Token": token })),
+    )
+    .await;
     match response.result {
         Ok(session) => {
             let cookie = session["Cookie"].as_str().unwrap_or_default();
@@ -191,7 +202,8 @@ async fn open_url(
     }
 }
 
-fn json_reply(response: control::Response) -> Response {
+/// An action's result as JSON, or its error as `{Code, Message, RequestId}` with its status.
+pub(crate) fn json_reply(response: control::Response) -> Response {
     match response.result {
         Ok(value) => axum::Json(value).into_response(),
         Err(err) => (
@@ -210,13 +222,13 @@ fn session_credentials(headers: &HeaderMap) -> Credentials {
 }
 
 async fn status(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
-    json_reply(call(&control, session_credentials(&headers), peer, &headers, "streaming:GetSessionStatus", json!({})).await)
+    json_reply(call(&control, session_credentials(&headers), peer, &headers, "streaming:GetSessionStatus", json_body(&json!({}))).await)
 }
 
 async fn end(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
     let body = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let input: serde_json::Value = serde_json::from_slice(&body).unwrap_or(json!({}));
-    json_reply(call(&control, session_credentials(&headers), peer, &headers, "streaming:ExpireSession", input).await)
+    json_reply(call(&control, session_credentials(&headers), peer, &headers, "streaming:ExpireSession", json_body(&input)).await)
 }
 
 async fn live(
