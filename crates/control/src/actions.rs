@@ -126,6 +126,7 @@ pub const ACTIONS: &[ActionSpec] = &[
         true,
         "A signed-in user's own streaming URL for a stack they are associated with",
     ),
+    action("streaming:DescribeUserSessions", Service, true, true, "A signed-in user's own sessions, with what operators ran in them"),
     action("identity:SignIn", Service, false, true, "A local user's sign-in (password, and TOTP code once enrolled): a bearer token"),
     action("identity:CreateLocalUser", Service, false, true, "A local user (argon2id password) for small sites"),
     action("identity:DeleteLocalUser", Service, false, true, "Delete a local user"),

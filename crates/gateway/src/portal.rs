@@ -28,6 +28,8 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/portal/signout", post(sign_out))
         .route("/portal/catalog", get(catalog))
         .route("/portal/launch", post(launch))
+        .route("/portal/sessions", get(sessions))
+        .route("/portal/end", post(end))
 }
 
 fn portal_token(headers: &HeaderMap) -> Option<String> {
@@ -95,4 +97,15 @@ async fn launch(
 ) -> Response {
     let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     reply(call(&control, bearer(&headers), peer, &headers, "streaming:CreateUserStreamingURL", bytes).await)
+}
+
+/// My sessions: state, end reason and what operators ran in each.
+async fn sessions(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    reply(call(&control, bearer(&headers), peer, &headers, "streaming:DescribeUserSessions", Bytes::from_static(b"{}")).await)
+}
+
+/// Ends one of the user's own sessions (`streaming:ExpireSession`, `USER_ENDED`).
+async fn end(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    reply(call(&control, bearer(&headers), peer, &headers, "streaming:ExpireSession", bytes).await)
 }

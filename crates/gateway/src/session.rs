@@ -23,6 +23,7 @@ const PAGE: &str = include_str!("session_page.html");
 pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
     router
         .route("/streaming/{token}", get(open_url))
+        .route("/session", get(page))
         .route("/session/status", get(status))
         .route("/session/end", post(end))
         .route("/session/ws", get(live))
@@ -219,6 +220,14 @@ fn session_credentials(headers: &HeaderMap) -> Credentials {
         Some(cookie) => Credentials::SessionCookie(cookie),
         None => Credentials::Anonymous,
     }
+}
+
+/// The session page again, for the browser that holds the session's cookie (from the portal's
+/// "My sessions", or after closing the tab); it shows what the cookie allows.
+async fn page() -> Response {
+    let mut page = Html(PAGE).into_response();
+    page.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    page
 }
 
 async fn status(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {

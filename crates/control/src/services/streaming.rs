@@ -37,6 +37,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> R
         "BatchDisassociateUserStack" => portal::disassociate(ctx, input).await,
         "DescribeUserStackAssociations" => portal::describe(ctx, input).await,
         "CreateUserStreamingURL" => portal::launch(ctx, input).await,
+        "DescribeUserSessions" => portal::my_sessions(ctx, input).await,
         _ => crate::instances::dispatch(ctx, action, input).await,
     }
 }

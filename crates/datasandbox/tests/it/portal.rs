@@ -101,4 +101,27 @@ fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     });
     let launches = server.audit(&[("EventName", "CreateUserStreamingURL"), ("Username", "carol")]);
     assert!(launches.iter().any(|r| r["errorCode"].is_null()), "the launch is on the record: {launches:#?}");
+
+    // My sessions: carol sees hers, with the operator's command in her workspace; dave cannot
+    // end it; carol can.
+    let carol = server.cli(
+        &["call", "identity:SignIn", "--input", &json!({ "UserName": "carol", "Password": PASSWORD }).to_string(), "--endpoint", &endpoint],
+        &[],
+    );
+    let carol = carol.stdout["Token"].as_str().expect("carol's token").to_owned();
+    let mine = server.call_as(&carol, "streaming:DescribeUserSessions", &json!({}));
+    let listed = mine.stdout["Sessions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{mine:?}");
+    assert_eq!(listed[0]["State"], "ACTIVE");
+    assert!(listed[0]["OperatorCommands"].as_array().is_some_and(|c| !c.is_empty()), "the operator's exec is shown: {listed:?}");
+    assert!(listed[0].get("NotebookUrl").is_none());
+    assert_eq!(server.call_as(&token, "streaming:DescribeUserSessions", &json!({})).stdout["Sessions"], json!([]), "dave has none");
+    let id = listed[0]["SessionId"].as_str().expect("id").to_owned();
+    let stolen = server.call_as(&token, "streaming:ExpireSession", &json!({ "SessionId": id }));
+    assert_eq!(stolen.stderr["Code"], "AccessDeniedException", "dave ended carol's session: {stolen:?}");
+    let ended = server.call_as(&carol, "streaming:ExpireSession", &json!({ "SessionId": id }));
+    assert_eq!(ended.exit, 0, "{ended:?}");
+    let after = server.call_as(&carol, "streaming:DescribeUserSessions", &json!({}));
+    assert_eq!(after.stdout["Sessions"][0]["State"], "EXPIRED");
+    assert_eq!(after.stdout["Sessions"][0]["EndReason"], "USER_ENDED");
 }

@@ -209,3 +209,30 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     };
     super::sessions::mint_url(plane, &fleet, url, 60).await
 }
+
+/// `streaming:DescribeUserSessions` (DataSandbox's, the portal's "my sessions"): a signed-in
+/// local user's own sessions, newest first (at most 20), each as its session page sees it —
+/// state, end reason, and every command an operator ran in its instance.
+pub(crate) async fn my_sessions(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let _: crate::identity::Empty = ctx.parse(input)?;
+    let me = caller_user(ctx)
+        .ok_or_else(|| ActionError::validation("DescribeUserSessions is for signed-in users; operators use DescribeSessions"))?;
+    ctx.authorize_always();
+    let plane = ctx.plane;
+    let rows = sqlx::query(
+        "SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = 'USERPOOL' ORDER BY start_time DESC LIMIT 20",
+    )
+    .bind(&me)
+    .fetch_all(&plane.store.pool)
+    .await?;
+    let mut sessions = Vec::new();
+    for row in rows {
+        let mut status = super::sessions::session_status(plane, &row.try_get::<String, _>("session_id")?).await?;
+        // The notebook URL belongs to the session's own page.
+        if let Some(fields) = status.as_object_mut() {
+            fields.remove("NotebookUrl");
+        }
+        sessions.push(status);
+    }
+    Ok(json!({ "Sessions": sessions }))
+}

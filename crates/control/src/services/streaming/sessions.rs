@@ -615,8 +615,15 @@ struct ExpireInput {
 async fn expire(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ExpireInput = ctx.parse(input)?;
     let plane = ctx.plane;
-    // A user may end their own session; anyone else needs the policies' leave.
-    let own = caller_session(ctx).is_some_and(|s| s == input.session_id);
+    // A user may end their own session (from its page, or signed in on the portal); anyone
+    // else needs the policies' leave.
+    let portal_owner = match (&ctx.caller.principal, session_row(plane, &input.session_id).await.ok()) {
+        (policy::Principal::User { id, access_mode, .. }, Some(row)) if access_mode == "local" => {
+            row.try_get::<String, _>("user_id")? == *id && row.try_get::<String, _>("authentication_type")? == "USERPOOL"
+        }
+        _ => false,
+    };
+    let own = portal_owner || caller_session(ctx).is_some_and(|s| s == input.session_id);
     if own {
         ctx.authorize_always();
     } else {
