@@ -21,7 +21,7 @@ try {
   await page.screenshot({ path: `${shots}/portal.png` });
   say({ event: "catalog", stacks });
   await page.click("#stacks button");
-  await page.waitForURL(/\/streaming\//, { timeout: 30_000 });
+  await page.waitForURL(/\/session$/, { timeout: 30_000 });
   await page.waitForFunction(() => ["Connected", "Streaming"].includes(document.getElementById("state")?.textContent), null, { timeout: 120_000 });
   await page.screenshot({ path: `${shots}/portal-session.png` });
   say({ event: "session", state: await page.textContent("#state"), url: page.url() });

@@ -8,6 +8,8 @@
 //   → {"event":"shot","colors":N,"yellow":Y}
 //                                      N distinct colours sampled from the display's canvas, Y
 //                                      pixels of Python-logo yellow (JupyterLab's launcher drawn)
+//   ← reload                           reloads the page (it lives at /session once the URL is spent)
+//   → {"event":"reloaded","url":"…"}   once the display streams again
 //   ← paste <text>                     types the text into the clipboard box, presses "Paste into workspace"
 //   → {"event":"pasted"}
 //   ← end                              presses "End session"
@@ -47,6 +49,11 @@ try {
         return { colors: seen.size, yellow };
       });
       say({ event: "shot", colors, yellow });
+    } else if (command === "reload") {
+      await page.reload();
+      await page.waitForSelector("#screen canvas", { timeout: 60_000 });
+      await page.waitForFunction(() => document.getElementById("state").textContent === "Streaming", null, { timeout: 60_000 });
+      say({ event: "reloaded", url: page.url() });
     } else if (command === "paste") {
       await page.fill("#clip", line.trim().slice("paste ".length));
       await page.click("#paste");

@@ -190,6 +190,8 @@ async fn open_url(
     .await;
     match response.result {
         Ok(session) => {
+            // The URL is spent: the page moves itself to `/session` (history.replaceState), so
+            // that reloading it works.
             let cookie = session["Cookie"].as_str().unwrap_or_default();
             let mut page = Html(PAGE).into_response();
             let value = format!("{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict");

@@ -164,6 +164,17 @@ fn a_streaming_url_shows_jupyterlab_in_the_workspace_browser() {
         "{refusals:#?}"
     );
 
+    // Reloading the page (it lives at /session once the URL is spent) returns to the same
+    // session and display.
+    browser.send("reload");
+    let reloaded = browser.expect("reloaded", 90);
+    assert!(reloaded["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{reloaded}");
+    let again = server.ok(
+        "streaming:DescribeSessions",
+        json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet", "UserId": "dana", "AuthenticationType": "API" }),
+    );
+    assert_eq!(again["Sessions"][0]["Id"], session["Id"], "the same session after the reload");
+
     // The page's clipboard box pastes UTF-8 text into the workspace: noVNC and Xvnc speak the
     // extended clipboard through the gateway's filter (classic cut text is Latin-1 only).
     browser.send("paste grüße aus dem Labor ✓");

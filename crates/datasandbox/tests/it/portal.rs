@@ -71,7 +71,7 @@ fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(out.status.success(), "the portal flow failed: {events:?} {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(events[0]["stacks"], json!(["datasandbox-stack"]));
-    assert!(events[1]["url"].as_str().is_some_and(|u| u.contains("/streaming/")), "{events:?}");
+    assert!(events[1]["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{events:?}");
 
     // A USERPOOL session whose instance works in carol's local home folder.
     let sessions = server.ok(
