@@ -152,6 +152,14 @@ async fn endpoint_call(
     handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
 }
 
+/// The value of the cookie `wanted`, if the request carries it.
+pub(crate) fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == wanted).then(|| value.to_owned())
+    })
+}
+
 /// The token of an `Authorization: Bearer …` header, or empty.
 fn bearer(headers: &HeaderMap) -> String {
     headers

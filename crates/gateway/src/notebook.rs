@@ -36,12 +36,7 @@ pub(crate) fn endpoint_routes(router: Router<ControlPlane>) -> Router<ControlPla
     router.route("/notebook-auth/{token}", get(open_url_in_instance)).route("/notebook/{name}/{*rest}", any(proxy))
 }
 
-fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (name, value) = pair.trim().split_once('=')?;
-        (name == wanted).then(|| value.to_owned())
-    })
-}
+use crate::cookie_named;
 
 fn notebook_cookie(name: &str) -> String {
     format!("ds_nb_{}", name.replace('-', "_"))

@@ -33,10 +33,7 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
 }
 
 fn portal_token(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (name, value) = pair.trim().split_once('=')?;
-        (name == COOKIE).then(|| value.to_owned())
-    })
+    crate::cookie_named(headers, COOKIE)
 }
 
 async fn sign_in(

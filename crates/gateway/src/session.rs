@@ -128,10 +128,7 @@ async fn novnc(Path(path): Path<String>) -> Response {
 }
 
 pub(crate) fn cookie(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (name, value) = pair.trim().split_once('=')?;
-        (name == COOKIE).then(|| value.to_owned())
-    })
+    crate::cookie_named(headers, COOKIE)
 }
 
 fn user_agent(headers: &HeaderMap) -> String {

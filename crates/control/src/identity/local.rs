@@ -38,11 +38,14 @@ pub(crate) struct Throttle(Mutex<HashMap<String, VecDeque<i64>>>);
 impl Throttle {
     fn recent(&self, address: &str, now: i64) -> usize {
         let mut failures = self.0.lock().expect("throttle lock");
-        let entry = failures.entry(address.to_owned()).or_default();
-        while entry.front().is_some_and(|t| *t <= now - 60_000) {
-            entry.pop_front();
-        }
-        entry.len()
+        // Addresses whose failures are all older than a minute are forgotten.
+        failures.retain(|_, times| {
+            while times.front().is_some_and(|t| *t <= now - 60_000) {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+        failures.get(address).map_or(0, VecDeque::len)
     }
 
     fn failed(&self, address: &str, now: i64) {
