@@ -19,7 +19,7 @@ const fn action(name: &'static str, resource: ResourceKind, read_only: bool, man
     ActionSpec { name, resource, read_only, management_event, summary }
 }
 
-use ResourceKind::{Bucket, Instance, Key, Object, Parameter, Service};
+use ResourceKind::{Bucket, Instance, Key, Object, Parameter, Service, Stack};
 
 pub const ACTIONS: &[ActionSpec] = &[
     action("parameters:PutParameter", Parameter, false, true, "Create or overwrite a parameter (String, StringList, SecureString)"),
@@ -121,12 +121,19 @@ pub const ACTIONS: &[ActionSpec] = &[
     action("streaming:DescribeUserStackAssociations", Service, true, true, "Which users may launch which stacks (a user: their own)"),
     action(
         "streaming:CreateUserStreamingURL",
+        Stack,
+        false,
+        true,
+        "A signed-in user's own streaming URL for a stack they are associated with (SAML: their role permits)",
+    ),
+    action("streaming:DescribeUserSessions", Service, true, true, "A signed-in user's own sessions, with what operators ran in them"),
+    action(
+        "identity:AssumeRoleWithSAML",
         Service,
         false,
         true,
-        "A signed-in user's own streaming URL for a stack they are associated with",
+        "A SAML user's sign-in (a verified assertion posted to /saml/acs): a bearer token with the roles it grants",
     ),
-    action("streaming:DescribeUserSessions", Service, true, true, "A signed-in user's own sessions, with what operators ran in them"),
     action("identity:SignIn", Service, false, true, "A local user's sign-in (password, and TOTP code once enrolled): a bearer token"),
     action("identity:CreateLocalUser", Service, false, true, "A local user (argon2id password) for small sites"),
     action("identity:DeleteLocalUser", Service, false, true, "Delete a local user"),

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 pub(crate) mod local;
+pub(crate) mod saml;
 
 use crate::error::ActionError;
 use crate::pipeline::Ctx;
@@ -38,6 +39,9 @@ pub enum Credentials {
     /// A local user signing in (`identity:SignIn`): name, password and, once enrolled, a TOTP
     /// code, from the address the attempt comes from. Never part of an action's input.
     LocalUser { user_name: String, password: Secret, totp_code: Option<Secret>, source_ip: String },
+    /// A `SAMLResponse` posted to the assertion consumer (base64, as posted), from the address
+    /// the browser posted it from. Never part of an action's input.
+    SamlResponse { response: String, source_ip: String },
     /// A built-in function invoked by the platform, carrying the correlation id of the event.
     Function { name: String, correlation_id: Option<String> },
     /// A caller the pipeline has already authenticated, whose action takes further actions in
@@ -71,6 +75,15 @@ pub struct Caller {
     pub principal: Principal,
     pub identity: UserIdentity,
     pub correlation_id: Option<String>,
+    /// Set when the caller signed in through the SAML identity provider just now.
+    pub federation: Option<Federation>,
+}
+
+/// What a verified SAML assertion said beyond who the user is.
+#[derive(Debug, Clone)]
+pub struct Federation {
+    pub issuer: String,
+    pub session_seconds: i64,
 }
 
 pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &Credentials) -> Result<Caller, ActionError> {
@@ -107,12 +120,14 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                         },
                         identity: identity("Instance", Some(user.clone())),
                         correlation_id: instance.correlation_id.clone(),
+                        federation: None,
                     })
                 }
                 _ => Ok(Caller {
                     principal: Principal::Instance { id: instance.instance_id.clone(), roles: vec!["instance".into()] },
                     identity: identity("Instance", None),
                     correlation_id: instance.correlation_id.clone(),
+                    federation: None,
                 }),
             }
         }
@@ -133,6 +148,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                     session_context: None,
                 },
                 correlation_id: None,
+                federation: None,
             })
         }
         Credentials::Bearer(token) => user_from_token(store, account_id, token).await,
@@ -163,6 +179,39 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                     }),
                 },
                 correlation_id: Some(uuid::Uuid::new_v4().to_string()),
+                federation: None,
+            })
+        }
+        Credentials::SamlResponse { response, .. } => {
+            let verified = saml::verify(plane, response).await?;
+            let user = UserId::new(verified.name_id.clone()).map_err(ActionError::internal)?;
+            let mode = AccessMode::Federated;
+            let provider =
+                format!("arn:datasandbox:identity::{account_id}:saml-provider/{}", plane.current.read().expect("spec lock").idp_name);
+            Ok(Caller {
+                principal: Principal::User {
+                    id: user.to_string(),
+                    access_mode: mode.as_str().into(),
+                    home: HomeOwner::of(mode, &user).id(),
+                    mfa: verified.mfa,
+                    roles: verified.roles,
+                },
+                identity: UserIdentity {
+                    kind: "SAMLUser".into(),
+                    principal_id: format!("federated:{user}"),
+                    arn: format!("arn:datasandbox:identity::{account_id}:user/federated/{user}"),
+                    account_id: account_id.to_owned(),
+                    user_name: Some(user.to_string()),
+                    session_context: Some(SessionContext {
+                        attributes: SessionContextAttributes {
+                            creation_date: millis_to_rfc3339(now_millis()),
+                            mfa_authenticated: verified.mfa.to_string(),
+                        },
+                        session_issuer: Some(json!({ "type": "SAMLProvider", "arn": provider, "issuer": verified.issuer })),
+                    }),
+                },
+                correlation_id: Some(uuid::Uuid::new_v4().to_string()),
+                federation: Some(Federation { issuer: verified.issuer, session_seconds: verified.session_seconds }),
             })
         }
         Credentials::StreamingUrl(token) => crate::services::streaming::sessions::url_caller(plane, token),
@@ -191,6 +240,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                 }),
             },
             correlation_id: correlation_id.clone(),
+            federation: None,
         }),
     }
 }
@@ -240,6 +290,7 @@ async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result
             }),
         },
         correlation_id: Some(row.try_get("correlation_id")?),
+        federation: None,
     })
 }
 
@@ -358,6 +409,26 @@ pub(crate) async fn sign_in(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     let correlation_id = ctx.caller.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let grant = Grant { user: &user, mode: AccessMode::Local, roles: &roles, mfa, correlation_id: &correlation_id };
     issue_token(ctx, grant, input.duration_seconds).await
+}
+
+/// `identity:AssumeRoleWithSAML` (STS's name): the caller proved a verified SAML assertion in
+/// authenticating; this issues their token for the assertion's `SessionDuration`, with the
+/// roles it granted and whether the IdP said a second factor was used.
+pub(crate) async fn assume_role_with_saml(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let _: Empty = ctx.parse(input)?;
+    let (Some(federation), policy::Principal::User { id, mfa, roles, .. }) = (ctx.caller.federation.clone(), ctx.caller.principal.clone())
+    else {
+        return Err(ActionError::validation("identity:AssumeRoleWithSAML takes a SAMLResponse: post it to /saml/acs"));
+    };
+    // The assertion itself was the authentication; the token is the caller's own.
+    ctx.authorize_always();
+    let user = UserId::new(id).map_err(ActionError::internal)?;
+    let correlation_id = ctx.caller.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let grant = Grant { user: &user, mode: AccessMode::Federated, roles: &roles, mfa, correlation_id: &correlation_id };
+    let mut issued = issue_token(ctx, grant, federation.session_seconds).await?;
+    issued["Issuer"] = json!(federation.issuer);
+    issued["Roles"] = json!(roles);
+    Ok(issued)
 }
 
 pub(crate) async fn get_caller_identity(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {

@@ -331,6 +331,17 @@ impl ControlPlane {
         }
     }
 
+    /// This service provider's SAML metadata, served at `/saml/metadata`.
+    pub fn saml_metadata(&self) -> String {
+        crate::identity::saml::sp_metadata(&self.plane)
+    }
+
+    /// Where a browser starts an SP-initiated SAML sign-in: the IdP's redirect-binding URL
+    /// with a fresh AuthnRequest carrying `relay_state`.
+    pub fn saml_login_url(&self, relay_state: &str) -> Result<String, ActionError> {
+        crate::identity::saml::login_url(&self.plane, relay_state)
+    }
+
     pub fn render_metrics(&self) -> String {
         self.plane.metrics.render()
     }
@@ -422,6 +433,18 @@ impl ControlPlane {
                     arn: String::new(),
                     account_id: plane.spec.account_id.clone(),
                     user_name: Some(tried),
+                    session_context: None,
+                }
+            }
+            // A refused SAML response is recorded with the subject it claimed (unverified).
+            Credentials::SamlResponse { response, .. } => {
+                let claimed = crate::identity::saml::claimed_subject(response);
+                audit::UserIdentity {
+                    kind: "SAMLUser".into(),
+                    principal_id: format!("federated:{}", claimed.as_deref().unwrap_or("unknown")),
+                    arn: String::new(),
+                    account_id: plane.spec.account_id.clone(),
+                    user_name: claimed,
                     session_context: None,
                 }
             }
@@ -566,6 +589,13 @@ impl Ctx<'_> {
         self.check(action, resource)
     }
 
+    /// Whether the policies would permit `action` on `resource`, deciding nothing and
+    /// recording nothing (a catalog asks this of every stack).
+    pub fn permitted(&self, action: &str, resource: &Resource) -> bool {
+        let authorizer = self.plane.authorizer.read().expect("authorizer lock").clone();
+        authorizer.authorize(&self.caller.principal, action, resource, self.source_ip).allowed
+    }
+
     /// For actions every authenticated caller may take, such as asking who they are.
     pub fn authorize_always(&mut self) {
         self.authorized = true;
@@ -622,6 +652,9 @@ fn resource_arn(spec: &Spec, resource: &Resource) -> (Option<String>, &'static s
         Resource::Key { id } => (Some(format!("arn:datasandbox:keys:{region}:{account}:key/{id}")), "DataSandbox::Keys::Key"),
         Resource::Instance { id } => {
             (Some(format!("arn:datasandbox:streaming:{region}:{account}:instance/{id}")), "DataSandbox::Streaming::Instance")
+        }
+        Resource::Stack { name, .. } => {
+            (Some(format!("arn:datasandbox:streaming:{region}:{account}:stack/{name}")), "DataSandbox::Streaming::Stack")
         }
     }
 }

@@ -27,6 +27,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, name: &str, input: Value) -> Res
             "CreateSessionToken" => crate::identity::create_session_token(ctx, input).await,
             "GetCallerIdentity" => crate::identity::get_caller_identity(ctx, input).await,
             "SignIn" => crate::identity::sign_in(ctx, input).await,
+            "AssumeRoleWithSAML" => crate::identity::assume_role_with_saml(ctx, input).await,
             "CreateLocalUser" => crate::identity::local::create(ctx, input).await,
             "DeleteLocalUser" => crate::identity::local::delete(ctx, input).await,
             "UnlockLocalUser" => crate::identity::local::unlock(ctx, input).await,

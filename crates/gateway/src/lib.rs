@@ -6,6 +6,7 @@ mod notebook;
 mod openapi;
 mod portal;
 mod rfb;
+mod saml;
 mod session;
 mod stream;
 
@@ -51,9 +52,9 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tcp_app = portal::routes(stream::routes(notebook::routes(session::routes(common_routes(
+    let tcp_app = saml::routes(portal::routes(stream::routes(notebook::routes(session::routes(common_routes(
         Router::new().route("/api/{service}/{action}", post(tcp_call)),
-    )))))
+    ))))))
     .with_state(control.clone());
     let unix_app = common_routes(Router::new().route("/api/{service}/{action}", post(unix_call))).with_state(control);
     let tcp_server =

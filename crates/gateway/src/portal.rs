@@ -18,7 +18,7 @@ use control::{ControlPlane, Credentials};
 use crate::session::{call, json_reply as reply};
 use serde_json::json;
 
-const COOKIE: &str = "ds_portal";
+pub(crate) const COOKIE: &str = "ds_portal";
 const PAGE: &str = include_str!("portal_page.html");
 
 pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {

@@ -24,6 +24,7 @@ pub enum ResourceKind {
     Parameter,
     Key,
     Instance,
+    Stack,
 }
 
 impl ResourceKind {
@@ -35,6 +36,7 @@ impl ResourceKind {
             ResourceKind::Parameter => "Parameter",
             ResourceKind::Key => "Key",
             ResourceKind::Instance => "Instance",
+            ResourceKind::Stack => "Stack",
         }
     }
 }
@@ -82,6 +84,11 @@ pub enum Resource {
     },
     Instance {
         id: String,
+    },
+    /// A streaming stack, as streamed by `user` (AppStream's `appstream:userId` condition).
+    Stack {
+        name: String,
+        user: String,
     },
 }
 
@@ -233,6 +240,9 @@ fn resource_entity(resource: &Resource, entities: &mut Vec<Value>) -> Value {
         Resource::Parameter { name } => (entity_ref("Parameter", name), json!({ "name": name }), vec![]),
         Resource::Key { id } => (entity_ref("Key", id), json!({}), vec![]),
         Resource::Instance { id } => (entity_ref("Instance", id), json!({}), vec![]),
+        Resource::Stack { name, user } => {
+            (entity_ref("Stack", name), json!({ "name": name, "user": { "__entity": entity_ref("User", user) } }), vec![])
+        }
     };
     entities.push(json!({ "uid": uid, "attrs": attrs, "parents": parents }));
     uid
@@ -252,6 +262,7 @@ pub fn schema_text(actions: &[ActionDecl]) -> String {
   entity Object in [Bucket] { key: String, home?: String };
   entity Parameter { name: String };
   entity Key;
+  entity Stack { name: String, user: User };
   type RequestContext = { source_ip: String };
 ",
     );

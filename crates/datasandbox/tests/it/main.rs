@@ -13,6 +13,7 @@ mod local_users;
 mod notebooks;
 mod portal;
 mod s3;
+mod saml;
 mod sandbox;
 mod server;
 mod stream;

@@ -72,7 +72,7 @@ pub(crate) fn status(server: &Server, cookie: &str) -> Value {
     reply.json()
 }
 
-fn active(server: &Server, cookie: &str, seconds: u64) -> Value {
+pub(crate) fn active(server: &Server, cookie: &str, seconds: u64) -> Value {
     eventually(seconds, "the session to be ACTIVE", || {
         let s = status(server, cookie);
         (s["State"] == "ACTIVE").then_some(s)

@@ -90,6 +90,17 @@ permit (
 ) when { resource.key like "sessions/schedule=DAILY/*" || resource.key like "applications/schedule=DAILY/*" };"#,
     ),
     (
+        "saml-stack",
+        r#"// The seed's saml-stack role: a user signed in through the SAML identity provider with
+// this role streams stacks as themselves only (AppStream's condition appstream:userId =
+// saml:sub). Add `&& resource.name == "<stack>"` to grant fewer stacks.
+permit (
+  principal is DataSandbox::User in DataSandbox::Role::"saml-stack",
+  action == DataSandbox::Action::"streaming:CreateUserStreamingURL",
+  resource is DataSandbox::Stack
+) when { resource.user == principal };"#,
+    ),
+    (
         "launcher-configuration",
         r#"// Launchers (acting for their user) read their configuration from the parameter store.
 permit (

@@ -118,12 +118,31 @@ struct DescribeInput {
     authentication_type: Option<String>,
 }
 
-/// The local user a signed-in caller is, if they are one.
-fn caller_user(ctx: &Ctx<'_>) -> Option<String> {
-    match &ctx.caller.principal {
-        policy::Principal::User { id, access_mode, .. } if access_mode == "local" => Some(id.clone()),
+/// The portal user a signed-in caller is, if they are one, with their sessions' AppStream
+/// authentication type: a local user (`USERPOOL`) or a SAML user (`SAML`).
+pub(crate) fn portal_user(principal: &policy::Principal) -> Option<(String, &'static str)> {
+    match principal {
+        policy::Principal::User { id, access_mode, .. } if access_mode == "local" => Some((id.clone(), "USERPOOL")),
+        policy::Principal::User { id, access_mode, .. } if access_mode == "federated" => Some((id.clone(), "SAML")),
         _ => None,
     }
+}
+
+fn caller_user(ctx: &Ctx<'_>) -> Option<(String, &'static str)> {
+    portal_user(&ctx.caller.principal)
+}
+
+/// What a SAML user may launch: every stack their roles permit them to stream as themselves.
+async fn permitted_stacks(ctx: &Ctx<'_>, me: &str) -> Result<Vec<String>, ActionError> {
+    let rows = sqlx::query("SELECT name FROM stacks ORDER BY name").fetch_all(&ctx.plane.store.pool).await?;
+    let mut stacks = Vec::new();
+    for row in rows {
+        let name: String = row.try_get("name")?;
+        if ctx.permitted("streaming:CreateUserStreamingURL", &Resource::Stack { name: name.clone(), user: me.to_owned() }) {
+            stacks.push(name);
+        }
+    }
+    Ok(stacks)
 }
 
 /// `streaming:DescribeUserStackAssociations`: operators see any; a signed-in user their own.
@@ -135,13 +154,17 @@ pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     if input.user_name.is_some() != input.authentication_type.is_some() {
         return Err(ActionError::validation("UserName and AuthenticationType go together"));
     }
+    let mut granted = Vec::new();
     match caller_user(ctx) {
-        Some(me) => {
+        Some((me, kind)) => {
             if input.user_name.as_deref().is_some_and(|u| u != me) {
                 return Err(ActionError::new(403, "AccessDeniedException", "a user sees only their own associations"));
             }
+            if kind == "SAML" {
+                granted = permitted_stacks(ctx, &me).await?;
+            }
             input.user_name = Some(me);
-            input.authentication_type = Some("USERPOOL".into());
+            input.authentication_type = Some(kind.into());
             ctx.authorize_always();
         }
         None => ctx.authorize(Resource::Service("streaming".into()))?,
@@ -157,7 +180,14 @@ pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     .fetch_all(&ctx.plane.store.pool)
     .await?;
     let mut associations = Vec::new();
+    // A SAML user's roles grant stacks as AppStream's IAM roles do: they count as associations.
+    for stack in granted.iter().filter(|s| input.stack_name.as_ref().is_none_or(|n| n == *s)) {
+        associations.push(json!({ "StackName": stack, "UserName": input.user_name, "AuthenticationType": "SAML" }));
+    }
     for row in rows {
+        if granted.contains(&row.try_get::<String, _>("stack")?) {
+            continue;
+        }
         associations.push(json!({
             "StackName": row.try_get::<String, _>("stack")?,
             "UserName": row.try_get::<String, _>("user_name")?,
@@ -175,21 +205,29 @@ struct LaunchInput {
     application_id: Option<String>,
 }
 
-/// `streaming:CreateUserStreamingURL`: a signed-in local user's own streaming URL for a stack
-/// they are associated with (60 s, single use, like any streaming URL).
+/// `streaming:CreateUserStreamingURL`: a signed-in user's own streaming URL for a stack they
+/// are associated with, or, for a SAML user, that their roles permit them to stream as
+/// themselves (60 s, single use, like any streaming URL).
 pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: LaunchInput = ctx.parse(input)?;
-    let me = caller_user(ctx)
+    let (me, kind) = caller_user(ctx)
         .ok_or_else(|| ActionError::validation("CreateUserStreamingURL is for signed-in users; operators use CreateStreamingURL"))?;
     let plane = ctx.plane;
     let associated =
-        sqlx::query("SELECT stack FROM user_stack_associations WHERE stack = $1 AND user_name = $2 AND authentication_type = 'USERPOOL'")
+        sqlx::query("SELECT stack FROM user_stack_associations WHERE stack = $1 AND user_name = $2 AND authentication_type = $3")
             .bind(&input.stack_name)
             .bind(&me)
+            .bind(kind)
             .fetch_optional(&plane.store.pool)
             .await?
             .is_some();
-    if !associated {
+    let stack_resource = Resource::Stack { name: input.stack_name.clone(), user: me.clone() };
+    if associated {
+        // The association is the grant, and the URL is the caller's own.
+        ctx.authorize_always();
+    } else if kind == "SAML" {
+        ctx.authorize(stack_resource)?;
+    } else {
         return Err(ActionError::new(403, "AccessDeniedException", format!("you are not associated with stack `{}`", input.stack_name)));
     }
     let stack = super::stacks::stack_row(plane, &input.stack_name).await?;
@@ -197,15 +235,13 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         .try_get::<Option<String>, _>("fleet")?
         .ok_or_else(|| ActionError::new(400, "OperationNotPermittedException", format!("stack `{}` has no fleet", input.stack_name)))?;
     let fleet = super::fleets::fleet_row(plane, &fleet_name).await?;
-    // The association is the grant, and the URL is the caller's own.
-    ctx.authorize_always();
     let url = super::sessions::UrlFor {
         stack: input.stack_name,
         fleet: fleet_name,
         user: me,
         application: input.application_id,
         session_context: None,
-        authentication: Some("USERPOOL".into()),
+        authentication: Some(kind.into()),
     };
     super::sessions::mint_url(plane, &fleet, url, 60).await
 }
@@ -215,16 +251,16 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 /// state, end reason, and every command an operator ran in its instance.
 pub(crate) async fn my_sessions(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let _: crate::identity::Empty = ctx.parse(input)?;
-    let me = caller_user(ctx)
+    let (me, kind) = caller_user(ctx)
         .ok_or_else(|| ActionError::validation("DescribeUserSessions is for signed-in users; operators use DescribeSessions"))?;
     ctx.authorize_always();
     let plane = ctx.plane;
-    let rows = sqlx::query(
-        "SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = 'USERPOOL' ORDER BY start_time DESC LIMIT 20",
-    )
-    .bind(&me)
-    .fetch_all(&plane.store.pool)
-    .await?;
+    let rows =
+        sqlx::query("SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = $2 ORDER BY start_time DESC LIMIT 20")
+            .bind(&me)
+            .bind(kind)
+            .fetch_all(&plane.store.pool)
+            .await?;
     let mut sessions = Vec::new();
     for row in rows {
         let mut status = super::sessions::session_status(plane, &row.try_get::<String, _>("session_id")?).await?;

@@ -104,7 +104,7 @@ fn url_key(plane: &Plane) -> Result<[u8; 32], ActionError> {
     Ok(*plane.streaming.url_key.get_or_init(|| key))
 }
 
-fn sign(plane: &Plane, claims: &[u8]) -> Result<Vec<u8>, ActionError> {
+pub(crate) fn sign(plane: &Plane, claims: &[u8]) -> Result<Vec<u8>, ActionError> {
     let mut mac = Hmac::<Sha256>::new_from_slice(&url_key(plane)?).map_err(ActionError::internal)?;
     mac.update(claims);
     Ok(mac.finalize().into_bytes().to_vec())
@@ -190,6 +190,7 @@ fn user_caller(plane: &Plane, user: &model::UserId, mode: model::AccessMode, iss
             }),
         },
         correlation_id,
+        federation: None,
     }
 }
 
@@ -617,9 +618,9 @@ async fn expire(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let plane = ctx.plane;
     // A user may end their own session (from its page, or signed in on the portal); anyone
     // else needs the policies' leave.
-    let portal_owner = match (&ctx.caller.principal, session_row(plane, &input.session_id).await.ok()) {
-        (policy::Principal::User { id, access_mode, .. }, Some(row)) if access_mode == "local" => {
-            row.try_get::<String, _>("user_id")? == *id && row.try_get::<String, _>("authentication_type")? == "USERPOOL"
+    let portal_owner = match (super::portal::portal_user(&ctx.caller.principal), session_row(plane, &input.session_id).await.ok()) {
+        (Some((id, kind)), Some(row)) => {
+            row.try_get::<String, _>("user_id")? == id && row.try_get::<Option<String>, _>("authentication_type")?.as_deref() == Some(kind)
         }
         _ => false,
     };

@@ -1,0 +1,153 @@
+//! The SAML service provider's endpoints: `/saml/metadata` (for the IdP's administrator),
+//! `/saml/login` (SP-initiated sign-in: a redirect to the IdP with an AuthnRequest) and
+//! `/saml/acs`, the assertion consumer (POST binding). A posted response is authentication
+//! (`Credentials::SamlResponse`) of `identity:AssumeRoleWithSAML`; its token becomes the
+//! portal's cookie, and the relay state, when it names a stack, launches it at once (as
+//! AppStream's relay state does), else the browser lands on the portal.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use control::{ControlPlane, Credentials};
+use serde_json::json;
+
+use crate::session::call;
+
+/// A response is a few KiB; anything near this is not one.
+const MAX_FORM_BYTES: usize = 512 * 1024;
+
+pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+    router.route("/saml/metadata", get(metadata)).route("/saml/login", get(login)).route("/saml/acs", post(acs))
+}
+
+async fn metadata(State(control): State<ControlPlane>) -> Response {
+    ([(header::CONTENT_TYPE, "application/samlmetadata+xml")], control.saml_metadata()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LoginQuery {
+    stack: Option<String>,
+    app: Option<String>,
+}
+
+/// SP-initiated sign-in; `?stack=…&app=…` travel as the relay state and launch after it.
+async fn login(State(control): State<ControlPlane>, Query(query): Query<LoginQuery>) -> Response {
+    let mut relay = form_urlencoded::Serializer::new(String::new());
+    if let Some(stack) = &query.stack {
+        relay.append_pair("stack", stack);
+    }
+    if let Some(app) = &query.app {
+        relay.append_pair("app", app);
+    }
+    match control.saml_login_url(&relay.finish()) {
+        Ok(url) => redirect(&url, None),
+        Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code, &err.message, None),
+    }
+}
+
+/// The stack and application a relay state names: ours (`stack=…&app=…`) or AppStream's
+/// (`https://…?stackname=…&accountId=…`).
+fn relay_target(relay_state: &str) -> (Option<String>, Option<String>) {
+    let query = relay_state.split_once('?').map_or(relay_state, |(_, q)| q);
+    let (mut stack, mut app) = (None, None);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.to_ascii_lowercase().as_str() {
+            "stack" | "stackname" => stack = Some(value.into_owned()),
+            "app" | "applicationid" => app = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    (stack.filter(|s| !s.is_empty()), app.filter(|a| !a.is_empty()))
+}
+
+async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        return problem(StatusCode::PAYLOAD_TOO_LARGE, "InvalidSAMLResponse", "the posted form is too large to be a SAML response", None);
+    };
+    let (mut response, mut relay_state) = (None, String::new());
+    for (key, value) in form_urlencoded::parse(&bytes) {
+        match key.as_ref() {
+            "SAMLResponse" => response = Some(value.into_owned()),
+            "RelayState" => relay_state = value.into_owned(),
+            _ => {}
+        }
+    }
+    let credentials = match response {
+        Some(response) => Credentials::SamlResponse { response, source_ip: peer.ip().to_string() },
+        // Still a call, so that the refusal is audited like any other.
+        None => Credentials::Anonymous,
+    };
+    let signed = call(&control, credentials, peer, &headers, "identity:AssumeRoleWithSAML", Bytes::from_static(b"{}")).await;
+    let token = match &signed.result {
+        Ok(issued) => issued["Token"].as_str().unwrap_or_default().to_owned(),
+        Err(err) => {
+            let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::UNAUTHORIZED);
+            return problem(status, err.code, &err.message, Some(&signed.request_id));
+        }
+    };
+    let cookie = format!("{}={token}; Path=/portal; HttpOnly; SameSite=Strict", crate::portal::COOKIE);
+    let (stack, app) = relay_target(&relay_state);
+    let Some(stack) = stack else { return redirect("/portal", Some(&cookie)) };
+    let launch = json!({ "StackName": stack, "ApplicationId": app });
+    let launched =
+        call(&control, Credentials::Bearer(token), peer, &headers, "streaming:CreateUserStreamingURL", Bytes::from(launch.to_string()))
+            .await;
+    match launched.result {
+        Ok(url) => redirect(url["StreamingURL"].as_str().unwrap_or("/portal"), Some(&cookie)),
+        // Signed in, but this stack cannot be launched: the portal shows what can.
+        Err(err) => {
+            tracing::info!(code = err.code, message = %err.message, "the relay state's stack could not be launched");
+            redirect(
+                &format!("/portal?error={}", form_urlencoded::byte_serialize(err.message.as_bytes()).collect::<String>()),
+                Some(&cookie),
+            )
+        }
+    }
+}
+
+fn redirect(location: &str, cookie: Option<&str>) -> Response {
+    let mut reply = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        reply.headers_mut().insert(header::LOCATION, value);
+    }
+    if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+        reply.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    reply
+}
+
+/// A refusal a person reads in their browser: the reason's code and what to do.
+fn problem(status: StatusCode, code: &str, message: &str, request_id: Option<&str>) -> Response {
+    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let request = request_id.map(|id| format!("<p>Request id: <code>{}</code></p>", escape(id))).unwrap_or_default();
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in refused</title></head><body>\
+         <h1>Sign-in refused</h1><p><code id=\"code\">{}</code></p><p id=\"message\">{}</p>{request}\
+         <p><a href=\"/saml/login\">Sign in again</a></p></body></html>",
+        escape(code),
+        escape(message)
+    );
+    (status, Html(page)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relay_target;
+
+    #[test]
+    fn relay_state_names_a_stack_in_our_form_or_appstreams() {
+        assert_eq!(relay_target("stack=analysis&app=notebook"), (Some("analysis".into()), Some("notebook".into())));
+        assert_eq!(
+            relay_target("https://appstream2.example/saml?stackname=analysis&accountId=000000000000"),
+            (Some("analysis".into()), None)
+        );
+        assert_eq!(relay_target(""), (None, None));
+        assert_eq!(relay_target("stack="), (None, None));
+    }
+}
