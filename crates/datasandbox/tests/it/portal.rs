@@ -15,7 +15,7 @@ use crate::streaming::server;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-fn artifacts() -> PathBuf {
+pub(crate) fn artifacts() -> PathBuf {
     let dir = std::env::var_os("DATASANDBOX_ARTIFACTS")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/artifacts"), PathBuf::from);
     std::fs::create_dir_all(&dir).expect("make the artifacts directory");

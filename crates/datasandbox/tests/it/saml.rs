@@ -163,6 +163,8 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
         { "name": "wrong_key", "user": alice, "attack": "wrong_key" },
         { "name": "tampered_attribute", "user": alice, "attack": "tampered_attribute" },
         { "name": "sha1", "user": alice, "attack": "sha1" },
+        { "name": "comment_in_name_id", "user": alice, "victim": alice, "attack": "comment_in_name_id" },
+        { "name": "doctype", "user": alice, "attack": "doctype" },
         { "name": "unknown_request", "user": alice, "in_response_to": "_ds00000000000000000000000x99999999999999x00000000000000000000000000000000" },
         { "name": "other_provider", "user": alice, "idp_name": "somebody-else" },
     ]);
@@ -181,6 +183,8 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
         ("wrong_key", "SAMLSignatureInvalid"),
         ("tampered_attribute", "SAMLSignatureInvalid"),
         ("sha1", "SAMLWeakSignature"),
+        ("comment_in_name_id", "InvalidSAMLResponse"),
+        ("doctype", "InvalidSAMLResponse"),
         ("unknown_request", "SAMLUnknownRequest"),
         ("other_provider", "SAMLNoRole"),
     ];
@@ -188,6 +192,12 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
         let posted = post_acs(&server, made[case].as_str().expect("response"), &format!("stack={STACK}"));
         assert!(posted.status == 401 || posted.status == 403, "{case}: {} {}", posted.status, posted.body);
         assert_eq!(posted.code(), code, "{case}: {}", posted.body);
+        let reason = match case {
+            "comment_in_name_id" => "holds something other than text",
+            "doctype" => "not well-formed XML",
+            _ => "",
+        };
+        assert!(posted.body.contains(reason), "{case}: {}", posted.body);
         assert!(posted.cookie.is_none() && posted.location.is_none(), "{case}: a refused response signs nobody in");
     }
     let refusals = server.audit(&[("EventName", "AssumeRoleWithSAML")]);
@@ -301,4 +311,68 @@ fn unpercent(text: &str) -> String {
         }
     }
     String::from_utf8(out).expect("UTF-8")
+}
+
+/// The IdP as an HTTP server on loopback, stopped when dropped.
+pub(crate) struct IdpServer(std::process::Child);
+
+impl IdpServer {
+    pub(crate) fn start(dir: &Path, sp: &Path, port: u16, user: &str, roles: &[&str]) -> IdpServer {
+        std::fs::write(dir.join("user.json"), json!({ "user": user, "roles": roles }).to_string()).expect("user.json");
+        let mut child = Command::new(python())
+            .args(["-W", "ignore"])
+            .arg(helper())
+            .arg("serve")
+            .arg(dir)
+            .arg(sp)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run python");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line).expect("read");
+        assert_eq!(line.trim(), "listening", "the IdP did not start");
+        IdpServer(child)
+    }
+}
+
+impl Drop for IdpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn saml_sign_in_in_a_real_browser_reaches_the_portal_and_a_session() {
+    let idp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    identity_provider(idp.path(), &format!("http://127.0.0.1:{port}"));
+    let metadata = format!("idp_metadata={}", idp.path().join("idp.xml").display());
+    let server = server(&[&metadata]);
+    let sp = fetch_sp_metadata(&server, idp.path());
+    let _idp = IdpServer::start(idp.path(), &sp, port, "dana@example.test", &["saml-stack"]);
+
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    let out = Command::new("node")
+        .arg(web.join("tests/saml.mjs"))
+        .arg(format!("http://{}", server.api))
+        .arg(crate::portal::artifacts())
+        .output()
+        .expect("run node");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(out.status.success(), "the SAML flow failed: {events:?} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(events[0]["user"], "dana@example.test");
+    assert_eq!(events[0]["stacks"], json!([STACK]));
+    assert!(events[1]["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{events:?}");
+    let sessions = sessions_of(&server, "dana@example.test");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["State"], "ACTIVE");
+    // The sign-in answered the SP's own request (SP-initiated), and the launch was the SAML user's.
+    let records = server.audit(&[("EventName", "AssumeRoleWithSAML"), ("Username", "dana@example.test")]);
+    assert!(records.iter().any(|r| r["errorCode"].is_null()), "{records:#?}");
+    let launches = server.audit(&[("EventName", "CreateUserStreamingURL"), ("Username", "dana@example.test")]);
+    assert!(launches.iter().any(|r| r["errorCode"].is_null() && r["resources"][0]["ARN"].as_str().is_some_and(|a| a.ends_with(":stack/datasandbox-stack"))), "{launches:#?}");
+    streaming::expire(&server, &sessions[0]);
 }

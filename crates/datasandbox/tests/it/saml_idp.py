@@ -196,6 +196,15 @@ def attack(directory, sp_metadata, case):
         extensions.append(genuine)
         root.append(ET.fromstring(forged).find("saml:Assertion", NS))
         return ET.tostring(root, encoding="unicode")
+    if kind == "comment_in_name_id":
+        # The IdP signs "alice@example.test.evil"; a comment is slipped in after signing, which
+        # exclusive C14N ignores: an SP reading only the first text node would see the victim.
+        signed = make(server, {**case, "user": case["victim"] + ".evil"})
+        return signed.replace(f">{case['victim']}.evil<", f">{case['victim']}<!---->.evil<")
+    if kind == "doctype":
+        signed = make(server, case)
+        body = signed.split("?>", 1)[1] if signed.startswith("<?xml") else signed
+        return '<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/passwd">]>' + body
     if kind == "sha1":
         return sign_element(server, make(server, case, sign=False), ASSERTION, sha1=True)
     if kind == "response_signed":
