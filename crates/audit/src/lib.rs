@@ -22,5 +22,5 @@ pub use index::{Index, IndexError, LookupFilter, SCHEMA, TraceSelector, rows_as_
 pub use layout::Layout;
 pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
 pub use signing::{Signer, parse_public_key};
-pub use validate::{Report, ValidateOptions, bucket_of};
+pub use validate::{Report, ValidateOptions, bucket_of, newest_public_key};
 pub use writer::{IndexBatch, Trail, TrailError, TrailOptions};

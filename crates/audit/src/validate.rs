@@ -110,6 +110,20 @@ fn parse_name_time(path: &Path) -> Option<DateTime<Utc>> {
     })
 }
 
+/// The newest public key the trail holds (`DataSandbox-PublicKey/`), for validating it when
+/// no key is given from elsewhere.
+pub fn newest_public_key(layout: &Layout) -> Result<VerifyingKey, String> {
+    let mut keys: Vec<PathBuf> = std::fs::read_dir(layout.public_keys())
+        .map_err(|e| format!("no public key in `{}` ({e}); pass --public-key", layout.public_keys().display()))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    keys.sort();
+    let path = keys.pop().ok_or_else(|| "the trail holds no public key; pass --public-key".to_owned())?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read the public key `{}`: {e}", path.display()))?;
+    crate::signing::parse_public_key(&text).map_err(|e| format!("`{}`: {e}", path.display()))
+}
+
 pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) -> Report {
     let fingerprint = signing::fingerprint(key);
     let mut reporter =

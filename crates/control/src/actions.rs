@@ -143,6 +143,7 @@ pub const ACTIONS: &[ActionSpec] = &[
     action("audit:LookupEvents", Service, true, true, "Search the audit trail (CloudTrail's attributes plus CorrelationId), newest first"),
     action("audit:Query", Service, true, true, "Run one read-only SQL SELECT over the audit index"),
     action("audit:Trace", Service, true, true, "One person's, session's or correlation's actions, in order"),
+    action("audit:ValidateTrail", Service, true, true, "Check the trail's digests, logs and checkpoints (what `audit validate` does)"),
     action("audit:Reindex", Service, false, true, "Rebuild the audit index from the trail's files"),
     action(
         "audit:GenerateUsageReports",

@@ -24,6 +24,8 @@ pub enum Credentials {
     Peer { uid: u32 },
     /// `Authorization: Bearer <token>` on the HTTP API.
     Bearer(String),
+    /// The operator console's cookie: a bearer token that must also hold the `admin` role.
+    Console(String),
     /// No credentials at all.
     Anonymous,
     /// `Authorization: Bearer <instance credential>` on the endpoint, from an instance link.
@@ -47,6 +49,25 @@ pub enum Credentials {
     /// A caller the pipeline has already authenticated, whose action takes further actions in
     /// their name (a deploy's steps): each is authorized and audited as that caller.
     Delegated(Delegated),
+}
+
+/// The role a token must hold to be used in the operator console.
+pub const CONSOLE_ROLE: &str = "admin";
+
+/// The operator console's check: its caller must hold the console's role.
+pub(crate) fn console_access(credentials: &Credentials, caller: &Caller) -> Result<(), ActionError> {
+    if !matches!(credentials, Credentials::Console(_)) {
+        return Ok(());
+    }
+    if matches!(&caller.principal, Principal::User { roles, .. } if roles.iter().any(|r| r == CONSOLE_ROLE)) {
+        return Ok(());
+    }
+    let who = caller.identity.user_name.as_deref().unwrap_or(&caller.identity.principal_id);
+    Err(ActionError::new(
+        403,
+        "ConsoleAccessDenied",
+        format!("`{who}` does not hold the `{CONSOLE_ROLE}` role the operator console requires; ask an operator to grant it"),
+    ))
 }
 
 /// A password or code: printed as `***`, never as itself.
@@ -152,6 +173,9 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             })
         }
         Credentials::Bearer(token) => user_from_token(store, account_id, token).await,
+        // Whether the token may use the console is the pipeline's check, so that a refusal is
+        // recorded with who was refused.
+        Credentials::Console(token) => user_from_token(store, account_id, token).await,
         Credentials::LocalUser { user_name, password, totp_code, source_ip } => {
             let signed_in = local::sign_in(plane, user_name, &password.0, totp_code.as_ref().map(|c| c.0.as_str()), source_ip).await?;
             let user = UserId::new(signed_in.user_name.clone()).map_err(|_| local_rejected())?;

@@ -366,7 +366,9 @@ impl ControlPlane {
                     resources: Vec::new(),
                     correlation_id: caller.correlation_id.clone(),
                 };
+                let console = identity::console_access(&request.credentials, &caller);
                 let result = match (&input, spec) {
+                    _ if let Err(refused) = &console => Err(refused.clone()),
                     (_, None) => Err(unknown_action(&request.action)),
                     (Err(err), _) => Err(err.clone()),
                     (Ok(input), Some(spec)) => {

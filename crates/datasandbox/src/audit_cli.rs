@@ -167,20 +167,13 @@ fn validate(
     let result = (|| -> Result<(audit::Layout, ed25519_dalek::VerifyingKey, audit::ValidateOptions), String> {
         let options = audit::ValidateOptions { start: parse_time("start", start)?, end: parse_time("end", end)?, verbose };
         let layout = discover_layout(&root)?;
-        let key_path = match public_key {
-            Some(path) => path,
-            None => {
-                let mut keys: Vec<PathBuf> = std::fs::read_dir(layout.public_keys())
-                    .map_err(|e| format!("no public key in `{}` ({e}); pass --public-key", layout.public_keys().display()))?
-                    .flatten()
-                    .map(|e| e.path())
-                    .collect();
-                keys.sort();
-                keys.pop().ok_or_else(|| "the trail holds no public key; pass --public-key".to_owned())?
+        let key = match public_key {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read the public key `{}`: {e}", path.display()))?;
+                audit::parse_public_key(&text).map_err(|e| format!("`{}`: {e}", path.display()))?
             }
+            None => audit::newest_public_key(&layout)?,
         };
-        let text = std::fs::read_to_string(&key_path).map_err(|e| format!("cannot read the public key `{}`: {e}", key_path.display()))?;
-        let key = audit::parse_public_key(&text).map_err(|e| format!("`{}`: {e}", key_path.display()))?;
         Ok((layout, key, options))
     })();
     let (layout, key, options) = match result {

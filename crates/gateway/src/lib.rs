@@ -2,6 +2,7 @@
 //! TCP, the same API on the operator's Unix socket (authenticated by peer credentials), and
 //! `GET /healthz`, `GET /metrics` and `GET /openapi.json`. This is the only crate that knows axum.
 
+mod console;
 mod notebook;
 mod openapi;
 mod portal;
@@ -52,9 +53,9 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tcp_app = saml::routes(portal::routes(stream::routes(notebook::routes(session::routes(common_routes(
+    let tcp_app = console::routes(saml::routes(portal::routes(stream::routes(notebook::routes(session::routes(common_routes(
         Router::new().route("/api/{service}/{action}", post(tcp_call)),
-    ))))))
+    )))))))
     .with_state(control.clone());
     let unix_app = common_routes(Router::new().route("/api/{service}/{action}", post(unix_call))).with_state(control);
     let tcp_server =

@@ -34,6 +34,8 @@ async fn metadata(State(control): State<ControlPlane>) -> Response {
 struct LoginQuery {
     stack: Option<String>,
     app: Option<String>,
+    /// `console`: sign in to the operator console instead of the portal.
+    to: Option<String>,
 }
 
 /// SP-initiated sign-in; `?stack=…&app=…` travel as the relay state and launch after it.
@@ -45,25 +47,45 @@ async fn login(State(control): State<ControlPlane>, Query(query): Query<LoginQue
     if let Some(app) = &query.app {
         relay.append_pair("app", app);
     }
+    if let Some(to) = &query.to {
+        relay.append_pair("to", to);
+    }
     match control.saml_login_url(&relay.finish()) {
         Ok(url) => redirect(&url, None),
         Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code, &err.message, None),
     }
 }
 
-/// The stack and application a relay state names: ours (`stack=…&app=…`) or AppStream's
+/// Where a relay state sends the browser after sign-in.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Portal,
+    Console,
+    /// A stack (and application) to launch at once.
+    Launch {
+        stack: String,
+        app: Option<String>,
+    },
+}
+
+/// The target a relay state names: ours (`stack=…&app=…`, `to=console`) or AppStream's
 /// (`https://…?stackname=…&accountId=…`).
-fn relay_target(relay_state: &str) -> (Option<String>, Option<String>) {
+fn relay_target(relay_state: &str) -> Target {
     let query = relay_state.split_once('?').map_or(relay_state, |(_, q)| q);
-    let (mut stack, mut app) = (None, None);
+    let (mut stack, mut app, mut console) = (None, None, false);
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match key.to_ascii_lowercase().as_str() {
-            "stack" | "stackname" => stack = Some(value.into_owned()),
-            "app" | "applicationid" => app = Some(value.into_owned()),
+            "stack" | "stackname" => stack = Some(value.into_owned()).filter(|s| !s.is_empty()),
+            "app" | "applicationid" => app = Some(value.into_owned()).filter(|a| !a.is_empty()),
+            "to" => console = value == "console",
             _ => {}
         }
     }
-    (stack.filter(|s| !s.is_empty()), app.filter(|a| !a.is_empty()))
+    match (console, stack) {
+        (true, _) => Target::Console,
+        (false, Some(stack)) => Target::Launch { stack, app },
+        (false, None) => Target::Portal,
+    }
 }
 
 async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
@@ -92,8 +114,12 @@ async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo
         }
     };
     let cookie = format!("{}={token}; Path=/portal; HttpOnly; SameSite=Strict", crate::portal::COOKIE);
-    let (stack, app) = relay_target(&relay_state);
-    let Some(stack) = stack else { return redirect("/portal", Some(&cookie)) };
+    let (stack, app) = match relay_target(&relay_state) {
+        Target::Portal => return redirect("/portal", Some(&cookie)),
+        // Whether the token may use the console is checked by each of the console's calls.
+        Target::Console => return redirect("/console", Some(&crate::console::cookie_for(&token))),
+        Target::Launch { stack, app } => (stack, app),
+    };
     let launch = json!({ "StackName": stack, "ApplicationId": app });
     let launched =
         call(&control, Credentials::Bearer(token), peer, &headers, "streaming:CreateUserStreamingURL", Bytes::from(launch.to_string()))
@@ -138,16 +164,17 @@ fn problem(status: StatusCode, code: &str, message: &str, request_id: Option<&st
 
 #[cfg(test)]
 mod tests {
-    use super::relay_target;
+    use super::{Target, relay_target};
 
     #[test]
     fn relay_state_names_a_stack_in_our_form_or_appstreams() {
-        assert_eq!(relay_target("stack=analysis&app=notebook"), (Some("analysis".into()), Some("notebook".into())));
+        assert_eq!(relay_target("stack=analysis&app=notebook"), Target::Launch { stack: "analysis".into(), app: Some("notebook".into()) });
         assert_eq!(
             relay_target("https://appstream2.example/saml?stackname=analysis&accountId=000000000000"),
-            (Some("analysis".into()), None)
+            Target::Launch { stack: "analysis".into(), app: None }
         );
-        assert_eq!(relay_target(""), (None, None));
-        assert_eq!(relay_target("stack="), (None, None));
+        assert_eq!(relay_target(""), Target::Portal);
+        assert_eq!(relay_target("stack="), Target::Portal);
+        assert_eq!(relay_target("to=console"), Target::Console);
     }
 }

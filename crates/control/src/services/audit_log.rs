@@ -20,6 +20,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> R
         "Trace" => trace(ctx, input).await,
         "Reindex" => reindex(ctx, input).await,
         "GenerateUsageReports" => generate_usage_reports(ctx, input).await,
+        "ValidateTrail" => validate_trail(ctx, input).await,
         _ => Err(unregistered(action)),
     }
 }
@@ -177,6 +178,47 @@ async fn reindex(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 struct ReportsInput {
     day: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ValidateInput {
+    #[serde(default)]
+    start_time: Option<String>,
+    #[serde(default)]
+    end_time: Option<String>,
+    #[serde(default)]
+    verbose: bool,
+}
+
+/// `audit:ValidateTrail`: what `datasandbox audit validate` checks (digests, logs, checkpoints,
+/// with the trail's newest public key), run in the server for the console.
+async fn validate_trail(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ValidateInput = ctx.parse(input)?;
+    let parse = |member: &str, value: Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, ActionError> {
+        value
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(&v)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|_| ActionError::validation(format!("{member} `{v}` is not an RFC 3339 time like 2026-01-01T00:00:00Z")))
+            })
+            .transpose()
+    };
+    let options = audit::ValidateOptions {
+        start: parse("StartTime", input.start_time)?,
+        end: parse("EndTime", input.end_time)?,
+        verbose: input.verbose,
+    };
+    ctx.authorize(Resource::Service("audit".into()))?;
+    let layout = ctx.plane.trail.layout().clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let key = audit::newest_public_key(&layout)?;
+        Ok::<_, String>(audit::validate::validate(&layout, &key, &options))
+    })
+    .await
+    .map_err(ActionError::internal)?
+    .map_err(ActionError::internal)?;
+    Ok(json!({ "Valid": report.valid, "Lines": report.lines, "BytesChecked": report.bytes_checked }))
 }
 
 /// The name of the reports bucket and of the function that writes into it.

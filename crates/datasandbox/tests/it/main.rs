@@ -2,6 +2,7 @@
 //! talks to it through the CLI, the control socket and the HTTP API.
 
 mod bad_input;
+mod console;
 mod crash;
 mod deploy;
 mod desktop;
