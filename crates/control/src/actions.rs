@@ -134,6 +134,13 @@ pub const ACTIONS: &[ActionSpec] = &[
         true,
         "A SAML user's sign-in (a verified assertion posted to /saml/acs): a bearer token with the roles it grants",
     ),
+    action(
+        "identity:AssumeRoleWithWebIdentity",
+        Service,
+        false,
+        true,
+        "An OpenID Connect user's sign-in (code with PKCE, ID token verified at /oidc/callback): a bearer token",
+    ),
     action("identity:SignIn", Service, false, true, "A local user's sign-in (password, and TOTP code once enrolled): a bearer token"),
     action("identity:CreateLocalUser", Service, false, true, "A local user (argon2id password) for small sites"),
     action("identity:DeleteLocalUser", Service, false, true, "Delete a local user"),

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 pub(crate) mod local;
+pub(crate) mod oidc;
 pub(crate) mod saml;
 
 use crate::error::ActionError;
@@ -44,6 +45,8 @@ pub enum Credentials {
     /// A `SAMLResponse` posted to the assertion consumer (base64, as posted), from the address
     /// the browser posted it from. Never part of an action's input.
     SamlResponse { response: String, source_ip: String },
+    /// What a browser brought back to `/oidc/callback`. Never part of an action's input.
+    OidcCallback(OidcCallback),
     /// A built-in function invoked by the platform, carrying the correlation id of the event.
     Function { name: String, correlation_id: Option<String> },
     /// A caller the pipeline has already authenticated, whose action takes further actions in
@@ -100,11 +103,26 @@ pub struct Caller {
     pub federation: Option<Federation>,
 }
 
-/// What a verified SAML assertion said beyond who the user is.
+/// What a verified SAML assertion or OIDC ID token said beyond who the user is.
 #[derive(Debug, Clone)]
 pub struct Federation {
+    /// `SAML` or `OIDC`: which sign-in action the verification belongs to.
+    pub protocol: &'static str,
     pub issuer: String,
     pub session_seconds: i64,
+    /// What to open after the sign-in, when the verified message carried it (OIDC's state).
+    pub relay_state: Option<String>,
+}
+
+/// What the browser brought back to `/oidc/callback`.
+#[derive(Debug, Clone)]
+pub struct OidcCallback {
+    pub code: Option<String>,
+    pub state: String,
+    /// The provider's `error` (and description), when it refused.
+    pub error: Option<String>,
+    /// The state the gateway's cookie holds for this browser.
+    pub browser_state: Option<String>,
 }
 
 pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &Credentials) -> Result<Caller, ActionError> {
@@ -208,35 +226,23 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
         }
         Credentials::SamlResponse { response, .. } => {
             let verified = saml::verify(plane, response).await?;
-            let user = UserId::new(verified.name_id.clone()).map_err(ActionError::internal)?;
-            let mode = AccessMode::Federated;
             let provider =
                 format!("arn:datasandbox:identity::{account_id}:saml-provider/{}", plane.current.read().expect("spec lock").idp_name);
-            Ok(Caller {
-                principal: Principal::User {
-                    id: user.to_string(),
-                    access_mode: mode.as_str().into(),
-                    home: HomeOwner::of(mode, &user).id(),
-                    mfa: verified.mfa,
-                    roles: verified.roles,
-                },
-                identity: UserIdentity {
-                    kind: "SAMLUser".into(),
-                    principal_id: format!("federated:{user}"),
-                    arn: format!("arn:datasandbox:identity::{account_id}:user/federated/{user}"),
-                    account_id: account_id.to_owned(),
-                    user_name: Some(user.to_string()),
-                    session_context: Some(SessionContext {
-                        attributes: SessionContextAttributes {
-                            creation_date: millis_to_rfc3339(now_millis()),
-                            mfa_authenticated: verified.mfa.to_string(),
-                        },
-                        session_issuer: Some(json!({ "type": "SAMLProvider", "arn": provider, "issuer": verified.issuer })),
-                    }),
-                },
-                correlation_id: Some(uuid::Uuid::new_v4().to_string()),
-                federation: Some(Federation { issuer: verified.issuer, session_seconds: verified.session_seconds }),
-            })
+            let issuer = json!({ "type": "SAMLProvider", "arn": provider, "issuer": verified.issuer });
+            let federation =
+                Federation { protocol: "SAML", issuer: verified.issuer, session_seconds: verified.session_seconds, relay_state: None };
+            federated_caller(account_id, &verified.name_id, verified.mfa, verified.roles, "SAMLUser", issuer, federation)
+        }
+        Credentials::OidcCallback(callback) => {
+            let verified = oidc::verify(plane, callback).await?;
+            let issuer = json!({ "type": "WebIdentityProvider", "issuer": verified.issuer });
+            let federation = Federation {
+                protocol: "OIDC",
+                issuer: verified.issuer,
+                session_seconds: oidc::DEFAULT_SESSION_SECONDS,
+                relay_state: Some(verified.relay_state),
+            };
+            federated_caller(account_id, &verified.user, verified.mfa, verified.roles, "WebIdentityUser", issuer, federation)
         }
         Credentials::StreamingUrl(token) => crate::services::streaming::sessions::url_caller(plane, token),
         Credentials::SessionCookie(cookie) => crate::services::streaming::sessions::cookie_caller(plane, cookie).await,
@@ -267,6 +273,42 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             federation: None,
         }),
     }
+}
+
+/// A user an identity provider vouched for: their home folder is `user/federated/…`.
+fn federated_caller(
+    account_id: &str,
+    user: &str,
+    mfa: bool,
+    roles: Vec<String>,
+    kind: &str,
+    issuer: Value,
+    federation: Federation,
+) -> Result<Caller, ActionError> {
+    let user = UserId::new(user.to_owned()).map_err(ActionError::internal)?;
+    let mode = AccessMode::Federated;
+    Ok(Caller {
+        principal: Principal::User {
+            id: user.to_string(),
+            access_mode: mode.as_str().into(),
+            home: HomeOwner::of(mode, &user).id(),
+            mfa,
+            roles,
+        },
+        identity: UserIdentity {
+            kind: kind.into(),
+            principal_id: format!("federated:{user}"),
+            arn: format!("arn:datasandbox:identity::{account_id}:user/federated/{user}"),
+            account_id: account_id.to_owned(),
+            user_name: Some(user.to_string()),
+            session_context: Some(SessionContext {
+                attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(now_millis()), mfa_authenticated: mfa.to_string() },
+                session_issuer: Some(issuer),
+            }),
+        },
+        correlation_id: Some(uuid::Uuid::new_v4().to_string()),
+        federation: Some(federation),
+    })
 }
 
 fn local_rejected() -> ActionError {
@@ -435,16 +477,20 @@ pub(crate) async fn sign_in(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     issue_token(ctx, grant, input.duration_seconds).await
 }
 
-/// `identity:AssumeRoleWithSAML` (STS's name): the caller proved a verified SAML assertion in
-/// authenticating; this issues their token for the assertion's `SessionDuration`, with the
-/// roles it granted and whether the IdP said a second factor was used.
-pub(crate) async fn assume_role_with_saml(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+/// `identity:AssumeRoleWithSAML` and `identity:AssumeRoleWithWebIdentity` (STS's names): the
+/// caller proved a verified SAML assertion or OIDC ID token in authenticating; this issues
+/// their token for the session length it allows, with the roles it granted and whether the
+/// provider said a second factor was used.
+pub(crate) async fn assume_federated_role(ctx: &mut Ctx<'_>, input: Value, protocol: &str) -> Result<Value, ActionError> {
     let _: Empty = ctx.parse(input)?;
-    let (Some(federation), policy::Principal::User { id, mfa, roles, .. }) = (ctx.caller.federation.clone(), ctx.caller.principal.clone())
-    else {
-        return Err(ActionError::validation("identity:AssumeRoleWithSAML takes a SAMLResponse: post it to /saml/acs"));
+    let federation = ctx.caller.federation.clone().filter(|f| f.protocol == protocol);
+    let (Some(federation), policy::Principal::User { id, mfa, roles, .. }) = (federation, ctx.caller.principal.clone()) else {
+        return Err(ActionError::validation(match protocol {
+            "SAML" => "identity:AssumeRoleWithSAML takes a SAMLResponse: post it to /saml/acs",
+            _ => "identity:AssumeRoleWithWebIdentity takes an OpenID Connect sign-in: start it at /oidc/login",
+        }));
     };
-    // The assertion itself was the authentication; the token is the caller's own.
+    // The assertion or token itself was the authentication; the new token is the caller's own.
     ctx.authorize_always();
     let user = UserId::new(id).map_err(ActionError::internal)?;
     let correlation_id = ctx.caller.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -452,6 +498,9 @@ pub(crate) async fn assume_role_with_saml(ctx: &mut Ctx<'_>, input: Value) -> Re
     let mut issued = issue_token(ctx, grant, federation.session_seconds).await?;
     issued["Issuer"] = json!(federation.issuer);
     issued["Roles"] = json!(roles);
+    if let Some(relay_state) = federation.relay_state {
+        issued["RelayState"] = json!(relay_state);
+    }
     Ok(issued)
 }
 

@@ -17,7 +17,7 @@ mod store;
 
 pub use actions::{ACTIONS, ActionSpec};
 pub use error::ActionError;
-pub use identity::{Credentials, Secret};
+pub use identity::{Credentials, OidcCallback, Secret};
 pub use instances::EndpointServer;
 pub use pipeline::{ControlPlane, Request, Response, StartError, check_policies};
 pub use services::notebooks::NotebookTarget;

@@ -342,6 +342,18 @@ impl ControlPlane {
         crate::identity::saml::login_url(&self.plane, relay_state)
     }
 
+    /// Which federated sign-ins are set up: (SAML, OpenID Connect).
+    pub fn federation_providers(&self) -> (bool, bool) {
+        let name = self.plane.current.read().expect("spec lock").idp_name.clone();
+        let saml = self.plane.data_dir.join("identity-providers").join(format!("{name}.xml")).exists();
+        (saml, self.plane.spec.oidc.is_some())
+    }
+
+    /// Where a browser starts an OpenID Connect sign-in, and the state to bind to that browser.
+    pub async fn oidc_login_url(&self, relay_state: &str) -> Result<(String, String), ActionError> {
+        crate::identity::oidc::login_url(&self.plane, relay_state).await
+    }
+
     pub fn render_metrics(&self) -> String {
         self.plane.metrics.render()
     }

@@ -3,11 +3,11 @@
 //! `GET /healthz`, `GET /metrics` and `GET /openapi.json`. This is the only crate that knows axum.
 
 mod console;
+mod federation;
 mod notebook;
 mod openapi;
 mod portal;
 mod rfb;
-mod saml;
 mod session;
 mod stream;
 
@@ -53,7 +53,7 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tcp_app = console::routes(saml::routes(portal::routes(stream::routes(notebook::routes(session::routes(common_routes(
+    let tcp_app = console::routes(federation::routes(portal::routes(stream::routes(notebook::routes(session::routes(common_routes(
         Router::new().route("/api/{service}/{action}", post(tcp_call)),
     )))))))
     .with_state(control.clone());

@@ -30,6 +30,7 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/portal/launch", post(launch))
         .route("/portal/sessions", get(sessions))
         .route("/portal/end", post(end))
+        .route("/portal/providers", get(providers))
 }
 
 fn portal_token(headers: &HeaderMap) -> Option<String> {
@@ -64,6 +65,12 @@ async fn sign_out() -> Response {
 
 fn bearer(headers: &HeaderMap) -> Credentials {
     portal_token(headers).map_or(Credentials::Anonymous, Credentials::Bearer)
+}
+
+/// Which federated sign-ins the page may offer.
+async fn providers(State(control): State<ControlPlane>) -> Response {
+    let (saml, oidc) = control.federation_providers();
+    axum::Json(json!({ "Saml": saml, "Oidc": oidc })).into_response()
 }
 
 /// The caller and the stacks they may launch.

@@ -216,6 +216,22 @@ pub struct AuditSpec {
     pub digest_interval_seconds: u64,
 }
 
+/// An OpenID Connect provider users may sign in with (authorization code with PKCE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSpec {
+    /// The issuer URL; its discovery document is `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// Only for a confidential client; a public client relies on PKCE alone.
+    pub client_secret: Option<String>,
+    /// Space-separated; always includes `openid`.
+    pub scopes: String,
+    /// The ID token claim that becomes the user id (`sub` unless the provider's are too long).
+    pub user_claim: String,
+    /// The ID token claim listing the user's roles.
+    pub roles_claim: String,
+}
+
 /// A validated environment spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
@@ -227,6 +243,7 @@ pub struct Spec {
     pub stream_view: StreamView,
     pub idp_name: String,
     pub idp_metadata: Option<String>,
+    pub oidc: Option<OidcSpec>,
     pub account_id: String,
     pub region: String,
     pub api_listen: SocketAddr,
@@ -353,6 +370,36 @@ fn read_spec(root: &Table) -> Spec {
         .unwrap_or_default();
     let region = root.string("region", "local");
 
+    let oidc_table = root.table("oidc");
+    let issuer = oidc_table.string("issuer", "");
+    let oidc = if issuer.is_empty() {
+        for key in ["client_id", "client_secret", "scopes", "user_claim", "roles_claim"] {
+            oidc_table.has(key);
+        }
+        None
+    } else {
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) || issuer.ends_with('/') {
+            oidc_table.problem("issuer", format!("`{issuer}` must be an https:// URL without a trailing `/`"));
+        }
+        let client_id = oidc_table.string("client_id", "");
+        if client_id.is_empty() {
+            oidc_table.problem("client_id", "is required when oidc.issuer is set");
+        }
+        let scopes = oidc_table.string("scopes", "openid email");
+        if !scopes.split_whitespace().any(|s| s == "openid") {
+            oidc_table.problem("scopes", format!("`{scopes}` must include `openid`"));
+        }
+        Some(OidcSpec {
+            issuer,
+            client_id,
+            client_secret: oidc_table.opt_string("client_secret").filter(|v| !v.is_empty()),
+            scopes,
+            user_claim: oidc_table.string("user_claim", "sub"),
+            roles_claim: oidc_table.string("roles_claim", "roles"),
+        })
+    };
+    oidc_table.finish();
+
     let server = root.table("server");
     let api_listen =
         server.parsed("api_listen", "127.0.0.1:8750", |v| v.parse::<SocketAddr>().map_err(|_| format!("`{v}` is not an address:port")));
@@ -438,6 +485,7 @@ fn read_spec(root: &Table) -> Spec {
         stream_view,
         idp_name,
         idp_metadata,
+        oidc,
         account_id,
         region,
         api_listen: api_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8750))),

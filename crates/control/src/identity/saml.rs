@@ -269,7 +269,9 @@ pub(crate) async fn verify(plane: &Plane, response: &str) -> Result<Verified, Ac
     for (node_name, id) in &signed {
         check_signature(&text, &idp, node_name, id).await?;
     }
-    remember(plane, &read.assertion_id, read.expires).await?;
+    if !remember_once(plane, &format!("saml:{}", read.assertion_id), read.expires).await? {
+        return Err(rejected("SAMLReplay", "this assertion has been used already; sign in again at the identity provider"));
+    }
     Ok(read.verified)
 }
 
@@ -572,20 +574,17 @@ async fn check_signature(document: &str, idp: &IdentityProvider, node_name: &str
     ))
 }
 
-/// The replay cache: an assertion id is accepted once, remembered until it could no longer be
-/// valid anyway.
-async fn remember(plane: &Plane, assertion_id: &str, expires: i64) -> Result<(), ActionError> {
+/// The replay cache: an id (a SAML assertion's, an OIDC sign-in's state) is accepted once,
+/// remembered until it could no longer be valid anyway. False if it was seen before.
+pub(crate) async fn remember_once(plane: &Plane, id: &str, expires: i64) -> Result<bool, ActionError> {
     let pool = &plane.store.pool;
-    sqlx::query("DELETE FROM saml_assertions WHERE expires < $1").bind(now_millis()).execute(pool).await?;
-    let inserted = sqlx::query("INSERT INTO saml_assertions (assertion_id, expires) VALUES ($1, $2) ON CONFLICT (assertion_id) DO NOTHING")
-        .bind(assertion_id)
+    sqlx::query("DELETE FROM federation_replay WHERE expires < $1").bind(now_millis()).execute(pool).await?;
+    let inserted = sqlx::query("INSERT INTO federation_replay (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(id)
         .bind(expires)
         .execute(pool)
         .await?;
-    if inserted.rows_affected() == 0 {
-        return Err(rejected("SAMLReplay", "this assertion has been used already; sign in again at the identity provider"));
-    }
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 fn time(value: Option<&str>, what: &str) -> Result<Option<i64>, ActionError> {

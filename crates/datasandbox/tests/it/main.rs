@@ -12,6 +12,7 @@ mod http;
 mod instances;
 mod local_users;
 mod notebooks;
+mod oidc;
 mod portal;
 mod s3;
 mod saml;

@@ -1,9 +1,17 @@
-//! The SAML service provider's endpoints: `/saml/metadata` (for the IdP's administrator),
-//! `/saml/login` (SP-initiated sign-in: a redirect to the IdP with an AuthnRequest) and
-//! `/saml/acs`, the assertion consumer (POST binding). A posted response is authentication
-//! (`Credentials::SamlResponse`) of `identity:AssumeRoleWithSAML`; its token becomes the
-//! portal's cookie, and the relay state, when it names a stack, launches it at once (as
-//! AppStream's relay state does), else the browser lands on the portal.
+//! Federated sign-in's endpoints.
+//!
+//! SAML: `/saml/metadata` (for the IdP's administrator), `/saml/login` (SP-initiated sign-in:
+//! a redirect to the IdP with an AuthnRequest) and `/saml/acs`, the assertion consumer (POST
+//! binding); a posted response is authentication (`Credentials::SamlResponse`) of
+//! `identity:AssumeRoleWithSAML`.
+//!
+//! OpenID Connect: `/oidc/login` redirects to the provider with a state that the `ds_oidc`
+//! cookie binds to this browser, and `/oidc/callback` is authentication
+//! (`Credentials::OidcCallback`) of `identity:AssumeRoleWithWebIdentity`.
+//!
+//! Either way the new token becomes the portal's cookie (or the console's, with `to=console`),
+//! and a relay state naming a stack launches it at once (as AppStream's relay state does);
+//! otherwise the browser lands on the portal.
 
 use std::net::SocketAddr;
 
@@ -23,7 +31,12 @@ use crate::session::call;
 const MAX_FORM_BYTES: usize = 512 * 1024;
 
 pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
-    router.route("/saml/metadata", get(metadata)).route("/saml/login", get(login)).route("/saml/acs", post(acs))
+    router
+        .route("/saml/metadata", get(metadata))
+        .route("/saml/login", get(login))
+        .route("/saml/acs", post(acs))
+        .route("/oidc/login", get(oidc_login))
+        .route("/oidc/callback", get(oidc_callback))
 }
 
 async fn metadata(State(control): State<ControlPlane>) -> Response {
@@ -38,19 +51,25 @@ struct LoginQuery {
     to: Option<String>,
 }
 
-/// SP-initiated sign-in; `?stack=…&app=…` travel as the relay state and launch after it.
+impl LoginQuery {
+    fn relay_state(&self) -> String {
+        let mut relay = form_urlencoded::Serializer::new(String::new());
+        if let Some(stack) = &self.stack {
+            relay.append_pair("stack", stack);
+        }
+        if let Some(app) = &self.app {
+            relay.append_pair("app", app);
+        }
+        if let Some(to) = &self.to {
+            relay.append_pair("to", to);
+        }
+        relay.finish()
+    }
+}
+
+/// SP-initiated sign-in; `?stack=…&app=…` (or `?to=console`) travel as the relay state.
 async fn login(State(control): State<ControlPlane>, Query(query): Query<LoginQuery>) -> Response {
-    let mut relay = form_urlencoded::Serializer::new(String::new());
-    if let Some(stack) = &query.stack {
-        relay.append_pair("stack", stack);
-    }
-    if let Some(app) = &query.app {
-        relay.append_pair("app", app);
-    }
-    if let Some(to) = &query.to {
-        relay.append_pair("to", to);
-    }
-    match control.saml_login_url(&relay.finish()) {
+    match control.saml_login_url(&query.relay_state()) {
         Ok(url) => redirect(&url, None),
         Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code, &err.message, None),
     }
@@ -106,6 +125,68 @@ async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo
         None => Credentials::Anonymous,
     };
     let signed = call(&control, credentials, peer, &headers, "identity:AssumeRoleWithSAML", Bytes::from_static(b"{}")).await;
+    signed_in(&control, signed, &relay_state, peer, &headers).await
+}
+
+const OIDC_COOKIE: &str = "ds_oidc";
+
+/// OIDC sign-in: to the provider, with the state bound to this browser for ten minutes.
+async fn oidc_login(State(control): State<ControlPlane>, Query(query): Query<LoginQuery>) -> Response {
+    match control.oidc_login_url(&query.relay_state()).await {
+        Ok((url, state)) => redirect(&url, Some(&format!("{OIDC_COOKIE}={state}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=600"))),
+        Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code, &err.message, None),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+async fn oidc_callback(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let error = query.error.map(|e| match query.error_description {
+        Some(description) => format!("{e}: {description}"),
+        None => e,
+    });
+    let callback = control::OidcCallback {
+        code: query.code,
+        state: query.state.unwrap_or_default(),
+        error,
+        browser_state: crate::cookie_named(&headers, OIDC_COOKIE),
+    };
+    let signed = call(
+        &control,
+        Credentials::OidcCallback(callback),
+        peer,
+        &headers,
+        "identity:AssumeRoleWithWebIdentity",
+        Bytes::from_static(b"{}"),
+    )
+    .await;
+    let relay_state = signed.result.as_ref().ok().and_then(|t| t["RelayState"].as_str()).unwrap_or_default().to_owned();
+    let mut reply = signed_in(&control, signed, &relay_state, peer, &headers).await;
+    // The state has done its work, whatever the outcome.
+    reply.headers_mut().append(header::SET_COOKIE, HeaderValue::from_static("ds_oidc=; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=0"));
+    reply
+}
+
+/// After a federated sign-in: the token in the portal's (or console's) cookie, then the relay
+/// state's stack launched, or the portal.
+async fn signed_in(
+    control: &ControlPlane,
+    signed: control::Response,
+    relay_state: &str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Response {
     let token = match &signed.result {
         Ok(issued) => issued["Token"].as_str().unwrap_or_default().to_owned(),
         Err(err) => {
@@ -114,7 +195,7 @@ async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo
         }
     };
     let cookie = format!("{}={token}; Path=/portal; HttpOnly; SameSite=Strict", crate::portal::COOKIE);
-    let (stack, app) = match relay_target(&relay_state) {
+    let (stack, app) = match relay_target(relay_state) {
         Target::Portal => return redirect("/portal", Some(&cookie)),
         // Whether the token may use the console is checked by each of the console's calls.
         Target::Console => return redirect("/console", Some(&crate::console::cookie_for(&token))),
@@ -122,8 +203,7 @@ async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo
     };
     let launch = json!({ "StackName": stack, "ApplicationId": app });
     let launched =
-        call(&control, Credentials::Bearer(token), peer, &headers, "streaming:CreateUserStreamingURL", Bytes::from(launch.to_string()))
-            .await;
+        call(control, Credentials::Bearer(token), peer, headers, "streaming:CreateUserStreamingURL", Bytes::from(launch.to_string())).await;
     match launched.result {
         Ok(url) => redirect(url["StreamingURL"].as_str().unwrap_or("/portal"), Some(&cookie)),
         // Signed in, but this stack cannot be launched: the portal shows what can.
