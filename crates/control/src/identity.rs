@@ -101,6 +101,8 @@ pub struct Caller {
     pub correlation_id: Option<String>,
     /// Set when the caller signed in through the SAML identity provider just now.
     pub federation: Option<Federation>,
+    /// When the caller's credential stops being valid (Unix milliseconds), if it does.
+    pub expires: Option<i64>,
 }
 
 /// What a verified SAML assertion or OIDC ID token said beyond who the user is.
@@ -160,6 +162,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                         identity: identity("Instance", Some(user.clone())),
                         correlation_id: instance.correlation_id.clone(),
                         federation: None,
+                        expires: None,
                     })
                 }
                 _ => Ok(Caller {
@@ -167,6 +170,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                     identity: identity("Instance", None),
                     correlation_id: instance.correlation_id.clone(),
                     federation: None,
+                    expires: None,
                 }),
             }
         }
@@ -188,6 +192,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                 },
                 correlation_id: None,
                 federation: None,
+                expires: None,
             })
         }
         Credentials::Bearer(token) => user_from_token(store, account_id, token).await,
@@ -222,6 +227,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                 },
                 correlation_id: Some(uuid::Uuid::new_v4().to_string()),
                 federation: None,
+                expires: None,
             })
         }
         Credentials::SamlResponse { response, .. } => {
@@ -271,6 +277,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             },
             correlation_id: correlation_id.clone(),
             federation: None,
+            expires: None,
         }),
     }
 }
@@ -308,6 +315,7 @@ fn federated_caller(
         },
         correlation_id: Some(uuid::Uuid::new_v4().to_string()),
         federation: Some(federation),
+        expires: None,
     })
 }
 
@@ -357,6 +365,7 @@ async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result
         },
         correlation_id: Some(row.try_get("correlation_id")?),
         federation: None,
+        expires: Some(expires),
     })
 }
 

@@ -150,7 +150,7 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     let alice = "alice@example.test";
     let cases = json!([
         { "name": "sp_initiated", "user": alice, "authn_request": request },
-        { "name": "idp_initiated", "user": "bob@example.test", "mfa": false },
+        { "name": "idp_initiated", "user": "bob@example.test", "mfa": false, "duration": 1800 },
         { "name": "response_signed", "user": "carol@example.test", "attack": "response_signed" },
         { "name": "unsigned", "user": alice, "attack": "unsigned" },
         { "name": "wrapping", "user": "mallory", "victim": alice, "attack": "wrapping" },
@@ -230,6 +230,10 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     let bob_sessions = sessions_of(&server, "bob@example.test");
     assert_eq!(bob_sessions.len(), 1, "{bob_sessions:?}");
     assert_eq!(bob_sessions[0]["AuthenticationType"], "SAML");
+    // SessionDuration (1800 s) bounds the session below the fleet's 16 hours.
+    let ends = chrono::DateTime::parse_from_rfc3339(bob_sessions[0]["MaxExpirationTime"].as_str().expect("time")).expect("RFC 3339");
+    let left = (ends.timestamp() - chrono::Utc::now().timestamp()) as f64;
+    assert!((1700.0..=1800.0).contains(&left), "the session ends in {left} s");
     let instance = bob_sessions[0]["InstanceId"].as_str().expect("instance");
     let inside = server.cli(
         &[

@@ -235,6 +235,18 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         .try_get::<Option<String>, _>("fleet")?
         .ok_or_else(|| ActionError::new(400, "OperationNotPermittedException", format!("stack `{}` has no fleet", input.stack_name)))?;
     let fleet = super::fleets::fleet_row(plane, &fleet_name).await?;
+    // A SAML user's session lasts no longer than their sign-in (its `SessionDuration`), as
+    // AppStream's federated sessions do.
+    let max_duration = match (kind, ctx.caller.expires) {
+        ("SAML", Some(expires)) => {
+            let left = (expires - now_millis()) / 1000;
+            if left < 60 {
+                return Err(ActionError::new(401, "ExpiredTokenException", "your sign-in expires within a minute; sign in again"));
+            }
+            Some(left)
+        }
+        _ => None,
+    };
     let url = super::sessions::UrlFor {
         stack: input.stack_name,
         fleet: fleet_name,
@@ -242,6 +254,7 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         application: input.application_id,
         session_context: None,
         authentication: Some(kind.into()),
+        max_duration,
     };
     super::sessions::mint_url(plane, &fleet, url, 60).await
 }

@@ -71,6 +71,9 @@ struct Claims {
     /// `USERPOOL` for a local user launching from the portal.
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     authentication: Option<String>,
+    /// A SAML user's `SessionDuration`: the session ends by then even if the fleet allows more.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    max_duration: Option<i64>,
 }
 
 /// The home-folder access mode of a session's `AuthenticationType` (AppStream's layout).
@@ -191,6 +194,7 @@ fn user_caller(plane: &Plane, user: &model::UserId, mode: model::AccessMode, iss
         },
         correlation_id,
         federation: None,
+        expires: None,
     }
 }
 
@@ -264,6 +268,7 @@ async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErro
         application: input.application_id,
         session_context: input.session_context,
         authentication: None,
+        max_duration: None,
     };
     mint_url(plane, &fleet, url, validity).await
 }
@@ -276,6 +281,8 @@ pub(crate) struct UrlFor {
     pub application: Option<String>,
     pub session_context: Option<String>,
     pub authentication: Option<String>,
+    /// Seconds the session may last at most (below the fleet's maximum), if anything limits it.
+    pub max_duration: Option<i64>,
 }
 
 /// Signs a streaming URL for a RUNNING fleet and records it (its row is consumed on use).
@@ -299,6 +306,7 @@ pub(crate) async fn mint_url(plane: &Plane, fleet: &sqlx::any::AnyRow, input: Ur
         application: input.application.clone(),
         expires,
         authentication: input.authentication.clone(),
+        max_duration: input.max_duration,
     };
     // The context travels in the URL's row, not in the token: it is data, never trusted.
     sqlx::query(
@@ -378,7 +386,8 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     rand::rngs::OsRng.fill_bytes(&mut cookie);
     let cookie = hex::encode(cookie);
     let settings: Vec<UserSetting> = serde_json::from_str(&stack.try_get::<String, _>("user_settings")?).map_err(ActionError::internal)?;
-    let max_duration: i64 = fleet.try_get("max_user_duration")?;
+    let fleet_max: i64 = fleet.try_get("max_user_duration")?;
+    let max_duration = claims.max_duration.map_or(fleet_max, |d| d.min(fleet_max));
     let context: Option<String> = sqlx::query("SELECT session_context FROM streaming_urls WHERE url_id = $1")
         .bind(&claims.url_id)
         .fetch_one(&plane.store.pool)
