@@ -223,15 +223,19 @@ fn plan(old: &[Resource], new: &[Resource]) -> Vec<Planned> {
 }
 
 /// Parses and checks a spec: every problem at once, and nothing is touched when there is one.
-fn desired(input: &SpecInput) -> Result<(Spec, Vec<Resource>), ActionError> {
+async fn desired(input: &SpecInput) -> Result<(Spec, Vec<Resource>), ActionError> {
     let spec = Spec::parse(&input.spec, &input.overrides).map_err(|err| ActionError::validation(err.to_string()))?;
+    let idp_metadata = match &spec.idp_metadata {
+        Some(source) => Some(template::load_idp_metadata(source).await),
+        None => None,
+    };
     let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
     if let Err(errors) = Authorizer::load(&policies, &crate::actions::declarations()) {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         return Err(ActionError::validation(format!("the spec's policies are invalid:\n{}", lines.join("\n"))));
     }
-    let resources =
-        template::resources(&spec).map_err(|problems| ActionError::validation(model::spec::SpecError { problems }.to_string()))?;
+    let resources = template::resources(&spec, idp_metadata)
+        .map_err(|problems| ActionError::validation(model::spec::SpecError { problems }.to_string()))?;
     Ok((spec, resources))
 }
 
@@ -259,7 +263,7 @@ fn restart_required(running: &Spec, next: &Spec) -> Vec<&'static str> {
 async fn diff_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SpecInput = ctx.parse(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
-    let (spec, resources) = desired(&input)?;
+    let (spec, resources) = desired(&input).await?;
     let planned = plan(&deployed(ctx.plane).await?, &resources);
     Ok(json!({
         "Changes": planned.iter().map(Planned::json).collect::<Vec<_>>(),
@@ -390,7 +394,7 @@ fn deploying_caller(ctx: &mut Ctx<'_>) -> crate::identity::Caller {
 async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SpecInput = ctx.parse(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
-    let (spec, resources) = desired(&input)?;
+    let (spec, resources) = desired(&input).await?;
     // Platform settings take effect when the server next starts; the answer names them.
     let restart = restart_required(&ctx.plane.spec, &spec);
     let _one_at_a_time = ctx.plane.deploying.lock().await;

@@ -6,6 +6,23 @@ use serde_json::{Value, json};
 
 use crate::server::{Called, Server, eventually};
 
+/// An HTTP server on loopback that answers every request with `body`; its base URL.
+fn serve_forever(body: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let head =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+            let _ = std::io::Write::write_all(&mut stream, head.as_bytes());
+            let _ = std::io::Write::write_all(&mut stream, body.as_bytes());
+        }
+    });
+    base
+}
+
 fn text(called: &Called) -> String {
     let show = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
     format!("{}\n{}", show(&called.stdout), show(&called.stderr))
@@ -113,14 +130,9 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     // The fleet type is immutable: announced as a replacement, and performed, keeping the
     // stack's association and the fleet running. The stack's settings change too, and the
     // bucket keeps every notification.
-    // The identity provider's metadata joins too (the `saml` stack).
-    let metadata = server.data_dir().join("idp.xml");
-    std::fs::write(
-        &metadata,
-        r#"<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://idp.example"><IDPSSODescriptor/></EntityDescriptor>"#,
-    )
-    .expect("write metadata");
-    let idp = format!("idp_metadata={}", metadata.display());
+    // The identity provider's metadata joins too (the `saml` stack), read from its URL.
+    let document = r#"<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.example"><IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>MIIBAAAA</ds:X509Certificate></ds:X509Data></ds:KeyInfo></KeyDescriptor></IDPSSODescriptor></EntityDescriptor>"#;
+    let idp = format!("idp_metadata={}/idp.xml", serve_forever(document));
     let always_on = [
         "-c",
         "instance_type=stream.standard.medium",

@@ -134,12 +134,24 @@ instance_type = "stream.standard.small"
 fleet_type = "ON_DEMAND"
 stream_view = "DESKTOP"
 idp_name = "idp_sample"
+# SAML sign-in: the identity provider's metadata, a file or an http(s) URL. Its users need the
+# AppStream attribute https://aws.amazon.com/SAML/Attributes/Role with the value
+# "arn:datasandbox:identity::<account_id>:role/saml-stack,arn:datasandbox:identity::<account_id>:saml-provider/<idp_name>".
 # idp_metadata = "/path/to/idp-metadata.xml"
 account_id = "000000000000"
 region = "local"
 
 [server]
 api_listen = "127.0.0.1:8750"
+
+# OpenID Connect sign-in (authorization code with PKCE); register <public URL>/oidc/callback
+# as the client's redirect URI at the provider.
+# [oidc]
+# issuer = "https://login.example.org"
+# client_id = "datasandbox"
+# scopes = "openid email roles"
+# user_claim = "sub"        # a claim whose values are 2-32 of [A-Za-z0-9_+=,.@-]
+# roles_claim = "roles"
 
 [storage]
 # "local" keeps objects under the data directory; "s3" uses any S3-compatible server:

@@ -193,7 +193,7 @@ impl Applier<'_> {
             }
             Kind::SamlProvider => {
                 let source = p["MetadataSource"].as_str().unwrap_or_default();
-                let document = super::template::read_idp_metadata(source).map_err(ActionError::validation)?;
+                let document = super::template::load_idp_metadata(source).await.map_err(ActionError::validation)?;
                 let dir = self.control.plane.data_dir.join("identity-providers");
                 let name = new.name().to_owned();
                 tokio::task::spawn_blocking(move || write_atomically(&dir, &format!("{name}.xml"), document.as_bytes()))

@@ -125,7 +125,9 @@ pub(crate) fn reports_bucket(spec: &Spec) -> String {
 /// Every resource of the spec, stack by stack, each after what it needs. Fails with the
 /// problems of things the spec names but the host does not have (an unreadable IdP metadata
 /// file), so that nothing is deployed.
-pub(crate) fn resources(spec: &Spec) -> Result<Vec<Resource>, Vec<Problem>> {
+/// The resources a spec declares; `idp_metadata` is the IdP's metadata document as loaded
+/// from `spec.idp_metadata` (or why it could not be).
+pub(crate) fn resources(spec: &Spec, idp_metadata: Option<Result<String, String>>) -> Result<Vec<Resource>, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut out = vec![Resource::new("network", Kind::Network, "vpc", json!({ "VpcCidr": spec.vpc_cidr.to_string() }))];
 
@@ -274,8 +276,8 @@ pub(crate) fn resources(spec: &Spec) -> Result<Vec<Resource>, Vec<Problem>> {
         ));
     }
 
-    if let Some(source) = &spec.idp_metadata {
-        match read_idp_metadata(source) {
+    if let (Some(source), Some(document)) = (&spec.idp_metadata, idp_metadata) {
+        match document {
             Ok(document) => out.push(Resource::new(
                 "saml",
                 Kind::SamlProvider,
@@ -294,14 +296,30 @@ pub(crate) fn resources(spec: &Spec) -> Result<Vec<Resource>, Vec<Problem>> {
 
 pub(crate) const LAUNCHER_PARAMETER: &str = "/datasandbox/launcher/config";
 
-/// Reads a SAML identity provider's metadata document and checks that it describes an IdP.
-pub(crate) fn read_idp_metadata(source: &str) -> Result<String, String> {
-    if source.starts_with("http://") || source.starts_with("https://") {
-        return Err(format!("`{source}`: metadata is read from a file on this host; download it and pass its path"));
-    }
-    let document = std::fs::read_to_string(Path::new(source)).map_err(|err| format!("cannot read `{source}`: {err}"))?;
-    if !document.contains("EntityDescriptor") || !document.contains("IDPSSODescriptor") {
-        return Err(format!("`{source}` is not SAML metadata of an identity provider (no EntityDescriptor with an IDPSSODescriptor)"));
-    }
+/// Reads a SAML identity provider's metadata document — a file on this host, or an http(s)
+/// URL (at most 1 MiB, within 10 s) — and checks that it describes an IdP with a signing key.
+pub(crate) async fn load_idp_metadata(source: &str) -> Result<String, String> {
+    let document = if source.starts_with("http://") || source.starts_with("https://") {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|err| format!("cannot fetch `{source}`: {err}"))?;
+        let reply = client.get(source).send().await.map_err(|err| format!("cannot fetch `{source}`: {err}"))?;
+        if !reply.status().is_success() {
+            return Err(format!("fetching `{source}` answered {}", reply.status()));
+        }
+        if reply.content_length().is_some_and(|n| n > 1024 * 1024) {
+            return Err(format!("`{source}` is larger than 1 MiB; that is not an IdP's metadata"));
+        }
+        let bytes = reply.bytes().await.map_err(|err| format!("cannot fetch `{source}`: {err}"))?;
+        if bytes.len() > 1024 * 1024 {
+            return Err(format!("`{source}` is larger than 1 MiB; that is not an IdP's metadata"));
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("`{source}` is not UTF-8 text"))?
+    } else {
+        tokio::fs::read_to_string(Path::new(source)).await.map_err(|err| format!("cannot read `{source}`: {err}"))?
+    };
+    crate::identity::saml::parse_metadata("check", &document)
+        .map_err(|problem| format!("`{source}` is not usable SAML metadata of an identity provider: {problem}"))?;
     Ok(document)
 }
