@@ -14,6 +14,7 @@ mod local_users;
 mod notebooks;
 mod oidc;
 mod portal;
+mod postgres;
 mod s3;
 mod saml;
 mod sandbox;

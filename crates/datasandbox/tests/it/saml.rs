@@ -45,7 +45,7 @@ pub(crate) fn fetch_sp_metadata(server: &Server, dir: &Path) -> PathBuf {
 }
 
 /// One signed response per case, made by the IdP.
-fn responses(dir: &Path, sp: &Path, cases: &Value) -> Value {
+pub(crate) fn responses(dir: &Path, sp: &Path, cases: &Value) -> Value {
     let mut child = Command::new(python())
         .args(["-W", "ignore"])
         .arg(helper())
@@ -63,21 +63,21 @@ fn responses(dir: &Path, sp: &Path, cases: &Value) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
-struct Posted {
-    status: u16,
-    location: Option<String>,
-    cookie: Option<String>,
-    body: String,
+pub(crate) struct Posted {
+    pub status: u16,
+    pub location: Option<String>,
+    pub cookie: Option<String>,
+    pub body: String,
 }
 
 impl Posted {
-    fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         let start = self.body.find("<code id=\"code\">").map(|i| i + 16);
         start.and_then(|s| self.body[s..].split('<').next()).unwrap_or_default().to_owned()
     }
 }
 
-fn post_acs(server: &Server, response: &str, relay_state: &str) -> Posted {
+pub(crate) fn post_acs(server: &Server, response: &str, relay_state: &str) -> Posted {
     let mut form = form_encode(&[("SAMLResponse", response)]);
     if !relay_state.is_empty() {
         form.push('&');

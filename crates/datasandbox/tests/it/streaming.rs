@@ -11,7 +11,7 @@ use crate::Server;
 use crate::http;
 use crate::server::eventually;
 
-const STACK: &str = "datasandbox-stack";
+pub(crate) const STACK: &str = "datasandbox-stack";
 const FLEET: &str = "datasandbox-fleet";
 
 pub(crate) fn vpc() -> String {
