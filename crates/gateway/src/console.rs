@@ -38,7 +38,7 @@ fn console(headers: &HeaderMap) -> Credentials {
 }
 
 pub(crate) fn cookie_for(token: &str) -> String {
-    format!("{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict")
+    crate::token_cookie(COOKIE, "/console", token)
 }
 
 /// A local user's sign-in, kept only if the token may use the console.
@@ -48,26 +48,18 @@ async fn sign_in(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let (credentials, input) = crate::sign_in_credentials(&bytes, peer);
-    let signed = call(&control, credentials, peer, &headers, "identity:SignIn", Bytes::from(input.to_string())).await;
-    let Ok(issued) = &signed.result else { return reply(signed) };
-    let token = issued["Token"].as_str().unwrap_or_default().to_owned();
+    let token = match crate::page_sign_in(&control, peer, &headers, body).await {
+        Ok(signed) => signed["Token"].as_str().unwrap_or_default().to_owned(),
+        Err(refused) => return refused,
+    };
     let me =
         call(&control, Credentials::Console(token.clone()), peer, &headers, "identity:GetCallerIdentity", Bytes::from_static(b"{}")).await;
     let Ok(identity) = &me.result else { return reply(me) };
-    let mut page = axum::Json(json!({ "UserName": identity["UserName"] })).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie_for(&token)) {
-        page.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    page
+    crate::with_cookie(axum::Json(json!({ "UserName": identity["UserName"] })).into_response(), &cookie_for(&token))
 }
 
 async fn sign_out() -> Response {
-    let mut page = axum::Json(json!({})).into_response();
-    page.headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_static("ds_console=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0"));
-    page
+    crate::signed_out(COOKIE, "/console")
 }
 
 /// Any action, as the signed-in operator.

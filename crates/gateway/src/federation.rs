@@ -194,7 +194,7 @@ async fn signed_in(
             return problem(status, err.code, &err.message, Some(&signed.request_id));
         }
     };
-    let cookie = format!("{}={token}; Path=/portal; HttpOnly; SameSite=Strict", crate::portal::COOKIE);
+    let cookie = crate::portal::cookie_for(&token);
     let (stack, app) = match relay_target(relay_state) {
         Target::Portal => return redirect("/portal", Some(&cookie)),
         // Whether the token may use the console is checked by each of the console's calls.

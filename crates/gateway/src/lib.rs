@@ -104,6 +104,41 @@ async fn sign_in(control: ControlPlane, peer: SocketAddr, headers: &HeaderMap, b
 }
 
 /// A sign-in body (`UserName`, `Password`, `TotpCode`) as credentials, and the rest as input.
+/// A page's cookie for a sign-in's token: HttpOnly, SameSite Strict, scoped to `path`.
+pub(crate) fn token_cookie(name: &str, path: &str, token: &str) -> String {
+    format!("{name}={token}; Path={path}; HttpOnly; SameSite=Strict")
+}
+
+/// `response` with `cookie` set.
+pub(crate) fn with_cookie(mut response: Response, cookie: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// A page's sign-out: its cookie cleared.
+pub(crate) fn signed_out(name: &str, path: &str) -> Response {
+    with_cookie(axum::Json(json!({})).into_response(), &format!("{}; Max-Age=0", token_cookie(name, path, "")))
+}
+
+/// A local user's sign-in posted by a page (`identity:SignIn`): what it issued, or the refusal
+/// as the page should get it.
+pub(crate) async fn page_sign_in(
+    control: &ControlPlane,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Value, Response> {
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let (credentials, input) = sign_in_credentials(&bytes, peer);
+    let signed = session::call(control, credentials, peer, headers, "identity:SignIn", bytes::Bytes::from(input.to_string())).await;
+    match signed.result {
+        Ok(issued) => Ok(issued),
+        Err(_) => Err(session::json_reply(signed)),
+    }
+}
+
 pub(crate) fn sign_in_credentials(body: &[u8], peer: SocketAddr) -> (Credentials, serde_json::Value) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]

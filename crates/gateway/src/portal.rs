@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -37,30 +37,26 @@ fn portal_token(headers: &HeaderMap) -> Option<String> {
     crate::cookie_named(headers, COOKIE)
 }
 
+pub(crate) fn cookie_for(token: &str) -> String {
+    crate::token_cookie(COOKIE, "/portal", token)
+}
+
 async fn sign_in(
     State(control): State<ControlPlane>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let (credentials, input) = crate::sign_in_credentials(&bytes, peer);
-    let response = call(&control, credentials, peer, &headers, "identity:SignIn", Bytes::from(input.to_string())).await;
-    let Ok(signed) = &response.result else { return reply(response) };
-    let token = signed["Token"].as_str().unwrap_or_default();
-    let cookie = format!("{COOKIE}={token}; Path=/portal; HttpOnly; SameSite=Strict");
-    let mut page = axum::Json(json!({ "UserId": signed["UserId"], "MfaAuthenticated": signed["MfaAuthenticated"] })).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        page.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    page
+    let signed = match crate::page_sign_in(&control, peer, &headers, body).await {
+        Ok(signed) => signed,
+        Err(refused) => return refused,
+    };
+    let page = axum::Json(json!({ "UserId": signed["UserId"], "MfaAuthenticated": signed["MfaAuthenticated"] })).into_response();
+    crate::with_cookie(page, &cookie_for(signed["Token"].as_str().unwrap_or_default()))
 }
 
 async fn sign_out() -> Response {
-    let mut page = axum::Json(json!({})).into_response();
-    page.headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_static("ds_portal=; Path=/portal; HttpOnly; SameSite=Strict; Max-Age=0"));
-    page
+    crate::signed_out(COOKIE, "/portal")
 }
 
 fn bearer(headers: &HeaderMap) -> Credentials {

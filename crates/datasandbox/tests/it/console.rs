@@ -3,9 +3,6 @@
 //! that a user opens, finds the session, traces it, expires it, and validates the trail. A
 //! signed-in user without the role is refused, and the refusal is on the record with their name.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::http;
@@ -37,16 +34,7 @@ fn an_admin_runs_the_console_and_others_are_kept_out() {
     // The admin, through SAML, in a real browser.
     let sp = fetch_sp_metadata(&server, idp.path());
     let _idp = IdpServer::start(idp.path(), &sp, port, "oscar@example.test", &["admin"]);
-    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
-    let out = Command::new("node")
-        .arg(web.join("tests/console.mjs"))
-        .arg(format!("http://{}", server.api))
-        .arg("erin")
-        .arg(crate::portal::artifacts())
-        .output()
-        .expect("run node");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert!(out.status.success(), "the console flow failed: {events:?} {}", String::from_utf8_lossy(&out.stderr));
+    let events = crate::portal::browser("console.mjs", &[&format!("http://{}", server.api), "erin"], String::new);
     let event = |name: &str| events.iter().find(|e| e["event"] == name).cloned().unwrap_or_else(|| panic!("no {name} event: {events:?}"));
     assert_eq!(event("fleets")["fleets"], json!(["datasandbox-fleet"]));
     assert!(event("url")["url"].as_str().is_some_and(|u| u.contains("/streaming/")));

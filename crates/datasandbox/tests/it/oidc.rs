@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::http;
 use crate::saml::free_port;
@@ -101,16 +101,9 @@ fn oidc_sign_in_with_pkce_reaches_a_session_and_callbacks_cannot_be_replayed_or_
     assert!(started.cookies.iter().any(|c| c.starts_with("ds_oidc=") && c.contains("HttpOnly")), "{:?}", started.cookies);
 
     // Frank, in a real browser.
-    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
-    let out = Command::new("node")
-        .arg(web.join("tests/oidc.mjs"))
-        .arg(format!("http://{}", server.api))
-        .arg(crate::portal::artifacts())
-        .output()
-        .expect("run node");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let log = std::fs::read_to_string(dir.path().join("provider.log")).unwrap_or_default();
-    assert!(out.status.success(), "the OIDC flow failed: {events:?} {} provider: {log}", String::from_utf8_lossy(&out.stderr));
+    let events = crate::portal::browser("oidc.mjs", &[&format!("http://{}", server.api)], || {
+        format!("the provider said: {}", std::fs::read_to_string(dir.path().join("provider.log")).unwrap_or_default())
+    });
     assert_eq!(events[0]["user"], "frank");
     assert_eq!(events[0]["stacks"], json!(["datasandbox-stack"]));
     assert!(events[1]["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{events:?}");

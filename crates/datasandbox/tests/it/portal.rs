@@ -22,6 +22,17 @@ pub(crate) fn artifacts() -> PathBuf {
     dir
 }
 
+/// Runs a browser flow, `web/tests/<script>` (Playwright driving Debian's Chromium), with
+/// `args` and the screenshot directory last; returns the events it printed, one JSON object a
+/// line. A failed flow fails the test with its events, its errors and `context()`.
+pub(crate) fn browser(script: &str, args: &[&str], context: impl Fn() -> String) -> Vec<Value> {
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    let out = Command::new("node").arg(web.join("tests").join(script)).args(args).arg(artifacts()).output().expect("run node");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(out.status.success(), "{script} failed: {events:?} {} {}", String::from_utf8_lossy(&out.stderr), context());
+    events
+}
+
 #[test]
 fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     let server = server(&[]);
@@ -60,16 +71,7 @@ fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     assert_eq!(others.stderr["Code"], "AccessDeniedException", "a user sees only their own associations: {others:?}");
 
     // Carol, in a real browser: sign in, the catalog, launch, the session page.
-    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
-    let shots = artifacts();
-    let out = Command::new("node")
-        .arg(web.join("tests/portal.mjs"))
-        .args([&format!("http://{}", server.api), "carol", PASSWORD])
-        .arg(&shots)
-        .output()
-        .expect("run node");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert!(out.status.success(), "the portal flow failed: {events:?} {}", String::from_utf8_lossy(&out.stderr));
+    let events = browser("portal.mjs", &[&format!("http://{}", server.api), "carol", PASSWORD], String::new);
     assert_eq!(events[0]["stacks"], json!(["datasandbox-stack"]));
     assert!(events[1]["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{events:?}");
 

@@ -358,15 +358,7 @@ fn saml_sign_in_in_a_real_browser_reaches_the_portal_and_a_session() {
     let sp = fetch_sp_metadata(&server, idp.path());
     let _idp = IdpServer::start(idp.path(), &sp, port, "dana@example.test", &["saml-stack"]);
 
-    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
-    let out = Command::new("node")
-        .arg(web.join("tests/saml.mjs"))
-        .arg(format!("http://{}", server.api))
-        .arg(crate::portal::artifacts())
-        .output()
-        .expect("run node");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert!(out.status.success(), "the SAML flow failed: {events:?} {}", String::from_utf8_lossy(&out.stderr));
+    let events = crate::portal::browser("saml.mjs", &[&format!("http://{}", server.api)], String::new);
     assert_eq!(events[0]["user"], "dana@example.test");
     assert_eq!(events[0]["stacks"], json!([STACK]));
     assert!(events[1]["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{events:?}");

@@ -157,7 +157,7 @@ impl Drop for Server {
 }
 
 /// Starts `datasandbox up` and waits for its `ready` line; returns the API address. On
-/// failure returns the server's stderr.
+/// failure returns the server's log.
 pub fn launch(data_dir: &Path, overrides: &[&str], extra: Option<&[&str]>) -> Result<(Child, String), String> {
     launch_command(data_dir, overrides, extra, &[])
 }
@@ -176,14 +176,16 @@ fn launch_command(data_dir: &Path, overrides: &[&str], extra: Option<&[&str]>, e
     if let Some(extra) = extra {
         command.args(extra);
     }
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+    // The server's log goes to `server.log` in its data directory, written as it comes: a pipe
+    // nobody read would fill up and stall the server mid-test.
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).map_err(|e| e.to_string())?;
+    let mut child = command.stdout(Stdio::piped()).stderr(log).spawn().map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // Read to the end, after the ready line too, so the server never writes into a closed pipe.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
     match rx.recv_timeout(Duration::from_secs(30)) {
@@ -193,8 +195,9 @@ fn launch_command(data_dir: &Path, overrides: &[&str], extra: Option<&[&str]>, e
         }
         other => {
             let _ = child.kill();
-            let output = child.wait_with_output().map_err(|e| e.to_string())?;
-            Err(format!("no ready line ({other:?}); stderr:\n{}", String::from_utf8_lossy(&output.stderr)))
+            let _ = child.wait();
+            let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+            Err(format!("no ready line ({other:?}); its log:\n{log}"))
         }
     }
 }
