@@ -9,6 +9,7 @@
 //   → {"event":"trace","session":"…","actions":["…"]} (screenshot console-trace.png)
 //   → {"event":"expired","session":"…"}
 //   → {"event":"trail","text":"…"}              (screenshot console-trail.png)
+//   → {"event":"report","name":"…","text":"…"}  today's sessions report, generated and downloaded
 import { chromium } from "playwright-core";
 
 const [base, user, shots] = process.argv.slice(2);
@@ -58,6 +59,19 @@ try {
   await page.waitForFunction(() => !["", "Validating…"].includes(document.getElementById("validity").textContent), null, { timeout: 60_000 });
   await page.screenshot({ path: `${shots}/console-trail.png`, fullPage: true });
   say({ event: "trail", text: await page.textContent("#validity") });
+
+  // Today's usage reports: generated (once the ended session is on the record) and downloaded.
+  await page.click("[data-tab=reports]");
+  const report = page.locator("#reports tr", { hasText: "daily-session-report" });
+  for (let i = 0; i < 30 && !(await report.count()); i++) {
+    await page.click("#report-form button");
+    await page.waitForTimeout(1000);
+  }
+  const [download] = await Promise.all([page.waitForEvent("download"), report.first().getByText("Download").click()]);
+  const saved = `${shots}/${download.suggestedFilename()}`;
+  await download.saveAs(saved);
+  const { readFileSync } = await import("node:fs");
+  say({ event: "report", name: download.suggestedFilename(), text: readFileSync(saved, "utf8") });
 } catch (error) {
   say({ event: "error", message: String(error) });
   process.exitCode = 1;

@@ -44,6 +44,11 @@ fn an_admin_runs_the_console_and_others_are_kept_out() {
     assert!(actions.contains(&"streaming:RedeemStreamingURL"), "{actions:?}");
     assert_eq!(event("expired")["session"], session);
     assert_eq!(event("trail")["text"], "The trail is intact.");
+    let report = event("report");
+    assert!(report["name"].as_str().is_some_and(|n| n.starts_with("daily-session-report-")), "{report}");
+    let csv = report["text"].as_str().expect("the report's text");
+    assert!(csv.starts_with("user_session_id,"), "{csv}");
+    assert!(csv.contains(&session), "the expired session is in today's report: {csv}");
 
     // Each of the console's steps is an action of oscar's.
     let expired = server.audit(&[("EventName", "ExpireSession"), ("Username", "oscar@example.test")]);
