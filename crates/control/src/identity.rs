@@ -245,7 +245,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             let federation = Federation {
                 protocol: "OIDC",
                 issuer: verified.issuer,
-                session_seconds: oidc::DEFAULT_SESSION_SECONDS,
+                session_seconds: verified.session_seconds,
                 relay_state: Some(verified.relay_state),
             };
             federated_caller(account_id, &verified.user, verified.mfa, verified.roles, "WebIdentityUser", issuer, federation)

@@ -230,6 +230,8 @@ pub struct OidcSpec {
     pub user_claim: String,
     /// The ID token claim listing the user's roles.
     pub roles_claim: String,
+    /// How long a sign-in (its token, and the streaming sessions it launches) lasts.
+    pub session_seconds: i64,
 }
 
 /// A validated environment spec.
@@ -373,7 +375,7 @@ fn read_spec(root: &Table) -> Spec {
     let oidc_table = root.table("oidc");
     let issuer = oidc_table.string("issuer", "");
     let oidc = if issuer.is_empty() {
-        for key in ["client_id", "client_secret", "scopes", "user_claim", "roles_claim"] {
+        for key in ["client_id", "client_secret", "scopes", "user_claim", "roles_claim", "session_seconds"] {
             oidc_table.has(key);
         }
         None
@@ -396,6 +398,7 @@ fn read_spec(root: &Table) -> Spec {
             scopes,
             user_claim: oidc_table.string("user_claim", "sub"),
             roles_claim: oidc_table.string("roles_claim", "roles"),
+            session_seconds: oidc_table.integer("session_seconds", 3600, 900..=43_200),
         })
     };
     oidc_table.finish();

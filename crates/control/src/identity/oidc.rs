@@ -38,7 +38,6 @@ const ALGORITHMS: &[Algorithm] = &[
     Algorithm::ES384,
     Algorithm::EdDSA,
 ];
-pub(crate) const DEFAULT_SESSION_SECONDS: i64 = 3600;
 
 fn rejected(code: &'static str, message: impl Into<String>) -> ActionError {
     ActionError::new(401, code, message)
@@ -175,6 +174,7 @@ pub(crate) async fn login_url(plane: &Plane, relay_state: &str) -> Result<(Strin
 #[derive(Debug)]
 pub(crate) struct Verified {
     pub user: String,
+    pub session_seconds: i64,
     pub relay_state: String,
     pub issuer: String,
     pub roles: Vec<String>,
@@ -301,7 +301,14 @@ pub(crate) fn check_id_token(token: &str, keys: &JwkSet, settings: &model::spec:
         .collect();
     let methods: HashSet<&str> = claims["amr"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let mfa = MFA_METHODS.iter().any(|m| methods.contains(m));
-    Ok(Verified { user, relay_state: String::new(), issuer: settings.issuer.clone(), roles, mfa })
+    Ok(Verified {
+        user,
+        session_seconds: settings.session_seconds,
+        relay_state: String::new(),
+        issuer: settings.issuer.clone(),
+        roles,
+        mfa,
+    })
 }
 
 /// A state opens one sign-in.
@@ -330,6 +337,7 @@ mod tests {
             scopes: "openid".into(),
             user_claim: "sub".into(),
             roles_claim: "roles".into(),
+            session_seconds: 3600,
         }
     }
 

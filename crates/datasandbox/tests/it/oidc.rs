@@ -81,7 +81,7 @@ fn fresh_state(server: &Server) -> (String, String) {
 fn oidc_sign_in_with_pkce_reaches_a_session_and_callbacks_cannot_be_replayed_or_forged() {
     let port = free_port();
     let issuer = format!("oidc.issuer=http://127.0.0.1:{port}");
-    let server = server(&[&issuer, "oidc.client_id=datasandbox", "oidc.scopes=openid email roles"]);
+    let server = server(&[&issuer, "oidc.client_id=datasandbox", "oidc.scopes=openid email roles", "oidc.session_seconds=1200"]);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("user.json"),
@@ -117,6 +117,11 @@ fn oidc_sign_in_with_pkce_reaches_a_session_and_callbacks_cannot_be_replayed_or_
         json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet", "UserId": "frank", "AuthenticationType": "SAML" }),
     );
     assert_eq!(sessions["Sessions"][0]["State"], "ACTIVE", "{sessions}");
+    // The sign-in lasts oidc.session_seconds, and so does the session it launched.
+    let ends =
+        chrono::DateTime::parse_from_rfc3339(sessions["Sessions"][0]["MaxExpirationTime"].as_str().expect("time")).expect("RFC 3339");
+    let left = ends.timestamp() - chrono::Utc::now().timestamp();
+    assert!((1100..=1200).contains(&left), "the session ends in {left} s");
 
     // The callback the browser went through, again: without the browser's cookie, then with it.
     let callback = events[0]["callback"].as_str().expect("the callback URL");

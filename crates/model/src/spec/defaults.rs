@@ -152,6 +152,7 @@ api_listen = "127.0.0.1:8750"
 # scopes = "openid email roles"
 # user_claim = "sub"        # a claim whose values are 2-32 of [A-Za-z0-9_+=,.@-]
 # roles_claim = "roles"
+# session_seconds = 3600     # 900-43200: the sign-in, and the sessions it launches, last this long
 
 [storage]
 # "local" keeps objects under the data directory; "s3" uses any S3-compatible server:
