@@ -6,6 +6,7 @@
 //   → {"event":"session","state":"…","url":"…"}  the session page once its session is ACTIVE
 //                                                (screenshot portal-session.png)
 import { chromium } from "playwright-core";
+import { launchFirstStack } from "./launch.mjs";
 
 const [base, user, password, shots] = process.argv.slice(2);
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
@@ -20,11 +21,7 @@ try {
   const stacks = await page.$$eval("#stacks button", (buttons) => buttons.map((b) => b.dataset.stack));
   await page.screenshot({ path: `${shots}/portal.png` });
   say({ event: "catalog", stacks });
-  await page.click("#stacks button");
-  await page.waitForURL(/\/session$/, { timeout: 30_000 });
-  await page.waitForFunction(() => ["Connected", "Streaming"].includes(document.getElementById("state")?.textContent), null, { timeout: 120_000 });
-  await page.screenshot({ path: `${shots}/portal-session.png` });
-  say({ event: "session", state: await page.textContent("#state"), url: page.url() });
+  say(await launchFirstStack(page, shots, "portal-session"));
 } catch (error) {
   say({ event: "error", message: String(error) });
   process.exitCode = 1;

@@ -7,6 +7,7 @@
 //   → {"event":"catalog","user":"…","stacks":["…"]}  (screenshot saml-portal.png)
 //   → {"event":"session","state":"…","url":"…"}      (screenshot saml-session.png)
 import { chromium } from "playwright-core";
+import { launchFirstStack } from "./launch.mjs";
 
 const [base, shots] = process.argv.slice(2);
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
@@ -20,11 +21,7 @@ try {
   const stacks = await page.$$eval("#stacks button", (buttons) => buttons.map((b) => b.dataset.stack));
   await page.screenshot({ path: `${shots}/saml-portal.png` });
   say({ event: "catalog", user: await page.textContent("#who"), stacks });
-  await page.click("#stacks button");
-  await page.waitForURL(/\/session$/, { timeout: 30_000 });
-  await page.waitForFunction(() => ["Connected", "Streaming"].includes(document.getElementById("state")?.textContent), null, { timeout: 120_000 });
-  await page.screenshot({ path: `${shots}/saml-session.png` });
-  say({ event: "session", state: await page.textContent("#state"), url: page.url() });
+  say(await launchFirstStack(page, shots, "saml-session"));
 } catch (error) {
   say({ event: "error", message: String(error) });
   process.exitCode = 1;

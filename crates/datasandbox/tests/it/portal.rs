@@ -22,6 +22,21 @@ pub(crate) fn artifacts() -> PathBuf {
     dir
 }
 
+/// Checks from inside a session's instance that it works in `user`'s home folder of access
+/// `mode`: the session says so (`DS_USER_ACCESS_MODE`), and a file written into the synced
+/// folder lands under `user/<mode>/<sha256(user)>/`.
+pub(crate) fn works_in_home_folder(server: &crate::Server, instance: &str, mode: &str, user: &str) {
+    let script =
+        "sed -n 's/^DS_USER_ACCESS_MODE=//p' /run/datasandbox/session.env; echo hello > /home/user/MyFiles/HomeFolder/written-inside.txt";
+    let env = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", script], &[]);
+    assert_eq!(env.stdout.as_str().map(str::trim), Some(mode), "{env:?}");
+    let prefix = format!("user/{mode}/{}/", hex::encode(Sha256::digest(user.as_bytes())));
+    eventually(10, "the file in the user's home folder", || {
+        let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": prefix }));
+        listed["Contents"].as_array()?.iter().any(|o| o["Key"].as_str().is_some_and(|k| k.ends_with("written-inside.txt"))).then_some(())
+    });
+}
+
 /// Runs a browser flow, `web/tests/<script>` (Playwright driving Debian's Chromium), with
 /// `args` and the screenshot directory last; returns the events it printed, one JSON object a
 /// line. A failed flow fails the test with its events, its errors and `context()`.
@@ -83,24 +98,7 @@ fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     let session = sessions["Sessions"][0].clone();
     assert_eq!(session["State"], "ACTIVE", "{sessions}");
     let instance = session["InstanceId"].as_str().expect("instance");
-    let env = server.cli(
-        &[
-            "instances",
-            "exec",
-            instance,
-            "--",
-            "/bin/sh",
-            "-c",
-            "sed -n 's/^DS_USER_ACCESS_MODE=//p' /run/datasandbox/session.env; echo hello > /home/user/MyFiles/HomeFolder/from-portal.txt",
-        ],
-        &[],
-    );
-    assert_eq!(env.stdout.as_str().map(str::trim), Some("local"), "{env:?}");
-    let prefix = format!("user/local/{}/", hex::encode(Sha256::digest(b"carol")));
-    eventually(10, "the file in carol's local home folder", || {
-        let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": prefix }));
-        listed["Contents"].as_array()?.iter().any(|o| o["Key"].as_str().is_some_and(|k| k.ends_with("from-portal.txt"))).then_some(())
-    });
+    works_in_home_folder(&server, instance, "local", "carol");
     let launches = server.audit(&[("EventName", "CreateUserStreamingURL"), ("Username", "carol")]);
     assert!(launches.iter().any(|r| r["errorCode"].is_null()), "the launch is on the record: {launches:#?}");
 

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::server::{Server, eventually};
+use crate::server::Server;
 use crate::streaming::{active, open, server};
 use crate::{http, streaming};
 
@@ -235,24 +234,7 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     let left = (ends.timestamp() - chrono::Utc::now().timestamp()) as f64;
     assert!((1700.0..=1800.0).contains(&left), "the session ends in {left} s");
     let instance = bob_sessions[0]["InstanceId"].as_str().expect("instance");
-    let inside = server.cli(
-        &[
-            "instances",
-            "exec",
-            instance,
-            "--",
-            "/bin/sh",
-            "-c",
-            "sed -n 's/^DS_USER_ACCESS_MODE=//p' /run/datasandbox/session.env; echo hi > /home/user/MyFiles/HomeFolder/from-saml.txt",
-        ],
-        &[],
-    );
-    assert_eq!(inside.stdout.as_str().map(str::trim), Some("federated"), "{inside:?}");
-    let prefix = format!("user/federated/{}/", hex::encode(Sha256::digest(b"bob@example.test")));
-    eventually(10, "the file in bob's federated home folder", || {
-        let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": prefix }));
-        listed["Contents"].as_array()?.iter().any(|o| o["Key"].as_str().is_some_and(|k| k.ends_with("from-saml.txt"))).then_some(())
-    });
+    crate::portal::works_in_home_folder(&server, instance, "federated", "bob@example.test");
     let signed_in = server.audit(&[("EventName", "AssumeRoleWithSAML"), ("Username", "bob@example.test")]);
     let record = signed_in.iter().find(|r| r["errorCode"].is_null()).expect("bob's sign-in on the record");
     assert_eq!(record["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"], "false");
