@@ -114,3 +114,15 @@ name = "research"
         ]
     );
 }
+
+#[test]
+fn oidc_needs_an_issuer_url_a_client_and_the_openid_scope() {
+    assert_eq!(Spec::parse("", &[]).expect("valid").oidc, None, "no [oidc], no OpenID Connect");
+    let spec = Spec::parse("", &["oidc.issuer=https://op.example".into(), "oidc.client_id=ds".into()]).expect("valid");
+    let oidc = spec.oidc.expect("configured");
+    assert_eq!((oidc.scopes.as_str(), oidc.user_claim.as_str(), oidc.session_seconds), ("openid email", "sub", 3600));
+    let found = problems("", &["oidc.issuer=op.example/", "oidc.scopes=email", "oidc.session_seconds=60"]);
+    for expected in ["oidc.issuer", "oidc.client_id", "oidc.scopes", "oidc.session_seconds"] {
+        assert!(found.iter().any(|p| p.starts_with(expected)), "{expected} not in {found:?}");
+    }
+}
