@@ -42,15 +42,20 @@ fn index_error(err: audit::IndexError) -> ActionError {
     }
 }
 
-/// RFC 3339 in, the index's own spelling out (UTC with milliseconds), so strings compare.
-fn time(member: &str, value: Option<&str>) -> Result<Option<String>, ActionError> {
+/// An RFC 3339 time of the input, in UTC.
+fn instant(member: &str, value: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ActionError> {
     value
         .map(|v| {
             chrono::DateTime::parse_from_rfc3339(v)
-                .map(|t| t.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .map(|t| t.with_timezone(&chrono::Utc))
                 .map_err(|_| ActionError::validation(format!("{member} `{v}` is not an RFC 3339 time like 2026-01-01T00:00:00Z")))
         })
         .transpose()
+}
+
+/// RFC 3339 in, the index's own spelling out (UTC with milliseconds), so strings compare.
+fn time(member: &str, value: Option<&str>) -> Result<Option<String>, ActionError> {
+    Ok(instant(member, value)?.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
 }
 
 #[derive(Deserialize)]
@@ -195,18 +200,9 @@ struct ValidateInput {
 /// with the trail's newest public key), run in the server for the console.
 async fn validate_trail(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ValidateInput = ctx.parse(input)?;
-    let parse = |member: &str, value: Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, ActionError> {
-        value
-            .map(|v| {
-                chrono::DateTime::parse_from_rfc3339(&v)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .map_err(|_| ActionError::validation(format!("{member} `{v}` is not an RFC 3339 time like 2026-01-01T00:00:00Z")))
-            })
-            .transpose()
-    };
     let options = audit::ValidateOptions {
-        start: parse("StartTime", input.start_time)?,
-        end: parse("EndTime", input.end_time)?,
+        start: instant("StartTime", input.start_time.as_deref())?,
+        end: instant("EndTime", input.end_time.as_deref())?,
         verbose: input.verbose,
     };
     ctx.authorize(Resource::Service("audit".into()))?;
