@@ -338,8 +338,27 @@ impl ControlPlane {
 
     /// Where a browser starts an SP-initiated SAML sign-in: the IdP's redirect-binding URL
     /// with a fresh AuthnRequest carrying `relay_state`.
-    pub fn saml_login_url(&self, relay_state: &str) -> Result<String, ActionError> {
-        crate::identity::saml::login_url(&self.plane, relay_state)
+    /// A refusal is recorded (`identity:SignInStartRefused`) with the browser's address.
+    pub async fn saml_login_url(&self, relay_state: &str, source_ip: &str) -> Result<String, ActionError> {
+        let started = crate::identity::saml::login_url(&self.plane, relay_state);
+        self.sign_in_start(&started, "SAML", relay_state, source_ip).await;
+        started
+    }
+
+    async fn sign_in_start<T>(&self, started: &Result<T, ActionError>, protocol: &str, relay_state: &str, source_ip: &str) {
+        if let Err(err) = started {
+            let parameters = serde_json::json!({ "Protocol": protocol, "RelayState": relay_state });
+            let event = ServiceEvent {
+                source: "identity",
+                name: "SignInStartRefused",
+                principal: "gateway.datasandbox",
+                parameters,
+                error: Some(err),
+                source_ip: Some(source_ip.to_owned()),
+                ..ServiceEvent::default()
+            };
+            self.record_service_event(event).await;
+        }
     }
 
     /// Which federated sign-ins are set up: (SAML, OpenID Connect).
@@ -350,8 +369,11 @@ impl ControlPlane {
     }
 
     /// Where a browser starts an OpenID Connect sign-in, and the state to bind to that browser.
-    pub async fn oidc_login_url(&self, relay_state: &str) -> Result<(String, String), ActionError> {
-        crate::identity::oidc::login_url(&self.plane, relay_state).await
+    /// A refusal is recorded (`identity:SignInStartRefused`) with the browser's address.
+    pub async fn oidc_login_url(&self, relay_state: &str, source_ip: &str) -> Result<(String, String), ActionError> {
+        let started = crate::identity::oidc::login_url(&self.plane, relay_state).await;
+        self.sign_in_start(&started, "OIDC", relay_state, source_ip).await;
+        started
     }
 
     pub fn render_metrics(&self) -> String {

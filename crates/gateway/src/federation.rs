@@ -68,8 +68,12 @@ impl LoginQuery {
 }
 
 /// SP-initiated sign-in; `?stack=…&app=…` (or `?to=console`) travel as the relay state.
-async fn login(State(control): State<ControlPlane>, Query(query): Query<LoginQuery>) -> Response {
-    match control.saml_login_url(&query.relay_state()) {
+async fn login(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    match control.saml_login_url(&query.relay_state(), &peer.ip().to_string()).await {
         Ok(url) => redirect(&url, None),
         Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code, &err.message, None),
     }
@@ -131,8 +135,12 @@ async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo
 const OIDC_COOKIE: &str = "ds_oidc";
 
 /// OIDC sign-in: to the provider, with the state bound to this browser for ten minutes.
-async fn oidc_login(State(control): State<ControlPlane>, Query(query): Query<LoginQuery>) -> Response {
-    match control.oidc_login_url(&query.relay_state()).await {
+async fn oidc_login(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    match control.oidc_login_url(&query.relay_state(), &peer.ip().to_string()).await {
         Ok((url, state)) => redirect(&url, Some(&format!("{OIDC_COOKIE}={state}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=600"))),
         Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code, &err.message, None),
     }
@@ -235,7 +243,7 @@ fn problem(status: StatusCode, code: &str, message: &str, request_id: Option<&st
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in refused</title></head><body>\
          <h1>Sign-in refused</h1><p><code id=\"code\">{}</code></p><p id=\"message\">{}</p>{request}\
-         <p><a href=\"/saml/login\">Sign in again</a></p></body></html>",
+         <p><a href=\"/portal\">Sign in again</a></p></body></html>",
         escape(code),
         escape(message)
     );

@@ -90,6 +90,12 @@ fn oidc_sign_in_with_pkce_reaches_a_session_and_callbacks_cannot_be_replayed_or_
     .expect("user.json");
     let _provider = Provider::start(port, &format!("http://{}/oidc/callback", server.api), dir.path());
 
+    // SAML is not set up here: starting it is refused, and the refusal recorded.
+    let no_saml = get(&server, "/saml/login", None);
+    assert_eq!((no_saml.status, no_saml.code().as_str()), (400, "SAMLNotConfigured"), "{}", no_saml.body);
+    let starts = server.audit(&[("EventName", "SignInStartRefused")]);
+    assert!(starts.iter().any(|r| r["errorCode"] == "SAMLNotConfigured" && r["sourceIPAddress"] == "127.0.0.1"), "{starts:#?}");
+
     // The redirect to the provider: PKCE with S256, a nonce, and the state bound to the browser.
     let started = get(&server, "/oidc/login?stack=datasandbox-stack", None);
     assert_eq!(started.status, 303, "{}", started.body);

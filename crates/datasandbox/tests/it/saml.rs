@@ -210,6 +210,11 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     }
     let wrapped = refusals.iter().find(|r| r["errorCode"] == "SAMLSignatureWrapping").expect("wrapping record");
     assert!(wrapped["userIdentity"]["userName"].is_string(), "the claimed subject is on the record: {wrapped}");
+    // OpenID Connect is not set up here: starting it is refused, and the refusal recorded.
+    let no_oidc = http::tcp(&server.api).expect("connect").request("GET", "/oidc/login", &[], b"").expect("request");
+    assert_eq!(no_oidc.status, 400, "{}", String::from_utf8_lossy(&no_oidc.body));
+    let starts = server.audit(&[("EventName", "SignInStartRefused")]);
+    assert!(starts.iter().any(|r| r["errorCode"] == "OIDCNotConfigured"), "{starts:#?}");
     let posted_nothing = post_acs(&server, "", "");
     assert_eq!(posted_nothing.status, 401, "{}", posted_nothing.body);
     assert!(sessions_of(&server, alice).is_empty(), "no refused response opened a session");
