@@ -536,11 +536,12 @@ fn attributes(plane: &Plane, assertion: Node, idp: &IdentityProvider) -> Result<
 async fn check_signature(document: &str, idp: &IdentityProvider, node_name: &str, id: &str) -> Result<(), ActionError> {
     let dir = tempfile::tempdir().map_err(ActionError::internal)?;
     let message = dir.path().join("response.xml");
-    std::fs::write(&message, document).map_err(ActionError::internal)?;
+    tokio::fs::write(&message, document).await.map_err(ActionError::internal)?;
     for (index, certificate) in idp.certificates.iter().enumerate() {
         let pem = dir.path().join(format!("idp-{index}.pem"));
         let wrapped: Vec<&str> = certificate.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
-        std::fs::write(&pem, format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", wrapped.join("\n")))
+        tokio::fs::write(&pem, format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", wrapped.join("\n")))
+            .await
             .map_err(ActionError::internal)?;
         let run = tokio::process::Command::new("xmlsec1")
             .args(["--verify", "--enabled-reference-uris", "same-doc", "--enabled-key-data", "key-name", "--pubkey-cert-pem"])
