@@ -93,13 +93,19 @@ pub(crate) fn check_state(plane: &Plane, state: &str, now: i64) -> Result<String
     Ok(claims["r"].as_str().unwrap_or_default().to_owned())
 }
 
-/// A client for the provider's endpoints: bounded in time, never following redirects.
+/// The client for the provider's endpoints: bounded in time, never following redirects. Made
+/// once (it loads the host's root certificates) and shared by every sign-in.
 fn client() -> Result<reqwest::Client, ActionError> {
-    reqwest::Client::builder()
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(ActionError::internal)
+        .map_err(ActionError::internal)?;
+    Ok(CLIENT.get_or_init(|| client).clone())
 }
 
 fn provider_unreachable(what: &str, err: impl std::fmt::Display) -> ActionError {
