@@ -127,7 +127,8 @@ fn start_display() {
         .args(["-UseBlacklist=0"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        // Its log stays in the instance, for an operator's `instances exec`.
+        .stderr(log_file("/tmp/display.log"))
         .spawn();
     match spawned {
         // Reaped when it ends.
@@ -141,6 +142,11 @@ fn start_display() {
         std::thread::spawn(start_watermark);
     }
     crate::printing::start_printer();
+}
+
+/// An instance-local log file for a child's output, or nowhere if it cannot be made.
+pub(crate) fn log_file(path: &str) -> std::process::Stdio {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from)
 }
 
 /// The watermark, once the display accepts clients; restarted if it ends while the display

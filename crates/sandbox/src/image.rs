@@ -2,7 +2,8 @@
 //! the image's application catalog. The `base` recipe builds the root from the host's own
 //! packages: a skeleton whose `/usr` is the host's `/usr`, bound read-only at start. The
 //! `notebook` recipe adds a Python virtual environment with JupyterLab from PyPI at
-//! `/opt/jupyter` (built once per package list into a host-wide cache, then copied). The
+//! `/opt/jupyter` (built once per package list into a host-wide cache, which the image binds
+//! read-only: the cache's entries are never changed once made, only added). The
 //! `desktop` recipe adds what a pixel-streamed session shows: the X/VNC server (TigerVNC's
 //! Xvnc) and a kiosk browser (Chromium) from the host's Debian packages, with the
 //! configuration they read from `/etc` (fonts, and a managed browser policy that turns off
@@ -49,7 +50,19 @@ impl Image {
     pub fn open(dir: &Path) -> Result<Image, SandboxError> {
         let text = std::fs::read_to_string(dir.join("manifest.json"))
             .map_err(|e| setup("read the image manifest", format!("{}: {e}", dir.display())))?;
-        let manifest = serde_json::from_str(&text).map_err(|e| setup("read the image manifest", e))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| setup("read the image manifest", e))?;
+        if let Some((missing, _)) = manifest.host_binds.iter().find(|(host, _)| !host.is_dir()) {
+            return Err(setup(
+                "open the image",
+                format!(
+                    "{} binds {} from the host, which is gone; rebuild the image with `datasandbox image build {} --name {}`",
+                    dir.display(),
+                    missing.display(),
+                    manifest.recipe,
+                    manifest.name
+                ),
+            ));
+        }
         Ok(Image { dir: dir.to_owned(), manifest })
     }
 }
@@ -180,6 +193,7 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
             arguments: vec!["launcher".into()],
         },
     ];
+    let mut host_binds = vec![(PathBuf::from("/usr"), PathBuf::from("/usr"))];
     let recipe_name = match recipe {
         Recipe::Base => "base",
         Recipe::Desktop => {
@@ -207,12 +221,13 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
         }
         Recipe::Notebook { python_packages, cache } => {
             let venv = cached_venv(cache, python_packages, progress)?;
-            progress("copying the Python environment into the image");
-            copy_tree(&venv, &root.join("opt/jupyter"))?;
             // An instance has no route out: JupyterLab must not offer news or update checks.
-            let settings = root.join("opt/jupyter/share/jupyter/lab/settings");
-            std::fs::create_dir_all(&settings).map_err(|e| setup("build the image", e))?;
-            std::fs::write(settings.join("overrides.json"), JUPYTERLAB_OVERRIDES).map_err(|e| setup("build the image", e))?;
+            progress("writing JupyterLab's settings into the Python environment");
+            write_if_changed(&venv.join("share/jupyter/lab/settings"), "overrides.json", JUPYTERLAB_OVERRIDES)?;
+            // Not copied (a quarter of a gigabyte per image): the cached venv, immutable once
+            // made, is bound read-only at `/opt/jupyter` when an instance starts.
+            std::fs::create_dir_all(root.join("opt/jupyter")).map_err(|e| setup("build the image", e))?;
+            host_binds.push((venv, PathBuf::from("/opt/jupyter")));
             applications.push(Application {
                 name: "jupyterlab".into(),
                 display_name: "JupyterLab".into(),
@@ -222,13 +237,7 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
             "notebook"
         }
     };
-    let manifest = Manifest {
-        name: name.to_owned(),
-        version: version.to_owned(),
-        recipe: recipe_name.into(),
-        host_binds: vec![(PathBuf::from("/usr"), PathBuf::from("/usr"))],
-        applications,
-    };
+    let manifest = Manifest { name: name.to_owned(), version: version.to_owned(), recipe: recipe_name.into(), host_binds, applications };
     std::fs::write(staging.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("serializes"))
         .map_err(|e| setup("build the image", e))?;
     progress("sealing the image");
@@ -267,7 +276,7 @@ pub const BROWSER_ARGUMENTS: &[&str] = &[
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// A venv with `packages`, from the host-wide cache or made there now (pip, from PyPI).
-/// A venv found by its path: it is copied to `/opt/jupyter` and run as
+/// A venv found by its path: it is bound at `/opt/jupyter` and run as
 /// `/opt/jupyter/bin/python -m …`, which finds its packages from its own location.
 fn cached_venv(cache: &Path, packages: &[String], progress: &mut dyn FnMut(&str)) -> Result<PathBuf, SandboxError> {
     use sha2::Digest as _;
@@ -304,6 +313,19 @@ fn cached_venv(cache: &Path, packages: &[String], progress: &mut dyn FnMut(&str)
     Ok(venv)
 }
 
+/// Writes `content` to `dir/name` unless it holds exactly that: whole or not at all (a
+/// temporary file renamed over it), so that instances reading it never see half a file.
+fn write_if_changed(dir: &Path, name: &str, content: &str) -> Result<(), SandboxError> {
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).is_ok_and(|current| current == content) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| setup("write into the Python environment", format!("{}: {e}", dir.display())))?;
+    let staging = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::write(&staging, content).map_err(|e| setup("write into the Python environment", format!("{}: {e}", staging.display())))?;
+    std::fs::rename(&staging, &path).map_err(|e| setup("write into the Python environment", format!("{}: {e}", path.display())))
+}
+
 fn run(command: &mut std::process::Command, step: &'static str) -> Result<(), SandboxError> {
     let output = command.output().map_err(|e| setup(step, e))?;
     if output.status.success() {
@@ -320,4 +342,22 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), SandboxError> {
     let mut source = from.as_os_str().to_owned();
     source.push("/.");
     run(std::process::Command::new("cp").arg("-a").arg(source).arg(to), "copy into the image")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_whose_host_directory_is_gone_refuses_to_open_and_says_how_to_rebuild() {
+        let images = tempfile::tempdir().expect("tempdir");
+        let built = build_base(images.path(), "img", "1", &mut |_| {}).expect("the base image builds");
+        assert!(Image::open(&built.dir).is_ok());
+        let gone = images.path().join("a-cached-venv-since-deleted");
+        let mut manifest = built.manifest.clone();
+        manifest.host_binds.push((gone.clone(), PathBuf::from("/opt/jupyter")));
+        std::fs::write(built.dir.join("manifest.json"), serde_json::to_vec(&manifest).expect("serializes")).expect("rewrite");
+        let err = Image::open(&built.dir).expect_err("a bind source is missing").to_string();
+        assert!(err.contains(&gone.display().to_string()) && err.contains("datasandbox image build base --name img"), "{err}");
+    }
 }

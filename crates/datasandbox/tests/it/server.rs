@@ -141,9 +141,43 @@ impl Server {
     }
 }
 
+/// How much of each log a failed test prints.
+const LOG_TAIL_LINES: usize = 60;
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Server {
+    /// What a failed test leaves behind for whoever reads CI's output: the sessions, the
+    /// instances, the tail of the server's log and of each instance's own logs (the
+    /// launcher's, the kiosk browser's). The only window into a machine that is gone.
+    fn report_for_a_failed_test(&self) {
+        let log = std::fs::read_to_string(self.data_dir().join("server.log")).unwrap_or_default();
+        eprintln!("---- the server's log (last {LOG_TAIL_LINES} lines) ----\n{}", tail(&log, LOG_TAIL_LINES));
+        let sessions = self
+            .call("streaming:DescribeSessions", &serde_json::json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet" }));
+        eprintln!("---- the default stack's sessions ----\n{} {}", sessions.stdout, sessions.stderr);
+        let instances = self.call("streaming:DescribeInstances", &serde_json::json!({}));
+        eprintln!("---- instances ----\n{}", instances.stdout);
+        let ids = instances.stdout["Instances"].as_array().cloned().unwrap_or_default();
+        for id in ids.iter().filter_map(|i| i["InstanceId"].as_str()) {
+            let script = format!(
+                "for f in /tmp/*.log; do [ -f \"$f\" ] && echo \"== $f\" && tail -n {LOG_TAIL_LINES} \"$f\"; done; ps -eo pid,etime,args | cut -c1-160"
+            );
+            let inside = self.cli(&["instances", "exec", id, "--", "/bin/sh", "-c", &script], &[]);
+            eprintln!("---- inside {id} ----\n{}", inside.stdout.as_str().map_or_else(|| inside.stdout.to_string(), str::to_owned));
+        }
+    }
+}
+
 impl Drop for Server {
     /// A clean stop, so that the server ends its instances; a kill if it does not stop.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.report_for_a_failed_test();
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(10);
