@@ -414,22 +414,17 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
     };
     let instance = match made {
         Ok(instance) => instance,
-        Err(err) => {
-            datasets::remove(plane, &id);
-            sqlx::query("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2")
-                .bind(now_millis())
-                .bind(&id)
-                .execute(&plane.store.pool)
-                .await?;
-            return Err(ActionError::internal(format_args!("instance {id} could not start: {err}")));
-        }
+        Err(err) => return Err(start_failed(plane, &id, err).await),
     };
-    // The endpoint listens on this link's host address only.
+    // The endpoint listens on this link's host address only. An instance without it could
+    // do nothing, so it does not start.
     let listener = match tokio::net::TcpListener::bind((link.host_address, plane.spec.endpoint_port)).await {
         Ok(listener) => plane.instances.endpoint.get().map(|serve| serve(listener)),
         Err(err) => {
-            tracing::error!(instance = id, error = %err, "cannot listen for the endpoint on the instance's link");
-            None
+            let sandbox = sandbox.clone();
+            let _ = tokio::task::spawn_blocking(move || sandbox.destroy(instance)).await;
+            let err = format!("cannot listen for the endpoint on {}:{}: {err}", link.host_address, plane.spec.endpoint_port);
+            return Err(start_failed(plane, &id, err).await);
         }
     };
     sqlx::query("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2")
@@ -443,6 +438,21 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
     let mut instance = instance_json(&row)?;
     instance["Datasets"] = json!(mounted);
     Ok(instance)
+}
+
+/// Marks an instance that could not start as FAILED (its row stays, for the record) and
+/// removes its datasets' mount point; the error to return.
+async fn start_failed(plane: &Plane, id: &str, err: impl std::fmt::Display) -> ActionError {
+    datasets::remove(plane, id);
+    let marked = sqlx::query("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2")
+        .bind(now_millis())
+        .bind(id)
+        .execute(&plane.store.pool)
+        .await;
+    if let Err(marking) = marked {
+        tracing::error!(instance = id, error = %marking, "cannot mark the instance FAILED");
+    }
+    ActionError::internal(format_args!("instance {id} could not start: {err}"))
 }
 
 /// Gives a running, unassigned fleet instance to a session: the row, then the session's

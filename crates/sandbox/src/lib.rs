@@ -156,8 +156,10 @@ impl Sandbox {
         send(stdin, "go")?;
         // 3. It unshares the other namespaces; we give its network namespace the link.
         expect_line(stdout, "namespaces")?;
-        network::attach(&spec.link, pid)?;
+        network::ensure_unused(&spec.link)?;
+        // From here a failure removes the link, however far it got.
         made.link = Some(spec.link.clone());
+        network::attach(&spec.link, pid)?;
         self.table.allow(&spec.link)?;
         send(stdin, "go")?;
         // 4. It forks the instance's init and reports its pid once the init runs the workload.

@@ -50,6 +50,22 @@ fn nft(step: &'static str, script: &str) -> Result<(), SandboxError> {
     if output.status.success() { Ok(()) } else { Err(setup(step, format!("nft: {}", String::from_utf8_lossy(&output.stderr).trim()))) }
 }
 
+/// Refuses a link whose host address the host already has: another control plane here, with
+/// an overlapping `vpc_cidr`, would then share it, and the endpoint of one would answer the
+/// other's instance. Binding to an address succeeds only if it is already local.
+pub fn ensure_unused(link: &Link) -> Result<(), SandboxError> {
+    if std::net::UdpSocket::bind((link.host_address, 0)).is_ok() {
+        return Err(setup(
+            "address the link",
+            format!(
+                "the host already has the address {} (is another DataSandbox on this host using an overlapping vpc_cidr?); give each control plane a vpc_cidr of its own",
+                link.host_address
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the veth pair, moves its peer into the instance's network namespace (`pid`'s) as
 /// `eth0`, and addresses both ends. The instance gets no default route.
 pub fn attach(link: &Link, pid: i32) -> Result<(), SandboxError> {

@@ -75,8 +75,10 @@ fn snapshot(server: &Server) -> Value {
 #[test]
 fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     let server = Server::start(&[]);
+    // Each deploy passes the network the server runs on, as `up` had it.
+    let vpc = server.vpc();
     let deploy = |args: &[&str]| {
-        let mut all = vec!["deploy"];
+        let mut all = vec!["deploy", "-c", &vpc];
         all.extend_from_slice(args);
         server.cli(&all, &[])
     };
@@ -116,7 +118,7 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
 
     // The instance type: an update in place, announced as such.
     let medium = ["-c", "instance_type=stream.standard.medium"];
-    let diff = server.cli(&["diff", medium[0], medium[1]], &[]);
+    let diff = server.cli(&["diff", "-c", &vpc, medium[0], medium[1]], &[]);
     assert_eq!(diff.exit, 0, "{}", text(&diff));
     let shown = text(&diff);
     assert!(shown.contains("[~] Fleet:datasandbox-fleet update"), "{shown}");
@@ -134,6 +136,8 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     let document = r#"<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.example"><IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>MIIBAAAA</ds:X509Certificate></ds:X509Data></ds:KeyInfo></KeyDescriptor></IDPSSODescriptor></EntityDescriptor>"#;
     let idp = format!("idp_metadata={}/idp.xml", serve_forever(document));
     let always_on = [
+        "-c",
+        &vpc,
         "-c",
         "instance_type=stream.standard.medium",
         "-c",
@@ -293,7 +297,7 @@ fn a_new_instance_type_reaches_instances_as_their_sessions_end() {
 
     // Deploy the same spec (the overrides `up` had) with a bigger instance type.
     let mut args = vec!["deploy".to_owned()];
-    for o in [crate::streaming::vpc(), "stacks.datasandbox-stack.application=shell".to_owned()].iter().chain(&overrides) {
+    for o in [server.vpc(), "stacks.datasandbox-stack.application=shell".to_owned()].iter().chain(&overrides) {
         args.extend(["-c".to_owned(), o.clone()]);
     }
     args.extend(["-c".to_owned(), "instance_type=stream.standard.medium".to_owned()]);

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::Server;
 use crate::http;
 use crate::server::eventually;
-use crate::streaming::{redeem, streaming_url, vpc};
+use crate::streaming::{redeem, streaming_url};
 
 /// The browser, driven by `web/tests/session.mjs` over its standard input and output.
 struct Browser {
@@ -86,7 +86,7 @@ fn artifact(name: &str) -> PathBuf {
 fn a_streaming_url_shows_jupyterlab_in_the_workspace_browser() {
     // The default spec: pixel streaming (DESKTOP), the fleet's image built by the deploy
     // from the desktop recipe, the notebook as the stack's application.
-    let server = Server::start(&[&vpc()]);
+    let server = Server::start(&[]);
     let mut browser = Browser::open(&streaming_url(&server, "dana"));
     browser.expect("streaming", 240);
 

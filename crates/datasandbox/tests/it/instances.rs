@@ -7,12 +7,8 @@ use sha2::{Digest, Sha256};
 
 use crate::Server;
 
-fn vpc() -> String {
-    format!("vpc_cidr=10.{}.0.0/16", 100 + std::process::id() % 100)
-}
-
 fn server_with_image() -> Server {
-    let server = Server::start(&[&vpc()]);
+    let server = Server::start(&[]);
     let built = server.cli(&["image", "build", "base"], &[]);
     assert_eq!(built.exit, 0, "{:?}", built.stderr);
     server
@@ -112,7 +108,7 @@ fn a_control_plane_crash_leaves_nothing_after_restart() {
             std::fs::read_to_string(&cgroup).expect("instance cgroup").lines().next().expect("a process").parse().expect("pid")
         })
         .collect();
-    server.crash_and_restart(&[&vpc()]);
+    server.crash_and_restart(&[]);
     let records = server.audit(&[("EventName", "ReconcileInstances")]);
     assert_eq!(records.len(), 1, "no reconciliation report");
     let destroyed = records[0]["requestParameters"]["Destroyed"].as_array().expect("list").len();
@@ -147,13 +143,13 @@ fn a_clean_stop_ends_every_instance() {
     assert!(server.stop().success());
     assert!(!std::path::Path::new(&cgroup).exists(), "the instance outlived a clean stop");
     assert!(!sandbox::network::leftover_links().iter().any(|l| id.contains(&l[4..])));
-    server.restart(&[&vpc()]);
+    server.restart(&[]);
     assert!(server.audit(&[("EventName", "ReconcileInstances")]).is_empty(), "a clean stop left something to reconcile");
 }
 
 #[test]
 fn instance_credentials_rotate_before_they_expire() {
-    let server = Server::start(&[&vpc(), "sandbox.credential_lifetime_seconds=3"]);
+    let server = Server::start(&["sandbox.credential_lifetime_seconds=3"]);
     assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
     let instance = create(&server, "erin");
     let read = || sh(&server, &instance, "cat /run/datasandbox/credential").1;
@@ -246,10 +242,7 @@ fn a_sync_conflict_keeps_both_versions_and_a_stop_flushes() {
 
 #[test]
 fn granted_datasets_appear_read_only_under_data() {
-    let spec = format!(
-        r#"vpc_cidr = "10.{}.0.0/16"
-
-[[buckets]]
+    let spec = r#"[[buckets]]
 name = "datasandbox-home"
 home_folders = true
 
@@ -272,10 +265,8 @@ permit (
   action in [DataSandbox::Action::"storage:GetObject", DataSandbox::Action::"storage:ListObjectsV2"],
   resource in DataSandbox::Bucket::"research"
 );"""
-"#,
-        100 + std::process::id() % 100
-    );
-    let server = Server::start_with_spec(&spec, &[]);
+"#;
+    let server = Server::start_with_spec(spec, &[]);
     assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
     for (key, body) in [("trials/2026/results.csv", "id,score\n1,0.9\n"), ("trials/readme.txt", "read me\n"), ("other/secret.txt", "no")] {
         server.ok("storage:PutObject", json!({ "Bucket": "research", "Key": key, "Body": crate::server::b64(body.as_bytes()) }));
@@ -323,4 +314,26 @@ permit (
         server.ok("streaming:TerminateInstance", json!({ "InstanceId": instance["InstanceId"] }));
         assert!(!server.data_dir().join("instances").join(instance["InstanceId"].as_str().expect("id")).exists());
     }
+}
+
+/// Two control planes on one host given the same `vpc_cidr` would hand out the same link
+/// addresses: the second one's instance would talk to the first one's endpoint. The second
+/// is refused its link, says why, and the first one's instance is untouched.
+#[test]
+fn a_second_control_plane_on_the_same_network_is_refused_its_links() {
+    let first = server_with_image();
+    let alice = create(&first, "alice");
+    let second = Server::start(&[&first.vpc()]);
+    assert_eq!(second.cli(&["image", "build", "base"], &[]).exit, 0);
+    let refused = second.call("streaming:CreateInstance", &json!({ "UserId": "bob" }));
+    assert_eq!(refused.exit, 2, "{refused:?}");
+    let log = std::fs::read_to_string(second.data_dir().join("server.log")).expect("the second server's log");
+    assert!(log.contains(&format!("the host already has the address {}", alice["EndpointAddress"].as_str().expect("address"))), "{log}");
+    let listed = second.ok("streaming:DescribeInstances", json!({}));
+    assert_eq!(listed["Instances"], json!([]), "nothing runs on the second control plane");
+
+    let own = json!({ "Bucket": "datasandbox-home", "Key": format!("{}notes.txt", home("alice")), "Body": "aGk=" });
+    let (code, out) = sh(&first, &alice, &endpoint_call("storage:PutObject", &own, true));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("\n200"), "{out}");
 }

@@ -11,13 +11,13 @@ use sha2::{Digest, Sha256};
 use crate::Server;
 use crate::http;
 use crate::server::{b64, eventually, unb64};
-use crate::streaming::{expire, redeem, status, vpc};
+use crate::streaming::{expire, redeem, status};
 
 /// A server with both images built (the notebook image's Python environment is cached
 /// host-wide after its first build).
 fn server(overrides: &[&str]) -> Server {
     // Direct mode: the notebook URL goes to the user's browser.
-    let mut all = vec![vpc(), "stream_view=DIRECT".to_owned()];
+    let mut all = vec!["stream_view=DIRECT".to_owned()];
     all.extend(overrides.iter().map(|o| (*o).to_owned()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let server = Server::start(&refs);

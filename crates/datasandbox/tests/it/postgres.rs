@@ -96,7 +96,6 @@ fn the_control_plane_runs_on_postgresql() {
     let idp = tempfile::tempdir().expect("tempdir");
     identity_provider(idp.path(), &format!("http://127.0.0.1:{}", free_port()));
     let overrides = [
-        crate::streaming::vpc(),
         format!("stacks.{STACK}.application=shell"),
         "stream_view=DIRECT".to_owned(),
         cluster.url(),

@@ -16,6 +16,7 @@ pub struct Fixture {
     pub sandbox: Sandbox,
     pub image: sandbox::image::Image,
     _images: tempfile::TempDir,
+    vpc: crate::server::Vpc,
     next: u32,
 }
 
@@ -24,13 +25,12 @@ impl Fixture {
         let images = tempfile::tempdir().expect("temp dir");
         let image = sandbox::image::build_base(images.path(), "base", "1", &mut |_| {}).expect("build the base image");
         let sandbox = Sandbox::new(ENDPOINT_PORT).expect("install the firewall table (needs root and nftables)");
-        Fixture { sandbox, image, _images: images, next: 0 }
+        Fixture { sandbox, image, _images: images, vpc: crate::server::Vpc::claim(), next: 0 }
     }
 
     pub fn spec(&mut self, command: &[&str], limits: Limits) -> InstanceSpec {
         self.next += 1;
-        let index = 1000 + self.next + (std::process::id() % 1000) * 8;
-        let (host, instance) = sandbox::link_addresses(Ipv4Addr::new(10, 10, 0, 0), 16, index).expect("room in 10.10.0.0/16");
+        let (host, instance) = sandbox::link_addresses(self.vpc.network(), 16, self.next).expect("room in a /16");
         let id = format!("t{:x}{}", std::process::id(), self.next);
         InstanceSpec {
             link: Link::new(&id, host, instance),

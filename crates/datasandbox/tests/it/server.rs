@@ -14,6 +14,50 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub api: String,
     child: Child,
+    vpc: Vpc,
+}
+
+/// A /16 of its own for one test server's instance links. Servers on one host must not
+/// share link addresses (each serves its endpoint on its links' host addresses, and refuses
+/// an address the host already has), and nextest runs tests in parallel processes: each /16
+/// has a lock file, held for as long as the claim lives, and a /16 in which the host already
+/// has an address (left by a killed run) is passed over.
+pub struct Vpc {
+    /// The /16 is `10.<octet>.0.0/16`.
+    octet: u8,
+    _lock: std::fs::File,
+}
+
+impl Vpc {
+    pub fn claim() -> Vpc {
+        let dir = std::env::temp_dir().join("datasandbox-test-vpcs");
+        std::fs::create_dir_all(&dir).expect("make the directory of vpc locks");
+        let addresses = Command::new("ip").args(["-o", "-4", "addr", "show"]).output().expect("ip addr show");
+        let addresses = String::from_utf8_lossy(&addresses.stdout);
+        let start = std::process::id() as usize;
+        for i in 0..150 {
+            let octet = u8::try_from(100 + (start + i) % 150).expect("below 250");
+            if addresses.contains(&format!(" 10.{octet}.")) {
+                continue;
+            }
+            let lock = std::fs::File::options().create(true).truncate(false).write(true).open(dir.join(format!("10.{octet}.lock")));
+            let lock = lock.expect("open a vpc lock file");
+            if lock.try_lock().is_ok() {
+                return Vpc { octet, _lock: lock };
+            }
+        }
+        panic!("no /16 among 10.100–10.249 is free for a test server's instance links");
+    }
+
+    /// The `-c` override that gives a server this network.
+    pub fn setting(&self) -> String {
+        format!("vpc_cidr=10.{}.0.0/16", self.octet)
+    }
+
+    /// The network's first address (its prefix is 16 bits).
+    pub fn network(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, self.octet, 0, 0)
+    }
 }
 
 /// The outcome of one CLI call.
@@ -26,23 +70,26 @@ pub struct Called {
 
 impl Server {
     pub fn start(overrides: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (child, api) = launch(dir.path(), overrides, None).expect("server starts");
-        Server { dir, api, child }
+        Server::start_with_env(overrides, &[])
     }
 
     pub fn start_with_env(overrides: &[&str], env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (child, api) = launch_with_env(dir.path(), overrides, env).expect("server starts");
-        Server { dir, api, child }
+        let (dir, vpc) = (tempfile::tempdir().expect("temp dir"), Vpc::claim());
+        let (child, api) = launch_command(dir.path(), &vpc, overrides, env).expect("server starts");
+        Server { dir, api, child, vpc }
     }
 
     pub fn start_with_spec(spec: &str, overrides: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let (dir, vpc) = (tempfile::tempdir().expect("temp dir"), Vpc::claim());
         let path = dir.path().join("datasandbox.toml");
         std::fs::write(&path, spec).expect("write spec");
-        let (child, api) = launch(dir.path(), overrides, None).expect("server starts");
-        Server { dir, api, child }
+        let (child, api) = launch_command(dir.path(), &vpc, overrides, &[]).expect("server starts");
+        Server { dir, api, child, vpc }
+    }
+
+    /// The `-c vpc_cidr=…` this server runs with: a deploy of its spec passes it too.
+    pub fn vpc(&self) -> String {
+        self.vpc.setting()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -57,7 +104,7 @@ impl Server {
     pub fn crash_and_restart(&mut self, overrides: &[&str]) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
-        let (child, api) = launch(self.data_dir(), overrides, None).expect("server restarts");
+        let (child, api) = launch_command(self.data_dir(), &self.vpc, overrides, &[]).expect("server restarts");
         self.child = child;
         self.api = api;
     }
@@ -70,7 +117,7 @@ impl Server {
 
     /// Starts the server again on the same data directory.
     pub fn restart(&mut self, overrides: &[&str]) {
-        let (child, api) = launch(self.data_dir(), overrides, None).expect("server restarts");
+        let (child, api) = launch_command(self.data_dir(), &self.vpc, overrides, &[]).expect("server restarts");
         self.child = child;
         self.api = api;
     }
@@ -190,25 +237,14 @@ impl Drop for Server {
     }
 }
 
-/// Starts `datasandbox up` and waits for its `ready` line; returns the API address. On
-/// failure returns the server's log.
-pub fn launch(data_dir: &Path, overrides: &[&str], extra: Option<&[&str]>) -> Result<(Child, String), String> {
-    launch_command(data_dir, overrides, extra, &[])
-}
-
-fn launch_with_env(data_dir: &Path, overrides: &[&str], env: &[(&str, &str)]) -> Result<(Child, String), String> {
-    launch_command(data_dir, overrides, None, env)
-}
-
-fn launch_command(data_dir: &Path, overrides: &[&str], extra: Option<&[&str]>, env: &[(&str, &str)]) -> Result<(Child, String), String> {
+/// Starts `datasandbox up` on `vpc` and waits for its `ready` line; returns the API address.
+/// On failure returns the server's log.
+fn launch_command(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)]) -> Result<(Child, String), String> {
     let mut command = Command::new(BIN);
     command.envs(env.iter().copied());
-    command.arg("--data-dir").arg(data_dir).arg("up").args(["-c", "server.api_listen=127.0.0.1:0"]);
+    command.arg("--data-dir").arg(data_dir).arg("up").args(["-c", "server.api_listen=127.0.0.1:0", "-c", &vpc.setting()]);
     for o in overrides {
         command.args(["-c", o]);
-    }
-    if let Some(extra) = extra {
-        command.args(extra);
     }
     // The server's log goes to `server.log` in its data directory, written as it comes: a pipe
     // nobody read would fill up and stall the server mid-test.

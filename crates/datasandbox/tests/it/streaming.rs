@@ -14,15 +14,11 @@ use crate::server::eventually;
 pub(crate) const STACK: &str = "datasandbox-stack";
 const FLEET: &str = "datasandbox-fleet";
 
-pub(crate) fn vpc() -> String {
-    format!("vpc_cidr=10.{}.0.0/16", 100 + std::process::id() % 100)
-}
-
 /// A server with the base image built, its default fleet set by `overrides`. Its sessions
 /// start a shell, not the notebook launcher: these tests are about sessions, not notebooks.
 pub(crate) fn server(overrides: &[&str]) -> Server {
     // Direct mode: no display is started (these tests are about sessions; `stream.rs` streams).
-    let mut all = vec![vpc(), format!("stacks.{STACK}.application=shell"), "stream_view=DIRECT".to_owned()];
+    let mut all = vec![format!("stacks.{STACK}.application=shell"), "stream_view=DIRECT".to_owned()];
     all.extend(overrides.iter().map(|o| (*o).to_owned()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let server = Server::start(&refs);
