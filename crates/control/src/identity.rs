@@ -517,7 +517,13 @@ pub(crate) async fn get_caller_identity(ctx: &mut Ctx<'_>, input: Value) -> Resu
     let _: Empty = ctx.parse(input)?;
     ctx.authorize_always();
     let identity = &ctx.caller.identity;
-    Ok(json!({ "Type": identity.kind, "PrincipalId": identity.principal_id, "Arn": identity.arn, "UserName": identity.user_name }))
+    let mut out =
+        json!({ "Type": identity.kind, "PrincipalId": identity.principal_id, "Arn": identity.arn, "UserName": identity.user_name });
+    // Beyond STS: when the caller's credential stops working, for pages that hold a stream open.
+    if let Some(expires) = ctx.caller.expires {
+        out["Expiration"] = json!(crate::store::millis_to_rfc3339(expires));
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]

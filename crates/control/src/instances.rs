@@ -608,6 +608,11 @@ async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .bind(now_millis())
         .execute(&plane.store.pool)
         .await?;
+    let user =
+        sqlx::query("SELECT user_id FROM instances WHERE instance_id = $1").bind(&input.instance_id).fetch_one(&plane.store.pool).await?;
+    if let Some(user) = user.try_get::<Option<String>, _>("user_id")? {
+        plane.streaming.changes.user(&user);
+    }
     Ok(json!({
         "ExitCode": output.status.code(),
         "Stdout": String::from_utf8_lossy(&output.stdout),

@@ -24,4 +24,4 @@ pub use services::notebooks::NotebookTarget;
 pub use services::streaming::files::FileClient;
 pub use services::streaming::sessions::SessionConnection;
 pub use services::streaming::stream::StreamTarget;
-pub use store::Store;
+pub use store::{Store, now_millis, rfc3339_to_millis};

@@ -76,6 +76,11 @@ pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// An RFC 3339 time as Unix milliseconds, as the actions' times are written.
+pub fn rfc3339_to_millis(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
+}
+
 pub fn millis_to_rfc3339(millis: i64) -> String {
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

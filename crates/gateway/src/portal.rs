@@ -4,16 +4,20 @@
 //! `/portal`) holds the sign-in's bearer token; every call it makes is an action through the
 //! pipeline as that user.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use control::{ControlPlane, Credentials};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::session::{call, json_reply as reply};
 use serde_json::json;
@@ -29,6 +33,7 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/portal/catalog", get(catalog))
         .route("/portal/launch", post(launch))
         .route("/portal/sessions", get(sessions))
+        .route("/portal/events", get(events))
         .route("/portal/end", post(end))
         .route("/portal/providers", get(providers))
 }
@@ -102,6 +107,37 @@ async fn launch(
 /// My sessions: state, end reason and what operators ran in each.
 async fn sessions(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
     reply(call(&control, bearer(&headers), peer, &headers, "streaming:DescribeUserSessions", Bytes::from_static(b"{}")).await)
+}
+
+/// My sessions, live (Server-Sent Events): a `changed` message each time one of the user's
+/// sessions changes state or connection, or an operator runs a command in its workspace. The
+/// message carries nothing; the page asks for its sessions again, as the user. The stream
+/// ends when the sign-in does.
+async fn events(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    let me = call(&control, bearer(&headers), peer, &headers, "identity:GetCallerIdentity", Bytes::from_static(b"{}")).await;
+    let Ok(identity) = &me.result else { return reply(me) };
+    let user = identity["UserName"].as_str().unwrap_or_default().to_owned();
+    let left = identity["Expiration"].as_str().and_then(control::rfc3339_to_millis).map(|until| until - control::now_millis());
+    // A credential without an end (none the portal hands out) is heard for a working day.
+    let lasts = left.map_or(Duration::from_secs(12 * 3600), |ms| Duration::from_millis(u64::try_from(ms).unwrap_or_default()));
+    let changes = control.session_changes();
+    let stream = futures::stream::unfold(changes, move |mut changes| {
+        let user = user.clone();
+        async move {
+            loop {
+                match changes.recv().await {
+                    Ok(changed) if changed == user => return Some((Ok::<_, Infallible>(Event::default().data("changed")), changes)),
+                    Ok(_) => {}
+                    // Fell behind: something may have been missed, so ask again.
+                    Err(RecvError::Lagged(_)) => return Some((Ok(Event::default().data("changed")), changes)),
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let until = tokio::time::Instant::now() + lasts;
+    let stream = futures::StreamExt::take_until(stream, tokio::time::sleep_until(until));
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// Ends one of the user's own sessions (`streaming:ExpireSession`, `USER_ENDED`).

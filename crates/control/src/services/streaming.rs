@@ -62,9 +62,47 @@ pub(crate) struct Streaming {
     url_key: std::sync::OnceLock<[u8; 32]>,
     /// `http://<address>` of the API listener once bound (the spec may ask for port 0).
     pub listening: std::sync::OnceLock<String>,
+    /// Whose sessions changed, for pages that show a user's sessions live.
+    pub changes: Changes,
+}
+
+/// The user id of each session that changes state (queued, active, ended) or connection.
+/// Nothing else is carried: a page that hears of a change asks for what it may see.
+pub(crate) struct Changes(tokio::sync::broadcast::Sender<String>);
+
+impl Default for Changes {
+    fn default() -> Changes {
+        // A listener that falls this far behind only misses pings; it asks again on the next.
+        Changes(tokio::sync::broadcast::channel(256).0)
+    }
+}
+
+impl Changes {
+    pub(crate) fn user(&self, user: &str) {
+        let _ = self.0.send(user.to_owned());
+    }
+
+    /// Tells of a change to `session_id`, whoever's it is (looked up only if anyone listens).
+    pub(crate) async fn session(&self, plane: &Plane, session_id: &str) {
+        if self.0.receiver_count() == 0 {
+            return;
+        }
+        let row =
+            sqlx::query("SELECT user_id FROM sessions WHERE session_id = $1").bind(session_id).fetch_optional(&plane.store.pool).await;
+        if let Ok(Some(row)) = row
+            && let Ok(user) = sqlx::Row::try_get::<String, _>(&row, "user_id")
+        {
+            self.user(&user);
+        }
+    }
 }
 
 impl crate::pipeline::ControlPlane {
+    /// The user ids of sessions as they change (see [`Changes`]); a page filters for its user.
+    pub fn session_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.plane.streaming.changes.0.subscribe()
+    }
+
     /// Tells the control plane where the gateway listens, for the URLs it hands out.
     pub fn set_listening_address(&self, address: std::net::SocketAddr) {
         let _ = self.plane.streaming.listening.set(format!("http://{address}"));

@@ -70,6 +70,11 @@ impl<S: Read + Write> Connection<S> {
         Ok(Reply { status, headers, body })
     }
 
+    /// The connection, for a reply that goes on after its head (a stream of events).
+    pub fn into_reader(self) -> BufReader<S> {
+        self.reader
+    }
+
     pub fn call(&mut self, action: &str, input: &serde_json::Value, token: Option<&str>) -> std::io::Result<Reply> {
         let (service, name) = action.split_once(':').expect("service:Action");
         let auth = token.map(|t| format!("Bearer {t}"));

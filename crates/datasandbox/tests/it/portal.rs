@@ -48,6 +48,45 @@ pub(crate) fn browser(script: &str, args: &[&str], context: impl Fn() -> String)
     events
 }
 
+/// A portal's live view of its user's sessions (`/portal/events`, Server-Sent Events), read
+/// as it comes.
+struct Changes {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    seen: String,
+}
+
+impl Changes {
+    /// Signs `user` in on the portal and opens the stream with the portal's cookie.
+    fn open(server: &crate::Server, user: &str) -> Changes {
+        let body = json!({ "UserName": user, "Password": PASSWORD }).to_string();
+        let signed =
+            crate::http::tcp(&server.api).expect("connect").request("POST", "/portal/signin", &[], body.as_bytes()).expect("sign in");
+        assert_eq!(signed.status, 200, "{}", String::from_utf8_lossy(&signed.body));
+        let cookie =
+            signed.headers.iter().find(|(n, _)| n == "set-cookie").map(|(_, v)| v.split(';').next().unwrap_or_default().to_owned());
+        let cookie = cookie.expect("the portal's cookie");
+        let mut connection = crate::http::tcp(&server.api).expect("connect");
+        let head = connection.request("GET", "/portal/events", &[("cookie", &cookie), ("accept", "text/event-stream")], b"").expect("open");
+        assert_eq!(head.status, 200);
+        assert!(head.headers.iter().any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream")), "{:?}", head.headers);
+        let reader = connection.into_reader();
+        reader.get_ref().set_read_timeout(Some(std::time::Duration::from_millis(100))).expect("read timeout");
+        Changes { reader, seen: String::new() }
+    }
+
+    /// How many `changed` messages have come so far.
+    fn count(&mut self) -> usize {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read) = std::io::Read::read(&mut self.reader, &mut buffer) {
+            if read == 0 {
+                break;
+            }
+            self.seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+        self.seen.matches("data: changed").count()
+    }
+}
+
 #[test]
 fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     let server = server(&[]);
@@ -85,10 +124,17 @@ fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     );
     assert_eq!(others.stderr["Code"], "AccessDeniedException", "a user sees only their own associations: {others:?}");
 
+    // Carol's portal, open beside, hears of each change to her sessions, and only to hers.
+    let mut carol_live = Changes::open(&server, "carol");
+    let mut dave_live = Changes::open(&server, "dave");
+    let bare = crate::http::tcp(&server.api).expect("connect").request("GET", "/portal/events", &[], b"").expect("request");
+    assert_eq!(bare.status, 401, "no stream without a sign-in");
+
     // Carol, in a real browser: sign in, the catalog, launch, the session page.
     let events = browser("portal.mjs", &[&format!("http://{}", server.api), "carol", PASSWORD], String::new);
     assert_eq!(events[0]["stacks"], json!(["datasandbox-stack"]));
     assert!(events[1]["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{events:?}");
+    assert!(events[2]["text"].as_str().is_some_and(|t| t.contains("datasandbox-stack — ACTIVE")), "{events:?}");
 
     // A USERPOOL session whose instance works in carol's local home folder.
     let sessions = server.ok(
@@ -98,7 +144,11 @@ fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     let session = sessions["Sessions"][0].clone();
     assert_eq!(session["State"], "ACTIVE", "{sessions}");
     let instance = session["InstanceId"].as_str().expect("instance");
+    // Queued, active, connected: at least the first two, whatever the timing of the third.
+    eventually(10, "carol's portal to hear of her session", || (carol_live.count() >= 2).then_some(()));
+    let before_exec = carol_live.count();
     works_in_home_folder(&server, instance, "local", "carol");
+    eventually(10, "carol's portal to hear of the operator's command", || (carol_live.count() > before_exec).then_some(()));
     let launches = server.audit(&[("EventName", "CreateUserStreamingURL"), ("Username", "carol")]);
     assert!(launches.iter().any(|r| r["errorCode"].is_null()), "the launch is on the record: {launches:#?}");
 
@@ -119,8 +169,11 @@ fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     let id = listed[0]["SessionId"].as_str().expect("id").to_owned();
     let stolen = server.call_as(&token, "streaming:ExpireSession", &json!({ "SessionId": id }));
     assert_eq!(stolen.stderr["Code"], "AccessDeniedException", "dave ended carol's session: {stolen:?}");
+    let before_end = carol_live.count();
     let ended = server.call_as(&carol, "streaming:ExpireSession", &json!({ "SessionId": id }));
     assert_eq!(ended.exit, 0, "{ended:?}");
+    eventually(10, "carol's portal to hear that her session ended", || (carol_live.count() > before_end).then_some(()));
+    assert_eq!(dave_live.count(), 0, "dave's portal heard of carol's session: {}", dave_live.seen);
     let after = server.call_as(&carol, "streaming:DescribeUserSessions", &json!({}));
     assert_eq!(after.stdout["Sessions"][0]["State"], "EXPIRED");
     assert_eq!(after.stdout["Sessions"][0]["EndReason"], "USER_ENDED");

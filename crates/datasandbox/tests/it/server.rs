@@ -206,6 +206,19 @@ impl Server {
         let sessions = self
             .call("streaming:DescribeSessions", &serde_json::json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet" }));
         eprintln!("---- the default stack's sessions ----\n{} {}", sessions.stdout, sessions.stderr);
+        let recent = self.call("audit:LookupEvents", &serde_json::json!({ "MaxResults": 40 }));
+        let recent: Vec<String> = recent.stdout["Events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{} {} {} {} {}",
+                    e["eventTime"], e["eventName"], e["userIdentity"]["userName"], e["sourceIPAddress"], e["errorCode"]
+                )
+            })
+            .collect();
+        eprintln!("---- the newest audit records ----\n{}", recent.join("\n"));
         let instances = self.call("streaming:DescribeInstances", &serde_json::json!({}));
         eprintln!("---- instances ----\n{}", instances.stdout);
         let ids = instances.stdout["Instances"].as_array().cloned().unwrap_or_default();

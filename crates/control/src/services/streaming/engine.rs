@@ -246,6 +246,9 @@ async fn activate(plane: &Plane, session_id: &str, instance_id: &str) -> Result<
     {
         let _ = live.events.send(json!({ "type": "state", "State": "ACTIVE", "InstanceId": instance_id }));
     }
+    if done.rows_affected() == 1 {
+        plane.streaming.changes.session(plane, session_id).await;
+    }
     Ok(done.rows_affected() == 1)
 }
 

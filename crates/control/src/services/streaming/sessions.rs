@@ -433,6 +433,7 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     .execute(&plane.store.pool)
     .await?;
     plane.streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());
+    plane.streaming.changes.user(&claims.user);
     // A warm instance is taken at once; otherwise the engine serves the queue.
     super::engine::try_assign_warm(&ctx.control(), &session_id).await;
     plane.streaming.wake.notify_one();
@@ -679,6 +680,7 @@ pub(crate) async fn mark_ended(control: &ControlPlane, session_id: &str, reason:
     if let Some(live) = plane.streaming.live.lock().expect("live lock").remove(session_id) {
         let _ = live.events.send(json!({ "type": "ended", "Reason": reason }));
     }
+    plane.streaming.changes.session(plane, session_id).await;
     Ok(true)
 }
 
@@ -777,6 +779,7 @@ impl ControlPlane {
             .bind(&session_id)
             .execute(&plane.store.pool)
             .await?;
+        plane.streaming.changes.session(plane, &session_id).await;
         self.connection_event("SessionConnected", &session_id, client_ip, row.try_get("correlation_id")?).await;
         Ok(SessionConnection { session_id, events, control: self.clone(), client_ip: client_ip.to_owned() })
     }
@@ -829,6 +832,7 @@ impl SessionConnection {
             .bind(&self.session_id)
             .execute(&plane.store.pool)
             .await;
+            plane.streaming.changes.session(plane, &self.session_id).await;
         }
         let correlation = session_row(plane, &self.session_id).await.ok().and_then(|r| r.try_get("correlation_id").ok());
         self.control.connection_event("SessionDisconnected", &self.session_id, &self.client_ip, correlation).await;
