@@ -408,23 +408,36 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
         self_exe: std::env::current_exe().map_err(ActionError::internal)?,
         files,
     };
+    // The endpoint listens on this link's host address only, from before the instance's
+    // command runs (its first call must not find the port closed). An instance without it
+    // could do nothing, so it does not start.
+    let port = plane.spec.endpoint_port;
     let made = {
         let sandbox = sandbox.clone();
-        tokio::task::spawn_blocking(move || sandbox.create(&spec)).await.map_err(ActionError::internal)?
+        tokio::task::spawn_blocking(move || {
+            sandbox.create_with(&spec, |link| {
+                let listener = std::net::TcpListener::bind((link.host_address, port))
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| sandbox::SandboxError::Setup {
+                        step: "listen for the endpoint on the link",
+                        message: format!("{}:{port}: {e}", link.host_address),
+                    })?;
+                Ok(listener)
+            })
+        })
+        .await
+        .map_err(ActionError::internal)?
     };
-    let instance = match made {
-        Ok(instance) => instance,
+    let (instance, listener) = match made {
+        Ok(made) => made,
         Err(err) => return Err(start_failed(plane, &id, err).await),
     };
-    // The endpoint listens on this link's host address only. An instance without it could
-    // do nothing, so it does not start.
-    let listener = match tokio::net::TcpListener::bind((link.host_address, plane.spec.endpoint_port)).await {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => plane.instances.endpoint.get().map(|serve| serve(listener)),
         Err(err) => {
             let sandbox = sandbox.clone();
             let _ = tokio::task::spawn_blocking(move || sandbox.destroy(instance)).await;
-            let err = format!("cannot listen for the endpoint on {}:{}: {err}", link.host_address, plane.spec.endpoint_port);
-            return Err(start_failed(plane, &id, err).await);
+            return Err(start_failed(plane, &id, format!("cannot serve the endpoint: {err}")).await);
         }
     };
     sqlx::query("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2")

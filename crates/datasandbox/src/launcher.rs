@@ -53,7 +53,7 @@ pub async fn run() -> ExitCode {
         say("launcher: this is not a user's session (DS_USER_NAME and DS_USER_ACCESS_MODE are missing); nothing to launch");
         return ExitCode::from(2);
     };
-    let config = match api(&endpoint, "parameters:GetParameter", json!({ "Name": "/datasandbox/launcher/config" })).await {
+    let config = match patiently(&endpoint, "parameters:GetParameter", json!({ "Name": "/datasandbox/launcher/config" })).await {
         Ok(found) => match serde_json::from_str::<Config>(found["Parameter"]["Value"].as_str().unwrap_or_default()) {
             Ok(config) => config,
             Err(err) => {
@@ -79,7 +79,7 @@ pub async fn run() -> ExitCode {
     };
     let body = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&claim).expect("a session file serializes"));
     let started = Instant::now();
-    if let Err(err) = api(&endpoint, "storage:PutObject", json!({ "Bucket": bucket, "Key": key(SESSION_FILE), "Body": body })).await {
+    if let Err(err) = patiently(&endpoint, "storage:PutObject", json!({ "Bucket": bucket, "Key": key(SESSION_FILE), "Body": body })).await {
         say(&format!("launcher: cannot write {SESSION_FILE} into your home folder: {err}"));
         return ExitCode::from(1);
     }
@@ -118,6 +118,23 @@ pub async fn run() -> ExitCode {
     }
     say(&format!("launcher: no answer from the session validator within {} s; contact the operator", config.timeout_seconds));
     ExitCode::from(1)
+}
+
+/// How long the launcher waits out an endpoint it cannot reach (a control plane restarting).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// An endpoint call that retries while the endpoint cannot be reached at all, for up to
+/// [`PATIENCE`]; any answer, a refusal included, is returned at once.
+async fn patiently(endpoint: &str, action: &str, input: Value) -> Result<Value, String> {
+    let started = Instant::now();
+    loop {
+        match api(endpoint, action, input.clone()).await {
+            Err(err) if err.contains("\"ConnectionError\"") && started.elapsed() < PATIENCE => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The display's X socket, made by the session's Xvnc (started beside the home-folder sync).

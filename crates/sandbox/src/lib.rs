@@ -112,17 +112,32 @@ impl Sandbox {
 
     /// Creates and starts an instance. On any failure everything made so far is undone.
     pub fn create(&self, spec: &InstanceSpec) -> Result<Instance, SandboxError> {
+        self.create_with(spec, |_| Ok(())).map(|(instance, ())| instance)
+    }
+
+    /// Creates and starts an instance, calling `link_ready` once its link is up and before
+    /// its command runs: what the instance will talk to (its endpoint) is listening before
+    /// the instance can call it. On any failure, `link_ready`'s included, everything made so
+    /// far is undone.
+    pub fn create_with<T>(
+        &self,
+        spec: &InstanceSpec,
+        link_ready: impl FnOnce(&network::Link) -> Result<T, SandboxError>,
+    ) -> Result<(Instance, T), SandboxError> {
         let cgroup = cgroups::Cgroup::create(&spec.id, &spec.limits)?;
         let mut made = Made { cgroup: Some(cgroup), link: None, helper: None };
-        match self.create_inner(spec, &mut made) {
-            Ok(init_pid) => Ok(Instance {
-                id: spec.id.clone(),
-                init_pid,
-                link: spec.link.clone(),
-                helper: made.helper.take().expect("helper started").0,
-                cgroups: made.cgroup.take().expect("cgroup made"),
-                destroyed: false,
-            }),
+        match self.create_inner(spec, &mut made, link_ready) {
+            Ok((init_pid, ready)) => Ok((
+                Instance {
+                    id: spec.id.clone(),
+                    init_pid,
+                    link: spec.link.clone(),
+                    helper: made.helper.take().expect("helper started").0,
+                    cgroups: made.cgroup.take().expect("cgroup made"),
+                    destroyed: false,
+                },
+                ready,
+            )),
             Err(err) => {
                 made.undo(&self.table);
                 Err(err)
@@ -130,7 +145,12 @@ impl Sandbox {
         }
     }
 
-    fn create_inner(&self, spec: &InstanceSpec, made: &mut Made) -> Result<i32, SandboxError> {
+    fn create_inner<T>(
+        &self,
+        spec: &InstanceSpec,
+        made: &mut Made,
+        link_ready: impl FnOnce(&network::Link) -> Result<T, SandboxError>,
+    ) -> Result<(i32, T), SandboxError> {
         let config = serde_json::to_string(spec).expect("a spec serializes");
         let mut child = Command::new(&spec.self_exe)
             .arg("sandbox-helper")
@@ -161,12 +181,13 @@ impl Sandbox {
         made.link = Some(spec.link.clone());
         network::attach(&spec.link, pid)?;
         self.table.allow(&spec.link)?;
+        let ready = link_ready(&spec.link)?;
         send(stdin, "go")?;
         // 4. It forks the instance's init and reports its pid once the init runs the workload.
         let line = read_line(stdout)?;
         let init_pid =
             line.strip_prefix("running ").and_then(|p| p.parse().ok()).ok_or_else(|| setup("start the instance", line.clone()))?;
-        Ok(init_pid)
+        Ok((init_pid, ready))
     }
 
     /// Stops an instance and removes everything it had on the host.

@@ -226,3 +226,37 @@ fn teardown_leaves_nothing_behind() {
         }
     }
 }
+
+/// What an instance talks to (its endpoint) listens before the instance's command runs: a
+/// command whose very first act is to call it is answered, every time, even when the endpoint
+/// is slow to come up (here, a third of a second).
+#[test]
+fn the_endpoint_listens_before_the_instance_runs() {
+    let mut fixture = Fixture::new();
+    for _ in 0..3 {
+        let mut spec = fixture.spec(&[], Limits { vcpus: 1, memory_bytes: 256 << 20, pids: 128 });
+        let host = spec.link.host_address;
+        spec.command = vec!["/bin/bash".into(), "-c".into(), format!("echo first > /dev/tcp/{host}/{ENDPOINT_PORT}; sleep infinity")];
+        let (instance, endpoint) = fixture
+            .sandbox
+            .create_with(&spec, |link| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(TcpListener::bind((link.host_address, ENDPOINT_PORT))?)
+            })
+            .expect("create the instance");
+        endpoint.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut heard = String::new();
+        while heard.is_empty() && Instant::now() < deadline {
+            match endpoint.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false).expect("blocking");
+                    std::io::Read::read_to_string(&mut stream, &mut heard).expect("read");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        assert_eq!(heard, "first\n", "the instance's first call found its endpoint closed");
+        fixture.sandbox.destroy(instance).expect("destroy");
+    }
+}
