@@ -18,8 +18,9 @@ use crate::http;
 use crate::server::eventually;
 use crate::streaming::{redeem, streaming_url};
 
-/// The browser, driven by `web/tests/session.mjs` over its standard input and output.
-struct Browser {
+/// A browser, driven by a script of `web/tests/` (`session.mjs` unless said otherwise) over
+/// its standard input and output.
+pub(crate) struct Browser {
     child: Child,
     commands: ChildStdin,
     events: mpsc::Receiver<Value>,
@@ -27,10 +28,14 @@ struct Browser {
 
 impl Browser {
     fn open(url: &str) -> Browser {
+        Browser::run("session.mjs", url)
+    }
+
+    pub(crate) fn run(script: &str, url: &str) -> Browser {
         let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
         assert!(web.join("node_modules/playwright-core").is_dir(), "the browser tests need `npm ci --prefix web` (scripts/test runs it)");
         let mut child = Command::new("node")
-            .arg(web.join("tests/session.mjs"))
+            .arg(web.join("tests").join(script))
             .arg(url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -48,7 +53,7 @@ impl Browser {
     }
 
     /// The next event named `name` within `seconds`; page errors are reported, not skipped.
-    fn expect(&self, name: &str, seconds: u64) -> Value {
+    pub(crate) fn expect(&self, name: &str, seconds: u64) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -61,7 +66,7 @@ impl Browser {
         }
     }
 
-    fn send(&mut self, command: &str) {
+    pub(crate) fn send(&mut self, command: &str) {
         writeln!(self.commands, "{command}").expect("the browser driver reads commands");
     }
 }

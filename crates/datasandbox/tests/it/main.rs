@@ -19,6 +19,7 @@ mod s3;
 mod saml;
 mod sandbox;
 mod server;
+mod session_page;
 mod stream;
 mod streaming;
 mod trail;
