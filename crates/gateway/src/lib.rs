@@ -38,6 +38,17 @@ impl Connected<IncomingStream<'_, UnixListener>> for PeerCredentials {
     }
 }
 
+/// Set once the server is stopping: what a long-lived response (a stream of events) ends on,
+/// since the server drains open requests before it stops.
+#[derive(Clone)]
+pub(crate) struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+impl Stopping {
+    pub(crate) async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
 /// Serves the API on both listeners until `shutdown` completes, then drains open requests.
 pub async fn serve(
     control: ControlPlane,
@@ -56,6 +67,7 @@ pub async fn serve(
     let tcp_app = console::routes(federation::routes(portal::routes(stream::routes(notebook::routes(session::routes(common_routes(
         Router::new().route("/api/{service}/{action}", post(tcp_call)),
     )))))))
+    .layer(axum::Extension(Stopping(stop_rx.clone())))
     .with_state(control.clone());
     let unix_app = common_routes(Router::new().route("/api/{service}/{action}", post(unix_call))).with_state(control);
     let tcp_server =

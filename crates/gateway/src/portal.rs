@@ -112,8 +112,13 @@ async fn sessions(State(control): State<ControlPlane>, ConnectInfo(peer): Connec
 /// My sessions, live (Server-Sent Events): a `changed` message each time one of the user's
 /// sessions changes state or connection, or an operator runs a command in its workspace. The
 /// message carries nothing; the page asks for its sessions again, as the user. The stream
-/// ends when the sign-in does.
-async fn events(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+/// ends when the sign-in does, or when the server stops.
+async fn events(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(stopping): axum::Extension<crate::Stopping>,
+    headers: HeaderMap,
+) -> Response {
     let me = call(&control, bearer(&headers), peer, &headers, "identity:GetCallerIdentity", Bytes::from_static(b"{}")).await;
     let Ok(identity) = &me.result else { return reply(me) };
     let user = identity["UserName"].as_str().unwrap_or_default().to_owned();
@@ -135,8 +140,15 @@ async fn events(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectI
             }
         }
     });
+    // It ends with the sign-in, or when the server stops (which waits for open responses).
     let until = tokio::time::Instant::now() + lasts;
-    let stream = futures::StreamExt::take_until(stream, tokio::time::sleep_until(until));
+    let end = async move {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = stopping.wait() => {}
+        }
+    };
+    let stream = futures::StreamExt::take_until(stream, Box::pin(end));
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
