@@ -108,13 +108,21 @@ fn client() -> Result<reqwest::Client, ActionError> {
     Ok(CLIENT.get_or_init(|| client).clone())
 }
 
-fn provider_unreachable(what: &str, err: impl std::fmt::Display) -> ActionError {
-    tracing::warn!(what, error = %err, "the OpenID provider could not be reached");
+fn provider_unreachable(what: &str, err: impl std::fmt::Debug) -> ActionError {
+    tracing::warn!(what, error = ?err, "the OpenID provider could not be reached");
     ActionError::new(502, "OIDCProviderUnavailable", format!("the OpenID provider's {what} could not be read; try again later"))
 }
 
 async fn get_json(client: &reqwest::Client, url: &str, what: &str) -> Result<Value, ActionError> {
-    let reply = client.get(url).send().await.map_err(|e| provider_unreachable(what, e))?;
+    // A GET is safe to send twice: one more try, a moment later, when the first cannot be sent.
+    let reply = match client.get(url).send().await {
+        Ok(reply) => reply,
+        Err(first) => {
+            tracing::info!(what, error = ?first, "the OpenID provider could not be reached; trying once more");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            client.get(url).send().await.map_err(|e| provider_unreachable(what, e))?
+        }
+    };
     if !reply.status().is_success() {
         return Err(provider_unreachable(what, reply.status()));
     }
