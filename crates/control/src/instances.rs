@@ -95,7 +95,8 @@ impl Instances {
         let port = plane.spec.endpoint_port;
         self.sandbox
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || sandbox::Sandbox::new(port))
+                let pool = sandbox::ids::IdPool { base: plane.spec.id_base, slots: plane.spec.id_slots };
+                tokio::task::spawn_blocking(move || sandbox::Sandbox::new(port, pool))
                     .await
                     .map_err(ActionError::internal)?
                     .map(Arc::new)
@@ -228,6 +229,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         assignment: user,
         correlation_id: ctx.correlation_id().map(str::to_owned),
         program: None,
+        ids: None,
     };
     let instance = launch_instance(plane, launch).await?;
     Ok(json!({ "Instance": instance }))
@@ -241,6 +243,12 @@ pub(crate) fn instance_type(plane: &Plane, name: &str) -> Result<model::spec::In
     })
 }
 
+/// Reserves host ids for an instance about to be launched (see [`Launch::ids`]).
+pub(crate) async fn lease_ids(plane: &Plane) -> Result<sandbox::ids::IdLease, ActionError> {
+    let sandbox = plane.instances.sandbox(plane).await?;
+    sandbox.lease_ids().map_err(|e| ActionError::new(503, "InsufficientCapacity", e.to_string()))
+}
+
 /// What an instance is started for.
 pub(crate) struct Launch {
     pub image_name: String,
@@ -252,11 +260,17 @@ pub(crate) struct Launch {
     /// A program of its own instead of the session agent (a notebook's Jupyter server), with
     /// its variables and writable host directories.
     pub program: Option<Program>,
+    /// Host ids reserved for it beforehand (a notebook's volume is mounted for its owner
+    /// before the instance starts); otherwise the launch reserves them.
+    pub ids: Option<sandbox::ids::IdLease>,
 }
 
 pub(crate) struct Program {
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Secrets for the program (Jupyter's token), as files in `/run/datasandbox/`: never in
+    /// a host process's command line or environment.
+    pub files: Vec<(String, Vec<u8>)>,
     pub writable_binds: Vec<(PathBuf, PathBuf)>,
 }
 
@@ -285,10 +299,17 @@ impl Assignment {
 }
 
 /// The host directory bound at `/run/display` in a streaming instance: its display's RFB
-/// socket appears there, owned by the workspace user (uid 1000 inside is 101000 outside).
-pub(crate) fn display_dir(plane: &Plane, id: &str) -> std::io::Result<PathBuf> {
-    workspace_dir(plane, id, "display")
+/// socket appears there, owned by the instance's workspace user.
+fn display_dir(plane: &Plane, id: &str, ids: sandbox::ids::IdRange) -> Result<PathBuf, sandbox::SandboxError> {
+    let dir = datasets::instance_dir(plane, id).join("display");
+    sandbox::bounded_dir(&dir, DISPLAY_DIR_BYTES, ids.workspace())?;
+    Ok(dir)
 }
+
+/// What an instance may write into host directories: its display's socket (and nothing
+/// else) and its printouts.
+const DISPLAY_DIR_BYTES: u64 = 1 << 20;
+const PRINT_DIR_BYTES: u64 = 256 << 20;
 
 /// The host directory bound at `/run/print` in a streaming instance: the session's print
 /// folder, where its printer puts each job's PDF. The gateway reads it, never follows links
@@ -297,13 +318,10 @@ pub(crate) fn print_dir(plane: &Plane, id: &str) -> PathBuf {
     datasets::instance_dir(plane, id).join("print")
 }
 
-/// A directory of an instance, made for its workspace user only.
-fn workspace_dir(plane: &Plane, id: &str, name: &str) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = datasets::instance_dir(plane, id).join(name);
-    std::fs::create_dir_all(&dir)?;
-    std::os::unix::fs::chown(&dir, Some(101_000), Some(101_000))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+/// The print folder, bounded, for the instance's workspace user only.
+fn make_print_dir(plane: &Plane, id: &str, ids: sandbox::ids::IdRange) -> Result<PathBuf, sandbox::SandboxError> {
+    let dir = print_dir(plane, id);
+    sandbox::bounded_dir(&dir, PRINT_DIR_BYTES, ids.workspace())?;
     Ok(dir)
 }
 
@@ -314,13 +332,18 @@ pub(crate) fn display_socket(plane: &Plane, id: &str) -> PathBuf {
 
 /// Starts an instance: its row first, then the sandbox, its endpoint listener and — when it
 /// serves a user — their datasets. Returns the instance as `DescribeInstances` shows it.
-pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Value, ActionError> {
+pub(crate) async fn launch_instance(plane: &Plane, mut launch: Launch) -> Result<Value, ActionError> {
     let _launching = plane.instances.begin_launch()?;
     let type_name = launch.instance_type.clone();
     let instance_type = instance_type(plane, &type_name)?;
     let image_name = launch.image_name.clone();
     let image = find_image(plane, &image_name)?;
     let sandbox = plane.instances.sandbox(plane).await?;
+    let ids = match launch.ids.take() {
+        Some(ids) => ids,
+        None => lease_ids(plane).await?,
+    };
+    let range = ids.range();
 
     let mut raw = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut raw);
@@ -379,15 +402,30 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
     if let Some(assignment) = assignment {
         files.push(("session.env".to_owned(), assignment.env_file()));
     }
-    let mut read_only_binds = image.manifest.host_binds.clone();
-    read_only_binds.push((datasets::mount_source(plane, &id).map_err(ActionError::internal)?, PathBuf::from("/data")));
-    let mut writable_binds = launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default();
-    if launch.program.is_none() && (assignment.is_some() || launch.fleet.is_some()) {
-        // The display's RFB socket, which only the gateway reaches (from the host side).
-        writable_binds.push((display_dir(plane, &id).map_err(ActionError::internal)?, PathBuf::from("/run/display")));
-        // The print folder: printouts stay here unless the session may print to its device.
-        writable_binds.push((workspace_dir(plane, &id, "print").map_err(ActionError::internal)?, PathBuf::from("/run/print")));
-    }
+    files.extend(launch.program.iter().flat_map(|p| p.files.iter().cloned()));
+    // Everything of the instance on the host is its own: a directory only its ids can enter.
+    let prepared = (|| -> Result<_, sandbox::SandboxError> {
+        datasets::make_instance_dir(plane, &id, range)
+            .map_err(|e| sandbox::SandboxError::Setup { step: "make the instance's directory", message: e.to_string() })?;
+        let mut read_only_binds = image.manifest.host_binds.clone();
+        read_only_binds.push((
+            datasets::mount_source(plane, &id, range)
+                .map_err(|e| sandbox::SandboxError::Setup { step: "make the datasets' directory", message: e.to_string() })?,
+            PathBuf::from("/data"),
+        ));
+        let mut writable_binds = launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default();
+        if launch.program.is_none() && (assignment.is_some() || launch.fleet.is_some()) {
+            // The display's RFB socket, which only the gateway reaches (from the host side).
+            writable_binds.push((display_dir(plane, &id, range)?, PathBuf::from("/run/display")));
+            // The print folder: printouts stay here unless the session may print to its device.
+            writable_binds.push((make_print_dir(plane, &id, range)?, PathBuf::from("/run/print")));
+        }
+        Ok((read_only_binds, writable_binds))
+    })();
+    let (read_only_binds, writable_binds) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return Err(start_failed(plane, &id, err).await),
+    };
     let spec = sandbox::InstanceSpec {
         id: id.clone(),
         rootfs: image.rootfs(),
@@ -407,6 +445,7 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
         link: link.clone(),
         self_exe: std::env::current_exe().map_err(ActionError::internal)?,
         files,
+        log: Some(datasets::log_path(plane, &id).map_err(ActionError::internal)?),
     };
     // The endpoint listens on this link's host address only, from before the instance's
     // command runs (its first call must not find the port closed). An instance without it
@@ -415,7 +454,7 @@ pub(crate) async fn launch_instance(plane: &Plane, launch: Launch) -> Result<Val
     let made = {
         let sandbox = sandbox.clone();
         tokio::task::spawn_blocking(move || {
-            sandbox.create_with(&spec, |link| {
+            sandbox.create_with(&spec, ids, |link| {
                 let listener = std::net::TcpListener::bind((link.host_address, port))
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
                     .map_err(|e| sandbox::SandboxError::Setup {
@@ -508,8 +547,16 @@ async fn mount_datasets(plane: &Plane, id: &str, credential: &str, link: &sandbo
         return Vec::new();
     }
     let (done, outcomes) = tokio::sync::oneshot::channel();
-    let job =
-        datasets::Job { id: id.to_owned(), credential: credential.to_owned(), private_address: link.instance_address.to_string(), done };
+    let Some(owner) = plane.instances.live.lock().expect("instances lock").get(id).map(|live| live.instance.ids().workspace()) else {
+        return Vec::new();
+    };
+    let job = datasets::Job {
+        id: id.to_owned(),
+        credential: credential.to_owned(),
+        private_address: link.instance_address.to_string(),
+        owner,
+        done,
+    };
     let sent = plane.instances.datasets.get().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);
     let outcomes = if sent { outcomes.await.unwrap_or_default() } else { Vec::new() };
     outcomes

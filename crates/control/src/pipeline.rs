@@ -168,6 +168,9 @@ impl ControlPlane {
     /// policies; creates the spec's buckets and notifications; starts background work.
     /// `image_cache` is where image builds keep what they download once for every image.
     pub async fn start(spec: Spec, data_dir: &Path, socket_owner: u32, image_cache: &Path) -> Result<ControlPlane, StartError> {
+        // Instances' host ids must be no host user's: a pool overlapping a subordinate id
+        // range refuses to start (naming the entry) rather than at the first instance.
+        sandbox::ids::IdPool { base: spec.id_base, slots: spec.id_slots }.check_host().map_err(|e| StartError::Setup(e.to_string()))?;
         let store = Store::open(spec.metadata_url.as_deref(), data_dir).await?;
         // The resources serve as last deployed; a host never deployed runs on the given spec
         // until its first deploy.

@@ -32,7 +32,7 @@ fn mem_available_kib() -> u64 {
 fn main() {
     let images = tempfile::tempdir().expect("temp dir");
     let image = sandbox::image::build_base(images.path(), "base", "1", &mut |_| {}).expect("image");
-    let sandbox = Sandbox::new(18752).expect("firewall (run as root with nftables)");
+    let sandbox = Sandbox::new(18752, sandbox::ids::IdPool::default()).expect("firewall (run as root with nftables)");
     let spec = |n: usize| {
         let id = format!("b{:05x}{n:05}", std::process::id() % 0x10000);
         let (host, private) = sandbox::link_addresses(Ipv4Addr::new(10, 250, 0, 0), 16, n as u32).expect("room");
@@ -48,6 +48,7 @@ fn main() {
             env: Vec::new(),
             self_exe: PathBuf::from(env!("CARGO_BIN_EXE_datasandbox")),
             files: Vec::new(),
+            log: None,
         }
     };
     println!("Instance benchmark: {RUNS} create → first process running, then destroy; memory over {IDLE_FOR_MEMORY} idle instances");

@@ -275,7 +275,7 @@ fn main() -> ExitCode {
     // single-threaded when it forks into the instance's pid namespace.
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("sandbox-helper") => return exit_code(sandbox::helper::helper_main(args.get(2).map_or("", String::as_str))),
+        Some("sandbox-helper") => return exit_code(sandbox::helper::helper_main()),
         Some("sandbox-init") => return exit_code(sandbox::helper::init_main(after_dashes(&args))),
         Some("sandbox-exec") => return exit_code(sandbox::helper::exec_main(after_dashes(&args))),
         Some("session-agent") => return home_sync::session_agent(),

@@ -263,6 +263,11 @@ pub struct Spec {
     pub endpoint_port: u16,
     /// How long an instance credential is valid; it is rotated after two thirds of it.
     pub credential_lifetime_seconds: u64,
+    /// The pool of host ids instances map theirs to: `id_slots` ranges of 65536 ids from
+    /// `id_base`, one range per running instance; it must overlap no `/etc/subuid` or
+    /// `/etc/subgid` entry (checked when the sandbox starts).
+    pub id_base: u32,
+    pub id_slots: u32,
     pub instance_types: Vec<InstanceType>,
     pub buckets: Vec<BucketSpec>,
     pub datasets: Vec<DatasetSpec>,
@@ -461,6 +466,17 @@ fn read_spec(root: &Table) -> Spec {
     let sandbox = root.table("sandbox");
     let endpoint_port = sandbox.integer("endpoint_port", 8751, 1024..=65535) as u16;
     let credential_lifetime_seconds = sandbox.integer("credential_lifetime_seconds", 3600, 3..=86_400) as u64;
+    // The pool ends by 2^31: gocryptfs (notebook volumes) takes a file owner below that only.
+    let id_base = sandbox.integer("id_base", 1 << 30, 65_536..=(1 << 31) - 65_536) as u32;
+    let id_slots = sandbox.integer("id_slots", 16_383, 1..=32_767) as u32;
+    if u64::from(id_base) + u64::from(id_slots) * 65_536 > 1 << 31 {
+        sandbox.problem(
+            "id_slots",
+            format!(
+                "{id_slots} ranges of 65536 ids from id_base {id_base} end past host id 2147483647, the largest a notebook volume can give"
+            ),
+        );
+    }
     sandbox.finish();
 
     let instance_types = read_instance_types(root);
@@ -500,6 +516,8 @@ fn read_spec(root: &Table) -> Spec {
         audit: audit_spec,
         endpoint_port,
         credential_lifetime_seconds,
+        id_base,
+        id_slots,
         instance_types,
         buckets,
         datasets,

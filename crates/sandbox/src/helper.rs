@@ -2,12 +2,17 @@
 //! init (pid 1 of the new pid namespace). The setup order is fixed and fails closed — any
 //! error ends the process before the workload runs:
 //!
-//! 1. helper: unshare the user namespace; the host maps its ids (0 → 100000, 65536 ids).
+//! 0. host: start the helper in a session of its own (no controlling terminal), its errors
+//!    going to the instance's log; send it the spec on its stdin (never argv: `/proc/*/cmdline`
+//!    is world-readable, and the spec holds the instance's credential).
+//! 1. helper: unshare the user namespace; the host maps its ids (0 → the instance's own range
+//!    of 65536 host ids, see `ids`).
 //! 2. helper: become root of that namespace; unshare mount, network, IPC, UTS, cgroup and pid
 //!    namespaces; the host gives the network namespace its link.
 //! 3. helper: set the hostname; fork the init, which is pid 1 inside.
 //! 4. init: make every mount private; bind the image root; bind read-only host directories;
-//!    tmpfs on /tmp, /run, /dev, /home/user; device nodes; /proc (with /proc/sys read-only);
+//!    tmpfs on /tmp, /run, /dev, /home/user; device nodes (no terminal among them); /proc
+//!    (with /proc/sys read-only);
 //!    this binary and the instance's files under /run/datasandbox; remount the root read-only;
 //!    pivot_root and detach the old root.
 //! 5. init: resource limits; drop every capability from the bounding, inheritable and ambient
@@ -37,9 +42,15 @@ fn wait_go() -> Result<(), SandboxError> {
     if line.trim() == "go" { Ok(()) } else { Err(setup("talk to the host", "the host stopped the setup")) }
 }
 
-/// The helper's entry point (`datasandbox sandbox-helper <spec>`). Returns its exit code.
-pub fn helper_main(config: &str) -> i32 {
-    match run_helper(config) {
+/// The helper's entry point (`datasandbox sandbox-helper`, the spec as the first line of its
+/// stdin). Returns its exit code.
+pub fn helper_main() -> i32 {
+    let mut config = String::new();
+    if let Err(err) = std::io::stdin().lock().read_line(&mut config) {
+        eprintln!("sandbox helper: cannot read the instance spec: {err}");
+        return 125;
+    }
+    match run_helper(&config) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("sandbox helper: {err}");
@@ -135,7 +146,8 @@ fn instance_init(spec: &InstanceSpec) -> Result<(), SandboxError> {
     tmpfs(&root.join("run"), "mode=755,size=16m")?;
     tmpfs(&root.join("home/user"), &format!("mode=700,uid={WORKSPACE_UID},gid={WORKSPACE_UID},size=1g"))?;
     tmpfs(&root.join("dev"), "mode=755,size=64k")?;
-    for device in ["null", "zero", "full", "random", "urandom", "tty"] {
+    // No `tty`: `/dev/tty` is "my controlling terminal", and there is none to reach.
+    for device in ["null", "zero", "full", "random", "urandom"] {
         let target = root.join("dev").join(device);
         std::fs::File::create(&target).map_err(|e| setup("make device nodes", e))?;
         mount(Some(&Path::new("/dev").join(device)), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
@@ -220,6 +232,7 @@ pub fn init_main(command: &[String]) -> i32 {
         eprintln!("sandbox-init: no command");
         return 2;
     };
+
     // Pid 1 gets only the signals it handles: a SIGTERM with the default disposition would be
     // dropped, so it gets a handler that does nothing, then stays blocked and is taken by
     // `sigwait` below (a graceful stop, passed on to the command), as is SIGCHLD (reaping).
@@ -253,6 +266,12 @@ pub fn init_main(command: &[String]) -> i32 {
         }
     };
     let main = nix::unistd::Pid::from_raw(child.id() as i32);
+    // From here the init has nothing to say; its stderr (the instance's host-side log) is
+    // let go, so that no process of the instance holds a host file open (the workload runs as
+    // the init's user and could reach it through `/proc/1/fd/2`).
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
     loop {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {

@@ -11,22 +11,21 @@
 
 pub mod cgroups;
 pub mod helper;
+pub mod ids;
 pub mod image;
 pub mod network;
 pub mod seccomp;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-/// The first host uid (and gid) of the range an instance's ids map to; root inside an
-/// instance is this uid outside, which owns nothing on the host.
-pub const ID_BASE: u32 = 100_000;
-pub const ID_COUNT: u32 = 65_536;
-/// The workspace user inside every instance.
+/// The workspace user inside every instance (on the host, an id of the instance's own range:
+/// see [`ids`]).
 pub const WORKSPACE_UID: u32 = 1000;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +71,14 @@ pub struct InstanceSpec {
     /// This binary, bind-mounted read-only at `/run/datasandbox/datasandbox` inside.
     pub self_exe: PathBuf,
     /// Files placed in `/run/datasandbox/` inside, owned by the workspace user, mode 0400.
+    /// They reach the helper over its stdin with the rest of the spec, never in its argv or
+    /// environment (which other host users can read through `/proc`).
     pub files: Vec<(String, Vec<u8>)>,
+    /// Where the helper and the instance's init write their own errors: a host file the
+    /// operator reads (created 0600). `None`: nowhere. Never the server's standard streams,
+    /// which may be the operator's terminal.
+    #[serde(default)]
+    pub log: Option<PathBuf>,
 }
 
 /// A running instance, as the host sees it.
@@ -84,6 +90,7 @@ pub struct Instance {
     pub link: network::Link,
     helper: Child,
     cgroups: cgroups::Cgroup,
+    ids: ids::IdLease,
     destroyed: bool,
 }
 
@@ -99,34 +106,46 @@ impl Drop for Instance {
     }
 }
 
-/// The host-side manager: one nftables table, one cgroup parent, one address space.
+/// The host-side manager: one nftables table, one cgroup parent, one address space, one
+/// pool of host id ranges.
 pub struct Sandbox {
     pub table: network::Firewall,
+    slots: std::sync::Arc<ids::Slots>,
 }
 
 impl Sandbox {
-    pub fn new(endpoint_port: u16) -> Result<Sandbox, SandboxError> {
+    /// Installs the firewall table, after checking that the id pool overlaps no subordinate id
+    /// range of the host (a sandbox whose pool overlaps one does not start).
+    pub fn new(endpoint_port: u16, pool: ids::IdPool) -> Result<Sandbox, SandboxError> {
+        pool.check_host()?;
         let table = network::Firewall::install(endpoint_port)?;
-        Ok(Sandbox { table })
+        Ok(Sandbox { table, slots: ids::Slots::new(pool) })
+    }
+
+    /// Reserves a range of host ids for an instance about to be created (to prepare host
+    /// files it will own before it starts); `create_with` takes it.
+    pub fn lease_ids(&self) -> Result<ids::IdLease, SandboxError> {
+        self.slots.lease()
     }
 
     /// Creates and starts an instance. On any failure everything made so far is undone.
     pub fn create(&self, spec: &InstanceSpec) -> Result<Instance, SandboxError> {
-        self.create_with(spec, |_| Ok(())).map(|(instance, ())| instance)
+        self.create_with(spec, self.lease_ids()?, |_| Ok(())).map(|(instance, ())| instance)
     }
 
-    /// Creates and starts an instance, calling `link_ready` once its link is up and before
-    /// its command runs: what the instance will talk to (its endpoint) is listening before
-    /// the instance can call it. On any failure, `link_ready`'s included, everything made so
-    /// far is undone.
+    /// Creates and starts an instance on the host ids `ids`, calling `link_ready` once its
+    /// link is up and before its command runs: what the instance will talk to (its endpoint)
+    /// is listening before the instance can call it. On any failure, `link_ready`'s included,
+    /// everything made so far is undone.
     pub fn create_with<T>(
         &self,
         spec: &InstanceSpec,
+        ids: ids::IdLease,
         link_ready: impl FnOnce(&network::Link) -> Result<T, SandboxError>,
     ) -> Result<(Instance, T), SandboxError> {
         let cgroup = cgroups::Cgroup::create(&spec.id, &spec.limits)?;
         let mut made = Made { cgroup: Some(cgroup), link: None, helper: None };
-        match self.create_inner(spec, &mut made, link_ready) {
+        match self.create_inner(spec, ids.range(), &mut made, link_ready) {
             Ok((init_pid, ready)) => Ok((
                 Instance {
                     id: spec.id.clone(),
@@ -134,13 +153,14 @@ impl Sandbox {
                     link: spec.link.clone(),
                     helper: made.helper.take().expect("helper started").0,
                     cgroups: made.cgroup.take().expect("cgroup made"),
+                    ids,
                     destroyed: false,
                 },
                 ready,
             )),
             Err(err) => {
                 made.undo(&self.table);
-                Err(err)
+                Err(with_log_tail(err, spec.log.as_deref()))
             }
         }
     }
@@ -148,16 +168,30 @@ impl Sandbox {
     fn create_inner<T>(
         &self,
         spec: &InstanceSpec,
+        ids: ids::IdRange,
         made: &mut Made,
         link_ready: impl FnOnce(&network::Link) -> Result<T, SandboxError>,
     ) -> Result<(i32, T), SandboxError> {
-        let config = serde_json::to_string(spec).expect("a spec serializes");
-        let mut child = Command::new(&spec.self_exe)
+        // The helper's errors, and its init's, go to the instance's log: never to the
+        // server's own streams, which may be the operator's terminal.
+        let log = match &spec.log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| setup("open the instance's log", format!("{}: {e}", path.display())))?,
+            ),
+            None => Stdio::null(),
+        };
+        let mut helper = Command::new(&spec.self_exe);
+        in_new_session(&mut helper);
+        let mut child = helper
             .arg("sandbox-helper")
-            .arg(config)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .env_clear()
             .spawn()
             .map_err(|e| setup("spawn the helper", e))?;
@@ -166,11 +200,14 @@ impl Sandbox {
         let pid = child.id() as i32;
         made.helper = Some((child, stdin, stdout));
         let (_, stdin, stdout) = made.helper.as_mut().expect("just set");
+        // 0. The spec (with the instance's files: its credential) travels on the pipe.
+        send(stdin, &serde_json::to_string(spec).expect("a spec serializes"))?;
         // 1. The helper is in its cgroup before it makes any child.
         made.cgroup.as_ref().expect("made").attach(pid)?;
-        // 2. It unshares its user namespace; we map its ids to the unprivileged range.
+        // 2. It unshares its user namespace; we map its ids to the instance's own range.
         expect_line(stdout, "userns")?;
-        for (file, content) in [("uid_map", format!("0 {ID_BASE} {ID_COUNT}\n")), ("gid_map", format!("0 {ID_BASE} {ID_COUNT}\n"))] {
+        let map = format!("0 {} {}\n", ids.base, ids::RANGE_SIZE);
+        for (file, content) in [("uid_map", &map), ("gid_map", &map)] {
             std::fs::write(format!("/proc/{pid}/{file}"), content).map_err(|e| setup("write the id maps", e))?;
         }
         send(stdin, "go")?;
@@ -246,6 +283,7 @@ impl Sandbox {
             .args(command)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        in_new_session(&mut nsenter);
         // The command joins the instance's cgroups before it runs, so the instance's limits
         // hold for it too: the paths are prepared here, written between fork and exec.
         let procs: Vec<std::ffi::CString> = target
@@ -296,6 +334,11 @@ pub struct ExecTarget {
 }
 
 impl Instance {
+    /// The host ids this instance's ids map to.
+    pub fn ids(&self) -> ids::IdRange {
+        self.ids.range()
+    }
+
     pub fn exec_target(&self) -> ExecTarget {
         ExecTarget { init_pid: self.init_pid, cgroups: self.cgroups.paths() }
     }
@@ -345,11 +388,25 @@ impl Made {
     }
 }
 
+/// A setup error with the last lines the helper wrote to the instance's log (its own account
+/// of what went wrong).
+fn with_log_tail(err: SandboxError, log: Option<&std::path::Path>) -> SandboxError {
+    let tail = log.and_then(|path| std::fs::read_to_string(path).ok()).unwrap_or_default();
+    let tail: Vec<&str> = tail.lines().rev().take(3).collect();
+    match err {
+        SandboxError::Setup { step, message } if !tail.is_empty() => {
+            let said: Vec<&str> = tail.into_iter().rev().collect();
+            SandboxError::Setup { step, message: format!("{message}; its log says: {}", said.join(" / ")) }
+        }
+        other => other,
+    }
+}
+
 fn read_line(stdout: &mut BufReader<ChildStdout>) -> Result<String, SandboxError> {
     let mut line = String::new();
     stdout.read_line(&mut line).map_err(|e| setup("talk to the helper", e))?;
     if line.is_empty() {
-        return Err(setup("talk to the helper", "the helper exited during setup (see its message above)"));
+        return Err(setup("talk to the helper", "the helper exited during setup"));
     }
     Ok(line.trim_end().to_owned())
 }
@@ -373,7 +430,9 @@ pub fn place_file(init_pid: i32, name: &str, content: &[u8]) -> Result<(), Sandb
     let script = format!(
         "umask 077; cat > /run/datasandbox/.{name}.new && chown {WORKSPACE_UID}:{WORKSPACE_UID} /run/datasandbox/.{name}.new && mv -f /run/datasandbox/.{name}.new /run/datasandbox/{name} && chmod 400 /run/datasandbox/{name}"
     );
-    let mut child = Command::new("nsenter")
+    let mut nsenter = Command::new("nsenter");
+    in_new_session(&mut nsenter);
+    let mut child = nsenter
         .args(["-t", &init_pid.to_string(), "-U", "-m", "--setuid", "0", "--setgid", "0", "--", "/bin/sh", "-c", &script])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -386,6 +445,24 @@ pub fn place_file(init_pid: i32, name: &str, content: &[u8]) -> Result<(), Sandb
     if output.status.success() { Ok(()) } else { Err(setup("place a file", String::from_utf8_lossy(&output.stderr).trim().to_owned())) }
 }
 
+/// Makes `command` start in a session of its own, so that nothing it runs (inside an instance)
+/// has a controlling terminal — not even when the server runs in the operator's terminal,
+/// where a process of that terminal's session could push keystrokes into its input
+/// (`TIOCSTI`) or read them.
+fn in_new_session(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // async-signal-safe call that touches no memory.
+    #[allow(unsafe_code, reason = "setsid between fork and exec")]
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Addresses of a link: the host side and the instance side of a /30.
 pub fn link_addresses(network: Ipv4Addr, prefix_len: u8, index: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let size = 1u64 << (32 - u32::from(prefix_len));
@@ -395,4 +472,42 @@ pub fn link_addresses(network: Ipv4Addr, prefix_len: u8, index: u32) -> Option<(
     }
     let base = u32::from(network) + offset as u32;
     Some((Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2)))
+}
+
+/// Makes `dir` a host directory an instance may write (its display socket, its printouts, its
+/// notebook server's socket) that cannot grow past `size_bytes`: a tmpfs of that size (no
+/// devices, no set-id, nothing executable), mode 0700, owned by `owner` (an id of the
+/// instance's own range). Without a bound, a workload could fill the file system the data
+/// directory — and the audit trail — live on.
+pub fn bounded_dir(dir: &std::path::Path, size_bytes: u64, owner: u32) -> Result<(), SandboxError> {
+    use nix::mount::{MsFlags, mount};
+    release_dir(dir);
+    std::fs::create_dir_all(dir).map_err(|e| setup("make a bounded directory", format!("{}: {e}", dir.display())))?;
+    let options = format!("size={size_bytes},mode=0700,uid={owner},gid={owner}");
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        // Not noexec: the instance's bind of it could not drop a flag the host set (a locked
+        // mount flag), and inside, running a file from it gains nothing /tmp does not give.
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|e| setup("make a bounded directory", format!("{}: {e}", dir.display())))
+}
+
+/// Undoes [`bounded_dir`] (detaching the tmpfs even while something still holds it open) and
+/// removes the directory. A directory that was never bounded is removed all the same.
+pub fn release_dir(dir: &std::path::Path) {
+    while is_mount_point(dir) {
+        if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn is_mount_point(dir: &std::path::Path) -> bool {
+    let Some(dir) = dir.to_str() else { return false };
+    std::fs::read_to_string("/proc/self/mounts").unwrap_or_default().lines().any(|l| l.split(' ').nth(1) == Some(dir))
 }

@@ -51,7 +51,7 @@ pub const ALLOWED: &[(i64, &str)] = &[
     (libc::SYS_rt_sigtimedwait, "wait for signals with a timeout"),
     (libc::SYS_rt_sigqueueinfo, "queue signals to own processes"),
     (libc::SYS_sigaltstack, "alternate signal stacks (runtimes)"),
-    (libc::SYS_ioctl, "terminal and socket controls"),
+    (libc::SYS_ioctl, "terminal and socket controls (never TIOCSTI or TIOCLINUX: a rule refuses them)"),
     (libc::SYS_access, "check file access"),
     (libc::SYS_faccessat, "check file access relative to a directory"),
     (libc::SYS_faccessat2, "check file access with flags"),
@@ -261,6 +261,10 @@ const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWCGROUP
     | libc::CLONE_NEWTIME) as u64;
 
+/// ioctl requests refused whatever the descriptor: TIOCSTI (push a byte into a terminal's
+/// input, as if typed) and TIOCLINUX (console control, which can also inject input).
+pub const REFUSED_IOCTLS: &[u64] = &[libc::TIOCSTI, libc::TIOCLINUX];
+
 /// Builds the filter for this architecture.
 pub fn program() -> Result<BpfProgram, SandboxError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
@@ -270,6 +274,18 @@ pub fn program() -> Result<BpfProgram, SandboxError> {
             let condition = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(NAMESPACE_FLAGS), 0)
                 .map_err(|e| setup("build the seccomp filter", e))?;
             rules.insert(*syscall, vec![SeccompRule::new(vec![condition]).map_err(|e| setup("build the seccomp filter", e))?]);
+        } else if *syscall == libc::SYS_ioctl {
+            // ioctl(fd, cmd, …): never the requests that type into a terminal's input
+            // (TIOCSTI) or drive the console (TIOCLINUX). The kernel reads `cmd` as 32 bits,
+            // so only those are compared: high bits cannot smuggle it past.
+            let mut conditions = Vec::new();
+            for refused in REFUSED_IOCTLS {
+                conditions.push(
+                    SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, *refused)
+                        .map_err(|e| setup("build the seccomp filter", e))?,
+                );
+            }
+            rules.insert(*syscall, vec![SeccompRule::new(conditions).map_err(|e| setup("build the seccomp filter", e))?]);
         } else {
             rules.insert(*syscall, Vec::new());
         }

@@ -6,10 +6,12 @@
 //! the action pipeline *with the instance's own credential* — so what appears is exactly what
 //! the user's policies grant, and every read is an audited action of that instance for that
 //! user. A dataset the policies do not grant stays absent (its denied listing is audited).
-//! Files are owned by the host's root (nobody inside) with mode 0444, under a read-only
-//! mount, so neither the workspace user nor root inside can change them.
+//! Files belong to the instance's own workspace user on the host (mode 0400, directories
+//! 0500), under a read-only mount, inside the instance's directory (0700, owned by the
+//! instance's root id) in `instances/` (0711, not listable): no other host user, and no
+//! other instance, can read them.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use base64::Engine as _;
@@ -24,12 +26,36 @@ pub(crate) fn instance_dir(plane: &Plane, id: &str) -> PathBuf {
     plane.data_dir.join("instances").join(id)
 }
 
-/// The host directory bind-mounted read-only at `/data` inside the instance.
-pub(crate) fn mount_source(plane: &Plane, id: &str) -> std::io::Result<PathBuf> {
-    let dir = instance_dir(plane, id).join("data");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+/// Makes `instances/` (0711: traversable, as the instance's setup must reach its own
+/// directory, but not listable) and the instance's own directory (0700, owned by the
+/// instance's root id).
+pub(crate) fn make_instance_dir(plane: &Plane, id: &str, ids: sandbox::ids::IdRange) -> std::io::Result<PathBuf> {
+    let parent = plane.data_dir.join("instances");
+    std::fs::DirBuilder::new().recursive(true).mode(0o711).create(&parent)?;
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o711))?;
+    let dir = instance_dir(plane, id);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    std::os::unix::fs::chown(&dir, Some(ids.root()), Some(ids.root()))?;
     Ok(dir)
+}
+
+/// The host directory bind-mounted read-only at `/data` inside the instance: the instance's
+/// workspace user may read it, nobody else.
+pub(crate) fn mount_source(plane: &Plane, id: &str, ids: sandbox::ids::IdRange) -> std::io::Result<PathBuf> {
+    let dir = instance_dir(plane, id).join("data");
+    std::fs::DirBuilder::new().mode(0o500).create(&dir)?;
+    std::os::unix::fs::chown(&dir, Some(ids.workspace()), Some(ids.workspace()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500))?;
+    Ok(dir)
+}
+
+/// Where the instance's sandbox helper and init write their errors: `logs/instances/<id>.log`,
+/// for the operator only (kept after the instance ends).
+pub(crate) fn log_path(plane: &Plane, id: &str) -> std::io::Result<PathBuf> {
+    let dir = plane.data_dir.join("logs").join("instances");
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    std::fs::set_permissions(plane.data_dir.join("logs"), std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir.join(format!("{id}.log")))
 }
 
 /// What one dataset became in one instance.
@@ -45,6 +71,8 @@ pub(crate) struct Job {
     pub id: String,
     pub credential: String,
     pub private_address: String,
+    /// The host id of the instance's workspace user, who alone may read the copies.
+    pub owner: u32,
     pub done: tokio::sync::oneshot::Sender<Vec<(String, Outcome)>>,
 }
 
@@ -56,7 +84,7 @@ pub(crate) fn start_worker(control: ControlPlane) -> tokio::sync::mpsc::Unbounde
         while let Some(job) = queue.recv().await {
             let control = control.clone();
             tokio::spawn(async move {
-                let outcomes = materialize(&control, &job.id, &job.credential, &job.private_address).await;
+                let outcomes = materialize(&control, &job.id, &job.credential, &job.private_address, job.owner).await;
                 let _ = job.done.send(outcomes);
             });
         }
@@ -65,13 +93,13 @@ pub(crate) fn start_worker(control: ControlPlane) -> tokio::sync::mpsc::Unbounde
 }
 
 /// Reads every dataset as the instance (acting for its user) and lays it out under the mount.
-async fn materialize(control: &ControlPlane, id: &str, credential: &str, private_address: &str) -> Vec<(String, Outcome)> {
+async fn materialize(control: &ControlPlane, id: &str, credential: &str, private_address: &str, owner: u32) -> Vec<(String, Outcome)> {
     let plane = &control.plane;
     let root = instance_dir(plane, id);
     let mut outcomes = Vec::new();
     for dataset in &plane.current().datasets {
         let caller = Caller { control, credential, private_address };
-        let outcome = match copy_dataset(&caller, &root, dataset).await {
+        let outcome = match copy_dataset(&caller, &root, dataset, owner).await {
             Ok(Some((objects, bytes))) => Outcome::Mounted { objects, bytes },
             Ok(None) => Outcome::NotGranted,
             Err(message) => Outcome::Failed(message),
@@ -104,11 +132,20 @@ impl Caller<'_> {
 }
 
 /// `Ok(None)` when the user may not list the dataset.
-async fn copy_dataset(caller: &Caller<'_>, root: &Path, dataset: &model::spec::DatasetSpec) -> Result<Option<(usize, u64)>, String> {
+async fn copy_dataset(
+    caller: &Caller<'_>,
+    root: &Path,
+    dataset: &model::spec::DatasetSpec,
+    owner: u32,
+) -> Result<Option<(usize, u64)>, String> {
     let staging = root.join("staging").join(&dataset.name);
     let target = root.join("data").join(&dataset.name);
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| format!("cannot make `{}`: {e}", staging.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| format!("cannot make `{}`: {e}", staging.display()))?;
     let mut token: Option<String> = None;
     let (mut objects, mut bytes) = (0usize, 0u64);
     loop {
@@ -136,7 +173,7 @@ async fn copy_dataset(caller: &Caller<'_>, root: &Path, dataset: &model::spec::D
             let body = base64::engine::general_purpose::STANDARD
                 .decode(object["Body"].as_str().unwrap_or_default())
                 .map_err(|e| format!("object `{key}` came back unreadable: {e}"))?;
-            write_read_only(&staging.join(&relative), &body)?;
+            write_read_only(&staging.join(&relative), &body, owner)?;
             objects += 1;
             bytes += body.len() as u64;
         }
@@ -145,7 +182,8 @@ async fn copy_dataset(caller: &Caller<'_>, root: &Path, dataset: &model::spec::D
             None => break,
         }
     }
-    // The dataset appears inside at once, whole.
+    // The dataset appears inside at once, whole, readable by the workspace user alone.
+    protect_tree(&staging, owner)?;
     let _ = std::fs::remove_dir_all(&target);
     std::fs::rename(&staging, &target).map_err(|e| format!("cannot move the dataset into place: {e}"))?;
     Ok(Some((objects, bytes)))
@@ -158,18 +196,51 @@ fn safe_relative(rest: &str) -> Option<PathBuf> {
     (normal && !rest.is_empty() && !rest.ends_with('/')).then(|| path.to_path_buf())
 }
 
-fn write_read_only(path: &Path, body: &[u8]) -> Result<(), String> {
+/// Writes one object's copy: created 0400 (never readable by others, not even for a moment),
+/// owned by the workspace user.
+fn write_read_only(path: &Path, body: &[u8], owner: u32) -> Result<(), String> {
+    use std::io::Write as _;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot make `{}`: {e}", parent.display()))?;
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o555)).ok();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| format!("cannot make `{}`: {e}", parent.display()))?;
     }
-    std::fs::write(path, body).map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).map_err(|e| format!("cannot protect `{}`: {e}", path.display()))
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(path)
+        .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+    file.write_all(body).map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+    std::os::unix::fs::fchown(&file, Some(owner), Some(owner)).map_err(|e| format!("cannot give `{}` to the instance: {e}", path.display()))
+}
+
+/// Gives a staged dataset's directories to the workspace user, read and enter only (0500).
+fn protect_tree(dir: &Path, owner: u32) -> Result<(), String> {
+    let protect = |path: &Path| -> Result<(), String> {
+        std::os::unix::fs::chown(path, Some(owner), Some(owner))
+            .map_err(|e| format!("cannot give `{}` to the instance: {e}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o500))
+            .map_err(|e| format!("cannot protect `{}`: {e}", path.display()))
+    };
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))? {
+        let entry = entry.map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            protect_tree(&entry.path(), owner)?;
+        }
+    }
+    protect(dir)
 }
 
 /// Removes what the host kept for an instance.
 pub(crate) fn remove(plane: &Plane, id: &str) {
     let dir = instance_dir(plane, id);
+    // The bounded directories are file systems of their own: detached first.
+    for bounded in ["display", "print"] {
+        sandbox::release_dir(&dir.join(bounded));
+    }
     if let Err(err) = std::fs::remove_dir_all(&dir)
         && err.kind() != std::io::ErrorKind::NotFound
     {

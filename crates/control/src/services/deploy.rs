@@ -250,7 +250,12 @@ fn restart_required(running: &Spec, next: &Spec) -> Vec<&'static str> {
         ("metadata.url", running.metadata_url != next.metadata_url),
         ("storage", running.storage != next.storage || running.max_object_size != next.max_object_size),
         ("audit", running.audit != next.audit),
-        ("sandbox", running.endpoint_port != next.endpoint_port || running.credential_lifetime_seconds != next.credential_lifetime_seconds),
+        (
+            "sandbox",
+            running.endpoint_port != next.endpoint_port
+                || running.credential_lifetime_seconds != next.credential_lifetime_seconds
+                || (running.id_base, running.id_slots) != (next.id_base, next.id_slots),
+        ),
     ];
     for (field, differs) in checks {
         if differs {

@@ -9,7 +9,6 @@
 //! by the notebook's KMS key: while the notebook is stopped, nothing of the volume is
 //! plaintext on the host disk.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -74,6 +73,9 @@ pub struct NotebookTarget {
 pub(crate) struct Notebooks {
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
+
+/// What a notebook's instance may write to its server's socket directory on the host.
+const RUN_DIR_BYTES: u64 = 1 << 20;
 
 fn notebook_dir(plane: &Plane, name: &str) -> PathBuf {
     plane.data_dir.join("notebooks").join(name)
@@ -217,21 +219,26 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
     crate::instances::ensure_image(plane, &plane.current(), NOTEBOOK_IMAGE).await?;
     let dir = notebook_dir(plane, name);
     let (plain, run) = (Volume::new(dir.clone()).plain(), dir.join("run"));
+    // The instance's host ids are chosen first: its volume and directories are made its own.
+    let ids = crate::instances::lease_ids(plane).await?;
+    let range = ids.range();
     let password = hex::encode(&data_key);
     {
         let volume = Volume::new(dir.clone());
-        tokio::task::spawn_blocking(move || volume.mount(&password)).await.map_err(ActionError::internal)??;
+        tokio::task::spawn_blocking(move || volume.mount(&password, range)).await.map_err(ActionError::internal)??;
     }
-    let _ = std::fs::remove_dir_all(&run);
-    std::fs::create_dir_all(&run).map_err(ActionError::internal)?;
-    std::os::unix::fs::chown(&run, Some(101_000), Some(101_000)).map_err(ActionError::internal)?;
-    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).map_err(ActionError::internal)?;
+    // Its server's socket directory is bounded: the instance can write there, and must not
+    // be able to fill the data directory's file system.
+    sandbox::bounded_dir(&run, RUN_DIR_BYTES, range.workspace()).map_err(ActionError::internal)?;
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = hex::encode(raw);
     let program = Program {
         command: vec![
             "/opt/jupyter/bin/python".into(),
+            // Isolated: no module is looked up in the writable working directory (the user's
+            // code could plant one for the server to import), no PYTHON* variable is read.
+            "-I".into(),
             "-m".into(),
             "jupyterlab".into(),
             "--no-browser".into(),
@@ -241,7 +248,12 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
             // The gateway is the only client; it speaks for the session's user.
             "--ServerApp.disable_check_xsrf=True".into(),
         ],
-        env: vec![("JUPYTER_TOKEN".into(), token.clone()), ("PATH".into(), "/opt/jupyter/bin:/usr/bin:/bin".into())],
+        // The token is a file (never in a host process's environment or command line).
+        env: vec![
+            ("JUPYTER_TOKEN_FILE".into(), "/run/datasandbox/jupyter-token".into()),
+            ("PATH".into(), "/opt/jupyter/bin:/usr/bin:/bin".into()),
+        ],
+        files: vec![("jupyter-token".into(), token.clone().into_bytes())],
         writable_binds: vec![(run.clone(), PathBuf::from("/run/jupyter")), (plain.clone(), PathBuf::from("/home/user/work"))],
     };
     let launch = Launch {
@@ -251,6 +263,7 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
         assignment: None,
         correlation_id: None,
         program: Some(program),
+        ids: Some(ids),
     };
     let instance = launch_instance(plane, launch).await?;
     let instance_id = instance["InstanceId"].as_str().unwrap_or_default().to_owned();

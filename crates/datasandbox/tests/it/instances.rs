@@ -7,20 +7,20 @@ use sha2::{Digest, Sha256};
 
 use crate::Server;
 
-fn server_with_image() -> Server {
+pub(crate) fn server_with_image() -> Server {
     let server = Server::start(&[]);
     let built = server.cli(&["image", "build", "base"], &[]);
     assert_eq!(built.exit, 0, "{:?}", built.stderr);
     server
 }
 
-fn create(server: &Server, user: &str) -> Value {
+pub(crate) fn create(server: &Server, user: &str) -> Value {
     let out = server.ok("streaming:CreateInstance", json!({ "UserId": user }));
     out["Instance"].clone()
 }
 
 /// Runs a shell script inside the instance through `instances exec`.
-fn sh(server: &Server, instance: &Value, script: &str) -> (i32, String) {
+pub(crate) fn sh(server: &Server, instance: &Value, script: &str) -> (i32, String) {
     let id = instance["InstanceId"].as_str().expect("id");
     let called = server.cli(&["instances", "exec", id, "--", "/bin/bash", "-c", script], &[]);
     let text = match &called.stdout {
@@ -41,7 +41,7 @@ fn endpoint_call(action: &str, input: &Value, with_credential: bool) -> String {
     )
 }
 
-fn home(user: &str) -> String {
+pub(crate) fn home(user: &str) -> String {
     format!("user/custom/{}/", hex::encode(Sha256::digest(user.as_bytes())))
 }
 
@@ -240,9 +240,8 @@ fn a_sync_conflict_keeps_both_versions_and_a_stop_flushes() {
     assert_eq!(get(&format!("{}last.txt", home("gina"))).as_deref(), Some("last\n"), "the final flush lost a file");
 }
 
-#[test]
-fn granted_datasets_appear_read_only_under_data() {
-    let spec = r#"[[buckets]]
+/// A spec with one dataset, `trials` (bucket `research`, prefix `trials/`), granted to `hana`.
+pub(crate) const DATASET_SPEC: &str = r#"[[buckets]]
 name = "datasandbox-home"
 home_folders = true
 
@@ -266,6 +265,10 @@ permit (
   resource in DataSandbox::Bucket::"research"
 );"""
 "#;
+
+#[test]
+fn granted_datasets_appear_read_only_under_data() {
+    let spec = DATASET_SPEC;
     let server = Server::start_with_spec(spec, &[]);
     assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
     for (key, body) in [("trials/2026/results.csv", "id,score\n1,0.9\n"), ("trials/readme.txt", "read me\n"), ("other/secret.txt", "no")] {

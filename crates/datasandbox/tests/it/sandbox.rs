@@ -24,7 +24,8 @@ impl Fixture {
     pub fn new() -> Fixture {
         let images = tempfile::tempdir().expect("temp dir");
         let image = sandbox::image::build_base(images.path(), "base", "1", &mut |_| {}).expect("build the base image");
-        let sandbox = Sandbox::new(ENDPOINT_PORT).expect("install the firewall table (needs root and nftables)");
+        let sandbox =
+            Sandbox::new(ENDPOINT_PORT, sandbox::ids::IdPool::default()).expect("install the firewall table (needs root and nftables)");
         Fixture { sandbox, image, _images: images, vpc: crate::server::Vpc::claim(), next: 0 }
     }
 
@@ -44,6 +45,7 @@ impl Fixture {
             env: vec![("DS_USER_NAME".into(), "alice".into())],
             self_exe: PathBuf::from(BIN),
             files: vec![("credential".into(), b"not-a-real-credential".to_vec())],
+            log: None,
         }
     }
 
@@ -79,10 +81,7 @@ fn an_instance_is_confined() {
     assert!(status.trim_end().ends_with("instance"), "{status}");
     // Root inside is an unprivileged uid outside.
     let host_uid = std::fs::read_to_string(format!("/proc/{}/status", instance.init_pid)).expect("status");
-    assert!(
-        host_uid.lines().any(|l| l.starts_with("Uid:") && l.contains(&(sandbox::ID_BASE + sandbox::WORKSPACE_UID).to_string())),
-        "{host_uid}"
-    );
+    assert!(host_uid.lines().any(|l| l.starts_with("Uid:") && l.contains(&instance.ids().workspace().to_string())), "{host_uid}");
 
     let attacks = [
         ("mount a filesystem", "mount -t tmpfs none /tmp"),
@@ -239,7 +238,7 @@ fn the_endpoint_listens_before_the_instance_runs() {
         spec.command = vec!["/bin/bash".into(), "-c".into(), format!("echo first > /dev/tcp/{host}/{ENDPOINT_PORT}; sleep infinity")];
         let (instance, endpoint) = fixture
             .sandbox
-            .create_with(&spec, |link| {
+            .create_with(&spec, fixture.sandbox.lease_ids().expect("host ids"), |link| {
                 std::thread::sleep(Duration::from_millis(300));
                 Ok(TcpListener::bind((link.host_address, ENDPOINT_PORT))?)
             })

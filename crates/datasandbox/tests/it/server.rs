@@ -14,6 +14,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub api: String,
     child: Child,
+    /// The server's own pid: `child`'s, or, on a terminal, that of the child of `script`.
+    pid: u32,
     vpc: Vpc,
 }
 
@@ -76,7 +78,22 @@ impl Server {
     pub fn start_with_env(overrides: &[&str], env: &[(&str, &str)]) -> Server {
         let (dir, vpc) = (tempfile::tempdir().expect("temp dir"), Vpc::claim());
         let (child, api) = launch_command(dir.path(), &vpc, overrides, env).expect("server starts");
-        Server { dir, api, child, vpc }
+        Server { dir, api, pid: child.id(), child, vpc }
+    }
+
+    /// Starts `datasandbox up` the way an operator does, in a terminal: on a pseudo-terminal
+    /// that is the server's controlling terminal (`script` from util-linux makes one).
+    pub fn start_on_terminal(overrides: &[&str]) -> Server {
+        let (dir, vpc) = (tempfile::tempdir().expect("temp dir"), Vpc::claim());
+        let (child, api) = launch(dir.path(), &vpc, overrides, &[], true).expect("server starts on a terminal");
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).expect("script's children");
+        let pid = children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("script runs the server");
+        Server { dir, api, pid, child, vpc }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     pub fn start_with_spec(spec: &str, overrides: &[&str]) -> Server {
@@ -84,7 +101,7 @@ impl Server {
         let path = dir.path().join("datasandbox.toml");
         std::fs::write(&path, spec).expect("write spec");
         let (child, api) = launch_command(dir.path(), &vpc, overrides, &[]).expect("server starts");
-        Server { dir, api, child, vpc }
+        Server { dir, api, pid: child.id(), child, vpc }
     }
 
     /// The `-c vpc_cidr=…` this server runs with: a deploy of its spec passes it too.
@@ -105,6 +122,7 @@ impl Server {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
         let (child, api) = launch_command(self.data_dir(), &self.vpc, overrides, &[]).expect("server restarts");
+        self.pid = child.id();
         self.child = child;
         self.api = api;
     }
@@ -118,13 +136,14 @@ impl Server {
     /// Starts the server again on the same data directory.
     pub fn restart(&mut self, overrides: &[&str]) {
         let (child, api) = launch_command(self.data_dir(), &self.vpc, overrides, &[]).expect("server restarts");
+        self.pid = child.id();
         self.child = child;
         self.api = api;
     }
 
     /// Stops the server with SIGINT and waits for it; returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let pid = self.pid.to_string();
         Command::new("kill").args(["-INT", &pid]).status().expect("kill -INT");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -239,7 +258,7 @@ impl Drop for Server {
             self.report_for_a_failed_test();
         }
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+            let _ = Command::new("kill").args(["-INT", &self.pid.to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(10));
@@ -253,12 +272,29 @@ impl Drop for Server {
 /// Starts `datasandbox up` on `vpc` and waits for its `ready` line; returns the API address.
 /// On failure returns the server's log.
 fn launch_command(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)]) -> Result<(Child, String), String> {
-    let mut command = Command::new(BIN);
-    command.envs(env.iter().copied());
-    command.arg("--data-dir").arg(data_dir).arg("up").args(["-c", "server.api_listen=127.0.0.1:0", "-c", &vpc.setting()]);
+    launch(data_dir, vpc, overrides, env, false)
+}
+
+fn launch(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)], terminal: bool) -> Result<(Child, String), String> {
+    let mut args: Vec<String> =
+        vec!["--data-dir".into(), data_dir.display().to_string(), "up".into(), "-c".into(), "server.api_listen=127.0.0.1:0".into()];
+    args.extend(["-c".into(), vpc.setting()]);
     for o in overrides {
-        command.args(["-c", o]);
+        args.extend(["-c".into(), (*o).to_owned()]);
     }
+    let mut command = if terminal {
+        // `script -e -c <command line>`: the server gets a new pseudo-terminal as its
+        // controlling terminal, its output copied to ours.
+        let line: Vec<String> = std::iter::once(BIN.to_owned()).chain(args).map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
+        let mut command = Command::new("script");
+        command.args(["-q", "-f", "-e", "-c", &line.join(" "), "/dev/null"]).stdin(Stdio::piped());
+        command
+    } else {
+        let mut command = Command::new(BIN);
+        command.args(args);
+        command
+    };
+    command.envs(env.iter().copied());
     // The server's log goes to `server.log` in its data directory, written as it comes: a pipe
     // nobody read would fill up and stall the server mid-test.
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).map_err(|e| e.to_string())?;
@@ -271,7 +307,13 @@ fn launch_command(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, 
             let _ = tx.send(line);
         }
     });
-    match rx.recv_timeout(Duration::from_secs(30)) {
+    // On a terminal the server's log shares the terminal with its ready line.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut first = rx.recv_timeout(Duration::from_secs(30));
+    while terminal && first.as_ref().is_ok_and(|line| !line.starts_with("ready ")) {
+        first = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+    match first {
         Ok(line) if line.starts_with("ready ") => {
             let api = line.split_whitespace().find_map(|w| w.strip_prefix("api=http://")).expect("ready line names the api").to_owned();
             Ok((child, api))

@@ -6,7 +6,7 @@
 //! `disk/` (where the disk is mounted while the notebook runs), `disk/cipher/` (gocryptfs's
 //! directory) and `plain/` (the decrypted view, bound into the notebook's instance).
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -41,8 +41,13 @@ impl Volume {
 
     /// Makes the disk and the encrypted directory on it; leaves nothing mounted.
     pub fn create(&self, size_gb: u64, password: &str) -> Result<(), ActionError> {
-        std::fs::create_dir_all(&self.dir).map_err(ActionError::internal)?;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o711)).map_err(ActionError::internal)?;
+        if let Some(parent) = self.dir.parent() {
+            // Traversable (a notebook's instance enters its own directory), not listable.
+            std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent).map_err(ActionError::internal)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711)).map_err(ActionError::internal)?;
+        }
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(ActionError::internal)?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(ActionError::internal)?;
         let image = std::fs::File::create(self.image()).map_err(ActionError::internal)?;
         image.set_len(size_gb * GIB).map_err(ActionError::internal)?;
         drop(image);
@@ -68,12 +73,21 @@ impl Volume {
         initialized
     }
 
-    /// Mounts the disk, then the decrypted view, owned by the workspace user.
-    pub fn mount(&self, password: &str) -> Result<(), ActionError> {
+    /// Mounts the disk, then the decrypted view, for the instance whose host ids are `ids`:
+    /// the notebook's directory becomes its own (0700, its root id; no other host user can
+    /// enter it), and every file of the view shows as its workspace user's, whichever
+    /// instance wrote it before.
+    pub fn mount(&self, password: &str, ids: sandbox::ids::IdRange) -> Result<(), ActionError> {
+        std::os::unix::fs::chown(&self.dir, Some(ids.root()), Some(ids.root())).map_err(ActionError::internal)?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(ActionError::internal)?;
         self.mount_disk()?;
         std::fs::create_dir_all(self.plain()).map_err(ActionError::internal)?;
+        let owner = format!("{0}:{0}", ids.workspace());
         let mounted = with_password(
-            Command::new("gocryptfs").args(["-q", "-allow_other", "-passfile", "/dev/stdin"]).arg(self.cipher()).arg(self.plain()),
+            Command::new("gocryptfs")
+                .args(["-q", "-allow_other", "-force_owner", &owner, "-passfile", "/dev/stdin"])
+                .arg(self.cipher())
+                .arg(self.plain()),
             password,
             "mount the volume",
         );
@@ -81,13 +95,16 @@ impl Volume {
             unmount(&self.disk());
             return Err(err);
         }
-        // The workspace user owns the volume's root (uid 1000 inside is 101000 outside).
-        std::os::unix::fs::chown(self.plain(), Some(101_000), Some(101_000)).map_err(ActionError::internal)
+        Ok(())
     }
 
+    /// Unmounts the view and the disk, removes the server's socket directory, and gives the
+    /// notebook's directory back to the host's root.
     pub fn unmount(&self) {
         unmount(&self.plain());
         unmount(&self.disk());
+        sandbox::release_dir(&self.dir.join("run"));
+        let _ = std::os::unix::fs::chown(&self.dir, Some(0), Some(0));
     }
 
     /// Grows a stopped notebook's disk (volumes only grow, as in SageMaker).

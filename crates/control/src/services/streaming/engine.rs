@@ -147,6 +147,7 @@ async fn keep_warm(
             assignment: None,
             correlation_id: None,
             program: None,
+            ids: None,
         };
         tokio::spawn(async move {
             let _permit = launches.acquire().await;
@@ -302,6 +303,7 @@ async fn start_for_session(
         assignment: Some(assignment(plane, session_id).await?),
         correlation_id: Some(row.try_get("correlation_id")?),
         program: None,
+        ids: None,
     };
     plane.streaming.starting.lock().expect("starting lock").insert(session_id.to_owned());
     count_launch(plane, &name, 1);

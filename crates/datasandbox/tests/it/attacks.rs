@@ -1,0 +1,9 @@
+//! The attack table of the outside security review (issue 16): one module per finding, named
+//! by its number, each test performing the attack and checking that it fails. Each was seen
+//! to succeed (the test failing) before its fix.
+
+mod f01_terminal;
+mod f02_host_files;
+mod f03_id_ranges;
+mod f05_bounded_dirs;
+mod f07_secrets_in_argv;

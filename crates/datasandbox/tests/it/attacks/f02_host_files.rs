@@ -1,0 +1,58 @@
+//! Finding 2: granted datasets were copied into `instances/<id>/data` world-readable (0755
+//! directories, 0444 files) under a listable `instances/`, so any host user could read every
+//! running session's data.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::Server;
+use crate::instances::{DATASET_SPEC, create, sh};
+
+/// Runs a command as `nobody`, an ordinary host user with no part in DataSandbox.
+fn as_nobody(command: &str) -> (bool, String) {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "/bin/sh", "-c", command])
+        .output()
+        .expect("setpriv (util-linux)");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn f02_another_host_user_cannot_read_an_instances_datasets() {
+    let server = Server::start_with_spec(DATASET_SPEC, &[]);
+    assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
+    server
+        .ok("storage:PutObject", json!({ "Bucket": "research", "Key": "trials/readme.txt", "Body": crate::server::b64(b"secret rows\n") }));
+    let hana = create(&server, "hana");
+    assert_eq!(hana["Datasets"][0]["State"], "MOUNTED", "{hana}");
+    let id = hana["InstanceId"].as_str().expect("id");
+    let instances = server.data_dir().join("instances");
+    let copy = instances.join(id).join("data/trials/readme.txt");
+    assert!(copy.exists(), "the test's premise: the copy is at {}", copy.display());
+
+    // A host user can neither list the instances, nor enter one, nor read a copy by its path.
+    for attack in [
+        format!("ls {}", instances.display()),
+        format!("ls {}", instances.join(id).display()),
+        format!("cat {}", copy.display()),
+        format!("ls {}", instances.join(id).join("display").display()),
+    ] {
+        let (succeeded, out) = as_nobody(&attack);
+        assert!(!succeeded, "a host user ran `{attack}`: {out}");
+    }
+    // The shapes that make it so: `instances/` traversable only, the instance's directory its
+    // own, the copies its workspace user's alone.
+    let mode = |path: &std::path::Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o7777;
+    assert_eq!(mode(&instances), 0o711);
+    assert_eq!(mode(&instances.join(id)), 0o700);
+    assert_eq!(mode(&copy), 0o400);
+    assert_eq!(mode(copy.parent().expect("dir")), 0o500);
+    let owner = std::fs::metadata(&copy).expect("metadata").uid();
+    assert!(owner >= 1 << 30, "the copy belongs to uid {owner}, not to the instance's own range");
+
+    // The instance's user still reads it.
+    assert_eq!(sh(&server, &hana, "cat /data/trials/readme.txt").1, "secret rows\n");
+    server.ok("streaming:TerminateInstance", json!({ "InstanceId": hana["InstanceId"] }));
+}

@@ -1,0 +1,60 @@
+//! Finding 3: every instance ran as host uid 101000, inside Debian's first subordinate id
+//! range (`100000:65536`): the host user owning that range could become "every instance"
+//! through `newuidmap` and read decrypted notebooks, drive displays, reach Jupyter sockets.
+
+use std::process::Command;
+
+use crate::instances::{create, server_with_image, sh};
+use crate::server::BIN;
+
+#[test]
+fn f03_each_instance_has_host_ids_of_its_own_outside_every_subordinate_range() {
+    let server = server_with_image();
+    let (a, b) = (create(&server, "alice"), create(&server, "bob"));
+    let map = |instance| {
+        let (code, map) = sh(&server, instance, "cat /proc/self/uid_map; cat /proc/self/gid_map");
+        assert_eq!(code, 0, "{map}");
+        let fields: Vec<u64> = map.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        assert_eq!(fields.len(), 6, "{map}");
+        assert_eq!(fields[..3], fields[3..], "uids and gids map alike");
+        (fields[1], fields[2])
+    };
+    let ((base_a, count_a), (base_b, count_b)) = (map(&a), map(&b));
+    assert_ne!(base_a, base_b, "two instances share host ids");
+    assert!(base_a + count_a <= base_b || base_b + count_b <= base_a, "the ranges overlap");
+    // Neither lies in a subordinate range any host user owns.
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let parts: Vec<&str> = line.split(':').collect();
+            let (Some(start), Some(count)) =
+                (parts.get(1).and_then(|s| s.parse::<u64>().ok()), parts.get(2).and_then(|s| s.parse::<u64>().ok()))
+            else {
+                continue;
+            };
+            for (base, size) in [(base_a, count_a), (base_b, count_b)] {
+                assert!(base + size <= start || start + count <= base, "{base}+{size} overlaps {file} `{line}`");
+            }
+        }
+    }
+}
+
+/// A pool configured over a host user's subordinate range refuses to start, naming the entry.
+/// The entry is made in a private mount namespace (a bind over `/etc/subuid`), so the host's
+/// own file is untouched.
+#[test]
+fn f03_a_pool_overlapping_etc_subuid_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let subuid = dir.path().join("subuid");
+    std::fs::write(&subuid, "mallory:100000:65536\n").expect("write the fake entry");
+    let data = dir.path().join("data");
+    let script = format!(
+        "mount --bind {} /etc/subuid && exec timeout 20 {BIN} --data-dir {} up -c server.api_listen=127.0.0.1:0 -c sandbox.id_base=131072 -c sandbox.id_slots=4",
+        subuid.display(),
+        data.display()
+    );
+    let out = Command::new("unshare").args(["--mount", "--propagation", "private", "/bin/sh", "-c", &script]).output().expect("unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.status.code() != Some(124), "the server started over a subordinate range:\n{stderr}");
+    assert!(stderr.contains("/etc/subuid line 1 `mallory:100000:65536`"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "it must not serve");
+}

@@ -1,0 +1,53 @@
+//! Finding 5 (the instances' part): the host directories an instance can write (its display's
+//! socket directory, its print folder, a notebook server's socket directory) were plain
+//! directories on the data directory's file system: one `open(...).write(...)` from inside
+//! could fill the disk the audit trail lives on.
+
+use serde_json::{Value, json};
+
+use crate::Server;
+use crate::instances::{create, server_with_image, sh};
+use crate::server::eventually;
+
+/// Writes 300 MiB into `dir` inside the instance; returns what it reports and the bytes that
+/// landed.
+fn flood(server: &Server, instance: &Value, dir: &str) -> (i32, String) {
+    sh(server, instance, &format!("head -c 300M /dev/zero 2>/tmp/flood.err > {dir}/flood; cat /tmp/flood.err; stat -c %s {dir}/flood"))
+}
+
+#[test]
+fn f05_an_instance_cannot_fill_the_host_disk_through_its_writable_host_directories() {
+    let server = server_with_image();
+    let instance = create(&server, "mallory");
+    for (dir, limit) in [("/run/print", 256u64 << 20), ("/run/display", 1 << 20)] {
+        let (_, out) = flood(&server, &instance, dir);
+        assert!(out.contains("No space left on device"), "{dir}: {out}");
+        let landed: u64 = out.lines().last().and_then(|l| l.trim().parse().ok()).expect("a size");
+        assert!(landed <= limit, "{dir}: {landed} bytes landed on the host");
+    }
+    // The flood stays inside the instance's bounded directories, which end with it.
+    let id = instance["InstanceId"].as_str().expect("id").to_owned();
+    server.ok("streaming:TerminateInstance", json!({ "InstanceId": id }));
+    assert!(!server.data_dir().join("instances").join(&id).exists());
+}
+
+#[test]
+fn f05_a_notebook_cannot_fill_the_host_disk_through_its_server_socket_directory() {
+    let server = Server::start(&[]);
+    for recipe in ["base", "notebook"] {
+        assert_eq!(server.cli(&["image", "build", recipe], &[]).exit, 0, "image {recipe}");
+    }
+    server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": "flood", "InstanceType": "stream.standard.small" }));
+    eventually(180, "the notebook in service", || {
+        let described = server.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": "flood" }));
+        assert_ne!(described["NotebookInstanceStatus"], "Failed", "{described}");
+        (described["NotebookInstanceStatus"] == "InService").then_some(())
+    });
+    let instances = server.ok("streaming:DescribeInstances", json!({}));
+    let notebook = instances["Instances"].as_array().and_then(|all| all.first()).cloned().expect("the notebook's instance");
+    let (_, out) = flood(&server, &notebook, "/run/jupyter");
+    assert!(out.contains("No space left on device"), "{out}");
+    let landed: u64 = out.lines().last().and_then(|l| l.trim().parse().ok()).expect("a size");
+    assert!(landed <= 1 << 20, "{landed} bytes landed on the host");
+    server.ok("notebooks:StopNotebookInstance", json!({ "NotebookInstanceName": "flood" }));
+}
