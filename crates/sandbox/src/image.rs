@@ -9,6 +9,7 @@
 //! configuration they read from `/etc` (fonts, and a managed browser policy that turns off
 //! downloads, developer tools, sign-in and every other way out of the browser).
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -296,12 +297,43 @@ fn cached_venv(cache: &Path, packages: &[String], progress: &mut dyn FnMut(&str)
     let staging = cache.join(format!(".venv-{key}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(cache).map_err(|e| setup("make the image cache", format!("{}: {e}", cache.display())))?;
-    progress("creating a Python virtual environment (python3 -m venv)");
-    run(std::process::Command::new(SYSTEM_PYTHON).args(["-m", "venv"]).arg(&staging), "create the venv (apt-get install python3-venv)")?;
-    progress(&format!("installing {} from PyPI (pip; about a minute the first time)", sorted.join(", ")));
-    let mut pip = std::process::Command::new(staging.join("bin/pip"));
-    pip.args(["install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"]).args(&sorted);
-    run(&mut pip, "install the Python packages (PyPI must be reachable)")?;
+    // Packages named by a spec are code of the spec's choosing: they are installed by an
+    // unprivileged user (not the server's root), from binary wheels only (no package's build
+    // script runs), into a directory that becomes root's once they are in.
+    std::fs::create_dir(&staging).map_err(|e| setup("make the venv", format!("{}: {e}", staging.display())))?;
+    std::os::unix::fs::chown(&staging, Some(BUILD_UID), Some(BUILD_UID)).map_err(|e| setup("make the venv", e))?;
+    let unprivileged = |program: &Path| {
+        let mut command = std::process::Command::new(program);
+        command.uid(BUILD_UID).gid(BUILD_UID).env("HOME", &staging).env_remove("PIP_CACHE_DIR").current_dir(&staging);
+        command
+    };
+    progress("creating a Python virtual environment (python3 -m venv, as an unprivileged user)");
+    let made =
+        run(unprivileged(Path::new(SYSTEM_PYTHON)).args(["-m", "venv"]).arg(&staging), "create the venv (apt-get install python3-venv)");
+    if let Err(err) = made {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(err);
+    }
+    progress(&format!("installing {} from PyPI (pip, binary wheels only; about a minute the first time)", sorted.join(", ")));
+    let mut pip = unprivileged(&staging.join("bin/pip"));
+    pip.args([
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        "--no-cache-dir",
+        "--only-binary",
+        ":all:",
+        "--",
+    ])
+    .args(&sorted);
+    let installed = run(&mut pip, "install the Python packages (PyPI must be reachable, and each must have a wheel)")
+        .and_then(|()| give_to_root(&staging));
+    if let Err(err) = installed {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(err);
+    }
     match std::fs::rename(&staging, &venv) {
         Ok(()) => {}
         // Another build made it meanwhile: use theirs.
@@ -311,6 +343,21 @@ fn cached_venv(cache: &Path, packages: &[String], progress: &mut dyn FnMut(&str)
         Err(e) => return Err(setup("cache the venv", e)),
     }
     Ok(venv)
+}
+
+/// Who installs an image's Python packages: `nobody`, owner of nothing.
+const BUILD_UID: u32 = 65_534;
+
+/// Makes everything under `dir` root's (not following links), so that the unprivileged user
+/// who built it can no longer change what instances run.
+fn give_to_root(dir: &Path) -> Result<(), SandboxError> {
+    std::os::unix::fs::lchown(dir, Some(0), Some(0)).map_err(|e| setup("seal the venv", format!("{}: {e}", dir.display())))?;
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        for entry in std::fs::read_dir(dir).map_err(|e| setup("seal the venv", format!("{}: {e}", dir.display())))? {
+            give_to_root(&entry.map_err(|e| setup("seal the venv", e))?.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `content` to `dir/name` unless it holds exactly that: whole or not at all (a

@@ -511,3 +511,9 @@ fn is_mount_point(dir: &std::path::Path) -> bool {
     let Some(dir) = dir.to_str() else { return false };
     std::fs::read_to_string("/proc/self/mounts").unwrap_or_default().lines().any(|l| l.split(' ').nth(1) == Some(dir))
 }
+
+/// The bytes an unprivileged writer may still put on the file system holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Result<u64, SandboxError> {
+    let stats = nix::sys::statvfs::statvfs(path).map_err(|e| setup("measure free space", format!("{}: {e}", path.display())))?;
+    Ok(stats.blocks_available() * stats.fragment_size())
+}

@@ -396,10 +396,37 @@ fn deploying_caller(ctx: &mut Ctx<'_>) -> crate::identity::Caller {
     caller
 }
 
+/// An image's Python packages are installed on this host (unprivileged, wheels only — but
+/// still code of the spec's choosing, run at build and in every notebook): only the host's
+/// own operator, on the control socket, may name new ones. Others (a console admin, a
+/// federated admin) may deploy specs whose images keep the packages already deployed.
+fn only_operators_name_packages(ctx: &Ctx<'_>, spec: &Spec) -> Result<(), ActionError> {
+    if matches!(ctx.caller.principal, policy::Principal::Operator { .. }) {
+        return Ok(());
+    }
+    let current = ctx.plane.current();
+    for image in &spec.images {
+        let deployed = current.images.iter().find(|i| i.name == image.name).map(|i| &i.python_packages);
+        if !image.python_packages.is_empty() && deployed != Some(&image.python_packages) {
+            return Err(ActionError::new(
+                403,
+                "AccessDeniedException",
+                format!(
+                    "images.{}.python_packages: only a local operator (on the control socket) may name Python packages for an image; \
+                     ask one to deploy this spec",
+                    image.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SpecInput = ctx.parse(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
     let (spec, resources) = desired(&input).await?;
+    only_operators_name_packages(ctx, &spec)?;
     // Platform settings take effect when the server next starts; the answer names them.
     let restart = restart_required(&ctx.plane.spec, &spec);
     let _one_at_a_time = ctx.plane.deploying.lock().await;

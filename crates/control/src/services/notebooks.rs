@@ -9,6 +9,7 @@
 //! by the notebook's KMS key: while the notebook is stopped, nothing of the volume is
 //! plaintext on the host disk.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,6 +73,42 @@ pub struct NotebookTarget {
 #[derive(Default)]
 pub(crate) struct Notebooks {
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+const GIB: u64 = 1 << 30;
+
+/// Kept free beside the notebook volumes, for the platform (the trail above all).
+const VOLUME_RESERVE: u64 = GIB;
+
+/// Volumes are sparse disk images: each may still claim the space it has not used yet. A new
+/// volume (or a volume's growth) of `more` bytes is admitted only if every volume could fill
+/// up and the file system would still keep [`VOLUME_RESERVE`] — otherwise one notebook user
+/// filling their volume could fill the disk the trail is written to.
+async fn admit_volume(plane: &Plane, more: u64) -> Result<(), ActionError> {
+    let rows = sqlx::query("SELECT name, volume_size_gb FROM notebooks").fetch_all(&plane.store.pool).await?;
+    let mut unclaimed = 0u64;
+    for row in rows {
+        let (name, size): (String, i64) = (row.try_get("name")?, row.try_get("volume_size_gb")?);
+        let used = std::fs::metadata(notebook_dir(plane, &name).join("volume.img")).map_or(0, |m| m.blocks() * 512);
+        unclaimed += (size as u64 * GIB).saturating_sub(used);
+    }
+    let dir = plane.data_dir.join("notebooks");
+    let probe = if dir.exists() { dir } else { plane.data_dir.clone() };
+    let free = sandbox::free_bytes(&probe).map_err(ActionError::internal)?;
+    if unclaimed + more + VOLUME_RESERVE > free {
+        return Err(ActionError::new(
+            400,
+            "ResourceLimitExceeded",
+            format!(
+                "the notebook volumes would claim {} GiB more than the {} GiB free where they live (keeping {} GiB for the platform); \
+                 choose a smaller VolumeSizeInGB, delete a notebook, or free space",
+                (unclaimed + more + VOLUME_RESERVE - free).div_ceil(GIB),
+                free / GIB,
+                VOLUME_RESERVE / GIB
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What a notebook's instance may write to its server's socket directory on the host.
@@ -157,6 +194,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let mut data_key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut data_key);
     let context = volume_context(&input.notebook_instance_name);
+    admit_volume(plane, volume_size as u64 * GIB).await?;
     let wrapped = crate::services::keys::encrypt_with(plane, &key, &data_key, &context).await?;
     let name = input.notebook_instance_name.clone();
     let volume = Volume::new(notebook_dir(plane, &name));
@@ -413,6 +451,7 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     require_stopped(&notebook, &input.notebook_instance_name)?;
     let instance_type = input.instance_type.clone().map_or_else(|| notebook.try_get("instance_type"), Ok)?;
     if volume > current {
+        admit_volume(plane, (volume - current) as u64 * GIB).await?;
         let disk = Volume::new(notebook_dir(plane, &input.notebook_instance_name));
         tokio::task::spawn_blocking(move || disk.grow(volume as u64)).await.map_err(ActionError::internal)??;
     }

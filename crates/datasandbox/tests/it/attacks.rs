@@ -7,3 +7,4 @@ mod f02_host_files;
 mod f03_id_ranges;
 mod f05_bounded_dirs;
 mod f07_secrets_in_argv;
+mod f15_image_packages;

@@ -75,19 +75,19 @@ impl Volume {
 
     /// Mounts the disk, then the decrypted view, for the instance whose host ids are `ids`:
     /// the notebook's directory becomes its own (0700, its root id; no other host user can
-    /// enter it), and every file of the view shows as its workspace user's, whichever
-    /// instance wrote it before.
+    /// enter it), and the volume's files its workspace user's, whichever instance (with ids of
+    /// its own) wrote them before. gocryptfs acts on the backing files with its caller's ids.
     pub fn mount(&self, password: &str, ids: sandbox::ids::IdRange) -> Result<(), ActionError> {
         std::os::unix::fs::chown(&self.dir, Some(ids.root()), Some(ids.root())).map_err(ActionError::internal)?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(ActionError::internal)?;
         self.mount_disk()?;
+        if let Err(err) = give_tree(&self.cipher(), ids.workspace()) {
+            unmount(&self.disk());
+            return Err(ActionError::internal(format_args!("cannot give the volume to its instance: {err}")));
+        }
         std::fs::create_dir_all(self.plain()).map_err(ActionError::internal)?;
-        let owner = format!("{0}:{0}", ids.workspace());
         let mounted = with_password(
-            Command::new("gocryptfs")
-                .args(["-q", "-allow_other", "-force_owner", &owner, "-passfile", "/dev/stdin"])
-                .arg(self.cipher())
-                .arg(self.plain()),
+            Command::new("gocryptfs").args(["-q", "-allow_other", "-passfile", "/dev/stdin"]).arg(self.cipher()).arg(self.plain()),
             password,
             "mount the volume",
         );
@@ -126,6 +126,24 @@ impl Volume {
             "mount the volume's disk (needs loop devices)",
         )
     }
+}
+
+/// Gives every file under `dir` (not following links) to `owner`, but gocryptfs's own
+/// configuration, which stays root's.
+fn give_tree(dir: &Path, owner: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(owner), Some(owner))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == "gocryptfs.conf" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            give_tree(&entry.path(), owner)?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(owner), Some(owner))?;
+        }
+    }
+    Ok(())
 }
 
 fn is_mounted(path: &Path) -> bool {

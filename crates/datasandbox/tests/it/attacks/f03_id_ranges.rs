@@ -58,3 +58,49 @@ fn f03_a_pool_overlapping_etc_subuid_refuses_to_start() {
     assert!(stderr.contains("/etc/subuid line 1 `mallory:100000:65536`"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "it must not serve");
 }
+
+/// A notebook's instance gets new host ids at each start; its volume's files stay its user's.
+#[test]
+fn f03_a_notebook_keeps_its_files_across_starts_on_other_host_ids() {
+    use serde_json::json;
+    let server = crate::Server::start(&[]);
+    for recipe in ["base", "notebook"] {
+        assert_eq!(server.cli(&["image", "build", recipe], &[]).exit, 0, "image {recipe}");
+    }
+    let in_service = || {
+        crate::server::eventually(180, "the notebook in service", || {
+            let described = server.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": "keep" }));
+            assert_ne!(described["NotebookInstanceStatus"], "Failed", "{described}");
+            (described["NotebookInstanceStatus"] == "InService").then_some(())
+        });
+        let instances = server.ok("streaming:DescribeInstances", json!({}));
+        instances["Instances"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["ImageName"] == "datasandbox-notebook").cloned())
+            .expect("the notebook's instance")
+    };
+    server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": "keep", "InstanceType": "stream.standard.small" }));
+    let first = in_service();
+    let (code, out) = sh(
+        &server,
+        &first,
+        "echo kept > /home/user/work/keep.txt && mkdir -p /home/user/work/dir && set -- $(cat /proc/self/uid_map) && echo $2",
+    );
+    assert_eq!(code, 0, "{out}");
+    let first_base = out.trim().to_owned();
+    server.ok("notebooks:StopNotebookInstance", json!({ "NotebookInstanceName": "keep" }));
+    // Another instance takes the freed ids, so the notebook starts on others.
+    let _other = create(&server, "olive");
+    server.ok("notebooks:StartNotebookInstance", json!({ "NotebookInstanceName": "keep" }));
+    let second = in_service();
+    let (code, out) = sh(
+        &server,
+        &second,
+        "cat /home/user/work/keep.txt && echo more >> /home/user/work/keep.txt && touch /home/user/work/dir/new && set -- $(cat /proc/self/uid_map) && echo $2",
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first().copied(), Some("kept"), "{out}");
+    assert_ne!(lines.last().copied(), Some(first_base.as_str()), "the notebook started on the same host ids");
+    server.ok("notebooks:StopNotebookInstance", json!({ "NotebookInstanceName": "keep" }));
+}

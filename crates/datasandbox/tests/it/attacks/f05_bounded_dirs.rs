@@ -51,3 +51,19 @@ fn f05_a_notebook_cannot_fill_the_host_disk_through_its_server_socket_directory(
     assert!(landed <= 1 << 20, "{landed} bytes landed on the host");
     server.ok("notebooks:StopNotebookInstance", json!({ "NotebookInstanceName": "flood" }));
 }
+
+/// Notebook volumes are sparse images: without a check, their sizes could add up to more than
+/// the disk holds, and one user filling theirs would fill the disk under the trail.
+#[test]
+fn f05_notebook_volumes_cannot_claim_more_than_the_disk_holds() {
+    let server = Server::start(&[]);
+    let refused = server.call(
+        "notebooks:CreateNotebookInstance",
+        &json!({ "NotebookInstanceName": "huge", "InstanceType": "stream.standard.small", "VolumeSizeInGB": 16384 }),
+    );
+    assert_eq!(refused.exit, 1, "a 16 TiB volume was admitted: {refused:?}");
+    assert_eq!(refused.stderr["Code"], "ResourceLimitExceeded", "{refused:?}");
+    assert!(!server.data_dir().join("notebooks/huge").exists(), "the refused volume left files");
+    let listed = server.ok("notebooks:ListNotebookInstances", json!({}));
+    assert_eq!(listed["NotebookInstances"], json!([]), "{listed}");
+}
