@@ -59,9 +59,24 @@ pub fn helper_main() -> i32 {
     }
 }
 
+/// What the host sends the helper: the instance and its host ids.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct HelperInput<S> {
+    pub spec: S,
+    pub ids: crate::ids::IdRange,
+}
+
 fn run_helper(config: &str) -> Result<i32, SandboxError> {
-    let spec: InstanceSpec = serde_json::from_str(config).map_err(|e| setup("read the instance spec", e))?;
-    // 1.
+    let input: HelperInput<InstanceSpec> = serde_json::from_str(config).map_err(|e| setup("read the instance spec", e))?;
+    let spec = input.spec;
+    // 1. The user namespace is made by the instance's own root id, not by the host's root:
+    //    what the kernel counts per user and charges up to the namespace's owner (inotify
+    //    instances and watches, message queue bytes, namespaces) is the instance's alone, and
+    //    an instance exhausting it starves no one else.
+    let owner = input.ids.root();
+    nix::unistd::setgroups(&[]).map_err(|e| setup("become the instance's owner", e))?;
+    setresgid(Gid::from_raw(owner), Gid::from_raw(owner), Gid::from_raw(owner)).map_err(|e| setup("become the instance's owner", e))?;
+    setresuid(Uid::from_raw(owner), Uid::from_raw(owner), Uid::from_raw(owner)).map_err(|e| setup("become the instance's owner", e))?;
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| setup("unshare the user namespace", e))?;
     say("userns")?;
     wait_go()?;

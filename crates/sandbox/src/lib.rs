@@ -201,7 +201,7 @@ impl Sandbox {
         made.helper = Some((child, stdin, stdout));
         let (_, stdin, stdout) = made.helper.as_mut().expect("just set");
         // 0. The spec (with the instance's files: its credential) travels on the pipe.
-        send(stdin, &serde_json::to_string(spec).expect("a spec serializes"))?;
+        send(stdin, &serde_json::to_string(&helper::HelperInput { spec, ids }).expect("a spec serializes"))?;
         // 1. The helper is in its cgroup before it makes any child.
         made.cgroup.as_ref().expect("made").attach(pid)?;
         // 2. It unshares its user namespace; we map its ids to the instance's own range.
