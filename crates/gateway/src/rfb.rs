@@ -9,6 +9,8 @@
 //!   CopyRect, ZRLE and a few pseudo-encodings), so every server message has a known length.
 //! - The extended clipboard (UTF-8 text, negotiated by noVNC and TigerVNC) is filtered the same
 //!   way, message by message, in `rfb/extended.rs`.
+//! - The pixel format is fixed once the client asks for updates, and fence payloads never
+//!   cross (see [`Shared`]).
 //! - Anything the parser does not know ends the connection: a byte it cannot account for is
 //!   a byte it cannot filter.
 //!
@@ -17,8 +19,9 @@
 
 mod extended;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 const MAX_ENCODINGS: usize = 256;
 
@@ -91,20 +94,81 @@ pub enum RfbError {
     Encoding(i32),
     #[error("{0} is larger than the bridge accepts")]
     TooLarge(&'static str),
+    #[error("{0} bits per pixel is not 8, 16 or 32")]
+    PixelFormat(u8),
 }
 
-/// The pixel size both directions agree on: set by `ServerInit`, changed by `SetPixelFormat`.
+/// What the two directions share: the pixel size in effect, and the fence payloads the server
+/// is owed back.
+///
+/// The server applies the client's `SetPixelFormat` after its own `ServerInit`, whatever order
+/// the bridge reads them in, so the client's format wins once given. It may be given only
+/// before the first update request: a change while rectangles are on their way would make the
+/// server filter read them with the wrong size (a `ServerCutText` read as pixels), so a later
+/// one is dropped and the server keeps the format the filter knows.
+///
+/// Fence payloads are opaque bytes the other side echoes: a channel the filter cannot judge.
+/// The server's are held here (a few, bounded) and put back into the client's response, so the
+/// server sees its own bytes again and the user's device sees none; the client's are dropped.
 #[derive(Debug, Clone, Default)]
-pub struct PixelSize(Arc<AtomicU8>);
+pub struct Shared(Arc<SharedState>);
 
-impl PixelSize {
+#[derive(Debug, Default)]
+struct SharedState {
+    server_bits: AtomicU8,
+    client_bits: AtomicU8,
+    fences: Mutex<VecDeque<Vec<u8>>>,
+}
+
+/// Fence payloads held for the client's responses; a client that never answers loses the oldest.
+const HELD_FENCES: usize = 16;
+/// RFB's limit on a fence payload.
+const MAX_FENCE_PAYLOAD: u8 = 64;
+/// The request bit of a fence's flags: the other side must answer.
+const FENCE_REQUEST: u32 = 0x8000_0000;
+
+impl Shared {
     fn bytes(&self) -> u64 {
-        u64::from(self.0.load(Ordering::Relaxed).max(8) / 8)
+        let client = self.0.client_bits.load(Ordering::Relaxed);
+        let bits = if client != 0 { client } else { self.0.server_bits.load(Ordering::Relaxed) };
+        u64::from(bits.max(8) / 8)
     }
 
-    fn set_bits(&self, bits: u8) {
-        self.0.store(bits, Ordering::Relaxed);
+    fn set_server_bits(&self, bits: u8) {
+        self.0.server_bits.store(bits, Ordering::Relaxed);
     }
+
+    fn set_client_bits(&self, bits: u8) {
+        self.0.client_bits.store(bits, Ordering::Relaxed);
+    }
+
+    fn hold_fence(&self, payload: &[u8]) {
+        let mut fences = self.0.fences.lock().unwrap_or_else(PoisonError::into_inner);
+        if fences.len() >= HELD_FENCES {
+            fences.pop_front();
+        }
+        fences.push_back(payload.to_vec());
+    }
+
+    fn take_fence(&self) -> Vec<u8> {
+        self.0.fences.lock().unwrap_or_else(PoisonError::into_inner).pop_front().unwrap_or_default()
+    }
+}
+
+/// A fence message's length: its 9-byte header, then its payload (at most 64 bytes).
+fn fence_length(p: &[u8]) -> Result<usize, RfbError> {
+    match p.get(8) {
+        None => Ok(9),
+        Some(&n) if n > MAX_FENCE_PAYLOAD => Err(RfbError::TooLarge("a fence payload")),
+        Some(&n) => Ok(9 + usize::from(n)),
+    }
+}
+
+/// A fence passed on with `payload` in place of the one it came with.
+fn fence_with(header: &[u8], payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&header[..8]);
+    out.push(payload.len() as u8);
+    out.extend_from_slice(payload);
 }
 
 /// What to do with the payload that follows a header.
@@ -242,12 +306,17 @@ pub struct ClientFilter {
 struct ClientGrammar {
     phase: ClientPhase,
     policy: Policy,
-    pixels: PixelSize,
+    shared: Shared,
+    /// Whether the client has asked for an update: from then on its pixel format is fixed.
+    updates_requested: bool,
 }
 
 impl ClientFilter {
-    pub fn new(policy: Policy, pixels: PixelSize) -> ClientFilter {
-        ClientFilter { grammar: ClientGrammar { phase: ClientPhase::Version, policy, pixels }, reader: Reader::default() }
+    pub fn new(policy: Policy, shared: Shared) -> ClientFilter {
+        ClientFilter {
+            grammar: ClientGrammar { phase: ClientPhase::Version, policy, shared, updates_requested: false },
+            reader: Reader::default(),
+        }
     }
 
     /// Parses `input`; what may reach the server is appended to `out`.
@@ -279,7 +348,7 @@ impl Grammar for ClientGrammar {
             5 => 6,
             6 => cut_text_length(p),
             150 => 10,
-            248 => 9,
+            248 => return fence_length(p),
             251 => 8,
             255 => 12,
             other => return Err(RfbError::UnknownMessage { direction: "client", kind: other }),
@@ -302,7 +371,18 @@ impl Grammar for ClientGrammar {
             }
             ClientPhase::ClientInit => self.phase = ClientPhase::Messages,
             ClientPhase::Messages => match header[0] {
-                0 => self.pixels.set_bits(header[4]),
+                0 => {
+                    let bits = header[4];
+                    if !matches!(bits, 8 | 16 | 32) {
+                        return Err(RfbError::PixelFormat(bits));
+                    }
+                    if self.updates_requested {
+                        // Dropped: the server keeps the format the server filter reads with.
+                        return Ok(Payload::Forward(0));
+                    }
+                    self.shared.set_client_bits(bits);
+                }
+                3 | 150 => self.updates_requested = true,
                 2 => {
                     let kept: Vec<i32> = header[4..]
                         .chunks_exact(4)
@@ -319,8 +399,10 @@ impl Grammar for ClientGrammar {
                 4 | 5 => events.push(Event::Input),
                 6 => return Ok(cut_text(header, self.policy.paste, "FROM_LOCAL_DEVICE", out, events)),
                 248 => {
-                    out.extend_from_slice(header);
-                    return Ok(Payload::Forward(u64::from(header[8])));
+                    // A response carries back what the server sent; a request carries nothing.
+                    let payload = if u32_at(header, 4) & FENCE_REQUEST == 0 { self.shared.take_fence() } else { Vec::new() };
+                    fence_with(header, &payload, out);
+                    return Ok(Payload::Forward(0));
                 }
                 251 => {
                     out.extend_from_slice(header);
@@ -380,12 +462,12 @@ pub struct ServerFilter {
 struct ServerGrammar {
     phase: ServerPhase,
     policy: Policy,
-    pixels: PixelSize,
+    shared: Shared,
 }
 
 impl ServerFilter {
-    pub fn new(policy: Policy, pixels: PixelSize) -> ServerFilter {
-        ServerFilter { grammar: ServerGrammar { phase: ServerPhase::Version, policy, pixels }, reader: Reader::default() }
+    pub fn new(policy: Policy, shared: Shared) -> ServerFilter {
+        ServerFilter { grammar: ServerGrammar { phase: ServerPhase::Version, policy, shared }, reader: Reader::default() }
     }
 
     /// Parses `input`; what may reach the client is appended to `out`.
@@ -409,7 +491,7 @@ impl Grammar for ServerGrammar {
                 Some(1) => 6,
                 Some(2) | Some(150) => 1,
                 Some(3) => cut_text_length(p),
-                Some(248) => 9,
+                Some(248) => return fence_length(p),
                 Some(&other) => return Err(RfbError::UnknownMessage { direction: "server", kind: other }),
             },
         })
@@ -444,7 +526,7 @@ impl Grammar for ServerGrammar {
                 forward(out, 0)
             }
             ServerPhase::ServerInit => {
-                self.pixels.set_bits(header[4]);
+                self.shared.set_server_bits(header[4]);
                 self.phase = ServerPhase::Messages;
                 let name = u64::from(u32_at(header, 20));
                 if name > 4096 {
@@ -462,7 +544,14 @@ impl Grammar for ServerGrammar {
                 }
                 1 => forward(out, 6 * u64::from(u16_at(header, 4))),
                 3 => Ok(cut_text(header, self.policy.copy, "TO_LOCAL_DEVICE", out, events)),
-                248 => forward(out, u64::from(header[8])),
+                248 => {
+                    // The payload stays here until the client answers; the client sees none.
+                    if u32_at(header, 4) & FENCE_REQUEST != 0 {
+                        self.shared.hold_fence(&header[9..]);
+                    }
+                    fence_with(header, &[], out);
+                    Ok(Payload::Forward(0))
+                }
                 _ => forward(out, 0),
             },
             ServerPhase::Rectangles(left) => {
@@ -470,10 +559,10 @@ impl Grammar for ServerGrammar {
                 let encoding = u32_at(header, 8) as i32;
                 let rest = if encoding == -224 || left == 1 { Rest::Done } else { Rest::More(left.saturating_sub(1)) };
                 let payload = match encoding {
-                    0 => w * h * self.pixels.bytes(),
+                    0 => w * h * self.shared.bytes(),
                     1 => 4,
                     -223 | -224 | -258 => 0,
-                    -239 => w * h * self.pixels.bytes() + w.div_ceil(8) * h,
+                    -239 => w * h * self.shared.bytes() + w.div_ceil(8) * h,
                     16 | -308 => {
                         self.phase = ServerPhase::RectangleLength { zrle: encoding == 16, next: rest };
                         return forward(out, 0);
@@ -524,12 +613,12 @@ mod tests {
     /// Feeds the whole input at once and byte by byte: both must agree.
     fn run_client(policy: Policy, input: &[u8]) -> (Vec<u8>, Vec<Event>) {
         let whole = {
-            let mut filter = ClientFilter::new(policy, PixelSize::default());
+            let mut filter = ClientFilter::new(policy, Shared::default());
             let (mut out, mut events) = (Vec::new(), Vec::new());
             filter.feed(input, &mut out, &mut events).expect("valid stream");
             (out, events)
         };
-        let mut filter = ClientFilter::new(policy, PixelSize::default());
+        let mut filter = ClientFilter::new(policy, Shared::default());
         let (mut out, mut events) = (Vec::new(), Vec::new());
         for byte in input {
             filter.feed(std::slice::from_ref(byte), &mut out, &mut events).expect("valid stream");
@@ -540,12 +629,12 @@ mod tests {
 
     fn run_server(policy: Policy, input: &[u8]) -> (Vec<u8>, Vec<Event>) {
         let whole = {
-            let mut filter = ServerFilter::new(policy, PixelSize::default());
+            let mut filter = ServerFilter::new(policy, Shared::default());
             let (mut out, mut events) = (Vec::new(), Vec::new());
             filter.feed(input, &mut out, &mut events).expect("valid stream");
             (out, events)
         };
-        let mut filter = ServerFilter::new(policy, PixelSize::default());
+        let mut filter = ServerFilter::new(policy, Shared::default());
         let (mut out, mut events) = (Vec::new(), Vec::new());
         for chunk in input.chunks(3) {
             filter.feed(chunk, &mut out, &mut events).expect("valid stream");
@@ -642,7 +731,7 @@ mod tests {
                 RfbError::TooLarge("SetEncodings"),
             ),
         ] {
-            let mut filter = ClientFilter::new(OPEN, PixelSize::default());
+            let mut filter = ClientFilter::new(OPEN, Shared::default());
             assert_eq!(filter.feed(&bad, &mut Vec::new(), &mut Vec::new()), Err(error));
         }
     }
@@ -692,7 +781,149 @@ mod tests {
     fn a_server_encoding_nobody_asked_for_ends_the_stream() {
         let mut stream = server_handshake(b"");
         stream.extend([0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 7]); // Tight
-        let mut filter = ServerFilter::new(OPEN, PixelSize::default());
+        let mut filter = ServerFilter::new(OPEN, Shared::default());
         assert_eq!(filter.feed(&stream, &mut Vec::new(), &mut Vec::new()), Err(RfbError::Encoding(7)));
+    }
+}
+
+/// Finding 12 of the security review: the filter's idea of the pixel size and the server's
+/// must never part, and fence payloads carry nothing to the user's device.
+#[cfg(test)]
+mod attack_f12 {
+    use super::*;
+
+    const CLOSED: Policy = Policy { paste: Clipboard(None), copy: Clipboard(None) };
+
+    fn set_pixel_format(bits: u8) -> Vec<u8> {
+        let depth = if bits == 32 { 24 } else { bits };
+        vec![0, 0, 0, 0, bits, depth, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]
+    }
+
+    fn update_request() -> Vec<u8> {
+        vec![3, 0, 0, 0, 0, 0, 0, 4, 0, 3]
+    }
+
+    fn server_init() -> Vec<u8> {
+        let mut bytes = b"RFB 003.008\n".to_vec();
+        bytes.extend_from_slice(&[1, 1]);
+        bytes.extend_from_slice(&[0, 0, 0, 0]);
+        bytes.extend_from_slice(&[0, 4, 0, 3]);
+        bytes.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&0u32.to_be_bytes());
+        bytes
+    }
+
+    fn raw_rectangle(w: u16, h: u16, bytes_per_pixel: usize) -> Vec<u8> {
+        let mut bytes = vec![0, 0, 0, 0];
+        bytes.extend_from_slice(&w.to_be_bytes());
+        bytes.extend_from_slice(&h.to_be_bytes());
+        bytes.extend_from_slice(&0i32.to_be_bytes());
+        bytes.extend(vec![0x11; usize::from(w) * usize::from(h) * bytes_per_pixel]);
+        bytes
+    }
+
+    fn server_cut_text(text: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![3, 0, 0, 0];
+        bytes.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(text);
+        bytes
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Runs a session: the client's messages, then the server's; returns what reached the
+    /// client and the events. Errors end the stream (nothing more reaches the client).
+    fn session(client_messages: &[Vec<u8>], server_messages: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>, Vec<Event>) {
+        let shared = Shared::default();
+        let mut client = ClientFilter::new(CLOSED, shared.clone());
+        let mut server = ServerFilter::new(CLOSED, shared);
+        let (mut to_server, mut to_client, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        let mut handshake = b"RFB 003.008\n".to_vec();
+        handshake.extend_from_slice(&[1, 1]);
+        client.feed(&handshake, &mut to_server, &mut events).expect("client handshake");
+        server.feed(&server_init(), &mut to_client, &mut events).expect("server handshake");
+        for message in client_messages {
+            if client.feed(message, &mut to_server, &mut events).is_err() {
+                return (to_server, to_client, events);
+            }
+        }
+        for message in server_messages {
+            if server.feed(message, &mut to_client, &mut events).is_err() {
+                break;
+            }
+        }
+        (to_server, to_client, events)
+    }
+
+    #[test]
+    fn attack_f12_a_pixel_format_change_mid_update_does_not_smuggle_cut_text_out() {
+        // The client asks for 8 bpp and a full update, then (while the server is still sending
+        // 8-bpp rectangles) claims 32 bpp: the filter must not read the rest as 4× longer.
+        let client = [set_pixel_format(8), update_request(), set_pixel_format(32)];
+        let mut update = vec![0, 0, 0, 2];
+        update.extend(raw_rectangle(4, 3, 1));
+        update.extend(raw_rectangle(4, 3, 1));
+        let server = [update, server_cut_text(b"the secret text")];
+        let (_, to_client, events) = session(&client, &server);
+        assert!(!contains(&to_client, b"the secret text"), "cut text crossed as pixels");
+        assert!(
+            events.iter().any(|e| matches!(e, Event::ClipboardBlocked { direction: "TO_LOCAL_DEVICE", .. })),
+            "the copy was judged: {events:?}"
+        );
+    }
+
+    #[test]
+    fn attack_f12_a_pixel_format_sent_before_server_init_is_the_one_in_effect() {
+        // Pipelined: the client's SetPixelFormat is read by the filter before the server's
+        // ServerInit, yet the server applies it after; the filter must not take ServerInit's.
+        let shared = Shared::default();
+        let mut client = ClientFilter::new(CLOSED, shared.clone());
+        let mut server = ServerFilter::new(CLOSED, shared);
+        let (mut to_server, mut to_client, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        let mut pipelined = b"RFB 003.008\n".to_vec();
+        pipelined.extend_from_slice(&[1, 1]);
+        pipelined.extend(set_pixel_format(8));
+        pipelined.extend(update_request());
+        client.feed(&pipelined, &mut to_server, &mut events).expect("client");
+        let mut stream = server_init();
+        stream.extend([0, 0, 0, 1]);
+        stream.extend(raw_rectangle(4, 3, 1));
+        stream.extend(server_cut_text(b"the secret text"));
+        let _ = server.feed(&stream, &mut to_client, &mut events);
+        assert!(!contains(&to_client, b"the secret text"), "cut text crossed as pixels");
+    }
+
+    #[test]
+    fn attack_f12_fence_payloads_do_not_reach_the_client() {
+        // ServerFence (248): flags (request), a payload of up to 64 bytes.
+        let mut fence = vec![248, 0, 0, 0, 0x80, 0, 0, 0, 9];
+        fence.extend_from_slice(b"exfil-123");
+        let (_, to_client, _) = session(&[update_request()], &[fence]);
+        assert!(!contains(&to_client, b"exfil-123"), "the fence payload reached the client");
+        // ClientFence likewise carries nothing into the session.
+        let mut client_fence = vec![248, 0, 0, 0, 0x80, 0, 0, 0, 9];
+        client_fence.extend_from_slice(b"infil-456");
+        let (to_server, _, _) = session(&[client_fence], &[]);
+        assert!(!contains(&to_server, b"infil-456"), "the fence payload reached the session");
+    }
+
+    #[test]
+    fn a_fence_answered_by_the_client_carries_the_servers_payload_back() {
+        let shared = Shared::default();
+        let mut client = ClientFilter::new(CLOSED, shared.clone());
+        let mut server = ServerFilter::new(CLOSED, shared);
+        let (mut to_server, mut to_client, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        let mut handshake = b"RFB 003.008\n".to_vec();
+        handshake.extend_from_slice(&[1, 1]);
+        client.feed(&handshake, &mut to_server, &mut events).expect("client handshake");
+        let mut stream = server_init();
+        stream.extend([248, 0, 0, 0, 0x80, 0, 0, 3, 4, 0, 0, 0, 1]);
+        server.feed(&stream, &mut to_client, &mut events).expect("server");
+        assert!(to_client.ends_with(&[248, 0, 0, 0, 0x80, 0, 0, 3, 0]), "the client sees an empty fence");
+        to_server.clear();
+        client.feed(&[248, 0, 0, 0, 0, 0, 0, 3, 0], &mut to_server, &mut events).expect("client's answer");
+        assert_eq!(to_server, [248, 0, 0, 0, 0, 0, 0, 3, 4, 0, 0, 0, 1], "the server gets its payload back");
     }
 }

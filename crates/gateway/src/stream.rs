@@ -18,7 +18,7 @@ use control::{ControlPlane, StreamTarget};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::rfb::{ClientFilter, Clipboard, Event, PixelSize, Policy, ServerFilter};
+use crate::rfb::{ClientFilter, Clipboard, Event, Policy, ServerFilter, Shared};
 
 /// How long the bridge waits for a display that is still starting.
 const DISPLAY_START: Duration = Duration::from_secs(10);
@@ -72,8 +72,8 @@ async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSock
     };
     let (mut from_display, mut to_display) = display.into_split();
     let policy = Policy { paste: Clipboard(target.paste), copy: Clipboard(target.copy) };
-    let pixels = PixelSize::default();
-    let (mut client, mut server) = (ClientFilter::new(policy, pixels.clone()), ServerFilter::new(policy, pixels));
+    let shared = Shared::default();
+    let (mut client, mut server) = (ClientFilter::new(policy, shared.clone()), ServerFilter::new(policy, shared));
     let mut buffer = vec![0u8; READ_CHUNK];
     let (mut out, mut events) = (Vec::new(), Vec::new());
     loop {
