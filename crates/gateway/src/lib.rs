@@ -1,9 +1,10 @@
 //! The HTTP faces of the control plane: `POST /api/<service>/<Action>` for remote clients on
 //! TCP, the same API on the operator's Unix socket (authenticated by peer credentials), and
-//! `GET /healthz`, `GET /metrics` and `GET /openapi.json`. This is the only crate that knows axum.
+//! `GET /healthz` and `GET /openapi.json` (and `GET /metrics` on the operator's socket only). This is the only crate that knows axum.
 
 mod console;
 mod federation;
+mod listen;
 mod notebook;
 mod openapi;
 mod portal;
@@ -16,12 +17,11 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
 use control::{ActionError, ControlPlane, Credentials, Request};
 use serde_json::json;
 use tokio::net::{TcpListener, UnixListener};
@@ -30,12 +30,6 @@ use tokio::net::{TcpListener, UnixListener};
 #[derive(Clone, Debug)]
 struct PeerCredentials {
     uid: Option<u32>,
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for PeerCredentials {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> PeerCredentials {
-        PeerCredentials { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
-    }
 }
 
 /// Set once the server is stopping: what a long-lived response (a stream of events) ends on,
@@ -64,25 +58,29 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tcp_app = console::routes(federation::routes(portal::routes(stream::routes(notebook::routes(session::routes(common_routes(
+    let tcp_app = console::routes(federation::routes(portal::routes(stream::routes(notebook::routes(session::routes(public_routes(
         Router::new().route("/api/{service}/{action}", post(tcp_call)),
     )))))))
     .layer(axum::Extension(Stopping(stop_rx.clone())))
     .with_state(control.clone());
-    let unix_app = common_routes(Router::new().route("/api/{service}/{action}", post(unix_call))).with_state(control);
-    let tcp_server =
-        axum::serve(tcp, tcp_app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(wait(stop_rx.clone()));
-    let unix_server =
-        axum::serve(unix, unix_app.into_make_service_with_connect_info::<PeerCredentials>()).with_graceful_shutdown(wait(stop_rx));
-    let (a, b) = tokio::join!(tcp_server.into_future(), unix_server.into_future());
+    // Metrics are the operator's: on the control socket only (see `operator_routes`).
+    let unix_app = operator_routes(public_routes(Router::new().route("/api/{service}/{action}", post(unix_call)))).with_state(control);
+    let (a, b) = tokio::join!(listen::serve(tcp, tcp_app, wait(stop_rx.clone())), listen::serve(unix, unix_app, wait(stop_rx)));
     a.and(b)
 }
 
-fn common_routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+/// What anyone may read: health and the API's description.
+fn public_routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
     router
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
+}
+
+/// What only the operator reads, through the control socket (owner-only): the metrics, which
+/// tell who is active, how much and how often (`curl --unix-socket <data-dir>/control.sock
+/// http://localhost/metrics`).
+fn operator_routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+    router.route("/metrics", get(metrics))
 }
 
 async fn metrics(State(control): State<ControlPlane>) -> Response {
@@ -182,7 +180,7 @@ pub fn endpoint_server(control: ControlPlane) -> control::EndpointServer {
         let app =
             notebook::endpoint_routes(Router::new().route("/api/{service}/{action}", post(endpoint_call))).with_state(control.clone());
         tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
+            if let Err(err) = listen::serve(listener, app, std::future::pending()).await {
                 tracing::error!(error = %err, "the endpoint stopped");
             }
         })

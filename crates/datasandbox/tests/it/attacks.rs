@@ -8,4 +8,6 @@ mod f03_id_ranges;
 mod f05_bounded_dirs;
 mod f07_secrets_in_argv;
 mod f15_image_packages;
+mod f16_gateway;
 mod f16_ucounts;
+mod f17_metrics;

@@ -20,7 +20,8 @@ fn health_metrics_and_openapi_are_served() {
     let health = connection.request("GET", "/healthz", &[], b"").expect("healthz");
     assert_eq!((health.status, health.json()), (200, json!({ "status": "ok" })));
     server.ok("storage:ListBuckets", json!({}));
-    let metrics = connection.request("GET", "/metrics", &[], b"").expect("metrics");
+    // Metrics are the operator's: on the control socket.
+    let metrics = http::unix(&server.socket()).expect("connect").request("GET", "/metrics", &[], b"").expect("metrics");
     let text = String::from_utf8(metrics.body).expect("utf-8");
     assert!(text.contains(r#"datasandbox_actions_total{action="storage:ListBuckets",outcome="ok"} 1"#), "{text}");
     let openapi = connection.request("GET", "/openapi.json", &[], b"").expect("openapi").json();

@@ -1,0 +1,51 @@
+//! Finding 16 (the gateway's part): a connection that sends its request slowly, or nothing,
+//! does not hold the server's resources for ever.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::Server;
+
+/// Reads until the server closes the connection; how long that took, or `None` if it did not
+/// within `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<(Duration, Vec<u8>)> {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some((started.elapsed(), answer)),
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
+            Err(_) => return Some((started.elapsed(), answer)),
+        }
+    }
+}
+
+#[test]
+fn f16_a_slowloris_connection_is_closed() {
+    let server = Server::start(&[]);
+    // Half a request head, then silence.
+    let mut slow = TcpStream::connect(&server.api).expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-slow: a").expect("write");
+    // A connection that never says anything.
+    let mut silent = TcpStream::connect(&server.api).expect("connect");
+    let (took, _) = closed_within(&mut slow, Duration::from_secs(30)).expect("the slow request head was still held after 30 s");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    closed_within(&mut silent, Duration::from_secs(10)).expect("the silent connection was still held");
+}
+
+#[test]
+fn f16_a_stalled_request_body_is_given_up() {
+    let server = Server::start(&[]);
+    let mut slow = TcpStream::connect(&server.api).expect("connect");
+    slow.write_all(b"POST /api/storage/ListBuckets HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        .expect("write");
+    let (took, answer) =
+        closed_within(&mut slow, Duration::from_secs(60)).expect("the stalled body was still waited for after 60 s");
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
+}
