@@ -3,10 +3,16 @@
 //! `/notebook/<name>/` then goes to the notebook's Jupyter over its Unix socket (HTTP and the
 //! kernels' WebSockets), with Jupyter's own token added here — the browser never sees it.
 //!
-//! Direct-mode leakage controls, from the session's settings, on Jupyter's real routes: with
+//! File transfer controls, from the session's settings, on Jupyter's real routes: with
 //! FILE_DOWNLOAD disabled, `/files/`, `/nbconvert/`, `?download=…` and contents-API reads that
 //! return a file's content are refused; with FILE_UPLOAD disabled, contents-API writes of
-//! files (not notebooks) are refused. Each request and each refusal is audited.
+//! files (not notebooks) are refused. A body judged is one the proxy could read as JSON, or
+//! it is refused (never passed unjudged); answers come uncompressed (the browser's
+//! `Accept-Encoding` is not passed on). These hold for pixel sessions, whose notebook opens in
+//! the instance's browser; a DIRECT session with either setting disabled gets no notebook URL
+//! at all (the user's browser is the user's device, where they cannot hold). Each request and
+//! each refusal is audited. Jupyter's cookies stay here: its `Set-Cookie` never reaches the
+//! browser.
 
 use std::net::SocketAddr;
 
@@ -23,8 +29,36 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
 
-/// Bodies the proxy reads to judge them (contents-API requests and answers).
-const INSPECT_LIMIT: usize = 64 * 1024 * 1024;
+/// Bodies the proxy reads to judge them (contents-API requests and answers when a transfer
+/// setting is disabled): larger ones are refused. Everything else streams through.
+const INSPECT_LIMIT: usize = 16 * 1024 * 1024;
+
+const UPLOAD_DISABLED: &str = "file upload is disabled for this session (FILE_UPLOAD)";
+const DOWNLOAD_DISABLED: &str = "file download is disabled for this session (FILE_DOWNLOAD)";
+const UNREADABLE: &str = "the body cannot be judged (not JSON this proxy reads), and file transfer is disabled for this session";
+const TOO_LARGE: &str = "the body is too large to judge (16 MiB), and file transfer is disabled for this session";
+
+/// Why a contents-API write is refused when uploads are disabled, if it is: a file (by type or
+/// base64 format), or anything that is not a JSON object this proxy reads (Jupyter's parser
+/// accepts more than serde's: `NaN`, lone surrogates, deep nesting).
+fn judge_upload(body: &[u8]) -> Option<&'static str> {
+    let Ok(Value::Object(model)) = serde_json::from_slice::<Value>(body) else { return Some(UNREADABLE) };
+    (model.get("type").is_some_and(|t| t == "file") || model.get("format").is_some_and(|f| f == "base64")).then_some(UPLOAD_DISABLED)
+}
+
+/// Why a contents-API answer is refused when downloads are disabled, if it is: a file's
+/// content, or anything that is not JSON this proxy reads.
+fn judge_download(body: &[u8]) -> Option<&'static str> {
+    let Ok(model) = serde_json::from_slice::<Value>(body) else { return Some(UNREADABLE) };
+    (model["type"] == "file" && !model["content"].is_null()).then_some(DOWNLOAD_DISABLED)
+}
+
+/// Whether a browser's request header goes on to Jupyter: not our cookies (Jupyter gets its
+/// token instead), not the browser's credentials or host, and no compression (an answer the
+/// proxy must judge is read as it comes).
+fn passed_to_jupyter(name: &header::HeaderName) -> bool {
+    ![header::COOKIE, header::AUTHORIZATION, header::HOST, header::ACCEPT_ENCODING].contains(name)
+}
 
 pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
     router.route("/notebook-auth/{token}", get(open_url)).route("/notebook/{name}/{*rest}", any(proxy))
@@ -146,13 +180,14 @@ async fn proxy(
     let contents = rest.starts_with("api/contents");
     // Uploads: a contents-API write whose model is a file (a notebook's save is allowed).
     let body = if contents && !target.upload && (method == Method::PUT || method == Method::POST) {
-        let bytes = match axum::body::to_bytes(body, INSPECT_LIMIT).await {
-            Ok(bytes) => bytes,
-            Err(_) => return refuse("the request is too large to judge"),
+        let (bytes, why) = match axum::body::to_bytes(body, INSPECT_LIMIT).await {
+            Ok(bytes) => {
+                let why = judge_upload(&bytes);
+                (bytes, why)
+            }
+            Err(_) => (Bytes::new(), Some(TOO_LARGE)),
         };
-        let model: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if model["type"] == "file" || model["format"] == "base64" {
-            let why = "file upload is disabled for this session (FILE_UPLOAD)";
+        if let Some(why) = why {
             control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
             return refuse(why);
         }
@@ -174,13 +209,14 @@ async fn proxy(
     // Downloads through the contents API: a file's content in the answer.
     if contents && !target.download && method == Method::GET {
         let (parts, body) = response.into_parts();
-        let bytes = match axum::body::to_bytes(body, INSPECT_LIMIT).await {
-            Ok(bytes) => bytes,
-            Err(_) => return refuse("the answer is too large to judge"),
+        let (bytes, why) = match axum::body::to_bytes(body, INSPECT_LIMIT).await {
+            Ok(bytes) => {
+                let why = judge_download(&bytes);
+                (bytes, why)
+            }
+            Err(_) => (Bytes::new(), Some(TOO_LARGE)),
         };
-        let model: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if model["type"] == "file" && !model["content"].is_null() {
-            let why = "file download is disabled for this session (FILE_DOWNLOAD)";
+        if let Some(why) = why {
             control.record_notebook_access(&target, &name, "GET", &rest, Some(why)).await;
             return refuse(why);
         }
@@ -205,11 +241,8 @@ async fn forward(
     });
     let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
     let mut request = hyper::Request::builder().method(parts.method).uri(path);
-    for (key, value) in &parts.headers {
-        // The browser's cookies are ours, not Jupyter's; Jupyter gets its token instead.
-        if key != header::COOKIE && key != header::AUTHORIZATION && key != header::HOST {
-            request = request.header(key, value);
-        }
+    for (key, value) in parts.headers.iter().filter(|(key, _)| passed_to_jupyter(key)) {
+        request = request.header(key, value);
     }
     let request = request
         .header(header::HOST, "localhost")
@@ -217,7 +250,9 @@ async fn forward(
         .body(body)
         .map_err(|e| e.to_string())?;
     let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let (parts, incoming) = response.into_parts();
+    let (mut parts, incoming) = response.into_parts();
+    // Jupyter's cookies (`_xsrf`, its login) are not the browser's business.
+    parts.headers.remove(header::SET_COOKIE);
     Ok(Response::from_parts(parts, Body::new(incoming)))
 }
 
@@ -290,5 +325,36 @@ async fn relay(browser: WebSocket, upstream: tokio_tungstenite::WebSocketStream<
     tokio::select! {
         () = up => {}
         () = down => {}
+    }
+}
+
+/// Finding 8 of the security review: what the proxy cannot read, it does not pass.
+#[cfg(test)]
+mod attack_f08 {
+    use super::*;
+
+    #[test]
+    fn attack_f08_an_upload_serde_cannot_parse_is_refused_not_passed() {
+        // Python's json reads these; serde_json does not. Each was forwarded unjudged.
+        for body in [
+            r#"{"type":"file","format":"text","content":"from my laptop","x":NaN}"#.as_bytes(),
+            r#"{"type":"file","format":"text","content":"\udc00"}"#.as_bytes(),
+            &[b'['; 200][..],
+            b"\x1f\x8b compressed",
+        ] {
+            assert_eq!(judge_upload(body), Some(UNREADABLE), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(judge_upload(br#"{"type":"file","format":"text","content":"x"}"#), Some(UPLOAD_DISABLED));
+        assert_eq!(judge_upload(br#"{"type":"notebook","content":{"cells":[]}}"#), None);
+    }
+
+    #[test]
+    fn attack_f08_an_answer_serde_cannot_parse_is_refused_and_answers_come_uncompressed() {
+        assert_eq!(judge_download(b"\x1f\x8b\x08 gzip of a file model"), Some(UNREADABLE));
+        assert_eq!(judge_download(br#"{"type":"file","content":"secret"}"#), Some(DOWNLOAD_DISABLED));
+        assert_eq!(judge_download(br#"{"type":"directory","content":[]}"#), None);
+        assert!(!passed_to_jupyter(&header::ACCEPT_ENCODING), "the browser's Accept-Encoding reaches Jupyter");
+        assert!(!passed_to_jupyter(&header::COOKIE));
+        assert!(passed_to_jupyter(&header::CONTENT_TYPE));
     }
 }

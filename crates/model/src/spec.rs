@@ -765,7 +765,7 @@ fn read_stacks(root: &Table, env: &str, view: StreamView, fleets: &[FleetSpec], 
                 })
                 .collect::<Vec<_>>();
             let clipboard_max = settings.integer("CLIPBOARD_MAXIMUM_LENGTH", 20_971_520, 1..=20_971_520) as u32;
-            let user_settings = user_settings
+            let user_settings: Vec<UserSetting> = user_settings
                 .into_iter()
                 .map(|mut s| {
                     if s.action.starts_with("CLIPBOARD") {
@@ -780,6 +780,21 @@ fn read_stacks(root: &Table, env: &str, view: StreamView, fleets: &[FleetSpec], 
                 t.problem("redirect_url", format!("`{url}` must be an http:// or https:// URL"));
             }
             let application = t.string("application", "notebook");
+            // The notebook in the user's own browser: file transfer settings cannot hold there.
+            let disabled: Vec<&str> = user_settings
+                .iter()
+                .filter(|s| matches!(s.action, "FILE_UPLOAD" | "FILE_DOWNLOAD") && !s.enabled)
+                .map(|s| s.action)
+                .collect();
+            if stream_view == StreamView::Direct && application == "notebook" && !disabled.is_empty() {
+                t.problem(
+                    "stream_view",
+                    format!(
+                        "DIRECT hands the notebook to the user's browser, where {} cannot hold: enable it in user_settings, or stream the session (DESKTOP or APP)",
+                        disabled.join(" and ")
+                    ),
+                );
+            }
             let watermark = t.boolean("watermark", true);
             t.finish();
             StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings, redirect_url, application, watermark }

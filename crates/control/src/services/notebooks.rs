@@ -283,8 +283,8 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
             "--ServerApp.sock=/run/jupyter/jupyter.sock".into(),
             format!("--ServerApp.base_url=/notebook/{name}/"),
             "--ServerApp.root_dir=/home/user/work".into(),
-            // The gateway is the only client; it speaks for the session's user.
-            "--ServerApp.disable_check_xsrf=True".into(),
+            // No terminals: a shell in the browser would be one more channel nothing judges.
+            "--ServerApp.terminals_enabled=False".into(),
         ],
         // The token is a file (never in a host process's environment or command line).
         env: vec![
@@ -517,6 +517,14 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     // endpoint on that instance's link; a direct session's, in the browser holding its cookie.
     let settings: Value = serde_json::from_str(&session.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
     let link = match settings["StreamView"].as_str() {
+        // The browser is the user's device: file transfer controls cannot hold there.
+        Some("DIRECT") if transfers_disabled(&settings) => {
+            return Err(ActionError::validation(format!(
+                "streaming session `{}` is DIRECT with FILE_UPLOAD or FILE_DOWNLOAD disabled: its notebook would be in the user's browser, \
+                 where they cannot hold; stream the session (DESKTOP or APP) instead",
+                input.streaming_session_id
+            )));
+        }
         Some("DIRECT") => None,
         _ => {
             let instance: Option<String> = session.try_get("instance_id")?;
@@ -559,6 +567,15 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
         }
     };
     Ok(json!({ "AuthorizedUrl": url }))
+}
+
+/// Whether a session's settings disable FILE_UPLOAD or FILE_DOWNLOAD.
+fn transfers_disabled(settings: &Value) -> bool {
+    settings["UserSettings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| (s["Action"] == "FILE_UPLOAD" || s["Action"] == "FILE_DOWNLOAD") && s["Permission"] == "DISABLED")
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@ mod f02_host_files;
 mod f03_id_ranges;
 mod f05_bounded_dirs;
 mod f07_secrets_in_argv;
+mod f08_direct_view;
 mod f15_image_packages;
 mod f16_gateway;
 mod f16_ucounts;

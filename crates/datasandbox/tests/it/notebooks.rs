@@ -16,8 +16,9 @@ use crate::streaming::{expire, redeem, status};
 /// A server with both images built (the notebook image's Python environment is cached
 /// host-wide after its first build).
 fn server(overrides: &[&str]) -> Server {
-    // Direct mode: the notebook URL goes to the user's browser.
-    let mut all = vec!["stream_view=DIRECT".to_owned()];
+    // Direct mode: the notebook URL goes to the user's browser, the user's device, where
+    // file transfer settings cannot hold: the stack enables both (the seed's disables downloads).
+    let mut all = vec!["stream_view=DIRECT".to_owned(), "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED".to_owned()];
     all.extend(overrides.iter().map(|o| (*o).to_owned()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let server = Server::start(&refs);
@@ -81,11 +82,12 @@ fn execute(server: &Server, base: &str, cookie: &str, kernel: &str, code: &str) 
 #[test]
 fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session() {
     let server = server(&[]);
-    // Uploads off for this stack; downloads are off in the seed's stack already.
-    server.ok(
+    // A DIRECT notebook stack cannot pretend to hold file transfers.
+    let refused = server.call(
         "streaming:UpdateStack",
-        json!({ "Name": "datasandbox-stack", "UserSettings": [{ "Action": "FILE_UPLOAD", "Permission": "DISABLED" }] }),
+        &json!({ "Name": "datasandbox-stack", "UserSettings": [{ "Action": "FILE_UPLOAD", "Permission": "DISABLED" }] }),
     );
+    assert_eq!(refused.stderr["Code"], "ValidationException", "{:?}", refused.stderr);
     let cookie = redeem(&server, "nora");
     let url = notebook_url(&server, &cookie);
     let session = status(&server, &cookie);
@@ -106,7 +108,7 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     assert_eq!(execute(&server, &base, &notebook_cookie, &kernel, "6*7"), "42");
     execute(&server, &base, &notebook_cookie, &kernel, "open('/home/user/work/data.csv', 'w').write('PLAINTEXT-MARKER-7341,1\\n')");
 
-    // Leakage controls on Jupyter's real routes; the notebook itself keeps working.
+    // The notebook itself works: a notebook saved and read back through the contents API.
     let notebook = json!({ "type": "notebook", "content": { "cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5 } });
     assert_eq!(send(&server, "PUT", &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie, &notebook).status, 201);
     assert_eq!(get(&server, &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie).status, 200);
@@ -124,20 +126,9 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     let df = server.cli(&["instances", "exec", &notebook_instance, "--", "df", "-B1", "--output=size", "/home/user/work"], &[]);
     let size: u64 = df.stdout.as_str().and_then(|t| t.lines().nth(1)).and_then(|l| l.trim().parse().ok()).expect("df's size");
     assert!((19 * 1024 * 1024 * 1024..=20 * 1024 * 1024 * 1024).contains(&size), "volume size {size}");
-    for path in [
-        "files/data.csv",
-        "api/contents/data.csv",
-        "api/contents/data.csv?content=1",
-        "nbconvert/html/analysis.ipynb?download=true",
-        "api/contents/analysis.ipynb?download=1",
-    ] {
-        let reply = get(&server, &format!("{base}{path}"), &notebook_cookie);
-        assert_eq!(reply.status, 403, "download through {path} was not refused: {}", String::from_utf8_lossy(&reply.body));
-    }
-    let upload = json!({ "type": "file", "format": "text", "content": "from my laptop" });
-    assert_eq!(send(&server, "PUT", &format!("{base}api/contents/upload.txt"), &notebook_cookie, &upload).status, 403);
-    let refusals = server.audit(&[("EventName", "NotebookRequest")]).into_iter().filter(|r| r["errorCode"].is_string()).count();
-    assert_eq!(refusals, 6, "each refusal is audited");
+    // Jupyter's terminals are off (a shell in the browser is one more channel).
+    let terminal = send(&server, "POST", &format!("{base}api/terminals"), &notebook_cookie, &json!({}));
+    assert_eq!(terminal.status, 404, "{}", String::from_utf8_lossy(&terminal.body));
 
     // The notebook URL works once, and only with its session's cookie.
     assert_eq!(get(&server, &url[url.find("/notebook-auth/").expect("path")..], &format!("ds_session={cookie}")).status, 403);

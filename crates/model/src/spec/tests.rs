@@ -126,3 +126,17 @@ fn oidc_needs_an_issuer_url_a_client_and_the_openid_scope() {
         assert!(found.iter().any(|p| p.starts_with(expected)), "{expected} not in {found:?}");
     }
 }
+
+#[test]
+fn a_direct_notebook_stack_must_enable_file_transfer() {
+    // The seed's stack disables downloads: as DIRECT (the notebook in the user's browser) it
+    // would promise what it cannot hold.
+    let found = problems("", &["stream_view=DIRECT"]);
+    assert_eq!(
+        found,
+        ["stacks.datasandbox-stack.stream_view: DIRECT hands the notebook to the user's browser, where FILE_DOWNLOAD cannot hold: enable it in user_settings, or stream the session (DESKTOP or APP)"]
+    );
+    assert!(problems("", &["stream_view=DIRECT", "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED"]).is_empty());
+    // A DIRECT stack of another application hands no notebook over.
+    assert!(problems("", &["stream_view=DIRECT", "stacks.datasandbox-stack.application=shell"]).is_empty());
+}

@@ -159,6 +159,25 @@ async fn home_bucket(plane: &Plane, connectors: &[StorageConnector]) -> Result<O
     Ok(bucket)
 }
 
+/// A DIRECT stack whose application is the notebook hands Jupyter to the user's browser, which
+/// is the user's device: code run there can print any file, save it into a notebook, or paste
+/// one in, whatever a proxy judges. FILE_UPLOAD and FILE_DOWNLOAD cannot hold there, so such a
+/// stack must enable both (or stream pixels).
+pub(crate) fn check_direct_transfers(view: Option<&str>, application: Option<&str>, settings: &[UserSetting]) -> Result<(), ActionError> {
+    let disabled: Vec<&str> = settings
+        .iter()
+        .filter(|s| matches!(s.action.as_str(), "FILE_UPLOAD" | "FILE_DOWNLOAD") && s.permission == "DISABLED")
+        .map(|s| s.action.as_str())
+        .collect();
+    if view == Some("DIRECT") && application == Some("notebook") && !disabled.is_empty() {
+        return Err(ActionError::validation(format!(
+            "StreamView DIRECT hands the notebook to the user's browser, where {} cannot hold: enable it, or stream the session (DESKTOP or APP)",
+            disabled.join(" and ")
+        )));
+    }
+    Ok(())
+}
+
 fn check_redirect(url: &Option<String>) -> Result<(), ActionError> {
     match url {
         Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 1000 => {
@@ -178,6 +197,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     check_application(&input.default_application)?;
     check_stream_view(&input.stream_view)?;
     check_watermark(&input.watermark)?;
+    check_direct_transfers(input.stream_view.as_deref(), input.default_application.as_deref(), &settings)?;
     let description = input.description.clone().unwrap_or_default();
     if description.chars().count() > 256 || input.display_name.as_ref().is_some_and(|d| d.chars().count() > 100) {
         return Err(ActionError::validation("Description is at most 256 characters and DisplayName at most 100"));
@@ -240,6 +260,7 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let application = input.default_application.clone().map_or_else(|| row.try_get("default_application"), |a| Ok(Some(a)))?;
     let view = input.stream_view.clone().map_or_else(|| row.try_get("stream_view"), |v| Ok(Some(v)))?;
     let watermark = input.watermark.clone().map_or_else(|| row.try_get("watermark"), |w| Ok(Some(w)))?;
+    check_direct_transfers(view.as_deref(), application.as_deref(), &settings)?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     // Sessions already running keep the settings they started with.
     sqlx::query(
