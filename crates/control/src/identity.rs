@@ -44,7 +44,9 @@ pub enum Credentials {
     LocalUser { user_name: String, password: Secret, totp_code: Option<Secret>, source_ip: String },
     /// A `SAMLResponse` posted to the assertion consumer (base64, as posted), from the address
     /// the browser posted it from. Never part of an action's input.
-    SamlResponse { response: String, source_ip: String },
+    /// A posted SAML response, with the request id the posting browser holds (its `/saml/login`
+    /// cookie), if any.
+    SamlResponse { response: String, source_ip: String, browser_request: Option<String> },
     /// What a browser brought back to `/oidc/callback`. Never part of an action's input.
     OidcCallback(OidcCallback),
     /// A built-in function invoked by the platform, carrying the correlation id of the event.
@@ -114,6 +116,9 @@ pub struct Federation {
     pub session_seconds: i64,
     /// What to open after the sign-in, when the verified message carried it (OIDC's state).
     pub relay_state: Option<String>,
+    /// An IdP-initiated SAML sign-in: it answers no request of this browser's, so the page
+    /// must not act on it (launch anything) before the user has seen whose sign-in it is.
+    pub idp_initiated: bool,
 }
 
 /// What the browser brought back to `/oidc/callback`.
@@ -230,13 +235,18 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                 expires: None,
             })
         }
-        Credentials::SamlResponse { response, .. } => {
-            let verified = saml::verify(plane, response).await?;
+        Credentials::SamlResponse { response, browser_request, .. } => {
+            let verified = saml::verify(plane, response, browser_request.as_deref()).await?;
             let provider =
                 format!("arn:datasandbox:identity::{account_id}:saml-provider/{}", plane.current.read().expect("spec lock").idp_name);
             let issuer = json!({ "type": "SAMLProvider", "arn": provider, "issuer": verified.issuer });
-            let federation =
-                Federation { protocol: "SAML", issuer: verified.issuer, session_seconds: verified.session_seconds, relay_state: None };
+            let federation = Federation {
+                protocol: "SAML",
+                issuer: verified.issuer,
+                session_seconds: verified.session_seconds,
+                relay_state: None,
+                idp_initiated: verified.idp_initiated,
+            };
             federated_caller(account_id, &verified.name_id, verified.mfa, verified.roles, "SAMLUser", issuer, federation)
         }
         Credentials::OidcCallback(callback) => {
@@ -247,6 +257,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
                 issuer: verified.issuer,
                 session_seconds: verified.session_seconds,
                 relay_state: Some(verified.relay_state),
+                idp_initiated: false,
             };
             federated_caller(account_id, &verified.user, verified.mfa, verified.roles, "WebIdentityUser", issuer, federation)
         }
@@ -509,6 +520,9 @@ pub(crate) async fn assume_federated_role(ctx: &mut Ctx<'_>, input: Value, proto
     issued["Roles"] = json!(roles);
     if let Some(relay_state) = federation.relay_state {
         issued["RelayState"] = json!(relay_state);
+    }
+    if federation.idp_initiated {
+        issued["IdpInitiated"] = json!(true);
     }
     Ok(issued)
 }

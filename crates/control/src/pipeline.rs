@@ -342,7 +342,8 @@ impl ControlPlane {
     /// Where a browser starts an SP-initiated SAML sign-in: the IdP's redirect-binding URL
     /// with a fresh AuthnRequest carrying `relay_state`.
     /// A refusal is recorded (`identity:SignInStartRefused`) with the browser's address.
-    pub async fn saml_login_url(&self, relay_state: &str, source_ip: &str) -> Result<String, ActionError> {
+    /// The request id comes with it, for the gateway to bind to the browser.
+    pub async fn saml_login_url(&self, relay_state: &str, source_ip: &str) -> Result<(String, String), ActionError> {
         let started = crate::identity::saml::login_url(&self.plane, relay_state);
         self.sign_in_start(&started, "SAML", relay_state, source_ip).await;
         started
@@ -362,6 +363,22 @@ impl ControlPlane {
             };
             self.record_service_event(event).await;
         }
+    }
+
+    /// A browser's request the gateway refused before it became any action (a foreign
+    /// `Origin`, a sign-in that is not JSON): recorded as `gateway:<name>` with the browser's
+    /// address, like any other refusal. Every string in it is short (see finding 6).
+    pub async fn record_refused_request(&self, name: &str, error: &ActionError, parameters: Value, source_ip: &str) {
+        let event = ServiceEvent {
+            source: "gateway",
+            name,
+            principal: "gateway.datasandbox",
+            parameters,
+            error: Some(error),
+            source_ip: Some(source_ip.to_owned()),
+            ..ServiceEvent::default()
+        };
+        self.record_service_event(event).await;
     }
 
     /// Which federated sign-ins are set up: (SAML, OpenID Connect).

@@ -11,7 +11,10 @@
 //!
 //! Either way the new token becomes the portal's cookie (or the console's, with `to=console`),
 //! and a relay state naming a stack launches it at once (as AppStream's relay state does);
-//! otherwise the browser lands on the portal.
+//! otherwise the browser lands on the portal. An SP-initiated SAML sign-in is bound to the
+//! browser that started it (`ds_saml`, the request id its response must answer), as OIDC's is
+//! by `ds_oidc`; an IdP-initiated one is bound to nothing, so it only signs in to the portal
+//! (which names the account) and launches nothing by itself.
 
 use std::net::SocketAddr;
 
@@ -74,7 +77,7 @@ async fn login(
     Query(query): Query<LoginQuery>,
 ) -> Response {
     match control.saml_login_url(&query.relay_state(), &peer.ip().to_string()).await {
-        Ok(url) => redirect(&url, None),
+        Ok((url, request)) => redirect(&url, Some(&saml_cookie(&control, &request, 600))),
         Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code, &err.message, None),
     }
 }
@@ -111,6 +114,19 @@ fn relay_target(relay_state: &str) -> Target {
     }
 }
 
+const SAML_COOKIE: &str = "ds_saml";
+
+/// The cookie that binds an SP-initiated sign-in to this browser: the request id its response
+/// must answer. The response comes as the IdP's cross-site form post, which carries no
+/// SameSite=Lax or Strict cookie: over HTTPS it is `SameSite=None; Secure`; over plain HTTP
+/// (where `None` needs `Secure`) it has no SameSite attribute, which Chromium treats as Lax but
+/// still sends on a top-level POST within two minutes of setting it.
+fn saml_cookie(control: &ControlPlane, request: &str, max_age: u32) -> String {
+    let https = control.spec().public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let site = if https { "; SameSite=None; Secure" } else { "" };
+    format!("{SAML_COOKIE}={request}; Path=/saml/acs; HttpOnly; Max-Age={max_age}{site}")
+}
+
 async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
         return problem(StatusCode::PAYLOAD_TOO_LARGE, "InvalidSAMLResponse", "the posted form is too large to be a SAML response", None);
@@ -124,12 +140,21 @@ async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo
         }
     }
     let credentials = match response {
-        Some(response) => Credentials::SamlResponse { response, source_ip: peer.ip().to_string() },
+        Some(response) => Credentials::SamlResponse {
+            response,
+            source_ip: peer.ip().to_string(),
+            browser_request: crate::cookie_named(&headers, SAML_COOKIE),
+        },
         // Still a call, so that the refusal is audited like any other.
         None => Credentials::Anonymous,
     };
     let signed = call(&control, credentials, peer, &headers, "identity:AssumeRoleWithSAML", Bytes::from_static(b"{}")).await;
-    signed_in(&control, signed, &relay_state, peer, &headers).await
+    let mut reply = signed_in(&control, signed, &relay_state, peer, &headers).await;
+    // The request id has done its work, whatever the outcome.
+    if let Ok(value) = HeaderValue::from_str(&saml_cookie(&control, "", 0)) {
+        reply.headers_mut().append(header::SET_COOKIE, value);
+    }
+    reply
 }
 
 const OIDC_COOKIE: &str = "ds_oidc";
@@ -203,6 +228,12 @@ async fn signed_in(
         }
     };
     let cookie = crate::portal::cookie_for(&token);
+    // An IdP-initiated response answers nothing this browser asked for: anyone holding one can
+    // post it from any page (login CSRF). It signs in to the portal, which names the account,
+    // and acts on nothing before the user does.
+    if signed.result.as_ref().is_ok_and(|issued| issued["IdpInitiated"] == true) {
+        return redirect("/portal", Some(&cookie));
+    }
     let (stack, app) = match relay_target(relay_state) {
         Target::Portal => return redirect("/portal", Some(&cookie)),
         // Whether the token may use the console is checked by each of the console's calls.

@@ -7,6 +7,7 @@ mod federation;
 mod listen;
 mod notebook;
 mod openapi;
+mod origin;
 mod portal;
 mod rfb;
 mod session;
@@ -62,6 +63,7 @@ pub async fn serve(
         Router::new().route("/api/{service}/{action}", post(tcp_call)),
     )))))))
     .layer(axum::Extension(Stopping(stop_rx.clone())))
+    .layer(axum::middleware::from_fn_with_state(control.clone(), origin::guard))
     .with_state(control.clone());
     // Metrics are the operator's: on the control socket only (see `operator_routes`).
     let unix_app = operator_routes(public_routes(Router::new().route("/api/{service}/{action}", post(unix_call)))).with_state(control);
@@ -140,6 +142,20 @@ pub(crate) async fn page_sign_in(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<serde_json::Value, Response> {
+    // A form cannot send JSON's content type without the page asking first (CORS): a sign-in
+    // posted by another site's form (login CSRF, `enctype=text/plain`) is refused here.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        let error = ActionError::new(415, "UnsupportedMediaTypeException", "a sign-in is a JSON body (Content-Type: application/json)");
+        control.record_refused_request("SignInRefused", &error, json!({ "Reason": "not JSON" }), &peer.ip().to_string()).await;
+        return Err(
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(json!({ "Code": error.code, "Message": error.message }))).into_response()
+        );
+    }
     let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let (credentials, input) = sign_in_credentials(&bytes, peer);
     let signed = session::call(control, credentials, peer, headers, "identity:SignIn", bytes::Bytes::from(input.to_string())).await;
@@ -177,8 +193,9 @@ pub(crate) fn sign_in_credentials(body: &[u8], peer: SocketAddr) -> (Credentials
 /// the instance credential and the link the call arrives on.
 pub fn endpoint_server(control: ControlPlane) -> control::EndpointServer {
     Box::new(move |listener: TcpListener| {
-        let app =
-            notebook::endpoint_routes(Router::new().route("/api/{service}/{action}", post(endpoint_call))).with_state(control.clone());
+        let app = notebook::endpoint_routes(Router::new().route("/api/{service}/{action}", post(endpoint_call)))
+            .layer(axum::middleware::from_fn_with_state(control.clone(), origin::guard))
+            .with_state(control.clone());
         tokio::spawn(async move {
             if let Err(err) = listen::serve(listener, app, std::future::pending()).await {
                 tracing::error!(error = %err, "the endpoint stopped");

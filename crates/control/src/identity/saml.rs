@@ -167,7 +167,9 @@ pub(crate) fn sp_metadata(plane: &Plane) -> String {
 
 /// The IdP's URL that starts an SP-initiated sign-in (redirect binding), with a fresh request
 /// id that a response must answer within ten minutes, and the relay state passed through.
-pub(crate) fn login_url(plane: &Plane, relay_state: &str) -> Result<String, ActionError> {
+/// The request id is returned too: the gateway binds it to the browser (a cookie), and a
+/// response answering it is accepted only from that browser.
+pub(crate) fn login_url(plane: &Plane, relay_state: &str) -> Result<(String, String), ActionError> {
     if relay_state.len() > 80 {
         return Err(ActionError::validation("RelayState is longer than SAML's 80 bytes"));
     }
@@ -197,7 +199,7 @@ pub(crate) fn login_url(plane: &Plane, relay_state: &str) -> Result<String, Acti
         query.append_pair("RelayState", relay_state);
     }
     let separator = if sso.contains('?') { '&' } else { '?' };
-    Ok(format!("{sso}{separator}{}", query.finish()))
+    Ok((format!("{sso}{separator}{}", query.finish()), id))
 }
 
 /// A request id that proves itself: random, with its expiry, MAC'd with the server's key, so
@@ -231,6 +233,8 @@ pub(crate) struct Verified {
     pub roles: Vec<String>,
     pub session_seconds: i64,
     pub mfa: bool,
+    /// No request answered (IdP-initiated): nothing binds it to the browser that posted it.
+    pub idp_initiated: bool,
 }
 
 /// The subject a response claims, unverified: only for the audit record of a refusal.
@@ -252,7 +256,9 @@ fn decode(response: &str) -> Result<Vec<u8>, ActionError> {
 
 /// Verifies a posted `SAMLResponse` (base64) completely, then records its assertion id so it
 /// can never be used again.
-pub(crate) async fn verify(plane: &Plane, response: &str) -> Result<Verified, ActionError> {
+/// `browser_request` is the request id the posting browser holds (its cookie from
+/// `/saml/login`): a response that answers a request must answer that one.
+pub(crate) async fn verify(plane: &Plane, response: &str, browser_request: Option<&str>) -> Result<Verified, ActionError> {
     let idp = identity_provider(plane)?;
     let sp = service_provider(plane);
     let bytes = decode(response)?;
@@ -262,7 +268,7 @@ pub(crate) async fn verify(plane: &Plane, response: &str) -> Result<Verified, Ac
         // roxmltree refuses DTDs, so no entity is ever expanded.
         let document = Document::parse(&text).map_err(|err| malformed(format!("the SAMLResponse is not well-formed XML: {err}")))?;
         let shape = shape(&document, &idp)?;
-        let read = read_assertion(plane, &shape, &idp, &sp, now)?;
+        let read = read_assertion(plane, &shape, &idp, &sp, now, browser_request)?;
         (read, shape.signed.iter().map(|s| (s.node_name, s.id.clone())).collect::<Vec<_>>())
     };
     let (read, signed) = checked;
@@ -409,7 +415,14 @@ struct Read {
 }
 
 /// Everything but the signature: destination, subject, audience, times, request, attributes.
-fn read_assertion(plane: &Plane, shape: &Shape, idp: &IdentityProvider, sp: &ServiceProvider, now: i64) -> Result<Read, ActionError> {
+fn read_assertion(
+    plane: &Plane,
+    shape: &Shape,
+    idp: &IdentityProvider,
+    sp: &ServiceProvider,
+    now: i64,
+    browser_request: Option<&str>,
+) -> Result<Read, ActionError> {
     let (response, assertion) = (shape.response, shape.assertion);
     if let Some(destination) = response.attribute("Destination")
         && destination != sp.acs
@@ -457,6 +470,16 @@ fn read_assertion(plane: &Plane, shape: &Shape, idp: &IdentityProvider, sp: &Ser
             "the response answers a request this service did not make, or made more than ten minutes ago; sign in again",
         ));
     }
+    // Login CSRF: someone else's answer to their own sign-in, posted from this browser.
+    if let Some(request) = in_response_to
+        && browser_request != Some(request)
+    {
+        return Err(rejected(
+            "SAMLRequestNotFromThisBrowser",
+            "the response answers a sign-in started in another browser (or this browser's sign-in cookie is gone); sign in again",
+        ));
+    }
+    let idp_initiated = in_response_to.is_none();
     let conditions = child(assertion, ASSERTION, "Conditions").ok_or_else(|| malformed("the assertion has no Conditions"))?;
     if let Some(not_before) = time(conditions.attribute("NotBefore"), "NotBefore")?
         && not_before - SKEW_MS > now
@@ -484,7 +507,11 @@ fn read_assertion(plane: &Plane, shape: &Shape, idp: &IdentityProvider, sp: &Ser
         .any(|class| MFA_CONTEXTS.contains(&class.as_str()));
     let (roles, session_seconds) = attributes(plane, assertion, idp)?;
     let expires = not_on_or_after.unwrap_or(confirmation_end).max(confirmation_end) + SKEW_MS;
-    Ok(Read { verified: Verified { name_id, issuer: idp.entity_id.clone(), roles, session_seconds, mfa }, assertion_id, expires })
+    Ok(Read {
+        verified: Verified { name_id, issuer: idp.entity_id.clone(), roles, session_seconds, mfa, idp_initiated },
+        assertion_id,
+        expires,
+    })
 }
 
 /// AppStream's attributes: the roles granted through this provider, and the session length.

@@ -8,6 +8,8 @@ mod f03_id_ranges;
 mod f05_bounded_dirs;
 mod f07_secrets_in_argv;
 mod f08_direct_view;
+mod f09_origins;
+mod f11_login_csrf;
 mod f15_image_packages;
 mod f16_gateway;
 mod f16_ucounts;

@@ -24,7 +24,10 @@ fn an_admin_runs_the_console_and_others_are_kept_out() {
     assert_eq!(bare.status, 401, "{}", String::from_utf8_lossy(&bare.body));
     server.ok("identity:CreateLocalUser", json!({ "UserName": "olga", "Password": PASSWORD }));
     let body = json!({ "UserName": "olga", "Password": PASSWORD }).to_string();
-    let olga = http::tcp(&server.api).expect("connect").request("POST", "/console/signin", &[], body.as_bytes()).expect("sign in");
+    let olga = http::tcp(&server.api)
+        .expect("connect")
+        .request("POST", "/console/signin", &[("content-type", "application/json")], body.as_bytes())
+        .expect("sign in");
     assert_eq!(olga.status, 403, "{}", String::from_utf8_lossy(&olga.body));
     assert_eq!(olga.json()["Code"], "ConsoleAccessDenied");
     assert!(olga.headers.iter().all(|(n, _)| n != "set-cookie"), "no console cookie for a non-admin");

@@ -59,8 +59,10 @@ impl Changes {
     /// Signs `user` in on the portal and opens the stream with the portal's cookie.
     fn open(server: &crate::Server, user: &str) -> Changes {
         let body = json!({ "UserName": user, "Password": PASSWORD }).to_string();
-        let signed =
-            crate::http::tcp(&server.api).expect("connect").request("POST", "/portal/signin", &[], body.as_bytes()).expect("sign in");
+        let signed = crate::http::tcp(&server.api)
+            .expect("connect")
+            .request("POST", "/portal/signin", &[("content-type", "application/json")], body.as_bytes())
+            .expect("sign in");
         assert_eq!(signed.status, 200, "{}", String::from_utf8_lossy(&signed.body));
         let cookie =
             signed.headers.iter().find(|(n, _)| n == "set-cookie").map(|(_, v)| v.split(';').next().unwrap_or_default().to_owned());

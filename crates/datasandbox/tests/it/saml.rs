@@ -77,6 +77,11 @@ impl Posted {
 }
 
 pub(crate) fn post_acs(server: &Server, response: &str, relay_state: &str) -> Posted {
+    post_acs_from(server, response, relay_state, None)
+}
+
+/// Posts a response from the browser holding `cookie` (the `ds_saml` of its `/saml/login`).
+pub(crate) fn post_acs_from(server: &Server, response: &str, relay_state: &str, cookie: Option<&str>) -> Posted {
     let mut form = form_encode(&[("SAMLResponse", response)]);
     if !relay_state.is_empty() {
         form.push('&');
@@ -84,7 +89,12 @@ pub(crate) fn post_acs(server: &Server, response: &str, relay_state: &str) -> Po
     }
     let reply = http::tcp(&server.api)
         .expect("connect")
-        .request("POST", "/saml/acs", &[("content-type", "application/x-www-form-urlencoded")], form.as_bytes())
+        .request(
+            "POST",
+            "/saml/acs",
+            &[("content-type", "application/x-www-form-urlencoded"), ("cookie", cookie.unwrap_or_default())],
+            form.as_bytes(),
+        )
         .expect("post");
     let header = |name: &str| reply.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     Posted {
@@ -95,7 +105,7 @@ pub(crate) fn post_acs(server: &Server, response: &str, relay_state: &str) -> Po
     }
 }
 
-fn form_encode(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
     let encode = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
@@ -107,7 +117,7 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
-fn sessions_of(server: &Server, user: &str) -> Vec<Value> {
+pub(crate) fn sessions_of(server: &Server, user: &str) -> Vec<Value> {
     let found = server.ok(
         "streaming:DescribeSessions",
         json!({ "StackName": STACK, "FleetName": "datasandbox-fleet", "UserId": user, "AuthenticationType": "SAML" }),
@@ -144,6 +154,9 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
         .collect();
     let request = query.iter().find(|(k, _)| k == "SAMLRequest").map(|(_, v)| v.clone()).expect("SAMLRequest");
     let relay = query.iter().find(|(k, _)| k == "RelayState").map(|(_, v)| v.clone()).expect("RelayState");
+    // The sign-in is bound to this browser: its response is accepted only with this cookie.
+    let browser = login.headers.iter().find(|(n, _)| n == "set-cookie").and_then(|(_, v)| v.split(';').next()).map(str::to_owned);
+    assert!(browser.as_deref().is_some_and(|c| c.starts_with("ds_saml=")), "{browser:?}");
     assert_eq!(relay, format!("stack={STACK}"));
 
     let alice = "alice@example.test";
@@ -219,16 +232,27 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     assert_eq!(posted_nothing.status, 401, "{}", posted_nothing.body);
     assert!(sessions_of(&server, alice).is_empty(), "no refused response opened a session");
 
-    // IdP-initiated with AppStream's relay state: straight into a session, as bob, no MFA.
+    // IdP-initiated with AppStream's relay state, as bob, no MFA: bound to no browser, it signs
+    // in to the portal (which names the account) and launches nothing by itself; bob's click
+    // on the portal launches the stack.
     let bob = post_acs(
         &server,
         made["idp_initiated"].as_str().expect("response"),
         &format!("https://appstream.example/saml?stackname={STACK}&accountId=000000000000"),
     );
-    assert_eq!(bob.status, 303, "{}", bob.body);
-    let url = bob.location.clone().expect("a streaming URL");
-    assert!(url.contains("/streaming/"), "{url}");
-    assert!(bob.cookie.is_some(), "the portal cookie is set");
+    assert_eq!((bob.status, bob.location.as_deref()), (303, Some("/portal")), "{}", bob.body);
+    let portal = format!("ds_portal={}", bob.cookie.clone().expect("the portal cookie is set"));
+    let launched = http::tcp(&server.api)
+        .expect("connect")
+        .request(
+            "POST",
+            "/portal/launch",
+            &[("cookie", &portal), ("content-type", "application/json")],
+            json!({ "StackName": STACK }).to_string().as_bytes(),
+        )
+        .expect("launch");
+    assert_eq!(launched.status, 200, "{}", String::from_utf8_lossy(&launched.body));
+    let url = launched.json()["StreamingURL"].as_str().expect("a streaming URL").to_owned();
     let opened = open(&server, &url);
     assert_eq!(opened.status, 200, "{}", opened.body);
     let status = active(&server, opened.cookie.as_deref().expect("session cookie"), 60);
@@ -252,7 +276,7 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     assert_eq!(again.code(), "SAMLReplay", "{}", again.body);
 
     // SP-initiated: answers our request, MFA at the IdP, into a session.
-    let alice_in = post_acs(&server, made["sp_initiated"].as_str().expect("response"), &relay);
+    let alice_in = post_acs_from(&server, made["sp_initiated"].as_str().expect("response"), &relay, browser.as_deref());
     assert_eq!(alice_in.status, 303, "{}", alice_in.body);
     let opened = open(&server, alice_in.location.as_deref().expect("a streaming URL"));
     let status = active(&server, opened.cookie.as_deref().expect("session cookie"), 60);
@@ -283,7 +307,7 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     streaming::expire(&server, &bob_sessions[0]);
 }
 
-fn unpercent(text: &str) -> String {
+pub(crate) fn unpercent(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;

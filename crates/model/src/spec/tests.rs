@@ -134,7 +134,9 @@ fn a_direct_notebook_stack_must_enable_file_transfer() {
     let found = problems("", &["stream_view=DIRECT"]);
     assert_eq!(
         found,
-        ["stacks.datasandbox-stack.stream_view: DIRECT hands the notebook to the user's browser, where FILE_DOWNLOAD cannot hold: enable it in user_settings, or stream the session (DESKTOP or APP)"]
+        [
+            "stacks.datasandbox-stack.stream_view: DIRECT hands the notebook to the user's browser, where FILE_DOWNLOAD cannot hold: enable it in user_settings, or stream the session (DESKTOP or APP)"
+        ]
     );
     assert!(problems("", &["stream_view=DIRECT", "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED"]).is_empty());
     // A DIRECT stack of another application hands no notebook over.

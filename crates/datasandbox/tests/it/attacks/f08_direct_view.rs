@@ -29,9 +29,7 @@ fn f08_a_direct_notebook_stack_with_file_transfer_disabled_is_refused() {
             "UserSettings": [{ "Action": "FILE_DOWNLOAD", "Permission": "ENABLED" }, { "Action": "FILE_UPLOAD", "Permission": "ENABLED" }],
         }),
     );
-    let updated = server.call(
-        "streaming:UpdateStack",
-        &json!({ "Name": "open", "UserSettings": [{ "Action": "FILE_UPLOAD", "Permission": "DISABLED" }] }),
-    );
+    let updated = server
+        .call("streaming:UpdateStack", &json!({ "Name": "open", "UserSettings": [{ "Action": "FILE_UPLOAD", "Permission": "DISABLED" }] }));
     assert_eq!(updated.stderr["Code"], "ValidationException", "{:?}", updated.stderr);
 }

@@ -41,10 +41,11 @@ fn f16_a_slowloris_connection_is_closed() {
 fn f16_a_stalled_request_body_is_given_up() {
     let server = Server::start(&[]);
     let mut slow = TcpStream::connect(&server.api).expect("connect");
-    slow.write_all(b"POST /api/storage/ListBuckets HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
-        .expect("write");
-    let (took, answer) =
-        closed_within(&mut slow, Duration::from_secs(60)).expect("the stalled body was still waited for after 60 s");
+    slow.write_all(
+        b"POST /api/storage/ListBuckets HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .expect("write");
+    let (took, answer) = closed_within(&mut slow, Duration::from_secs(60)).expect("the stalled body was still waited for after 60 s");
     assert!(took < Duration::from_secs(45), "{took:?}");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
