@@ -106,6 +106,7 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     }
     let owner = fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();
     let listen = spec.api_listen;
+    let spec_notebook_listen = spec.notebook_listen;
     let image_cache = std::env::var_os("DATASANDBOX_CACHE_DIR").map_or_else(|| sandbox::image::DEFAULT_CACHE.into(), PathBuf::from);
     let control = control::ControlPlane::start(spec, data_dir, owner, &image_cache).await.context("cannot start the control plane")?;
     control.set_endpoint_server(gateway::endpoint_server(control.clone()));
@@ -134,6 +135,12 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}; change server.api_listen or pass -c server.api_listen=127.0.0.1:0"))?;
+    let notebook_listen = spec_notebook_listen;
+    let notebooks = tokio::net::TcpListener::bind(notebook_listen).await.with_context(|| {
+        format!(
+            "cannot listen on {notebook_listen} for notebooks; change server.notebook_listen or pass -c server.notebook_listen=127.0.0.1:0"
+        )
+    })?;
     let socket = data_dir.join("control.sock");
     match fs::remove_file(&socket) {
         Ok(()) => tracing::info!(path = %socket.display(), "removed a stale control socket"),
@@ -151,8 +158,9 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
         writeln!(stdout, "ready api=http://{api} socket={}", socket.display())?;
         stdout.flush()?;
     }
-    tracing::info!(%api, socket = %socket.display(), "serving; open a session with `datasandbox streaming-url --user <name>`");
-    gateway::serve(control.clone(), tcp, unix, shutdown).await.context("server failed")?;
+    let notebook_address = notebooks.local_addr().context("listener has no address")?;
+    tracing::info!(%api, notebooks = %notebook_address, socket = %socket.display(), "serving; open a session with `datasandbox streaming-url --user <name>`");
+    gateway::serve(control.clone(), tcp, notebooks, unix, shutdown).await.context("server failed")?;
     control.shutdown().await;
     let _ = fs::remove_file(&socket);
     tracing::info!("stopped");

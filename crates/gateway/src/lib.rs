@@ -44,10 +44,12 @@ impl Stopping {
     }
 }
 
-/// Serves the API on both listeners until `shutdown` completes, then drains open requests.
+/// Serves the API and the pages on `tcp`, notebooks on `notebooks` (an origin of their own)
+/// and the operator's API on `unix` until `shutdown` completes, then drains open requests.
 pub async fn serve(
     control: ControlPlane,
     tcp: TcpListener,
+    notebooks: TcpListener,
     unix: UnixListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -59,16 +61,34 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let origins = notebook::Origins {
+        main_port: tcp.local_addr()?.port(),
+        notebook_port: notebooks.local_addr()?.port(),
+        public_url: control.spec().public_url.clone(),
+        notebook_url: control.spec().notebook_url.clone(),
+    };
+    let handoffs = notebook::Handoffs::default();
     let tcp_app = console::routes(federation::routes(portal::routes(stream::routes(notebook::routes(session::routes(public_routes(
         Router::new().route("/api/{service}/{action}", post(tcp_call)),
     )))))))
     .layer(axum::Extension(Stopping(stop_rx.clone())))
-    .layer(axum::middleware::from_fn_with_state(control.clone(), origin::guard))
+    .layer(axum::Extension(origins.clone()))
+    .layer(axum::Extension(handoffs.clone()))
+    .layer(axum::middleware::from_fn_with_state(origin::Check::main(&control), origin::guard))
     .with_state(control.clone());
+    let notebook_app = notebook::origin_routes(Router::new())
+        .layer(axum::Extension(origins))
+        .layer(axum::Extension(handoffs))
+        .layer(axum::middleware::from_fn_with_state(origin::Check::notebooks(&control), origin::guard))
+        .with_state(control.clone());
     // Metrics are the operator's: on the control socket only (see `operator_routes`).
     let unix_app = operator_routes(public_routes(Router::new().route("/api/{service}/{action}", post(unix_call)))).with_state(control);
-    let (a, b) = tokio::join!(listen::serve(tcp, tcp_app, wait(stop_rx.clone())), listen::serve(unix, unix_app, wait(stop_rx)));
-    a.and(b)
+    let (a, b, c) = tokio::join!(
+        listen::serve(tcp, tcp_app, wait(stop_rx.clone())),
+        listen::serve(notebooks, notebook_app, wait(stop_rx.clone())),
+        listen::serve(unix, unix_app, wait(stop_rx))
+    );
+    a.and(b).and(c)
 }
 
 /// What anyone may read: health and the API's description.
@@ -194,7 +214,7 @@ pub(crate) fn sign_in_credentials(body: &[u8], peer: SocketAddr) -> (Credentials
 pub fn endpoint_server(control: ControlPlane) -> control::EndpointServer {
     Box::new(move |listener: TcpListener| {
         let app = notebook::endpoint_routes(Router::new().route("/api/{service}/{action}", post(endpoint_call)))
-            .layer(axum::middleware::from_fn_with_state(control.clone(), origin::guard))
+            .layer(axum::middleware::from_fn_with_state(origin::Check::endpoint(&control), origin::guard))
             .with_state(control.clone());
         tokio::spawn(async move {
             if let Err(err) = listen::serve(listener, app, std::future::pending()).await {

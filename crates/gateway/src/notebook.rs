@@ -1,7 +1,22 @@
-//! The notebook proxy: `GET /notebook-auth/<token>` opens a presigned notebook URL in the
-//! browser of the session it was made for and sets that notebook's cookie; everything under
-//! `/notebook/<name>/` then goes to the notebook's Jupyter over its Unix socket (HTTP and the
+//! The notebook proxy. Notebooks are served from an origin of their own (the notebook
+//! listener: `server.notebook_listen`, reached as `server.notebook_url`), never from the
+//! gateway's main origin, so that a notebook's pages (whatever a kernel's output puts in them)
+//! cannot act on the portal's, console's or session's pages and actions.
+//!
+//! `GET /notebook-auth/<token>` on the main origin opens a presigned notebook URL in the
+//! browser of the session it was made for (its session cookie) and hands the notebook's
+//! cookie over to the notebook origin through a single-use, one-minute code
+//! (`/notebook-open/<code>` there, which sets it); everything under `/notebook/<name>/` on the
+//! notebook origin then goes to the notebook's Jupyter over its Unix socket (HTTP and the
 //! kernels' WebSockets), with Jupyter's own token added here — the browser never sees it.
+//! The session page frames the notebook origin, which lets only the main origin frame it.
+//!
+//! Jupyter authenticates the proxy by its token, and a token-authenticated request skips
+//! Jupyter's XSRF and origin checks (that is Jupyter's design), so its XSRF check, on, guards
+//! nothing that reaches it through here. The proxy is where those checks are made: the
+//! notebook cookie is SameSite=Strict on the notebook origin, every WebSocket upgrade and
+//! state-changing request must carry that origin's `Origin` (`origin.rs`), and the browser's
+//! cookies never reach Jupyter, nor Jupyter's the browser.
 //!
 //! File transfer controls, from the session's settings, on Jupyter's real routes: with
 //! FILE_DOWNLOAD disabled, `/files/`, `/nbconvert/`, `?download=…` and contents-API reads that
@@ -14,7 +29,9 @@
 //! each refusal is audited. Jupyter's cookies stay here: its `Set-Cookie` never reaches the
 //! browser.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
@@ -60,8 +77,99 @@ fn passed_to_jupyter(name: &header::HeaderName) -> bool {
     ![header::COOKIE, header::AUTHORIZATION, header::HOST, header::ACCEPT_ENCODING].contains(name)
 }
 
+/// On the main origin: presigned URLs are redeemed here, with the session's cookie, and the
+/// session page finds its notebook again after a reload.
 pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
-    router.route("/notebook-auth/{token}", get(open_url)).route("/notebook/{name}/{*rest}", any(proxy))
+    router.route("/notebook-auth/{token}", get(open_url)).route("/session/notebook", get(session_notebook))
+}
+
+/// On the notebook origin: the hand-over of a notebook's cookie, then the notebook.
+pub(crate) fn origin_routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
+    router.route("/notebook-open/{code}", get(open_handoff)).route("/notebook/{name}/{*rest}", any(proxy))
+}
+
+/// Where the two origins are: the listeners' ports and the configured URLs.
+#[derive(Clone, Debug)]
+pub(crate) struct Origins {
+    pub main_port: u16,
+    pub notebook_port: u16,
+    pub public_url: Option<String>,
+    pub notebook_url: Option<String>,
+}
+
+impl Origins {
+    /// The host the browser used (from `Host`), without its port.
+    fn host_of(headers: &HeaderMap) -> String {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+        match host.rsplit_once(':') {
+            Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name.to_owned(),
+            _ => host.to_owned(),
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.public_url.as_deref().is_some_and(|u| u.starts_with("https://")) { "https" } else { "http" }
+    }
+
+    /// The notebook origin, as a browser that reached this request's host finds it.
+    pub fn notebook_base(&self, headers: &HeaderMap) -> String {
+        self.notebook_url.clone().unwrap_or_else(|| format!("{}://{}:{}", self.scheme(), Self::host_of(headers), self.notebook_port))
+    }
+
+    /// The main origin, as seen from a request on the notebook origin: the only page that may
+    /// frame a notebook.
+    pub fn main_base(&self, headers: &HeaderMap) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("{}://{}:{}", self.scheme(), Self::host_of(headers), self.main_port))
+    }
+}
+
+/// Notebook cookies on their way from the main origin to the notebook origin (single-use
+/// codes, for a minute), and where each session's notebook is (for its page after a reload).
+#[derive(Clone, Default)]
+pub(crate) struct Handoffs(Arc<Mutex<HandoffState>>);
+
+#[derive(Default)]
+struct HandoffState {
+    codes: HashMap<String, Handoff>,
+    /// By session cookie: the notebook's page on the notebook origin.
+    labs: HashMap<String, String>,
+}
+
+struct Handoff {
+    name: String,
+    cookie: String,
+    max_age: i64,
+    expires: std::time::Instant,
+}
+
+/// How long a hand-over code lives; and how many of each kind are kept at most.
+const HANDOFF_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+const HANDOFF_LIMIT: usize = 10_000;
+
+impl Handoffs {
+    fn state(&self) -> std::sync::MutexGuard<'_, HandoffState> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn give(&self, handoff: Handoff, session_cookie: &str, lab: String) -> String {
+        let mut raw = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+        let code: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let mut state = self.state();
+        let now = std::time::Instant::now();
+        state.codes.retain(|_, h| h.expires > now);
+        if state.codes.len() >= HANDOFF_LIMIT || state.labs.len() >= HANDOFF_LIMIT {
+            state.codes.clear();
+            state.labs.clear();
+        }
+        state.codes.insert(code.clone(), handoff);
+        state.labs.insert(session_cookie.to_owned(), lab);
+        code
+    }
+
+    fn take(&self, code: &str) -> Option<Handoff> {
+        self.state().codes.remove(code).filter(|h| h.expires > std::time::Instant::now())
+    }
 }
 
 /// The same on the endpoint of an instance link, for the kiosk browser of a pixel session:
@@ -76,17 +184,48 @@ fn notebook_cookie(name: &str) -> String {
     format!("ds_nb_{}", name.replace('-', "_"))
 }
 
+/// On the main origin: the presigned URL redeemed with the session's cookie, then the
+/// notebook's cookie handed to the notebook origin.
 async fn open_url(
     State(control): State<ControlPlane>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(origins): axum::Extension<Origins>,
+    axum::Extension(handoffs): axum::Extension<Handoffs>,
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let credentials = match cookie_named(&headers, "ds_session") {
-        Some(cookie) => Credentials::SessionCookie(cookie),
-        None => Credentials::Anonymous,
+    let Some(session_cookie) = cookie_named(&headers, "ds_session") else {
+        return redeem(control, Credentials::Anonymous, peer, token, headers).await;
     };
-    redeem(control, credentials, peer, token, headers).await
+    let (name, cookie, max_age) = match redeemed(&control, Credentials::SessionCookie(session_cookie.clone()), peer, token, &headers).await
+    {
+        Ok(redeemed) => redeemed,
+        Err(refused) => return refused,
+    };
+    let base = origins.notebook_base(&headers);
+    let lab = format!("{base}/notebook/{name}/lab");
+    let handoff = Handoff { name, cookie, max_age, expires: std::time::Instant::now() + HANDOFF_LIFETIME };
+    let code = handoffs.give(handoff, &session_cookie, lab);
+    Redirect::to(&format!("{base}/notebook-open/{code}")).into_response()
+}
+
+/// On the notebook origin: the hand-over code becomes the notebook's cookie, here.
+async fn open_handoff(axum::Extension(handoffs): axum::Extension<Handoffs>, Path(code): Path<String>) -> Response {
+    match handoffs.take(&code) {
+        Some(handoff) => with_notebook_cookie(&handoff.name, &handoff.cookie, handoff.max_age),
+        None => refuse("this notebook link has been used or has expired; open the notebook from your session"),
+    }
+}
+
+/// Where the session's notebook is on the notebook origin, for its page after a reload (the
+/// presigned URL is spent by then): `{"Url": …}`, or 404 before it was opened.
+async fn session_notebook(axum::Extension(handoffs): axum::Extension<Handoffs>, headers: HeaderMap) -> Response {
+    let lab = cookie_named(&headers, "ds_session").and_then(|cookie| handoffs.state().labs.get(&cookie).cloned());
+    match lab {
+        Some(url) => axum::Json(json!({ "Url": url })).into_response(),
+        None => (StatusCode::NOT_FOUND, axum::Json(json!({ "Code": "ResourceNotFoundException", "Message": "no notebook opened yet" })))
+            .into_response(),
+    }
 }
 
 async fn open_url_in_instance(
@@ -98,7 +237,25 @@ async fn open_url_in_instance(
     redeem(control, Credentials::InstanceLink { source_ip: peer.ip().to_string() }, peer, token, headers).await
 }
 
-async fn redeem(control: ControlPlane, credentials: Credentials, peer: SocketAddr, token: String, headers: HeaderMap) -> Response {
+/// A notebook's cookie set on this origin, and the browser sent to the notebook.
+fn with_notebook_cookie(name: &str, value: &str, max_age: i64) -> Response {
+    let cookie = format!("{}={value}; Path=/notebook/{name}/; HttpOnly; SameSite=Strict; Max-Age={max_age}", notebook_cookie(name));
+    let mut reply = Redirect::to(&format!("/notebook/{name}/lab")).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        reply.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    reply
+}
+
+/// Redeems a presigned URL: the notebook's name, cookie and the cookie's lifetime, or the
+/// refusal as the browser should get it.
+async fn redeemed(
+    control: &ControlPlane,
+    credentials: Credentials,
+    peer: SocketAddr,
+    token: String,
+    headers: &HeaderMap,
+) -> Result<(String, String, i64), Response> {
     let response = control
         .call(control::Request {
             credentials,
@@ -109,25 +266,24 @@ async fn redeem(control: ControlPlane, credentials: Credentials, peer: SocketAdd
         })
         .await;
     match response.result {
-        Ok(out) => {
-            let name = out["NotebookInstanceName"].as_str().unwrap_or_default();
-            let cookie = format!(
-                "{}={}; Path=/notebook/{name}/; HttpOnly; SameSite=Strict; Max-Age={}",
-                notebook_cookie(name),
-                out["Cookie"].as_str().unwrap_or_default(),
-                out["MaxAgeSeconds"].as_i64().unwrap_or(0)
-            );
-            let mut reply = Redirect::to(&format!("/notebook/{name}/lab")).into_response();
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                reply.headers_mut().insert(header::SET_COOKIE, value);
-            }
-            reply
-        }
-        Err(err) => (
+        Ok(out) => Ok((
+            out["NotebookInstanceName"].as_str().unwrap_or_default().to_owned(),
+            out["Cookie"].as_str().unwrap_or_default().to_owned(),
+            out["MaxAgeSeconds"].as_i64().unwrap_or(0),
+        )),
+        Err(err) => Err((
             StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN),
             axum::Json(json!({ "Code": err.code, "Message": err.message, "RequestId": response.request_id })),
         )
-            .into_response(),
+            .into_response()),
+    }
+}
+
+/// Redeems a presigned URL on the origin that serves the notebook (an instance's endpoint).
+async fn redeem(control: ControlPlane, credentials: Credentials, peer: SocketAddr, token: String, headers: HeaderMap) -> Response {
+    match redeemed(&control, credentials, peer, token, &headers).await {
+        Ok((name, cookie, max_age)) => with_notebook_cookie(&name, &cookie, max_age),
+        Err(refused) => refused,
     }
 }
 
@@ -145,9 +301,24 @@ fn refused_route(target: &NotebookTarget, rest: &str, query: &str) -> Option<&'s
 async fn proxy(
     State(control): State<ControlPlane>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    origins: Option<axum::Extension<Origins>>,
     Path((name, rest)): Path<(String, String)>,
     request: Request,
 ) -> Response {
+    // On the notebook origin, only the main origin's session page may frame the notebook
+    // (Jupyter's own policy says `'self'`); on an instance's endpoint, only the notebook itself.
+    let ancestors = match &origins {
+        Some(axum::Extension(origins)) => format!("frame-ancestors 'self' {}", origins.main_base(request.headers())),
+        None => "frame-ancestors 'self'".to_owned(),
+    };
+    let mut response = proxied(control, peer, name, rest, request).await;
+    if let Ok(value) = HeaderValue::from_str(&ancestors) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
+}
+
+async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: String, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let Some(cookie) = cookie_named(&parts.headers, &notebook_cookie(&name)) else {
         return refuse("no access to this notebook; open it from your session");

@@ -5,7 +5,8 @@
 //! to CORS at all. So every WebSocket upgrade, and every state-changing request on the paths
 //! that cookies authenticate (`/console/`, `/portal/`, `/session/`, `/notebook/`), must come
 //! from a page of this origin: a browser's `Origin` header must name the origin the request
-//! was sent to (its `Host`) or the configured `server.public_url`. A foreign one is refused
+//! was sent to (its `Host`) or that origin's configured URL (`server.public_url`, or
+//! `server.notebook_url` on the notebook listener). A foreign one is refused
 //! (403 `CrossOriginRequestRefused`) and recorded. A request without `Origin` is not a
 //! browser's cross-origin request (browsers always send it on these), so it passes: its
 //! sender holds the cookie itself.
@@ -25,13 +26,36 @@ use serde_json::json;
 /// Paths whose requests a cookie authenticates.
 const COOKIE_PATHS: &[&str] = &["/console/", "/portal/", "/session/", "/notebook/"];
 
-pub(crate) async fn guard(State(control): State<ControlPlane>, request: Request, next: Next) -> Response {
+/// What a listener's guard compares `Origin` with, besides the request's own `Host`: the
+/// configured URL of that origin (`server.public_url`, `server.notebook_url`), if any.
+#[derive(Clone)]
+pub(crate) struct Check {
+    control: ControlPlane,
+    configured: Option<String>,
+}
+
+impl Check {
+    pub(crate) fn main(control: &ControlPlane) -> Check {
+        Check { control: control.clone(), configured: control.spec().public_url.clone() }
+    }
+
+    pub(crate) fn notebooks(control: &ControlPlane) -> Check {
+        Check { control: control.clone(), configured: control.spec().notebook_url.clone() }
+    }
+
+    pub(crate) fn endpoint(control: &ControlPlane) -> Check {
+        Check { control: control.clone(), configured: None }
+    }
+}
+
+pub(crate) async fn guard(State(check): State<Check>, request: Request, next: Next) -> Response {
     if !checked(request.method(), request.uri().path(), request.headers()) {
         return next.run(request).await;
     }
     let Some(origin) = request.headers().get(header::ORIGIN) else { return next.run(request).await };
     let origin = origin.to_str().unwrap_or("(not text)").to_owned();
-    if same_origin(&origin, request.headers(), control.spec().public_url.as_deref()) {
+    let control = &check.control;
+    if same_origin(&origin, request.headers(), check.configured.as_deref()) {
         return next.run(request).await;
     }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip().to_string());

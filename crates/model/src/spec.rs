@@ -251,6 +251,14 @@ pub struct Spec {
     pub api_listen: SocketAddr,
     /// The base of the URLs handed to users (streaming URLs); by default `http://<api_listen>`.
     pub public_url: Option<String>,
+    /// Where notebooks are served: an origin of their own, so that a notebook's pages cannot
+    /// act on the portal's, console's or session's; by default `api_listen`'s address with the
+    /// next port (port 0 stays 0).
+    pub notebook_listen: SocketAddr,
+    /// The base of the notebook origin's URLs as browsers reach it (a host name or port of its
+    /// own, same site as `public_url`); by default the host the browser used with
+    /// `notebook_listen`'s port. Required with `public_url`.
+    pub notebook_url: Option<String>,
     /// How many milliseconds one second of a session timeout lasts: 1000, except in tests that
     /// need an idle or maximum-duration timeout to pass quickly.
     pub timeout_scale_ms: u32,
@@ -415,6 +423,23 @@ fn read_spec(root: &Table) -> Spec {
     if let Some(url) = public_url.as_ref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/')) {
         server.problem("public_url", format!("`{url}` must be an http:// or https:// URL without a trailing `/`"));
     }
+    let notebook_listen = server.opt_string("notebook_listen").filter(|v| !v.is_empty()).and_then(|v| match v.parse::<SocketAddr>() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            server.problem("notebook_listen", format!("`{v}` is not an address:port"));
+            None
+        }
+    });
+    let notebook_url = server.opt_string("notebook_url").filter(|v| !v.is_empty());
+    if let Some(url) = notebook_url.as_ref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/')) {
+        server.problem("notebook_url", format!("`{url}` must be an http:// or https:// URL without a trailing `/`"));
+    }
+    if notebook_url.is_some() && notebook_url == public_url {
+        server.problem("notebook_url", "must differ from public_url: notebooks are served from an origin of their own");
+    }
+    if public_url.is_some() && notebook_url.is_none() {
+        server.problem("notebook_url", "is required with public_url: the URL (another host name or port) where notebook_listen is reached");
+    }
     server.finish();
     let streaming = root.table("streaming");
     let timeout_scale_ms = streaming.integer("timeout_scale_ms", 1000, 1..=1000) as u32;
@@ -507,6 +532,11 @@ fn read_spec(root: &Table) -> Spec {
         oidc,
         account_id,
         region,
+        notebook_listen: notebook_listen.unwrap_or_else(|| {
+            let api = api_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8750)));
+            SocketAddr::new(api.ip(), if api.port() == 0 { 0 } else { api.port().checked_add(1).unwrap_or(0) })
+        }),
+        notebook_url,
         api_listen: api_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8750))),
         public_url,
         timeout_scale_ms,

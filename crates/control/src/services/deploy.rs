@@ -246,7 +246,13 @@ fn restart_required(running: &Spec, next: &Spec) -> Vec<&'static str> {
         ("environment_name", running.environment_name != next.environment_name),
         ("account_id", running.account_id != next.account_id),
         ("region", running.region != next.region),
-        ("server", running.api_listen != next.api_listen || running.public_url != next.public_url),
+        (
+            "server",
+            running.api_listen != next.api_listen
+                || running.public_url != next.public_url
+                || running.notebook_listen != next.notebook_listen
+                || running.notebook_url != next.notebook_url,
+        ),
         ("metadata.url", running.metadata_url != next.metadata_url),
         ("storage", running.storage != next.storage || running.max_object_size != next.max_object_size),
         ("audit", running.audit != next.audit),

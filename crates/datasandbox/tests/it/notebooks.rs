@@ -1,6 +1,6 @@
 //! The seed's session flow end to end, against a real Jupyter server: streaming URL → launcher
 //! → `session.json` → session validator → `session_url.txt` → the session-bound notebook URL →
-//! the proxied Jupyter, a kernel computing over its WebSocket, the leakage controls, and the
+//! the proxied Jupyter on its own origin, a kernel computing over its WebSocket, and the
 //! end of access with the session. Then the validator's spoofing table.
 
 use std::time::Duration;
@@ -29,26 +29,38 @@ fn server(overrides: &[&str]) -> Server {
     server
 }
 
-fn get(server: &Server, path: &str, cookie: &str) -> http::Reply {
-    http::tcp(&server.api).expect("connect").request("GET", path, &[("cookie", cookie)], b"").expect("request")
+/// A GET to `at` (the gateway's main address, or the notebook origin's).
+fn get(at: &str, path: &str, cookie: &str) -> http::Reply {
+    http::tcp(at).expect("connect").request("GET", path, &[("cookie", cookie)], b"").expect("request")
 }
 
-fn send(server: &Server, method: &str, path: &str, cookie: &str, body: &Value) -> http::Reply {
-    http::tcp(&server.api)
+fn send(at: &str, method: &str, path: &str, cookie: &str, body: &Value) -> http::Reply {
+    http::tcp(at)
         .expect("connect")
         .request(method, path, &[("cookie", cookie), ("content-type", "application/json")], body.to_string().as_bytes())
         .expect("request")
 }
 
-/// Opens the session's notebook URL with its cookie; returns the notebook's path and cookie.
-fn open_notebook(server: &Server, session_cookie: &str, url: &str) -> (String, String) {
+/// Opens the session's notebook URL with its cookie on the main origin, which hands the
+/// notebook over to the notebook origin; returns that origin's address, the notebook's path
+/// there and its cookie.
+fn open_notebook(server: &Server, session_cookie: &str, url: &str) -> (String, String, String) {
     let path = &url[url.find("/notebook-auth/").expect("a notebook URL")..];
-    let reply = get(server, path, &format!("ds_session={session_cookie}"));
+    let reply = get(&server.api, path, &format!("ds_session={session_cookie}"));
     assert_eq!(reply.status, 303, "{}", String::from_utf8_lossy(&reply.body));
-    let location = reply.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone()).expect("location");
+    let location = |reply: &http::Reply| reply.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone()).expect("location");
+    let handoff = location(&reply);
+    assert!(!reply.headers.iter().any(|(n, _)| n == "set-cookie"), "the main origin sets no notebook cookie");
+    let rest = handoff.strip_prefix("http://").expect("the notebook origin");
+    let (address, open) = rest.split_at(rest.find('/').expect("a path"));
+    assert_ne!(address, server.api, "notebooks are served from an origin of their own");
+    let reply = get(address, open, "");
+    assert_eq!(reply.status, 303, "{}", String::from_utf8_lossy(&reply.body));
     let cookie =
         reply.headers.iter().find(|(n, _)| n == "set-cookie").and_then(|(_, v)| v.split(';').next().map(str::to_owned)).expect("cookie");
-    (location.trim_end_matches("lab").to_owned(), cookie)
+    // The code works once.
+    assert_eq!(get(address, open, "").status, 403);
+    (address.to_owned(), location(&reply).trim_end_matches("lab").to_owned(), cookie)
 }
 
 fn notebook_url(server: &Server, cookie: &str) -> String {
@@ -56,10 +68,9 @@ fn notebook_url(server: &Server, cookie: &str) -> String {
 }
 
 /// Runs code in a kernel over the proxied WebSocket; returns its `text/plain` result.
-fn execute(server: &Server, base: &str, cookie: &str, kernel: &str, code: &str) -> String {
+fn execute(at: &str, base: &str, cookie: &str, kernel: &str, code: &str) -> String {
     let path = format!("{base}api/kernels/{kernel}/channels");
-    let mut socket =
-        http::websocket(&server.api, &path, cookie, None, Duration::from_secs(30)).expect("kernel WebSocket through the proxy");
+    let mut socket = http::websocket(at, &path, cookie, None, Duration::from_secs(30)).expect("kernel WebSocket through the proxy");
     let message = json!({
         "header": { "msg_id": "m1", "username": "test", "session": "s1", "msg_type": "execute_request", "version": "5.3", "date": "" },
         "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
@@ -91,8 +102,10 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     let cookie = redeem(&server, "nora");
     let url = notebook_url(&server, &cookie);
     let session = status(&server, &cookie);
-    let (base, notebook_cookie) = open_notebook(&server, &cookie, &url);
-    let reply = get(&server, &format!("{base}api/status"), &notebook_cookie);
+    let (nb, base, notebook_cookie) = open_notebook(&server, &cookie, &url);
+    // The main origin serves no notebook.
+    assert_eq!(get(&server.api, &format!("{base}api/status"), &notebook_cookie).status, 404);
+    let reply = get(&nb, &format!("{base}api/status"), &notebook_cookie);
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     // The launcher ended with the notebook, and says so.
     let instance = session["InstanceId"].as_str().expect("instance");
@@ -102,16 +115,28 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     });
 
     // A kernel computes, through the proxied WebSocket.
-    let kernel = send(&server, "POST", &format!("{base}api/kernels"), &notebook_cookie, &json!({ "name": "python3" }));
+    let kernel = send(&nb, "POST", &format!("{base}api/kernels"), &notebook_cookie, &json!({ "name": "python3" }));
     assert_eq!(kernel.status, 201, "{}", String::from_utf8_lossy(&kernel.body));
     let kernel = kernel.json()["id"].as_str().expect("kernel id").to_owned();
-    assert_eq!(execute(&server, &base, &notebook_cookie, &kernel, "6*7"), "42");
-    execute(&server, &base, &notebook_cookie, &kernel, "open('/home/user/work/data.csv', 'w').write('PLAINTEXT-MARKER-7341,1\\n')");
+    // The main origin's pages (and any other origin's) cannot drive the notebook.
+    let main_origin = format!("http://{}", server.api);
+    let foreign = http::tcp(&nb)
+        .expect("connect")
+        .request(
+            "POST",
+            &format!("{base}api/kernels"),
+            &[("cookie", &notebook_cookie), ("origin", &main_origin), ("content-type", "application/json")],
+            b"{}",
+        )
+        .expect("request");
+    assert_eq!(foreign.status, 403, "{}", String::from_utf8_lossy(&foreign.body));
+    assert_eq!(execute(&nb, &base, &notebook_cookie, &kernel, "6*7"), "42");
+    execute(&nb, &base, &notebook_cookie, &kernel, "open('/home/user/work/data.csv', 'w').write('PLAINTEXT-MARKER-7341,1\\n')");
 
     // The notebook itself works: a notebook saved and read back through the contents API.
     let notebook = json!({ "type": "notebook", "content": { "cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5 } });
-    assert_eq!(send(&server, "PUT", &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie, &notebook).status, 201);
-    assert_eq!(get(&server, &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie).status, 200);
+    assert_eq!(send(&nb, "PUT", &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie, &notebook).status, 201);
+    assert_eq!(get(&nb, &format!("{base}api/contents/analysis.ipynb"), &notebook_cookie).status, 200);
     // The volume is a disk of the notebook's size (the template's 20 GB): its file system, not
     // the host's, is what the notebook fills.
     let listed = server.ok("streaming:DescribeInstances", json!({}));
@@ -127,15 +152,15 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     let size: u64 = df.stdout.as_str().and_then(|t| t.lines().nth(1)).and_then(|l| l.trim().parse().ok()).expect("df's size");
     assert!((19 * 1024 * 1024 * 1024..=20 * 1024 * 1024 * 1024).contains(&size), "volume size {size}");
     // Jupyter's terminals are off (a shell in the browser is one more channel).
-    let terminal = send(&server, "POST", &format!("{base}api/terminals"), &notebook_cookie, &json!({}));
+    let terminal = send(&nb, "POST", &format!("{base}api/terminals"), &notebook_cookie, &json!({}));
     assert_eq!(terminal.status, 404, "{}", String::from_utf8_lossy(&terminal.body));
 
     // The notebook URL works once, and only with its session's cookie.
-    assert_eq!(get(&server, &url[url.find("/notebook-auth/").expect("path")..], &format!("ds_session={cookie}")).status, 403);
+    assert_eq!(get(&server.api, &url[url.find("/notebook-auth/").expect("path")..], &format!("ds_session={cookie}")).status, 403);
 
     // The session ends: so does notebook access.
     expire(&server, &session);
-    let reply = get(&server, &format!("{base}api/status"), &notebook_cookie);
+    let reply = get(&nb, &format!("{base}api/status"), &notebook_cookie);
     assert_eq!(reply.status, 403);
 
     // One correlation id from the URL's redemption to the notebook's kernel and the end.
@@ -235,7 +260,7 @@ fn an_expired_notebook_url_is_refused() {
     let cookie = redeem(&server, "oona");
     let url = notebook_url(&server, &cookie);
     std::thread::sleep(Duration::from_millis(3500));
-    let reply = get(&server, &url[url.find("/notebook-auth/").expect("path")..], &format!("ds_session={cookie}"));
+    let reply = get(&server.api, &url[url.find("/notebook-auth/").expect("path")..], &format!("ds_session={cookie}"));
     assert_eq!(reply.status, 403);
     assert!(String::from_utf8_lossy(&reply.body).contains("ExpiredNotebookURL"), "{}", String::from_utf8_lossy(&reply.body));
     let record = server.audit(&[("EventName", "RedeemPresignedNotebookInstanceUrl")]);
@@ -302,11 +327,11 @@ fn the_session_validator_rejects_every_spoof_with_a_reason() {
     // A session's notebook URL opens only in that session's browser, once.
     let url = eventually(60, "alice's notebook URL", || status(&server, &alice_cookie)["NotebookUrl"].as_str().map(str::to_owned));
     let path = &url[url.find("/notebook-auth/").expect("path")..];
-    let stolen = get(&server, path, &format!("ds_session={bob_cookie}"));
+    let stolen = get(&server.api, path, &format!("ds_session={bob_cookie}"));
     assert_eq!(stolen.status, 403);
     assert!(String::from_utf8_lossy(&stolen.body).contains("NotebookURLBoundToAnotherSession"));
-    assert_eq!(get(&server, path, &format!("ds_session={alice_cookie}")).status, 303);
-    let replayed = get(&server, path, &format!("ds_session={alice_cookie}"));
+    assert_eq!(get(&server.api, path, &format!("ds_session={alice_cookie}")).status, 303);
+    let replayed = get(&server.api, path, &format!("ds_session={alice_cookie}"));
     assert!(String::from_utf8_lossy(&replayed.body).contains("NotebookURLAlreadyUsed"));
     // Written by someone other than the session's instance: the operator.
     server.ok(

@@ -72,3 +72,12 @@ fn f09_a_page_of_another_origin_cannot_use_the_session_or_console_cookies() {
     let refused = server.audit(&[("EventName", "CrossOriginRequestRefused")]);
     assert!(refused.len() >= 6, "each refusal is recorded: {refused:#?}");
 }
+
+#[test]
+fn f09_the_main_origin_serves_no_notebook() {
+    // Notebook pages (whatever a kernel's output puts in them) on the gateway's origin could
+    // call the console's and the session's actions with the user's cookies.
+    let server = crate::Server::start(&[]);
+    let reply = http::tcp(&server.api).expect("connect").request("GET", "/notebook/nb-0123456789abcdef/lab", &[], b"").expect("request");
+    assert_eq!(reply.status, 404, "{}", String::from_utf8_lossy(&reply.body));
+}
