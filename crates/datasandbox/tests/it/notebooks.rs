@@ -212,6 +212,22 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     assert!(!mounts.contains(dir.to_str().expect("utf-8")), "a stopped notebook's volume is not mounted: {mounts}");
 }
 
+/// In a real browser: the session page frames the notebook from its own origin (another port),
+/// JupyterLab draws there, and a reload of the page (the presigned URL spent) finds it again.
+#[test]
+fn a_direct_notebook_opens_in_the_session_page_from_its_own_origin() {
+    let server = server(&[]);
+    let url = crate::streaming::streaming_url(&server, "nadia");
+    let browser = crate::desktop::Browser::run("notebook.mjs", &url);
+    let opened = browser.expect("opened", 300);
+    let page = opened["page"].as_str().expect("page").to_owned();
+    let frame = opened["frame"].as_str().expect("frame").to_owned();
+    let origin = |u: &str| u.split('/').take(3).collect::<Vec<_>>().join("/");
+    assert_ne!(origin(&page), origin(&frame), "the notebook is framed from the page's own origin");
+    let reopened = browser.expect("reopened", 90);
+    assert_eq!(reopened["frame"], opened["frame"], "{reopened}");
+}
+
 /// Writes `session.json` from inside an instance, as that instance, into `key`.
 fn write_from(server: &Server, instance: &str, key: &str, body: &[u8]) {
     assert_eq!(put_from(server, instance, key, body), json!(200), "{key}");
