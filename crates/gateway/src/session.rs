@@ -72,8 +72,19 @@ async fn list_files(State(control): State<ControlPlane>, caller: PageCaller) -> 
     }
 }
 
-async fn upload_file(State(control): State<ControlPlane>, caller: PageCaller, Path(name): Path<String>, body: Body) -> Response {
+async fn upload_file(
+    State(control): State<ControlPlane>,
+    caller: PageCaller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = control.spec().max_object_size as usize;
+    // A body declared too large is refused before any of it is read.
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return error_reply(control::ActionError::too_large(format!("a file larger than {limit} bytes cannot be uploaded")));
+    }
     let Ok(body) = axum::body::to_bytes(body, limit).await else {
         return error_reply(control::ActionError::too_large(format!("a file larger than {limit} bytes cannot be uploaded")));
     };
