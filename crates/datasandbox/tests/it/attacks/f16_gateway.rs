@@ -32,9 +32,23 @@ fn f16_a_slowloris_connection_is_closed() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-slow: a").expect("write");
     // A connection that never says anything.
     let mut silent = TcpStream::connect(&server.api).expect("connect");
+    // The notebook origin's listener likewise.
+    let notebooks = notebook_address(&server);
+    let mut slow_notebook = TcpStream::connect(&notebooks).expect("connect");
+    slow_notebook.write_all(b"GET /notebook/nb-0/lab HTTP/1.1\r\nhost: localhost\r\nx-slow: a").expect("write");
     let (took, _) = closed_within(&mut slow, Duration::from_secs(30)).expect("the slow request head was still held after 30 s");
     assert!(took < Duration::from_secs(20), "{took:?}");
     closed_within(&mut silent, Duration::from_secs(10)).expect("the silent connection was still held");
+    closed_within(&mut slow_notebook, Duration::from_secs(10)).expect("the notebook listener held the slow request head");
+}
+
+/// The notebook listener's address, from the server's log (`notebooks=…` when it started).
+fn notebook_address(server: &Server) -> String {
+    let log = std::fs::read_to_string(server.data_dir().join("server.log")).expect("the server's log");
+    let at = log.find("notebooks").expect("the log names the notebook listener");
+    let rest = &log[at..];
+    let start = rest.find("127.0.0.1:").expect("an address");
+    rest[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect()
 }
 
 #[test]
