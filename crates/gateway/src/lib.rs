@@ -176,6 +176,13 @@ pub(crate) async fn page_sign_in(
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(json!({ "Code": error.code, "Message": error.message }))).into_response()
         );
     }
+    // And it comes from this server's page: a browser always names the page's origin on a
+    // POST, and `origin::guard` has refused any other than this one.
+    if !headers.contains_key(header::ORIGIN) {
+        let error = ActionError::new(403, "CrossOriginRequestRefused", "a sign-in is posted by this server's sign-in page (Origin)");
+        control.record_refused_request("SignInRefused", &error, json!({ "Reason": "no Origin" }), &peer.ip().to_string()).await;
+        return Err((StatusCode::FORBIDDEN, axum::Json(json!({ "Code": error.code, "Message": error.message }))).into_response());
+    }
     let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let (credentials, input) = sign_in_credentials(&bytes, peer);
     let signed = session::call(control, credentials, peer, headers, "identity:SignIn", bytes::Bytes::from(input.to_string())).await;

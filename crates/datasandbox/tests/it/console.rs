@@ -26,7 +26,7 @@ fn an_admin_runs_the_console_and_others_are_kept_out() {
     let body = json!({ "UserName": "olga", "Password": PASSWORD }).to_string();
     let olga = http::tcp(&server.api)
         .expect("connect")
-        .request("POST", "/console/signin", &[("content-type", "application/json")], body.as_bytes())
+        .request("POST", "/console/signin", &[("content-type", "application/json"), ("origin", "http://localhost")], body.as_bytes())
         .expect("sign in");
     assert_eq!(olga.status, 403, "{}", String::from_utf8_lossy(&olga.body));
     assert_eq!(olga.json()["Code"], "ConsoleAccessDenied");

@@ -61,7 +61,7 @@ impl Changes {
         let body = json!({ "UserName": user, "Password": PASSWORD }).to_string();
         let signed = crate::http::tcp(&server.api)
             .expect("connect")
-            .request("POST", "/portal/signin", &[("content-type", "application/json")], body.as_bytes())
+            .request("POST", "/portal/signin", &[("content-type", "application/json"), ("origin", "http://localhost")], body.as_bytes())
             .expect("sign in");
         assert_eq!(signed.status, 200, "{}", String::from_utf8_lossy(&signed.body));
         let cookie =

@@ -142,3 +142,20 @@ fn a_direct_notebook_stack_must_enable_file_transfer() {
     // A DIRECT stack of another application hands no notebook over.
     assert!(problems("", &["stream_view=DIRECT", "stacks.datasandbox-stack.application=shell"]).is_empty());
 }
+
+#[test]
+fn notebooks_have_an_origin_of_their_own() {
+    let spec = Spec::parse("", &[]).expect("valid");
+    assert_eq!(spec.notebook_listen.to_string(), "127.0.0.1:8751", "the API's next port");
+    let spec = Spec::parse("", &["server.api_listen=127.0.0.1:0".into()]).expect("valid");
+    assert_eq!(spec.notebook_listen.port(), 0);
+    assert_eq!(
+        problems("", &["server.public_url=https://sandbox.example"]),
+        ["server.notebook_url: is required with public_url: the URL (another host name or port) where notebook_listen is reached"]
+    );
+    assert_eq!(
+        problems("", &["server.public_url=https://sandbox.example", "server.notebook_url=https://sandbox.example"]),
+        ["server.notebook_url: must differ from public_url: notebooks are served from an origin of their own"]
+    );
+    assert!(problems("", &["server.public_url=https://sandbox.example", "server.notebook_url=https://nb.sandbox.example"]).is_empty());
+}

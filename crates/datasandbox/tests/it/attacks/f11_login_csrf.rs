@@ -30,6 +30,15 @@ fn f11_a_cross_site_form_cannot_sign_the_browser_in_to_the_portal() {
             .request("POST", path, &[("content-type", "application/json"), ("origin", "http://evil.example")], body)
             .expect("sign in");
         assert_eq!(reply.status, 403, "{path}: {}", String::from_utf8_lossy(&reply.body));
+        // Nor from no page at all; from the server's own page it works.
+        let json = [("content-type", "application/json")];
+        let reply = http::tcp(&server.api).expect("connect").request("POST", path, &json, body).expect("sign in");
+        assert_eq!(reply.status, 403, "{path}: {}", String::from_utf8_lossy(&reply.body));
+        let own = [("content-type", "application/json"), ("origin", "http://localhost")];
+        let reply = http::tcp(&server.api).expect("connect").request("POST", path, &own, body).expect("sign in");
+        // (The console then wants the admin role, which mallory does not hold.)
+        let signed_in = reply.headers.iter().any(|(n, _)| n == "set-cookie") || reply.json()["Code"] == "ConsoleAccessDenied";
+        assert!(signed_in, "{path}: {}", String::from_utf8_lossy(&reply.body));
     }
 }
 
