@@ -103,6 +103,10 @@ pub(crate) async fn serve<L: Accept>(listener: L, router: Router, stop: impl Fut
 
 /// A request body that pauses for longer than [`BODY_IDLE_TIMEOUT`] fails where it is read.
 async fn idle_body(request: Request, next: Next) -> Response {
+    // Nothing to wait for in an empty body (most GETs, WebSocket upgrades).
+    if axum::body::HttpBody::size_hint(request.body()).exact() == Some(0) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let pieces = body.into_data_stream();
     let timed = futures::stream::unfold(Some(pieces), |pieces| async move {
