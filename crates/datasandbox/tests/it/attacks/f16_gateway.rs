@@ -44,8 +44,11 @@ fn f16_a_slowloris_connection_is_closed() {
 
 /// The notebook listener's address, from the server's log (`notebooks=…` when it started).
 fn notebook_address(server: &Server) -> String {
-    let log = std::fs::read_to_string(server.data_dir().join("server.log")).expect("the server's log");
-    let at = log.find("notebooks").expect("the log names the notebook listener");
+    // The line may be written just after the ready line.
+    let log = crate::server::eventually(10, "the log names the notebook listener", || {
+        std::fs::read_to_string(server.data_dir().join("server.log")).ok().filter(|log| log.contains("notebooks="))
+    });
+    let at = log.find("notebooks=").expect("the log names the notebook listener");
     let rest = &log[at..];
     let start = rest.find("127.0.0.1:").expect("an address");
     rest[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect()
