@@ -187,3 +187,83 @@ async fn audit_delivery(control: &ControlPlane, function: &str, event: &Value, a
     };
     control.record_service_event(record).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use policy::{Authorizer, Channel, Principal, Resource};
+
+    fn defaults() -> Authorizer {
+        let spec = model::spec::Spec::parse(&model::spec::default_spec_text(), &[]).expect("the default spec");
+        let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
+        Authorizer::load(&policies, &crate::actions::declarations()).expect("the default policies")
+    }
+
+    fn object(bucket: &str, key: &str, notifies: &[&str]) -> Resource {
+        let home = model::HomeOwner::of_key(key).map(|h| h.id());
+        Resource::Object {
+            bucket: bucket.into(),
+            bucket_home_folders: home.is_some(),
+            key: key.into(),
+            home,
+            notifies: notifies.iter().map(|n| (*n).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn attack_f17_function_roles_reach_only_their_own_buckets_and_keys() {
+        let authorizer = defaults();
+        let allowed = |function: &str, action: &str, resource: &Resource| {
+            authorizer.authorize(&Principal::Function { name: function.into() }, action, resource, "127.0.0.1").allowed
+        };
+        let folder = format!("user/custom/{}/", "a".repeat(64));
+        let home = |file: &str, notifies: &[&str]| object("datasandbox-home", &format!("{folder}{file}"), notifies);
+        let validator = ["session-validator"];
+        let sidecar = ["sha256-sidecar"];
+        // What each function is for.
+        assert!(allowed("session-validator", "storage:GetObject", &home("session.json", &validator)));
+        assert!(allowed("session-validator", "storage:PutObject", &home("session_url.txt", &validator)));
+        let notebook_key = Resource::Key { id: "k1".into(), aliases: vec!["alias/notebook-kms".into()] };
+        assert!(allowed("session-validator", "keys:Decrypt", &notebook_key));
+        assert!(allowed("session-validator", "keys:GenerateDataKey", &notebook_key));
+        assert!(allowed("sha256-sidecar", "storage:GetObject", &object("landing", "in/data.csv", &sidecar)));
+        assert!(allowed("sha256-sidecar", "storage:PutObject", &object("landing", "in/data.csv.sha256", &sidecar)));
+        // And nothing beyond it.
+        let other_key = Resource::Key { id: "k2".into(), aliases: vec!["alias/datasandbox/audit-trail-signing".into()] };
+        for action in ["keys:Decrypt", "keys:GenerateDataKey"] {
+            assert!(!allowed("session-validator", action, &other_key), "the validator may {action} with any key");
+        }
+        assert!(
+            !allowed("session-validator", "storage:GetObject", &object("elsewhere", &format!("{folder}session.json"), &[])),
+            "the validator reads session files in a bucket that does not call it"
+        );
+        assert!(
+            !allowed("sha256-sidecar", "storage:GetObject", &object("secrets", "payroll.csv", &[])),
+            "the sidecar reads a bucket that does not call it"
+        );
+        assert!(
+            !allowed("sha256-sidecar", "storage:PutObject", &object("landing", "in/data.csv", &sidecar)),
+            "the sidecar overwrites the objects it checks"
+        );
+    }
+
+    #[test]
+    fn attack_f10_only_the_channels_that_apply_the_stacks_settings_reach_a_home_folder() {
+        let authorizer = defaults();
+        let alice = model::UserRef::local(model::UserId::new("alice").expect("valid"));
+        let key = format!("{}report.csv", alice.home().prefix());
+        let resource = object("datasandbox-home", &key, &["session-validator"]);
+        for (channel, expected) in [
+            (Channel::Instance, true),
+            (Channel::Session, true),
+            (Channel::IssuedToken, true),
+            (Channel::Bearer, false),
+            (Channel::SignIn, false),
+            (Channel::Link, false),
+            (Channel::StreamingUrl, false),
+        ] {
+            let principal = Principal::User { user: alice.clone(), channel, mfa: false, roles: Vec::new() };
+            let decision = authorizer.authorize(&principal, "storage:GetObject", &resource, "127.0.0.1");
+            assert_eq!(decision.allowed, expected, "{channel:?}");
+        }
+    }
+}

@@ -2,8 +2,8 @@
 //! short-lived user tokens of `identity:CreateSessionToken`.
 
 use audit::{SessionContext, SessionContextAttributes, UserIdentity};
-use model::{AccessMode, HomeOwner, UserId};
-use policy::Principal;
+use model::{AccessMode, Issuer, UserId, UserRef};
+use policy::{Channel, Principal};
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -132,7 +132,9 @@ pub struct OidcCallback {
     pub browser_state: Option<String>,
 }
 
-pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &Credentials) -> Result<Caller, ActionError> {
+/// Who `credentials` are, for a call of `action` (an ended session's cookie is good for its
+/// own status and nothing else).
+pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &Credentials, action: &str) -> Result<Caller, ActionError> {
     let (store, account_id, socket_owner) = (&plane.store, plane.spec.account_id.as_str(), plane.socket_owner);
     match credentials {
         Credentials::Instance { token, source_ip } => {
@@ -155,15 +157,9 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             // An instance acts for its session's user, within that user's policy.
             match (&instance.user_id, instance.access_mode.as_deref().and_then(AccessMode::parse)) {
                 (Some(user), Some(mode)) => {
-                    let user_id = UserId::new(user.clone()).map_err(ActionError::internal)?;
+                    let user_ref = UserRef::from_parts(mode, instance.issuer.as_deref(), user).map_err(ActionError::internal)?;
                     Ok(Caller {
-                        principal: Principal::User {
-                            id: user.clone(),
-                            access_mode: mode.as_str().into(),
-                            home: HomeOwner::of(mode, &user_id).id(),
-                            mfa: false,
-                            roles: Vec::new(),
-                        },
+                        principal: Principal::User { user: user_ref, channel: Channel::Instance, mfa: false, roles: Vec::new() },
                         identity: identity("Instance", Some(user.clone())),
                         correlation_id: instance.correlation_id.clone(),
                         federation: None,
@@ -206,30 +202,11 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
         Credentials::Console(token) => user_from_token(store, account_id, token).await,
         Credentials::LocalUser { user_name, password, totp_code, source_ip } => {
             let signed_in = local::sign_in(plane, user_name, &password.0, totp_code.as_ref().map(|c| c.0.as_str()), source_ip).await?;
-            let user = UserId::new(signed_in.user_name.clone()).map_err(|_| local_rejected())?;
-            let mode = AccessMode::Local;
+            let user = UserRef::local(UserId::new(signed_in.user_name.clone()).map_err(|_| local_rejected())?);
+            let (principal, identity) = person(account_id, &user, Channel::SignIn, "User", signed_in.mfa, signed_in.roles, None, now_millis());
             Ok(Caller {
-                principal: Principal::User {
-                    id: signed_in.user_name.clone(),
-                    access_mode: mode.as_str().into(),
-                    home: HomeOwner::of(mode, &user).id(),
-                    mfa: signed_in.mfa,
-                    roles: signed_in.roles,
-                },
-                identity: UserIdentity {
-                    kind: "User".into(),
-                    principal_id: format!("local:{user}"),
-                    arn: format!("arn:datasandbox:identity::{account_id}:user/local/{user}"),
-                    account_id: account_id.to_owned(),
-                    user_name: Some(user.to_string()),
-                    session_context: Some(SessionContext {
-                        attributes: SessionContextAttributes {
-                            creation_date: millis_to_rfc3339(now_millis()),
-                            mfa_authenticated: signed_in.mfa.to_string(),
-                        },
-                        session_issuer: None,
-                    }),
-                },
+                principal,
+                identity,
                 correlation_id: Some(uuid::Uuid::new_v4().to_string()),
                 federation: None,
                 expires: None,
@@ -262,7 +239,7 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             federated_caller(account_id, &verified.user, verified.mfa, verified.roles, "WebIdentityUser", issuer, federation)
         }
         Credentials::StreamingUrl(token) => crate::services::streaming::sessions::url_caller(plane, token),
-        Credentials::SessionCookie(cookie) => crate::services::streaming::sessions::cookie_caller(plane, cookie).await,
+        Credentials::SessionCookie(cookie) => crate::services::streaming::sessions::cookie_caller(plane, cookie, action).await,
         Credentials::InstanceLink { source_ip } => crate::services::streaming::sessions::link_caller(plane, source_ip).await,
         Credentials::Anonymous => Err(ActionError::unauthenticated(
             "the request carries no credentials; send `Authorization: Bearer <token>` or use the control socket",
@@ -293,7 +270,35 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
     }
 }
 
-/// A user an identity provider vouched for: their home folder is `user/federated/…`.
+/// A person's principal (reached through `channel`) and their identity in records: one ARN,
+/// one principal id, whatever the credential.
+#[allow(clippy::too_many_arguments, reason = "each is one part of who the caller is; a struct would only rename them")]
+pub(crate) fn person(
+    account_id: &str,
+    user: &UserRef,
+    channel: Channel,
+    kind: &str,
+    mfa: bool,
+    roles: Vec<String>,
+    issuer: Option<Value>,
+    created: i64,
+) -> (Principal, UserIdentity) {
+    let identity = UserIdentity {
+        kind: kind.into(),
+        principal_id: user.principal_id(),
+        arn: user.arn(account_id),
+        account_id: account_id.to_owned(),
+        user_name: Some(user.user().to_string()),
+        session_context: Some(SessionContext {
+            attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(created), mfa_authenticated: mfa.to_string() },
+            session_issuer: issuer,
+        }),
+    };
+    (Principal::User { user: user.clone(), channel, mfa, roles }, identity)
+}
+
+/// A user an identity provider vouched for: their home folder is `user/federated/…`, hashed
+/// with the provider's issuer, so that two providers' users of one name stay apart.
 fn federated_caller(
     account_id: &str,
     user: &str,
@@ -303,27 +308,14 @@ fn federated_caller(
     issuer: Value,
     federation: Federation,
 ) -> Result<Caller, ActionError> {
-    let user = UserId::new(user.to_owned()).map_err(ActionError::internal)?;
-    let mode = AccessMode::Federated;
+    let user = UserRef::federated(
+        Issuer::new(federation.issuer.clone()).map_err(ActionError::internal)?,
+        UserId::new(user.to_owned()).map_err(ActionError::internal)?,
+    );
+    let (principal, identity) = person(account_id, &user, Channel::SignIn, kind, mfa, roles, Some(issuer), now_millis());
     Ok(Caller {
-        principal: Principal::User {
-            id: user.to_string(),
-            access_mode: mode.as_str().into(),
-            home: HomeOwner::of(mode, &user).id(),
-            mfa,
-            roles,
-        },
-        identity: UserIdentity {
-            kind: kind.into(),
-            principal_id: format!("federated:{user}"),
-            arn: format!("arn:datasandbox:identity::{account_id}:user/federated/{user}"),
-            account_id: account_id.to_owned(),
-            user_name: Some(user.to_string()),
-            session_context: Some(SessionContext {
-                attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(now_millis()), mfa_authenticated: mfa.to_string() },
-                session_issuer: Some(issuer),
-            }),
-        },
+        principal,
+        identity,
         correlation_id: Some(uuid::Uuid::new_v4().to_string()),
         federation: Some(federation),
         expires: None,
@@ -336,10 +328,11 @@ fn local_rejected() -> ActionError {
 
 async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result<Caller, ActionError> {
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    let row = sqlx::query("SELECT user_id, access_mode, roles, correlation_id, created, expires, mfa FROM tokens WHERE token_hash = $1")
-        .bind(&hash)
-        .fetch_optional(&store.pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT user_id, access_mode, issuer, channel, roles, correlation_id, created, expires, mfa FROM tokens WHERE token_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&store.pool)
+            .await?;
     let Some(row) = row else {
         return Err(ActionError::unauthenticated("the bearer token is not valid"));
     };
@@ -353,31 +346,14 @@ async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result
     let created: i64 = row.try_get("created")?;
     let mfa = row.try_get::<Option<i64>, _>("mfa")?.unwrap_or(0) == 1;
     let mode = AccessMode::parse(&mode_text).ok_or_else(|| ActionError::internal(format_args!("token has access mode `{mode_text}`")))?;
-    let user = UserId::new(user_id.clone()).map_err(ActionError::internal)?;
-    let home = HomeOwner::of(mode, &user);
-    Ok(Caller {
-        principal: Principal::User {
-            id: user_id.clone(),
-            access_mode: mode.as_str().into(),
-            home: home.id(),
-            mfa,
-            roles: roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
-        },
-        identity: UserIdentity {
-            kind: "User".into(),
-            principal_id: format!("{}:{user_id}", mode.as_str()),
-            arn: format!("arn:datasandbox:identity::{account_id}:user/{}/{user_id}", mode.as_str()),
-            account_id: account_id.to_owned(),
-            user_name: Some(user_id),
-            session_context: Some(SessionContext {
-                attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(created), mfa_authenticated: mfa.to_string() },
-                session_issuer: None,
-            }),
-        },
-        correlation_id: Some(row.try_get("correlation_id")?),
-        federation: None,
-        expires: Some(expires),
-    })
+    let user = UserRef::from_parts(mode, row.try_get::<Option<String>, _>("issuer")?.as_deref(), &user_id).map_err(ActionError::internal)?;
+    let roles = roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
+    let channel = match row.try_get::<Option<String>, _>("channel")?.as_deref() {
+        Some(ISSUED) => Channel::IssuedToken,
+        _ => Channel::Bearer,
+    };
+    let (principal, identity) = person(account_id, &user, channel, "User", mfa, roles, None, created);
+    Ok(Caller { principal, identity, correlation_id: Some(row.try_get("correlation_id")?), federation: None, expires: Some(expires) })
 }
 
 /// The name of a local uid, from the passwd database, or `uid-<n>`.
@@ -422,16 +398,31 @@ pub(crate) async fn create_session_token(ctx: &mut Ctx<'_>, input: Value) -> Res
     if let Some(bad) = input.roles.iter().find(|r| r.is_empty() || r.contains(',') || r.len() > 64) {
         return Err(ActionError::validation(format!("role `{bad}` must be 1..=64 characters without `,`")));
     }
+    let user = match input.access_mode {
+        AccessMode::Custom => UserRef::custom(input.user_id),
+        AccessMode::Local => UserRef::local(input.user_id),
+        // Only an identity provider's verified word makes a federated user.
+        AccessMode::Federated => {
+            return Err(ActionError::validation(
+                "AccessMode `federated` is given only by a SAML or OpenID Connect sign-in; use `custom` or `local`",
+            ));
+        }
+    };
     ctx.authorize(policy::Resource::Service("identity".into()))?;
     let correlation_id = uuid::Uuid::new_v4().to_string();
-    let grant = Grant { user: &input.user_id, mode: input.access_mode, roles: &input.roles, mfa: false, correlation_id: &correlation_id };
+    let grant = Grant { user: &user, channel: ISSUED, roles: &input.roles, mfa: false, correlation_id: &correlation_id };
     issue_token(ctx, grant, input.duration_seconds).await
 }
 
+/// `tokens.channel` of a token an operator issued (`identity:CreateSessionToken`); a sign-in's
+/// is `sign-in`.
+const ISSUED: &str = "issued";
+
 /// Who a new token is for.
 struct Grant<'a> {
-    user: &'a UserId,
-    mode: AccessMode,
+    user: &'a UserRef,
+    /// `ISSUED` or `sign-in`.
+    channel: &'static str,
     roles: &'a [String],
     mfa: bool,
     correlation_id: &'a str,
@@ -445,24 +436,26 @@ async fn issue_token(ctx: &mut Ctx<'_>, grant: Grant<'_>, duration_seconds: i64)
     let now = now_millis();
     let expires = now + duration_seconds * 1000;
     sqlx::query(
-        "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, issuer, channel) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(hex::encode(Sha256::digest(token.as_bytes())))
-    .bind(grant.user.as_str())
-    .bind(grant.mode.as_str())
+    .bind(grant.user.user().as_str())
+    .bind(grant.user.mode().as_str())
     .bind(grant.roles.join(","))
     .bind(grant.correlation_id)
     .bind(now)
     .bind(expires)
     .bind(i64::from(grant.mfa))
+    .bind(grant.user.issuer_str())
+    .bind(grant.channel)
     .execute(&ctx.plane.store.pool)
     .await?;
-    let home = HomeOwner::of(grant.mode, grant.user);
+    let home = grant.user.home();
     ctx.set_correlation_id(grant.correlation_id.to_owned());
     Ok(json!({
         "Token": token,
         "Expiration": millis_to_rfc3339(expires),
-        "UserId": grant.user,
+        "UserId": grant.user.user(),
         "HomeFolderPrefix": home.prefix(),
         "CorrelationId": grant.correlation_id,
         "MfaAuthenticated": grant.mfa,
@@ -483,17 +476,17 @@ pub(crate) async fn sign_in(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     if !(900..=43_200).contains(&input.duration_seconds) {
         return Err(ActionError::validation(format!("DurationSeconds {} is outside 900..=43200", input.duration_seconds)));
     }
-    let policy::Principal::User { id, access_mode, mfa, roles, .. } = ctx.caller.principal.clone() else {
-        return Err(ActionError::validation("identity:SignIn signs in a local user: send UserName and Password"));
+    // Only the sign-in itself (name and password) issues a token: never an instance's, a
+    // session's or another token's credential, which would turn a bounded credential into a
+    // free-standing one.
+    let (user, mfa, roles) = match ctx.caller.principal.clone() {
+        policy::Principal::User { user, channel: Channel::SignIn, mfa, roles } if user.mode() == AccessMode::Local => (user, mfa, roles),
+        _ => return Err(ActionError::validation("identity:SignIn signs in a local user: send UserName and Password")),
     };
-    if access_mode != AccessMode::Local.as_str() {
-        return Err(ActionError::validation("identity:SignIn signs in a local user: send UserName and Password"));
-    }
     // The sign-in itself was the authentication; the token is the caller's own.
     ctx.authorize_always();
-    let user = UserId::new(id).map_err(ActionError::internal)?;
     let correlation_id = ctx.caller.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let grant = Grant { user: &user, mode: AccessMode::Local, roles: &roles, mfa, correlation_id: &correlation_id };
+    let grant = Grant { user: &user, channel: "sign-in", roles: &roles, mfa, correlation_id: &correlation_id };
     issue_token(ctx, grant, input.duration_seconds).await
 }
 
@@ -504,7 +497,9 @@ pub(crate) async fn sign_in(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
 pub(crate) async fn assume_federated_role(ctx: &mut Ctx<'_>, input: Value, protocol: &str) -> Result<Value, ActionError> {
     let _: Empty = ctx.parse(input)?;
     let federation = ctx.caller.federation.clone().filter(|f| f.protocol == protocol);
-    let (Some(federation), policy::Principal::User { id, mfa, roles, .. }) = (federation, ctx.caller.principal.clone()) else {
+    let (Some(federation), policy::Principal::User { user, channel: Channel::SignIn, mfa, roles }) =
+        (federation, ctx.caller.principal.clone())
+    else {
         return Err(ActionError::validation(match protocol {
             "SAML" => "identity:AssumeRoleWithSAML takes a SAMLResponse: post it to /saml/acs",
             _ => "identity:AssumeRoleWithWebIdentity takes an OpenID Connect sign-in: start it at /oidc/login",
@@ -512,9 +507,8 @@ pub(crate) async fn assume_federated_role(ctx: &mut Ctx<'_>, input: Value, proto
     };
     // The assertion or token itself was the authentication; the new token is the caller's own.
     ctx.authorize_always();
-    let user = UserId::new(id).map_err(ActionError::internal)?;
     let correlation_id = ctx.caller.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let grant = Grant { user: &user, mode: AccessMode::Federated, roles: &roles, mfa, correlation_id: &correlation_id };
+    let grant = Grant { user: &user, channel: "sign-in", roles: &roles, mfa, correlation_id: &correlation_id };
     let mut issued = issue_token(ctx, grant, federation.session_seconds).await?;
     issued["Issuer"] = json!(federation.issuer);
     issued["Roles"] = json!(roles);

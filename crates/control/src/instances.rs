@@ -213,6 +213,10 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     if input.access_mode.is_some() && input.user_id.is_none() {
         return Err(ActionError::validation("AccessMode needs UserId"));
     }
+    // A federated user is named by their identity provider too; only their sessions make one.
+    if input.access_mode == Some(AccessMode::Federated) {
+        return Err(ActionError::validation("AccessMode `federated` is only given by a federated user's session"));
+    }
     ctx.authorize(Resource::Service("streaming".into()))?;
     let user = input.user_id.map(|user| {
         let mode = input.access_mode.unwrap_or(AccessMode::Custom);
@@ -220,7 +224,12 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         if let Some(bucket) = plane.current().home_bucket() {
             env.push(("DS_HOME_BUCKET".to_owned(), bucket.name.to_string()));
         }
-        Assignment { user, mode, session_id: None, env }
+        let user = match mode {
+            AccessMode::Local => model::UserRef::local(user),
+            _ => model::UserRef::custom(user),
+        };
+        env.push(("DS_HOME_PREFIX".to_owned(), user.home().prefix()));
+        Assignment { user, session_id: None, env }
     });
     let launch = Launch {
         image_name: input.image_name.unwrap_or_else(|| plane.current().image_name.clone()),
@@ -276,8 +285,7 @@ pub(crate) struct Program {
 
 /// The user (and session) an instance serves.
 pub(crate) struct Assignment {
-    pub user: UserId,
-    pub mode: AccessMode,
+    pub user: model::UserRef,
     pub session_id: Option<String>,
     /// The `DS_*` variables its programs see.
     pub env: Vec<(String, String)>,
@@ -368,7 +376,7 @@ pub(crate) async fn launch_instance(plane: &Plane, mut launch: Launch) -> Result
         let link = sandbox::network::Link::new(&id, host, private);
         sqlx::query(
             "INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, user_id, access_mode,
-             credential_hash, credential_expires, correlation_id, created, fleet, session_id) VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             credential_hash, credential_expires, correlation_id, created, fleet, session_id, issuer) VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&id)
         .bind(&image_name)
@@ -377,14 +385,15 @@ pub(crate) async fn launch_instance(plane: &Plane, mut launch: Launch) -> Result
         .bind(&link.host_interface)
         .bind(link.host_address.to_string())
         .bind(link.instance_address.to_string())
-        .bind(assignment.map(|a| a.user.to_string()))
-        .bind(assignment.map(|a| a.mode.as_str()))
+        .bind(assignment.map(|a| a.user.user().to_string()))
+        .bind(assignment.map(|a| a.user.mode().as_str()))
         .bind(hex::encode(Sha256::digest(credential.as_bytes())))
         .bind(now_millis() + credential_lifetime_ms(plane))
         .bind(launch.correlation_id.clone())
         .bind(now_millis())
         .bind(launch.fleet.clone())
         .bind(assignment.and_then(|a| a.session_id.clone()))
+        .bind(assignment.and_then(|a| a.user.issuer_str()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -515,11 +524,12 @@ pub(crate) async fn assign(plane: &Plane, instance_id: &str, assignment: &Assign
         let live = live.get(instance_id).ok_or_else(|| ActionError::internal(format_args!("instance {instance_id} is not live")))?;
         (live.instance.init_pid, live.credential.clone())
     };
-    sqlx::query("UPDATE instances SET user_id = $1, access_mode = $2, session_id = $3, correlation_id = $4 WHERE instance_id = $5")
-        .bind(assignment.user.to_string())
-        .bind(assignment.mode.as_str())
+    sqlx::query("UPDATE instances SET user_id = $1, access_mode = $2, session_id = $3, correlation_id = $4, issuer = $5 WHERE instance_id = $6")
+        .bind(assignment.user.user().to_string())
+        .bind(assignment.user.mode().as_str())
         .bind(assignment.session_id.clone())
         .bind(correlation_id)
+        .bind(assignment.user.issuer_str())
         .bind(instance_id)
         .execute(&plane.store.pool)
         .await?;
@@ -818,7 +828,7 @@ fn nix_kill(pid: i32) -> std::io::Result<()> {
 /// running instance whose private address the call comes from.
 pub(crate) async fn authenticate(plane: &Plane, token: &str, source_ip: &str) -> Result<InstanceCaller, ActionError> {
     let row = sqlx::query(
-        "SELECT instance_id, user_id, access_mode, credential_hash, credential_expires, previous_credential_hash, previous_credential_expires, correlation_id
+        "SELECT instance_id, user_id, access_mode, issuer, credential_hash, credential_expires, previous_credential_hash, previous_credential_expires, correlation_id
          FROM instances WHERE private_address = $1 AND state IN ('RUNNING', 'STOPPING')",
     )
         .bind(source_ip)
@@ -847,6 +857,7 @@ pub(crate) async fn authenticate(plane: &Plane, token: &str, source_ip: &str) ->
         instance_id: row.try_get("instance_id")?,
         user_id: row.try_get("user_id")?,
         access_mode: row.try_get("access_mode")?,
+        issuer: row.try_get("issuer")?,
         correlation_id: row.try_get("correlation_id")?,
     })
 }
@@ -855,6 +866,7 @@ pub(crate) struct InstanceCaller {
     pub instance_id: String,
     pub user_id: Option<String>,
     pub access_mode: Option<String>,
+    pub issuer: Option<String>,
     pub correlation_id: Option<String>,
 }
 

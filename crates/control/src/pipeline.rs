@@ -406,7 +406,7 @@ impl ControlPlane {
         let request_id = uuid::Uuid::new_v4().to_string();
         let plane = &self.plane;
         let spec = actions::find(&request.action);
-        let (caller, result, resources, correlation_id, input) = match identity::authenticate(plane, &request.credentials).await {
+        let (caller, result, resources, correlation_id, input) = match identity::authenticate(plane, &request.credentials, &request.action).await {
             Err(err) => (None, Err(err), Vec::new(), None, Value::Null),
             Ok(caller) => {
                 let input = parse_body(&request.body);
@@ -705,7 +705,7 @@ fn resource_arn(spec: &Spec, resource: &Resource) -> (Option<String>, &'static s
             Some(format!("arn:datasandbox:parameters:{region}:{account}:parameter/{}", name.trim_start_matches('/'))),
             "DataSandbox::Parameters::Parameter",
         ),
-        Resource::Key { id } => (Some(format!("arn:datasandbox:keys:{region}:{account}:key/{id}")), "DataSandbox::Keys::Key"),
+        Resource::Key { id, .. } => (Some(format!("arn:datasandbox:keys:{region}:{account}:key/{id}")), "DataSandbox::Keys::Key"),
         Resource::Instance { id } => {
             (Some(format!("arn:datasandbox:streaming:{region}:{account}:instance/{id}")), "DataSandbox::Streaming::Instance")
         }

@@ -50,12 +50,26 @@ pub fn session_agent() -> std::process::ExitCode {
     std::process::ExitCode::from(2)
 }
 
+/// The session's home prefix: `DS_HOME_PREFIX` as the platform placed it (a federated user's
+/// folder depends on their identity provider, which the instance does not know), or, for an
+/// instance made with a local or custom user only, the one their name and mode give.
+pub(crate) fn home_prefix(user: &model::UserId, mode: model::AccessMode) -> Option<String> {
+    if let Ok(given) = std::env::var("DS_HOME_PREFIX") {
+        return model::HomeOwner::of_key(&given).filter(|home| home.prefix() == given && home.mode == mode).map(|home| home.prefix());
+    }
+    model::UserRef::from_parts(mode, None, user.as_str()).ok().map(|user| user.home().prefix())
+}
+
 pub async fn run() -> std::process::ExitCode {
     let env = |name: &str| std::env::var(name).unwrap_or_default();
     let (endpoint, user, mode) = (env("DS_ENDPOINT"), env("DS_USER_NAME"), env("DS_USER_ACCESS_MODE"));
     let folder = PathBuf::from(std::env::var("DS_HOME_FOLDER").unwrap_or_else(|_| "/home/user/MyFiles/HomeFolder".into()));
     let (Ok(user), Some(mode)) = (model::UserId::new(user), model::AccessMode::parse(&mode)) else {
         eprintln!("home-sync: DS_USER_NAME and DS_USER_ACCESS_MODE must name the session's user");
+        return std::process::ExitCode::from(2);
+    };
+    let Some(prefix) = home_prefix(&user, mode) else {
+        eprintln!("home-sync: DS_HOME_PREFIX must be the session's home folder (`user/<mode>/<sha256>/`)");
         return std::process::ExitCode::from(2);
     };
     let Ok(mut stop) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
@@ -77,7 +91,7 @@ pub async fn run() -> std::process::ExitCode {
     let mut sync = HomeSync {
         endpoint,
         bucket: std::env::var("DS_HOME_BUCKET").unwrap_or_else(|_| "datasandbox-home".into()),
-        prefix: model::HomeOwner::of(mode, &user).prefix(),
+        prefix,
         folder,
         known: HashMap::new(),
         listed: HashMap::new(),

@@ -64,7 +64,10 @@ pub async fn run() -> ExitCode {
         Err(_) => Config { timeout_seconds: default_timeout(), poll_milliseconds: default_poll() },
     };
     let bucket = std::env::var("DS_HOME_BUCKET").unwrap_or_else(|_| "datasandbox-home".into());
-    let prefix = model::HomeOwner::of(mode, &user).prefix();
+    let Some(prefix) = crate::home_sync::home_prefix(&user, mode) else {
+        say("launcher: DS_HOME_PREFIX is not the session's home folder; nothing to launch");
+        return ExitCode::from(2);
+    };
     let key = |file: &str| format!("{prefix}{file}");
     // Answers to an earlier session must not be taken for this one's.
     for file in [URL_FILE, ERROR_FILE] {

@@ -71,6 +71,14 @@ string_newtype!(
 );
 
 string_newtype!(
+    /// The identity provider that vouched for a federated user: a SAML IdP's entity id or an
+    /// OpenID provider's issuer URL, 1–1024 characters with no control character (so that a
+    /// newline can separate it from the user id wherever the two are hashed together).
+    Issuer,
+    validate_issuer
+);
+
+string_newtype!(
     /// A bucket name under S3's rules: 3–63 characters of lower-case letters, digits, `-` and
     /// `.`, starting and ending with a letter or digit, not shaped like an IP address.
     BucketName,
@@ -102,6 +110,17 @@ fn validate_user_id(value: &str) -> Result<(), InvalidName> {
             value,
             format!("contains `{}`; allowed are letters, digits and _+=,.@-", bad.escape_debug()),
         ));
+    }
+    Ok(())
+}
+
+fn validate_issuer(value: &str) -> Result<(), InvalidName> {
+    let count = value.chars().count();
+    if !(1..=1024).contains(&count) {
+        return Err(InvalidName::new("issuer", value, format!("has {count} characters; allowed 1..=1024")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InvalidName::new("issuer", value, "contains a control character"));
     }
     Ok(())
 }

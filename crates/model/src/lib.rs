@@ -10,5 +10,5 @@ pub mod session_file;
 pub mod spec;
 
 pub use action::ActionName;
-pub use home::{AccessMode, HomeOwner};
-pub use ids::{BucketName, InvalidName, ObjectKey, ParameterName, UserId};
+pub use home::{AccessMode, HomeOwner, UserRef};
+pub use ids::{BucketName, InvalidName, Issuer, ObjectKey, ParameterName, UserId};

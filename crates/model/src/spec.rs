@@ -160,6 +160,9 @@ pub struct FleetSpec {
     pub max_queue: u32,
     /// How long a user waits in the queue before being told that no instance became free.
     pub queue_timeout_seconds: u32,
+    /// How many sessions (waiting or active) one user may hold on this fleet at once, so that
+    /// one user cannot take the fleet's capacity or its queue from everyone else.
+    pub max_sessions_per_user: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -752,6 +755,7 @@ fn read_fleets(root: &Table, env: &str, image: &str, fleet_type: FleetType, type
                 },
                 max_queue: t.integer("max_queue", 100, 0..=10_000) as u32,
                 queue_timeout_seconds: t.integer("queue_timeout", 300, 1..=3600) as u32,
+                max_sessions_per_user: t.integer("max_sessions_per_user", 5, 1..=100) as u32,
                 name,
             };
             check_instance_type(&t, "instance_type", &fleet.instance_type, types);

@@ -53,12 +53,53 @@ pub struct ActionDecl {
 pub enum Principal {
     /// The local operator on the control socket, known by its Unix uid.
     Operator { uid: u32 },
-    /// A person; `home` is the `<mode>/<sha256>` id of their home folder.
-    User { id: String, access_mode: String, home: String, mfa: bool, roles: Vec<String> },
+    /// A person (access mode, identity provider, user id), reached through `channel`. In Cedar
+    /// the entity is `User::"<user id>"` with the attributes `access_mode`, `issuer` (empty
+    /// unless federated), `home` (the `<mode>/<sha256>` id of their home folder), `mfa` and
+    /// `channel`.
+    User { user: model::UserRef, channel: Channel, mfa: bool, roles: Vec<String> },
     /// A built-in function, acting under its own role.
     Function { name: String },
     /// A sandbox instance with no user assigned.
     Instance { id: String, roles: Vec<String> },
+}
+
+/// The credential a user's call came with: what a policy may trust it for. A bearer token
+/// taken off a portal or `identity:SignIn` must not reach what the stack's settings gate
+/// (home-folder files), and a session's or instance's credential must not mint new ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// The sign-in itself: a local user's password (and code), a SAML response, an OIDC callback.
+    SignIn,
+    /// A sign-in's bearer token (`identity:SignIn`, the portal's or console's cookie, a SAML
+    /// or OIDC sign-in's token) on the HTTP API: the user's own, on a device the platform
+    /// knows nothing about.
+    Bearer,
+    /// A token an operator issued to an application for a user (`identity:CreateSessionToken`).
+    IssuedToken,
+    /// The credential of the instance serving the user's session, on its endpoint.
+    Instance,
+    /// A streaming session's cookie: the session page and its My Files, which apply the
+    /// stack's file-transfer settings themselves.
+    Session,
+    /// A program inside a pixel session's instance known only by its link (the kiosk browser).
+    Link,
+    /// The token of a streaming URL being opened.
+    StreamingUrl,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::SignIn => "sign-in",
+            Channel::Bearer => "bearer",
+            Channel::IssuedToken => "issued-token",
+            Channel::Instance => "instance",
+            Channel::Session => "session",
+            Channel::Link => "link",
+            Channel::StreamingUrl => "streaming-url",
+        }
+    }
 }
 
 /// What is acted on.
@@ -69,18 +110,23 @@ pub enum Resource {
         name: String,
         home_folders: bool,
     },
-    /// An object or a listing prefix; `home` is set when the key lies inside a home folder.
+    /// An object or a listing prefix; `home` is set when the key lies inside a home folder;
+    /// `notifies` names the functions its bucket's notifications invoke (a function's role can
+    /// then be limited to the buckets that call it).
     Object {
         bucket: String,
         bucket_home_folders: bool,
         key: String,
         home: Option<String>,
+        notifies: Vec<String>,
     },
     Parameter {
         name: String,
     },
+    /// A key, with its aliases (`alias/…`) so that a policy can name a key made at deploy time.
     Key {
         id: String,
+        aliases: Vec<String>,
     },
     Instance {
         id: String,
@@ -214,9 +260,17 @@ fn principal_entity(principal: &Principal, entities: &mut Vec<Value>) -> Value {
     };
     let (uid, attrs, parents) = match principal {
         Principal::Operator { uid } => (entity_ref("Operator", &uid.to_string()), json!({}), Vec::new()),
-        Principal::User { id, access_mode, home, mfa, roles } => {
-            (entity_ref("User", id), json!({ "access_mode": access_mode, "home": home, "mfa": mfa }), role_parents(roles, entities))
-        }
+        Principal::User { user, channel, mfa, roles } => (
+            entity_ref("User", user.user().as_str()),
+            json!({
+                "access_mode": user.mode().as_str(),
+                "issuer": user.issuer_str().unwrap_or_default(),
+                "home": user.home().id(),
+                "mfa": mfa,
+                "channel": channel.as_str(),
+            }),
+            role_parents(roles, entities),
+        ),
         Principal::Function { name } => (entity_ref("Function", name), json!({}), Vec::new()),
         Principal::Instance { id, roles } => (entity_ref("Instance", id), json!({}), role_parents(roles, entities)),
     };
@@ -228,17 +282,17 @@ fn resource_entity(resource: &Resource, entities: &mut Vec<Value>) -> Value {
     let (uid, attrs, parents) = match resource {
         Resource::Service(name) => (entity_ref("Service", name), json!({}), vec![]),
         Resource::Bucket { name, home_folders } => (entity_ref("Bucket", name), json!({ "home_folders": home_folders }), vec![]),
-        Resource::Object { bucket, bucket_home_folders, key, home } => {
+        Resource::Object { bucket, bucket_home_folders, key, home, notifies } => {
             let bucket_uid = entity_ref("Bucket", bucket);
             entities.push(json!({ "uid": bucket_uid, "attrs": { "home_folders": bucket_home_folders }, "parents": [] }));
-            let mut attrs = json!({ "key": key });
+            let mut attrs = json!({ "key": key, "notifies": notifies });
             if let Some(home) = home {
                 attrs["home"] = json!(home);
             }
             (entity_ref("Object", &format!("{bucket}/{key}")), attrs, vec![bucket_uid])
         }
         Resource::Parameter { name } => (entity_ref("Parameter", name), json!({ "name": name }), vec![]),
-        Resource::Key { id } => (entity_ref("Key", id), json!({}), vec![]),
+        Resource::Key { id, aliases } => (entity_ref("Key", id), json!({ "aliases": aliases }), vec![]),
         Resource::Instance { id } => (entity_ref("Instance", id), json!({}), vec![]),
         Resource::Stack { name, user } => {
             (entity_ref("Stack", name), json!({ "name": name, "user": { "__entity": entity_ref("User", user) } }), vec![])
@@ -254,14 +308,14 @@ pub fn schema_text(actions: &[ActionDecl]) -> String {
         "namespace DataSandbox {
   entity Role;
   entity Operator;
-  entity User in [Role] { access_mode: String, home: String, mfa: Bool };
+  entity User in [Role] { access_mode: String, issuer: String, home: String, mfa: Bool, channel: String };
   entity Function in [Role];
   entity Instance in [Role];
   entity Service;
   entity Bucket { home_folders: Bool };
-  entity Object in [Bucket] { key: String, home?: String };
+  entity Object in [Bucket] { key: String, home?: String, notifies: Set<String> };
   entity Parameter { name: String };
-  entity Key;
+  entity Key { aliases: Set<String> };
   entity Stack { name: String, user: User };
   type RequestContext = { source_ip: String };
 ",

@@ -10,29 +10,34 @@ fn actions() -> Vec<ActionDecl> {
 const HOME_POLICY: &str = r#"permit (principal is DataSandbox::User, action == DataSandbox::Action::"storage:GetObject", resource is DataSandbox::Object)
 when { resource has home && resource.home == principal.home };"#;
 
-fn user(home: &str) -> Principal {
-    Principal::User { id: "alice".into(), access_mode: "custom".into(), home: home.into(), mfa: false, roles: vec![] }
+fn user(name: &str) -> Principal {
+    let user = model::UserRef::custom(model::UserId::new(name).expect("valid"));
+    Principal::User { user, channel: Channel::Instance, mfa: false, roles: vec![] }
+}
+
+fn home_of(name: &str) -> String {
+    model::UserRef::custom(model::UserId::new(name).expect("valid")).home().id()
 }
 
 fn object(home: Option<&str>) -> Resource {
-    Resource::Object { bucket: "b".into(), bucket_home_folders: true, key: "k".into(), home: home.map(Into::into) }
+    Resource::Object { bucket: "b".into(), bucket_home_folders: true, key: "k".into(), home: home.map(Into::into), notifies: vec![] }
 }
 
 #[test]
 fn owner_is_allowed_and_others_are_denied() {
     let authorizer = Authorizer::load(&[("home".into(), HOME_POLICY.into())], &actions()).expect("valid policy");
-    let allowed = authorizer.authorize(&user("custom/aa"), "storage:GetObject", &object(Some("custom/aa")), "127.0.0.1");
+    let allowed = authorizer.authorize(&user("aa"), "storage:GetObject", &object(Some(&home_of("aa"))), "127.0.0.1");
     assert!(allowed.allowed);
     assert_eq!(allowed.reasons, vec!["home".to_owned()]);
-    assert!(!authorizer.authorize(&user("custom/aa"), "storage:GetObject", &object(Some("custom/bb")), "127.0.0.1").allowed);
-    assert!(!authorizer.authorize(&user("custom/aa"), "storage:GetObject", &object(None), "127.0.0.1").allowed);
+    assert!(!authorizer.authorize(&user("aa"), "storage:GetObject", &object(Some(&home_of("bb"))), "127.0.0.1").allowed);
+    assert!(!authorizer.authorize(&user("aa"), "storage:GetObject", &object(None), "127.0.0.1").allowed);
     assert!(!authorizer.authorize(&Principal::Operator { uid: 0 }, "storage:GetObject", &object(None), "127.0.0.1").allowed);
 }
 
 #[test]
 fn unknown_action_is_a_deny_not_a_crash() {
     let authorizer = Authorizer::load(&[("home".into(), HOME_POLICY.into())], &actions()).expect("valid policy");
-    let decision = authorizer.authorize(&user("x"), "storage:Nope", &object(None), "127.0.0.1");
+    let decision = authorizer.authorize(&user("xx"), "storage:Nope", &object(None), "127.0.0.1");
     assert!(!decision.allowed);
     assert!(!decision.errors.is_empty());
 }

@@ -2,19 +2,22 @@
 //!
 //! Triggered by `ObjectCreated` for `session.json` on the home-folder bucket, it runs under its
 //! own role (policy `function-session-validator`) and accepts only if all hold:
-//! - the key is `user/<mode>/<sha256(claimed user)>/session.json` for the claimed mode;
+//! - the key is `user/<mode>/<sha256>/session.json` for the claimed mode;
 //! - the session, found by its id among that user's sessions of that stack and fleet (never
-//!   "the first one"), is ACTIVE and before its maximum expiration;
+//!   "the first one"), is the one whose user owns that folder (mode, identity provider and
+//!   user id: the folder's hash covers the provider for a federated user), is ACTIVE and
+//!   before its maximum expiration;
 //! - the object was written by the instance serving that session, from its address.
 //!
-//! The answer goes beside the object — its folder comes from the key, never from the JSON:
+//! The user's notebook is named for the whole identity (`UserRef::notebook_name`) and owned by
+//! it, so that a local `bob`, a custom `bob` and each provider's `bob` have notebooks of their
+//! own. The answer goes beside the object — its folder comes from the key, never from the JSON:
 //! `session_url.txt` with a single-use notebook URL bound to the session, or
 //! `session_error.json` with a typed reason (also on the record). A bad file is a rejection,
 //! never a crash, and a redelivered event gets the same answer.
 
 use model::session_file::{ERROR_FILE, MAX_SESSION_FILE, RejectReason, SESSION_FILE, SessionError, SessionFile, URL_FILE};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::error::ActionError;
 use crate::pipeline::{ControlPlane, Request, ServiceEvent};
@@ -50,11 +53,11 @@ pub(super) async fn run(control: &ControlPlane, event: &Value) -> Result<(), Act
     }
     let validator = Validator { control, correlation_id: event["correlationId"].as_str().map(str::to_owned) };
     // Without a home-folder key there is nowhere to answer: the record is the answer.
-    let Some((folder, mode, hash)) = home_folder_of(key) else {
+    let Some((folder, mode, _)) = home_folder_of(key) else {
         record(&validator, bucket, key, None, Some(RejectReason::NotOwnFolder)).await;
         return Ok(());
     };
-    let outcome = judge(&validator, event, bucket, key, mode, hash).await;
+    let outcome = judge(&validator, event, bucket, key, folder, mode).await;
     match outcome {
         Ok(Judged::Accepted { session_id, url }) => {
             let body = encode_base64(format!("{url}\n").as_bytes());
@@ -85,7 +88,7 @@ enum Judged {
     Rejected(RejectReason),
 }
 
-async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str, mode: &str, hash: &str) -> Result<Judged, ActionError> {
+async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str, folder: &str, mode: &str) -> Result<Judged, ActionError> {
     use Judged::Rejected;
     let object = match validator.call("storage:GetObject", json!({ "Bucket": bucket, "Key": key })).await {
         Ok(object) => object,
@@ -98,8 +101,8 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
         return Ok(Rejected(RejectReason::MalformedSessionFile));
     }
     let Ok(claim) = serde_json::from_slice::<SessionFile>(&body) else { return Ok(Rejected(RejectReason::MalformedSessionFile)) };
-    // The folder must be the claimed user's own, in the claimed mode.
-    if claim.access_mode != mode || hex::encode(Sha256::digest(claim.user_name.as_bytes())) != hash {
+    // The folder must be in the claimed mode (and, once the session is found, its user's own).
+    if claim.access_mode != mode {
         return Ok(Rejected(RejectReason::NotOwnFolder));
     }
     let authentication = match mode {
@@ -121,6 +124,16 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
         Err(err) if err.status == 400 || err.status == 404 => return Ok(Rejected(RejectReason::UnknownSession)),
         Err(err) => return Err(err),
     };
+    // Whose the session is: mode, identity provider and id, and the folder is theirs.
+    let owner = model::UserRef::from_parts(
+        crate::services::streaming::sessions::access_mode(session["AuthenticationType"].as_str().unwrap_or_default()),
+        session["Issuer"].as_str(),
+        session["UserId"].as_str().unwrap_or_default(),
+    );
+    let Ok(owner) = owner else { return Ok(Rejected(RejectReason::UnknownSession)) };
+    if owner.home().prefix() != folder {
+        return Ok(Rejected(RejectReason::NotOwnFolder));
+    }
     if session["State"] == "EXPIRED" {
         return Ok(Rejected(RejectReason::SessionExpired));
     }
@@ -140,7 +153,7 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
         return Ok(Rejected(RejectReason::WrittenByAnotherInstance));
     }
     let remaining = expires.map_or(1800, |t| (t.timestamp_millis() - crate::store::now_millis()) / 1000);
-    match notebook_url(validator, &claim.user_name, &claim.session_id, remaining).await {
+    match notebook_url(validator, &owner, &claim.session_id, remaining).await {
         Ok(url) => Ok(Judged::Accepted { session_id: claim.session_id, url }),
         Err(err) => {
             tracing::error!(session = claim.session_id, error = %err, "no notebook for the session");
@@ -150,8 +163,13 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
 }
 
 /// The user's notebook, made and started on first use, and a URL to it for this session.
-async fn notebook_url(validator: &Validator<'_>, user: &str, session_id: &str, remaining_seconds: i64) -> Result<String, ActionError> {
-    let name = format!("nb-{}", &hex::encode(Sha256::digest(user.as_bytes()))[..16]);
+async fn notebook_url(
+    validator: &Validator<'_>,
+    user: &model::UserRef,
+    session_id: &str,
+    remaining_seconds: i64,
+) -> Result<String, ActionError> {
+    let name = user.notebook_name();
     let presign = || async {
         let input = json!({
             "NotebookInstanceName": name,
@@ -177,7 +195,10 @@ async fn notebook_url(validator: &Validator<'_>, user: &str, session_id: &str, r
             let template = spec.notebooks.iter().find(|n| n.owner.is_none());
             let instance_type = template.map_or_else(|| spec.instance_type.clone(), |n| n.instance_type.clone());
             let volume = template.map_or(20, |n| n.volume_size_gb);
-            let input = json!({ "NotebookInstanceName": name, "InstanceType": instance_type, "VolumeSizeInGB": volume, "Owner": user });
+            let input = json!({
+                "NotebookInstanceName": name, "InstanceType": instance_type, "VolumeSizeInGB": volume,
+                "Owner": user.user(), "OwnerAccessMode": user.mode(), "OwnerIssuer": user.issuer_str(),
+            });
             validator.call("notebooks:CreateNotebookInstance", input).await?;
         }
         Err(err) => return Err(err),

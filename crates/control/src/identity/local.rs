@@ -1,14 +1,23 @@
 //! Local users for small sites (AppStream's user pool, access mode `local`): a password
 //! hashed with argon2id, an optional TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s),
-//! and guards against guessing — five failures in a row lock the account for 15 minutes, and
-//! one address may fail at most 20 times a minute, whatever the accounts.
+//! and guards against guessing that a stranger cannot turn against the account's owner.
 //!
 //! Signing in is authentication (`Credentials::LocalUser`): the password never reaches an
-//! action's input or a record. A failure says only that the name, password or code was not
-//! accepted (an unknown name costs the same argon2 work as a known one), is audited with the
-//! name tried, and counts toward the lock. A TOTP code is accepted once: the time step it
-//! belongs to must be newer than the last one used. A token issued after a TOTP check carries
-//! `mfa`, which reaches the audit record (`mfaAuthenticated`) and the policies (`principal.mfa`).
+//! action's input or a record. Every refusal is the same answer (`NotAuthorizedException`,
+//! one message) whatever was wrong — unknown name, wrong password, missing or wrong code — and
+//! costs the same argon2 work, so that it tells nothing about the account: not whether it
+//! exists, and not whether the password was right when the code was missing. A TOTP code is
+//! accepted once: the time step it belongs to must be newer than the last one used. A token
+//! issued after a TOTP check carries `mfa`, which reaches the audit record
+//! (`mfaAuthenticated`) and the policies (`principal.mfa`).
+//!
+//! Guessing is slowed per source, never per account: an account lock would let anyone lock
+//! anyone out. Each attempt takes its slot in the address's budget *before* the password is
+//! checked (so that concurrent attempts cannot all slip under the limit), and counts as a
+//! failure unless it succeeds. An address may fail at most 20 times a minute across accounts
+//! and run 2 checks at once; after 5 failures on one account, that address waits 2^(n-5)
+//! seconds (at most 15 minutes) between tries on that account. Argon2 (19 MiB each) runs at
+//! most `ARGON2_PARALLEL` at a time on the whole host.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -23,34 +32,135 @@ use crate::error::ActionError;
 use crate::pipeline::{Ctx, Plane};
 use crate::store::{millis_to_rfc3339, now_millis};
 
-/// Consecutive failures that lock an account, and for how long.
-pub(crate) const LOCK_AFTER: i64 = 5;
-pub(crate) const LOCK_MILLIS: i64 = 15 * 60 * 1000;
 /// Failed sign-ins one address may make per minute, across accounts.
 const ADDRESS_FAILURES_PER_MINUTE: usize = 20;
+/// Password checks one address may have under way at once.
+const ADDRESS_IN_FLIGHT: usize = 2;
+/// Failures on one account from one address before that address must wait between tries.
+const FREE_FAILURES: usize = 5;
+/// The longest wait, and how long failures on an account are remembered.
+const MAX_BACKOFF_MILLIS: i64 = 15 * 60 * 1000;
+/// Argon2 verifications under way at once, host-wide.
+const ARGON2_PARALLEL: usize = 4;
 const TOTP_STEP: u64 = 30;
 
-/// Recent sign-in failures by source address (in memory: a restart forgets them, the
-/// per-account lock is in the store).
+/// Sign-in budgets by source (in memory: a restart forgets them) and the host-wide argon2 gate.
+pub(crate) struct Throttle {
+    sources: Mutex<Sources>,
+    argon2: tokio::sync::Semaphore,
+}
+
 #[derive(Default)]
-pub(crate) struct Throttle(Mutex<HashMap<String, VecDeque<i64>>>);
+struct Sources {
+    /// Failure times by address (the last minute's).
+    failures: HashMap<String, VecDeque<i64>>,
+    /// Checks under way by address.
+    in_flight: HashMap<String, usize>,
+    /// Failure times by (address, account), within `MAX_BACKOFF_MILLIS`.
+    per_account: HashMap<(String, String), VecDeque<i64>>,
+}
+
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle { sources: Mutex::new(Sources::default()), argon2: tokio::sync::Semaphore::new(ARGON2_PARALLEL) }
+    }
+}
+
+/// How long an address waits after `failures` recent failures on one account.
+fn backoff_millis(failures: usize) -> i64 {
+    if failures < FREE_FAILURES {
+        return 0;
+    }
+    let exponent = (failures - FREE_FAILURES).min(20) as u32;
+    (1000i64 << exponent).min(MAX_BACKOFF_MILLIS)
+}
+
+/// An attempt's place in its address's budget, taken before the password is checked. It
+/// counts as a failure unless `succeeded` is called.
+pub(crate) struct Attempt<'a> {
+    throttle: &'a Throttle,
+    address: String,
+    account: String,
+    succeeded: bool,
+}
 
 impl Throttle {
-    fn recent(&self, address: &str, now: i64) -> usize {
-        let mut failures = self.0.lock().expect("throttle lock");
-        // Addresses whose failures are all older than a minute are forgotten.
+    /// Takes a slot for a sign-in attempt on `account` from `address`, or says how long to wait.
+    pub(crate) fn begin(&self, address: &str, account: &str, now: i64) -> Result<Attempt<'_>, ActionError> {
+        let mut sources = self.sources.lock().expect("throttle lock");
+        let Sources { failures, in_flight, per_account } = &mut *sources;
+        // What has aged out is forgotten, so that the maps stay as small as the recent traffic.
         failures.retain(|_, times| {
             while times.front().is_some_and(|t| *t <= now - 60_000) {
                 times.pop_front();
             }
             !times.is_empty()
         });
-        failures.get(address).map_or(0, VecDeque::len)
+        per_account.retain(|_, times| {
+            while times.front().is_some_and(|t| *t <= now - MAX_BACKOFF_MILLIS) {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+        let busy = in_flight.get(address).copied().unwrap_or(0);
+        let recent = failures.get(address).map_or(0, VecDeque::len);
+        if recent + busy >= ADDRESS_FAILURES_PER_MINUTE {
+            return Err(too_many("too many failed sign-ins from this address; wait a minute"));
+        }
+        if busy >= ADDRESS_IN_FLIGHT {
+            return Err(too_many("sign-ins from this address are already being checked; wait for their answer"));
+        }
+        let key = (address.to_owned(), account.to_owned());
+        if let Some(times) = per_account.get(&key) {
+            let wait = times.back().map_or(0, |last| last + backoff_millis(times.len() + busy) - now);
+            if wait > 0 {
+                return Err(too_many(&format!(
+                    "too many failed sign-ins to this account from this address; wait {} s",
+                    wait / 1000 + 1
+                )));
+            }
+        }
+        *in_flight.entry(address.to_owned()).or_default() += 1;
+        Ok(Attempt { throttle: self, address: address.to_owned(), account: account.to_owned(), succeeded: false })
     }
 
-    fn failed(&self, address: &str, now: i64) {
-        self.0.lock().expect("throttle lock").entry(address.to_owned()).or_default().push_back(now);
+    /// Forgets the failures on `account` from every address (`identity:UnlockLocalUser`).
+    fn forget(&self, account: &str) {
+        self.sources.lock().expect("throttle lock").per_account.retain(|(_, name), _| name != account);
     }
+
+    /// Runs an argon2 computation through the host-wide gate, off the async runtime.
+    async fn argon2<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ActionError> {
+        let _permit = self.argon2.acquire().await.map_err(ActionError::internal)?;
+        tokio::task::spawn_blocking(work).await.map_err(ActionError::internal)
+    }
+}
+
+impl Attempt<'_> {
+    pub(crate) fn succeeded(mut self) {
+        self.succeeded = true;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let now = now_millis();
+        let mut sources = self.throttle.sources.lock().expect("throttle lock");
+        if let Some(busy) = sources.in_flight.get_mut(&self.address) {
+            *busy = busy.saturating_sub(1);
+            if *busy == 0 {
+                sources.in_flight.remove(&self.address);
+            }
+        }
+        if !self.succeeded {
+            sources.failures.entry(self.address.clone()).or_default().push_back(now);
+            sources.per_account.entry((self.address.clone(), self.account.clone())).or_default().push_back(now);
+        }
+    }
+}
+
+fn too_many(message: &str) -> ActionError {
+    ActionError::new(429, "TooManyRequestsException", message.to_owned())
 }
 
 fn rejected() -> ActionError {
@@ -100,7 +210,7 @@ pub(crate) struct SignedIn {
     pub mfa: bool,
 }
 
-/// Checks a local user's password (and TOTP code, once enrolled), counting failures.
+/// Checks a local user's password (and TOTP code, once enrolled), within the source's budget.
 pub(crate) async fn sign_in(
     plane: &Plane,
     user_name: &str,
@@ -109,31 +219,16 @@ pub(crate) async fn sign_in(
     source_ip: &str,
 ) -> Result<SignedIn, ActionError> {
     let now = now_millis();
-    if plane.identity_throttle.recent(source_ip, now) >= ADDRESS_FAILURES_PER_MINUTE {
-        return Err(ActionError::new(429, "TooManyRequestsException", "too many failed sign-ins from this address; wait a minute"));
-    }
+    // The slot is taken before any work: a refusal from here on counts as a failure.
+    let attempt = plane.identity_throttle.begin(source_ip, user_name, now)?;
     let row = sqlx::query("SELECT * FROM local_users WHERE user_name = $1").bind(user_name).fetch_optional(&plane.store.pool).await?;
-    let fail = |plane: &Plane| plane.identity_throttle.failed(source_ip, now);
+    let given = password.to_owned();
     let Some(row) = row else {
-        let given = password.to_owned();
-        let _ = tokio::task::spawn_blocking(move || verify(given, decoy())).await;
-        fail(plane);
+        let _ = plane.identity_throttle.argon2(move || verify(given, decoy())).await;
         return Err(rejected());
     };
-    if let Some(until) = row.try_get::<Option<i64>, _>("locked_until")?.filter(|until| *until > now) {
-        fail(plane);
-        return Err(ActionError::new(
-            403,
-            "AccountLocked",
-            format!(
-                "the account is locked after {LOCK_AFTER} failed sign-ins; try again in {} s or ask an operator",
-                (until - now) / 1000 + 1
-            ),
-        ));
-    }
     let stored: String = row.try_get("password_hash")?;
-    let given = password.to_owned();
-    let password_ok = tokio::task::spawn_blocking(move || verify(given, stored)).await.map_err(ActionError::internal)?;
+    let password_ok = plane.identity_throttle.argon2(move || verify(given, stored)).await?;
     let secret = match row.try_get::<Option<String>, _>("totp_secret")? {
         Some(wrapped) => Some(plane.keys.unwrap(&hex::decode(wrapped).map_err(ActionError::internal)?)?),
         None => None,
@@ -148,27 +243,25 @@ pub(crate) async fn sign_in(
         (Some(_), Some(step)) => last_step.is_none_or(|last| step as i64 > last),
         (Some(_), None) => false,
     };
+    // One answer for every failure: a missing code is not told apart from a wrong password,
+    // or the answer would confirm the password to whoever lacks the code.
     if !(password_ok && second_factor_ok) {
-        fail(plane);
-        let failures: i64 = row.try_get::<i64, _>("failed_attempts")? + 1;
-        let (failures, locked) = if failures >= LOCK_AFTER { (0, Some(now + LOCK_MILLIS)) } else { (failures, None) };
-        sqlx::query("UPDATE local_users SET failed_attempts = $1, locked_until = $2 WHERE user_name = $3")
-            .bind(failures)
-            .bind(locked)
-            .bind(user_name)
-            .execute(&plane.store.pool)
-            .await?;
-        // A missing code for an enrolled user is said plainly: the password was not the issue.
-        if password_ok && secret.is_some() && code.is_none() {
-            return Err(ActionError::new(401, "MfaCodeRequired", "this account has TOTP enrolled: send TotpCode with the password"));
-        }
         return Err(rejected());
     }
-    sqlx::query("UPDATE local_users SET failed_attempts = 0, locked_until = NULL, totp_last_step = $1 WHERE user_name = $2")
-        .bind(step.map(|s| s as i64).or(last_step))
-        .bind(user_name)
-        .execute(&plane.store.pool)
-        .await?;
+    // The step is taken only if no other sign-in took it (or a later one) meanwhile.
+    let taken = sqlx::query(
+        "UPDATE local_users SET failed_attempts = 0, locked_until = NULL, totp_last_step = $1
+         WHERE user_name = $2 AND ($3 = 0 OR totp_last_step IS NULL OR totp_last_step < $1)",
+    )
+    .bind(step.map(|s| s as i64).or(last_step))
+    .bind(user_name)
+    .bind(i64::from(step.is_some()))
+    .execute(&plane.store.pool)
+    .await?;
+    if taken.rows_affected() == 0 {
+        return Err(rejected());
+    }
+    attempt.succeeded();
     let roles: String = row.try_get("roles")?;
     Ok(SignedIn {
         user_name: user_name.to_owned(),
@@ -198,7 +291,7 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     }
     ctx.authorize(policy::Resource::Service("identity".into()))?;
     let password = input.password.clone();
-    let hashed = tokio::task::spawn_blocking(move || hash(&password)).await.map_err(ActionError::internal)??;
+    let hashed = ctx.plane.identity_throttle.argon2(move || hash(&password)).await??;
     let created = now_millis();
     let inserted = sqlx::query(
         "INSERT INTO local_users (user_name, password_hash, roles, failed_attempts, created) VALUES ($1, $2, $3, 0, $4) ON CONFLICT (user_name) DO NOTHING",
@@ -233,7 +326,8 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     Ok(json!({}))
 }
 
-/// `identity:UnlockLocalUser` (operators): clears a lock and the failure count.
+/// `identity:UnlockLocalUser` (operators): forgets the failures on the account, so that no
+/// address has to wait before trying it again.
 pub(crate) async fn unlock(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(policy::Resource::Service("identity".into()))?;
@@ -244,23 +338,49 @@ pub(crate) async fn unlock(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     if updated.rows_affected() == 0 {
         return Err(ActionError::not_found("UserNotFoundException", format!("no local user `{}`", input.user_name)));
     }
+    ctx.plane.identity_throttle.forget(input.user_name.as_str());
     Ok(json!({}))
 }
 
-/// The local user a caller is, from a token `identity:SignIn` issued.
+/// The local user a caller is, from a token `identity:SignIn` issued (never an instance's,
+/// a session's or a link's credential, which act for the user but are not their sign-in).
 fn caller_local_user(ctx: &Ctx<'_>) -> Result<String, ActionError> {
     match &ctx.caller.principal {
-        policy::Principal::User { id, access_mode, .. } if access_mode == "local" => Ok(id.clone()),
+        policy::Principal::User { user, channel: policy::Channel::Bearer, .. } if user.mode() == model::AccessMode::Local => {
+            Ok(user.user().to_string())
+        }
         _ => Err(ActionError::validation("only a signed-in local user enrolls a TOTP device (sign in with identity:SignIn)")),
     }
 }
 
-/// `identity:AssociateSoftwareToken` (the user, signed in): a new TOTP secret, pending until
-/// a code from it is verified. Cognito's name for it.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct AssociateInput {
+    /// The account's password: a token alone (which may have been taken) does not choose the
+    /// account's second factor.
+    #[serde(default)]
+    password: Option<String>,
+    /// A current code of the device enrolled now, when there is one: replacing a device takes
+    /// the old one.
+    #[serde(default)]
+    totp_code: Option<String>,
+}
+
+/// `identity:AssociateSoftwareToken` (the user, signed in, proving the password again and,
+/// when a device is enrolled, a current code from it): a new TOTP secret, pending until a code
+/// from it is verified. Cognito's name for it.
 pub(crate) async fn associate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let _: super::Empty = ctx.parse(input)?;
+    let input: AssociateInput = ctx.parse(input)?;
     let user = caller_local_user(ctx)?;
+    let Some(password) = input.password.filter(|p| !p.is_empty()) else {
+        return Err(ActionError::validation(
+            "enrolling a TOTP device needs the account's Password (and TotpCode, a current code of the device enrolled now, if any)",
+        ));
+    };
     ctx.authorize_always();
+    let code = input.totp_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    // The same check, budget and answer as a sign-in: this is one.
+    sign_in(ctx.plane, &user, &password, code, ctx.source_ip).await?;
     let mut secret = [0u8; 20];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let wrapped = hex::encode(ctx.plane.keys.wrap(&secret));

@@ -559,8 +559,25 @@ fn attributes(plane: &Plane, assertion: Node, idp: &IdentityProvider) -> Result<
     Ok((roles, session_seconds))
 }
 
+/// xmlsec1 checks under way at once, host-wide: each is a process of its own, and anyone can
+/// post a response shaped well enough to reach one.
+const XMLSEC_PARALLEL: usize = 2;
+static XMLSEC: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(XMLSEC_PARALLEL);
+/// How long a response waits for a free check before it is turned away.
+const XMLSEC_WAIT: Duration = Duration::from_secs(5);
+
 /// The signature, checked by xmlsec1 with the metadata's certificate as the only key.
 async fn check_signature(document: &str, idp: &IdentityProvider, node_name: &str, id: &str) -> Result<(), ActionError> {
+    let _permit = match tokio::time::timeout(XMLSEC_WAIT, XMLSEC.acquire()).await {
+        Ok(permit) => permit.map_err(ActionError::internal)?,
+        Err(_) => {
+            return Err(ActionError::new(
+                429,
+                "TooManyRequestsException",
+                "too many SAML sign-ins are being checked at once; try again in a moment",
+            ));
+        }
+    };
     let dir = tempfile::tempdir().map_err(ActionError::internal)?;
     let message = dir.path().join("response.xml");
     tokio::fs::write(&message, document).await.map_err(ActionError::internal)?;

@@ -326,12 +326,13 @@ struct KeyInput {
 async fn authorized_key(ctx: &mut Ctx<'_>, reference: &str) -> Result<KeyRow, ActionError> {
     match resolve(ctx.plane, reference).await {
         Ok(key) => {
-            ctx.authorize(Resource::Key { id: key.key_id.clone() })?;
+            let aliases = aliases_of(ctx.plane, &key.key_id).await?;
+            ctx.authorize(Resource::Key { id: key.key_id.clone(), aliases })?;
             Ok(key)
         }
         Err(err) => {
             // Authorize against the reference as given, so a denied caller cannot probe for keys.
-            ctx.authorize(Resource::Key { id: reference.to_owned() })?;
+            ctx.authorize(Resource::Key { id: reference.to_owned(), aliases: Vec::new() })?;
             Err(err)
         }
     }
@@ -575,6 +576,15 @@ fn parse_header(blob: &[u8]) -> Option<(String, i64, usize)> {
     Some((id, i64::from(version), MAGIC.len() + 1 + len as usize + 4))
 }
 
+/// The aliases (`alias/…`) that point at a key, for its authorization resource.
+pub(crate) async fn aliases_of(plane: &Plane, key_id: &str) -> Result<Vec<String>, ActionError> {
+    let rows = sqlx::query("SELECT alias_name FROM aliases WHERE target_key_id = $1 ORDER BY alias_name")
+        .bind(key_id)
+        .fetch_all(&plane.store.pool)
+        .await?;
+    Ok(rows.iter().map(|r| r.try_get::<String, _>("alias_name")).collect::<Result<_, _>>()?)
+}
+
 pub(crate) async fn resolve_for_use(plane: &Plane, reference: &str) -> Result<KeyRow, ActionError> {
     resolve(plane, reference).await
 }
@@ -660,7 +670,7 @@ async fn decrypt(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
         return Err(ActionError::validation("EncryptionAlgorithm must be SYMMETRIC_DEFAULT"));
     }
     let Some(named) = blob_key_id(&blob) else {
-        ctx.authorize(Resource::Key { id: "*".into() })?;
+        ctx.authorize(Resource::Key { id: "*".into(), aliases: Vec::new() })?;
         return Err(invalid_ciphertext());
     };
     let key = authorized_key(ctx, &named).await?;

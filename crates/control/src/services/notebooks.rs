@@ -157,9 +157,15 @@ struct CreateInput {
     direct_internet_access: Option<String>,
     #[serde(default)]
     role_arn: Option<String>,
-    /// The user whose notebook this is (DataSandbox's addition).
+    /// The user whose notebook this is (DataSandbox's addition), with their access mode
+    /// (`custom` unless given) and, for a federated user, their identity provider: only that
+    /// user's sessions are given URLs to it.
     #[serde(default)]
     owner: Option<String>,
+    #[serde(default)]
+    owner_access_mode: Option<model::AccessMode>,
+    #[serde(default)]
+    owner_issuer: Option<String>,
 }
 
 async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
@@ -175,13 +181,24 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     if input.direct_internet_access.as_deref().is_some_and(|r| r != "Disabled") {
         return Err(ActionError::validation("DirectInternetAccess must be Disabled: notebooks have no route out"));
     }
-    if let Some(owner) = &input.owner {
-        model::UserId::new(owner.clone()).map_err(|e| ActionError::validation(format!("Owner `{owner}`: {e}")))?;
-    }
+    let owner = match &input.owner {
+        Some(owner) => {
+            let mode = input.owner_access_mode.unwrap_or(model::AccessMode::Custom);
+            Some(
+                model::UserRef::from_parts(mode, input.owner_issuer.as_deref(), owner)
+                    .map_err(|e| ActionError::validation(format!("Owner `{owner}`: {e}")))?,
+            )
+        }
+        None if input.owner_access_mode.is_some() || input.owner_issuer.is_some() => {
+            return Err(ActionError::validation("OwnerAccessMode and OwnerIssuer describe an Owner: name the Owner too"));
+        }
+        None => None,
+    };
     let key_ref = input.kms_key_id.clone().unwrap_or_else(|| format!("alias/{}", default_key_alias(plane)));
     let key = crate::services::keys::resolve_for_use(plane, &key_ref).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    ctx.authorize_also("keys:GenerateDataKey", Resource::Key { id: key.id().to_owned() })?;
+    let aliases = crate::services::keys::aliases_of(plane, key.id()).await?;
+    ctx.authorize_also("keys:GenerateDataKey", Resource::Key { id: key.id().to_owned(), aliases })?;
     if sqlx::query("SELECT name FROM notebooks WHERE name = $1")
         .bind(&input.notebook_instance_name)
         .fetch_optional(&plane.store.pool)
@@ -202,16 +219,18 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let size = volume_size as u64;
     tokio::task::spawn_blocking(move || volume.create(size, &password)).await.map_err(ActionError::internal)??;
     sqlx::query(
-        "INSERT INTO notebooks (name, instance_type, volume_size_gb, kms_key_id, owner, state, instance_id, wrapped_key, created)
-         VALUES ($1, $2, $3, $4, $5, 'Pending', NULL, $6, $7)",
+        "INSERT INTO notebooks (name, instance_type, volume_size_gb, kms_key_id, owner, state, instance_id, wrapped_key, created, owner_mode, owner_issuer)
+         VALUES ($1, $2, $3, $4, $5, 'Pending', NULL, $6, $7, $8, $9)",
     )
     .bind(&name)
     .bind(&input.instance_type)
     .bind(volume_size)
     .bind(key.id())
-    .bind(&input.owner)
+    .bind(owner.as_ref().map(|o| o.user().to_string()))
     .bind(crate::services::encode_base64(&wrapped))
     .bind(now_millis())
+    .bind(owner.as_ref().map(|o| o.mode().as_str()))
+    .bind(owner.as_ref().and_then(|o| o.issuer_str()))
     .execute(&plane.store.pool)
     .await?;
     // Created notebooks start, as SageMaker's do.
@@ -365,6 +384,8 @@ fn notebook_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, Action
         "RootAccess": "Disabled",
         "DirectInternetAccess": "Disabled",
         "Owner": row.try_get::<Option<String>, _>("owner")?,
+        "OwnerAccessMode": row.try_get::<Option<String>, _>("owner_mode")?,
+        "OwnerIssuer": row.try_get::<Option<String>, _>("owner_issuer")?,
         "InstanceId": row.try_get::<Option<String>, _>("instance_id")?,
         "CreationTime": millis_to_rfc3339(row.try_get("created")?),
     }))
@@ -383,7 +404,9 @@ async fn start(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let plane = ctx.plane;
     let notebook = row(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    ctx.authorize_also("keys:Decrypt", Resource::Key { id: notebook.try_get("kms_key_id")? })?;
+    let key: String = notebook.try_get("kms_key_id")?;
+    let aliases = crate::services::keys::aliases_of(plane, &key).await?;
+    ctx.authorize_also("keys:Decrypt", Resource::Key { id: key, aliases })?;
     let state: String = notebook.try_get("state")?;
     if state != "Stopped" && state != "Failed" {
         return Err(ActionError::conflict("ConflictException", format!("notebook instance `{}` is {state}", input.notebook_instance_name)));
@@ -484,6 +507,25 @@ async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     Ok(json!({}))
 }
 
+/// A notebook with an owner opens only in its owner's sessions: the same user id *and* access
+/// mode *and* identity provider (a local `bob` and a SAML `bob` are two people).
+fn check_owner(notebook: &sqlx::any::AnyRow, session: &sqlx::any::AnyRow, name: &str) -> Result<(), ActionError> {
+    let Some(owner) = notebook.try_get::<Option<String>, _>("owner")? else { return Ok(()) };
+    let refused = |why: String| Err(ActionError::new(403, "NotebookOwnedByAnotherUser", why));
+    let Some(mode) = notebook.try_get::<Option<String>, _>("owner_mode")?.as_deref().and_then(model::AccessMode::parse) else {
+        return refused(format!(
+            "notebook instance `{name}` was made before owners carried their access mode; an operator must recreate it for its owner"
+        ));
+    };
+    let issuer: Option<String> = notebook.try_get("owner_issuer")?;
+    let owner = model::UserRef::from_parts(mode, issuer.as_deref(), &owner).map_err(ActionError::internal)?;
+    let user = crate::services::streaming::sessions::session_user(session)?;
+    if owner != user {
+        return refused(format!("notebook instance `{name}` belongs to {owner}, not to this session's {user}"));
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 struct PresignInput {
@@ -513,6 +555,7 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     if session.try_get::<String, _>("state")? != "ACTIVE" {
         return Err(ActionError::validation(format!("streaming session `{}` is not ACTIVE", input.streaming_session_id)));
     }
+    check_owner(&notebook, &session, &input.notebook_instance_name)?;
     // A pixel session's URL opens only in the browser inside its instance, through the
     // endpoint on that instance's link; a direct session's, in the browser holding its cookie.
     let settings: Value = serde_json::from_str(&session.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;

@@ -105,7 +105,8 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
             Some(reference) => keys::resolve_for_use(plane, reference).await?,
             None => default_key(plane).await?,
         };
-        ctx.authorize_also("keys:Encrypt", Resource::Key { id: key.id().to_owned() })?;
+        let aliases = keys::aliases_of(plane, key.id()).await?;
+        ctx.authorize_also("keys:Encrypt", Resource::Key { id: key.id().to_owned(), aliases })?;
         (keys::encrypt_with(plane, &key, input.value.as_bytes(), &context(plane, name)).await?, Some(key.id().to_owned()))
     } else {
         (input.value.into_bytes(), None)
@@ -206,7 +207,8 @@ async fn render(ctx: &mut Ctx<'_>, version: &Version, with_decryption: bool, ful
     let value = if version.kind == "SecureString" {
         if with_decryption {
             let key = version.key_id.clone().unwrap_or_default();
-            ctx.authorize_also("keys:Decrypt", Resource::Key { id: key })?;
+            let aliases = keys::aliases_of(ctx.plane, &key).await?;
+            ctx.authorize_also("keys:Decrypt", Resource::Key { id: key, aliases })?;
             let (_, plaintext) = keys::decrypt_blob(ctx.plane, &version.value, &context(ctx.plane, &version.name)).await?;
             String::from_utf8(plaintext).map_err(ActionError::internal)?
         } else {

@@ -72,6 +72,7 @@ fn object_resource(bucket: &BucketName, row: Option<&BucketRow>, key: &str) -> R
         bucket_home_folders: home_folders,
         key: key.to_owned(),
         home: if home_folders { HomeOwner::of_key(key).map(|h| h.id()) } else { None },
+        notifies: row.map(|r| r.notifications.function_names()).unwrap_or_default(),
     }
 }
 

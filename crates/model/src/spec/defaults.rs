@@ -24,7 +24,11 @@ permit (principal in DataSandbox::Role::"admin", action, resource);"#,
     ),
     (
         "home-folder-owner",
-        r#"// A user (or an instance acting for one) reaches only their own home folder.
+        r#"// A user reaches only their own home folder, and only through the channels that apply the
+// stack's file-transfer settings: the instance serving their session (the files stay in the
+// workspace), their session's My Files (which checks FILE_UPLOAD and FILE_DOWNLOAD), or a
+// token an operator issued to an application. A sign-in's bearer token (identity:SignIn, the
+// portal, SAML, OIDC) from the user's own device does not, or it would bypass those settings.
 permit (
   principal is DataSandbox::User,
   action in [
@@ -36,7 +40,10 @@ permit (
     DataSandbox::Action::"storage:ListObjectsV2"
   ],
   resource is DataSandbox::Object
-) when { resource has home && resource.home == principal.home };"#,
+) when {
+  resource has home && resource.home == principal.home &&
+  (principal.channel == "instance" || principal.channel == "session" || principal.channel == "issued-token")
+};"#,
     ),
     (
         "streaming-url-holders",
@@ -49,18 +56,22 @@ permit (
     ),
     (
         "function-session-validator",
-        r#"// The session validator reads launchers' session files and answers beside them, looks the
-// session up, and readies and presigns the user's notebook; nothing else.
+        r#"// The session validator reads launchers' session files in the home folders of buckets whose
+// notifications invoke it and answers beside them, looks the session up, and readies and presigns the user's notebook, whose volume key
+// is the notebook key (alias/notebook-kms, resolved when the policy is loaded); nothing else.
 permit (
   principal == DataSandbox::Function::"session-validator",
   action == DataSandbox::Action::"storage:GetObject",
   resource is DataSandbox::Object
-) when { resource.key like "user/*/session.json" };
+) when { resource.notifies.contains("session-validator") && resource has home && resource.key like "user/*/session.json" };
 permit (
   principal == DataSandbox::Function::"session-validator",
   action == DataSandbox::Action::"storage:PutObject",
   resource is DataSandbox::Object
-) when { resource.key like "user/*/session_url.txt" || resource.key like "user/*/session_error.json" };
+) when {
+  resource.notifies.contains("session-validator") && resource has home &&
+  (resource.key like "user/*/session_url.txt" || resource.key like "user/*/session_error.json")
+};
 permit (
   principal == DataSandbox::Function::"session-validator",
   action in [
@@ -68,12 +79,15 @@ permit (
     DataSandbox::Action::"notebooks:DescribeNotebookInstance",
     DataSandbox::Action::"notebooks:CreateNotebookInstance",
     DataSandbox::Action::"notebooks:StartNotebookInstance",
-    DataSandbox::Action::"notebooks:CreatePresignedNotebookInstanceUrl",
-    DataSandbox::Action::"keys:GenerateDataKey",
-    DataSandbox::Action::"keys:Decrypt"
+    DataSandbox::Action::"notebooks:CreatePresignedNotebookInstanceUrl"
   ],
-  resource
-);"#,
+  resource is DataSandbox::Service
+);
+permit (
+  principal == DataSandbox::Function::"session-validator",
+  action in [DataSandbox::Action::"keys:GenerateDataKey", DataSandbox::Action::"keys:Decrypt"],
+  resource is DataSandbox::Key
+) when { resource.aliases.contains("alias/notebook-kms") };"#,
     ),
     (
         "function-usage-reports",
@@ -112,12 +126,17 @@ permit (
     (
         "function-sha256-sidecar",
         r#"// The built-in sha256-sidecar function reads the object it was notified of and writes
-// its checksum beside it; nothing else.
+// its checksum beside it, only in buckets whose notifications invoke it; nothing else.
 permit (
   principal == DataSandbox::Function::"sha256-sidecar",
-  action in [DataSandbox::Action::"storage:GetObject", DataSandbox::Action::"storage:PutObject"],
+  action == DataSandbox::Action::"storage:GetObject",
   resource is DataSandbox::Object
-);"#,
+) when { resource.notifies.contains("sha256-sidecar") };
+permit (
+  principal == DataSandbox::Function::"sha256-sidecar",
+  action == DataSandbox::Action::"storage:PutObject",
+  resource is DataSandbox::Object
+) when { resource.notifies.contains("sha256-sidecar") && resource.key like "*.sha256" };"#,
     ),
 ];
 

@@ -21,6 +21,20 @@ pub(crate) struct NotificationConfiguration {
     pub lambda_function_configurations: Vec<FunctionConfiguration>,
 }
 
+impl NotificationConfiguration {
+    /// The names of the functions these notifications invoke (an ARN's `function:<name>`).
+    pub(crate) fn function_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .lambda_function_configurations
+            .iter()
+            .map(|c| c.lambda_function_arn.rsplit("function:").next().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub(crate) struct FunctionConfiguration {

@@ -29,12 +29,16 @@ const PARALLEL_LAUNCHES: usize = 4;
 pub(crate) struct QueueLimits {
     pub max_queue: u32,
     pub queue_timeout_seconds: u32,
+    pub max_sessions_per_user: u32,
 }
 
 /// A fleet's queue limits: from the spec for the spec's fleets, AWS-like defaults otherwise.
 pub(crate) fn queue_limits(plane: &Plane, fleet: &str) -> QueueLimits {
-    plane.current().fleets.iter().find(|f| f.name == fleet).map_or(QueueLimits { max_queue: 100, queue_timeout_seconds: 300 }, |f| {
-        QueueLimits { max_queue: f.max_queue, queue_timeout_seconds: f.queue_timeout_seconds }
+    let defaults = QueueLimits { max_queue: 100, queue_timeout_seconds: 300, max_sessions_per_user: 5 };
+    plane.current().fleets.iter().find(|f| f.name == fleet).map_or(defaults, |f| QueueLimits {
+        max_queue: f.max_queue,
+        queue_timeout_seconds: f.queue_timeout_seconds,
+        max_sessions_per_user: f.max_sessions_per_user,
     })
 }
 
@@ -202,12 +206,12 @@ async fn serve_queue(
 /// The `DS_*` variables of a session, and who it is for.
 async fn assignment(plane: &Plane, session_id: &str) -> Result<Assignment, ActionError> {
     let row = session_row(plane, session_id).await?;
-    let user = model::UserId::new(row.try_get::<String, _>("user_id")?).map_err(ActionError::internal)?;
+    let user = super::sessions::session_user(&row)?;
     let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let mode = super::sessions::access_mode(&row.try_get::<String, _>("authentication_type")?);
+    let mode = user.mode();
     let mut env = vec![
-        ("DS_USER_NAME".to_owned(), user.to_string()),
+        ("DS_USER_NAME".to_owned(), user.user().to_string()),
         ("DS_SESSION_ID".to_owned(), session_id.to_owned()),
         ("DS_STACK_NAME".to_owned(), row.try_get::<String, _>("stack")?),
         ("DS_RESOURCE_NAME".to_owned(), row.try_get::<String, _>("fleet")?),
@@ -223,7 +227,9 @@ async fn assignment(plane: &Plane, session_id: &str) -> Result<Assignment, Actio
     if let Some(bucket) = settings["HomeFoldersBucket"].as_str() {
         env.push(("DS_HOME_BUCKET".to_owned(), bucket.to_owned()));
     }
-    Ok(Assignment { user, mode, session_id: Some(session_id.to_owned()), env })
+    // The folder is the platform's to say: a federated user's depends on their provider.
+    env.push(("DS_HOME_PREFIX".to_owned(), user.home().prefix()));
+    Ok(Assignment { user, session_id: Some(session_id.to_owned()), env })
 }
 
 async fn activate(plane: &Plane, session_id: &str, instance_id: &str) -> Result<bool, ActionError> {

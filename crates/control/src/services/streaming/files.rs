@@ -204,11 +204,11 @@ impl ControlPlane {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| ActionError::new(409, "NoHomeFolder", "this session's stack has no home folders"))?;
-        let user = model::UserId::new(row.try_get::<String, _>("user_id")?).map_err(ActionError::internal)?;
+        let user = super::sessions::session_user(&row)?;
         Ok(FilesSession {
             session_id: row.try_get("session_id")?,
             bucket,
-            prefix: model::HomeOwner::of(super::sessions::access_mode(&row.try_get::<String, _>("authentication_type")?), &user).prefix(),
+            prefix: user.home().prefix(),
             settings,
             correlation_id: row.try_get("correlation_id")?,
             instance_id: row.try_get("instance_id")?,

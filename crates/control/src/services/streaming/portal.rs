@@ -19,8 +19,19 @@ struct Association {
     stack_name: String,
     user_name: String,
     authentication_type: String,
+    /// A SAML user's identity provider (its entity id, or an OpenID provider's issuer URL):
+    /// DataSandbox's addition, since two providers may each have a user of one name.
+    #[serde(default)]
+    issuer: Option<String>,
     #[serde(default)]
     send_email_notification: Option<bool>,
+}
+
+impl Association {
+    /// The issuer as stored: '' for a USERPOOL user.
+    fn issuer(&self) -> &str {
+        self.issuer.as_deref().unwrap_or_default()
+    }
 }
 
 #[derive(Deserialize)]
@@ -40,11 +51,25 @@ fn check_batch(input: &BatchInput) -> Result<(), ActionError> {
             bad.authentication_type
         )));
     }
+    for association in &input.user_stack_associations {
+        let mode = super::sessions::access_mode(&association.authentication_type);
+        if let Err(err) = model::UserRef::from_parts(mode, association.issuer.as_deref(), &association.user_name) {
+            let hint = match mode {
+                model::AccessMode::Federated => "; a SAML user is named with their identity provider's Issuer",
+                _ => "; a USERPOOL user has no Issuer",
+            };
+            return Err(ActionError::validation(format!("{err}{hint}")));
+        }
+    }
     Ok(())
 }
 
 fn association_json(a: &Association) -> Value {
-    json!({ "StackName": a.stack_name, "UserName": a.user_name, "AuthenticationType": a.authentication_type })
+    let mut out = json!({ "StackName": a.stack_name, "UserName": a.user_name, "AuthenticationType": a.authentication_type });
+    if let Some(issuer) = &a.issuer {
+        out["Issuer"] = json!(issuer);
+    }
+    out
 }
 
 /// `streaming:BatchAssociateUserStack`: each entry that names no stack (or, for USERPOOL, no
@@ -76,12 +101,13 @@ pub(crate) async fn associate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, 
             }
             None => {
                 sqlx::query(
-                    "INSERT INTO user_stack_associations (stack, user_name, authentication_type, created) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (stack, user_name, authentication_type) DO NOTHING",
+                    "INSERT INTO user_stack_associations (stack, user_name, authentication_type, issuer, created) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (stack, user_name, authentication_type, issuer) DO NOTHING",
                 )
                 .bind(&association.stack_name)
                 .bind(&association.user_name)
                 .bind(&association.authentication_type)
+                .bind(association.issuer())
                 .bind(now_millis())
                 .execute(&plane.store.pool)
                 .await?;
@@ -97,10 +123,11 @@ pub(crate) async fn disassociate(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
     check_batch(&input)?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     for association in &input.user_stack_associations {
-        sqlx::query("DELETE FROM user_stack_associations WHERE stack = $1 AND user_name = $2 AND authentication_type = $3")
+        sqlx::query("DELETE FROM user_stack_associations WHERE stack = $1 AND user_name = $2 AND authentication_type = $3 AND issuer = $4")
             .bind(&association.stack_name)
             .bind(&association.user_name)
             .bind(&association.authentication_type)
+            .bind(association.issuer())
             .execute(&ctx.plane.store.pool)
             .await?;
     }
@@ -118,17 +145,22 @@ struct DescribeInput {
     authentication_type: Option<String>,
 }
 
-/// The portal user a signed-in caller is, if they are one, with their sessions' AppStream
-/// authentication type: a local user (`USERPOOL`) or a SAML user (`SAML`).
-pub(crate) fn portal_user(principal: &policy::Principal) -> Option<(String, &'static str)> {
+/// The portal user a signed-in caller is, if they are one: a local user (`USERPOOL`) or a
+/// federated one (`SAML`), holding a sign-in's bearer token. An instance's, a session's or a
+/// link's credential acts for the same person but is not a sign-in: it launches, lists and
+/// ends nothing on the portal.
+pub(crate) fn portal_user(principal: &policy::Principal) -> Option<model::UserRef> {
     match principal {
-        policy::Principal::User { id, access_mode, .. } if access_mode == "local" => Some((id.clone(), "USERPOOL")),
-        policy::Principal::User { id, access_mode, .. } if access_mode == "federated" => Some((id.clone(), "SAML")),
+        policy::Principal::User { user, channel: policy::Channel::Bearer, .. }
+            if matches!(user.mode(), model::AccessMode::Local | model::AccessMode::Federated) =>
+        {
+            Some(user.clone())
+        }
         _ => None,
     }
 }
 
-fn caller_user(ctx: &Ctx<'_>) -> Option<(String, &'static str)> {
+fn caller_user(ctx: &Ctx<'_>) -> Option<model::UserRef> {
     portal_user(&ctx.caller.principal)
 }
 
@@ -155,28 +187,32 @@ pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
         return Err(ActionError::validation("UserName and AuthenticationType go together"));
     }
     let mut granted = Vec::new();
+    let mut issuer: Option<String> = None;
     match caller_user(ctx) {
-        Some((me, kind)) => {
-            if input.user_name.as_deref().is_some_and(|u| u != me) {
+        Some(me) => {
+            if input.user_name.as_deref().is_some_and(|u| u != me.user().as_str()) {
                 return Err(ActionError::new(403, "AccessDeniedException", "a user sees only their own associations"));
             }
-            if kind == "SAML" {
-                granted = permitted_stacks(ctx, &me).await?;
+            if me.mode() == model::AccessMode::Federated {
+                granted = permitted_stacks(ctx, me.user().as_str()).await?;
             }
-            input.user_name = Some(me);
-            input.authentication_type = Some(kind.into());
+            input.user_name = Some(me.user().to_string());
+            input.authentication_type = Some(me.mode().authentication_type().into());
+            issuer = Some(me.issuer_str().unwrap_or_default().to_owned());
             ctx.authorize_always();
         }
         None => ctx.authorize(Resource::Service("streaming".into()))?,
     }
     let rows = sqlx::query(
-        "SELECT stack, user_name, authentication_type FROM user_stack_associations
+        "SELECT stack, user_name, authentication_type, issuer FROM user_stack_associations
          WHERE ($1 IS NULL OR stack = $1) AND ($2 IS NULL OR user_name = $2) AND ($3 IS NULL OR authentication_type = $3)
+         AND ($4 IS NULL OR issuer = $4)
          ORDER BY stack, user_name",
     )
     .bind(&input.stack_name)
     .bind(&input.user_name)
     .bind(&input.authentication_type)
+    .bind(&issuer)
     .fetch_all(&ctx.plane.store.pool)
     .await?;
     let mut associations = Vec::new();
@@ -188,11 +224,15 @@ pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
         if granted.contains(&row.try_get::<String, _>("stack")?) {
             continue;
         }
-        associations.push(json!({
+        let mut association = json!({
             "StackName": row.try_get::<String, _>("stack")?,
             "UserName": row.try_get::<String, _>("user_name")?,
             "AuthenticationType": row.try_get::<String, _>("authentication_type")?,
-        }));
+        });
+        if let Some(issuer) = row.try_get::<Option<String>, _>("issuer")?.filter(|i| !i.is_empty()) {
+            association["Issuer"] = json!(issuer);
+        }
+        associations.push(association);
     }
     Ok(json!({ "UserStackAssociations": associations }))
 }
@@ -210,18 +250,24 @@ struct LaunchInput {
 /// themselves (60 s, single use, like any streaming URL).
 pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: LaunchInput = ctx.parse(input)?;
-    let (me, kind) = caller_user(ctx)
-        .ok_or_else(|| ActionError::validation("CreateUserStreamingURL is for signed-in users; operators use CreateStreamingURL"))?;
+    let me = caller_user(ctx).ok_or_else(|| {
+        ActionError::validation(
+            "CreateUserStreamingURL is for users signed in on the portal (their sign-in's token); operators use CreateStreamingURL",
+        )
+    })?;
+    let kind = me.mode().authentication_type();
     let plane = ctx.plane;
-    let associated =
-        sqlx::query("SELECT stack FROM user_stack_associations WHERE stack = $1 AND user_name = $2 AND authentication_type = $3")
-            .bind(&input.stack_name)
-            .bind(&me)
-            .bind(kind)
-            .fetch_optional(&plane.store.pool)
-            .await?
-            .is_some();
-    let stack_resource = Resource::Stack { name: input.stack_name.clone(), user: me.clone() };
+    let associated = sqlx::query(
+        "SELECT stack FROM user_stack_associations WHERE stack = $1 AND user_name = $2 AND authentication_type = $3 AND issuer = $4",
+    )
+    .bind(&input.stack_name)
+    .bind(me.user().as_str())
+    .bind(kind)
+    .bind(me.issuer_str().unwrap_or_default())
+    .fetch_optional(&plane.store.pool)
+    .await?
+    .is_some();
+    let stack_resource = Resource::Stack { name: input.stack_name.clone(), user: me.user().to_string() };
     if associated {
         // The association is the grant, and the URL is the caller's own.
         ctx.authorize_always();
@@ -253,7 +299,6 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         user: me,
         application: input.application_id,
         session_context: None,
-        authentication: Some(kind.into()),
         max_duration,
     };
     super::sessions::mint_url(plane, &fleet, url, 60).await
@@ -264,16 +309,20 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 /// state, end reason, and every command an operator ran in its instance.
 pub(crate) async fn my_sessions(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let _: crate::identity::Empty = ctx.parse(input)?;
-    let (me, kind) = caller_user(ctx)
-        .ok_or_else(|| ActionError::validation("DescribeUserSessions is for signed-in users; operators use DescribeSessions"))?;
+    let me = caller_user(ctx).ok_or_else(|| {
+        ActionError::validation("DescribeUserSessions is for users signed in on the portal (their sign-in's token); operators use DescribeSessions")
+    })?;
     ctx.authorize_always();
     let plane = ctx.plane;
-    let rows =
-        sqlx::query("SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = $2 ORDER BY start_time DESC LIMIT 20")
-            .bind(&me)
-            .bind(kind)
-            .fetch_all(&plane.store.pool)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = $2 AND COALESCE(issuer, '') = $3
+         ORDER BY start_time DESC LIMIT 20",
+    )
+    .bind(me.user().as_str())
+    .bind(me.mode().authentication_type())
+    .bind(me.issuer_str().unwrap_or_default())
+    .fetch_all(&plane.store.pool)
+    .await?;
     let mut sessions = Vec::new();
     for row in rows {
         let mut status = super::sessions::session_status(plane, &row.try_get::<String, _>("session_id")?).await?;

@@ -74,6 +74,27 @@ struct Claims {
     /// A SAML user's `SessionDuration`: the session ends by then even if the fleet allows more.
     #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
     max_duration: Option<i64>,
+    /// The identity provider of a federated (`SAML`) user: part of who the user is.
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+}
+
+impl Claims {
+    /// The user the URL is for.
+    fn user_ref(&self) -> Result<model::UserRef, ActionError> {
+        let mode = access_mode(self.authentication.as_deref().unwrap_or("API"));
+        model::UserRef::from_parts(mode, self.issuer.as_deref(), &self.user)
+            .map_err(|_| ActionError::new(400, "MalformedStreamingURL", "the URL names no valid user"))
+    }
+}
+
+/// Who a session (a row of `sessions`) is for.
+pub(crate) fn session_user(row: &sqlx::any::AnyRow) -> Result<model::UserRef, ActionError> {
+    let mode = access_mode(&row.try_get::<String, _>("authentication_type")?);
+    let issuer: Option<String> = row.try_get("issuer")?;
+    model::UserRef::from_parts(mode, issuer.as_deref(), &row.try_get::<String, _>("user_id")?).map_err(|err| {
+        ActionError::new(401, "SessionPredatesIdentity", format!("this session's user is not complete ({err}); start a new session"))
+    })
 }
 
 /// The home-folder access mode of a session's `AuthenticationType` (AppStream's layout).
@@ -89,22 +110,59 @@ fn url_key(plane: &Plane) -> Result<[u8; 32], ActionError> {
     if let Some(key) = plane.streaming.url_key.get() {
         return Ok(*key);
     }
-    let path = plane.data_dir.join("streaming-url.key");
-    let key = match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() == 32 => bytes.try_into().expect("32 bytes"),
-        Ok(_) => return Err(ActionError::internal(format_args!("{} is not a 32-byte key", path.display()))),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut key);
-            let staging = path.with_extension("tmp");
-            std::fs::write(&staging, key).map_err(ActionError::internal)?;
-            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600)).map_err(ActionError::internal)?;
-            std::fs::rename(&staging, &path).map_err(ActionError::internal)?;
-            key
-        }
-        Err(err) => return Err(ActionError::internal(format_args!("cannot read {}: {err}", path.display()))),
-    };
+    let key = load_or_create_key(&plane.data_dir.join("streaming-url.key"))?;
     Ok(*plane.streaming.url_key.get_or_init(|| key))
+}
+
+/// The 32-byte key at `path`, made on first use. The file is created owner-only by the
+/// `open` that creates it (never a moment readable by others, whatever the umask); a
+/// concurrent first use that loses the creation reads the winner's key.
+pub(crate) fn load_or_create_key(path: &std::path::Path) -> Result<[u8; 32], ActionError> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let read = |path: &std::path::Path| -> Result<[u8; 32], ActionError> {
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|mut file| file.read_to_end(&mut bytes))
+            .map_err(|err| ActionError::internal(format_args!("cannot read {}: {err}", path.display())))?;
+        bytes.try_into().map_err(|_| ActionError::internal(format_args!("{} is not a 32-byte key", path.display())))
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() && meta.permissions().mode() & 0o077 == 0 => return read(path),
+        Ok(meta) => {
+            return Err(ActionError::internal(format_args!(
+                "{} must be a regular file readable by its owner only (it is {:o}); remove it to make a new key",
+                path.display(),
+                meta.permissions().mode()
+            )));
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(ActionError::internal(format_args!("cannot read {}: {err}", path.display()))),
+    }
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    // Written in full before anyone may read it: a partial key would be read as invalid, so
+    // it goes to a private staging name (created exclusively, 0600) and is renamed into place.
+    let staging = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&staging)
+        .and_then(|mut file| file.write_all(&key).and_then(|()| file.sync_all()));
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&staging);
+        return Err(ActionError::internal(format_args!("cannot write {}: {err}", staging.display())));
+    }
+    // `link` fails if another first use got there first: theirs is the key.
+    let linked = std::fs::hard_link(&staging, path);
+    let _ = std::fs::remove_file(&staging);
+    match linked {
+        Ok(()) => Ok(key),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read(path),
+        Err(err) => Err(ActionError::internal(format_args!("cannot place {}: {err}", path.display()))),
+    }
 }
 
 pub(crate) fn sign(plane: &Plane, claims: &[u8]) -> Result<Vec<u8>, ActionError> {
@@ -130,72 +188,56 @@ fn verify(plane: &Plane, token: &str) -> Result<Claims, ActionError> {
 /// Authenticates the bearer of a streaming URL as the user the URL names.
 pub(crate) fn url_caller(plane: &Plane, token: &str) -> Result<Caller, ActionError> {
     let claims = verify(plane, token)?;
-    let user = model::UserId::new(claims.user.clone())
-        .map_err(|_| ActionError::new(400, "MalformedStreamingURL", "the URL names no valid user"))?;
-    let mode = access_mode(claims.authentication.as_deref().unwrap_or("API"));
-    Ok(user_caller(plane, &user, mode, json!({ "type": "StreamingURL", "principalId": claims.url_id }), None))
+    let user = claims.user_ref()?;
+    let issuer = json!({ "type": "StreamingURL", "principalId": claims.url_id });
+    Ok(user_caller(plane, &user, policy::Channel::StreamingUrl, issuer, None))
 }
 
-/// Authenticates a session's cookie as that session's user; the session is the issuer.
-pub(crate) async fn cookie_caller(plane: &Plane, cookie: &str) -> Result<Caller, ActionError> {
-    let row = sqlx::query("SELECT session_id, user_id, correlation_id, authentication_type FROM sessions WHERE cookie_hash = $1")
+/// The one action an ended session's cookie may still call: its own status, so that its page
+/// can say how it ended.
+const ENDED_SESSION_ACTION: &str = "streaming:GetSessionStatus";
+
+/// Authenticates a session's cookie as that session's user; the session is the issuer. Once
+/// the session has ended the cookie acts for nobody, except to read how its session ended.
+pub(crate) async fn cookie_caller(plane: &Plane, cookie: &str, action: &str) -> Result<Caller, ActionError> {
+    let row = sqlx::query("SELECT * FROM sessions WHERE cookie_hash = $1")
         .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
         .fetch_optional(&plane.store.pool)
         .await?
         .ok_or_else(|| ActionError::unauthenticated("the session cookie is not valid; open your streaming URL again"))?;
-    let user = model::UserId::new(row.try_get::<String, _>("user_id")?).map_err(ActionError::internal)?;
+    if row.try_get::<String, _>("state")? == "EXPIRED" && action != ENDED_SESSION_ACTION {
+        return Err(ActionError::unauthenticated("this session has ended, and its cookie with it; open a new streaming URL"));
+    }
+    let user = session_user(&row)?;
     let session: String = row.try_get("session_id")?;
-    let mode = access_mode(&row.try_get::<String, _>("authentication_type")?);
-    Ok(user_caller(plane, &user, mode, json!({ "type": "StreamingSession", "principalId": session }), row.try_get("correlation_id")?))
+    let issuer = json!({ "type": "StreamingSession", "principalId": session });
+    Ok(user_caller(plane, &user, policy::Channel::Session, issuer, row.try_get("correlation_id")?))
 }
 
 /// The ACTIVE session served by the running instance whose private address `source_ip` is
 /// (the endpoint only hears instance links, reverse-path filtered).
 pub(crate) async fn link_caller(plane: &Plane, source_ip: &str) -> Result<Caller, ActionError> {
     let row = sqlx::query(
-        "SELECT s.session_id, s.user_id, s.correlation_id, s.authentication_type, i.instance_id FROM instances i JOIN sessions s ON s.instance_id = i.instance_id
+        "SELECT s.session_id, s.user_id, s.correlation_id, s.authentication_type, s.issuer, i.instance_id FROM instances i JOIN sessions s ON s.instance_id = i.instance_id
          WHERE i.private_address = $1 AND i.state = 'RUNNING' AND s.state = 'ACTIVE'",
     )
     .bind(source_ip)
     .fetch_optional(&plane.store.pool)
     .await?
     .ok_or_else(|| ActionError::unauthenticated("no active session is served from this address"))?;
-    let user = model::UserId::new(row.try_get::<String, _>("user_id")?).map_err(ActionError::internal)?;
+    let user = session_user(&row)?;
     let session: String = row.try_get("session_id")?;
     let instance: String = row.try_get("instance_id")?;
     let issuer = json!({ "type": "StreamingSession", "principalId": session, "instanceId": instance });
-    let mode = access_mode(&row.try_get::<String, _>("authentication_type")?);
-    Ok(user_caller(plane, &user, mode, issuer, row.try_get("correlation_id")?))
+    Ok(user_caller(plane, &user, policy::Channel::Link, issuer, row.try_get("correlation_id")?))
 }
 
-fn user_caller(plane: &Plane, user: &model::UserId, mode: model::AccessMode, issuer: Value, correlation_id: Option<String>) -> Caller {
-    let account_id = &plane.spec.account_id;
-    Caller {
-        principal: policy::Principal::User {
-            id: user.to_string(),
-            access_mode: mode.as_str().into(),
-            home: model::HomeOwner::of(mode, user).id(),
-            mfa: false,
-            roles: Vec::new(),
-        },
-        identity: audit::UserIdentity {
-            kind: "User".into(),
-            principal_id: format!("{}:{user}", mode.as_str()),
-            arn: format!("arn:datasandbox:identity::{account_id}:user/custom/{user}"),
-            account_id: account_id.clone(),
-            user_name: Some(user.to_string()),
-            session_context: Some(audit::SessionContext {
-                attributes: audit::SessionContextAttributes {
-                    creation_date: millis_to_rfc3339(now_millis()),
-                    mfa_authenticated: "false".into(),
-                },
-                session_issuer: Some(issuer),
-            }),
-        },
-        correlation_id,
-        federation: None,
-        expires: None,
-    }
+/// A session's user as a caller: recorded with the user's own ARN (mode and provider), the
+/// session or URL as the issuer.
+fn user_caller(plane: &Plane, user: &model::UserRef, channel: policy::Channel, issuer: Value, correlation_id: Option<String>) -> Caller {
+    let (principal, identity) =
+        crate::identity::person(&plane.spec.account_id, user, channel, "User", false, Vec::new(), Some(issuer), now_millis());
+    Caller { principal, identity, correlation_id, federation: None, expires: None }
 }
 
 /// The session a cookie caller holds, if the caller came with one.
@@ -230,7 +272,7 @@ fn check_user_id(user: &str) -> Result<model::UserId, ActionError> {
 async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CreateUrlInput = ctx.parse(input)?;
     let plane = ctx.plane;
-    check_user_id(&input.user_id)?;
+    let user = model::UserRef::custom(check_user_id(&input.user_id)?);
     let validity = bounded("Validity", input.validity, 60, 1..=604_800)?;
     if input.session_context.as_ref().is_some_and(|c| c.is_empty() || c.chars().count() > 1000) {
         return Err(ActionError::validation("SessionContext must be 1..=1000 characters"));
@@ -264,10 +306,9 @@ async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErro
     let url = UrlFor {
         stack: input.stack_name,
         fleet: input.fleet_name,
-        user: input.user_id,
+        user,
         application: input.application_id,
         session_context: input.session_context,
-        authentication: None,
         max_duration: None,
     };
     mint_url(plane, &fleet, url, validity).await
@@ -277,10 +318,10 @@ async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErro
 pub(crate) struct UrlFor {
     pub stack: String,
     pub fleet: String,
-    pub user: String,
+    /// Who the URL is for; their mode is the session's `AuthenticationType`.
+    pub user: model::UserRef,
     pub application: Option<String>,
     pub session_context: Option<String>,
-    pub authentication: Option<String>,
     /// Seconds the session may last at most (below the fleet's maximum), if anything limits it.
     pub max_duration: Option<i64>,
 }
@@ -298,20 +339,23 @@ pub(crate) async fn mint_url(plane: &Plane, fleet: &sqlx::any::AnyRow, input: Ur
     let mut raw = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let expires = now_millis() + validity * 1000;
+    let authentication = input.user.mode().authentication_type();
     let claims = Claims {
         url_id: hex::encode(raw),
         stack: input.stack.clone(),
         fleet: input.fleet.clone(),
-        user: input.user.clone(),
+        user: input.user.user().to_string(),
         application: input.application.clone(),
         expires,
-        authentication: input.authentication.clone(),
+        authentication: (authentication != "API").then(|| authentication.to_owned()),
         max_duration: input.max_duration,
+        issuer: input.user.issuer_str().map(str::to_owned),
     };
-    // The context travels in the URL's row, not in the token: it is data, never trusted.
+    // The context travels in the URL's row, not in the token: it is data, never trusted. The
+    // row also holds whom the URL is for, which redemption compares with the claims.
     sqlx::query(
-        "INSERT INTO streaming_urls (url_id, stack, fleet, user_id, application_id, session_context, expires, redeemed, created)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
+        "INSERT INTO streaming_urls (url_id, stack, fleet, user_id, application_id, session_context, expires, redeemed, created, authentication_type, issuer)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)",
     )
     .bind(&claims.url_id)
     .bind(&claims.stack)
@@ -321,6 +365,8 @@ pub(crate) async fn mint_url(plane: &Plane, fleet: &sqlx::any::AnyRow, input: Ur
     .bind(&input.session_context)
     .bind(expires)
     .bind(now_millis())
+    .bind(authentication)
+    .bind(&claims.issuer)
     .execute(&plane.store.pool)
     .await?;
     let claims_bytes = serde_json::to_vec(&claims).map_err(ActionError::internal)?;
@@ -358,6 +404,28 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
             format!("fleet `{}` no longer serves stack `{}` ({state}); ask for a new URL", claims.fleet, claims.stack),
         ));
     }
+    let user = claims.user_ref()?;
+    // The row says whom the URL was made for; the claims must say the same. (A stolen signing
+    // key would otherwise let a URL made for one user be redeemed as another.)
+    let row = sqlx::query("SELECT * FROM streaming_urls WHERE url_id = $1")
+        .bind(&claims.url_id)
+        .fetch_optional(&plane.store.pool)
+        .await?
+        .ok_or_else(|| ActionError::new(403, "InvalidStreamingURLSignature", "this streaming URL was not made by this environment"))?;
+    let row_authentication = row.try_get::<Option<String>, _>("authentication_type")?.unwrap_or_else(|| "API".to_owned());
+    let row_issuer = row.try_get::<Option<String>, _>("issuer")?.filter(|i| !i.is_empty());
+    if row.try_get::<String, _>("user_id")? != claims.user
+        || row.try_get::<String, _>("stack")? != claims.stack
+        || row.try_get::<String, _>("fleet")? != claims.fleet
+        || row_authentication != user.mode().authentication_type()
+        || row_issuer.as_deref() != user.issuer_str()
+    {
+        return Err(ActionError::new(
+            403,
+            "StreamingURLMismatch",
+            "this streaming URL's claims do not match the URL that was made; it cannot be opened",
+        ));
+    }
     let limits = super::engine::queue_limits(plane, &claims.fleet);
     let waiting: i64 = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE fleet = $1 AND state = 'PENDING'")
         .bind(&claims.fleet)
@@ -369,6 +437,28 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
             429,
             "LimitExceededException",
             format!("no streaming resources are available: {waiting} users already wait for fleet `{}`; try again later", claims.fleet),
+        ));
+    }
+    // One user holds at most `max_sessions_per_user` places (waiting or active) on a fleet.
+    let held: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM sessions WHERE fleet = $1 AND state IN ('PENDING', 'ACTIVE') AND user_id = $2
+         AND authentication_type = $3 AND COALESCE(issuer, '') = $4",
+    )
+    .bind(&claims.fleet)
+    .bind(user.user().as_str())
+    .bind(user.mode().authentication_type())
+    .bind(user.issuer_str().unwrap_or_default())
+    .fetch_one(&plane.store.pool)
+    .await?
+    .try_get("n")?;
+    if held >= i64::from(limits.max_sessions_per_user) {
+        return Err(ActionError::new(
+            429,
+            "LimitExceededException",
+            format!(
+                "you already hold {held} sessions on fleet `{}`, its limit per user (max_sessions_per_user); end one first",
+                claims.fleet
+            ),
         ));
     }
     let used = sqlx::query("UPDATE streaming_urls SET redeemed = $1 WHERE url_id = $2 AND redeemed IS NULL")
@@ -414,8 +504,8 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let now = now_millis();
     sqlx::query(
         "INSERT INTO sessions (session_id, user_id, authentication_type, stack, fleet, application_id, session_context, state, connection_state,
-         settings, correlation_id, cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips)
-         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12)",
+         settings, correlation_id, cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips, issuer)
+         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12, $14)",
     )
     .bind(&session_id)
     .bind(&claims.user)
@@ -429,7 +519,8 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     .bind(now)
     .bind(now + scaled_ms(plane, max_duration))
     .bind(json!([ctx.source_ip]).to_string())
-    .bind(claims.authentication.as_deref().unwrap_or("API"))
+    .bind(user.mode().authentication_type())
+    .bind(user.issuer_str())
     .execute(&plane.store.pool)
     .await?;
     plane.streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());
@@ -533,6 +624,10 @@ fn session_json(row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
         "AuthenticationType": row.try_get::<String, _>("authentication_type")?,
     });
     session["SessionId"] = session["Id"].clone();
+    // DataSandbox's addition: a federated user's identity provider, part of who they are.
+    if let Some(issuer) = row.try_get::<Option<String>, _>("issuer")?.filter(|i| !i.is_empty()) {
+        session["Issuer"] = json!(issuer);
+    }
     if let (Some(instance), Some(address)) = (instance, address) {
         session["InstanceId"] = json!(instance);
         session["NetworkAccessConfiguration"] = json!({ "EniPrivateIpAddress": address, "EniId": format!("eni-{}", &instance[2..]) });
@@ -629,9 +724,7 @@ async fn expire(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     // A user may end their own session (from its page, or signed in on the portal); anyone
     // else needs the policies' leave.
     let portal_owner = match (super::portal::portal_user(&ctx.caller.principal), session_row(plane, &input.session_id).await.ok()) {
-        (Some((id, kind)), Some(row)) => {
-            row.try_get::<String, _>("user_id")? == id && row.try_get::<Option<String>, _>("authentication_type")?.as_deref() == Some(kind)
-        }
+        (Some(me), Some(row)) => session_user(&row).is_ok_and(|owner| owner == me),
         _ => false,
     };
     let own = portal_owner || caller_session(ctx).is_some_and(|s| s == input.session_id);
@@ -705,12 +798,13 @@ pub(crate) async fn finish_ended(control: &ControlPlane, session_id: &str, reaso
         .filter_map(|s| Some((s["Action"].as_str()?.to_owned(), s["Permission"].clone())))
         .collect();
     let user: String = row.try_get("user_id")?;
+    let user_ref = session_user(&row).ok();
     let client_ips: Value = serde_json::from_str(&row.try_get::<String, _>("client_ips")?).unwrap_or(json!([]));
     let application: Option<String> = row.try_get("application_id")?;
     let parameters = json!({
         "SessionId": session_id,
         "UserId": user,
-        "UserArn": format!("arn:datasandbox:identity::{}:user/custom/{user}", plane.spec.account_id),
+        "UserArn": user_ref.as_ref().map(|u| u.arn(&plane.spec.account_id)).unwrap_or_default(),
         "AuthenticationType": row.try_get::<String, _>("authentication_type")?,
         "AuthenticationTypeUserId": user,
         "FleetName": row.try_get::<String, _>("fleet")?,
@@ -721,7 +815,10 @@ pub(crate) async fn finish_ended(control: &ControlPlane, session_id: &str, reaso
         "EndTime": millis_to_rfc3339(now),
         "ConnectedAtLeastOnce": row.try_get::<i64, _>("connected_once")? != 0,
         "ClientIpAddresses": client_ips,
-        "HomeFoldersStorageLocation": settings["HomeFoldersBucket"].as_str().map(|b| format!("{b}/user/custom/")).unwrap_or_default(),
+        "HomeFoldersStorageLocation": settings["HomeFoldersBucket"]
+            .as_str()
+            .map(|b| format!("{b}/user/{}/", access_mode(&row.try_get::<String, _>("authentication_type").unwrap_or_default()).as_str()))
+            .unwrap_or_default(),
         "UserSettings": user_settings,
         "MaxSessionDurationSeconds": settings["MaxUserDurationInSeconds"],
         "SessionType": if settings["FleetType"] == "ALWAYS_ON" { "ALWAYS_ON" } else { "ON_DEMAND" },
@@ -756,7 +853,8 @@ impl ControlPlane {
     /// Opens a session's live connection, by its cookie.
     pub async fn connect_session(&self, cookie: &str, client_ip: &str) -> Result<SessionConnection, ActionError> {
         let plane = &self.plane;
-        let caller = cookie_caller(plane, cookie).await?;
+        // An ended session is refused below, with its own answer (410).
+        let caller = cookie_caller(plane, cookie, ENDED_SESSION_ACTION).await?;
         let issuer = caller.identity.session_context.and_then(|c| c.session_issuer).unwrap_or_default();
         let session_id = issuer["principalId"].as_str().unwrap_or_default().to_owned();
         let row = session_row(plane, &session_id).await?;
@@ -836,5 +934,50 @@ impl SessionConnection {
         }
         let correlation = session_row(plane, &self.session_id).await.ok().and_then(|r| r.try_get("correlation_id").ok());
         self.control.connection_event("SessionDisconnected", &self.session_id, &self.client_ip, correlation).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::load_or_create_key;
+
+    #[test]
+    fn attack_f14_the_url_key_is_never_readable_by_others_while_it_is_made() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stop = AtomicBool::new(false);
+        let seen = std::thread::scope(|scope| {
+            // A local user racing to open the key while it is made: every entry of the
+            // directory, looked at as fast as possible, must never be readable by others.
+            let watcher = scope.spawn(|| {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for entry in std::fs::read_dir(dir.path()).expect("list").flatten() {
+                        if let Ok(meta) = entry.metadata()
+                            && meta.mode() & 0o077 != 0
+                        {
+                            seen.push(format!("{} {:o}", entry.file_name().to_string_lossy(), meta.mode()));
+                        }
+                    }
+                }
+                seen
+            });
+            for round in 0..300 {
+                let path = dir.path().join(format!("streaming-url-{round}.key"));
+                let key = load_or_create_key(&path).expect("a key");
+                assert_eq!(load_or_create_key(&path).expect("the same key"), key, "a second use reads the first's key");
+                assert_eq!(std::fs::metadata(&path).expect("key").permissions().mode() & 0o777, 0o600);
+            }
+            stop.store(true, Ordering::Relaxed);
+            watcher.join().expect("watcher")
+        });
+        assert!(seen.is_empty(), "files readable by others while the key was made: {:?}", &seen[..seen.len().min(5)]);
+        // A key file others can read is not used (it may have been read).
+        let exposed = dir.path().join("exposed.key");
+        std::fs::write(&exposed, [7u8; 32]).expect("write");
+        std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(load_or_create_key(&exposed).is_err());
     }
 }

@@ -1,0 +1,77 @@
+//! Finding 4: identity is (access mode, issuer, user id) everywhere. A local `bob` and a
+//! `bob` that an application (or an identity provider) names are two people: they never share
+//! a notebook, a home folder, a session list or an ARN.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::users::{portal_session, portal_user};
+use crate::Server;
+use crate::server::eventually;
+use crate::streaming::{redeem, status};
+
+fn notebook_server() -> Server {
+    // Direct mode: the notebook URL goes to the user's browser.
+    let server = Server::start(&["stream_view=DIRECT"]);
+    for recipe in ["base", "notebook"] {
+        let built = server.cli(&["image", "build", recipe], &[]);
+        assert_eq!(built.exit, 0, "image {recipe}: {:?}", built.stderr);
+    }
+    server
+}
+
+/// The notebook a session's URL opens: its name, from the redirect after redemption.
+fn notebook_of(server: &Server, cookie: &str) -> String {
+    let url = eventually(180, "the notebook URL on the session page", || status(server, cookie)["NotebookUrl"].as_str().map(str::to_owned));
+    let path = &url[url.find("/notebook-auth/").expect("a notebook URL")..];
+    let reply = crate::http::tcp(&server.api)
+        .expect("connect")
+        .request("GET", path, &[("cookie", &format!("ds_session={cookie}"))], b"")
+        .expect("request");
+    assert_eq!(reply.status, 303, "{}", String::from_utf8_lossy(&reply.body));
+    let location = reply.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone()).expect("location");
+    location.trim_start_matches("/notebook/").split('/').next().expect("a notebook name").to_owned()
+}
+
+#[test]
+fn f04_a_local_bob_never_opens_the_notebook_of_an_applications_bob() {
+    let server = notebook_server();
+    // An application's `bob` (CreateStreamingURL, access mode custom) gets his notebook first.
+    let custom_cookie = redeem(&server, "bob");
+    let custom_notebook = notebook_of(&server, &custom_cookie);
+    // Then the local user `bob`, from the portal (access mode local).
+    let token = portal_user(&server, "bob");
+    let local_cookie = portal_session(&server, &token);
+    let local_notebook = notebook_of(&server, &local_cookie);
+    assert_ne!(local_notebook, custom_notebook, "the local bob was handed the custom bob's notebook");
+    // Each notebook belongs to one whole identity, and says so.
+    let listed = server.ok("notebooks:ListNotebookInstances", json!({}));
+    let owned: Vec<(Value, Value)> = listed["NotebookInstances"]
+        .as_array()
+        .expect("notebooks")
+        .iter()
+        .filter(|n| n["Owner"] == "bob")
+        .map(|n| (n["NotebookInstanceName"].clone(), n["OwnerAccessMode"].clone()))
+        .collect();
+    assert_eq!(owned.len(), 2, "{owned:?}");
+    assert!(owned.contains(&(json!(custom_notebook), json!("custom"))) && owned.contains(&(json!(local_notebook), json!("local"))), "{owned:?}");
+    // An operator's presign of the application's bob's notebook for the local bob's session is
+    // refused too: the notebook's owner is checked, not only its name.
+    let local_session = status(&server, &local_cookie)["SessionId"].as_str().expect("session").to_owned();
+    let crossed = server.call(
+        "notebooks:CreatePresignedNotebookInstanceUrl",
+        &json!({ "NotebookInstanceName": custom_notebook, "StreamingSessionId": local_session }),
+    );
+    assert_eq!(crossed.stderr["Code"], "NotebookOwnedByAnotherUser", "{crossed:?}");
+    // And their home folders and ARNs differ (AppStream's layout: the mode is a folder).
+    let hash = hex::encode(Sha256::digest(b"bob"));
+    for (mode, cookie) in [("custom", &custom_cookie), ("local", &local_cookie)] {
+        let session = status(&server, cookie)["SessionId"].as_str().expect("session").to_owned();
+        let records = server.audit(&[("EventName", "GetSessionStatus")]);
+        let mine = records.iter().find(|r| r["userIdentity"]["sessionContext"]["sessionIssuer"]["principalId"] == session.as_str());
+        let arn = mine.expect("a status record of the session")["userIdentity"]["arn"].as_str().expect("arn").to_owned();
+        assert!(arn.ends_with(&format!(":user/{mode}/bob")), "{arn}");
+        let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": format!("user/{mode}/{hash}/") }));
+        assert!(listed["KeyCount"].as_i64().is_some_and(|n| n > 0), "{mode} bob's session works in user/{mode}/: {listed}");
+    }
+}

@@ -1,0 +1,95 @@
+//! Finding 17 (the identity part): a stranger cannot lock a user out; a refused sign-in tells
+//! nothing about the account (not even that the password was right when the code was
+//! missing); an ended session's cookie acts for nobody; a cookie caller's records carry their
+//! own access mode. (Function roles: `control`'s
+//! `attack_f17_function_roles_reach_only_their_own_buckets_and_keys`.)
+
+use serde_json::json;
+
+use super::users::{PASSWORD, portal_session, portal_user, sign_in_from, token_of};
+use crate::Server;
+use crate::streaming::{server, status};
+
+#[test]
+fn f17_a_stranger_cannot_lock_a_user_out() {
+    let server = Server::start(&[]);
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "dave", "Password": PASSWORD }));
+    // A stranger at another address guesses dave's password, again and again.
+    for attempt in 0..8 {
+        let (status, answer) = sign_in_from(&server, "127.0.0.2", &json!({ "UserName": "dave", "Password": format!("guess {attempt}") }));
+        assert!(status == 401 || status == 429, "{status} {answer}");
+    }
+    // Dave, from his own address, is not locked out...
+    let (status, answer) = sign_in_from(&server, "127.0.0.1", &json!({ "UserName": "dave", "Password": PASSWORD }));
+    assert_eq!(status, 200, "dave was locked out by a stranger: {answer}");
+    // ...the stranger is slowed down, even with the right password.
+    let (status, answer) = sign_in_from(&server, "127.0.0.2", &json!({ "UserName": "dave", "Password": PASSWORD }));
+    assert_eq!(status, 429, "{answer}");
+}
+
+#[test]
+fn f17_a_refused_sign_in_says_nothing_about_the_account() {
+    let server = Server::start(&[]);
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "carol", "Password": PASSWORD }));
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "dave", "Password": PASSWORD }));
+    let token = token_of(&server, "carol");
+    let secret = server.call_as(&token, "identity:AssociateSoftwareToken", &json!({ "Password": PASSWORD })).stdout["SecretCode"]
+        .as_str()
+        .map(str::to_owned);
+    // (Before the fix enrolment took no password; then the secret came with `{}`.)
+    let secret = secret.unwrap_or_else(|| {
+        server.call_as(&token, "identity:AssociateSoftwareToken", &json!({})).stdout["SecretCode"].as_str().expect("secret").to_owned()
+    });
+    let out = std::process::Command::new("oathtool").args(["--totp", "-b", &secret]).output().expect("oathtool");
+    let code = String::from_utf8(out.stdout).expect("digits").trim().to_owned();
+    assert_eq!(server.call_as(&token, "identity:VerifySoftwareToken", &json!({ "UserCode": code })).exit, 0);
+    // Four callers, each from an address of its own (so that no budget interferes).
+    let cases = [
+        ("127.0.0.11", json!({ "UserName": "nobody", "Password": PASSWORD })),
+        ("127.0.0.12", json!({ "UserName": "dave", "Password": "not the password" })),
+        ("127.0.0.13", json!({ "UserName": "carol", "Password": PASSWORD })),
+        ("127.0.0.14", json!({ "UserName": "carol", "Password": "not the password" })),
+    ];
+    let answers: Vec<(u16, String, String)> = cases
+        .iter()
+        .map(|(address, body)| {
+            let (status, answer) = sign_in_from(&server, address, body);
+            (status, answer["Code"].as_str().unwrap_or_default().to_owned(), answer["Message"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    for answer in &answers[1..] {
+        assert_eq!(answer, &answers[0], "the answers tell the cases apart: {answers:?}");
+    }
+}
+
+#[test]
+fn f17_an_ended_sessions_cookie_acts_for_nobody() {
+    let server = server(&[]);
+    let token = portal_user(&server, "carol");
+    let old_cookie = portal_session(&server, &token);
+    let old = status(&server, &old_cookie);
+    server.ok("streaming:ExpireSession", json!({ "SessionId": old["SessionId"] }));
+    let new_cookie = portal_session(&server, &token);
+    let new = status(&server, &new_cookie);
+    // The ended session's page may still learn how it ended...
+    assert_eq!(status(&server, &old_cookie)["State"], "EXPIRED");
+    // ...but its cookie ends nothing, not even carol's newer session.
+    let ended = crate::http::tcp(&server.api)
+        .expect("connect")
+        .request(
+            "POST",
+            "/session/end",
+            &[("cookie", &format!("ds_session={old_cookie}")), ("content-type", "application/json")],
+            json!({ "SessionId": new["SessionId"] }).to_string().as_bytes(),
+        )
+        .expect("request");
+    assert_eq!(ended.status, 401, "{}", String::from_utf8_lossy(&ended.body));
+    assert_ne!(status(&server, &new_cookie)["State"], "EXPIRED", "the stale cookie ended the new session");
+    // A cookie caller is recorded as who they are: a local user, not `user/custom/…`.
+    let records = server.audit(&[("EventName", "GetSessionStatus"), ("Username", "carol")]);
+    assert!(!records.is_empty());
+    for record in records {
+        let arn = record["userIdentity"]["arn"].as_str().unwrap_or_default().to_owned();
+        assert!(arn.ends_with(":user/local/carol"), "{arn}");
+    }
+}
