@@ -22,15 +22,16 @@ pub(crate) fn artifacts() -> PathBuf {
     dir
 }
 
-/// Checks from inside a session's instance that it works in `user`'s home folder of access
-/// `mode`: the session says so (`DS_USER_ACCESS_MODE`), and a file written into the synced
-/// folder lands under `user/<mode>/<sha256(user)>/`.
-pub(crate) fn works_in_home_folder(server: &crate::Server, instance: &str, mode: &str, user: &str) {
+/// Checks from inside a session's instance that it works in the home folder of access `mode`
+/// whose hash is of `hashed` (the user id; for a federated user, the issuer, a newline and the
+/// user id): the session says so (`DS_USER_ACCESS_MODE`), and a file written into the synced
+/// folder lands under `user/<mode>/<sha256(hashed)>/`.
+pub(crate) fn works_in_home_folder(server: &crate::Server, instance: &str, mode: &str, hashed: &str) {
     let script =
         "sed -n 's/^DS_USER_ACCESS_MODE=//p' /run/datasandbox/session.env; echo hello > /home/user/MyFiles/HomeFolder/written-inside.txt";
     let env = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", script], &[]);
     assert_eq!(env.stdout.as_str().map(str::trim), Some(mode), "{env:?}");
-    let prefix = format!("user/{mode}/{}/", hex::encode(Sha256::digest(user.as_bytes())));
+    let prefix = format!("user/{mode}/{}/", hex::encode(Sha256::digest(hashed.as_bytes())));
     eventually(10, "the file in the user's home folder", || {
         let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": prefix }));
         listed["Contents"].as_array()?.iter().any(|o| o["Key"].as_str().is_some_and(|k| k.ends_with("written-inside.txt"))).then_some(())

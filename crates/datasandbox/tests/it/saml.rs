@@ -1,6 +1,6 @@
 //! SAML 2.0 sign-in against a real identity provider: pysaml2 (PyPI) signing with Debian's
 //! xmlsec1 (`saml_idp.py`). IdP-initiated and SP-initiated sign-in reach a session in the
-//! user's `user/federated/<sha256(NameID)>/` folder; a table of attacks is refused, each with
+//! user's `user/federated/<sha256(issuer, NameID)>/` folder; a table of attacks is refused, each with
 //! its own reason and an audit record naming the subject the response claimed; nothing a
 //! refused response says reaches a token or a session.
 
@@ -265,7 +265,9 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     let left = (ends.timestamp() - chrono::Utc::now().timestamp()) as f64;
     assert!((1700.0..=1800.0).contains(&left), "the session ends in {left} s");
     let instance = bob_sessions[0]["InstanceId"].as_str().expect("instance");
-    crate::portal::works_in_home_folder(&server, instance, "federated", "bob@example.test");
+    // A federated folder is the provider's user's: its hash covers the issuer too.
+    let issuer = bob_sessions[0]["Issuer"].as_str().expect("a SAML session names its identity provider");
+    crate::portal::works_in_home_folder(&server, instance, "federated", &format!("{issuer}\nbob@example.test"));
     let signed_in = server.audit(&[("EventName", "AssumeRoleWithSAML"), ("Username", "bob@example.test")]);
     let record = signed_in.iter().find(|r| r["errorCode"].is_null()).expect("bob's sign-in on the record");
     assert_eq!(record["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"], "false");
