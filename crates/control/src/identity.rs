@@ -203,14 +203,9 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
         Credentials::LocalUser { user_name, password, totp_code, source_ip } => {
             let signed_in = local::sign_in(plane, user_name, &password.0, totp_code.as_ref().map(|c| c.0.as_str()), source_ip).await?;
             let user = UserRef::local(UserId::new(signed_in.user_name.clone()).map_err(|_| local_rejected())?);
-            let (principal, identity) = person(account_id, &user, Channel::SignIn, "User", signed_in.mfa, signed_in.roles, None, now_millis());
-            Ok(Caller {
-                principal,
-                identity,
-                correlation_id: Some(uuid::Uuid::new_v4().to_string()),
-                federation: None,
-                expires: None,
-            })
+            let (principal, identity) =
+                person(account_id, &user, Channel::SignIn, "User", signed_in.mfa, signed_in.roles, None, now_millis());
+            Ok(Caller { principal, identity, correlation_id: Some(uuid::Uuid::new_v4().to_string()), federation: None, expires: None })
         }
         Credentials::SamlResponse { response, browser_request, .. } => {
             let verified = saml::verify(plane, response, browser_request.as_deref()).await?;
@@ -313,13 +308,7 @@ fn federated_caller(
         UserId::new(user.to_owned()).map_err(ActionError::internal)?,
     );
     let (principal, identity) = person(account_id, &user, Channel::SignIn, kind, mfa, roles, Some(issuer), now_millis());
-    Ok(Caller {
-        principal,
-        identity,
-        correlation_id: Some(uuid::Uuid::new_v4().to_string()),
-        federation: Some(federation),
-        expires: None,
-    })
+    Ok(Caller { principal, identity, correlation_id: Some(uuid::Uuid::new_v4().to_string()), federation: Some(federation), expires: None })
 }
 
 fn local_rejected() -> ActionError {
@@ -328,11 +317,12 @@ fn local_rejected() -> ActionError {
 
 async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result<Caller, ActionError> {
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    let row =
-        sqlx::query("SELECT user_id, access_mode, issuer, channel, roles, correlation_id, created, expires, mfa FROM tokens WHERE token_hash = $1")
-            .bind(&hash)
-            .fetch_optional(&store.pool)
-            .await?;
+    let row = sqlx::query(
+        "SELECT user_id, access_mode, issuer, channel, roles, correlation_id, created, expires, mfa FROM tokens WHERE token_hash = $1",
+    )
+    .bind(&hash)
+    .fetch_optional(&store.pool)
+    .await?;
     let Some(row) = row else {
         return Err(ActionError::unauthenticated("the bearer token is not valid"));
     };
@@ -346,7 +336,8 @@ async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result
     let created: i64 = row.try_get("created")?;
     let mfa = row.try_get::<Option<i64>, _>("mfa")?.unwrap_or(0) == 1;
     let mode = AccessMode::parse(&mode_text).ok_or_else(|| ActionError::internal(format_args!("token has access mode `{mode_text}`")))?;
-    let user = UserRef::from_parts(mode, row.try_get::<Option<String>, _>("issuer")?.as_deref(), &user_id).map_err(ActionError::internal)?;
+    let user =
+        UserRef::from_parts(mode, row.try_get::<Option<String>, _>("issuer")?.as_deref(), &user_id).map_err(ActionError::internal)?;
     let roles = roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
     let channel = match row.try_get::<Option<String>, _>("channel")?.as_deref() {
         Some(ISSUED) => Channel::IssuedToken,

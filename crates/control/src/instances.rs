@@ -524,15 +524,17 @@ pub(crate) async fn assign(plane: &Plane, instance_id: &str, assignment: &Assign
         let live = live.get(instance_id).ok_or_else(|| ActionError::internal(format_args!("instance {instance_id} is not live")))?;
         (live.instance.init_pid, live.credential.clone())
     };
-    sqlx::query("UPDATE instances SET user_id = $1, access_mode = $2, session_id = $3, correlation_id = $4, issuer = $5 WHERE instance_id = $6")
-        .bind(assignment.user.user().to_string())
-        .bind(assignment.user.mode().as_str())
-        .bind(assignment.session_id.clone())
-        .bind(correlation_id)
-        .bind(assignment.user.issuer_str())
-        .bind(instance_id)
-        .execute(&plane.store.pool)
-        .await?;
+    sqlx::query(
+        "UPDATE instances SET user_id = $1, access_mode = $2, session_id = $3, correlation_id = $4, issuer = $5 WHERE instance_id = $6",
+    )
+    .bind(assignment.user.user().to_string())
+    .bind(assignment.user.mode().as_str())
+    .bind(assignment.session_id.clone())
+    .bind(correlation_id)
+    .bind(assignment.user.issuer_str())
+    .bind(instance_id)
+    .execute(&plane.store.pool)
+    .await?;
     let file = assignment.env_file();
     tokio::task::spawn_blocking(move || sandbox::place_file(pid, "session.env", &file))
         .await
@@ -678,9 +680,14 @@ async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .bind(now_millis())
         .execute(&plane.store.pool)
         .await?;
-    let user =
-        sqlx::query("SELECT user_id FROM instances WHERE instance_id = $1").bind(&input.instance_id).fetch_one(&plane.store.pool).await?;
-    if let Some(user) = user.try_get::<Option<String>, _>("user_id")? {
+    let row = sqlx::query("SELECT user_id, access_mode, issuer FROM instances WHERE instance_id = $1")
+        .bind(&input.instance_id)
+        .fetch_one(&plane.store.pool)
+        .await?;
+    let mode = row.try_get::<Option<String>, _>("access_mode")?.as_deref().and_then(AccessMode::parse);
+    if let (Some(user), Some(mode)) = (row.try_get::<Option<String>, _>("user_id")?, mode)
+        && let Ok(user) = model::UserRef::from_parts(mode, row.try_get::<Option<String>, _>("issuer")?.as_deref(), &user)
+    {
         plane.streaming.changes.user(&user);
     }
     Ok(json!({

@@ -406,39 +406,40 @@ impl ControlPlane {
         let request_id = uuid::Uuid::new_v4().to_string();
         let plane = &self.plane;
         let spec = actions::find(&request.action);
-        let (caller, result, resources, correlation_id, input) = match identity::authenticate(plane, &request.credentials, &request.action).await {
-            Err(err) => (None, Err(err), Vec::new(), None, Value::Null),
-            Ok(caller) => {
-                let input = parse_body(&request.body);
-                let mut ctx = Ctx {
-                    plane,
-                    caller: &caller,
-                    spec,
-                    source_ip: &request.source_ip,
-                    request_id: request_id.clone(),
-                    authorized: false,
-                    resources: Vec::new(),
-                    correlation_id: caller.correlation_id.clone(),
-                };
-                let console = identity::console_access(&request.credentials, &caller);
-                let result = match (&input, spec) {
-                    _ if let Err(refused) = &console => Err(refused.clone()),
-                    (_, None) => Err(unknown_action(&request.action)),
-                    (Err(err), _) => Err(err.clone()),
-                    (Ok(input), Some(spec)) => {
-                        let result = crate::services::dispatch(&mut ctx, spec.name, input.clone()).await;
-                        // Fail closed: a handler that forgot to authorize must not succeed.
-                        if result.is_ok() && !ctx.authorized {
-                            Err(ActionError::internal(format_args!("{} returned without authorizing", spec.name)))
-                        } else {
-                            result
+        let (caller, result, resources, correlation_id, input) =
+            match identity::authenticate(plane, &request.credentials, &request.action).await {
+                Err(err) => (None, Err(err), Vec::new(), None, Value::Null),
+                Ok(caller) => {
+                    let input = parse_body(&request.body);
+                    let mut ctx = Ctx {
+                        plane,
+                        caller: &caller,
+                        spec,
+                        source_ip: &request.source_ip,
+                        request_id: request_id.clone(),
+                        authorized: false,
+                        resources: Vec::new(),
+                        correlation_id: caller.correlation_id.clone(),
+                    };
+                    let console = identity::console_access(&request.credentials, &caller);
+                    let result = match (&input, spec) {
+                        _ if let Err(refused) = &console => Err(refused.clone()),
+                        (_, None) => Err(unknown_action(&request.action)),
+                        (Err(err), _) => Err(err.clone()),
+                        (Ok(input), Some(spec)) => {
+                            let result = crate::services::dispatch(&mut ctx, spec.name, input.clone()).await;
+                            // Fail closed: a handler that forgot to authorize must not succeed.
+                            if result.is_ok() && !ctx.authorized {
+                                Err(ActionError::internal(format_args!("{} returned without authorizing", spec.name)))
+                            } else {
+                                result
+                            }
                         }
-                    }
-                };
-                let (correlation_id, resources) = (ctx.correlation_id, ctx.resources);
-                (Some(caller), result, resources, correlation_id, input.unwrap_or(Value::Null))
-            }
-        };
+                    };
+                    let (correlation_id, resources) = (ctx.correlation_id, ctx.resources);
+                    (Some(caller), result, resources, correlation_id, input.unwrap_or(Value::Null))
+                }
+            };
         let record = self.record(&request, spec, caller.as_ref(), &request_id, input, &result, resources, correlation_id);
         let result = match plane.trail.append(&record).await {
             Ok(()) => result,

@@ -121,7 +121,8 @@ async fn events(
 ) -> Response {
     let me = call(&control, bearer(&headers), peer, &headers, "identity:GetCallerIdentity", Bytes::from_static(b"{}")).await;
     let Ok(identity) = &me.result else { return reply(me) };
-    let user = identity["UserName"].as_str().unwrap_or_default().to_owned();
+    // The whole identity (mode, provider, id): another `bob` hears nothing of this one's.
+    let user = identity["PrincipalId"].as_str().unwrap_or_default().to_owned();
     let left = identity["Expiration"].as_str().and_then(control::rfc3339_to_millis).map(|until| until - control::now_millis());
     // A credential without an end (none the portal hands out) is heard for a working day.
     let lasts = left.map_or(Duration::from_secs(12 * 3600), |ms| Duration::from_millis(u64::try_from(ms).unwrap_or_default()));

@@ -114,10 +114,7 @@ impl Throttle {
         if let Some(times) = per_account.get(&key) {
             let wait = times.back().map_or(0, |last| last + backoff_millis(times.len() + busy) - now);
             if wait > 0 {
-                return Err(too_many(&format!(
-                    "too many failed sign-ins to this account from this address; wait {} s",
-                    wait / 1000 + 1
-                )));
+                return Err(too_many(&format!("too many failed sign-ins to this account from this address; wait {} s", wait / 1000 + 1)));
             }
         }
         *in_flight.entry(address.to_owned()).or_default() += 1;

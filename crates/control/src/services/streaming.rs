@@ -66,8 +66,9 @@ pub(crate) struct Streaming {
     pub changes: Changes,
 }
 
-/// The user id of each session that changes state (queued, active, ended) or connection.
-/// Nothing else is carried: a page that hears of a change asks for what it may see.
+/// The principal id (`UserRef::principal_id`: mode, identity provider and user id) of each
+/// session that changes state (queued, active, ended) or connection. Nothing else is carried:
+/// a page that hears of a change asks for what it may see.
 pub(crate) struct Changes(tokio::sync::broadcast::Sender<String>);
 
 impl Default for Changes {
@@ -78,8 +79,8 @@ impl Default for Changes {
 }
 
 impl Changes {
-    pub(crate) fn user(&self, user: &str) {
-        let _ = self.0.send(user.to_owned());
+    pub(crate) fn user(&self, user: &model::UserRef) {
+        let _ = self.0.send(user.principal_id());
     }
 
     /// Tells of a change to `session_id`, whoever's it is (looked up only if anyone listens).
@@ -87,10 +88,9 @@ impl Changes {
         if self.0.receiver_count() == 0 {
             return;
         }
-        let row =
-            sqlx::query("SELECT user_id FROM sessions WHERE session_id = $1").bind(session_id).fetch_optional(&plane.store.pool).await;
+        let row = sqlx::query("SELECT * FROM sessions WHERE session_id = $1").bind(session_id).fetch_optional(&plane.store.pool).await;
         if let Ok(Some(row)) = row
-            && let Ok(user) = sqlx::Row::try_get::<String, _>(&row, "user_id")
+            && let Ok(user) = sessions::session_user(&row)
         {
             self.user(&user);
         }
@@ -98,7 +98,8 @@ impl Changes {
 }
 
 impl crate::pipeline::ControlPlane {
-    /// The user ids of sessions as they change (see [`Changes`]); a page filters for its user.
+    /// The principal ids of sessions' users as they change (see [`Changes`]); a page filters
+    /// for its caller's `PrincipalId`.
     pub fn session_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.plane.streaming.changes.0.subscribe()
     }

@@ -131,8 +131,10 @@ fn the_control_plane_runs_on_postgresql() {
     let sign_in =
         |body: serde_json::Value| server.cli(&["call", "identity:SignIn", "--input", &body.to_string(), "--endpoint", &endpoint], &[]);
     let token = sign_in(json!({ "UserName": "carol", "Password": PASSWORD })).stdout["Token"].as_str().expect("token").to_owned();
-    let secret =
-        server.call_as(&token, "identity:AssociateSoftwareToken", &json!({ "Password": PASSWORD })).stdout["SecretCode"].as_str().expect("secret").to_owned();
+    let secret = server.call_as(&token, "identity:AssociateSoftwareToken", &json!({ "Password": PASSWORD })).stdout["SecretCode"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
     let code = |when: &str| {
         let out = Command::new("oathtool").args(["--totp", "-b", "-N", when, &secret]).output().expect("oathtool");
         String::from_utf8(out.stdout).expect("digits").trim().to_owned()

@@ -310,7 +310,9 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 pub(crate) async fn my_sessions(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let _: crate::identity::Empty = ctx.parse(input)?;
     let me = caller_user(ctx).ok_or_else(|| {
-        ActionError::validation("DescribeUserSessions is for users signed in on the portal (their sign-in's token); operators use DescribeSessions")
+        ActionError::validation(
+            "DescribeUserSessions is for users signed in on the portal (their sign-in's token); operators use DescribeSessions",
+        )
     })?;
     ctx.authorize_always();
     let plane = ctx.plane;

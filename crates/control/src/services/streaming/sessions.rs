@@ -407,11 +407,12 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let user = claims.user_ref()?;
     // The row says whom the URL was made for; the claims must say the same. (A stolen signing
     // key would otherwise let a URL made for one user be redeemed as another.)
-    let row = sqlx::query("SELECT * FROM streaming_urls WHERE url_id = $1")
-        .bind(&claims.url_id)
-        .fetch_optional(&plane.store.pool)
-        .await?
-        .ok_or_else(|| ActionError::new(403, "InvalidStreamingURLSignature", "this streaming URL was not made by this environment"))?;
+    let row =
+        sqlx::query("SELECT * FROM streaming_urls WHERE url_id = $1")
+            .bind(&claims.url_id)
+            .fetch_optional(&plane.store.pool)
+            .await?
+            .ok_or_else(|| ActionError::new(403, "InvalidStreamingURLSignature", "this streaming URL was not made by this environment"))?;
     let row_authentication = row.try_get::<Option<String>, _>("authentication_type")?.unwrap_or_else(|| "API".to_owned());
     let row_issuer = row.try_get::<Option<String>, _>("issuer")?.filter(|i| !i.is_empty());
     if row.try_get::<String, _>("user_id")? != claims.user
@@ -524,7 +525,7 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     .execute(&plane.store.pool)
     .await?;
     plane.streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());
-    plane.streaming.changes.user(&claims.user);
+    plane.streaming.changes.user(&user);
     // A warm instance is taken at once; otherwise the engine serves the queue.
     super::engine::try_assign_warm(&ctx.control(), &session_id).await;
     plane.streaming.wake.notify_one();

@@ -54,7 +54,10 @@ fn f04_a_local_bob_never_opens_the_notebook_of_an_applications_bob() {
         .map(|n| (n["NotebookInstanceName"].clone(), n["OwnerAccessMode"].clone()))
         .collect();
     assert_eq!(owned.len(), 2, "{owned:?}");
-    assert!(owned.contains(&(json!(custom_notebook), json!("custom"))) && owned.contains(&(json!(local_notebook), json!("local"))), "{owned:?}");
+    assert!(
+        owned.contains(&(json!(custom_notebook), json!("custom"))) && owned.contains(&(json!(local_notebook), json!("local"))),
+        "{owned:?}"
+    );
     // An operator's presign of the application's bob's notebook for the local bob's session is
     // refused too: the notebook's owner is checked, not only its name.
     let local_session = status(&server, &local_cookie)["SessionId"].as_str().expect("session").to_owned();

@@ -48,7 +48,8 @@ fn f10_an_instance_credential_runs_no_identity_self_service() {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let (body, status) = text.trim_end().rsplit_once('\n').map(|(b, s)| (b.to_owned(), s.to_owned())).unwrap_or((text.clone(), String::new()));
+        let (body, status) =
+            text.trim_end().rsplit_once('\n').map(|(b, s)| (b.to_owned(), s.to_owned())).unwrap_or((text.clone(), String::new()));
         (status, body)
     };
     // A 12-hour token, free of the link and the session, from the instance's credential.
@@ -83,7 +84,8 @@ fn f10_a_token_alone_cannot_choose_or_replace_the_totp_device() {
     // Replacing it takes the password *and* a current code of the device enrolled now.
     let replaced = server.call_as(&stolen, "identity:AssociateSoftwareToken", &json!({ "Password": PASSWORD }));
     assert_eq!(replaced.stderr["Code"], "NotAuthorizedException", "replaced without a code: {replaced:?}");
-    let replaced = server.call_as(&stolen, "identity:AssociateSoftwareToken", &json!({ "Password": PASSWORD, "TotpCode": code("now + 30 seconds") }));
+    let replaced =
+        server.call_as(&stolen, "identity:AssociateSoftwareToken", &json!({ "Password": PASSWORD, "TotpCode": code("now + 30 seconds") }));
     assert_eq!(replaced.exit, 0, "{replaced:?}");
     // Neither password nor code reaches the record.
     let trail = server.audit(&[("EventName", "AssociateSoftwareToken")]).iter().map(Value::to_string).collect::<String>();
