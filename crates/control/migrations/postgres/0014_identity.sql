@@ -17,6 +17,10 @@ ALTER TABLE notebooks ADD COLUMN owner_mode TEXT;
 ALTER TABLE notebooks ADD COLUMN owner_issuer TEXT;
 -- Federated tokens issued before carry no issuer: they must be signed in again.
 DELETE FROM tokens WHERE access_mode = 'federated';
+-- So must federated sessions still open: without an issuer they belong to nobody for sure.
+UPDATE sessions SET state = 'EXPIRED', connection_state = 'NOT_CONNECTED', end_reason = 'IDENTITY_UPGRADE',
+    end_time = CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)
+    WHERE authentication_type = 'SAML' AND state != 'EXPIRED';
 -- Associations name the user's identity provider too ('' for USERPOOL users); SAML
 -- associations made before name none and must be made again with their Issuer.
 ALTER TABLE user_stack_associations ADD COLUMN issuer TEXT NOT NULL DEFAULT '';
