@@ -10,9 +10,11 @@ use crate::Server;
 use crate::server::eventually;
 use crate::streaming::{redeem, status};
 
-fn notebook_server() -> Server {
+fn notebook_server(overrides: &[&str]) -> Server {
     // Direct mode: the notebook URL goes to the user's browser.
-    let server = Server::start(&["stream_view=DIRECT"]);
+    let mut all = vec!["stream_view=DIRECT"];
+    all.extend_from_slice(overrides);
+    let server = Server::start(&all);
     for recipe in ["base", "notebook"] {
         let built = server.cli(&["image", "build", recipe], &[]);
         assert_eq!(built.exit, 0, "image {recipe}: {:?}", built.stderr);
@@ -35,7 +37,7 @@ fn notebook_of(server: &Server, cookie: &str) -> String {
 
 #[test]
 fn f04_a_local_bob_never_opens_the_notebook_of_an_applications_bob() {
-    let server = notebook_server();
+    let server = notebook_server(&[]);
     // An application's `bob` (CreateStreamingURL, access mode custom) gets his notebook first.
     let custom_cookie = redeem(&server, "bob");
     let custom_notebook = notebook_of(&server, &custom_cookie);
@@ -76,5 +78,35 @@ fn f04_a_local_bob_never_opens_the_notebook_of_an_applications_bob() {
         assert!(arn.ends_with(&format!(":user/{mode}/bob")), "{arn}");
         let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": format!("user/{mode}/{hash}/") }));
         assert!(listed["KeyCount"].as_i64().is_some_and(|n| n > 0), "{mode} bob's session works in user/{mode}/: {listed}");
+    }
+}
+
+#[test]
+fn f04_a_saml_bob_never_opens_a_local_bobs_notebook() {
+    let idp = tempfile::tempdir().expect("tempdir");
+    crate::saml::identity_provider(idp.path(), &format!("http://127.0.0.1:{}", crate::saml::free_port()));
+    let metadata = format!("idp_metadata={}", idp.path().join("idp.xml").display());
+    let server = notebook_server(&[&metadata]);
+    // The local user `bob` opens his notebook and keeps his work in it.
+    let token = portal_user(&server, "bob");
+    let local_notebook = notebook_of(&server, &portal_session(&server, &token));
+    // The identity provider's `bob` (its NameID, which the IdP's users or admins choose).
+    let sp = crate::saml::fetch_sp_metadata(&server, idp.path());
+    let made = crate::saml::responses(idp.path(), &sp, &json!([{ "name": "bob", "user": "bob", "mfa": false }]));
+    let signed_in = crate::saml::post_acs(&server, made["bob"].as_str().expect("response"), "");
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let saml_token = signed_in.cookie.expect("the portal's cookie");
+    let saml_cookie = portal_session(&server, &saml_token);
+    let saml_notebook = notebook_of(&server, &saml_cookie);
+    assert_ne!(saml_notebook, local_notebook, "the SAML bob was handed the local bob's notebook");
+    // The SAML bob's notebook and session name his identity provider.
+    let described = server.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": saml_notebook }));
+    assert_eq!(described["OwnerAccessMode"], "federated");
+    let issuer = status(&server, &saml_cookie)["Issuer"].as_str().expect("the session's identity provider").to_owned();
+    assert_eq!(described["OwnerIssuer"], issuer.as_str());
+    // Neither sees the other's sessions from the portal.
+    for token in [&token, &saml_token] {
+        let mine = server.call_as(token, "streaming:DescribeUserSessions", &json!({}));
+        assert_eq!(mine.stdout["Sessions"].as_array().map(Vec::len), Some(1), "{mine:?}");
     }
 }
