@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::sign_in_from;
+use super::users::sign_in_from;
 use crate::Server;
 use crate::streaming::{open, server, streaming_url};
 
