@@ -159,3 +159,10 @@ fn notebooks_have_an_origin_of_their_own() {
     );
     assert!(problems("", &["server.public_url=https://sandbox.example", "server.notebook_url=https://nb.sandbox.example"]).is_empty());
 }
+
+#[test]
+fn a_fleet_bounds_the_sessions_one_user_may_hold() {
+    assert_eq!(Spec::parse("", &[]).expect("valid").fleets[0].max_sessions_per_user, 5);
+    let found = problems("", &["fleets.datasandbox-fleet.max_sessions_per_user=0"]);
+    assert_eq!(found, ["fleets.datasandbox-fleet.max_sessions_per_user: 0 is outside 1..=100"]);
+}
