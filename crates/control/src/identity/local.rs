@@ -42,6 +42,9 @@ const FREE_FAILURES: usize = 5;
 const MAX_BACKOFF_MILLIS: i64 = 15 * 60 * 1000;
 /// Argon2 verifications under way at once, host-wide.
 const ARGON2_PARALLEL: usize = 4;
+/// Accounts tracked per source before the oldest are forgotten: the memory an attacker with
+/// many addresses can make the throttle hold is bounded.
+const TRACKED_ACCOUNTS: usize = 50_000;
 const TOTP_STEP: u64 = 30;
 
 /// Sign-in budgets by source (in memory: a restart forgets them) and the host-wide argon2 gate.
@@ -87,6 +90,7 @@ pub(crate) struct Attempt<'a> {
 impl Throttle {
     /// Takes a slot for a sign-in attempt on `account` from `address`, or says how long to wait.
     pub(crate) fn begin(&self, address: &str, account: &str, now: i64) -> Result<Attempt<'_>, ActionError> {
+        let address = &source_of(address);
         let mut sources = self.sources.lock().expect("throttle lock");
         let Sources { failures, in_flight, per_account } = &mut *sources;
         // What has aged out is forgotten, so that the maps stay as small as the recent traffic.
@@ -102,6 +106,13 @@ impl Throttle {
             }
             !times.is_empty()
         });
+        if per_account.len() > TRACKED_ACCOUNTS {
+            // Under a flood from very many sources: keep the last minute's, then nothing.
+            per_account.retain(|_, times| times.back().is_some_and(|t| *t > now - 60_000));
+            if per_account.len() > TRACKED_ACCOUNTS {
+                per_account.clear();
+            }
+        }
         let busy = in_flight.get(address).copied().unwrap_or(0);
         let recent = failures.get(address).map_or(0, VecDeque::len);
         if recent + busy >= ADDRESS_FAILURES_PER_MINUTE {
@@ -153,6 +164,19 @@ impl Drop for Attempt<'_> {
             sources.failures.entry(self.address.clone()).or_default().push_back(now);
             sources.per_account.entry((self.address.clone(), self.account.clone())).or_default().push_back(now);
         }
+    }
+}
+
+/// The source a budget belongs to: an IPv4 address, or an IPv6 address's /64 (one host
+/// usually holds a whole /64, so its addresses are one source).
+fn source_of(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or_else(|| address.to_owned(), |v4| v4.to_string()),
+        _ => address.to_owned(),
     }
 }
 
@@ -432,6 +456,32 @@ mod tests {
         assert_eq!(matching_step(secret, "081804", 1_111_111_109).expect("totp"), Some(37_037_036));
         assert_eq!(matching_step(secret, "287082", 59 + 30 * 3).expect("totp"), None, "three steps later it is stale");
         assert_eq!(matching_step(secret, "000000", 59).expect("totp"), None);
+    }
+
+    #[test]
+    fn guessing_waits_per_source_and_the_slot_is_taken_before_the_work() {
+        let throttle = Throttle::default();
+        let now = now_millis();
+        // Five failures on dave from one address: that address waits, another does not.
+        for _ in 0..FREE_FAILURES {
+            drop(throttle.begin("192.0.2.1", "dave", now).expect("a slot"));
+        }
+        assert_eq!(throttle.begin("192.0.2.1", "dave", now).err().map(|e| e.code), Some("TooManyRequestsException".into()));
+        throttle.begin("192.0.2.2", "dave", now).expect("the owner's address is not held up").succeeded();
+        // The wait doubles and ends.
+        assert!(throttle.begin("192.0.2.1", "dave", now + 5_000).is_ok());
+        // Two checks at once per address: a third is turned away before any work.
+        let first = throttle.begin("192.0.2.3", "a1", now).expect("a slot");
+        let second = throttle.begin("192.0.2.3", "a2", now).expect("a slot");
+        assert!(throttle.begin("192.0.2.3", "a3", now).is_err());
+        drop((first, second));
+        // One IPv6 /64 is one source.
+        let held = [throttle.begin("2001:db8::1", "x1", now).expect("slot"), throttle.begin("2001:db8::2", "x2", now).expect("slot")];
+        assert!(throttle.begin("2001:db8::3", "x3", now).is_err());
+        drop(held);
+        // An operator's unlock forgets the account's failures everywhere.
+        throttle.forget("dave");
+        assert!(throttle.begin("192.0.2.1", "dave", now + 5_001).is_ok());
     }
 
     #[test]
