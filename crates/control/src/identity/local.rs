@@ -466,7 +466,7 @@ mod tests {
         for _ in 0..FREE_FAILURES {
             drop(throttle.begin("192.0.2.1", "dave", now).expect("a slot"));
         }
-        assert_eq!(throttle.begin("192.0.2.1", "dave", now).err().map(|e| e.code), Some("TooManyRequestsException".into()));
+        assert_eq!(throttle.begin("192.0.2.1", "dave", now).err().map(|e| e.code), Some("TooManyRequestsException"));
         throttle.begin("192.0.2.2", "dave", now).expect("the owner's address is not held up").succeeded();
         // The wait doubles and ends.
         assert!(throttle.begin("192.0.2.1", "dave", now + 5_000).is_ok());
