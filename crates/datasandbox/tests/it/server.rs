@@ -85,10 +85,19 @@ impl Server {
     /// that is the server's controlling terminal (`script` from util-linux makes one).
     pub fn start_on_terminal(overrides: &[&str]) -> Server {
         let (dir, vpc) = (tempfile::tempdir().expect("temp dir"), Vpc::claim());
-        let (child, api) = launch(dir.path(), &vpc, overrides, &[], true).expect("server starts on a terminal");
+        let (child, api) = launch(dir.path(), &vpc, overrides, &[], How::OnTerminal).expect("server starts on a terminal");
         let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).expect("script's children");
         let pid = children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("script runs the server");
         Server { dir, api, pid, child, vpc }
+    }
+
+    /// Starts the server through `wrapper`, a command given the server's command line after
+    /// its own arguments (which must `exec` it): for a test that changes the server's world,
+    /// such as a mount namespace of its own.
+    pub fn start_under(wrapper: &[&str], overrides: &[&str]) -> Server {
+        let (dir, vpc) = (tempfile::tempdir().expect("temp dir"), Vpc::claim());
+        let (child, api) = launch(dir.path(), &vpc, overrides, &[], How::Under(wrapper)).expect("server starts");
+        Server { dir, api, pid: child.id(), child, vpc }
     }
 
     /// The server's process id.
@@ -272,10 +281,21 @@ impl Drop for Server {
 /// Starts `datasandbox up` on `vpc` and waits for its `ready` line; returns the API address.
 /// On failure returns the server's log.
 fn launch_command(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)]) -> Result<(Child, String), String> {
-    launch(data_dir, vpc, overrides, env, false)
+    launch(data_dir, vpc, overrides, env, How::Plain)
 }
 
-fn launch(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)], terminal: bool) -> Result<(Child, String), String> {
+/// How a server is started.
+#[derive(Clone, Copy)]
+enum How<'a> {
+    Plain,
+    /// On a pseudo-terminal of its own (`script`).
+    OnTerminal,
+    /// Through a wrapper command that execs it.
+    Under(&'a [&'a str]),
+}
+
+fn launch(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)], how: How<'_>) -> Result<(Child, String), String> {
+    let terminal = matches!(how, How::OnTerminal);
     let mut args: Vec<String> =
         vec!["--data-dir".into(), data_dir.display().to_string(), "up".into(), "-c".into(), "server.api_listen=127.0.0.1:0".into()];
     args.extend(["-c".into(), vpc.setting()]);
@@ -288,6 +308,10 @@ fn launch(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)], 
         let line: Vec<String> = std::iter::once(BIN.to_owned()).chain(args).map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
         let mut command = Command::new("script");
         command.args(["-q", "-f", "-e", "-c", &line.join(" "), "/dev/null"]).stdin(Stdio::piped());
+        command
+    } else if let How::Under([program, arguments @ ..]) = how {
+        let mut command = Command::new(program);
+        command.args(arguments.iter()).arg(BIN).args(args);
         command
     } else {
         let mut command = Command::new(BIN);

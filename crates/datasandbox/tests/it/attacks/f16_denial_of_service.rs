@@ -40,3 +40,43 @@ fn f16_one_user_cannot_take_a_fleets_queue() {
     // Everyone else still gets a place.
     assert_eq!(open(&server, &streaming_url(&server, "fair")).status, 200);
 }
+
+#[test]
+fn f16_a_burst_of_saml_responses_does_not_fork_an_xmlsec1_each() {
+    // The server, in a mount namespace of its own, finds at /usr/bin/xmlsec1 a wrapper that
+    // notes how many checks are under way, takes a second, then runs the real xmlsec1.
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path();
+    std::fs::copy("/usr/bin/xmlsec1", dir.join("xmlsec1.real")).expect("copy xmlsec1");
+    let wrapper = dir.join("xmlsec1");
+    let script = format!(
+        "#!/bin/sh\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\nD={d}\nmkdir \"$D/running.$$\"\nls \"$D\" | grep -c '^running\\.' >> \"$D/counts\"\nsleep 1\nrmdir \"$D/running.$$\"\nexec \"$D/xmlsec1.real\" \"$@\"\n",
+        d = dir.display()
+    );
+    std::fs::write(&wrapper, script).expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let mount = format!("mount --bind {} /usr/bin/xmlsec1 && exec \"$@\"", wrapper.display());
+    let idp = tempfile::tempdir().expect("tempdir");
+    crate::saml::identity_provider(idp.path(), &format!("http://127.0.0.1:{}", crate::saml::free_port()));
+    let metadata = format!("idp_metadata={}", idp.path().join("idp.xml").display());
+    let server = Server::start_under(&["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", &mount, "sh"], &[&metadata]);
+    // Eight genuine responses at once (anyone can make the server check one that is well shaped).
+    let sp = crate::saml::fetch_sp_metadata(&server, idp.path());
+    let cases: Vec<serde_json::Value> =
+        (0..8).map(|n| json!({ "name": format!("r{n}"), "user": format!("user{n}"), "mfa": false })).collect();
+    let made = crate::saml::responses(idp.path(), &sp, &json!(cases));
+    let answers: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|n| {
+                let (server, response) = (&server, made[format!("r{n}")].as_str().expect("response").to_owned());
+                scope.spawn(move || crate::saml::post_acs(server, &response, "").status)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let counts = std::fs::read_to_string(dir.join("counts")).expect("xmlsec1 ran");
+    let most = counts.lines().filter_map(|l| l.trim().parse::<u32>().ok()).max().unwrap_or_default();
+    assert!(most <= 2, "{most} xmlsec1 checks ran at once (answers {answers:?})");
+    assert!(answers.iter().all(|s| *s == 303 || *s == 429), "{answers:?}");
+    assert!(answers.contains(&303), "the checks still sign users in: {answers:?}");
+}
