@@ -11,8 +11,9 @@ use crate::server::eventually;
 use crate::streaming::{redeem, status};
 
 fn notebook_server(overrides: &[&str]) -> Server {
-    // Direct mode: the notebook URL goes to the user's browser.
-    let mut all = vec!["stream_view=DIRECT"];
+    // Direct mode: the notebook URL goes to the user's browser (whose stack must then allow
+    // downloads: the user's device is the notebook's screen).
+    let mut all = vec!["stream_view=DIRECT", "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED"];
     all.extend_from_slice(overrides);
     let server = Server::start(&all);
     for recipe in ["base", "notebook"] {
@@ -22,17 +23,17 @@ fn notebook_server(overrides: &[&str]) -> Server {
     server
 }
 
-/// The notebook a session's URL opens: its name, from the redirect after redemption.
+/// The notebook a session was given: once the validator has answered (the session page has
+/// its notebook URL), the name the URL was presigned for, from its record.
 fn notebook_of(server: &Server, cookie: &str) -> String {
-    let url = eventually(180, "the notebook URL on the session page", || status(server, cookie)["NotebookUrl"].as_str().map(str::to_owned));
-    let path = &url[url.find("/notebook-auth/").expect("a notebook URL")..];
-    let reply = crate::http::tcp(&server.api)
-        .expect("connect")
-        .request("GET", path, &[("cookie", &format!("ds_session={cookie}"))], b"")
-        .expect("request");
-    assert_eq!(reply.status, 303, "{}", String::from_utf8_lossy(&reply.body));
-    let location = reply.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone()).expect("location");
-    location.trim_start_matches("/notebook/").split('/').next().expect("a notebook name").to_owned()
+    eventually(180, "the notebook URL on the session page", || status(server, cookie)["NotebookUrl"].as_str().map(str::to_owned));
+    let session = status(server, cookie)["SessionId"].as_str().expect("session").to_owned();
+    let presigned = server.audit(&[("EventName", "CreatePresignedNotebookInstanceUrl")]);
+    let record = presigned
+        .iter()
+        .find(|r| r["errorCode"].is_null() && r["requestParameters"]["StreamingSessionId"] == session.as_str())
+        .expect("the presign of the session's notebook URL");
+    record["requestParameters"]["NotebookInstanceName"].as_str().expect("a notebook name").to_owned()
 }
 
 #[test]
