@@ -105,6 +105,13 @@ impl Server {
         self.pid
     }
 
+    /// Starts a server on a data directory the test prepared (a size-limited file system).
+    pub fn start_in(dir: tempfile::TempDir, overrides: &[&str]) -> Server {
+        let vpc = Vpc::claim();
+        let (child, api) = launch_command(dir.path(), &vpc, overrides, &[]).expect("server starts");
+        Server { dir, api, child, vpc }
+    }
+
     pub fn start_with_spec(spec: &str, overrides: &[&str]) -> Server {
         let (dir, vpc) = (tempfile::tempdir().expect("temp dir"), Vpc::claim());
         let path = dir.path().join("datasandbox.toml");

@@ -14,7 +14,7 @@ use crate::flows::walk;
 use crate::http;
 use crate::server::{BIN, eventually};
 
-fn gunzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out).expect("gunzip");
     out
@@ -26,23 +26,23 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().expect("gzip")
 }
 
-fn files_ending(dir: &Path, suffix: &str, part: &str) -> Vec<PathBuf> {
+pub(crate) fn files_ending(dir: &Path, suffix: &str, part: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> =
         walk(dir).into_iter().filter(|p| p.to_string_lossy().ends_with(suffix) && p.to_string_lossy().contains(part)).collect();
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     files
 }
 
-fn log_files(trail: &Path) -> Vec<PathBuf> {
+pub(crate) fn log_files(trail: &Path) -> Vec<PathBuf> {
     files_ending(trail, ".json.gz", "/DataSandbox/")
 }
 
-fn digest_files(trail: &Path) -> Vec<PathBuf> {
+pub(crate) fn digest_files(trail: &Path) -> Vec<PathBuf> {
     files_ending(trail, ".json.gz", "/DataSandbox-Digest/")
 }
 
 /// Rewrites the record lines of a sealed log file.
-fn edit_log(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+pub(crate) fn edit_log(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
     let text = String::from_utf8(gunzip(&std::fs::read(path).expect("read"))).expect("utf-8");
     let body = text.strip_prefix("{\"Records\":[\n").and_then(|t| t.strip_suffix("\n]}\n")).expect("sealed shape");
     let mut lines: Vec<String> = body.split(",\n").map(str::to_owned).collect();
@@ -51,7 +51,7 @@ fn edit_log(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
     std::fs::write(path, gzip(rebuilt.as_bytes())).expect("write");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     for file in walk(from) {
         let target = to.join(file.strip_prefix(from).expect("inside"));
         std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
@@ -59,12 +59,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-struct Validation {
-    exit: i32,
-    stdout: String,
+pub(crate) struct Validation {
+    pub exit: i32,
+    pub stdout: String,
 }
 
-fn validate(trail: &Path, public_key: &Path) -> Validation {
+pub(crate) fn validate(trail: &Path, public_key: &Path) -> Validation {
     let output = Command::new(BIN)
         .args(["audit", "validate", "--trail-dir"])
         .arg(trail)
@@ -76,7 +76,7 @@ fn validate(trail: &Path, public_key: &Path) -> Validation {
 }
 
 /// A real trail of several sealed, digested log files, from a server that stopped cleanly.
-fn build_trail() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn build_trail() -> (tempfile::TempDir, PathBuf) {
     let mut server = Server::start(&["audit.digest_interval_seconds=1", "audit.checkpoint_records=5"]);
     for round in 0..3 {
         for n in 0..12 {

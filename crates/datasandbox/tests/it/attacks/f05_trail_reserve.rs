@@ -1,0 +1,95 @@
+//! Finding 5 (the trail's part): filling the disk must not stop the trail. The trail keeps
+//! preallocated room of its own; once it writes into it, every action is refused — and that
+//! refusal is recorded — until the operator frees space, and the records of ends (the
+//! server's stop) are still written.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+
+use super::f06_bounded_records::{line_of, trail_lines};
+use crate::Server;
+use crate::http;
+use crate::server::eventually;
+use crate::trail::{files_ending, validate};
+
+/// A size-limited tmpfs, unmounted when dropped.
+pub(crate) struct Tmpfs {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    pub(crate) fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().to_owned();
+        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"]).arg(&path).status();
+        assert!(status.expect("mount").success(), "cannot mount a tmpfs (these tests run as root)");
+        Tmpfs { dir: Some(dir), path }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory, for a server to own; the mount stays until this guard drops.
+    fn take_dir(&mut self) -> tempfile::TempDir {
+        self.dir.take().expect("taken once")
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Writes zeros into `path` until the file system is full, as a notebook can into `/run/jupyter`.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).expect("create the filler");
+    let block = vec![0u8; 1 << 20];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+}
+
+fn put(server: &Server, name: &str) -> (u16, serde_json::Value) {
+    let mut connection = http::unix(&server.socket()).expect("connect");
+    let reply = connection.call("parameters:PutParameter", &json!({ "Name": name, "Value": "v", "Type": "String" }), None).expect("call");
+    (reply.status, reply.json())
+}
+
+#[test]
+fn f05_a_full_disk_neither_silences_the_trail_nor_lets_actions_through_unrecorded() {
+    let mut tmpfs = Tmpfs::mount("160m");
+    let filler = tmpfs.path().join("filler");
+    let mut server = Server::start_in(tmpfs.take_dir(), &["audit.checkpoint_interval_ms=50"]);
+    let (status, _) = put(&server, "/f05/before");
+    assert_eq!(status, 200);
+
+    fill(&filler);
+    let (status, refused) = put(&server, "/f05/while-full");
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["Code"], "ServiceUnavailable", "{refused}");
+    // The refusal itself is in the trail, written from its reserve.
+    let line = line_of(server.data_dir(), refused["RequestId"].as_str().expect("request id"));
+    assert!(line.contains("\"errorCode\":\"ServiceUnavailable\""), "{line}");
+
+    // Space freed: the trail takes its reserve back and actions run again.
+    std::fs::remove_file(&filler).expect("free the space");
+    eventually(10, "actions to run again once space is freed", || (put(&server, "/f05/after").0 == 200).then_some(()));
+
+    // Full again, and the server stops: the end of auditing is still recorded.
+    fill(&filler);
+    assert_eq!(put(&server, "/f05/full-again").0, 503);
+    assert!(server.stop().success());
+    let lines = trail_lines(server.data_dir());
+    assert!(lines.last().is_some_and(|l| l.contains("\"eventName\":\"StopLogging\"")), "the stop is not the trail's last record");
+    let trail = server.data_dir().join("trail");
+    let key = files_ending(&trail, ".pub", "DataSandbox-PublicKey").pop().expect("public key");
+    std::fs::remove_file(&filler).expect("free the space");
+    let checked = validate(&trail, &key);
+    assert_eq!(checked.exit, 0, "{}", checked.stdout);
+}

@@ -1,0 +1,75 @@
+//! Finding 13: what the trail must hold and must not hold — no secret given as a spec
+//! override, the text (hash) of every policy that takes effect, and key destruction as its
+//! own event. (Service events recorded before their effect, and refused when they cannot
+//! be, are the rows of finding 5, which makes the trail unwritable.)
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::f06_bounded_records::trail_lines;
+use crate::Server;
+use crate::server::eventually;
+
+#[test]
+fn f13_a_secret_given_as_a_spec_override_never_reaches_the_trail() {
+    const SECRET: &str = "f13-oidc-client-secret-4b1d";
+    let server = Server::start(&["oidc.issuer=http://127.0.0.1:9", "oidc.client_id=datasandbox", &format!("oidc.client_secret={SECRET}")]);
+    // The deploy of `up` is recorded with its overrides.
+    let deployed = eventually(10, "the deploy's record", || {
+        trail_lines(server.data_dir()).into_iter().find(|l| l.contains("\"eventName\":\"Deploy\""))
+    });
+    let record: Value = serde_json::from_str(&deployed).expect("record");
+    let overrides = record["requestParameters"]["Overrides"].to_string();
+    assert!(overrides.contains("oidc.client_id"), "the overrides' names are recorded: {overrides}");
+    server.ok("parameters:PutParameter", json!({ "Name": "/f13/after", "Value": "v", "Type": "String" }));
+    let leaked: Vec<String> = trail_lines(server.data_dir()).into_iter().filter(|l| l.contains(SECRET)).collect();
+    assert!(leaked.is_empty(), "the client secret is in the trail:\n{}", leaked.join("\n"));
+    let index = std::fs::read(server.data_dir().join("audit-index.db")).expect("index");
+    assert!(!index.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "the client secret is in the audit index");
+}
+
+#[test]
+fn f13_the_text_of_every_policy_that_takes_effect_is_bound_by_the_trail() {
+    let server = Server::start(&[]);
+    let text = std::fs::read_to_string(server.data_dir().join("datasandbox.toml")).expect("spec");
+    let spec = model::spec::Spec::parse(&text, &[]).expect("spec parses");
+    assert!(!spec.policies.is_empty());
+    let lines = eventually(10, "the policies' record", || {
+        let lines = trail_lines(server.data_dir());
+        lines.iter().any(|l| l.contains("PoliciesActivated")).then_some(lines)
+    });
+    for policy in &spec.policies {
+        let hash = hex::encode(Sha256::digest(policy.text.as_bytes()));
+        assert!(lines.iter().any(|l| l.contains(&hash)), "policy `{}` (SHA-256 {hash}) took effect without a record of its text", policy.name);
+    }
+    // The record comes before the authorizer changes: nothing is decided under unrecorded policies.
+    let activated = lines.iter().position(|l| l.contains("PoliciesActivated")).expect("activated");
+    let deploy = lines.iter().position(|l| l.contains("\"eventName\":\"Deploy\"")).expect("deploy");
+    assert!(activated < deploy, "the policies were recorded after the deploy that applied them");
+}
+
+#[test]
+fn f13_a_key_destroyed_when_its_deletion_falls_due_is_recorded_as_its_own_event() {
+    let server = Server::start(&[]);
+    let key = server.ok("keys:CreateKey", json!({ "Description": "f13" }));
+    let key_id = key["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
+    server.ok("keys:ScheduleKeyDeletion", json!({ "KeyId": key_id, "PendingWindowInDays": 7 }));
+    // Seven days pass.
+    let moved = std::process::Command::new("sqlite3")
+        .arg(server.data_dir().join("metadata.db"))
+        .arg(format!("PRAGMA busy_timeout = 5000; UPDATE keys SET deletion_date = 1 WHERE key_id = '{key_id}';"))
+        .status()
+        .expect("sqlite3");
+    assert!(moved.success());
+    // Someone else's request is what finds the deletion due.
+    let described = server.call("keys:DescribeKey", &json!({ "KeyId": key_id }));
+    assert_eq!(described.stderr["Code"], "NotFoundException", "{:?}", described);
+    let records = eventually(10, "a record of the key's destruction", || {
+        let records = server.audit(&[("EventName", "KeyDeleted")]);
+        (!records.is_empty()).then_some(records)
+    });
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["eventSource"], "keys");
+    assert_eq!(records[0]["requestParameters"]["KeyId"], key_id.as_str());
+    assert!(records[0]["errorCode"].is_null(), "{:#?}", records[0]);
+}
