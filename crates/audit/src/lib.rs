@@ -6,12 +6,14 @@
 //! a hash chain through every record, signed checkpoints within a second of any record, and
 //! CloudTrail-style signed hourly digests over sealed (gzip) log files.
 
+pub mod bound;
 mod chain;
 mod files;
 mod index;
 mod layout;
 mod record;
 pub mod reports;
+mod reserve;
 mod sealer;
 mod signing;
 pub mod validate;

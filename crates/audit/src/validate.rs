@@ -4,7 +4,12 @@
 //!
 //! Three layers are checked: the digest chain (signed, hourly, listing sealed log files with
 //! their hashes), the checkpoint chain (signed, within a second of any record), and the
-//! per-record hash chain across every log file, sealed or still open.
+//! per-record hash chain across every log file, sealed or still open. Every record must be
+//! covered by a signature (a checkpoint or digest at or after it): records no signature
+//! covers are invalid, except the last few seconds' worth that a crash, or a trail still
+//! being written, leaves unsigned. What no file of the trail can show — its whole tail
+//! deleted along with the signatures over it — a witness shows: copies of the checkpoints
+//! and digests on another file system (`audit.witness`), checked against the trail.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +36,15 @@ pub struct ValidateOptions {
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
     pub verbose: bool,
+    /// The trail's witness directory, if it has one.
+    pub witness: Option<PathBuf>,
 }
+
+/// Unsigned records are accepted only at the end of the trail and within this span of the
+/// first of them: the writer checkpoints within `audit.checkpoint_interval_ms` (at most a
+/// second) of any record unless it stopped, so more than this was signed and the signatures
+/// were removed.
+const UNSIGNED_TAIL: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
 
 /// The report, line by line as it is printed, and the verdict.
 #[derive(Debug, Clone)]
@@ -183,6 +196,7 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
 
     // Digests: format, location, signature, chain; then the log files each one lists.
     let mut previous: Option<(String, String, String)> = None; // object, signature, hash
+    let mut digest_signed = 0u64;
     let digest_paths = layout.files(Kind::Digest, &[".json.gz"]).unwrap_or_default();
     let digest_objects: Vec<String> = digest_paths.iter().map(|p| layout.object_key(p)).collect();
     for path in &digest_paths {
@@ -215,6 +229,8 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
             .is_some_and(|s| digest.digest_public_key_fingerprint == fingerprint && signing::verify(key, signed.as_bytes(), &s.signature));
         if !signature_ok {
             problems.push(BAD_SIGNATURE.to_owned());
+        } else {
+            digest_signed = digest_signed.max(digest.last_sequence_number);
         }
         // The chain: the digest this one names as previous must be the one before it.
         match (&digest.previous_digest_s3_object, &previous) {
@@ -319,7 +335,7 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
     if let Some(checkpoint) = &newest_checkpoint
         && checkpoint.sequence_number > last_sequence
     {
-        let (loc, time) = last_location.unwrap_or_else(|| (format!("s3://{}/{}", layout.bucket, checkpoint.log_file), None));
+        let (loc, time) = last_location.clone().unwrap_or_else(|| (format!("s3://{}/{}", layout.bucket, checkpoint.log_file), None));
         reporter.file(
             "Log file",
             &loc,
@@ -331,6 +347,37 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
                 checkpoint.checkpoint_time
             )],
         );
+    }
+
+    // Coverage: every record up to the newest signature is signed through the chain.
+    let signed = checkpoints.keys().next_back().copied().unwrap_or(0).max(digest_signed);
+    if last_sequence > signed {
+        let (loc, time) = last_location.clone().unwrap_or_default();
+        let first = event_time_of_record(&scans, signed + 1).and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
+        let last = last_event_time.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        let crash_tail = signed > 0 && matches!((first, last), (Some(first), Some(last)) if last - first <= UNSIGNED_TAIL);
+        let range = format!("records {}..={last_sequence}", signed + 1);
+        if crash_tail {
+            reporter.note(
+                "Log file",
+                &loc,
+                &format!(
+                    "{range} are not signed yet: written within seconds before the trail stopped or was read (as a crash leaves them)"
+                ),
+            );
+        } else {
+            reporter.file(
+                "Log file",
+                &loc,
+                time,
+                &[format!(
+                    "INVALID: {range} are not covered by any signature (no checkpoint or digest signs them: signatures were removed)"
+                )],
+            );
+        }
+    }
+    if let Some(witness) = &options.witness {
+        check_witness(layout, witness, key, &fingerprint, &scans, last_sequence, &digest_objects, &mut reporter);
     }
 
     let mut lines = Vec::new();
@@ -355,6 +402,109 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
         }
     }
     Report { lines, valid, bytes_checked }
+}
+
+/// The `eventTime` of record `sequence`, read again from its file.
+fn event_time_of_record(scans: &[LogScan], sequence: u64) -> Option<String> {
+    let scan = scans
+        .iter()
+        .find(|s| s.links.first().is_some_and(|(first, _)| *first <= sequence) && s.links.iter().any(|(n, _)| *n == sequence))?;
+    let index = scan.links.iter().position(|(n, _)| *n == sequence)?;
+    let sealed = scan.path.extension().is_some_and(|e| e == "gz");
+    let bytes = std::fs::read(&scan.path).ok()?;
+    let content = if sealed { files::gunzip(&bytes).ok()? } else { bytes };
+    let (lines, _) = chain::record_lines(&content, sealed).ok()?;
+    event_time_of(lines.get(index)?)
+}
+
+/// Checks the trail against its witness: the newest checkpoint the witness holds must sign
+/// records the trail has, with the same hash, and the newest digest it holds must be in the
+/// trail. A trail whose tail was deleted along with its signatures fails here.
+#[allow(clippy::too_many_arguments, reason = "the state of one validation, passed once")]
+fn check_witness(
+    layout: &Layout,
+    witness: &Path,
+    key: &VerifyingKey,
+    fingerprint: &str,
+    scans: &[LogScan],
+    last_sequence: u64,
+    digest_objects: &[String],
+    reporter: &mut Reporter<'_>,
+) {
+    let witnessed = Layout { root: witness.to_owned(), ..layout.clone() };
+    let location = |object: &str| format!("witness {}/{object}", witness.display());
+    let mut newest: Option<Checkpoint> = None;
+    for path in witnessed.files(Kind::Checkpoint, &[".jsonl"]).unwrap_or_default() {
+        let content = std::fs::read(&path).unwrap_or_default();
+        let (lines, _) = chain::record_lines(&content, false).expect("open files always split");
+        for line in lines {
+            let Ok(checkpoint) = serde_json::from_slice::<Checkpoint>(line) else { continue };
+            let message = signing::checkpoint_string_to_sign(
+                &checkpoint.checkpoint_time,
+                checkpoint.sequence_number,
+                &checkpoint.record_hash,
+                &checkpoint.log_file,
+                checkpoint.last_digest_signature.as_deref().unwrap_or("null"),
+                &checkpoint.previous_checkpoint_signature,
+            );
+            if checkpoint.public_key_fingerprint != fingerprint || !signing::verify(key, message.as_bytes(), &checkpoint.signature) {
+                reporter.note(
+                    "Checkpoint file",
+                    &location(&witnessed.object_key(&path)),
+                    "a checkpoint in the witness is not signed by this key; ignored",
+                );
+                continue;
+            }
+            if newest.as_ref().is_none_or(|n| checkpoint.sequence_number >= n.sequence_number) {
+                newest = Some(checkpoint);
+            }
+        }
+    }
+    let Some(newest) = newest else {
+        reporter.note("Checkpoint file", &location("DataSandbox-Checkpoint"), "the witness holds no checkpoint: nothing to compare");
+        return;
+    };
+    let log = format!("s3://{}/{}", layout.bucket, newest.log_file);
+    if newest.sequence_number > last_sequence {
+        reporter.file(
+            "Log file",
+            &log,
+            None,
+            &[format!(
+                "INVALID: records {}..={} are missing: the witness holds a checkpoint of {} that signs them (the trail's tail was deleted)",
+                last_sequence + 1,
+                newest.sequence_number,
+                newest.checkpoint_time
+            )],
+        );
+    } else {
+        let hash = scans.iter().find_map(|scan| {
+            let index = scan.links.iter().position(|(n, _)| *n == newest.sequence_number)?;
+            scan.line_hashes.get(index).copied()
+        });
+        if hash.is_some_and(|h| h != decode_hash(&newest.record_hash)) {
+            reporter.file(
+                "Log file",
+                &log,
+                None,
+                &[format!(
+                    "INVALID: record {} does not match the witness's checkpoint of {} (the records were rewritten)",
+                    newest.sequence_number, newest.checkpoint_time
+                )],
+            );
+        }
+    }
+    if let Some(newest_digest) = witnessed.files(Kind::Digest, &[".json.gz"]).unwrap_or_default().last() {
+        let object = witnessed.object_key(newest_digest);
+        if !digest_objects.contains(&object) {
+            reporter.file(
+                "Digest file",
+                &format!("s3://{}/{object}", layout.bucket),
+                None,
+                &[format!("{NOT_FOUND} (the witness holds it: the trail's digests were deleted)")],
+            );
+        }
+    }
 }
 
 /// Says what happened to a file's sequence numbers, which should run `expected, expected+1, …`.

@@ -3,9 +3,9 @@
 //! previous one, signs a checkpoint every N records or T milliseconds, rotates log files by
 //! size and age, and hands closed files to the sealer (compression and hourly digests).
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crate::chain::{self, hash_line};
 use crate::files::Checkpoint;
 use crate::layout::{self, GENESIS_HASH, Kind, Layout};
 use crate::record::Record;
+use crate::reserve::{Open, Reserved};
 use crate::sealer::{self, DigestRef, SealJob};
 use crate::signing::{self, Signer};
 
@@ -47,6 +48,12 @@ pub struct TrailOptions {
     pub rotate_interval: Duration,
     /// Digests are written at multiples of this interval (an hour, as in CloudTrail).
     pub digest_interval: Duration,
+    /// Room kept allocated ahead of the open log file (a sixteenth of it, at least 64 KiB,
+    /// ahead of the checkpoint file): what the trail can still write once the disk is full.
+    pub reserve_bytes: u64,
+    /// A second directory, on another file system, that receives a copy of every checkpoint
+    /// and digest, so that deleting the trail's tail shows (`validate` with a witness).
+    pub witness: Option<PathBuf>,
 }
 
 impl Default for TrailOptions {
@@ -58,6 +65,8 @@ impl Default for TrailOptions {
             rotate_bytes: 32 * 1024 * 1024,
             rotate_interval: Duration::from_secs(300),
             digest_interval: Duration::from_secs(3600),
+            reserve_bytes: 16 * 1024 * 1024,
+            witness: None,
         }
     }
 }
@@ -83,6 +92,9 @@ pub struct Trail {
     layout: Layout,
     sender: mpsc::Sender<Message>,
     durable: Arc<std::sync::atomic::AtomicU64>,
+    on_reserve: Arc<AtomicBool>,
+    /// Below this much free space the file system counts as full.
+    full_below: u64,
 }
 
 impl Trail {
@@ -111,15 +123,18 @@ impl Trail {
         let (sequence, last_hash) = chain_position(&layout)?;
         let (checkpoint_signature, checkpointed) = last_checkpoint(&layout)?;
         let last_digest = Arc::new(Mutex::new(None::<DigestRef>));
-        let sealer = sealer::start(layout.clone(), signer.clone(), last_digest.clone())?;
+        let sealer = sealer::start(layout.clone(), signer.clone(), last_digest.clone(), options.witness.clone())?;
         for path in open_files {
             let _ = sealer.send(SealJob::Seal(path));
         }
         let now = Utc::now();
         let (sender, receiver) = mpsc::channel::<Message>();
         let durable = Arc::new(std::sync::atomic::AtomicU64::new(sequence));
+        let on_reserve = Arc::new(AtomicBool::new(false));
+        let full_below = options.reserve_bytes / 4;
         let mut state = WriterState {
             durable: durable.clone(),
+            on_reserve: on_reserve.clone(),
             next_digest_at: next_boundary(now, options.digest_interval),
             layout: layout.clone(),
             signer,
@@ -136,7 +151,15 @@ impl Trail {
             index,
         };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || state.run(&receiver)).map_err(io(&layout.root))?;
-        Ok(Trail { layout, sender, durable })
+        Ok(Trail { layout, sender, durable, on_reserve, full_below })
+    }
+
+    /// Whether the trail is on its reserve: its file system is full (or nearly: less than a
+    /// quarter of the reserve is free besides it), or the reserve could not be topped up. The
+    /// control plane then carries nothing out and records only refusals and ends. Asked at
+    /// every call, so the first action after the disk fills is already refused.
+    pub fn on_reserve(&self) -> bool {
+        self.on_reserve.load(Ordering::Acquire) || crate::reserve::nearly_full(&self.layout.root, self.full_below)
     }
 
     /// The sequence number of the newest durable record.
@@ -150,7 +173,7 @@ impl Trail {
 
     /// Appends one record and returns once it is durable.
     pub async fn append(&self, record: &Record) -> Result<(), TrailError> {
-        let line = serde_json::to_vec(record).expect("a record always serializes");
+        let line = crate::bound::bounded_line(record);
         let (done, wait) = oneshot::channel();
         self.sender.send(Message::Append(Pending { line, done })).map_err(|_| TrailError::Stopped)?;
         match wait.await {
@@ -227,14 +250,13 @@ fn next_boundary(now: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
 }
 
 struct ActiveFile {
-    file: File,
-    path: PathBuf,
-    size: u64,
+    log: Reserved,
     opened: Instant,
 }
 
 struct WriterState {
     durable: Arc<std::sync::atomic::AtomicU64>,
+    on_reserve: Arc<AtomicBool>,
     layout: Layout,
     signer: Arc<Signer>,
     options: TrailOptions,
@@ -244,7 +266,7 @@ struct WriterState {
     checkpointed: u64,
     last_checkpoint_at: Instant,
     checkpoint_signature: String,
-    checkpoint_file: Option<(PathBuf, File)>,
+    checkpoint_file: Option<Reserved>,
     next_digest_at: DateTime<Utc>,
     sealer: mpsc::Sender<SealJob>,
     last_digest: Arc<Mutex<Option<DigestRef>>>,
@@ -317,11 +339,17 @@ impl WriterState {
                 }
             }
         }
-        let result = self.write_batch(&mut batch).map_err(|err| err.to_string());
-        if let Err(message) = &result {
-            tracing::error!(error = %message, "audit write failed; actions are refused until it recovers");
-            self.active = None;
+        let result = self.write_batch(&mut batch);
+        if let Err(err) = &result {
+            tracing::error!(error = %err, "audit write failed; actions are refused until it recovers");
+            // A batch the reserve could not hold left nothing behind: the file and what is left
+            // of its reserve stay. Any other failure may have left half a line: a new file.
+            let refused_whole = matches!(err, TrailError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull);
+            if !refused_whole {
+                self.active = None;
+            }
         }
+        let result = result.map_err(|err| err.to_string());
         for pending in batch {
             let _ = pending.done.send(result.clone());
         }
@@ -341,13 +369,38 @@ impl WriterState {
         }
     }
 
+    /// A new log file for the next record, with its reserve allocated; the second value
+    /// says whether the whole reserve could be had.
+    fn open_log(&self) -> Result<(ActiveFile, bool), TrailError> {
+        let path = self.layout.log_file(&Utc::now(), self.sequence + 1);
+        layout::create_parent(&path).map_err(io(&path))?;
+        let (log, whole) = Reserved::open(&path, self.options.reserve_bytes, Open::New).map_err(io(&path))?;
+        layout::sync_dir(&path).map_err(io(&path))?;
+        Ok((ActiveFile { log, opened: Instant::now() }, whole))
+    }
+
+    /// Tops up the reserves and says whether the trail is on its reserve.
+    fn check_reserve(&mut self) {
+        let log = self.active.as_mut().is_none_or(|a| a.log.top_up());
+        let checkpoints = self.checkpoint_file.as_mut().is_none_or(Reserved::top_up);
+        let full = crate::reserve::nearly_full(&self.layout.root, self.options.reserve_bytes / 4);
+        let on_reserve = full || !(log && checkpoints);
+        if self.on_reserve.swap(on_reserve, Ordering::AcqRel) != on_reserve {
+            if on_reserve {
+                tracing::error!(
+                    "the audit trail's file system is full: the trail writes on its reserve and every action is refused until space is freed"
+                );
+            } else {
+                tracing::warn!("the audit trail has its whole reserve again: actions are carried out again");
+            }
+        }
+    }
+
     fn write_batch(&mut self, batch: &mut [Pending]) -> Result<(), TrailError> {
         if self.active.is_none() {
-            let path = self.layout.log_file(&Utc::now(), self.sequence + 1);
-            layout::create_parent(&path).map_err(io(&path))?;
-            let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io(&path))?;
-            layout::sync_dir(&path).map_err(io(&path))?;
-            self.active = Some(ActiveFile { file, path, size: 0, opened: Instant::now() });
+            // The first file of a run takes what it can get: without it nothing can be written.
+            let (active, _) = self.open_log()?;
+            self.active = Some(active);
         }
         let mut buffer = Vec::with_capacity(batch.iter().map(|p| p.line.len() + 110).sum());
         let mut sequence = self.sequence;
@@ -366,19 +419,20 @@ impl WriterState {
             buffer.push(b'\n');
         }
         let active = self.active.as_mut().expect("opened above");
-        active.file.write_all(&buffer).map_err(io(&active.path))?;
-        active.file.sync_data().map_err(io(&active.path))?;
-        active.size += buffer.len() as u64;
+        active.log.append(&buffer).map_err(io(&active.log.path))?;
         self.sequence = sequence;
         self.last_hash = last_hash;
         self.durable.store(sequence, std::sync::atomic::Ordering::Release);
         if let Some(index) = &self.index {
             let _ = index.send(indexed);
         }
+        self.check_reserve();
         Ok(())
     }
 
     fn maintain(&mut self) -> Result<(), TrailError> {
+        // The disk may have filled, or space been freed, since the last write.
+        self.check_reserve();
         let pending = self.sequence - self.checkpointed;
         if pending > 0
             && (pending >= self.options.checkpoint_records || self.last_checkpoint_at.elapsed() >= self.options.checkpoint_interval)
@@ -387,11 +441,9 @@ impl WriterState {
         }
         if Utc::now() >= self.next_digest_at {
             self.digest()?;
-        } else if self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.size >= self.options.rotate_bytes || a.opened.elapsed() >= self.options.rotate_interval)
-        {
+        } else if self.active.as_ref().is_some_and(|a| {
+            a.log.size >= self.options.rotate_bytes || (a.log.size > 0 && a.opened.elapsed() >= self.options.rotate_interval)
+        }) {
             self.rotate();
         }
         Ok(())
@@ -400,7 +452,7 @@ impl WriterState {
     fn checkpoint(&mut self) -> Result<(), TrailError> {
         let now = Utc::now();
         let time = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let log_file = self.active.as_ref().map(|a| self.layout.object_key(&a.path)).unwrap_or_default();
+        let log_file = self.active.as_ref().map(|a| self.layout.object_key(&a.log.path)).unwrap_or_default();
         let last_digest = self.last_digest.lock().expect("digest lock").clone();
         let digest_signature = last_digest.as_ref().map_or("null", |d| d.signature.as_str()).to_owned();
         let message = signing::checkpoint_string_to_sign(
@@ -425,25 +477,57 @@ impl WriterState {
             signature: signature.clone(),
         };
         let path = self.layout.checkpoint_file(&now);
-        if self.checkpoint_file.as_ref().is_none_or(|(p, _)| *p != path) {
-            layout::create_parent(&path).map_err(io(&path))?;
-            let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
-            layout::sync_dir(&path).map_err(io(&path))?;
-            self.checkpoint_file = Some((path.clone(), file));
+        if self.checkpoint_file.as_ref().is_none_or(|c| c.path != path) {
+            let opened = layout::create_parent(&path)
+                .and_then(|()| Reserved::open(&path, (self.options.reserve_bytes / 16).max(64 * 1024), Open::Append))
+                .and_then(|opened| layout::sync_dir(&path).map(|()| opened));
+            match opened {
+                Ok((file, whole)) if whole || self.checkpoint_file.is_none() => self.checkpoint_file = Some(file),
+                // On a full disk, the new hour's checkpoints go on in the last hour's file
+                // (validation reads checkpoint files in order, whatever hour they name).
+                Ok((file, _)) => {
+                    if file.size == 0 {
+                        let _ = std::fs::remove_file(&file.path);
+                    }
+                }
+                Err(_) if self.checkpoint_file.is_some() => {}
+                Err(err) => return Err(io(&path)(err)),
+            }
         }
-        let (_, file) = self.checkpoint_file.as_mut().expect("opened above");
+        let file = self.checkpoint_file.as_mut().expect("opened above");
         let mut line = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
         line.push(b'\n');
-        file.write_all(&line).and_then(|()| file.sync_data()).map_err(io(&path))?;
+        let written = file.path.clone();
+        file.append(&line).map_err(io(&written))?;
+        if let Some(witness) = &self.options.witness {
+            let copy = witness.join(self.layout.object_key(&written));
+            if let Err(err) = append_durably(&copy, &line) {
+                tracing::error!(error = %err, path = %copy.display(), "cannot write a checkpoint to the trail's witness");
+            }
+        }
         self.checkpoint_signature = signature;
         self.checkpointed = self.sequence;
         self.last_checkpoint_at = Instant::now();
         Ok(())
     }
 
+    /// Hands the open log file to the sealer and opens the next one with its reserve. On a
+    /// full disk (no whole reserve for a new file) the open file goes on.
     fn rotate(&mut self) {
-        if let Some(active) = self.active.take() {
-            let _ = self.sealer.send(SealJob::Seal(active.path));
+        if self.active.as_ref().is_none_or(|a| a.log.size == 0) || self.on_reserve.load(Ordering::Acquire) {
+            return;
+        }
+        match self.open_log() {
+            Ok((next, true)) => {
+                if let Some(old) = self.active.replace(next) {
+                    let _ = self.sealer.send(SealJob::Seal(old.log.path));
+                }
+            }
+            Ok((next, false)) => {
+                let _ = std::fs::remove_file(&next.log.path);
+                tracing::warn!("no room for a new audit log file with its reserve; the open one goes on");
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot open a new audit log file; the open one goes on"),
         }
     }
 
@@ -463,8 +547,22 @@ impl WriterState {
 
     fn finish(&mut self) {
         self.log_errors(|s| s.digest());
+        // The file the last rotation opened, if nothing was written to it.
+        if let Some(active) = self.active.take_if(|a| a.log.size == 0) {
+            let path = active.log.path.clone();
+            drop(active);
+            let _ = std::fs::remove_file(&path).and_then(|()| layout::sync_dir(&path));
+        }
         let (done, wait) = std::sync::mpsc::channel();
         let _ = self.sealer.send(SealJob::Stop(done));
         let _ = wait.recv();
     }
+}
+
+/// Appends `bytes` to `path` (created with its directories if missing) and makes them durable.
+pub(crate) fn append_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    layout::create_parent(path)?;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
 }

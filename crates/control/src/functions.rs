@@ -184,8 +184,10 @@ async fn audit_delivery(control: &ControlPlane, function: &str, event: &Value, a
         management_event: false,
         correlation_id: event["correlationId"].as_str().map(str::to_owned),
         source_ip: None,
+        // The function has run (its own actions were recorded, or refused, one by one).
+        effect: crate::pipeline::Effect::Recorded,
     };
-    control.record_service_event(record).await;
+    let _ = control.record_service_event(record).await;
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod identity;
 mod instances;
 mod metrics;
 mod pipeline;
+mod recorded;
 mod services;
 mod store;
 

@@ -25,6 +25,8 @@ const HIDDEN_MEMBERS: &[&str] = &[
     "Body",
     "Value",
     "Spec",
+    // A deploy's spec overrides, when its input does not parse (parsed, `Override` hides their values by type).
+    "Overrides",
     "Plaintext",
     "CiphertextBlob",
     "Token",
@@ -39,7 +41,7 @@ const HIDDEN_MEMBERS: &[&str] = &[
     "SecretCode",
     "OtpauthUri",
 ];
-const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
+pub(crate) const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
 
 /// One call as a transport hands it over.
 pub struct Request {
@@ -65,6 +67,18 @@ impl Request {
     }
 }
 
+/// What a service event's record stands for, which decides whether it may be written from
+/// the trail's reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Something happens only once this record is durable (a proxied request, a clipboard
+    /// transfer, a download, a connection): refused, and recorded as refused, while the trail
+    /// writes on its reserve or cannot write at all.
+    Gated,
+    /// A refusal, an end, or something already done: recorded even from the trail's reserve.
+    Recorded,
+}
+
 /// Something the platform did by itself, for the trail.
 pub(crate) struct ServiceEvent<'a> {
     pub source: &'a str,
@@ -77,6 +91,8 @@ pub(crate) struct ServiceEvent<'a> {
     pub correlation_id: Option<String>,
     /// Where the event came from when a client caused it; else the principal (a service).
     pub source_ip: Option<String>,
+    /// `Gated` unless said otherwise: an event that forgets to say is refused on the reserve.
+    pub effect: Effect,
 }
 
 impl Default for ServiceEvent<'_> {
@@ -91,6 +107,7 @@ impl Default for ServiceEvent<'_> {
             management_event: true,
             correlation_id: None,
             source_ip: None,
+            effect: Effect::Gated,
         }
     }
 }
@@ -200,7 +217,12 @@ impl ControlPlane {
             rotate_bytes: spec.audit.rotate_bytes,
             rotate_interval: Duration::from_secs(spec.audit.rotate_interval_seconds),
             digest_interval: Duration::from_secs(spec.audit.digest_interval_seconds),
+            reserve_bytes: spec.audit.reserve_bytes,
+            witness: spec.audit.witness.clone(),
         };
+        if let Some(witness) = &spec.audit.witness {
+            check_witness(witness, data_dir).map_err(StartError::Setup)?;
+        }
         let trail = Trail::open(layout, audit::Signer::from_bytes(&secret), options, Some(index_tx))?;
         index.spawn_feeder(index_rx);
         let plane = Arc::new(Plane {
@@ -226,7 +248,11 @@ impl ControlPlane {
         });
         let control = ControlPlane { plane };
         let _ = control.plane.deploy_steps.set(crate::services::deploy::start_step_runner(control.clone()));
-        control.service_event("StartLogging", serde_json::json!({ "Trail": control.plane.trail.layout().bucket })).await;
+        // The policies in force from now on, by hash, so every decision's policies are in the trail.
+        let policies = crate::services::deploy::policy_digests(&control.plane.current());
+        control
+            .service_event("StartLogging", serde_json::json!({ "Trail": control.plane.trail.layout().bucket, "Policies": policies }))
+            .await;
         let reaped = crate::instances::reconcile(&control.plane).await.map_err(|e| StartError::Setup(e.to_string()))?;
         if !reaped.is_empty() {
             tracing::warn!(instances = ?reaped, "destroyed instances a previous run left behind");
@@ -290,48 +316,15 @@ impl ControlPlane {
 
     /// A record of something the platform itself did (not a caller's action).
     pub(crate) async fn service_event(&self, name: &str, parameters: Value) {
-        let event = ServiceEvent { source: "audit", name, parameters, ..ServiceEvent::default() };
-        self.record_service_event(event).await;
+        let event = ServiceEvent { source: "audit", name, parameters, effect: Effect::Recorded, ..ServiceEvent::default() };
+        let _ = self.record_service_event(event).await;
     }
 
     /// Writes a service event: the platform's own doing, attributed to `datasandbox` or to
-    /// the platform component named by `principal`.
-    pub(crate) async fn record_service_event(&self, event: ServiceEvent<'_>) {
-        let spec = &self.plane.spec;
-        let record = Record {
-            sequence_number: None,
-            previous_record_hash: None,
-            event_version: audit::EVENT_VERSION.into(),
-            user_identity: audit::UserIdentity {
-                kind: "AWSService".into(),
-                principal_id: event.principal.into(),
-                arn: String::new(),
-                account_id: spec.account_id.clone(),
-                user_name: None,
-                session_context: None,
-            },
-            event_time: millis_to_rfc3339(now_millis()),
-            event_source: event.source.into(),
-            event_name: event.name.into(),
-            aws_region: spec.region.clone(),
-            source_ip_address: event.source_ip.unwrap_or_else(|| event.principal.into()),
-            user_agent: concat!("datasandbox/", env!("CARGO_PKG_VERSION")).into(),
-            error_code: event.error.map(|e| e.code.to_owned()),
-            error_message: event.error.map(|e| e.message.clone()),
-            request_parameters: event.parameters,
-            response_elements: Value::Null,
-            request_id: uuid::Uuid::new_v4().to_string(),
-            event_id: uuid::Uuid::new_v4().to_string(),
-            read_only: false,
-            resources: event.resources,
-            event_type: "AwsServiceEvent".into(),
-            management_event: event.management_event,
-            recipient_account_id: spec.account_id.clone(),
-            correlation_id: event.correlation_id,
-        };
-        if let Err(err) = self.plane.trail.append(&record).await {
-            tracing::error!(error = %err, event = event.name, "cannot audit a service event");
-        }
+    /// the platform component named by `principal`. A gated event's effect must wait for `Ok`
+    /// (see [`Effect`]); an error is what to refuse with.
+    pub(crate) async fn record_service_event(&self, event: ServiceEvent<'_>) -> Result<(), ActionError> {
+        record_service_event(&self.plane, event).await
     }
 
     /// This service provider's SAML metadata, served at `/saml/metadata`.
@@ -361,7 +354,7 @@ impl ControlPlane {
                 source_ip: Some(source_ip.to_owned()),
                 ..ServiceEvent::default()
             };
-            self.record_service_event(event).await;
+            let _ = self.record_service_event(event).await;
         }
     }
 
@@ -420,10 +413,13 @@ impl ControlPlane {
                         authorized: false,
                         resources: Vec::new(),
                         correlation_id: caller.correlation_id.clone(),
+                        recorded_input: None,
                     };
                     let console = identity::console_access(&request.credentials, &caller);
                     let result = match (&input, spec) {
                         _ if let Err(refused) = &console => Err(refused.clone()),
+                        // On the trail's reserve nothing is carried out; the refusal is what is recorded.
+                        _ if plane.trail.on_reserve() => Err(trail_on_reserve()),
                         (_, None) => Err(unknown_action(&request.action)),
                         (Err(err), _) => Err(err.clone()),
                         (Ok(input), Some(spec)) => {
@@ -437,19 +433,23 @@ impl ControlPlane {
                         }
                     };
                     let (correlation_id, resources) = (ctx.correlation_id, ctx.resources);
-                    (Some(caller), result, resources, correlation_id, input.unwrap_or(Value::Null))
+                    // An input the handler parsed by type is recorded as it serializes (secrets hidden
+                    // by type); any other, as sent with the members named secret hidden.
+                    let recorded = match ctx.recorded_input {
+                        Some(typed) => typed,
+                        None => input.map(hide_members).unwrap_or(Value::Null),
+                    };
+                    (Some(caller), result, resources, correlation_id, recorded)
                 }
             };
+        // The reply and the record carry the same, bounded, message.
+        let result = result.map_err(bound_error);
         let record = self.record(&request, spec, caller.as_ref(), &request_id, input, &result, resources, correlation_id);
         let result = match plane.trail.append(&record).await {
             Ok(()) => result,
             Err(err) => {
                 tracing::error!(request_id, error = %err, "audit record not written");
-                Err(ActionError::new(
-                    503,
-                    "ServiceUnavailable",
-                    "the audit trail cannot be written, so no action can be acknowledged; the operator must free the trail's disk",
-                ))
+                Err(trail_unwritable())
             }
         };
         let label = spec.map_or("unknown", |s| s.name);
@@ -532,7 +532,7 @@ impl ControlPlane {
             user_agent: request.user_agent.chars().take(256).collect(),
             error_code: result.as_ref().err().map(|e| e.code.to_owned()),
             error_message: result.as_ref().err().map(|e| e.message.clone()),
-            request_parameters: redact(input),
+            request_parameters: summarize(input),
             response_elements,
             request_id: request_id.to_owned(),
             event_id: uuid::Uuid::new_v4().to_string(),
@@ -548,6 +548,98 @@ impl ControlPlane {
             correlation_id,
         }
     }
+}
+
+/// See [`ControlPlane::record_service_event`]; for code that holds only the plane.
+pub(crate) async fn record_service_event(plane: &Plane, event: ServiceEvent<'_>) -> Result<(), ActionError> {
+    let spec = &plane.spec;
+    let mut record = Record {
+        sequence_number: None,
+        previous_record_hash: None,
+        event_version: audit::EVENT_VERSION.into(),
+        user_identity: audit::UserIdentity {
+            kind: "AWSService".into(),
+            principal_id: event.principal.into(),
+            arn: String::new(),
+            account_id: spec.account_id.clone(),
+            user_name: None,
+            session_context: None,
+        },
+        event_time: millis_to_rfc3339(now_millis()),
+        event_source: event.source.into(),
+        event_name: event.name.into(),
+        aws_region: spec.region.clone(),
+        source_ip_address: event.source_ip.unwrap_or_else(|| event.principal.into()),
+        user_agent: concat!("datasandbox/", env!("CARGO_PKG_VERSION")).into(),
+        error_code: event.error.map(|e| e.code.to_owned()),
+        error_message: event.error.map(|e| e.message.clone()),
+        request_parameters: event.parameters,
+        response_elements: Value::Null,
+        request_id: uuid::Uuid::new_v4().to_string(),
+        event_id: uuid::Uuid::new_v4().to_string(),
+        read_only: false,
+        resources: event.resources,
+        event_type: "AwsServiceEvent".into(),
+        management_event: event.management_event,
+        recipient_account_id: spec.account_id.clone(),
+        correlation_id: event.correlation_id,
+    };
+    let gated = event.effect == Effect::Gated && event.error.is_none();
+    if gated && plane.trail.on_reserve() {
+        // The refusal is recorded instead, from the reserve.
+        let refused = trail_on_reserve();
+        record.error_code = Some(refused.code.to_owned());
+        record.error_message = Some(refused.message.clone());
+        if let Err(err) = plane.trail.append(&record).await {
+            tracing::error!(error = %err, event = event.name, "cannot audit a refused service event");
+        }
+        return Err(refused);
+    }
+    match plane.trail.append(&record).await {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            tracing::error!(error = %err, event = event.name, "cannot audit a service event");
+            Err(trail_unwritable())
+        }
+    }
+}
+
+/// The witness must be a directory of its own on another file system than the trail: what
+/// removes or fills the trail must not reach it.
+fn check_witness(witness: &Path, data_dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(witness)
+        .map_err(|e| format!("audit.witness: cannot create `{}`: {e}", witness.display()))?;
+    let device = |path: &Path| std::fs::metadata(path).map(|m| m.dev()).map_err(|e| format!("`{}`: {e}", path.display()));
+    if device(witness)? == device(data_dir)? {
+        return Err(format!(
+            "audit.witness: `{}` is on the same file system as the data directory `{}`; a witness must be on another one (a different disk, a network mount), or what deletes or fills the trail reaches it too",
+            witness.display(),
+            data_dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The refusal of anything while the trail writes on its reserve.
+fn trail_on_reserve() -> ActionError {
+    ActionError::new(
+        503,
+        "ServiceUnavailable",
+        "the audit trail's file system is full and the trail is writing on its reserve, so nothing is carried out until the operator frees space; this refusal is recorded",
+    )
+}
+
+/// The refusal of anything while the trail cannot be written at all.
+fn trail_unwritable() -> ActionError {
+    ActionError::new(
+        503,
+        "ServiceUnavailable",
+        "the audit trail cannot be written, so no action can be acknowledged; the operator must free the trail's disk",
+    )
 }
 
 fn unknown_action(name: &str) -> ActionError {
@@ -573,6 +665,29 @@ fn unknown_action(name: &str) -> ActionError {
     }
 }
 
+/// The longest error message a reply or record carries; longer ones are cut, saying so.
+const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// The longest member name a request may use (AWS's longest are far shorter).
+const MAX_MEMBER_NAME_BYTES: usize = 256;
+
+fn bound_error(mut error: ActionError) -> ActionError {
+    if error.message.len() > MAX_ERROR_MESSAGE_BYTES {
+        error.message = audit::bound::cut(&error.message, MAX_ERROR_MESSAGE_BYTES).into_owned();
+    }
+    error
+}
+
+/// The first member name, at any depth, longer than [`MAX_MEMBER_NAME_BYTES`].
+fn overlong_member(value: &Value) -> Option<&str> {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(key, member)| if key.len() > MAX_MEMBER_NAME_BYTES { Some(key.as_str()) } else { overlong_member(member) }),
+        Value::Array(items) => items.iter().find_map(overlong_member),
+        _ => None,
+    }
+}
+
 fn parse_body(body: &Result<Bytes, ActionError>) -> Result<Value, ActionError> {
     let bytes = body.as_ref().map_err(Clone::clone)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -583,13 +698,34 @@ fn parse_body(body: &Result<Bytes, ActionError>) -> Result<Value, ActionError> {
     if !value.is_object() {
         return Err(ActionError::serialization("the request body must be a JSON object"));
     }
+    if let Some(name) = overlong_member(&value) {
+        return Err(ActionError::validation(format!(
+            "member names are at most {MAX_MEMBER_NAME_BYTES} bytes; the request has one of {} bytes (`{}`)",
+            name.len(),
+            audit::bound::cut(&name.chars().filter(|c| !c.is_control()).take(64).collect::<String>(), 64)
+        )));
+    }
     Ok(value)
 }
 
 /// Request parameters larger than this are summarized in the record, not copied.
 const MAX_RECORDED_PARAMETERS: usize = 16 * 1024;
 
-fn redact(mut value: Value) -> Value {
+fn redact(value: Value) -> Value {
+    summarize(hide_members(value))
+}
+
+/// Parameters too large to copy into a record, summarized.
+fn summarize(value: Value) -> Value {
+    let size = value.to_string().len();
+    if size > MAX_RECORDED_PARAMETERS {
+        return audit::bound::summary(&value, size);
+    }
+    value
+}
+
+/// The members named in [`HIDDEN_MEMBERS`] hidden, at any depth.
+fn hide_members(mut value: Value) -> Value {
     fn walk(value: &mut Value) {
         match value {
             Value::Object(map) => {
@@ -606,11 +742,6 @@ fn redact(mut value: Value) -> Value {
         }
     }
     walk(&mut value);
-    let size = value.to_string().len();
-    if size > MAX_RECORDED_PARAMETERS {
-        let members: Vec<String> = value.as_object().map(|m| m.keys().take(32).cloned().collect()).unwrap_or_default();
-        return serde_json::json!({ "truncated": true, "size": size, "members": members });
-    }
     value
 }
 
@@ -624,12 +755,22 @@ pub(crate) struct Ctx<'a> {
     authorized: bool,
     resources: Vec<RecordResource>,
     correlation_id: Option<String>,
+    /// The input as its record shows it, when the handler parsed it by type.
+    recorded_input: Option<Value>,
 }
 
 impl Ctx<'_> {
     /// Parses the input into the action's typed request; failures are ValidationExceptions.
     pub fn parse<T: DeserializeOwned>(&self, input: Value) -> Result<T, ActionError> {
         serde_json::from_value(input).map_err(|err| ActionError::validation(format!("invalid request: {err}")))
+    }
+
+    /// Parses like [`Ctx::parse`], and records the input as the parsed value serializes:
+    /// its [`Redacted`](crate::recorded::Redacted) fields are hidden whatever they are named.
+    pub fn parse_recorded<T: DeserializeOwned + serde::Serialize>(&mut self, input: Value) -> Result<T, ActionError> {
+        let parsed: T = self.parse(input)?;
+        self.recorded_input = Some(serde_json::to_value(&parsed).map_err(ActionError::internal)?);
+        Ok(parsed)
     }
 
     /// Authorizes this action on `resource`. Every handler calls this before any effect.

@@ -111,8 +111,8 @@ pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {
             }
             Err(err) => fail(err),
         },
-        AuditCommand::Validate { start, end, verbose, trail_dir, public_key } => {
-            validate(data_dir, start, end, verbose, trail_dir, public_key)
+        AuditCommand::Validate { start, end, verbose, trail_dir, public_key, witness } => {
+            validate(data_dir, start, end, verbose, trail_dir, public_key, witness)
         }
     }
 }
@@ -162,10 +162,14 @@ fn validate(
     verbose: bool,
     trail_dir: Option<PathBuf>,
     public_key: Option<PathBuf>,
+    witness: Option<PathBuf>,
 ) -> ExitCode {
     let root = trail_dir.unwrap_or_else(|| data_dir.join("trail"));
     let result = (|| -> Result<(audit::Layout, ed25519_dalek::VerifyingKey, audit::ValidateOptions), String> {
-        let options = audit::ValidateOptions { start: parse_time("start", start)?, end: parse_time("end", end)?, verbose };
+        if let Some(witness) = witness.as_ref().filter(|w| !w.is_dir()) {
+            return Err(format!("the witness `{}` is not a directory", witness.display()));
+        }
+        let options = audit::ValidateOptions { start: parse_time("start", start)?, end: parse_time("end", end)?, verbose, witness };
         let layout = discover_layout(&root)?;
         let key = match public_key {
             Some(path) => {

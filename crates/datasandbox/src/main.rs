@@ -244,6 +244,10 @@ pub enum AuditCommand {
         /// The trail's public key (64 hex digits in a file); default: the key the trail holds.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// The trail's witness (`audit.witness`: copies of its checkpoints and digests on
+        /// another file system); shows a deleted tail the trail alone cannot.
+        #[arg(long)]
+        witness: Option<PathBuf>,
     },
     /// Run one read-only SQL SELECT over the audit index (tables `events`, `event_resources`).
     Query {

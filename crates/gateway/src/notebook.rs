@@ -287,6 +287,15 @@ async fn redeem(control: ControlPlane, credentials: Credentials, peer: SocketAdd
     }
 }
 
+/// A request refused because its audit record could not be written (the trail's disk is full).
+fn unrecorded(err: control::ActionError) -> Response {
+    (
+        StatusCode::from_u16(err.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        axum::Json(json!({ "Code": err.code, "Message": err.message })),
+    )
+        .into_response()
+}
+
 fn refuse(message: &str) -> Response {
     (StatusCode::FORBIDDEN, axum::Json(json!({ "Code": "AccessDeniedException", "Message": message }))).into_response()
 }
@@ -336,7 +345,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let method = parts.method.clone();
     if let Some(why) = refused_route(&target, &rest, &query) {
-        control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
+        let _ = control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
         return refuse(why);
     }
     // Kernel channels and other WebSockets are bridged, not forwarded.
@@ -345,7 +354,9 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
         };
-        control.record_notebook_access(&target, &name, "WEBSOCKET", &rest, None).await;
+        if let Err(err) = control.record_notebook_access(&target, &name, "WEBSOCKET", &rest, None).await {
+            return unrecorded(err);
+        }
         return bridge(target, &name, &rest, &query, &parts.headers, upgrade).await;
     }
     let contents = rest.starts_with("api/contents");
@@ -359,14 +370,16 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
             Err(_) => (Bytes::new(), Some(TOO_LARGE)),
         };
         if let Some(why) = why {
-            control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
+            let _ = control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
             return refuse(why);
         }
         Body::from(bytes)
     } else {
         body
     };
-    control.record_notebook_access(&target, &name, method.as_str(), &rest, None).await;
+    if let Err(err) = control.record_notebook_access(&target, &name, method.as_str(), &rest, None).await {
+        return unrecorded(err);
+    }
     let response = match forward(&target, &name, &rest, &query, parts, body).await {
         Ok(response) => response,
         Err(err) => {
@@ -388,7 +401,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
             Err(_) => (Bytes::new(), Some(TOO_LARGE)),
         };
         if let Some(why) = why {
-            control.record_notebook_access(&target, &name, "GET", &rest, Some(why)).await;
+            let _ = control.record_notebook_access(&target, &name, "GET", &rest, Some(why)).await;
             return refuse(why);
         }
         return Response::from_parts(parts, Body::from(bytes));

@@ -90,6 +90,9 @@ async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSock
                     tracing::info!(session = target.connection.session_id, error = %err, "closing a stream: the client broke RFB");
                     break;
                 }
+                if !judged(&control, &target, &events).await {
+                    break;
+                }
                 if to_display.write_all(&out).await.is_err() {
                     break;
                 }
@@ -101,6 +104,9 @@ async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSock
                 };
                 if let Err(err) = server.feed(&buffer[..n], &mut out, &mut events) {
                     tracing::warn!(session = target.connection.session_id, error = %err, "closing a stream: the display broke RFB");
+                    break;
+                }
+                if !judged(&control, &target, &events).await {
                     break;
                 }
                 if !out.is_empty() {
@@ -122,16 +128,28 @@ async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSock
                 }
             }
         }
-        for event in &events {
-            match event {
-                Event::Input => target.connection.input(),
-                Event::ClipboardPassed { direction, bytes } => control.record_clipboard(&target, direction, *bytes, None).await,
-                Event::ClipboardBlocked { direction, bytes, reason } => {
-                    control.record_clipboard(&target, direction, *bytes, Some(reason)).await
-                }
-            }
-        }
     }
     let _ = to_client.send(Message::Close(None)).await;
     target.connection.close().await;
+}
+
+/// Acts on the filters' events before their bytes go on: input counts for the idle timeout,
+/// and each clipboard transfer is recorded first. A transfer whose record cannot be written
+/// does not cross: `false` ends the stream.
+async fn judged(control: &ControlPlane, target: &StreamTarget, events: &[Event]) -> bool {
+    for event in events {
+        match event {
+            Event::Input => target.connection.input(),
+            Event::ClipboardPassed { direction, bytes } => {
+                if let Err(err) = control.record_clipboard(target, direction, *bytes, None).await {
+                    tracing::warn!(session = target.connection.session_id, error = %err.message, "closing a stream: a clipboard transfer cannot be recorded");
+                    return false;
+                }
+            }
+            Event::ClipboardBlocked { direction, bytes, reason } => {
+                let _ = control.record_clipboard(target, direction, *bytes, Some(reason)).await;
+            }
+        }
+    }
+    true
 }

@@ -9,6 +9,7 @@ mod walk;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 pub use defaults::default_spec_text;
 
@@ -217,6 +218,12 @@ pub struct AuditSpec {
     pub rotate_bytes: u64,
     pub rotate_interval_seconds: u64,
     pub digest_interval_seconds: u64,
+    /// Room the trail keeps allocated ahead of its open files, to go on recording refusals
+    /// and ends once the disk is full.
+    pub reserve_bytes: u64,
+    /// A directory on another file system that receives a copy of every checkpoint and
+    /// digest (`audit validate --witness`).
+    pub witness: Option<PathBuf>,
 }
 
 /// An OpenID Connect provider users may sign in with (authorization code with PKCE).
@@ -488,7 +495,16 @@ fn read_spec(root: &Table) -> Spec {
         rotate_bytes: audit.integer("rotate_bytes", 32 * 1024 * 1024, 64 * 1024..=1024 * 1024 * 1024) as u64,
         rotate_interval_seconds: audit.integer("rotate_interval_seconds", 300, 1..=3600) as u64,
         digest_interval_seconds: audit.integer("digest_interval_seconds", 3600, 1..=3600) as u64,
+        reserve_bytes: audit.integer("reserve_bytes", 16 * 1024 * 1024, 1024 * 1024..=1024 * 1024 * 1024) as u64,
+        witness: audit.opt_string("witness").filter(|w| !w.is_empty()).map(PathBuf::from),
     };
+    if let Some(witness) = &audit_spec.witness {
+        if !witness.is_absolute() {
+            audit.problem("witness", format!("`{}` must be an absolute path (a directory on another file system)", witness.display()));
+        } else if witness.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            audit.problem("witness", format!("`{}` must not contain `..`", witness.display()));
+        }
+    }
     audit.finish();
 
     let sandbox = root.table("sandbox");

@@ -241,7 +241,9 @@ async fn record(validator: &Validator<'_>, bucket: &str, key: &str, session: Opt
         parameters: json!({ "Bucket": bucket, "Key": key, "SessionId": session, "Reason": reason.map(RejectReason::code) }),
         error: error.as_ref(),
         correlation_id: validator.correlation_id.clone(),
+        // A verdict already acted on through the pipeline.
+        effect: crate::pipeline::Effect::Recorded,
         ..ServiceEvent::default()
     };
-    validator.control.record_service_event(event).await;
+    let _ = validator.control.record_service_event(event).await;
 }

@@ -204,6 +204,7 @@ async fn validate_trail(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Action
         start: instant("StartTime", input.start_time.as_deref())?,
         end: instant("EndTime", input.end_time.as_deref())?,
         verbose: input.verbose,
+        witness: ctx.plane.spec.audit.witness.clone(),
     };
     ctx.authorize(Resource::Service("audit".into()))?;
     let layout = ctx.plane.trail.layout().clone();

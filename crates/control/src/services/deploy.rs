@@ -27,7 +27,8 @@ use apply::{Applier, Deleted};
 use template::{Kind, Resource, STACKS};
 
 use crate::error::ActionError;
-use crate::pipeline::{ControlPlane, Ctx, Plane, StartError};
+use crate::pipeline::{ControlPlane, Ctx, Effect, Plane, ServiceEvent, StartError};
+use crate::recorded::{Override, Redacted};
 use crate::store::{Store, millis_to_rfc3339, now_millis};
 
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
@@ -67,13 +68,14 @@ pub(crate) async fn last_deployed(store: &Store) -> Result<Option<Spec>, StartEr
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 struct SpecInput {
-    /// The spec's TOML text.
-    spec: String,
+    /// The spec's TOML text (its hash is in the answer).
+    spec: Redacted<String>,
+    /// `-c key=value`: recorded by key, never by value (secrets are given this way).
     #[serde(default)]
-    overrides: Vec<String>,
+    overrides: Vec<Override>,
     /// Names the deployment's events so a client can follow them while it runs.
     #[serde(default)]
     client_request_token: Option<String>,
@@ -116,7 +118,14 @@ impl Planned {
                 details.push(json!({ "Name": name, "Before": before, "After": after, "RequiresReplacement": immutable.contains(field) }));
             }
         }
-        json!({ "Stack": r.stack, "LogicalResourceId": r.logical_id, "ResourceType": r.kind.type_name(), "Action": action, "Details": details })
+        let mut change = json!({ "Stack": r.stack, "LogicalResourceId": r.logical_id, "ResourceType": r.kind.type_name(), "Action": action, "Details": details });
+        // A policy's text is what decides; the change names it by hash whatever the action.
+        if r.kind == Kind::Policy
+            && let Some(text) = r.properties["Statement"].as_str()
+        {
+            change["StatementSha256"] = json!(hex::encode(sha2::Sha256::digest(text.as_bytes())));
+        }
+        change
     }
 }
 
@@ -224,7 +233,8 @@ fn plan(old: &[Resource], new: &[Resource]) -> Vec<Planned> {
 
 /// Parses and checks a spec: every problem at once, and nothing is touched when there is one.
 async fn desired(input: &SpecInput) -> Result<(Spec, Vec<Resource>), ActionError> {
-    let spec = Spec::parse(&input.spec, &input.overrides).map_err(|err| ActionError::validation(err.to_string()))?;
+    let overrides: Vec<String> = input.overrides.iter().map(|o| o.0.clone()).collect();
+    let spec = Spec::parse(&input.spec.0, &overrides).map_err(|err| ActionError::validation(err.to_string()))?;
     let idp_metadata = match &spec.idp_metadata {
         Some(source) => Some(template::load_idp_metadata(source).await),
         None => None,
@@ -272,7 +282,7 @@ fn restart_required(running: &Spec, next: &Spec) -> Vec<&'static str> {
 }
 
 async fn diff_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let input: SpecInput = ctx.parse(input)?;
+    let input: SpecInput = ctx.parse_recorded(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
     let (spec, resources) = desired(&input).await?;
     let planned = plan(&deployed(ctx.plane).await?, &resources);
@@ -343,8 +353,8 @@ async fn start_run<'a>(ctx: &Ctx<'a>, kind: &str, input: Option<&SpecInput>, tok
     )
     .bind(&deployment_id)
     .bind(kind)
-    .bind(input.map(|i| i.spec.clone()))
-    .bind(input.map(|i| serde_json::to_string(&i.overrides).unwrap_or_default()))
+    .bind(input.map(|i| i.spec.0.clone()))
+    .bind(input.map(|i| serde_json::to_string(&i.overrides.iter().map(|o| o.0.as_str()).collect::<Vec<_>>()).unwrap_or_default()))
     .bind(now_millis())
     .execute(&ctx.plane.store.pool)
     .await?;
@@ -378,10 +388,31 @@ async fn record_state(plane: &Plane, resources: &[Resource]) -> Result<(), Actio
     Ok(())
 }
 
-fn swap_policies(plane: &Plane, spec: &Spec) -> Result<(), ActionError> {
+/// The policies of a spec as the trail names them: name, SHA-256 of the text, length.
+pub(crate) fn policy_digests(spec: &Spec) -> Value {
+    spec.policies
+        .iter()
+        .map(|p| json!({ "Name": p.name, "Sha256": hex::encode(sha2::Sha256::digest(p.text.as_bytes())), "Bytes": p.text.len() }))
+        .collect()
+}
+
+/// Puts `spec`'s policies in force. Which texts (by SHA-256) is recorded first, so the trail
+/// binds every policy a decision is made under; a new set (`Effect::Gated`) is refused if
+/// that record cannot be written, while a rollback to the previous set goes ahead regardless.
+async fn swap_policies(plane: &Plane, spec: &Spec, correlation_id: Option<String>, effect: Effect) -> Result<(), ActionError> {
     let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
     let authorizer = Authorizer::load(&policies, &crate::actions::declarations())
         .map_err(|errors| ActionError::validation(format!("the spec's policies are invalid: {}", errors.len())))?;
+    let event = ServiceEvent {
+        source: "deploy",
+        name: "PoliciesActivated",
+        principal: "deploy.datasandbox",
+        parameters: json!({ "Policies": policy_digests(spec), "RolledBack": effect == Effect::Recorded }),
+        correlation_id,
+        effect,
+        ..ServiceEvent::default()
+    };
+    crate::pipeline::record_service_event(plane, event).await?;
     *plane.authorizer.write().expect("authorizer lock") = Arc::new(authorizer);
     Ok(())
 }
@@ -429,7 +460,7 @@ fn only_operators_name_packages(ctx: &Ctx<'_>, spec: &Spec) -> Result<(), Action
 }
 
 async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let input: SpecInput = ctx.parse(input)?;
+    let input: SpecInput = ctx.parse_recorded(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
     let (spec, resources) = desired(&input).await?;
     only_operators_name_packages(ctx, &spec)?;
@@ -489,7 +520,7 @@ async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
             }
         }
         if *stack == "service-roles" {
-            if let Err(err) = swap_policies(ctx.plane, &spec) {
+            if let Err(err) = swap_policies(ctx.plane, &spec, ctx.correlation_id().map(str::to_owned), Effect::Gated).await {
                 failure = Some((stack.to_string(), err));
                 break;
             }
@@ -508,7 +539,7 @@ async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
         }
         if policies_swapped {
             let previous = ctx.plane.current();
-            let _ = swap_policies(ctx.plane, &previous);
+            let _ = swap_policies(ctx.plane, &previous, ctx.correlation_id().map(str::to_owned), Effect::Recorded).await;
         }
         let mut rollback_errors = Vec::new();
         for a in applied.iter().rev() {
@@ -569,7 +600,7 @@ async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
     ctx.plane.streaming.wake.notify_one();
     Ok(json!({
         "DeploymentId": run.deployment_id,
-        "SpecSha256": hex::encode(sha2::Sha256::digest(input.spec.as_bytes())),
+        "SpecSha256": hex::encode(sha2::Sha256::digest(input.spec.0.as_bytes())),
         "Changes": changes,
         "Retained": retained,
         "RestartRequired": restart,

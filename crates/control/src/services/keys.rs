@@ -162,6 +162,22 @@ async fn resolve(plane: &Plane, reference: &str) -> Result<KeyRow, ActionError> 
         current_version: row.try_get("current_version")?,
     };
     if key.state == "PendingDeletion" && key.deletion_date.is_some_and(|d| d <= now_millis()) {
+        // The destruction is an event of its own, recorded before the material goes, not a
+        // silent side effect of whichever request happened to find the deletion due.
+        let arn = key_arn(plane, &key.key_id);
+        let event = crate::pipeline::ServiceEvent {
+            source: "keys",
+            name: "KeyDeleted",
+            principal: "keys.datasandbox",
+            parameters: json!({ "KeyId": key.key_id, "DeletionDate": key.deletion_date.map(millis_to_rfc3339) }),
+            resources: vec![audit::RecordResource {
+                arn,
+                account_id: plane.spec.account_id.clone(),
+                kind: "DataSandbox::Keys::Key".into(),
+            }],
+            ..crate::pipeline::ServiceEvent::default()
+        };
+        crate::pipeline::record_service_event(plane, event).await?;
         let mut tx = plane.store.write().await?;
         for table in ["aliases WHERE target_key_id", "key_material WHERE key_id", "keys WHERE key_id"] {
             sqlx::query(&format!("DELETE FROM {table} = $1")).bind(&key.key_id).execute(&mut *tx).await?;

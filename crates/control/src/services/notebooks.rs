@@ -738,8 +738,16 @@ impl ControlPlane {
     }
 
     /// One audit record per proxied notebook request or kernel connection, under the
-    /// session's correlation id; refusals carry their reason.
-    pub async fn record_notebook_access(&self, target: &NotebookTarget, name: &str, method: &str, path: &str, refused: Option<&str>) {
+    /// session's correlation id; refusals carry their reason. A request is forwarded only
+    /// once its record is durable: on an error, refuse it with that error.
+    pub async fn record_notebook_access(
+        &self,
+        target: &NotebookTarget,
+        name: &str,
+        method: &str,
+        path: &str,
+        refused: Option<&str>,
+    ) -> Result<(), ActionError> {
         let error = refused.map(|why| ActionError::new(403, "AccessDeniedException", why.to_owned()));
         let event = crate::pipeline::ServiceEvent {
             source: "notebooks",
@@ -751,7 +759,7 @@ impl ControlPlane {
             source_ip: Some(target.source_ip.clone()),
             ..crate::pipeline::ServiceEvent::default()
         };
-        self.record_service_event(event).await;
+        self.record_service_event(event).await
     }
 }
 

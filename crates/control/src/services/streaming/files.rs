@@ -137,7 +137,8 @@ impl ControlPlane {
             source_ip: Some(client.source_ip.to_owned()),
             ..ServiceEvent::default()
         };
-        self.record_service_event(event).await;
+        // The printout leaves only once its record is durable.
+        self.record_service_event(event).await?;
         Ok(Bytes::from(body))
     }
 
@@ -242,7 +243,7 @@ impl ControlPlane {
             source_ip: Some(client.source_ip.to_owned()),
             ..ServiceEvent::default()
         };
-        self.record_service_event(event).await;
+        let _ = self.record_service_event(event).await;
         Err(error)
     }
 

@@ -293,6 +293,19 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         }
         _ => None,
     };
+    // The application must be in the image's catalog, as for CreateStreamingURL: it reaches
+    // records and the usage reports operators open (finding 17).
+    if let Some(app) = &input.application_id {
+        let image: String = fleet.try_get("image")?;
+        let catalog = crate::instances::catalog(plane, &image)?;
+        if !catalog.iter().any(|a| a == app) {
+            let shown = audit::bound::cut(app, 64);
+            return Err(ActionError::validation(format!(
+                "ApplicationId `{shown}` is not in image `{image}`'s catalog ({})",
+                catalog.join(", ")
+            )));
+        }
+    }
     let url = super::sessions::UrlFor {
         stack: input.stack_name,
         fleet: fleet_name,

@@ -834,9 +834,10 @@ pub(crate) async fn finish_ended(control: &ControlPlane, session_id: &str, reaso
         principal: "streaming.datasandbox",
         parameters,
         correlation_id: Some(row.try_get("correlation_id")?),
+        effect: crate::pipeline::Effect::Recorded,
         ..ServiceEvent::default()
     };
-    control.record_service_event(event).await;
+    let _ = control.record_service_event(event).await;
     plane.streaming.wake.notify_one();
     Ok(())
 }
@@ -862,6 +863,8 @@ impl ControlPlane {
         if row.try_get::<String, _>("state")? == "EXPIRED" {
             return Err(ActionError::new(410, "SessionEnded", "this session has ended; ask for a new streaming URL"));
         }
+        // Recorded before the connection counts; refused when it cannot be recorded.
+        self.connection_event("SessionConnected", &session_id, client_ip, row.try_get("correlation_id")?).await?;
         let events = {
             let mut live = plane.streaming.live.lock().expect("live lock");
             let entry = live.entry(session_id.clone()).or_insert_with(Live::new);
@@ -879,20 +882,26 @@ impl ControlPlane {
             .execute(&plane.store.pool)
             .await?;
         plane.streaming.changes.session(plane, &session_id).await;
-        self.connection_event("SessionConnected", &session_id, client_ip, row.try_get("correlation_id")?).await;
         Ok(SessionConnection { session_id, events, control: self.clone(), client_ip: client_ip.to_owned() })
     }
 
-    async fn connection_event(&self, name: &str, session_id: &str, client_ip: &str, correlation_id: Option<String>) {
+    async fn connection_event(
+        &self,
+        name: &str,
+        session_id: &str,
+        client_ip: &str,
+        correlation_id: Option<String>,
+    ) -> Result<(), ActionError> {
         let event = ServiceEvent {
             source: "streaming",
             name,
             principal: "gateway.datasandbox",
             parameters: json!({ "SessionId": session_id, "ClientIp": client_ip }),
             correlation_id,
+            effect: if name == "SessionConnected" { crate::pipeline::Effect::Gated } else { crate::pipeline::Effect::Recorded },
             ..ServiceEvent::default()
         };
-        self.record_service_event(event).await;
+        self.record_service_event(event).await
     }
 
     /// The session's current status, for its page.
@@ -934,7 +943,7 @@ impl SessionConnection {
             plane.streaming.changes.session(plane, &self.session_id).await;
         }
         let correlation = session_row(plane, &self.session_id).await.ok().and_then(|r| r.try_get("correlation_id").ok());
-        self.control.connection_event("SessionDisconnected", &self.session_id, &self.client_ip, correlation).await;
+        let _ = self.control.connection_event("SessionDisconnected", &self.session_id, &self.client_ip, correlation).await;
     }
 }
 

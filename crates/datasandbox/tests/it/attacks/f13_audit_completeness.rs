@@ -40,7 +40,11 @@ fn f13_the_text_of_every_policy_that_takes_effect_is_bound_by_the_trail() {
     });
     for policy in &spec.policies {
         let hash = hex::encode(Sha256::digest(policy.text.as_bytes()));
-        assert!(lines.iter().any(|l| l.contains(&hash)), "policy `{}` (SHA-256 {hash}) took effect without a record of its text", policy.name);
+        assert!(
+            lines.iter().any(|l| l.contains(&hash)),
+            "policy `{}` (SHA-256 {hash}) took effect without a record of its text",
+            policy.name
+        );
     }
     // The record comes before the authorizer changes: nothing is decided under unrecorded policies.
     let activated = lines.iter().position(|l| l.contains("PoliciesActivated")).expect("activated");

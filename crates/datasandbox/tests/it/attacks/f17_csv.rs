@@ -19,7 +19,14 @@ fn f17_a_portal_launch_cannot_carry_a_formula_as_its_application() {
     );
     let endpoint = format!("http://{}", server.api);
     let signed = server.cli(
-        &["call", "identity:SignIn", "--input", &json!({ "UserName": "mallory", "Password": PASSWORD }).to_string(), "--endpoint", &endpoint],
+        &[
+            "call",
+            "identity:SignIn",
+            "--input",
+            &json!({ "UserName": "mallory", "Password": PASSWORD }).to_string(),
+            "--endpoint",
+            &endpoint,
+        ],
         &[],
     );
     let token = signed.stdout["Token"].as_str().expect("token").to_owned();

@@ -1,0 +1,122 @@
+//! The trail's reserve: room on disk that only the trail can use. Each file the writer
+//! appends to (the open log file, the hour's checkpoint file) keeps `want` bytes allocated
+//! past its end (`fallocate` with `FALLOC_FL_KEEP_SIZE`: the file's length does not change,
+//! readers see only what was written). When the file system fills up — a notebook writing
+//! zeros into a directory on the same disk — the next top-up fails, but the room already
+//! allocated is the trail's: records keep being written into it, and the writer says it is
+//! on its reserve, so the control plane refuses every action (recording the refusal) until
+//! the operator frees space and the top-up succeeds again.
+//!
+//! Nothing is released for others to take: freeing a reserve file on ENOSPC would hand its
+//! blocks to whoever writes next, which on a full disk is the process filling it.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{FallocateFlags, fallocate};
+
+/// Whether the file system holding `path` has less than `below` bytes available to others:
+/// the point from which the trail counts as writing on its reserve, since the rest of the
+/// control plane (its databases) can no longer count on writing.
+pub(crate) fn nearly_full(path: &Path, below: u64) -> bool {
+    match nix::sys::statvfs::statvfs(path) {
+        Ok(stats) => stats.blocks_available().saturating_mul(stats.fragment_size()) < below,
+        Err(_) => false,
+    }
+}
+
+/// A file appended to with room allocated ahead of it.
+pub(crate) struct Reserved {
+    pub file: File,
+    pub path: PathBuf,
+    /// Bytes written (the file's length).
+    pub size: u64,
+    /// The end of the allocated room (`u64::MAX` where the file system cannot preallocate).
+    allocated: u64,
+    want: u64,
+}
+
+/// How the file is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Open {
+    /// A new file (log files): it must not exist.
+    New,
+    /// Appended to if it exists (the hour's checkpoint file).
+    Append,
+}
+
+impl Reserved {
+    /// Opens `path` for appending and allocates its reserve. The second value says whether
+    /// the whole reserve could be had.
+    pub(crate) fn open(path: &Path, want: u64, how: Open) -> std::io::Result<(Reserved, bool)> {
+        let mut options = OpenOptions::new();
+        options.append(true);
+        match how {
+            Open::New => options.create_new(true),
+            Open::Append => options.create(true),
+        };
+        let file = options.open(path)?;
+        let size = file.metadata()?.len();
+        let mut reserved = Reserved { file, path: path.to_owned(), size, allocated: size, want };
+        let whole = reserved.top_up();
+        Ok((reserved, whole))
+    }
+
+    /// Room allocated past the end of what is written.
+    fn headroom(&self) -> u64 {
+        self.allocated.saturating_sub(self.size)
+    }
+
+    /// Allocates the reserve again past the file's end; whether it is whole. A quarter of it
+    /// may be used up before it is topped up, so most appends make no extra system call.
+    pub(crate) fn top_up(&mut self) -> bool {
+        if self.headroom() >= self.want - self.want / 4 {
+            return true;
+        }
+        self.allocate(self.size + self.want)
+    }
+
+    /// Makes sure the file has blocks up to `end`.
+    fn allocate(&mut self, end: u64) -> bool {
+        if self.allocated >= end {
+            return true;
+        }
+        let from = self.allocated.max(self.size);
+        let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(end - from)) else { return false };
+        match fallocate(&self.file, FallocateFlags::FALLOC_FL_KEEP_SIZE, offset, len) {
+            Ok(()) => {
+                self.allocated = end;
+                true
+            }
+            Err(Errno::EOPNOTSUPP) => {
+                tracing::warn!(path = %self.path.display(), "this file system cannot preallocate: the audit trail has no reserve on it");
+                self.allocated = u64::MAX;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Appends `bytes` and makes them durable. Once the file system is full, only what fits
+    /// in the allocated room is written: a batch that does not fit is refused whole rather
+    /// than left half-written.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let end = self.size + bytes.len() as u64;
+        if end > self.allocated && !self.allocate(end) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "the file system is full and the trail's reserve ({} bytes left) cannot hold {} bytes more",
+                    self.headroom(),
+                    bytes.len()
+                ),
+            ));
+        }
+        self.file.write_all(bytes)?;
+        self.file.sync_data()?;
+        self.size = end;
+        Ok(())
+    }
+}
