@@ -109,7 +109,7 @@ impl Server {
     pub fn start_in(dir: tempfile::TempDir, overrides: &[&str]) -> Server {
         let vpc = Vpc::claim();
         let (child, api) = launch_command(dir.path(), &vpc, overrides, &[]).expect("server starts");
-        Server { dir, api, child, vpc }
+        Server { dir, api, pid: child.id(), child, vpc }
     }
 
     pub fn start_with_spec(spec: &str, overrides: &[&str]) -> Server {
