@@ -35,7 +35,7 @@ impl Tmpfs {
     }
 
     /// The directory, for a server to own; the mount stays until this guard drops.
-    fn take_dir(&mut self) -> tempfile::TempDir {
+    pub(crate) fn take_dir(&mut self) -> tempfile::TempDir {
         self.dir.take().expect("taken once")
     }
 }
@@ -48,7 +48,7 @@ impl Drop for Tmpfs {
 }
 
 /// Writes zeros into `path` until the file system is full, as a notebook can into `/run/jupyter`.
-fn fill(path: &Path) {
+pub(crate) fn fill(path: &Path) {
     let mut file = std::fs::File::create(path).expect("create the filler");
     let block = vec![0u8; 1 << 20];
     while file.write_all(&block).is_ok() {}

@@ -77,3 +77,29 @@ fn f13_a_key_destroyed_when_its_deletion_falls_due_is_recorded_as_its_own_event(
     assert_eq!(records[0]["requestParameters"]["KeyId"], key_id.as_str());
     assert!(records[0]["errorCode"].is_null(), "{:#?}", records[0]);
 }
+
+#[test]
+fn f13_a_session_connection_is_refused_when_it_cannot_be_recorded() {
+    use super::f05_trail_reserve::{Tmpfs, fill};
+    let mut tmpfs = Tmpfs::mount("256m");
+    let filler = tmpfs.path().join("filler");
+    let overrides = ["stacks.datasandbox-stack.application=shell", "stream_view=DIRECT"];
+    let server = Server::start_in(tmpfs.take_dir(), &overrides);
+    assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
+    let cookie = crate::streaming::redeem(&server, "f13-connect");
+    crate::streaming::active(&server, &cookie, 30);
+    // The disk fills up (a notebook writing into a directory on it): the trail is on its reserve.
+    fill(&filler);
+    let connected =
+        crate::http::websocket(&server.api, "/session/ws", &format!("ds_session={cookie}"), None, std::time::Duration::from_millis(500));
+    match connected {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503, "{response:?}"),
+        Err(other) => panic!("the connection failed for another reason: {other}"),
+        Ok(_) => panic!("the session's page connected while its connection could not be recorded"),
+    }
+    // The refusal is what the trail holds.
+    let lines = trail_lines(server.data_dir());
+    let refused = lines.iter().rev().find(|l| l.contains("\"eventName\":\"SessionConnected\"")).expect("a record of the connection");
+    assert!(refused.contains("\"errorCode\":\"ServiceUnavailable\""), "{refused}");
+    std::fs::remove_file(&filler).expect("free the space");
+}
