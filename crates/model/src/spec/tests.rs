@@ -166,3 +166,18 @@ fn a_fleet_bounds_the_sessions_one_user_may_hold() {
     let found = problems("", &["fleets.datasandbox-fleet.max_sessions_per_user=0"]);
     assert_eq!(found, ["fleets.datasandbox-fleet.max_sessions_per_user: 0 is outside 1..=100"]);
 }
+
+#[test]
+fn the_trail_witness_is_an_absolute_directory_and_the_reserve_is_bounded() {
+    let spec = Spec::parse("", &["audit.witness=/mnt/witness".into()]).expect("valid witness");
+    assert_eq!(spec.audit.witness.as_deref(), Some(std::path::Path::new("/mnt/witness")));
+    assert_eq!(spec.audit.reserve_bytes, 16 * 1024 * 1024);
+    for (setting, phrase) in [
+        ("audit.witness=witness", "must be an absolute path"),
+        ("audit.witness=/mnt/../data/trail", "must not contain `..`"),
+        ("audit.reserve_bytes=1024", "reserve_bytes"),
+    ] {
+        let found = problems("", &[setting.into()]);
+        assert!(found.iter().any(|p| p.contains(phrase)), "{setting}: {found:?}");
+    }
+}
