@@ -99,6 +99,62 @@ fn bound_strings(value: &mut Value) {
 mod tests {
     use super::*;
 
+    fn record(parameters: Value, message: String) -> Record {
+        let identity = crate::record::UserIdentity {
+            kind: "User".into(),
+            principal_id: "p".into(),
+            arn: String::new(),
+            account_id: "0".into(),
+            user_name: None,
+            session_context: None,
+        };
+        Record {
+            sequence_number: None,
+            previous_record_hash: None,
+            event_version: crate::EVENT_VERSION.into(),
+            user_identity: identity,
+            event_time: "2026-12-04T00:00:00.000Z".into(),
+            event_source: "parameters".into(),
+            event_name: "PutParameter".into(),
+            aws_region: "local".into(),
+            source_ip_address: "127.0.0.1".into(),
+            user_agent: "test".into(),
+            error_code: Some("ValidationException".into()),
+            error_message: Some(message),
+            request_parameters: parameters,
+            response_elements: Value::Null,
+            request_id: "r".into(),
+            event_id: "e".into(),
+            read_only: false,
+            resources: Vec::new(),
+            event_type: "AwsApiCall".into(),
+            management_event: true,
+            recipient_account_id: "0".into(),
+            correlation_id: None,
+        }
+    }
+
+    #[test]
+    fn attack_f06_no_record_outgrows_its_bound() {
+        let huge = "A".repeat(2 * 1024 * 1024);
+        let many: Vec<Value> = (0..5000).map(|n| Value::String(format!("item-{n}-{}", "x".repeat(40)))).collect();
+        let cases = [
+            serde_json::json!({ huge.clone(): 1 }),
+            serde_json::json!({ "Name": huge.clone() }),
+            serde_json::json!({ "Nested": [{ "Deeper": { huge.clone(): huge.clone() } }] }),
+            serde_json::json!({ "Many": many }),
+        ];
+        for parameters in cases {
+            let line = bounded_line(&record(parameters, huge.clone()));
+            assert!(line.len() + PREFIX_ROOM <= MAX_RECORD_BYTES, "a record of {} bytes", line.len());
+            let value: Value = serde_json::from_slice(&line).expect("still JSON");
+            assert!(value["errorMessage"].as_str().is_some_and(|m| m.contains("[cut: 2097152 bytes")), "{}", value["errorMessage"]);
+        }
+        // A small record is written as it is.
+        let small = record(serde_json::json!({ "Name": "/p" }), "bad".into());
+        assert_eq!(bounded_line(&small), serde_json::to_vec(&small).expect("serializes"));
+    }
+
     #[test]
     fn cut_keeps_whole_characters_and_says_what_it_cut() {
         assert_eq!(cut("short", 10), "short");
