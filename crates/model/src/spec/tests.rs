@@ -177,7 +177,7 @@ fn the_trail_witness_is_an_absolute_directory_and_the_reserve_is_bounded() {
         ("audit.witness=/mnt/../data/trail", "must not contain `..`"),
         ("audit.reserve_bytes=1024", "reserve_bytes"),
     ] {
-        let found = problems("", &[setting.into()]);
+        let found = problems("", &[setting]);
         assert!(found.iter().any(|p| p.contains(phrase)), "{setting}: {found:?}");
     }
 }
