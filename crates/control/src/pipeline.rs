@@ -371,7 +371,7 @@ impl ControlPlane {
             source_ip: Some(source_ip.to_owned()),
             ..ServiceEvent::default()
         };
-        self.record_service_event(event).await;
+        let _ = self.record_service_event(event).await;
     }
 
     /// Which federated sign-ins are set up: (SAML, OpenID Connect).
