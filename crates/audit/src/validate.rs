@@ -142,6 +142,7 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
     let mut reporter =
         Reporter { options, lines: Vec::new(), digests: Tally::default(), logs: Tally::default(), checkpoints: Tally::default() };
     let location = |path: &Path| format!("s3://{}/{}", layout.bucket, layout.object_key(path));
+    let witnessed = options.witness.as_ref().map(|w| read_witness(layout, w, key, &fingerprint, &mut reporter));
     let all_logs = layout.files(Kind::Log, &[".jsonl", ".json.gz"]).unwrap_or_default();
     let logs: Vec<PathBuf> =
         all_logs.iter().filter(|p| !(p.extension().is_some_and(|e| e == "jsonl") && layout::sealed_name(p).exists())).cloned().collect();
@@ -376,8 +377,8 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
             );
         }
     }
-    if let Some(witness) = &options.witness {
-        check_witness(layout, witness, key, &fingerprint, &scans, last_sequence, &digest_objects, &mut reporter);
+    if let Some(witnessed) = &witnessed {
+        check_witness(layout, witnessed, &scans, last_sequence, &digest_objects, &mut reporter);
     }
 
     let mut lines = Vec::new();
@@ -417,20 +418,16 @@ fn event_time_of_record(scans: &[LogScan], sequence: u64) -> Option<String> {
     event_time_of(lines.get(index)?)
 }
 
-/// Checks the trail against its witness: the newest checkpoint the witness holds must sign
-/// records the trail has, with the same hash, and the newest digest it holds must be in the
-/// trail. A trail whose tail was deleted along with its signatures fails here.
-#[allow(clippy::too_many_arguments, reason = "the state of one validation, passed once")]
-fn check_witness(
-    layout: &Layout,
-    witness: &Path,
-    key: &VerifyingKey,
-    fingerprint: &str,
-    scans: &[LogScan],
-    last_sequence: u64,
-    digest_objects: &[String],
-    reporter: &mut Reporter<'_>,
-) {
+/// What the witness holds: its newest checkpoint signed by the trail's key, and its newest
+/// digest. Read before the trail itself, so that a trail still being written never looks
+/// shorter than its witness (the writer writes records, then the trail's checkpoint, then
+/// the witness's copy).
+struct Witnessed {
+    newest: Option<Checkpoint>,
+    newest_digest: Option<String>,
+}
+
+fn read_witness(layout: &Layout, witness: &Path, key: &VerifyingKey, fingerprint: &str, reporter: &mut Reporter<'_>) -> Witnessed {
     let witnessed = Layout { root: witness.to_owned(), ..layout.clone() };
     let location = |object: &str| format!("witness {}/{object}", witness.display());
     let mut newest: Option<Checkpoint> = None;
@@ -460,10 +457,38 @@ fn check_witness(
             }
         }
     }
-    let Some(newest) = newest else {
+    if newest.is_none() {
         reporter.note("Checkpoint file", &location("DataSandbox-Checkpoint"), "the witness holds no checkpoint: nothing to compare");
-        return;
-    };
+    }
+    let newest_digest = witnessed.files(Kind::Digest, &[".json.gz"]).unwrap_or_default().last().map(|d| witnessed.object_key(d));
+    Witnessed { newest, newest_digest }
+}
+
+/// Checks the trail against its witness: the newest checkpoint the witness holds must sign
+/// records the trail has, with the same hash, and the newest digest it holds must be in the
+/// trail. A trail whose tail was deleted along with its signatures fails here.
+fn check_witness(
+    layout: &Layout,
+    witnessed: &Witnessed,
+    scans: &[LogScan],
+    last_sequence: u64,
+    digest_objects: &[String],
+    reporter: &mut Reporter<'_>,
+) {
+    if let Some(newest) = &witnessed.newest {
+        check_witness_checkpoint(layout, newest, scans, last_sequence, reporter);
+    }
+    if let Some(object) = witnessed.newest_digest.as_ref().filter(|o| !digest_objects.contains(o)) {
+        reporter.file(
+            "Digest file",
+            &format!("s3://{}/{object}", layout.bucket),
+            None,
+            &[format!("{NOT_FOUND} (the witness holds it: the trail's digests were deleted)")],
+        );
+    }
+}
+
+fn check_witness_checkpoint(layout: &Layout, newest: &Checkpoint, scans: &[LogScan], last_sequence: u64, reporter: &mut Reporter<'_>) {
     let log = format!("s3://{}/{}", layout.bucket, newest.log_file);
     if newest.sequence_number > last_sequence {
         reporter.file(
@@ -491,17 +516,6 @@ fn check_witness(
                     "INVALID: record {} does not match the witness's checkpoint of {} (the records were rewritten)",
                     newest.sequence_number, newest.checkpoint_time
                 )],
-            );
-        }
-    }
-    if let Some(newest_digest) = witnessed.files(Kind::Digest, &[".json.gz"]).unwrap_or_default().last() {
-        let object = witnessed.object_key(newest_digest);
-        if !digest_objects.contains(&object) {
-            reporter.file(
-                "Digest file",
-                &format!("s3://{}/{object}", layout.bucket),
-                None,
-                &[format!("{NOT_FOUND} (the witness holds it: the trail's digests were deleted)")],
             );
         }
     }
