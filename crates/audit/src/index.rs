@@ -69,6 +69,9 @@ CREATE INDEX IF NOT EXISTS resources_by_arn ON event_resources (arn, sequence);
 CREATE INDEX IF NOT EXISTS resources_by_sequence ON event_resources (sequence);
 ";
 
+/// The most records the feeder holds back while the index cannot be written.
+const MAX_BACKLOG: usize = 200_000;
+
 #[derive(Clone)]
 pub struct Index {
     pool: SqlitePool,
@@ -137,11 +140,31 @@ impl Index {
         }
     }
 
-    /// Indexes batches from the writer, merging whatever has queued into one transaction.
+    /// Indexes batches from the writer, merging whatever has queued into one transaction. A
+    /// batch the index cannot take (its disk is full: the trail is then writing refusals from
+    /// its reserve) is kept and tried again, in order, so the index has no gap once space is
+    /// freed; past [`MAX_BACKLOG`] records it is given up (`audit reindex` rebuilds).
     pub fn spawn_feeder(&self, mut receiver: tokio::sync::mpsc::UnboundedReceiver<IndexBatch>) {
         let index = self.clone();
         tokio::spawn(async move {
-            while let Some(mut batch) = receiver.recv().await {
+            let mut backlog: IndexBatch = Vec::new();
+            loop {
+                let next = if backlog.is_empty() {
+                    receiver.recv().await
+                } else {
+                    match tokio::time::timeout(Duration::from_secs(1), receiver.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => Some(Vec::new()),
+                    }
+                };
+                let Some(batch) = next else { return };
+                let mut batch = if backlog.is_empty() {
+                    batch
+                } else {
+                    let mut merged = std::mem::take(&mut backlog);
+                    merged.extend(batch);
+                    merged
+                };
                 while let Ok(more) = receiver.try_recv() {
                     batch.extend(more);
                     if batch.len() >= 20_000 {
@@ -150,7 +173,12 @@ impl Index {
                 }
                 let lines: Vec<(u64, &[u8])> = batch.iter().map(|(s, l)| (*s, l.as_slice())).collect();
                 if let Err(err) = index.insert(&lines).await {
-                    tracing::error!(error = %err, "audit index update failed; `datasandbox audit reindex` rebuilds it from the trail");
+                    if batch.len() <= MAX_BACKLOG {
+                        tracing::warn!(error = %err, records = batch.len(), "audit index update failed; trying again");
+                        backlog = batch;
+                    } else {
+                        tracing::error!(error = %err, "audit index update failed; `datasandbox audit reindex` rebuilds it from the trail");
+                    }
                 }
             }
         });

@@ -80,6 +80,9 @@ fn f05_a_full_disk_neither_silences_the_trail_nor_lets_actions_through_unrecorde
     // Space freed: the trail takes its reserve back and actions run again.
     std::fs::remove_file(&filler).expect("free the space");
     eventually(10, "actions to run again once space is freed", || (put(&server, "/f05/after").0 == 200).then_some(()));
+    // The index (which could not be written meanwhile) catches up: the refusal can be looked up.
+    let request_id = refused["RequestId"].as_str().expect("request id");
+    eventually(10, "the refusal in the audit index", || (server.audit(&[("RequestId", request_id)]).len() == 1).then_some(()));
 
     // Full again, and the server stops: the end of auditing is still recorded.
     fill(&filler);
