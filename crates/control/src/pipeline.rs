@@ -665,8 +665,10 @@ fn unknown_action(name: &str) -> ActionError {
     }
 }
 
-/// The longest error message a reply or record carries; longer ones are cut, saying so.
-const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// The longest error message a reply or record carries; longer ones are cut, saying so
+/// (with room for that note, so the trail's own bound never cuts it again: the record and
+/// the reply say the same).
+const MAX_ERROR_MESSAGE_BYTES: usize = audit::bound::MAX_STRING_BYTES - 128;
 /// The longest member name a request may use (AWS's longest are far shorter).
 const MAX_MEMBER_NAME_BYTES: usize = 256;
 
