@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn a_pool_overlapping_a_subordinate_range_is_refused_naming_the_entry() {
         let pool = IdPool { base: 100_000, slots: 4 };
-        let text = "# comment\nalice:300000:65536\nbob:165536:65536\n";
+        let text = "# comment\nalice:400000:65536\nbob:165536:65536\n";
         let error = pool.check_against("/etc/subuid", text).expect_err("overlaps bob's range");
         assert!(error.contains("/etc/subuid line 3 `bob:165536:65536`"), "{error}");
         assert!(pool.check_against("/etc/subuid", "alice:400000:65536\n").is_ok());

@@ -63,24 +63,9 @@ fn f03_a_pool_overlapping_etc_subuid_refuses_to_start() {
 #[test]
 fn f03_a_notebook_keeps_its_files_across_starts_on_other_host_ids() {
     use serde_json::json;
-    let server = crate::Server::start(&[]);
-    for recipe in ["base", "notebook"] {
-        assert_eq!(server.cli(&["image", "build", recipe], &[]).exit, 0, "image {recipe}");
-    }
-    let in_service = || {
-        crate::server::eventually(180, "the notebook in service", || {
-            let described = server.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": "keep" }));
-            assert_ne!(described["NotebookInstanceStatus"], "Failed", "{described}");
-            (described["NotebookInstanceStatus"] == "InService").then_some(())
-        });
-        let instances = server.ok("streaming:DescribeInstances", json!({}));
-        instances["Instances"]
-            .as_array()
-            .and_then(|all| all.iter().find(|i| i["ImageName"] == "datasandbox-notebook").cloned())
-            .expect("the notebook's instance")
-    };
+    let server = super::server_with_notebook_image();
     server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": "keep", "InstanceType": "stream.standard.small" }));
-    let first = in_service();
+    let first = super::notebook_in_service(&server, "keep");
     let (code, out) = sh(
         &server,
         &first,
@@ -92,7 +77,7 @@ fn f03_a_notebook_keeps_its_files_across_starts_on_other_host_ids() {
     // Another instance takes the freed ids, so the notebook starts on others.
     let _other = create(&server, "olive");
     server.ok("notebooks:StartNotebookInstance", json!({ "NotebookInstanceName": "keep" }));
-    let second = in_service();
+    let second = super::notebook_in_service(&server, "keep");
     let (code, out) = sh(
         &server,
         &second,

@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use crate::Server;
 use crate::instances::{create, server_with_image, sh};
-use crate::server::eventually;
 
 /// Writes 300 MiB into `dir` inside the instance; returns what it reports and the bytes that
 /// landed.
@@ -33,18 +32,9 @@ fn f05_an_instance_cannot_fill_the_host_disk_through_its_writable_host_directori
 
 #[test]
 fn f05_a_notebook_cannot_fill_the_host_disk_through_its_server_socket_directory() {
-    let server = Server::start(&[]);
-    for recipe in ["base", "notebook"] {
-        assert_eq!(server.cli(&["image", "build", recipe], &[]).exit, 0, "image {recipe}");
-    }
+    let server = super::server_with_notebook_image();
     server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": "flood", "InstanceType": "stream.standard.small" }));
-    eventually(180, "the notebook in service", || {
-        let described = server.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": "flood" }));
-        assert_ne!(described["NotebookInstanceStatus"], "Failed", "{described}");
-        (described["NotebookInstanceStatus"] == "InService").then_some(())
-    });
-    let instances = server.ok("streaming:DescribeInstances", json!({}));
-    let notebook = instances["Instances"].as_array().and_then(|all| all.first()).cloned().expect("the notebook's instance");
+    let notebook = super::notebook_in_service(&server, "flood");
     let (_, out) = flood(&server, &notebook, "/run/jupyter");
     assert!(out.contains("No space left on device"), "{out}");
     let landed: u64 = out.lines().last().and_then(|l| l.trim().parse().ok()).expect("a size");

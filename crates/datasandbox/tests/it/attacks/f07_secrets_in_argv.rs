@@ -4,9 +4,7 @@
 
 use serde_json::json;
 
-use crate::Server;
 use crate::instances::{create, sh};
-use crate::server::eventually;
 
 /// The host processes whose command line or environment contains `secret`.
 fn holders(secret: &str) -> Vec<String> {
@@ -28,10 +26,7 @@ fn holders(secret: &str) -> Vec<String> {
 
 #[test]
 fn f07_no_secret_is_on_a_host_processs_command_line_or_in_its_environment() {
-    let server = Server::start(&[]);
-    for recipe in ["base", "notebook"] {
-        assert_eq!(server.cli(&["image", "build", recipe], &[]).exit, 0, "image {recipe}");
-    }
+    let server = super::server_with_notebook_image();
     // An instance's credential.
     let instance = create(&server, "mallory");
     let (code, credential) = sh(&server, &instance, "cat /run/datasandbox/credential");
@@ -44,17 +39,7 @@ fn f07_no_secret_is_on_a_host_processs_command_line_or_in_its_environment() {
 
     // A notebook server's token.
     server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": "tokens", "InstanceType": "stream.standard.small" }));
-    eventually(180, "the notebook in service", || {
-        let described = server.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": "tokens" }));
-        assert_ne!(described["NotebookInstanceStatus"], "Failed", "{described}");
-        (described["NotebookInstanceStatus"] == "InService").then_some(())
-    });
-    let instances = server.ok("streaming:DescribeInstances", json!({}));
-    let notebook = instances["Instances"]
-        .as_array()
-        .and_then(|all| all.iter().find(|i| i["ImageName"] != instance["ImageName"]))
-        .cloned()
-        .expect("the notebook's instance");
+    let notebook = super::notebook_in_service(&server, "tokens");
     let (code, token) = sh(
         &server,
         &notebook,
