@@ -1,6 +1,8 @@
 //! The attack table of the outside security review (issue 16): one module per finding, named
 //! by its number, each test performing the attack and checking that it fails. Each was seen
-//! to succeed (the test failing) before its fix.
+//! to succeed (the test failing) before its fix. Rows that only a unit test can drive live
+//! beside their code, named `attack_fNN_…` (`cargo nextest run -E 'test(/attack_f/)'`): finding
+//! 12's in the RFB filter (`gateway/src/rfb`), and unit rows of 4, 6, 8, 10, 14 and 17.
 
 mod f01_terminal;
 mod f02_host_files;
