@@ -669,8 +669,9 @@ fn unknown_action(name: &str) -> ActionError {
 /// (with room for that note, so the trail's own bound never cuts it again: the record and
 /// the reply say the same).
 const MAX_ERROR_MESSAGE_BYTES: usize = audit::bound::MAX_STRING_BYTES - 128;
-/// The longest member name a request may use (AWS's longest are far shorter).
-const MAX_MEMBER_NAME_BYTES: usize = 256;
+/// The longest member name a request may use (AWS's longest are far shorter): the trail's own
+/// bound, so that no two names a handler told apart become one in the record.
+const MAX_MEMBER_NAME_BYTES: usize = audit::bound::MAX_MEMBER_NAME_BYTES;
 
 fn bound_error(mut error: ActionError) -> ActionError {
     if error.message.len() > MAX_ERROR_MESSAGE_BYTES {

@@ -321,10 +321,22 @@ async fn proxy(
         None => "frame-ancestors 'self'".to_owned(),
     };
     let mut response = proxied(control, peer, name, rest, request).await;
-    if let Ok(value) = HeaderValue::from_str(&ancestors) {
+    // Jupyter's own directives stay (its `sandbox` keeps a served HTML file from running script
+    // on the notebook origin); only its frame-ancestors is replaced.
+    let jupyters = response.headers().get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let policy = with_frame_ancestors(jupyters, &ancestors);
+    if let Ok(value) = HeaderValue::from_str(&policy) {
         response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
     }
     response
+}
+
+/// `policy` with its `frame-ancestors` directive (if any) replaced by `ancestors`.
+fn with_frame_ancestors(policy: &str, ancestors: &str) -> String {
+    let mut directives: Vec<&str> =
+        policy.split(';').map(str::trim).filter(|d| !d.is_empty() && !d.to_ascii_lowercase().starts_with("frame-ancestors")).collect();
+    directives.push(ancestors);
+    directives.join("; ")
 }
 
 async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: String, request: Request) -> Response {
@@ -516,6 +528,16 @@ async fn relay(browser: WebSocket, upstream: tokio_tungstenite::WebSocketStream<
 #[cfg(test)]
 mod attack_f08 {
     use super::*;
+
+    /// Jupyter serves a notebook's files with `sandbox allow-scripts`: an HTML file opened from
+    /// the notebook must not run script on the notebook origin (where every notebook lives).
+    #[test]
+    fn attack_f09_jupyters_sandbox_survives_the_frame_ancestors_rewrite() {
+        let jupyters = "frame-ancestors 'self'; report-uri /notebook/nb/api/security/csp-report; sandbox allow-scripts";
+        let policy = with_frame_ancestors(jupyters, "frame-ancestors 'self' http://gw:8750");
+        assert_eq!(policy, "report-uri /notebook/nb/api/security/csp-report; sandbox allow-scripts; frame-ancestors 'self' http://gw:8750");
+        assert_eq!(with_frame_ancestors("", "frame-ancestors 'self'"), "frame-ancestors 'self'");
+    }
 
     #[test]
     fn attack_f08_an_upload_serde_cannot_parse_is_refused_not_passed() {

@@ -510,14 +510,15 @@ fn read_spec(root: &Table) -> Spec {
     let sandbox = root.table("sandbox");
     let endpoint_port = sandbox.integer("endpoint_port", 8751, 1024..=65535) as u16;
     let credential_lifetime_seconds = sandbox.integer("credential_lifetime_seconds", 3600, 3..=86_400) as u64;
-    // The pool ends by 2^31: gocryptfs (notebook volumes) takes a file owner below that only.
-    let id_base = sandbox.integer("id_base", 1 << 30, 65_536..=(1 << 31) - 65_536) as u32;
-    let id_slots = sandbox.integer("id_slots", 16_383, 1..=32_767) as u32;
-    if u64::from(id_base) + u64::from(id_slots) * 65_536 > 1 << 31 {
+    // The pool ends 65536 ids below 2^31: gocryptfs (notebook volumes) takes a file owner below
+    // 2^31 only, and the last ids are image builds' own.
+    let id_base = sandbox.integer("id_base", 1 << 30, 65_536..=(1 << 31) - 131_072) as u32;
+    let id_slots = sandbox.integer("id_slots", 16_383, 1..=32_766) as u32;
+    if u64::from(id_base) + u64::from(id_slots) * 65_536 > (1 << 31) - 65_536 {
         sandbox.problem(
             "id_slots",
             format!(
-                "{id_slots} ranges of 65536 ids from id_base {id_base} end past host id 2147483647, the largest a notebook volume can give"
+                "{id_slots} ranges of 65536 ids from id_base {id_base} end past host id 2147418111 (the ids above are a notebook volume's limit and image builds' own)"
             ),
         );
     }

@@ -294,24 +294,32 @@ fn cached_venv(cache: &Path, packages: &[String], progress: &mut dyn FnMut(&str)
         progress(&format!("using the cached Python environment {}", venv.display()));
         return Ok(venv);
     }
-    let staging = cache.join(format!(".venv-{key}.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(cache).map_err(|e| setup("make the image cache", format!("{}: {e}", cache.display())))?;
-    // Packages named by a spec are code of the spec's choosing: they are installed by an
-    // unprivileged user (not the server's root), from binary wheels only (no package's build
-    // script runs), into a directory that becomes root's once they are in.
-    std::fs::create_dir(&staging).map_err(|e| setup("make the venv", format!("{}: {e}", staging.display())))?;
-    std::os::unix::fs::chown(&staging, Some(BUILD_UID), Some(BUILD_UID)).map_err(|e| setup("make the venv", e))?;
+    // Packages named by a spec are code of the spec's choosing: they are installed by a user of
+    // their own (not the server's root, not a user any other program runs as), from binary
+    // wheels only (no package's build script runs), in a directory only that user and root can
+    // enter; once they are in, nothing of that user runs any more and the venv becomes root's.
+    let workspace = cache.join(format!(".build-{key}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&workspace);
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&workspace)
+            .map_err(|e| setup("make the venv", format!("{}: {e}", workspace.display())))?;
+    }
+    std::os::unix::fs::chown(&workspace, Some(BUILD_UID), Some(BUILD_UID)).map_err(|e| setup("make the venv", e))?;
+    let staging = workspace.join("venv");
     let unprivileged = |program: &Path| {
         let mut command = std::process::Command::new(program);
-        command.uid(BUILD_UID).gid(BUILD_UID).env("HOME", &staging).env_remove("PIP_CACHE_DIR").current_dir(&staging);
+        command.uid(BUILD_UID).gid(BUILD_UID).env("HOME", &workspace).env_remove("PIP_CACHE_DIR").current_dir(&workspace);
         command
     };
     progress("creating a Python virtual environment (python3 -m venv, as an unprivileged user)");
     let made =
         run(unprivileged(Path::new(SYSTEM_PYTHON)).args(["-m", "venv"]).arg(&staging), "create the venv (apt-get install python3-venv)");
     if let Err(err) = made {
-        let _ = std::fs::remove_dir_all(&staging);
+        end_builder(&workspace);
         return Err(err);
     }
     progress(&format!("installing {} from PyPI (pip, binary wheels only; about a minute the first time)", sorted.join(", ")));
@@ -328,31 +336,53 @@ fn cached_venv(cache: &Path, packages: &[String], progress: &mut dyn FnMut(&str)
         "--",
     ])
     .args(&sorted);
-    let installed = run(&mut pip, "install the Python packages (PyPI must be reachable, and each must have a wheel)")
-        .and_then(|()| give_to_root(&staging));
+    let installed = run(&mut pip, "install the Python packages (PyPI must be reachable, and each must have a wheel)").and_then(|()| {
+        // Nothing of the builder may run while the venv is sealed (it could swap a directory).
+        kill_builder();
+        give_to_root(&staging)
+    });
     if let Err(err) = installed {
-        let _ = std::fs::remove_dir_all(&staging);
+        end_builder(&workspace);
         return Err(err);
     }
-    match std::fs::rename(&staging, &venv) {
+    let renamed = std::fs::rename(&staging, &venv);
+    end_builder(&workspace);
+    match renamed {
         Ok(()) => {}
         // Another build made it meanwhile: use theirs.
-        Err(_) if venv.join("bin/python").exists() => {
-            let _ = std::fs::remove_dir_all(&staging);
-        }
+        Err(_) if venv.join("bin/python").exists() => {}
         Err(e) => return Err(setup("cache the venv", e)),
     }
     Ok(venv)
 }
 
-/// Who installs an image's Python packages: `nobody`, owner of nothing.
-const BUILD_UID: u32 = 65_534;
+/// Who installs an image's Python packages: an id of its own, which no account and no instance
+/// has (the instances' pool ends 65536 ids below it: `sandbox.id_base`, `sandbox.id_slots`).
+pub const BUILD_UID: u32 = (1 << 31) - 1;
 
-/// Makes everything under `dir` root's (not following links), so that the unprivileged user
-/// who built it can no longer change what instances run.
+/// Ends whatever the builder still runs.
+fn kill_builder() {
+    let _ = std::process::Command::new("pkill").args(["-KILL", "-U", &BUILD_UID.to_string()]).status();
+}
+
+/// Ends the builder and removes its directory.
+fn end_builder(workspace: &Path) {
+    kill_builder();
+    let _ = std::fs::remove_dir_all(workspace);
+}
+
+/// Makes everything under `dir` root's (not following links), writable by root alone and
+/// without set-id bits, so that the user who built it can no longer change what instances run.
 fn give_to_root(dir: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::fs::PermissionsExt as _;
     std::os::unix::fs::lchown(dir, Some(0), Some(0)).map_err(|e| setup("seal the venv", format!("{}: {e}", dir.display())))?;
-    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+    let metadata = std::fs::symlink_metadata(dir).map_err(|e| setup("seal the venv", format!("{}: {e}", dir.display())))?;
+    if !metadata.file_type().is_symlink() {
+        let mode = metadata.permissions().mode() & 0o755;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| setup("seal the venv", format!("{}: {e}", dir.display())))?;
+    }
+    if metadata.is_dir() {
         for entry in std::fs::read_dir(dir).map_err(|e| setup("seal the venv", format!("{}: {e}", dir.display())))? {
             give_to_root(&entry.map_err(|e| setup("seal the venv", e))?.path())?;
         }

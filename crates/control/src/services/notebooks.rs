@@ -73,6 +73,9 @@ pub struct NotebookTarget {
 #[derive(Default)]
 pub(crate) struct Notebooks {
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Held from a volume's admission until its row records its size (or its growth is
+    /// recorded): two creates at once must not both count the same free space.
+    admission: tokio::sync::Mutex<()>,
 }
 
 const GIB: u64 = 1 << 30;
@@ -199,6 +202,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     ctx.authorize(Resource::Service("notebooks".into()))?;
     let aliases = crate::services::keys::aliases_of(plane, key.id()).await?;
     ctx.authorize_also("keys:GenerateDataKey", Resource::Key { id: key.id().to_owned(), aliases })?;
+    let _admission = plane.notebooks.admission.lock().await;
     if sqlx::query("SELECT name FROM notebooks WHERE name = $1")
         .bind(&input.notebook_instance_name)
         .fetch_optional(&plane.store.pool)
@@ -473,6 +477,7 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     ctx.authorize(Resource::Service("notebooks".into()))?;
     require_stopped(&notebook, &input.notebook_instance_name)?;
     let instance_type = input.instance_type.clone().map_or_else(|| notebook.try_get("instance_type"), Ok)?;
+    let _admission = plane.notebooks.admission.lock().await;
     if volume > current {
         admit_volume(plane, (volume - current) as u64 * GIB).await?;
         let disk = Volume::new(notebook_dir(plane, &input.notebook_instance_name));
