@@ -162,15 +162,7 @@ pub fn validate(layout: &Layout, key: &VerifyingKey, options: &ValidateOptions) 
                 problems.push(INVALID_FORMAT.to_owned());
                 break;
             };
-            let message = signing::checkpoint_string_to_sign(
-                &checkpoint.checkpoint_time,
-                checkpoint.sequence_number,
-                &checkpoint.record_hash,
-                &checkpoint.log_file,
-                checkpoint.last_digest_signature.as_deref().unwrap_or("null"),
-                &checkpoint.previous_checkpoint_signature,
-            );
-            if checkpoint.public_key_fingerprint != fingerprint || !signing::verify(key, message.as_bytes(), &checkpoint.signature) {
+            if !signed_by(&checkpoint, key, &fingerprint) {
                 problems.push(BAD_SIGNATURE.to_owned());
                 break;
             }
@@ -427,6 +419,19 @@ struct Witnessed {
     newest_digest: Option<String>,
 }
 
+/// Whether `checkpoint` carries a valid signature of the key with `fingerprint`.
+fn signed_by(checkpoint: &Checkpoint, key: &VerifyingKey, fingerprint: &str) -> bool {
+    let message = signing::checkpoint_string_to_sign(
+        &checkpoint.checkpoint_time,
+        checkpoint.sequence_number,
+        &checkpoint.record_hash,
+        &checkpoint.log_file,
+        checkpoint.last_digest_signature.as_deref().unwrap_or("null"),
+        &checkpoint.previous_checkpoint_signature,
+    );
+    checkpoint.public_key_fingerprint == fingerprint && signing::verify(key, message.as_bytes(), &checkpoint.signature)
+}
+
 fn read_witness(layout: &Layout, witness: &Path, key: &VerifyingKey, fingerprint: &str, reporter: &mut Reporter<'_>) -> Witnessed {
     let witnessed = Layout { root: witness.to_owned(), ..layout.clone() };
     let location = |object: &str| format!("witness {}/{object}", witness.display());
@@ -436,15 +441,7 @@ fn read_witness(layout: &Layout, witness: &Path, key: &VerifyingKey, fingerprint
         let (lines, _) = chain::record_lines(&content, false).expect("open files always split");
         for line in lines {
             let Ok(checkpoint) = serde_json::from_slice::<Checkpoint>(line) else { continue };
-            let message = signing::checkpoint_string_to_sign(
-                &checkpoint.checkpoint_time,
-                checkpoint.sequence_number,
-                &checkpoint.record_hash,
-                &checkpoint.log_file,
-                checkpoint.last_digest_signature.as_deref().unwrap_or("null"),
-                &checkpoint.previous_checkpoint_signature,
-            );
-            if checkpoint.public_key_fingerprint != fingerprint || !signing::verify(key, message.as_bytes(), &checkpoint.signature) {
+            if !signed_by(&checkpoint, key, fingerprint) {
                 reporter.note(
                     "Checkpoint file",
                     &location(&witnessed.object_key(&path)),

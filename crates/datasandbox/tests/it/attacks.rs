@@ -41,6 +41,13 @@ pub(crate) fn server_with_notebook_image() -> Server {
     server
 }
 
+/// Creates the notebook `name` as the operator and waits until it is in service; returns its
+/// instance.
+pub(crate) fn create_notebook(server: &Server, name: &str) -> Value {
+    server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": name, "InstanceType": "stream.standard.small" }));
+    notebook_in_service(server, name)
+}
+
 /// Waits until the notebook `name` is in service; returns its instance (as `DescribeInstances`
 /// shows it).
 pub(crate) fn notebook_in_service(server: &Server, name: &str) -> Value {

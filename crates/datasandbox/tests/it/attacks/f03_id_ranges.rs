@@ -64,8 +64,7 @@ fn f03_a_pool_overlapping_etc_subuid_refuses_to_start() {
 fn f03_a_notebook_keeps_its_files_across_starts_on_other_host_ids() {
     use serde_json::json;
     let server = super::server_with_notebook_image();
-    server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": "keep", "InstanceType": "stream.standard.small" }));
-    let first = super::notebook_in_service(&server, "keep");
+    let first = super::create_notebook(&server, "keep");
     let (code, out) = sh(
         &server,
         &first,

@@ -33,8 +33,7 @@ fn f05_an_instance_cannot_fill_the_host_disk_through_its_writable_host_directori
 #[test]
 fn f05_a_notebook_cannot_fill_the_host_disk_through_its_server_socket_directory() {
     let server = super::server_with_notebook_image();
-    server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": "flood", "InstanceType": "stream.standard.small" }));
-    let notebook = super::notebook_in_service(&server, "flood");
+    let notebook = super::create_notebook(&server, "flood");
     let (_, out) = flood(&server, &notebook, "/run/jupyter");
     assert!(out.contains("No space left on device"), "{out}");
     let landed: u64 = out.lines().last().and_then(|l| l.trim().parse().ok()).expect("a size");

@@ -38,8 +38,7 @@ fn f07_no_secret_is_on_a_host_processs_command_line_or_in_its_environment() {
     assert_eq!(holders(&as_bytes[1..as_bytes.len() - 1]), Vec::<String>::new(), "the instance credential is visible in /proc");
 
     // A notebook server's token.
-    server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": "tokens", "InstanceType": "stream.standard.small" }));
-    let notebook = super::notebook_in_service(&server, "tokens");
+    let notebook = super::create_notebook(&server, "tokens");
     let (code, token) = sh(
         &server,
         &notebook,
