@@ -88,6 +88,8 @@ impl Server {
         let (child, api) = launch(dir.path(), &vpc, overrides, &[], How::OnTerminal).expect("server starts on a terminal");
         let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).expect("script's children");
         let pid = children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("script runs the server");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the server's executable");
+        assert_eq!(exe, Path::new(BIN), "script's child is not the server");
         Server { dir, api, pid, child, vpc }
     }
 
@@ -310,11 +312,12 @@ fn launch(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)], 
         args.extend(["-c".into(), (*o).to_owned()]);
     }
     let mut command = if terminal {
-        // `script -e -c <command line>`: the server gets a new pseudo-terminal as its
-        // controlling terminal, its output copied to ours.
+        // `script -e -c 'exec <command line>'`: the server gets a new pseudo-terminal as its
+        // controlling terminal, its output copied to ours. `exec`, so that the server is
+        // script's child whatever `$SHELL` is (dash, as CI's shell, forks for `-c` without it).
         let line: Vec<String> = std::iter::once(BIN.to_owned()).chain(args).map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
         let mut command = Command::new("script");
-        command.args(["-q", "-f", "-e", "-c", &line.join(" "), "/dev/null"]).stdin(Stdio::piped());
+        command.args(["-q", "-f", "-e", "-c", &format!("exec {}", line.join(" ")), "/dev/null"]).stdin(Stdio::piped());
         command
     } else if let How::Under([program, arguments @ ..]) = how {
         let mut command = Command::new(program);
