@@ -12,10 +12,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::error::ActionError;
-use crate::pipeline::{ControlPlane, Request, ServiceEvent};
-use crate::services::{decode_base64, encode_base64};
-use crate::store::now_millis;
+use crate::core::codec::{decode_base64, encode_base64};
+use crate::core::error::ActionError;
+use crate::core::pipeline::{Pipeline, Request};
+use crate::core::platform::ServiceEvent;
+use crate::core::store::now_millis;
 
 mod session_validator;
 
@@ -49,7 +50,7 @@ impl BuiltinFunction {
     }
 }
 
-pub(crate) fn start_dispatcher(control: ControlPlane) {
+pub(crate) fn start_dispatcher(control: Pipeline) {
     tokio::spawn(async move {
         loop {
             let wait = match deliver_due(&control).await {
@@ -60,14 +61,14 @@ pub(crate) fn start_dispatcher(control: ControlPlane) {
                 }
             };
             // Woken early by a new outbox row; otherwise retry when the next backoff ends.
-            let _ = tokio::time::timeout(wait, control.plane.outbox.notified()).await;
+            let _ = tokio::time::timeout(wait, control.platform.outbox.notified()).await;
         }
     });
 }
 
 /// Delivers every due event once; returns how long to wait before the next look.
-async fn deliver_due(control: &ControlPlane) -> Result<Duration, ActionError> {
-    let plane = &*control.plane;
+async fn deliver_due(control: &Pipeline) -> Result<Duration, ActionError> {
+    let plane = &*control.platform;
     let rows = sqlx::query("SELECT seq, bucket, key, function, event, attempts, next_attempt FROM notifications ORDER BY seq LIMIT 200")
         .fetch_all(&plane.store.pool)
         .await?;
@@ -126,7 +127,7 @@ async fn deliver_due(control: &ControlPlane) -> Result<Duration, ActionError> {
     Ok(Duration::from_millis(wait as u64))
 }
 
-async fn invoke(control: &ControlPlane, function: &str, event: &Value) -> Result<(), ActionError> {
+async fn invoke(control: &Pipeline, function: &str, event: &Value) -> Result<(), ActionError> {
     let Some(builtin) = BuiltinFunction::from_name(function) else {
         return Err(ActionError::validation(format!("function `{function}` does not exist")));
     };
@@ -158,8 +159,8 @@ async fn invoke(control: &ControlPlane, function: &str, event: &Value) -> Result
 }
 
 /// One `functions:Invoke` service event per delivery attempt.
-async fn audit_delivery(control: &ControlPlane, function: &str, event: &Value, attempt: i64, error: Option<&ActionError>) {
-    let spec = &control.plane.spec;
+async fn audit_delivery(control: &Pipeline, function: &str, event: &Value, attempt: i64, error: Option<&ActionError>) {
+    let spec = &control.platform.spec;
     let parameters = json!({
         "FunctionName": function,
         "Attempt": attempt,
@@ -185,7 +186,7 @@ async fn audit_delivery(control: &ControlPlane, function: &str, event: &Value, a
         correlation_id: event["correlationId"].as_str().map(str::to_owned),
         source_ip: None,
         // The function has run (its own actions were recorded, or refused, one by one).
-        effect: crate::pipeline::Effect::Recorded,
+        effect: crate::core::platform::Effect::Recorded,
     };
     let _ = control.record_service_event(record).await;
 }
@@ -197,7 +198,7 @@ mod tests {
     fn defaults() -> Authorizer {
         let spec = model::spec::Spec::parse(&model::spec::default_spec_text(), &[]).expect("the default spec");
         let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
-        Authorizer::load(&policies, &crate::actions::declarations()).expect("the default policies")
+        Authorizer::load(&policies, &crate::core::actions::declarations()).expect("the default policies")
     }
 
     fn object(bucket: &str, key: &str, notifies: &[&str]) -> Resource {

@@ -2,6 +2,7 @@
 //! short-lived user tokens of `identity:CreateSessionToken`.
 
 use audit::{SessionContext, SessionContextAttributes, UserIdentity};
+use futures::future::BoxFuture;
 use model::{AccessMode, Issuer, UserId, UserRef};
 use policy::{Channel, Principal};
 use rand::RngCore;
@@ -9,136 +10,168 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
+use std::sync::Arc;
 
 pub(crate) mod local;
 pub(crate) mod oidc;
 pub(crate) mod saml;
 
-use crate::error::ActionError;
-use crate::pipeline::Ctx;
-use crate::store::{Store, millis_to_rfc3339, now_millis};
+use crate::core::actions::IdentityAction;
+use crate::core::caller::{Caller, Credentials, Delegated, Empty, Federation, person};
+use crate::core::error::ActionError;
+use crate::core::pipeline::Authenticate;
+use crate::core::pipeline::Ctx;
+use crate::core::platform::{Platform, ServiceEvent};
+use crate::core::store::{Store, millis_to_rfc3339, now_millis};
 
-/// What a transport knows about who is calling.
-#[derive(Debug, Clone)]
-pub enum Credentials {
-    /// Peer credentials of a connection on the control socket.
-    Peer { uid: u32 },
-    /// `Authorization: Bearer <token>` on the HTTP API.
-    Bearer(String),
-    /// The operator console's cookie: a bearer token that must also hold the `admin` role.
-    Console(String),
-    /// No credentials at all.
-    Anonymous,
-    /// `Authorization: Bearer <instance credential>` on the endpoint, from an instance link.
-    Instance { token: String, source_ip: String },
-    /// A program inside an instance that holds no credential (the kiosk browser of a pixel
-    /// session), known only by the instance link the call arrives on: it acts for that
-    /// instance's ACTIVE session, as the session's cookie would.
-    InstanceLink { source_ip: String },
-    /// The token of a streaming URL being opened: it names the user, and its signature is checked.
-    StreamingUrl(String),
-    /// The cookie a redeemed streaming URL set: the session's user.
-    SessionCookie(String),
-    /// A local user signing in (`identity:SignIn`): name, password and, once enrolled, a TOTP
-    /// code, from the address the attempt comes from. Never part of an action's input.
-    LocalUser { user_name: String, password: Secret, totp_code: Option<Secret>, source_ip: String },
-    /// A `SAMLResponse` posted to the assertion consumer (base64, as posted), from the address
-    /// the browser posted it from. Never part of an action's input.
-    /// A posted SAML response, with the request id the posting browser holds (its `/saml/login`
-    /// cookie), if any.
-    SamlResponse { response: String, source_ip: String, browser_request: Option<String> },
-    /// What a browser brought back to `/oidc/callback`. Never part of an action's input.
-    OidcCallback(OidcCallback),
-    /// A built-in function invoked by the platform, carrying the correlation id of the event.
-    Function { name: String, correlation_id: Option<String> },
-    /// A caller the pipeline has already authenticated, whose action takes further actions in
-    /// their name (a deploy's steps): each is authorized and audited as that caller.
-    Delegated(Delegated),
+/// The sessions' side of authentication, owned here and implemented by `streaming`: a
+/// streaming URL's token, a session's cookie and an instance link each stand for a session's
+/// user.
+pub(crate) trait SessionLookup: Send + Sync {
+    /// The user a streaming URL names, once its signature and expiry are checked.
+    fn url_caller(&self, token: &str) -> Result<Caller, ActionError>;
+    /// The user of the session a cookie belongs to (an ended session's is good for `action`
+    /// only when that is its own status).
+    fn cookie_caller<'a>(&'a self, cookie: &'a str, action: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>>;
+    /// The user of the ACTIVE session of the instance whose link a call arrives on.
+    fn link_caller<'a>(&'a self, source_ip: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>>;
 }
 
-/// The role a token must hold to be used in the operator console.
-pub const CONSOLE_ROLE: &str = "admin";
-
-/// The operator console's check: its caller must hold the console's role.
-pub(crate) fn console_access(credentials: &Credentials, caller: &Caller) -> Result<(), ActionError> {
-    if !matches!(credentials, Credentials::Console(_)) {
-        return Ok(());
-    }
-    if matches!(&caller.principal, Principal::User { roles, .. } if roles.iter().any(|r| r == CONSOLE_ROLE)) {
-        return Ok(());
-    }
-    let who = caller.identity.user_name.as_deref().unwrap_or(&caller.identity.principal_id);
-    Err(ActionError::new(
-        403,
-        "ConsoleAccessDenied",
-        format!("`{who}` does not hold the `{CONSOLE_ROLE}` role the operator console requires; ask an operator to grant it"),
-    ))
+/// The instances' side of authentication, owned here and implemented by `instances`.
+pub(crate) trait InstanceLookup: Send + Sync {
+    /// The running instance whose current (or previous, unexpired) credential `token` is,
+    /// calling from its own link's address.
+    fn instance_by_credential<'a>(&'a self, token: &'a str, source_ip: &'a str) -> BoxFuture<'a, Result<InstanceCaller, ActionError>>;
 }
 
-/// A password or code: printed as `***`, never as itself.
-#[derive(Clone)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// An authenticated caller handed to further actions; only the control plane can make one.
-#[derive(Debug, Clone)]
-pub struct Delegated(Box<Caller>);
-
-impl Delegated {
-    pub(crate) fn of(caller: Caller) -> Delegated {
-        Delegated(Box::new(caller))
-    }
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub principal: Principal,
-    pub identity: UserIdentity,
+/// An instance that proved its credential, and the session it serves, if any.
+pub(crate) struct InstanceCaller {
+    pub instance_id: String,
+    pub user_id: Option<String>,
+    pub access_mode: Option<String>,
+    pub issuer: Option<String>,
     pub correlation_id: Option<String>,
-    /// Set when the caller signed in through the SAML identity provider just now.
-    pub federation: Option<Federation>,
-    /// When the caller's credential stops being valid (Unix milliseconds), if it does.
-    pub expires: Option<i64>,
 }
 
-/// What a verified SAML assertion or OIDC ID token said beyond who the user is.
-#[derive(Debug, Clone)]
-pub struct Federation {
-    /// `SAML` or `OIDC`: which sign-in action the verification belongs to.
-    pub protocol: &'static str,
-    pub issuer: String,
-    pub session_seconds: i64,
-    /// What to open after the sign-in, when the verified message carried it (OIDC's state).
-    pub relay_state: Option<String>,
-    /// An IdP-initiated SAML sign-in: it answers no request of this browser's, so the page
-    /// must not act on it (launch anything) before the user has seen whose sign-in it is.
-    pub idp_initiated: bool,
+/// The identity service: authenticates every call, and answers `identity:` actions.
+pub(crate) struct Identity {
+    platform: Arc<Platform>,
+    /// Recent failed sign-ins of local users, by address.
+    throttle: local::Throttle,
+    sessions: Arc<dyn SessionLookup>,
+    instances: Arc<dyn InstanceLookup>,
 }
 
-/// What the browser brought back to `/oidc/callback`.
-#[derive(Debug, Clone)]
-pub struct OidcCallback {
-    pub code: Option<String>,
-    pub state: String,
-    /// The provider's `error` (and description), when it refused.
-    pub error: Option<String>,
-    /// The state the gateway's cookie holds for this browser.
-    pub browser_state: Option<String>,
+impl Identity {
+    pub(crate) fn new(platform: Arc<Platform>, sessions: Arc<dyn SessionLookup>, instances: Arc<dyn InstanceLookup>) -> Identity {
+        Identity { platform, throttle: local::Throttle::default(), sessions, instances }
+    }
+
+    pub(crate) async fn dispatch(&self, ctx: &mut Ctx<'_>, action: IdentityAction, input: Value) -> Result<Value, ActionError> {
+        match action {
+            IdentityAction::CreateSessionToken => create_session_token(ctx, input).await,
+            IdentityAction::GetCallerIdentity => get_caller_identity(ctx, input).await,
+            IdentityAction::SignIn => sign_in(ctx, input).await,
+            IdentityAction::AssumeRoleWithSAML => assume_federated_role(ctx, input, "SAML").await,
+            IdentityAction::AssumeRoleWithWebIdentity => assume_federated_role(ctx, input, "OIDC").await,
+            IdentityAction::CreateLocalUser => local::create(&self.throttle, ctx, input).await,
+            IdentityAction::DeleteLocalUser => local::delete(ctx, input).await,
+            IdentityAction::UnlockLocalUser => local::unlock(&self.throttle, ctx, input).await,
+            IdentityAction::AssociateSoftwareToken => local::associate(&self.throttle, ctx, input).await,
+            IdentityAction::VerifySoftwareToken => local::verify_token(ctx, input).await,
+        }
+    }
+
+    /// This service provider's SAML metadata, served at `/saml/metadata`.
+    pub(crate) fn saml_metadata(&self) -> String {
+        saml::sp_metadata(&self.platform)
+    }
+
+    /// Where a browser starts an SP-initiated SAML sign-in: the IdP's redirect-binding URL
+    /// with a fresh AuthnRequest carrying `relay_state`, and the request id for the gateway
+    /// to bind to the browser. A refusal is recorded (`identity:SignInStartRefused`) with the
+    /// browser's address.
+    pub(crate) async fn saml_login_url(&self, relay_state: &str, source_ip: &str) -> Result<(String, String), ActionError> {
+        let started = saml::login_url(&self.platform, relay_state);
+        self.sign_in_start(&started, "SAML", relay_state, source_ip).await;
+        started
+    }
+
+    /// Where a browser starts an OpenID Connect sign-in, and the state to bind to that browser.
+    /// A refusal is recorded (`identity:SignInStartRefused`) with the browser's address.
+    pub(crate) async fn oidc_login_url(&self, relay_state: &str, source_ip: &str) -> Result<(String, String), ActionError> {
+        let started = oidc::login_url(&self.platform, relay_state).await;
+        self.sign_in_start(&started, "OIDC", relay_state, source_ip).await;
+        started
+    }
+
+    async fn sign_in_start<T>(&self, started: &Result<T, ActionError>, protocol: &str, relay_state: &str, source_ip: &str) {
+        if let Err(err) = started {
+            let parameters = json!({ "Protocol": protocol, "RelayState": relay_state });
+            let event = ServiceEvent {
+                source: "identity",
+                name: "SignInStartRefused",
+                principal: "gateway.datasandbox",
+                parameters,
+                error: Some(err),
+                source_ip: Some(source_ip.to_owned()),
+                ..ServiceEvent::default()
+            };
+            let _ = self.platform.record_service_event(event).await;
+        }
+    }
+
+    /// Which federated sign-ins are set up: (SAML, OpenID Connect).
+    pub(crate) fn federation_providers(&self) -> (bool, bool) {
+        let name = self.platform.current().idp_name.clone();
+        let saml = self.platform.data_dir.join("identity-providers").join(format!("{name}.xml")).exists();
+        (saml, self.platform.spec.oidc.is_some())
+    }
+}
+
+impl Authenticate for Identity {
+    fn authenticate<'a>(&'a self, credentials: &'a Credentials, action: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>> {
+        Box::pin(authenticate(self, credentials, action))
+    }
+
+    fn claimed_identity(&self, credentials: &Credentials) -> UserIdentity {
+        unauthenticated_identity(credentials, &self.platform.spec.account_id)
+    }
+}
+
+/// Who a refused authentication is recorded as: the name that was tried for a failed sign-in
+/// (never the password), the subject a refused SAML response claimed (unverified), else
+/// anonymous.
+fn unauthenticated_identity(credentials: &Credentials, account_id: &str) -> audit::UserIdentity {
+    let (kind, principal_id, user_name) = match credentials {
+        Credentials::LocalUser { user_name, .. } => {
+            let tried: String = user_name.chars().filter(|c| !c.is_control()).take(64).collect();
+            ("User", format!("local:{tried}"), Some(tried))
+        }
+        Credentials::SamlResponse { response, .. } => {
+            let claimed = saml::claimed_subject(response);
+            ("SAMLUser", format!("federated:{}", claimed.as_deref().unwrap_or("unknown")), claimed)
+        }
+        _ => ("Anonymous", "anonymous".to_owned(), None),
+    };
+    audit::UserIdentity {
+        kind: kind.into(),
+        principal_id,
+        arn: String::new(),
+        account_id: account_id.to_owned(),
+        user_name,
+        session_context: None,
+    }
 }
 
 /// Who `credentials` are, for a call of `action` (an ended session's cookie is good for its
 /// own status and nothing else).
-pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &Credentials, action: &str) -> Result<Caller, ActionError> {
+async fn authenticate(identity: &Identity, credentials: &Credentials, action: &str) -> Result<Caller, ActionError> {
+    let plane = &*identity.platform;
     let (store, account_id, socket_owner) = (&plane.store, plane.spec.account_id.as_str(), plane.socket_owner);
     match credentials {
         Credentials::Instance { token, source_ip } => {
-            let instance = crate::instances::authenticate(plane, token, source_ip).await?;
+            let instance = identity.instances.instance_by_credential(token, source_ip).await?;
             let issuer = json!({ "type": "Instance", "principalId": instance.instance_id, "arn": format!("arn:datasandbox:streaming:{}:{account_id}:instance/{}", plane.spec.region, instance.instance_id) });
             let identity = |kind: &str, user_name: Option<String>| UserIdentity {
                 kind: kind.into(),
@@ -201,7 +234,9 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
         // recorded with who was refused.
         Credentials::Console(token) => user_from_token(store, account_id, token).await,
         Credentials::LocalUser { user_name, password, totp_code, source_ip } => {
-            let signed_in = local::sign_in(plane, user_name, &password.0, totp_code.as_ref().map(|c| c.0.as_str()), source_ip).await?;
+            let signed_in =
+                local::sign_in(plane, &identity.throttle, user_name, &password.0, totp_code.as_ref().map(|c| c.0.as_str()), source_ip)
+                    .await?;
             let user = UserRef::local(UserId::new(signed_in.user_name.clone()).map_err(|_| local_rejected())?);
             let (principal, identity) =
                 person(account_id, &user, Channel::SignIn, "User", signed_in.mfa, signed_in.roles, None, now_millis());
@@ -233,9 +268,9 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             };
             federated_caller(account_id, &verified.user, verified.mfa, verified.roles, "WebIdentityUser", issuer, federation)
         }
-        Credentials::StreamingUrl(token) => crate::services::streaming::sessions::url_caller(plane, token),
-        Credentials::SessionCookie(cookie) => crate::services::streaming::sessions::cookie_caller(plane, cookie, action).await,
-        Credentials::InstanceLink { source_ip } => crate::services::streaming::sessions::link_caller(plane, source_ip).await,
+        Credentials::StreamingUrl(token) => identity.sessions.url_caller(token),
+        Credentials::SessionCookie(cookie) => identity.sessions.cookie_caller(cookie, action).await,
+        Credentials::InstanceLink { source_ip } => identity.sessions.link_caller(source_ip).await,
         Credentials::Anonymous => Err(ActionError::unauthenticated(
             "the request carries no credentials; send `Authorization: Bearer <token>` or use the control socket",
         )),
@@ -263,33 +298,6 @@ pub(crate) async fn authenticate(plane: &crate::pipeline::Plane, credentials: &C
             expires: None,
         }),
     }
-}
-
-/// A person's principal (reached through `channel`) and their identity in records: one ARN,
-/// one principal id, whatever the credential.
-#[allow(clippy::too_many_arguments, reason = "each is one part of who the caller is; a struct would only rename them")]
-pub(crate) fn person(
-    account_id: &str,
-    user: &UserRef,
-    channel: Channel,
-    kind: &str,
-    mfa: bool,
-    roles: Vec<String>,
-    issuer: Option<Value>,
-    created: i64,
-) -> (Principal, UserIdentity) {
-    let identity = UserIdentity {
-        kind: kind.into(),
-        principal_id: user.principal_id(),
-        arn: user.arn(account_id),
-        account_id: account_id.to_owned(),
-        user_name: Some(user.user().to_string()),
-        session_context: Some(SessionContext {
-            attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(created), mfa_authenticated: mfa.to_string() },
-            session_issuer: issuer,
-        }),
-    };
-    (Principal::User { user: user.clone(), channel, mfa, roles }, identity)
 }
 
 /// A user an identity provider vouched for: their home folder is `user/federated/…`, hashed
@@ -439,7 +447,7 @@ async fn issue_token(ctx: &mut Ctx<'_>, grant: Grant<'_>, duration_seconds: i64)
     .bind(i64::from(grant.mfa))
     .bind(grant.user.issuer_str())
     .bind(grant.channel)
-    .execute(&ctx.plane.store.pool)
+    .execute(&ctx.platform.store.pool)
     .await?;
     let home = grant.user.home();
     ctx.set_correlation_id(grant.correlation_id.to_owned());
@@ -520,11 +528,7 @@ pub(crate) async fn get_caller_identity(ctx: &mut Ctx<'_>, input: Value) -> Resu
         json!({ "Type": identity.kind, "PrincipalId": identity.principal_id, "Arn": identity.arn, "UserName": identity.user_name });
     // Beyond STS: when the caller's credential stops working, for pages that hold a stream open.
     if let Some(expires) = ctx.caller.expires {
-        out["Expiration"] = json!(crate::store::millis_to_rfc3339(expires));
+        out["Expiration"] = json!(crate::core::store::millis_to_rfc3339(expires));
     }
     Ok(out)
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Empty {}

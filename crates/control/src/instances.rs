@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use futures::future::BoxFuture;
 use model::{AccessMode, UserId};
 use policy::Resource;
 use rand::RngCore;
@@ -15,10 +16,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::error::ActionError;
-use crate::pipeline::{ControlPlane, Ctx, Plane};
-use crate::services::unregistered;
-use crate::store::{millis_to_rfc3339, now_millis};
+use crate::core::error::ActionError;
+use crate::core::pipeline::{Ctx, Pipeline};
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
+use crate::identity::{InstanceCaller, InstanceLookup};
 
 mod datasets;
 
@@ -28,7 +30,7 @@ pub type EndpointServer = Box<dyn Fn(tokio::net::TcpListener) -> tokio::task::Jo
 /// How long a stopping instance may take to finish its work (the home folder's last upload).
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-fn credential_lifetime_ms(plane: &Plane) -> i64 {
+fn credential_lifetime_ms(plane: &Platform) -> i64 {
     plane.spec.credential_lifetime_seconds as i64 * 1000
 }
 
@@ -38,8 +40,9 @@ fn new_credential() -> String {
     format!("dsi_{}", hex::encode(secret))
 }
 
-#[derive(Default)]
+/// The instances this host runs: the sandbox that makes them, and each one's live parts.
 pub(crate) struct Instances {
+    pipeline: Pipeline,
     sandbox: tokio::sync::OnceCell<Arc<sandbox::Sandbox>>,
     live: Arc<Mutex<HashMap<String, Live>>>,
     pub(crate) endpoint: OnceLock<EndpointServer>,
@@ -91,7 +94,8 @@ impl Instances {
         })
         .await;
     }
-    async fn sandbox(&self, plane: &Plane) -> Result<Arc<sandbox::Sandbox>, ActionError> {
+    async fn sandbox(&self) -> Result<Arc<sandbox::Sandbox>, ActionError> {
+        let plane = &*self.pipeline.platform;
         let port = plane.spec.endpoint_port;
         self.sandbox
             .get_or_try_init(|| async move {
@@ -113,22 +117,12 @@ impl Instances {
     }
 }
 
-pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
-    match action {
-        "CreateInstance" => create(ctx, input).await,
-        "DescribeInstances" => describe(ctx, input).await,
-        "TerminateInstance" => terminate(ctx, input).await,
-        "ExecInInstance" => exec(ctx, input).await,
-        _ => Err(unregistered(action)),
-    }
-}
-
-fn images_dir(plane: &Plane) -> PathBuf {
+fn images_dir(plane: &Platform) -> PathBuf {
     plane.data_dir.join("images")
 }
 
 /// The newest version of an image.
-fn find_image(plane: &Plane, name: &str) -> Result<sandbox::image::Image, ActionError> {
+fn find_image(plane: &Platform, name: &str) -> Result<sandbox::image::Image, ActionError> {
     let dir = images_dir(plane).join(name);
     let mut versions: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
         .map(|entries| entries.flatten().filter_map(|e| Some((e.file_name().to_str()?.parse::<u64>().ok()?, e.path()))).collect())
@@ -146,7 +140,7 @@ fn find_image(plane: &Plane, name: &str) -> Result<sandbox::image::Image, Action
 /// Builds an image the spec declares unless it is built: `base` and `desktop` take well under
 /// a second; `notebook` reuses the cached venv, or installs it from PyPI the first time
 /// (about a minute). Runs on a blocking thread.
-pub(crate) async fn ensure_image(plane: &Plane, spec: &model::spec::Spec, name: &str) -> Result<(), ActionError> {
+pub(crate) async fn ensure_image(plane: &Platform, spec: &model::spec::Spec, name: &str) -> Result<(), ActionError> {
     if find_image(plane, name).is_ok() {
         return Ok(());
     }
@@ -175,7 +169,7 @@ pub(crate) async fn ensure_image(plane: &Plane, spec: &model::spec::Spec, name: 
 }
 
 /// The application ids of an image's catalog.
-pub(crate) fn catalog(plane: &Plane, image: &str) -> Result<Vec<String>, ActionError> {
+pub(crate) fn catalog(plane: &Platform, image: &str) -> Result<Vec<String>, ActionError> {
     Ok(find_image(plane, image)?.manifest.applications.iter().map(|a| a.name.clone()).collect())
 }
 
@@ -205,9 +199,9 @@ fn instance_json(row: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
     }))
 }
 
-async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn create(instances: &Instances, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CreateInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let type_name = input.instance_type.clone().unwrap_or_else(|| plane.current().instance_type.clone());
     instance_type(plane, &type_name)?;
     if input.access_mode.is_some() && input.user_id.is_none() {
@@ -240,11 +234,11 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         program: None,
         ids: None,
     };
-    let instance = launch_instance(plane, launch).await?;
+    let instance = launch_instance(instances, launch).await?;
     Ok(json!({ "Instance": instance }))
 }
 
-pub(crate) fn instance_type(plane: &Plane, name: &str) -> Result<model::spec::InstanceType, ActionError> {
+pub(crate) fn instance_type(plane: &Platform, name: &str) -> Result<model::spec::InstanceType, ActionError> {
     let spec = plane.current();
     spec.instance_types.iter().find(|t| t.name == name).cloned().ok_or_else(|| {
         let names: Vec<&str> = spec.instance_types.iter().map(|t| t.name.as_str()).collect();
@@ -253,8 +247,8 @@ pub(crate) fn instance_type(plane: &Plane, name: &str) -> Result<model::spec::In
 }
 
 /// Reserves host ids for an instance about to be launched (see [`Launch::ids`]).
-pub(crate) async fn lease_ids(plane: &Plane) -> Result<sandbox::ids::IdLease, ActionError> {
-    let sandbox = plane.instances.sandbox(plane).await?;
+pub(crate) async fn lease_ids(instances: &Instances) -> Result<sandbox::ids::IdLease, ActionError> {
+    let sandbox = instances.sandbox().await?;
     sandbox.lease_ids().map_err(|e| ActionError::new(503, "InsufficientCapacity", e.to_string()))
 }
 
@@ -308,7 +302,7 @@ impl Assignment {
 
 /// The host directory bound at `/run/display` in a streaming instance: its display's RFB
 /// socket appears there, owned by the instance's workspace user.
-fn display_dir(plane: &Plane, id: &str, ids: sandbox::ids::IdRange) -> Result<PathBuf, sandbox::SandboxError> {
+fn display_dir(plane: &Platform, id: &str, ids: sandbox::ids::IdRange) -> Result<PathBuf, sandbox::SandboxError> {
     let dir = datasets::instance_dir(plane, id).join("display");
     sandbox::bounded_dir(&dir, DISPLAY_DIR_BYTES, ids.workspace())?;
     Ok(dir)
@@ -322,34 +316,35 @@ const PRINT_DIR_BYTES: u64 = 256 << 20;
 /// The host directory bound at `/run/print` in a streaming instance: the session's print
 /// folder, where its printer puts each job's PDF. The gateway reads it, never follows links
 /// in it, and hands a printout over only if the session allows printing to the local device.
-pub(crate) fn print_dir(plane: &Plane, id: &str) -> PathBuf {
+pub(crate) fn print_dir(plane: &Platform, id: &str) -> PathBuf {
     datasets::instance_dir(plane, id).join("print")
 }
 
 /// The print folder, bounded, for the instance's workspace user only.
-fn make_print_dir(plane: &Plane, id: &str, ids: sandbox::ids::IdRange) -> Result<PathBuf, sandbox::SandboxError> {
+fn make_print_dir(plane: &Platform, id: &str, ids: sandbox::ids::IdRange) -> Result<PathBuf, sandbox::SandboxError> {
     let dir = print_dir(plane, id);
     sandbox::bounded_dir(&dir, PRINT_DIR_BYTES, ids.workspace())?;
     Ok(dir)
 }
 
 /// Where a streaming instance's display listens, seen from the host.
-pub(crate) fn display_socket(plane: &Plane, id: &str) -> PathBuf {
+pub(crate) fn display_socket(plane: &Platform, id: &str) -> PathBuf {
     datasets::instance_dir(plane, id).join("display").join("rfb.sock")
 }
 
 /// Starts an instance: its row first, then the sandbox, its endpoint listener and — when it
 /// serves a user — their datasets. Returns the instance as `DescribeInstances` shows it.
-pub(crate) async fn launch_instance(plane: &Plane, mut launch: Launch) -> Result<Value, ActionError> {
-    let _launching = plane.instances.begin_launch()?;
+pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -> Result<Value, ActionError> {
+    let plane = &*instances.pipeline.platform;
+    let _launching = instances.begin_launch()?;
     let type_name = launch.instance_type.clone();
     let instance_type = instance_type(plane, &type_name)?;
     let image_name = launch.image_name.clone();
     let image = find_image(plane, &image_name)?;
-    let sandbox = plane.instances.sandbox(plane).await?;
+    let sandbox = instances.sandbox().await?;
     let ids = match launch.ids.take() {
         Some(ids) => ids,
-        None => lease_ids(plane).await?,
+        None => lease_ids(instances).await?,
     };
     let range = ids.range();
 
@@ -360,7 +355,7 @@ pub(crate) async fn launch_instance(plane: &Plane, mut launch: Launch) -> Result
     let assignment = launch.assignment.as_ref();
     // The row comes first, so that a crash from here on leaves something to reconcile.
     let link = {
-        let _allocation = plane.instances.allocation.lock().await;
+        let _allocation = instances.allocation.lock().await;
         let mut tx = plane.store.write().await?;
         let used: Vec<i64> = sqlx::query("SELECT link_index FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')")
             .fetch_all(&mut *tx)
@@ -481,7 +476,7 @@ pub(crate) async fn launch_instance(plane: &Plane, mut launch: Launch) -> Result
         Err(err) => return Err(start_failed(plane, &id, err).await),
     };
     let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => plane.instances.endpoint.get().map(|serve| serve(listener)),
+        Ok(listener) => instances.endpoint.get().map(|serve| serve(listener)),
         Err(err) => {
             let sandbox = sandbox.clone();
             let _ = tokio::task::spawn_blocking(move || sandbox.destroy(instance)).await;
@@ -493,8 +488,8 @@ pub(crate) async fn launch_instance(plane: &Plane, mut launch: Launch) -> Result
         .bind(&id)
         .execute(&plane.store.pool)
         .await?;
-    plane.instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener, credential: credential.clone() });
-    let mounted = if assignment.is_some() { mount_datasets(plane, &id, &credential, &link).await } else { Vec::new() };
+    instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener, credential: credential.clone() });
+    let mounted = if assignment.is_some() { mount_datasets(instances, &id, &credential, &link).await } else { Vec::new() };
     let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&id).fetch_one(&plane.store.pool).await?;
     let mut instance = instance_json(&row)?;
     instance["Datasets"] = json!(mounted);
@@ -503,7 +498,7 @@ pub(crate) async fn launch_instance(plane: &Plane, mut launch: Launch) -> Result
 
 /// Marks an instance that could not start as FAILED (its row stays, for the record) and
 /// removes its datasets' mount point; the error to return.
-async fn start_failed(plane: &Plane, id: &str, err: impl std::fmt::Display) -> ActionError {
+async fn start_failed(plane: &Platform, id: &str, err: impl std::fmt::Display) -> ActionError {
     datasets::remove(plane, id);
     let marked = sqlx::query("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2")
         .bind(now_millis())
@@ -518,9 +513,15 @@ async fn start_failed(plane: &Plane, id: &str, err: impl std::fmt::Display) -> A
 
 /// Gives a running, unassigned fleet instance to a session: the row, then the session's
 /// variables placed inside for the waiting agent, then the user's datasets.
-pub(crate) async fn assign(plane: &Plane, instance_id: &str, assignment: &Assignment, correlation_id: &str) -> Result<(), ActionError> {
+pub(crate) async fn assign(
+    instances: &Instances,
+    instance_id: &str,
+    assignment: &Assignment,
+    correlation_id: &str,
+) -> Result<(), ActionError> {
+    let plane = &*instances.pipeline.platform;
     let (pid, credential) = {
-        let live = plane.instances.live.lock().expect("instances lock");
+        let live = instances.live.lock().expect("instances lock");
         let live = live.get(instance_id).ok_or_else(|| ActionError::internal(format_args!("instance {instance_id} is not live")))?;
         (live.instance.init_pid, live.credential.clone())
     };
@@ -549,17 +550,18 @@ pub(crate) async fn assign(plane: &Plane, instance_id: &str, assignment: &Assign
         host_address: link_row.try_get::<String, _>("host_address")?.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
         instance_address: link_row.try_get::<String, _>("private_address")?.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
     };
-    mount_datasets(plane, instance_id, &credential, &link).await;
+    mount_datasets(instances, instance_id, &credential, &link).await;
     Ok(())
 }
 
 /// Datasets are read as the instance itself, so the user's policies decide what appears.
-async fn mount_datasets(plane: &Plane, id: &str, credential: &str, link: &sandbox::network::Link) -> Vec<Value> {
+async fn mount_datasets(instances: &Instances, id: &str, credential: &str, link: &sandbox::network::Link) -> Vec<Value> {
+    let plane = &*instances.pipeline.platform;
     if plane.current().datasets.is_empty() {
         return Vec::new();
     }
     let (done, outcomes) = tokio::sync::oneshot::channel();
-    let Some(owner) = plane.instances.live.lock().expect("instances lock").get(id).map(|live| live.instance.ids().workspace()) else {
+    let Some(owner) = instances.live.lock().expect("instances lock").get(id).map(|live| live.instance.ids().workspace()) else {
         return Vec::new();
     };
     let job = datasets::Job {
@@ -569,7 +571,7 @@ async fn mount_datasets(plane: &Plane, id: &str, credential: &str, link: &sandbo
         owner,
         done,
     };
-    let sent = plane.instances.datasets.get().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);
+    let sent = instances.datasets.get().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);
     let outcomes = if sent { outcomes.await.unwrap_or_default() } else { Vec::new() };
     outcomes
         .into_iter()
@@ -592,10 +594,10 @@ struct DescribeInput {
     include_ended: bool,
 }
 
-async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: DescribeInput = ctx.parse(input)?;
     ctx.authorize(Resource::Service("streaming".into()))?;
-    let rows = sqlx::query("SELECT * FROM instances ORDER BY created").fetch_all(&ctx.plane.store.pool).await?;
+    let rows = sqlx::query("SELECT * FROM instances ORDER BY created").fetch_all(&ctx.platform.store.pool).await?;
     let mut instances = Vec::new();
     for row in &rows {
         let id: String = row.try_get("instance_id")?;
@@ -616,24 +618,25 @@ struct InstanceInput {
     instance_id: String,
 }
 
-async fn terminate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn terminate(instances: &Instances, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: InstanceInput = ctx.parse(input)?;
     ctx.authorize(Resource::Instance { id: input.instance_id.clone() })?;
-    let plane = ctx.plane;
-    stop_instance(plane, &input.instance_id).await?;
+    let plane = ctx.platform;
+    stop_instance(instances, &input.instance_id).await?;
     let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&input.instance_id).fetch_one(&plane.store.pool).await?;
     Ok(json!({ "Instance": instance_json(&row)? }))
 }
 
 /// Stops an instance — its programs get a grace period to finish, its credential stays valid
 /// meanwhile so that its last changes reach storage — then removes everything it had.
-pub(crate) async fn stop_instance(plane: &Plane, id: &str) -> Result<(), ActionError> {
-    let live = plane.instances.live.lock().expect("instances lock").remove(id);
+pub(crate) async fn stop_instance(instances: &Instances, id: &str) -> Result<(), ActionError> {
+    let plane = &*instances.pipeline.platform;
+    let live = instances.live.lock().expect("instances lock").remove(id);
     let Some(live) = live else {
         return Err(ActionError::not_found("ResourceNotFoundException", format!("instance `{id}` is not running")));
     };
     sqlx::query("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1").bind(id).execute(&plane.store.pool).await?;
-    let sandbox = plane.instances.sandbox(plane).await?;
+    let sandbox = instances.sandbox().await?;
     let destroyed = tokio::task::spawn_blocking(move || sandbox.stop(live.instance, STOP_GRACE)).await.map_err(ActionError::internal)?;
     if let Some(listener) = live.listener {
         listener.abort();
@@ -654,15 +657,15 @@ struct ExecInput {
     command: Vec<String>,
 }
 
-async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn exec(instances: &Instances, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ExecInput = ctx.parse(input)?;
     if input.command.is_empty() || input.command.iter().any(|a| a.contains('\0')) {
         return Err(ActionError::validation("Command must be a non-empty list of arguments without NUL"));
     }
     ctx.authorize(Resource::Instance { id: input.instance_id.clone() })?;
-    let plane = ctx.plane;
-    let sandbox = plane.instances.sandbox(plane).await?;
-    let target = plane.instances.live.lock().expect("instances lock").get(&input.instance_id).map(|live| live.instance.exec_target());
+    let plane = ctx.platform;
+    let sandbox = instances.sandbox().await?;
+    let target = instances.live.lock().expect("instances lock").get(&input.instance_id).map(|live| live.instance.exec_target());
     let target = target
         .ok_or_else(|| ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)))?;
     let command = input.command.clone();
@@ -688,7 +691,7 @@ async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     if let (Some(user), Some(mode)) = (row.try_get::<Option<String>, _>("user_id")?, mode)
         && let Ok(user) = model::UserRef::from_parts(mode, row.try_get::<Option<String>, _>("issuer")?.as_deref(), &user)
     {
-        plane.streaming.changes.user(&user);
+        plane.changes.user(&user);
     }
     Ok(json!({
         "ExitCode": output.status.code(),
@@ -701,22 +704,24 @@ async fn exec(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
 /// is rotated once two thirds of its lifetime have passed; the new one is written into the
 /// instance (atomically, for the workspace user only) before it becomes valid; the old one
 /// stays valid until its own expiry.
-pub(crate) fn start_background_tasks(control: ControlPlane) {
-    let _ = control.plane.instances.datasets.set(datasets::start_worker(control.clone()));
+pub(crate) fn start_background_tasks(instances: &Arc<Instances>) {
+    let _ = instances.datasets.set(datasets::start_worker(instances.pipeline.clone()));
+    let instances = instances.clone();
     tokio::spawn(async move {
-        let plane = &control.plane;
+        let plane = &instances.pipeline.platform;
         let lifetime = credential_lifetime_ms(plane);
         let tick = std::time::Duration::from_millis((lifetime / 6).clamp(250, 60_000) as u64);
         loop {
             tokio::time::sleep(tick).await;
-            if let Err(err) = rotate_due(plane, lifetime).await {
+            if let Err(err) = rotate_due(&instances, lifetime).await {
                 tracing::error!(error = %err, "instance credential rotation");
             }
         }
     });
 }
 
-async fn rotate_due(plane: &Plane, lifetime: i64) -> Result<(), ActionError> {
+async fn rotate_due(instances: &Instances, lifetime: i64) -> Result<(), ActionError> {
+    let plane = &*instances.pipeline.platform;
     let due = sqlx::query("SELECT instance_id, init_pid, credential_hash, credential_expires FROM instances WHERE state = 'RUNNING' AND credential_expires < $1")
         .bind(now_millis() + lifetime / 3)
         .fetch_all(&plane.store.pool)
@@ -744,7 +749,7 @@ async fn rotate_due(plane: &Plane, lifetime: i64) -> Result<(), ActionError> {
         .bind(&id)
         .execute(&plane.store.pool)
         .await?;
-        if let Some(live) = plane.instances.live.lock().expect("instances lock").get_mut(&id) {
+        if let Some(live) = instances.live.lock().expect("instances lock").get_mut(&id) {
             live.credential = credential;
         }
     }
@@ -752,9 +757,10 @@ async fn rotate_due(plane: &Plane, lifetime: i64) -> Result<(), ActionError> {
 }
 
 /// Ends every running instance (at a clean shutdown). Returns their ids.
-pub(crate) async fn terminate_all(plane: &Plane) -> Vec<String> {
-    let live: Vec<(String, Live)> = plane.instances.live.lock().expect("instances lock").drain().collect();
-    let Some(sandbox) = plane.instances.sandbox.get().cloned() else { return Vec::new() };
+pub(crate) async fn terminate_all(instances: &Instances) -> Vec<String> {
+    let plane = &*instances.pipeline.platform;
+    let live: Vec<(String, Live)> = instances.live.lock().expect("instances lock").drain().collect();
+    let Some(sandbox) = instances.sandbox.get().cloned() else { return Vec::new() };
     // All stop at once, each with its grace period, their endpoints still serving.
     let mut stopping = Vec::new();
     for (id, live) in live {
@@ -785,7 +791,8 @@ pub(crate) async fn terminate_all(plane: &Plane) -> Vec<String> {
 
 /// After a crash of the control plane, instances recorded as not yet ended are destroyed:
 /// their processes, links, firewall elements and cgroups. Returns their ids.
-pub(crate) async fn reconcile(plane: &Plane) -> Result<Vec<String>, ActionError> {
+pub(crate) async fn reconcile(instances: &Instances) -> Result<Vec<String>, ActionError> {
+    let plane = &*instances.pipeline.platform;
     let rows = sqlx::query("SELECT instance_id, host_interface, host_address, private_address, init_pid FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')")
         .fetch_all(&plane.store.pool)
         .await?;
@@ -831,9 +838,15 @@ fn nix_kill(pid: i32) -> std::io::Result<()> {
     std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().map(|_| ())
 }
 
+impl InstanceLookup for Instances {
+    fn instance_by_credential<'a>(&'a self, token: &'a str, source_ip: &'a str) -> BoxFuture<'a, Result<InstanceCaller, ActionError>> {
+        Box::pin(authenticate(&self.pipeline.platform, token, source_ip))
+    }
+}
+
 /// Authenticates a call on the endpoint: the credential must be the current one of the
 /// running instance whose private address the call comes from.
-pub(crate) async fn authenticate(plane: &Plane, token: &str, source_ip: &str) -> Result<InstanceCaller, ActionError> {
+async fn authenticate(plane: &Platform, token: &str, source_ip: &str) -> Result<InstanceCaller, ActionError> {
     let row = sqlx::query(
         "SELECT instance_id, user_id, access_mode, issuer, credential_hash, credential_expires, previous_credential_hash, previous_credential_expires, correlation_id
          FROM instances WHERE private_address = $1 AND state IN ('RUNNING', 'STOPPING')",
@@ -869,18 +882,35 @@ pub(crate) async fn authenticate(plane: &Plane, token: &str, source_ip: &str) ->
     })
 }
 
-pub(crate) struct InstanceCaller {
-    pub instance_id: String,
-    pub user_id: Option<String>,
-    pub access_mode: Option<String>,
-    pub issuer: Option<String>,
-    pub correlation_id: Option<String>,
-}
+impl Instances {
+    pub(crate) fn new(pipeline: Pipeline) -> Instances {
+        Instances {
+            pipeline,
+            sandbox: Default::default(),
+            live: Default::default(),
+            endpoint: OnceLock::new(),
+            datasets: OnceLock::new(),
+            allocation: Default::default(),
+            in_flight: Default::default(),
+            closed: Default::default(),
+        }
+    }
 
-impl ControlPlane {
     /// Gives the control plane the function that serves the endpoint on a listener (the
     /// gateway's), before any instance is created.
-    pub fn set_endpoint_server(&self, serve: EndpointServer) {
-        let _ = self.plane.instances.endpoint.set(serve);
+    pub(crate) fn set_endpoint_server(&self, serve: EndpointServer) {
+        let _ = self.endpoint.set(serve);
+    }
+
+    pub(crate) fn start_background_tasks(self: &Arc<Self>) {
+        start_background_tasks(self)
+    }
+
+    pub(crate) async fn terminate_all(&self) -> Vec<String> {
+        terminate_all(self).await
+    }
+
+    pub(crate) async fn reconcile(&self) -> Result<Vec<String>, ActionError> {
+        reconcile(self).await
     }
 }

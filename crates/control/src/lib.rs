@@ -4,25 +4,27 @@
 //! every call takes — authenticate → authorize (Cedar) → execute → audit — whether it comes
 //! from the operator's socket, a remote client, an instance or a built-in function.
 
-mod actions;
-mod blobs;
-mod error;
+mod audit_log;
+mod core;
+mod deploy;
 mod functions;
 mod identity;
 mod instances;
-mod metrics;
-mod pipeline;
-mod recorded;
-mod services;
-mod store;
+mod keys;
+mod notebooks;
+mod parameters;
+mod plane;
+mod storage;
+mod streaming;
 
-pub use actions::{ACTIONS, ActionSpec};
-pub use error::ActionError;
-pub use identity::{Credentials, OidcCallback, Secret};
+pub use crate::core::actions::{ACTIONS, ActionSpec};
+pub use crate::core::caller::{Credentials, OidcCallback, Secret};
+pub use crate::core::error::ActionError;
+pub use crate::core::pipeline::{Request, Response};
+pub use crate::core::store::{Store, now_millis, rfc3339_to_millis};
 pub use instances::EndpointServer;
-pub use pipeline::{ControlPlane, Request, Response, StartError, check_policies};
-pub use services::notebooks::NotebookTarget;
-pub use services::streaming::files::FileClient;
-pub use services::streaming::sessions::SessionConnection;
-pub use services::streaming::stream::StreamTarget;
-pub use store::{Store, now_millis, rfc3339_to_millis};
+pub use notebooks::NotebookTarget;
+pub use plane::{ControlPlane, StartError, check_policies};
+pub use streaming::files::FileClient;
+pub use streaming::sessions::SessionConnection;
+pub use streaming::stream::StreamTarget;

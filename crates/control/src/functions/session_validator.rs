@@ -19,14 +19,15 @@
 use model::session_file::{ERROR_FILE, MAX_SESSION_FILE, RejectReason, SESSION_FILE, SessionError, SessionFile, URL_FILE};
 use serde_json::{Value, json};
 
-use crate::error::ActionError;
-use crate::pipeline::{ControlPlane, Request, ServiceEvent};
-use crate::services::{decode_base64, encode_base64};
+use crate::core::codec::{decode_base64, encode_base64};
+use crate::core::error::ActionError;
+use crate::core::pipeline::{Pipeline, Request};
+use crate::core::platform::ServiceEvent;
 
 pub(super) const NAME: &str = "session-validator";
 
 struct Validator<'a> {
-    control: &'a ControlPlane,
+    control: &'a Pipeline,
     correlation_id: Option<String>,
 }
 
@@ -45,7 +46,7 @@ fn home_folder_of(key: &str) -> Option<(&str, &str, &str)> {
     (parts.next().is_none() && hex && model::AccessMode::parse(mode).is_some()).then_some((folder, mode, hash))
 }
 
-pub(super) async fn run(control: &ControlPlane, event: &Value) -> Result<(), ActionError> {
+pub(super) async fn run(control: &Pipeline, event: &Value) -> Result<(), ActionError> {
     let bucket = event["s3"]["bucket"]["name"].as_str().unwrap_or_default();
     let key = event["s3"]["object"]["key"].as_str().unwrap_or_default();
     if !event["eventName"].as_str().is_some_and(|e| e.starts_with("ObjectCreated")) || !key.ends_with(SESSION_FILE) {
@@ -126,7 +127,7 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
     };
     // Whose the session is: mode, identity provider and id, and the folder is theirs.
     let owner = model::UserRef::from_parts(
-        crate::services::streaming::sessions::access_mode(session["AuthenticationType"].as_str().unwrap_or_default()),
+        crate::streaming::sessions::access_mode(session["AuthenticationType"].as_str().unwrap_or_default()),
         session["Issuer"].as_str(),
         session["UserId"].as_str().unwrap_or_default(),
     );
@@ -141,7 +142,7 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
         return Ok(Rejected(RejectReason::SessionNotActive));
     }
     let expires = session["MaxExpirationTime"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-    if expires.is_none_or(|t| t.timestamp_millis() <= crate::store::now_millis()) {
+    if expires.is_none_or(|t| t.timestamp_millis() <= crate::core::store::now_millis()) {
         return Ok(Rejected(RejectReason::SessionExpired));
     }
     // The writer: the instance serving this session, from its own address.
@@ -152,7 +153,7 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
     if instance.is_empty() || !writer.ends_with(&format!(":instance/{instance}")) || source != address {
         return Ok(Rejected(RejectReason::WrittenByAnotherInstance));
     }
-    let remaining = expires.map_or(1800, |t| (t.timestamp_millis() - crate::store::now_millis()) / 1000);
+    let remaining = expires.map_or(1800, |t| (t.timestamp_millis() - crate::core::store::now_millis()) / 1000);
     match notebook_url(validator, &owner, &claim.session_id, remaining).await {
         Ok(url) => Ok(Judged::Accepted { session_id: claim.session_id, url }),
         Err(err) => {
@@ -185,7 +186,7 @@ async fn notebook_url(
         Err(err) if err.status == 400 || err.status == 404 => {}
         Err(err) => return Err(err),
     }
-    let plane = &validator.control.plane;
+    let plane = &validator.control.platform;
     let described = validator.call("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": name })).await;
     let ready = described.as_ref().is_ok_and(|n| n["NotebookInstanceStatus"] == "InService");
     match described {
@@ -242,7 +243,7 @@ async fn record(validator: &Validator<'_>, bucket: &str, key: &str, session: Opt
         error: error.as_ref(),
         correlation_id: validator.correlation_id.clone(),
         // A verdict already acted on through the pipeline.
-        effect: crate::pipeline::Effect::Recorded,
+        effect: crate::core::platform::Effect::Recorded,
         ..ServiceEvent::default()
     };
     let _ = validator.control.record_service_event(event).await;

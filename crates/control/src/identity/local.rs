@@ -28,9 +28,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::error::ActionError;
-use crate::pipeline::{Ctx, Plane};
-use crate::store::{millis_to_rfc3339, now_millis};
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
 
 /// Failed sign-ins one address may make per minute, across accounts.
 const ADDRESS_FAILURES_PER_MINUTE: usize = 20;
@@ -233,7 +234,8 @@ pub(crate) struct SignedIn {
 
 /// Checks a local user's password (and TOTP code, once enrolled), within the source's budget.
 pub(crate) async fn sign_in(
-    plane: &Plane,
+    plane: &Platform,
+    throttle: &Throttle,
     user_name: &str,
     password: &str,
     code: Option<&str>,
@@ -241,15 +243,15 @@ pub(crate) async fn sign_in(
 ) -> Result<SignedIn, ActionError> {
     let now = now_millis();
     // The slot is taken before any work: a refusal from here on counts as a failure.
-    let attempt = plane.identity_throttle.begin(source_ip, user_name, now)?;
+    let attempt = throttle.begin(source_ip, user_name, now)?;
     let row = sqlx::query("SELECT * FROM local_users WHERE user_name = $1").bind(user_name).fetch_optional(&plane.store.pool).await?;
     let given = password.to_owned();
     let Some(row) = row else {
-        let _ = plane.identity_throttle.argon2(move || verify(given, decoy())).await;
+        let _ = throttle.argon2(move || verify(given, decoy())).await;
         return Err(rejected());
     };
     let stored: String = row.try_get("password_hash")?;
-    let password_ok = plane.identity_throttle.argon2(move || verify(given, stored)).await?;
+    let password_ok = throttle.argon2(move || verify(given, stored)).await?;
     let secret = match row.try_get::<Option<String>, _>("totp_secret")? {
         Some(wrapped) => Some(plane.keys.unwrap(&hex::decode(wrapped).map_err(ActionError::internal)?)?),
         None => None,
@@ -301,7 +303,7 @@ struct CreateInput {
 }
 
 /// `identity:CreateLocalUser` (operators): a user of the `local` access mode.
-pub(crate) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn create(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CreateInput = ctx.parse(input)?;
     let length = input.password.chars().count();
     if !(12..=256).contains(&length) {
@@ -312,7 +314,7 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     }
     ctx.authorize(policy::Resource::Service("identity".into()))?;
     let password = input.password.clone();
-    let hashed = ctx.plane.identity_throttle.argon2(move || hash(&password)).await??;
+    let hashed = throttle.argon2(move || hash(&password)).await??;
     let created = now_millis();
     let inserted = sqlx::query(
         "INSERT INTO local_users (user_name, password_hash, roles, failed_attempts, created) VALUES ($1, $2, $3, 0, $4) ON CONFLICT (user_name) DO NOTHING",
@@ -321,7 +323,7 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     .bind(&hashed)
     .bind(input.roles.join(","))
     .bind(created)
-    .execute(&ctx.plane.store.pool)
+    .execute(&ctx.platform.store.pool)
     .await?;
     if inserted.rows_affected() == 0 {
         return Err(ActionError::conflict("UsernameExistsException", format!("local user `{}` already exists", input.user_name)));
@@ -339,8 +341,10 @@ struct NameInput {
 pub(crate) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(policy::Resource::Service("identity".into()))?;
-    let deleted =
-        sqlx::query("DELETE FROM local_users WHERE user_name = $1").bind(input.user_name.as_str()).execute(&ctx.plane.store.pool).await?;
+    let deleted = sqlx::query("DELETE FROM local_users WHERE user_name = $1")
+        .bind(input.user_name.as_str())
+        .execute(&ctx.platform.store.pool)
+        .await?;
     if deleted.rows_affected() == 0 {
         return Err(ActionError::not_found("UserNotFoundException", format!("no local user `{}`", input.user_name)));
     }
@@ -349,17 +353,17 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 
 /// `identity:UnlockLocalUser` (operators): forgets the failures on the account, so that no
 /// address has to wait before trying it again.
-pub(crate) async fn unlock(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn unlock(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(policy::Resource::Service("identity".into()))?;
     let updated = sqlx::query("UPDATE local_users SET failed_attempts = 0, locked_until = NULL WHERE user_name = $1")
         .bind(input.user_name.as_str())
-        .execute(&ctx.plane.store.pool)
+        .execute(&ctx.platform.store.pool)
         .await?;
     if updated.rows_affected() == 0 {
         return Err(ActionError::not_found("UserNotFoundException", format!("no local user `{}`", input.user_name)));
     }
-    ctx.plane.identity_throttle.forget(input.user_name.as_str());
+    throttle.forget(input.user_name.as_str());
     Ok(json!({}))
 }
 
@@ -390,7 +394,7 @@ struct AssociateInput {
 /// `identity:AssociateSoftwareToken` (the user, signed in, proving the password again and,
 /// when a device is enrolled, a current code from it): a new TOTP secret, pending until a code
 /// from it is verified. Cognito's name for it.
-pub(crate) async fn associate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn associate(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: AssociateInput = ctx.parse(input)?;
     let user = caller_local_user(ctx)?;
     let Some(password) = input.password.filter(|p| !p.is_empty()) else {
@@ -401,14 +405,14 @@ pub(crate) async fn associate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, 
     ctx.authorize_always();
     let code = input.totp_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
     // The same check, budget and answer as a sign-in: this is one.
-    sign_in(ctx.plane, &user, &password, code, ctx.source_ip).await?;
+    sign_in(ctx.platform, throttle, &user, &password, code, ctx.source_ip).await?;
     let mut secret = [0u8; 20];
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    let wrapped = hex::encode(ctx.plane.keys.wrap(&secret));
+    let wrapped = hex::encode(ctx.platform.keys.wrap(&secret));
     sqlx::query("UPDATE local_users SET totp_pending = $1 WHERE user_name = $2")
         .bind(&wrapped)
         .bind(&user)
-        .execute(&ctx.plane.store.pool)
+        .execute(&ctx.platform.store.pool)
         .await?;
     let encoded = totp_rs::Secret::Raw(secret.to_vec()).to_encoded().to_string();
     let uri = format!("otpauth://totp/DataSandbox:{user}?secret={encoded}&issuer=DataSandbox&algorithm=SHA1&digits=6&period=30");
@@ -427,7 +431,7 @@ pub(crate) async fn verify_token(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
     let input: VerifyInput = ctx.parse(input)?;
     let user = caller_local_user(ctx)?;
     ctx.authorize_always();
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let row = sqlx::query("SELECT totp_pending FROM local_users WHERE user_name = $1").bind(&user).fetch_one(&plane.store.pool).await?;
     let pending: String = row
         .try_get::<Option<String>, _>("totp_pending")?

@@ -19,9 +19,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind, jwk::J
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::error::ActionError;
-use crate::pipeline::Plane;
-use crate::store::now_millis;
+use crate::core::error::ActionError;
+use crate::core::platform::Platform;
+use crate::core::store::now_millis;
 
 const STATE_LIFETIME_MS: i64 = 10 * 60_000;
 const SKEW_SECONDS: u64 = 120;
@@ -43,30 +43,30 @@ fn rejected(code: &'static str, message: impl Into<String>) -> ActionError {
     ActionError::new(401, code, message)
 }
 
-fn settings(plane: &Plane) -> Result<model::spec::OidcSpec, ActionError> {
+fn settings(plane: &Platform) -> Result<model::spec::OidcSpec, ActionError> {
     plane.spec.oidc.clone().ok_or_else(|| {
         ActionError::new(400, "OIDCNotConfigured", "no OpenID Connect provider is configured; set [oidc] issuer and client_id in the spec")
     })
 }
 
-pub(crate) fn redirect_uri(plane: &Plane) -> String {
-    format!("{}/oidc/callback", crate::services::streaming::public_base(plane))
+pub(crate) fn redirect_uri(plane: &Platform) -> String {
+    format!("{}/oidc/callback", plane.public_base())
 }
 
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn mac(plane: &Plane, purpose: &str, value: &str) -> Result<Vec<u8>, ActionError> {
-    crate::services::streaming::sessions::sign(plane, format!("oidc-{purpose}:{value}").as_bytes())
+fn mac(plane: &Platform, purpose: &str, value: &str) -> Result<Vec<u8>, ActionError> {
+    plane.sign(format!("oidc-{purpose}:{value}").as_bytes())
 }
 
 /// The PKCE verifier and the nonce of a state: derived, never stored.
-fn secrets_of(plane: &Plane, state: &str) -> Result<(String, String), ActionError> {
+fn secrets_of(plane: &Platform, state: &str) -> Result<(String, String), ActionError> {
     Ok((b64url(&mac(plane, "verifier", state)?), b64url(&mac(plane, "nonce", state)?)))
 }
 
-fn make_state(plane: &Plane, relay_state: &str, now: i64) -> Result<String, ActionError> {
+fn make_state(plane: &Platform, relay_state: &str, now: i64) -> Result<String, ActionError> {
     let mut nonce = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
     let body =
@@ -75,7 +75,7 @@ fn make_state(plane: &Plane, relay_state: &str, now: i64) -> Result<String, Acti
 }
 
 /// The relay state a genuine, unexpired state carries.
-pub(crate) fn check_state(plane: &Plane, state: &str, now: i64) -> Result<String, ActionError> {
+pub(crate) fn check_state(plane: &Platform, state: &str, now: i64) -> Result<String, ActionError> {
     let invalid = || rejected("OIDCInvalidState", "the sign-in's state was not made by this service or has expired; sign in again");
     let (body, tag) = state.split_once('.').ok_or_else(invalid)?;
     let expected = b64url(&mac(plane, "state", body)?);
@@ -161,7 +161,7 @@ async fn discover(client: &reqwest::Client, issuer: &str) -> Result<Provider, Ac
 }
 
 /// Where a browser starts an OIDC sign-in, and the state the gateway binds to that browser.
-pub(crate) async fn login_url(plane: &Plane, relay_state: &str) -> Result<(String, String), ActionError> {
+pub(crate) async fn login_url(plane: &Platform, relay_state: &str) -> Result<(String, String), ActionError> {
     if relay_state.len() > 256 {
         return Err(ActionError::validation("the relay state is longer than 256 bytes"));
     }
@@ -196,7 +196,7 @@ pub(crate) struct Verified {
 }
 
 /// The callback: the state checked, the code exchanged, the ID token verified, the state spent.
-pub(crate) async fn verify(plane: &Plane, callback: &super::OidcCallback) -> Result<Verified, ActionError> {
+pub(crate) async fn verify(plane: &Platform, callback: &crate::core::caller::OidcCallback) -> Result<Verified, ActionError> {
     let settings = settings(plane)?;
     if callback.browser_state.as_deref() != Some(callback.state.as_str()) {
         return Err(rejected("OIDCStateMismatch", "this sign-in was not started in this browser; start it again from the portal"));
@@ -326,7 +326,7 @@ pub(crate) fn check_id_token(token: &str, keys: &JwkSet, settings: &model::spec:
 }
 
 /// A state opens one sign-in.
-async fn spend(plane: &Plane, state: &str, expires: i64) -> Result<(), ActionError> {
+async fn spend(plane: &Platform, state: &str, expires: i64) -> Result<(), ActionError> {
     let key = format!("oidc:{}", b64url(&Sha256::digest(state.as_bytes())));
     if !super::saml::remember_once(plane, &key, expires).await? {
         return Err(rejected("OIDCReplay", "this sign-in's callback has been used already; sign in again"));

@@ -24,9 +24,9 @@ use base64::Engine as _;
 use chrono::DateTime;
 use roxmltree::{Document, Node};
 
-use crate::error::ActionError;
-use crate::pipeline::Plane;
-use crate::store::now_millis;
+use crate::core::error::ActionError;
+use crate::core::platform::Platform;
+use crate::core::store::now_millis;
 
 const PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -80,8 +80,8 @@ pub(crate) struct ServiceProvider {
     pub acs: String,
 }
 
-pub(crate) fn service_provider(plane: &Plane) -> ServiceProvider {
-    let base = crate::services::streaming::public_base(plane);
+pub(crate) fn service_provider(plane: &Platform) -> ServiceProvider {
+    let base = plane.public_base();
     ServiceProvider { entity_id: format!("{base}/saml/metadata"), acs: format!("{base}/saml/acs") }
 }
 
@@ -104,7 +104,7 @@ fn malformed(message: impl Into<String>) -> ActionError {
 }
 
 /// The deployed identity provider, or a clear error saying how to configure one.
-pub(crate) fn identity_provider(plane: &Plane) -> Result<IdentityProvider, ActionError> {
+pub(crate) fn identity_provider(plane: &Platform) -> Result<IdentityProvider, ActionError> {
     let name = plane.current.read().expect("spec lock").idp_name.clone();
     let path = plane.data_dir.join("identity-providers").join(format!("{name}.xml"));
     let text = match std::fs::read_to_string(&path) {
@@ -149,7 +149,7 @@ pub(crate) fn parse_metadata(name: &str, text: &str) -> Result<IdentityProvider,
 }
 
 /// This SP's metadata, for the IdP's administrator.
-pub(crate) fn sp_metadata(plane: &Plane) -> String {
+pub(crate) fn sp_metadata(plane: &Platform) -> String {
     let sp = service_provider(plane);
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -169,7 +169,7 @@ pub(crate) fn sp_metadata(plane: &Plane) -> String {
 /// id that a response must answer within ten minutes, and the relay state passed through.
 /// The request id is returned too: the gateway binds it to the browser (a cookie), and a
 /// response answering it is accepted only from that browser.
-pub(crate) fn login_url(plane: &Plane, relay_state: &str) -> Result<(String, String), ActionError> {
+pub(crate) fn login_url(plane: &Platform, relay_state: &str) -> Result<(String, String), ActionError> {
     if relay_state.len() > 80 {
         return Err(ActionError::validation("RelayState is longer than SAML's 80 bytes"));
     }
@@ -204,19 +204,19 @@ pub(crate) fn login_url(plane: &Plane, relay_state: &str) -> Result<(String, Str
 
 /// A request id that proves itself: random, with its expiry, MAC'd with the server's key, so
 /// an SP-initiated sign-in stores nothing until its response arrives.
-fn request_id(plane: &Plane, now: i64) -> Result<String, ActionError> {
+fn request_id(plane: &Platform, now: i64) -> Result<String, ActionError> {
     let mut nonce = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
     let body = format!("{}x{}", hex::encode(nonce), now + REQUEST_LIFETIME_MS);
-    let mac = crate::services::streaming::sessions::sign(plane, format!("saml-request:{body}").as_bytes())?;
+    let mac = plane.sign(format!("saml-request:{body}").as_bytes())?;
     Ok(format!("_ds{body}x{}", hex::encode(&mac[..16])))
 }
 
-fn request_id_valid(plane: &Plane, id: &str, now: i64) -> Result<bool, ActionError> {
+fn request_id_valid(plane: &Platform, id: &str, now: i64) -> Result<bool, ActionError> {
     let Some(rest) = id.strip_prefix("_ds") else { return Ok(false) };
     let Some((body, mac)) = rest.rsplit_once('x') else { return Ok(false) };
     let expires = body.rsplit_once('x').and_then(|(_, e)| e.parse::<i64>().ok());
-    let expected = crate::services::streaming::sessions::sign(plane, format!("saml-request:{body}").as_bytes())?;
+    let expected = plane.sign(format!("saml-request:{body}").as_bytes())?;
     let mac_ok = hex::decode(mac).is_ok_and(|m| m.len() == 16 && constant_time_eq(&m, &expected[..16]));
     Ok(mac_ok && expires.is_some_and(|e| e > now))
 }
@@ -258,7 +258,7 @@ fn decode(response: &str) -> Result<Vec<u8>, ActionError> {
 /// can never be used again.
 /// `browser_request` is the request id the posting browser holds (its cookie from
 /// `/saml/login`): a response that answers a request must answer that one.
-pub(crate) async fn verify(plane: &Plane, response: &str, browser_request: Option<&str>) -> Result<Verified, ActionError> {
+pub(crate) async fn verify(plane: &Platform, response: &str, browser_request: Option<&str>) -> Result<Verified, ActionError> {
     let idp = identity_provider(plane)?;
     let sp = service_provider(plane);
     let bytes = decode(response)?;
@@ -416,7 +416,7 @@ struct Read {
 
 /// Everything but the signature: destination, subject, audience, times, request, attributes.
 fn read_assertion(
-    plane: &Plane,
+    plane: &Platform,
     shape: &Shape,
     idp: &IdentityProvider,
     sp: &ServiceProvider,
@@ -515,7 +515,7 @@ fn read_assertion(
 }
 
 /// AppStream's attributes: the roles granted through this provider, and the session length.
-fn attributes(plane: &Plane, assertion: Node, idp: &IdentityProvider) -> Result<(Vec<String>, i64), ActionError> {
+fn attributes(plane: &Platform, assertion: Node, idp: &IdentityProvider) -> Result<(Vec<String>, i64), ActionError> {
     let account = &plane.spec.account_id;
     let provider = format!("arn:datasandbox:identity::{account}:saml-provider/{}", idp.name);
     let role_prefix = format!("arn:datasandbox:identity::{account}:role/");
@@ -621,7 +621,7 @@ async fn check_signature(document: &str, idp: &IdentityProvider, node_name: &str
 
 /// The replay cache: an id (a SAML assertion's, an OIDC sign-in's state) is accepted once,
 /// remembered until it could no longer be valid anyway. False if it was seen before.
-pub(crate) async fn remember_once(plane: &Plane, id: &str, expires: i64) -> Result<bool, ActionError> {
+pub(crate) async fn remember_once(plane: &Platform, id: &str, expires: i64) -> Result<bool, ActionError> {
     let pool = &plane.store.pool;
     sqlx::query("DELETE FROM federation_replay WHERE expires < $1").bind(now_millis()).execute(pool).await?;
     let inserted = sqlx::query("INSERT INTO federation_replay (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")

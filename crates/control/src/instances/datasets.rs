@@ -18,18 +18,19 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::identity::Credentials;
-use crate::pipeline::{ControlPlane, Plane, Request};
+use crate::core::caller::Credentials;
+use crate::core::pipeline::{Pipeline, Request};
+use crate::core::platform::Platform;
 
 /// The host directory that holds everything of one instance outside it.
-pub(crate) fn instance_dir(plane: &Plane, id: &str) -> PathBuf {
+pub(crate) fn instance_dir(plane: &Platform, id: &str) -> PathBuf {
     plane.data_dir.join("instances").join(id)
 }
 
 /// Makes `instances/` (0711: traversable, as the instance's setup must reach its own
 /// directory, but not listable) and the instance's own directory (0700, owned by the
 /// instance's root id).
-pub(crate) fn make_instance_dir(plane: &Plane, id: &str, ids: sandbox::ids::IdRange) -> std::io::Result<PathBuf> {
+pub(crate) fn make_instance_dir(plane: &Platform, id: &str, ids: sandbox::ids::IdRange) -> std::io::Result<PathBuf> {
     let parent = plane.data_dir.join("instances");
     std::fs::DirBuilder::new().recursive(true).mode(0o711).create(&parent)?;
     std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o711))?;
@@ -41,7 +42,7 @@ pub(crate) fn make_instance_dir(plane: &Plane, id: &str, ids: sandbox::ids::IdRa
 
 /// The host directory bind-mounted read-only at `/data` inside the instance: the instance's
 /// workspace user may read it, nobody else.
-pub(crate) fn mount_source(plane: &Plane, id: &str, ids: sandbox::ids::IdRange) -> std::io::Result<PathBuf> {
+pub(crate) fn mount_source(plane: &Platform, id: &str, ids: sandbox::ids::IdRange) -> std::io::Result<PathBuf> {
     let dir = instance_dir(plane, id).join("data");
     std::fs::DirBuilder::new().mode(0o500).create(&dir)?;
     std::os::unix::fs::chown(&dir, Some(ids.workspace()), Some(ids.workspace()))?;
@@ -51,7 +52,7 @@ pub(crate) fn mount_source(plane: &Plane, id: &str, ids: sandbox::ids::IdRange) 
 
 /// Where the instance's sandbox helper and init write their errors: `logs/instances/<id>.log`,
 /// for the operator only (kept after the instance ends).
-pub(crate) fn log_path(plane: &Plane, id: &str) -> std::io::Result<PathBuf> {
+pub(crate) fn log_path(plane: &Platform, id: &str) -> std::io::Result<PathBuf> {
     let dir = plane.data_dir.join("logs").join("instances");
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
     std::fs::set_permissions(plane.data_dir.join("logs"), std::fs::Permissions::from_mode(0o700))?;
@@ -78,7 +79,7 @@ pub(crate) struct Job {
 
 /// Starts the task that lays out datasets. It is a task of its own because it calls the
 /// pipeline, and `CreateInstance`, which asks for it, runs inside the pipeline.
-pub(crate) fn start_worker(control: ControlPlane) -> tokio::sync::mpsc::UnboundedSender<Job> {
+pub(crate) fn start_worker(control: Pipeline) -> tokio::sync::mpsc::UnboundedSender<Job> {
     let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
         while let Some(job) = queue.recv().await {
@@ -93,8 +94,8 @@ pub(crate) fn start_worker(control: ControlPlane) -> tokio::sync::mpsc::Unbounde
 }
 
 /// Reads every dataset as the instance (acting for its user) and lays it out under the mount.
-async fn materialize(control: &ControlPlane, id: &str, credential: &str, private_address: &str, owner: u32) -> Vec<(String, Outcome)> {
-    let plane = &control.plane;
+async fn materialize(control: &Pipeline, id: &str, credential: &str, private_address: &str, owner: u32) -> Vec<(String, Outcome)> {
+    let plane = &control.platform;
     let root = instance_dir(plane, id);
     let mut outcomes = Vec::new();
     for dataset in &plane.current().datasets {
@@ -113,13 +114,13 @@ async fn materialize(control: &ControlPlane, id: &str, credential: &str, private
 }
 
 struct Caller<'a> {
-    control: &'a ControlPlane,
+    control: &'a Pipeline,
     credential: &'a str,
     private_address: &'a str,
 }
 
 impl Caller<'_> {
-    async fn call(&self, action: &str, input: Value) -> Result<Value, crate::error::ActionError> {
+    async fn call(&self, action: &str, input: Value) -> Result<Value, crate::core::error::ActionError> {
         let request = Request {
             credentials: Credentials::Instance { token: self.credential.to_owned(), source_ip: self.private_address.to_owned() },
             source_ip: self.private_address.to_owned(),
@@ -235,7 +236,7 @@ fn protect_tree(dir: &Path, owner: u32) -> Result<(), String> {
 }
 
 /// Removes what the host kept for an instance.
-pub(crate) fn remove(plane: &Plane, id: &str) {
+pub(crate) fn remove(plane: &Platform, id: &str) {
     let dir = instance_dir(plane, id);
     // The bounded directories are file systems of their own: detached first.
     for bounded in ["display", "print"] {

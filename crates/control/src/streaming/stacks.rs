@@ -8,20 +8,10 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::{DescribeInput, NameInput, arn, check_name, not_found};
-use crate::error::ActionError;
-use crate::pipeline::{Ctx, Plane};
-use crate::store::{millis_to_rfc3339, now_millis};
-
-pub(super) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
-    match action {
-        "CreateStack" => create(ctx, input).await,
-        "UpdateStack" => update(ctx, input).await,
-        "DeleteStack" => delete(ctx, input).await,
-        "DescribeStacks" => describe(ctx, input).await,
-        "AssociateFleet" => associate(ctx, input, true).await,
-        _ => associate(ctx, input, false).await,
-    }
-}
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
 
 /// One user setting, in AWS's shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +123,7 @@ fn complete_settings(given: &[UserSetting], base: &[UserSetting]) -> Result<Vec<
         .collect())
 }
 
-async fn home_bucket(plane: &Plane, connectors: &[StorageConnector]) -> Result<Option<String>, ActionError> {
+async fn home_bucket(plane: &Platform, connectors: &[StorageConnector]) -> Result<Option<String>, ActionError> {
     let mut bucket = None;
     for connector in connectors {
         match connector.connector_type.as_str() {
@@ -142,7 +132,7 @@ async fn home_bucket(plane: &Plane, connectors: &[StorageConnector]) -> Result<O
                 let named = connector.resource_identifier.clone().or(default);
                 let mut ok = false;
                 if let Some(name) = named.as_ref().and_then(|n| model::BucketName::new(n.clone()).ok()) {
-                    ok = crate::services::storage::find_bucket(plane, &name).await?.is_some_and(|b| b.home_folders);
+                    ok = crate::storage::find_bucket(plane, &name).await?.is_some_and(|b| b.home_folders);
                 }
                 if !ok {
                     return Err(ActionError::validation("HOMEFOLDERS must name a bucket that holds home folders in this environment"));
@@ -187,10 +177,10 @@ fn check_redirect(url: &Option<String>) -> Result<(), ActionError> {
     }
 }
 
-async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: StackInput = ctx.parse(input)?;
     check_name("Name", &input.name)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let settings = complete_settings(input.user_settings.as_deref().unwrap_or_default(), &[])?;
     let bucket = home_bucket(plane, input.storage_connectors.as_deref().unwrap_or_default()).await?;
     check_redirect(&input.redirect_url)?;
@@ -224,9 +214,9 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     Ok(json!({ "Stack": stack_json(plane, &stack_row(plane, &input.name).await?)? }))
 }
 
-async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: StackInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let row = stack_row(plane, &input.name).await?;
     for attribute in &input.attributes_to_delete {
         if !["USER_SETTINGS", "STORAGE_CONNECTORS", "REDIRECT_URL"].contains(&attribute.as_str()) {
@@ -280,22 +270,22 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     Ok(json!({ "Stack": stack_json(plane, &stack_row(plane, &input.name).await?)? }))
 }
 
-async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     stack_row(plane, &input.name).await?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     sqlx::query("DELETE FROM stacks WHERE name = $1").bind(&input.name).execute(&plane.store.pool).await?;
     Ok(json!({}))
 }
 
-async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: DescribeInput = ctx.parse(input)?;
     if input.next_token.is_some() {
         return Err(ActionError::validation("NextToken is not valid: DescribeStacks returns every stack in one page"));
     }
     ctx.authorize(Resource::Service("streaming".into()))?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let rows = match input.names {
         Some(names) => {
             let mut rows = Vec::new();
@@ -317,9 +307,9 @@ struct AssociateInput {
     stack_name: String,
 }
 
-async fn associate(ctx: &mut Ctx<'_>, input: Value, join: bool) -> Result<Value, ActionError> {
+pub(super) async fn associate(ctx: &mut Ctx<'_>, input: Value, join: bool) -> Result<Value, ActionError> {
     let input: AssociateInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let row = stack_row(plane, &input.stack_name).await?;
     super::fleets::fleet_row(plane, &input.fleet_name).await?;
     ctx.authorize(Resource::Service("streaming".into()))?;
@@ -344,7 +334,7 @@ async fn associate(ctx: &mut Ctx<'_>, input: Value, join: bool) -> Result<Value,
     Ok(json!({}))
 }
 
-pub(super) async fn stack_row(plane: &Plane, name: &str) -> Result<sqlx::any::AnyRow, ActionError> {
+pub(super) async fn stack_row(plane: &Platform, name: &str) -> Result<sqlx::any::AnyRow, ActionError> {
     sqlx::query("SELECT * FROM stacks WHERE name = $1")
         .bind(name)
         .fetch_optional(&plane.store.pool)
@@ -352,7 +342,7 @@ pub(super) async fn stack_row(plane: &Plane, name: &str) -> Result<sqlx::any::An
         .ok_or_else(|| not_found("stack", name))
 }
 
-fn stack_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
+fn stack_json(plane: &Platform, row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
     let name: String = row.try_get("name")?;
     let settings: Value = serde_json::from_str(&row.try_get::<String, _>("user_settings")?).map_err(ActionError::internal)?;
     let bucket: Option<String> = row.try_get("home_folders_bucket")?;

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use sqlx::{Any, Transaction};
 
 use super::{find_bucket, no_such_bucket};
-use crate::error::ActionError;
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::store::{millis_to_rfc3339, now_millis};
 use crate::functions::BuiltinFunction;
-use crate::pipeline::Ctx;
-use crate::store::{millis_to_rfc3339, now_millis};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -176,7 +176,7 @@ struct PutInput {
 
 pub(super) async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: PutInput = ctx.parse(input)?;
-    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    let row = find_bucket(ctx.platform, &input.bucket).await?;
     ctx.authorize(Resource::Bucket { name: input.bucket.to_string(), home_folders: row.as_ref().is_some_and(|r| r.home_folders) })?;
     if row.is_none() {
         return Err(no_such_bucket(&input.bucket));
@@ -185,7 +185,7 @@ pub(super) async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Action
     sqlx::query("UPDATE buckets SET notification_configuration = $1 WHERE name = $2")
         .bind(serde_json::to_string(&config).expect("serializes"))
         .bind(input.bucket.as_str())
-        .execute(&ctx.plane.store.pool)
+        .execute(&ctx.platform.store.pool)
         .await?;
     Ok(json!({}))
 }
@@ -198,7 +198,7 @@ struct GetInput {
 
 pub(super) async fn get(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: GetInput = ctx.parse(input)?;
-    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    let row = find_bucket(ctx.platform, &input.bucket).await?;
     ctx.authorize(Resource::Bucket { name: input.bucket.to_string(), home_folders: row.as_ref().is_some_and(|r| r.home_folders) })?;
     let row = row.ok_or_else(|| no_such_bucket(&input.bucket))?;
     Ok(serde_json::to_value(&row.notifications).expect("serializes"))
@@ -226,7 +226,7 @@ pub(super) async fn enqueue(
         let record = json!({
             "eventVersion": "2.1",
             "eventSource": "datasandbox:storage",
-            "awsRegion": ctx.plane.spec.region,
+            "awsRegion": ctx.platform.spec.region,
             "eventTime": millis_to_rfc3339(event.time),
             "eventName": event.name,
             "userIdentity": { "principalId": ctx.principal_arn() },

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use super::Streaming;
 use super::sessions::{SessionConnection, session_row};
-use crate::error::ActionError;
-use crate::pipeline::{ControlPlane, ServiceEvent};
+use crate::core::error::ActionError;
+use crate::core::platform::ServiceEvent;
 
 /// AWS's largest `MaximumLength`, the limit when a clipboard setting names none.
 const CLIPBOARD_LIMIT: u32 = 20_971_520;
@@ -38,16 +39,21 @@ fn allowed(settings: &Value, action: &str) -> Option<u32> {
     }
 }
 
-impl ControlPlane {
+impl Streaming {
     /// Opens the stream of `session_id` for the browser holding its cookie.
-    pub async fn connect_stream(&self, cookie: &str, session_id: &str, client_ip: &str) -> Result<StreamTarget, ActionError> {
+    pub(crate) async fn connect_stream(
+        self: &std::sync::Arc<Self>,
+        cookie: &str,
+        session_id: &str,
+        client_ip: &str,
+    ) -> Result<StreamTarget, ActionError> {
         let connection = self.connect_session(cookie, client_ip).await?;
         let refuse = |status: u16, code: &'static str, message: String| ActionError::new(status, code, message);
         let checked = async {
             if connection.session_id != session_id {
                 return Err(refuse(403, "AccessDeniedException", "the session cookie is for another session".into()));
             }
-            let row = session_row(&self.plane, session_id).await?;
+            let row = session_row(&self.pipeline.platform, session_id).await?;
             let state: String = row.try_get("state")?;
             if state != "ACTIVE" {
                 return Err(refuse(409, "SessionNotActive", format!("the session is {state}; its display opens once it is ACTIVE")));
@@ -61,7 +67,7 @@ impl ControlPlane {
                 ));
             }
             let instance: String = row.try_get::<Option<String>, _>("instance_id")?.unwrap_or_default();
-            let socket = crate::instances::display_socket(&self.plane, &instance);
+            let socket = crate::instances::display_socket(&self.pipeline.platform, &instance);
             let correlation_id: Option<String> = row.try_get("correlation_id")?;
             Ok((socket, settings, instance, correlation_id))
         }
@@ -92,7 +98,7 @@ impl ControlPlane {
     /// Records a clipboard text that crosses, or was stopped, by size and direction (never
     /// its content). A transfer whose record cannot be written must not cross: the error
     /// says why.
-    pub async fn record_clipboard(
+    pub(crate) async fn record_clipboard(
         &self,
         target: &StreamTarget,
         direction: &str,
@@ -123,6 +129,6 @@ impl ControlPlane {
             correlation_id,
             ..ServiceEvent::default()
         };
-        self.record_service_event(event).await
+        self.pipeline.record_service_event(event).await
     }
 }

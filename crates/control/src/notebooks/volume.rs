@@ -10,7 +10,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::error::ActionError;
+use crate::core::error::ActionError;
 
 const GIB: u64 = 1024 * 1024 * 1024;
 

@@ -1,4 +1,4 @@
-//! Redaction by type. An input parsed with [`Ctx::parse_recorded`](crate::pipeline::Ctx::parse_recorded)
+//! Redaction by type. An input parsed with [`Ctx::parse_recorded`](crate::core::pipeline::Ctx::parse_recorded)
 //! is recorded as its typed value serializes, not as the caller sent it: a [`Redacted`] field
 //! is recorded as `HIDDEN_DUE_TO_SECURITY_REASONS` whatever its member is called, and an
 //! [`Override`] as its key only. Hiding by member name (`HIDDEN_MEMBERS`) stays for inputs
@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::pipeline::HIDDEN;
+use crate::core::redaction::HIDDEN;
 
 /// A secret or data: parsed as `T`, recorded hidden, printed as `***`.
 pub(crate) struct Redacted<T>(pub T);

@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::fleets::{capacity, fleet_type_of};
-use super::scaled_ms;
 use super::sessions::{end_session, session_row};
-use crate::error::ActionError;
+use super::{Streaming, scaled_ms};
+use crate::core::error::ActionError;
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
 use crate::instances::{Assignment, Launch, launch_instance, stop_instance};
-use crate::pipeline::{ControlPlane, Plane};
-use crate::store::{millis_to_rfc3339, now_millis};
 
 /// How many instances start at once across all fleets (the host has few cores).
 const PARALLEL_LAUNCHES: usize = 4;
@@ -33,7 +33,7 @@ pub(crate) struct QueueLimits {
 }
 
 /// A fleet's queue limits: from the spec for the spec's fleets, AWS-like defaults otherwise.
-pub(crate) fn queue_limits(plane: &Plane, fleet: &str) -> QueueLimits {
+pub(crate) fn queue_limits(plane: &Platform, fleet: &str) -> QueueLimits {
     let defaults = QueueLimits { max_queue: 100, queue_timeout_seconds: 300, max_sessions_per_user: 5 };
     plane.current().fleets.iter().find(|f| f.name == fleet).map_or(defaults, |f| QueueLimits {
         max_queue: f.max_queue,
@@ -43,21 +43,21 @@ pub(crate) fn queue_limits(plane: &Plane, fleet: &str) -> QueueLimits {
 }
 
 /// Starts the engine's loop.
-pub(crate) fn start(control: ControlPlane) {
+pub(crate) fn start(streaming: Arc<Streaming>) {
     let launches = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAUNCHES));
     tokio::spawn(async move {
-        let tick = Duration::from_millis(if control.plane.spec.timeout_scale_ms < 1000 { 50 } else { 250 });
-        while !control.plane.streaming.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Err(err) = run_once(&control, &launches).await {
+        let tick = Duration::from_millis(if streaming.pipeline.platform.spec.timeout_scale_ms < 1000 { 50 } else { 250 });
+        while !streaming.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(err) = run_once(&streaming, &launches).await {
                 tracing::error!(error = %err, "fleet engine");
             }
-            let _ = tokio::time::timeout(tick, control.plane.streaming.wake.notified()).await;
+            let _ = tokio::time::timeout(tick, streaming.wake.notified()).await;
         }
     });
 }
 
-async fn run_once(control: &ControlPlane, launches: &Arc<tokio::sync::Semaphore>) -> Result<(), ActionError> {
-    let plane = &control.plane;
+async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaphore>) -> Result<(), ActionError> {
+    let plane = &*streaming.pipeline.platform;
     let fleets = sqlx::query("SELECT * FROM fleets").fetch_all(&plane.store.pool).await?;
     for fleet in &fleets {
         let name: String = fleet.try_get("name")?;
@@ -67,7 +67,7 @@ async fn run_once(control: &ControlPlane, launches: &Arc<tokio::sync::Semaphore>
         match state.as_str() {
             "STARTING" | "RUNNING" => {
                 if fleet_type == FleetType::AlwaysOn {
-                    keep_warm(control, launches, fleet, desired).await?;
+                    keep_warm(&streaming, launches, fleet, desired).await?;
                 }
                 let running = capacity(plane, &name, fleet_type, desired).await?.running;
                 if state == "STARTING" && (fleet_type == FleetType::OnDemand || running >= desired) {
@@ -76,18 +76,18 @@ async fn run_once(control: &ControlPlane, launches: &Arc<tokio::sync::Semaphore>
                         .execute(&plane.store.pool)
                         .await?;
                 }
-                serve_queue(control, launches, fleet, fleet_type, desired).await?;
+                serve_queue(&streaming, launches, fleet, fleet_type, desired).await?;
             }
             "STOPPING" => {
                 let sessions = ids(plane, "SELECT session_id AS id FROM sessions WHERE fleet = $1 AND state != 'EXPIRED'", &name).await?;
                 for session in sessions {
-                    end_session(control, &session, "FLEET_STOPPED").await?;
+                    end_session(&streaming, &session, "FLEET_STOPPED").await?;
                 }
                 let warm = ids(plane, "SELECT instance_id AS id FROM instances WHERE fleet = $1 AND state = 'RUNNING'", &name).await?;
                 for instance in warm {
-                    let _ = stop_instance(plane, &instance).await;
+                    let _ = stop_instance(&streaming.instances, &instance).await;
                 }
-                if launching(plane, &name) == 0 {
+                if launching(streaming, &name) == 0 {
                     sqlx::query("UPDATE fleets SET state = 'STOPPED' WHERE name = $1 AND state = 'STOPPING'")
                         .bind(&name)
                         .execute(&plane.store.pool)
@@ -97,19 +97,19 @@ async fn run_once(control: &ControlPlane, launches: &Arc<tokio::sync::Semaphore>
             _ => {}
         }
     }
-    enforce_timeouts(control).await
+    enforce_timeouts(&streaming).await
 }
 
-async fn ids(plane: &Plane, query: &str, fleet: &str) -> Result<Vec<String>, ActionError> {
+async fn ids(plane: &Platform, query: &str, fleet: &str) -> Result<Vec<String>, ActionError> {
     Ok(sqlx::query(query).bind(fleet).fetch_all(&plane.store.pool).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
 }
 
-fn launching(plane: &Plane, fleet: &str) -> usize {
-    plane.streaming.launching.lock().expect("launching lock").get(fleet).copied().unwrap_or(0)
+fn launching(streaming: &Streaming, fleet: &str) -> usize {
+    streaming.launching.lock().expect("launching lock").get(fleet).copied().unwrap_or(0)
 }
 
-fn count_launch(plane: &Plane, fleet: &str, delta: isize) {
-    let mut launching = plane.streaming.launching.lock().expect("launching lock");
+fn count_launch(streaming: &Streaming, fleet: &str, delta: isize) {
+    let mut launching = streaming.launching.lock().expect("launching lock");
     let entry = launching.entry(fleet.to_owned()).or_insert(0);
     *entry = entry.saturating_add_signed(delta);
 }
@@ -117,12 +117,12 @@ fn count_launch(plane: &Plane, fleet: &str, delta: isize) {
 /// ALWAYS_ON: as many instances as desired, waiting or in use; surplus or outdated waiting
 /// instances are stopped (and replaced, when outdated).
 async fn keep_warm(
-    control: &ControlPlane,
+    streaming: &Arc<Streaming>,
     launches: &Arc<tokio::sync::Semaphore>,
     fleet: &sqlx::any::AnyRow,
     desired: i64,
 ) -> Result<(), ActionError> {
-    let plane = &control.plane;
+    let plane = &*streaming.pipeline.platform;
     let name: String = fleet.try_get("name")?;
     let image: String = fleet.try_get("image")?;
     let instance_type: String = fleet.try_get("instance_type")?;
@@ -132,18 +132,18 @@ async fn keep_warm(
     .bind(&name)
     .fetch_all(&plane.store.pool)
     .await?;
-    let mut total = rows.len() as i64 + launching(plane, &name) as i64;
+    let mut total = rows.len() as i64 + launching(streaming, &name) as i64;
     for row in &rows {
         let waiting = row.try_get::<Option<String>, _>("session_id")?.is_none();
         let outdated = row.try_get::<String, _>("image")? != image || row.try_get::<String, _>("instance_type")? != instance_type;
         if waiting && (outdated || total > desired) {
-            let _ = stop_instance(plane, &row.try_get::<String, _>("instance_id")?).await;
+            let _ = stop_instance(&streaming.instances, &row.try_get::<String, _>("instance_id")?).await;
             total -= 1;
         }
     }
     for _ in total..desired {
-        count_launch(plane, &name, 1);
-        let (control, launches, name) = (control.clone(), launches.clone(), name.clone());
+        count_launch(streaming, &name, 1);
+        let (streaming, launches, name) = (streaming.clone(), launches.clone(), name.clone());
         let launch = Launch {
             image_name: image.clone(),
             instance_type: instance_type.clone(),
@@ -155,14 +155,14 @@ async fn keep_warm(
         };
         tokio::spawn(async move {
             let _permit = launches.acquire().await;
-            let stopping = control.plane.streaming.stopping.load(std::sync::atomic::Ordering::SeqCst);
-            if !stopping && let Err(err) = launch_instance(&control.plane, launch).await {
+            let stopping = streaming.stopping.load(std::sync::atomic::Ordering::SeqCst);
+            if !stopping && let Err(err) = launch_instance(&streaming.instances, launch).await {
                 tracing::error!(fleet = name, error = %err, "cannot start a fleet instance");
                 // Do not spin on a fleet that cannot start (for example, its image is missing).
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            count_launch(&control.plane, &name, -1);
-            control.plane.streaming.wake.notify_one();
+            count_launch(&streaming, &name, -1);
+            streaming.wake.notify_one();
         });
     }
     Ok(())
@@ -170,13 +170,13 @@ async fn keep_warm(
 
 /// Serves the fleet's queue in order: warm instances for ALWAYS_ON, new ones for ON_DEMAND.
 async fn serve_queue(
-    control: &ControlPlane,
+    streaming: &Arc<Streaming>,
     launches: &Arc<tokio::sync::Semaphore>,
     fleet: &sqlx::any::AnyRow,
     fleet_type: FleetType,
     desired: i64,
 ) -> Result<(), ActionError> {
-    let plane = &control.plane;
+    let plane = &*streaming.pipeline.platform;
     let name: String = fleet.try_get("name")?;
     let pending =
         ids(plane, "SELECT session_id AS id FROM sessions WHERE fleet = $1 AND state = 'PENDING' ORDER BY queued, session_id", &name)
@@ -184,7 +184,7 @@ async fn serve_queue(
     match fleet_type {
         FleetType::AlwaysOn => {
             for session in pending {
-                if !try_assign_warm(control, &session).await {
+                if !try_assign_warm(&streaming, &session).await {
                     break;
                 }
             }
@@ -193,10 +193,10 @@ async fn serve_queue(
             // Room under Desired, where launches in flight count (twice once their row exists:
             // never more than Desired, at worst briefly fewer).
             let room = capacity(plane, &name, fleet_type, desired).await?.available;
-            let starting: Vec<String> = plane.streaming.starting.lock().expect("starting lock").iter().cloned().collect();
-            let free = (room - launching(plane, &name) as i64).max(0) as usize;
+            let starting: Vec<String> = streaming.starting.lock().expect("starting lock").iter().cloned().collect();
+            let free = (room - launching(streaming, &name) as i64).max(0) as usize;
             for session in pending.into_iter().filter(|s| !starting.contains(s)).take(free) {
-                start_for_session(control, launches, fleet, &session).await?;
+                start_for_session(&streaming, launches, fleet, &session).await?;
             }
         }
     }
@@ -204,7 +204,7 @@ async fn serve_queue(
 }
 
 /// The `DS_*` variables of a session, and who it is for.
-async fn assignment(plane: &Plane, session_id: &str) -> Result<Assignment, ActionError> {
+async fn assignment(plane: &Platform, session_id: &str) -> Result<Assignment, ActionError> {
     let row = session_row(plane, session_id).await?;
     let user = super::sessions::session_user(&row)?;
     let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
@@ -232,7 +232,8 @@ async fn assignment(plane: &Plane, session_id: &str) -> Result<Assignment, Actio
     Ok(Assignment { user, session_id: Some(session_id.to_owned()), env })
 }
 
-async fn activate(plane: &Plane, session_id: &str, instance_id: &str) -> Result<bool, ActionError> {
+async fn activate(streaming: &Streaming, session_id: &str, instance_id: &str) -> Result<bool, ActionError> {
+    let plane = &*streaming.pipeline.platform;
     let address: String = sqlx::query("SELECT private_address FROM instances WHERE instance_id = $1")
         .bind(instance_id)
         .fetch_one(&plane.store.pool)
@@ -249,20 +250,20 @@ async fn activate(plane: &Plane, session_id: &str, instance_id: &str) -> Result<
     .execute(&plane.store.pool)
     .await?;
     if done.rows_affected() == 1
-        && let Some(live) = plane.streaming.live.lock().expect("live lock").get(session_id)
+        && let Some(live) = streaming.live.lock().expect("live lock").get(session_id)
     {
         let _ = live.events.send(json!({ "type": "state", "State": "ACTIVE", "InstanceId": instance_id }));
     }
     if done.rows_affected() == 1 {
-        plane.streaming.changes.session(plane, session_id).await;
+        super::session_changed(plane, session_id).await;
     }
     Ok(done.rows_affected() == 1)
 }
 
 /// Gives a waiting ALWAYS_ON instance to a PENDING session; false when none is free.
-pub(crate) async fn try_assign_warm(control: &ControlPlane, session_id: &str) -> bool {
-    let plane = &control.plane;
-    let _serial = plane.streaming.assignment.lock().await;
+pub(crate) async fn try_assign_warm(streaming: &Arc<Streaming>, session_id: &str) -> bool {
+    let plane = &*streaming.pipeline.platform;
+    let _serial = streaming.assignment.lock().await;
     let picked = async {
         let row = session_row(plane, session_id).await?;
         if row.try_get::<String, _>("state")? != "PENDING" {
@@ -279,8 +280,8 @@ pub(crate) async fn try_assign_warm(control: &ControlPlane, session_id: &str) ->
         .transpose()?;
         let Some(instance) = instance else { return Ok(None) };
         let assignment = assignment(plane, session_id).await?;
-        crate::instances::assign(plane, &instance, &assignment, &row.try_get::<String, _>("correlation_id")?).await?;
-        Ok(Some(activate(plane, session_id, &instance).await?))
+        crate::instances::assign(&streaming.instances, &instance, &assignment, &row.try_get::<String, _>("correlation_id")?).await?;
+        Ok(Some(activate(streaming, session_id, &instance).await?))
     };
     match picked.await {
         Ok(Some(_)) => true,
@@ -294,12 +295,12 @@ pub(crate) async fn try_assign_warm(control: &ControlPlane, session_id: &str) ->
 
 /// ON_DEMAND: starts an instance for one queued session.
 async fn start_for_session(
-    control: &ControlPlane,
+    streaming: &Arc<Streaming>,
     launches: &Arc<tokio::sync::Semaphore>,
     fleet: &sqlx::any::AnyRow,
     session_id: &str,
 ) -> Result<(), ActionError> {
-    let plane = &control.plane;
+    let plane = &*streaming.pipeline.platform;
     let name: String = fleet.try_get("name")?;
     let row = session_row(plane, session_id).await?;
     let launch = Launch {
@@ -311,40 +312,39 @@ async fn start_for_session(
         program: None,
         ids: None,
     };
-    plane.streaming.starting.lock().expect("starting lock").insert(session_id.to_owned());
-    count_launch(plane, &name, 1);
-    let (control, launches, session) = (control.clone(), launches.clone(), session_id.to_owned());
+    streaming.starting.lock().expect("starting lock").insert(session_id.to_owned());
+    count_launch(streaming, &name, 1);
+    let (streaming, launches, session) = (streaming.clone(), launches.clone(), session_id.to_owned());
     tokio::spawn(async move {
-        let plane = &control.plane;
         let _permit = launches.acquire().await;
-        let outcome = if plane.streaming.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        let outcome = if streaming.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             Err(ActionError::new(503, "ServiceUnavailable", "the platform is stopping"))
         } else {
-            launch_instance(plane, launch).await
+            launch_instance(&streaming.instances, launch).await
         };
         match outcome {
             Ok(instance) => {
                 let id = instance["InstanceId"].as_str().unwrap_or_default().to_owned();
                 // The session may have ended while its instance started.
-                if !matches!(activate(plane, &session, &id).await, Ok(true)) {
-                    let _ = stop_instance(plane, &id).await;
+                if !matches!(activate(&streaming, &session, &id).await, Ok(true)) {
+                    let _ = stop_instance(&streaming.instances, &id).await;
                 }
             }
             Err(err) => {
                 tracing::error!(session, error = %err, "cannot start the session's instance");
-                let _ = end_session(&control, &session, "INSTANCE_FAILED").await;
+                let _ = end_session(&streaming, &session, "INSTANCE_FAILED").await;
             }
         }
         // Counted as launching until it is in use, so that capacity is never counted twice.
-        count_launch(plane, &name, -1);
-        plane.streaming.starting.lock().expect("starting lock").remove(&session);
-        plane.streaming.wake.notify_one();
+        count_launch(&streaming, &name, -1);
+        streaming.starting.lock().expect("starting lock").remove(&session);
+        streaming.wake.notify_one();
     });
     Ok(())
 }
 
 /// How long the user in queue position `position` may wait, in seconds.
-pub(crate) async fn estimate_wait_seconds(plane: &Plane, fleet: &str, position: i64) -> Result<i64, ActionError> {
+pub(crate) async fn estimate_wait_seconds(plane: &Platform, fleet: &str, position: i64) -> Result<i64, ActionError> {
     let row = super::fleets::fleet_row(plane, fleet).await?;
     let desired: i64 = row.try_get::<i64, _>("desired_instances")?.max(1);
     let fleet_type = fleet_type_of(&row.try_get::<String, _>("fleet_type")?);
@@ -367,8 +367,8 @@ pub(crate) async fn estimate_wait_seconds(plane: &Plane, fleet: &str, position: 
 
 /// Queue timeouts for PENDING sessions; maximum duration, disconnect and idle timeouts (with
 /// warnings first) for ACTIVE ones.
-async fn enforce_timeouts(control: &ControlPlane) -> Result<(), ActionError> {
-    let plane = &control.plane;
+async fn enforce_timeouts(streaming: &Arc<Streaming>) -> Result<(), ActionError> {
+    let plane = &*streaming.pipeline.platform;
     let now = now_millis();
     let rows = sqlx::query(
         "SELECT session_id, fleet, state, connection_state, queued, active_time, max_expiration, disconnected_at, settings FROM sessions WHERE state IN ('PENDING', 'ACTIVE')",
@@ -381,7 +381,7 @@ async fn enforce_timeouts(control: &ControlPlane) -> Result<(), ActionError> {
         if state == "PENDING" {
             let limit = scaled_ms(plane, i64::from(queue_limits(plane, &row.try_get::<String, _>("fleet")?).queue_timeout_seconds));
             if now - row.try_get::<i64, _>("queued")? > limit {
-                end_later(control, &session, "NO_CAPACITY");
+                end_later(&streaming, &session, "NO_CAPACITY");
             }
             continue;
         }
@@ -389,16 +389,16 @@ async fn enforce_timeouts(control: &ControlPlane) -> Result<(), ActionError> {
         let seconds = |key: &str| settings[key].as_i64().unwrap_or(0);
         let max_expiration: i64 = row.try_get("max_expiration")?;
         if now >= max_expiration {
-            end_later(control, &session, "MAX_DURATION");
+            end_later(&streaming, &session, "MAX_DURATION");
             continue;
         }
         if now >= max_expiration - scaled_ms(plane, 300) {
-            warn(plane, &session, "MAX_DURATION", (max_expiration - now) / i64::from(plane.spec.timeout_scale_ms));
+            warn(streaming, &session, "MAX_DURATION", (max_expiration - now) / i64::from(plane.spec.timeout_scale_ms));
         }
         if row.try_get::<String, _>("connection_state")? != "CONNECTED" {
             let since = row.try_get::<Option<i64>, _>("disconnected_at")?.or(row.try_get::<Option<i64>, _>("active_time")?).unwrap_or(now);
             if now - since >= scaled_ms(plane, seconds("DisconnectTimeoutInSeconds")) {
-                end_later(control, &session, "DISCONNECT_TIMEOUT");
+                end_later(&streaming, &session, "DISCONNECT_TIMEOUT");
             }
             continue;
         }
@@ -406,25 +406,25 @@ async fn enforce_timeouts(control: &ControlPlane) -> Result<(), ActionError> {
         if idle_limit == 0 {
             continue;
         }
-        let last_input = plane.streaming.live.lock().expect("live lock").get(&session).map_or(now, |l| l.last_input);
+        let last_input = streaming.live.lock().expect("live lock").get(&session).map_or(now, |l| l.last_input);
         let idle_for = now - last_input;
         let warning = scaled_ms(plane, 60.min(idle_limit / 2));
         if idle_for >= scaled_ms(plane, idle_limit) {
             // Idle: the user is disconnected; the disconnect timeout then runs.
-            if let Some(live) = plane.streaming.live.lock().expect("live lock").get_mut(&session) {
+            if let Some(live) = streaming.live.lock().expect("live lock").get_mut(&session) {
                 let _ = live.events.send(json!({ "type": "disconnect", "Reason": "IDLE" }));
                 live.last_input = now;
                 live.warned.retain(|w| *w != "IDLE");
             }
         } else if idle_for >= scaled_ms(plane, idle_limit) - warning {
-            warn(plane, &session, "IDLE", (scaled_ms(plane, idle_limit) - idle_for) / i64::from(plane.spec.timeout_scale_ms));
+            warn(streaming, &session, "IDLE", (scaled_ms(plane, idle_limit) - idle_for) / i64::from(plane.spec.timeout_scale_ms));
         }
     }
     Ok(())
 }
 
-fn warn(plane: &Plane, session: &str, reason: &'static str, seconds_left: i64) {
-    if let Some(live) = plane.streaming.live.lock().expect("live lock").get_mut(session)
+fn warn(streaming: &Streaming, session: &str, reason: &'static str, seconds_left: i64) {
+    if let Some(live) = streaming.live.lock().expect("live lock").get_mut(session)
         && !live.warned.contains(&reason)
     {
         live.warned.push(reason);
@@ -433,19 +433,19 @@ fn warn(plane: &Plane, session: &str, reason: &'static str, seconds_left: i64) {
 }
 
 /// Ends a session in the background: its instance's stop takes a grace period.
-fn end_later(control: &ControlPlane, session: &str, reason: &'static str) {
+fn end_later(streaming: &Arc<Streaming>, session: &str, reason: &'static str) {
     let ending = {
-        let mut ending = control.plane.streaming.ending.lock().expect("ending lock");
+        let mut ending = streaming.ending.lock().expect("ending lock");
         ending.insert(session.to_owned())
     };
     if !ending {
         return;
     }
-    let (control, session) = (control.clone(), session.to_owned());
+    let (streaming, session) = (streaming.clone(), session.to_owned());
     tokio::spawn(async move {
-        if let Err(err) = end_session(&control, &session, reason).await {
+        if let Err(err) = end_session(&streaming, &session, reason).await {
             tracing::error!(session, error = %err, "cannot end the session");
         }
-        control.plane.streaming.ending.lock().expect("ending lock").remove(&session);
+        streaming.ending.lock().expect("ending lock").remove(&session);
     });
 }

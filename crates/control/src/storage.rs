@@ -11,29 +11,30 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{decode_base64, decode_token, encode_base64, encode_token, unregistered};
-use crate::error::ActionError;
-use crate::pipeline::{Ctx, Plane};
-use crate::store::{millis_to_rfc3339, now_millis};
+use crate::core::actions::StorageAction;
+use crate::core::codec::{decode_base64, decode_token, encode_base64, encode_token};
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
 
 mod notifications;
 
 pub(crate) use notifications::NotificationConfiguration;
 
-pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: StorageAction, input: Value) -> Result<Value, ActionError> {
     match action {
-        "CreateBucket" => create_bucket(ctx, input).await,
-        "DeleteBucket" => delete_bucket(ctx, input).await,
-        "ListBuckets" => list_buckets(ctx, input).await,
-        "PutObject" => put_object(ctx, input).await,
-        "GetObject" => get_object(ctx, input, true).await,
-        "HeadObject" => get_object(ctx, input, false).await,
-        "ListObjectsV2" => list_objects(ctx, input).await,
-        "DeleteObject" => delete_object(ctx, input).await,
-        "CopyObject" => copy_object(ctx, input).await,
-        "PutBucketNotificationConfiguration" => notifications::put(ctx, input).await,
-        "GetBucketNotificationConfiguration" => notifications::get(ctx, input).await,
-        _ => Err(unregistered(action)),
+        StorageAction::CreateBucket => create_bucket(ctx, input).await,
+        StorageAction::DeleteBucket => delete_bucket(ctx, input).await,
+        StorageAction::ListBuckets => list_buckets(ctx, input).await,
+        StorageAction::PutObject => put_object(ctx, input).await,
+        StorageAction::GetObject => get_object(ctx, input, true).await,
+        StorageAction::HeadObject => get_object(ctx, input, false).await,
+        StorageAction::ListObjectsV2 => list_objects(ctx, input).await,
+        StorageAction::DeleteObject => delete_object(ctx, input).await,
+        StorageAction::CopyObject => copy_object(ctx, input).await,
+        StorageAction::PutBucketNotificationConfiguration => notifications::put(ctx, input).await,
+        StorageAction::GetBucketNotificationConfiguration => notifications::get(ctx, input).await,
     }
 }
 
@@ -42,7 +43,7 @@ pub(crate) struct BucketRow {
     pub notifications: NotificationConfiguration,
 }
 
-pub(crate) async fn find_bucket(plane: &Plane, name: &BucketName) -> Result<Option<BucketRow>, ActionError> {
+pub(crate) async fn find_bucket(plane: &Platform, name: &BucketName) -> Result<Option<BucketRow>, ActionError> {
     let row = sqlx::query("SELECT home_folders, notification_configuration FROM buckets WHERE name = $1")
         .bind(name.as_str())
         .fetch_optional(&plane.store.pool)
@@ -94,7 +95,7 @@ async fn create_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
         .bind(i64::from(input.home_folders))
         .bind(now_millis())
         .bind(empty)
-        .execute(&ctx.plane.store.pool)
+        .execute(&ctx.platform.store.pool)
         .await?;
     if inserted.rows_affected() == 0 {
         return Err(ActionError::conflict("BucketAlreadyOwnedByYou", format!("bucket `{}` already exists", input.bucket)));
@@ -110,12 +111,12 @@ struct BucketOnly {
 
 async fn delete_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: BucketOnly = ctx.parse(input)?;
-    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    let row = find_bucket(ctx.platform, &input.bucket).await?;
     ctx.authorize(Resource::Bucket { name: input.bucket.to_string(), home_folders: row.as_ref().is_some_and(|r| r.home_folders) })?;
     if row.is_none() {
         return Err(no_such_bucket(&input.bucket));
     }
-    let mut tx = ctx.plane.store.write().await?;
+    let mut tx = ctx.platform.store.write().await?;
     let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM objects WHERE bucket = $1")
         .bind(input.bucket.as_str())
         .fetch_one(&mut *tx)
@@ -130,14 +131,14 @@ async fn delete_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
 }
 
 async fn list_buckets(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let _: crate::identity::Empty = ctx.parse(input)?;
+    let _: crate::core::caller::Empty = ctx.parse(input)?;
     ctx.authorize(Resource::Service("storage".into()))?;
-    let rows = sqlx::query("SELECT name, created FROM buckets ORDER BY name").fetch_all(&ctx.plane.store.pool).await?;
+    let rows = sqlx::query("SELECT name, created FROM buckets ORDER BY name").fetch_all(&ctx.platform.store.pool).await?;
     let buckets = rows
         .iter()
         .map(|r| Ok(json!({ "Name": r.try_get::<String, _>("name")?, "CreationDate": millis_to_rfc3339(r.try_get("created")?) })))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(json!({ "Buckets": buckets, "Owner": { "ID": ctx.plane.spec.account_id } }))
+    Ok(json!({ "Buckets": buckets, "Owner": { "ID": ctx.platform.spec.account_id } }))
 }
 
 #[derive(Deserialize)]
@@ -178,11 +179,11 @@ impl Precondition {
 
 async fn put_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: PutObjectInput = ctx.parse(input)?;
-    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    let row = find_bucket(ctx.platform, &input.bucket).await?;
     ctx.authorize(object_resource(&input.bucket, row.as_ref(), input.key.as_str()))?;
     let row = row.ok_or_else(|| no_such_bucket(&input.bucket))?;
     let body = decode_base64("Body", &input.body)?;
-    let limit = ctx.plane.spec.max_object_size;
+    let limit = ctx.platform.spec.max_object_size;
     if body.len() as u64 > limit {
         return Err(ActionError::too_large(format!(
             "the object is {} bytes; this environment accepts at most {limit} (storage.max_object_size)",
@@ -236,7 +237,7 @@ async fn write_object(
     metadata: Metadata<'_>,
 ) -> Result<Written, ActionError> {
     let Metadata { content_type, event, condition } = metadata;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let digest = Sha256::digest(&body);
     let etag = format!("\"{}\"", &hex::encode(digest)[..32]);
     let checksum = encode_base64(&digest);
@@ -288,7 +289,7 @@ async fn write_object(
     Ok(Written { etag, checksum, last_modified: now })
 }
 
-async fn release_blob(plane: &Plane, blob: &str) {
+async fn release_blob(plane: &Platform, blob: &str) {
     match plane.blobs.delete(blob).await {
         Ok(()) => {
             if let Err(err) = sqlx::query("DELETE FROM released_blobs WHERE blob = $1").bind(blob).execute(&plane.store.pool).await {
@@ -301,7 +302,7 @@ async fn release_blob(plane: &Plane, blob: &str) {
 
 /// At start-up, before serving: delete released blobs and blobs no object points at (left by
 /// a crash between writing a blob and committing its object).
-pub(crate) async fn reclaim_blobs(plane: &Plane) -> Result<(), ActionError> {
+pub(crate) async fn reclaim_blobs(plane: &Platform) -> Result<(), ActionError> {
     let released: Vec<String> = sqlx::query("SELECT blob FROM released_blobs")
         .fetch_all(&plane.store.pool)
         .await?
@@ -349,7 +350,7 @@ struct ObjectRow {
     source_ip: String,
 }
 
-async fn find_object(plane: &Plane, bucket: &BucketName, key: &str) -> Result<Option<ObjectRow>, ActionError> {
+async fn find_object(plane: &Platform, bucket: &BucketName, key: &str) -> Result<Option<ObjectRow>, ActionError> {
     let row =
         sqlx::query("SELECT blob, size, etag, content_type, last_modified, writer, source_ip FROM objects WHERE bucket = $1 AND key = $2")
             .bind(bucket.as_str())
@@ -370,13 +371,14 @@ async fn find_object(plane: &Plane, bucket: &BucketName, key: &str) -> Result<Op
 
 async fn get_object(ctx: &mut Ctx<'_>, input: Value, with_body: bool) -> Result<Value, ActionError> {
     let input: GetObjectInput = ctx.parse(input)?;
-    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    let row = find_bucket(ctx.platform, &input.bucket).await?;
     ctx.authorize(object_resource(&input.bucket, row.as_ref(), input.key.as_str()))?;
     if row.is_none() {
         return Err(no_such_bucket(&input.bucket));
     }
-    let object =
-        find_object(ctx.plane, &input.bucket, input.key.as_str()).await?.ok_or_else(|| no_such_key(&input.bucket, input.key.as_str()))?;
+    let object = find_object(ctx.platform, &input.bucket, input.key.as_str())
+        .await?
+        .ok_or_else(|| no_such_key(&input.bucket, input.key.as_str()))?;
     let size = object.size as u64;
     let range = input.range.as_deref().map(|r| parse_range(r, size)).transpose()?;
     let mut out = json!({
@@ -391,7 +393,7 @@ async fn get_object(ctx: &mut Ctx<'_>, input: Value, with_body: bool) -> Result<
         out["ContentRange"] = json!(format!("bytes {}-{}/{size}", range.start, range.end.saturating_sub(1)));
     }
     if with_body {
-        let body = ctx.plane.blobs.get(&object.blob, range).await?;
+        let body = ctx.platform.blobs.get(&object.blob, range).await?;
         out["Body"] = json!(encode_base64(&body));
     }
     Ok(out)
@@ -451,12 +453,12 @@ struct ListInput {
 
 async fn list_objects(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ListInput = ctx.parse(input)?;
-    let max_keys = super::bounded("MaxKeys", input.max_keys, 1000, 0..=1000)?;
+    let max_keys = crate::core::codec::bounded("MaxKeys", input.max_keys, 1000, 0..=1000)?;
     if input.prefix.len() > 1024 {
         return Err(ActionError::validation("`Prefix` is longer than 1024 bytes"));
     }
     let delimiter = input.delimiter.filter(|d| !d.is_empty());
-    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    let row = find_bucket(ctx.platform, &input.bucket).await?;
     ctx.authorize(object_resource(&input.bucket, row.as_ref(), &input.prefix))?;
     if row.is_none() {
         return Err(no_such_bucket(&input.bucket));
@@ -474,7 +476,7 @@ async fn list_objects(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionEr
         .bind(input.bucket.as_str())
         .bind(&cursor)
         .bind(&input.prefix)
-        .fetch_all(&ctx.plane.store.pool)
+        .fetch_all(&ctx.platform.store.pool)
         .await?;
         if rows.is_empty() {
             break;
@@ -545,10 +547,10 @@ struct ObjectInput {
 
 async fn delete_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ObjectInput = ctx.parse(input)?;
-    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    let row = find_bucket(ctx.platform, &input.bucket).await?;
     ctx.authorize(object_resource(&input.bucket, row.as_ref(), input.key.as_str()))?;
     let row = row.ok_or_else(|| no_such_bucket(&input.bucket))?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let mut tx = plane.store.write().await?;
     let old: Option<(String, i64, String)> = sqlx::query("SELECT blob, size, etag FROM objects WHERE bucket = $1 AND key = $2")
         .bind(input.bucket.as_str())
@@ -598,18 +600,18 @@ async fn copy_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErr
         .ok_or_else(|| ActionError::validation(format!("CopySource `{}` must have the form bucket/key", input.copy_source)))?;
     let source_bucket = BucketName::new(source_bucket)?;
     let source_key = ObjectKey::new(source_key)?;
-    let row = find_bucket(ctx.plane, &input.bucket).await?;
+    let row = find_bucket(ctx.platform, &input.bucket).await?;
     ctx.authorize(object_resource(&input.bucket, row.as_ref(), input.key.as_str()))?;
-    let source_row = find_bucket(ctx.plane, &source_bucket).await?;
+    let source_row = find_bucket(ctx.platform, &source_bucket).await?;
     ctx.authorize_also("storage:GetObject", object_resource(&source_bucket, source_row.as_ref(), source_key.as_str()))?;
     let row = row.ok_or_else(|| no_such_bucket(&input.bucket))?;
     if source_row.is_none() {
         return Err(no_such_bucket(&source_bucket));
     }
-    let object = find_object(ctx.plane, &source_bucket, source_key.as_str())
+    let object = find_object(ctx.platform, &source_bucket, source_key.as_str())
         .await?
         .ok_or_else(|| no_such_key(&source_bucket, source_key.as_str()))?;
-    let body = ctx.plane.blobs.get(&object.blob, None).await?;
+    let body = ctx.platform.blobs.get(&object.blob, None).await?;
     let written = write_object(
         ctx,
         &input.bucket,

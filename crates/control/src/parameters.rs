@@ -10,28 +10,29 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::keys;
-use super::{decode_token, encode_base64, encode_token, unregistered};
-use crate::error::ActionError;
-use crate::pipeline::{Ctx, Plane};
-use crate::store::{millis_to_rfc3339, now_millis};
+use crate::core::actions::ParametersAction;
+use crate::core::codec::{decode_token, encode_base64, encode_token};
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
+use crate::keys;
 
 const MAX_VERSIONS: i64 = 100;
 const DEFAULT_KEY_ALIAS: &str = "alias/datasandbox/parameters";
 
-pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: ParametersAction, input: Value) -> Result<Value, ActionError> {
     match action {
-        "PutParameter" => put(ctx, input).await,
-        "GetParameter" => get(ctx, input).await,
-        "GetParameters" => get_many(ctx, input).await,
-        "GetParametersByPath" => get_by_path(ctx, input).await,
-        "DeleteParameter" => delete(ctx, input).await,
-        "GetParameterHistory" => history(ctx, input).await,
-        _ => Err(unregistered(action)),
+        ParametersAction::PutParameter => put(ctx, input).await,
+        ParametersAction::GetParameter => get(ctx, input).await,
+        ParametersAction::GetParameters => get_many(ctx, input).await,
+        ParametersAction::GetParametersByPath => get_by_path(ctx, input).await,
+        ParametersAction::DeleteParameter => delete(ctx, input).await,
+        ParametersAction::GetParameterHistory => history(ctx, input).await,
     }
 }
 
-fn arn(plane: &Plane, name: &str) -> String {
+fn arn(plane: &Platform, name: &str) -> String {
     format!("arn:datasandbox:parameters:{}:{}:parameter/{}", plane.spec.region, plane.spec.account_id, name.trim_start_matches('/'))
 }
 
@@ -44,7 +45,7 @@ fn resource(name: &str) -> Resource {
 }
 
 /// The encryption context binds a SecureString's ciphertext to its parameter.
-fn context(plane: &Plane, name: &str) -> BTreeMap<String, String> {
+fn context(plane: &Platform, name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("PARAMETER_ARN".to_owned(), arn(plane, name))])
 }
 
@@ -90,7 +91,7 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         return Err(ActionError::validation("KeyId applies only to Type SecureString"));
     }
     ctx.authorize(resource(name))?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let current = current_version(plane, name).await?;
     let kind = match (kind, &current) {
         (Some(kind), _) => kind,
@@ -144,7 +145,7 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
 }
 
 /// The key SecureStrings use when PutParameter names none, created on first use.
-async fn default_key(plane: &Plane) -> Result<keys::KeyRow, ActionError> {
+async fn default_key(plane: &Platform) -> Result<keys::KeyRow, ActionError> {
     match keys::resolve_for_use(plane, DEFAULT_KEY_ALIAS).await {
         Ok(key) => Ok(key),
         Err(err) if err.code == "NotFoundException" => {
@@ -193,7 +194,7 @@ fn version_from(row: &sqlx::any::AnyRow) -> Result<Version, sqlx::Error> {
     })
 }
 
-async fn current_version(plane: &Plane, name: &str) -> Result<Option<Version>, ActionError> {
+async fn current_version(plane: &Platform, name: &str) -> Result<Option<Version>, ActionError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM parameters WHERE name = $1 ORDER BY version DESC LIMIT 1"))
         .bind(name)
         .fetch_optional(&plane.store.pool)
@@ -207,9 +208,9 @@ async fn render(ctx: &mut Ctx<'_>, version: &Version, with_decryption: bool, ful
     let value = if version.kind == "SecureString" {
         if with_decryption {
             let key = version.key_id.clone().unwrap_or_default();
-            let aliases = keys::aliases_of(ctx.plane, &key).await?;
+            let aliases = keys::aliases_of(ctx.platform, &key).await?;
             ctx.authorize_also("keys:Decrypt", Resource::Key { id: key, aliases })?;
-            let (_, plaintext) = keys::decrypt_blob(ctx.plane, &version.value, &context(ctx.plane, &version.name)).await?;
+            let (_, plaintext) = keys::decrypt_blob(ctx.platform, &version.value, &context(ctx.platform, &version.name)).await?;
             String::from_utf8(plaintext).map_err(ActionError::internal)?
         } else {
             encode_base64(&version.value)
@@ -223,7 +224,7 @@ async fn render(ctx: &mut Ctx<'_>, version: &Version, with_decryption: bool, ful
         "Value": value,
         "Version": version.version,
         "LastModifiedDate": millis_to_rfc3339(version.last_modified),
-        "ARN": arn(ctx.plane, &version.name),
+        "ARN": arn(ctx.platform, &version.name),
         "DataType": "text",
     });
     if full {
@@ -252,7 +253,7 @@ fn split_selector(raw: &str) -> Result<(ParameterName, Option<i64>), ActionError
     }
 }
 
-async fn find(plane: &Plane, name: &str, version: Option<i64>) -> Result<Option<Version>, ActionError> {
+async fn find(plane: &Platform, name: &str, version: Option<i64>) -> Result<Option<Version>, ActionError> {
     match version {
         None => current_version(plane, name).await,
         Some(v) => {
@@ -278,7 +279,7 @@ async fn get(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: GetInput = ctx.parse(input)?;
     let (name, version) = split_selector(&input.name)?;
     ctx.authorize(resource(name.as_str()))?;
-    let found = find(ctx.plane, name.as_str(), version).await?.ok_or_else(|| not_found(&input.name))?;
+    let found = find(ctx.platform, name.as_str(), version).await?.ok_or_else(|| not_found(&input.name))?;
     Ok(json!({ "Parameter": render(ctx, &found, input.with_decryption, false).await? }))
 }
 
@@ -303,7 +304,7 @@ async fn get_many(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError>
     let mut parameters = Vec::new();
     let mut invalid = Vec::new();
     for ((name, version), raw) in selectors.iter().zip(&input.names) {
-        match find(ctx.plane, name.as_str(), *version).await? {
+        match find(ctx.platform, name.as_str(), *version).await? {
             Some(found) => parameters.push(render(ctx, &found, input.with_decryption, false).await?),
             None => invalid.push(raw.clone()),
         }
@@ -327,7 +328,7 @@ struct PathInput {
 
 async fn get_by_path(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: PathInput = ctx.parse(input)?;
-    let max = super::bounded("MaxResults", input.max_results, 10, 1..=10)?;
+    let max = crate::core::codec::bounded("MaxResults", input.max_results, 10, 1..=10)?;
     if input.path != "/" {
         ParameterName::new(input.path.trim_end_matches('/'))?;
     }
@@ -344,7 +345,7 @@ async fn get_by_path(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErr
         let rows = sqlx::query("SELECT DISTINCT name FROM parameters WHERE name > $1 AND name >= $2 ORDER BY name LIMIT 100")
             .bind(&cursor)
             .bind(&prefix)
-            .fetch_all(&ctx.plane.store.pool)
+            .fetch_all(&ctx.platform.store.pool)
             .await?;
         if rows.is_empty() {
             break;
@@ -360,7 +361,7 @@ async fn get_by_path(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErr
                 next = found.last().map(|v: &Version| encode_token(&v.name));
                 break 'scan;
             }
-            if let Some(version) = current_version(ctx.plane, &name).await? {
+            if let Some(version) = current_version(ctx.platform, &name).await? {
                 found.push(version);
             }
         }
@@ -385,7 +386,7 @@ struct NameInput {
 async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(resource(input.name.as_str()))?;
-    let deleted = sqlx::query("DELETE FROM parameters WHERE name = $1").bind(input.name.as_str()).execute(&ctx.plane.store.pool).await?;
+    let deleted = sqlx::query("DELETE FROM parameters WHERE name = $1").bind(input.name.as_str()).execute(&ctx.platform.store.pool).await?;
     if deleted.rows_affected() == 0 {
         return Err(not_found(input.name.as_str()));
     }
@@ -406,7 +407,7 @@ struct HistoryInput {
 
 async fn history(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: HistoryInput = ctx.parse(input)?;
-    let max = super::bounded("MaxResults", input.max_results, 50, 1..=50)?;
+    let max = crate::core::codec::bounded("MaxResults", input.max_results, 50, 1..=50)?;
     ctx.authorize(resource(input.name.as_str()))?;
     let after: i64 = match decode_token(input.next_token.as_deref())? {
         Some(token) => token.parse().map_err(|_| ActionError::validation("NextToken is invalid"))?,
@@ -416,7 +417,7 @@ async fn history(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
         .bind(input.name.as_str())
         .bind(after)
         .bind(max + 1)
-        .fetch_all(&ctx.plane.store.pool)
+        .fetch_all(&ctx.platform.store.pool)
         .await?;
     if rows.is_empty() && after == 0 {
         return Err(not_found(input.name.as_str()));

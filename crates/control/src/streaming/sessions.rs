@@ -9,9 +9,10 @@
 //! an instance; the engine (or, for a warm ALWAYS_ON instance, the redemption itself) makes it
 //! ACTIVE.
 
-use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 use base64::Engine as _;
+use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use policy::Resource;
 use rand::RngCore;
@@ -21,22 +22,14 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::stacks::UserSetting;
-use super::{not_found, scaled_ms};
-use crate::error::ActionError;
-use crate::identity::Caller;
-use crate::pipeline::{ControlPlane, Ctx, Plane, ServiceEvent};
-use crate::services::{bounded, decode_token, encode_token};
-use crate::store::{millis_to_rfc3339, now_millis};
-
-pub(super) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
-    match action {
-        "CreateStreamingURL" => create_url(ctx, input).await,
-        "RedeemStreamingURL" => redeem(ctx, input).await,
-        "DescribeSessions" => describe(ctx, input).await,
-        "ExpireSession" => expire(ctx, input).await,
-        _ => status(ctx, input).await,
-    }
-}
+use super::{Streaming, not_found, scaled_ms};
+use crate::core::caller::Caller;
+use crate::core::codec::{bounded, decode_token, encode_token};
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::platform::{Platform, ServiceEvent};
+use crate::core::store::{millis_to_rfc3339, now_millis};
+use crate::identity::SessionLookup;
 
 /// A session's live side: its event channel and the time of its user's last input.
 pub(crate) struct Live {
@@ -106,78 +99,13 @@ pub(crate) fn access_mode(authentication_type: &str) -> model::AccessMode {
     }
 }
 
-fn url_key(plane: &Plane) -> Result<[u8; 32], ActionError> {
-    if let Some(key) = plane.streaming.url_key.get() {
-        return Ok(*key);
-    }
-    let key = load_or_create_key(&plane.data_dir.join("streaming-url.key"))?;
-    Ok(*plane.streaming.url_key.get_or_init(|| key))
-}
-
-/// The 32-byte key at `path`, made on first use. The file is created owner-only by the
-/// `open` that creates it (never a moment readable by others, whatever the umask); a
-/// concurrent first use that loses the creation reads the winner's key.
-pub(crate) fn load_or_create_key(path: &std::path::Path) -> Result<[u8; 32], ActionError> {
-    use std::io::{Read as _, Write as _};
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let read = |path: &std::path::Path| -> Result<[u8; 32], ActionError> {
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|mut file| file.read_to_end(&mut bytes))
-            .map_err(|err| ActionError::internal(format_args!("cannot read {}: {err}", path.display())))?;
-        bytes.try_into().map_err(|_| ActionError::internal(format_args!("{} is not a 32-byte key", path.display())))
-    };
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_file() && meta.permissions().mode() & 0o077 == 0 => return read(path),
-        Ok(meta) => {
-            return Err(ActionError::internal(format_args!(
-                "{} must be a regular file readable by its owner only (it is {:o}); remove it to make a new key",
-                path.display(),
-                meta.permissions().mode()
-            )));
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(ActionError::internal(format_args!("cannot read {}: {err}", path.display()))),
-    }
-    let mut key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    // Written in full before anyone may read it: a partial key would be read as invalid, so
-    // it goes to a private staging name (created exclusively, 0600) and is renamed into place.
-    let staging = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&staging)
-        .and_then(|mut file| file.write_all(&key).and_then(|()| file.sync_all()));
-    if let Err(err) = written {
-        let _ = std::fs::remove_file(&staging);
-        return Err(ActionError::internal(format_args!("cannot write {}: {err}", staging.display())));
-    }
-    // `link` fails if another first use got there first: theirs is the key.
-    let linked = std::fs::hard_link(&staging, path);
-    let _ = std::fs::remove_file(&staging);
-    match linked {
-        Ok(()) => Ok(key),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read(path),
-        Err(err) => Err(ActionError::internal(format_args!("cannot place {}: {err}", path.display()))),
-    }
-}
-
-pub(crate) fn sign(plane: &Plane, claims: &[u8]) -> Result<Vec<u8>, ActionError> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(&url_key(plane)?).map_err(ActionError::internal)?;
-    mac.update(claims);
-    Ok(mac.finalize().into_bytes().to_vec())
-}
-
-fn verify(plane: &Plane, token: &str) -> Result<Claims, ActionError> {
+fn verify(plane: &Platform, token: &str) -> Result<Claims, ActionError> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let malformed = || ActionError::new(400, "MalformedStreamingURL", "this is not a streaming URL; copy the whole URL you were given");
     let (claims_text, signature) = token.split_once('.').ok_or_else(malformed)?;
     let claims_bytes = b64.decode(claims_text).map_err(|_| malformed())?;
     let signature = b64.decode(signature).map_err(|_| malformed())?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&url_key(plane)?).map_err(ActionError::internal)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&plane.url_key()?).map_err(ActionError::internal)?;
     mac.update(&claims_bytes);
     mac.verify_slice(&signature).map_err(|_| {
         ActionError::new(403, "InvalidStreamingURLSignature", "this streaming URL was altered or was not made by this environment")
@@ -185,8 +113,22 @@ fn verify(plane: &Plane, token: &str) -> Result<Claims, ActionError> {
     serde_json::from_slice(&claims_bytes).map_err(|_| malformed())
 }
 
+impl SessionLookup for Streaming {
+    fn url_caller(&self, token: &str) -> Result<Caller, ActionError> {
+        url_caller(&self.pipeline.platform, token)
+    }
+
+    fn cookie_caller<'a>(&'a self, cookie: &'a str, action: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>> {
+        Box::pin(cookie_caller(&self.pipeline.platform, cookie, action))
+    }
+
+    fn link_caller<'a>(&'a self, source_ip: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>> {
+        Box::pin(link_caller(&self.pipeline.platform, source_ip))
+    }
+}
+
 /// Authenticates the bearer of a streaming URL as the user the URL names.
-pub(crate) fn url_caller(plane: &Plane, token: &str) -> Result<Caller, ActionError> {
+pub(crate) fn url_caller(plane: &Platform, token: &str) -> Result<Caller, ActionError> {
     let claims = verify(plane, token)?;
     let user = claims.user_ref()?;
     let issuer = json!({ "type": "StreamingURL", "principalId": claims.url_id });
@@ -199,7 +141,7 @@ const ENDED_SESSION_ACTION: &str = "streaming:GetSessionStatus";
 
 /// Authenticates a session's cookie as that session's user; the session is the issuer. Once
 /// the session has ended the cookie acts for nobody, except to read how its session ended.
-pub(crate) async fn cookie_caller(plane: &Plane, cookie: &str, action: &str) -> Result<Caller, ActionError> {
+pub(crate) async fn cookie_caller(plane: &Platform, cookie: &str, action: &str) -> Result<Caller, ActionError> {
     let row = sqlx::query("SELECT * FROM sessions WHERE cookie_hash = $1")
         .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
         .fetch_optional(&plane.store.pool)
@@ -216,7 +158,7 @@ pub(crate) async fn cookie_caller(plane: &Plane, cookie: &str, action: &str) -> 
 
 /// The ACTIVE session served by the running instance whose private address `source_ip` is
 /// (the endpoint only hears instance links, reverse-path filtered).
-pub(crate) async fn link_caller(plane: &Plane, source_ip: &str) -> Result<Caller, ActionError> {
+pub(crate) async fn link_caller(plane: &Platform, source_ip: &str) -> Result<Caller, ActionError> {
     let row = sqlx::query(
         "SELECT s.session_id, s.user_id, s.correlation_id, s.authentication_type, s.issuer, i.instance_id FROM instances i JOIN sessions s ON s.instance_id = i.instance_id
          WHERE i.private_address = $1 AND i.state = 'RUNNING' AND s.state = 'ACTIVE'",
@@ -234,9 +176,9 @@ pub(crate) async fn link_caller(plane: &Plane, source_ip: &str) -> Result<Caller
 
 /// A session's user as a caller: recorded with the user's own ARN (mode and provider), the
 /// session or URL as the issuer.
-fn user_caller(plane: &Plane, user: &model::UserRef, channel: policy::Channel, issuer: Value, correlation_id: Option<String>) -> Caller {
+fn user_caller(plane: &Platform, user: &model::UserRef, channel: policy::Channel, issuer: Value, correlation_id: Option<String>) -> Caller {
     let (principal, identity) =
-        crate::identity::person(&plane.spec.account_id, user, channel, "User", false, Vec::new(), Some(issuer), now_millis());
+        crate::core::caller::person(&plane.spec.account_id, user, channel, "User", false, Vec::new(), Some(issuer), now_millis());
     Caller { principal, identity, correlation_id, federation: None, expires: None }
 }
 
@@ -269,9 +211,9 @@ fn check_user_id(user: &str) -> Result<model::UserId, ActionError> {
     model::UserId::new(user.to_owned()).map_err(|e| ActionError::validation(format!("UserId `{user}`: {e}")))
 }
 
-async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CreateUrlInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let user = model::UserRef::custom(check_user_id(&input.user_id)?);
     let validity = bounded("Validity", input.validity, 60, 1..=604_800)?;
     if input.session_context.as_ref().is_some_and(|c| c.is_empty() || c.chars().count() > 1000) {
@@ -327,7 +269,7 @@ pub(crate) struct UrlFor {
 }
 
 /// Signs a streaming URL for a RUNNING fleet and records it (its row is consumed on use).
-pub(crate) async fn mint_url(plane: &Plane, fleet: &sqlx::any::AnyRow, input: UrlFor, validity: i64) -> Result<Value, ActionError> {
+pub(crate) async fn mint_url(plane: &Platform, fleet: &sqlx::any::AnyRow, input: UrlFor, validity: i64) -> Result<Value, ActionError> {
     let state: String = fleet.try_get("state")?;
     if state != "RUNNING" {
         return Err(ActionError::new(
@@ -371,8 +313,8 @@ pub(crate) async fn mint_url(plane: &Plane, fleet: &sqlx::any::AnyRow, input: Ur
     .await?;
     let claims_bytes = serde_json::to_vec(&claims).map_err(ActionError::internal)?;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let token = format!("{}.{}", b64.encode(&claims_bytes), b64.encode(sign(plane, &claims_bytes)?));
-    let base = super::public_base(plane);
+    let token = format!("{}.{}", b64.encode(&claims_bytes), b64.encode(plane.sign(&claims_bytes)?));
+    let base = plane.public_base();
     Ok(json!({ "StreamingURL": format!("{base}/streaming/{token}"), "Expires": millis_to_rfc3339(expires) }))
 }
 
@@ -382,9 +324,9 @@ struct RedeemInput {
     token: String,
 }
 
-async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn redeem(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: RedeemInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let claims = verify(plane, &input.token)?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     if claims.expires <= now_millis() {
@@ -524,25 +466,25 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     .bind(user.issuer_str())
     .execute(&plane.store.pool)
     .await?;
-    plane.streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());
-    plane.streaming.changes.user(&user);
+    streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());
+    plane.changes.user(&user);
     // A warm instance is taken at once; otherwise the engine serves the queue.
-    super::engine::try_assign_warm(&ctx.control(), &session_id).await;
-    plane.streaming.wake.notify_one();
+    super::engine::try_assign_warm(streaming, &session_id).await;
+    streaming.wake.notify_one();
     let mut out = session_status(plane, &session_id).await?;
     out["Cookie"] = json!(cookie);
     Ok(out)
 }
 
-async fn status(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let _: crate::identity::Empty = ctx.parse(input)?;
+pub(super) async fn get_status(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let _: crate::core::caller::Empty = ctx.parse(input)?;
     let session = caller_session(ctx).ok_or_else(|| ActionError::validation("GetSessionStatus needs the session's cookie"))?;
     ctx.authorize_always();
-    session_status(ctx.plane, &session).await
+    session_status(ctx.platform, &session).await
 }
 
 /// What the session page shows: state, queue position and estimate, end reason.
-pub(crate) async fn session_status(plane: &Plane, session_id: &str) -> Result<Value, ActionError> {
+pub(crate) async fn session_status(plane: &Platform, session_id: &str) -> Result<Value, ActionError> {
     let row = session_row(plane, session_id).await?;
     let mut out = session_json(&row)?;
     let state: String = row.try_get("state")?;
@@ -601,7 +543,7 @@ pub(crate) async fn session_status(plane: &Plane, session_id: &str) -> Result<Va
     Ok(out)
 }
 
-pub(crate) async fn session_row(plane: &Plane, session_id: &str) -> Result<sqlx::any::AnyRow, ActionError> {
+pub(crate) async fn session_row(plane: &Platform, session_id: &str) -> Result<sqlx::any::AnyRow, ActionError> {
     sqlx::query("SELECT * FROM sessions WHERE session_id = $1")
         .bind(session_id)
         .fetch_optional(&plane.store.pool)
@@ -657,9 +599,9 @@ struct DescribeInput {
     session_id: Option<String>,
 }
 
-async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: DescribeInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let limit = bounded("Limit", input.limit, 20, 1..=50)?;
     if let Some(kind) = &input.authentication_type
         && !["API", "SAML", "USERPOOL", "AWS_AD"].contains(&kind.as_str())
@@ -719,9 +661,9 @@ struct ExpireInput {
     session_id: String,
 }
 
-async fn expire(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn expire(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ExpireInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     // A user may end their own session (from its page, or signed in on the portal); anyone
     // else needs the policies' leave.
     let portal_owner = match (super::portal::portal_user(&ctx.caller.principal), session_row(plane, &input.session_id).await.ok()) {
@@ -737,11 +679,10 @@ async fn expire(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     session_row(plane, &input.session_id).await?;
     // The session is over when this returns; its instance's teardown follows in the background.
     let reason = if own { "USER_ENDED" } else { "EXPIRED_BY_API" };
-    let control = ctx.control();
-    if mark_ended(&control, &input.session_id, reason).await? {
-        let session = input.session_id.clone();
+    if mark_ended(streaming, &input.session_id, reason).await? {
+        let (streaming, session) = (streaming.clone(), input.session_id.clone());
         tokio::spawn(async move {
-            if let Err(err) = finish_ended(&control, &session, reason).await {
+            if let Err(err) = finish_ended(&streaming, &session, reason).await {
                 tracing::error!(session, error = %err, "cannot finish ending the session");
             }
         });
@@ -751,17 +692,17 @@ async fn expire(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
 
 /// Ends a session once: EXPIRED with its reason, its listeners told, its instance stopped
 /// (after the home folder's last flush) and a `SessionEnded` record for the usage reports.
-pub(crate) async fn end_session(control: &ControlPlane, session_id: &str, reason: &str) -> Result<(), ActionError> {
-    if mark_ended(control, session_id, reason).await? {
-        finish_ended(control, session_id, reason).await?;
+pub(crate) async fn end_session(streaming: &Streaming, session_id: &str, reason: &str) -> Result<(), ActionError> {
+    if mark_ended(streaming, session_id, reason).await? {
+        finish_ended(streaming, session_id, reason).await?;
     }
     Ok(())
 }
 
 /// The first half of ending a session, at once: EXPIRED, and its page told. False when the
 /// session had already ended.
-pub(crate) async fn mark_ended(control: &ControlPlane, session_id: &str, reason: &str) -> Result<bool, ActionError> {
-    let plane = &control.plane;
+pub(crate) async fn mark_ended(streaming: &Streaming, session_id: &str, reason: &str) -> Result<bool, ActionError> {
+    let plane = &*streaming.pipeline.platform;
     let ended = sqlx::query("UPDATE sessions SET state = 'EXPIRED', connection_state = 'NOT_CONNECTED', end_time = $1, end_reason = $2 WHERE session_id = $3 AND state != 'EXPIRED'")
         .bind(now_millis())
         .bind(reason)
@@ -771,22 +712,23 @@ pub(crate) async fn mark_ended(control: &ControlPlane, session_id: &str, reason:
     if ended.rows_affected() == 0 {
         return Ok(false);
     }
-    if let Some(live) = plane.streaming.live.lock().expect("live lock").remove(session_id) {
+    if let Some(live) = streaming.live.lock().expect("live lock").remove(session_id) {
         let _ = live.events.send(json!({ "type": "ended", "Reason": reason }));
     }
-    plane.streaming.changes.session(plane, session_id).await;
+    super::session_changed(plane, session_id).await;
     Ok(true)
 }
 
 /// The second half, which may take the instance's grace period: the instance stopped, and the
 /// `SessionEnded` record.
-pub(crate) async fn finish_ended(control: &ControlPlane, session_id: &str, reason: &str) -> Result<(), ActionError> {
-    let plane = &control.plane;
+pub(crate) async fn finish_ended(streaming: &Streaming, session_id: &str, reason: &str) -> Result<(), ActionError> {
+    let control = &streaming.pipeline;
+    let plane = &*control.platform;
     let row = session_row(plane, session_id).await?;
     let now: i64 = row.try_get::<Option<i64>, _>("end_time")?.unwrap_or_else(now_millis);
     let instance: Option<String> = row.try_get("instance_id")?;
     if let Some(instance) = &instance
-        && let Err(err) = crate::instances::stop_instance(plane, instance).await
+        && let Err(err) = crate::instances::stop_instance(&streaming.instances, instance).await
         && err.status != 404
     {
         tracing::warn!(session = session_id, instance, error = %err, "stopping the session's instance");
@@ -834,11 +776,11 @@ pub(crate) async fn finish_ended(control: &ControlPlane, session_id: &str, reaso
         principal: "streaming.datasandbox",
         parameters,
         correlation_id: Some(row.try_get("correlation_id")?),
-        effect: crate::pipeline::Effect::Recorded,
+        effect: crate::core::platform::Effect::Recorded,
         ..ServiceEvent::default()
     };
     let _ = control.record_service_event(event).await;
-    plane.streaming.wake.notify_one();
+    streaming.wake.notify_one();
     Ok(())
 }
 
@@ -847,14 +789,14 @@ pub(crate) async fn finish_ended(control: &ControlPlane, session_id: &str, reaso
 pub struct SessionConnection {
     pub session_id: String,
     pub events: tokio::sync::broadcast::Receiver<Value>,
-    control: ControlPlane,
+    streaming: Arc<Streaming>,
     client_ip: String,
 }
 
-impl ControlPlane {
+impl Streaming {
     /// Opens a session's live connection, by its cookie.
-    pub async fn connect_session(&self, cookie: &str, client_ip: &str) -> Result<SessionConnection, ActionError> {
-        let plane = &self.plane;
+    pub(crate) async fn connect_session(self: &Arc<Self>, cookie: &str, client_ip: &str) -> Result<SessionConnection, ActionError> {
+        let plane = &*self.pipeline.platform;
         // An ended session is refused below, with its own answer (410).
         let caller = cookie_caller(plane, cookie, ENDED_SESSION_ACTION).await?;
         let issuer = caller.identity.session_context.and_then(|c| c.session_issuer).unwrap_or_default();
@@ -866,7 +808,7 @@ impl ControlPlane {
         // Recorded before the connection counts; refused when it cannot be recorded.
         self.connection_event("SessionConnected", &session_id, client_ip, row.try_get("correlation_id")?).await?;
         let events = {
-            let mut live = plane.streaming.live.lock().expect("live lock");
+            let mut live = self.live.lock().expect("live lock");
             let entry = live.entry(session_id.clone()).or_insert_with(Live::new);
             entry.connections += 1;
             entry.last_input = now_millis();
@@ -881,8 +823,8 @@ impl ControlPlane {
             .bind(&session_id)
             .execute(&plane.store.pool)
             .await?;
-        plane.streaming.changes.session(plane, &session_id).await;
-        Ok(SessionConnection { session_id, events, control: self.clone(), client_ip: client_ip.to_owned() })
+        super::session_changed(plane, &session_id).await;
+        Ok(SessionConnection { session_id, events, streaming: self.clone(), client_ip: client_ip.to_owned() })
     }
 
     async fn connection_event(
@@ -898,22 +840,22 @@ impl ControlPlane {
             principal: "gateway.datasandbox",
             parameters: json!({ "SessionId": session_id, "ClientIp": client_ip }),
             correlation_id,
-            effect: if name == "SessionConnected" { crate::pipeline::Effect::Gated } else { crate::pipeline::Effect::Recorded },
+            effect: if name == "SessionConnected" { crate::core::platform::Effect::Gated } else { crate::core::platform::Effect::Recorded },
             ..ServiceEvent::default()
         };
-        self.record_service_event(event).await
+        self.pipeline.record_service_event(event).await
     }
 
     /// The session's current status, for its page.
-    pub async fn session_status(&self, session_id: &str) -> Result<Value, ActionError> {
-        session_status(&self.plane, session_id).await
+    pub(crate) async fn session_status(&self, session_id: &str) -> Result<Value, ActionError> {
+        session_status(&self.pipeline.platform, session_id).await
     }
 }
 
 impl SessionConnection {
     /// The user pressed a key or moved the pointer.
     pub fn input(&self) {
-        if let Some(live) = self.control.plane.streaming.live.lock().expect("live lock").get_mut(&self.session_id) {
+        if let Some(live) = self.streaming.live.lock().expect("live lock").get_mut(&self.session_id) {
             live.last_input = now_millis();
             live.warned.retain(|w| *w != "IDLE");
         }
@@ -921,9 +863,9 @@ impl SessionConnection {
 
     /// The connection closed; with no other open, the session is NOT_CONNECTED from now.
     pub async fn close(self) {
-        let plane = &self.control.plane;
+        let plane = &*self.streaming.pipeline.platform;
         let last = {
-            let mut live = plane.streaming.live.lock().expect("live lock");
+            let mut live = self.streaming.live.lock().expect("live lock");
             match live.get_mut(&self.session_id) {
                 Some(entry) => {
                     entry.connections = entry.connections.saturating_sub(1);
@@ -940,54 +882,9 @@ impl SessionConnection {
             .bind(&self.session_id)
             .execute(&plane.store.pool)
             .await;
-            plane.streaming.changes.session(plane, &self.session_id).await;
+            super::session_changed(plane, &self.session_id).await;
         }
         let correlation = session_row(plane, &self.session_id).await.ok().and_then(|r| r.try_get("correlation_id").ok());
-        let _ = self.control.connection_event("SessionDisconnected", &self.session_id, &self.client_ip, correlation).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use super::load_or_create_key;
-
-    #[test]
-    fn attack_f14_the_url_key_is_never_readable_by_others_while_it_is_made() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let stop = AtomicBool::new(false);
-        let seen = std::thread::scope(|scope| {
-            // A local user racing to open the key while it is made: every entry of the
-            // directory, looked at as fast as possible, must never be readable by others.
-            let watcher = scope.spawn(|| {
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    for entry in std::fs::read_dir(dir.path()).expect("list").flatten() {
-                        if let Ok(meta) = entry.metadata()
-                            && meta.mode() & 0o077 != 0
-                        {
-                            seen.push(format!("{} {:o}", entry.file_name().to_string_lossy(), meta.mode()));
-                        }
-                    }
-                }
-                seen
-            });
-            for round in 0..300 {
-                let path = dir.path().join(format!("streaming-url-{round}.key"));
-                let key = load_or_create_key(&path).expect("a key");
-                assert_eq!(load_or_create_key(&path).expect("the same key"), key, "a second use reads the first's key");
-                assert_eq!(std::fs::metadata(&path).expect("key").permissions().mode() & 0o777, 0o600);
-            }
-            stop.store(true, Ordering::Relaxed);
-            watcher.join().expect("watcher")
-        });
-        assert!(seen.is_empty(), "files readable by others while the key was made: {:?}", &seen[..seen.len().min(5)]);
-        // A key file others can read is not used (it may have been read).
-        let exposed = dir.path().join("exposed.key");
-        std::fs::write(&exposed, [7u8; 32]).expect("write");
-        std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(load_or_create_key(&exposed).is_err());
+        let _ = self.streaming.connection_event("SessionDisconnected", &self.session_id, &self.client_ip, correlation).await;
     }
 }

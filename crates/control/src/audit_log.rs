@@ -9,26 +9,26 @@ use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{decode_token, encode_token, unregistered};
-use crate::error::ActionError;
-use crate::pipeline::Ctx;
+use crate::core::actions::AuditAction;
+use crate::core::codec::{decode_token, encode_token};
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
 
-pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: AuditAction, input: Value) -> Result<Value, ActionError> {
     match action {
-        "LookupEvents" => lookup_events(ctx, input).await,
-        "Query" => query(ctx, input).await,
-        "Trace" => trace(ctx, input).await,
-        "Reindex" => reindex(ctx, input).await,
-        "GenerateUsageReports" => generate_usage_reports(ctx, input).await,
-        "ValidateTrail" => validate_trail(ctx, input).await,
-        _ => Err(unregistered(action)),
+        AuditAction::LookupEvents => lookup_events(ctx, input).await,
+        AuditAction::Query => query(ctx, input).await,
+        AuditAction::Trace => trace(ctx, input).await,
+        AuditAction::Reindex => reindex(ctx, input).await,
+        AuditAction::GenerateUsageReports => generate_usage_reports(ctx, input).await,
+        AuditAction::ValidateTrail => validate_trail(ctx, input).await,
     }
 }
 
 /// Reads see every record made before them: wait until the index has caught up with the trail.
 async fn caught_up(ctx: &Ctx<'_>) -> Result<(), ActionError> {
-    let durable = ctx.plane.trail.last_sequence();
-    if ctx.plane.index.wait_for(durable, Duration::from_secs(10)).await {
+    let durable = ctx.platform.trail.last_sequence();
+    if ctx.platform.index.wait_for(durable, Duration::from_secs(10)).await {
         Ok(())
     } else {
         Err(ActionError::new(503, "ServiceUnavailable", "the audit index is behind the trail; retry, or run `datasandbox audit reindex`"))
@@ -85,7 +85,7 @@ const ATTRIBUTES: &[&str] = &["EventName", "EventSource", "Username", "RequestId
 
 async fn lookup_events(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: LookupInput = ctx.parse(input)?;
-    let max = super::bounded("MaxResults", input.max_results, 50, 1..=1000)?;
+    let max = crate::core::codec::bounded("MaxResults", input.max_results, 50, 1..=1000)?;
     let mut filter = LookupFilter {
         start_time: time("StartTime", input.start_time.as_deref())?,
         end_time: time("EndTime", input.end_time.as_deref())?,
@@ -110,7 +110,7 @@ async fn lookup_events(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
     };
     ctx.authorize(Resource::Service("audit".into()))?;
     caught_up(ctx).await?;
-    let (events, next) = ctx.plane.index.lookup(&filter, max as u32, before).await.map_err(index_error)?;
+    let (events, next) = ctx.platform.index.lookup(&filter, max as u32, before).await.map_err(index_error)?;
     let mut out = json!({ "Events": events });
     if let Some(next) = next {
         out["NextToken"] = json!(encode_token(&next.to_string()));
@@ -128,13 +128,13 @@ struct QueryInput {
 
 async fn query(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: QueryInput = ctx.parse(input)?;
-    let max = super::bounded("MaxRows", input.max_rows, 1000, 1..=100_000)?;
+    let max = crate::core::codec::bounded("MaxRows", input.max_rows, 1000, 1..=100_000)?;
     if input.sql.len() > 16_384 {
         return Err(ActionError::validation("Sql is longer than 16384 characters"));
     }
     ctx.authorize(Resource::Service("audit".into()))?;
     caught_up(ctx).await?;
-    let (columns, rows) = ctx.plane.index.query(&input.sql, max as usize).await.map_err(index_error)?;
+    let (columns, rows) = ctx.platform.index.query(&input.sql, max as usize).await.map_err(index_error)?;
     Ok(json!({ "Columns": columns, "Rows": rows }))
 }
 
@@ -163,19 +163,19 @@ async fn trace(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         (None, None, Some(id)) => TraceSelector::CorrelationId(id),
         _ => return Err(ActionError::validation("give exactly one of UserId, SessionId and CorrelationId")),
     };
-    let max = super::bounded("MaxResults", input.max_results, 10_000, 1..=1_000_000)?;
+    let max = crate::core::codec::bounded("MaxResults", input.max_results, 10_000, 1..=1_000_000)?;
     let since = time("StartTime", input.start_time.as_deref())?;
     let until = time("EndTime", input.end_time.as_deref())?;
     ctx.authorize(Resource::Service("audit".into()))?;
     caught_up(ctx).await?;
-    let events = ctx.plane.index.trace(&selector, since.as_deref(), until.as_deref(), max as u32).await.map_err(index_error)?;
+    let events = ctx.platform.index.trace(&selector, since.as_deref(), until.as_deref(), max as u32).await.map_err(index_error)?;
     Ok(json!({ "Events": events }))
 }
 
 async fn reindex(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let _: crate::identity::Empty = ctx.parse(input)?;
+    let _: crate::core::caller::Empty = ctx.parse(input)?;
     ctx.authorize(Resource::Service("audit".into()))?;
-    let count = ctx.plane.index.rebuild(ctx.plane.trail.layout()).await.map_err(index_error)?;
+    let count = ctx.platform.index.rebuild(ctx.platform.trail.layout()).await.map_err(index_error)?;
     Ok(json!({ "RecordsIndexed": count }))
 }
 
@@ -204,10 +204,10 @@ async fn validate_trail(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Action
         start: instant("StartTime", input.start_time.as_deref())?,
         end: instant("EndTime", input.end_time.as_deref())?,
         verbose: input.verbose,
-        witness: ctx.plane.spec.audit.witness.clone(),
+        witness: ctx.platform.spec.audit.witness.clone(),
     };
     ctx.authorize(Resource::Service("audit".into()))?;
-    let layout = ctx.plane.trail.layout().clone();
+    let layout = ctx.platform.trail.layout().clone();
     let report = tokio::task::spawn_blocking(move || {
         let key = audit::newest_public_key(&layout)?;
         Ok::<_, String>(audit::validate::validate(&layout, &key, &options))
@@ -238,8 +238,8 @@ async fn generate_usage_reports(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     let from = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
     let to = from + chrono::Duration::days(2);
     let stamp = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let records = ctx.plane.index.records("streaming", "SessionEnded", &stamp(from), &stamp(to)).await.map_err(index_error)?;
-    let spec = &ctx.plane.spec;
+    let records = ctx.platform.index.records("streaming", "SessionEnded", &stamp(from), &stamp(to)).await.map_err(index_error)?;
+    let spec = &ctx.platform.spec;
     let Some(reports) = audit::reports::daily_reports(day, &records, &spec.account_id, &spec.region).map_err(ActionError::internal)? else {
         return Ok(json!({ "Day": input.day, "Sessions": 0 }));
     };
@@ -247,8 +247,9 @@ async fn generate_usage_reports(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     let control = ctx.control();
     let correlation_id = ctx.correlation_id().map(str::to_owned);
     for (key, body) in [(&reports.sessions_key, &reports.sessions_csv), (&reports.applications_key, &reports.applications_csv)] {
-        let put = json!({ "Bucket": bucket, "Key": key, "Body": super::encode_base64(body.as_bytes()), "ContentType": "text/csv" });
-        let request = crate::pipeline::Request::from_function(REPORTS_FUNCTION, correlation_id.clone(), "storage:PutObject", &put);
+        let put =
+            json!({ "Bucket": bucket, "Key": key, "Body": crate::core::codec::encode_base64(body.as_bytes()), "ContentType": "text/csv" });
+        let request = crate::core::pipeline::Request::from_function(REPORTS_FUNCTION, correlation_id.clone(), "storage:PutObject", &put);
         Box::pin(control.call(request)).await.result?;
     }
     Ok(json!({
@@ -260,7 +261,7 @@ async fn generate_usage_reports(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
 }
 
 /// Writes the previous day's usage reports shortly after each UTC midnight.
-pub(crate) fn start_daily_reports(control: crate::pipeline::ControlPlane) {
+pub(crate) fn start_daily_reports(control: crate::core::pipeline::Pipeline) {
     tokio::spawn(async move {
         loop {
             let now = chrono::Utc::now();
@@ -268,7 +269,7 @@ pub(crate) fn start_daily_reports(control: crate::pipeline::ControlPlane) {
             tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
             let day = (next - chrono::Duration::days(1)).date_naive().format("%Y-%m-%d").to_string();
             let request =
-                crate::pipeline::Request::from_function(REPORTS_FUNCTION, None, "audit:GenerateUsageReports", &json!({ "Day": day }));
+                crate::core::pipeline::Request::from_function(REPORTS_FUNCTION, None, "audit:GenerateUsageReports", &json!({ "Day": day }));
             if let Err(err) = control.call(request).await.result {
                 tracing::error!(day, error = %err, "daily usage reports failed; run `datasandbox reports generate --day {day}`");
             }

@@ -8,9 +8,9 @@ use model::spec::{NotificationSpec, Spec};
 use serde_json::{Value, json};
 
 use super::template::{Kind, Resource};
-use crate::error::ActionError;
-use crate::identity::{Caller, Credentials, Delegated};
-use crate::pipeline::{ControlPlane, Request};
+use crate::core::caller::{Caller, Credentials, Delegated};
+use crate::core::error::ActionError;
+use crate::core::pipeline::{Pipeline, Request};
 
 /// What became of a resource that was to be deleted.
 pub(crate) enum Deleted {
@@ -25,11 +25,11 @@ const FLEET_STOP: Duration = Duration::from_secs(60);
 /// One action of a deploy, and where its answer goes.
 pub(crate) struct Step {
     request: Request,
-    done: tokio::sync::oneshot::Sender<crate::pipeline::Response>,
+    done: tokio::sync::oneshot::Sender<crate::core::pipeline::Response>,
 }
 
 /// Starts the task that runs deploy steps through the pipeline.
-pub(crate) fn start_step_runner(control: ControlPlane) -> tokio::sync::mpsc::UnboundedSender<Step> {
+pub(crate) fn start_step_runner(control: Pipeline) -> tokio::sync::mpsc::UnboundedSender<Step> {
     let (steps, mut queue) = tokio::sync::mpsc::unbounded_channel::<Step>();
     tokio::spawn(async move {
         while let Some(step) = queue.recv().await {
@@ -44,7 +44,8 @@ pub(crate) fn start_step_runner(control: ControlPlane) -> tokio::sync::mpsc::Unb
 }
 
 pub(crate) struct Applier<'a> {
-    pub control: &'a ControlPlane,
+    pub control: &'a Pipeline,
+    pub steps: &'a tokio::sync::mpsc::UnboundedSender<Step>,
     pub caller: Caller,
     pub source_ip: String,
     /// The spec being deployed: it says how to build an image a fleet needs.
@@ -63,8 +64,7 @@ impl Applier<'_> {
         // A deploy is itself an action, so its steps run on a task of their own (see
         // `start_step_runner`) rather than inside this call's future.
         let (done, answer) = tokio::sync::oneshot::channel();
-        let runner = self.control.plane.deploy_steps.get().ok_or_else(|| ActionError::internal("the deploy step runner is not started"))?;
-        runner.send(Step { request, done }).map_err(|_| ActionError::internal("the deploy step runner stopped"))?;
+        self.steps.send(Step { request, done }).map_err(|_| ActionError::internal("the deploy step runner stopped"))?;
         answer.await.map_err(|_| ActionError::internal("a deploy step was dropped"))?.result
     }
 
@@ -77,7 +77,7 @@ impl Applier<'_> {
             Kind::Bucket => {
                 let name = bucket_name(p)?;
                 let home = p["HomeFolders"].as_bool().unwrap_or(false);
-                match crate::services::storage::find_bucket(&self.control.plane, &name).await? {
+                match crate::storage::find_bucket(&self.control.platform, &name).await? {
                     Some(existing) if existing.home_folders != home => Err(ActionError::conflict(
                         "BucketAlreadyExists",
                         format!("bucket `{name}` exists with HomeFolders = {}; delete it or keep its kind", existing.home_folders),
@@ -194,7 +194,7 @@ impl Applier<'_> {
             Kind::SamlProvider => {
                 let source = p["MetadataSource"].as_str().unwrap_or_default();
                 let document = super::template::load_idp_metadata(source).await.map_err(ActionError::validation)?;
-                let dir = self.control.plane.data_dir.join("identity-providers");
+                let dir = self.control.platform.data_dir.join("identity-providers");
                 let name = new.name().to_owned();
                 tokio::task::spawn_blocking(move || write_atomically(&dir, &format!("{name}.xml"), document.as_bytes()))
                     .await
@@ -300,7 +300,7 @@ impl Applier<'_> {
                 self.call("notebooks:DeleteNotebookInstance", json!({ "NotebookInstanceName": name })).await.map(|_| Deleted::Removed)
             }
             Kind::SamlProvider => {
-                let path = self.control.plane.data_dir.join("identity-providers").join(format!("{}.xml", r.name()));
+                let path = self.control.platform.data_dir.join("identity-providers").join(format!("{}.xml", r.name()));
                 match std::fs::remove_file(&path) {
                     Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
                         Err(ActionError::internal(format_args!("removing `{}`: {err}", path.display())))
@@ -313,7 +313,7 @@ impl Applier<'_> {
 
     /// A fleet's image must be built: one the spec declares is built here from its recipe.
     async fn ensure_image(&self, name: &str) -> Result<(), ActionError> {
-        crate::instances::ensure_image(&self.control.plane, self.desired, name).await
+        crate::instances::ensure_image(&self.control.platform, self.desired, name).await
     }
 
     async fn describe_fleet(&self, name: &str) -> Result<Value, ActionError> {
@@ -376,7 +376,7 @@ impl Applier<'_> {
     /// `wanted` by id and keeps every notification someone else configured.
     async fn put_notifications(&self, p: &Value, wanted: &[NotificationSpec], ours: &[String]) -> Result<(), ActionError> {
         let bucket = bucket_name(p)?;
-        let Some(existing) = crate::services::storage::find_bucket(&self.control.plane, &bucket).await? else {
+        let Some(existing) = crate::storage::find_bucket(&self.control.platform, &bucket).await? else {
             return Err(ActionError::not_found("NoSuchBucket", format!("bucket `{bucket}` does not exist")));
         };
         let mut current = existing.notifications.clone();

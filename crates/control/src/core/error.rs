@@ -67,6 +67,24 @@ impl ActionError {
         )
     }
 
+    /// The refusal of anything while the trail writes on its reserve.
+    pub(crate) fn trail_on_reserve() -> ActionError {
+        ActionError::new(
+            503,
+            "ServiceUnavailable",
+            "the audit trail's file system is full and the trail is writing on its reserve, so nothing is carried out until the operator frees space; this refusal is recorded",
+        )
+    }
+
+    /// The refusal of anything while the trail cannot be written at all.
+    pub(crate) fn trail_unwritable() -> ActionError {
+        ActionError::new(
+            503,
+            "ServiceUnavailable",
+            "the audit trail cannot be written, so no action can be acknowledged; the operator must free the trail's disk",
+        )
+    }
+
     pub fn is_client_error(&self) -> bool {
         self.status < 500
     }

@@ -11,6 +11,7 @@
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use policy::Resource;
@@ -25,11 +26,14 @@ mod volume;
 
 use volume::Volume;
 
-use crate::error::ActionError;
+use crate::core::actions::NotebooksAction;
+use crate::core::codec::bounded;
+use crate::core::error::ActionError;
+use crate::core::pipeline::{Ctx, Pipeline};
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
+use crate::instances::Instances;
 use crate::instances::{Launch, Program, launch_instance, stop_instance};
-use crate::pipeline::{ControlPlane, Ctx, Plane};
-use crate::services::bounded;
-use crate::store::{millis_to_rfc3339, now_millis};
 
 /// The image notebook instances run.
 pub(crate) const NOTEBOOK_IMAGE: &str = "datasandbox-notebook";
@@ -38,21 +42,6 @@ pub(crate) const NOTEBOOK_IMAGE: &str = "datasandbox-notebook";
 const URL_VALIDITY_SECONDS: i64 = 5 * 60;
 /// How long Jupyter may take to answer after its instance started.
 const JUPYTER_START: Duration = Duration::from_secs(60);
-
-pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
-    match action {
-        "CreateNotebookInstance" => create(ctx, input).await,
-        "DescribeNotebookInstance" => describe(ctx, input).await,
-        "ListNotebookInstances" => list(ctx, input).await,
-        "StartNotebookInstance" => start(ctx, input).await,
-        "StopNotebookInstance" => stop(ctx, input).await,
-        "UpdateNotebookInstance" => update(ctx, input).await,
-        "DeleteNotebookInstance" => delete(ctx, input).await,
-        "CreatePresignedNotebookInstanceUrl" => presign(ctx, input).await,
-        "RedeemPresignedNotebookInstanceUrl" => redeem(ctx, input).await,
-        _ => Err(crate::services::unregistered(action)),
-    }
-}
 
 /// What the gateway needs to reach a running notebook's Jupyter.
 #[derive(Debug, Clone)]
@@ -69,13 +58,41 @@ pub struct NotebookTarget {
     pub source_ip: String,
 }
 
-/// Tokens of the running Jupyter servers, by notebook: never stored, never shown.
-#[derive(Default)]
+/// The notebook service: the instances it runs Jupyter in, and the tokens of the running
+/// Jupyter servers, by notebook (never stored, never shown).
 pub(crate) struct Notebooks {
+    pipeline: Pipeline,
+    instances: Arc<Instances>,
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Held from a volume's admission until its row records its size (or its growth is
     /// recorded): two creates at once must not both count the same free space.
     admission: tokio::sync::Mutex<()>,
+}
+
+impl Notebooks {
+    pub(crate) fn new(pipeline: Pipeline, instances: Arc<Instances>) -> Notebooks {
+        Notebooks { pipeline, instances, tokens: Default::default(), admission: Default::default() }
+    }
+
+    pub(crate) async fn dispatch(self: &Arc<Self>, ctx: &mut Ctx<'_>, action: NotebooksAction, input: Value) -> Result<Value, ActionError> {
+        use NotebooksAction as A;
+        match action {
+            A::CreateNotebookInstance => create(self, ctx, input).await,
+            A::DescribeNotebookInstance => describe(ctx, input).await,
+            A::ListNotebookInstances => list(ctx, input).await,
+            A::StartNotebookInstance => start(self, ctx, input).await,
+            A::StopNotebookInstance => stop(self, ctx, input).await,
+            A::UpdateNotebookInstance => update(self, ctx, input).await,
+            A::DeleteNotebookInstance => delete(ctx, input).await,
+            A::CreatePresignedNotebookInstanceUrl => presign(ctx, input).await,
+            A::RedeemPresignedNotebookInstanceUrl => redeem(ctx, input).await,
+        }
+    }
+
+    /// At a clean stop or start-up: every notebook stopped, its volume unmounted.
+    pub(crate) async fn stop_all(&self) {
+        stop_all(self).await
+    }
 }
 
 const GIB: u64 = 1 << 30;
@@ -87,7 +104,7 @@ const VOLUME_RESERVE: u64 = GIB;
 /// volume (or a volume's growth) of `more` bytes is admitted only if every volume could fill
 /// up and the file system would still keep [`VOLUME_RESERVE`] — otherwise one notebook user
 /// filling their volume could fill the disk the trail is written to.
-async fn admit_volume(plane: &Plane, more: u64) -> Result<(), ActionError> {
+async fn admit_volume(plane: &Platform, more: u64) -> Result<(), ActionError> {
     let rows = sqlx::query("SELECT name, volume_size_gb FROM notebooks").fetch_all(&plane.store.pool).await?;
     let mut unclaimed = 0u64;
     for row in rows {
@@ -117,7 +134,7 @@ async fn admit_volume(plane: &Plane, more: u64) -> Result<(), ActionError> {
 /// What a notebook's instance may write to its server's socket directory on the host.
 const RUN_DIR_BYTES: u64 = 1 << 20;
 
-fn notebook_dir(plane: &Plane, name: &str) -> PathBuf {
+fn notebook_dir(plane: &Platform, name: &str) -> PathBuf {
     plane.data_dir.join("notebooks").join(name)
 }
 
@@ -137,7 +154,7 @@ fn not_found(name: &str) -> ActionError {
     ActionError::not_found("ResourceNotFound", format!("notebook instance `{name}` does not exist"))
 }
 
-async fn row(plane: &Plane, name: &str) -> Result<sqlx::any::AnyRow, ActionError> {
+async fn row(plane: &Platform, name: &str) -> Result<sqlx::any::AnyRow, ActionError> {
     sqlx::query("SELECT * FROM notebooks WHERE name = $1")
         .bind(name)
         .fetch_optional(&plane.store.pool)
@@ -171,11 +188,11 @@ struct CreateInput {
     owner_issuer: Option<String>,
 }
 
-async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+async fn create(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CreateInput = ctx.parse(input)?;
     let _ = input.role_arn;
     check_name(&input.notebook_instance_name)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     crate::instances::instance_type(plane, &input.instance_type)?;
     let volume_size = bounded("VolumeSizeInGB", input.volume_size_in_gb, 5, 5..=16_384)?;
     if input.root_access.as_deref().is_some_and(|r| r != "Disabled") {
@@ -198,11 +215,11 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         None => None,
     };
     let key_ref = input.kms_key_id.clone().unwrap_or_else(|| format!("alias/{}", default_key_alias(plane)));
-    let key = crate::services::keys::resolve_for_use(plane, &key_ref).await?;
+    let key = crate::keys::resolve_for_use(plane, &key_ref).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    let aliases = crate::services::keys::aliases_of(plane, key.id()).await?;
+    let aliases = crate::keys::aliases_of(plane, key.id()).await?;
     ctx.authorize_also("keys:GenerateDataKey", Resource::Key { id: key.id().to_owned(), aliases })?;
-    let _admission = plane.notebooks.admission.lock().await;
+    let _admission = notebooks.admission.lock().await;
     if sqlx::query("SELECT name FROM notebooks WHERE name = $1")
         .bind(&input.notebook_instance_name)
         .fetch_optional(&plane.store.pool)
@@ -216,7 +233,7 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     rand::rngs::OsRng.fill_bytes(&mut data_key);
     let context = volume_context(&input.notebook_instance_name);
     admit_volume(plane, volume_size as u64 * GIB).await?;
-    let wrapped = crate::services::keys::encrypt_with(plane, &key, &data_key, &context).await?;
+    let wrapped = crate::keys::encrypt_with(plane, &key, &data_key, &context).await?;
     let name = input.notebook_instance_name.clone();
     let volume = Volume::new(notebook_dir(plane, &name));
     let password = hex::encode(data_key);
@@ -231,20 +248,20 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     .bind(volume_size)
     .bind(key.id())
     .bind(owner.as_ref().map(|o| o.user().to_string()))
-    .bind(crate::services::encode_base64(&wrapped))
+    .bind(crate::core::codec::encode_base64(&wrapped))
     .bind(now_millis())
     .bind(owner.as_ref().map(|o| o.mode().as_str()))
     .bind(owner.as_ref().and_then(|o| o.issuer_str()))
     .execute(&plane.store.pool)
     .await?;
     // Created notebooks start, as SageMaker's do.
-    let control = ctx.control();
+    let notebooks = notebooks.clone();
     let starting = name.clone();
-    tokio::spawn(async move { run_notebook(&control, &starting).await });
+    tokio::spawn(async move { run_notebook(&notebooks, &starting).await });
     Ok(json!({ "NotebookInstanceArn": arn(plane, &name) }))
 }
 
-fn default_key_alias(plane: &Plane) -> String {
+fn default_key_alias(plane: &Platform) -> String {
     plane.current().notebooks.first().map_or_else(|| "notebook-kms".to_owned(), |n| n.kms_key_alias.clone())
 }
 
@@ -252,16 +269,16 @@ fn volume_context(name: &str) -> std::collections::BTreeMap<String, String> {
     std::collections::BTreeMap::from([("notebook".to_owned(), name.to_owned())])
 }
 
-fn arn(plane: &Plane, name: &str) -> String {
+fn arn(plane: &Platform, name: &str) -> String {
     format!("arn:datasandbox:notebooks:{}:{}:notebook-instance/{name}", plane.spec.region, plane.spec.account_id)
 }
 
 /// Starts a notebook: its volume mounted, its Jupyter server in a fresh instance, then
 /// InService once Jupyter answers (or Failed with the reason).
-async fn run_notebook(control: &ControlPlane, name: &str) {
-    if let Err(err) = try_run_notebook(control, name).await {
+async fn run_notebook(notebooks: &Notebooks, name: &str) {
+    if let Err(err) = try_run_notebook(notebooks, name).await {
         tracing::error!(notebook = name, error = %err, "notebook did not start");
-        let plane = &control.plane;
+        let plane = &*notebooks.pipeline.platform;
         Volume::new(notebook_dir(plane, name)).unmount();
         let _ = sqlx::query("UPDATE notebooks SET state = 'Failed', failure_reason = $1 WHERE name = $2")
             .bind(err.message.clone())
@@ -271,17 +288,17 @@ async fn run_notebook(control: &ControlPlane, name: &str) {
     }
 }
 
-async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), ActionError> {
-    let plane = &control.plane;
+async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), ActionError> {
+    let plane = &*notebooks.pipeline.platform;
     let notebook = row(plane, name).await?;
-    let wrapped = crate::services::decode_base64("wrapped key", &notebook.try_get::<String, _>("wrapped_key")?)?;
-    let (_, data_key) = crate::services::keys::decrypt_blob(plane, &wrapped, &volume_context(name)).await?;
+    let wrapped = crate::core::codec::decode_base64("wrapped key", &notebook.try_get::<String, _>("wrapped_key")?)?;
+    let (_, data_key) = crate::keys::decrypt_blob(plane, &wrapped, &volume_context(name)).await?;
     // The notebook image is built on first use from the deployed spec's declaration.
     crate::instances::ensure_image(plane, &plane.current(), NOTEBOOK_IMAGE).await?;
     let dir = notebook_dir(plane, name);
     let (plain, run) = (Volume::new(dir.clone()).plain(), dir.join("run"));
     // The instance's host ids are chosen first: its volume and directories are made its own.
-    let ids = crate::instances::lease_ids(plane).await?;
+    let ids = crate::instances::lease_ids(&notebooks.instances).await?;
     let range = ids.range();
     let password = hex::encode(&data_key);
     {
@@ -326,7 +343,7 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
         program: Some(program),
         ids: Some(ids),
     };
-    let instance = launch_instance(plane, launch).await?;
+    let instance = launch_instance(&notebooks.instances, launch).await?;
     let instance_id = instance["InstanceId"].as_str().unwrap_or_default().to_owned();
     sqlx::query("UPDATE notebooks SET instance_id = $1 WHERE name = $2").bind(&instance_id).bind(name).execute(&plane.store.pool).await?;
     let socket = run.join("jupyter.sock");
@@ -336,7 +353,7 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
             break;
         }
         if tokio::time::Instant::now() > deadline {
-            let _ = stop_instance(plane, &instance_id).await;
+            let _ = stop_instance(&notebooks.instances, &instance_id).await;
             return Err(ActionError::new(
                 503,
                 "ServiceUnavailable",
@@ -345,7 +362,7 @@ async fn try_run_notebook(control: &ControlPlane, name: &str) -> Result<(), Acti
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    plane.notebooks.tokens.lock().expect("tokens lock").insert(name.to_owned(), token);
+    notebooks.tokens.lock().expect("tokens lock").insert(name.to_owned(), token);
     sqlx::query("UPDATE notebooks SET state = 'InService', failure_reason = NULL WHERE name = $1")
         .bind(name)
         .execute(&plane.store.pool)
@@ -372,10 +389,10 @@ struct NameInput {
 async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    notebook_json(ctx.plane, &row(ctx.plane, &input.notebook_instance_name).await?)
+    notebook_json(ctx.platform, &row(ctx.platform, &input.notebook_instance_name).await?)
 }
 
-fn notebook_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
+fn notebook_json(plane: &Platform, row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
     let name: String = row.try_get("name")?;
     Ok(json!({
         "NotebookInstanceName": name,
@@ -396,20 +413,20 @@ fn notebook_json(plane: &Plane, row: &sqlx::any::AnyRow) -> Result<Value, Action
 }
 
 async fn list(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let _: crate::identity::Empty = ctx.parse(input)?;
+    let _: crate::core::caller::Empty = ctx.parse(input)?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    let rows = sqlx::query("SELECT * FROM notebooks ORDER BY name").fetch_all(&ctx.plane.store.pool).await?;
-    let notebooks = rows.iter().map(|r| notebook_json(ctx.plane, r)).collect::<Result<Vec<_>, _>>()?;
+    let rows = sqlx::query("SELECT * FROM notebooks ORDER BY name").fetch_all(&ctx.platform.store.pool).await?;
+    let notebooks = rows.iter().map(|r| notebook_json(ctx.platform, r)).collect::<Result<Vec<_>, _>>()?;
     Ok(json!({ "NotebookInstances": notebooks }))
 }
 
-async fn start(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+async fn start(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let notebook = row(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
     let key: String = notebook.try_get("kms_key_id")?;
-    let aliases = crate::services::keys::aliases_of(plane, &key).await?;
+    let aliases = crate::keys::aliases_of(plane, &key).await?;
     ctx.authorize_also("keys:Decrypt", Resource::Key { id: key, aliases })?;
     let state: String = notebook.try_get("state")?;
     if state != "Stopped" && state != "Failed" {
@@ -419,28 +436,29 @@ async fn start(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .bind(&input.notebook_instance_name)
         .execute(&plane.store.pool)
         .await?;
-    let (control, name) = (ctx.control(), input.notebook_instance_name.clone());
-    tokio::spawn(async move { run_notebook(&control, &name).await });
+    let (notebooks, name) = (notebooks.clone(), input.notebook_instance_name.clone());
+    tokio::spawn(async move { run_notebook(&notebooks, &name).await });
     Ok(json!({}))
 }
 
-async fn stop(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+async fn stop(notebooks: &Notebooks, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     row(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    stop_notebook(plane, &input.notebook_instance_name).await?;
+    stop_notebook(notebooks, &input.notebook_instance_name).await?;
     Ok(json!({}))
 }
 
 /// Stops a notebook: access ends, its instance is destroyed, its volume unmounted.
-pub(crate) async fn stop_notebook(plane: &Plane, name: &str) -> Result<(), ActionError> {
+pub(crate) async fn stop_notebook(notebooks: &Notebooks, name: &str) -> Result<(), ActionError> {
+    let plane = &*notebooks.pipeline.platform;
     let notebook = row(plane, name).await?;
     sqlx::query("UPDATE notebooks SET state = 'Stopping' WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
-    plane.notebooks.tokens.lock().expect("tokens lock").remove(name);
+    notebooks.tokens.lock().expect("tokens lock").remove(name);
     sqlx::query("DELETE FROM notebook_access WHERE notebook = $1").bind(name).execute(&plane.store.pool).await?;
     if let Some(instance) = notebook.try_get::<Option<String>, _>("instance_id")?
-        && let Err(err) = stop_instance(plane, &instance).await
+        && let Err(err) = stop_instance(&notebooks.instances, &instance).await
         && err.status != 404
     {
         return Err(err);
@@ -462,9 +480,9 @@ struct UpdateInput {
 }
 
 /// As in SageMaker: only a stopped notebook changes, and its volume only grows.
-async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+async fn update(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: UpdateInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let notebook = row(plane, &input.notebook_instance_name).await?;
     if let Some(t) = &input.instance_type {
         crate::instances::instance_type(plane, t)?;
@@ -477,7 +495,7 @@ async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     ctx.authorize(Resource::Service("notebooks".into()))?;
     require_stopped(&notebook, &input.notebook_instance_name)?;
     let instance_type = input.instance_type.clone().map_or_else(|| notebook.try_get("instance_type"), Ok)?;
-    let _admission = plane.notebooks.admission.lock().await;
+    let _admission = notebooks.admission.lock().await;
     if volume > current {
         admit_volume(plane, (volume - current) as u64 * GIB).await?;
         let disk = Volume::new(notebook_dir(plane, &input.notebook_instance_name));
@@ -503,7 +521,7 @@ fn require_stopped(notebook: &sqlx::any::AnyRow, name: &str) -> Result<(), Actio
 
 async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let notebook = row(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
     require_stopped(&notebook, &input.notebook_instance_name)?;
@@ -524,7 +542,7 @@ fn check_owner(notebook: &sqlx::any::AnyRow, session: &sqlx::any::AnyRow, name: 
     };
     let issuer: Option<String> = notebook.try_get("owner_issuer")?;
     let owner = model::UserRef::from_parts(mode, issuer.as_deref(), &owner).map_err(ActionError::internal)?;
-    let user = crate::services::streaming::sessions::session_user(session)?;
+    let user = crate::streaming::sessions::session_user(session)?;
     if owner != user {
         return refused(format!("notebook instance `{name}` belongs to {owner}, not to this session's {user}"));
     }
@@ -544,10 +562,10 @@ struct PresignInput {
 
 async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: PresignInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let duration = bounded("SessionExpirationDurationInSeconds", input.session_expiration_duration_in_seconds, 43_200, 1800..=43_200)?;
     let notebook = row(plane, &input.notebook_instance_name).await?;
-    let session = crate::services::streaming::sessions::session_row(plane, &input.streaming_session_id).await?;
+    let session = crate::streaming::sessions::session_row(plane, &input.streaming_session_id).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
     let state: String = notebook.try_get("state")?;
     if state != "InService" {
@@ -596,7 +614,7 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     .bind(&input.notebook_instance_name)
     .bind(&input.streaming_session_id)
     .bind(duration * 1000)
-    .bind(now + crate::services::streaming::scaled_ms(plane, URL_VALIDITY_SECONDS))
+    .bind(now + crate::streaming::scaled_ms(plane, URL_VALIDITY_SECONDS))
     .bind(now)
     .bind(link.as_ref().map(|(private, _)| private.clone()))
     .execute(&plane.store.pool)
@@ -604,7 +622,7 @@ async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     let url = match &link {
         Some((_, endpoint)) => format!("http://{endpoint}:{}/notebook-auth/{token}", plane.spec.endpoint_port),
         None => {
-            let url = format!("{}/notebook-auth/{token}", crate::services::streaming::public_base(plane));
+            let url = format!("{}/notebook-auth/{token}", plane.public_base());
             // The session's page offers it; it opens only with that session's cookie.
             sqlx::query("UPDATE sessions SET notebook_url = $1 WHERE session_id = $2")
                 .bind(&url)
@@ -637,8 +655,8 @@ struct RedeemInput {
 /// streaming session ends.
 async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: RedeemInput = ctx.parse(input)?;
-    let plane = ctx.plane;
-    let caller_session = crate::services::streaming::sessions::caller_session(ctx);
+    let plane = ctx.platform;
+    let caller_session = crate::streaming::sessions::caller_session(ctx);
     ctx.authorize(Resource::Service("notebooks".into()))?;
     let url = sqlx::query("SELECT * FROM notebook_urls WHERE url_hash = $1")
         .bind(hex::encode(Sha256::digest(input.token.as_bytes())))
@@ -664,7 +682,7 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
             "this notebook URL expired (they are valid for 5 minutes); start again from the launcher",
         ));
     }
-    let session = crate::services::streaming::sessions::session_row(plane, &bound).await?;
+    let session = crate::streaming::sessions::session_row(plane, &bound).await?;
     if session.try_get::<String, _>("state")? != "ACTIVE" {
         return Err(ActionError::new(403, "SessionEnded", "the streaming session of this notebook URL has ended"));
     }
@@ -695,12 +713,12 @@ async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     Ok(json!({ "NotebookInstanceName": notebook, "Cookie": cookie, "MaxAgeSeconds": lifetime / 1000 }))
 }
 
-impl ControlPlane {
+impl Notebooks {
     /// Where a notebook request goes, if its cookie still grants access: the cookie is the
     /// notebook's, unexpired, its streaming session is still ACTIVE, and, for a pixel session,
     /// the request comes from that session's instance (`source_ip`).
-    pub async fn notebook_target(&self, name: &str, cookie: &str, source_ip: &str) -> Result<NotebookTarget, ActionError> {
-        let plane = &self.plane;
+    pub(crate) async fn notebook_target(&self, name: &str, cookie: &str, source_ip: &str) -> Result<NotebookTarget, ActionError> {
+        let plane = &*self.pipeline.platform;
         let denied = |why: &str| ActionError::new(403, "AccessDeniedException", why.to_owned());
         let access = sqlx::query("SELECT * FROM notebook_access WHERE cookie_hash = $1 AND notebook = $2")
             .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
@@ -715,12 +733,11 @@ impl ControlPlane {
             return Err(denied("this notebook opens only in the browser of its session's workspace"));
         }
         let session_id: String = access.try_get("session_id")?;
-        let session = crate::services::streaming::sessions::session_row(plane, &session_id).await?;
+        let session = crate::streaming::sessions::session_row(plane, &session_id).await?;
         if session.try_get::<String, _>("state")? != "ACTIVE" {
             return Err(denied("your streaming session has ended, and notebook access with it"));
         }
-        let token =
-            plane.notebooks.tokens.lock().expect("tokens lock").get(name).cloned().ok_or_else(|| denied("the notebook is not running"))?;
+        let token = self.tokens.lock().expect("tokens lock").get(name).cloned().ok_or_else(|| denied("the notebook is not running"))?;
         let settings: Value = serde_json::from_str(&session.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
         let enabled = |action: &str| {
             settings["UserSettings"]
@@ -745,7 +762,7 @@ impl ControlPlane {
     /// One audit record per proxied notebook request or kernel connection, under the
     /// session's correlation id; refusals carry their reason. A request is forwarded only
     /// once its record is durable: on an error, refuse it with that error.
-    pub async fn record_notebook_access(
+    pub(crate) async fn record_notebook_access(
         &self,
         target: &NotebookTarget,
         name: &str,
@@ -754,7 +771,7 @@ impl ControlPlane {
         refused: Option<&str>,
     ) -> Result<(), ActionError> {
         let error = refused.map(|why| ActionError::new(403, "AccessDeniedException", why.to_owned()));
-        let event = crate::pipeline::ServiceEvent {
+        let event = crate::core::platform::ServiceEvent {
             source: "notebooks",
             name: "NotebookRequest",
             principal: "gateway.datasandbox",
@@ -762,21 +779,22 @@ impl ControlPlane {
             error: error.as_ref(),
             correlation_id: Some(target.correlation_id.clone()),
             source_ip: Some(target.source_ip.clone()),
-            ..crate::pipeline::ServiceEvent::default()
+            ..crate::core::platform::ServiceEvent::default()
         };
-        self.record_service_event(event).await
+        self.pipeline.record_service_event(event).await
     }
 }
 
 /// At a clean stop or start-up: every notebook stopped, its volume unmounted.
-pub(crate) async fn stop_all(plane: &Plane) {
+async fn stop_all(notebooks: &Notebooks) {
+    let plane = &*notebooks.pipeline.platform;
     let rows = sqlx::query("SELECT name FROM notebooks WHERE state != 'Stopped' AND state != 'Failed'")
         .fetch_all(&plane.store.pool)
         .await
         .unwrap_or_default();
     for row in rows {
         if let Ok(name) = row.try_get::<String, _>("name") {
-            let _ = stop_notebook(plane, &name).await;
+            let _ = stop_notebook(notebooks, &name).await;
         }
     }
     // A run that was killed may have left any notebook's volume mounted, whatever its row says.

@@ -1,105 +1,42 @@
 //! `keys:` — symmetric keys with KMS's actions and members. Key material is AES-256-GCM,
 //! stored wrapped by the host master key (`<data-dir>/master.key`, mode 0600).
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
-
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 use policy::Resource;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{decode_base64, encode_base64, unregistered};
-use crate::error::ActionError;
-use crate::pipeline::{Ctx, Plane};
-use crate::store::{millis_to_rfc3339, now_millis};
+use crate::core::actions::KeysAction;
+use crate::core::codec::{decode_base64, encode_base64};
+use crate::core::error::ActionError;
+use crate::core::keyring::{open, seal};
+use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
 
 const DAY_MS: i64 = 86_400_000;
 const MAGIC: &[u8; 4] = b"DSK1";
 
-/// The host master key that wraps every key's material.
-pub(crate) struct KeyRing {
-    master: Aes256Gcm,
-}
-
-impl KeyRing {
-    /// Loads `<data-dir>/master.key`, creating it (0600) on a fresh host. A key file that
-    /// others can read is refused: it would expose every key.
-    pub fn open(data_dir: &Path) -> Result<KeyRing, String> {
-        let path = data_dir.join("master.key");
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let mode = std::fs::metadata(&path).map_err(|e| format!("`{}`: {e}", path.display()))?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(format!("`{}` has mode {:o}; run `chmod 600 {}`", path.display(), mode & 0o777, path.display()));
-                }
-                bytes
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = vec![0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut key);
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| format!("cannot create `{}`: {e}", path.display()))?;
-                file.write_all(&key).and_then(|()| file.sync_all()).map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
-                key
-            }
-            Err(err) => return Err(format!("cannot read `{}`: {err}", path.display())),
-        };
-        if bytes.len() != 32 {
-            return Err(format!("`{}` must hold exactly 32 bytes, it holds {}", path.display(), bytes.len()));
-        }
-        Ok(KeyRing { master: Aes256Gcm::new_from_slice(&bytes).expect("32 bytes is an AES-256 key") })
-    }
-
-    pub(crate) fn wrap(&self, material: &[u8]) -> Vec<u8> {
-        seal(&self.master, material, b"datasandbox-key-material")
-    }
-
-    pub(crate) fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>, ActionError> {
-        open(&self.master, wrapped, b"datasandbox-key-material")
-            .map_err(|()| ActionError::internal("key material does not unwrap with the master key"))
-    }
-}
-
-fn seal(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-    let mut nonce = [0u8; 12];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let sealed = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
-        .expect("AES-GCM encryption of a bounded message cannot fail");
-    [nonce.as_slice(), &sealed].concat()
-}
-
-fn open(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, ()> {
-    if sealed.len() < 12 + 16 {
-        return Err(());
-    }
-    cipher.decrypt(Nonce::from_slice(&sealed[..12]), Payload { msg: &sealed[12..], aad }).map_err(|_| ())
-}
-
-pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: KeysAction, input: Value) -> Result<Value, ActionError> {
     match action {
-        "CreateKey" => create_key(ctx, input).await,
-        "DescribeKey" => describe_key(ctx, input).await,
-        "ListKeys" => list_keys(ctx, input).await,
-        "CreateAlias" => create_alias(ctx, input).await,
-        "ListAliases" => list_aliases(ctx, input).await,
-        "EnableKeyRotation" | "DisableKeyRotation" | "GetKeyRotationStatus" | "RotateKeyOnDemand" => rotation(ctx, action, input).await,
-        "GenerateDataKey" => generate_data_key(ctx, input).await,
-        "Encrypt" => encrypt(ctx, input).await,
-        "Decrypt" => decrypt(ctx, input).await,
-        "ScheduleKeyDeletion" => schedule_deletion(ctx, input).await,
-        "EnableKey" | "DisableKey" => enable_disable(ctx, action, input).await,
-        "CancelKeyDeletion" => cancel_deletion(ctx, input).await,
-        _ => Err(unregistered(action)),
+        KeysAction::CreateKey => create_key(ctx, input).await,
+        KeysAction::DescribeKey => describe_key(ctx, input).await,
+        KeysAction::ListKeys => list_keys(ctx, input).await,
+        KeysAction::CreateAlias => create_alias(ctx, input).await,
+        KeysAction::ListAliases => list_aliases(ctx, input).await,
+        KeysAction::EnableKeyRotation => enable_rotation(ctx, input).await,
+        KeysAction::DisableKeyRotation => disable_rotation(ctx, input).await,
+        KeysAction::GetKeyRotationStatus => get_rotation_status(ctx, input).await,
+        KeysAction::RotateKeyOnDemand => rotate_on_demand(ctx, input).await,
+        KeysAction::GenerateDataKey => generate_data_key(ctx, input).await,
+        KeysAction::Encrypt => encrypt(ctx, input).await,
+        KeysAction::Decrypt => decrypt(ctx, input).await,
+        KeysAction::ScheduleKeyDeletion => schedule_deletion(ctx, input).await,
+        KeysAction::EnableKey | KeysAction::DisableKey => enable_disable(ctx, action, input).await,
+        KeysAction::CancelKeyDeletion => cancel_deletion(ctx, input).await,
     }
 }
 
@@ -116,7 +53,7 @@ pub(crate) struct KeyRow {
     current_version: i64,
 }
 
-fn key_arn(plane: &Plane, key_id: &str) -> String {
+fn key_arn(plane: &Platform, key_id: &str) -> String {
     format!("arn:datasandbox:keys:{}:{}:key/{key_id}", plane.spec.region, plane.spec.account_id)
 }
 
@@ -126,7 +63,7 @@ fn not_found(reference: &str) -> ActionError {
 
 /// Resolves a key id, key ARN, alias name or alias ARN to a key. Keys past their deletion
 /// date are deleted here, lazily, and are then not found.
-async fn resolve(plane: &Plane, reference: &str) -> Result<KeyRow, ActionError> {
+async fn resolve(plane: &Platform, reference: &str) -> Result<KeyRow, ActionError> {
     let alias_name = if reference.starts_with("alias/") {
         Some(reference.to_owned())
     } else {
@@ -165,7 +102,7 @@ async fn resolve(plane: &Plane, reference: &str) -> Result<KeyRow, ActionError> 
         // The destruction is an event of its own, recorded before the material goes, not a
         // silent side effect of whichever request happened to find the deletion due.
         let arn = key_arn(plane, &key.key_id);
-        let event = crate::pipeline::ServiceEvent {
+        let event = crate::core::platform::ServiceEvent {
             source: "keys",
             name: "KeyDeleted",
             principal: "keys.datasandbox",
@@ -175,9 +112,9 @@ async fn resolve(plane: &Plane, reference: &str) -> Result<KeyRow, ActionError> 
                 account_id: plane.spec.account_id.clone(),
                 kind: "DataSandbox::Keys::Key".into(),
             }],
-            ..crate::pipeline::ServiceEvent::default()
+            ..crate::core::platform::ServiceEvent::default()
         };
-        crate::pipeline::record_service_event(plane, event).await?;
+        plane.record_service_event(event).await?;
         let mut tx = plane.store.write().await?;
         for table in ["aliases WHERE target_key_id", "key_material WHERE key_id", "keys WHERE key_id"] {
             sqlx::query(&format!("DELETE FROM {table} = $1")).bind(&key.key_id).execute(&mut *tx).await?;
@@ -188,7 +125,7 @@ async fn resolve(plane: &Plane, reference: &str) -> Result<KeyRow, ActionError> 
     Ok(key)
 }
 
-fn metadata(plane: &Plane, key: &KeyRow) -> Value {
+fn metadata(plane: &Platform, key: &KeyRow) -> Value {
     let mut meta = json!({
         "KeyId": key.key_id,
         "Arn": key_arn(plane, &key.key_id),
@@ -243,7 +180,10 @@ const TRAIL_SIGNING_ALIAS: &str = "alias/datasandbox/audit-trail-signing";
 
 /// The audit trail's Ed25519 signing key, created on first start and held like every other
 /// key: wrapped by the master key, named by an alias, never usable to encrypt.
-pub(crate) async fn trail_signing_secret(store: &crate::store::Store, ring: &KeyRing) -> Result<[u8; 32], ActionError> {
+pub(crate) async fn trail_signing_secret(
+    store: &crate::core::store::Store,
+    ring: &crate::core::keyring::KeyRing,
+) -> Result<[u8; 32], ActionError> {
     let existing = sqlx::query("SELECT m.wrapped FROM aliases a JOIN keys k ON k.key_id = a.target_key_id JOIN key_material m ON m.key_id = k.key_id AND m.version = k.current_version WHERE a.alias_name = $1")
         .bind(TRAIL_SIGNING_ALIAS)
         .fetch_optional(&store.pool)
@@ -283,7 +223,7 @@ pub(crate) async fn trail_signing_secret(store: &crate::store::Store, ring: &Key
 }
 
 /// Creates a key with fresh material. Used by CreateKey and for the platform's own keys.
-pub(crate) async fn insert_key(plane: &Plane, description: &str) -> Result<KeyRow, ActionError> {
+pub(crate) async fn insert_key(plane: &Platform, description: &str) -> Result<KeyRow, ActionError> {
     let key_id = uuid::Uuid::new_v4().to_string();
     let mut material = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut material);
@@ -328,8 +268,8 @@ async fn create_key(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErro
         return Err(ActionError::validation("Description is longer than 8192 characters"));
     }
     ctx.authorize(Resource::Service("keys".into()))?;
-    let key = insert_key(ctx.plane, &input.description).await?;
-    Ok(json!({ "KeyMetadata": metadata(ctx.plane, &key) }))
+    let key = insert_key(ctx.platform, &input.description).await?;
+    Ok(json!({ "KeyMetadata": metadata(ctx.platform, &key) }))
 }
 
 #[derive(Deserialize)]
@@ -340,9 +280,9 @@ struct KeyInput {
 
 /// Resolves the key named by the input and authorizes the action on it.
 async fn authorized_key(ctx: &mut Ctx<'_>, reference: &str) -> Result<KeyRow, ActionError> {
-    match resolve(ctx.plane, reference).await {
+    match resolve(ctx.platform, reference).await {
         Ok(key) => {
-            let aliases = aliases_of(ctx.plane, &key.key_id).await?;
+            let aliases = aliases_of(ctx.platform, &key.key_id).await?;
             ctx.authorize(Resource::Key { id: key.key_id.clone(), aliases })?;
             Ok(key)
         }
@@ -357,7 +297,7 @@ async fn authorized_key(ctx: &mut Ctx<'_>, reference: &str) -> Result<KeyRow, Ac
 async fn describe_key(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: KeyInput = ctx.parse(input)?;
     let key = authorized_key(ctx, &input.key_id).await?;
-    Ok(json!({ "KeyMetadata": metadata(ctx.plane, &key) }))
+    Ok(json!({ "KeyMetadata": metadata(ctx.platform, &key) }))
 }
 
 #[derive(Deserialize)]
@@ -373,23 +313,23 @@ struct ListInput {
 
 async fn list_keys(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ListInput = ctx.parse(input)?;
-    let limit = super::bounded("Limit", input.limit, 100, 1..=1000)?;
+    let limit = crate::core::codec::bounded("Limit", input.limit, 100, 1..=1000)?;
     ctx.authorize(Resource::Service("keys".into()))?;
-    let after = super::decode_token(input.marker.as_deref())?.unwrap_or_default();
+    let after = crate::core::codec::decode_token(input.marker.as_deref())?.unwrap_or_default();
     let rows = sqlx::query("SELECT key_id FROM keys WHERE key_id > $1 ORDER BY key_id LIMIT $2")
         .bind(&after)
         .bind(limit + 1)
-        .fetch_all(&ctx.plane.store.pool)
+        .fetch_all(&ctx.platform.store.pool)
         .await?;
     let mut ids: Vec<String> = rows.iter().map(|r| r.try_get("key_id")).collect::<Result<_, _>>()?;
     let truncated = ids.len() as i64 > limit;
     ids.truncate(limit as usize);
     let mut out = json!({
-        "Keys": ids.iter().map(|id| json!({ "KeyId": id, "KeyArn": key_arn(ctx.plane, id) })).collect::<Vec<_>>(),
+        "Keys": ids.iter().map(|id| json!({ "KeyId": id, "KeyArn": key_arn(ctx.platform, id) })).collect::<Vec<_>>(),
         "Truncated": truncated,
     });
     if truncated {
-        out["NextMarker"] = json!(super::encode_token(ids.last().map_or("", String::as_str)));
+        out["NextMarker"] = json!(crate::core::codec::encode_token(ids.last().map_or("", String::as_str)));
     }
     Ok(out)
 }
@@ -419,7 +359,7 @@ async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionEr
             .bind(name)
             .bind(&key.key_id)
             .bind(now_millis())
-            .execute(&ctx.plane.store.pool)
+            .execute(&ctx.platform.store.pool)
             .await?;
     if inserted.rows_affected() == 0 {
         return Err(ActionError::conflict("AlreadyExistsException", format!("alias `{name}` already exists")));
@@ -430,8 +370,9 @@ async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionEr
 async fn list_aliases(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ListInput = ctx.parse(input)?;
     ctx.authorize(Resource::Service("keys".into()))?;
-    let rows =
-        sqlx::query("SELECT alias_name, target_key_id, created FROM aliases ORDER BY alias_name").fetch_all(&ctx.plane.store.pool).await?;
+    let rows = sqlx::query("SELECT alias_name, target_key_id, created FROM aliases ORDER BY alias_name")
+        .fetch_all(&ctx.platform.store.pool)
+        .await?;
     let mut aliases = Vec::new();
     for r in rows {
         let target: String = r.try_get("target_key_id")?;
@@ -441,7 +382,7 @@ async fn list_aliases(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionEr
         let name: String = r.try_get("alias_name")?;
         aliases.push(json!({
             "AliasName": name,
-            "AliasArn": format!("arn:datasandbox:keys:{}:{}:{name}", ctx.plane.spec.region, ctx.plane.spec.account_id),
+            "AliasArn": format!("arn:datasandbox:keys:{}:{}:{name}", ctx.platform.spec.region, ctx.platform.spec.account_id),
             "TargetKeyId": target,
             "CreationDate": millis_to_rfc3339(r.try_get("created")?),
         }));
@@ -457,44 +398,59 @@ struct RotationInput {
     rotation_period_in_days: Option<i64>,
 }
 
-async fn rotation(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+/// The key a rotation action names, authorized, customer managed, with the rotation period
+/// asked for (`RotationPeriodInDays` belongs to `EnableKeyRotation` alone).
+async fn rotation_key(ctx: &mut Ctx<'_>, input: Value, takes_period: bool) -> Result<(KeyRow, i64), ActionError> {
     let input: RotationInput = ctx.parse(input)?;
-    if input.rotation_period_in_days.is_some() && action != "EnableKeyRotation" {
+    if input.rotation_period_in_days.is_some() && !takes_period {
         return Err(ActionError::validation("RotationPeriodInDays applies only to EnableKeyRotation"));
     }
-    let period = super::bounded("RotationPeriodInDays", input.rotation_period_in_days, 365, 90..=2560)?;
+    let period = crate::core::codec::bounded("RotationPeriodInDays", input.rotation_period_in_days, 365, 90..=2560)?;
     let key = authorized_key(ctx, &input.key_id).await?;
     require_customer_managed(&key)?;
-    let pool = &ctx.plane.store.pool;
-    match action {
-        "GetKeyRotationStatus" => {
-            let mut out = json!({ "KeyId": key.key_id, "KeyRotationEnabled": key.rotation_period_days.is_some() });
-            if let Some(days) = key.rotation_period_days {
-                out["RotationPeriodInDays"] = json!(days);
-                out["NextRotationDate"] = json!(millis_to_rfc3339(key.last_rotated + days * DAY_MS));
-            }
-            Ok(out)
-        }
-        "EnableKeyRotation" => {
-            require_enabled(&key)?;
-            sqlx::query("UPDATE keys SET rotation_period_days = $1 WHERE key_id = $2").bind(period).bind(&key.key_id).execute(pool).await?;
-            Ok(json!({}))
-        }
-        "DisableKeyRotation" => {
-            require_enabled(&key)?;
-            sqlx::query("UPDATE keys SET rotation_period_days = NULL WHERE key_id = $1").bind(&key.key_id).execute(pool).await?;
-            Ok(json!({}))
-        }
-        _ => {
-            require_enabled(&key)?;
-            rotate(ctx.plane, &key).await?;
-            Ok(json!({ "KeyId": key.key_id }))
-        }
+    Ok((key, period))
+}
+
+async fn get_rotation_status(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let (key, _) = rotation_key(ctx, input, false).await?;
+    let mut out = json!({ "KeyId": key.key_id, "KeyRotationEnabled": key.rotation_period_days.is_some() });
+    if let Some(days) = key.rotation_period_days {
+        out["RotationPeriodInDays"] = json!(days);
+        out["NextRotationDate"] = json!(millis_to_rfc3339(key.last_rotated + days * DAY_MS));
     }
+    Ok(out)
+}
+
+async fn enable_rotation(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let (key, period) = rotation_key(ctx, input, true).await?;
+    require_enabled(&key)?;
+    sqlx::query("UPDATE keys SET rotation_period_days = $1 WHERE key_id = $2")
+        .bind(period)
+        .bind(&key.key_id)
+        .execute(&ctx.platform.store.pool)
+        .await?;
+    Ok(json!({}))
+}
+
+async fn disable_rotation(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let (key, _) = rotation_key(ctx, input, false).await?;
+    require_enabled(&key)?;
+    sqlx::query("UPDATE keys SET rotation_period_days = NULL WHERE key_id = $1")
+        .bind(&key.key_id)
+        .execute(&ctx.platform.store.pool)
+        .await?;
+    Ok(json!({}))
+}
+
+async fn rotate_on_demand(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let (key, _) = rotation_key(ctx, input, false).await?;
+    require_enabled(&key)?;
+    rotate(ctx.platform, &key).await?;
+    Ok(json!({ "KeyId": key.key_id }))
 }
 
 /// Adds a new version of the key's material; older versions still decrypt what they made.
-async fn rotate(plane: &Plane, key: &KeyRow) -> Result<i64, ActionError> {
+async fn rotate(plane: &Platform, key: &KeyRow) -> Result<i64, ActionError> {
     let mut material = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut material);
     let version = key.current_version + 1;
@@ -517,7 +473,7 @@ async fn rotate(plane: &Plane, key: &KeyRow) -> Result<i64, ActionError> {
     Ok(version)
 }
 
-async fn material(plane: &Plane, key_id: &str, version: i64) -> Result<Aes256Gcm, ActionError> {
+async fn material(plane: &Platform, key_id: &str, version: i64) -> Result<Aes256Gcm, ActionError> {
     let row = sqlx::query("SELECT wrapped FROM key_material WHERE key_id = $1 AND version = $2")
         .bind(key_id)
         .bind(version)
@@ -546,7 +502,7 @@ fn aad(header: &[u8], context: &std::collections::BTreeMap<String, String>) -> V
 
 /// Encrypts under the key's current material, rotating first when its period has passed.
 pub(crate) async fn encrypt_with(
-    plane: &Plane,
+    plane: &Platform,
     key: &KeyRow,
     plaintext: &[u8],
     context: &std::collections::BTreeMap<String, String>,
@@ -567,7 +523,7 @@ pub(crate) async fn encrypt_with(
 
 /// Decrypts a blob made by [`encrypt_with`]; returns the key it was made with.
 pub(crate) async fn decrypt_blob(
-    plane: &Plane,
+    plane: &Platform,
     blob: &[u8],
     context: &std::collections::BTreeMap<String, String>,
 ) -> Result<(KeyRow, Vec<u8>), ActionError> {
@@ -593,7 +549,7 @@ fn parse_header(blob: &[u8]) -> Option<(String, i64, usize)> {
 }
 
 /// The aliases (`alias/…`) that point at a key, for its authorization resource.
-pub(crate) async fn aliases_of(plane: &Plane, key_id: &str) -> Result<Vec<String>, ActionError> {
+pub(crate) async fn aliases_of(plane: &Platform, key_id: &str) -> Result<Vec<String>, ActionError> {
     let rows = sqlx::query("SELECT alias_name FROM aliases WHERE target_key_id = $1 ORDER BY alias_name")
         .bind(key_id)
         .fetch_all(&plane.store.pool)
@@ -601,7 +557,7 @@ pub(crate) async fn aliases_of(plane: &Plane, key_id: &str) -> Result<Vec<String
     Ok(rows.iter().map(|r| r.try_get::<String, _>("alias_name")).collect::<Result<_, _>>()?)
 }
 
-pub(crate) async fn resolve_for_use(plane: &Plane, reference: &str) -> Result<KeyRow, ActionError> {
+pub(crate) async fn resolve_for_use(plane: &Platform, reference: &str) -> Result<KeyRow, ActionError> {
     resolve(plane, reference).await
 }
 
@@ -636,8 +592,10 @@ async fn generate_data_key(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     let key = authorized_key(ctx, &input.key_id).await?;
     let mut plaintext = vec![0u8; size];
     rand::rngs::OsRng.fill_bytes(&mut plaintext);
-    let blob = encrypt_with(ctx.plane, &key, &plaintext, &input.encryption_context).await?;
-    Ok(json!({ "CiphertextBlob": encode_base64(&blob), "Plaintext": encode_base64(&plaintext), "KeyId": key_arn(ctx.plane, &key.key_id) }))
+    let blob = encrypt_with(ctx.platform, &key, &plaintext, &input.encryption_context).await?;
+    Ok(
+        json!({ "CiphertextBlob": encode_base64(&blob), "Plaintext": encode_base64(&plaintext), "KeyId": key_arn(ctx.platform, &key.key_id) }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -661,9 +619,9 @@ async fn encrypt(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
         return Err(ActionError::validation("EncryptionAlgorithm must be SYMMETRIC_DEFAULT"));
     }
     let key = authorized_key(ctx, &input.key_id).await?;
-    let blob = encrypt_with(ctx.plane, &key, &plaintext, &input.encryption_context).await?;
+    let blob = encrypt_with(ctx.platform, &key, &plaintext, &input.encryption_context).await?;
     Ok(
-        json!({ "CiphertextBlob": encode_base64(&blob), "KeyId": key_arn(ctx.plane, &key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }),
+        json!({ "CiphertextBlob": encode_base64(&blob), "KeyId": key_arn(ctx.platform, &key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }),
     )
 }
 
@@ -691,14 +649,14 @@ async fn decrypt(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
     };
     let key = authorized_key(ctx, &named).await?;
     if let Some(expected) = &input.key_id {
-        let expected = resolve(ctx.plane, expected).await?;
+        let expected = resolve(ctx.platform, expected).await?;
         if expected.key_id != key.key_id {
             return Err(ActionError::new(400, "IncorrectKeyException", "the ciphertext was made with a different key than KeyId names"));
         }
     }
-    let (key, plaintext) = decrypt_blob(ctx.plane, &blob, &input.encryption_context).await?;
+    let (key, plaintext) = decrypt_blob(ctx.platform, &blob, &input.encryption_context).await?;
     Ok(
-        json!({ "Plaintext": encode_base64(&plaintext), "KeyId": key_arn(ctx.plane, &key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }),
+        json!({ "Plaintext": encode_base64(&plaintext), "KeyId": key_arn(ctx.platform, &key.key_id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT" }),
     )
 }
 
@@ -712,7 +670,7 @@ struct ScheduleInput {
 
 async fn schedule_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ScheduleInput = ctx.parse(input)?;
-    let days = super::bounded("PendingWindowInDays", input.pending_window_in_days, 30, 7..=30)?;
+    let days = crate::core::codec::bounded("PendingWindowInDays", input.pending_window_in_days, 30, 7..=30)?;
     let key = authorized_key(ctx, &input.key_id).await?;
     require_customer_managed(&key)?;
     if key.state == "PendingDeletion" {
@@ -722,10 +680,10 @@ async fn schedule_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     sqlx::query("UPDATE keys SET state = 'PendingDeletion', deletion_date = $1 WHERE key_id = $2")
         .bind(date)
         .bind(&key.key_id)
-        .execute(&ctx.plane.store.pool)
+        .execute(&ctx.platform.store.pool)
         .await?;
     Ok(
-        json!({ "KeyId": key_arn(ctx.plane, &key.key_id), "DeletionDate": millis_to_rfc3339(date), "KeyState": "PendingDeletion", "PendingWindowInDays": days }),
+        json!({ "KeyId": key_arn(ctx.platform, &key.key_id), "DeletionDate": millis_to_rfc3339(date), "KeyState": "PendingDeletion", "PendingWindowInDays": days }),
     )
 }
 
@@ -738,12 +696,12 @@ async fn cancel_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Actio
     // As in KMS, a key whose deletion is cancelled comes back disabled.
     sqlx::query("UPDATE keys SET state = 'Disabled', deletion_date = NULL WHERE key_id = $1")
         .bind(&key.key_id)
-        .execute(&ctx.plane.store.pool)
+        .execute(&ctx.platform.store.pool)
         .await?;
-    Ok(json!({ "KeyId": key_arn(ctx.plane, &key.key_id) }))
+    Ok(json!({ "KeyId": key_arn(ctx.platform, &key.key_id) }))
 }
 
-async fn enable_disable(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
+async fn enable_disable(ctx: &mut Ctx<'_>, action: KeysAction, input: Value) -> Result<Value, ActionError> {
     let input: KeyInput = ctx.parse(input)?;
     let key = authorized_key(ctx, &input.key_id).await?;
     if key.state == "PendingDeletion" {
@@ -752,7 +710,7 @@ async fn enable_disable(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result
             format!("key `{}` is pending deletion; cancel the deletion first", key.key_id),
         ));
     }
-    let state = if action == "EnableKey" { "Enabled" } else { "Disabled" };
-    sqlx::query("UPDATE keys SET state = $1 WHERE key_id = $2").bind(state).bind(&key.key_id).execute(&ctx.plane.store.pool).await?;
+    let state = if action == KeysAction::EnableKey { "Enabled" } else { "Disabled" };
+    sqlx::query("UPDATE keys SET state = $1 WHERE key_id = $2").bind(state).bind(&key.key_id).execute(&ctx.platform.store.pool).await?;
     Ok(json!({}))
 }

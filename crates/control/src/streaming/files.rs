@@ -12,9 +12,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::error::ActionError;
-use crate::identity::Credentials;
-use crate::pipeline::{ControlPlane, Request, ServiceEvent};
+use super::Streaming;
+use crate::core::caller::Credentials;
+use crate::core::error::ActionError;
+use crate::core::pipeline::Request;
+use crate::core::platform::ServiceEvent;
 
 /// The browser asking: its session cookie and where it speaks from.
 pub struct FileClient<'a> {
@@ -85,9 +87,9 @@ fn check_name(name: &str) -> Result<(), ActionError> {
     if ok { Ok(()) } else { Err(ActionError::validation(format!("`{name}` is not a file name inside your home folder"))) }
 }
 
-impl ControlPlane {
+impl Streaming {
     /// The home folder's files (name, size, time) and what the session's stack allows.
-    pub async fn session_files(&self, client: &FileClient<'_>) -> Result<Value, ActionError> {
+    pub(crate) async fn session_files(&self, client: &FileClient<'_>) -> Result<Value, ActionError> {
         let session = self.files_session(client).await?;
         let listed = self
             .as_session_user(
@@ -118,14 +120,14 @@ impl ControlPlane {
     /// A printout of the session (`job-<n>.pdf` in its print folder), if the stack enables
     /// `PRINTING_TO_LOCAL_DEVICE`. The folder is the instance's to write: links are never
     /// followed and only regular files are read.
-    pub async fn download_printout(&self, client: &FileClient<'_>, name: &str) -> Result<Bytes, ActionError> {
+    pub(crate) async fn download_printout(&self, client: &FileClient<'_>, name: &str) -> Result<Bytes, ActionError> {
         let session = self.files_session(client).await?;
         if !printout_name(name) {
             return Err(ActionError::validation(format!("`{name}` is not a printout of this session (job-<number>.pdf)")));
         }
         self.require(&session, client, Direction::Print, name, 0).await?;
-        let dir = crate::instances::print_dir(&self.plane, session.instance_id.as_deref().unwrap_or_default());
-        let limit = self.plane.spec.max_object_size;
+        let dir = crate::instances::print_dir(&self.pipeline.platform, session.instance_id.as_deref().unwrap_or_default());
+        let limit = self.pipeline.platform.spec.max_object_size;
         let path = dir.join(name);
         let body = tokio::task::spawn_blocking(move || read_regular_file(&path, limit)).await.map_err(ActionError::internal)??;
         let event = ServiceEvent {
@@ -138,13 +140,13 @@ impl ControlPlane {
             ..ServiceEvent::default()
         };
         // The printout leaves only once its record is durable.
-        self.record_service_event(event).await?;
+        self.pipeline.record_service_event(event).await?;
         Ok(Bytes::from(body))
     }
 
     fn printouts(&self, session: &FilesSession) -> Vec<Value> {
         let Some(instance) = &session.instance_id else { return Vec::new() };
-        let entries = std::fs::read_dir(crate::instances::print_dir(&self.plane, instance)).into_iter().flatten().flatten();
+        let entries = std::fs::read_dir(crate::instances::print_dir(&self.pipeline.platform, instance)).into_iter().flatten().flatten();
         let mut printouts: Vec<Value> = entries
             .filter_map(|entry| {
                 let name = entry.file_name().into_string().ok().filter(|n| printout_name(n))?;
@@ -159,7 +161,7 @@ impl ControlPlane {
     }
 
     /// Puts `body` into the home folder as `name`, if the stack enables `FILE_UPLOAD`.
-    pub async fn upload_session_file(&self, client: &FileClient<'_>, name: &str, body: Bytes) -> Result<Value, ActionError> {
+    pub(crate) async fn upload_session_file(&self, client: &FileClient<'_>, name: &str, body: Bytes) -> Result<Value, ActionError> {
         let session = self.files_session(client).await?;
         check_name(name)?;
         self.require(&session, client, Direction::Upload, name, body.len()).await?;
@@ -178,7 +180,7 @@ impl ControlPlane {
     }
 
     /// The content of the home folder's `name`, if the stack enables `FILE_DOWNLOAD`.
-    pub async fn download_session_file(&self, client: &FileClient<'_>, name: &str) -> Result<Bytes, ActionError> {
+    pub(crate) async fn download_session_file(&self, client: &FileClient<'_>, name: &str) -> Result<Bytes, ActionError> {
         let session = self.files_session(client).await?;
         check_name(name)?;
         self.require(&session, client, Direction::Download, name, 0).await?;
@@ -193,7 +195,7 @@ impl ControlPlane {
     async fn files_session(&self, client: &FileClient<'_>) -> Result<FilesSession, ActionError> {
         let row = sqlx::query("SELECT * FROM sessions WHERE cookie_hash = $1")
             .bind(hex::encode(Sha256::digest(client.cookie.as_bytes())))
-            .fetch_optional(&self.plane.store.pool)
+            .fetch_optional(&self.pipeline.platform.store.pool)
             .await?
             .ok_or_else(|| ActionError::unauthenticated("the session cookie is not valid; open your streaming URL again"))?;
         let state: String = row.try_get("state")?;
@@ -243,7 +245,7 @@ impl ControlPlane {
             source_ip: Some(client.source_ip.to_owned()),
             ..ServiceEvent::default()
         };
-        let _ = self.record_service_event(event).await;
+        let _ = self.pipeline.record_service_event(event).await;
         Err(error)
     }
 
@@ -254,15 +256,16 @@ impl ControlPlane {
 
     /// An action as the session's user, with its input already written as JSON.
     async fn as_session_user_with(&self, client: &FileClient<'_>, action: &str, input: Bytes) -> Result<Value, ActionError> {
-        self.call(Request {
-            credentials: Credentials::SessionCookie(client.cookie.to_owned()),
-            source_ip: client.source_ip.to_owned(),
-            user_agent: client.user_agent.to_owned(),
-            action: action.to_owned(),
-            body: Ok(input),
-        })
-        .await
-        .result
+        self.pipeline
+            .call(Request {
+                credentials: Credentials::SessionCookie(client.cookie.to_owned()),
+                source_ip: client.source_ip.to_owned(),
+                user_agent: client.user_agent.to_owned(),
+                action: action.to_owned(),
+                body: Ok(input),
+            })
+            .await
+            .result
     }
 }
 

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::error::ActionError;
-use crate::pipeline::Ctx;
-use crate::store::now_millis;
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::store::now_millis;
 use policy::Resource;
 
 #[derive(Deserialize, Clone)]
@@ -78,7 +78,7 @@ pub(crate) async fn associate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, 
     let input: BatchInput = ctx.parse(input)?;
     check_batch(&input)?;
     ctx.authorize(Resource::Service("streaming".into()))?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let mut errors = Vec::new();
     for association in &input.user_stack_associations {
         let _ = association.send_email_notification;
@@ -128,7 +128,7 @@ pub(crate) async fn disassociate(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
             .bind(&association.user_name)
             .bind(&association.authentication_type)
             .bind(association.issuer())
-            .execute(&ctx.plane.store.pool)
+            .execute(&ctx.platform.store.pool)
             .await?;
     }
     Ok(json!({ "errors": [] }))
@@ -166,7 +166,7 @@ fn caller_user(ctx: &Ctx<'_>) -> Option<model::UserRef> {
 
 /// What a SAML user may launch: every stack their roles permit them to stream as themselves.
 async fn permitted_stacks(ctx: &Ctx<'_>, me: &str) -> Result<Vec<String>, ActionError> {
-    let rows = sqlx::query("SELECT name FROM stacks ORDER BY name").fetch_all(&ctx.plane.store.pool).await?;
+    let rows = sqlx::query("SELECT name FROM stacks ORDER BY name").fetch_all(&ctx.platform.store.pool).await?;
     let mut stacks = Vec::new();
     for row in rows {
         let name: String = row.try_get("name")?;
@@ -213,7 +213,7 @@ pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     .bind(&input.user_name)
     .bind(&input.authentication_type)
     .bind(&issuer)
-    .fetch_all(&ctx.plane.store.pool)
+    .fetch_all(&ctx.platform.store.pool)
     .await?;
     let mut associations = Vec::new();
     // A SAML user's roles grant stacks as AppStream's IAM roles do: they count as associations.
@@ -256,7 +256,7 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         )
     })?;
     let kind = me.mode().authentication_type();
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let associated = sqlx::query(
         "SELECT stack FROM user_stack_associations WHERE stack = $1 AND user_name = $2 AND authentication_type = $3 AND issuer = $4",
     )
@@ -321,14 +321,14 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 /// local user's own sessions, newest first (at most 20), each as its session page sees it —
 /// state, end reason, and every command an operator ran in its instance.
 pub(crate) async fn my_sessions(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let _: crate::identity::Empty = ctx.parse(input)?;
+    let _: crate::core::caller::Empty = ctx.parse(input)?;
     let me = caller_user(ctx).ok_or_else(|| {
         ActionError::validation(
             "DescribeUserSessions is for users signed in on the portal (their sign-in's token); operators use DescribeSessions",
         )
     })?;
     ctx.authorize_always();
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let rows = sqlx::query(
         "SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = $2 AND COALESCE(issuer, '') = $3
          ORDER BY start_time DESC LIMIT 20",

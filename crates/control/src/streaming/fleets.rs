@@ -11,22 +11,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use super::Streaming;
 use super::{DescribeInput, NameInput, arn, check_name, not_found};
-use crate::error::ActionError;
-use crate::pipeline::{Ctx, Plane};
-use crate::services::bounded;
-use crate::store::{millis_to_rfc3339, now_millis};
-
-pub(super) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
-    match action {
-        "CreateFleet" => create(ctx, input).await,
-        "UpdateFleet" => update(ctx, input).await,
-        "DeleteFleet" => delete(ctx, input).await,
-        "DescribeFleets" => describe(ctx, input).await,
-        "StartFleet" => set_state(ctx, input, true).await,
-        _ => set_state(ctx, input, false).await,
-    }
-}
+use crate::core::codec::bounded;
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -73,7 +64,7 @@ struct Settings {
 }
 
 /// Validates the members present, over `base` (the defaults, or the fleet as it is).
-fn settings(plane: &Plane, input: &FleetInput, base: Settings) -> Result<Settings, ActionError> {
+fn settings(plane: &Platform, input: &FleetInput, base: Settings) -> Result<Settings, ActionError> {
     if let Some(t) = &input.instance_type {
         crate::instances::instance_type(plane, t)?;
     }
@@ -116,10 +107,10 @@ fn settings(plane: &Plane, input: &FleetInput, base: Settings) -> Result<Setting
     })
 }
 
-async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: FleetInput = ctx.parse(input)?;
     check_name("Name", &input.name)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let fleet_type = match input.fleet_type.as_deref() {
         None | Some("ON_DEMAND") => "ON_DEMAND",
         Some("ALWAYS_ON") => "ALWAYS_ON",
@@ -163,12 +154,12 @@ async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     Ok(json!({ "Fleet": fleet_json(plane, &input.name).await? }))
 }
 
-async fn update(ctx: &mut Ctx<'_>, raw: Value) -> Result<Value, ActionError> {
+pub(super) async fn update(streaming: &Streaming, ctx: &mut Ctx<'_>, raw: Value) -> Result<Value, ActionError> {
     if raw.get("FleetType").is_some() {
         return Err(ActionError::validation("FleetType cannot change; create a new fleet (as AWS requires)"));
     }
     let input: FleetInput = ctx.parse(raw)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let row = fleet_row(plane, &input.name).await?;
     let current = Settings {
         image: row.try_get("image")?,
@@ -198,13 +189,13 @@ async fn update(ctx: &mut Ctx<'_>, raw: Value) -> Result<Value, ActionError> {
     .bind(&input.name)
     .execute(&plane.store.pool)
     .await?;
-    plane.streaming.wake.notify_one();
+    streaming.wake.notify_one();
     Ok(json!({ "Fleet": fleet_json(plane, &input.name).await? }))
 }
 
-async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let row = fleet_row(plane, &input.name).await?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     let state: String = row.try_get("state")?;
@@ -228,13 +219,13 @@ async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     Ok(json!({}))
 }
 
-async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+pub(super) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: DescribeInput = ctx.parse(input)?;
     if input.next_token.is_some() {
         return Err(ActionError::validation("NextToken is not valid: DescribeFleets returns every fleet in one page"));
     }
     ctx.authorize(Resource::Service("streaming".into()))?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let names: Vec<String> = match input.names {
         Some(names) => names,
         None => sqlx::query("SELECT name FROM fleets ORDER BY name")
@@ -251,9 +242,9 @@ async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError>
     Ok(json!({ "Fleets": fleets }))
 }
 
-async fn set_state(ctx: &mut Ctx<'_>, input: Value, start: bool) -> Result<Value, ActionError> {
+pub(super) async fn set_state(streaming: &Streaming, ctx: &mut Ctx<'_>, input: Value, start: bool) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let row = fleet_row(plane, &input.name).await?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     let state: String = row.try_get("state")?;
@@ -267,11 +258,11 @@ async fn set_state(ctx: &mut Ctx<'_>, input: Value, start: bool) -> Result<Value
         }
     };
     sqlx::query("UPDATE fleets SET state = $1 WHERE name = $2").bind(next).bind(&input.name).execute(&plane.store.pool).await?;
-    plane.streaming.wake.notify_one();
+    streaming.wake.notify_one();
     Ok(json!({}))
 }
 
-pub(super) async fn fleet_row(plane: &Plane, name: &str) -> Result<sqlx::any::AnyRow, ActionError> {
+pub(super) async fn fleet_row(plane: &Platform, name: &str) -> Result<sqlx::any::AnyRow, ActionError> {
     sqlx::query("SELECT * FROM fleets WHERE name = $1")
         .bind(name)
         .fetch_optional(&plane.store.pool)
@@ -287,7 +278,7 @@ pub(crate) struct Capacity {
     pub available: i64,
 }
 
-pub(crate) async fn capacity(plane: &Plane, name: &str, fleet_type: FleetType, desired: i64) -> Result<Capacity, ActionError> {
+pub(crate) async fn capacity(plane: &Platform, name: &str, fleet_type: FleetType, desired: i64) -> Result<Capacity, ActionError> {
     let row = sqlx::query(
         "SELECT COUNT(CASE WHEN state = 'RUNNING' THEN 1 END) AS running,
                 COUNT(CASE WHEN state = 'RUNNING' AND session_id IS NOT NULL THEN 1 END) AS in_use,
@@ -311,7 +302,7 @@ pub(crate) fn fleet_type_of(text: &str) -> FleetType {
     if text == "ALWAYS_ON" { FleetType::AlwaysOn } else { FleetType::OnDemand }
 }
 
-async fn fleet_json(plane: &Plane, name: &str) -> Result<Value, ActionError> {
+async fn fleet_json(plane: &Platform, name: &str) -> Result<Value, ActionError> {
     let row = fleet_row(plane, name).await?;
     let fleet_type: String = row.try_get("fleet_type")?;
     let desired: i64 = row.try_get("desired_instances")?;

@@ -10,7 +10,6 @@
 //! the recorded state and the spec the running services read.
 
 mod apply;
-pub(crate) use apply::{Step, start_step_runner};
 pub(crate) mod template;
 
 use std::collections::HashMap;
@@ -26,19 +25,44 @@ use sqlx::Row;
 use apply::{Applier, Deleted};
 use template::{Kind, Resource, STACKS};
 
-use crate::error::ActionError;
-use crate::pipeline::{ControlPlane, Ctx, Effect, Plane, ServiceEvent, StartError};
-use crate::recorded::{Override, Redacted};
-use crate::store::{Store, millis_to_rfc3339, now_millis};
+use crate::core::actions::DeployAction;
+use crate::core::caller::Caller;
+use crate::core::error::ActionError;
+use crate::core::pipeline::{Ctx, Pipeline};
+use crate::core::platform::{Effect, Platform, ServiceEvent};
+use crate::core::recorded::{Override, Redacted};
+use crate::core::store::{Store, millis_to_rfc3339, now_millis};
+use crate::plane::StartError;
+use crate::streaming::Streaming;
 
-pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: &str, input: Value) -> Result<Value, ActionError> {
-    match action {
-        "Diff" => diff_action(ctx, input).await,
-        "Deploy" => deploy_action(ctx, input).await,
-        "Destroy" => destroy_action(ctx, input).await,
-        "DescribeStackEvents" => describe_events(ctx, input).await,
-        "DescribeStacks" => describe_stacks(ctx, input).await,
-        _ => Err(crate::services::unregistered(action)),
+/// The deploy service: one deploy or destroy at a time, its steps run through the pipeline.
+pub(crate) struct Deploy {
+    pipeline: Pipeline,
+    /// One deploy or destroy at a time.
+    deploying: tokio::sync::Mutex<()>,
+    steps: tokio::sync::mpsc::UnboundedSender<apply::Step>,
+    /// Woken once a deploy changed the fleets.
+    streaming: Arc<Streaming>,
+}
+
+impl Deploy {
+    pub(crate) fn new(pipeline: Pipeline, streaming: Arc<Streaming>) -> Deploy {
+        let steps = apply::start_step_runner(pipeline.clone());
+        Deploy { pipeline, deploying: Default::default(), steps, streaming }
+    }
+
+    pub(crate) async fn dispatch(&self, ctx: &mut Ctx<'_>, action: DeployAction, input: Value) -> Result<Value, ActionError> {
+        match action {
+            DeployAction::Diff => diff_action(ctx, input).await,
+            DeployAction::Deploy => deploy_action(self, ctx, input).await,
+            DeployAction::Destroy => destroy_action(self, ctx, input).await,
+            DeployAction::DescribeStackEvents => describe_events(ctx, input).await,
+            DeployAction::DescribeStacks => describe_stacks(ctx, input).await,
+        }
+    }
+
+    fn applier<'a>(&'a self, caller: Caller, source_ip: &str, desired: &'a Spec) -> Applier<'a> {
+        Applier { control: &self.pipeline, steps: &self.steps, caller, source_ip: source_ip.to_owned(), desired }
     }
 }
 
@@ -161,7 +185,7 @@ fn leaf_changes(path: String, before: &Value, after: &Value, out: &mut Vec<(Stri
 }
 
 /// The resources as the last deploy left them, in the order they were deployed.
-async fn deployed(plane: &Plane) -> Result<Vec<Resource>, ActionError> {
+async fn deployed(plane: &Platform) -> Result<Vec<Resource>, ActionError> {
     let rows = sqlx::query("SELECT logical_id, stack, kind, properties FROM deployed_resources").fetch_all(&plane.store.pool).await?;
     let mut out = Vec::new();
     for row in rows {
@@ -240,7 +264,7 @@ async fn desired(input: &SpecInput) -> Result<(Spec, Vec<Resource>), ActionError
         None => None,
     };
     let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
-    if let Err(errors) = Authorizer::load(&policies, &crate::actions::declarations()) {
+    if let Err(errors) = Authorizer::load(&policies, &crate::core::actions::declarations()) {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         return Err(ActionError::validation(format!("the spec's policies are invalid:\n{}", lines.join("\n"))));
     }
@@ -285,16 +309,16 @@ async fn diff_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErr
     let input: SpecInput = ctx.parse_recorded(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
     let (spec, resources) = desired(&input).await?;
-    let planned = plan(&deployed(ctx.plane).await?, &resources);
+    let planned = plan(&deployed(ctx.platform).await?, &resources);
     Ok(json!({
         "Changes": planned.iter().map(Planned::json).collect::<Vec<_>>(),
-        "RestartRequired": restart_required(&ctx.plane.spec, &spec),
+        "RestartRequired": restart_required(&ctx.platform.spec, &spec),
     }))
 }
 
 /// One deploy or destroy in progress: writes its events.
 struct Run<'a> {
-    plane: &'a Plane,
+    platform: &'a Platform,
     deployment_id: String,
     client_token: Option<String>,
     seq: i64,
@@ -318,7 +342,7 @@ impl Run<'_> {
         .bind(status)
         .bind(reason)
         .bind(time)
-        .execute(&self.plane.store.pool)
+        .execute(&self.platform.store.pool)
         .await;
         if let Err(err) = inserted {
             tracing::warn!(error = %err, "stack event not stored");
@@ -356,9 +380,9 @@ async fn start_run<'a>(ctx: &Ctx<'a>, kind: &str, input: Option<&SpecInput>, tok
     .bind(input.map(|i| i.spec.0.clone()))
     .bind(input.map(|i| serde_json::to_string(&i.overrides.iter().map(|o| o.0.as_str()).collect::<Vec<_>>()).unwrap_or_default()))
     .bind(now_millis())
-    .execute(&ctx.plane.store.pool)
+    .execute(&ctx.platform.store.pool)
     .await?;
-    Ok(Run { plane: ctx.plane, deployment_id, client_token: token, seq: 0, events: Vec::new() })
+    Ok(Run { platform: ctx.platform, deployment_id, client_token: token, seq: 0, events: Vec::new() })
 }
 
 async fn finish_run(run: &Run<'_>, status: &str) -> Result<(), ActionError> {
@@ -366,13 +390,13 @@ async fn finish_run(run: &Run<'_>, status: &str) -> Result<(), ActionError> {
         .bind(status)
         .bind(now_millis())
         .bind(&run.deployment_id)
-        .execute(&run.plane.store.pool)
+        .execute(&run.platform.store.pool)
         .await?;
     Ok(())
 }
 
 /// Records `resources` as the deployed state, in one transaction.
-async fn record_state(plane: &Plane, resources: &[Resource]) -> Result<(), ActionError> {
+async fn record_state(plane: &Platform, resources: &[Resource]) -> Result<(), ActionError> {
     let mut tx = plane.store.write().await?;
     sqlx::query("DELETE FROM deployed_resources").execute(&mut *tx).await?;
     for r in resources {
@@ -399,9 +423,9 @@ pub(crate) fn policy_digests(spec: &Spec) -> Value {
 /// Puts `spec`'s policies in force. Which texts (by SHA-256) is recorded first, so the trail
 /// binds every policy a decision is made under; a new set (`Effect::Gated`) is refused if
 /// that record cannot be written, while a rollback to the previous set goes ahead regardless.
-async fn swap_policies(plane: &Plane, spec: &Spec, correlation_id: Option<String>, effect: Effect) -> Result<(), ActionError> {
+async fn swap_policies(plane: &Platform, spec: &Spec, correlation_id: Option<String>, effect: Effect) -> Result<(), ActionError> {
     let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
-    let authorizer = Authorizer::load(&policies, &crate::actions::declarations())
+    let authorizer = Authorizer::load(&policies, &crate::core::actions::declarations())
         .map_err(|errors| ActionError::validation(format!("the spec's policies are invalid: {}", errors.len())))?;
     let event = ServiceEvent {
         source: "deploy",
@@ -412,7 +436,7 @@ async fn swap_policies(plane: &Plane, spec: &Spec, correlation_id: Option<String
         effect,
         ..ServiceEvent::default()
     };
-    crate::pipeline::record_service_event(plane, event).await?;
+    plane.record_service_event(event).await?;
     *plane.authorizer.write().expect("authorizer lock") = Arc::new(authorizer);
     Ok(())
 }
@@ -424,7 +448,7 @@ struct Applied {
     replaced: bool,
 }
 
-fn deploying_caller(ctx: &mut Ctx<'_>) -> crate::identity::Caller {
+fn deploying_caller(ctx: &mut Ctx<'_>) -> crate::core::caller::Caller {
     // Every step of a deploy carries one correlation id: the trail shows it as one act.
     let correlation_id = ctx.correlation_id().map(str::to_owned).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     ctx.set_correlation_id(correlation_id.clone());
@@ -441,7 +465,7 @@ fn only_operators_name_packages(ctx: &Ctx<'_>, spec: &Spec) -> Result<(), Action
     if matches!(ctx.caller.principal, policy::Principal::Operator { .. }) {
         return Ok(());
     }
-    let current = ctx.plane.current();
+    let current = ctx.platform.current();
     for image in &spec.images {
         let deployed = current.images.iter().find(|i| i.name == image.name).map(|i| &i.python_packages);
         if !image.python_packages.is_empty() && deployed != Some(&image.python_packages) {
@@ -459,20 +483,19 @@ fn only_operators_name_packages(ctx: &Ctx<'_>, spec: &Spec) -> Result<(), Action
     Ok(())
 }
 
-async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+async fn deploy_action(deploy: &Deploy, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SpecInput = ctx.parse_recorded(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
     let (spec, resources) = desired(&input).await?;
     only_operators_name_packages(ctx, &spec)?;
     // Platform settings take effect when the server next starts; the answer names them.
-    let restart = restart_required(&ctx.plane.spec, &spec);
-    let _one_at_a_time = ctx.plane.deploying.lock().await;
+    let restart = restart_required(&ctx.platform.spec, &spec);
+    let _one_at_a_time = deploy.deploying.lock().await;
     let caller = deploying_caller(ctx);
-    let old = deployed(ctx.plane).await?;
+    let old = deployed(ctx.platform).await?;
     let planned = plan(&old, &resources);
     let changes: Vec<Value> = planned.iter().map(Planned::json).collect();
-    let control = ctx.control();
-    let applier = Applier { control: &control, caller, source_ip: ctx.source_ip.to_owned(), desired: &spec };
+    let applier = deploy.applier(caller, ctx.source_ip, &spec);
     let mut run = start_run(ctx, "DEPLOY", Some(&input), input.client_request_token.clone()).await?;
     let first = old.is_empty();
     let (in_progress, complete, failed) = if first {
@@ -520,7 +543,7 @@ async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
             }
         }
         if *stack == "service-roles" {
-            if let Err(err) = swap_policies(ctx.plane, &spec, ctx.correlation_id().map(str::to_owned), Effect::Gated).await {
+            if let Err(err) = swap_policies(ctx.platform, &spec, ctx.correlation_id().map(str::to_owned), Effect::Gated).await {
                 failure = Some((stack.to_string(), err));
                 break;
             }
@@ -538,8 +561,8 @@ async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
             run.stack_event(stack, rollback_in_progress, Some(&format!("{logical_id} failed: {}", err.message))).await;
         }
         if policies_swapped {
-            let previous = ctx.plane.current();
-            let _ = swap_policies(ctx.plane, &previous, ctx.correlation_id().map(str::to_owned), Effect::Recorded).await;
+            let previous = ctx.platform.current();
+            let _ = swap_policies(ctx.platform, &previous, ctx.correlation_id().map(str::to_owned), Effect::Recorded).await;
         }
         let mut rollback_errors = Vec::new();
         for a in applied.iter().rev() {
@@ -594,10 +617,10 @@ async fn deploy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
             }
         }
     }
-    record_state(ctx.plane, &resources).await?;
+    record_state(ctx.platform, &resources).await?;
     finish_run(&run, "UPDATE_COMPLETE").await?;
-    *ctx.plane.current.write().expect("current spec lock") = Arc::new(spec);
-    ctx.plane.streaming.wake.notify_one();
+    *ctx.platform.current.write().expect("current spec lock") = Arc::new(spec);
+    deploy.streaming.wake.notify_one();
     Ok(json!({
         "DeploymentId": run.deployment_id,
         "SpecSha256": hex::encode(sha2::Sha256::digest(input.spec.0.as_bytes())),
@@ -615,15 +638,14 @@ struct DestroyInput {
     client_request_token: Option<String>,
 }
 
-async fn destroy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+async fn destroy_action(deploy: &Deploy, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: DestroyInput = ctx.parse(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
-    let _one_at_a_time = ctx.plane.deploying.lock().await;
+    let _one_at_a_time = deploy.deploying.lock().await;
     let caller = deploying_caller(ctx);
-    let old = deployed(ctx.plane).await?;
-    let current = ctx.plane.current();
-    let control = ctx.control();
-    let applier = Applier { control: &control, caller, source_ip: ctx.source_ip.to_owned(), desired: &current };
+    let old = deployed(ctx.platform).await?;
+    let current = ctx.platform.current();
+    let applier = deploy.applier(caller, ctx.source_ip, &current);
     let mut run = start_run(ctx, "DESTROY", None, input.client_request_token).await?;
     let (mut deleted, mut retained, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     let mut kept_resources = Vec::new();
@@ -660,7 +682,7 @@ async fn destroy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Action
     }
     // What failed to go stays recorded, so the next destroy or deploy sees it; the policies
     // stay in force. Retained data (buckets, keys) leaves the deployment's care.
-    record_state(ctx.plane, &kept_resources).await?;
+    record_state(ctx.platform, &kept_resources).await?;
     let status = if failed.is_empty() { "DELETE_COMPLETE" } else { "DELETE_FAILED" };
     finish_run(&run, status).await?;
     let mut emptied = (*current).clone();
@@ -669,7 +691,7 @@ async fn destroy_action(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Action
     emptied.fleets.clear();
     emptied.stacks.clear();
     emptied.notebooks.retain(|n| n.owner.is_none());
-    *ctx.plane.current.write().expect("current spec lock") = Arc::new(emptied);
+    *ctx.platform.current.write().expect("current spec lock") = Arc::new(emptied);
     let result =
         json!({ "DeploymentId": run.deployment_id, "Deleted": deleted, "Retained": retained, "Failed": failed, "Events": run.events });
     if failed.is_empty() {
@@ -702,7 +724,7 @@ struct EventsInput {
 async fn describe_events(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: EventsInput = ctx.parse(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
-    let pool = &ctx.plane.store.pool;
+    let pool = &ctx.platform.store.pool;
     let deployment_id: Option<String> = match (&input.deployment_id, &input.client_request_token) {
         (Some(id), _) => Some(id.clone()),
         (None, Some(token)) => sqlx::query("SELECT deployment_id FROM stack_events WHERE client_token = $1 LIMIT 1")
@@ -744,7 +766,7 @@ async fn describe_events(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Actio
 async fn describe_stacks(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let _: HashMap<String, Value> = ctx.parse(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
-    let plane = ctx.plane;
+    let plane = ctx.platform;
     let resources = deployed(plane).await?;
     let spec = plane.current();
     let mut stacks = Vec::new();
@@ -780,20 +802,4 @@ async fn describe_stacks(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Actio
         }));
     }
     Ok(json!({ "Stacks": stacks }))
-}
-
-impl ControlPlane {
-    /// Deploys `spec_text` as the local operator (`datasandbox up`): the same action the
-    /// `deploy` command takes through the socket.
-    pub async fn deploy_spec(&self, spec_text: &str, overrides: &[String]) -> crate::pipeline::Response {
-        let input = json!({ "Spec": spec_text, "Overrides": overrides });
-        self.call(crate::pipeline::Request {
-            credentials: crate::identity::Credentials::Peer { uid: self.plane.socket_owner },
-            source_ip: "control.sock".into(),
-            user_agent: "datasandbox/up".into(),
-            action: "deploy:Deploy".into(),
-            body: Ok(bytes::Bytes::from(input.to_string())),
-        })
-        .await
-    }
 }

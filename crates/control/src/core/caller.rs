@@ -1,0 +1,157 @@
+//! Who is calling: the credentials a transport presents, and the caller they prove.
+//! Authenticating them is `identity`'s work; every layer reads the result.
+
+use audit::{SessionContext, SessionContextAttributes, UserIdentity};
+use model::UserRef;
+use policy::{Channel, Principal};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::core::error::ActionError;
+use crate::core::store::millis_to_rfc3339;
+
+/// What a transport knows about who is calling.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// Peer credentials of a connection on the control socket.
+    Peer { uid: u32 },
+    /// `Authorization: Bearer <token>` on the HTTP API.
+    Bearer(String),
+    /// The operator console's cookie: a bearer token that must also hold the `admin` role.
+    Console(String),
+    /// No credentials at all.
+    Anonymous,
+    /// `Authorization: Bearer <instance credential>` on the endpoint, from an instance link.
+    Instance { token: String, source_ip: String },
+    /// A program inside an instance that holds no credential (the kiosk browser of a pixel
+    /// session), known only by the instance link the call arrives on: it acts for that
+    /// instance's ACTIVE session, as the session's cookie would.
+    InstanceLink { source_ip: String },
+    /// The token of a streaming URL being opened: it names the user, and its signature is checked.
+    StreamingUrl(String),
+    /// The cookie a redeemed streaming URL set: the session's user.
+    SessionCookie(String),
+    /// A local user signing in (`identity:SignIn`): name, password and, once enrolled, a TOTP
+    /// code, from the address the attempt comes from. Never part of an action's input.
+    LocalUser { user_name: String, password: Secret, totp_code: Option<Secret>, source_ip: String },
+    /// A `SAMLResponse` posted to the assertion consumer (base64, as posted), from the address
+    /// the browser posted it from. Never part of an action's input.
+    /// A posted SAML response, with the request id the posting browser holds (its `/saml/login`
+    /// cookie), if any.
+    SamlResponse { response: String, source_ip: String, browser_request: Option<String> },
+    /// What a browser brought back to `/oidc/callback`. Never part of an action's input.
+    OidcCallback(OidcCallback),
+    /// A built-in function invoked by the platform, carrying the correlation id of the event.
+    Function { name: String, correlation_id: Option<String> },
+    /// A caller the pipeline has already authenticated, whose action takes further actions in
+    /// their name (a deploy's steps): each is authorized and audited as that caller.
+    Delegated(Delegated),
+}
+
+/// The role a token must hold to be used in the operator console.
+pub const CONSOLE_ROLE: &str = "admin";
+
+/// The operator console's check: its caller must hold the console's role.
+pub(crate) fn console_access(credentials: &Credentials, caller: &Caller) -> Result<(), ActionError> {
+    if !matches!(credentials, Credentials::Console(_)) {
+        return Ok(());
+    }
+    if matches!(&caller.principal, Principal::User { roles, .. } if roles.iter().any(|r| r == CONSOLE_ROLE)) {
+        return Ok(());
+    }
+    let who = caller.identity.user_name.as_deref().unwrap_or(&caller.identity.principal_id);
+    Err(ActionError::new(
+        403,
+        "ConsoleAccessDenied",
+        format!("`{who}` does not hold the `{CONSOLE_ROLE}` role the operator console requires; ask an operator to grant it"),
+    ))
+}
+
+/// A password or code: printed as `***`, never as itself.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An authenticated caller handed to further actions; only the control plane can make one.
+#[derive(Debug, Clone)]
+pub struct Delegated(pub(crate) Box<Caller>);
+
+impl Delegated {
+    pub(crate) fn of(caller: Caller) -> Delegated {
+        Delegated(Box::new(caller))
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub identity: UserIdentity,
+    pub correlation_id: Option<String>,
+    /// Set when the caller signed in through the SAML identity provider just now.
+    pub federation: Option<Federation>,
+    /// When the caller's credential stops being valid (Unix milliseconds), if it does.
+    pub expires: Option<i64>,
+}
+
+/// What a verified SAML assertion or OIDC ID token said beyond who the user is.
+#[derive(Debug, Clone)]
+pub struct Federation {
+    /// `SAML` or `OIDC`: which sign-in action the verification belongs to.
+    pub protocol: &'static str,
+    pub issuer: String,
+    pub session_seconds: i64,
+    /// What to open after the sign-in, when the verified message carried it (OIDC's state).
+    pub relay_state: Option<String>,
+    /// An IdP-initiated SAML sign-in: it answers no request of this browser's, so the page
+    /// must not act on it (launch anything) before the user has seen whose sign-in it is.
+    pub idp_initiated: bool,
+}
+
+/// What the browser brought back to `/oidc/callback`.
+#[derive(Debug, Clone)]
+pub struct OidcCallback {
+    pub code: Option<String>,
+    pub state: String,
+    /// The provider's `error` (and description), when it refused.
+    pub error: Option<String>,
+    /// The state the gateway's cookie holds for this browser.
+    pub browser_state: Option<String>,
+}
+
+/// A person's principal (reached through `channel`) and their identity in records: one ARN,
+/// one principal id, whatever the credential.
+#[allow(clippy::too_many_arguments, reason = "each is one part of who the caller is; a struct would only rename them")]
+pub(crate) fn person(
+    account_id: &str,
+    user: &UserRef,
+    channel: Channel,
+    kind: &str,
+    mfa: bool,
+    roles: Vec<String>,
+    issuer: Option<Value>,
+    created: i64,
+) -> (Principal, UserIdentity) {
+    let identity = UserIdentity {
+        kind: kind.into(),
+        principal_id: user.principal_id(),
+        arn: user.arn(account_id),
+        account_id: account_id.to_owned(),
+        user_name: Some(user.user().to_string()),
+        session_context: Some(SessionContext {
+            attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(created), mfa_authenticated: mfa.to_string() },
+            session_issuer: issuer,
+        }),
+    };
+    (Principal::User { user: user.clone(), channel, mfa, roles }, identity)
+}
+
+/// The input of an action that takes no members.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Empty {}

@@ -1,0 +1,43 @@
+//! Members every service reads the same way: bounded numbers, base64 and pagination tokens.
+
+use crate::core::error::ActionError;
+
+/// An optional numeric member with its default, checked against its allowed range.
+pub(crate) fn bounded(member: &str, value: Option<i64>, default: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ActionError> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ActionError::validation(format!("{member} {value} is outside {}..={}", range.start(), range.end())))
+    }
+}
+
+/// Decodes a base64 member, naming it in the error.
+pub(crate) fn decode_base64(member: &str, value: &str) -> Result<Vec<u8>, ActionError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|err| ActionError::validation(format!("`{member}` is not valid base64: {err}")))
+}
+
+pub(crate) fn encode_base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Pagination tokens are opaque to callers: base64 of the position to resume after.
+pub(crate) fn decode_token(token: Option<&str>) -> Result<Option<String>, ActionError> {
+    let Some(token) = token else { return Ok(None) };
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| ActionError::validation("the pagination token is invalid; pass the token a previous response returned"))?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| ActionError::validation("the pagination token is invalid; pass the token a previous response returned"))
+}
+
+pub(crate) fn encode_token(position: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.as_bytes())
+}

@@ -1,0 +1,213 @@
+//! What every service shares: the spec, the stores, the trail, the authorizer, the key ring
+//! and the change bus. It holds no service's own state: each service keeps that in a struct
+//! of its own, built by `plane.rs` with the lower services it needs.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use audit::{Record, RecordResource, Trail};
+use model::spec::Spec;
+use policy::Authorizer;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::core::blobs::Blobs;
+use crate::core::error::ActionError;
+use crate::core::keyring::KeyRing;
+use crate::core::metrics::Metrics;
+use crate::core::store::{Store, millis_to_rfc3339, now_millis};
+
+pub(crate) struct Platform {
+    /// The spec the server started with: its platform settings (listeners, stores, the trail)
+    /// hold for the whole run.
+    pub spec: Spec,
+    /// The spec as last deployed: the resources' settings (fleets' queues, datasets, notebook
+    /// templates, the launcher), replaced by each successful deploy.
+    pub current: RwLock<Arc<Spec>>,
+    pub data_dir: PathBuf,
+    /// Where image builds cache what they download once for every image (the notebook venv).
+    pub image_cache: PathBuf,
+    pub store: Store,
+    pub blobs: Blobs,
+    pub trail: Trail,
+    pub index: audit::Index,
+    /// The deployed policies; a deploy swaps in the new set once the service roles are applied.
+    pub authorizer: RwLock<Arc<Authorizer>>,
+    pub metrics: Metrics,
+    pub keys: KeyRing,
+    /// The uid that owns the control socket (besides root, the only one that may use it).
+    pub socket_owner: u32,
+    /// Wakes the notification dispatcher when the outbox gains rows.
+    pub outbox: Notify,
+    /// Whose sessions changed, for pages that show a user's sessions live.
+    pub changes: Changes,
+    /// The key that signs streaming URLs and sign-in states (`streaming-url.key`), read once.
+    pub url_key: std::sync::OnceLock<[u8; 32]>,
+    /// `http://<address>` of the API listener once bound (the spec may ask for port 0).
+    pub listening: std::sync::OnceLock<String>,
+}
+
+impl Platform {
+    /// The spec as last deployed.
+    pub fn current(&self) -> Arc<Spec> {
+        self.current.read().expect("current spec lock").clone()
+    }
+
+    /// The base of the URLs handed to users: the spec's `server.public_url`, else the address
+    /// the gateway listens on.
+    pub fn public_base(&self) -> String {
+        self.spec.public_url.clone().or_else(|| self.listening.get().cloned()).unwrap_or_else(|| format!("http://{}", self.spec.api_listen))
+    }
+
+    /// The key that signs what the platform hands out and must recognise later: streaming
+    /// URLs, SAML request ids, OIDC states.
+    pub(crate) fn url_key(&self) -> Result<[u8; 32], ActionError> {
+        if let Some(key) = self.url_key.get() {
+            return Ok(*key);
+        }
+        let key = crate::core::keyring::load_or_create_key(&self.data_dir.join("streaming-url.key"))?;
+        Ok(*self.url_key.get_or_init(|| key))
+    }
+
+    /// HMAC-SHA256 of `claims` under [`Platform::url_key`].
+    pub(crate) fn sign(&self, claims: &[u8]) -> Result<Vec<u8>, ActionError> {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.url_key()?).map_err(ActionError::internal)?;
+        mac.update(claims);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// A record of something the platform itself did (not a caller's action).
+    pub(crate) async fn service_event(&self, name: &str, parameters: Value) {
+        let event = ServiceEvent { source: "audit", name, parameters, effect: Effect::Recorded, ..ServiceEvent::default() };
+        let _ = self.record_service_event(event).await;
+    }
+
+    /// Writes a service event: the platform's own doing, attributed to `datasandbox` or to
+    /// the platform component named by `principal`. A gated event's effect must wait for `Ok`
+    /// (see [`Effect`]); an error is what to refuse with.
+    pub(crate) async fn record_service_event(&self, event: ServiceEvent<'_>) -> Result<(), ActionError> {
+        let spec = &self.spec;
+        let mut record = Record {
+            sequence_number: None,
+            previous_record_hash: None,
+            event_version: audit::EVENT_VERSION.into(),
+            user_identity: audit::UserIdentity {
+                kind: "AWSService".into(),
+                principal_id: event.principal.into(),
+                arn: String::new(),
+                account_id: spec.account_id.clone(),
+                user_name: None,
+                session_context: None,
+            },
+            event_time: millis_to_rfc3339(now_millis()),
+            event_source: event.source.into(),
+            event_name: event.name.into(),
+            aws_region: spec.region.clone(),
+            source_ip_address: event.source_ip.unwrap_or_else(|| event.principal.into()),
+            user_agent: concat!("datasandbox/", env!("CARGO_PKG_VERSION")).into(),
+            error_code: event.error.map(|e| e.code.to_owned()),
+            error_message: event.error.map(|e| e.message.clone()),
+            request_parameters: event.parameters,
+            response_elements: Value::Null,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            event_id: uuid::Uuid::new_v4().to_string(),
+            read_only: false,
+            resources: event.resources,
+            event_type: "AwsServiceEvent".into(),
+            management_event: event.management_event,
+            recipient_account_id: spec.account_id.clone(),
+            correlation_id: event.correlation_id,
+        };
+        let gated = event.effect == Effect::Gated && event.error.is_none();
+        if gated && self.trail.on_reserve() {
+            // The refusal is recorded instead, from the reserve.
+            let refused = ActionError::trail_on_reserve();
+            record.error_code = Some(refused.code.to_owned());
+            record.error_message = Some(refused.message.clone());
+            if let Err(err) = self.trail.append(&record).await {
+                tracing::error!(error = %err, event = event.name, "cannot audit a refused service event");
+            }
+            return Err(refused);
+        }
+        match self.trail.append(&record).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                tracing::error!(error = %err, event = event.name, "cannot audit a service event");
+                Err(ActionError::trail_unwritable())
+            }
+        }
+    }
+}
+
+/// What a service event's record stands for, which decides whether it may be written from
+/// the trail's reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Something happens only once this record is durable (a proxied request, a clipboard
+    /// transfer, a download, a connection): refused, and recorded as refused, while the trail
+    /// writes on its reserve or cannot write at all.
+    Gated,
+    /// A refusal, an end, or something already done: recorded even from the trail's reserve.
+    Recorded,
+}
+
+/// Something the platform did by itself, for the trail.
+pub(crate) struct ServiceEvent<'a> {
+    pub source: &'a str,
+    pub name: &'a str,
+    pub principal: &'a str,
+    pub parameters: Value,
+    pub error: Option<&'a ActionError>,
+    pub resources: Vec<RecordResource>,
+    pub management_event: bool,
+    pub correlation_id: Option<String>,
+    /// Where the event came from when a client caused it; else the principal (a service).
+    pub source_ip: Option<String>,
+    /// `Gated` unless said otherwise: an event that forgets to say is refused on the reserve.
+    pub effect: Effect,
+}
+
+impl Default for ServiceEvent<'_> {
+    fn default() -> Self {
+        ServiceEvent {
+            source: "audit",
+            name: "",
+            principal: "datasandbox",
+            parameters: Value::Null,
+            error: None,
+            resources: Vec::new(),
+            management_event: true,
+            correlation_id: None,
+            source_ip: None,
+            effect: Effect::Gated,
+        }
+    }
+}
+
+/// The principal id (`UserRef::principal_id`: mode, identity provider and user id) of each
+/// session that changes state (queued, active, ended) or connection. Nothing else is carried:
+/// a page that hears of a change asks for what it may see.
+pub(crate) struct Changes(tokio::sync::broadcast::Sender<String>);
+
+impl Default for Changes {
+    fn default() -> Changes {
+        // A listener that falls this far behind only misses pings; it asks again on the next.
+        Changes(tokio::sync::broadcast::channel(256).0)
+    }
+}
+
+impl Changes {
+    pub(crate) fn user(&self, user: &model::UserRef) {
+        let _ = self.0.send(user.principal_id());
+    }
+
+    /// Whether anyone listens (a change whose user must be looked up is skipped otherwise).
+    pub(crate) fn heard(&self) -> bool {
+        self.0.receiver_count() > 0
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.0.subscribe()
+    }
+}

@@ -1,0 +1,113 @@
+//! What of a call reaches its record: secrets and data hidden by member name, large
+//! parameters summarized, member names and messages bounded by the trail's own limits.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::core::error::ActionError;
+
+/// Members whose values are secrets or data; they never reach an audit record.
+const HIDDEN_MEMBERS: &[&str] = &[
+    "Body",
+    "Value",
+    "Spec",
+    // A deploy's spec overrides, when its input does not parse (parsed, `Override` hides their values by type).
+    "Overrides",
+    "Plaintext",
+    "CiphertextBlob",
+    "Token",
+    "SecretString",
+    "Cookie",
+    "StreamingURL",
+    "AuthorizedUrl",
+    "NotebookUrl",
+    "Password",
+    "UserCode",
+    "TotpCode",
+    "SecretCode",
+    "OtpauthUri",
+];
+pub(crate) const HIDDEN: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
+
+/// The longest error message a reply or record carries; longer ones are cut, saying so
+/// (with room for that note, so the trail's own bound never cuts it again: the record and
+/// the reply say the same).
+const MAX_ERROR_MESSAGE_BYTES: usize = audit::bound::MAX_STRING_BYTES - 128;
+/// The longest member name a request may use (AWS's longest are far shorter): the trail's own
+/// bound, so that no two names a handler told apart become one in the record.
+const MAX_MEMBER_NAME_BYTES: usize = audit::bound::MAX_MEMBER_NAME_BYTES;
+
+pub(crate) fn bound_error(mut error: ActionError) -> ActionError {
+    if error.message.len() > MAX_ERROR_MESSAGE_BYTES {
+        error.message = audit::bound::cut(&error.message, MAX_ERROR_MESSAGE_BYTES).into_owned();
+    }
+    error
+}
+
+/// The first member name, at any depth, longer than [`MAX_MEMBER_NAME_BYTES`].
+fn overlong_member(value: &Value) -> Option<&str> {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(key, member)| if key.len() > MAX_MEMBER_NAME_BYTES { Some(key.as_str()) } else { overlong_member(member) }),
+        Value::Array(items) => items.iter().find_map(overlong_member),
+        _ => None,
+    }
+}
+
+pub(crate) fn parse_body(body: &Result<Bytes, ActionError>) -> Result<Value, ActionError> {
+    let bytes = body.as_ref().map_err(Clone::clone)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|err| ActionError::serialization(format!("the request body is not valid JSON: {err}")))?;
+    if !value.is_object() {
+        return Err(ActionError::serialization("the request body must be a JSON object"));
+    }
+    if let Some(name) = overlong_member(&value) {
+        return Err(ActionError::validation(format!(
+            "member names are at most {MAX_MEMBER_NAME_BYTES} bytes; the request has one of {} bytes (`{}`)",
+            name.len(),
+            audit::bound::cut(&name.chars().filter(|c| !c.is_control()).take(64).collect::<String>(), 64)
+        )));
+    }
+    Ok(value)
+}
+
+/// Request parameters larger than this are summarized in the record, not copied.
+const MAX_RECORDED_PARAMETERS: usize = 16 * 1024;
+
+pub(crate) fn redact(value: Value) -> Value {
+    summarize(hide_members(value))
+}
+
+/// Parameters too large to copy into a record, summarized.
+pub(crate) fn summarize(value: Value) -> Value {
+    let size = value.to_string().len();
+    if size > MAX_RECORDED_PARAMETERS {
+        return audit::bound::summary(&value, size);
+    }
+    value
+}
+
+/// The members named in [`HIDDEN_MEMBERS`] hidden, at any depth.
+pub(crate) fn hide_members(mut value: Value) -> Value {
+    fn walk(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, member) in map.iter_mut() {
+                    if HIDDEN_MEMBERS.contains(&key.as_str()) && !member.is_null() {
+                        *member = Value::String(HIDDEN.into());
+                    } else {
+                        walk(member);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut value);
+    value
+}

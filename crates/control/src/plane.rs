@@ -1,0 +1,397 @@
+//! The composition root: builds the platform and every service, connects the pipeline to the
+//! authenticator and the one dispatcher, starts and stops the background work, and is the
+//! facade the transports hold. Nothing in this crate imports it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit::Trail;
+use futures::future::BoxFuture;
+use model::spec::Spec;
+use policy::Authorizer;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::core::actions::{self, Action};
+use crate::core::blobs::Blobs;
+use crate::core::caller::Credentials;
+use crate::core::error::ActionError;
+use crate::core::keyring::KeyRing;
+use crate::core::metrics::Metrics;
+use crate::core::pipeline::{Ctx, Dispatch, Pipeline, Request, Response};
+use crate::core::platform::{Platform, ServiceEvent};
+use crate::core::store::Store;
+use crate::deploy::Deploy;
+use crate::identity::Identity;
+use crate::instances::{EndpointServer, Instances};
+use crate::notebooks::{NotebookTarget, Notebooks};
+use crate::streaming::Streaming;
+use crate::streaming::files::FileClient;
+use crate::streaming::sessions::SessionConnection;
+use crate::streaming::stream::StreamTarget;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] crate::core::store::StoreError),
+    #[error("the spec's policies are invalid:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Policies(Vec<policy::PolicyError>),
+    #[error(transparent)]
+    Trail(#[from] audit::TrailError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The running control plane; cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pipeline: Pipeline,
+    services: Arc<Services>,
+}
+
+/// The services that keep state of their own; the stateless ones (`keys`, `parameters`,
+/// `storage`, `audit_log`) need only the platform their calls carry.
+struct Services {
+    identity: Arc<Identity>,
+    instances: Arc<Instances>,
+    streaming: Arc<Streaming>,
+    notebooks: Arc<Notebooks>,
+    deploy: Deploy,
+}
+
+/// The one dispatcher: an exhaustive `match` on the registry's closed enum, so every
+/// registered action has exactly one handler and there is no catch-all.
+impl Dispatch for Services {
+    fn dispatch<'a>(&'a self, ctx: &'a mut Ctx<'_>, action: Action, input: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
+        match action {
+            Action::ParametersAction(action) => Box::pin(crate::parameters::dispatch(ctx, action, input)),
+            Action::StorageAction(action) => Box::pin(crate::storage::dispatch(ctx, action, input)),
+            Action::KeysAction(action) => Box::pin(crate::keys::dispatch(ctx, action, input)),
+            Action::AuditAction(action) => Box::pin(crate::audit_log::dispatch(ctx, action, input)),
+            Action::IdentityAction(action) => Box::pin(self.identity.dispatch(ctx, action, input)),
+            Action::StreamingAction(action) => Box::pin(self.streaming.dispatch(ctx, action, input)),
+            Action::NotebooksAction(action) => Box::pin(self.notebooks.dispatch(ctx, action, input)),
+            Action::DeployAction(action) => Box::pin(self.deploy.dispatch(ctx, action, input)),
+        }
+    }
+}
+
+/// Checks the spec's policies against the schema without starting anything.
+pub fn check_policies(spec: &Spec) -> Result<(), StartError> {
+    let policies: Vec<(String, String)> = spec.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
+    Authorizer::load(&policies, &actions::declarations()).map(|_| ()).map_err(StartError::Policies)
+}
+
+impl ControlPlane {
+    /// Opens the metadata store, the object store, the key ring and the trail; loads the
+    /// policies; creates the spec's buckets and notifications; starts background work.
+    /// `image_cache` is where image builds keep what they download once for every image.
+    pub async fn start(spec: Spec, data_dir: &Path, socket_owner: u32, image_cache: &Path) -> Result<ControlPlane, StartError> {
+        let platform = Arc::new(open_platform(spec, data_dir, socket_owner, image_cache).await?);
+        let pipeline = Pipeline::new(platform.clone());
+        let instances = Arc::new(Instances::new(pipeline.clone()));
+        let streaming = Arc::new(Streaming::new(pipeline.clone(), instances.clone()));
+        let notebooks = Arc::new(Notebooks::new(pipeline.clone(), instances.clone()));
+        let identity = Arc::new(Identity::new(platform.clone(), streaming.clone(), instances.clone()));
+        let deploy = Deploy::new(pipeline.clone(), streaming.clone());
+        let services = Arc::new(Services { identity: identity.clone(), instances, streaming, notebooks, deploy });
+        pipeline.connect(identity, services.clone());
+        let control = ControlPlane { pipeline, services };
+        control.recover().await?;
+        crate::functions::start_dispatcher(control.pipeline.clone());
+        crate::audit_log::start_daily_reports(control.pipeline.clone());
+        control.services.instances.start_background_tasks();
+        crate::streaming::engine::start(control.services.streaming.clone());
+        Ok(control)
+    }
+
+    /// At start: the trail says what is in force, and what a previous run left (instances,
+    /// sessions, blobs, mounted notebook volumes) is ended or reclaimed.
+    async fn recover(&self) -> Result<(), StartError> {
+        let platform = &self.pipeline.platform;
+        // The policies in force from now on, by hash, so every decision's policies are in the trail.
+        let policies = crate::deploy::policy_digests(&platform.current());
+        platform.service_event("StartLogging", json!({ "Trail": platform.trail.layout().bucket, "Policies": policies })).await;
+        let reaped = self.services.instances.reconcile().await.map_err(|e| StartError::Setup(e.to_string()))?;
+        if !reaped.is_empty() {
+            tracing::warn!(instances = ?reaped, "destroyed instances a previous run left behind");
+            platform.service_event("ReconcileInstances", json!({ "Destroyed": reaped })).await;
+        }
+        let stale = crate::streaming::end_all_sessions(&self.services.streaming, "PLATFORM_RESTARTED").await;
+        if !stale.is_empty() {
+            tracing::warn!(sessions = ?stale, "ended the sessions a previous run left open");
+        }
+        crate::storage::reclaim_blobs(platform).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        self.services.notebooks.stop_all().await;
+        Ok(())
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.pipeline.platform.spec
+    }
+
+    /// The spec as last deployed.
+    pub fn current(&self) -> Arc<Spec> {
+        self.pipeline.platform.current()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.pipeline.platform.data_dir
+    }
+
+    pub fn trail(&self) -> &Trail {
+        &self.pipeline.platform.trail
+    }
+
+    pub fn render_metrics(&self) -> String {
+        self.pipeline.platform.metrics.render()
+    }
+
+    /// Runs one call through the pipeline. The audit record is durable before this returns.
+    pub async fn call(&self, request: Request) -> Response {
+        self.pipeline.call(request).await
+    }
+
+    /// Deploys `spec_text` as the local operator (`datasandbox up`): the same action the
+    /// `deploy` command takes through the socket.
+    pub async fn deploy_spec(&self, spec_text: &str, overrides: &[String]) -> Response {
+        let input = json!({ "Spec": spec_text, "Overrides": overrides });
+        self.call(Request {
+            credentials: Credentials::Peer { uid: self.pipeline.platform.socket_owner },
+            source_ip: "control.sock".into(),
+            user_agent: "datasandbox/up".into(),
+            action: "deploy:Deploy".into(),
+            body: Ok(bytes::Bytes::from(input.to_string())),
+        })
+        .await
+    }
+
+    /// Records the end of auditing and seals the trail with a final checkpoint and digest.
+    pub async fn shutdown(&self) {
+        let Services { instances, streaming, notebooks, .. } = &*self.services;
+        // Instances are ephemeral: a clean stop ends them (a crash leaves them to reconciliation).
+        // Launches in flight finish before the instances are ended.
+        streaming.stop(Duration::from_secs(10)).await;
+        // Notebooks and operator launches too: none may start once the others are ended.
+        instances.close(Duration::from_secs(10)).await;
+        let ended = instances.terminate_all().await;
+        if !ended.is_empty() {
+            tracing::info!(instances = ?ended, "terminated the running instances");
+        }
+        crate::streaming::end_all_sessions(streaming, "PLATFORM_STOPPED").await;
+        notebooks.stop_all().await;
+        let platform = &self.pipeline.platform;
+        platform.service_event("StopLogging", json!({ "Trail": platform.trail.layout().bucket })).await;
+        let trail = platform.trail.clone();
+        if let Err(err) = tokio::task::spawn_blocking(move || trail.close()).await.unwrap_or(Err(audit::TrailError::Stopped)) {
+            tracing::error!(error = %err, "closing the audit trail");
+        }
+    }
+
+    /// A browser's request the gateway refused before it became any action (a foreign
+    /// `Origin`, a sign-in that is not JSON): recorded as `gateway:<name>` with the browser's
+    /// address, like any other refusal. Every string in it is short (see finding 6).
+    pub async fn record_refused_request(&self, name: &str, error: &ActionError, parameters: Value, source_ip: &str) {
+        let event = ServiceEvent {
+            source: "gateway",
+            name,
+            principal: "gateway.datasandbox",
+            parameters,
+            error: Some(error),
+            source_ip: Some(source_ip.to_owned()),
+            ..ServiceEvent::default()
+        };
+        let _ = self.pipeline.platform.record_service_event(event).await;
+    }
+
+    /// This service provider's SAML metadata, served at `/saml/metadata`.
+    pub fn saml_metadata(&self) -> String {
+        self.services.identity.saml_metadata()
+    }
+
+    /// Where a browser starts an SP-initiated SAML sign-in, and the request id for the
+    /// gateway to bind to the browser. A refusal is recorded (`identity:SignInStartRefused`).
+    pub async fn saml_login_url(&self, relay_state: &str, source_ip: &str) -> Result<(String, String), ActionError> {
+        self.services.identity.saml_login_url(relay_state, source_ip).await
+    }
+
+    /// Where a browser starts an OpenID Connect sign-in, and the state to bind to that
+    /// browser. A refusal is recorded (`identity:SignInStartRefused`).
+    pub async fn oidc_login_url(&self, relay_state: &str, source_ip: &str) -> Result<(String, String), ActionError> {
+        self.services.identity.oidc_login_url(relay_state, source_ip).await
+    }
+
+    /// Which federated sign-ins are set up: (SAML, OpenID Connect).
+    pub fn federation_providers(&self) -> (bool, bool) {
+        self.services.identity.federation_providers()
+    }
+
+    /// The principal ids of sessions' users as they change; a page filters for its caller's
+    /// `PrincipalId`.
+    pub fn session_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.pipeline.platform.changes.subscribe()
+    }
+
+    /// Tells the control plane where the gateway listens, for the URLs it hands out.
+    pub fn set_listening_address(&self, address: std::net::SocketAddr) {
+        self.services.streaming.set_listening_address(address);
+    }
+
+    /// Gives the control plane the function that serves the endpoint on a listener (the
+    /// gateway's), before any instance is created.
+    pub fn set_endpoint_server(&self, serve: EndpointServer) {
+        self.services.instances.set_endpoint_server(serve);
+    }
+
+    /// Opens a session's live connection, by its cookie.
+    pub async fn connect_session(&self, cookie: &str, client_ip: &str) -> Result<SessionConnection, ActionError> {
+        self.services.streaming.connect_session(cookie, client_ip).await
+    }
+
+    /// The session's current status, for its page.
+    pub async fn session_status(&self, session_id: &str) -> Result<Value, ActionError> {
+        self.services.streaming.session_status(session_id).await
+    }
+
+    /// Opens the stream of `session_id` for the browser holding its cookie.
+    pub async fn connect_stream(&self, cookie: &str, session_id: &str, client_ip: &str) -> Result<StreamTarget, ActionError> {
+        self.services.streaming.connect_stream(cookie, session_id, client_ip).await
+    }
+
+    /// Records a clipboard text that crosses, or was stopped (never its content); a transfer
+    /// whose record cannot be written must not cross.
+    pub async fn record_clipboard(
+        &self,
+        target: &StreamTarget,
+        direction: &str,
+        bytes: u64,
+        blocked: Option<&str>,
+    ) -> Result<(), ActionError> {
+        self.services.streaming.record_clipboard(target, direction, bytes, blocked).await
+    }
+
+    /// The home folder's files (name, size, time) and what the session's stack allows.
+    pub async fn session_files(&self, client: &FileClient<'_>) -> Result<Value, ActionError> {
+        self.services.streaming.session_files(client).await
+    }
+
+    pub async fn download_printout(&self, client: &FileClient<'_>, name: &str) -> Result<bytes::Bytes, ActionError> {
+        self.services.streaming.download_printout(client, name).await
+    }
+
+    pub async fn upload_session_file(&self, client: &FileClient<'_>, name: &str, body: bytes::Bytes) -> Result<Value, ActionError> {
+        self.services.streaming.upload_session_file(client, name, body).await
+    }
+
+    pub async fn download_session_file(&self, client: &FileClient<'_>, name: &str) -> Result<bytes::Bytes, ActionError> {
+        self.services.streaming.download_session_file(client, name).await
+    }
+
+    /// Where a notebook request goes, if its cookie still grants access.
+    pub async fn notebook_target(&self, name: &str, cookie: &str, source_ip: &str) -> Result<NotebookTarget, ActionError> {
+        self.services.notebooks.notebook_target(name, cookie, source_ip).await
+    }
+
+    /// One audit record per proxied notebook request; a request is forwarded only once its
+    /// record is durable.
+    pub async fn record_notebook_access(
+        &self,
+        target: &NotebookTarget,
+        name: &str,
+        method: &str,
+        path: &str,
+        refused: Option<&str>,
+    ) -> Result<(), ActionError> {
+        self.services.notebooks.record_notebook_access(target, name, method, path, refused).await
+    }
+}
+
+/// Opens what every service shares: the metadata store, the object store, the key ring, the
+/// audit index and the trail, and loads the policies last deployed.
+async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cache: &Path) -> Result<Platform, StartError> {
+    // Instances' host ids must be no host user's: a pool overlapping a subordinate id
+    // range refuses to start (naming the entry) rather than at the first instance.
+    sandbox::ids::IdPool { base: spec.id_base, slots: spec.id_slots }.check_host().map_err(|e| StartError::Setup(e.to_string()))?;
+    let store = Store::open(spec.metadata_url.as_deref(), data_dir).await?;
+    // The resources serve as last deployed; a host never deployed runs on the given spec
+    // until its first deploy.
+    let current = crate::deploy::last_deployed(&store).await?.unwrap_or_else(|| spec.clone());
+    let policies: Vec<(String, String)> = current.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
+    let authorizer = Authorizer::load(&policies, &actions::declarations()).map_err(StartError::Policies)?;
+    let blobs = Blobs::open(&spec.storage, data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
+    let keys = KeyRing::open(data_dir).map_err(StartError::Setup)?;
+    let (trail, index) = open_trail(&spec, data_dir, &store, &keys).await?;
+    Ok(Platform {
+        spec,
+        current: std::sync::RwLock::new(Arc::new(current)),
+        data_dir: data_dir.to_owned(),
+        image_cache: image_cache.to_owned(),
+        store,
+        blobs,
+        trail,
+        index,
+        authorizer: std::sync::RwLock::new(Arc::new(authorizer)),
+        metrics: Metrics::new(),
+        keys,
+        socket_owner,
+        outbox: Notify::new(),
+        changes: Default::default(),
+        url_key: std::sync::OnceLock::new(),
+        listening: std::sync::OnceLock::new(),
+    })
+}
+
+/// The trail, signed with the secret the key ring keeps, and its index, caught up from the
+/// trail's files before the writer starts and following it after.
+async fn open_trail(spec: &Spec, data_dir: &Path, store: &Store, keys: &KeyRing) -> Result<(Trail, audit::Index), StartError> {
+    let secret = crate::keys::trail_signing_secret(store, keys).await.map_err(|e| StartError::Setup(e.to_string()))?;
+    let layout = audit::Layout {
+        root: data_dir.join("trail"),
+        account_id: spec.account_id.clone(),
+        region: spec.region.clone(),
+        bucket: format!("{}-trail", spec.environment_name),
+    };
+    let index = audit::Index::open(&data_dir.join("audit-index.db")).await.map_err(|e| StartError::Setup(e.to_string()))?;
+    let caught_up = index.catch_up(&layout).await.map_err(|e| StartError::Setup(e.to_string()))?;
+    if caught_up > 0 {
+        tracing::info!(records = caught_up, "indexed audit records the index did not hold");
+    }
+    let (index_tx, index_rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = audit::TrailOptions {
+        max_batch_delay: Duration::from_millis(spec.audit.max_batch_delay_ms),
+        checkpoint_records: spec.audit.checkpoint_records,
+        checkpoint_interval: Duration::from_millis(spec.audit.checkpoint_interval_ms),
+        rotate_bytes: spec.audit.rotate_bytes,
+        rotate_interval: Duration::from_secs(spec.audit.rotate_interval_seconds),
+        digest_interval: Duration::from_secs(spec.audit.digest_interval_seconds),
+        reserve_bytes: spec.audit.reserve_bytes,
+        witness: spec.audit.witness.clone(),
+    };
+    if let Some(witness) = &spec.audit.witness {
+        check_witness(witness, data_dir).map_err(StartError::Setup)?;
+    }
+    let trail = Trail::open(layout, audit::Signer::from_bytes(&secret), options, Some(index_tx))?;
+    index.spawn_feeder(index_rx);
+    Ok((trail, index))
+}
+
+/// The witness must be a directory of its own on another file system than the trail: what
+/// removes or fills the trail must not reach it.
+fn check_witness(witness: &Path, data_dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(witness)
+        .map_err(|e| format!("audit.witness: cannot create `{}`: {e}", witness.display()))?;
+    let device = |path: &Path| std::fs::metadata(path).map(|m| m.dev()).map_err(|e| format!("`{}`: {e}", path.display()));
+    if device(witness)? == device(data_dir)? {
+        return Err(format!(
+            "audit.witness: `{}` is on the same file system as the data directory `{}`; a witness must be on another one (a different disk, a network mount), or what deletes or fills the trail reaches it too",
+            witness.display(),
+            data_dir.display()
+        ));
+    }
+    Ok(())
+}
