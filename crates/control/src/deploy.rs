@@ -32,7 +32,6 @@ use crate::core::pipeline::{Ctx, Pipeline};
 use crate::core::platform::{Effect, Platform, ServiceEvent};
 use crate::core::recorded::{Override, Redacted};
 use crate::core::store::{Store, millis_to_rfc3339, now_millis};
-use crate::plane::StartError;
 use crate::streaming::Streaming;
 
 /// The deploy service: one deploy or destroy at a time, its steps run through the pipeline.
@@ -67,7 +66,8 @@ impl Deploy {
 }
 
 /// The spec of the last complete deploy, if there was one.
-pub(crate) async fn last_deployed(store: &Store) -> Result<Option<Spec>, StartError> {
+/// A store that cannot be read is an error naming the store.
+pub(crate) async fn last_deployed(store: &Store) -> Result<Option<Spec>, String> {
     // The newest complete deploy, unless a destroy came after it.
     let row = sqlx::query(
         "SELECT kind, spec_text, overrides FROM deployments
@@ -75,14 +75,15 @@ pub(crate) async fn last_deployed(store: &Store) -> Result<Option<Spec>, StartEr
     )
     .fetch_optional(&store.pool)
     .await
-    .map_err(|e| StartError::Setup(e.to_string()))?;
+    .map_err(|e| format!("reading the last deployment: {e}"))?;
     let Some(row) = row else { return Ok(None) };
-    if row.try_get::<String, _>("kind").map_err(|e| StartError::Setup(e.to_string()))? == "DESTROY" {
+    if row.try_get::<String, _>("kind").map_err(|e| format!("reading the last deployment: {e}"))? == "DESTROY" {
         return Ok(None);
     }
-    let text: String = row.try_get("spec_text").map_err(|e| StartError::Setup(e.to_string()))?;
+    let text: String = row.try_get("spec_text").map_err(|e| format!("reading the last deployment: {e}"))?;
     let overrides: Vec<String> =
-        serde_json::from_str(&row.try_get::<String, _>("overrides").map_err(|e| StartError::Setup(e.to_string()))?).unwrap_or_default();
+        serde_json::from_str(&row.try_get::<String, _>("overrides").map_err(|e| format!("reading the last deployment: {e}"))?)
+            .unwrap_or_default();
     match Spec::parse(&text, &overrides) {
         Ok(spec) => Ok(Some(spec)),
         Err(err) => {

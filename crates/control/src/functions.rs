@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::core::actions::BuiltinFunction;
 use crate::core::codec::{decode_base64, encode_base64};
 use crate::core::error::ActionError;
 use crate::core::pipeline::{Pipeline, Request};
@@ -22,33 +23,6 @@ mod session_validator;
 
 /// After this many failed attempts an event is dropped, with an audit record saying so.
 const MAX_ATTEMPTS: i64 = 8;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuiltinFunction {
-    /// Writes `<key>.sha256` beside each new object: a checksum for data handed in.
-    Sha256Sidecar,
-    /// Answers a launcher's `session.json` with a notebook URL or a typed rejection.
-    SessionValidator,
-}
-
-impl BuiltinFunction {
-    const ALL: [BuiltinFunction; 2] = [BuiltinFunction::Sha256Sidecar, BuiltinFunction::SessionValidator];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BuiltinFunction::Sha256Sidecar => "sha256-sidecar",
-            BuiltinFunction::SessionValidator => session_validator::NAME,
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<BuiltinFunction> {
-        BuiltinFunction::ALL.into_iter().find(|f| f.name() == name)
-    }
-
-    pub fn names() -> Vec<&'static str> {
-        BuiltinFunction::ALL.iter().map(|f| f.name()).collect()
-    }
-}
 
 pub(crate) fn start_dispatcher(control: Pipeline) {
     tokio::spawn(async move {

@@ -316,7 +316,7 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
     let store = Store::open(spec.metadata_url.as_deref(), data_dir).await?;
     // The resources serve as last deployed; a host never deployed runs on the given spec
     // until its first deploy.
-    let current = crate::deploy::last_deployed(&store).await?.unwrap_or_else(|| spec.clone());
+    let current = crate::deploy::last_deployed(&store).await.map_err(StartError::Setup)?.unwrap_or_else(|| spec.clone());
     let policies: Vec<(String, String)> = current.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
     let authorizer = Authorizer::load(&policies, &actions::declarations()).map_err(StartError::Policies)?;
     let blobs = Blobs::open(&spec.storage, data_dir).map_err(|e| StartError::Setup(e.to_string()))?;

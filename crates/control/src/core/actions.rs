@@ -151,6 +151,35 @@ registry! {
     }
 }
 
+/// The built-in functions a bucket notification may name: the registry both the storage
+/// service (which checks a configuration) and the dispatcher (which runs them) read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltinFunction {
+    /// Writes `<key>.sha256` beside each new object: a checksum for data handed in.
+    Sha256Sidecar,
+    /// Answers a launcher's `session.json` with a notebook URL or a typed rejection.
+    SessionValidator,
+}
+
+impl BuiltinFunction {
+    const ALL: [BuiltinFunction; 2] = [BuiltinFunction::Sha256Sidecar, BuiltinFunction::SessionValidator];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltinFunction::Sha256Sidecar => "sha256-sidecar",
+            BuiltinFunction::SessionValidator => "session-validator",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<BuiltinFunction> {
+        BuiltinFunction::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        BuiltinFunction::ALL.iter().map(|f| f.name()).collect()
+    }
+}
+
 pub fn find(name: &str) -> Option<&'static ActionSpec> {
     ACTIONS.iter().find(|a| a.name == name)
 }

@@ -19,12 +19,11 @@
 use model::session_file::{ERROR_FILE, MAX_SESSION_FILE, RejectReason, SESSION_FILE, SessionError, SessionFile, URL_FILE};
 use serde_json::{Value, json};
 
+use crate::core::actions::BuiltinFunction;
 use crate::core::codec::{decode_base64, encode_base64};
 use crate::core::error::ActionError;
 use crate::core::pipeline::{Pipeline, Request};
 use crate::core::platform::ServiceEvent;
-
-pub(super) const NAME: &str = "session-validator";
 
 struct Validator<'a> {
     control: &'a Pipeline,
@@ -33,7 +32,10 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     async fn call(&self, action: &str, input: Value) -> Result<Value, ActionError> {
-        self.control.call(Request::from_function(NAME, self.correlation_id.clone(), action, &input)).await.result
+        self.control
+            .call(Request::from_function(BuiltinFunction::SessionValidator.name(), self.correlation_id.clone(), action, &input))
+            .await
+            .result
     }
 }
 

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use sqlx::{Any, Transaction};
 
 use super::{find_bucket, no_such_bucket};
+use crate::core::actions::BuiltinFunction;
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
 use crate::core::store::{millis_to_rfc3339, now_millis};
-use crate::functions::BuiltinFunction;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
