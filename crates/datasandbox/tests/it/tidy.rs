@@ -173,6 +173,8 @@ struct Crate {
 struct ModuleFile {
     /// The path from the repository root, as messages print it.
     display_path: String,
+    /// The path under the crate's `src/`, as cycles print it.
+    short_path: String,
     /// The module path inside the crate; empty for the crate root.
     module_path: Vec<String>,
     syntax: FileSyntax,
@@ -198,6 +200,7 @@ impl Crate {
             .into_iter()
             .map(|(path, text)| ModuleFile {
                 display_path: format!("{display_prefix}{path}"),
+                short_path: path.clone(),
                 module_path: module_path_of(&path),
                 syntax: parse(&lex(&text)),
             })
@@ -867,7 +870,7 @@ fn cycle_problems(krate: &Crate, edges: &Edges) -> Vec<String> {
         let mut names: Vec<&str> = members.iter().map(|&file| krate.files[file].display_path.as_str()).collect();
         names.sort_unstable();
         let mut problem =
-            format!("crate `{}`: {} files import each other ({} cycles cover every edge among them): {}", krate.name, members.len(), chosen.len(), names.join(", "));
+            format!("crate `{}`: {} files import each other ({} cycle(s) cover every edge among them): {}", krate.name, members.len(), chosen.len(), names.join(", "));
         for (number, cycle) in chosen.iter().enumerate() {
             problem.push_str(&describe_cycle(krate, edges, number + 1, cycle));
         }
@@ -877,8 +880,8 @@ fn cycle_problems(krate: &Crate, edges: &Edges) -> Vec<String> {
 }
 
 fn describe_cycle(krate: &Crate, edges: &Edges, number: usize, cycle: &[usize]) -> String {
-    let short = |file: usize| krate.files[file].display_path.rsplit("/src/").next().unwrap_or_default().to_string();
-    let chain: Vec<String> = cycle.iter().chain(cycle.first()).map(|&file| short(file)).collect();
+    let short = |file: usize| krate.files[file].short_path.as_str();
+    let chain: Vec<&str> = cycle.iter().chain(cycle.first()).map(|&file| short(file)).collect();
     let mut text = format!("\n  cycle {number}: {}", chain.join(" → "));
     for (index, &from) in cycle.iter().enumerate() {
         let to = cycle[(index + 1) % cycle.len()];
@@ -1202,4 +1205,182 @@ fn stale_exceptions(files: &[(String, String)], exceptions: &[SizeException]) ->
         }
     }
     problems
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reader itself, on snippets.
+
+mod tests {
+    use super::*;
+
+    /// A crate of `files` (path under src/, text), answering which files `file` names.
+    fn named_by(files: &[(&str, &str)], file: &str) -> Vec<String> {
+        let krate = Crate::new("example", "", files.iter().map(|(path, text)| (path.to_string(), text.to_string())).collect());
+        let mut named: Vec<String> = krate
+            .edges()
+            .keys()
+            .filter(|(from, _)| krate.files[*from].display_path == file)
+            .map(|(_, to)| krate.files[*to].display_path.clone())
+            .collect();
+        named.sort();
+        named
+    }
+
+    const SKELETON: [(&str, &str); 6] =
+        [("lib.rs", "mod a; mod b; mod c;"), ("a.rs", "mod inner; mod other;"), ("a/inner.rs", ""), ("a/other.rs", ""), ("b.rs", ""), ("c.rs", "")];
+
+    #[test]
+    fn edges_of_snippets() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            // Paths from the crate root belong to the longest prefix that is a module file.
+            ("c.rs", "use crate::a::inner::Item;", &["a/inner.rs"]),
+            ("c.rs", "use crate::a::Item;", &["a.rs"]),
+            ("c.rs", "fn f() { crate::Item::new() }", &["lib.rs"]),
+            ("c.rs", "use crate::{a::X, b::{self, Y}};", &["a.rs", "b.rs"]),
+            ("c.rs", "use crate::a as outer; fn f() { outer::inner::g(); }", &["a.rs", "a/inner.rs"]),
+            ("c.rs", "use crate::b; fn f() { b::g() }", &["b.rs"]),
+            ("c.rs", "pub(crate) use crate::a::X; pub(in crate::b) fn f() {}", &["a.rs"]),
+            // `super`: a sibling's file when it names a sibling, else the parent's own file.
+            ("a/inner.rs", "use super::*;", &["a.rs"]),
+            ("a/inner.rs", "fn f() { super::Thing::new() }", &["a.rs"]),
+            ("a/inner.rs", "use super::other::X;", &["a/other.rs"]),
+            ("a/inner.rs", "fn f() { super::super::b::g() }", &["b.rs"]),
+            // Bare paths: only a child module of the file (or a name a `use` brought in) is ours.
+            ("a.rs", "mod inner; fn f() { inner::g() }", &["a/inner.rs"]),
+            ("c.rs", "fn f() { inner::g(); std::fmt::Error; ::a::X; }", &[]),
+            ("c.rs", "use b::X; use ::a::Y;", &[]),
+            ("lib.rs", "mod a; pub use a::inner::Item; pub use b::X;", &["a/inner.rs", "b.rs"]),
+            // Declaring a child module is not an edge.
+            ("lib.rs", "mod a; mod b; #[cfg(test)] mod c;", &[]),
+            // A unit test module counts like its file, and sees the file's names through `use super::*`.
+            ("a.rs", "#[cfg(test)] mod tests { use super::*; use crate::b::X; fn t() { inner::g(); } }", &["a/inner.rs", "b.rs"]),
+            ("c.rs", "mod local { pub fn g() {} } fn f() { self::local::g(); local::g() }", &[]),
+            // Comments, strings and character literals are not code.
+            ("c.rs", "// crate::a::X\n/// crate::a::X\n/* crate::a /* nested */ crate::b */", &[]),
+            ("c.rs", r##"const S: &str = "crate::a::X \" crate::b"; const R: &str = r#"crate::a "x" crate::b"#;"##, &[]),
+            ("c.rs", r##"const B: &[u8] = br#"crate::a"#; const T: &[u8] = b"crate::a"; const U: &CStr = c"crate::b";"##, &[]),
+            ("c.rs", "const Q: char = '\"'; fn f() { crate::b::g() } const O: char = '{';", &["b.rs"]),
+            ("c.rs", "const E: char = '\\''; const X: u8 = b'\\''; fn f() { crate::b::g() }", &["b.rs"]),
+            // A lifetime is not the start of a character literal.
+            ("c.rs", "fn f<'a>(x: &'a str) -> &'a str { crate::b::g(x) } fn h() { 'outer: loop { crate::a::k(); break 'outer; } }", &["a.rs", "b.rs"]),
+            // Macros: an invocation names its path; a macro_rules body is skipped.
+            ("c.rs", "fn f() { crate::a::mac!(); crate::log!(\"x\"); format!(\"{}\", crate::b::X) }", &["a.rs", "b.rs", "lib.rs"]),
+            ("c.rs", "macro_rules! m { () => { crate::a::X } }", &[]),
+            // `use<…>` (precise capturing) is not a `use` declaration; raw identifiers are identifiers.
+            ("c.rs", "fn f<'a>() -> impl Sized + use<'a> { crate::b::r#match() }", &["b.rs"]),
+        ];
+        for (file, source, expected) in cases {
+            let files: Vec<(&str, &str)> =
+                SKELETON.iter().map(|&(path, text)| if path == *file { (path, *source) } else { (path, text) }).collect();
+            assert_eq!(named_by(&files, file), *expected, "{file}: {source}");
+        }
+    }
+
+    #[test]
+    fn function_spans_of_a_snippet() {
+        let source = "fn short() {}\n\
+                      trait T {\n\
+                          fn declared(&self);\n\
+                          fn provided(&self) {\n\
+                              let s = \"}\";\n\
+                          }\n\
+                      }\n\
+                      fn outer() {\n\
+                          fn inner() {\n\
+                          }\n\
+                          let c = '}';\n\
+                      }\n\
+                      macro_rules! m { () => { fn hidden() {} } }\n\
+                      fn pointer(f: fn(u8) -> u8) -> [u8; { 2 }] where u8: Copy {\n\
+                          [f(1), 2]\n\
+                      }\n";
+        let spans: Vec<(String, usize, usize)> =
+            parse(&lex(source)).functions.into_iter().map(|span| (span.name, span.first_line, span.last_line)).collect();
+        let expected = [("short", 1, 1), ("provided", 4, 6), ("outer", 8, 12), ("pointer", 14, 16)];
+        assert_eq!(spans, expected.map(|(name, first, last)| (name.to_string(), first, last)));
+    }
+
+    #[test]
+    fn cycles_are_reported_with_the_names_that_tie_them() {
+        let files = [
+            ("lib.rs", "mod a; mod b; mod c;"),
+            ("a.rs", "use crate::b::Low;"),
+            ("b.rs", "fn f() { crate::a::High::new() }\nfn g() { crate::c::x() }"),
+            ("c.rs", "use crate::a::High;"),
+        ];
+        let krate = Crate::new("example", "src/", files.iter().map(|(path, text)| (path.to_string(), text.to_string())).collect());
+        let problems = cycle_problems(&krate, &krate.edges());
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        let expected = "crate `example`: 3 files import each other (2 cycle(s) cover every edge among them): src/a.rs, src/b.rs, src/c.rs\n  \
+            cycle 1: a.rs → b.rs → a.rs\n      \
+            a.rs → b.rs: src/a.rs:1 `crate::b::Low`\n      \
+            b.rs → a.rs: src/b.rs:1 `crate::a::High::new`\n  \
+            cycle 2: b.rs → c.rs → a.rs → b.rs\n      \
+            b.rs → c.rs: src/b.rs:2 `crate::c::x`\n      \
+            c.rs → a.rs: src/c.rs:1 `crate::a::High`\n      \
+            a.rs → b.rs: src/a.rs:1 `crate::b::Low`";
+        assert_eq!(problems[0], expected);
+    }
+
+    #[test]
+    fn layer_tables_are_read_and_checked() {
+        let markdown = "# Doc\n```rust\nexample: not < a < table\n```\n\n```layers\nexample: low < middle other < lib\n```\n";
+        let tables = layer_tables(markdown).expect("a readable table");
+        assert_eq!(tables, [LayerTable { crate_name: "example".into(), groups: vec![vec!["low".into()], vec!["middle".into(), "other".into()], vec!["lib".into()]], line: 7 }]);
+        let files = [
+            ("lib.rs", "mod low; mod middle; mod other; mod extra; pub use middle::X;"),
+            ("low.rs", "use crate::middle::Up;"),
+            ("middle.rs", "use crate::low::Down; use crate::other::Beside;"),
+            ("other.rs", "fn f() { crate::low::g() }"),
+            ("extra.rs", ""),
+        ];
+        let krate = Crate::new("example", "src/", files.iter().map(|(path, text)| (path.to_string(), text.to_string())).collect());
+        let mut table = tables.into_iter().next().expect("one table");
+        table.groups[1].push("ghost".into());
+        let problems = layer_problems(&krate, &table);
+        assert_eq!(
+            problems,
+            [
+                "ARCHITECTURE.md:7: `example` does not list its top-level module `extra` (extra.rs): add it to the layer it belongs in",
+                "ARCHITECTURE.md:7: `example` lists `ghost`, but crates/example/src has no ghost.rs: remove it from the table",
+                "crate `example`: `low` (layer 1) names `middle` (layer 2, above): src/low.rs:1 `crate::middle::Up`",
+                "crate `example`: `middle` (layer 2) names `other` (the same layer): src/middle.rs:1 `crate::other::Beside`",
+            ]
+        );
+        assert!(layer_tables("no table here").is_err());
+        assert!(layer_tables("```layers\nexample low < lib\n```").is_err());
+    }
+
+    #[test]
+    fn sizes_and_their_exceptions() {
+        let long_function = format!("fn long() {{\n{}}}\n", "    step();\n".repeat(MAX_FUNCTION_LINES - 1));
+        let long_file = "// line\n".repeat(MAX_FILE_LINES + 1);
+        let files = [
+            ("crates/x/src/a.rs".to_string(), long_function.clone()),
+            ("crates/x/src/b.rs".to_string(), long_file),
+            ("crates/x/src/c.rs".to_string(), long_function),
+            ("crates/x/src/d.rs".to_string(), "fn short() {}\n".to_string()),
+        ];
+        let markdown = "```size-exceptions\n\
+                        crates/x/src/b.rs — a table of cases\n\
+                        `crates/x/src/c.rs::long` — one match over every action\n\
+                        crates/x/src/d.rs — no longer long\n\
+                        crates/x/src/d.rs::short — never long\n\
+                        crates/x/src/d.rs::gone — renamed since\n\
+                        crates/x/src/e.rs — deleted since\n\
+                        ```\n";
+        let exceptions = size_exceptions(markdown).expect("readable exceptions");
+        assert_eq!(
+            size_problems(&files, &exceptions),
+            [
+                format!("crates/x/src/a.rs:1 fn long: {} lines (limit {MAX_FUNCTION_LINES})", MAX_FUNCTION_LINES + 1),
+                format!("ARCHITECTURE.md:4: `crates/x/src/d.rs` is 1 lines now, within the limit of {MAX_FILE_LINES}: remove the exception"),
+                format!("ARCHITECTURE.md:5: `crates/x/src/d.rs::short` is 1 lines now, within the limit of {MAX_FUNCTION_LINES}: remove the exception"),
+                "ARCHITECTURE.md:6: `crates/x/src/d.rs` has no function `gone`: remove the exception".to_string(),
+                "ARCHITECTURE.md:7: `crates/x/src/e.rs` is not a file under crates/*/src or crates/*/benches: remove the exception".to_string(),
+            ]
+        );
+        let unreasoned = size_exceptions("```size-exceptions\ncrates/x/src/b.rs\ncrates/x/src/b.rs — twice\ncrates/x/src/b.rs — twice\n```");
+        assert_eq!(unreasoned.expect_err("two problems").len(), 2);
+    }
 }
