@@ -226,8 +226,8 @@ impl Crate {
                 let Some(target) = resolver.resolve(&scope, &written.segments, 0) else { continue };
                 let to = resolver.owning_file(&target);
                 // `Trail::open` after `use crate::writer::Trail` says nothing the `use` did not.
-                let through_use = !written.in_use
-                    && resolver.alias(&scope, &written.segments[0]).is_some_and(|alias| resolver.owning_file(&alias) == to);
+                let through_use =
+                    !written.in_use && resolver.alias(&scope, &written.segments[0]).is_some_and(|alias| resolver.owning_file(&alias) == to);
                 if to != from && !through_use {
                     edges.entry((from, to)).or_default().push(Name { line: written.line, text: written.text.clone() });
                 }
@@ -259,8 +259,7 @@ const RESOLUTION_DEPTH: usize = 6;
 
 impl Resolver {
     fn new(krate: &Crate) -> Resolver {
-        let mut resolver =
-            Resolver { files: HashMap::new(), modules: HashSet::new(), aliases: HashMap::new(), globs: HashMap::new() };
+        let mut resolver = Resolver { files: HashMap::new(), modules: HashSet::new(), aliases: HashMap::new(), globs: HashMap::new() };
         for (index, file) in krate.files.iter().enumerate() {
             resolver.files.insert(file.module_path.clone(), index);
             resolver.modules.insert(file.module_path.clone());
@@ -595,7 +594,8 @@ struct Parser<'t> {
 }
 
 fn parse(lexemes: &[Lexeme]) -> FileSyntax {
-    let mut parser = Parser { lexemes, position: 0, frames: Vec::new(), pending: Pending::Nothing, depth: 0, syntax: FileSyntax::default() };
+    let mut parser =
+        Parser { lexemes, position: 0, frames: Vec::new(), pending: Pending::Nothing, depth: 0, syntax: FileSyntax::default() };
     while parser.position < lexemes.len() {
         parser.step();
     }
@@ -869,8 +869,13 @@ fn cycle_problems(krate: &Crate, edges: &Edges) -> Vec<String> {
         }
         let mut names: Vec<&str> = members.iter().map(|&file| krate.files[file].display_path.as_str()).collect();
         names.sort_unstable();
-        let mut problem =
-            format!("crate `{}`: {} files import each other ({} cycle(s) cover every edge among them): {}", krate.name, members.len(), chosen.len(), names.join(", "));
+        let mut problem = format!(
+            "crate `{}`: {} files import each other ({} cycle(s) cover every edge among them): {}",
+            krate.name,
+            members.len(),
+            chosen.len(),
+            names.join(", ")
+        );
         for (number, cycle) in chosen.iter().enumerate() {
             problem.push_str(&describe_cycle(krate, edges, number + 1, cycle));
         }
@@ -885,7 +890,13 @@ fn describe_cycle(krate: &Crate, edges: &Edges, number: usize, cycle: &[usize]) 
     let mut text = format!("\n  cycle {number}: {}", chain.join(" → "));
     for (index, &from) in cycle.iter().enumerate() {
         let to = cycle[(index + 1) % cycle.len()];
-        let _ = write!(text, "\n      {} → {}: {}", short(from), short(to), describe_names(&krate.files[from].display_path, &edges[&(from, to)]));
+        let _ = write!(
+            text,
+            "\n      {} → {}: {}",
+            short(from),
+            short(to),
+            describe_names(&krate.files[from].display_path, &edges[&(from, to)])
+        );
     }
     text
 }
@@ -1035,7 +1046,9 @@ fn fenced_blocks(markdown: &str, info: &str) -> Vec<Vec<(usize, String)>> {
 fn layer_tables(markdown: &str) -> Result<Vec<LayerTable>, Vec<String>> {
     let blocks = fenced_blocks(markdown, "layers");
     if blocks.is_empty() {
-        return Err(vec!["ARCHITECTURE.md has no ```layers block: add one with a line `crate: bottom < middle < top` per layered crate".into()]);
+        return Err(vec![
+            "ARCHITECTURE.md has no ```layers block: add one with a line `crate: bottom < middle < top` per layered crate".into(),
+        ]);
     }
     let (mut tables, mut problems) = (Vec::<LayerTable>::new(), Vec::new());
     for (line, text) in blocks.into_iter().flatten() {
@@ -1046,15 +1059,15 @@ fn layer_tables(markdown: &str) -> Result<Vec<LayerTable>, Vec<String>> {
             problems.push(format!("ARCHITECTURE.md:{line}: `{}` is not `crate: bottom < … < top`", text.trim()));
             continue;
         };
-        let groups: Vec<Vec<String>> =
-            groups.split('<').map(|group| group.split_whitespace().map(str::to_string).collect()).collect();
+        let groups: Vec<Vec<String>> = groups.split('<').map(|group| group.split_whitespace().map(str::to_string).collect()).collect();
         if groups.iter().any(Vec::is_empty) {
             problems.push(format!("ARCHITECTURE.md:{line}: an empty layer between two `<`: remove the extra `<`"));
             continue;
         }
         let crate_name = crate_name.trim().to_string();
         if let Some(earlier) = tables.iter().find(|table| table.crate_name == crate_name) {
-            problems.push(format!("ARCHITECTURE.md:{line}: a second line for `{crate_name}` (the first is line {}): merge them", earlier.line));
+            problems
+                .push(format!("ARCHITECTURE.md:{line}: a second line for `{crate_name}` (the first is line {}): merge them", earlier.line));
             continue;
         }
         tables.push(LayerTable { crate_name, groups, line });
@@ -1068,7 +1081,10 @@ fn layer_problems(krate: &Crate, table: &LayerTable) -> Vec<String> {
     for (layer, group) in table.groups.iter().enumerate() {
         for module in group {
             if layer_of.insert(module.as_str(), layer).is_some() {
-                problems.push(format!("ARCHITECTURE.md:{}: `{}` lists `{module}` more than once: keep it in one layer", table.line, krate.name));
+                problems.push(format!(
+                    "ARCHITECTURE.md:{}: `{}` lists `{module}` more than once: keep it in one layer",
+                    table.line, krate.name
+                ));
             }
         }
     }
@@ -1226,8 +1242,14 @@ mod tests {
         named
     }
 
-    const SKELETON: [(&str, &str); 6] =
-        [("lib.rs", "mod a; mod b; mod c;"), ("a.rs", "mod inner; mod other;"), ("a/inner.rs", ""), ("a/other.rs", ""), ("b.rs", ""), ("c.rs", "")];
+    const SKELETON: [(&str, &str); 6] = [
+        ("lib.rs", "mod a; mod b; mod c;"),
+        ("a.rs", "mod inner; mod other;"),
+        ("a/inner.rs", ""),
+        ("a/other.rs", ""),
+        ("b.rs", ""),
+        ("c.rs", ""),
+    ];
 
     #[test]
     fn edges_of_snippets() {
@@ -1262,7 +1284,11 @@ mod tests {
             ("c.rs", "const Q: char = '\"'; fn f() { crate::b::g() } const O: char = '{';", &["b.rs"]),
             ("c.rs", "const E: char = '\\''; const X: u8 = b'\\''; fn f() { crate::b::g() }", &["b.rs"]),
             // A lifetime is not the start of a character literal.
-            ("c.rs", "fn f<'a>(x: &'a str) -> &'a str { crate::b::g(x) } fn h() { 'outer: loop { crate::a::k(); break 'outer; } }", &["a.rs", "b.rs"]),
+            (
+                "c.rs",
+                "fn f<'a>(x: &'a str) -> &'a str { crate::b::g(x) } fn h() { 'outer: loop { crate::a::k(); break 'outer; } }",
+                &["a.rs", "b.rs"],
+            ),
             // Macros: an invocation names its path; a macro_rules body is skipped.
             ("c.rs", "fn f() { crate::a::mac!(); crate::log!(\"x\"); format!(\"{}\", crate::b::X) }", &["a.rs", "b.rs", "lib.rs"]),
             ("c.rs", "macro_rules! m { () => { crate::a::X } }", &[]),
@@ -1326,7 +1352,14 @@ mod tests {
     fn layer_tables_are_read_and_checked() {
         let markdown = "# Doc\n```rust\nexample: not < a < table\n```\n\n```layers\nexample: low < middle other < lib\n```\n";
         let tables = layer_tables(markdown).expect("a readable table");
-        assert_eq!(tables, [LayerTable { crate_name: "example".into(), groups: vec![vec!["low".into()], vec!["middle".into(), "other".into()], vec!["lib".into()]], line: 7 }]);
+        assert_eq!(
+            tables,
+            [LayerTable {
+                crate_name: "example".into(),
+                groups: vec![vec!["low".into()], vec!["middle".into(), "other".into()], vec!["lib".into()]],
+                line: 7
+            }]
+        );
         let files = [
             ("lib.rs", "mod low; mod middle; mod other; mod extra; pub use middle::X;"),
             ("low.rs", "use crate::middle::Up;"),
@@ -1374,13 +1407,19 @@ mod tests {
             size_problems(&files, &exceptions),
             [
                 format!("crates/x/src/a.rs:1 fn long: {} lines (limit {MAX_FUNCTION_LINES})", MAX_FUNCTION_LINES + 1),
-                format!("ARCHITECTURE.md:4: `crates/x/src/d.rs` is 1 lines now, within the limit of {MAX_FILE_LINES}: remove the exception"),
-                format!("ARCHITECTURE.md:5: `crates/x/src/d.rs::short` is 1 lines now, within the limit of {MAX_FUNCTION_LINES}: remove the exception"),
+                format!(
+                    "ARCHITECTURE.md:4: `crates/x/src/d.rs` is 1 lines now, within the limit of {MAX_FILE_LINES}: remove the exception"
+                ),
+                format!(
+                    "ARCHITECTURE.md:5: `crates/x/src/d.rs::short` is 1 lines now, within the limit of {MAX_FUNCTION_LINES}: remove the exception"
+                ),
                 "ARCHITECTURE.md:6: `crates/x/src/d.rs` has no function `gone`: remove the exception".to_string(),
-                "ARCHITECTURE.md:7: `crates/x/src/e.rs` is not a file under crates/*/src or crates/*/benches: remove the exception".to_string(),
+                "ARCHITECTURE.md:7: `crates/x/src/e.rs` is not a file under crates/*/src or crates/*/benches: remove the exception"
+                    .to_string(),
             ]
         );
-        let unreasoned = size_exceptions("```size-exceptions\ncrates/x/src/b.rs\ncrates/x/src/b.rs — twice\ncrates/x/src/b.rs — twice\n```");
+        let unreasoned =
+            size_exceptions("```size-exceptions\ncrates/x/src/b.rs\ncrates/x/src/b.rs — twice\ncrates/x/src/b.rs — twice\n```");
         assert_eq!(unreasoned.expect_err("two problems").len(), 2);
     }
 }
