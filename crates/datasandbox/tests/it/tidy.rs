@@ -622,6 +622,9 @@ impl Parser<'_> {
         self.frames.iter().filter_map(|frame| if let Frame::Module(name) = frame { Some(name.clone()) } else { None }).collect()
     }
 
+    /// Reads one token, or one construct starting at it. An identifier right after a `::` that
+    /// reaches here is not the start of a path of ours: it follows `>` (`<T as X>::f`) or a
+    /// leading `::` (`::std::f`), which name nothing in this crate.
     fn step(&mut self) {
         let after_separator = self.position > 0 && self.lexemes[self.position - 1].token == Token::PathSeparator;
         match self.token(0).cloned() {
@@ -687,12 +690,8 @@ impl Parser<'_> {
                         Frame::Block
                     }
                 };
-                if let Frame::Module(_) = frame {
-                    let mut scope = self.scope();
-                    if let Frame::Module(name) = &frame {
-                        scope.push(name.clone());
-                    }
-                    self.syntax.inline_modules.push(scope);
+                if let Frame::Module(name) = &frame {
+                    self.syntax.inline_modules.push([self.scope(), vec![name.clone()]].concat());
                 }
                 self.frames.push(frame);
             }
