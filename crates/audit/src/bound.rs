@@ -111,7 +111,7 @@ mod tests {
         Record {
             sequence_number: None,
             previous_record_hash: None,
-            event_version: crate::EVENT_VERSION.into(),
+            event_version: crate::record::EVENT_VERSION.into(),
             user_identity: identity,
             event_time: "2026-12-04T00:00:00.000Z".into(),
             event_source: "parameters".into(),

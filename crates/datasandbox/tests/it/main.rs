@@ -23,6 +23,7 @@ mod server;
 mod session_page;
 mod stream;
 mod streaming;
+mod tidy;
 mod trail;
 
 pub use server::Server;
