@@ -1,6 +1,9 @@
-//! The JSON documents of the trail besides records: checkpoints and digests.
+//! The JSON documents of the trail besides records (checkpoints and digests), and the helpers
+//! that read and write the trail's files.
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::{TrailError, io};
 
 /// One line of a checkpoint file: a signed statement that the trail's record `sequence_number`
 /// has hash `record_hash`, chained to the previous checkpoint.
@@ -88,4 +91,10 @@ pub fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
     file.sync_all()?;
     std::fs::rename(&temporary, path)?;
     crate::layout::sync_dir(path)
+}
+
+/// Reads a log file whole, decompressing it if it is sealed (`.json.gz`).
+pub(crate) fn read_log(path: &std::path::Path) -> Result<Vec<u8>, TrailError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    if path.extension().is_some_and(|e| e == "gz") { gunzip(&bytes).map_err(io(path)) } else { Ok(bytes) }
 }

@@ -13,9 +13,11 @@ use sqlx::{Column, Row, TypeInfo, ValueRef};
 use tokio::sync::Notify;
 
 use crate::chain;
+use crate::error::TrailError;
+use crate::files::read_log;
 use crate::layout::{Kind, Layout};
 use crate::record::Record;
-use crate::writer::{IndexBatch, read_log};
+use crate::writer::IndexBatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -24,7 +26,7 @@ pub enum IndexError {
     #[error("{0}")]
     Query(String),
     #[error(transparent)]
-    Trail(#[from] crate::writer::TrailError),
+    Trail(#[from] TrailError),
 }
 
 /// The documented tables, created on open.
@@ -256,9 +258,8 @@ impl Index {
     /// Indexes every record of the trail's files that the index does not hold yet.
     pub async fn catch_up(&self, layout: &Layout) -> Result<u64, IndexError> {
         let mut added = 0;
-        let files = layout
-            .files(Kind::Log, &[".jsonl", ".json.gz"])
-            .map_err(|source| crate::writer::TrailError::Io { path: layout.root.clone(), source })?;
+        let files =
+            layout.files(Kind::Log, &[".jsonl", ".json.gz"]).map_err(|source| TrailError::Io { path: layout.root.clone(), source })?;
         for path in files {
             if path.extension().is_some_and(|e| e == "jsonl") && crate::layout::sealed_name(&path).exists() {
                 continue;

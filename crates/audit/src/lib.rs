@@ -8,21 +8,24 @@
 
 pub mod bound;
 mod chain;
+mod error;
 mod files;
 mod index;
 mod layout;
 mod record;
 pub mod reports;
 mod reserve;
+mod seal_job;
 mod sealer;
 mod signing;
 pub mod validate;
 mod writer;
 
+pub use error::TrailError;
 pub use files::{Checkpoint, DigestFile, LogFileEntry};
 pub use index::{Index, IndexError, LookupFilter, SCHEMA, TraceSelector, rows_as_objects};
 pub use layout::Layout;
 pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
 pub use signing::{Signer, parse_public_key};
 pub use validate::{Report, ValidateOptions, bucket_of, newest_public_key};
-pub use writer::{IndexBatch, Trail, TrailError, TrailOptions};
+pub use writer::{IndexBatch, Trail, TrailOptions};

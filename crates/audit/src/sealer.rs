@@ -9,25 +9,11 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::chain::{self, SEALED_HEAD, SEALED_TAIL, hash_line};
-use crate::files::{self, DigestFile, DigestSignature, LogFileEntry};
+use crate::error::TrailError;
+use crate::files::{self, DigestFile, DigestSignature, LogFileEntry, read_log};
 use crate::layout::{self, GENESIS_HASH, Kind, Layout};
+use crate::seal_job::{DigestRef, SealJob};
 use crate::signing::{self, Signer};
-use crate::writer::{TrailError, read_log};
-
-pub(crate) enum SealJob {
-    Seal(PathBuf),
-    Digest { end: DateTime<Utc>, done: mpsc::Sender<()> },
-    Stop(mpsc::Sender<()>),
-}
-
-/// The newest digest: what the next one chains to and what checkpoints name.
-#[derive(Debug, Clone)]
-pub(crate) struct DigestRef {
-    pub object: String,
-    pub signature: String,
-    pub hash: String,
-    pub end_time: String,
-}
 
 struct Sealer {
     layout: Layout,

@@ -13,29 +13,17 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use crate::chain::{self, hash_line};
-use crate::files::Checkpoint;
+use crate::error::{TrailError, io};
+use crate::files::{Checkpoint, read_log};
 use crate::layout::{self, GENESIS_HASH, Kind, Layout};
 use crate::record::Record;
 use crate::reserve::{Open, Reserved};
-use crate::sealer::{self, DigestRef, SealJob};
+use crate::seal_job::{DigestRef, SealJob};
+use crate::sealer;
 use crate::signing::{self, Signer};
 
 /// At most this many records share one fsync.
 const MAX_BATCH: usize = 8192;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrailError {
-    #[error("audit trail at `{path}`: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("the audit trail writer has stopped")]
-    Stopped,
-    #[error("audit trail file `{path}` is damaged: {message}; run `datasandbox audit validate` for details")]
-    Damaged { path: PathBuf, message: String },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrailError + '_ {
-    move |source| TrailError::Io { path: path.to_owned(), source }
-}
 
 /// How often the trail checkpoints, rotates and digests.
 #[derive(Debug, Clone)]
@@ -221,11 +209,6 @@ fn chain_position(layout: &Layout) -> Result<(u64, String), TrailError> {
         }
     }
     Ok((0, GENESIS_HASH.to_owned()))
-}
-
-pub(crate) fn read_log(path: &Path) -> Result<Vec<u8>, TrailError> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
-    if path.extension().is_some_and(|e| e == "gz") { crate::files::gunzip(&bytes).map_err(io(path)) } else { Ok(bytes) }
 }
 
 fn last_checkpoint(layout: &Layout) -> Result<(String, u64), TrailError> {
