@@ -1,4 +1,5 @@
 use super::*;
+use crate::ids::BucketName;
 
 fn problems(text: &str, overrides: &[&str]) -> Vec<String> {
     let overrides: Vec<String> = overrides.iter().map(|s| (*s).to_owned()).collect();

@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::sync::LazyLock;
 
-use super::Problem;
+use super::problem::Problem;
 
 static EMPTY: LazyLock<toml::Table> = LazyLock::new(toml::Table::new);
 

@@ -1,0 +1,284 @@
+//! Reading the whole spec: the top-level settings and the platform's tables (`oidc`, `server`,
+//! `streaming`, `metadata`, `storage`, `audit`, `sandbox`, `launcher`), then the resource
+//! tables. Tables are read in the order below, so problems are reported in the file's order.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use super::resources::{
+    read_buckets, read_datasets, read_fleets, read_images, read_instance_types, read_notebooks, read_policies, read_stacks,
+};
+use super::validated::{AuditSpec, FleetType, Ipv4Cidr, LauncherSpec, OidcSpec, Spec, StorageBackend, StreamView};
+use super::walk::Table;
+
+/// The address the API listens on when the spec names none.
+const DEFAULT_API_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8750);
+
+pub(super) fn read_spec(root: &Table) -> Spec {
+    let environment_name = read_environment_name(root);
+    let vpc_cidr = root.parsed("vpc_cidr", "10.10.0.0/16", Ipv4Cidr::parse_private);
+    let image_name = root.string("image_name", "datasandbox-image");
+    let fleet_type = match root.choice("fleet_type", "ON_DEMAND", &["ALWAYS_ON", "ON_DEMAND"]) {
+        "ALWAYS_ON" => FleetType::AlwaysOn,
+        _ => FleetType::OnDemand,
+    };
+    let stream_view = match root.choice("stream_view", "DESKTOP", &["DESKTOP", "APP", "DIRECT"]) {
+        "APP" => StreamView::App,
+        "DIRECT" => StreamView::Direct,
+        _ => StreamView::Desktop,
+    };
+    let idp_name = root.string("idp_name", "idp_sample");
+    let idp_metadata = root.opt_string("idp_metadata").filter(|v| !v.is_empty());
+    let account_id = root
+        .parsed("account_id", "000000000000", |v| {
+            if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) { Ok(v.to_owned()) } else { Err(format!("`{v}` must be 12 digits")) }
+        })
+        .unwrap_or_default();
+    let region = root.string("region", "local");
+    let oidc = read_oidc(root);
+    let server = read_server(root);
+    let streaming = root.table("streaming");
+    let timeout_scale_ms = streaming.integer("timeout_scale_ms", 1000, 1..=1000) as u32;
+    streaming.finish();
+    let metadata_url = read_metadata_url(root);
+    let (storage, max_object_size) = read_storage(root);
+    let audit = read_audit(root);
+    let sandbox = read_sandbox(root);
+
+    let instance_types = read_instance_types(root);
+    let buckets = read_buckets(root, &environment_name);
+    let datasets = read_datasets(root, &buckets);
+    let images = read_images(root, &image_name, stream_view);
+    let policies = read_policies(root);
+    let fleets = read_fleets(root, &environment_name, &image_name, fleet_type, &instance_types);
+    let stacks = read_stacks(root, &environment_name, stream_view, &fleets, &buckets);
+    let notebooks = read_notebooks(root, &instance_types);
+    let launcher = read_launcher(root);
+    root.finish();
+
+    Spec {
+        vpc_cidr: vpc_cidr.unwrap_or(Ipv4Cidr { address: Ipv4Addr::new(10, 10, 0, 0), prefix_len: 16 }),
+        image_name,
+        instance_type: root.string("instance_type", "stream.standard.small"),
+        environment_name,
+        fleet_type,
+        stream_view,
+        idp_name,
+        idp_metadata,
+        oidc,
+        account_id,
+        region,
+        notebook_listen: server.notebook_listen,
+        notebook_url: server.notebook_url,
+        api_listen: server.api_listen,
+        public_url: server.public_url,
+        timeout_scale_ms,
+        metadata_url,
+        storage,
+        max_object_size,
+        audit,
+        endpoint_port: sandbox.endpoint_port,
+        credential_lifetime_seconds: sandbox.credential_lifetime_seconds,
+        id_base: sandbox.id_base,
+        id_slots: sandbox.id_slots,
+        instance_types,
+        buckets,
+        datasets,
+        images,
+        policies,
+        fleets,
+        stacks,
+        notebooks,
+        launcher,
+    }
+}
+
+fn read_environment_name(root: &Table) -> String {
+    root.parsed("environment_name", "datasandbox", |v| {
+        let ok = (1..=40).contains(&v.len())
+            && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !v.starts_with('-')
+            && !v.ends_with('-');
+        if ok { Ok(v.to_owned()) } else { Err(format!("`{v}` must be 1..=40 lower-case letters, digits or inner `-` (it names buckets)")) }
+    })
+    .unwrap_or_else(|| "datasandbox".into())
+}
+
+/// `[oidc]`: absent unless `issuer` is set, and then `client_id` is required too.
+fn read_oidc(root: &Table) -> Option<OidcSpec> {
+    let oidc_table = root.table("oidc");
+    let issuer = oidc_table.string("issuer", "");
+    let oidc = if issuer.is_empty() {
+        for key in ["client_id", "client_secret", "scopes", "user_claim", "roles_claim", "session_seconds"] {
+            oidc_table.has(key);
+        }
+        None
+    } else {
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) || issuer.ends_with('/') {
+            oidc_table.problem("issuer", format!("`{issuer}` must be an https:// URL without a trailing `/`"));
+        }
+        let client_id = oidc_table.string("client_id", "");
+        if client_id.is_empty() {
+            oidc_table.problem("client_id", "is required when oidc.issuer is set");
+        }
+        let scopes = oidc_table.string("scopes", "openid email");
+        if !scopes.split_whitespace().any(|s| s == "openid") {
+            oidc_table.problem("scopes", format!("`{scopes}` must include `openid`"));
+        }
+        Some(OidcSpec {
+            issuer,
+            client_id,
+            client_secret: oidc_table.opt_string("client_secret").filter(|v| !v.is_empty()),
+            scopes,
+            user_claim: oidc_table.string("user_claim", "sub"),
+            roles_claim: oidc_table.string("roles_claim", "roles"),
+            session_seconds: oidc_table.integer("session_seconds", 3600, 900..=43_200),
+        })
+    };
+    oidc_table.finish();
+    oidc
+}
+
+/// Where the server listens and the URLs users reach it at, defaults resolved.
+struct ServerSettings {
+    api_listen: SocketAddr,
+    public_url: Option<String>,
+    notebook_listen: SocketAddr,
+    notebook_url: Option<String>,
+}
+
+/// `[server]`: the notebook origin must differ from the public one, and a public URL needs a
+/// notebook URL beside it.
+fn read_server(root: &Table) -> ServerSettings {
+    let server = root.table("server");
+    let api_listen =
+        server.parsed("api_listen", "127.0.0.1:8750", |v| v.parse::<SocketAddr>().map_err(|_| format!("`{v}` is not an address:port")));
+    let public_url = server.opt_string("public_url").filter(|v| !v.is_empty());
+    if let Some(url) = public_url.as_ref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/')) {
+        server.problem("public_url", format!("`{url}` must be an http:// or https:// URL without a trailing `/`"));
+    }
+    let notebook_listen = server.opt_string("notebook_listen").filter(|v| !v.is_empty()).and_then(|v| match v.parse::<SocketAddr>() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            server.problem("notebook_listen", format!("`{v}` is not an address:port"));
+            None
+        }
+    });
+    let notebook_url = server.opt_string("notebook_url").filter(|v| !v.is_empty());
+    if let Some(url) = notebook_url.as_ref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/')) {
+        server.problem("notebook_url", format!("`{url}` must be an http:// or https:// URL without a trailing `/`"));
+    }
+    if notebook_url.is_some() && notebook_url == public_url {
+        server.problem("notebook_url", "must differ from public_url: notebooks are served from an origin of their own");
+    }
+    if public_url.is_some() && notebook_url.is_none() {
+        server.problem("notebook_url", "is required with public_url: the URL (another host name or port) where notebook_listen is reached");
+    }
+    server.finish();
+    let api_listen = api_listen.unwrap_or_else(|| SocketAddr::from(DEFAULT_API_LISTEN));
+    // By default notebooks listen on the API's address with the next port (port 0 stays 0).
+    let notebook_listen = notebook_listen.unwrap_or_else(|| {
+        SocketAddr::new(api_listen.ip(), if api_listen.port() == 0 { 0 } else { api_listen.port().checked_add(1).unwrap_or(0) })
+    });
+    ServerSettings { api_listen, public_url, notebook_listen, notebook_url }
+}
+
+fn read_metadata_url(root: &Table) -> Option<String> {
+    let metadata = root.table("metadata");
+    let metadata_url = metadata.opt_string("url").filter(|v| !v.is_empty());
+    if let Some(url) =
+        metadata_url.as_ref().filter(|u| !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")))
+    {
+        metadata.problem("url", format!("`{url}` must start with sqlite:, postgres:// or postgresql://"));
+    }
+    metadata.finish();
+    metadata_url
+}
+
+/// `[storage]`: the backend and the largest object it accepts.
+fn read_storage(root: &Table) -> (StorageBackend, u64) {
+    let storage = root.table("storage");
+    let backend = storage.choice("backend", "local", &["local", "s3"]);
+    let max_object_size = storage.integer("max_object_size", 32 * 1024 * 1024, 1..=5 * 1024 * 1024 * 1024) as u64;
+    let s3 = storage.table("s3");
+    let storage_backend = if backend == "s3" {
+        let endpoint = s3.string("endpoint", "");
+        let bucket = s3.string("bucket", "");
+        if endpoint.is_empty() {
+            s3.problem("endpoint", "is required when storage.backend = \"s3\"");
+        }
+        if bucket.is_empty() {
+            s3.problem("bucket", "is required when storage.backend = \"s3\"");
+        }
+        StorageBackend::S3 { endpoint, bucket, region: s3.string("region", "us-east-1"), allow_http: s3.boolean("allow_http", false) }
+    } else {
+        for key in ["endpoint", "bucket", "region", "allow_http"] {
+            s3.has(key);
+        }
+        StorageBackend::Local
+    };
+    s3.finish();
+    storage.finish();
+    (storage_backend, max_object_size)
+}
+
+fn read_audit(root: &Table) -> AuditSpec {
+    let audit = root.table("audit");
+    let audit_spec = AuditSpec {
+        max_batch_delay_ms: audit.integer("max_batch_delay_ms", 0, 0..=1000) as u64,
+        checkpoint_records: audit.integer("checkpoint_records", 1000, 1..=1_000_000) as u64,
+        checkpoint_interval_ms: audit.integer("checkpoint_interval_ms", 500, 10..=1000) as u64,
+        rotate_bytes: audit.integer("rotate_bytes", 32 * 1024 * 1024, 64 * 1024..=1024 * 1024 * 1024) as u64,
+        rotate_interval_seconds: audit.integer("rotate_interval_seconds", 300, 1..=3600) as u64,
+        digest_interval_seconds: audit.integer("digest_interval_seconds", 3600, 1..=3600) as u64,
+        reserve_bytes: audit.integer("reserve_bytes", 16 * 1024 * 1024, 1024 * 1024..=1024 * 1024 * 1024) as u64,
+        witness: audit.opt_string("witness").filter(|w| !w.is_empty()).map(PathBuf::from),
+    };
+    if let Some(witness) = &audit_spec.witness {
+        if !witness.is_absolute() {
+            audit.problem("witness", format!("`{}` must be an absolute path (a directory on another file system)", witness.display()));
+        } else if witness.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            audit.problem("witness", format!("`{}` must not contain `..`", witness.display()));
+        }
+    }
+    audit.finish();
+    audit_spec
+}
+
+/// `[sandbox]`'s settings, which the spec carries as top-level fields.
+struct SandboxSettings {
+    endpoint_port: u16,
+    credential_lifetime_seconds: u64,
+    id_base: u32,
+    id_slots: u32,
+}
+
+fn read_sandbox(root: &Table) -> SandboxSettings {
+    let sandbox = root.table("sandbox");
+    let endpoint_port = sandbox.integer("endpoint_port", 8751, 1024..=65535) as u16;
+    let credential_lifetime_seconds = sandbox.integer("credential_lifetime_seconds", 3600, 3..=86_400) as u64;
+    // The pool ends 65536 ids below 2^31: gocryptfs (notebook volumes) takes a file owner below
+    // 2^31 only, and the last ids are image builds' own.
+    let id_base = sandbox.integer("id_base", 1 << 30, 65_536..=(1 << 31) - 131_072) as u32;
+    let id_slots = sandbox.integer("id_slots", 16_383, 1..=32_766) as u32;
+    if u64::from(id_base) + u64::from(id_slots) * 65_536 > (1 << 31) - 65_536 {
+        sandbox.problem(
+            "id_slots",
+            format!(
+                "{id_slots} ranges of 65536 ids from id_base {id_base} end past host id 2147418111 (the ids above are a notebook volume's limit and image builds' own)"
+            ),
+        );
+    }
+    sandbox.finish();
+    SandboxSettings { endpoint_port, credential_lifetime_seconds, id_base, id_slots }
+}
+
+fn read_launcher(root: &Table) -> LauncherSpec {
+    let launcher_table = root.table("launcher");
+    let launcher = LauncherSpec {
+        timeout_seconds: launcher_table.integer("timeout_seconds", 300, 1..=3600) as u64,
+        poll_milliseconds: launcher_table.integer("poll_milliseconds", 10, 10..=10_000) as u64,
+    };
+    launcher_table.finish();
+    launcher
+}
