@@ -347,11 +347,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     let target = match control.notebook_target(&name, &cookie, &peer.ip().to_string()).await {
         Ok(target) => target,
         Err(err) => {
-            return (
-                StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN),
-                axum::Json(json!({ "Code": err.code, "Message": err.message })),
-            )
-                .into_response();
+            return (StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN), error_body(err.code, &err.message)).into_response();
         }
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();
@@ -374,13 +370,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     let contents = rest.starts_with("api/contents");
     // Uploads: a contents-API write whose model is a file (a notebook's save is allowed).
     let body = if contents && !target.upload && (method == Method::PUT || method == Method::POST) {
-        let (bytes, why) = match axum::body::to_bytes(body, INSPECT_LIMIT).await {
-            Ok(bytes) => {
-                let why = judge_upload(&bytes);
-                (bytes, why)
-            }
-            Err(_) => (Bytes::new(), Some(TOO_LARGE)),
-        };
+        let (bytes, why) = read_and_judge(body, judge_upload).await;
         if let Some(why) = why {
             let _ = control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
             return refuse(why);
@@ -395,23 +385,13 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     let response = match forward(&target, &name, &rest, &query, parts, body).await {
         Ok(response) => response,
         Err(err) => {
-            return (
-                StatusCode::BAD_GATEWAY,
-                axum::Json(json!({ "Code": "BadGateway", "Message": format!("the notebook did not answer: {err}") })),
-            )
-                .into_response();
+            return (StatusCode::BAD_GATEWAY, error_body("BadGateway", &format!("the notebook did not answer: {err}"))).into_response();
         }
     };
     // Downloads through the contents API: a file's content in the answer.
     if contents && !target.download && method == Method::GET {
         let (parts, body) = response.into_parts();
-        let (bytes, why) = match axum::body::to_bytes(body, INSPECT_LIMIT).await {
-            Ok(bytes) => {
-                let why = judge_download(&bytes);
-                (bytes, why)
-            }
-            Err(_) => (Bytes::new(), Some(TOO_LARGE)),
-        };
+        let (bytes, why) = read_and_judge(body, judge_download).await;
         if let Some(why) = why {
             let _ = control.record_notebook_access(&target, &name, "GET", &rest, Some(why)).await;
             return refuse(why);
@@ -419,6 +399,23 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         return Response::from_parts(parts, Body::from(bytes));
     }
     response
+}
+
+/// Reads a body whole (up to [`INSPECT_LIMIT`]) so that `judge` sees all of it before any of
+/// it passes; a body too large to read is refused as [`TOO_LARGE`].
+async fn read_and_judge(body: Body, judge: fn(&[u8]) -> Option<&'static str>) -> (Bytes, Option<&'static str>) {
+    match axum::body::to_bytes(body, INSPECT_LIMIT).await {
+        Ok(bytes) => {
+            let why = judge(&bytes);
+            (bytes, why)
+        }
+        Err(_) => (Bytes::new(), Some(TOO_LARGE)),
+    }
+}
+
+/// The JSON error body the API answers with.
+fn error_body(code: &str, message: &str) -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "Code": code, "Message": message }))
 }
 
 async fn forward(

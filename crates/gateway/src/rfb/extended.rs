@@ -10,7 +10,7 @@
 //!   nothing else, and the text is within `MaximumLength` characters; otherwise it is dropped
 //!   and reported, by size and direction, never its content.
 
-use super::{Clipboard, Event};
+use super::policy::{Clipboard, Event};
 
 /// The pseudo-encoding a client lists in `SetEncodings` to use the extended clipboard.
 pub(super) const PSEUDO_ENCODING: i32 = 0xC0A1_E5CE_u32 as i32;
