@@ -143,19 +143,40 @@ fn tmpfs(target: &Path, options: &str) -> Result<(), SandboxError> {
         .map_err(|e| setup("mount tmpfs", format!("{}: {e}", target.display())))
 }
 
+/// How read-only binds are mounted: no writes, no set-uid programs, no device nodes.
+const READ_ONLY: MsFlags = MsFlags::MS_RDONLY.union(MsFlags::MS_NOSUID).union(MsFlags::MS_NODEV);
+
 /// Steps 4–6, in the init (pid 1). Returns only on failure.
 fn instance_init(spec: &InstanceSpec) -> Result<(), SandboxError> {
+    silence_standard_input_and_output()?;
+    // 4.
+    mount_root(spec)?;
+    mount_proc_and_place_files(spec)?;
+    enter_read_only_root(&spec.rootfs)?;
+    // 5.
+    drop_privileges()?;
+    // 6.
+    exec_instance_init(spec)
+}
+
+/// Standard input and output become /dev/null: the workload talks to nothing the host reads
+/// (standard error stays: it is the instance's log).
+fn silence_standard_input_and_output() -> Result<(), SandboxError> {
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| setup("open /dev/null", e))?;
     nix::unistd::dup2_stdin(&null).map_err(|e| setup("redirect standard streams", e))?;
     nix::unistd::dup2_stdout(&null).map_err(|e| setup("redirect standard streams", e))?;
-    // 4.
+    Ok(())
+}
+
+/// Step 4, first part: mounts made private, then the image root and everything under it but
+/// /proc: host directories, tmpfs, device nodes.
+fn mount_root(spec: &InstanceSpec) -> Result<(), SandboxError> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| setup("make mounts private", e))?;
     let root = &spec.rootfs;
     mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| setup("bind the image root", e))?;
-    let read_only = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for (host, inside) in &spec.read_only_binds {
-        bind(host, &root.join(inside.strip_prefix("/").unwrap_or(inside)), read_only, "bind a read-only host directory")?;
+        bind(host, &root.join(inside.strip_prefix("/").unwrap_or(inside)), READ_ONLY, "bind a read-only host directory")?;
     }
     tmpfs(&root.join("tmp"), "mode=1777,size=512m")?;
     tmpfs(&root.join("run"), "mode=755,size=16m")?;
@@ -180,28 +201,44 @@ fn instance_init(spec: &InstanceSpec) -> Result<(), SandboxError> {
     {
         let _ = std::os::unix::fs::symlink(target, root.join("dev").join(link));
     }
+    Ok(())
+}
+
+/// Step 4, second part: /proc (with /proc/sys read-only), then this binary and the instance's
+/// files under /run/datasandbox, readable by the workspace user alone.
+fn mount_proc_and_place_files(spec: &InstanceSpec) -> Result<(), SandboxError> {
+    let root = &spec.rootfs;
     let proc_dir = root.join("proc");
     mount(Some("proc"), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>)
         .map_err(|e| setup("mount /proc", e))?;
-    bind(&proc_dir.join("sys"), &proc_dir.join("sys"), read_only | MsFlags::MS_NOEXEC, "make /proc/sys read-only")?;
+    bind(&proc_dir.join("sys"), &proc_dir.join("sys"), READ_ONLY | MsFlags::MS_NOEXEC, "make /proc/sys read-only")?;
     let own = root.join("run/datasandbox");
     std::fs::create_dir_all(&own).map_err(|e| setup("make /run/datasandbox", e))?;
     let exe = own.join("datasandbox");
     std::fs::File::create(&exe).map_err(|e| setup("place the launcher", e))?;
-    bind(&spec.self_exe, &exe, read_only, "place the launcher")?;
+    bind(&spec.self_exe, &exe, READ_ONLY, "place the launcher")?;
     for (name, content) in &spec.files {
         let path = own.join(name);
         std::fs::write(&path, content).map_err(|e| setup("place the instance's files", e))?;
         chown(&path, Some(WORKSPACE_UID), Some(WORKSPACE_UID)).map_err(|e| setup("place the instance's files", e))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).map_err(|e| setup("place the instance's files", e))?;
     }
-    mount(None::<&str>, root, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | read_only, None::<&str>)
+    Ok(())
+}
+
+/// Step 4, last part: the root remounted read-only, pivot_root into it, the old root detached.
+fn enter_read_only_root(root: &Path) -> Result<(), SandboxError> {
+    mount(None::<&str>, root, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | READ_ONLY, None::<&str>)
         .map_err(|e| setup("make the root read-only", e))?;
     chdir(root).map_err(|e| setup("enter the root", e))?;
     pivot_root(".", ".").map_err(|e| setup("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| setup("detach the old root", e))?;
     chdir("/").map_err(|e| setup("enter the root", e))?;
-    // 5.
+    Ok(())
+}
+
+/// Step 5: resource limits, every capability dropped, the workspace user, no_new_privs.
+fn drop_privileges() -> Result<(), SandboxError> {
     use nix::sys::resource::{Resource, setrlimit};
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| setup("set rlimits", e))?;
     setrlimit(Resource::RLIMIT_NOFILE, 4096, 4096).map_err(|e| setup("set rlimits", e))?;
@@ -219,7 +256,12 @@ fn instance_init(spec: &InstanceSpec) -> Result<(), SandboxError> {
     }
     nix::sys::prctl::set_no_new_privs().map_err(|e| setup("set no_new_privs", e))?;
     chdir("/home/user").map_err(|e| setup("enter the home directory", e))?;
-    // 6.
+    Ok(())
+}
+
+/// Step 6: the seccomp allow-list, installed last, then exec of the instance init; returns
+/// only on failure.
+fn exec_instance_init(spec: &InstanceSpec) -> Result<(), SandboxError> {
     let program = CString::new("/run/datasandbox/datasandbox").expect("no NUL");
     let mut args = vec![program.clone(), CString::new("sandbox-init").expect("no NUL"), CString::new("--").expect("no NUL")];
     for arg in &spec.command {

@@ -158,6 +158,56 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
     let _ = std::fs::remove_dir_all(&staging);
     let root = staging.join("rootfs");
     progress("making the root skeleton");
+    make_root_skeleton(&root)?;
+    progress("writing /etc");
+    write_etc(&root.join("etc"))?;
+    let mut contents = Contents::base();
+    let recipe_name = match recipe {
+        Recipe::Base => "base",
+        Recipe::Desktop => {
+            add_desktop(&root.join("etc"), &mut contents, progress)?;
+            "desktop"
+        }
+        Recipe::Notebook { python_packages, cache } => {
+            add_notebook(&root, python_packages, cache, &mut contents, progress)?;
+            "notebook"
+        }
+    };
+    let Contents { applications, host_binds } = contents;
+    let manifest = Manifest { name: name.to_owned(), version: version.to_owned(), recipe: recipe_name.into(), host_binds, applications };
+    std::fs::write(staging.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("serializes"))
+        .map_err(|e| setup("build the image", e))?;
+    progress("sealing the image");
+    std::fs::rename(&staging, &dir).map_err(|e| setup("build the image", e))?;
+    Ok(Image { dir, manifest })
+}
+
+/// What a recipe adds to the manifest: the applications it offers and the host directories
+/// bound read-only into its instances.
+struct Contents {
+    applications: Vec<Application>,
+    host_binds: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Contents {
+    /// What every image has: a shell, the notebook launcher, and the host's `/usr`.
+    fn base() -> Contents {
+        let applications = vec![
+            Application { name: "shell".into(), display_name: "Shell".into(), command: "/bin/bash".into(), arguments: vec![] },
+            // The seed's catalog application: the launcher that opens the user's notebook.
+            Application {
+                name: "notebook".into(),
+                display_name: "Notebook".into(),
+                command: "/run/datasandbox/datasandbox".into(),
+                arguments: vec!["launcher".into()],
+            },
+        ];
+        Contents { applications, host_binds: vec![(PathBuf::from("/usr"), PathBuf::from("/usr"))] }
+    }
+}
+
+/// The root's top-level directories, with `/bin`, `/sbin` and `/lib*` linked into `/usr`.
+fn make_root_skeleton(root: &Path) -> Result<(), SandboxError> {
     for directory in ["usr", "etc", "tmp", "run", "home/user", "dev", "proc", "data", "opt", "var/tmp", "root"] {
         std::fs::create_dir_all(root.join(directory)).map_err(|e| setup("build the image", e))?;
     }
@@ -167,8 +217,12 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
             std::os::unix::fs::symlink(target, root.join(link)).map_err(|e| setup("build the image", e))?;
         }
     }
-    progress("writing /etc");
-    let etc = root.join("etc");
+    Ok(())
+}
+
+/// The few files of `/etc` an instance needs: its users and groups, and name lookups from
+/// files alone.
+fn write_etc(etc: &Path) -> Result<(), SandboxError> {
     let files = [
         (
             "passwd",
@@ -184,66 +238,57 @@ pub fn build(images: &Path, name: &str, version: &str, recipe: &Recipe, progress
     for (file, content) in files {
         std::fs::write(etc.join(file), content).map_err(|e| setup("build the image", e))?;
     }
-    let mut applications = vec![
-        Application { name: "shell".into(), display_name: "Shell".into(), command: "/bin/bash".into(), arguments: vec![] },
-        // The seed's catalog application: the launcher that opens the user's notebook.
-        Application {
-            name: "notebook".into(),
-            display_name: "Notebook".into(),
-            command: "/run/datasandbox/datasandbox".into(),
-            arguments: vec!["launcher".into()],
-        },
-    ];
-    let mut host_binds = vec![(PathBuf::from("/usr"), PathBuf::from("/usr"))];
-    let recipe_name = match recipe {
-        Recipe::Base => "base",
-        Recipe::Desktop => {
-            progress("checking the display and the browser (host packages)");
-            let missing: Vec<&str> =
-                DESKTOP_PROGRAMS.iter().filter(|(path, _)| !Path::new(path).exists()).map(|(_, package)| *package).collect();
-            if !missing.is_empty() {
-                return Err(setup(
-                    "build the desktop image",
-                    format!("the host lacks {}; install them with `apt-get install {}`", missing.join(", "), missing.join(" ")),
-                ));
-            }
-            progress("writing the fonts' and the browser's configuration into /etc");
-            copy_tree(Path::new("/etc/fonts"), &etc.join("fonts"))?;
-            let policies = etc.join("chromium/policies/managed");
-            std::fs::create_dir_all(&policies).map_err(|e| setup("build the image", e))?;
-            std::fs::write(policies.join("datasandbox.json"), BROWSER_POLICY).map_err(|e| setup("build the image", e))?;
-            applications.push(Application {
-                name: "browser".into(),
-                display_name: "Browser".into(),
-                command: "/usr/lib/chromium/chromium".into(),
-                arguments: BROWSER_ARGUMENTS.iter().map(|a| (*a).to_owned()).collect(),
-            });
-            "desktop"
-        }
-        Recipe::Notebook { python_packages, cache } => {
-            let venv = cached_venv(cache, python_packages, progress)?;
-            // An instance has no route out: JupyterLab must not offer news or update checks.
-            progress("writing JupyterLab's settings into the Python environment");
-            write_if_changed(&venv.join("share/jupyter/lab/settings"), "overrides.json", JUPYTERLAB_OVERRIDES)?;
-            // Not copied (a quarter of a gigabyte per image): the cached venv, immutable once
-            // made, is bound read-only at `/opt/jupyter` when an instance starts.
-            std::fs::create_dir_all(root.join("opt/jupyter")).map_err(|e| setup("build the image", e))?;
-            host_binds.push((venv, PathBuf::from("/opt/jupyter")));
-            applications.push(Application {
-                name: "jupyterlab".into(),
-                display_name: "JupyterLab".into(),
-                command: "/opt/jupyter/bin/python".into(),
-                arguments: vec!["-m".into(), "jupyterlab".into()],
-            });
-            "notebook"
-        }
-    };
-    let manifest = Manifest { name: name.to_owned(), version: version.to_owned(), recipe: recipe_name.into(), host_binds, applications };
-    std::fs::write(staging.join("manifest.json"), serde_json::to_vec_pretty(&manifest).expect("serializes"))
-        .map_err(|e| setup("build the image", e))?;
-    progress("sealing the image");
-    std::fs::rename(&staging, &dir).map_err(|e| setup("build the image", e))?;
-    Ok(Image { dir, manifest })
+    Ok(())
+}
+
+/// The `desktop` recipe: checks the host has the display and the browser, then writes the
+/// fonts' and the browser's configuration.
+fn add_desktop(etc: &Path, contents: &mut Contents, progress: &mut dyn FnMut(&str)) -> Result<(), SandboxError> {
+    progress("checking the display and the browser (host packages)");
+    let missing: Vec<&str> = DESKTOP_PROGRAMS.iter().filter(|(path, _)| !Path::new(path).exists()).map(|(_, package)| *package).collect();
+    if !missing.is_empty() {
+        return Err(setup(
+            "build the desktop image",
+            format!("the host lacks {}; install them with `apt-get install {}`", missing.join(", "), missing.join(" ")),
+        ));
+    }
+    progress("writing the fonts' and the browser's configuration into /etc");
+    copy_tree(Path::new("/etc/fonts"), &etc.join("fonts"))?;
+    let policies = etc.join("chromium/policies/managed");
+    std::fs::create_dir_all(&policies).map_err(|e| setup("build the image", e))?;
+    std::fs::write(policies.join("datasandbox.json"), BROWSER_POLICY).map_err(|e| setup("build the image", e))?;
+    contents.applications.push(Application {
+        name: "browser".into(),
+        display_name: "Browser".into(),
+        command: "/usr/lib/chromium/chromium".into(),
+        arguments: BROWSER_ARGUMENTS.iter().map(|a| (*a).to_owned()).collect(),
+    });
+    Ok(())
+}
+
+/// The `notebook` recipe: the cached venv with JupyterLab, bound at `/opt/jupyter`.
+fn add_notebook(
+    root: &Path,
+    python_packages: &[String],
+    cache: &Path,
+    contents: &mut Contents,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), SandboxError> {
+    let venv = cached_venv(cache, python_packages, progress)?;
+    // An instance has no route out: JupyterLab must not offer news or update checks.
+    progress("writing JupyterLab's settings into the Python environment");
+    write_if_changed(&venv.join("share/jupyter/lab/settings"), "overrides.json", JUPYTERLAB_OVERRIDES)?;
+    // Not copied (a quarter of a gigabyte per image): the cached venv, immutable once
+    // made, is bound read-only at `/opt/jupyter` when an instance starts.
+    std::fs::create_dir_all(root.join("opt/jupyter")).map_err(|e| setup("build the image", e))?;
+    contents.host_binds.push((venv, PathBuf::from("/opt/jupyter")));
+    contents.applications.push(Application {
+        name: "jupyterlab".into(),
+        display_name: "JupyterLab".into(),
+        command: "/opt/jupyter/bin/python".into(),
+        arguments: vec!["-m".into(), "jupyterlab".into()],
+    });
+    Ok(())
 }
 
 /// JupyterLab's settings overrides in the notebook image.
