@@ -43,7 +43,21 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 fn main() {
     let server = start();
     println!("Notebook flow benchmark (release binary)");
-    // A first session: the user's notebook is made and started on first use.
+    let first = first_session(&server);
+    launcher_round_trips(&server, &first.instance);
+    notebook_url_opens(&server, &first);
+}
+
+/// The user's first session, once its notebook is ready.
+struct FirstSession {
+    cookie: String,
+    instance: String,
+    session: String,
+}
+
+/// A first session: the user's notebook is made and started on first use, timed from opening
+/// the streaming URL to the notebook URL being ready.
+fn first_session(server: &Server) -> FirstSession {
     let url = server.cli(&["streaming-url", "--user", "bench"]);
     let path = &url.trim()[url.find("/streaming/").expect("path")..];
     let started = Instant::now();
@@ -66,9 +80,12 @@ fn main() {
     );
     let instance = status["InstanceId"].as_str().expect("instance").to_owned();
     let session = status["SessionId"].as_str().expect("session").to_owned();
+    FirstSession { cookie, instance, session }
+}
 
-    // session.json → session_url.txt, measured inside the instance by the launcher itself: from
-    // the start of its upload to the answer it read (it polls every 10 ms by default).
+/// session.json → session_url.txt, measured inside the instance by the launcher itself: from
+/// the start of its upload to the answer it read (it polls every 10 ms by default).
+fn launcher_round_trips(server: &Server, instance: &str) {
     let script = format!(
         r#"while IFS='=' read -r k v; do export "$k=$v"; done < /run/datasandbox/session.env
 export "$(tr '\0' '\n' < /proc/1/environ | grep ^DS_ENDPOINT=)"
@@ -76,7 +93,7 @@ for i in $(seq 1 {RUNS}); do
   /run/datasandbox/datasandbox launcher | sed -n 's/.*ready (\([0-9.]*\) ms.*/\1/p'
 done"#
     );
-    let out = server.cli(&["instances", "exec", &instance, "--", "/bin/bash", "-c", &script]);
+    let out = server.cli(&["instances", "exec", instance, "--", "/bin/bash", "-c", &script]);
     let mut millis: Vec<f64> = out.lines().filter_map(|l| l.trim().parse::<f64>().ok()).collect();
     millis.sort_by(f64::total_cmp);
     assert_eq!(millis.len(), RUNS, "{out}");
@@ -86,9 +103,11 @@ done"#
         percentile(&millis, 0.5),
         percentile(&millis, 0.99)
     );
+}
 
-    // Opening a notebook URL → /api/status through the proxy, on the notebooks' own origin:
-    // the main origin redeems the URL and hands over to the notebook origin with a one-time code.
+/// Opening a notebook URL → /api/status through the proxy, on the notebooks' own origin: the
+/// main origin redeems the URL and hands over to the notebook origin with a one-time code.
+fn notebook_url_opens(server: &Server, first: &FirstSession) {
     let notebooks = server.call("notebooks:ListNotebookInstances", json!({}));
     let notebook = notebooks["NotebookInstances"][0]["NotebookInstanceName"].as_str().expect("the session's notebook").to_owned();
     let location = |reply: &http::Reply| reply.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.clone()).expect("location");
@@ -96,11 +115,11 @@ done"#
     for _ in 0..50 {
         let presigned = server.call(
             "notebooks:CreatePresignedNotebookInstanceUrl",
-            json!({ "NotebookInstanceName": notebook, "StreamingSessionId": session }),
+            json!({ "NotebookInstanceName": notebook, "StreamingSessionId": first.session }),
         );
         let url = presigned["AuthorizedUrl"].as_str().expect("url");
         let started = Instant::now();
-        let handoff = location(&server.get(&url[url.find("/notebook-auth/").expect("path")..], &cookie));
+        let handoff = location(&server.get(&url[url.find("/notebook-auth/").expect("path")..], &first.cookie));
         let rest = handoff.strip_prefix("http://").expect("the notebook origin");
         let (address, open) = rest.split_at(rest.find('/').expect("a path"));
         let reply = http::tcp(address).expect("connect").request("GET", open, &[], b"").expect("request");

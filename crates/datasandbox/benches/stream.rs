@@ -171,37 +171,70 @@ fn main() {
     println!("Stream bridge benchmark (release binary): gateway vs websockify, the same Xvnc ({WIDTH}×{HEIGHT}, raw, 32 bpp)");
     let server =
         Server::start(&["base"], 200 + std::process::id() % 50, &["stream_view=DESKTOP", "stacks.datasandbox-stack.application=shell"]);
-    let url = server.call(
-        "streaming:CreateStreamingURL",
-        json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet", "UserId": "bench", "Validity": 600 }),
-    )["StreamingURL"]
-        .as_str()
-        .expect("url")
-        .to_owned();
-    let opened =
-        http::tcp(&server.api).expect("connect").request("GET", &url[url.find("/streaming/").expect("path")..], &[], b"").expect("open");
-    let cookie =
-        opened.headers.iter().find(|(n, _)| n == "set-cookie").and_then(|(_, v)| v.split(';').next().map(str::to_owned)).expect("cookie");
-    let started = Instant::now();
-    let session = loop {
-        let status =
-            http::tcp(&server.api).expect("connect").request("GET", "/session/status", &[("cookie", &cookie)], b"").expect("status").json();
-        if status["State"] == "ACTIVE" {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no session: {status}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (id, instance) = (session["SessionId"].as_str().expect("id").to_owned(), session["InstanceId"].as_str().expect("instance"));
-    let socket = server.dir.path().join("instances").join(instance).join("display/rfb.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "the display never listened at {}", socket.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let session = DesktopSession::open(&server);
+    let (mut bridge, peer) = start_websockify(&session.socket);
+    let streams = Streams { api: &server.api, session: &session, websockify: &peer };
+    compare_throughput_and_latency(&streams, &session.socket);
+    measure_cost_per_stream(&server, &streams);
+    let _ = bridge.kill();
+    let _ = bridge.wait();
+}
 
+/// A user's desktop session, active, with its display listening.
+struct DesktopSession {
+    id: String,
+    cookie: String,
+    /// The display's RFB socket, which both bridges connect to.
+    socket: std::path::PathBuf,
+}
+
+impl DesktopSession {
+    fn open(server: &Server) -> DesktopSession {
+        let url = server.call(
+            "streaming:CreateStreamingURL",
+            json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet", "UserId": "bench", "Validity": 600 }),
+        )["StreamingURL"]
+            .as_str()
+            .expect("url")
+            .to_owned();
+        let opened = http::tcp(&server.api)
+            .expect("connect")
+            .request("GET", &url[url.find("/streaming/").expect("path")..], &[], b"")
+            .expect("open");
+        let cookie = opened
+            .headers
+            .iter()
+            .find(|(n, _)| n == "set-cookie")
+            .and_then(|(_, v)| v.split(';').next().map(str::to_owned))
+            .expect("cookie");
+        let started = Instant::now();
+        let session = loop {
+            let status = http::tcp(&server.api)
+                .expect("connect")
+                .request("GET", "/session/status", &[("cookie", &cookie)], b"")
+                .expect("status")
+                .json();
+            if status["State"] == "ACTIVE" {
+                break status;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "no session: {status}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (id, instance) = (session["SessionId"].as_str().expect("id").to_owned(), session["InstanceId"].as_str().expect("instance"));
+        let socket = server.dir.path().join("instances").join(instance).join("display/rfb.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the display never listened at {}", socket.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        DesktopSession { id, cookie, socket }
+    }
+}
+
+/// Starts websockify in front of the display's socket; returns it and the address it listens on.
+fn start_websockify(socket: &std::path::Path) -> (std::process::Child, String) {
     let port = 20_000 + std::process::id() % 20_000;
-    let mut bridge = Command::new(websockify())
+    let bridge = Command::new(websockify())
         .arg(format!("--unix-target={}", socket.display()))
         .arg(format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
@@ -214,21 +247,44 @@ fn main() {
         assert!(Instant::now() < deadline, "websockify never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let gateway = || {
-        Rfb::new(Ws(http::websocket(&server.api, &format!("/stream/{id}"), &cookie, Some("binary"), Duration::from_secs(30))
-            .expect("gateway stream")))
-    };
-    let websockify_stream =
-        || Rfb::new(Ws(http::websocket(&peer, "/", "", Some("binary"), Duration::from_secs(30)).expect("websockify stream")));
+    (bridge, peer)
+}
 
-    let (ours, theirs) = (throughput(&mut gateway()), throughput(&mut websockify_stream()));
+/// Opens RFB streams of the same session through either bridge.
+struct Streams<'a> {
+    api: &'a str,
+    session: &'a DesktopSession,
+    websockify: &'a str,
+}
+
+impl Streams<'_> {
+    fn gateway(&self) -> Rfb<Ws> {
+        Rfb::new(Ws(http::websocket(
+            self.api,
+            &format!("/stream/{}", self.session.id),
+            &self.session.cookie,
+            Some("binary"),
+            Duration::from_secs(30),
+        )
+        .expect("gateway stream")))
+    }
+
+    fn websockify(&self) -> Rfb<Ws> {
+        Rfb::new(Ws(http::websocket(self.websockify, "/", "", Some("binary"), Duration::from_secs(30)).expect("websockify stream")))
+    }
+}
+
+/// Full-frame throughput and 1×1 round trips: the gateway beside websockify, and beside the
+/// display's socket read directly.
+fn compare_throughput_and_latency(streams: &Streams<'_>, socket: &std::path::Path) {
+    let (ours, theirs) = (throughput(&mut streams.gateway()), throughput(&mut streams.websockify()));
     println!(
         "full-frame throughput ({FRAMES} frames of {:.1} MB): gateway {ours:.0} MB/s   websockify {theirs:.0} MB/s",
         f64::from(WIDTH) * f64::from(HEIGHT) * 4.0 / 1e6
     );
-    let direct = latency(&mut Rfb::new(Direct(UnixStream::connect(&socket).expect("display"))));
-    let through_gateway = latency(&mut gateway());
-    let through_websockify = latency(&mut websockify_stream());
+    let direct = latency(&mut Rfb::new(Direct(UnixStream::connect(socket).expect("display"))));
+    let through_gateway = latency(&mut streams.gateway());
+    let through_websockify = latency(&mut streams.websockify());
     println!(
         "1×1 update round trip ({PINGS}): direct socket p50 {:.2} ms p99 {:.2} ms   gateway p50 {:.2} ms p99 {:.2} ms (+{:.2} ms)   websockify p50 {:.2} ms p99 {:.2} ms (+{:.2} ms)",
         direct.0,
@@ -240,7 +296,10 @@ fn main() {
         through_websockify.1,
         through_websockify.0 - direct.0
     );
+}
 
+/// The gateway's CPU and memory per stream while [`STREAMS`] streams pull full frames for 5 s.
+fn measure_cost_per_stream(server: &Server, streams: &Streams<'_>) {
     let (cpu_before, rss_before) = usage(server.pid());
     let started = Instant::now();
     let mut rss_during = 0;
@@ -252,7 +311,7 @@ fn main() {
         let workers: Vec<_> = (0..STREAMS)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut rfb = gateway();
+                    let mut rfb = streams.gateway();
                     let mut frames = 0;
                     while started.elapsed() < Duration::from_secs(5) {
                         rfb.frame(WIDTH, HEIGHT);
@@ -277,6 +336,4 @@ fn main() {
         rss_before,
         rss_after
     );
-    let _ = bridge.kill();
-    let _ = bridge.wait();
 }

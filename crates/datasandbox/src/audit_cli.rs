@@ -12,7 +12,6 @@ use crate::EndpointArgs;
 use crate::client::{CallError, call, fail};
 
 pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {
-    let local = EndpointArgs { endpoint: None, token: None };
     match command {
         AuditCommand::Lookup { event_name, event_source, user, request_id, correlation_id, resource, start, end, max, next_token } => {
             let attributes: Vec<Value> = [
@@ -26,95 +25,103 @@ pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {
             .into_iter()
             .filter_map(|(key, value)| value.map(|v| json!({ "AttributeKey": key, "AttributeValue": v })))
             .collect();
-            let mut input = json!({ "LookupAttributes": attributes, "MaxResults": max });
-            for (member, value) in [("StartTime", start), ("EndTime", end), ("NextToken", next_token)] {
-                if let Some(value) = value {
-                    input[member] = json!(value);
-                }
-            }
-            match call(data_dir, &local, "audit:LookupEvents", Bytes::from(input.to_string())).await {
-                Ok(out) => {
-                    for event in out["Events"].as_array().into_iter().flatten() {
-                        println!("{event}");
-                    }
-                    if let Some(token) = out["NextToken"].as_str() {
-                        eprintln!("more records: --next-token {token}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(err) => fail(err),
-            }
+            let input = with_members(
+                json!({ "LookupAttributes": attributes, "MaxResults": max }),
+                [("StartTime", start), ("EndTime", end), ("NextToken", next_token)],
+            );
+            call_and_print(data_dir, "audit:LookupEvents", input, print_events_page).await
         }
         AuditCommand::Query { sql, json: as_json } => {
-            match call(data_dir, &local, "audit:Query", Bytes::from(json!({ "Sql": sql }).to_string())).await {
-                Ok(out) => {
-                    let columns: Vec<String> =
-                        out["Columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect();
-                    let rows: Vec<Vec<Value>> =
-                        out["Rows"].as_array().into_iter().flatten().filter_map(|r| r.as_array().cloned()).collect();
-                    if as_json {
-                        for row in audit::rows_as_objects(&columns, &rows) {
-                            println!("{row}");
-                        }
-                    } else {
-                        print_table(&columns, &rows.iter().map(|r| r.iter().map(cell).collect()).collect::<Vec<_>>());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(err) => fail(err),
-            }
+            call_and_print(data_dir, "audit:Query", json!({ "Sql": sql }), |out| print_query_result(out, as_json)).await
         }
         AuditCommand::Trace { user, session, correlation_id, since, until, json: as_json } => {
-            let mut input = json!({});
-            for (member, value) in
-                [("UserId", user), ("SessionId", session), ("CorrelationId", correlation_id), ("StartTime", since), ("EndTime", until)]
-            {
-                if let Some(value) = value {
-                    input[member] = json!(value);
-                }
-            }
-            match call(data_dir, &local, "audit:Trace", Bytes::from(input.to_string())).await {
-                Ok(out) => {
-                    let events = out["Events"].as_array().cloned().unwrap_or_default();
-                    if as_json {
-                        for event in &events {
-                            println!("{event}");
-                        }
-                    } else {
-                        let rows: Vec<Vec<String>> = events
-                            .iter()
-                            .map(|e| {
-                                let who = format!("{}:{}", e["userType"].as_str().unwrap_or("-"), e["userName"].as_str().unwrap_or("-"));
-                                let resources: Vec<&str> =
-                                    e["resources"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                                vec![
-                                    cell(&e["eventTime"]),
-                                    cell(&e["sourceIPAddress"]),
-                                    who,
-                                    cell(&e["action"]),
-                                    if resources.is_empty() { "-".to_owned() } else { resources.join(" ") },
-                                    e["errorCode"].as_str().unwrap_or("ok").to_owned(),
-                                ]
-                            })
-                            .collect();
-                        print_table(&["TIME", "SOURCE", "WHO", "ACTION", "RESOURCES", "OUTCOME"].map(str::to_owned), &rows);
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(err) => fail(err),
-            }
+            let input = with_members(
+                json!({}),
+                [("UserId", user), ("SessionId", session), ("CorrelationId", correlation_id), ("StartTime", since), ("EndTime", until)],
+            );
+            call_and_print(data_dir, "audit:Trace", input, |out| print_trace(out, as_json)).await
         }
-        AuditCommand::Reindex => match call(data_dir, &local, "audit:Reindex", Bytes::from_static(b"{}")).await {
-            Ok(out) => {
-                println!("indexed {} records", out["RecordsIndexed"]);
-                ExitCode::SUCCESS
-            }
-            Err(err) => fail(err),
-        },
+        AuditCommand::Reindex => {
+            call_and_print(data_dir, "audit:Reindex", json!({}), |out| println!("indexed {} records", out["RecordsIndexed"])).await
+        }
         AuditCommand::Validate { start, end, verbose, trail_dir, public_key, witness } => {
             validate(data_dir, start, end, verbose, trail_dir, public_key, witness)
         }
     }
+}
+
+/// Calls `action` on the local server and prints its answer with `print`, or the error.
+async fn call_and_print(data_dir: &Path, action: &str, input: Value, print: impl FnOnce(&Value)) -> ExitCode {
+    let local = EndpointArgs { endpoint: None, token: None };
+    match call(data_dir, &local, action, Bytes::from(input.to_string())).await {
+        Ok(out) => {
+            print(&out);
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(err),
+    }
+}
+
+/// `input` with each member that was given; the others are left out.
+fn with_members<const N: usize>(mut input: Value, members: [(&str, Option<String>); N]) -> Value {
+    for (member, value) in members {
+        if let Some(value) = value {
+            input[member] = json!(value);
+        }
+    }
+    input
+}
+
+/// A page of `LookupEvents`: one JSON record per line, and the token of the next page on
+/// standard error.
+fn print_events_page(out: &Value) {
+    for event in out["Events"].as_array().into_iter().flatten() {
+        println!("{event}");
+    }
+    if let Some(token) = out["NextToken"].as_str() {
+        eprintln!("more records: --next-token {token}");
+    }
+}
+
+/// A query's rows, as a table or one JSON object per row.
+fn print_query_result(out: &Value, as_json: bool) {
+    let columns: Vec<String> = out["Columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect();
+    let rows: Vec<Vec<Value>> = out["Rows"].as_array().into_iter().flatten().filter_map(|r| r.as_array().cloned()).collect();
+    if as_json {
+        for row in audit::rows_as_objects(&columns, &rows) {
+            println!("{row}");
+        }
+    } else {
+        print_table(&columns, &rows.iter().map(|r| r.iter().map(cell).collect()).collect::<Vec<_>>());
+    }
+}
+
+/// A timeline, as a table (time, source, who, action, resources, outcome) or one JSON record
+/// per line.
+fn print_trace(out: &Value, as_json: bool) {
+    let events = out["Events"].as_array().cloned().unwrap_or_default();
+    if as_json {
+        for event in &events {
+            println!("{event}");
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let who = format!("{}:{}", e["userType"].as_str().unwrap_or("-"), e["userName"].as_str().unwrap_or("-"));
+            let resources: Vec<&str> = e["resources"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            vec![
+                cell(&e["eventTime"]),
+                cell(&e["sourceIPAddress"]),
+                who,
+                cell(&e["action"]),
+                if resources.is_empty() { "-".to_owned() } else { resources.join(" ") },
+                e["errorCode"].as_str().unwrap_or("ok").to_owned(),
+            ]
+        })
+        .collect();
+    print_table(&["TIME", "SOURCE", "WHO", "ACTION", "RESOURCES", "OUTCOME"].map(str::to_owned), &rows);
 }
 
 fn cell(value: &Value) -> String {

@@ -70,10 +70,42 @@ fn load_spec(data_dir: &Path, args: &SpecArgs) -> anyhow::Result<(Spec, String)>
 }
 
 async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<()> {
-    // The spec (with its overrides) is judged before anything is written: an invalid one
-    // leaves the host as it was.
-    let path = spec_path(data_dir, args);
-    let fresh = mode == Mode::Up && !path.exists();
+    let (spec, spec_text, fresh) = judge_spec(data_dir, args, mode)?;
+    let lock = claim_data_dir(data_dir, &spec_path(data_dir, args), fresh)?;
+    let owner = fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();
+    let listen = spec.api_listen;
+    let notebook_listen = spec.notebook_listen;
+    let image_cache = std::env::var_os("DATASANDBOX_CACHE_DIR").map_or_else(|| sandbox::image::DEFAULT_CACHE.into(), PathBuf::from);
+    let control = control::ControlPlane::start(spec, data_dir, owner, &image_cache).await.context("cannot start the control plane")?;
+    control.set_endpoint_server(gateway::endpoint_server(control.clone()));
+    if mode == Mode::Up {
+        deploy_before_serving(&control, &spec_text, &args.overrides).await?;
+    }
+    let listeners = Listeners::bind(data_dir, listen, notebook_listen).await?;
+    // Signal handlers are in place before `ready`, so a stop request right after it is clean.
+    let shutdown = shutdown_signal().context("cannot listen for SIGINT and SIGTERM")?;
+    let api = listeners.tcp.local_addr().context("listener has no address")?;
+    control.set_listening_address(api);
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "ready api=http://{api} socket={}", listeners.socket.display())?;
+        stdout.flush()?;
+    }
+    let notebook_address = listeners.notebooks.local_addr().context("listener has no address")?;
+    let Listeners { tcp, notebooks, unix, socket } = listeners;
+    tracing::info!(%api, notebooks = %notebook_address, socket = %socket.display(), "serving; open a session with `datasandbox streaming-url --user <name>`");
+    gateway::serve(control.clone(), tcp, notebooks, unix, shutdown).await.context("server failed")?;
+    control.shutdown().await;
+    let _ = fs::remove_file(&socket);
+    tracing::info!("stopped");
+    drop(lock);
+    Ok(())
+}
+
+/// The spec (with its overrides), judged before anything is written: an invalid one leaves
+/// the host as it was. On a fresh host `up` takes the default spec, and says so (`fresh`).
+fn judge_spec(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(Spec, String, bool)> {
+    let fresh = mode == Mode::Up && !spec_path(data_dir, args).exists();
     let (spec, spec_text) = if fresh {
         let text = default_spec_text();
         (Spec::parse(&text, &args.overrides).map_err(anyhow::Error::new).context("in the default spec")?, text)
@@ -84,14 +116,21 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
         load_spec(data_dir, args)?
     };
     control::check_policies(&spec).context("the spec cannot be used")?;
+    Ok((spec, spec_text, fresh))
+}
+
+/// Creates the data directory (and on a fresh host writes the default spec to `spec_path`),
+/// protects it, and takes its lock: the returned file, held while serving, keeps a second
+/// server off the same directory.
+fn claim_data_dir(data_dir: &Path, spec_path: &Path, fresh: bool) -> anyhow::Result<fs::File> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(data_dir)
         .with_context(|| format!("cannot create the data directory `{}`", data_dir.display()))?;
     if fresh {
-        fs::write(&path, default_spec_text()).with_context(|| format!("cannot write the default spec `{}`", path.display()))?;
-        tracing::info!(path = %path.display(), "wrote the default spec");
+        fs::write(spec_path, default_spec_text()).with_context(|| format!("cannot write the default spec `{}`", spec_path.display()))?;
+        tracing::info!(path = %spec_path.display(), "wrote the default spec");
     }
     protect_data_dir(data_dir)?;
     let lock_path = data_dir.join("lock");
@@ -104,68 +143,64 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     if lock.try_lock().is_err() {
         bail!("another datasandbox is serving `{}`; stop it first", data_dir.display());
     }
-    let owner = fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();
-    let listen = spec.api_listen;
-    let spec_notebook_listen = spec.notebook_listen;
-    let image_cache = std::env::var_os("DATASANDBOX_CACHE_DIR").map_or_else(|| sandbox::image::DEFAULT_CACHE.into(), PathBuf::from);
-    let control = control::ControlPlane::start(spec, data_dir, owner, &image_cache).await.context("cannot start the control plane")?;
-    control.set_endpoint_server(gateway::endpoint_server(control.clone()));
-    if mode == Mode::Up {
-        // `up` deploys the spec, like `datasandbox deploy`, before it accepts requests.
-        let deployed = control.deploy_spec(&spec_text, &args.overrides).await;
-        match deployed.result {
-            Ok(answer) => {
-                for event in answer["Events"].as_array().into_iter().flatten() {
-                    tracing::debug!(
-                        stack = event["StackName"].as_str().unwrap_or_default(),
-                        resource = event["LogicalResourceId"].as_str().unwrap_or_default(),
-                        status = event["ResourceStatus"].as_str().unwrap_or_default(),
-                        "deploy"
-                    );
-                }
-                let changes = answer["Changes"].as_array().map_or(0, Vec::len);
-                tracing::info!(changes, "deployed the spec");
+    Ok(lock)
+}
+
+/// `up` deploys the spec, like `datasandbox deploy`, before it accepts requests; a failed
+/// deploy stops the control plane and ends `up`.
+async fn deploy_before_serving(control: &control::ControlPlane, spec_text: &str, overrides: &[String]) -> anyhow::Result<()> {
+    let deployed = control.deploy_spec(spec_text, overrides).await;
+    match deployed.result {
+        Ok(answer) => {
+            for event in answer["Events"].as_array().into_iter().flatten() {
+                tracing::debug!(
+                    stack = event["StackName"].as_str().unwrap_or_default(),
+                    resource = event["LogicalResourceId"].as_str().unwrap_or_default(),
+                    status = event["ResourceStatus"].as_str().unwrap_or_default(),
+                    "deploy"
+                );
             }
-            Err(err) => {
-                control.shutdown().await;
-                bail!("deploying the spec failed: {}", err.message);
-            }
+            let changes = answer["Changes"].as_array().map_or(0, Vec::len);
+            tracing::info!(changes, "deployed the spec");
+            Ok(())
+        }
+        Err(err) => {
+            control.shutdown().await;
+            bail!("deploying the spec failed: {}", err.message);
         }
     }
-    let tcp = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}; change server.api_listen or pass -c server.api_listen=127.0.0.1:0"))?;
-    let notebook_listen = spec_notebook_listen;
-    let notebooks = tokio::net::TcpListener::bind(notebook_listen).await.with_context(|| {
-        format!(
-            "cannot listen on {notebook_listen} for notebooks; change server.notebook_listen or pass -c server.notebook_listen=127.0.0.1:0"
-        )
-    })?;
-    let socket = data_dir.join("control.sock");
-    match fs::remove_file(&socket) {
-        Ok(()) => tracing::info!(path = %socket.display(), "removed a stale control socket"),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err).with_context(|| format!("cannot remove the stale socket `{}`", socket.display())),
+}
+
+/// What the server listens on: the API, the notebook origin, and the control socket that the
+/// CLI talks to (owner-only).
+struct Listeners {
+    tcp: tokio::net::TcpListener,
+    notebooks: tokio::net::TcpListener,
+    unix: tokio::net::UnixListener,
+    socket: PathBuf,
+}
+
+impl Listeners {
+    async fn bind(data_dir: &Path, listen: std::net::SocketAddr, notebook_listen: std::net::SocketAddr) -> anyhow::Result<Listeners> {
+        let tcp = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}; change server.api_listen or pass -c server.api_listen=127.0.0.1:0"))?;
+        let notebooks = tokio::net::TcpListener::bind(notebook_listen).await.with_context(|| {
+            format!(
+                "cannot listen on {notebook_listen} for notebooks; change server.notebook_listen or pass -c server.notebook_listen=127.0.0.1:0"
+            )
+        })?;
+        let socket = data_dir.join("control.sock");
+        match fs::remove_file(&socket) {
+            Ok(()) => tracing::info!(path = %socket.display(), "removed a stale control socket"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("cannot remove the stale socket `{}`", socket.display())),
+        }
+        let unix = tokio::net::UnixListener::bind(&socket).with_context(|| format!("cannot listen on `{}`", socket.display()))?;
+        fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict `{}`", socket.display()))?;
+        Ok(Listeners { tcp, notebooks, unix, socket })
     }
-    let unix = tokio::net::UnixListener::bind(&socket).with_context(|| format!("cannot listen on `{}`", socket.display()))?;
-    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).with_context(|| format!("cannot restrict `{}`", socket.display()))?;
-    // Signal handlers are in place before `ready`, so a stop request right after it is clean.
-    let shutdown = shutdown_signal().context("cannot listen for SIGINT and SIGTERM")?;
-    let api = tcp.local_addr().context("listener has no address")?;
-    control.set_listening_address(api);
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "ready api=http://{api} socket={}", socket.display())?;
-        stdout.flush()?;
-    }
-    let notebook_address = notebooks.local_addr().context("listener has no address")?;
-    tracing::info!(%api, notebooks = %notebook_address, socket = %socket.display(), "serving; open a session with `datasandbox streaming-url --user <name>`");
-    gateway::serve(control.clone(), tcp, notebooks, unix, shutdown).await.context("server failed")?;
-    control.shutdown().await;
-    let _ = fs::remove_file(&socket);
-    tracing::info!("stopped");
-    drop(lock);
-    Ok(())
 }
 
 /// Instances run in user namespaces whose ids are not the host's, yet their image roots and
