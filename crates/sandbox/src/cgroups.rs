@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{Limits, SandboxError, setup};
+use crate::error::{SandboxError, setup};
+use crate::spec::Limits;
 
 const ROOT: &str = "/sys/fs/cgroup";
 const PARENT: &str = "datasandbox";

@@ -29,7 +29,8 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, chdir, fork, pivot_root, sethostname, setresgid, setresuid};
 
-use crate::{InstanceSpec, SandboxError, WORKSPACE_UID, setup};
+use crate::error::{SandboxError, setup};
+use crate::spec::{InstanceSpec, WORKSPACE_UID};
 
 fn say(line: &str) -> Result<(), SandboxError> {
     let mut stdout = std::io::stdout().lock();

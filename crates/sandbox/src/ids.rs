@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{SandboxError, WORKSPACE_UID, setup};
+use crate::error::{SandboxError, setup};
+use crate::spec::WORKSPACE_UID;
 
 /// How many ids one instance maps (0 to 65535 inside).
 pub const RANGE_SIZE: u32 = 65_536;

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{SandboxError, WORKSPACE_UID, setup};
+use crate::error::{SandboxError, setup};
+use crate::spec::WORKSPACE_UID;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{SandboxError, setup};
+use crate::error::{SandboxError, setup};
 
 pub const TABLE: &str = "datasandbox";
 

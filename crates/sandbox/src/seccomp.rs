@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch};
 
-use crate::{SandboxError, setup};
+use crate::error::{SandboxError, setup};
 
 /// (syscall, reason).
 pub const ALLOWED: &[(i64, &str)] = &[

@@ -1,0 +1,52 @@
+//! What an instance is made of, as the host hands it to the helper (serialized over its stdin).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::network;
+
+/// The workspace user inside every instance (on the host, an id of the instance's own range:
+/// see [`crate::ids`]).
+pub const WORKSPACE_UID: u32 = 1000;
+
+/// Resource limits, from the instance type.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Limits {
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub pids: u32,
+}
+
+/// What an instance is made of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub id: String,
+    /// The image's root filesystem, mounted read-only as `/`.
+    pub rootfs: PathBuf,
+    /// Host directories bind-mounted read-only into the root (for images built on the host's
+    /// packages, `/usr`).
+    pub read_only_binds: Vec<(PathBuf, PathBuf)>,
+    /// Host directories bind-mounted writable (no suid, no devices), after the tmpfs mounts
+    /// so that they may lie inside them: a notebook's volume, its server's socket directory.
+    /// The host makes them writable for the workspace user.
+    #[serde(default)]
+    pub writable_binds: Vec<(PathBuf, PathBuf)>,
+    pub hostname: String,
+    pub limits: Limits,
+    /// The command run as the workspace user, under the instance's own init.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub link: network::Link,
+    /// This binary, bind-mounted read-only at `/run/datasandbox/datasandbox` inside.
+    pub self_exe: PathBuf,
+    /// Files placed in `/run/datasandbox/` inside, owned by the workspace user, mode 0400.
+    /// They reach the helper over its stdin with the rest of the spec, never in its argv or
+    /// environment (which other host users can read through `/proc`).
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Where the helper and the instance's init write their own errors: a host file the
+    /// operator reads (created 0600). `None`: nowhere. Never the server's standard streams,
+    /// which may be the operator's terminal.
+    #[serde(default)]
+    pub log: Option<PathBuf>,
+}
