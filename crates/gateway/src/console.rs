@@ -19,7 +19,9 @@ use bytes::Bytes;
 use control::{ControlPlane, Credentials};
 use serde_json::json;
 
+use crate::cookies;
 use crate::session::{call, json_reply as reply};
+use crate::sign_in::page_sign_in;
 
 pub(crate) const COOKIE: &str = "ds_console";
 const PAGE: &str = include_str!("console_page.html");
@@ -34,11 +36,11 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
 }
 
 fn console(headers: &HeaderMap) -> Credentials {
-    crate::cookie_named(headers, COOKIE).map_or(Credentials::Anonymous, Credentials::Console)
+    cookies::cookie_named(headers, COOKIE).map_or(Credentials::Anonymous, Credentials::Console)
 }
 
 pub(crate) fn cookie_for(token: &str) -> String {
-    crate::token_cookie(COOKIE, "/console", token)
+    cookies::token_cookie(COOKIE, "/console", token)
 }
 
 /// A local user's sign-in, kept only if the token may use the console.
@@ -48,18 +50,18 @@ async fn sign_in(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let token = match crate::page_sign_in(&control, peer, &headers, body).await {
+    let token = match page_sign_in(&control, peer, &headers, body).await {
         Ok(signed) => signed["Token"].as_str().unwrap_or_default().to_owned(),
         Err(refused) => return refused,
     };
     let me =
         call(&control, Credentials::Console(token.clone()), peer, &headers, "identity:GetCallerIdentity", Bytes::from_static(b"{}")).await;
     let Ok(identity) = &me.result else { return reply(me) };
-    crate::with_cookie(axum::Json(json!({ "UserName": identity["UserName"] })).into_response(), &cookie_for(&token))
+    cookies::with_cookie(axum::Json(json!({ "UserName": identity["UserName"] })).into_response(), &cookie_for(&token))
 }
 
 async fn sign_out() -> Response {
-    crate::signed_out(COOKIE, "/console")
+    cookies::signed_out(COOKIE, "/console")
 }
 
 /// Any action, as the signed-in operator.

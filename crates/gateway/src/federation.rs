@@ -28,6 +28,7 @@ use bytes::Bytes;
 use control::{ControlPlane, Credentials};
 use serde_json::json;
 
+use crate::cookies;
 use crate::session::call;
 
 /// A response is a few KiB; anything near this is not one.
@@ -143,7 +144,7 @@ async fn acs(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo
         Some(response) => Credentials::SamlResponse {
             response,
             source_ip: peer.ip().to_string(),
-            browser_request: crate::cookie_named(&headers, SAML_COOKIE),
+            browser_request: cookies::cookie_named(&headers, SAML_COOKIE),
         },
         // Still a call, so that the refusal is audited like any other.
         None => Credentials::Anonymous,
@@ -193,7 +194,7 @@ async fn oidc_callback(
         code: query.code,
         state: query.state.unwrap_or_default(),
         error,
-        browser_state: crate::cookie_named(&headers, OIDC_COOKIE),
+        browser_state: cookies::cookie_named(&headers, OIDC_COOKIE),
     };
     let signed = call(
         &control,

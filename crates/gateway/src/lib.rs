@@ -3,6 +3,7 @@
 //! `GET /healthz` and `GET /openapi.json` (and `GET /metrics` on the operator's socket only). This is the only crate that knows axum.
 
 mod console;
+mod cookies;
 mod federation;
 mod listen;
 mod notebook;
@@ -11,6 +12,7 @@ mod origin;
 mod portal;
 mod rfb;
 mod session;
+mod sign_in;
 mod stream;
 
 use std::future::Future;
@@ -27,22 +29,8 @@ use control::{ActionError, ControlPlane, Credentials, Request};
 use serde_json::json;
 use tokio::net::{TcpListener, UnixListener};
 
-/// Peer credentials of a connection on the control socket.
-#[derive(Clone, Debug)]
-struct PeerCredentials {
-    uid: Option<u32>,
-}
-
-/// Set once the server is stopping: what a long-lived response (a stream of events) ends on,
-/// since the server drains open requests before it stops.
-#[derive(Clone)]
-pub(crate) struct Stopping(tokio::sync::watch::Receiver<bool>);
-
-impl Stopping {
-    pub(crate) async fn wait(mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
+use listen::{PeerCredentials, Stopping};
+use sign_in::sign_in_credentials;
 
 /// Serves the API and the pages on `tcp`, notebooks on `notebooks` (an origin of their own)
 /// and the operator's API on `unix` until `shutdown` completes, then drains open requests.
@@ -135,87 +123,6 @@ async fn sign_in(control: ControlPlane, peer: SocketAddr, headers: &HeaderMap, b
     handle(control, credentials, peer.ip().to_string(), headers, "identity".into(), "SignIn".into(), Body::from(input.to_string())).await
 }
 
-/// A sign-in body (`UserName`, `Password`, `TotpCode`) as credentials, and the rest as input.
-/// A page's cookie for a sign-in's token: HttpOnly, SameSite Strict, scoped to `path`.
-pub(crate) fn token_cookie(name: &str, path: &str, token: &str) -> String {
-    format!("{name}={token}; Path={path}; HttpOnly; SameSite=Strict")
-}
-
-/// `response` with `cookie` set.
-pub(crate) fn with_cookie(mut response: Response, cookie: &str) -> Response {
-    if let Ok(value) = HeaderValue::from_str(cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
-}
-
-/// A page's sign-out: its cookie cleared.
-pub(crate) fn signed_out(name: &str, path: &str) -> Response {
-    with_cookie(axum::Json(json!({})).into_response(), &format!("{}; Max-Age=0", token_cookie(name, path, "")))
-}
-
-/// A local user's sign-in posted by a page (`identity:SignIn`): what it issued, or the refusal
-/// as the page should get it.
-pub(crate) async fn page_sign_in(
-    control: &ControlPlane,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<serde_json::Value, Response> {
-    // A form cannot send JSON's content type without the page asking first (CORS): a sign-in
-    // posted by another site's form (login CSRF, `enctype=text/plain`) is refused here.
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        let error = ActionError::new(415, "UnsupportedMediaTypeException", "a sign-in is a JSON body (Content-Type: application/json)");
-        control.record_refused_request("SignInRefused", &error, json!({ "Reason": "not JSON" }), &peer.ip().to_string()).await;
-        return Err(
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(json!({ "Code": error.code, "Message": error.message }))).into_response()
-        );
-    }
-    // And it comes from this server's page: a browser always names the page's origin on a
-    // POST, and `origin::guard` has refused any other than this one.
-    if !headers.contains_key(header::ORIGIN) {
-        let error = ActionError::new(403, "CrossOriginRequestRefused", "a sign-in is posted by this server's sign-in page (Origin)");
-        control.record_refused_request("SignInRefused", &error, json!({ "Reason": "no Origin" }), &peer.ip().to_string()).await;
-        return Err((StatusCode::FORBIDDEN, axum::Json(json!({ "Code": error.code, "Message": error.message }))).into_response());
-    }
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let (credentials, input) = sign_in_credentials(&bytes, peer);
-    let signed = session::call(control, credentials, peer, headers, "identity:SignIn", bytes::Bytes::from(input.to_string())).await;
-    match signed.result {
-        Ok(issued) => Ok(issued),
-        Err(_) => Err(session::json_reply(signed)),
-    }
-}
-
-pub(crate) fn sign_in_credentials(body: &[u8], peer: SocketAddr) -> (Credentials, serde_json::Value) {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct SignIn {
-        user_name: String,
-        password: String,
-        totp_code: Option<String>,
-        #[serde(flatten)]
-        rest: serde_json::Map<String, serde_json::Value>,
-    }
-    match serde_json::from_slice::<SignIn>(body) {
-        Ok(form) => (
-            Credentials::LocalUser {
-                user_name: form.user_name.chars().take(64).collect(),
-                password: control::Secret(form.password),
-                totp_code: form.totp_code.filter(|c| !c.trim().is_empty()).map(control::Secret),
-                source_ip: peer.ip().to_string(),
-            },
-            serde_json::Value::Object(form.rest),
-        ),
-        Err(_) => (Credentials::Anonymous, json!({})),
-    }
-}
-
 /// The endpoint: the API as instances reach it, on one link's host address, authenticated by
 /// the instance credential and the link the call arrives on.
 pub fn endpoint_server(control: ControlPlane) -> control::EndpointServer {
@@ -241,14 +148,6 @@ async fn endpoint_call(
     let token = bearer(&headers);
     let credentials = Credentials::Instance { token, source_ip: peer.ip().to_string() };
     handle(control, credentials, peer.ip().to_string(), &headers, service, action, body).await
-}
-
-/// The value of the cookie `wanted`, if the request carries it.
-pub(crate) fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (name, value) = pair.trim().split_once('=')?;
-        (name == wanted).then(|| value.to_owned())
-    })
 }
 
 /// The token of an `Authorization: Bearer …` header, or empty.

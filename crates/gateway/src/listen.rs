@@ -30,6 +30,23 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request body may pause between two pieces.
 pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Peer credentials of a connection on the control socket.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerCredentials {
+    pub(crate) uid: Option<u32>,
+}
+
+/// Set once the server is stopping: what a long-lived response (a stream of events) ends on,
+/// since the server drains open requests before it stops.
+#[derive(Clone)]
+pub(crate) struct Stopping(pub(crate) tokio::sync::watch::Receiver<bool>);
+
+impl Stopping {
+    pub(crate) async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
 /// A listener whose connections carry some information about their peer for the handlers.
 pub(crate) trait Accept: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
@@ -49,11 +66,11 @@ impl Accept for TcpListener {
 
 impl Accept for UnixListener {
     type Io = tokio::net::UnixStream;
-    type Info = crate::PeerCredentials;
-    async fn accept(&self) -> std::io::Result<(Self::Io, crate::PeerCredentials)> {
+    type Info = PeerCredentials;
+    async fn accept(&self) -> std::io::Result<(Self::Io, PeerCredentials)> {
         let (stream, _) = UnixListener::accept(self).await?;
         let uid = stream.peer_cred().ok().map(|c| c.uid());
-        Ok((stream, crate::PeerCredentials { uid }))
+        Ok((stream, PeerCredentials { uid }))
     }
 }
 

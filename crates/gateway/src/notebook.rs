@@ -178,7 +178,7 @@ pub(crate) fn endpoint_routes(router: Router<ControlPlane>) -> Router<ControlPla
     router.route("/notebook-auth/{token}", get(open_url_in_instance)).route("/notebook/{name}/{*rest}", any(proxy))
 }
 
-use crate::cookie_named;
+use crate::cookies::cookie_named;
 
 fn notebook_cookie(name: &str) -> String {
     format!("ds_nb_{}", name.replace('-', "_"))

@@ -19,7 +19,9 @@ use bytes::Bytes;
 use control::{ControlPlane, Credentials};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::cookies;
 use crate::session::{call, json_reply as reply};
+use crate::sign_in::page_sign_in;
 use serde_json::json;
 
 pub(crate) const COOKIE: &str = "ds_portal";
@@ -39,11 +41,11 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
 }
 
 fn portal_token(headers: &HeaderMap) -> Option<String> {
-    crate::cookie_named(headers, COOKIE)
+    cookies::cookie_named(headers, COOKIE)
 }
 
 pub(crate) fn cookie_for(token: &str) -> String {
-    crate::token_cookie(COOKIE, "/portal", token)
+    cookies::token_cookie(COOKIE, "/portal", token)
 }
 
 async fn sign_in(
@@ -52,16 +54,16 @@ async fn sign_in(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let signed = match crate::page_sign_in(&control, peer, &headers, body).await {
+    let signed = match page_sign_in(&control, peer, &headers, body).await {
         Ok(signed) => signed,
         Err(refused) => return refused,
     };
     let page = axum::Json(json!({ "UserId": signed["UserId"], "MfaAuthenticated": signed["MfaAuthenticated"] })).into_response();
-    crate::with_cookie(page, &cookie_for(signed["Token"].as_str().unwrap_or_default()))
+    cookies::with_cookie(page, &cookie_for(signed["Token"].as_str().unwrap_or_default()))
 }
 
 async fn sign_out() -> Response {
-    crate::signed_out(COOKIE, "/portal")
+    cookies::signed_out(COOKIE, "/portal")
 }
 
 fn bearer(headers: &HeaderMap) -> Credentials {
@@ -116,7 +118,7 @@ async fn sessions(State(control): State<ControlPlane>, ConnectInfo(peer): Connec
 async fn events(
     State(control): State<ControlPlane>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    axum::Extension(stopping): axum::Extension<crate::Stopping>,
+    axum::Extension(stopping): axum::Extension<crate::listen::Stopping>,
     headers: HeaderMap,
 ) -> Response {
     let me = call(&control, bearer(&headers), peer, &headers, "identity:GetCallerIdentity", Bytes::from_static(b"{}")).await;

@@ -17,6 +17,8 @@ use bytes::Bytes;
 use control::{ControlPlane, Credentials, Request};
 use serde_json::json;
 
+use crate::cookies::cookie_named;
+
 const COOKIE: &str = "ds_session";
 const PAGE: &str = include_str!("session_page.html");
 
@@ -139,7 +141,7 @@ async fn novnc(Path(path): Path<String>) -> Response {
 }
 
 pub(crate) fn cookie(headers: &HeaderMap) -> Option<String> {
-    crate::cookie_named(headers, COOKIE)
+    cookie_named(headers, COOKIE)
 }
 
 fn user_agent(headers: &HeaderMap) -> String {
