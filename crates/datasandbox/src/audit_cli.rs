@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::AuditCommand;
-use crate::EndpointArgs;
+use crate::cli::AuditCommand;
+use crate::cli::EndpointArgs;
 use crate::client::{CallError, call, fail};
 
 pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {

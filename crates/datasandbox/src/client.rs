@@ -11,7 +11,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use crate::EndpointArgs;
+use crate::cli::EndpointArgs;
 
 /// A failed call: the error document and the exit code it maps to.
 pub struct CallError {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::cli::{EndpointArgs, SpecArgs};
 use crate::client::{self, CallError};
-use crate::{EndpointArgs, SpecArgs};
 
 const LOCAL: EndpointArgs = EndpointArgs { endpoint: None, token: None };
 

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::EndpointArgs;
+use crate::cli::EndpointArgs;
 use crate::client::call;
 
 #[derive(Clone, Copy, PartialEq, Eq)]

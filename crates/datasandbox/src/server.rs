@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use model::spec::{Spec, default_spec_text};
 
-use crate::SpecArgs;
+use crate::cli::SpecArgs;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -1,0 +1,261 @@
+//! The command line, as clap reads it: every command, its arguments and their help. `main.rs`
+//! dispatches on it; the command modules take their own arguments from here.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "datasandbox", version, about = "Isolated, audited workspaces for sensitive data")]
+pub(crate) struct Cli {
+    /// The data directory: spec, metadata, objects, audit trail and the control socket.
+    #[arg(long, global = true, env = "DATASANDBOX_DATA_DIR", default_value = ".datasandbox")]
+    pub(crate) data_dir: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct SpecArgs {
+    /// The environment spec; default `<data-dir>/datasandbox.toml`.
+    #[arg(long)]
+    pub(crate) spec: Option<PathBuf>,
+    /// Overrides a spec parameter for this run, like `cdk -c` (repeatable): `-c fleet_type=ALWAYS_ON`.
+    #[arg(short = 'c', long = "context", value_name = "KEY=VALUE")]
+    pub(crate) overrides: Vec<String>,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct EndpointArgs {
+    /// Call a remote API (`http://host:port`) instead of the local control socket.
+    #[arg(long, env = "DATASANDBOX_ENDPOINT")]
+    pub(crate) endpoint: Option<String>,
+    /// Bearer token for `--endpoint` (from `identity:CreateSessionToken`).
+    #[arg(long, env = "DATASANDBOX_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Deploy the spec (writing the defaults on a fresh host) and serve in the foreground.
+    Up(SpecArgs),
+    /// Serve an existing data directory in the foreground, for service managers.
+    Serve(SpecArgs),
+    /// Check a spec and print every problem, without starting anything.
+    Validate(SpecArgs),
+    /// Compare the spec with the running environment: each resource's create, update,
+    /// replace (with the immutable fields that force it) or delete, by stack.
+    Diff(SpecArgs),
+    /// Apply the spec to the running environment, stack by stack, printing stack events; a
+    /// failure rolls every change back.
+    Deploy(SpecArgs),
+    /// Delete the environment's resources in reverse order, keeping (and naming) the retained
+    /// ones: keys, buckets that hold data, the policies.
+    Destroy {
+        /// Confirms the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Call any action: `datasandbox call storage:ListBuckets --input '{}'`.
+    Call {
+        /// The action, `service:Action`.
+        action: String,
+        /// The request as JSON, with AWS's member names.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// Copy files to and from storage: `datasandbox storage cp ./data.csv ds://bucket/key`.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
+    /// A single-use streaming URL that opens a session for a user (prints the URL).
+    StreamingUrl {
+        /// The user, 2..=32 characters.
+        #[arg(long)]
+        user: String,
+        /// The stack; by default the only one there is.
+        #[arg(long)]
+        stack: Option<String>,
+        /// How long the URL can be opened, in seconds (1..=604800).
+        #[arg(long, default_value_t = 300)]
+        validity: u32,
+        #[arg(long)]
+        application: Option<String>,
+    },
+    /// The sessions of a stack (PENDING and ACTIVE).
+    Sessions {
+        /// The stack; by default the only one there is.
+        #[arg(long)]
+        stack: Option<String>,
+    },
+    /// Sandbox instances.
+    Instances {
+        #[command(subcommand)]
+        command: InstancesCommand,
+    },
+    /// Images: a read-only root filesystem and an application catalog.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// AppStream-style usage reports.
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+    },
+    /// Inside an instance: keep the home folder and the user's home prefix the same.
+    #[command(hide = true)]
+    HomeSync,
+    /// Inside a streaming instance: ask for the session's notebook (writes `session.json`,
+    /// waits for `session_url.txt` or `session_error.json`).
+    Launcher,
+    /// Inside a pixel-streamed instance: draw the user, the session and the time into the display.
+    #[command(hide = true)]
+    Watermark,
+    /// Read the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum StorageCommand {
+    /// Copy a local file to `ds://bucket/key`, or an object to a local file (`-` is stdout).
+    Cp {
+        source: String,
+        destination: String,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum InstancesCommand {
+    /// The instances that have not ended.
+    List,
+    /// Start an instance (fleets do this for sessions; this is for operators and tests).
+    Create {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long = "type")]
+        instance_type: Option<String>,
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Stop an instance and remove everything it had on the host.
+    Terminate { instance_id: String },
+    /// Run a command inside an instance as its workspace user (audited as you).
+    Exec {
+        instance_id: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Build an image from a recipe: `base` (a root on the host's own packages), `desktop` (adds
+    /// the display and a kiosk browser for pixel streaming) or `notebook` (adds JupyterLab from
+    /// PyPI). What the image adds comes from the spec's `[images.<name>]`.
+    Build {
+        recipe: String,
+        /// The image's name; by default the spec's `image_name` for `base` and `desktop`,
+        /// `datasandbox-notebook` for `notebook`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ReportsCommand {
+    /// Write one day's session and application reports to the `<env>-reports` bucket.
+    Generate {
+        /// The UTC day, like 2026-11-28.
+        #[arg(long)]
+        day: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// The newest records matching every given filter, one JSON record per line.
+    Lookup {
+        #[arg(long)]
+        event_name: Option<String>,
+        #[arg(long)]
+        event_source: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        request_id: Option<String>,
+        #[arg(long)]
+        correlation_id: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+        /// RFC 3339 time, like 2026-11-29T00:00:00Z.
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        max: u32,
+        /// Continue from the token a previous page printed.
+        #[arg(long)]
+        next_token: Option<String>,
+    },
+    /// Check the trail's integrity offline, like `aws cloudtrail validate-logs`.
+    Validate {
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long)]
+        verbose: bool,
+        /// A copy of the trail; default `<data-dir>/trail`.
+        #[arg(long)]
+        trail_dir: Option<PathBuf>,
+        /// The trail's public key (64 hex digits in a file); default: the key the trail holds.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// The trail's witness (`audit.witness`: copies of its checkpoints and digests on
+        /// another file system); shows a deleted tail the trail alone cannot.
+        #[arg(long)]
+        witness: Option<PathBuf>,
+    },
+    /// Run one read-only SQL SELECT over the audit index (tables `events`, `event_resources`).
+    Query {
+        sql: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One timeline: a person's, a session's or a correlation id's actions, in order.
+    Trace {
+        #[arg(long, group = "who")]
+        user: Option<String>,
+        #[arg(long, group = "who")]
+        session: Option<String>,
+        #[arg(long, group = "who")]
+        correlation_id: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the audit index from the trail's files.
+    Reindex,
+}
