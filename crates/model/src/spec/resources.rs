@@ -7,7 +7,7 @@ use super::validated::{
     StreamView, USER_SETTING_ACTIONS, UserSetting, is_event_type,
 };
 use super::walk::Table;
-use crate::ids::BucketName;
+use crate::ids::{BucketName, UserId};
 
 pub(super) fn read_instance_types(root: &Table) -> Vec<InstanceType> {
     let mut types: Vec<InstanceType> = defaults::INSTANCE_TYPES
@@ -294,7 +294,7 @@ pub(super) fn read_notebooks(root: &Table, types: &[InstanceType]) -> Vec<Notebo
                 name,
             };
             check_instance_type(&t, "instance_type", &notebook.instance_type, types);
-            if let Some(Err(err)) = notebook.owner.as_ref().map(|o| crate::UserId::new(o.clone())) {
+            if let Some(Err(err)) = notebook.owner.as_ref().map(|o| UserId::new(o.clone())) {
                 t.problem("owner", err.to_string());
             }
             t.finish();
