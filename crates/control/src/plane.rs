@@ -65,14 +65,14 @@ struct Services {
 impl Dispatch for Services {
     fn dispatch<'a>(&'a self, ctx: &'a mut Ctx<'_>, action: Action, input: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
         match action {
-            Action::ParametersAction(action) => Box::pin(crate::parameters::dispatch(ctx, action, input)),
-            Action::StorageAction(action) => Box::pin(crate::storage::dispatch(ctx, action, input)),
-            Action::KeysAction(action) => Box::pin(crate::keys::dispatch(ctx, action, input)),
-            Action::AuditAction(action) => Box::pin(crate::audit_log::dispatch(ctx, action, input)),
-            Action::IdentityAction(action) => Box::pin(self.identity.dispatch(ctx, action, input)),
-            Action::StreamingAction(action) => Box::pin(self.streaming.dispatch(ctx, action, input)),
-            Action::NotebooksAction(action) => Box::pin(self.notebooks.dispatch(ctx, action, input)),
-            Action::DeployAction(action) => Box::pin(self.deploy.dispatch(ctx, action, input)),
+            Action::Parameters(action) => Box::pin(crate::parameters::dispatch(ctx, action, input)),
+            Action::Storage(action) => Box::pin(crate::storage::dispatch(ctx, action, input)),
+            Action::Keys(action) => Box::pin(crate::keys::dispatch(ctx, action, input)),
+            Action::Audit(action) => Box::pin(crate::audit_log::dispatch(ctx, action, input)),
+            Action::Identity(action) => Box::pin(self.identity.dispatch(ctx, action, input)),
+            Action::Streaming(action) => Box::pin(self.streaming.dispatch(ctx, action, input)),
+            Action::Notebooks(action) => Box::pin(self.notebooks.dispatch(ctx, action, input)),
+            Action::Deploy(action) => Box::pin(self.deploy.dispatch(ctx, action, input)),
         }
     }
 }

@@ -21,7 +21,7 @@ pub struct ActionSpec {
 /// is its service's prefix and its variant, so the name a transport sends, the variant a
 /// dispatcher matches and the entry the policies see cannot disagree.
 macro_rules! registry {
-    ($($service:ident $prefix:literal { $($variant:ident($resource:ident, $read_only:literal, $management:literal, $summary:literal),)* })*) => {
+    ($($variant_of:ident($service:ident) $prefix:literal { $($variant:ident($resource:ident, $read_only:literal, $management:literal, $summary:literal),)* })*) => {
         $(
             #[derive(Debug, Clone, Copy, PartialEq, Eq)]
             pub enum $service { $($variant),* }
@@ -30,11 +30,11 @@ macro_rules! registry {
         /// Every action, by service: a dispatcher's `match` on it is exhaustive, so every
         /// registered action has a handler and none has two.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Action { $($service($service)),* }
+        pub enum Action { $($variant_of($service)),* }
 
         pub const ACTIONS: &[ActionSpec] = &[$($(ActionSpec {
             name: concat!($prefix, ":", stringify!($variant)),
-            action: Action::$service($service::$variant),
+            action: Action::$variant_of($service::$variant),
             resource: ResourceKind::$resource,
             read_only: $read_only,
             management_event: $management,
@@ -44,7 +44,7 @@ macro_rules! registry {
 }
 
 registry! {
-    ParametersAction "parameters" {
+    Parameters(ParametersAction) "parameters" {
         PutParameter(Parameter, false, true, "Create or overwrite a parameter (String, StringList, SecureString)"),
         GetParameter(Parameter, true, true, "Read one parameter, decrypted with WithDecryption"),
         GetParameters(Service, true, true, "Read up to 10 parameters"),
@@ -52,7 +52,7 @@ registry! {
         DeleteParameter(Parameter, false, true, "Delete a parameter and its history"),
         GetParameterHistory(Parameter, true, true, "Every version of a parameter"),
     }
-    StorageAction "storage" {
+    Storage(StorageAction) "storage" {
         CreateBucket(Bucket, false, true, "Create a bucket"),
         DeleteBucket(Bucket, false, true, "Delete an empty bucket"),
         ListBuckets(Service, true, true, "List buckets"),
@@ -65,7 +65,7 @@ registry! {
         PutBucketNotificationConfiguration(Bucket, false, true, "Replace a bucket's notification configuration"),
         GetBucketNotificationConfiguration(Bucket, true, true, "Read a bucket's notification configuration"),
     }
-    KeysAction "keys" {
+    Keys(KeysAction) "keys" {
         CreateKey(Service, false, true, "Create a symmetric key"),
         DescribeKey(Key, true, true, "Describe a key"),
         ListKeys(Service, true, true, "List keys"),
@@ -83,7 +83,7 @@ registry! {
         EnableKey(Key, false, true, "Allow a key's use"),
         DisableKey(Key, false, true, "Stop a key's use without deleting it"),
     }
-    StreamingAction "streaming" {
+    Streaming(StreamingAction) "streaming" {
         CreateInstance(Service, false, true, "Start a sandbox instance from an image, optionally for a user"),
         DescribeInstances(Service, true, true, "List sandbox instances"),
         TerminateInstance(Instance, false, true, "Stop an instance and remove everything it had on the host"),
@@ -111,7 +111,7 @@ registry! {
         CreateUserStreamingURL(Stack, false, true, "A signed-in user's own streaming URL for a stack they are associated with (SAML: their role permits)"),
         DescribeUserSessions(Service, true, true, "A signed-in user's own sessions, with what operators ran in them"),
     }
-    NotebooksAction "notebooks" {
+    Notebooks(NotebooksAction) "notebooks" {
         CreateNotebookInstance(Service, false, true, "Create a notebook instance (Jupyter in its own sandbox, encrypted volume) and start it"),
         DescribeNotebookInstance(Service, true, true, "A notebook instance and its status"),
         ListNotebookInstances(Service, true, true, "Every notebook instance"),
@@ -122,14 +122,14 @@ registry! {
         CreatePresignedNotebookInstanceUrl(Service, false, true, "A 5-minute, single-use URL to a notebook, bound to one streaming session"),
         RedeemPresignedNotebookInstanceUrl(Service, false, true, "Open a presigned notebook URL in its session's browser"),
     }
-    DeployAction "deploy" {
+    Deploy(DeployAction) "deploy" {
         Diff(Service, true, true, "Compare a spec with the deployed environment: each resource's create, update, replace or delete"),
         Deploy(Service, false, true, "Apply a spec stack by stack, rolling back on failure"),
         Destroy(Service, false, true, "Delete the deployed resources in reverse order, keeping retained ones"),
         DescribeStackEvents(Service, true, true, "The events of a deployment, to follow it while it runs"),
         DescribeStacks(Service, true, true, "The stacks with their status, resources and outputs"),
     }
-    IdentityAction "identity" {
+    Identity(IdentityAction) "identity" {
         CreateSessionToken(Service, false, true, "A short-lived bearer token for a user"),
         GetCallerIdentity(Service, true, true, "Who the caller is"),
         AssumeRoleWithSAML(Service, false, true, "A SAML user's sign-in (a verified assertion posted to /saml/acs): a bearer token with the roles it grants"),
@@ -141,7 +141,7 @@ registry! {
         AssociateSoftwareToken(Service, false, true, "Start enrolling a TOTP device: a new secret, pending"),
         VerifySoftwareToken(Service, false, true, "Finish enrolling a TOTP device with a code from it"),
     }
-    AuditAction "audit" {
+    Audit(AuditAction) "audit" {
         LookupEvents(Service, true, true, "Search the audit trail (CloudTrail's attributes plus CorrelationId), newest first"),
         Query(Service, true, true, "Run one read-only SQL SELECT over the audit index"),
         Trace(Service, true, true, "One person's, session's or correlation's actions, in order"),
