@@ -4,7 +4,7 @@
 //! `cargo bench -p datasandbox --bench actions` prints one line per workload. Figures, not
 //! assertions: this is a benchmark, not a test.
 
-#[path = "../tests/it/http.rs"]
+#[path = "../tests/it/support/http.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
 mod http;
 

@@ -11,7 +11,7 @@
 //!
 //! `cargo bench -p datasandbox --bench notebooks`.
 
-#[path = "../tests/it/http.rs"]
+#[path = "../tests/it/support/http.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
 mod http;
 

@@ -6,7 +6,7 @@
 //! (`GET /streaming/<token>`) and stops when `/session/status` first reports ACTIVE; making the
 //! URL and ending the session are outside it. The application's own start is not included.
 
-#[path = "../tests/it/http.rs"]
+#[path = "../tests/it/support/http.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
 mod http;
 

@@ -10,7 +10,7 @@
 //! `cargo bench -p datasandbox --bench stream` (root; Xvnc from tigervnc-standalone-server;
 //! websockify is installed into `target/bench-venv` from PyPI on first use).
 
-#[path = "../tests/it/http.rs"]
+#[path = "../tests/it/support/http.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
 mod http;
 

@@ -26,39 +26,3 @@ mod f17_csv;
 mod f17_identity;
 mod f17_metrics;
 mod f18_trail_deletion;
-mod users;
-
-use serde_json::{Value, json};
-
-use crate::Server;
-
-/// A server with the base and notebook images built.
-pub(crate) fn server_with_notebook_image() -> Server {
-    let server = Server::start(&[]);
-    for recipe in ["base", "notebook"] {
-        assert_eq!(server.cli(&["image", "build", recipe], &[]).exit, 0, "image {recipe}");
-    }
-    server
-}
-
-/// Creates the notebook `name` as the operator and waits until it is in service; returns its
-/// instance.
-pub(crate) fn create_notebook(server: &Server, name: &str) -> Value {
-    server.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": name, "InstanceType": "stream.standard.small" }));
-    notebook_in_service(server, name)
-}
-
-/// Waits until the notebook `name` is in service; returns its instance (as `DescribeInstances`
-/// shows it).
-pub(crate) fn notebook_in_service(server: &Server, name: &str) -> Value {
-    crate::server::eventually(180, "the notebook in service", || {
-        let described = server.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": name }));
-        assert_ne!(described["NotebookInstanceStatus"], "Failed", "{described}");
-        (described["NotebookInstanceStatus"] == "InService").then_some(())
-    });
-    let instances = server.ok("streaming:DescribeInstances", json!({}));
-    instances["Instances"]
-        .as_array()
-        .and_then(|all| all.iter().find(|i| i["ImageName"] == "datasandbox-notebook").cloned())
-        .expect("the notebook's instance")
-}

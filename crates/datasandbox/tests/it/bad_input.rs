@@ -2,9 +2,9 @@
 
 use serde_json::{Value, json};
 
-use crate::Server;
-use crate::http;
-use crate::server::{BIN, b64};
+use crate::support::http;
+use crate::support::server::Server;
+use crate::support::server::{BIN, b64};
 
 /// Everything a bad request could have changed.
 fn snapshot(server: &Server) -> Value {

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::Server;
-use crate::flows::walk;
-use crate::http;
-use crate::server::{b64, eventually, unb64};
+use crate::support::files::walk;
+use crate::support::http;
+use crate::support::server::Server;
+use crate::support::server::{b64, eventually, unb64};
 
 struct Acknowledged {
     key: String,

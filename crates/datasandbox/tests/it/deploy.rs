@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::server::{Called, Server, eventually};
+use crate::support::server::{Called, Server, eventually};
 
 /// An HTTP server on loopback that answers every request with `body`; its base URL.
 fn serve_forever(body: &'static str) -> String {
@@ -286,11 +286,11 @@ fn instances(server: &Server) -> Vec<(String, String, Option<String>)> {
 fn a_new_instance_type_reaches_instances_as_their_sessions_end() {
     let overrides = ["fleet_type=ALWAYS_ON".to_owned(), "fleets.datasandbox-fleet.desired_instances=1".to_owned()];
     let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
-    let server = crate::streaming::server(&refs);
+    let server = crate::support::streaming::server(&refs);
     eventually(30, "a warm instance", || (instances(&server).len() == 1).then_some(()));
-    let cookie = crate::streaming::redeem(&server, "alice");
+    let cookie = crate::support::streaming::redeem(&server, "alice");
     let session = eventually(30, "alice's session", || {
-        let s = crate::streaming::status(&server, &cookie);
+        let s = crate::support::streaming::status(&server, &cookie);
         (s["State"] == "ACTIVE").then_some(s)
     });
     let busy = session["InstanceId"].as_str().expect("an instance").to_owned();
@@ -313,7 +313,7 @@ fn a_new_instance_type_reaches_instances_as_their_sessions_end() {
             .iter()
             .any(|(id, kind, user)| *id == busy && kind == "stream.standard.small" && user.as_deref() == Some("alice"))
     );
-    crate::streaming::expire(&server, &session);
+    crate::support::streaming::expire(&server, &session);
     eventually(30, "the warm instance to be of the new type", || {
         let now = instances(&server);
         (now.len() == 1 && now[0].1 == "stream.standard.medium" && now[0].0 != busy).then_some(())

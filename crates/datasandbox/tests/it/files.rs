@@ -5,10 +5,10 @@
 
 use serde_json::{Value, json};
 
-use crate::Server;
-use crate::http;
-use crate::server::eventually;
-use crate::streaming::{expire, redeem, server, status};
+use crate::support::http;
+use crate::support::server::Server;
+use crate::support::server::eventually;
+use crate::support::streaming::{expire, redeem, server, status};
 
 fn request(server: &Server, method: &str, path: &str, cookie: &str, body: &[u8]) -> http::Reply {
     http::tcp(&server.api).expect("connect").request(method, path, &[("cookie", &format!("ds_session={cookie}"))], body).expect("request")

@@ -3,9 +3,10 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::Server;
-use crate::http;
-use crate::server::{b64, eventually, unb64};
+use crate::support::files::walk;
+use crate::support::http;
+use crate::support::server::Server;
+use crate::support::server::{b64, eventually, unb64};
 
 const HOME: &str = "datasandbox-home";
 
@@ -138,7 +139,7 @@ fn objects_put_get_range_list_copy_delete() {
 /// The same flow against a real S3-compatible server (moto), as the spec's `s3` backend.
 #[test]
 fn objects_on_the_s3_backend() {
-    let moto = crate::s3::Moto::start();
+    let moto = crate::support::s3::Moto::start();
     let endpoint = format!("storage.s3.endpoint=http://127.0.0.1:{}", moto.port);
     let server = Server::start_with_env(
         &["storage.backend=s3", &endpoint, "storage.s3.bucket=datasandbox-blobs", "storage.s3.allow_http=true"],
@@ -391,18 +392,4 @@ fn keys_encrypt_decrypt_rotate_and_schedule_deletion() {
         &std::fs::metadata(server.data_dir().join("master.key")).expect("master key").permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-}
-
-pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return files };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }

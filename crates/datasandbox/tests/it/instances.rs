@@ -5,30 +5,8 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::Server;
-
-pub(crate) fn server_with_image() -> Server {
-    let server = Server::start(&[]);
-    let built = server.cli(&["image", "build", "base"], &[]);
-    assert_eq!(built.exit, 0, "{:?}", built.stderr);
-    server
-}
-
-pub(crate) fn create(server: &Server, user: &str) -> Value {
-    let out = server.ok("streaming:CreateInstance", json!({ "UserId": user }));
-    out["Instance"].clone()
-}
-
-/// Runs a shell script inside the instance through `instances exec`.
-pub(crate) fn sh(server: &Server, instance: &Value, script: &str) -> (i32, String) {
-    let id = instance["InstanceId"].as_str().expect("id");
-    let called = server.cli(&["instances", "exec", id, "--", "/bin/bash", "-c", script], &[]);
-    let text = match &called.stdout {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    (called.exit, text)
-}
+use crate::support::instances::{DATASET_SPEC, create, server_with_image, sh};
+use crate::support::server::Server;
 
 /// A curl call to the endpoint from inside, with the instance's credential; prints the body
 /// and then the HTTP status.
@@ -155,7 +133,7 @@ fn instance_credentials_rotate_before_they_expire() {
     let read = || sh(&server, &instance, "cat /run/datasandbox/credential").1;
     let first = read();
     assert!(first.starts_with("dsi_"), "{first}");
-    let second = crate::server::eventually(15, "a rotated credential", || {
+    let second = crate::support::server::eventually(15, "a rotated credential", || {
         let now = read();
         (now != first && now.starts_with("dsi_")).then_some(now)
     });
@@ -169,7 +147,9 @@ fn instance_credentials_rotate_before_they_expire() {
     };
     // The new credential works; the old one stops working once it expires.
     assert_eq!(sh(&server, &instance, &with(&second)).1, "200");
-    crate::server::eventually(10, "the old credential to expire", || (sh(&server, &instance, &with(&first)).1 == "401").then_some(()));
+    crate::support::server::eventually(10, "the old credential to expire", || {
+        (sh(&server, &instance, &with(&first)).1 == "401").then_some(())
+    });
 }
 
 #[test]
@@ -182,19 +162,22 @@ fn the_home_folder_syncs_both_ways_within_a_second() {
     assert_eq!(code, 0, "{out}");
     let key = format!("{}work/notes.txt", home("frank"));
     let started = std::time::Instant::now();
-    let object = crate::server::eventually(5, "the upload", || {
+    let object = crate::support::server::eventually(5, "the upload", || {
         let called = server.call("storage:GetObject", &json!({ "Bucket": "datasandbox-home", "Key": key }));
         (called.exit == 0).then_some(called.stdout)
     });
     assert!(started.elapsed() < std::time::Duration::from_secs(1), "upload took {:?}", started.elapsed());
-    assert_eq!(crate::server::unb64(object["Body"].as_str().expect("body")), b"from inside\n");
+    assert_eq!(crate::support::server::unb64(object["Body"].as_str().expect("body")), b"from inside\n");
     let record = server.audit(&[("EventName", "PutObject"), ("Username", "frank")]).into_iter().next().expect("record");
     assert_eq!(record["userIdentity"]["type"], "Instance");
     // Storage → inside.
     let pushed = format!("{}shared/data.csv", home("frank"));
-    server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": pushed, "Body": crate::server::b64(b"a,b\n1,2\n") }));
+    server.ok(
+        "storage:PutObject",
+        json!({ "Bucket": "datasandbox-home", "Key": pushed, "Body": crate::support::server::b64(b"a,b\n1,2\n") }),
+    );
     let started = std::time::Instant::now();
-    crate::server::eventually(5, "the download", || {
+    crate::support::server::eventually(5, "the download", || {
         (sh(&server, &instance, &format!("cat {folder}/shared/data.csv")).1 == "a,b\n1,2\n").then_some(())
     });
     assert!(started.elapsed() < std::time::Duration::from_secs(1), "download took {:?}", started.elapsed());
@@ -208,18 +191,19 @@ fn a_sync_conflict_keeps_both_versions_and_a_stop_flushes() {
     let key = format!("{}plan.txt", home("gina"));
     let get = |key: &str| {
         let called = server.call("storage:GetObject", &json!({ "Bucket": "datasandbox-home", "Key": key }));
-        (called.exit == 0).then(|| String::from_utf8(crate::server::unb64(called.stdout["Body"].as_str().expect("body"))).expect("utf-8"))
+        (called.exit == 0)
+            .then(|| String::from_utf8(crate::support::server::unb64(called.stdout["Body"].as_str().expect("body"))).expect("utf-8"))
     };
     assert_eq!(sh(&server, &instance, &format!("echo v1 > {folder}/plan.txt")).0, 0);
-    crate::server::eventually(5, "the first version in storage", || (get(&key).as_deref() == Some("v1\n")).then_some(()));
+    crate::support::server::eventually(5, "the first version in storage", || (get(&key).as_deref() == Some("v1\n")).then_some(()));
     // Both sides change the file while the sync is held still.
     let (code, out) =
         sh(&server, &instance, &format!("pkill -STOP -f '^/run/datasandbox/datasandbox home-sync$' && echo inside > {folder}/plan.txt"));
     assert_eq!(code, 0, "{out}");
-    server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": key, "Body": crate::server::b64(b"outside\n") }));
+    server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": key, "Body": crate::support::server::b64(b"outside\n") }));
     assert_eq!(sh(&server, &instance, "pkill -CONT -f '^/run/datasandbox/datasandbox home-sync$'").0, 0);
     // Neither is lost: storage's version keeps the name, the local one sits beside it, on both sides.
-    let listing = crate::server::eventually(5, "the conflict copy in storage", || {
+    let listing = crate::support::server::eventually(5, "the conflict copy in storage", || {
         let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": home("gina") }));
         let keys: Vec<String> =
             listed["Contents"].as_array().expect("contents").iter().map(|o| o["Key"].as_str().expect("key").to_owned()).collect();
@@ -228,7 +212,7 @@ fn a_sync_conflict_keeps_both_versions_and_a_stop_flushes() {
     let copy = listing.iter().find(|k| k.contains(".conflict-")).expect("a conflict copy");
     assert_eq!(get(copy).as_deref(), Some("inside\n"));
     assert_eq!(get(&key).as_deref(), Some("outside\n"));
-    crate::server::eventually(5, "both versions inside", || {
+    crate::support::server::eventually(5, "both versions inside", || {
         let (_, out) = sh(&server, &instance, &format!("cat {folder}/plan.txt; cat {folder}/plan.txt.conflict-*"));
         (out == "outside\ninside\n").then_some(())
     });
@@ -240,39 +224,13 @@ fn a_sync_conflict_keeps_both_versions_and_a_stop_flushes() {
     assert_eq!(get(&format!("{}last.txt", home("gina"))).as_deref(), Some("last\n"), "the final flush lost a file");
 }
 
-/// A spec with one dataset, `trials` (bucket `research`, prefix `trials/`), granted to `hana`.
-pub(crate) const DATASET_SPEC: &str = r#"[[buckets]]
-name = "datasandbox-home"
-home_folders = true
-
-[[buckets]]
-name = "research"
-
-[datasets.trials]
-bucket = "research"
-prefix = "trials/"
-
-[[policies]]
-name = "operator-admin"
-text = 'permit (principal is DataSandbox::Operator, action, resource);'
-
-[[policies]]
-name = "trials-readers"
-text = """
-permit (
-  principal == DataSandbox::User::"hana",
-  action in [DataSandbox::Action::"storage:GetObject", DataSandbox::Action::"storage:ListObjectsV2"],
-  resource in DataSandbox::Bucket::"research"
-);"""
-"#;
-
 #[test]
 fn granted_datasets_appear_read_only_under_data() {
     let spec = DATASET_SPEC;
     let server = Server::start_with_spec(spec, &[]);
     assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
     for (key, body) in [("trials/2026/results.csv", "id,score\n1,0.9\n"), ("trials/readme.txt", "read me\n"), ("other/secret.txt", "no")] {
-        server.ok("storage:PutObject", json!({ "Bucket": "research", "Key": key, "Body": crate::server::b64(body.as_bytes()) }));
+        server.ok("storage:PutObject", json!({ "Bucket": "research", "Key": key, "Body": crate::support::server::b64(body.as_bytes()) }));
     }
     // Hana is granted the dataset: it is there, whole, and cannot be changed from inside.
     let hana = create(&server, "hana");

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::Server;
-use crate::server::Called;
+use crate::support::server::Called;
+use crate::support::server::Server;
 
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -3,27 +3,19 @@
 
 mod attacks;
 mod bad_input;
-mod console;
+mod browser;
 mod crash;
 mod deploy;
-mod desktop;
 mod files;
 mod flows;
-mod http;
 mod instances;
 mod local_users;
 mod notebooks;
-mod oidc;
-mod portal;
 mod postgres;
-mod s3;
 mod saml;
 mod sandbox;
-mod server;
-mod session_page;
 mod stream;
 mod streaming;
+mod support;
 mod tidy;
 mod trail;
-
-pub use server::Server;

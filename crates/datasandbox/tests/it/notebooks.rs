@@ -8,26 +8,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::Server;
-use crate::http;
-use crate::server::{b64, eventually, unb64};
-use crate::streaming::{expire, redeem, status};
-
-/// A server with both images built (the notebook image's Python environment is cached
-/// host-wide after its first build).
-fn server(overrides: &[&str]) -> Server {
-    // Direct mode: the notebook URL goes to the user's browser, the user's device, where
-    // file transfer settings cannot hold: the stack enables both (the seed's disables downloads).
-    let mut all = vec!["stream_view=DIRECT".to_owned(), "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED".to_owned()];
-    all.extend(overrides.iter().map(|o| (*o).to_owned()));
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    let server = Server::start(&refs);
-    for recipe in ["base", "notebook"] {
-        let built = server.cli(&["image", "build", recipe], &[]);
-        assert_eq!(built.exit, 0, "image {recipe}: {:?}", built.stderr);
-    }
-    server
-}
+use crate::support::http;
+use crate::support::notebooks::direct_notebook_server;
+use crate::support::server::Server;
+use crate::support::server::{b64, eventually, unb64};
+use crate::support::streaming::{expire, redeem, status};
 
 /// A GET to `at` (the gateway's main address, or the notebook origin's).
 fn get(at: &str, path: &str, cookie: &str) -> http::Reply {
@@ -92,7 +77,7 @@ fn execute(at: &str, base: &str, cookie: &str, kernel: &str, code: &str) -> Stri
 
 #[test]
 fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session() {
-    let server = server(&[]);
+    let server = direct_notebook_server(&[]);
     // A DIRECT notebook stack cannot pretend to hold file transfers.
     let refused = server.call(
         "streaming:UpdateStack",
@@ -212,22 +197,6 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     assert!(!mounts.contains(dir.to_str().expect("utf-8")), "a stopped notebook's volume is not mounted: {mounts}");
 }
 
-/// In a real browser: the session page frames the notebook from its own origin (another port),
-/// JupyterLab draws there, and a reload of the page (the presigned URL spent) finds it again.
-#[test]
-fn a_direct_notebook_opens_in_the_session_page_from_its_own_origin() {
-    let server = server(&[]);
-    let url = crate::streaming::streaming_url(&server, "nadia");
-    let browser = crate::desktop::Browser::run("notebook.mjs", &url);
-    let opened = browser.expect("opened", 300);
-    let page = opened["page"].as_str().expect("page").to_owned();
-    let frame = opened["frame"].as_str().expect("frame").to_owned();
-    let origin = |u: &str| u.split('/').take(3).collect::<Vec<_>>().join("/");
-    assert_ne!(origin(&page), origin(&frame), "the notebook is framed from the page's own origin");
-    let reopened = browser.expect("reopened", 90);
-    assert_eq!(reopened["frame"], opened["frame"], "{reopened}");
-}
-
 /// Writes `session.json` from inside an instance, as that instance, into `key`.
 fn write_from(server: &Server, instance: &str, key: &str, body: &[u8]) {
     assert_eq!(put_from(server, instance, key, body), json!(200), "{key}");
@@ -268,7 +237,7 @@ fn answer(server: &Server, folder: &str) -> String {
 #[test]
 fn an_expired_notebook_url_is_refused() {
     // One timeout second lasts 10 ms: the 5-minute notebook URL lasts 3 s; the session stays.
-    let server = server(&[
+    let server = direct_notebook_server(&[
         "streaming.timeout_scale_ms=10",
         "fleets.datasandbox-fleet.disconnect_timeout=36000",
         "fleets.datasandbox-fleet.idle_disconnect_timeout=0",
@@ -287,7 +256,7 @@ fn an_expired_notebook_url_is_refused() {
 fn the_session_validator_rejects_every_spoof_with_a_reason() {
     // Launchers are not started for these sessions' users' folders here: the test writes the
     // files itself, from inside the instances, as the instances.
-    let server = server(&["fleet_type=ALWAYS_ON", "fleets.datasandbox-fleet.desired_instances=3"]);
+    let server = direct_notebook_server(&["fleet_type=ALWAYS_ON", "fleets.datasandbox-fleet.desired_instances=3"]);
     eventually(60, "warm instances", || {
         let fleets = server.ok("streaming:DescribeFleets", json!({}));
         (fleets["Fleets"][0]["ComputeCapacityStatus"]["Available"] == 3).then_some(())

@@ -10,9 +10,9 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::saml::{fetch_sp_metadata, free_port, identity_provider, post_acs, responses};
-use crate::server::Server;
-use crate::streaming::{STACK, active, open, status, streaming_url};
+use crate::support::saml::{fetch_sp_metadata, free_port, identity_provider, post_acs, responses};
+use crate::support::server::Server;
+use crate::support::streaming::{STACK, active, open, status, streaming_url};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -112,7 +112,7 @@ fn the_control_plane_runs_on_postgresql() {
 
     // Objects and parameters.
     server.ok("parameters:PutParameter", json!({ "Name": "/pg/check", "Value": "on postgres", "Type": "SecureString" }));
-    let body = crate::server::b64(b"rows,1\n");
+    let body = crate::support::server::b64(b"rows,1\n");
     server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": "shared/pg.csv", "Body": body }));
     let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": "shared/" }));
     assert_eq!(listed["KeyCount"], 1, "{listed}");

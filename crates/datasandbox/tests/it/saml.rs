@@ -4,126 +4,11 @@
 //! its own reason and an audit record naming the subject the response claimed; nothing a
 //! refused response says reaches a token or a session.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use serde_json::json;
 
-use serde_json::{Value, json};
-
-use crate::server::Server;
-use crate::streaming::{active, open, server};
-use crate::{http, streaming};
-
-const STACK: &str = "datasandbox-stack";
-
-pub(crate) fn python() -> PathBuf {
-    std::env::var_os("DATASANDBOX_TEST_PYTHON")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ci-venv/bin/python"), PathBuf::from)
-}
-
-fn helper() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/saml_idp.py")
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
-}
-
-/// Keys, certificates and metadata of a fresh IdP at `base` (its own, and an attacker's).
-pub(crate) fn identity_provider(dir: &Path, base: &str) {
-    let out = Command::new(python()).args(["-W", "ignore"]).arg(helper()).arg("init").arg(dir).arg(base).output().expect("run python");
-    assert!(out.status.success(), "saml_idp.py init: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// The SP's metadata, as the IdP's administrator would download it.
-pub(crate) fn fetch_sp_metadata(server: &Server, dir: &Path) -> PathBuf {
-    let reply = http::tcp(&server.api).expect("connect").request("GET", "/saml/metadata", &[], b"").expect("metadata");
-    assert_eq!(reply.status, 200);
-    let path = dir.join("sp.xml");
-    std::fs::write(&path, &reply.body).expect("write sp.xml");
-    path
-}
-
-/// One signed response per case, made by the IdP.
-pub(crate) fn responses(dir: &Path, sp: &Path, cases: &Value) -> Value {
-    let mut child = Command::new(python())
-        .args(["-W", "ignore"])
-        .arg(helper())
-        .arg("responses")
-        .arg(dir)
-        .arg(sp)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python");
-    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), cases.to_string().as_bytes()).expect("cases");
-    let out = child.wait_with_output().expect("responses");
-    assert!(out.status.success(), "saml_idp.py responses: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-pub(crate) struct Posted {
-    pub status: u16,
-    pub location: Option<String>,
-    pub cookie: Option<String>,
-    pub body: String,
-}
-
-impl Posted {
-    pub(crate) fn code(&self) -> String {
-        let start = self.body.find("<code id=\"code\">").map(|i| i + 16);
-        start.and_then(|s| self.body[s..].split('<').next()).unwrap_or_default().to_owned()
-    }
-}
-
-pub(crate) fn post_acs(server: &Server, response: &str, relay_state: &str) -> Posted {
-    post_acs_from(server, response, relay_state, None)
-}
-
-/// Posts a response from the browser holding `cookie` (the `ds_saml` of its `/saml/login`).
-pub(crate) fn post_acs_from(server: &Server, response: &str, relay_state: &str, cookie: Option<&str>) -> Posted {
-    let mut form = form_encode(&[("SAMLResponse", response)]);
-    if !relay_state.is_empty() {
-        form.push('&');
-        form.push_str(&form_encode(&[("RelayState", relay_state)]));
-    }
-    let reply = http::tcp(&server.api)
-        .expect("connect")
-        .request(
-            "POST",
-            "/saml/acs",
-            &[("content-type", "application/x-www-form-urlencoded"), ("cookie", cookie.unwrap_or_default())],
-            form.as_bytes(),
-        )
-        .expect("post");
-    let header = |name: &str| reply.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    Posted {
-        status: reply.status,
-        location: header("location"),
-        cookie: header("set-cookie").and_then(|c| c.split(';').next()?.strip_prefix("ds_portal=").map(str::to_owned)),
-        body: String::from_utf8_lossy(&reply.body).into_owned(),
-    }
-}
-
-pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let encode = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
-}
-
-pub(crate) fn sessions_of(server: &Server, user: &str) -> Vec<Value> {
-    let found = server.ok(
-        "streaming:DescribeSessions",
-        json!({ "StackName": STACK, "FleetName": "datasandbox-fleet", "UserId": user, "AuthenticationType": "SAML" }),
-    );
-    found["Sessions"].as_array().cloned().unwrap_or_default()
-}
+use crate::support::saml::{fetch_sp_metadata, free_port, identity_provider, post_acs, post_acs_from, responses, sessions_of, unpercent};
+use crate::support::streaming::{STACK, active, open, server};
+use crate::support::{http, streaming};
 
 #[test]
 fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
@@ -267,7 +152,7 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     let instance = bob_sessions[0]["InstanceId"].as_str().expect("instance");
     // A federated folder is the provider's user's: its hash covers the issuer too.
     let issuer = bob_sessions[0]["Issuer"].as_str().expect("a SAML session names its identity provider");
-    crate::portal::works_in_home_folder(&server, instance, "federated", &format!("{issuer}\nbob@example.test"));
+    crate::support::instances::works_in_home_folder(&server, instance, "federated", &format!("{issuer}\nbob@example.test"));
     let signed_in = server.audit(&[("EventName", "AssumeRoleWithSAML"), ("Username", "bob@example.test")]);
     let record = signed_in.iter().find(|r| r["errorCode"].is_null()).expect("bob's sign-in on the record");
     assert_eq!(record["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"], "false");
@@ -307,83 +192,4 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     let mine = server.call_as(&token, "streaming:DescribeUserSessions", &json!({}));
     assert_eq!(mine.stdout["Sessions"], json!([]), "carol has no session yet: {mine:?}");
     streaming::expire(&server, &bob_sessions[0]);
-}
-
-pub(crate) fn unpercent(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).expect("hex"));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).expect("UTF-8")
-}
-
-/// The IdP as an HTTP server on loopback, stopped when dropped.
-pub(crate) struct IdpServer(std::process::Child);
-
-impl IdpServer {
-    pub(crate) fn start(dir: &Path, sp: &Path, port: u16, user: &str, roles: &[&str]) -> IdpServer {
-        std::fs::write(dir.join("user.json"), json!({ "user": user, "roles": roles }).to_string()).expect("user.json");
-        let mut child = Command::new(python())
-            .args(["-W", "ignore"])
-            .arg(helper())
-            .arg("serve")
-            .arg(dir)
-            .arg(sp)
-            .arg(port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run python");
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line).expect("read");
-        assert_eq!(line.trim(), "listening", "the IdP did not start");
-        IdpServer(child)
-    }
-}
-
-impl Drop for IdpServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn saml_sign_in_in_a_real_browser_reaches_the_portal_and_a_session() {
-    let idp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    identity_provider(idp.path(), &format!("http://127.0.0.1:{port}"));
-    let metadata = format!("idp_metadata={}", idp.path().join("idp.xml").display());
-    let server = server(&[&metadata]);
-    let sp = fetch_sp_metadata(&server, idp.path());
-    let _idp = IdpServer::start(idp.path(), &sp, port, "dana@example.test", &["saml-stack"]);
-
-    let events = crate::portal::browser("saml.mjs", &[&format!("http://{}", server.api)], String::new);
-    assert_eq!(events[0]["user"], "dana@example.test");
-    assert_eq!(events[0]["stacks"], json!([STACK]));
-    assert!(events[1]["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{events:?}");
-    let sessions = sessions_of(&server, "dana@example.test");
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
-    assert_eq!(sessions[0]["State"], "ACTIVE");
-    // The sign-in answered the SP's own request (SP-initiated), and the launch was the SAML user's.
-    let records = server.audit(&[("EventName", "AssumeRoleWithSAML"), ("Username", "dana@example.test")]);
-    assert!(records.iter().any(|r| r["errorCode"].is_null()), "{records:#?}");
-    let launches = server.audit(&[("EventName", "CreateUserStreamingURL"), ("Username", "dana@example.test")]);
-    assert!(launches.iter().any(|r| r["errorCode"].is_null() && r["resources"][0]["ARN"].as_str().is_some_and(|a| a.ends_with(":stack/datasandbox-stack"))), "{launches:#?}");
-    streaming::expire(&server, &sessions[0]);
 }

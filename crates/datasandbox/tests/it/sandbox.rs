@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sandbox::network::{Firewall, Link};
 use sandbox::{Instance, InstanceSpec, Limits, Sandbox};
 
-use crate::server::BIN;
+use crate::support::server::BIN;
 
 pub const ENDPOINT_PORT: u16 = 18751;
 
@@ -16,7 +16,7 @@ pub struct Fixture {
     pub sandbox: Sandbox,
     pub image: sandbox::image::Image,
     _images: tempfile::TempDir,
-    vpc: crate::server::Vpc,
+    vpc: crate::support::server::Vpc,
     next: u32,
 }
 
@@ -26,7 +26,7 @@ impl Fixture {
         let image = sandbox::image::build_base(images.path(), "base", "1", &mut |_| {}).expect("build the base image");
         let sandbox =
             Sandbox::new(ENDPOINT_PORT, sandbox::ids::IdPool::default()).expect("install the firewall table (needs root and nftables)");
-        Fixture { sandbox, image, _images: images, vpc: crate::server::Vpc::claim(), next: 0 }
+        Fixture { sandbox, image, _images: images, vpc: crate::support::server::Vpc::claim(), next: 0 }
     }
 
     pub fn spec(&mut self, command: &[&str], limits: Limits) -> InstanceSpec {

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::http;
-use crate::server::{Server, eventually};
-use crate::streaming::{redeem, status};
+use crate::support::http;
+use crate::support::server::{Server, eventually};
+use crate::support::streaming::{redeem, status};
 
 struct Rfb {
     socket: tungstenite::WebSocket<TcpStream>,
@@ -148,7 +148,7 @@ fn clipboard_records(server: &Server) -> Vec<Value> {
 
 #[test]
 fn clipboard_settings_hold_on_the_wire_in_both_directions() {
-    let server = crate::streaming::server(&["stream_view=DESKTOP"]);
+    let server = crate::support::streaming::server(&["stream_view=DESKTOP"]);
     // The seed's stack: paste into the session enabled, copy out of it disabled.
     let (cookie, alice) = session(&server, "alice");
     let (id, instance) = (alice["SessionId"].as_str().expect("id"), alice["InstanceId"].as_str().expect("instance"));

@@ -7,72 +7,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::Server;
-use crate::http;
-use crate::server::eventually;
-
-pub(crate) const STACK: &str = "datasandbox-stack";
-const FLEET: &str = "datasandbox-fleet";
-
-/// A server with the base image built, its default fleet set by `overrides`. Its sessions
-/// start a shell, not the notebook launcher: these tests are about sessions, not notebooks.
-pub(crate) fn server(overrides: &[&str]) -> Server {
-    // Direct mode: no display is started (these tests are about sessions; `stream.rs` streams).
-    let mut all = vec![format!("stacks.{STACK}.application=shell"), "stream_view=DIRECT".to_owned()];
-    all.extend(overrides.iter().map(|o| (*o).to_owned()));
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    let server = Server::start(&refs);
-    assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
-    server
-}
+use crate::support::http;
+use crate::support::server::Server;
+use crate::support::server::eventually;
+use crate::support::streaming::{FLEET, STACK, active, expire, open, redeem, server, status, streaming_url};
 
 fn fleet_setting(key: &str, value: impl std::fmt::Display) -> String {
     format!("fleets.{FLEET}.{key}={value}")
-}
-
-pub(crate) fn streaming_url(server: &Server, user: &str) -> String {
-    let out = server.ok("streaming:CreateStreamingURL", json!({ "StackName": STACK, "FleetName": FLEET, "UserId": user, "Validity": 600 }));
-    out["StreamingURL"].as_str().expect("url").to_owned()
-}
-
-pub(crate) struct Opened {
-    pub status: u16,
-    pub cookie: Option<String>,
-    pub body: String,
-}
-
-/// Opens a streaming URL as a browser would.
-pub(crate) fn open(server: &Server, url: &str) -> Opened {
-    let path = &url[url.find("/streaming/").expect("a streaming URL")..];
-    let reply = http::tcp(&server.api).expect("connect").request("GET", path, &[], b"").expect("request");
-    let cookie = reply
-        .headers
-        .iter()
-        .find(|(name, _)| name == "set-cookie")
-        .and_then(|(_, value)| value.split(';').next()?.strip_prefix("ds_session=").map(str::to_owned));
-    Opened { status: reply.status, cookie, body: String::from_utf8_lossy(&reply.body).into_owned() }
-}
-
-pub(crate) fn redeem(server: &Server, user: &str) -> String {
-    let opened = open(server, &streaming_url(server, user));
-    assert_eq!(opened.status, 200, "{}", opened.body);
-    opened.cookie.expect("a session cookie")
-}
-
-pub(crate) fn status(server: &Server, cookie: &str) -> Value {
-    let reply = http::tcp(&server.api)
-        .expect("connect")
-        .request("GET", "/session/status", &[("cookie", &format!("ds_session={cookie}"))], b"")
-        .expect("request");
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-    reply.json()
-}
-
-pub(crate) fn active(server: &Server, cookie: &str, seconds: u64) -> Value {
-    eventually(seconds, "the session to be ACTIVE", || {
-        let s = status(server, cookie);
-        (s["State"] == "ACTIVE").then_some(s)
-    })
 }
 
 /// Desired, Running, InUse, Available.
@@ -88,10 +29,6 @@ fn settle(server: &Server, expected: [i64; 4], what: &str) {
         let fleets = server.ok("streaming:DescribeFleets", json!({ "Names": [FLEET] }));
         (fleets["Fleets"][0]["State"] == "RUNNING" && capacity(server) == expected).then_some(())
     });
-}
-
-pub(crate) fn expire(server: &Server, session: &Value) {
-    server.ok("streaming:ExpireSession", json!({ "SessionId": session["SessionId"] }));
 }
 
 fn instance_gone(id: &str) -> bool {
@@ -379,7 +316,7 @@ fn reconnecting_within_the_disconnect_timeout_keeps_the_session() {
     assert_eq!(generated["Sessions"], 1, "{generated}");
     let key = format!("sessions/schedule=DAILY/year={}/month={}/day={}/daily-session-report-{day}.csv", &day[..4], &day[5..7], &day[8..]);
     let report = server.ok("storage:GetObject", json!({ "Bucket": "datasandbox-reports", "Key": key }));
-    let csv = String::from_utf8(crate::server::unb64(report["Body"].as_str().expect("body"))).expect("utf-8");
+    let csv = String::from_utf8(crate::support::server::unb64(report["Body"].as_str().expect("body"))).expect("utf-8");
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
     let row: Vec<&str> = lines.next().expect("a row").split(',').collect();

@@ -2,97 +2,16 @@
 //! untouched trail validates, a crash leaves a trail that validates, and `audit trace` draws
 //! exactly one person's timeline.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::Write;
+use std::path::Path;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::Server;
-use crate::flows::walk;
-use crate::http;
-use crate::server::{BIN, eventually};
-
-pub(crate) fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out).expect("gunzip");
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).expect("gzip");
-    encoder.finish().expect("gzip")
-}
-
-pub(crate) fn files_ending(dir: &Path, suffix: &str, part: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> =
-        walk(dir).into_iter().filter(|p| p.to_string_lossy().ends_with(suffix) && p.to_string_lossy().contains(part)).collect();
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    files
-}
-
-pub(crate) fn log_files(trail: &Path) -> Vec<PathBuf> {
-    files_ending(trail, ".json.gz", "/DataSandbox/")
-}
-
-pub(crate) fn digest_files(trail: &Path) -> Vec<PathBuf> {
-    files_ending(trail, ".json.gz", "/DataSandbox-Digest/")
-}
-
-/// Rewrites the record lines of a sealed log file.
-pub(crate) fn edit_log(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
-    let text = String::from_utf8(gunzip(&std::fs::read(path).expect("read"))).expect("utf-8");
-    let body = text.strip_prefix("{\"Records\":[\n").and_then(|t| t.strip_suffix("\n]}\n")).expect("sealed shape");
-    let mut lines: Vec<String> = body.split(",\n").map(str::to_owned).collect();
-    edit(&mut lines);
-    let rebuilt = format!("{{\"Records\":[\n{}\n]}}\n", lines.join(",\n"));
-    std::fs::write(path, gzip(rebuilt.as_bytes())).expect("write");
-}
-
-pub(crate) fn copy_dir(from: &Path, to: &Path) {
-    for file in walk(from) {
-        let target = to.join(file.strip_prefix(from).expect("inside"));
-        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
-        std::fs::copy(&file, &target).expect("copy");
-    }
-}
-
-pub(crate) struct Validation {
-    pub exit: i32,
-    pub stdout: String,
-}
-
-pub(crate) fn validate(trail: &Path, public_key: &Path) -> Validation {
-    let output = Command::new(BIN)
-        .args(["audit", "validate", "--trail-dir"])
-        .arg(trail)
-        .arg("--public-key")
-        .arg(public_key)
-        .output()
-        .expect("run validate");
-    Validation { exit: output.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&output.stdout).into_owned() }
-}
-
-/// A real trail of several sealed, digested log files, from a server that stopped cleanly.
-pub(crate) fn build_trail() -> (tempfile::TempDir, PathBuf) {
-    let mut server = Server::start(&["audit.digest_interval_seconds=1", "audit.checkpoint_records=5"]);
-    for round in 0..3 {
-        for n in 0..12 {
-            server.ok("parameters:PutParameter", json!({ "Name": format!("/round{round}/p{n}"), "Value": "v", "Type": "String" }));
-        }
-        let digests_before = digest_files(&server.data_dir().join("trail")).len();
-        eventually(10, "the next digest", || (digest_files(&server.data_dir().join("trail")).len() > digests_before).then_some(()));
-    }
-    assert!(server.stop().success());
-    let copy = tempfile::tempdir().expect("temp dir");
-    copy_dir(&server.data_dir().join("trail"), copy.path());
-    let key = walk(copy.path()).into_iter().find(|p| p.extension().is_some_and(|e| e == "pub")).expect("public key");
-    let key_copy = copy.path().join("trail.pub");
-    std::fs::copy(key, &key_copy).expect("copy key");
-    (copy, key_copy)
-}
+use crate::support::files::{copy_dir, walk};
+use crate::support::http;
+use crate::support::server::Server;
+use crate::support::trail::{build_trail, digest_files, edit_log, files_ending, gunzip, gzip, log_files, validate};
 
 #[test]
 fn every_kind_of_tampering_is_detected_and_an_untouched_trail_validates() {

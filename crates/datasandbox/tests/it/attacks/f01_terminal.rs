@@ -4,8 +4,8 @@
 
 use serde_json::json;
 
-use crate::Server;
-use crate::instances::{create, sh};
+use crate::support::instances::{create, sh};
+use crate::support::server::Server;
 
 /// The controlling terminal (field 7 of `/proc/<pid>/stat`, `tty_nr`) of a host process.
 fn tty_of(pid: u32) -> i64 {

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::Server;
-use crate::instances::{DATASET_SPEC, create, sh};
+use crate::support::instances::{DATASET_SPEC, create, sh};
+use crate::support::server::Server;
 
 /// Runs a command as `nobody`, an ordinary host user with no part in DataSandbox.
 fn as_nobody(command: &str) -> (bool, String) {
@@ -23,8 +23,10 @@ fn as_nobody(command: &str) -> (bool, String) {
 fn f02_another_host_user_cannot_read_an_instances_datasets() {
     let server = Server::start_with_spec(DATASET_SPEC, &[]);
     assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
-    server
-        .ok("storage:PutObject", json!({ "Bucket": "research", "Key": "trials/readme.txt", "Body": crate::server::b64(b"secret rows\n") }));
+    server.ok(
+        "storage:PutObject",
+        json!({ "Bucket": "research", "Key": "trials/readme.txt", "Body": crate::support::server::b64(b"secret rows\n") }),
+    );
     let hana = create(&server, "hana");
     assert_eq!(hana["Datasets"][0]["State"], "MOUNTED", "{hana}");
     let id = hana["InstanceId"].as_str().expect("id");

@@ -4,8 +4,8 @@
 
 use std::process::Command;
 
-use crate::instances::{create, server_with_image, sh};
-use crate::server::BIN;
+use crate::support::instances::{create, server_with_image, sh};
+use crate::support::server::BIN;
 
 #[test]
 fn f03_each_instance_has_host_ids_of_its_own_outside_every_subordinate_range() {
@@ -63,8 +63,8 @@ fn f03_a_pool_overlapping_etc_subuid_refuses_to_start() {
 #[test]
 fn f03_a_notebook_keeps_its_files_across_starts_on_other_host_ids() {
     use serde_json::json;
-    let server = super::server_with_notebook_image();
-    let first = super::create_notebook(&server, "keep");
+    let server = crate::support::notebooks::server_with_notebook_image();
+    let first = crate::support::notebooks::create_notebook(&server, "keep");
     let (code, out) = sh(
         &server,
         &first,
@@ -76,7 +76,7 @@ fn f03_a_notebook_keeps_its_files_across_starts_on_other_host_ids() {
     // Another instance takes the freed ids, so the notebook starts on others.
     let _other = create(&server, "olive");
     server.ok("notebooks:StartNotebookInstance", json!({ "NotebookInstanceName": "keep" }));
-    let second = super::notebook_in_service(&server, "keep");
+    let second = crate::support::notebooks::notebook_in_service(&server, "keep");
     let (code, out) = sh(
         &server,
         &second,

@@ -5,10 +5,10 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::users::{portal_session, portal_user};
-use crate::Server;
-use crate::server::eventually;
-use crate::streaming::{redeem, status};
+use crate::support::server::Server;
+use crate::support::server::eventually;
+use crate::support::streaming::{redeem, status};
+use crate::support::users::{portal_session, portal_user};
 
 fn notebook_server(overrides: &[&str]) -> Server {
     // Direct mode: the notebook URL goes to the user's browser (whose stack must then allow
@@ -85,16 +85,16 @@ fn f04_a_local_bob_never_opens_the_notebook_of_an_applications_bob() {
 #[test]
 fn f04_a_saml_bob_never_opens_a_local_bobs_notebook() {
     let idp = tempfile::tempdir().expect("tempdir");
-    crate::saml::identity_provider(idp.path(), &format!("http://127.0.0.1:{}", crate::saml::free_port()));
+    crate::support::saml::identity_provider(idp.path(), &format!("http://127.0.0.1:{}", crate::support::saml::free_port()));
     let metadata = format!("idp_metadata={}", idp.path().join("idp.xml").display());
     let server = notebook_server(&[&metadata]);
     // The local user `bob` opens his notebook and keeps his work in it.
     let token = portal_user(&server, "bob");
     let local_notebook = notebook_of(&server, &portal_session(&server, &token));
     // The identity provider's `bob` (its NameID, which the IdP's users or admins choose).
-    let sp = crate::saml::fetch_sp_metadata(&server, idp.path());
-    let made = crate::saml::responses(idp.path(), &sp, &json!([{ "name": "bob", "user": "bob", "mfa": false }]));
-    let signed_in = crate::saml::post_acs(&server, made["bob"].as_str().expect("response"), "");
+    let sp = crate::support::saml::fetch_sp_metadata(&server, idp.path());
+    let made = crate::support::saml::responses(idp.path(), &sp, &json!([{ "name": "bob", "user": "bob", "mfa": false }]));
+    let signed_in = crate::support::saml::post_acs(&server, made["bob"].as_str().expect("response"), "");
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     let saml_token = signed_in.cookie.expect("the portal's cookie");
     let saml_cookie = portal_session(&server, &saml_token);

@@ -5,8 +5,8 @@
 
 use serde_json::{Value, json};
 
-use crate::Server;
-use crate::instances::{create, server_with_image, sh};
+use crate::support::instances::{create, server_with_image, sh};
+use crate::support::server::Server;
 
 /// Writes 300 MiB into `dir` inside the instance; returns what it reports and the bytes that
 /// landed.
@@ -32,8 +32,8 @@ fn f05_an_instance_cannot_fill_the_host_disk_through_its_writable_host_directori
 
 #[test]
 fn f05_a_notebook_cannot_fill_the_host_disk_through_its_server_socket_directory() {
-    let server = super::server_with_notebook_image();
-    let notebook = super::create_notebook(&server, "flood");
+    let server = crate::support::notebooks::server_with_notebook_image();
+    let notebook = crate::support::notebooks::create_notebook(&server, "flood");
     let (_, out) = flood(&server, &notebook, "/run/jupyter");
     assert!(out.contains("No space left on device"), "{out}");
     let landed: u64 = out.lines().last().and_then(|l| l.trim().parse().ok()).expect("a size");

@@ -3,57 +3,14 @@
 //! refusal is recorded — until the operator frees space, and the records of ends (the
 //! server's stop) are still written.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_json::json;
 
-use super::f06_bounded_records::{line_of, trail_lines};
-use crate::Server;
-use crate::http;
-use crate::server::eventually;
-use crate::trail::{files_ending, validate};
-
-/// A size-limited tmpfs, unmounted when dropped.
-pub(crate) struct Tmpfs {
-    dir: Option<tempfile::TempDir>,
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    pub(crate) fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().to_owned();
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"]).arg(&path).status();
-        assert!(status.expect("mount").success(), "cannot mount a tmpfs (these tests run as root)");
-        Tmpfs { dir: Some(dir), path }
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The directory, for a server to own; the mount stays until this guard drops.
-    pub(crate) fn take_dir(&mut self) -> tempfile::TempDir {
-        self.dir.take().expect("taken once")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
-
-/// Writes zeros into `path` until the file system is full, as a notebook can into `/run/jupyter`.
-pub(crate) fn fill(path: &Path) {
-    let mut file = std::fs::File::create(path).expect("create the filler");
-    let block = vec![0u8; 1 << 20];
-    while file.write_all(&block).is_ok() {}
-    let _ = file.sync_all();
-}
+use crate::support::http;
+use crate::support::server::Server;
+use crate::support::server::eventually;
+use crate::support::tmpfs::{Tmpfs, fill};
+use crate::support::trail::{files_ending, validate};
+use crate::support::trail::{line_of, trail_lines};
 
 fn put(server: &Server, name: &str) -> (u16, serde_json::Value) {
     let mut connection = http::unix(&server.socket()).expect("connect");

@@ -1,49 +1,14 @@
 //! Finding 6: one request must not write an unbounded record. Member names, error messages
 //! and every string in a record are capped, and the reply says what was cut.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
-use crate::Server;
-use crate::flows::walk;
-use crate::http;
+use crate::support::http;
+use crate::support::server::Server;
+use crate::support::trail::line_of;
 
 /// The largest record a request may cause.
 const RECORD_LIMIT: usize = 64 * 1024;
-
-/// Every record line of a trail, open and sealed files alike, read from the files themselves.
-pub(crate) fn trail_lines(data_dir: &Path) -> Vec<String> {
-    use std::io::Read as _;
-    let mut lines = Vec::new();
-    for path in walk(&data_dir.join("trail")) {
-        let name = path.to_string_lossy().into_owned();
-        if !name.contains("/DataSandbox/") {
-            continue;
-        }
-        let text = if name.ends_with(".jsonl") {
-            std::fs::read_to_string(&path).unwrap_or_default()
-        } else if name.ends_with(".json.gz") {
-            let mut out = String::new();
-            let bytes = std::fs::read(&path).unwrap_or_default();
-            let _ = flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut out);
-            out
-        } else {
-            continue;
-        };
-        lines.extend(text.lines().map(|l| l.trim_end_matches(',').to_owned()).filter(|l| l.starts_with("{\"sequenceNumber\"")));
-    }
-    let sequence =
-        |line: &String| -> u64 { line["{\"sequenceNumber\":".len()..].split(',').next().and_then(|n| n.parse().ok()).unwrap_or(0) };
-    lines.sort_by_key(sequence);
-    lines
-}
-
-/// The trail's line for a request id.
-pub(crate) fn line_of(data_dir: &Path, request_id: &str) -> String {
-    let needle = format!("\"requestID\":\"{request_id}\"");
-    crate::server::eventually(10, "the request's record in the trail", || trail_lines(data_dir).into_iter().find(|l| l.contains(&needle)))
-}
 
 #[test]
 fn f06_a_two_megabyte_member_name_writes_a_record_under_64_kib() {

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::instances::{create, sh};
+use crate::support::instances::{create, sh};
 
 /// The host processes whose command line or environment contains `secret`.
 fn holders(secret: &str) -> Vec<String> {
@@ -26,7 +26,7 @@ fn holders(secret: &str) -> Vec<String> {
 
 #[test]
 fn f07_no_secret_is_on_a_host_processs_command_line_or_in_its_environment() {
-    let server = super::server_with_notebook_image();
+    let server = crate::support::notebooks::server_with_notebook_image();
     // An instance's credential.
     let instance = create(&server, "mallory");
     let (code, credential) = sh(&server, &instance, "cat /run/datasandbox/credential");
@@ -38,7 +38,7 @@ fn f07_no_secret_is_on_a_host_processs_command_line_or_in_its_environment() {
     assert_eq!(holders(&as_bytes[1..as_bytes.len() - 1]), Vec::<String>::new(), "the instance credential is visible in /proc");
 
     // A notebook server's token.
-    let notebook = super::create_notebook(&server, "tokens");
+    let notebook = crate::support::notebooks::create_notebook(&server, "tokens");
     let (code, token) = sh(
         &server,
         &notebook,

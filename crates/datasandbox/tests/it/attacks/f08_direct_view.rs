@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::Server;
+use crate::support::server::Server;
 
 #[test]
 fn f08_a_direct_notebook_stack_with_file_transfer_disabled_is_refused() {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::http;
-use crate::streaming::{redeem, server, status};
+use crate::support::http;
+use crate::support::streaming::{redeem, server, status};
 
 /// Another port of the same host: the same site, another origin.
 const FOREIGN: &str = "http://127.0.0.1:1";
@@ -77,7 +77,7 @@ fn f09_a_page_of_another_origin_cannot_use_the_session_or_console_cookies() {
 fn f09_the_main_origin_serves_no_notebook() {
     // Notebook pages (whatever a kernel's output puts in them) on the gateway's origin could
     // call the console's and the session's actions with the user's cookies.
-    let server = crate::Server::start(&[]);
+    let server = crate::support::server::Server::start(&[]);
     let reply = http::tcp(&server.api).expect("connect").request("GET", "/notebook/nb-0123456789abcdef/lab", &[], b"").expect("request");
     assert_eq!(reply.status, 404, "{}", String::from_utf8_lossy(&reply.body));
 }

@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use super::users::{PASSWORD, portal_user, sign_in_from, token_of};
-use crate::Server;
+use crate::support::server::Server;
+use crate::support::users::{PASSWORD, portal_user, sign_in_from, token_of};
 
 #[test]
 fn f10_a_sign_in_token_does_not_reach_the_home_folder_around_the_stacks_settings() {

@@ -4,9 +4,9 @@
 
 use serde_json::json;
 
-use crate::Server;
-use crate::http;
-use crate::saml::{fetch_sp_metadata, form_encode, free_port, identity_provider, responses, sessions_of, unpercent};
+use crate::support::http;
+use crate::support::saml::{fetch_sp_metadata, form_encode, free_port, identity_provider, responses, sessions_of, unpercent};
+use crate::support::server::Server;
 
 const STACK: &str = "datasandbox-stack";
 

@@ -6,9 +6,9 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::f06_bounded_records::trail_lines;
-use crate::Server;
-use crate::server::eventually;
+use crate::support::server::Server;
+use crate::support::server::eventually;
+use crate::support::trail::trail_lines;
 
 #[test]
 fn f13_a_secret_given_as_a_spec_override_never_reaches_the_trail() {
@@ -80,18 +80,23 @@ fn f13_a_key_destroyed_when_its_deletion_falls_due_is_recorded_as_its_own_event(
 
 #[test]
 fn f13_a_session_connection_is_refused_when_it_cannot_be_recorded() {
-    use super::f05_trail_reserve::{Tmpfs, fill};
+    use crate::support::tmpfs::{Tmpfs, fill};
     let mut tmpfs = Tmpfs::mount("256m");
     let filler = tmpfs.path().join("filler");
     let overrides = ["stacks.datasandbox-stack.application=shell", "stream_view=DIRECT"];
     let server = Server::start_in(tmpfs.take_dir(), &overrides);
     assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
-    let cookie = crate::streaming::redeem(&server, "f13-connect");
-    crate::streaming::active(&server, &cookie, 30);
+    let cookie = crate::support::streaming::redeem(&server, "f13-connect");
+    crate::support::streaming::active(&server, &cookie, 30);
     // The disk fills up (a notebook writing into a directory on it): the trail is on its reserve.
     fill(&filler);
-    let connected =
-        crate::http::websocket(&server.api, "/session/ws", &format!("ds_session={cookie}"), None, std::time::Duration::from_millis(500));
+    let connected = crate::support::http::websocket(
+        &server.api,
+        "/session/ws",
+        &format!("ds_session={cookie}"),
+        None,
+        std::time::Duration::from_millis(500),
+    );
     match connected {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503, "{response:?}"),
         Err(other) => panic!("the connection failed for another reason: {other}"),

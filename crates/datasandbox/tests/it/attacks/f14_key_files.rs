@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::streaming::{open, server, streaming_url};
+use crate::support::streaming::{open, server, streaming_url};
 
 #[test]
 fn f14_a_streaming_url_re_signed_for_another_user_opens_nothing() {

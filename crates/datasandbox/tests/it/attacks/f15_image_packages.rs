@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::Server;
+use crate::support::server::Server;
 
 /// A spec that makes `ursula` (a user, not the host's operator) an administrator: she may deploy.
 const URSULA_DEPLOYS: &str = r#"[[buckets]]

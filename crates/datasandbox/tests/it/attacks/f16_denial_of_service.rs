@@ -4,9 +4,9 @@
 
 use serde_json::json;
 
-use super::users::sign_in_from;
-use crate::Server;
-use crate::streaming::{open, server, streaming_url};
+use crate::support::server::Server;
+use crate::support::streaming::{open, server, streaming_url};
+use crate::support::users::sign_in_from;
 
 #[test]
 fn f16_a_burst_of_sign_ins_from_one_address_does_not_all_run_argon2() {
@@ -57,19 +57,19 @@ fn f16_a_burst_of_saml_responses_does_not_fork_an_xmlsec1_each() {
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let mount = format!("mount --bind {} /usr/bin/xmlsec1 && exec \"$@\"", wrapper.display());
     let idp = tempfile::tempdir().expect("tempdir");
-    crate::saml::identity_provider(idp.path(), &format!("http://127.0.0.1:{}", crate::saml::free_port()));
+    crate::support::saml::identity_provider(idp.path(), &format!("http://127.0.0.1:{}", crate::support::saml::free_port()));
     let metadata = format!("idp_metadata={}", idp.path().join("idp.xml").display());
     let server = Server::start_under(&["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", &mount, "sh"], &[&metadata]);
     // Eight genuine responses at once (anyone can make the server check one that is well shaped).
-    let sp = crate::saml::fetch_sp_metadata(&server, idp.path());
+    let sp = crate::support::saml::fetch_sp_metadata(&server, idp.path());
     let cases: Vec<serde_json::Value> =
         (0..8).map(|n| json!({ "name": format!("r{n}"), "user": format!("user{n}"), "mfa": false })).collect();
-    let made = crate::saml::responses(idp.path(), &sp, &json!(cases));
+    let made = crate::support::saml::responses(idp.path(), &sp, &json!(cases));
     let answers: Vec<u16> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
             .map(|n| {
                 let (server, response) = (&server, made[format!("r{n}")].as_str().expect("response").to_owned());
-                scope.spawn(move || crate::saml::post_acs(server, &response, "").status)
+                scope.spawn(move || crate::support::saml::post_acs(server, &response, "").status)
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("thread")).collect()

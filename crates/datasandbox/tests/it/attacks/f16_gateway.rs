@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::Server;
+use crate::support::server::Server;
 
 /// Reads until the server closes the connection; how long that took, or `None` if it did not
 /// within `limit`.
@@ -45,7 +45,7 @@ fn f16_a_slowloris_connection_is_closed() {
 /// The notebook listener's address, from the server's log (`notebooks=…` when it started).
 fn notebook_address(server: &Server) -> String {
     // The line may be written just after the ready line.
-    let log = crate::server::eventually(10, "the log names the notebook listener", || {
+    let log = crate::support::server::eventually(10, "the log names the notebook listener", || {
         std::fs::read_to_string(server.data_dir().join("server.log")).ok().filter(|log| log.contains("notebooks="))
     });
     let at = log.find("notebooks=").expect("the log names the notebook listener");

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::instances::{create, server_with_image, sh};
+use crate::support::instances::{create, server_with_image, sh};
 
 /// Whether a new process of the host's root can still make an inotify instance.
 fn host_root_can_watch() -> bool {

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::Server;
+use crate::support::server::Server;
 
 const PASSWORD: &str = "correct horse battery staple";
 

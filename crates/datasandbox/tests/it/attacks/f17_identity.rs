@@ -6,9 +6,9 @@
 
 use serde_json::json;
 
-use super::users::{PASSWORD, portal_session, portal_user, sign_in_from, token_of};
-use crate::Server;
-use crate::streaming::{server, status};
+use crate::support::server::Server;
+use crate::support::streaming::{server, status};
+use crate::support::users::{PASSWORD, portal_session, portal_user, sign_in_from, token_of};
 
 #[test]
 fn f17_a_stranger_cannot_lock_a_user_out() {
@@ -73,7 +73,7 @@ fn f17_an_ended_sessions_cookie_acts_for_nobody() {
     // The ended session's page may still learn how it ended...
     assert_eq!(status(&server, &old_cookie)["State"], "EXPIRED");
     // ...but its cookie ends nothing, not even carol's newer session.
-    let ended = crate::http::tcp(&server.api)
+    let ended = crate::support::http::tcp(&server.api)
         .expect("connect")
         .request(
             "POST",

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::Server;
-use crate::http;
+use crate::support::http;
+use crate::support::server::Server;
 
 #[test]
 fn f17_metrics_are_not_served_to_strangers_on_the_public_listener() {

@@ -7,10 +7,11 @@ use std::process::Command;
 
 use serde_json::json;
 
-use super::f05_trail_reserve::Tmpfs;
-use crate::Server;
-use crate::server::BIN;
-use crate::trail::{Validation, build_trail, copy_dir, digest_files, edit_log, files_ending, log_files, validate};
+use crate::support::files::copy_dir;
+use crate::support::server::BIN;
+use crate::support::server::Server;
+use crate::support::tmpfs::Tmpfs;
+use crate::support::trail::{Validation, build_trail, digest_files, edit_log, files_ending, log_files, validate};
 
 fn validate_with_witness(trail: &Path, public_key: &Path, witness: &Path) -> Validation {
     let output = Command::new(BIN)
@@ -39,7 +40,7 @@ fn f18_deleting_every_signature_and_then_truncating_a_log_never_validates() {
     let logs = log_files(trail.path());
     let several = logs
         .iter()
-        .rposition(|f| crate::trail::gunzip(&std::fs::read(f).expect("read")).windows(2).any(|w| w == b",\n"))
+        .rposition(|f| crate::support::trail::gunzip(&std::fs::read(f).expect("read")).windows(2).any(|w| w == b",\n"))
         .expect("a log file with several records");
     edit_log(&logs[several], |lines| lines.truncate(1));
     for later in &logs[several + 1..] {

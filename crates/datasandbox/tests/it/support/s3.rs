@@ -3,7 +3,7 @@
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
-use crate::server::eventually;
+use crate::support::server::eventually;
 
 pub struct Moto {
     pub port: u16,

@@ -1,8 +1,8 @@
 //! The session page in a real browser (Debian's Chromium through Playwright), where the order
 //! of its answers matters: it never shows an older status than one it has already shown.
 
-use crate::desktop::Browser;
-use crate::streaming::{active, expire, redeem, server, streaming_url};
+use crate::support::browser::Browser;
+use crate::support::streaming::{active, expire, redeem, server, streaming_url};
 
 /// The page asks for its first status (an audited call) and opens its live socket at once;
 /// the socket's statuses are newer. Here the first answer is held until the socket has made

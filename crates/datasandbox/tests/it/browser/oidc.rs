@@ -11,10 +11,10 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::http;
-use crate::saml::free_port;
-use crate::server::Server;
-use crate::streaming::server;
+use crate::support::http;
+use crate::support::saml::free_port;
+use crate::support::server::Server;
+use crate::support::streaming::server;
 
 /// The provider, on loopback, stopped when dropped. Its stdout stays open (it logs notices
 /// there, and would die writing into a closed pipe).
@@ -107,7 +107,7 @@ fn oidc_sign_in_with_pkce_reaches_a_session_and_callbacks_cannot_be_replayed_or_
     assert!(started.cookies.iter().any(|c| c.starts_with("ds_oidc=") && c.contains("HttpOnly")), "{:?}", started.cookies);
 
     // Frank, in a real browser.
-    let events = crate::portal::browser("oidc.mjs", &[&format!("http://{}", server.api)], || {
+    let events = crate::support::browser::run_flow("oidc.mjs", &[&format!("http://{}", server.api)], || {
         format!("the provider said: {}", std::fs::read_to_string(dir.path().join("provider.log")).unwrap_or_default())
     });
     assert_eq!(events[0]["user"], "frank");
@@ -157,7 +157,7 @@ fn oidc_sign_in_with_pkce_reaches_a_session_and_callbacks_cannot_be_replayed_or_
     for code in ["OIDCStateMismatch", "OIDCReplay", "OIDCInvalidState", "OIDCTokenRejected", "OIDCProviderError"] {
         assert!(refusals.iter().any(|r| r["errorCode"] == code), "{code} is on the record: {refusals:#?}");
     }
-    crate::streaming::expire(&server, &sessions["Sessions"][0]);
+    crate::support::streaming::expire(&server, &sessions["Sessions"][0]);
 }
 
 fn unpercent(text: &str) -> String {

@@ -5,79 +5,15 @@
 //! fetched from the instance's own address under the session's correlation id, and the
 //! notebook URL, taken out of the instance, opens nowhere else.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::Server;
-use crate::http;
-use crate::server::eventually;
-use crate::streaming::{redeem, streaming_url};
-
-/// A browser, driven by a script of `web/tests/` (`session.mjs` unless said otherwise) over
-/// its standard input and output.
-pub(crate) struct Browser {
-    child: Child,
-    commands: ChildStdin,
-    events: mpsc::Receiver<Value>,
-}
-
-impl Browser {
-    fn open(url: &str) -> Browser {
-        Browser::run("session.mjs", url)
-    }
-
-    pub(crate) fn run(script: &str, url: &str) -> Browser {
-        let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
-        assert!(web.join("node_modules/playwright-core").is_dir(), "the browser tests need `npm ci --prefix web` (scripts/test runs it)");
-        let mut child = Command::new("node")
-            .arg(web.join("tests").join(script))
-            .arg(url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run node (apt-get install nodejs)");
-        let commands = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(serde_json::from_str(&line).unwrap_or(json!({ "event": "output", "line": line })));
-            }
-        });
-        Browser { child, commands, events }
-    }
-
-    /// The next event named `name` within `seconds`; page errors are reported, not skipped.
-    pub(crate) fn expect(&self, name: &str, seconds: u64) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let event = self.events.recv_timeout(left).unwrap_or_else(|_| panic!("the browser did not report `{name}` within {seconds} s"));
-            assert_ne!(event["event"], "error", "the browser failed: {event}");
-            if event["event"] == name {
-                return event;
-            }
-            eprintln!("browser: {event}");
-        }
-    }
-
-    pub(crate) fn send(&mut self, command: &str) {
-        writeln!(self.commands, "{command}").expect("the browser driver reads commands");
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.commands, "quit");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::browser::Browser;
+use crate::support::http;
+use crate::support::server::Server;
+use crate::support::server::eventually;
+use crate::support::streaming::{redeem, streaming_url};
 
 /// Where screenshots go for CI to keep: `$DATASANDBOX_ARTIFACTS`, else `target/artifacts`.
 fn artifact(name: &str) -> PathBuf {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::Server;
+use crate::support::server::Server;
 
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
@@ -43,7 +43,7 @@ pub(crate) fn portal_user(server: &Server, user: &str) -> String {
 pub(crate) fn portal_session(server: &Server, token: &str) -> String {
     let url = server.call_as(token, "streaming:CreateUserStreamingURL", &json!({ "StackName": "datasandbox-stack" }));
     assert_eq!(url.exit, 0, "{url:?}");
-    let opened = crate::streaming::open(server, url.stdout["StreamingURL"].as_str().expect("url"));
+    let opened = crate::support::streaming::open(server, url.stdout["StreamingURL"].as_str().expect("url"));
     assert_eq!(opened.status, 200, "{}", opened.body);
     opened.cookie.expect("a session cookie")
 }

@@ -4,50 +4,14 @@
 //! user's `user/local/…` home folder. Associations are AppStream's; a user launches only what
 //! they are associated with.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::server::eventually;
-use crate::streaming::server;
+use crate::support::browser::run_flow;
+use crate::support::instances::works_in_home_folder;
+use crate::support::server::eventually;
+use crate::support::streaming::server;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-pub(crate) fn artifacts() -> PathBuf {
-    let dir = std::env::var_os("DATASANDBOX_ARTIFACTS")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/artifacts"), PathBuf::from);
-    std::fs::create_dir_all(&dir).expect("make the artifacts directory");
-    dir
-}
-
-/// Checks from inside a session's instance that it works in the home folder of access `mode`
-/// whose hash is of `hashed` (the user id; for a federated user, the issuer, a newline and the
-/// user id): the session says so (`DS_USER_ACCESS_MODE`), and a file written into the synced
-/// folder lands under `user/<mode>/<sha256(hashed)>/`.
-pub(crate) fn works_in_home_folder(server: &crate::Server, instance: &str, mode: &str, hashed: &str) {
-    let script =
-        "sed -n 's/^DS_USER_ACCESS_MODE=//p' /run/datasandbox/session.env; echo hello > /home/user/MyFiles/HomeFolder/written-inside.txt";
-    let env = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", script], &[]);
-    assert_eq!(env.stdout.as_str().map(str::trim), Some(mode), "{env:?}");
-    let prefix = format!("user/{mode}/{}/", hex::encode(Sha256::digest(hashed.as_bytes())));
-    eventually(10, "the file in the user's home folder", || {
-        let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": prefix }));
-        listed["Contents"].as_array()?.iter().any(|o| o["Key"].as_str().is_some_and(|k| k.ends_with("written-inside.txt"))).then_some(())
-    });
-}
-
-/// Runs a browser flow, `web/tests/<script>` (Playwright driving Debian's Chromium), with
-/// `args` and the screenshot directory last; returns the events it printed, one JSON object a
-/// line. A failed flow fails the test with its events, its errors and `context()`.
-pub(crate) fn browser(script: &str, args: &[&str], context: impl Fn() -> String) -> Vec<Value> {
-    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web");
-    let out = Command::new("node").arg(web.join("tests").join(script)).args(args).arg(artifacts()).output().expect("run node");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert!(out.status.success(), "{script} failed: {events:?} {} {}", String::from_utf8_lossy(&out.stderr), context());
-    events
-}
 
 /// A portal's live view of its user's sessions (`/portal/events`, Server-Sent Events), read
 /// as it comes.
@@ -58,9 +22,9 @@ struct Changes {
 
 impl Changes {
     /// Signs `user` in on the portal and opens the stream with the portal's cookie.
-    fn open(server: &crate::Server, user: &str) -> Changes {
+    fn open(server: &crate::support::server::Server, user: &str) -> Changes {
         let body = json!({ "UserName": user, "Password": PASSWORD }).to_string();
-        let signed = crate::http::tcp(&server.api)
+        let signed = crate::support::http::tcp(&server.api)
             .expect("connect")
             .request("POST", "/portal/signin", &[("content-type", "application/json"), ("origin", "http://localhost")], body.as_bytes())
             .expect("sign in");
@@ -68,7 +32,7 @@ impl Changes {
         let cookie =
             signed.headers.iter().find(|(n, _)| n == "set-cookie").map(|(_, v)| v.split(';').next().unwrap_or_default().to_owned());
         let cookie = cookie.expect("the portal's cookie");
-        let mut connection = crate::http::tcp(&server.api).expect("connect");
+        let mut connection = crate::support::http::tcp(&server.api).expect("connect");
         let head = connection.request("GET", "/portal/events", &[("cookie", &cookie), ("accept", "text/event-stream")], b"").expect("open");
         assert_eq!(head.status, 200);
         assert!(head.headers.iter().any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream")), "{:?}", head.headers);
@@ -130,11 +94,11 @@ fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     // Carol's portal, open beside, hears of each change to her sessions, and only to hers.
     let mut carol_live = Changes::open(&server, "carol");
     let mut dave_live = Changes::open(&server, "dave");
-    let bare = crate::http::tcp(&server.api).expect("connect").request("GET", "/portal/events", &[], b"").expect("request");
+    let bare = crate::support::http::tcp(&server.api).expect("connect").request("GET", "/portal/events", &[], b"").expect("request");
     assert_eq!(bare.status, 401, "no stream without a sign-in");
 
     // Carol, in a real browser: sign in, the catalog, launch, the session page.
-    let events = browser("portal.mjs", &[&format!("http://{}", server.api), "carol", PASSWORD], String::new);
+    let events = run_flow("portal.mjs", &[&format!("http://{}", server.api), "carol", PASSWORD], String::new);
     assert_eq!(events[0]["stacks"], json!(["datasandbox-stack"]));
     assert!(events[1]["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{events:?}");
     assert!(events[2]["text"].as_str().is_some_and(|t| t.contains("datasandbox-stack — ACTIVE")), "{events:?}");

@@ -5,9 +5,9 @@
 
 use serde_json::{Value, json};
 
-use crate::http;
-use crate::saml::{IdpServer, fetch_sp_metadata, free_port, identity_provider};
-use crate::streaming::server;
+use crate::support::http;
+use crate::support::saml::{IdpServer, fetch_sp_metadata, free_port, identity_provider};
+use crate::support::streaming::server;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -37,7 +37,7 @@ fn an_admin_runs_the_console_and_others_are_kept_out() {
     // The admin, through SAML, in a real browser.
     let sp = fetch_sp_metadata(&server, idp.path());
     let _idp = IdpServer::start(idp.path(), &sp, port, "oscar@example.test", &["admin"]);
-    let events = crate::portal::browser("console.mjs", &[&format!("http://{}", server.api), "erin"], String::new);
+    let events = crate::support::browser::run_flow("console.mjs", &[&format!("http://{}", server.api), "erin"], String::new);
     let event = |name: &str| events.iter().find(|e| e["event"] == name).cloned().unwrap_or_else(|| panic!("no {name} event: {events:?}"));
     assert_eq!(event("fleets")["fleets"], json!(["datasandbox-fleet"]));
     assert!(event("url")["url"].as_str().is_some_and(|u| u.contains("/streaming/")));

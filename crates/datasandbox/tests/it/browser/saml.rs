@@ -1,0 +1,33 @@
+//! SAML sign-in in a real browser, SP-initiated from the portal, against a real identity
+//! provider (pysaml2, `saml_idp.py`).
+
+use serde_json::json;
+
+use crate::support::browser::run_flow;
+use crate::support::saml::{IdpServer, fetch_sp_metadata, free_port, identity_provider, sessions_of};
+use crate::support::streaming::{self, STACK, server};
+
+#[test]
+fn saml_sign_in_in_a_real_browser_reaches_the_portal_and_a_session() {
+    let idp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    identity_provider(idp.path(), &format!("http://127.0.0.1:{port}"));
+    let metadata = format!("idp_metadata={}", idp.path().join("idp.xml").display());
+    let server = server(&[&metadata]);
+    let sp = fetch_sp_metadata(&server, idp.path());
+    let _idp = IdpServer::start(idp.path(), &sp, port, "dana@example.test", &["saml-stack"]);
+
+    let events = run_flow("saml.mjs", &[&format!("http://{}", server.api)], String::new);
+    assert_eq!(events[0]["user"], "dana@example.test");
+    assert_eq!(events[0]["stacks"], json!([STACK]));
+    assert!(events[1]["url"].as_str().is_some_and(|u| u.ends_with("/session")), "{events:?}");
+    let sessions = sessions_of(&server, "dana@example.test");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["State"], "ACTIVE");
+    // The sign-in answered the SP's own request (SP-initiated), and the launch was the SAML user's.
+    let records = server.audit(&[("EventName", "AssumeRoleWithSAML"), ("Username", "dana@example.test")]);
+    assert!(records.iter().any(|r| r["errorCode"].is_null()), "{records:#?}");
+    let launches = server.audit(&[("EventName", "CreateUserStreamingURL"), ("Username", "dana@example.test")]);
+    assert!(launches.iter().any(|r| r["errorCode"].is_null() && r["resources"][0]["ARN"].as_str().is_some_and(|a| a.ends_with(":stack/datasandbox-stack"))), "{launches:#?}");
+    streaming::expire(&server, &sessions[0]);
+}
