@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use model::spec::{FleetType, Problem, Spec, StreamView};
+use model::spec::{BucketSpec, FleetSpec, FleetType, Problem, Spec, StackSpec, StreamView};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
@@ -124,13 +124,59 @@ pub(crate) fn reports_bucket(spec: &Spec) -> String {
 
 /// Every resource of the spec, stack by stack, each after what it needs. Fails with the
 /// problems of things the spec names but the host does not have (an unreadable IdP metadata
-/// file), so that nothing is deployed.
-/// The resources a spec declares; `idp_metadata` is the IdP's metadata document as loaded
+/// file), so that nothing is deployed. `idp_metadata` is the IdP's metadata document as loaded
 /// from `spec.idp_metadata` (or why it could not be).
+///
+/// The order of the list is the order of a diff's changes and of a deploy's steps within a
+/// stack, so each part below is appended in the order the seed's stacks make them.
 pub(crate) fn resources(spec: &Spec, idp_metadata: Option<Result<String, String>>) -> Result<Vec<Resource>, Vec<Problem>> {
-    let mut problems = Vec::new();
     let mut out = vec![Resource::new("network", Kind::Network, "vpc", json!({ "VpcCidr": spec.vpc_cidr.to_string() }))];
+    out.extend(storage_resources(spec));
+    out.extend(spec.policies.iter().map(|policy| {
+        Resource::new("service-roles", Kind::Policy, &policy.name, json!({ "Name": policy.name, "Statement": policy.text }))
+    }));
+    out.extend(spec.fleets.iter().map(|fleet| fleet_resource(spec, fleet)));
+    for stack in &spec.stacks {
+        out.push(stack_resource(stack));
+        out.push(Resource::new(
+            "streaming",
+            Kind::FleetAssociation,
+            &stack.name,
+            json!({ "StackName": stack.name, "FleetName": stack.fleet }),
+        ));
+    }
+    out.extend(spec.buckets.iter().filter_map(bucket_notifications));
+    // The usage reports' bucket, where the daily reports land.
+    let reports = reports_bucket(spec);
+    if !spec.buckets.iter().any(|b| b.name.as_str() == reports) {
+        out.push(Resource::new("streaming", Kind::Bucket, &reports, json!({ "Bucket": reports, "HomeFolders": false })));
+    }
+    out.extend(
+        spec.fleets.iter().map(|fleet| Resource::new("start-fleet", Kind::FleetRunning, &fleet.name, json!({ "FleetName": fleet.name }))),
+    );
+    out.extend(notebook_resources(spec));
+    let mut problems = Vec::new();
+    if let (Some(source), Some(document)) = (&spec.idp_metadata, idp_metadata) {
+        match document {
+            Ok(document) => out.push(Resource::new(
+                "saml",
+                Kind::SamlProvider,
+                &spec.idp_name,
+                json!({
+                    "Name": spec.idp_name,
+                    "MetadataSource": source,
+                    "MetadataSha256": hex::encode(sha2::Sha256::digest(document.as_bytes())),
+                }),
+            )),
+            Err(message) => problems.push(Problem { path: "idp_metadata".into(), message }),
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
 
+/// The `storage` stack: the buckets, the datasets in them and the launcher's parameter.
+fn storage_resources(spec: &Spec) -> Vec<Resource> {
+    let mut out = Vec::new();
     for bucket in &spec.buckets {
         out.push(Resource::new(
             "storage",
@@ -154,97 +200,90 @@ pub(crate) fn resources(spec: &Spec, idp_metadata: Option<Result<String, String>
         LAUNCHER_PARAMETER,
         json!({ "Name": LAUNCHER_PARAMETER, "Type": "String", "Value": launcher.to_string() }),
     ));
+    out
+}
 
-    for policy in &spec.policies {
-        out.push(Resource::new("service-roles", Kind::Policy, &policy.name, json!({ "Name": policy.name, "Statement": policy.text })));
-    }
+/// A fleet of the `streaming` stack; its stream view is that of the stack it serves.
+fn fleet_resource(spec: &Spec, fleet: &FleetSpec) -> Resource {
+    let view = spec.stacks.iter().find(|s| s.fleet == fleet.name).map_or("DESKTOP", |s| match s.stream_view {
+        StreamView::App => "APP",
+        _ => "DESKTOP",
+    });
+    Resource::new(
+        "streaming",
+        Kind::Fleet,
+        &fleet.name,
+        json!({
+            "Name": fleet.name,
+            "ImageName": fleet.image_name,
+            "InstanceType": fleet.instance_type,
+            "FleetType": match fleet.fleet_type { FleetType::AlwaysOn => "ALWAYS_ON", FleetType::OnDemand => "ON_DEMAND" },
+            "DesiredInstances": fleet.desired_instances,
+            "MaxUserDurationInSeconds": fleet.max_user_duration_seconds,
+            "DisconnectTimeoutInSeconds": fleet.disconnect_timeout_seconds,
+            "IdleDisconnectTimeoutInSeconds": fleet.idle_disconnect_timeout_seconds,
+            "StreamView": view,
+            "MaxQueue": fleet.max_queue,
+            "QueueTimeoutInSeconds": fleet.queue_timeout_seconds,
+        }),
+    )
+}
 
-    for fleet in &spec.fleets {
-        let view = spec.stacks.iter().find(|s| s.fleet == fleet.name).map_or("DESKTOP", |s| match s.stream_view {
-            StreamView::App => "APP",
-            _ => "DESKTOP",
-        });
-        out.push(Resource::new(
-            "streaming",
-            Kind::Fleet,
-            &fleet.name,
-            json!({
-                "Name": fleet.name,
-                "ImageName": fleet.image_name,
-                "InstanceType": fleet.instance_type,
-                "FleetType": match fleet.fleet_type { FleetType::AlwaysOn => "ALWAYS_ON", FleetType::OnDemand => "ON_DEMAND" },
-                "DesiredInstances": fleet.desired_instances,
-                "MaxUserDurationInSeconds": fleet.max_user_duration_seconds,
-                "DisconnectTimeoutInSeconds": fleet.disconnect_timeout_seconds,
-                "IdleDisconnectTimeoutInSeconds": fleet.idle_disconnect_timeout_seconds,
-                "StreamView": view,
-                "MaxQueue": fleet.max_queue,
-                "QueueTimeoutInSeconds": fleet.queue_timeout_seconds,
-            }),
-        ));
-    }
-    for stack in &spec.stacks {
-        let settings: Vec<Value> = stack
-            .user_settings
-            .iter()
-            .map(|s| {
-                let mut setting = json!({ "Action": s.action, "Permission": if s.enabled { "ENABLED" } else { "DISABLED" } });
-                if let Some(max) = s.maximum_length {
-                    setting["MaximumLength"] = json!(max);
-                }
-                setting
-            })
-            .collect();
-        out.push(Resource::new(
-            "streaming",
-            Kind::Stack,
-            &stack.name,
-            json!({
-                "Name": stack.name,
-                "UserSettings": settings,
-                "HomeFoldersBucket": stack.home_folders_bucket,
-                "RedirectURL": stack.redirect_url,
-                "DefaultApplication": stack.application,
-                "StreamView": match stack.stream_view { StreamView::App => "APP", StreamView::Desktop => "DESKTOP", StreamView::Direct => "DIRECT" },
-                "Watermark": if stack.watermark { "ENABLED" } else { "DISABLED" },
-            }),
-        ));
-        out.push(Resource::new(
-            "streaming",
-            Kind::FleetAssociation,
-            &stack.name,
-            json!({ "StackName": stack.name, "FleetName": stack.fleet }),
-        ));
-    }
-    for bucket in &spec.buckets {
-        let mut notifications: Vec<Value> = bucket
-            .notifications
-            .iter()
-            .map(|n| json!({ "Id": n.id, "Events": n.events, "Prefix": n.prefix, "Suffix": n.suffix, "Function": n.function }))
-            .collect();
-        if bucket.home_folders && !notifications.iter().any(|n| n["Id"] == "session-validator") {
-            notifications.push(session_validator_notification());
-        }
-        if !notifications.is_empty() {
-            let stack = if bucket.home_folders { "streaming" } else { "storage" };
-            out.push(Resource::new(
-                stack,
-                Kind::BucketNotifications,
-                bucket.name.as_str(),
-                json!({ "Bucket": bucket.name, "Notifications": notifications }),
-            ));
-        }
-    }
-    // The usage reports' bucket, where the daily reports land.
-    let reports = reports_bucket(spec);
-    if !spec.buckets.iter().any(|b| b.name.as_str() == reports) {
-        out.push(Resource::new("streaming", Kind::Bucket, &reports, json!({ "Bucket": reports, "HomeFolders": false })));
-    }
+/// A stack of the `streaming` stack, with its user settings in AppStream's shape.
+fn stack_resource(stack: &StackSpec) -> Resource {
+    let settings: Vec<Value> = stack
+        .user_settings
+        .iter()
+        .map(|s| {
+            let mut setting = json!({ "Action": s.action, "Permission": if s.enabled { "ENABLED" } else { "DISABLED" } });
+            if let Some(max) = s.maximum_length {
+                setting["MaximumLength"] = json!(max);
+            }
+            setting
+        })
+        .collect();
+    Resource::new(
+        "streaming",
+        Kind::Stack,
+        &stack.name,
+        json!({
+            "Name": stack.name,
+            "UserSettings": settings,
+            "HomeFoldersBucket": stack.home_folders_bucket,
+            "RedirectURL": stack.redirect_url,
+            "DefaultApplication": stack.application,
+            "StreamView": match stack.stream_view { StreamView::App => "APP", StreamView::Desktop => "DESKTOP", StreamView::Direct => "DIRECT" },
+            "Watermark": if stack.watermark { "ENABLED" } else { "DISABLED" },
+        }),
+    )
+}
 
-    for fleet in &spec.fleets {
-        out.push(Resource::new("start-fleet", Kind::FleetRunning, &fleet.name, json!({ "FleetName": fleet.name })));
+/// A bucket's notifications, if it has any: a home-folder bucket always has the session
+/// validator's and belongs to the `streaming` stack that uses it, any other to `storage`.
+fn bucket_notifications(bucket: &BucketSpec) -> Option<Resource> {
+    let mut notifications: Vec<Value> = bucket
+        .notifications
+        .iter()
+        .map(|n| json!({ "Id": n.id, "Events": n.events, "Prefix": n.prefix, "Suffix": n.suffix, "Function": n.function }))
+        .collect();
+    if bucket.home_folders && !notifications.iter().any(|n| n["Id"] == "session-validator") {
+        notifications.push(session_validator_notification());
     }
+    if notifications.is_empty() {
+        return None;
+    }
+    let stack = if bucket.home_folders { "streaming" } else { "storage" };
+    Some(Resource::new(
+        stack,
+        Kind::BucketNotifications,
+        bucket.name.as_str(),
+        json!({ "Bucket": bucket.name, "Notifications": notifications }),
+    ))
+}
 
+/// The `notebook` stack: the volumes' keys (one by default) and the owned notebook instances.
+fn notebook_resources(spec: &Spec) -> Vec<Resource> {
+    let mut out = Vec::new();
     let mut aliases: Vec<&str> = spec.notebooks.iter().map(|n| n.kms_key_alias.as_str()).collect();
     aliases.dedup();
     if aliases.is_empty() {
@@ -275,23 +314,7 @@ pub(crate) fn resources(spec: &Spec, idp_metadata: Option<Result<String, String>
             }),
         ));
     }
-
-    if let (Some(source), Some(document)) = (&spec.idp_metadata, idp_metadata) {
-        match document {
-            Ok(document) => out.push(Resource::new(
-                "saml",
-                Kind::SamlProvider,
-                &spec.idp_name,
-                json!({
-                    "Name": spec.idp_name,
-                    "MetadataSource": source,
-                    "MetadataSha256": hex::encode(sha2::Sha256::digest(document.as_bytes())),
-                }),
-            )),
-            Err(message) => problems.push(Problem { path: "idp_metadata".into(), message }),
-        }
-    }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    out
 }
 
 pub(crate) const LAUNCHER_PARAMETER: &str = "/datasandbox/launcher/config";
