@@ -5,7 +5,7 @@ use audit::{SessionContext, SessionContextAttributes, UserIdentity};
 use model::UserRef;
 use policy::{Channel, Principal};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::core::error::ActionError;
 use crate::core::store::millis_to_rfc3339;
@@ -124,8 +124,8 @@ pub struct OidcCallback {
     pub browser_state: Option<String>,
 }
 
-/// A person's principal (reached through `channel`) and their identity in records: one ARN,
-/// one principal id, whatever the credential.
+/// A person's principal (reached through `channel`) and their identity in records: one ARN
+/// (the user's own, [`UserRef::arn`]), one principal id, whatever the credential.
 #[allow(clippy::too_many_arguments, reason = "each is one part of who the caller is; a struct would only rename them")]
 pub(crate) fn person(
     account_id: &str,
@@ -143,12 +143,81 @@ pub(crate) fn person(
         arn: user.arn(account_id),
         account_id: account_id.to_owned(),
         user_name: Some(user.user().to_string()),
-        session_context: Some(SessionContext {
-            attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(created), mfa_authenticated: mfa.to_string() },
-            session_issuer: issuer,
-        }),
+        session_context: Some(session_context(created, mfa, issuer)),
     };
     (Principal::User { user: user.clone(), channel, mfa, roles }, identity)
+}
+
+/// The host's operator, on the control socket as local user `name`: no session, the ARN names
+/// the account's operator.
+pub(crate) fn operator_identity(account_id: &str, uid: u32, name: String) -> UserIdentity {
+    UserIdentity {
+        kind: "Operator".into(),
+        principal_id: format!("uid:{uid}"),
+        arn: format!("arn:datasandbox:identity::{account_id}:operator/{name}"),
+        account_id: account_id.to_owned(),
+        user_name: Some(name),
+        session_context: None,
+    }
+}
+
+/// An instance that proved its credential: the ARN is the instance's own, the session issuer
+/// names it as streaming does, and `user_name` is its session's user when it acts for one.
+pub(crate) fn instance_identity(
+    account_id: &str,
+    region: &str,
+    instance_id: &str,
+    user_name: Option<String>,
+    created: i64,
+) -> UserIdentity {
+    let issuer = json!({
+        "type": "Instance",
+        "principalId": instance_id,
+        "arn": format!("arn:datasandbox:streaming:{region}:{account_id}:instance/{instance_id}"),
+    });
+    UserIdentity {
+        kind: "Instance".into(),
+        principal_id: format!("instance:{instance_id}"),
+        arn: format!("arn:datasandbox:identity::{account_id}:instance/{instance_id}"),
+        account_id: account_id.to_owned(),
+        user_name,
+        session_context: Some(session_context(created, false, Some(issuer))),
+    }
+}
+
+/// A built-in function the platform invoked: recorded as the role it assumes, as AWS records a
+/// Lambda function.
+pub(crate) fn function_identity(account_id: &str, name: &str, created: i64) -> UserIdentity {
+    let issuer = json!({ "type": "Role", "principalId": format!("function-{name}"), "userName": format!("function-{name}") });
+    UserIdentity {
+        kind: "AssumedRole".into(),
+        principal_id: format!("function:{name}"),
+        arn: format!("arn:datasandbox:identity::{account_id}:assumed-role/function-{name}/{name}"),
+        account_id: account_id.to_owned(),
+        user_name: Some(format!("function/{name}")),
+        session_context: Some(session_context(created, false, Some(issuer))),
+    }
+}
+
+/// Who a caller claimed to be when nothing was proved (a refused sign-in, an anonymous call):
+/// no ARN, since an ARN would say the principal is known.
+pub(crate) fn unproved_identity(account_id: &str, kind: &str, principal_id: String, user_name: Option<String>) -> UserIdentity {
+    UserIdentity {
+        kind: kind.into(),
+        principal_id,
+        arn: String::new(),
+        account_id: account_id.to_owned(),
+        user_name,
+        session_context: None,
+    }
+}
+
+/// When the credential was made, whether a second factor was proved, and who issued it.
+fn session_context(created: i64, mfa: bool, issuer: Option<Value>) -> SessionContext {
+    SessionContext {
+        attributes: SessionContextAttributes { creation_date: millis_to_rfc3339(created), mfa_authenticated: mfa.to_string() },
+        session_issuer: issuer,
+    }
 }
 
 /// The input of an action that takes no members.

@@ -280,4 +280,3 @@ pub(crate) async fn remember_once(plane: &Platform, id: &str, expires: i64) -> R
         .await?;
     Ok(inserted.rows_affected() == 1)
 }
-

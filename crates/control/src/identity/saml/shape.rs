@@ -152,4 +152,3 @@ fn check_signed_info(signature: Node, id: &str) -> Result<(), ActionError> {
     }
     Ok(())
 }
-

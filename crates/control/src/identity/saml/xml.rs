@@ -21,7 +21,6 @@ pub(super) fn malformed(message: impl Into<String>) -> ActionError {
     rejected("InvalidSAMLResponse", message)
 }
 
-
 pub(super) fn time(value: Option<&str>, what: &str) -> Result<Option<i64>, ActionError> {
     value
         .map(|v| {
@@ -58,7 +57,6 @@ pub(super) fn children<'a, 'i>(node: Node<'a, 'i>, namespace: &'static str, name
 pub(super) fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
-
 
 #[cfg(test)]
 mod tests {
