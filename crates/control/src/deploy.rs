@@ -14,6 +14,7 @@ mod apply;
 mod destroy;
 mod plan;
 mod policies;
+mod repo;
 mod rollout;
 mod run;
 mod state;
@@ -25,10 +26,10 @@ use model::spec::Spec;
 use policy::Resource as PolicyResource;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use plan::{Planned, SpecInput, deployed, desired, plan, restart_required};
 pub(crate) use policies::policy_digests;
+use repo::LastDeployment;
 use run::event_json;
 pub(crate) use state::Deploy;
 use template::{Resource, STACKS};
@@ -53,22 +54,9 @@ impl Deploy {
 /// The spec of the last complete deploy, if there was one.
 /// A store that cannot be read is an error naming the store.
 pub(crate) async fn last_deployed(store: &Store) -> Result<Option<Spec>, String> {
-    // The newest complete deploy, unless a destroy came after it.
-    let row = sqlx::query(
-        "SELECT kind, spec_text, overrides FROM deployments
-         WHERE (kind = 'DEPLOY' AND status = 'UPDATE_COMPLETE') OR kind = 'DESTROY' ORDER BY started DESC LIMIT 1",
-    )
-    .fetch_optional(&store.pool)
-    .await
-    .map_err(|e| format!("reading the last deployment: {e}"))?;
-    let Some(row) = row else { return Ok(None) };
-    if row.try_get::<String, _>("kind").map_err(|e| format!("reading the last deployment: {e}"))? == "DESTROY" {
-        return Ok(None);
-    }
-    let text: String = row.try_get("spec_text").map_err(|e| format!("reading the last deployment: {e}"))?;
-    let overrides: Vec<String> =
-        serde_json::from_str(&row.try_get::<String, _>("overrides").map_err(|e| format!("reading the last deployment: {e}"))?)
-            .unwrap_or_default();
+    let last = repo::last_deployment(store).await.map_err(|e| format!("reading the last deployment: {e}"))?;
+    let Some(LastDeployment::Deployed { spec_text: text, overrides }) = last else { return Ok(None) };
+    let overrides: Vec<String> = serde_json::from_str(&overrides).unwrap_or_default();
     match Spec::parse(&text, &overrides) {
         Ok(spec) => Ok(Some(spec)),
         Err(err) => {
@@ -104,41 +92,18 @@ struct EventsInput {
 async fn describe_events(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: EventsInput = ctx.parse(input)?;
     ctx.authorize(PolicyResource::Service("deploy".into()))?;
-    let pool = &ctx.platform.store.pool;
+    let store = &ctx.platform.store;
     let deployment_id: Option<String> = match (&input.deployment_id, &input.client_request_token) {
         (Some(id), _) => Some(id.clone()),
-        (None, Some(token)) => sqlx::query("SELECT deployment_id FROM stack_events WHERE client_token = $1 LIMIT 1")
-            .bind(token)
-            .fetch_optional(pool)
-            .await?
-            .map(|r| r.try_get("deployment_id"))
-            .transpose()?,
-        (None, None) => sqlx::query("SELECT deployment_id FROM deployments ORDER BY started DESC LIMIT 1")
-            .fetch_optional(pool)
-            .await?
-            .map(|r| r.try_get("deployment_id"))
-            .transpose()?,
+        (None, Some(token)) => repo::deployment_id_of_token(store, token).await?,
+        (None, None) => repo::latest_deployment_id(store).await?,
     };
     let Some(deployment_id) = deployment_id else { return Ok(json!({ "StackEvents": [], "Next": 0 })) };
-    let rows = sqlx::query(
-        "SELECT seq, stack, logical_id, resource_type, status, reason, time FROM stack_events WHERE deployment_id = $1 AND seq > $2 ORDER BY seq",
-    )
-    .bind(&deployment_id)
-    .bind(input.after.unwrap_or(0))
-    .fetch_all(pool)
-    .await?;
     let mut next = input.after.unwrap_or(0);
     let mut events = Vec::new();
-    for row in rows {
-        next = row.try_get("seq")?;
-        events.push(event_json(
-            &row.try_get::<String, _>("stack")?,
-            &row.try_get::<String, _>("logical_id")?,
-            &row.try_get::<String, _>("resource_type")?,
-            &row.try_get::<String, _>("status")?,
-            row.try_get::<Option<String>, _>("reason")?.as_deref(),
-            row.try_get("time")?,
-        ));
+    for event in repo::stack_events_after(store, &deployment_id, input.after.unwrap_or(0)).await? {
+        next = event.seq;
+        events.push(event_json(&event.stack, &event.logical_id, &event.resource_type, &event.status, event.reason.as_deref(), event.time));
     }
     Ok(json!({ "DeploymentId": deployment_id, "StackEvents": events, "Next": next }))
 }
@@ -151,13 +116,7 @@ async fn describe_stacks(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Actio
     let spec = plane.current();
     let mut stacks = Vec::new();
     for (stack, depends_on) in STACKS {
-        let status: Option<String> =
-            sqlx::query("SELECT status FROM stack_events WHERE stack = $1 AND logical_id = $1 ORDER BY time DESC, seq DESC LIMIT 1")
-                .bind(stack)
-                .fetch_optional(&plane.store.pool)
-                .await?
-                .map(|r| r.try_get("status"))
-                .transpose()?;
+        let status = repo::latest_stack_status(&plane.store, stack).await?;
         let members: Vec<&Resource> = resources.iter().filter(|r| r.stack == *stack).collect();
         let outputs = match *stack {
             "storage" => json!({ "HomeFoldersBucket": spec.home_bucket().map(|b| b.name.to_string()) }),

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::apply::{Applier, Deleted};
 use super::plan::deployed;
+use super::repo::DeploymentKind;
 use super::run::{Run, deploying_caller, finish_run, record_state, start_run};
 use super::state::Deploy;
 use super::template::{Kind, Resource, STACKS};
@@ -42,7 +43,7 @@ pub(super) async fn destroy_action(deploy: &Deploy, ctx: &mut Ctx<'_>, input: Va
     let old = deployed(ctx.platform).await?;
     let current = ctx.platform.current();
     let applier = deploy.applier(caller, ctx.source_ip, &current);
-    let mut run = start_run(ctx, "DESTROY", None, input.client_request_token).await?;
+    let mut run = start_run(ctx, DeploymentKind::Destroy, None, input.client_request_token).await?;
     let Outcome { deleted, retained, failed, kept_resources } = delete_stacks(&mut run, &applier, &old).await;
     // What failed to go stays recorded, so the next destroy or deploy sees it; the policies
     // stay in force. Retained data (buckets, keys) leaves the deployment's care.

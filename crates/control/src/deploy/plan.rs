@@ -7,8 +7,8 @@ use policy::Authorizer;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use sqlx::Row;
 
+use super::repo;
 use super::template::{self, Kind, Resource, STACKS};
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
@@ -108,14 +108,12 @@ fn leaf_changes(path: String, before: &Value, after: &Value, out: &mut Vec<(Stri
 
 /// The resources as the last deploy left them, in the order they were deployed.
 pub(super) async fn deployed(plane: &Platform) -> Result<Vec<Resource>, ActionError> {
-    let rows = sqlx::query("SELECT logical_id, stack, kind, properties FROM deployed_resources").fetch_all(&plane.store.pool).await?;
     let mut out = Vec::new();
-    for row in rows {
-        let stack: String = row.try_get("stack")?;
-        let Some(stack) = STACKS.iter().find(|(s, _)| *s == stack).map(|(s, _)| *s) else { continue };
-        let Some(kind) = Kind::parse(&row.try_get::<String, _>("kind")?) else { continue };
-        let properties = serde_json::from_str(&row.try_get::<String, _>("properties")?).map_err(ActionError::internal)?;
-        out.push((row.try_get::<String, _>("logical_id")?, stack, kind, properties));
+    for row in repo::deployed_resources(&plane.store).await? {
+        let Some(stack) = STACKS.iter().find(|(s, _)| *s == row.stack).map(|(s, _)| *s) else { continue };
+        let Some(kind) = Kind::parse(&row.kind) else { continue };
+        let properties = serde_json::from_str(&row.properties).map_err(ActionError::internal)?;
+        out.push((row.logical_id, stack, kind, properties));
     }
     let mut resources: Vec<Resource> =
         out.into_iter().map(|(logical_id, stack, kind, properties)| Resource { stack, logical_id, kind, properties }).collect();

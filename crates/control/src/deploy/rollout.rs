@@ -15,6 +15,7 @@ use sha2::Digest as _;
 use super::apply::{Applier, Deleted};
 use super::plan::{Change, Planned, SpecInput, deployed, desired, plan, restart_required};
 use super::policies::swap_policies;
+use super::repo::DeploymentKind;
 use super::run::{Run, deploying_caller, finish_run, record_state, start_run};
 use super::state::Deploy;
 use super::template::{Resource, STACKS};
@@ -35,7 +36,7 @@ pub(super) async fn deploy_action(deploy: &Deploy, ctx: &mut Ctx<'_>, input: Val
     let planned = plan(&old, &resources);
     let changes: Vec<Value> = planned.iter().map(Planned::json).collect();
     let applier = deploy.applier(caller, ctx.source_ip, &spec);
-    let run = start_run(ctx, "DEPLOY", Some(&input), input.client_request_token.clone()).await?;
+    let run = start_run(ctx, DeploymentKind::Deploy, Some(&input), input.client_request_token.clone()).await?;
     let mut rollout = Rollout {
         platform: ctx.platform,
         correlation_id: ctx.correlation_id().map(str::to_owned),

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::plan::SpecInput;
+use super::repo::{self, DeployedResourceRow, DeploymentKind, StackEventRow};
 use super::template::Resource;
 use crate::core::caller::Caller;
 use crate::core::error::ActionError;
@@ -25,21 +26,16 @@ impl Run<'_> {
     async fn event(&mut self, stack: &str, logical_id: &str, resource_type: &str, status: &str, reason: Option<&str>) {
         self.seq += 1;
         let time = now_millis();
-        let inserted = sqlx::query(
-            "INSERT INTO stack_events (deployment_id, seq, client_token, stack, logical_id, resource_type, status, reason, time)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&self.deployment_id)
-        .bind(self.seq)
-        .bind(&self.client_token)
-        .bind(stack)
-        .bind(logical_id)
-        .bind(resource_type)
-        .bind(status)
-        .bind(reason)
-        .bind(time)
-        .execute(&self.platform.store.pool)
-        .await;
+        let row = StackEventRow {
+            seq: self.seq,
+            stack: stack.to_owned(),
+            logical_id: logical_id.to_owned(),
+            resource_type: resource_type.to_owned(),
+            status: status.to_owned(),
+            reason: reason.map(str::to_owned),
+            time,
+        };
+        let inserted = repo::insert_stack_event(&self.platform.store, &self.deployment_id, self.client_token.as_deref(), &row).await;
         if let Err(err) = inserted {
             tracing::warn!(error = %err, "stack event not stored");
         }
@@ -68,48 +64,34 @@ pub(super) fn event_json(stack: &str, logical_id: &str, resource_type: &str, sta
 
 pub(super) async fn start_run<'a>(
     ctx: &Ctx<'a>,
-    kind: &str,
+    kind: DeploymentKind,
     input: Option<&SpecInput>,
     token: Option<String>,
 ) -> Result<Run<'a>, ActionError> {
     let deployment_id = uuid::Uuid::new_v4().to_string();
-    sqlx::query(
-        "INSERT INTO deployments (deployment_id, kind, status, spec_text, overrides, started) VALUES ($1, $2, 'IN_PROGRESS', $3, $4, $5)",
-    )
-    .bind(&deployment_id)
-    .bind(kind)
-    .bind(input.map(|i| i.spec.0.clone()))
-    .bind(input.map(|i| serde_json::to_string(&i.overrides.iter().map(|o| o.0.as_str()).collect::<Vec<_>>()).unwrap_or_default()))
-    .bind(now_millis())
-    .execute(&ctx.platform.store.pool)
-    .await?;
+    let spec_text = input.map(|i| i.spec.0.clone());
+    let overrides = input.map(|i| serde_json::to_string(&i.overrides.iter().map(|o| o.0.as_str()).collect::<Vec<_>>()).unwrap_or_default());
+    repo::insert_deployment(&ctx.platform.store, &deployment_id, kind, spec_text, overrides, now_millis()).await?;
     Ok(Run { platform: ctx.platform, deployment_id, client_token: token, seq: 0, events: Vec::new() })
 }
 
 pub(super) async fn finish_run(run: &Run<'_>, status: &str) -> Result<(), ActionError> {
-    sqlx::query("UPDATE deployments SET status = $1, finished = $2 WHERE deployment_id = $3")
-        .bind(status)
-        .bind(now_millis())
-        .bind(&run.deployment_id)
-        .execute(&run.platform.store.pool)
-        .await?;
+    repo::finish_deployment(&run.platform.store, &run.deployment_id, status, now_millis()).await?;
     Ok(())
 }
 
 /// Records `resources` as the deployed state, in one transaction.
 pub(super) async fn record_state(plane: &Platform, resources: &[Resource]) -> Result<(), ActionError> {
-    let mut tx = plane.store.write().await?;
-    sqlx::query("DELETE FROM deployed_resources").execute(&mut *tx).await?;
-    for r in resources {
-        sqlx::query("INSERT INTO deployed_resources (logical_id, stack, kind, properties) VALUES ($1, $2, $3, $4)")
-            .bind(&r.logical_id)
-            .bind(r.stack)
-            .bind(r.kind.name())
-            .bind(r.properties.to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    let rows: Vec<DeployedResourceRow> = resources
+        .iter()
+        .map(|r| DeployedResourceRow {
+            logical_id: r.logical_id.clone(),
+            stack: r.stack.to_owned(),
+            kind: r.kind.name().to_owned(),
+            properties: r.properties.to_string(),
+        })
+        .collect();
+    repo::replace_deployed_resources(&plane.store, &rows).await?;
     Ok(())
 }
 
