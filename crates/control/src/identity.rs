@@ -6,6 +6,7 @@ mod authenticate;
 pub(crate) mod local;
 mod lookups;
 pub(crate) mod oidc;
+mod repo;
 pub(crate) mod saml;
 mod state;
 mod tokens;

@@ -6,11 +6,10 @@ use model::{AccessMode, Issuer, UserId, UserRef};
 use policy::{Channel, Principal};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use super::lookups::InstanceLookup;
+use super::repo::{self, TokenChannel};
 use super::state::Identity;
-use super::tokens::ISSUED;
 use super::{local, oidc, saml};
 use crate::core::caller::{
     Caller, Credentials, Delegated, Federation, OidcCallback, Secret, function_identity, instance_identity, operator_identity, person,
@@ -183,36 +182,26 @@ fn local_rejected() -> ActionError {
     ActionError::new(401, "NotAuthorizedException", "the user name, password or code is not valid")
 }
 
+/// The user a bearer token (or the console's cookie, which holds one) was issued for, until it
+/// expires.
 async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result<Caller, ActionError> {
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    let row = sqlx::query(
-        "SELECT user_id, access_mode, issuer, channel, roles, correlation_id, created, expires, mfa FROM tokens WHERE token_hash = $1",
-    )
-    .bind(&hash)
-    .fetch_optional(&store.pool)
-    .await?;
-    let Some(row) = row else {
+    let Some(row) = repo::find_token(store, &hash).await? else {
         return Err(ActionError::unauthenticated("the bearer token is not valid"));
     };
-    let expires: i64 = row.try_get("expires")?;
-    if expires <= now_millis() {
+    if row.expires <= now_millis() {
         return Err(ActionError::unauthenticated("the bearer token has expired; ask for a new one"));
     }
-    let user_id: String = row.try_get("user_id")?;
-    let mode_text: String = row.try_get("access_mode")?;
-    let roles: String = row.try_get("roles")?;
-    let created: i64 = row.try_get("created")?;
-    let mfa = row.try_get::<Option<i64>, _>("mfa")?.unwrap_or(0) == 1;
-    let mode = AccessMode::parse(&mode_text).ok_or_else(|| ActionError::internal(format_args!("token has access mode `{mode_text}`")))?;
-    let user =
-        UserRef::from_parts(mode, row.try_get::<Option<String>, _>("issuer")?.as_deref(), &user_id).map_err(ActionError::internal)?;
-    let roles = roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
-    let channel = match row.try_get::<Option<String>, _>("channel")?.as_deref() {
-        Some(ISSUED) => Channel::IssuedToken,
+    let mode_text = &row.access_mode;
+    let mode = AccessMode::parse(mode_text).ok_or_else(|| ActionError::internal(format_args!("token has access mode `{mode_text}`")))?;
+    let user = UserRef::from_parts(mode, row.issuer.as_deref(), &row.user_id).map_err(ActionError::internal)?;
+    let roles = row.roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
+    let channel = match row.channel {
+        Some(TokenChannel::Issued) => Channel::IssuedToken,
         _ => Channel::Bearer,
     };
-    let (principal, identity) = person(account_id, &user, channel, "User", mfa, roles, None, created);
-    Ok(Caller { principal, identity, correlation_id: Some(row.try_get("correlation_id")?), federation: None, expires: Some(expires) })
+    let (principal, identity) = person(account_id, &user, channel, "User", row.mfa, roles, None, row.created);
+    Ok(Caller { principal, identity, correlation_id: Some(row.correlation_id), federation: None, expires: Some(row.expires) })
 }
 
 /// The name of a local uid, from the passwd database, or `uid-<n>`.

@@ -22,11 +22,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use super::repo;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
@@ -244,15 +244,15 @@ pub(crate) async fn sign_in(
     let now = now_millis();
     // The slot is taken before any work: a refusal from here on counts as a failure.
     let attempt = throttle.begin(source_ip, user_name, now)?;
-    let row = sqlx::query("SELECT * FROM local_users WHERE user_name = $1").bind(user_name).fetch_optional(&plane.store.pool).await?;
+    let row = repo::find_local_user(&plane.store, user_name).await?;
     let given = password.to_owned();
     let Some(row) = row else {
         let _ = throttle.argon2(move || verify(given, decoy())).await;
         return Err(rejected());
     };
-    let stored: String = row.try_get("password_hash")?;
+    let stored = row.password_hash;
     let password_ok = throttle.argon2(move || verify(given, stored)).await?;
-    let secret = match row.try_get::<Option<String>, _>("totp_secret")? {
+    let secret = match row.totp_secret {
         Some(wrapped) => Some(plane.keys.unwrap(&hex::decode(wrapped).map_err(ActionError::internal)?)?),
         None => None,
     };
@@ -260,7 +260,7 @@ pub(crate) async fn sign_in(
         (Some(secret), Some(code)) => matching_step(secret, code, (now / 1000) as u64)?,
         _ => None,
     };
-    let last_step: Option<i64> = row.try_get("totp_last_step")?;
+    let last_step = row.totp_last_step;
     let second_factor_ok = match (&secret, step) {
         (None, _) => code.is_none(),
         (Some(_), Some(step)) => last_step.is_none_or(|last| step as i64 > last),
@@ -272,20 +272,11 @@ pub(crate) async fn sign_in(
         return Err(rejected());
     }
     // The step is taken only if no other sign-in took it (or a later one) meanwhile.
-    let taken = sqlx::query(
-        "UPDATE local_users SET failed_attempts = 0, locked_until = NULL, totp_last_step = $1
-         WHERE user_name = $2 AND ($3 = 0 OR totp_last_step IS NULL OR totp_last_step < $1)",
-    )
-    .bind(step.map(|s| s as i64).or(last_step))
-    .bind(user_name)
-    .bind(i64::from(step.is_some()))
-    .execute(&plane.store.pool)
-    .await?;
-    if taken.rows_affected() == 0 {
+    if !repo::take_sign_in(&plane.store, user_name, step.map(|s| s as i64).or(last_step), step.is_some()).await? {
         return Err(rejected());
     }
     attempt.succeeded();
-    let roles: String = row.try_get("roles")?;
+    let roles = row.roles;
     Ok(SignedIn {
         user_name: user_name.to_owned(),
         roles: roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
@@ -316,16 +307,7 @@ pub(crate) async fn create(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value)
     let password = input.password.clone();
     let hashed = throttle.argon2(move || hash(&password)).await??;
     let created = now_millis();
-    let inserted = sqlx::query(
-        "INSERT INTO local_users (user_name, password_hash, roles, failed_attempts, created) VALUES ($1, $2, $3, 0, $4) ON CONFLICT (user_name) DO NOTHING",
-    )
-    .bind(input.user_name.as_str())
-    .bind(&hashed)
-    .bind(input.roles.join(","))
-    .bind(created)
-    .execute(&ctx.platform.store.pool)
-    .await?;
-    if inserted.rows_affected() == 0 {
+    if !repo::insert_local_user(&ctx.platform.store, input.user_name.as_str(), &hashed, &input.roles.join(","), created).await? {
         return Err(ActionError::conflict("UsernameExistsException", format!("local user `{}` already exists", input.user_name)));
     }
     Ok(json!({ "UserName": input.user_name, "CreatedTime": millis_to_rfc3339(created), "Roles": input.roles }))
@@ -341,11 +323,7 @@ struct NameInput {
 pub(crate) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(policy::Resource::Service("identity".into()))?;
-    let deleted = sqlx::query("DELETE FROM local_users WHERE user_name = $1")
-        .bind(input.user_name.as_str())
-        .execute(&ctx.platform.store.pool)
-        .await?;
-    if deleted.rows_affected() == 0 {
+    if !repo::delete_local_user(&ctx.platform.store, input.user_name.as_str()).await? {
         return Err(ActionError::not_found("UserNotFoundException", format!("no local user `{}`", input.user_name)));
     }
     Ok(json!({}))
@@ -356,11 +334,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 pub(crate) async fn unlock(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(policy::Resource::Service("identity".into()))?;
-    let updated = sqlx::query("UPDATE local_users SET failed_attempts = 0, locked_until = NULL WHERE user_name = $1")
-        .bind(input.user_name.as_str())
-        .execute(&ctx.platform.store.pool)
-        .await?;
-    if updated.rows_affected() == 0 {
+    if !repo::unlock_local_user(&ctx.platform.store, input.user_name.as_str()).await? {
         return Err(ActionError::not_found("UserNotFoundException", format!("no local user `{}`", input.user_name)));
     }
     throttle.forget(input.user_name.as_str());
@@ -409,11 +383,7 @@ pub(crate) async fn associate(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Val
     let mut secret = [0u8; 20];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let wrapped = hex::encode(ctx.platform.keys.wrap(&secret));
-    sqlx::query("UPDATE local_users SET totp_pending = $1 WHERE user_name = $2")
-        .bind(&wrapped)
-        .bind(&user)
-        .execute(&ctx.platform.store.pool)
-        .await?;
+    repo::set_totp_pending(&ctx.platform.store, &user, &wrapped).await?;
     let encoded = totp_rs::Secret::Raw(secret.to_vec()).to_encoded().to_string();
     let uri = format!("otpauth://totp/DataSandbox:{user}?secret={encoded}&issuer=DataSandbox&algorithm=SHA1&digits=6&period=30");
     Ok(json!({ "SecretCode": encoded, "OtpauthUri": uri }))
@@ -432,19 +402,14 @@ pub(crate) async fn verify_token(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
     let user = caller_local_user(ctx)?;
     ctx.authorize_always();
     let plane = ctx.platform;
-    let row = sqlx::query("SELECT totp_pending FROM local_users WHERE user_name = $1").bind(&user).fetch_one(&plane.store.pool).await?;
-    let pending: String = row
-        .try_get::<Option<String>, _>("totp_pending")?
+    let pending: String = repo::totp_pending(&plane.store, &user)
+        .await?
         .ok_or_else(|| ActionError::validation("no TOTP device is being enrolled; call identity:AssociateSoftwareToken first"))?;
     let secret = plane.keys.unwrap(&hex::decode(&pending).map_err(ActionError::internal)?)?;
     let step = matching_step(&secret, input.user_code.trim(), (now_millis() / 1000) as u64)?.ok_or_else(|| {
         ActionError::new(400, "CodeMismatchException", "the code does not match the new TOTP secret; check the device's clock")
     })?;
-    sqlx::query("UPDATE local_users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1 WHERE user_name = $2")
-        .bind(step as i64)
-        .bind(&user)
-        .execute(&plane.store.pool)
-        .await?;
+    repo::confirm_totp(&plane.store, &user, step as i64).await?;
     Ok(json!({ "Status": "SUCCESS" }))
 }
 

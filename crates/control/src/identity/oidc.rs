@@ -328,7 +328,7 @@ pub(crate) fn check_id_token(token: &str, keys: &JwkSet, settings: &model::spec:
 /// A state opens one sign-in.
 async fn spend(plane: &Platform, state: &str, expires: i64) -> Result<(), ActionError> {
     let key = format!("oidc:{}", b64url(&Sha256::digest(state.as_bytes())));
-    if !super::saml::remember_once(plane, &key, expires).await? {
+    if !super::repo::remember_once(&plane.store, &key, expires).await? {
         return Err(rejected("OIDCReplay", "this sign-in's callback has been used already; sign in again"));
     }
     Ok(())

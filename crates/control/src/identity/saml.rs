@@ -25,4 +25,4 @@ mod xml;
 mod xmlsec;
 
 pub(crate) use provider::{login_url, parse_metadata, sp_metadata};
-pub(crate) use response::{claimed_subject, remember_once, verify};
+pub(crate) use response::{claimed_subject, verify};

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::repo::{self, TokenChannel, TokenRow};
 use crate::core::caller::Empty;
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
@@ -55,19 +56,14 @@ pub(crate) async fn create_session_token(ctx: &mut Ctx<'_>, input: Value) -> Res
     };
     ctx.authorize(policy::Resource::Service("identity".into()))?;
     let correlation_id = uuid::Uuid::new_v4().to_string();
-    let grant = Grant { user: &user, channel: ISSUED, roles: &input.roles, mfa: false, correlation_id: &correlation_id };
+    let grant = Grant { user: &user, channel: TokenChannel::Issued, roles: &input.roles, mfa: false, correlation_id: &correlation_id };
     issue_token(ctx, grant, input.duration_seconds).await
 }
-
-/// `tokens.channel` of a token an operator issued (`identity:CreateSessionToken`); a sign-in's
-/// is `sign-in`.
-pub(super) const ISSUED: &str = "issued";
 
 /// Who a new token is for.
 struct Grant<'a> {
     user: &'a UserRef,
-    /// `ISSUED` or `sign-in`.
-    channel: &'static str,
+    channel: TokenChannel,
     roles: &'a [String],
     mfa: bool,
     correlation_id: &'a str,
@@ -80,21 +76,18 @@ async fn issue_token(ctx: &mut Ctx<'_>, grant: Grant<'_>, duration_seconds: i64)
     let token = format!("dst_{}", hex::encode(raw));
     let now = now_millis();
     let expires = now + duration_seconds * 1000;
-    sqlx::query(
-        "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, issuer, channel) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(hex::encode(Sha256::digest(token.as_bytes())))
-    .bind(grant.user.user().as_str())
-    .bind(grant.user.mode().as_str())
-    .bind(grant.roles.join(","))
-    .bind(grant.correlation_id)
-    .bind(now)
-    .bind(expires)
-    .bind(i64::from(grant.mfa))
-    .bind(grant.user.issuer_str())
-    .bind(grant.channel)
-    .execute(&ctx.platform.store.pool)
-    .await?;
+    let row = TokenRow {
+        user_id: grant.user.user().as_str().to_owned(),
+        access_mode: grant.user.mode().as_str().to_owned(),
+        issuer: grant.user.issuer_str().map(str::to_owned),
+        channel: Some(grant.channel),
+        roles: grant.roles.join(","),
+        correlation_id: grant.correlation_id.to_owned(),
+        created: now,
+        expires,
+        mfa: grant.mfa,
+    };
+    repo::insert_token(&ctx.platform.store, &hex::encode(Sha256::digest(token.as_bytes())), &row).await?;
     let home = grant.user.home();
     ctx.set_correlation_id(grant.correlation_id.to_owned());
     Ok(json!({
@@ -131,7 +124,7 @@ pub(crate) async fn sign_in(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     // The sign-in itself was the authentication; the token is the caller's own.
     ctx.authorize_always();
     let correlation_id = ctx.caller.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let grant = Grant { user: &user, channel: "sign-in", roles: &roles, mfa, correlation_id: &correlation_id };
+    let grant = Grant { user: &user, channel: TokenChannel::SignIn, roles: &roles, mfa, correlation_id: &correlation_id };
     issue_token(ctx, grant, input.duration_seconds).await
 }
 
@@ -153,7 +146,7 @@ pub(crate) async fn assume_federated_role(ctx: &mut Ctx<'_>, input: Value, proto
     // The assertion or token itself was the authentication; the new token is the caller's own.
     ctx.authorize_always();
     let correlation_id = ctx.caller.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let grant = Grant { user: &user, channel: "sign-in", roles: &roles, mfa, correlation_id: &correlation_id };
+    let grant = Grant { user: &user, channel: TokenChannel::SignIn, roles: &roles, mfa, correlation_id: &correlation_id };
     let mut issued = issue_token(ctx, grant, federation.session_seconds).await?;
     issued["Issuer"] = json!(federation.issuer);
     issued["Roles"] = json!(roles);

@@ -13,6 +13,7 @@ use super::xmlsec::check_signature;
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
 use crate::core::store::now_millis;
+use crate::identity::repo;
 
 const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
 const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
@@ -85,7 +86,7 @@ pub(crate) async fn verify(plane: &Platform, response: &str, browser_request: Op
     for (node_name, id) in &signed {
         check_signature(&text, &idp, node_name, id).await?;
     }
-    if !remember_once(plane, &format!("saml:{}", read.assertion_id), read.expires).await? {
+    if !repo::remember_once(&plane.store, &format!("saml:{}", read.assertion_id), read.expires).await? {
         return Err(rejected("SAMLReplay", "this assertion has been used already; sign in again at the identity provider"));
     }
     Ok(read.verified)
@@ -266,17 +267,4 @@ fn attributes(plane: &Platform, assertion: Node, idp: &IdentityProvider) -> Resu
             .ok_or_else(|| malformed(format!("SessionDuration `{value}` is not a number of seconds in 900..=43200")))?,
     };
     Ok((roles, session_seconds))
-}
-
-/// The replay cache: an id (a SAML assertion's, an OIDC sign-in's state) is accepted once,
-/// remembered until it could no longer be valid anyway. False if it was seen before.
-pub(crate) async fn remember_once(plane: &Platform, id: &str, expires: i64) -> Result<bool, ActionError> {
-    let pool = &plane.store.pool;
-    sqlx::query("DELETE FROM federation_replay WHERE expires < $1").bind(now_millis()).execute(pool).await?;
-    let inserted = sqlx::query("INSERT INTO federation_replay (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-        .bind(id)
-        .bind(expires)
-        .execute(pool)
-        .await?;
-    Ok(inserted.rows_affected() == 1)
 }

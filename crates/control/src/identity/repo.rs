@@ -1,0 +1,192 @@
+//! The identity service's tables: `tokens` (by their hash only), `local_users`, and
+//! `federation_replay` (the SAML assertions and OIDC states already used). The SQL and the
+//! reading of rows stay here; the service sees typed rows.
+
+use sqlx::Row;
+
+use crate::core::store::{Store, now_millis};
+
+/// How a token was issued (`tokens.channel`): by an operator (`identity:CreateSessionToken`)
+/// or by a sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TokenChannel {
+    Issued,
+    SignIn,
+}
+
+impl TokenChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenChannel::Issued => "issued",
+            TokenChannel::SignIn => "sign-in",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TokenChannel> {
+        [TokenChannel::Issued, TokenChannel::SignIn].into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+/// A stored token: who it is for, as the columns hold it.
+pub(super) struct TokenRow {
+    pub user_id: String,
+    pub access_mode: String,
+    pub issuer: Option<String>,
+    /// None for a row from before the column, or a value this build does not know.
+    pub channel: Option<TokenChannel>,
+    /// Comma-separated.
+    pub roles: String,
+    pub correlation_id: String,
+    pub created: i64,
+    pub expires: i64,
+    pub mfa: bool,
+}
+
+/// The token whose SHA-256 is `token_hash`, if one was issued.
+pub(super) async fn find_token(store: &Store, token_hash: &str) -> Result<Option<TokenRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT user_id, access_mode, issuer, channel, roles, correlation_id, created, expires, mfa FROM tokens WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(&store.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(TokenRow {
+        user_id: row.try_get("user_id")?,
+        access_mode: row.try_get("access_mode")?,
+        issuer: row.try_get("issuer")?,
+        channel: row.try_get::<Option<String>, _>("channel")?.as_deref().and_then(TokenChannel::parse),
+        roles: row.try_get("roles")?,
+        correlation_id: row.try_get("correlation_id")?,
+        created: row.try_get("created")?,
+        expires: row.try_get("expires")?,
+        mfa: row.try_get::<Option<i64>, _>("mfa")?.unwrap_or(0) == 1,
+    }))
+}
+
+/// Stores a new token by its hash.
+pub(super) async fn insert_token(store: &Store, token_hash: &str, token: &TokenRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, issuer, channel) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(token_hash)
+    .bind(&token.user_id)
+    .bind(&token.access_mode)
+    .bind(&token.roles)
+    .bind(&token.correlation_id)
+    .bind(token.created)
+    .bind(token.expires)
+    .bind(i64::from(token.mfa))
+    .bind(&token.issuer)
+    .bind(token.channel.map(TokenChannel::as_str))
+    .execute(&store.pool)
+    .await?;
+    Ok(())
+}
+
+/// What a sign-in checks of a local user.
+pub(super) struct LocalUserRow {
+    pub password_hash: String,
+    /// Wrapped with the server's key, hex.
+    pub totp_secret: Option<String>,
+    pub totp_last_step: Option<i64>,
+    /// Comma-separated.
+    pub roles: String,
+}
+
+pub(super) async fn find_local_user(store: &Store, user_name: &str) -> Result<Option<LocalUserRow>, sqlx::Error> {
+    let row = sqlx::query("SELECT * FROM local_users WHERE user_name = $1").bind(user_name).fetch_optional(&store.pool).await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(LocalUserRow {
+        password_hash: row.try_get("password_hash")?,
+        totp_secret: row.try_get("totp_secret")?,
+        totp_last_step: row.try_get("totp_last_step")?,
+        roles: row.try_get("roles")?,
+    }))
+}
+
+/// A successful sign-in: the failures are forgotten and the TOTP step (when one was proved,
+/// `step_proved`) is taken, unless another sign-in took it or a later one meanwhile. False
+/// if it was.
+pub(super) async fn take_sign_in(store: &Store, user_name: &str, last_step: Option<i64>, step_proved: bool) -> Result<bool, sqlx::Error> {
+    let taken = sqlx::query(
+        "UPDATE local_users SET failed_attempts = 0, locked_until = NULL, totp_last_step = $1
+         WHERE user_name = $2 AND ($3 = 0 OR totp_last_step IS NULL OR totp_last_step < $1)",
+    )
+    .bind(last_step)
+    .bind(user_name)
+    .bind(i64::from(step_proved))
+    .execute(&store.pool)
+    .await?;
+    Ok(taken.rows_affected() != 0)
+}
+
+/// A new local user; false if the name is taken.
+pub(super) async fn insert_local_user(
+    store: &Store,
+    user_name: &str,
+    password_hash: &str,
+    roles: &str,
+    created: i64,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO local_users (user_name, password_hash, roles, failed_attempts, created) VALUES ($1, $2, $3, 0, $4) ON CONFLICT (user_name) DO NOTHING",
+    )
+    .bind(user_name)
+    .bind(password_hash)
+    .bind(roles)
+    .bind(created)
+    .execute(&store.pool)
+    .await?;
+    Ok(inserted.rows_affected() != 0)
+}
+
+/// False if there was no such user.
+pub(super) async fn delete_local_user(store: &Store, user_name: &str) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM local_users WHERE user_name = $1").bind(user_name).execute(&store.pool).await?;
+    Ok(deleted.rows_affected() != 0)
+}
+
+/// Forgets the failures on an account; false if there was no such user.
+pub(super) async fn unlock_local_user(store: &Store, user_name: &str) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query("UPDATE local_users SET failed_attempts = 0, locked_until = NULL WHERE user_name = $1")
+        .bind(user_name)
+        .execute(&store.pool)
+        .await?;
+    Ok(updated.rows_affected() != 0)
+}
+
+/// A TOTP secret (wrapped, hex) pending until a code from it is verified.
+pub(super) async fn set_totp_pending(store: &Store, user_name: &str, wrapped: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE local_users SET totp_pending = $1 WHERE user_name = $2").bind(wrapped).bind(user_name).execute(&store.pool).await?;
+    Ok(())
+}
+
+/// The pending TOTP secret of a user who exists (it is an error if they do not).
+pub(super) async fn totp_pending(store: &Store, user_name: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT totp_pending FROM local_users WHERE user_name = $1").bind(user_name).fetch_one(&store.pool).await?;
+    row.try_get("totp_pending")
+}
+
+/// The pending secret becomes the account's second factor, `step` its last used step.
+pub(super) async fn confirm_totp(store: &Store, user_name: &str, step: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE local_users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1 WHERE user_name = $2")
+        .bind(step)
+        .bind(user_name)
+        .execute(&store.pool)
+        .await?;
+    Ok(())
+}
+
+/// The replay cache: an id (a SAML assertion's, an OIDC sign-in's state) is accepted once,
+/// remembered until it could no longer be valid anyway. False if it was seen before.
+pub(super) async fn remember_once(store: &Store, id: &str, expires: i64) -> Result<bool, sqlx::Error> {
+    let pool = &store.pool;
+    sqlx::query("DELETE FROM federation_replay WHERE expires < $1").bind(now_millis()).execute(pool).await?;
+    let inserted = sqlx::query("INSERT INTO federation_replay (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(id)
+        .bind(expires)
+        .execute(pool)
+        .await?;
+    Ok(inserted.rows_affected() == 1)
+}
