@@ -9,8 +9,7 @@
 //! (`sandbox-helper`, `sandbox-init`, `sandbox-exec`) and `session-agent` are dispatched before
 //! the async runtime starts, so that the helper is still single-threaded when it forks. The
 //! session agent, the first program of a user or fleet instance, becomes `home-sync`
-//! (`home_sync.rs`), which starts the rest of a session: the `launcher` (`launcher.rs`), the
-//! display, its printer (`printing.rs`) and its watermark (`watermark.rs`).
+//! (`home_sync.rs`), which starts the rest of a session.
 
 mod audit_cli;
 mod cli;

@@ -10,9 +10,10 @@
 //! and tears down whatever was made.
 //!
 //! The `unsafe` code is four calls, each with its `SAFETY` note: the `fork` into the new pid
-//! namespace and the init's SIGTERM handler (`helper.rs`), and two `pre_exec` hooks here, one
-//! that starts the helper in a session of its own (so no instance process has a controlling
-//! terminal) and one that joins an instance's cgroups.
+//! namespace and the init's SIGTERM handler (`helper.rs`), and two `pre_exec` hooks here: one
+//! starts every process this side puts into an instance (the helper, a command run in it
+//! through `sandbox-exec`, the shell that places a file) in a session of its own, so that none
+//! has a controlling terminal; the other joins an instance's cgroups.
 //!
 //! Host directories an instance may write (its display's socket, its print folder, a notebook
 //! server's socket) are size-bounded tmpfs mounts ([`bounded_dir`]), so that no workload can
