@@ -1,5 +1,7 @@
-//! The audit index: every record in a SQLite table for SQL, lookups and traces. It is derived
-//! data, fed by the writer after each fsync and rebuildable from the log files alone.
+//! The audit index: every record in a SQLite table for lookups, traces and read-only SQL (one
+//! `SELECT` or `WITH … SELECT` statement). It is derived data, fed by the writer after each
+//! fsync and rebuilt from the log files alone by `datasandbox audit reindex`; nothing that
+//! judges the trail's integrity reads it.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

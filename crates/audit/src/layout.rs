@@ -1,5 +1,9 @@
 //! Where the trail's files live and what they are called: CloudTrail's layout under
 //! `AWSLogs/<account>/…/<region>/YYYY/MM/DD/`, with names that sort in writing order.
+//!
+//! Records go to `DataSandbox/` (one open `.jsonl` file, then sealed `.json.gz` files), signed
+//! checkpoints to `DataSandbox-Checkpoint/`, signed hourly digests to `DataSandbox-Digest/`, and
+//! the public key that checks both to `DataSandbox-PublicKey/`.
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
-//! The sealer: compresses closed log files into CloudTrail-shaped `.json.gz` files and writes
-//! the signed, chained digest files that list them.
+//! The sealer: compresses closed log files into CloudTrail-shaped `.json.gz` files (one
+//! `{"Records":[…]}` document each) and writes the signed, chained digest files that list them.
 
 use std::collections::HashSet;
 use std::path::PathBuf;

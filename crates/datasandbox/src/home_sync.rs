@@ -1,8 +1,18 @@
 //! `datasandbox home-sync`, run inside an instance as the workspace user: keeps
 //! `DS_HOME_FOLDER` and the user's home prefix in storage the same, both ways, through the
 //! endpoint — so every upload is an action of the instance, audited and notified like any
-//! other. When both sides changed a file, the local version is kept beside it with a
-//! `.conflict-<time>` suffix and both survive.
+//! other. Writes are conditional on the ETag the sync last saw; when both sides changed a
+//! file, the local version is kept beside it with a `.conflict-<time>` suffix and both
+//! survive. When the instance stops, the init passes SIGTERM on and the sync flushes once more.
+//!
+//! `home-sync` is also what starts the rest of a session inside the instance. It is reached
+//! through `session-agent`, which waits for `/run/datasandbox/session.env` (placed when an
+//! instance starts for a user, or when a warm ALWAYS_ON fleet instance is assigned) and
+//! becomes `home-sync` with the session's `DS_*` variables. When the session's application is
+//! `notebook` (the stack's `application`, or the URL's `ApplicationId`), it starts the
+//! `launcher`. For DESKTOP and APP sessions it starts the display (Xvnc on a Unix socket in
+//! `/run/display`), the session's printer (`printing.rs`) and, when the stack asks, the
+//! watermark (`watermark.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

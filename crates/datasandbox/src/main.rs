@@ -4,6 +4,12 @@
 //! * 0 — success;
 //! * 1 — the request or the input was wrong (a 4xx from the API, an invalid spec);
 //! * 2 — the server failed or could not be reached.
+//!
+//! The same binary is what runs inside an instance. The sandbox's hidden entry points
+//! (`sandbox-helper`, `sandbox-init`, `sandbox-exec`) and `session-agent` are dispatched before
+//! the async runtime starts, so that the helper is still single-threaded when it forks. The
+//! session agent, the first program of a user or fleet instance, becomes `home-sync`
+//! (`home_sync.rs`), which starts the rest of a session.
 
 mod audit_cli;
 mod cli;

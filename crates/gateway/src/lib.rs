@@ -1,6 +1,13 @@
 //! The HTTP faces of the control plane: `POST /api/<service>/<Action>` for remote clients on
-//! TCP, the same API on the operator's Unix socket (authenticated by peer credentials), and
-//! `GET /healthz` and `GET /openapi.json` (and `GET /metrics` on the operator's socket only). This is the only crate that knows axum.
+//! TCP (bearer tokens), the same API on the operator's Unix socket `<data-dir>/control.sock`
+//! (authenticated by peer credentials) and, per instance, on its link's host address (the
+//! endpoint: the instance's credential plus the address of the link it speaks on); and
+//! `GET /healthz` and `GET /openapi.json` (and `GET /metrics` on the operator's socket only).
+//! This is the only crate that knows axum.
+//!
+//! Bodies are read with a limit derived from `storage.max_object_size`, and every error is
+//! rendered as `{Code, Message, RequestId}`. The pages (portal, console, session, notebook
+//! proxy, federated sign-in) live in modules of their own, each with its cookie.
 
 mod console;
 mod cookies;

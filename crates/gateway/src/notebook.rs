@@ -28,6 +28,12 @@
 //! at all (the user's browser is the user's device, where they cannot hold). Each request and
 //! each refusal is audited. Jupyter's cookies stay here: its `Set-Cookie` never reaches the
 //! browser.
+//!
+//! In a pixel session the same routes are served on the endpoint of the session's instance
+//! link instead (`endpoint_routes`): the presigned URL points there and is redeemed by the
+//! kiosk browser, known only by the link it speaks on (`Credentials::InstanceLink`); the URL
+//! and the notebook access it grants carry that instance's address, so from anywhere else
+//! they are refused (`NotebookURLBoundToInstance`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -3,6 +3,19 @@
 //! session page. The portal's cookie (`ds_portal`, HttpOnly, SameSite Strict, scoped to
 //! `/portal`) holds the sign-in's bearer token; every call it makes is an action through the
 //! pipeline as that user.
+//!
+//! The catalog is `DescribeUserStackAssociations`; the launch is `CreateUserStreamingURL` (a
+//! URL for the caller only, of a stack they are associated with, tagged `USERPOOL`); "my
+//! sessions" is `DescribeUserSessions`, with the operator commands run in each, and
+//! `ExpireSession` lets the user end their own. Federated users see the stacks their roles
+//! may stream: the policies decide `streaming:CreateUserStreamingURL` on a stack resource
+//! whose user must be the principal. A session's `AuthenticationType` decides its home
+//! folder's access mode everywhere (`sessions::access_mode` in the control plane).
+//!
+//! `/portal/events` keeps the list live without revealing anything: the control plane's
+//! session-changes broadcast carries only the user of each session that changes (state,
+//! connection, an operator's command), the stream passes a content-free `changed` to that
+//! user's pages, and the page asks for its sessions again as the user.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,8 +1,16 @@
-//! The user-facing side: opening a streaming URL (`GET /streaming/<token>`) redeems it, sets
-//! the session cookie and returns the session page; the page holds a WebSocket
-//! (`/session/ws`) that makes the session CONNECTED, carries the user's input for the idle
-//! timeout and brings warnings and the end; `GET /session/status` and `POST /session/end`
-//! are the session's own actions, authenticated by the cookie.
+//! The user-facing side: opening a streaming URL (`GET /streaming/<token>`) redeems it (the
+//! `streaming:RedeemStreamingURL` action), sets the session cookie (`ds_session`, HttpOnly,
+//! SameSite Strict) and returns the session page; the page holds a WebSocket (`/session/ws`)
+//! whose presence is the session's CONNECTED state, which carries the user's input for the
+//! idle timeout and brings warnings and the end; `GET /session/status` and
+//! `POST /session/end` are the session's own actions, authenticated by the cookie.
+//!
+//! The session page (`session_page.html`) shows a pixel session's display with noVNC, which
+//! `build.rs` embeds from `web/node_modules` and `/assets/novnc/` serves. Its My Files panel
+//! is `/session/files` (the home folder, through the control plane's streaming files, which
+//! call the storage actions as the session's user and refuse what the stack's `FILE_UPLOAD` /
+//! `FILE_DOWNLOAD` forbid) and `/session/printouts/<name>` (the session's print folder,
+//! handed over only with `PRINTING_TO_LOCAL_DEVICE`, read without following links).
 
 use std::net::SocketAddr;
 

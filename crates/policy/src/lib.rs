@@ -1,6 +1,13 @@
 //! Authorization. This is the only crate that knows Cedar: the rest of the system speaks in
 //! [`Principal`]s, [`Resource`]s and action names, and gets a [`Decision`] back.
 //!
+//! The Cedar schema is built from the action registry, so the actions policies may name are
+//! exactly those the control plane has; the spec's policies are validated against it in strict
+//! mode, each error reported with its line and column. Resources are the service, buckets,
+//! objects, parameters, keys, instances and stacks; a stack is seen as streamed by a given
+//! user, so that a federated role can require `resource.user == principal` (AppStream's
+//! `userId = saml:sub` condition on the seed's `saml-stack` role).
+//!
 //! Any evaluation error is a deny; the decision carries the policy ids that allowed it, or
 //! the errors, for the audit record.
 

@@ -7,7 +7,10 @@
 //! `desktop` recipe adds what a pixel-streamed session shows: the X/VNC server (TigerVNC's
 //! Xvnc) and a kiosk browser (Chromium) from the host's Debian packages, with the
 //! configuration they read from `/etc` (fonts, and a managed browser policy that turns off
-//! downloads, developer tools, sign-in and every other way out of the browser).
+//! downloads, developer tools, sign-in and every other way out of the browser). Building
+//! `desktop` first checks that the host has every program it needs (Xvnc, Chromium, xclip,
+//! CUPS, the fonts) and names the Debian package of any that is missing. An image that binds
+//! a host directory which is gone refuses to open and says how to rebuild it.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,16 @@
 //! drives it through a fixed setup order over its stdin/stdout; the helper does what must be
 //! done from inside (see [`helper`]). Every step fails closed: a failed step kills the helper
 //! and tears down whatever was made.
+//!
+//! The `unsafe` code is four calls, each with its `SAFETY` note: the `fork` into the new pid
+//! namespace and the init's SIGTERM handler (`helper.rs`), and two `pre_exec` hooks here: one
+//! starts every process this side puts into an instance (the helper, a command run in it
+//! through `sandbox-exec`, the shell that places a file) in a session of its own, so that none
+//! has a controlling terminal; the other joins an instance's cgroups.
+//!
+//! Host directories an instance may write (its display's socket, its print folder, a notebook
+//! server's socket) are size-bounded tmpfs mounts ([`bounded_dir`]), so that no workload can
+//! fill the file system that holds the data directory and the audit trail.
 
 pub mod cgroups;
 mod error;

@@ -1,6 +1,8 @@
 //! The instance's only way out: one veth pair, a /30 carved from `vpc_cidr`, and a
 //! DataSandbox-owned nftables table that lets an instance reach the endpoint port on its own
 //! link's host address and nothing else — no forwarding, no other host port, no other link.
+//! A link whose host address the host already has (another control plane with an overlapping
+//! `vpc_cidr`) is refused before anything is made.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
