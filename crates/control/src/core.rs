@@ -4,6 +4,7 @@
 pub(crate) mod actions;
 pub(crate) mod blobs;
 pub(crate) mod caller;
+pub(crate) mod clock;
 pub(crate) mod codec;
 pub(crate) mod error;
 pub(crate) mod keyring;

@@ -337,6 +337,7 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
         socket_owner,
         outbox: Notify::new(),
         changes: Default::default(),
+        clock: crate::core::clock::Clock::system(),
         url_key: std::sync::OnceLock::new(),
         listening: std::sync::OnceLock::new(),
     })

@@ -41,6 +41,8 @@ pub(crate) struct Platform {
     pub outbox: Notify,
     /// Whose sessions changed, for pages that show a user's sessions live.
     pub changes: Changes,
+    /// The time every service reads.
+    pub clock: crate::core::clock::Clock,
     /// The key that signs streaming URLs and sign-in states (`streaming-url.key`), read once.
     pub url_key: std::sync::OnceLock<[u8; 32]>,
     /// `http://<address>` of the API listener once bound (the spec may ask for port 0).

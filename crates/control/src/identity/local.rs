@@ -28,6 +28,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::core::clock::Clock;
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
@@ -50,6 +51,8 @@ const TOTP_STEP: u64 = 30;
 
 /// Sign-in budgets by source (in memory: a restart forgets them) and the host-wide argon2 gate.
 pub(crate) struct Throttle {
+    /// When a failure happened and when its wait ends are read from one clock.
+    clock: Clock,
     sources: Mutex<Sources>,
     argon2: tokio::sync::Semaphore,
 }
@@ -64,9 +67,10 @@ struct Sources {
     per_account: HashMap<(String, String), VecDeque<i64>>,
 }
 
-impl Default for Throttle {
-    fn default() -> Throttle {
-        Throttle { sources: Mutex::new(Sources::default()), argon2: tokio::sync::Semaphore::new(ARGON2_PARALLEL) }
+impl Throttle {
+    /// A throttle that reads the time from `clock`.
+    pub(crate) fn new(clock: Clock) -> Throttle {
+        Throttle { clock, sources: Mutex::new(Sources::default()), argon2: tokio::sync::Semaphore::new(ARGON2_PARALLEL) }
     }
 }
 
@@ -90,7 +94,8 @@ pub(crate) struct Attempt<'a> {
 
 impl Throttle {
     /// Takes a slot for a sign-in attempt on `account` from `address`, or says how long to wait.
-    pub(crate) fn begin(&self, address: &str, account: &str, now: i64) -> Result<Attempt<'_>, ActionError> {
+    pub(crate) fn begin(&self, address: &str, account: &str) -> Result<Attempt<'_>, ActionError> {
+        let now = self.clock.now_millis();
         let address = &source_of(address);
         let mut sources = self.sources.lock().expect("throttle lock");
         let Sources { failures, in_flight, per_account } = &mut *sources;
@@ -153,7 +158,7 @@ impl Attempt<'_> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        let now = now_millis();
+        let now = self.throttle.clock.now_millis();
         let mut sources = self.throttle.sources.lock().expect("throttle lock");
         if let Some(busy) = sources.in_flight.get_mut(&self.address) {
             *busy = busy.saturating_sub(1);
@@ -243,7 +248,7 @@ pub(crate) async fn sign_in(
 ) -> Result<SignedIn, ActionError> {
     let now = now_millis();
     // The slot is taken before any work: a refusal from here on counts as a failure.
-    let attempt = throttle.begin(source_ip, user_name, now)?;
+    let attempt = throttle.begin(source_ip, user_name)?;
     let row = repo::find_local_user(&plane.store, user_name).await?;
     let given = password.to_owned();
     let Some(row) = row else {
@@ -429,28 +434,30 @@ mod tests {
 
     #[test]
     fn guessing_waits_per_source_and_the_slot_is_taken_before_the_work() {
-        let throttle = Throttle::default();
-        let now = now_millis();
+        let clock = Clock::manual(1_800_000_000_000);
+        let throttle = Throttle::new(clock.clone());
         // Five failures on dave from one address: that address waits, another does not.
         for _ in 0..FREE_FAILURES {
-            drop(throttle.begin("192.0.2.1", "dave", now).expect("a slot"));
+            drop(throttle.begin("192.0.2.1", "dave").expect("a slot"));
         }
-        assert_eq!(throttle.begin("192.0.2.1", "dave", now).err().map(|e| e.code), Some("TooManyRequestsException"));
-        throttle.begin("192.0.2.2", "dave", now).expect("the owner's address is not held up").succeeded();
+        assert_eq!(throttle.begin("192.0.2.1", "dave").err().map(|e| e.code), Some("TooManyRequestsException"));
+        throttle.begin("192.0.2.2", "dave").expect("the owner's address is not held up").succeeded();
         // The wait doubles and ends.
-        assert!(throttle.begin("192.0.2.1", "dave", now + 5_000).is_ok());
+        clock.advance(5_000);
+        assert!(throttle.begin("192.0.2.1", "dave").is_ok());
         // Two checks at once per address: a third is turned away before any work.
-        let first = throttle.begin("192.0.2.3", "a1", now).expect("a slot");
-        let second = throttle.begin("192.0.2.3", "a2", now).expect("a slot");
-        assert!(throttle.begin("192.0.2.3", "a3", now).is_err());
+        let first = throttle.begin("192.0.2.3", "a1").expect("a slot");
+        let second = throttle.begin("192.0.2.3", "a2").expect("a slot");
+        assert!(throttle.begin("192.0.2.3", "a3").is_err());
         drop((first, second));
         // One IPv6 /64 is one source.
-        let held = [throttle.begin("2001:db8::1", "x1", now).expect("slot"), throttle.begin("2001:db8::2", "x2", now).expect("slot")];
-        assert!(throttle.begin("2001:db8::3", "x3", now).is_err());
+        let held = [throttle.begin("2001:db8::1", "x1").expect("slot"), throttle.begin("2001:db8::2", "x2").expect("slot")];
+        assert!(throttle.begin("2001:db8::3", "x3").is_err());
         drop(held);
         // An operator's unlock forgets the account's failures everywhere.
         throttle.forget("dave");
-        assert!(throttle.begin("192.0.2.1", "dave", now + 5_001).is_ok());
+        clock.advance(1);
+        assert!(throttle.begin("192.0.2.1", "dave").is_ok());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub(crate) struct Identity {
 
 impl Identity {
     pub(crate) fn new(platform: Arc<Platform>, sessions: Arc<dyn SessionLookup>, instances: Arc<dyn InstanceLookup>) -> Identity {
-        Identity { platform, throttle: local::Throttle::default(), sessions, instances }
+        let throttle = local::Throttle::new(platform.clock.clone());
+        Identity { platform, throttle, sessions, instances }
     }
 }
