@@ -8,6 +8,7 @@ mod datasets;
 mod host_dirs;
 mod images;
 mod launch;
+mod repo;
 mod state;
 mod teardown;
 

@@ -5,14 +5,13 @@ use model::{AccessMode, UserId};
 use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
-use crate::core::store::now_millis;
 
 use super::images::instance_type;
-use super::launch::{Assignment, Launch, instance_json, launch_instance};
+use super::launch::{Assignment, Launch, launch_instance};
+use super::repo;
 use super::state::Instances;
 use super::teardown::stop_instance;
 
@@ -80,17 +79,14 @@ struct DescribeInput {
 pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: DescribeInput = ctx.parse(input)?;
     ctx.authorize(Resource::Service("streaming".into()))?;
-    let rows = sqlx::query("SELECT * FROM instances ORDER BY created").fetch_all(&ctx.platform.store.pool).await?;
     let mut instances = Vec::new();
-    for row in &rows {
-        let id: String = row.try_get("instance_id")?;
-        let state: String = row.try_get("state")?;
-        if (!input.instance_ids.is_empty() && !input.instance_ids.contains(&id))
-            || (!input.include_ended && (state == "TERMINATED" || state == "FAILED"))
+    for row in repo::all(ctx.platform).await? {
+        if (!input.instance_ids.is_empty() && !input.instance_ids.contains(&row.instance_id))
+            || (!input.include_ended && row.state.has_ended())
         {
             continue;
         }
-        instances.push(instance_json(row)?);
+        instances.push(row.to_json());
     }
     Ok(json!({ "Instances": instances }))
 }
@@ -106,11 +102,8 @@ pub(crate) async fn terminate(instances: &Instances, ctx: &mut Ctx<'_>, input: V
     ctx.authorize(Resource::Instance { id: input.instance_id.clone() })?;
     let plane = ctx.platform;
     stop_instance(instances, &input.instance_id).await?;
-    let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&input.instance_id).fetch_one(&plane.store.pool).await?;
-    Ok(json!({ "Instance": instance_json(&row)? }))
+    Ok(json!({ "Instance": repo::find(plane, &input.instance_id).await?.to_json() }))
 }
-
-/// Stops an instance — its programs get a grace period to finish, its credential stays valid
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -137,21 +130,17 @@ pub(crate) async fn exec(instances: &Instances, ctx: &mut Ctx<'_>, input: Value)
         .map_err(ActionError::internal)?;
     // The session's user sees every operator command in their instance.
     let operator = ctx.caller.identity.user_name.clone().unwrap_or_else(|| ctx.caller.identity.principal_id.clone());
-    sqlx::query("INSERT INTO instance_execs (instance_id, operator, command, exit_code, time) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&input.instance_id)
-        .bind(&operator)
-        .bind(json!(input.command).to_string())
-        .bind(output.status.code().map(i64::from))
-        .bind(now_millis())
-        .execute(&plane.store.pool)
-        .await?;
-    let row = sqlx::query("SELECT user_id, access_mode, issuer FROM instances WHERE instance_id = $1")
-        .bind(&input.instance_id)
-        .fetch_one(&plane.store.pool)
-        .await?;
-    let mode = row.try_get::<Option<String>, _>("access_mode")?.as_deref().and_then(AccessMode::parse);
-    if let (Some(user), Some(mode)) = (row.try_get::<Option<String>, _>("user_id")?, mode)
-        && let Ok(user) = model::UserRef::from_parts(mode, row.try_get::<Option<String>, _>("issuer")?.as_deref(), &user)
+    let exec = repo::Exec {
+        instance_id: &input.instance_id,
+        operator: &operator,
+        command: json!(input.command).to_string(),
+        exit_code: output.status.code().map(i64::from),
+    };
+    repo::record_exec(plane, exec).await?;
+    let user = repo::user_of(plane, &input.instance_id).await?;
+    let mode = user.access_mode.as_deref().and_then(AccessMode::parse);
+    if let (Some(user_id), Some(mode)) = (user.user_id, mode)
+        && let Ok(user) = model::UserRef::from_parts(mode, user.issuer.as_deref(), &user_id)
     {
         plane.changes.user(&user);
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
@@ -15,6 +14,7 @@ use crate::core::store::now_millis;
 use crate::identity::{InstanceCaller, InstanceLookup};
 
 use super::datasets;
+use super::repo;
 use super::state::Instances;
 
 pub(super) fn credential_lifetime_ms(plane: &Platform) -> i64 {
@@ -49,13 +49,9 @@ pub(crate) fn start_background_tasks(instances: &Arc<Instances>) {
 
 async fn rotate_due(instances: &Instances, lifetime: i64) -> Result<(), ActionError> {
     let plane = &*instances.pipeline.platform;
-    let due = sqlx::query("SELECT instance_id, init_pid, credential_hash, credential_expires FROM instances WHERE state = 'RUNNING' AND credential_expires < $1")
-        .bind(now_millis() + lifetime / 3)
-        .fetch_all(&plane.store.pool)
-        .await?;
-    for row in due {
-        let id: String = row.try_get("instance_id")?;
-        let Some(pid) = row.try_get::<Option<i64>, _>("init_pid")? else { continue };
+    let due = repo::due_for_rotation(plane, now_millis() + lifetime / 3).await?;
+    for repo::DueForRotation { instance_id: id, init_pid } in due {
+        let Some(pid) = init_pid else { continue };
         let credential = new_credential();
         let written = tokio::task::spawn_blocking({
             let credential = credential.clone();
@@ -67,15 +63,7 @@ async fn rotate_due(instances: &Instances, lifetime: i64) -> Result<(), ActionEr
             tracing::warn!(instance = id, error = %err, "cannot place a rotated credential; the current one stays until it expires");
             continue;
         }
-        sqlx::query(
-            "UPDATE instances SET previous_credential_hash = credential_hash, previous_credential_expires = credential_expires,
-             credential_hash = $1, credential_expires = $2 WHERE instance_id = $3 AND state = 'RUNNING'",
-        )
-        .bind(hex::encode(Sha256::digest(credential.as_bytes())))
-        .bind(now_millis() + lifetime)
-        .bind(&id)
-        .execute(&plane.store.pool)
-        .await?;
+        repo::rotate_credential(plane, &id, hex::encode(Sha256::digest(credential.as_bytes())), now_millis() + lifetime).await?;
         if let Some(live) = instances.live.lock().expect("instances lock").get_mut(&id) {
             live.credential = credential;
         }
@@ -92,20 +80,13 @@ impl InstanceLookup for Instances {
 /// Authenticates a call on the endpoint: the credential must be the current one of the
 /// running instance whose private address the call comes from.
 async fn authenticate(plane: &Platform, token: &str, source_ip: &str) -> Result<InstanceCaller, ActionError> {
-    let row = sqlx::query(
-        "SELECT instance_id, user_id, access_mode, issuer, credential_hash, credential_expires, previous_credential_hash, previous_credential_expires, correlation_id
-         FROM instances WHERE private_address = $1 AND state IN ('RUNNING', 'STOPPING')",
-    )
-        .bind(source_ip)
-        .fetch_optional(&plane.store.pool)
+    let row = repo::serving_at(plane, source_ip)
         .await?
         .ok_or_else(|| ActionError::unauthenticated("the endpoint serves only running instances, on their own link"))?;
     let presented = hex::encode(Sha256::digest(token.as_bytes()));
     let now = now_millis();
     let mut matched = false;
-    for (hash, expires) in [("credential_hash", "credential_expires"), ("previous_credential_hash", "previous_credential_expires")] {
-        let hash: Option<String> = row.try_get(hash)?;
-        let expires: Option<i64> = row.try_get(expires)?;
+    for (hash, expires) in &row.credentials {
         if hash.as_deref() == Some(presented.as_str()) {
             if expires.is_none_or(|e| e <= now) {
                 return Err(ActionError::unauthenticated(
@@ -119,11 +100,11 @@ async fn authenticate(plane: &Platform, token: &str, source_ip: &str) -> Result<
         return Err(ActionError::unauthenticated("the instance credential is not valid"));
     }
     Ok(InstanceCaller {
-        instance_id: row.try_get("instance_id")?,
-        user_id: row.try_get("user_id")?,
-        access_mode: row.try_get("access_mode")?,
-        issuer: row.try_get("issuer")?,
-        correlation_id: row.try_get("correlation_id")?,
+        instance_id: row.instance_id,
+        user_id: row.user_id,
+        access_mode: row.access_mode,
+        issuer: row.issuer,
+        correlation_id: row.correlation_id,
     })
 }
 

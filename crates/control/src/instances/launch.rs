@@ -2,36 +2,22 @@
 //! host directories, the sandbox with its endpoint listener, and — when it serves a user —
 //! their datasets; and handing a running fleet instance to a session.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
-use crate::core::store::{millis_to_rfc3339, now_millis};
+use crate::core::store::now_millis;
 
 use super::credentials::{credential_lifetime_ms, new_credential};
 use super::datasets;
 use super::host_dirs::{display_dir, make_print_dir};
 use super::images::{find_image, instance_type};
+use super::repo;
 use super::state::{Instances, Live, lease_ids};
-
-pub(super) fn instance_json(row: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
-    Ok(json!({
-        "InstanceId": row.try_get::<String, _>("instance_id")?,
-        "ImageName": row.try_get::<String, _>("image")?,
-        "InstanceType": row.try_get::<String, _>("instance_type")?,
-        "State": row.try_get::<String, _>("state")?,
-        "PrivateIpAddress": row.try_get::<String, _>("private_address")?,
-        "EndpointAddress": row.try_get::<String, _>("host_address")?,
-        "UserId": row.try_get::<Option<String>, _>("user_id")?,
-        "CreatedTime": millis_to_rfc3339(row.try_get("created")?),
-    }))
-}
 
 /// What an instance is started for.
 pub(crate) struct Launch {
@@ -88,8 +74,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
     let _launching = instances.begin_launch()?;
     let type_name = launch.instance_type.clone();
     let instance_type = instance_type(plane, &type_name)?;
-    let image_name = launch.image_name.clone();
-    let image = find_image(plane, &image_name)?;
+    let image = find_image(plane, &launch.image_name)?;
     let sandbox = instances.sandbox().await?;
     let ids = match launch.ids.take() {
         Some(ids) => ids,
@@ -103,46 +88,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
     let credential = new_credential();
     let assignment = launch.assignment.as_ref();
     // The row comes first, so that a crash from here on leaves something to reconcile.
-    let link = {
-        let _allocation = instances.allocation.lock().await;
-        let mut tx = plane.store.write().await?;
-        let used: Vec<i64> = sqlx::query("SELECT link_index FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')")
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get("link_index"))
-            .collect::<Result<_, _>>()?;
-        let index = (0..).find(|i| !used.contains(i)).expect("an unused index exists");
-        let cidr = plane.current().vpc_cidr;
-        let (host, private) = sandbox::link_addresses(cidr.address, cidr.prefix_len, index as u32).ok_or_else(|| {
-            ActionError::new(503, "InsufficientCapacity", format!("vpc_cidr {cidr} has no room for another instance link"))
-        })?;
-        let link = sandbox::network::Link::new(&id, host, private);
-        sqlx::query(
-            "INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, user_id, access_mode,
-             credential_hash, credential_expires, correlation_id, created, fleet, session_id, issuer) VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(&id)
-        .bind(&image_name)
-        .bind(&type_name)
-        .bind(index)
-        .bind(&link.host_interface)
-        .bind(link.host_address.to_string())
-        .bind(link.instance_address.to_string())
-        .bind(assignment.map(|a| a.user.user().to_string()))
-        .bind(assignment.map(|a| a.user.mode().as_str()))
-        .bind(hex::encode(Sha256::digest(credential.as_bytes())))
-        .bind(now_millis() + credential_lifetime_ms(plane))
-        .bind(launch.correlation_id.clone())
-        .bind(now_millis())
-        .bind(launch.fleet.clone())
-        .bind(assignment.and_then(|a| a.session_id.clone()))
-        .bind(assignment.and_then(|a| a.user.issuer_str()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        link
-    };
+    let link = record_pending(instances, &id, &launch, &credential).await?;
     let endpoint = format!("http://{}:{}", link.host_address, plane.spec.endpoint_port);
     let mut env = vec![
         ("DS_INSTANCE_ID".to_owned(), id.clone()),
@@ -156,26 +102,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         files.push(("session.env".to_owned(), assignment.env_file()));
     }
     files.extend(launch.program.iter().flat_map(|p| p.files.iter().cloned()));
-    // Everything of the instance on the host is its own: a directory only its ids can enter.
-    let prepared = (|| -> Result<_, sandbox::SandboxError> {
-        datasets::make_instance_dir(plane, &id, range)
-            .map_err(|e| sandbox::SandboxError::Setup { step: "make the instance's directory", message: e.to_string() })?;
-        let mut read_only_binds = image.manifest.host_binds.clone();
-        read_only_binds.push((
-            datasets::mount_source(plane, &id, range)
-                .map_err(|e| sandbox::SandboxError::Setup { step: "make the datasets' directory", message: e.to_string() })?,
-            PathBuf::from("/data"),
-        ));
-        let mut writable_binds = launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default();
-        if launch.program.is_none() && (assignment.is_some() || launch.fleet.is_some()) {
-            // The display's RFB socket, which only the gateway reaches (from the host side).
-            writable_binds.push((display_dir(plane, &id, range)?, PathBuf::from("/run/display")));
-            // The print folder: printouts stay here unless the session may print to its device.
-            writable_binds.push((make_print_dir(plane, &id, range)?, PathBuf::from("/run/print")));
-        }
-        Ok((read_only_binds, writable_binds))
-    })();
-    let (read_only_binds, writable_binds) = match prepared {
+    let (read_only_binds, writable_binds) = match host_binds(plane, &id, range, &image, &launch) {
         Ok(prepared) => prepared,
         Err(err) => return Err(start_failed(plane, &id, err).await),
     };
@@ -186,41 +113,14 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         writable_binds,
         hostname: id.clone(),
         limits: sandbox::Limits { vcpus: instance_type.vcpus, memory_bytes: instance_type.memory_mib << 20, pids: instance_type.pids },
-        // The session agent waits for its assignment, then keeps the home folder in step.
-        command: if let Some(program) = &launch.program {
-            program.command.clone()
-        } else if assignment.is_some() || launch.fleet.is_some() {
-            vec!["/run/datasandbox/datasandbox".into(), "session-agent".into()]
-        } else {
-            vec!["/bin/sleep".into(), "infinity".into()]
-        },
+        command: command(&launch),
         env,
         link: link.clone(),
         self_exe: std::env::current_exe().map_err(ActionError::internal)?,
         files,
         log: Some(datasets::log_path(plane, &id).map_err(ActionError::internal)?),
     };
-    // The endpoint listens on this link's host address only, from before the instance's
-    // command runs (its first call must not find the port closed). An instance without it
-    // could do nothing, so it does not start.
-    let port = plane.spec.endpoint_port;
-    let made = {
-        let sandbox = sandbox.clone();
-        tokio::task::spawn_blocking(move || {
-            sandbox.create_with(&spec, ids, |link| {
-                let listener = std::net::TcpListener::bind((link.host_address, port))
-                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .map_err(|e| sandbox::SandboxError::Setup {
-                        step: "listen for the endpoint on the link",
-                        message: format!("{}:{port}: {e}", link.host_address),
-                    })?;
-                Ok(listener)
-            })
-        })
-        .await
-        .map_err(ActionError::internal)?
-    };
-    let (instance, listener) = match made {
+    let (instance, listener) = match create_listening(&sandbox, spec, ids, plane.spec.endpoint_port).await? {
         Ok(made) => made,
         Err(err) => return Err(start_failed(plane, &id, err).await),
     };
@@ -232,29 +132,118 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
             return Err(start_failed(plane, &id, format!("cannot serve the endpoint: {err}")).await);
         }
     };
-    sqlx::query("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2")
-        .bind(i64::from(instance.init_pid))
-        .bind(&id)
-        .execute(&plane.store.pool)
-        .await?;
+    repo::mark_running(plane, &id, i64::from(instance.init_pid)).await?;
     instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener, credential: credential.clone() });
     let mounted = if assignment.is_some() { mount_datasets(instances, &id, &credential, &link).await } else { Vec::new() };
-    let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1").bind(&id).fetch_one(&plane.store.pool).await?;
-    let mut instance = instance_json(&row)?;
+    let mut instance = repo::find(plane, &id).await?.to_json();
     instance["Datasets"] = json!(mounted);
     Ok(instance)
+}
+
+/// Takes the lowest link index no live instance holds and records the instance PENDING with
+/// that link, both under the allocation lock; returns the link.
+async fn record_pending(instances: &Instances, id: &str, launch: &Launch, credential: &str) -> Result<sandbox::network::Link, ActionError> {
+    let plane = &*instances.pipeline.platform;
+    let assignment = launch.assignment.as_ref();
+    let _allocation = instances.allocation.lock().await;
+    let mut tx = plane.store.write().await?;
+    let used = repo::used_link_indexes(&mut tx).await?;
+    let index = (0..).find(|i| !used.contains(i)).expect("an unused index exists");
+    let cidr = plane.current().vpc_cidr;
+    let (host, private) = sandbox::link_addresses(cidr.address, cidr.prefix_len, index as u32)
+        .ok_or_else(|| ActionError::new(503, "InsufficientCapacity", format!("vpc_cidr {cidr} has no room for another instance link")))?;
+    let link = sandbox::network::Link::new(id, host, private);
+    let new = repo::NewInstance {
+        instance_id: id,
+        image: &launch.image_name,
+        instance_type: &launch.instance_type,
+        link_index: index,
+        link: &link,
+        user_id: assignment.map(|a| a.user.user().to_string()),
+        access_mode: assignment.map(|a| a.user.mode().as_str()),
+        credential_hash: hex::encode(Sha256::digest(credential.as_bytes())),
+        credential_expires: now_millis() + credential_lifetime_ms(plane),
+        correlation_id: launch.correlation_id.clone(),
+        fleet: launch.fleet.clone(),
+        session_id: assignment.and_then(|a| a.session_id.clone()),
+        issuer: assignment.and_then(|a| a.user.issuer_str()),
+    };
+    repo::insert_pending(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(link)
+}
+
+/// Host directories read-only (the image's and the datasets') and writable (the program's,
+/// or a streaming instance's display and print folders), made first: everything of the
+/// instance on the host is its own, in a directory only its ids can enter.
+#[expect(clippy::type_complexity, reason = "the two bind lists of `sandbox::InstanceSpec`, named by their bindings")]
+fn host_binds(
+    plane: &Platform,
+    id: &str,
+    range: sandbox::ids::IdRange,
+    image: &sandbox::image::Image,
+    launch: &Launch,
+) -> Result<(Vec<(PathBuf, PathBuf)>, Vec<(PathBuf, PathBuf)>), sandbox::SandboxError> {
+    datasets::make_instance_dir(plane, id, range)
+        .map_err(|e| sandbox::SandboxError::Setup { step: "make the instance's directory", message: e.to_string() })?;
+    let mut read_only_binds = image.manifest.host_binds.clone();
+    read_only_binds.push((
+        datasets::mount_source(plane, id, range)
+            .map_err(|e| sandbox::SandboxError::Setup { step: "make the datasets' directory", message: e.to_string() })?,
+        PathBuf::from("/data"),
+    ));
+    let mut writable_binds = launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default();
+    if launch.program.is_none() && (launch.assignment.is_some() || launch.fleet.is_some()) {
+        // The display's RFB socket, which only the gateway reaches (from the host side).
+        writable_binds.push((display_dir(plane, id, range)?, PathBuf::from("/run/display")));
+        // The print folder: printouts stay here unless the session may print to its device.
+        writable_binds.push((make_print_dir(plane, id, range)?, PathBuf::from("/run/print")));
+    }
+    Ok((read_only_binds, writable_binds))
+}
+
+/// What the instance runs: its own program, else the session agent (which waits for its
+/// assignment, then keeps the home folder in step), else nothing but a placeholder.
+fn command(launch: &Launch) -> Vec<String> {
+    if let Some(program) = &launch.program {
+        program.command.clone()
+    } else if launch.assignment.is_some() || launch.fleet.is_some() {
+        vec!["/run/datasandbox/datasandbox".into(), "session-agent".into()]
+    } else {
+        vec!["/bin/sleep".into(), "infinity".into()]
+    }
+}
+
+/// Makes the instance with the endpoint listening on its link's host address only, from
+/// before the instance's command runs (its first call must not find the port closed). An
+/// instance without it could do nothing, so it does not start.
+async fn create_listening(
+    sandbox: &std::sync::Arc<sandbox::Sandbox>,
+    spec: sandbox::InstanceSpec,
+    ids: sandbox::ids::IdLease,
+    port: u16,
+) -> Result<Result<(sandbox::Instance, std::net::TcpListener), sandbox::SandboxError>, ActionError> {
+    let sandbox = sandbox.clone();
+    tokio::task::spawn_blocking(move || {
+        sandbox.create_with(&spec, ids, |link| {
+            let listener = std::net::TcpListener::bind((link.host_address, port))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| sandbox::SandboxError::Setup {
+                    step: "listen for the endpoint on the link",
+                    message: format!("{}:{port}: {e}", link.host_address),
+                })?;
+            Ok(listener)
+        })
+    })
+    .await
+    .map_err(ActionError::internal)
 }
 
 /// Marks an instance that could not start as FAILED (its row stays, for the record) and
 /// removes its datasets' mount point; the error to return.
 async fn start_failed(plane: &Platform, id: &str, err: impl std::fmt::Display) -> ActionError {
     datasets::remove(plane, id);
-    let marked = sqlx::query("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2")
-        .bind(now_millis())
-        .bind(id)
-        .execute(&plane.store.pool)
-        .await;
-    if let Err(marking) = marked {
+    if let Err(marking) = repo::mark_failed(plane, id).await {
         tracing::error!(instance = id, error = %marking, "cannot mark the instance FAILED");
     }
     ActionError::internal(format_args!("instance {id} could not start: {err}"))
@@ -274,31 +263,20 @@ pub(crate) async fn assign(
         let live = live.get(instance_id).ok_or_else(|| ActionError::internal(format_args!("instance {instance_id} is not live")))?;
         (live.instance.init_pid, live.credential.clone())
     };
-    sqlx::query(
-        "UPDATE instances SET user_id = $1, access_mode = $2, session_id = $3, correlation_id = $4, issuer = $5 WHERE instance_id = $6",
-    )
-    .bind(assignment.user.user().to_string())
-    .bind(assignment.user.mode().as_str())
-    .bind(assignment.session_id.clone())
-    .bind(correlation_id)
-    .bind(assignment.user.issuer_str())
-    .bind(instance_id)
-    .execute(&plane.store.pool)
-    .await?;
+    let to = repo::AssignedTo {
+        user_id: assignment.user.user().to_string(),
+        access_mode: assignment.user.mode().as_str(),
+        session_id: assignment.session_id.clone(),
+        correlation_id,
+        issuer: assignment.user.issuer_str(),
+    };
+    repo::assign(plane, instance_id, to).await?;
     let file = assignment.env_file();
     tokio::task::spawn_blocking(move || sandbox::place_file(pid, "session.env", &file))
         .await
         .map_err(ActionError::internal)?
         .map_err(|e| ActionError::internal(format_args!("cannot hand the session to instance {instance_id}: {e}")))?;
-    let link_row = sqlx::query("SELECT host_interface, host_address, private_address FROM instances WHERE instance_id = $1")
-        .bind(instance_id)
-        .fetch_one(&plane.store.pool)
-        .await?;
-    let link = sandbox::network::Link {
-        host_interface: link_row.try_get("host_interface")?,
-        host_address: link_row.try_get::<String, _>("host_address")?.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
-        instance_address: link_row.try_get::<String, _>("private_address")?.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
-    };
+    let link = repo::link_of(plane, instance_id).await?;
     mount_datasets(instances, instance_id, &credential, &link).await;
     Ok(())
 }

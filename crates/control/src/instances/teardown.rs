@@ -1,34 +1,28 @@
 //! Ending instances: one at a time with a grace period, all at a clean shutdown, and — after a
 //! crash of the control plane — every instance its rows still call alive.
 
-use std::net::Ipv4Addr;
-
-use sqlx::Row;
-
 use crate::core::error::ActionError;
-use crate::core::store::now_millis;
 
 use super::datasets;
+use super::repo;
 use super::state::{Instances, Live, STOP_GRACE};
 
+/// Stops an instance — its programs get a grace period to finish, its credential stays valid
+/// meanwhile so that its last changes reach storage — then removes everything it had.
 pub(crate) async fn stop_instance(instances: &Instances, id: &str) -> Result<(), ActionError> {
     let plane = &*instances.pipeline.platform;
     let live = instances.live.lock().expect("instances lock").remove(id);
     let Some(live) = live else {
         return Err(ActionError::not_found("ResourceNotFoundException", format!("instance `{id}` is not running")));
     };
-    sqlx::query("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1").bind(id).execute(&plane.store.pool).await?;
+    repo::mark_stopping(plane, id).await?;
     let sandbox = instances.sandbox().await?;
     let destroyed = tokio::task::spawn_blocking(move || sandbox.stop(live.instance, STOP_GRACE)).await.map_err(ActionError::internal)?;
     if let Some(listener) = live.listener {
         listener.abort();
     }
     datasets::remove(plane, id);
-    sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2")
-        .bind(now_millis())
-        .bind(id)
-        .execute(&plane.store.pool)
-        .await?;
+    repo::mark_terminated(plane, id).await?;
     destroyed.map_err(|e| ActionError::internal(format_args!("teardown of {id} was incomplete: {e}")))
 }
 
@@ -40,7 +34,7 @@ pub(crate) async fn terminate_all(instances: &Instances) -> Vec<String> {
     // All stop at once, each with its grace period, their endpoints still serving.
     let mut stopping = Vec::new();
     for (id, live) in live {
-        let _ = sqlx::query("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1").bind(&id).execute(&plane.store.pool).await;
+        let _ = repo::mark_stopping(plane, &id).await;
         let sandbox = sandbox.clone();
         stopping.push((id, live.listener, tokio::task::spawn_blocking(move || sandbox.stop(live.instance, STOP_GRACE))));
     }
@@ -55,11 +49,7 @@ pub(crate) async fn terminate_all(instances: &Instances) -> Vec<String> {
             tracing::warn!(instance = id, "teardown at shutdown was incomplete; the next start reconciles it");
             continue;
         }
-        let _ = sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2")
-            .bind(now_millis())
-            .bind(&id)
-            .execute(&plane.store.pool)
-            .await;
+        let _ = repo::mark_terminated(plane, &id).await;
         ended.push(id);
     }
     ended
@@ -69,20 +59,9 @@ pub(crate) async fn terminate_all(instances: &Instances) -> Vec<String> {
 /// their processes, links, firewall elements and cgroups. Returns their ids.
 pub(crate) async fn reconcile(instances: &Instances) -> Result<Vec<String>, ActionError> {
     let plane = &*instances.pipeline.platform;
-    let rows = sqlx::query("SELECT instance_id, host_interface, host_address, private_address, init_pid FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')")
-        .fetch_all(&plane.store.pool)
-        .await?;
+    let unended = repo::unended(plane).await?;
     let mut reaped = Vec::new();
-    for row in rows {
-        let id: String = row.try_get("instance_id")?;
-        let host: String = row.try_get("host_address")?;
-        let private: String = row.try_get("private_address")?;
-        let init_pid: Option<i64> = row.try_get("init_pid")?;
-        let link = sandbox::network::Link {
-            host_interface: row.try_get("host_interface")?,
-            host_address: host.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
-            instance_address: private.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
-        };
+    for repo::Unended { instance_id: id, link, init_pid } in unended {
         let id_for_teardown = id.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(pid) = init_pid {
@@ -100,11 +79,7 @@ pub(crate) async fn reconcile(instances: &Instances) -> Result<Vec<String>, Acti
         .await
         .map_err(ActionError::internal)?;
         datasets::remove(plane, &id);
-        sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2")
-            .bind(now_millis())
-            .bind(&id)
-            .execute(&plane.store.pool)
-            .await?;
+        repo::mark_terminated(plane, &id).await?;
         reaped.push(id);
     }
     Ok(reaped)
