@@ -21,6 +21,7 @@ use crate::instances::Instances;
 mod admission;
 mod gateway;
 mod lifecycle;
+mod repo;
 mod server;
 mod state;
 mod urls;

@@ -3,8 +3,7 @@
 
 use std::os::unix::fs::MetadataExt as _;
 
-use sqlx::Row;
-
+use super::repo;
 use super::state::notebook_dir;
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
@@ -19,10 +18,9 @@ const VOLUME_RESERVE: u64 = GIB;
 /// up and the file system would still keep [`VOLUME_RESERVE`] — otherwise one notebook user
 /// filling their volume could fill the disk the trail is written to.
 pub(super) async fn admit_volume(plane: &Platform, more: u64) -> Result<(), ActionError> {
-    let rows = sqlx::query("SELECT name, volume_size_gb FROM notebooks").fetch_all(&plane.store.pool).await?;
+    let rows = repo::volume_sizes(plane).await?;
     let mut unclaimed = 0u64;
-    for row in rows {
-        let (name, size): (String, i64) = (row.try_get("name")?, row.try_get("volume_size_gb")?);
+    for (name, size) in rows {
         let used = std::fs::metadata(notebook_dir(plane, &name).join("volume.img")).map_or(0, |m| m.blocks() * 512);
         unclaimed += (size as u64 * GIB).saturating_sub(used);
     }

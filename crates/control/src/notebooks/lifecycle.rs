@@ -7,17 +7,17 @@ use policy::Resource;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use super::admission::{GIB, admit_volume};
+use super::repo::{self, NotebookRow, NotebookState};
 use super::server::{run_notebook, stop_notebook};
-use super::state::{Notebooks, arn, notebook_dir, row, volume_context};
+use super::state::{Notebooks, arn, notebook_dir, volume_context};
 use super::volume::Volume;
 use crate::core::codec::bounded;
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
-use crate::core::store::{millis_to_rfc3339, now_millis};
+use crate::core::store::millis_to_rfc3339;
 
 fn check_name(name: &str) -> Result<(), ActionError> {
     let ok = (1..=63).contains(&name.len())
@@ -89,12 +89,7 @@ pub(super) async fn create(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input:
     let aliases = crate::keys::aliases_of(plane, key.id()).await?;
     ctx.authorize_also("keys:GenerateDataKey", Resource::Key { id: key.id().to_owned(), aliases })?;
     let _admission = notebooks.admission.lock().await;
-    if sqlx::query("SELECT name FROM notebooks WHERE name = $1")
-        .bind(&input.notebook_instance_name)
-        .fetch_optional(&plane.store.pool)
-        .await?
-        .is_some()
-    {
+    if repo::exists(plane, &input.notebook_instance_name).await? {
         return Err(ActionError::conflict("ResourceInUse", format!("notebook instance `{}` already exists", input.notebook_instance_name)));
     }
     // The volume's key: 256 random bits, kept only wrapped.
@@ -108,21 +103,17 @@ pub(super) async fn create(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input:
     let password = hex::encode(data_key);
     let size = volume_size as u64;
     tokio::task::spawn_blocking(move || volume.create(size, &password)).await.map_err(ActionError::internal)??;
-    sqlx::query(
-        "INSERT INTO notebooks (name, instance_type, volume_size_gb, kms_key_id, owner, state, instance_id, wrapped_key, created, owner_mode, owner_issuer)
-         VALUES ($1, $2, $3, $4, $5, 'Pending', NULL, $6, $7, $8, $9)",
-    )
-    .bind(&name)
-    .bind(&input.instance_type)
-    .bind(volume_size)
-    .bind(key.id())
-    .bind(owner.as_ref().map(|o| o.user().to_string()))
-    .bind(crate::core::codec::encode_base64(&wrapped))
-    .bind(now_millis())
-    .bind(owner.as_ref().map(|o| o.mode().as_str()))
-    .bind(owner.as_ref().and_then(|o| o.issuer_str()))
-    .execute(&plane.store.pool)
-    .await?;
+    let new = repo::NewNotebook {
+        name: &name,
+        instance_type: &input.instance_type,
+        volume_size_gb: volume_size,
+        kms_key_id: key.id(),
+        owner: owner.as_ref().map(|o| o.user().to_string()),
+        wrapped_key: crate::core::codec::encode_base64(&wrapped),
+        owner_mode: owner.as_ref().map(|o| o.mode().as_str()),
+        owner_issuer: owner.as_ref().and_then(|o| o.issuer_str()),
+    };
+    repo::insert(plane, new).await?;
     // Created notebooks start, as SageMaker's do.
     let notebooks = notebooks.clone();
     let starting = name.clone();
@@ -143,53 +134,48 @@ struct NameInput {
 pub(super) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    notebook_json(ctx.platform, &row(ctx.platform, &input.notebook_instance_name).await?)
+    Ok(notebook_json(ctx.platform, &repo::find(ctx.platform, &input.notebook_instance_name).await?))
 }
 
-fn notebook_json(plane: &Platform, row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
-    let name: String = row.try_get("name")?;
-    Ok(json!({
-        "NotebookInstanceName": name,
-        "NotebookInstanceArn": arn(plane, &name),
-        "NotebookInstanceStatus": row.try_get::<String, _>("state")?,
-        "FailureReason": row.try_get::<Option<String>, _>("failure_reason")?,
-        "InstanceType": row.try_get::<String, _>("instance_type")?,
-        "VolumeSizeInGB": row.try_get::<i64, _>("volume_size_gb")?,
-        "KmsKeyId": row.try_get::<String, _>("kms_key_id")?,
+fn notebook_json(plane: &Platform, row: &NotebookRow) -> Value {
+    json!({
+        "NotebookInstanceName": row.name,
+        "NotebookInstanceArn": arn(plane, &row.name),
+        "NotebookInstanceStatus": row.state.as_str(),
+        "FailureReason": row.failure_reason,
+        "InstanceType": row.instance_type,
+        "VolumeSizeInGB": row.volume_size_gb,
+        "KmsKeyId": row.kms_key_id,
         "RootAccess": "Disabled",
         "DirectInternetAccess": "Disabled",
-        "Owner": row.try_get::<Option<String>, _>("owner")?,
-        "OwnerAccessMode": row.try_get::<Option<String>, _>("owner_mode")?,
-        "OwnerIssuer": row.try_get::<Option<String>, _>("owner_issuer")?,
-        "InstanceId": row.try_get::<Option<String>, _>("instance_id")?,
-        "CreationTime": millis_to_rfc3339(row.try_get("created")?),
-    }))
+        "Owner": row.owner,
+        "OwnerAccessMode": row.owner_mode,
+        "OwnerIssuer": row.owner_issuer,
+        "InstanceId": row.instance_id,
+        "CreationTime": millis_to_rfc3339(row.created),
+    })
 }
 
 pub(super) async fn list(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let _: crate::core::caller::Empty = ctx.parse(input)?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    let rows = sqlx::query("SELECT * FROM notebooks ORDER BY name").fetch_all(&ctx.platform.store.pool).await?;
-    let notebooks = rows.iter().map(|r| notebook_json(ctx.platform, r)).collect::<Result<Vec<_>, _>>()?;
+    let notebooks: Vec<Value> = repo::all(ctx.platform).await?.iter().map(|row| notebook_json(ctx.platform, row)).collect();
     Ok(json!({ "NotebookInstances": notebooks }))
 }
 
 pub(super) async fn start(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     let plane = ctx.platform;
-    let notebook = row(plane, &input.notebook_instance_name).await?;
+    let notebook = repo::find(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    let key: String = notebook.try_get("kms_key_id")?;
+    let key = notebook.kms_key_id;
     let aliases = crate::keys::aliases_of(plane, &key).await?;
     ctx.authorize_also("keys:Decrypt", Resource::Key { id: key, aliases })?;
-    let state: String = notebook.try_get("state")?;
-    if state != "Stopped" && state != "Failed" {
+    let state = notebook.state;
+    if !state.is_at_rest() {
         return Err(ActionError::conflict("ConflictException", format!("notebook instance `{}` is {state}", input.notebook_instance_name)));
     }
-    sqlx::query("UPDATE notebooks SET state = 'Pending' WHERE name = $1")
-        .bind(&input.notebook_instance_name)
-        .execute(&plane.store.pool)
-        .await?;
+    repo::set_state(plane, &input.notebook_instance_name, NotebookState::Pending).await?;
     let (notebooks, name) = (notebooks.clone(), input.notebook_instance_name.clone());
     tokio::spawn(async move { run_notebook(&notebooks, &name).await });
     Ok(json!({}))
@@ -198,7 +184,7 @@ pub(super) async fn start(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: 
 pub(super) async fn stop(notebooks: &Notebooks, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     let plane = ctx.platform;
-    row(plane, &input.notebook_instance_name).await?;
+    repo::find(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
     stop_notebook(notebooks, &input.notebook_instance_name).await?;
     Ok(json!({}))
@@ -218,37 +204,32 @@ struct UpdateInput {
 pub(super) async fn update(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: UpdateInput = ctx.parse(input)?;
     let plane = ctx.platform;
-    let notebook = row(plane, &input.notebook_instance_name).await?;
+    let notebook = repo::find(plane, &input.notebook_instance_name).await?;
     if let Some(t) = &input.instance_type {
         crate::instances::instance_type(plane, t)?;
     }
-    let current: i64 = notebook.try_get("volume_size_gb")?;
+    let current = notebook.volume_size_gb;
     let volume = bounded("VolumeSizeInGB", input.volume_size_in_gb, current, 5..=16_384)?;
     if volume < current {
         return Err(ActionError::validation(format!("VolumeSizeInGB {volume} is smaller than the volume's {current}: volumes only grow")));
     }
     ctx.authorize(Resource::Service("notebooks".into()))?;
     require_stopped(&notebook, &input.notebook_instance_name)?;
-    let instance_type = input.instance_type.clone().map_or_else(|| notebook.try_get("instance_type"), Ok)?;
+    let instance_type = input.instance_type.clone().unwrap_or(notebook.instance_type);
     let _admission = notebooks.admission.lock().await;
     if volume > current {
         admit_volume(plane, (volume - current) as u64 * GIB).await?;
         let disk = Volume::new(notebook_dir(plane, &input.notebook_instance_name));
         tokio::task::spawn_blocking(move || disk.grow(volume as u64)).await.map_err(ActionError::internal)??;
     }
-    sqlx::query("UPDATE notebooks SET instance_type = $1, volume_size_gb = $2 WHERE name = $3")
-        .bind(&instance_type)
-        .bind(volume)
-        .bind(&input.notebook_instance_name)
-        .execute(&plane.store.pool)
-        .await?;
+    repo::update_type_and_size(plane, &input.notebook_instance_name, &instance_type, volume).await?;
     Ok(json!({}))
 }
 
 /// Only a stopped (or failed) notebook may change or go, as in SageMaker.
-fn require_stopped(notebook: &sqlx::any::AnyRow, name: &str) -> Result<(), ActionError> {
-    let state: String = notebook.try_get("state")?;
-    if state != "Stopped" && state != "Failed" {
+fn require_stopped(notebook: &NotebookRow, name: &str) -> Result<(), ActionError> {
+    let state = notebook.state;
+    if !state.is_at_rest() {
         return Err(ActionError::conflict("ConflictException", format!("notebook instance `{name}` is {state}; stop it first")));
     }
     Ok(())
@@ -257,10 +238,10 @@ fn require_stopped(notebook: &sqlx::any::AnyRow, name: &str) -> Result<(), Actio
 pub(super) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     let plane = ctx.platform;
-    let notebook = row(plane, &input.notebook_instance_name).await?;
+    let notebook = repo::find(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
     require_stopped(&notebook, &input.notebook_instance_name)?;
-    sqlx::query("DELETE FROM notebooks WHERE name = $1").bind(&input.notebook_instance_name).execute(&plane.store.pool).await?;
+    repo::delete(plane, &input.notebook_instance_name).await?;
     let _ = std::fs::remove_dir_all(notebook_dir(plane, &input.notebook_instance_name));
     Ok(json!({}))
 }

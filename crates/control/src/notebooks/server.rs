@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rand::RngCore;
-use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::state::{NOTEBOOK_IMAGE, Notebooks, notebook_dir, row, volume_context};
+use super::repo::{self, NotebookState};
+use super::state::{NOTEBOOK_IMAGE, Notebooks, notebook_dir, volume_context};
 use super::volume::Volume;
 use crate::core::error::ActionError;
 use crate::instances::{Launch, Program, launch_instance, stop_instance};
@@ -26,18 +26,14 @@ pub(super) async fn run_notebook(notebooks: &Notebooks, name: &str) {
         tracing::error!(notebook = name, error = %err, "notebook did not start");
         let plane = &*notebooks.pipeline.platform;
         Volume::new(notebook_dir(plane, name)).unmount();
-        let _ = sqlx::query("UPDATE notebooks SET state = 'Failed', failure_reason = $1 WHERE name = $2")
-            .bind(err.message.clone())
-            .bind(name)
-            .execute(&plane.store.pool)
-            .await;
+        let _ = repo::mark_failed(plane, name, &err.message).await;
     }
 }
 
 async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), ActionError> {
     let plane = &*notebooks.pipeline.platform;
-    let notebook = row(plane, name).await?;
-    let wrapped = crate::core::codec::decode_base64("wrapped key", &notebook.try_get::<String, _>("wrapped_key")?)?;
+    let notebook = repo::find(plane, name).await?;
+    let wrapped = crate::core::codec::decode_base64("wrapped key", &notebook.wrapped_key)?;
     let (_, data_key) = crate::keys::decrypt_blob(plane, &wrapped, &volume_context(name)).await?;
     // The notebook image is built on first use from the deployed spec's declaration.
     crate::instances::ensure_image(plane, &plane.current(), NOTEBOOK_IMAGE).await?;
@@ -60,7 +56,7 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
     let program = jupyter_program(name, &token, &run, &plain);
     let launch = Launch {
         image_name: NOTEBOOK_IMAGE.into(),
-        instance_type: notebook.try_get("instance_type")?,
+        instance_type: notebook.instance_type,
         fleet: None,
         assignment: None,
         correlation_id: None,
@@ -69,7 +65,7 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
     };
     let instance = launch_instance(&notebooks.instances, launch).await?;
     let instance_id = instance["InstanceId"].as_str().unwrap_or_default().to_owned();
-    sqlx::query("UPDATE notebooks SET instance_id = $1 WHERE name = $2").bind(&instance_id).bind(name).execute(&plane.store.pool).await?;
+    repo::set_instance(plane, name, &instance_id).await?;
     let socket = run.join("jupyter.sock");
     let deadline = tokio::time::Instant::now() + JUPYTER_START;
     loop {
@@ -87,10 +83,7 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     notebooks.tokens.lock().expect("tokens lock").insert(name.to_owned(), token);
-    sqlx::query("UPDATE notebooks SET state = 'InService', failure_reason = NULL WHERE name = $1")
-        .bind(name)
-        .execute(&plane.store.pool)
-        .await?;
+    repo::mark_in_service(plane, name).await?;
     Ok(())
 }
 
@@ -135,11 +128,11 @@ async fn jupyter_status(socket: &Path, name: &str, token: &str) -> Option<u16> {
 /// Stops a notebook: access ends, its instance is destroyed, its volume unmounted.
 pub(crate) async fn stop_notebook(notebooks: &Notebooks, name: &str) -> Result<(), ActionError> {
     let plane = &*notebooks.pipeline.platform;
-    let notebook = row(plane, name).await?;
-    sqlx::query("UPDATE notebooks SET state = 'Stopping' WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
+    let notebook = repo::find(plane, name).await?;
+    repo::set_state(plane, name, NotebookState::Stopping).await?;
     notebooks.tokens.lock().expect("tokens lock").remove(name);
-    sqlx::query("DELETE FROM notebook_access WHERE notebook = $1").bind(name).execute(&plane.store.pool).await?;
-    if let Some(instance) = notebook.try_get::<Option<String>, _>("instance_id")?
+    repo::delete_access(plane, name).await?;
+    if let Some(instance) = notebook.instance_id
         && let Err(err) = stop_instance(&notebooks.instances, &instance).await
         && err.status != 404
     {
@@ -147,25 +140,18 @@ pub(crate) async fn stop_notebook(notebooks: &Notebooks, name: &str) -> Result<(
     }
     let volume = Volume::new(notebook_dir(plane, name));
     tokio::task::spawn_blocking(move || volume.unmount()).await.map_err(ActionError::internal)?;
-    sqlx::query("UPDATE notebooks SET state = 'Stopped', instance_id = NULL WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
+    repo::mark_stopped(plane, name).await?;
     Ok(())
 }
 
 /// At a clean stop or start-up: every notebook stopped, its volume unmounted.
 pub(super) async fn stop_all(notebooks: &Notebooks) {
     let plane = &*notebooks.pipeline.platform;
-    let rows = sqlx::query("SELECT name FROM notebooks WHERE state != 'Stopped' AND state != 'Failed'")
-        .fetch_all(&plane.store.pool)
-        .await
-        .unwrap_or_default();
-    for row in rows {
-        if let Ok(name) = row.try_get::<String, _>("name") {
-            let _ = stop_notebook(notebooks, &name).await;
-        }
+    for name in repo::names_not_at_rest(plane).await.unwrap_or_default() {
+        let _ = stop_notebook(notebooks, &name).await;
     }
     // A run that was killed may have left any notebook's volume mounted, whatever its row says.
-    let all = sqlx::query("SELECT name FROM notebooks").fetch_all(&plane.store.pool).await.unwrap_or_default();
-    let volumes: Vec<Volume> =
-        all.iter().filter_map(|r| r.try_get::<String, _>("name").ok()).map(|n| Volume::new(notebook_dir(plane, &n))).collect();
+    let all = repo::all_names(plane).await.unwrap_or_default();
+    let volumes: Vec<Volume> = all.iter().map(|n| Volume::new(notebook_dir(plane, n))).collect();
     let _ = tokio::task::spawn_blocking(move || volumes.iter().for_each(Volume::unmount)).await;
 }

@@ -1,11 +1,10 @@
 //! The notebook service's state (the instances it runs Jupyter in, the running servers'
 //! tokens, the admission lock) and what every notebook file shares: where a notebook lives on
-//! the host, its ARN, its row and its volume's encryption context.
+//! the host, its ARN and its volume's encryption context.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::core::error::ActionError;
 use crate::core::pipeline::Pipeline;
 use crate::core::platform::Platform;
 use crate::instances::Instances;
@@ -30,18 +29,6 @@ pub(super) fn notebook_dir(plane: &Platform, name: &str) -> PathBuf {
 
 pub(super) fn arn(plane: &Platform, name: &str) -> String {
     format!("arn:datasandbox:notebooks:{}:{}:notebook-instance/{name}", plane.spec.region, plane.spec.account_id)
-}
-
-fn not_found(name: &str) -> ActionError {
-    ActionError::not_found("ResourceNotFound", format!("notebook instance `{name}` does not exist"))
-}
-
-pub(super) async fn row(plane: &Platform, name: &str) -> Result<sqlx::any::AnyRow, ActionError> {
-    sqlx::query("SELECT * FROM notebooks WHERE name = $1")
-        .bind(name)
-        .fetch_optional(&plane.store.pool)
-        .await?
-        .ok_or_else(|| not_found(name))
 }
 
 pub(super) fn volume_context(name: &str) -> std::collections::BTreeMap<String, String> {

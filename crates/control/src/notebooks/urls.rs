@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::state::row;
+use super::repo::{self, NotebookRow, NotebookState};
 use crate::core::codec::bounded;
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
@@ -20,16 +20,16 @@ const URL_VALIDITY_SECONDS: i64 = 5 * 60;
 
 /// A notebook with an owner opens only in its owner's sessions: the same user id *and* access
 /// mode *and* identity provider (a local `bob` and a SAML `bob` are two people).
-fn check_owner(notebook: &sqlx::any::AnyRow, session: &sqlx::any::AnyRow, name: &str) -> Result<(), ActionError> {
-    let Some(owner) = notebook.try_get::<Option<String>, _>("owner")? else { return Ok(()) };
+fn check_owner(notebook: &NotebookRow, session: &sqlx::any::AnyRow, name: &str) -> Result<(), ActionError> {
+    let Some(owner) = &notebook.owner else { return Ok(()) };
     let refused = |why: String| Err(ActionError::new(403, "NotebookOwnedByAnotherUser", why));
-    let Some(mode) = notebook.try_get::<Option<String>, _>("owner_mode")?.as_deref().and_then(model::AccessMode::parse) else {
+    let Some(mode) = notebook.owner_mode.as_deref().and_then(model::AccessMode::parse) else {
         return refused(format!(
             "notebook instance `{name}` was made before owners carried their access mode; an operator must recreate it for its owner"
         ));
     };
-    let issuer: Option<String> = notebook.try_get("owner_issuer")?;
-    let owner = model::UserRef::from_parts(mode, issuer.as_deref(), &owner).map_err(ActionError::internal)?;
+    let issuer = &notebook.owner_issuer;
+    let owner = model::UserRef::from_parts(mode, issuer.as_deref(), owner).map_err(ActionError::internal)?;
     let user = crate::streaming::sessions::session_user(session)?;
     if owner != user {
         return refused(format!("notebook instance `{name}` belongs to {owner}, not to this session's {user}"));
@@ -52,11 +52,11 @@ pub(super) async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     let input: PresignInput = ctx.parse(input)?;
     let plane = ctx.platform;
     let duration = bounded("SessionExpirationDurationInSeconds", input.session_expiration_duration_in_seconds, 43_200, 1800..=43_200)?;
-    let notebook = row(plane, &input.notebook_instance_name).await?;
+    let notebook = repo::find(plane, &input.notebook_instance_name).await?;
     let session = crate::streaming::sessions::session_row(plane, &input.streaming_session_id).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    let state: String = notebook.try_get("state")?;
-    if state != "InService" {
+    let state = notebook.state;
+    if state != NotebookState::InService {
         return Err(ActionError::new(
             400,
             "ValidationException",
