@@ -1,0 +1,282 @@
+//! Managing keys: create, describe and list them, their aliases, their rotation, their
+//! deletion (scheduled, and cancelled), enabling and disabling.
+
+use policy::Resource;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::rows::{DAY_MS, KeyRow, authorized_key, insert_key, key_arn, require_customer_managed, require_enabled, rotate};
+use crate::core::actions::KeysAction;
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
+
+fn metadata(plane: &Platform, key: &KeyRow) -> Value {
+    let mut meta = json!({
+        "KeyId": key.key_id,
+        "Arn": key_arn(plane, &key.key_id),
+        "AWSAccountId": plane.spec.account_id,
+        "CreationDate": millis_to_rfc3339(key.created),
+        "Enabled": key.state == "Enabled",
+        "Description": key.description,
+        "KeyUsage": key.key_usage,
+        "KeyState": key.state,
+        "Origin": "AWS_KMS",
+        "KeyManager": if key.key_usage == "SIGN_VERIFY" { "AWS" } else { "CUSTOMER" },
+        "KeySpec": key.key_spec,
+    });
+    if key.key_usage == "ENCRYPT_DECRYPT" {
+        meta["EncryptionAlgorithms"] = json!(["SYMMETRIC_DEFAULT"]);
+    } else {
+        meta["SigningAlgorithms"] = json!(["ED25519"]);
+    }
+    if let Some(date) = key.deletion_date {
+        meta["DeletionDate"] = json!(millis_to_rfc3339(date));
+    }
+    meta
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateKeyInput {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    key_usage: Option<String>,
+    #[serde(default)]
+    key_spec: Option<String>,
+}
+
+pub(super) async fn create_key(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: CreateKeyInput = ctx.parse(input)?;
+    if input.key_usage.as_deref().is_some_and(|u| u != "ENCRYPT_DECRYPT") {
+        return Err(ActionError::validation("KeyUsage must be ENCRYPT_DECRYPT"));
+    }
+    if input.key_spec.as_deref().is_some_and(|s| s != "SYMMETRIC_DEFAULT") {
+        return Err(ActionError::validation("KeySpec must be SYMMETRIC_DEFAULT"));
+    }
+    if input.description.chars().count() > 8192 {
+        return Err(ActionError::validation("Description is longer than 8192 characters"));
+    }
+    ctx.authorize(Resource::Service("keys".into()))?;
+    let key = insert_key(ctx.platform, &input.description).await?;
+    Ok(json!({ "KeyMetadata": metadata(ctx.platform, &key) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct KeyInput {
+    key_id: String,
+}
+
+pub(super) async fn describe_key(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: KeyInput = ctx.parse(input)?;
+    let key = authorized_key(ctx, &input.key_id).await?;
+    Ok(json!({ "KeyMetadata": metadata(ctx.platform, &key) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ListInput {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    marker: Option<String>,
+    #[serde(default)]
+    key_id: Option<String>,
+}
+
+pub(super) async fn list_keys(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ListInput = ctx.parse(input)?;
+    let limit = crate::core::codec::bounded("Limit", input.limit, 100, 1..=1000)?;
+    ctx.authorize(Resource::Service("keys".into()))?;
+    let after = crate::core::codec::decode_token(input.marker.as_deref())?.unwrap_or_default();
+    let rows = sqlx::query("SELECT key_id FROM keys WHERE key_id > $1 ORDER BY key_id LIMIT $2")
+        .bind(&after)
+        .bind(limit + 1)
+        .fetch_all(&ctx.platform.store.pool)
+        .await?;
+    let mut ids: Vec<String> = rows.iter().map(|r| r.try_get("key_id")).collect::<Result<_, _>>()?;
+    let truncated = ids.len() as i64 > limit;
+    ids.truncate(limit as usize);
+    let mut out = json!({
+        "Keys": ids.iter().map(|id| json!({ "KeyId": id, "KeyArn": key_arn(ctx.platform, id) })).collect::<Vec<_>>(),
+        "Truncated": truncated,
+    });
+    if truncated {
+        out["NextMarker"] = json!(crate::core::codec::encode_token(ids.last().map_or("", String::as_str)));
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateAliasInput {
+    alias_name: String,
+    target_key_id: String,
+}
+
+pub(super) async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: CreateAliasInput = ctx.parse(input)?;
+    let name = &input.alias_name;
+    let valid = name
+        .strip_prefix("alias/")
+        .is_some_and(|rest| !rest.is_empty() && rest.len() <= 250 && rest.chars().all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c)));
+    if !valid {
+        return Err(ActionError::validation(format!("AliasName `{name}` must be `alias/` followed by 1..=250 of a-zA-Z0-9/_-")));
+    }
+    if name.starts_with("alias/aws/") {
+        return Err(ActionError::validation("alias names under `alias/aws/` are reserved"));
+    }
+    let key = authorized_key(ctx, &input.target_key_id).await?;
+    let inserted =
+        sqlx::query("INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING")
+            .bind(name)
+            .bind(&key.key_id)
+            .bind(now_millis())
+            .execute(&ctx.platform.store.pool)
+            .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(ActionError::conflict("AlreadyExistsException", format!("alias `{name}` already exists")));
+    }
+    Ok(json!({}))
+}
+
+pub(super) async fn list_aliases(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ListInput = ctx.parse(input)?;
+    ctx.authorize(Resource::Service("keys".into()))?;
+    let rows = sqlx::query("SELECT alias_name, target_key_id, created FROM aliases ORDER BY alias_name")
+        .fetch_all(&ctx.platform.store.pool)
+        .await?;
+    let mut aliases = Vec::new();
+    for r in rows {
+        let target: String = r.try_get("target_key_id")?;
+        if input.key_id.as_deref().is_some_and(|k| k != target) {
+            continue;
+        }
+        let name: String = r.try_get("alias_name")?;
+        aliases.push(json!({
+            "AliasName": name,
+            "AliasArn": format!("arn:datasandbox:keys:{}:{}:{name}", ctx.platform.spec.region, ctx.platform.spec.account_id),
+            "TargetKeyId": target,
+            "CreationDate": millis_to_rfc3339(r.try_get("created")?),
+        }));
+    }
+    Ok(json!({ "Aliases": aliases, "Truncated": false }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct RotationInput {
+    key_id: String,
+    #[serde(default)]
+    rotation_period_in_days: Option<i64>,
+}
+
+/// The key a rotation action names, authorized, customer managed, with the rotation period
+/// asked for (`RotationPeriodInDays` belongs to `EnableKeyRotation` alone).
+async fn rotation_key(ctx: &mut Ctx<'_>, input: Value, takes_period: bool) -> Result<(KeyRow, i64), ActionError> {
+    let input: RotationInput = ctx.parse(input)?;
+    if input.rotation_period_in_days.is_some() && !takes_period {
+        return Err(ActionError::validation("RotationPeriodInDays applies only to EnableKeyRotation"));
+    }
+    let period = crate::core::codec::bounded("RotationPeriodInDays", input.rotation_period_in_days, 365, 90..=2560)?;
+    let key = authorized_key(ctx, &input.key_id).await?;
+    require_customer_managed(&key)?;
+    Ok((key, period))
+}
+
+pub(super) async fn get_rotation_status(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let (key, _) = rotation_key(ctx, input, false).await?;
+    let mut out = json!({ "KeyId": key.key_id, "KeyRotationEnabled": key.rotation_period_days.is_some() });
+    if let Some(days) = key.rotation_period_days {
+        out["RotationPeriodInDays"] = json!(days);
+        out["NextRotationDate"] = json!(millis_to_rfc3339(key.last_rotated + days * DAY_MS));
+    }
+    Ok(out)
+}
+
+pub(super) async fn enable_rotation(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let (key, period) = rotation_key(ctx, input, true).await?;
+    require_enabled(&key)?;
+    sqlx::query("UPDATE keys SET rotation_period_days = $1 WHERE key_id = $2")
+        .bind(period)
+        .bind(&key.key_id)
+        .execute(&ctx.platform.store.pool)
+        .await?;
+    Ok(json!({}))
+}
+
+pub(super) async fn disable_rotation(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let (key, _) = rotation_key(ctx, input, false).await?;
+    require_enabled(&key)?;
+    sqlx::query("UPDATE keys SET rotation_period_days = NULL WHERE key_id = $1")
+        .bind(&key.key_id)
+        .execute(&ctx.platform.store.pool)
+        .await?;
+    Ok(json!({}))
+}
+
+pub(super) async fn rotate_on_demand(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let (key, _) = rotation_key(ctx, input, false).await?;
+    require_enabled(&key)?;
+    rotate(ctx.platform, &key).await?;
+    Ok(json!({ "KeyId": key.key_id }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ScheduleInput {
+    key_id: String,
+    #[serde(default)]
+    pending_window_in_days: Option<i64>,
+}
+
+pub(super) async fn schedule_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ScheduleInput = ctx.parse(input)?;
+    let days = crate::core::codec::bounded("PendingWindowInDays", input.pending_window_in_days, 30, 7..=30)?;
+    let key = authorized_key(ctx, &input.key_id).await?;
+    require_customer_managed(&key)?;
+    if key.state == "PendingDeletion" {
+        return Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is already pending deletion", key.key_id)));
+    }
+    let date = now_millis() + days * DAY_MS;
+    sqlx::query("UPDATE keys SET state = 'PendingDeletion', deletion_date = $1 WHERE key_id = $2")
+        .bind(date)
+        .bind(&key.key_id)
+        .execute(&ctx.platform.store.pool)
+        .await?;
+    Ok(
+        json!({ "KeyId": key_arn(ctx.platform, &key.key_id), "DeletionDate": millis_to_rfc3339(date), "KeyState": "PendingDeletion", "PendingWindowInDays": days }),
+    )
+}
+
+pub(super) async fn cancel_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: KeyInput = ctx.parse(input)?;
+    let key = authorized_key(ctx, &input.key_id).await?;
+    if key.state != "PendingDeletion" {
+        return Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is not pending deletion", key.key_id)));
+    }
+    // As in KMS, a key whose deletion is cancelled comes back disabled.
+    sqlx::query("UPDATE keys SET state = 'Disabled', deletion_date = NULL WHERE key_id = $1")
+        .bind(&key.key_id)
+        .execute(&ctx.platform.store.pool)
+        .await?;
+    Ok(json!({ "KeyId": key_arn(ctx.platform, &key.key_id) }))
+}
+
+pub(super) async fn enable_disable(ctx: &mut Ctx<'_>, action: KeysAction, input: Value) -> Result<Value, ActionError> {
+    let input: KeyInput = ctx.parse(input)?;
+    let key = authorized_key(ctx, &input.key_id).await?;
+    if key.state == "PendingDeletion" {
+        return Err(ActionError::conflict(
+            "KMSInvalidStateException",
+            format!("key `{}` is pending deletion; cancel the deletion first", key.key_id),
+        ));
+    }
+    let state = if action == KeysAction::EnableKey { "Enabled" } else { "Disabled" };
+    sqlx::query("UPDATE keys SET state = $1 WHERE key_id = $2").bind(state).bind(&key.key_id).execute(&ctx.platform.store.pool).await?;
+    Ok(json!({}))
+}

@@ -1,0 +1,214 @@
+//! The `notebooks` table: typed rows, the states a notebook passes through, and the queries on
+//! it. (Presigned URLs and notebook access still read their own tables in `urls.rs` and
+//! `gateway.rs`.)
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::core::error::ActionError;
+use crate::core::platform::Platform;
+use crate::core::store::now_millis;
+
+/// SageMaker's notebook instance states, as the table keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NotebookState {
+    Pending,
+    InService,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl NotebookState {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            NotebookState::Pending => "Pending",
+            NotebookState::InService => "InService",
+            NotebookState::Stopping => "Stopping",
+            NotebookState::Stopped => "Stopped",
+            NotebookState::Failed => "Failed",
+        }
+    }
+
+    pub(super) fn parse(text: &str) -> Option<NotebookState> {
+        [NotebookState::Pending, NotebookState::InService, NotebookState::Stopping, NotebookState::Stopped, NotebookState::Failed]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+
+    /// Stopped or failed: nothing of the notebook runs, so it may start, change or go.
+    pub(super) fn is_at_rest(self) -> bool {
+        matches!(self, NotebookState::Stopped | NotebookState::Failed)
+    }
+}
+
+impl std::fmt::Display for NotebookState {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+pub(super) struct NotebookRow {
+    pub name: String,
+    pub instance_type: String,
+    pub volume_size_gb: i64,
+    pub kms_key_id: String,
+    pub owner: Option<String>,
+    pub owner_mode: Option<String>,
+    pub owner_issuer: Option<String>,
+    pub state: NotebookState,
+    pub failure_reason: Option<String>,
+    pub instance_id: Option<String>,
+    /// The volume's data key, wrapped by the notebook's key (base64).
+    pub wrapped_key: String,
+    pub created: i64,
+}
+
+impl NotebookRow {
+    fn from_row(row: &AnyRow) -> Result<NotebookRow, ActionError> {
+        let state: String = row.try_get("state")?;
+        Ok(NotebookRow {
+            name: row.try_get("name")?,
+            instance_type: row.try_get("instance_type")?,
+            volume_size_gb: row.try_get("volume_size_gb")?,
+            kms_key_id: row.try_get("kms_key_id")?,
+            owner: row.try_get("owner")?,
+            owner_mode: row.try_get("owner_mode")?,
+            owner_issuer: row.try_get("owner_issuer")?,
+            state: NotebookState::parse(&state).ok_or_else(|| ActionError::internal(format_args!("unknown notebook state `{state}`")))?,
+            failure_reason: row.try_get("failure_reason")?,
+            instance_id: row.try_get("instance_id")?,
+            wrapped_key: row.try_get("wrapped_key")?,
+            created: row.try_get("created")?,
+        })
+    }
+}
+
+fn not_found(name: &str) -> ActionError {
+    ActionError::not_found("ResourceNotFound", format!("notebook instance `{name}` does not exist"))
+}
+
+/// The notebook named `name`, or SageMaker's not-found error.
+pub(super) async fn find(plane: &Platform, name: &str) -> Result<NotebookRow, ActionError> {
+    let row = sqlx::query("SELECT * FROM notebooks WHERE name = $1").bind(name).fetch_optional(&plane.store.pool).await?;
+    NotebookRow::from_row(&row.ok_or_else(|| not_found(name))?)
+}
+
+pub(super) async fn exists(plane: &Platform, name: &str) -> Result<bool, ActionError> {
+    Ok(sqlx::query("SELECT name FROM notebooks WHERE name = $1").bind(name).fetch_optional(&plane.store.pool).await?.is_some())
+}
+
+/// Every notebook, by name.
+pub(super) async fn all(plane: &Platform) -> Result<Vec<NotebookRow>, ActionError> {
+    let rows = sqlx::query("SELECT * FROM notebooks ORDER BY name").fetch_all(&plane.store.pool).await?;
+    rows.iter().map(NotebookRow::from_row).collect()
+}
+
+/// Each notebook's name and volume size in GiB.
+pub(super) async fn volume_sizes(plane: &Platform) -> Result<Vec<(String, i64)>, ActionError> {
+    let rows = sqlx::query("SELECT name, volume_size_gb FROM notebooks").fetch_all(&plane.store.pool).await?;
+    Ok(rows.iter().map(|row| Ok((row.try_get("name")?, row.try_get("volume_size_gb")?))).collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// A notebook about to start for the first time.
+pub(super) struct NewNotebook<'a> {
+    pub name: &'a str,
+    pub instance_type: &'a str,
+    pub volume_size_gb: i64,
+    pub kms_key_id: &'a str,
+    pub owner: Option<String>,
+    pub wrapped_key: String,
+    pub owner_mode: Option<&'a str>,
+    pub owner_issuer: Option<&'a str>,
+}
+
+pub(super) async fn insert(plane: &Platform, new: NewNotebook<'_>) -> Result<(), ActionError> {
+    sqlx::query(
+        "INSERT INTO notebooks (name, instance_type, volume_size_gb, kms_key_id, owner, state, instance_id, wrapped_key, created, owner_mode, owner_issuer)
+         VALUES ($1, $2, $3, $4, $5, 'Pending', NULL, $6, $7, $8, $9)",
+    )
+    .bind(new.name)
+    .bind(new.instance_type)
+    .bind(new.volume_size_gb)
+    .bind(new.kms_key_id)
+    .bind(new.owner)
+    .bind(new.wrapped_key)
+    .bind(now_millis())
+    .bind(new.owner_mode)
+    .bind(new.owner_issuer)
+    .execute(&plane.store.pool)
+    .await?;
+    Ok(())
+}
+
+/// A state change that touches nothing else (to Pending before a start, to Stopping).
+pub(super) async fn set_state(plane: &Platform, name: &str, state: NotebookState) -> Result<(), ActionError> {
+    sqlx::query("UPDATE notebooks SET state = $1 WHERE name = $2").bind(state.as_str()).bind(name).execute(&plane.store.pool).await?;
+    Ok(())
+}
+
+pub(super) async fn mark_failed(plane: &Platform, name: &str, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE notebooks SET state = 'Failed', failure_reason = $1 WHERE name = $2")
+        .bind(reason)
+        .bind(name)
+        .execute(&plane.store.pool)
+        .await
+        .map(drop)
+}
+
+pub(super) async fn set_instance(plane: &Platform, name: &str, instance_id: &str) -> Result<(), ActionError> {
+    sqlx::query("UPDATE notebooks SET instance_id = $1 WHERE name = $2").bind(instance_id).bind(name).execute(&plane.store.pool).await?;
+    Ok(())
+}
+
+pub(super) async fn mark_in_service(plane: &Platform, name: &str) -> Result<(), ActionError> {
+    sqlx::query("UPDATE notebooks SET state = 'InService', failure_reason = NULL WHERE name = $1")
+        .bind(name)
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn mark_stopped(plane: &Platform, name: &str) -> Result<(), ActionError> {
+    sqlx::query("UPDATE notebooks SET state = 'Stopped', instance_id = NULL WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
+    Ok(())
+}
+
+pub(super) async fn update_type_and_size(
+    plane: &Platform,
+    name: &str,
+    instance_type: &str,
+    volume_size_gb: i64,
+) -> Result<(), ActionError> {
+    sqlx::query("UPDATE notebooks SET instance_type = $1, volume_size_gb = $2 WHERE name = $3")
+        .bind(instance_type)
+        .bind(volume_size_gb)
+        .bind(name)
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn delete(plane: &Platform, name: &str) -> Result<(), ActionError> {
+    sqlx::query("DELETE FROM notebooks WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
+    Ok(())
+}
+
+/// Ends every notebook cookie of a notebook.
+pub(super) async fn delete_access(plane: &Platform, name: &str) -> Result<(), ActionError> {
+    sqlx::query("DELETE FROM notebook_access WHERE notebook = $1").bind(name).execute(&plane.store.pool).await?;
+    Ok(())
+}
+
+/// The names of notebooks not stopped or failed (a row that cannot be read is left out).
+pub(super) async fn names_not_at_rest(plane: &Platform) -> Result<Vec<String>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT name FROM notebooks WHERE state != 'Stopped' AND state != 'Failed'").fetch_all(&plane.store.pool).await?;
+    Ok(rows.iter().filter_map(|row| row.try_get::<String, _>("name").ok()).collect())
+}
+
+/// Every notebook's name (a row that cannot be read is left out).
+pub(super) async fn all_names(plane: &Platform) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name FROM notebooks").fetch_all(&plane.store.pool).await?;
+    Ok(rows.iter().filter_map(|row| row.try_get::<String, _>("name").ok()).collect())
+}

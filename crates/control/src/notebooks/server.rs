@@ -1,0 +1,157 @@
+//! A notebook's Jupyter server: its volume mounted, JupyterLab started in a fresh instance and
+//! waited for, and everything undone when it stops.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::repo::{self, NotebookState};
+use super::state::{NOTEBOOK_IMAGE, Notebooks, notebook_dir, volume_context};
+use super::volume::Volume;
+use crate::core::error::ActionError;
+use crate::instances::{Launch, Program, launch_instance, stop_instance};
+
+/// How long Jupyter may take to answer after its instance started.
+const JUPYTER_START: Duration = Duration::from_secs(60);
+
+/// What a notebook's instance may write to its server's socket directory on the host.
+const RUN_DIR_BYTES: u64 = 1 << 20;
+
+/// Starts a notebook: its volume mounted, its Jupyter server in a fresh instance, then
+/// InService once Jupyter answers (or Failed with the reason).
+pub(super) async fn run_notebook(notebooks: &Notebooks, name: &str) {
+    if let Err(err) = try_run_notebook(notebooks, name).await {
+        tracing::error!(notebook = name, error = %err, "notebook did not start");
+        let plane = &*notebooks.pipeline.platform;
+        Volume::new(notebook_dir(plane, name)).unmount();
+        let _ = repo::mark_failed(plane, name, &err.message).await;
+    }
+}
+
+async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), ActionError> {
+    let plane = &*notebooks.pipeline.platform;
+    let notebook = repo::find(plane, name).await?;
+    let wrapped = crate::core::codec::decode_base64("wrapped key", &notebook.wrapped_key)?;
+    let (_, data_key) = crate::keys::decrypt_blob(plane, &wrapped, &volume_context(name)).await?;
+    // The notebook image is built on first use from the deployed spec's declaration.
+    crate::instances::ensure_image(plane, &plane.current(), NOTEBOOK_IMAGE).await?;
+    let dir = notebook_dir(plane, name);
+    let (plain, run) = (Volume::new(dir.clone()).plain(), dir.join("run"));
+    // The instance's host ids are chosen first: its volume and directories are made its own.
+    let ids = crate::instances::lease_ids(&notebooks.instances).await?;
+    let range = ids.range();
+    let password = hex::encode(&data_key);
+    {
+        let volume = Volume::new(dir.clone());
+        tokio::task::spawn_blocking(move || volume.mount(&password, range)).await.map_err(ActionError::internal)??;
+    }
+    // Its server's socket directory is bounded: the instance can write there, and must not
+    // be able to fill the data directory's file system.
+    sandbox::bounded_dir(&run, RUN_DIR_BYTES, range.workspace()).map_err(ActionError::internal)?;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = hex::encode(raw);
+    let program = jupyter_program(name, &token, &run, &plain);
+    let launch = Launch {
+        image_name: NOTEBOOK_IMAGE.into(),
+        instance_type: notebook.instance_type,
+        fleet: None,
+        assignment: None,
+        correlation_id: None,
+        program: Some(program),
+        ids: Some(ids),
+    };
+    let instance = launch_instance(&notebooks.instances, launch).await?;
+    let instance_id = instance["InstanceId"].as_str().unwrap_or_default().to_owned();
+    repo::set_instance(plane, name, &instance_id).await?;
+    let socket = run.join("jupyter.sock");
+    let deadline = tokio::time::Instant::now() + JUPYTER_START;
+    loop {
+        if jupyter_status(&socket, name, &token).await == Some(200) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = stop_instance(&notebooks.instances, &instance_id).await;
+            return Err(ActionError::new(
+                503,
+                "ServiceUnavailable",
+                format!("Jupyter did not answer within {} s", JUPYTER_START.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    notebooks.tokens.lock().expect("tokens lock").insert(name.to_owned(), token);
+    repo::mark_in_service(plane, name).await?;
+    Ok(())
+}
+
+/// JupyterLab on a Unix socket in the run directory, rooted at the volume, with its token in a
+/// file.
+fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path) -> Program {
+    Program {
+        command: vec![
+            "/opt/jupyter/bin/python".into(),
+            // Isolated: no module is looked up in the writable working directory (the user's
+            // code could plant one for the server to import), no PYTHON* variable is read.
+            "-I".into(),
+            "-m".into(),
+            "jupyterlab".into(),
+            "--no-browser".into(),
+            "--ServerApp.sock=/run/jupyter/jupyter.sock".into(),
+            format!("--ServerApp.base_url=/notebook/{name}/"),
+            "--ServerApp.root_dir=/home/user/work".into(),
+            // No terminals: a shell in the browser would be one more channel nothing judges.
+            "--ServerApp.terminals_enabled=False".into(),
+        ],
+        // The token is a file (never in a host process's environment or command line).
+        env: vec![
+            ("JUPYTER_TOKEN_FILE".into(), "/run/datasandbox/jupyter-token".into()),
+            ("PATH".into(), "/opt/jupyter/bin:/usr/bin:/bin".into()),
+        ],
+        files: vec![("jupyter-token".into(), token.as_bytes().to_vec())],
+        writable_binds: vec![(run.to_path_buf(), PathBuf::from("/run/jupyter")), (plain.to_path_buf(), PathBuf::from("/home/user/work"))],
+    }
+}
+
+/// The HTTP status of Jupyter's `/api/status` on its socket, if it answers.
+async fn jupyter_status(socket: &Path, name: &str, token: &str) -> Option<u16> {
+    let mut stream = tokio::net::UnixStream::connect(socket).await.ok()?;
+    let request = format!("GET /notebook/{name}/api/status HTTP/1.0\r\nHost: localhost\r\nAuthorization: token {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut head = vec![0u8; 32];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head)).await.ok()?.ok()?;
+    std::str::from_utf8(&head[..read]).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Stops a notebook: access ends, its instance is destroyed, its volume unmounted.
+pub(crate) async fn stop_notebook(notebooks: &Notebooks, name: &str) -> Result<(), ActionError> {
+    let plane = &*notebooks.pipeline.platform;
+    let notebook = repo::find(plane, name).await?;
+    repo::set_state(plane, name, NotebookState::Stopping).await?;
+    notebooks.tokens.lock().expect("tokens lock").remove(name);
+    repo::delete_access(plane, name).await?;
+    if let Some(instance) = notebook.instance_id
+        && let Err(err) = stop_instance(&notebooks.instances, &instance).await
+        && err.status != 404
+    {
+        return Err(err);
+    }
+    let volume = Volume::new(notebook_dir(plane, name));
+    tokio::task::spawn_blocking(move || volume.unmount()).await.map_err(ActionError::internal)?;
+    repo::mark_stopped(plane, name).await?;
+    Ok(())
+}
+
+/// At a clean stop or start-up: every notebook stopped, its volume unmounted.
+pub(super) async fn stop_all(notebooks: &Notebooks) {
+    let plane = &*notebooks.pipeline.platform;
+    for name in repo::names_not_at_rest(plane).await.unwrap_or_default() {
+        let _ = stop_notebook(notebooks, &name).await;
+    }
+    // A run that was killed may have left any notebook's volume mounted, whatever its row says.
+    let all = repo::all_names(plane).await.unwrap_or_default();
+    let volumes: Vec<Volume> = all.iter().map(|n| Volume::new(notebook_dir(plane, n))).collect();
+    let _ = tokio::task::spawn_blocking(move || volumes.iter().for_each(Volume::unmount)).await;
+}

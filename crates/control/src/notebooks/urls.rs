@@ -1,0 +1,202 @@
+//! Presigned notebook URLs: single-use, valid for minutes, bound to the streaming session (and,
+//! for a pixel session, the instance) they were made for, and redeemed for a notebook cookie.
+
+use policy::Resource;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::repo::{self, NotebookRow, NotebookState};
+use crate::core::codec::bounded;
+use crate::core::error::ActionError;
+use crate::core::pipeline::Ctx;
+use crate::core::store::now_millis;
+
+/// How long a presigned notebook URL may be opened, in seconds (AWS: 5 minutes; scaled like
+/// session timeouts).
+const URL_VALIDITY_SECONDS: i64 = 5 * 60;
+
+/// A notebook with an owner opens only in its owner's sessions: the same user id *and* access
+/// mode *and* identity provider (a local `bob` and a SAML `bob` are two people).
+fn check_owner(notebook: &NotebookRow, session: &sqlx::any::AnyRow, name: &str) -> Result<(), ActionError> {
+    let Some(owner) = &notebook.owner else { return Ok(()) };
+    let refused = |why: String| Err(ActionError::new(403, "NotebookOwnedByAnotherUser", why));
+    let Some(mode) = notebook.owner_mode.as_deref().and_then(model::AccessMode::parse) else {
+        return refused(format!(
+            "notebook instance `{name}` was made before owners carried their access mode; an operator must recreate it for its owner"
+        ));
+    };
+    let issuer = &notebook.owner_issuer;
+    let owner = model::UserRef::from_parts(mode, issuer.as_deref(), owner).map_err(ActionError::internal)?;
+    let user = crate::streaming::sessions::session_user(session)?;
+    if owner != user {
+        return refused(format!("notebook instance `{name}` belongs to {owner}, not to this session's {user}"));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PresignInput {
+    notebook_instance_name: String,
+    #[serde(default)]
+    session_expiration_duration_in_seconds: Option<i64>,
+    /// The streaming session the URL is for: only that session can open it (DataSandbox's
+    /// addition; AWS's URL is a bearer token).
+    streaming_session_id: String,
+}
+
+pub(super) async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: PresignInput = ctx.parse(input)?;
+    let plane = ctx.platform;
+    let duration = bounded("SessionExpirationDurationInSeconds", input.session_expiration_duration_in_seconds, 43_200, 1800..=43_200)?;
+    let notebook = repo::find(plane, &input.notebook_instance_name).await?;
+    let session = crate::streaming::sessions::session_row(plane, &input.streaming_session_id).await?;
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    let state = notebook.state;
+    if state != NotebookState::InService {
+        return Err(ActionError::new(
+            400,
+            "ValidationException",
+            format!("notebook instance `{}` is {state}, not InService", input.notebook_instance_name),
+        ));
+    }
+    if session.try_get::<String, _>("state")? != "ACTIVE" {
+        return Err(ActionError::validation(format!("streaming session `{}` is not ACTIVE", input.streaming_session_id)));
+    }
+    check_owner(&notebook, &session, &input.notebook_instance_name)?;
+    // A pixel session's URL opens only in the browser inside its instance, through the
+    // endpoint on that instance's link; a direct session's, in the browser holding its cookie.
+    let settings: Value = serde_json::from_str(&session.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+    let link = match settings["StreamView"].as_str() {
+        // The browser is the user's device: file transfer controls cannot hold there.
+        Some("DIRECT") if transfers_disabled(&settings) => {
+            return Err(ActionError::validation(format!(
+                "streaming session `{}` is DIRECT with FILE_UPLOAD or FILE_DOWNLOAD disabled: its notebook would be in the user's browser, \
+                 where they cannot hold; stream the session (DESKTOP or APP) instead",
+                input.streaming_session_id
+            )));
+        }
+        Some("DIRECT") => None,
+        _ => {
+            let instance: Option<String> = session.try_get("instance_id")?;
+            let row = sqlx::query("SELECT private_address, host_address FROM instances WHERE instance_id = $1")
+                .bind(instance.unwrap_or_default())
+                .fetch_optional(&plane.store.pool)
+                .await?
+                .ok_or_else(|| ActionError::validation(format!("streaming session `{}` has no instance", input.streaming_session_id)))?;
+            Some((row.try_get::<String, _>("private_address")?, row.try_get::<String, _>("host_address")?))
+        }
+    };
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = hex::encode(raw);
+    let now = now_millis();
+    sqlx::query(
+        "INSERT INTO notebook_urls (url_hash, notebook, session_id, session_expiration, expires, redeemed, created, instance_address)
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
+    )
+    .bind(hex::encode(Sha256::digest(token.as_bytes())))
+    .bind(&input.notebook_instance_name)
+    .bind(&input.streaming_session_id)
+    .bind(duration * 1000)
+    .bind(now + crate::streaming::scaled_ms(plane, URL_VALIDITY_SECONDS))
+    .bind(now)
+    .bind(link.as_ref().map(|(private, _)| private.clone()))
+    .execute(&plane.store.pool)
+    .await?;
+    let url = match &link {
+        Some((_, endpoint)) => format!("http://{endpoint}:{}/notebook-auth/{token}", plane.spec.endpoint_port),
+        None => {
+            let url = format!("{}/notebook-auth/{token}", plane.public_base());
+            // The session's page offers it; it opens only with that session's cookie.
+            sqlx::query("UPDATE sessions SET notebook_url = $1 WHERE session_id = $2")
+                .bind(&url)
+                .bind(&input.streaming_session_id)
+                .execute(&plane.store.pool)
+                .await?;
+            url
+        }
+    };
+    Ok(json!({ "AuthorizedUrl": url }))
+}
+
+/// Whether a session's settings disable FILE_UPLOAD or FILE_DOWNLOAD.
+fn transfers_disabled(settings: &Value) -> bool {
+    settings["UserSettings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| (s["Action"] == "FILE_UPLOAD" || s["Action"] == "FILE_DOWNLOAD") && s["Permission"] == "DISABLED")
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct RedeemInput {
+    token: String,
+}
+
+/// Opens a presigned URL in the browser of the session it was made for: once, within five
+/// minutes; returns the notebook cookie, valid for the URL's session expiration or until the
+/// streaming session ends.
+pub(super) async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: RedeemInput = ctx.parse(input)?;
+    let plane = ctx.platform;
+    let caller_session = crate::streaming::sessions::caller_session(ctx);
+    ctx.authorize(Resource::Service("notebooks".into()))?;
+    let url = sqlx::query("SELECT * FROM notebook_urls WHERE url_hash = $1")
+        .bind(hex::encode(Sha256::digest(input.token.as_bytes())))
+        .fetch_optional(&plane.store.pool)
+        .await?
+        .ok_or_else(|| ActionError::new(403, "InvalidNotebookURL", "this notebook URL is not valid"))?;
+    let bound: String = url.try_get("session_id")?;
+    let instance_address: Option<String> = url.try_get("instance_address")?;
+    if instance_address.as_deref().is_some_and(|address| address != ctx.source_ip) {
+        return Err(ActionError::new(
+            403,
+            "NotebookURLBoundToInstance",
+            "this notebook URL opens only in the browser of its session's workspace; it cannot be used from anywhere else",
+        ));
+    }
+    if caller_session.as_deref() != Some(bound.as_str()) {
+        return Err(ActionError::new(403, "NotebookURLBoundToAnotherSession", "this notebook URL belongs to another streaming session"));
+    }
+    if url.try_get::<i64, _>("expires")? <= now_millis() {
+        return Err(ActionError::new(
+            403,
+            "ExpiredNotebookURL",
+            "this notebook URL expired (they are valid for 5 minutes); start again from the launcher",
+        ));
+    }
+    let session = crate::streaming::sessions::session_row(plane, &bound).await?;
+    if session.try_get::<String, _>("state")? != "ACTIVE" {
+        return Err(ActionError::new(403, "SessionEnded", "the streaming session of this notebook URL has ended"));
+    }
+    let used = sqlx::query("UPDATE notebook_urls SET redeemed = $1 WHERE url_hash = $2 AND redeemed IS NULL")
+        .bind(now_millis())
+        .bind(hex::encode(Sha256::digest(input.token.as_bytes())))
+        .execute(&plane.store.pool)
+        .await?;
+    if used.rows_affected() == 0 {
+        return Err(ActionError::new(403, "NotebookURLAlreadyUsed", "this notebook URL was already used; each opens the notebook once"));
+    }
+    let notebook: String = url.try_get("notebook")?;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let cookie = hex::encode(raw);
+    let lifetime: i64 = url.try_get("session_expiration")?;
+    sqlx::query(
+        "INSERT INTO notebook_access (cookie_hash, notebook, session_id, expires, created, instance_address) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
+    .bind(&notebook)
+    .bind(&bound)
+    .bind(now_millis() + lifetime)
+    .bind(now_millis())
+    .bind(&instance_address)
+    .execute(&plane.store.pool)
+        .await?;
+    Ok(json!({ "NotebookInstanceName": notebook, "Cookie": cookie, "MaxAgeSeconds": lifetime / 1000 }))
+}
