@@ -1,14 +1,19 @@
 //! The deployment engine (the seed's CDK app): `deploy:Diff`, `deploy:Deploy`,
 //! `deploy:Destroy`, `deploy:DescribeStackEvents` and `deploy:DescribeStacks`.
 //!
-//! A deploy turns the spec into resources ([`template`]), compares them with what the last
-//! deploy left ([`plan`]), and applies the changes stack by stack in dependency order through
-//! the pipeline ([`apply`], [`rollout`]), writing stack events as it goes ([`run`]). Deletions
-//! wait for a cleanup phase after everything else succeeded, so a failure never has to undo
-//! one: the changes made so far are undone in reverse order and the deployment ends in
-//! `UPDATE_ROLLBACK_COMPLETE` with the resources as they were. Only a complete deploy replaces
-//! the recorded state and the spec the running services read. A destroy ([`destroy`]) deletes
-//! everything, newest stack first.
+//! A deploy turns the spec into resources ([`template`]) and compares them with
+//! `deployed_resources` (what the last complete deploy left, like CloudFormation's template)
+//! into creates, updates, replacements (a change of a field its kind declares immutable) and
+//! deletes. It applies them stack by stack in dependency order through the pipeline
+//! ([`apply`]), writing each step to `stack_events`. Deletions wait for a cleanup phase after
+//! everything else succeeded, so a failure never has to undo one: the changes made so far are
+//! undone in reverse order and the deployment ends in `UPDATE_ROLLBACK_COMPLETE` with the
+//! resources as they were.
+//!
+//! Only a complete deploy replaces the recorded state and the spec the running services read
+//! (the platform's `current`). The authorizer is swapped once the `service-roles` stack is
+//! applied, after the new policies' digests are recorded; a failure later in the deploy swaps
+//! the previous policies back.
 
 mod apply;
 mod destroy;

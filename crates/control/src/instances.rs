@@ -1,6 +1,13 @@
-//! Sandbox instances as the control plane sees them: created through `streaming:` actions,
-//! recorded in the metadata store before they are made, each with its own endpoint listener
-//! on its link's host address and a short-lived credential, and reconciled after a crash.
+//! Sandbox instances as the control plane sees them: created through `streaming:` actions
+//! (`streaming:CreateInstance` and friends), recorded in the metadata store before they are
+//! made, each with a short-lived credential and its own endpoint listener on its link's host
+//! address, and reconciled after a crash.
+//!
+//! The endpoint listener is bound through `Sandbox::create_with`, once the link is up and
+//! before the instance's command runs, so the instance's first request finds it. Everything an
+//! instance has on the host lives in `<data-dir>/instances/<id>/` (0700, owned by the
+//! instance's root id) inside `instances/` (0711, not listable); its log is
+//! `<data-dir>/logs/instances/<id>.log`.
 
 mod actions;
 mod credentials;

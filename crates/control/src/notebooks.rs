@@ -1,7 +1,13 @@
-//! Notebook instances (SageMaker's model): a real Jupyter server (JupyterLab from the
-//! `notebook` image) in a sandbox instance of its own, reachable only by the gateway through a
-//! Unix socket, with an encrypted volume; and single-use presigned URLs bound to the
-//! streaming session they were made for.
+//! Notebook instances (SageMaker's model): each notebook is a real Jupyter server (JupyterLab
+//! from the `notebook` image) as the only program of a sandbox instance of its own, listening
+//! on a Unix socket in a host directory bound into the instance, so the gateway reaches it with
+//! no network path at all. Jupyter's token is made at each start, handed to the instance as a
+//! file (never in a host process's environment or command line), held in memory here and
+//! added by the gateway's proxy, so no browser ever sees it.
+//!
+//! Presigned notebook URLs are single-use rows, valid for five minutes and bound to the
+//! streaming session they were made for (and, in a pixel session, to that session's
+//! instance: `NotebookURLBoundToInstance`).
 //!
 //! The volume (`volume.rs`) is a disk of the notebook's size holding a gocryptfs directory,
 //! mounted (FUSE) at `…/plain` only while the notebook runs and bound into its instance at

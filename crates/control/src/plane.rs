@@ -1,6 +1,11 @@
 //! The composition root: builds the platform and every service, connects the pipeline to the
 //! authenticator and the one dispatcher, starts and stops the background work, and is the
-//! facade the transports hold. Nothing in this crate imports it.
+//! facade the transports hold. Only `lib.rs` names it (to re-export the facade).
+//!
+//! The platform it opens keeps two specs: `spec`, the one the process started with (listeners,
+//! stores, trail: fixed for the run), and `current`, the last deployed one (fleets' queues,
+//! datasets, instance types, notebook templates), read from the store at start and swapped
+//! only by a complete deploy.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,5 +1,9 @@
-//! How each kind of resource is created, updated, replaced and deleted: always through the
-//! pipeline, as the person who deployed, so each step is authorized and audited like any call.
+//! How each kind of resource is created, updated, replaced and deleted: always as actions
+//! through the pipeline, as the person who deployed (a `Delegated` credential carrying the
+//! caller, and with it the deploy's correlation id), so each step is authorized and audited
+//! like any call. A deploy is itself an action, so its steps run on a task of their own
+//! (`start_step_runner`) rather than inside the deploy's future. A fleet whose image the spec
+//! declares but the host lacks gets it built here first.
 
 use std::time::{Duration, Instant};
 

@@ -1,15 +1,11 @@
-//! Dataset mounts: the spec's datasets that the policies let an instance's user read appear
-//! read-only under `/data/<name>` inside it.
+//! Built-in functions and the dispatcher that delivers bucket notifications to them.
 //!
-//! The host keeps one directory per instance (`<data-dir>/instances/<id>/data`) bind-mounted
-//! read-only at `/data`. Once the instance runs, the control plane reads each dataset through
-//! the action pipeline *with the instance's own credential* — so what appears is exactly what
-//! the user's policies grant, and every read is an audited action of that instance for that
-//! user. A dataset the policies do not grant stays absent (its denied listing is audited).
-//! Files belong to the instance's own workspace user on the host (mode 0400, directories
-//! 0500), under a read-only mount, inside the instance's directory (0700, owned by the
-//! instance's root id) in `instances/` (0711, not listable): no other host user, and no
-//! other instance, can read them.
+//! Delivery is at-least-once (the outbox row is written with the object change and deleted
+//! only after the function succeeded, or after 8 attempts, audited), in order per key (a
+//! failing key holds back its later events), retried with exponential backoff, and every
+//! delivery and failure is audited. Functions act only through the pipeline, under their own
+//! least-privilege role. The one function today is `session_validator`, the seed's Lambda
+//! with its gaps closed (see its header).
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};

@@ -1,10 +1,21 @@
 //! A notebook's volume, like the EBS volume SageMaker gives a notebook: a disk of exactly
 //! `VolumeSizeInGB` (a sparse ext4 image on a loop device, so the size is enforced by the
-//! file system) that holds a gocryptfs directory, so nothing on it is plaintext.
+//! file system) that holds a gocryptfs directory, so nothing on it is plaintext at rest.
 //!
 //! Layout under `<data-dir>/notebooks/<name>/`: `volume.img` (the disk, only ciphertext),
 //! `disk/` (where the disk is mounted while the notebook runs), `disk/cipher/` (gocryptfs's
 //! directory) and `plain/` (the decrypted view, bound into the notebook's instance).
+//!
+//! Why gocryptfs. A notebook's working directory must be a POSIX file system (Jupyter, pip and
+//! pandas write in place) of a fixed size, survive the instance, and hold no plaintext at rest.
+//! Encrypted object sync would leave plaintext on the instance's disk while it runs and turn
+//! every small write into an object upload; dm-crypt needs the kernel's device-mapper crypt
+//! target (not loadable on hosts without a modules directory, like ours) and root tooling at
+//! every open. So the size comes from the ext4 image, and the encryption from gocryptfs (FUSE,
+//! from Debian) in a directory on it: per-file encryption, mounted only while the notebook
+//! runs, with a 256-bit data key from the key service handed over on a pipe (never in argv or
+//! a file). Stopped, the image holds only ciphertext. Its weakness: file sizes and the
+//! directory structure are visible at rest.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
