@@ -199,6 +199,19 @@ pub(crate) fn function_identity(account_id: &str, name: &str, created: i64) -> U
     }
 }
 
+/// The platform itself, or one of its components (`gateway.datasandbox`, …), as the author of
+/// a service event.
+pub(crate) fn service_identity(account_id: &str, principal: &str) -> UserIdentity {
+    UserIdentity {
+        kind: "AWSService".into(),
+        principal_id: principal.into(),
+        arn: String::new(),
+        account_id: account_id.to_owned(),
+        user_name: None,
+        session_context: None,
+    }
+}
+
 /// Who a caller claimed to be when nothing was proved (a refused sign-in, an anonymous call):
 /// no ARN, since an ARN would say the principal is known.
 pub(crate) fn unproved_identity(account_id: &str, kind: &str, principal_id: String, user_name: Option<String>) -> UserIdentity {

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::core::actions::{self, Action, ActionSpec};
-use crate::core::caller::{Caller, Credentials, console_access};
+use crate::core::caller::{Caller, Credentials, console_access, unproved_identity};
 use crate::core::error::ActionError;
 use crate::core::platform::{Platform, ServiceEvent};
 use crate::core::redaction::{bound_error, hide_members, parse_body, redact, summarize};
@@ -121,7 +121,7 @@ impl Pipeline {
         let identity = match (outcome.caller, self.parts.get()) {
             (Some(caller), _) => caller.identity,
             (None, Some(parts)) => parts.authenticate.claimed_identity(&request.credentials),
-            (None, None) => anonymous(&self.platform.spec.account_id),
+            (None, None) => unproved_identity(&self.platform.spec.account_id, "Anonymous", "anonymous".into(), None),
         };
         let record = record(
             &self.platform.spec,
@@ -251,18 +251,6 @@ fn record(
         management_event: spec.is_none_or(|s| s.management_event),
         recipient_account_id: platform.account_id.clone(),
         correlation_id,
-    }
-}
-
-/// Who a call is recorded as before anything could authenticate it.
-fn anonymous(account_id: &str) -> audit::UserIdentity {
-    audit::UserIdentity {
-        kind: "Anonymous".into(),
-        principal_id: "anonymous".into(),
-        arn: String::new(),
-        account_id: account_id.to_owned(),
-        user_name: None,
-        session_context: None,
     }
 }
 
