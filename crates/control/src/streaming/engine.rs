@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::fleets::{capacity, fleet_type_of};
-use super::sessions::{end_session, session_row};
-use super::{Streaming, scaled_ms};
+use super::queue::queue_limits;
+use super::sessions::{end_session, session_changed, session_row, session_user};
+use super::state::{Streaming, scaled_ms};
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -25,22 +26,6 @@ use crate::instances::{Assignment, Launch, launch_instance, stop_instance};
 
 /// How many instances start at once across all fleets (the host has few cores).
 const PARALLEL_LAUNCHES: usize = 4;
-
-pub(crate) struct QueueLimits {
-    pub max_queue: u32,
-    pub queue_timeout_seconds: u32,
-    pub max_sessions_per_user: u32,
-}
-
-/// A fleet's queue limits: from the spec for the spec's fleets, AWS-like defaults otherwise.
-pub(crate) fn queue_limits(plane: &Platform, fleet: &str) -> QueueLimits {
-    let defaults = QueueLimits { max_queue: 100, queue_timeout_seconds: 300, max_sessions_per_user: 5 };
-    plane.current().fleets.iter().find(|f| f.name == fleet).map_or(defaults, |f| QueueLimits {
-        max_queue: f.max_queue,
-        queue_timeout_seconds: f.queue_timeout_seconds,
-        max_sessions_per_user: f.max_sessions_per_user,
-    })
-}
 
 /// Starts the engine's loop.
 pub(crate) fn start(streaming: Arc<Streaming>) {
@@ -67,7 +52,7 @@ async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaph
         match state.as_str() {
             "STARTING" | "RUNNING" => {
                 if fleet_type == FleetType::AlwaysOn {
-                    keep_warm(&streaming, launches, fleet, desired).await?;
+                    keep_warm(streaming, launches, fleet, desired).await?;
                 }
                 let running = capacity(plane, &name, fleet_type, desired).await?.running;
                 if state == "STARTING" && (fleet_type == FleetType::OnDemand || running >= desired) {
@@ -76,12 +61,12 @@ async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaph
                         .execute(&plane.store.pool)
                         .await?;
                 }
-                serve_queue(&streaming, launches, fleet, fleet_type, desired).await?;
+                serve_queue(streaming, launches, fleet, fleet_type, desired).await?;
             }
             "STOPPING" => {
                 let sessions = ids(plane, "SELECT session_id AS id FROM sessions WHERE fleet = $1 AND state != 'EXPIRED'", &name).await?;
                 for session in sessions {
-                    end_session(&streaming, &session, "FLEET_STOPPED").await?;
+                    end_session(streaming, &session, "FLEET_STOPPED").await?;
                 }
                 let warm = ids(plane, "SELECT instance_id AS id FROM instances WHERE fleet = $1 AND state = 'RUNNING'", &name).await?;
                 for instance in warm {
@@ -97,7 +82,7 @@ async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaph
             _ => {}
         }
     }
-    enforce_timeouts(&streaming).await
+    enforce_timeouts(streaming).await
 }
 
 async fn ids(plane: &Platform, query: &str, fleet: &str) -> Result<Vec<String>, ActionError> {
@@ -184,7 +169,7 @@ async fn serve_queue(
     match fleet_type {
         FleetType::AlwaysOn => {
             for session in pending {
-                if !try_assign_warm(&streaming, &session).await {
+                if !try_assign_warm(streaming, &session).await {
                     break;
                 }
             }
@@ -196,7 +181,7 @@ async fn serve_queue(
             let starting: Vec<String> = streaming.starting.lock().expect("starting lock").iter().cloned().collect();
             let free = (room - launching(streaming, &name) as i64).max(0) as usize;
             for session in pending.into_iter().filter(|s| !starting.contains(s)).take(free) {
-                start_for_session(&streaming, launches, fleet, &session).await?;
+                start_for_session(streaming, launches, fleet, &session).await?;
             }
         }
     }
@@ -206,7 +191,7 @@ async fn serve_queue(
 /// The `DS_*` variables of a session, and who it is for.
 async fn assignment(plane: &Platform, session_id: &str) -> Result<Assignment, ActionError> {
     let row = session_row(plane, session_id).await?;
-    let user = super::sessions::session_user(&row)?;
+    let user = session_user(&row)?;
     let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let mode = user.mode();
@@ -255,7 +240,7 @@ async fn activate(streaming: &Streaming, session_id: &str, instance_id: &str) ->
         let _ = live.events.send(json!({ "type": "state", "State": "ACTIVE", "InstanceId": instance_id }));
     }
     if done.rows_affected() == 1 {
-        super::session_changed(plane, session_id).await;
+        session_changed(plane, session_id).await;
     }
     Ok(done.rows_affected() == 1)
 }
@@ -343,28 +328,6 @@ async fn start_for_session(
     Ok(())
 }
 
-/// How long the user in queue position `position` may wait, in seconds.
-pub(crate) async fn estimate_wait_seconds(plane: &Platform, fleet: &str, position: i64) -> Result<i64, ActionError> {
-    let row = super::fleets::fleet_row(plane, fleet).await?;
-    let desired: i64 = row.try_get::<i64, _>("desired_instances")?.max(1);
-    let fleet_type = fleet_type_of(&row.try_get::<String, _>("fleet_type")?);
-    let in_use = capacity(plane, fleet, fleet_type, desired).await?.in_use;
-    if in_use < desired {
-        // Capacity is free: the wait is an instance's start.
-        return Ok(1);
-    }
-    // Otherwise sessions must end: estimate from how long recent sessions lasted.
-    let recent =
-        sqlx::query("SELECT AVG(end_time - start_time) AS mean FROM sessions WHERE fleet = $1 AND end_time IS NOT NULL AND end_time > $2")
-            .bind(fleet)
-            .bind(now_millis() - 3_600_000)
-            .fetch_one(&plane.store.pool)
-            .await?;
-    let mean_ms: f64 = recent.try_get::<Option<f64>, _>("mean").ok().flatten().unwrap_or(scaled_ms(plane, 1800) as f64);
-    let rounds = (position + desired - 1) / desired;
-    Ok(((mean_ms / 1000.0) * rounds as f64).ceil() as i64)
-}
-
 /// Queue timeouts for PENDING sessions; maximum duration, disconnect and idle timeouts (with
 /// warnings first) for ACTIVE ones.
 async fn enforce_timeouts(streaming: &Arc<Streaming>) -> Result<(), ActionError> {
@@ -381,7 +344,7 @@ async fn enforce_timeouts(streaming: &Arc<Streaming>) -> Result<(), ActionError>
         if state == "PENDING" {
             let limit = scaled_ms(plane, i64::from(queue_limits(plane, &row.try_get::<String, _>("fleet")?).queue_timeout_seconds));
             if now - row.try_get::<i64, _>("queued")? > limit {
-                end_later(&streaming, &session, "NO_CAPACITY");
+                end_later(streaming, &session, "NO_CAPACITY");
             }
             continue;
         }
@@ -389,7 +352,7 @@ async fn enforce_timeouts(streaming: &Arc<Streaming>) -> Result<(), ActionError>
         let seconds = |key: &str| settings[key].as_i64().unwrap_or(0);
         let max_expiration: i64 = row.try_get("max_expiration")?;
         if now >= max_expiration {
-            end_later(&streaming, &session, "MAX_DURATION");
+            end_later(streaming, &session, "MAX_DURATION");
             continue;
         }
         if now >= max_expiration - scaled_ms(plane, 300) {
@@ -398,7 +361,7 @@ async fn enforce_timeouts(streaming: &Arc<Streaming>) -> Result<(), ActionError>
         if row.try_get::<String, _>("connection_state")? != "CONNECTED" {
             let since = row.try_get::<Option<i64>, _>("disconnected_at")?.or(row.try_get::<Option<i64>, _>("active_time")?).unwrap_or(now);
             if now - since >= scaled_ms(plane, seconds("DisconnectTimeoutInSeconds")) {
-                end_later(&streaming, &session, "DISCONNECT_TIMEOUT");
+                end_later(streaming, &session, "DISCONNECT_TIMEOUT");
             }
             continue;
         }

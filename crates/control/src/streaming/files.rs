@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::Streaming;
+use super::sessions::session_user;
+use super::state::Streaming;
 use crate::core::caller::Credentials;
 use crate::core::error::ActionError;
 use crate::core::pipeline::Request;
@@ -207,7 +208,7 @@ impl Streaming {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| ActionError::new(409, "NoHomeFolder", "this session's stack has no home folders"))?;
-        let user = super::sessions::session_user(&row)?;
+        let user = session_user(&row)?;
         Ok(FilesSession {
             session_id: row.try_get("session_id")?,
             bucket,

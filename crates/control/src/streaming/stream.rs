@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::Streaming;
-use super::sessions::{SessionConnection, session_row};
+use super::connection::SessionConnection;
+use super::sessions::session_row;
+use super::state::Streaming;
 use crate::core::error::ActionError;
 use crate::core::platform::ServiceEvent;
 
