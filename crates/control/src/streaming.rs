@@ -20,6 +20,7 @@ pub(crate) mod files;
 mod fleets;
 mod portal;
 mod queue;
+mod repo;
 mod resource;
 pub(crate) mod sessions;
 mod stacks;
@@ -92,15 +93,9 @@ impl Streaming {
 /// Ends every session not yet ended: at a clean stop (after the instances stopped) and at
 /// start-up (after a crash took the instances), so that none stays ACTIVE without one.
 pub(crate) async fn end_all_sessions(streaming: &Streaming, reason: &str) -> Vec<String> {
-    let control = &streaming.pipeline;
-    use sqlx::Row;
-    let rows = sqlx::query("SELECT session_id FROM sessions WHERE state != 'EXPIRED'")
-        .fetch_all(&control.platform.store.pool)
-        .await
-        .unwrap_or_default();
+    let ids = repo::list_all_unended_session_ids(&streaming.pipeline.platform.store).await.unwrap_or_default();
     let mut ended = Vec::new();
-    for row in rows {
-        let Ok(id) = row.try_get::<String, _>("session_id") else { continue };
+    for id in ids {
         match sessions::end_session(streaming, &id, reason).await {
             Ok(()) => ended.push(id),
             Err(err) => tracing::error!(session = id, error = %err, "cannot end the session"),

@@ -4,15 +4,14 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-use sqlx::Row;
-
-use super::sessions::{session_changed, session_row, session_status};
+use super::repo::{self, SessionState};
+use super::sessions::{session, session_changed, session_status};
 use super::state::{Live, Streaming};
 use super::urls::{ENDED_SESSION_ACTION, cookie_caller};
 use crate::core::error::ActionError;
 use crate::core::platform::ServiceEvent;
 use crate::core::store::now_millis;
+use serde_json::{Value, json};
 
 /// A live connection of a session's page (the gateway's WebSocket): it makes the session
 /// CONNECTED while open, carries its input (for the idle timeout) and its events.
@@ -31,12 +30,12 @@ impl Streaming {
         let caller = cookie_caller(plane, cookie, ENDED_SESSION_ACTION).await?;
         let issuer = caller.identity.session_context.and_then(|c| c.session_issuer).unwrap_or_default();
         let session_id = issuer["principalId"].as_str().unwrap_or_default().to_owned();
-        let row = session_row(plane, &session_id).await?;
-        if row.try_get::<String, _>("state")? == "EXPIRED" {
+        let row = session(plane, &session_id).await?;
+        if row.state == SessionState::Expired {
             return Err(ActionError::new(410, "SessionEnded", "this session has ended; ask for a new streaming URL"));
         }
         // Recorded before the connection counts; refused when it cannot be recorded.
-        self.connection_event("SessionConnected", &session_id, client_ip, row.try_get("correlation_id")?).await?;
+        self.connection_event("SessionConnected", &session_id, client_ip, Some(row.correlation_id.clone())).await?;
         let events = {
             let mut live = self.live.lock().expect("live lock");
             let entry = live.entry(session_id.clone()).or_insert_with(Live::new);
@@ -44,15 +43,11 @@ impl Streaming {
             entry.last_input = now_millis();
             entry.events.subscribe()
         };
-        let mut ips: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("client_ips")?).unwrap_or_default();
+        let mut ips: Vec<String> = serde_json::from_str(&row.client_ips).unwrap_or_default();
         if !ips.iter().any(|ip| ip == client_ip) {
             ips.push(client_ip.to_owned());
         }
-        sqlx::query("UPDATE sessions SET connection_state = 'CONNECTED', connected_once = 1, disconnected_at = NULL, client_ips = $1 WHERE session_id = $2")
-            .bind(json!(ips).to_string())
-            .bind(&session_id)
-            .execute(&plane.store.pool)
-            .await?;
+        repo::mark_connected(&plane.store, &session_id, &json!(ips).to_string()).await?;
         session_changed(plane, &session_id).await;
         Ok(SessionConnection { session_id, events, streaming: self.clone(), client_ip: client_ip.to_owned() })
     }
@@ -105,16 +100,10 @@ impl SessionConnection {
             }
         };
         if last {
-            let _ = sqlx::query(
-                "UPDATE sessions SET connection_state = 'NOT_CONNECTED', disconnected_at = $1 WHERE session_id = $2 AND state != 'EXPIRED'",
-            )
-            .bind(now_millis())
-            .bind(&self.session_id)
-            .execute(&plane.store.pool)
-            .await;
+            let _ = repo::mark_disconnected(&plane.store, &self.session_id, now_millis()).await;
             session_changed(plane, &self.session_id).await;
         }
-        let correlation = session_row(plane, &self.session_id).await.ok().and_then(|r| r.try_get("correlation_id").ok());
+        let correlation = session(plane, &self.session_id).await.ok().map(|row| row.correlation_id);
         let _ = self.streaming.connection_event("SessionDisconnected", &self.session_id, &self.client_ip, correlation).await;
     }
 }

@@ -11,6 +11,7 @@ use sqlx::Row;
 use policy::Resource;
 
 use super::fleets::fleet_row;
+use super::repo;
 use super::sessions::{access_mode, portal_user, session_status};
 use super::stacks::stack_row;
 use super::urls::{UrlFor, mint_url};
@@ -319,18 +320,10 @@ pub(crate) async fn my_sessions(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     })?;
     ctx.authorize_always();
     let plane = ctx.platform;
-    let rows = sqlx::query(
-        "SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = $2 AND COALESCE(issuer, '') = $3
-         ORDER BY start_time DESC LIMIT 20",
-    )
-    .bind(me.user().as_str())
-    .bind(me.mode().authentication_type())
-    .bind(me.issuer_str().unwrap_or_default())
-    .fetch_all(&plane.store.pool)
-    .await?;
+    let ids = repo::list_user_session_ids(&plane.store, &me).await?;
     let mut sessions = Vec::new();
-    for row in rows {
-        let mut status = session_status(plane, &row.try_get::<String, _>("session_id")?).await?;
+    for id in ids {
+        let mut status = session_status(plane, &id).await?;
         // The notebook URL belongs to the session's own page.
         if let Some(fields) = status.as_object_mut() {
             fields.remove("NotebookUrl");

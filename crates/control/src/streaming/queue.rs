@@ -6,6 +6,7 @@
 use sqlx::Row;
 
 use super::fleets::{capacity, fleet_row, fleet_type_of};
+use super::repo;
 use super::state::scaled_ms;
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
@@ -38,13 +39,8 @@ pub(crate) async fn estimate_wait_seconds(plane: &Platform, fleet: &str, positio
         return Ok(1);
     }
     // Otherwise sessions must end: estimate from how long recent sessions lasted.
-    let recent =
-        sqlx::query("SELECT AVG(end_time - start_time) AS mean FROM sessions WHERE fleet = $1 AND end_time IS NOT NULL AND end_time > $2")
-            .bind(fleet)
-            .bind(now_millis() - 3_600_000)
-            .fetch_one(&plane.store.pool)
-            .await?;
-    let mean_ms: f64 = recent.try_get::<Option<f64>, _>("mean").ok().flatten().unwrap_or(scaled_ms(plane, 1800) as f64);
+    let mean_ms: f64 =
+        repo::mean_duration_since(&plane.store, fleet, now_millis() - 3_600_000).await?.unwrap_or(scaled_ms(plane, 1800) as f64);
     let rounds = (position + desired - 1) / desired;
     Ok(((mean_ms / 1000.0) * rounds as f64).ceil() as i64)
 }

@@ -13,6 +13,7 @@ use sqlx::Row;
 
 use super::fleets::fleet_row;
 use super::queue::estimate_wait_seconds;
+use super::repo::{self, SessionFilter, SessionRow, SessionState};
 use super::resource::not_found;
 use super::stacks::stack_row;
 use super::state::Streaming;
@@ -22,22 +23,12 @@ use crate::core::pipeline::Ctx;
 use crate::core::platform::{Platform, ServiceEvent};
 use crate::core::store::{millis_to_rfc3339, now_millis};
 
-/// Who a session (a row of `sessions`) is for.
-pub(crate) fn session_user(row: &sqlx::any::AnyRow) -> Result<model::UserRef, ActionError> {
-    let mode = access_mode(&row.try_get::<String, _>("authentication_type")?);
-    let issuer: Option<String> = row.try_get("issuer")?;
-    model::UserRef::from_parts(mode, issuer.as_deref(), &row.try_get::<String, _>("user_id")?).map_err(|err| {
-        ActionError::new(401, "SessionPredatesIdentity", format!("this session's user is not complete ({err}); start a new session"))
-    })
-}
+/// The untyped row and its user stay for the notebooks service, which reads sessions itself.
+pub(crate) use super::repo::{access_mode, session_row, session_user};
 
-/// The home-folder access mode of a session's `AuthenticationType` (AppStream's layout).
-pub(crate) fn access_mode(authentication_type: &str) -> model::AccessMode {
-    match authentication_type {
-        "USERPOOL" => model::AccessMode::Local,
-        "SAML" => model::AccessMode::Federated,
-        _ => model::AccessMode::Custom,
-    }
+/// One session, typed.
+pub(crate) async fn session(plane: &Platform, session_id: &str) -> Result<SessionRow, ActionError> {
+    repo::find_session(&plane.store, session_id).await?.ok_or_else(|| not_found("session", session_id))
 }
 
 /// Tells of a change to `session_id`, whoever's it is (looked up only if anyone listens).
@@ -45,9 +36,9 @@ pub(crate) async fn session_changed(plane: &Platform, session_id: &str) {
     if !plane.changes.heard() {
         return;
     }
-    let row = sqlx::query("SELECT * FROM sessions WHERE session_id = $1").bind(session_id).fetch_optional(&plane.store.pool).await;
+    let row = repo::find_session(&plane.store, session_id).await;
     if let Ok(Some(row)) = row
-        && let Ok(user) = session_user(&row)
+        && let Ok(user) = row.user()
     {
         plane.changes.user(&user);
     }
@@ -92,31 +83,22 @@ pub(super) async fn get_status(ctx: &mut Ctx<'_>, input: Value) -> Result<Value,
 
 /// What the session page shows: state, queue position and estimate, end reason.
 pub(crate) async fn session_status(plane: &Platform, session_id: &str) -> Result<Value, ActionError> {
-    let row = session_row(plane, session_id).await?;
-    let mut out = session_json(&row)?;
-    let state: String = row.try_get("state")?;
-    if state == "PENDING" {
-        let fleet: String = row.try_get("fleet")?;
-        let queued: i64 = row.try_get("queued")?;
-        let ahead: i64 = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE fleet = $1 AND state = 'PENDING' AND (queued < $2 OR (queued = $2 AND session_id < $3))")
-            .bind(&fleet)
-            .bind(queued)
-            .bind(session_id)
-            .fetch_one(&plane.store.pool)
-            .await?
-            .try_get("n")?;
+    let row = session(plane, session_id).await?;
+    let mut out = session_json(&row);
+    if row.state == SessionState::Pending {
+        let ahead = repo::count_ahead(&plane.store, &row.fleet, row.queued, session_id).await?;
         out["QueuePosition"] = json!(ahead + 1);
-        out["EstimatedWaitSeconds"] = json!(estimate_wait_seconds(plane, &fleet, ahead + 1).await?);
+        out["EstimatedWaitSeconds"] = json!(estimate_wait_seconds(plane, &row.fleet, ahead + 1).await?);
     }
-    out["EndReason"] = json!(row.try_get::<Option<String>, _>("end_reason")?);
-    if state == "ACTIVE" {
-        out["NotebookUrl"] = json!(row.try_get::<Option<String>, _>("notebook_url")?);
+    out["EndReason"] = json!(row.end_reason);
+    if row.state == SessionState::Active {
+        out["NotebookUrl"] = json!(row.notebook_url);
     }
     // The application the session started (the URL's, or its stack's default).
-    let application = match row.try_get::<Option<String>, _>("application_id")? {
-        Some(application) => Some(application),
+    let application = match &row.application_id {
+        Some(application) => Some(application.clone()),
         None => sqlx::query("SELECT default_application FROM stacks WHERE name = $1")
-            .bind(row.try_get::<String, _>("stack")?)
+            .bind(&row.stack)
             .fetch_optional(&plane.store.pool)
             .await?
             .map(|r| r.try_get::<Option<String>, _>("default_application"))
@@ -125,9 +107,9 @@ pub(crate) async fn session_status(plane: &Platform, session_id: &str) -> Result
     };
     out["ApplicationId"] = json!(application);
     // Break-glass is never silent: the user sees what operators ran in their instance.
-    if let Some(instance) = row.try_get::<Option<String>, _>("instance_id")? {
+    if let Some(instance) = &row.instance_id {
         let execs = sqlx::query("SELECT operator, command, exit_code, time FROM instance_execs WHERE instance_id = $1 ORDER BY time")
-            .bind(&instance)
+            .bind(instance)
             .fetch_all(&plane.store.pool)
             .await?;
         let execs = execs
@@ -143,46 +125,36 @@ pub(crate) async fn session_status(plane: &Platform, session_id: &str) -> Result
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         out["OperatorCommands"] = json!(execs);
     }
-    let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+    let settings: Value = serde_json::from_str(&row.settings).map_err(ActionError::internal)?;
     out["StreamView"] = settings["StreamView"].clone();
     out["RedirectURL"] = settings["RedirectURL"].clone();
     out["UserSettings"] = settings["UserSettings"].clone();
     Ok(out)
 }
 
-pub(crate) async fn session_row(plane: &Platform, session_id: &str) -> Result<sqlx::any::AnyRow, ActionError> {
-    sqlx::query("SELECT * FROM sessions WHERE session_id = $1")
-        .bind(session_id)
-        .fetch_optional(&plane.store.pool)
-        .await?
-        .ok_or_else(|| not_found("session", session_id))
-}
-
 /// A session in AWS's shape.
-fn session_json(row: &sqlx::any::AnyRow) -> Result<Value, ActionError> {
-    let instance: Option<String> = row.try_get("instance_id")?;
-    let address: Option<String> = row.try_get("private_address")?;
+fn session_json(row: &SessionRow) -> Value {
     let mut session = json!({
-        "Id": row.try_get::<String, _>("session_id")?,
-        "UserId": row.try_get::<String, _>("user_id")?,
-        "StackName": row.try_get::<String, _>("stack")?,
-        "FleetName": row.try_get::<String, _>("fleet")?,
-        "State": row.try_get::<String, _>("state")?,
-        "ConnectionState": row.try_get::<String, _>("connection_state")?,
-        "StartTime": millis_to_rfc3339(row.try_get("start_time")?),
-        "MaxExpirationTime": millis_to_rfc3339(row.try_get("max_expiration")?),
-        "AuthenticationType": row.try_get::<String, _>("authentication_type")?,
+        "Id": row.session_id,
+        "UserId": row.user_id,
+        "StackName": row.stack,
+        "FleetName": row.fleet,
+        "State": row.state.as_str(),
+        "ConnectionState": row.connection_state.as_str(),
+        "StartTime": millis_to_rfc3339(row.start_time),
+        "MaxExpirationTime": millis_to_rfc3339(row.max_expiration),
+        "AuthenticationType": row.authentication_type,
     });
     session["SessionId"] = session["Id"].clone();
     // DataSandbox's addition: a federated user's identity provider, part of who they are.
-    if let Some(issuer) = row.try_get::<Option<String>, _>("issuer")?.filter(|i| !i.is_empty()) {
+    if let Some(issuer) = row.issuer.as_ref().filter(|i| !i.is_empty()) {
         session["Issuer"] = json!(issuer);
     }
-    if let (Some(instance), Some(address)) = (instance, address) {
+    if let (Some(instance), Some(address)) = (&row.instance_id, &row.private_address) {
         session["InstanceId"] = json!(instance);
         session["NetworkAccessConfiguration"] = json!({ "EniPrivateIpAddress": address, "EniId": format!("eni-{}", &instance[2..]) });
     }
-    Ok(session)
+    session
 }
 
 #[derive(Deserialize)]
@@ -233,31 +205,24 @@ pub(super) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     fleet_row(plane, &input.fleet_name).await?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     let (after_time, after_id) = after.clone().unwrap_or((i64::MIN, String::new()));
-    let rows = sqlx::query(
-        "SELECT * FROM sessions WHERE stack = $1 AND fleet = $2
-         AND (($9 = '' AND state IN ('PENDING', 'ACTIVE')) OR session_id = $9)
-         AND ($3 = '' OR (user_id = $3 AND authentication_type = $4)) AND ($5 = '' OR instance_id = $5)
-         AND (start_time > $6 OR (start_time = $6 AND session_id > $7))
-         ORDER BY start_time, session_id LIMIT $8",
-    )
-    .bind(&input.stack_name)
-    .bind(&input.fleet_name)
-    .bind(input.user_id.clone().unwrap_or_default())
-    .bind(input.authentication_type.clone().unwrap_or_default())
-    .bind(input.instance_id.clone().unwrap_or_default())
-    .bind(after_time)
-    .bind(&after_id)
-    .bind(limit + 1)
-    .bind(input.session_id.clone().unwrap_or_default())
-    .fetch_all(&plane.store.pool)
-    .await?;
+    let filter = SessionFilter {
+        stack: &input.stack_name,
+        fleet: &input.fleet_name,
+        user_id: input.user_id.clone().unwrap_or_default(),
+        authentication_type: input.authentication_type.clone().unwrap_or_default(),
+        instance_id: input.instance_id.clone().unwrap_or_default(),
+        session_id: input.session_id.clone().unwrap_or_default(),
+        after_time,
+        after_id: &after_id,
+        limit: limit + 1,
+    };
+    let rows = repo::list_sessions(&plane.store, filter).await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
-    let sessions = page.iter().map(session_json).collect::<Result<Vec<_>, _>>()?;
+    let sessions: Vec<Value> = page.iter().map(session_json).collect();
     let mut out = json!({ "Sessions": sessions });
     if more && let Some(last) = page.last() {
-        out["NextToken"] =
-            json!(encode_token(&format!("{} {}", last.try_get::<i64, _>("start_time")?, last.try_get::<String, _>("session_id")?)));
+        out["NextToken"] = json!(encode_token(&format!("{} {}", last.start_time, last.session_id)));
     }
     Ok(out)
 }
@@ -273,8 +238,8 @@ pub(super) async fn expire(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
     let plane = ctx.platform;
     // A user may end their own session (from its page, or signed in on the portal); anyone
     // else needs the policies' leave.
-    let portal_owner = match (portal_user(&ctx.caller.principal), session_row(plane, &input.session_id).await.ok()) {
-        (Some(me), Some(row)) => session_user(&row).is_ok_and(|owner| owner == me),
+    let portal_owner = match (portal_user(&ctx.caller.principal), session(plane, &input.session_id).await.ok()) {
+        (Some(me), Some(row)) => row.user().is_ok_and(|owner| owner == me),
         _ => false,
     };
     let own = portal_owner || caller_session(ctx).is_some_and(|s| s == input.session_id);
@@ -283,7 +248,7 @@ pub(super) async fn expire(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
     } else {
         ctx.authorize(Resource::Service("streaming".into()))?;
     }
-    session_row(plane, &input.session_id).await?;
+    session(plane, &input.session_id).await?;
     // The session is over when this returns; its instance's teardown follows in the background.
     let reason = if own { "USER_ENDED" } else { "EXPIRED_BY_API" };
     if mark_ended(streaming, &input.session_id, reason).await? {
@@ -310,13 +275,7 @@ pub(crate) async fn end_session(streaming: &Streaming, session_id: &str, reason:
 /// session had already ended.
 pub(crate) async fn mark_ended(streaming: &Streaming, session_id: &str, reason: &str) -> Result<bool, ActionError> {
     let plane = &*streaming.pipeline.platform;
-    let ended = sqlx::query("UPDATE sessions SET state = 'EXPIRED', connection_state = 'NOT_CONNECTED', end_time = $1, end_reason = $2 WHERE session_id = $3 AND state != 'EXPIRED'")
-        .bind(now_millis())
-        .bind(reason)
-        .bind(session_id)
-        .execute(&plane.store.pool)
-        .await?;
-    if ended.rows_affected() == 0 {
+    if !repo::mark_expired(&plane.store, session_id, now_millis(), reason).await? {
         return Ok(false);
     }
     if let Some(live) = streaming.live.lock().expect("live lock").remove(session_id) {
@@ -331,49 +290,49 @@ pub(crate) async fn mark_ended(streaming: &Streaming, session_id: &str, reason: 
 pub(crate) async fn finish_ended(streaming: &Streaming, session_id: &str, reason: &str) -> Result<(), ActionError> {
     let control = &streaming.pipeline;
     let plane = &*control.platform;
-    let row = session_row(plane, session_id).await?;
-    let now: i64 = row.try_get::<Option<i64>, _>("end_time")?.unwrap_or_else(now_millis);
-    let instance: Option<String> = row.try_get("instance_id")?;
-    if let Some(instance) = &instance
+    let row = session(plane, session_id).await?;
+    let now: i64 = row.end_time.unwrap_or_else(now_millis);
+    let instance = &row.instance_id;
+    if let Some(instance) = instance
         && let Err(err) = crate::instances::stop_instance(&streaming.instances, instance).await
         && err.status != 404
     {
         tracing::warn!(session = session_id, instance, error = %err, "stopping the session's instance");
     }
-    let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+    let settings: Value = serde_json::from_str(&row.settings).map_err(ActionError::internal)?;
     let user_settings: serde_json::Map<String, Value> = settings["UserSettings"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|s| Some((s["Action"].as_str()?.to_owned(), s["Permission"].clone())))
         .collect();
-    let user: String = row.try_get("user_id")?;
-    let user_ref = session_user(&row).ok();
-    let client_ips: Value = serde_json::from_str(&row.try_get::<String, _>("client_ips")?).unwrap_or(json!([]));
-    let application: Option<String> = row.try_get("application_id")?;
+    let user = &row.user_id;
+    let user_ref = row.user().ok();
+    let client_ips: Value = serde_json::from_str(&row.client_ips).unwrap_or(json!([]));
+    let application = &row.application_id;
     let parameters = json!({
         "SessionId": session_id,
         "UserId": user,
         "UserArn": user_ref.as_ref().map(|u| u.arn(&plane.spec.account_id)).unwrap_or_default(),
-        "AuthenticationType": row.try_get::<String, _>("authentication_type")?,
+        "AuthenticationType": row.authentication_type,
         "AuthenticationTypeUserId": user,
-        "FleetName": row.try_get::<String, _>("fleet")?,
-        "StackName": row.try_get::<String, _>("stack")?,
+        "FleetName": row.fleet,
+        "StackName": row.stack,
         "InstanceType": settings["InstanceType"],
-        "EniPrivateIpAddress": row.try_get::<Option<String>, _>("private_address")?.unwrap_or_default(),
-        "StartTime": millis_to_rfc3339(row.try_get("start_time")?),
+        "EniPrivateIpAddress": row.private_address.clone().unwrap_or_default(),
+        "StartTime": millis_to_rfc3339(row.start_time),
         "EndTime": millis_to_rfc3339(now),
-        "ConnectedAtLeastOnce": row.try_get::<i64, _>("connected_once")? != 0,
+        "ConnectedAtLeastOnce": row.connected_once,
         "ClientIpAddresses": client_ips,
         "HomeFoldersStorageLocation": settings["HomeFoldersBucket"]
             .as_str()
-            .map(|b| format!("{b}/user/{}/", access_mode(&row.try_get::<String, _>("authentication_type").unwrap_or_default()).as_str()))
+            .map(|b| format!("{b}/user/{}/", access_mode(&row.authentication_type).as_str()))
             .unwrap_or_default(),
         "UserSettings": user_settings,
         "MaxSessionDurationSeconds": settings["MaxUserDurationInSeconds"],
         "SessionType": if settings["FleetType"] == "ALWAYS_ON" { "ALWAYS_ON" } else { "ON_DEMAND" },
         "StreamView": settings["StreamView"],
-        "Applications": application.into_iter().collect::<Vec<_>>(),
+        "Applications": application.iter().collect::<Vec<_>>(),
         "InstanceId": instance,
         "EndReason": reason,
     });
@@ -382,7 +341,7 @@ pub(crate) async fn finish_ended(streaming: &Streaming, session_id: &str, reason
         name: "SessionEnded",
         principal: "streaming.datasandbox",
         parameters,
-        correlation_id: Some(row.try_get("correlation_id")?),
+        correlation_id: Some(row.correlation_id.clone()),
         effect: crate::core::platform::Effect::Recorded,
         ..ServiceEvent::default()
     };

@@ -26,7 +26,8 @@ use sqlx::Row;
 use super::engine::try_assign_warm;
 use super::fleets::fleet_row;
 use super::queue::queue_limits;
-use super::sessions::{access_mode, check_user_id, session_status, session_user};
+use super::repo::{self, NewSession, SessionState};
+use super::sessions::{access_mode, check_user_id, session_status};
 use super::stacks::{UserSetting, stack_row};
 use super::state::{Live, Streaming, scaled_ms};
 use crate::core::caller::Caller;
@@ -116,36 +117,26 @@ pub(super) const ENDED_SESSION_ACTION: &str = "streaming:GetSessionStatus";
 /// Authenticates a session's cookie as that session's user; the session is the issuer. Once
 /// the session has ended the cookie acts for nobody, except to read how its session ended.
 pub(crate) async fn cookie_caller(plane: &Platform, cookie: &str, action: &str) -> Result<Caller, ActionError> {
-    let row = sqlx::query("SELECT * FROM sessions WHERE cookie_hash = $1")
-        .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
-        .fetch_optional(&plane.store.pool)
+    let row = repo::find_session_by_cookie(&plane.store, &hex::encode(Sha256::digest(cookie.as_bytes())))
         .await?
         .ok_or_else(|| ActionError::unauthenticated("the session cookie is not valid; open your streaming URL again"))?;
-    if row.try_get::<String, _>("state")? == "EXPIRED" && action != ENDED_SESSION_ACTION {
+    if row.state == SessionState::Expired && action != ENDED_SESSION_ACTION {
         return Err(ActionError::unauthenticated("this session has ended, and its cookie with it; open a new streaming URL"));
     }
-    let user = session_user(&row)?;
-    let session: String = row.try_get("session_id")?;
-    let issuer = json!({ "type": "StreamingSession", "principalId": session });
-    Ok(user_caller(plane, &user, policy::Channel::Session, issuer, row.try_get("correlation_id")?))
+    let user = row.user()?;
+    let issuer = json!({ "type": "StreamingSession", "principalId": row.session_id });
+    Ok(user_caller(plane, &user, policy::Channel::Session, issuer, Some(row.correlation_id)))
 }
 
 /// The ACTIVE session served by the running instance whose private address `source_ip` is
 /// (the endpoint only hears instance links, reverse-path filtered).
 pub(crate) async fn link_caller(plane: &Platform, source_ip: &str) -> Result<Caller, ActionError> {
-    let row = sqlx::query(
-        "SELECT s.session_id, s.user_id, s.correlation_id, s.authentication_type, s.issuer, i.instance_id FROM instances i JOIN sessions s ON s.instance_id = i.instance_id
-         WHERE i.private_address = $1 AND i.state = 'RUNNING' AND s.state = 'ACTIVE'",
-    )
-    .bind(source_ip)
-    .fetch_optional(&plane.store.pool)
-    .await?
-    .ok_or_else(|| ActionError::unauthenticated("no active session is served from this address"))?;
-    let user = session_user(&row)?;
-    let session: String = row.try_get("session_id")?;
-    let instance: String = row.try_get("instance_id")?;
-    let issuer = json!({ "type": "StreamingSession", "principalId": session, "instanceId": instance });
-    Ok(user_caller(plane, &user, policy::Channel::Link, issuer, row.try_get("correlation_id")?))
+    let linked = repo::find_session_served_from(&plane.store, source_ip)
+        .await?
+        .ok_or_else(|| ActionError::unauthenticated("no active session is served from this address"))?;
+    let user = linked.user?;
+    let issuer = json!({ "type": "StreamingSession", "principalId": linked.session_id, "instanceId": linked.instance_id });
+    Ok(user_caller(plane, &user, policy::Channel::Link, issuer, Some(linked.correlation_id)))
 }
 
 /// A session's user as a caller: recorded with the user's own ARN (mode and provider), the
@@ -303,15 +294,23 @@ pub(super) async fn redeem(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
     rand::rngs::OsRng.fill_bytes(&mut cookie);
     let cookie = hex::encode(cookie);
     let snapshot = snapshot(plane, &claims, &fleet, &stack).await?;
+    let now = now_millis();
     let session = NewSession {
         session_id: &session_id,
-        claims: &claims,
+        user_id: &claims.user,
         user: &user,
+        stack: &claims.stack,
+        fleet: &claims.fleet,
+        application_id: claims.application.as_deref(),
+        session_context: snapshot.context.as_deref(),
+        settings: snapshot.settings.to_string(),
         correlation_id: &correlation_id,
         cookie_hash: hex::encode(Sha256::digest(cookie.as_bytes())),
+        now,
+        max_expiration: now + scaled_ms(plane, snapshot.max_duration),
         client_ips: json!([ctx.source_ip]).to_string(),
     };
-    insert_session(plane, session, snapshot).await?;
+    repo::insert_session(&plane.store, session).await?;
     streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());
     plane.changes.user(&user);
     // A warm instance is taken at once; otherwise the engine serves the queue.
@@ -374,11 +373,7 @@ async fn check_made_as_claimed(plane: &Platform, claims: &Claims, user: &model::
 /// The fleet's queue has room, and the user holds fewer places on the fleet than its limit.
 async fn check_queue_room(plane: &Platform, fleet: &str, user: &model::UserRef) -> Result<(), ActionError> {
     let limits = queue_limits(plane, fleet);
-    let waiting: i64 = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE fleet = $1 AND state = 'PENDING'")
-        .bind(fleet)
-        .fetch_one(&plane.store.pool)
-        .await?
-        .try_get("n")?;
+    let waiting = repo::count_waiting(&plane.store, fleet).await?;
     if waiting >= i64::from(limits.max_queue) {
         return Err(ActionError::new(
             429,
@@ -387,17 +382,7 @@ async fn check_queue_room(plane: &Platform, fleet: &str, user: &model::UserRef) 
         ));
     }
     // One user holds at most `max_sessions_per_user` places (waiting or active) on a fleet.
-    let held: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM sessions WHERE fleet = $1 AND state IN ('PENDING', 'ACTIVE') AND user_id = $2
-         AND authentication_type = $3 AND COALESCE(issuer, '') = $4",
-    )
-    .bind(fleet)
-    .bind(user.user().as_str())
-    .bind(user.mode().authentication_type())
-    .bind(user.issuer_str().unwrap_or_default())
-    .fetch_one(&plane.store.pool)
-    .await?
-    .try_get("n")?;
+    let held = repo::count_held(&plane.store, fleet, user).await?;
     if held >= i64::from(limits.max_sessions_per_user) {
         return Err(ActionError::new(
             429,
@@ -462,42 +447,4 @@ async fn snapshot(
         "Application": claims.application.clone().or(stack.try_get::<Option<String>, _>("default_application")?),
     });
     Ok(Snapshot { settings, max_duration, context })
-}
-
-/// Who and what a new session is, apart from its snapshot.
-struct NewSession<'a> {
-    session_id: &'a str,
-    claims: &'a Claims,
-    user: &'a model::UserRef,
-    correlation_id: &'a str,
-    cookie_hash: String,
-    client_ips: String,
-}
-
-/// The session's row, PENDING and NOT_CONNECTED, queued now.
-async fn insert_session(plane: &Platform, session: NewSession<'_>, snapshot: Snapshot) -> Result<(), ActionError> {
-    let NewSession { session_id, claims, user, correlation_id, cookie_hash, client_ips } = session;
-    let now = now_millis();
-    sqlx::query(
-        "INSERT INTO sessions (session_id, user_id, authentication_type, stack, fleet, application_id, session_context, state, connection_state,
-         settings, correlation_id, cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips, issuer)
-         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12, $14)",
-    )
-    .bind(session_id)
-    .bind(&claims.user)
-    .bind(&claims.stack)
-    .bind(&claims.fleet)
-    .bind(&claims.application)
-    .bind(&snapshot.context)
-    .bind(snapshot.settings.to_string())
-    .bind(correlation_id)
-    .bind(cookie_hash)
-    .bind(now)
-    .bind(now + scaled_ms(plane, snapshot.max_duration))
-    .bind(client_ips)
-    .bind(user.mode().authentication_type())
-    .bind(user.issuer_str())
-    .execute(&plane.store.pool)
-    .await?;
-    Ok(())
 }
