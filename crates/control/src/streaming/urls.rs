@@ -26,7 +26,7 @@ use sqlx::Row;
 use super::engine::try_assign_warm;
 use super::fleets::fleet_row;
 use super::queue::queue_limits;
-use super::repo::{self, NewSession, SessionState};
+use super::repo::{self, NewSession, NewUrl, SessionState};
 use super::sessions::{access_mode, check_user_id, session_status};
 use super::stacks::{UserSetting, stack_row};
 use super::state::{Live, Streaming, scaled_ms};
@@ -245,22 +245,19 @@ pub(crate) async fn mint_url(plane: &Platform, fleet: &sqlx::any::AnyRow, input:
     };
     // The context travels in the URL's row, not in the token: it is data, never trusted. The
     // row also holds whom the URL is for, which redemption compares with the claims.
-    sqlx::query(
-        "INSERT INTO streaming_urls (url_id, stack, fleet, user_id, application_id, session_context, expires, redeemed, created, authentication_type, issuer)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)",
-    )
-    .bind(&claims.url_id)
-    .bind(&claims.stack)
-    .bind(&claims.fleet)
-    .bind(&claims.user)
-    .bind(&claims.application)
-    .bind(&input.session_context)
-    .bind(expires)
-    .bind(now_millis())
-    .bind(authentication)
-    .bind(&claims.issuer)
-    .execute(&plane.store.pool)
-    .await?;
+    let url = NewUrl {
+        url_id: &claims.url_id,
+        stack: &claims.stack,
+        fleet: &claims.fleet,
+        user_id: &claims.user,
+        application_id: claims.application.as_deref(),
+        session_context: input.session_context.as_deref(),
+        expires,
+        created: now_millis(),
+        authentication_type: authentication,
+        issuer: claims.issuer.as_deref(),
+    };
+    repo::insert_url(&plane.store, url).await?;
     let claims_bytes = serde_json::to_vec(&claims).map_err(ActionError::internal)?;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let token = format!("{}.{}", b64.encode(&claims_bytes), b64.encode(plane.sign(&claims_bytes)?));
@@ -347,17 +344,14 @@ async fn still_served(plane: &Platform, claims: &Claims) -> Result<(sqlx::any::A
 /// The row says whom the URL was made for; the claims must say the same. (A stolen signing
 /// key would otherwise let a URL made for one user be redeemed as another.)
 async fn check_made_as_claimed(plane: &Platform, claims: &Claims, user: &model::UserRef) -> Result<(), ActionError> {
-    let row =
-        sqlx::query("SELECT * FROM streaming_urls WHERE url_id = $1")
-            .bind(&claims.url_id)
-            .fetch_optional(&plane.store.pool)
-            .await?
-            .ok_or_else(|| ActionError::new(403, "InvalidStreamingURLSignature", "this streaming URL was not made by this environment"))?;
-    let row_authentication = row.try_get::<Option<String>, _>("authentication_type")?.unwrap_or_else(|| "API".to_owned());
-    let row_issuer = row.try_get::<Option<String>, _>("issuer")?.filter(|i| !i.is_empty());
-    if row.try_get::<String, _>("user_id")? != claims.user
-        || row.try_get::<String, _>("stack")? != claims.stack
-        || row.try_get::<String, _>("fleet")? != claims.fleet
+    let row = repo::find_url(&plane.store, &claims.url_id)
+        .await?
+        .ok_or_else(|| ActionError::new(403, "InvalidStreamingURLSignature", "this streaming URL was not made by this environment"))?;
+    let row_authentication = row.authentication_type.unwrap_or_else(|| "API".to_owned());
+    let row_issuer = row.issuer.filter(|i| !i.is_empty());
+    if row.user_id != claims.user
+        || row.stack != claims.stack
+        || row.fleet != claims.fleet
         || row_authentication != user.mode().authentication_type()
         || row_issuer.as_deref() != user.issuer_str()
     {
@@ -395,12 +389,7 @@ async fn check_queue_room(plane: &Platform, fleet: &str, user: &model::UserRef) 
 
 /// Marks the URL used, atomically: of two redemptions at once, one wins.
 async fn consume(plane: &Platform, url_id: &str) -> Result<(), ActionError> {
-    let used = sqlx::query("UPDATE streaming_urls SET redeemed = $1 WHERE url_id = $2 AND redeemed IS NULL")
-        .bind(now_millis())
-        .bind(url_id)
-        .execute(&plane.store.pool)
-        .await?;
-    if used.rows_affected() == 0 {
+    if !repo::mark_redeemed(&plane.store, url_id, now_millis()).await? {
         return Err(ActionError::new(403, "StreamingURLAlreadyUsed", "this streaming URL was already used; each URL opens one session"));
     }
     Ok(())
@@ -423,11 +412,7 @@ async fn snapshot(
     let settings: Vec<UserSetting> = serde_json::from_str(&stack.try_get::<String, _>("user_settings")?).map_err(ActionError::internal)?;
     let fleet_max: i64 = fleet.try_get("max_user_duration")?;
     let max_duration = claims.max_duration.map_or(fleet_max, |d| d.min(fleet_max));
-    let context: Option<String> = sqlx::query("SELECT session_context FROM streaming_urls WHERE url_id = $1")
-        .bind(&claims.url_id)
-        .fetch_one(&plane.store.pool)
-        .await?
-        .try_get("session_context")?;
+    let context = repo::url_session_context(&plane.store, &claims.url_id).await?;
     let settings = json!({
         "UserSettings": settings,
         "MaxUserDurationInSeconds": max_duration,
