@@ -25,6 +25,6 @@ pub use crate::core::store::{Store, now_millis, rfc3339_to_millis};
 pub use instances::EndpointServer;
 pub use notebooks::NotebookTarget;
 pub use plane::{ControlPlane, StartError, check_policies};
+pub use streaming::SessionConnection;
 pub use streaming::files::FileClient;
-pub use streaming::sessions::SessionConnection;
 pub use streaming::stream::StreamTarget;

@@ -31,9 +31,9 @@ use crate::deploy::Deploy;
 use crate::identity::Identity;
 use crate::instances::{EndpointServer, Instances};
 use crate::notebooks::{NotebookTarget, Notebooks};
+use crate::streaming::SessionConnection;
 use crate::streaming::Streaming;
 use crate::streaming::files::FileClient;
-use crate::streaming::sessions::SessionConnection;
 use crate::streaming::stream::StreamTarget;
 
 #[derive(Debug, thiserror::Error)]

@@ -16,8 +16,10 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::fleets::{capacity, fleet_type_of};
-use super::sessions::{end_session, session_row};
-use super::{Streaming, scaled_ms};
+use super::queue::queue_limits;
+use super::repo::{self, ConnectionState, SessionState};
+use super::sessions::{end_session, session, session_changed};
+use super::state::{Streaming, scaled_ms};
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -25,22 +27,6 @@ use crate::instances::{Assignment, Launch, launch_instance, stop_instance};
 
 /// How many instances start at once across all fleets (the host has few cores).
 const PARALLEL_LAUNCHES: usize = 4;
-
-pub(crate) struct QueueLimits {
-    pub max_queue: u32,
-    pub queue_timeout_seconds: u32,
-    pub max_sessions_per_user: u32,
-}
-
-/// A fleet's queue limits: from the spec for the spec's fleets, AWS-like defaults otherwise.
-pub(crate) fn queue_limits(plane: &Platform, fleet: &str) -> QueueLimits {
-    let defaults = QueueLimits { max_queue: 100, queue_timeout_seconds: 300, max_sessions_per_user: 5 };
-    plane.current().fleets.iter().find(|f| f.name == fleet).map_or(defaults, |f| QueueLimits {
-        max_queue: f.max_queue,
-        queue_timeout_seconds: f.queue_timeout_seconds,
-        max_sessions_per_user: f.max_sessions_per_user,
-    })
-}
 
 /// Starts the engine's loop.
 pub(crate) fn start(streaming: Arc<Streaming>) {
@@ -67,7 +53,7 @@ async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaph
         match state.as_str() {
             "STARTING" | "RUNNING" => {
                 if fleet_type == FleetType::AlwaysOn {
-                    keep_warm(&streaming, launches, fleet, desired).await?;
+                    keep_warm(streaming, launches, fleet, desired).await?;
                 }
                 let running = capacity(plane, &name, fleet_type, desired).await?.running;
                 if state == "STARTING" && (fleet_type == FleetType::OnDemand || running >= desired) {
@@ -76,12 +62,12 @@ async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaph
                         .execute(&plane.store.pool)
                         .await?;
                 }
-                serve_queue(&streaming, launches, fleet, fleet_type, desired).await?;
+                serve_queue(streaming, launches, fleet, fleet_type, desired).await?;
             }
             "STOPPING" => {
-                let sessions = ids(plane, "SELECT session_id AS id FROM sessions WHERE fleet = $1 AND state != 'EXPIRED'", &name).await?;
+                let sessions = repo::list_unended_session_ids(&plane.store, &name).await?;
                 for session in sessions {
-                    end_session(&streaming, &session, "FLEET_STOPPED").await?;
+                    end_session(streaming, &session, "FLEET_STOPPED").await?;
                 }
                 let warm = ids(plane, "SELECT instance_id AS id FROM instances WHERE fleet = $1 AND state = 'RUNNING'", &name).await?;
                 for instance in warm {
@@ -97,7 +83,7 @@ async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaph
             _ => {}
         }
     }
-    enforce_timeouts(&streaming).await
+    enforce_timeouts(streaming).await
 }
 
 async fn ids(plane: &Platform, query: &str, fleet: &str) -> Result<Vec<String>, ActionError> {
@@ -178,13 +164,11 @@ async fn serve_queue(
 ) -> Result<(), ActionError> {
     let plane = &*streaming.pipeline.platform;
     let name: String = fleet.try_get("name")?;
-    let pending =
-        ids(plane, "SELECT session_id AS id FROM sessions WHERE fleet = $1 AND state = 'PENDING' ORDER BY queued, session_id", &name)
-            .await?;
+    let pending = repo::list_queue(&plane.store, &name).await?;
     match fleet_type {
         FleetType::AlwaysOn => {
             for session in pending {
-                if !try_assign_warm(&streaming, &session).await {
+                if !try_assign_warm(streaming, &session).await {
                     break;
                 }
             }
@@ -196,7 +180,7 @@ async fn serve_queue(
             let starting: Vec<String> = streaming.starting.lock().expect("starting lock").iter().cloned().collect();
             let free = (room - launching(streaming, &name) as i64).max(0) as usize;
             for session in pending.into_iter().filter(|s| !starting.contains(s)).take(free) {
-                start_for_session(&streaming, launches, fleet, &session).await?;
+                start_for_session(streaming, launches, fleet, &session).await?;
             }
         }
     }
@@ -205,21 +189,21 @@ async fn serve_queue(
 
 /// The `DS_*` variables of a session, and who it is for.
 async fn assignment(plane: &Platform, session_id: &str) -> Result<Assignment, ActionError> {
-    let row = session_row(plane, session_id).await?;
-    let user = super::sessions::session_user(&row)?;
-    let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+    let row = session(plane, session_id).await?;
+    let user = row.user()?;
+    let settings: Value = serde_json::from_str(&row.settings).map_err(ActionError::internal)?;
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let mode = user.mode();
     let mut env = vec![
         ("DS_USER_NAME".to_owned(), user.user().to_string()),
         ("DS_SESSION_ID".to_owned(), session_id.to_owned()),
-        ("DS_STACK_NAME".to_owned(), row.try_get::<String, _>("stack")?),
-        ("DS_RESOURCE_NAME".to_owned(), row.try_get::<String, _>("fleet")?),
+        ("DS_STACK_NAME".to_owned(), row.stack.clone()),
+        ("DS_RESOURCE_NAME".to_owned(), row.fleet.clone()),
         ("DS_RESOURCE_TYPE".to_owned(), "fleet".to_owned()),
         ("DS_USER_ACCESS_MODE".to_owned(), mode.as_str().to_owned()),
         ("DS_INSTANCE_TYPE".to_owned(), text(&settings["InstanceType"])),
-        ("DS_SESSION_RESERVATION_DATETIME".to_owned(), millis_to_rfc3339(row.try_get("start_time")?)),
-        ("DS_SESSION_CONTEXT".to_owned(), row.try_get::<Option<String>, _>("session_context")?.unwrap_or_default()),
+        ("DS_SESSION_RESERVATION_DATETIME".to_owned(), millis_to_rfc3339(row.start_time)),
+        ("DS_SESSION_CONTEXT".to_owned(), row.session_context.clone().unwrap_or_default()),
         ("DS_APPLICATION_ID".to_owned(), settings["Application"].as_str().unwrap_or_default().to_owned()),
         ("DS_STREAM_VIEW".to_owned(), settings["StreamView"].as_str().unwrap_or("DESKTOP").to_owned()),
         ("DS_WATERMARK".to_owned(), settings["Watermark"].as_str().unwrap_or("DISABLED").to_owned()),
@@ -239,25 +223,14 @@ async fn activate(streaming: &Streaming, session_id: &str, instance_id: &str) ->
         .fetch_one(&plane.store.pool)
         .await?
         .try_get("private_address")?;
-    let now = now_millis();
-    let done = sqlx::query(
-        "UPDATE sessions SET state = 'ACTIVE', instance_id = $1, private_address = $2, active_time = $3 WHERE session_id = $4 AND state = 'PENDING'",
-    )
-    .bind(instance_id)
-    .bind(&address)
-    .bind(now)
-    .bind(session_id)
-    .execute(&plane.store.pool)
-    .await?;
-    if done.rows_affected() == 1
-        && let Some(live) = streaming.live.lock().expect("live lock").get(session_id)
-    {
-        let _ = live.events.send(json!({ "type": "state", "State": "ACTIVE", "InstanceId": instance_id }));
+    let activated = repo::mark_active(&plane.store, session_id, instance_id, &address, now_millis()).await?;
+    if activated && let Some(live) = streaming.live.lock().expect("live lock").get(session_id) {
+        let _ = live.events.send(json!({ "type": "state", "State": SessionState::Active.as_str(), "InstanceId": instance_id }));
     }
-    if done.rows_affected() == 1 {
-        super::session_changed(plane, session_id).await;
+    if activated {
+        session_changed(plane, session_id).await;
     }
-    Ok(done.rows_affected() == 1)
+    Ok(activated)
 }
 
 /// Gives a waiting ALWAYS_ON instance to a PENDING session; false when none is free.
@@ -265,22 +238,22 @@ pub(crate) async fn try_assign_warm(streaming: &Arc<Streaming>, session_id: &str
     let plane = &*streaming.pipeline.platform;
     let _serial = streaming.assignment.lock().await;
     let picked = async {
-        let row = session_row(plane, session_id).await?;
-        if row.try_get::<String, _>("state")? != "PENDING" {
+        let row = session(plane, session_id).await?;
+        if row.state != SessionState::Pending {
             return Ok::<_, ActionError>(None);
         }
-        let fleet: String = row.try_get("fleet")?;
+        let fleet = &row.fleet;
         let instance: Option<String> = sqlx::query(
             "SELECT instance_id FROM instances WHERE fleet = $1 AND state = 'RUNNING' AND session_id IS NULL ORDER BY created LIMIT 1",
         )
-        .bind(&fleet)
+        .bind(fleet)
         .fetch_optional(&plane.store.pool)
         .await?
         .map(|r| r.try_get("instance_id"))
         .transpose()?;
         let Some(instance) = instance else { return Ok(None) };
         let assignment = assignment(plane, session_id).await?;
-        crate::instances::assign(&streaming.instances, &instance, &assignment, &row.try_get::<String, _>("correlation_id")?).await?;
+        crate::instances::assign(&streaming.instances, &instance, &assignment, &row.correlation_id).await?;
         Ok(Some(activate(streaming, session_id, &instance).await?))
     };
     match picked.await {
@@ -302,13 +275,13 @@ async fn start_for_session(
 ) -> Result<(), ActionError> {
     let plane = &*streaming.pipeline.platform;
     let name: String = fleet.try_get("name")?;
-    let row = session_row(plane, session_id).await?;
+    let row = session(plane, session_id).await?;
     let launch = Launch {
         image_name: fleet.try_get("image")?,
         instance_type: fleet.try_get("instance_type")?,
         fleet: Some(name.clone()),
         assignment: Some(assignment(plane, session_id).await?),
-        correlation_id: Some(row.try_get("correlation_id")?),
+        correlation_id: Some(row.correlation_id),
         program: None,
         ids: None,
     };
@@ -343,62 +316,34 @@ async fn start_for_session(
     Ok(())
 }
 
-/// How long the user in queue position `position` may wait, in seconds.
-pub(crate) async fn estimate_wait_seconds(plane: &Platform, fleet: &str, position: i64) -> Result<i64, ActionError> {
-    let row = super::fleets::fleet_row(plane, fleet).await?;
-    let desired: i64 = row.try_get::<i64, _>("desired_instances")?.max(1);
-    let fleet_type = fleet_type_of(&row.try_get::<String, _>("fleet_type")?);
-    let in_use = capacity(plane, fleet, fleet_type, desired).await?.in_use;
-    if in_use < desired {
-        // Capacity is free: the wait is an instance's start.
-        return Ok(1);
-    }
-    // Otherwise sessions must end: estimate from how long recent sessions lasted.
-    let recent =
-        sqlx::query("SELECT AVG(end_time - start_time) AS mean FROM sessions WHERE fleet = $1 AND end_time IS NOT NULL AND end_time > $2")
-            .bind(fleet)
-            .bind(now_millis() - 3_600_000)
-            .fetch_one(&plane.store.pool)
-            .await?;
-    let mean_ms: f64 = recent.try_get::<Option<f64>, _>("mean").ok().flatten().unwrap_or(scaled_ms(plane, 1800) as f64);
-    let rounds = (position + desired - 1) / desired;
-    Ok(((mean_ms / 1000.0) * rounds as f64).ceil() as i64)
-}
-
 /// Queue timeouts for PENDING sessions; maximum duration, disconnect and idle timeouts (with
 /// warnings first) for ACTIVE ones.
 async fn enforce_timeouts(streaming: &Arc<Streaming>) -> Result<(), ActionError> {
     let plane = &*streaming.pipeline.platform;
     let now = now_millis();
-    let rows = sqlx::query(
-        "SELECT session_id, fleet, state, connection_state, queued, active_time, max_expiration, disconnected_at, settings FROM sessions WHERE state IN ('PENDING', 'ACTIVE')",
-    )
-    .fetch_all(&plane.store.pool)
-    .await?;
-    for row in rows {
-        let session: String = row.try_get("session_id")?;
-        let state: String = row.try_get("state")?;
-        if state == "PENDING" {
-            let limit = scaled_ms(plane, i64::from(queue_limits(plane, &row.try_get::<String, _>("fleet")?).queue_timeout_seconds));
-            if now - row.try_get::<i64, _>("queued")? > limit {
-                end_later(&streaming, &session, "NO_CAPACITY");
+    for row in repo::list_open_sessions(&plane.store).await? {
+        let session = row.session_id;
+        if row.state == SessionState::Pending {
+            let limit = scaled_ms(plane, i64::from(queue_limits(plane, &row.fleet).queue_timeout_seconds));
+            if now - row.queued > limit {
+                end_later(streaming, &session, "NO_CAPACITY");
             }
             continue;
         }
-        let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+        let settings: Value = serde_json::from_str(&row.settings).map_err(ActionError::internal)?;
         let seconds = |key: &str| settings[key].as_i64().unwrap_or(0);
-        let max_expiration: i64 = row.try_get("max_expiration")?;
+        let max_expiration = row.max_expiration;
         if now >= max_expiration {
-            end_later(&streaming, &session, "MAX_DURATION");
+            end_later(streaming, &session, "MAX_DURATION");
             continue;
         }
         if now >= max_expiration - scaled_ms(plane, 300) {
             warn(streaming, &session, "MAX_DURATION", (max_expiration - now) / i64::from(plane.spec.timeout_scale_ms));
         }
-        if row.try_get::<String, _>("connection_state")? != "CONNECTED" {
-            let since = row.try_get::<Option<i64>, _>("disconnected_at")?.or(row.try_get::<Option<i64>, _>("active_time")?).unwrap_or(now);
+        if row.connection_state != ConnectionState::Connected {
+            let since = row.disconnected_at.or(row.active_time).unwrap_or(now);
             if now - since >= scaled_ms(plane, seconds("DisconnectTimeoutInSeconds")) {
-                end_later(&streaming, &session, "DISCONNECT_TIMEOUT");
+                end_later(streaming, &session, "DISCONNECT_TIMEOUT");
             }
             continue;
         }

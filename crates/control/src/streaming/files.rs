@@ -10,9 +10,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
-use super::Streaming;
+use super::repo::{self, SessionState};
+use super::state::Streaming;
 use crate::core::caller::Credentials;
 use crate::core::error::ActionError;
 use crate::core::pipeline::Request;
@@ -193,28 +193,26 @@ impl Streaming {
     }
 
     async fn files_session(&self, client: &FileClient<'_>) -> Result<FilesSession, ActionError> {
-        let row = sqlx::query("SELECT * FROM sessions WHERE cookie_hash = $1")
-            .bind(hex::encode(Sha256::digest(client.cookie.as_bytes())))
-            .fetch_optional(&self.pipeline.platform.store.pool)
+        let row = repo::find_session_by_cookie(&self.pipeline.platform.store, &hex::encode(Sha256::digest(client.cookie.as_bytes())))
             .await?
             .ok_or_else(|| ActionError::unauthenticated("the session cookie is not valid; open your streaming URL again"))?;
-        let state: String = row.try_get("state")?;
-        if state != "ACTIVE" {
+        if row.state != SessionState::Active {
+            let state = row.state.as_str();
             return Err(ActionError::new(409, "SessionNotActive", format!("the session is {state}; My Files opens while it is ACTIVE")));
         }
-        let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+        let settings: Value = serde_json::from_str(&row.settings).map_err(ActionError::internal)?;
         let bucket = settings["HomeFoldersBucket"]
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| ActionError::new(409, "NoHomeFolder", "this session's stack has no home folders"))?;
-        let user = super::sessions::session_user(&row)?;
+        let user = row.user()?;
         Ok(FilesSession {
-            session_id: row.try_get("session_id")?,
+            session_id: row.session_id,
             bucket,
             prefix: user.home().prefix(),
             settings,
-            correlation_id: row.try_get("correlation_id")?,
-            instance_id: row.try_get("instance_id")?,
+            correlation_id: Some(row.correlation_id),
+            instance_id: row.instance_id,
         })
     }
 

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::Streaming;
-use super::{DescribeInput, NameInput, arn, check_name, not_found};
+use super::resource::{DescribeInput, NameInput, arn, check_name, not_found};
+use super::state::Streaming;
 use crate::core::codec::bounded;
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;

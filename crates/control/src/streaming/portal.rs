@@ -8,10 +8,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use policy::Resource;
+
+use super::fleets::fleet_row;
+use super::repo;
+use super::sessions::{access_mode, portal_user, session_status};
+use super::stacks::stack_row;
+use super::urls::{UrlFor, mint_url};
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
 use crate::core::store::now_millis;
-use policy::Resource;
 
 #[derive(Deserialize, Clone)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -52,7 +58,7 @@ fn check_batch(input: &BatchInput) -> Result<(), ActionError> {
         )));
     }
     for association in &input.user_stack_associations {
-        let mode = super::sessions::access_mode(&association.authentication_type);
+        let mode = access_mode(&association.authentication_type);
         if let Err(err) = model::UserRef::from_parts(mode, association.issuer.as_deref(), &association.user_name) {
             let hint = match mode {
                 model::AccessMode::Federated => "; a SAML user is named with their identity provider's Issuer",
@@ -143,21 +149,6 @@ struct DescribeInput {
     user_name: Option<String>,
     #[serde(default)]
     authentication_type: Option<String>,
-}
-
-/// The portal user a signed-in caller is, if they are one: a local user (`USERPOOL`) or a
-/// federated one (`SAML`), holding a sign-in's bearer token. An instance's, a session's or a
-/// link's credential acts for the same person but is not a sign-in: it launches, lists and
-/// ends nothing on the portal.
-pub(crate) fn portal_user(principal: &policy::Principal) -> Option<model::UserRef> {
-    match principal {
-        policy::Principal::User { user, channel: policy::Channel::Bearer, .. }
-            if matches!(user.mode(), model::AccessMode::Local | model::AccessMode::Federated) =>
-        {
-            Some(user.clone())
-        }
-        _ => None,
-    }
 }
 
 fn caller_user(ctx: &Ctx<'_>) -> Option<model::UserRef> {
@@ -276,11 +267,11 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     } else {
         return Err(ActionError::new(403, "AccessDeniedException", format!("you are not associated with stack `{}`", input.stack_name)));
     }
-    let stack = super::stacks::stack_row(plane, &input.stack_name).await?;
+    let stack = stack_row(plane, &input.stack_name).await?;
     let fleet_name: String = stack
         .try_get::<Option<String>, _>("fleet")?
         .ok_or_else(|| ActionError::new(400, "OperationNotPermittedException", format!("stack `{}` has no fleet", input.stack_name)))?;
-    let fleet = super::fleets::fleet_row(plane, &fleet_name).await?;
+    let fleet = fleet_row(plane, &fleet_name).await?;
     // A SAML user's session lasts no longer than their sign-in (its `SessionDuration`), as
     // AppStream's federated sessions do.
     let max_duration = match (kind, ctx.caller.expires) {
@@ -306,7 +297,7 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
             )));
         }
     }
-    let url = super::sessions::UrlFor {
+    let url = UrlFor {
         stack: input.stack_name,
         fleet: fleet_name,
         user: me,
@@ -314,7 +305,7 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         session_context: None,
         max_duration,
     };
-    super::sessions::mint_url(plane, &fleet, url, 60).await
+    mint_url(plane, &fleet, url, 60).await
 }
 
 /// `streaming:DescribeUserSessions` (DataSandbox's, the portal's "my sessions"): a signed-in
@@ -329,18 +320,10 @@ pub(crate) async fn my_sessions(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     })?;
     ctx.authorize_always();
     let plane = ctx.platform;
-    let rows = sqlx::query(
-        "SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = $2 AND COALESCE(issuer, '') = $3
-         ORDER BY start_time DESC LIMIT 20",
-    )
-    .bind(me.user().as_str())
-    .bind(me.mode().authentication_type())
-    .bind(me.issuer_str().unwrap_or_default())
-    .fetch_all(&plane.store.pool)
-    .await?;
+    let ids = repo::list_user_session_ids(&plane.store, &me).await?;
     let mut sessions = Vec::new();
-    for row in rows {
-        let mut status = super::sessions::session_status(plane, &row.try_get::<String, _>("session_id")?).await?;
+    for id in ids {
+        let mut status = session_status(plane, &id).await?;
         // The notebook URL belongs to the session's own page.
         if let Some(fields) = status.as_object_mut() {
             fields.remove("NotebookUrl");

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{DescribeInput, NameInput, arn, check_name, not_found};
+use super::fleets::fleet_row;
+use super::resource::{DescribeInput, NameInput, arn, check_name, not_found};
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
@@ -311,7 +312,7 @@ pub(super) async fn associate(ctx: &mut Ctx<'_>, input: Value, join: bool) -> Re
     let input: AssociateInput = ctx.parse(input)?;
     let plane = ctx.platform;
     let row = stack_row(plane, &input.stack_name).await?;
-    super::fleets::fleet_row(plane, &input.fleet_name).await?;
+    fleet_row(plane, &input.fleet_name).await?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     let current: Option<String> = row.try_get("fleet")?;
     let next = match (join, current.as_deref()) {

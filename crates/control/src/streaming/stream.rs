@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use sqlx::Row;
 
-use super::Streaming;
-use super::sessions::{SessionConnection, session_row};
+use super::connection::SessionConnection;
+use super::repo::SessionState;
+use super::sessions::session;
+use super::state::Streaming;
 use crate::core::error::ActionError;
 use crate::core::platform::ServiceEvent;
 
@@ -53,12 +54,12 @@ impl Streaming {
             if connection.session_id != session_id {
                 return Err(refuse(403, "AccessDeniedException", "the session cookie is for another session".into()));
             }
-            let row = session_row(&self.pipeline.platform, session_id).await?;
-            let state: String = row.try_get("state")?;
-            if state != "ACTIVE" {
+            let row = session(&self.pipeline.platform, session_id).await?;
+            if row.state != SessionState::Active {
+                let state = row.state.as_str();
                 return Err(refuse(409, "SessionNotActive", format!("the session is {state}; its display opens once it is ACTIVE")));
             }
-            let settings: Value = serde_json::from_str(&row.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+            let settings: Value = serde_json::from_str(&row.settings).map_err(ActionError::internal)?;
             if settings["StreamView"] == "DIRECT" {
                 return Err(refuse(
                     409,
@@ -66,9 +67,9 @@ impl Streaming {
                     "this stack hands the notebook to the browser (StreamView DIRECT); it streams no display".into(),
                 ));
             }
-            let instance: String = row.try_get::<Option<String>, _>("instance_id")?.unwrap_or_default();
+            let instance: String = row.instance_id.clone().unwrap_or_default();
             let socket = crate::instances::display_socket(&self.pipeline.platform, &instance);
-            let correlation_id: Option<String> = row.try_get("correlation_id")?;
+            let correlation_id: Option<String> = Some(row.correlation_id);
             Ok((socket, settings, instance, correlation_id))
         }
         .await;

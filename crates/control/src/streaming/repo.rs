@@ -1,0 +1,525 @@
+//! The `sessions` and `streaming_urls` tables, typed: the one file of streaming that reads
+//! their rows, so that a session's states are an enum (`SessionState`, `ConnectionState`)
+//! rather than strings spread over the service, and a column is named in one place.
+//!
+//! Each function is one statement, the same SQL the service ran before it had a repository.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::resource::not_found;
+use crate::core::error::ActionError;
+use crate::core::platform::Platform;
+use crate::core::store::Store;
+
+/// Where a session is in its life: waiting for an instance, served by one, or over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionState {
+    Pending,
+    Active,
+    Expired,
+}
+
+impl SessionState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Pending => "PENDING",
+            SessionState::Active => "ACTIVE",
+            SessionState::Expired => "EXPIRED",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<SessionState> {
+        match text {
+            "PENDING" => Some(SessionState::Pending),
+            "ACTIVE" => Some(SessionState::Active),
+            "EXPIRED" => Some(SessionState::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a session's page holds a live connection to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectionState {
+    Connected,
+    NotConnected,
+}
+
+impl ConnectionState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Connected => "CONNECTED",
+            ConnectionState::NotConnected => "NOT_CONNECTED",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<ConnectionState> {
+        match text {
+            "CONNECTED" => Some(ConnectionState::Connected),
+            "NOT_CONNECTED" => Some(ConnectionState::NotConnected),
+            _ => None,
+        }
+    }
+}
+
+/// A row of `sessions`, as far as the service reads it (not the cookie's hash, which is only
+/// looked up by, nor `last_input`, which the live side keeps).
+pub(crate) struct SessionRow {
+    pub session_id: String,
+    pub user_id: String,
+    /// AppStream's `AuthenticationType`: API, USERPOOL or SAML.
+    pub authentication_type: String,
+    /// A federated user's identity provider.
+    pub issuer: Option<String>,
+    pub stack: String,
+    pub fleet: String,
+    pub application_id: Option<String>,
+    pub session_context: Option<String>,
+    pub state: SessionState,
+    pub connection_state: ConnectionState,
+    pub instance_id: Option<String>,
+    pub private_address: Option<String>,
+    /// The stack's settings and the fleet's timeouts as they were when the session started (JSON).
+    pub settings: String,
+    pub correlation_id: String,
+    pub queued: i64,
+    pub start_time: i64,
+    pub max_expiration: i64,
+    pub connected_once: bool,
+    /// The addresses its page connected from (a JSON array).
+    pub client_ips: String,
+    pub end_time: Option<i64>,
+    pub end_reason: Option<String>,
+    pub notebook_url: Option<String>,
+}
+
+impl SessionRow {
+    fn from_row(row: &AnyRow) -> Result<SessionRow, ActionError> {
+        let state: String = row.try_get("state")?;
+        let connection: String = row.try_get("connection_state")?;
+        Ok(SessionRow {
+            session_id: row.try_get("session_id")?,
+            user_id: row.try_get("user_id")?,
+            authentication_type: row.try_get("authentication_type")?,
+            issuer: row.try_get("issuer")?,
+            stack: row.try_get("stack")?,
+            fleet: row.try_get("fleet")?,
+            application_id: row.try_get("application_id")?,
+            session_context: row.try_get("session_context")?,
+            state: SessionState::parse(&state).ok_or_else(|| ActionError::internal(format!("a session in state `{state}`")))?,
+            connection_state: ConnectionState::parse(&connection)
+                .ok_or_else(|| ActionError::internal(format!("a session in connection state `{connection}`")))?,
+            instance_id: row.try_get("instance_id")?,
+            private_address: row.try_get("private_address")?,
+            settings: row.try_get("settings")?,
+            correlation_id: row.try_get("correlation_id")?,
+            queued: row.try_get("queued")?,
+            start_time: row.try_get("start_time")?,
+            max_expiration: row.try_get("max_expiration")?,
+            connected_once: row.try_get::<i64, _>("connected_once")? != 0,
+            client_ips: row.try_get("client_ips")?,
+            end_time: row.try_get("end_time")?,
+            end_reason: row.try_get("end_reason")?,
+            notebook_url: row.try_get("notebook_url")?,
+        })
+    }
+
+    /// Who the session is for.
+    pub(crate) fn user(&self) -> Result<model::UserRef, ActionError> {
+        user_of(&self.authentication_type, self.issuer.as_deref(), &self.user_id)
+    }
+}
+
+/// The home-folder access mode of a session's `AuthenticationType` (AppStream's layout).
+pub(crate) fn access_mode(authentication_type: &str) -> model::AccessMode {
+    match authentication_type {
+        "USERPOOL" => model::AccessMode::Local,
+        "SAML" => model::AccessMode::Federated,
+        _ => model::AccessMode::Custom,
+    }
+}
+
+fn user_of(authentication_type: &str, issuer: Option<&str>, user_id: &str) -> Result<model::UserRef, ActionError> {
+    model::UserRef::from_parts(access_mode(authentication_type), issuer, user_id).map_err(|err| {
+        ActionError::new(401, "SessionPredatesIdentity", format!("this session's user is not complete ({err}); start a new session"))
+    })
+}
+
+/// Who a session (an untyped row of `sessions`) is for: for the notebooks service, which still
+/// reads the row itself.
+pub(crate) fn session_user(row: &AnyRow) -> Result<model::UserRef, ActionError> {
+    let issuer: Option<String> = row.try_get("issuer")?;
+    user_of(&row.try_get::<String, _>("authentication_type")?, issuer.as_deref(), &row.try_get::<String, _>("user_id")?)
+}
+
+async fn find_session_row(store: &Store, session_id: &str) -> Result<Option<AnyRow>, ActionError> {
+    Ok(sqlx::query("SELECT * FROM sessions WHERE session_id = $1").bind(session_id).fetch_optional(&store.pool).await?)
+}
+
+/// The untyped row of one session: for the notebooks service, which still reads it itself.
+pub(crate) async fn session_row(plane: &Platform, session_id: &str) -> Result<AnyRow, ActionError> {
+    find_session_row(&plane.store, session_id).await?.ok_or_else(|| not_found("session", session_id))
+}
+
+pub(crate) async fn find_session(store: &Store, session_id: &str) -> Result<Option<SessionRow>, ActionError> {
+    find_session_row(store, session_id).await?.as_ref().map(SessionRow::from_row).transpose()
+}
+
+/// The session whose cookie hashes to `cookie_hash`.
+pub(crate) async fn find_session_by_cookie(store: &Store, cookie_hash: &str) -> Result<Option<SessionRow>, ActionError> {
+    let row = sqlx::query("SELECT * FROM sessions WHERE cookie_hash = $1").bind(cookie_hash).fetch_optional(&store.pool).await?;
+    row.as_ref().map(SessionRow::from_row).transpose()
+}
+
+/// The ACTIVE session a RUNNING instance serves, by the instance's private address.
+pub(crate) struct LinkedSession {
+    pub session_id: String,
+    pub correlation_id: String,
+    pub instance_id: String,
+    pub user: Result<model::UserRef, ActionError>,
+}
+
+pub(crate) async fn find_session_served_from(store: &Store, private_address: &str) -> Result<Option<LinkedSession>, ActionError> {
+    let row = sqlx::query(
+        "SELECT s.session_id, s.user_id, s.correlation_id, s.authentication_type, s.issuer, i.instance_id FROM instances i JOIN sessions s ON s.instance_id = i.instance_id
+         WHERE i.private_address = $1 AND i.state = 'RUNNING' AND s.state = 'ACTIVE'",
+    )
+    .bind(private_address)
+    .fetch_optional(&store.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(LinkedSession {
+        user: session_user(&row),
+        session_id: row.try_get("session_id")?,
+        correlation_id: row.try_get("correlation_id")?,
+        instance_id: row.try_get("instance_id")?,
+    }))
+}
+
+/// How many sessions wait in `fleet`'s queue.
+pub(crate) async fn count_waiting(store: &Store, fleet: &str) -> Result<i64, ActionError> {
+    Ok(sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE fleet = $1 AND state = 'PENDING'")
+        .bind(fleet)
+        .fetch_one(&store.pool)
+        .await?
+        .try_get("n")?)
+}
+
+/// How many places (waiting or active) `user` holds on `fleet`.
+pub(crate) async fn count_held(store: &Store, fleet: &str, user: &model::UserRef) -> Result<i64, ActionError> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) AS n FROM sessions WHERE fleet = $1 AND state IN ('PENDING', 'ACTIVE') AND user_id = $2
+         AND authentication_type = $3 AND COALESCE(issuer, '') = $4",
+    )
+    .bind(fleet)
+    .bind(user.user().as_str())
+    .bind(user.mode().authentication_type())
+    .bind(user.issuer_str().unwrap_or_default())
+    .fetch_one(&store.pool)
+    .await?
+    .try_get("n")?)
+}
+
+/// How many sessions wait ahead of the one queued at `queued` as `session_id`.
+pub(crate) async fn count_ahead(store: &Store, fleet: &str, queued: i64, session_id: &str) -> Result<i64, ActionError> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) AS n FROM sessions WHERE fleet = $1 AND state = 'PENDING' AND (queued < $2 OR (queued = $2 AND session_id < $3))",
+    )
+    .bind(fleet)
+    .bind(queued)
+    .bind(session_id)
+    .fetch_one(&store.pool)
+    .await?
+    .try_get("n")?)
+}
+
+/// A new session, PENDING and NOT_CONNECTED, queued at `now`.
+pub(crate) struct NewSession<'a> {
+    pub session_id: &'a str,
+    /// The user's id as the URL's claims spell it, and who they are.
+    pub user_id: &'a str,
+    pub user: &'a model::UserRef,
+    pub stack: &'a str,
+    pub fleet: &'a str,
+    pub application_id: Option<&'a str>,
+    pub session_context: Option<&'a str>,
+    pub settings: String,
+    pub correlation_id: &'a str,
+    pub cookie_hash: String,
+    pub now: i64,
+    pub max_expiration: i64,
+    pub client_ips: String,
+}
+
+pub(crate) async fn insert_session(store: &Store, session: NewSession<'_>) -> Result<(), ActionError> {
+    sqlx::query(
+        "INSERT INTO sessions (session_id, user_id, authentication_type, stack, fleet, application_id, session_context, state, connection_state,
+         settings, correlation_id, cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips, issuer)
+         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12, $14)",
+    )
+    .bind(session.session_id)
+    .bind(session.user_id)
+    .bind(session.stack)
+    .bind(session.fleet)
+    .bind(session.application_id)
+    .bind(session.session_context)
+    .bind(session.settings)
+    .bind(session.correlation_id)
+    .bind(session.cookie_hash)
+    .bind(session.now)
+    .bind(session.max_expiration)
+    .bind(session.client_ips)
+    .bind(session.user.mode().authentication_type())
+    .bind(session.user.issuer_str())
+    .execute(&store.pool)
+    .await?;
+    Ok(())
+}
+
+/// Ends the session, once: false when it had already ended.
+pub(crate) async fn mark_expired(store: &Store, session_id: &str, now: i64, reason: &str) -> Result<bool, ActionError> {
+    let ended = sqlx::query("UPDATE sessions SET state = 'EXPIRED', connection_state = 'NOT_CONNECTED', end_time = $1, end_reason = $2 WHERE session_id = $3 AND state != 'EXPIRED'")
+        .bind(now)
+        .bind(reason)
+        .bind(session_id)
+        .execute(&store.pool)
+        .await?;
+    Ok(ended.rows_affected() != 0)
+}
+
+/// A page connected: CONNECTED, once at least, from `client_ips` (a JSON array).
+pub(crate) async fn mark_connected(store: &Store, session_id: &str, client_ips: &str) -> Result<(), ActionError> {
+    sqlx::query("UPDATE sessions SET connection_state = 'CONNECTED', connected_once = 1, disconnected_at = NULL, client_ips = $1 WHERE session_id = $2")
+        .bind(client_ips)
+        .bind(session_id)
+        .execute(&store.pool)
+        .await?;
+    Ok(())
+}
+
+/// The last page disconnected at `now` (an ended session stays as it ended).
+pub(crate) async fn mark_disconnected(store: &Store, session_id: &str, now: i64) -> Result<(), ActionError> {
+    sqlx::query(
+        "UPDATE sessions SET connection_state = 'NOT_CONNECTED', disconnected_at = $1 WHERE session_id = $2 AND state != 'EXPIRED'",
+    )
+    .bind(now)
+    .bind(session_id)
+    .execute(&store.pool)
+    .await?;
+    Ok(())
+}
+
+/// What `DescribeSessions` filters by ('' for a filter not given) and where its page starts.
+pub(crate) struct SessionFilter<'a> {
+    pub stack: &'a str,
+    pub fleet: &'a str,
+    pub user_id: String,
+    pub authentication_type: String,
+    pub instance_id: String,
+    /// One session by id, in any state; '' for the PENDING and ACTIVE ones.
+    pub session_id: String,
+    pub after_time: i64,
+    pub after_id: &'a str,
+    pub limit: i64,
+}
+
+/// One page of sessions in start order (up to `limit`).
+pub(crate) async fn list_sessions(store: &Store, filter: SessionFilter<'_>) -> Result<Vec<SessionRow>, ActionError> {
+    let rows = sqlx::query(
+        "SELECT * FROM sessions WHERE stack = $1 AND fleet = $2
+         AND (($9 = '' AND state IN ('PENDING', 'ACTIVE')) OR session_id = $9)
+         AND ($3 = '' OR (user_id = $3 AND authentication_type = $4)) AND ($5 = '' OR instance_id = $5)
+         AND (start_time > $6 OR (start_time = $6 AND session_id > $7))
+         ORDER BY start_time, session_id LIMIT $8",
+    )
+    .bind(filter.stack)
+    .bind(filter.fleet)
+    .bind(filter.user_id)
+    .bind(filter.authentication_type)
+    .bind(filter.instance_id)
+    .bind(filter.after_time)
+    .bind(filter.after_id)
+    .bind(filter.limit)
+    .bind(filter.session_id)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(SessionRow::from_row).collect()
+}
+
+/// A user's newest sessions (at most 20), by id.
+pub(crate) async fn list_user_session_ids(store: &Store, user: &model::UserRef) -> Result<Vec<String>, ActionError> {
+    let rows = sqlx::query(
+        "SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = $2 AND COALESCE(issuer, '') = $3
+         ORDER BY start_time DESC LIMIT 20",
+    )
+    .bind(user.user().as_str())
+    .bind(user.mode().authentication_type())
+    .bind(user.issuer_str().unwrap_or_default())
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(rows.iter().map(|row| row.try_get("session_id")).collect::<Result<_, _>>()?)
+}
+
+/// A session the engine watches for its timeouts: PENDING or ACTIVE.
+pub(crate) struct OpenSession {
+    pub session_id: String,
+    pub fleet: String,
+    pub state: SessionState,
+    pub connection_state: ConnectionState,
+    pub queued: i64,
+    pub active_time: Option<i64>,
+    pub max_expiration: i64,
+    pub disconnected_at: Option<i64>,
+    /// As in `SessionRow`: the settings and timeouts it started with (JSON).
+    pub settings: String,
+}
+
+pub(crate) async fn list_open_sessions(store: &Store) -> Result<Vec<OpenSession>, ActionError> {
+    let rows = sqlx::query(
+        "SELECT session_id, fleet, state, connection_state, queued, active_time, max_expiration, disconnected_at, settings FROM sessions WHERE state IN ('PENDING', 'ACTIVE')",
+    )
+    .fetch_all(&store.pool)
+    .await?;
+    let open = |row: &AnyRow| {
+        let state: String = row.try_get("state")?;
+        let connection: String = row.try_get("connection_state")?;
+        Ok(OpenSession {
+            session_id: row.try_get("session_id")?,
+            fleet: row.try_get("fleet")?,
+            state: SessionState::parse(&state).ok_or_else(|| ActionError::internal(format!("a session in state `{state}`")))?,
+            connection_state: ConnectionState::parse(&connection)
+                .ok_or_else(|| ActionError::internal(format!("a session in connection state `{connection}`")))?,
+            queued: row.try_get("queued")?,
+            active_time: row.try_get("active_time")?,
+            max_expiration: row.try_get("max_expiration")?,
+            disconnected_at: row.try_get("disconnected_at")?,
+            settings: row.try_get("settings")?,
+        })
+    };
+    rows.iter().map(open).collect()
+}
+
+async fn ids(store: &Store, query: &str, fleet: Option<&str>) -> Result<Vec<String>, ActionError> {
+    let mut query = sqlx::query(query);
+    if let Some(fleet) = fleet {
+        query = query.bind(fleet);
+    }
+    Ok(query.fetch_all(&store.pool).await?.iter().map(|row| row.try_get("session_id")).collect::<Result<_, _>>()?)
+}
+
+/// The sessions of `fleet` not yet ended.
+pub(crate) async fn list_unended_session_ids(store: &Store, fleet: &str) -> Result<Vec<String>, ActionError> {
+    ids(store, "SELECT session_id FROM sessions WHERE fleet = $1 AND state != 'EXPIRED'", Some(fleet)).await
+}
+
+/// Every session not yet ended, of any fleet.
+pub(crate) async fn list_all_unended_session_ids(store: &Store) -> Result<Vec<String>, ActionError> {
+    ids(store, "SELECT session_id FROM sessions WHERE state != 'EXPIRED'", None).await
+}
+
+/// `fleet`'s queue, first come first.
+pub(crate) async fn list_queue(store: &Store, fleet: &str) -> Result<Vec<String>, ActionError> {
+    ids(store, "SELECT session_id FROM sessions WHERE fleet = $1 AND state = 'PENDING' ORDER BY queued, session_id", Some(fleet)).await
+}
+
+/// The PENDING session is ACTIVE on `instance_id` from `now`: false if it was no longer PENDING.
+pub(crate) async fn mark_active(store: &Store, session_id: &str, instance_id: &str, address: &str, now: i64) -> Result<bool, ActionError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET state = 'ACTIVE', instance_id = $1, private_address = $2, active_time = $3 WHERE session_id = $4 AND state = 'PENDING'",
+    )
+    .bind(instance_id)
+    .bind(address)
+    .bind(now)
+    .bind(session_id)
+    .execute(&store.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How long `fleet`'s sessions that ended since `since` lasted on average (ms), if any did.
+pub(crate) async fn mean_duration_since(store: &Store, fleet: &str, since: i64) -> Result<Option<f64>, ActionError> {
+    let recent =
+        sqlx::query("SELECT AVG(end_time - start_time) AS mean FROM sessions WHERE fleet = $1 AND end_time IS NOT NULL AND end_time > $2")
+            .bind(fleet)
+            .bind(since)
+            .fetch_one(&store.pool)
+            .await?;
+    Ok(recent.try_get::<Option<f64>, _>("mean").ok().flatten())
+}
+
+/// A streaming URL's row: whom it was made for (which redemption compares with its claims) and
+/// the session context it carries (data, never trusted, so never in the token).
+pub(crate) struct UrlRow {
+    pub user_id: String,
+    pub stack: String,
+    pub fleet: String,
+    /// Absent for URLs made before it was recorded: those are `API`.
+    pub authentication_type: Option<String>,
+    pub issuer: Option<String>,
+}
+
+/// A new streaming URL, not yet redeemed.
+pub(crate) struct NewUrl<'a> {
+    pub url_id: &'a str,
+    pub stack: &'a str,
+    pub fleet: &'a str,
+    pub user_id: &'a str,
+    pub application_id: Option<&'a str>,
+    pub session_context: Option<&'a str>,
+    pub expires: i64,
+    pub created: i64,
+    pub authentication_type: &'a str,
+    pub issuer: Option<&'a str>,
+}
+
+pub(crate) async fn insert_url(store: &Store, url: NewUrl<'_>) -> Result<(), ActionError> {
+    sqlx::query(
+        "INSERT INTO streaming_urls (url_id, stack, fleet, user_id, application_id, session_context, expires, redeemed, created, authentication_type, issuer)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)",
+    )
+    .bind(url.url_id)
+    .bind(url.stack)
+    .bind(url.fleet)
+    .bind(url.user_id)
+    .bind(url.application_id)
+    .bind(url.session_context)
+    .bind(url.expires)
+    .bind(url.created)
+    .bind(url.authentication_type)
+    .bind(url.issuer)
+    .execute(&store.pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn find_url(store: &Store, url_id: &str) -> Result<Option<UrlRow>, ActionError> {
+    let row = sqlx::query("SELECT * FROM streaming_urls WHERE url_id = $1").bind(url_id).fetch_optional(&store.pool).await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(UrlRow {
+        user_id: row.try_get("user_id")?,
+        stack: row.try_get("stack")?,
+        fleet: row.try_get("fleet")?,
+        authentication_type: row.try_get("authentication_type")?,
+        issuer: row.try_get("issuer")?,
+    }))
+}
+
+/// Marks the URL used at `now`, atomically: false when it already was.
+pub(crate) async fn mark_redeemed(store: &Store, url_id: &str, now: i64) -> Result<bool, ActionError> {
+    let used = sqlx::query("UPDATE streaming_urls SET redeemed = $1 WHERE url_id = $2 AND redeemed IS NULL")
+        .bind(now)
+        .bind(url_id)
+        .execute(&store.pool)
+        .await?;
+    Ok(used.rows_affected() != 0)
+}
+
+/// The session context the URL carries.
+pub(crate) async fn url_session_context(store: &Store, url_id: &str) -> Result<Option<String>, ActionError> {
+    Ok(sqlx::query("SELECT session_context FROM streaming_urls WHERE url_id = $1")
+        .bind(url_id)
+        .fetch_one(&store.pool)
+        .await?
+        .try_get("session_context")?)
+}
