@@ -3,17 +3,23 @@
 //!
 //! The files, each importing only those listed before it:
 //! - `state`: the in-memory state every part shares (`Streaming`, a session's `Live` side);
-//!   `resource`: the fleet and stack actions' names, ARNs and not-found error.
-//! - `fleets` and `stacks`: their CRUD actions; `queue`: a fleet queue's limits and wait.
-//! - `sessions`: who a session is for, how it looks and how it ends.
-//! - `engine`: the background loop that keeps fleets at capacity, serves the queue and ends
-//!   sessions on their timeouts.
-//! - `urls`: minting and redeeming streaming URLs, and authenticating a session's user;
-//!   `connection`: a session page's live connection; `portal`: the analyst portal's actions;
-//!   `files` and `stream`: a session's home folder and printouts, and its pixel stream.
+//!   `resource`: the fleet and stack actions' names, ARNs and not-found error; `repo`: the
+//!   sessions' and streaming URLs' rows.
+//! - `fleets` and `stacks`: their CRUD actions, with AWS's members and ranges (a fleet's
+//!   capacity is counted from its instances in one query, never kept); `queue`: a fleet
+//!   queue's limits and wait.
+//! - `sessions`: who a session is for, how it looks and how it ends; a session holds its
+//!   cookie, its correlation id and a snapshot of the stack's settings and the fleet's
+//!   timeouts, and its end is recorded as `streaming:SessionEnded` for the usage reports.
+//! - `engine`: the background loop that keeps ALWAYS_ON fleets warm, starts ON_DEMAND
+//!   instances per session, serves each fleet's FIFO queue and ends sessions on their
+//!   disconnect, idle and maximum-duration timeouts (warning first).
+//! - `urls`: minting HMAC-signed streaming URLs, checking them as authentication and
+//!   consuming each atomically, and authenticating a session's user; `connection`: a session
+//!   page's live connection; `portal`: the analyst portal's actions; `files` and `stream`: a
+//!   session's home folder and printouts, and its pixel stream.
 //!
 //! This file only wires them: the dispatch of streaming's actions, and the start and stop.
-
 mod connection;
 pub(crate) mod engine;
 pub(crate) mod files;
