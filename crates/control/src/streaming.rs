@@ -20,6 +20,7 @@
 //!   session's home folder and printouts, and its pixel stream.
 //!
 //! This file only wires them: the dispatch of streaming's actions, and the start and stop.
+
 mod connection;
 pub(crate) mod engine;
 pub(crate) mod files;
