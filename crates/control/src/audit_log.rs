@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::core::actions::AuditAction;
 use crate::core::codec::{decode_token, encode_token};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: AuditAction, input: Value) -> Result<Value, ActionError> {
@@ -31,7 +31,11 @@ async fn caught_up(ctx: &Ctx<'_>) -> Result<(), ActionError> {
     if ctx.platform.index.wait_for(durable, Duration::from_secs(10)).await {
         Ok(())
     } else {
-        Err(ActionError::new(503, "ServiceUnavailable", "the audit index is behind the trail; retry, or run `datasandbox audit reindex`"))
+        Err(ActionError::new(
+            503,
+            ErrorCode::ServiceUnavailable,
+            "the audit index is behind the trail; retry, or run `datasandbox audit reindex`",
+        ))
     }
 }
 

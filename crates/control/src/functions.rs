@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use crate::core::actions::BuiltinFunction;
 use crate::core::codec::{decode_base64, encode_base64};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::{Pipeline, Request};
 use crate::core::platform::ServiceEvent;
 use crate::core::store::now_millis;
@@ -120,7 +120,7 @@ async fn invoke(control: &Pipeline, function: &str, event: &Value) -> Result<(),
             let object = match object {
                 Ok(object) => object,
                 // Deleted since: nothing left to checksum.
-                Err(err) if err.code == "NoSuchKey" => return Ok(()),
+                Err(err) if err.code == ErrorCode::NoSuchKey => return Ok(()),
                 Err(err) => return Err(err),
             };
             let body = decode_base64("Body", object["Body"].as_str().unwrap_or_default())?;

@@ -19,7 +19,7 @@ mod streaming;
 
 pub use crate::core::actions::{ACTIONS, ActionSpec};
 pub use crate::core::caller::{Credentials, OidcCallback, Secret};
-pub use crate::core::error::ActionError;
+pub use crate::core::error::{ActionError, ErrorCode};
 pub use crate::core::pipeline::{Request, Response};
 pub use crate::core::store::{Store, now_millis, rfc3339_to_millis};
 pub use instances::EndpointServer;

@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use crate::core::actions::ParametersAction;
 use crate::core::codec::{decode_token, encode_base64, encode_token};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -37,7 +37,7 @@ fn arn(plane: &Platform, name: &str) -> String {
 }
 
 fn not_found(name: &str) -> ActionError {
-    ActionError::not_found("ParameterNotFound", format!("parameter `{name}` does not exist"))
+    ActionError::not_found(ErrorCode::ParameterNotFound, format!("parameter `{name}` does not exist"))
 }
 
 fn resource(name: &str) -> Resource {
@@ -99,7 +99,10 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         (None, None) => return Err(ActionError::validation(format!("Type is required to create parameter `{name}`"))),
     };
     if current.is_some() && !input.overwrite {
-        return Err(ActionError::conflict("ParameterAlreadyExists", format!("parameter `{name}` exists; set Overwrite to replace it")));
+        return Err(ActionError::conflict(
+            ErrorCode::ParameterAlreadyExists,
+            format!("parameter `{name}` exists; set Overwrite to replace it"),
+        ));
     }
     let (stored, key_id) = if kind == "SecureString" {
         let key = match &input.key_id {
@@ -120,7 +123,10 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         .await?
         .try_get("v")?;
     if version > 0 && !input.overwrite {
-        return Err(ActionError::conflict("ParameterAlreadyExists", format!("parameter `{name}` exists; set Overwrite to replace it")));
+        return Err(ActionError::conflict(
+            ErrorCode::ParameterAlreadyExists,
+            format!("parameter `{name}` exists; set Overwrite to replace it"),
+        ));
     }
     let version = version + 1;
     sqlx::query("INSERT INTO parameters (name, version, type, value, key_id, description, last_modified, modified_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
@@ -148,7 +154,7 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
 async fn default_key(plane: &Platform) -> Result<keys::KeyRow, ActionError> {
     match keys::resolve_for_use(plane, DEFAULT_KEY_ALIAS).await {
         Ok(key) => Ok(key),
-        Err(err) if err.code == "NotFoundException" => {
+        Err(err) if err.code == ErrorCode::NotFoundException => {
             let key = keys::insert_key(plane, "Default key for SecureString parameters").await?;
             let inserted = sqlx::query(
                 "INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING",

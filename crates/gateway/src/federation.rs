@@ -79,7 +79,7 @@ async fn login(
 ) -> Response {
     match control.saml_login_url(&query.relay_state(), &peer.ip().to_string()).await {
         Ok((url, request)) => redirect(&url, Some(&saml_cookie(&control, &request, 600))),
-        Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code, &err.message, None),
+        Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code.as_str(), &err.message, None),
     }
 }
 
@@ -168,7 +168,7 @@ async fn oidc_login(
 ) -> Response {
     match control.oidc_login_url(&query.relay_state(), &peer.ip().to_string()).await {
         Ok((url, state)) => redirect(&url, Some(&format!("{OIDC_COOKIE}={state}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=600"))),
-        Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code, &err.message, None),
+        Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code.as_str(), &err.message, None),
     }
 }
 
@@ -225,7 +225,7 @@ async fn signed_in(
         Ok(issued) => issued["Token"].as_str().unwrap_or_default().to_owned(),
         Err(err) => {
             let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::UNAUTHORIZED);
-            return problem(status, err.code, &err.message, Some(&signed.request_id));
+            return problem(status, err.code.as_str(), &err.message, Some(&signed.request_id));
         }
     };
     let cookie = crate::portal::cookie_for(&token);
@@ -248,7 +248,7 @@ async fn signed_in(
         Ok(url) => redirect(url["StreamingURL"].as_str().unwrap_or("/portal"), Some(&cookie)),
         // Signed in, but this stack cannot be launched: the portal shows what can.
         Err(err) => {
-            tracing::info!(code = err.code, message = %err.message, "the relay state's stack could not be launched");
+            tracing::info!(code = err.code.as_str(), message = %err.message, "the relay state's stack could not be launched");
             redirect(
                 &format!("/portal?error={}", form_urlencoded::byte_serialize(err.message.as_bytes()).collect::<String>()),
                 Some(&cookie),

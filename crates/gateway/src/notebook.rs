@@ -353,7 +353,8 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     let target = match control.notebook_target(&name, &cookie, &peer.ip().to_string()).await {
         Ok(target) => target,
         Err(err) => {
-            return (StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN), error_body(err.code, &err.message)).into_response();
+            return (StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN), error_body(err.code.as_str(), &err.message))
+                .into_response();
         }
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();

@@ -20,7 +20,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use control::{ActionError, ControlPlane};
+use control::{ActionError, ControlPlane, ErrorCode};
 use serde_json::json;
 
 /// Paths whose requests a cookie authenticates.
@@ -61,7 +61,7 @@ pub(crate) async fn guard(State(check): State<Check>, request: Request, next: Ne
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip().to_string());
     let error = ActionError::new(
         403,
-        "CrossOriginRequestRefused",
+        ErrorCode::CrossOriginRequestRefused,
         "this request comes from a page of another origin; open the page from this server".to_owned(),
     );
     let path: String = request.uri().path().chars().take(256).collect();

@@ -219,7 +219,7 @@ async fn open_url(
             page.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
             page
         }
-        Err(err) => error_page(err.status, err.code, &err.message, &response.request_id),
+        Err(err) => error_page(err.status, err.code.as_str(), &err.message, &response.request_id),
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use control::{ActionError, ControlPlane, Credentials};
+use control::{ActionError, ControlPlane, Credentials, ErrorCode};
 use serde_json::json;
 
 use crate::session;
@@ -27,7 +27,8 @@ pub(crate) async fn page_sign_in(
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        let error = ActionError::new(415, "UnsupportedMediaTypeException", "a sign-in is a JSON body (Content-Type: application/json)");
+        let error =
+            ActionError::new(415, ErrorCode::UnsupportedMediaTypeException, "a sign-in is a JSON body (Content-Type: application/json)");
         control.record_refused_request("SignInRefused", &error, json!({ "Reason": "not JSON" }), &peer.ip().to_string()).await;
         return Err(
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(json!({ "Code": error.code, "Message": error.message }))).into_response()
@@ -36,7 +37,8 @@ pub(crate) async fn page_sign_in(
     // And it comes from this server's page: a browser always names the page's origin on a
     // POST, and `origin::guard` has refused any other than this one.
     if !headers.contains_key(header::ORIGIN) {
-        let error = ActionError::new(403, "CrossOriginRequestRefused", "a sign-in is posted by this server's sign-in page (Origin)");
+        let error =
+            ActionError::new(403, ErrorCode::CrossOriginRequestRefused, "a sign-in is posted by this server's sign-in page (Origin)");
         control.record_refused_request("SignInRefused", &error, json!({ "Reason": "no Origin" }), &peer.ip().to_string()).await;
         return Err((StatusCode::FORBIDDEN, axum::Json(json!({ "Code": error.code, "Message": error.message }))).into_response());
     }

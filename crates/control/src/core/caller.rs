@@ -7,7 +7,7 @@ use policy::{Channel, Principal};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::store::millis_to_rfc3339;
 
 /// What a transport knows about who is calling.
@@ -62,7 +62,7 @@ pub(crate) fn console_access(credentials: &Credentials, caller: &Caller) -> Resu
     let who = caller.identity.user_name.as_deref().unwrap_or(&caller.identity.principal_id);
     Err(ActionError::new(
         403,
-        "ConsoleAccessDenied",
+        ErrorCode::ConsoleAccessDenied,
         format!("`{who}` does not hold the `{CONSOLE_ROLE}` role the operator console requires; ask an operator to grant it"),
     ))
 }

@@ -3,11 +3,144 @@
 
 use std::fmt;
 
+/// Declares the closed set of error codes a caller can see, each spelled as its variant.
+macro_rules! error_codes {
+    ($($code:ident,)*) => {
+        /// Every error code the API answers with: AWS's where the seed's services have one,
+        /// else a name of ours in the same style. A code is matched as a value, never as text.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[allow(clippy::enum_variant_names, reason = "the codes are AWS's, `…Exception` included")]
+        pub enum ErrorCode { $($code,)* }
+
+        impl ErrorCode {
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$code => stringify!($code),)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    AccessDeniedException,
+    AlreadyExistsException,
+    BucketAlreadyExists,
+    BucketAlreadyOwnedByYou,
+    BucketNotEmpty,
+    ClipboardBlocked,
+    CodeMismatchException,
+    ConcurrentModificationException,
+    ConflictException,
+    ConsoleAccessDenied,
+    CrossOriginRequestRefused,
+    DeploymentFailed,
+    DestroyIncomplete,
+    EntityTooLarge,
+    ExpiredNotebookURL,
+    ExpiredStreamingURL,
+    ExpiredTokenException,
+    FileTransferDisabled,
+    FleetDidNotStop,
+    IncorrectKeyException,
+    InsufficientCapacity,
+    InternalFailure,
+    InvalidCiphertextException,
+    InvalidKeyUsageException,
+    InvalidNotebookURL,
+    InvalidParameterCombinationException,
+    InvalidRange,
+    InvalidSAMLResponse,
+    InvalidStreamingURLSignature,
+    KMSInvalidStateException,
+    LimitExceededException,
+    MalformedStreamingURL,
+    NoDisplay,
+    NoHomeFolder,
+    NoSuchBucket,
+    NoSuchKey,
+    NotAuthorizedException,
+    NotFoundException,
+    NotebookDidNotStop,
+    NotebookOwnedByAnotherUser,
+    NotebookURLAlreadyUsed,
+    NotebookURLBoundToAnotherSession,
+    NotebookURLBoundToInstance,
+    OIDCAudienceMismatch,
+    OIDCExpired,
+    OIDCInvalidCallback,
+    OIDCInvalidState,
+    OIDCInvalidToken,
+    OIDCIssuerMismatch,
+    OIDCNoUser,
+    OIDCNonceMismatch,
+    OIDCNotConfigured,
+    OIDCNotYetValid,
+    OIDCProviderError,
+    OIDCProviderUnavailable,
+    OIDCReplay,
+    OIDCSignatureInvalid,
+    OIDCStateMismatch,
+    OIDCTokenRejected,
+    OperationNotPermittedException,
+    ParameterAlreadyExists,
+    ParameterNotFound,
+    PreconditionFailed,
+    ReplacementBlocked,
+    ResourceAlreadyExistsException,
+    ResourceInUse,
+    ResourceInUseException,
+    ResourceLimitExceeded,
+    ResourceNotFound,
+    ResourceNotFoundException,
+    SAMLAudienceMismatch,
+    SAMLDestinationMismatch,
+    SAMLExpired,
+    SAMLNoRole,
+    SAMLNotConfigured,
+    SAMLNotYetValid,
+    SAMLRecipientMismatch,
+    SAMLReplay,
+    SAMLRequestNotFromThisBrowser,
+    SAMLSignatureInvalid,
+    SAMLSignatureWrapping,
+    SAMLStatusNotSuccess,
+    SAMLUnknownIssuer,
+    SAMLUnknownRequest,
+    SAMLUnsigned,
+    SAMLWeakSignature,
+    SerializationException,
+    ServiceUnavailable,
+    SessionEnded,
+    SessionNotActive,
+    SessionPredatesIdentity,
+    SessionRejected,
+    StreamingURLAlreadyUsed,
+    StreamingURLMismatch,
+    TooManyRequestsException,
+    UnknownOperationException,
+    UnrecognizedClientException,
+    UnsupportedMediaTypeException,
+    UserNotFoundException,
+    UsernameExistsException,
+    ValidationException,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// An error as the caller sees it. Server faults carry a generic message; the detail goes to
 /// the log under the request id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub status: u16,
 }
@@ -21,40 +154,40 @@ impl fmt::Display for ActionError {
 impl std::error::Error for ActionError {}
 
 impl ActionError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ActionError {
+    pub fn new(status: u16, code: ErrorCode, message: impl Into<String>) -> ActionError {
         ActionError { code, message: message.into(), status }
     }
 
     pub fn validation(message: impl Into<String>) -> ActionError {
-        ActionError::new(400, "ValidationException", message)
+        ActionError::new(400, ErrorCode::ValidationException, message)
     }
 
     pub fn serialization(message: impl Into<String>) -> ActionError {
-        ActionError::new(400, "SerializationException", message)
+        ActionError::new(400, ErrorCode::SerializationException, message)
     }
 
     pub fn unknown_operation(message: impl Into<String>) -> ActionError {
-        ActionError::new(400, "UnknownOperationException", message)
+        ActionError::new(400, ErrorCode::UnknownOperationException, message)
     }
 
     pub fn access_denied(message: impl Into<String>) -> ActionError {
-        ActionError::new(403, "AccessDeniedException", message)
+        ActionError::new(403, ErrorCode::AccessDeniedException, message)
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> ActionError {
-        ActionError::new(401, "UnrecognizedClientException", message)
+        ActionError::new(401, ErrorCode::UnrecognizedClientException, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> ActionError {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> ActionError {
         ActionError::new(404, code, message)
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> ActionError {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> ActionError {
         ActionError::new(409, code, message)
     }
 
     pub fn too_large(message: impl Into<String>) -> ActionError {
-        ActionError::new(413, "EntityTooLarge", message)
+        ActionError::new(413, ErrorCode::EntityTooLarge, message)
     }
 
     /// A fault on our side; `detail` is logged, never shown.
@@ -62,7 +195,7 @@ impl ActionError {
         tracing::error!(error = %detail, "internal failure");
         ActionError::new(
             500,
-            "InternalFailure",
+            ErrorCode::InternalFailure,
             "the request failed on the server; the operator can find the cause in the log under this request id",
         )
     }
@@ -71,7 +204,7 @@ impl ActionError {
     pub(crate) fn trail_on_reserve() -> ActionError {
         ActionError::new(
             503,
-            "ServiceUnavailable",
+            ErrorCode::ServiceUnavailable,
             "the audit trail's file system is full and the trail is writing on its reserve, so nothing is carried out until the operator frees space; this refusal is recorded",
         )
     }
@@ -80,7 +213,7 @@ impl ActionError {
     pub(crate) fn trail_unwritable() -> ActionError {
         ActionError::new(
             503,
-            "ServiceUnavailable",
+            ErrorCode::ServiceUnavailable,
             "the audit trail cannot be written, so no action can be acknowledged; the operator must free the trail's disk",
         )
     }

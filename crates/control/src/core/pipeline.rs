@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::core::actions::{self, Action, ActionSpec};
 use crate::core::caller::{Caller, Credentials, console_access, unproved_identity};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::{Platform, ServiceEvent};
 use crate::core::redaction::{bound_error, hide_members, parse_body, redact, summarize};
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -144,7 +144,7 @@ impl Pipeline {
         let label = spec.map_or("unknown", |s| s.name);
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(e) if e.code == "AccessDeniedException" => "denied",
+            Err(e) if e.code == ErrorCode::AccessDeniedException => "denied",
             Err(e) if e.is_client_error() => "client_error",
             Err(_) => "server_error",
         };
@@ -235,7 +235,7 @@ fn record(
         aws_region: platform.region.clone(),
         source_ip_address: request.source_ip.clone(),
         user_agent: request.user_agent.chars().take(256).collect(),
-        error_code: result.as_ref().err().map(|e| e.code.to_owned()),
+        error_code: result.as_ref().err().map(|e| e.code.as_str().to_owned()),
         error_message: result.as_ref().err().map(|e| e.message.clone()),
         request_parameters: summarize(input),
         response_elements,

@@ -101,7 +101,7 @@ impl Platform {
             aws_region: spec.region.clone(),
             source_ip_address: event.source_ip.unwrap_or_else(|| event.principal.into()),
             user_agent: concat!("datasandbox/", env!("CARGO_PKG_VERSION")).into(),
-            error_code: event.error.map(|e| e.code.to_owned()),
+            error_code: event.error.map(|e| e.code.as_str().to_owned()),
             error_message: event.error.map(|e| e.message.clone()),
             request_parameters: event.parameters,
             response_elements: Value::Null,
@@ -118,7 +118,7 @@ impl Platform {
         if gated && self.trail.on_reserve() {
             // The refusal is recorded instead, from the reserve.
             let refused = ActionError::trail_on_reserve();
-            record.error_code = Some(refused.code.to_owned());
+            record.error_code = Some(refused.code.as_str().to_owned());
             record.error_message = Some(refused.message.clone());
             if let Err(err) = self.trail.append(&record).await {
                 tracing::error!(error = %err, event = event.name, "cannot audit a refused service event");

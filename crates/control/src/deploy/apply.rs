@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::template::{Kind, Resource};
 use crate::core::caller::{Caller, Credentials, Delegated};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::{Pipeline, Request};
 
 /// What became of a resource that was to be deleted.
@@ -83,7 +83,7 @@ impl Applier<'_> {
                 let home = p["HomeFolders"].as_bool().unwrap_or(false);
                 match crate::storage::find_bucket(&self.control.platform, &name).await? {
                     Some(existing) if existing.home_folders != home => Err(ActionError::conflict(
-                        "BucketAlreadyExists",
+                        ErrorCode::BucketAlreadyExists,
                         format!("bucket `{name}` exists with HomeFolders = {}; delete it or keep its kind", existing.home_folders),
                     )),
                     Some(_) => Ok(()),
@@ -95,7 +95,7 @@ impl Applier<'_> {
                 if let Ok(existing) = self.describe_fleet(r.name()).await {
                     if existing["FleetType"] != p["FleetType"] {
                         return Err(ActionError::conflict(
-                            "ResourceAlreadyExistsException",
+                            ErrorCode::ResourceAlreadyExistsException,
                             format!("fleet `{}` exists as {}; its type cannot change in place", r.name(), existing["FleetType"]),
                         ));
                     }
@@ -236,7 +236,10 @@ impl Applier<'_> {
             }
             _ => {
                 if let Deleted::Retained(reason) = self.delete(old).await? {
-                    return Err(ActionError::conflict("ReplacementBlocked", format!("`{}` must be replaced but {reason}", old.logical_id)));
+                    return Err(ActionError::conflict(
+                        ErrorCode::ReplacementBlocked,
+                        format!("`{}` must be replaced but {reason}", old.logical_id),
+                    ));
                 }
                 self.create(new).await
             }
@@ -345,7 +348,7 @@ impl Applier<'_> {
             if Instant::now() > deadline {
                 return Err(ActionError::new(
                     503,
-                    "FleetDidNotStop",
+                    ErrorCode::FleetDidNotStop,
                     format!("fleet `{name}` did not stop within {} s; see its sessions, then deploy again", FLEET_STOP.as_secs()),
                 ));
             }
@@ -369,7 +372,11 @@ impl Applier<'_> {
             Some("Stopped" | "Failed")
         ) {
             if Instant::now() > deadline {
-                return Err(ActionError::new(503, "NotebookDidNotStop", format!("notebook instance `{name}` did not stop; deploy again")));
+                return Err(ActionError::new(
+                    503,
+                    ErrorCode::NotebookDidNotStop,
+                    format!("notebook instance `{name}` did not stop; deploy again"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -381,7 +388,7 @@ impl Applier<'_> {
     async fn put_notifications(&self, p: &Value, wanted: &[NotificationSpec], ours: &[String]) -> Result<(), ActionError> {
         let bucket = bucket_name(p)?;
         let Some(existing) = crate::storage::find_bucket(&self.control.platform, &bucket).await? else {
-            return Err(ActionError::not_found("NoSuchBucket", format!("bucket `{bucket}` does not exist")));
+            return Err(ActionError::not_found(ErrorCode::NoSuchBucket, format!("bucket `{bucket}` does not exist")));
         };
         let mut current = existing.notifications.clone();
         current.lambda_function_configurations.retain(|c| !ours.contains(&c.id) || wanted.iter().any(|w| w.id == c.id));

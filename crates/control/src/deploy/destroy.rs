@@ -14,7 +14,7 @@ use super::repo::DeploymentKind;
 use super::run::{Run, deploying_caller, finish_run, record_state, start_run};
 use super::state::Deploy;
 use super::template::{Kind, Resource, STACKS};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 
 #[derive(Deserialize)]
@@ -64,7 +64,7 @@ pub(super) async fn destroy_action(deploy: &Deploy, ctx: &mut Ctx<'_>, input: Va
     } else {
         Err(ActionError::new(
             500,
-            "DestroyIncomplete",
+            ErrorCode::DestroyIncomplete,
             format!(
                 "{} resource(s) could not be deleted: {}; fix them and destroy again",
                 failed.len(),

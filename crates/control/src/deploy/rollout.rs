@@ -19,7 +19,7 @@ use super::repo::DeploymentKind;
 use super::run::{Run, deploying_caller, finish_run, record_state, start_run};
 use super::state::Deploy;
 use super::template::{Resource, STACKS};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::{Effect, Platform};
 
@@ -79,7 +79,7 @@ fn only_operators_name_packages(ctx: &Ctx<'_>, spec: &Spec) -> Result<(), Action
         if !image.python_packages.is_empty() && deployed != Some(&image.python_packages) {
             return Err(ActionError::new(
                 403,
-                "AccessDeniedException",
+                ErrorCode::AccessDeniedException,
                 format!(
                     "images.{}.python_packages: only a local operator (on the control socket) may name Python packages for an image; \
                      ask one to deploy this spec",
@@ -207,7 +207,7 @@ impl<'a> Rollout<'a, '_> {
         } else {
             message.push_str(&format!("the rollback could not undo: {}; deploy again once fixed", rollback_errors.join("; ")));
         }
-        ActionError::new(if err.is_client_error() { err.status } else { 500 }, "DeploymentFailed", message)
+        ActionError::new(if err.is_client_error() { err.status } else { 500 }, ErrorCode::DeploymentFailed, message)
     }
 
     /// Undoes the applied changes, newest first; the answer lists those that could not be.

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::core::actions::BuiltinFunction;
 use crate::core::codec::{decode_base64, encode_base64};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::{Pipeline, Request};
 use crate::core::platform::ServiceEvent;
 
@@ -96,7 +96,7 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
     let object = match validator.call("storage:GetObject", json!({ "Bucket": bucket, "Key": key })).await {
         Ok(object) => object,
         // Gone already (deleted, or replaced and notified again): nothing to answer.
-        Err(err) if err.code == "NoSuchKey" => return Ok(Rejected(RejectReason::MalformedSessionFile)),
+        Err(err) if err.code == ErrorCode::NoSuchKey => return Ok(Rejected(RejectReason::MalformedSessionFile)),
         Err(err) => return Err(err),
     };
     let body = decode_base64("Body", object["Body"].as_str().unwrap_or_default()).unwrap_or_default();
@@ -220,12 +220,12 @@ async fn notebook_url(
                 Some("Failed") => {
                     return Err(ActionError::new(
                         503,
-                        "ServiceUnavailable",
+                        ErrorCode::ServiceUnavailable,
                         format!("notebook `{name}` failed: {}", notebook["FailureReason"]),
                     ));
                 }
                 _ if tokio::time::Instant::now() > deadline => {
-                    return Err(ActionError::new(503, "ServiceUnavailable", format!("notebook `{name}` did not start in 90 s")));
+                    return Err(ActionError::new(503, ErrorCode::ServiceUnavailable, format!("notebook `{name}` did not start in 90 s")));
                 }
                 _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
@@ -236,7 +236,7 @@ async fn notebook_url(
 
 /// The validator's verdict on the record, with the reason when it rejected.
 async fn record(validator: &Validator<'_>, bucket: &str, key: &str, session: Option<&str>, reason: Option<RejectReason>) {
-    let error = reason.map(|r| ActionError::new(403, "SessionRejected", format!("{}: {}", r.code(), r.message())));
+    let error = reason.map(|r| ActionError::new(403, ErrorCode::SessionRejected, format!("{}: {}", r.code(), r.message())));
     let event = ServiceEvent {
         source: "functions",
         name: if reason.is_some() { "SessionRejected" } else { "SessionValidated" },

@@ -15,7 +15,7 @@ use crate::core::caller::{
     Caller, Credentials, Delegated, Federation, OidcCallback, Secret, function_identity, instance_identity, operator_identity, person,
     unproved_identity,
 };
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::{Store, now_millis};
 
@@ -179,7 +179,7 @@ fn federated_caller(
 }
 
 fn local_rejected() -> ActionError {
-    ActionError::new(401, "NotAuthorizedException", "the user name, password or code is not valid")
+    ActionError::new(401, ErrorCode::NotAuthorizedException, "the user name, password or code is not valid")
 }
 
 /// The user a bearer token (or the console's cookie, which holds one) was issued for, until it

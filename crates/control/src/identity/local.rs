@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::core::clock::Clock;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -187,11 +187,11 @@ fn source_of(address: &str) -> String {
 }
 
 fn too_many(message: &str) -> ActionError {
-    ActionError::new(429, "TooManyRequestsException", message.to_owned())
+    ActionError::new(429, ErrorCode::TooManyRequestsException, message.to_owned())
 }
 
 fn rejected() -> ActionError {
-    ActionError::new(401, "NotAuthorizedException", "the user name, password or code is not valid")
+    ActionError::new(401, ErrorCode::NotAuthorizedException, "the user name, password or code is not valid")
 }
 
 fn hash(password: &str) -> Result<String, ActionError> {
@@ -313,7 +313,7 @@ pub(crate) async fn create(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value)
     let hashed = throttle.argon2(move || hash(&password)).await??;
     let created = now_millis();
     if !repo::insert_local_user(&ctx.platform.store, input.user_name.as_str(), &hashed, &input.roles.join(","), created).await? {
-        return Err(ActionError::conflict("UsernameExistsException", format!("local user `{}` already exists", input.user_name)));
+        return Err(ActionError::conflict(ErrorCode::UsernameExistsException, format!("local user `{}` already exists", input.user_name)));
     }
     Ok(json!({ "UserName": input.user_name, "CreatedTime": millis_to_rfc3339(created), "Roles": input.roles }))
 }
@@ -329,7 +329,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(policy::Resource::Service("identity".into()))?;
     if !repo::delete_local_user(&ctx.platform.store, input.user_name.as_str()).await? {
-        return Err(ActionError::not_found("UserNotFoundException", format!("no local user `{}`", input.user_name)));
+        return Err(ActionError::not_found(ErrorCode::UserNotFoundException, format!("no local user `{}`", input.user_name)));
     }
     Ok(json!({}))
 }
@@ -340,7 +340,7 @@ pub(crate) async fn unlock(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value)
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(policy::Resource::Service("identity".into()))?;
     if !repo::unlock_local_user(&ctx.platform.store, input.user_name.as_str()).await? {
-        return Err(ActionError::not_found("UserNotFoundException", format!("no local user `{}`", input.user_name)));
+        return Err(ActionError::not_found(ErrorCode::UserNotFoundException, format!("no local user `{}`", input.user_name)));
     }
     throttle.forget(input.user_name.as_str());
     Ok(json!({}))
@@ -412,7 +412,7 @@ pub(crate) async fn verify_token(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
         .ok_or_else(|| ActionError::validation("no TOTP device is being enrolled; call identity:AssociateSoftwareToken first"))?;
     let secret = plane.keys.unwrap(&hex::decode(&pending).map_err(ActionError::internal)?)?;
     let step = matching_step(&secret, input.user_code.trim(), (now_millis() / 1000) as u64)?.ok_or_else(|| {
-        ActionError::new(400, "CodeMismatchException", "the code does not match the new TOTP secret; check the device's clock")
+        ActionError::new(400, ErrorCode::CodeMismatchException, "the code does not match the new TOTP secret; check the device's clock")
     })?;
     repo::confirm_totp(&plane.store, &user, step as i64).await?;
     Ok(json!({ "Status": "SUCCESS" }))
@@ -440,7 +440,7 @@ mod tests {
         for _ in 0..FREE_FAILURES {
             drop(throttle.begin("192.0.2.1", "dave").expect("a slot"));
         }
-        assert_eq!(throttle.begin("192.0.2.1", "dave").err().map(|e| e.code), Some("TooManyRequestsException"));
+        assert_eq!(throttle.begin("192.0.2.1", "dave").err().map(|e| e.code), Some(ErrorCode::TooManyRequestsException));
         throttle.begin("192.0.2.2", "dave").expect("the owner's address is not held up").succeeded();
         // The wait doubles and ends.
         clock.advance(5_000);

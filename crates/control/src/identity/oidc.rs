@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind, jwk::J
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::now_millis;
 
@@ -39,13 +39,17 @@ const ALGORITHMS: &[Algorithm] = &[
     Algorithm::EdDSA,
 ];
 
-fn rejected(code: &'static str, message: impl Into<String>) -> ActionError {
+fn rejected(code: ErrorCode, message: impl Into<String>) -> ActionError {
     ActionError::new(401, code, message)
 }
 
 fn settings(plane: &Platform) -> Result<model::spec::OidcSpec, ActionError> {
     plane.spec.oidc.clone().ok_or_else(|| {
-        ActionError::new(400, "OIDCNotConfigured", "no OpenID Connect provider is configured; set [oidc] issuer and client_id in the spec")
+        ActionError::new(
+            400,
+            ErrorCode::OIDCNotConfigured,
+            "no OpenID Connect provider is configured; set [oidc] issuer and client_id in the spec",
+        )
     })
 }
 
@@ -76,7 +80,8 @@ fn make_state(plane: &Platform, relay_state: &str, now: i64) -> Result<String, A
 
 /// The relay state a genuine, unexpired state carries.
 pub(crate) fn check_state(plane: &Platform, state: &str, now: i64) -> Result<String, ActionError> {
-    let invalid = || rejected("OIDCInvalidState", "the sign-in's state was not made by this service or has expired; sign in again");
+    let invalid =
+        || rejected(ErrorCode::OIDCInvalidState, "the sign-in's state was not made by this service or has expired; sign in again");
     let (body, tag) = state.split_once('.').ok_or_else(invalid)?;
     let expected = b64url(&mac(plane, "state", body)?);
     if expected.len() != tag.len() || expected.bytes().zip(tag.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
@@ -110,7 +115,7 @@ fn client() -> Result<reqwest::Client, ActionError> {
 
 fn provider_unreachable(what: &str, err: impl std::fmt::Debug) -> ActionError {
     tracing::warn!(what, error = ?err, "the OpenID provider could not be reached");
-    ActionError::new(502, "OIDCProviderUnavailable", format!("the OpenID provider's {what} could not be read; try again later"))
+    ActionError::new(502, ErrorCode::OIDCProviderUnavailable, format!("the OpenID provider's {what} could not be read; try again later"))
 }
 
 async fn get_json(client: &reqwest::Client, url: &str, what: &str) -> Result<Value, ActionError> {
@@ -199,20 +204,20 @@ pub(crate) struct Verified {
 pub(crate) async fn verify(plane: &Platform, callback: &crate::core::caller::OidcCallback) -> Result<Verified, ActionError> {
     let settings = settings(plane)?;
     if callback.browser_state.as_deref() != Some(callback.state.as_str()) {
-        return Err(rejected("OIDCStateMismatch", "this sign-in was not started in this browser; start it again from the portal"));
+        return Err(rejected(ErrorCode::OIDCStateMismatch, "this sign-in was not started in this browser; start it again from the portal"));
     }
     let now = now_millis();
     let relay_state = check_state(plane, &callback.state, now)?;
     // The state is spent by its first callback, whatever follows: a callback URL works once.
     spend(plane, &callback.state, now + STATE_LIFETIME_MS).await?;
     if let Some(error) = &callback.error {
-        return Err(rejected("OIDCProviderError", format!("the OpenID provider did not sign the user in: {error}")));
+        return Err(rejected(ErrorCode::OIDCProviderError, format!("the OpenID provider did not sign the user in: {error}")));
     }
     let code = callback
         .code
         .as_deref()
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| rejected("OIDCInvalidCallback", "the callback carries no code"))?;
+        .ok_or_else(|| rejected(ErrorCode::OIDCInvalidCallback, "the callback carries no code"))?;
     let (verifier, nonce) = secrets_of(plane, &callback.state)?;
     let client = client()?;
     let provider = discover(&client, &settings.issuer).await?;
@@ -239,9 +244,10 @@ pub(crate) async fn verify(plane: &Platform, callback: &crate::core::caller::Oid
     let answer: Value = reply.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
     if !status.is_success() {
         let said = answer["error_description"].as_str().or(answer["error"].as_str()).unwrap_or("no reason given");
-        return Err(rejected("OIDCTokenRejected", format!("the OpenID provider refused the code ({status}): {said}")));
+        return Err(rejected(ErrorCode::OIDCTokenRejected, format!("the OpenID provider refused the code ({status}): {said}")));
     }
-    let id_token = answer["id_token"].as_str().ok_or_else(|| rejected("OIDCInvalidToken", "the token response has no id_token"))?;
+    let id_token =
+        answer["id_token"].as_str().ok_or_else(|| rejected(ErrorCode::OIDCInvalidToken, "the token response has no id_token"))?;
     let keys: JwkSet =
         serde_json::from_value(get_json(&client, &provider.jwks_uri, "keys").await?).map_err(|e| provider_unreachable("keys", e))?;
     let verified = check_id_token(id_token, &keys, &settings, &nonce)?;
@@ -250,12 +256,12 @@ pub(crate) async fn verify(plane: &Platform, callback: &crate::core::caller::Oid
 
 /// Verifies an ID token against the provider's keys and this sign-in's nonce.
 pub(crate) fn check_id_token(token: &str, keys: &JwkSet, settings: &model::spec::OidcSpec, nonce: &str) -> Result<Verified, ActionError> {
-    let invalid = |code: &'static str, message: String| rejected(code, message);
+    let invalid = |code: ErrorCode, message: String| rejected(code, message);
     let header = jsonwebtoken::decode_header(token)
-        .map_err(|e| invalid("OIDCInvalidToken", format!("the ID token is not a signed JWT with an accepted algorithm: {e}")))?;
+        .map_err(|e| invalid(ErrorCode::OIDCInvalidToken, format!("the ID token is not a signed JWT with an accepted algorithm: {e}")))?;
     if !ALGORITHMS.contains(&header.alg) {
         return Err(invalid(
-            "OIDCInvalidToken",
+            ErrorCode::OIDCInvalidToken,
             format!("the ID token's algorithm {:?} is not accepted (asymmetric signatures only)", header.alg),
         ));
     }
@@ -264,8 +270,9 @@ pub(crate) fn check_id_token(token: &str, keys: &JwkSet, settings: &model::spec:
         None if keys.keys.len() == 1 => keys.keys.first(),
         None => None,
     }
-    .ok_or_else(|| invalid("OIDCSignatureInvalid", "the ID token is signed with a key the provider does not publish".into()))?;
-    let key = DecodingKey::from_jwk(key).map_err(|e| invalid("OIDCSignatureInvalid", format!("the provider's key cannot be used: {e}")))?;
+    .ok_or_else(|| invalid(ErrorCode::OIDCSignatureInvalid, "the ID token is signed with a key the provider does not publish".into()))?;
+    let key = DecodingKey::from_jwk(key)
+        .map_err(|e| invalid(ErrorCode::OIDCSignatureInvalid, format!("the provider's key cannot be used: {e}")))?;
     let mut validation = Validation::new(header.alg);
     validation.leeway = SKEW_SECONDS;
     validation.validate_nbf = true;
@@ -274,30 +281,35 @@ pub(crate) fn check_id_token(token: &str, keys: &JwkSet, settings: &model::spec:
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| match e.kind() {
         ErrorKind::InvalidSignature => {
-            invalid("OIDCSignatureInvalid", "the ID token's signature does not verify with the provider's key".into())
+            invalid(ErrorCode::OIDCSignatureInvalid, "the ID token's signature does not verify with the provider's key".into())
         }
-        ErrorKind::ExpiredSignature => invalid("OIDCExpired", "the ID token has expired; sign in again".into()),
-        ErrorKind::ImmatureSignature => invalid("OIDCNotYetValid", "the ID token is not valid yet; check the provider's clock".into()),
+        ErrorKind::ExpiredSignature => invalid(ErrorCode::OIDCExpired, "the ID token has expired; sign in again".into()),
+        ErrorKind::ImmatureSignature => {
+            invalid(ErrorCode::OIDCNotYetValid, "the ID token is not valid yet; check the provider's clock".into())
+        }
         ErrorKind::InvalidAudience => {
-            invalid("OIDCAudienceMismatch", format!("the ID token was issued to another client than `{}`", settings.client_id))
+            invalid(ErrorCode::OIDCAudienceMismatch, format!("the ID token was issued to another client than `{}`", settings.client_id))
         }
-        ErrorKind::InvalidIssuer => invalid("OIDCIssuerMismatch", format!("the ID token was not issued by `{}`", settings.issuer)),
-        other => invalid("OIDCInvalidToken", format!("the ID token is not valid: {other:?}")),
+        ErrorKind::InvalidIssuer => invalid(ErrorCode::OIDCIssuerMismatch, format!("the ID token was not issued by `{}`", settings.issuer)),
+        other => invalid(ErrorCode::OIDCInvalidToken, format!("the ID token is not valid: {other:?}")),
     })?;
     let claims = data.claims;
     if claims["aud"].as_array().is_some_and(|a| a.len() > 1) && claims["azp"].as_str() != Some(settings.client_id.as_str()) {
-        return Err(invalid("OIDCAudienceMismatch", "the ID token names several audiences and is not authorized for this client".into()));
+        return Err(invalid(
+            ErrorCode::OIDCAudienceMismatch,
+            "the ID token names several audiences and is not authorized for this client".into(),
+        ));
     }
     if claims["nonce"].as_str() != Some(nonce) {
-        return Err(invalid("OIDCNonceMismatch", "the ID token was not issued for this sign-in (its nonce differs)".into()));
+        return Err(invalid(ErrorCode::OIDCNonceMismatch, "the ID token was not issued for this sign-in (its nonce differs)".into()));
     }
     let user = claims[settings.user_claim.as_str()]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| invalid("OIDCNoUser", format!("the ID token has no `{}` claim", settings.user_claim)))?;
+        .ok_or_else(|| invalid(ErrorCode::OIDCNoUser, format!("the ID token has no `{}` claim", settings.user_claim)))?;
     if model::UserId::new(user.clone()).is_err() {
         return Err(invalid(
-            "OIDCNoUser",
+            ErrorCode::OIDCNoUser,
             format!(
                 "the `{}` claim is not a user id (2–32 letters, digits and _+=,.@-); set oidc.user_claim to another claim",
                 settings.user_claim
@@ -329,7 +341,7 @@ pub(crate) fn check_id_token(token: &str, keys: &JwkSet, settings: &model::spec:
 async fn spend(plane: &Platform, state: &str, expires: i64) -> Result<(), ActionError> {
     let key = format!("oidc:{}", b64url(&Sha256::digest(state.as_bytes())));
     if !super::repo::remember_once(&plane.store, &key, expires).await? {
-        return Err(rejected("OIDCReplay", "this sign-in's callback has been used already; sign in again"));
+        return Err(rejected(ErrorCode::OIDCReplay, "this sign-in's callback has been used already; sign in again"));
     }
     Ok(())
 }
@@ -379,7 +391,7 @@ mod tests {
     fn code_of(token: &str) -> String {
         match check_id_token(token, &keys(), &settings(), "n-1") {
             Ok(v) => format!("ok:{}:{}:{}", v.user, v.roles.join(","), v.mfa),
-            Err(e) => e.code.to_owned(),
+            Err(e) => e.code.as_str().to_owned(),
         }
     }
 

@@ -6,7 +6,7 @@ use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 
 use super::images::instance_type;
@@ -121,8 +121,9 @@ pub(crate) async fn exec(instances: &Instances, ctx: &mut Ctx<'_>, input: Value)
     let plane = ctx.platform;
     let sandbox = instances.sandbox().await?;
     let target = instances.live.lock().expect("instances lock").get(&input.instance_id).map(|live| live.instance.exec_target());
-    let target = target
-        .ok_or_else(|| ActionError::not_found("ResourceNotFoundException", format!("instance `{}` is not running", input.instance_id)))?;
+    let target = target.ok_or_else(|| {
+        ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("instance `{}` is not running", input.instance_id))
+    })?;
     let command = input.command.clone();
     let output = tokio::task::spawn_blocking(move || sandbox.exec(&target, &command))
         .await

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 
 fn images_dir(plane: &Platform) -> PathBuf {
@@ -19,7 +19,7 @@ pub(super) fn find_image(plane: &Platform, name: &str) -> Result<sandbox::image:
     versions.sort();
     let (_, newest) = versions.pop().ok_or_else(|| {
         ActionError::not_found(
-            "ResourceNotFoundException",
+            ErrorCode::ResourceNotFoundException,
             format!("image `{name}` is not built; deploy a spec that declares it, or run `datasandbox image build <recipe> --name {name}`"),
         )
     })?;

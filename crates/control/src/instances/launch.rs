@@ -8,7 +8,7 @@ use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::now_millis;
 
@@ -150,8 +150,9 @@ async fn record_pending(instances: &Instances, id: &str, launch: &Launch, creden
     let used = repo::used_link_indexes(&mut tx).await?;
     let index = (0..).find(|i| !used.contains(i)).expect("an unused index exists");
     let cidr = plane.current().vpc_cidr;
-    let (host, private) = sandbox::link_addresses(cidr.address, cidr.prefix_len, index as u32)
-        .ok_or_else(|| ActionError::new(503, "InsufficientCapacity", format!("vpc_cidr {cidr} has no room for another instance link")))?;
+    let (host, private) = sandbox::link_addresses(cidr.address, cidr.prefix_len, index as u32).ok_or_else(|| {
+        ActionError::new(503, ErrorCode::InsufficientCapacity, format!("vpc_cidr {cidr} has no room for another instance link"))
+    })?;
     let link = sandbox::network::Link::new(id, host, private);
     let new = repo::NewInstance {
         instance_id: id,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Pipeline;
 
 use super::datasets;
@@ -53,7 +53,7 @@ impl Instances {
         self.in_flight.fetch_add(1, SeqCst);
         let flight = InFlight(self);
         if self.closed.load(SeqCst) {
-            return Err(ActionError::new(503, "ServiceUnavailable", "the platform is stopping; no instance starts now"));
+            return Err(ActionError::new(503, ErrorCode::ServiceUnavailable, "the platform is stopping; no instance starts now"));
         }
         Ok(flight)
     }
@@ -82,7 +82,7 @@ impl Instances {
                     .map_err(|e| {
                         ActionError::new(
                             503,
-                            "ServiceUnavailable",
+                            ErrorCode::ServiceUnavailable,
                             format!("instances need root, nftables and namespaces on this host: {e}"),
                         )
                     })
@@ -116,5 +116,5 @@ impl Instances {
 /// Reserves host ids for an instance about to be launched (see `Launch::ids`).
 pub(crate) async fn lease_ids(instances: &Instances) -> Result<sandbox::ids::IdLease, ActionError> {
     let sandbox = instances.sandbox().await?;
-    sandbox.lease_ids().map_err(|e| ActionError::new(503, "InsufficientCapacity", e.to_string()))
+    sandbox.lease_ids().map_err(|e| ActionError::new(503, ErrorCode::InsufficientCapacity, e.to_string()))
 }

@@ -1,7 +1,7 @@
 //! Ending instances: one at a time with a grace period, all at a clean shutdown, and — after a
 //! crash of the control plane — every instance its rows still call alive.
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 
 use super::datasets;
 use super::repo;
@@ -13,7 +13,7 @@ pub(crate) async fn stop_instance(instances: &Instances, id: &str) -> Result<(),
     let plane = &*instances.pipeline.platform;
     let live = instances.live.lock().expect("instances lock").remove(id);
     let Some(live) = live else {
-        return Err(ActionError::not_found("ResourceNotFoundException", format!("instance `{id}` is not running")));
+        return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("instance `{id}` is not running")));
     };
     repo::mark_stopping(plane, id).await?;
     let sandbox = instances.sandbox().await?;

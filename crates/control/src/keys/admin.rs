@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::rows::{DAY_MS, KeyRow, authorized_key, insert_key, key_arn, require_customer_managed, require_enabled, rotate};
 use crate::core::actions::KeysAction;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -139,7 +139,7 @@ pub(super) async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
             .execute(&ctx.platform.store.pool)
             .await?;
     if inserted.rows_affected() == 0 {
-        return Err(ActionError::conflict("AlreadyExistsException", format!("alias `{name}` already exists")));
+        return Err(ActionError::conflict(ErrorCode::AlreadyExistsException, format!("alias `{name}` already exists")));
     }
     Ok(json!({}))
 }
@@ -240,7 +240,10 @@ pub(super) async fn schedule_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result
     let key = authorized_key(ctx, &input.key_id).await?;
     require_customer_managed(&key)?;
     if key.state == "PendingDeletion" {
-        return Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is already pending deletion", key.key_id)));
+        return Err(ActionError::conflict(
+            ErrorCode::KMSInvalidStateException,
+            format!("key `{}` is already pending deletion", key.key_id),
+        ));
     }
     let date = now_millis() + days * DAY_MS;
     sqlx::query("UPDATE keys SET state = 'PendingDeletion', deletion_date = $1 WHERE key_id = $2")
@@ -257,7 +260,7 @@ pub(super) async fn cancel_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<V
     let input: KeyInput = ctx.parse(input)?;
     let key = authorized_key(ctx, &input.key_id).await?;
     if key.state != "PendingDeletion" {
-        return Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is not pending deletion", key.key_id)));
+        return Err(ActionError::conflict(ErrorCode::KMSInvalidStateException, format!("key `{}` is not pending deletion", key.key_id)));
     }
     // As in KMS, a key whose deletion is cancelled comes back disabled.
     sqlx::query("UPDATE keys SET state = 'Disabled', deletion_date = NULL WHERE key_id = $1")
@@ -272,7 +275,7 @@ pub(super) async fn enable_disable(ctx: &mut Ctx<'_>, action: KeysAction, input:
     let key = authorized_key(ctx, &input.key_id).await?;
     if key.state == "PendingDeletion" {
         return Err(ActionError::conflict(
-            "KMSInvalidStateException",
+            ErrorCode::KMSInvalidStateException,
             format!("key `{}` is pending deletion; cancel the deletion first", key.key_id),
         ));
     }

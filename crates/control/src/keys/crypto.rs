@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::rows::{DAY_MS, KeyRow, authorized_key, invalid_ciphertext, key_arn, material, require_enabled, resolve, rotate};
 use crate::core::codec::{decode_base64, encode_base64};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::keyring::{open, seal};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
@@ -156,7 +156,11 @@ pub(super) async fn decrypt(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     if let Some(expected) = &input.key_id {
         let expected = resolve(ctx.platform, expected).await?;
         if expected.key_id != key.key_id {
-            return Err(ActionError::new(400, "IncorrectKeyException", "the ciphertext was made with a different key than KeyId names"));
+            return Err(ActionError::new(
+                400,
+                ErrorCode::IncorrectKeyException,
+                "the ciphertext was made with a different key than KeyId names",
+            ));
         }
     }
     let (key, plaintext) = decrypt_blob(ctx.platform, &blob, &input.encryption_context).await?;

@@ -9,7 +9,7 @@ use rand::RngCore;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -40,7 +40,7 @@ pub(super) fn key_arn(plane: &Platform, key_id: &str) -> String {
 }
 
 fn not_found(reference: &str) -> ActionError {
-    ActionError::not_found("NotFoundException", format!("key `{reference}` does not exist"))
+    ActionError::not_found(ErrorCode::NotFoundException, format!("key `{reference}` does not exist"))
 }
 
 /// Resolves a key id, key ARN, alias name or alias ARN to a key. Keys past their deletion
@@ -140,7 +140,7 @@ pub(crate) async fn aliases_of(plane: &Platform, key_id: &str) -> Result<Vec<Str
 pub(super) fn require_customer_managed(key: &KeyRow) -> Result<(), ActionError> {
     if key.key_usage == "SIGN_VERIFY" {
         return Err(ActionError::conflict(
-            "KMSInvalidStateException",
+            ErrorCode::KMSInvalidStateException,
             format!("key `{}` is managed by DataSandbox for the audit trail", key.key_id),
         ));
     }
@@ -151,14 +151,14 @@ pub(super) fn require_enabled(key: &KeyRow) -> Result<(), ActionError> {
     if key.key_usage != "ENCRYPT_DECRYPT" {
         return Err(ActionError::new(
             400,
-            "InvalidKeyUsageException",
+            ErrorCode::InvalidKeyUsageException,
             format!("key `{}` is a {} key; it cannot encrypt or decrypt", key.key_id, key.key_usage),
         ));
     }
     if key.state == "Enabled" {
         Ok(())
     } else {
-        Err(ActionError::conflict("KMSInvalidStateException", format!("key `{}` is {}; it cannot be used", key.key_id, key.state)))
+        Err(ActionError::conflict(ErrorCode::KMSInvalidStateException, format!("key `{}` is {}; it cannot be used", key.key_id, key.state)))
     }
 }
 
@@ -269,7 +269,7 @@ pub(super) async fn material(plane: &Platform, key_id: &str, version: i64) -> Re
 pub(super) fn invalid_ciphertext() -> ActionError {
     ActionError::new(
         400,
-        "InvalidCiphertextException",
+        ErrorCode::InvalidCiphertextException,
         "the ciphertext is not a valid ciphertext of this key service, or its encryption context differs",
     )
 }

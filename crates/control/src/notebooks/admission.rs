@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use super::repo;
 use super::state::notebook_dir;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 
 pub(super) const GIB: u64 = 1 << 30;
@@ -30,7 +30,7 @@ pub(super) async fn admit_volume(plane: &Platform, more: u64) -> Result<(), Acti
     if unclaimed + more + VOLUME_RESERVE > free {
         return Err(ActionError::new(
             400,
-            "ResourceLimitExceeded",
+            ErrorCode::ResourceLimitExceeded,
             format!(
                 "the notebook volumes would claim {} GiB more than the {} GiB free where they live (keeping {} GiB for the platform); \
                  choose a smaller VolumeSizeInGB, delete a notebook, or free space",

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::state::{Notebooks, notebook_dir};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::store::now_millis;
 
 /// What the gateway needs to reach a running notebook's Jupyter.
@@ -32,7 +32,7 @@ impl Notebooks {
     /// the request comes from that session's instance (`source_ip`).
     pub(crate) async fn notebook_target(&self, name: &str, cookie: &str, source_ip: &str) -> Result<NotebookTarget, ActionError> {
         let plane = &*self.pipeline.platform;
-        let denied = |why: &str| ActionError::new(403, "AccessDeniedException", why.to_owned());
+        let denied = |why: &str| ActionError::new(403, ErrorCode::AccessDeniedException, why.to_owned());
         let access = sqlx::query("SELECT * FROM notebook_access WHERE cookie_hash = $1 AND notebook = $2")
             .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
             .bind(name)
@@ -83,7 +83,7 @@ impl Notebooks {
         path: &str,
         refused: Option<&str>,
     ) -> Result<(), ActionError> {
-        let error = refused.map(|why| ActionError::new(403, "AccessDeniedException", why.to_owned()));
+        let error = refused.map(|why| ActionError::new(403, ErrorCode::AccessDeniedException, why.to_owned()));
         let event = crate::core::platform::ServiceEvent {
             source: "notebooks",
             name: "NotebookRequest",

@@ -14,7 +14,7 @@ use super::server::{run_notebook, stop_notebook};
 use super::state::{Notebooks, arn, notebook_dir, volume_context};
 use super::volume::Volume;
 use crate::core::codec::bounded;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::millis_to_rfc3339;
@@ -90,7 +90,10 @@ pub(super) async fn create(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input:
     ctx.authorize_also("keys:GenerateDataKey", Resource::Key { id: key.id().to_owned(), aliases })?;
     let _admission = notebooks.admission.lock().await;
     if repo::exists(plane, &input.notebook_instance_name).await? {
-        return Err(ActionError::conflict("ResourceInUse", format!("notebook instance `{}` already exists", input.notebook_instance_name)));
+        return Err(ActionError::conflict(
+            ErrorCode::ResourceInUse,
+            format!("notebook instance `{}` already exists", input.notebook_instance_name),
+        ));
     }
     // The volume's key: 256 random bits, kept only wrapped.
     let mut data_key = [0u8; 32];
@@ -173,7 +176,10 @@ pub(super) async fn start(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: 
     ctx.authorize_also("keys:Decrypt", Resource::Key { id: key, aliases })?;
     let state = notebook.state;
     if !state.is_at_rest() {
-        return Err(ActionError::conflict("ConflictException", format!("notebook instance `{}` is {state}", input.notebook_instance_name)));
+        return Err(ActionError::conflict(
+            ErrorCode::ConflictException,
+            format!("notebook instance `{}` is {state}", input.notebook_instance_name),
+        ));
     }
     repo::set_state(plane, &input.notebook_instance_name, NotebookState::Pending).await?;
     let (notebooks, name) = (notebooks.clone(), input.notebook_instance_name.clone());
@@ -230,7 +236,7 @@ pub(super) async fn update(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input:
 fn require_stopped(notebook: &NotebookRow, name: &str) -> Result<(), ActionError> {
     let state = notebook.state;
     if !state.is_at_rest() {
-        return Err(ActionError::conflict("ConflictException", format!("notebook instance `{name}` is {state}; stop it first")));
+        return Err(ActionError::conflict(ErrorCode::ConflictException, format!("notebook instance `{name}` is {state}; stop it first")));
     }
     Ok(())
 }

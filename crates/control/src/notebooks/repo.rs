@@ -5,7 +5,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::now_millis;
 
@@ -85,7 +85,7 @@ impl NotebookRow {
 }
 
 fn not_found(name: &str) -> ActionError {
-    ActionError::not_found("ResourceNotFound", format!("notebook instance `{name}` does not exist"))
+    ActionError::not_found(ErrorCode::ResourceNotFound, format!("notebook instance `{name}` does not exist"))
 }
 
 /// The notebook named `name`, or SageMaker's not-found error.

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::repo::{self, NotebookState};
 use super::state::{NOTEBOOK_IMAGE, Notebooks, notebook_dir, volume_context};
 use super::volume::Volume;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::instances::{Launch, Program, launch_instance, stop_instance};
 
 /// How long Jupyter may take to answer after its instance started.
@@ -76,7 +76,7 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
             let _ = stop_instance(&notebooks.instances, &instance_id).await;
             return Err(ActionError::new(
                 503,
-                "ServiceUnavailable",
+                ErrorCode::ServiceUnavailable,
                 format!("Jupyter did not answer within {} s", JUPYTER_START.as_secs()),
             ));
         }

@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use super::repo::{self, NotebookRow, NotebookState};
 use crate::core::codec::bounded;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::store::now_millis;
 
@@ -22,7 +22,7 @@ const URL_VALIDITY_SECONDS: i64 = 5 * 60;
 /// mode *and* identity provider (a local `bob` and a SAML `bob` are two people).
 fn check_owner(notebook: &NotebookRow, session: &sqlx::any::AnyRow, name: &str) -> Result<(), ActionError> {
     let Some(owner) = &notebook.owner else { return Ok(()) };
-    let refused = |why: String| Err(ActionError::new(403, "NotebookOwnedByAnotherUser", why));
+    let refused = |why: String| Err(ActionError::new(403, ErrorCode::NotebookOwnedByAnotherUser, why));
     let Some(mode) = notebook.owner_mode.as_deref().and_then(model::AccessMode::parse) else {
         return refused(format!(
             "notebook instance `{name}` was made before owners carried their access mode; an operator must recreate it for its owner"
@@ -59,7 +59,7 @@ pub(super) async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     if state != NotebookState::InService {
         return Err(ActionError::new(
             400,
-            "ValidationException",
+            ErrorCode::ValidationException,
             format!("notebook instance `{}` is {state}, not InService", input.notebook_instance_name),
         ));
     }
@@ -150,29 +150,33 @@ pub(super) async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         .bind(hex::encode(Sha256::digest(input.token.as_bytes())))
         .fetch_optional(&plane.store.pool)
         .await?
-        .ok_or_else(|| ActionError::new(403, "InvalidNotebookURL", "this notebook URL is not valid"))?;
+        .ok_or_else(|| ActionError::new(403, ErrorCode::InvalidNotebookURL, "this notebook URL is not valid"))?;
     let bound: String = url.try_get("session_id")?;
     let instance_address: Option<String> = url.try_get("instance_address")?;
     if instance_address.as_deref().is_some_and(|address| address != ctx.source_ip) {
         return Err(ActionError::new(
             403,
-            "NotebookURLBoundToInstance",
+            ErrorCode::NotebookURLBoundToInstance,
             "this notebook URL opens only in the browser of its session's workspace; it cannot be used from anywhere else",
         ));
     }
     if caller_session.as_deref() != Some(bound.as_str()) {
-        return Err(ActionError::new(403, "NotebookURLBoundToAnotherSession", "this notebook URL belongs to another streaming session"));
+        return Err(ActionError::new(
+            403,
+            ErrorCode::NotebookURLBoundToAnotherSession,
+            "this notebook URL belongs to another streaming session",
+        ));
     }
     if url.try_get::<i64, _>("expires")? <= now_millis() {
         return Err(ActionError::new(
             403,
-            "ExpiredNotebookURL",
+            ErrorCode::ExpiredNotebookURL,
             "this notebook URL expired (they are valid for 5 minutes); start again from the launcher",
         ));
     }
     let session = crate::streaming::sessions::session_row(plane, &bound).await?;
     if session.try_get::<String, _>("state")? != "ACTIVE" {
-        return Err(ActionError::new(403, "SessionEnded", "the streaming session of this notebook URL has ended"));
+        return Err(ActionError::new(403, ErrorCode::SessionEnded, "the streaming session of this notebook URL has ended"));
     }
     let used = sqlx::query("UPDATE notebook_urls SET redeemed = $1 WHERE url_hash = $2 AND redeemed IS NULL")
         .bind(now_millis())
@@ -180,7 +184,11 @@ pub(super) async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         .execute(&plane.store.pool)
         .await?;
     if used.rows_affected() == 0 {
-        return Err(ActionError::new(403, "NotebookURLAlreadyUsed", "this notebook URL was already used; each opens the notebook once"));
+        return Err(ActionError::new(
+            403,
+            ErrorCode::NotebookURLAlreadyUsed,
+            "this notebook URL was already used; each opens the notebook once",
+        ));
     }
     let notebook: String = url.try_get("notebook")?;
     let mut raw = [0u8; 32];

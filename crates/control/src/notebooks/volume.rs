@@ -21,7 +21,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
@@ -183,11 +183,11 @@ fn run(command: &mut Command, step: &str) -> Result<(), ActionError> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| ActionError::new(503, "ServiceUnavailable", format!("{step}: {e}")))?;
+        .map_err(|e| ActionError::new(503, ErrorCode::ServiceUnavailable, format!("{step}: {e}")))?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(ActionError::new(503, "ServiceUnavailable", format!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
+        Err(ActionError::new(503, ErrorCode::ServiceUnavailable, format!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
     }
 }
 
@@ -195,7 +195,7 @@ fn run(command: &mut Command, step: &str) -> Result<(), ActionError> {
 fn with_password(command: &mut Command, password: &str, step: &str) -> Result<(), ActionError> {
     use std::io::Write as _;
     let mut child = command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| {
-        ActionError::new(503, "ServiceUnavailable", format!("{step}: cannot run gocryptfs ({e}); apt-get install gocryptfs"))
+        ActionError::new(503, ErrorCode::ServiceUnavailable, format!("{step}: cannot run gocryptfs ({e}); apt-get install gocryptfs"))
     })?;
     child.stdin.take().expect("piped").write_all(password.as_bytes()).map_err(ActionError::internal)?;
     let output = child.wait_with_output().map_err(ActionError::internal)?;
@@ -203,6 +203,6 @@ fn with_password(command: &mut Command, password: &str, step: &str) -> Result<()
         Ok(())
     } else {
         // The operator reads this as the notebook's FailureReason.
-        Err(ActionError::new(503, "ServiceUnavailable", format!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
+        Err(ActionError::new(503, ErrorCode::ServiceUnavailable, format!("{step}: {}", String::from_utf8_lossy(&output.stderr).trim())))
     }
 }

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::notification_configuration::NotificationConfiguration;
 use super::repo::{find_bucket, no_such_bucket};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::store::{millis_to_rfc3339, now_millis};
 
@@ -33,7 +33,7 @@ pub(super) async fn create_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
         .execute(&ctx.platform.store.pool)
         .await?;
     if inserted.rows_affected() == 0 {
-        return Err(ActionError::conflict("BucketAlreadyOwnedByYou", format!("bucket `{}` already exists", input.bucket)));
+        return Err(ActionError::conflict(ErrorCode::BucketAlreadyOwnedByYou, format!("bucket `{}` already exists", input.bucket)));
     }
     Ok(json!({ "Location": format!("/{}", input.bucket) }))
 }
@@ -58,7 +58,10 @@ pub(super) async fn delete_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
         .await?
         .try_get("n")?;
     if count > 0 {
-        return Err(ActionError::conflict("BucketNotEmpty", format!("bucket `{}` holds {count} objects; delete them first", input.bucket)));
+        return Err(ActionError::conflict(
+            ErrorCode::BucketNotEmpty,
+            format!("bucket `{}` holds {count} objects; delete them first", input.bucket),
+        ));
     }
     sqlx::query("DELETE FROM buckets WHERE name = $1").bind(input.bucket.as_str()).execute(&mut *tx).await?;
     tx.commit().await?;

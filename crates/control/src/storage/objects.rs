@@ -16,7 +16,7 @@ use super::blobs::release_blob;
 use super::notifications;
 use super::repo::{BucketRow, find_bucket, find_object, list_page, no_such_bucket, no_such_key};
 use crate::core::codec::{decode_base64, decode_token, encode_base64, encode_token};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -148,7 +148,7 @@ async fn write_object(
     if !condition.holds(current.as_ref().map(|(_, etag)| etag.as_str())) {
         drop(tx);
         release_blob(plane, &blob).await;
-        return Err(ActionError::new(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"));
+        return Err(ActionError::new(412, ErrorCode::PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
     }
     let old = current.map(|(blob, _)| blob);
     sqlx::query(
@@ -226,7 +226,7 @@ fn parse_range(text: &str, size: u64) -> Result<Range<u64>, ActionError> {
     let invalid = || {
         ActionError::new(
             416,
-            "InvalidRange",
+            ErrorCode::InvalidRange,
             format!("range `{text}` is not satisfiable for an object of {size} bytes; use bytes=first-last, bytes=first- or bytes=-suffix"),
         )
     };

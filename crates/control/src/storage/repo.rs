@@ -6,7 +6,7 @@ use model::BucketName;
 use sqlx::Row;
 
 use super::notification_configuration::NotificationConfiguration;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 
 pub(crate) struct BucketRow {
@@ -28,11 +28,11 @@ pub(crate) async fn find_bucket(plane: &Platform, name: &BucketName) -> Result<O
 }
 
 pub(super) fn no_such_bucket(name: &BucketName) -> ActionError {
-    ActionError::not_found("NoSuchBucket", format!("bucket `{name}` does not exist"))
+    ActionError::not_found(ErrorCode::NoSuchBucket, format!("bucket `{name}` does not exist"))
 }
 
 pub(super) fn no_such_key(bucket: &BucketName, key: &str) -> ActionError {
-    ActionError::not_found("NoSuchKey", format!("object `{key}` does not exist in bucket `{bucket}`"))
+    ActionError::not_found(ErrorCode::NoSuchKey, format!("object `{key}` does not exist in bucket `{bucket}`"))
 }
 
 pub(super) struct ObjectRow {

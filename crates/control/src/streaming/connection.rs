@@ -8,7 +8,7 @@ use super::repo::{self, SessionState};
 use super::sessions::{session, session_changed, session_status};
 use super::state::{Live, Streaming};
 use super::urls::{ENDED_SESSION_ACTION, cookie_caller};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::ServiceEvent;
 use crate::core::store::now_millis;
 use serde_json::{Value, json};
@@ -32,7 +32,7 @@ impl Streaming {
         let session_id = issuer["principalId"].as_str().unwrap_or_default().to_owned();
         let row = session(plane, &session_id).await?;
         if row.state == SessionState::Expired {
-            return Err(ActionError::new(410, "SessionEnded", "this session has ended; ask for a new streaming URL"));
+            return Err(ActionError::new(410, ErrorCode::SessionEnded, "this session has ended; ask for a new streaming URL"));
         }
         // Recorded before the connection counts; refused when it cannot be recorded.
         self.connection_event("SessionConnected", &session_id, client_ip, Some(row.correlation_id.clone())).await?;

@@ -20,7 +20,7 @@ use super::queue::queue_limits;
 use super::repo::{self, ConnectionState, SessionState};
 use super::sessions::{end_session, session, session_changed};
 use super::state::{Streaming, scaled_ms};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
 use crate::instances::{Assignment, Launch, launch_instance, stop_instance};
@@ -291,7 +291,7 @@ async fn start_for_session(
     tokio::spawn(async move {
         let _permit = launches.acquire().await;
         let outcome = if streaming.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(ActionError::new(503, "ServiceUnavailable", "the platform is stopping"))
+            Err(ActionError::new(503, ErrorCode::ServiceUnavailable, "the platform is stopping"))
         } else {
             launch_instance(&streaming.instances, launch).await
         };

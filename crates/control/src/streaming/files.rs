@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::repo::{self, SessionState};
 use super::state::Streaming;
 use crate::core::caller::Credentials;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Request;
 use crate::core::platform::ServiceEvent;
 
@@ -198,13 +198,17 @@ impl Streaming {
             .ok_or_else(|| ActionError::unauthenticated("the session cookie is not valid; open your streaming URL again"))?;
         if row.state != SessionState::Active {
             let state = row.state.as_str();
-            return Err(ActionError::new(409, "SessionNotActive", format!("the session is {state}; My Files opens while it is ACTIVE")));
+            return Err(ActionError::new(
+                409,
+                ErrorCode::SessionNotActive,
+                format!("the session is {state}; My Files opens while it is ACTIVE"),
+            ));
         }
         let settings: Value = serde_json::from_str(&row.settings).map_err(ActionError::internal)?;
         let bucket = settings["HomeFoldersBucket"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| ActionError::new(409, "NoHomeFolder", "this session's stack has no home folders"))?;
+            .ok_or_else(|| ActionError::new(409, ErrorCode::NoHomeFolder, "this session's stack has no home folders"))?;
         let user = row.user()?;
         Ok(FilesSession {
             session_id: row.session_id,
@@ -230,7 +234,7 @@ impl Streaming {
         }
         let error = ActionError::new(
             403,
-            "FileTransferDisabled",
+            ErrorCode::FileTransferDisabled,
             format!("this session's stack does not allow {} ({})", direction.what(), direction.setting()),
         );
         let event = ServiceEvent {
@@ -279,7 +283,7 @@ fn read_regular_file(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, Acti
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let missing = || ActionError::not_found("NoSuchKey", format!("no printout `{name}`"));
+    let missing = || ActionError::not_found(ErrorCode::NoSuchKey, format!("no printout `{name}`"));
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|_| missing())?;
     let metadata = file.metadata().map_err(ActionError::internal)?;
     if !metadata.is_file() {

@@ -14,7 +14,7 @@ use sqlx::Row;
 use super::resource::{DescribeInput, NameInput, arn, check_name, not_found};
 use super::state::Streaming;
 use crate::core::codec::bounded;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -149,7 +149,7 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     .execute(&plane.store.pool)
     .await?;
     if inserted.rows_affected() == 0 {
-        return Err(ActionError::conflict("ResourceAlreadyExistsException", format!("fleet `{}` already exists", input.name)));
+        return Err(ActionError::conflict(ErrorCode::ResourceAlreadyExistsException, format!("fleet `{}` already exists", input.name)));
     }
     Ok(json!({ "Fleet": fleet_json(plane, &input.name).await? }))
 }
@@ -200,7 +200,7 @@ pub(super) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     ctx.authorize(Resource::Service("streaming".into()))?;
     let state: String = row.try_get("state")?;
     if state != "STOPPED" {
-        return Err(ActionError::conflict("ResourceInUseException", format!("fleet `{}` is {state}; stop it first", input.name)));
+        return Err(ActionError::conflict(ErrorCode::ResourceInUseException, format!("fleet `{}` is {state}; stop it first", input.name)));
     }
     let stacks: Vec<String> = sqlx::query("SELECT name FROM stacks WHERE fleet = $1")
         .bind(&input.name)
@@ -211,7 +211,7 @@ pub(super) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         .collect::<Result<_, _>>()?;
     if !stacks.is_empty() {
         return Err(ActionError::conflict(
-            "ResourceInUseException",
+            ErrorCode::ResourceInUseException,
             format!("fleet `{}` is associated with stack `{}`; disassociate it first", input.name, stacks.join("`, `")),
         ));
     }
@@ -254,7 +254,10 @@ pub(super) async fn set_state(streaming: &Streaming, ctx: &mut Ctx<'_>, input: V
         // Starting a started fleet or stopping a stopped one changes nothing, as in AWS.
         (true, "RUNNING" | "STARTING") | (false, "STOPPED" | "STOPPING") => return Ok(json!({})),
         (_, other) => {
-            return Err(ActionError::conflict("ConcurrentModificationException", format!("fleet `{}` is {other}; try again", input.name)));
+            return Err(ActionError::conflict(
+                ErrorCode::ConcurrentModificationException,
+                format!("fleet `{}` is {other}; try again", input.name),
+            ));
         }
     };
     sqlx::query("UPDATE fleets SET state = $1 WHERE name = $2").bind(next).bind(&input.name).execute(&plane.store.pool).await?;

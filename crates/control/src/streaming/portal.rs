@@ -15,7 +15,7 @@ use super::repo;
 use super::sessions::{access_mode, portal_user, session_status};
 use super::stacks::stack_row;
 use super::urls::{UrlFor, mint_url};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::store::now_millis;
 
@@ -182,7 +182,7 @@ pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     match caller_user(ctx) {
         Some(me) => {
             if input.user_name.as_deref().is_some_and(|u| u != me.user().as_str()) {
-                return Err(ActionError::new(403, "AccessDeniedException", "a user sees only their own associations"));
+                return Err(ActionError::new(403, ErrorCode::AccessDeniedException, "a user sees only their own associations"));
             }
             if me.mode() == model::AccessMode::Federated {
                 granted = permitted_stacks(ctx, me.user().as_str()).await?;
@@ -265,12 +265,16 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     } else if kind == "SAML" {
         ctx.authorize(stack_resource)?;
     } else {
-        return Err(ActionError::new(403, "AccessDeniedException", format!("you are not associated with stack `{}`", input.stack_name)));
+        return Err(ActionError::new(
+            403,
+            ErrorCode::AccessDeniedException,
+            format!("you are not associated with stack `{}`", input.stack_name),
+        ));
     }
     let stack = stack_row(plane, &input.stack_name).await?;
-    let fleet_name: String = stack
-        .try_get::<Option<String>, _>("fleet")?
-        .ok_or_else(|| ActionError::new(400, "OperationNotPermittedException", format!("stack `{}` has no fleet", input.stack_name)))?;
+    let fleet_name: String = stack.try_get::<Option<String>, _>("fleet")?.ok_or_else(|| {
+        ActionError::new(400, ErrorCode::OperationNotPermittedException, format!("stack `{}` has no fleet", input.stack_name))
+    })?;
     let fleet = fleet_row(plane, &fleet_name).await?;
     // A SAML user's session lasts no longer than their sign-in (its `SessionDuration`), as
     // AppStream's federated sessions do.
@@ -278,7 +282,7 @@ pub(crate) async fn launch(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         ("SAML", Some(expires)) => {
             let left = (expires - now_millis()) / 1000;
             if left < 60 {
-                return Err(ActionError::new(401, "ExpiredTokenException", "your sign-in expires within a minute; sign in again"));
+                return Err(ActionError::new(401, ErrorCode::ExpiredTokenException, "your sign-in expires within a minute; sign in again"));
             }
             Some(left)
         }

@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::resource::not_found;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::Store;
 
@@ -142,7 +142,11 @@ pub(crate) fn access_mode(authentication_type: &str) -> model::AccessMode {
 
 fn user_of(authentication_type: &str, issuer: Option<&str>, user_id: &str) -> Result<model::UserRef, ActionError> {
     model::UserRef::from_parts(access_mode(authentication_type), issuer, user_id).map_err(|err| {
-        ActionError::new(401, "SessionPredatesIdentity", format!("this session's user is not complete ({err}); start a new session"))
+        ActionError::new(
+            401,
+            ErrorCode::SessionPredatesIdentity,
+            format!("this session's user is not complete ({err}); start a new session"),
+        )
     })
 }
 

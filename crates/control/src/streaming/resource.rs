@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 
 /// `Name`: the one member of the fleet and stack actions that act on one resource by name.
@@ -41,5 +41,5 @@ pub(super) fn arn(plane: &Platform, kind: &str, name: &str) -> String {
 }
 
 pub(super) fn not_found(kind: &str, name: &str) -> ActionError {
-    ActionError::not_found("ResourceNotFoundException", format!("{kind} `{name}` does not exist"))
+    ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("{kind} `{name}` does not exist"))
 }

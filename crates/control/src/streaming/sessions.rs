@@ -18,7 +18,7 @@ use super::resource::not_found;
 use super::stacks::stack_row;
 use super::state::Streaming;
 use crate::core::codec::{bounded, decode_token, encode_token};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::{Platform, ServiceEvent};
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -188,7 +188,7 @@ pub(super) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
         return Err(ActionError::validation(format!("AuthenticationType `{kind}` is not API, SAML, USERPOOL or AWS_AD")));
     }
     if input.user_id.is_some() && input.authentication_type.is_none() {
-        return Err(ActionError::new(400, "InvalidParameterCombinationException", "UserId needs AuthenticationType, as in AWS"));
+        return Err(ActionError::new(400, ErrorCode::InvalidParameterCombinationException, "UserId needs AuthenticationType, as in AWS"));
     }
     if let Some(user) = &input.user_id {
         check_user_id(user)?;

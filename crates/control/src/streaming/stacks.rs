@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::fleets::fleet_row;
 use super::resource::{DescribeInput, NameInput, arn, check_name, not_found};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -210,7 +210,7 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     .execute(&plane.store.pool)
     .await?;
     if inserted.rows_affected() == 0 {
-        return Err(ActionError::conflict("ResourceAlreadyExistsException", format!("stack `{}` already exists", input.name)));
+        return Err(ActionError::conflict(ErrorCode::ResourceAlreadyExistsException, format!("stack `{}` already exists", input.name)));
     }
     Ok(json!({ "Stack": stack_json(plane, &stack_row(plane, &input.name).await?)? }))
 }
@@ -318,7 +318,7 @@ pub(super) async fn associate(ctx: &mut Ctx<'_>, input: Value, join: bool) -> Re
     let next = match (join, current.as_deref()) {
         (true, Some(other)) if other != input.fleet_name => {
             return Err(ActionError::conflict(
-                "ResourceInUseException",
+                ErrorCode::ResourceInUseException,
                 format!("stack `{}` already uses fleet `{other}`; disassociate it first", input.stack_name),
             ));
         }
@@ -326,7 +326,7 @@ pub(super) async fn associate(ctx: &mut Ctx<'_>, input: Value, join: bool) -> Re
         (false, Some(f)) if f == input.fleet_name => None,
         (false, _) => {
             return Err(ActionError::not_found(
-                "ResourceNotFoundException",
+                ErrorCode::ResourceNotFoundException,
                 format!("fleet `{}` is not associated with stack `{}`", input.fleet_name, input.stack_name),
             ));
         }

@@ -9,7 +9,7 @@ use super::connection::SessionConnection;
 use super::repo::SessionState;
 use super::sessions::session;
 use super::state::Streaming;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::ServiceEvent;
 
 /// AWS's largest `MaximumLength`, the limit when a clipboard setting names none.
@@ -49,21 +49,25 @@ impl Streaming {
         client_ip: &str,
     ) -> Result<StreamTarget, ActionError> {
         let connection = self.connect_session(cookie, client_ip).await?;
-        let refuse = |status: u16, code: &'static str, message: String| ActionError::new(status, code, message);
+        let refuse = |status: u16, code: ErrorCode, message: String| ActionError::new(status, code, message);
         let checked = async {
             if connection.session_id != session_id {
-                return Err(refuse(403, "AccessDeniedException", "the session cookie is for another session".into()));
+                return Err(refuse(403, ErrorCode::AccessDeniedException, "the session cookie is for another session".into()));
             }
             let row = session(&self.pipeline.platform, session_id).await?;
             if row.state != SessionState::Active {
                 let state = row.state.as_str();
-                return Err(refuse(409, "SessionNotActive", format!("the session is {state}; its display opens once it is ACTIVE")));
+                return Err(refuse(
+                    409,
+                    ErrorCode::SessionNotActive,
+                    format!("the session is {state}; its display opens once it is ACTIVE"),
+                ));
             }
             let settings: Value = serde_json::from_str(&row.settings).map_err(ActionError::internal)?;
             if settings["StreamView"] == "DIRECT" {
                 return Err(refuse(
                     409,
-                    "NoDisplay",
+                    ErrorCode::NoDisplay,
                     "this stack hands the notebook to the browser (StreamView DIRECT); it streams no display".into(),
                 ));
             }
@@ -108,7 +112,7 @@ impl Streaming {
     ) -> Result<(), ActionError> {
         let parameters = json!({ "SessionId": target.connection.session_id, "Direction": direction, "Bytes": bytes, "Reason": blocked });
         let error = blocked.map(|reason| {
-            ActionError::new(403, "ClipboardBlocked", format!("the stack's settings stop this clipboard transfer ({reason})"))
+            ActionError::new(403, ErrorCode::ClipboardBlocked, format!("the stack's settings stop this clipboard transfer ({reason})"))
         });
         let name = if blocked.is_some() { "ClipboardBlocked" } else { "ClipboardTransferred" };
         self.stream_event(name, parameters, error.as_ref(), target.correlation_id.clone()).await

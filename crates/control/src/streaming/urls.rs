@@ -32,7 +32,7 @@ use super::stacks::{UserSetting, stack_row};
 use super::state::{Live, Streaming, scaled_ms};
 use crate::core::caller::Caller;
 use crate::core::codec::bounded;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
@@ -70,20 +70,21 @@ impl Claims {
     fn user_ref(&self) -> Result<model::UserRef, ActionError> {
         let mode = access_mode(self.authentication.as_deref().unwrap_or("API"));
         model::UserRef::from_parts(mode, self.issuer.as_deref(), &self.user)
-            .map_err(|_| ActionError::new(400, "MalformedStreamingURL", "the URL names no valid user"))
+            .map_err(|_| ActionError::new(400, ErrorCode::MalformedStreamingURL, "the URL names no valid user"))
     }
 }
 
 fn verify(plane: &Platform, token: &str) -> Result<Claims, ActionError> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let malformed = || ActionError::new(400, "MalformedStreamingURL", "this is not a streaming URL; copy the whole URL you were given");
+    let malformed =
+        || ActionError::new(400, ErrorCode::MalformedStreamingURL, "this is not a streaming URL; copy the whole URL you were given");
     let (claims_text, signature) = token.split_once('.').ok_or_else(malformed)?;
     let claims_bytes = b64.decode(claims_text).map_err(|_| malformed())?;
     let signature = b64.decode(signature).map_err(|_| malformed())?;
     let mut mac = Hmac::<Sha256>::new_from_slice(&plane.url_key()?).map_err(ActionError::internal)?;
     mac.update(&claims_bytes);
     mac.verify_slice(&signature).map_err(|_| {
-        ActionError::new(403, "InvalidStreamingURLSignature", "this streaming URL was altered or was not made by this environment")
+        ActionError::new(403, ErrorCode::InvalidStreamingURLSignature, "this streaming URL was altered or was not made by this environment")
     })?;
     serde_json::from_slice(&claims_bytes).map_err(|_| malformed())
 }
@@ -175,7 +176,7 @@ pub(super) async fn create_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value,
     if stack_fleet.as_deref() != Some(input.fleet_name.as_str()) {
         return Err(ActionError::new(
             400,
-            "InvalidParameterCombinationException",
+            ErrorCode::InvalidParameterCombinationException,
             format!(
                 "stack `{}` streams from {}, not fleet `{}`",
                 input.stack_name,
@@ -224,7 +225,7 @@ pub(crate) async fn mint_url(plane: &Platform, fleet: &sqlx::any::AnyRow, input:
     if state != "RUNNING" {
         return Err(ActionError::new(
             400,
-            "OperationNotPermittedException",
+            ErrorCode::OperationNotPermittedException,
             format!("fleet `{}` is {state}; streaming URLs are made only for a RUNNING fleet", input.fleet),
         ));
     }
@@ -324,7 +325,7 @@ async fn still_served(plane: &Platform, claims: &Claims) -> Result<(sqlx::any::A
     if claims.expires <= now_millis() {
         return Err(ActionError::new(
             403,
-            "ExpiredStreamingURL",
+            ErrorCode::ExpiredStreamingURL,
             format!("this streaming URL expired at {}; ask for a new one", millis_to_rfc3339(claims.expires)),
         ));
     }
@@ -334,7 +335,7 @@ async fn still_served(plane: &Platform, claims: &Claims) -> Result<(sqlx::any::A
     if state != "RUNNING" || stack.try_get::<Option<String>, _>("fleet")?.as_deref() != Some(claims.fleet.as_str()) {
         return Err(ActionError::new(
             400,
-            "OperationNotPermittedException",
+            ErrorCode::OperationNotPermittedException,
             format!("fleet `{}` no longer serves stack `{}` ({state}); ask for a new URL", claims.fleet, claims.stack),
         ));
     }
@@ -344,9 +345,9 @@ async fn still_served(plane: &Platform, claims: &Claims) -> Result<(sqlx::any::A
 /// The row says whom the URL was made for; the claims must say the same. (A stolen signing
 /// key would otherwise let a URL made for one user be redeemed as another.)
 async fn check_made_as_claimed(plane: &Platform, claims: &Claims, user: &model::UserRef) -> Result<(), ActionError> {
-    let row = repo::find_url(&plane.store, &claims.url_id)
-        .await?
-        .ok_or_else(|| ActionError::new(403, "InvalidStreamingURLSignature", "this streaming URL was not made by this environment"))?;
+    let row = repo::find_url(&plane.store, &claims.url_id).await?.ok_or_else(|| {
+        ActionError::new(403, ErrorCode::InvalidStreamingURLSignature, "this streaming URL was not made by this environment")
+    })?;
     let row_authentication = row.authentication_type.unwrap_or_else(|| "API".to_owned());
     let row_issuer = row.issuer.filter(|i| !i.is_empty());
     if row.user_id != claims.user
@@ -357,7 +358,7 @@ async fn check_made_as_claimed(plane: &Platform, claims: &Claims, user: &model::
     {
         return Err(ActionError::new(
             403,
-            "StreamingURLMismatch",
+            ErrorCode::StreamingURLMismatch,
             "this streaming URL's claims do not match the URL that was made; it cannot be opened",
         ));
     }
@@ -371,7 +372,7 @@ async fn check_queue_room(plane: &Platform, fleet: &str, user: &model::UserRef) 
     if waiting >= i64::from(limits.max_queue) {
         return Err(ActionError::new(
             429,
-            "LimitExceededException",
+            ErrorCode::LimitExceededException,
             format!("no streaming resources are available: {waiting} users already wait for fleet `{fleet}`; try again later"),
         ));
     }
@@ -380,7 +381,7 @@ async fn check_queue_room(plane: &Platform, fleet: &str, user: &model::UserRef) 
     if held >= i64::from(limits.max_sessions_per_user) {
         return Err(ActionError::new(
             429,
-            "LimitExceededException",
+            ErrorCode::LimitExceededException,
             format!("you already hold {held} sessions on fleet `{fleet}`, its limit per user (max_sessions_per_user); end one first"),
         ));
     }
@@ -390,7 +391,11 @@ async fn check_queue_room(plane: &Platform, fleet: &str, user: &model::UserRef) 
 /// Marks the URL used, atomically: of two redemptions at once, one wins.
 async fn consume(plane: &Platform, url_id: &str) -> Result<(), ActionError> {
     if !repo::mark_redeemed(&plane.store, url_id, now_millis()).await? {
-        return Err(ActionError::new(403, "StreamingURLAlreadyUsed", "this streaming URL was already used; each URL opens one session"));
+        return Err(ActionError::new(
+            403,
+            ErrorCode::StreamingURLAlreadyUsed,
+            "this streaming URL was already used; each URL opens one session",
+        ));
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! one of these is recorded.
 
 use control::Credentials;
+use control::ErrorCode;
 use serde_json::json;
 
 use crate::support::{Plane, refused};
@@ -18,14 +19,14 @@ async fn a_user_the_policies_do_not_permit_is_denied_and_recorded() {
     let input = json!({ "Name": "/app/flag", "Value": "v", "Type": "String" });
     let denied = plane.call_raw(Credentials::Bearer(token), "parameters:PutParameter", input.to_string().as_bytes()).await;
     let error = refused(&denied);
-    assert_eq!((error.code, error.status), ("AccessDeniedException", 403), "{error}");
+    assert_eq!((error.code, error.status), (ErrorCode::AccessDeniedException, 403), "{error}");
     let record = plane.record(&denied.request_id);
     assert_eq!(record["errorCode"], "AccessDeniedException");
     assert_eq!(record["errorMessage"], error.message.as_str());
     assert_eq!(record["userIdentity"]["userName"], "mallory", "{record}");
     assert_eq!(record["eventName"], "PutParameter");
     let after = plane.operator("parameters:GetParameter", &json!({ "Name": "/app/flag" })).await;
-    assert_eq!(refused(&after).code, "ParameterNotFound", "the denied write happened");
+    assert_eq!(refused(&after).code, ErrorCode::ParameterNotFound, "the denied write happened");
     plane.stop().await;
 }
 
@@ -37,7 +38,7 @@ async fn a_function_outside_its_policy_is_denied_and_recorded() {
     let keys_before = plane.operator_ok("keys:ListKeys", &json!({})).await;
     let function = Credentials::Function { name: "sha256-sidecar".into(), correlation_id: None };
     let denied = plane.call_raw(function, "keys:CreateKey", br#"{"Description":"not mine to make"}"#).await;
-    assert_eq!(refused(&denied).code, "AccessDeniedException");
+    assert_eq!(refused(&denied).code, ErrorCode::AccessDeniedException);
     let record = plane.record(&denied.request_id);
     assert_eq!(record["errorCode"], "AccessDeniedException");
     assert_eq!(record["eventType"], "AwsServiceEvent");
@@ -53,7 +54,7 @@ async fn an_unknown_action_is_refused_and_recorded() {
     let plane = Plane::start().await;
     let asked = plane.operator("parameters:StealEverything", &json!({})).await;
     let error = refused(&asked);
-    assert_eq!((error.code, error.status), ("UnknownOperationException", 400), "{error}");
+    assert_eq!((error.code, error.status), (ErrorCode::UnknownOperationException, 400), "{error}");
     assert!(error.message.contains("PutParameter"), "the refusal names the service's actions: {error}");
     let record = plane.record(&asked.request_id);
     assert_eq!(record["eventSource"], "unknown");
@@ -62,7 +63,7 @@ async fn an_unknown_action_is_refused_and_recorded() {
     assert!(control::ACTIONS.iter().all(|a| a.name != "parameters:StealEverything"));
 
     let malformed = plane.operator("no-colon-here", &json!({})).await;
-    assert_eq!(refused(&malformed).code, "UnknownOperationException");
+    assert_eq!(refused(&malformed).code, ErrorCode::UnknownOperationException);
     assert_eq!(plane.record(&malformed.request_id)["errorCode"], "UnknownOperationException");
     plane.stop().await;
 }
@@ -79,13 +80,13 @@ async fn an_unauthenticated_caller_is_refused_and_recorded() {
         let input = json!({ "Name": "/app/flag", "Value": "v", "Type": "String" });
         let response = plane.call_raw(credentials, "parameters:PutParameter", input.to_string().as_bytes()).await;
         let error = refused(&response);
-        assert_eq!((error.code, error.status), ("UnrecognizedClientException", 401), "{shown}: {error}");
+        assert_eq!((error.code, error.status), (ErrorCode::UnrecognizedClientException, 401), "{shown}: {error}");
         let record = plane.record(&response.request_id);
         assert_eq!(record["errorCode"], "UnrecognizedClientException", "{shown}");
         assert_eq!(record["userIdentity"]["type"], "Anonymous", "{shown}: {record}");
         assert!(record["requestParameters"].is_null(), "{shown}: an unauthenticated input is recorded: {record}");
     }
     let after = plane.operator("parameters:GetParameter", &json!({ "Name": "/app/flag" })).await;
-    assert_eq!(refused(&after).code, "ParameterNotFound");
+    assert_eq!(refused(&after).code, ErrorCode::ParameterNotFound);
     plane.stop().await;
 }

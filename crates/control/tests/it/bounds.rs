@@ -2,6 +2,7 @@
 //! error messages are cut the same in the reply and the record, and large parameters are
 //! summarized by their size and member names.
 
+use control::ErrorCode;
 use serde_json::{Value, json};
 
 use crate::support::{HIDDEN, Plane, refused};
@@ -24,7 +25,7 @@ async fn an_overlong_member_name_is_refused() {
     for body in bodies {
         let response = plane.operator("parameters:PutParameter", &body).await;
         let error = refused(&response);
-        assert_eq!(error.code, "ValidationException", "{error}");
+        assert_eq!(error.code, ErrorCode::ValidationException, "{error}");
         assert!(error.message.contains(&format!("at most {MAX_MEMBER_NAME_BYTES} bytes")), "{error}");
         let record = plane.record(&response.request_id);
         assert!(record["requestParameters"].is_null(), "{record}");
@@ -47,13 +48,13 @@ async fn an_overlong_error_message_is_cut_alike_in_reply_and_record() {
     let alias = format!("alias/{}", "n!".repeat(5_000));
     let response = plane.operator("keys:CreateAlias", &json!({ "AliasName": alias, "TargetKeyId": "any" })).await;
     let error = refused(&response);
-    assert_eq!(error.code, "ValidationException");
+    assert_eq!(error.code, ErrorCode::ValidationException);
     let tail = &error.message[error.message.len().saturating_sub(300)..];
     assert!(error.message.len() <= MAX_STRING_BYTES, "the reply's message is {} bytes", error.message.len());
     assert!(error.message.contains("[cut: "), "the reply does not say it was cut: {tail}");
     let record = plane.record(&response.request_id);
     assert_eq!(record["errorMessage"], error.message.as_str(), "the record and the reply differ");
-    assert_eq!(record["errorCode"], error.code);
+    assert_eq!(record["errorCode"], error.code.as_str());
     plane.stop().await;
 }
 
@@ -65,7 +66,7 @@ async fn large_parameters_are_summarized() {
     let description = "d".repeat(20_000);
     let input = json!({ "Name": "/big", "Value": "v", "Type": "String", "Description": description });
     let response = plane.operator("parameters:PutParameter", &input).await;
-    assert_eq!(refused(&response).code, "ValidationException", "Description is over AWS's 1024 characters");
+    assert_eq!(refused(&response).code, ErrorCode::ValidationException, "Description is over AWS's 1024 characters");
     let record = plane.record(&response.request_id);
     let summary = &record["requestParameters"];
     assert_eq!(summary["truncated"], true, "{summary}");

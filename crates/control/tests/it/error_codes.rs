@@ -2,7 +2,7 @@
 //! checked before any handler runs (JSON, an object), then each handler checks its input.
 
 use bytes::Bytes;
-use control::{ActionError, Request};
+use control::{ActionError, ErrorCode, Request};
 use serde_json::json;
 
 use crate::support::{Plane, refused};
@@ -14,7 +14,7 @@ async fn a_body_that_is_not_json_is_a_serialization_error() {
     for body in [&b"{\"Name\": "[..], b"not json at all", b"{\"Name\":\"/a\",}"] {
         let response = plane.call_raw(plane.operator_credentials(), "parameters:PutParameter", body).await;
         let error = refused(&response);
-        assert_eq!((error.code, error.status), ("SerializationException", 400), "{body:?}: {error}");
+        assert_eq!((error.code, error.status), (ErrorCode::SerializationException, 400), "{body:?}: {error}");
         assert!(error.message.contains("not valid JSON"), "{error}");
         let record = plane.record(&response.request_id);
         assert_eq!(record["errorCode"], "SerializationException");
@@ -32,7 +32,7 @@ async fn a_body_that_is_not_an_object_is_a_serialization_error() {
     for body in ["[1, 2]", "\"a string\"", "42", "null"] {
         let response = plane.call_raw(plane.operator_credentials(), "parameters:PutParameter", body.as_bytes()).await;
         let error = refused(&response);
-        assert_eq!(error.code, "SerializationException", "{body}: {error}");
+        assert_eq!(error.code, ErrorCode::SerializationException, "{body}: {error}");
         assert!(error.message.contains("must be a JSON object"), "{body}: {error}");
         assert_eq!(plane.record(&response.request_id)["errorCode"], "SerializationException", "{body}");
     }
@@ -53,7 +53,7 @@ async fn an_input_the_action_cannot_take_is_a_validation_error() {
     for (what, body) in cases {
         let response = plane.call_raw(plane.operator_credentials(), "parameters:PutParameter", body).await;
         let error = refused(&response);
-        assert_eq!((error.code, error.status), ("ValidationException", 400), "{what}: {error}");
+        assert_eq!((error.code, error.status), (ErrorCode::ValidationException, 400), "{what}: {error}");
         let record = plane.record(&response.request_id);
         assert_eq!(record["errorCode"], "ValidationException", "{what}");
         assert_eq!(record["errorMessage"], error.message.as_str(), "{what}");
@@ -73,13 +73,13 @@ async fn a_transport_error_is_answered_and_recorded_as_given() {
         source_ip: "192.0.2.7".into(),
         user_agent: "control-it".into(),
         action: "parameters:PutParameter".into(),
-        body: Err::<Bytes, _>(ActionError::new(413, "RequestEntityTooLarge", "the body is over the limit")),
+        body: Err::<Bytes, _>(ActionError::new(413, ErrorCode::EntityTooLarge, "the body is over the limit")),
     };
     let response = plane.control.call(request).await;
     let error = refused(&response);
-    assert_eq!((error.code, error.status), ("RequestEntityTooLarge", 413));
+    assert_eq!((error.code, error.status), (ErrorCode::EntityTooLarge, 413));
     let record = plane.record(&response.request_id);
-    assert_eq!(record["errorCode"], "RequestEntityTooLarge");
+    assert_eq!(record["errorCode"], "EntityTooLarge");
     assert_eq!(record["errorMessage"], "the body is over the limit");
     plane.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Secrets and data never reach a record: members named secret are hidden whatever the call's
 //! outcome, and inputs parsed by type are recorded as their types serialize.
 
+use control::ErrorCode;
 use serde_json::json;
 
 use crate::support::{HIDDEN, Plane, refused};
@@ -24,7 +25,7 @@ async fn a_parameter_value_never_reaches_the_record() {
     assert!(plane.record(&got.request_id)["responseElements"].is_null());
     // A refused call hides it too.
     let bad = plane.operator("parameters:PutParameter", &json!({ "Name": "/app/other", "Value": secret, "Type": "Bogus" })).await;
-    assert_eq!(refused(&bad).code, "ValidationException");
+    assert_eq!(refused(&bad).code, ErrorCode::ValidationException);
     assert_eq!(plane.record(&bad.request_id)["requestParameters"]["Value"], HIDDEN);
     assert!(!plane.whole_trail().contains(secret), "the value is in the open trail file");
     plane.stop().await;
@@ -72,7 +73,7 @@ async fn a_typed_input_is_recorded_as_its_type_serializes() {
     assert!(!trail.contains("override-secret-9b1e") && !trail.contains("spec-secret-51d0"), "a secret is in the trail");
     // An input that does not parse falls back to hiding by member name, whole.
     let unparsed = plane.operator("deploy:Deploy", &json!({ "Spec": 7, "Overrides": ["a=b-secret-3c"] })).await;
-    assert_eq!(refused(&unparsed).code, "ValidationException");
+    assert_eq!(refused(&unparsed).code, ErrorCode::ValidationException);
     let recorded = &plane.record(&unparsed.request_id)["requestParameters"];
     assert_eq!(recorded, &json!({ "Spec": HIDDEN, "Overrides": HIDDEN }));
     assert!(!plane.whole_trail().contains("b-secret-3c"));

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use roxmltree::Document;
 
 use super::xml::{ASSERTION, DSIG, METADATA, PROTOCOL, child, children, is, xml_escape};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::now_millis;
 
@@ -48,7 +48,7 @@ pub(crate) fn identity_provider(plane: &Platform) -> Result<IdentityProvider, Ac
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return Err(ActionError::new(
                 400,
-                "SAMLNotConfigured",
+                ErrorCode::SAMLNotConfigured,
                 format!(
                     "no SAML identity provider `{name}` is deployed; set `idp_metadata` in the spec (or `-c idp_metadata=/path/idp.xml`) and deploy"
                 ),
@@ -113,7 +113,7 @@ pub(crate) fn login_url(plane: &Platform, relay_state: &str) -> Result<(String, 
     let sso = idp.sso_redirect.ok_or_else(|| {
         ActionError::new(
             400,
-            "SAMLNotConfigured",
+            ErrorCode::SAMLNotConfigured,
             "the IdP's metadata has no HTTP-Redirect SingleSignOnService; start the sign-in at the IdP instead",
         )
     })?;

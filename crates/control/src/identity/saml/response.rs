@@ -10,7 +10,7 @@ use super::provider::{IdentityProvider, ServiceProvider, identity_provider, requ
 use super::shape::{Shape, shape};
 use super::xml::{ASSERTION, child, children, is, malformed, plain_text, rejected, time};
 use super::xmlsec::check_signature;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::now_millis;
 use crate::identity::repo;
@@ -87,7 +87,7 @@ pub(crate) async fn verify(plane: &Platform, response: &str, browser_request: Op
         check_signature(&text, &idp, node_name, id).await?;
     }
     if !repo::remember_once(&plane.store, &format!("saml:{}", read.assertion_id), read.expires).await? {
-        return Err(rejected("SAMLReplay", "this assertion has been used already; sign in again at the identity provider"));
+        return Err(rejected(ErrorCode::SAMLReplay, "this assertion has been used already; sign in again at the identity provider"));
     }
     Ok(read.verified)
 }
@@ -111,7 +111,10 @@ fn read_assertion(
     if let Some(destination) = response.attribute("Destination")
         && destination != sp.acs
     {
-        return Err(rejected("SAMLDestinationMismatch", format!("the Response is addressed to `{destination}`, not to `{}`", sp.acs)));
+        return Err(rejected(
+            ErrorCode::SAMLDestinationMismatch,
+            format!("the Response is addressed to `{destination}`, not to `{}`", sp.acs),
+        ));
     }
     let assertion_id = assertion.attribute("ID").ok_or_else(|| malformed("the assertion has no ID"))?.to_owned();
     let subject = child(assertion, ASSERTION, "Subject").ok_or_else(|| malformed("the assertion has no Subject"))?;
@@ -168,12 +171,15 @@ fn bearer_confirmation(
         .ok_or_else(|| malformed("the Subject has no bearer SubjectConfirmationData"))?;
     let recipient = confirmation.attribute("Recipient").unwrap_or_default();
     if recipient != sp.acs {
-        return Err(rejected("SAMLRecipientMismatch", format!("the assertion is for the recipient `{recipient}`, not `{}`", sp.acs)));
+        return Err(rejected(
+            ErrorCode::SAMLRecipientMismatch,
+            format!("the assertion is for the recipient `{recipient}`, not `{}`", sp.acs),
+        ));
     }
     let confirmation_end = time(confirmation.attribute("NotOnOrAfter"), "SubjectConfirmationData NotOnOrAfter")?
         .ok_or_else(|| malformed("the SubjectConfirmationData has no NotOnOrAfter"))?;
     if confirmation_end + SKEW_MS <= now {
-        return Err(rejected("SAMLExpired", "the assertion's subject confirmation has expired; sign in again"));
+        return Err(rejected(ErrorCode::SAMLExpired, "the assertion's subject confirmation has expired; sign in again"));
     }
     if confirmation.attribute("InResponseTo") != in_response_to {
         return Err(malformed("the assertion answers another request than its Response"));
@@ -182,7 +188,7 @@ fn bearer_confirmation(
         && !request_id_valid(plane, request, now)?
     {
         return Err(rejected(
-            "SAMLUnknownRequest",
+            ErrorCode::SAMLUnknownRequest,
             "the response answers a request this service did not make, or made more than ten minutes ago; sign in again",
         ));
     }
@@ -191,7 +197,7 @@ fn bearer_confirmation(
         && browser_request != Some(request)
     {
         return Err(rejected(
-            "SAMLRequestNotFromThisBrowser",
+            ErrorCode::SAMLRequestNotFromThisBrowser,
             "the response answers a sign-in started in another browser (or this browser's sign-in cookie is gone); sign in again",
         ));
     }
@@ -205,11 +211,11 @@ fn conditions(assertion: Node, sp: &ServiceProvider, now: i64) -> Result<Option<
     if let Some(not_before) = time(conditions.attribute("NotBefore"), "NotBefore")?
         && not_before - SKEW_MS > now
     {
-        return Err(rejected("SAMLNotYetValid", "the assertion is not valid yet; check the IdP's clock"));
+        return Err(rejected(ErrorCode::SAMLNotYetValid, "the assertion is not valid yet; check the IdP's clock"));
     }
     let not_on_or_after = time(conditions.attribute("NotOnOrAfter"), "NotOnOrAfter")?;
     if not_on_or_after.is_some_and(|end| end + SKEW_MS <= now) {
-        return Err(rejected("SAMLExpired", "the assertion has expired; sign in again"));
+        return Err(rejected(ErrorCode::SAMLExpired, "the assertion has expired; sign in again"));
     }
     let audiences: Vec<String> = children(conditions, ASSERTION, "AudienceRestriction")
         .flat_map(|r| children(r, ASSERTION, "Audience"))
@@ -217,7 +223,7 @@ fn conditions(assertion: Node, sp: &ServiceProvider, now: i64) -> Result<Option<
         .collect::<Result<_, _>>()?;
     if !audiences.contains(&sp.entity_id) {
         return Err(rejected(
-            "SAMLAudienceMismatch",
+            ErrorCode::SAMLAudienceMismatch,
             format!("the assertion is for {audiences:?}, not for this service provider `{}`", sp.entity_id),
         ));
     }
@@ -252,7 +258,7 @@ fn attributes(plane: &Platform, assertion: Node, idp: &IdentityProvider) -> Resu
     if roles.is_empty() {
         return Err(ActionError::new(
             403,
-            "SAMLNoRole",
+            ErrorCode::SAMLNoRole,
             format!(
                 "the assertion grants no role through `{provider}`; the IdP must send the `{ROLE_ATTRIBUTE}` attribute as `{role_prefix}<role>,{provider}`"
             ),

@@ -6,7 +6,7 @@ use roxmltree::{Document, Node};
 
 use super::provider::IdentityProvider;
 use super::xml::{ASSERTION, DSIG, PROTOCOL, child, children, is, malformed, rejected};
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 const EXCLUSIVE_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
@@ -53,7 +53,7 @@ pub(super) fn shape<'a, 'i>(document: &'a Document<'i>, idp: &IdentityProvider) 
         document.descendants().filter(|n| is(*n, ASSERTION, "Issuer")).map(|n| n.text().unwrap_or_default().trim().to_owned()).collect();
     if let Some(other) = issuers.iter().find(|i| **i != idp.entity_id) {
         return Err(rejected(
-            "SAMLUnknownIssuer",
+            ErrorCode::SAMLUnknownIssuer,
             format!("the response was issued by `{other}`, not by the trusted identity provider `{}`", idp.entity_id),
         ));
     }
@@ -62,7 +62,10 @@ pub(super) fn shape<'a, 'i>(document: &'a Document<'i>, idp: &IdentityProvider) 
         .and_then(|c| c.attribute("Value"))
         .ok_or_else(|| malformed("the Response has no StatusCode"))?;
     if status != SUCCESS {
-        return Err(rejected("SAMLStatusNotSuccess", format!("the identity provider did not sign the user in (status `{status}`)")));
+        return Err(rejected(
+            ErrorCode::SAMLStatusNotSuccess,
+            format!("the identity provider did not sign the user in (status `{status}`)"),
+        ));
     }
     if document.descendants().any(|n| is(n, ASSERTION, "EncryptedAssertion")) {
         return Err(malformed("encrypted assertions are not supported; configure the IdP to sign the assertion, not to encrypt it"));
@@ -72,17 +75,20 @@ pub(super) fn shape<'a, 'i>(document: &'a Document<'i>, idp: &IdentityProvider) 
         if let Some(id) = node.attribute("ID")
             && !ids.insert(id)
         {
-            return Err(rejected("SAMLSignatureWrapping", format!("the ID `{id}` appears twice: a signed element may have been copied")));
+            return Err(rejected(
+                ErrorCode::SAMLSignatureWrapping,
+                format!("the ID `{id}` appears twice: a signed element may have been copied"),
+            ));
         }
     }
     let assertions: Vec<Node> = document.descendants().filter(|n| is(*n, ASSERTION, "Assertion")).collect();
     let assertion = match assertions.as_slice() {
         [one] if one.parent() == Some(response) => *one,
-        [_] => return Err(rejected("SAMLSignatureWrapping", "the assertion is not a child of the Response")),
+        [_] => return Err(rejected(ErrorCode::SAMLSignatureWrapping, "the assertion is not a child of the Response")),
         [] => return Err(malformed("the Response holds no assertion")),
         _ => {
             return Err(rejected(
-                "SAMLSignatureWrapping",
+                ErrorCode::SAMLSignatureWrapping,
                 format!("the Response holds {} assertions; exactly one is accepted", assertions.len()),
             ));
         }
@@ -92,14 +98,14 @@ pub(super) fn shape<'a, 'i>(document: &'a Document<'i>, idp: &IdentityProvider) 
         let parent = signature
             .parent()
             .filter(|p| *p == response || *p == assertion)
-            .ok_or_else(|| rejected("SAMLSignatureWrapping", "a signature sits outside the Response and its assertion"))?;
+            .ok_or_else(|| rejected(ErrorCode::SAMLSignatureWrapping, "a signature sits outside the Response and its assertion"))?;
         let node_name = if parent == response {
             "urn:oasis:names:tc:SAML:2.0:protocol:Response"
         } else {
             "urn:oasis:names:tc:SAML:2.0:assertion:Assertion"
         };
         if signed.iter().any(|s: &Signed| s.node_name == node_name) {
-            return Err(rejected("SAMLSignatureWrapping", "an element carries two signatures"));
+            return Err(rejected(ErrorCode::SAMLSignatureWrapping, "an element carries two signatures"));
         }
         // xmlsec1 checks the first signature under the element it is pointed at: the
         // response's own must come before its assertion.
@@ -111,7 +117,7 @@ pub(super) fn shape<'a, 'i>(document: &'a Document<'i>, idp: &IdentityProvider) 
         signed.push(Signed { node_name, id: id.to_owned() });
     }
     if signed.is_empty() {
-        return Err(rejected("SAMLUnsigned", "neither the Response nor its assertion is signed"));
+        return Err(rejected(ErrorCode::SAMLUnsigned, "neither the Response nor its assertion is signed"));
     }
     Ok(Shape { response, assertion, signed })
 }
@@ -121,7 +127,7 @@ fn check_signed_info(signature: Node, id: &str) -> Result<(), ActionError> {
     let info = child(signature, DSIG, "SignedInfo").ok_or_else(|| malformed("a Signature has no SignedInfo"))?;
     let algorithm = |node: Option<Node>| node.and_then(|n| n.attribute("Algorithm")).unwrap_or_default().to_owned();
     let weak = |what: &str, value: &str| {
-        rejected("SAMLWeakSignature", format!("the signature's {what} `{value}` is not accepted; configure the IdP for SHA-256"))
+        rejected(ErrorCode::SAMLWeakSignature, format!("the signature's {what} `{value}` is not accepted; configure the IdP for SHA-256"))
     };
     let canonicalization = algorithm(child(info, DSIG, "CanonicalizationMethod"));
     if canonicalization != EXCLUSIVE_C14N {
@@ -133,10 +139,10 @@ fn check_signed_info(signature: Node, id: &str) -> Result<(), ActionError> {
     }
     let references: Vec<Node> = children(info, DSIG, "Reference").collect();
     let [reference] = references.as_slice() else {
-        return Err(rejected("SAMLSignatureWrapping", "a signature must have exactly one reference"));
+        return Err(rejected(ErrorCode::SAMLSignatureWrapping, "a signature must have exactly one reference"));
     };
     if reference.attribute("URI") != Some(&format!("#{id}")) {
-        return Err(rejected("SAMLSignatureWrapping", "a signature references another element than the one it sits in"));
+        return Err(rejected(ErrorCode::SAMLSignatureWrapping, "a signature references another element than the one it sits in"));
     }
     let digest = algorithm(child(*reference, DSIG, "DigestMethod"));
     if !DIGEST_METHODS.contains(&digest.as_str()) {

@@ -4,7 +4,7 @@
 use chrono::DateTime;
 use roxmltree::Node;
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 
 pub(super) const PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 pub(super) const ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -12,13 +12,13 @@ pub(super) const DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
 pub(super) const METADATA: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
 
 /// A refusal of the sign-in, with its own error code.
-pub(super) fn rejected(code: &'static str, message: impl Into<String>) -> ActionError {
+pub(super) fn rejected(code: ErrorCode, message: impl Into<String>) -> ActionError {
     ActionError::new(401, code, message)
 }
 
 /// A response that is not what SAML says it must be.
 pub(super) fn malformed(message: impl Into<String>) -> ActionError {
-    rejected("InvalidSAMLResponse", message)
+    rejected(ErrorCode::InvalidSAMLResponse, message)
 }
 
 pub(super) fn time(value: Option<&str>, what: &str) -> Result<Option<i64>, ActionError> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::provider::IdentityProvider;
 use super::xml::rejected;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 
 /// xmlsec1 checks under way at once, host-wide: each is a process of its own, and anyone can
 /// post a response shaped well enough to reach one.
@@ -21,7 +21,7 @@ pub(super) async fn check_signature(document: &str, idp: &IdentityProvider, node
         Err(_) => {
             return Err(ActionError::new(
                 429,
-                "TooManyRequestsException",
+                ErrorCode::TooManyRequestsException,
                 "too many SAML sign-ins are being checked at once; try again in a moment",
             ));
         }
@@ -62,7 +62,7 @@ pub(super) async fn check_signature(document: &str, idp: &IdentityProvider, node
     }
     let what = if node_name.ends_with(":Response") { "Response" } else { "assertion" };
     Err(rejected(
-        "SAMLSignatureInvalid",
+        ErrorCode::SAMLSignatureInvalid,
         format!("the {what}'s signature does not verify with the certificate of `{}` from its metadata", idp.entity_id),
     ))
 }
