@@ -68,9 +68,9 @@ struct PutInput {
     data_type: Option<String>,
 }
 
-async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let input: PutInput = ctx.parse(input)?;
-    let name = input.name.as_str();
+/// Checks a PutParameter input beyond its types (AWS's ranges and combinations); the type it
+/// names, if any.
+fn checked_kind(input: &PutInput) -> Result<Option<String>, ActionError> {
     if input.value.is_empty() || input.value.chars().count() > 4096 {
         return Err(ActionError::validation("Value must be 1..=4096 characters (Standard tier)"));
     }
@@ -90,6 +90,13 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     if input.key_id.is_some() && kind.as_deref() != Some("SecureString") {
         return Err(ActionError::validation("KeyId applies only to Type SecureString"));
     }
+    Ok(kind)
+}
+
+async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: PutInput = ctx.parse(input)?;
+    let name = input.name.as_str();
+    let kind = checked_kind(&input)?;
     ctx.authorize(resource(name))?;
     let plane = ctx.platform;
     let current = current_version(plane, name).await?;

@@ -316,15 +316,7 @@ pub(crate) fn check_id_token(token: &str, keys: &JwkSet, settings: &model::spec:
             ),
         ));
     }
-    let roles: Vec<String> = match &claims[settings.roles_claim.as_str()] {
-        Value::Array(values) => values.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        Value::String(text) => text.split_whitespace().map(str::to_owned).collect(),
-        _ => Vec::new(),
-    };
-    let roles = roles
-        .into_iter()
-        .filter(|r| (1..=64).contains(&r.len()) && r.chars().all(|c| c.is_ascii_alphanumeric() || "+=.@_-".contains(c)))
-        .collect();
+    let roles = roles_of(&claims[settings.roles_claim.as_str()]);
     let methods: HashSet<&str> = claims["amr"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let mfa = MFA_METHODS.iter().any(|m| methods.contains(m));
     Ok(Verified {
@@ -335,6 +327,20 @@ pub(crate) fn check_id_token(token: &str, keys: &JwkSet, settings: &model::spec:
         roles,
         mfa,
     })
+}
+
+/// The roles a claim grants (an array, or a space-separated string), keeping only names a
+/// policy can match.
+fn roles_of(claim: &Value) -> Vec<String> {
+    let roles: Vec<String> = match claim {
+        Value::Array(values) => values.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Value::String(text) => text.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    roles
+        .into_iter()
+        .filter(|r| (1..=64).contains(&r.len()) && r.chars().all(|c| c.is_ascii_alphanumeric() || "+=.@_-".contains(c)))
+        .collect()
 }
 
 /// A state opens one sign-in.

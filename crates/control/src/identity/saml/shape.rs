@@ -70,17 +70,7 @@ pub(super) fn shape<'a, 'i>(document: &'a Document<'i>, idp: &IdentityProvider) 
     if document.descendants().any(|n| is(n, ASSERTION, "EncryptedAssertion")) {
         return Err(malformed("encrypted assertions are not supported; configure the IdP to sign the assertion, not to encrypt it"));
     }
-    let mut ids = std::collections::HashSet::new();
-    for node in document.descendants().filter(Node::is_element) {
-        if let Some(id) = node.attribute("ID")
-            && !ids.insert(id)
-        {
-            return Err(rejected(
-                ErrorCode::SAMLSignatureWrapping,
-                format!("the ID `{id}` appears twice: a signed element may have been copied"),
-            ));
-        }
-    }
+    unique_ids(document)?;
     let assertions: Vec<Node> = document.descendants().filter(|n| is(*n, ASSERTION, "Assertion")).collect();
     let assertion = match assertions.as_slice() {
         [one] if one.parent() == Some(response) => *one,
@@ -120,6 +110,22 @@ pub(super) fn shape<'a, 'i>(document: &'a Document<'i>, idp: &IdentityProvider) 
         return Err(rejected(ErrorCode::SAMLUnsigned, "neither the Response nor its assertion is signed"));
     }
     Ok(Shape { response, assertion, signed })
+}
+
+/// No two elements share an ID: a signed element copied elsewhere would be one.
+fn unique_ids(document: &Document<'_>) -> Result<(), ActionError> {
+    let mut ids = std::collections::HashSet::new();
+    for node in document.descendants().filter(Node::is_element) {
+        if let Some(id) = node.attribute("ID")
+            && !ids.insert(id)
+        {
+            return Err(rejected(
+                ErrorCode::SAMLSignatureWrapping,
+                format!("the ID `{id}` appears twice: a signed element may have been copied"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One reference, to the signature's own parent, with SHA-2 and exclusive canonicalization.
