@@ -41,3 +41,26 @@ pub(crate) fn encode_token(position: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.as_bytes())
 }
+
+/// A closed set of values stored as text in the metadata store: the enum, the text of each
+/// variant, and the way back (`parse` is `None` for any other text).
+macro_rules! stored_as_text {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name { $($(#[$variant_meta])* $variant,)* }
+
+        impl $name {
+            #[allow(dead_code, reason = "not every stored enum is written as text")]
+            $vis fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+
+            #[allow(dead_code, reason = "not every stored enum is read back")]
+            $vis fn parse(text: &str) -> Option<$name> {
+                match text { $($text => Some($name::$variant),)* _ => None }
+            }
+        }
+    };
+}
+pub(crate) use stored_as_text;

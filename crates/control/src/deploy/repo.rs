@@ -6,23 +6,11 @@ use sqlx::Row;
 
 use crate::core::store::Store;
 
-/// What a row of `deployments` was: a deploy of a spec, or a destroy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum DeploymentKind {
-    Deploy,
-    Destroy,
-}
-
-impl DeploymentKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeploymentKind::Deploy => "DEPLOY",
-            DeploymentKind::Destroy => "DESTROY",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<DeploymentKind> {
-        [DeploymentKind::Deploy, DeploymentKind::Destroy].into_iter().find(|k| k.as_str() == text)
+crate::core::codec::stored_as_text! {
+    /// What a row of `deployments` was: a deploy of a spec, or a destroy.
+    pub(super) enum DeploymentKind {
+        Deploy = "DEPLOY",
+        Destroy = "DESTROY",
     }
 }
 

@@ -6,24 +6,12 @@ use sqlx::Row;
 
 use crate::core::store::{Store, now_millis};
 
-/// How a token was issued (`tokens.channel`): by an operator (`identity:CreateSessionToken`)
-/// or by a sign-in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum TokenChannel {
-    Issued,
-    SignIn,
-}
-
-impl TokenChannel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenChannel::Issued => "issued",
-            TokenChannel::SignIn => "sign-in",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<TokenChannel> {
-        [TokenChannel::Issued, TokenChannel::SignIn].into_iter().find(|c| c.as_str() == text)
+crate::core::codec::stored_as_text! {
+    /// How a token was issued (`tokens.channel`): by an operator (`identity:CreateSessionToken`)
+    /// or by a sign-in.
+    pub(super) enum TokenChannel {
+        Issued = "issued",
+        SignIn = "sign-in",
     }
 }
 

@@ -11,34 +11,19 @@ use crate::core::error::ActionError;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
 
-/// Where an instance is in its life. PENDING, RUNNING and STOPPING instances still hold a link
-/// (and, after a crash, are reconciled); TERMINATED and FAILED rows stay for the record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum InstanceState {
-    Pending,
-    Running,
-    Stopping,
-    Terminated,
-    Failed,
+crate::core::codec::stored_as_text! {
+    /// Where an instance is in its life. PENDING, RUNNING and STOPPING instances still hold a link
+    /// (and, after a crash, are reconciled); TERMINATED and FAILED rows stay for the record.
+    pub(super) enum InstanceState {
+        Pending = "PENDING",
+        Running = "RUNNING",
+        Stopping = "STOPPING",
+        Terminated = "TERMINATED",
+        Failed = "FAILED",
+    }
 }
 
 impl InstanceState {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            InstanceState::Pending => "PENDING",
-            InstanceState::Running => "RUNNING",
-            InstanceState::Stopping => "STOPPING",
-            InstanceState::Terminated => "TERMINATED",
-            InstanceState::Failed => "FAILED",
-        }
-    }
-
-    pub(super) fn parse(text: &str) -> Option<InstanceState> {
-        [InstanceState::Pending, InstanceState::Running, InstanceState::Stopping, InstanceState::Terminated, InstanceState::Failed]
-            .into_iter()
-            .find(|state| state.as_str() == text)
-    }
-
     /// Whether the instance has ended, for good or by failing to start.
     pub(super) fn has_ended(self) -> bool {
         matches!(self, InstanceState::Terminated | InstanceState::Failed)

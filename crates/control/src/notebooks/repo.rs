@@ -9,33 +9,18 @@ use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::now_millis;
 
-/// SageMaker's notebook instance states, as the table keeps them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum NotebookState {
-    Pending,
-    InService,
-    Stopping,
-    Stopped,
-    Failed,
+crate::core::codec::stored_as_text! {
+    /// SageMaker's notebook instance states, as the table keeps them.
+    pub(super) enum NotebookState {
+        Pending = "Pending",
+        InService = "InService",
+        Stopping = "Stopping",
+        Stopped = "Stopped",
+        Failed = "Failed",
+    }
 }
 
 impl NotebookState {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            NotebookState::Pending => "Pending",
-            NotebookState::InService => "InService",
-            NotebookState::Stopping => "Stopping",
-            NotebookState::Stopped => "Stopped",
-            NotebookState::Failed => "Failed",
-        }
-    }
-
-    pub(super) fn parse(text: &str) -> Option<NotebookState> {
-        [NotebookState::Pending, NotebookState::InService, NotebookState::Stopping, NotebookState::Stopped, NotebookState::Failed]
-            .into_iter()
-            .find(|state| state.as_str() == text)
-    }
-
     /// Stopped or failed: nothing of the notebook runs, so it may start, change or go.
     pub(super) fn is_at_rest(self) -> bool {
         matches!(self, NotebookState::Stopped | NotebookState::Failed)

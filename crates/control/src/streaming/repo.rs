@@ -12,54 +12,20 @@ use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
 use crate::core::store::Store;
 
-/// Where a session is in its life: waiting for an instance, served by one, or over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SessionState {
-    Pending,
-    Active,
-    Expired,
-}
-
-impl SessionState {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Pending => "PENDING",
-            SessionState::Active => "ACTIVE",
-            SessionState::Expired => "EXPIRED",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<SessionState> {
-        match text {
-            "PENDING" => Some(SessionState::Pending),
-            "ACTIVE" => Some(SessionState::Active),
-            "EXPIRED" => Some(SessionState::Expired),
-            _ => None,
-        }
+crate::core::codec::stored_as_text! {
+    /// Where a session is in its life: waiting for an instance, served by one, or over.
+    pub(crate) enum SessionState {
+        Pending = "PENDING",
+        Active = "ACTIVE",
+        Expired = "EXPIRED",
     }
 }
 
-/// Whether a session's page holds a live connection to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConnectionState {
-    Connected,
-    NotConnected,
-}
-
-impl ConnectionState {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ConnectionState::Connected => "CONNECTED",
-            ConnectionState::NotConnected => "NOT_CONNECTED",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<ConnectionState> {
-        match text {
-            "CONNECTED" => Some(ConnectionState::Connected),
-            "NOT_CONNECTED" => Some(ConnectionState::NotConnected),
-            _ => None,
-        }
+crate::core::codec::stored_as_text! {
+    /// Whether a session's page holds a live connection to it.
+    pub(crate) enum ConnectionState {
+        Connected = "CONNECTED",
+        NotConnected = "NOT_CONNECTED",
     }
 }
 
