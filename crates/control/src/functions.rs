@@ -145,7 +145,7 @@ async fn audit_delivery(control: &Pipeline, function: &str, event: &Value, attem
         "TriggeringRequestId": event["responseElements"]["x-amz-request-id"],
     });
     let resources = vec![audit::RecordResource {
-        arn: format!("arn:datasandbox:functions:{}:{}:function/{function}", spec.region, spec.account_id),
+        arn: model::arn::regional("functions", &spec.region, &spec.account_id, &format!("function/{function}")),
         account_id: spec.account_id.clone(),
         kind: "DataSandbox::Functions::Function".into(),
     }];

@@ -33,7 +33,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: ParametersAction, input:
 }
 
 fn arn(plane: &Platform, name: &str) -> String {
-    format!("arn:datasandbox:parameters:{}:{}:parameter/{}", plane.spec.region, plane.spec.account_id, name.trim_start_matches('/'))
+    model::arn::regional("parameters", &plane.spec.region, &plane.spec.account_id, &format!("parameter/{}", name.trim_start_matches('/')))
 }
 
 fn not_found(name: &str) -> ActionError {

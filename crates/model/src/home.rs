@@ -117,8 +117,8 @@ impl UserRef {
     /// `…:user/federated/<issuer tag>/<user>`.
     pub fn arn(&self, account_id: &str) -> String {
         match self.issuer_tag() {
-            Some(tag) => format!("arn:datasandbox:identity::{account_id}:user/federated/{tag}/{}", self.user),
-            None => format!("arn:datasandbox:identity::{account_id}:user/{}/{}", self.mode.as_str(), self.user),
+            Some(tag) => crate::arn::account_wide("identity", account_id, &format!("user/federated/{tag}/{}", self.user)),
+            None => crate::arn::account_wide("identity", account_id, &format!("user/{}/{}", self.mode.as_str(), self.user)),
         }
     }
 

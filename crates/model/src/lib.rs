@@ -4,6 +4,7 @@
 //! trust a value of these types without checking it again.
 
 pub mod action;
+pub mod arn;
 pub mod home;
 pub mod ids;
 pub mod session_file;

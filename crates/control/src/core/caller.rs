@@ -154,7 +154,7 @@ pub(crate) fn operator_identity(account_id: &str, uid: u32, name: String) -> Use
     UserIdentity {
         kind: "Operator".into(),
         principal_id: format!("uid:{uid}"),
-        arn: format!("arn:datasandbox:identity::{account_id}:operator/{name}"),
+        arn: model::arn::account_wide("identity", account_id, &format!("operator/{name}")),
         account_id: account_id.to_owned(),
         user_name: Some(name),
         session_context: None,
@@ -173,12 +173,12 @@ pub(crate) fn instance_identity(
     let issuer = json!({
         "type": "Instance",
         "principalId": instance_id,
-        "arn": format!("arn:datasandbox:streaming:{region}:{account_id}:instance/{instance_id}"),
+        "arn": model::arn::regional("streaming", region, account_id, &format!("instance/{instance_id}")),
     });
     UserIdentity {
         kind: "Instance".into(),
         principal_id: format!("instance:{instance_id}"),
-        arn: format!("arn:datasandbox:identity::{account_id}:instance/{instance_id}"),
+        arn: model::arn::account_wide("identity", account_id, &format!("instance/{instance_id}")),
         account_id: account_id.to_owned(),
         user_name,
         session_context: Some(session_context(created, false, Some(issuer))),
@@ -192,7 +192,7 @@ pub(crate) fn function_identity(account_id: &str, name: &str, created: i64) -> U
     UserIdentity {
         kind: "AssumedRole".into(),
         principal_id: format!("function:{name}"),
-        arn: format!("arn:datasandbox:identity::{account_id}:assumed-role/function-{name}/{name}"),
+        arn: model::arn::account_wide("identity", account_id, &format!("assumed-role/function-{name}/{name}")),
         account_id: account_id.to_owned(),
         user_name: Some(format!("function/{name}")),
         session_context: Some(session_context(created, false, Some(issuer))),

@@ -10,6 +10,7 @@ use std::time::Instant;
 use audit::{Record, RecordResource};
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use model::arn;
 use model::spec::Spec;
 use policy::Resource;
 use serde::de::DeserializeOwned;
@@ -375,18 +376,18 @@ fn resource_arn(spec: &Spec, resource: &Resource) -> (Option<String>, &'static s
     let (region, account) = (&spec.region, &spec.account_id);
     match resource {
         Resource::Service(_) => (None, ""),
-        Resource::Bucket { name, .. } => (Some(format!("arn:datasandbox:storage:::{name}")), "DataSandbox::Storage::Bucket"),
-        Resource::Object { bucket, key, .. } => (Some(format!("arn:datasandbox:storage:::{bucket}/{key}")), "DataSandbox::Storage::Object"),
+        Resource::Bucket { name, .. } => (Some(arn::global("storage", name)), "DataSandbox::Storage::Bucket"),
+        Resource::Object { bucket, key, .. } => (Some(arn::global("storage", &format!("{bucket}/{key}"))), "DataSandbox::Storage::Object"),
         Resource::Parameter { name } => (
-            Some(format!("arn:datasandbox:parameters:{region}:{account}:parameter/{}", name.trim_start_matches('/'))),
+            Some(arn::regional("parameters", region, account, &format!("parameter/{}", name.trim_start_matches('/')))),
             "DataSandbox::Parameters::Parameter",
         ),
-        Resource::Key { id, .. } => (Some(format!("arn:datasandbox:keys:{region}:{account}:key/{id}")), "DataSandbox::Keys::Key"),
+        Resource::Key { id, .. } => (Some(arn::regional("keys", region, account, &format!("key/{id}"))), "DataSandbox::Keys::Key"),
         Resource::Instance { id } => {
-            (Some(format!("arn:datasandbox:streaming:{region}:{account}:instance/{id}")), "DataSandbox::Streaming::Instance")
+            (Some(arn::regional("streaming", region, account, &format!("instance/{id}"))), "DataSandbox::Streaming::Instance")
         }
         Resource::Stack { name, .. } => {
-            (Some(format!("arn:datasandbox:streaming:{region}:{account}:stack/{name}")), "DataSandbox::Streaming::Stack")
+            (Some(arn::regional("streaming", region, account, &format!("stack/{name}"))), "DataSandbox::Streaming::Stack")
         }
     }
 }

@@ -133,7 +133,7 @@ async fn local_user_caller(
 async fn saml_caller(plane: &Platform, response: &str, browser_request: Option<&str>) -> Result<Caller, ActionError> {
     let account_id = plane.spec.account_id.as_str();
     let verified = saml::verify(plane, response, browser_request).await?;
-    let provider = format!("arn:datasandbox:identity::{account_id}:saml-provider/{}", plane.current.read().expect("spec lock").idp_name);
+    let provider = model::arn::account_wide("identity", account_id, &format!("saml-provider/{}", plane.current().idp_name));
     let issuer = json!({ "type": "SAMLProvider", "arn": provider, "issuer": verified.issuer });
     let federation = Federation {
         protocol: "SAML",

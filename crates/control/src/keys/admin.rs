@@ -159,7 +159,7 @@ pub(super) async fn list_aliases(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
         let name: String = r.try_get("alias_name")?;
         aliases.push(json!({
             "AliasName": name,
-            "AliasArn": format!("arn:datasandbox:keys:{}:{}:{name}", ctx.platform.spec.region, ctx.platform.spec.account_id),
+            "AliasArn": model::arn::regional("keys", &ctx.platform.spec.region, &ctx.platform.spec.account_id, &name),
             "TargetKeyId": target,
             "CreationDate": millis_to_rfc3339(r.try_get("created")?),
         }));

@@ -36,7 +36,7 @@ impl KeyRow {
 }
 
 pub(super) fn key_arn(plane: &Platform, key_id: &str) -> String {
-    format!("arn:datasandbox:keys:{}:{}:key/{key_id}", plane.spec.region, plane.spec.account_id)
+    model::arn::regional("keys", &plane.spec.region, &plane.spec.account_id, &format!("key/{key_id}"))
 }
 
 fn not_found(reference: &str) -> ActionError {

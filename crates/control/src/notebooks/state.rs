@@ -28,7 +28,7 @@ pub(super) fn notebook_dir(plane: &Platform, name: &str) -> PathBuf {
 }
 
 pub(super) fn arn(plane: &Platform, name: &str) -> String {
-    format!("arn:datasandbox:notebooks:{}:{}:notebook-instance/{name}", plane.spec.region, plane.spec.account_id)
+    model::arn::regional("notebooks", &plane.spec.region, &plane.spec.account_id, &format!("notebook-instance/{name}"))
 }
 
 pub(super) fn volume_context(name: &str) -> std::collections::BTreeMap<String, String> {

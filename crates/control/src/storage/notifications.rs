@@ -81,7 +81,7 @@ pub(super) async fn enqueue(
             "s3": {
                 "s3SchemaVersion": "1.0",
                 "configurationId": configuration.id,
-                "bucket": { "name": event.bucket, "arn": format!("arn:datasandbox:storage:::{}", event.bucket) },
+                "bucket": { "name": event.bucket, "arn": model::arn::global("storage", event.bucket.as_str()) },
                 "object": { "key": event.key, "size": event.size, "eTag": event.etag.trim_matches('"'), "sequencer": format!("{:016X}", event.time) },
             },
             "correlationId": ctx.correlation_id(),

@@ -37,7 +37,7 @@ pub(super) fn check_name(member: &str, name: &str) -> Result<(), ActionError> {
 }
 
 pub(super) fn arn(plane: &Platform, kind: &str, name: &str) -> String {
-    format!("arn:datasandbox:streaming:{}:{}:{kind}/{name}", plane.spec.region, plane.spec.account_id)
+    model::arn::regional("streaming", &plane.spec.region, &plane.spec.account_id, &format!("{kind}/{name}"))
 }
 
 pub(super) fn not_found(kind: &str, name: &str) -> ActionError {

@@ -233,8 +233,8 @@ fn conditions(assertion: Node, sp: &ServiceProvider, now: i64) -> Result<Option<
 /// AppStream's attributes: the roles granted through this provider, and the session length.
 fn attributes(plane: &Platform, assertion: Node, idp: &IdentityProvider) -> Result<(Vec<String>, i64), ActionError> {
     let account = &plane.spec.account_id;
-    let provider = format!("arn:datasandbox:identity::{account}:saml-provider/{}", idp.name);
-    let role_prefix = format!("arn:datasandbox:identity::{account}:role/");
+    let provider = model::arn::account_wide("identity", account, &format!("saml-provider/{}", idp.name));
+    let role_prefix = model::arn::account_wide("identity", account, "role/");
     let values = |name: &str| -> Result<Vec<String>, ActionError> {
         children(assertion, ASSERTION, "AttributeStatement")
             .flat_map(|s| children(s, ASSERTION, "Attribute"))
