@@ -27,7 +27,7 @@ pub(crate) mod files;
 mod fleets;
 mod portal;
 mod queue;
-mod repo;
+pub(crate) mod repo;
 mod resource;
 pub(crate) mod sessions;
 mod stacks;

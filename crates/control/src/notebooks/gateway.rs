@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use sqlx::Row;
-
+use super::repo;
 use super::state::{Notebooks, notebook_dir};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::store::now_millis;
+use crate::streaming::repo::SessionState;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 /// What the gateway needs to reach a running notebook's Jupyter.
 #[derive(Debug, Clone)]
@@ -33,25 +33,22 @@ impl Notebooks {
     pub(crate) async fn notebook_target(&self, name: &str, cookie: &str, source_ip: &str) -> Result<NotebookTarget, ActionError> {
         let plane = &*self.pipeline.platform;
         let denied = |why: &str| ActionError::new(403, ErrorCode::AccessDeniedException, why.to_owned());
-        let access = sqlx::query("SELECT * FROM notebook_access WHERE cookie_hash = $1 AND notebook = $2")
-            .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
-            .bind(name)
-            .fetch_optional(&plane.store.pool)
+        let access = repo::find_access(plane, &hex::encode(Sha256::digest(cookie.as_bytes())), name)
             .await?
             .ok_or_else(|| denied("no access to this notebook; open it from your session"))?;
-        if access.try_get::<i64, _>("expires")? <= now_millis() {
+        if access.expires <= now_millis() {
             return Err(denied("your notebook access has expired; open it again from your session"));
         }
-        if access.try_get::<Option<String>, _>("instance_address")?.is_some_and(|address| address != source_ip) {
+        if access.instance_address.is_some_and(|address| address != source_ip) {
             return Err(denied("this notebook opens only in the browser of its session's workspace"));
         }
-        let session_id: String = access.try_get("session_id")?;
-        let session = crate::streaming::sessions::session_row(plane, &session_id).await?;
-        if session.try_get::<String, _>("state")? != "ACTIVE" {
+        let session_id = access.session_id;
+        let session = crate::streaming::sessions::session(plane, &session_id).await?;
+        if session.state != SessionState::Active {
             return Err(denied("your streaming session has ended, and notebook access with it"));
         }
         let token = self.tokens.lock().expect("tokens lock").get(name).cloned().ok_or_else(|| denied("the notebook is not running"))?;
-        let settings: Value = serde_json::from_str(&session.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+        let settings: Value = serde_json::from_str(&session.settings).map_err(ActionError::internal)?;
         let enabled = |action: &str| {
             settings["UserSettings"]
                 .as_array()
@@ -64,8 +61,8 @@ impl Notebooks {
             socket: notebook_dir(plane, name).join("run/jupyter.sock"),
             token,
             session_id,
-            user_id: session.try_get("user_id")?,
-            correlation_id: session.try_get("correlation_id")?,
+            user_id: session.user_id,
+            correlation_id: session.correlation_id,
             download: enabled("FILE_DOWNLOAD"),
             upload: enabled("FILE_UPLOAD"),
             source_ip: source_ip.to_owned(),

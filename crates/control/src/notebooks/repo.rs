@@ -1,6 +1,6 @@
-//! The `notebooks` table: typed rows, the states a notebook passes through, and the queries on
-//! it. (Presigned URLs and notebook access still read their own tables in `urls.rs` and
-//! `gateway.rs`.)
+//! The notebooks' tables, typed: `notebooks` (its rows, the states a notebook passes through,
+//! the queries on it), `notebook_urls` (presigned URLs) and `notebook_access` (notebook cookies),
+//! and the two addresses of the instance a pixel session's notebook URL is bound to.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -196,4 +196,122 @@ pub(super) async fn names_not_at_rest(plane: &Platform) -> Result<Vec<String>, s
 pub(super) async fn all_names(plane: &Platform) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query("SELECT name FROM notebooks").fetch_all(&plane.store.pool).await?;
     Ok(rows.iter().filter_map(|row| row.try_get::<String, _>("name").ok()).collect())
+}
+
+/// A presigned notebook URL (`notebook_urls`), found by the hash of its token.
+pub(super) struct NotebookUrlRow {
+    pub notebook: String,
+    pub session_id: String,
+    /// How long the cookie it is redeemed for lasts, in milliseconds.
+    pub session_expiration: i64,
+    pub expires: i64,
+    /// For a pixel session, the instance whose browser alone may open it.
+    pub instance_address: Option<String>,
+}
+
+/// A notebook cookie (`notebook_access`), found by its hash.
+pub(super) struct NotebookAccessRow {
+    pub session_id: String,
+    pub expires: i64,
+    /// For a pixel session, the instance whose browser alone may use it.
+    pub instance_address: Option<String>,
+}
+
+/// A presigned URL to insert; its hash stands for the token, which is never stored.
+pub(super) struct NewNotebookUrl<'a> {
+    pub url_hash: &'a str,
+    pub notebook: &'a str,
+    pub session_id: &'a str,
+    pub session_expiration: i64,
+    pub expires: i64,
+    pub created: i64,
+    pub instance_address: Option<String>,
+}
+
+/// A notebook cookie to insert; its hash stands for the cookie.
+pub(super) struct NewNotebookAccess<'a> {
+    pub cookie_hash: &'a str,
+    pub notebook: &'a str,
+    pub session_id: &'a str,
+    pub expires: i64,
+    pub created: i64,
+    pub instance_address: Option<&'a str>,
+}
+
+pub(super) async fn insert_url(plane: &Platform, new: NewNotebookUrl<'_>) -> Result<(), ActionError> {
+    sqlx::query(
+        "INSERT INTO notebook_urls (url_hash, notebook, session_id, session_expiration, expires, redeemed, created, instance_address)
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
+    )
+    .bind(new.url_hash)
+    .bind(new.notebook)
+    .bind(new.session_id)
+    .bind(new.session_expiration)
+    .bind(new.expires)
+    .bind(new.created)
+    .bind(new.instance_address)
+    .execute(&plane.store.pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn find_url(plane: &Platform, url_hash: &str) -> Result<Option<NotebookUrlRow>, ActionError> {
+    let row = sqlx::query("SELECT * FROM notebook_urls WHERE url_hash = $1").bind(url_hash).fetch_optional(&plane.store.pool).await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(NotebookUrlRow {
+        notebook: row.try_get("notebook")?,
+        session_id: row.try_get("session_id")?,
+        session_expiration: row.try_get("session_expiration")?,
+        expires: row.try_get("expires")?,
+        instance_address: row.try_get("instance_address")?,
+    }))
+}
+
+/// Marks a URL redeemed unless it already was: whether this call redeemed it (a URL opens once).
+pub(super) async fn redeem_url(plane: &Platform, url_hash: &str, now: i64) -> Result<bool, ActionError> {
+    let used = sqlx::query("UPDATE notebook_urls SET redeemed = $1 WHERE url_hash = $2 AND redeemed IS NULL")
+        .bind(now)
+        .bind(url_hash)
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(used.rows_affected() != 0)
+}
+
+pub(super) async fn insert_access(plane: &Platform, new: NewNotebookAccess<'_>) -> Result<(), ActionError> {
+    sqlx::query(
+        "INSERT INTO notebook_access (cookie_hash, notebook, session_id, expires, created, instance_address) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new.cookie_hash)
+    .bind(new.notebook)
+    .bind(new.session_id)
+    .bind(new.expires)
+    .bind(new.created)
+    .bind(new.instance_address)
+    .execute(&plane.store.pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn find_access(plane: &Platform, cookie_hash: &str, notebook: &str) -> Result<Option<NotebookAccessRow>, ActionError> {
+    let row = sqlx::query("SELECT * FROM notebook_access WHERE cookie_hash = $1 AND notebook = $2")
+        .bind(cookie_hash)
+        .bind(notebook)
+        .fetch_optional(&plane.store.pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(NotebookAccessRow {
+        session_id: row.try_get("session_id")?,
+        expires: row.try_get("expires")?,
+        instance_address: row.try_get("instance_address")?,
+    }))
+}
+
+/// The private and host (endpoint) addresses of the instance a pixel session runs on.
+pub(super) async fn instance_addresses(plane: &Platform, instance_id: &str) -> Result<Option<(String, String)>, ActionError> {
+    let row = sqlx::query("SELECT private_address, host_address FROM instances WHERE instance_id = $1")
+        .bind(instance_id)
+        .fetch_optional(&plane.store.pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some((row.try_get("private_address")?, row.try_get("host_address")?)))
 }

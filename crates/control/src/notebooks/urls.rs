@@ -1,18 +1,17 @@
 //! Presigned notebook URLs: single-use, valid for minutes, bound to the streaming session (and,
 //! for a pixel session, the instance) they were made for, and redeemed for a notebook cookie.
 
+use super::repo::{self, NewNotebookAccess, NewNotebookUrl, NotebookRow, NotebookState};
+use crate::core::codec::bounded;
+use crate::core::error::{ActionError, ErrorCode};
+use crate::core::pipeline::Ctx;
+use crate::core::store::now_millis;
+use crate::streaming::repo::{SessionRow, SessionState};
 use policy::Resource;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-
-use super::repo::{self, NotebookRow, NotebookState};
-use crate::core::codec::bounded;
-use crate::core::error::{ActionError, ErrorCode};
-use crate::core::pipeline::Ctx;
-use crate::core::store::now_millis;
 
 /// How long a presigned notebook URL may be opened, in seconds (AWS: 5 minutes; scaled like
 /// session timeouts).
@@ -20,7 +19,7 @@ const URL_VALIDITY_SECONDS: i64 = 5 * 60;
 
 /// A notebook with an owner opens only in its owner's sessions: the same user id *and* access
 /// mode *and* identity provider (a local `bob` and a SAML `bob` are two people).
-fn check_owner(notebook: &NotebookRow, session: &sqlx::any::AnyRow, name: &str) -> Result<(), ActionError> {
+fn check_owner(notebook: &NotebookRow, session: &SessionRow, name: &str) -> Result<(), ActionError> {
     let Some(owner) = &notebook.owner else { return Ok(()) };
     let refused = |why: String| Err(ActionError::new(403, ErrorCode::NotebookOwnedByAnotherUser, why));
     let Some(mode) = notebook.owner_mode.as_deref().and_then(model::AccessMode::parse) else {
@@ -30,7 +29,7 @@ fn check_owner(notebook: &NotebookRow, session: &sqlx::any::AnyRow, name: &str) 
     };
     let issuer = &notebook.owner_issuer;
     let owner = model::UserRef::from_parts(mode, issuer.as_deref(), owner).map_err(ActionError::internal)?;
-    let user = crate::streaming::sessions::session_user(session)?;
+    let user = session.user()?;
     if owner != user {
         return refused(format!("notebook instance `{name}` belongs to {owner}, not to this session's {user}"));
     }
@@ -53,7 +52,7 @@ pub(super) async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     let plane = ctx.platform;
     let duration = bounded("SessionExpirationDurationInSeconds", input.session_expiration_duration_in_seconds, 43_200, 1800..=43_200)?;
     let notebook = repo::find(plane, &input.notebook_instance_name).await?;
-    let session = crate::streaming::sessions::session_row(plane, &input.streaming_session_id).await?;
+    let session = crate::streaming::sessions::session(plane, &input.streaming_session_id).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
     let state = notebook.state;
     if state != NotebookState::InService {
@@ -63,13 +62,13 @@ pub(super) async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
             format!("notebook instance `{}` is {state}, not InService", input.notebook_instance_name),
         ));
     }
-    if session.try_get::<String, _>("state")? != "ACTIVE" {
+    if session.state != SessionState::Active {
         return Err(ActionError::validation(format!("streaming session `{}` is not ACTIVE", input.streaming_session_id)));
     }
     check_owner(&notebook, &session, &input.notebook_instance_name)?;
     // A pixel session's URL opens only in the browser inside its instance, through the
     // endpoint on that instance's link; a direct session's, in the browser holding its cookie.
-    let settings: Value = serde_json::from_str(&session.try_get::<String, _>("settings")?).map_err(ActionError::internal)?;
+    let settings: Value = serde_json::from_str(&session.settings).map_err(ActionError::internal)?;
     let link = match settings["StreamView"].as_str() {
         // The browser is the user's device: file transfer controls cannot hold there.
         Some("DIRECT") if transfers_disabled(&settings) => {
@@ -81,42 +80,33 @@ pub(super) async fn presign(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
         }
         Some("DIRECT") => None,
         _ => {
-            let instance: Option<String> = session.try_get("instance_id")?;
-            let row = sqlx::query("SELECT private_address, host_address FROM instances WHERE instance_id = $1")
-                .bind(instance.unwrap_or_default())
-                .fetch_optional(&plane.store.pool)
+            let instance = session.instance_id.as_deref().unwrap_or_default();
+            let addresses = repo::instance_addresses(plane, instance)
                 .await?
                 .ok_or_else(|| ActionError::validation(format!("streaming session `{}` has no instance", input.streaming_session_id)))?;
-            Some((row.try_get::<String, _>("private_address")?, row.try_get::<String, _>("host_address")?))
+            Some(addresses)
         }
     };
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = hex::encode(raw);
     let now = now_millis();
-    sqlx::query(
-        "INSERT INTO notebook_urls (url_hash, notebook, session_id, session_expiration, expires, redeemed, created, instance_address)
-         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
-    )
-    .bind(hex::encode(Sha256::digest(token.as_bytes())))
-    .bind(&input.notebook_instance_name)
-    .bind(&input.streaming_session_id)
-    .bind(duration * 1000)
-    .bind(now + crate::streaming::scaled_ms(plane, URL_VALIDITY_SECONDS))
-    .bind(now)
-    .bind(link.as_ref().map(|(private, _)| private.clone()))
-    .execute(&plane.store.pool)
-    .await?;
+    let new_url = NewNotebookUrl {
+        url_hash: &hex::encode(Sha256::digest(token.as_bytes())),
+        notebook: &input.notebook_instance_name,
+        session_id: &input.streaming_session_id,
+        session_expiration: duration * 1000,
+        expires: now + crate::streaming::scaled_ms(plane, URL_VALIDITY_SECONDS),
+        created: now,
+        instance_address: link.as_ref().map(|(private, _)| private.clone()),
+    };
+    repo::insert_url(plane, new_url).await?;
     let url = match &link {
         Some((_, endpoint)) => format!("http://{endpoint}:{}/notebook-auth/{token}", plane.spec.endpoint_port),
         None => {
             let url = format!("{}/notebook-auth/{token}", plane.public_base());
             // The session's page offers it; it opens only with that session's cookie.
-            sqlx::query("UPDATE sessions SET notebook_url = $1 WHERE session_id = $2")
-                .bind(&url)
-                .bind(&input.streaming_session_id)
-                .execute(&plane.store.pool)
-                .await?;
+            crate::streaming::sessions::set_notebook_url(&plane.store, &input.streaming_session_id, &url).await?;
             url
         }
     };
@@ -146,13 +136,11 @@ pub(super) async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     let plane = ctx.platform;
     let caller_session = crate::streaming::sessions::caller_session(ctx);
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    let url = sqlx::query("SELECT * FROM notebook_urls WHERE url_hash = $1")
-        .bind(hex::encode(Sha256::digest(input.token.as_bytes())))
-        .fetch_optional(&plane.store.pool)
+    let url = repo::find_url(plane, &hex::encode(Sha256::digest(input.token.as_bytes())))
         .await?
         .ok_or_else(|| ActionError::new(403, ErrorCode::InvalidNotebookURL, "this notebook URL is not valid"))?;
-    let bound: String = url.try_get("session_id")?;
-    let instance_address: Option<String> = url.try_get("instance_address")?;
+    let bound = &url.session_id;
+    let instance_address = &url.instance_address;
     if instance_address.as_deref().is_some_and(|address| address != ctx.source_ip) {
         return Err(ActionError::new(
             403,
@@ -167,44 +155,37 @@ pub(super) async fn redeem(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
             "this notebook URL belongs to another streaming session",
         ));
     }
-    if url.try_get::<i64, _>("expires")? <= now_millis() {
+    if url.expires <= now_millis() {
         return Err(ActionError::new(
             403,
             ErrorCode::ExpiredNotebookURL,
             "this notebook URL expired (they are valid for 5 minutes); start again from the launcher",
         ));
     }
-    let session = crate::streaming::sessions::session_row(plane, &bound).await?;
-    if session.try_get::<String, _>("state")? != "ACTIVE" {
+    let session = crate::streaming::sessions::session(plane, bound).await?;
+    if session.state != SessionState::Active {
         return Err(ActionError::new(403, ErrorCode::SessionEnded, "the streaming session of this notebook URL has ended"));
     }
-    let used = sqlx::query("UPDATE notebook_urls SET redeemed = $1 WHERE url_hash = $2 AND redeemed IS NULL")
-        .bind(now_millis())
-        .bind(hex::encode(Sha256::digest(input.token.as_bytes())))
-        .execute(&plane.store.pool)
-        .await?;
-    if used.rows_affected() == 0 {
+    if !repo::redeem_url(plane, &hex::encode(Sha256::digest(input.token.as_bytes())), now_millis()).await? {
         return Err(ActionError::new(
             403,
             ErrorCode::NotebookURLAlreadyUsed,
             "this notebook URL was already used; each opens the notebook once",
         ));
     }
-    let notebook: String = url.try_get("notebook")?;
+    let notebook = &url.notebook;
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let cookie = hex::encode(raw);
-    let lifetime: i64 = url.try_get("session_expiration")?;
-    sqlx::query(
-        "INSERT INTO notebook_access (cookie_hash, notebook, session_id, expires, created, instance_address) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(hex::encode(Sha256::digest(cookie.as_bytes())))
-    .bind(&notebook)
-    .bind(&bound)
-    .bind(now_millis() + lifetime)
-    .bind(now_millis())
-    .bind(&instance_address)
-    .execute(&plane.store.pool)
-        .await?;
+    let lifetime = url.session_expiration;
+    let access = NewNotebookAccess {
+        cookie_hash: &hex::encode(Sha256::digest(cookie.as_bytes())),
+        notebook,
+        session_id: bound,
+        expires: now_millis() + lifetime,
+        created: now_millis(),
+        instance_address: instance_address.as_deref(),
+    };
+    repo::insert_access(plane, access).await?;
     Ok(json!({ "NotebookInstanceName": notebook, "Cookie": cookie, "MaxAgeSeconds": lifetime / 1000 }))
 }

@@ -7,9 +7,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::resource::not_found;
 use crate::core::error::{ActionError, ErrorCode};
-use crate::core::platform::Platform;
 use crate::core::store::Store;
 
 crate::core::codec::stored_as_text! {
@@ -116,9 +114,8 @@ fn user_of(authentication_type: &str, issuer: Option<&str>, user_id: &str) -> Re
     })
 }
 
-/// Who a session (an untyped row of `sessions`) is for: for the notebooks service, which still
-/// reads the row itself.
-pub(crate) fn session_user(row: &AnyRow) -> Result<model::UserRef, ActionError> {
+/// Who the session of a row with its user's three columns is for.
+fn row_user(row: &AnyRow) -> Result<model::UserRef, ActionError> {
     let issuer: Option<String> = row.try_get("issuer")?;
     user_of(&row.try_get::<String, _>("authentication_type")?, issuer.as_deref(), &row.try_get::<String, _>("user_id")?)
 }
@@ -127,13 +124,14 @@ async fn find_session_row(store: &Store, session_id: &str) -> Result<Option<AnyR
     Ok(sqlx::query("SELECT * FROM sessions WHERE session_id = $1").bind(session_id).fetch_optional(&store.pool).await?)
 }
 
-/// The untyped row of one session: for the notebooks service, which still reads it itself.
-pub(crate) async fn session_row(plane: &Platform, session_id: &str) -> Result<AnyRow, ActionError> {
-    find_session_row(&plane.store, session_id).await?.ok_or_else(|| not_found("session", session_id))
-}
-
 pub(crate) async fn find_session(store: &Store, session_id: &str) -> Result<Option<SessionRow>, ActionError> {
     find_session_row(store, session_id).await?.as_ref().map(SessionRow::from_row).transpose()
+}
+
+/// Shows the session's page the notebook URL it offers (a direct session's, opened with its cookie).
+pub(crate) async fn set_notebook_url(store: &Store, session_id: &str, url: &str) -> Result<(), ActionError> {
+    sqlx::query("UPDATE sessions SET notebook_url = $1 WHERE session_id = $2").bind(url).bind(session_id).execute(&store.pool).await?;
+    Ok(())
 }
 
 /// The session whose cookie hashes to `cookie_hash`.
@@ -160,7 +158,7 @@ pub(crate) async fn find_session_served_from(store: &Store, private_address: &st
     .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(LinkedSession {
-        user: session_user(&row),
+        user: row_user(&row),
         session_id: row.try_get("session_id")?,
         correlation_id: row.try_get("correlation_id")?,
         instance_id: row.try_get("instance_id")?,

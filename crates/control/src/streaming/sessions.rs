@@ -23,8 +23,8 @@ use crate::core::pipeline::Ctx;
 use crate::core::platform::{Platform, ServiceEvent};
 use crate::core::store::{millis_to_rfc3339, now_millis};
 
-/// The untyped row and its user stay for the notebooks service, which reads sessions itself.
-pub(crate) use super::repo::{access_mode, session_row, session_user};
+/// What the notebooks service reads of a session: its typed row, and the URL its page offers.
+pub(crate) use super::repo::{access_mode, set_notebook_url};
 
 /// One session, typed.
 pub(crate) async fn session(plane: &Platform, session_id: &str) -> Result<SessionRow, ActionError> {
