@@ -2,7 +2,16 @@
 //! their rows, so that a session's states are an enum (`SessionState`, `ConnectionState`)
 //! rather than strings spread over the service, and a column is named in one place.
 //!
+//! The other tables streaming reads have a file each beside this one (`repo/stacks.rs`,
+//! `repo/execs.rs`), re-exported here so the service names one repository.
+//!
 //! Each function is one statement, the same SQL the service ran before it had a repository.
+
+mod execs;
+mod stacks;
+
+pub(crate) use execs::execs_in;
+pub(crate) use stacks::default_application;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;

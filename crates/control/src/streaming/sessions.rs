@@ -9,7 +9,6 @@ use std::sync::Arc;
 use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use super::fleets::fleet_row;
 use super::queue::estimate_wait_seconds;
@@ -97,32 +96,23 @@ pub(crate) async fn session_status(plane: &Platform, session_id: &str) -> Result
     // The application the session started (the URL's, or its stack's default).
     let application = match &row.application_id {
         Some(application) => Some(application.clone()),
-        None => sqlx::query("SELECT default_application FROM stacks WHERE name = $1")
-            .bind(&row.stack)
-            .fetch_optional(&plane.store.pool)
-            .await?
-            .map(|r| r.try_get::<Option<String>, _>("default_application"))
-            .transpose()?
-            .flatten(),
+        None => repo::default_application(&plane.store, &row.stack).await?,
     };
     out["ApplicationId"] = json!(application);
     // Break-glass is never silent: the user sees what operators ran in their instance.
     if let Some(instance) = &row.instance_id {
-        let execs = sqlx::query("SELECT operator, command, exit_code, time FROM instance_execs WHERE instance_id = $1 ORDER BY time")
-            .bind(instance)
-            .fetch_all(&plane.store.pool)
-            .await?;
-        let execs = execs
+        let execs = repo::execs_in(&plane.store, instance).await?;
+        let execs: Vec<Value> = execs
             .iter()
             .map(|e| {
-                Ok(json!({
-                    "Operator": e.try_get::<String, _>("operator")?,
-                    "Command": serde_json::from_str::<Value>(&e.try_get::<String, _>("command")?).unwrap_or(Value::Null),
-                    "ExitCode": e.try_get::<Option<i64>, _>("exit_code")?,
-                    "Time": millis_to_rfc3339(e.try_get("time")?),
-                }))
+                json!({
+                    "Operator": e.operator,
+                    "Command": serde_json::from_str::<Value>(&e.command).unwrap_or(Value::Null),
+                    "ExitCode": e.exit_code,
+                    "Time": millis_to_rfc3339(e.time),
+                })
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            .collect();
         out["OperatorCommands"] = json!(execs);
     }
     let settings: Value = serde_json::from_str(&row.settings).map_err(ActionError::internal)?;
