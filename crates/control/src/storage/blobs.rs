@@ -2,15 +2,14 @@
 //! drops the object, deleted after the commit, and retried at start-up; blobs no object points
 //! at (a crash between writing a blob and committing its object) are reclaimed then too.
 
-use sqlx::Row;
-
+use super::repo;
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
 
 pub(super) async fn release_blob(plane: &Platform, blob: &str) {
     match plane.blobs.delete(blob).await {
         Ok(()) => {
-            if let Err(err) = sqlx::query("DELETE FROM released_blobs WHERE blob = $1").bind(blob).execute(&plane.store.pool).await {
+            if let Err(err) = repo::delete_released_blob(plane, blob).await {
                 tracing::warn!(blob, error = %err, "released blob deleted but still listed; it is retried at start-up");
             }
         }
@@ -21,21 +20,11 @@ pub(super) async fn release_blob(plane: &Platform, blob: &str) {
 /// At start-up, before serving: delete released blobs and blobs no object points at (left by
 /// a crash between writing a blob and committing its object).
 pub(crate) async fn reclaim_blobs(plane: &Platform) -> Result<(), ActionError> {
-    let released: Vec<String> = sqlx::query("SELECT blob FROM released_blobs")
-        .fetch_all(&plane.store.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("blob"))
-        .collect::<Result<_, _>>()?;
+    let released = repo::released_blobs(plane).await?;
     for blob in released {
         release_blob(plane, &blob).await;
     }
-    let referenced: std::collections::HashSet<String> = sqlx::query("SELECT blob FROM objects")
-        .fetch_all(&plane.store.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("blob"))
-        .collect::<Result<_, _>>()?;
+    let referenced = repo::referenced_blobs(plane).await?;
     let mut reclaimed = 0;
     for blob in plane.blobs.list().await? {
         if !referenced.contains(&blob) {

@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 use sqlx::{Any, Transaction};
 
 use super::notification_configuration::NotificationConfiguration;
-use super::repo::{find_bucket, no_such_bucket};
+use super::repo::{self, QueuedNotification, find_bucket, no_such_bucket};
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
-use crate::core::store::{millis_to_rfc3339, now_millis};
+use crate::core::store::millis_to_rfc3339;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -28,11 +28,7 @@ pub(super) async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Action
         return Err(no_such_bucket(&input.bucket));
     }
     let config = input.notification_configuration.validated()?;
-    sqlx::query("UPDATE buckets SET notification_configuration = $1 WHERE name = $2")
-        .bind(serde_json::to_string(&config).expect("serializes"))
-        .bind(input.bucket.as_str())
-        .execute(&ctx.platform.store.pool)
-        .await?;
+    repo::update_notification_configuration(ctx.platform, &input.bucket, &config).await?;
     Ok(json!({}))
 }
 
@@ -86,15 +82,14 @@ pub(super) async fn enqueue(
             },
             "correlationId": ctx.correlation_id(),
         });
-        sqlx::query("INSERT INTO notifications (bucket, key, configuration_id, function, event, attempts, next_attempt) VALUES ($1, $2, $3, $4, $5, 0, $6)")
-            .bind(event.bucket.as_str())
-            .bind(event.key)
-            .bind(&configuration.id)
-            .bind(configuration.function_name())
-            .bind(record.to_string())
-            .bind(now_millis())
-            .execute(&mut **tx)
-            .await?;
+        let notification = QueuedNotification {
+            bucket: event.bucket,
+            key: event.key,
+            configuration_id: &configuration.id,
+            function: configuration.function_name(),
+            event: record.to_string(),
+        };
+        repo::insert_notification(tx, &notification).await?;
         queued = true;
     }
     Ok(queued)

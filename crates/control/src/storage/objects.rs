@@ -4,22 +4,20 @@
 
 use std::ops::Range;
 
+use super::blobs::release_blob;
+use super::notifications;
+use super::repo::{self, BucketRow, NewObject, find_bucket, find_object, list_page, no_such_bucket, no_such_key};
+use crate::core::codec::{decode_base64, decode_token, encode_base64, encode_token};
+use crate::core::error::{ActionError, ErrorCode};
+use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
+use crate::core::store::{millis_to_rfc3339, now_millis};
 use bytes::Bytes;
 use model::{BucketName, HomeOwner, ObjectKey};
 use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-
-use super::blobs::release_blob;
-use super::notifications;
-use super::repo::{BucketRow, find_bucket, find_object, list_page, no_such_bucket, no_such_key};
-use crate::core::codec::{decode_base64, decode_token, encode_base64, encode_token};
-use crate::core::error::{ActionError, ErrorCode};
-use crate::core::pipeline::Ctx;
-use crate::core::platform::Platform;
-use crate::core::store::{millis_to_rfc3339, now_millis};
 
 /// The resource an object (or listing prefix) is authorized as. For a bucket that does not
 /// exist it is authorized as an ordinary bucket, so a denied caller learns nothing of it.
@@ -138,37 +136,27 @@ async fn write_object(
     let blob = plane.blobs.put(body).await?;
     let now = now_millis();
     let mut tx = plane.store.write().await?;
-    let current = sqlx::query("SELECT blob, etag FROM objects WHERE bucket = $1 AND key = $2")
-        .bind(bucket.as_str())
-        .bind(key.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get::<String, _>("blob")?, r.try_get::<String, _>("etag")?)))
-        .transpose()?;
-    if !condition.holds(current.as_ref().map(|(_, etag)| etag.as_str())) {
+    let current = repo::find_current_object(&mut tx, bucket, key.as_str()).await?;
+    if !condition.holds(current.as_ref().map(|current| current.etag.as_str())) {
         drop(tx);
         release_blob(plane, &blob).await;
         return Err(ActionError::new(412, ErrorCode::PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
     }
-    let old = current.map(|(blob, _)| blob);
-    sqlx::query(
-        "INSERT INTO objects (bucket, key, blob, size, etag, content_type, last_modified, writer, source_ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (bucket, key) DO UPDATE SET blob = excluded.blob, size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
-         last_modified = excluded.last_modified, writer = excluded.writer, source_ip = excluded.source_ip",
-    )
-    .bind(bucket.as_str())
-    .bind(key.as_str())
-    .bind(&blob)
-    .bind(size)
-    .bind(&etag)
-    .bind(content_type)
-    .bind(now)
-    .bind(ctx.principal_arn())
-    .bind(ctx.source_ip)
-    .execute(&mut *tx)
-    .await?;
+    let old = current.map(|current| current.blob);
+    let object = NewObject {
+        bucket,
+        key: key.as_str(),
+        blob: &blob,
+        size,
+        etag: &etag,
+        content_type,
+        last_modified: now,
+        writer: ctx.principal_arn(),
+        source_ip: ctx.source_ip,
+    };
+    repo::upsert_object(&mut tx, &object).await?;
     if let Some(old) = &old {
-        sqlx::query("INSERT INTO released_blobs (blob) VALUES ($1)").bind(old).execute(&mut *tx).await?;
+        repo::insert_released_blob(&mut tx, old).await?;
     }
     let event = notifications::Event { name: event, bucket, key: key.as_str(), size, etag: &etag, time: now };
     let queued = notifications::enqueue(ctx, &mut tx, &row.notifications, &event).await?;
@@ -390,21 +378,11 @@ pub(super) async fn delete_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
     let row = row.ok_or_else(|| no_such_bucket(&input.bucket))?;
     let plane = ctx.platform;
     let mut tx = plane.store.write().await?;
-    let old: Option<(String, i64, String)> = sqlx::query("SELECT blob, size, etag FROM objects WHERE bucket = $1 AND key = $2")
-        .bind(input.bucket.as_str())
-        .bind(input.key.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get("blob")?, r.try_get("size")?, r.try_get("etag")?)))
-        .transpose()?;
+    let old = repo::find_current_object(&mut tx, &input.bucket, input.key.as_str()).await?;
     // As in S3, deleting a missing key succeeds and changes nothing.
-    let Some((blob, size, etag)) = old else { return Ok(json!({})) };
-    sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2")
-        .bind(input.bucket.as_str())
-        .bind(input.key.as_str())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO released_blobs (blob) VALUES ($1)").bind(&blob).execute(&mut *tx).await?;
+    let Some(repo::CurrentObject { blob, size, etag }) = old else { return Ok(json!({})) };
+    repo::delete_object(&mut tx, &input.bucket, input.key.as_str()).await?;
+    repo::insert_released_blob(&mut tx, &blob).await?;
     let event = notifications::Event {
         name: "ObjectRemoved:Delete",
         bucket: &input.bucket,

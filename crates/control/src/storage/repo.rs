@@ -3,11 +3,12 @@
 //! of them imports another to find a bucket.
 
 use model::BucketName;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::notification_configuration::NotificationConfiguration;
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
+use crate::core::store::now_millis;
 
 pub(crate) struct BucketRow {
     pub home_folders: bool,
@@ -94,4 +95,164 @@ pub(super) async fn list_page(plane: &Platform, bucket: &BucketName, after: &str
         })
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(objects)
+}
+
+/// Creates a bucket with an empty notification configuration; false when the name is taken.
+pub(super) async fn insert_bucket(plane: &Platform, name: &BucketName, home_folders: bool, created: i64) -> Result<bool, ActionError> {
+    let empty = serde_json::to_string(&NotificationConfiguration::default()).map_err(ActionError::internal)?;
+    let inserted = sqlx::query("INSERT INTO buckets (name, home_folders, created, notification_configuration) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING")
+        .bind(name.as_str())
+        .bind(i64::from(home_folders))
+        .bind(created)
+        .bind(empty)
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(inserted.rows_affected() > 0)
+}
+
+/// How many objects a bucket holds, read in the transaction that may then delete it.
+pub(super) async fn count_objects(tx: &mut Transaction<'static, Any>, bucket: &BucketName) -> Result<i64, ActionError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM objects WHERE bucket = $1").bind(bucket.as_str()).fetch_one(&mut **tx).await?;
+    Ok(row.try_get("n")?)
+}
+
+pub(super) async fn delete_bucket(tx: &mut Transaction<'static, Any>, bucket: &BucketName) -> Result<(), ActionError> {
+    sqlx::query("DELETE FROM buckets WHERE name = $1").bind(bucket.as_str()).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// A bucket as a listing shows it.
+pub(super) struct ListedBucket {
+    pub name: String,
+    pub created: i64,
+}
+
+pub(super) async fn list_buckets(plane: &Platform) -> Result<Vec<ListedBucket>, ActionError> {
+    let rows = sqlx::query("SELECT name, created FROM buckets ORDER BY name").fetch_all(&plane.store.pool).await?;
+    let buckets = rows
+        .iter()
+        .map(|r| Ok(ListedBucket { name: r.try_get("name")?, created: r.try_get("created")? }))
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(buckets)
+}
+
+pub(super) async fn update_notification_configuration(
+    plane: &Platform,
+    bucket: &BucketName,
+    config: &NotificationConfiguration,
+) -> Result<(), ActionError> {
+    sqlx::query("UPDATE buckets SET notification_configuration = $1 WHERE name = $2")
+        .bind(serde_json::to_string(config).map_err(ActionError::internal)?)
+        .bind(bucket.as_str())
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(())
+}
+
+/// The part of an object a write or delete needs, read inside its transaction.
+pub(super) struct CurrentObject {
+    pub blob: String,
+    pub size: i64,
+    pub etag: String,
+}
+
+pub(super) async fn find_current_object(
+    tx: &mut Transaction<'static, Any>,
+    bucket: &BucketName,
+    key: &str,
+) -> Result<Option<CurrentObject>, ActionError> {
+    let row = sqlx::query("SELECT blob, size, etag FROM objects WHERE bucket = $1 AND key = $2")
+        .bind(bucket.as_str())
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(CurrentObject { blob: r.try_get("blob")?, size: r.try_get("size")?, etag: r.try_get("etag")? }))
+}
+
+/// An object's row as a write stores it.
+pub(super) struct NewObject<'a> {
+    pub bucket: &'a BucketName,
+    pub key: &'a str,
+    pub blob: &'a str,
+    pub size: i64,
+    pub etag: &'a str,
+    pub content_type: &'a str,
+    pub last_modified: i64,
+    pub writer: &'a str,
+    pub source_ip: &'a str,
+}
+
+pub(super) async fn upsert_object(tx: &mut Transaction<'static, Any>, object: &NewObject<'_>) -> Result<(), ActionError> {
+    sqlx::query(
+        "INSERT INTO objects (bucket, key, blob, size, etag, content_type, last_modified, writer, source_ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (bucket, key) DO UPDATE SET blob = excluded.blob, size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
+         last_modified = excluded.last_modified, writer = excluded.writer, source_ip = excluded.source_ip",
+    )
+    .bind(object.bucket.as_str())
+    .bind(object.key)
+    .bind(object.blob)
+    .bind(object.size)
+    .bind(object.etag)
+    .bind(object.content_type)
+    .bind(object.last_modified)
+    .bind(object.writer)
+    .bind(object.source_ip)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn delete_object(tx: &mut Transaction<'static, Any>, bucket: &BucketName, key: &str) -> Result<(), ActionError> {
+    sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2").bind(bucket.as_str()).bind(key).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Lists a blob for deletion after the commit of the transaction that dropped its object.
+pub(super) async fn insert_released_blob(tx: &mut Transaction<'static, Any>, blob: &str) -> Result<(), ActionError> {
+    sqlx::query("INSERT INTO released_blobs (blob) VALUES ($1)").bind(blob).execute(&mut **tx).await?;
+    Ok(())
+}
+
+pub(super) async fn delete_released_blob(plane: &Platform, blob: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM released_blobs WHERE blob = $1").bind(blob).execute(&plane.store.pool).await?;
+    Ok(())
+}
+
+pub(super) async fn released_blobs(plane: &Platform) -> Result<Vec<String>, ActionError> {
+    let rows = sqlx::query("SELECT blob FROM released_blobs").fetch_all(&plane.store.pool).await?;
+    Ok(rows.iter().map(|r| r.try_get("blob")).collect::<Result<_, _>>()?)
+}
+
+/// Every blob an object points at, so start-up can reclaim the others.
+pub(super) async fn referenced_blobs(plane: &Platform) -> Result<std::collections::HashSet<String>, ActionError> {
+    let rows = sqlx::query("SELECT blob FROM objects").fetch_all(&plane.store.pool).await?;
+    Ok(rows.iter().map(|r| r.try_get("blob")).collect::<Result<_, _>>()?)
+}
+
+/// One row of the notification outbox, as a write queues it. Storage owns the insert because
+/// the row is written in the object's own transaction, and storage sits below functions (the
+/// dispatcher that reads the outbox) in the layer table.
+pub(super) struct QueuedNotification<'a> {
+    pub bucket: &'a BucketName,
+    pub key: &'a str,
+    pub configuration_id: &'a str,
+    pub function: &'a str,
+    pub event: String,
+}
+
+pub(super) async fn insert_notification(
+    tx: &mut Transaction<'static, Any>,
+    notification: &QueuedNotification<'_>,
+) -> Result<(), ActionError> {
+    sqlx::query("INSERT INTO notifications (bucket, key, configuration_id, function, event, attempts, next_attempt) VALUES ($1, $2, $3, $4, $5, 0, $6)")
+        .bind(notification.bucket.as_str())
+        .bind(notification.key)
+        .bind(notification.configuration_id)
+        .bind(notification.function)
+        .bind(&notification.event)
+        .bind(now_millis())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
