@@ -8,7 +8,6 @@ use model::ParameterName;
 use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::core::actions::ParametersAction;
 use crate::core::codec::{decode_token, encode_base64, encode_token};
@@ -17,6 +16,10 @@ use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
 use crate::keys;
+
+mod repo;
+
+use repo::{NewVersion, Version, current_version};
 
 const MAX_VERSIONS: i64 = 100;
 const DEFAULT_KEY_ALIAS: &str = "alias/datasandbox/parameters";
@@ -124,11 +127,7 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     };
     let description = input.description.or_else(|| current.as_ref().map(|c| c.description.clone())).unwrap_or_default();
     let mut tx = plane.store.write().await?;
-    let version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM parameters WHERE name = $1")
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("v")?;
+    let version = repo::max_version(&mut tx, name).await?;
     if version > 0 && !input.overwrite {
         return Err(ActionError::conflict(
             ErrorCode::ParameterAlreadyExists,
@@ -136,23 +135,19 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         ));
     }
     let version = version + 1;
-    sqlx::query("INSERT INTO parameters (name, version, type, value, key_id, description, last_modified, modified_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(name)
-        .bind(version)
-        .bind(&kind)
-        .bind(stored)
-        .bind(key_id)
-        .bind(description)
-        .bind(now_millis())
-        .bind(ctx.principal_arn())
-        .execute(&mut *tx)
-        .await?;
+    let new_version = NewVersion {
+        name,
+        version,
+        kind: &kind,
+        value: stored,
+        key_id,
+        description,
+        last_modified: now_millis(),
+        modified_by: ctx.principal_arn(),
+    };
+    repo::insert_version(&mut tx, new_version).await?;
     // As in SSM, the oldest version gives way once a parameter has 100.
-    sqlx::query("DELETE FROM parameters WHERE name = $1 AND version <= $2")
-        .bind(name)
-        .bind(version - MAX_VERSIONS)
-        .execute(&mut *tx)
-        .await?;
+    repo::delete_versions_through(&mut tx, name, version - MAX_VERSIONS).await?;
     tx.commit().await?;
     Ok(json!({ "Version": version, "Tier": "Standard" }))
 }
@@ -163,15 +158,7 @@ async fn default_key(plane: &Platform) -> Result<keys::KeyRow, ActionError> {
         Ok(key) => Ok(key),
         Err(err) if err.code == ErrorCode::NotFoundException => {
             let key = keys::insert_key(plane, "Default key for SecureString parameters").await?;
-            let inserted = sqlx::query(
-                "INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING",
-            )
-            .bind(DEFAULT_KEY_ALIAS)
-            .bind(key.id())
-            .bind(now_millis())
-            .execute(&plane.store.pool)
-            .await?;
-            if inserted.rows_affected() == 0 {
+            if !keys::insert_alias_if_absent(plane, DEFAULT_KEY_ALIAS, key.id()).await? {
                 // Another request created it first; use theirs.
                 return keys::resolve_for_use(plane, DEFAULT_KEY_ALIAS).await;
             }
@@ -179,40 +166,6 @@ async fn default_key(plane: &Platform) -> Result<keys::KeyRow, ActionError> {
         }
         Err(err) => Err(err),
     }
-}
-
-struct Version {
-    name: String,
-    version: i64,
-    kind: String,
-    value: Vec<u8>,
-    key_id: Option<String>,
-    description: String,
-    last_modified: i64,
-    modified_by: String,
-}
-
-const COLUMNS: &str = "name, version, type, value, key_id, description, last_modified, modified_by";
-
-fn version_from(row: &sqlx::any::AnyRow) -> Result<Version, sqlx::Error> {
-    Ok(Version {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        kind: row.try_get("type")?,
-        value: row.try_get("value")?,
-        key_id: row.try_get("key_id")?,
-        description: row.try_get("description")?,
-        last_modified: row.try_get("last_modified")?,
-        modified_by: row.try_get("modified_by")?,
-    })
-}
-
-async fn current_version(plane: &Platform, name: &str) -> Result<Option<Version>, ActionError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM parameters WHERE name = $1 ORDER BY version DESC LIMIT 1"))
-        .bind(name)
-        .fetch_optional(&plane.store.pool)
-        .await?;
-    Ok(row.as_ref().map(version_from).transpose()?)
 }
 
 /// The parameter as returned to the caller; SecureStrings are decrypted only when asked, and
@@ -269,14 +222,7 @@ fn split_selector(raw: &str) -> Result<(ParameterName, Option<i64>), ActionError
 async fn find(plane: &Platform, name: &str, version: Option<i64>) -> Result<Option<Version>, ActionError> {
     match version {
         None => current_version(plane, name).await,
-        Some(v) => {
-            let row = sqlx::query(&format!("SELECT {COLUMNS} FROM parameters WHERE name = $1 AND version = $2"))
-                .bind(name)
-                .bind(v)
-                .fetch_optional(&plane.store.pool)
-                .await?;
-            Ok(row.as_ref().map(version_from).transpose()?)
-        }
+        Some(v) => repo::find_version(plane, name, v).await,
     }
 }
 
@@ -355,16 +301,11 @@ async fn get_by_path(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionErr
     let mut cursor = after;
     let mut next = None;
     'scan: loop {
-        let rows = sqlx::query("SELECT DISTINCT name FROM parameters WHERE name > $1 AND name >= $2 ORDER BY name LIMIT 100")
-            .bind(&cursor)
-            .bind(&prefix)
-            .fetch_all(&ctx.platform.store.pool)
-            .await?;
-        if rows.is_empty() {
+        let names = repo::names_after(ctx.platform, &cursor, &prefix).await?;
+        if names.is_empty() {
             break;
         }
-        for row in &rows {
-            let name: String = row.try_get("name")?;
+        for name in names {
             cursor.clone_from(&name);
             let Some(rest) = name.strip_prefix(&prefix) else { break 'scan };
             if !input.recursive && rest.contains('/') {
@@ -399,8 +340,7 @@ struct NameInput {
 async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(resource(input.name.as_str()))?;
-    let deleted = sqlx::query("DELETE FROM parameters WHERE name = $1").bind(input.name.as_str()).execute(&ctx.platform.store.pool).await?;
-    if deleted.rows_affected() == 0 {
+    if !repo::delete_parameter(ctx.platform, input.name.as_str()).await? {
         return Err(not_found(input.name.as_str()));
     }
     Ok(json!({}))
@@ -426,16 +366,10 @@ async fn history(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> 
         Some(token) => token.parse().map_err(|_| ActionError::validation("NextToken is invalid"))?,
         None => 0,
     };
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM parameters WHERE name = $1 AND version > $2 ORDER BY version LIMIT $3"))
-        .bind(input.name.as_str())
-        .bind(after)
-        .bind(max + 1)
-        .fetch_all(&ctx.platform.store.pool)
-        .await?;
-    if rows.is_empty() && after == 0 {
+    let mut versions = repo::versions_after(ctx.platform, input.name.as_str(), after, max + 1).await?;
+    if versions.is_empty() && after == 0 {
         return Err(not_found(input.name.as_str()));
     }
-    let mut versions = rows.iter().map(version_from).collect::<Result<Vec<_>, _>>()?;
     let more = versions.len() as i64 > max;
     versions.truncate(max as usize);
     let mut parameters = Vec::new();

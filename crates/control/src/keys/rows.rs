@@ -273,3 +273,15 @@ pub(super) fn invalid_ciphertext() -> ActionError {
         "the ciphertext is not a valid ciphertext of this key service, or its encryption context differs",
     )
 }
+
+/// Creates an alias unless the name is taken; false when another request created it first.
+pub(crate) async fn insert_alias_if_absent(plane: &Platform, alias_name: &str, key_id: &str) -> Result<bool, ActionError> {
+    let inserted =
+        sqlx::query("INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING")
+            .bind(alias_name)
+            .bind(key_id)
+            .bind(now_millis())
+            .execute(&plane.store.pool)
+            .await?;
+    Ok(inserted.rows_affected() > 0)
+}
