@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::core::actions::BuiltinFunction;
 use crate::core::codec::{decode_base64, encode_base64};
@@ -18,6 +17,7 @@ use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::{Pipeline, Request};
 use crate::core::platform::ServiceEvent;
 use crate::core::store::now_millis;
+use crate::storage::{self, OutboxRow};
 
 mod session_validator;
 
@@ -43,19 +43,12 @@ pub(crate) fn start_dispatcher(control: Pipeline) {
 /// Delivers every due event once; returns how long to wait before the next look.
 async fn deliver_due(control: &Pipeline) -> Result<Duration, ActionError> {
     let plane = &*control.platform;
-    let rows = sqlx::query("SELECT seq, bucket, key, function, event, attempts, next_attempt FROM notifications ORDER BY seq LIMIT 200")
-        .fetch_all(&plane.store.pool)
-        .await?;
+    let rows = storage::queued_notifications(plane).await?;
+    let fetched = rows.len();
     let now = now_millis();
     let mut held: HashSet<(String, String)> = HashSet::new();
     let mut next_due = i64::MAX;
-    for row in &rows {
-        let seq: i64 = row.try_get("seq")?;
-        let bucket: String = row.try_get("bucket")?;
-        let key: String = row.try_get("key")?;
-        let function: String = row.try_get("function")?;
-        let attempts: i64 = row.try_get("attempts")?;
-        let next_attempt: i64 = row.try_get("next_attempt")?;
+    for OutboxRow { seq, bucket, key, function, event, attempts, next_attempt } in rows {
         let slot = (bucket, key);
         if held.contains(&slot) {
             continue;
@@ -66,35 +59,29 @@ async fn deliver_due(control: &Pipeline) -> Result<Duration, ActionError> {
             held.insert(slot);
             continue;
         }
-        let event: Value = serde_json::from_str(&row.try_get::<String, _>("event")?).map_err(ActionError::internal)?;
+        let event: Value = serde_json::from_str(&event).map_err(ActionError::internal)?;
         let outcome = invoke(control, &function, &event).await;
         audit_delivery(control, &function, &event, attempts + 1, outcome.as_ref().err()).await;
         match outcome {
             Ok(()) => {
                 plane.metrics.notifications_delivered.inc();
-                sqlx::query("DELETE FROM notifications WHERE seq = $1").bind(seq).execute(&plane.store.pool).await?;
+                storage::delete_notification(plane, seq).await?;
             }
             Err(err) if attempts + 1 >= MAX_ATTEMPTS => {
                 plane.metrics.notifications_failed.inc();
                 tracing::error!(function, error = %err, "notification dropped after {MAX_ATTEMPTS} attempts");
-                sqlx::query("DELETE FROM notifications WHERE seq = $1").bind(seq).execute(&plane.store.pool).await?;
+                storage::delete_notification(plane, seq).await?;
             }
             Err(err) => {
                 plane.metrics.notifications_failed.inc();
                 let backoff = 200i64 << attempts.min(8);
-                sqlx::query("UPDATE notifications SET attempts = $1, next_attempt = $2, last_error = $3 WHERE seq = $4")
-                    .bind(attempts + 1)
-                    .bind(now + backoff)
-                    .bind(err.to_string())
-                    .bind(seq)
-                    .execute(&plane.store.pool)
-                    .await?;
+                storage::reschedule_notification(plane, seq, attempts + 1, now + backoff, &err.to_string()).await?;
                 next_due = next_due.min(now + backoff);
                 held.insert(slot);
             }
         }
     }
-    if rows.len() == 200 && next_due == i64::MAX {
+    if fetched == 200 && next_due == i64::MAX {
         return Ok(Duration::ZERO);
     }
     let wait = if next_due == i64::MAX { 5_000 } else { (next_due - now_millis()).clamp(0, 5_000) };

@@ -15,7 +15,7 @@ mod objects;
 mod repo;
 
 pub(crate) use blobs::reclaim_blobs;
-pub(crate) use repo::find_bucket;
+pub(crate) use repo::{OutboxRow, delete_notification, find_bucket, queued_notifications, reschedule_notification};
 
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: StorageAction, input: Value) -> Result<Value, ActionError> {
     match action {

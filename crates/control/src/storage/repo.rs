@@ -230,9 +230,10 @@ pub(super) async fn referenced_blobs(plane: &Platform) -> Result<std::collection
     Ok(rows.iter().map(|r| r.try_get("blob")).collect::<Result<_, _>>()?)
 }
 
-/// One row of the notification outbox, as a write queues it. Storage owns the insert because
-/// the row is written in the object's own transaction, and storage sits below functions (the
-/// dispatcher that reads the outbox) in the layer table.
+/// One row of the notification outbox, as a write queues it. Storage owns the whole outbox (the
+/// dispatcher in `functions.rs` reads and deletes through here too): the row is written in the
+/// object's own transaction, and storage sits below functions in the layer table, so it cannot
+/// call a functions repository.
 pub(super) struct QueuedNotification<'a> {
     pub bucket: &'a BucketName,
     pub key: &'a str,
@@ -253,6 +254,63 @@ pub(super) async fn insert_notification(
         .bind(&notification.event)
         .bind(now_millis())
         .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// One queued notification as the dispatcher reads it; `event` is the record's JSON text.
+pub(crate) struct OutboxRow {
+    pub seq: i64,
+    pub bucket: String,
+    pub key: String,
+    pub function: String,
+    pub event: String,
+    pub attempts: i64,
+    pub next_attempt: i64,
+}
+
+/// The oldest 200 queued notifications, in the order they were queued.
+pub(crate) async fn queued_notifications(plane: &Platform) -> Result<Vec<OutboxRow>, ActionError> {
+    let rows = sqlx::query("SELECT seq, bucket, key, function, event, attempts, next_attempt FROM notifications ORDER BY seq LIMIT 200")
+        .fetch_all(&plane.store.pool)
+        .await?;
+    let queued = rows
+        .iter()
+        .map(|row| {
+            Ok(OutboxRow {
+                seq: row.try_get("seq")?,
+                bucket: row.try_get("bucket")?,
+                key: row.try_get("key")?,
+                function: row.try_get("function")?,
+                event: row.try_get("event")?,
+                attempts: row.try_get("attempts")?,
+                next_attempt: row.try_get("next_attempt")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(queued)
+}
+
+/// Drops a notification once delivered (or given up on).
+pub(crate) async fn delete_notification(plane: &Platform, seq: i64) -> Result<(), ActionError> {
+    sqlx::query("DELETE FROM notifications WHERE seq = $1").bind(seq).execute(&plane.store.pool).await?;
+    Ok(())
+}
+
+/// Records a failed delivery and when to try again.
+pub(crate) async fn reschedule_notification(
+    plane: &Platform,
+    seq: i64,
+    attempts: i64,
+    next_attempt: i64,
+    last_error: &str,
+) -> Result<(), ActionError> {
+    sqlx::query("UPDATE notifications SET attempts = $1, next_attempt = $2, last_error = $3 WHERE seq = $4")
+        .bind(attempts)
+        .bind(next_attempt)
+        .bind(last_error)
+        .bind(seq)
+        .execute(&plane.store.pool)
         .await?;
     Ok(())
 }
