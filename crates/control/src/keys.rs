@@ -9,10 +9,12 @@ use crate::core::pipeline::Ctx;
 
 mod admin;
 mod crypto;
+mod repo;
 mod rows;
 
 pub(crate) use crypto::{decrypt_blob, encrypt_with};
-pub(crate) use rows::{KeyRow, aliases_of, insert_alias_if_absent, insert_key, resolve_for_use, trail_signing_secret};
+pub(crate) use repo::KeyRow;
+pub(crate) use rows::{aliases_of, insert_alias_if_absent, insert_key, resolve_for_use, trail_signing_secret};
 
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: KeysAction, input: Value) -> Result<Value, ActionError> {
     match action {

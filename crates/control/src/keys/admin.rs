@@ -4,9 +4,9 @@
 use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row;
 
-use super::rows::{DAY_MS, KeyRow, authorized_key, insert_key, key_arn, require_customer_managed, require_enabled, rotate};
+use super::repo::{self, KeyRow, KeyState};
+use super::rows::{DAY_MS, authorized_key, insert_key, key_arn, require_customer_managed, require_enabled, rotate};
 use crate::core::actions::KeysAction;
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
@@ -19,10 +19,10 @@ fn metadata(plane: &Platform, key: &KeyRow) -> Value {
         "Arn": key_arn(plane, &key.key_id),
         "AWSAccountId": plane.spec.account_id,
         "CreationDate": millis_to_rfc3339(key.created),
-        "Enabled": key.state == "Enabled",
+        "Enabled": key.state == KeyState::Enabled,
         "Description": key.description,
         "KeyUsage": key.key_usage,
-        "KeyState": key.state,
+        "KeyState": key.state.as_str(),
         "Origin": "AWS_KMS",
         "KeyManager": if key.key_usage == "SIGN_VERIFY" { "AWS" } else { "CUSTOMER" },
         "KeySpec": key.key_spec,
@@ -93,12 +93,7 @@ pub(super) async fn list_keys(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, 
     let limit = crate::core::codec::bounded("Limit", input.limit, 100, 1..=1000)?;
     ctx.authorize(Resource::Service("keys".into()))?;
     let after = crate::core::codec::decode_token(input.marker.as_deref())?.unwrap_or_default();
-    let rows = sqlx::query("SELECT key_id FROM keys WHERE key_id > $1 ORDER BY key_id LIMIT $2")
-        .bind(&after)
-        .bind(limit + 1)
-        .fetch_all(&ctx.platform.store.pool)
-        .await?;
-    let mut ids: Vec<String> = rows.iter().map(|r| r.try_get("key_id")).collect::<Result<_, _>>()?;
+    let mut ids = repo::key_ids_after(ctx.platform, &after, limit + 1).await?;
     let truncated = ids.len() as i64 > limit;
     ids.truncate(limit as usize);
     let mut out = json!({
@@ -131,14 +126,7 @@ pub(super) async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
         return Err(ActionError::validation("alias names under `alias/aws/` are reserved"));
     }
     let key = authorized_key(ctx, &input.target_key_id).await?;
-    let inserted =
-        sqlx::query("INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3) ON CONFLICT (alias_name) DO NOTHING")
-            .bind(name)
-            .bind(&key.key_id)
-            .bind(now_millis())
-            .execute(&ctx.platform.store.pool)
-            .await?;
-    if inserted.rows_affected() == 0 {
+    if !repo::insert_alias_if_absent(ctx.platform, name, &key.key_id, now_millis()).await? {
         return Err(ActionError::conflict(ErrorCode::AlreadyExistsException, format!("alias `{name}` already exists")));
     }
     Ok(json!({}))
@@ -147,21 +135,16 @@ pub(super) async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
 pub(super) async fn list_aliases(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ListInput = ctx.parse(input)?;
     ctx.authorize(Resource::Service("keys".into()))?;
-    let rows = sqlx::query("SELECT alias_name, target_key_id, created FROM aliases ORDER BY alias_name")
-        .fetch_all(&ctx.platform.store.pool)
-        .await?;
     let mut aliases = Vec::new();
-    for r in rows {
-        let target: String = r.try_get("target_key_id")?;
+    for repo::AliasRow { alias_name: name, target_key_id: target, created } in repo::list_aliases(ctx.platform).await? {
         if input.key_id.as_deref().is_some_and(|k| k != target) {
             continue;
         }
-        let name: String = r.try_get("alias_name")?;
         aliases.push(json!({
             "AliasName": name,
             "AliasArn": model::arn::regional("keys", &ctx.platform.spec.region, &ctx.platform.spec.account_id, &name),
             "TargetKeyId": target,
-            "CreationDate": millis_to_rfc3339(r.try_get("created")?),
+            "CreationDate": millis_to_rfc3339(created),
         }));
     }
     Ok(json!({ "Aliases": aliases, "Truncated": false }))
@@ -201,21 +184,14 @@ pub(super) async fn get_rotation_status(ctx: &mut Ctx<'_>, input: Value) -> Resu
 pub(super) async fn enable_rotation(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let (key, period) = rotation_key(ctx, input, true).await?;
     require_enabled(&key)?;
-    sqlx::query("UPDATE keys SET rotation_period_days = $1 WHERE key_id = $2")
-        .bind(period)
-        .bind(&key.key_id)
-        .execute(&ctx.platform.store.pool)
-        .await?;
+    repo::set_rotation_period(ctx.platform, &key.key_id, period).await?;
     Ok(json!({}))
 }
 
 pub(super) async fn disable_rotation(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let (key, _) = rotation_key(ctx, input, false).await?;
     require_enabled(&key)?;
-    sqlx::query("UPDATE keys SET rotation_period_days = NULL WHERE key_id = $1")
-        .bind(&key.key_id)
-        .execute(&ctx.platform.store.pool)
-        .await?;
+    repo::clear_rotation_period(ctx.platform, &key.key_id).await?;
     Ok(json!({}))
 }
 
@@ -239,47 +215,40 @@ pub(super) async fn schedule_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result
     let days = crate::core::codec::bounded("PendingWindowInDays", input.pending_window_in_days, 30, 7..=30)?;
     let key = authorized_key(ctx, &input.key_id).await?;
     require_customer_managed(&key)?;
-    if key.state == "PendingDeletion" {
+    if key.state == KeyState::PendingDeletion {
         return Err(ActionError::conflict(
             ErrorCode::KMSInvalidStateException,
             format!("key `{}` is already pending deletion", key.key_id),
         ));
     }
     let date = now_millis() + days * DAY_MS;
-    sqlx::query("UPDATE keys SET state = 'PendingDeletion', deletion_date = $1 WHERE key_id = $2")
-        .bind(date)
-        .bind(&key.key_id)
-        .execute(&ctx.platform.store.pool)
-        .await?;
+    repo::schedule_deletion(ctx.platform, &key.key_id, date).await?;
     Ok(
-        json!({ "KeyId": key_arn(ctx.platform, &key.key_id), "DeletionDate": millis_to_rfc3339(date), "KeyState": "PendingDeletion", "PendingWindowInDays": days }),
+        json!({ "KeyId": key_arn(ctx.platform, &key.key_id), "DeletionDate": millis_to_rfc3339(date), "KeyState": KeyState::PendingDeletion.as_str(), "PendingWindowInDays": days }),
     )
 }
 
 pub(super) async fn cancel_deletion(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: KeyInput = ctx.parse(input)?;
     let key = authorized_key(ctx, &input.key_id).await?;
-    if key.state != "PendingDeletion" {
+    if key.state != KeyState::PendingDeletion {
         return Err(ActionError::conflict(ErrorCode::KMSInvalidStateException, format!("key `{}` is not pending deletion", key.key_id)));
     }
     // As in KMS, a key whose deletion is cancelled comes back disabled.
-    sqlx::query("UPDATE keys SET state = 'Disabled', deletion_date = NULL WHERE key_id = $1")
-        .bind(&key.key_id)
-        .execute(&ctx.platform.store.pool)
-        .await?;
+    repo::cancel_deletion(ctx.platform, &key.key_id).await?;
     Ok(json!({ "KeyId": key_arn(ctx.platform, &key.key_id) }))
 }
 
 pub(super) async fn enable_disable(ctx: &mut Ctx<'_>, action: KeysAction, input: Value) -> Result<Value, ActionError> {
     let input: KeyInput = ctx.parse(input)?;
     let key = authorized_key(ctx, &input.key_id).await?;
-    if key.state == "PendingDeletion" {
+    if key.state == KeyState::PendingDeletion {
         return Err(ActionError::conflict(
             ErrorCode::KMSInvalidStateException,
             format!("key `{}` is pending deletion; cancel the deletion first", key.key_id),
         ));
     }
-    let state = if action == KeysAction::EnableKey { "Enabled" } else { "Disabled" };
-    sqlx::query("UPDATE keys SET state = $1 WHERE key_id = $2").bind(state).bind(&key.key_id).execute(&ctx.platform.store.pool).await?;
+    let state = if action == KeysAction::EnableKey { KeyState::Enabled } else { KeyState::Disabled };
+    repo::set_state(ctx.platform, &key.key_id, state).await?;
     Ok(json!({}))
 }

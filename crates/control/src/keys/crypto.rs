@@ -6,7 +6,8 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::rows::{DAY_MS, KeyRow, authorized_key, invalid_ciphertext, key_arn, material, require_enabled, resolve, rotate};
+use super::repo::KeyRow;
+use super::rows::{DAY_MS, authorized_key, invalid_ciphertext, key_arn, material, require_enabled, resolve, rotate};
 use crate::core::codec::{decode_base64, encode_base64};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::keyring::{open, seal};
