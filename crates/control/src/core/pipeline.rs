@@ -206,7 +206,7 @@ impl Pipeline {
 
 #[allow(clippy::too_many_arguments, reason = "one record gathers everything the pipeline learned")]
 fn record(
-    platform: &Spec,
+    platform_spec: &Spec,
     request: &Request,
     spec: Option<&ActionSpec>,
     identity: audit::UserIdentity,
@@ -233,7 +233,7 @@ fn record(
         event_time: millis_to_rfc3339(now_millis()),
         event_source,
         event_name,
-        aws_region: platform.region.clone(),
+        aws_region: platform_spec.region.clone(),
         source_ip_address: request.source_ip.clone(),
         user_agent: request.user_agent.chars().take(256).collect(),
         error_code: result.as_ref().err().map(|e| e.code.as_str().to_owned()),
@@ -250,7 +250,7 @@ fn record(
             "AwsApiCall".into()
         },
         management_event: spec.is_none_or(|s| s.management_event),
-        recipient_account_id: platform.account_id.clone(),
+        recipient_account_id: platform_spec.account_id.clone(),
         correlation_id,
     }
 }
