@@ -62,17 +62,30 @@ fn execute(at: &str, base: &str, cookie: &str, kernel: &str, code: &str) -> Stri
         "content": { "code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true },
     });
     socket.send(tungstenite::Message::Text(message.to_string().into())).expect("send");
-    loop {
-        let Ok(tungstenite::Message::Text(text)) = socket.read() else { continue };
+    // The result comes on iopub and the reply on shell: two kernel sockets the server merges
+    // in no fixed order. Iopub's `idle` follows the result on the same socket, so the call is
+    // over once both the reply and that `idle` have come.
+    let (mut result, mut replied, mut idle) = (String::new(), false, false);
+    while !(replied && idle) {
+        let text = match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => text,
+            Ok(_) => continue,
+            Err(e) => panic!("the kernel's channel ended before the reply and idle came (reply {replied}, idle {idle}): {e}"),
+        };
         let reply: Value = serde_json::from_str(&text).expect("JSON");
+        if reply["parent_header"]["msg_id"] != "m1" {
+            continue;
+        }
         match reply["header"]["msg_type"].as_str() {
-            Some("execute_result") => return reply["content"]["data"]["text/plain"].as_str().unwrap_or_default().to_owned(),
+            Some("execute_result") => result = reply["content"]["data"]["text/plain"].as_str().unwrap_or_default().to_owned(),
             Some("error") => panic!("the kernel failed: {}", reply["content"]),
             Some("execute_reply") if reply["content"]["status"] != "ok" => panic!("the kernel failed: {}", reply["content"]),
-            Some("execute_reply") => return String::new(),
+            Some("execute_reply") => replied = true,
+            Some("status") if reply["content"]["execution_state"] == "idle" => idle = true,
             _ => {}
         }
     }
+    result
 }
 
 #[test]
