@@ -32,6 +32,17 @@ pub(crate) struct SpecArgs {
     /// Overrides a spec parameter for this run, like `cdk -c` (repeatable): `-c fleet_type=ALWAYS_ON`.
     #[arg(short = 'c', long = "context", value_name = "KEY=VALUE")]
     pub(crate) overrides: Vec<String>,
+    /// This node's name among the nodes sharing one metadata store (`cluster.node`; default
+    /// the host's name).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) node: Option<String>,
+}
+
+impl SpecArgs {
+    /// The `-c` overrides, with `--node` as `cluster.node=…` after them.
+    pub(crate) fn all_overrides(&self) -> Vec<String> {
+        self.overrides.iter().cloned().chain(self.node.as_ref().map(|n| format!("cluster.node={n}"))).collect()
+    }
 }
 
 #[derive(clap::Args, Clone)]

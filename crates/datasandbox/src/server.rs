@@ -65,7 +65,7 @@ fn load_spec(data_dir: &Path, args: &SpecArgs) -> anyhow::Result<(Spec, String)>
     let text = fs::read_to_string(&path).with_context(|| {
         format!("cannot read the spec `{}`; run `datasandbox up` once to write the defaults, or pass --spec", path.display())
     })?;
-    let spec = Spec::parse(&text, &args.overrides).map_err(anyhow::Error::new).with_context(|| format!("in `{}`", path.display()))?;
+    let spec = Spec::parse(&text, &args.all_overrides()).map_err(anyhow::Error::new).with_context(|| format!("in `{}`", path.display()))?;
     Ok((spec, text))
 }
 
@@ -79,7 +79,7 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     let control = control::ControlPlane::start(spec, data_dir, owner, &image_cache).await.context("cannot start the control plane")?;
     control.set_endpoint_server(gateway::endpoint_server(control.clone()));
     if mode == Mode::Up {
-        deploy_before_serving(&control, &spec_text, &args.overrides).await?;
+        deploy_before_serving(&control, &spec_text, &args.all_overrides()).await?;
     }
     let listeners = Listeners::bind(data_dir, listen, notebook_listen).await?;
     // Signal handlers are in place before `ready`, so a stop request right after it is clean.
@@ -108,7 +108,7 @@ fn judge_spec(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(S
     let fresh = mode == Mode::Up && !spec_path(data_dir, args).exists();
     let (spec, spec_text) = if fresh {
         let text = default_spec_text();
-        (Spec::parse(&text, &args.overrides).map_err(anyhow::Error::new).context("in the default spec")?, text)
+        (Spec::parse(&text, &args.all_overrides()).map_err(anyhow::Error::new).context("in the default spec")?, text)
     } else {
         if mode == Mode::Serve && !data_dir.is_dir() {
             bail!("the data directory `{}` does not exist; run `datasandbox up` once to create it", data_dir.display());
@@ -116,7 +116,18 @@ fn judge_spec(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(S
         load_spec(data_dir, args)?
     };
     control::check_policies(&spec).context("the spec cannot be used")?;
+    let mut spec = spec;
+    spec.cluster.node.get_or_insert_with(host_node_name);
     Ok((spec, spec_text, fresh))
+}
+
+/// The node's name when neither `--node` nor `cluster.node` gives one: the host's name, made
+/// a valid node name (lower case, `-` for anything else), or `local` when nothing is left.
+fn host_node_name() -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = host.trim().to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(63).collect();
+    let name = name.trim_matches('-');
+    if model::spec::is_node_name(name) { name.to_owned() } else { "local".to_owned() }
 }
 
 /// Creates the data directory (and on a fresh host writes the default spec to `spec_path`),

@@ -13,8 +13,9 @@ mod walk;
 
 pub use defaults::default_spec_text;
 pub use problem::{Problem, SpecError};
+pub use read::is_node_name;
 pub use validated::{
-    AuditSpec, BucketSpec, DatasetSpec, FleetSpec, FleetType, ImageSpec, InstanceType, Ipv4Cidr, LauncherSpec, NotebookSpec,
+    AuditSpec, BucketSpec, ClusterSpec, DatasetSpec, FleetSpec, FleetType, ImageSpec, InstanceType, Ipv4Cidr, LauncherSpec, NotebookSpec,
     NotificationSpec, OidcSpec, PolicySpec, Spec, StackSpec, StorageBackend, StreamView, USER_SETTING_ACTIONS, UserSetting, is_event_type,
 };
 

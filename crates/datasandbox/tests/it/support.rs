@@ -1,6 +1,7 @@
 //! Fixtures shared by the test modules. A test module imports what it shares from here and
 //! never from another test module, so that moving or renaming a test moves nothing else.
 
+pub mod backend;
 pub mod browser;
 pub mod files;
 pub mod http;

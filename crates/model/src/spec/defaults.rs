@@ -186,6 +186,13 @@ max_object_size = 33554432
 # [metadata]
 # url = "postgres://datasandbox@localhost/datasandbox"   # default: SQLite in the data directory
 
+# Several nodes share one PostgreSQL metadata store and one S3 bucket; each has a name of its own
+# (`serve --node` overrides it) and renews a lease in the store.
+# [cluster]
+# node = "node-a"            # default: the host's name
+# heartbeat_ms = 5000
+# lease_ms = 15000
+
 # Buckets default to one home-folder bucket named `<environment_name>-home`. Declaring
 # [[buckets]] replaces that default:
 # [[buckets]]

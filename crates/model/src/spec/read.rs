@@ -1,5 +1,5 @@
 //! Reading the whole spec: the top-level settings and the platform's tables (`oidc`, `server`,
-//! `streaming`, `metadata`, `storage`, `audit`, `sandbox`, `launcher`), then the resource
+//! `streaming`, `metadata`, `storage`, `audit`, `cluster`, `sandbox`, `launcher`), then the resource
 //! tables. Tables are read in the order below, so problems are reported in the file's order.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::resources::{
     read_buckets, read_datasets, read_fleets, read_images, read_instance_types, read_notebooks, read_policies, read_stacks,
 };
-use super::validated::{AuditSpec, FleetType, Ipv4Cidr, LauncherSpec, OidcSpec, Spec, StorageBackend, StreamView};
+use super::validated::{AuditSpec, ClusterSpec, FleetType, Ipv4Cidr, LauncherSpec, OidcSpec, Spec, StorageBackend, StreamView};
 use super::walk::Table;
 
 /// The address the API listens on when the spec names none.
@@ -43,6 +43,7 @@ pub(super) fn read_spec(root: &Table) -> Spec {
     let metadata_url = read_metadata_url(root);
     let (storage, max_object_size) = read_storage(root);
     let audit = read_audit(root);
+    let cluster = read_cluster(root);
     let sandbox = read_sandbox(root);
 
     let instance_types = read_instance_types(root);
@@ -77,6 +78,7 @@ pub(super) fn read_spec(root: &Table) -> Spec {
         storage,
         max_object_size,
         audit,
+        cluster,
         endpoint_port: sandbox.endpoint_port,
         credential_lifetime_seconds: sandbox.credential_lifetime_seconds,
         id_base: sandbox.id_base,
@@ -243,6 +245,31 @@ fn read_audit(root: &Table) -> AuditSpec {
     }
     audit.finish();
     audit_spec
+}
+
+/// `[cluster]`: a lease must outlast at least two missed renewals, so that one slow renewal
+/// never loses a node.
+fn read_cluster(root: &Table) -> ClusterSpec {
+    let cluster = root.table("cluster");
+    let node = cluster.opt_string("node").filter(|v| !v.is_empty());
+    if let Some(name) = node.as_ref().filter(|n| !is_node_name(n)) {
+        cluster.problem("node", format!("`{name}` must be 1..=63 lower-case letters, digits or inner `-`"));
+    }
+    let heartbeat_ms = cluster.integer("heartbeat_ms", 5000, 100..=60_000) as u64;
+    let lease_ms = cluster.integer("lease_ms", 15_000, 300..=600_000) as u64;
+    if lease_ms < 3 * heartbeat_ms {
+        cluster.problem("lease_ms", format!("{lease_ms} must be at least three heartbeats ({} ms)", 3 * heartbeat_ms));
+    }
+    cluster.finish();
+    ClusterSpec { node, heartbeat_ms, lease_ms }
+}
+
+/// A node's name: it appears in trail paths, ARNs and host names.
+pub fn is_node_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 /// `[sandbox]`'s settings, which the spec carries as top-level fields.

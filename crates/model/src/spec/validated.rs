@@ -192,6 +192,19 @@ pub struct AuditSpec {
     pub witness: Option<PathBuf>,
 }
 
+/// `[cluster]`: this node's name and the lease timing nodes keep in the shared metadata store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// The node's name: 1..=63 lower-case letters, digits and inner `-`. `None` means the
+    /// host's name (`serve --node` overrides both). It names the node's trail chain, so two
+    /// nodes on one metadata store never share one.
+    pub node: Option<String>,
+    /// How often a node renews its lease.
+    pub heartbeat_ms: u64,
+    /// How long a lease lasts unrenewed before other nodes take the node for lost.
+    pub lease_ms: u64,
+}
+
 /// An OpenID Connect provider users may sign in with (authorization code with PKCE).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OidcSpec {
@@ -243,6 +256,7 @@ pub struct Spec {
     pub storage: StorageBackend,
     pub max_object_size: u64,
     pub audit: AuditSpec,
+    pub cluster: ClusterSpec,
     /// The port of the endpoint on each instance link's host address.
     pub endpoint_port: u16,
     /// How long an instance credential is valid; it is rotated after two thirds of it.
@@ -268,6 +282,12 @@ pub const USER_SETTING_ACTIONS: &[&str] =
     &["CLIPBOARD_COPY_FROM_LOCAL_DEVICE", "CLIPBOARD_COPY_TO_LOCAL_DEVICE", "FILE_UPLOAD", "FILE_DOWNLOAD", "PRINTING_TO_LOCAL_DEVICE"];
 
 impl Spec {
+    /// This node's name: `cluster.node`, which the server fills in from `--node` or the host's
+    /// name before it starts; `local` for a spec built in process.
+    pub fn node_name(&self) -> &str {
+        self.cluster.node.as_deref().unwrap_or("local")
+    }
+
     pub fn home_bucket(&self) -> Option<&BucketSpec> {
         self.buckets.iter().find(|b| b.home_folders)
     }

@@ -308,7 +308,8 @@ fn launch(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)], 
     let mut args: Vec<String> =
         vec!["--data-dir".into(), data_dir.display().to_string(), "up".into(), "-c".into(), "server.api_listen=127.0.0.1:0".into()];
     args.extend(["-c".into(), vpc.setting()]);
-    for o in overrides {
+    let backends = crate::support::backend::for_server(data_dir);
+    for o in backends.overrides.iter().map(String::as_str).chain(overrides.iter().copied()) {
         args.extend(["-c".into(), (*o).to_owned()]);
     }
     let mut command = if terminal {
@@ -328,7 +329,7 @@ fn launch(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)], 
         command.args(args);
         command
     };
-    command.envs(env.iter().copied());
+    command.envs(backends.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).envs(env.iter().copied());
     // The server's log goes to `server.log` in its data directory, written as it comes: a pipe
     // nobody read would fill up and stall the server mid-test.
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).map_err(|e| e.to_string())?;
