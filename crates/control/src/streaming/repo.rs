@@ -416,9 +416,12 @@ pub(crate) async fn mark_active(store: &Store, session_id: &str, instance_id: &s
 
 /// How long `fleet`'s sessions that ended since `since` lasted on average (ms), if any did.
 pub(crate) async fn mean_duration_since(store: &Store, fleet: &str, since: i64) -> Result<Option<f64>, ActionError> {
-    let recent =
-        sqlx::query("SELECT AVG(end_time - start_time) AS mean FROM sessions WHERE fleet = $1 AND end_time IS NOT NULL AND end_time > $2")
-            .bind(fleet)
+    // PostgreSQL averages integers as NUMERIC, which the Any driver cannot read: both stores
+    // give a double when asked for one.
+    let recent = sqlx::query(
+        "SELECT CAST(AVG(end_time - start_time) AS DOUBLE PRECISION) AS mean FROM sessions WHERE fleet = $1 AND end_time IS NOT NULL AND end_time > $2",
+    )
+    .bind(fleet)
             .bind(since)
             .fetch_one(&store.pool)
             .await?;

@@ -63,10 +63,7 @@ pub(crate) fn next_event(socket: &mut Socket, kind: &str, seconds: u64) -> Value
 }
 
 fn count_rows(server: &Server, sql: &str) -> i64 {
-    let db = server.data_dir().join("metadata.db");
-    let out = std::process::Command::new("sqlite3").arg(&db).arg(sql).output().expect("sqlite3 (scripts/test installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+    server.sql(sql).parse().expect("a count")
 }
 
 #[test]

@@ -59,12 +59,7 @@ fn f13_a_key_destroyed_when_its_deletion_falls_due_is_recorded_as_its_own_event(
     let key_id = key["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
     server.ok("keys:ScheduleKeyDeletion", json!({ "KeyId": key_id, "PendingWindowInDays": 7 }));
     // Seven days pass.
-    let moved = std::process::Command::new("sqlite3")
-        .arg(server.data_dir().join("metadata.db"))
-        .arg(format!("PRAGMA busy_timeout = 5000; UPDATE keys SET deletion_date = 1 WHERE key_id = '{key_id}';"))
-        .status()
-        .expect("sqlite3");
-    assert!(moved.success());
+    server.sql(&format!("UPDATE keys SET deletion_date = 1 WHERE key_id = '{key_id}';"));
     // Someone else's request is what finds the deletion due.
     let described = server.call("keys:DescribeKey", &json!({ "KeyId": key_id }));
     assert_eq!(described.stderr["Code"], "NotFoundException", "{:?}", described);

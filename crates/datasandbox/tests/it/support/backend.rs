@@ -78,3 +78,59 @@ fn create_bucket(endpoint: &str, bucket: &str) {
     stream.read_to_string(&mut reply).expect("read");
     assert!(reply.starts_with("HTTP/1.1 200") || reply.contains("BucketAlreadyOwnedByYou"), "cannot create bucket {bucket}: {reply}");
 }
+
+/// Runs `sql` on the metadata store of the server on `data_dir`, as a test reaching past the
+/// API (moving time, counting rows); returns what it printed, trimmed.
+pub fn sql(data_dir: &Path, sql: &str) -> String {
+    match std::env::var("DATASANDBOX_TEST_POSTGRES") {
+        Ok(server) => {
+            let url = format!("{}/{}", server.trim_end_matches('/'), name_for(data_dir, "ds_"));
+            let out = Command::new("psql").args([&url, "-At", "-c", sql]).output().expect("psql");
+            assert!(out.status.success(), "psql `{sql}`: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+        Err(_) => {
+            let out = Command::new("sqlite3")
+                .arg(data_dir.join("metadata.db"))
+                .arg(format!("PRAGMA busy_timeout = 5000; {sql}"))
+                .output()
+                .expect("sqlite3 (scripts/test installs it)");
+            assert!(out.status.success(), "sqlite3 `{sql}`: {}", String::from_utf8_lossy(&out.stderr));
+            // The pragma prints the timeout it set before the statement's own output.
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.trim().strip_prefix("5000").unwrap_or(text.trim()).trim().to_owned()
+        }
+    }
+}
+
+/// How many object bodies (blobs) the server on `data_dir` keeps: files under `objects/`
+/// (without the object store's temporary `#` files), or keys under `blobs/` in its bucket.
+pub fn blob_count(data_dir: &Path) -> usize {
+    let Ok(endpoint) = std::env::var("DATASANDBOX_TEST_S3") else {
+        let files = crate::support::files::walk(&data_dir.join("objects"));
+        return files.iter().filter(|p| !p.to_string_lossy().contains('#')).count();
+    };
+    let bucket = name_for(data_dir, "ds-");
+    let (mut count, mut token) = (0, None::<String>);
+    loop {
+        let query = token
+            .as_ref()
+            .map_or_else(String::new, |t| format!("&continuation-token={}", t.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")));
+        let reply = get(&endpoint, &format!("/{bucket}?list-type=2&prefix=blobs/{query}"));
+        count += reply.matches("<Key>").count();
+        token = reply.split("<NextContinuationToken>").nth(1).and_then(|rest| rest.split('<').next()).map(str::to_owned);
+        if token.is_none() {
+            return count;
+        }
+    }
+}
+
+fn get(endpoint: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the test S3 server");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read");
+    reply
+}

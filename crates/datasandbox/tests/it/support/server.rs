@@ -131,6 +131,16 @@ impl Server {
         self.dir.path()
     }
 
+    /// Runs `sql` on this server's metadata store, whichever backend the run uses.
+    pub fn sql(&self, sql: &str) -> String {
+        crate::support::backend::sql(self.data_dir(), sql)
+    }
+
+    /// How many object bodies this server's object store keeps.
+    pub fn blob_count(&self) -> usize {
+        crate::support::backend::blob_count(self.data_dir())
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.data_dir().join("control.sock")
     }
