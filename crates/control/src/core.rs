@@ -9,6 +9,7 @@ pub(crate) mod codec;
 pub(crate) mod error;
 pub(crate) mod keyring;
 pub(crate) mod metrics;
+pub(crate) mod node;
 pub(crate) mod pipeline;
 pub(crate) mod platform;
 pub(crate) mod recorded;

@@ -5,6 +5,7 @@
 //! from the operator's socket, a remote client, an instance or a built-in function.
 
 mod audit_log;
+mod cluster;
 mod core;
 mod deploy;
 mod functions;

@@ -74,6 +74,7 @@ impl Dispatch for Services {
             Action::Storage(action) => Box::pin(crate::storage::dispatch(ctx, action, input)),
             Action::Keys(action) => Box::pin(crate::keys::dispatch(ctx, action, input)),
             Action::Audit(action) => Box::pin(crate::audit_log::dispatch(ctx, action, input)),
+            Action::Cluster(action) => Box::pin(crate::cluster::dispatch(ctx, action, input)),
             Action::Identity(action) => Box::pin(self.identity.dispatch(ctx, action, input)),
             Action::Streaming(action) => Box::pin(self.streaming.dispatch(ctx, action, input)),
             Action::Notebooks(action) => Box::pin(self.notebooks.dispatch(ctx, action, input)),
@@ -103,7 +104,13 @@ impl ControlPlane {
         let services = Arc::new(Services { identity: identity.clone(), instances, streaming, notebooks, deploy });
         pipeline.connect(identity, services.clone());
         let control = ControlPlane { pipeline, services };
+        // The lease first: what a previous run of this node left is its own to reclaim only
+        // once no other process serves under its name.
+        let epoch = crate::cluster::join(&control.pipeline.platform).await.map_err(StartError::Setup)?;
+        control.pipeline.platform.metrics.node_epoch.set(epoch);
+        control.pipeline.platform.metrics.node_lease_held.set(1);
         control.recover().await?;
+        control.start_heartbeat();
         crate::functions::start_dispatcher(control.pipeline.clone());
         crate::audit_log::start_daily_reports(control.pipeline.clone());
         control.services.instances.start_background_tasks();
@@ -130,6 +137,61 @@ impl ControlPlane {
         crate::storage::reclaim_blobs(platform).await.map_err(|e| StartError::Setup(e.to_string()))?;
         self.services.notebooks.stop_all().await;
         Ok(())
+    }
+
+    /// Renews this node's lease every heartbeat and takes other nodes whose leases ran out for
+    /// lost. A node that finds its own lease gone ends its instances (other nodes have ended
+    /// their sessions) and joins again under a new epoch.
+    fn start_heartbeat(&self) {
+        let control = self.clone();
+        tokio::spawn(async move {
+            let platform = control.pipeline.platform.clone();
+            let mut renewed_since = crate::core::store::now_millis();
+            loop {
+                tokio::time::sleep(crate::cluster::heartbeat_interval(&platform)).await;
+                if platform.node.is_leaving() {
+                    return;
+                }
+                match crate::cluster::heartbeat(&platform).await {
+                    crate::cluster::Beat::Renewed => {
+                        if crate::cluster::may_sweep(&platform, renewed_since)
+                            && let Err(err) = crate::cluster::sweep(&platform).await
+                        {
+                            tracing::warn!(error = %err, "looking for lost nodes");
+                        }
+                    }
+                    crate::cluster::Beat::Unreachable => renewed_since = crate::core::store::now_millis(),
+                    crate::cluster::Beat::Lost => {
+                        platform.metrics.node_lease_held.set(0);
+                        control.rejoin().await;
+                        renewed_since = crate::core::store::now_millis();
+                    }
+                }
+            }
+        });
+    }
+
+    /// After this node lost its lease: its instances end (their rows are other nodes' to judge
+    /// now, so nothing of them is written under the old epoch), then it joins again.
+    async fn rejoin(&self) {
+        let platform = &self.pipeline.platform;
+        let ended = self.services.instances.terminate_all().await;
+        tracing::warn!(instances = ?ended, "ended this node's instances after it lost its lease");
+        loop {
+            match crate::cluster::join(platform).await {
+                Ok(epoch) => {
+                    platform.metrics.node_epoch.set(epoch);
+                    platform.metrics.node_lease_held.set(1);
+                    let reaped = self.services.instances.reconcile().await.unwrap_or_default();
+                    platform.service_event("NodeRejoined", json!({ "Node": platform.node.name, "Epoch": epoch, "Destroyed": reaped })).await;
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot join the cluster again; retrying");
+                    tokio::time::sleep(crate::cluster::heartbeat_interval(platform)).await;
+                }
+            }
+        }
     }
 
     pub fn spec(&self) -> &Spec {
@@ -187,6 +249,7 @@ impl ControlPlane {
         crate::streaming::end_all_sessions(streaming, "PLATFORM_STOPPED").await;
         notebooks.stop_all().await;
         let platform = &self.pipeline.platform;
+        crate::cluster::leave(platform).await;
         platform.service_event("StopLogging", json!({ "Trail": platform.trail.layout().bucket })).await;
         let trail = platform.trail.clone();
         if let Err(err) = tokio::task::spawn_blocking(move || trail.close()).await.unwrap_or(Err(audit::TrailError::Stopped)) {
@@ -326,7 +389,13 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
     let authorizer = Authorizer::load(&policies, &actions::declarations()).map_err(StartError::Policies)?;
     let blobs = Blobs::open(&spec.storage, data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
     let keys = KeyRing::open(data_dir).map_err(StartError::Setup)?;
+    // Before any secret is opened: a node with another master key could open none.
+    crate::cluster::check_master_key(&store, &keys, data_dir).await.map_err(StartError::Setup)?;
     let (trail, index) = open_trail(&spec, data_dir, &store, &keys).await?;
+    // A streaming URL made on one node is redeemed on any: the key that signs it is shared.
+    let local_url_key = crate::core::keyring::load_or_create_key(&data_dir.join("streaming-url.key")).map_err(|e| StartError::Setup(e.message))?;
+    let url_key = crate::cluster::shared_secret(&store, &keys, "streaming-url-key", local_url_key).await.map_err(StartError::Setup)?;
+    let node = crate::core::node::Node::new(spec.node_name());
     Ok(Platform {
         spec,
         current: std::sync::RwLock::new(Arc::new(current)),
@@ -343,8 +412,9 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
         outbox: Notify::new(),
         changes: Default::default(),
         clock: crate::core::clock::Clock::system(),
-        url_key: std::sync::OnceLock::new(),
+        url_key: std::sync::OnceLock::from(url_key),
         listening: std::sync::OnceLock::new(),
+        node,
     })
 }
 

@@ -97,10 +97,13 @@ impl Streaming {
     }
 }
 
-/// Ends every session not yet ended: at a clean stop (after the instances stopped) and at
-/// start-up (after a crash took the instances), so that none stays ACTIVE without one.
+/// Ends every session of this node not yet ended: at a clean stop (after the instances
+/// stopped) and at start-up (after a crash took the instances), so that none stays ACTIVE
+/// without one. Sessions on other nodes' instances are theirs.
 pub(crate) async fn end_all_sessions(streaming: &Streaming, reason: &str) -> Vec<String> {
-    let ids = repo::list_all_unended_session_ids(&streaming.pipeline.platform.store).await.unwrap_or_default();
+    let platform = &streaming.pipeline.platform;
+    let alone = crate::cluster::alone(platform).await;
+    let ids = repo::list_node_unended_session_ids(&platform.store, &platform.node.name, alone).await.unwrap_or_default();
     let mut ended = Vec::new();
     for id in ids {
         match sessions::end_session(streaming, &id, reason).await {

@@ -111,6 +111,8 @@ pub(crate) enum Command {
         #[arg(long)]
         stack: Option<String>,
     },
+    /// The nodes sharing the metadata store: state, address, lease, instances and capacity.
+    Nodes,
     /// Sandbox instances.
     Instances {
         #[command(subcommand)]

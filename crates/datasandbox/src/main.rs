@@ -83,6 +83,10 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(err) => client::fail(err),
             }
         }
+        Command::Nodes => {
+            let local = EndpointArgs { endpoint: None, token: None };
+            client::finish(client::call(&cli.data_dir, &local, "cluster:DescribeNodes", bytes::Bytes::from_static(b"{}")).await)
+        }
         Command::Sessions { stack } => client::finish(client::sessions(&cli.data_dir, stack.as_deref()).await),
         Command::Instances { command } => {
             let local = EndpointArgs { endpoint: None, token: None };

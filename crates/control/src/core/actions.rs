@@ -149,6 +149,9 @@ registry! {
         Reindex(Service, false, true, "Rebuild the audit index from the trail's files"),
         GenerateUsageReports(Service, false, true, "Write a day's AppStream-style session and application reports to the reports bucket"),
     }
+    Cluster(ClusterAction) "cluster" {
+        DescribeNodes(Service, true, true, "The nodes sharing the metadata store: state, lease, address, instances"),
+    }
 }
 
 /// The built-in functions a bucket notification may name: the registry both the storage

@@ -23,6 +23,12 @@ pub struct Metrics {
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
     pub notifications_delivered: Counter,
     pub notifications_failed: Counter,
+    /// Nodes this node took for lost (their leases ran out).
+    pub nodes_lost: Counter,
+    /// This node's lease: 1 while it holds one, 0 once it found it lost.
+    pub node_lease_held: prometheus_client::metrics::gauge::Gauge,
+    /// The epoch of this node's lease.
+    pub node_epoch: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Metrics {
@@ -37,7 +43,13 @@ impl Metrics {
         registry.register("action_duration_seconds", "Time from request to audited response", durations.clone());
         registry.register("notifications_delivered", "Bucket notifications delivered to functions", notifications_delivered.clone());
         registry.register("notifications_failed", "Bucket notification delivery attempts that failed", notifications_failed.clone());
-        Metrics { registry, actions, durations, notifications_delivered, notifications_failed }
+        let nodes_lost = Counter::default();
+        let node_lease_held = prometheus_client::metrics::gauge::Gauge::default();
+        let node_epoch = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register("nodes_lost", "Other nodes this node took for lost when their leases ran out", nodes_lost.clone());
+        registry.register("node_lease_held", "1 while this node holds its lease in the metadata store", node_lease_held.clone());
+        registry.register("node_epoch", "The epoch of this node's lease", node_epoch.clone());
+        Metrics { registry, actions, durations, notifications_delivered, notifications_failed, nodes_lost, node_lease_held, node_epoch }
     }
 
     pub fn observe(&self, action: &str, outcome: &str, seconds: f64) {

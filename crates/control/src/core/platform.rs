@@ -47,6 +47,8 @@ pub(crate) struct Platform {
     pub url_key: std::sync::OnceLock<[u8; 32]>,
     /// `http://<address>` of the API listener once bound (the spec may ask for port 0).
     pub listening: std::sync::OnceLock<String>,
+    /// This server as a node among those sharing the metadata store.
+    pub node: crate::core::node::Node,
 }
 
 impl Platform {

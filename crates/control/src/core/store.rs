@@ -51,6 +51,11 @@ impl Store {
         Ok(Store { pool, sqlite })
     }
 
+    /// Whether the store is SQLite, which serves one node only.
+    pub fn is_sqlite(&self) -> bool {
+        self.sqlite
+    }
+
     /// Begins a transaction that will write. SQLite takes its write lock up front
     /// (`BEGIN IMMEDIATE`), so concurrent writers queue instead of failing on lock upgrade.
     pub async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {

@@ -147,9 +147,10 @@ async fn record_pending(instances: &Instances, id: &str, launch: &Launch, creden
     let assignment = launch.assignment.as_ref();
     let _allocation = instances.allocation.lock().await;
     let mut tx = plane.store.write().await?;
-    let used = repo::used_link_indexes(&mut tx).await?;
+    let used = repo::used_link_indexes(&mut tx, &plane.node.name).await?;
     let index = (0..).find(|i| !used.contains(i)).expect("an unused index exists");
-    let cidr = plane.current().vpc_cidr;
+    // The network is the node's own (its start spec's): nodes on one host must not share link addresses.
+    let cidr = plane.spec.vpc_cidr;
     let (host, private) = sandbox::link_addresses(cidr.address, cidr.prefix_len, index as u32).ok_or_else(|| {
         ActionError::new(503, ErrorCode::InsufficientCapacity, format!("vpc_cidr {cidr} has no room for another instance link"))
     })?;
@@ -168,6 +169,8 @@ async fn record_pending(instances: &Instances, id: &str, launch: &Launch, creden
         fleet: launch.fleet.clone(),
         session_id: assignment.and_then(|a| a.session_id.clone()),
         issuer: assignment.and_then(|a| a.user.issuer_str()),
+        node: &plane.node.name,
+        node_epoch: plane.node.epoch(),
     };
     repo::insert_pending(&mut tx, new).await?;
     tx.commit().await?;

@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::core::error::ActionError;
+use crate::core::node::fence;
 use crate::core::platform::Platform;
 use crate::core::store::{millis_to_rfc3339, now_millis};
 
@@ -20,6 +21,9 @@ crate::core::codec::stored_as_text! {
         Stopping = "STOPPING",
         Terminated = "TERMINATED",
         Failed = "FAILED",
+        /// Its node was lost (its lease ran out): it holds no capacity, and the node destroys
+        /// it when it comes back.
+        Lost = "LOST",
     }
 }
 
@@ -84,10 +88,15 @@ pub(super) async fn all(plane: &Platform) -> Result<Vec<InstanceRow>, ActionErro
     rows.iter().map(InstanceRow::from_row).collect()
 }
 
-/// The link indexes held by instances that have not ended (inside the allocating transaction).
-pub(super) async fn used_link_indexes(tx: &mut Transaction<'static, Any>) -> Result<Vec<i64>, ActionError> {
-    let rows =
-        sqlx::query("SELECT link_index FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')").fetch_all(&mut **tx).await?;
+/// The link indexes held by this node's instances that have not ended (inside the allocating
+/// transaction): links are a host's, so other nodes' instances hold none of this one's.
+pub(super) async fn used_link_indexes(tx: &mut Transaction<'static, Any>, node: &str) -> Result<Vec<i64>, ActionError> {
+    let rows = sqlx::query(
+        "SELECT link_index FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING', 'LOST') AND (node = $1 OR node IS NULL)",
+    )
+    .bind(node)
+    .fetch_all(&mut **tx)
+    .await?;
     Ok(rows.iter().map(|r| r.try_get("link_index")).collect::<Result<_, _>>()?)
 }
 
@@ -106,12 +115,16 @@ pub(super) struct NewInstance<'a> {
     pub fleet: Option<String>,
     pub session_id: Option<String>,
     pub issuer: Option<&'a str>,
+    /// The node that starts it, and the epoch of that node's lease.
+    pub node: &'a str,
+    pub node_epoch: i64,
 }
 
 pub(super) async fn insert_pending(tx: &mut Transaction<'static, Any>, new: NewInstance<'_>) -> Result<(), ActionError> {
     sqlx::query(
         "INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, user_id, access_mode,
-         credential_hash, credential_expires, correlation_id, created, fleet, session_id, issuer) VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         credential_hash, credential_expires, correlation_id, created, fleet, session_id, issuer, node, node_epoch)
+         VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(new.instance_id)
     .bind(new.image)
@@ -129,46 +142,60 @@ pub(super) async fn insert_pending(tx: &mut Transaction<'static, Any>, new: NewI
     .bind(new.fleet)
     .bind(new.session_id)
     .bind(new.issuer)
+    .bind(new.node)
+    .bind(new.node_epoch)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
+/// Logs a fenced write that changed nothing: this node lost its lease, and what it owned is
+/// no longer its to change.
+fn fenced(plane: &Platform, instance_id: &str, what: &str, done: &sqlx::any::AnyQueryResult) {
+    if done.rows_affected() == 0 {
+        tracing::warn!(node = %plane.node.name, epoch = plane.node.epoch(), instance = instance_id, what, "a fenced write touched 0 rows");
+    }
+}
+
 pub(super) async fn mark_running(plane: &Platform, instance_id: &str, init_pid: i64) -> Result<(), ActionError> {
-    sqlx::query("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2")
+    let sql = format!("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2 AND state = 'PENDING' AND {}", fence(3, 4));
+    let done = sqlx::query(&sql)
         .bind(init_pid)
         .bind(instance_id)
+        .bind(&plane.node.name)
+        .bind(plane.node.epoch())
         .execute(&plane.store.pool)
         .await?;
+    fenced(plane, instance_id, "mark running", &done);
     Ok(())
 }
 
 /// An instance that could not start: FAILED, its row kept for the record.
 pub(super) async fn mark_failed(plane: &Platform, instance_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2")
-        .bind(now_millis())
-        .bind(instance_id)
-        .execute(&plane.store.pool)
-        .await
-        .map(drop)
+    let sql = format!("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2 AND {}", fence(3, 4));
+    let done =
+        sqlx::query(&sql).bind(now_millis()).bind(instance_id).bind(&plane.node.name).bind(plane.node.epoch()).execute(&plane.store.pool).await?;
+    fenced(plane, instance_id, "mark failed", &done);
+    Ok(())
 }
 
 pub(super) async fn mark_stopping(plane: &Platform, instance_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1")
-        .bind(instance_id)
-        .execute(&plane.store.pool)
-        .await
-        .map(drop)
+    let sql = format!("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1 AND state IN ('PENDING', 'RUNNING') AND {}", fence(2, 3));
+    let done = sqlx::query(&sql).bind(instance_id).bind(&plane.node.name).bind(plane.node.epoch()).execute(&plane.store.pool).await?;
+    fenced(plane, instance_id, "mark stopping", &done);
+    Ok(())
 }
 
 /// An ended instance: TERMINATED, its credentials gone.
 pub(super) async fn mark_terminated(plane: &Platform, instance_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2")
-        .bind(now_millis())
-        .bind(instance_id)
-        .execute(&plane.store.pool)
-        .await
-        .map(drop)
+    let sql = format!(
+        "UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2 AND {}",
+        fence(3, 4)
+    );
+    let done =
+        sqlx::query(&sql).bind(now_millis()).bind(instance_id).bind(&plane.node.name).bind(plane.node.epoch()).execute(&plane.store.pool).await?;
+    fenced(plane, instance_id, "mark terminated", &done);
+    Ok(())
 }
 
 /// The session a fleet instance is handed to.
@@ -320,9 +347,15 @@ pub(super) struct Unended {
     pub init_pid: Option<i64>,
 }
 
+/// This node's instances that its rows still call alive, or that other nodes took for lost
+/// while it was away: what a start must destroy.
 pub(super) async fn unended(plane: &Platform) -> Result<Vec<Unended>, ActionError> {
-    let rows = sqlx::query("SELECT instance_id, host_interface, host_address, private_address, init_pid FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING')")
-        .fetch_all(&plane.store.pool)
+    let rows = sqlx::query(
+        "SELECT instance_id, host_interface, host_address, private_address, init_pid FROM instances
+         WHERE state IN ('PENDING', 'RUNNING', 'STOPPING', 'LOST') AND (node = $1 OR node IS NULL)",
+    )
+    .bind(&plane.node.name)
+    .fetch_all(&plane.store.pool)
         .await?;
     let unended = rows
         .iter()

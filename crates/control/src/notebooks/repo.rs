@@ -186,9 +186,16 @@ pub(super) async fn delete_access(plane: &Platform, name: &str) -> Result<(), Ac
 }
 
 /// The names of notebooks not stopped or failed (a row that cannot be read is left out).
+/// The notebooks not at rest whose instance is this node's (or that have none yet): another
+/// node's are its own to stop.
 pub(super) async fn names_not_at_rest(plane: &Platform) -> Result<Vec<String>, sqlx::Error> {
-    let rows =
-        sqlx::query("SELECT name FROM notebooks WHERE state != 'Stopped' AND state != 'Failed'").fetch_all(&plane.store.pool).await?;
+    let rows = sqlx::query(
+        "SELECT name FROM notebooks n WHERE state != 'Stopped' AND state != 'Failed'
+         AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = n.instance_id AND i.node IS NOT NULL AND i.node <> $1)",
+    )
+    .bind(&plane.node.name)
+    .fetch_all(&plane.store.pool)
+    .await?;
     Ok(rows.iter().filter_map(|row| row.try_get::<String, _>("name").ok()).collect())
 }
 

@@ -391,8 +391,30 @@ pub(crate) async fn list_unended_session_ids(store: &Store, fleet: &str) -> Resu
 }
 
 /// Every session not yet ended, of any fleet.
-pub(crate) async fn list_all_unended_session_ids(store: &Store) -> Result<Vec<String>, ActionError> {
-    ids(store, "SELECT session_id FROM sessions WHERE state != 'EXPIRED'", None).await
+/// The sessions a node ends when it starts or stops: those on its own instances, and, when no
+/// other node is alive to serve them (`alone`), those still waiting for an instance.
+pub(crate) async fn list_node_unended_session_ids(store: &Store, node: &str, alone: bool) -> Result<Vec<String>, ActionError> {
+    let rows = sqlx::query(
+        "SELECT session_id FROM sessions s WHERE state != 'EXPIRED' AND (
+             EXISTS (SELECT 1 FROM instances i WHERE (i.instance_id = s.instance_id OR i.session_id = s.session_id) AND (i.node = $1 OR i.node IS NULL))
+             OR ($2 = 1 AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = s.instance_id OR i.session_id = s.session_id)))",
+    )
+    .bind(node)
+    .bind(i64::from(alone))
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(rows.iter().map(|r| r.try_get("session_id")).collect::<Result<_, _>>()?)
+}
+
+/// Sessions on instances whose node was lost: the streaming engine ends them.
+pub(crate) async fn list_sessions_on_lost_instances(store: &Store) -> Result<Vec<String>, ActionError> {
+    ids(
+        store,
+        "SELECT session_id FROM sessions s WHERE state != 'EXPIRED'
+         AND EXISTS (SELECT 1 FROM instances i WHERE (i.instance_id = s.instance_id OR i.session_id = s.session_id) AND i.state = 'LOST')",
+        None,
+    )
+    .await
 }
 
 /// `fleet`'s queue, first come first.

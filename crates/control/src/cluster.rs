@@ -1,0 +1,233 @@
+//! `cluster:` — the nodes that share one metadata store. Each server is a node: it joins by
+//! taking a lease on its row in `nodes` under a new epoch, renews the lease every
+//! `cluster.heartbeat_ms`, and takes for lost any other node whose lease ran out (after
+//! `cluster.lease_ms` unrenewed). PostgreSQL is the only coordinator: no node talks to another
+//! to agree on anything.
+//!
+//! - **Joining** is one conditional upsert: it takes the name only if no live lease holds it,
+//!   or if the holder was this same node (same host and data directory: a restart after a
+//!   crash, whose lease has not run out yet). SQLite serves one node; a second live node is
+//!   refused with what to do instead.
+//! - **A lost node** is marked once (a conditional update: of several nodes sweeping at once,
+//!   one wins) with a `NodeLost` record; its instances become `LOST`, which ends their
+//!   sessions (the streaming engine) and frees their capacity. A node comes back by joining
+//!   under a new epoch, and first destroys what its rows still call alive.
+//! - **A node that finds its lease gone** (stopped, or cut off, past its lease) writes nothing
+//!   under its old epoch (see `core::node`): it ends its instances and joins again.
+//! - **The master key** every secret in the store is wrapped with must be the same on every
+//!   node: the first node leaves a value only that key opens, and a node whose key does not
+//!   open it refuses to start and says which file to copy.
+
+mod repo;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use self::repo::NodeRow;
+use crate::core::actions::ClusterAction;
+use crate::core::error::ActionError;
+use crate::core::keyring::KeyRing;
+use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
+use crate::core::store::{Store, millis_to_rfc3339, now_millis};
+
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: ClusterAction, input: Value) -> Result<Value, ActionError> {
+    match action {
+        ClusterAction::DescribeNodes => describe_nodes(ctx, input).await,
+    }
+}
+
+async fn describe_nodes(ctx: &mut Ctx<'_>, _input: Value) -> Result<Value, ActionError> {
+    ctx.authorize(policy::Resource::Service("cluster".into()))?;
+    let now = now_millis();
+    let nodes = repo::list(&ctx.platform.store).await?;
+    let nodes: Vec<Value> = nodes.iter().map(|n| node_json(n, now)).collect();
+    Ok(json!({ "Nodes": nodes }))
+}
+
+fn node_json(node: &NodeRow, now: i64) -> Value {
+    json!({
+        "Name": node.name,
+        "State": node.state,
+        "Epoch": node.epoch,
+        "Address": node.address,
+        "Host": node.host,
+        "VpcCidr": node.vpc_cidr,
+        "StartTime": millis_to_rfc3339(node.started),
+        "LastHeartbeat": millis_to_rfc3339(node.heartbeat),
+        "LeaseExpires": millis_to_rfc3339(node.lease_expires),
+        "LeaseSecondsLeft": ((node.lease_expires - now).max(0) as f64 / 1000.0),
+        "LostTime": node.lost_at.map(millis_to_rfc3339),
+        "RunningInstances": node.instances,
+        "InstanceCapacity": node.id_slots,
+    })
+}
+
+/// The name of the value that proves a master key is the cluster's.
+const MASTER_CHECK: &str = "master-key-check";
+const MASTER_CHECK_PLAINTEXT: &[u8] = b"datasandbox cluster master key";
+
+/// Refuses a master key other than the one the nodes already sharing `store` use: every
+/// secret in the store is wrapped with it, so a node with another one could open none.
+pub(crate) async fn check_master_key(store: &Store, keys: &KeyRing, data_dir: &std::path::Path) -> Result<(), String> {
+    let wrapped = keys.wrap(MASTER_CHECK_PLAINTEXT);
+    let stored = repo::secret_or_insert(store, MASTER_CHECK, &wrapped).await.map_err(|e| format!("cannot read the cluster's secrets: {e}"))?;
+    match keys.unwrap(&stored) {
+        Ok(plain) if plain == MASTER_CHECK_PLAINTEXT => Ok(()),
+        _ => Err(format!(
+            "this node's master key (`{}`) is not the one the other nodes on this metadata store use, so it could open none of their secrets; copy `master.key` from another node's data directory (keep it mode 0600) and start again",
+            data_dir.join("master.key").display()
+        )),
+    }
+}
+
+/// A secret every node must share (the key that signs streaming URLs): the stored one, or
+/// `local` (what this node had before it shared a store) stored for every node after it.
+pub(crate) async fn shared_secret(store: &Store, keys: &KeyRing, name: &str, local: [u8; 32]) -> Result<[u8; 32], String> {
+    let stored = repo::secret_or_insert(store, name, &keys.wrap(&local)).await.map_err(|e| format!("cannot read the cluster's secrets: {e}"))?;
+    let secret = keys.unwrap(&stored).map_err(|e| e.message)?;
+    secret.try_into().map_err(|_| format!("the cluster secret `{name}` is not 32 bytes"))
+}
+
+/// Takes this node's lease under a new epoch, or says why it cannot.
+pub(crate) async fn join(platform: &Platform) -> Result<i64, String> {
+    let spec = &platform.spec;
+    let now = now_millis();
+    let me = &platform.node.name;
+    let host = host_name();
+    let data_dir = platform.data_dir.display().to_string();
+    let store_error = |e: ActionError| format!("cannot join the cluster: {}", e.message);
+    if platform.store.is_sqlite()
+        && let Some(other) = repo::live_other_node(&platform.store, me, now).await.map_err(store_error)?
+    {
+        return Err(format!(
+            "the metadata store is SQLite, which serves one node, and node `{}` (on {}, data directory {}) holds it until {}; stop it, or run several nodes on PostgreSQL (`[metadata] url = \"postgres://…\"`)",
+            other.name,
+            other.host,
+            other.data_dir,
+            millis_to_rfc3339(other.lease_expires)
+        ));
+    }
+    let claim = repo::Claim {
+        name: me,
+        host: &host,
+        data_dir: &data_dir,
+        address: &platform.public_base(),
+        vpc_cidr: &spec.vpc_cidr.to_string(),
+        id_slots: i64::from(spec.id_slots),
+        now,
+        lease_expires: now + spec.cluster.lease_ms as i64,
+    };
+    match repo::claim(&platform.store, &claim).await.map_err(store_error)? {
+        Some(epoch) => {
+            platform.node.set_epoch(epoch);
+            tracing::info!(node = %me, epoch, "joined the cluster");
+            Ok(epoch)
+        }
+        None => {
+            let holder = repo::get(&platform.store, me).await.map_err(store_error)?;
+            let (host, dir, until) =
+                holder.map(|h| (h.host, h.data_dir, millis_to_rfc3339(h.lease_expires))).unwrap_or_default();
+            Err(format!(
+                "node `{me}` is already serving (on {host}, data directory {dir}; its lease runs until {until}); give this node another name with `--node`, or stop that one"
+            ))
+        }
+    }
+}
+
+/// What one heartbeat found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// The lease is renewed.
+    Renewed,
+    /// The lease is gone: other nodes took this one for lost, and its epoch fences nothing.
+    Lost,
+    /// The store did not answer; the lease may still hold.
+    Unreachable,
+}
+
+/// Renews this node's lease, publishing its address and how many instances it runs.
+pub(crate) async fn heartbeat(platform: &Platform) -> Beat {
+    let now = now_millis();
+    let node = &platform.node;
+    let renewal = repo::Renewal {
+        name: &node.name,
+        epoch: node.epoch(),
+        address: &platform.public_base(),
+        now,
+        lease_expires: now + platform.spec.cluster.lease_ms as i64,
+    };
+    match repo::renew(&platform.store, &renewal).await {
+        Ok(true) => Beat::Renewed,
+        Ok(false) => {
+            tracing::error!(
+                node = %node.name,
+                epoch = node.epoch(),
+                "the fenced lease renewal touched 0 rows: other nodes took this node for lost; it ends its instances and joins again"
+            );
+            Beat::Lost
+        }
+        Err(err) => {
+            tracing::warn!(node = %node.name, error = %err, "cannot renew the lease; the metadata store did not answer");
+            Beat::Unreachable
+        }
+    }
+}
+
+/// Marks every other node whose lease ran out as lost, with one `NodeLost` record each and
+/// its instances `LOST`. Returns their names.
+pub(crate) async fn sweep(platform: &Platform) -> Result<Vec<String>, ActionError> {
+    let now = now_millis();
+    let lost = repo::mark_lost(&platform.store, &platform.node.name, now).await?;
+    for node in &lost {
+        let instances = repo::mark_instances_lost(&platform.store, &node.name).await?;
+        tracing::warn!(node = %node.name, instances, "a node's lease ran out: it is lost, and its instances with it");
+        platform
+            .service_event(
+                "NodeLost",
+                json!({
+                    "Node": node.name,
+                    "Epoch": node.epoch,
+                    "LeaseExpired": millis_to_rfc3339(node.lease_expires),
+                    "SweptBy": platform.node.name,
+                    "InstancesLost": instances,
+                }),
+            )
+            .await;
+        platform.metrics.nodes_lost.inc();
+    }
+    Ok(lost.into_iter().map(|n| n.name).collect())
+}
+
+/// Leaves the cluster at a clean stop: the lease ends at once, and no node takes this one for
+/// lost.
+pub(crate) async fn leave(platform: &Platform) {
+    platform.node.leave();
+    if let Err(err) = repo::leave(&platform.store, &platform.node.name, platform.node.epoch(), now_millis()).await {
+        tracing::warn!(error = %err, "cannot mark this node stopped");
+    }
+}
+
+/// Whether no other node holds a live lease: then this node is the only one to serve what
+/// no node has taken yet (sessions waiting in a queue).
+pub(crate) async fn alone(platform: &Platform) -> bool {
+    matches!(repo::live_other_node(&platform.store, &platform.node.name, now_millis()).await, Ok(None))
+}
+
+/// How long a node waits between heartbeats.
+pub(crate) fn heartbeat_interval(platform: &Platform) -> Duration {
+    Duration::from_millis(platform.spec.cluster.heartbeat_ms)
+}
+
+/// Whether this node has held its lease long enough to judge others: after its own outage
+/// every lease looks run out, and a node must not take the others for lost before they had a
+/// lease's time to renew.
+pub(crate) fn may_sweep(platform: &Platform, renewed_since: i64) -> bool {
+    now_millis() - renewed_since >= platform.spec.cluster.lease_ms as i64
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
+}
+

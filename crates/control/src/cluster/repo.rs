@@ -1,0 +1,185 @@
+//! The `nodes` and `cluster_secrets` tables: typed rows and every statement the cluster makes.
+
+use base64::Engine as _;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::core::error::ActionError;
+use crate::core::store::Store;
+
+pub(crate) const ACTIVE: &str = "ACTIVE";
+pub(crate) const LOST: &str = "LOST";
+const STOPPED: &str = "STOPPED";
+
+/// A node as `nodes` holds it.
+pub(crate) struct NodeRow {
+    pub name: String,
+    pub epoch: i64,
+    pub state: String,
+    pub address: String,
+    pub host: String,
+    pub data_dir: String,
+    pub vpc_cidr: String,
+    pub started: i64,
+    pub heartbeat: i64,
+    pub lease_expires: i64,
+    pub lost_at: Option<i64>,
+    pub instances: i64,
+    pub id_slots: i64,
+}
+
+impl NodeRow {
+    fn from_row(row: &AnyRow) -> Result<NodeRow, ActionError> {
+        Ok(NodeRow {
+            name: row.try_get("name")?,
+            epoch: row.try_get("epoch")?,
+            state: row.try_get("state")?,
+            address: row.try_get("address")?,
+            host: row.try_get("host")?,
+            data_dir: row.try_get("data_dir")?,
+            vpc_cidr: row.try_get("vpc_cidr")?,
+            started: row.try_get("started")?,
+            heartbeat: row.try_get("heartbeat")?,
+            lease_expires: row.try_get("lease_expires")?,
+            lost_at: row.try_get("lost_at")?,
+            instances: row.try_get("instances")?,
+            id_slots: row.try_get("id_slots")?,
+        })
+    }
+}
+
+pub(crate) async fn list(store: &Store) -> Result<Vec<NodeRow>, ActionError> {
+    let rows = sqlx::query("SELECT * FROM nodes ORDER BY name").fetch_all(&store.pool).await?;
+    rows.iter().map(NodeRow::from_row).collect()
+}
+
+pub(crate) async fn get(store: &Store, name: &str) -> Result<Option<NodeRow>, ActionError> {
+    let row = sqlx::query("SELECT * FROM nodes WHERE name = $1").bind(name).fetch_optional(&store.pool).await?;
+    row.as_ref().map(NodeRow::from_row).transpose()
+}
+
+/// Another node whose lease still holds, if any.
+pub(crate) async fn live_other_node(store: &Store, me: &str, now: i64) -> Result<Option<NodeRow>, ActionError> {
+    let row = sqlx::query("SELECT * FROM nodes WHERE name <> $1 AND state = $2 AND lease_expires > $3 LIMIT 1")
+        .bind(me)
+        .bind(ACTIVE)
+        .bind(now)
+        .fetch_optional(&store.pool)
+        .await?;
+    row.as_ref().map(NodeRow::from_row).transpose()
+}
+
+/// What a node claims when it joins.
+pub(crate) struct Claim<'a> {
+    pub name: &'a str,
+    pub host: &'a str,
+    pub data_dir: &'a str,
+    pub address: &'a str,
+    pub vpc_cidr: &'a str,
+    pub id_slots: i64,
+    pub now: i64,
+    pub lease_expires: i64,
+}
+
+/// Takes the node's row under a new epoch, unless a live lease of another process holds it
+/// (the same host and data directory is this node restarting). Returns the new epoch.
+pub(crate) async fn claim(store: &Store, claim: &Claim<'_>) -> Result<Option<i64>, ActionError> {
+    let row = sqlx::query(
+        "INSERT INTO nodes (name, epoch, state, address, host, data_dir, vpc_cidr, started, heartbeat, lease_expires, instances, id_slots)
+         VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $7, $8, 0, $9)
+         ON CONFLICT (name) DO UPDATE SET epoch = nodes.epoch + 1, state = $2, address = $3, host = $4, data_dir = $5,
+             vpc_cidr = $6, started = $7, heartbeat = $7, lease_expires = $8, lost_at = NULL, instances = 0, id_slots = $9
+         WHERE nodes.state <> $2 OR nodes.lease_expires <= $7 OR (nodes.host = $4 AND nodes.data_dir = $5)
+         RETURNING epoch",
+    )
+    .bind(claim.name)
+    .bind(ACTIVE)
+    .bind(claim.address)
+    .bind(claim.host)
+    .bind(claim.data_dir)
+    .bind(claim.vpc_cidr)
+    .bind(claim.now)
+    .bind(claim.lease_expires)
+    .bind(claim.id_slots)
+    .fetch_optional(&store.pool)
+    .await?;
+    row.map(|r| r.try_get::<i64, _>("epoch")).transpose().map_err(ActionError::from)
+}
+
+/// A heartbeat's renewal.
+pub(crate) struct Renewal<'a> {
+    pub name: &'a str,
+    pub epoch: i64,
+    pub address: &'a str,
+    pub now: i64,
+    pub lease_expires: i64,
+}
+
+/// Renews the lease if the node still holds it under its epoch; false when it does not.
+pub(crate) async fn renew(store: &Store, renewal: &Renewal<'_>) -> Result<bool, ActionError> {
+    let done = sqlx::query(
+        "UPDATE nodes SET heartbeat = $1, lease_expires = $2, address = $3,
+             instances = (SELECT COUNT(*) FROM instances WHERE node = $4 AND state IN ('PENDING', 'RUNNING', 'STOPPING'))
+         WHERE name = $4 AND epoch = $5 AND state = $6",
+    )
+    .bind(renewal.now)
+    .bind(renewal.lease_expires)
+    .bind(renewal.address)
+    .bind(renewal.name)
+    .bind(renewal.epoch)
+    .bind(ACTIVE)
+    .execute(&store.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks every other active node whose lease ran out as lost; returns those this call marked
+/// (a node that another sweeper marked first is not among them).
+pub(crate) async fn mark_lost(store: &Store, me: &str, now: i64) -> Result<Vec<NodeRow>, ActionError> {
+    let rows = sqlx::query("UPDATE nodes SET state = $1, lost_at = $2 WHERE state = $3 AND lease_expires < $2 AND name <> $4 RETURNING *")
+        .bind(LOST)
+        .bind(now)
+        .bind(ACTIVE)
+        .bind(me)
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter().map(NodeRow::from_row).collect()
+}
+
+/// A lost node's instances that were still alive become `LOST`: they hold no capacity, their
+/// sessions end, and the node destroys them when it comes back. Returns how many.
+pub(crate) async fn mark_instances_lost(store: &Store, node: &str) -> Result<u64, ActionError> {
+    let done = sqlx::query("UPDATE instances SET state = $1 WHERE node = $2 AND state IN ('PENDING', 'RUNNING', 'STOPPING')")
+        .bind(LOST)
+        .bind(node)
+        .execute(&store.pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// A clean stop: the lease ends now, under the node's own epoch only.
+pub(crate) async fn leave(store: &Store, name: &str, epoch: i64, now: i64) -> Result<(), ActionError> {
+    sqlx::query("UPDATE nodes SET state = $1, lease_expires = $2, instances = 0 WHERE name = $3 AND epoch = $4 AND state = $5")
+        .bind(STOPPED)
+        .bind(now)
+        .bind(name)
+        .bind(epoch)
+        .bind(ACTIVE)
+        .execute(&store.pool)
+        .await?;
+    Ok(())
+}
+
+/// The wrapped secret stored under `name`, storing `wrapped` first if there is none (the
+/// first node's); base64 in the row, so both stores keep it as text.
+pub(crate) async fn secret_or_insert(store: &Store, name: &str, wrapped: &[u8]) -> Result<Vec<u8>, ActionError> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(wrapped);
+    sqlx::query("INSERT INTO cluster_secrets (name, wrapped) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(&encoded)
+        .execute(&store.pool)
+        .await?;
+    let stored: String =
+        sqlx::query("SELECT wrapped FROM cluster_secrets WHERE name = $1").bind(name).fetch_one(&store.pool).await?.try_get("wrapped")?;
+    base64::engine::general_purpose::STANDARD.decode(stored).map_err(|e| ActionError::internal(format_args!("cluster secret `{name}`: {e}")))
+}
