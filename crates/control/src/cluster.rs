@@ -72,7 +72,8 @@ const MASTER_CHECK_PLAINTEXT: &[u8] = b"datasandbox cluster master key";
 /// secret in the store is wrapped with it, so a node with another one could open none.
 pub(crate) async fn check_master_key(store: &Store, keys: &KeyRing, data_dir: &std::path::Path) -> Result<(), String> {
     let wrapped = keys.wrap(MASTER_CHECK_PLAINTEXT);
-    let stored = repo::secret_or_insert(store, MASTER_CHECK, &wrapped).await.map_err(|e| format!("cannot read the cluster's secrets: {e}"))?;
+    let stored =
+        repo::secret_or_insert(store, MASTER_CHECK, &wrapped).await.map_err(|e| format!("cannot read the cluster's secrets: {e}"))?;
     match keys.unwrap(&stored) {
         Ok(plain) if plain == MASTER_CHECK_PLAINTEXT => Ok(()),
         _ => Err(format!(
@@ -85,7 +86,8 @@ pub(crate) async fn check_master_key(store: &Store, keys: &KeyRing, data_dir: &s
 /// A secret every node must share (the key that signs streaming URLs): the stored one, or
 /// `local` (what this node had before it shared a store) stored for every node after it.
 pub(crate) async fn shared_secret(store: &Store, keys: &KeyRing, name: &str, local: [u8; 32]) -> Result<[u8; 32], String> {
-    let stored = repo::secret_or_insert(store, name, &keys.wrap(&local)).await.map_err(|e| format!("cannot read the cluster's secrets: {e}"))?;
+    let stored =
+        repo::secret_or_insert(store, name, &keys.wrap(&local)).await.map_err(|e| format!("cannot read the cluster's secrets: {e}"))?;
     let secret = keys.unwrap(&stored).map_err(|e| e.message)?;
     secret.try_into().map_err(|_| format!("the cluster secret `{name}` is not 32 bytes"))
 }
@@ -127,8 +129,7 @@ pub(crate) async fn join(platform: &Platform) -> Result<i64, String> {
         }
         None => {
             let holder = repo::get(&platform.store, me).await.map_err(store_error)?;
-            let (host, dir, until) =
-                holder.map(|h| (h.host, h.data_dir, millis_to_rfc3339(h.lease_expires))).unwrap_or_default();
+            let (host, dir, until) = holder.map(|h| (h.host, h.data_dir, millis_to_rfc3339(h.lease_expires))).unwrap_or_default();
             Err(format!(
                 "node `{me}` is already serving (on {host}, data directory {dir}; its lease runs until {until}); give this node another name with `--node`, or stop that one"
             ))
@@ -182,6 +183,7 @@ pub(crate) async fn sweep(platform: &Platform) -> Result<Vec<String>, ActionErro
     let lost = repo::mark_lost(&platform.store, &platform.node.name, now).await?;
     for node in &lost {
         let instances = repo::mark_instances_lost(&platform.store, &node.name).await?;
+        repo::release_sessions(&platform.store, &node.name).await?;
         tracing::warn!(node = %node.name, instances, "a node's lease ran out: it is lost, and its instances with it");
         platform
             .service_event(
@@ -215,6 +217,40 @@ pub(crate) async fn alone(platform: &Platform) -> bool {
     matches!(repo::live_other_node(&platform.store, &platform.node.name, now_millis()).await, Ok(None))
 }
 
+/// This node's share of a fleet's `desired` always-on instances: the live nodes, by name, take
+/// one instance each in turn while they have room, so every node computes the same split from
+/// the same table, and a lost node's share falls to the others at the next sweep.
+pub(crate) async fn share_of(platform: &Platform, desired: i64) -> Result<i64, ActionError> {
+    let nodes = repo::live_nodes(&platform.store, now_millis()).await?;
+    Ok(split(desired, &nodes.iter().map(|n| (n.name.as_str(), n.capacity)).collect::<Vec<_>>(), &platform.node.name))
+}
+
+/// Round-robin of `desired` over `(node, capacity)` in the order given, capped by capacity.
+fn split(desired: i64, nodes: &[(&str, i64)], me: &str) -> i64 {
+    let mut shares = vec![0; nodes.len()];
+    let mut left = desired;
+    while left > 0 {
+        let before = left;
+        for (share, (_, capacity)) in shares.iter_mut().zip(nodes) {
+            if left > 0 && *share < *capacity {
+                *share += 1;
+                left -= 1;
+            }
+        }
+        if left == before {
+            break;
+        }
+    }
+    nodes.iter().position(|(name, _)| *name == me).map_or(0, |i| shares[i])
+}
+
+/// The live node with the most free room (capacity less running instances, as last published
+/// by its heartbeat; ties by name): where a new on-demand instance should start.
+pub(crate) async fn preferred_node(platform: &Platform) -> Result<Option<String>, ActionError> {
+    let nodes = repo::live_nodes(&platform.store, now_millis()).await?;
+    Ok(nodes.into_iter().max_by(|a, b| (a.capacity - a.running).cmp(&(b.capacity - b.running)).then(b.name.cmp(&a.name))).map(|n| n.name))
+}
+
 /// How long a node waits between heartbeats.
 pub(crate) fn heartbeat_interval(platform: &Platform) -> Duration {
     Duration::from_millis(platform.spec.cluster.heartbeat_ms)
@@ -231,3 +267,17 @@ fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn always_on_instances_are_split_in_turn_and_capped_by_capacity() {
+        let two = [("a", 10), ("b", 10)];
+        assert_eq!((split(3, &two, "a"), split(3, &two, "b")), (2, 1));
+        let small = [("a", 1), ("b", 10)];
+        assert_eq!((split(4, &small, "a"), split(4, &small, "b")), (1, 3));
+        assert_eq!(split(25, &small, "b"), 10, "no node takes more than it can run");
+        assert_eq!(split(2, &two, "c"), 0, "a node that is not live takes none");
+    }
+}

@@ -183,7 +183,9 @@ impl ControlPlane {
                     platform.metrics.node_epoch.set(epoch);
                     platform.metrics.node_lease_held.set(1);
                     let reaped = self.services.instances.reconcile().await.unwrap_or_default();
-                    platform.service_event("NodeRejoined", json!({ "Node": platform.node.name, "Epoch": epoch, "Destroyed": reaped })).await;
+                    platform
+                        .service_event("NodeRejoined", json!({ "Node": platform.node.name, "Epoch": epoch, "Destroyed": reaped }))
+                        .await;
                     return;
                 }
                 Err(err) => {
@@ -302,8 +304,12 @@ impl ControlPlane {
     }
 
     /// Tells the control plane where the gateway listens, for the URLs it hands out.
-    pub fn set_listening_address(&self, address: std::net::SocketAddr) {
+    pub async fn set_listening_address(&self, address: std::net::SocketAddr) {
         self.services.streaming.set_listening_address(address);
+        // Other nodes send browsers here: publish the address now, not at the next heartbeat.
+        if crate::cluster::heartbeat(&self.pipeline.platform).await != crate::cluster::Beat::Renewed {
+            tracing::warn!("cannot publish this node's address yet; the next heartbeat will");
+        }
     }
 
     /// Gives the control plane the function that serves the endpoint on a listener (the
@@ -393,7 +399,8 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
     crate::cluster::check_master_key(&store, &keys, data_dir).await.map_err(StartError::Setup)?;
     let (trail, index) = open_trail(&spec, data_dir, &store, &keys).await?;
     // A streaming URL made on one node is redeemed on any: the key that signs it is shared.
-    let local_url_key = crate::core::keyring::load_or_create_key(&data_dir.join("streaming-url.key")).map_err(|e| StartError::Setup(e.message))?;
+    let local_url_key =
+        crate::core::keyring::load_or_create_key(&data_dir.join("streaming-url.key")).map_err(|e| StartError::Setup(e.message))?;
     let url_key = crate::cluster::shared_secret(&store, &keys, "streaming-url-key", local_url_key).await.map_err(StartError::Setup)?;
     let node = crate::core::node::Node::new(spec.node_name());
     Ok(Platform {

@@ -25,6 +25,7 @@ mod connection;
 pub(crate) mod engine;
 pub(crate) mod files;
 mod fleets;
+mod handoff;
 mod portal;
 mod queue;
 pub(crate) mod repo;
@@ -67,6 +68,8 @@ impl Streaming {
             A::DescribeSessions => sessions::describe(ctx, input).await,
             A::ExpireSession => sessions::expire(self, ctx, input).await,
             A::GetSessionStatus => sessions::get_status(ctx, input).await,
+            A::HandOffSession => handoff::hand_off(ctx, input).await,
+            A::AcceptSessionHandoff => handoff::accept(ctx, input).await,
             A::BatchAssociateUserStack => portal::associate(ctx, input).await,
             A::BatchDisassociateUserStack => portal::disassociate(ctx, input).await,
             A::DescribeUserStackAssociations => portal::describe(ctx, input).await,

@@ -85,7 +85,7 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     // Signal handlers are in place before `ready`, so a stop request right after it is clean.
     let shutdown = shutdown_signal().context("cannot listen for SIGINT and SIGTERM")?;
     let api = listeners.tcp.local_addr().context("listener has no address")?;
-    control.set_listening_address(api);
+    control.set_listening_address(api).await;
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "ready api=http://{api} socket={}", listeners.socket.display())?;

@@ -36,6 +36,8 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/session", get(page))
         .route("/session/status", get(status))
         .route("/session/end", post(end))
+        .route("/session/handoff", post(hand_off))
+        .route("/session/handoff/{code}", get(accept_handoff))
         .route("/session/ws", get(live))
         .route("/session/files", get(list_files))
         .route("/session/files/{*name}", get(download_file).put(upload_file))
@@ -252,6 +254,35 @@ async fn page() -> Response {
 
 async fn status(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
     json_reply(call(&control, session_credentials(&headers), peer, &headers, "streaming:GetSessionStatus", json_body(&json!({}))).await)
+}
+
+/// The one-time URL that opens this session on the node that runs its instance.
+async fn hand_off(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    json_reply(call(&control, session_credentials(&headers), peer, &headers, "streaming:HandOffSession", json_body(&json!({}))).await)
+}
+
+/// A handoff code spent on this node: the session's cookie for this origin, then its page.
+/// Like a streaming URL, the code is a one-time bearer link to one session.
+async fn accept_handoff(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let response =
+        call(&control, Credentials::SessionHandoff(code), peer, &headers, "streaming:AcceptSessionHandoff", json_body(&json!({}))).await;
+    match response.result {
+        Ok(session) => {
+            let cookie = session["Cookie"].as_str().unwrap_or_default();
+            let mut reply = (StatusCode::SEE_OTHER, [(header::LOCATION, "/session")]).into_response();
+            if let Ok(value) = header::HeaderValue::from_str(&format!("{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict")) {
+                reply.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            reply.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+            reply
+        }
+        Err(err) => error_page(err.status, err.code.as_str(), &err.message, &response.request_id),
+    }
 }
 
 async fn end(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {

@@ -27,3 +27,9 @@ CREATE TABLE cluster_secrets (
     name TEXT PRIMARY KEY,
     wrapped TEXT NOT NULL
 );
+-- The node that took a queued session to start its instance (ON_DEMAND): one node per session.
+ALTER TABLE sessions ADD COLUMN node TEXT;
+-- A session handed to the node that runs its instance: a one-time code (its hash) and until
+-- when it may be used.
+ALTER TABLE sessions ADD COLUMN handoff_hash TEXT;
+ALTER TABLE sessions ADD COLUMN handoff_expires BIGINT;

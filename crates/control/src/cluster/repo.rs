@@ -181,5 +181,38 @@ pub(crate) async fn secret_or_insert(store: &Store, name: &str, wrapped: &[u8]) 
         .await?;
     let stored: String =
         sqlx::query("SELECT wrapped FROM cluster_secrets WHERE name = $1").bind(name).fetch_one(&store.pool).await?.try_get("wrapped")?;
-    base64::engine::general_purpose::STANDARD.decode(stored).map_err(|e| ActionError::internal(format_args!("cluster secret `{name}`: {e}")))
+    base64::engine::general_purpose::STANDARD
+        .decode(stored)
+        .map_err(|e| ActionError::internal(format_args!("cluster secret `{name}`: {e}")))
+}
+
+/// A live node and the instances it may run.
+pub(crate) struct LiveNode {
+    pub name: String,
+    pub capacity: i64,
+    pub running: i64,
+}
+
+/// The nodes whose leases hold, by name.
+pub(crate) async fn live_nodes(store: &Store, now: i64) -> Result<Vec<LiveNode>, ActionError> {
+    let rows = sqlx::query("SELECT name, id_slots, instances FROM nodes WHERE state = $1 AND lease_expires > $2 ORDER BY name")
+        .bind(ACTIVE)
+        .bind(now)
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok(LiveNode { name: r.try_get("name")?, capacity: r.try_get("id_slots")?, running: r.try_get("instances")? }))
+        .collect()
+}
+
+/// A lost node's queued sessions that it took but started nothing for go back to the queue.
+pub(crate) async fn release_sessions(store: &Store, node: &str) -> Result<u64, ActionError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET node = NULL WHERE node = $1 AND state = 'PENDING'
+         AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.session_id = sessions.session_id)",
+    )
+    .bind(node)
+    .execute(&store.pool)
+    .await?;
+    Ok(done.rows_affected())
 }

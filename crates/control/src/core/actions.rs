@@ -105,6 +105,8 @@ registry! {
         DescribeSessions(Service, true, true, "A stack and fleet's PENDING and ACTIVE sessions, paginated"),
         ExpireSession(Service, false, true, "End a session now"),
         GetSessionStatus(Service, true, true, "The caller's own session: state, queue position, warnings"),
+        HandOffSession(Service, false, true, "A one-time URL that opens the caller's session on the node that runs its instance"),
+        AcceptSessionHandoff(Service, false, true, "Spend a handoff code on the session's node: a new session cookie for that node"),
         BatchAssociateUserStack(Service, false, true, "Let users (USERPOOL, SAML) launch stacks from the portal"),
         BatchDisassociateUserStack(Service, false, true, "Take stacks away from portal users"),
         DescribeUserStackAssociations(Service, true, true, "Which users may launch which stacks (a user: their own)"),

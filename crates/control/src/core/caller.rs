@@ -31,6 +31,9 @@ pub enum Credentials {
     StreamingUrl(String),
     /// The cookie a redeemed streaming URL set: the session's user.
     SessionCookie(String),
+    /// A one-time code that hands a session to the node running its instance: the session's
+    /// user, on that node only.
+    SessionHandoff(String),
     /// A local user signing in (`identity:SignIn`): name, password and, once enrolled, a TOTP
     /// code, from the address the attempt comes from. Never part of an action's input.
     LocalUser { user_name: String, password: Secret, totp_code: Option<Secret>, source_ip: String },

@@ -20,6 +20,9 @@ const HIDDEN_MEMBERS: &[&str] = &[
     "Cookie",
     "StreamingURL",
     "AuthorizedUrl",
+    // A session's handoff to its node: the URL carries a one-time code.
+    "HandoffUrl",
+    "Code",
     "NotebookUrl",
     "Password",
     "UserCode",

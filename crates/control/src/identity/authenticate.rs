@@ -56,6 +56,7 @@ pub(super) async fn authenticate(identity: &Identity, credentials: &Credentials,
         Credentials::OidcCallback(callback) => oidc_caller(plane, callback).await,
         Credentials::StreamingUrl(token) => identity.sessions.url_caller(token),
         Credentials::SessionCookie(cookie) => identity.sessions.cookie_caller(cookie, action).await,
+        Credentials::SessionHandoff(code) => identity.sessions.handoff_caller(code).await,
         Credentials::InstanceLink { source_ip } => identity.sessions.link_caller(source_ip).await,
         Credentials::Anonymous => Err(ActionError::unauthenticated(
             "the request carries no credentials; send `Authorization: Bearer <token>` or use the control socket",

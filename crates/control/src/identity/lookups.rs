@@ -15,6 +15,8 @@ pub(crate) trait SessionLookup: Send + Sync {
     /// The user of the session a cookie belongs to (an ended session's is good for `action`
     /// only when that is its own status).
     fn cookie_caller<'a>(&'a self, cookie: &'a str, action: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>>;
+    /// The user of the ACTIVE session a live handoff code belongs to.
+    fn handoff_caller<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>>;
     /// The user of the ACTIVE session of the instance whose link a call arrives on.
     fn link_caller<'a>(&'a self, source_ip: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>>;
 }

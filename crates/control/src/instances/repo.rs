@@ -158,7 +158,8 @@ fn fenced(plane: &Platform, instance_id: &str, what: &str, done: &sqlx::any::Any
 }
 
 pub(super) async fn mark_running(plane: &Platform, instance_id: &str, init_pid: i64) -> Result<(), ActionError> {
-    let sql = format!("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2 AND state = 'PENDING' AND {}", fence(3, 4));
+    let sql =
+        format!("UPDATE instances SET state = 'RUNNING', init_pid = $1 WHERE instance_id = $2 AND state = 'PENDING' AND {}", fence(3, 4));
     let done = sqlx::query(&sql)
         .bind(init_pid)
         .bind(instance_id)
@@ -173,14 +174,20 @@ pub(super) async fn mark_running(plane: &Platform, instance_id: &str, init_pid: 
 /// An instance that could not start: FAILED, its row kept for the record.
 pub(super) async fn mark_failed(plane: &Platform, instance_id: &str) -> Result<(), sqlx::Error> {
     let sql = format!("UPDATE instances SET state = 'FAILED', ended = $1 WHERE instance_id = $2 AND {}", fence(3, 4));
-    let done =
-        sqlx::query(&sql).bind(now_millis()).bind(instance_id).bind(&plane.node.name).bind(plane.node.epoch()).execute(&plane.store.pool).await?;
+    let done = sqlx::query(&sql)
+        .bind(now_millis())
+        .bind(instance_id)
+        .bind(&plane.node.name)
+        .bind(plane.node.epoch())
+        .execute(&plane.store.pool)
+        .await?;
     fenced(plane, instance_id, "mark failed", &done);
     Ok(())
 }
 
 pub(super) async fn mark_stopping(plane: &Platform, instance_id: &str) -> Result<(), sqlx::Error> {
-    let sql = format!("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1 AND state IN ('PENDING', 'RUNNING') AND {}", fence(2, 3));
+    let sql =
+        format!("UPDATE instances SET state = 'STOPPING' WHERE instance_id = $1 AND state IN ('PENDING', 'RUNNING') AND {}", fence(2, 3));
     let done = sqlx::query(&sql).bind(instance_id).bind(&plane.node.name).bind(plane.node.epoch()).execute(&plane.store.pool).await?;
     fenced(plane, instance_id, "mark stopping", &done);
     Ok(())
@@ -192,8 +199,13 @@ pub(super) async fn mark_terminated(plane: &Platform, instance_id: &str) -> Resu
         "UPDATE instances SET state = 'TERMINATED', credential_hash = NULL, previous_credential_hash = NULL, ended = $1 WHERE instance_id = $2 AND {}",
         fence(3, 4)
     );
-    let done =
-        sqlx::query(&sql).bind(now_millis()).bind(instance_id).bind(&plane.node.name).bind(plane.node.epoch()).execute(&plane.store.pool).await?;
+    let done = sqlx::query(&sql)
+        .bind(now_millis())
+        .bind(instance_id)
+        .bind(&plane.node.name)
+        .bind(plane.node.epoch())
+        .execute(&plane.store.pool)
+        .await?;
     fenced(plane, instance_id, "mark terminated", &done);
     Ok(())
 }
@@ -356,7 +368,7 @@ pub(super) async fn unended(plane: &Platform) -> Result<Vec<Unended>, ActionErro
     )
     .bind(&plane.node.name)
     .fetch_all(&plane.store.pool)
-        .await?;
+    .await?;
     let unended = rows
         .iter()
         .map(|row| Ok(Unended { instance_id: row.try_get("instance_id")?, link: link_from(row)?, init_pid: row.try_get("init_pid")? }))

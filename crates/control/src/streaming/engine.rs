@@ -104,8 +104,9 @@ fn count_launch(streaming: &Streaming, fleet: &str, delta: isize) {
     *entry = entry.saturating_add_signed(delta);
 }
 
-/// ALWAYS_ON: as many instances as desired, waiting or in use; surplus or outdated waiting
-/// instances are stopped (and replaced, when outdated).
+/// ALWAYS_ON: this node's share of the desired instances (`cluster::share_of`), waiting or in
+/// use; surplus or outdated waiting instances are stopped (and replaced, when outdated). Each
+/// node keeps its own share on its own host, so no node starts another's.
 async fn keep_warm(
     streaming: &Arc<Streaming>,
     launches: &Arc<tokio::sync::Semaphore>,
@@ -116,10 +117,12 @@ async fn keep_warm(
     let name: String = fleet.try_get("name")?;
     let image: String = fleet.try_get("image")?;
     let instance_type: String = fleet.try_get("instance_type")?;
+    let desired = crate::cluster::share_of(plane, desired).await?;
     let rows = sqlx::query(
-        "SELECT instance_id, image, instance_type, session_id FROM instances WHERE fleet = $1 AND state IN ('PENDING', 'RUNNING')",
+        "SELECT instance_id, image, instance_type, session_id FROM instances WHERE fleet = $1 AND node = $2 AND state IN ('PENDING', 'RUNNING')",
     )
     .bind(&name)
+    .bind(&plane.node.name)
     .fetch_all(&plane.store.pool)
     .await?;
     let mut total = rows.len() as i64 + launching(streaming, &name) as i64;
@@ -168,10 +171,9 @@ async fn serve_queue(
 ) -> Result<(), ActionError> {
     let plane = &*streaming.pipeline.platform;
     let name: String = fleet.try_get("name")?;
-    let pending = repo::list_queue(&plane.store, &name).await?;
     match fleet_type {
         FleetType::AlwaysOn => {
-            for session in pending {
+            for session in repo::list_queue(&plane.store, &name).await? {
                 if !try_assign_warm(streaming, &session).await {
                     break;
                 }
@@ -183,8 +185,23 @@ async fn serve_queue(
             let room = capacity(plane, &name, fleet_type, desired).await?.available;
             let starting: Vec<String> = streaming.starting.lock().expect("starting lock").iter().cloned().collect();
             let free = (room - launching(streaming, &name) as i64).max(0) as usize;
-            for session in pending.into_iter().filter(|s| !starting.contains(s)).take(free) {
-                start_for_session(streaming, launches, fleet, &session).await?;
+            let preferred = crate::cluster::preferred_node(plane).await?;
+            let now = now_millis();
+            let mut started = 0;
+            for queued in repo::list_queue_entries(&plane.store, &name).await? {
+                if started == free {
+                    break;
+                }
+                if starting.contains(&queued.session_id) {
+                    continue;
+                }
+                // The node with the most room starts it; any other does once it has waited a
+                // second (the preferred node may be busy or slow to notice).
+                let ours = preferred.as_deref().is_none_or(|p| p == plane.node.name) || now - queued.queued > 1000;
+                if ours && repo::claim_for_node(&plane.store, &queued.session_id, &name, &plane.node.name, desired).await? {
+                    start_for_session(streaming, launches, fleet, &queued.session_id).await?;
+                    started += 1;
+                }
             }
         }
     }
@@ -247,10 +264,12 @@ pub(crate) async fn try_assign_warm(streaming: &Arc<Streaming>, session_id: &str
             return Ok::<_, ActionError>(None);
         }
         let fleet = &row.fleet;
+        // This node's own waiting instances: another node hands out its own.
         let instance: Option<String> = sqlx::query(
-            "SELECT instance_id FROM instances WHERE fleet = $1 AND state = 'RUNNING' AND session_id IS NULL ORDER BY created LIMIT 1",
+            "SELECT instance_id FROM instances WHERE fleet = $1 AND node = $2 AND state = 'RUNNING' AND session_id IS NULL ORDER BY created LIMIT 1",
         )
         .bind(fleet)
+        .bind(&plane.node.name)
         .fetch_optional(&plane.store.pool)
         .await?
         .map(|r| r.try_get("instance_id"))
@@ -258,7 +277,13 @@ pub(crate) async fn try_assign_warm(streaming: &Arc<Streaming>, session_id: &str
         let Some(instance) = instance else { return Ok(None) };
         let assignment = assignment(plane, session_id).await?;
         crate::instances::assign(&streaming.instances, &instance, &assignment, &row.correlation_id).await?;
-        Ok(Some(activate(streaming, session_id, &instance).await?))
+        let activated = activate(streaming, session_id, &instance).await?;
+        if !activated {
+            // Another node served the session first: this instance knows the session's user
+            // now, so it is never handed to anyone else.
+            let _ = stop_instance(&streaming.instances, &instance).await;
+        }
+        Ok(Some(activated))
     };
     match picked.await {
         Ok(Some(_)) => true,

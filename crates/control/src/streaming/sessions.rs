@@ -92,6 +92,13 @@ pub(crate) async fn session_status(plane: &Platform, session_id: &str) -> Result
     out["EndReason"] = json!(row.end_reason);
     if row.state == SessionState::Active {
         out["NotebookUrl"] = json!(row.notebook_url);
+        // A session whose instance runs on another node is opened there (`HandOffSession`).
+        if let Some(node) = repo::instance_node(&plane.store, row.instance_id.as_deref().unwrap_or_default()).await?
+            && node.name != plane.node.name
+        {
+            out["Node"] = json!(node.name);
+            out["NodeUrl"] = json!(node.address);
+        }
     }
     // The application the session started (the URL's, or its stack's default).
     let application = match &row.application_id {

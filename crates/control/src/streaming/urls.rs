@@ -101,6 +101,10 @@ impl SessionLookup for Streaming {
     fn link_caller<'a>(&'a self, source_ip: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>> {
         Box::pin(link_caller(&self.pipeline.platform, source_ip))
     }
+
+    fn handoff_caller<'a>(&'a self, code: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>> {
+        Box::pin(handoff_caller(&self.pipeline.platform, code))
+    }
 }
 
 /// Authenticates the bearer of a streaming URL as the user the URL names.
@@ -124,6 +128,17 @@ pub(crate) async fn cookie_caller(plane: &Platform, cookie: &str, action: &str) 
     if row.state == SessionState::Expired && action != ENDED_SESSION_ACTION {
         return Err(ActionError::unauthenticated("this session has ended, and its cookie with it; open a new streaming URL"));
     }
+    let user = row.user()?;
+    let issuer = json!({ "type": "StreamingSession", "principalId": row.session_id });
+    Ok(user_caller(plane, &user, policy::Channel::Session, issuer, Some(row.correlation_id)))
+}
+
+/// Authenticates a handoff code as the user of the ACTIVE session it was given for.
+pub(crate) async fn handoff_caller(plane: &Platform, code: &str) -> Result<Caller, ActionError> {
+    let refused = || ActionError::unauthenticated("the handoff code is unknown, spent or expired; reload the session page");
+    let session_id =
+        repo::find_handoff(&plane.store, &hex::encode(Sha256::digest(code.as_bytes())), now_millis()).await?.ok_or_else(refused)?;
+    let row = super::sessions::session(plane, &session_id).await?;
     let user = row.user()?;
     let issuer = json!({ "type": "StreamingSession", "principalId": row.session_id });
     Ok(user_caller(plane, &user, policy::Channel::Session, issuer, Some(row.correlation_id)))

@@ -4,6 +4,7 @@
 mod attacks;
 mod bad_input;
 mod browser;
+mod cluster;
 mod crash;
 mod deploy;
 mod files;

@@ -5,85 +5,20 @@
 //! that works once, the portal's associations and launch, SAML sign-in with its replay cache,
 //! and a crash and restart that finds everything where it was.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::json;
 
+use crate::support::postgres::Cluster;
 use crate::support::saml::{fetch_sp_metadata, free_port, identity_provider, post_acs, responses};
 use crate::support::server::Server;
 use crate::support::streaming::{STACK, active, open, status, streaming_url};
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// A PostgreSQL cluster of its own, stopped and removed when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn bin(name: &str) -> PathBuf {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (apt-get install postgresql)")
-        .flatten()
-        .map(|e| e.path().join("bin").join(name))
-        .filter(|p| p.exists())
-        .collect();
-    versions.sort();
-    versions.pop().unwrap_or_else(|| panic!("no {name} under /usr/lib/postgresql"))
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // PostgreSQL refuses to run as root: the cluster belongs to Debian's `postgres` user.
-        assert!(Command::new("chown").args(["postgres:postgres"]).arg(dir.path()).status().expect("chown").success());
-        let data = dir.path().join("data");
-        let initdb = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"])
-            .output()
-            .expect("initdb");
-        assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
-        let port = free_port();
-        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.path().display());
-        let started = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-o", &options, "-l"])
-            .arg(dir.path().join("log"))
-            .args(["-w", "start"])
-            .output()
-            .expect("pg_ctl start");
-        assert!(started.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&started.stderr));
-        Cluster { dir, port }
-    }
-
-    fn url(&self) -> String {
-        format!("metadata.url=postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
-
 fn psql(cluster: &Cluster, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "postgres", "-At", "-c", sql])
+        .args(["-h", "127.0.0.1", "-p", &cluster.port().to_string(), "-U", "postgres", "-At", "-c", sql])
         .output()
         .expect("psql");
     assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));

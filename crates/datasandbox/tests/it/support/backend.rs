@@ -55,7 +55,7 @@ pub fn for_server(data_dir: &Path) -> Backends {
 }
 
 /// `CREATE DATABASE`, unless a restart finds it made.
-fn create_database(server: &str, database: &str) {
+pub fn create_database(server: &str, database: &str) {
     let exists = psql(server, &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"));
     if exists.trim() != "1" {
         psql(server, &format!("CREATE DATABASE {database}"));
@@ -69,7 +69,7 @@ fn psql(server: &str, sql: &str) -> String {
 }
 
 /// Makes the bucket (moto takes unsigned requests; an existing bucket is fine).
-fn create_bucket(endpoint: &str, bucket: &str) {
+pub fn create_bucket(endpoint: &str, bucket: &str) {
     use std::io::{Read, Write};
     let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = std::net::TcpStream::connect(address).expect("connect to the test S3 server");

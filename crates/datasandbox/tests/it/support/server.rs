@@ -114,6 +114,14 @@ impl Server {
         Server { dir, api, pid: child.id(), child, vpc }
     }
 
+    /// Starts a server on a data directory the test prepared, with environment of its own; the
+    /// server's log when it does not start (a node refused by the cluster).
+    pub fn try_start_in(dir: tempfile::TempDir, overrides: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
+        let vpc = Vpc::claim();
+        let (child, api) = launch_command(dir.path(), &vpc, overrides, env)?;
+        Ok(Server { dir, api, pid: child.id(), child, vpc })
+    }
+
     pub fn start_with_spec(spec: &str, overrides: &[&str]) -> Server {
         let (dir, vpc) = (tempfile::tempdir().expect("temp dir"), Vpc::claim());
         let path = dir.path().join("datasandbox.toml");
@@ -150,6 +158,14 @@ impl Server {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
         let (child, api) = launch_command(self.data_dir(), &self.vpc, overrides, &[]).expect("server restarts");
+        self.pid = child.id();
+        self.child = child;
+        self.api = api;
+    }
+
+    /// Starts the server again on the same data directory with environment of its own.
+    pub fn restart_with_env(&mut self, overrides: &[&str], env: &[(&str, &str)]) {
+        let (child, api) = launch_command(self.data_dir(), &self.vpc, overrides, env).expect("server restarts");
         self.pid = child.id();
         self.child = child;
         self.api = api;

@@ -1,0 +1,231 @@
+//! Several nodes on one metadata store: leases, fencing, a lost node and its sessions, a
+//! session opened on the node that runs it, and what SQLite refuses. The nodes are servers on
+//! this host, each with its own data directory, network and name (`support::nodes`).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::http;
+use crate::support::nodes::{Shared, copy_master_key};
+use crate::support::server::{Server, eventually};
+use crate::support::streaming::{FLEET, open, status, streaming_url};
+
+/// Nodes' sessions start a shell, without a display: these tests are about where sessions run.
+const SESSIONS: [&str; 2] = ["stacks.datasandbox-stack.application=shell", "stream_view=DIRECT"];
+
+fn nodes(server: &Server) -> Vec<Value> {
+    let listed = server.cli(&["nodes"], &[]);
+    assert_eq!(listed.exit, 0, "{:?}", listed.stderr);
+    listed.stdout["Nodes"].as_array().cloned().unwrap_or_default()
+}
+
+fn node<'a>(listed: &'a [Value], name: &str) -> &'a Value {
+    listed.iter().find(|n| n["Name"] == name).unwrap_or_else(|| panic!("node {name} is not listed: {listed:?}"))
+}
+
+/// The instance a session runs on, and that instance's node, from the shared store.
+fn session_node(shared: &Shared, session_id: &str) -> String {
+    shared.sql(&format!(
+        "SELECT i.node FROM sessions s JOIN instances i ON i.instance_id = s.instance_id WHERE s.session_id = '{session_id}'"
+    ))
+}
+
+fn with_image(server: Server) -> Server {
+    assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0, "image build on {}", server.api);
+    server
+}
+
+#[test]
+fn a_second_node_on_sqlite_is_refused_and_told_to_use_postgresql() {
+    let first_dir = tempfile::tempdir().expect("temp dir");
+    let database = format!("metadata.url=sqlite://{}?mode=rwc", first_dir.path().join("metadata.db").display());
+    let first = Server::try_start_in(first_dir, &[&database, "cluster.node=first"], &[]).expect("the first node starts");
+    assert_eq!(node(&nodes(&first), "first")["State"], "ACTIVE");
+
+    // Without the first node's master key, a second node could open none of its secrets.
+    let refused = Server::try_start_in(tempfile::tempdir().expect("temp dir"), &[&database, "cluster.node=second"], &[])
+        .err()
+        .expect("a node with another master key is refused");
+    assert!(
+        refused.contains("is not the one the other nodes on this metadata store use") && refused.contains("copy `master.key`"),
+        "{refused}"
+    );
+    // With it, SQLite still serves one node only.
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_master_key(&first, dir.path());
+    let refused = Server::try_start_in(dir, &[&database, "cluster.node=second"], &[]).err().expect("a second node on SQLite is refused");
+    assert!(
+        refused.contains("SQLite, which serves one node") && refused.contains("node `first`") && refused.contains("postgres://"),
+        "{refused}"
+    );
+    assert_eq!(nodes(&first).len(), 1, "the refused node left no row");
+}
+
+#[test]
+fn two_nodes_serve_any_call_and_a_session_opens_on_the_node_that_runs_it() {
+    let shared = Shared::start();
+    let fleet = ["fleet_type=ALWAYS_ON", "fleets.datasandbox-fleet.desired_instances=1"];
+    let overrides: Vec<&str> = SESSIONS.iter().chain(fleet.iter()).copied().collect();
+    let a = with_image(shared.node("a", None, &overrides));
+    let b = with_image(shared.node("b", Some(&a), &overrides));
+    let listed = nodes(&b);
+    assert_eq!((node(&listed, "a")["State"].as_str(), node(&listed, "b")["State"].as_str()), (Some("ACTIVE"), Some("ACTIVE")));
+    assert_eq!(node(&listed, "a")["Address"], format!("http://{}", a.api));
+
+    // Any node answers any call: an object written through one is read through the other.
+    let body = crate::support::server::b64(b"written on a\n");
+    a.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": "shared/a.txt", "Body": body }));
+    assert_eq!(b.ok("storage:GetObject", json!({ "Bucket": "datasandbox-home", "Key": "shared/a.txt" }))["Body"], body);
+
+    // A URL made on a is redeemed on b. The fleet keeps one instance warm, which falls to a
+    // (shares go by name), so b, with none, leaves the session to a; b's session page then
+    // sends the browser there.
+    eventually(60, "a's warm instance", || {
+        (shared.sql("SELECT COUNT(*) FROM instances WHERE node = 'a' AND state = 'RUNNING' AND session_id IS NULL") == "1").then_some(())
+    });
+    let opened = open(&b, &streaming_url(&a, "nora"));
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let cookie = opened.cookie.expect("a session cookie");
+    let on_b = eventually(60, "the session to be ACTIVE", || Some(status(&b, &cookie)).filter(|s| s["State"] == "ACTIVE"));
+    let session_id = on_b["SessionId"].as_str().expect("session id").to_owned();
+    assert_eq!(session_node(&shared, &session_id), "a");
+    assert_eq!((on_b["Node"].as_str(), on_b["NodeUrl"].as_str()), (Some("a"), Some(format!("http://{}", a.api).as_str())));
+    // The handoff: a one-time URL on the session's node, a new cookie there, the old one spent.
+    let reply = http::tcp(&b.api)
+        .expect("connect")
+        .request("POST", "/session/handoff", &[("cookie", &format!("ds_session={cookie}"))], b"")
+        .expect("request");
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let handoff = reply.json()["HandoffUrl"].as_str().expect("a handoff URL").to_owned();
+    let path = handoff.strip_prefix(&format!("http://{}", a.api)).expect("the URL is node a's").to_owned();
+    // Only the session's node spends it.
+    assert_ne!(http::tcp(&b.api).expect("connect").request("GET", &path, &[], b"").expect("request").status, 303);
+    let accepted = http::tcp(&a.api).expect("connect").request("GET", &path, &[], b"").expect("request");
+    assert_eq!(accepted.status, 303, "{}", String::from_utf8_lossy(&accepted.body));
+    let moved = accepted
+        .headers
+        .iter()
+        .find(|(n, _)| n == "set-cookie")
+        .and_then(|(_, v)| v.split(';').next()?.strip_prefix("ds_session=").map(str::to_owned))
+        .expect("a cookie for node a");
+    let there = status(&a, &moved);
+    assert_eq!((there["State"].as_str(), there.get("NodeUrl")), (Some("ACTIVE"), None), "{there}");
+    // The code works once, and the cookie of the other node no longer acts for the session.
+    assert_eq!(http::tcp(&a.api).expect("connect").request("GET", &path, &[], b"").expect("request").status, 401);
+    let stale = http::tcp(&b.api)
+        .expect("connect")
+        .request("GET", "/session/status", &[("cookie", &format!("ds_session={cookie}"))], b"")
+        .expect("request");
+    assert_eq!(stale.status, 401, "the cookie b gave still works after the handoff");
+    let handoffs = a.audit(&[("EventName", "AcceptSessionHandoff")]);
+    assert_eq!(handoffs.iter().filter(|r| r["errorCode"].is_null()).count(), 1, "{handoffs:#?}");
+}
+
+#[test]
+fn a_killed_node_is_lost_once_its_sessions_end_its_capacity_moves_and_it_comes_back() {
+    let shared = Shared::start();
+    let fleet = ["fleet_type=ALWAYS_ON", "fleets.datasandbox-fleet.desired_instances=2"];
+    let overrides: Vec<&str> = SESSIONS.iter().chain(fleet.iter()).copied().collect();
+    let mut a = with_image(shared.node("a", None, &overrides));
+    let b = with_image(shared.node("b", Some(&a), &overrides));
+    // Each node keeps its share of the fleet warm: one each.
+    let running_on = |node: &str| -> i64 {
+        shared
+            .sql(&format!("SELECT COUNT(*) FROM instances WHERE fleet = '{FLEET}' AND node = '{node}' AND state = 'RUNNING'"))
+            .parse()
+            .unwrap_or(-1)
+    };
+    eventually(90, "one warm instance on each node", || (running_on("a") == 1 && running_on("b") == 1).then_some(()));
+    // A session on a's instance: redeemed on a, which hands out its own warm instance.
+    let opened = open(&a, &streaming_url(&a, "nora"));
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let cookie = opened.cookie.expect("cookie");
+    let session = eventually(30, "the session to be ACTIVE", || Some(status(&a, &cookie)).filter(|s| s["State"] == "ACTIVE"));
+    let session_id = session["SessionId"].as_str().expect("session id").to_owned();
+    assert_eq!(session_node(&shared, &session_id), "a");
+
+    a.crash_and_restart_later();
+    let killed = Instant::now();
+    eventually(25, "node b to take node a for lost", || (node(&nodes(&b), "a")["State"] == "LOST").then_some(()));
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(20), "a lost node was noticed after {took:?}");
+    let ended = eventually(10, "a's session to end", || {
+        let row = shared.sql(&format!("SELECT state || ' ' || COALESCE(end_reason, '') FROM sessions WHERE session_id = '{session_id}'"));
+        (row.starts_with("EXPIRED")).then_some(row)
+    });
+    assert_eq!(ended, "EXPIRED NODE_LOST");
+    let lost = b.audit(&[("EventName", "NodeLost")]);
+    assert_eq!(lost.len(), 1, "one NodeLost record: {lost:#?}");
+    assert_eq!(lost[0]["requestParameters"]["Node"], "a");
+    let session_ends: Vec<Value> = b
+        .audit(&[("EventName", "SessionEnded")])
+        .into_iter()
+        .filter(|r| r["requestParameters"]["SessionId"] == session_id.as_str())
+        .collect();
+    assert_eq!(session_ends.len(), 1, "the session ended once: {session_ends:#?}");
+    // The fleet's capacity is rebuilt on b.
+    eventually(60, "both warm instances on b", || (running_on("b") == 2).then_some(()));
+    // A new session is served, by b.
+    let opened = open(&b, &streaming_url(&b, "omar"));
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let cookie = opened.cookie.expect("cookie");
+    eventually(30, "omar's session to be ACTIVE", || (status(&b, &cookie)["State"] == "ACTIVE").then_some(()));
+
+    // a comes back: under a new epoch, its left-over instance destroyed, its row reconciled.
+    let env: Vec<(&str, &str)> = shared.env();
+    let mut all = shared.overrides();
+    all.push("cluster.node=a".to_owned());
+    all.extend(overrides.iter().map(|o| (*o).to_owned()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    a.restart_with_env(&all, &env);
+    let back = nodes(&b);
+    assert_eq!((node(&back, "a")["State"].as_str(), node(&back, "a")["Epoch"].as_i64()), (Some("ACTIVE"), Some(2)));
+    let left = shared.sql("SELECT COUNT(*) FROM instances WHERE node = 'a' AND state NOT IN ('TERMINATED', 'FAILED')");
+    let reaped = a.audit(&[("EventName", "ReconcileInstances")]);
+    assert!(!reaped.is_empty() || left == "0", "a's instances were neither reconciled nor gone: {left}");
+    // The shares settle back to one each.
+    eventually(90, "one warm instance on a again", || (running_on("a") >= 1).then_some(()));
+}
+
+#[test]
+fn a_node_stopped_past_its_lease_changes_nothing_it_lost_and_rejoins() {
+    let shared = Shared::start();
+    // A short lease, so the test does not wait for the default's 15 s.
+    let timing = ["cluster.heartbeat_ms=500", "cluster.lease_ms=2000"];
+    let overrides: Vec<&str> = SESSIONS.iter().chain(timing.iter()).copied().collect();
+    let a = with_image(shared.node("a", None, &overrides));
+    let b = shared.node("b", Some(&a), &overrides);
+    let opened = open(&a, &streaming_url(&a, "nora"));
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let cookie = opened.cookie.expect("cookie");
+    let session = eventually(60, "the session to be ACTIVE", || Some(status(&a, &cookie)).filter(|s| s["State"] == "ACTIVE"));
+    let session_id = session["SessionId"].as_str().expect("session id").to_owned();
+    assert_eq!(session_node(&shared, &session_id), "a");
+
+    let pid = a.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
+    eventually(15, "node b to take node a for lost", || (node(&nodes(&b), "a")["State"] == "LOST").then_some(()));
+    eventually(10, "a's session to end", || {
+        (shared.sql(&format!("SELECT end_reason FROM sessions WHERE session_id = '{session_id}'")) == "NODE_LOST").then_some(())
+    });
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().expect("kill").success());
+
+    // a finds its lease gone: its fenced writes change nothing, it ends its instance and rejoins.
+    eventually(20, "node a to rejoin", || {
+        (node(&nodes(&b), "a")["Epoch"] == 2 && node(&nodes(&b), "a")["State"] == "ACTIVE").then_some(())
+    });
+    let log = std::fs::read_to_string(a.data_dir().join("server.log")).expect("a's log");
+    assert!(log.contains("the fenced lease renewal touched 0 rows"), "a did not log its lost lease");
+    assert!(log.contains("a fenced write touched 0 rows"), "a did not log its fenced instance writes");
+    assert_eq!(
+        shared.sql(&format!("SELECT end_reason FROM sessions WHERE session_id = '{session_id}'")),
+        "NODE_LOST",
+        "a changed a session it lost"
+    );
+    assert_eq!(a.audit(&[("EventName", "NodeRejoined")]).len(), 1);
+    let instance = session["InstanceId"].as_str().expect("instance");
+    eventually(20, "a's old instance to be destroyed and its row reconciled", || {
+        (shared.sql(&format!("SELECT state FROM instances WHERE instance_id = '{instance}'")) == "TERMINATED").then_some(())
+    });
+}
