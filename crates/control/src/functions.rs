@@ -43,6 +43,9 @@ pub(crate) fn start_dispatcher(control: Pipeline) {
 /// Delivers every due event once; returns how long to wait before the next look.
 async fn deliver_due(control: &Pipeline) -> Result<Duration, ActionError> {
     let plane = &*control.platform;
+    if !plane.store.is_sqlite() {
+        return deliver_claimed(control).await;
+    }
     let rows = storage::queued_notifications(plane).await?;
     let fetched = rows.len();
     let now = now_millis();
@@ -85,6 +88,41 @@ async fn deliver_due(control: &Pipeline) -> Result<Duration, ActionError> {
         return Ok(Duration::ZERO);
     }
     let wait = if next_due == i64::MAX { 5_000 } else { (next_due - now_millis()).clamp(0, 5_000) };
+    Ok(Duration::from_millis(wait as u64))
+}
+
+/// PostgreSQL, where every node delivers: one notification at a time, each claimed so that no
+/// other node delivers it or a later one of its key meanwhile.
+async fn deliver_claimed(control: &Pipeline) -> Result<Duration, ActionError> {
+    let plane = &*control.platform;
+    while let Some(claimed) = storage::claim_notification(plane, now_millis()).await? {
+        let OutboxRow { function, event, attempts, .. } = &claimed.row;
+        let (function, attempts) = (function.clone(), *attempts);
+        let event: Value = serde_json::from_str(event).map_err(ActionError::internal)?;
+        let outcome = invoke(control, &function, &event).await;
+        audit_delivery(control, &function, &event, attempts + 1, outcome.as_ref().err()).await;
+        match outcome {
+            Ok(()) => {
+                plane.metrics.notifications_delivered.inc();
+                claimed.delete().await?;
+            }
+            Err(err) if attempts + 1 >= MAX_ATTEMPTS => {
+                plane.metrics.notifications_failed.inc();
+                tracing::error!(function, error = %err, "notification dropped after {MAX_ATTEMPTS} attempts");
+                claimed.delete().await?;
+            }
+            Err(err) => {
+                plane.metrics.notifications_failed.inc();
+                claimed.reschedule(attempts + 1, now_millis() + (200i64 << attempts.min(8)), &err.to_string()).await?;
+            }
+        }
+    }
+    let wait = match storage::next_notification_due(plane).await? {
+        // A due row may be one another node holds (or one waiting behind it): look again
+        // soon, not at once.
+        Some(due) => (due - now_millis()).clamp(100, 5_000),
+        None => 5_000,
+    };
     Ok(Duration::from_millis(wait as u64))
 }
 

@@ -15,7 +15,9 @@ mod objects;
 mod repo;
 
 pub(crate) use blobs::reclaim_blobs;
-pub(crate) use repo::{OutboxRow, delete_notification, find_bucket, queued_notifications, reschedule_notification};
+pub(crate) use repo::{
+    OutboxRow, claim_notification, delete_notification, find_bucket, next_notification_due, queued_notifications, reschedule_notification,
+};
 
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: StorageAction, input: Value) -> Result<Value, ActionError> {
     match action {

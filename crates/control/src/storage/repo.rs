@@ -314,3 +314,66 @@ pub(crate) async fn reschedule_notification(
         .await?;
     Ok(())
 }
+
+/// A notification one node took to deliver: its row stays locked, by this transaction, until
+/// it is delivered or rescheduled; other nodes pass it by.
+pub(crate) struct Claimed {
+    tx: Transaction<'static, Any>,
+    pub row: OutboxRow,
+}
+
+/// On PostgreSQL, where several nodes deliver at once: takes the oldest due notification that
+/// is the first of its key (`FOR UPDATE SKIP LOCKED`: a row another node holds is passed by,
+/// and so are the later rows of its key, which wait behind it), so that keys are delivered in
+/// parallel and each key in order.
+pub(crate) async fn claim_notification(plane: &Platform, now: i64) -> Result<Option<Claimed>, ActionError> {
+    let mut tx = plane.store.pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT seq, bucket, key, function, event, attempts, next_attempt FROM notifications n
+         WHERE next_attempt <= $1
+           AND NOT EXISTS (SELECT 1 FROM notifications e WHERE e.bucket = n.bucket AND e.key = n.key AND e.seq < n.seq)
+         ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let row = OutboxRow {
+        seq: row.try_get("seq")?,
+        bucket: row.try_get("bucket")?,
+        key: row.try_get("key")?,
+        function: row.try_get("function")?,
+        event: row.try_get("event")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt: row.try_get("next_attempt")?,
+    };
+    Ok(Some(Claimed { tx, row }))
+}
+
+impl Claimed {
+    /// Delivered, or given up on: the row goes, and the lock with it.
+    pub(crate) async fn delete(mut self) -> Result<(), ActionError> {
+        sqlx::query("DELETE FROM notifications WHERE seq = $1").bind(self.row.seq).execute(&mut *self.tx).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// A failed delivery: tried again at `next_attempt`.
+    pub(crate) async fn reschedule(mut self, attempts: i64, next_attempt: i64, last_error: &str) -> Result<(), ActionError> {
+        sqlx::query("UPDATE notifications SET attempts = $1, next_attempt = $2, last_error = $3 WHERE seq = $4")
+            .bind(attempts)
+            .bind(next_attempt)
+            .bind(last_error)
+            .bind(self.row.seq)
+            .execute(&mut *self.tx)
+            .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// When the soonest queued notification falls due, if any is queued.
+pub(crate) async fn next_notification_due(plane: &Platform) -> Result<Option<i64>, ActionError> {
+    let row = sqlx::query("SELECT MIN(next_attempt) AS due FROM notifications").fetch_one(&plane.store.pool).await?;
+    Ok(row.try_get::<Option<i64>, _>("due")?)
+}
