@@ -94,11 +94,11 @@ fn main() {
 async fn run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let layout =
-        Layout { root: dir.path().join("trail"), account_id: "000000000000".into(), region: "local".into(), bucket: "bench-trail".into() };
+        Layout { root: dir.path().join("trail"), account_id: "000000000000".into(), region: "local".into(), bucket: "bench-trail".into(), node: None };
     let secret: [u8; 32] = rand::random();
     let signer = Signer::from_bytes(&secret);
     let public_key = audit::parse_public_key(&signer.public_key_hex()).expect("own key");
-    let index = Index::open(&dir.path().join("index.db")).await.expect("index");
+    let index = Index::open(&audit::IndexTarget::File(dir.path().join("index.db")), "local").await.expect("index");
     let (index_tx, index_rx) = tokio::sync::mpsc::unbounded_channel();
     let trail = Trail::open(layout.clone(), signer, TrailOptions::default(), Some(index_tx)).expect("trail");
     index.spawn_feeder(index_rx);

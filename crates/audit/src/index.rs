@@ -1,17 +1,23 @@
-//! The audit index: every record in a SQLite table for lookups, traces and read-only SQL (one
+//! The audit index: every record in a table for lookups, traces and read-only SQL (one
 //! `SELECT` or `WITH … SELECT` statement). It is derived data, fed by the writer after each
 //! fsync and rebuilt from the log files alone by `datasandbox audit reindex`; nothing that
 //! judges the trail's integrity reads it.
+//!
+//! One code path for both places it lives, through sqlx's `Any` driver (as the metadata
+//! store): a SQLite file in the data directory for the single embedded node, and the shared
+//! PostgreSQL database in scale-out mode, where every node feeds its own records (keyed by
+//! node and sequence) into the same tables, so lookups, queries and traces on any node see
+//! every node's records. Each node catches up from its own chain only.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Column, Row, TypeInfo, ValueRef};
+use serde_json::{Value, json};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor as _, Row};
 use tokio::sync::Notify;
 
 use crate::chain;
@@ -21,20 +27,38 @@ use crate::layout::{Kind, Layout};
 use crate::record::Record;
 use crate::writer::IndexBatch;
 
+mod sql_query;
+
+use sql_query::{placeholders, redact};
+
+pub use sql_query::rows_as_objects;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("audit index `{path}`: {source}")]
-    Sql { path: PathBuf, source: sqlx::Error },
+    #[error("audit index `{place}`: {source}")]
+    Sql { place: String, source: sqlx::Error },
     #[error("{0}")]
     Query(String),
     #[error(transparent)]
     Trail(#[from] TrailError),
 }
 
-/// The documented tables, created on open.
+/// Where the index lives.
+#[derive(Debug, Clone)]
+pub enum IndexTarget {
+    /// A SQLite file of its own (the single embedded node).
+    File(PathBuf),
+    /// The shared PostgreSQL database (`postgres://…`), in scale-out mode.
+    Database(String),
+}
+
+/// The documented tables, created on open, the same in SQLite and PostgreSQL. A record is
+/// identified by its node and its place in that node's chain; across nodes, records are
+/// ordered by time.
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
-    sequence INTEGER PRIMARY KEY,      -- the record's place in the hash chain
+    node TEXT NOT NULL,                -- the node whose chain holds the record (`local` when embedded)
+    sequence BIGINT NOT NULL,          -- the record's place in its node's hash chain
     event_time TEXT NOT NULL,          -- RFC 3339, UTC, milliseconds
     event_source TEXT NOT NULL,        -- the service: storage, parameters, keys, identity, audit, functions…
     event_name TEXT NOT NULL,          -- the action: PutObject, GetParameter…
@@ -46,8 +70,8 @@ CREATE TABLE IF NOT EXISTS events (
     user_agent TEXT,
     error_code TEXT,                   -- NULL when the action succeeded
     error_message TEXT,
-    read_only INTEGER NOT NULL,
-    management_event INTEGER NOT NULL,
+    read_only BIGINT NOT NULL,         -- 1 or 0
+    management_event BIGINT NOT NULL,  -- 1 or 0
     event_type TEXT NOT NULL,
     request_id TEXT,
     event_id TEXT,
@@ -55,31 +79,48 @@ CREATE TABLE IF NOT EXISTS events (
     session_id TEXT,                   -- the streaming session, when the action names one
     request_parameters TEXT,           -- JSON, secrets redacted
     response_elements TEXT,            -- JSON
-    record TEXT NOT NULL               -- the whole record line, as in the log file
+    record TEXT NOT NULL,              -- the whole record line, as in the log file
+    PRIMARY KEY (node, sequence)
 );
 CREATE TABLE IF NOT EXISTS event_resources (
-    sequence INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
     arn TEXT NOT NULL,
     type TEXT
 );
-CREATE INDEX IF NOT EXISTS events_by_user ON events (user_name, sequence);
-CREATE INDEX IF NOT EXISTS events_by_correlation ON events (correlation_id, sequence);
-CREATE INDEX IF NOT EXISTS events_by_session ON events (session_id, sequence);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_name, event_time);
+CREATE INDEX IF NOT EXISTS events_by_correlation ON events (correlation_id, event_time);
+CREATE INDEX IF NOT EXISTS events_by_session ON events (session_id, event_time);
 CREATE INDEX IF NOT EXISTS events_by_request ON events (request_id);
-CREATE INDEX IF NOT EXISTS events_by_name ON events (event_name, sequence);
+CREATE INDEX IF NOT EXISTS events_by_name ON events (event_name, event_time);
 CREATE INDEX IF NOT EXISTS events_by_source_ip ON events (source_ip, event_time);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time);
-CREATE INDEX IF NOT EXISTS resources_by_arn ON event_resources (arn, sequence);
-CREATE INDEX IF NOT EXISTS resources_by_sequence ON event_resources (sequence);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, node, sequence);
+CREATE INDEX IF NOT EXISTS resources_by_arn ON event_resources (arn);
+CREATE INDEX IF NOT EXISTS resources_by_record ON event_resources (node, sequence);
 ";
+
+/// Which node generated each day's usage reports: one row per day, claimed by the first node
+/// to insert it, so that nodes sharing a database write each day's reports once.
+const CLAIMS: &str = "CREATE TABLE IF NOT EXISTS usage_report_claims (day TEXT PRIMARY KEY, node TEXT NOT NULL, claimed_at TEXT NOT NULL)";
+
+/// Serializes creating the tables between nodes starting at once on one PostgreSQL database
+/// (concurrent `CREATE TABLE IF NOT EXISTS` can fail on its catalog rows).
+const SCHEMA_LOCK: i64 = 0x6175_6469_7431;
 
 /// The most records the feeder holds back while the index cannot be written.
 const MAX_BACKLOG: usize = 200_000;
 
+/// The columns of `events`, in the order `insert` binds them.
+const EVENT_COLUMNS: usize = 23;
+
 #[derive(Clone)]
 pub struct Index {
-    pool: SqlitePool,
-    path: PathBuf,
+    pool: AnyPool,
+    target: IndexTarget,
+    /// Where the index is, for messages (a database URL without its password).
+    place: String,
+    /// The node whose records this process feeds.
+    node: String,
     indexed: Arc<AtomicU64>,
     progress: Arc<Notify>,
 }
@@ -99,6 +140,30 @@ pub struct LookupFilter {
     pub read_only: Option<bool>,
 }
 
+/// Where a page of lookups ends: the (time, node, sequence) of its last record, so the next
+/// page starts after it whichever node wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupCursor {
+    pub event_time: String,
+    pub node: String,
+    pub sequence: u64,
+}
+
+impl LookupCursor {
+    /// The cursor as one string (for a NextToken).
+    pub fn encode(&self) -> String {
+        format!("{}|{}|{}", self.event_time, self.sequence, self.node)
+    }
+
+    pub fn decode(text: &str) -> Option<LookupCursor> {
+        let mut parts = text.splitn(3, '|');
+        let event_time = parts.next()?.to_owned();
+        let sequence = parts.next()?.parse().ok()?;
+        let node = parts.next()?.to_owned();
+        Some(LookupCursor { event_time, node, sequence })
+    }
+}
+
 /// Whose timeline `trace` draws.
 #[derive(Debug, Clone)]
 pub enum TraceSelector {
@@ -108,29 +173,63 @@ pub enum TraceSelector {
 }
 
 impl Index {
-    pub async fn open(path: &Path) -> Result<Index, IndexError> {
-        let sql = |source| IndexError::Sql { path: path.to_owned(), source };
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // Derived data: a crash loses at most what `catch_up` re-reads from the trail.
-            .synchronous(SqliteSynchronous::Off)
-            .busy_timeout(Duration::from_secs(10))
-            // Random inserts into eight B-trees thrash SQLite's default 2 MB page cache.
-            .pragma("cache_size", "-262144")
-            .pragma("temp_store", "memory");
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(sql)?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(sql)?;
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM events").fetch_one(&pool).await.map_err(sql)?;
-        Ok(Index { pool, path: path.to_owned(), indexed: Arc::new(AtomicU64::new(last as u64)), progress: Arc::new(Notify::new()) })
+    /// Opens (creating its tables) the index at `target`, for the records of `node`.
+    pub async fn open(target: &IndexTarget, node: &str) -> Result<Index, IndexError> {
+        sqlx::any::install_default_drivers();
+        let (url, place, sqlite) = match target {
+            IndexTarget::File(path) => (format!("sqlite://{}?mode=rwc", path.display()), path.display().to_string(), true),
+            IndexTarget::Database(url) => (url.clone(), redact(url), false),
+        };
+        let sql = |source| IndexError::Sql { place: place.clone(), source };
+        let options = AnyConnectOptions::from_str(&url).map_err(sql)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Derived data: a crash loses at most what `catch_up` re-reads from the
+                        // trail. Random inserts into eight B-trees thrash SQLite's default 2 MB
+                        // page cache.
+                        connection
+                            .execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -262144; PRAGMA temp_store = memory;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(sql)?;
+        create_tables(&pool, sqlite).await.map_err(sql)?;
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM events WHERE node = $1")
+            .bind(node)
+            .fetch_one(&pool)
+            .await
+            .map_err(sql)?;
+        Ok(Index {
+            pool,
+            target: target.clone(),
+            place,
+            node: node.to_owned(),
+            indexed: Arc::new(AtomicU64::new(last as u64)),
+            progress: Arc::new(Notify::new()),
+        })
     }
 
+    /// Wraps a database error with where the index is; owns its copy of the place, so that
+    /// no borrow of the index is held across an await (the futures must be `Send` for any
+    /// lifetime, which sqlx's executors make hard to prove through a borrow).
+    fn sql(&self) -> impl Fn(sqlx::Error) -> IndexError + Send + Sync + 'static {
+        let place = self.place.clone();
+        move |source| IndexError::Sql { place: place.clone(), source }
+    }
+
+    /// The sequence number of this node's newest indexed record.
     pub fn indexed_sequence(&self) -> u64 {
         self.indexed.load(Ordering::Acquire)
     }
 
-    /// Waits (up to `timeout`) until every record up to `sequence` is indexed.
+    /// Waits (up to `timeout`) until every record of this node up to `sequence` is indexed.
     pub async fn wait_for(&self, sequence: u64, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -143,7 +242,6 @@ impl Index {
             }
         }
     }
-
     /// Indexes batches from the writer, merging whatever has queued into one transaction. A
     /// batch the index cannot take (its disk is full: the trail is then writing refusals from
     /// its reserve) is kept and tried again, in order, so the index has no gap once space is
@@ -189,7 +287,7 @@ impl Index {
     }
 
     async fn insert(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
-        let sql = |source| IndexError::Sql { path: self.path.clone(), source };
+        let sql = self.sql();
         let already = self.indexed_sequence();
         let mut rows = Vec::with_capacity(lines.len());
         let mut newest = 0;
@@ -203,61 +301,68 @@ impl Index {
                 Err(_) => tracing::warn!(sequence, "an audit record does not parse; it is left out of the index"),
             }
         }
-        let mut tx = self.pool.begin().await.map_err(sql)?;
-        // Many rows per statement: one round trip to SQLite per chunk, not per row.
+        let mut tx = self.pool.begin().await.map_err(&sql)?;
+        // Many rows per statement: one round trip per chunk, not per row. The placeholders are
+        // written out (`$n`), which both databases read: sqlx's builder writes `?` for `Any`.
         for chunk in rows.chunks(40) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT OR REPLACE INTO events (sequence, event_time, event_source, event_name, user_type, user_name, principal_id, user_arn, source_ip,
+            let statement = format!(
+                "INSERT INTO events (node, sequence, event_time, event_source, event_name, user_type, user_name, principal_id, user_arn, source_ip,
                  user_agent, error_code, error_message, read_only, management_event, event_type, request_id, event_id, correlation_id, session_id,
-                 request_parameters, response_elements, record) ",
+                 request_parameters, response_elements, record) VALUES {} ON CONFLICT (node, sequence) DO NOTHING",
+                placeholders(chunk.len(), EVENT_COLUMNS)
             );
-            insert.push_values(chunk, |mut row, (sequence, record, text)| {
+            let mut insert = sqlx::query(&statement);
+            for (sequence, record, text) in chunk {
                 let session_id = ["SessionId", "SessionID"]
                     .iter()
                     .find_map(|k| record.request_parameters.get(*k).or_else(|| record.response_elements.get(*k)))
                     .and_then(Value::as_str)
                     .map(str::to_owned);
-                row.push_bind(*sequence)
-                    .push_bind(record.event_time.clone())
-                    .push_bind(record.event_source.clone())
-                    .push_bind(record.event_name.clone())
-                    .push_bind(record.user_identity.kind.clone())
-                    .push_bind(record.user_identity.user_name.clone())
-                    .push_bind(record.user_identity.principal_id.clone())
-                    .push_bind(record.user_identity.arn.clone())
-                    .push_bind(record.source_ip_address.clone())
-                    .push_bind(record.user_agent.clone())
-                    .push_bind(record.error_code.clone())
-                    .push_bind(record.error_message.clone())
-                    .push_bind(record.read_only)
-                    .push_bind(record.management_event)
-                    .push_bind(record.event_type.clone())
-                    .push_bind(record.request_id.clone())
-                    .push_bind(record.event_id.clone())
-                    .push_bind(record.correlation_id.clone())
-                    .push_bind(session_id)
-                    .push_bind(record.request_parameters.to_string())
-                    .push_bind(record.response_elements.to_string())
-                    .push_bind(text.clone());
-            });
-            insert.build().execute(&mut *tx).await.map_err(sql)?;
+                insert = insert
+                    .bind(self.node.clone())
+                    .bind(*sequence)
+                    .bind(record.event_time.clone())
+                    .bind(record.event_source.clone())
+                    .bind(record.event_name.clone())
+                    .bind(record.user_identity.kind.clone())
+                    .bind(record.user_identity.user_name.clone())
+                    .bind(record.user_identity.principal_id.clone())
+                    .bind(record.user_identity.arn.clone())
+                    .bind(record.source_ip_address.clone())
+                    .bind(record.user_agent.clone())
+                    .bind(record.error_code.clone())
+                    .bind(record.error_message.clone())
+                    .bind(i64::from(record.read_only))
+                    .bind(i64::from(record.management_event))
+                    .bind(record.event_type.clone())
+                    .bind(record.request_id.clone())
+                    .bind(record.event_id.clone())
+                    .bind(record.correlation_id.clone())
+                    .bind(session_id)
+                    .bind(record.request_parameters.to_string())
+                    .bind(record.response_elements.to_string())
+                    .bind(text.clone());
+            }
+            insert.execute(&mut *tx).await.map_err(&sql)?;
             let resources: Vec<(i64, &crate::record::RecordResource)> =
                 chunk.iter().flat_map(|(sequence, record, _)| record.resources.iter().map(move |r| (*sequence, r))).collect();
             for resources in resources.chunks(300) {
-                let mut insert = sqlx::QueryBuilder::new("INSERT INTO event_resources (sequence, arn, type) ");
-                insert.push_values(resources, |mut row, (sequence, resource)| {
-                    row.push_bind(*sequence).push_bind(resource.arn.clone()).push_bind(resource.kind.clone());
-                });
-                insert.build().execute(&mut *tx).await.map_err(sql)?;
+                let statement =
+                    format!("INSERT INTO event_resources (node, sequence, arn, type) VALUES {}", placeholders(resources.len(), 4));
+                let mut insert = sqlx::query(&statement);
+                for (sequence, resource) in resources {
+                    insert = insert.bind(self.node.clone()).bind(*sequence).bind(resource.arn.clone()).bind(resource.kind.clone());
+                }
+                insert.execute(&mut *tx).await.map_err(&sql)?;
             }
         }
-        tx.commit().await.map_err(sql)?;
+        tx.commit().await.map_err(&sql)?;
         self.indexed.fetch_max(newest, Ordering::AcqRel);
         self.progress.notify_waiters();
         Ok(())
     }
 
-    /// Indexes every record of the trail's files that the index does not hold yet.
+    /// Indexes every record of this node's trail files that the index does not hold yet.
     pub async fn catch_up(&self, layout: &Layout) -> Result<u64, IndexError> {
         let mut added = 0;
         let files =
@@ -285,25 +390,37 @@ impl Index {
         Ok(added)
     }
 
-    /// Empties the index and rebuilds it from the trail's files alone.
+    /// Empties this node's part of the index and rebuilds it from its trail files alone.
     pub async fn rebuild(&self, layout: &Layout) -> Result<u64, IndexError> {
-        let sql = |source| IndexError::Sql { path: self.path.clone(), source };
-        sqlx::raw_sql("DELETE FROM events; DELETE FROM event_resources;").execute(&self.pool).await.map_err(sql)?;
+        let sql = self.sql();
+        let mut tx = self.pool.begin().await.map_err(&sql)?;
+        sqlx::query("DELETE FROM events WHERE node = $1").bind(&self.node).execute(&mut *tx).await.map_err(&sql)?;
+        sqlx::query("DELETE FROM event_resources WHERE node = $1").bind(&self.node).execute(&mut *tx).await.map_err(&sql)?;
+        tx.commit().await.map_err(&sql)?;
         self.indexed.store(0, Ordering::Release);
         self.catch_up(layout).await
     }
 
-    /// Records matching `filter`, newest first; `after` continues a previous page.
-    pub async fn lookup(&self, filter: &LookupFilter, limit: u32, before: Option<u64>) -> Result<(Vec<Value>, Option<u64>), IndexError> {
-        let sql = |source| IndexError::Sql { path: self.path.clone(), source };
+    /// Records of every node matching `filter`, newest first; `before` continues a page.
+    pub async fn lookup(
+        &self,
+        filter: &LookupFilter,
+        limit: u32,
+        before: Option<&LookupCursor>,
+    ) -> Result<(Vec<Value>, Option<LookupCursor>), IndexError> {
+        let sql = self.sql();
+        // Without a cursor, one that sorts after every record: `~` after every digit.
+        let start = LookupCursor { event_time: "~".into(), node: String::new(), sequence: 0 };
+        let before = before.unwrap_or(&start);
         let rows = sqlx::query(
-            "SELECT sequence, record FROM events e
-             WHERE (?1 IS NULL OR event_name = ?1) AND (?2 IS NULL OR event_source = ?2) AND (?3 IS NULL OR user_name = ?3)
-               AND (?4 IS NULL OR request_id = ?4) AND (?5 IS NULL OR correlation_id = ?5)
-               AND (?6 IS NULL OR EXISTS (SELECT 1 FROM event_resources r WHERE r.sequence = e.sequence AND (r.arn = ?6 OR r.arn LIKE '%' || ?6)))
-               AND (?7 IS NULL OR event_time >= ?7) AND (?8 IS NULL OR event_time <= ?8) AND (?9 IS NULL OR read_only = ?9)
-               AND sequence < ?10
-             ORDER BY sequence DESC LIMIT ?11",
+            "SELECT node, sequence, event_time, record FROM events e
+             WHERE ($1 IS NULL OR event_name = $1) AND ($2 IS NULL OR event_source = $2) AND ($3 IS NULL OR user_name = $3)
+               AND ($4 IS NULL OR request_id = $4) AND ($5 IS NULL OR correlation_id = $5)
+               AND ($6 IS NULL OR EXISTS (SELECT 1 FROM event_resources r WHERE r.node = e.node AND r.sequence = e.sequence
+                                          AND (r.arn = $6 OR r.arn LIKE '%' || $6)))
+               AND ($7 IS NULL OR event_time >= $7) AND ($8 IS NULL OR event_time <= $8) AND ($9 IS NULL OR read_only = $9)
+               AND (event_time < $10 OR (event_time = $10 AND (node < $11 OR (node = $11 AND sequence < $12))))
+             ORDER BY event_time DESC, node DESC, sequence DESC LIMIT $13",
         )
         .bind(&filter.event_name)
         .bind(&filter.event_source)
@@ -313,26 +430,31 @@ impl Index {
         .bind(&filter.resource_name)
         .bind(&filter.start_time)
         .bind(&filter.end_time)
-        .bind(filter.read_only)
-        .bind(before.map_or(i64::MAX, |b| b as i64))
+        .bind(filter.read_only.map(i64::from))
+        .bind(&before.event_time)
+        .bind(if before.event_time == "~" { "\u{10ffff}" } else { before.node.as_str() })
+        .bind(if before.event_time == "~" { i64::MAX } else { before.sequence as i64 })
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await
-        .map_err(sql)?;
+        .map_err(&sql)?;
         let mut events = Vec::new();
         let mut last = None;
         for row in rows.iter().take(limit as usize) {
-            let sequence: i64 = row.try_get("sequence").map_err(sql)?;
-            let text: String = row.try_get("record").map_err(sql)?;
+            let text: String = row.try_get("record").map_err(&sql)?;
             events.push(serde_json::from_str(&text).unwrap_or(Value::String(text)));
-            last = Some(sequence as u64);
+            last = Some(LookupCursor {
+                event_time: row.try_get("event_time").map_err(&sql)?,
+                node: row.try_get("node").map_err(&sql)?,
+                sequence: row.try_get::<i64, _>("sequence").map_err(&sql)? as u64,
+            });
         }
         let next = if rows.len() > limit as usize { last } else { None };
         Ok((events, next))
     }
 
-    /// One timeline: the selected person's, session's or correlation's actions, in order,
-    /// including actions made on their behalf (same correlation id).
+    /// One timeline across every node: the selected person's, session's or correlation's
+    /// actions, in time order, including actions made on their behalf (same correlation id).
     pub async fn trace(
         &self,
         selector: &TraceSelector,
@@ -340,7 +462,7 @@ impl Index {
         until: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Value>, IndexError> {
-        let sql = |source| IndexError::Sql { path: self.path.clone(), source };
+        let sql = self.sql();
         let (column, value) = match selector {
             TraceSelector::User(user) => ("user_name", user),
             TraceSelector::Session(session) => ("session_id", session),
@@ -349,20 +471,21 @@ impl Index {
         // Two index lookups joined, not an OR over the whole table: the selected rows, and every
         // row that shares a correlation id with them (actions made on their behalf).
         let query = format!(
-            "WITH ids AS (SELECT DISTINCT correlation_id FROM events WHERE {column} = ?1 AND correlation_id IS NOT NULL),
-                  picked AS (SELECT sequence FROM events WHERE {column} = ?1
-                             UNION SELECT e.sequence FROM ids JOIN events e ON e.correlation_id = ids.correlation_id)
-             SELECT e.sequence, event_time, source_ip, user_type, user_name, event_source, event_name, error_code, correlation_id, session_id,
-                    (SELECT group_concat(arn, ' ') FROM event_resources r WHERE r.sequence = e.sequence) AS resources
-             FROM picked JOIN events e ON e.sequence = picked.sequence
-             WHERE (?2 IS NULL OR event_time >= ?2) AND (?3 IS NULL OR event_time <= ?3)
-             ORDER BY e.sequence LIMIT ?4"
+            "WITH ids AS (SELECT DISTINCT correlation_id FROM events WHERE {column} = $1 AND correlation_id IS NOT NULL),
+                  picked AS (SELECT node, sequence FROM events WHERE {column} = $1
+                             UNION SELECT e.node, e.sequence FROM ids JOIN events e ON e.correlation_id = ids.correlation_id)
+             SELECT e.node, e.sequence, event_time, source_ip, user_type, user_name, event_source, event_name, error_code, correlation_id, session_id,
+                    (SELECT string_agg(arn, ' ') FROM event_resources r WHERE r.node = e.node AND r.sequence = e.sequence) AS resources
+             FROM picked JOIN events e ON e.node = picked.node AND e.sequence = picked.sequence
+             WHERE ($2 IS NULL OR event_time >= $2) AND ($3 IS NULL OR event_time <= $3)
+             ORDER BY event_time, e.node, e.sequence LIMIT $4"
         );
         let rows =
-            sqlx::query(&query).bind(value).bind(since).bind(until).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(sql)?;
+            sqlx::query(&query).bind(value).bind(since).bind(until).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(&sql)?;
         rows.iter()
             .map(|row| {
                 Ok(json!({
+                    "node": row.try_get::<String, _>("node")?,
                     "sequence": row.try_get::<i64, _>("sequence")?,
                     "eventTime": row.try_get::<String, _>("event_time")?,
                     "sourceIPAddress": row.try_get::<Option<String>, _>("source_ip")?,
@@ -379,11 +502,11 @@ impl Index {
             .map_err(sql)
     }
 
-    /// The records of one kind of event within a time window, oldest first.
+    /// The records of one kind of event within a time window, from every node, oldest first.
     pub async fn records(&self, source: &str, name: &str, from: &str, to: &str) -> Result<Vec<Record>, IndexError> {
-        let sql = |source| IndexError::Sql { path: self.path.clone(), source };
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT record FROM events WHERE event_name = ?1 AND event_source = ?2 AND event_time >= ?3 AND event_time < ?4 ORDER BY sequence",
+            "SELECT record FROM events WHERE event_name = $1 AND event_source = $2 AND event_time >= $3 AND event_time < $4
+             ORDER BY event_time, node, sequence",
         )
         .bind(name)
         .bind(source)
@@ -391,56 +514,58 @@ impl Index {
         .bind(to)
         .fetch_all(&self.pool)
         .await
-        .map_err(sql)?;
+        .map_err(self.sql())?;
         Ok(rows.iter().filter_map(|text| serde_json::from_str(text).ok()).collect())
     }
 
-    /// Runs one read-only SELECT (or WITH … SELECT) over the documented tables.
-    pub async fn query(&self, statement: &str, max_rows: usize) -> Result<(Vec<String>, Vec<Vec<Value>>), IndexError> {
-        let trimmed = statement.trim().trim_end_matches(';').trim();
-        let first = trimmed.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-        if first != "SELECT" && first != "WITH" {
-            return Err(IndexError::Query("only one SELECT statement (or WITH … SELECT) is allowed".into()));
-        }
-        if trimmed.contains(';') {
-            return Err(IndexError::Query("only one statement is allowed; remove the `;` inside it".into()));
-        }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", self.path.display()))
-            .map_err(|e| IndexError::Query(e.to_string()))?
-            .read_only(true);
-        let mut connection =
-            sqlx::ConnectOptions::connect(&options).await.map_err(|source| IndexError::Sql { path: self.path.clone(), source })?;
-        sqlx::query("PRAGMA query_only = ON")
-            .execute(&mut connection)
+    /// Claims the writing of `day`'s usage reports for this node: true for the first node to
+    /// ask (the claim row is then theirs), false for every later one.
+    pub async fn claim_report_day(&self, day: &str) -> Result<bool, IndexError> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let done = sqlx::query("INSERT INTO usage_report_claims (day, node, claimed_at) VALUES ($1, $2, $3) ON CONFLICT (day) DO NOTHING")
+            .bind(day)
+            .bind(&self.node)
+            .bind(now)
+            .execute(&self.pool)
             .await
-            .map_err(|source| IndexError::Sql { path: self.path.clone(), source })?;
-        let rows =
-            sqlx::query(trimmed).fetch_all(&mut connection).await.map_err(|e| IndexError::Query(format!("the query failed: {e}")))?;
-        let columns: Vec<String> = rows.first().map(|r| r.columns().iter().map(|c| c.name().to_owned()).collect()).unwrap_or_default();
-        let mut out = Vec::new();
-        for row in rows.iter().take(max_rows) {
-            let mut values = Vec::with_capacity(columns.len());
-            for index in 0..columns.len() {
-                let raw = row.try_get_raw(index).map_err(|e| IndexError::Query(e.to_string()))?;
-                let value = if raw.is_null() {
-                    Value::Null
-                } else {
-                    match raw.type_info().name() {
-                        "INTEGER" | "BOOLEAN" => row.try_get::<i64, _>(index).map(Value::from).unwrap_or(Value::Null),
-                        "REAL" => row.try_get::<f64, _>(index).map(Value::from).unwrap_or(Value::Null),
-                        "BLOB" => row.try_get::<Vec<u8>, _>(index).map(|b| Value::from(hex::encode(b))).unwrap_or(Value::Null),
-                        _ => row.try_get::<String, _>(index).map(Value::from).unwrap_or(Value::Null),
-                    }
-                };
-                values.push(value);
-            }
-            out.push(values);
-        }
-        Ok((columns, out))
+            .map_err(self.sql())?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a claim back (its reports could not be written), so a later run may try again.
+    pub async fn release_report_day(&self, day: &str) -> Result<(), IndexError> {
+        sqlx::query("DELETE FROM usage_report_claims WHERE day = $1 AND node = $2")
+            .bind(day)
+            .bind(&self.node)
+            .execute(&self.pool)
+            .await
+            .map_err(self.sql())?;
+        Ok(())
     }
 }
 
-/// Rows as objects keyed by column, for JSON output.
-pub fn rows_as_objects(columns: &[String], rows: &[Vec<Value>]) -> Vec<Value> {
-    rows.iter().map(|row| Value::Object(columns.iter().cloned().zip(row.iter().cloned()).collect::<Map<_, _>>())).collect()
+/// Creates the tables; an index from before records had a node is dropped first (it is
+/// derived data: `catch_up` refills it from the trail). On PostgreSQL under an advisory lock,
+/// so nodes starting together do not race on the catalog, with the role `audit:Query` runs as.
+async fn create_tables(pool: &AnyPool, sqlite: bool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if !sqlite {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
+    }
+    let before_nodes = sqlx::query("SELECT sequence FROM events WHERE node IS NULL LIMIT 1").fetch_optional(&mut *tx).await;
+    if before_nodes.is_err() {
+        // No table, or one without a node column: either way, start from nothing.
+        if !sqlite {
+            tx.rollback().await?;
+            tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
+        }
+        sqlx::raw_sql("DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS event_resources;").execute(&mut *tx).await?;
+    }
+    sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+    sqlx::raw_sql(CLAIMS).execute(&mut *tx).await?;
+    if !sqlite {
+        sql_query::create_reader_role(&mut tx).await?;
+    }
+    tx.commit().await
 }

@@ -4,6 +4,11 @@
 //! Records go to `DataSandbox/` (one open `.jsonl` file, then sealed `.json.gz` files), signed
 //! checkpoints to `DataSandbox-Checkpoint/`, signed hourly digests to `DataSandbox-Digest/`, and
 //! the public key that checks both to `DataSandbox-PublicKey/`.
+//!
+//! When several nodes share one metadata store, each keeps a chain of its own (its own
+//! sequence numbers, signing key and checkpoints: no node waits on another to append), so
+//! the node's name is one more directory level: `…/DataSandbox/<region>/<node>/YYYY/…` and
+//! `…/DataSandbox-PublicKey/<node>/`. A single embedded node has no such level.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +22,8 @@ pub struct Layout {
     pub region: String,
     /// The bucket name recorded in digests (`digestS3Bucket`, `s3Bucket`).
     pub bucket: String,
+    /// The node whose chain this is, in scale-out mode; `None` for the single embedded node.
+    pub node: Option<String>,
 }
 
 /// The kinds of file in a trail.
@@ -41,11 +48,24 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 
 impl Layout {
     pub fn base(&self, kind: Kind) -> PathBuf {
-        self.root.join("AWSLogs").join(&self.account_id).join(kind.product()).join(&self.region)
+        let region = self.root.join("AWSLogs").join(&self.account_id).join(kind.product()).join(&self.region);
+        match &self.node {
+            Some(node) => region.join(node),
+            None => region,
+        }
     }
 
     pub fn public_keys(&self) -> PathBuf {
-        self.root.join("AWSLogs").join(&self.account_id).join("DataSandbox-PublicKey")
+        let keys = self.root.join("AWSLogs").join(&self.account_id).join("DataSandbox-PublicKey");
+        match &self.node {
+            Some(node) => keys.join(node),
+            None => keys,
+        }
+    }
+
+    /// Every directory this node's trail writes into, whatever the kind of file.
+    pub fn node_directories(&self) -> [PathBuf; 4] {
+        [self.public_keys(), self.base(Kind::Log), self.base(Kind::Digest), self.base(Kind::Checkpoint)]
     }
 
     fn dated(&self, kind: Kind, time: &DateTime<Utc>) -> PathBuf {

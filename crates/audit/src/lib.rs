@@ -5,8 +5,12 @@
 //! Integrity has three layers, all checkable offline with the public key ([`validate`]):
 //! a hash chain through every record, signed checkpoints within a second of any record, and
 //! CloudTrail-style signed hourly digests over sealed (gzip) log files.
+//!
+//! Several nodes sharing one metadata store each keep a chain of their own ([`Layout::node`]),
+//! copied to the deployment's bucket ([`TrailBucket`]) and indexed in the shared database.
 
 pub mod bound;
+mod bucket;
 mod chain;
 mod error;
 mod files;
@@ -21,9 +25,10 @@ mod signing;
 pub mod validate;
 mod writer;
 
+pub use bucket::TrailBucket;
 pub use error::TrailError;
 pub use files::{Checkpoint, DigestFile, LogFileEntry};
-pub use index::{Index, IndexError, LookupFilter, SCHEMA, TraceSelector, rows_as_objects};
+pub use index::{Index, IndexError, IndexTarget, LookupCursor, LookupFilter, SCHEMA, TraceSelector, rows_as_objects};
 pub use layout::Layout;
 pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
 pub use signing::{Signer, parse_public_key};

@@ -42,6 +42,11 @@ pub struct TrailOptions {
     /// A second directory, on another file system, that receives a copy of every checkpoint
     /// and digest, so that deleting the trail's tail shows (`validate` with a witness).
     pub witness: Option<PathBuf>,
+    /// Where the trail's files are copied as objects (scale-out mode); `None`: the trail's
+    /// directory is the bucket.
+    pub bucket: Option<crate::bucket::TrailBucket>,
+    /// How often the uploader copies what changed to the bucket.
+    pub upload_interval: Duration,
 }
 
 impl Default for TrailOptions {
@@ -55,6 +60,8 @@ impl Default for TrailOptions {
             digest_interval: Duration::from_secs(3600),
             reserve_bytes: 16 * 1024 * 1024,
             witness: None,
+            bucket: None,
+            upload_interval: Duration::from_secs(1),
         }
     }
 }
@@ -83,6 +90,7 @@ pub struct Trail {
     on_reserve: Arc<AtomicBool>,
     /// Below this much free space the file system counts as full.
     full_below: u64,
+    uploader: Option<Arc<crate::bucket::Uploader>>,
 }
 
 impl Trail {
@@ -120,6 +128,12 @@ impl Trail {
         let durable = Arc::new(std::sync::atomic::AtomicU64::new(sequence));
         let on_reserve = Arc::new(AtomicBool::new(false));
         let full_below = options.reserve_bytes / 4;
+        let uploader = match &options.bucket {
+            Some(bucket) => Some(Arc::new(
+                crate::bucket::Uploader::start(layout.clone(), bucket.clone(), options.upload_interval).map_err(io(&layout.root))?,
+            )),
+            None => None,
+        };
         let mut state = WriterState {
             durable: durable.clone(),
             on_reserve: on_reserve.clone(),
@@ -139,7 +153,7 @@ impl Trail {
             index,
         };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || state.run(&receiver)).map_err(io(&layout.root))?;
-        Ok(Trail { layout, sender, durable, on_reserve, full_below })
+        Ok(Trail { layout, sender, durable, on_reserve, full_below, uploader })
     }
 
     /// Whether the trail is on its reserve: its file system is full (or nearly: less than a
@@ -178,11 +192,26 @@ impl Trail {
         wait.recv().map_err(|_| TrailError::Stopped)
     }
 
-    /// Checkpoints, seals, digests and stops the writer; later appends fail.
+    /// Checkpoints, seals, digests and stops the writer; later appends fail. With a bucket,
+    /// then uploads what is left (for a few seconds at most: what is still not uploaded is
+    /// the next start's to upload, since the files stay).
     pub fn close(&self) -> Result<(), TrailError> {
         let (done, wait) = std::sync::mpsc::channel();
         self.sender.send(Message::Close(done)).map_err(|_| TrailError::Stopped)?;
-        wait.recv().map_err(|_| TrailError::Stopped)
+        wait.recv().map_err(|_| TrailError::Stopped)?;
+        if let Err(err) = self.flush_uploads(Duration::from_secs(5)) {
+            tracing::error!(error = %err, "the audit trail's last files are not all in its bucket; they are uploaded at the next start");
+        }
+        Ok(())
+    }
+
+    /// Copies to the bucket, now, every file of the trail it does not hold as it is, trying
+    /// again for up to `patience`; nothing to do without a bucket.
+    pub fn flush_uploads(&self, patience: Duration) -> Result<(), String> {
+        match &self.uploader {
+            Some(uploader) => uploader.flush(patience),
+            None => Ok(()),
+        }
     }
 }
 

@@ -109,15 +109,15 @@ async fn lookup_events(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionE
         }
     }
     let before = match decode_token(input.next_token.as_deref())? {
-        Some(token) => Some(token.parse::<u64>().map_err(|_| ActionError::validation("NextToken is invalid"))?),
+        Some(token) => Some(audit::LookupCursor::decode(&token).ok_or_else(|| ActionError::validation("NextToken is invalid"))?),
         None => None,
     };
     ctx.authorize(Resource::Service("audit".into()))?;
     caught_up(ctx).await?;
-    let (events, next) = ctx.platform.index.lookup(&filter, max as u32, before).await.map_err(index_error)?;
+    let (events, next) = ctx.platform.index.lookup(&filter, max as u32, before.as_ref()).await.map_err(index_error)?;
     let mut out = json!({ "Events": events });
     if let Some(next) = next {
-        out["NextToken"] = json!(encode_token(&next.to_string()));
+        out["NextToken"] = json!(encode_token(&next.encode()));
     }
     Ok(out)
 }
@@ -264,7 +264,10 @@ async fn generate_usage_reports(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     }))
 }
 
-/// Writes the previous day's usage reports shortly after each UTC midnight.
+/// Writes the previous day's usage reports shortly after each UTC midnight, once for all
+/// nodes: the node that claims the day in the index's claim table (shared in scale-out mode)
+/// writes them; the others skip the day. A failed run gives its claim back, so the operator's
+/// `datasandbox reports generate` (which claims nothing) or a later node may write them.
 pub(crate) fn start_daily_reports(control: crate::core::pipeline::Pipeline) {
     tokio::spawn(async move {
         loop {
@@ -272,11 +275,32 @@ pub(crate) fn start_daily_reports(control: crate::core::pipeline::Pipeline) {
             let next = (now.date_naive() + chrono::Duration::days(1)).and_hms_opt(0, 5, 0).expect("00:05 exists").and_utc();
             tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
             let day = (next - chrono::Duration::days(1)).date_naive().format("%Y-%m-%d").to_string();
-            let request =
-                crate::core::pipeline::Request::from_function(REPORTS_FUNCTION, None, "audit:GenerateUsageReports", &json!({ "Day": day }));
-            if let Err(err) = control.call(request).await.result {
-                tracing::error!(day, error = %err, "daily usage reports failed; run `datasandbox reports generate --day {day}`");
-            }
+            generate_daily_reports_once(&control, &day).await;
         }
     });
+}
+
+/// Writes `day`'s reports if this node is the first to claim the day; says whether it did.
+pub(crate) async fn generate_daily_reports_once(control: &crate::core::pipeline::Pipeline, day: &str) -> bool {
+    let index = &control.platform.index;
+    match index.claim_report_day(day).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(day, "another node writes this day's usage reports");
+            return false;
+        }
+        Err(err) => {
+            tracing::error!(day, error = %err, "cannot claim the day's usage reports; run `datasandbox reports generate --day {day}`");
+            return false;
+        }
+    }
+    let request = crate::core::pipeline::Request::from_function(REPORTS_FUNCTION, None, "audit:GenerateUsageReports", &json!({ "Day": day }));
+    if let Err(err) = control.call(request).await.result {
+        tracing::error!(day, error = %err, "daily usage reports failed; run `datasandbox reports generate --day {day}`");
+        if let Err(err) = index.release_report_day(day).await {
+            tracing::error!(day, error = %err, "cannot give back the claim on the day's usage reports");
+        }
+        return false;
+    }
+    true
 }

@@ -426,17 +426,27 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
 }
 
 /// The trail, signed with the secret the key ring keeps, and its index, caught up from the
-/// trail's files before the writer starts and following it after.
+/// trail's files before the writer starts and following it after. In scale-out mode (a
+/// PostgreSQL metadata store or S3 storage) the trail is this node's own chain, signed with
+/// its own key, copied to the bucket's `trail/` prefix when storage is S3, and indexed in the
+/// shared database when it is PostgreSQL, beside every other node's records.
 async fn open_trail(spec: &Spec, data_dir: &Path, store: &Store, keys: &KeyRing) -> Result<(Trail, audit::Index), StartError> {
-    let secret = crate::keys::trail_signing_secret(store, keys).await.map_err(|e| StartError::Setup(e.to_string()))?;
+    let setup = |e: String| StartError::Setup(e);
+    let node = trail_node(spec);
+    let secret = crate::keys::trail_signing_secret(store, keys, node.as_deref()).await.map_err(|e| setup(e.to_string()))?;
     let layout = audit::Layout {
         root: data_dir.join("trail"),
         account_id: spec.account_id.clone(),
         region: spec.region.clone(),
         bucket: format!("{}-trail", spec.environment_name),
+        node: node.clone(),
     };
-    let index = audit::Index::open(&data_dir.join("audit-index.db")).await.map_err(|e| StartError::Setup(e.to_string()))?;
-    let caught_up = index.catch_up(&layout).await.map_err(|e| StartError::Setup(e.to_string()))?;
+    let target = match spec.metadata_url.as_deref() {
+        Some(url) if url.starts_with("postgres") => audit::IndexTarget::Database(url.to_owned()),
+        _ => audit::IndexTarget::File(data_dir.join("audit-index.db")),
+    };
+    let index = audit::Index::open(&target, node.as_deref().unwrap_or("local")).await.map_err(|e| setup(e.to_string()))?;
+    let caught_up = index.catch_up(&layout).await.map_err(|e| setup(e.to_string()))?;
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed audit records the index did not hold");
     }
@@ -450,6 +460,8 @@ async fn open_trail(spec: &Spec, data_dir: &Path, store: &Store, keys: &KeyRing)
         digest_interval: Duration::from_secs(spec.audit.digest_interval_seconds),
         reserve_bytes: spec.audit.reserve_bytes,
         witness: spec.audit.witness.clone(),
+        bucket: trail_bucket(&spec.storage).map_err(setup)?,
+        upload_interval: Duration::from_secs(1),
     };
     if let Some(witness) = &spec.audit.witness {
         check_witness(witness, data_dir).map_err(StartError::Setup)?;
@@ -457,6 +469,25 @@ async fn open_trail(spec: &Spec, data_dir: &Path, store: &Store, keys: &KeyRing)
     let trail = Trail::open(layout, audit::Signer::from_bytes(&secret), options, Some(index_tx))?;
     index.spawn_feeder(index_rx);
     Ok((trail, index))
+}
+
+/// The node whose chain this process writes, in scale-out mode; `None` for a single embedded
+/// node, whose trail keeps the layout it always had.
+pub(crate) fn trail_node(spec: &Spec) -> Option<String> {
+    let postgres = spec.metadata_url.as_deref().is_some_and(|url| url.starts_with("postgres"));
+    let s3 = matches!(spec.storage, model::spec::StorageBackend::S3 { .. });
+    (postgres || s3).then(|| spec.node_name().to_owned())
+}
+
+/// The trail's objects: the `trail/` prefix of the deployment's bucket when storage is S3
+/// (beside `blobs/`: one real bucket holds every DataSandbox bucket).
+pub(crate) fn trail_bucket(storage: &model::spec::StorageBackend) -> Result<Option<audit::TrailBucket>, String> {
+    match storage {
+        model::spec::StorageBackend::Local => Ok(None),
+        model::spec::StorageBackend::S3 { endpoint, bucket, region, allow_http } => {
+            audit::TrailBucket::s3(endpoint, bucket, region, *allow_http).map(Some)
+        }
+    }
 }
 
 /// The witness must be a directory of its own on another file system than the trail: what

@@ -214,7 +214,7 @@ fn discover_layout(root: &Path) -> Result<audit::Layout, String> {
     let region = first_dir(&logs.join(&account).join("DataSandbox-Checkpoint"))
         .or_else(|| first_dir(&logs.join(&account).join("DataSandbox")))
         .ok_or_else(|| format!("`{}` has no log or checkpoint files", root.display()))?;
-    let mut layout = audit::Layout { root: root.to_owned(), account_id: account, region, bucket: String::new() };
+    let mut layout = audit::Layout { root: root.to_owned(), account_id: account, region, bucket: String::new(), node: None };
     layout.bucket = audit::bucket_of(&layout).unwrap_or_else(|| "datasandbox-trail".to_owned());
     Ok(layout)
 }

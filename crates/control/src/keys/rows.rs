@@ -118,13 +118,27 @@ pub(super) fn require_enabled(key: &KeyRow) -> Result<(), ActionError> {
 
 const TRAIL_SIGNING_ALIAS: &str = "alias/datasandbox/audit-trail-signing";
 
-/// The audit trail's Ed25519 signing key, created on first start and held like every other
-/// key: wrapped by the master key, named by an alias, never usable to encrypt.
+/// The alias of a node's trail signing key: the embedded node keeps the one alias it always
+/// had; in scale-out mode each node has its own (`…/audit-trail-signing/<node>`), since nodes
+/// sharing one metadata store must not sign with one key: each node's public key, published
+/// beside its chain, then checks that chain alone. (Every node holds the master key, so this
+/// separates chains; it does not protect one node's chain from another compromised node.)
+pub(crate) fn trail_signing_alias(node: Option<&str>) -> String {
+    match node {
+        Some(node) => format!("{TRAIL_SIGNING_ALIAS}/{node}"),
+        None => TRAIL_SIGNING_ALIAS.to_owned(),
+    }
+}
+
+/// The audit trail's Ed25519 signing key of `node`, created on its first start and held like
+/// every other key: wrapped by the master key, named by an alias, never usable to encrypt.
 pub(crate) async fn trail_signing_secret(
     store: &crate::core::store::Store,
     ring: &crate::core::keyring::KeyRing,
+    node: Option<&str>,
 ) -> Result<[u8; 32], ActionError> {
-    let existing = repo::find_current_material_by_alias(store, TRAIL_SIGNING_ALIAS).await?;
+    let alias = trail_signing_alias(node);
+    let existing = repo::find_current_material_by_alias(store, &alias).await?;
     let wrapped: Vec<u8> = match existing {
         Some(wrapped) => wrapped,
         None => {
@@ -136,7 +150,7 @@ pub(crate) async fn trail_signing_secret(
             let mut tx = store.write().await?;
             repo::insert_signing_key(&mut tx, &key_id, now).await?;
             repo::insert_first_material(&mut tx, &key_id, &wrapped, now).await?;
-            repo::insert_alias(&mut tx, TRAIL_SIGNING_ALIAS, &key_id, now).await?;
+            repo::insert_alias(&mut tx, &alias, &key_id, now).await?;
             tx.commit().await?;
             wrapped
         }
