@@ -278,3 +278,6 @@ impl UploadState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

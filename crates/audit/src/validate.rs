@@ -11,7 +11,8 @@
 //! deleted along with the signatures over it — a witness shows: copies of the checkpoints
 //! and digests on another file system (`audit.witness`), checked against the trail.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
@@ -74,4 +75,51 @@ pub fn bucket_of(layout: &Layout) -> Option<String> {
     let newest = layout.files(Kind::Digest, &[".json.gz"]).ok()?.pop()?;
     let bytes = files::gunzip(&std::fs::read(newest).ok()?).ok()?;
     serde_json::from_slice::<DigestFile>(&bytes).ok().map(|d| d.digest_s3_bucket)
+}
+
+/// The trails under `root`, found from their `AWSLogs/<account>/DataSandbox…/<region>`
+/// directories: one per node when nodes keep chains of their own (a `<node>/` level under
+/// the region and under `DataSandbox-PublicKey/`), else the single embedded node's. A node is
+/// found from any of its directories, so deleting its public key or its logs still leaves
+/// it to report on.
+pub fn discover_layouts(root: &Path) -> Result<Vec<Layout>, String> {
+    let logs = root.join("AWSLogs");
+    let account = subdirectories(&logs)
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("`{}` is not a DataSandbox trail (no AWSLogs/<account>)", root.display()))?;
+    let account_dir = logs.join(&account);
+    let products = ["DataSandbox", "DataSandbox-Checkpoint", "DataSandbox-Digest"];
+    let region = products
+        .iter()
+        .find_map(|product| subdirectories(&account_dir.join(product)).into_iter().next())
+        .ok_or_else(|| format!("`{}` has no log or checkpoint files", root.display()))?;
+    let mut nodes: BTreeSet<String> = subdirectories(&account_dir.join("DataSandbox-PublicKey")).into_iter().collect();
+    let mut under_regions = BTreeSet::new();
+    for product in products {
+        under_regions.extend(subdirectories(&account_dir.join(product).join(&region)));
+    }
+    let is_year = |name: &String| name.len() == 4 && name.bytes().all(|b| b.is_ascii_digit());
+    if !nodes.is_empty() || under_regions.iter().any(|name| !is_year(name)) {
+        nodes.extend(under_regions);
+    }
+    let single = Layout { root: root.to_owned(), account_id: account, region, bucket: String::new(), node: None };
+    let mut layouts: Vec<Layout> = if nodes.is_empty() {
+        vec![single]
+    } else {
+        nodes.into_iter().map(|node| Layout { node: Some(node), ..single.clone() }).collect()
+    };
+    for layout in &mut layouts {
+        layout.bucket = bucket_of(layout).unwrap_or_else(|| "datasandbox-trail".to_owned());
+    }
+    Ok(layouts)
+}
+
+/// The names of the directories in `dir`, sorted; none if it cannot be read.
+fn subdirectories(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
 }

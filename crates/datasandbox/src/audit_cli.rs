@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::cli::AuditCommand;
-use crate::cli::EndpointArgs;
+use crate::cli::{EndpointArgs, SpecArgs};
 use crate::client::{CallError, call, fail};
 
 pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {
@@ -44,8 +44,17 @@ pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {
         AuditCommand::Reindex => {
             call_and_print(data_dir, "audit:Reindex", json!({}), |out| println!("indexed {} records", out["RecordsIndexed"])).await
         }
-        AuditCommand::Validate { start, end, verbose, trail_dir, public_key, witness } => {
-            validate(data_dir, start, end, verbose, trail_dir, public_key, witness)
+        AuditCommand::Validate { start, end, verbose, trail_dir, public_key, witness, spec } => {
+            let options = (|| {
+                if let Some(witness) = witness.as_ref().filter(|w| !w.is_dir()) {
+                    return Err(format!("the witness `{}` is not a directory", witness.display()));
+                }
+                Ok(audit::ValidateOptions { start: parse_time("start", start)?, end: parse_time("end", end)?, verbose, witness })
+            })();
+            match options {
+                Ok(options) => validate(data_dir, &spec, trail_dir, public_key, options).await,
+                Err(message) => validation_failure(message),
+            }
         }
     }
 }
@@ -162,59 +171,109 @@ fn parse_time(member: &str, value: Option<String>) -> Result<Option<chrono::Date
         .transpose()
 }
 
-fn validate(
-    data_dir: &Path,
-    start: Option<String>,
-    end: Option<String>,
-    verbose: bool,
-    trail_dir: Option<PathBuf>,
-    public_key: Option<PathBuf>,
-    witness: Option<PathBuf>,
-) -> ExitCode {
-    let root = trail_dir.unwrap_or_else(|| data_dir.join("trail"));
-    let result = (|| -> Result<(audit::Layout, ed25519_dalek::VerifyingKey, audit::ValidateOptions), String> {
-        if let Some(witness) = witness.as_ref().filter(|w| !w.is_dir()) {
-            return Err(format!("the witness `{}` is not a directory", witness.display()));
-        }
-        let options = audit::ValidateOptions { start: parse_time("start", start)?, end: parse_time("end", end)?, verbose, witness };
-        let layout = discover_layout(&root)?;
-        let key = match public_key {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read the public key `{}`: {e}", path.display()))?;
-                audit::parse_public_key(&text).map_err(|e| format!("`{}`: {e}", path.display()))?
-            }
-            None => audit::newest_public_key(&layout)?,
-        };
-        Ok((layout, key, options))
-    })();
-    let (layout, key, options) = match result {
-        Ok(parts) => parts,
-        Err(message) => {
-            return fail(CallError { document: json!({ "Code": "ValidationException", "Message": message, "RequestId": null }), exit: 1 });
-        }
-    };
-    let report = audit::validate::validate(&layout, &key, &options);
-    for line in &report.lines {
-        println!("{line}");
-    }
-    if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+fn validation_failure(message: String) -> ExitCode {
+    fail(CallError { document: json!({ "Code": "ValidationException", "Message": message, "RequestId": null }), exit: 1 })
 }
 
-/// Finds the account and region of a trail from its `AWSLogs/<account>/DataSandbox/<region>`
-/// directories, and its bucket from a digest.
-fn discover_layout(root: &Path) -> Result<audit::Layout, String> {
-    let logs = root.join("AWSLogs");
-    let first_dir = |dir: &Path| -> Option<String> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir).ok()?.flatten().filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().into_string().ok()).collect();
-        names.sort();
-        names.into_iter().next()
+/// `audit validate`: every node's chain in the trail, each checked with its own public key
+/// and reported under its name, then one verdict line per node; exit 1 if any is invalid. A
+/// single embedded node's trail reports as it always did, without node lines.
+async fn validate(
+    data_dir: &Path,
+    spec: &SpecArgs,
+    trail_dir: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+    options: audit::ValidateOptions,
+) -> ExitCode {
+    let (root, _copy) = match trail_dir {
+        Some(dir) => (dir, None),
+        None => match bucket_copy(data_dir, spec).await {
+            Ok(Some(copy)) => (copy.0.clone(), Some(copy)),
+            Ok(None) => (data_dir.join("trail"), None),
+            Err(message) => return validation_failure(message),
+        },
     };
-    let account = first_dir(&logs).ok_or_else(|| format!("`{}` is not a DataSandbox trail (no AWSLogs/<account>)", root.display()))?;
-    let region = first_dir(&logs.join(&account).join("DataSandbox-Checkpoint"))
-        .or_else(|| first_dir(&logs.join(&account).join("DataSandbox")))
-        .ok_or_else(|| format!("`{}` has no log or checkpoint files", root.display()))?;
-    let mut layout = audit::Layout { root: root.to_owned(), account_id: account, region, bucket: String::new(), node: None };
-    layout.bucket = audit::bucket_of(&layout).unwrap_or_else(|| "datasandbox-trail".to_owned());
-    Ok(layout)
+    let mut layouts = match audit::discover_layouts(&root) {
+        Ok(layouts) => layouts,
+        Err(message) => return validation_failure(message),
+    };
+    if let Some(node) = &spec.node {
+        layouts.retain(|l| l.node.as_ref() == Some(node));
+        if layouts.is_empty() {
+            return validation_failure(format!("the trail holds no chain of node `{node}`"));
+        }
+    }
+    if public_key.is_some() && layouts.len() > 1 {
+        return validation_failure(format!(
+            "--public-key checks one chain, and the trail holds {} nodes' chains; choose one with --node",
+            layouts.len()
+        ));
+    }
+    let mut verdicts = Vec::new();
+    for layout in &layouts {
+        let key = match &public_key {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the public key `{}`: {e}", path.display()))
+                .and_then(|text| audit::parse_public_key(&text).map_err(|e| format!("`{}`: {e}", path.display()))),
+            None => audit::newest_public_key(layout),
+        };
+        if let Some(node) = &layout.node {
+            println!("Node {node}:");
+        }
+        let valid = match key {
+            Ok(key) => {
+                let report = audit::validate::validate(layout, &key, &options);
+                for line in &report.lines {
+                    println!("{line}");
+                }
+                report.valid
+            }
+            // Without a key nothing of the chain can be trusted: the node's chain is invalid.
+            Err(message) if layout.node.is_some() => {
+                println!("INVALID: {message}");
+                false
+            }
+            Err(message) => return validation_failure(message),
+        };
+        verdicts.push((layout.node.clone(), valid));
+    }
+    for (node, valid) in &verdicts {
+        if let Some(node) = node {
+            println!("Node {node}: {}", if *valid { "valid" } else { "INVALID" });
+        }
+    }
+    if verdicts.iter().all(|(_, valid)| *valid) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// A scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// With S3 storage in the spec (and its overrides), a copy of the bucket's trail in a scratch
+/// directory; `None` when the trail is the data directory's (or no spec is there to say).
+async fn bucket_copy(data_dir: &Path, args: &SpecArgs) -> Result<Option<Scratch>, String> {
+    let path = args.spec.clone().unwrap_or_else(|| data_dir.join("datasandbox.toml"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(_) if args.spec.is_none() && args.overrides.is_empty() => return Ok(None),
+        Err(e) => return Err(format!("cannot read the spec `{}` to find the trail: {e}", path.display())),
+    };
+    let spec = model::spec::Spec::parse(&text, &args.all_overrides()).map_err(|e| format!("in `{}`: {e}", path.display()))?;
+    let model::spec::StorageBackend::S3 { endpoint, bucket, region, allow_http } = &spec.storage else { return Ok(None) };
+    let trail = audit::TrailBucket::s3(endpoint, bucket, region, *allow_http)?;
+    let scratch = Scratch(std::env::temp_dir().join(format!("datasandbox-trail-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())));
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new().mode(0o700).create(&scratch.0).map_err(|e| format!("cannot create `{}`: {e}", scratch.0.display()))?;
+    }
+    let copied = trail.download(&scratch.0).await?;
+    if copied == 0 {
+        return Err(format!("the bucket `{bucket}` at {endpoint} holds no trail (nothing under `trail/AWSLogs/`)"));
+    }
+    Ok(Some(scratch))
 }

@@ -247,6 +247,11 @@ pub(crate) enum AuditCommand {
         /// another file system); shows a deleted tail the trail alone cannot.
         #[arg(long)]
         witness: Option<PathBuf>,
+        /// Without --trail-dir, the spec says where the trail is: with S3 storage (in the
+        /// spec or its `-c` overrides, as given to `serve`), every node's chain is read from
+        /// the bucket's `trail/` prefix; `--node` checks one node's chain only.
+        #[command(flatten)]
+        spec: SpecArgs,
     },
     /// Run one read-only SQL SELECT over the audit index (tables `events`, `event_resources`).
     Query {

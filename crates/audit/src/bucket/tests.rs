@@ -1,0 +1,226 @@
+//! The trail bucket and the shared index, on real parts: the bucket is an object store on a
+//! directory (object_store's own local backend, as the embedded mode's), the index SQLite, or
+//! PostgreSQL when `DATASANDBOX_TEST_POSTGRES` names a server (a fresh database each run).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use serde_json::json;
+
+use super::TrailBucket;
+use crate::{Index, IndexTarget, Layout, LookupFilter, Record, RecordResource, Signer, Trail, TrailOptions, UserIdentity};
+
+fn record(node: &str, n: usize) -> Record {
+    Record {
+        sequence_number: None,
+        previous_record_hash: None,
+        event_version: crate::EVENT_VERSION.into(),
+        user_identity: UserIdentity {
+            kind: "User".into(),
+            principal_id: "custom:ana".into(),
+            arn: "arn:datasandbox:identity::000000000000:user/custom/ana".into(),
+            account_id: "000000000000".into(),
+            user_name: Some("ana".into()),
+            session_context: None,
+        },
+        event_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        event_source: "storage".into(),
+        event_name: "PutObject".into(),
+        aws_region: "local".into(),
+        source_ip_address: "10.0.0.2".into(),
+        user_agent: "test".into(),
+        error_code: None,
+        error_message: None,
+        request_parameters: json!({ "Bucket": "home", "Key": format!("{node}/{n}.csv") }),
+        response_elements: json!({}),
+        request_id: format!("{node}-{n}"),
+        event_id: format!("{node}-event-{n}"),
+        read_only: false,
+        resources: vec![RecordResource {
+            arn: format!("arn:datasandbox:storage:::home/{node}/{n}.csv"),
+            account_id: "000000000000".into(),
+            kind: "DataSandbox::Storage::Object".into(),
+        }],
+        event_type: "AwsApiCall".into(),
+        management_event: false,
+        recipient_account_id: "000000000000".into(),
+        correlation_id: Some(format!("corr-{node}")),
+    }
+}
+
+fn layout(root: &Path, node: &str) -> Layout {
+    Layout {
+        root: root.to_owned(),
+        account_id: "000000000000".into(),
+        region: "local".into(),
+        bucket: "test-trail".into(),
+        node: Some(node.to_owned()),
+    }
+}
+
+fn bucket_on(dir: &Path) -> TrailBucket {
+    std::fs::create_dir_all(dir).expect("bucket dir");
+    TrailBucket::new(Arc::new(LocalFileSystem::new_with_prefix(dir).expect("local store")), "trail")
+}
+
+/// Opens node `node`'s trail in `root` with the bucket, appends `count` records and closes it.
+async fn write_records(root: &Path, node: &str, bucket: &TrailBucket, secret: &[u8; 32], count: usize) {
+    let options = TrailOptions { bucket: Some(bucket.clone()), rotate_bytes: 2048, ..TrailOptions::default() };
+    let trail = Trail::open(layout(root, node), Signer::from_bytes(secret), options, None).expect("trail opens");
+    for n in 0..count {
+        trail.append(&record(node, n)).await.expect("append");
+    }
+    let closing = trail.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await.expect("join").expect("close");
+}
+
+/// What `audit validate` says of the bucket's copy, node by node.
+async fn validate_bucket(bucket: &TrailBucket, scratch: &Path) -> Vec<(String, bool, Vec<String>)> {
+    let _ = std::fs::remove_dir_all(scratch);
+    bucket.download(scratch).await.expect("download");
+    crate::discover_layouts(scratch)
+        .expect("layouts")
+        .into_iter()
+        .map(|layout| {
+            let key = crate::newest_public_key(&layout).expect("a public key per node");
+            let report = crate::validate::validate(&layout, &key, &crate::ValidateOptions::default());
+            (layout.node.clone().expect("node layout"), report.valid, report.lines)
+        })
+        .collect()
+}
+
+fn objects_under(bucket_dir: &Path, part: &str, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![bucket_dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().contains(part) && path.to_string_lossy().ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_chains_in_one_bucket_validate_per_node_and_a_restart_uploads_what_the_bucket_lacks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket_dir = dir.path().join("bucket");
+    let bucket = bucket_on(&bucket_dir);
+    write_records(&dir.path().join("a"), "a", &bucket, &[1; 32], 40).await;
+    write_records(&dir.path().join("b"), "b", &bucket, &[2; 32], 40).await;
+
+    let sealed_b = objects_under(&bucket_dir, "/DataSandbox/local/b/", ".json.gz");
+    assert!(sealed_b.len() >= 2, "node b's sealed logs are objects: {sealed_b:?}");
+    assert!(objects_under(&bucket_dir, "/DataSandbox/", ".jsonl").is_empty(), "no open-log snapshot outlives its sealing");
+    assert_eq!(objects_under(&bucket_dir, "/DataSandbox-PublicKey/a/", ".pub").len(), 1);
+    assert_ne!(
+        objects_under(&bucket_dir, "/DataSandbox-PublicKey/a/", ".pub")[0].file_name(),
+        objects_under(&bucket_dir, "/DataSandbox-PublicKey/b/", ".pub")[0].file_name(),
+        "each node publishes its own key"
+    );
+    let verdicts = validate_bucket(&bucket, &dir.path().join("copy")).await;
+    assert_eq!(verdicts.iter().map(|(n, v, _)| (n.as_str(), *v)).collect::<Vec<_>>(), [("a", true), ("b", true)], "{verdicts:?}");
+
+    // Objects lost from the bucket (an upload that never happened, or a wiped prefix) come
+    // back when the node starts again: its directory still holds every file.
+    let lost = sealed_b[0].clone();
+    std::fs::remove_file(&lost).expect("delete an object");
+    for checkpoint in objects_under(&bucket_dir, "/DataSandbox-Checkpoint/local/b/", ".jsonl") {
+        std::fs::remove_file(checkpoint).expect("delete an object");
+    }
+    let verdicts = validate_bucket(&bucket, &dir.path().join("copy")).await;
+    let b = verdicts.iter().find(|(n, _, _)| n == "b").expect("node b still found");
+    assert!(!b.1, "a deleted object of node b is detected: {:?}", b.2);
+    assert!(verdicts.iter().any(|(n, v, _)| n == "a" && *v), "node a is untouched");
+    write_records(&dir.path().join("b"), "b", &bucket, &[2; 32], 3).await;
+    assert!(lost.exists(), "the restarted node uploaded the object the bucket lacked");
+    let verdicts = validate_bucket(&bucket, &dir.path().join("copy")).await;
+    assert!(verdicts.iter().all(|(_, v, _)| *v), "{verdicts:?}");
+}
+
+/// A fresh index target: a SQLite file, or a new PostgreSQL database when the run has one.
+fn index_target(dir: &Path) -> IndexTarget {
+    match std::env::var("DATASANDBOX_TEST_POSTGRES") {
+        Ok(server) => {
+            let database = format!("audit_index_{}", uuid::Uuid::new_v4().simple());
+            let out = std::process::Command::new("psql")
+                .args([&format!("{}/postgres", server.trim_end_matches('/')), "-c", &format!("CREATE DATABASE {database}")])
+                .output()
+                .expect("psql");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            IndexTarget::Database(format!("{}/{database}", server.trim_end_matches('/')))
+        }
+        Err(_) => IndexTarget::File(dir.join("index.db")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_index_serves_every_nodes_records_and_each_day_is_claimed_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = bucket_on(&dir.path().join("bucket"));
+    write_records(&dir.path().join("a"), "a", &bucket, &[1; 32], 7).await;
+    write_records(&dir.path().join("b"), "b", &bucket, &[2; 32], 5).await;
+    let target = index_target(dir.path());
+    let index_a = Index::open(&target, "a").await.expect("index a");
+    let index_b = Index::open(&target, "b").await.expect("index b");
+    // Each node catches up from its own chain only.
+    assert_eq!(index_a.catch_up(&layout(&dir.path().join("a"), "a")).await.expect("catch up"), 7);
+    assert_eq!(index_b.catch_up(&layout(&dir.path().join("b"), "b")).await.expect("catch up"), 5);
+    assert_eq!(index_b.catch_up(&layout(&dir.path().join("b"), "b")).await.expect("catch up"), 0, "nothing twice");
+
+    let puts = LookupFilter { event_name: Some("PutObject".into()), ..LookupFilter::default() };
+    let (all, _) = index_a.lookup(&puts, 100, None).await.expect("lookup");
+    assert_eq!(all.len(), 12, "node a's lookup sees node b's records too");
+    // Paging one record at a time visits every record of both nodes exactly once.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = index_b.lookup(&puts, 1, cursor.as_ref()).await.expect("page");
+        seen.extend(page.iter().map(|r| r["requestID"].as_str().unwrap_or_default().to_owned()));
+        match next {
+            Some(next) => cursor = Some(crate::LookupCursor::decode(&next.encode()).expect("the cursor survives its token")),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 12, "{seen:?}");
+    let by_resource = LookupFilter { resource_name: Some("home/b/4.csv".into()), ..LookupFilter::default() };
+    assert_eq!(index_a.lookup(&by_resource, 10, None).await.expect("lookup").0.len(), 1);
+    let trace = index_a.trace(&crate::TraceSelector::CorrelationId("corr-b".into()), None, None, 100).await.expect("trace");
+    assert_eq!(trace.len(), 5);
+    assert!(trace.iter().all(|e| e["node"] == "b"));
+    let (columns, rows) = index_b.query("SELECT node, COUNT(*) AS records FROM events GROUP BY node ORDER BY node", 10).await.expect("query");
+    assert_eq!(columns, ["node", "records"]);
+    assert_eq!(rows, [[json!("a"), json!(7)], [json!("b"), json!(5)]]);
+
+    // A query writes nothing, and in PostgreSQL reads nothing but the index tables: the
+    // metadata store's tables (keys, secrets) share the database.
+    let write = index_a.query("WITH gone AS (DELETE FROM events RETURNING node) SELECT COUNT(*) FROM gone", 10).await;
+    assert!(matches!(write, Err(crate::IndexError::Query(_))), "{write:?}");
+    if let IndexTarget::Database(url) = &target {
+        let out = std::process::Command::new("psql")
+            .args([url.as_str(), "-c", "CREATE TABLE key_material (secret TEXT); INSERT INTO key_material VALUES ('wrapped')"])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let read = index_a.query("SELECT secret FROM key_material", 10).await;
+        assert!(matches!(&read, Err(crate::IndexError::Query(m)) if m.contains("permission denied")), "{read:?}");
+    }
+    assert_eq!(index_a.lookup(&puts, 100, None).await.expect("lookup").0.len(), 12, "the attempts changed nothing");
+
+    // Rebuilding one node's part leaves the other's alone.
+    assert_eq!(index_b.rebuild(&layout(&dir.path().join("b"), "b")).await.expect("rebuild"), 5);
+    assert_eq!(index_a.lookup(&LookupFilter::default(), 100, None).await.expect("lookup").0.len(), 12);
+
+    assert!(index_a.claim_report_day("2026-12-01").await.expect("claim"));
+    assert!(!index_b.claim_report_day("2026-12-01").await.expect("claim"), "a day already claimed is not written twice");
+    index_a.release_report_day("2026-12-01").await.expect("release");
+    assert!(index_b.claim_report_day("2026-12-01").await.expect("claim"), "a day given back can be claimed again");
+}
