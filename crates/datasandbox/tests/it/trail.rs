@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::support::files::{copy_dir, walk};
 use crate::support::http;
 use crate::support::server::Server;
-use crate::support::trail::{build_trail, digest_files, edit_log, files_ending, gunzip, gzip, log_files, validate};
+use crate::support::trail::{build_trail, digest_files, edit_log, files_ending, gunzip, gzip, log_files, s3_delete, s3_keys, validate};
 
 #[test]
 fn every_kind_of_tampering_is_detected_and_an_untouched_trail_validates() {
@@ -343,4 +343,84 @@ fn usage_reports_are_written_only_for_days_with_sessions() {
         assert_eq!((called.exit, called.stderr["Code"].as_str()), (1, Some("ValidationException")), "{day}");
         assert!(called.stderr["Message"].as_str().expect("message").contains(phrase), "{day}: {:?}", called.stderr);
     }
+}
+
+/// Two nodes on one PostgreSQL database and one bucket: each keeps its own chain and key, any
+/// node's LookupEvents finds the other's records, `audit validate` reads both chains from the
+/// bucket and reports each, and an object deleted from one node's chain fails that node only.
+/// Needs the scale-out backends (`DATASANDBOX_TEST_POSTGRES`, `DATASANDBOX_TEST_S3`).
+#[test]
+fn two_nodes_keep_their_own_chains_and_one_trail_spans_them() {
+    let Ok(endpoint) = std::env::var("DATASANDBOX_TEST_S3") else {
+        eprintln!("skipped: two nodes need the scale-out backends (DATASANDBOX_TEST_POSTGRES and DATASANDBOX_TEST_S3)");
+        return;
+    };
+    if !crate::support::backend::scale_out() {
+        eprintln!("skipped: two nodes need DATASANDBOX_TEST_POSTGRES");
+        return;
+    }
+    // One database and one bucket for both nodes, named after a directory of their own.
+    let shared_name = tempfile::tempdir().expect("temp dir");
+    let shared = crate::support::backend::for_server(shared_name.path());
+    let bucket = shared.overrides.iter().find_map(|o| o.strip_prefix("storage.s3.bucket=")).expect("an S3 bucket").to_owned();
+    let overrides = |node: &str| -> Vec<String> { shared.overrides.iter().cloned().chain([format!("cluster.node={node}")]).collect() };
+    let a_overrides = overrides("a");
+    let mut a = Server::start(&a_overrides.iter().map(String::as_str).collect::<Vec<_>>());
+    // A second node shares the first one's master key (it must, to open the store's secrets).
+    let b_dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(a.data_dir().join("master.key"), b_dir.path().join("master.key")).expect("copy the master key");
+    let b_overrides = overrides("b");
+    let mut b = Server::start_in(b_dir, &b_overrides.iter().map(String::as_str).collect::<Vec<_>>());
+
+    for (server, name) in [(&a, "from-a"), (&b, "from-b")] {
+        for n in 0..5 {
+            server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": format!("{name}/{n}.txt"), "Body": "YQ==" }));
+        }
+    }
+    // Node b's records reach the shared index once b's feeder has written them.
+    let found = crate::support::server::eventually(10, "node b's record in node a's lookup", || {
+        let page = a.ok(
+            "audit:LookupEvents",
+            json!({ "LookupAttributes": [{ "AttributeKey": "ResourceName", "AttributeValue": "datasandbox-home/from-b/3.txt" }] }),
+        );
+        page["Events"].as_array().filter(|events| !events.is_empty()).cloned()
+    });
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["requestParameters"]["Key"], "from-b/3.txt");
+    let both = a.ok("audit:Query", json!({ "Sql": "SELECT node, COUNT(*) AS n FROM events WHERE event_name = 'PutObject' GROUP BY node ORDER BY node" }));
+    assert_eq!(both["Rows"], json!([["a", 5], ["b", 5]]), "{both}");
+
+    // A clean stop seals, digests and uploads what is left.
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+    let keys = s3_keys(&endpoint, &bucket, "trail/AWSLogs/");
+    let public_keys: Vec<&String> = keys.iter().filter(|k| k.contains("/DataSandbox-PublicKey/")).collect();
+    assert_eq!(public_keys.len(), 2, "one public key per node: {public_keys:?}");
+    assert!(public_keys[0].contains("/a/") && public_keys[1].contains("/b/"), "{public_keys:?}");
+    let file = |k: &str| k.rsplit('/').next().unwrap_or_default().to_owned();
+    assert_ne!(file(public_keys[0]), file(public_keys[1]), "the nodes sign with different keys");
+    assert!(!keys.iter().any(|k| k.ends_with(".jsonl") && k.contains("/DataSandbox/")), "every log is sealed in the bucket: {keys:?}");
+
+    // `audit validate` takes the bucket from the spec and the same overrides as `serve`.
+    let mut validate_args = vec!["audit".to_owned(), "validate".to_owned()];
+    for o in &shared.overrides {
+        validate_args.extend(["-c".to_owned(), o.clone()]);
+    }
+    let env: Vec<(&str, &str)> = shared.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args: Vec<&str> = validate_args.iter().map(String::as_str).collect();
+    let text = |called: &crate::support::server::Called| match &called.stdout {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let clean = a.cli(&args, &env);
+    assert_eq!(clean.exit, 0, "{}\n{:?}", text(&clean), clean.stderr);
+    assert!(text(&clean).contains("Node a: valid") && text(&clean).contains("Node b: valid"), "{}", text(&clean));
+
+    let sealed_b: Vec<&String> = keys.iter().filter(|k| k.contains("/DataSandbox/") && k.contains("/b/") && k.ends_with(".json.gz")).collect();
+    assert!(!sealed_b.is_empty(), "{keys:?}");
+    s3_delete(&endpoint, &bucket, sealed_b[0]);
+    let tampered = a.cli(&args, &env);
+    assert_eq!(tampered.exit, 1, "{}", text(&tampered));
+    assert!(text(&tampered).contains("Node a: valid") && text(&tampered).contains("Node b: INVALID"), "{}", text(&tampered));
+    assert!(text(&tampered).contains(&file(sealed_b[0])), "the missing object is named: {}", text(&tampered));
 }

@@ -116,3 +116,33 @@ pub(crate) fn line_of(data_dir: &Path, request_id: &str) -> String {
         trail_lines(data_dir).into_iter().find(|l| l.contains(&needle))
     })
 }
+
+/// One unsigned request to the test S3 server (moto takes them), answered whole.
+fn s3_request(endpoint: &str, method: &str, target: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the test S3 server");
+    write!(stream, "{method} {target} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("write");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read");
+    assert!(reply.starts_with("HTTP/1.1 2"), "{method} {target}: {reply}");
+    reply
+}
+
+/// The keys under `prefix` in a bucket of the test S3 server.
+pub(crate) fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
+    let reply = s3_request(endpoint, "GET", &format!("/{bucket}?list-type=2&max-keys=1000&prefix={prefix}"));
+    assert!(!reply.contains("<IsTruncated>true</IsTruncated>"), "more keys than one page");
+    reply.split("<Key>").skip(1).filter_map(|part| part.split("</Key>").next()).map(str::to_owned).collect()
+}
+
+/// Deletes an object from the test S3 server, signed as any client would (moto refuses an
+/// unsigned DELETE), with boto3 from the test venv that holds moto.
+pub(crate) fn s3_delete(endpoint: &str, bucket: &str, key: &str) {
+    let python = std::env::var("DATASANDBOX_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let script = "import sys, boto3\n\
+                  s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+                  s3.delete_object(Bucket=sys.argv[2], Key=sys.argv[3])\n";
+    let out = Command::new(python).args(["-c", script, endpoint, bucket, key]).output().expect("run python");
+    assert!(out.status.success(), "delete {key}: {}", String::from_utf8_lossy(&out.stderr));
+}
