@@ -232,7 +232,21 @@ fn a_crash_leaves_a_trail_that_validates_with_every_acknowledged_record() {
 
     // After a restart (which seals the open file) it still validates and says the same.
     server.restart(&[]);
-    let records = server.audit(&[("EventName", "PutParameter")]);
+    // Every page: three writers may have had more than one page of records acknowledged.
+    let mut records = Vec::new();
+    let mut token = None::<String>;
+    loop {
+        let mut input = json!({ "LookupAttributes": [{ "AttributeKey": "EventName", "AttributeValue": "PutParameter" }], "MaxResults": 1000 });
+        if let Some(token) = &token {
+            input["NextToken"] = json!(token);
+        }
+        let page = server.ok("audit:LookupEvents", input);
+        records.extend(page["Events"].as_array().cloned().unwrap_or_default());
+        match page["NextToken"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
     let audited: std::collections::HashSet<&str> =
         records.iter().filter(|r| r.get("errorCode").is_none()).filter_map(|r| r["requestParameters"]["Name"].as_str()).collect();
     for name in &acknowledged {
