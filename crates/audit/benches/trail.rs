@@ -93,8 +93,13 @@ fn main() {
 
 async fn run() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let layout =
-        Layout { root: dir.path().join("trail"), account_id: "000000000000".into(), region: "local".into(), bucket: "bench-trail".into(), node: None };
+    let layout = Layout {
+        root: dir.path().join("trail"),
+        account_id: "000000000000".into(),
+        region: "local".into(),
+        bucket: "bench-trail".into(),
+        node: None,
+    };
     let secret: [u8; 32] = rand::random();
     let signer = Signer::from_bytes(&secret);
     let public_key = audit::parse_public_key(&signer.public_key_hex()).expect("own key");

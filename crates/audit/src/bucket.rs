@@ -278,6 +278,3 @@ impl UploadState {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -28,10 +28,10 @@ use crate::record::Record;
 use crate::writer::IndexBatch;
 
 mod sql_query;
+mod statements;
 
-use sql_query::{placeholders, redact};
-
-pub use sql_query::rows_as_objects;
+pub use statements::rows_as_objects;
+use statements::{placeholders, redact};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -565,7 +565,7 @@ async fn create_tables(pool: &AnyPool, sqlite: bool) -> Result<(), sqlx::Error> 
     sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
     sqlx::raw_sql(CLAIMS).execute(&mut *tx).await?;
     if !sqlite {
-        sql_query::create_reader_role(&mut tx).await?;
+        statements::create_reader_role(&mut tx).await?;
     }
     tx.commit().await
 }

@@ -9,6 +9,8 @@
 //! Several nodes sharing one metadata store each keep a chain of their own ([`Layout::node`]),
 //! copied to the deployment's bucket ([`TrailBucket`]) and indexed in the shared database.
 
+#[cfg(test)]
+mod across_nodes;
 pub mod bound;
 mod bucket;
 mod chain;

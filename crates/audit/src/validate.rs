@@ -104,11 +104,8 @@ pub fn discover_layouts(root: &Path) -> Result<Vec<Layout>, String> {
         nodes.extend(under_regions);
     }
     let single = Layout { root: root.to_owned(), account_id: account, region, bucket: String::new(), node: None };
-    let mut layouts: Vec<Layout> = if nodes.is_empty() {
-        vec![single]
-    } else {
-        nodes.into_iter().map(|node| Layout { node: Some(node), ..single.clone() }).collect()
-    };
+    let mut layouts: Vec<Layout> =
+        if nodes.is_empty() { vec![single] } else { nodes.into_iter().map(|node| Layout { node: Some(node), ..single.clone() }).collect() };
     for layout in &mut layouts {
         layout.bucket = bucket_of(layout).unwrap_or_else(|| "datasandbox-trail".to_owned());
     }

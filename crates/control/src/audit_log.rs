@@ -294,7 +294,8 @@ pub(crate) async fn generate_daily_reports_once(control: &crate::core::pipeline:
             return false;
         }
     }
-    let request = crate::core::pipeline::Request::from_function(REPORTS_FUNCTION, None, "audit:GenerateUsageReports", &json!({ "Day": day }));
+    let request =
+        crate::core::pipeline::Request::from_function(REPORTS_FUNCTION, None, "audit:GenerateUsageReports", &json!({ "Day": day }));
     if let Err(err) = control.call(request).await.result {
         tracing::error!(day, error = %err, "daily usage reports failed; run `datasandbox reports generate --day {day}`");
         if let Err(err) = index.release_report_day(day).await {

@@ -236,7 +236,8 @@ fn a_crash_leaves_a_trail_that_validates_with_every_acknowledged_record() {
     let mut records = Vec::new();
     let mut token = None::<String>;
     loop {
-        let mut input = json!({ "LookupAttributes": [{ "AttributeKey": "EventName", "AttributeValue": "PutParameter" }], "MaxResults": 1000 });
+        let mut input =
+            json!({ "LookupAttributes": [{ "AttributeKey": "EventName", "AttributeValue": "PutParameter" }], "MaxResults": 1000 });
         if let Some(token) = &token {
             input["NextToken"] = json!(token);
         }
@@ -401,7 +402,10 @@ fn two_nodes_keep_their_own_chains_and_one_trail_spans_them() {
     });
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["requestParameters"]["Key"], "from-b/3.txt");
-    let both = a.ok("audit:Query", json!({ "Sql": "SELECT node, COUNT(*) AS n FROM events WHERE event_name = 'PutObject' GROUP BY node ORDER BY node" }));
+    let both = a.ok(
+        "audit:Query",
+        json!({ "Sql": "SELECT node, COUNT(*) AS n FROM events WHERE event_name = 'PutObject' GROUP BY node ORDER BY node" }),
+    );
     assert_eq!(both["Rows"], json!([["a", 5], ["b", 5]]), "{both}");
 
     // A clean stop seals, digests and uploads what is left.
@@ -430,7 +434,8 @@ fn two_nodes_keep_their_own_chains_and_one_trail_spans_them() {
     assert_eq!(clean.exit, 0, "{}\n{:?}", text(&clean), clean.stderr);
     assert!(text(&clean).contains("Node a: valid") && text(&clean).contains("Node b: valid"), "{}", text(&clean));
 
-    let sealed_b: Vec<&String> = keys.iter().filter(|k| k.contains("/DataSandbox/") && k.contains("/b/") && k.ends_with(".json.gz")).collect();
+    let sealed_b: Vec<&String> =
+        keys.iter().filter(|k| k.contains("/DataSandbox/") && k.contains("/b/") && k.ends_with(".json.gz")).collect();
     assert!(!sealed_b.is_empty(), "{keys:?}");
     s3_delete(&endpoint, &bucket, sealed_b[0]);
     let tampered = a.cli(&args, &env);

@@ -1,4 +1,5 @@
-//! The trail bucket and the shared index, on real parts: the bucket is an object store on a
+//! Several nodes' trails: their chains in one bucket, validated per node, and their records
+//! in one index. On real parts: the bucket is an object store on a
 //! directory (object_store's own local backend, as the embedded mode's), the index SQLite, or
 //! PostgreSQL when `DATASANDBOX_TEST_POSTGRES` names a server (a fresh database each run).
 
@@ -8,14 +9,19 @@ use std::sync::Arc;
 use object_store::local::LocalFileSystem;
 use serde_json::json;
 
-use super::TrailBucket;
-use crate::{Index, IndexTarget, Layout, LookupFilter, Record, RecordResource, Signer, Trail, TrailOptions, UserIdentity};
+use crate::bucket::TrailBucket;
+use crate::index::{Index, IndexError, IndexTarget, LookupCursor, LookupFilter, TraceSelector};
+use crate::layout::Layout;
+use crate::record::{EVENT_VERSION, Record, RecordResource, UserIdentity};
+use crate::signing::Signer;
+use crate::validate::{ValidateOptions, discover_layouts, newest_public_key, validate};
+use crate::writer::{Trail, TrailOptions};
 
 fn record(node: &str, n: usize) -> Record {
     Record {
         sequence_number: None,
         previous_record_hash: None,
-        event_version: crate::EVENT_VERSION.into(),
+        event_version: EVENT_VERSION.into(),
         user_identity: UserIdentity {
             kind: "User".into(),
             principal_id: "custom:ana".into(),
@@ -79,12 +85,12 @@ async fn write_records(root: &Path, node: &str, bucket: &TrailBucket, secret: &[
 async fn validate_bucket(bucket: &TrailBucket, scratch: &Path) -> Vec<(String, bool, Vec<String>)> {
     let _ = std::fs::remove_dir_all(scratch);
     bucket.download(scratch).await.expect("download");
-    crate::discover_layouts(scratch)
+    discover_layouts(scratch)
         .expect("layouts")
         .into_iter()
         .map(|layout| {
-            let key = crate::newest_public_key(&layout).expect("a public key per node");
-            let report = crate::validate::validate(&layout, &key, &crate::ValidateOptions::default());
+            let key = newest_public_key(&layout).expect("a public key per node");
+            let report = validate(&layout, &key, &ValidateOptions::default());
             (layout.node.clone().expect("node layout"), report.valid, report.lines)
         })
         .collect()
@@ -184,7 +190,7 @@ async fn one_index_serves_every_nodes_records_and_each_day_is_claimed_once() {
         let (page, next) = index_b.lookup(&puts, 1, cursor.as_ref()).await.expect("page");
         seen.extend(page.iter().map(|r| r["requestID"].as_str().unwrap_or_default().to_owned()));
         match next {
-            Some(next) => cursor = Some(crate::LookupCursor::decode(&next.encode()).expect("the cursor survives its token")),
+            Some(next) => cursor = Some(LookupCursor::decode(&next.encode()).expect("the cursor survives its token")),
             None => break,
         }
     }
@@ -193,17 +199,18 @@ async fn one_index_serves_every_nodes_records_and_each_day_is_claimed_once() {
     assert_eq!(seen.len(), 12, "{seen:?}");
     let by_resource = LookupFilter { resource_name: Some("home/b/4.csv".into()), ..LookupFilter::default() };
     assert_eq!(index_a.lookup(&by_resource, 10, None).await.expect("lookup").0.len(), 1);
-    let trace = index_a.trace(&crate::TraceSelector::CorrelationId("corr-b".into()), None, None, 100).await.expect("trace");
+    let trace = index_a.trace(&TraceSelector::CorrelationId("corr-b".into()), None, None, 100).await.expect("trace");
     assert_eq!(trace.len(), 5);
     assert!(trace.iter().all(|e| e["node"] == "b"));
-    let (columns, rows) = index_b.query("SELECT node, COUNT(*) AS records FROM events GROUP BY node ORDER BY node", 10).await.expect("query");
+    let (columns, rows) =
+        index_b.query("SELECT node, COUNT(*) AS records FROM events GROUP BY node ORDER BY node", 10).await.expect("query");
     assert_eq!(columns, ["node", "records"]);
     assert_eq!(rows, [[json!("a"), json!(7)], [json!("b"), json!(5)]]);
 
     // A query writes nothing, and in PostgreSQL reads nothing but the index tables: the
     // metadata store's tables (keys, secrets) share the database.
     let write = index_a.query("WITH gone AS (DELETE FROM events RETURNING node) SELECT COUNT(*) FROM gone", 10).await;
-    assert!(matches!(write, Err(crate::IndexError::Query(_))), "{write:?}");
+    assert!(matches!(write, Err(IndexError::Query(_))), "{write:?}");
     if let IndexTarget::Database(url) = &target {
         let out = std::process::Command::new("psql")
             .args([url.as_str(), "-c", "CREATE TABLE key_material (secret TEXT); INSERT INTO key_material VALUES ('wrapped')"])
@@ -211,7 +218,7 @@ async fn one_index_serves_every_nodes_records_and_each_day_is_claimed_once() {
             .expect("psql");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let read = index_a.query("SELECT secret FROM key_material", 10).await;
-        assert!(matches!(&read, Err(crate::IndexError::Query(m)) if m.contains("permission denied")), "{read:?}");
+        assert!(matches!(&read, Err(IndexError::Query(m)) if m.contains("permission denied")), "{read:?}");
     }
     assert_eq!(index_a.lookup(&puts, 100, None).await.expect("lookup").0.len(), 12, "the attempts changed nothing");
 
