@@ -133,6 +133,27 @@ async fn two_nodes_chains_in_one_bucket_validate_per_node_and_a_restart_uploads_
     let verdicts = validate_bucket(&bucket, &dir.path().join("copy")).await;
     assert_eq!(verdicts.iter().map(|(n, v, _)| (n.as_str(), *v)).collect::<Vec<_>>(), [("a", true), ("b", true)], "{verdicts:?}");
 
+
+    // While a node runs, the bucket holds only its closed files, and what it holds validates
+    // at any moment: checkpoints reach only as far as the sealed files.
+    let options = TrailOptions { bucket: Some(bucket.clone()), rotate_bytes: 2048, ..TrailOptions::default() };
+    let live = Trail::open(layout(&dir.path().join("c"), "c"), Signer::from_bytes(&[3; 32]), options, None).expect("trail opens");
+    for round in 0..4 {
+        for n in 0..15 {
+            live.append(&record("c", round * 100 + n)).await.expect("append");
+        }
+        let flushing = live.clone();
+        tokio::task::spawn_blocking(move || flushing.flush_uploads(std::time::Duration::from_secs(5))).await.expect("join").expect("flush");
+        let verdicts = validate_bucket(&bucket, &dir.path().join("copy")).await;
+        assert!(verdicts.iter().all(|(_, v, _)| *v), "round {round}: {verdicts:?}");
+    }
+    assert!(!objects_under(&bucket_dir, "/DataSandbox/local/c/", ".json.gz").is_empty(), "node c's closed logs are in the bucket");
+    assert!(objects_under(&bucket_dir, "/DataSandbox/", ".jsonl").is_empty(), "no open log is in the bucket");
+    let local_open = objects_under(&dir.path().join("c"), "/DataSandbox/", ".jsonl");
+    assert_eq!(local_open.len(), 1, "the open log stays local: {local_open:?}");
+    let closing = live.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await.expect("join").expect("close");
+
     // Objects lost from the bucket (an upload that never happened, or a wiped prefix) come
     // back when the node starts again: its directory still holds every file.
     let lost = sealed_b[0].clone();

@@ -1,17 +1,18 @@
-//! The trail bucket in scale-out mode: every file of a node's trail, copied to objects under
-//! one prefix of the deployment's bucket (`trail/AWSLogs/…`, the same keys as the files'
-//! paths under the trail's root), so that the trail outlives the node and `audit validate`
-//! can check every node's chain from the bucket alone.
+//! The trail bucket in scale-out mode: every closed file of a node's trail, copied to objects
+//! under one prefix of the deployment's bucket (`trail/AWSLogs/…`, the same keys as the
+//! files' paths under the trail's root), so that the trail outlives the node and `audit
+//! validate` can check every node's chain from the bucket alone.
 //!
 //! The node's directory stays the trail's first copy: a record is acknowledged once it is
 //! fsync'd there, never waiting on the bucket, and nothing in it is deleted on the bucket's
-//! account. An uploader thread copies what changed every `interval`: sealed logs, digests and
-//! their signatures, checkpoint files, the public key, and a snapshot of the open log (so a
-//! checkpoint in the bucket never names records the bucket lacks: the checkpoint files are
-//! read before the logs, and uploaded after them). A failed upload is retried with backoff
-//! (doubling up to a minute); at start the uploader lists what the bucket holds and uploads
-//! whatever a previous run left behind. Once a log is sealed and its sealed object uploaded,
-//! the open log's snapshot object is deleted.
+//! account. The open log stays local; as in CloudTrail, the bucket receives a log file once
+//! it is closed (rotated: `audit.rotate_interval_seconds`, or its size), sealed, with the
+//! digests and signatures, the public key, and the checkpoint files as far as the sealed
+//! files reach, so a checkpoint in the bucket never names a record the bucket lacks (the
+//! writer checkpoints at each rotation, so every sealed record is signed there too). An
+//! uploader thread copies what changed every `interval`; a failed upload is retried with
+//! backoff (doubling up to a minute); at start it lists what the bucket holds and uploads
+//! whatever a previous run left behind.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -185,8 +186,9 @@ impl UploadState {
         }
     }
 
-    /// One pass: uploads every file whose object is missing or of another size, in an order
-    /// that keeps the bucket consistent at every moment (what a file names is there first).
+    /// One pass: uploads every closed file whose object is missing or of another size, in an
+    /// order that keeps the bucket consistent at every moment (what a file names is there
+    /// first): sealed logs, digest signatures, digests, public keys, then checkpoints.
     async fn cycle(&mut self) -> Result<(), String> {
         if !self.listed {
             for directory in self.layout.node_directories() {
@@ -197,37 +199,34 @@ impl UploadState {
             self.listed = true;
         }
         let io = |e: std::io::Error| format!("reading the trail's files: {e}");
-        // Read before the logs, uploaded after them.
-        let mut checkpoints = Vec::new();
-        for path in self.layout.files(Kind::Checkpoint, &[".jsonl"]).map_err(io)? {
-            if let Some(read) = self.changed(&path).await? {
-                checkpoints.push(read);
-            }
-        }
         let logs = self.layout.files(Kind::Log, &[".json.gz", ".partial", ".jsonl"]).map_err(io)?;
-        for path in &logs {
-            let open = path.extension().is_some_and(|e| e == "jsonl");
-            if open && layout::sealed_name(path).exists() {
-                continue;
-            }
-            if let Some((key, bytes)) = self.changed(path).await? {
-                self.put(key, bytes).await?;
-            }
-        }
-        // A digest's signature before the digest, as the sealer writes them.
+        // Every record before the oldest log not sealed yet is in a sealed file listed here.
+        let sealed_through = logs
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl") && !layout::sealed_name(p).exists())
+            .filter_map(|p| first_sequence(p))
+            .min()
+            .map_or(u64::MAX, |first| first.saturating_sub(1));
         let mut digests = self.layout.files(Kind::Digest, &[".json.gz", ".json.gz.sig"]).map_err(io)?;
+        // A digest's signature before the digest, as the sealer writes them.
         digests.sort_by_key(|p| !p.to_string_lossy().ends_with(".sig"));
         let mut keys: Vec<PathBuf> = std::fs::read_dir(self.layout.public_keys()).map_err(io)?.flatten().map(|e| e.path()).collect();
         keys.sort();
-        for path in digests.iter().chain(&keys) {
+        let closed = logs.iter().filter(|p| p.extension().is_none_or(|e| e != "jsonl"));
+        for path in closed.chain(&digests).chain(&keys) {
             if let Some((key, bytes)) = self.changed(path).await? {
                 self.put(key, bytes).await?;
             }
         }
-        for (key, bytes) in checkpoints {
-            self.put(key, bytes).await?;
+        for path in self.layout.files(Kind::Checkpoint, &[".jsonl"]).map_err(io)? {
+            if let Some((key, mut bytes)) = self.changed(&path).await? {
+                bytes.truncate(signed_prefix(&bytes, sealed_through));
+                if !bytes.is_empty() && self.uploaded.get(&key) != Some(&(bytes.len() as u64)) {
+                    self.put(key, bytes).await?;
+                }
+            }
         }
-        self.forget_sealed_snapshots(&logs).await
+        Ok(())
     }
 
     /// The trail key and content of `path` if the bucket does not hold it as it is now.
@@ -255,26 +254,23 @@ impl UploadState {
         self.uploaded.insert(key, length);
         Ok(())
     }
+}
 
-    /// Deletes the snapshot objects of open logs that are sealed now, once the sealed object
-    /// is in the bucket (the local open file is gone by then).
-    async fn forget_sealed_snapshots(&mut self, logs: &[PathBuf]) -> Result<(), String> {
-        let local: std::collections::HashSet<String> = logs.iter().map(|p| self.layout.object_key(p)).collect();
-        let stale: Vec<String> = self
-            .uploaded
-            .keys()
-            .filter(|key| key.ends_with(".jsonl") && key.contains("/DataSandbox/") && !local.contains(*key))
-            .filter(|key| self.uploaded.contains_key(&format!("{}.json.gz", key.trim_end_matches(".jsonl"))))
-            .cloned()
-            .collect();
-        for key in stale {
-            match self.bucket.store.delete(&self.bucket.object(&key)).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                    self.uploaded.remove(&key);
-                }
-                Err(err) => return Err(format!("deleting `{key}`: {err}")),
-            }
+/// The first sequence number of a log file, from its name (`…_<first sequence>.jsonl`).
+fn first_sequence(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.trim_end_matches(".jsonl").rsplit('_').next()?.parse().ok()
+}
+
+/// How many bytes of a checkpoint file are whole lines signing records up to `through`.
+fn signed_prefix(content: &[u8], through: u64) -> usize {
+    let mut end = 0;
+    for line in content.split_inclusive(|b| *b == b'\n') {
+        let whole = line.ends_with(b"\n");
+        match serde_json::from_slice::<crate::files::Checkpoint>(line) {
+            Ok(checkpoint) if whole && checkpoint.sequence_number <= through => end += line.len(),
+            _ => break,
         }
-        Ok(())
     }
+    end
 }

@@ -531,6 +531,11 @@ impl WriterState {
         }
         match self.open_log() {
             Ok((next, true)) => {
+                // A sealed file ends at a checkpoint: the bucket receives checkpoints only as
+                // far as its sealed files reach, and so still has every record signed.
+                if self.sequence > self.checkpointed {
+                    self.log_errors(WriterState::checkpoint);
+                }
                 if let Some(old) = self.active.replace(next) {
                     let _ = self.sealer.send(SealJob::Seal(old.log.path));
                 }
