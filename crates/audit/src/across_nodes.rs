@@ -133,7 +133,6 @@ async fn two_nodes_chains_in_one_bucket_validate_per_node_and_a_restart_uploads_
     let verdicts = validate_bucket(&bucket, &dir.path().join("copy")).await;
     assert_eq!(verdicts.iter().map(|(n, v, _)| (n.as_str(), *v)).collect::<Vec<_>>(), [("a", true), ("b", true)], "{verdicts:?}");
 
-
     // While a node runs, the bucket holds only its closed files, and what it holds validates
     // at any moment: checkpoints reach only as far as the sealed files.
     let options = TrailOptions { bucket: Some(bucket.clone()), rotate_bytes: 2048, ..TrailOptions::default() };

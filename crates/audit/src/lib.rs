@@ -34,5 +34,5 @@ pub use index::{Index, IndexError, IndexTarget, LookupCursor, LookupFilter, SCHE
 pub use layout::Layout;
 pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
 pub use signing::{Signer, parse_public_key};
-pub use validate::{Report, ValidateOptions, bucket_of, discover_layouts, newest_public_key};
+pub use validate::{Report, ValidateOptions, bucket_of, discover_layouts, newest_public_key, validate_nodes};
 pub use writer::{IndexBatch, Trail, TrailOptions};

@@ -120,3 +120,49 @@ fn subdirectories(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Validates every node's chain under `root` (or only node `only`), each with its own newest
+/// public key unless `key` is given (which checks one chain only), and reports them in one:
+/// each node's lines under `Node <name>:`, then one `Node <name>: valid|INVALID` line per
+/// node; valid only if every node is. A node whose public key is gone is invalid, since
+/// nothing of its chain can be trusted. A single embedded node's trail reports as always.
+pub fn validate_nodes(root: &Path, key: Option<&VerifyingKey>, only: Option<&str>, options: &ValidateOptions) -> Result<Report, String> {
+    let mut layouts = discover_layouts(root)?;
+    if let Some(node) = only {
+        layouts.retain(|l| l.node.as_deref() == Some(node));
+        if layouts.is_empty() {
+            return Err(format!("the trail holds no chain of node `{node}`"));
+        }
+    }
+    if key.is_some() && layouts.len() > 1 {
+        return Err(format!("a public key checks one chain, and the trail holds {} nodes' chains; choose one node", layouts.len()));
+    }
+    let mut combined = Report { lines: Vec::new(), valid: true, bytes_checked: 0 };
+    let mut verdicts = Vec::new();
+    for layout in &layouts {
+        let newest = match key {
+            Some(key) => Ok(*key),
+            None => newest_public_key(layout),
+        };
+        let Some(node) = &layout.node else {
+            return Ok(validate(layout, &newest?, options));
+        };
+        combined.lines.push(format!("Node {node}:"));
+        let valid = match newest {
+            Ok(key) => {
+                let report = validate(layout, &key, options);
+                combined.lines.extend(report.lines);
+                combined.bytes_checked += report.bytes_checked;
+                report.valid
+            }
+            Err(message) => {
+                combined.lines.push(format!("INVALID: {message}"));
+                false
+            }
+        };
+        combined.valid &= valid;
+        verdicts.push(format!("Node {node}: {}", if valid { "valid" } else { "INVALID" }));
+    }
+    combined.lines.extend(verdicts);
+    Ok(combined)
+}

@@ -201,7 +201,9 @@ struct ValidateInput {
 }
 
 /// `audit:ValidateTrail`: what `datasandbox audit validate` checks (digests, logs, checkpoints,
-/// with the trail's newest public key), run in the server for the console.
+/// each node's chain with its newest public key), run in the server for the console. With S3
+/// storage it reads every node's chain from the bucket (a copy in a scratch directory of the
+/// data directory, removed after); otherwise this node's trail directory.
 async fn validate_trail(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: ValidateInput = ctx.parse(input)?;
     let options = audit::ValidateOptions {
@@ -211,15 +213,33 @@ async fn validate_trail(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Action
         witness: ctx.platform.spec.audit.witness.clone(),
     };
     ctx.authorize(Resource::Service("audit".into()))?;
-    let layout = ctx.platform.trail.layout().clone();
-    let report = tokio::task::spawn_blocking(move || {
-        let key = audit::newest_public_key(&layout)?;
-        Ok::<_, String>(audit::validate::validate(&layout, &key, &options))
+    let scratch = match &ctx.platform.spec.storage {
+        model::spec::StorageBackend::S3 { endpoint, bucket, region, allow_http } => {
+            let trail = audit::TrailBucket::s3(endpoint, bucket, region, *allow_http).map_err(ActionError::internal)?;
+            let scratch = ScratchDir(ctx.platform.data_dir.join(format!("validate-{}", uuid::Uuid::new_v4().simple())));
+            trail.download(&scratch.0).await.map_err(|e| ActionError::new(503, ErrorCode::ServiceUnavailable, e))?;
+            Some(scratch)
+        }
+        model::spec::StorageBackend::Local => None,
+    };
+    let root = scratch.as_ref().map_or_else(|| ctx.platform.trail.layout().root.clone(), |s| s.0.clone());
+    let validated =
+        tokio::task::spawn_blocking(move || audit::validate_nodes(&root, None, None, &options)).await.map_err(ActionError::internal)?;
+    drop(scratch);
+    Ok(match validated {
+        Ok(report) => json!({ "Valid": report.valid, "Lines": report.lines, "BytesChecked": report.bytes_checked }),
+        // Nothing to check (no log, checkpoint or digest yet) proves nothing either way.
+        Err(message) => json!({ "Valid": false, "Lines": [message], "BytesChecked": 0 }),
     })
-    .await
-    .map_err(ActionError::internal)?
-    .map_err(ActionError::internal)?;
-    Ok(json!({ "Valid": report.valid, "Lines": report.lines, "BytesChecked": report.bytes_checked }))
+}
+
+/// A directory removed when dropped, whatever way the action ends.
+struct ScratchDir(std::path::PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The name of the reports bucket and of the function that writes into it.

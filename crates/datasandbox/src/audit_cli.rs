@@ -193,56 +193,27 @@ async fn validate(
             Err(message) => return validation_failure(message),
         },
     };
-    let mut layouts = match audit::discover_layouts(&root) {
-        Ok(layouts) => layouts,
-        Err(message) => return validation_failure(message),
-    };
-    if let Some(node) = &spec.node {
-        layouts.retain(|l| l.node.as_ref() == Some(node));
-        if layouts.is_empty() {
-            return validation_failure(format!("the trail holds no chain of node `{node}`"));
-        }
-    }
-    if public_key.is_some() && layouts.len() > 1 {
-        return validation_failure(format!(
-            "--public-key checks one chain, and the trail holds {} nodes' chains; choose one with --node",
-            layouts.len()
-        ));
-    }
-    let mut verdicts = Vec::new();
-    for layout in &layouts {
-        let key = match &public_key {
-            Some(path) => std::fs::read_to_string(path)
+    let key = match &public_key {
+        Some(path) => {
+            let read = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read the public key `{}`: {e}", path.display()))
-                .and_then(|text| audit::parse_public_key(&text).map_err(|e| format!("`{}`: {e}", path.display()))),
-            None => audit::newest_public_key(layout),
-        };
-        if let Some(node) = &layout.node {
-            println!("Node {node}:");
-        }
-        let valid = match key {
-            Ok(key) => {
-                let report = audit::validate::validate(layout, &key, &options);
-                for line in &report.lines {
-                    println!("{line}");
-                }
-                report.valid
+                .and_then(|text| audit::parse_public_key(&text).map_err(|e| format!("`{}`: {e}", path.display())));
+            match read {
+                Ok(key) => Some(key),
+                Err(message) => return validation_failure(message),
             }
-            // Without a key nothing of the chain can be trusted: the node's chain is invalid.
-            Err(message) if layout.node.is_some() => {
-                println!("INVALID: {message}");
-                false
-            }
-            Err(message) => return validation_failure(message),
-        };
-        verdicts.push((layout.node.clone(), valid));
-    }
-    for (node, valid) in &verdicts {
-        if let Some(node) = node {
-            println!("Node {node}: {}", if *valid { "valid" } else { "INVALID" });
         }
+        None => None,
+    };
+    match audit::validate_nodes(&root, key.as_ref(), spec.node.as_deref(), &options) {
+        Ok(report) => {
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(message) => validation_failure(message),
     }
-    if verdicts.iter().all(|(_, valid)| *valid) { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 /// A scratch directory, removed when dropped.

@@ -442,4 +442,11 @@ fn two_nodes_keep_their_own_chains_and_one_trail_spans_them() {
     assert_eq!(tampered.exit, 1, "{}", text(&tampered));
     assert!(text(&tampered).contains("Node a: valid") && text(&tampered).contains("Node b: INVALID"), "{}", text(&tampered));
     assert!(text(&tampered).contains(&file(sealed_b[0])), "the missing object is named: {}", text(&tampered));
+
+    // The console's check (audit:ValidateTrail) on a node reads every node's chain from the bucket.
+    a.restart(&a_overrides.iter().map(String::as_str).collect::<Vec<_>>());
+    let checked = a.ok("audit:ValidateTrail", json!({}));
+    let lines: Vec<&str> = checked["Lines"].as_array().expect("lines").iter().filter_map(Value::as_str).collect();
+    assert_eq!(checked["Valid"], false, "{lines:#?}");
+    assert!(lines.contains(&"Node a: valid") && lines.contains(&"Node b: INVALID"), "{lines:#?}");
 }
