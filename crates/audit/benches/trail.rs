@@ -109,6 +109,10 @@ async fn run() {
     index.spawn_feeder(index_rx);
     println!("Audit trail benchmark (durable: fdatasync before every acknowledgement; SHA-256 chain; signed checkpoints)");
 
+    if let Ok(endpoint) = std::env::var("DATASANDBOX_TEST_S3") {
+        compare_with_bucket(&endpoint).await;
+    }
+
     let mut written = 0;
     for tasks in [8, 64, 512] {
         let window = Duration::from_secs(4);
@@ -156,4 +160,49 @@ async fn run() {
             started.elapsed().as_secs_f64() * 1000.0
         );
     }
+}
+
+/// Append throughput of a local trail and of one copied to an S3 bucket (the scale-out mode),
+/// side by side: the bucket is written by the uploader thread, never on an append's path, so
+/// the two should match; and how long the last upload takes once the trail closes.
+async fn compare_with_bucket(endpoint: &str) {
+    let bucket = format!("bench-trail-{}", rand::random::<u32>());
+    create_bucket(endpoint, &bucket);
+    let trail_bucket = audit::TrailBucket::s3(endpoint, &bucket, "us-east-1", true).expect("bucket");
+    for (name, with_bucket) in [("local", None), ("S3-backed", Some(trail_bucket))] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layout = Layout {
+            root: dir.path().join("trail"),
+            account_id: "000000000000".into(),
+            region: "local".into(),
+            bucket: "bench-trail".into(),
+            node: Some("bench".into()),
+        };
+        let options = TrailOptions { bucket: with_bucket, rotate_bytes: 4 * 1024 * 1024, ..TrailOptions::default() };
+        let trail = Trail::open(layout, Signer::from_bytes(&rand::random()), options, None).expect("trail");
+        let window = Duration::from_secs(4);
+        let (count, latencies) = load(&trail, 64, window, 0).await;
+        let closing = Instant::now();
+        let closed = trail.clone();
+        tokio::task::spawn_blocking(move || closed.close()).await.expect("join").expect("close");
+        println!(
+            "append, {name:>9} trail,  64 callers: {:>9.0} records/s   latency p50 {:.2} ms  p99 {:.2} ms   close (seal{}) {:.2} s",
+            count as f64 / window.as_secs_f64(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            if name == "local" { "" } else { ", last upload" },
+            closing.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Makes a bucket on the test S3 server (moto takes unsigned requests).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read as _, Write as _};
+    let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the S3 server");
+    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("write");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read");
+    assert!(reply.starts_with("HTTP/1.1 200"), "cannot create bucket {bucket}: {reply}");
 }

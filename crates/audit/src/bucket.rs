@@ -123,7 +123,7 @@ impl Uploader {
         let (requests, receiver) = tokio::sync::mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name("audit-uploader".into()).spawn(move || {
-            let mut state = UploadState { layout, bucket, uploaded: HashMap::new(), listed: false };
+            let mut state = UploadState { layout, bucket, uploaded: HashMap::new(), listed: false, checkpoints_through: None };
             runtime.block_on(state.run(receiver, interval));
         })?;
         Ok(Uploader { requests })
@@ -144,6 +144,8 @@ struct UploadState {
     uploaded: HashMap<String, u64>,
     /// Whether the bucket's objects of this node have been listed (once, at start).
     listed: bool,
+    /// The sealed logs' reach when the checkpoint files were last uploaded as far as it.
+    checkpoints_through: Option<u64>,
 }
 
 impl UploadState {
@@ -218,6 +220,11 @@ impl UploadState {
                 self.put(key, bytes).await?;
             }
         }
+        // Checkpoints up to a record are all written before the log after it is opened, so
+        // what may go up changes only when the sealed logs reach further (or all are sealed).
+        if self.checkpoints_through == Some(sealed_through) && sealed_through != u64::MAX {
+            return Ok(());
+        }
         for path in self.layout.files(Kind::Checkpoint, &[".jsonl"]).map_err(io)? {
             if let Some((key, mut bytes)) = self.changed(&path).await? {
                 bytes.truncate(signed_prefix(&bytes, sealed_through));
@@ -226,6 +233,7 @@ impl UploadState {
                 }
             }
         }
+        self.checkpoints_through = Some(sealed_through);
         Ok(())
     }
 
