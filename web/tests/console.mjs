@@ -1,10 +1,11 @@
 // Drives Debian's chromium (headless, Playwright) through the operator console for the Rust
 // integration tests: SAML sign-in (the IdP signs in an operator holding the admin role) →
-// fleets → a streaming URL, opened in a second tab → the session in the console's list →
+// fleets → nodes → a streaming URL, opened in a second tab → the session in the console's list →
 // its trace → expire → trail validation.
 //
 //   node web/tests/console.mjs <gateway-base-url> <user-id> <screenshot-dir>
 //   → {"event":"fleets","fleets":["…"]}          (screenshot console-fleets.png)
+//   → {"event":"nodes","nodes":[["name","state"]]} (screenshot console-nodes.png)
 //   → {"event":"url","url":"…"}
 //   → {"event":"trace","session":"…","actions":["…"]} (screenshot console-trace.png)
 //   → {"event":"expired","session":"…"}
@@ -24,6 +25,12 @@ try {
   const fleets = await page.$$eval("#fleets tr", (rows) => rows.slice(1).map((r) => r.cells[0].textContent));
   await page.screenshot({ path: `${shots}/console-fleets.png` });
   say({ event: "fleets", fleets });
+
+  await page.click("[data-tab=nodes]");
+  await page.waitForSelector("#nodes td", { timeout: 30_000 });
+  const nodes = await page.$$eval("#nodes tr", (rows) => rows.slice(1).map((r) => [r.cells[0].textContent, r.cells[1].textContent]));
+  await page.screenshot({ path: `${shots}/console-nodes.png` });
+  say({ event: "nodes", nodes });
 
   await page.click("[data-tab=urls]");
   await page.waitForSelector("#url-stack option", { state: "attached", timeout: 30_000 });

@@ -26,9 +26,18 @@ const browser = await chromium.launch({
   // The tests run as root, where Chromium's own sandbox cannot start.
   args: ["--no-sandbox"],
 });
+// What the page said and did, for the error report of a run that fails.
+const seen = [];
+let page = null;
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.on("pageerror", (error) => say({ event: "pageerror", message: String(error) }));
+  page.on("console", (message) => seen.push(`console ${message.type()}: ${message.text()}`.slice(0, 300)));
+  page.on("websocket", (socket) => {
+    seen.push(`websocket ${socket.url()}`);
+    socket.on("close", () => seen.push(`websocket closed ${socket.url()}`));
+  });
+  page.on("requestfailed", (request) => seen.push(`failed ${request.url()}: ${request.failure()?.errorText}`));
   await page.goto(url);
   await page.waitForSelector("#screen canvas", { timeout: 180_000 });
   await page.waitForFunction(() => document.getElementById("state").textContent === "Streaming", null, { timeout: 180_000 });
@@ -67,7 +76,9 @@ try {
     }
   }
 } catch (error) {
-  say({ event: "error", message: String(error) });
+  // The page as it was: its state and detail lines, and the last of what it logged.
+  const text = async (selector) => (page ? await page.textContent(selector).catch(() => null) : null);
+  say({ event: "error", message: String(error), state: await text("#state"), detail: await text("#detail"), seen: seen.slice(-40) });
   process.exitCode = 1;
 } finally {
   await browser.close();

@@ -22,6 +22,7 @@ pub use crate::core::actions::{ACTIONS, ActionSpec};
 pub use crate::core::caller::{Credentials, OidcCallback, Secret};
 pub use crate::core::error::{ActionError, ErrorCode};
 pub use crate::core::pipeline::{Request, Response};
+pub use crate::core::platform::EVERYONE_CHANGED;
 pub use crate::core::store::{Store, now_millis, rfc3339_to_millis};
 pub use instances::EndpointServer;
 pub use notebooks::NotebookTarget;

@@ -21,6 +21,7 @@
 //!
 //! This file only wires them: the dispatch of streaming's actions, and the start and stop.
 
+mod changes;
 mod connection;
 pub(crate) mod engine;
 pub(crate) mod files;
@@ -98,6 +99,11 @@ impl Streaming {
         })
         .await;
     }
+}
+
+/// Hears other nodes' session changes (PostgreSQL), for this node's pages.
+pub(crate) fn listen_for_changes(streaming: Arc<Streaming>) {
+    changes::listen(streaming);
 }
 
 /// Ends every session of this node not yet ended: at a clean stop (after the instances

@@ -147,7 +147,9 @@ async fn events(
         async move {
             loop {
                 match changes.recv().await {
-                    Ok(changed) if changed == user => return Some((Ok::<_, Infallible>(Event::default().data("changed")), changes)),
+                    Ok(changed) if changed == user || changed == control::EVERYONE_CHANGED => {
+                        return Some((Ok::<_, Infallible>(Event::default().data("changed")), changes));
+                    }
                     Ok(_) => {}
                     // Fell behind: something may have been missed, so ask again.
                     Err(RecvError::Lagged(_)) => return Some((Ok(Event::default().data("changed")), changes)),

@@ -17,12 +17,16 @@ use object_store::{ObjectStore, PutPayload};
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// This node's name, the end of every blob name it writes: several nodes share a bucket,
+    /// and each reclaims only the orphans of its own writes (at its start no write of its own
+    /// is in flight, while another node's may be).
+    node: String,
 }
 
 const PREFIX: &str = "blobs";
 
 impl Blobs {
-    pub fn open(backend: &StorageBackend, data_dir: &Path) -> Result<Blobs, object_store::Error> {
+    pub fn open(backend: &StorageBackend, data_dir: &Path, node: &str) -> Result<Blobs, object_store::Error> {
         let store: Arc<dyn ObjectStore> = match backend {
             StorageBackend::Local => {
                 let root = data_dir.join("objects");
@@ -40,12 +44,13 @@ impl Blobs {
                     .build()?,
             ),
         };
-        Ok(Blobs { store })
+        Ok(Blobs { store, node: node.to_owned() })
     }
 
-    /// Stores `body` under a fresh name and returns it. The name is never reused.
+    /// Stores `body` under a fresh name (`<uuid>-<node>`) and returns it. The name is never
+    /// reused.
     pub async fn put(&self, body: Bytes) -> Result<String, object_store::Error> {
-        let name = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("{}-{}", uuid::Uuid::new_v4().simple(), self.node);
         self.store.put(&path(&name), PutPayload::from_bytes(body)).await?;
         Ok(name)
     }
@@ -63,6 +68,11 @@ impl Blobs {
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             other => other,
         }
+    }
+
+    /// Whether this node wrote the blob (names from before nodes have no `-<node>`).
+    pub fn written_here(&self, name: &str) -> bool {
+        name.strip_suffix(self.node.as_str()).is_some_and(|rest| rest.ends_with('-'))
     }
 
     /// Every blob name in the store.

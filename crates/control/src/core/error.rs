@@ -224,8 +224,21 @@ impl ActionError {
 }
 
 impl From<sqlx::Error> for ActionError {
+    /// A store that cannot be reached (restarting, cut off, every connection busy) is a
+    /// temporary refusal the caller may retry; anything else is a fault of ours.
     fn from(err: sqlx::Error) -> ActionError {
-        ActionError::internal(format_args!("metadata store: {err}"))
+        match err {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %err, "the metadata store cannot be reached");
+                ActionError::new(503, ErrorCode::ServiceUnavailable, "the metadata store cannot be reached; retry shortly")
+            }
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
+                // PostgreSQL shutting down (57P01-03) or the connection failing (08xxx).
+                tracing::warn!(error = %err, "the metadata store is restarting");
+                ActionError::new(503, ErrorCode::ServiceUnavailable, "the metadata store is restarting; retry shortly")
+            }
+            err => ActionError::internal(format_args!("metadata store: {err}")),
+        }
     }
 }
 

@@ -194,9 +194,18 @@ impl Default for Changes {
     }
 }
 
+/// What [`Changes`] carries when every user's sessions may have changed.
+pub const EVERYONE_CHANGED: &str = "*";
+
 impl Changes {
     pub(crate) fn user(&self, user: &model::UserRef) {
         let _ = self.0.send(user.principal_id());
+    }
+
+    /// Tells every page to look again: after the store's change feed was cut, something may
+    /// have been missed.
+    pub(crate) fn everyone(&self) {
+        let _ = self.0.send(EVERYONE_CHANGED.to_owned());
     }
 
     /// Whether anyone listens (a change whose user must be looked up is skipped otherwise).

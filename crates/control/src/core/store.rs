@@ -32,6 +32,8 @@ impl Store {
         let pool = AnyPoolOptions::new()
             // SQLite has one writer at a time; a small pool avoids busy waits between our own connections.
             .max_connections(if sqlite { 4 } else { 16 })
+            // A store that does not answer fails a call within seconds (503), not half a minute.
+            .acquire_timeout(std::time::Duration::from_secs(if sqlite { 30 } else { 5 }))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {

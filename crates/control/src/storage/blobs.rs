@@ -26,8 +26,11 @@ pub(crate) async fn reclaim_blobs(plane: &Platform) -> Result<(), ActionError> {
     }
     let referenced = repo::referenced_blobs(plane).await?;
     let mut reclaimed = 0;
+    // On a shared store another node may have uploaded a blob whose pointer it has not
+    // committed yet: only this node's own orphans are reclaimed there. SQLite serves one node.
+    let alone = plane.store.is_sqlite();
     for blob in plane.blobs.list().await? {
-        if !referenced.contains(&blob) {
+        if !referenced.contains(&blob) && (alone || plane.blobs.written_here(&blob)) {
             plane.blobs.delete(&blob).await?;
             reclaimed += 1;
         }

@@ -229,3 +229,116 @@ fn a_node_stopped_past_its_lease_changes_nothing_it_lost_and_rejoins() {
         (shared.sql(&format!("SELECT state FROM instances WHERE instance_id = '{instance}'")) == "TERMINATED").then_some(())
     });
 }
+
+#[test]
+fn a_portal_on_one_node_hears_a_session_change_made_on_another() {
+    let shared = Shared::start();
+    let a = with_image(shared.node("a", None, &SESSIONS));
+    let b = shared.node("b", Some(&a), &SESSIONS);
+    let token = crate::support::users::portal_user(&a, "carol");
+    // Carol's portal is open on b, signed in there.
+    let body = json!({ "UserName": "carol", "Password": crate::support::users::PASSWORD }).to_string();
+    let signed = http::tcp(&b.api)
+        .expect("connect")
+        .request("POST", "/portal/signin", &[("content-type", "application/json"), ("origin", "http://localhost")], body.as_bytes())
+        .expect("sign in");
+    assert_eq!(signed.status, 200, "{}", String::from_utf8_lossy(&signed.body));
+    let cookie = signed.headers.iter().find(|(n, _)| n == "set-cookie").and_then(|(_, v)| v.split(';').next()).expect("cookie").to_owned();
+    let mut connection = http::tcp(&b.api).expect("connect");
+    let head = connection.request("GET", "/portal/events", &[("cookie", &cookie), ("accept", "text/event-stream")], b"").expect("open");
+    assert_eq!(head.status, 200);
+    let mut reader = connection.into_reader();
+    reader.get_ref().set_read_timeout(Some(Duration::from_millis(50))).expect("read timeout");
+    let mut seen = String::new();
+    let mut changes = |seen: &mut String| {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read) = std::io::Read::read(&mut reader, &mut buffer) {
+            if read == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+        seen.matches("data: changed").count()
+    };
+    let before = changes(&mut seen);
+    // A session launched on a, from a's portal.
+    let launched = Instant::now();
+    let _cookie = crate::support::users::portal_session(&a, &token);
+    let heard = eventually(10, "b's portal to hear the change made on a", || (changes(&mut seen) > before).then(|| launched.elapsed()));
+    eprintln!("a change on node a reached node b's portal {} ms after the launch began", heard.as_millis());
+    assert!(heard <= Duration::from_secs(5), "b heard a's change only after {heard:?}");
+}
+
+/// Writes objects through `server` until `stop`, one call at a time; the keys acknowledged and
+/// the error codes of the calls refused.
+fn put_until(server: &Server, stop: &std::sync::atomic::AtomicBool) -> (Vec<String>, Vec<String>) {
+    let (mut acknowledged, mut refused) = (Vec::new(), Vec::new());
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let key = format!("load/{n:05}.txt");
+        let body = crate::support::server::b64(key.as_bytes());
+        let called = server.call("storage:PutObject", &json!({ "Bucket": "datasandbox-home", "Key": key, "Body": body }));
+        if called.exit == 0 {
+            acknowledged.push(key);
+        } else {
+            refused.push(called.stderr["Code"].as_str().unwrap_or("(no code)").to_owned());
+        }
+        n += 1;
+    }
+    (acknowledged, refused)
+}
+
+/// Every acknowledged object is there, whole.
+fn all_there(server: &Server, keys: &[String]) {
+    for key in keys {
+        let got = server.ok("storage:GetObject", json!({ "Bucket": "datasandbox-home", "Key": key }));
+        assert_eq!(crate::support::server::unb64(got["Body"].as_str().expect("body")), key.as_bytes(), "{key}");
+    }
+}
+
+#[test]
+fn postgresql_restarted_under_load_loses_nothing_acknowledged_and_refuses_meanwhile() {
+    let shared = Shared::start_private();
+    let a = shared.node("a", None, &[]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acknowledged, refused) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| put_until(&a, &stop));
+        std::thread::sleep(Duration::from_secs(2));
+        shared.postgres().restart();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        load.join().expect("the load")
+    });
+    eprintln!("{} writes acknowledged, {} refused during the restart: {refused:?}", acknowledged.len(), refused.len());
+    assert!(acknowledged.len() > 10, "the node did not come back after the restart");
+    // A write the store could not take was refused as a temporary outage, never failed as ours.
+    assert!(refused.iter().all(|code| code == "ServiceUnavailable"), "{refused:?}");
+    all_there(&a, &acknowledged);
+    // Each refusal is in the trail.
+    let recorded = a.audit(&[("EventName", "PutObject")]).iter().filter(|r| r["errorCode"] == "ServiceUnavailable").count();
+    assert_eq!(recorded, refused.len(), "refusals recorded");
+    // The outage was shorter than the lease: the node kept it.
+    let me = nodes(&a);
+    assert_eq!((node(&me, "a")["State"].as_str(), node(&me, "a")["Epoch"].as_i64()), (Some("ACTIVE"), Some(1)));
+}
+
+#[test]
+fn an_s3_outage_delays_writes_but_loses_none_acknowledged() {
+    let shared = Shared::start_private();
+    let a = shared.node("a", None, &[]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acknowledged, refused) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| put_until(&a, &stop));
+        std::thread::sleep(Duration::from_secs(2));
+        shared.moto().pause();
+        std::thread::sleep(Duration::from_secs(3));
+        shared.moto().resume();
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        load.join().expect("the load")
+    });
+    eprintln!("{} writes acknowledged, {} refused across a 3 s S3 outage: {refused:?}", acknowledged.len(), refused.len());
+    assert!(acknowledged.len() > 10, "writes did not resume after the outage");
+    all_there(&a, &acknowledged);
+    assert_eq!(shared.moto().object_count_under("datasandbox-blobs", "blobs/"), acknowledged.len(), "one body in the bucket per object");
+}

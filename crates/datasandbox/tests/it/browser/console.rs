@@ -40,6 +40,10 @@ fn an_admin_runs_the_console_and_others_are_kept_out() {
     let events = crate::support::browser::run_flow("console.mjs", &[&format!("http://{}", server.api), "erin"], String::new);
     let event = |name: &str| events.iter().find(|e| e["event"] == name).cloned().unwrap_or_else(|| panic!("no {name} event: {events:?}"));
     assert_eq!(event("fleets")["fleets"], json!(["datasandbox-fleet"]));
+    // The nodes: this server, holding its lease.
+    let listed = server.cli(&["nodes"], &[]);
+    let name = listed.stdout["Nodes"][0]["Name"].clone();
+    assert_eq!(event("nodes")["nodes"], json!([[name, "ACTIVE"]]));
     assert!(event("url")["url"].as_str().is_some_and(|u| u.contains("/streaming/")));
     let trace = event("trace");
     let session = trace["session"].as_str().expect("session id").to_owned();

@@ -13,8 +13,8 @@ use crate::support::server::Server;
 
 /// The stores the nodes share, kept alive as long as the nodes.
 pub struct Shared {
-    _postgres: Option<Cluster>,
-    _moto: Option<Moto>,
+    postgres: Option<Cluster>,
+    moto: Option<Moto>,
     /// The shared database's URL.
     url: String,
     overrides: Vec<String>,
@@ -22,6 +22,24 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A PostgreSQL cluster and an S3 server of the test's own, whatever the run's backends:
+    /// for a test that restarts or pauses them.
+    pub fn start_private() -> Shared {
+        let (postgres, moto) = (Cluster::start(), Moto::start());
+        let (url, endpoint) = (format!("{}/postgres", postgres.server_url()), format!("http://127.0.0.1:{}", moto.port));
+        Shared::on(Some(postgres), Some(moto), &url, &endpoint, "datasandbox-blobs")
+    }
+
+    /// The test's own PostgreSQL cluster (from [`Shared::start_private`]).
+    pub fn postgres(&self) -> &Cluster {
+        self.postgres.as_ref().expect("a private PostgreSQL cluster")
+    }
+
+    /// The test's own S3 server (from [`Shared::start_private`]).
+    pub fn moto(&self) -> &Moto {
+        self.moto.as_ref().expect("a private S3 server")
+    }
+
     pub fn start() -> Shared {
         let tag = format!("{:08x}", rand_u32());
         if backend::scale_out() {
@@ -46,7 +64,7 @@ impl Shared {
             "storage.s3.allow_http=true".to_owned(),
         ];
         let env = vec![("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()), ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned())];
-        Shared { _postgres: postgres, _moto: moto, url: url.to_owned(), overrides, env }
+        Shared { postgres, moto, url: url.to_owned(), overrides, env }
     }
 
     /// Runs `sql` on the shared metadata store; what it printed, trimmed.

@@ -68,6 +68,25 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Restarts the server (`pg_ctl restart -m fast`: every connection is cut).
+    pub fn restart(&self) {
+        let restarted = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "fast", "-w", "-l"])
+            .arg(self.dir.path().join("log"))
+            .arg("restart")
+            // The new server must not inherit our pipes: `output` would wait for it to exit.
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("pg_ctl restart");
+        assert!(restarted.status.success(), "pg_ctl restart: {}", String::from_utf8_lossy(&restarted.stderr));
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new("runuser")

@@ -45,10 +45,19 @@ impl Moto {
         reply
     }
 
-    /// How many objects the S3 bucket holds, by listing it.
-    pub fn object_count(&self, bucket: &str) -> usize {
-        let reply = self.request("GET", &format!("/{bucket}?list-type=2"));
-        reply.matches("<Key>").count()
+    /// Stops the server answering (SIGSTOP) until [`Moto::resume`]: moto keeps its objects in
+    /// memory, so an outage is a pause, not a restart.
+    pub fn pause(&self) {
+        assert!(Command::new("kill").args(["-STOP", &self.child.id().to_string()]).status().expect("kill").success());
+    }
+
+    pub fn resume(&self) {
+        assert!(Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status().expect("kill").success());
+    }
+
+    /// How many objects the S3 bucket holds under `prefix` (up to 1000, one listing).
+    pub fn object_count_under(&self, bucket: &str, prefix: &str) -> usize {
+        self.request("GET", &format!("/{bucket}?list-type=2&prefix={prefix}")).matches("<Key>").count()
     }
 }
 
