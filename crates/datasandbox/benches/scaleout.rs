@@ -1,0 +1,410 @@
+//! The scale-out figures (issue 18), side by side in one run against the release binary, each
+//! on backends this benchmark starts for itself: a PostgreSQL 15 cluster (Debian's, with its
+//! durable defaults) and an S3 server (moto).
+//!
+//! 1. Redemption latency on SQLite and on PostgreSQL: an ALWAYS_ON fleet of four, one user at a
+//!    time; the clock runs from opening the URL (`GET /streaming/<token>`) to `/session/status`
+//!    first reporting ACTIVE, as in the sessions benchmark. Objects are local files in both, so
+//!    only the metadata store differs.
+//! 2. ALWAYS_ON redemptions per second on one node and on two nodes sharing one PostgreSQL
+//!    database and one bucket, on this host: each node holds the same number of warm instances,
+//!    as many users as there are warm instances open their URLs at once (spread over the nodes'
+//!    APIs), and the clock runs from the first open to the last ACTIVE. Both nodes share this
+//!    host's cores, so the per-node ratio shows what coordinating through PostgreSQL costs, not
+//!    what a second machine adds.
+//! 3. Audit records appended per second, measured through the server: eight clients call
+//!    `parameters:GetParameter` (one durable audit record each, nothing else written) on a
+//!    server with the trail and objects on local files, on one with them in the S3 bucket, and
+//!    on one with PostgreSQL as well. The trail rotates every second, so sealing (and, with S3,
+//!    uploading) happens inside the measured window; the objects the trail left in the bucket
+//!    are counted after the run, which shows whether the S3 path was taken at all.
+//!
+//! `cargo bench -p datasandbox --bench scaleout` (as root: instances; `postgresql-15`; moto from
+//! `target/ci-venv`, or installed from PyPI into `target/bench-venv`). Progress on stderr.
+
+#[path = "../tests/it/support/http.rs"]
+#[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
+mod http;
+
+#[path = "support/server.rs"]
+#[allow(dead_code, reason = "shared by the benchmarks, which use different parts")]
+mod server;
+
+#[path = "support/backends.rs"]
+mod backends;
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use backends::{Postgres, S3};
+use server::{Launch, Server, Start, Vpc};
+
+/// Redemptions per backend in part 1.
+const LATENCY_SESSIONS: usize = 60;
+/// Warm instances each node holds in part 2, and so the users who redeem at once per node.
+const WARM_PER_NODE: usize = 12;
+/// How many times part 2 redeems all the warm capacity, letting it refill in between.
+const BURSTS: usize = 4;
+/// Part 3's clients, warm-up and measured window.
+const AUDIT_CLIENTS: usize = 8;
+const AUDIT_WARMUP: Duration = Duration::from_secs(1);
+const AUDIT_WINDOW: Duration = Duration::from_secs(4);
+/// Each node's own instance id pool: two nodes on one host must not hand out the same host ids.
+const ID_SLOTS_PER_NODE: u32 = 256;
+
+const STACK: &str = "datasandbox-stack";
+const FLEET: &str = "datasandbox-fleet";
+
+fn main() {
+    let began = Instant::now();
+    progress("starting PostgreSQL and moto");
+    let postgres = Postgres::start();
+    let s3 = S3::start();
+    println!("Scale-out benchmark (release binary; PostgreSQL 15 with fsync and synchronous_commit on; moto as S3; {} cores)", cores());
+
+    let latency = redemption_latency(&postgres);
+    let rates = redemption_rates(&postgres, &s3);
+    let audit = audit_rates(&postgres, &s3);
+
+    println!();
+    println!("1. Redemption → ACTIVE, ALWAYS_ON fleet of 4, {LATENCY_SESSIONS} users one at a time (objects on local files)");
+    println!("   {:<12} {:>9} {:>9} {:>9}", "metadata", "p50 ms", "p99 ms", "max ms");
+    for (name, times) in &latency {
+        println!("   {name:<12} {:>9.1} {:>9.1} {:>9.1}", percentile(times, 0.5), percentile(times, 0.99), percentile(times, 1.0));
+    }
+    println!();
+    println!(
+        "2. ALWAYS_ON redemptions per second, PostgreSQL + S3, {WARM_PER_NODE} warm instances per node, all redeemed at once, {BURSTS} bursts"
+    );
+    println!("   {:<8} {:>10} {:>14} {:>12}", "nodes", "sessions", "redemptions/s", "per node");
+    for rate in &rates {
+        println!("   {:<8} {:>10} {:>14.1} {:>12.1}", rate.nodes, rate.sessions, rate.per_second(), rate.per_second() / rate.nodes as f64);
+    }
+    if let [one, two] = rates.as_slice() {
+        println!("   per-node ratio, 2 nodes / 1 node: {:.2}× (target ≥ 0.8×; both nodes on this one host)", two.per_second() / 2.0 / one.per_second());
+    }
+    println!();
+    println!(
+        "3. Audit appends through the server: {AUDIT_CLIENTS} clients calling GetParameter (one fsynced record each) for {} s, trail rotated every second",
+        AUDIT_WINDOW.as_secs()
+    );
+    println!("   {:<30} {:>10} {:>9} {:>9} {:>22}", "trail", "records/s", "p50 ms", "p99 ms", "trail objects in S3");
+    for run in &audit {
+        let objects = run.trail_objects.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        println!(
+            "   {:<30} {:>10.0} {:>9.2} {:>9.2} {:>22}",
+            run.name,
+            run.latencies.len() as f64 / AUDIT_WINDOW.as_secs_f64(),
+            percentile(&run.latencies, 0.5),
+            percentile(&run.latencies, 0.99),
+            objects
+        );
+    }
+    progress(&format!("done in {:.0} s", began.elapsed().as_secs_f64()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Redemption latency, SQLite vs PostgreSQL.
+
+fn redemption_latency(postgres: &Postgres) -> Vec<(&'static str, Vec<Duration>)> {
+    let mut results = Vec::new();
+    for (name, overrides) in [("SQLite", Vec::new()), ("PostgreSQL", vec![format!("metadata.url={}", postgres.database("latency"))])] {
+        progress(&format!("1. redemption latency on {name}: {LATENCY_SESSIONS} sessions"));
+        let vpc = Vpc::claim();
+        let server = Server::launch(Launch {
+            images: &["base"],
+            octet: vpc.octet,
+            overrides: [fleet_overrides(4), overrides].concat(),
+            env: Vec::new(),
+            start: Start::Up,
+        });
+        wait_for_capacity(&server, 4);
+        let mut times = Vec::with_capacity(LATENCY_SESSIONS);
+        for n in 0..LATENCY_SESSIONS {
+            let path = streaming_path(&server, &format!("latency{n}"));
+            let started = Instant::now();
+            let session = redeem(&server.api, &path, Duration::from_millis(1));
+            times.push(started.elapsed());
+            server.call("streaming:ExpireSession", json!({ "SessionId": session }));
+            // Each user finds the fleet as a user would: all its warm capacity back.
+            wait_for_capacity(&server, 4);
+        }
+        times.sort_unstable();
+        results.push((name, times));
+    }
+    results
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. ALWAYS_ON redemptions per second on one node and on two.
+
+struct Rate {
+    nodes: usize,
+    sessions: usize,
+    elapsed: Duration,
+}
+
+impl Rate {
+    fn per_second(&self) -> f64 {
+        self.sessions as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn redemption_rates(postgres: &Postgres, s3: &S3) -> Vec<Rate> {
+    let mut rates = Vec::new();
+    for nodes in [1, 2] {
+        let database = postgres.database(&format!("nodes{nodes}"));
+        let (storage, env) = s3.bucket(&format!("nodes{nodes}"));
+        let desired = WARM_PER_NODE * nodes;
+        let vpcs: Vec<Vpc> = (0..nodes).map(|_| Vpc::claim()).collect();
+        let mut servers: Vec<Server> = Vec::new();
+        for (index, vpc) in vpcs.iter().enumerate() {
+            progress(&format!("2. starting node {} of {nodes}", index + 1));
+            let node = [
+                fleet_overrides(desired),
+                storage.clone(),
+                vec![
+                    format!("metadata.url={database}"),
+                    format!("cluster.node=node-{}", index + 1),
+                    format!("sandbox.id_base={}", (1u32 << 30) + index as u32 * ID_SLOTS_PER_NODE * 65_536),
+                    format!("sandbox.id_slots={ID_SLOTS_PER_NODE}"),
+                ],
+            ]
+            .concat();
+            let start = match servers.first() {
+                None => Start::Up,
+                Some(first_node) => Start::JoinAs { first_node },
+            };
+            let server = Server::launch(Launch { images: &["base"], octet: vpc.octet, overrides: node, env: env.clone(), start });
+            servers.push(server);
+        }
+        progress(&format!("2. waiting for {desired} warm instances on {nodes} node(s)"));
+        wait_for_capacity(&servers[0], desired as i64);
+        let mut rate = Rate { nodes, sessions: 0, elapsed: Duration::ZERO };
+        for burst in 0..BURSTS {
+            progress(&format!("2. {nodes} node(s): burst {} of {BURSTS}, {desired} users at once", burst + 1));
+            let (sessions, elapsed) = burst_of_redemptions(&servers, desired, burst);
+            rate.sessions += sessions.len();
+            rate.elapsed += elapsed;
+            for (server, session) in &sessions {
+                servers[*server].call("streaming:ExpireSession", json!({ "SessionId": session }));
+            }
+            wait_for_capacity(&servers[0], desired as i64);
+        }
+        rates.push(rate);
+        // Later nodes first: the first node's directory holds the spec and key the others copied.
+        while servers.pop().is_some() {}
+    }
+    rates
+}
+
+/// `users` users, spread round-robin over the nodes' APIs, open their URLs at the same moment;
+/// returns each session (with the index of the node it was opened on) and the time from the
+/// moment they were let go to the last one ACTIVE. The URLs are made before the clock starts.
+fn burst_of_redemptions(servers: &[Server], users: usize, burst: usize) -> (Vec<(usize, String)>, Duration) {
+    let starting_line = Arc::new(Barrier::new(users + 1));
+    let clients: Vec<_> = (0..users)
+        .map(|user| {
+            let server = user % servers.len();
+            let api = servers[server].api.clone();
+            let path = streaming_path(&servers[server], &format!("burst{burst}u{user}"));
+            let starting_line = starting_line.clone();
+            std::thread::spawn(move || {
+                starting_line.wait();
+                let session = redeem(&api, &path, Duration::from_millis(2));
+                (server, session, Instant::now())
+            })
+        })
+        .collect();
+    starting_line.wait();
+    let started = Instant::now();
+    let mut sessions = Vec::with_capacity(users);
+    let mut last = started;
+    for client in clients {
+        let (server, session, active_at) = client.join().expect("a redeeming client");
+        last = last.max(active_at);
+        sessions.push((server, session));
+    }
+    (sessions, last - started)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Audit appends, local trail vs S3-backed.
+
+struct AuditRun {
+    name: &'static str,
+    latencies: Vec<Duration>,
+    /// Objects under the bucket's `trail/` prefix after the run; `None` for a local trail.
+    trail_objects: Option<usize>,
+}
+
+/// One server of part 3: where its trail and objects live.
+struct AuditSetup {
+    name: &'static str,
+    overrides: Vec<String>,
+    env: Vec<(String, String)>,
+    /// The bucket holding its trail, when it is S3-backed.
+    bucket: Option<&'static str>,
+}
+
+fn audit_rates(postgres: &Postgres, s3: &S3) -> Vec<AuditRun> {
+    let rotate = vec!["audit.rotate_interval_seconds=1".to_owned(), "audit.digest_interval_seconds=1".to_owned()];
+    let (s3_storage, s3_env) = s3.bucket("audit-s3");
+    let (scale_out_storage, scale_out_env) = s3.bucket("audit-scale-out");
+    let scale_out_metadata = vec![format!("metadata.url={}", postgres.database("audit"))];
+    let setups = [
+        AuditSetup { name: "local files, SQLite", overrides: Vec::new(), env: Vec::new(), bucket: None },
+        AuditSetup { name: "S3 (moto), SQLite", overrides: s3_storage, env: s3_env, bucket: Some("audit-s3") },
+        AuditSetup {
+            name: "S3 (moto), PostgreSQL",
+            overrides: [scale_out_storage, scale_out_metadata].concat(),
+            env: scale_out_env,
+            bucket: Some("audit-scale-out"),
+        },
+    ];
+    let mut results = Vec::new();
+    for setup in setups {
+        progress(&format!("3. audit appends with the trail on {}", setup.name));
+        let vpc = Vpc::claim();
+        let overrides = [rotate.clone(), setup.overrides].concat();
+        let server = Server::launch(Launch { images: &[], octet: vpc.octet, overrides, env: setup.env, start: Start::Up });
+        server.call("parameters:PutParameter", json!({ "Name": "/bench/p", "Value": "value", "Type": "String" }));
+        let latencies = audited_calls(&server);
+        // What the sealer had uploaded by the end of the window, give or take the last second.
+        let trail_objects = setup.bucket.map(|bucket| count_objects(&s3.endpoint, bucket, "trail/"));
+        results.push(AuditRun { name: setup.name, latencies, trail_objects });
+    }
+    results
+}
+
+/// `AUDIT_CLIENTS` clients call GetParameter on the control socket as fast as replies come, for
+/// the warm-up and the window; returns the latencies of the calls sent inside the window.
+fn audited_calls(server: &Server) -> Vec<Duration> {
+    let socket = server.dir.path().join("control.sock");
+    let started = Instant::now();
+    let clients: Vec<_> = (0..AUDIT_CLIENTS)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut connection = http::unix(&socket).expect("connect");
+                let mut latencies = Vec::new();
+                loop {
+                    let elapsed = started.elapsed();
+                    if elapsed > AUDIT_WARMUP + AUDIT_WINDOW {
+                        return latencies;
+                    }
+                    let sent = Instant::now();
+                    let reply = connection.call("parameters:GetParameter", &json!({ "Name": "/bench/p" }), None).expect("call");
+                    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+                    if elapsed > AUDIT_WARMUP {
+                        latencies.push(sent.elapsed());
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = clients.into_iter().flat_map(|c| c.join().expect("a calling client")).collect();
+    latencies.sort_unstable();
+    latencies
+}
+
+/// Keys under `prefix` in `bucket` (moto answers unsigned ListObjectsV2), following
+/// continuation tokens.
+fn count_objects(endpoint: &str, bucket: &str, prefix: &str) -> usize {
+    let address = endpoint.trim_start_matches("http://");
+    let (mut count, mut token) = (0, None::<String>);
+    loop {
+        let query = token.as_ref().map_or_else(String::new, |t| format!("&continuation-token={}", percent_encode(t)));
+        let reply = http::tcp(address)
+            .expect("connect to moto")
+            .request("GET", &format!("/{bucket}?list-type=2&prefix={prefix}{query}"), &[], b"")
+            .expect("list the bucket");
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        assert_eq!(reply.status, 200, "listing {bucket}: {body}");
+        count += body.matches("<Key>").count();
+        token = body.split("<NextContinuationToken>").nth(1).and_then(|rest| rest.split('<').next()).map(str::to_owned);
+        if token.is_none() {
+            return count;
+        }
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared.
+
+/// An ALWAYS_ON fleet of `desired` whose sessions start a shell in direct mode (no display):
+/// the session's own start is measured, not an application's.
+fn fleet_overrides(desired: usize) -> Vec<String> {
+    vec![
+        "fleet_type=ALWAYS_ON".to_owned(),
+        format!("fleets.{FLEET}.desired_instances={desired}"),
+        format!("stacks.{STACK}.application=shell"),
+        "stream_view=DIRECT".to_owned(),
+    ]
+}
+
+/// A new streaming URL for `user`, made through `server`'s control socket; its path.
+fn streaming_path(server: &Server, user: &str) -> String {
+    let reply = server.call(
+        "streaming:CreateStreamingURL",
+        json!({ "StackName": STACK, "FleetName": FLEET, "UserId": user, "Validity": 600 }),
+    );
+    let url = reply["StreamingURL"].as_str().expect("a streaming URL");
+    url[url.find("/streaming/").expect("a streaming path")..].to_owned()
+}
+
+/// Opens the URL at `path` on `api` as a browser would, then asks for the session's status
+/// every `poll` on one kept-alive connection until it is ACTIVE; the session's id.
+fn redeem(api: &str, path: &str, poll: Duration) -> String {
+    let opened = http::tcp(api).expect("connect").request("GET", path, &[], b"").expect("open the URL");
+    assert_eq!(opened.status, 200, "{}", String::from_utf8_lossy(&opened.body));
+    let cookie = opened
+        .headers
+        .iter()
+        .find(|(name, _)| name == "set-cookie")
+        .and_then(|(_, value)| value.split(';').next().map(str::to_owned))
+        .expect("a session cookie");
+    let mut connection = http::tcp(api).expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = connection.request("GET", "/session/status", &[("cookie", &cookie)], b"").expect("session status").json();
+        if status["State"] == "ACTIVE" {
+            return status["SessionId"].as_str().expect("a session id").to_owned();
+        }
+        assert!(Instant::now() < deadline, "the session never became ACTIVE: {status}");
+        std::thread::sleep(poll);
+    }
+}
+
+fn wait_for_capacity(server: &Server, available: i64) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let fleets = server.call("streaming:DescribeFleets", json!({}));
+        let fleet: &Value = &fleets["Fleets"][0];
+        if fleet["State"] == "RUNNING" && fleet["ComputeCapacityStatus"]["Available"] == available {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the fleet never reached {available} available: {fleet}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn progress(message: &str) {
+    eprintln!("scaleout: {message}");
+}
