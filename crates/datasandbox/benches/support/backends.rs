@@ -30,7 +30,12 @@ impl Postgres {
         // Three servers with a pool of 16 each, and room for psql.
         let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200", dir.path().display());
         run(
-            as_postgres(&postgres_bin("pg_ctl")).arg("-D").arg(&data).args(["-o", &options, "-l"]).arg(dir.path().join("log")).args(["-w", "start"]),
+            as_postgres(&postgres_bin("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-o", &options, "-l"])
+                .arg(dir.path().join("log"))
+                .args(["-w", "start"]),
             "pg_ctl start",
         );
         Postgres { dir, port }
