@@ -2,16 +2,18 @@
 //! on backends this benchmark starts for itself: a PostgreSQL 15 cluster (Debian's, with its
 //! durable defaults) and an S3 server (moto).
 //!
-//! 1. Redemption latency on SQLite and on PostgreSQL: an ALWAYS_ON fleet of four, one user at a
-//!    time; the clock runs from opening the URL (`GET /streaming/<token>`) to `/session/status`
-//!    first reporting ACTIVE, as in the sessions benchmark. Objects are local files in both, so
-//!    only the metadata store differs.
-//! 2. ALWAYS_ON redemptions per second on one node and on two nodes sharing one PostgreSQL
-//!    database and one bucket, on this host: each node holds the same number of warm instances,
-//!    as many users as there are warm instances open their URLs at once (spread over the nodes'
-//!    APIs), and the clock runs from the first open to the last ACTIVE. Both nodes share this
-//!    host's cores, so the per-node ratio shows what coordinating through PostgreSQL costs, not
-//!    what a second machine adds.
+//! 1. Redemption latency on SQLite and on PostgreSQL: an ALWAYS_ON fleet with a warm instance
+//!    for every user, users one at a time; the clock runs from opening the URL
+//!    (`GET /streaming/<token>`) to `/session/status` first reporting ACTIVE, as in the sessions
+//!    benchmark. Sessions are not ended in between, so no instance starts or stops while the
+//!    clock runs. Objects are local files in both: only the metadata store differs.
+//! 2. ALWAYS_ON redemptions per second: bursts in which twelve users per node open their URLs
+//!    at the same moment (spread over the nodes' APIs), each finding a warm instance; the clock
+//!    runs from the moment they are let go to the last one ACTIVE. On one node; on two nodes
+//!    sharing one PostgreSQL database and one bucket (one fleet spanning both, each node handing
+//!    out its own instances); and on two nodes apart (a database and bucket each, redeemed at
+//!    the same time). Both nodes share this host's cores: "apart" shows what sharing the host
+//!    costs, and "one store" against "apart" what coordinating through PostgreSQL costs.
 //! 3. Audit records appended per second, measured through the server: eight clients call
 //!    `parameters:GetParameter` (one durable audit record each, nothing else written) on a
 //!    server with the trail and objects on local files, on one with them in the S3 bucket, and
@@ -42,12 +44,14 @@ use serde_json::{Value, json};
 use backends::{Postgres, S3};
 use server::{Launch, Server, Start, Vpc};
 
-/// Redemptions per backend in part 1.
-const LATENCY_SESSIONS: usize = 60;
-/// Warm instances each node holds in part 2, and so the users who redeem at once per node.
-const WARM_PER_NODE: usize = 12;
-/// How many times part 2 redeems all the warm capacity, letting it refill in between.
-const BURSTS: usize = 4;
+/// Redemptions per backend in part 1, each with a warm instance of its own: no instance starts
+/// or stops while they are measured.
+const LATENCY_SESSIONS: usize = 40;
+/// Users per node who redeem at once in each of part 2's bursts.
+const BURST_PER_NODE: usize = 12;
+/// Part 2's bursts. Each node holds a warm instance for every user of every burst, so no
+/// instance starts or stops while the bursts run (a replacement would compete for the cores).
+const BURSTS: usize = 3;
 /// Part 3's clients, warm-up and measured window.
 const AUDIT_CLIENTS: usize = 8;
 const AUDIT_WARMUP: Duration = Duration::from_secs(1);
@@ -85,7 +89,9 @@ fn print_latency(latency: &[(&str, Vec<Duration>)]) {
         return;
     }
     println!();
-    println!("1. Redemption → ACTIVE, ALWAYS_ON fleet of 4, {LATENCY_SESSIONS} users one at a time (objects on local files)");
+    println!(
+        "1. Redemption → ACTIVE, ALWAYS_ON, {LATENCY_SESSIONS} users one at a time, each finding a warm instance (objects on local files)"
+    );
     println!("   {:<12} {:>9} {:>9} {:>9}", "metadata", "p50 ms", "p99 ms", "max ms");
     for (name, times) in latency {
         println!("   {name:<12} {:>9.1} {:>9.1} {:>9.1}", percentile(times, 0.5), percentile(times, 0.99), percentile(times, 1.0));
@@ -98,9 +104,12 @@ fn print_rates(rates: &[Rate]) {
     }
     println!();
     println!(
-        "2. ALWAYS_ON redemptions per second, PostgreSQL + S3, {WARM_PER_NODE} warm instances per node, all redeemed at once, {BURSTS} bursts"
+        "2. ALWAYS_ON redemptions per second, PostgreSQL + S3: {BURSTS} bursts of {BURST_PER_NODE} users per node at once, a warm instance for each"
     );
-    println!("   {:<20} {:>9} {:>14} {:>10} {:>16}", "nodes", "sessions", "redemptions/s", "per node", "per node vs 1");
+    println!(
+        "   {:<20} {:>9} {:>14} {:>10} {:>14} {:>18}",
+        "nodes", "sessions", "redemptions/s", "per node", "per node vs 1", "instances stopped"
+    );
     let one_node = rates.iter().find(|r| r.topology == Topology::OneNode && r.failure.is_none()).map(Rate::per_node);
     for rate in rates {
         if let Some(failure) = &rate.failure {
@@ -109,15 +118,17 @@ fn print_rates(rates: &[Rate]) {
         }
         let ratio = one_node.map_or_else(|| "-".to_owned(), |one| format!("{:.2}×", rate.per_node() / one));
         println!(
-            "   {:<20} {:>9} {:>14.1} {:>10.1} {:>16}",
+            "   {:<20} {:>9} {:>14.1} {:>10.1} {:>14} {:>18}",
             rate.topology.label(),
             rate.sessions,
             rate.per_second(),
             rate.per_node(),
-            ratio
+            ratio,
+            rate.stopped
         );
     }
-    println!("   (target for 2 nodes, one store: ≥ 0.8× per node; both nodes share this host's cores)");
+    println!("   (target for 2 nodes, one store: ≥ 0.8× per node; both nodes share this host's cores; an instance stopped while");
+    println!("   no session ends is one a node gave to a session another node had served first)");
 }
 
 fn print_audit(audit: &[AuditRun]) {
@@ -154,21 +165,18 @@ fn redemption_latency(postgres: &Postgres) -> Vec<(&'static str, Vec<Duration>)>
         let server = Server::launch(Launch {
             images: &["base"],
             octet: vpc.octet,
-            overrides: [fleet_overrides(4), overrides].concat(),
+            overrides: [fleet_overrides(LATENCY_SESSIONS), overrides].concat(),
             env: Vec::new(),
             start: Start::Up,
         });
-        wait_for_capacity(&server, 4);
+        wait_for_capacity(&server, LATENCY_SESSIONS as i64);
         let mut times = Vec::with_capacity(LATENCY_SESSIONS);
         for n in 0..LATENCY_SESSIONS {
             let path = streaming_path(&server, &format!("latency{n}"));
             let started = Instant::now();
-            let session = redeem(&server.api, &path, Duration::from_millis(1))
+            redeem(&server.api, &path, Duration::from_millis(1))
                 .unwrap_or_else(|status| panic!("a session on {name} never became ACTIVE: {status}"));
             times.push(started.elapsed());
-            server.call("streaming:ExpireSession", json!({ "SessionId": session }));
-            // Each user finds the fleet as a user would: all its warm capacity back.
-            wait_for_capacity(&server, 4);
         }
         times.sort_unstable();
         progress(&format!("1. {name}: p50 {:.1} ms, p99 {:.1} ms", percentile(&times, 0.5), percentile(&times, 0.99)));
@@ -197,6 +205,15 @@ impl Topology {
         if self == Topology::OneNode { 1 } else { 2 }
     }
 
+    /// The prefix of its databases' and buckets' names.
+    fn store_name(self) -> &'static str {
+        match self {
+            Topology::OneNode => "one",
+            Topology::TwoNodesSharing => "shared",
+            Topology::TwoNodesApart => "apart",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Topology::OneNode => "1 node",
@@ -210,6 +227,8 @@ struct Rate {
     topology: Topology,
     sessions: usize,
     elapsed: Duration,
+    /// Instances stopped during the bursts: lost races between nodes.
+    stopped: usize,
     /// Why the topology could not be measured: the benchmark goes on to the next.
     failure: Option<String>,
 }
@@ -229,6 +248,8 @@ impl Rate {
 struct Nodes {
     servers: Vec<Server>,
     fleets: Vec<(usize, i64)>,
+    /// Each fleet's database.
+    databases: Vec<String>,
     _vpcs: Vec<Vpc>,
 }
 
@@ -240,14 +261,43 @@ impl Drop for Nodes {
 }
 
 impl Nodes {
-    fn wait_for_capacity(&self) {
-        for (server, available) in &self.fleets {
-            wait_for_capacity(&self.servers[*server], *available);
+    /// Sizes each fleet once all its nodes are in the nodes table: a node alone would warm the
+    /// whole fleet and, when the next joins, stop its surplus one at a time, which is a join's
+    /// cost and not a redemption's.
+    fn size_fleets(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let nodes = self.servers[0].call("cluster:DescribeNodes", json!({}));
+            let active = nodes["Nodes"].as_array().map_or(0, |n| n.iter().filter(|n| n["State"] == "ACTIVE").count());
+            if active >= self.servers.len() / self.fleets.len() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the nodes never all joined: {nodes}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (server, desired) in &self.fleets {
+            self.servers[*server]
+                .call("streaming:UpdateFleet", json!({ "Name": FLEET, "ComputeCapacity": { "DesiredInstances": desired } }));
         }
     }
 
-    fn warm(&self) -> usize {
-        self.fleets.iter().map(|(_, available)| *available as usize).sum()
+    /// Waits until each fleet has all its instances running, less those `bursts` took.
+    fn wait_for_capacity(&self, bursts: usize) {
+        let nodes_per_fleet = self.servers.len() / self.fleets.len();
+        for (server, desired) in &self.fleets {
+            wait_for_capacity(&self.servers[*server], desired - (bursts * BURST_PER_NODE * nodes_per_fleet) as i64);
+        }
+    }
+
+    /// Instances stopped so far. No session ends and no fleet shrinks while the bursts run, so
+    /// each is one a node gave to a session another node had already served, and then stopped.
+    fn stopped_instances(&self) -> usize {
+        let sql = "SELECT count(*) FROM instances WHERE state IN ('STOPPING', 'TERMINATED', 'FAILED')";
+        self.databases.iter().map(|database| backends::psql(database, sql).parse::<usize>().expect("a count")).sum()
+    }
+
+    fn users_per_burst(&self) -> usize {
+        BURST_PER_NODE * self.servers.len()
     }
 }
 
@@ -255,26 +305,33 @@ fn redemption_rates(postgres: &Postgres, s3: &S3) -> Vec<Rate> {
     let mut rates = Vec::new();
     for topology in [Topology::OneNode, Topology::TwoNodesSharing, Topology::TwoNodesApart] {
         let nodes = start_nodes(postgres, s3, topology);
-        progress(&format!("2. {}: waiting for {} warm instances", topology.label(), nodes.warm()));
-        nodes.wait_for_capacity();
-        let mut rate = Rate { topology, sessions: 0, elapsed: Duration::ZERO, failure: None };
+        nodes.size_fleets();
+        progress(&format!("2. {}: waiting for {} warm instances", topology.label(), nodes.users_per_burst() * BURSTS));
+        nodes.wait_for_capacity(0);
+        let mut rate = Rate { topology, sessions: 0, elapsed: Duration::ZERO, stopped: 0, failure: None };
         for burst in 0..BURSTS {
-            progress(&format!("2. {}: burst {} of {BURSTS}, {} users at once", topology.label(), burst + 1, nodes.warm()));
-            let outcome = burst_of_redemptions(&nodes.servers, nodes.warm(), burst);
-            for (server, session) in &outcome.sessions {
-                nodes.servers[*server].call("streaming:ExpireSession", json!({ "SessionId": session }));
-            }
+            let users = nodes.users_per_burst();
+            let outcome = burst_of_redemptions(&nodes.servers, users, burst);
             if let Some(status) = outcome.stuck.first() {
-                let failure =
-                    format!("{} of {} sessions not ACTIVE after {} s", outcome.stuck.len(), nodes.warm(), REDEMPTION_DEADLINE.as_secs());
+                let failure = format!("{} of {users} sessions not ACTIVE after {} s", outcome.stuck.len(), REDEMPTION_DEADLINE.as_secs());
                 progress(&format!("2. {}: FAILED, {failure}; the first: {status}", topology.label()));
                 rate.failure = Some(failure);
                 break;
             }
             rate.sessions += outcome.sessions.len();
             rate.elapsed += outcome.elapsed;
-            nodes.wait_for_capacity();
+            let settled = Instant::now();
+            // An instance stopped after losing a race to another node is replaced first.
+            nodes.wait_for_capacity(burst + 1);
+            progress(&format!(
+                "2. {}: burst {} of {BURSTS}: {users} users ACTIVE in {:.0} ms; the fleet settled {:.1} s after",
+                topology.label(),
+                burst + 1,
+                outcome.elapsed.as_secs_f64() * 1000.0,
+                settled.elapsed().as_secs_f64()
+            ));
         }
+        rate.stopped = nodes.stopped_instances();
         progress(&format!(
             "2. {}: {} redemptions in {:.2} s = {:.1}/s",
             topology.label(),
@@ -287,23 +344,24 @@ fn redemption_rates(postgres: &Postgres, s3: &S3) -> Vec<Rate> {
     rates
 }
 
-/// Starts the nodes of `topology`, each with `WARM_PER_NODE` warm instances to hold, its own
-/// VPC range and its own instance id pool.
+/// Starts the nodes of `topology`, each with its own VPC range and instance id pool, their
+/// fleets empty until [`Nodes::size_fleets`].
 fn start_nodes(postgres: &Postgres, s3: &S3, topology: Topology) -> Nodes {
-    let mut nodes = Nodes { servers: Vec::new(), fleets: Vec::new(), _vpcs: Vec::new() };
+    let mut nodes = Nodes { servers: Vec::new(), fleets: Vec::new(), databases: Vec::new(), _vpcs: Vec::new() };
     let shared = topology == Topology::TwoNodesSharing;
-    let per_fleet = if shared { 2 * WARM_PER_NODE } else { WARM_PER_NODE };
+    let per_fleet = BURSTS * BURST_PER_NODE * if shared { 2 } else { 1 };
     let mut store = None;
     for index in 0..topology.nodes() {
         progress(&format!("2. {}: starting node {}", topology.label(), index + 1));
-        let name = format!("rate{}{index}", topology.nodes());
+        let name = format!("{}{index}", topology.store_name());
         if store.is_none() || !shared {
             store = Some((postgres.database(&name), s3.bucket(&name)));
             nodes.fleets.push((index, per_fleet as i64));
+            nodes.databases.extend(store.as_ref().map(|(database, _)| database.clone()));
         }
         let (database, (storage, env)) = store.clone().expect("a store for the node");
         let overrides = [
-            fleet_overrides(per_fleet),
+            fleet_overrides(0),
             storage,
             vec![
                 format!("metadata.url={database}"),

@@ -52,6 +52,13 @@ impl Postgres {
     }
 }
 
+/// Runs `sql` on the database at `url` (as [`Postgres::database`] gave it); what it printed.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args([url, "-At", "-c", sql]).output().expect("psql");
+    assert!(out.status.success(), "psql `{sql}`: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = as_postgres(&postgres_bin("pg_ctl")).arg("-D").arg(self.dir.path().join("data")).args(["-m", "immediate", "stop"]).output();
