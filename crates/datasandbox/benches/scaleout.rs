@@ -107,8 +107,8 @@ fn print_rates(rates: &[Rate]) {
         "2. ALWAYS_ON redemptions per second, PostgreSQL + S3: {BURSTS} bursts of {BURST_PER_NODE} users per node at once, a warm instance for each"
     );
     println!(
-        "   {:<20} {:>9} {:>14} {:>10} {:>14} {:>18}",
-        "nodes", "sessions", "redemptions/s", "per node", "per node vs 1", "instances stopped"
+        "   {:<20} {:>9} {:>14} {:>10} {:>14} {:>11}",
+        "nodes", "sessions", "redemptions/s", "per node", "per node vs 1", "races lost"
     );
     let one_node = rates.iter().find(|r| r.topology == Topology::OneNode && r.failure.is_none()).map(Rate::per_node);
     for rate in rates {
@@ -118,17 +118,17 @@ fn print_rates(rates: &[Rate]) {
         }
         let ratio = one_node.map_or_else(|| "-".to_owned(), |one| format!("{:.2}×", rate.per_node() / one));
         println!(
-            "   {:<20} {:>9} {:>14.1} {:>10.1} {:>14} {:>18}",
+            "   {:<20} {:>9} {:>14.1} {:>10.1} {:>14} {:>11}",
             rate.topology.label(),
             rate.sessions,
             rate.per_second(),
             rate.per_node(),
             ratio,
-            rate.stopped
+            rate.races_lost
         );
     }
-    println!("   (target for 2 nodes, one store: ≥ 0.8× per node; both nodes share this host's cores; an instance stopped while");
-    println!("   no session ends is one a node gave to a session another node had served first)");
+    println!("   (target for 2 nodes, one store: ≥ 0.8× per node; both nodes share this host's cores; a race lost is an instance");
+    println!("   a node gave to a session another node had served first, then stopped)");
 }
 
 fn print_audit(audit: &[AuditRun]) {
@@ -227,8 +227,8 @@ struct Rate {
     topology: Topology,
     sessions: usize,
     elapsed: Duration,
-    /// Instances stopped during the bursts: lost races between nodes.
-    stopped: usize,
+    /// Instances given a session another node had already served.
+    races_lost: usize,
     /// Why the topology could not be measured: the benchmark goes on to the next.
     failure: Option<String>,
 }
@@ -289,10 +289,12 @@ impl Nodes {
         }
     }
 
-    /// Instances stopped so far. No session ends and no fleet shrinks while the bursts run, so
-    /// each is one a node gave to a session another node had already served, and then stopped.
-    fn stopped_instances(&self) -> usize {
-        let sql = "SELECT count(*) FROM instances WHERE state IN ('STOPPING', 'TERMINATED', 'FAILED')";
+    /// Races lost between nodes: instances given a session that another instance serves (a
+    /// node assigns its own instance, then finds the session taken, and stops the instance,
+    /// which now knows the session's user).
+    fn races_lost(&self) -> usize {
+        let sql = "SELECT count(*) FROM instances i JOIN sessions s ON s.session_id = i.session_id \
+                   WHERE s.instance_id IS DISTINCT FROM i.instance_id";
         self.databases.iter().map(|database| backends::psql(database, sql).parse::<usize>().expect("a count")).sum()
     }
 
@@ -308,7 +310,7 @@ fn redemption_rates(postgres: &Postgres, s3: &S3) -> Vec<Rate> {
         nodes.size_fleets();
         progress(&format!("2. {}: waiting for {} warm instances", topology.label(), nodes.users_per_burst() * BURSTS));
         nodes.wait_for_capacity(0);
-        let mut rate = Rate { topology, sessions: 0, elapsed: Duration::ZERO, stopped: 0, failure: None };
+        let mut rate = Rate { topology, sessions: 0, elapsed: Duration::ZERO, races_lost: 0, failure: None };
         for burst in 0..BURSTS {
             let users = nodes.users_per_burst();
             let outcome = burst_of_redemptions(&nodes.servers, users, burst);
@@ -331,7 +333,7 @@ fn redemption_rates(postgres: &Postgres, s3: &S3) -> Vec<Rate> {
                 settled.elapsed().as_secs_f64()
             ));
         }
-        rate.stopped = nodes.stopped_instances();
+        rate.races_lost = nodes.races_lost();
         progress(&format!(
             "2. {}: {} redemptions in {:.2} s = {:.1}/s",
             topology.label(),
