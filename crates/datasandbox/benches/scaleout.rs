@@ -471,7 +471,7 @@ fn audit_rates(postgres: &Postgres, s3: &S3) -> Vec<AuditRun> {
         let latencies = audited_calls(&server);
         progress(&format!("3. {}: {:.0} records/s", setup.name, latencies.len() as f64 / AUDIT_WINDOW.as_secs_f64()));
         // What the sealer had uploaded by the end of the window, give or take the last second.
-        let trail_objects = setup.bucket.map(|bucket| count_objects(&s3.endpoint, bucket, "trail/"));
+        let trail_objects = setup.bucket.map(|bucket| s3.count_objects(bucket, "trail/"));
         results.push(AuditRun { name: setup.name, latencies, trail_objects });
     }
     results
@@ -506,33 +506,6 @@ fn audited_calls(server: &Server) -> Vec<Duration> {
     let mut latencies: Vec<Duration> = clients.into_iter().flat_map(|c| c.join().expect("a calling client")).collect();
     latencies.sort_unstable();
     latencies
-}
-
-/// Keys under `prefix` in `bucket` (moto answers unsigned ListObjectsV2), following
-/// continuation tokens.
-fn count_objects(endpoint: &str, bucket: &str, prefix: &str) -> usize {
-    let address = endpoint.trim_start_matches("http://");
-    let (mut count, mut token) = (0, None::<String>);
-    loop {
-        let query = token.as_ref().map_or_else(String::new, |t| format!("&continuation-token={}", percent_encode(t)));
-        let reply = http::tcp(address)
-            .expect("connect to moto")
-            .request("GET", &format!("/{bucket}?list-type=2&prefix={prefix}{query}"), &[], b"")
-            .expect("list the bucket");
-        let body = String::from_utf8_lossy(&reply.body).into_owned();
-        assert_eq!(reply.status, 200, "listing {bucket}: {body}");
-        count += body.matches("<Key>").count();
-        token = body.split("<NextContinuationToken>").nth(1).and_then(|rest| rest.split('<').next()).map(str::to_owned);
-        if token.is_none() {
-            return count;
-        }
-    }
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

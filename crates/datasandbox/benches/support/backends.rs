@@ -110,6 +110,27 @@ impl S3 {
         let env = vec![("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()), ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned())];
         (overrides, env)
     }
+
+    /// Keys under `prefix` in `bucket` (moto answers unsigned ListObjectsV2), following
+    /// continuation tokens.
+    pub fn count_objects(&self, bucket: &str, prefix: &str) -> usize {
+        let address = self.endpoint.trim_start_matches("http://");
+        let (mut count, mut token) = (0, None::<String>);
+        loop {
+            let query = token.as_ref().map_or_else(String::new, |t| format!("&continuation-token={}", percent_encode(t)));
+            let mut stream = std::net::TcpStream::connect(address).expect("connect to moto");
+            write!(stream, "GET /{bucket}?list-type=2&prefix={prefix}{query} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                .expect("write");
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).expect("read");
+            assert!(reply.starts_with("HTTP/1.1 200"), "listing {bucket}: {reply}");
+            count += reply.matches("<Key>").count();
+            token = reply.split("<NextContinuationToken>").nth(1).and_then(|rest| rest.split('<').next()).map(str::to_owned);
+            if token.is_none() {
+                return count;
+            }
+        }
+    }
 }
 
 impl Drop for S3 {
@@ -135,6 +156,12 @@ fn moto_server() -> PathBuf {
         run(Command::new(venv.join("bin/pip")).args(["install", "-q", "moto[server]"]), "pip install moto[server]");
     }
     program
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 /// The newest installed PostgreSQL's program `name`.
