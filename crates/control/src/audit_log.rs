@@ -220,6 +220,13 @@ async fn validate_trail(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Action
             let trail = audit::TrailBucket::s3(endpoint, bucket, region, *allow_http).map_err(ActionError::internal)?;
             let scratch = ScratchDir(ctx.platform.data_dir.join(format!("validate-{}", uuid::Uuid::new_v4().simple())));
             trail.download(&scratch.0).await.map_err(|e| ActionError::new(503, ErrorCode::ServiceUnavailable, e))?;
+            // This node's own chain is judged whole, from its files here: the bucket has its
+            // logs only once they are sealed, and nothing of a node that just started.
+            let (local, copy) = (ctx.platform.trail.layout().root.clone(), scratch.0.clone());
+            tokio::task::spawn_blocking(move || copy_tree(&local, &copy))
+                .await
+                .map_err(ActionError::internal)?
+                .map_err(ActionError::internal)?;
             Some(scratch)
         }
         model::spec::StorageBackend::Local => None,
@@ -233,6 +240,22 @@ async fn validate_trail(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Action
         // Nothing to check (no log, checkpoint or digest yet) proves nothing either way.
         Err(message) => json!({ "Valid": false, "Lines": [message], "BytesChecked": 0 }),
     })
+}
+
+/// Copies the files under `from` into `to` at the same relative paths, replacing what is there.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// A directory removed when dropped, whatever way the action ends.

@@ -118,6 +118,9 @@ async fn keep_warm(
     let image: String = fleet.try_get("image")?;
     let instance_type: String = fleet.try_get("instance_type")?;
     let desired = crate::cluster::share_of(plane, desired).await?;
+    // Launches in flight first: one that ends between the two reads is then counted twice
+    // (a short wait), never nowhere (an instance too many, stopped again).
+    let in_flight = launching(streaming, &name) as i64;
     let rows = sqlx::query(
         "SELECT instance_id, image, instance_type, session_id FROM instances WHERE fleet = $1 AND node = $2 AND state IN ('PENDING', 'RUNNING')",
     )
@@ -125,7 +128,7 @@ async fn keep_warm(
     .bind(&plane.node.name)
     .fetch_all(&plane.store.pool)
     .await?;
-    let mut total = rows.len() as i64 + launching(streaming, &name) as i64;
+    let mut total = rows.len() as i64 + in_flight;
     for row in &rows {
         let waiting = row.try_get::<Option<String>, _>("session_id")?.is_none();
         let outdated = row.try_get::<String, _>("image")? != image || row.try_get::<String, _>("instance_type")? != instance_type;
@@ -263,6 +266,10 @@ pub(crate) async fn try_assign_warm(streaming: &Arc<Streaming>, session_id: &str
         if row.state != SessionState::Pending {
             return Ok::<_, ActionError>(None);
         }
+        // One node serves a session: the one that takes it first.
+        if !repo::claim_session(&plane.store, session_id, &plane.node.name).await? {
+            return Ok(None);
+        }
         let fleet = &row.fleet;
         // This node's own waiting instances: another node hands out its own.
         let instance: Option<String> = sqlx::query(
@@ -274,14 +281,18 @@ pub(crate) async fn try_assign_warm(streaming: &Arc<Streaming>, session_id: &str
         .await?
         .map(|r| r.try_get("instance_id"))
         .transpose()?;
-        let Some(instance) = instance else { return Ok(None) };
+        let Some(instance) = instance else {
+            repo::release_session(&plane.store, session_id, &plane.node.name).await?;
+            return Ok(None);
+        };
         let assignment = assignment(plane, session_id).await?;
         crate::instances::assign(&streaming.instances, &instance, &assignment, &row.correlation_id).await?;
         let activated = activate(streaming, session_id, &instance).await?;
         if !activated {
-            // Another node served the session first: this instance knows the session's user
-            // now, so it is never handed to anyone else.
-            let _ = stop_instance(&streaming.instances, &instance).await;
+            // The session ended meanwhile: this instance knows its user now, so it is never
+            // handed to anyone else. Stopped apart, not under the assignment lock.
+            let streaming = streaming.clone();
+            tokio::spawn(async move { stop_instance(&streaming.instances, &instance).await });
         }
         Ok(Some(activated))
     };

@@ -12,7 +12,9 @@ mod nodes;
 mod stacks;
 
 pub(crate) use execs::execs_in;
-pub(crate) use nodes::{claim_for_node, find_handoff, instance_node, list_queue_entries, set_handoff, take_handoff};
+pub(crate) use nodes::{
+    claim_for_node, claim_session, find_handoff, instance_node, list_queue_entries, release_session, set_handoff, take_handoff,
+};
 pub(crate) use stacks::default_application;
 
 use sqlx::Row;

@@ -103,3 +103,24 @@ pub(crate) async fn take_handoff(store: &Store, session_id: &str, cookie_hash: &
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Takes a queued session for `node` to serve from its own warm instances, unless another node
+/// took it.
+pub(crate) async fn claim_session(store: &Store, session_id: &str, node: &str) -> Result<bool, ActionError> {
+    let done = sqlx::query("UPDATE sessions SET node = $1 WHERE session_id = $2 AND state = 'PENDING' AND (node IS NULL OR node = $1)")
+        .bind(node)
+        .bind(session_id)
+        .execute(&store.pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives a queued session back when the node that took it had no instance for it.
+pub(crate) async fn release_session(store: &Store, session_id: &str, node: &str) -> Result<(), ActionError> {
+    sqlx::query("UPDATE sessions SET node = NULL WHERE session_id = $1 AND node = $2 AND state = 'PENDING'")
+        .bind(session_id)
+        .bind(node)
+        .execute(&store.pool)
+        .await?;
+    Ok(())
+}
