@@ -30,8 +30,9 @@ use crate::writer::IndexBatch;
 mod sql_query;
 mod statements;
 
+use statements::placeholders;
+pub use statements::redact_url;
 pub use statements::rows_as_objects;
-use statements::{placeholders, redact};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -178,7 +179,7 @@ impl Index {
         sqlx::any::install_default_drivers();
         let (url, place, sqlite) = match target {
             IndexTarget::File(path) => (format!("sqlite://{}?mode=rwc", path.display()), path.display().to_string(), true),
-            IndexTarget::Database(url) => (url.clone(), redact(url), false),
+            IndexTarget::Database(url) => (url.clone(), redact_url(url), false),
         };
         let sql = |source| IndexError::Sql { place: place.clone(), source };
         let options = AnyConnectOptions::from_str(&url).map_err(sql)?;

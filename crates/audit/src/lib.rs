@@ -30,7 +30,7 @@ mod writer;
 pub use bucket::TrailBucket;
 pub use error::TrailError;
 pub use files::{Checkpoint, DigestFile, LogFileEntry};
-pub use index::{Index, IndexError, IndexTarget, LookupCursor, LookupFilter, SCHEMA, TraceSelector, rows_as_objects};
+pub use index::{Index, IndexError, IndexTarget, LookupCursor, LookupFilter, SCHEMA, TraceSelector, redact_url, rows_as_objects};
 pub use layout::Layout;
 pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
 pub use signing::{Signer, parse_public_key};

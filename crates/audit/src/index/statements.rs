@@ -43,8 +43,8 @@ pub(super) fn placeholders(rows: usize, columns: usize) -> String {
     out
 }
 
-/// A database URL without its password, for messages.
-pub(super) fn redact(url: &str) -> String {
+/// A database URL without its password, for messages (the metadata store's too).
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use audit::redact_url;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
@@ -62,20 +63,6 @@ impl Store {
     /// (`BEGIN IMMEDIATE`), so concurrent writers queue instead of failing on lock upgrade.
     pub async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         if self.sqlite { self.pool.begin_with("BEGIN IMMEDIATE").await } else { self.pool.begin().await }
-    }
-}
-
-/// Hides a password in a connection URL before it reaches a message.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -269,26 +269,26 @@ pub(crate) struct OutboxRow {
     pub next_attempt: i64,
 }
 
+impl OutboxRow {
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<OutboxRow, sqlx::Error> {
+        Ok(OutboxRow {
+            seq: row.try_get("seq")?,
+            bucket: row.try_get("bucket")?,
+            key: row.try_get("key")?,
+            function: row.try_get("function")?,
+            event: row.try_get("event")?,
+            attempts: row.try_get("attempts")?,
+            next_attempt: row.try_get("next_attempt")?,
+        })
+    }
+}
+
 /// The oldest 200 queued notifications, in the order they were queued.
 pub(crate) async fn queued_notifications(plane: &Platform) -> Result<Vec<OutboxRow>, ActionError> {
     let rows = sqlx::query("SELECT seq, bucket, key, function, event, attempts, next_attempt FROM notifications ORDER BY seq LIMIT 200")
         .fetch_all(&plane.store.pool)
         .await?;
-    let queued = rows
-        .iter()
-        .map(|row| {
-            Ok(OutboxRow {
-                seq: row.try_get("seq")?,
-                bucket: row.try_get("bucket")?,
-                key: row.try_get("key")?,
-                function: row.try_get("function")?,
-                event: row.try_get("event")?,
-                attempts: row.try_get("attempts")?,
-                next_attempt: row.try_get("next_attempt")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
-    Ok(queued)
+    Ok(rows.iter().map(OutboxRow::from_row).collect::<Result<_, sqlx::Error>>()?)
 }
 
 /// Drops a notification once delivered (or given up on).
@@ -338,16 +338,7 @@ pub(crate) async fn claim_notification(plane: &Platform, now: i64) -> Result<Opt
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let row = OutboxRow {
-        seq: row.try_get("seq")?,
-        bucket: row.try_get("bucket")?,
-        key: row.try_get("key")?,
-        function: row.try_get("function")?,
-        event: row.try_get("event")?,
-        attempts: row.try_get("attempts")?,
-        next_attempt: row.try_get("next_attempt")?,
-    };
-    Ok(Some(Claimed { tx, row }))
+    Ok(Some(Claimed { tx, row: OutboxRow::from_row(&row)? }))
 }
 
 impl Claimed {

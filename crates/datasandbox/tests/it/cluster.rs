@@ -288,6 +288,20 @@ fn put_until(server: &Server, stop: &std::sync::atomic::AtomicBool) -> (Vec<Stri
     (acknowledged, refused)
 }
 
+/// Writes through `server` for 2 s, runs `outage`, writes on for 3 s more; the keys
+/// acknowledged and the error codes of the calls refused.
+fn under_load(server: &Server, outage: impl FnOnce()) -> (Vec<String>, Vec<String>) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let load = scope.spawn(|| put_until(server, &stop));
+        std::thread::sleep(Duration::from_secs(2));
+        outage();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        load.join().expect("the load")
+    })
+}
+
 /// Every acknowledged object is there, whole.
 fn all_there(server: &Server, keys: &[String]) {
     for key in keys {
@@ -300,15 +314,7 @@ fn all_there(server: &Server, keys: &[String]) {
 fn postgresql_restarted_under_load_loses_nothing_acknowledged_and_refuses_meanwhile() {
     let shared = Shared::start_private();
     let a = shared.node("a", None, &[]);
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (acknowledged, refused) = std::thread::scope(|scope| {
-        let load = scope.spawn(|| put_until(&a, &stop));
-        std::thread::sleep(Duration::from_secs(2));
-        shared.postgres().restart();
-        std::thread::sleep(Duration::from_secs(3));
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        load.join().expect("the load")
-    });
+    let (acknowledged, refused) = under_load(&a, || shared.postgres().restart());
     eprintln!("{} writes acknowledged, {} refused during the restart: {refused:?}", acknowledged.len(), refused.len());
     assert!(acknowledged.len() > 10, "the node did not come back after the restart");
     // A write the store could not take was refused as a temporary outage, never failed as ours.
@@ -326,16 +332,10 @@ fn postgresql_restarted_under_load_loses_nothing_acknowledged_and_refuses_meanwh
 fn an_s3_outage_delays_writes_but_loses_none_acknowledged() {
     let shared = Shared::start_private();
     let a = shared.node("a", None, &[]);
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (acknowledged, refused) = std::thread::scope(|scope| {
-        let load = scope.spawn(|| put_until(&a, &stop));
-        std::thread::sleep(Duration::from_secs(2));
+    let (acknowledged, refused) = under_load(&a, || {
         shared.moto().pause();
         std::thread::sleep(Duration::from_secs(3));
         shared.moto().resume();
-        std::thread::sleep(Duration::from_secs(2));
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        load.join().expect("the load")
     });
     eprintln!("{} writes acknowledged, {} refused across a 3 s S3 outage: {refused:?}", acknowledged.len(), refused.len());
     assert!(acknowledged.len() > 10, "writes did not resume after the outage");
