@@ -15,7 +15,7 @@ use crate::core::store::now_millis;
 use super::credentials::{credential_lifetime_ms, new_credential};
 use super::datasets;
 use super::host_dirs::{display_dir, make_print_dir};
-use super::images::{find_image, instance_type};
+use super::images::{ensure_image, find_image, instance_type};
 use super::repo;
 use super::state::{Instances, Live, lease_ids};
 
@@ -74,6 +74,11 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
     let _launching = instances.begin_launch()?;
     let type_name = launch.instance_type.clone();
     let instance_type = instance_type(plane, &type_name)?;
+    // Images are each node's own: a node that joined after the deploy builds a declared one
+    // at its first launch (a built one is found at once).
+    if find_image(plane, &launch.image_name).is_err() {
+        ensure_image(plane, &plane.current(), &launch.image_name).await?;
+    }
     let image = find_image(plane, &launch.image_name)?;
     let sandbox = instances.sandbox().await?;
     let ids = match launch.ids.take() {

@@ -128,7 +128,8 @@ fn a_killed_node_is_lost_once_its_sessions_end_its_capacity_moves_and_it_comes_b
     let fleet = ["fleet_type=ALWAYS_ON", "fleets.datasandbox-fleet.desired_instances=2"];
     let overrides: Vec<&str> = SESSIONS.iter().chain(fleet.iter()).copied().collect();
     let mut a = with_image(shared.node("a", None, &overrides));
-    let b = with_image(shared.node("b", Some(&a), &overrides));
+    // b joins after the deploy and builds the image it needs at its first launch.
+    let b = shared.node("b", Some(&a), &overrides);
     // Each node keeps its share of the fleet warm: one each.
     let running_on = |node: &str| -> i64 {
         shared
