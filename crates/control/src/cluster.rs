@@ -125,6 +125,12 @@ pub(crate) async fn join(platform: &Platform) -> Result<i64, String> {
         Some(epoch) => {
             platform.node.set_epoch(epoch);
             tracing::info!(node = %me, epoch, "joined the cluster");
+            if !platform.store.is_sqlite() && spec.public_url.is_none() {
+                tracing::warn!(
+                    node = %me,
+                    "server.public_url is not set: other nodes send this node's sessions to the address it listens on, which browsers elsewhere may not reach; set server.public_url (and server.notebook_url)"
+                );
+            }
             Ok(epoch)
         }
         None => {

@@ -60,6 +60,9 @@ fn a_second_node_on_sqlite_is_refused_and_told_to_use_postgresql() {
         "{refused}"
     );
     assert_eq!(nodes(&first).len(), 1, "the refused node left no row");
+    // Where the nodes are is the operators' to know, not a user's.
+    let denied = first.call_as(&first.token_for("nora"), "cluster:DescribeNodes", &json!({}));
+    assert_eq!(denied.stderr["Code"], "AccessDeniedException", "{denied:?}");
 }
 
 #[test]
