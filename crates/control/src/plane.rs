@@ -160,6 +160,9 @@ impl ControlPlane {
                         {
                             tracing::warn!(error = %err, "looking for lost nodes");
                         }
+                        if let Err(err) = crate::streaming::end_sessions_on_lost_nodes(&control.services.streaming).await {
+                            tracing::warn!(error = %err, "ending the sessions of lost nodes");
+                        }
                     }
                     crate::cluster::Beat::Unreachable => renewed_since = crate::core::store::now_millis(),
                     crate::cluster::Beat::Lost => {

@@ -101,6 +101,15 @@ impl Streaming {
     }
 }
 
+/// Ends the sessions whose node was lost, once each (the end is a conditional update): every
+/// node does it at each heartbeat, so they end within one of the sweep that marked the node.
+pub(crate) async fn end_sessions_on_lost_nodes(streaming: &Streaming) -> Result<(), ActionError> {
+    for session in repo::list_sessions_on_lost_instances(&streaming.pipeline.platform.store).await? {
+        sessions::end_session(streaming, &session, "NODE_LOST").await?;
+    }
+    Ok(())
+}
+
 /// Hears other nodes' session changes (PostgreSQL), for this node's pages.
 pub(crate) fn listen_for_changes(streaming: Arc<Streaming>) {
     changes::listen(streaming);

@@ -44,10 +44,6 @@ pub(crate) fn start(streaming: Arc<Streaming>) {
 
 async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaphore>) -> Result<(), ActionError> {
     let plane = &*streaming.pipeline.platform;
-    // Sessions whose node was lost end, once each (the end is a conditional update).
-    for session in repo::list_sessions_on_lost_instances(&plane.store).await? {
-        end_session(streaming, &session, "NODE_LOST").await?;
-    }
     let fleets = sqlx::query("SELECT * FROM fleets").fetch_all(&plane.store.pool).await?;
     for fleet in &fleets {
         let name: String = fleet.try_get("name")?;

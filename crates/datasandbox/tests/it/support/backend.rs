@@ -63,9 +63,14 @@ pub fn create_database(server: &str, database: &str) {
 }
 
 fn psql(server: &str, sql: &str) -> String {
-    let out = Command::new("psql").args([&format!("{}/postgres", server.trim_end_matches('/')), "-At", "-c", sql]).output().expect("psql");
+    psql_at(&format!("{}/postgres", server.trim_end_matches('/')), sql)
+}
+
+/// Runs `sql` on the database at `url`; what it printed, trimmed.
+pub fn psql_at(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args([url, "-At", "-c", sql]).output().expect("psql");
     assert!(out.status.success(), "psql `{sql}`: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Makes the bucket (moto takes unsigned requests; an existing bucket is fine).
@@ -83,12 +88,7 @@ pub fn create_bucket(endpoint: &str, bucket: &str) {
 /// API (moving time, counting rows); returns what it printed, trimmed.
 pub fn sql(data_dir: &Path, sql: &str) -> String {
     match std::env::var("DATASANDBOX_TEST_POSTGRES") {
-        Ok(server) => {
-            let url = format!("{}/{}", server.trim_end_matches('/'), name_for(data_dir, "ds_"));
-            let out = Command::new("psql").args([&url, "-At", "-c", sql]).output().expect("psql");
-            assert!(out.status.success(), "psql `{sql}`: {}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        }
+        Ok(server) => psql_at(&format!("{}/{}", server.trim_end_matches('/'), name_for(data_dir, "ds_")), sql),
         Err(_) => {
             let out = Command::new("sqlite3")
                 .arg(data_dir.join("metadata.db"))

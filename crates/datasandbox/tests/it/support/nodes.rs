@@ -69,9 +69,7 @@ impl Shared {
 
     /// Runs `sql` on the shared metadata store; what it printed, trimmed.
     pub fn sql(&self, sql: &str) -> String {
-        let out = std::process::Command::new("psql").args([&self.url, "-At", "-c", sql]).output().expect("psql");
-        assert!(out.status.success(), "psql `{sql}`: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        backend::psql_at(&self.url, sql)
     }
 
     /// The overrides that put a server on the shared stores.
