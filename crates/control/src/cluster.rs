@@ -19,6 +19,11 @@
 //!   open it refuses to start and says which file to copy.
 
 mod repo;
+mod secrets;
+mod tls;
+
+pub(crate) use secrets::{check_master_key, shared_secret};
+pub(crate) use tls::node_tls;
 
 use std::time::Duration;
 
@@ -27,10 +32,9 @@ use serde_json::{Value, json};
 use self::repo::NodeRow;
 use crate::core::actions::ClusterAction;
 use crate::core::error::ActionError;
-use crate::core::keyring::KeyRing;
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
-use crate::core::store::{Store, millis_to_rfc3339, now_millis};
+use crate::core::store::{millis_to_rfc3339, now_millis};
 
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: ClusterAction, input: Value) -> Result<Value, ActionError> {
     match action {
@@ -52,6 +56,7 @@ fn node_json(node: &NodeRow, now: i64) -> Value {
         "State": node.state,
         "Epoch": node.epoch,
         "Address": node.address,
+        "RelayAddress": node.relay_address,
         "Host": node.host,
         "VpcCidr": node.vpc_cidr,
         "StartTime": millis_to_rfc3339(node.started),
@@ -62,34 +67,6 @@ fn node_json(node: &NodeRow, now: i64) -> Value {
         "RunningInstances": node.instances,
         "InstanceCapacity": node.id_slots,
     })
-}
-
-/// The name of the value that proves a master key is the cluster's.
-const MASTER_CHECK: &str = "master-key-check";
-const MASTER_CHECK_PLAINTEXT: &[u8] = b"datasandbox cluster master key";
-
-/// Refuses a master key other than the one the nodes already sharing `store` use: every
-/// secret in the store is wrapped with it, so a node with another one could open none.
-pub(crate) async fn check_master_key(store: &Store, keys: &KeyRing, data_dir: &std::path::Path) -> Result<(), String> {
-    let wrapped = keys.wrap(MASTER_CHECK_PLAINTEXT);
-    let stored =
-        repo::secret_or_insert(store, MASTER_CHECK, &wrapped).await.map_err(|e| format!("cannot read the cluster's secrets: {e}"))?;
-    match keys.unwrap(&stored) {
-        Ok(plain) if plain == MASTER_CHECK_PLAINTEXT => Ok(()),
-        _ => Err(format!(
-            "this node's master key (`{}`) is not the one the other nodes on this metadata store use, so it could open none of their secrets; copy `master.key` from another node's data directory (keep it mode 0600) and start again",
-            data_dir.join("master.key").display()
-        )),
-    }
-}
-
-/// A secret every node must share (the key that signs streaming URLs): the stored one, or
-/// `local` (what this node had before it shared a store) stored for every node after it.
-pub(crate) async fn shared_secret(store: &Store, keys: &KeyRing, name: &str, local: [u8; 32]) -> Result<[u8; 32], String> {
-    let stored =
-        repo::secret_or_insert(store, name, &keys.wrap(&local)).await.map_err(|e| format!("cannot read the cluster's secrets: {e}"))?;
-    let secret = keys.unwrap(&stored).map_err(|e| e.message)?;
-    secret.try_into().map_err(|_| format!("the cluster secret `{name}` is not 32 bytes"))
 }
 
 /// Takes this node's lease under a new epoch, or says why it cannot.
@@ -162,6 +139,7 @@ pub(crate) async fn heartbeat(platform: &Platform) -> Beat {
         name: &node.name,
         epoch: node.epoch(),
         address: &platform.public_base(),
+        relay_address: platform.relay_address.get().map(String::as_str),
         now,
         lease_expires: now + platform.spec.cluster.lease_ms as i64,
     };
@@ -189,8 +167,9 @@ pub(crate) async fn sweep(platform: &Platform) -> Result<Vec<String>, ActionErro
     let lost = repo::mark_lost(&platform.store, &platform.node.name, now).await?;
     for node in &lost {
         let instances = repo::mark_instances_lost(&platform.store, &node.name).await?;
+        let notebooks = repo::mark_notebooks_lost(&platform.store, &node.name).await?;
         repo::release_sessions(&platform.store, &node.name).await?;
-        tracing::warn!(node = %node.name, instances, "a node's lease ran out: it is lost, and its instances with it");
+        tracing::warn!(node = %node.name, instances, notebooks, "a node's lease ran out: it is lost, and its instances with it");
         platform
             .service_event(
                 "NodeLost",
@@ -200,12 +179,24 @@ pub(crate) async fn sweep(platform: &Platform) -> Result<Vec<String>, ActionErro
                     "LeaseExpired": millis_to_rfc3339(node.lease_expires),
                     "SweptBy": platform.node.name,
                     "InstancesLost": instances,
+                    "NotebooksFailed": notebooks,
                 }),
             )
             .await;
         platform.metrics.nodes_lost.inc();
     }
     Ok(lost.into_iter().map(|n| n.name).collect())
+}
+
+/// Whether `node` holds a live lease.
+pub(crate) async fn is_live(platform: &Platform, node: &str) -> Result<bool, ActionError> {
+    let row = repo::get(&platform.store, node).await?;
+    Ok(row.is_some_and(|n| n.state == repo::ACTIVE && n.lease_expires >= now_millis()))
+}
+
+/// Where `node`'s notebook relay listens, if that node is live and has one.
+pub(crate) async fn relay_of(platform: &Platform, node: &str) -> Result<Option<String>, ActionError> {
+    repo::live_relay(&platform.store, node, now_millis()).await
 }
 
 /// Leaves the cluster at a clean stop: the lease ends at once, and no node takes this one for

@@ -7,6 +7,7 @@ pub(crate) mod caller;
 pub(crate) mod clock;
 pub(crate) mod codec;
 pub(crate) mod error;
+pub(crate) mod feed;
 pub(crate) mod keyring;
 pub(crate) mod metrics;
 pub(crate) mod node;

@@ -27,18 +27,26 @@ use crate::instances::Instances;
 mod admission;
 mod gateway;
 mod lifecycle;
+mod nodes;
 mod repo;
 mod server;
 mod state;
 mod urls;
 mod volume;
 
-pub use gateway::NotebookTarget;
+pub use gateway::{NotebookTarget, Upstream};
 pub(crate) use state::Notebooks;
 
 impl Notebooks {
     pub(crate) fn new(pipeline: Pipeline, instances: Arc<Instances>) -> Notebooks {
-        Notebooks { pipeline, instances, tokens: Default::default(), admission: Default::default() }
+        Notebooks {
+            pipeline,
+            instances,
+            tokens: Default::default(),
+            admission: Default::default(),
+            busy: Default::default(),
+            wake: Default::default(),
+        }
     }
 
     pub(crate) async fn dispatch(self: &Arc<Self>, ctx: &mut Ctx<'_>, action: NotebooksAction, input: Value) -> Result<Value, ActionError> {
@@ -50,14 +58,22 @@ impl Notebooks {
             A::StartNotebookInstance => lifecycle::start(self, ctx, input).await,
             A::StopNotebookInstance => lifecycle::stop(self, ctx, input).await,
             A::UpdateNotebookInstance => lifecycle::update(self, ctx, input).await,
-            A::DeleteNotebookInstance => lifecycle::delete(ctx, input).await,
+            A::DeleteNotebookInstance => lifecycle::delete(self, ctx, input).await,
             A::CreatePresignedNotebookInstanceUrl => urls::presign(ctx, input).await,
             A::RedeemPresignedNotebookInstanceUrl => urls::redeem(ctx, input).await,
         }
     }
 
-    /// At a clean stop or start-up: every notebook stopped, its volume unmounted.
+    /// At a clean stop, start-up or rejoin: every notebook of this node stopped, its volume
+    /// unmounted.
     pub(crate) async fn stop_all(&self) {
         server::stop_all(self).await
+    }
+
+    /// At start-up and after a rejoin: notebooks made before nodes existed become this node's.
+    pub(crate) async fn adopt(&self) {
+        if let Err(err) = repo::adopt(&self.pipeline.platform).await {
+            tracing::warn!(error = %err, "cannot adopt the notebooks made before nodes existed");
+        }
     }
 }

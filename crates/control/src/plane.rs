@@ -116,6 +116,7 @@ impl ControlPlane {
         control.services.instances.start_background_tasks();
         crate::streaming::engine::start(control.services.streaming.clone());
         crate::streaming::listen_for_changes(control.services.streaming.clone());
+        control.services.notebooks.start_reconciler();
         Ok(control)
     }
 
@@ -136,6 +137,7 @@ impl ControlPlane {
             tracing::warn!(sessions = ?stale, "ended the sessions a previous run left open");
         }
         crate::storage::reclaim_blobs(platform).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        self.services.notebooks.adopt().await;
         self.services.notebooks.stop_all().await;
         Ok(())
     }
@@ -181,6 +183,8 @@ impl ControlPlane {
         let platform = &self.pipeline.platform;
         let ended = self.services.instances.terminate_all().await;
         tracing::warn!(instances = ?ended, "ended this node's instances after it lost its lease");
+        // Its notebooks' servers went with its instances; the sweep failed their rows.
+        self.services.notebooks.stop_all().await;
         loop {
             match crate::cluster::join(platform).await {
                 Ok(epoch) => {
@@ -383,6 +387,29 @@ impl ControlPlane {
     ) -> Result<(), ActionError> {
         self.services.notebooks.record_notebook_access(target, name, method, path, refused).await
     }
+
+    /// A notebook running on this node, for a request another node relays here.
+    pub fn local_notebook(&self, name: &str) -> Option<crate::notebooks::Upstream> {
+        self.services.notebooks.local_upstream(name)
+    }
+
+    /// This node's TLS towards the other nodes (the notebook relay).
+    pub fn node_tls(&self) -> Arc<crate::core::node::NodeTls> {
+        self.pipeline.platform.node_tls.clone()
+    }
+
+    /// Whether other nodes may share this node's store (PostgreSQL): then it runs a relay.
+    pub fn shares_store(&self) -> bool {
+        !self.pipeline.platform.store.is_sqlite()
+    }
+
+    /// Tells the control plane where the notebook relay listens, for other nodes to reach it.
+    pub async fn set_relay_address(&self, address: String) {
+        let _ = self.pipeline.platform.relay_address.set(address);
+        if crate::cluster::heartbeat(&self.pipeline.platform).await != crate::cluster::Beat::Renewed {
+            tracing::warn!("cannot publish this node's relay address yet; the next heartbeat will");
+        }
+    }
 }
 
 /// Opens what every service shares: the metadata store, the object store, the key ring, the
@@ -407,6 +434,7 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
         crate::core::keyring::load_or_create_key(&data_dir.join("streaming-url.key")).map_err(|e| StartError::Setup(e.message))?;
     let url_key = crate::cluster::shared_secret(&store, &keys, "streaming-url-key", local_url_key).await.map_err(StartError::Setup)?;
     let node = crate::core::node::Node::new(spec.node_name());
+    let node_tls = crate::cluster::node_tls(&store, &keys, spec.node_name()).await.map_err(StartError::Setup)?;
     Ok(Platform {
         spec,
         current: std::sync::RwLock::new(Arc::new(current)),
@@ -426,6 +454,8 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
         url_key: std::sync::OnceLock::from(url_key),
         listening: std::sync::OnceLock::new(),
         node,
+        node_tls: Arc::new(node_tls),
+        relay_address: std::sync::OnceLock::new(),
     })
 }
 

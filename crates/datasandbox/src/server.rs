@@ -86,6 +86,15 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     let shutdown = shutdown_signal().context("cannot listen for SIGINT and SIGTERM")?;
     let api = listeners.tcp.local_addr().context("listener has no address")?;
     control.set_listening_address(api).await;
+    // Other nodes reach the notebooks this one runs through its relay (mutual TLS).
+    if control.shares_store() {
+        let (relay, relay_address) = gateway::bind_relay(&control, api)
+            .await
+            .context("cannot listen for other nodes' notebook requests; change cluster.relay_listen")?;
+        tracing::info!(relay = %relay_address, "notebook relay listening for other nodes");
+        control.set_relay_address(relay_address).await;
+        tokio::spawn(gateway::serve_relay(control.clone(), relay));
+    }
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "ready api=http://{api} socket={}", listeners.socket.display())?;

@@ -12,11 +12,13 @@
 mod console;
 mod cookies;
 mod federation;
+mod jupyter;
 mod listen;
 mod notebook;
 mod openapi;
 mod origin;
 mod portal;
+mod relay;
 mod rfb;
 mod session;
 mod sign_in;
@@ -35,6 +37,8 @@ use axum::routing::{get, post};
 use control::{ActionError, ControlPlane, Credentials, Request};
 use serde_json::json;
 use tokio::net::{TcpListener, UnixListener};
+
+pub use relay::{bind_relay, serve_relay};
 
 use listen::{PeerCredentials, Stopping};
 use sign_in::sign_in_credentials;

@@ -41,16 +41,14 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
 use control::{ControlPlane, Credentials, NotebookTarget};
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite;
 
 /// Bodies the proxy reads to judge them (contents-API requests and answers when a transfer
 /// setting is disabled): larger ones are refused. Everything else streams through.
@@ -74,13 +72,6 @@ fn judge_upload(body: &[u8]) -> Option<&'static str> {
 fn judge_download(body: &[u8]) -> Option<&'static str> {
     let Ok(model) = serde_json::from_slice::<Value>(body) else { return Some(UNREADABLE) };
     (model["type"] == "file" && !model["content"].is_null()).then_some(DOWNLOAD_DISABLED)
-}
-
-/// Whether a browser's request header goes on to Jupyter: not our cookies (Jupyter gets its
-/// token instead), not the browser's credentials or host, and no compression (an answer the
-/// proxy must judge is read as it comes).
-fn passed_to_jupyter(name: &header::HeaderName) -> bool {
-    ![header::COOKIE, header::AUTHORIZATION, header::HOST, header::ACCEPT_ENCODING].contains(name)
 }
 
 /// On the main origin: presigned URLs are redeemed here, with the session's cookie, and the
@@ -372,7 +363,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         if let Err(err) = control.record_notebook_access(&target, &name, "WEBSOCKET", &rest, None).await {
             return unrecorded(err);
         }
-        return bridge(target, &name, &rest, &query, &parts.headers, upgrade).await;
+        return crate::jupyter::bridge(&control, &target.upstream, &name, &rest, &query, &parts.headers, upgrade).await;
     }
     let contents = rest.starts_with("api/contents");
     // Uploads: a contents-API write whose model is a file (a notebook's save is allowed).
@@ -389,7 +380,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     if let Err(err) = control.record_notebook_access(&target, &name, method.as_str(), &rest, None).await {
         return unrecorded(err);
     }
-    let response = match forward(&target, &name, &rest, &query, parts, body).await {
+    let response = match crate::jupyter::forward(&control, &target.upstream, &name, &rest, &query, parts, body).await {
         Ok(response) => response,
         Err(err) => {
             return (StatusCode::BAD_GATEWAY, error_body("BadGateway", &format!("the notebook did not answer: {err}"))).into_response();
@@ -425,113 +416,11 @@ fn error_body(code: &str, message: &str) -> axum::Json<serde_json::Value> {
     axum::Json(json!({ "Code": code, "Message": message }))
 }
 
-async fn forward(
-    target: &NotebookTarget,
-    name: &str,
-    rest: &str,
-    query: &str,
-    parts: axum::http::request::Parts,
-    body: Body,
-) -> Result<Response, String> {
-    let stream = tokio::net::UnixStream::connect(&target.socket).await.map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
-    let mut request = hyper::Request::builder().method(parts.method).uri(path);
-    for (key, value) in parts.headers.iter().filter(|(key, _)| passed_to_jupyter(key)) {
-        request = request.header(key, value);
-    }
-    let request = request
-        .header(header::HOST, "localhost")
-        .header(header::AUTHORIZATION, format!("token {}", target.token))
-        .body(body)
-        .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let (mut parts, incoming) = response.into_parts();
-    // Jupyter's cookies (`_xsrf`, its login) are not the browser's business.
-    parts.headers.remove(header::SET_COOKIE);
-    Ok(Response::from_parts(parts, Body::new(incoming)))
-}
-
-async fn bridge(target: NotebookTarget, name: &str, rest: &str, query: &str, headers: &HeaderMap, upgrade: WebSocketUpgrade) -> Response {
-    let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
-    let protocols = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
-    let stream = match tokio::net::UnixStream::connect(&target.socket).await {
-        Ok(stream) => stream,
-        Err(err) => return (StatusCode::BAD_GATEWAY, format!("the notebook did not answer: {err}")).into_response(),
-    };
-    let mut request = tungstenite::http::Request::builder()
-        .uri(format!("ws://localhost{path}"))
-        .header("host", "localhost")
-        .header("authorization", format!("token {}", target.token))
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tungstenite::handshake::client::generate_key());
-    if let Some(protocols) = &protocols {
-        request = request.header("sec-websocket-protocol", protocols.as_bytes());
-    }
-    let Ok(request) = request.body(()) else {
-        return (StatusCode::BAD_REQUEST, "bad WebSocket request").into_response();
-    };
-    let (upstream, answer) = match tokio_tungstenite::client_async(request, stream).await {
-        Ok(pair) => pair,
-        Err(err) => return (StatusCode::BAD_GATEWAY, format!("the notebook refused the WebSocket: {err}")).into_response(),
-    };
-    let upgrade = match answer.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()) {
-        Some(chosen) => upgrade.protocols([chosen.to_owned()]),
-        None => upgrade,
-    };
-    upgrade.on_upgrade(move |browser| relay(browser, upstream))
-}
-
-/// Passes frames both ways until either side closes.
-async fn relay(browser: WebSocket, upstream: tokio_tungstenite::WebSocketStream<tokio::net::UnixStream>) {
-    let (mut to_browser, mut from_browser) = browser.split();
-    let (mut to_upstream, mut from_upstream) = upstream.split();
-    let up = async {
-        while let Some(Ok(message)) = from_browser.next().await {
-            let forwarded = match message {
-                Message::Text(text) => tungstenite::Message::Text(text.as_str().into()),
-                Message::Binary(bytes) => tungstenite::Message::Binary(bytes),
-                Message::Ping(bytes) => tungstenite::Message::Ping(bytes),
-                Message::Pong(bytes) => tungstenite::Message::Pong(bytes),
-                Message::Close(_) => break,
-            };
-            if to_upstream.send(forwarded).await.is_err() {
-                break;
-            }
-        }
-        let _ = to_upstream.close().await;
-    };
-    let down = async {
-        while let Some(Ok(message)) = from_upstream.next().await {
-            let forwarded = match message {
-                tungstenite::Message::Text(text) => Message::Text(text.as_str().into()),
-                tungstenite::Message::Binary(bytes) => Message::Binary(bytes),
-                tungstenite::Message::Ping(bytes) => Message::Ping(bytes),
-                tungstenite::Message::Pong(bytes) => Message::Pong(bytes),
-                tungstenite::Message::Close(_) | tungstenite::Message::Frame(_) => break,
-            };
-            if to_browser.send(forwarded).await.is_err() {
-                break;
-            }
-        }
-        let _ = to_browser.close().await;
-    };
-    tokio::select! {
-        () = up => {}
-        () = down => {}
-    }
-}
-
 /// Finding 8 of the security review: what the proxy cannot read, it does not pass.
 #[cfg(test)]
 mod attack_f08 {
     use super::*;
+    use crate::jupyter::passed_to_jupyter;
 
     /// Jupyter serves a notebook's files with `sandbox allow-scripts`: an HTML file opened from
     /// the notebook must not run script on the notebook origin (where every notebook lives).

@@ -26,6 +26,7 @@ pub(crate) struct NodeRow {
     pub lost_at: Option<i64>,
     pub instances: i64,
     pub id_slots: i64,
+    pub relay_address: Option<String>,
 }
 
 impl NodeRow {
@@ -44,6 +45,7 @@ impl NodeRow {
             lost_at: row.try_get("lost_at")?,
             instances: row.try_get("instances")?,
             id_slots: row.try_get("id_slots")?,
+            relay_address: row.try_get("relay_address")?,
         })
     }
 }
@@ -111,6 +113,7 @@ pub(crate) struct Renewal<'a> {
     pub name: &'a str,
     pub epoch: i64,
     pub address: &'a str,
+    pub relay_address: Option<&'a str>,
     pub now: i64,
     pub lease_expires: i64,
 }
@@ -118,7 +121,7 @@ pub(crate) struct Renewal<'a> {
 /// Renews the lease if the node still holds it under its epoch; false when it does not.
 pub(crate) async fn renew(store: &Store, renewal: &Renewal<'_>) -> Result<bool, ActionError> {
     let done = sqlx::query(
-        "UPDATE nodes SET heartbeat = $1, lease_expires = $2, address = $3,
+        "UPDATE nodes SET heartbeat = $1, lease_expires = $2, address = $3, relay_address = $7,
              instances = (SELECT COUNT(*) FROM instances WHERE node = $4 AND state IN ('PENDING', 'RUNNING', 'STOPPING'))
          WHERE name = $4 AND epoch = $5 AND state = $6",
     )
@@ -128,6 +131,7 @@ pub(crate) async fn renew(store: &Store, renewal: &Renewal<'_>) -> Result<bool, 
     .bind(renewal.name)
     .bind(renewal.epoch)
     .bind(ACTIVE)
+    .bind(renewal.relay_address)
     .execute(&store.pool)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -155,6 +159,40 @@ pub(crate) async fn mark_instances_lost(store: &Store, node: &str) -> Result<u64
         .execute(&store.pool)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// A lost node's notebooks that were not at rest fail (their volumes are on its disk): their
+/// access ends now, and they start again once the node is back. Returns how many.
+pub(crate) async fn mark_notebooks_lost(store: &Store, node: &str) -> Result<u64, ActionError> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query(
+        "DELETE FROM notebook_access WHERE notebook IN
+             (SELECT name FROM notebooks WHERE node = $1 AND state <> 'Stopped' AND state <> 'Failed')",
+    )
+    .bind(node)
+    .execute(&mut *tx)
+    .await?;
+    let done = sqlx::query(
+        "UPDATE notebooks SET state = 'Failed', instance_id = NULL, failure_reason = $2
+         WHERE node = $1 AND state <> 'Stopped' AND state <> 'Failed'",
+    )
+    .bind(node)
+    .bind(format!("node `{node}`, which holds the notebook's volume, was lost; start the notebook again once it is back"))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+/// Where a live node's notebook relay listens, if it is live and published one.
+pub(crate) async fn live_relay(store: &Store, node: &str, now: i64) -> Result<Option<String>, ActionError> {
+    let row = sqlx::query("SELECT relay_address FROM nodes WHERE name = $1 AND state = $2 AND lease_expires >= $3")
+        .bind(node)
+        .bind(ACTIVE)
+        .bind(now)
+        .fetch_optional(&store.pool)
+        .await?;
+    Ok(row.and_then(|r| r.try_get::<Option<String>, _>("relay_address").ok().flatten()))
 }
 
 /// A clean stop: the lease ends now, under the node's own epoch only.

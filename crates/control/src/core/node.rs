@@ -4,7 +4,10 @@
 //! for lost (its lease ran out while it was stopped or cut off), its old epoch no longer holds
 //! the lease and such a write changes nothing.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use rustls::pki_types::ServerName;
 
 pub(crate) struct Node {
     pub name: String,
@@ -41,4 +44,16 @@ impl Node {
     pub fn is_leaving(&self) -> bool {
         self.leaving.load(Ordering::SeqCst)
     }
+}
+
+/// This node's TLS configurations (made by `cluster::tls`): as the server other nodes reach,
+/// and as their client. Both ends must hold a certificate of the cluster's authority.
+pub struct NodeTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+/// The name a node's certificate is made for, which a client reaching it checks.
+pub fn server_name(node: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(format!("{node}.nodes.datasandbox")).map_err(|e| format!("node `{node}` has no usable TLS name: {e}"))
 }

@@ -49,6 +49,9 @@ pub(crate) struct Platform {
     pub listening: std::sync::OnceLock<String>,
     /// This server as a node among those sharing the metadata store.
     pub node: crate::core::node::Node,
+    /// Its TLS towards other nodes, and where its notebook relay listens once bound.
+    pub node_tls: Arc<crate::core::node::NodeTls>,
+    pub relay_address: std::sync::OnceLock<String>,
 }
 
 impl Platform {

@@ -11,11 +11,20 @@ use crate::streaming::repo::SessionState;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+/// Where a notebook's Jupyter is reached from this node.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// It runs here: its Unix socket, and Jupyter's token for the proxy to add.
+    Local { socket: PathBuf, token: String },
+    /// It runs on another node: that node's relay (`host:port`), reached over mutual TLS,
+    /// which adds the token there.
+    Relay { node: String, address: String },
+}
+
 /// What the gateway needs to reach a running notebook's Jupyter.
 #[derive(Debug, Clone)]
 pub struct NotebookTarget {
-    pub socket: PathBuf,
-    pub token: String,
+    pub upstream: Upstream,
     pub session_id: String,
     pub user_id: String,
     pub correlation_id: String,
@@ -47,7 +56,7 @@ impl Notebooks {
         if session.state != SessionState::Active {
             return Err(denied("your streaming session has ended, and notebook access with it"));
         }
-        let token = self.tokens.lock().expect("tokens lock").get(name).cloned().ok_or_else(|| denied("the notebook is not running"))?;
+        let upstream = self.upstream(name).await?;
         let settings: Value = serde_json::from_str(&session.settings).map_err(ActionError::internal)?;
         let enabled = |action: &str| {
             settings["UserSettings"]
@@ -58,8 +67,7 @@ impl Notebooks {
                 .is_none_or(|s| s["Permission"] != "DISABLED")
         };
         Ok(NotebookTarget {
-            socket: notebook_dir(plane, name).join("run/jupyter.sock"),
-            token,
+            upstream,
             session_id,
             user_id: session.user_id,
             correlation_id: session.correlation_id,
@@ -67,6 +75,36 @@ impl Notebooks {
             upload: enabled("FILE_UPLOAD"),
             source_ip: source_ip.to_owned(),
         })
+    }
+
+    /// Where `name`'s Jupyter is: here, or through the relay of the node that runs it.
+    async fn upstream(&self, name: &str) -> Result<Upstream, ActionError> {
+        let plane = &*self.pipeline.platform;
+        let not_running = || ActionError::new(403, ErrorCode::AccessDeniedException, "the notebook is not running");
+        let row = repo::find(plane, name).await?;
+        if row.state != super::repo::NotebookState::InService {
+            return Err(not_running());
+        }
+        match row.node {
+            Some(node) if node != plane.node.name => {
+                let address = crate::cluster::relay_of(plane, &node).await?.ok_or_else(|| {
+                    ActionError::new(
+                        503,
+                        ErrorCode::ServiceUnavailable,
+                        format!("the notebook runs on node `{node}`, which cannot be reached now; try again shortly"),
+                    )
+                })?;
+                Ok(Upstream::Relay { node, address })
+            }
+            _ => self.local_upstream(name).ok_or_else(not_running),
+        }
+    }
+
+    /// The socket and token of `name`'s Jupyter if it runs on this node (for requests other
+    /// nodes relay here).
+    pub(crate) fn local_upstream(&self, name: &str) -> Option<Upstream> {
+        let token = self.tokens.lock().expect("tokens lock").get(name).cloned()?;
+        Some(Upstream::Local { socket: notebook_dir(&self.pipeline.platform, name).join("run/jupyter.sock"), token })
     }
 
     /// One audit record per proxied notebook request or kernel connection, under the

@@ -9,8 +9,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::admission::{GIB, admit_volume};
+use super::nodes::Work;
 use super::repo::{self, NotebookRow, NotebookState};
-use super::server::{run_notebook, stop_notebook};
+use super::server::stop_notebook;
 use super::state::{Notebooks, arn, notebook_dir, volume_context};
 use super::volume::Volume;
 use crate::core::codec::bounded;
@@ -117,10 +118,8 @@ pub(super) async fn create(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input:
         owner_issuer: owner.as_ref().and_then(|o| o.issuer_str()),
     };
     repo::insert(plane, new).await?;
-    // Created notebooks start, as SageMaker's do.
-    let notebooks = notebooks.clone();
-    let starting = name.clone();
-    tokio::spawn(async move { run_notebook(&notebooks, &starting).await });
+    // Created notebooks start, as SageMaker's do, on this node: its disk holds the volume.
+    notebooks.spawn_work(&name, Work::Start);
     Ok(json!({ "NotebookInstanceArn": arn(plane, &name) }))
 }
 
@@ -155,6 +154,7 @@ fn notebook_json(plane: &Platform, row: &NotebookRow) -> Value {
         "OwnerAccessMode": row.owner_mode,
         "OwnerIssuer": row.owner_issuer,
         "InstanceId": row.instance_id,
+        "Node": row.node,
         "CreationTime": millis_to_rfc3339(row.created),
     })
 }
@@ -174,25 +174,38 @@ pub(super) async fn start(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: 
     let key = notebook.kms_key_id;
     let aliases = crate::keys::aliases_of(plane, &key).await?;
     ctx.authorize_also("keys:Decrypt", Resource::Key { id: key, aliases })?;
-    let state = notebook.state;
-    if !state.is_at_rest() {
-        return Err(ActionError::conflict(
-            ErrorCode::ConflictException,
-            format!("notebook instance `{}` is {state}", input.notebook_instance_name),
-        ));
+    let name = &input.notebook_instance_name;
+    let conflict =
+        |state: NotebookState| ActionError::conflict(ErrorCode::ConflictException, format!("notebook instance `{name}` is {state}"));
+    if !notebook.state.is_at_rest() {
+        return Err(conflict(notebook.state));
     }
-    repo::set_state(plane, &input.notebook_instance_name, NotebookState::Pending).await?;
-    let (notebooks, name) = (notebooks.clone(), input.notebook_instance_name.clone());
-    tokio::spawn(async move { run_notebook(&notebooks, &name).await });
+    // Only the node whose disk holds the volume can start it.
+    notebooks.require_live_node(notebook.node.as_deref(), name).await?;
+    if !repo::request_state(plane, name, &[NotebookState::Stopped, NotebookState::Failed], NotebookState::Pending).await? {
+        return Err(conflict(repo::find(plane, name).await?.state));
+    }
+    notebooks.ask(notebook.node.as_deref(), name, Work::Start).await;
     Ok(json!({}))
 }
 
-pub(super) async fn stop(notebooks: &Notebooks, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+/// Stops a notebook: here, at once, when this node runs it; else its node is asked to (the
+/// notebook is `Stopping` until it has), and its access ends now.
+pub(super) async fn stop(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     let plane = ctx.platform;
-    repo::find(plane, &input.notebook_instance_name).await?;
+    let notebook = repo::find(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
-    stop_notebook(notebooks, &input.notebook_instance_name).await?;
+    let name = &input.notebook_instance_name;
+    match notebook.node.as_deref() {
+        Some(node) if node != plane.node.name => {
+            if repo::request_state(plane, name, &[NotebookState::Pending, NotebookState::InService], NotebookState::Stopping).await? {
+                repo::delete_access(plane, name).await?;
+                notebooks.ask(Some(node), name, Work::Stop).await;
+            }
+        }
+        _ => stop_notebook(notebooks, name).await?,
+    }
     Ok(json!({}))
 }
 
@@ -223,7 +236,8 @@ pub(super) async fn update(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input:
     require_stopped(&notebook, &input.notebook_instance_name)?;
     let instance_type = input.instance_type.clone().unwrap_or(notebook.instance_type);
     let _admission = notebooks.admission.lock().await;
-    if volume > current {
+    // A volume on another node's disk grows there, at its next start.
+    if volume > current && notebook.node.as_deref().is_none_or(|n| n == plane.node.name) {
         admit_volume(plane, (volume - current) as u64 * GIB).await?;
         let disk = Volume::new(notebook_dir(plane, &input.notebook_instance_name));
         tokio::task::spawn_blocking(move || disk.grow(volume as u64)).await.map_err(ActionError::internal)??;
@@ -241,13 +255,20 @@ fn require_stopped(notebook: &NotebookRow, name: &str) -> Result<(), ActionError
     Ok(())
 }
 
-pub(super) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+/// Deletes a stopped notebook; its volume goes with it, here or, on another node's disk, by
+/// that node's reconciler.
+pub(super) async fn delete(notebooks: &Notebooks, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     let plane = ctx.platform;
     let notebook = repo::find(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
     require_stopped(&notebook, &input.notebook_instance_name)?;
     repo::delete(plane, &input.notebook_instance_name).await?;
-    let _ = std::fs::remove_dir_all(notebook_dir(plane, &input.notebook_instance_name));
+    match notebook.node.as_deref() {
+        Some(node) if node != plane.node.name => notebooks.tell(&input.notebook_instance_name).await,
+        _ => {
+            let _ = std::fs::remove_dir_all(notebook_dir(plane, &input.notebook_instance_name));
+        }
+    }
     Ok(json!({}))
 }

@@ -47,6 +47,8 @@ pub(super) struct NotebookRow {
     /// The volume's data key, wrapped by the notebook's key (base64).
     pub wrapped_key: String,
     pub created: i64,
+    /// The node whose disk holds the volume, which alone runs the notebook.
+    pub node: Option<String>,
 }
 
 impl NotebookRow {
@@ -65,6 +67,7 @@ impl NotebookRow {
             instance_id: row.try_get("instance_id")?,
             wrapped_key: row.try_get("wrapped_key")?,
             created: row.try_get("created")?,
+            node: row.try_get("node")?,
         })
     }
 }
@@ -89,9 +92,12 @@ pub(super) async fn all(plane: &Platform) -> Result<Vec<NotebookRow>, ActionErro
     rows.iter().map(NotebookRow::from_row).collect()
 }
 
-/// Each notebook's name and volume size in GiB.
+/// The name and volume size in GiB of each notebook whose volume is on this node's disk.
 pub(super) async fn volume_sizes(plane: &Platform) -> Result<Vec<(String, i64)>, ActionError> {
-    let rows = sqlx::query("SELECT name, volume_size_gb FROM notebooks").fetch_all(&plane.store.pool).await?;
+    let rows = sqlx::query("SELECT name, volume_size_gb FROM notebooks WHERE node = $1")
+        .bind(&plane.node.name)
+        .fetch_all(&plane.store.pool)
+        .await?;
     Ok(rows.iter().map(|row| Ok((row.try_get("name")?, row.try_get("volume_size_gb")?))).collect::<Result<_, sqlx::Error>>()?)
 }
 
@@ -109,8 +115,8 @@ pub(super) struct NewNotebook<'a> {
 
 pub(super) async fn insert(plane: &Platform, new: NewNotebook<'_>) -> Result<(), ActionError> {
     sqlx::query(
-        "INSERT INTO notebooks (name, instance_type, volume_size_gb, kms_key_id, owner, state, instance_id, wrapped_key, created, owner_mode, owner_issuer)
-         VALUES ($1, $2, $3, $4, $5, 'Pending', NULL, $6, $7, $8, $9)",
+        "INSERT INTO notebooks (name, instance_type, volume_size_gb, kms_key_id, owner, state, instance_id, wrapped_key, created, owner_mode, owner_issuer, node, node_epoch)
+         VALUES ($1, $2, $3, $4, $5, 'Pending', NULL, $6, $7, $8, $9, $10, $11)",
     )
     .bind(new.name)
     .bind(new.instance_type)
@@ -121,42 +127,86 @@ pub(super) async fn insert(plane: &Platform, new: NewNotebook<'_>) -> Result<(),
     .bind(now_millis())
     .bind(new.owner_mode)
     .bind(new.owner_issuer)
+    .bind(&plane.node.name)
+    .bind(plane.node.epoch())
     .execute(&plane.store.pool)
     .await?;
     Ok(())
 }
 
-/// A state change that touches nothing else (to Pending before a start, to Stopping).
+/// Asks for a state change, from `from` only: true if this call made it (any node may ask; the
+/// notebook's node carries it out).
+pub(super) async fn request_state(plane: &Platform, name: &str, from: &[NotebookState], to: NotebookState) -> Result<bool, ActionError> {
+    let states: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    let sql = format!("UPDATE notebooks SET state = $1, failure_reason = NULL WHERE name = $2 AND state IN ({})", states.join(", "));
+    let done = sqlx::query(&sql).bind(to.as_str()).bind(name).execute(&plane.store.pool).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The owner's writes: each holds only while this node still holds its lease under the epoch
+/// it believes it has (`core::node`), and the notebook is still its own; each records that
+/// epoch. `set` numbers its values from `$4`.
+async fn owner_write(plane: &Platform, name: &str, set: &str, values: &[&str]) -> Result<(), sqlx::Error> {
+    let fence = crate::core::node::fence(2, 3);
+    let sql = format!("UPDATE notebooks SET {set}, node_epoch = $3 WHERE name = $1 AND node = $2 AND {fence}");
+    let mut query = sqlx::query(&sql).bind(name).bind(&plane.node.name).bind(plane.node.epoch());
+    for value in values {
+        query = query.bind(*value);
+    }
+    if query.execute(&plane.store.pool).await?.rows_affected() == 0 {
+        tracing::warn!(notebook = name, node = %plane.node.name, epoch = plane.node.epoch(), "a fenced notebook write touched 0 rows");
+    }
+    Ok(())
+}
+
+/// A state change by the notebook's node (to Stopping as it stops).
 pub(super) async fn set_state(plane: &Platform, name: &str, state: NotebookState) -> Result<(), ActionError> {
-    sqlx::query("UPDATE notebooks SET state = $1 WHERE name = $2").bind(state.as_str()).bind(name).execute(&plane.store.pool).await?;
+    owner_write(plane, name, "state = $4", &[state.as_str()]).await?;
     Ok(())
 }
 
 pub(super) async fn mark_failed(plane: &Platform, name: &str, reason: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE notebooks SET state = 'Failed', failure_reason = $1 WHERE name = $2")
-        .bind(reason)
-        .bind(name)
-        .execute(&plane.store.pool)
-        .await
-        .map(drop)
+    owner_write(plane, name, "state = 'Failed', failure_reason = $4", &[reason]).await
 }
 
 pub(super) async fn set_instance(plane: &Platform, name: &str, instance_id: &str) -> Result<(), ActionError> {
-    sqlx::query("UPDATE notebooks SET instance_id = $1 WHERE name = $2").bind(instance_id).bind(name).execute(&plane.store.pool).await?;
+    owner_write(plane, name, "instance_id = $4", &[instance_id]).await?;
     Ok(())
 }
 
+/// InService, unless a stop was asked for meanwhile (the stop then finds a running notebook).
 pub(super) async fn mark_in_service(plane: &Platform, name: &str) -> Result<(), ActionError> {
-    sqlx::query("UPDATE notebooks SET state = 'InService', failure_reason = NULL WHERE name = $1")
-        .bind(name)
-        .execute(&plane.store.pool)
-        .await?;
+    owner_write(plane, name, "state = CASE WHEN state = 'Stopping' THEN state ELSE 'InService' END, failure_reason = NULL", &[]).await?;
     Ok(())
 }
 
 pub(super) async fn mark_stopped(plane: &Platform, name: &str) -> Result<(), ActionError> {
-    sqlx::query("UPDATE notebooks SET state = 'Stopped', instance_id = NULL WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
+    owner_write(plane, name, "state = 'Stopped', instance_id = NULL", &[]).await?;
     Ok(())
+}
+
+/// This node's notebooks and their states.
+pub(super) async fn on_this_node(plane: &Platform) -> Result<Vec<(String, NotebookState)>, ActionError> {
+    let rows = sqlx::query("SELECT name, state FROM notebooks WHERE node = $1").bind(&plane.node.name).fetch_all(&plane.store.pool).await?;
+    rows.iter()
+        .map(|row| {
+            let state: String = row.try_get("state")?;
+            let state =
+                NotebookState::parse(&state).ok_or_else(|| ActionError::internal(format_args!("unknown notebook state `{state}`")))?;
+            Ok((row.try_get("name")?, state))
+        })
+        .collect()
+}
+
+/// Notebooks made before nodes existed become this node's: their volumes are on its disk (on
+/// SQLite it is the only node).
+pub(super) async fn adopt(plane: &Platform) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE notebooks SET node = $1, node_epoch = $2 WHERE node IS NULL")
+        .bind(&plane.node.name)
+        .bind(plane.node.epoch())
+        .execute(&plane.store.pool)
+        .await
+        .map(drop)
 }
 
 pub(super) async fn update_type_and_size(
@@ -185,17 +235,13 @@ pub(super) async fn delete_access(plane: &Platform, name: &str) -> Result<(), Ac
     Ok(())
 }
 
-/// The names of notebooks not stopped or failed (a row that cannot be read is left out).
-/// The notebooks not at rest whose instance is this node's (or that have none yet): another
-/// node's are its own to stop.
+/// The names of this node's notebooks not stopped or failed (a row that cannot be read is left
+/// out): another node's are its own to stop.
 pub(super) async fn names_not_at_rest(plane: &Platform) -> Result<Vec<String>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT name FROM notebooks n WHERE state != 'Stopped' AND state != 'Failed'
-         AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = n.instance_id AND i.node IS NOT NULL AND i.node <> $1)",
-    )
-    .bind(&plane.node.name)
-    .fetch_all(&plane.store.pool)
-    .await?;
+    let rows = sqlx::query("SELECT name FROM notebooks WHERE state != 'Stopped' AND state != 'Failed' AND node = $1")
+        .bind(&plane.node.name)
+        .fetch_all(&plane.store.pool)
+        .await?;
     Ok(rows.iter().filter_map(|row| row.try_get::<String, _>("name").ok()).collect())
 }
 

@@ -38,6 +38,7 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
     // The notebook image is built on first use from the deployed spec's declaration.
     crate::instances::ensure_image(plane, &plane.current(), NOTEBOOK_IMAGE).await?;
     let dir = notebook_dir(plane, name);
+    grow_if_asked(notebooks, name, Volume::new(dir.clone()), notebook.volume_size_gb as u64).await?;
     let (plain, run) = (Volume::new(dir.clone()).plain(), dir.join("run"));
     // The instance's host ids are chosen first: its volume and directories are made its own.
     let ids = crate::instances::lease_ids(&notebooks.instances).await?;
@@ -85,6 +86,19 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
     notebooks.tokens.lock().expect("tokens lock").insert(name.to_owned(), token);
     repo::mark_in_service(plane, name).await?;
     Ok(())
+}
+
+/// Grows the disk to the size an update on another node recorded (admitted here, where the
+/// disk is).
+async fn grow_if_asked(notebooks: &Notebooks, name: &str, volume: Volume, size_gb: u64) -> Result<(), ActionError> {
+    if volume.size_gb()? >= size_gb {
+        return Ok(());
+    }
+    let _admission = notebooks.admission.lock().await;
+    // The row already claims the new size: nothing more than it may be admitted.
+    super::admission::admit_volume(&notebooks.pipeline.platform, 0).await?;
+    tracing::info!(notebook = name, size_gb, "growing the notebook's volume as its update asked");
+    tokio::task::spawn_blocking(move || volume.grow(size_gb)).await.map_err(ActionError::internal)?
 }
 
 /// JupyterLab on a Unix socket in the run directory, rooted at the volume, with its token in a
@@ -144,12 +158,16 @@ pub(crate) async fn stop_notebook(notebooks: &Notebooks, name: &str) -> Result<(
     Ok(())
 }
 
-/// At a clean stop or start-up: every notebook stopped, its volume unmounted.
+/// At a clean stop, start-up or rejoin: every notebook of this node stopped, its volume
+/// unmounted.
 pub(super) async fn stop_all(notebooks: &Notebooks) {
     let plane = &*notebooks.pipeline.platform;
     for name in repo::names_not_at_rest(plane).await.unwrap_or_default() {
         let _ = stop_notebook(notebooks, &name).await;
     }
+    // After a rejoin, the sweep that took this node for lost failed its notebooks: their
+    // servers are gone with its instances.
+    notebooks.tokens.lock().expect("tokens lock").clear();
     // A run that was killed may have left any notebook's volume mounted, whatever its row says.
     let all = repo::all_names(plane).await.unwrap_or_default();
     let volumes: Vec<Volume> = all.iter().map(|n| Volume::new(notebook_dir(plane, n))).collect();

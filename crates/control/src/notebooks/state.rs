@@ -21,6 +21,10 @@ pub(crate) struct Notebooks {
     /// Held from a volume's admission until its row records its size (or its growth is
     /// recorded): two creates at once must not both count the same free space.
     pub(super) admission: tokio::sync::Mutex<()>,
+    /// The notebooks this node is starting or stopping now: each is worked on once at a time.
+    pub(super) busy: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Wakes the reconciler: another node asked this one to start or stop a notebook.
+    pub(super) wake: tokio::sync::Notify,
 }
 
 pub(super) fn notebook_dir(plane: &Platform, name: &str) -> PathBuf {

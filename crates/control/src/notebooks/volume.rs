@@ -119,6 +119,11 @@ impl Volume {
     }
 
     /// Grows a stopped notebook's disk (volumes only grow, as in SageMaker).
+    /// The disk's size in whole GiB.
+    pub fn size_gb(&self) -> Result<u64, ActionError> {
+        Ok(std::fs::metadata(self.image()).map_err(ActionError::internal)?.len() / GIB)
+    }
+
     pub fn grow(&self, size_gb: u64) -> Result<(), ActionError> {
         let image = std::fs::OpenOptions::new().write(true).open(self.image()).map_err(ActionError::internal)?;
         image.set_len(size_gb * GIB).map_err(ActionError::internal)?;

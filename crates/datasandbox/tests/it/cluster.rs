@@ -346,3 +346,149 @@ fn an_s3_outage_delays_writes_but_loses_none_acknowledged() {
     all_there(&a, &acknowledged);
     assert_eq!(shared.moto().object_count_under("datasandbox-blobs", "blobs/"), acknowledged.len(), "one body in the bucket per object");
 }
+
+/// What the relay of a node answers a client that is not a node of the cluster: `curl` over
+/// TLS with no certificate, then with one of an authority of its own. Returns curl's exit codes
+/// and what it printed.
+fn strangers_at_the_relay(relay: &str, path: &str) -> Vec<(i32, String)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "1", "-subj", "/CN=a.nodes.datasandbox"])
+        .args(["-addext", "subjectAltName=DNS:a.nodes.datasandbox", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let url = format!("https://{relay}{path}");
+    let no_cert = vec!["-sk".to_owned(), "--max-time".into(), "10".into(), url.clone()];
+    let own_cert = vec![
+        "-sk".to_owned(),
+        "--max-time".into(),
+        "10".into(),
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+        url,
+    ];
+    [no_cert, own_cert]
+        .iter()
+        .map(|args| {
+            let out = std::process::Command::new("curl").args(args).output().expect("curl");
+            (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_notebook_on_one_node_opens_from_a_session_on_another_and_answers_to_both() {
+    use crate::notebooks::{execute, get, open_notebook, send};
+    let shared = Shared::start();
+    // The one warm instance falls to `a` (shares go by name): the session runs there, and the
+    // notebook is made on `b`, whose disk holds its volume.
+    let fleet = [
+        "fleet_type=ALWAYS_ON",
+        "fleets.datasandbox-fleet.desired_instances=1",
+        "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED",
+    ];
+    let overrides: Vec<&str> = SESSIONS.iter().chain(fleet.iter()).copied().collect();
+    let a = with_image(shared.node("a", None, &overrides));
+    let b = shared.node("b", Some(&a), &overrides);
+    assert_eq!(b.cli(&["image", "build", "notebook"], &[]).exit, 0, "the notebook image on b");
+    b.ok("notebooks:CreateNotebookInstance", json!({ "NotebookInstanceName": "shared-nb", "InstanceType": "stream.standard.small" }));
+    let described = eventually(180, "the notebook in service on b", || {
+        let described = a.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": "shared-nb" }));
+        assert_ne!(described["NotebookInstanceStatus"], "Failed", "{described}");
+        Some(described).filter(|d| d["NotebookInstanceStatus"] == "InService")
+    });
+    assert_eq!(described["Node"], "b", "{described}");
+    let relay = node(&nodes(&a), "b")["RelayAddress"].as_str().expect("b's relay address").to_owned();
+
+    // A session on a, and the notebook's URL for it, made through a.
+    eventually(60, "a's warm instance", || {
+        (shared.sql("SELECT COUNT(*) FROM instances WHERE node = 'a' AND state = 'RUNNING' AND session_id IS NULL") == "1").then_some(())
+    });
+    let opened = open(&a, &streaming_url(&a, "nora"));
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let cookie = opened.cookie.expect("a session cookie");
+    let session = eventually(60, "the session to be ACTIVE", || Some(status(&a, &cookie)).filter(|s| s["State"] == "ACTIVE"));
+    let session_id = session["SessionId"].as_str().expect("session id").to_owned();
+    assert_eq!(session_node(&shared, &session_id), "a");
+    let url = a.ok(
+        "notebooks:CreatePresignedNotebookInstanceUrl",
+        json!({ "NotebookInstanceName": "shared-nb", "StreamingSessionId": session_id }),
+    )["AuthorizedUrl"]
+        .as_str()
+        .expect("a notebook URL")
+        .to_owned();
+
+    // The browser opens it on a; a's proxy reaches b's Jupyter through b's relay, for HTTP and
+    // for a kernel's WebSocket.
+    let (nb, base, notebook_cookie) = open_notebook(&a, &cookie, &url);
+    let reply = get(&nb, &format!("{base}api/status"), &notebook_cookie);
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let kernel = send(&nb, "POST", &format!("{base}api/kernels"), &notebook_cookie, &json!({ "name": "python3" }));
+    assert_eq!(kernel.status, 201, "{}", String::from_utf8_lossy(&kernel.body));
+    let kernel = kernel.json()["id"].as_str().expect("kernel id").to_owned();
+    assert_eq!(execute(&nb, &base, &notebook_cookie, &kernel, "6*7"), "42");
+    // The kernel ran on b: its files are on b's volume.
+    execute(&nb, &base, &notebook_cookie, &kernel, "open('/home/user/work/from-a.txt', 'w').write('written through a')");
+    let listed = get(&nb, &format!("{base}api/contents"), &notebook_cookie).json();
+    assert!(listed["content"].as_array().is_some_and(|c| c.iter().any(|f| f["name"] == "from-a.txt")), "{listed}");
+    // a, which proxied them, recorded the requests.
+    let requests = a.audit(&[("EventName", "NotebookRequest")]);
+    assert!(requests.iter().any(|r| r["requestParameters"]["Method"] == "WEBSOCKET"), "{requests:#?}");
+
+    // Nothing but a node of the cluster gets through b's relay: no certificate, or one of an
+    // authority of its own, and the handshake fails before any request.
+    for (exit, body) in strangers_at_the_relay(&relay, "/notebook/shared-nb/api/status") {
+        assert_ne!(exit, 0, "a stranger's request through the relay succeeded: {body}");
+        assert!(body.is_empty(), "the relay answered a stranger: {body}");
+    }
+    let plain = http::tcp(&relay).and_then(|mut c| c.request("GET", "/notebook/shared-nb/api/status", &[], b""));
+    if let Ok(reply) = plain {
+        assert_ne!(reply.status, 200, "plain HTTP through the relay: {}", String::from_utf8_lossy(&reply.body));
+    }
+
+    // Stopped through a, the notebook stops on b, and its access ends.
+    a.ok("notebooks:StopNotebookInstance", json!({ "NotebookInstanceName": "shared-nb" }));
+    eventually(30, "the notebook stopped by b", || {
+        let described = a.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": "shared-nb" }));
+        (described["NotebookInstanceStatus"] == "Stopped").then_some(())
+    });
+    assert_eq!(get(&nb, &format!("{base}api/status"), &notebook_cookie).status, 403);
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("mounts");
+    let volume = b.data_dir().join("notebooks/shared-nb");
+    assert!(!mounts.contains(volume.to_str().expect("utf-8")), "b left the volume mounted: {mounts}");
+    // Grown and started through a: b grows the disk it holds, and the file is still there.
+    a.ok("notebooks:UpdateNotebookInstance", json!({ "NotebookInstanceName": "shared-nb", "VolumeSizeInGB": 6 }));
+    a.ok("notebooks:StartNotebookInstance", json!({ "NotebookInstanceName": "shared-nb" }));
+    eventually(180, "the notebook in service again", || {
+        let described = a.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": "shared-nb" }));
+        assert_ne!(described["NotebookInstanceStatus"], "Failed", "{described}");
+        (described["NotebookInstanceStatus"] == "InService").then_some(())
+    });
+    assert_eq!(std::fs::metadata(volume.join("volume.img")).expect("b's disk").len(), 6 << 30);
+    let url = a.ok(
+        "notebooks:CreatePresignedNotebookInstanceUrl",
+        json!({ "NotebookInstanceName": "shared-nb", "StreamingSessionId": session_id }),
+    )["AuthorizedUrl"]
+        .as_str()
+        .expect("a notebook URL")
+        .to_owned();
+    let (nb, base, notebook_cookie) = open_notebook(&a, &cookie, &url);
+    let file = get(&nb, &format!("{base}api/contents/from-a.txt"), &notebook_cookie).json();
+    assert_eq!(file["content"], "written through a", "{file}");
+
+    // Stopped and deleted through a: b removes the volume from its disk.
+    a.ok("notebooks:StopNotebookInstance", json!({ "NotebookInstanceName": "shared-nb" }));
+    eventually(30, "the notebook stopped by b", || {
+        let described = a.ok("notebooks:DescribeNotebookInstance", json!({ "NotebookInstanceName": "shared-nb" }));
+        (described["NotebookInstanceStatus"] == "Stopped").then_some(())
+    });
+    a.ok("notebooks:DeleteNotebookInstance", json!({ "NotebookInstanceName": "shared-nb" }));
+    eventually(30, "b to remove the deleted notebook's volume", || (!volume.exists()).then_some(()));
+}

@@ -15,11 +15,11 @@ use crate::support::server::{b64, eventually, unb64};
 use crate::support::streaming::{expire, redeem, status};
 
 /// A GET to `at` (the gateway's main address, or the notebook origin's).
-fn get(at: &str, path: &str, cookie: &str) -> http::Reply {
+pub(crate) fn get(at: &str, path: &str, cookie: &str) -> http::Reply {
     http::tcp(at).expect("connect").request("GET", path, &[("cookie", cookie)], b"").expect("request")
 }
 
-fn send(at: &str, method: &str, path: &str, cookie: &str, body: &Value) -> http::Reply {
+pub(crate) fn send(at: &str, method: &str, path: &str, cookie: &str, body: &Value) -> http::Reply {
     http::tcp(at)
         .expect("connect")
         .request(method, path, &[("cookie", cookie), ("content-type", "application/json")], body.to_string().as_bytes())
@@ -29,7 +29,7 @@ fn send(at: &str, method: &str, path: &str, cookie: &str, body: &Value) -> http:
 /// Opens the session's notebook URL with its cookie on the main origin, which hands the
 /// notebook over to the notebook origin; returns that origin's address, the notebook's path
 /// there and its cookie.
-fn open_notebook(server: &Server, session_cookie: &str, url: &str) -> (String, String, String) {
+pub(crate) fn open_notebook(server: &Server, session_cookie: &str, url: &str) -> (String, String, String) {
     let path = &url[url.find("/notebook-auth/").expect("a notebook URL")..];
     let reply = get(&server.api, path, &format!("ds_session={session_cookie}"));
     assert_eq!(reply.status, 303, "{}", String::from_utf8_lossy(&reply.body));
@@ -53,7 +53,7 @@ fn notebook_url(server: &Server, cookie: &str) -> String {
 }
 
 /// Runs code in a kernel over the proxied WebSocket; returns its `text/plain` result.
-fn execute(at: &str, base: &str, cookie: &str, kernel: &str, code: &str) -> String {
+pub(crate) fn execute(at: &str, base: &str, cookie: &str, kernel: &str, code: &str) -> String {
     let path = format!("{base}api/kernels/{kernel}/channels");
     let mut socket = http::websocket(at, &path, cookie, None, Duration::from_secs(30)).expect("kernel WebSocket through the proxy");
     let message = json!({

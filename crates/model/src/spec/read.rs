@@ -260,8 +260,26 @@ fn read_cluster(root: &Table) -> ClusterSpec {
     if lease_ms < 3 * heartbeat_ms {
         cluster.problem("lease_ms", format!("{lease_ms} must be at least three heartbeats ({} ms)", 3 * heartbeat_ms));
     }
+    let relay_listen = cluster.opt_string("relay_listen").filter(|v| !v.is_empty()).and_then(|v| match v.parse() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            cluster.problem("relay_listen", format!("`{v}` is not an address:port"));
+            None
+        }
+    });
+    let relay_address = cluster.opt_string("relay_address").filter(|v| !v.is_empty());
+    if let Some(address) = relay_address.as_ref().filter(|a| !is_host_port(a)) {
+        cluster.problem("relay_address", format!("`{address}` must be host:port"));
+    }
     cluster.finish();
-    ClusterSpec { node, heartbeat_ms, lease_ms }
+    ClusterSpec { node, heartbeat_ms, lease_ms, relay_listen, relay_address }
+}
+
+/// `host:port` with a host name or address and a port number.
+fn is_host_port(value: &str) -> bool {
+    value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && !host.contains(['/', '@', ' ']) && port.parse::<u16>().is_ok_and(|p| p != 0))
 }
 
 /// A node's name: it appears in trail paths, ARNs and host names.

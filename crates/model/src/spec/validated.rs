@@ -203,6 +203,13 @@ pub struct ClusterSpec {
     pub heartbeat_ms: u64,
     /// How long a lease lasts unrenewed before other nodes take the node for lost.
     pub lease_ms: u64,
+    /// Where the node's notebook relay listens for other nodes (mutual TLS), on a PostgreSQL
+    /// store only. `None`: the API's address, any free port.
+    pub relay_listen: Option<std::net::SocketAddr>,
+    /// The `host:port` other nodes reach the relay at, when it is not the address it listens
+    /// on (behind NAT, or listening on every address). `None`: the bound address, or the
+    /// host's name and the bound port when it listens on every address.
+    pub relay_address: Option<String>,
 }
 
 /// An OpenID Connect provider users may sign in with (authorization code with PKCE).

@@ -1,0 +1,163 @@
+//! Reaching a notebook's Jupyter, for the notebook proxy and the relay: its Unix socket on this
+//! node (with Jupyter's token added here), or the relay of the node that runs it over mutual
+//! TLS (which adds the token there). Requests are forwarded over HTTP/1.1 with only the
+//! headers Jupyter may see; WebSockets (the kernels' channels) are bridged frame by frame.
+
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use control::{ControlPlane, Upstream};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite;
+
+/// Whether a browser's request header goes on to Jupyter: not our cookies (Jupyter gets its
+/// token instead), not the browser's credentials or host, and no compression (an answer the
+/// proxy must judge is read as it comes).
+pub(crate) fn passed_to_jupyter(name: &header::HeaderName) -> bool {
+    ![header::COOKIE, header::AUTHORIZATION, header::HOST, header::ACCEPT_ENCODING].contains(name)
+}
+
+/// A byte stream to a notebook's Jupyter.
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// How long a relay to another node may take to connect and shake hands.
+const RELAY_CONNECT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connects to where the notebook's Jupyter is: its Unix socket here (with the token to add),
+/// or the relay of the node that runs it over mutual TLS (which adds the token there).
+async fn connect(control: &ControlPlane, upstream: &Upstream) -> Result<(Box<dyn Io>, Option<String>), String> {
+    match upstream {
+        Upstream::Local { socket, token } => {
+            let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
+            Ok((Box::new(stream), Some(token.clone())))
+        }
+        Upstream::Relay { node, address } => {
+            let name = control::node_server_name(node)?;
+            let connector = tokio_rustls::TlsConnector::from(control.node_tls().client.clone());
+            let stream = tokio::time::timeout(RELAY_CONNECT, async {
+                let tcp = tokio::net::TcpStream::connect(address.as_str()).await.map_err(|e| format!("node `{node}` at {address}: {e}"))?;
+                let _ = tcp.set_nodelay(true);
+                connector.connect(name, tcp).await.map_err(|e| format!("node `{node}` at {address} failed TLS: {e}"))
+            })
+            .await
+            .map_err(|_| format!("node `{node}` at {address} did not answer within {} s", RELAY_CONNECT.as_secs()))??;
+            Ok((Box::new(stream), None))
+        }
+    }
+}
+
+pub(crate) async fn forward(
+    control: &ControlPlane,
+    upstream: &Upstream,
+    name: &str,
+    rest: &str,
+    query: &str,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Result<Response, String> {
+    let (stream, token) = connect(control, upstream).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
+    let mut request = hyper::Request::builder().method(parts.method).uri(path);
+    for (key, value) in parts.headers.iter().filter(|(key, _)| passed_to_jupyter(key)) {
+        request = request.header(key, value);
+    }
+    request = request.header(header::HOST, "localhost");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("token {token}"));
+    }
+    let request = request.body(body).map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let (mut parts, incoming) = response.into_parts();
+    // Jupyter's cookies (`_xsrf`, its login) are not the browser's business.
+    parts.headers.remove(header::SET_COOKIE);
+    Ok(Response::from_parts(parts, Body::new(incoming)))
+}
+
+pub(crate) async fn bridge(
+    control: &ControlPlane,
+    upstream: &Upstream,
+    name: &str,
+    rest: &str,
+    query: &str,
+    headers: &HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
+    let protocols = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
+    let (stream, token) = match connect(control, upstream).await {
+        Ok(connected) => connected,
+        Err(err) => return (StatusCode::BAD_GATEWAY, format!("the notebook did not answer: {err}")).into_response(),
+    };
+    let mut request = tungstenite::http::Request::builder()
+        .uri(format!("ws://localhost{path}"))
+        .header("host", "localhost")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tungstenite::handshake::client::generate_key());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("token {token}"));
+    }
+    if let Some(protocols) = &protocols {
+        request = request.header("sec-websocket-protocol", protocols.as_bytes());
+    }
+    let Ok(request) = request.body(()) else {
+        return (StatusCode::BAD_REQUEST, "bad WebSocket request").into_response();
+    };
+    let (upstream, answer) = match tokio_tungstenite::client_async(request, stream).await {
+        Ok(pair) => pair,
+        Err(err) => return (StatusCode::BAD_GATEWAY, format!("the notebook refused the WebSocket: {err}")).into_response(),
+    };
+    let upgrade = match answer.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()) {
+        Some(chosen) => upgrade.protocols([chosen.to_owned()]),
+        None => upgrade,
+    };
+    upgrade.on_upgrade(move |browser| pass_frames(browser, upstream))
+}
+
+/// Passes frames both ways until either side closes.
+async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketStream<Box<dyn Io>>) {
+    let (mut to_browser, mut from_browser) = browser.split();
+    let (mut to_upstream, mut from_upstream) = upstream.split();
+    let up = async {
+        while let Some(Ok(message)) = from_browser.next().await {
+            let forwarded = match message {
+                Message::Text(text) => tungstenite::Message::Text(text.as_str().into()),
+                Message::Binary(bytes) => tungstenite::Message::Binary(bytes),
+                Message::Ping(bytes) => tungstenite::Message::Ping(bytes),
+                Message::Pong(bytes) => tungstenite::Message::Pong(bytes),
+                Message::Close(_) => break,
+            };
+            if to_upstream.send(forwarded).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_upstream.close().await;
+    };
+    let down = async {
+        while let Some(Ok(message)) = from_upstream.next().await {
+            let forwarded = match message {
+                tungstenite::Message::Text(text) => Message::Text(text.as_str().into()),
+                tungstenite::Message::Binary(bytes) => Message::Binary(bytes),
+                tungstenite::Message::Ping(bytes) => Message::Ping(bytes),
+                tungstenite::Message::Pong(bytes) => Message::Pong(bytes),
+                tungstenite::Message::Close(_) | tungstenite::Message::Frame(_) => break,
+            };
+            if to_browser.send(forwarded).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_browser.close().await;
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}
