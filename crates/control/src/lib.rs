@@ -4,6 +4,7 @@
 //! every call takes — authenticate → authorize (Cedar) → execute → audit — whether it comes
 //! from the operator's socket, a remote client, an instance or a built-in function.
 
+mod airlock;
 mod audit_log;
 mod cluster;
 mod core;
@@ -18,6 +19,7 @@ mod plane;
 mod storage;
 mod streaming;
 
+pub use crate::airlock::verify_record as verify_release_record;
 pub use crate::core::actions::{ACTIONS, ActionSpec};
 pub use crate::core::caller::{Credentials, OidcCallback, Secret};
 pub use crate::core::error::{ActionError, ErrorCode};

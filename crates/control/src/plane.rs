@@ -75,6 +75,7 @@ impl Dispatch for Services {
             Action::Keys(action) => Box::pin(crate::keys::dispatch(ctx, action, input)),
             Action::Audit(action) => Box::pin(crate::audit_log::dispatch(ctx, action, input)),
             Action::Cluster(action) => Box::pin(crate::cluster::dispatch(ctx, action, input)),
+            Action::Airlock(action) => Box::pin(crate::airlock::dispatch(ctx, action, input)),
             Action::Identity(action) => Box::pin(self.identity.dispatch(ctx, action, input)),
             Action::Streaming(action) => Box::pin(self.streaming.dispatch(ctx, action, input)),
             Action::Notebooks(action) => Box::pin(self.notebooks.dispatch(ctx, action, input)),
@@ -137,6 +138,7 @@ impl ControlPlane {
             tracing::warn!(sessions = ?stale, "ended the sessions a previous run left open");
         }
         crate::storage::reclaim_blobs(platform).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        crate::airlock::prepare(platform).await.map_err(|e| StartError::Setup(e.to_string()))?;
         self.services.notebooks.adopt().await;
         self.services.notebooks.stop_all().await;
         Ok(())

@@ -113,6 +113,11 @@ pub(crate) enum Command {
     },
     /// The nodes sharing the metadata store: state, address, lease, instances and capacity.
     Nodes,
+    /// The airlock: requests that move files out of or into workspaces.
+    Airlock {
+        #[command(subcommand)]
+        command: AirlockCommand,
+    },
     /// Sandbox instances.
     Instances {
         #[command(subcommand)]
@@ -276,4 +281,17 @@ pub(crate) enum AuditCommand {
     },
     /// Rebuild the audit index from the trail's files.
     Reindex,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AirlockCommand {
+    /// Checks a signed release record (from `airlock:GetReleaseRecord`) offline: its signature
+    /// by this platform's release key, read from `<data-dir>/airlock-release.pub` unless given.
+    Verify {
+        /// The release record, as JSON.
+        record: PathBuf,
+        /// The platform's release public key (hex), or a file holding it.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
 }

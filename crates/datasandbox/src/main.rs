@@ -25,7 +25,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, EndpointArgs, ImageCommand, InstancesCommand, LogFormat, ReportsCommand, StorageCommand};
+use cli::{AirlockCommand, Cli, Command, EndpointArgs, ImageCommand, InstancesCommand, LogFormat, ReportsCommand, StorageCommand};
 
 fn main() -> ExitCode {
     // The sandbox's own entry points run before anything else: the helper must still be
@@ -82,6 +82,9 @@ async fn run(cli: Cli) -> ExitCode {
                 }
                 Err(err) => client::fail(err),
             }
+        }
+        Command::Airlock { command: AirlockCommand::Verify { record, public_key } } => {
+            airlock_verify(&cli.data_dir, &record, public_key.as_deref())
         }
         Command::Nodes => {
             let local = EndpointArgs { endpoint: None, token: None };
@@ -177,5 +180,38 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// `airlock verify`: exit 0 and the request id when the record is this platform's, as signed.
+fn airlock_verify(data_dir: &std::path::Path, record: &std::path::Path, public_key: Option<&str>) -> ExitCode {
+    let key = match public_key {
+        Some(key) if std::path::Path::new(key).is_file() => std::fs::read_to_string(key),
+        Some(key) => Ok(key.to_owned()),
+        None => std::fs::read_to_string(data_dir.join("airlock-release.pub")),
+    };
+    let key = match key {
+        Ok(key) => key,
+        Err(err) => {
+            eprintln!("cannot read the release public key ({err}); pass --public-key, or run where the data directory is");
+            return ExitCode::FAILURE;
+        }
+    };
+    let document = match std::fs::read_to_string(record) {
+        Ok(document) => document,
+        Err(err) => {
+            eprintln!("cannot read {}: {err}", record.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match control::verify_release_record(&document, &key) {
+        Ok(request) => {
+            println!("release record of {request}: signature valid");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("release record {}: {why}", record.display());
+            ExitCode::FAILURE
+        }
     }
 }

@@ -6,7 +6,8 @@ use std::fmt;
 use crate::ids::InvalidName;
 
 /// The services of the control plane, as they appear before the colon of an action name.
-pub const SERVICES: &[&str] = &["parameters", "storage", "keys", "streaming", "notebooks", "audit", "deploy", "identity", "cluster"];
+pub const SERVICES: &[&str] =
+    &["parameters", "storage", "keys", "streaming", "notebooks", "audit", "deploy", "identity", "cluster", "airlock"];
 
 /// A syntactically valid action name; whether the action exists is the pipeline's business.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

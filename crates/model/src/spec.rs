@@ -15,8 +15,9 @@ pub use defaults::default_spec_text;
 pub use problem::{Problem, SpecError};
 pub use read::is_node_name;
 pub use validated::{
-    AuditSpec, BucketSpec, ClusterSpec, DatasetSpec, FleetSpec, FleetType, ImageSpec, InstanceType, Ipv4Cidr, LauncherSpec, NotebookSpec,
-    NotificationSpec, OidcSpec, PolicySpec, Spec, StackSpec, StorageBackend, StreamView, USER_SETTING_ACTIONS, UserSetting, is_event_type,
+    AirlockSpec, AuditSpec, BucketSpec, ClusterSpec, DatasetSpec, FleetSpec, FleetType, ImageSpec, InstanceType, Ipv4Cidr, LauncherSpec,
+    NotebookSpec, NotificationSpec, OidcSpec, PolicySpec, Spec, StackSpec, StorageBackend, StreamView, USER_SETTING_ACTIONS, UserSetting,
+    is_event_type,
 };
 
 use walk::{Problems, Table};

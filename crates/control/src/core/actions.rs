@@ -154,6 +154,21 @@ registry! {
     Cluster(ClusterAction) "cluster" {
         DescribeNodes(Service, true, true, "The nodes sharing the metadata store: state, lease, address, instances"),
     }
+    Airlock(AirlockAction) "airlock" {
+        CreateRequest(Service, false, true, "Start a request to move files out of (EXPORT) or into (IMPORT) a workspace"),
+        AddFile(Service, false, true, "Copy a file into a draft request (an export's from an object you may read)"),
+        RemoveFile(Service, false, true, "Remove a file from a draft request"),
+        SubmitRequest(Service, false, true, "Freeze the request's manifest and run the checks; then it waits for review"),
+        WithdrawRequest(Service, false, true, "Withdraw a request not yet in review"),
+        DescribeRequests(Service, true, true, "Your requests: files, checks and, once decided, the reviewers' comments"),
+        DescribeReviewQueue(Service, true, true, "Every request, as reviewers and auditors see them"),
+        CastVote(Service, false, true, "Approve, request changes to or reject a request you did not create"),
+        ReleaseRequest(Service, false, true, "Release an approved request: a signed release record"),
+        RevokeRequest(Service, false, true, "Revoke a release: every download link ends"),
+        GetReleaseRecord(Service, true, true, "The signed release record of a released request"),
+        CreateDownloadUrl(Service, false, true, "A link to one released file, for the request's researcher alone"),
+        DownloadFile(Service, true, false, "One use of a download link"),
+    }
 }
 
 /// The built-in functions a bucket notification may name: the registry both the storage

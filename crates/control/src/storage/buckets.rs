@@ -63,3 +63,9 @@ pub(super) async fn list_buckets(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
         .collect();
     Ok(json!({ "Buckets": buckets, "Owner": { "ID": ctx.platform.spec.account_id } }))
 }
+
+/// Makes a service's own bucket (the airlock's) if it does not exist yet.
+pub(crate) async fn ensure_service_bucket(plane: &crate::core::platform::Platform, name: &str) -> Result<(), ActionError> {
+    let name = BucketName::new(name).map_err(ActionError::internal)?;
+    repo::insert_bucket(plane, &name, false, crate::core::store::now_millis()).await.map(drop)
+}

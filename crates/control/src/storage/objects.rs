@@ -442,6 +442,38 @@ pub(super) async fn copy_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     )
 }
 
+/// For another service acting for its caller: reads an object the caller may read
+/// (`storage:GetObject` authorized as the caller, recorded with the action).
+pub(crate) async fn read_as_caller(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Bytes, ActionError> {
+    let bucket_name = BucketName::new(bucket).map_err(|e| ActionError::validation(format!("Bucket `{bucket}`: {e}")))?;
+    let key_name = ObjectKey::new(key).map_err(|e| ActionError::validation(format!("Key `{key}`: {e}")))?;
+    let row = find_bucket(ctx.platform, &bucket_name).await?;
+    ctx.authorize_also("storage:GetObject", object_resource(&bucket_name, row.as_ref(), key_name.as_str()))?;
+    if row.is_none() {
+        return Err(no_such_bucket(&bucket_name));
+    }
+    let object =
+        find_object(ctx.platform, &bucket_name, key_name.as_str()).await?.ok_or_else(|| no_such_key(&bucket_name, key_name.as_str()))?;
+    Ok(ctx.platform.blobs.get(&object.blob, None).await?)
+}
+
+/// For a service's own bucket, which no policy lets anyone reach: reads an object.
+pub(crate) async fn read_internal(plane: &Platform, bucket: &str, key: &str) -> Result<Bytes, ActionError> {
+    let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
+    let object = find_object(plane, &bucket, key).await?.ok_or_else(|| no_such_key(&bucket, key))?;
+    Ok(plane.blobs.get(&object.blob, None).await?)
+}
+
+/// For a service's own bucket: writes an object (made by the calling action, no notification).
+pub(crate) async fn write_internal(ctx: &Ctx<'_>, bucket: &str, key: &str, body: Bytes) -> Result<(), ActionError> {
+    let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
+    let key = ObjectKey::new(key).map_err(|e| ActionError::validation(format!("Key `{key}`: {e}")))?;
+    let row = find_bucket(ctx.platform, &bucket).await?.ok_or_else(|| no_such_bucket(&bucket))?;
+    let condition = Precondition::default();
+    let metadata = Metadata { content_type: "binary/octet-stream", event: "ObjectCreated:Put", condition: &condition };
+    write_object(ctx, &bucket, &row, &key, body, metadata).await.map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_range;

@@ -101,7 +101,8 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     assert_eq!(rotation["KeyRotationEnabled"], true);
     let mut buckets = bucket_names(&server);
     buckets.sort();
-    assert_eq!(buckets, ["datasandbox-home", "datasandbox-reports"]);
+    // The airlock's own bucket is the platform's, made at start, beside the spec's.
+    assert_eq!(buckets, ["datasandbox-airlock", "datasandbox-home", "datasandbox-reports"]);
 
     // A second deploy of the same spec changes nothing.
     let again = deploy(&[]);
@@ -251,7 +252,7 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     assert!(shown.contains("retained Key:alias/notebook-kms: keys are retained"), "{shown}");
     assert!(shown.contains("retained Bucket:datasandbox-home: it holds objects"), "{shown}");
     assert!(shown.contains("Policy:operator-admin"), "{shown}");
-    assert_eq!(bucket_names(&server), ["datasandbox-home"]);
+    assert_eq!(bucket_names(&server), ["datasandbox-airlock", "datasandbox-home"]);
     assert_eq!(server.ok("streaming:DescribeFleets", json!({}))["Fleets"], json!([]));
     assert_eq!(server.ok("streaming:DescribeStacks", json!({}))["Stacks"], json!([]));
     assert_eq!(notification_ids(&server), ["other"], "only our notification goes");

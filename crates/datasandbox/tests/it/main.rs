@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real `datasandbox` binary on a fresh data directory and
 //! talks to it through the CLI, the control socket and the HTTP API.
 
+mod airlock;
 mod attacks;
 mod bad_input;
 mod browser;

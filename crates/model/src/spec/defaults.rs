@@ -46,6 +46,53 @@ permit (
 };"#,
     ),
     (
+        "airlock-researchers",
+        r#"// Every user may ask for files to leave or enter a workspace, and follow their own requests;
+// the airlock itself keeps each request its researcher's and keeps researchers from
+// reviewing, releasing or revoking their own.
+permit (
+  principal is DataSandbox::User,
+  action in [
+    DataSandbox::Action::"airlock:CreateRequest",
+    DataSandbox::Action::"airlock:AddFile",
+    DataSandbox::Action::"airlock:RemoveFile",
+    DataSandbox::Action::"airlock:SubmitRequest",
+    DataSandbox::Action::"airlock:WithdrawRequest",
+    DataSandbox::Action::"airlock:DescribeRequests",
+    DataSandbox::Action::"airlock:GetReleaseRecord",
+    DataSandbox::Action::"airlock:CreateDownloadUrl",
+    DataSandbox::Action::"airlock:DownloadFile"
+  ],
+  resource is DataSandbox::Service
+);"#,
+    ),
+    (
+        "airlock-reviewers",
+        r#"// Reviewers vote on, release and revoke others' requests; auditors only read.
+permit (
+  principal in DataSandbox::Role::"reviewer",
+  action in [
+    DataSandbox::Action::"airlock:DescribeReviewQueue",
+    DataSandbox::Action::"airlock:CastVote",
+    DataSandbox::Action::"airlock:ReleaseRequest",
+    DataSandbox::Action::"airlock:RevokeRequest",
+    DataSandbox::Action::"airlock:GetReleaseRecord"
+  ],
+  resource is DataSandbox::Service
+);
+permit (
+  principal in DataSandbox::Role::"auditor",
+  action in [DataSandbox::Action::"airlock:DescribeReviewQueue", DataSandbox::Action::"airlock:GetReleaseRecord"],
+  resource is DataSandbox::Service
+);"#,
+    ),
+    (
+        "airlock-bucket-sealed",
+        r#"// The airlock's copies are reached through its actions only: not by instances, users,
+// admins or the operator, with any storage action.
+forbid (principal, action, resource in DataSandbox::Bucket::"datasandbox-airlock");"#,
+    ),
+    (
         "streaming-url-holders",
         r#"// Whoever opens a valid streaming URL becomes its user and may redeem it, once.
 permit (

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use super::resources::{
     read_buckets, read_datasets, read_fleets, read_images, read_instance_types, read_notebooks, read_policies, read_stacks,
 };
-use super::validated::{AuditSpec, ClusterSpec, FleetType, Ipv4Cidr, LauncherSpec, OidcSpec, Spec, StorageBackend, StreamView};
+use super::validated::{
+    AirlockSpec, AuditSpec, ClusterSpec, FleetType, Ipv4Cidr, LauncherSpec, OidcSpec, Spec, StorageBackend, StreamView,
+};
 use super::walk::Table;
 
 /// The address the API listens on when the spec names none.
@@ -53,8 +55,7 @@ pub(super) fn read_spec(root: &Table) -> Spec {
     let policies = read_policies(root);
     let fleets = read_fleets(root, &environment_name, &image_name, fleet_type, &instance_types);
     let stacks = read_stacks(root, &environment_name, stream_view, &fleets, &buckets);
-    let notebooks = read_notebooks(root, &instance_types);
-    let launcher = read_launcher(root);
+    let (notebooks, launcher, airlock) = (read_notebooks(root, &instance_types), read_launcher(root), read_airlock(root));
     root.finish();
 
     Spec {
@@ -92,7 +93,28 @@ pub(super) fn read_spec(root: &Table) -> Spec {
         stacks,
         notebooks,
         launcher,
+        airlock,
     }
+}
+
+/// The file types the airlock knows by content.
+const AIRLOCK_TYPES: &[&str] = &["csv", "tsv", "text", "markdown", "json", "png", "pdf"];
+
+/// `[airlock]`: at least one reviewer per direction; only types the checks know.
+fn read_airlock(root: &Table) -> AirlockSpec {
+    let airlock = root.table("airlock");
+    let export_reviewers = airlock.integer("export_reviewers", 2, 1..=10) as u32;
+    let import_reviewers = airlock.integer("import_reviewers", 2, 1..=10) as u32;
+    let small_count_threshold = airlock.integer("small_count_threshold", 10, 2..=1000) as u64;
+    let allowed_types = airlock.strings("allowed_types", AIRLOCK_TYPES);
+    for unknown in allowed_types.iter().filter(|t| !AIRLOCK_TYPES.contains(&t.as_str())) {
+        airlock.problem("allowed_types", format!("`{unknown}` is not a type the checks know ({})", AIRLOCK_TYPES.join(", ")));
+    }
+    let max_file_bytes = airlock.integer("max_file_bytes", 64 << 20, 1..=(1 << 40)) as u64;
+    let link_hours = airlock.integer("link_hours", 24, 1..=24 * 30) as u32;
+    let release_hours = airlock.integer("release_hours", 24 * 7, 1..=24 * 365) as u32;
+    airlock.finish();
+    AirlockSpec { export_reviewers, import_reviewers, small_count_threshold, allowed_types, max_file_bytes, link_hours, release_hours }
 }
 
 fn read_environment_name(root: &Table) -> String {

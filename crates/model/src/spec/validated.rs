@@ -212,6 +212,34 @@ pub struct ClusterSpec {
     pub relay_address: Option<String>,
 }
 
+/// `[airlock]`: how many reviewers each direction needs, the checks' settings and how long
+/// releases and their download links last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AirlockSpec {
+    pub export_reviewers: u32,
+    pub import_reviewers: u32,
+    /// Counts from 1 to this − 1 in a released table fail the `table.small-count` check.
+    pub small_count_threshold: u64,
+    /// The file types (by content) a request may carry.
+    pub allowed_types: Vec<String>,
+    /// A file larger than this is blocked: the checks read every byte or none passes.
+    pub max_file_bytes: u64,
+    pub link_hours: u32,
+    pub release_hours: u32,
+}
+
+impl AirlockSpec {
+    /// The version of this policy that check results and release records name: a hash of
+    /// the settings, so a change to any of them is a new version.
+    pub fn version(&self) -> String {
+        // FNV-1a over the settings as written: the same settings give the same version on
+        // every node and every run.
+        let text = format!("{self:?}");
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
+        format!("{hash:016x}")
+    }
+}
+
 /// An OpenID Connect provider users may sign in with (authorization code with PKCE).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OidcSpec {
@@ -282,6 +310,7 @@ pub struct Spec {
     pub stacks: Vec<StackSpec>,
     pub notebooks: Vec<NotebookSpec>,
     pub launcher: LauncherSpec,
+    pub airlock: AirlockSpec,
 }
 
 /// AppStream's user-setting actions, in AWS's spelling.

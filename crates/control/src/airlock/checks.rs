@@ -1,0 +1,336 @@
+//! The automated checks a submitted file goes through. Each result names its rule and says
+//! `PASS`, `FLAG` (the reviewers must look) or `FAIL` (the request is blocked). They read the
+//! file once, front to back, keeping only counters and the first few findings.
+//!
+//! - `type.allowed`: the type by content (magic bytes, then UTF-8 text) against the allow-list
+//!   (`airlock.allowed_types`: csv, tsv, text, markdown, json, png, pdf); anything else, an
+//!   archive included, fails.
+//! - `type.polyglot`: a file that is also another type (a ZIP directory inside a PDF or after a
+//!   PNG's end, markup or script in a text file) fails.
+//! - `size.limit`: a file over `airlock.max_file_bytes` fails: too large to check is blocked,
+//!   never passed.
+//! - `table.small-count`: in a CSV or TSV, a count from 1 to `airlock.small_count_threshold`
+//!   − 1 fails; `table.zero`: zeros are flagged; `table.identifier`: columns whose name looks
+//!   like an identifier are flagged.
+
+use serde::Serialize;
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub(super) enum Outcome {
+    Pass,
+    Flag,
+    Fail,
+}
+
+impl Outcome {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "PASS",
+            Outcome::Flag => "FLAG",
+            Outcome::Fail => "FAIL",
+        }
+    }
+}
+
+/// One check's result on one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct Finding {
+    pub rule: &'static str,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+/// The settings the checks read (from `[airlock]`).
+pub(super) struct Policy<'a> {
+    pub allowed_types: &'a [String],
+    pub max_file_bytes: u64,
+    pub small_count_threshold: u64,
+}
+
+/// What a file is, by its content (and, among text, its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Csv,
+    Tsv,
+    Json,
+    Markdown,
+    Text,
+    Png,
+    Pdf,
+    /// Not an allowed kind: what it looks like.
+    Other(&'static str),
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Csv => "csv",
+            Kind::Tsv => "tsv",
+            Kind::Json => "json",
+            Kind::Markdown => "markdown",
+            Kind::Text => "text",
+            Kind::Png => "png",
+            Kind::Pdf => "pdf",
+            Kind::Other(what) => what,
+        }
+    }
+}
+
+/// The kind of `body`, named `path`.
+pub(super) fn kind_of(path: &str, body: &[u8]) -> Kind {
+    const SIGNATURES: &[(&[u8], &str)] = &[
+        (b"PK\x03\x04", "a ZIP archive"),
+        (b"PK\x05\x06", "a ZIP archive"),
+        (b"\x1f\x8b", "a gzip archive"),
+        (b"BZh", "a bzip2 archive"),
+        (b"\xfd7zXZ\x00", "an xz archive"),
+        (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+        (b"\x7fELF", "an ELF executable"),
+        (b"MZ", "a Windows executable"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"GIF8", "a GIF image"),
+        (b"SQLite format 3\x00", "an SQLite database"),
+        (b"PAR1", "a Parquet file"),
+    ];
+    if body.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Kind::Png;
+    }
+    if body.starts_with(b"%PDF-") {
+        return Kind::Pdf;
+    }
+    if let Some((_, what)) = SIGNATURES.iter().find(|(magic, _)| body.starts_with(magic)) {
+        return Kind::Other(what);
+    }
+    if body.contains(&0) || std::str::from_utf8(body).is_err() {
+        return Kind::Other("binary data");
+    }
+    let lower = path.to_ascii_lowercase();
+    let extension = lower.rsplit_once('.').map_or("", |(_, e)| e);
+    match extension {
+        "csv" => Kind::Csv,
+        "tsv" | "tab" => Kind::Tsv,
+        "json" if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => Kind::Json,
+        "json" => Kind::Other("text that is not valid JSON"),
+        "md" | "markdown" => Kind::Markdown,
+        _ => Kind::Text,
+    }
+}
+
+/// Every check on one file.
+pub(super) fn check_file(path: &str, body: &[u8], policy: &Policy<'_>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let pass = |rule, detail: &str| Finding { rule, outcome: Outcome::Pass, detail: detail.to_owned() };
+    if body.len() as u64 > policy.max_file_bytes {
+        findings.push(Finding {
+            rule: "size.limit",
+            outcome: Outcome::Fail,
+            detail: format!(
+                "{} bytes is over the {} the checks read (airlock.max_file_bytes): blocked, not skipped",
+                body.len(),
+                policy.max_file_bytes
+            ),
+        });
+        return findings;
+    }
+    findings.push(pass("size.limit", &format!("{} bytes", body.len())));
+    let kind = kind_of(path, body);
+    if policy.allowed_types.iter().any(|t| t == kind.name()) {
+        findings.push(pass("type.allowed", kind.name()));
+    } else {
+        findings.push(Finding {
+            rule: "type.allowed",
+            outcome: Outcome::Fail,
+            detail: format!("{} by its content, which is not among the allowed types ({})", kind.name(), policy.allowed_types.join(", ")),
+        });
+        return findings;
+    }
+    findings.push(match polyglot(kind, body) {
+        Some(why) => Finding { rule: "type.polyglot", outcome: Outcome::Fail, detail: why },
+        None => pass("type.polyglot", "one type only"),
+    });
+    match kind {
+        Kind::Csv => findings.extend(check_table(body, b',', policy.small_count_threshold)),
+        Kind::Tsv => findings.extend(check_table(body, b'\t', policy.small_count_threshold)),
+        _ => {}
+    }
+    findings
+}
+
+/// Why a file of `kind` is also something else, if it is.
+fn polyglot(kind: Kind, body: &[u8]) -> Option<String> {
+    let find = |needle: &[u8]| body.windows(needle.len()).position(|w| w == needle);
+    match kind {
+        Kind::Png => {
+            let end = find(b"IEND")?;
+            // IEND's chunk ends with its 4-byte CRC; anything after it is another file.
+            let trailing = body.len().saturating_sub(end + 8);
+            (trailing > 0).then(|| format!("{trailing} bytes follow the PNG's end"))
+        }
+        Kind::Pdf => find(b"PK\x03\x04").or(find(b"PK\x05\x06")).map(|at| format!("a ZIP archive is inside the PDF at byte {at}")),
+        _ => {
+            let lower = body.to_ascii_lowercase();
+            ["<script", "<svg", "<html", "<iframe", "javascript:"]
+                .iter()
+                .find_map(|tag| lower.windows(tag.len()).position(|w| w == tag.as_bytes()).map(|at| format!("markup `{tag}` at byte {at}")))
+        }
+    }
+}
+
+/// The most findings of one kind a table check lists (the count says how many there were).
+const LISTED: usize = 5;
+
+/// The table checks of a CSV or TSV: small counts fail, zeros and identifier-like columns are
+/// flagged.
+fn check_table(body: &[u8], separator: u8, threshold: u64) -> Vec<Finding> {
+    let mut rows = Records::new(body, separator);
+    let header: Vec<String> = rows.next().unwrap_or_default();
+    let identifiers: Vec<&String> = header.iter().filter(|name| looks_like_identifier(name)).collect();
+    let (mut small, mut zeros) = (Vec::new(), 0usize);
+    let mut small_count = 0usize;
+    for (row, record) in rows.enumerate() {
+        for (column, cell) in record.iter().enumerate() {
+            let Ok(value) = cell.trim().parse::<f64>() else { continue };
+            if value == 0.0 {
+                zeros += 1;
+            } else if value.fract() == 0.0 && value >= 1.0 && value < threshold as f64 {
+                small_count += 1;
+                if small.len() < LISTED {
+                    let name = header.get(column).map_or_else(|| format!("column {}", column + 1), |h| format!("`{h}`"));
+                    small.push(format!("{value} at row {}, {name}", row + 2));
+                }
+            }
+        }
+    }
+    let mut findings = Vec::new();
+    findings.push(if small_count > 0 {
+        Finding {
+            rule: "table.small-count",
+            outcome: Outcome::Fail,
+            detail: format!("{small_count} count(s) from 1 to {}: {}", threshold - 1, small.join("; ")),
+        }
+    } else {
+        Finding { rule: "table.small-count", outcome: Outcome::Pass, detail: format!("no count below {threshold}") }
+    });
+    if zeros > 0 {
+        findings.push(Finding { rule: "table.zero", outcome: Outcome::Flag, detail: format!("{zeros} zero cell(s)") });
+    }
+    if !identifiers.is_empty() {
+        let names: Vec<String> = identifiers.iter().map(|n| format!("`{n}`")).collect();
+        findings.push(Finding {
+            rule: "table.identifier",
+            outcome: Outcome::Flag,
+            detail: format!("column(s) that look like identifiers: {}", names.join(", ")),
+        });
+    }
+    findings
+}
+
+fn looks_like_identifier(name: &str) -> bool {
+    let lower = name.trim().to_ascii_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    words.iter().any(|w| ["id", "nhs", "ssn", "email", "dob", "postcode", "zip", "phone", "mrn", "name"].contains(w))
+}
+
+/// The records of a CSV or TSV (RFC 4180 quoting), one at a time.
+pub(super) struct Records<'a> {
+    body: &'a [u8],
+    at: usize,
+    separator: u8,
+}
+
+impl<'a> Records<'a> {
+    pub(super) fn new(body: &'a [u8], separator: u8) -> Records<'a> {
+        Records { body, at: 0, separator }
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = Vec<String>;
+
+    fn next(&mut self) -> Option<Vec<String>> {
+        if self.at >= self.body.len() {
+            return None;
+        }
+        let (mut fields, mut field, mut quoted) = (Vec::new(), Vec::new(), false);
+        while self.at < self.body.len() {
+            let byte = self.body[self.at];
+            self.at += 1;
+            match (quoted, byte) {
+                (true, b'"') if self.body.get(self.at) == Some(&b'"') => {
+                    field.push(b'"');
+                    self.at += 1;
+                }
+                (true, b'"') => quoted = false,
+                (true, _) => field.push(byte),
+                (false, b'"') if field.is_empty() => quoted = true,
+                (false, b'\r') => {}
+                (false, b'\n') => break,
+                (false, b) if b == self.separator => fields.push(String::from_utf8_lossy(&std::mem::take(&mut field)).into_owned()),
+                (false, _) => field.push(byte),
+            }
+        }
+        fields.push(String::from_utf8_lossy(&field).into_owned());
+        Some(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> (Vec<String>, u64) {
+        (["csv", "tsv", "text", "markdown", "json", "png", "pdf"].map(str::to_owned).to_vec(), 10)
+    }
+
+    fn run(path: &str, body: &[u8]) -> Vec<Finding> {
+        let (types, threshold) = policy();
+        check_file(path, body, &Policy { allowed_types: &types, max_file_bytes: 1 << 20, small_count_threshold: threshold })
+    }
+
+    fn failed(findings: &[Finding]) -> Vec<&'static str> {
+        findings.iter().filter(|f| f.outcome == Outcome::Fail).map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn a_table_with_a_cell_of_three_fails_and_a_safe_one_passes() {
+        let findings = run("results.csv", b"region,count\nnorth,120\n\"south, east\",3\nwest,0\n");
+        assert_eq!(failed(&findings), ["table.small-count"]);
+        let small = findings.iter().find(|f| f.rule == "table.small-count").expect("the small-count result");
+        assert!(small.detail.contains("3 at row 3, `count`"), "{}", small.detail);
+        assert!(findings.iter().any(|f| f.rule == "table.zero" && f.outcome == Outcome::Flag));
+        assert!(failed(&run("results.csv", b"region,count\nnorth,120\nsouth,45\n")).is_empty());
+        let ids = run("people.tsv", b"patient_id\tnhs number\ttotal\n1234\t999\t40\n");
+        assert!(ids.iter().any(|f| f.rule == "table.identifier" && f.detail.contains("patient_id") && f.detail.contains("nhs number")));
+    }
+
+    #[test]
+    fn types_come_from_content_not_names() {
+        assert_eq!(failed(&run("results.csv", b"\x7fELF\x02\x01\x01")), ["type.allowed"]);
+        assert_eq!(failed(&run("results.zip", b"PK\x03\x04\x14\x00")), ["type.allowed"]);
+        assert_eq!(failed(&run("notes.txt", b"a\x00b")), ["type.allowed"]);
+        assert_eq!(kind_of("figure.txt", b"\x89PNG\r\n\x1a\nrest"), Kind::Png);
+        assert_eq!(kind_of("data.json", b"{\"a\": [1, 2]}"), Kind::Json);
+        assert_eq!(failed(&run("data.json", b"{\"a\": ")), ["type.allowed"]);
+    }
+
+    #[test]
+    fn a_polyglot_fails() {
+        let mut png = b"\x89PNG\r\n\x1a\n....IHDR....IEND\xae\x42\x60\x82".to_vec();
+        assert!(failed(&run("plot.png", &png)).is_empty());
+        png.extend_from_slice(b"PK\x03\x04 hidden archive");
+        assert_eq!(failed(&run("plot.png", &png)), ["type.polyglot"]);
+        assert_eq!(failed(&run("paper.pdf", b"%PDF-1.7 ... PK\x03\x04 ...")), ["type.polyglot"]);
+        assert_eq!(failed(&run("report.md", b"# Results\n<script>fetch('//x')</script>")), ["type.polyglot"]);
+    }
+
+    #[test]
+    fn a_file_too_large_to_check_is_blocked() {
+        let (types, _) = policy();
+        let findings =
+            check_file("big.csv", &[b'1'; 100], &Policy { allowed_types: &types, max_file_bytes: 99, small_count_threshold: 10 });
+        assert_eq!(failed(&findings), ["size.limit"]);
+    }
+}

@@ -1,0 +1,365 @@
+//! The researcher's side: create a request, add and remove its files, submit it (which runs
+//! the checks at once), withdraw it, and see their own requests.
+
+use bytes::Bytes;
+use policy::{Principal, Resource};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::checks::{self, Outcome};
+use super::repo::{self, CheckRow, FileRow, NewRequest, RequestRow};
+use super::state::{AIRLOCK_BUCKET, Direction, RequestState};
+use crate::core::error::{ActionError, ErrorCode};
+use crate::core::pipeline::Ctx;
+use crate::core::store::{millis_to_rfc3339, now_millis};
+
+/// The person calling: airlock requests are made, reviewed and downloaded by people only.
+pub(super) fn person(ctx: &Ctx<'_>) -> Result<model::UserRef, ActionError> {
+    match &ctx.caller.principal {
+        Principal::User { user, .. } => Ok(user.clone()),
+        _ => Err(ActionError::new(
+            403,
+            ErrorCode::AccessDeniedException,
+            "airlock requests are made and reviewed by users, not by this caller",
+        )),
+    }
+}
+
+/// A 409 naming the state a request is in and what was tried.
+pub(super) fn conflict(request: &RequestRow, what: &str) -> ActionError {
+    ActionError::conflict(
+        ErrorCode::ConflictException,
+        format!("airlock request `{}` is {}: cannot {what}", request.request_id, request.state),
+    )
+}
+
+/// The request, if the caller is its researcher.
+async fn own_request(ctx: &Ctx<'_>, request_id: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
+    let user = person(ctx)?;
+    let request = repo::find(&ctx.platform.store, request_id).await?;
+    if request.creator != user.principal_id() {
+        // Not found, as for a request that does not exist: requests are their researcher's.
+        return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("airlock request `{request_id}` does not exist")));
+    }
+    Ok((request, user))
+}
+
+/// A file's name inside a request: a relative path of plain segments, no traversal.
+fn check_path(path: &str) -> Result<(), ActionError> {
+    let ok = !path.is_empty()
+        && path.len() <= 255
+        && !path.starts_with('/')
+        && path.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+        && path.chars().all(|c| !c.is_control() && c != '\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(ActionError::validation(format!(
+            "file path `{}` must be a relative path of 1..=255 characters without `.`, `..`, `\\` or empty segments",
+            path.escape_debug()
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateInput {
+    direction: String,
+    workspace: String,
+    justification: String,
+}
+
+pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: CreateInput = ctx.parse(input)?;
+    let direction = Direction::parse(&input.direction)
+        .ok_or_else(|| ActionError::validation(format!("Direction `{}` must be EXPORT or IMPORT", input.direction)))?;
+    let justification = input.justification.trim();
+    if justification.is_empty() || justification.len() > 4096 {
+        return Err(ActionError::validation("Justification must say, in 1..=4096 characters, why the files should move"));
+    }
+    if !ctx.platform.current().stacks.iter().any(|s| s.name == input.workspace) {
+        return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("workspace (stack) `{}` does not exist", input.workspace)));
+    }
+    ctx.authorize(Resource::Service("airlock".into()))?;
+    let user = person(ctx)?;
+    let request_id = format!("ar-{}", uuid::Uuid::new_v4().simple());
+    let correlation_id = ctx.caller.correlation_id.clone();
+    let new = NewRequest {
+        request_id: &request_id,
+        direction,
+        workspace: &input.workspace,
+        creator: &user.principal_id(),
+        creator_name: &user.to_string(),
+        justification,
+        now: now_millis(),
+        correlation_id: correlation_id.as_deref(),
+    };
+    repo::insert(&ctx.platform.store, &new).await?;
+    Ok(json!({ "RequestId": request_id, "State": RequestState::Draft.as_str() }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct SourceInput {
+    bucket: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct AddFileInput {
+    request_id: String,
+    #[serde(default)]
+    path: Option<String>,
+    /// An export's file: an object the caller may read (their home folder, from their
+    /// session), copied as it is now.
+    #[serde(default)]
+    source: Option<SourceInput>,
+    /// An import's file, in base64.
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// Copies a file into the request (export: from an object the caller may read; import: the
+/// body given), recording its size and SHA-256.
+pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: AddFileInput = ctx.parse(input)?;
+    let (request, _) = own_request(ctx, &input.request_id).await?;
+    let (path, body) = match (request.direction, input.source, input.body) {
+        (Direction::Export, Some(source), None) => {
+            let path = input.path.unwrap_or_else(|| source.key.rsplit('/').next().unwrap_or_default().to_owned());
+            check_path(&path)?;
+            ctx.authorize(Resource::Service("airlock".into()))?;
+            let body = crate::storage::read_as_caller(ctx, &source.bucket, &source.key).await?;
+            (path, body)
+        }
+        (Direction::Import, None, Some(body)) => {
+            let path = input.path.ok_or_else(|| ActionError::validation("an import's file needs a Path"))?;
+            check_path(&path)?;
+            ctx.authorize(Resource::Service("airlock".into()))?;
+            (path, Bytes::from(crate::core::codec::decode_base64("Body", &body)?))
+        }
+        (Direction::Export, _, _) => {
+            return Err(ActionError::validation("an export's file comes from Source {Bucket, Key}, and only from it"));
+        }
+        (Direction::Import, _, _) => return Err(ActionError::validation("an import's file comes as Body (base64), and only so")),
+    };
+    if !request.state.is_editable() {
+        return Err(conflict(&request, "change its files (submitted files are frozen; a change needs changes requested)"));
+    }
+    let file = FileRow { path: path.clone(), size: body.len() as i64, sha256: hex::encode(Sha256::digest(&body)) };
+    crate::storage::write_internal(ctx, AIRLOCK_BUCKET, &format!("{}/{path}", request.request_id), body).await?;
+    if !repo::put_file(&ctx.platform.store, &request.request_id, &file, now_millis()).await? {
+        return Err(conflict(&repo::find(&ctx.platform.store, &request.request_id).await?, "change its files"));
+    }
+    Ok(json!({ "RequestId": request.request_id, "Path": path, "Size": file.size, "Sha256": file.sha256 }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct FileInput {
+    request_id: String,
+    path: String,
+}
+
+pub(super) async fn remove_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: FileInput = ctx.parse(input)?;
+    let (request, _) = own_request(ctx, &input.request_id).await?;
+    ctx.authorize(Resource::Service("airlock".into()))?;
+    if !request.state.is_editable() {
+        return Err(conflict(&request, "change its files"));
+    }
+    if !repo::remove_file(&ctx.platform.store, &request.request_id, &input.path).await? {
+        return Err(ActionError::not_found(
+            ErrorCode::ResourceNotFoundException,
+            format!("airlock request `{}` has no file `{}`", request.request_id, input.path),
+        ));
+    }
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct RequestInput {
+    request_id: String,
+}
+
+/// Submits a request: its manifest frozen under a new submission, then checked at once:
+/// blocked if a check failed, else in review.
+pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: RequestInput = ctx.parse(input)?;
+    let (request, _) = own_request(ctx, &input.request_id).await?;
+    ctx.authorize(Resource::Service("airlock".into()))?;
+    if !request.state.may_become(RequestState::Submitted) {
+        return Err(conflict(&request, "submit it"));
+    }
+    let store = &ctx.platform.store;
+    let files = repo::files(store, &request.request_id).await?;
+    if files.is_empty() {
+        return Err(ActionError::validation(format!("airlock request `{}` has no file to submit; add one first", request.request_id)));
+    }
+    let settings = ctx.platform.current().airlock.clone();
+    let policy_version = settings.version();
+    let submission = repo::submit(store, &request.request_id, request.state, &policy_version, now_millis())
+        .await?
+        .ok_or_else(|| conflict(&request, "submit it (it changed meanwhile)"))?;
+    let id = &request.request_id;
+    step(ctx, id, RequestState::Submitted, RequestState::Scanning).await?;
+    let policy = checks::Policy {
+        allowed_types: &settings.allowed_types,
+        max_file_bytes: settings.max_file_bytes,
+        small_count_threshold: settings.small_count_threshold,
+    };
+    let mut failed = Vec::new();
+    for file in &files {
+        let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &format!("{id}/{}", file.path)).await?;
+        // The manifest is what was added: a copy that no longer hashes to it is blocked.
+        let mut findings = if hex::encode(Sha256::digest(&body)) == file.sha256 {
+            checks::check_file(&file.path, &body, &policy)
+        } else {
+            vec![checks::Finding {
+                rule: "manifest.hash",
+                outcome: Outcome::Fail,
+                detail: "the stored copy does not match its manifest hash".into(),
+            }]
+        };
+        let earlier = repo::released_with_hash(store, &request.workspace, id, &file.sha256).await?;
+        if !earlier.is_empty() {
+            findings.push(checks::Finding {
+                rule: "diff.released",
+                outcome: Outcome::Flag,
+                detail: format!("identical to released {}", earlier.join(", ")),
+            });
+        }
+        for finding in findings {
+            if finding.outcome == Outcome::Fail {
+                failed.push(format!("{}: {} ({})", file.path, finding.rule, finding.detail));
+            }
+            let row = CheckRow {
+                path: file.path.clone(),
+                rule: finding.rule.to_owned(),
+                outcome: finding.outcome.as_str().to_owned(),
+                detail: finding.detail,
+            };
+            repo::insert_check(store, id, submission, &row, &policy_version).await?;
+        }
+    }
+    let state = if failed.is_empty() {
+        step(ctx, id, RequestState::Scanning, RequestState::Checked).await?;
+        step(ctx, id, RequestState::Checked, RequestState::InReview).await?;
+        RequestState::InReview
+    } else {
+        step(ctx, id, RequestState::Scanning, RequestState::Blocked).await?;
+        RequestState::Blocked
+    };
+    Ok(json!({ "RequestId": id, "Submission": submission, "State": state.as_str(), "PolicyVersion": policy_version, "Failed": failed }))
+}
+
+/// One move the service makes on its own, recorded in the trail under the request's action.
+pub(super) async fn step(ctx: &Ctx<'_>, request_id: &str, from: RequestState, to: RequestState) -> Result<(), ActionError> {
+    if !repo::transition(&ctx.platform.store, request_id, from, to, now_millis()).await? {
+        return Err(conflict(&repo::find(&ctx.platform.store, request_id).await?, &format!("move it from {from} to {to}")));
+    }
+    ctx.platform
+        .service_event("AirlockRequestStateChanged", json!({ "RequestId": request_id, "From": from.as_str(), "To": to.as_str() }))
+        .await;
+    Ok(())
+}
+
+pub(super) async fn withdraw(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: RequestInput = ctx.parse(input)?;
+    let (request, _) = own_request(ctx, &input.request_id).await?;
+    ctx.authorize(Resource::Service("airlock".into()))?;
+    if !request.state.may_become(RequestState::Withdrawn) {
+        return Err(conflict(&request, "withdraw it"));
+    }
+    step(ctx, &request.request_id, request.state, RequestState::Withdrawn).await?;
+    Ok(json!({ "RequestId": request.request_id, "State": RequestState::Withdrawn.as_str() }))
+}
+
+/// The caller's own requests (or one of them), with files, checks and, once decided, the
+/// reviewers' comments.
+pub(super) async fn describe_own(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase", deny_unknown_fields)]
+    struct DescribeInput {
+        #[serde(default)]
+        request_id: Option<String>,
+    }
+    let input: DescribeInput = ctx.parse(input)?;
+    ctx.authorize(Resource::Service("airlock".into()))?;
+    let user = person(ctx)?;
+    let mut requests = repo::list(&ctx.platform.store, Some(&user.principal_id())).await?;
+    if let Some(id) = &input.request_id {
+        requests.retain(|r| &r.request_id == id);
+        if requests.is_empty() {
+            return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("airlock request `{id}` does not exist")));
+        }
+    }
+    let mut described = Vec::new();
+    for request in &requests {
+        described.push(request_json(ctx, request, Viewer::Researcher).await?);
+    }
+    Ok(json!({ "Requests": described }))
+}
+
+/// Who is looking at a request: what of the votes they see.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Viewer<'a> {
+    /// The researcher: the reviewers' comments once the request is decided, never who voted.
+    Researcher,
+    /// A reviewer (their principal id) or an auditor (`None`): every vote once decided, and
+    /// before that only their own.
+    Reviewer(Option<&'a str>),
+}
+
+pub(super) async fn request_json(ctx: &Ctx<'_>, request: &RequestRow, viewer: Viewer<'_>) -> Result<Value, ActionError> {
+    let store = &ctx.platform.store;
+    let files = repo::files(store, &request.request_id).await?;
+    let checks = repo::checks(store, &request.request_id, request.submission).await?;
+    let votes = repo::votes(store, &request.request_id, request.submission).await?;
+    let decided = !matches!(request.state, RequestState::InReview);
+    let shown: Vec<Value> = votes
+        .iter()
+        .filter(|v| decided || matches!(viewer, Viewer::Reviewer(Some(me)) if me == v.reviewer))
+        .map(|v| match viewer {
+            Viewer::Researcher => json!({ "Decision": v.decision.as_str(), "Comment": v.comment }),
+            Viewer::Reviewer(_) => json!({
+                "Reviewer": v.reviewer_name, "Decision": v.decision.as_str(), "Comment": v.comment, "CastTime": millis_to_rfc3339(v.cast),
+            }),
+        })
+        .collect();
+    Ok(json!({
+        "RequestId": request.request_id,
+        "Direction": request.direction.as_str(),
+        "Workspace": request.workspace,
+        "Researcher": request.creator_name,
+        "Justification": request.justification,
+        "State": request.state.as_str(),
+        "Submission": request.submission,
+        "PolicyVersion": request.policy_version,
+        "CorrelationId": request.correlation_id,
+        "CreationTime": millis_to_rfc3339(request.created),
+        "LastUpdated": millis_to_rfc3339(request.updated),
+        "ReleaseTime": request.released.map(millis_to_rfc3339),
+        "ExpiryTime": request.expires.map(millis_to_rfc3339),
+        "Files": files.iter().map(|f| json!({ "Path": f.path, "Size": f.size, "Sha256": f.sha256 })).collect::<Vec<_>>(),
+        "Checks": checks.iter().map(|c| json!({ "Path": c.path, "Rule": c.rule, "Outcome": c.outcome, "Detail": c.detail })).collect::<Vec<_>>(),
+        "VotesCast": votes.len(),
+        "Votes": shown,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_stay_inside_the_request() {
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "a\nb"] {
+            assert!(super::check_path(bad).is_err(), "{bad:?}");
+        }
+        for good in ["results.csv", "figures/plot.png", "a b.txt"] {
+            assert!(super::check_path(good).is_ok(), "{good:?}");
+        }
+    }
+}

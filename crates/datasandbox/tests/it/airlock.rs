@@ -1,0 +1,239 @@
+//! The airlock through the API, as a researcher, two reviewers, an auditor and an attacker see
+//! it: a results table leaves only after its checks and two other people's approval, as a
+//! signed release record, downloadable by its researcher alone; and the attack table of the
+//! airlock issue, each refused or blocked with its reason, audited, nothing released.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::support::server::{Called, Server, b64, unb64};
+
+const HOME: &str = "datasandbox-home";
+const STACK: &str = "datasandbox-stack";
+
+fn home(user: &str) -> String {
+    format!("user/custom/{}/", hex::encode(Sha256::digest(user.as_bytes())))
+}
+
+/// A bearer token for `user` holding `roles`.
+fn token(server: &Server, user: &str, roles: &[&str]) -> String {
+    let out = server.ok("identity:CreateSessionToken", json!({ "UserId": user, "Roles": roles }));
+    out["Token"].as_str().expect("token").to_owned()
+}
+
+/// The call's result, failing the test if it failed.
+fn ok(called: Called, what: &str) -> Value {
+    assert_eq!(called.exit, 0, "{what}: {:?}", called.stderr);
+    called.stdout
+}
+
+/// The error code of a call that must fail.
+fn refused(called: Called) -> String {
+    assert_ne!(called.exit, 0, "the call succeeded: {:?}", called.stdout);
+    called.stderr["Code"].as_str().unwrap_or_default().to_owned()
+}
+
+struct People<'a> {
+    server: &'a Server,
+    nora: String,
+}
+
+impl People<'_> {
+    fn put(&self, name: &str, body: &[u8]) -> String {
+        let key = format!("{}{name}", home("nora"));
+        ok(self.server.call_as(&self.nora, "storage:PutObject", &json!({ "Bucket": HOME, "Key": key, "Body": b64(body) })), "put");
+        key
+    }
+
+    /// A request of nora's with one file from her home folder, submitted; its id and state.
+    fn submitted(&self, name: &str, body: &[u8]) -> (String, String) {
+        let key = self.put(name, body);
+        let created = ok(
+            self.server.call_as(
+                &self.nora,
+                "airlock:CreateRequest",
+                &json!({ "Direction": "EXPORT", "Workspace": STACK, "Justification": "results for the paper" }),
+            ),
+            "create",
+        );
+        let id = created["RequestId"].as_str().expect("request id").to_owned();
+        let added = ok(
+            self.server.call_as(&self.nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": key } })),
+            "add",
+        );
+        assert_eq!(added["Sha256"], hex::encode(Sha256::digest(body)));
+        let submitted = ok(self.server.call_as(&self.nora, "airlock:SubmitRequest", &json!({ "RequestId": id })), "submit");
+        (id, submitted["State"].as_str().expect("state").to_owned())
+    }
+}
+
+fn vote(server: &Server, who: &str, id: &str, decision: &str, comment: Option<&str>) -> Called {
+    let mut input = json!({ "RequestId": id, "Decision": decision });
+    if let Some(comment) = comment {
+        input["Comment"] = json!(comment);
+    }
+    server.call_as(who, "airlock:CastVote", &input)
+}
+
+#[test]
+fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_its_researcher_alone() {
+    let server = Server::start(&["streaming.timeout_scale_ms=1"]);
+    let nora = token(&server, "nora", &[]);
+    let nora_reviewer = token(&server, "nora", &["reviewer"]);
+    let (rita, ravi) = (token(&server, "rita", &["reviewer"]), token(&server, "ravi", &["reviewer"]));
+    let auditor = token(&server, "aude", &["auditor"]);
+    let people = People { server: &server, nora: nora.clone() };
+    let table = b"region,count\nnorth,120\nsouth,45\n";
+    let (id, state) = people.submitted("results.csv", table);
+    assert_eq!(state, "in_review");
+
+    // Frozen: no file changes after submission.
+    let key = people.put("later.csv", b"region,count\nnorth,99\n");
+    let later = server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": key } }));
+    assert_eq!(refused(later), "ConflictException");
+    // Nobody reviews their own request, whatever roles they hold.
+    assert_eq!(refused(vote(&server, &nora_reviewer, &id, "APPROVE", None)), "AccessDeniedException");
+    // A user without the reviewer role does not vote at all; an auditor only reads.
+    assert_eq!(refused(vote(&server, &token(&server, "zed", &[]), &id, "APPROVE", None)), "AccessDeniedException");
+    assert_eq!(refused(vote(&server, &auditor, &id, "APPROVE", None)), "AccessDeniedException");
+
+    ok(vote(&server, &rita, &id, "APPROVE", None), "rita's vote");
+    assert_eq!(refused(vote(&server, &rita, &id, "APPROVE", None)), "ConflictException", "a second vote by the same reviewer");
+    // Votes stay hidden until all are cast.
+    let queue = ok(server.call_as(&ravi, "airlock:DescribeReviewQueue", &json!({ "RequestId": id })), "queue");
+    assert_eq!((queue["Requests"][0]["VotesCast"].as_i64(), queue["Requests"][0]["Votes"].as_array().map(Vec::len)), (Some(1), Some(0)));
+    let decided = ok(vote(&server, &ravi, &id, "APPROVE", None), "ravi's vote");
+    assert_eq!(decided["State"], "approved");
+
+    // Released by another reviewer, never by its researcher.
+    assert_eq!(refused(server.call_as(&nora_reviewer, "airlock:ReleaseRequest", &json!({ "RequestId": id }))), "AccessDeniedException");
+    let released = ok(server.call_as(&rita, "airlock:ReleaseRequest", &json!({ "RequestId": id })), "release");
+    assert_eq!(released["State"], "released");
+
+    // Its researcher downloads it, through a link for her alone.
+    assert_eq!(
+        refused(server.call_as(&rita, "airlock:CreateDownloadUrl", &json!({ "RequestId": id, "Path": "results.csv" }))),
+        "AccessDeniedException"
+    );
+    let url = ok(server.call_as(&nora, "airlock:CreateDownloadUrl", &json!({ "RequestId": id, "Path": "results.csv" })), "link");
+    let link_token = url["Url"].as_str().expect("url").rsplit('/').next().expect("token").to_owned();
+    assert_eq!(refused(server.call_as(&rita, "airlock:DownloadFile", &json!({ "Token": link_token }))), "AccessDeniedException");
+    let downloaded = ok(server.call_as(&nora, "airlock:DownloadFile", &json!({ "Token": link_token })), "download");
+    assert_eq!(unb64(downloaded["Body"].as_str().expect("body")), table);
+    assert_eq!(server.audit(&[("EventName", "DownloadFile")]).len(), 2, "every use of a link is recorded, refusals too");
+
+    // The signed release record verifies offline, and an edited one does not.
+    let record = ok(server.call_as(&auditor, "airlock:GetReleaseRecord", &json!({ "RequestId": id })), "record");
+    assert_eq!(record["Record"]["Files"][0]["Sha256"], hex::encode(Sha256::digest(table)));
+    assert_eq!(record["Record"]["Votes"].as_array().map(Vec::len), Some(2));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (good, edited) = (dir.path().join("release.json"), dir.path().join("edited.json"));
+    std::fs::write(&good, record.to_string()).expect("write");
+    let mut tampered = record.clone();
+    tampered["Record"]["Files"][0]["Sha256"] = json!(hex::encode(Sha256::digest(b"something else")));
+    std::fs::write(&edited, tampered.to_string()).expect("write");
+    let verified = server.cli(&["airlock", "verify", good.to_str().expect("utf-8")], &[]);
+    assert_eq!(verified.exit, 0, "{:?}", verified.stderr);
+    let failed = server.cli(&["airlock", "verify", edited.to_str().expect("utf-8")], &[]);
+    assert_ne!(failed.exit, 0, "an edited release record verified");
+    assert!(failed.stderr.as_str().is_some_and(|e| e.contains("changed after it was signed")), "{:?}", failed.stderr);
+
+    // Revoked: the link is dead at once.
+    let revoked = ok(server.call_as(&ravi, "airlock:RevokeRequest", &json!({ "RequestId": id })), "revoke");
+    assert_eq!(revoked["LinksEnded"], 1);
+    assert_eq!(refused(server.call_as(&nora, "airlock:DownloadFile", &json!({ "Token": link_token }))), "AccessDeniedException");
+
+    // The airlock's copies are reached through its actions only: not by the researcher, not
+    // even by the operator.
+    let copy = json!({ "Bucket": "datasandbox-airlock", "Key": format!("{id}/results.csv") });
+    assert_eq!(refused(server.call("storage:GetObject", &copy)), "AccessDeniedException");
+    assert_eq!(refused(server.call_as(&nora, "storage:GetObject", &copy)), "AccessDeniedException");
+}
+
+#[test]
+fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() {
+    let server = Server::start(&["streaming.timeout_scale_ms=1", "airlock.link_hours=1"]);
+    let nora = token(&server, "nora", &[]);
+    let (rita, ravi) = (token(&server, "rita", &["reviewer"]), token(&server, "ravi", &["reviewer"]));
+    let people = People { server: &server, nora: nora.clone() };
+
+    // Blocked by the checks, with the rule that failed.
+    let elf = b"\x7fELF\x02\x01\x01\x00 not a table".to_vec();
+    let mut polyglot = b"\x89PNG\r\n\x1a\n....IHDR....IEND\xae\x42\x60\x82".to_vec();
+    polyglot.extend_from_slice(b"PK\x03\x04 a hidden archive");
+    let mut zip_bomb = b"PK\x03\x04\x14\x00\x00\x00\x08\x00".to_vec();
+    zip_bomb.extend(std::iter::repeat_n(0u8, 4096));
+    for (name, body, rule) in [
+        ("small.csv", b"region,count\nnorth,120\nsouth,3\n".to_vec(), "table.small-count"),
+        ("tool.csv", elf, "type.allowed"),
+        ("plot.png", polyglot, "type.polyglot"),
+        ("bomb.zip", zip_bomb, "type.allowed"),
+    ] {
+        let (id, state) = people.submitted(name, &body);
+        assert_eq!(state, "blocked", "{name}");
+        let mine = ok(server.call_as(&nora, "airlock:DescribeRequests", &json!({ "RequestId": id })), "describe");
+        let checks = mine["Requests"][0]["Checks"].as_array().cloned().unwrap_or_default();
+        assert!(checks.iter().any(|c| c["Rule"] == rule && c["Outcome"] == "FAIL"), "{name}: {checks:#?}");
+        assert_eq!(refused(vote(&server, &rita, &id, "APPROVE", None)), "ConflictException", "a vote on a blocked request");
+    }
+
+    // Names that leave the request, and another user's file.
+    let created = ok(
+        server.call_as(&nora, "airlock:CreateRequest", &json!({ "Direction": "EXPORT", "Workspace": STACK, "Justification": "x" })),
+        "create",
+    );
+    let id = created["RequestId"].as_str().expect("id").to_owned();
+    let key = people.put("ok.csv", b"a,b\n100,200\n");
+    for path in ["../../etc/passwd", "/abs.csv", "a/../b.csv", "a\\b.csv"] {
+        let added =
+            server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Path": path, "Source": { "Bucket": HOME, "Key": key } }));
+        assert_eq!(refused(added), "ValidationException", "{path}");
+    }
+    let ravis = format!("{}secret.csv", home("ravi"));
+    ok(server.call_as(&ravi, "storage:PutObject", &json!({ "Bucket": HOME, "Key": ravis, "Body": b64(b"a,b\n100,200\n") })), "ravi's file");
+    let stolen = server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": ravis } }));
+    assert_eq!(refused(stolen), "AccessDeniedException");
+    // Another user cannot add to, submit or see nora's request.
+    assert_eq!(refused(server.call_as(&ravi, "airlock:SubmitRequest", &json!({ "RequestId": id }))), "ResourceNotFoundException");
+    // Withdrawn: nothing more happens to it.
+    ok(server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": key } })), "add");
+    ok(server.call_as(&nora, "airlock:WithdrawRequest", &json!({ "RequestId": id })), "withdraw");
+    assert_eq!(refused(server.call_as(&nora, "airlock:SubmitRequest", &json!({ "RequestId": id }))), "ConflictException");
+    assert_eq!(refused(vote(&server, &rita, &id, "APPROVE", None)), "ConflictException", "a vote on a withdrawn request");
+
+    // Changes requested: the comment reaches the researcher, a resubmission resets the votes.
+    let (id, _) = people.submitted("table.csv", b"region,count\nnorth,120\nsouth,45\n");
+    assert_eq!(refused(vote(&server, &rita, &id, "REQUEST_CHANGES", None)), "ValidationException", "changes without a comment");
+    ok(vote(&server, &rita, &id, "REQUEST_CHANGES", Some("round to the nearest 5")), "rita");
+    let decided = ok(vote(&server, &ravi, &id, "APPROVE", None), "ravi");
+    assert_eq!(decided["State"], "changes_requested");
+    let mine = ok(server.call_as(&nora, "airlock:DescribeRequests", &json!({ "RequestId": id })), "describe");
+    let votes = mine["Requests"][0]["Votes"].as_array().cloned().unwrap_or_default();
+    assert!(votes.iter().any(|v| v["Comment"] == "round to the nearest 5"), "{votes:?}");
+    assert!(votes.iter().all(|v| v.get("Reviewer").is_none()), "the researcher learns what, not who: {votes:?}");
+    let key = people.put("table.csv", b"region,count\nnorth,120\nsouth,45\n");
+    ok(server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": key } })), "replace");
+    let again = ok(server.call_as(&nora, "airlock:SubmitRequest", &json!({ "RequestId": id })), "resubmit");
+    assert_eq!((again["Submission"].as_i64(), again["State"].as_str()), (Some(2), Some("in_review")));
+    let queue = ok(server.call_as(&ravi, "airlock:DescribeReviewQueue", &json!({ "RequestId": id })), "queue");
+    assert_eq!(queue["Requests"][0]["VotesCast"], 0, "the resubmission reset the votes");
+
+    // A link expires (an hour, at this server's time scale 3.6 s).
+    ok(vote(&server, &rita, &id, "APPROVE", None), "rita");
+    ok(vote(&server, &ravi, &id, "APPROVE", None), "ravi");
+    ok(server.call_as(&rita, "airlock:ReleaseRequest", &json!({ "RequestId": id })), "release");
+    let url = ok(server.call_as(&nora, "airlock:CreateDownloadUrl", &json!({ "RequestId": id, "Path": "table.csv" })), "link");
+    let link = url["Url"].as_str().expect("url").rsplit('/').next().expect("token").to_owned();
+    ok(server.call_as(&nora, "airlock:DownloadFile", &json!({ "Token": link })), "a fresh link");
+    std::thread::sleep(std::time::Duration::from_millis(4000));
+    assert_eq!(refused(server.call_as(&nora, "airlock:DownloadFile", &json!({ "Token": link }))), "AccessDeniedException");
+
+    // Every refusal above is in the trail with its reason.
+    let votes = server.audit(&[("EventName", "CastVote")]);
+    assert!(votes.iter().filter(|r| r["errorCode"] == "ConflictException").count() >= 5, "{votes:#?}");
+    let added = server.audit(&[("EventName", "AddFile")]);
+    assert!(added.iter().any(|r| r["errorCode"] == "AccessDeniedException"), "{added:#?}");
+    // Nothing of the blocked, withdrawn or refused requests was released.
+    let released = server.audit(&[("EventName", "ReleaseRequest")]);
+    assert_eq!(released.iter().filter(|r| r["errorCode"].is_null()).count(), 1, "{released:#?}");
+}
