@@ -27,6 +27,7 @@ mod release;
 mod repo;
 mod requests;
 mod review;
+mod scan;
 mod state;
 
 pub use release::verify_record;

@@ -12,6 +12,8 @@
 //! - `table.small-count`: in a CSV or TSV, a count from 1 to `airlock.small_count_threshold`
 //!   − 1 fails; `table.zero`: zeros are flagged; `table.identifier`: columns whose name looks
 //!   like an identifier are flagged.
+//!
+//! The malware scan (`malware.clamav`) is `scan.rs`.
 
 use serde::Serialize;
 

@@ -87,8 +87,9 @@ pub(super) async fn insert(store: &Store, new: &NewRequest<'_>) -> Result<(), Ac
 
 pub(super) async fn find(store: &Store, request_id: &str) -> Result<RequestRow, ActionError> {
     let row = sqlx::query("SELECT * FROM airlock_requests WHERE request_id = $1").bind(request_id).fetch_optional(&store.pool).await?;
-    let row =
-        row.ok_or_else(|| ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("airlock request `{request_id}` does not exist")))?;
+    let row = row.ok_or_else(|| {
+        ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("airlock request `{request_id}` does not exist"))
+    })?;
     RequestRow::from_row(&row)
 }
 

@@ -79,7 +79,10 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         return Err(ActionError::validation("Justification must say, in 1..=4096 characters, why the files should move"));
     }
     if !ctx.platform.current().stacks.iter().any(|s| s.name == input.workspace) {
-        return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("workspace (stack) `{}` does not exist", input.workspace)));
+        return Err(ActionError::not_found(
+            ErrorCode::ResourceNotFoundException,
+            format!("workspace (stack) `{}` does not exist", input.workspace),
+        ));
     }
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = person(ctx)?;
@@ -216,7 +219,11 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &format!("{id}/{}", file.path)).await?;
         // The manifest is what was added: a copy that no longer hashes to it is blocked.
         let mut findings = if hex::encode(Sha256::digest(&body)) == file.sha256 {
-            checks::check_file(&file.path, &body, &policy)
+            let mut findings = checks::check_file(&file.path, &body, &policy);
+            if settings.malware_scan {
+                findings.push(super::scan::scan(&settings.clamav_database, settings.max_file_bytes, &body).await);
+            }
+            findings
         } else {
             vec![checks::Finding {
                 rule: "manifest.hash",

@@ -11,6 +11,31 @@ use crate::support::server::{Called, Server, b64, unb64};
 const HOME: &str = "datasandbox-home";
 const STACK: &str = "datasandbox-stack";
 
+/// The EICAR test file, which every malware scanner is to find.
+const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+/// A ClamAV signature database of the test's own, holding the EICAR test signature only (no
+/// signature update can be downloaded here), readable by the scanner's `nobody`.
+fn eicar_database() -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let md5 =
+        std::process::Command::new("md5sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(
+            |mut child| {
+                use std::io::Write as _;
+                child.stdin.take().expect("stdin").write_all(EICAR)?;
+                child.wait_with_output()
+            },
+        );
+    let md5 = String::from_utf8_lossy(&md5.expect("md5sum").stdout).split_whitespace().next().expect("a digest").to_owned();
+    let signatures = dir.path().join("test.hdb");
+    std::fs::write(&signatures, format!("{md5}:{}:Eicar-Test-Signature\n", EICAR.len())).expect("write the signature");
+    std::fs::set_permissions(&signatures, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let setting = format!("airlock.clamav_database={}", dir.path().display());
+    (dir, setting)
+}
+
 fn home(user: &str) -> String {
     format!("user/custom/{}/", hex::encode(Sha256::digest(user.as_bytes())))
 }
@@ -77,7 +102,8 @@ fn vote(server: &Server, who: &str, id: &str, decision: &str, comment: Option<&s
 
 #[test]
 fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_its_researcher_alone() {
-    let server = Server::start(&["streaming.timeout_scale_ms=1"]);
+    let (_signatures, database) = eicar_database();
+    let server = Server::start(&["streaming.timeout_scale_ms=1", &database]);
     let nora = token(&server, "nora", &[]);
     let nora_reviewer = token(&server, "nora", &["reviewer"]);
     let (rita, ravi) = (token(&server, "rita", &["reviewer"]), token(&server, "ravi", &["reviewer"]));
@@ -152,7 +178,8 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
 
 #[test]
 fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() {
-    let server = Server::start(&["streaming.timeout_scale_ms=1", "airlock.link_hours=1"]);
+    let (_signatures, database) = eicar_database();
+    let server = Server::start(&["streaming.timeout_scale_ms=1", "airlock.link_hours=1", &database]);
     let nora = token(&server, "nora", &[]);
     let (rita, ravi) = (token(&server, "rita", &["reviewer"]), token(&server, "ravi", &["reviewer"]));
     let people = People { server: &server, nora: nora.clone() };
@@ -168,6 +195,7 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
         ("tool.csv", elf, "type.allowed"),
         ("plot.png", polyglot, "type.polyglot"),
         ("bomb.zip", zip_bomb, "type.allowed"),
+        ("eicar.txt", EICAR.to_vec(), "malware.clamav"),
     ] {
         let (id, state) = people.submitted(name, &body);
         assert_eq!(state, "blocked", "{name}");

@@ -113,8 +113,20 @@ fn read_airlock(root: &Table) -> AirlockSpec {
     let max_file_bytes = airlock.integer("max_file_bytes", 64 << 20, 1..=(1 << 40)) as u64;
     let link_hours = airlock.integer("link_hours", 24, 1..=24 * 30) as u32;
     let release_hours = airlock.integer("release_hours", 24 * 7, 1..=24 * 365) as u32;
+    let malware_scan = airlock.choice("malware_scan", "clamav", &["clamav", "off"]) == "clamav";
+    let clamav_database = airlock.string("clamav_database", "/var/lib/clamav");
     airlock.finish();
-    AirlockSpec { export_reviewers, import_reviewers, small_count_threshold, allowed_types, max_file_bytes, link_hours, release_hours }
+    AirlockSpec {
+        export_reviewers,
+        import_reviewers,
+        small_count_threshold,
+        allowed_types,
+        max_file_bytes,
+        link_hours,
+        release_hours,
+        malware_scan,
+        clamav_database,
+    }
 }
 
 fn read_environment_name(root: &Table) -> String {

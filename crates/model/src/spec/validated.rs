@@ -226,6 +226,11 @@ pub struct AirlockSpec {
     pub max_file_bytes: u64,
     pub link_hours: u32,
     pub release_hours: u32,
+    /// Whether files are scanned for malware (ClamAV), and where its signatures are. Off
+    /// only when the operator says so: then no file is scanned, and the policy version says
+    /// so too.
+    pub malware_scan: bool,
+    pub clamav_database: String,
 }
 
 impl AirlockSpec {
