@@ -285,6 +285,18 @@ pub(crate) enum AuditCommand {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum AirlockCommand {
+    /// Inside a session's workspace: asks for files to leave it, with why. The request is
+    /// checked at once, then waits for its reviewers; `airlock:DescribeRequests` follows it.
+    Submit {
+        /// The files, as they are now.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        justification: String,
+        /// The workspace (stack); by default the session's.
+        #[arg(long)]
+        workspace: Option<String>,
+    },
     /// Checks a signed release record (from `airlock:GetReleaseRecord`) offline: its signature
     /// by this platform's release key, read from `<data-dir>/airlock-release.pub` unless given.
     Verify {

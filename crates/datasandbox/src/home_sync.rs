@@ -371,3 +371,62 @@ impl HomeSync {
         Ok(())
     }
 }
+
+/// A variable of the session this instance serves: from the environment, else the session's
+/// file, else the instance's first process (which the control plane started with it).
+fn session_var(name: &str) -> Option<String> {
+    if let Ok(value) = std::env::var(name) {
+        return Some(value);
+    }
+    let prefix = format!("{name}=");
+    let session = std::fs::read_to_string("/run/datasandbox/session.env").unwrap_or_default();
+    if let Some(value) = session.lines().find_map(|l| l.strip_prefix(&prefix)) {
+        return Some(value.to_owned());
+    }
+    let first = std::fs::read("/proc/1/environ").unwrap_or_default();
+    first.split(|b| *b == 0).find_map(|v| std::str::from_utf8(v).ok()?.strip_prefix(prefix.as_str()).map(str::to_owned))
+}
+
+/// `datasandbox airlock submit`: a request with these files, from inside the workspace,
+/// submitted and checked; prints its id, state and what failed.
+pub async fn airlock_submit(files: &[PathBuf], justification: &str, workspace: Option<&str>) -> std::process::ExitCode {
+    let fail = |why: String| {
+        eprintln!("{why}");
+        std::process::ExitCode::FAILURE
+    };
+    let Some(endpoint) = session_var("DS_ENDPOINT") else {
+        return fail(
+            "`airlock submit` runs inside a session's workspace (no DS_ENDPOINT here); elsewhere, use airlock:CreateRequest".into(),
+        );
+    };
+    let Some(workspace) = workspace.map(str::to_owned).or_else(|| session_var("DS_STACK_NAME")) else {
+        return fail("this instance serves no session yet: pass --workspace".into());
+    };
+    let mut bodies = Vec::new();
+    for file in files {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match std::fs::read(file) {
+            Ok(body) => bodies.push((name, body)),
+            Err(err) => return fail(format!("cannot read {}: {err}", file.display())),
+        }
+    }
+    let input = json!({ "Direction": "EXPORT", "Workspace": workspace, "Justification": justification });
+    let id = match api(&endpoint, "airlock:CreateRequest", input).await {
+        Ok(created) => created["RequestId"].as_str().unwrap_or_default().to_owned(),
+        Err(err) => return fail(err),
+    };
+    let engine = base64::engine::general_purpose::STANDARD;
+    for (name, body) in bodies {
+        let input = json!({ "RequestId": id, "Path": name, "Body": engine.encode(&body) });
+        if let Err(err) = api(&endpoint, "airlock:AddFile", input).await {
+            return fail(err);
+        }
+    }
+    match api(&endpoint, "airlock:SubmitRequest", json!({ "RequestId": id })).await {
+        Ok(submitted) => {
+            println!("{submitted}");
+            if submitted["State"] == "blocked" { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS }
+        }
+        Err(err) => fail(err),
+    }
+}

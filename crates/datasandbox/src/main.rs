@@ -86,6 +86,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Airlock { command: AirlockCommand::Verify { record, public_key } } => {
             airlock_verify(&cli.data_dir, &record, public_key.as_deref())
         }
+        Command::Airlock { command: AirlockCommand::Submit { files, justification, workspace } } => {
+            home_sync::airlock_submit(&files, &justification, workspace.as_deref()).await
+        }
         Command::Nodes => {
             let local = EndpointArgs { endpoint: None, token: None };
             client::finish(client::call(&cli.data_dir, &local, "cluster:DescribeNodes", bytes::Bytes::from_static(b"{}")).await)

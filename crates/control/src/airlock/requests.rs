@@ -45,6 +45,11 @@ async fn own_request(ctx: &Ctx<'_>, request_id: &str) -> Result<(RequestRow, mod
     Ok((request, user))
 }
 
+/// Whether the caller speaks from inside a workspace: the instance of their session.
+fn from_workspace(ctx: &Ctx<'_>) -> bool {
+    matches!(&ctx.caller.principal, Principal::User { channel: policy::Channel::Instance, .. })
+}
+
 /// A file's name inside a request: a relative path of plain segments, no traversal.
 fn check_path(path: &str) -> Result<(), ActionError> {
     let ok = !path.is_empty()
@@ -119,7 +124,8 @@ struct AddFileInput {
     /// session), copied as it is now.
     #[serde(default)]
     source: Option<SourceInput>,
-    /// An import's file, in base64.
+    /// An import's file, in base64; or an export's, sent from inside the workspace by the
+    /// instance of the researcher's session (`datasandbox airlock submit`).
     #[serde(default)]
     body: Option<String>,
 }
@@ -137,6 +143,12 @@ pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
             let body = crate::storage::read_as_caller(ctx, &source.bucket, &source.key).await?;
             (path, body)
         }
+        (Direction::Export, None, Some(body)) if from_workspace(ctx) => {
+            let path = input.path.ok_or_else(|| ActionError::validation("a file sent from the workspace needs a Path"))?;
+            check_path(&path)?;
+            ctx.authorize(Resource::Service("airlock".into()))?;
+            (path, Bytes::from(crate::core::codec::decode_base64("Body", &body)?))
+        }
         (Direction::Import, None, Some(body)) => {
             let path = input.path.ok_or_else(|| ActionError::validation("an import's file needs a Path"))?;
             check_path(&path)?;
@@ -144,7 +156,9 @@ pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
             (path, Bytes::from(crate::core::codec::decode_base64("Body", &body)?))
         }
         (Direction::Export, _, _) => {
-            return Err(ActionError::validation("an export's file comes from Source {Bucket, Key}, and only from it"));
+            return Err(ActionError::validation(
+                "an export's file comes from Source {Bucket, Key}, or as Body from inside the workspace (its session's instance)",
+            ));
         }
         (Direction::Import, _, _) => return Err(ActionError::validation("an import's file comes as Body (base64), and only so")),
     };

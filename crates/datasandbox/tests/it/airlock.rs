@@ -265,3 +265,39 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
     let released = server.audit(&[("EventName", "ReleaseRequest")]);
     assert_eq!(released.iter().filter(|r| r["errorCode"].is_null()).count(), 1, "{released:#?}");
 }
+
+#[test]
+fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
+    use crate::support::streaming::{active, redeem, server as session_server};
+    let (_signatures, database) = eicar_database();
+    let server = session_server(&[&database]);
+    let cookie = redeem(&server, "nora");
+    let session = active(&server, &cookie, 60);
+    let instance = session["InstanceId"].as_str().expect("instance");
+    let script = "printf 'region,count\\nnorth,120\\nsouth,45\\n' > /tmp/results.csv && \
+                  /run/datasandbox/datasandbox airlock submit /tmp/results.csv --justification 'the tables of the paper'";
+    let submitted = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", script], &[]);
+    assert_eq!(submitted.exit, 0, "{submitted:?}");
+    assert_eq!(submitted.stdout["State"], "in_review", "{submitted:?}");
+    // The request is hers, in her session's workspace, holding the file as it was inside.
+    let id = submitted.stdout["RequestId"].as_str().expect("request id");
+    let mine = ok(server.call_as(&token(&server, "nora", &[]), "airlock:DescribeRequests", &json!({ "RequestId": id })), "describe");
+    let request = &mine["Requests"][0];
+    assert_eq!((request["Workspace"].as_str(), request["Researcher"].as_str()), (Some(STACK), Some("custom user `nora`")), "{request}");
+    assert_eq!(request["Files"][0]["Sha256"], hex::encode(Sha256::digest(b"region,count\nnorth,120\nsouth,45\n")));
+    // From her own device, an export cannot bring a file of its own: it comes from inside.
+    let created = ok(
+        server.call_as(
+            &token(&server, "nora", &[]),
+            "airlock:CreateRequest",
+            &json!({ "Direction": "EXPORT", "Workspace": STACK, "Justification": "x" }),
+        ),
+        "create",
+    );
+    let outside = server.call_as(
+        &token(&server, "nora", &[]),
+        "airlock:AddFile",
+        &json!({ "RequestId": created["RequestId"], "Path": "mine.csv", "Body": b64(b"a,b\n100,200\n") }),
+    );
+    assert_eq!(refused(outside), "ValidationException");
+}
