@@ -57,5 +57,6 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: AirlockAction, input: Va
         A::GetReleaseRecord => release::get_record(ctx, input).await,
         A::CreateDownloadUrl => release::create_download_url(ctx, input).await,
         A::DownloadFile => release::download(ctx, input).await,
+        A::PreviewFile => review::preview(ctx, input).await,
     }
 }

@@ -51,6 +51,63 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/portal/events", get(events))
         .route("/portal/end", post(end))
         .route("/portal/providers", get(providers))
+        .route("/portal/airlock/requests", get(airlock_requests))
+        .route("/portal/airlock/link", post(airlock_link))
+        .route("/portal/airlock/download/{token}", get(airlock_download))
+}
+
+/// My airlock requests: state, files, checks and, once decided, the reviewers' comments.
+async fn airlock_requests(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    reply(call(&control, bearer(&headers), peer, &headers, "airlock:DescribeRequests", Bytes::from_static(b"{}")).await)
+}
+
+/// A download link for one released file (`{RequestId, Path}`), for the signed-in researcher.
+async fn airlock_link(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    reply(call(&control, bearer(&headers), peer, &headers, "airlock:CreateDownloadUrl", bytes).await)
+}
+
+/// One use of a download link, as the signed-in user it was made for: the file as an
+/// attachment that the browser saves and never renders.
+async fn airlock_download(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let input = Bytes::from(json!({ "Token": token }).to_string());
+    let answer = call(&control, bearer(&headers), peer, &headers, "airlock:DownloadFile", input).await;
+    let Ok(out) = &answer.result else { return reply(answer) };
+    let body =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, out["Body"].as_str().unwrap_or_default()).unwrap_or_default();
+    let name: String = out["Path"]
+        .as_str()
+        .unwrap_or("file")
+        .rsplit('/')
+        .next()
+        .unwrap_or("file")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .collect();
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    for (key, value) in [
+        (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        (axum::http::header::CACHE_CONTROL, "no-store".to_owned()),
+        (axum::http::header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'".to_owned()),
+    ] {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            headers.insert(key, value);
+        }
+    }
+    response
 }
 
 fn portal_token(headers: &HeaderMap) -> Option<String> {

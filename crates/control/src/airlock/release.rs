@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::repo::{self, LinkRow, RequestRow};
-use super::requests::{conflict, person, step};
+use super::requests::{conflict, find_in, person, state_changed, step};
 use super::review::reviewers_needed;
 use super::state::{AIRLOCK_BUCKET, Direction, RequestState};
 use crate::core::codec::{decode_base64, encode_base64};
@@ -58,7 +58,7 @@ struct RequestInput {
 
 /// A request acted on by someone other than its researcher.
 async fn others_request(ctx: &mut Ctx<'_>, request_id: &str, what: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
-    let request = repo::find(&ctx.platform.store, request_id).await?;
+    let request = find_in(ctx, request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = person(ctx)?;
     if request.creator == user.principal_id() {
@@ -111,12 +111,8 @@ pub(super) async fn release(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
         return Err(conflict(&repo::find(&plane.store, &request.request_id).await?, "release it"));
     }
     let digest = hex::encode(Sha256::digest(text.as_bytes()));
-    ctx.platform
-        .service_event(
-            "AirlockRequestStateChanged",
-            json!({ "RequestId": request.request_id, "From": "approved", "To": "released", "ReleaseRecordSha256": digest }),
-        )
-        .await;
+    let changed = json!({ "RequestId": request.request_id, "From": "approved", "To": "released", "ReleaseRecordSha256": digest });
+    state_changed(ctx, &request.request_id, changed).await;
     Ok(
         json!({ "RequestId": request.request_id, "State": RequestState::Released.as_str(), "ReleaseRecordSha256": digest, "ExpiryTime": millis_to_rfc3339(expires) }),
     )
@@ -154,7 +150,7 @@ pub fn verify_record(document: &str, public_key_hex: &str) -> Result<String, Str
 /// researcher, its reviewers and auditors.
 pub(super) async fn get_record(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: RequestInput = ctx.parse(input)?;
-    let request = repo::find(&ctx.platform.store, &input.request_id).await?;
+    let request = find_in(ctx, &input.request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = person(ctx)?;
     let reader = ctx.permitted("airlock:DescribeReviewQueue", &Resource::Service("airlock".into()));
@@ -186,12 +182,7 @@ async fn expire_if_due(ctx: &Ctx<'_>, request: RequestRow) -> Result<RequestRow,
     if request.state == RequestState::Released && request.expires.is_some_and(|e| e <= now_millis()) {
         if repo::transition(&ctx.platform.store, &request.request_id, RequestState::Released, RequestState::Expired, now_millis()).await? {
             repo::delete_links(&ctx.platform.store, &request.request_id).await?;
-            ctx.platform
-                .service_event(
-                    "AirlockRequestStateChanged",
-                    json!({ "RequestId": request.request_id, "From": "released", "To": "expired" }),
-                )
-                .await;
+            state_changed(ctx, &request.request_id, json!({ "RequestId": request.request_id, "From": "released", "To": "expired" })).await;
         }
         return repo::find(&ctx.platform.store, &request.request_id).await;
     }
@@ -208,7 +199,7 @@ struct LinkInput {
 /// A download link for one file of a released export, for its researcher alone.
 pub(super) async fn create_download_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: LinkInput = ctx.parse(input)?;
-    let request = repo::find(&ctx.platform.store, &input.request_id).await?;
+    let request = find_in(ctx, &input.request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = person(ctx)?;
     if request.creator != user.principal_id() {
@@ -238,7 +229,8 @@ pub(super) async fn create_download_url(ctx: &mut Ctx<'_>, input: Value) -> Resu
     let expires = (now + hours_ms(ctx.platform, ctx.platform.current().airlock.link_hours)).min(request.expires.unwrap_or(i64::MAX));
     let link = LinkRow { request_id: request.request_id.clone(), path: input.path.clone(), user_id: user.principal_id(), expires };
     repo::insert_link(&ctx.platform.store, &hex::encode(Sha256::digest(token.as_bytes())), &link, now).await?;
-    let url = format!("{}/airlock/download/{token}", ctx.platform.public_base());
+    // Under the portal's path, where its sign-in cookie is sent.
+    let url = format!("{}/portal/airlock/download/{token}", ctx.platform.public_base());
     Ok(json!({ "Url": url, "ExpiryTime": millis_to_rfc3339(expires) }))
 }
 
@@ -267,7 +259,8 @@ pub(super) async fn download(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     if link.expires <= now_millis() {
         return Err(gone());
     }
-    let request = expire_if_due(ctx, repo::find(&ctx.platform.store, &link.request_id).await?).await?;
+    let request = find_in(ctx, &link.request_id).await?;
+    let request = expire_if_due(ctx, request).await?;
     if request.state != RequestState::Released {
         return Err(gone());
     }

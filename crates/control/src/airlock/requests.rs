@@ -34,10 +34,19 @@ pub(super) fn conflict(request: &RequestRow, what: &str) -> ActionError {
     )
 }
 
-/// The request, if the caller is its researcher.
-async fn own_request(ctx: &Ctx<'_>, request_id: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
-    let user = person(ctx)?;
+/// A request, with this action's record put under the request's correlation id.
+pub(super) async fn find_in(ctx: &mut Ctx<'_>, request_id: &str) -> Result<RequestRow, ActionError> {
     let request = repo::find(&ctx.platform.store, request_id).await?;
+    if let Some(id) = &request.correlation_id {
+        ctx.set_correlation_id(id.clone());
+    }
+    Ok(request)
+}
+
+/// The request, if the caller is its researcher.
+async fn own_request(ctx: &mut Ctx<'_>, request_id: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
+    let user = person(ctx)?;
+    let request = find_in(ctx, request_id).await?;
     if request.creator != user.principal_id() {
         // Not found, as for a request that does not exist: requests are their researcher's.
         return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("airlock request `{request_id}` does not exist")));
@@ -92,7 +101,12 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = person(ctx)?;
     let request_id = format!("ar-{}", uuid::Uuid::new_v4().simple());
-    let correlation_id = ctx.caller.correlation_id.clone();
+    // Every record about the request carries one correlation id: the session's it was made
+    // in, or one of its own.
+    let correlation_id = Some(ctx.caller.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+    if let Some(id) = &correlation_id {
+        ctx.set_correlation_id(id.clone());
+    }
     let new = NewRequest {
         request_id: &request_id,
         direction,
@@ -282,10 +296,25 @@ pub(super) async fn step(ctx: &Ctx<'_>, request_id: &str, from: RequestState, to
     if !repo::transition(&ctx.platform.store, request_id, from, to, now_millis()).await? {
         return Err(conflict(&repo::find(&ctx.platform.store, request_id).await?, &format!("move it from {from} to {to}")));
     }
-    ctx.platform
-        .service_event("AirlockRequestStateChanged", json!({ "RequestId": request_id, "From": from.as_str(), "To": to.as_str() }))
-        .await;
+    state_changed(ctx, request_id, json!({ "RequestId": request_id, "From": from.as_str(), "To": to.as_str() })).await;
     Ok(())
+}
+
+/// The record of a move, under the request's correlation id; and the researcher's open pages
+/// look again (they hear who, never what).
+pub(super) async fn state_changed(ctx: &Ctx<'_>, request_id: &str, parameters: Value) {
+    let event = crate::core::platform::ServiceEvent {
+        source: "airlock",
+        name: "AirlockRequestStateChanged",
+        principal: "airlock.datasandbox",
+        parameters,
+        correlation_id: ctx.correlation_id().map(str::to_owned),
+        ..crate::core::platform::ServiceEvent::default()
+    };
+    let _ = ctx.platform.record_service_event(event).await;
+    if let Ok(request) = repo::find(&ctx.platform.store, request_id).await {
+        ctx.platform.changes.principal(&request.creator);
+    }
 }
 
 pub(super) async fn withdraw(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {

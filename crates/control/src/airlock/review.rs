@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::repo::{self, VoteRow};
-use super::requests::{Viewer, conflict, person, request_json, step};
+use super::requests::{Viewer, conflict, find_in, person, request_json, step};
 use super::state::{Decision, Direction, RequestState};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
@@ -74,9 +74,9 @@ pub(super) async fn cast_vote(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, 
     if comment.as_ref().is_some_and(|c| c.len() > 4096) {
         return Err(ActionError::validation("Comment is at most 4096 characters"));
     }
-    let store = &ctx.platform.store;
-    let request = repo::find(store, &input.request_id).await?;
+    let request = find_in(ctx, &input.request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
+    let store = &ctx.platform.store;
     let reviewer = person(ctx)?;
     if request.creator == reviewer.principal_id() {
         return Err(ActionError::new(
@@ -116,4 +116,40 @@ pub(super) async fn cast_vote(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, 
     };
     step(ctx, &request.request_id, RequestState::InReview, decided).await?;
     Ok(json!({ "RequestId": request.request_id, "State": decided.as_str(), "VotesCast": votes.len(), "VotesNeeded": needed }))
+}
+
+/// How much of a file a preview shows.
+const PREVIEW_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PreviewInput {
+    request_id: String,
+    path: String,
+}
+
+/// The start of a file of a request under review, for a reviewer or an auditor who did not
+/// create it: text as text, a PNG whole (up to the preview's size) for the page to show.
+pub(super) async fn preview(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: PreviewInput = ctx.parse(input)?;
+    let request = find_in(ctx, &input.request_id).await?;
+    ctx.authorize(Resource::Service("airlock".into()))?;
+    if request.creator == person(ctx)?.principal_id() {
+        return Err(ActionError::new(403, ErrorCode::AccessDeniedException, "you created this request: others review its files"));
+    }
+    let files = repo::files(&ctx.platform.store, &request.request_id).await?;
+    let file = files.iter().find(|f| f.path == input.path).ok_or_else(|| {
+        ActionError::not_found(
+            ErrorCode::ResourceNotFoundException,
+            format!("airlock request `{}` has no file `{}`", request.request_id, input.path),
+        )
+    })?;
+    let key = format!("{}/{}", request.request_id, file.path);
+    let body = crate::storage::read_internal(ctx.platform, super::state::AIRLOCK_BUCKET, &key).await?;
+    let head = &body[..body.len().min(PREVIEW_BYTES)];
+    let truncated = body.len() > PREVIEW_BYTES;
+    if super::checks::kind_of(&file.path, &body) == super::checks::Kind::Png && !truncated {
+        return Ok(json!({ "Path": file.path, "Kind": "png", "Image": crate::core::codec::encode_base64(head) }));
+    }
+    Ok(json!({ "Path": file.path, "Kind": "text", "Text": String::from_utf8_lossy(head), "Truncated": truncated, "Size": body.len() }))
 }

@@ -168,6 +168,7 @@ registry! {
         GetReleaseRecord(Service, true, true, "The signed release record of a released request"),
         CreateDownloadUrl(Service, false, true, "A link to one released file, for the request's researcher alone"),
         DownloadFile(Service, true, false, "One use of a download link"),
+        PreviewFile(Service, true, false, "The start of a file of another's request, for its review"),
     }
 }
 

@@ -51,22 +51,23 @@ pub enum Credentials {
     Delegated(Delegated),
 }
 
-/// The role a token must hold to be used in the operator console.
-pub const CONSOLE_ROLE: &str = "admin";
+/// The roles that may use the console: operators (`admin`), and the airlock's reviewers and
+/// auditors, for its review queue. The policies still decide every action.
+pub const CONSOLE_ROLES: [&str; 3] = ["admin", "reviewer", "auditor"];
 
 /// The operator console's check: its caller must hold the console's role.
 pub(crate) fn console_access(credentials: &Credentials, caller: &Caller) -> Result<(), ActionError> {
     if !matches!(credentials, Credentials::Console(_)) {
         return Ok(());
     }
-    if matches!(&caller.principal, Principal::User { roles, .. } if roles.iter().any(|r| r == CONSOLE_ROLE)) {
+    if matches!(&caller.principal, Principal::User { roles, .. } if roles.iter().any(|r| CONSOLE_ROLES.contains(&r.as_str()))) {
         return Ok(());
     }
     let who = caller.identity.user_name.as_deref().unwrap_or(&caller.identity.principal_id);
     Err(ActionError::new(
         403,
         ErrorCode::ConsoleAccessDenied,
-        format!("`{who}` does not hold the `{CONSOLE_ROLE}` role the operator console requires; ask an operator to grant it"),
+        format!("`{who}` holds none of the roles the console requires ({}); ask an operator to grant one", CONSOLE_ROLES.join(", ")),
     ))
 }
 

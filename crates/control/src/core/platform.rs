@@ -202,7 +202,12 @@ pub const EVERYONE_CHANGED: &str = "*";
 
 impl Changes {
     pub(crate) fn user(&self, user: &model::UserRef) {
-        let _ = self.0.send(user.principal_id());
+        self.principal(&user.principal_id());
+    }
+
+    /// The same, by principal id (`UserRef::principal_id`).
+    pub(crate) fn principal(&self, principal_id: &str) {
+        let _ = self.0.send(principal_id.to_owned());
     }
 
     /// Tells every page to look again: after the store's change feed was cut, something may

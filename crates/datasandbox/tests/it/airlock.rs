@@ -17,9 +17,15 @@ const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TES
 /// A ClamAV signature database of the test's own, holding the EICAR test signature only (no
 /// signature update can be downloaded here), readable by the scanner's `nobody`.
 fn eicar_database() -> (tempfile::TempDir, String) {
-    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let setting = eicar_database_in(dir.path());
+    (dir, setting)
+}
+
+/// The same in `dir`; the spec setting that points the airlock at it.
+pub(crate) fn eicar_database_in(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let md5 =
         std::process::Command::new("md5sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(
             |mut child| {
@@ -29,11 +35,10 @@ fn eicar_database() -> (tempfile::TempDir, String) {
             },
         );
     let md5 = String::from_utf8_lossy(&md5.expect("md5sum").stdout).split_whitespace().next().expect("a digest").to_owned();
-    let signatures = dir.path().join("test.hdb");
+    let signatures = dir.join("test.hdb");
     std::fs::write(&signatures, format!("{md5}:{}:Eicar-Test-Signature\n", EICAR.len())).expect("write the signature");
     std::fs::set_permissions(&signatures, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let setting = format!("airlock.clamav_database={}", dir.path().display());
-    (dir, setting)
+    format!("airlock.clamav_database={}", dir.display())
 }
 
 fn home(user: &str) -> String {

@@ -3,6 +3,7 @@
 //! `.config/nextest.toml` runs exactly these one at a time: two at once, each with a session's
 //! instance behind it, starve each other of CPU on a two-core machine and time out.
 
+mod airlock;
 mod console;
 mod desktop;
 mod notebooks;

@@ -76,13 +76,18 @@ permit (
     DataSandbox::Action::"airlock:CastVote",
     DataSandbox::Action::"airlock:ReleaseRequest",
     DataSandbox::Action::"airlock:RevokeRequest",
-    DataSandbox::Action::"airlock:GetReleaseRecord"
+    DataSandbox::Action::"airlock:GetReleaseRecord",
+    DataSandbox::Action::"airlock:PreviewFile"
   ],
   resource is DataSandbox::Service
 );
 permit (
   principal in DataSandbox::Role::"auditor",
-  action in [DataSandbox::Action::"airlock:DescribeReviewQueue", DataSandbox::Action::"airlock:GetReleaseRecord"],
+  action in [
+    DataSandbox::Action::"airlock:DescribeReviewQueue",
+    DataSandbox::Action::"airlock:GetReleaseRecord",
+    DataSandbox::Action::"airlock:PreviewFile"
+  ],
   resource is DataSandbox::Service
 );"#,
     ),
