@@ -23,6 +23,7 @@ use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
 
 mod checks;
+mod lineage;
 mod release;
 mod repo;
 mod requests;

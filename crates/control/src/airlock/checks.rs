@@ -279,6 +279,35 @@ impl Iterator for Records<'_> {
     }
 }
 
+/// The chunks of a PNG that describe rather than draw it (text, EXIF, time), which may carry
+/// what the picture should not: taken out before anyone reviews the image.
+const PNG_METADATA: [&[u8; 4]; 5] = [b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME"];
+
+/// A PNG without its metadata chunks, and the chunks taken out; `None` when `body` is not a
+/// PNG whose chunks can be walked (the type checks judge it then).
+pub(super) fn strip_png_metadata(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let mut rest = body.strip_prefix(SIGNATURE)?;
+    let (mut kept, mut removed) = (SIGNATURE.to_vec(), Vec::new());
+    while !rest.is_empty() {
+        let length = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let chunk = rest.get(..12usize.checked_add(length)?)?;
+        let kind = &chunk[4..8];
+        if PNG_METADATA.iter().any(|m| m.as_slice() == kind) {
+            removed.push(String::from_utf8_lossy(kind).into_owned());
+        } else {
+            kept.extend_from_slice(chunk);
+        }
+        rest = &rest[chunk.len()..];
+        if kind == b"IEND" {
+            // Whatever follows the end stays, for the polyglot check to find.
+            kept.extend_from_slice(rest);
+            break;
+        }
+    }
+    Some((kept, removed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +355,31 @@ mod tests {
         assert_eq!(failed(&run("plot.png", &png)), ["type.polyglot"]);
         assert_eq!(failed(&run("paper.pdf", b"%PDF-1.7 ... PK\x03\x04 ...")), ["type.polyglot"]);
         assert_eq!(failed(&run("report.md", b"# Results\n<script>fetch('//x')</script>")), ["type.polyglot"]);
+    }
+
+    #[test]
+    fn a_png_loses_its_text_and_exif_chunks_and_keeps_its_pixels() {
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            c.extend_from_slice(&[0, 0, 0, 0]);
+            c
+        };
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        for (kind, data) in [
+            (&b"IHDR"[..], &b"0123456789abc"[..]),
+            (b"tEXt", b"Author\0nora, patient p017"),
+            (b"IDAT", b"pixels"),
+            (b"eXIf", b"gps"),
+            (b"IEND", b""),
+        ] {
+            png.extend(chunk(kind, data));
+        }
+        let (stripped, removed) = strip_png_metadata(&png).expect("a PNG");
+        assert_eq!(removed, ["tEXt", "eXIf"]);
+        assert!(!stripped.windows(4).any(|w| w == b"p017") && stripped.windows(6).any(|w| w == b"pixels"));
+        assert!(strip_png_metadata(b"not a png").is_none());
     }
 
     #[test]

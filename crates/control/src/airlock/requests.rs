@@ -179,12 +179,17 @@ pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     if !request.state.is_editable() {
         return Err(conflict(&request, "change its files (submitted files are frozen; a change needs changes requested)"));
     }
+    // Images are reviewed, and leave, without what describes them (text, EXIF, times).
+    let (body, stripped) = match checks::strip_png_metadata(&body) {
+        Some((kept, removed)) if !removed.is_empty() => (Bytes::from(kept), removed),
+        _ => (body, Vec::new()),
+    };
     let file = FileRow { path: path.clone(), size: body.len() as i64, sha256: hex::encode(Sha256::digest(&body)) };
     crate::storage::write_internal(ctx, AIRLOCK_BUCKET, &format!("{}/{path}", request.request_id), body).await?;
     if !repo::put_file(&ctx.platform.store, &request.request_id, &file, now_millis()).await? {
         return Err(conflict(&repo::find(&ctx.platform.store, &request.request_id).await?, "change its files"));
     }
-    Ok(json!({ "RequestId": request.request_id, "Path": path, "Size": file.size, "Sha256": file.sha256 }))
+    Ok(json!({ "RequestId": request.request_id, "Path": path, "Size": file.size, "Sha256": file.sha256, "MetadataRemoved": stripped }))
 }
 
 #[derive(Deserialize)]
@@ -243,6 +248,7 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         small_count_threshold: settings.small_count_threshold,
     };
     let mut failed = Vec::new();
+    let mut tables = Vec::new();
     for file in &files {
         let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &format!("{id}/{}", file.path)).await?;
         // The manifest is what was added: a copy that no longer hashes to it is blocked.
@@ -259,6 +265,7 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
                 detail: "the stored copy does not match its manifest hash".into(),
             }]
         };
+        tables.extend(super::lineage::Table::of(&file.path, &body));
         let earlier = repo::released_with_hash(store, &request.workspace, id, &file.sha256).await?;
         if !earlier.is_empty() {
             findings.push(checks::Finding {
@@ -268,17 +275,11 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
             });
         }
         for finding in findings {
-            if finding.outcome == Outcome::Fail {
-                failed.push(format!("{}: {} ({})", file.path, finding.rule, finding.detail));
-            }
-            let row = CheckRow {
-                path: file.path.clone(),
-                rule: finding.rule.to_owned(),
-                outcome: finding.outcome.as_str().to_owned(),
-                detail: finding.detail,
-            };
-            repo::insert_check(store, id, submission, &row, &policy_version).await?;
+            record_finding(ctx, id, submission, &policy_version, &file.path, finding, &mut failed).await?;
         }
+    }
+    for (path, finding) in super::lineage::check(ctx.platform, &tables).await {
+        record_finding(ctx, id, submission, &policy_version, &path, finding, &mut failed).await?;
     }
     let state = if failed.is_empty() {
         step(ctx, id, RequestState::Scanning, RequestState::Checked).await?;
@@ -289,6 +290,28 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         RequestState::Blocked
     };
     Ok(json!({ "RequestId": id, "Submission": submission, "State": state.as_str(), "PolicyVersion": policy_version, "Failed": failed }))
+}
+
+/// Keeps one check's result with the submission; a failure joins `failed`.
+async fn record_finding(
+    ctx: &Ctx<'_>,
+    id: &str,
+    submission: i64,
+    policy_version: &str,
+    path: &str,
+    finding: checks::Finding,
+    failed: &mut Vec<String>,
+) -> Result<(), ActionError> {
+    if finding.outcome == Outcome::Fail {
+        failed.push(format!("{path}: {} ({})", finding.rule, finding.detail));
+    }
+    let row = CheckRow {
+        path: path.to_owned(),
+        rule: finding.rule.to_owned(),
+        outcome: finding.outcome.as_str().to_owned(),
+        detail: finding.detail,
+    };
+    repo::insert_check(&ctx.platform.store, id, submission, &row, policy_version).await
 }
 
 /// One move the service makes on its own, recorded in the trail under the request's action.

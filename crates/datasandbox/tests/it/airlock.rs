@@ -306,3 +306,42 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
     );
     assert_eq!(refused(outside), "ValidationException");
 }
+
+#[test]
+fn a_table_holding_a_raw_row_of_a_dataset_or_as_many_rows_is_blocked() {
+    let (_signatures, database) = eicar_database();
+    let spec = format!(
+        "{}\n[[buckets]]\nname = \"datasandbox-home\"\nhome_folders = true\n\n[[buckets]]\nname = \"research\"\n\n[datasets.trials]\nbucket = \"research\"\nprefix = \"trials/\"\n",
+        model::spec::default_spec_text()
+    );
+    let server = Server::start_with_spec(&spec, &[&database]);
+    let mut cohort = String::from("patient,age,score\n");
+    for n in 0..40 {
+        cohort.push_str(&format!("p{n:03},{},{}\n", 30 + n, 50 + n));
+    }
+    server.ok("storage:PutObject", json!({ "Bucket": "research", "Key": "trials/cohort.csv", "Body": b64(cohort.as_bytes()) }));
+    let nora = token(&server, "nora", &[]);
+    let people = People { server: &server, nora };
+    let checks = |id: &str| {
+        let mine = ok(server.call_as(&people.nora, "airlock:DescribeRequests", &json!({ "RequestId": id })), "describe");
+        mine["Requests"][0]["Checks"].as_array().cloned().unwrap_or_default()
+    };
+    // One raw row, however its cells are spaced or cased, among statistics.
+    let (id, state) = people.submitted("summary.csv", b"group,mean\nall,44.5\n P017 , 47 ,67\n");
+    assert_eq!(state, "blocked");
+    let found = checks(&id);
+    let row = found.iter().find(|c| c["Rule"] == "lineage.row").expect("the lineage check");
+    assert_eq!(row["Outcome"], "FAIL", "{found:#?}");
+    assert!(row["Detail"].as_str().is_some_and(|d| d.contains("row 3") && d.contains("trials")), "{row}");
+    // As many rows as the dataset, none of them equal.
+    let mut copy = String::from("who,a,b\n");
+    for n in 0..38 {
+        copy.push_str(&format!("x{n},{},{}\n", 100 + n, 200 + n));
+    }
+    let (id, state) = people.submitted("copy.csv", copy.as_bytes());
+    assert_eq!(state, "blocked");
+    assert!(checks(&id).iter().any(|c| c["Rule"] == "lineage.row-count" && c["Outcome"] == "FAIL"), "{:#?}", checks(&id));
+    // A real summary passes.
+    let (id, state) = people.submitted("means.csv", b"group,mean\nall,44.5\nover-50,58.5\n");
+    assert_eq!(state, "in_review", "{:#?}", checks(&id));
+}
