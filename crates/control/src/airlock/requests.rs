@@ -255,7 +255,7 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         let mut findings = if hex::encode(Sha256::digest(&body)) == file.sha256 {
             let mut findings = checks::check_file(&file.path, &body, &policy);
             if settings.malware_scan {
-                findings.push(super::scan::scan(&settings.clamav_database, settings.max_file_bytes, &body).await);
+                findings.push(super::scan::scan(&settings.clamav_database, settings.max_file_bytes, body.clone()).await);
             }
             findings
         } else {

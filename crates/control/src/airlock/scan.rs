@@ -21,7 +21,7 @@ fn fail(detail: String) -> Finding {
 }
 
 /// Scans `body` with the signatures in `database`; files up to `max_bytes` are scanned whole.
-pub(super) async fn scan(database: &str, max_bytes: u64, body: &[u8]) -> Finding {
+pub(super) async fn scan(database: &str, max_bytes: u64, body: bytes::Bytes) -> Finding {
     let limit = (max_bytes + 1).to_string();
     let mut command = tokio::process::Command::new("setpriv");
     command
@@ -42,7 +42,6 @@ pub(super) async fn scan(database: &str, max_bytes: u64, body: &[u8]) -> Finding
         Err(err) => return fail(format!("the malware scanner could not start ({err}); install Debian's clamav")),
     };
     let mut stdin = child.stdin.take().expect("piped stdin");
-    let body = body.to_vec();
     let feed = tokio::spawn(async move {
         let _ = stdin.write_all(&body).await;
     });
