@@ -83,7 +83,7 @@ fn main() {
         );
     }
     let _ = Command::new("kill").args(["-INT", &server.id().to_string()]).status();
-    let _ = server.wait_timeout();
+    server.wait_timeout();
 }
 
 trait WaitTimeout {
