@@ -38,7 +38,18 @@ fn main() {
         let out = call_unix(&socket, "identity:CreateSessionToken", &json!({ "UserId": user, "Roles": roles }));
         out["Token"].as_str().expect("token").to_owned()
     };
-    let (nora, rita, ravi) = (token("nora", &[]), token("rita", &["reviewer"]), token("ravi", &["reviewer"]));
+    // Reviewers sign in (their roles come from the user directory, not from an issued token).
+    let reviewer = |user: &str| {
+        let password = "correct horse battery staple";
+        call_unix(&socket, "identity:CreateLocalUser", &json!({ "UserName": user, "Password": password, "Roles": ["reviewer"] }));
+        let reply = http::tcp(&api)
+            .expect("connect")
+            .call("identity:SignIn", &json!({ "UserName": user, "Password": password }), None)
+            .expect("sign in");
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        reply.json()["Token"].as_str().expect("token").to_owned()
+    };
+    let (nora, rita, ravi) = (token("nora", &[]), reviewer("rita"), reviewer("ravi"));
 
     println!("DataSandbox airlock benchmark: checks (type, polyglot, tables, lineage, ClamAV) and review, through the API");
     println!("{:<34} {:>12} {:>12} {:>12} {:>12} {:>14}", "file", "add s", "checks s", "MB/s checked", "to release s", "peak RSS MiB");

@@ -338,6 +338,9 @@ fn with_frame_ancestors(policy: &str, ancestors: &str) -> String {
 
 async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: String, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
+    // The path goes on as the browser sent it, so that Jupyter decodes it exactly once; it is
+    // judged fully decoded, so that no encoding (`%2566iles/`) slips a route past the checks.
+    let (raw, rest) = crate::jupyter::raw_and_judged(&parts.uri, &name, &rest);
     let Some(cookie) = cookie_named(&parts.headers, &notebook_cookie(&name)) else {
         return refuse("no access to this notebook; open it from your session");
     };
@@ -350,7 +353,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let method = parts.method.clone();
-    if let Some(why) = refused_route(&target, &rest, &query) {
+    if let Some(why) = refused_route(&target, &rest, &crate::jupyter::decoded_fully(&query)) {
         let _ = control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
         return refuse(why);
     }
@@ -363,7 +366,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         if let Err(err) = control.record_notebook_access(&target, &name, "WEBSOCKET", &rest, None).await {
             return unrecorded(err);
         }
-        return crate::jupyter::bridge(&control, &target.upstream, &name, &rest, &query, &parts.headers, upgrade).await;
+        return crate::jupyter::bridge(&control, &target.upstream, &name, &raw, &query, &parts.headers, upgrade).await;
     }
     let contents = rest.starts_with("api/contents");
     // Uploads: a contents-API write whose model is a file (a notebook's save is allowed).
@@ -380,7 +383,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     if let Err(err) = control.record_notebook_access(&target, &name, method.as_str(), &rest, None).await {
         return unrecorded(err);
     }
-    let response = match crate::jupyter::forward(&control, &target.upstream, &name, &rest, &query, parts, body).await {
+    let response = match crate::jupyter::forward(&control, &target.upstream, &name, &raw, &query, parts, body).await {
         Ok(response) => response,
         Err(err) => {
             return (StatusCode::BAD_GATEWAY, error_body("BadGateway", &format!("the notebook did not answer: {err}"))).into_response();

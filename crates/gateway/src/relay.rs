@@ -97,6 +97,8 @@ async fn relayed(State(control): State<ControlPlane>, Path((name, rest)): Path<(
             .into_response();
     };
     let (mut parts, body) = request.into_parts();
+    // On as it came (the sending node judged it, and Jupyter decodes it once).
+    let (rest, _) = crate::jupyter::raw_and_judged(&parts.uri, &name, &rest);
     let query = parts.uri.query().unwrap_or_default().to_owned();
     if parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {

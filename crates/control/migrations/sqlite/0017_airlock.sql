@@ -24,6 +24,9 @@ CREATE TABLE airlock_files (
     path TEXT NOT NULL,
     size BIGINT NOT NULL,
     sha256 TEXT NOT NULL,
+    -- Where the copy is in the airlock bucket: a key of its own for each addition, so a later
+    -- write can never replace the bytes a manifest names.
+    object_key TEXT NOT NULL,
     added BIGINT NOT NULL,
     PRIMARY KEY (request_id, path)
 );

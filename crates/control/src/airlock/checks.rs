@@ -153,10 +153,9 @@ pub(super) fn check_file(path: &str, body: &[u8], policy: &Policy<'_>) -> Vec<Fi
         Some(why) => Finding { rule: "type.polyglot", outcome: Outcome::Fail, detail: why },
         None => pass("type.polyglot", "one type only"),
     });
-    match kind {
-        Kind::Csv => findings.extend(check_table(body, b',', policy.small_count_threshold)),
-        Kind::Tsv => findings.extend(check_table(body, b'\t', policy.small_count_threshold)),
-        _ => {}
+    // Whatever its name says, text that is a table is checked as one.
+    if let Some(separator) = table_separator(kind, body) {
+        findings.extend(check_table(body, separator, policy.small_count_threshold));
     }
     findings
 }
@@ -165,19 +164,70 @@ pub(super) fn check_file(path: &str, body: &[u8], policy: &Policy<'_>) -> Vec<Fi
 fn polyglot(kind: Kind, body: &[u8]) -> Option<String> {
     let find = |needle: &[u8]| body.windows(needle.len()).position(|w| w == needle);
     match kind {
-        Kind::Png => {
-            let end = find(b"IEND")?;
-            // IEND's chunk ends with its 4-byte CRC; anything after it is another file.
-            let trailing = body.len().saturating_sub(end + 8);
-            (trailing > 0).then(|| format!("{trailing} bytes follow the PNG's end"))
-        }
-        Kind::Pdf => find(b"PK\x03\x04").or(find(b"PK\x05\x06")).map(|at| format!("a ZIP archive is inside the PDF at byte {at}")),
-        _ => {
-            let lower = body.to_ascii_lowercase();
-            ["<script", "<svg", "<html", "<iframe", "javascript:"]
+        Kind::Png => match png_chunks(body) {
+            Err(why) => Some(why),
+            Ok(chunks) if chunks.last().map(|(kind, _)| kind.as_slice()) != Some(b"IEND") => Some("the PNG has no end (IEND)".into()),
+            Ok(chunks) => {
+                let end: usize = 8 + chunks.iter().map(|(_, len)| len).sum::<usize>();
+                (end < body.len()).then(|| format!("{} bytes follow the PNG's end", body.len() - end))
+            }
+        },
+        Kind::Pdf => {
+            // What a PDF may carry besides pages, and compressed object streams, which could
+            // hide those names from this search: refused rather than guessed at.
+            const CARRIERS: [&str; 7] = ["/EmbeddedFile", "/JavaScript", "/JS", "/Launch", "/RichMedia", "/XFA", "/ObjStm"];
+            CARRIERS
                 .iter()
-                .find_map(|tag| lower.windows(tag.len()).position(|w| w == tag.as_bytes()).map(|at| format!("markup `{tag}` at byte {at}")))
+                .find_map(|name| {
+                    find(name.as_bytes())
+                        .map(|at| format!("the PDF holds {name} at byte {at}; export it as plain pages (PDF/A, no object streams)"))
+                })
+                .or_else(|| find(b"PK\x03\x04").or(find(b"PK\x05\x06")).map(|at| format!("a ZIP archive is inside the PDF at byte {at}")))
         }
+        _ => {
+            // Without a lower-cased copy of the file: compared in place, case-insensitively.
+            ["<script", "<svg", "<html", "<iframe", "javascript:"].iter().find_map(|tag| {
+                body.windows(tag.len())
+                    .position(|w| w.eq_ignore_ascii_case(tag.as_bytes()))
+                    .map(|at| format!("markup `{tag}` at byte {at}"))
+            })
+        }
+    }
+}
+
+/// A PNG's chunks (type, whole length with its header and CRC) up to and with `IEND`, or why
+/// they cannot be walked.
+fn png_chunks(body: &[u8]) -> Result<Vec<([u8; 4], usize)>, String> {
+    let mut rest = body.get(8..).ok_or("a PNG too short to hold a chunk")?;
+    let mut chunks = Vec::new();
+    while !rest.is_empty() {
+        let malformed = || "a malformed PNG chunk".to_owned();
+        let length = u32::from_be_bytes(rest.get(..4).ok_or_else(malformed)?.try_into().map_err(|_| malformed())?) as usize;
+        let whole = length.checked_add(12).ok_or_else(malformed)?;
+        let chunk = rest.get(..whole).ok_or_else(malformed)?;
+        let kind: [u8; 4] = chunk[4..8].try_into().map_err(|_| malformed())?;
+        chunks.push((kind, whole));
+        rest = &rest[whole..];
+        if &kind == b"IEND" {
+            break;
+        }
+    }
+    Ok(chunks)
+}
+
+/// The separator of `body` if it is a table: a CSV or TSV by content, or any text whose first
+/// records all split into the same number (two or more) of fields on one separator.
+pub(super) fn table_separator(kind: Kind, body: &[u8]) -> Option<u8> {
+    let consistent = |separator: u8| {
+        let widths: Vec<usize> =
+            Records::new(body, separator).take(20).filter(|r| r.iter().any(|f| !f.trim().is_empty())).map(|r| r.len()).collect();
+        widths.len() >= 2 && widths[0] >= 2 && widths.iter().all(|w| *w == widths[0])
+    };
+    match kind {
+        Kind::Png | Kind::Pdf | Kind::Json | Kind::Other(_) => None,
+        Kind::Tsv => Some(b'\t'),
+        Kind::Csv => Some(b','),
+        Kind::Text | Kind::Markdown => [b',', b'\t', b';', b'|'].into_iter().find(|s| consistent(*s)),
     }
 }
 
@@ -194,7 +244,7 @@ fn check_table(body: &[u8], separator: u8, threshold: u64) -> Vec<Finding> {
     let mut small_count = 0usize;
     for (row, record) in rows.enumerate() {
         for (column, cell) in record.iter().enumerate() {
-            let Ok(value) = cell.trim().parse::<f64>() else { continue };
+            let Some(value) = count_in(cell) else { continue };
             if value == 0.0 {
                 zeros += 1;
             } else if value.fract() == 0.0 && value >= 1.0 && value < threshold as f64 {
@@ -228,6 +278,29 @@ fn check_table(body: &[u8], separator: u8, threshold: u64) -> Vec<Finding> {
         });
     }
     findings
+}
+
+/// The count a cell shows, if it shows one: a number, signed or not, in ASCII or full-width
+/// digits, alone or followed by a note (`3 (2.1%)`, `3*`). A suppressed cell (`<5`, `*`)
+/// shows none.
+fn count_in(cell: &str) -> Option<f64> {
+    let ascii: String = cell
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '\u{ff10}'..='\u{ff19}' => char::from(b'0' + (c as u32 - 0xff10) as u8),
+            '\u{ff0e}' => '.',
+            '\u{ff0d}' | '\u{2212}' => '-',
+            other => other,
+        })
+        .collect();
+    let unsigned = ascii.trim_start_matches(['-', '+']).trim_start();
+    let number: String = unsigned.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let rest = unsigned[number.len()..].trim_start();
+    if number.is_empty() || !(rest.is_empty() || rest.starts_with(['(', '%', '*', '[', ' '])) {
+        return None;
+    }
+    number.parse::<f64>().ok()
 }
 
 fn looks_like_identifier(name: &str) -> bool {
@@ -268,8 +341,9 @@ impl Iterator for Records<'_> {
                 (true, b'"') => quoted = false,
                 (true, _) => field.push(byte),
                 (false, b'"') if field.is_empty() => quoted = true,
-                (false, b'\r') => {}
-                (false, b'\n') => break,
+                // CRLF, LF, or a lone CR (old Mac files, which spreadsheets still read) ends a record.
+                (false, b'\r') if self.body.get(self.at) == Some(&b'\n') => {}
+                (false, b'\r' | b'\n') => break,
                 (false, b) if b == self.separator => fields.push(String::from_utf8_lossy(&std::mem::take(&mut field)).into_owned()),
                 (false, _) => field.push(byte),
             }
@@ -279,32 +353,29 @@ impl Iterator for Records<'_> {
     }
 }
 
-/// The chunks of a PNG that describe rather than draw it (text, EXIF, time), which may carry
-/// what the picture should not: taken out before anyone reviews the image.
-const PNG_METADATA: [&[u8; 4]; 5] = [b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME"];
+/// The chunks a PNG keeps: those that draw it. Every other chunk (text, EXIF, times, ICC
+/// profiles, private chunks) may carry what the picture should not, and is taken out before
+/// anyone reviews the image.
+const PNG_KEPT: [&[u8; 4]; 11] = [b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"pHYs", b"bKGD"];
 
-/// A PNG without its metadata chunks, and the chunks taken out; `None` when `body` is not a
-/// PNG whose chunks can be walked (the type checks judge it then).
+/// A PNG with only the chunks that draw it, and the types of those taken out; `None` when
+/// `body` is not a PNG whose chunks can be walked (the type checks judge it then). What
+/// follows its end stays, for the polyglot check to find.
 pub(super) fn strip_png_metadata(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
-    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-    let mut rest = body.strip_prefix(SIGNATURE)?;
-    let (mut kept, mut removed) = (SIGNATURE.to_vec(), Vec::new());
-    while !rest.is_empty() {
-        let length = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let chunk = rest.get(..12usize.checked_add(length)?)?;
-        let kind = &chunk[4..8];
-        if PNG_METADATA.iter().any(|m| m.as_slice() == kind) {
-            removed.push(String::from_utf8_lossy(kind).into_owned());
-        } else {
-            kept.extend_from_slice(chunk);
-        }
-        rest = &rest[chunk.len()..];
-        if kind == b"IEND" {
-            // Whatever follows the end stays, for the polyglot check to find.
-            kept.extend_from_slice(rest);
-            break;
-        }
+    if !body.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return None;
     }
+    let chunks = png_chunks(body).ok()?;
+    let (mut kept, mut removed, mut at) = (body[..8].to_vec(), Vec::new(), 8);
+    for (kind, whole) in chunks {
+        if PNG_KEPT.iter().any(|k| **k == kind) {
+            kept.extend_from_slice(&body[at..at + whole]);
+        } else {
+            removed.push(String::from_utf8_lossy(&kind).into_owned());
+        }
+        at += whole;
+    }
+    kept.extend_from_slice(&body[at..]);
     Some((kept, removed))
 }
 
@@ -338,6 +409,29 @@ mod tests {
     }
 
     #[test]
+    fn a_table_is_checked_as_one_whatever_its_name_or_line_ends() {
+        for (name, body) in [
+            ("results.txt", &b"region,count\nnorth,120\nsouth,3\n"[..]),
+            ("results", b"region\tcount\nnorth\t120\nsouth\t3\n"),
+            ("results.md", b"region;count\rnorth;120\rsouth;3\r"),
+            ("results.csv", b"region,count\rnorth,120\rsouth,3\r"),
+        ] {
+            assert_eq!(failed(&run(name, body)), ["table.small-count"], "{name}");
+        }
+        assert!(failed(&run("notes.txt", b"Dear reviewer, here are my notes.\nThanks, nora\n")).is_empty());
+    }
+
+    #[test]
+    fn small_counts_are_found_however_written_and_suppressed_cells_pass() {
+        for cell in ["3", " 3 ", "-3", "3.0", "3 (2.1%)", "3*", "\u{ff13}", "+3"] {
+            assert_eq!(failed(&run("t.csv", format!("group,n\na,120\nb,{cell}\n").as_bytes())), ["table.small-count"], "{cell:?}");
+        }
+        for cell in ["<5", "*", "12", "", "n/a", "3b"] {
+            assert!(failed(&run("t.csv", format!("group,n\na,120\nb,{cell}\n").as_bytes())).is_empty(), "{cell:?}");
+        }
+    }
+
+    #[test]
     fn types_come_from_content_not_names() {
         assert_eq!(failed(&run("results.csv", b"\x7fELF\x02\x01\x01")), ["type.allowed"]);
         assert_eq!(failed(&run("results.zip", b"PK\x03\x04\x14\x00")), ["type.allowed"]);
@@ -349,11 +443,13 @@ mod tests {
 
     #[test]
     fn a_polyglot_fails() {
-        let mut png = b"\x89PNG\r\n\x1a\n....IHDR....IEND\xae\x42\x60\x82".to_vec();
+        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x00IHDR\x00\x00\x00\x00\x00\x00\x00\x00IEND\xae\x42\x60\x82".to_vec();
         assert!(failed(&run("plot.png", &png)).is_empty());
         png.extend_from_slice(b"PK\x03\x04 hidden archive");
         assert_eq!(failed(&run("plot.png", &png)), ["type.polyglot"]);
         assert_eq!(failed(&run("paper.pdf", b"%PDF-1.7 ... PK\x03\x04 ...")), ["type.polyglot"]);
+        assert_eq!(failed(&run("paper.pdf", b"%PDF-1.7 1 0 obj << /Type /EmbeddedFile >>")), ["type.polyglot"]);
+        assert!(failed(&run("paper.pdf", b"%PDF-1.4 1 0 obj << /Type /Page >> endobj")).is_empty());
         assert_eq!(failed(&run("report.md", b"# Results\n<script>fetch('//x')</script>")), ["type.polyglot"]);
     }
 

@@ -7,11 +7,12 @@
 //!   more rows fails: a table that large is the data, not a statistic about it.
 //!
 //! Only the output's row hashes are held; the datasets are read one object at a time, up to
-//! `LINEAGE_BYTES` in all. A comparison cut short by that cap is flagged for the reviewers.
+//! `LINEAGE_BYTES` in all. A comparison that could not be made whole (that cap, a dataset
+//! that could not be read) blocks the request: what was not compared is not passed.
 
 use std::hash::{Hash, Hasher};
 
-use super::checks::{Finding, Outcome, Records};
+use super::checks::{Finding, Outcome, Records, kind_of, table_separator};
 use crate::core::platform::Platform;
 
 /// How much dataset content one submission compares at most.
@@ -30,15 +31,9 @@ pub(super) struct Table {
     count: usize,
 }
 
-fn separator(path: &str) -> Option<u8> {
-    let lower = path.to_ascii_lowercase();
-    if lower.ends_with(".csv") {
-        Some(b',')
-    } else if lower.ends_with(".tsv") || lower.ends_with(".tab") {
-        Some(b'\t')
-    } else {
-        None
-    }
+/// The separator of a dataset file: by its name, else by its content.
+fn separator(path: &str, body: &[u8]) -> Option<u8> {
+    table_separator(kind_of(path, body), body)
 }
 
 fn row_hash(fields: &[String]) -> u64 {
@@ -50,9 +45,9 @@ fn row_hash(fields: &[String]) -> u64 {
 }
 
 impl Table {
-    /// The table `body` holds, if `path` names a CSV or TSV.
+    /// The table `body` holds, if it is one (by content, whatever its name).
     pub(super) fn of(path: &str, body: &[u8]) -> Option<Table> {
-        let mut records = Records::new(body, separator(path)?);
+        let mut records = Records::new(body, separator(path, body)?);
         records.next();
         let mut rows = Vec::new();
         for (index, record) in records.enumerate() {
@@ -91,7 +86,6 @@ pub(super) async fn check(plane: &Platform, tables: &[Table]) -> Vec<(String, Fi
             }
         };
         for (key, size) in keys {
-            let Some(sep) = separator(&key) else { continue };
             if read + size > LINEAGE_BYTES {
                 cut = Some(format!("only the first {} MiB of the datasets were compared", LINEAGE_BYTES >> 20));
                 break 'datasets;
@@ -101,6 +95,7 @@ pub(super) async fn check(plane: &Platform, tables: &[Table]) -> Vec<(String, Fi
                 cut = Some(format!("`{}/{key}` could not be read", dataset.bucket));
                 continue;
             };
+            let Some(sep) = separator(&key, &body) else { continue };
             let mut records = Records::new(&body, sep);
             records.next();
             let mut rows = 0usize;
@@ -144,7 +139,7 @@ pub(super) async fn check(plane: &Platform, tables: &[Table]) -> Vec<(String, Fi
             ));
         }
         if let Some(why) = &cut {
-            findings.push((path, Finding { rule: "lineage.partial", outcome: Outcome::Flag, detail: why.clone() }));
+            findings.push((path, Finding { rule: "lineage.partial", outcome: Outcome::Fail, detail: why.clone() }));
         }
     }
     findings
@@ -159,6 +154,6 @@ mod tests {
         let table = Table::of("out.csv", b"name,count\n Alice ,42\nbob,7\n").expect("a table");
         assert_eq!(table.count, 2);
         assert_eq!(table.row_of(row_hash(&["alice".into(), "42".into()])), Some(2));
-        assert!(Table::of("out.txt", b"a,b\n").is_none(), "only CSV and TSV are tables");
+        assert!(Table::of("out.txt", b"just a note\n").is_none(), "prose is not a table");
     }
 }

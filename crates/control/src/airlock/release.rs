@@ -60,7 +60,7 @@ struct RequestInput {
 async fn others_request(ctx: &mut Ctx<'_>, request_id: &str, what: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
     let request = find_in(ctx, request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
-    let user = person(ctx)?;
+    let user = super::requests::signed_in_person(ctx)?;
     if request.creator == user.principal_id() {
         return Err(ActionError::new(
             403,
@@ -265,7 +265,7 @@ pub(super) async fn download(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
         return Err(gone());
     }
     let file = repo::files(&ctx.platform.store, &request.request_id).await?.into_iter().find(|f| f.path == link.path).ok_or_else(gone)?;
-    let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &format!("{}/{}", request.request_id, file.path)).await?;
+    let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &file.object_key).await?;
     if hex::encode(Sha256::digest(&body)) != file.sha256 {
         return Err(ActionError::internal(format_args!("the released copy of `{}` does not match its recorded hash", file.path)));
     }

@@ -168,28 +168,40 @@ pub(super) struct FileRow {
     pub path: String,
     pub size: i64,
     pub sha256: String,
+    /// The copy's key in the airlock bucket.
+    pub object_key: String,
 }
 
 pub(super) async fn files(store: &Store, request_id: &str) -> Result<Vec<FileRow>, ActionError> {
-    let rows = sqlx::query("SELECT path, size, sha256 FROM airlock_files WHERE request_id = $1 ORDER BY path")
+    let rows = sqlx::query("SELECT path, size, sha256, object_key FROM airlock_files WHERE request_id = $1 ORDER BY path")
         .bind(request_id)
         .fetch_all(&store.pool)
         .await?;
     Ok(rows
         .iter()
-        .map(|r| Ok(FileRow { path: r.try_get("path")?, size: r.try_get("size")?, sha256: r.try_get("sha256")? }))
+        .map(|r| {
+            Ok(FileRow {
+                path: r.try_get("path")?,
+                size: r.try_get("size")?,
+                sha256: r.try_get("sha256")?,
+                object_key: r.try_get("object_key")?,
+            })
+        })
         .collect::<Result<_, sqlx::Error>>()?)
 }
 
-/// Adds or replaces a file of a request that is still editable; false if it no longer is.
+/// Adds or replaces a file of a request that is still editable; false if it no longer is. The
+/// request's row is updated first, which holds it (PostgreSQL's row lock, SQLite's one
+/// writer) until the file is in: a submission waits, then sees the file, or this sees it
+/// submitted.
 pub(super) async fn put_file(store: &Store, request_id: &str, file: &FileRow, now: i64) -> Result<bool, ActionError> {
     let mut tx = store.pool.begin().await?;
-    let editable = sqlx::query("SELECT state FROM airlock_requests WHERE request_id = $1 AND state IN ('draft', 'changes_requested')")
+    let held = sqlx::query("UPDATE airlock_requests SET updated = $1 WHERE request_id = $2 AND state IN ('draft', 'changes_requested')")
+        .bind(now)
         .bind(request_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
-    if !editable {
+        .execute(&mut *tx)
+        .await?;
+    if held.rows_affected() != 1 {
         return Ok(false);
     }
     sqlx::query("DELETE FROM airlock_files WHERE request_id = $1 AND path = $2")
@@ -197,15 +209,15 @@ pub(super) async fn put_file(store: &Store, request_id: &str, file: &FileRow, no
         .bind(&file.path)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("INSERT INTO airlock_files (request_id, path, size, sha256, added) VALUES ($1, $2, $3, $4, $5)")
+    sqlx::query("INSERT INTO airlock_files (request_id, path, size, sha256, object_key, added) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(request_id)
         .bind(&file.path)
         .bind(file.size)
         .bind(&file.sha256)
+        .bind(&file.object_key)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE airlock_requests SET updated = $1 WHERE request_id = $2").bind(now).bind(request_id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -26,6 +26,20 @@ pub(super) fn person(ctx: &Ctx<'_>) -> Result<model::UserRef, ActionError> {
     }
 }
 
+/// A reviewer acting: a person whose roles the user directory or their identity provider
+/// vouches for (a sign-in's token). A token an operator issued names whatever roles it was
+/// given, so one operator could vote as any number of made-up reviewers with it.
+pub(super) fn signed_in_person(ctx: &Ctx<'_>) -> Result<model::UserRef, ActionError> {
+    match &ctx.caller.principal {
+        Principal::User { user, channel: policy::Channel::Bearer, .. } => Ok(user.clone()),
+        _ => Err(ActionError::new(
+            403,
+            ErrorCode::AccessDeniedException,
+            "airlock reviews are made by people signed in (portal, console or the API with a sign-in's token): a token an operator issued cannot vote, release, revoke or preview",
+        )),
+    }
+}
+
 /// A 409 naming the state a request is in and what was tried.
 pub(super) fn conflict(request: &RequestRow, what: &str) -> ActionError {
     ActionError::conflict(
@@ -61,16 +75,18 @@ fn from_workspace(ctx: &Ctx<'_>) -> bool {
 
 /// A file's name inside a request: a relative path of plain segments, no traversal.
 fn check_path(path: &str) -> Result<(), ActionError> {
+    // Printable ASCII only: no invisible or direction-changing character can make a name
+    // look like another (`results.csv` followed by a zero-width space).
     let ok = !path.is_empty()
         && path.len() <= 255
         && !path.starts_with('/')
-        && path.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != "..")
-        && path.chars().all(|c| !c.is_control() && c != '\\');
+        && path.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != ".." && segment.trim() == segment)
+        && path.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\');
     if ok {
         Ok(())
     } else {
         Err(ActionError::validation(format!(
-            "file path `{}` must be a relative path of 1..=255 characters without `.`, `..`, `\\` or empty segments",
+            "file path `{}` must be a relative path of 1..=255 printable ASCII characters, without `.`, `..`, `\\`, empty segments or spaces around a segment",
             path.escape_debug()
         )))
     }
@@ -184,8 +200,10 @@ pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
         Some((kept, removed)) if !removed.is_empty() => (Bytes::from(kept), removed),
         _ => (body, Vec::new()),
     };
-    let file = FileRow { path: path.clone(), size: body.len() as i64, sha256: hex::encode(Sha256::digest(&body)) };
-    crate::storage::write_internal(ctx, AIRLOCK_BUCKET, &format!("{}/{path}", request.request_id), body).await?;
+    // A key of its own for this addition: nothing written later replaces what a manifest names.
+    let object_key = format!("{}/{}/{path}", request.request_id, uuid::Uuid::new_v4().simple());
+    let file = FileRow { path: path.clone(), size: body.len() as i64, sha256: hex::encode(Sha256::digest(&body)), object_key };
+    crate::storage::write_internal(ctx, AIRLOCK_BUCKET, &file.object_key, body).await?;
     if !repo::put_file(&ctx.platform.store, &request.request_id, &file, now_millis()).await? {
         return Err(conflict(&repo::find(&ctx.platform.store, &request.request_id).await?, "change its files"));
     }
@@ -231,8 +249,7 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         return Err(conflict(&request, "submit it"));
     }
     let store = &ctx.platform.store;
-    let files = repo::files(store, &request.request_id).await?;
-    if files.is_empty() {
+    if repo::files(store, &request.request_id).await?.is_empty() {
         return Err(ActionError::validation(format!("airlock request `{}` has no file to submit; add one first", request.request_id)));
     }
     let settings = ctx.platform.current().airlock.clone();
@@ -241,6 +258,9 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
         .await?
         .ok_or_else(|| conflict(&request, "submit it (it changed meanwhile)"))?;
     let id = &request.request_id;
+    // The manifest is read once the request is submitted: an addition that raced the
+    // submission either is in it (and checked) or was refused.
+    let files = repo::files(store, id).await?;
     step(ctx, id, RequestState::Submitted, RequestState::Scanning).await?;
     let policy = checks::Policy {
         allowed_types: &settings.allowed_types,
@@ -250,7 +270,7 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     let mut failed = Vec::new();
     let mut tables = Vec::new();
     for file in &files {
-        let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &format!("{id}/{}", file.path)).await?;
+        let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &file.object_key).await?;
         // The manifest is what was added: a copy that no longer hashes to it is blocked.
         let mut findings = if hex::encode(Sha256::digest(&body)) == file.sha256 {
             let mut findings = checks::check_file(&file.path, &body, &policy);
@@ -292,6 +312,17 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     Ok(json!({ "RequestId": id, "Submission": submission, "State": state.as_str(), "PolicyVersion": policy_version, "Failed": failed }))
 }
 
+/// What a researcher is told of a check: not where a lineage check found their rows (the
+/// dataset, key and row), which would tell them what datasets they may not read hold; the
+/// reviewers see it.
+fn for_researcher<'a>(rule: &str, detail: &'a str) -> &'a str {
+    if rule.starts_with("lineage.") && !detail.starts_with("no ") {
+        "it matches data the platform holds; your reviewers see where"
+    } else {
+        detail
+    }
+}
+
 /// Keeps one check's result with the submission; a failure joins `failed`.
 async fn record_finding(
     ctx: &Ctx<'_>,
@@ -303,7 +334,7 @@ async fn record_finding(
     failed: &mut Vec<String>,
 ) -> Result<(), ActionError> {
     if finding.outcome == Outcome::Fail {
-        failed.push(format!("{path}: {} ({})", finding.rule, finding.detail));
+        failed.push(format!("{path}: {} ({})", finding.rule, for_researcher(finding.rule, &finding.detail)));
     }
     let row = CheckRow {
         path: path.to_owned(),
@@ -418,7 +449,13 @@ pub(super) async fn request_json(ctx: &Ctx<'_>, request: &RequestRow, viewer: Vi
         "ReleaseTime": request.released.map(millis_to_rfc3339),
         "ExpiryTime": request.expires.map(millis_to_rfc3339),
         "Files": files.iter().map(|f| json!({ "Path": f.path, "Size": f.size, "Sha256": f.sha256 })).collect::<Vec<_>>(),
-        "Checks": checks.iter().map(|c| json!({ "Path": c.path, "Rule": c.rule, "Outcome": c.outcome, "Detail": c.detail })).collect::<Vec<_>>(),
+        "Checks": checks
+            .iter()
+            .map(|c| {
+                let detail = if viewer == Viewer::Researcher { for_researcher(&c.rule, &c.detail) } else { &c.detail };
+                json!({ "Path": c.path, "Rule": c.rule, "Outcome": c.outcome, "Detail": detail })
+            })
+            .collect::<Vec<_>>(),
         "VotesCast": votes.len(),
         "Votes": shown,
     }))
@@ -428,7 +465,9 @@ pub(super) async fn request_json(ctx: &Ctx<'_>, request: &RequestRow, viewer: Vi
 mod tests {
     #[test]
     fn paths_stay_inside_the_request() {
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "a\nb"] {
+        for bad in
+            ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "a\nb", "results.csv\u{200b}", "results.csv ", "r\u{202e}vsc.txt"]
+        {
             assert!(super::check_path(bad).is_err(), "{bad:?}");
         }
         for good in ["results.csv", "figures/plot.png", "a b.txt"] {

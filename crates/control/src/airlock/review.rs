@@ -5,9 +5,10 @@
 use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 use super::repo::{self, VoteRow};
-use super::requests::{Viewer, conflict, find_in, person, request_json, step};
+use super::requests::{Viewer, conflict, find_in, person, request_json, signed_in_person, step};
 use super::state::{Decision, Direction, RequestState};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
@@ -77,7 +78,7 @@ pub(super) async fn cast_vote(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, 
     let request = find_in(ctx, &input.request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
     let store = &ctx.platform.store;
-    let reviewer = person(ctx)?;
+    let reviewer = signed_in_person(ctx)?;
     if request.creator == reviewer.principal_id() {
         return Err(ActionError::new(
             403,
@@ -134,8 +135,11 @@ pub(super) async fn preview(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     let input: PreviewInput = ctx.parse(input)?;
     let request = find_in(ctx, &input.request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
-    if request.creator == person(ctx)?.principal_id() {
+    if request.creator == signed_in_person(ctx)?.principal_id() {
         return Err(ActionError::new(403, ErrorCode::AccessDeniedException, "you created this request: others review its files"));
+    }
+    if request.state.is_editable() && request.submission == 0 {
+        return Err(conflict(&request, "preview its files (it was never submitted)"));
     }
     let files = repo::files(&ctx.platform.store, &request.request_id).await?;
     let file = files.iter().find(|f| f.path == input.path).ok_or_else(|| {
@@ -144,8 +148,10 @@ pub(super) async fn preview(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
             format!("airlock request `{}` has no file `{}`", request.request_id, input.path),
         )
     })?;
-    let key = format!("{}/{}", request.request_id, file.path);
-    let body = crate::storage::read_internal(ctx.platform, super::state::AIRLOCK_BUCKET, &key).await?;
+    let body = crate::storage::read_internal(ctx.platform, super::state::AIRLOCK_BUCKET, &file.object_key).await?;
+    if hex::encode(sha2::Sha256::digest(&body)) != file.sha256 {
+        return Err(ActionError::internal(format_args!("the stored copy of `{}` does not match its manifest hash", file.path)));
+    }
     let head = &body[..body.len().min(PREVIEW_BYTES)];
     let truncated = body.len() > PREVIEW_BYTES;
     if super::checks::kind_of(&file.path, &body) == super::checks::Kind::Png && !truncated {

@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use super::admission::{GIB, admit_volume};
 use super::nodes::Work;
 use super::repo::{self, NotebookRow, NotebookState};
-use super::server::stop_notebook;
 use super::state::{Notebooks, arn, notebook_dir, volume_context};
 use super::volume::Volume;
 use crate::core::codec::bounded;
@@ -204,7 +203,7 @@ pub(super) async fn stop(notebooks: &Arc<Notebooks>, ctx: &mut Ctx<'_>, input: V
                 notebooks.ask(Some(node), name, Work::Stop).await;
             }
         }
-        _ => stop_notebook(notebooks, name).await?,
+        _ => notebooks.stop_here(name).await?,
     }
     Ok(json!({}))
 }
@@ -263,11 +262,20 @@ pub(super) async fn delete(notebooks: &Notebooks, ctx: &mut Ctx<'_>, input: Valu
     let notebook = repo::find(plane, &input.notebook_instance_name).await?;
     ctx.authorize(Resource::Service("notebooks".into()))?;
     require_stopped(&notebook, &input.notebook_instance_name)?;
-    repo::delete(plane, &input.notebook_instance_name).await?;
+    if !repo::delete(plane, &input.notebook_instance_name).await? {
+        let now = repo::find(plane, &input.notebook_instance_name).await?;
+        return Err(ActionError::conflict(
+            ErrorCode::ConflictException,
+            format!("notebook instance `{}` is {}; stop it first", input.notebook_instance_name, now.state),
+        ));
+    }
     match notebook.node.as_deref() {
         Some(node) if node != plane.node.name => notebooks.tell(&input.notebook_instance_name).await,
         _ => {
-            let _ = std::fs::remove_dir_all(notebook_dir(plane, &input.notebook_instance_name));
+            let volume = Volume::new(notebook_dir(plane, &input.notebook_instance_name));
+            if let Err(err) = tokio::task::spawn_blocking(move || volume.remove()).await.map_err(|e| e.to_string()).and_then(|r| r) {
+                tracing::warn!(notebook = %input.notebook_instance_name, error = %err, "a deleted notebook's volume is left on disk");
+            }
         }
     }
     Ok(json!({}))

@@ -60,6 +60,22 @@ impl Notebooks {
         });
     }
 
+    /// Stops one of this node's notebooks now, unless this node is busy with it (a start in
+    /// progress): then the stop is asked for, and the reconciler carries it out once the
+    /// start is done.
+    pub(super) async fn stop_here(self: &Arc<Self>, name: &str) -> Result<(), ActionError> {
+        if !self.busy.lock().expect("busy lock").insert(name.to_owned()) {
+            let plane = &*self.pipeline.platform;
+            repo::request_state(plane, name, &[NotebookState::Pending, NotebookState::InService], NotebookState::Stopping).await?;
+            repo::delete_access(plane, name).await?;
+            return Ok(());
+        }
+        let busy = Busy { notebooks: self.clone(), name: name.to_owned() };
+        let stopped = stop_notebook(self, name).await;
+        drop(busy);
+        stopped
+    }
+
     /// Whether this node's Jupyter for `name` is serving.
     pub(super) fn is_running(&self, name: &str) -> bool {
         self.tokens.lock().expect("tokens lock").contains_key(name)
@@ -118,15 +134,9 @@ impl Notebooks {
         let _admission = self.admission.lock().await;
         let Ok(named) = repo::all_names(plane).await else { return };
         for name in on_disk.into_iter().filter(|n| !named.contains(n)) {
-            let dir = notebook_dir(plane, &name);
-            let removed = tokio::task::spawn_blocking(move || {
-                Volume::new(dir.clone()).unmount();
-                std::fs::remove_dir_all(&dir)
-            })
-            .await;
-            match removed {
-                Ok(Ok(())) => tracing::info!(notebook = %name, "removed the volume of a notebook deleted on another node"),
-                Ok(Err(err)) => tracing::warn!(notebook = %name, error = %err, "cannot remove a deleted notebook's volume"),
+            let volume = Volume::new(notebook_dir(plane, &name));
+            match tokio::task::spawn_blocking(move || volume.remove()).await.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(()) => tracing::info!(notebook = %name, "removed the volume of a notebook deleted on another node"),
                 Err(err) => tracing::warn!(notebook = %name, error = %err, "cannot remove a deleted notebook's volume"),
             }
         }

@@ -174,9 +174,10 @@ pub(super) async fn set_instance(plane: &Platform, name: &str, instance_id: &str
     Ok(())
 }
 
-/// InService, unless a stop was asked for meanwhile (the stop then finds a running notebook).
+/// InService, from Pending only: a stop asked for meanwhile (Stopping, or already Stopped)
+/// stays, and finds a running notebook to stop.
 pub(super) async fn mark_in_service(plane: &Platform, name: &str) -> Result<(), ActionError> {
-    owner_write(plane, name, "state = CASE WHEN state = 'Stopping' THEN state ELSE 'InService' END, failure_reason = NULL", &[]).await?;
+    owner_write(plane, name, "state = CASE WHEN state = 'Pending' THEN 'InService' ELSE state END, failure_reason = NULL", &[]).await?;
     Ok(())
 }
 
@@ -224,9 +225,13 @@ pub(super) async fn update_type_and_size(
     Ok(())
 }
 
-pub(super) async fn delete(plane: &Platform, name: &str) -> Result<(), ActionError> {
-    sqlx::query("DELETE FROM notebooks WHERE name = $1").bind(name).execute(&plane.store.pool).await?;
-    Ok(())
+/// Deletes a notebook at rest; false if it is not (any more): a start from another node won.
+pub(super) async fn delete(plane: &Platform, name: &str) -> Result<bool, ActionError> {
+    let done = sqlx::query("DELETE FROM notebooks WHERE name = $1 AND state IN ('Stopped', 'Failed')")
+        .bind(name)
+        .execute(&plane.store.pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Ends every notebook cookie of a notebook.

@@ -118,12 +118,22 @@ impl Volume {
         let _ = std::os::unix::fs::chown(&self.dir, Some(0), Some(0));
     }
 
-    /// Grows a stopped notebook's disk (volumes only grow, as in SageMaker).
     /// The disk's size in whole GiB.
     pub fn size_gb(&self) -> Result<u64, ActionError> {
         Ok(std::fs::metadata(self.image()).map_err(ActionError::internal)?.len() / GIB)
     }
 
+    /// Unmounts the volume and removes its directory, unless something of it is still mounted
+    /// (removing then would delete through the mount, into a live notebook's files).
+    pub fn remove(&self) -> Result<(), String> {
+        self.unmount();
+        if is_mounted(&self.plain()) || is_mounted(&self.disk()) {
+            return Err(format!("{} is still mounted; it is left in place", self.dir.display()));
+        }
+        std::fs::remove_dir_all(&self.dir).map_err(|e| e.to_string())
+    }
+
+    /// Grows a stopped notebook's disk (volumes only grow, as in SageMaker).
     pub fn grow(&self, size_gb: u64) -> Result<(), ActionError> {
         let image = std::fs::OpenOptions::new().write(true).open(self.image()).map_err(ActionError::internal)?;
         image.set_len(size_gb * GIB).map_err(ActionError::internal)?;

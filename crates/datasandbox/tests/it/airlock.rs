@@ -51,6 +51,14 @@ fn token(server: &Server, user: &str, roles: &[&str]) -> String {
     out["Token"].as_str().expect("token").to_owned()
 }
 
+/// A person signed in whose roles the user directory vouches for: a local user holding
+/// `roles`, and the token of their sign-in.
+fn signed_in(server: &Server, user: &str, roles: &[&str]) -> String {
+    let password = crate::support::users::PASSWORD;
+    server.ok("identity:CreateLocalUser", json!({ "UserName": user, "Password": password, "Roles": roles }));
+    crate::support::users::token_of(server, user)
+}
+
 /// The call's result, failing the test if it failed.
 fn ok(called: Called, what: &str) -> Value {
     assert_eq!(called.exit, 0, "{what}: {:?}", called.stderr);
@@ -110,9 +118,8 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
     let (_signatures, database) = eicar_database();
     let server = Server::start(&["streaming.timeout_scale_ms=1", &database]);
     let nora = token(&server, "nora", &[]);
-    let nora_reviewer = token(&server, "nora", &["reviewer"]);
-    let (rita, ravi) = (token(&server, "rita", &["reviewer"]), token(&server, "ravi", &["reviewer"]));
-    let auditor = token(&server, "aude", &["auditor"]);
+    let (rita, ravi) = (signed_in(&server, "rita", &["reviewer"]), signed_in(&server, "ravi", &["reviewer"]));
+    let auditor = signed_in(&server, "aude", &["auditor"]);
     let people = People { server: &server, nora: nora.clone() };
     let table = b"region,count\nnorth,120\nsouth,45\n";
     let (id, state) = people.submitted("results.csv", table);
@@ -122,8 +129,25 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
     let key = people.put("later.csv", b"region,count\nnorth,99\n");
     let later = server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": key } }));
     assert_eq!(refused(later), "ConflictException");
-    // Nobody reviews their own request, whatever roles they hold.
-    assert_eq!(refused(vote(&server, &nora_reviewer, &id, "APPROVE", None)), "AccessDeniedException");
+    // Nobody reviews their own request, whatever roles they hold: lena, a reviewer, asks for
+    // a file to come in, and cannot vote on it.
+    let lena = signed_in(&server, "lena", &["reviewer"]);
+    let hers = ok(
+        server.call_as(
+            &lena,
+            "airlock:CreateRequest",
+            &json!({ "Direction": "IMPORT", "Workspace": STACK, "Justification": "a code list" }),
+        ),
+        "create",
+    );
+    let hers = hers["RequestId"].as_str().expect("id").to_owned();
+    ok(server.call_as(&lena, "airlock:AddFile", &json!({ "RequestId": hers, "Path": "codes.txt", "Body": b64(b"A01 cholera\n") })), "add");
+    assert_eq!(ok(server.call_as(&lena, "airlock:SubmitRequest", &json!({ "RequestId": hers })), "submit")["State"], "in_review");
+    assert_eq!(refused(vote(&server, &lena, &hers, "APPROVE", None)), "AccessDeniedException", "self-approval");
+    // Nor can an operator make reviewers up: a token it issues, whatever roles it names,
+    // does not vote.
+    let ghost = token(&server, "ghost", &["reviewer"]);
+    assert_eq!(refused(vote(&server, &ghost, &id, "APPROVE", None)), "AccessDeniedException", "a made-up reviewer");
     // A user without the reviewer role does not vote at all; an auditor only reads.
     assert_eq!(refused(vote(&server, &token(&server, "zed", &[]), &id, "APPROVE", None)), "AccessDeniedException");
     assert_eq!(refused(vote(&server, &auditor, &id, "APPROVE", None)), "AccessDeniedException");
@@ -136,8 +160,9 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
     let decided = ok(vote(&server, &ravi, &id, "APPROVE", None), "ravi's vote");
     assert_eq!(decided["State"], "approved");
 
-    // Released by another reviewer, never by its researcher.
-    assert_eq!(refused(server.call_as(&nora_reviewer, "airlock:ReleaseRequest", &json!({ "RequestId": id }))), "AccessDeniedException");
+    // Released by a reviewer, never by its researcher (nor by a token an operator issued).
+    assert_eq!(refused(server.call_as(&nora, "airlock:ReleaseRequest", &json!({ "RequestId": id }))), "AccessDeniedException");
+    assert_eq!(refused(server.call_as(&ghost, "airlock:ReleaseRequest", &json!({ "RequestId": id }))), "AccessDeniedException");
     let released = ok(server.call_as(&rita, "airlock:ReleaseRequest", &json!({ "RequestId": id })), "release");
     assert_eq!(released["State"], "released");
 
@@ -186,7 +211,7 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
     let (_signatures, database) = eicar_database();
     let server = Server::start(&["streaming.timeout_scale_ms=1", "airlock.link_hours=1", &database]);
     let nora = token(&server, "nora", &[]);
-    let (rita, ravi) = (token(&server, "rita", &["reviewer"]), token(&server, "ravi", &["reviewer"]));
+    let (rita, ravi) = (signed_in(&server, "rita", &["reviewer"]), signed_in(&server, "ravi", &["reviewer"]));
     let people = People { server: &server, nora: nora.clone() };
 
     // Blocked by the checks, with the rule that failed.
@@ -222,12 +247,13 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
             server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Path": path, "Source": { "Bucket": HOME, "Key": key } }));
         assert_eq!(refused(added), "ValidationException", "{path}");
     }
-    let ravis = format!("{}secret.csv", home("ravi"));
-    ok(server.call_as(&ravi, "storage:PutObject", &json!({ "Bucket": HOME, "Key": ravis, "Body": b64(b"a,b\n100,200\n") })), "ravi's file");
-    let stolen = server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": ravis } }));
+    let omar = token(&server, "omar", &[]);
+    let omars = format!("{}secret.csv", home("omar"));
+    ok(server.call_as(&omar, "storage:PutObject", &json!({ "Bucket": HOME, "Key": omars, "Body": b64(b"a,b\n100,200\n") })), "omar's file");
+    let stolen = server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": omars } }));
     assert_eq!(refused(stolen), "AccessDeniedException");
     // Another user cannot add to, submit or see nora's request.
-    assert_eq!(refused(server.call_as(&ravi, "airlock:SubmitRequest", &json!({ "RequestId": id }))), "ResourceNotFoundException");
+    assert_eq!(refused(server.call_as(&omar, "airlock:SubmitRequest", &json!({ "RequestId": id }))), "ResourceNotFoundException");
     // Withdrawn: nothing more happens to it.
     ok(server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": key } })), "add");
     ok(server.call_as(&nora, "airlock:WithdrawRequest", &json!({ "RequestId": id })), "withdraw");
@@ -332,6 +358,13 @@ fn a_table_holding_a_raw_row_of_a_dataset_or_as_many_rows_is_blocked() {
     let found = checks(&id);
     let row = found.iter().find(|c| c["Rule"] == "lineage.row").expect("the lineage check");
     assert_eq!(row["Outcome"], "FAIL", "{found:#?}");
+    // The researcher learns that, not where: the check would otherwise tell what datasets they
+    // may not read hold. A reviewer sees where.
+    assert!(row["Detail"].as_str().is_some_and(|d| !d.contains("trials") && !d.contains("cohort")), "{row}");
+    let reviewer = signed_in(&server, "rita", &["reviewer"]);
+    let queue = ok(server.call_as(&reviewer, "airlock:DescribeReviewQueue", &json!({ "RequestId": id })), "queue");
+    let checks_seen = queue["Requests"][0]["Checks"].as_array().cloned().unwrap_or_default();
+    let row = checks_seen.iter().find(|c| c["Rule"] == "lineage.row").expect("the lineage check");
     assert!(row["Detail"].as_str().is_some_and(|d| d.contains("row 3") && d.contains("trials")), "{row}");
     // As many rows as the dataset, none of them equal.
     let mut copy = String::from("who,a,b\n");
