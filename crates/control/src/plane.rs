@@ -368,6 +368,11 @@ impl ControlPlane {
         self.services.streaming.upload_session_file(client, name, body).await
     }
 
+    /// My Files' "Request export": an airlock request for one home-folder file, submitted.
+    pub async fn request_session_export(&self, client: &FileClient<'_>, name: &str, justification: &str) -> Result<Value, ActionError> {
+        self.services.streaming.request_export(client, name, justification).await
+    }
+
     pub async fn download_session_file(&self, client: &FileClient<'_>, name: &str) -> Result<bytes::Bytes, ActionError> {
         self.services.streaming.download_session_file(client, name).await
     }

@@ -42,6 +42,7 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/session/files", get(list_files))
         .route("/session/files/{*name}", get(download_file).put(upload_file))
         .route("/session/printouts/{name}", get(download_printout))
+        .route("/session/export", post(request_export))
         .route("/assets/novnc/{*path}", get(novnc))
 }
 
@@ -80,6 +81,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PageCaller {
 async fn list_files(State(control): State<ControlPlane>, caller: PageCaller) -> Response {
     match control.session_files(&caller.client()).await {
         Ok(listing) => axum::Json(listing).into_response(),
+        Err(err) => error_reply(err),
+    }
+}
+
+/// My Files' "Request export" (`{Name, Justification}`): the file goes to the airlock, whose
+/// checks and reviewers decide whether it leaves.
+async fn request_export(State(control): State<ControlPlane>, caller: PageCaller, body: Body) -> Response {
+    let asked: serde_json::Value = match axum::body::to_bytes(body, 16 * 1024).await.ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        Some(asked) => asked,
+        None => return error_reply(control::ActionError::validation("send {\"Name\": …, \"Justification\": …} as JSON")),
+    };
+    let (name, why) = (asked["Name"].as_str().unwrap_or_default(), asked["Justification"].as_str().unwrap_or_default());
+    match control.request_session_export(&caller.client(), name, why).await {
+        Ok(done) => axum::Json(done).into_response(),
         Err(err) => error_reply(err),
     }
 }

@@ -58,6 +58,7 @@ const PLATFORM_FILES: &[&str] = &[model::session_file::SESSION_FILE, model::sess
 /// The session behind a cookie, as My Files needs it.
 struct FilesSession {
     session_id: String,
+    stack: String,
     bucket: String,
     prefix: String,
     settings: Value,
@@ -115,6 +116,21 @@ impl Streaming {
             "Download": session.enabled(Direction::Download),
             "Print": session.enabled(Direction::Print),
         }))
+    }
+
+    /// My Files' "Request export": an airlock request for one file of the home folder, from this
+    /// session's workspace, with why; created, filled and submitted as the session's user, so
+    /// the airlock's checks and reviewers decide whether it leaves. Its answer is the
+    /// submission's (the request, its state, what failed).
+    pub(crate) async fn request_export(&self, client: &FileClient<'_>, name: &str, justification: &str) -> Result<Value, ActionError> {
+        let session = self.files_session(client).await?;
+        check_name(name)?;
+        let input = json!({ "Direction": "EXPORT", "Workspace": session.stack, "Justification": justification });
+        let created = self.as_session_user(client, "airlock:CreateRequest", input).await?;
+        let id = created["RequestId"].clone();
+        let source = json!({ "Bucket": session.bucket, "Key": format!("{}{name}", session.prefix) });
+        self.as_session_user(client, "airlock:AddFile", json!({ "RequestId": id, "Source": source })).await?;
+        self.as_session_user(client, "airlock:SubmitRequest", json!({ "RequestId": id })).await
     }
 
     /// A printout of the session (`job-<n>.pdf` in its print folder), if the stack enables
@@ -211,6 +227,7 @@ impl Streaming {
             .ok_or_else(|| ActionError::new(409, ErrorCode::NoHomeFolder, "this session's stack has no home folders"))?;
         let user = row.user()?;
         Ok(FilesSession {
+            stack: row.stack.clone(),
             session_id: row.session_id,
             bucket,
             prefix: user.home().prefix(),

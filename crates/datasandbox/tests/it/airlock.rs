@@ -316,6 +316,37 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
     let request = &mine["Requests"][0];
     assert_eq!((request["Workspace"].as_str(), request["Researcher"].as_str()), (Some(STACK), Some("custom user `nora`")), "{request}");
     assert_eq!(request["Files"][0]["Sha256"], hex::encode(Sha256::digest(b"region,count\nnorth,120\nsouth,45\n")));
+    // My Files' "Request export", from the session page: a home-folder file goes to review.
+    let nora = token(&server, "nora", &[]);
+    let key = format!("{}figures.csv", home("nora"));
+    ok(
+        server.call_as(&nora, "storage:PutObject", &json!({ "Bucket": HOME, "Key": key, "Body": b64(b"year,n\n2025,412\n2026,530\n") })),
+        "put",
+    );
+    let body = json!({ "Name": "figures.csv", "Justification": "the yearly counts" }).to_string();
+    let reply = crate::support::http::tcp(&server.api)
+        .expect("connect")
+        .request(
+            "POST",
+            "/session/export",
+            &[("cookie", &format!("ds_session={cookie}")), ("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .expect("request");
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["State"], "in_review", "{}", String::from_utf8_lossy(&reply.body));
+    // A name outside the home folder is refused.
+    let body = json!({ "Name": "../other/secret.csv", "Justification": "x" }).to_string();
+    let reply = crate::support::http::tcp(&server.api)
+        .expect("connect")
+        .request(
+            "POST",
+            "/session/export",
+            &[("cookie", &format!("ds_session={cookie}")), ("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .expect("request");
+    assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(&reply.body));
     // From her own device, an export cannot bring a file of its own: it comes from inside.
     let created = ok(
         server.call_as(
