@@ -59,5 +59,6 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: AirlockAction, input: Va
         A::CreateDownloadUrl => release::create_download_url(ctx, input).await,
         A::DownloadFile => release::download(ctx, input).await,
         A::PreviewFile => review::preview(ctx, input).await,
+        A::GetImports => release::imports(ctx, input).await,
     }
 }

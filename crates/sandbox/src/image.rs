@@ -212,7 +212,7 @@ impl Contents {
 
 /// The root's top-level directories, with `/bin`, `/sbin` and `/lib*` linked into `/usr`.
 fn make_root_skeleton(root: &Path) -> Result<(), SandboxError> {
-    for directory in ["usr", "etc", "tmp", "run", "home/user", "dev", "proc", "data", "opt", "var/tmp", "root"] {
+    for directory in ["usr", "etc", "tmp", "run", "home/user", "dev", "proc", "data", "imports", "opt", "var/tmp", "root"] {
         std::fs::create_dir_all(root.join(directory)).map_err(|e| setup("build the image", e))?;
     }
     // Merged /usr, as on Debian 12: the top-level directories are links into /usr.

@@ -272,6 +272,38 @@ pub(super) async fn download(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     Ok(json!({ "RequestId": request.request_id, "Path": file.path, "Sha256": file.sha256, "Body": encode_base64(&body) }))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ImportsInput {
+    workspace: String,
+}
+
+/// The caller's released imports into a workspace, whole (an instance lays them out under
+/// `/imports` when it is given to the caller's session there).
+pub(super) async fn imports(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ImportsInput = ctx.parse(input)?;
+    ctx.authorize(Resource::Service("airlock".into()))?;
+    let user = person(ctx)?;
+    let mut files = Vec::new();
+    for request in repo::list(&ctx.platform.store, Some(&user.principal_id())).await? {
+        if request.direction != Direction::Import || request.workspace != input.workspace {
+            continue;
+        }
+        let request = expire_if_due(ctx, request).await?;
+        if request.state != RequestState::Released {
+            continue;
+        }
+        for file in repo::files(&ctx.platform.store, &request.request_id).await? {
+            let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &file.object_key).await?;
+            if hex::encode(Sha256::digest(&body)) != file.sha256 {
+                return Err(ActionError::internal(format_args!("the released copy of `{}` does not match its recorded hash", file.path)));
+            }
+            files.push(json!({ "RequestId": request.request_id, "Path": file.path, "Sha256": file.sha256, "Body": encode_base64(&body) }));
+        }
+    }
+    Ok(json!({ "Files": files }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

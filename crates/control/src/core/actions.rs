@@ -169,6 +169,7 @@ registry! {
         CreateDownloadUrl(Service, false, true, "A link to one released file, for the request's researcher alone"),
         DownloadFile(Service, true, false, "One use of a download link"),
         PreviewFile(Service, true, false, "The start of a file of another's request, for its review"),
+        GetImports(Service, true, false, "Your released imports into a workspace, for its /imports"),
     }
 }
 

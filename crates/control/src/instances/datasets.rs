@@ -36,10 +36,10 @@ pub(crate) fn make_instance_dir(plane: &Platform, id: &str, ids: sandbox::ids::I
     Ok(dir)
 }
 
-/// The host directory bind-mounted read-only at `/data` inside the instance: the instance's
-/// workspace user may read it, nobody else.
-pub(crate) fn mount_source(plane: &Platform, id: &str, ids: sandbox::ids::IdRange) -> std::io::Result<PathBuf> {
-    let dir = instance_dir(plane, id).join("data");
+/// A host directory bind-mounted read-only inside the instance (`data` at `/data`, `imports`
+/// at `/imports`): the instance's workspace user may read it, nobody else.
+pub(crate) fn mount_source(plane: &Platform, id: &str, ids: sandbox::ids::IdRange, name: &str) -> std::io::Result<PathBuf> {
+    let dir = instance_dir(plane, id).join(name);
     std::fs::DirBuilder::new().mode(0o500).create(&dir)?;
     std::os::unix::fs::chown(&dir, Some(ids.workspace()), Some(ids.workspace()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500))?;
@@ -70,6 +70,8 @@ pub(crate) struct Job {
     pub private_address: String,
     /// The host id of the instance's workspace user, who alone may read the copies.
     pub owner: u32,
+    /// The stack of the session it serves, whose released imports it shows.
+    pub workspace: Option<String>,
     pub done: tokio::sync::oneshot::Sender<Vec<(String, Outcome)>>,
 }
 
@@ -81,7 +83,19 @@ pub(crate) fn start_worker(control: Pipeline) -> tokio::sync::mpsc::UnboundedSen
         while let Some(job) = queue.recv().await {
             let control = control.clone();
             tokio::spawn(async move {
-                let outcomes = materialize(&control, &job.id, &job.credential, &job.private_address, job.owner).await;
+                let mut outcomes = materialize(&control, &job.id, &job.credential, &job.private_address, job.owner).await;
+                if let Some(workspace) = &job.workspace {
+                    let caller = Caller { control: &control, credential: &job.credential, private_address: &job.private_address };
+                    let root = instance_dir(&control.platform, &job.id);
+                    let outcome = match copy_imports(&caller, &root, workspace, job.owner).await {
+                        Ok((objects, bytes)) => Outcome::Mounted { objects, bytes },
+                        Err(message) => Outcome::Failed(message),
+                    };
+                    if let Outcome::Failed(message) = &outcome {
+                        tracing::warn!(instance = %job.id, message, "imports not mounted");
+                    }
+                    outcomes.push(("imports".to_owned(), outcome));
+                }
                 let _ = job.done.send(outcomes);
             });
         }
@@ -184,6 +198,41 @@ async fn copy_dataset(
     let _ = std::fs::remove_dir_all(&target);
     std::fs::rename(&staging, &target).map_err(|e| format!("cannot move the dataset into place: {e}"))?;
     Ok(Some((objects, bytes)))
+}
+
+/// The user's released imports into `workspace`, read as the instance (`airlock:GetImports`),
+/// laid out read-only as `<request>/<path>` under `/imports`.
+async fn copy_imports(caller: &Caller<'_>, root: &Path, workspace: &str, owner: u32) -> Result<(usize, u64), String> {
+    let imports = caller.call("airlock:GetImports", json!({ "Workspace": workspace })).await.map_err(|e| e.message)?;
+    let staging = root.join("staging-imports");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| format!("cannot make `{}`: {e}", staging.display()))?;
+    let (mut objects, mut bytes) = (0usize, 0u64);
+    for file in imports["Files"].as_array().into_iter().flatten() {
+        let (Some(request), Some(path)) = (file["RequestId"].as_str(), file["Path"].as_str()) else { continue };
+        let Some(relative) = safe_relative(&format!("{request}/{path}")) else { continue };
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(file["Body"].as_str().unwrap_or_default())
+            .map_err(|e| format!("import `{request}/{path}` came back unreadable: {e}"))?;
+        write_read_only(&staging.join(&relative), &body, owner)?;
+        objects += 1;
+        bytes += body.len() as u64;
+    }
+    protect_tree(&staging, owner)?;
+    let target = root.join("imports");
+    // The bind mount's source stays; what it shows is replaced inside it.
+    for entry in std::fs::read_dir(&staging).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let place = target.join(entry.file_name());
+        let _ = std::fs::remove_dir_all(&place);
+        std::fs::rename(entry.path(), &place).map_err(|e| format!("cannot move an import into place: {e}"))?;
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok((objects, bytes))
 }
 
 /// A key's remainder as a relative path with only normal components (no `..`, no root).

@@ -53,6 +53,11 @@ pub(crate) struct Assignment {
 }
 
 impl Assignment {
+    /// The stack of the session the instance serves (`DS_STACK_NAME`), if it serves one.
+    fn workspace(&self) -> Option<String> {
+        self.env.iter().find(|(name, _)| name == "DS_STACK_NAME").map(|(_, stack)| stack.clone())
+    }
+
     /// The `DS_*` variables as the file the session agent reads (one `NAME=value` per line;
     /// values never contain a newline, which `session_env` guarantees).
     fn env_file(&self) -> Vec<u8> {
@@ -139,7 +144,10 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
     };
     repo::mark_running(plane, &id, i64::from(instance.init_pid)).await?;
     instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener, credential: credential.clone() });
-    let mounted = if assignment.is_some() { mount_datasets(instances, &id, &credential, &link).await } else { Vec::new() };
+    let mounted = match &assignment {
+        Some(assignment) => mount_datasets(instances, &id, &credential, &link, assignment.workspace()).await,
+        None => Vec::new(),
+    };
     let mut instance = repo::find(plane, &id).await?.to_json();
     instance["Datasets"] = json!(mounted);
     Ok(instance)
@@ -197,10 +205,21 @@ fn host_binds(
         .map_err(|e| sandbox::SandboxError::Setup { step: "make the instance's directory", message: e.to_string() })?;
     let mut read_only_binds = image.manifest.host_binds.clone();
     read_only_binds.push((
-        datasets::mount_source(plane, id, range)
+        datasets::mount_source(plane, id, range, "data")
             .map_err(|e| sandbox::SandboxError::Setup { step: "make the datasets' directory", message: e.to_string() })?,
         PathBuf::from("/data"),
     ));
+    // What the airlock let in for the user, read-only like the datasets (an image built before
+    // `/imports` existed has nowhere to show it until it is built again).
+    if image.rootfs().join("imports").is_dir() {
+        read_only_binds.push((
+            datasets::mount_source(plane, id, range, "imports")
+                .map_err(|e| sandbox::SandboxError::Setup { step: "make the imports' directory", message: e.to_string() })?,
+            PathBuf::from("/imports"),
+        ));
+    } else {
+        tracing::warn!(instance = id, "the image has no /imports: rebuild it (`datasandbox image build`) to show released imports");
+    }
     let mut writable_binds = launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default();
     if launch.program.is_none() && (launch.assignment.is_some() || launch.fleet.is_some()) {
         // The display's RFB socket, which only the gateway reaches (from the host side).
@@ -286,14 +305,21 @@ pub(crate) async fn assign(
         .map_err(ActionError::internal)?
         .map_err(|e| ActionError::internal(format_args!("cannot hand the session to instance {instance_id}: {e}")))?;
     let link = repo::link_of(plane, instance_id).await?;
-    mount_datasets(instances, instance_id, &credential, &link).await;
+    mount_datasets(instances, instance_id, &credential, &link, assignment.workspace()).await;
     Ok(())
 }
 
-/// Datasets are read as the instance itself, so the user's policies decide what appears.
-async fn mount_datasets(instances: &Instances, id: &str, credential: &str, link: &sandbox::network::Link) -> Vec<Value> {
+/// Datasets are read as the instance itself, so the user's policies decide what appears; so
+/// are the user's released imports into `workspace` (the airlock's).
+async fn mount_datasets(
+    instances: &Instances,
+    id: &str,
+    credential: &str,
+    link: &sandbox::network::Link,
+    workspace: Option<String>,
+) -> Vec<Value> {
     let plane = &*instances.pipeline.platform;
-    if plane.current().datasets.is_empty() {
+    if plane.current().datasets.is_empty() && workspace.is_none() {
         return Vec::new();
     }
     let (done, outcomes) = tokio::sync::oneshot::channel();
@@ -305,6 +331,7 @@ async fn mount_datasets(instances: &Instances, id: &str, credential: &str, link:
         credential: credential.to_owned(),
         private_address: link.instance_address.to_string(),
         owner,
+        workspace,
         done,
     };
     let sent = instances.datasets.get().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);

@@ -409,3 +409,43 @@ fn a_table_holding_a_raw_row_of_a_dataset_or_as_many_rows_is_blocked() {
     let (id, state) = people.submitted("means.csv", b"group,mean\nall,44.5\nover-50,58.5\n");
     assert_eq!(state, "in_review", "{:#?}", checks(&id));
 }
+
+#[test]
+fn a_released_import_appears_read_only_under_imports_in_the_researchers_next_session() {
+    use crate::support::streaming::{active, redeem, server as session_server};
+    let (_signatures, database) = eicar_database();
+    let server = session_server(&[&database]);
+    let nora = token(&server, "nora", &[]);
+    let (rita, ravi) = (signed_in(&server, "rita", &["reviewer"]), signed_in(&server, "ravi", &["reviewer"]));
+    let created = ok(
+        server.call_as(
+            &nora,
+            "airlock:CreateRequest",
+            &json!({ "Direction": "IMPORT", "Workspace": STACK, "Justification": "the code list" }),
+        ),
+        "create",
+    );
+    let id = created["RequestId"].as_str().expect("id").to_owned();
+    let codes = b"code,label\nA01,cholera\nA02,salmonella\n";
+    ok(server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Path": "codes.csv", "Body": b64(codes) })), "add");
+    assert_eq!(ok(server.call_as(&nora, "airlock:SubmitRequest", &json!({ "RequestId": id })), "submit")["State"], "in_review");
+    ok(vote(&server, &rita, &id, "APPROVE", None), "rita");
+    ok(vote(&server, &ravi, &id, "APPROVE", None), "ravi");
+    ok(server.call_as(&ravi, "airlock:ReleaseRequest", &json!({ "RequestId": id })), "release");
+
+    let cookie = redeem(&server, "nora");
+    let session = active(&server, &cookie, 60);
+    let instance = session["InstanceId"].as_str().expect("instance");
+    let script =
+        format!("cat /imports/{id}/codes.csv; echo changed > /imports/{id}/codes.csv && echo WROTE; touch /imports/new && echo MADE; true");
+    let inside = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &script], &[]);
+    let text = inside.stdout.as_str().map(str::to_owned).unwrap_or_else(|| inside.stdout.to_string());
+    assert!(text.starts_with(std::str::from_utf8(codes).expect("utf-8")), "{inside:?}");
+    assert!(!text.contains("WROTE") && !text.contains("MADE"), "the imports can be changed from inside: {inside:?}");
+    // Another user's session shows none of nora's imports.
+    let other = redeem(&server, "omar");
+    let other = active(&server, &other, 60);
+    let listed =
+        server.cli(&["instances", "exec", other["InstanceId"].as_str().expect("instance"), "--", "/bin/ls", "-A", "/imports"], &[]);
+    assert_eq!(listed.stdout.as_str().map(str::trim), Some(""), "{listed:?}");
+}

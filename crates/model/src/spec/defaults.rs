@@ -61,7 +61,8 @@ permit (
     DataSandbox::Action::"airlock:DescribeRequests",
     DataSandbox::Action::"airlock:GetReleaseRecord",
     DataSandbox::Action::"airlock:CreateDownloadUrl",
-    DataSandbox::Action::"airlock:DownloadFile"
+    DataSandbox::Action::"airlock:DownloadFile",
+    DataSandbox::Action::"airlock:GetImports"
   ],
   resource is DataSandbox::Service
 );"#,
