@@ -68,8 +68,7 @@ async fn airlock_link(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    reply(call(&control, bearer(&headers), peer, &headers, "airlock:CreateDownloadUrl", bytes).await)
+    with_body(&control, peer, &headers, body, "airlock:CreateDownloadUrl").await
 }
 
 /// One use of a download link, as the signed-in user it was made for: the file as an
@@ -136,6 +135,12 @@ async fn sign_out() -> Response {
     cookies::signed_out(COOKIE, "/portal")
 }
 
+/// The page's request body (up to 4 KiB) as the input of `action`, as the signed-in user.
+async fn with_body(control: &ControlPlane, peer: SocketAddr, headers: &HeaderMap, body: Body, action: &str) -> Response {
+    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    reply(call(control, bearer(headers), peer, headers, action, bytes).await)
+}
+
 fn bearer(headers: &HeaderMap) -> Credentials {
     portal_token(headers).map_or(Credentials::Anonymous, Credentials::Bearer)
 }
@@ -172,8 +177,7 @@ async fn launch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    reply(call(&control, bearer(&headers), peer, &headers, "streaming:CreateUserStreamingURL", bytes).await)
+    with_body(&control, peer, &headers, body, "streaming:CreateUserStreamingURL").await
 }
 
 /// My sessions: state, end reason and what operators ran in each.
@@ -229,6 +233,5 @@ async fn events(
 
 /// Ends one of the user's own sessions (`streaming:ExpireSession`, `USER_ENDED`).
 async fn end(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
-    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    reply(call(&control, bearer(&headers), peer, &headers, "streaming:ExpireSession", bytes).await)
+    with_body(&control, peer, &headers, body, "streaming:ExpireSession").await
 }

@@ -151,12 +151,7 @@ async fn copy_dataset(
 ) -> Result<Option<(usize, u64)>, String> {
     let staging = root.join("staging").join(&dataset.name);
     let target = root.join("data").join(&dataset.name);
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&staging)
-        .map_err(|e| format!("cannot make `{}`: {e}", staging.display()))?;
+    fresh_staging(&staging)?;
     let mut token: Option<String> = None;
     let (mut objects, mut bytes) = (0usize, 0u64);
     loop {
@@ -205,12 +200,7 @@ async fn copy_dataset(
 async fn copy_imports(caller: &Caller<'_>, root: &Path, workspace: &str, owner: u32) -> Result<(usize, u64), String> {
     let imports = caller.call("airlock:GetImports", json!({ "Workspace": workspace })).await.map_err(|e| e.message)?;
     let staging = root.join("staging-imports");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&staging)
-        .map_err(|e| format!("cannot make `{}`: {e}", staging.display()))?;
+    fresh_staging(&staging)?;
     let (mut objects, mut bytes) = (0usize, 0u64);
     for file in imports["Files"].as_array().into_iter().flatten() {
         let (Some(request), Some(path)) = (file["RequestId"].as_str(), file["Path"].as_str()) else { continue };
@@ -233,6 +223,12 @@ async fn copy_imports(caller: &Caller<'_>, root: &Path, workspace: &str, owner: 
     }
     let _ = std::fs::remove_dir_all(&staging);
     Ok((objects, bytes))
+}
+
+/// An empty staging directory, owner-only, where copies are laid out before they appear.
+fn fresh_staging(staging: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(staging);
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(staging).map_err(|e| format!("cannot make `{}`: {e}", staging.display()))
 }
 
 /// A key's remainder as a relative path with only normal components (no `..`, no root).

@@ -105,6 +105,20 @@ impl People<'_> {
     }
 }
 
+/// My Files' "Request export" of a home-folder file, with the session's cookie.
+fn export_from_page(server: &Server, cookie: &str, name: &str, why: &str) -> crate::support::http::Reply {
+    let body = json!({ "Name": name, "Justification": why }).to_string();
+    crate::support::http::tcp(&server.api)
+        .expect("connect")
+        .request(
+            "POST",
+            "/session/export",
+            &[("cookie", &format!("ds_session={cookie}")), ("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .expect("request")
+}
+
 fn vote(server: &Server, who: &str, id: &str, decision: &str, comment: Option<&str>) -> Called {
     let mut input = json!({ "RequestId": id, "Decision": decision });
     if let Some(comment) = comment {
@@ -323,29 +337,11 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
         server.call_as(&nora, "storage:PutObject", &json!({ "Bucket": HOME, "Key": key, "Body": b64(b"year,n\n2025,412\n2026,530\n") })),
         "put",
     );
-    let body = json!({ "Name": "figures.csv", "Justification": "the yearly counts" }).to_string();
-    let reply = crate::support::http::tcp(&server.api)
-        .expect("connect")
-        .request(
-            "POST",
-            "/session/export",
-            &[("cookie", &format!("ds_session={cookie}")), ("content-type", "application/json")],
-            body.as_bytes(),
-        )
-        .expect("request");
+    let reply = export_from_page(&server, &cookie, "figures.csv", "the yearly counts");
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.json()["State"], "in_review", "{}", String::from_utf8_lossy(&reply.body));
     // A name outside the home folder is refused.
-    let body = json!({ "Name": "../other/secret.csv", "Justification": "x" }).to_string();
-    let reply = crate::support::http::tcp(&server.api)
-        .expect("connect")
-        .request(
-            "POST",
-            "/session/export",
-            &[("cookie", &format!("ds_session={cookie}")), ("content-type", "application/json")],
-            body.as_bytes(),
-        )
-        .expect("request");
+    let reply = export_from_page(&server, &cookie, "../other/secret.csv", "x");
     assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(&reply.body));
     // From her own device, an export cannot bring a file of its own: it comes from inside.
     let created = ok(

@@ -383,6 +383,15 @@ fn strangers_at_the_relay(relay: &str, path: &str) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// A presigned URL of the shared notebook for a session, made through `node`.
+fn presigned(node: &Server, session_id: &str) -> String {
+    let made = node.ok(
+        "notebooks:CreatePresignedNotebookInstanceUrl",
+        json!({ "NotebookInstanceName": "shared-nb", "StreamingSessionId": session_id }),
+    );
+    made["AuthorizedUrl"].as_str().expect("a notebook URL").to_owned()
+}
+
 #[test]
 fn a_notebook_on_one_node_opens_from_a_session_on_another_and_answers_to_both() {
     use crate::notebooks::{execute, get, open_notebook, send};
@@ -417,13 +426,7 @@ fn a_notebook_on_one_node_opens_from_a_session_on_another_and_answers_to_both() 
     let session = eventually(60, "the session to be ACTIVE", || Some(status(&a, &cookie)).filter(|s| s["State"] == "ACTIVE"));
     let session_id = session["SessionId"].as_str().expect("session id").to_owned();
     assert_eq!(session_node(&shared, &session_id), "a");
-    let url = a.ok(
-        "notebooks:CreatePresignedNotebookInstanceUrl",
-        json!({ "NotebookInstanceName": "shared-nb", "StreamingSessionId": session_id }),
-    )["AuthorizedUrl"]
-        .as_str()
-        .expect("a notebook URL")
-        .to_owned();
+    let url = presigned(&a, &session_id);
 
     // The browser opens it on a; a's proxy reaches b's Jupyter through b's relay, for HTTP and
     // for a kernel's WebSocket.
@@ -472,13 +475,7 @@ fn a_notebook_on_one_node_opens_from_a_session_on_another_and_answers_to_both() 
         (described["NotebookInstanceStatus"] == "InService").then_some(())
     });
     assert_eq!(std::fs::metadata(volume.join("volume.img")).expect("b's disk").len(), 6 << 30);
-    let url = a.ok(
-        "notebooks:CreatePresignedNotebookInstanceUrl",
-        json!({ "NotebookInstanceName": "shared-nb", "StreamingSessionId": session_id }),
-    )["AuthorizedUrl"]
-        .as_str()
-        .expect("a notebook URL")
-        .to_owned();
+    let url = presigned(&a, &session_id);
     let (nb, base, notebook_cookie) = open_notebook(&a, &cookie, &url);
     let file = get(&nb, &format!("{base}api/contents/from-a.txt"), &notebook_cookie).json();
     assert_eq!(file["content"], "written through a", "{file}");
