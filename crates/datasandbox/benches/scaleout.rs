@@ -129,6 +129,11 @@ fn print_rates(rates: &[Rate]) {
     }
     println!("   (target for 2 nodes, one store: ≥ 0.8× per node; both nodes share this host's cores; a race lost is an instance");
     println!("   a node gave to a session another node had served first, then stopped)");
+    // What coordination alone costs: the same two nodes on this host, sharing one store or not.
+    let of = |topology: Topology| rates.iter().find(|r| r.topology == topology && r.failure.is_none()).map(Rate::per_second);
+    if let (Some(sharing), Some(apart)) = (of(Topology::TwoNodesSharing), of(Topology::TwoNodesApart)) {
+        println!("   coordination: 2 nodes sharing one store ÷ 2 nodes apart = {:.2} (1.00: sharing costs nothing)", sharing / apart);
+    }
 }
 
 fn print_audit(audit: &[AuditRun]) {
