@@ -24,6 +24,8 @@ pub(super) enum Outcome {
     Pass,
     Flag,
     Fail,
+    /// A failure the researcher asked the reviewers to pass, with a reason they read.
+    Overridden,
 }
 
 impl Outcome {
@@ -32,6 +34,7 @@ impl Outcome {
             Outcome::Pass => "PASS",
             Outcome::Flag => "FLAG",
             Outcome::Fail => "FAIL",
+            Outcome::Overridden => "OVERRIDDEN",
         }
     }
 }

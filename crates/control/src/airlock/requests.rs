@@ -239,10 +239,45 @@ struct RequestInput {
     request_id: String,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct SubmitInput {
+    request_id: String,
+    /// Failed checks the researcher asks the reviewers to pass anyway, each with why.
+    #[serde(default)]
+    overrides: Vec<OverrideInput>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct OverrideInput {
+    path: String,
+    rule: String,
+    justification: String,
+}
+
+/// The checks whose failure a researcher may ask the reviewers to pass, with a reason they
+/// read: those that judge what a table says. What a file is, what it carries, and raw rows of
+/// data are never passed over.
+const OVERRIDABLE: [&str; 3] = ["table.small-count", "lineage.row-count", "table.identifier"];
+
 /// Submits a request: its manifest frozen under a new submission, then checked at once:
-/// blocked if a check failed, else in review.
+/// blocked if a check failed that no override covers, else in review.
 pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let input: RequestInput = ctx.parse(input)?;
+    let input: SubmitInput = ctx.parse(input)?;
+    for asked in &input.overrides {
+        check_path(&asked.path)?;
+        if !OVERRIDABLE.contains(&asked.rule.as_str()) {
+            return Err(ActionError::validation(format!(
+                "check `{}` cannot be overridden; only {} can, with a justification the reviewers read",
+                asked.rule,
+                OVERRIDABLE.join(", ")
+            )));
+        }
+        if asked.justification.trim().is_empty() || asked.justification.len() > 2048 {
+            return Err(ActionError::validation("an override needs a Justification of 1..=2048 characters"));
+        }
+    }
     let (request, _) = own_request(ctx, &input.request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
     if !request.state.may_become(RequestState::Submitted) {
@@ -252,55 +287,15 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     if repo::files(store, &request.request_id).await?.is_empty() {
         return Err(ActionError::validation(format!("airlock request `{}` has no file to submit; add one first", request.request_id)));
     }
-    let settings = ctx.platform.current().airlock.clone();
-    let policy_version = settings.version();
+    let policy_version = ctx.platform.current().airlock.version();
     let submission = repo::submit(store, &request.request_id, request.state, &policy_version, now_millis())
         .await?
         .ok_or_else(|| conflict(&request, "submit it (it changed meanwhile)"))?;
     let id = &request.request_id;
-    // The manifest is read once the request is submitted: an addition that raced the
-    // submission either is in it (and checked) or was refused.
-    let files = repo::files(store, id).await?;
     step(ctx, id, RequestState::Submitted, RequestState::Scanning).await?;
-    let policy = checks::Policy {
-        allowed_types: &settings.allowed_types,
-        max_file_bytes: settings.max_file_bytes,
-        small_count_threshold: settings.small_count_threshold,
-    };
-    let mut failed = Vec::new();
-    let mut tables = Vec::new();
-    for file in &files {
-        let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &file.object_key).await?;
-        // The manifest is what was added: a copy that no longer hashes to it is blocked.
-        let mut findings = if hex::encode(Sha256::digest(&body)) == file.sha256 {
-            let mut findings = checks::check_file(&file.path, &body, &policy);
-            if settings.malware_scan {
-                findings.push(super::scan::scan(&settings.clamav_database, settings.max_file_bytes, body.clone()).await);
-            }
-            findings
-        } else {
-            vec![checks::Finding {
-                rule: "manifest.hash",
-                outcome: Outcome::Fail,
-                detail: "the stored copy does not match its manifest hash".into(),
-            }]
-        };
-        tables.extend(super::lineage::Table::of(&file.path, &body));
-        let earlier = repo::released_with_hash(store, &request.workspace, id, &file.sha256).await?;
-        if !earlier.is_empty() {
-            findings.push(checks::Finding {
-                rule: "diff.released",
-                outcome: Outcome::Flag,
-                detail: format!("identical to released {}", earlier.join(", ")),
-            });
-        }
-        for finding in findings {
-            record_finding(ctx, id, submission, &policy_version, &file.path, finding, &mut failed).await?;
-        }
-    }
-    for (path, finding) in super::lineage::check(ctx.platform, &tables).await {
-        record_finding(ctx, id, submission, &policy_version, &path, finding, &mut failed).await?;
-    }
+    let mut recorder = Recorder { id, submission, policy_version: &policy_version, overrides: &input.overrides, failed: Vec::new() };
+    run_checks(ctx, &request, &mut recorder).await?;
+    let failed = recorder.failed;
     let state = if failed.is_empty() {
         step(ctx, id, RequestState::Scanning, RequestState::Checked).await?;
         step(ctx, id, RequestState::Checked, RequestState::InReview).await?;
@@ -312,6 +307,78 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     Ok(json!({ "RequestId": id, "Submission": submission, "State": state.as_str(), "PolicyVersion": policy_version, "Failed": failed }))
 }
 
+/// Every check on the submitted manifest, each result kept through `recorder`. The manifest
+/// is read once the request is submitted: an addition that raced the submission either is in
+/// it (and checked) or was refused.
+async fn run_checks(ctx: &Ctx<'_>, request: &RequestRow, recorder: &mut Recorder<'_>) -> Result<(), ActionError> {
+    let (store, id) = (&ctx.platform.store, &request.request_id);
+    let settings = ctx.platform.current().airlock.clone();
+    let policy = checks::Policy {
+        allowed_types: &settings.allowed_types,
+        max_file_bytes: settings.max_file_bytes,
+        small_count_threshold: settings.small_count_threshold,
+    };
+    let mut tables = Vec::new();
+    for file in repo::files(store, id).await? {
+        let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &file.object_key).await?;
+        // The manifest is what was added: a copy that no longer hashes to it is blocked.
+        let mut findings = if hex::encode(Sha256::digest(&body)) == file.sha256 {
+            let mut findings = checks::check_file(&file.path, &body, &policy);
+            if settings.malware_scan {
+                findings.push(super::scan::scan(&settings.clamav_database, settings.max_file_bytes, body.clone()).await);
+            }
+            findings
+        } else {
+            let detail = "the stored copy does not match its manifest hash".into();
+            vec![checks::Finding { rule: "manifest.hash", outcome: Outcome::Fail, detail }]
+        };
+        tables.extend(super::lineage::Table::of(&file.path, &body));
+        let earlier = repo::released_with_hash(store, &request.workspace, id, &file.sha256).await?;
+        if !earlier.is_empty() {
+            let detail = format!("identical to released {}", earlier.join(", "));
+            findings.push(checks::Finding { rule: "diff.released", outcome: Outcome::Flag, detail });
+        }
+        for finding in findings {
+            recorder.record(ctx, &file.path, finding).await?;
+        }
+    }
+    for (path, finding) in super::lineage::check(ctx.platform, &tables).await {
+        recorder.record(ctx, &path, finding).await?;
+    }
+    Ok(())
+}
+
+/// Keeps a submission's check results, passing over the failures the researcher overrode.
+struct Recorder<'a> {
+    id: &'a str,
+    submission: i64,
+    policy_version: &'a str,
+    overrides: &'a [OverrideInput],
+    /// The failures no override covers: each blocks the request.
+    failed: Vec<String>,
+}
+
+impl Recorder<'_> {
+    async fn record(&mut self, ctx: &Ctx<'_>, path: &str, mut finding: checks::Finding) -> Result<(), ActionError> {
+        if finding.outcome == Outcome::Fail {
+            match self.overrides.iter().find(|o| o.path == path && o.rule == finding.rule) {
+                Some(asked) => {
+                    finding.outcome = Outcome::Overridden;
+                    finding.detail = format!("{}; the researcher asks to pass it: {}", finding.detail, asked.justification.trim());
+                }
+                None => self.failed.push(format!("{path}: {} ({})", finding.rule, for_researcher(finding.rule, &finding.detail))),
+            }
+        }
+        let row = CheckRow {
+            path: path.to_owned(),
+            rule: finding.rule.to_owned(),
+            outcome: finding.outcome.as_str().to_owned(),
+            detail: finding.detail,
+        };
+        repo::insert_check(&ctx.platform.store, self.id, self.submission, &row, self.policy_version).await
+    }
+}
+
 /// What a researcher is told of a check: not where a lineage check found their rows (the
 /// dataset, key and row), which would tell them what datasets they may not read hold; the
 /// reviewers see it.
@@ -321,28 +388,6 @@ fn for_researcher<'a>(rule: &str, detail: &'a str) -> &'a str {
     } else {
         detail
     }
-}
-
-/// Keeps one check's result with the submission; a failure joins `failed`.
-async fn record_finding(
-    ctx: &Ctx<'_>,
-    id: &str,
-    submission: i64,
-    policy_version: &str,
-    path: &str,
-    finding: checks::Finding,
-    failed: &mut Vec<String>,
-) -> Result<(), ActionError> {
-    if finding.outcome == Outcome::Fail {
-        failed.push(format!("{path}: {} ({})", finding.rule, for_researcher(finding.rule, &finding.detail)));
-    }
-    let row = CheckRow {
-        path: path.to_owned(),
-        rule: finding.rule.to_owned(),
-        outcome: finding.outcome.as_str().to_owned(),
-        detail: finding.detail,
-    };
-    repo::insert_check(&ctx.platform.store, id, submission, &row, policy_version).await
 }
 
 /// One move the service makes on its own, recorded in the trail under the request's action.

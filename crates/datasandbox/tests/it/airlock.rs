@@ -249,6 +249,27 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
         assert_eq!(refused(vote(&server, &rita, &id, "APPROVE", None)), "ConflictException", "a vote on a blocked request");
     }
 
+    // An override: the researcher asks the reviewers to pass a small count, with why. It goes
+    // to review marked as such; what a file is or carries is never passed over.
+    let key = people.put("rare.csv", b"disease,cases\nflu,1200\nrare-x,3\n");
+    let created = ok(
+        server.call_as(&nora, "airlock:CreateRequest", &json!({ "Direction": "EXPORT", "Workspace": STACK, "Justification": "x" })),
+        "create",
+    );
+    let rare = created["RequestId"].as_str().expect("id").to_owned();
+    ok(server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": rare, "Source": { "Bucket": HOME, "Key": key } })), "add");
+    let malware =
+        json!({ "RequestId": rare, "Overrides": [{ "Path": "rare.csv", "Rule": "malware.clamav", "Justification": "trust me" }] });
+    assert_eq!(refused(server.call_as(&nora, "airlock:SubmitRequest", &malware)), "ValidationException");
+    let why = "the count of 3 is published by the registry already";
+    let asked = json!({ "RequestId": rare, "Overrides": [{ "Path": "rare.csv", "Rule": "table.small-count", "Justification": why }] });
+    assert_eq!(ok(server.call_as(&nora, "airlock:SubmitRequest", &asked), "submit")["State"], "in_review");
+    let queue = ok(server.call_as(&rita, "airlock:DescribeReviewQueue", &json!({ "RequestId": rare })), "queue");
+    let checks = queue["Requests"][0]["Checks"].as_array().cloned().unwrap_or_default();
+    let small = checks.iter().find(|c| c["Rule"] == "table.small-count").expect("the small-count result");
+    assert_eq!(small["Outcome"], "OVERRIDDEN", "{checks:#?}");
+    assert!(small["Detail"].as_str().is_some_and(|d| d.contains(why)), "{small}");
+
     // Names that leave the request, and another user's file.
     let created = ok(
         server.call_as(&nora, "airlock:CreateRequest", &json!({ "Direction": "EXPORT", "Workspace": STACK, "Justification": "x" })),
