@@ -135,11 +135,38 @@ impl Volume {
 
     /// Grows a stopped notebook's disk (volumes only grow, as in SageMaker).
     pub fn grow(&self, size_gb: u64) -> Result<(), ActionError> {
+        // A stop that detached the disk lazily (a process still held it) lets go of its loop
+        // device a moment later: the disk is grown only once nothing holds it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while is_mounted(&self.disk()) || self.loop_attached() {
+            if std::time::Instant::now() > deadline {
+                return Err(ActionError::new(
+                    503,
+                    ErrorCode::ServiceUnavailable,
+                    "the volume's disk is still in use after its notebook stopped; start the notebook again in a moment",
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         let image = std::fs::OpenOptions::new().write(true).open(self.image()).map_err(ActionError::internal)?;
         image.set_len(size_gb * GIB).map_err(ActionError::internal)?;
         drop(image);
-        run(Command::new("e2fsck").args(["-f", "-p"]).arg(self.image()), "check the volume")?;
+        // e2fsck exits 1 when it corrected something (a journal replayed): the disk is sound.
+        let checked = Command::new("e2fsck").args(["-f", "-p"]).arg(self.image()).stdin(Stdio::null()).output();
+        match checked {
+            Ok(out) if matches!(out.status.code(), Some(0 | 1)) => {}
+            Ok(out) => {
+                let said = String::from_utf8_lossy(if out.stderr.is_empty() { &out.stdout } else { &out.stderr }).trim().to_owned();
+                return Err(ActionError::new(503, ErrorCode::ServiceUnavailable, format!("check the volume (e2fsck exit {:?}): {said}", out.status.code())));
+            }
+            Err(err) => return Err(ActionError::new(503, ErrorCode::ServiceUnavailable, format!("check the volume: {err}"))),
+        }
         run(Command::new("resize2fs").arg("-f").arg(self.image()), "grow the volume")
+    }
+
+    /// Whether a loop device still holds the disk's image.
+    fn loop_attached(&self) -> bool {
+        Command::new("losetup").arg("-j").arg(self.image()).output().is_ok_and(|out| !out.stdout.is_empty())
     }
 
     fn mount_disk(&self) -> Result<(), ActionError> {
