@@ -157,7 +157,11 @@ impl Volume {
             Ok(out) if matches!(out.status.code(), Some(0 | 1)) => {}
             Ok(out) => {
                 let said = String::from_utf8_lossy(if out.stderr.is_empty() { &out.stdout } else { &out.stderr }).trim().to_owned();
-                return Err(ActionError::new(503, ErrorCode::ServiceUnavailable, format!("check the volume (e2fsck exit {:?}): {said}", out.status.code())));
+                return Err(ActionError::new(
+                    503,
+                    ErrorCode::ServiceUnavailable,
+                    format!("check the volume (e2fsck exit {:?}): {said}", out.status.code()),
+                ));
             }
             Err(err) => return Err(ActionError::new(503, ErrorCode::ServiceUnavailable, format!("check the volume: {err}"))),
         }
