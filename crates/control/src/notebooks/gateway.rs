@@ -79,6 +79,11 @@ impl Notebooks {
 
     /// Where `name`'s Jupyter is: here, or through the relay of the node that runs it.
     async fn upstream(&self, name: &str) -> Result<Upstream, ActionError> {
+        // A notebook running here is known by its token (taken away first when it stops): no
+        // read of the store on every proxied request.
+        if let Some(local) = self.local_upstream(name) {
+            return Ok(local);
+        }
         let plane = &*self.pipeline.platform;
         let not_running = || ActionError::new(403, ErrorCode::AccessDeniedException, "the notebook is not running");
         let row = repo::find(plane, name).await?;
@@ -96,7 +101,7 @@ impl Notebooks {
                 })?;
                 Ok(Upstream::Relay { node, address })
             }
-            _ => self.local_upstream(name).ok_or_else(not_running),
+            _ => Err(not_running()),
         }
     }
 
