@@ -29,7 +29,10 @@ mod repo;
 mod requests;
 mod review;
 mod scan;
+mod sniff;
+mod source;
 mod state;
+mod table;
 
 pub use release::verify_record;
 

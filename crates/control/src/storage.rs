@@ -16,7 +16,7 @@ mod repo;
 
 pub(crate) use blobs::reclaim_blobs;
 pub(crate) use buckets::ensure_service_bucket;
-pub(crate) use objects::{keys_under, read_as_caller, read_internal, write_internal};
+pub(crate) use objects::{blob_internal, keys_under, read_as_caller, read_internal, write_internal};
 pub(crate) use repo::{
     OutboxRow, claim_notification, delete_notification, find_bucket, next_notification_due, queued_notifications, reschedule_notification,
 };

@@ -1,21 +1,27 @@
 //! The automated checks a submitted file goes through. Each result names its rule and says
 //! `PASS`, `FLAG` (the reviewers must look) or `FAIL` (the request is blocked). They read the
-//! file once, front to back, keeping only counters and the first few findings.
+//! file once, front to back, keeping only counters and the first few findings: memory does not grow with the file
+//! (`sniff.rs`, `table.rs`).
 //!
 //! - `type.allowed`: the type by content (magic bytes, then UTF-8 text) against the allow-list
-//!   (`airlock.allowed_types`: csv, tsv, text, markdown, json, png, pdf); anything else, an
-//!   archive included, fails.
+//!   (`airlock.allowed_types`: csv, tsv, text, markdown, json, png, pdf by default; `zip` may
+//!   be added); anything else fails.
+//! - `archive.*`: a ZIP archive is checked member by member (see [`archive`]).
 //! - `type.polyglot`: a file that is also another type (a ZIP directory inside a PDF or after a
 //!   PNG's end, markup or script in a text file) fails.
 //! - `size.limit`: a file over `airlock.max_file_bytes` fails: too large to check is blocked,
 //!   never passed.
-//! - `table.small-count`: in a CSV or TSV, a count from 1 to `airlock.small_count_threshold`
-//!   − 1 fails; `table.zero`: zeros are flagged; `table.identifier`: columns whose name looks
-//!   like an identifier are flagged.
+//! - `table.*`: what a table says (`table.rs`).
 //!
 //! The malware scan (`malware.clamav`) is `scan.rs`.
 
+use std::io::{self, BufReader, Read as _, SeekFrom, Write as _};
+
 use serde::Serialize;
+
+use super::sniff::{self, Sniffed};
+use super::source::Source;
+use super::table;
 
 /// How a check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,12 +71,13 @@ pub(super) enum Kind {
     Text,
     Png,
     Pdf,
+    Zip,
     /// Not an allowed kind: what it looks like.
     Other(&'static str),
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Kind::Csv => "csv",
             Kind::Tsv => "tsv",
@@ -79,16 +86,16 @@ impl Kind {
             Kind::Text => "text",
             Kind::Png => "png",
             Kind::Pdf => "pdf",
+            Kind::Zip => "zip",
             Kind::Other(what) => what,
         }
     }
 }
 
-/// The kind of `body`, named `path`.
-pub(super) fn kind_of(path: &str, body: &[u8]) -> Kind {
+/// The kind of a file, by its content (what one pass learned of it) and, among text, its name.
+/// A `.json` file is JSON here; whether it parses is checked on its own.
+pub(super) fn kind_of(path: &str, head: &[u8], text: bool) -> Kind {
     const SIGNATURES: &[(&[u8], &str)] = &[
-        (b"PK\x03\x04", "a ZIP archive"),
-        (b"PK\x05\x06", "a ZIP archive"),
         (b"\x1f\x8b", "a gzip archive"),
         (b"BZh", "a bzip2 archive"),
         (b"\xfd7zXZ\x00", "an xz archive"),
@@ -100,102 +107,223 @@ pub(super) fn kind_of(path: &str, body: &[u8]) -> Kind {
         (b"SQLite format 3\x00", "an SQLite database"),
         (b"PAR1", "a Parquet file"),
     ];
-    if body.starts_with(b"\x89PNG\r\n\x1a\n") {
+    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
         return Kind::Png;
     }
-    if body.starts_with(b"%PDF-") {
+    if head.starts_with(b"%PDF-") {
         return Kind::Pdf;
     }
-    if let Some((_, what)) = SIGNATURES.iter().find(|(magic, _)| body.starts_with(magic)) {
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        return Kind::Zip;
+    }
+    if let Some((_, what)) = SIGNATURES.iter().find(|(magic, _)| head.starts_with(magic)) {
         return Kind::Other(what);
     }
-    if body.contains(&0) || std::str::from_utf8(body).is_err() {
+    if !text {
         return Kind::Other("binary data");
     }
     let lower = path.to_ascii_lowercase();
-    let extension = lower.rsplit_once('.').map_or("", |(_, e)| e);
-    match extension {
+    match lower.rsplit_once('.').map_or("", |(_, e)| e) {
         "csv" => Kind::Csv,
         "tsv" | "tab" => Kind::Tsv,
-        "json" if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => Kind::Json,
-        "json" => Kind::Other("text that is not valid JSON"),
+        "json" => Kind::Json,
         "md" | "markdown" => Kind::Markdown,
         _ => Kind::Text,
     }
 }
 
-/// Every check on one file.
-pub(super) fn check_file(path: &str, body: &[u8], policy: &Policy<'_>) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    let pass = |rule, detail: &str| Finding { rule, outcome: Outcome::Pass, detail: detail.to_owned() };
-    if body.len() as u64 > policy.max_file_bytes {
-        findings.push(Finding {
-            rule: "size.limit",
-            outcome: Outcome::Fail,
-            detail: format!(
-                "{} bytes is over the {} the checks read (airlock.max_file_bytes): blocked, not skipped",
-                body.len(),
-                policy.max_file_bytes
-            ),
-        });
-        return findings;
+/// Whether `body` is a PNG (for a preview).
+pub(super) fn is_png(body: &[u8]) -> bool {
+    body.starts_with(b"\x89PNG\r\n\x1a\n")
+}
+
+/// What the checks of one file found, and the tables it holds (itself, or an archive's
+/// members) for the lineage check.
+pub(super) struct Checked {
+    pub findings: Vec<Finding>,
+    pub tables: Vec<(String, table::Read)>,
+}
+
+/// Every check on one file, read from `source` (several passes, each front to back). With
+/// `sha256`, a file that does not hash to it is failed and checked no further.
+pub(super) fn check_file(path: &str, source: &mut dyn Source, sha256: Option<&str>, policy: &Policy<'_>) -> io::Result<Checked> {
+    let mut checked = Checked { findings: Vec::new(), tables: Vec::new() };
+    check_into(path, source, sha256, policy, 0, &mut checked)?;
+    Ok(checked)
+}
+
+fn check_into(
+    path: &str,
+    source: &mut dyn Source,
+    sha256: Option<&str>,
+    policy: &Policy<'_>,
+    depth: usize,
+    checked: &mut Checked,
+) -> io::Result<()> {
+    let findings = &mut checked.findings;
+    let size = source.seek(SeekFrom::End(0))?;
+    if size > policy.max_file_bytes {
+        let detail =
+            format!("{size} bytes is over the {} the checks read (airlock.max_file_bytes): blocked, not skipped", policy.max_file_bytes);
+        findings.push(Finding { rule: "size.limit", outcome: Outcome::Fail, detail });
+        return Ok(());
     }
-    findings.push(pass("size.limit", &format!("{} bytes", body.len())));
-    let kind = kind_of(path, body);
-    if policy.allowed_types.iter().any(|t| t == kind.name()) {
-        findings.push(pass("type.allowed", kind.name()));
-    } else {
+    findings.push(pass("size.limit", format!("{size} bytes")));
+    source.rewind()?;
+    let sniffed = sniff::sniff(source)?;
+    if let Some(expected) = sha256
+        && sniffed.sha256 != expected
+    {
+        let detail = "the stored copy does not match its manifest hash".into();
+        findings.push(Finding { rule: "manifest.hash", outcome: Outcome::Fail, detail });
+        return Ok(());
+    }
+    let mut kind = kind_of(path, &sniffed.head, sniffed.utf8 && !sniffed.nul);
+    if kind == Kind::Json {
+        source.rewind()?;
+        if serde_json::from_reader::<_, serde::de::IgnoredAny>(BufReader::new(&mut *source)).is_err() {
+            kind = Kind::Other("text that is not valid JSON");
+        }
+    }
+    if !policy.allowed_types.iter().any(|t| t == kind.name()) {
         findings.push(Finding {
             rule: "type.allowed",
             outcome: Outcome::Fail,
             detail: format!("{} by its content, which is not among the allowed types ({})", kind.name(), policy.allowed_types.join(", ")),
         });
-        return findings;
+        return Ok(());
     }
-    findings.push(match polyglot(kind, body) {
+    findings.push(pass("type.allowed", kind.name().to_owned()));
+    if kind == Kind::Zip {
+        source.rewind()?;
+        return archive(path, source, policy, depth, checked);
+    }
+    findings.push(match polyglot(kind, &sniffed) {
         Some(why) => Finding { rule: "type.polyglot", outcome: Outcome::Fail, detail: why },
-        None => pass("type.polyglot", "one type only"),
+        None => pass("type.polyglot", "one type only".into()),
     });
     // Whatever its name says, text that is a table is checked as one.
-    if let Some(separator) = table_separator(kind, body) {
-        findings.extend(check_table(body, separator, policy.small_count_threshold));
+    let separator = match kind {
+        Kind::Tsv => Some(b'\t'),
+        Kind::Csv => Some(b','),
+        Kind::Text | Kind::Markdown => table::separator_of(&sniffed.head, size <= sniff::HEAD as u64),
+        Kind::Png | Kind::Pdf | Kind::Json | Kind::Zip | Kind::Other(_) => None,
+    };
+    if let Some(separator) = separator {
+        source.rewind()?;
+        let read = table::check(BufReader::with_capacity(1 << 16, &mut *source), separator, policy.small_count_threshold)?;
+        checked.findings.extend(read.findings.iter().cloned());
+        checked.tables.push((path.to_owned(), read));
     }
-    findings
+    Ok(())
+}
+
+fn pass(rule: &'static str, detail: String) -> Finding {
+    Finding { rule, outcome: Outcome::Pass, detail }
 }
 
 /// Why a file of `kind` is also something else, if it is.
-fn polyglot(kind: Kind, body: &[u8]) -> Option<String> {
-    let find = |needle: &[u8]| body.windows(needle.len()).position(|w| w == needle);
+fn polyglot(kind: Kind, sniffed: &Sniffed) -> Option<String> {
     match kind {
-        Kind::Png => match png_chunks(body) {
-            Err(why) => Some(why),
-            Ok(chunks) if chunks.last().map(|(kind, _)| kind.as_slice()) != Some(b"IEND") => Some("the PNG has no end (IEND)".into()),
-            Ok(chunks) => {
-                let end: usize = 8 + chunks.iter().map(|(_, len)| len).sum::<usize>();
-                (end < body.len()).then(|| format!("{} bytes follow the PNG's end", body.len() - end))
-            }
+        Kind::Png => match &sniffed.png_end {
+            Err(why) => Some(why.clone()),
+            Ok(end) => (*end < sniffed.size).then(|| format!("{} bytes follow the PNG's end", sniffed.size - end)),
         },
-        Kind::Pdf => {
-            // What a PDF may carry besides pages, and compressed object streams, which could
-            // hide those names from this search: refused rather than guessed at.
-            const CARRIERS: [&str; 7] = ["/EmbeddedFile", "/JavaScript", "/JS", "/Launch", "/RichMedia", "/XFA", "/ObjStm"];
-            CARRIERS
-                .iter()
-                .find_map(|name| {
-                    find(name.as_bytes())
-                        .map(|at| format!("the PDF holds {name} at byte {at}; export it as plain pages (PDF/A, no object streams)"))
-                })
-                .or_else(|| find(b"PK\x03\x04").or(find(b"PK\x05\x06")).map(|at| format!("a ZIP archive is inside the PDF at byte {at}")))
-        }
-        _ => {
-            // Without a lower-cased copy of the file: compared in place, case-insensitively.
-            ["<script", "<svg", "<html", "<iframe", "javascript:"].iter().find_map(|tag| {
-                body.windows(tag.len())
-                    .position(|w| w.eq_ignore_ascii_case(tag.as_bytes()))
-                    .map(|at| format!("markup `{tag}` at byte {at}"))
-            })
-        }
+        Kind::Pdf => sniffed
+            .carrier
+            .map(|(name, at)| format!("the PDF holds {name} at byte {at}; export it as plain pages (PDF/A, no object streams)"))
+            .or_else(|| sniffed.zip_inside.map(|at| format!("a ZIP archive is inside the PDF at byte {at}"))),
+        _ => sniffed.markup.map(|(tag, at)| format!("markup `{tag}` at byte {at}")),
     }
+}
+
+/// The most members an archive may have, and the most its members may expand to per byte
+/// stored (beyond the first MiB): more is a ZIP bomb.
+const ARCHIVE_MEMBERS: usize = 1000;
+const ARCHIVE_RATIO: u64 = 100;
+
+/// A ZIP archive, member by member: each name must be a plain relative path, the members
+/// together no larger than `airlock.max_file_bytes` and none expanding more than
+/// [`ARCHIVE_RATIO`] times (both measured on the bytes as they come out, not on what the
+/// archive declares), no archive inside another; each member is then checked as a file of
+/// its own (spilled to a temporary file, read in passes like any file).
+fn archive(path: &str, source: &mut dyn Source, policy: &Policy<'_>, depth: usize, checked: &mut Checked) -> io::Result<()> {
+    let fail = |rule, detail: String| Finding { rule, outcome: Outcome::Fail, detail };
+    if depth > 0 {
+        checked.findings.push(fail("archive.nested", format!("`{path}` is an archive inside an archive")));
+        return Ok(());
+    }
+    let mut zip = match zip::ZipArchive::new(&mut *source) {
+        Ok(zip) => zip,
+        Err(err) => {
+            checked.findings.push(fail("archive.member", format!("the archive cannot be read: {err}")));
+            return Ok(());
+        }
+    };
+    if zip.len() > ARCHIVE_MEMBERS {
+        checked.findings.push(fail("archive.members", format!("{} members, over the {ARCHIVE_MEMBERS} an archive may hold", zip.len())));
+        return Ok(());
+    }
+    let (mut budget, mut files) = (policy.max_file_bytes, 0usize);
+    for index in 0..zip.len() {
+        let mut member = match zip.by_index(index) {
+            Ok(member) => member,
+            Err(err) => {
+                checked.findings.push(fail("archive.member", format!("member {index} cannot be read: {err}")));
+                return Ok(());
+            }
+        };
+        let name = String::from_utf8_lossy(member.name_raw()).into_owned();
+        let plain = name.strip_suffix('/').filter(|_| member.is_dir()).unwrap_or(&name);
+        if !super::state::is_plain_path(plain) || member.is_symlink() {
+            let detail =
+                format!("member `{}` is not a plain relative path (traversal, absolute, a link, or unprintable)", name.escape_debug());
+            checked.findings.push(fail("archive.path", detail));
+            return Ok(());
+        }
+        if member.is_dir() {
+            continue;
+        }
+        let stored = member.compressed_size();
+        let mut spill = tempfile::tempfile()?;
+        let (mut out, mut piece) = (0u64, vec![0u8; 1 << 16]);
+        loop {
+            let n = match member.read(&mut piece) {
+                Ok(n) => n,
+                Err(err) => {
+                    checked.findings.push(fail("archive.member", format!("member `{name}` cannot be read: {err}")));
+                    return Ok(());
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            out += n as u64;
+            if out > budget {
+                let detail = format!("the members expand past {} bytes (airlock.max_file_bytes)", policy.max_file_bytes);
+                checked.findings.push(fail("archive.size", detail));
+                return Ok(());
+            }
+            if out > (1 << 20) && out > stored.saturating_mul(ARCHIVE_RATIO) {
+                let detail = format!("member `{name}` expands past {ARCHIVE_RATIO} times its {stored} stored bytes: a ZIP bomb");
+                checked.findings.push(fail("archive.ratio", detail));
+                return Ok(());
+            }
+            spill.write_all(&piece[..n])?;
+        }
+        budget -= out;
+        files += 1;
+        drop(member);
+        let mut inner = Checked { findings: Vec::new(), tables: Vec::new() };
+        let inside = format!("{path}!{name}");
+        check_into(&name, &mut spill, None, policy, depth + 1, &mut inner)?;
+        let found = inner.findings.into_iter().filter(|f| f.outcome != Outcome::Pass);
+        checked.findings.extend(found.map(|f| Finding { detail: format!("in `{name}`: {}", f.detail), ..f }));
+        checked.tables.extend(inner.tables.into_iter().map(|(_, read)| (inside.clone(), read)));
+    }
+    let total = policy.max_file_bytes - budget;
+    checked.findings.push(pass("archive.members", format!("{files} member file(s), {total} bytes when expanded, each checked")));
+    Ok(())
 }
 
 /// A PNG's chunks (type, whole length with its header and CRC) up to and with `IEND`, or why
@@ -216,144 +344,6 @@ fn png_chunks(body: &[u8]) -> Result<Vec<([u8; 4], usize)>, String> {
         }
     }
     Ok(chunks)
-}
-
-/// The separator of `body` if it is a table: a CSV or TSV by content, or any text whose first
-/// records all split into the same number (two or more) of fields on one separator.
-pub(super) fn table_separator(kind: Kind, body: &[u8]) -> Option<u8> {
-    let consistent = |separator: u8| {
-        let widths: Vec<usize> =
-            Records::new(body, separator).take(20).filter(|r| r.iter().any(|f| !f.trim().is_empty())).map(|r| r.len()).collect();
-        widths.len() >= 2 && widths[0] >= 2 && widths.iter().all(|w| *w == widths[0])
-    };
-    match kind {
-        Kind::Png | Kind::Pdf | Kind::Json | Kind::Other(_) => None,
-        Kind::Tsv => Some(b'\t'),
-        Kind::Csv => Some(b','),
-        Kind::Text | Kind::Markdown => [b',', b'\t', b';', b'|'].into_iter().find(|s| consistent(*s)),
-    }
-}
-
-/// The most findings of one kind a table check lists (the count says how many there were).
-const LISTED: usize = 5;
-
-/// The table checks of a CSV or TSV: small counts fail, zeros and identifier-like columns are
-/// flagged.
-fn check_table(body: &[u8], separator: u8, threshold: u64) -> Vec<Finding> {
-    let mut rows = Records::new(body, separator);
-    let header: Vec<String> = rows.next().unwrap_or_default();
-    let identifiers: Vec<&String> = header.iter().filter(|name| looks_like_identifier(name)).collect();
-    let (mut small, mut zeros) = (Vec::new(), 0usize);
-    let mut small_count = 0usize;
-    for (row, record) in rows.enumerate() {
-        for (column, cell) in record.iter().enumerate() {
-            let Some(value) = count_in(cell) else { continue };
-            if value == 0.0 {
-                zeros += 1;
-            } else if value.fract() == 0.0 && value >= 1.0 && value < threshold as f64 {
-                small_count += 1;
-                if small.len() < LISTED {
-                    let name = header.get(column).map_or_else(|| format!("column {}", column + 1), |h| format!("`{h}`"));
-                    small.push(format!("{value} at row {}, {name}", row + 2));
-                }
-            }
-        }
-    }
-    let mut findings = Vec::new();
-    findings.push(if small_count > 0 {
-        Finding {
-            rule: "table.small-count",
-            outcome: Outcome::Fail,
-            detail: format!("{small_count} count(s) from 1 to {}: {}", threshold - 1, small.join("; ")),
-        }
-    } else {
-        Finding { rule: "table.small-count", outcome: Outcome::Pass, detail: format!("no count below {threshold}") }
-    });
-    if zeros > 0 {
-        findings.push(Finding { rule: "table.zero", outcome: Outcome::Flag, detail: format!("{zeros} zero cell(s)") });
-    }
-    if !identifiers.is_empty() {
-        let names: Vec<String> = identifiers.iter().map(|n| format!("`{n}`")).collect();
-        findings.push(Finding {
-            rule: "table.identifier",
-            outcome: Outcome::Flag,
-            detail: format!("column(s) that look like identifiers: {}", names.join(", ")),
-        });
-    }
-    findings
-}
-
-/// The count a cell shows, if it shows one: a number, signed or not, in ASCII or full-width
-/// digits, alone or followed by a note (`3 (2.1%)`, `3*`). A suppressed cell (`<5`, `*`)
-/// shows none.
-fn count_in(cell: &str) -> Option<f64> {
-    let ascii: String = cell
-        .trim()
-        .chars()
-        .map(|c| match c {
-            '\u{ff10}'..='\u{ff19}' => char::from(b'0' + (c as u32 - 0xff10) as u8),
-            '\u{ff0e}' => '.',
-            '\u{ff0d}' | '\u{2212}' => '-',
-            other => other,
-        })
-        .collect();
-    let unsigned = ascii.trim_start_matches(['-', '+']).trim_start();
-    let number: String = unsigned.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
-    let rest = unsigned[number.len()..].trim_start();
-    if number.is_empty() || !(rest.is_empty() || rest.starts_with(['(', '%', '*', '[', ' '])) {
-        return None;
-    }
-    number.parse::<f64>().ok()
-}
-
-fn looks_like_identifier(name: &str) -> bool {
-    let lower = name.trim().to_ascii_lowercase();
-    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
-    words.iter().any(|w| ["id", "nhs", "ssn", "email", "dob", "postcode", "zip", "phone", "mrn", "name"].contains(w))
-}
-
-/// The records of a CSV or TSV (RFC 4180 quoting), one at a time.
-pub(super) struct Records<'a> {
-    body: &'a [u8],
-    at: usize,
-    separator: u8,
-}
-
-impl<'a> Records<'a> {
-    pub(super) fn new(body: &'a [u8], separator: u8) -> Records<'a> {
-        Records { body, at: 0, separator }
-    }
-}
-
-impl Iterator for Records<'_> {
-    type Item = Vec<String>;
-
-    fn next(&mut self) -> Option<Vec<String>> {
-        if self.at >= self.body.len() {
-            return None;
-        }
-        let (mut fields, mut field, mut quoted) = (Vec::new(), Vec::new(), false);
-        while self.at < self.body.len() {
-            let byte = self.body[self.at];
-            self.at += 1;
-            match (quoted, byte) {
-                (true, b'"') if self.body.get(self.at) == Some(&b'"') => {
-                    field.push(b'"');
-                    self.at += 1;
-                }
-                (true, b'"') => quoted = false,
-                (true, _) => field.push(byte),
-                (false, b'"') if field.is_empty() => quoted = true,
-                // CRLF, LF, or a lone CR (old Mac files, which spreadsheets still read) ends a record.
-                (false, b'\r') if self.body.get(self.at) == Some(&b'\n') => {}
-                (false, b'\r' | b'\n') => break,
-                (false, b) if b == self.separator => fields.push(String::from_utf8_lossy(&std::mem::take(&mut field)).into_owned()),
-                (false, _) => field.push(byte),
-            }
-        }
-        fields.push(String::from_utf8_lossy(&field).into_owned());
-        Some(fields)
-    }
 }
 
 /// The chunks a PNG keeps: those that draw it. Every other chunk (text, EXIF, times, ICC
@@ -392,7 +382,8 @@ mod tests {
 
     fn run(path: &str, body: &[u8]) -> Vec<Finding> {
         let (types, threshold) = policy();
-        check_file(path, body, &Policy { allowed_types: &types, max_file_bytes: 1 << 20, small_count_threshold: threshold })
+        let policy = Policy { allowed_types: &types, max_file_bytes: 1 << 20, small_count_threshold: threshold };
+        check_file(path, &mut io::Cursor::new(body), None, &policy).expect("read").findings
     }
 
     fn failed(findings: &[Finding]) -> Vec<&'static str> {
@@ -439,8 +430,9 @@ mod tests {
         assert_eq!(failed(&run("results.csv", b"\x7fELF\x02\x01\x01")), ["type.allowed"]);
         assert_eq!(failed(&run("results.zip", b"PK\x03\x04\x14\x00")), ["type.allowed"]);
         assert_eq!(failed(&run("notes.txt", b"a\x00b")), ["type.allowed"]);
-        assert_eq!(kind_of("figure.txt", b"\x89PNG\r\n\x1a\nrest"), Kind::Png);
-        assert_eq!(kind_of("data.json", b"{\"a\": [1, 2]}"), Kind::Json);
+        assert_eq!(kind_of("figure.txt", b"\x89PNG\r\n\x1a\nrest", false), Kind::Png);
+        assert_eq!(kind_of("data.json", b"{\"a\": [1, 2]}", true), Kind::Json);
+        assert!(failed(&run("data.json", b"{\"a\": [1, 2]}")).is_empty());
         assert_eq!(failed(&run("data.json", b"{\"a\": ")), ["type.allowed"]);
     }
 
@@ -484,8 +476,50 @@ mod tests {
     #[test]
     fn a_file_too_large_to_check_is_blocked() {
         let (types, _) = policy();
-        let findings =
-            check_file("big.csv", &[b'1'; 100], &Policy { allowed_types: &types, max_file_bytes: 99, small_count_threshold: 10 });
+        let policy = Policy { allowed_types: &types, max_file_bytes: 99, small_count_threshold: 10 };
+        let findings = check_file("big.csv", &mut io::Cursor::new([b'1'; 100]), None, &policy).expect("read").findings;
         assert_eq!(failed(&findings), ["size.limit"]);
+    }
+
+    fn zipped(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        for (name, body) in members {
+            writer.start_file(*name, zip::write::SimpleFileOptions::default()).expect("a member");
+            writer.write_all(body).expect("write");
+        }
+        writer.finish().expect("finish").into_inner()
+    }
+
+    fn run_zip(body: &[u8]) -> Vec<Finding> {
+        let (mut types, threshold) = policy();
+        types.push("zip".into());
+        let policy = Policy { allowed_types: &types, max_file_bytes: 64 << 20, small_count_threshold: threshold };
+        check_file("results.zip", &mut io::Cursor::new(body), None, &policy).expect("read").findings
+    }
+
+    #[test]
+    fn an_archive_is_checked_member_by_member() {
+        let safe = zipped(&[("tables/a.csv", b"region,count\nnorth,120\n"), ("notes.md", b"# Notes\n")]);
+        let findings = run_zip(&safe);
+        assert!(failed(&findings).is_empty(), "{findings:?}");
+        assert!(findings.iter().any(|f| f.rule == "archive.members" && f.detail.starts_with("2 member file(s)")));
+        let small = run_zip(&zipped(&[("a.csv", b"region,count\nnorth,120\nsouth,3\n")]));
+        assert_eq!(failed(&small), ["table.small-count"]);
+        assert!(small.iter().any(|f| f.detail.starts_with("in `a.csv`: 1 count(s)")), "{small:?}");
+        assert_eq!(failed(&run_zip(&zipped(&[("../etc/passwd", b"x")]))), ["archive.path"]);
+        assert_eq!(failed(&run_zip(&zipped(&[("/abs.txt", b"x")]))), ["archive.path"]);
+        assert_eq!(failed(&run_zip(&zipped(&[("inner.zip", &safe)]))), ["archive.nested"]);
+        assert_eq!(failed(&run_zip(&zipped(&[("tool", b"\x7fELF\x02\x01")]))), ["type.allowed"]);
+        // 20 MiB of zeros deflate to about 20 KiB: stopped as soon as the ratio is passed.
+        let mut writer = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        writer.start_file("zeros.csv", zip::write::SimpleFileOptions::default()).expect("a member");
+        let block = vec![b'0'; 1 << 20];
+        for _ in 0..20 {
+            writer.write_all(&block).expect("write");
+        }
+        let bomb = writer.finish().expect("finish").into_inner();
+        assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+        assert_eq!(failed(&run_zip(&bomb)), ["archive.ratio"]);
+        assert_eq!(failed(&run_zip(b"PK\x03\x04 not really")), ["archive.member"]);
     }
 }

@@ -6,13 +6,16 @@
 //! - `lineage.row-count`: an output with at least 90% as many rows as a dataset file of 20 or
 //!   more rows fails: a table that large is the data, not a statistic about it.
 //!
-//! Only the output's row hashes are held; the datasets are read one object at a time, up to
-//! `LINEAGE_BYTES` in all. A comparison that could not be made whole (that cap, a dataset
+//! Only the output's row hashes are held; the datasets are read one object at a time, each in
+//! pieces, up to `LINEAGE_BYTES` in all. A comparison that could not be made whole (that cap, a dataset
 //! that could not be read) blocks the request: what was not compared is not passed.
 
-use std::hash::{Hash, Hasher};
+use std::io::{BufReader, Read as _};
 
-use super::checks::{Finding, Outcome, Records, kind_of, table_separator};
+use super::checks::{Finding, Outcome, kind_of};
+use super::source::BlobReader;
+use super::table::{self, HASHED_ROWS, Records, row_hash};
+use crate::core::error::ActionError;
 use crate::core::platform::Platform;
 
 /// How much dataset content one submission compares at most.
@@ -24,43 +27,21 @@ const ROW_COUNT_SHARE: f64 = 0.9;
 const ROW_COUNT_FLOOR: usize = 20;
 
 /// A table of the submission: its path, and its rows' hashes with the first row each came
-/// from (without the header), sorted by hash: 16 bytes a row.
+/// from, sorted by hash: 16 bytes a row, for at most [`HASHED_ROWS`] rows.
 pub(super) struct Table {
     pub path: String,
     rows: Vec<(u64, u64)>,
     count: usize,
 }
 
-/// The separator of a dataset file: by its name, else by its content.
-fn separator(path: &str, body: &[u8]) -> Option<u8> {
-    table_separator(kind_of(path, body), body)
-}
-
-fn row_hash(fields: &[String]) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for field in fields {
-        field.trim().to_lowercase().hash(&mut hasher);
-    }
-    hasher.finish()
-}
-
 impl Table {
-    /// The table `body` holds, if it is one (by content, whatever its name).
-    pub(super) fn of(path: &str, body: &[u8]) -> Option<Table> {
-        let mut records = Records::new(body, separator(path, body)?);
-        records.next();
-        let mut rows = Vec::new();
-        for (index, record) in records.enumerate() {
-            if record.iter().all(|f| f.trim().is_empty()) {
-                continue;
-            }
-            rows.push((row_hash(&record), index as u64 + 2));
-        }
-        let count = rows.len();
+    /// The table a pass over a file read.
+    pub(super) fn new(path: String, read: table::Read) -> Table {
+        let mut rows = read.rows;
         rows.sort_unstable();
         rows.dedup_by_key(|(hash, _)| *hash);
         rows.shrink_to_fit();
-        Some(Table { path: path.to_owned(), rows, count })
+        Table { path, rows, count: read.count }
     }
 
     /// The output row whose hash this is, if any.
@@ -69,14 +50,23 @@ impl Table {
     }
 }
 
+/// A dataset file to compare with.
+struct Source {
+    dataset: String,
+    key: String,
+    blob: String,
+    size: u64,
+}
+
 /// Compares the submission's tables with every dataset's CSV and TSV files.
-pub(super) async fn check(plane: &Platform, tables: &[Table]) -> Vec<(String, Finding)> {
+pub(super) async fn check(plane: &Platform, tables: Vec<Table>) -> Result<Vec<(String, Finding)>, ActionError> {
     if tables.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let mut found: Vec<Vec<String>> = vec![Vec::new(); tables.len()];
-    let mut large: Vec<Vec<String>> = vec![Vec::new(); tables.len()];
-    let (mut read, mut cut) = (0u64, None);
+    let (mut sources, mut read, mut cut) = (Vec::new(), 0u64, None);
+    if let Some(table) = tables.iter().find(|t| t.count > HASHED_ROWS) {
+        cut = Some(format!("`{}` has {} rows; only the first {HASHED_ROWS} were compared", table.path, table.count));
+    }
     'datasets: for dataset in &plane.current().datasets {
         let keys = match crate::storage::keys_under(plane, dataset.bucket.as_str(), &dataset.prefix).await {
             Ok(keys) => keys,
@@ -91,29 +81,63 @@ pub(super) async fn check(plane: &Platform, tables: &[Table]) -> Vec<(String, Fi
                 break 'datasets;
             }
             read += size;
-            let Ok(body) = crate::storage::read_internal(plane, dataset.bucket.as_str(), &key).await else {
-                cut = Some(format!("`{}/{key}` could not be read", dataset.bucket));
-                continue;
-            };
-            let Some(sep) = separator(&key, &body) else { continue };
-            let mut records = Records::new(&body, sep);
-            records.next();
-            let mut rows = 0usize;
-            for (index, record) in records.enumerate() {
-                rows += 1;
-                let hash = row_hash(&record);
-                for (table, hits) in tables.iter().zip(found.iter_mut()) {
-                    if let Some(at) = table.row_of(hash)
-                        && hits.len() < 3
-                    {
-                        hits.push(format!("row {at} is row {} of dataset `{}` ({key})", index + 2, dataset.name));
-                    }
+            match crate::storage::blob_internal(plane, dataset.bucket.as_str(), &key).await {
+                Ok((blob, size)) => sources.push(Source { dataset: dataset.name.clone(), key, blob, size }),
+                Err(_) => cut = Some(format!("`{}/{key}` could not be read", dataset.bucket)),
+            }
+        }
+    }
+    let readers: Vec<(Source, BlobReader)> = sources
+        .into_iter()
+        .map(|source| {
+            let reader = BlobReader::new(plane.blobs.clone(), source.blob.clone(), source.size);
+            (source, reader)
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || compare(&tables, readers, cut)).await.map_err(ActionError::internal)
+}
+
+/// Reads each dataset file once, front to back, against every table.
+fn compare(tables: &[Table], readers: Vec<(Source, BlobReader)>, mut cut: Option<String>) -> Vec<(String, Finding)> {
+    let mut found: Vec<Vec<String>> = vec![Vec::new(); tables.len()];
+    let mut large: Vec<Vec<String>> = vec![Vec::new(); tables.len()];
+    for (source, mut reader) in readers {
+        let Source { dataset, key, .. } = source;
+        let mut head = Vec::new();
+        if (&mut reader).take(super::sniff::HEAD as u64).read_to_end(&mut head).is_err() {
+            cut = Some(format!("`{key}` of dataset `{dataset}` could not be read"));
+            continue;
+        }
+        // By its name, else by its content (a start of text may end inside a character).
+        let text = !head.contains(&0) && std::str::from_utf8(&head).map_or_else(|e| e.error_len().is_none(), |_| true);
+        let separator = match kind_of(&key, &head, text).name() {
+            "csv" => Some(b','),
+            "tsv" => Some(b'\t'),
+            "text" | "markdown" => table::separator_of(&head, (head.len() as u64) < super::sniff::HEAD as u64),
+            _ => None,
+        };
+        let Some(separator) = separator else { continue };
+        let whole = std::io::Cursor::new(head).chain(reader);
+        let mut records = Records::new(BufReader::with_capacity(1 << 16, whole), separator);
+        records.next();
+        let mut rows = 0usize;
+        for (index, record) in records.by_ref().enumerate() {
+            rows += 1;
+            let hash = row_hash(&record);
+            for (table, hits) in tables.iter().zip(found.iter_mut()) {
+                if let Some(at) = table.row_of(hash)
+                    && hits.len() < 3
+                {
+                    hits.push(format!("row {at} is row {} of dataset `{dataset}` ({key})", index + 2));
                 }
             }
-            for (table, hits) in tables.iter().zip(large.iter_mut()) {
-                if rows >= ROW_COUNT_FLOOR && table.count as f64 >= ROW_COUNT_SHARE * rows as f64 {
-                    hits.push(format!("{} rows, {} in dataset `{}` ({key})", table.count, rows, dataset.name));
-                }
+        }
+        if records.error.is_some() {
+            cut = Some(format!("`{key}` of dataset `{dataset}` could not be read whole"));
+        }
+        for (table, hits) in tables.iter().zip(large.iter_mut()) {
+            if rows >= ROW_COUNT_FLOOR && table.count as f64 >= ROW_COUNT_SHARE * rows as f64 {
+                hits.push(format!("{} rows, {rows} in dataset `{dataset}` ({key})", table.count));
             }
         }
     }
@@ -151,9 +175,10 @@ mod tests {
 
     #[test]
     fn rows_are_compared_trimmed_and_without_case() {
-        let table = Table::of("out.csv", b"name,count\n Alice ,42\nbob,7\n").expect("a table");
+        let read = table::check(&b"name,count\n Alice ,42\nbob,70\n"[..], b',', 10).expect("read");
+        let table = Table::new("out.csv".into(), read);
         assert_eq!(table.count, 2);
         assert_eq!(table.row_of(row_hash(&["alice".into(), "42".into()])), Some(2));
-        assert!(Table::of("out.txt", b"just a note\n").is_none(), "prose is not a table");
+        assert!(table::separator_of(b"just a note\n", true).is_none(), "prose is not a table");
     }
 }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::checks::{self, Outcome};
 use super::repo::{self, CheckRow, FileRow, NewRequest, RequestRow};
+use super::source::BlobReader;
 use super::state::{AIRLOCK_BUCKET, Direction, RequestState};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
@@ -75,13 +76,7 @@ fn from_workspace(ctx: &Ctx<'_>) -> bool {
 
 /// A file's name inside a request: a relative path of plain segments, no traversal.
 fn check_path(path: &str) -> Result<(), ActionError> {
-    // Printable ASCII only: no invisible or direction-changing character can make a name
-    // look like another (`results.csv` followed by a zero-width space).
-    let ok = !path.is_empty()
-        && path.len() <= 255
-        && !path.starts_with('/')
-        && path.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != ".." && segment.trim() == segment)
-        && path.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\');
+    let ok = super::state::is_plain_path(path);
     if ok {
         Ok(())
     } else {
@@ -313,26 +308,36 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 async fn run_checks(ctx: &Ctx<'_>, request: &RequestRow, recorder: &mut Recorder<'_>) -> Result<(), ActionError> {
     let (store, id) = (&ctx.platform.store, &request.request_id);
     let settings = ctx.platform.current().airlock.clone();
-    let policy = checks::Policy {
-        allowed_types: &settings.allowed_types,
-        max_file_bytes: settings.max_file_bytes,
-        small_count_threshold: settings.small_count_threshold,
-    };
     let mut tables = Vec::new();
     for file in repo::files(store, id).await? {
-        let body = crate::storage::read_internal(ctx.platform, AIRLOCK_BUCKET, &file.object_key).await?;
-        // The manifest is what was added: a copy that no longer hashes to it is blocked.
-        let mut findings = if hex::encode(Sha256::digest(&body)) == file.sha256 {
-            let mut findings = checks::check_file(&file.path, &body, &policy);
-            if settings.malware_scan {
-                findings.push(super::scan::scan(&settings.clamav_database, settings.max_file_bytes, body.clone()).await);
+        let (blob, size) = crate::storage::blob_internal(ctx.platform, AIRLOCK_BUCKET, &file.object_key).await?;
+        let mut reader = BlobReader::new(ctx.platform.blobs.clone(), blob.clone(), size);
+        let (path, sha256, policy) = (file.path.clone(), file.sha256.clone(), settings.clone());
+        // The checks read in pieces, on a thread that may wait for each.
+        let checked = tokio::task::spawn_blocking(move || {
+            let policy = checks::Policy {
+                allowed_types: &policy.allowed_types,
+                max_file_bytes: policy.max_file_bytes,
+                small_count_threshold: policy.small_count_threshold,
+            };
+            checks::check_file(&path, &mut reader, Some(&sha256), &policy)
+        })
+        .await
+        .map_err(ActionError::internal)?;
+        // What could not be read is not passed: blocked, with why.
+        let (mut findings, found) = match checked {
+            Ok(checked) => (checked.findings, checked.tables),
+            Err(err) => {
+                let detail = format!("the stored copy could not be read: {err}");
+                (vec![checks::Finding { rule: "manifest.read", outcome: Outcome::Fail, detail }], Vec::new())
             }
-            findings
-        } else {
-            let detail = "the stored copy does not match its manifest hash".into();
-            vec![checks::Finding { rule: "manifest.hash", outcome: Outcome::Fail, detail }]
         };
-        tables.extend(super::lineage::Table::of(&file.path, &body));
+        let intact = !findings.iter().any(|f| f.rule.starts_with("manifest."));
+        if intact && settings.malware_scan {
+            let scanned = super::scan::scan(&settings.clamav_database, settings.max_file_bytes, &ctx.platform.blobs, &blob, size).await;
+            findings.push(scanned);
+        }
+        tables.extend(found.into_iter().map(|(path, read)| super::lineage::Table::new(path, read)));
         let earlier = repo::released_with_hash(store, &request.workspace, id, &file.sha256).await?;
         if !earlier.is_empty() {
             let detail = format!("identical to released {}", earlier.join(", "));
@@ -342,7 +347,7 @@ async fn run_checks(ctx: &Ctx<'_>, request: &RequestRow, recorder: &mut Recorder
             recorder.record(ctx, &file.path, finding).await?;
         }
     }
-    for (path, finding) in super::lineage::check(ctx.platform, &tables).await {
+    for (path, finding) in super::lineage::check(ctx.platform, tables).await? {
         recorder.record(ctx, &path, finding).await?;
     }
     Ok(())

@@ -154,7 +154,7 @@ pub(super) async fn preview(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     }
     let head = &body[..body.len().min(PREVIEW_BYTES)];
     let truncated = body.len() > PREVIEW_BYTES;
-    if super::checks::kind_of(&file.path, &body) == super::checks::Kind::Png && !truncated {
+    if super::checks::is_png(&body) && !truncated {
         return Ok(json!({ "Path": file.path, "Kind": "png", "Image": crate::core::codec::encode_base64(head) }));
     }
     Ok(json!({ "Path": file.path, "Kind": "text", "Text": String::from_utf8_lossy(head), "Truncated": truncated, "Size": body.len() }))

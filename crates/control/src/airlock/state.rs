@@ -3,6 +3,17 @@
 /// The bucket the airlock keeps its copies in: reachable only through the airlock's actions.
 pub(super) const AIRLOCK_BUCKET: &str = "datasandbox-airlock";
 
+/// Whether `path` is a plain relative path a file may have in a request (or an archive): 1 to
+/// 255 printable ASCII characters (no invisible or direction-changing character can make a
+/// name look like another), no `.`, `..` or empty segment, no `\`, no spaces around a segment.
+pub(super) fn is_plain_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 255
+        && !path.starts_with('/')
+        && path.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != ".." && segment.trim() == segment)
+        && path.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+}
+
 crate::core::codec::stored_as_text! {
     /// Where a request is; the text is what the table keeps and the API shows.
     pub(super) enum RequestState {

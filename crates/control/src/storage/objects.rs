@@ -464,6 +464,14 @@ pub(crate) async fn read_internal(plane: &Platform, bucket: &str, key: &str) -> 
     Ok(plane.blobs.get(&object.blob, None).await?)
 }
 
+/// For a service reading an object in pieces (the airlock's checks): the blob that holds it
+/// and its size, without authorization or a record.
+pub(crate) async fn blob_internal(plane: &Platform, bucket: &str, key: &str) -> Result<(String, u64), ActionError> {
+    let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
+    let object = find_object(plane, &bucket, key).await?.ok_or_else(|| no_such_key(&bucket, key))?;
+    Ok((object.blob, object.size as u64))
+}
+
 /// For a service's own bucket: writes an object (made by the calling action, no notification).
 pub(crate) async fn write_internal(ctx: &Ctx<'_>, bucket: &str, key: &str, body: Bytes) -> Result<(), ActionError> {
     let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;

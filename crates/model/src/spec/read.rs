@@ -97,8 +97,11 @@ pub(super) fn read_spec(root: &Table) -> Spec {
     }
 }
 
-/// The file types the airlock knows by content.
+/// The file types the airlock lets through unless told otherwise.
 const AIRLOCK_TYPES: &[&str] = &["csv", "tsv", "text", "markdown", "json", "png", "pdf"];
+/// The file types the airlock knows by content: ZIP archives too, checked member by member,
+/// when the operator allows them.
+const AIRLOCK_KNOWN_TYPES: &[&str] = &["csv", "tsv", "text", "markdown", "json", "png", "pdf", "zip"];
 
 /// `[airlock]`: at least one reviewer per direction; only types the checks know.
 fn read_airlock(root: &Table) -> AirlockSpec {
@@ -107,8 +110,8 @@ fn read_airlock(root: &Table) -> AirlockSpec {
     let import_reviewers = airlock.integer("import_reviewers", 2, 1..=10) as u32;
     let small_count_threshold = airlock.integer("small_count_threshold", 10, 2..=1000) as u64;
     let allowed_types = airlock.strings("allowed_types", AIRLOCK_TYPES);
-    for unknown in allowed_types.iter().filter(|t| !AIRLOCK_TYPES.contains(&t.as_str())) {
-        airlock.problem("allowed_types", format!("`{unknown}` is not a type the checks know ({})", AIRLOCK_TYPES.join(", ")));
+    for unknown in allowed_types.iter().filter(|t| !AIRLOCK_KNOWN_TYPES.contains(&t.as_str())) {
+        airlock.problem("allowed_types", format!("`{unknown}` is not a type the checks know ({})", AIRLOCK_KNOWN_TYPES.join(", ")));
     }
     let max_file_bytes = airlock.integer("max_file_bytes", 64 << 20, 1..=(1 << 40)) as u64;
     let link_hours = airlock.integer("link_hours", 24, 1..=24 * 30) as u32;

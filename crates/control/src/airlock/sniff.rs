@@ -1,0 +1,247 @@
+//! One pass over a file, front to back, in pieces: what the checks must know of the whole of
+//! it (its size and SHA-256, whether it is UTF-8, where markup, PDF carriers or a ZIP header
+//! first appear, where a PNG ends), carrying only a few bytes from one piece to the next.
+
+use std::io::{self, Read};
+
+use sha2::{Digest, Sha256};
+
+/// How much of a file's start is kept, for its type and a table's separator.
+pub(super) const HEAD: usize = 64 << 10;
+
+/// Markup or script in a text file (compared without case).
+const MARKUP: [&str; 5] = ["<script", "<svg", "<html", "<iframe", "javascript:"];
+
+/// What a PDF may carry besides pages, and compressed object streams, which could hide those
+/// names from this search: refused rather than guessed at.
+const CARRIERS: [&str; 7] = ["/EmbeddedFile", "/JavaScript", "/JS", "/Launch", "/RichMedia", "/XFA", "/ObjStm"];
+
+const ZIP_MAGICS: [&[u8]; 2] = [b"PK\x03\x04", b"PK\x05\x06"];
+
+/// The longest needle less one: what a piece carries to the next, so a needle split across
+/// two pieces is found.
+const CARRY: usize = 13;
+
+/// What one pass learned.
+pub(super) struct Sniffed {
+    pub size: u64,
+    pub sha256: String,
+    pub head: Vec<u8>,
+    pub utf8: bool,
+    pub nul: bool,
+    /// The first markup tag and where it is.
+    pub markup: Option<(&'static str, u64)>,
+    /// The first PDF carrier name and where it is.
+    pub carrier: Option<(&'static str, u64)>,
+    /// Where a ZIP header first appears after the first byte.
+    pub zip_inside: Option<u64>,
+    /// Where a PNG's `IEND` chunk ends, or why its chunks cannot be walked.
+    pub png_end: Result<u64, String>,
+}
+
+/// Reads `source` to its end.
+pub(super) fn sniff(source: &mut dyn Read) -> io::Result<Sniffed> {
+    let mut state = State {
+        hasher: Sha256::new(),
+        partial: Vec::new(),
+        window: Vec::with_capacity(PIECE + CARRY + 4),
+        png: PngWalk { next: 8, header: Vec::new(), end: None, broken: None },
+        found: Sniffed {
+            size: 0,
+            sha256: String::new(),
+            head: Vec::new(),
+            utf8: true,
+            nul: false,
+            markup: None,
+            carrier: None,
+            zip_inside: None,
+            png_end: Err(String::new()),
+        },
+    };
+    let mut piece = vec![0u8; PIECE];
+    loop {
+        let n = source.read(&mut piece)?;
+        if n == 0 {
+            break;
+        }
+        state.feed(&piece[..n]);
+    }
+    Ok(state.finish())
+}
+
+const PIECE: usize = 1 << 20;
+
+struct State {
+    hasher: Sha256,
+    /// An incomplete UTF-8 sequence at the end of the last piece.
+    partial: Vec<u8>,
+    /// The last piece's final bytes, then this piece: where needles are looked for.
+    window: Vec<u8>,
+    png: PngWalk,
+    found: Sniffed,
+}
+
+impl State {
+    fn feed(&mut self, piece: &[u8]) {
+        let start = self.found.size;
+        self.hasher.update(piece);
+        if self.found.head.len() < HEAD {
+            let take = piece.len().min(HEAD - self.found.head.len());
+            self.found.head.extend_from_slice(&piece[..take]);
+        }
+        self.found.nul |= memchr::memchr(0, piece).is_some();
+        self.utf8(piece);
+        self.needles(start, piece);
+        self.png.feed(start, piece);
+        self.found.size += piece.len() as u64;
+    }
+
+    fn utf8(&mut self, piece: &[u8]) {
+        if !self.found.utf8 {
+            return;
+        }
+        let mut joined;
+        let bytes = if self.partial.is_empty() {
+            piece
+        } else {
+            joined = std::mem::take(&mut self.partial);
+            joined.extend_from_slice(piece);
+            &joined[..]
+        };
+        if let Err(error) = std::str::from_utf8(bytes) {
+            match error.error_len() {
+                None => self.partial = bytes[error.valid_up_to()..].to_vec(),
+                Some(_) => self.found.utf8 = false,
+            }
+        }
+    }
+
+    fn needles(&mut self, start: u64, piece: &[u8]) {
+        let carried = self.window.len();
+        self.window.extend_from_slice(piece);
+        let window_at = start - carried as u64;
+        let window = &self.window[..];
+        let found = &mut self.found;
+        if found.markup.is_none() {
+            found.markup = MARKUP
+                .iter()
+                .filter_map(|tag| find_caseless(window, tag.as_bytes()).map(|at| (*tag, window_at + at as u64)))
+                .min_by_key(|(_, at)| *at);
+        }
+        if found.carrier.is_none() {
+            found.carrier = CARRIERS
+                .iter()
+                .filter_map(|name| memchr::memmem::find(window, name.as_bytes()).map(|at| (*name, window_at + at as u64)))
+                .min_by_key(|(_, at)| *at);
+        }
+        if found.zip_inside.is_none() {
+            found.zip_inside = ZIP_MAGICS
+                .iter()
+                .flat_map(|magic| memchr::memmem::find_iter(window, magic).map(|at| window_at + at as u64).find(|at| *at > 0))
+                .min();
+        }
+        let keep = self.window.len().min(CARRY);
+        self.window.drain(..self.window.len() - keep);
+    }
+
+    fn finish(mut self) -> Sniffed {
+        if !self.partial.is_empty() {
+            self.found.utf8 = false;
+        }
+        self.found.sha256 = hex::encode(self.hasher.finalize());
+        self.found.png_end = self.png.end(self.found.size);
+        self.found
+    }
+}
+
+/// Where `needle` (ASCII) first appears in `haystack`, compared without case.
+fn find_caseless(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (first, rest) = needle.split_first()?;
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), haystack)
+        .find(|at| haystack.get(at + 1..at + needle.len()).is_some_and(|tail| tail.eq_ignore_ascii_case(rest)))
+}
+
+/// A PNG's chunks walked as the pieces pass: only the next chunk's header is kept.
+struct PngWalk {
+    /// Where the next chunk's header starts.
+    next: u64,
+    header: Vec<u8>,
+    end: Option<u64>,
+    broken: Option<String>,
+}
+
+impl PngWalk {
+    fn feed(&mut self, start: u64, piece: &[u8]) {
+        let piece_end = start + piece.len() as u64;
+        while self.end.is_none() && self.broken.is_none() {
+            while self.header.len() < 8 {
+                let at = self.next + self.header.len() as u64;
+                if at >= piece_end {
+                    return;
+                }
+                if at < start {
+                    self.broken = Some("a malformed PNG chunk".into());
+                    return;
+                }
+                self.header.push(piece[(at - start) as usize]);
+            }
+            let length = u64::from(u32::from_be_bytes([self.header[0], self.header[1], self.header[2], self.header[3]]));
+            let iend = &self.header[4..8] == b"IEND";
+            self.next += 12 + length;
+            self.header.clear();
+            if iend {
+                self.end = Some(self.next);
+            }
+        }
+    }
+
+    fn end(self, size: u64) -> Result<u64, String> {
+        if let Some(broken) = self.broken {
+            return Err(broken);
+        }
+        match self.end {
+            Some(end) if end <= size => Ok(end),
+            Some(_) => Err("a malformed PNG chunk".into()),
+            None => Err("the PNG has no end (IEND)".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out one byte at a time: every needle and header straddles pieces.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else { return Ok(0) };
+            out[0] = *first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn what_straddles_pieces_is_found_as_in_one_piece() {
+        let body = "héllo <SCRIPT> /JS PK\u{3}\u{4} ✓".as_bytes();
+        for found in [sniff(&mut &body[..]).expect("read"), sniff(&mut Trickle(body)).expect("read")] {
+            assert!(found.utf8 && !found.nul);
+            assert_eq!(found.markup, Some(("<script", 7)));
+            assert_eq!(found.carrier, Some(("/JS", 16)));
+            assert_eq!(found.zip_inside, Some(20));
+            assert_eq!(found.sha256, hex::encode(Sha256::digest(body)));
+            assert_eq!(found.size, body.len() as u64);
+        }
+        assert!(!sniff(&mut Trickle(b"caf\xc3")).expect("read").utf8, "a sequence cut at the end");
+        assert!(!sniff(&mut Trickle(b"a\xffb")).expect("read").utf8);
+    }
+
+    #[test]
+    fn a_png_is_walked_across_pieces() {
+        let png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x01IHDRx\x00\x00\x00\x00\x00\x00\x00\x00IEND\xae\x42\x60\x82tail";
+        assert_eq!(sniff(&mut Trickle(png)).expect("read").png_end, Ok(png.len() as u64 - 4));
+        assert!(sniff(&mut &png[..20]).expect("read").png_end.is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! Tables: the records of a CSV or TSV read from a stream, and the checks on what a table
+//! says. One pass reads the whole table, holding one record at a time (fields cut at
+//! [`FIELD_BYTES`], records at [`FIELDS`]) and, for the lineage check, 16 bytes a row for up to
+//! [`HASHED_ROWS`] rows.
+//!
+//! - `table.small-count`: a count from 1 to `airlock.small_count_threshold` − 1 fails.
+//! - `table.zero`: zeros are flagged.
+//! - `table.identifier`: columns whose name looks like an identifier are flagged.
+
+use std::hash::{Hash, Hasher};
+use std::io::{self, BufRead};
+
+use super::checks::{Finding, Outcome};
+
+/// The longest field kept whole (longer ones are cut: no count is that long).
+const FIELD_BYTES: usize = 64 << 10;
+/// The most fields of one record kept.
+const FIELDS: usize = 16 << 10;
+/// The most rows whose hashes one table keeps for the lineage check (64 MiB).
+pub(super) const HASHED_ROWS: usize = 4_000_000;
+
+/// The records of a CSV or TSV (RFC 4180 quoting; CRLF, LF or a lone CR ends one), one at a
+/// time. A read error ends them and is kept in `error`.
+pub(super) struct Records<R> {
+    input: R,
+    separator: u8,
+    skip_lf: bool,
+    done: bool,
+    pub error: Option<io::Error>,
+}
+
+impl<R: BufRead> Records<R> {
+    pub(super) fn new(input: R, separator: u8) -> Records<R> {
+        Records { input, separator, skip_lf: false, done: false, error: None }
+    }
+}
+
+fn push(fields: &mut Vec<String>, field: Vec<u8>) {
+    if fields.len() < FIELDS {
+        fields.push(String::from_utf8_lossy(&field).into_owned());
+    }
+}
+
+impl<R: BufRead> Iterator for Records<R> {
+    type Item = Vec<String>;
+
+    fn next(&mut self) -> Option<Vec<String>> {
+        let (mut fields, mut field, mut quoted, mut quote_seen, mut any) = (Vec::new(), Vec::new(), false, false, false);
+        while !self.done {
+            let buffer = match self.input.fill_buf() {
+                Ok(buffer) => buffer,
+                Err(err) => {
+                    self.error = Some(err);
+                    self.done = true;
+                    break;
+                }
+            };
+            if buffer.is_empty() {
+                self.done = true;
+                break;
+            }
+            let (mut used, mut ended) = (0, false);
+            for &byte in buffer {
+                used += 1;
+                if std::mem::take(&mut self.skip_lf) && byte == b'\n' {
+                    continue;
+                }
+                any = true;
+                if quote_seen {
+                    quote_seen = false;
+                    if byte == b'"' {
+                        field.push(b'"');
+                        continue;
+                    }
+                    quoted = false;
+                } else if quoted {
+                    match byte {
+                        b'"' => quote_seen = true,
+                        _ if field.len() < FIELD_BYTES => field.push(byte),
+                        _ => {}
+                    }
+                    continue;
+                }
+                match byte {
+                    b'"' if field.is_empty() => quoted = true,
+                    b'\r' | b'\n' => {
+                        self.skip_lf = byte == b'\r';
+                        ended = true;
+                        break;
+                    }
+                    b if b == self.separator => push(&mut fields, std::mem::take(&mut field)),
+                    _ if field.len() < FIELD_BYTES => field.push(byte),
+                    _ => {}
+                }
+            }
+            self.input.consume(used);
+            if ended {
+                break;
+            }
+        }
+        if !any {
+            return None;
+        }
+        push(&mut fields, field);
+        Some(fields)
+    }
+}
+
+/// The hash a row is compared by: its cells trimmed and without case.
+pub(super) fn row_hash(fields: &[String]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for field in fields {
+        field.trim().to_lowercase().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// The separator of a text if it is a table: the first records (of `head`, the start of the
+/// text; `whole` if it is all of it) all split into the same number (two or more) of fields.
+pub(super) fn separator_of(head: &[u8], whole: bool) -> Option<u8> {
+    let consistent = |separator: u8| {
+        let mut widths: Vec<usize> =
+            Records::new(head, separator).take(21).filter(|r| r.iter().any(|f| !f.trim().is_empty())).map(|r| r.len()).collect();
+        if !whole || widths.len() > 20 {
+            // The last record of a cut head may be cut too.
+            widths.pop();
+        }
+        widths.len() >= 2 && widths[0] >= 2 && widths.iter().all(|w| *w == widths[0])
+    };
+    [b',', b'\t', b';', b'|'].into_iter().find(|s| consistent(*s))
+}
+
+/// What a pass over a table found: the findings, and its rows' hashes for the lineage check.
+pub(super) struct Read {
+    pub findings: Vec<Finding>,
+    /// Each row's hash and its row number (the header is row 1).
+    pub rows: Vec<(u64, u64)>,
+    pub count: usize,
+}
+
+/// The most findings of one kind a table check lists (the count says how many there were).
+const LISTED: usize = 5;
+
+/// Reads a whole table: small counts fail, zeros and identifier-like columns are flagged.
+pub(super) fn check(input: impl BufRead, separator: u8, threshold: u64) -> io::Result<Read> {
+    let mut records = Records::new(input, separator);
+    let header: Vec<String> = records.next().unwrap_or_default();
+    let identifiers: Vec<&String> = header.iter().filter(|name| looks_like_identifier(name)).collect();
+    let (mut small, mut small_count, mut zeros) = (Vec::new(), 0usize, 0usize);
+    let (mut rows, mut count) = (Vec::new(), 0usize);
+    for (index, record) in records.by_ref().enumerate() {
+        let row = index as u64 + 2;
+        if record.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        count += 1;
+        if rows.len() < HASHED_ROWS {
+            rows.push((row_hash(&record), row));
+        }
+        for (column, cell) in record.iter().enumerate() {
+            let Some(value) = count_in(cell) else { continue };
+            if value == 0.0 {
+                zeros += 1;
+            } else if value.fract() == 0.0 && value >= 1.0 && value < threshold as f64 {
+                small_count += 1;
+                if small.len() < LISTED {
+                    let name = header.get(column).map_or_else(|| format!("column {}", column + 1), |h| format!("`{h}`"));
+                    small.push(format!("{value} at row {row}, {name}"));
+                }
+            }
+        }
+    }
+    if let Some(err) = records.error.take() {
+        return Err(err);
+    }
+    let mut findings = vec![if small_count > 0 {
+        Finding {
+            rule: "table.small-count",
+            outcome: Outcome::Fail,
+            detail: format!("{small_count} count(s) from 1 to {}: {}", threshold - 1, small.join("; ")),
+        }
+    } else {
+        Finding { rule: "table.small-count", outcome: Outcome::Pass, detail: format!("no count below {threshold}") }
+    }];
+    if zeros > 0 {
+        findings.push(Finding { rule: "table.zero", outcome: Outcome::Flag, detail: format!("{zeros} zero cell(s)") });
+    }
+    if !identifiers.is_empty() {
+        let names: Vec<String> = identifiers.iter().map(|n| format!("`{n}`")).collect();
+        findings.push(Finding {
+            rule: "table.identifier",
+            outcome: Outcome::Flag,
+            detail: format!("column(s) that look like identifiers: {}", names.join(", ")),
+        });
+    }
+    Ok(Read { findings, rows, count })
+}
+
+/// The count a cell shows, if it shows one: a number, signed or not, in ASCII or full-width
+/// digits, alone or followed by a note (`3 (2.1%)`, `3*`). A suppressed cell (`<5`, `*`)
+/// shows none.
+fn count_in(cell: &str) -> Option<f64> {
+    let ascii: String = cell
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '\u{ff10}'..='\u{ff19}' => char::from(b'0' + (c as u32 - 0xff10) as u8),
+            '\u{ff0e}' => '.',
+            '\u{ff0d}' | '\u{2212}' => '-',
+            other => other,
+        })
+        .collect();
+    let unsigned = ascii.trim_start_matches(['-', '+']).trim_start();
+    let number: String = unsigned.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let rest = unsigned[number.len()..].trim_start();
+    if number.is_empty() || !(rest.is_empty() || rest.starts_with(['(', '%', '*', '[', ' '])) {
+        return None;
+    }
+    number.parse::<f64>().ok()
+}
+
+fn looks_like_identifier(name: &str) -> bool {
+    let lower = name.trim().to_ascii_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    words.iter().any(|w| ["id", "nhs", "ssn", "email", "dob", "postcode", "zip", "phone", "mrn", "name"].contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_from_a_stream_in_small_pieces_are_the_records_of_the_whole() {
+        let text = b"a,\"b, \"\"c\"\"\"\r\n1,2\r3,4\n\n5,\"x\ny\"\n";
+        let whole: Vec<Vec<String>> = Records::new(&text[..], b',').collect();
+        assert_eq!(
+            whole,
+            [vec!["a", "b, \"c\""], vec!["1", "2"], vec!["3", "4"], vec![""], vec!["5", "x\ny"]]
+                .map(|r| r.into_iter().map(str::to_owned).collect::<Vec<_>>())
+        );
+        let trickled: Vec<Vec<String>> = Records::new(io::BufReader::with_capacity(1, &text[..]), b',').collect();
+        assert_eq!(trickled, whole);
+    }
+
+    #[test]
+    fn a_long_field_is_cut_and_a_wide_record_is_capped() {
+        let long = vec![b'7'; FIELD_BYTES * 2];
+        let record = Records::new(&long[..], b',').next().expect("a record");
+        assert_eq!(record[0].len(), FIELD_BYTES);
+        let wide = vec![b','; FIELDS * 3];
+        assert_eq!(Records::new(&wide[..], b',').next().expect("a record").len(), FIELDS);
+    }
+}
