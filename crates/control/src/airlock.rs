@@ -16,11 +16,15 @@
 //!   in the trail by its hash (`release.rs`); only the researcher may then make download links,
 //!   each for themself, expiring, every use recorded; a revocation ends them at once.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::core::actions::AirlockAction;
 use crate::core::error::ActionError;
+use crate::core::feed::{self, Heard};
 use crate::core::pipeline::Ctx;
+use crate::core::platform::Platform;
 
 mod checks;
 mod lineage;
@@ -38,11 +42,36 @@ pub use release::verify_record;
 
 use state::AIRLOCK_BUCKET;
 
-/// At start: the airlock's bucket exists, and the release key's public half is where
-/// `airlock verify` reads it.
-pub(crate) async fn prepare(plane: &crate::core::platform::Platform) -> Result<(), ActionError> {
+/// At start: the airlock's bucket exists, the release key's public half is where `airlock
+/// verify` reads it, and other nodes' request changes reach this node's pages.
+pub(crate) async fn prepare(plane: &Arc<Platform>) -> Result<(), ActionError> {
     crate::storage::ensure_service_bucket(plane, AIRLOCK_BUCKET).await?;
-    release::publish_key(plane).await
+    release::publish_key(plane).await?;
+    listen(plane.clone());
+    Ok(())
+}
+
+/// Where a request's id goes when it changes state, for the pages open on other nodes.
+const CHANNEL: &str = "datasandbox_airlock";
+
+/// Passes other nodes' request changes to the pages of each request's researcher here (who
+/// look again: they hear who, never what); after the feed was cut, to every page.
+fn listen(plane: Arc<Platform>) {
+    let mut heard = feed::subscribe(plane.spec.metadata_url.as_deref(), CHANNEL);
+    tokio::spawn(async move {
+        while let Some(change) = heard.recv().await {
+            match change {
+                Heard::Id(id) => {
+                    if plane.changes.heard()
+                        && let Ok(request) = repo::find(&plane.store, &id).await
+                    {
+                        plane.changes.principal(&request.creator);
+                    }
+                }
+                Heard::Missed => plane.changes.everyone(),
+            }
+        }
+    });
 }
 
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: AirlockAction, input: Value) -> Result<Value, ActionError> {

@@ -5,6 +5,8 @@
 //!   the researcher or not, so what is compared never depends on who asks.
 //! - `lineage.row-count`: an output with at least 90% as many rows as a dataset file of 20 or
 //!   more rows fails: a table that large is the data, not a statistic about it.
+//! - `diff.overlap`: rows also in a file released earlier from the workspace are flagged (the
+//!   reviewers judge whether together they reveal more than each alone).
 //!
 //! Only the output's row hashes are held; the datasets are read one object at a time, each in
 //! pieces, up to `LINEAGE_BYTES` in all. A comparison that could not be made whole (that cap, a dataset
@@ -50,20 +52,37 @@ impl Table {
     }
 }
 
-/// A dataset file to compare with.
+/// A file to compare with: a dataset's, or one released earlier from the workspace.
 struct Source {
-    dataset: String,
+    /// The dataset's name; `None` for an earlier release.
+    dataset: Option<String>,
+    /// The dataset file's key, or the release's `<request>/<path>`.
     key: String,
     blob: String,
     size: u64,
 }
 
-/// Compares the submission's tables with every dataset's CSV and TSV files.
-pub(super) async fn check(plane: &Platform, tables: Vec<Table>) -> Result<Vec<(String, Finding)>, ActionError> {
+/// Compares the submission's tables with every dataset's CSV and TSV files, and with the
+/// files released earlier from the workspace (`earlier`: their names and airlock keys).
+pub(super) async fn check(
+    plane: &Platform,
+    tables: Vec<Table>,
+    earlier: Vec<(String, String)>,
+) -> Result<Vec<(String, Finding)>, ActionError> {
     if tables.is_empty() {
         return Ok(Vec::new());
     }
     let (mut sources, mut read, mut cut) = (Vec::new(), 0u64, None);
+    for (name, object_key) in earlier {
+        match crate::storage::blob_internal(plane, super::state::AIRLOCK_BUCKET, &object_key).await {
+            Ok((blob, size)) if read + size <= LINEAGE_BYTES => {
+                read += size;
+                sources.push(Source { dataset: None, key: name, blob, size });
+            }
+            // Earlier releases are compared as far as they fit; a flag, not a gate.
+            _ => {}
+        }
+    }
     if let Some(table) = tables.iter().find(|t| t.count > HASHED_ROWS) {
         cut = Some(format!("`{}` has {} rows; only the first {HASHED_ROWS} were compared", table.path, table.count));
     }
@@ -82,7 +101,7 @@ pub(super) async fn check(plane: &Platform, tables: Vec<Table>) -> Result<Vec<(S
             }
             read += size;
             match crate::storage::blob_internal(plane, dataset.bucket.as_str(), &key).await {
-                Ok((blob, size)) => sources.push(Source { dataset: dataset.name.clone(), key, blob, size }),
+                Ok((blob, size)) => sources.push(Source { dataset: Some(dataset.name.clone()), key, blob, size }),
                 Err(_) => cut = Some(format!("`{}/{key}` could not be read", dataset.bucket)),
             }
         }
@@ -97,76 +116,106 @@ pub(super) async fn check(plane: &Platform, tables: Vec<Table>) -> Result<Vec<(S
     tokio::task::spawn_blocking(move || compare(&tables, readers, cut)).await.map_err(ActionError::internal)
 }
 
-/// Reads each dataset file once, front to back, against every table.
+/// What the comparison found for one table.
+#[derive(Default)]
+struct Hits {
+    rows: Vec<String>,
+    large: Vec<String>,
+    /// Rows also in earlier releases: how many, and of which.
+    overlap: usize,
+    overlapping: Vec<String>,
+}
+
+/// Reads each file once, front to back, against every table.
 fn compare(tables: &[Table], readers: Vec<(Source, BlobReader)>, mut cut: Option<String>) -> Vec<(String, Finding)> {
-    let mut found: Vec<Vec<String>> = vec![Vec::new(); tables.len()];
-    let mut large: Vec<Vec<String>> = vec![Vec::new(); tables.len()];
+    let mut hits: Vec<Hits> = tables.iter().map(|_| Hits::default()).collect();
     for (source, mut reader) in readers {
         let Source { dataset, key, .. } = source;
-        let mut head = Vec::new();
-        if (&mut reader).take(super::sniff::HEAD as u64).read_to_end(&mut head).is_err() {
-            cut = Some(format!("`{key}` of dataset `{dataset}` could not be read"));
-            continue;
-        }
-        // By its name, else by its content (a start of text may end inside a character).
-        let text = !head.contains(&0) && std::str::from_utf8(&head).map_or_else(|e| e.error_len().is_none(), |_| true);
-        let separator = match kind_of(&key, &head, text).name() {
-            "csv" => Some(b','),
-            "tsv" => Some(b'\t'),
-            "text" | "markdown" => table::separator_of(&head, (head.len() as u64) < super::sniff::HEAD as u64),
-            _ => None,
+        let mut records = match records_of(&key, &mut reader) {
+            Ok(Some(records)) => records,
+            Ok(None) => continue,
+            Err(_) => {
+                if let Some(dataset) = &dataset {
+                    cut = Some(format!("`{key}` of dataset `{dataset}` could not be read"));
+                }
+                continue;
+            }
         };
-        let Some(separator) = separator else { continue };
-        let whole = std::io::Cursor::new(head).chain(reader);
-        let mut records = Records::new(BufReader::with_capacity(1 << 16, whole), separator);
         records.next();
         let mut rows = 0usize;
+        let mut shared = vec![0usize; tables.len()];
         for (index, record) in records.by_ref().enumerate() {
             rows += 1;
             let hash = row_hash(&record);
-            for (table, hits) in tables.iter().zip(found.iter_mut()) {
-                if let Some(at) = table.row_of(hash)
-                    && hits.len() < 3
-                {
-                    hits.push(format!("row {at} is row {} of dataset `{dataset}` ({key})", index + 2));
+            for ((table, found), shared) in tables.iter().zip(hits.iter_mut()).zip(shared.iter_mut()) {
+                let Some(at) = table.row_of(hash) else { continue };
+                match &dataset {
+                    Some(dataset) if found.rows.len() < 3 => {
+                        found.rows.push(format!("row {at} is row {} of dataset `{dataset}` ({key})", index + 2));
+                    }
+                    Some(_) => {}
+                    None => *shared += 1,
                 }
             }
         }
+        let Some(dataset) = dataset else {
+            for (found, shared) in hits.iter_mut().zip(shared) {
+                if shared > 0 {
+                    found.overlap += shared;
+                    found.overlapping.push(format!("{shared} in released {key}"));
+                }
+            }
+            continue;
+        };
         if records.error.is_some() {
             cut = Some(format!("`{key}` of dataset `{dataset}` could not be read whole"));
         }
-        for (table, hits) in tables.iter().zip(large.iter_mut()) {
+        for (table, found) in tables.iter().zip(hits.iter_mut()) {
             if rows >= ROW_COUNT_FLOOR && table.count as f64 >= ROW_COUNT_SHARE * rows as f64 {
-                hits.push(format!("{} rows, {rows} in dataset `{dataset}` ({key})", table.count));
+                found.large.push(format!("{} rows, {rows} in dataset `{dataset}` ({key})", table.count));
             }
         }
     }
     let mut findings = Vec::new();
-    for ((table, hits), large) in tables.iter().zip(found).zip(large) {
+    for (table, found) in tables.iter().zip(hits) {
         let path = table.path.clone();
-        findings.push((
-            path.clone(),
-            if hits.is_empty() {
-                Finding { rule: "lineage.row", outcome: Outcome::Pass, detail: "no row of a dataset".into() }
-            } else {
-                Finding { rule: "lineage.row", outcome: Outcome::Fail, detail: format!("raw rows of a dataset: {}", hits.join("; ")) }
-            },
-        ));
-        if !large.is_empty() {
-            findings.push((
-                path.clone(),
-                Finding {
-                    rule: "lineage.row-count",
-                    outcome: Outcome::Fail,
-                    detail: format!("as many rows as a dataset: {}", large.join("; ")),
-                },
-            ));
+        let mut add = |rule, outcome, detail: String| findings.push((path.clone(), Finding { rule, outcome, detail }));
+        if found.rows.is_empty() {
+            add("lineage.row", Outcome::Pass, "no row of a dataset".into());
+        } else {
+            add("lineage.row", Outcome::Fail, format!("raw rows of a dataset: {}", found.rows.join("; ")));
+        }
+        if !found.large.is_empty() {
+            add("lineage.row-count", Outcome::Fail, format!("as many rows as a dataset: {}", found.large.join("; ")));
+        }
+        if found.overlap > 0 {
+            let detail = format!("{} row(s) also released before: {}", found.overlap, found.overlapping.join("; "));
+            add("diff.overlap", Outcome::Flag, detail);
         }
         if let Some(why) = &cut {
-            findings.push((path, Finding { rule: "lineage.partial", outcome: Outcome::Fail, detail: why.clone() }));
+            add("lineage.partial", Outcome::Fail, why.clone());
         }
     }
     findings
+}
+
+/// The records of a table file (by its name, else by its content), or `None` if it is not one.
+fn records_of<'a>(key: &str, reader: &'a mut BlobReader) -> std::io::Result<Option<Records<impl std::io::BufRead + 'a>>> {
+    let mut head = Vec::new();
+    (&mut *reader).take(super::sniff::HEAD as u64).read_to_end(&mut head)?;
+    // A start of text may end inside a character.
+    let text = !head.contains(&0) && std::str::from_utf8(&head).map_or_else(|e| e.error_len().is_none(), |_| true);
+    let separator = match kind_of(key, &head, text).name() {
+        "csv" => b',',
+        "tsv" => b'\t',
+        "text" | "markdown" => match table::separator_of(&head, (head.len() as u64) < super::sniff::HEAD as u64) {
+            Some(separator) => separator,
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let whole = std::io::Cursor::new(head).chain(reader);
+    Ok(Some(Records::new(BufReader::with_capacity(1 << 16, whole), separator)))
 }
 
 #[cfg(test)]

@@ -298,6 +298,20 @@ pub(super) async fn released_with_hash(store: &Store, workspace: &str, request_i
     Ok(rows.iter().filter_map(|r| r.try_get("released").ok()).collect())
 }
 
+/// Every file released earlier from `workspace` (by other requests): its name for people
+/// (`<request>/<path>`) and where its copy is.
+pub(super) async fn released_files(store: &Store, workspace: &str, request_id: &str) -> Result<Vec<(String, String)>, ActionError> {
+    let rows = sqlx::query(
+        "SELECT r.request_id || '/' || f.path AS released, f.object_key FROM airlock_files f JOIN airlock_requests r ON r.request_id = f.request_id
+         WHERE r.workspace = $1 AND r.request_id <> $2 AND r.state IN ('released', 'revoked', 'expired') ORDER BY r.created DESC",
+    )
+    .bind(workspace)
+    .bind(request_id)
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(rows.iter().filter_map(|r| Some((r.try_get("released").ok()?, r.try_get("object_key").ok()?))).collect())
+}
+
 pub(super) struct VoteRow {
     pub reviewer: String,
     pub reviewer_name: String,

@@ -254,7 +254,7 @@ struct OverrideInput {
 /// The checks whose failure a researcher may ask the reviewers to pass, with a reason they
 /// read: those that judge what a table says. What a file is, what it carries, and raw rows of
 /// data are never passed over.
-const OVERRIDABLE: [&str; 3] = ["table.small-count", "lineage.row-count", "table.identifier"];
+const OVERRIDABLE: [&str; 4] = ["table.small-count", "table.margin", "lineage.row-count", "table.identifier"];
 
 /// Submits a request: its manifest frozen under a new submission, then checked at once:
 /// blocked if a check failed that no override covers, else in review.
@@ -347,7 +347,8 @@ async fn run_checks(ctx: &Ctx<'_>, request: &RequestRow, recorder: &mut Recorder
             recorder.record(ctx, &file.path, finding).await?;
         }
     }
-    for (path, finding) in super::lineage::check(ctx.platform, tables).await? {
+    let earlier = repo::released_files(store, &request.workspace, id).await?;
+    for (path, finding) in super::lineage::check(ctx.platform, tables, earlier).await? {
         recorder.record(ctx, &path, finding).await?;
     }
     Ok(())
@@ -404,8 +405,8 @@ pub(super) async fn step(ctx: &Ctx<'_>, request_id: &str, from: RequestState, to
     Ok(())
 }
 
-/// The record of a move, under the request's correlation id; and the researcher's open pages
-/// look again (they hear who, never what).
+/// The record of a move, under the request's correlation id; and the researcher's open pages,
+/// on this node and the others, look again (they hear who, never what).
 pub(super) async fn state_changed(ctx: &Ctx<'_>, request_id: &str, parameters: Value) {
     let event = crate::core::platform::ServiceEvent {
         source: "airlock",
@@ -418,6 +419,9 @@ pub(super) async fn state_changed(ctx: &Ctx<'_>, request_id: &str, parameters: V
     let _ = ctx.platform.record_service_event(event).await;
     if let Ok(request) = repo::find(&ctx.platform.store, request_id).await {
         ctx.platform.changes.principal(&request.creator);
+    }
+    if let Err(err) = crate::core::feed::notify(&ctx.platform.store, super::CHANNEL, request_id).await {
+        tracing::warn!(request_id, error = %err, "could not tell other nodes of an airlock request's change");
     }
 }
 

@@ -6,6 +6,9 @@
 //! - `table.small-count`: a count from 1 to `airlock.small_count_threshold` − 1 fails.
 //! - `table.zero`: zeros are flagged.
 //! - `table.identifier`: columns whose name looks like an identifier are flagged.
+//! - `table.margin`: a suppressed cell (`*`, `<5`, `[c]`…) that a total recovers fails: the
+//!   only hidden cell of a row with a total column, or of a column with a total row, when the
+//!   totals of the table's complete rows (or columns) add up.
 
 use std::hash::{Hash, Hasher};
 use std::io::{self, BufRead};
@@ -148,12 +151,14 @@ pub(super) fn check(input: impl BufRead, separator: u8, threshold: u64) -> io::R
     let identifiers: Vec<&String> = header.iter().filter(|name| looks_like_identifier(name)).collect();
     let (mut small, mut small_count, mut zeros) = (Vec::new(), 0usize, 0usize);
     let (mut rows, mut count) = (Vec::new(), 0usize);
+    let mut margins = Margins::new(&header);
     for (index, record) in records.by_ref().enumerate() {
         let row = index as u64 + 2;
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
         count += 1;
+        margins.row(row, &record);
         if rows.len() < HASHED_ROWS {
             rows.push((row_hash(&record), row));
         }
@@ -182,6 +187,7 @@ pub(super) fn check(input: impl BufRead, separator: u8, threshold: u64) -> io::R
     } else {
         Finding { rule: "table.small-count", outcome: Outcome::Pass, detail: format!("no count below {threshold}") }
     }];
+    findings.extend(margins.finding(&header));
     if zeros > 0 {
         findings.push(Finding { rule: "table.zero", outcome: Outcome::Flag, detail: format!("{zeros} zero cell(s)") });
     }
@@ -219,6 +225,125 @@ fn count_in(cell: &str) -> Option<f64> {
     number.parse::<f64>().ok()
 }
 
+/// Whether a cell hides a value: `*`, `x`, `c`, `[c]`, `..`, `<5`, `≤ 10`, "suppressed".
+fn is_suppressed(cell: &str) -> bool {
+    let lower = cell.trim().to_lowercase();
+    let bound = lower.strip_prefix('<').or_else(|| lower.strip_prefix('≤')).map(str::trim_start);
+    ["*", "**", "x", "c", "[c]", "[x]", "..", "suppressed", "redacted", "s"].contains(&lower.as_str())
+        || bound.is_some_and(|b| !b.is_empty() && b.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Whether a header or label names a total.
+fn is_total(name: &str) -> bool {
+    let lower = name.trim().to_lowercase();
+    ["total", "totals", "all", "sum", "overall", "grand total"].contains(&lower.as_str()) || lower.starts_with("total ")
+}
+
+/// What `table.margin` keeps while a table streams past: per row, the row's arithmetic; per
+/// column, its known sum, its hidden cells and the total row's value.
+struct Margins {
+    /// The total column, if the header has one.
+    total_column: Option<usize>,
+    /// Rows whose one hidden cell the total column gives: (row, column, value).
+    rows_revealed: Vec<(u64, usize, f64)>,
+    rows_revealed_count: usize,
+    /// Whether a complete row failed to add up to its total (then the column is not a sum).
+    rows_disagree: bool,
+    columns: Vec<ColumnSum>,
+    /// The total row: its number and its counts.
+    total_row: Option<(u64, Vec<Option<f64>>)>,
+}
+
+#[derive(Clone, Default)]
+struct ColumnSum {
+    known: f64,
+    hidden: usize,
+    hidden_row: u64,
+}
+
+impl Margins {
+    fn new(header: &[String]) -> Margins {
+        Margins {
+            total_column: header.iter().position(|name| is_total(name)),
+            rows_revealed: Vec::new(),
+            rows_revealed_count: 0,
+            rows_disagree: false,
+            columns: vec![ColumnSum::default(); header.len().min(FIELDS)],
+            total_row: None,
+        }
+    }
+
+    fn row(&mut self, row: u64, record: &[String]) {
+        let counts: Vec<Option<f64>> = record.iter().map(|cell| count_in(cell)).collect();
+        if self.total_row.is_none() && record.iter().zip(&counts).any(|(cell, count)| count.is_none() && is_total(cell)) {
+            self.total_row = Some((row, counts));
+            return;
+        }
+        let hidden: Vec<usize> = record.iter().enumerate().filter(|(_, cell)| is_suppressed(cell)).map(|(at, _)| at).collect();
+        for (column, sum) in self.columns.iter_mut().enumerate() {
+            match counts.get(column).copied().flatten() {
+                Some(value) => sum.known += value,
+                None if hidden.contains(&column) => {
+                    sum.hidden += 1;
+                    sum.hidden_row = row;
+                }
+                None => {}
+            }
+        }
+        let Some(total_column) = self.total_column else { return };
+        let Some(total) = counts.get(total_column).copied().flatten() else { return };
+        let others: f64 = counts.iter().enumerate().filter(|(at, _)| *at != total_column).filter_map(|(_, c)| *c).sum();
+        match hidden.as_slice() {
+            [] => self.rows_disagree |= (others - total).abs() > 1e-6,
+            [column] if *column != total_column => {
+                self.rows_revealed_count += 1;
+                if self.rows_revealed.len() < LISTED {
+                    self.rows_revealed.push((row, *column, total - others));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finding(&self, header: &[String]) -> Option<Finding> {
+        let name = |column: usize| header.get(column).map_or_else(|| format!("column {}", column + 1), |h| format!("`{h}`"));
+        let mut revealed: Vec<String> = Vec::new();
+        if !self.rows_disagree {
+            revealed.extend(
+                self.rows_revealed
+                    .iter()
+                    .map(|(row, column, value)| format!("row {row}, {}: the total column gives {value}", name(*column))),
+            );
+        }
+        if let Some((total_row, totals)) = &self.total_row {
+            let adds_up = self.columns.iter().enumerate().all(|(column, sum)| {
+                sum.hidden > 0 || totals.get(column).copied().flatten().is_none_or(|total| (total - sum.known).abs() <= 1e-6)
+            });
+            if adds_up {
+                for (column, sum) in self.columns.iter().enumerate() {
+                    if let (1, Some(total)) = (sum.hidden, totals.get(column).copied().flatten()) {
+                        revealed.push(format!(
+                            "row {}, {}: the total row ({total_row}) gives {}",
+                            sum.hidden_row,
+                            name(column),
+                            total - sum.known
+                        ));
+                    }
+                }
+            }
+        }
+        let count = revealed.len() + if self.rows_disagree { 0 } else { self.rows_revealed_count - self.rows_revealed.len() };
+        (count > 0).then(|| Finding {
+            rule: "table.margin",
+            outcome: Outcome::Fail,
+            detail: format!(
+                "{count} suppressed cell(s) a total recovers: {}",
+                revealed.into_iter().take(LISTED).collect::<Vec<_>>().join("; ")
+            ),
+        })
+    }
+}
+
 fn looks_like_identifier(name: &str) -> bool {
     let lower = name.trim().to_ascii_lowercase();
     let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
@@ -240,6 +365,25 @@ mod tests {
         );
         let trickled: Vec<Vec<String>> = Records::new(io::BufReader::with_capacity(1, &text[..]), b',').collect();
         assert_eq!(trickled, whole);
+    }
+
+    fn margin(text: &str) -> Option<String> {
+        let read = check(text.as_bytes(), b',', 10).expect("read");
+        read.findings.into_iter().find(|f| f.rule == "table.margin").map(|f| f.detail)
+    }
+
+    #[test]
+    fn a_suppressed_cell_that_a_total_recovers_fails() {
+        let by_row = margin("region,male,female,total\nnorth,120,*,300\nsouth,200,150,350\n").expect("a total column");
+        assert!(by_row.contains("row 2, `female`: the total column gives 180"), "{by_row}");
+        let by_column = margin("region,cases\nnorth,120\nsouth,<10\neast,40\nTotal,167\n").expect("a total row");
+        assert!(by_column.contains("row 3, `cases`: the total row (5) gives 7"), "{by_column}");
+        // Two hidden cells in each line a total covers: neither is recovered.
+        assert_eq!(margin("region,male,female,total\nnorth,*,*,300\nsouth,200,150,350\n"), None);
+        assert_eq!(margin("region,cases\nnorth,*\nsouth,*\nTotal,167\n"), None);
+        // A "total" that is not a sum of its row recovers nothing.
+        assert_eq!(margin("region,male,female,total\nnorth,120,*,300\nsouth,200,150,999\n"), None);
+        assert_eq!(margin("region,cases\nnorth,120\nsouth,45\nTotal,165\n"), None);
     }
 
     #[test]

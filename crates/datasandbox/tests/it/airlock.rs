@@ -192,6 +192,19 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
     assert_eq!(unb64(downloaded["Body"].as_str().expect("body")), table);
     assert_eq!(server.audit(&[("EventName", "DownloadFile")]).len(), 2, "every use of a link is recorded, refusals too");
 
+    // Later requests of the workspace: a file identical to the released one, and one sharing
+    // a row with it, are flagged for the reviewers (a flag, not a block).
+    let flagged = |name: &str, body: &[u8], rule: &str| {
+        let (later, state) = people.submitted(name, body);
+        assert_eq!(state, "in_review", "{name}");
+        let queue = ok(server.call_as(&ravi, "airlock:DescribeReviewQueue", &json!({ "RequestId": later })), "queue");
+        let checks = queue["Requests"][0]["Checks"].as_array().cloned().unwrap_or_default();
+        let found = checks.iter().find(|c| c["Rule"] == rule && c["Outcome"] == "FLAG").unwrap_or_else(|| panic!("{name}: {checks:#?}"));
+        assert!(found["Detail"].as_str().is_some_and(|d| d.contains(&id)), "{found}");
+    };
+    flagged("again.csv", table, "diff.released");
+    flagged("more.csv", b"region,count\nnorth,120\neast,77\n", "diff.overlap");
+
     // The signed release record verifies offline, and an edited one does not.
     let record = ok(server.call_as(&auditor, "airlock:GetReleaseRecord", &json!({ "RequestId": id })), "record");
     assert_eq!(record["Record"]["Files"][0]["Sha256"], hex::encode(Sha256::digest(table)));
@@ -248,6 +261,7 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
     let zeros = vec![b'0'; 16 << 20];
     for (name, body, rule) in [
         ("small.csv", b"region,count\nnorth,120\nsouth,3\n".to_vec(), "table.small-count"),
+        ("margin.csv", b"region,male,female,total\nnorth,120,*,300\nsouth,200,150,350\n".to_vec(), "table.margin"),
         ("tool.csv", elf, "type.allowed"),
         ("plot.png", polyglot, "type.polyglot"),
         ("bomb.zip", zipped(&[("zeros.csv", &zeros)]), "archive.ratio"),

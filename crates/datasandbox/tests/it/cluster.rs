@@ -235,7 +235,7 @@ fn a_node_stopped_past_its_lease_changes_nothing_it_lost_and_rejoins() {
 }
 
 #[test]
-fn a_portal_on_one_node_hears_a_session_change_made_on_another() {
+fn a_portal_on_one_node_hears_a_session_or_airlock_change_made_on_another() {
     let shared = Shared::start();
     let a = with_image(shared.node("a", None, &SESSIONS));
     let b = shared.node("b", Some(&a), &SESSIONS);
@@ -271,6 +271,18 @@ fn a_portal_on_one_node_hears_a_session_change_made_on_another() {
     let heard = eventually(10, "b's portal to hear the change made on a", || (changes(&mut seen) > before).then(|| launched.elapsed()));
     eprintln!("a change on node a reached node b's portal {} ms after the launch began", heard.as_millis());
     assert!(heard <= Duration::from_secs(5), "b heard a's change only after {heard:?}");
+
+    // So does a change to one of her airlock requests (My requests lives on the same page).
+    let create = json!({ "Direction": "EXPORT", "Workspace": "datasandbox-stack", "Justification": "results" });
+    let created = a.call_as(&token, "airlock:CreateRequest", &create);
+    assert_eq!(created.exit, 0, "{created:?}");
+    let before = changes(&mut seen);
+    let withdrawn = Instant::now();
+    let id = created.stdout["RequestId"].as_str().expect("request id");
+    assert_eq!(a.call_as(&token, "airlock:WithdrawRequest", &json!({ "RequestId": id })).exit, 0);
+    let heard =
+        eventually(10, "b's portal to hear the request change made on a", || (changes(&mut seen) > before).then(|| withdrawn.elapsed()));
+    assert!(heard <= Duration::from_secs(5), "b heard a's request change only after {heard:?}");
 }
 
 /// Writes objects through `server` until `stop`, one call at a time; the keys acknowledged and

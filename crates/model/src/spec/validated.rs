@@ -220,7 +220,8 @@ pub struct AirlockSpec {
     pub import_reviewers: u32,
     /// Counts from 1 to this − 1 in a released table fail the `table.small-count` check.
     pub small_count_threshold: u64,
-    /// The file types (by content) a request may carry.
+    /// The file types (by content) a request may carry: csv, tsv, text, markdown, json, png
+    /// and pdf by default; zip, whose members are checked one by one, when added.
     pub allowed_types: Vec<String>,
     /// A file larger than this is blocked: the checks read every byte or none passes.
     pub max_file_bytes: u64,
