@@ -1,9 +1,10 @@
 // Drives Debian's chromium (headless, Playwright) through the airlock for the Rust integration
-// tests: two reviewers approve a researcher's export in the console's review queue (one
-// previews the table first), the second releases it, and the researcher downloads it from the
-// portal's "My requests".
+// tests: a researcher asks, in her session page's My Files, for results.csv to leave; two
+// reviewers approve it in the console's review queue (one previews the table first), the
+// second releases it, and the researcher downloads it from the portal's "My requests".
 //
-//   node web/tests/airlock.mjs <gateway-base-url> <request-id> <researcher> <reviewer-1> <reviewer-2> <password> <screenshot-dir>
+//   node web/tests/airlock.mjs <gateway-base-url> <session-cookie> <researcher> <reviewer-1> <reviewer-2> <password> <screenshot-dir>
+//   → {"event":"exported","note":"…","request":"…"}  what My Files said (airlock-export.png)
 //   → {"event":"preview","cells":[["…"]]}     the table as reviewer 1 previews it (airlock-preview.png)
 //   → {"event":"before","reviewer":"…","votes":"…"}  the votes a reviewer sees before voting
 //   → {"event":"voted","reviewer":"…","state":"…"}  after each reviewer's vote
@@ -13,7 +14,7 @@
 import { readFile } from "node:fs/promises";
 import { chromium } from "playwright-core";
 
-const [base, request, researcher, first, second, password, shots] = process.argv.slice(2);
+const [base, cookie, researcher, first, second, password, shots] = process.argv.slice(2);
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
 
@@ -28,7 +29,27 @@ async function signIn(page, path, user) {
 const row = (page) => page.locator("#airlock tr", { hasText: request });
 const state = async (page) => (await row(page).locator("td").nth(5).textContent()).trim();
 
+// The request the researcher makes from her session.
+let request = null;
+
 try {
+  {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const [name, ...value] = cookie.split("=");
+    await context.addCookies([{ name, value: value.join("="), url: base }]);
+    const page = await context.newPage();
+    // The page asks why the file should leave; her reviewers read the answer.
+    page.on("dialog", (dialog) => dialog.accept("the tables of the paper"));
+    await page.goto(`${base}/session`);
+    await page.click("#my-files");
+    await page.click('#file-list button.export[data-name="results.csv"]', { timeout: 30_000 });
+    await page.waitForFunction(() => /\(([^)]+)\)/.test(document.querySelector("#file-note small").textContent), null, { timeout: 60_000 });
+    const note = await page.textContent("#file-note small");
+    request = note.match(/\(([^)]+)\)/)[1];
+    await page.screenshot({ path: `${shots}/airlock-export.png` });
+    say({ event: "exported", note, request });
+    await context.close();
+  }
   for (const [reviewer, index] of [[first, 0], [second, 1]]) {
     const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
     const page = await context.newPage();

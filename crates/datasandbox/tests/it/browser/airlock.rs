@@ -1,5 +1,5 @@
 //! The airlock in a real browser (Debian's Chromium through Playwright): a researcher asks
-//! from inside her session for a results table to leave; two reviewers, signed in to the
+//! from her session page's My Files for a results table to leave; two reviewers, signed in to the
 //! console with the reviewer role only, preview and approve it there, the second releases it;
 //! the researcher downloads it from the portal; and one correlation id ties the whole chain
 //! together in the trail.
@@ -21,21 +21,30 @@ fn a_results_table_leaves_through_two_reviewers_in_the_console_and_reaches_its_r
     let cookie = portal_session(&server, &token);
     let session = active(&server, &cookie, 60);
     let instance = session["InstanceId"].as_str().expect("instance");
-    let script = format!(
-        "printf '{}' > /tmp/results.csv && /run/datasandbox/datasandbox airlock submit /tmp/results.csv --justification 'the tables of the paper'",
-        TABLE.replace('\n', "\\n")
-    );
-    let submitted = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &script], &[]);
-    assert_eq!(submitted.stdout["State"], "in_review", "{submitted:?}");
-    let request = submitted.stdout["RequestId"].as_str().expect("request id").to_owned();
+    // She writes a results table in her home folder, which syncs to her bucket.
+    let script = format!("printf '{}' > /home/user/MyFiles/HomeFolder/results.csv", TABLE.replace('\n', "\\n"));
+    let written = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &script], &[]);
+    assert_eq!(written.exit, 0, "{written:?}");
+    let session_cookie = format!("ds_session={cookie}");
+    crate::support::server::eventually(30, "the table to sync to her home folder", || {
+        let listed =
+            crate::support::http::tcp(&server.api).ok()?.request("GET", "/session/files", &[("cookie", &session_cookie)], b"").ok()?;
+        String::from_utf8_lossy(&listed.body).contains("\"results.csv\"").then_some(())
+    });
     // Two reviewers, who hold the reviewer role and nothing else.
     for reviewer in ["rita", "ravi"] {
         server.ok("identity:CreateLocalUser", json!({ "UserName": reviewer, "Password": PASSWORD, "Roles": ["reviewer"] }));
     }
 
     let base = format!("http://{}", server.api);
-    let events = crate::support::browser::run_flow("airlock.mjs", &[&base, &request, "nora", "rita", "ravi", PASSWORD], String::new);
+    let events = crate::support::browser::run_flow("airlock.mjs", &[&base, &session_cookie, "nora", "rita", "ravi", PASSWORD], String::new);
     let event = |name: &str| events.iter().find(|e| e["event"] == name).cloned().unwrap_or_else(|| panic!("no {name} event: {events:?}"));
+    // She asked from her session's My Files, with her reason; the request went to review.
+    let exported = event("exported");
+    assert!(exported["note"].as_str().is_some_and(|n| n.starts_with("results.csv: sent for review")), "{exported}");
+    let request = exported["request"].as_str().expect("request id").to_owned();
+    let mine = server.call_as(&token, "airlock:DescribeRequests", &json!({ "RequestId": request }));
+    assert_eq!(mine.stdout["Requests"][0]["Justification"], "the tables of the paper", "{mine:?}");
     assert_eq!(event("preview")["cells"], json!([["region", "count"], ["north", "120"], ["south", "45"]]));
     let votes: Vec<&Value> = events.iter().filter(|e| e["event"] == "voted").collect();
     assert_eq!(votes.iter().map(|v| v["state"].as_str().unwrap_or_default()).collect::<Vec<_>>(), ["in_review", "approved"], "{votes:?}");
