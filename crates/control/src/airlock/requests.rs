@@ -111,6 +111,9 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     }
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = person(ctx)?;
+    if from_workspace(ctx) {
+        bound_to_its_workspace(ctx, direction, &input.workspace).await?;
+    }
     let request_id = format!("ar-{}", uuid::Uuid::new_v4().simple());
     // Every record about the request carries one correlation id: the session's it was made
     // in, or one of its own.
@@ -130,6 +133,30 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     };
     repo::insert(&ctx.platform.store, &new).await?;
     Ok(json!({ "RequestId": request_id, "State": RequestState::Draft.as_str() }))
+}
+
+/// A request made from inside a workspace (by the instance of a session) is an export of that
+/// workspace: not an import (what comes from inside is not an input from outside), and not of
+/// another workspace, whose imports or earlier releases it would otherwise reach.
+async fn bound_to_its_workspace(ctx: &Ctx<'_>, direction: Direction, workspace: &str) -> Result<(), ActionError> {
+    if direction == Direction::Import {
+        return Err(ActionError::access_denied("an import comes from the researcher's device (the portal), not from inside a workspace"));
+    }
+    let instance = ctx
+        .caller
+        .identity
+        .session_context
+        .as_ref()
+        .and_then(|c| c.session_issuer.as_ref())
+        .and_then(|issuer| issuer["principalId"].as_str())
+        .ok_or_else(|| ActionError::internal("an instance caller without its instance"))?;
+    match crate::instances::workspace_of(ctx.platform, instance).await? {
+        Some(own) if own == workspace => Ok(()),
+        Some(own) => Err(ActionError::access_denied(format!(
+            "a request made inside workspace `{own}` is an export of `{own}`, not of `{workspace}`"
+        ))),
+        None => Err(ActionError::access_denied("this instance serves no session: there is no workspace to export from")),
+    }
 }
 
 #[derive(Deserialize)]

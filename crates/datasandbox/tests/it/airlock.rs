@@ -365,7 +365,7 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
 fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
     use crate::support::streaming::{active, redeem, server as session_server};
     let (_signatures, database) = eicar_database();
-    let server = session_server(&[&database]);
+    let server = session_server(&[&database, "stacks.second-stack.application=shell"]);
     let cookie = redeem(&server, "nora");
     let session = active(&server, &cookie, 60);
     let instance = session["InstanceId"].as_str().expect("instance");
@@ -380,6 +380,18 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
     let request = &mine["Requests"][0];
     assert_eq!((request["Workspace"].as_str(), request["Researcher"].as_str()), (Some(STACK), Some("custom user `nora`")), "{request}");
     assert_eq!(request["Files"][0]["Sha256"], hex::encode(Sha256::digest(b"region,count\nnorth,120\nsouth,45\n")));
+    // Inside a workspace a request is an export of that workspace: not of another, and not an
+    // import (which would land in a workspace's /imports once approved).
+    for (direction, workspace, why) in [("EXPORT", "second-stack", "is an export of"), ("IMPORT", STACK, "not from inside a workspace")] {
+        let input = json!({ "Direction": direction, "Workspace": workspace, "Justification": "x" }).to_string();
+        let script = format!(
+            ". /run/datasandbox/session.env 2>/dev/null; DATASANDBOX_ENDPOINT=${{DS_ENDPOINT:-$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p')}} \
+             DATASANDBOX_TOKEN=$(cat /run/datasandbox/credential) /run/datasandbox/datasandbox call airlock:CreateRequest --input '{input}'"
+        );
+        let called = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &script], &[]);
+        assert_ne!(called.exit, 0, "{direction} of {workspace} from inside: {called:?}");
+        assert!(format!("{called:?}").contains(why), "{direction} of {workspace}: {called:?}");
+    }
     // My Files' "Request export", from the session page: a home-folder file goes to review.
     let nora = token(&server, "nora", &[]);
     let key = format!("{}figures.csv", home("nora"));
