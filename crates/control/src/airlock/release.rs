@@ -234,15 +234,15 @@ pub(super) async fn create_download_url(ctx: &mut Ctx<'_>, input: Value) -> Resu
     Ok(json!({ "Url": url, "ExpiryTime": millis_to_rfc3339(expires) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 struct DownloadInput {
-    token: String,
+    token: crate::core::recorded::Redacted<String>,
 }
 
 /// One use of a download link: by the user it was made for, while it and the release last.
 pub(super) async fn download(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let input: DownloadInput = ctx.parse(input)?;
+    let input: DownloadInput = ctx.parse_recorded(input)?;
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = person(ctx)?;
     let gone = || {
@@ -252,7 +252,10 @@ pub(super) async fn download(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
             "this download link is not valid: it expired, was revoked, or never existed",
         )
     };
-    let link = repo::find_link(&ctx.platform.store, &hex::encode(Sha256::digest(input.token.as_bytes()))).await?.ok_or_else(gone)?;
+    let link = repo::find_link(&ctx.platform.store, &hex::encode(Sha256::digest(input.token.0.as_bytes()))).await?.ok_or_else(gone)?;
+    // The record says which file the link opens, refused or not.
+    ctx.record_found("RequestId", json!(link.request_id));
+    ctx.record_found("Path", json!(link.path));
     if link.user_id != user.principal_id() {
         return Err(ActionError::new(403, ErrorCode::AccessDeniedException, "this download link was made for another user"));
     }

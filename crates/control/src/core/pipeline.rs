@@ -307,6 +307,14 @@ impl Ctx<'_> {
         Ok(parsed)
     }
 
+    /// Adds to the input as its record shows it (parsed with [`Ctx::parse_recorded`]) what
+    /// the handler found it stands for: the request and file a download link opens.
+    pub fn record_found(&mut self, member: &str, value: Value) {
+        if let Some(Value::Object(recorded)) = &mut self.recorded_input {
+            recorded.insert(member.to_owned(), value);
+        }
+    }
+
     /// Authorizes this action on `resource`. Every handler calls this before any effect.
     pub fn authorize(&mut self, resource: Resource) -> Result<(), ActionError> {
         let name = self.spec.map_or("unknown", |s| s.name);

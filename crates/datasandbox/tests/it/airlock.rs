@@ -190,7 +190,14 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
     assert_eq!(refused(server.call_as(&rita, "airlock:DownloadFile", &json!({ "Token": link_token }))), "AccessDeniedException");
     let downloaded = ok(server.call_as(&nora, "airlock:DownloadFile", &json!({ "Token": link_token })), "download");
     assert_eq!(unb64(downloaded["Body"].as_str().expect("body")), table);
-    assert_eq!(server.audit(&[("EventName", "DownloadFile")]).len(), 2, "every use of a link is recorded, refusals too");
+    let uses = server.audit(&[("EventName", "DownloadFile")]);
+    assert_eq!(uses.len(), 2, "every use of a link is recorded, refusals too");
+    for used in &uses {
+        // Which file, and never the link's secret (an auditor reads the trail).
+        let asked = &used["requestParameters"];
+        assert_eq!((asked["RequestId"].as_str(), asked["Path"].as_str()), (Some(id.as_str()), Some("results.csv")), "{used}");
+        assert!(!used.to_string().contains(&link_token), "{used}");
+    }
 
     // Later requests of the workspace: a file identical to the released one, and one sharing
     // a row with it, are flagged for the reviewers (a flag, not a block).
