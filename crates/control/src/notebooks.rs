@@ -26,6 +26,7 @@ use crate::instances::Instances;
 
 mod admission;
 mod gateway;
+mod kernel;
 mod lifecycle;
 mod nodes;
 mod repo;
@@ -35,6 +36,7 @@ mod urls;
 mod volume;
 
 pub use gateway::{NotebookTarget, Upstream};
+pub use kernel::{Frame as KernelFrame, KernelAudit, Refusal as KernelRefusal, V1_PROTOCOL, v1_frame};
 pub(crate) use state::Notebooks;
 
 impl Notebooks {

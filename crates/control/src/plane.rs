@@ -395,6 +395,18 @@ impl ControlPlane {
         self.services.notebooks.record_notebook_access(target, name, method, path, refused).await
     }
 
+    /// The executed-code audit of one kernel WebSocket (`protocol`: the subprotocol Jupyter
+    /// chose, if any).
+    pub fn kernel_audit(
+        &self,
+        target: &NotebookTarget,
+        name: &str,
+        kernel_id: &str,
+        protocol: Option<&str>,
+    ) -> crate::notebooks::KernelAudit {
+        crate::notebooks::KernelAudit::new(self.pipeline.clone(), target.clone(), name, kernel_id, protocol)
+    }
+
     /// A notebook running on this node, for a request another node relays here.
     pub fn local_notebook(&self, name: &str) -> Option<crate::notebooks::Upstream> {
         self.services.notebooks.local_upstream(name)

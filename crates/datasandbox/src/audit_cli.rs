@@ -127,10 +127,12 @@ fn print_trace(out: &Value, as_json: bool) {
                 cell(&e["action"]),
                 if resources.is_empty() { "-".to_owned() } else { resources.join(" ") },
                 e["errorCode"].as_str().unwrap_or("ok").to_owned(),
+                // Executed code on one line: its line breaks shown, not taken.
+                e["detail"].as_str().map_or_else(|| "-".to_owned(), |d| d.replace('\n', "⏎ ")),
             ]
         })
         .collect();
-    print_table(&["TIME", "SOURCE", "WHO", "ACTION", "RESOURCES", "OUTCOME"].map(str::to_owned), &rows);
+    print_table(&["TIME", "SOURCE", "WHO", "ACTION", "RESOURCES", "OUTCOME", "DETAIL"].map(str::to_owned), &rows);
 }
 
 fn cell(value: &Value) -> String {

@@ -137,14 +137,18 @@ pub(crate) async fn forward(
     Ok(Response::from_parts(parts, Body::new(incoming)))
 }
 
+/// What a bridged WebSocket is audited by: nothing (a relay: the session's node audits), or,
+/// for a kernel's channels, the executed-code audit of that kernel, made once Jupyter chose
+/// the protocol.
+pub(crate) type Audit = Option<Box<dyn FnOnce(Option<&str>) -> control::KernelAudit + Send>>;
+
 pub(crate) async fn bridge(
     control: &ControlPlane,
     upstream: &Upstream,
-    name: &str,
-    rest: &str,
-    query: &str,
+    (name, rest, query): (&str, &str, &str),
     headers: &HeaderMap,
     upgrade: WebSocketUpgrade,
+    audit: Audit,
 ) -> Response {
     let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
     let protocols = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
@@ -172,19 +176,37 @@ pub(crate) async fn bridge(
         Ok(pair) => pair,
         Err(err) => return (StatusCode::BAD_GATEWAY, format!("the notebook refused the WebSocket: {err}")).into_response(),
     };
-    let upgrade = match answer.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()) {
-        Some(chosen) => upgrade.protocols([chosen.to_owned()]),
+    let chosen = answer.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let audit = audit.map(|make| make(chosen.as_deref()));
+    let upgrade = match chosen {
+        Some(chosen) => upgrade.protocols([chosen]),
         None => upgrade,
     };
-    upgrade.on_upgrade(move |browser| pass_frames(browser, upstream))
+    upgrade.on_upgrade(move |browser| pass_frames(browser, upstream, audit))
 }
 
-/// Passes frames both ways until either side closes.
-async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketStream<Box<dyn Io>>) {
+/// Passes frames both ways until either side closes; with an audit, a browser's frame goes
+/// on only once the audit let it (what it runs recorded), and a refused one closes the socket.
+async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketStream<Box<dyn Io>>, audit: Option<control::KernelAudit>) {
     let (mut to_browser, mut from_browser) = browser.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
+    let audit = audit.as_ref();
     let up = async {
+        let mut refused = None;
         while let Some(Ok(message)) = from_browser.next().await {
+            if let Some(audit) = audit {
+                let frame = match &message {
+                    Message::Text(text) => Some(control::KernelFrame::Text(text.as_str())),
+                    Message::Binary(bytes) => Some(control::KernelFrame::Binary(bytes)),
+                    _ => None,
+                };
+                if let Some(frame) = frame
+                    && let Err(refusal) = audit.from_browser(frame).await
+                {
+                    refused = Some(refusal);
+                    break;
+                }
+            }
             let forwarded = match message {
                 Message::Text(text) => tungstenite::Message::Text(text.as_str().into()),
                 Message::Binary(bytes) => tungstenite::Message::Binary(bytes),
@@ -197,9 +219,17 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
             }
         }
         let _ = to_upstream.close().await;
+        refused
     };
     let down = async {
         while let Some(Ok(message)) = from_upstream.next().await {
+            if let Some(audit) = audit {
+                match &message {
+                    tungstenite::Message::Text(text) => audit.from_kernel(control::KernelFrame::Text(text.as_str())).await,
+                    tungstenite::Message::Binary(bytes) => audit.from_kernel(control::KernelFrame::Binary(bytes)).await,
+                    _ => {}
+                }
+            }
             let forwarded = match message {
                 tungstenite::Message::Text(text) => Message::Text(text.as_str().into()),
                 tungstenite::Message::Binary(bytes) => Message::Binary(bytes),
@@ -213,9 +243,14 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
         }
         let _ = to_browser.close().await;
     };
-    tokio::select! {
-        () = up => {}
-        () = down => {}
+    let refused = tokio::select! {
+        refused = up => refused,
+        () = down => None,
+    };
+    // A refused frame ends the socket, with why.
+    if let Some(refusal) = refused {
+        let frame = axum::extract::ws::CloseFrame { code: refusal.code, reason: refusal.reason.into() };
+        let _ = to_browser.send(Message::Close(Some(frame))).await;
     }
 }
 

@@ -328,6 +328,12 @@ async fn proxy(
     response
 }
 
+/// The kernel whose channels `rest` (the path, fully decoded) opens, if it opens any.
+fn kernel_of(rest: &str) -> Option<&str> {
+    let kernel = rest.strip_prefix("api/kernels/")?.strip_suffix("/channels")?;
+    (!kernel.is_empty() && !kernel.contains('/')).then_some(kernel)
+}
+
 /// `policy` with its `frame-ancestors` directive (if any) replaced by `ancestors`.
 fn with_frame_ancestors(policy: &str, ancestors: &str) -> String {
     let mut directives: Vec<&str> =
@@ -366,7 +372,12 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         if let Err(err) = control.record_notebook_access(&target, &name, "WEBSOCKET", &rest, None).await {
             return unrecorded(err);
         }
-        return crate::jupyter::bridge(&control, &target.upstream, &name, &raw, &query, &parts.headers, upgrade).await;
+        // A kernel's channels: what the browser runs there is recorded before it is forwarded.
+        let audit: crate::jupyter::Audit = kernel_of(&rest).map(|kernel| {
+            let (control, target, name, kernel) = (control.clone(), target.clone(), name.clone(), kernel.to_owned());
+            Box::new(move |protocol: Option<&str>| control.kernel_audit(&target, &name, &kernel, protocol)) as Box<_>
+        });
+        return crate::jupyter::bridge(&control, &target.upstream, (&name, &raw, &query), &parts.headers, upgrade, audit).await;
     }
     let contents = rest.starts_with("api/contents");
     // Uploads: a contents-API write whose model is a file (a notebook's save is allowed).

@@ -105,7 +105,8 @@ async fn relayed(State(control): State<ControlPlane>, Path((name, rest)): Path<(
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
         };
-        return crate::jupyter::bridge(&control, &upstream, &name, &rest, &query, &parts.headers, upgrade).await;
+        // The session's node audits what the browser runs; the relay only carries it.
+        return crate::jupyter::bridge(&control, &upstream, (&name, &rest, &query), &parts.headers, upgrade, None).await;
     }
     match crate::jupyter::forward(&control, &upstream, &name, &rest, &query, parts, body).await {
         Ok(response) => response,

@@ -6,6 +6,7 @@ mod attacks;
 mod bad_input;
 mod browser;
 mod cluster;
+mod code_audit;
 mod crash;
 mod deploy;
 mod files;

@@ -1,0 +1,184 @@
+//! The executed-code audit, against a real Jupyter server behind the notebook proxy: a cell
+//! gives the same `ExecuteCode` record under the legacy protocol and under
+//! `v1.kernel.websocket.jupyter.org`, its reply's status and count join it by message id, a
+//! 5 MiB cell sent in fragments is hashed whole, and what the proxy cannot read as Jupyter
+//! does is refused and closes the socket, unrun.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::notebooks::{execute, open_notebook, send};
+use crate::support::http;
+use crate::support::notebooks::direct_notebook_server;
+use crate::support::server::{Server, eventually};
+use crate::support::streaming::{redeem, status};
+
+/// A session's notebook, opened on its origin, and a kernel started there.
+struct Kernel {
+    at: String,
+    base: String,
+    cookie: String,
+    id: String,
+    session: String,
+}
+
+fn kernel(server: &Server) -> Kernel {
+    let cookie = redeem(server, "nora");
+    let url = eventually(180, "the notebook URL", || status(server, &cookie)["NotebookUrl"].as_str().map(str::to_owned));
+    let session = status(server, &cookie)["SessionId"].as_str().expect("session id").to_owned();
+    let (at, base, notebook_cookie) = open_notebook(server, &cookie, &url);
+    let started = send(&at, "POST", &format!("{base}api/kernels"), &notebook_cookie, &json!({ "name": "python3" }));
+    assert_eq!(started.status, 201, "{}", String::from_utf8_lossy(&started.body));
+    let id = started.json()["id"].as_str().expect("kernel id").to_owned();
+    Kernel { at, base, cookie: notebook_cookie, id, session }
+}
+
+fn execute_request(msg_id: &str, code: &str) -> [Value; 4] {
+    [
+        json!({ "msg_id": msg_id, "username": "test", "session": "s1", "msg_type": "execute_request", "version": "5.3", "date": "" }),
+        json!({}),
+        json!({ "cellId": "cell-1" }),
+        json!({ "code": code, "silent": false, "store_history": true, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true }),
+    ]
+}
+
+/// The parts of a v1 frame: channel, then header, parent header, metadata, content.
+fn v1_parts(frame: &[u8]) -> Vec<&[u8]> {
+    let word = |at: usize| u64::from_le_bytes(frame[at..at + 8].try_into().expect("8 bytes")) as usize;
+    let count = word(0);
+    let offsets: Vec<usize> = (0..count).map(|i| word(8 * (i + 1))).collect();
+    offsets.windows(2).map(|w| &frame[w[0]..w[1]]).collect()
+}
+
+/// Runs `code` over the v1 protocol (in 64 KiB fragments when `fragmented`); the reply's
+/// content.
+fn execute_v1(kernel: &Kernel, msg_id: &str, code: &str, fragmented: bool) -> Value {
+    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, Some(control::V1_PROTOCOL), Duration::from_secs(120))
+        .expect("kernel WebSocket through the proxy");
+    let [header, parent, metadata, content] = execute_request(msg_id, code);
+    let frame = control::v1_frame("shell", [&header, &parent, &metadata, &content]);
+    if fragmented {
+        let pieces: Vec<&[u8]> = frame.chunks(64 << 10).collect();
+        for (index, piece) in pieces.iter().enumerate() {
+            let opcode = if index == 0 { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
+            let part = Frame::message(piece.to_vec(), opcode, index + 1 == pieces.len());
+            socket.send(tungstenite::Message::Frame(part)).expect("send a fragment");
+        }
+    } else {
+        socket.send(tungstenite::Message::Binary(frame.into())).expect("send");
+    }
+    loop {
+        let frame = match socket.read() {
+            Ok(tungstenite::Message::Binary(frame)) => frame,
+            Ok(_) => continue,
+            Err(err) => panic!("the kernel's channel ended before the reply: {err}"),
+        };
+        let parts = v1_parts(&frame);
+        let header: Value = serde_json::from_slice(parts[1]).expect("header");
+        let parent: Value = serde_json::from_slice(parts[2]).expect("parent header");
+        if parent["msg_id"] == msg_id && header["msg_type"] == "execute_reply" {
+            return serde_json::from_slice(parts[4]).expect("content");
+        }
+    }
+}
+
+/// The record of one kind for a message id, once it is in the index.
+fn record(server: &Server, event: &str, msg_id: &str) -> Value {
+    eventually(10, &format!("the {event} record of {msg_id}"), || {
+        server.audit(&[("EventName", event)]).into_iter().find(|r| r["requestParameters"]["MessageId"] == msg_id)
+    })
+}
+
+#[test]
+fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joins_it() {
+    let server = direct_notebook_server(&[]);
+    let kernel = kernel(&server);
+
+    // The same cell, once on each protocol.
+    assert_eq!(execute(&kernel.at, &kernel.base, &kernel.cookie, &kernel.id, "6*7"), "42");
+    let reply = execute_v1(&kernel, "v1-cell", "6*7", false);
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let legacy = record(&server, "ExecuteCode", "m1");
+    let v1 = record(&server, "ExecuteCode", "v1-cell");
+    let (legacy_asked, v1_asked) = (&legacy["requestParameters"], &v1["requestParameters"]);
+    for field in
+        ["Kind", "Code", "CodeBytes", "CodeSha256", "CodeTruncated", "Silent", "KernelId", "UserId", "SessionId", "NotebookInstanceName"]
+    {
+        assert_eq!(legacy_asked[field], v1_asked[field], "{field}: {legacy_asked} vs {v1_asked}");
+    }
+    assert_eq!((v1_asked["Code"].as_str(), v1_asked["Kind"].as_str()), (Some("6*7"), Some("execute_request")));
+    assert_eq!(v1_asked["CodeSha256"], hex::encode(Sha256::digest(b"6*7")));
+    assert_eq!((v1_asked["KernelId"].as_str(), v1_asked["SessionId"].as_str()), (Some(kernel.id.as_str()), Some(kernel.session.as_str())));
+    assert_eq!((legacy_asked["Protocol"].as_str(), v1_asked["Protocol"].as_str()), (Some("legacy"), Some(control::V1_PROTOCOL)));
+    assert_eq!(v1_asked["CellId"], "cell-1", "the client's cell id, as it claims it");
+    // The reply's status and count join the record by message id; outputs are never recorded.
+    let result = record(&server, "ExecuteCodeResult", "v1-cell");
+    assert_eq!(result["requestParameters"]["Status"], "ok");
+    assert_eq!(result["requestParameters"]["ExecutionCount"], reply["execution_count"]);
+    execute(&kernel.at, &kernel.base, &kernel.cookie, &kernel.id, "print('OUTPUT-' + 'MARKER-9f3e')");
+    let lines = crate::support::trail::trail_lines(server.data_dir());
+    assert!(lines.iter().any(|l| l.contains("print('OUTPUT-' + 'MARKER-9f3e')")), "the cell is in the trail");
+    assert!(!lines.iter().any(|l| l.contains("OUTPUT-MARKER-9f3e")), "an output is in the trail");
+    // Recorded before it ran: the request's record precedes its result's.
+    assert!(v1["eventTime"].as_str() <= result["eventTime"].as_str());
+
+    // A 5 MiB cell, sent in 64 KiB fragments, is hashed whole; the record keeps its start.
+    let big = format!("x = '{}'\nlen(x)", "a".repeat(5 << 20));
+    let reply = execute_v1(&kernel, "big-cell", &big, true);
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let asked = record(&server, "ExecuteCode", "big-cell")["requestParameters"].clone();
+    assert_eq!(asked["CodeBytes"], big.len());
+    assert_eq!(asked["CodeSha256"], hex::encode(Sha256::digest(big.as_bytes())));
+    assert_eq!(asked["CodeTruncated"], true);
+    // Its first 64 KiB, in the pieces the trail keeps whole: the first in the record, the
+    // others in the records that follow it.
+    let mut texts: Vec<Value> = server
+        .audit(&[("EventName", "ExecuteCodeText")])
+        .into_iter()
+        .filter(|r| r["requestParameters"]["MessageId"] == "big-cell")
+        .collect();
+    texts.sort_by_key(|t| t["requestParameters"]["From"].as_u64());
+    let mut kept = asked["Code"].as_str().expect("code").to_owned();
+    for text in &texts {
+        kept.extend(text["requestParameters"]["Parts"].as_array().expect("parts").iter().map(|p| p.as_str().expect("a piece")));
+    }
+    assert_eq!(kept.as_str(), &big[..64 << 10]);
+
+    // The session's timeline shows the code in order with everything else.
+    let traced = server.cli(&["audit", "trace", "--session", &kernel.session], &[]);
+    let text = traced.stdout.as_str().map_or_else(|| traced.stdout.to_string(), str::to_owned);
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("`{needle}` is not in the trace: {text}"));
+    assert!(at("[m1] 6*7") < at("[m1] ok #0") && at("[m1] ok #0") < at("[v1-cell] 6*7"), "{text}");
+
+    // What Jupyter would not read as the proxy does is refused, unrun, and the socket closes.
+    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, Some(control::V1_PROTOCOL), Duration::from_secs(30)).expect("ws");
+    socket.send(tungstenite::Message::Text("{\"header\": {\"msg_type\": \"execute_request\"}}".into())).expect("send");
+    let closed = loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame,
+            Ok(_) => continue,
+            Err(err) => panic!("the socket ended without a close frame: {err}"),
+        }
+    };
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1008));
+    let refused = eventually(10, "the refusal's record", || server.audit(&[("EventName", "KernelMessageRefused")]).into_iter().next());
+    assert_eq!(refused["errorCode"], "ValidationException", "{refused}");
+    // An apply_request (a pickled function) is refused too.
+    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
+    let apply = json!({ "channel": "shell", "header": { "msg_id": "a1", "msg_type": "apply_request" }, "parent_header": {}, "metadata": {}, "content": {} });
+    socket.send(tungstenite::Message::Text(apply.to_string().into())).expect("send");
+    let closed = loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame,
+            Ok(_) => continue,
+            Err(err) => panic!("the socket ended without a close frame: {err}"),
+        }
+    };
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1008));
+}
