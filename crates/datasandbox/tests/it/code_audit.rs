@@ -16,6 +16,7 @@ use crate::support::http;
 use crate::support::notebooks::direct_notebook_server;
 use crate::support::server::{Server, eventually};
 use crate::support::streaming::{redeem, status};
+use crate::support::tmpfs::{Tmpfs, fill};
 
 /// A session's notebook, opened on its origin, and a kernel started there.
 struct Kernel {
@@ -159,26 +160,57 @@ fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joi
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
     let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, Some(control::V1_PROTOCOL), Duration::from_secs(30)).expect("ws");
     socket.send(tungstenite::Message::Text("{\"header\": {\"msg_type\": \"execute_request\"}}".into())).expect("send");
-    let closed = loop {
-        match socket.read() {
-            Ok(tungstenite::Message::Close(frame)) => break frame,
-            Ok(_) => continue,
-            Err(err) => panic!("the socket ended without a close frame: {err}"),
-        }
-    };
-    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1008));
+    assert_eq!(close_code(&mut socket), Some(1008));
     let refused = eventually(10, "the refusal's record", || server.audit(&[("EventName", "KernelMessageRefused")]).into_iter().next());
     assert_eq!(refused["errorCode"], "ValidationException", "{refused}");
     // An apply_request (a pickled function) is refused too.
     let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
     let apply = json!({ "channel": "shell", "header": { "msg_id": "a1", "msg_type": "apply_request" }, "parent_header": {}, "metadata": {}, "content": {} });
     socket.send(tungstenite::Message::Text(apply.to_string().into())).expect("send");
-    let closed = loop {
+    assert_eq!(close_code(&mut socket), Some(1008));
+}
+
+/// Reads until the server closes the socket; the close code.
+fn close_code(socket: &mut tungstenite::WebSocket<std::net::TcpStream>) -> Option<u16> {
+    loop {
         match socket.read() {
-            Ok(tungstenite::Message::Close(frame)) => break frame,
+            Ok(tungstenite::Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
             Ok(_) => continue,
             Err(err) => panic!("the socket ended without a close frame: {err}"),
         }
-    };
-    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1008));
+    }
+}
+
+#[test]
+fn a_cell_whose_record_cannot_be_written_is_dropped_unrun_and_the_socket_closes() {
+    // The trail on a small file system of its own, which the test fills.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("trail")).expect("trail dir");
+    let tmpfs = Tmpfs::mount_at(&dir.path().join("trail"), "64m");
+    let server = crate::support::notebooks::direct_notebook_server_in(dir, &["audit.checkpoint_interval_ms=50"]);
+    let kernel = kernel(&server);
+    assert_eq!(execute(&kernel.at, &kernel.base, &kernel.cookie, &kernel.id, "6*7"), "42");
+
+    // A socket open before the trail fills (once it is full, opening one is refused too).
+    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, Some(control::V1_PROTOCOL), Duration::from_secs(30)).expect("ws");
+    let filler = tmpfs.path().join("filler");
+    fill(&filler);
+    let [header, parent, metadata, content] = execute_request("unrecorded", "open('/home/user/work/ran.txt', 'w').write('ran')");
+    socket.send(tungstenite::Message::Binary(control::v1_frame("shell", [&header, &parent, &metadata, &content]).into())).expect("send");
+    assert_eq!(close_code(&mut socket), Some(1011), "the socket closes as the record fails");
+
+    // Space back: the cell never ran, and the next one runs and is recorded.
+    std::fs::remove_file(&filler).expect("free the space");
+    let ran = eventually(20, "the proxy to answer again", || {
+        let reply = crate::notebooks::get(&kernel.at, &format!("{}api/contents/ran.txt", kernel.base), &kernel.cookie);
+        (reply.status != 503).then_some(reply.status)
+    });
+    assert_eq!(ran, 404, "the unrecorded cell ran");
+    // The trail says so: the cell's record is the refusal, written from its reserve.
+    let refused: Vec<Value> =
+        server.audit(&[("EventName", "ExecuteCode")]).into_iter().filter(|r| r["requestParameters"]["MessageId"] == "unrecorded").collect();
+    assert!(refused.iter().all(|r| r["errorCode"] == "ServiceUnavailable"), "{refused:#?}");
+    assert_eq!(execute_v1(&kernel, "after", "1+1", false)["status"], "ok");
+    record(&server, "ExecuteCode", "after");
 }

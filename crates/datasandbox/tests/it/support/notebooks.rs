@@ -39,12 +39,17 @@ pub(crate) fn notebook_in_service(server: &Server, name: &str) -> Value {
 /// A server in direct mode with both images built (the notebook image's Python environment is cached
 /// host-wide after its first build).
 pub(crate) fn direct_notebook_server(overrides: &[&str]) -> Server {
+    direct_notebook_server_in(tempfile::tempdir().expect("temp dir"), overrides)
+}
+
+/// The same, on a data directory the test prepared.
+pub(crate) fn direct_notebook_server_in(dir: tempfile::TempDir, overrides: &[&str]) -> Server {
     // Direct mode: the notebook URL goes to the user's browser, the user's device, where
     // file transfer settings cannot hold: the stack enables both (the seed's disables downloads).
     let mut all = vec!["stream_view=DIRECT".to_owned(), "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED".to_owned()];
     all.extend(overrides.iter().map(|o| (*o).to_owned()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    let server = Server::start(&refs);
+    let server = Server::start_in(dir, &refs);
     for recipe in ["base", "notebook"] {
         let built = server.cli(&["image", "build", recipe], &[]);
         assert_eq!(built.exit, 0, "image {recipe}: {:?}", built.stderr);

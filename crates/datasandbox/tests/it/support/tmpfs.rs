@@ -19,6 +19,14 @@ impl Tmpfs {
         Tmpfs { dir: Some(dir), path }
     }
 
+    /// A size-limited tmpfs on `path` (an empty directory the caller made), unmounted when
+    /// dropped; the directory stays.
+    pub(crate) fn mount_at(path: &Path, size: &str) -> Tmpfs {
+        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"]).arg(path).status();
+        assert!(status.expect("mount").success(), "cannot mount a tmpfs (these tests run as root)");
+        Tmpfs { dir: None, path: path.to_owned() }
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
