@@ -223,13 +223,10 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
     };
     let down = async {
         while let Some(Ok(message)) = from_upstream.next().await {
-            if let Some(audit) = audit {
-                match &message {
-                    tungstenite::Message::Text(text) => audit.from_kernel(control::KernelFrame::Text(text.as_str())).await,
-                    tungstenite::Message::Binary(bytes) => audit.from_kernel(control::KernelFrame::Binary(bytes)).await,
-                    _ => {}
-                }
-            }
+            // The reply's record joins its request's after the browser has it: only what runs
+            // waits for its record.
+            // (A clone of the frame shares its bytes.)
+            let heard = audit.map(|_| message.clone());
             let forwarded = match message {
                 tungstenite::Message::Text(text) => Message::Text(text.as_str().into()),
                 tungstenite::Message::Binary(bytes) => Message::Binary(bytes),
@@ -239,6 +236,11 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
             };
             if to_browser.send(forwarded).await.is_err() {
                 break;
+            }
+            match (audit, &heard) {
+                (Some(audit), Some(tungstenite::Message::Text(text))) => audit.from_kernel(control::KernelFrame::Text(text.as_str())).await,
+                (Some(audit), Some(tungstenite::Message::Binary(bytes))) => audit.from_kernel(control::KernelFrame::Binary(bytes)).await,
+                _ => {}
             }
         }
         let _ = to_browser.close().await;
