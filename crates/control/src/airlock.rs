@@ -27,6 +27,7 @@ use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 
 mod checks;
+mod finding;
 mod lineage;
 mod release;
 mod repo;
@@ -51,13 +52,10 @@ pub(crate) async fn prepare(plane: &Arc<Platform>) -> Result<(), ActionError> {
     Ok(())
 }
 
-/// Where a request's id goes when it changes state, for the pages open on other nodes.
-const CHANNEL: &str = "datasandbox_airlock";
-
 /// Passes other nodes' request changes to the pages of each request's researcher here (who
 /// look again: they hear who, never what); after the feed was cut, to every page.
 fn listen(plane: Arc<Platform>) {
-    let mut heard = feed::subscribe(plane.spec.metadata_url.as_deref(), CHANNEL);
+    let mut heard = feed::subscribe(plane.spec.metadata_url.as_deref(), state::CHANGES_CHANNEL);
     tokio::spawn(async move {
         while let Some(change) = heard.recv().await {
             match change {

@@ -23,7 +23,6 @@ pub(crate) use actions::{create, describe, exec, terminate};
 pub(crate) use host_dirs::{display_socket, print_dir};
 pub(crate) use images::{catalog, ensure_image, instance_type};
 pub(crate) use launch::{Assignment, Launch, Program, assign, launch_instance};
-pub(crate) use repo::workspace_of;
 pub use state::EndpointServer;
 pub(crate) use state::{Instances, lease_ids};
 pub(crate) use teardown::stop_instance;

@@ -18,13 +18,11 @@ use serde_json::{Value, json};
 
 const LARGE: usize = 100 * 1000 * 1000;
 
-fn main() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let signatures = tempfile::tempdir().expect("temp dir");
-    let database = eicar_database(signatures.path());
+/// The release server on `dir`, scanning with the signatures in `database`; its API address.
+fn start(dir: &std::path::Path, database: &str) -> (std::process::Child, String) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_datasandbox"))
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .args(["up", "-c", "server.api_listen=127.0.0.1:0", "-c", "storage.max_object_size=268435456"])
         .args(["-c", "airlock.max_file_bytes=268435456", "-c", &format!("airlock.clamav_database={database}")])
         .env("DATASANDBOX_LOG", "warn")
@@ -34,6 +32,14 @@ fn main() {
     let mut ready = String::new();
     BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready line");
     let api = ready.split_whitespace().find_map(|w| w.strip_prefix("api=http://")).expect("the API's address").to_owned();
+    (server, api)
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let signatures = tempfile::tempdir().expect("temp dir");
+    let database = eicar_database(signatures.path());
+    let (mut server, api) = start(dir.path(), &database);
     let socket = dir.path().join("control.sock");
     let token = |user: &str, roles: &[&str]| {
         let out = call_unix(&socket, "identity:CreateSessionToken", &json!({ "UserId": user, "Roles": roles }));

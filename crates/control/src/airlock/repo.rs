@@ -312,6 +312,19 @@ pub(super) async fn released_files(store: &Store, workspace: &str, request_id: &
     Ok(rows.iter().filter_map(|r| Some((r.try_get("released").ok()?, r.try_get("object_key").ok()?))).collect())
 }
 
+/// The workspace (stack) of the session a running instance serves, if it serves one. (The
+/// instances' and sessions' tables, read: the airlock sits below both services.)
+pub(super) async fn workspace_of_instance(store: &Store, instance_id: &str) -> Result<Option<String>, ActionError> {
+    let row = sqlx::query(
+        "SELECT s.stack FROM instances i JOIN sessions s ON s.session_id = i.session_id
+         WHERE i.instance_id = $1 AND i.state IN ('RUNNING', 'STOPPING')",
+    )
+    .bind(instance_id)
+    .fetch_optional(&store.pool)
+    .await?;
+    Ok(row.map(|row| row.try_get("stack")).transpose()?)
+}
+
 pub(super) struct VoteRow {
     pub reviewer: String,
     pub reviewer_name: String,

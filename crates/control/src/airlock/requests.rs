@@ -150,7 +150,7 @@ async fn bound_to_its_workspace(ctx: &Ctx<'_>, direction: Direction, workspace: 
         .and_then(|c| c.session_issuer.as_ref())
         .and_then(|issuer| issuer["principalId"].as_str())
         .ok_or_else(|| ActionError::internal("an instance caller without its instance"))?;
-    match crate::instances::workspace_of(ctx.platform, instance).await? {
+    match repo::workspace_of_instance(&ctx.platform.store, instance).await? {
         Some(own) if own == workspace => Ok(()),
         Some(own) => Err(ActionError::access_denied(format!(
             "a request made inside workspace `{own}` is an export of `{own}`, not of `{workspace}`"
@@ -447,7 +447,7 @@ pub(super) async fn state_changed(ctx: &Ctx<'_>, request_id: &str, parameters: V
     if let Ok(request) = repo::find(&ctx.platform.store, request_id).await {
         ctx.platform.changes.principal(&request.creator);
     }
-    if let Err(err) = crate::core::feed::notify(&ctx.platform.store, super::CHANNEL, request_id).await {
+    if let Err(err) = crate::core::feed::notify(&ctx.platform.store, super::state::CHANGES_CHANNEL, request_id).await {
         tracing::warn!(request_id, error = %err, "could not tell other nodes of an airlock request's change");
     }
 }

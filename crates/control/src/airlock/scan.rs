@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use super::checks::{Finding, Outcome};
+use super::finding::{Finding, Outcome};
 use crate::core::blobs::Blobs;
 
 /// How much of the file one read fetches for the scanner.

@@ -3,6 +3,9 @@
 /// The bucket the airlock keeps its copies in: reachable only through the airlock's actions.
 pub(super) const AIRLOCK_BUCKET: &str = "datasandbox-airlock";
 
+/// Where a request's id goes when it changes state, for the pages open on other nodes.
+pub(super) const CHANGES_CHANNEL: &str = "datasandbox_airlock";
+
 /// Whether `path` is a plain relative path a file may have in a request (or an archive): 1 to
 /// 255 printable ASCII characters (no invisible or direction-changing character can make a
 /// name look like another), no `.`, `..` or empty segment, no `\`, no spaces around a segment.

@@ -13,7 +13,7 @@
 use std::hash::{Hash, Hasher};
 use std::io::{self, BufRead};
 
-use super::checks::{Finding, Outcome};
+use super::finding::{Finding, Outcome};
 
 /// The longest field kept whole (longer ones are cut: no count is that long).
 const FIELD_BYTES: usize = 64 << 10;

@@ -352,18 +352,6 @@ pub(super) async fn serving_at(plane: &Platform, address: &str) -> Result<Option
     }))
 }
 
-/// The workspace (stack) of the session a running instance serves, if it serves one.
-pub(crate) async fn workspace_of(plane: &Platform, instance_id: &str) -> Result<Option<String>, ActionError> {
-    let row = sqlx::query(
-        "SELECT s.stack FROM instances i JOIN sessions s ON s.session_id = i.session_id
-         WHERE i.instance_id = $1 AND i.state IN ('RUNNING', 'STOPPING')",
-    )
-    .bind(instance_id)
-    .fetch_optional(&plane.store.pool)
-    .await?;
-    Ok(row.map(|row| row.try_get("stack")).transpose()?)
-}
-
 /// An instance recorded as not yet ended, with what its teardown needs.
 pub(super) struct Unended {
     pub instance_id: String,
