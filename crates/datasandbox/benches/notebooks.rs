@@ -134,10 +134,11 @@ fn jupyter_token(notebook: &str) -> String {
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("jupyter") && cmdline.contains(notebook) {
-            if let Ok(token) = std::fs::read_to_string(entry.path().join("root/run/datasandbox/jupyter-token")) {
-                return token.trim().to_owned();
-            }
+        if cmdline.contains("jupyter")
+            && cmdline.contains(notebook)
+            && let Ok(token) = std::fs::read_to_string(entry.path().join("root/run/datasandbox/jupyter-token"))
+        {
+            return token.trim().to_owned();
         }
     }
     panic!("no Jupyter server of {notebook} found")
