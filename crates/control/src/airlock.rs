@@ -29,6 +29,7 @@ use crate::core::platform::Platform;
 mod checks;
 mod finding;
 mod lineage;
+mod png;
 mod release;
 mod repo;
 mod requests;

@@ -227,6 +227,11 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
             // waits for its record.
             // (A clone of the frame shares its bytes.)
             let heard = audit.map(|_| message.clone());
+            match (audit, &message) {
+                (Some(audit), tungstenite::Message::Text(text)) => audit.before_browser(control::KernelFrame::Text(text.as_str())),
+                (Some(audit), tungstenite::Message::Binary(bytes)) => audit.before_browser(control::KernelFrame::Binary(bytes)),
+                _ => {}
+            }
             let forwarded = match message {
                 tungstenite::Message::Text(text) => Message::Text(text.as_str().into()),
                 tungstenite::Message::Binary(bytes) => Message::Binary(bytes),

@@ -282,6 +282,9 @@ fn add_notebook(
     // An instance has no route out: JupyterLab must not offer news or update checks.
     progress("writing JupyterLab's settings into the Python environment");
     write_if_changed(&venv.join("share/jupyter/lab/settings"), "overrides.json", JUPYTERLAB_OVERRIDES)?;
+    // Kernels start with `-P`: no module from the notebook's folder (which the user can write)
+    // comes before the launcher's own, so a planted `ipykernel_launcher.py` runs nothing.
+    write_if_changed(&venv.join("share/jupyter/kernels/python3"), "kernel.json", KERNEL_SPEC)?;
     // Not copied (a quarter of a gigabyte per image): the cached venv, immutable once
     // made, is bound read-only at `/opt/jupyter` when an instance starts.
     std::fs::create_dir_all(root.join("opt/jupyter")).map_err(|e| setup("build the image", e))?;
@@ -298,6 +301,15 @@ fn add_notebook(
 /// JupyterLab's settings overrides in the notebook image.
 const JUPYTERLAB_OVERRIDES: &str = r#"{
   "@jupyterlab/apputils-extension:notification": { "fetchNews": "false", "checkForUpdates": false }
+}
+"#;
+
+/// The notebook image's Python kernel.
+const KERNEL_SPEC: &str = r#"{
+  "argv": ["/opt/jupyter/bin/python", "-P", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+  "display_name": "Python 3 (ipykernel)",
+  "language": "python",
+  "metadata": { "debugger": true }
 }
 "#;
 

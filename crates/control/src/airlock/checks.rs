@@ -15,7 +15,7 @@
 //!
 //! The malware scan (`malware.clamav`) is `scan.rs`.
 
-use std::io::{self, BufReader, Read as _, SeekFrom, Write as _};
+use std::io::{self, BufReader, SeekFrom, Write as _};
 
 pub(super) use super::finding::{Finding, Outcome};
 use super::sniff::{self, Sniffed};
@@ -92,6 +92,10 @@ pub(super) fn kind_of(path: &str, head: &[u8], text: bool) -> Kind {
     }
     let lower = path.to_ascii_lowercase();
     match lower.rsplit_once('.').map_or("", |(_, e)| e) {
+        // Text a browser or a shell would run is not text here.
+        "html" | "htm" | "xhtml" | "svg" | "js" | "mjs" | "xml" | "hta" | "bat" | "cmd" | "ps1" | "vbs" => {
+            Kind::Other("text a browser or a shell runs")
+        }
         "csv" => Kind::Csv,
         "tsv" | "tab" => Kind::Tsv,
         "json" => Kind::Json,
@@ -166,14 +170,26 @@ fn check_into(
         source.rewind()?;
         return archive(path, source, policy, depth, checked);
     }
-    findings.push(match polyglot(kind, &sniffed) {
+    let mut why = polyglot(kind, &sniffed);
+    if why.is_none() && kind == Kind::Png {
+        // Its chunks and pixels, read whole: nothing rides along inside them.
+        source.rewind()?;
+        why = match super::png::hidden_payload(&mut BufReader::new(&mut *source)) {
+            Ok(why) => why,
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Some("the PNG ends inside a chunk".into()),
+            Err(err) => return Err(err),
+        };
+    }
+    let findings = &mut checked.findings;
+    findings.push(match why {
         Some(why) => Finding { rule: "type.polyglot", outcome: Outcome::Fail, detail: why },
         None => pass("type.polyglot", "one type only".into()),
     });
     // Whatever its name says, text that is a table is checked as one.
     let separator = match kind {
         Kind::Tsv => Some(b'\t'),
-        Kind::Csv => Some(b','),
+        // A CSV's separator by its content (`;` where the decimal mark is a comma), else `,`.
+        Kind::Csv => Some(table::separator_of(&sniffed.head, size <= sniff::HEAD as u64).unwrap_or(b',')),
         Kind::Text | Kind::Markdown => table::separator_of(&sniffed.head, size <= sniff::HEAD as u64),
         Kind::Png | Kind::Pdf | Kind::Json | Kind::Zip | Kind::Other(_) => None,
     };
@@ -199,7 +215,7 @@ fn polyglot(kind: Kind, sniffed: &Sniffed) -> Option<String> {
         },
         Kind::Pdf => sniffed
             .carrier
-            .map(|(name, at)| format!("the PDF holds {name} at byte {at}; export it as plain pages (PDF/A, no object streams)"))
+            .map(|(name, at)| format!("the PDF holds /{name} at byte {at}; export it as plain pages (PDF/A, no object streams)"))
             .or_else(|| sniffed.zip_inside.map(|at| format!("a ZIP archive is inside the PDF at byte {at}"))),
         _ => sniffed.markup.map(|(tag, at)| format!("markup `{tag}` at byte {at}")),
     }
@@ -216,22 +232,17 @@ const ARCHIVE_RATIO: u64 = 100;
 /// archive declares), no archive inside another; each member is then checked as a file of
 /// its own (spilled to a temporary file, read in passes like any file).
 fn archive(path: &str, source: &mut dyn Source, policy: &Policy<'_>, depth: usize, checked: &mut Checked) -> io::Result<()> {
-    let fail = |rule, detail: String| Finding { rule, outcome: Outcome::Fail, detail };
     if depth > 0 {
         checked.findings.push(fail("archive.nested", format!("`{path}` is an archive inside an archive")));
         return Ok(());
     }
-    let mut zip = match zip::ZipArchive::new(&mut *source) {
+    let mut zip = match open_archive(source) {
         Ok(zip) => zip,
-        Err(err) => {
-            checked.findings.push(fail("archive.member", format!("the archive cannot be read: {err}")));
+        Err(finding) => {
+            checked.findings.push(finding);
             return Ok(());
         }
     };
-    if zip.len() > ARCHIVE_MEMBERS {
-        checked.findings.push(fail("archive.members", format!("{} members, over the {ARCHIVE_MEMBERS} an archive may hold", zip.len())));
-        return Ok(());
-    }
     let (mut budget, mut files) = (policy.max_file_bytes, 0usize);
     for index in 0..zip.len() {
         let mut member = match zip.by_index(index) {
@@ -242,44 +253,24 @@ fn archive(path: &str, source: &mut dyn Source, policy: &Policy<'_>, depth: usiz
             }
         };
         let name = String::from_utf8_lossy(member.name_raw()).into_owned();
-        let plain = name.strip_suffix('/').filter(|_| member.is_dir()).unwrap_or(&name);
-        if !super::state::is_plain_path(plain) || member.is_symlink() {
-            let detail =
-                format!("member `{}` is not a plain relative path (traversal, absolute, a link, or unprintable)", name.escape_debug());
-            checked.findings.push(fail("archive.path", detail));
+        if let Some(finding) = member_problem(&member, &name) {
+            checked.findings.push(finding);
             return Ok(());
         }
         if member.is_dir() {
             continue;
         }
         let stored = member.compressed_size();
-        let mut spill = tempfile::tempfile()?;
-        let (mut out, mut piece) = (0u64, vec![0u8; 1 << 16]);
-        loop {
-            let n = match member.read(&mut piece) {
-                Ok(n) => n,
-                Err(err) => {
-                    checked.findings.push(fail("archive.member", format!("member `{name}` cannot be read: {err}")));
-                    return Ok(());
-                }
-            };
-            if n == 0 {
-                break;
+        let mut spill = match spill(&mut member, (&name, stored), budget, policy)? {
+            Ok((spill, out)) => {
+                budget -= out;
+                spill
             }
-            out += n as u64;
-            if out > budget {
-                let detail = format!("the members expand past {} bytes (airlock.max_file_bytes)", policy.max_file_bytes);
-                checked.findings.push(fail("archive.size", detail));
+            Err(finding) => {
+                checked.findings.push(finding);
                 return Ok(());
             }
-            if out > (1 << 20) && out > stored.saturating_mul(ARCHIVE_RATIO) {
-                let detail = format!("member `{name}` expands past {ARCHIVE_RATIO} times its {stored} stored bytes: a ZIP bomb");
-                checked.findings.push(fail("archive.ratio", detail));
-                return Ok(());
-            }
-            spill.write_all(&piece[..n])?;
-        }
-        budget -= out;
+        };
         files += 1;
         drop(member);
         let mut inner = Checked { findings: Vec::new(), tables: Vec::new() };
@@ -292,6 +283,84 @@ fn archive(path: &str, source: &mut dyn Source, policy: &Policy<'_>, depth: usiz
     let total = policy.max_file_bytes - budget;
     checked.findings.push(pass("archive.members", format!("{files} member file(s), {total} bytes when expanded, each checked")));
     Ok(())
+}
+
+fn fail(rule: &'static str, detail: String) -> Finding {
+    Finding { rule, outcome: Outcome::Fail, detail }
+}
+
+type Zip<'a> = zip::ZipArchive<&'a mut dyn Source>;
+
+/// The archive, if its members are all there is to check: not too many of them, no comment,
+/// no local header that disagrees with the directory or is missing from it (tools that read
+/// local headers in order would extract something else), no byte shared by two entries.
+fn open_archive(source: &mut dyn Source) -> Result<Zip<'_>, Finding> {
+    let mut zip = zip::ZipArchive::new(source).map_err(|err| fail("archive.member", format!("the archive cannot be read: {err}")))?;
+    if zip.len() > ARCHIVE_MEMBERS {
+        return Err(fail("archive.members", format!("{} members, over the {ARCHIVE_MEMBERS} an archive may hold", zip.len())));
+    }
+    let hidden = if !zip.comment().is_empty() {
+        Some("the archive carries a comment".to_owned())
+    } else if let Err(err) = zip.validate_header_consistency() {
+        Some(format!("its headers disagree ({err})"))
+    } else if zip.has_overlapping_entries().unwrap_or(true) {
+        Some("two entries share bytes".to_owned())
+    } else {
+        None
+    };
+    match hidden {
+        Some(why) => Err(fail("archive.member", format!("{why}: what is in an archive is checked member by member, or not let through"))),
+        None => Ok(zip),
+    }
+}
+
+/// What is wrong with a member before its content is read: a name that is not a plain
+/// relative path, a link, a comment, a directory that holds data (readers that ask for it by
+/// name get it).
+fn member_problem<R: io::Read>(member: &zip::read::ZipFile<'_, R>, name: &str) -> Option<Finding> {
+    let plain = name.strip_suffix('/').filter(|_| member.is_dir()).unwrap_or(name);
+    if !super::state::is_plain_path(plain) || member.is_symlink() {
+        let detail = format!("member `{}` is not a plain relative path (traversal, absolute, a link, or unprintable)", name.escape_debug());
+        return Some(fail("archive.path", detail));
+    }
+    if !member.comment().is_empty() {
+        return Some(fail("archive.member", format!("member `{name}` carries a comment")));
+    }
+    (member.is_dir() && (member.size() > 0 || member.compressed_size() > 0))
+        .then(|| fail("archive.member", format!("directory entry `{name}` holds data")))
+}
+
+/// A member's content, expanded into an unnamed temporary file, and its size; or why it was
+/// stopped: past `budget` (what the members may still expand to), or past the ratio limit,
+/// measured on the bytes as they come out.
+fn spill(
+    member: &mut impl io::Read,
+    (name, stored): (&str, u64),
+    budget: u64,
+    policy: &Policy<'_>,
+) -> io::Result<Result<(std::fs::File, u64), Finding>> {
+    let mut spill = tempfile::tempfile()?;
+    let (mut out, mut piece) = (0u64, vec![0u8; 1 << 16]);
+    loop {
+        let n = match member.read(&mut piece) {
+            Ok(n) => n,
+            Err(err) => return Ok(Err(fail("archive.member", format!("member `{name}` cannot be read: {err}")))),
+        };
+        if n == 0 {
+            return Ok(Ok((spill, out)));
+        }
+        out += n as u64;
+        if out > budget {
+            let detail = format!("the members expand past {} bytes (airlock.max_file_bytes)", policy.max_file_bytes);
+            return Ok(Err(fail("archive.size", detail)));
+        }
+        // The stored bytes are those the member's reader takes from the archive, no more.
+        if out > (1 << 20) && out > stored.saturating_mul(ARCHIVE_RATIO) {
+            let detail = format!("member `{name}` expands past {ARCHIVE_RATIO} times its {stored} stored bytes: a ZIP bomb");
+            return Ok(Err(fail("archive.ratio", detail)));
+        }
+        spill.write_all(&piece[..n])?;
+    }
 }
 
 /// A PNG's chunks (type, whole length with its header and CRC) up to and with `IEND`, or why
@@ -404,10 +473,28 @@ mod tests {
         assert_eq!(failed(&run("data.json", b"{\"a\": ")), ["type.allowed"]);
     }
 
+    /// A 1×1 gray PNG, whole.
+    fn tiny_png() -> Vec<u8> {
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            c.extend_from_slice(&[0, 0, 0, 0]);
+            c
+        };
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(&[0, 0x80]).expect("deflate");
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0]));
+        png.extend(chunk(b"IDAT", &zlib.finish().expect("deflate")));
+        png.extend(chunk(b"IEND", b""));
+        png
+    }
+
     #[test]
     fn a_polyglot_fails() {
-        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x00IHDR\x00\x00\x00\x00\x00\x00\x00\x00IEND\xae\x42\x60\x82".to_vec();
-        assert!(failed(&run("plot.png", &png)).is_empty());
+        let mut png = tiny_png();
+        assert!(failed(&run("plot.png", &png)).is_empty(), "{:?}", run("plot.png", &png));
         png.extend_from_slice(b"PK\x03\x04 hidden archive");
         assert_eq!(failed(&run("plot.png", &png)), ["type.polyglot"]);
         assert_eq!(failed(&run("paper.pdf", b"%PDF-1.7 ... PK\x03\x04 ...")), ["type.polyglot"]);

@@ -34,16 +34,35 @@ pub(super) struct Table {
     pub path: String,
     rows: Vec<(u64, u64)>,
     count: usize,
+    /// Whether some of its rows' hashes were not kept (past a table's or a submission's cap).
+    cut: bool,
+}
+
+impl Table {
+    /// Keeps at most `rows` of its rows' hashes.
+    pub(super) fn keep_at_most(&mut self, rows: usize) {
+        if self.rows.len() > rows {
+            self.rows.truncate(rows);
+            self.rows.shrink_to_fit();
+            self.cut = true;
+        }
+    }
+
+    /// How many row hashes it holds.
+    pub(super) fn held(&self) -> usize {
+        self.rows.len()
+    }
 }
 
 impl Table {
     /// The table a pass over a file read.
     pub(super) fn new(path: String, read: table::Read) -> Table {
+        let cut = read.rows.len() < read.count;
         let mut rows = read.rows;
         rows.sort_unstable();
         rows.dedup_by_key(|(hash, _)| *hash);
         rows.shrink_to_fit();
-        Table { path, rows, count: read.count }
+        Table { path, rows, count: read.count, cut }
     }
 
     /// The output row whose hash this is, if any.
@@ -83,8 +102,8 @@ pub(super) async fn check(
             _ => {}
         }
     }
-    if let Some(table) = tables.iter().find(|t| t.count > HASHED_ROWS) {
-        cut = Some(format!("`{}` has {} rows; only the first {HASHED_ROWS} were compared", table.path, table.count));
+    if let Some(table) = tables.iter().find(|t| t.cut) {
+        cut = Some(format!("`{}` has {} rows; the submission's first {HASHED_ROWS} rows in all were compared", table.path, table.count));
     }
     'datasets: for dataset in &plane.current().datasets {
         let keys = match crate::storage::keys_under(plane, dataset.bucket.as_str(), &dataset.prefix).await {
@@ -129,11 +148,21 @@ struct Hits {
 /// Reads each file once, front to back, against every table.
 fn compare(tables: &[Table], readers: Vec<(Source, BlobReader)>, mut cut: Option<String>) -> Vec<(String, Finding)> {
     let mut hits: Vec<Hits> = tables.iter().map(|_| Hits::default()).collect();
+    // Dataset files this check cannot read as tables (Parquet, JSON, archives): the reviewers
+    // are told, since their rows were not compared.
+    let (mut uncompared, mut uncompared_count) = (Vec::new(), 0usize);
     for (source, mut reader) in readers {
         let Source { dataset, key, .. } = source;
         let mut records = match records_of(&key, &mut reader) {
-            Ok(Some(records)) => records,
-            Ok(None) => continue,
+            Ok(Ok(records)) => records,
+            Ok(Err(None)) => continue,
+            Ok(Err(Some(kind))) => {
+                if dataset.is_some() && uncompared.len() < 3 {
+                    uncompared.push(format!("`{key}` ({kind})"));
+                }
+                uncompared_count += usize::from(dataset.is_some());
+                continue;
+            }
             Err(_) => {
                 if let Some(dataset) = &dataset {
                     cut = Some(format!("`{key}` of dataset `{dataset}` could not be read"));
@@ -176,6 +205,16 @@ fn compare(tables: &[Table], readers: Vec<(Source, BlobReader)>, mut cut: Option
             }
         }
     }
+    findings_of(tables, hits, cut.as_deref(), (&uncompared, uncompared_count))
+}
+
+/// Each table's lineage findings from what the comparison found.
+fn findings_of(
+    tables: &[Table],
+    hits: Vec<Hits>,
+    cut: Option<&str>,
+    (uncompared, uncompared_count): (&[String], usize),
+) -> Vec<(String, Finding)> {
     let mut findings = Vec::new();
     for (table, found) in tables.iter().zip(hits) {
         let path = table.path.clone();
@@ -192,30 +231,39 @@ fn compare(tables: &[Table], readers: Vec<(Source, BlobReader)>, mut cut: Option
             let detail = format!("{} row(s) also released before: {}", found.overlap, found.overlapping.join("; "));
             add("diff.overlap", Outcome::Flag, detail);
         }
-        if let Some(why) = &cut {
-            add("lineage.partial", Outcome::Fail, why.clone());
+        if let Some(why) = cut {
+            add("lineage.partial", Outcome::Fail, why.to_owned());
+        }
+        if uncompared_count > 0 {
+            let detail = format!("{uncompared_count} dataset file(s) not compared, not being tables: {}", uncompared.join(", "));
+            add("lineage.uncompared", Outcome::Flag, detail);
         }
     }
     findings
 }
 
-/// The records of a table file (by its name, else by its content), or `None` if it is not one.
-fn records_of<'a>(key: &str, reader: &'a mut BlobReader) -> std::io::Result<Option<Records<impl std::io::BufRead + 'a>>> {
+/// The records of a table file (by its name, else by its content); else `None` for prose, or
+/// what kind of file it is when it could hold rows this check cannot read.
+type Read<'a, R> = Result<Records<R>, Option<&'static str>>;
+
+fn records_of<'a>(key: &str, reader: &'a mut BlobReader) -> std::io::Result<Read<'a, impl std::io::BufRead + 'a>> {
     let mut head = Vec::new();
     (&mut *reader).take(super::sniff::HEAD as u64).read_to_end(&mut head)?;
     // A start of text may end inside a character.
     let text = !head.contains(&0) && std::str::from_utf8(&head).map_or_else(|e| e.error_len().is_none(), |_| true);
+    let whole_head = (head.len() as u64) < super::sniff::HEAD as u64;
     let separator = match kind_of(key, &head, text).name() {
-        "csv" => b',',
+        "csv" => table::separator_of(&head, whole_head).unwrap_or(b','),
         "tsv" => b'\t',
-        "text" | "markdown" => match table::separator_of(&head, (head.len() as u64) < super::sniff::HEAD as u64) {
+        "text" | "markdown" => match table::separator_of(&head, whole_head) {
             Some(separator) => separator,
-            None => return Ok(None),
+            None => return Ok(Err(None)),
         },
-        _ => return Ok(None),
+        "png" | "pdf" => return Ok(Err(None)),
+        other => return Ok(Err(Some(other))),
     };
     let whole = std::io::Cursor::new(head).chain(reader);
-    Ok(Some(Records::new(BufReader::with_capacity(1 << 16, whole), separator)))
+    Ok(Ok(Records::new(BufReader::with_capacity(1 << 16, whole), separator)))
 }
 
 #[cfg(test)]

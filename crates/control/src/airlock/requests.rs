@@ -335,7 +335,7 @@ pub(super) async fn submit(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 async fn run_checks(ctx: &Ctx<'_>, request: &RequestRow, recorder: &mut Recorder<'_>) -> Result<(), ActionError> {
     let (store, id) = (&ctx.platform.store, &request.request_id);
     let settings = ctx.platform.current().airlock.clone();
-    let mut tables = Vec::new();
+    let (mut tables, mut rows_left) = (Vec::new(), super::table::HASHED_ROWS);
     for file in repo::files(store, id).await? {
         let (blob, size) = crate::storage::blob_internal(ctx.platform, AIRLOCK_BUCKET, &file.object_key).await?;
         let mut reader = BlobReader::new(ctx.platform.blobs.clone(), blob.clone(), size);
@@ -347,13 +347,17 @@ async fn run_checks(ctx: &Ctx<'_>, request: &RequestRow, recorder: &mut Recorder
                 max_file_bytes: policy.max_file_bytes,
                 small_count_threshold: policy.small_count_threshold,
             };
-            checks::check_file(&path, &mut reader, Some(&sha256), &policy)
+            // Sorted here, off the runtime's threads.
+            checks::check_file(&path, &mut reader, Some(&sha256), &policy).map(|checked| {
+                let tables: Vec<_> = checked.tables.into_iter().map(|(path, read)| super::lineage::Table::new(path, read)).collect();
+                (checked.findings, tables)
+            })
         })
         .await
         .map_err(ActionError::internal)?;
         // What could not be read is not passed: blocked, with why.
         let (mut findings, found) = match checked {
-            Ok(checked) => (checked.findings, checked.tables),
+            Ok(checked) => checked,
             Err(err) => {
                 let detail = format!("the stored copy could not be read: {err}");
                 (vec![checks::Finding { rule: "manifest.read", outcome: Outcome::Fail, detail }], Vec::new())
@@ -364,7 +368,12 @@ async fn run_checks(ctx: &Ctx<'_>, request: &RequestRow, recorder: &mut Recorder
             let scanned = super::scan::scan(&settings.clamav_database, settings.max_file_bytes, &ctx.platform.blobs, &blob, size).await;
             findings.push(scanned);
         }
-        tables.extend(found.into_iter().map(|(path, read)| super::lineage::Table::new(path, read)));
+        // One submission holds at most HASHED_ROWS row hashes in all, whatever its files.
+        for mut table in found {
+            table.keep_at_most(rows_left);
+            rows_left -= table.held();
+            tables.push(table);
+        }
         let earlier = repo::released_with_hash(store, &request.workspace, id, &file.sha256).await?;
         if !earlier.is_empty() {
             let detail = format!("identical to released {}", earlier.join(", "));

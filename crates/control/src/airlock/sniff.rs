@@ -10,17 +10,34 @@ use sha2::{Digest, Sha256};
 pub(super) const HEAD: usize = 64 << 10;
 
 /// Markup or script in a text file (compared without case).
-const MARKUP: [&str; 5] = ["<script", "<svg", "<html", "<iframe", "javascript:"];
+const MARKUP: [&str; 13] =
+    ["<script", "<svg", "<html", "<iframe", "javascript:", "<img", "<object", "<embed", "<meta", "<form", "<base", "onerror=", "onload="];
 
-/// What a PDF may carry besides pages, and compressed object streams, which could hide those
-/// names from this search: refused rather than guessed at.
-const CARRIERS: [&str; 7] = ["/EmbeddedFile", "/JavaScript", "/JS", "/Launch", "/RichMedia", "/XFA", "/ObjStm"];
+/// What a PDF may carry besides pages (files, script, forms that send, actions that open
+/// other documents), and compressed object streams, which could hide those names from this
+/// search: refused rather than guessed at. Names are compared whole and decoded (`/J#61vaScript`
+/// is `/JavaScript`).
+const CARRIERS: [&str; 12] = [
+    "EmbeddedFile",
+    "JavaScript",
+    "JS",
+    "Launch",
+    "RichMedia",
+    "XFA",
+    "ObjStm",
+    "FileAttachment",
+    "AF",
+    "SubmitForm",
+    "GoToE",
+    "ImportData",
+];
 
 const ZIP_MAGICS: [&[u8]; 2] = [b"PK\x03\x04", b"PK\x05\x06"];
 
-/// The longest needle less one: what a piece carries to the next, so a needle split across
-/// two pieces is found.
-const CARRY: usize = 13;
+/// What a piece carries to the next, so that a needle or a PDF name split across two pieces is
+/// found: more than the longest needle, and than the longest way to write a carrier's name
+/// (every character `#xx`-escaped).
+const CARRY: usize = 48;
 
 /// What one pass learned.
 pub(super) struct Sniffed {
@@ -129,10 +146,7 @@ impl State {
                 .min_by_key(|(_, at)| *at);
         }
         if found.carrier.is_none() {
-            found.carrier = CARRIERS
-                .iter()
-                .filter_map(|name| memchr::memmem::find(window, name.as_bytes()).map(|at| (*name, window_at + at as u64)))
-                .min_by_key(|(_, at)| *at);
+            found.carrier = carrier_in(window, false).map(|(name, at)| (name, window_at + at as u64));
         }
         if found.zip_inside.is_none() {
             found.zip_inside = ZIP_MAGICS
@@ -148,10 +162,52 @@ impl State {
         if !self.partial.is_empty() {
             self.found.utf8 = false;
         }
+        // A name that ran to the end of the last window ends with the file.
+        if self.found.carrier.is_none() {
+            let at = self.found.size - self.window.len() as u64;
+            self.found.carrier = carrier_in(&self.window, true).map(|(name, offset)| (name, at + offset as u64));
+        }
         self.found.sha256 = hex::encode(self.hasher.finalize());
         self.found.png_end = self.png.end(self.found.size);
         self.found
     }
+}
+
+/// The first PDF name in `window` that, decoded, is a carrier, and where it starts. A name
+/// that runs to the window's end is judged with the next window (the carry holds it), unless
+/// this is the `last`.
+fn carrier_in(window: &[u8], last: bool) -> Option<(&'static str, usize)> {
+    let delimiter = |b: u8| b.is_ascii_whitespace() || b"()<>[]{}/%".contains(&b) || b == 0;
+    for at in memchr::memchr_iter(b'/', window) {
+        let token = &window[at + 1..];
+        let end = token.iter().position(|b| delimiter(*b));
+        if end.is_none() && !last {
+            continue;
+        }
+        let token = &token[..end.unwrap_or(token.len())];
+        if token.len() > CARRY {
+            continue;
+        }
+        let mut name = Vec::with_capacity(token.len());
+        let mut i = 0;
+        while i < token.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (token[i], token.get(i + 1).copied().and_then(hex), token.get(i + 2).copied().and_then(hex)) {
+                (b'#', Some(high), Some(low)) => {
+                    name.push((high * 16 + low) as u8);
+                    i += 3;
+                }
+                (byte, _, _) => {
+                    name.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        if let Some(carrier) = CARRIERS.iter().find(|c| c.as_bytes() == name.as_slice()) {
+            return Some((carrier, at));
+        }
+    }
+    None
 }
 
 /// Where `needle` (ASCII) first appears in `haystack`, compared without case.
@@ -229,13 +285,22 @@ mod tests {
         for found in [sniff(&mut &body[..]).expect("read"), sniff(&mut Trickle(body)).expect("read")] {
             assert!(found.utf8 && !found.nul);
             assert_eq!(found.markup, Some(("<script", 7)));
-            assert_eq!(found.carrier, Some(("/JS", 16)));
+            assert_eq!(found.carrier, Some(("JS", 16)));
             assert_eq!(found.zip_inside, Some(20));
             assert_eq!(found.sha256, hex::encode(Sha256::digest(body)));
             assert_eq!(found.size, body.len() as u64);
         }
         assert!(!sniff(&mut Trickle(b"caf\xc3")).expect("read").utf8, "a sequence cut at the end");
         assert!(!sniff(&mut Trickle(b"a\xffb")).expect("read").utf8);
+    }
+
+    #[test]
+    fn pdf_names_are_decoded_and_compared_whole() {
+        let carrier = |body: &[u8]| sniff(&mut Trickle(body)).expect("read").carrier.map(|(name, _)| name);
+        assert_eq!(carrier(b"<< /S /J#61vaScript /JS (x) >>"), Some("JavaScript"));
+        assert_eq!(carrier(b"<< /Type /Annot /Subtype /FileAttachment >>"), Some("FileAttachment"));
+        assert_eq!(carrier(b"<< /Font /AAAAAB+Calibri /JSON 1 >>"), None, "a subset font and a longer name");
+        assert_eq!(carrier(b"trailer << /AF"), Some("AF"), "a name that ends the file");
     }
 
     #[test]

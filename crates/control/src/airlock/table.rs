@@ -216,9 +216,13 @@ fn count_in(cell: &str) -> Option<f64> {
             other => other,
         })
         .collect();
-    let unsigned = ascii.trim_start_matches(['-', '+']).trim_start();
+    // `n=3`, `n = 3`: a count named as one.
+    let lower = ascii.trim().to_ascii_lowercase();
+    let named = lower.strip_prefix('n').map(str::trim_start).and_then(|r| r.strip_prefix('=')).map(str::trim_start);
+    let unsigned = named.unwrap_or(&lower).trim_start_matches(['-', '+']).trim_start();
     let number: String = unsigned.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
-    let rest = unsigned[number.len()..].trim_start();
+    // A note may follow (`3 (2.1%)`, `3*`, `3 people`); a letter right after is not a count (`3b`).
+    let rest = &unsigned[number.len()..];
     if number.is_empty() || !(rest.is_empty() || rest.starts_with(['(', '%', '*', '[', ' '])) {
         return None;
     }
@@ -231,6 +235,13 @@ fn is_suppressed(cell: &str) -> bool {
     let bound = lower.strip_prefix('<').or_else(|| lower.strip_prefix('≤')).map(str::trim_start);
     ["*", "**", "x", "c", "[c]", "[x]", "..", "suppressed", "redacted", "s"].contains(&lower.as_str())
         || bound.is_some_and(|b| !b.is_empty() && b.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Whether a column holds a measure (a rate, a mean, a year), not a count.
+fn is_measure(name: &str) -> bool {
+    let lower = name.trim().to_ascii_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric() && c != '%').filter(|w| !w.is_empty()).collect();
+    words.iter().any(|w| ["%", "percent", "pct", "rate", "mean", "median", "avg", "average", "ratio", "year", "sd", "se", "ci"].contains(w))
 }
 
 /// Whether a header or label names a total.
@@ -247,8 +258,12 @@ struct Margins {
     /// Rows whose one hidden cell the total column gives: (row, column, value).
     rows_revealed: Vec<(u64, usize, f64)>,
     rows_revealed_count: usize,
-    /// Whether a complete row failed to add up to its total (then the column is not a sum).
-    rows_disagree: bool,
+    /// Complete rows that add up to their total, and that do not: the total column is judged a
+    /// sum when most do.
+    rows_agree: usize,
+    rows_disagree: usize,
+    /// Columns that hold measures (rates, means, years), not counts: never part of a sum.
+    measures: Vec<bool>,
     columns: Vec<ColumnSum>,
     /// The total row: its number and its counts.
     total_row: Option<(u64, Vec<Option<f64>>)>,
@@ -267,7 +282,9 @@ impl Margins {
             total_column: header.iter().position(|name| is_total(name)),
             rows_revealed: Vec::new(),
             rows_revealed_count: 0,
-            rows_disagree: false,
+            rows_agree: 0,
+            rows_disagree: 0,
+            measures: header.iter().map(|name| is_measure(name)).collect(),
             columns: vec![ColumnSum::default(); header.len().min(FIELDS)],
             total_row: None,
         }
@@ -279,11 +296,11 @@ impl Margins {
             self.total_row = Some((row, counts));
             return;
         }
-        let hidden: Vec<usize> = record.iter().enumerate().filter(|(_, cell)| is_suppressed(cell)).map(|(at, _)| at).collect();
+        let is_hidden: Vec<bool> = record.iter().map(|cell| is_suppressed(cell)).collect();
         for (column, sum) in self.columns.iter_mut().enumerate() {
             match counts.get(column).copied().flatten() {
                 Some(value) => sum.known += value,
-                None if hidden.contains(&column) => {
+                None if is_hidden.get(column).copied().unwrap_or(false) => {
                     sum.hidden += 1;
                     sum.hidden_row = row;
                 }
@@ -292,9 +309,12 @@ impl Margins {
         }
         let Some(total_column) = self.total_column else { return };
         let Some(total) = counts.get(total_column).copied().flatten() else { return };
-        let others: f64 = counts.iter().enumerate().filter(|(at, _)| *at != total_column).filter_map(|(_, c)| *c).sum();
+        let measure = |at: usize| self.measures.get(at).copied().unwrap_or(false);
+        let others: f64 = counts.iter().enumerate().filter(|(at, _)| *at != total_column && !measure(*at)).filter_map(|(_, c)| *c).sum();
+        let hidden: Vec<usize> = is_hidden.iter().enumerate().filter(|(at, h)| **h && !measure(*at)).map(|(at, _)| at).take(2).collect();
         match hidden.as_slice() {
-            [] => self.rows_disagree |= (others - total).abs() > 1e-6,
+            [] if (others - total).abs() > 1e-6 => self.rows_disagree += 1,
+            [] => self.rows_agree += 1,
             [column] if *column != total_column => {
                 self.rows_revealed_count += 1;
                 if self.rows_revealed.len() < LISTED {
@@ -308,7 +328,8 @@ impl Margins {
     fn finding(&self, header: &[String]) -> Option<Finding> {
         let name = |column: usize| header.get(column).map_or_else(|| format!("column {}", column + 1), |h| format!("`{h}`"));
         let mut revealed: Vec<String> = Vec::new();
-        if !self.rows_disagree {
+        let rows_sum = self.rows_agree >= self.rows_disagree;
+        if rows_sum {
             revealed.extend(
                 self.rows_revealed
                     .iter()
@@ -316,10 +337,15 @@ impl Margins {
             );
         }
         if let Some((total_row, totals)) = &self.total_row {
-            let adds_up = self.columns.iter().enumerate().all(|(column, sum)| {
-                sum.hidden > 0 || totals.get(column).copied().flatten().is_none_or(|total| (total - sum.known).abs() <= 1e-6)
-            });
-            if adds_up {
+            // The total row is judged a sum when most complete count columns add up to it.
+            let (mut agree, mut disagree) = (0usize, 0usize);
+            for (column, sum) in self.columns.iter().enumerate() {
+                let measure = self.measures.get(column).copied().unwrap_or(false);
+                if let (0, false, Some(total)) = (sum.hidden, measure, totals.get(column).copied().flatten()) {
+                    if (total - sum.known).abs() <= 1e-6 { agree += 1 } else { disagree += 1 }
+                }
+            }
+            if agree >= disagree {
                 for (column, sum) in self.columns.iter().enumerate() {
                     if let (1, Some(total)) = (sum.hidden, totals.get(column).copied().flatten()) {
                         revealed.push(format!(
@@ -332,7 +358,7 @@ impl Margins {
                 }
             }
         }
-        let count = revealed.len() + if self.rows_disagree { 0 } else { self.rows_revealed_count - self.rows_revealed.len() };
+        let count = revealed.len() + if rows_sum { self.rows_revealed_count - self.rows_revealed.len() } else { 0 };
         (count > 0).then(|| Finding {
             rule: "table.margin",
             outcome: Outcome::Fail,
@@ -384,6 +410,18 @@ mod tests {
         // A "total" that is not a sum of its row recovers nothing.
         assert_eq!(margin("region,male,female,total\nnorth,120,*,300\nsouth,200,150,999\n"), None);
         assert_eq!(margin("region,cases\nnorth,120\nsouth,45\nTotal,165\n"), None);
+        // A rate beside the counts, and one row that does not add up, hide nothing.
+        let rated = margin("region,cases,percent\nnorth,120,72.3\nsouth,<10,\neast,40,24.1\nTotal,167,100\n").expect("a total row");
+        assert!(rated.contains("the total row (5) gives 7"), "{rated}");
+        let mostly = margin("g,a,b,total\nx,1,2,3\ny,4,5,9\nz,6,*,20\nw,1,1,5\n").expect("a total column");
+        assert!(mostly.contains("row 4, `b`: the total column gives 14"), "{mostly}");
+    }
+
+    #[test]
+    fn counts_are_read_with_their_names_and_notes() {
+        for (cell, count) in [("n=3", Some(3.0)), ("N = 12", Some(12.0)), ("3 people", Some(3.0)), ("3b", None), ("x3", None)] {
+            assert_eq!(count_in(cell), count, "{cell:?}");
+        }
     }
 
     #[test]

@@ -2,16 +2,19 @@
 //! is read as Jupyter will read it, and what runs code is recorded before it is forwarded.
 //!
 //! - `notebooks:ExecuteCode`: an `execute_request` on any channel (ipykernel runs one that
-//!   arrives on `control` too), and a debugger `evaluate`, `setExpression` or `setVariable`:
-//!   user, session, notebook, kernel, message id, the code up to [`CODE_KEPT`] bytes (in
-//!   pieces the trail keeps whole: the first here, the rest in `notebooks:ExecuteCodeText`
-//!   records that follow it) with the SHA-256 and length of the whole, `silent`, `store_history`, `user_expressions`, and the
-//!   cell id the client claims (client-asserted: JupyterLab sets it, anyone can).
+//!   arrives on `control` too): user, session, notebook, kernel, message id, the code up to
+//!   [`CODE_KEPT`] bytes (in pieces the trail keeps whole: the first here, the rest in
+//!   `notebooks:ExecuteCodeText` records that follow it) with the SHA-256 and length of the
+//!   whole, `silent`, `store_history`, `user_expressions` (refused past 2,000 bytes: it is code
+//!   too), and the cell id the client claims (client-asserted: JupyterLab sets it, anyone can).
+//!   Every member the client sets is bounded, so the trail never has to summarize the record
+//!   and lose its code. Every debugger request (`debug:<command>`), whole: several carry code,
+//!   and the kernel hands the commands it does not know to debugpy. An `input_reply`, unless
+//!   the kernel asked for a password (a pdb command runs Python).
 //! - `notebooks:ExecuteCodeResult`: the kernel's `execute_reply` to an audited request, by its
 //!   message id: status and execution count. The trail is append-only, so the result joins the
 //!   request by id rather than by rewriting its record. Outputs are never recorded.
-//! - `notebooks:KernelInput`: an `input_reply` (what `input()` read, perhaps a password), as its
-//!   length and SHA-256 only.
+//! - `notebooks:KernelInput`: a password `input()` read, as its length and SHA-256 only.
 //!
 //! Fail closed: a frame that cannot be read as Jupyter reads it, an `apply_request` (it runs a
 //! pickled function the audit cannot show), or a record that cannot be written stops the frame
@@ -80,6 +83,8 @@ pub struct KernelAudit {
     v1: bool,
     /// Audited executions waiting for their reply, oldest first.
     pending: Mutex<(HashSet<String>, VecDeque<String>)>,
+    /// Whether the kernel's last `input_request` asked for a password.
+    password_asked: Mutex<bool>,
 }
 
 impl KernelAudit {
@@ -91,6 +96,7 @@ impl KernelAudit {
             kernel_id: kernel_id.to_owned(),
             v1: protocol == Some(V1_PROTOCOL),
             pending: Mutex::new((HashSet::new(), VecDeque::new())),
+            password_asked: Mutex::new(false),
         }
     }
 
@@ -101,40 +107,47 @@ impl KernelAudit {
             Err(why) => return Err(self.refuse(&format!("a kernel message the proxy cannot read as Jupyter does: {why}")).await),
         };
         let content = &message.content;
-        let mut continued = Vec::new();
-        let (event, mut parameters) = match message.msg_type.as_str() {
+        let (event, mut parameters, continued) = match message.msg_type.as_str() {
             "execute_request" => {
                 let Some(code) = content["code"].as_str() else {
                     return Err(self.refuse("an execute_request without code").await);
                 };
-                let (mut parameters, rest) = code_parameters("execute_request", code);
-                continued = rest;
-                parameters["Silent"] = content["silent"].clone();
-                parameters["StoreHistory"] = content["store_history"].clone();
-                parameters["UserExpressions"] = bounded(&content["user_expressions"]);
-                parameters["CellId"] = message.metadata["cellId"].clone();
-                ("ExecuteCode", parameters)
-            }
-            "debug_request" => {
-                let command = content["command"].as_str().unwrap_or_default();
-                let arguments = &content["arguments"];
-                let code = match command {
-                    "evaluate" | "setExpression" => arguments["expression"].as_str().unwrap_or_default().to_owned(),
-                    "setVariable" => {
-                        format!("{} = {}", arguments["name"].as_str().unwrap_or_default(), arguments["value"].as_str().unwrap_or_default())
-                    }
-                    _ => return Ok(()),
-                };
-                let (mut parameters, rest) = code_parameters(&format!("debug:{command}"), &code);
-                continued = rest;
-                if command == "setExpression" {
-                    parameters["Value"] = arguments["value"].clone();
+                // `user_expressions` is code too: kept whole, or the request does not run.
+                let expressions =
+                    if content["user_expressions"].is_null() { String::new() } else { content["user_expressions"].to_string() };
+                if expressions.len() > PIECE_BYTES {
+                    return Err(self
+                        .refuse(&format!("user_expressions over {PIECE_BYTES} bytes: what runs is recorded whole or not run"))
+                        .await);
                 }
-                ("ExecuteCode", parameters)
+                let (mut parameters, rest) = code_parameters("execute_request", code);
+                // Every member the client sets is bounded: a record the trail would have to
+                // summarize would lose its code.
+                parameters["Silent"] = json!(truthy(&content["silent"]));
+                parameters["StoreHistory"] = json!(truthy(&content["store_history"]));
+                parameters["UserExpressions"] = json!(expressions);
+                parameters["CellId"] = short(&message.metadata["cellId"]);
+                ("ExecuteCode", parameters, rest)
             }
+            // Every debugger request, whole: several carry code (evaluate, setExpression,
+            // setVariable, breakpoint conditions and log messages, dumpCell, copyToGlobals),
+            // and the kernel hands the commands it does not know to debugpy.
+            "debug_request" => {
+                let command: String = content["command"].as_str().unwrap_or("(none)").chars().take(64).collect();
+                let (parameters, rest) = code_parameters(&format!("debug:{command}"), &content.to_string());
+                ("ExecuteCode", parameters, rest)
+            }
+            // What `input()` read: a password only as its length and hash; anything else (a
+            // pdb command runs Python) as code.
             "input_reply" => {
                 let value = content["value"].as_str().unwrap_or_default();
-                ("KernelInput", json!({ "InputBytes": value.len(), "InputSha256": hex::encode(Sha256::digest(value.as_bytes())) }))
+                if *self.password_asked.lock().expect("password lock") {
+                    let parameters = json!({ "InputBytes": value.len(), "InputSha256": hex::encode(Sha256::digest(value.as_bytes())) });
+                    ("KernelInput", parameters, Vec::new())
+                } else {
+                    let (parameters, rest) = code_parameters("input_reply", value);
+                    ("ExecuteCode", parameters, rest)
+                }
             }
             "apply_request" => return Err(self.refuse("apply_request runs a pickled function the audit cannot show").await),
             _ => return Ok(()),
@@ -162,6 +175,23 @@ impl KernelAudit {
             }
         }
         Ok(())
+    }
+
+    /// A frame from the kernel, before the browser has it: an `input_request` says whether the
+    /// answer it waits for is a password.
+    pub fn before_browser(&self, frame: Frame<'_>) {
+        let bytes = match frame {
+            Frame::Text(text) => text.as_bytes(),
+            Frame::Binary(bytes) => bytes,
+        };
+        if memchr::memmem::find(bytes, b"input_request").is_none() {
+            return;
+        }
+        if let Ok(message) = parse(self.v1, frame)
+            && message.msg_type == "input_request"
+        {
+            *self.password_asked.lock().expect("password lock") = truthy(&message.content["password"]);
+        }
     }
 
     /// A frame from the kernel: the reply to an audited execution joins its record.
@@ -267,13 +297,24 @@ fn pieces(code: &str, limit: usize) -> Vec<&str> {
     pieces
 }
 
-/// `user_expressions` (code too), kept whole up to [`CODE_KEPT`] bytes as JSON, else hashed.
-fn bounded(value: &Value) -> Value {
-    let text = value.to_string();
-    if text.len() <= CODE_KEPT {
-        value.clone()
-    } else {
-        json!({ "Bytes": text.len(), "Sha256": hex::encode(Sha256::digest(text.as_bytes())) })
+/// A JSON value's truth as Python judges it (what the kernel does with `silent`).
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// A member the client claims, bounded: a short string as it is, anything else as its hash.
+fn short(value: &Value) -> Value {
+    match value {
+        Value::Null => Value::Null,
+        Value::String(s) if s.len() <= 128 => json!(s),
+        other => json!({ "Sha256": hex::encode(Sha256::digest(other.to_string().as_bytes())) }),
     }
 }
 
@@ -329,6 +370,13 @@ fn legacy(json: &[u8]) -> Result<Message, String> {
 }
 
 fn message(header: &Value, parent: &Value, metadata: Value, content: Value) -> Result<Message, String> {
+    // Each part an object, as the kernel needs it: a `content` sent as a string would reach the
+    // kernel as the object it encodes (the legacy protocol passes strings on as they are).
+    for (part, what) in [(header, "header"), (parent, "parent header"), (&metadata, "metadata"), (&content, "content")] {
+        if !part.is_object() {
+            return Err(format!("its {what} is not a JSON object"));
+        }
+    }
     let msg_type = header["msg_type"].as_str().ok_or("a header without msg_type")?.to_owned();
     Ok(Message {
         msg_type,
@@ -391,6 +439,9 @@ mod tests {
         assert!(parse(true, Frame::Text("{}")).is_err());
         assert!(parse(false, Frame::Text("not json")).is_err());
         assert!(parse(false, Frame::Text("{\"header\": {}}")).is_err(), "no msg_type");
+        let stringly = json!({ "header": { "msg_type": "debug_request", "msg_id": "d" }, "parent_header": {}, "metadata": {},
+            "content": "{\"command\": \"evaluate\", \"arguments\": {\"expression\": \"1\"}}" });
+        assert!(parse(false, Frame::Text(&stringly.to_string())).is_err(), "a content the kernel would decode from a string");
         let (header, parent, metadata, _) = request("x");
         let mut frame = v1_frame("shell", [&header, &parent, &metadata, &json!({})]);
         frame[0] = 3;

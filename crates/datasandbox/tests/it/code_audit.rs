@@ -156,8 +156,33 @@ fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joi
     let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("`{needle}` is not in the trace: {text}"));
     assert!(at("[m1] 6*7") < at("[m1] ok #0") && at("[m1] ok #0") < at("[v1-cell] 6*7"), "{text}");
 
-    // What Jupyter would not read as the proxy does is refused, unrun, and the socket closes.
+    // Every debugger request is recorded whole (several carry code); one whose content is a
+    // string (which the kernel would decode into the request) is refused.
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
+    let content = json!({ "seq": 1, "type": "request", "command": "evaluate", "arguments": { "expression": "secret_probe_17" } });
+    let debug = |content: &Value| json!({ "channel": "control", "header": { "msg_id": "dbg-1", "msg_type": "debug_request" }, "parent_header": {}, "metadata": {}, "content": content });
+    socket.send(tungstenite::Message::Text(debug(&content).to_string().into())).expect("send");
+    let evaluate = record(&server, "ExecuteCode", "dbg-1");
+    assert_eq!(evaluate["requestParameters"]["Kind"], "debug:evaluate");
+    assert!(evaluate["requestParameters"]["Code"].as_str().is_some_and(|c| c.contains("secret_probe_17")), "{evaluate}");
+    socket.send(tungstenite::Message::Text(debug(&json!(content.to_string())).to_string().into())).expect("send");
+    assert_eq!(close_code(&mut socket), Some(1008), "a content sent as a string");
+
+    // A module planted in the notebook's folder does not run when a kernel starts there.
+    let plant = json!({ "type": "file", "format": "text", "content": "open('/home/user/work/planted.txt', 'w').write('ran')\n" });
+    let put = send(&kernel.at, "PUT", &format!("{}api/contents/ipykernel_launcher.py", kernel.base), &kernel.cookie, &plant);
+    assert!(put.status == 200 || put.status == 201, "{}", String::from_utf8_lossy(&put.body));
+    let opened = json!({ "path": "probe.ipynb", "type": "notebook", "name": "", "kernel": { "name": "python3" } });
+    let opened = send(&kernel.at, "POST", &format!("{}api/sessions", kernel.base), &kernel.cookie, &opened);
+    assert_eq!(opened.status, 201, "{}", String::from_utf8_lossy(&opened.body));
+    let beside = opened.json()["kernel"]["id"].as_str().expect("kernel id").to_owned();
+    // (It starts in that folder, where `python -m` would look first.)
+    assert_eq!(execute(&kernel.at, &kernel.base, &kernel.cookie, &beside, "import os; os.getcwd()"), "'/home/user/work'");
+    let planted = execute(&kernel.at, &kernel.base, &kernel.cookie, &beside, "import os; os.path.exists('/home/user/work/planted.txt')");
+    assert_eq!(planted, "False", "the planted launcher ran at the kernel's start");
+
+    // What Jupyter would not read as the proxy does is refused, unrun, and the socket closes.
     let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, Some(control::V1_PROTOCOL), Duration::from_secs(30)).expect("ws");
     socket.send(tungstenite::Message::Text("{\"header\": {\"msg_type\": \"execute_request\"}}".into())).expect("send");
     assert_eq!(close_code(&mut socket), Some(1008));
