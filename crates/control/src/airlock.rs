@@ -28,6 +28,7 @@ use crate::core::platform::Platform;
 
 mod checks;
 mod finding;
+mod json_rows;
 mod lineage;
 mod png;
 mod release;

@@ -185,7 +185,30 @@ fn check_into(
         Some(why) => Finding { rule: "type.polyglot", outcome: Outcome::Fail, detail: why },
         None => pass("type.polyglot", "one type only".into()),
     });
-    // Whatever its name says, text that is a table is checked as one.
+    tables_of(path, kind, &sniffed, source, policy, checked)
+}
+
+/// The table a file holds, if it holds one, read and checked: a CSV or TSV, JSON rows, or any
+/// text whose first records split evenly on one separator, whatever its name says.
+fn tables_of(
+    path: &str,
+    kind: Kind,
+    sniffed: &Sniffed,
+    source: &mut dyn Source,
+    policy: &Policy<'_>,
+    checked: &mut Checked,
+) -> io::Result<()> {
+    let size = sniffed.size;
+    // JSON rows (an array of records) are a table too.
+    if kind == Kind::Json {
+        source.rewind()?;
+        if let Some(rows) = super::json_rows::as_csv(&mut *source)? {
+            let read = table::check(BufReader::with_capacity(1 << 16, rows), b',', policy.small_count_threshold)?;
+            checked.findings.extend(read.findings.iter().cloned());
+            checked.tables.push((path.to_owned(), read));
+        }
+        return Ok(());
+    }
     let separator = match kind {
         Kind::Tsv => Some(b'\t'),
         // A CSV's separator by its content (`;` where the decimal mark is a comma), else `,`.
@@ -363,52 +386,6 @@ fn spill(
     }
 }
 
-/// A PNG's chunks (type, whole length with its header and CRC) up to and with `IEND`, or why
-/// they cannot be walked.
-fn png_chunks(body: &[u8]) -> Result<Vec<([u8; 4], usize)>, String> {
-    let mut rest = body.get(8..).ok_or("a PNG too short to hold a chunk")?;
-    let mut chunks = Vec::new();
-    while !rest.is_empty() {
-        let malformed = || "a malformed PNG chunk".to_owned();
-        let length = u32::from_be_bytes(rest.get(..4).ok_or_else(malformed)?.try_into().map_err(|_| malformed())?) as usize;
-        let whole = length.checked_add(12).ok_or_else(malformed)?;
-        let chunk = rest.get(..whole).ok_or_else(malformed)?;
-        let kind: [u8; 4] = chunk[4..8].try_into().map_err(|_| malformed())?;
-        chunks.push((kind, whole));
-        rest = &rest[whole..];
-        if &kind == b"IEND" {
-            break;
-        }
-    }
-    Ok(chunks)
-}
-
-/// The chunks a PNG keeps: those that draw it. Every other chunk (text, EXIF, times, ICC
-/// profiles, private chunks) may carry what the picture should not, and is taken out before
-/// anyone reviews the image.
-const PNG_KEPT: [&[u8; 4]; 11] = [b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"pHYs", b"bKGD"];
-
-/// A PNG with only the chunks that draw it, and the types of those taken out; `None` when
-/// `body` is not a PNG whose chunks can be walked (the type checks judge it then). What
-/// follows its end stays, for the polyglot check to find.
-pub(super) fn strip_png_metadata(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
-    if !body.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return None;
-    }
-    let chunks = png_chunks(body).ok()?;
-    let (mut kept, mut removed, mut at) = (body[..8].to_vec(), Vec::new(), 8);
-    for (kind, whole) in chunks {
-        if PNG_KEPT.iter().any(|k| **k == kind) {
-            kept.extend_from_slice(&body[at..at + whole]);
-        } else {
-            removed.push(String::from_utf8_lossy(&kind).into_owned());
-        }
-        at += whole;
-    }
-    kept.extend_from_slice(&body[at..]);
-    Some((kept, removed))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,10 +499,10 @@ mod tests {
         ] {
             png.extend(chunk(kind, data));
         }
-        let (stripped, removed) = strip_png_metadata(&png).expect("a PNG");
+        let (stripped, removed) = super::super::png::strip_png_metadata(&png).expect("a PNG");
         assert_eq!(removed, ["tEXt", "eXIf"]);
         assert!(!stripped.windows(4).any(|w| w == b"p017") && stripped.windows(6).any(|w| w == b"pixels"));
-        assert!(strip_png_metadata(b"not a png").is_none());
+        assert!(super::super::png::strip_png_metadata(b"not a png").is_none());
     }
 
     #[test]
@@ -550,6 +527,23 @@ mod tests {
         types.push("zip".into());
         let policy = Policy { allowed_types: &types, max_file_bytes: 64 << 20, small_count_threshold: threshold };
         check_file("results.zip", &mut io::Cursor::new(body), None, &policy).expect("read").findings
+    }
+
+    #[test]
+    fn json_rows_are_checked_as_a_table() {
+        let findings = run("rows.json", br#"[{"region": "north", "count": 120}, {"region": "south", "count": 3}]"#);
+        assert_eq!(failed(&findings), ["table.small-count"], "{findings:?}");
+        assert!(failed(&run("config.json", br#"{"threshold": 3}"#)).is_empty());
+    }
+
+    #[test]
+    fn an_archive_with_a_comment_fails() {
+        let mut writer = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        writer.start_file("a.csv", zip::write::SimpleFileOptions::default()).expect("a member");
+        writer.write_all(b"region,count\nnorth,120\n").expect("write");
+        writer.set_comment("rows hidden here").expect("a comment");
+        let commented = writer.finish().expect("finish").into_inner();
+        assert_eq!(failed(&run_zip(&commented)), ["archive.member"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-/// The chunks a PNG may keep: those that draw it (see `checks::PNG_KEPT`), with the most
+/// The chunks a PNG may keep: those that draw it (see [`PNG_KEPT`]), with the most
 /// bytes each may hold.
 const SIZES: [(&[u8; 4], u32); 10] = [
     (b"IHDR", 13),
@@ -147,6 +147,52 @@ impl Header {
         };
         Some(Header { image_bytes })
     }
+}
+
+/// A PNG's chunks (type, whole length with its header and CRC) up to and with `IEND`, or why
+/// they cannot be walked.
+fn png_chunks(body: &[u8]) -> Result<Vec<([u8; 4], usize)>, String> {
+    let mut rest = body.get(8..).ok_or("a PNG too short to hold a chunk")?;
+    let mut chunks = Vec::new();
+    while !rest.is_empty() {
+        let malformed = || "a malformed PNG chunk".to_owned();
+        let length = u32::from_be_bytes(rest.get(..4).ok_or_else(malformed)?.try_into().map_err(|_| malformed())?) as usize;
+        let whole = length.checked_add(12).ok_or_else(malformed)?;
+        let chunk = rest.get(..whole).ok_or_else(malformed)?;
+        let kind: [u8; 4] = chunk[4..8].try_into().map_err(|_| malformed())?;
+        chunks.push((kind, whole));
+        rest = &rest[whole..];
+        if &kind == b"IEND" {
+            break;
+        }
+    }
+    Ok(chunks)
+}
+
+/// The chunks a PNG keeps: those that draw it. Every other chunk (text, EXIF, times, ICC
+/// profiles, private chunks) may carry what the picture should not, and is taken out before
+/// anyone reviews the image.
+const PNG_KEPT: [&[u8; 4]; 11] = [b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"pHYs", b"bKGD"];
+
+/// A PNG with only the chunks that draw it, and the types of those taken out; `None` when
+/// `body` is not a PNG whose chunks can be walked (the type checks judge it then). What
+/// follows its end stays, for the polyglot check to find.
+pub(super) fn strip_png_metadata(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
+    if !body.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return None;
+    }
+    let chunks = png_chunks(body).ok()?;
+    let (mut kept, mut removed, mut at) = (body[..8].to_vec(), Vec::new(), 8);
+    for (kind, whole) in chunks {
+        if PNG_KEPT.iter().any(|k| **k == kind) {
+            kept.extend_from_slice(&body[at..at + whole]);
+        } else {
+            removed.push(String::from_utf8_lossy(&kind).into_owned());
+        }
+        at += whole;
+    }
+    kept.extend_from_slice(&body[at..]);
+    Some((kept, removed))
 }
 
 #[cfg(test)]

@@ -218,7 +218,7 @@ pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
         return Err(conflict(&request, "change its files (submitted files are frozen; a change needs changes requested)"));
     }
     // Images are reviewed, and leave, without what describes them (text, EXIF, times).
-    let (body, stripped) = match checks::strip_png_metadata(&body) {
+    let (body, stripped) = match super::png::strip_png_metadata(&body) {
         Some((kept, removed)) if !removed.is_empty() => (Bytes::from(kept), removed),
         _ => (body, Vec::new()),
     };
