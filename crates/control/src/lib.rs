@@ -22,6 +22,7 @@ mod streaming;
 pub use crate::airlock::verify_record as verify_release_record;
 pub use crate::core::actions::{ACTIONS, ActionSpec};
 pub use crate::core::caller::{Credentials, OidcCallback, Secret};
+pub use crate::core::codec::hex_unescaped;
 pub use crate::core::error::{ActionError, ErrorCode};
 pub use crate::core::node::{NodeTls, server_name as node_server_name};
 pub use crate::core::pipeline::{Request, Response};

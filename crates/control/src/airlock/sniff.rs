@@ -188,21 +188,7 @@ fn carrier_in(window: &[u8], last: bool) -> Option<(&'static str, usize)> {
         if token.len() > CARRY {
             continue;
         }
-        let mut name = Vec::with_capacity(token.len());
-        let mut i = 0;
-        while i < token.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            match (token[i], token.get(i + 1).copied().and_then(hex), token.get(i + 2).copied().and_then(hex)) {
-                (b'#', Some(high), Some(low)) => {
-                    name.push((high * 16 + low) as u8);
-                    i += 3;
-                }
-                (byte, _, _) => {
-                    name.push(byte);
-                    i += 1;
-                }
-            }
-        }
+        let name = crate::core::codec::hex_unescaped(token, b'#');
         if let Some(carrier) = CARRIERS.iter().find(|c| c.as_bytes() == name.as_slice()) {
             return Some((carrier, at));
         }

@@ -12,6 +12,27 @@ pub(crate) fn bounded(member: &str, value: Option<i64>, default: i64, range: std
     }
 }
 
+/// `bytes` with each `<marker><hex><hex>` escape (`%2F` in a URL, `#2F` in a PDF name) decoded;
+/// a marker not followed by two hex digits stays as it is.
+pub fn hex_unescaped(bytes: &[u8], marker: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[at], bytes.get(at + 1).copied().and_then(hex), bytes.get(at + 2).copied().and_then(hex)) {
+            (byte, Some(high), Some(low)) if byte == marker => {
+                out.push((high * 16 + low) as u8);
+                at += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Decodes a base64 member, naming it in the error.
 pub(crate) fn decode_base64(member: &str, value: &str) -> Result<Vec<u8>, ActionError> {
     use base64::Engine as _;
