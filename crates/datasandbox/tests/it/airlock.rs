@@ -240,6 +240,26 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
     assert_eq!(refused(server.call_as(&nora, "storage:GetObject", &copy)), "AccessDeniedException");
 }
 
+/// A 1×1 gray PNG with one more chunk before its pixels.
+fn png_with_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        c.extend_from_slice(&[0, 0, 0, 0]);
+        c
+    };
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(&[0, 0x80]).expect("deflate");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0]));
+    png.extend(chunk(kind, data));
+    png.extend(chunk(b"IDAT", &zlib.finish().expect("deflate")));
+    png.extend(chunk(b"IEND", b""));
+    png
+}
+
 /// A ZIP archive of `members`, deflated.
 fn zipped(members: &[(&str, &[u8])]) -> Vec<u8> {
     use std::io::Write as _;
@@ -264,6 +284,8 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
     let elf = b"\x7fELF\x02\x01\x01\x00 not a table".to_vec();
     let mut polyglot = b"\x89PNG\r\n\x1a\n....IHDR....IEND\xae\x42\x60\x82".to_vec();
     polyglot.extend_from_slice(b"PK\x03\x04 a hidden archive");
+    // A well-formed picture carrying a table in a chunk that draws it, padded past its size.
+    let carrier = png_with_chunk(b"pHYs", b"region,count\nsouth,3\n");
     // Archives are allowed here, and checked member by member.
     let zeros = vec![b'0'; 16 << 20];
     for (name, body, rule) in [
@@ -271,6 +293,7 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
         ("margin.csv", b"region,male,female,total\nnorth,120,*,300\nsouth,200,150,350\n".to_vec(), "table.margin"),
         ("tool.csv", elf, "type.allowed"),
         ("plot.png", polyglot, "type.polyglot"),
+        ("figure.png", carrier, "type.polyglot"),
         ("bomb.zip", zipped(&[("zeros.csv", &zeros)]), "archive.ratio"),
         ("escape.zip", zipped(&[("../../home/omar/notes.txt", b"hello")]), "archive.path"),
         ("tables.zip", zipped(&[("tables/small.csv", b"region,count\nsouth,3\n")]), "table.small-count"),
