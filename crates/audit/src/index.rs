@@ -475,7 +475,7 @@ impl Index {
             "WITH ids AS (SELECT DISTINCT correlation_id FROM events WHERE {column} = $1 AND correlation_id IS NOT NULL),
                   picked AS (SELECT node, sequence FROM events WHERE {column} = $1
                              UNION SELECT e.node, e.sequence FROM ids JOIN events e ON e.correlation_id = ids.correlation_id)
-             SELECT e.node, e.sequence, event_time, source_ip, user_type, user_name, event_source, event_name, error_code, correlation_id, session_id,
+             SELECT e.node, e.sequence, event_time, source_ip, user_type, user_name, event_source, event_name, error_code, correlation_id, session_id, read_only,
                     (SELECT string_agg(arn, ' ') FROM event_resources r WHERE r.node = e.node AND r.sequence = e.sequence) AS resources,
                     CASE WHEN event_source = 'notebooks' AND event_name IN ('ExecuteCode', 'ExecuteCodeResult', 'KernelInput') THEN record END AS record
              FROM picked JOIN events e ON e.node = picked.node AND e.sequence = picked.sequence
@@ -495,6 +495,7 @@ impl Index {
                     "userName": row.try_get::<Option<String>, _>("user_name")?,
                     "action": format!("{}:{}", row.try_get::<String, _>("event_source")?, row.try_get::<String, _>("event_name")?),
                     "errorCode": row.try_get::<Option<String>, _>("error_code")?,
+                    "readOnly": row.try_get::<i64, _>("read_only")? != 0,
                     "correlationId": row.try_get::<Option<String>, _>("correlation_id")?,
                     "sessionId": row.try_get::<Option<String>, _>("session_id")?,
                     "resources": row.try_get::<Option<String>, _>("resources")?.map(|r| r.split(' ').map(str::to_owned).collect::<Vec<_>>()).unwrap_or_default(),

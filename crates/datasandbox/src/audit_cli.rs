@@ -34,12 +34,12 @@ pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {
         AuditCommand::Query { sql, json: as_json } => {
             call_and_print(data_dir, "audit:Query", json!({ "Sql": sql }), |out| print_query_result(out, as_json)).await
         }
-        AuditCommand::Trace { user, session, correlation_id, since, until, json: as_json } => {
+        AuditCommand::Trace { user, session, correlation_id, since, until, json: as_json, all } => {
             let input = with_members(
                 json!({}),
                 [("UserId", user), ("SessionId", session), ("CorrelationId", correlation_id), ("StartTime", since), ("EndTime", until)],
             );
-            call_and_print(data_dir, "audit:Trace", input, |out| print_trace(out, as_json)).await
+            call_and_print(data_dir, "audit:Trace", input, |out| print_trace(out, as_json, all)).await
         }
         AuditCommand::Reindex => {
             call_and_print(data_dir, "audit:Reindex", json!({}), |out| println!("indexed {} records", out["RecordsIndexed"])).await
@@ -105,9 +105,10 @@ fn print_query_result(out: &Value, as_json: bool) {
     }
 }
 
-/// A timeline, as a table (time, source, who, action, resources, outcome) or one JSON record
-/// per line.
-fn print_trace(out: &Value, as_json: bool) {
+/// A timeline, as a table (time, source, who, action, resources, outcome, detail) or one JSON
+/// record per line. In the table, unless `all`, a run of identical read-only calls is one line
+/// with its count and its first and last times.
+fn print_trace(out: &Value, as_json: bool, all: bool) {
     let events = out["Events"].as_array().cloned().unwrap_or_default();
     if as_json {
         for event in &events {
@@ -115,16 +116,19 @@ fn print_trace(out: &Value, as_json: bool) {
         }
         return;
     }
-    let rows: Vec<Vec<String>> = events
-        .iter()
-        .map(|e| {
+    let rows: Vec<Vec<String>> = fold_runs(&events, all)
+        .into_iter()
+        .map(|(e, count, last)| {
             let who = format!("{}:{}", e["userType"].as_str().unwrap_or("-"), e["userName"].as_str().unwrap_or("-"));
             let resources: Vec<&str> = e["resources"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let time =
+                if count > 1 { format!("{} … {}", cell(&e["eventTime"]), cell(&last["eventTime"])) } else { cell(&e["eventTime"]) };
+            let action = if count > 1 { format!("{} ×{count}", cell(&e["action"])) } else { cell(&e["action"]) };
             vec![
-                cell(&e["eventTime"]),
+                time,
                 cell(&e["sourceIPAddress"]),
                 who,
-                cell(&e["action"]),
+                action,
                 if resources.is_empty() { "-".to_owned() } else { resources.join(" ") },
                 e["errorCode"].as_str().unwrap_or("ok").to_owned(),
                 // Executed code on one line: its line breaks shown, not taken.
@@ -133,6 +137,26 @@ fn print_trace(out: &Value, as_json: bool) {
         })
         .collect();
     print_table(&["TIME", "SOURCE", "WHO", "ACTION", "RESOURCES", "OUTCOME", "DETAIL"].map(str::to_owned), &rows);
+}
+
+/// Each event with how many identical read-only calls follow it in a run (itself included) and
+/// the run's last; every event alone when `all`.
+fn fold_runs(events: &[Value], all: bool) -> Vec<(&Value, usize, &Value)> {
+    let same = |a: &Value, b: &Value| {
+        a["readOnly"] == true
+            && ["userType", "userName", "action", "errorCode", "sourceIPAddress", "resources", "detail"].iter().all(|k| a[*k] == b[*k])
+    };
+    let mut runs: Vec<(&Value, usize, &Value)> = Vec::new();
+    for event in events {
+        match runs.last_mut() {
+            Some((first, count, last)) if !all && same(first, event) => {
+                *count += 1;
+                *last = event;
+            }
+            _ => runs.push((event, 1, event)),
+        }
+    }
+    runs
 }
 
 fn cell(value: &Value) -> String {

@@ -278,6 +278,10 @@ pub(crate) enum AuditCommand {
         until: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Every record: runs of identical read-only calls (a sync's listings, a page's status
+        /// polls) are otherwise one line with their count.
+        #[arg(long)]
+        all: bool,
     },
     /// Rebuild the audit index from the trail's files.
     Reindex,

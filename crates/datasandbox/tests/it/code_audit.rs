@@ -155,6 +155,12 @@ fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joi
     let text = traced.stdout.as_str().map_or_else(|| traced.stdout.to_string(), str::to_owned);
     let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("`{needle}` is not in the trace: {text}"));
     assert!(at("[m1] 6*7") < at("[m1] ok #0") && at("[m1] ok #0") < at("[v1-cell] 6*7"), "{text}");
+    // The status polls that waited for the notebook are one line with their count; `--all`
+    // shows each.
+    assert!(text.contains("streaming:GetSessionStatus ×"), "{text}");
+    let all = server.cli(&["audit", "trace", "--session", &kernel.session, "--all"], &[]);
+    let all = all.stdout.as_str().map_or_else(|| all.stdout.to_string(), str::to_owned);
+    assert!(!all.contains(" ×") && all.lines().count() > text.lines().count(), "{all}");
 
     // Every debugger request is recorded whole (several carry code); one whose content is a
     // string (which the kernel would decode into the request) is refused.
