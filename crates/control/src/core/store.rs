@@ -21,6 +21,11 @@ pub enum StoreError {
     Open { url: String, source: sqlx::Error },
     #[error("cannot migrate the metadata store at `{url}`: {source}")]
     Migrate { url: String, source: sqlx::migrate::MigrateError },
+    #[error(
+        "the metadata store at `{url}` was written by a newer DataSandbox: its schema is at migration {applied}, and this binary \
+         (datasandbox {binary}) knows migrations up to {known}; run the newer binary on it, or restore a backup this version made"
+    )]
+    Newer { url: String, applied: i64, known: i64, binary: &'static str },
 }
 
 impl Store {
@@ -50,7 +55,24 @@ impl Store {
             .await
             .map_err(|source| StoreError::Open { url: redact_url(&url), source })?;
         let migrator = if sqlite { sqlx::migrate!("migrations/sqlite") } else { sqlx::migrate!("migrations/postgres") };
+        // Migrations go forward only: a store a newer binary migrated is refused, with what to
+        // do, before this binary changes anything in it. (A fresh store has no migrations table.)
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&pool).await.ok().flatten();
+        if let Some(applied) = applied.filter(|applied| *applied > known) {
+            return Err(StoreError::Newer { url: redact_url(&url), applied, known, binary: env!("CARGO_PKG_VERSION") });
+        }
         migrator.run(&pool).await.map_err(|source| StoreError::Migrate { url: redact_url(&url), source })?;
+        let now = now_millis();
+        sqlx::query(
+            "INSERT INTO software_versions (version, first_started, last_started) VALUES ($1, $2, $2)
+             ON CONFLICT (version) DO UPDATE SET last_started = excluded.last_started",
+        )
+        .bind(env!("CARGO_PKG_VERSION"))
+        .bind(now)
+        .execute(&pool)
+        .await
+        .map_err(open_err)?;
         Ok(Store { pool, sqlite })
     }
 

@@ -22,3 +22,4 @@ mod streaming;
 mod support;
 mod tidy;
 mod trail;
+mod upgrades;

@@ -185,6 +185,15 @@ impl Server {
         self.api = api;
     }
 
+    /// Starts the server again on the same data directory; its log if it does not start.
+    pub fn try_restart(&mut self, overrides: &[&str]) -> Result<(), String> {
+        let (child, api) = launch_command(self.data_dir(), &self.vpc, overrides, &[])?;
+        self.pid = child.id();
+        self.child = child;
+        self.api = api;
+        Ok(())
+    }
+
     /// Stops the server with SIGINT and waits for it; returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let pid = self.pid.to_string();
