@@ -121,18 +121,16 @@ pub(crate) async fn forward(
     Ok(Response::from_parts(parts, Body::new(incoming)))
 }
 
-/// What a bridged WebSocket is audited by: nothing (a relay: the session's node audits), or,
-/// for a kernel's channels, the executed-code audit of that kernel, made once Jupyter chose
-/// the protocol.
-pub(crate) type Audit = Option<Box<dyn FnOnce(Option<&str>) -> control::KernelAudit + Send>>;
-
+/// Bridges a WebSocket. `audited` (a kernel's channels: the session they belong to and the
+/// kernel's id) has what the browser runs there recorded, by the audit made once Jupyter chose
+/// the protocol; a relay passes none, since the session's node audits.
 pub(crate) async fn bridge(
     control: &ControlPlane,
     upstream: &Upstream,
     (name, rest, query): (&str, &str, &str),
     headers: &HeaderMap,
     upgrade: WebSocketUpgrade,
-    audit: Audit,
+    audited: Option<(&control::NotebookTarget, &str)>,
 ) -> Response {
     let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
     let protocols = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
@@ -161,7 +159,7 @@ pub(crate) async fn bridge(
         Err(err) => return (StatusCode::BAD_GATEWAY, format!("the notebook refused the WebSocket: {err}")).into_response(),
     };
     let chosen = answer.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let audit = audit.map(|make| make(chosen.as_deref()));
+    let audit = audited.map(|(target, kernel)| control.kernel_audit(target, name, kernel, chosen.as_deref()));
     let upgrade = match chosen {
         Some(chosen) => upgrade.protocols([chosen]),
         None => upgrade,

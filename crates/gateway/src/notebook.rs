@@ -373,11 +373,8 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
             return unrecorded(err);
         }
         // A kernel's channels: what the browser runs there is recorded before it is forwarded.
-        let audit: crate::jupyter::Audit = kernel_of(&rest).map(|kernel| {
-            let (control, target, name, kernel) = (control.clone(), target.clone(), name.clone(), kernel.to_owned());
-            Box::new(move |protocol: Option<&str>| control.kernel_audit(&target, &name, &kernel, protocol)) as Box<_>
-        });
-        return crate::jupyter::bridge(&control, &target.upstream, (&name, &raw, &query), &parts.headers, upgrade, audit).await;
+        let audited = kernel_of(&rest).map(|kernel| (&target, kernel));
+        return crate::jupyter::bridge(&control, &target.upstream, (&name, &raw, &query), &parts.headers, upgrade, audited).await;
     }
     let contents = rest.starts_with("api/contents");
     // Uploads: a contents-API write whose model is a file (a notebook's save is allowed).

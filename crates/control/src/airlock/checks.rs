@@ -170,16 +170,17 @@ fn check_into(
         source.rewind()?;
         return archive(path, source, policy, depth, checked);
     }
-    let mut why = polyglot(kind, &sniffed);
-    if why.is_none() && kind == Kind::Png {
-        // Its chunks and pixels, read whole: nothing rides along inside them.
+    let why = if kind == Kind::Png {
+        // Its chunks, its pixels and what follows them, read whole: nothing rides along.
         source.rewind()?;
-        why = match super::png::hidden_payload(&mut BufReader::new(&mut *source)) {
+        match super::png::hidden_payload(&mut BufReader::new(&mut *source)) {
             Ok(why) => why,
             Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Some("the PNG ends inside a chunk".into()),
             Err(err) => return Err(err),
-        };
-    }
+        }
+    } else {
+        polyglot(kind, &sniffed)
+    };
     let findings = &mut checked.findings;
     findings.push(match why {
         Some(why) => Finding { rule: "type.polyglot", outcome: Outcome::Fail, detail: why },
@@ -229,13 +230,9 @@ fn pass(rule: &'static str, detail: String) -> Finding {
     Finding { rule, outcome: Outcome::Pass, detail }
 }
 
-/// Why a file of `kind` is also something else, if it is.
+/// Why a file of `kind` (not a PNG: `png.rs` reads those) is also something else, if it is.
 fn polyglot(kind: Kind, sniffed: &Sniffed) -> Option<String> {
     match kind {
-        Kind::Png => match &sniffed.png_end {
-            Err(why) => Some(why.clone()),
-            Ok(end) => (*end < sniffed.size).then(|| format!("{} bytes follow the PNG's end", sniffed.size - end)),
-        },
         Kind::Pdf => sniffed
             .carrier
             .map(|(name, at)| format!("the PDF holds /{name} at byte {at}; export it as plain pages (PDF/A, no object streams)"))
@@ -450,27 +447,9 @@ mod tests {
         assert_eq!(failed(&run("data.json", b"{\"a\": ")), ["type.allowed"]);
     }
 
-    /// A 1×1 gray PNG, whole.
-    fn tiny_png() -> Vec<u8> {
-        let chunk = |kind: &[u8], data: &[u8]| {
-            let mut c = (data.len() as u32).to_be_bytes().to_vec();
-            c.extend_from_slice(kind);
-            c.extend_from_slice(data);
-            c.extend_from_slice(&[0, 0, 0, 0]);
-            c
-        };
-        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        zlib.write_all(&[0, 0x80]).expect("deflate");
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        png.extend(chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0]));
-        png.extend(chunk(b"IDAT", &zlib.finish().expect("deflate")));
-        png.extend(chunk(b"IEND", b""));
-        png
-    }
-
     #[test]
     fn a_polyglot_fails() {
-        let mut png = tiny_png();
+        let mut png = crate::airlock::png::tests::png(b"", b"", &[]);
         assert!(failed(&run("plot.png", &png)).is_empty(), "{:?}", run("plot.png", &png));
         png.extend_from_slice(b"PK\x03\x04 hidden archive");
         assert_eq!(failed(&run("plot.png", &png)), ["type.polyglot"]);

@@ -113,16 +113,13 @@ pub(super) async fn check(
                 continue;
             }
         };
-        for (key, size) in keys {
+        for (key, blob, size) in keys {
             if read + size > LINEAGE_BYTES {
                 cut = Some(format!("only the first {} MiB of the datasets were compared", LINEAGE_BYTES >> 20));
                 break 'datasets;
             }
             read += size;
-            match crate::storage::blob_internal(plane, dataset.bucket.as_str(), &key).await {
-                Ok((blob, size)) => sources.push(Source { dataset: Some(dataset.name.clone()), key, blob, size }),
-                Err(_) => cut = Some(format!("`{}/{key}` could not be read", dataset.bucket)),
-            }
+            sources.push(Source { dataset: Some(dataset.name.clone()), key, blob, size });
         }
     }
     let readers: Vec<(Source, BlobReader)> = sources
@@ -244,9 +241,9 @@ fn findings_of(
 
 /// The records of a table file (by its name, else by its content); else `None` for prose, or
 /// what kind of file it is when it could hold rows this check cannot read.
-type Read<'a, R> = Result<Records<R>, Option<&'static str>>;
+type Opened<R> = Result<Records<R>, Option<&'static str>>;
 
-fn records_of<'a>(key: &str, reader: &'a mut BlobReader) -> std::io::Result<Read<'a, impl std::io::BufRead + 'a>> {
+fn records_of<'a>(key: &str, reader: &'a mut BlobReader) -> std::io::Result<Opened<impl std::io::BufRead + 'a>> {
     let mut head = Vec::new();
     (&mut *reader).take(super::sniff::HEAD as u64).read_to_end(&mut head)?;
     // A start of text may end inside a character.

@@ -72,6 +72,10 @@ pub(super) fn hidden_payload(source: &mut dyn Read) -> io::Result<Option<String>
             _ => {}
         }
     }
+    let trailing = io::copy(source, &mut io::sink())?;
+    if trailing > 0 {
+        return Ok(Some(format!("{trailing} bytes follow the PNG's end")));
+    }
     let Some(header) = header else { return Ok(Some("a PNG without a header".into())) };
     if inflater.total_in() != image_bytes || inflater.total_out() != header.image_bytes {
         return Ok(Some(format!(
@@ -196,7 +200,7 @@ pub(super) fn strip_png_metadata(body: &[u8]) -> Option<(Vec<u8>, Vec<String>)> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::Write as _;
 
     use super::*;
@@ -210,7 +214,7 @@ mod tests {
     }
 
     /// A 3×2 RGB PNG; `extra` is added to the inflated rows, `after` after the zlib stream.
-    fn png(extra: &[u8], after: &[u8], more: &[(&[u8], &[u8])]) -> Vec<u8> {
+    pub(in crate::airlock) fn png(extra: &[u8], after: &[u8], more: &[(&[u8], &[u8])]) -> Vec<u8> {
         let mut ihdr = 3u32.to_be_bytes().to_vec();
         ihdr.extend_from_slice(&2u32.to_be_bytes());
         ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
@@ -242,6 +246,10 @@ mod tests {
         assert!(judged(&png(b"", b"", &[(b"pHYs", &[0; 900])])).is_some_and(|w| w.contains("at most 9")));
         assert!(judged(&png(b"", b"", &[(b"zzZz", b"private")])).is_some_and(|w| w.contains("does not draw")));
         assert!(judged(&png(b"", b"", &[(b"tEXt", b"Comment\0p017")])).is_some());
+        let tail = b"PK\x03\x04 an archive";
+        let mut tailed = png(b"", b"", &[]);
+        tailed.extend_from_slice(tail);
+        assert_eq!(judged(&tailed), Some(format!("{} bytes follow the PNG's end", tail.len())));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One pass over a file, front to back, in pieces: what the checks must know of the whole of
 //! it (its size and SHA-256, whether it is UTF-8, where markup, PDF carriers or a ZIP header
-//! first appear, where a PNG ends), carrying only a few bytes from one piece to the next.
+//! first appear), carrying only a few bytes from one piece to the next. (A PNG is read whole,
+//! chunk by chunk, by `png.rs`.)
 
 use std::io::{self, Read};
 
@@ -52,8 +53,6 @@ pub(super) struct Sniffed {
     pub carrier: Option<(&'static str, u64)>,
     /// Where a ZIP header first appears after the first byte.
     pub zip_inside: Option<u64>,
-    /// Where a PNG's `IEND` chunk ends, or why its chunks cannot be walked.
-    pub png_end: Result<u64, String>,
 }
 
 /// Reads `source` to its end.
@@ -62,7 +61,6 @@ pub(super) fn sniff(source: &mut dyn Read) -> io::Result<Sniffed> {
         hasher: Sha256::new(),
         partial: Vec::new(),
         window: Vec::with_capacity(PIECE + CARRY + 4),
-        png: PngWalk { next: 8, header: Vec::new(), end: None, broken: None },
         found: Sniffed {
             size: 0,
             sha256: String::new(),
@@ -72,7 +70,6 @@ pub(super) fn sniff(source: &mut dyn Read) -> io::Result<Sniffed> {
             markup: None,
             carrier: None,
             zip_inside: None,
-            png_end: Err(String::new()),
         },
     };
     let mut piece = vec![0u8; PIECE];
@@ -94,7 +91,6 @@ struct State {
     partial: Vec<u8>,
     /// The last piece's final bytes, then this piece: where needles are looked for.
     window: Vec<u8>,
-    png: PngWalk,
     found: Sniffed,
 }
 
@@ -109,7 +105,6 @@ impl State {
         self.found.nul |= memchr::memchr(0, piece).is_some();
         self.utf8(piece);
         self.needles(start, piece);
-        self.png.feed(start, piece);
         self.found.size += piece.len() as u64;
     }
 
@@ -168,7 +163,6 @@ impl State {
             self.found.carrier = carrier_in(&self.window, true).map(|(name, offset)| (name, at + offset as u64));
         }
         self.found.sha256 = hex::encode(self.hasher.finalize());
-        self.found.png_end = self.png.end(self.found.size);
         self.found
     }
 }
@@ -201,52 +195,6 @@ fn find_caseless(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let (first, rest) = needle.split_first()?;
     memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), haystack)
         .find(|at| haystack.get(at + 1..at + needle.len()).is_some_and(|tail| tail.eq_ignore_ascii_case(rest)))
-}
-
-/// A PNG's chunks walked as the pieces pass: only the next chunk's header is kept.
-struct PngWalk {
-    /// Where the next chunk's header starts.
-    next: u64,
-    header: Vec<u8>,
-    end: Option<u64>,
-    broken: Option<String>,
-}
-
-impl PngWalk {
-    fn feed(&mut self, start: u64, piece: &[u8]) {
-        let piece_end = start + piece.len() as u64;
-        while self.end.is_none() && self.broken.is_none() {
-            while self.header.len() < 8 {
-                let at = self.next + self.header.len() as u64;
-                if at >= piece_end {
-                    return;
-                }
-                if at < start {
-                    self.broken = Some("a malformed PNG chunk".into());
-                    return;
-                }
-                self.header.push(piece[(at - start) as usize]);
-            }
-            let length = u64::from(u32::from_be_bytes([self.header[0], self.header[1], self.header[2], self.header[3]]));
-            let iend = &self.header[4..8] == b"IEND";
-            self.next += 12 + length;
-            self.header.clear();
-            if iend {
-                self.end = Some(self.next);
-            }
-        }
-    }
-
-    fn end(self, size: u64) -> Result<u64, String> {
-        if let Some(broken) = self.broken {
-            return Err(broken);
-        }
-        match self.end {
-            Some(end) if end <= size => Ok(end),
-            Some(_) => Err("a malformed PNG chunk".into()),
-            None => Err("the PNG has no end (IEND)".into()),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -287,12 +235,5 @@ mod tests {
         assert_eq!(carrier(b"<< /Type /Annot /Subtype /FileAttachment >>"), Some("FileAttachment"));
         assert_eq!(carrier(b"<< /Font /AAAAAB+Calibri /JSON 1 >>"), None, "a subset font and a longer name");
         assert_eq!(carrier(b"trailer << /AF"), Some("AF"), "a name that ends the file");
-    }
-
-    #[test]
-    fn a_png_is_walked_across_pieces() {
-        let png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x01IHDRx\x00\x00\x00\x00\x00\x00\x00\x00IEND\xae\x42\x60\x82tail";
-        assert_eq!(sniff(&mut Trickle(png)).expect("read").png_end, Ok(png.len() as u64 - 4));
-        assert!(sniff(&mut &png[..20]).expect("read").png_end.is_err());
     }
 }

@@ -10,7 +10,6 @@
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -176,12 +175,8 @@ async fn copy_dataset(
             let object = caller.call("storage:GetObject", json!({ "Bucket": dataset.bucket.as_str(), "Key": key })).await;
             // An object the policies withhold inside a granted prefix is simply not shown.
             let Ok(object) = object else { continue };
-            let body = base64::engine::general_purpose::STANDARD
-                .decode(object["Body"].as_str().unwrap_or_default())
-                .map_err(|e| format!("object `{key}` came back unreadable: {e}"))?;
-            write_read_only(&staging.join(&relative), &body, owner)?;
+            bytes += lay_out(&staging.join(&relative), &object["Body"], &format!("object `{key}`"), owner)?;
             objects += 1;
-            bytes += body.len() as u64;
         }
         match page["NextContinuationToken"].as_str() {
             Some(next) => token = Some(next.to_owned()),
@@ -195,6 +190,15 @@ async fn copy_dataset(
     Ok(Some((objects, bytes)))
 }
 
+/// Writes a body that came back as base64 (`what` names it in the error) read-only at `path`;
+/// its size.
+fn lay_out(path: &Path, body: &Value, what: &str, owner: u32) -> Result<u64, String> {
+    let body = crate::core::codec::decode_base64("Body", body.as_str().unwrap_or_default())
+        .map_err(|e| format!("{what} came back unreadable: {}", e.message))?;
+    write_read_only(path, &body, owner)?;
+    Ok(body.len() as u64)
+}
+
 /// The user's released imports into `workspace`, read as the instance (`airlock:GetImports`),
 /// laid out read-only as `<request>/<path>` under `/imports`.
 async fn copy_imports(caller: &Caller<'_>, root: &Path, workspace: &str, owner: u32) -> Result<(usize, u64), String> {
@@ -205,12 +209,8 @@ async fn copy_imports(caller: &Caller<'_>, root: &Path, workspace: &str, owner: 
     for file in imports["Files"].as_array().into_iter().flatten() {
         let (Some(request), Some(path)) = (file["RequestId"].as_str(), file["Path"].as_str()) else { continue };
         let Some(relative) = safe_relative(&format!("{request}/{path}")) else { continue };
-        let body = base64::engine::general_purpose::STANDARD
-            .decode(file["Body"].as_str().unwrap_or_default())
-            .map_err(|e| format!("import `{request}/{path}` came back unreadable: {e}"))?;
-        write_read_only(&staging.join(&relative), &body, owner)?;
+        bytes += lay_out(&staging.join(&relative), &file["Body"], &format!("import `{request}/{path}`"), owner)?;
         objects += 1;
-        bytes += body.len() as u64;
     }
     protect_tree(&staging, owner)?;
     let target = root.join("imports");

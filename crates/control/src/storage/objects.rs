@@ -483,15 +483,15 @@ pub(crate) async fn write_internal(ctx: &Ctx<'_>, bucket: &str, key: &str, body:
 }
 
 /// For a service reading the platform's own data (the airlock's lineage check): every key
-/// under `prefix` and its size, without authorization or a record.
-pub(crate) async fn keys_under(plane: &Platform, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, ActionError> {
+/// under `prefix`, the blob that holds it and its size, without authorization or a record.
+pub(crate) async fn keys_under(plane: &Platform, bucket: &str, prefix: &str) -> Result<Vec<(String, String, u64)>, ActionError> {
     let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
     let (mut keys, mut after) = (Vec::new(), String::new());
     loop {
         let page = list_page(plane, &bucket, &after, prefix).await?;
         let Some(last) = page.last() else { break };
         after = last.key.clone();
-        keys.extend(page.iter().take_while(|o| o.key.starts_with(prefix)).map(|o| (o.key.clone(), o.size as u64)));
+        keys.extend(page.iter().take_while(|o| o.key.starts_with(prefix)).map(|o| (o.key.clone(), o.blob.clone(), o.size as u64)));
         if page.len() < 500 || !after.starts_with(prefix) {
             break;
         }

@@ -68,6 +68,7 @@ pub(super) async fn find_object(plane: &Platform, bucket: &BucketName, key: &str
 /// An object as a listing shows it.
 pub(super) struct ListedObject {
     pub key: String,
+    pub blob: String,
     pub size: i64,
     pub etag: String,
     pub last_modified: i64,
@@ -76,7 +77,7 @@ pub(super) struct ListedObject {
 /// Up to 500 of a bucket's objects, in key order, after `after` and from `prefix` on.
 pub(super) async fn list_page(plane: &Platform, bucket: &BucketName, after: &str, prefix: &str) -> Result<Vec<ListedObject>, ActionError> {
     let rows = sqlx::query(
-        "SELECT key, size, etag, last_modified FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT 500",
+        "SELECT key, blob, size, etag, last_modified FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT 500",
     )
     .bind(bucket.as_str())
     .bind(after)
@@ -88,6 +89,7 @@ pub(super) async fn list_page(plane: &Platform, bucket: &BucketName, after: &str
         .map(|r| {
             Ok(ListedObject {
                 key: r.try_get("key")?,
+                blob: r.try_get("blob")?,
                 size: r.try_get("size")?,
                 etag: r.try_get("etag")?,
                 last_modified: r.try_get("last_modified")?,

@@ -119,6 +119,16 @@ fn export_from_page(server: &Server, cookie: &str, name: &str, why: &str) -> cra
         .expect("request")
 }
 
+/// An import of one file (`body`, from `who`'s device), submitted: its id, once in review.
+fn submitted_import(server: &Server, who: &str, path: &str, body: &[u8]) -> String {
+    let create = json!({ "Direction": "IMPORT", "Workspace": STACK, "Justification": "a code list" });
+    let created = ok(server.call_as(who, "airlock:CreateRequest", &create), "create");
+    let id = created["RequestId"].as_str().expect("id").to_owned();
+    ok(server.call_as(who, "airlock:AddFile", &json!({ "RequestId": id, "Path": path, "Body": b64(body) })), "add");
+    assert_eq!(ok(server.call_as(who, "airlock:SubmitRequest", &json!({ "RequestId": id })), "submit")["State"], "in_review");
+    id
+}
+
 fn vote(server: &Server, who: &str, id: &str, decision: &str, comment: Option<&str>) -> Called {
     let mut input = json!({ "RequestId": id, "Decision": decision });
     if let Some(comment) = comment {
@@ -146,17 +156,7 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
     // Nobody reviews their own request, whatever roles they hold: lena, a reviewer, asks for
     // a file to come in, and cannot vote on it.
     let lena = signed_in(&server, "lena", &["reviewer"]);
-    let hers = ok(
-        server.call_as(
-            &lena,
-            "airlock:CreateRequest",
-            &json!({ "Direction": "IMPORT", "Workspace": STACK, "Justification": "a code list" }),
-        ),
-        "create",
-    );
-    let hers = hers["RequestId"].as_str().expect("id").to_owned();
-    ok(server.call_as(&lena, "airlock:AddFile", &json!({ "RequestId": hers, "Path": "codes.txt", "Body": b64(b"A01 cholera\n") })), "add");
-    assert_eq!(ok(server.call_as(&lena, "airlock:SubmitRequest", &json!({ "RequestId": hers })), "submit")["State"], "in_review");
+    let hers = submitted_import(&server, &lena, "codes.txt", b"A01 cholera\n");
     assert_eq!(refused(vote(&server, &lena, &hers, "APPROVE", None)), "AccessDeniedException", "self-approval");
     // Nor can an operator make reviewers up: a token it issues, whatever roles it names,
     // does not vote.
@@ -505,18 +505,8 @@ fn a_released_import_appears_read_only_under_imports_in_the_researchers_next_ses
     let server = session_server(&[&database]);
     let nora = token(&server, "nora", &[]);
     let (rita, ravi) = (signed_in(&server, "rita", &["reviewer"]), signed_in(&server, "ravi", &["reviewer"]));
-    let created = ok(
-        server.call_as(
-            &nora,
-            "airlock:CreateRequest",
-            &json!({ "Direction": "IMPORT", "Workspace": STACK, "Justification": "the code list" }),
-        ),
-        "create",
-    );
-    let id = created["RequestId"].as_str().expect("id").to_owned();
     let codes = b"code,label\nA01,cholera\nA02,salmonella\n";
-    ok(server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Path": "codes.csv", "Body": b64(codes) })), "add");
-    assert_eq!(ok(server.call_as(&nora, "airlock:SubmitRequest", &json!({ "RequestId": id })), "submit")["State"], "in_review");
+    let id = submitted_import(&server, &nora, "codes.csv", codes);
     ok(vote(&server, &rita, &id, "APPROVE", None), "rita");
     ok(vote(&server, &ravi, &id, "APPROVE", None), "ravi");
     ok(server.call_as(&ravi, "airlock:ReleaseRequest", &json!({ "RequestId": id })), "release");
