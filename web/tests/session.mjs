@@ -5,9 +5,10 @@
 //   node web/tests/session.mjs <streaming-url>
 //   → {"event":"streaming"}            once the session page shows the instance's display
 //   ← shot <path.png>                  screenshot of the page
-//   → {"event":"shot","colors":N,"yellow":Y}
+//   → {"event":"shot","colors":N,"yellow":Y,"state":S,"closed":C}
 //                                      N distinct colours sampled from the display's canvas, Y
-//                                      pixels of Python-logo yellow (JupyterLab's launcher drawn)
+//                                      pixels of Python-logo yellow (JupyterLab's launcher drawn),
+//                                      S the page's state line, C WebSockets closed so far
 //   ← reload                           reloads the page (it lives at /session once the URL is spent)
 //   → {"event":"reloaded","url":"…"}   once the display streams again
 //   ← paste <text>                     types the text into the clipboard box, presses "Paste into workspace"
@@ -28,6 +29,7 @@ const browser = await chromium.launch({
 });
 // What the page said and did, for the error report of a run that fails.
 const seen = [];
+let closed = 0;
 let page = null;
 try {
   page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
@@ -35,7 +37,10 @@ try {
   page.on("console", (message) => seen.push(`console ${message.type()}: ${message.text()}`.slice(0, 300)));
   page.on("websocket", (socket) => {
     seen.push(`websocket ${socket.url()}`);
-    socket.on("close", () => seen.push(`websocket closed ${socket.url()}`));
+    socket.on("close", () => {
+      closed += 1;
+      seen.push(`websocket closed ${socket.url()}`);
+    });
   });
   page.on("requestfailed", (request) => seen.push(`failed ${request.url()}: ${request.failure()?.errorText}`));
   await page.goto(url);
@@ -57,7 +62,7 @@ try {
         }
         return { colors: seen.size, yellow };
       });
-      say({ event: "shot", colors, yellow });
+      say({ event: "shot", colors, yellow, state: await page.textContent("#state"), closed });
     } else if (command === "reload") {
       await page.reload();
       await page.waitForSelector("#screen canvas", { timeout: 60_000 });

@@ -85,7 +85,7 @@ impl Streaming {
 
     /// Tells the control plane where the gateway listens, for the URLs it hands out.
     pub(crate) fn set_listening_address(&self, address: std::net::SocketAddr) {
-        let _ = self.pipeline.platform.listening.set(format!("http://{address}"));
+        let _ = self.pipeline.platform.listening.set(self.pipeline.platform.listening_url(address));
     }
 
     /// At a clean stop: the engine starts nothing more, and launches in flight finish (up to

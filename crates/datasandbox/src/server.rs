@@ -72,6 +72,7 @@ fn load_spec(data_dir: &Path, args: &SpecArgs) -> anyhow::Result<(Spec, String)>
 async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<()> {
     let (spec, spec_text, fresh) = judge_spec(data_dir, args, mode)?;
     let lock = claim_data_dir(data_dir, &spec_path(data_dir, args), fresh)?;
+    let tls = listener_tls(data_dir, &spec)?;
     let owner = fs::metadata("/proc/self").context("cannot read /proc/self")?.uid();
     let listen = spec.api_listen;
     let notebook_listen = spec.notebook_listen;
@@ -81,7 +82,9 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     if mode == Mode::Up {
         deploy_before_serving(&control, &spec_text, &args.all_overrides()).await?;
     }
-    let listeners = Listeners::bind(data_dir, listen, notebook_listen).await?;
+    let listeners = Listeners::bind(data_dir, listen, notebook_listen, tls.clone()).await?;
+    // Before `ready`: a SIGHUP (a service manager's reload) never stops the server.
+    tokio::spawn(reload_on_hangup(tls).context("cannot listen for SIGHUP")?);
     // Signal handlers are in place before `ready`, so a stop request right after it is clean.
     let shutdown = shutdown_signal().context("cannot listen for SIGINT and SIGTERM")?;
     let api = listeners.tcp.local_addr().context("listener has no address")?;
@@ -97,7 +100,8 @@ async fn serve(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(
     }
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "ready api=http://{api} socket={}", listeners.socket.display())?;
+        let scheme = if matches!(listeners.tcp, gateway::Listener::Tls(..)) { "https" } else { "http" };
+        writeln!(stdout, "ready api={scheme}://{api} socket={}", listeners.socket.display())?;
         stdout.flush()?;
     }
     let notebook_address = listeners.notebooks.local_addr().context("listener has no address")?;
@@ -194,14 +198,19 @@ async fn deploy_before_serving(control: &control::ControlPlane, spec_text: &str,
 /// What the server listens on: the API, the notebook origin, and the control socket that the
 /// CLI talks to (owner-only).
 struct Listeners {
-    tcp: tokio::net::TcpListener,
-    notebooks: tokio::net::TcpListener,
+    tcp: gateway::Listener,
+    notebooks: gateway::Listener,
     unix: tokio::net::UnixListener,
     socket: PathBuf,
 }
 
 impl Listeners {
-    async fn bind(data_dir: &Path, listen: std::net::SocketAddr, notebook_listen: std::net::SocketAddr) -> anyhow::Result<Listeners> {
+    async fn bind(
+        data_dir: &Path,
+        listen: std::net::SocketAddr,
+        notebook_listen: std::net::SocketAddr,
+        tls: Option<gateway::ServerTls>,
+    ) -> anyhow::Result<Listeners> {
         let tcp = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}; change server.api_listen or pass -c server.api_listen=127.0.0.1:0"))?;
@@ -219,8 +228,69 @@ impl Listeners {
         let unix = tokio::net::UnixListener::bind(&socket).with_context(|| format!("cannot listen on `{}`", socket.display()))?;
         fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict `{}`", socket.display()))?;
+        let (tcp, notebooks) = match tls {
+            Some(tls) => (gateway::Listener::Tls(tcp, tls.clone()), gateway::Listener::Tls(notebooks, tls)),
+            None => (gateway::Listener::Plain(tcp), gateway::Listener::Plain(notebooks)),
+        };
         Ok(Listeners { tcp, notebooks, unix, socket })
     }
+}
+
+/// The listeners' certificate, read (or issued by the data directory's local authority) before
+/// anything starts, so that a wrong file stops `serve` with the file's name.
+fn listener_tls(data_dir: &Path, spec: &Spec) -> anyhow::Result<Option<gateway::ServerTls>> {
+    let (cert, key) = match &spec.tls {
+        model::spec::ServerTls::Off => return Ok(None),
+        model::spec::ServerTls::Files { cert, key } => (cert.clone(), key.clone()),
+        model::spec::ServerTls::LocalAuthority => {
+            let issued = gateway::local_authority(&data_dir.join("tls"), &certificate_hosts(spec)).map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                authority = %issued.authority.display(),
+                "serving HTTPS with a certificate of this data directory's local authority: have browsers trust it \
+                 (and pass it to curl --cacert), or give server.tls_cert and server.tls_key"
+            );
+            (issued.cert, issued.key)
+        }
+    };
+    Ok(Some(gateway::ServerTls::load(&cert, &key).map_err(anyhow::Error::msg)?))
+}
+
+/// The names and addresses a local authority's certificate is for: the public and notebook
+/// URLs' hosts, this host's name, the listeners' addresses and loopback.
+fn certificate_hosts(spec: &Spec) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for url in [&spec.public_url, &spec.notebook_url].into_iter().flatten() {
+        let authority = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest).split('/').next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+        };
+        hosts.push(host.to_owned());
+    }
+    hosts.push(fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned());
+    hosts.extend([spec.api_listen, spec.notebook_listen].iter().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()).map(|ip| ip.to_string()));
+    hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|h| !h.is_empty() && seen.insert(h.clone()));
+    hosts
+}
+
+/// SIGHUP reads the certificate files again; connections already open keep theirs. The
+/// handler is in place when this returns.
+fn reload_on_hangup(tls: Option<gateway::ServerTls>) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(async move {
+        while hangup.recv().await.is_some() {
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: nothing to read again (plain HTTP)");
+                continue;
+            };
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: read the certificate again; new connections use it"),
+                Err(err) => tracing::error!(error = %err, "SIGHUP: the certificate in use stays; mend the file and send SIGHUP again"),
+            }
+        }
+    })
 }
 
 /// Instances run in user namespaces whose ids are not the host's, yet their image roots and

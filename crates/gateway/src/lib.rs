@@ -23,6 +23,7 @@ mod rfb;
 mod session;
 mod sign_in;
 mod stream;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,7 +39,9 @@ use control::{ActionError, ControlPlane, Credentials, Request};
 use serde_json::json;
 use tokio::net::{TcpListener, UnixListener};
 
+pub use listen::Listener;
 pub use relay::{bind_relay, serve_relay};
+pub use tls::{LocalAuthority, ServerTls, local_authority};
 
 use listen::{PeerCredentials, Stopping};
 use sign_in::sign_in_credentials;
@@ -47,8 +50,8 @@ use sign_in::sign_in_credentials;
 /// and the operator's API on `unix` until `shutdown` completes, then drains open requests.
 pub async fn serve(
     control: ControlPlane,
-    tcp: TcpListener,
-    notebooks: TcpListener,
+    tcp: Listener,
+    notebooks: Listener,
     unix: UnixListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -65,6 +68,7 @@ pub async fn serve(
         notebook_port: notebooks.local_addr()?.port(),
         public_url: control.spec().public_url.clone(),
         notebook_url: control.spec().notebook_url.clone(),
+        tls: matches!(tcp, Listener::Tls(..)),
     };
     let handoffs = notebook::Handoffs::default();
     let tcp_app = console::routes(federation::routes(portal::routes(stream::routes(notebook::routes(session::routes(public_routes(
@@ -83,8 +87,8 @@ pub async fn serve(
     // Metrics are the operator's: on the control socket only (see `operator_routes`).
     let unix_app = operator_routes(public_routes(Router::new().route("/api/{service}/{action}", post(unix_call)))).with_state(control);
     let (a, b, c) = tokio::join!(
-        listen::serve(tcp, tcp_app, wait(stop_rx.clone())),
-        listen::serve(notebooks, notebook_app, wait(stop_rx.clone())),
+        tcp.serve(tcp_app, wait(stop_rx.clone())),
+        notebooks.serve(notebook_app, wait(stop_rx.clone())),
         listen::serve(unix, unix_app, wait(stop_rx))
     );
     a.and(b).and(c)

@@ -48,13 +48,20 @@ impl Stopping {
 }
 
 /// A listener whose connections carry some information about their peer for the handlers.
+/// A connection is accepted, then opened in its own task (a TLS handshake, for one), so a slow
+/// client holds up nobody else's.
 pub(crate) trait Accept: Send + 'static {
+    type Raw: Send + 'static;
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     type Info: Clone + Send + Sync + 'static;
-    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Self::Info)>> + Send;
+    /// Whether connections are TLS: cookies are then `Secure` and answers carry HSTS.
+    const SECURE: bool = false;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Raw, Self::Info)>> + Send;
+    fn open(&self, raw: Self::Raw) -> impl Future<Output = std::io::Result<Self::Io>> + Send + 'static;
 }
 
 impl Accept for TcpListener {
+    type Raw = tokio::net::TcpStream;
     type Io = tokio::net::TcpStream;
     type Info = SocketAddr;
     async fn accept(&self) -> std::io::Result<(Self::Io, SocketAddr)> {
@@ -62,9 +69,13 @@ impl Accept for TcpListener {
         let _ = stream.set_nodelay(true);
         Ok((stream, peer))
     }
+    fn open(&self, raw: Self::Raw) -> impl Future<Output = std::io::Result<Self::Io>> + Send + 'static {
+        std::future::ready(Ok(raw))
+    }
 }
 
 impl Accept for UnixListener {
+    type Raw = tokio::net::UnixStream;
     type Io = tokio::net::UnixStream;
     type Info = PeerCredentials;
     async fn accept(&self) -> std::io::Result<(Self::Io, PeerCredentials)> {
@@ -72,11 +83,63 @@ impl Accept for UnixListener {
         let uid = stream.peer_cred().ok().map(|c| c.uid());
         Ok((stream, PeerCredentials { uid }))
     }
+    fn open(&self, raw: Self::Raw) -> impl Future<Output = std::io::Result<Self::Io>> + Send + 'static {
+        std::future::ready(Ok(raw))
+    }
+}
+
+/// A TCP listener whose connections speak TLS with the certificate in use when they arrive.
+pub(crate) struct Secured {
+    pub(crate) tcp: TcpListener,
+    pub(crate) tls: crate::tls::ServerTls,
+}
+
+impl Accept for Secured {
+    type Raw = tokio::net::TcpStream;
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Info = SocketAddr;
+    const SECURE: bool = true;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Raw, SocketAddr)>> + Send {
+        Accept::accept(&self.tcp)
+    }
+    fn open(&self, raw: Self::Raw) -> impl Future<Output = std::io::Result<Self::Io>> + Send + 'static {
+        let acceptor = self.tls.acceptor();
+        async move {
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(raw)).await {
+                Ok(opened) => opened,
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the TLS handshake did not finish")),
+            }
+        }
+    }
+}
+
+/// The API's or the notebooks' listener: TLS, or plain HTTP (loopback, or behind a proxy).
+pub enum Listener {
+    Plain(TcpListener),
+    Tls(TcpListener, crate::tls::ServerTls),
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Listener::Plain(tcp) | Listener::Tls(tcp, _) => tcp.local_addr(),
+        }
+    }
+
+    pub(crate) async fn serve(self, router: Router, stop: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        match self {
+            Listener::Plain(tcp) => serve(tcp, router, stop).await,
+            Listener::Tls(tcp, tls) => serve(Secured { tcp, tls }, router, stop).await,
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `stop` completes, then lets open requests finish.
 pub(crate) async fn serve<L: Accept>(listener: L, router: Router, stop: impl Future<Output = ()> + Send) -> std::io::Result<()> {
-    let router = router.layer(axum::middleware::from_fn(idle_body));
+    let mut router = router.layer(axum::middleware::from_fn(idle_body));
+    if L::SECURE {
+        router = router.layer(axum::middleware::from_fn(crate::tls::secure_headers));
+    }
     // Every connection holds a receiver; the server is drained when none is left.
     let (closing, closed) = tokio::sync::watch::channel(false);
     let mut stop = std::pin::pin!(stop);
@@ -100,7 +163,9 @@ pub(crate) async fn serve<L: Accept>(listener: L, router: Router, stop: impl Fut
             hyper::service::Service::call(&app, request)
         });
         let mut closed = closed.clone();
+        let opening = listener.open(io);
         tokio::spawn(async move {
+            let Ok(io) = opening.await else { return };
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
             let connection = builder.serve_connection(TokioIo::new(io), service).with_upgrades();

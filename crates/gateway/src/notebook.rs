@@ -92,6 +92,8 @@ pub(crate) struct Origins {
     pub notebook_port: u16,
     pub public_url: Option<String>,
     pub notebook_url: Option<String>,
+    /// Whether the listeners speak TLS themselves.
+    pub tls: bool,
 }
 
 impl Origins {
@@ -105,7 +107,7 @@ impl Origins {
     }
 
     fn scheme(&self) -> &'static str {
-        if self.public_url.as_deref().is_some_and(|u| u.starts_with("https://")) { "https" } else { "http" }
+        if self.tls || self.public_url.as_deref().is_some_and(|u| u.starts_with("https://")) { "https" } else { "http" }
     }
 
     /// The notebook origin, as a browser that reached this request's host finds it.

@@ -63,7 +63,13 @@ impl Platform {
     /// The base of the URLs handed to users: the spec's `server.public_url`, else the address
     /// the gateway listens on.
     pub fn public_base(&self) -> String {
-        self.spec.public_url.clone().or_else(|| self.listening.get().cloned()).unwrap_or_else(|| format!("http://{}", self.spec.api_listen))
+        self.spec.public_url.clone().or_else(|| self.listening.get().cloned()).unwrap_or_else(|| self.listening_url(self.spec.api_listen))
+    }
+
+    /// The URL of the gateway's API listener at `address`: `https://` under TLS.
+    pub fn listening_url(&self, address: std::net::SocketAddr) -> String {
+        let scheme = if self.spec.tls == model::spec::ServerTls::Off { "http" } else { "https" };
+        format!("{scheme}://{address}")
     }
 
     /// The key that signs what the platform hands out and must recognise later: streaming

@@ -11,3 +11,4 @@ mod oidc;
 mod portal;
 mod saml;
 mod session_page;
+mod tls;

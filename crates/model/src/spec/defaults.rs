@@ -215,6 +215,13 @@ region = "local"
 
 [server]
 api_listen = "127.0.0.1:8750"
+# Plain HTTP is served on loopback only. Beyond it, give a certificate chain and its key (PEM,
+# read again on SIGHUP), or an https:// public_url alone (a local authority in the data
+# directory issues the certificate), or allow_plain_http = true behind a TLS proxy.
+# public_url = "https://sandbox.example.org"
+# notebook_url = "https://nb.sandbox.example.org"
+# tls_cert = "/etc/datasandbox/fullchain.pem"
+# tls_key = "/etc/datasandbox/key.pem"
 
 # OpenID Connect sign-in (authorization code with PKCE); register <public URL>/oidc/callback
 # as the client's redirect URI at the provider.

@@ -9,7 +9,7 @@ use super::resources::{
     read_buckets, read_datasets, read_fleets, read_images, read_instance_types, read_notebooks, read_policies, read_stacks,
 };
 use super::validated::{
-    AirlockSpec, AuditSpec, ClusterSpec, FleetType, Ipv4Cidr, LauncherSpec, OidcSpec, Spec, StorageBackend, StreamView,
+    AirlockSpec, AuditSpec, ClusterSpec, FleetType, Ipv4Cidr, LauncherSpec, OidcSpec, ServerTls, Spec, StorageBackend, StreamView,
 };
 use super::walk::Table;
 
@@ -74,6 +74,7 @@ pub(super) fn read_spec(root: &Table) -> Spec {
         notebook_url: server.notebook_url,
         api_listen: server.api_listen,
         public_url: server.public_url,
+        tls: server.tls,
         timeout_scale_ms,
         metadata_url,
         storage,
@@ -184,6 +185,7 @@ struct ServerSettings {
     public_url: Option<String>,
     notebook_listen: SocketAddr,
     notebook_url: Option<String>,
+    tls: ServerTls,
 }
 
 /// `[server]`: the notebook origin must differ from the public one, and a public URL needs a
@@ -213,13 +215,47 @@ fn read_server(root: &Table) -> ServerSettings {
     if public_url.is_some() && notebook_url.is_none() {
         server.problem("notebook_url", "is required with public_url: the URL (another host name or port) where notebook_listen is reached");
     }
-    server.finish();
     let api_listen = api_listen.unwrap_or_else(|| SocketAddr::from(DEFAULT_API_LISTEN));
     // By default notebooks listen on the API's address with the next port (port 0 stays 0).
     let notebook_listen = notebook_listen.unwrap_or_else(|| {
         SocketAddr::new(api_listen.ip(), if api_listen.port() == 0 { 0 } else { api_listen.port().checked_add(1).unwrap_or(0) })
     });
-    ServerSettings { api_listen, public_url, notebook_listen, notebook_url }
+    let tls = read_tls(&server, public_url.as_deref(), [api_listen, notebook_listen]);
+    server.finish();
+    ServerSettings { api_listen, public_url, notebook_listen, notebook_url, tls }
+}
+
+/// `tls_cert` and `tls_key` (both or neither); without them an `https://` public URL asks for
+/// a certificate of a local authority, and plain HTTP is served on loopback only unless the
+/// operator allows it (behind a proxy that terminates TLS).
+fn read_tls(server: &Table, public_url: Option<&str>, listeners: [SocketAddr; 2]) -> ServerTls {
+    let cert = server.opt_string("tls_cert").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let key = server.opt_string("tls_key").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let allow_plain = server.boolean("allow_plain_http", false);
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => ServerTls::Files { cert, key },
+        (None, None) if !allow_plain && public_url.is_some_and(|u| u.starts_with("https://")) => ServerTls::LocalAuthority,
+        (None, None) => ServerTls::Off,
+        (Some(_), None) | (None, Some(_)) => {
+            server.problem("tls_key", "tls_cert and tls_key go together: give both (PEM files) or neither");
+            ServerTls::Off
+        }
+    };
+    if tls == ServerTls::Off && !allow_plain {
+        for (key, address) in ["api_listen", "notebook_listen"].into_iter().zip(listeners) {
+            if !address.ip().is_loopback() {
+                server.problem(
+                    key,
+                    format!(
+                        "`{address}` is not a loopback address, and plain HTTP is served on loopback only: give tls_cert and tls_key, \
+                         or an https:// public_url (a local authority's certificate is made), or set allow_plain_http = true \
+                         behind a proxy that terminates TLS"
+                    ),
+                );
+            }
+        }
+    }
+    tls
 }
 
 fn read_metadata_url(root: &Table) -> Option<String> {

@@ -182,3 +182,24 @@ fn the_trail_witness_is_an_absolute_directory_and_the_reserve_is_bounded() {
         assert!(found.iter().any(|p| p.contains(phrase)), "{setting}: {found:?}");
     }
 }
+
+#[test]
+fn plain_http_is_for_loopback_and_tls_comes_from_files_or_an_https_public_url() {
+    use super::ServerTls;
+    let tls = |overrides: &[&str]| Spec::parse("", &overrides.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>()).map(|s| s.tls);
+    assert_eq!(tls(&[]).expect("valid"), ServerTls::Off);
+    let https = ["server.public_url=https://sandbox.example", "server.notebook_url=https://nb.sandbox.example"];
+    assert_eq!(tls(&https).expect("valid"), ServerTls::LocalAuthority);
+    let files = tls(&["server.api_listen=0.0.0.0:8750", "server.tls_cert=/etc/c.pem", "server.tls_key=/etc/k.pem"]).expect("valid");
+    assert_eq!(files, ServerTls::Files { cert: "/etc/c.pem".into(), key: "/etc/k.pem".into() });
+    // Behind a proxy that terminates TLS: the operator says so, and no certificate is made.
+    let proxied = [https[0], https[1], "server.api_listen=0.0.0.0:8750", "server.allow_plain_http=true"];
+    assert_eq!(tls(&proxied).expect("valid"), ServerTls::Off);
+    let found = problems("", &["server.api_listen=0.0.0.0:8750"]);
+    assert_eq!(found.len(), 2, "both listeners are named: {found:?}");
+    assert!(found[0].starts_with("server.api_listen: `0.0.0.0:8750` is not a loopback address"), "{found:?}");
+    assert_eq!(
+        problems("", &["server.tls_cert=/etc/c.pem"]),
+        ["server.tls_key: tls_cert and tls_key go together: give both (PEM files) or neither"]
+    );
+}

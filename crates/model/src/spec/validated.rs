@@ -289,6 +289,8 @@ pub struct Spec {
     /// own, same site as `public_url`); by default the host the browser used with
     /// `notebook_listen`'s port. Required with `public_url`.
     pub notebook_url: Option<String>,
+    /// Whether the API and notebook listeners speak TLS, and with which certificate.
+    pub tls: ServerTls,
     /// How many milliseconds one second of a session timeout lasts: 1000, except in tests that
     /// need an idle or maximum-duration timeout to pass quickly.
     pub timeout_scale_ms: u32,
@@ -338,4 +340,16 @@ impl Spec {
 /// The S3 event types that notifications may name.
 pub fn is_event_type(event: &str) -> bool {
     ["ObjectCreated:*", "ObjectCreated:Put", "ObjectCreated:Copy", "ObjectRemoved:*", "ObjectRemoved:Delete"].contains(&event)
+}
+
+/// TLS on the API's and the notebooks' listeners (`[server] tls_cert`, `tls_key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerTls {
+    /// Plain HTTP: on loopback, or behind a proxy that terminates TLS (`allow_plain_http`).
+    Off,
+    /// The operator's certificate chain and key (PEM), read again on SIGHUP.
+    Files { cert: PathBuf, key: PathBuf },
+    /// An `https://` public URL without a certificate: a local authority in the data directory
+    /// issues one for the URLs' host names, and browsers are told to trust the authority.
+    LocalAuthority,
 }

@@ -68,8 +68,14 @@ impl Browser {
     }
 
     pub(crate) fn run(script: &str, url: &str) -> Browser {
+        Browser::run_with_env(script, url, &[])
+    }
+
+    /// A browser whose process has `env` besides the test's (`HOME` for a trust store of its own).
+    pub(crate) fn run_with_env(script: &str, url: &str, env: &[(&str, &str)]) -> Browser {
         let mut child = node_driving_chromium(script)
             .arg(url)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

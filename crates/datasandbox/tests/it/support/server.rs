@@ -385,7 +385,11 @@ fn launch(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)], 
     }
     match first {
         Ok(line) if line.starts_with("ready ") => {
-            let api = line.split_whitespace().find_map(|w| w.strip_prefix("api=http://")).expect("ready line names the api").to_owned();
+            let api = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("api=http://").or_else(|| w.strip_prefix("api=https://")))
+                .expect("ready line names the api")
+                .to_owned();
             Ok((child, api))
         }
         other => {
