@@ -93,6 +93,15 @@ pub fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
     crate::layout::sync_dir(path)
 }
 
+/// Appends `bytes` to `path` (created with its directories if missing) and makes them durable.
+pub(crate) fn append_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    crate::layout::create_parent(path)?;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
 /// Reads a log file whole, decompressing it if it is sealed (`.json.gz`).
 pub(crate) fn read_log(path: &std::path::Path) -> Result<Vec<u8>, TrailError> {
     let bytes = std::fs::read(path).map_err(io(path))?;

@@ -4,7 +4,7 @@
 //! size and age, and hands closed files to the sealer (compression and hourly digests).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -76,7 +76,12 @@ enum Message {
     /// Rotate and write a digest now (at shutdown, and for tests).
     Digest(std::sync::mpsc::Sender<()>),
     Close(std::sync::mpsc::Sender<()>),
+    /// A backup's consistent cut: see [`Trail::hold`].
+    Hold(Cut, std::sync::mpsc::Sender<()>),
 }
+
+/// What runs while the trail holds still: given the files still appended to, with their lengths.
+type Cut = Box<dyn FnOnce(Vec<(PathBuf, u64)>) + Send>;
 
 /// A record as the index receives it: its sequence number and its exact line.
 pub type IndexBatch = Vec<(u64, Vec<u8>)>;
@@ -189,6 +194,15 @@ impl Trail {
     pub fn digest_now(&self) -> Result<(), TrailError> {
         let (done, wait) = std::sync::mpsc::channel();
         self.sender.send(Message::Digest(done)).map_err(|_| TrailError::Stopped)?;
+        wait.recv().map_err(|_| TrailError::Stopped)
+    }
+
+    /// Runs `cut` on the writer's thread once every record is checkpointed, appends waiting till
+    /// it returns (so it must be quick: hard links), with the files still appended to and the
+    /// length written in each: what lies beyond (later records, the reserve) is not in the cut.
+    pub fn hold(&self, cut: impl FnOnce(Vec<(PathBuf, u64)>) + Send + 'static) -> Result<(), TrailError> {
+        let (done, wait) = std::sync::mpsc::channel();
+        self.sender.send(Message::Hold(Box::new(cut), done)).map_err(|_| TrailError::Stopped)?;
         wait.recv().map_err(|_| TrailError::Stopped)
     }
 
@@ -307,6 +321,7 @@ impl WriterState {
                     let _ = done.send(());
                     return;
                 }
+                Some(Message::Hold(cut, done)) => self.hold(cut, &done),
                 None => {}
             }
             self.log_errors(|s| s.maintain());
@@ -376,6 +391,7 @@ impl WriterState {
                     self.finish();
                     let _ = done.send(());
                 }
+                Message::Hold(cut, done) => self.hold(cut, &done),
                 Message::Append(_) => unreachable!("appends are batched above"),
             }
         }
@@ -513,7 +529,7 @@ impl WriterState {
         file.append(&line).map_err(io(&written))?;
         if let Some(witness) = &self.options.witness {
             let copy = witness.join(self.layout.object_key(&written));
-            if let Err(err) = append_durably(&copy, &line) {
+            if let Err(err) = crate::files::append_durably(&copy, &line) {
                 tracing::error!(error = %err, path = %copy.display(), "cannot write a checkpoint to the trail's witness");
             }
         }
@@ -562,6 +578,13 @@ impl WriterState {
         self.checkpoint()
     }
 
+    fn hold(&mut self, cut: Cut, done: &std::sync::mpsc::Sender<()>) {
+        (self.sequence > self.checkpointed).then(|| self.log_errors(WriterState::checkpoint));
+        let open = [self.active.as_ref().map(|a| &a.log), self.checkpoint_file.as_ref()];
+        cut(open.into_iter().flatten().map(|file| (file.path.clone(), file.size)).collect());
+        let _ = done.send(());
+    }
+
     fn finish(&mut self) {
         self.log_errors(|s| s.digest());
         // The file the last rotation opened, if nothing was written to it.
@@ -574,12 +597,4 @@ impl WriterState {
         let _ = self.sealer.send(SealJob::Stop(done));
         let _ = wait.recv();
     }
-}
-
-/// Appends `bytes` to `path` (created with its directories if missing) and makes them durable.
-pub(crate) fn append_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    layout::create_parent(path)?;
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    file.write_all(bytes)?;
-    file.sync_data()
 }

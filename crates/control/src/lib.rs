@@ -6,6 +6,7 @@
 
 mod airlock;
 mod audit_log;
+pub mod backup;
 mod cluster;
 mod core;
 mod deploy;

@@ -314,6 +314,17 @@ impl ControlPlane {
     }
 
     /// Tells the control plane where the gateway listens, for the URLs it hands out.
+    /// `datasandbox backup` while serving (see `backup`): recorded, with progress on `progress`.
+    pub async fn backup(
+        &self,
+        to: &Path,
+        keys: crate::backup::Keys,
+        uid: Option<u32>,
+        progress: crate::backup::Progress<'_>,
+    ) -> Result<crate::backup::Written, String> {
+        crate::backup::live(&self.pipeline.platform, to, keys, uid, progress).await
+    }
+
     pub async fn set_listening_address(&self, address: std::net::SocketAddr) {
         self.services.streaming.set_listening_address(address);
         // Other nodes send browsers here: publish the address now, not at the next heartbeat.
@@ -475,6 +486,7 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
         node,
         node_tls: Arc::new(node_tls),
         relay_address: std::sync::OnceLock::new(),
+        backups: std::sync::atomic::AtomicUsize::new(0),
     })
 }
 

@@ -14,7 +14,7 @@ mod notifications;
 mod objects;
 mod repo;
 
-pub(crate) use blobs::reclaim_blobs;
+pub(crate) use blobs::{reclaim_blobs, release_listed_blobs};
 pub(crate) use buckets::ensure_service_bucket;
 pub(crate) use objects::{blob_internal, keys_under, read_as_caller, read_internal, write_internal};
 pub(crate) use repo::{

@@ -11,9 +11,10 @@ pub(crate) struct Cli {
     /// The data directory: spec, metadata, objects, audit trail and the control socket.
     #[arg(long, global = true, env = "DATASANDBOX_DATA_DIR", default_value = ".datasandbox")]
     pub(crate) data_dir: PathBuf,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub(crate) log_format: LogFormat,
+    /// Log format on stderr; by default text, but JSON for `serve` when stderr is not a
+    /// terminal (a service manager's journal).
+    #[arg(long, global = true, value_enum)]
+    pub(crate) log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -61,6 +62,35 @@ pub(crate) enum Command {
     Up(SpecArgs),
     /// Serve an existing data directory in the foreground, for service managers.
     Serve(SpecArgs),
+    /// Back up the data directory (while it serves, or not): the metadata, the objects, the
+    /// trail with its signatures, the spec, the images, stopped notebooks' volumes and the keys,
+    /// into a new directory, with progress on stderr.
+    Backup {
+        /// The new directory the backup goes in (it must not exist, or be empty).
+        #[arg(long)]
+        to: PathBuf,
+        /// A file holding the passphrase (12 characters or more) the keys are sealed under.
+        #[arg(long, value_name = "FILE", conflicts_with = "without_keys")]
+        passphrase_file: Option<PathBuf>,
+        /// Leave the keys out: keep master.key apart (nothing in the backup is readable without it).
+        #[arg(long)]
+        without_keys: bool,
+    },
+    /// Restore a backup into a new data directory (`--data-dir`, which must not exist or be
+    /// empty), checking every file, object and the trail before it is put in place.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The file holding the passphrase the backup's keys were sealed under.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// The service manager's unit for `serve`.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
     /// Check a spec and print every problem, without starting anything.
     Validate(SpecArgs),
     /// Compare the spec with the running environment: each resource's create, update,
@@ -146,6 +176,25 @@ pub(crate) enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Write a systemd unit that runs `serve` on the data directory (with the spec options given
+    /// here), restarts it on failure and reloads its certificate on `systemctl reload`.
+    Install {
+        /// Where the unit goes.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// The binary the unit runs; by default this one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Replace a unit that differs.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        spec: SpecArgs,
     },
 }
 

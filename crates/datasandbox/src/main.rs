@@ -12,6 +12,7 @@
 //! (`home_sync.rs`), which starts the rest of a session.
 
 mod audit_cli;
+mod backup_cli;
 mod cli;
 mod client;
 mod deploy_cli;
@@ -19,13 +20,16 @@ mod home_sync;
 mod launcher;
 mod printing;
 mod server;
+mod service;
 mod watermark;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{AirlockCommand, Cli, Command, EndpointArgs, ImageCommand, InstancesCommand, LogFormat, ReportsCommand, StorageCommand};
+use cli::{
+    AirlockCommand, Cli, Command, EndpointArgs, ImageCommand, InstancesCommand, LogFormat, ReportsCommand, ServiceCommand, StorageCommand,
+};
 
 fn main() -> ExitCode {
     // The sandbox's own entry points run before anything else: the helper must still be
@@ -39,7 +43,9 @@ fn main() -> ExitCode {
         _ => {}
     }
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // A service manager's journal gets JSON; a terminal (and `up`, the quick start) text.
+    let unattended = matches!(cli.command, Command::Serve(_)) && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    init_tracing(cli.log_format.unwrap_or(if unattended { LogFormat::Json } else { LogFormat::Text }));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -63,6 +69,13 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => server::run(&cli.data_dir, &args, server::Mode::Up).await,
         Command::Serve(args) => server::run(&cli.data_dir, &args, server::Mode::Serve).await,
         Command::Validate(args) => server::validate(&cli.data_dir, &args),
+        Command::Backup { to, passphrase_file, without_keys } => {
+            backup_cli::backup(&cli.data_dir, &to, passphrase_file.as_deref(), without_keys).await
+        }
+        Command::Restore { from, passphrase_file } => backup_cli::restore(&cli.data_dir, &from, passphrase_file.as_deref()).await,
+        Command::Service { command: ServiceCommand::Install { unit_dir, binary, force, spec } } => {
+            service::install(&cli.data_dir, &unit_dir, binary.as_deref(), &spec, force)
+        }
         Command::Diff(args) => deploy_cli::diff(&cli.data_dir, &args).await,
         Command::Deploy(args) => deploy_cli::deploy(&cli.data_dir, &args).await,
         Command::Destroy { yes } => deploy_cli::destroy(&cli.data_dir, yes).await,

@@ -16,6 +16,7 @@ mod jupyter;
 mod listen;
 mod notebook;
 mod openapi;
+mod operator;
 mod origin;
 mod portal;
 mod relay;
@@ -105,7 +106,7 @@ fn public_routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
 /// tell who is active, how much and how often (`curl --unix-socket <data-dir>/control.sock
 /// http://localhost/metrics`).
 fn operator_routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
-    router.route("/metrics", get(metrics))
+    operator::routes(router.route("/metrics", get(metrics)))
 }
 
 async fn metrics(State(control): State<ControlPlane>) -> Response {

@@ -86,5 +86,10 @@ impl Blobs {
 /// Blobs are spread over 256 directories by the first two hex digits of their name: one
 /// directory of many files serializes file creation on its lock (measured: 5x slower writes).
 fn path(name: &str) -> StorePath {
-    StorePath::from(format!("{PREFIX}/{}/{name}", name.get(..2).unwrap_or("00")))
+    StorePath::from(relative_path(name))
+}
+
+/// Where the blob `name` is under the store's root (`objects/` in the data directory).
+pub(crate) fn relative_path(name: &str) -> String {
+    format!("{PREFIX}/{}/{name}", name.get(..2).unwrap_or("00"))
 }

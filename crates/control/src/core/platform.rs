@@ -52,6 +52,9 @@ pub(crate) struct Platform {
     /// Its TLS towards other nodes, and where its notebook relay listens once bound.
     pub node_tls: Arc<crate::core::node::NodeTls>,
     pub relay_address: std::sync::OnceLock<String>,
+    /// Backups under way: while any is, released blobs stay (a backup's snapshot of the store
+    /// may still point at them) and are deleted when the last one ends.
+    pub backups: std::sync::atomic::AtomicUsize,
 }
 
 impl Platform {

@@ -7,6 +7,10 @@ use crate::core::error::ActionError;
 use crate::core::platform::Platform;
 
 pub(super) async fn release_blob(plane: &Platform, blob: &str) {
+    if plane.backups.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        // Listed still: deleted when the backup ends (`release_listed_blobs`).
+        return;
+    }
     match plane.blobs.delete(blob).await {
         Ok(()) => {
             if let Err(err) = repo::delete_released_blob(plane, blob).await {
@@ -17,13 +21,18 @@ pub(super) async fn release_blob(plane: &Platform, blob: &str) {
     }
 }
 
+/// Deletes the blobs released while they could not be (a backup was under way).
+pub(crate) async fn release_listed_blobs(plane: &Platform) -> Result<(), ActionError> {
+    for blob in repo::released_blobs(plane).await? {
+        release_blob(plane, &blob).await;
+    }
+    Ok(())
+}
+
 /// At start-up, before serving: delete released blobs and blobs no object points at (left by
 /// a crash between writing a blob and committing its object).
 pub(crate) async fn reclaim_blobs(plane: &Platform) -> Result<(), ActionError> {
-    let released = repo::released_blobs(plane).await?;
-    for blob in released {
-        release_blob(plane, &blob).await;
-    }
+    release_listed_blobs(plane).await?;
     let referenced = repo::referenced_blobs(plane).await?;
     let mut reclaimed = 0;
     // On a shared store another node may have uploaded a blob whose pointer it has not

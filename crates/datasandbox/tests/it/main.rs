@@ -3,6 +3,7 @@
 
 mod airlock;
 mod attacks;
+mod backup;
 mod bad_input;
 mod browser;
 mod cluster;

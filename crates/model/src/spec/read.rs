@@ -47,7 +47,6 @@ pub(super) fn read_spec(root: &Table) -> Spec {
     let audit = read_audit(root);
     let cluster = read_cluster(root);
     let sandbox = read_sandbox(root);
-
     let instance_types = read_instance_types(root);
     let buckets = read_buckets(root, &environment_name);
     let datasets = read_datasets(root, &buckets);

@@ -114,6 +114,14 @@ impl Server {
         Server { dir, api, pid: child.id(), child, vpc }
     }
 
+    /// Runs `datasandbox serve` (no defaults written, no deploy) on a data directory the test
+    /// prepared, a restored one.
+    pub fn serve_in(dir: tempfile::TempDir, overrides: &[&str]) -> Server {
+        let vpc = Vpc::claim();
+        let (child, api) = launch(dir.path(), &vpc, overrides, &[], How::Serve).expect("serve starts");
+        Server { dir, api, pid: child.id(), child, vpc }
+    }
+
     /// Starts a server on a data directory the test prepared, with environment of its own; the
     /// server's log when it does not start (a node refused by the cluster).
     pub fn try_start_in(dir: tempfile::TempDir, overrides: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
@@ -336,12 +344,15 @@ enum How<'a> {
     OnTerminal,
     /// Through a wrapper command that execs it.
     Under(&'a [&'a str]),
+    /// `serve` rather than `up`.
+    Serve,
 }
 
 fn launch(data_dir: &Path, vpc: &Vpc, overrides: &[&str], env: &[(&str, &str)], how: How<'_>) -> Result<(Child, String), String> {
     let terminal = matches!(how, How::OnTerminal);
+    let verb = if matches!(how, How::Serve) { "serve" } else { "up" };
     let mut args: Vec<String> =
-        vec!["--data-dir".into(), data_dir.display().to_string(), "up".into(), "-c".into(), "server.api_listen=127.0.0.1:0".into()];
+        vec!["--data-dir".into(), data_dir.display().to_string(), verb.into(), "-c".into(), "server.api_listen=127.0.0.1:0".into()];
     args.extend(["-c".into(), vpc.setting()]);
     let backends = crate::support::backend::for_server(data_dir);
     for o in backends.overrides.iter().map(String::as_str).chain(overrides.iter().copied()) {

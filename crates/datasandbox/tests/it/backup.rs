@@ -1,0 +1,131 @@
+//! Backup and restore, as an operator moves a data directory to a new host: a backup taken
+//! while objects are written (and the same object overwritten, so that blobs are released
+//! mid-backup), restored into a new directory that `serve` comes up on with every object,
+//! parameter and record, its trail valid. The keys are sealed: never in the clear in the
+//! backup, and a wrong passphrase restores nothing. On the scale-out backends `backup` refuses
+//! and says whose backups cover what.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use serde_json::json;
+
+use crate::support::backend::scale_out;
+use crate::support::files::walk;
+use crate::support::server::{BIN, Server, b64, unb64};
+
+const HOME: &str = "datasandbox-home";
+/// Objects written before the backup, 1 MiB each: enough that the backup takes a while.
+const BEFORE: usize = 48;
+
+fn body(name: &str) -> Vec<u8> {
+    name.bytes().cycle().take(1024 * 1024).collect()
+}
+
+/// `datasandbox --data-dir <dir> <args>`: (exit code, stdout, stderr).
+fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).arg("--data-dir").arg(dir).args(args).output().expect("run datasandbox");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_backup_taken_while_writing_restores_into_a_new_directory_that_serves_it_all() {
+    let server = Server::start(&[]);
+    let scratch = tempfile::tempdir().expect("scratch");
+    server.ok("parameters:PutParameter", json!({ "Name": "/db/password", "Value": "s3cr3t", "Type": "SecureString" }));
+    for index in 0..BEFORE {
+        let file = scratch.path().join("object");
+        std::fs::write(&file, body(&format!("before-{index}"))).expect("write");
+        let (code, _, err) =
+            run(server.data_dir(), &["storage", "cp", file.to_str().expect("path"), &format!("ds://{HOME}/before/{index}")]);
+        assert_eq!(code, 0, "{err}");
+    }
+
+    // A writer, until the backup is over: new objects, and one object overwritten again and again.
+    let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let writer = {
+        let (stop, written, dir) = (stop.clone(), written.clone(), server.data_dir().to_owned());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let n = written.load(Ordering::Acquire);
+                for (key, text) in [(format!("during/{n}"), format!("during {n}")), ("busy".to_owned(), format!("busy {n}"))] {
+                    let input = json!({ "Bucket": HOME, "Key": key, "Body": b64(text.as_bytes()) }).to_string();
+                    let (code, _, err) = run(&dir, &["call", "storage:PutObject", "--input", &input]);
+                    assert_eq!(code, 0, "{err}");
+                }
+                written.fetch_add(1, Ordering::AcqRel);
+            }
+        })
+    };
+    while written.load(Ordering::Acquire) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let passphrase = scratch.path().join("passphrase");
+    std::fs::write(&passphrase, "correct horse battery staple\n").expect("write");
+    let to = scratch.path().join("backup");
+    let started = written.load(Ordering::Acquire);
+    let (code, out, err) =
+        run(server.data_dir(), &["backup", "--to", to.to_str().expect("path"), "--passphrase-file", passphrase.to_str().expect("path")]);
+    let during = written.load(Ordering::Acquire) - started;
+    stop.store(true, Ordering::Release);
+    writer.join().expect("the writer");
+    if scale_out() {
+        assert_eq!(code, 1, "{out} {err}");
+        assert!(err.contains("PostgreSQL") && err.contains("master.key"), "{err}");
+        assert!(!to.exists(), "a refused backup left a directory");
+        return;
+    }
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(err.contains("backup complete"), "no progress was shown: {err}");
+    assert!(during > 0, "nothing was written while the backup ran: the test proves nothing");
+    eprintln!("{during} writes while the backup ran; {err}");
+    let records = server.audit(&[("EventName", "CreateBackup")]);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(server.audit(&[("EventName", "BackupFinished")])[0]["errorCode"], serde_json::Value::Null);
+
+    // The keys are nowhere in the clear.
+    let master = std::fs::read(server.data_dir().join("master.key")).expect("master key");
+    for file in walk(&to) {
+        let bytes = std::fs::read(&file).expect("read");
+        assert!(!bytes.windows(master.len()).any(|w| w == master), "{} holds the master key in the clear", file.display());
+    }
+
+    // A wrong passphrase restores nothing; the right one restores into a new directory.
+    let wrong = scratch.path().join("wrong");
+    std::fs::write(&wrong, "incorrect horse battery").expect("write");
+    let target = tempfile::tempdir().expect("target");
+    let (code, _, err) =
+        run(target.path(), &["restore", "--from", to.to_str().expect("path"), "--passphrase-file", wrong.to_str().expect("path")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("passphrase does not open"), "{err}");
+    assert_eq!(std::fs::read_dir(target.path()).expect("dir").count(), 0, "a refused restore wrote something");
+    let (code, out, err) =
+        run(target.path(), &["restore", "--from", to.to_str().expect("path"), "--passphrase-file", passphrase.to_str().expect("path")]);
+    assert_eq!(code, 0, "{out} {err}");
+    // …and refuses to overwrite it.
+    let (code, _, err) =
+        run(target.path(), &["restore", "--from", to.to_str().expect("path"), "--passphrase-file", passphrase.to_str().expect("path")]);
+    assert!(code == 1 && err.contains("is not empty"), "{err}");
+
+    let restored = Server::serve_in(target, &[]);
+    for index in (0..BEFORE).step_by(7) {
+        let got = restored.ok("storage:GetObject", json!({ "Bucket": HOME, "Key": format!("before/{index}") }));
+        assert_eq!(unb64(got["Body"].as_str().expect("body")), body(&format!("before-{index}")), "before/{index}");
+    }
+    let busy = restored.ok("storage:GetObject", json!({ "Bucket": HOME, "Key": "busy" }));
+    assert!(String::from_utf8(unb64(busy["Body"].as_str().expect("body"))).expect("text").starts_with("busy "));
+    let listed = restored.ok("storage:ListObjectsV2", json!({ "Bucket": HOME, "Prefix": "during/" }));
+    for object in listed["Contents"].as_array().expect("contents") {
+        let key = object["Key"].as_str().expect("key");
+        let got = restored.ok("storage:GetObject", json!({ "Bucket": HOME, "Key": key }));
+        assert_eq!(unb64(got["Body"].as_str().expect("body")), key.replace('/', " ").into_bytes(), "{key}");
+    }
+    let parameter = restored.ok("parameters:GetParameter", json!({ "Name": "/db/password", "WithDecryption": true }));
+    assert_eq!(parameter["Parameter"]["Value"], "s3cr3t");
+    let put = restored.audit(&[("EventName", "PutParameter")]);
+    assert!(put.iter().any(|r| r["requestParameters"]["Name"] == "/db/password"), "the parameter's record is gone: {put:?}");
+    assert_eq!(restored.audit(&[("EventName", "CreateBackup")]).len(), 1, "the backup's own record is in the backup");
+    let validated = restored.cli(&["audit", "validate"], &[]);
+    assert_eq!(validated.exit, 0, "{:?}", validated.stdout);
+}
