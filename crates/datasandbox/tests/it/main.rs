@@ -15,6 +15,7 @@ mod flows;
 mod instances;
 mod local_users;
 mod notebooks;
+mod package;
 mod postgres;
 mod saml;
 mod sandbox;
