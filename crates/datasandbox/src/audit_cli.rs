@@ -61,7 +61,7 @@ pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {
 
 /// Calls `action` on the local server and prints its answer with `print`, or the error.
 async fn call_and_print(data_dir: &Path, action: &str, input: Value, print: impl FnOnce(&Value)) -> ExitCode {
-    let local = EndpointArgs { endpoint: None, token: None };
+    let local = EndpointArgs::LOCAL;
     match call(data_dir, &local, action, Bytes::from(input.to_string())).await {
         Ok(out) => {
             print(&out);

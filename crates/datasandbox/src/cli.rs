@@ -48,12 +48,22 @@ impl SpecArgs {
 
 #[derive(clap::Args, Clone)]
 pub(crate) struct EndpointArgs {
-    /// Call a remote API (`http://host:port`) instead of the local control socket.
+    /// Call a remote API (`https://host:port`, or `http://` on loopback) instead of the local
+    /// control socket.
     #[arg(long, env = "DATASANDBOX_ENDPOINT")]
     pub(crate) endpoint: Option<String>,
+    /// A CA certificate (PEM) to trust for `--endpoint https://…` besides the system's: a local
+    /// authority's `tls/authority.pem`.
+    #[arg(long, env = "DATASANDBOX_CA_CERT", value_name = "FILE")]
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
     /// Bearer token for `--endpoint` (from `identity:CreateSessionToken`).
     #[arg(long, env = "DATASANDBOX_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+}
+
+impl EndpointArgs {
+    /// The local control socket.
+    pub(crate) const LOCAL: EndpointArgs = EndpointArgs { endpoint: None, token: None, ca_cert: None };
 }
 
 #[derive(Subcommand)]

@@ -45,13 +45,21 @@ pub async fn call(data_dir: &Path, endpoint: &EndpointArgs, action: &str, input:
             send(stream, "localhost", &format!("/api/{service}/{name}"), None, input).await?
         }
         Some(url) => {
-            let authority = url
-                .strip_prefix("http://")
-                .ok_or_else(|| CallError::local("ValidationException", format!("endpoint `{url}` must start with http://")))?;
+            let (tls, authority) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+                (Some(authority), _) => (true, authority),
+                (None, Some(authority)) => (false, authority),
+                _ => return Err(CallError::local("ValidationException", format!("endpoint `{url}` must start with https:// or http://"))),
+            };
             let authority = authority.trim_end_matches('/');
             let stream =
                 tokio::net::TcpStream::connect(authority).await.map_err(|e| CallError::connection(format!("cannot reach `{url}`: {e}")))?;
-            send(stream, authority, &format!("/api/{service}/{name}"), endpoint.token.as_deref(), input).await?
+            let path = format!("/api/{service}/{name}");
+            if tls {
+                let stream = tls_to(stream, authority, endpoint.ca_cert.as_deref()).await?;
+                send(stream, authority, &path, endpoint.token.as_deref(), input).await?
+            } else {
+                send(stream, authority, &path, endpoint.token.as_deref(), input).await?
+            }
         }
     };
     let document: Value = serde_json::from_slice(&body)
@@ -61,6 +69,35 @@ pub async fn call(data_dir: &Path, endpoint: &EndpointArgs, action: &str, input:
         400..=499 => Err(CallError { document, exit: 1 }),
         _ => Err(CallError { document, exit: 2 }),
     }
+}
+
+/// TLS to `authority` (`host:port`), trusting the system's authorities and `ca_cert`.
+async fn tls_to(
+    stream: tokio::net::TcpStream,
+    authority: &str,
+    ca_cert: Option<&Path>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, CallError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = ca_cert {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| CallError::local("ValidationException", format!("cannot read the CA certificate `{}`: {e}", path.display())))?;
+        roots.add_parsable_certificates(certs);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CallError::connection(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|_| CallError::local("ValidationException", format!("`{host}` is not a host name or address")))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| CallError::connection(format!("TLS with `{authority}` failed: {e} (a local authority's certificate: pass --ca-cert)")))
 }
 
 async fn send<S>(stream: S, host: &str, path: &str, token: Option<&str>, body: Bytes) -> Result<(u16, Bytes), CallError>
@@ -111,7 +148,7 @@ pub async fn call_command(data_dir: &Path, endpoint: &EndpointArgs, action: &str
 
 /// A stack by name, or the only one there is, with its fleet.
 async fn stack_and_fleet(data_dir: &Path, stack: Option<&str>) -> Result<(String, String), CallError> {
-    let local = EndpointArgs { endpoint: None, token: None };
+    let local = EndpointArgs::LOCAL;
     let input = match stack {
         Some(name) => json!({ "Names": [name] }),
         None => json!({}),
@@ -142,7 +179,7 @@ pub async fn streaming_url(
     if let Some(application) = application {
         input["ApplicationId"] = json!(application);
     }
-    let local = EndpointArgs { endpoint: None, token: None };
+    let local = EndpointArgs::LOCAL;
     let out = call(data_dir, &local, "streaming:CreateStreamingURL", Bytes::from(input.to_string())).await?;
     Ok(out["StreamingURL"].as_str().unwrap_or_default().to_owned())
 }
@@ -150,7 +187,7 @@ pub async fn streaming_url(
 /// `datasandbox sessions`: every page of `streaming:DescribeSessions` for a stack.
 pub async fn sessions(data_dir: &Path, stack: Option<&str>) -> Result<Value, CallError> {
     let (stack, fleet) = stack_and_fleet(data_dir, stack).await?;
-    let local = EndpointArgs { endpoint: None, token: None };
+    let local = EndpointArgs::LOCAL;
     let mut all = Vec::new();
     let mut token: Option<String> = None;
     loop {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::cli::{EndpointArgs, SpecArgs};
 use crate::client::{self, CallError};
 
-const LOCAL: EndpointArgs = EndpointArgs { endpoint: None, token: None };
+const LOCAL: EndpointArgs = EndpointArgs::LOCAL;
 
 fn spec_input(data_dir: &Path, args: &SpecArgs) -> Result<Value, CallError> {
     let path = args.spec.clone().unwrap_or_else(|| data_dir.join("datasandbox.toml"));

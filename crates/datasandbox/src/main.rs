@@ -103,12 +103,12 @@ async fn run(cli: Cli) -> ExitCode {
             home_sync::airlock_submit(&files, &justification, workspace.as_deref()).await
         }
         Command::Nodes => {
-            let local = EndpointArgs { endpoint: None, token: None };
+            let local = EndpointArgs::LOCAL;
             client::finish(client::call(&cli.data_dir, &local, "cluster:DescribeNodes", bytes::Bytes::from_static(b"{}")).await)
         }
         Command::Sessions { stack } => client::finish(client::sessions(&cli.data_dir, stack.as_deref()).await),
         Command::Instances { command } => {
-            let local = EndpointArgs { endpoint: None, token: None };
+            let local = EndpointArgs::LOCAL;
             let (action, input) = match command {
                 InstancesCommand::List => ("streaming:DescribeInstances", serde_json::json!({})),
                 InstancesCommand::Create { user, instance_type, image } => {
@@ -142,7 +142,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Image { command: ImageCommand::Build { recipe, name } } => build_image(&cli.data_dir, &recipe, name.as_deref()),
         Command::Reports { command: ReportsCommand::Generate { day } } => {
             let input = serde_json::json!({ "Day": day }).to_string();
-            client::call_command(&cli.data_dir, &EndpointArgs { endpoint: None, token: None }, "audit:GenerateUsageReports", &input).await
+            client::call_command(&cli.data_dir, &EndpointArgs::LOCAL, "audit:GenerateUsageReports", &input).await
         }
     }
 }

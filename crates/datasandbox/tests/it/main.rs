@@ -23,5 +23,6 @@ mod stream;
 mod streaming;
 mod support;
 mod tidy;
+mod tls;
 mod trail;
 mod upgrades;
