@@ -1,16 +1,20 @@
 //! HTTPS as an operator gets it without a certificate of their own: an `https://` public URL
 //! makes the data directory's local authority issue one. Chromium, trusting that authority,
-//! streams a session over it; `curl` without it gets nothing; cookies are `Secure` and HSTS is
+//! signs in on the portal and launches a session, and streams a session over it; `curl` without it gets nothing; cookies are `Secure` and HSTS is
 //! sent; and a certificate replaced and signalled with SIGHUP serves new connections while the
 //! session's stream, opened before, goes on.
 
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::browser::Browser;
+use serde_json::json;
+
+use crate::support::browser::{Browser, run_flow_with_env};
 use crate::support::saml::free_port;
 use crate::support::server::{Server, eventually};
 use crate::support::streaming::streaming_url;
+
+const PASSWORD: &str = "correct horse battery staple";
 
 /// `curl` on `url` with `args`: (exit code, headers and body).
 fn curl(url: &str, args: &[&str]) -> (i32, String) {
@@ -79,11 +83,24 @@ fn chromium_streams_a_session_over_https_from_the_local_authority_and_a_reload_k
     let cookie = said.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie: ds_session=")).expect("a session cookie");
     assert!(cookie.contains("; Secure"), "{cookie}");
 
-    // Chromium with the authority in its trust store: the session streams over HTTPS and WSS.
+    // Chromium with the authority in its trust store: a local user signs in on the portal and
+    // launches their stack; a streaming URL's session streams over HTTPS and WSS.
     let home = tempfile::tempdir().expect("home");
     home_trusting(home.path(), &authority);
-    let mut browser =
-        Browser::run_with_env("session.mjs", &streaming_url(&server, "dana"), &[("HOME", home.path().to_str().expect("home"))]);
+    let env = [("HOME", home.path().to_str().expect("home"))];
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "carol", "Password": PASSWORD }));
+    let association = json!({ "StackName": "datasandbox-stack", "UserName": "carol", "AuthenticationType": "USERPOOL" });
+    server.ok("streaming:BatchAssociateUserStack", json!({ "UserStackAssociations": [association] }));
+    let events = run_flow_with_env("portal.mjs", &[&public, "carol", PASSWORD], &env, String::new);
+    assert_eq!(events[0]["stacks"], json!(["datasandbox-stack"]), "{events:?}");
+    assert!(events[1]["url"].as_str().is_some_and(|u| u.starts_with(&public) && u.ends_with("/session")), "{events:?}");
+    // Carol's session ends, so that the fleet's one workspace is free for dana's.
+    let carols = server.ok(
+        "streaming:DescribeSessions",
+        json!({ "StackName": "datasandbox-stack", "FleetName": "datasandbox-fleet", "UserId": "carol", "AuthenticationType": "USERPOOL" }),
+    );
+    server.ok("streaming:ExpireSession", json!({ "SessionId": carols["Sessions"][0]["Id"] }));
+    let mut browser = Browser::run_with_env("session.mjs", &streaming_url(&server, "dana"), &env);
     browser.expect("streaming", 240);
 
     // A new certificate (another authority's, so the old one no longer verifies it), then

@@ -48,7 +48,12 @@ pub(crate) fn artifacts() -> PathBuf {
 /// `args` and the screenshot directory last; returns the events it printed, one JSON object a
 /// line. A failed flow fails the test with its events, its errors and `context()`.
 pub(crate) fn run_flow(script: &str, args: &[&str], context: impl Fn() -> String) -> Vec<Value> {
-    let out = node_driving_chromium(script).args(args).arg(artifacts()).output().expect("run node");
+    run_flow_with_env(script, args, &[], context)
+}
+
+/// [`run_flow`] with `env` besides the test's (`HOME` for a trust store of its own).
+pub(crate) fn run_flow_with_env(script: &str, args: &[&str], env: &[(&str, &str)], context: impl Fn() -> String) -> Vec<Value> {
+    let out = node_driving_chromium(script).args(args).arg(artifacts()).envs(env.iter().copied()).output().expect("run node");
     let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(out.status.success(), "{script} failed: {events:?} {} {}", String::from_utf8_lossy(&out.stderr), context());
     events
