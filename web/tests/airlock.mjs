@@ -13,13 +13,14 @@
 //   → {"event":"downloaded","name":"…","text":"…"}  the file the portal's Download button saved
 import { readFile } from "node:fs/promises";
 import { chromium } from "playwright-core";
+import { steadyGoto } from "./steady.mjs";
 
 const [base, cookie, researcher, first, second, password, shots] = process.argv.slice(2);
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
 
 async function signIn(page, path, user) {
-  await page.goto(`${base}${path}`);
+  await steadyGoto(page, `${base}${path}`);
   await page.fill("#user", user);
   await page.fill("#password", password);
   await page.click(path.startsWith("/console") ? "#signin-form button" : "#go");
@@ -40,7 +41,7 @@ try {
     const page = await context.newPage();
     // The page asks why the file should leave; her reviewers read the answer.
     page.on("dialog", (dialog) => dialog.accept("the tables of the paper"));
-    await page.goto(`${base}/session`);
+    await steadyGoto(page, `${base}/session`);
     await page.click("#my-files");
     await page.click('#file-list button.export[data-name="results.csv"]', { timeout: 30_000 });
     await page.waitForFunction(() => /\(([^)]+)\)/.test(document.querySelector("#file-note small").textContent), null, { timeout: 60_000 });

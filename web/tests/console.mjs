@@ -12,13 +12,14 @@
 //   → {"event":"trail","text":"…"}              (screenshot console-trail.png)
 //   → {"event":"report","name":"…","text":"…"}  today's sessions report, generated and downloaded
 import { chromium } from "playwright-core";
+import { steadyGoto } from "./steady.mjs";
 
 const [base, user, shots] = process.argv.slice(2);
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  await page.goto(`${base}/console`);
+  await steadyGoto(page, `${base}/console`);
   await page.click("#saml");
   await page.waitForURL(`${base}/console`, { timeout: 30_000 });
   await page.waitForSelector("#fleets td", { timeout: 30_000 });
@@ -42,7 +43,7 @@ try {
 
   // The user opens it in their own browser tab.
   const other = await browser.newPage();
-  await other.goto(url);
+  await steadyGoto(other, url);
   await other.waitForFunction(() => ["Connected", "Streaming"].includes(document.getElementById("state")?.textContent), null, { timeout: 120_000 });
 
   await page.click("[data-tab=sessions]");

@@ -7,6 +7,7 @@
 //   → {"event":"opened","page":"…","frame":"…"}    JupyterLab drawn in the frame
 //   → {"event":"reopened","page":"…","frame":"…"}  the same after a reload
 import { chromium } from "playwright-core";
+import { steadyGoto } from "./steady.mjs";
 
 const [url] = process.argv.slice(2);
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
@@ -26,7 +27,7 @@ async function lab(page, timeout) {
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.on("pageerror", (error) => say({ event: "pageerror", message: String(error) }));
-  await page.goto(url);
+  await steadyGoto(page, url);
   let frame = await lab(page, 240_000);
   say({ event: "opened", page: page.url(), frame: frame.url() });
   await page.reload();

@@ -7,6 +7,7 @@
 //   → {"event":"catalog","user":"…","stacks":["…"],"callback":"…"}  (screenshot oidc-portal.png)
 //   → {"event":"session","state":"…","url":"…"}
 import { chromium } from "playwright-core";
+import { steadyGoto } from "./steady.mjs";
 import { launchFirstStack } from "./launch.mjs";
 
 const [base, shots] = process.argv.slice(2);
@@ -17,7 +18,7 @@ try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
   let callback = null;
   page.on("request", (request) => { if (request.isNavigationRequest()) visited.push(request.url()); if (request.url().includes("/oidc/callback")) callback = request.url(); });
-  await page.goto(`${base}/portal`);
+  await steadyGoto(page, `${base}/portal`);
   await page.click("#oidc");
   await page.waitForURL(`${base}/portal`, { timeout: 30_000 });
   await page.waitForSelector("#stacks button", { timeout: 30_000 });

@@ -9,6 +9,7 @@
 //                                          reloaded, lists the session as ACTIVE (it does not
 //                                          poll: it hears of changes) (screenshot portal-live.png)
 import { chromium } from "playwright-core";
+import { steadyGoto } from "./steady.mjs";
 import { launchFirstStack } from "./launch.mjs";
 
 const [base, user, password, shots] = process.argv.slice(2);
@@ -17,7 +18,7 @@ const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || 
 try {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   const page = await context.newPage();
-  await page.goto(`${base}/portal`);
+  await steadyGoto(page, `${base}/portal`);
   await page.fill("#user", user);
   await page.fill("#password", password);
   await page.click("#go");
@@ -26,7 +27,7 @@ try {
   await page.screenshot({ path: `${shots}/portal.png` });
   say({ event: "catalog", stacks });
   const beside = await context.newPage();
-  await beside.goto(`${base}/portal`);
+  await steadyGoto(beside, `${base}/portal`);
   await beside.waitForSelector("#stacks button", { timeout: 30_000 });
   say(await launchFirstStack(page, shots, "portal-session"));
   await beside.waitForFunction(() => document.getElementById("sessions").textContent.includes("ACTIVE"), null, { timeout: 15_000 });

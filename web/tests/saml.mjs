@@ -7,6 +7,7 @@
 //   → {"event":"catalog","user":"…","stacks":["…"]}  (screenshot saml-portal.png)
 //   → {"event":"session","state":"…","url":"…"}      (screenshot saml-session.png)
 import { chromium } from "playwright-core";
+import { steadyGoto } from "./steady.mjs";
 import { launchFirstStack } from "./launch.mjs";
 
 const [base, shots] = process.argv.slice(2);
@@ -14,7 +15,7 @@ const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
-  await page.goto(`${base}/portal`);
+  await steadyGoto(page, `${base}/portal`);
   await page.click("#saml");
   await page.waitForURL(`${base}/portal`, { timeout: 30_000 });
   await page.waitForSelector("#stacks button", { timeout: 30_000 });

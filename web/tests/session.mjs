@@ -16,6 +16,7 @@
 //   ← end                              presses "End session"
 //   → {"event":"ended","text":"…"}     once the page says the session ended
 import { chromium } from "playwright-core";
+import { steadyGoto } from "./steady.mjs";
 import readline from "node:readline";
 
 const [url] = process.argv.slice(2);
@@ -43,7 +44,7 @@ try {
     });
   });
   page.on("requestfailed", (request) => seen.push(`failed ${request.url()}: ${request.failure()?.errorText}`));
-  await page.goto(url);
+  await steadyGoto(page, url);
   await page.waitForSelector("#screen canvas", { timeout: 180_000 });
   await page.waitForFunction(() => document.getElementById("state").textContent === "Streaming", null, { timeout: 180_000 });
   say({ event: "streaming" });

@@ -10,6 +10,7 @@
 //   → {"event":"shown","text":"…"}         the page's state once it showed "Connected" and
 //                                          then received the held answer
 import { chromium } from "playwright-core";
+import { steadyGoto } from "./steady.mjs";
 import readline from "node:readline";
 
 const [url] = process.argv.slice(2);
@@ -29,7 +30,7 @@ try {
     await released;
     await route.fulfill({ response });
   });
-  await page.goto(url);
+  await steadyGoto(page, url);
   const command = await lines.next();
   if (command.value?.trim() !== "release") throw new Error(`expected "release", read ${command.value}`);
   await page.waitForFunction(() => document.getElementById("state").textContent === "Connected", null, { timeout: 60_000 });

@@ -10,8 +10,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+use crate::cli::SpecArgs;
+
 /// `datasandbox backup --to DIR (--passphrase-file F | --without-keys)`.
-pub async fn backup(data_dir: &Path, to: &Path, passphrase_file: Option<&Path>, without_keys: bool) -> ExitCode {
+pub async fn backup(data_dir: &Path, to: &Path, passphrase_file: Option<&Path>, without_keys: bool, spec: &SpecArgs) -> ExitCode {
     let passphrase = match (passphrase_file, without_keys) {
         (Some(file), false) => match read_passphrase(file) {
             Ok(passphrase) => Some(passphrase),
@@ -32,7 +34,7 @@ pub async fn backup(data_dir: &Path, to: &Path, passphrase_file: Option<&Path>, 
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => failed(&message),
         },
-        Err(_) => backup_offline(data_dir, &to, passphrase).await,
+        Err(_) => backup_offline(data_dir, &to, passphrase, spec).await,
     }
 }
 
@@ -84,7 +86,7 @@ async fn backup_through_server(stream: tokio::net::UnixStream, to: &Path, passph
 }
 
 /// Nothing serves the data directory: take its lock (so nothing starts meanwhile) and copy it.
-async fn backup_offline(data_dir: &Path, to: &Path, passphrase: Option<String>) -> ExitCode {
+async fn backup_offline(data_dir: &Path, to: &Path, passphrase: Option<String>, args: &SpecArgs) -> ExitCode {
     let lock = match std::fs::OpenOptions::new().write(true).open(data_dir.join("lock")) {
         Ok(lock) => lock,
         Err(err) => return failed(&format!("`{}` is not a data directory ({err}); pass --data-dir", data_dir.display())),
@@ -95,11 +97,10 @@ async fn backup_offline(data_dir: &Path, to: &Path, passphrase: Option<String>) 
             data_dir.display()
         ));
     }
-    let path = data_dir.join("datasandbox.toml");
-    let spec = match std::fs::read_to_string(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| model::spec::Spec::parse(&t, &[]).map_err(|e| e.to_string()))
-    {
+    let path = args.spec.clone().unwrap_or_else(|| data_dir.join("datasandbox.toml"));
+    let overrides = args.all_overrides();
+    let read = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+    let spec = match read.and_then(|t| model::spec::Spec::parse(&t, &overrides).map_err(|e| e.to_string())) {
         Ok(spec) => spec,
         Err(err) => return failed(&format!("cannot read the spec `{}`: {err}", path.display())),
     };

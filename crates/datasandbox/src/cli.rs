@@ -85,6 +85,10 @@ pub(crate) enum Command {
         /// Leave the keys out: keep master.key apart (nothing in the backup is readable without it).
         #[arg(long)]
         without_keys: bool,
+        /// The spec and overrides the server runs with (when nothing serves the directory:
+        /// which backends it uses).
+        #[command(flatten)]
+        spec: SpecArgs,
     },
     /// Restore a backup into a new data directory (`--data-dir`, which must not exist or be
     /// empty), checking every file, object and the trail before it is put in place.

@@ -69,8 +69,8 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => server::run(&cli.data_dir, &args, server::Mode::Up).await,
         Command::Serve(args) => server::run(&cli.data_dir, &args, server::Mode::Serve).await,
         Command::Validate(args) => server::validate(&cli.data_dir, &args),
-        Command::Backup { to, passphrase_file, without_keys } => {
-            backup_cli::backup(&cli.data_dir, &to, passphrase_file.as_deref(), without_keys).await
+        Command::Backup { to, passphrase_file, without_keys, spec } => {
+            backup_cli::backup(&cli.data_dir, &to, passphrase_file.as_deref(), without_keys, &spec).await
         }
         Command::Restore { from, passphrase_file } => backup_cli::restore(&cli.data_dir, &from, passphrase_file.as_deref()).await,
         Command::Service { command: ServiceCommand::Install { unit_dir, binary, force, spec } } => {

@@ -129,3 +129,39 @@ fn a_backup_taken_while_writing_restores_into_a_new_directory_that_serves_it_all
     let validated = restored.cli(&["audit", "validate"], &[]);
     assert_eq!(validated.exit, 0, "{:?}", validated.stdout);
 }
+
+/// A data directory nothing serves is backed up by the CLI itself, under its lock; with the
+/// keys left out, the restore says so, and the restored directory serves once they are back.
+#[test]
+fn a_stopped_data_directory_backs_up_without_its_keys_and_serves_once_they_are_back() {
+    let mut server = Server::start(&["fleet_type=ON_DEMAND"]);
+    server.ok("parameters:PutParameter", json!({ "Name": "/db/password", "Value": "s3cr3t", "Type": "SecureString" }));
+    assert!(server.stop().success());
+    let scratch = tempfile::tempdir().expect("scratch");
+    let to = scratch.path().join("backup");
+    let (code, out, err) = run(server.data_dir(), &["backup", "--to", to.to_str().expect("path")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("--passphrase-file") && err.contains("--without-keys"), "{err}");
+    // The backends it runs on, as the operator would pass them (`-c`, like `serve`).
+    let backends = crate::support::backend::for_server(server.data_dir()).overrides;
+    let mut args = vec!["backup", "--to", to.to_str().expect("path"), "--without-keys"];
+    backends.iter().for_each(|o| args.extend(["-c", o.as_str()]));
+    let (code, out, err) = run(server.data_dir(), &args);
+    if scale_out() {
+        assert!(code == 1 && err.contains("PostgreSQL"), "{out} {err}");
+        return;
+    }
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(!to.join("keys.sealed").exists());
+    let target = tempfile::tempdir().expect("target");
+    let (code, _, err) = run(target.path(), &["restore", "--from", to.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("keys were left out"), "{err}");
+    assert!(!target.path().join("master.key").exists());
+    for key in ["master.key", "streaming-url.key"] {
+        std::fs::copy(server.data_dir().join(key), target.path().join(key)).expect("the operator puts the keys back");
+    }
+    let restored = Server::serve_in(target, &["fleet_type=ON_DEMAND"]);
+    let parameter = restored.ok("parameters:GetParameter", json!({ "Name": "/db/password", "WithDecryption": true }));
+    assert_eq!(parameter["Parameter"]["Value"], "s3cr3t");
+}
