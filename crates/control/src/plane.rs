@@ -247,6 +247,11 @@ impl ControlPlane {
     }
 
     /// Records the end of auditing and seals the trail with a final checkpoint and digest.
+    /// The server begins to stop: long polls end now, so that the listeners drain quickly.
+    pub fn begin_stopping(&self) {
+        self.pipeline.platform.stopping.send_replace(true);
+    }
+
     pub async fn shutdown(&self) {
         let Services { instances, streaming, notebooks, .. } = &*self.services;
         // Instances are ephemeral: a clean stop ends them (a crash leaves them to reconciliation).
@@ -487,6 +492,8 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
         node_tls: Arc::new(node_tls),
         relay_address: std::sync::OnceLock::new(),
         backups: std::sync::atomic::AtomicUsize::new(0),
+        object_changes: tokio::sync::watch::Sender::new(0),
+        stopping: tokio::sync::watch::Sender::new(false),
     })
 }
 

@@ -9,6 +9,7 @@ use crate::core::pipeline::Ctx;
 
 mod blobs;
 mod buckets;
+mod changes;
 mod notification_configuration;
 mod notifications;
 mod objects;
@@ -30,6 +31,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: StorageAction, input: Va
         StorageAction::GetObject => objects::get_object(ctx, input, true).await,
         StorageAction::HeadObject => objects::get_object(ctx, input, false).await,
         StorageAction::ListObjectsV2 => objects::list_objects(ctx, input).await,
+        StorageAction::WaitForChanges => changes::wait_for_changes(ctx, input).await,
         StorageAction::DeleteObject => objects::delete_object(ctx, input).await,
         StorageAction::CopyObject => objects::copy_object(ctx, input).await,
         StorageAction::PutBucketNotificationConfiguration => notifications::put(ctx, input).await,

@@ -106,14 +106,19 @@ pub async fn run() -> std::process::ExitCode {
         known: HashMap::new(),
         listed: HashMap::new(),
     };
-    for round in 0u64.. {
-        // Local changes are looked for every 200 ms; the remote listing (an audited read) every
-        // 600 ms, which keeps both directions within a second.
-        if let Err(err) = sync.round(round % 3 == 0).await {
+    // Local changes are looked for every 200 ms (no call); the remote side is listed (an
+    // audited read) when the endpoint says something under the prefix changed, which it says
+    // as it happens (a long poll: an idle session writes one record a minute).
+    let mut remote_changed = watch_remote(&sync).await;
+    let mut list = true;
+    loop {
+        if let Err(err) = sync.round(list).await {
             eprintln!("home-sync: {err}");
         }
+        list = false;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = remote_changed.changed() => list = true,
             _ = stop.recv() => {
                 // The instance is stopping: a last full round, so that nothing written in the
                 // final moments is lost.
@@ -127,7 +132,38 @@ pub async fn run() -> std::process::ExitCode {
             }
         }
     }
-    std::process::ExitCode::SUCCESS
+}
+
+/// Starts the long poll on the session's prefix and returns what it signals on: a change
+/// under the prefix. Its first token is taken before the first listing, so that no change
+/// falls between the two. A failed poll is signalled too (the next round lists), then tried
+/// again a few seconds later.
+async fn watch_remote(sync: &HomeSync) -> tokio::sync::watch::Receiver<u64> {
+    let (changed, receiver) = tokio::sync::watch::channel(0u64);
+    let (endpoint, base) = (sync.endpoint.clone(), json!({ "Bucket": sync.bucket, "Prefix": sync.prefix }));
+    let mut token =
+        api(&endpoint, "storage:WaitForChanges", base.clone()).await.ok().and_then(|out| out["Token"].as_str().map(str::to_owned));
+    tokio::spawn(async move {
+        loop {
+            let mut input = base.clone();
+            input["Token"] = json!(token);
+            input["WaitSeconds"] = json!(60);
+            match api(&endpoint, "storage:WaitForChanges", input).await {
+                Ok(out) => {
+                    if out["Changed"] == json!(true) {
+                        changed.send_modify(|n| *n += 1);
+                    }
+                    token = out["Token"].as_str().map(str::to_owned);
+                }
+                Err(err) => {
+                    eprintln!("home-sync: waiting for changes: {err}");
+                    changed.send_modify(|n| *n += 1);
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    });
+    receiver
 }
 
 /// The X server with VNC of a pixel-streaming session (`DS_STREAM_VIEW` DESKTOP or APP), when

@@ -81,6 +81,10 @@ pub async fn run() -> ExitCode {
         access_mode: mode.as_str().to_owned(),
     };
     let body = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&claim).expect("a session file serializes"));
+    // Where the answer comes: its token taken before the question is asked, so that an answer
+    // as quick as can be is not missed.
+    let answers = json!({ "Bucket": bucket, "Prefix": key("session_") });
+    let mut token = api(&endpoint, "storage:WaitForChanges", answers.clone()).await.ok().map(|out| out["Token"].clone());
     let started = Instant::now();
     if let Err(err) = patiently(&endpoint, "storage:PutObject", json!({ "Bucket": bucket, "Key": key(SESSION_FILE), "Body": body })).await {
         say(&format!("launcher: cannot write {SESSION_FILE} into your home folder: {err}"));
@@ -88,10 +92,12 @@ pub async fn run() -> ExitCode {
     }
     say("launcher: waiting for your notebook");
     let poll = Duration::from_millis(config.poll_milliseconds.clamp(10, 10_000));
-    // One listing per poll shows whichever answer came (an audited read, like every call).
-    let answers = json!({ "Bucket": bucket, "Prefix": key("session_"), "MaxKeys": 10 });
-    while started.elapsed() < Duration::from_secs(config.timeout_seconds) {
-        let listed = api(&endpoint, "storage:ListObjectsV2", answers.clone()).await.unwrap_or_default();
+    let timeout = Duration::from_secs(config.timeout_seconds);
+    while started.elapsed() < timeout {
+        // A listing shows whichever answer came (an audited read, like every call).
+        let mut listing = answers.clone();
+        listing["MaxKeys"] = json!(10);
+        let listed = api(&endpoint, "storage:ListObjectsV2", listing).await.unwrap_or_default();
         let present = |file: &str| listed["Contents"].as_array().into_iter().flatten().any(|o| o["Key"] == key(file).as_str());
         if present(URL_FILE)
             && let Some(url) = read(&endpoint, &bucket, &key(URL_FILE)).await
@@ -117,7 +123,22 @@ pub async fn run() -> ExitCode {
             }
             return ExitCode::from(1);
         }
-        tokio::time::sleep(poll).await;
+        // Then the endpoint's long poll, until something under the prefix changes; an endpoint
+        // too old to have it (or failing) is listed again after `poll`.
+        let left = timeout.saturating_sub(started.elapsed()).as_secs().clamp(1, 60);
+        let mut wait = answers.clone();
+        wait["Token"] = token.clone().unwrap_or(Value::Null);
+        wait["WaitSeconds"] = json!(left);
+        match api(&endpoint, "storage:WaitForChanges", wait).await {
+            Ok(out) => {
+                if token.is_none() {
+                    // It answered at once (no token yet): list again, then wait with this one.
+                    tokio::time::sleep(poll).await;
+                }
+                token = Some(out["Token"].clone());
+            }
+            Err(_) => tokio::time::sleep(poll).await,
+        }
     }
     say(&format!("launcher: no answer from the session validator within {} s; contact the operator", config.timeout_seconds));
     ExitCode::from(1)

@@ -57,8 +57,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = control.clone();
     tokio::spawn(async move {
         shutdown.await;
+        stopping.begin_stopping();
         let _ = stop_tx.send(true);
     });
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -60,6 +60,7 @@ registry! {
         GetObject(Object, true, false, "Read an object, or a byte range of it"),
         HeadObject(Object, true, false, "Read an object's metadata"),
         ListObjectsV2(Object, true, false, "List objects by prefix, with delimiter and pagination"),
+        WaitForChanges(Object, true, false, "Wait (up to 60 s) until the objects under a prefix change: a long poll, not a listing loop"),
         DeleteObject(Object, false, false, "Delete an object"),
         CopyObject(Object, false, false, "Copy an object"),
         PutBucketNotificationConfiguration(Bucket, false, true, "Replace a bucket's notification configuration"),

@@ -55,6 +55,10 @@ pub(crate) struct Platform {
     /// Backups under way: while any is, released blobs stay (a backup's snapshot of the store
     /// may still point at them) and are deleted when the last one ends.
     pub backups: std::sync::atomic::AtomicUsize,
+    /// Counts committed object writes and deletes, waking `storage:WaitForChanges`.
+    pub object_changes: tokio::sync::watch::Sender<u64>,
+    /// Set when the server begins to stop: long waits end, so that the drain does not wait.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Platform {

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 /// The resource an object (or listing prefix) is authorized as. For a bucket that does not
 /// exist it is authorized as an ordinary bucket, so a denied caller learns nothing of it.
-fn object_resource(bucket: &BucketName, row: Option<&BucketRow>, key: &str) -> Resource {
+pub(super) fn object_resource(bucket: &BucketName, row: Option<&BucketRow>, key: &str) -> Resource {
     let home_folders = row.is_some_and(|r| r.home_folders);
     Resource::Object {
         bucket: bucket.to_string(),
@@ -161,6 +161,7 @@ async fn write_object(
     let event = notifications::Event { name: event, bucket, key: key.as_str(), size, etag: &etag, time: now };
     let queued = notifications::enqueue(ctx, &mut tx, &row.notifications, &event).await?;
     tx.commit().await?;
+    plane.object_changes.send_modify(|generation| *generation += 1);
     if let Some(old) = old {
         release_blob(plane, &old).await;
     }
@@ -393,6 +394,7 @@ pub(super) async fn delete_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
     };
     let queued = notifications::enqueue(ctx, &mut tx, &row.notifications, &event).await?;
     tx.commit().await?;
+    plane.object_changes.send_modify(|generation| *generation += 1);
     release_blob(plane, &blob).await;
     if queued {
         plane.outbox.notify_one();

@@ -17,6 +17,7 @@ mod local_users;
 mod notebooks;
 mod package;
 mod postgres;
+mod quiet;
 mod saml;
 mod sandbox;
 mod stream;
