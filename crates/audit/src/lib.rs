@@ -31,7 +31,7 @@ pub use bucket::TrailBucket;
 pub use error::TrailError;
 pub use files::{Checkpoint, DigestFile, LogFileEntry};
 pub use index::{Index, IndexError, IndexTarget, LookupCursor, LookupFilter, SCHEMA, TraceSelector, redact_url, rows_as_objects};
-pub use layout::Layout;
+pub use layout::{Layout, sealed_name};
 pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
 pub use signing::{Signer, parse_public_key};
 pub use validate::{Report, ValidateOptions, bucket_of, discover_layouts, newest_public_key, validate_nodes};

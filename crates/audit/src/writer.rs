@@ -80,8 +80,9 @@ enum Message {
     Hold(Cut, std::sync::mpsc::Sender<()>),
 }
 
-/// What runs while the trail holds still: given the files still appended to, with their lengths.
-type Cut = Box<dyn FnOnce(Vec<(PathBuf, u64)>) + Send>;
+/// What runs while the trail holds still: given the files still appended to, with their
+/// lengths, or why the trail could not be cut (its checkpoint failed: the tail is unsigned).
+type Cut = Box<dyn FnOnce(Result<Vec<(PathBuf, u64)>, String>) + Send>;
 
 /// A record as the index receives it: its sequence number and its exact line.
 pub type IndexBatch = Vec<(u64, Vec<u8>)>;
@@ -200,7 +201,7 @@ impl Trail {
     /// Runs `cut` on the writer's thread once every record is checkpointed, appends waiting till
     /// it returns (so it must be quick: hard links), with the files still appended to and the
     /// length written in each: what lies beyond (later records, the reserve) is not in the cut.
-    pub fn hold(&self, cut: impl FnOnce(Vec<(PathBuf, u64)>) + Send + 'static) -> Result<(), TrailError> {
+    pub fn hold(&self, cut: impl FnOnce(Result<Vec<(PathBuf, u64)>, String>) + Send + 'static) -> Result<(), TrailError> {
         let (done, wait) = std::sync::mpsc::channel();
         self.sender.send(Message::Hold(Box::new(cut), done)).map_err(|_| TrailError::Stopped)?;
         wait.recv().map_err(|_| TrailError::Stopped)
@@ -579,9 +580,9 @@ impl WriterState {
     }
 
     fn hold(&mut self, cut: Cut, done: &std::sync::mpsc::Sender<()>) {
-        (self.sequence > self.checkpointed).then(|| self.log_errors(WriterState::checkpoint));
+        let signed = if self.sequence > self.checkpointed { self.checkpoint().map_err(|e| e.to_string()) } else { Ok(()) };
         let open = [self.active.as_ref().map(|a| &a.log), self.checkpoint_file.as_ref()];
-        cut(open.into_iter().flatten().map(|file| (file.path.clone(), file.size)).collect());
+        cut(signed.map(|()| open.into_iter().flatten().map(|file| (file.path.clone(), file.size)).collect()));
         let _ = done.send(());
     }
 

@@ -35,7 +35,7 @@ use sqlx::Connection as _;
 pub use self::files::Progress;
 use self::files::{Entry, Kind, Manifest, staging_for};
 pub use self::keys::{Keys, MIN_PASSPHRASE};
-pub use self::restore::{Restored, restore};
+pub use self::restore::{Proof, Restored, restore};
 use crate::core::platform::{Effect, Platform, ServiceEvent};
 
 /// What a backup wrote.
@@ -81,12 +81,15 @@ pub(crate) async fn live(plane: &Platform, to: &Path, keys: Keys, uid: Option<u3
         source_ip: Some("control socket".into()),
         ..ServiceEvent::default()
     };
-    plane.record_service_event(started).await.map_err(|e| format!("the backup was not started: {}", e.message))?;
-    plane.backups.fetch_add(1, Ordering::AcqRel);
-    let result = run(Some(plane), &plane.data_dir, to, keys, progress).await;
-    if plane.backups.fetch_sub(1, Ordering::AcqRel) == 1
-        && let Err(err) = crate::storage::release_listed_blobs(plane).await
-    {
+    if plane.backups.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return Err("a backup is already under way; wait for it to end".into());
+    }
+    let result = match plane.record_service_event(started).await {
+        Ok(()) => run(Some(plane), &plane.data_dir, to, keys, progress).await,
+        Err(err) => Err(format!("the backup was not started: {}", err.message)),
+    };
+    plane.backups.store(0, Ordering::Release);
+    if let Err(err) = crate::storage::release_listed_blobs(plane).await {
         tracing::warn!(error = %err.message, "blobs released during the backup are deleted at the next start");
     }
     let error = result.as_ref().err().map(|message| crate::core::error::ActionError::internal(message.clone()));
@@ -157,7 +160,7 @@ async fn run(live: Option<&Platform>, data_dir: &Path, to: &Path, keys: Keys, pr
         progress,
         said: Instant::now(),
     };
-    let result = copier.everything(live, &keys).await;
+    let result = copier.everything(live).await;
     match result {
         Ok((schema_version, objects)) => {
             let keys_label = keys.label();
@@ -171,12 +174,15 @@ async fn run(live: Option<&Platform>, data_dir: &Path, to: &Path, keys: Keys, pr
                 skipped: copier.skipped.clone(),
             };
             let files = manifest.entries.iter().filter(|e| matches!(e.kind, Kind::File { .. })).count() as u64;
-            let finish = || -> std::io::Result<()> {
+            let mut finish = || -> Result<(), String> {
                 let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-                files::write_private(&staging.join(files::MANIFEST), &text)?;
-                files::sync_dir(&staging)?;
-                std::fs::rename(&staging, to)?;
-                files::sync_dir(to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+                let failed = |e: std::io::Error| e.to_string();
+                files::write_private(&staging.join(files::MANIFEST), &text).map_err(failed)?;
+                // What vouches for the manifest: the sealed keys, or an HMAC under master.key.
+                copier.authenticate(&keys, &text)?;
+                files::sync_dir(&staging).map_err(failed)?;
+                std::fs::rename(&staging, to).map_err(failed)?;
+                files::sync_dir(to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))).map_err(failed)
             };
             finish().map_err(|e| {
                 let _ = std::fs::remove_dir_all(&staging);
@@ -194,7 +200,7 @@ async fn run(live: Option<&Platform>, data_dir: &Path, to: &Path, keys: Keys, pr
 
 impl Copier<'_> {
     /// Copies everything; returns the store's schema version and how many objects it holds.
-    async fn everything(&mut self, live: Option<&Platform>, keys: &Keys) -> Result<(i64, u64), String> {
+    async fn everything(&mut self, live: Option<&Platform>) -> Result<(i64, u64), String> {
         (self.progress)("metadata: taking a snapshot");
         let (schema_version, blobs) = self.snapshot_metadata().await?;
         (self.progress)("trail: cutting it");
@@ -212,8 +218,8 @@ impl Copier<'_> {
         }
         (self.progress)("images: copying");
         self.copy_tree(Path::new("images"), &HashMap::new())?;
+        self.copy_tree(Path::new("identity-providers"), &HashMap::new())?;
         self.copy_notebook_volumes()?;
-        self.seal_keys(keys)?;
         Ok((schema_version, objects))
     }
 
@@ -231,6 +237,8 @@ impl Copier<'_> {
         let target = self.staging.join("metadata.db");
         let failed = |e: sqlx::Error| format!("cannot snapshot the metadata store `{}`: {e}", source.display());
         sqlx::any::install_default_drivers();
+        // Owner-only from the start: SQLite would create it with the default mode.
+        files::write_private(&target, b"").map_err(|e| format!("cannot create `{}`: {e}", target.display()))?;
         let mut connection = sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", source.display())).await.map_err(failed)?;
         sqlx::query("VACUUM INTO $1").bind(target.display().to_string()).execute(&mut connection).await.map_err(failed)?;
         connection.close().await.map_err(failed)?;
@@ -262,7 +270,8 @@ impl Copier<'_> {
             let (tx, rx) = std::sync::mpsc::channel();
             let linked_root = cut_root.clone();
             trail.hold(move |open| {
-                let _ = tx.send(link_tree(&linked_root, &cut_links).map(|()| open));
+                let linked = open.map_err(std::io::Error::other).and_then(|open| link_tree(&linked_root, &cut_links).map(|()| open));
+                let _ = tx.send(linked);
             })?;
             rx.recv().map_err(|_| audit::TrailError::Stopped)?.map_err(|e| audit::TrailError::Io { path: cut_root, source: e })
         })
@@ -372,23 +381,24 @@ impl Copier<'_> {
         Ok(())
     }
 
-    fn seal_keys(&mut self, keys: &Keys) -> Result<(), String> {
-        let Keys::Sealed(passphrase) = keys else { return Ok(()) };
-        let mut found = BTreeMap::new();
-        for name in keys::KEY_FILES {
-            match std::fs::read(self.data_dir.join(name)) {
-                Ok(bytes) => {
-                    found.insert(name.to_owned(), bytes);
+    /// Seals the keys with the manifest's hash (`keys.sealed`), or, when they are left out,
+    /// writes the manifest's HMAC under master.key (`manifest.mac`).
+    fn authenticate(&mut self, keys: &Keys, manifest: &[u8]) -> Result<(), String> {
+        let read = |name: &str| std::fs::read(self.data_dir.join(name)).map_err(|e| format!("cannot read the key `{name}`: {e}"));
+        let (name, bytes) = match keys {
+            Keys::Sealed(passphrase) => {
+                let mut found = BTreeMap::new();
+                for name in keys::KEY_FILES.into_iter().filter(|name| self.data_dir.join(name).exists()) {
+                    found.insert(name.to_owned(), read(name)?);
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(format!("cannot read the key `{name}`: {err}")),
+                (self.progress)("keys: sealing them under the passphrase");
+                let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(manifest));
+                (keys::SEALED, keys::seal(&found, &sha256, passphrase)?)
             }
-        }
-        (self.progress)("keys: sealing them under the passphrase");
-        let sealed = keys::seal(&found, passphrase)?;
-        let path = self.staging.join(keys::SEALED);
-        files::write_private(&path, &sealed).map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
-        self.add_written(Path::new(keys::SEALED))
+            Keys::LeftOut => (keys::MANIFEST_MAC, keys::manifest_mac(&read("master.key")?, manifest).into_bytes()),
+        };
+        let path = self.staging.join(name);
+        files::write_private(&path, &bytes).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
     }
 
     /// Adds a file the backup wrote itself (not a copy) to the manifest.
@@ -426,6 +436,13 @@ fn link_tree(root: &Path, links: &Path) -> std::io::Result<()> {
             }
         }
         if !vanished {
+            // An open log file the sealer has just sealed (its sealed copy is in place, the open
+            // one not yet deleted): the sealed one is the file.
+            for (path, _) in files::walk(links, &|_| false)? {
+                if path.extension().is_some_and(|e| e == "jsonl") && links.join(audit::sealed_name(&path)).exists() {
+                    std::fs::remove_file(links.join(&path))?;
+                }
+            }
             return Ok(());
         }
     }

@@ -120,16 +120,25 @@ async fn backup_offline(data_dir: &Path, to: &Path, passphrase: Option<String>, 
 }
 
 /// `datasandbox restore --from DIR` into `--data-dir`, which must be new.
-pub async fn restore(data_dir: &Path, from: &Path, passphrase_file: Option<&Path>) -> ExitCode {
-    let passphrase = match passphrase_file.map(read_passphrase).transpose() {
-        Ok(passphrase) => passphrase,
-        Err(message) => return failed(&message),
+pub async fn restore(data_dir: &Path, from: &Path, passphrase_file: Option<&Path>, master_key: Option<&Path>) -> ExitCode {
+    let proof = match (passphrase_file, master_key) {
+        (Some(file), _) => match read_passphrase(file) {
+            Ok(passphrase) => control::backup::Proof::Passphrase(passphrase),
+            Err(message) => return failed(&message),
+        },
+        (None, Some(file)) => match std::fs::read(file) {
+            Ok(key) => control::backup::Proof::MasterKey(key),
+            Err(err) => return failed(&format!("cannot read the master key `{}`: {err}", file.display())),
+        },
+        (None, None) => {
+            return failed("give --passphrase-file (the backup's keys are sealed) or --master-key (it was made --without-keys)");
+        }
     };
     let target: PathBuf = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
     let mut progress = |line: &str| eprintln!("{line}");
-    match control::backup::restore(from, &target, passphrase.as_deref(), &mut progress).await {
+    match control::backup::restore(from, &target, &proof, &mut progress).await {
         Ok(restored) => {
-            for line in restored.trail.iter().chain(&restored.notes) {
+            for line in &restored.trail {
                 eprintln!("{line}");
             }
             println!(

@@ -99,6 +99,10 @@ pub(crate) enum Command {
         /// The file holding the passphrase the backup's keys were sealed under.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// For a backup made --without-keys: the data directory's master.key, which proves the
+        /// backup unchanged and is put in place.
+        #[arg(long, value_name = "FILE", conflicts_with = "passphrase_file")]
+        master_key: Option<PathBuf>,
     },
     /// The service manager's unit for `serve`.
     Service {

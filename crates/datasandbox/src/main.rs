@@ -72,7 +72,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Backup { to, passphrase_file, without_keys, spec } => {
             backup_cli::backup(&cli.data_dir, &to, passphrase_file.as_deref(), without_keys, &spec).await
         }
-        Command::Restore { from, passphrase_file } => backup_cli::restore(&cli.data_dir, &from, passphrase_file.as_deref()).await,
+        Command::Restore { from, passphrase_file, master_key } => {
+            backup_cli::restore(&cli.data_dir, &from, passphrase_file.as_deref(), master_key.as_deref()).await
+        }
         Command::Service { command: ServiceCommand::Install { unit_dir, binary, force, spec } } => {
             service::install(&cli.data_dir, &unit_dir, binary.as_deref(), &spec, force)
         }

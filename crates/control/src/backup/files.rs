@@ -66,7 +66,11 @@ pub(crate) enum Kind {
 /// bytes of it; with `sparse`, runs of zeros become holes. Returns the bytes copied and their
 /// SHA-256 (hex).
 pub(crate) fn copy_hashed(from: &Path, to: &Path, limit: Option<u64>, sparse: bool) -> std::io::Result<(u64, String)> {
-    let mut source = fs::File::open(from)?;
+    // A regular file, not followed through a link (a changed backup must not read elsewhere).
+    let mut source = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(from)?;
+    if !source.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut target = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(to)?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; CHUNK];
@@ -106,22 +110,25 @@ pub(crate) fn sha256_of(path: &Path) -> std::io::Result<String> {
     }
 }
 
-/// The sibling of `target` a backup or restore is written in before it is renamed to it; the
-/// target must not exist, or be an empty directory (removed at the rename).
+/// The sibling of `target` a backup or restore is written in before it is renamed to it: a
+/// new directory of an unguessable name, made by this call alone (an existing one is never
+/// used, so nobody can have prepared it). The target must not exist, or be an empty directory
+/// (replaced at the rename), and its parent must not be writable by others unless it is sticky.
 pub(crate) fn staging_for(target: &Path, what: &str) -> Result<PathBuf, String> {
-    match std::fs::read_dir(target).map(|mut entries| entries.next().is_none()) {
-        Ok(false) => {
-            return Err(format!("`{}` exists and is not empty; give a new directory (nothing was changed)", target.display()));
-        }
-        Ok(true) => std::fs::remove_dir(target).map_err(|e| format!("cannot use `{}`: {e}", target.display()))?,
+    match fs::read_dir(target).map(|mut entries| entries.next().is_none()) {
+        Ok(false) => return Err(format!("`{}` exists and is not empty; give a new directory (nothing was changed)", target.display())),
+        Ok(true) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(_) => return Err(format!("`{}` exists and is not a directory; give a new directory (nothing was changed)", target.display())),
     }
     let name = target.file_name().ok_or_else(|| format!("`{}` names no directory", target.display()))?;
-    let staging = target.with_file_name(format!(".{}.{what}", name.to_string_lossy()));
-    // What a cut-off run left (by this name, only ours).
-    let _ = std::fs::remove_dir_all(&staging);
-    private_dir(&staging).map_err(|e| format!("cannot create `{}`: {e}", staging.display()))?;
+    let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mode = fs::metadata(parent).map_err(|e| format!("cannot use `{}`: {e}", parent.display()))?.permissions().mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(format!("`{}` is writable by every user: give a directory only its owner can write in", parent.display()));
+    }
+    let staging = parent.join(format!(".{}.{what}-{}", name.to_string_lossy(), uuid::Uuid::new_v4().simple()));
+    fs::DirBuilder::new().mode(0o700).create(&staging).map_err(|e| format!("cannot create `{}`: {e}", staging.display()))?;
     Ok(staging)
 }
 
@@ -172,13 +179,14 @@ pub(crate) fn entry_of(path: &Path, metadata: &fs::Metadata, kind: Kind) -> Entr
     }
 }
 
-/// Gives `path` the mode and owner its entry records.
-pub(crate) fn apply_owner_and_mode(path: &Path, entry: &Entry) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid))?;
-    if !matches!(entry.kind, Kind::Link { .. }) {
-        fs::set_permissions(path, fs::Permissions::from_mode(entry.mode))?;
+/// Gives `path` the mode its entry records, without set-id bits (a restore never makes a
+/// set-id file) and without following a link. Owners are not restored: everything belongs to
+/// the user restoring, as it did to the server that wrote it.
+pub(crate) fn apply_mode(path: &Path, entry: &Entry) -> std::io::Result<()> {
+    if matches!(entry.kind, Kind::Link { .. }) {
+        return Ok(());
     }
-    Ok(())
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o1777))
 }
 
 /// Syncs a directory, so that a rename in it is durable.
