@@ -77,6 +77,15 @@ async fn backup_through_server(stream: tokio::net::UnixStream, to: &Path, passph
             } else if let Some(error) = event["Error"].as_str() {
                 return Err(error.to_owned());
             } else if !event["Backup"].is_null() {
+                // The server writes the backup in its own view of the file system: a service's
+                // private /tmp is not this shell's.
+                if !to.join("manifest.json").is_file() {
+                    return Err(format!(
+                        "the server wrote the backup into `{}` as it sees it, which is not where this shell sees it \
+                         (a service's private /tmp?): give a directory outside /tmp and /var/tmp",
+                        to.display()
+                    ));
+                }
                 println!("{}", serde_json::to_string_pretty(&event["Backup"]).unwrap_or_default());
                 return Ok(());
             }

@@ -56,6 +56,10 @@ pub(crate) struct EndpointArgs {
     /// authority's `tls/authority.pem`.
     #[arg(long, env = "DATASANDBOX_CA_CERT", value_name = "FILE")]
     pub(crate) ca_cert: Option<std::path::PathBuf>,
+    /// The endpoint is an instance's own, over its private link (inside an instance only):
+    /// plain HTTP is right there.
+    #[arg(skip)]
+    pub(crate) instance_link: bool,
     /// Bearer token for `--endpoint` (from `identity:CreateSessionToken`).
     #[arg(long, env = "DATASANDBOX_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
@@ -63,7 +67,7 @@ pub(crate) struct EndpointArgs {
 
 impl EndpointArgs {
     /// The local control socket.
-    pub(crate) const LOCAL: EndpointArgs = EndpointArgs { endpoint: None, token: None, ca_cert: None };
+    pub(crate) const LOCAL: EndpointArgs = EndpointArgs { endpoint: None, token: None, ca_cert: None, instance_link: false };
 }
 
 #[derive(Subcommand)]

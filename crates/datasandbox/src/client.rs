@@ -51,6 +51,12 @@ pub async fn call(data_dir: &Path, endpoint: &EndpointArgs, action: &str, input:
                 _ => return Err(CallError::local("ValidationException", format!("endpoint `{url}` must start with https:// or http://"))),
             };
             let authority = authority.trim_end_matches('/');
+            if !tls && !endpoint.instance_link && !loopback(authority) {
+                return Err(CallError::local(
+                    "ValidationException",
+                    format!("`{url}` would carry the token in the clear: use https:// (plain http:// is for loopback)"),
+                ));
+            }
             let stream =
                 tokio::net::TcpStream::connect(authority).await.map_err(|e| CallError::connection(format!("cannot reach `{url}`: {e}")))?;
             let path = format!("/api/{service}/{name}");
@@ -69,6 +75,12 @@ pub async fn call(data_dir: &Path, endpoint: &EndpointArgs, action: &str, input:
         400..=499 => Err(CallError { document, exit: 1 }),
         _ => Err(CallError { document, exit: 2 }),
     }
+}
+
+/// Whether `authority` (`host:port`) is this host's loopback.
+fn loopback(authority: &str) -> bool {
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// TLS to `authority` (`host:port`), trusting the system's authorities and `ca_cert`.

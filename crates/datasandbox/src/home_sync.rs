@@ -247,7 +247,8 @@ struct HomeSync {
 
 pub(crate) async fn api(endpoint: &str, action: &str, input: serde_json::Value) -> Result<serde_json::Value, String> {
     let token = std::fs::read_to_string("/run/datasandbox/credential").map_err(|e| format!("cannot read the credential: {e}"))?;
-    let args = EndpointArgs { endpoint: Some(endpoint.to_owned()), token: Some(token.trim().to_owned()), ca_cert: None };
+    let args =
+        EndpointArgs { endpoint: Some(endpoint.to_owned()), token: Some(token.trim().to_owned()), ca_cert: None, instance_link: true };
     call(Path::new("/"), &args, action, Bytes::from(input.to_string())).await.map_err(|e| e.document.to_string())
 }
 

@@ -93,6 +93,13 @@ pub fn install(data_dir: &Path, unit_dir: &Path, binary: Option<&Path>, args: &S
     let (Ok(binary), Ok(data_dir)) = (std::path::absolute(&binary), std::path::absolute(data_dir)) else {
         return fail("the binary's and the data directory's paths cannot be made absolute".into());
     };
+    // A unit file and a command line are readable by every user of the host.
+    if let Some(secret) =
+        args.overrides.iter().find(|o| o.split('=').next().is_some_and(|key| key.contains("secret") || key.contains("password")))
+    {
+        let key = secret.split('=').next().unwrap_or_default();
+        return fail(format!("`{key}` is a secret: put it in the spec file (owner-only), not in the unit's command line"));
+    }
     let unit = unit_text(&binary, &data_dir, args);
     let path: PathBuf = unit_dir.join(UNIT);
     match std::fs::read_to_string(&path) {

@@ -74,6 +74,7 @@ pub async fn serve(
         tls: matches!(tcp, Listener::Tls(..)),
     };
     let handoffs = notebook::Handoffs::default();
+    let https_behind_proxy = control.spec().public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
     let tcp_app = console::routes(federation::routes(portal::routes(stream::routes(notebook::routes(session::routes(public_routes(
         Router::new().route("/api/{service}/{action}", post(tcp_call)),
     )))))))
@@ -90,8 +91,8 @@ pub async fn serve(
     // Metrics are the operator's: on the control socket only (see `operator_routes`).
     let unix_app = operator_routes(public_routes(Router::new().route("/api/{service}/{action}", post(unix_call)))).with_state(control);
     let (a, b, c) = tokio::join!(
-        tcp.serve(tcp_app, wait(stop_rx.clone())),
-        notebooks.serve(notebook_app, wait(stop_rx.clone())),
+        tcp.serve(tcp_app, wait(stop_rx.clone()), https_behind_proxy),
+        notebooks.serve(notebook_app, wait(stop_rx.clone()), https_behind_proxy),
         listen::serve(unix, unix_app, wait(stop_rx))
     );
     a.and(b).and(c)

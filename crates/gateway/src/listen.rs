@@ -126,8 +126,14 @@ impl Listener {
         }
     }
 
-    pub(crate) async fn serve(self, router: Router, stop: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+    /// Serves `router`; `behind_tls` says that browsers reach a plain listener over HTTPS all
+    /// the same (a proxy terminates TLS for an `https://` public URL): its cookies are `Secure`
+    /// and its answers carry HSTS, as a TLS listener's do.
+    pub(crate) async fn serve(self, router: Router, stop: impl Future<Output = ()> + Send, behind_tls: bool) -> std::io::Result<()> {
         match self {
+            Listener::Plain(tcp) if behind_tls => {
+                serve(tcp, router.layer(axum::middleware::from_fn(crate::tls::secure_headers)), stop).await
+            }
             Listener::Plain(tcp) => serve(tcp, router, stop).await,
             Listener::Tls(tcp, tls) => serve(Secured { tcp, tls }, router, stop).await,
         }

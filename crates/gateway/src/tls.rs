@@ -82,41 +82,94 @@ pub struct LocalAuthority {
     pub key: PathBuf,
 }
 
+/// How long the local authority is valid, and a certificate it issues (issued again at each
+/// start, so a server's certificate is rarely more than days old).
+const AUTHORITY_DAYS: i64 = 10 * 365;
+const CERTIFICATE_DAYS: i64 = 397;
+
 /// The data directory's local authority (made on first use, kept in `dir`), and a certificate
-/// it issues now for `hosts` (names and addresses).
+/// it issues now for `hosts` (names and addresses). The authority may issue only for the hosts
+/// it was made for (name constraints: trusting it trusts nothing else); when the hosts grow,
+/// a new authority is made, and browsers must be told to trust it instead.
 pub fn local_authority(dir: &Path, hosts: &[String]) -> Result<LocalAuthority, String> {
     let failed = |what: &str, e: &dyn std::fmt::Display| format!("cannot make the local authority's {what} in `{}`: {e}", dir.display());
     fs::create_dir_all(dir).map_err(|e| failed("directory", &e))?;
-    let (authority, authority_key) = (dir.join("authority.pem"), dir.join("authority.key"));
-    let issuer_params = || {
+    let (authority, authority_key, covered) = (dir.join("authority.pem"), dir.join("authority.key"), dir.join("authority.hosts"));
+    let made_for: Vec<String> = fs::read(&covered).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let kept = authority.exists() && hosts.iter().all(|h| made_for.contains(h));
+    let hosts_of_authority = if kept { made_for } else { hosts.to_vec() };
+    let issuer_params = |hosts: &[String]| {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, "DataSandbox local authority");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.name_constraints = Some(rcgen::NameConstraints { permitted_subtrees: subtrees(hosts), excluded_subtrees: Vec::new() });
+        valid_for(&mut params, AUTHORITY_DAYS);
         params
     };
     let signing_key = match fs::read_to_string(&authority_key) {
-        Ok(pem) if authority.exists() => KeyPair::from_pem(&pem).map_err(|e| failed("key", &e))?,
+        Ok(pem) if kept => KeyPair::from_pem(&pem).map_err(|e| failed("key", &e))?,
         _ => {
+            if authority.exists() {
+                tracing::warn!(authority = %authority.display(), "the hosts changed: a new local authority replaces the old one; have browsers trust the new one");
+            }
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| failed("key", &e))?;
-            let cert = issuer_params().self_signed(&key).map_err(|e| failed("certificate", &e))?;
+            let cert = issuer_params(&hosts_of_authority).self_signed(&key).map_err(|e| failed("certificate", &e))?;
+            let _ = fs::remove_file(&authority_key);
             write_private(&authority_key, key.serialize_pem().as_bytes()).map_err(|e| failed("key", &e))?;
             fs::write(&authority, cert.pem()).map_err(|e| failed("certificate", &e))?;
+            fs::write(&covered, serde_json::to_vec(&hosts_of_authority).expect("names serialize")).map_err(|e| failed("host list", &e))?;
             key
         }
     };
     // The same name and key as the certificate browsers trust: what it issues chains to it.
-    let issuer = Issuer::new(issuer_params(), signing_key);
+    let issuer = Issuer::new(issuer_params(&hosts_of_authority), signing_key);
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| failed("server key", &e))?;
     let mut params = CertificateParams::new(hosts.to_vec()).map_err(|e| failed("server certificate", &e))?;
     params.distinguished_name.push(DnType::CommonName, hosts.first().map_or("localhost", String::as_str));
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    valid_for(&mut params, CERTIFICATE_DAYS);
     let cert = params.signed_by(&key, &issuer).map_err(|e| failed("server certificate", &e))?;
     let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
+    let _ = fs::remove_file(&key_path);
     write_private(&key_path, key.serialize_pem().as_bytes()).map_err(|e| failed("server key", &e))?;
     fs::write(&cert_path, cert.pem()).map_err(|e| failed("server certificate", &e))?;
     Ok(LocalAuthority { authority, cert: cert_path, key: key_path })
+}
+
+/// What the authority may issue for: each host name (and its subdomains), each address alone.
+fn subtrees(hosts: &[String]) -> Vec<rcgen::GeneralSubtree> {
+    hosts
+        .iter()
+        .map(|host| match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => rcgen::GeneralSubtree::IpAddress(rcgen::CidrSubnet::from_addr_prefix(ip, if ip.is_ipv4() { 32 } else { 128 })),
+            Err(_) => rcgen::GeneralSubtree::DnsName(host.clone()),
+        })
+        .collect()
+}
+
+/// Valid from yesterday (clocks differ) to `days` from now.
+fn valid_for(params: &mut CertificateParams, days: i64) {
+    let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let date = |day: i64| {
+        let (year, month, day) = civil_date(day);
+        rcgen::date_time_ymd(year, month, day)
+    };
+    (params.not_before, params.not_after) = (date(today - 1), date(today + days));
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_date(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let (era, day_of_era) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year as i32, month as u8, day as u8)
 }
 
 /// Writes `bytes` to `path`, readable by its owner only, from the moment it exists.
@@ -166,6 +219,12 @@ mod tests {
         let tls = ServerTls::load(&second.cert, &second.key).expect("loads");
         fs::write(&second.cert, "not a certificate").expect("write");
         assert!(tls.reload().is_err_and(|e| e.contains("server.tls_cert")), "a broken file is named");
+        // More hosts than the authority was made for: a new authority, constrained to them.
+        let grown = local_authority(&dir, &["localhost".to_owned(), "sandbox.example".to_owned()]).expect("grown");
+        assert_ne!(fs::read(&grown.authority).expect("authority"), authority, "an authority issued beyond its constraints");
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(20_792), (2026, 12, 5));
+        assert_eq!(civil_date(19_782), (2024, 2, 29));
         let _ = fs::remove_dir_all(&dir);
     }
 

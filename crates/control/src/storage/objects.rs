@@ -139,7 +139,10 @@ async fn write_object(
     let current = repo::find_current_object(&mut tx, bucket, key.as_str()).await?;
     if !condition.holds(current.as_ref().map(|current| current.etag.as_str())) {
         drop(tx);
-        release_blob(plane, &blob).await;
+        // Never committed, so no snapshot names it: gone now, backup or not.
+        if let Err(err) = plane.blobs.delete(&blob).await {
+            tracing::warn!(blob, error = %err, "cannot delete the blob of a refused write; it is reclaimed at start-up");
+        }
         return Err(ActionError::new(412, ErrorCode::PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
     }
     let old = current.map(|current| current.blob);
