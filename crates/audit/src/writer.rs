@@ -80,8 +80,7 @@ enum Message {
     Hold(Cut, std::sync::mpsc::Sender<()>),
 }
 
-/// What runs while the trail holds still: given the files still appended to, with their
-/// lengths, or why the trail could not be cut (its checkpoint failed: the tail is unsigned).
+/// What runs while the trail holds still (see [`Trail::hold`]), or why it could not be cut.
 type Cut = Box<dyn FnOnce(Result<Vec<(PathBuf, u64)>, String>) + Send>;
 
 /// A record as the index receives it: its sequence number and its exact line.

@@ -113,35 +113,43 @@ pub async fn run() -> ExitCode {
         if present(ERROR_FILE)
             && let Some(text) = read(&endpoint, &bucket, &key(ERROR_FILE)).await
         {
-            match serde_json::from_str::<SessionError>(&text) {
-                Ok(error) => say(&format!(
-                    "launcher: the session was refused ({}): {}",
-                    serde_json::to_value(error.error).unwrap_or(Value::Null),
-                    error.message
-                )),
-                Err(_) => say("launcher: the session was refused, with an unreadable reason; contact the operator"),
-            }
+            say_refused(&text);
             return ExitCode::from(1);
         }
-        // Then the endpoint's long poll, until something under the prefix changes; an endpoint
-        // too old to have it (or failing) is listed again after `poll`.
         let left = timeout.saturating_sub(started.elapsed()).as_secs().clamp(1, 60);
-        let mut wait = answers.clone();
-        wait["Token"] = token.clone().unwrap_or(Value::Null);
-        wait["WaitSeconds"] = json!(left);
-        match api(&endpoint, "storage:WaitForChanges", wait).await {
-            Ok(out) => {
-                if token.is_none() {
-                    // It answered at once (no token yet): list again, then wait with this one.
-                    tokio::time::sleep(poll).await;
-                }
-                token = Some(out["Token"].clone());
-            }
-            Err(_) => tokio::time::sleep(poll).await,
-        }
+        wait_for_change(&endpoint, &answers, &mut token, left, poll).await;
     }
     say(&format!("launcher: no answer from the session validator within {} s; contact the operator", config.timeout_seconds));
     ExitCode::from(1)
+}
+
+fn say_refused(text: &str) {
+    match serde_json::from_str::<SessionError>(text) {
+        Ok(error) => say(&format!(
+            "launcher: the session was refused ({}): {}",
+            serde_json::to_value(error.error).unwrap_or(Value::Null),
+            error.message
+        )),
+        Err(_) => say("launcher: the session was refused, with an unreadable reason; contact the operator"),
+    }
+}
+
+/// The endpoint's long poll on the answers' prefix, until something there changes (or `left`
+/// seconds pass); an endpoint that fails it is asked again after `poll`.
+async fn wait_for_change(endpoint: &str, answers: &Value, token: &mut Option<Value>, left: u64, poll: Duration) {
+    let mut wait = answers.clone();
+    wait["Token"] = token.clone().unwrap_or(Value::Null);
+    wait["WaitSeconds"] = json!(left);
+    match api(endpoint, "storage:WaitForChanges", wait).await {
+        Ok(out) => {
+            if token.is_none() {
+                // It answered at once (no token yet): list again, then wait with this one.
+                tokio::time::sleep(poll).await;
+            }
+            *token = Some(out["Token"].clone());
+        }
+        Err(_) => tokio::time::sleep(poll).await,
+    }
 }
 
 /// How long the launcher waits out an endpoint it cannot reach (a control plane restarting).

@@ -109,44 +109,43 @@ async fn run(cli: Cli) -> ExitCode {
             client::finish(client::call(&cli.data_dir, &local, "cluster:DescribeNodes", bytes::Bytes::from_static(b"{}")).await)
         }
         Command::Sessions { stack } => client::finish(client::sessions(&cli.data_dir, stack.as_deref()).await),
-        Command::Instances { command } => {
-            let local = EndpointArgs::LOCAL;
-            let (action, input) = match command {
-                InstancesCommand::List => ("streaming:DescribeInstances", serde_json::json!({})),
-                InstancesCommand::Create { user, instance_type, image } => {
-                    let mut input = serde_json::json!({});
-                    for (member, value) in [("UserId", user), ("InstanceType", instance_type), ("ImageName", image)] {
-                        if let Some(value) = value {
-                            input[member] = serde_json::json!(value);
-                        }
-                    }
-                    ("streaming:CreateInstance", input)
-                }
-                InstancesCommand::Terminate { instance_id } => {
-                    ("streaming:TerminateInstance", serde_json::json!({ "InstanceId": instance_id }))
-                }
-                InstancesCommand::Exec { instance_id, command } => {
-                    let input = serde_json::json!({ "InstanceId": instance_id, "Command": command });
-                    return match client::call(&cli.data_dir, &local, "streaming:ExecInInstance", bytes::Bytes::from(input.to_string()))
-                        .await
-                    {
-                        Ok(out) => {
-                            print!("{}", out["Stdout"].as_str().unwrap_or_default());
-                            eprint!("{}", out["Stderr"].as_str().unwrap_or_default());
-                            exit_code(out["ExitCode"].as_i64().unwrap_or(1) as i32)
-                        }
-                        Err(err) => client::fail(err),
-                    };
-                }
-            };
-            client::call_command(&cli.data_dir, &local, action, &input.to_string()).await
-        }
+        Command::Instances { command } => instances(&cli.data_dir, command).await,
         Command::Image { command: ImageCommand::Build { recipe, name } } => build_image(&cli.data_dir, &recipe, name.as_deref()),
         Command::Reports { command: ReportsCommand::Generate { day } } => {
             let input = serde_json::json!({ "Day": day }).to_string();
             client::call_command(&cli.data_dir, &EndpointArgs::LOCAL, "audit:GenerateUsageReports", &input).await
         }
     }
+}
+
+/// `datasandbox instances …`: the operator's instances, over the control socket.
+async fn instances(data_dir: &std::path::Path, command: InstancesCommand) -> ExitCode {
+    let local = EndpointArgs::LOCAL;
+    let (action, input) = match command {
+        InstancesCommand::List => ("streaming:DescribeInstances", serde_json::json!({})),
+        InstancesCommand::Create { user, instance_type, image } => {
+            let mut input = serde_json::json!({});
+            for (member, value) in [("UserId", user), ("InstanceType", instance_type), ("ImageName", image)] {
+                if let Some(value) = value {
+                    input[member] = serde_json::json!(value);
+                }
+            }
+            ("streaming:CreateInstance", input)
+        }
+        InstancesCommand::Terminate { instance_id } => ("streaming:TerminateInstance", serde_json::json!({ "InstanceId": instance_id })),
+        InstancesCommand::Exec { instance_id, command } => {
+            let input = serde_json::json!({ "InstanceId": instance_id, "Command": command });
+            return match client::call(data_dir, &local, "streaming:ExecInInstance", bytes::Bytes::from(input.to_string())).await {
+                Ok(out) => {
+                    print!("{}", out["Stdout"].as_str().unwrap_or_default());
+                    eprint!("{}", out["Stderr"].as_str().unwrap_or_default());
+                    exit_code(out["ExitCode"].as_i64().unwrap_or(1) as i32)
+                }
+                Err(err) => client::fail(err),
+            };
+        }
+    };
+    client::call_command(data_dir, &local, action, &input.to_string()).await
 }
 
 fn build_image(data_dir: &std::path::Path, recipe: &str, name: Option<&str>) -> ExitCode {
