@@ -247,6 +247,16 @@ impl ControlPlane {
     }
 
     /// Records the end of auditing and seals the trail with a final checkpoint and digest.
+    /// Builds every image the deployed spec declares that is not built yet (`up` does, before
+    /// it is ready, so that the first session waits for none), saying each step.
+    pub async fn prepare_images(&self) -> Result<(), ActionError> {
+        let spec = self.pipeline.platform.current();
+        for image in &spec.images {
+            crate::instances::ensure_image(&self.pipeline.platform, &spec, &image.name).await?;
+        }
+        Ok(())
+    }
+
     /// The server begins to stop: long polls end now, so that the listeners drain quickly.
     pub fn begin_stopping(&self) {
         self.pipeline.platform.stopping.send_replace(true);

@@ -51,7 +51,9 @@ pub async fn call(data_dir: &Path, endpoint: &EndpointArgs, action: &str, input:
                 _ => return Err(CallError::local("ValidationException", format!("endpoint `{url}` must start with https:// or http://"))),
             };
             let authority = authority.trim_end_matches('/');
-            if !tls && !endpoint.instance_link && !loopback(authority) {
+            // Inside an instance (its credential is there) the endpoint is on the instance's own link.
+            let inside_instance = endpoint.instance_link || Path::new("/run/datasandbox/credential").exists();
+            if !tls && !inside_instance && !loopback(authority) {
                 return Err(CallError::local(
                     "ValidationException",
                     format!("`{url}` would carry the token in the clear: use https:// (plain http:// is for loopback)"),

@@ -186,6 +186,12 @@ async fn deploy_before_serving(control: &control::ControlPlane, spec_text: &str,
             }
             let changes = answer["Changes"].as_array().map_or(0, Vec::len);
             tracing::info!(changes, "deployed the spec");
+            // The images the spec declares, built now (the notebook's Python environment comes
+            // from PyPI the first time) rather than by the first session.
+            if let Err(err) = control.prepare_images().await {
+                control.shutdown().await;
+                bail!("preparing the spec's images failed: {}", err.message);
+            }
             Ok(())
         }
         Err(err) => {

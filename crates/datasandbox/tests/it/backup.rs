@@ -31,7 +31,10 @@ fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn a_backup_taken_while_writing_restores_into_a_new_directory_that_serves_it_all() {
-    let server = Server::start(&[]);
+    // A session whose workspace writes into its home folder all along (its sync uploads).
+    let server = crate::support::streaming::server(&[]);
+    let session = crate::support::streaming::active(&server, &crate::support::streaming::redeem(&server, "ida"), 120);
+    let instance = session["InstanceId"].as_str().expect("instance").to_owned();
     let scratch = tempfile::tempdir().expect("scratch");
     server.ok("parameters:PutParameter", json!({ "Name": "/db/password", "Value": "s3cr3t", "Type": "SecureString" }));
     for index in 0..BEFORE {
@@ -58,9 +61,25 @@ fn a_backup_taken_while_writing_restores_into_a_new_directory_that_serves_it_all
             }
         })
     };
-    while written.load(Ordering::Acquire) == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let workspace = {
+        let (stop, dir) = (stop.clone(), server.data_dir().to_owned());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Acquire) {
+                let script = format!("echo {n} > /home/user/MyFiles/HomeFolder/note-{n}.txt");
+                let (code, _, err) = run(&dir, &["instances", "exec", &instance, "--", "/bin/sh", "-c", &script]);
+                assert_eq!(code, 0, "{err}");
+                n += 1;
+            }
+            n
+        })
+    };
+    // Both writing, and the workspace's sync has uploaded some of its notes already.
+    let home = format!("user/custom/{}/", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"ida")));
+    crate::support::server::eventually(30, "the workspace's first notes in storage", || {
+        let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": HOME, "Prefix": home }));
+        (listed["KeyCount"].as_u64().unwrap_or(0) >= 3 && written.load(Ordering::Acquire) > 0).then_some(())
+    });
     let passphrase = scratch.path().join("passphrase");
     std::fs::write(&passphrase, "correct horse battery staple\n").expect("write");
     let to = scratch.path().join("backup");
@@ -70,6 +89,7 @@ fn a_backup_taken_while_writing_restores_into_a_new_directory_that_serves_it_all
     let during = written.load(Ordering::Acquire) - started;
     stop.store(true, Ordering::Release);
     writer.join().expect("the writer");
+    let notes = workspace.join().expect("the workspace's writer");
     if scale_out() {
         assert_eq!(code, 1, "{out} {err}");
         assert!(err.contains("PostgreSQL") && err.contains("master.key"), "{err}");
@@ -79,7 +99,7 @@ fn a_backup_taken_while_writing_restores_into_a_new_directory_that_serves_it_all
     assert_eq!(code, 0, "{out} {err}");
     assert!(err.contains("backup complete"), "no progress was shown: {err}");
     assert!(during > 0, "nothing was written while the backup ran: the test proves nothing");
-    eprintln!("{during} writes while the backup ran; {err}");
+    eprintln!("{during} writes while the backup ran, {notes} notes written in the workspace; {err}");
     let records = server.audit(&[("EventName", "CreateBackup")]);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(server.audit(&[("EventName", "BackupFinished")])[0]["errorCode"], serde_json::Value::Null);
@@ -123,6 +143,16 @@ fn a_backup_taken_while_writing_restores_into_a_new_directory_that_serves_it_all
     }
     let parameter = restored.ok("parameters:GetParameter", json!({ "Name": "/db/password", "WithDecryption": true }));
     assert_eq!(parameter["Parameter"]["Value"], "s3cr3t");
+    // The workspace's notes that the snapshot holds, each as it was written.
+    let listed = restored.ok("storage:ListObjectsV2", json!({ "Bucket": HOME, "Prefix": home }));
+    let kept = listed["Contents"].as_array().expect("contents");
+    assert!(!kept.is_empty(), "none of the workspace's notes is in the backup");
+    for object in kept {
+        let key = object["Key"].as_str().expect("key");
+        let n = key.trim_start_matches(&home).trim_start_matches("note-").trim_end_matches(".txt");
+        let got = restored.ok("storage:GetObject", json!({ "Bucket": HOME, "Key": key }));
+        assert_eq!(unb64(got["Body"].as_str().expect("body")), format!("{n}\n").into_bytes(), "{key}");
+    }
     let put = restored.audit(&[("EventName", "PutParameter")]);
     assert!(put.iter().any(|r| r["requestParameters"]["Name"] == "/db/password"), "the parameter's record is gone: {put:?}");
     assert_eq!(restored.audit(&[("EventName", "CreateBackup")]).len(), 1, "the backup's own record is in the backup");

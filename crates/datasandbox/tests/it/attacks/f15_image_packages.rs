@@ -53,8 +53,10 @@ fn f15_only_the_local_operator_names_packages_and_no_package_code_runs_at_build(
     let scratch = tempfile::tempdir().expect("temp dir");
     let (links, cache, marker) = (scratch.path().join("links"), scratch.path().join("cache"), scratch.path().join("ran-as"));
     booby_trapped_sdist(&links, &marker);
+    // The notebooks' image from the base recipe: this server's cache is empty, and the test is
+    // about the image it deploys, not about a JupyterLab environment from PyPI.
     let server = Server::start_with_env(
-        &[],
+        &["images.datasandbox-notebook.recipe=base"],
         &[("PIP_FIND_LINKS", links.to_str().expect("utf-8")), ("DATASANDBOX_CACHE_DIR", cache.to_str().expect("utf-8"))],
     );
     let vpc = server.vpc();

@@ -28,6 +28,8 @@ fn a_streaming_url_shows_jupyterlab_in_the_workspace_browser() {
     // The default spec: pixel streaming (DESKTOP), the fleet's image built by the deploy
     // from the desktop recipe, the notebook as the stack's application.
     let server = Server::start(&[]);
+    // The first session after `ready`: `up` prepared every image, so none is built now.
+    let opened = std::time::Instant::now();
     let mut browser = Browser::open(&streaming_url(&server, "dana"));
     browser.expect("streaming", 240);
 
@@ -64,6 +66,7 @@ fn a_streaming_url_shows_jupyterlab_in_the_workspace_browser() {
         (shot["yellow"].as_u64().unwrap_or(0) >= 200).then_some(shot)
     });
     eprintln!("screenshot {} ({} colours sampled, {} yellow pixels)", screenshot.display(), shot["colors"], shot["yellow"]);
+    eprintln!("first session: streaming URL opened → JupyterLab painted in {:.1} s (target < 15 s)", opened.elapsed().as_secs_f64());
 
     // The notebook URL, read inside the instance, is useless anywhere else: a fresh one made
     // for this session is refused to another user's browser on the gateway, and to the host
