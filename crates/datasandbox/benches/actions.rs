@@ -43,6 +43,10 @@ fn main() {
     );
     println!("{:<28} {:>10} {:>10} {:>10} {:>10}", "workload", "actions/s", "p50 ms", "p99 ms", "max ms");
     run("GetParameter", &socket, |_, _| ("parameters:GetParameter", json!({ "Name": "/bench/p" })));
+    // A write to the metadata store without an object body: what a PutObject costs beyond it.
+    run("PutParameter", &socket, |client, n| {
+        ("parameters:PutParameter", json!({ "Name": format!("/bench/{client}/{n}"), "Value": "v", "Type": "String" }))
+    });
     let body = base64_of(&[0x5a; 4096]);
     run("PutObject 4 KiB", &socket, move |client, n| {
         ("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": format!("bench/{client}/{n}"), "Body": body }))
