@@ -11,7 +11,10 @@
 //!
 //! Every committed write or delete on this node wakes the waiters (a watch counter); on a
 //! shared store another node's writes are seen within [`SHARED_STORE_RECHECK`]. The wait ends
-//! early when the server stops or the caller's credential expires.
+//! early when the server stops or the caller's credential expires. Each wait costs a listing
+//! of its prefix at every wake: one caller (a principal from one address) may hold
+//! [`WAITS_PER_CALLER`] at once, the server [`WAITS`] (an instance's sync and launcher need
+//! two); more are refused, not queued.
 
 use std::time::Duration;
 
@@ -30,6 +33,45 @@ use crate::core::store::now_millis;
 const MAX_WAIT_SECONDS: u64 = 60;
 /// How often a waiter on a store other nodes write to looks again.
 const SHARED_STORE_RECHECK: Duration = Duration::from_secs(2);
+/// The waits one caller (by principal) may hold at once, and the server in all.
+const WAITS_PER_CALLER: usize = 4;
+const WAITS: usize = 4096;
+
+/// The waits under way, by caller.
+static WAITING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A wait counted against its caller while it lasts.
+struct Waiting(String);
+
+impl Waiting {
+    fn begin(caller: &str) -> Result<Waiting, ActionError> {
+        let mut waiting = WAITING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = waiting.values().sum();
+        let mine = waiting.get(caller).copied().unwrap_or(0);
+        if mine >= WAITS_PER_CALLER || total >= WAITS {
+            return Err(ActionError::new(
+                429,
+                crate::core::error::ErrorCode::LimitExceededException,
+                format!("too many waits at once (at most {WAITS_PER_CALLER} a caller): wait for one to end"),
+            ));
+        }
+        *waiting.entry(caller.to_owned()).or_default() += 1;
+        Ok(Waiting(caller.to_owned()))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut waiting = WAITING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = waiting.get_mut(&self.0) {
+            *count -= 1;
+            if *count == 0 {
+                waiting.remove(&self.0);
+            }
+        }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -60,6 +102,7 @@ pub(super) async fn wait_for_changes(ctx: &mut Ctx<'_>, input: Value) -> Result<
     let mut stopping = plane.stopping.subscribe();
     let mut token = digest(plane, &input.bucket, &input.prefix).await?;
     let Some(given) = input.token else { return Ok(json!({ "Token": token, "Changed": false })) };
+    let _waiting = Waiting::begin(&format!("{} from {}", ctx.caller.identity.arn, ctx.source_ip))?;
     let mut deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     if let Some(expires) = ctx.caller.expires {
         let left = u64::try_from(expires - now_millis()).unwrap_or(0);

@@ -80,3 +80,40 @@ fn a_notebook_sessions_launch_writes_at_most_twenty_records() {
     eprintln!("the launch's records: {names:?}");
     assert!(launch.len() <= 20, "the launch wrote {} records: {names:?}", launch.len());
 }
+
+/// A wait costs a listing at every change: one caller holds at most four at once, and the
+/// fifth is refused (and recorded), not queued; a wait ends as soon as its prefix changes.
+#[test]
+fn a_caller_holds_at_most_four_waits_and_a_change_ends_them() {
+    let server = Server::start(&["fleet_type=ON_DEMAND"]);
+    let input = json!({ "Bucket": "datasandbox-home", "Prefix": "waits/" });
+    let token = server.ok("storage:WaitForChanges", input.clone())["Token"].as_str().expect("token").to_owned();
+    let mut waiting = input.clone();
+    waiting["Token"] = json!(token);
+    waiting["WaitSeconds"] = json!(30);
+    let waits: Vec<_> = (0..4)
+        .map(|_| {
+            let (dir, input) = (server.data_dir().to_owned(), waiting.to_string());
+            std::thread::spawn(move || {
+                let out = std::process::Command::new(crate::support::server::BIN)
+                    .arg("--data-dir")
+                    .arg(&dir)
+                    .args(["call", "storage:WaitForChanges", "--input", &input])
+                    .output()
+                    .expect("run the CLI");
+                serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let fifth = server.call("storage:WaitForChanges", &waiting);
+    assert_eq!(fifth.stderr["Code"], "LimitExceededException", "{fifth:?}");
+    let changed = Instant::now();
+    server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": "waits/now", "Body": b64(b"x") }));
+    for wait in waits {
+        assert_eq!(wait.join().expect("a wait")["Changed"], true);
+    }
+    assert!(changed.elapsed() < Duration::from_secs(5), "the waits ended {:?} after the change", changed.elapsed());
+    // Ended, they no longer count.
+    assert_eq!(server.ok("storage:WaitForChanges", input)["Token"].as_str().map(str::len), Some(32));
+}
