@@ -216,7 +216,7 @@ async fn check_store(staging: &Path, progress: Progress<'_>) -> Result<(u64, ed2
         .execute(&store.pool)
         .await
         .map_err(|e| format!("cannot end the backup's node leases: {e}"))?;
-    store.pool.close().await;
+    store.close().await;
     let count = rows.len() as u64;
     for (index, (bucket, key, blob, etag, size)) in rows.into_iter().enumerate() {
         let missing = |what: String| format!("the object `{bucket}/{key}` {what}; nothing was restored");

@@ -12,6 +12,8 @@ use sqlx::{AnyPool, Executor};
 #[derive(Clone)]
 pub struct Store {
     pub pool: AnyPool,
+    /// SQLite's one connection for transactions that write (`write`).
+    writer: Option<AnyPool>,
     sqlite: bool,
 }
 
@@ -35,25 +37,11 @@ impl Store {
         let open_err = |source| StoreError::Open { url: redact_url(&url), source };
         let options = AnyConnectOptions::from_str(&url).map_err(open_err)?;
         let sqlite = url.starts_with("sqlite:");
-        let pool = AnyPoolOptions::new()
-            // SQLite has one writer at a time; a small pool avoids busy waits between our own connections.
-            .max_connections(if sqlite { 4 } else { 16 })
-            // A store that does not answer fails a call within seconds (503), not half a minute.
-            .acquire_timeout(std::time::Duration::from_secs(if sqlite { 30 } else { 5 }))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        // WAL survives a process crash at every commit; synchronous=NORMAL skips the
-                        // per-commit fsync (power loss may lose the newest commits, never corrupt).
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open { url: redact_url(&url), source })?;
+        // SQLite has one writer at a time; a small pool avoids busy waits between our own connections.
+        let pool = connect(options.clone(), sqlite, if sqlite { 4 } else { 16 }).await.map_err(open_err)?;
+        // Its writes go through a connection of their own, so that they queue here, in order,
+        // rather than in SQLite's busy handler, which sleeps (up to 100 ms a turn) between tries.
+        let writer = if sqlite { Some(connect(options, true, 1).await.map_err(open_err)?) } else { None };
         let migrator = if sqlite { sqlx::migrate!("migrations/sqlite") } else { sqlx::migrate!("migrations/postgres") };
         // Migrations go forward only: a store a newer binary migrated is refused, with what to
         // do, before this binary changes anything in it. (A fresh store has no migrations table.)
@@ -73,7 +61,15 @@ impl Store {
         .execute(&pool)
         .await
         .map_err(open_err)?;
-        Ok(Store { pool, sqlite })
+        Ok(Store { pool, writer, sqlite })
+    }
+
+    /// Closes every connection (the restored store is then moved into place).
+    pub async fn close(&self) {
+        self.pool.close().await;
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
     }
 
     /// Whether the store is SQLite, which serves one node only.
@@ -84,8 +80,34 @@ impl Store {
     /// Begins a transaction that will write. SQLite takes its write lock up front
     /// (`BEGIN IMMEDIATE`), so concurrent writers queue instead of failing on lock upgrade.
     pub async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        if self.sqlite { self.pool.begin_with("BEGIN IMMEDIATE").await } else { self.pool.begin().await }
+        match &self.writer {
+            Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await,
+            None => self.pool.begin().await,
+        }
     }
+}
+
+/// A pool of up to `connections` to the store; SQLite's in WAL mode, synced at checkpoints.
+async fn connect(options: AnyConnectOptions, sqlite: bool, connections: u32) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        // A store that does not answer fails a call within seconds (503), not half a minute.
+        .acquire_timeout(std::time::Duration::from_secs(if sqlite { 30 } else { 5 }))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    // WAL survives a process crash at every commit; synchronous=NORMAL skips the
+                    // per-commit fsync (power loss may lose the newest commits, never corrupt).
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
 }
 
 pub fn now_millis() -> i64 {
