@@ -433,6 +433,11 @@ impl ControlPlane {
         crate::notebooks::KernelAudit::new(self.pipeline.clone(), target.clone(), name, kernel_id, protocol)
     }
 
+    /// The audit of one Jupyter terminal's WebSocket: each line typed recorded.
+    pub fn terminal_audit(&self, target: &NotebookTarget, name: &str, terminal: &str) -> crate::notebooks::KernelAudit {
+        crate::notebooks::KernelAudit::terminal(self.pipeline.clone(), target.clone(), name, terminal)
+    }
+
     /// A notebook running on this node, for a request another node relays here.
     pub fn local_notebook(&self, name: &str) -> Option<crate::notebooks::Upstream> {
         self.services.notebooks.local_upstream(name)

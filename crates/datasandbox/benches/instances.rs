@@ -49,6 +49,7 @@ fn main() {
             self_exe: PathBuf::from(env!("CARGO_BIN_EXE_datasandbox")),
             files: Vec::new(),
             log: None,
+            terminals: false,
         }
     };
     println!("Instance benchmark: {RUNS} create → first process running, then destroy; memory over {IDLE_FOR_MEMORY} idle instances");

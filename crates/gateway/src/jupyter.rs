@@ -121,16 +121,22 @@ pub(crate) async fn forward(
     Ok(Response::from_parts(parts, Body::new(incoming)))
 }
 
-/// Bridges a WebSocket. `audited` (a kernel's channels: the session they belong to and the
-/// kernel's id) has what the browser runs there recorded, by the audit made once Jupyter chose
-/// the protocol; a relay passes none, since the session's node audits.
+/// What a bridged WebSocket's audit records: the code a kernel's channels run, or the lines
+/// typed in a terminal (each with the session it belongs to, and the kernel's or terminal's name).
+pub(crate) enum Audited<'a> {
+    Kernel(&'a control::NotebookTarget, &'a str),
+    Terminal(&'a control::NotebookTarget, &'a str),
+}
+
+/// Bridges a WebSocket. `audited` has what the browser runs there recorded, by the audit made
+/// once Jupyter chose the protocol; a relay passes none, since the session's node audits.
 pub(crate) async fn bridge(
     control: &ControlPlane,
     upstream: &Upstream,
     (name, rest, query): (&str, &str, &str),
     headers: &HeaderMap,
     upgrade: WebSocketUpgrade,
-    audited: Option<(&control::NotebookTarget, &str)>,
+    audited: Option<Audited<'_>>,
 ) -> Response {
     let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
     let protocols = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
@@ -159,7 +165,10 @@ pub(crate) async fn bridge(
         Err(err) => return (StatusCode::BAD_GATEWAY, format!("the notebook refused the WebSocket: {err}")).into_response(),
     };
     let chosen = answer.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let audit = audited.map(|(target, kernel)| control.kernel_audit(target, name, kernel, chosen.as_deref()));
+    let audit = audited.map(|audited| match audited {
+        Audited::Kernel(target, kernel) => control.kernel_audit(target, name, kernel, chosen.as_deref()),
+        Audited::Terminal(target, terminal) => control.terminal_audit(target, name, terminal),
+    });
     let upgrade = match chosen {
         Some(chosen) => upgrade.protocols([chosen]),
         None => upgrade,

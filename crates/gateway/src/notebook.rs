@@ -303,7 +303,11 @@ fn refuse(message: &str) -> Response {
 fn refused_route(target: &NotebookTarget, rest: &str, query: &str) -> Option<&'static str> {
     let download_query = query.split('&').any(|p| p == "download=1" || p == "download=true");
     let route = rest.starts_with("files/") || rest.starts_with("nbconvert/") || download_query;
-    (!target.download && route).then_some("file download is disabled for this session (FILE_DOWNLOAD)")
+    if !target.download && route {
+        return Some("file download is disabled for this session (FILE_DOWNLOAD)");
+    }
+    let terminals = rest.starts_with("api/terminals") || rest.starts_with("terminals/");
+    (!target.terminal && terminals).then_some("terminals are off for this session's stack (TERMINAL)")
 }
 
 async fn proxy(
@@ -334,6 +338,12 @@ async fn proxy(
 fn kernel_of(rest: &str) -> Option<&str> {
     let kernel = rest.strip_prefix("api/kernels/")?.strip_suffix("/channels")?;
     (!kernel.is_empty() && !kernel.contains('/')).then_some(kernel)
+}
+
+/// The terminal whose input `rest` (the path, fully decoded) opens, if it opens one.
+fn terminal_of(rest: &str) -> Option<&str> {
+    let terminal = rest.strip_prefix("terminals/websocket/")?.trim_end_matches('/');
+    (!terminal.is_empty() && !terminal.contains('/')).then_some(terminal)
 }
 
 /// `policy` with its `frame-ancestors` directive (if any) replaced by `ancestors`.
@@ -375,7 +385,9 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
             return unrecorded(err);
         }
         // A kernel's channels: what the browser runs there is recorded before it is forwarded.
-        let audited = kernel_of(&rest).map(|kernel| (&target, kernel));
+        let audited = kernel_of(&rest)
+            .map(|kernel| crate::jupyter::Audited::Kernel(&target, kernel))
+            .or_else(|| terminal_of(&rest).map(|terminal| crate::jupyter::Audited::Terminal(&target, terminal)));
         return crate::jupyter::bridge(&control, &target.upstream, (&name, &raw, &query), &parts.headers, upgrade, audited).await;
     }
     let contents = rest.starts_with("api/contents");

@@ -11,7 +11,8 @@
 //!    namespaces; the host gives the network namespace its link.
 //! 3. helper: set the hostname; fork the init, which is pid 1 inside.
 //! 4. init: make every mount private; bind the image root; bind read-only host directories;
-//!    tmpfs on /tmp, /run, /dev, /home/user; device nodes (no terminal among them); /proc
+//!    tmpfs on /tmp, /run, /dev, /home/user; device nodes (no terminal among them, unless the
+//!    spec asks for a devpts of the instance's own); /proc
 //!    (with /proc/sys read-only);
 //!    this binary and the instance's files under /run/datasandbox; remount the root read-only;
 //!    pivot_root and detach the old root.
@@ -197,6 +198,15 @@ fn mount_root(spec: &InstanceSpec) -> Result<(), SandboxError> {
     }
     std::fs::create_dir_all(root.join("dev/shm")).ok();
     tmpfs(&root.join("dev/shm"), "mode=1777,size=64m")?;
+    if spec.terminals {
+        // A devpts instance of its own: its terminals are the instance's alone, and no
+        // terminal of the host's or of another instance is among them.
+        let pts = root.join("dev/pts");
+        std::fs::create_dir_all(&pts).map_err(|e| setup("make the terminals' directory", e))?;
+        mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))
+            .map_err(|e| setup("mount the instance's terminals", e))?;
+        let _ = std::os::unix::fs::symlink("pts/ptmx", root.join("dev/ptmx"));
+    }
     for (link, target) in
         [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
     {

@@ -49,4 +49,9 @@ pub struct InstanceSpec {
     /// which may be the operator's terminal.
     #[serde(default)]
     pub log: Option<PathBuf>,
+    /// Pseudo-terminals of the instance's own (a private `devpts`): a notebook whose stack lets
+    /// its sessions use Jupyter's terminals. None otherwise: nothing in an instance has a
+    /// terminal it does not need.
+    #[serde(default)]
+    pub terminals: bool,
 }

@@ -42,6 +42,8 @@ pub(crate) struct Program {
     /// a host process's command line or environment.
     pub files: Vec<(String, Vec<u8>)>,
     pub writable_binds: Vec<(PathBuf, PathBuf)>,
+    /// Pseudo-terminals of the instance's own, for Jupyter's terminals.
+    pub terminals: bool,
 }
 
 /// The user (and session) an instance serves.
@@ -129,6 +131,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         self_exe: std::env::current_exe().map_err(ActionError::internal)?,
         files,
         log: Some(datasets::log_path(plane, &id).map_err(ActionError::internal)?),
+        terminals: launch.program.as_ref().is_some_and(|p| p.terminals),
     };
     let (instance, listener) = match create_listening(&sandbox, spec, ids, plane.spec.endpoint_port).await? {
         Ok(made) => made,

@@ -31,6 +31,8 @@ pub struct NotebookTarget {
     /// The session's `FILE_DOWNLOAD` and `FILE_UPLOAD` permissions.
     pub download: bool,
     pub upload: bool,
+    /// The session's `TERMINAL` permission: Jupyter's terminals, each line typed recorded.
+    pub terminal: bool,
     /// Where the request came from: the user's browser, or the instance of a pixel session.
     pub source_ip: String,
 }
@@ -73,6 +75,12 @@ impl Notebooks {
             correlation_id: session.correlation_id,
             download: enabled("FILE_DOWNLOAD"),
             upload: enabled("FILE_UPLOAD"),
+            // Off unless the stack enabled it (a stack from before the setting has it off).
+            terminal: settings["UserSettings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["Action"] == "TERMINAL" && s["Permission"] == "ENABLED"),
             source_ip: source_ip.to_owned(),
         })
     }

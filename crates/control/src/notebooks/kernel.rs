@@ -85,6 +85,8 @@ pub struct KernelAudit {
     pending: Mutex<(HashSet<String>, VecDeque<String>)>,
     /// Whether the kernel's last `input_request` asked for a password.
     password_asked: Mutex<bool>,
+    /// A Jupyter terminal's socket instead of a kernel's: what was typed since the last line.
+    terminal: Option<Mutex<String>>,
 }
 
 impl KernelAudit {
@@ -97,11 +99,61 @@ impl KernelAudit {
             v1: protocol == Some(V1_PROTOCOL),
             pending: Mutex::new((HashSet::new(), VecDeque::new())),
             password_asked: Mutex::new(false),
+            terminal: None,
         }
+    }
+
+    /// The audit of a Jupyter terminal's socket (terminado's `["stdin", text]` messages): each
+    /// line typed is recorded (`notebooks:TerminalInput`) before the frame that ends it reaches
+    /// the shell; a frame the proxy cannot read is refused.
+    pub(crate) fn terminal(pipeline: Pipeline, target: NotebookTarget, name: &str, terminal: &str) -> KernelAudit {
+        KernelAudit { terminal: Some(Mutex::new(String::new())), ..KernelAudit::new(pipeline, target, name, terminal, Some("terminal")) }
+    }
+
+    async fn typed_in_terminal(&self, frame: Frame<'_>, typed: &Mutex<String>) -> Result<(), Refusal> {
+        let Frame::Text(text) = frame else { return Err(self.refuse("a binary frame on a terminal").await) };
+        let message = match serde_json::from_str::<Value>(text) {
+            Ok(message) if message.as_array().and_then(|m| m.first()).is_some_and(Value::is_string) => message,
+            _ => return Err(self.refuse("a terminal message the proxy cannot read as terminado does").await),
+        };
+        if message[0] != "stdin" {
+            return Ok(());
+        }
+        let Some(input) = message[1].as_str() else { return Err(self.refuse("terminal input that is not text").await) };
+        // Every line this frame ends, and what is typed before a line grows past what a record
+        // keeps. A shell runs a line on Enter (CR), a newline pasted, Ctrl-O (readline's
+        // operate-and-get-next); Ctrl-D hands a program what was typed, and Ctrl-C drops it.
+        let lines = {
+            let mut typed = typed.lock().expect("terminal lock");
+            let mut lines = Vec::new();
+            for c in input.chars() {
+                typed.push(c);
+                if matches!(c, '\r' | '\n' | '\u{0f}' | '\u{04}' | '\u{03}') || typed.len() >= CODE_KEPT {
+                    lines.push(std::mem::take(&mut *typed));
+                }
+            }
+            lines
+        };
+        for line in lines {
+            let (mut parameters, rest) = code_parameters("terminal", &line);
+            parameters["TerminalName"] = json!(self.kernel_id);
+            let mut records = vec![("TerminalInput", parameters)];
+            records.extend(rest.into_iter().map(|text| ("ExecuteCodeText", text)));
+            for (event, parameters) in records {
+                if let Err(err) = self.record(event, parameters, None).await {
+                    tracing::error!(terminal = %self.kernel_id, error = %err.message, "terminal input not recorded: the frame is dropped");
+                    return Err(Refusal { code: 1011, reason: "the audit trail cannot be written".into() });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A frame from the browser: `Ok` to forward it, once what it runs is recorded.
     pub async fn from_browser(&self, frame: Frame<'_>) -> Result<(), Refusal> {
+        if let Some(typed) = &self.terminal {
+            return self.typed_in_terminal(frame, typed).await;
+        }
         let message = match parse(self.v1, frame) {
             Ok(message) => message,
             Err(why) => return Err(self.refuse(&format!("a kernel message the proxy cannot read as Jupyter does: {why}")).await),
@@ -180,6 +232,9 @@ impl KernelAudit {
     /// A frame from the kernel, before the browser has it: an `input_request` says whether the
     /// answer it waits for is a password.
     pub fn before_browser(&self, frame: Frame<'_>) {
+        if self.terminal.is_some() {
+            return;
+        }
         let bytes = match frame {
             Frame::Text(text) => text.as_bytes(),
             Frame::Binary(bytes) => bytes,
@@ -196,6 +251,9 @@ impl KernelAudit {
 
     /// A frame from the kernel: the reply to an audited execution joins its record.
     pub async fn from_kernel(&self, frame: Frame<'_>) {
+        if self.terminal.is_some() {
+            return;
+        }
         let bytes = match frame {
             Frame::Text(text) => text.as_bytes(),
             Frame::Binary(bytes) => bytes,
@@ -236,7 +294,14 @@ impl KernelAudit {
         parameters["KernelId"] = json!(self.kernel_id);
         parameters["UserId"] = json!(self.target.user_id);
         parameters["SessionId"] = json!(self.target.session_id);
-        parameters["Protocol"] = json!(if self.v1 { V1_PROTOCOL } else { "legacy" });
+        let protocol = if self.terminal.is_some() {
+            "terminal"
+        } else if self.v1 {
+            V1_PROTOCOL
+        } else {
+            "legacy"
+        };
+        parameters["Protocol"] = json!(protocol);
         let event = ServiceEvent {
             source: "notebooks",
             name,

@@ -54,7 +54,8 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = hex::encode(raw);
-    let program = jupyter_program(name, &token, &run, &plain);
+    let terminals = crate::streaming::repo::any_allows_terminals(&plane.store).await?;
+    let program = jupyter_program(name, &token, &run, &plain, terminals);
     let launch = Launch {
         image_name: NOTEBOOK_IMAGE.into(),
         instance_type: notebook.instance_type,
@@ -103,7 +104,7 @@ async fn grow_if_asked(notebooks: &Notebooks, name: &str, volume: Volume, size_g
 
 /// JupyterLab on a Unix socket in the run directory, rooted at the volume, with its token in a
 /// file.
-fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path) -> Program {
+fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path, terminals: bool) -> Program {
     Program {
         command: vec![
             "/opt/jupyter/bin/python".into(),
@@ -116,8 +117,9 @@ fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path) -> Program
             "--ServerApp.sock=/run/jupyter/jupyter.sock".into(),
             format!("--ServerApp.base_url=/notebook/{name}/"),
             "--ServerApp.root_dir=/home/user/work".into(),
-            // No terminals: a shell in the browser would be one more channel nothing judges.
-            "--ServerApp.terminals_enabled=False".into(),
+            // Terminals only when a stack enables `TERMINAL`: the proxy lets only such a stack's
+            // sessions reach them, and records every line typed before the shell has it.
+            format!("--ServerApp.terminals_enabled={}", if terminals { "True" } else { "False" }),
         ],
         // The token is a file (never in a host process's environment or command line).
         env: vec![
@@ -126,6 +128,7 @@ fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path) -> Program
         ],
         files: vec![("jupyter-token".into(), token.as_bytes().to_vec())],
         writable_binds: vec![(run.to_path_buf(), PathBuf::from("/run/jupyter")), (plain.to_path_buf(), PathBuf::from("/home/user/work"))],
+        terminals,
     }
 }
 

@@ -117,7 +117,7 @@ fn complete_settings(given: &[UserSetting], base: &[UserSetting]) -> Result<Vec<
         .map(|action| {
             given.iter().chain(base).find(|s| s.action == *action).cloned().unwrap_or(UserSetting {
                 action: (*action).to_owned(),
-                permission: "ENABLED".into(),
+                permission: if model::spec::USER_SETTINGS_OFF_UNLESS_ENABLED.contains(action) { "DISABLED" } else { "ENABLED" }.into(),
                 maximum_length: None,
             })
         })

@@ -245,3 +245,47 @@ fn a_cell_whose_record_cannot_be_written_is_dropped_unrun_and_the_socket_closes(
     assert_eq!(execute_v1(&kernel, "after", "1+1", false)["status"], "ok");
     record(&server, "ExecuteCode", "after");
 }
+
+/// Jupyter's terminals: off unless the stack enables `TERMINAL`, and then every line typed is
+/// recorded (`notebooks:TerminalInput`) before the shell has it.
+#[test]
+fn terminals_open_only_where_the_stack_allows_them_and_every_line_typed_is_recorded() {
+    let server = direct_notebook_server(&["stacks.datasandbox-stack.user_settings.TERMINAL=ENABLED"]);
+    let nora = kernel(&server);
+    let created = send(&nora.at, "POST", &format!("{}api/terminals", nora.base), &nora.cookie, &json!({}));
+    assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
+    let terminal = created.json()["name"].as_str().expect("terminal name").to_owned();
+    let path = format!("{}terminals/websocket/{terminal}", nora.base);
+    let mut socket = http::websocket(&nora.at, &path, &nora.cookie, None, Duration::from_secs(30)).expect("the terminal's socket");
+    let line = "echo term-marker-$((6*7))\r";
+    socket.send(tungstenite::Message::Text(json!(["stdin", line]).to_string().into())).expect("type a line");
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains("term-marker-42") {
+        assert!(std::time::Instant::now() < deadline, "the shell did not answer: {seen}");
+        if let Ok(tungstenite::Message::Text(text)) = socket.read() {
+            let message: Value = serde_json::from_str(&text).unwrap_or_default();
+            if message[0] == "stdout" {
+                seen.push_str(message[1].as_str().unwrap_or_default());
+            }
+        }
+    }
+    let typed = server.audit(&[("EventName", "TerminalInput")]);
+    assert_eq!(typed.len(), 1, "{typed:#?}");
+    let parameters = &typed[0]["requestParameters"];
+    assert_eq!(parameters["Code"], line, "{parameters}");
+    assert_eq!((&parameters["TerminalName"], &parameters["SessionId"]), (&json!(terminal), &json!(nora.session)), "{parameters}");
+    assert_eq!(parameters["CodeSha256"], hex::encode(Sha256::digest(line.as_bytes())));
+    assert!(!typed[0].to_string().contains("term-marker-42"), "the terminal's output reached the trail");
+
+    // Once the stack turns them off, a new session's notebook has none: refused, and recorded.
+    let off = json!({ "Name": "datasandbox-stack", "UserSettings": [{ "Action": "TERMINAL", "Permission": "DISABLED" }] });
+    server.ok("streaming:UpdateStack", off);
+    let cookie = redeem(&server, "omar");
+    let url = eventually(180, "omar's notebook URL", || status(&server, &cookie)["NotebookUrl"].as_str().map(str::to_owned));
+    let (at, base, notebook_cookie) = open_notebook(&server, &cookie, &url);
+    let refused = send(&at, "POST", &format!("{base}api/terminals"), &notebook_cookie, &json!({}));
+    assert_eq!(refused.status, 403, "{}", String::from_utf8_lossy(&refused.body));
+    let records = server.audit(&[("EventName", "NotebookRequest")]);
+    assert!(records.iter().any(|r| r["requestParameters"]["Path"] == "api/terminals" && r["errorCode"].is_string()), "{records:#?}");
+}

@@ -46,6 +46,7 @@ impl Fixture {
             self_exe: PathBuf::from(BIN),
             files: vec![("credential".into(), b"not-a-real-credential".to_vec())],
             log: None,
+            terminals: false,
         }
     }
 

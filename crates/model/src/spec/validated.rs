@@ -322,8 +322,20 @@ pub struct Spec {
 }
 
 /// AppStream's user-setting actions, in AWS's spelling.
-pub const USER_SETTING_ACTIONS: &[&str] =
-    &["CLIPBOARD_COPY_FROM_LOCAL_DEVICE", "CLIPBOARD_COPY_TO_LOCAL_DEVICE", "FILE_UPLOAD", "FILE_DOWNLOAD", "PRINTING_TO_LOCAL_DEVICE"];
+/// AppStream's user settings, and `TERMINAL` (DataSandbox's own: Jupyter's terminals in the
+/// session's notebook, each line typed in them recorded; off unless a stack enables it).
+pub const USER_SETTING_ACTIONS: &[&str] = &[
+    "CLIPBOARD_COPY_FROM_LOCAL_DEVICE",
+    "CLIPBOARD_COPY_TO_LOCAL_DEVICE",
+    "FILE_UPLOAD",
+    "FILE_DOWNLOAD",
+    "PRINTING_TO_LOCAL_DEVICE",
+    "TERMINAL",
+];
+
+/// The user settings a stack has off unless it says otherwise, even through the API (where
+/// AppStream's unlisted settings are on).
+pub const USER_SETTINGS_OFF_UNLESS_ENABLED: &[&str] = &["TERMINAL"];
 
 impl Spec {
     /// This node's name: `cluster.node`, which the server fills in from `--node` or the host's
