@@ -278,11 +278,12 @@ fn terminals_open_only_where_the_stack_allows_them_and_every_line_typed_is_recor
     assert_eq!(parameters["CodeSha256"], hex::encode(Sha256::digest(line.as_bytes())));
     assert!(!typed[0].to_string().contains("term-marker-42"), "the terminal's output reached the trail");
 
-    // Once the stack turns them off, a new session's notebook has none: refused, and recorded.
+    // Once the stack turns them off, a new session does not reach them, though its notebook's
+    // server (the same, still running) has them: refused by the proxy, and recorded.
     let off = json!({ "Name": "datasandbox-stack", "UserSettings": [{ "Action": "TERMINAL", "Permission": "DISABLED" }] });
     server.ok("streaming:UpdateStack", off);
-    let cookie = redeem(&server, "omar");
-    let url = eventually(180, "omar's notebook URL", || status(&server, &cookie)["NotebookUrl"].as_str().map(str::to_owned));
+    let cookie = redeem(&server, "nora");
+    let url = eventually(180, "the new session's notebook URL", || status(&server, &cookie)["NotebookUrl"].as_str().map(str::to_owned));
     let (at, base, notebook_cookie) = open_notebook(&server, &cookie, &url);
     let refused = send(&at, "POST", &format!("{base}api/terminals"), &notebook_cookie, &json!({}));
     assert_eq!(refused.status, 403, "{}", String::from_utf8_lossy(&refused.body));
