@@ -173,6 +173,8 @@ fn the_seed_stacks_deploy_update_replace_roll_back_and_destroy() {
     });
 
     // An invalid spec changes nothing and names every problem.
+    // The replaced fleet settles first: its state is not what a rollback must restore.
+    eventually(30, "the replaced fleet runs", || (fleet(&server)["State"] == "RUNNING").then_some(()));
     let before = snapshot(&server);
     let mut args = vec!["deploy"];
     args.extend_from_slice(&always_on);
