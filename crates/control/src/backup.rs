@@ -298,8 +298,7 @@ impl Copier<'_> {
     /// Copies the tree at `source` to `relative` in the backup; a file named in `limits` only
     /// as far as its length there.
     fn copy_tree_from(&mut self, source: &Path, relative: &Path, limits: &HashMap<PathBuf, u64>) -> Result<(), String> {
-        let found = files::walk(source, &|p| p.extension().is_some_and(|e| e == "tmp"))
-            .map_err(|e| format!("cannot read `{}`: {e}", source.display()))?;
+        let found = files::walk(source, &files::in_the_making).map_err(|e| format!("cannot read `{}`: {e}", source.display()))?;
         let top = std::fs::metadata(source).map_err(|e| format!("cannot read `{}`: {e}", source.display()))?;
         self.add_directory(relative, &top)?;
         for (path, metadata) in found {
@@ -421,7 +420,7 @@ fn link_tree(root: &Path, links: &Path) -> std::io::Result<()> {
     files::private_dir(links)?;
     for _ in 0..10 {
         let mut vanished = false;
-        for (path, metadata) in files::walk(root, &|p| p.extension().is_some_and(|e| e == "tmp"))? {
+        for (path, metadata) in files::walk(root, &files::in_the_making)? {
             let result = if metadata.is_dir() {
                 files::private_dir(&links.join(&path))
             } else if metadata.is_file() {

@@ -137,10 +137,15 @@ fn judge_spec(data_dir: &Path, args: &SpecArgs, mode: Mode) -> anyhow::Result<(S
 /// The node's name when neither `--node` nor `cluster.node` gives one: the host's name, made
 /// a valid node name (lower case, `-` for anything else), or `local` when nothing is left.
 fn host_node_name() -> String {
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host_name();
     let name: String = host.trim().to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(63).collect();
     let name = name.trim_matches('-');
     if model::spec::is_node_name(name) { name.to_owned() } else { "local".to_owned() }
+}
+
+/// This host's name, as the kernel has it (empty if it cannot be read).
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned()
 }
 
 /// Creates the data directory (and on a fresh host writes the default spec to `spec_path`),
@@ -273,7 +278,7 @@ fn certificate_hosts(spec: &Spec) -> Vec<String> {
         };
         hosts.push(host.to_owned());
     }
-    hosts.push(fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned());
+    hosts.push(host_name());
     hosts.extend([spec.api_listen, spec.notebook_listen].iter().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()).map(|ip| ip.to_string()));
     hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
     let mut seen = std::collections::HashSet::new();

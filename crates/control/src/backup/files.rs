@@ -168,6 +168,12 @@ pub(crate) fn walk(root: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::Result
     Ok(found)
 }
 
+/// A file the trail is still writing under a temporary name (`.tmp`, renamed whole when done):
+/// never part of a backup.
+pub(crate) fn in_the_making(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "tmp")
+}
+
 /// The manifest entry of a directory or link found by [`walk`] (files are hashed as copied).
 pub(crate) fn entry_of(path: &Path, metadata: &fs::Metadata, kind: Kind) -> Entry {
     Entry {
