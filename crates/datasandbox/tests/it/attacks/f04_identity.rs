@@ -13,7 +13,13 @@ use crate::support::users::{portal_session, portal_user};
 fn notebook_server(overrides: &[&str]) -> Server {
     // Direct mode: the notebook URL goes to the user's browser (whose stack must then allow
     // downloads: the user's device is the notebook's screen).
-    let mut all = vec!["stream_view=DIRECT", "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED"];
+    // Two users' notebooks are made here: volumes of the smallest size keep the test within the
+    // free space a CI machine has (each volume's size is claimed against it, sparse or not).
+    let mut all = vec![
+        "stream_view=DIRECT",
+        "stacks.datasandbox-stack.user_settings.FILE_DOWNLOAD=ENABLED",
+        "notebooks.Data-Sandbox-Notebook.volume_size_gb=5",
+    ];
     all.extend_from_slice(overrides);
     let server = Server::start(&all);
     for recipe in ["base", "notebook"] {
