@@ -11,6 +11,7 @@
 
 mod actions;
 mod credentials;
+mod dataset_mount;
 mod datasets;
 mod host_dirs;
 mod images;

@@ -10,6 +10,7 @@ use crate::core::pipeline::Ctx;
 mod blobs;
 mod buckets;
 mod changes;
+mod datasets;
 mod notification_configuration;
 mod notifications;
 mod objects;
@@ -32,6 +33,9 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: StorageAction, input: Va
         StorageAction::HeadObject => objects::get_object(ctx, input, false).await,
         StorageAction::ListObjectsV2 => objects::list_objects(ctx, input).await,
         StorageAction::WaitForChanges => changes::wait_for_changes(ctx, input).await,
+        StorageAction::DatasetFileOpened => datasets::file_opened(ctx, input).await,
+        StorageAction::DatasetFileClosed => datasets::file_closed(ctx, input).await,
+        StorageAction::DatasetWriteRefused => datasets::write_refused(ctx, input).await,
         StorageAction::DeleteObject => objects::delete_object(ctx, input).await,
         StorageAction::CopyObject => objects::copy_object(ctx, input).await,
         StorageAction::PutBucketNotificationConfiguration => notifications::put(ctx, input).await,

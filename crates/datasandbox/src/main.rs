@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Some("sandbox-init") => return exit_code(sandbox::helper::init_main(after_dashes(&args))),
         Some("sandbox-exec") => return exit_code(sandbox::helper::exec_main(after_dashes(&args))),
         Some("session-agent") => return home_sync::session_agent(),
+        Some("dataset-mount") => return exit_code(sandbox::dataset_fs::daemon_main(after_dashes(&args))),
         _ => {}
     }
     let cli = Cli::parse();

@@ -9,19 +9,23 @@
 //! done from inside (see [`helper`]). Every step fails closed: a failed step kills the helper
 //! and tears down whatever was made.
 //!
-//! The `unsafe` code is four calls, each with its `SAFETY` note: the `fork` into the new pid
-//! namespace and the init's SIGTERM handler (`helper.rs`), and two `pre_exec` hooks here: one
-//! starts every process this side puts into an instance (the helper, a command run in it
-//! through `sandbox-exec`, the shell that places a file) in a session of its own, so that none
-//! has a controlling terminal; the other joins an instance's cgroups.
+//! The `unsafe` code is five calls, each with its `SAFETY` note: the `fork` into the new pid
+//! namespace and the init's SIGTERM handler (`helper.rs`); two `pre_exec` hooks: one
+//! (`host.rs`) starts every process this side puts into an instance (the helper, a command run
+//! in it through `sandbox-exec`, the shell that places a file, the dataset daemon) in a session
+//! of its own, so that none has a controlling terminal, the other (here) joins an instance's
+//! cgroups; and taking ownership of a descriptor received over the dataset daemon's socket
+//! (`dataset_fs/wire.rs`).
 //!
 //! Host directories an instance may write (its display's socket, its print folder, a notebook
 //! server's socket) are size-bounded tmpfs mounts ([`bounded_dir`]), so that no workload can
 //! fill the file system that holds the data directory and the audit trail.
 
 pub mod cgroups;
+pub mod dataset_fs;
 mod error;
 pub mod helper;
+mod host;
 pub mod ids;
 pub mod image;
 pub mod network;
@@ -36,6 +40,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 pub use error::SandboxError;
 use error::setup;
+use host::in_new_session;
+pub use host::{release_dir, release_mount};
 pub use spec::{InstanceSpec, Limits, WORKSPACE_UID};
 
 /// A running instance, as the host sees it.
@@ -402,24 +408,6 @@ pub fn place_file(init_pid: i32, name: &str, content: &[u8]) -> Result<(), Sandb
     if output.status.success() { Ok(()) } else { Err(setup("place a file", String::from_utf8_lossy(&output.stderr).trim().to_owned())) }
 }
 
-/// Makes `command` start in a session of its own, so that nothing it runs (inside an instance)
-/// has a controlling terminal — not even when the server runs in the operator's terminal,
-/// where a process of that terminal's session could push keystrokes into its input
-/// (`TIOCSTI`) or read them.
-fn in_new_session(command: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and makes one
-    // async-signal-safe call that touches no memory.
-    #[allow(unsafe_code, reason = "setsid between fork and exec")]
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(command, || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Addresses of a link: the host side and the instance side of a /30.
 pub fn link_addresses(network: Ipv4Addr, prefix_len: u8, index: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let size = 1u64 << (32 - u32::from(prefix_len));
@@ -451,22 +439,6 @@ pub fn bounded_dir(dir: &std::path::Path, size_bytes: u64, owner: u32) -> Result
         Some(options.as_str()),
     )
     .map_err(|e| setup("make a bounded directory", format!("{}: {e}", dir.display())))
-}
-
-/// Undoes [`bounded_dir`] (detaching the tmpfs even while something still holds it open) and
-/// removes the directory. A directory that was never bounded is removed all the same.
-pub fn release_dir(dir: &std::path::Path) {
-    while is_mount_point(dir) {
-        if nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).is_err() {
-            break;
-        }
-    }
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-fn is_mount_point(dir: &std::path::Path) -> bool {
-    let Some(dir) = dir.to_str() else { return false };
-    std::fs::read_to_string("/proc/self/mounts").unwrap_or_default().lines().any(|l| l.split(' ').nth(1) == Some(dir))
 }
 
 /// The bytes an unprivileged writer may still put on the file system holding `path`.

@@ -21,15 +21,19 @@ pub struct Blobs {
     /// and each reclaims only the orphans of its own writes (at its start no write of its own
     /// is in flight, while another node's may be).
     node: String,
+    /// The directory the blobs are files under, on the embedded default.
+    local_root: Option<std::path::PathBuf>,
 }
 
 const PREFIX: &str = "blobs";
 
 impl Blobs {
     pub fn open(backend: &StorageBackend, data_dir: &Path, node: &str) -> Result<Blobs, object_store::Error> {
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = match backend {
             StorageBackend::Local => {
                 let root = data_dir.join("objects");
+                local_root = Some(root.clone());
                 std::fs::create_dir_all(&root)
                     .map_err(|source| object_store::Error::Generic { store: "local", source: Box::new(source) })?;
                 Arc::new(LocalFileSystem::new_with_prefix(&root)?)
@@ -44,7 +48,7 @@ impl Blobs {
                     .build()?,
             ),
         };
-        Ok(Blobs { store, node: node.to_owned() })
+        Ok(Blobs { store, node: node.to_owned(), local_root })
     }
 
     /// Stores `body` under a fresh name (`<uuid>-<node>`) and returns it. The name is never
@@ -61,6 +65,15 @@ impl Blobs {
             Some(range) => self.store.get_range(&path(name), range).await,
             None => self.store.get(&path(name)).await?.bytes().await,
         }
+    }
+
+    /// The file that holds blob `name`, when blobs are local files (never for a name that is
+    /// not a plain file name).
+    pub fn local_file(&self, name: &str) -> Option<std::path::PathBuf> {
+        let plain = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            && !name.starts_with('.');
+        self.local_root.as_ref().filter(|_| plain).map(|root| root.join(relative_path(name)))
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), object_store::Error> {

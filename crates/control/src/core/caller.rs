@@ -23,6 +23,10 @@ pub enum Credentials {
     Anonymous,
     /// `Authorization: Bearer <instance credential>` on the endpoint, from an instance link.
     Instance { token: String, source_ip: String },
+    /// The instance's dataset mount, acting for the instance (and so for its session's user)
+    /// with its credential. Only the control plane makes these (no transport does): the
+    /// dataset actions take no other.
+    DatasetMount { token: String, source_ip: String },
     /// A program inside an instance that holds no credential (the kiosk browser of a pixel
     /// session), known only by the instance link the call arrives on: it acts for that
     /// instance's ACTIVE session, as the session's cookie would.

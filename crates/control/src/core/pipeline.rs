@@ -175,6 +175,7 @@ impl Pipeline {
             resources: Vec::new(),
             correlation_id: caller.correlation_id.clone(),
             recorded_input: None,
+            dataset_mount: matches!(request.credentials, Credentials::DatasetMount { .. }),
         };
         let console = console_access(&request.credentials, &caller);
         let result = match (&input, spec) {
@@ -291,6 +292,8 @@ pub(crate) struct Ctx<'a> {
     correlation_id: Option<String>,
     /// The input as its record shows it, when the handler parsed it by type.
     recorded_input: Option<Value>,
+    /// The call comes from an instance's dataset mount (the control plane itself).
+    pub dataset_mount: bool,
 }
 
 impl Ctx<'_> {

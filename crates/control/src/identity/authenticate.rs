@@ -43,7 +43,9 @@ pub(super) async fn authenticate(identity: &Identity, credentials: &Credentials,
     let plane = &*identity.platform;
     let (store, account_id) = (&plane.store, plane.spec.account_id.as_str());
     match credentials {
-        Credentials::Instance { token, source_ip } => instance_caller(plane, &*identity.instances, token, source_ip).await,
+        Credentials::Instance { token, source_ip } | Credentials::DatasetMount { token, source_ip } => {
+            instance_caller(plane, &*identity.instances, token, source_ip).await
+        }
         Credentials::Peer { uid } => operator_caller(plane, *uid),
         Credentials::Bearer(token) => user_from_token(store, account_id, token).await,
         // Whether the token may use the console is the pipeline's check, so that a refusal is

@@ -1,18 +1,17 @@
-//! Built-in functions and the dispatcher that delivers bucket notifications to them.
-//!
-//! Delivery is at-least-once (the outbox row is written with the object change and deleted
-//! only after the function succeeded, or after 8 attempts, audited), in order per key (a
-//! failing key holds back its later events), retried with exponential backoff, and every
-//! delivery and failure is audited. Functions act only through the pipeline, under their own
-//! least-privilege role. The one function today is `session_validator`, the seed's Lambda
-//! with its gaps closed (see its header).
+//! What an instance has on the host outside it (its directory, its mount sources, its log),
+//! and what a session's user is shown in it: their datasets, listed for them and pushed to the
+//! instance's dataset mount (`dataset_mount`), which reads each file only when it is opened;
+//! and their released imports, copied (they are few and small, and approved one by one).
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use sandbox::dataset_fs::wire::{Dataset, DatasetFile};
 use serde_json::{Value, json};
 
+use super::dataset_mount::Mounted;
 use crate::core::caller::Credentials;
 use crate::core::pipeline::{Pipeline, Request};
 use crate::core::platform::Platform;
@@ -57,20 +56,30 @@ pub(crate) fn log_path(plane: &Platform, id: &str) -> std::io::Result<PathBuf> {
 /// What one dataset became in one instance.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Mounted { objects: usize, bytes: u64 },
+    /// Shown: how many objects, how large in all, and (for a dataset) how long listing and
+    /// mounting it took.
+    Mounted {
+        objects: usize,
+        bytes: u64,
+        millis: Option<u64>,
+    },
     NotGranted,
     Failed(String),
 }
 
-/// A request to lay out the datasets of one instance, and where to send the outcomes.
+/// A request to show a session's datasets in one instance, and where to send the outcomes.
 pub(crate) struct Job {
     pub id: String,
     pub credential: String,
     pub private_address: String,
-    /// The host id of the instance's workspace user, who alone may read the copies.
+    /// The host id of the instance's workspace user, who alone may read the imports.
     pub owner: u32,
     /// The stack of the session it serves, whose released imports it shows.
     pub workspace: Option<String>,
+    /// The session it serves.
+    pub session: Option<String>,
+    /// The instance's dataset mount, when it has one.
+    pub mount: Option<Arc<Mounted>>,
     pub done: tokio::sync::oneshot::Sender<Vec<(String, Outcome)>>,
 }
 
@@ -82,12 +91,16 @@ pub(crate) fn start_worker(control: Pipeline) -> tokio::sync::mpsc::UnboundedSen
         while let Some(job) = queue.recv().await {
             let control = control.clone();
             tokio::spawn(async move {
-                let mut outcomes = materialize(&control, &job.id, &job.credential, &job.private_address, job.owner).await;
+                let mut outcomes = match &job.mount {
+                    Some(mount) => show_datasets(&control, mount, job.session.clone()).await,
+                    None => Vec::new(),
+                };
                 if let Some(workspace) = &job.workspace {
-                    let caller = Caller { control: &control, credential: &job.credential, private_address: &job.private_address };
+                    let credentials = Credentials::Instance { token: job.credential.clone(), source_ip: job.private_address.clone() };
+                    let caller = Caller { control: &control, credentials, private_address: &job.private_address };
                     let root = instance_dir(&control.platform, &job.id);
                     let outcome = match copy_imports(&caller, &root, workspace, job.owner).await {
-                        Ok((objects, bytes)) => Outcome::Mounted { objects, bytes },
+                        Ok((objects, bytes)) => Outcome::Mounted { objects, bytes, millis: None },
                         Err(message) => Outcome::Failed(message),
                     };
                     if let Outcome::Failed(message) = &outcome {
@@ -102,36 +115,54 @@ pub(crate) fn start_worker(control: Pipeline) -> tokio::sync::mpsc::UnboundedSen
     jobs
 }
 
-/// Reads every dataset as the instance (acting for its user) and lays it out under the mount.
-async fn materialize(control: &Pipeline, id: &str, credential: &str, private_address: &str, owner: u32) -> Vec<(String, Outcome)> {
+/// Lists every dataset as the instance (for its user, so the policies decide what appears)
+/// and shows the listings in its mount: nothing is copied, and a file is read only when a
+/// process opens it.
+async fn show_datasets(control: &Pipeline, mount: &Mounted, session: Option<String>) -> Vec<(String, Outcome)> {
     let plane = &control.platform;
-    let root = instance_dir(plane, id);
-    let mut outcomes = Vec::new();
+    let (mut outcomes, mut shown) = (Vec::new(), Vec::new());
+    let started = std::time::Instant::now();
     for dataset in &plane.current().datasets {
-        let caller = Caller { control, credential, private_address };
-        let outcome = match copy_dataset(&caller, &root, dataset, owner).await {
-            Ok(Some((objects, bytes))) => Outcome::Mounted { objects, bytes },
+        let caller = Caller { control, credentials: mount.credentials(), private_address: mount.private_address() };
+        let outcome = match list_dataset(&caller, dataset).await {
+            Ok(Some(listed)) => {
+                let (objects, bytes) = (listed.files.len(), listed.files.iter().map(|f| f.size).sum());
+                let outcome = Outcome::Mounted { objects, bytes, millis: None };
+                shown.push(listed);
+                outcome
+            }
             Ok(None) => Outcome::NotGranted,
             Err(message) => Outcome::Failed(message),
         };
-        if let Outcome::Failed(message) = &outcome {
-            tracing::warn!(instance = id, dataset = dataset.name, message, "dataset not mounted");
-        }
         outcomes.push((dataset.name.clone(), outcome));
+    }
+    let shown = mount.show(session, shown);
+    let elapsed = started.elapsed().as_millis() as u64;
+    for (_, outcome) in &mut outcomes {
+        match (outcome, &shown) {
+            (outcome @ Outcome::Mounted { .. }, Err(message)) => *outcome = Outcome::Failed(message.clone()),
+            (Outcome::Mounted { millis, .. }, Ok(())) => *millis = Some(elapsed),
+            _ => {}
+        }
+    }
+    for (name, outcome) in &outcomes {
+        if let Outcome::Failed(message) = outcome {
+            tracing::warn!(dataset = name, message, "dataset not mounted");
+        }
     }
     outcomes
 }
 
 struct Caller<'a> {
     control: &'a Pipeline,
-    credential: &'a str,
+    credentials: Credentials,
     private_address: &'a str,
 }
 
 impl Caller<'_> {
     async fn call(&self, action: &str, input: Value) -> Result<Value, crate::core::error::ActionError> {
         let request = Request {
-            credentials: Credentials::Instance { token: self.credential.to_owned(), source_ip: self.private_address.to_owned() },
+            credentials: self.credentials.clone(),
             source_ip: self.private_address.to_owned(),
             user_agent: "datasandbox-dataset-mount".into(),
             action: action.to_owned(),
@@ -141,18 +172,11 @@ impl Caller<'_> {
     }
 }
 
-/// `Ok(None)` when the user may not list the dataset.
-async fn copy_dataset(
-    caller: &Caller<'_>,
-    root: &Path,
-    dataset: &model::spec::DatasetSpec,
-    owner: u32,
-) -> Result<Option<(usize, u64)>, String> {
-    let staging = root.join("staging").join(&dataset.name);
-    let target = root.join("data").join(&dataset.name);
-    fresh_staging(&staging)?;
+/// The dataset's objects as files (`Ok(None)` when the user may not list it). A key that
+/// cannot be a path under `/data` is left out.
+async fn list_dataset(caller: &Caller<'_>, dataset: &model::spec::DatasetSpec) -> Result<Option<Dataset>, String> {
     let mut token: Option<String> = None;
-    let (mut objects, mut bytes) = (0usize, 0u64);
+    let mut files = Vec::new();
     loop {
         let mut input = json!({ "Bucket": dataset.bucket.as_str(), "Prefix": dataset.prefix });
         if let Some(t) = &token {
@@ -160,10 +184,7 @@ async fn copy_dataset(
         }
         let page = match caller.call("storage:ListObjectsV2", input).await {
             Ok(page) => page,
-            Err(err) if err.status == 403 => {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Ok(None);
-            }
+            Err(err) if err.status == 403 => return Ok(None),
             Err(err) => return Err(err.message),
         };
         for item in page["Contents"].as_array().into_iter().flatten() {
@@ -172,22 +193,20 @@ async fn copy_dataset(
                 tracing::warn!(key, dataset = dataset.name, "object key cannot be a path under /data; skipped");
                 continue;
             };
-            let object = caller.call("storage:GetObject", json!({ "Bucket": dataset.bucket.as_str(), "Key": key })).await;
-            // An object the policies withhold inside a granted prefix is simply not shown.
-            let Ok(object) = object else { continue };
-            bytes += lay_out(&staging.join(&relative), &object["Body"], &format!("object `{key}`"), owner)?;
-            objects += 1;
+            let modified = item["LastModified"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            files.push(DatasetFile {
+                key: key.to_owned(),
+                path: relative.to_string_lossy().into_owned(),
+                size: item["Size"].as_u64().unwrap_or(0),
+                modified_ms: modified.map_or(0, |t| t.timestamp_millis()),
+            });
         }
         match page["NextContinuationToken"].as_str() {
             Some(next) => token = Some(next.to_owned()),
             None => break,
         }
     }
-    // The dataset appears inside at once, whole, readable by the workspace user alone.
-    protect_tree(&staging, owner)?;
-    let _ = std::fs::remove_dir_all(&target);
-    std::fs::rename(&staging, &target).map_err(|e| format!("cannot move the dataset into place: {e}"))?;
-    Ok(Some((objects, bytes)))
+    Ok(Some(Dataset { name: dataset.name.clone(), files }))
 }
 
 /// Writes a body that came back as base64 (`what` names it in the error) read-only at `path`;
@@ -279,8 +298,9 @@ fn protect_tree(dir: &Path, owner: u32) -> Result<(), String> {
 /// Removes what the host kept for an instance.
 pub(crate) fn remove(plane: &Platform, id: &str) {
     let dir = instance_dir(plane, id);
-    // The bounded directories are file systems of their own: detached first.
-    for bounded in ["display", "print"] {
+    // The bounded directories and the dataset mount are file systems of their own: detached
+    // first (the dataset mount's daemon is gone by now, or ends when it is detached).
+    for bounded in ["data", "display", "print"] {
         sandbox::release_dir(&dir.join(bounded));
     }
     if let Err(err) = std::fs::remove_dir_all(&dir)

@@ -13,11 +13,11 @@ use crate::core::platform::Platform;
 use crate::core::store::now_millis;
 
 use super::credentials::{credential_lifetime_ms, new_credential};
-use super::datasets;
 use super::host_dirs::{display_dir, make_print_dir};
 use super::images::{ensure_image, find_image, instance_type};
 use super::repo;
 use super::state::{Instances, Live, lease_ids};
+use super::{dataset_mount, datasets};
 
 /// What an instance is started for.
 pub(crate) struct Launch {
@@ -114,9 +114,17 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         files.push(("session.env".to_owned(), assignment.env_file()));
     }
     files.extend(launch.program.iter().flat_map(|p| p.files.iter().cloned()));
-    let (read_only_binds, writable_binds) = match host_binds(plane, &id, range, &image, &launch) {
+    // A session's instance shows its user's datasets through a mount of its own, started first
+    // (its `/data` binds it); a program's (a notebook server's) shows none.
+    let dataset_mount = launch.program.is_none() && !plane.current().datasets.is_empty();
+    let (read_only_binds, writable_binds) = match host_binds(plane, &id, range, &image, &launch, dataset_mount) {
         Ok(prepared) => prepared,
         Err(err) => return Err(start_failed(plane, &id, err).await),
+    };
+    let log = datasets::log_path(plane, &id).map_err(ActionError::internal)?;
+    let mounted = match dataset_mount.then_some(()) {
+        Some(()) => Some(start_mount(instances, &id, &credential, &link, range, &log).await?),
+        None => None,
     };
     let spec = sandbox::InstanceSpec {
         id: id.clone(),
@@ -130,30 +138,62 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         link: link.clone(),
         self_exe: std::env::current_exe().map_err(ActionError::internal)?,
         files,
-        log: Some(datasets::log_path(plane, &id).map_err(ActionError::internal)?),
+        log: Some(log),
         terminals: launch.program.as_ref().is_some_and(|p| p.terminals),
     };
-    let (instance, listener) = match create_listening(&sandbox, spec, ids, plane.spec.endpoint_port).await? {
-        Ok(made) => made,
-        Err(err) => return Err(start_failed(plane, &id, err).await),
-    };
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => instances.endpoint.get().map(|serve| serve(listener)),
-        Err(err) => {
-            let sandbox = sandbox.clone();
-            let _ = tokio::task::spawn_blocking(move || sandbox.destroy(instance)).await;
-            return Err(start_failed(plane, &id, format!("cannot serve the endpoint: {err}")).await);
-        }
-    };
+    let up = bring_up(instances, &sandbox, spec, ids).await;
+    let (instance, listener) = up.inspect_err(|_| mounted.iter().for_each(|m| m.stop()))?;
     repo::mark_running(plane, &id, i64::from(instance.init_pid)).await?;
-    instances.live.lock().expect("instances lock").insert(id.clone(), Live { instance, listener, credential: credential.clone() });
+    let live = Live { instance, listener, credential: credential.clone(), datasets: mounted };
+    instances.live.lock().expect("instances lock").insert(id.clone(), live);
     let mounted = match &assignment {
-        Some(assignment) => mount_datasets(instances, &id, &credential, &link, assignment.workspace()).await,
+        Some(assignment) => mount_datasets(instances, &id, &credential, &link, assignment).await,
         None => Vec::new(),
     };
     let mut instance = repo::find(plane, &id).await?.to_json();
     instance["Datasets"] = json!(mounted);
     Ok(instance)
+}
+
+/// Starts the instance's dataset mount on its `data` directory; a failure marks it FAILED.
+async fn start_mount(
+    instances: &Instances,
+    id: &str,
+    credential: &str,
+    link: &sandbox::network::Link,
+    range: sandbox::ids::IdRange,
+    log: &std::path::Path,
+) -> Result<std::sync::Arc<dataset_mount::Mounted>, ActionError> {
+    let plane = &*instances.pipeline.platform;
+    let mountpoint = datasets::instance_dir(plane, id).join("data");
+    let address = link.instance_address.to_string();
+    match dataset_mount::start(&instances.pipeline, id, credential, &address, &mountpoint, range, log).await {
+        Ok(mounted) => Ok(mounted),
+        Err(err) => Err(start_failed(plane, id, err.message).await),
+    }
+}
+
+/// Makes the instance and starts serving its endpoint; a failure marks it FAILED.
+async fn bring_up(
+    instances: &Instances,
+    sandbox: &std::sync::Arc<sandbox::Sandbox>,
+    spec: sandbox::InstanceSpec,
+    ids: sandbox::ids::IdLease,
+) -> Result<(sandbox::Instance, Option<tokio::task::JoinHandle<()>>), ActionError> {
+    let plane = &*instances.pipeline.platform;
+    let id = spec.id.clone();
+    let (instance, listener) = match create_listening(sandbox, spec, ids, plane.spec.endpoint_port).await? {
+        Ok(made) => made,
+        Err(err) => return Err(start_failed(plane, &id, err).await),
+    };
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => Ok((instance, instances.endpoint.get().map(|serve| serve(listener)))),
+        Err(err) => {
+            let sandbox = sandbox.clone();
+            let _ = tokio::task::spawn_blocking(move || sandbox.destroy(instance)).await;
+            Err(start_failed(plane, &id, format!("cannot serve the endpoint: {err}")).await)
+        }
+    }
 }
 
 /// Takes the lowest link index no live instance holds and records the instance PENDING with
@@ -203,15 +243,21 @@ fn host_binds(
     range: sandbox::ids::IdRange,
     image: &sandbox::image::Image,
     launch: &Launch,
+    dataset_mount: bool,
 ) -> Result<(Vec<(PathBuf, PathBuf)>, Vec<(PathBuf, PathBuf)>), sandbox::SandboxError> {
     datasets::make_instance_dir(plane, id, range)
         .map_err(|e| sandbox::SandboxError::Setup { step: "make the instance's directory", message: e.to_string() })?;
     let mut read_only_binds = image.manifest.host_binds.clone();
-    read_only_binds.push((
-        datasets::mount_source(plane, id, range, "data")
-            .map_err(|e| sandbox::SandboxError::Setup { step: "make the datasets' directory", message: e.to_string() })?,
-        PathBuf::from("/data"),
-    ));
+    let mut writable_binds = launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default();
+    let data = datasets::mount_source(plane, id, range, "data")
+        .map_err(|e| sandbox::SandboxError::Setup { step: "make the datasets' directory", message: e.to_string() })?;
+    if dataset_mount {
+        // Not a read-only bind: the mount refuses every change itself, and records it, where a
+        // read-only bind would refuse it unrecorded.
+        writable_binds.push((data, PathBuf::from("/data")));
+    } else {
+        read_only_binds.push((data, PathBuf::from("/data")));
+    }
     // What the airlock let in for the user, read-only like the datasets (an image built before
     // `/imports` existed has nowhere to show it until it is built again).
     if image.rootfs().join("imports").is_dir() {
@@ -223,7 +269,6 @@ fn host_binds(
     } else {
         tracing::warn!(instance = id, "the image has no /imports: rebuild it (`datasandbox image build`) to show released imports");
     }
-    let mut writable_binds = launch.program.as_ref().map(|p| p.writable_binds.clone()).unwrap_or_default();
     if launch.program.is_none() && (launch.assignment.is_some() || launch.fleet.is_some()) {
         // The display's RFB socket, which only the gateway reaches (from the host side).
         writable_binds.push((display_dir(plane, id, range)?, PathBuf::from("/run/display")));
@@ -308,7 +353,7 @@ pub(crate) async fn assign(
         .map_err(ActionError::internal)?
         .map_err(|e| ActionError::internal(format_args!("cannot hand the session to instance {instance_id}: {e}")))?;
     let link = repo::link_of(plane, instance_id).await?;
-    mount_datasets(instances, instance_id, &credential, &link, assignment.workspace()).await;
+    mount_datasets(instances, instance_id, &credential, &link, assignment).await;
     Ok(())
 }
 
@@ -319,22 +364,24 @@ async fn mount_datasets(
     id: &str,
     credential: &str,
     link: &sandbox::network::Link,
-    workspace: Option<String>,
+    assignment: &Assignment,
 ) -> Vec<Value> {
     let plane = &*instances.pipeline.platform;
+    let workspace = assignment.workspace();
     if plane.current().datasets.is_empty() && workspace.is_none() {
         return Vec::new();
     }
     let (done, outcomes) = tokio::sync::oneshot::channel();
-    let Some(owner) = instances.live.lock().expect("instances lock").get(id).map(|live| live.instance.ids().workspace()) else {
-        return Vec::new();
-    };
+    let live = instances.live.lock().expect("instances lock").get(id).map(|live| (live.instance.ids().workspace(), live.datasets.clone()));
+    let Some((owner, mount)) = live else { return Vec::new() };
     let job = datasets::Job {
         id: id.to_owned(),
         credential: credential.to_owned(),
         private_address: link.instance_address.to_string(),
         owner,
         workspace,
+        session: assignment.session_id.clone(),
+        mount,
         done,
     };
     let sent = instances.datasets.get().map(|jobs| jobs.send(job).is_ok()).unwrap_or(false);
@@ -342,7 +389,10 @@ async fn mount_datasets(
     outcomes
         .into_iter()
         .map(|(name, outcome)| match outcome {
-            datasets::Outcome::Mounted { objects, bytes } => {
+            datasets::Outcome::Mounted { objects, bytes, millis: Some(millis) } => {
+                json!({ "Name": name, "State": "MOUNTED", "Objects": objects, "Bytes": bytes, "MountMillis": millis })
+            }
+            datasets::Outcome::Mounted { objects, bytes, millis: None } => {
                 json!({ "Name": name, "State": "MOUNTED", "Objects": objects, "Bytes": bytes })
             }
             datasets::Outcome::NotGranted => json!({ "Name": name, "State": "NOT_GRANTED" }),

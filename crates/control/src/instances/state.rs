@@ -45,6 +45,8 @@ pub(super) struct Live {
     pub(super) listener: Option<tokio::task::JoinHandle<()>>,
     /// The current credential, kept to read datasets as the instance when it is assigned.
     pub(super) credential: String,
+    /// Its dataset mount, when it shows datasets.
+    pub(super) datasets: Option<Arc<super::dataset_mount::Mounted>>,
 }
 
 impl Instances {

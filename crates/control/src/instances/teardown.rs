@@ -21,6 +21,9 @@ pub(crate) async fn stop_instance(instances: &Instances, id: &str) -> Result<(),
     if let Some(listener) = live.listener {
         listener.abort();
     }
+    if let Some(mount) = live.datasets {
+        mount.stop();
+    }
     datasets::remove(plane, id);
     repo::mark_terminated(plane, id).await?;
     destroyed.map_err(|e| ActionError::internal(format_args!("teardown of {id} was incomplete: {e}")))
@@ -36,13 +39,17 @@ pub(crate) async fn terminate_all(instances: &Instances) -> Vec<String> {
     for (id, live) in live {
         let _ = repo::mark_stopping(plane, &id).await;
         let sandbox = sandbox.clone();
-        stopping.push((id, live.listener, tokio::task::spawn_blocking(move || sandbox.stop(live.instance, STOP_GRACE))));
+        let parts = (live.listener, live.datasets);
+        stopping.push((id, parts, tokio::task::spawn_blocking(move || sandbox.stop(live.instance, STOP_GRACE))));
     }
     let mut ended = Vec::new();
-    for (id, listener, stopped) in stopping {
+    for (id, (listener, mount), stopped) in stopping {
         let result = stopped.await;
         if let Some(listener) = listener {
             listener.abort();
+        }
+        if let Some(mount) = mount {
+            mount.stop();
         }
         datasets::remove(plane, &id);
         if !matches!(result, Ok(Ok(()))) {

@@ -5,19 +5,8 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::instances::{DATASET_SPEC, create, server_with_image, sh};
+use crate::support::instances::{DATASET_SPEC, create, endpoint_call, server_with_image, sh};
 use crate::support::server::Server;
-
-/// A curl call to the endpoint from inside, with the instance's credential; prints the body
-/// and then the HTTP status.
-fn endpoint_call(action: &str, input: &Value, with_credential: bool) -> String {
-    let (service, name) = action.split_once(':').expect("service:Action");
-    let auth = if with_credential { "-H \"Authorization: Bearer $(cat /run/datasandbox/credential)\"" } else { "" };
-    format!(
-        "E=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p'); curl -s -w '\\n%{{http_code}}' {auth} --data-binary '{}' $E/api/{service}/{name}",
-        input
-    )
-}
 
 pub(crate) fn home(user: &str) -> String {
     format!("user/custom/{}/", hex::encode(Sha256::digest(user.as_bytes())))
@@ -234,7 +223,11 @@ fn granted_datasets_appear_read_only_under_data() {
     }
     // Hana is granted the dataset: it is there, whole, and cannot be changed from inside.
     let hana = create(&server, "hana");
-    assert_eq!(hana["Datasets"], json!([{ "Name": "trials", "State": "MOUNTED", "Objects": 2, "Bytes": 23 }]));
+    let mounted = &hana["Datasets"][0];
+    assert_eq!(
+        (&mounted["Name"], &mounted["State"], &mounted["Objects"], &mounted["Bytes"]),
+        (&json!("trials"), &json!("MOUNTED"), &json!(2), &json!(23))
+    );
     let (code, out) = sh(&server, &hana, "cat /data/trials/2026/results.csv /data/trials/readme.txt; ls /data");
     assert_eq!(code, 0, "{out}");
     assert_eq!(out, "id,score\n1,0.9\nread me\ntrials\n");
@@ -251,11 +244,11 @@ fn granted_datasets_appear_read_only_under_data() {
     assert_eq!(sh(&server, &hana, "cat /data/trials/readme.txt").1, "read me\n");
     // The reads were hana's, through her instance, and audited as such.
     let reads: Vec<Value> = server
-        .audit(&[("EventName", "GetObject"), ("Username", "hana")])
+        .audit(&[("EventName", "DatasetFileOpened"), ("Username", "hana")])
         .into_iter()
         .filter(|r| r["requestParameters"]["Bucket"] == "research")
         .collect();
-    assert_eq!(reads.len(), 2);
+    assert_eq!(reads.len(), 3);
     assert!(reads.iter().all(|r| r["userIdentity"]["type"] == "Instance" && r["sourceIPAddress"] == hana["PrivateIpAddress"]));
 
     // Ian is not granted it: nothing appears, and the refused listing is on the record.

@@ -9,6 +9,7 @@ mod browser;
 mod cluster;
 mod code_audit;
 mod crash;
+mod datasets;
 mod deploy;
 mod files;
 mod flows;

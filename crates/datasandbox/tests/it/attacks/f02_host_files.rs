@@ -1,6 +1,7 @@
 //! Finding 2: granted datasets were copied into `instances/<id>/data` world-readable (0755
 //! directories, 0444 files) under a listable `instances/`, so any host user could read every
-//! running session's data.
+//! running session's data. They are now a mount there, inside a directory only the instance's
+//! ids enter, that answers no one else.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
@@ -31,28 +32,37 @@ fn f02_another_host_user_cannot_read_an_instances_datasets() {
     assert_eq!(hana["Datasets"][0]["State"], "MOUNTED", "{hana}");
     let id = hana["InstanceId"].as_str().expect("id");
     let instances = server.data_dir().join("instances");
-    let copy = instances.join(id).join("data/trials/readme.txt");
-    assert!(copy.exists(), "the test's premise: the copy is at {}", copy.display());
+    let file = instances.join(id).join("data/trials/readme.txt");
+    assert!(file.exists(), "the test's premise: the dataset's file shows at {}", file.display());
 
-    // A host user can neither list the instances, nor enter one, nor read a copy by its path.
+    // A host user can neither list the instances, nor enter one, nor read a dataset's file by
+    // its path.
     for attack in [
         format!("ls {}", instances.display()),
         format!("ls {}", instances.join(id).display()),
-        format!("cat {}", copy.display()),
+        format!("cat {}", file.display()),
         format!("ls {}", instances.join(id).join("display").display()),
     ] {
         let (succeeded, out) = as_nobody(&attack);
         assert!(!succeeded, "a host user ran `{attack}`: {out}");
     }
     // The shapes that make it so: `instances/` traversable only, the instance's directory its
-    // own, the copies its workspace user's alone.
+    // own, the mount's files its workspace user's.
     let mode = |path: &std::path::Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o7777;
     assert_eq!(mode(&instances), 0o711);
     assert_eq!(mode(&instances.join(id)), 0o700);
-    assert_eq!(mode(&copy), 0o400);
-    assert_eq!(mode(copy.parent().expect("dir")), 0o500);
-    let owner = std::fs::metadata(&copy).expect("metadata").uid();
-    assert!(owner >= 1 << 30, "the copy belongs to uid {owner}, not to the instance's own range");
+    assert_eq!(mode(&file), 0o444);
+    assert_eq!(mode(file.parent().expect("dir")), 0o555);
+    let owner = std::fs::metadata(&file).expect("metadata").uid();
+    assert!(owner >= 1 << 30, "the file belongs to uid {owner}, not to the instance's own range");
+    // And were the instance's directory ever opened to others, the mount itself still answers
+    // no one but the instance's ids: nothing is read, and nothing is recorded.
+    let opened_before = server.audit(&[("EventName", "DatasetFileOpened")]).len();
+    std::fs::set_permissions(instances.join(id), std::fs::Permissions::from_mode(0o711)).expect("loosen");
+    let (read, out) = as_nobody(&format!("cat {}", file.display()));
+    std::fs::set_permissions(instances.join(id), std::fs::Permissions::from_mode(0o700)).expect("restore");
+    assert!(!read && out.contains("Permission denied"), "{out}");
+    assert_eq!(server.audit(&[("EventName", "DatasetFileOpened")]).len(), opened_before);
 
     // The instance's user still reads it.
     assert_eq!(sh(&server, &hana, "cat /data/trials/readme.txt").1, "secret rows\n");

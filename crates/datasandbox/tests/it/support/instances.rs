@@ -29,6 +29,17 @@ pub(crate) fn sh(server: &Server, instance: &Value, script: &str) -> (i32, Strin
     (called.exit, text)
 }
 
+/// A curl call to the endpoint from inside, with the instance's credential; prints the body
+/// and then the HTTP status.
+pub(crate) fn endpoint_call(action: &str, input: &Value, with_credential: bool) -> String {
+    let (service, name) = action.split_once(':').expect("service:Action");
+    let auth = if with_credential { "-H \"Authorization: Bearer $(cat /run/datasandbox/credential)\"" } else { "" };
+    format!(
+        "E=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p'); curl -s -w '\\n%{{http_code}}' {auth} --data-binary '{}' $E/api/{service}/{name}",
+        input
+    )
+}
+
 /// A spec with one dataset, `trials` (bucket `research`, prefix `trials/`), granted to `hana`.
 pub(crate) const DATASET_SPEC: &str = r#"[[buckets]]
 name = "datasandbox-home"

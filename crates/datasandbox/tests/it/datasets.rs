@@ -1,0 +1,212 @@
+//! Datasets mounted lazily: each instance's `/data` is a FUSE mount served by a daemon on the
+//! host, which lists what the user may list, asks the control plane at every open (the
+//! policies decide, the open is recorded with the process behind it), sums up what was read
+//! at close, refuses and records every change, and fails closed when it dies.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::support::instances::{DATASET_SPEC, create, endpoint_call, sh};
+use crate::support::server::{Server, b64, eventually};
+
+fn put(server: &Server, key: &str, body: &[u8]) {
+    server.ok("storage:PutObject", json!({ "Bucket": "research", "Key": key, "Body": b64(body) }));
+}
+
+fn dataset_server(spec: &str) -> Server {
+    let server = Server::start_with_spec(spec, &[]);
+    assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
+    server
+}
+
+/// The records named `event` about `key` (the mount's own events), oldest first.
+fn events(server: &Server, event: &str, key: &str) -> Vec<Value> {
+    let mut found: Vec<Value> =
+        server.audit(&[("EventName", event)]).into_iter().filter(|r| r["requestParameters"]["Key"] == key).collect();
+    found.reverse();
+    found
+}
+
+/// Makes `key`'s body a sparse file of `size` bytes, as if a dataset that large were stored:
+/// the object is written small, then its blob is grown in place and its size set to match.
+fn grow_sparse(server: &Server, key: &str, size: u64) {
+    put(server, key, b"x");
+    let db = server.data_dir().join("metadata.db");
+    let script = format!(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nb=c.execute(\"SELECT blob FROM objects WHERE key=?\",(sys.argv[2],)).fetchone()[0]\n\
+         c.execute(\"UPDATE objects SET size=? WHERE key=?\",({size},sys.argv[2]))\nc.commit()\nprint(b)"
+    );
+    let out = std::process::Command::new(crate::support::saml::python()).args(["-c", &script]).arg(&db).arg(key).output().expect("python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let blob = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let path = server.data_dir().join("objects/blobs").join(&blob[..2]).join(&blob);
+    std::fs::OpenOptions::new().write(true).open(&path).expect("the blob").set_len(size).expect("grow the blob sparse");
+}
+
+#[test]
+fn a_granted_dataset_appears_at_once_whatever_its_size() {
+    let server = dataset_server(DATASET_SPEC);
+    put(&server, "trials/readme.txt", b"read me\n");
+    grow_sparse(&server, "trials/huge.bin", 1 << 40);
+    let started = Instant::now();
+    let hana = create(&server, "hana");
+    let created = started.elapsed();
+    let mounted = &hana["Datasets"][0];
+    assert_eq!(mounted["State"], "MOUNTED", "{hana}");
+    assert_eq!(mounted["Bytes"], json!((1u64 << 40) + 8), "{hana}");
+    assert!(mounted["MountMillis"].as_u64().expect("how long the mount took") < 100, "{hana}");
+    // Nothing was copied: the host holds no more than it did.
+    let (code, out) =
+        sh(&server, &hana, "stat -c %s /data/trials/huge.bin; dd if=/data/trials/huge.bin bs=1M skip=700000 count=2 2>/dev/null | wc -c");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, format!("{}\n2097152\n", 1u64 << 40));
+    let closed = events(&server, "DatasetFileClosed", "trials/huge.bin");
+    assert_eq!(closed.len(), 1, "{closed:#?}");
+    let start = 700_000u64 << 20;
+    assert_eq!(closed[0]["requestParameters"]["Ranges"], json!([[start, start + (2 << 20)]]));
+    eprintln!("CreateInstance with a 1 TiB dataset: {created:?}; the mount's own share: {} ms", mounted["MountMillis"]);
+}
+
+#[test]
+fn each_open_is_recorded_with_its_process_and_each_close_with_what_was_read() {
+    let server = dataset_server(DATASET_SPEC);
+    put(&server, "trials/2026/results.csv", b"id,score\n1,0.9\n");
+    let hana = create(&server, "hana");
+    let (code, out) = sh(&server, &hana, "cat /data/trials/2026/results.csv");
+    assert_eq!((code, out.as_str()), (0, "id,score\n1,0.9\n"));
+    let opened = events(&server, "DatasetFileOpened", "trials/2026/results.csv");
+    let closed = events(&server, "DatasetFileClosed", "trials/2026/results.csv");
+    assert_eq!((opened.len(), closed.len()), (1, 1), "{opened:#?} {closed:#?}");
+    let open = &opened[0];
+    assert_eq!(open["userIdentity"]["userName"], "hana");
+    assert_eq!(open["sourceIPAddress"], hana["PrivateIpAddress"]);
+    assert_eq!(open["requestParameters"]["Dataset"], "trials");
+    assert_eq!(open["requestParameters"]["InstanceId"], hana["InstanceId"]);
+    let process = &open["requestParameters"]["Process"];
+    // As the instance names it (its `/usr` is the host's, bound in).
+    assert_eq!(process["Executable"], "/usr/bin/cat", "{open}");
+    assert!(process["Pid"].as_i64().is_some_and(|pid| pid > 1), "the pid inside the instance: {open}");
+    assert_ne!(process["Pid"], process["HostPid"]);
+    let close = &closed[0]["requestParameters"];
+    assert_eq!(close["BytesRead"], 15);
+    assert_eq!(close["Ranges"], json!([[0, 15]]));
+    assert_eq!(close["Sparse"], false);
+    assert_eq!(close["OpenedBy"], open["requestID"]);
+
+    // A process that is gone before its file is released is still the one named.
+    let (code, out) = sh(&server, &hana, "python3 -c 'open(\"/data/trials/2026/results.csv\").read()'");
+    assert_eq!(code, 0, "{out}");
+    let opened = events(&server, "DatasetFileOpened", "trials/2026/results.csv");
+    assert_eq!(opened.len(), 2);
+    let executable = opened[1]["requestParameters"]["Process"]["Executable"].as_str().unwrap_or_default().to_owned();
+    assert!(executable.starts_with("/usr/bin/python3"), "{executable}");
+
+    // The trace of her session shows both, in order, beside the rest.
+    let session = hana["InstanceId"].as_str().expect("id");
+    let trace = server.cli(&["audit", "trace", "--user", "hana", "--all"], &[]);
+    let text = trace.stdout.to_string();
+    assert!(text.contains("DatasetFileOpened") && text.contains("DatasetFileClosed"), "{session}: {text}");
+}
+
+#[test]
+fn every_change_is_refused_read_only_and_recorded() {
+    let server = dataset_server(DATASET_SPEC);
+    put(&server, "trials/readme.txt", b"read me\n");
+    let hana = create(&server, "hana");
+    for (attack, operation) in [
+        ("echo x >> /data/trials/readme.txt", "open for writing"),
+        ("rm -f /data/trials/readme.txt", "unlink"),
+        ("chmod 666 /data/trials/readme.txt", "chmod"),
+        ("touch /data/trials/new", "create"),
+        ("mkdir /data/trials/mine", "mkdir"),
+    ] {
+        let (code, out) = sh(&server, &hana, &format!("( {attack} ) 2>&1; echo \"exit $?\""));
+        assert_eq!(code, 0);
+        assert!(out.contains("Read-only file system") && !out.ends_with("exit 0\n"), "`{attack}`: {out}");
+        let refused: Vec<Value> = server
+            .audit(&[("EventName", "DatasetWriteRefused")])
+            .into_iter()
+            .filter(|r| r["requestParameters"]["Operation"] == operation)
+            .collect();
+        assert!(!refused.is_empty(), "`{attack}` was not recorded as `{operation}`");
+        assert_eq!(refused[0]["errorCode"], "AccessDeniedException");
+        assert_eq!(refused[0]["userIdentity"]["userName"], "hana");
+    }
+    assert_eq!(sh(&server, &hana, "cat /data/trials/readme.txt").1, "read me\n");
+    // The mount's actions are its own: the instance's credential cannot write such records.
+    let forged =
+        json!({ "Dataset": "trials", "Bucket": "research", "Key": "trials/readme.txt", "InstanceId": "i-0", "Process": { "HostPid": 1 } });
+    let call = endpoint_call("storage:DatasetFileOpened", &forged, true);
+    let (_, out) = sh(&server, &hana, &call);
+    assert!(out.ends_with("\n403"), "{out}");
+}
+
+const DENY_ONE_FILE: &str = r#"
+[[policies]]
+name = "not-the-key-file"
+text = """
+forbid (
+  principal == DataSandbox::User::"hana",
+  action == DataSandbox::Action::"storage:GetObject",
+  resource
+) when { resource.key == "trials/key.csv" };"""
+"#;
+
+#[test]
+fn a_policy_that_denies_one_file_denies_that_file_alone_at_open() {
+    let server = dataset_server(&format!("{DATASET_SPEC}{DENY_ONE_FILE}"));
+    put(&server, "trials/key.csv", b"name,id\n");
+    put(&server, "trials/rows.csv", b"id\n1\n");
+    let hana = create(&server, "hana");
+    let (code, out) = sh(&server, &hana, "cat /data/trials/key.csv 2>&1; echo \"exit $?\"; cat /data/trials/rows.csv");
+    assert_eq!(code, 0);
+    assert!(out.contains("Permission denied") && out.contains("exit 1") && out.ends_with("id\n1\n"), "{out}");
+    let denied = events(&server, "DatasetFileOpened", "trials/key.csv");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["errorCode"], "AccessDeniedException");
+    assert!(events(&server, "DatasetFileClosed", "trials/key.csv").is_empty());
+    assert_eq!(events(&server, "DatasetFileOpened", "trials/rows.csv")[0]["errorCode"], Value::Null);
+}
+
+#[test]
+fn a_dead_daemon_fails_every_read_and_says_so_and_the_instance_cannot_reach_it() {
+    let server = dataset_server(DATASET_SPEC);
+    put(&server, "trials/readme.txt", b"read me\n");
+    let hana = create(&server, "hana");
+    let id = hana["InstanceId"].as_str().expect("id").to_owned();
+    let daemon = daemon_of(&id);
+    // From inside, the daemon is not there to see or signal.
+    let (code, out) = sh(&server, &hana, &format!("ls /proc | grep -x {daemon}; kill -9 {daemon} 2>&1; echo \"exit $?\""));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("exit 1\n") && !out.starts_with(&daemon.to_string()), "{out}");
+    assert_eq!(sh(&server, &hana, "cat /data/trials/readme.txt").1, "read me\n");
+
+    let killed = std::process::Command::new("kill").args(["-9", &daemon.to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let unavailable = eventually(20, "the record of the mount's end", || {
+        let found = server.audit(&[("EventName", "DatasetAuditUnavailable")]);
+        (!found.is_empty()).then_some(found)
+    });
+    assert_eq!(unavailable[0]["requestParameters"]["InstanceId"], id.as_str());
+    let opens_before = events(&server, "DatasetFileOpened", "trials/readme.txt").len();
+    let (code, out) = sh(&server, &hana, "cat /data/trials/readme.txt 2>&1; echo \"exit $?\"; ls /data 2>&1; true");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Transport endpoint is not connected") && out.contains("exit 1"), "{out}");
+    assert_eq!(events(&server, "DatasetFileOpened", "trials/readme.txt").len(), opens_before, "a read was served unrecorded");
+    server.ok("streaming:TerminateInstance", json!({ "InstanceId": id }));
+    assert!(!server.data_dir().join("instances").join(&id).exists());
+}
+
+/// The host pid of the dataset daemon of instance `id`.
+fn daemon_of(id: &str) -> u32 {
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() > 2 && args[1] == b"dataset-mount" && args[2] == id.as_bytes() {
+            return pid;
+        }
+    }
+    panic!("no dataset daemon for {id}");
+}
