@@ -16,8 +16,8 @@ pub use problem::{Problem, SpecError};
 pub use read::is_node_name;
 pub use validated::{
     AirlockSpec, AuditSpec, BucketSpec, ClusterSpec, DatasetSpec, FleetSpec, FleetType, ImageSpec, InstanceType, Ipv4Cidr, LauncherSpec,
-    NotebookSpec, NotificationSpec, OidcSpec, PolicySpec, ServerTls, Spec, StackSpec, StorageBackend, StreamView, USER_SETTING_ACTIONS,
-    USER_SETTINGS_OFF_UNLESS_ENABLED, UserSetting, is_event_type,
+    NotebookSpec, NotificationSpec, OidcSpec, PolicySpec, ReadAudit, ServerTls, Spec, StackSpec, StorageBackend, StreamView,
+    USER_SETTING_ACTIONS, USER_SETTINGS_OFF_UNLESS_ENABLED, UserSetting, is_event_type,
 };
 
 use walk::{Problems, Table};

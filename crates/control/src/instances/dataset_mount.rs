@@ -247,7 +247,8 @@ async fn close(mounted: &Mounted, pipeline: &Pipeline, opened: OpenObject, summa
     let input = json!({
         "Dataset": opened.dataset, "Bucket": opened.bucket, "Key": opened.key,
         "InstanceId": mounted.instance_id, "SessionId": mounted.session(), "OpenedBy": opened.opened_by,
-        "BytesRead": summary.bytes, "Ranges": summary.ranges, "Sparse": summary.sparse,
+        "Granularity": if summary.passthrough { "open" } else { "ranges" },
+        "BytesRead": (!summary.passthrough).then_some(summary.bytes), "Ranges": summary.ranges, "Sparse": summary.sparse,
     });
     let (_, result) = mounted.call(pipeline, "storage:DatasetFileClosed", input).await;
     if let Err(err) = result {

@@ -206,7 +206,8 @@ async fn list_dataset(caller: &Caller<'_>, dataset: &model::spec::DatasetSpec) -
             None => break,
         }
     }
-    Ok(Some(Dataset { name: dataset.name.clone(), files }))
+    let passthrough = dataset.read_audit == model::spec::ReadAudit::Opens;
+    Ok(Some(Dataset { name: dataset.name.clone(), files, passthrough }))
 }
 
 /// Writes a body that came back as base64 (`what` names it in the error) read-only at `path`;

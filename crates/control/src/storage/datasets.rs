@@ -4,7 +4,8 @@
 //! - `DatasetFileOpened`: a file opened for reading. It is decided as `storage:GetObject` on the
 //!   object for the instance's user, at each open, so a policy changed mid-session applies to
 //!   the next open. The answer (not recorded) names the blob the mount reads.
-//! - `DatasetFileClosed`: at the last close, the bytes read and the ranges (or "sparse").
+//! - `DatasetFileClosed`: at the last close, the bytes read and the ranges (or "sparse"); for
+//!   a dataset read through passthrough (`read_audit = "opens"`), only that it was open.
 //! - `DatasetWriteRefused`: a change tried (write, create, unlink, chmod, …): always refused.
 //!
 //! Only an instance's dataset mount calls them (`Credentials::DatasetMount`, which only the
@@ -77,7 +78,11 @@ struct ClosedInput {
     session_id: Option<String>,
     /// The request id of the open's record.
     opened_by: String,
-    bytes_read: u64,
+    /// `ranges`: every read was counted; `open`: the reads went to the body in the kernel
+    /// (the dataset's `read_audit = "opens"`), and only the open is known.
+    granularity: String,
+    #[serde(default)]
+    bytes_read: Option<u64>,
     ranges: Vec<(u64, u64)>,
     sparse: bool,
 }
@@ -87,6 +92,9 @@ pub(super) async fn file_closed(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     let input: ClosedInput = ctx.parse_recorded(input)?;
     if input.ranges.len() > 64 || input.ranges.iter().any(|(start, end)| start >= end) {
         return Err(ActionError::validation("`Ranges` holds at most 64 non-empty ranges"));
+    }
+    if !matches!(input.granularity.as_str(), "ranges" | "open") {
+        return Err(ActionError::validation("`Granularity` is `ranges` or `open`"));
     }
     ctx.authorize_always();
     Ok(json!({}))

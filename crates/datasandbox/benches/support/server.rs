@@ -18,7 +18,11 @@ pub struct Server {
 /// `serve` joins an environment another node deployed, with that node's spec and master key.
 pub enum Start<'a> {
     Up,
-    JoinAs { first_node: &'a Server },
+    /// `up` on this spec (`datasandbox.toml`) instead of the defaults.
+    UpWithSpec(&'a str),
+    JoinAs {
+        first_node: &'a Server,
+    },
 }
 
 /// Everything a benchmark's server may need beyond [`Server::start`]'s arguments.
@@ -57,6 +61,10 @@ impl Server {
         command.arg("--data-dir").arg(dir.path());
         match launch.start {
             Start::Up => {
+                command.arg("up");
+            }
+            Start::UpWithSpec(spec) => {
+                std::fs::write(dir.path().join("datasandbox.toml"), spec).expect("write the spec");
                 command.arg("up");
             }
             Start::JoinAs { first_node } => {

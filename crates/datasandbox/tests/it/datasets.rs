@@ -89,6 +89,7 @@ fn each_open_is_recorded_with_its_process_and_each_close_with_what_was_read() {
     assert!(process["Pid"].as_i64().is_some_and(|pid| pid > 1), "the pid inside the instance: {open}");
     assert_ne!(process["Pid"], process["HostPid"]);
     let close = &closed[0]["requestParameters"];
+    assert_eq!(close["Granularity"], "ranges");
     assert_eq!(close["BytesRead"], 15);
     assert_eq!(close["Ranges"], json!([[0, 15]]));
     assert_eq!(close["Sparse"], false);
@@ -140,6 +141,24 @@ fn every_change_is_refused_read_only_and_recorded() {
     let call = endpoint_call("storage:DatasetFileOpened", &forged, true);
     let (_, out) = sh(&server, &hana, &call);
     assert!(out.ends_with("\n403"), "{out}");
+}
+
+#[test]
+fn a_dataset_read_through_passthrough_still_decides_and_records_each_open() {
+    let spec = DATASET_SPEC.replace("prefix = \"trials/\"\n", "prefix = \"trials/\"\nread_audit = \"opens\"\n");
+    assert_ne!(spec, DATASET_SPEC, "the test's premise: the dataset is read through passthrough");
+    let server = dataset_server(&spec);
+    put(&server, "trials/rows.csv", b"id\n1\n2\n");
+    let hana = create(&server, "hana");
+    assert_eq!(sh(&server, &hana, "cat /data/trials/rows.csv").1, "id\n1\n2\n");
+    let opened = events(&server, "DatasetFileOpened", "trials/rows.csv");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0]["requestParameters"]["Process"]["Executable"], "/usr/bin/cat");
+    let closed = events(&server, "DatasetFileClosed", "trials/rows.csv");
+    assert_eq!(closed.len(), 1);
+    // The kernel read the body itself: the summary says only that the file was open.
+    assert_eq!(closed[0]["requestParameters"]["Granularity"], "open", "{closed:#?}");
+    assert_eq!(closed[0]["requestParameters"]["BytesRead"], Value::Null);
 }
 
 const DENY_ONE_FILE: &str = r#"

@@ -3,8 +3,8 @@
 
 use super::defaults;
 use super::validated::{
-    BucketSpec, DatasetSpec, FleetSpec, FleetType, ImageSpec, InstanceType, NotebookSpec, NotificationSpec, PolicySpec, StackSpec,
-    StreamView, USER_SETTING_ACTIONS, UserSetting, is_event_type,
+    BucketSpec, DatasetSpec, FleetSpec, FleetType, ImageSpec, InstanceType, NotebookSpec, NotificationSpec, PolicySpec, ReadAudit,
+    StackSpec, StreamView, USER_SETTING_ACTIONS, UserSetting, is_event_type,
 };
 use super::walk::Table;
 use crate::ids::{BucketName, UserId};
@@ -126,6 +126,10 @@ pub(super) fn read_datasets(root: &Table, buckets: &[BucketSpec]) -> Vec<Dataset
         }
         let bucket = table.parsed("bucket", "", |v| BucketName::new(v).map_err(|e| e.to_string()));
         let prefix = table.string("prefix", "");
+        let read_audit = match table.choice("read_audit", "ranges", &["ranges", "opens"]) {
+            "opens" => ReadAudit::Opens,
+            _ => ReadAudit::Ranges,
+        };
         if prefix.starts_with('/') || prefix.split('/').any(|part| part == "..") {
             table.problem("prefix", format!("`{prefix}` must be a key prefix such as `trials/2026/`"));
         }
@@ -134,7 +138,7 @@ pub(super) fn read_datasets(root: &Table, buckets: &[BucketSpec]) -> Vec<Dataset
         match buckets.iter().find(|b| b.name == bucket) {
             None => table.problem("bucket", format!("`{bucket}` is not a bucket defined in this spec")),
             Some(b) if b.home_folders => table.problem("bucket", format!("`{bucket}` holds home folders, which are never datasets")),
-            Some(_) if valid_name => datasets.push(DatasetSpec { name, bucket, prefix }),
+            Some(_) if valid_name => datasets.push(DatasetSpec { name, bucket, prefix, read_audit }),
             Some(_) => {}
         }
     }

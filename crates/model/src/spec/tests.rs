@@ -100,7 +100,12 @@ name = "research"
     let spec = Spec::parse(&format!("{buckets}[datasets.trials]\nbucket = \"research\"\nprefix = \"trials/\"\n"), &[]).expect("valid");
     assert_eq!(
         spec.datasets,
-        vec![DatasetSpec { name: "trials".into(), bucket: BucketName::new("research").expect("valid name"), prefix: "trials/".into() }]
+        vec![DatasetSpec {
+            name: "trials".into(),
+            bucket: BucketName::new("research").expect("valid name"),
+            prefix: "trials/".into(),
+            read_audit: ReadAudit::Ranges
+        }]
     );
     let bad = format!(
         "{buckets}[datasets.\"../up\"]\nbucket = \"research\"\n[datasets.homes]\nbucket = \"datasandbox-home\"\n[datasets.gone]\nbucket = \"missing\"\n[datasets.escape]\nbucket = \"research\"\nprefix = \"a/../b\"\n"

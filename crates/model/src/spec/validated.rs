@@ -105,6 +105,20 @@ pub struct DatasetSpec {
     pub name: String,
     pub bucket: BucketName,
     pub prefix: String,
+    /// What the record of each file a process opened says it read (`read_audit`).
+    pub read_audit: ReadAudit,
+}
+
+/// How closely a dataset's reads are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAudit {
+    /// Every read goes through the mount's daemon, which counts bytes and ranges for the
+    /// summary at close (the default).
+    Ranges,
+    /// Opens are decided and recorded as ever, but reads of a local body go straight to it in
+    /// the kernel (FUSE passthrough): near-native speed, and a summary that says only that
+    /// the file was open.
+    Opens,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

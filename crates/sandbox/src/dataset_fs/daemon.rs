@@ -8,13 +8,13 @@ use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Mutex, RwLock, Weak, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use super::tree::{Kind, ROOT, Tree};
@@ -44,9 +44,15 @@ impl Link {
     }
 }
 
+/// A body's device and inode: which file a backing is of.
+type FileIdentity = (u64, u64);
+
 struct OpenFile {
     /// The object's body as a local file, or `None` when reads are asked for.
-    body: Option<std::fs::File>,
+    body: Option<Arc<std::fs::File>>,
+    /// Held while the file is open through passthrough (the kernel reads the body itself):
+    /// dropping the last one closes the kernel's backing.
+    _backing: Option<Arc<BackingId>>,
     handle: u64,
     size: u64,
     summary: ReadSummary,
@@ -61,11 +67,23 @@ pub(super) struct DatasetFs {
     instance_root: u32,
     open: Mutex<HashMap<u64, OpenFile>>,
     next: AtomicU64,
+    /// Passthrough's backing files by inode: the kernel wants one per inode while any is open.
+    backings: Mutex<HashMap<u64, (Weak<BackingId>, FileIdentity)>>,
+    passthrough: bool,
 }
 
 impl DatasetFs {
     pub fn new(tree: Arc<RwLock<Arc<Tree>>>, link: Link, owner: u32, instance_root: u32) -> DatasetFs {
-        DatasetFs { tree, link, owner, instance_root, open: Mutex::new(HashMap::new()), next: AtomicU64::new(1) }
+        DatasetFs {
+            tree,
+            link,
+            owner,
+            instance_root,
+            open: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            backings: Mutex::new(HashMap::new()),
+            passthrough: false,
+        }
     }
 
     fn allowed(&self, req: &Request) -> bool {
@@ -75,6 +93,38 @@ impl DatasetFs {
 
     fn tree(&self) -> Arc<Tree> {
         self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The backing of inode `ino` for passthrough: the one already open for it when it is the
+    /// same body, else a new one; `None` (reads come here) when the kernel refuses it or
+    /// another body of the inode is still open.
+    fn backing(&self, reply: &ReplyOpen, ino: u64, body: &std::fs::File) -> Option<Arc<BackingId>> {
+        use std::os::unix::fs::MetadataExt;
+        let identity = body.metadata().ok().map(|m| (m.dev(), m.ino()))?;
+        let mut backings = self.backings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((held, of)) = backings.get(&ino)
+            && let Some(held) = held.upgrade()
+        {
+            return (*of == identity).then_some(held);
+        }
+        match reply.open_backing(body) {
+            Ok(backing) => {
+                let backing = Arc::new(backing);
+                backings.insert(ino, (Arc::downgrade(&backing), identity));
+                Some(backing)
+            }
+            Err(err) => {
+                eprintln!("dataset mount: passthrough refused, reading through the daemon: {err}");
+                None
+            }
+        }
+    }
+
+    /// Adds a read to its open file's summary.
+    fn count(&self, fh: u64, offset: u64, len: usize) {
+        if let Some(file) = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&fh) {
+            file.summary.add(offset, len as u64);
+        }
     }
 
     fn attr(&self, ino: u64, tree: &Tree) -> Option<FileAttr> {
@@ -166,6 +216,10 @@ impl Filesystem for DatasetFs {
         // Reads of up to 1 MiB in one request (the kernel's max_pages follows max_write).
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Passthrough (Linux 6.9 on), for datasets whose reads are not counted.
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok() {
+            self.passthrough = true;
+        }
         Ok(())
     }
 
@@ -241,10 +295,19 @@ impl Filesystem for DatasetFs {
         match answer {
             Ok(Frame { message: Answer::Opened { handle, size }, fd, .. }) => {
                 let fh = self.next.fetch_add(1, Ordering::Relaxed);
-                let opened = OpenFile { body: fd.map(std::fs::File::from), handle, size, summary: ReadSummary::default() };
+                let body = fd.map(|fd| Arc::new(std::fs::File::from(fd)));
+                let backing = match &body {
+                    Some(body) if file.passthrough && self.passthrough => self.backing(&reply, ino.0, body),
+                    _ => None,
+                };
+                let summary = ReadSummary { passthrough: backing.is_some(), ..ReadSummary::default() };
+                let opened = OpenFile { body, _backing: backing.clone(), handle, size, summary };
                 self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(fh, opened);
-                // Every read comes here, so that the summary counts every byte read.
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+                match backing {
+                    Some(backing) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing),
+                    // Every read comes here, so that the summary counts every byte read.
+                    None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                }
             }
             Ok(Frame { message: Answer::Refused { errno: code }, .. }) => reply.error(errno(code)),
             Ok(_) => reply.error(Errno::EIO),
@@ -269,12 +332,11 @@ impl Filesystem for DatasetFs {
         let (body, handle, file_size) = {
             let open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let Some(file) = open.get(&fh.0) else { return reply.error(Errno::EBADF) };
-            (file.body.as_ref().map(std::fs::File::try_clone), file.handle, file.size)
+            (file.body.clone(), file.handle, file.size)
         };
         let wanted = u64::from(size).min(file_size.saturating_sub(offset)) as usize;
         let data = match body {
-            Some(Ok(body)) => read_at(&body, offset, wanted),
-            Some(Err(err)) => Err(err),
+            Some(body) => return reply_read(&body, offset, wanted, |got| self.count(fh.0, offset, got), reply),
             None if wanted == 0 => Ok(Vec::new()),
             None => match self.link.ask(Ask::Read { handle, offset, size: wanted as u32 }) {
                 Ok(Frame { message: Answer::Data, data, .. }) => Ok(data),
@@ -285,9 +347,7 @@ impl Filesystem for DatasetFs {
         };
         match data {
             Ok(data) => {
-                if let Some(file) = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&fh.0) {
-                    file.summary.add(offset, data.len() as u64);
-                }
+                self.count(fh.0, offset, data.len());
                 reply.data(&data)
             }
             Err(err) => reply.error(err.raw_os_error().map_or(Errno::EIO, errno)),
@@ -418,18 +478,28 @@ impl Filesystem for DatasetFs {
     }
 }
 
-/// Reads up to `len` bytes at `offset` (fewer only at the end of the file).
-fn read_at(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut data = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        match file.read_at(&mut data[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
+thread_local! {
+    /// Each FUSE thread's read buffer, grown to the largest read and kept.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Answers a read of up to `len` bytes at `offset` from a local body (fewer only at its end),
+/// counting what was read before the data goes out.
+fn reply_read(file: &std::fs::File, offset: u64, len: usize, count: impl FnOnce(usize), reply: ReplyData) {
+    BUFFER.with_borrow_mut(|buffer| {
+        if buffer.len() < len {
+            buffer.resize(len, 0);
         }
-    }
-    data.truncate(got);
-    Ok(data)
+        let mut got = 0;
+        while got < len {
+            match file.read_at(&mut buffer[got..len], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return reply.error(err.raw_os_error().map_or(Errno::EIO, errno)),
+            }
+        }
+        count(got);
+        reply.data(&buffer[..got]);
+    });
 }

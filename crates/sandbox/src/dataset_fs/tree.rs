@@ -25,6 +25,7 @@ pub(super) struct FileEntry {
     pub key: String,
     pub size: u64,
     pub modified_ms: i64,
+    pub passthrough: bool,
 }
 
 pub(super) const ROOT: u64 = 1;
@@ -49,8 +50,13 @@ impl Tree {
                     at = at.and_then(|parent| tree.dir(parent, OsStr::new(dir)));
                 }
                 let Some(parent) = at else { continue };
-                let entry =
-                    FileEntry { dataset: dataset.name.clone(), key: file.key.clone(), size: file.size, modified_ms: file.modified_ms };
+                let entry = FileEntry {
+                    dataset: dataset.name.clone(),
+                    key: file.key.clone(),
+                    size: file.size,
+                    modified_ms: file.modified_ms,
+                    passthrough: dataset.passthrough,
+                };
                 tree.add(parent, OsStr::new(name), Kind::File(entry));
             }
         }
@@ -106,6 +112,7 @@ mod tests {
     fn datasets_become_directories_and_bad_paths_are_left_out() {
         let tree = Tree::of(&[Dataset {
             name: "trials".into(),
+            passthrough: false,
             files: vec![
                 file("p/a.csv", "a.csv"),
                 file("p/sub/b.csv", "sub/b.csv"),

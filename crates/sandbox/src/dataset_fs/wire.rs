@@ -69,6 +69,9 @@ pub enum Answer {
 pub struct Dataset {
     pub name: String,
     pub files: Vec<DatasetFile>,
+    /// Reads of a local body go straight to it in the kernel (FUSE passthrough), uncounted.
+    #[serde(default)]
+    pub passthrough: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +103,9 @@ pub struct ReadSummary {
     pub ranges: Vec<(u64, u64)>,
     /// More than [`MAX_RANGES`] disjoint ranges were read: `ranges` is cleared.
     pub sparse: bool,
+    /// The file was read through passthrough: the daemon saw the open, not the reads.
+    #[serde(default)]
+    pub passthrough: bool,
 }
 
 /// Beyond this many disjoint ranges a summary says only "sparse".
