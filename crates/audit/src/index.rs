@@ -477,7 +477,9 @@ impl Index {
                              UNION SELECT e.node, e.sequence FROM ids JOIN events e ON e.correlation_id = ids.correlation_id)
              SELECT e.node, e.sequence, event_time, source_ip, user_type, user_name, event_source, event_name, error_code, correlation_id, session_id, read_only,
                     (SELECT string_agg(arn, ' ') FROM event_resources r WHERE r.node = e.node AND r.sequence = e.sequence) AS resources,
-                    CASE WHEN event_source = 'notebooks' AND event_name IN ('ExecuteCode', 'ExecuteCodeResult', 'KernelInput') THEN record END AS record
+                    CASE WHEN (event_source = 'notebooks' AND event_name IN ('ExecuteCode', 'ExecuteCodeResult', 'KernelInput'))
+                      OR (event_source = 'storage' AND event_name IN ('DatasetFileOpened', 'DatasetFileClosed', 'DatasetWriteRefused'))
+                      THEN record END AS record
              FROM picked JOIN events e ON e.node = picked.node AND e.sequence = picked.sequence
              WHERE ($2 IS NULL OR event_time >= $2) AND ($3 IS NULL OR event_time <= $3)
              ORDER BY event_time, e.node, e.sequence LIMIT $4"
@@ -499,7 +501,7 @@ impl Index {
                     "correlationId": row.try_get::<Option<String>, _>("correlation_id")?,
                     "sessionId": row.try_get::<Option<String>, _>("session_id")?,
                     "resources": row.try_get::<Option<String>, _>("resources")?.map(|r| r.split(' ').map(str::to_owned).collect::<Vec<_>>()).unwrap_or_default(),
-                    "detail": row.try_get::<Option<String>, _>("record")?.as_deref().and_then(detail),
+                    "detail": row.try_get::<Option<String>, _>("record")?.as_deref().and_then(crate::detail::detail),
                 }))
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -572,22 +574,4 @@ async fn create_tables(pool: &AnyPool, sqlite: bool) -> Result<(), sqlx::Error> 
         statements::create_reader_role(&mut tx).await?;
     }
     tx.commit().await
-}
-
-/// What a timeline shows of an executed-code record besides its action: the code (its first
-/// piece), the result's status and count, or the size of what `input()` read.
-fn detail(record: &str) -> Option<String> {
-    let record: Value = serde_json::from_str(record).ok()?;
-    let asked = &record["requestParameters"];
-    match record["eventName"].as_str()? {
-        "ExecuteCode" => Some(format!("[{}] {}", asked["MessageId"].as_str().unwrap_or("-"), asked["Code"].as_str().unwrap_or_default())),
-        "ExecuteCodeResult" => Some(format!(
-            "[{}] {} #{}",
-            asked["MessageId"].as_str().unwrap_or("-"),
-            asked["Status"].as_str().unwrap_or("-"),
-            asked["ExecutionCount"]
-        )),
-        "KernelInput" => Some(format!("[{}] {} bytes read by input()", asked["MessageId"].as_str().unwrap_or("-"), asked["InputBytes"])),
-        _ => None,
-    }
 }

@@ -14,6 +14,7 @@ mod across_nodes;
 pub mod bound;
 mod bucket;
 mod chain;
+mod detail;
 mod error;
 mod files;
 mod index;

@@ -111,34 +111,51 @@ fn main() {
     let octet = 100 + std::process::id() % 50;
     let server =
         Server::launch(Launch { images: &["base"], octet, overrides: Vec::new(), env: Vec::new(), start: Start::UpWithSpec(SPEC) });
-
-    // The objects: 1 GiB of random bytes, a small one, 10,000 small ones, a 10 GB one (sparse).
-    put(&server, "trials/big.bin", b"x");
-    let big = resize(&server, "trials/big.bin", 1 << 30);
-    let filled = Command::new("dd")
-        .arg("if=/dev/urandom")
-        .arg(format!("of={}", big.display()))
-        .args(["bs=1M", "count=1024", "status=none"])
-        .status();
-    assert!(filled.expect("dd").success());
-    put(&server, "trials/small.csv", b"id,value\n1,2\n");
-    let started = Instant::now();
-    for n in 0..10_000 {
-        put(&server, &format!("trials/many/{n:05}.csv"), b"id\n1\n");
-    }
-    println!("10,000 objects written in {:.1} s", started.elapsed().as_secs_f64());
-    put(&server, "trials/ten.bin", b"x");
-    let ten = resize(&server, "trials/ten.bin", 10_000_000_000);
-    std::fs::OpenOptions::new().write(true).open(&ten).expect("blob").set_len(10_000_000_000).expect("grow sparse");
-
+    let (big, ten) = objects(&server);
     let started = Instant::now();
     let created = server.call("streaming:CreateInstance", json!({ "UserId": "reader" }));
     let create_time = started.elapsed();
     let instance = created["Instance"]["InstanceId"].as_str().expect("an instance").to_owned();
     let mounted = &created["Instance"]["Datasets"][0];
     assert_eq!(mounted["State"], "MOUNTED", "{created}");
+    sequential_reads(&server, &instance, &big);
+    open_latency(&server, &instance);
+    listing(&server, &instance, &mounted["MountMillis"]);
+    session_start(&server, &ten, create_time, &mounted["MountMillis"]);
+    let records = server.call(
+        "audit:LookupEvents",
+        json!({ "LookupAttributes": [{ "AttributeKey": "EventName", "AttributeValue": "DatasetFileOpened" }], "MaxResults": 1000 }),
+    );
+    println!("DatasetFileOpened records written during the run: {}", records["Events"].as_array().map_or(0, Vec::len));
+    server.call("streaming:TerminateInstance", json!({ "InstanceId": instance }));
+    std::thread::sleep(Duration::from_millis(200));
+}
 
-    // 1. Sequential reads.
+/// The objects: 1 GiB of random bytes, a small one, 10,000 small ones, a 10 GB one (sparse);
+/// the blob files of the first and the last.
+fn objects(server: &Server) -> (PathBuf, PathBuf) {
+    put(server, "trials/big.bin", b"x");
+    let big = resize(server, "trials/big.bin", 1 << 30);
+    let filled = Command::new("dd")
+        .arg("if=/dev/urandom")
+        .arg(format!("of={}", big.display()))
+        .args(["bs=1M", "count=1024", "status=none"])
+        .status();
+    assert!(filled.expect("dd").success());
+    put(server, "trials/small.csv", b"id,value\n1,2\n");
+    let started = Instant::now();
+    for n in 0..10_000 {
+        put(server, &format!("trials/many/{n:05}.csv"), b"id\n1\n");
+    }
+    println!("10,000 objects written in {:.1} s", started.elapsed().as_secs_f64());
+    put(server, "trials/ten.bin", b"x");
+    let ten = resize(server, "trials/ten.bin", 10_000_000_000);
+    std::fs::OpenOptions::new().write(true).open(&ten).expect("blob").set_len(10_000_000_000).expect("grow sparse");
+    (big, ten)
+}
+
+/// 1. Sequential reads, through the mount (counted, and passthrough) and natively.
+fn sequential_reads(server: &Server, instance: &str, big: &std::path::Path) {
     println!("\n1 GiB sequential read (dd bs=1M), MB/s:");
     for cache in ["warm", "cold"] {
         let (mut through, mut passthrough, mut native) = (Vec::new(), Vec::new(), Vec::new());
@@ -146,11 +163,11 @@ fn main() {
             if cache == "cold" {
                 drop_caches();
             }
-            through.push(dd_rate(&inside(&server, &instance, "dd if=/data/trials/big.bin of=/dev/null bs=1M 2>&1")));
+            through.push(dd_rate(&inside(server, instance, "dd if=/data/trials/big.bin of=/dev/null bs=1M 2>&1")));
             if cache == "cold" {
                 drop_caches();
             }
-            passthrough.push(dd_rate(&inside(&server, &instance, "dd if=/data/fast/big.bin of=/dev/null bs=1M 2>&1")));
+            passthrough.push(dd_rate(&inside(server, instance, "dd if=/data/fast/big.bin of=/dev/null bs=1M 2>&1")));
             if cache == "cold" {
                 drop_caches();
             }
@@ -171,10 +188,12 @@ fn main() {
             runs(&native),
         );
     }
+}
 
-    // 2. Open latency.
+/// 2. Open latency, through the mount and of a file in the instance's own `/tmp`.
+fn open_latency(server: &Server, instance: &str) {
     let script = "python3 - <<'EOF'\nimport time\ndef lat(p):\n  out=[]\n  for _ in range(300):\n    t=time.perf_counter(); f=open(p,'rb'); out.append((time.perf_counter()-t)*1000); f.close()\n  out.sort(); return out[150], out[int(299*0.99)]\nopen('/tmp/native.csv','w').write('id,value\\n1,2\\n')\nprint(*lat('/data/trials/small.csv'), *lat('/tmp/native.csv'))\nEOF";
-    let figures: Vec<f64> = inside(&server, &instance, script).split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    let figures: Vec<f64> = inside(server, instance, script).split_whitespace().filter_map(|v| v.parse().ok()).collect();
     if let [mount50, mount99, native50, native99] = figures[..] {
         println!(
             "\nopen() latency, ms (300 opens): mount p50 {mount50:.3} p99 {mount99:.3}; /tmp p50 {native50:.3} p99 {native99:.3}; added p50 {:.3} p99 {:.3}",
@@ -184,13 +203,15 @@ fn main() {
     } else {
         println!("\nopen() latency: unreadable figures {figures:?}");
     }
+}
 
-    // 3. A 10,000-entry listing.
+/// 3. A 10,000-entry listing with every entry's attributes, inside.
+fn listing(server: &Server, instance: &str, mount_millis: &Value) {
     let mut lists = Vec::new();
     for _ in 0..5 {
         let out = inside(
-            &server,
-            &instance,
+            server,
+            instance,
             "python3 -c 'import os,time\nt=time.perf_counter()\nn=sum(1 for e in os.scandir(\"/data/trials/many\") if e.stat())\nprint(n, time.perf_counter()-t)'",
         );
         let seconds: f64 = out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
@@ -199,16 +220,18 @@ fn main() {
     lists.sort_by(f64::total_cmp);
     println!(
         "\n10,000 entries: listed and mounted at session start with the rest in {} ms (10,023 objects, twice: both datasets); listing with attributes inside: p50 {:.3} s, worst {:.3} s of 5   target ≤ 1 s",
-        mounted["MountMillis"],
+        mount_millis,
         percentile(&lists, 0.5),
         lists[lists.len() - 1]
     );
+}
 
-    // 4. Session start with a 10 GB dataset: mounted, beside what copying it cost at the least.
+/// 4. Session start with a 10 GB dataset: mounted, beside what copying it cost at the least.
+fn session_start(server: &Server, ten: &std::path::Path, create_time: Duration, mount_millis: &Value) {
     let copy = server.dir.path().join("copy-at-start.bin");
     drop_caches();
     let started = Instant::now();
-    let copied = Command::new("cp").arg("--sparse=never").arg(&ten).arg(&copy).status().expect("cp");
+    let copied = Command::new("cp").arg("--sparse=never").arg(ten).arg(&copy).status().expect("cp");
     let _ = Command::new("sync").status();
     let copy_time = started.elapsed();
     let _ = std::fs::remove_file(&copy);
@@ -216,14 +239,7 @@ fn main() {
     println!(
         "\nsession start with a 10 GB dataset (and 1 GiB, 10,000 files beside it): CreateInstance {:.0} ms, of which listing and mounting {} ms; copy-at-start would first have written 10 GB: {:.1} s (cp of the body)",
         create_time.as_secs_f64() * 1000.0,
-        mounted["MountMillis"],
+        mount_millis,
         copy_time.as_secs_f64()
     );
-    let records = server.call(
-        "audit:LookupEvents",
-        json!({ "LookupAttributes": [{ "AttributeKey": "EventName", "AttributeValue": "DatasetFileOpened" }], "MaxResults": 1000 }),
-    );
-    println!("DatasetFileOpened records written during the run: {}", records["Events"].as_array().map_or(0, Vec::len));
-    server.call("streaming:TerminateInstance", json!({ "InstanceId": instance }));
-    std::thread::sleep(Duration::from_millis(200));
 }

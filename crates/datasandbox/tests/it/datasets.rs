@@ -107,7 +107,8 @@ fn each_open_is_recorded_with_its_process_and_each_close_with_what_was_read() {
     let session = hana["InstanceId"].as_str().expect("id");
     let trace = server.cli(&["audit", "trace", "--user", "hana", "--all"], &[]);
     let text = trace.stdout.to_string();
-    assert!(text.contains("DatasetFileOpened") && text.contains("DatasetFileClosed"), "{session}: {text}");
+    assert!(text.contains("trials/2026/results.csv by /usr/bin/cat (pid "), "{session}: {text}");
+    assert!(text.contains("trials/2026/results.csv read 15 bytes in [[0,15]]"), "{session}: {text}");
 }
 
 #[test]
