@@ -65,6 +65,9 @@ async fn rotate_due(instances: &Instances, lifetime: i64) -> Result<(), ActionEr
         }
         repo::rotate_credential(plane, &id, hex::encode(Sha256::digest(credential.as_bytes())), now_millis() + lifetime).await?;
         if let Some(live) = instances.live.lock().expect("instances lock").get_mut(&id) {
+            if let Some(mount) = &live.datasets {
+                mount.rotated(&credential);
+            }
             live.credential = credential;
         }
     }

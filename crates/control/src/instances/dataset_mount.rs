@@ -36,7 +36,8 @@ const PIECE: u64 = 1 << 20;
 pub(crate) struct Mounted {
     daemon: DatasetDaemon,
     instance_id: String,
-    credential: String,
+    /// The instance's current credential (it rotates while the instance runs).
+    credential: Mutex<String>,
     private_address: String,
     /// The session the instance serves, once it is given one.
     session: Mutex<Option<String>>,
@@ -72,7 +73,7 @@ pub(crate) async fn start(
     let mounted = Arc::new(Mounted {
         daemon,
         instance_id: instance_id.to_owned(),
-        credential: credential.to_owned(),
+        credential: Mutex::new(credential.to_owned()),
         private_address: private_address.to_owned(),
         session: Mutex::new(None),
         open: Mutex::new(HashMap::new()),
@@ -99,7 +100,13 @@ impl Mounted {
     }
 
     pub(crate) fn credentials(&self) -> Credentials {
-        Credentials::DatasetMount { token: self.credential.clone(), source_ip: self.private_address.clone() }
+        let token = self.credential.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        Credentials::DatasetMount { token, source_ip: self.private_address.clone() }
+    }
+
+    /// The instance's credential was rotated: the mount acts with the new one.
+    pub(crate) fn rotated(&self, credential: &str) {
+        *self.credential.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = credential.to_owned();
     }
 
     pub(crate) fn private_address(&self) -> &str {

@@ -141,8 +141,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         log: Some(log),
         terminals: launch.program.as_ref().is_some_and(|p| p.terminals),
     };
-    let up = bring_up(instances, &sandbox, spec, ids).await;
-    let (instance, listener) = up.inspect_err(|_| mounted.iter().for_each(|m| m.stop()))?;
+    let (instance, listener) = bring_up(instances, &sandbox, spec, ids, mounted.as_deref()).await?;
     repo::mark_running(plane, &id, i64::from(instance.init_pid)).await?;
     let live = Live { instance, listener, credential: credential.clone(), datasets: mounted };
     instances.live.lock().expect("instances lock").insert(id.clone(), live);
@@ -173,25 +172,36 @@ async fn start_mount(
     }
 }
 
-/// Makes the instance and starts serving its endpoint; a failure marks it FAILED.
+/// Makes the instance and starts serving its endpoint; a failure ends its dataset mount (a
+/// stop, not a failure of the mount) and marks it FAILED.
 async fn bring_up(
     instances: &Instances,
     sandbox: &std::sync::Arc<sandbox::Sandbox>,
     spec: sandbox::InstanceSpec,
     ids: sandbox::ids::IdLease,
+    mounted: Option<&dataset_mount::Mounted>,
 ) -> Result<(sandbox::Instance, Option<tokio::task::JoinHandle<()>>), ActionError> {
     let plane = &*instances.pipeline.platform;
     let id = spec.id.clone();
-    let (instance, listener) = match create_listening(sandbox, spec, ids, plane.spec.endpoint_port).await? {
-        Ok(made) => made,
-        Err(err) => return Err(start_failed(plane, &id, err).await),
+    let failed = |err: String| async move {
+        mounted.iter().for_each(|m| m.stop());
+        start_failed(plane, &id, err).await
+    };
+    let made = create_listening(sandbox, spec, ids, plane.spec.endpoint_port).await;
+    let (instance, listener) = match made {
+        Ok(Ok(made)) => made,
+        Ok(Err(err)) => return Err(failed(err.to_string()).await),
+        Err(err) => {
+            mounted.iter().for_each(|m| m.stop());
+            return Err(err);
+        }
     };
     match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => Ok((instance, instances.endpoint.get().map(|serve| serve(listener)))),
         Err(err) => {
             let sandbox = sandbox.clone();
             let _ = tokio::task::spawn_blocking(move || sandbox.destroy(instance)).await;
-            Err(start_failed(plane, &id, format!("cannot serve the endpoint: {err}")).await)
+            Err(failed(format!("cannot serve the endpoint: {err}")).await)
         }
     }
 }

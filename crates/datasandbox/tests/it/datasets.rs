@@ -16,7 +16,11 @@ fn put(server: &Server, key: &str, body: &[u8]) {
 }
 
 fn dataset_server(spec: &str) -> Server {
-    let server = Server::start_with_spec(spec, &[]);
+    dataset_server_with(spec, &[])
+}
+
+fn dataset_server_with(spec: &str, overrides: &[&str]) -> Server {
+    let server = Server::start_with_spec(spec, overrides);
     assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
     server
 }
@@ -171,6 +175,20 @@ fn a_dataset_read_through_passthrough_still_decides_and_records_each_open() {
     // The kernel read the body itself: the summary says only that the file was open.
     assert_eq!(closed[0]["requestParameters"]["Granularity"], "open", "{closed:#?}");
     assert_eq!(closed[0]["requestParameters"]["BytesRead"], Value::Null);
+}
+
+#[test]
+fn the_mount_acts_with_the_instances_current_credential_as_it_rotates() {
+    let server = dataset_server_with(DATASET_SPEC, &["sandbox.credential_lifetime_seconds=3"]);
+    put(&server, "trials/readme.txt", b"read me\n");
+    let hana = create(&server, "hana");
+    let first = sh(&server, &hana, "cat /run/datasandbox/credential").1;
+    eventually(15, "a rotated credential", || (sh(&server, &hana, "cat /run/datasandbox/credential").1 != first).then_some(()));
+    // Past the first credential's expiry, files still open: the mount took the new one.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(sh(&server, &hana, "cat /data/trials/readme.txt").1, "read me\n");
+    let opened = events(&server, "DatasetFileOpened", "trials/readme.txt");
+    assert_eq!(opened.last().expect("the open")["errorCode"], Value::Null, "{opened:#?}");
 }
 
 const DENY_ONE_FILE: &str = r#"
