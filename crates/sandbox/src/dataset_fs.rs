@@ -73,8 +73,8 @@ pub fn daemon_main(args: &[String]) -> i32 {
     std::thread::spawn(move || {
         loop {
             match channel.recv::<Down>() {
-                Ok(Some(Frame { message: Down::Answer(answer), data, fd })) => {
-                    let _ = answers.send(Frame { message: answer, data, fd });
+                Ok(Some(Frame { message: Down::Answer { id, answer }, data, fd })) => {
+                    let _ = answers.send((id, Frame { message: answer, data, fd }));
                 }
                 Ok(Some(Frame { message: Down::Datasets(datasets), .. })) => {
                     *tree.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(tree::Tree::of(&datasets));

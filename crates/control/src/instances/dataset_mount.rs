@@ -91,7 +91,12 @@ impl Mounted {
     /// Shows `datasets` (the user's, as listed for them) for the session `session`.
     pub(crate) fn show(&self, session: Option<String>, datasets: Vec<Dataset>) -> Result<(), String> {
         *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = session;
-        self.daemon.channel.send(&Down::Datasets(datasets), &[], None).map_err(|e| format!("the dataset mount is gone: {e}"))
+        let push = Down::Datasets(datasets);
+        let size = serde_json::to_vec(&push).map_or(usize::MAX, |v| v.len());
+        if size > sandbox::dataset_fs::wire::MAX_JSON {
+            return Err(format!("the listing is {size} bytes, more than a mount takes: narrow the dataset's prefix"));
+        }
+        self.daemon.channel.send(&push, &[], None).map_err(|e| format!("the dataset mount is gone: {e}"))
     }
 
     /// Detaches the mount and ends the daemon (the instance is ending).
@@ -130,17 +135,36 @@ impl Mounted {
     }
 }
 
+/// Stops a mount when dropped, unless disarmed: a launch or a teardown that returns early
+/// (a `?`) must not leave a mount serving without its instance.
+pub(crate) struct StopOnDrop(pub Option<Arc<Mounted>>);
+
+impl StopOnDrop {
+    /// The instance took the mount over: it stops the mount when it ends.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(mounted) = &self.0 {
+            mounted.stop();
+        }
+    }
+}
+
 /// Answers the daemon's asks until its socket ends.
 fn serve(mounted: &Mounted, pipeline: &Pipeline, runtime: &tokio::runtime::Handle) {
     loop {
-        let ask = match mounted.daemon.channel.recv::<Up>() {
-            Ok(Some(Frame { message: Up::Ask(ask), .. })) => ask,
+        let (id, ask) = match mounted.daemon.channel.recv::<Up>() {
+            Ok(Some(Frame { message: Up::Ask { id, ask }, .. })) => (id, ask),
             Ok(Some(_)) => continue,
             Ok(None) | Err(_) => break,
         };
         let (answer, data, file) = runtime.block_on(answer(mounted, pipeline, ask));
         use std::os::fd::AsFd;
-        if mounted.daemon.channel.send(&Down::Answer(answer), &data, file.as_ref().map(|f| f.as_fd())).is_err() {
+        if mounted.daemon.channel.send(&Down::Answer { id, answer }, &data, file.as_ref().map(|f| f.as_fd())).is_err() {
             break;
         }
     }
@@ -255,6 +279,7 @@ async fn close(mounted: &Mounted, pipeline: &Pipeline, opened: OpenObject, summa
         "Dataset": opened.dataset, "Bucket": opened.bucket, "Key": opened.key,
         "InstanceId": mounted.instance_id, "SessionId": mounted.session(), "OpenedBy": opened.opened_by,
         "Granularity": if summary.passthrough { "open" } else { "ranges" },
+        "ReadBy": summary.readers.iter().map(process_input).collect::<Vec<_>>(),
         "BytesRead": (!summary.passthrough).then_some(summary.bytes), "Ranges": summary.ranges, "Sparse": summary.sparse,
     });
     let (_, result) = mounted.call(pipeline, "storage:DatasetFileClosed", input).await;

@@ -126,6 +126,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         Some(()) => Some(start_mount(instances, &id, &credential, &link, range, &log).await?),
         None => None,
     };
+    let mount_guard = dataset_mount::StopOnDrop(mounted.clone());
     let spec = sandbox::InstanceSpec {
         id: id.clone(),
         rootfs: image.rootfs(),
@@ -145,6 +146,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
     repo::mark_running(plane, &id, i64::from(instance.init_pid)).await?;
     let live = Live { instance, listener, credential: credential.clone(), datasets: mounted };
     instances.live.lock().expect("instances lock").insert(id.clone(), live);
+    mount_guard.disarm();
     let mounted = match &assignment {
         Some(assignment) => mount_datasets(instances, &id, &credential, &link, assignment).await,
         None => Vec::new(),

@@ -3,9 +3,9 @@
 
 use crate::core::error::{ActionError, ErrorCode};
 
-use super::datasets;
 use super::repo;
 use super::state::{Instances, Live, STOP_GRACE};
+use super::{dataset_mount, datasets};
 
 /// Stops an instance — its programs get a grace period to finish, its credential stays valid
 /// meanwhile so that its last changes reach storage — then removes everything it had.
@@ -15,6 +15,8 @@ pub(crate) async fn stop_instance(instances: &Instances, id: &str) -> Result<(),
     let Some(live) = live else {
         return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("instance `{id}` is not running")));
     };
+    // Stopped below once the instance is; at once if this returns early.
+    let _mount = dataset_mount::StopOnDrop(live.datasets.clone());
     repo::mark_stopping(plane, id).await?;
     let sandbox = instances.sandbox().await?;
     let destroyed = tokio::task::spawn_blocking(move || sandbox.stop(live.instance, STOP_GRACE)).await.map_err(ActionError::internal)?;

@@ -64,6 +64,9 @@ pub(super) async fn file_opened(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     let object = find_object(ctx.platform, &input.bucket, input.key.as_str())
         .await?
         .ok_or_else(|| no_such_key(&input.bucket, input.key.as_str()))?;
+    // Which content was opened: the object may change between the listing and the open.
+    ctx.record_found("ETag", json!(object.etag));
+    ctx.record_found("Size", json!(object.size));
     Ok(json!({ "Blob": object.blob, "Size": object.size, "ETag": object.etag }))
 }
 
@@ -81,6 +84,9 @@ struct ClosedInput {
     /// `ranges`: every read was counted; `open`: the reads went to the body in the kernel
     /// (the dataset's `read_audit = "opens"`), and only the open is known.
     granularity: String,
+    /// Processes other than the opener that read through the open file.
+    #[serde(default)]
+    read_by: Vec<Process>,
     #[serde(default)]
     bytes_read: Option<u64>,
     ranges: Vec<(u64, u64)>,
@@ -93,8 +99,8 @@ pub(super) async fn file_closed(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     if input.ranges.len() > 64 || input.ranges.iter().any(|(start, end)| start >= end) {
         return Err(ActionError::validation("`Ranges` holds at most 64 non-empty ranges"));
     }
-    if !matches!(input.granularity.as_str(), "ranges" | "open") {
-        return Err(ActionError::validation("`Granularity` is `ranges` or `open`"));
+    if !matches!(input.granularity.as_str(), "ranges" | "open") || input.read_by.len() > 8 {
+        return Err(ActionError::validation("`Granularity` is `ranges` or `open`; `ReadBy` names at most 8 processes"));
     }
     ctx.authorize_always();
     Ok(json!({}))

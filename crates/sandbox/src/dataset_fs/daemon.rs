@@ -24,23 +24,43 @@ use super::wire::{Answer, Ask, Channel, Frame, Process, ReadSummary, Up};
 /// is given the instance.
 const TTL: Duration = Duration::from_secs(1);
 
-/// Asks go one at a time; the reader thread hands each answer to the one waiting.
+/// How long an ask may wait for its answer: past it the process gets `EIO`, rather than
+/// waiting on a control plane that has stalled (its audit trail, an S3 server).
+const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Asks go one at a time, each with an id; the reader thread hands the answers over, and one
+/// that comes after its ask gave up is dropped.
 pub(super) struct Link {
     pub channel: Arc<Channel>,
-    asking: Mutex<()>,
-    answers: Mutex<mpsc::Receiver<Frame<Answer>>>,
+    asking: Mutex<u64>,
+    answers: Mutex<mpsc::Receiver<(u64, Frame<Answer>)>>,
 }
 
 impl Link {
-    pub fn new(channel: Arc<Channel>, answers: mpsc::Receiver<Frame<Answer>>) -> Link {
-        Link { channel, asking: Mutex::new(()), answers: Mutex::new(answers) }
+    pub fn new(channel: Arc<Channel>, answers: mpsc::Receiver<(u64, Frame<Answer>)>) -> Link {
+        Link { channel, asking: Mutex::new(0), answers: Mutex::new(answers) }
     }
 
     fn ask(&self, ask: Ask) -> std::io::Result<Frame<Answer>> {
-        let _asking = self.asking.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.channel.send(&Up::Ask(ask), &[], None)?;
+        let mut last = self.asking.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last += 1;
+        let id = *last;
+        self.channel.send(&Up::Ask { id, ask }, &[], None)?;
         let answers = self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        answers.recv().map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the control plane is gone"))
+        let deadline = std::time::Instant::now() + ASK_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match answers.recv_timeout(left) {
+                Ok((answered, frame)) if answered == id => return Ok(frame),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the control plane did not answer in time"));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the control plane is gone"));
+                }
+            }
+        }
     }
 }
 
@@ -48,6 +68,8 @@ impl Link {
 type FileIdentity = (u64, u64);
 
 struct OpenFile {
+    /// The last thread seen reading, so the readers are resolved only when it changes.
+    last_reader: u32,
     /// The object's body as a local file, or `None` when reads are asked for.
     body: Option<Arc<std::fs::File>>,
     /// Held while the file is open through passthrough (the kernel reads the body itself):
@@ -62,7 +84,9 @@ pub(super) struct DatasetFs {
     pub tree: Arc<RwLock<Arc<Tree>>>,
     link: Link,
     /// The host ids that may use the mount: the instance's workspace user (who owns what it
-    /// shows) and the instance's root (its setup binds the mount); the host's root.
+    /// shows) and the instance's root (its setup binds the mount). Not the host's root: a
+    /// root process walking the data directory (a backup, a scanner) must not read datasets in
+    /// the analyst's name.
     owner: u32,
     instance_root: u32,
     open: Mutex<HashMap<u64, OpenFile>>,
@@ -88,7 +112,7 @@ impl DatasetFs {
 
     fn allowed(&self, req: &Request) -> bool {
         let uid = req.uid();
-        uid == self.owner || uid == self.instance_root || uid == 0
+        uid == self.owner || uid == self.instance_root
     }
 
     fn tree(&self) -> Arc<Tree> {
@@ -120,10 +144,15 @@ impl DatasetFs {
         }
     }
 
-    /// Adds a read to its open file's summary.
-    fn count(&self, fh: u64, offset: u64, len: usize) {
-        if let Some(file) = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&fh) {
-            file.summary.add(offset, len as u64);
+    /// Adds a read to its open file's summary, and its process to the readers when it is not
+    /// the opener (a descriptor inherited, passed or shared).
+    fn count(&self, fh: u64, tid: u32, offset: u64, len: usize) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(file) = open.get_mut(&fh) else { return };
+        file.summary.add(offset, len as u64);
+        if file.last_reader != tid {
+            file.last_reader = tid;
+            file.summary.read_by(process_of(tid));
         }
     }
 
@@ -191,8 +220,9 @@ pub(super) fn process_of(tid: u32) -> Process {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
     let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_owned();
     let host_pid = field("Tgid:").parse().unwrap_or(tid as i32);
-    // `NSpid:` lists the pid in each namespace from the host's inwards: the last is the instance's.
-    let pid = field("NSpid:").split_whitespace().last().and_then(|p| p.parse().ok());
+    // `NStgid:` lists the process's id in each pid namespace from the host's inwards: the last
+    // is the instance's (`NSpid:` would be the thread's).
+    let pid = field("NStgid:").split_whitespace().last().and_then(|p| p.parse().ok());
     let executable = std::fs::read_link(format!("/proc/{host_pid}/exe")).ok().map(|exe| inside_path(host_pid, &exe));
     Process { host_pid, pid, executable }
 }
@@ -301,7 +331,7 @@ impl Filesystem for DatasetFs {
                     _ => None,
                 };
                 let summary = ReadSummary { passthrough: backing.is_some(), ..ReadSummary::default() };
-                let opened = OpenFile { body, _backing: backing.clone(), handle, size, summary };
+                let opened = OpenFile { last_reader: req.pid(), body, _backing: backing.clone(), handle, size, summary };
                 self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(fh, opened);
                 match backing {
                     Some(backing) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing),
@@ -320,7 +350,7 @@ impl Filesystem for DatasetFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -336,7 +366,7 @@ impl Filesystem for DatasetFs {
         };
         let wanted = u64::from(size).min(file_size.saturating_sub(offset)) as usize;
         let data = match body {
-            Some(body) => return reply_read(&body, offset, wanted, |got| self.count(fh.0, offset, got), reply),
+            Some(body) => return reply_read(&body, offset, wanted, |got| self.count(fh.0, req.pid(), offset, got), reply),
             None if wanted == 0 => Ok(Vec::new()),
             None => match self.link.ask(Ask::Read { handle, offset, size: wanted as u32 }) {
                 Ok(Frame { message: Answer::Data, data, .. }) => Ok(data),
@@ -347,8 +377,8 @@ impl Filesystem for DatasetFs {
         };
         match data {
             Ok(data) => {
-                self.count(fh.0, offset, data.len());
-                reply.data(&data)
+                self.count(fh.0, req.pid(), offset, data.len());
+                reply.data(&data);
             }
             Err(err) => reply.error(err.raw_os_error().map_or(Errno::EIO, errno)),
         }

@@ -15,7 +15,7 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, s
 use serde::{Deserialize, Serialize};
 
 /// The largest JSON message and data either side accepts (a listing of 100,000 keys fits).
-const MAX_JSON: usize = 64 << 20;
+pub const MAX_JSON: usize = 64 << 20;
 const MAX_DATA: usize = 8 << 20;
 
 /// What the daemon sends: first whether it mounted, then asks, each answered by one [`Answer`].
@@ -23,7 +23,11 @@ const MAX_DATA: usize = 8 << 20;
 pub enum Up {
     Mounted,
     MountFailed(String),
-    Ask(Ask),
+    /// An ask and its id, which its answer carries back.
+    Ask {
+        id: u64,
+        ask: Ask,
+    },
 }
 
 /// What the daemon asks of the control plane.
@@ -42,7 +46,8 @@ pub enum Ask {
 /// What the control plane sends: answers, in the order of the asks, and the datasets to show.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Down {
-    Answer(Answer),
+    /// The answer to the ask of this id.
+    Answer { id: u64, answer: Answer },
     /// The datasets the instance's user may list, whole: they replace what was shown.
     Datasets(Vec<Dataset>),
 }
@@ -106,12 +111,26 @@ pub struct ReadSummary {
     /// The file was read through passthrough: the daemon saw the open, not the reads.
     #[serde(default)]
     pub passthrough: bool,
+    /// Processes other than the opener that read through it (a descriptor inherited, passed
+    /// or shared), up to [`MAX_READERS`].
+    #[serde(default)]
+    pub readers: Vec<Process>,
 }
+
+/// The most readers a summary names.
+pub const MAX_READERS: usize = 8;
 
 /// Beyond this many disjoint ranges a summary says only "sparse".
 pub const MAX_RANGES: usize = 64;
 
 impl ReadSummary {
+    /// Names a process that read, once.
+    pub fn read_by(&mut self, process: Process) {
+        if self.readers.len() < MAX_READERS && !self.readers.iter().any(|p| p.host_pid == process.host_pid) {
+            self.readers.push(process);
+        }
+    }
+
     pub fn add(&mut self, start: u64, len: u64) {
         if len == 0 {
             return;

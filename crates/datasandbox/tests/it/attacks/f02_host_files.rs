@@ -3,7 +3,7 @@
 //! running session's data. They are now a mount there, inside a directory only the instance's
 //! ids enter, that answers no one else.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use serde_json::json;
@@ -20,6 +20,12 @@ fn as_nobody(command: &str) -> (bool, String) {
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// Whether something is mounted on `dir` (read from the mount table, touching nothing under it).
+fn sandbox_mounted(dir: &std::path::Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    mounts.lines().any(|l| l.split(' ').nth(1) == dir.to_str())
+}
+
 #[test]
 fn f02_another_host_user_cannot_read_an_instances_datasets() {
     let server = Server::start_with_spec(DATASET_SPEC, &[]);
@@ -33,7 +39,7 @@ fn f02_another_host_user_cannot_read_an_instances_datasets() {
     let id = hana["InstanceId"].as_str().expect("id");
     let instances = server.data_dir().join("instances");
     let file = instances.join(id).join("data/trials/readme.txt");
-    assert!(file.exists(), "the test's premise: the dataset's file shows at {}", file.display());
+    assert!(sandbox_mounted(&instances.join(id).join("data")), "the test's premise: the dataset mount is at {}", file.display());
 
     // A host user can neither list the instances, nor enter one, nor read a dataset's file by
     // its path.
@@ -47,17 +53,19 @@ fn f02_another_host_user_cannot_read_an_instances_datasets() {
         assert!(!succeeded, "a host user ran `{attack}`: {out}");
     }
     // The shapes that make it so: `instances/` traversable only, the instance's directory its
-    // own, the mount's files its workspace user's.
+    // own, the mount's files its workspace user's (as the instance sees them).
     let mode = |path: &std::path::Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o7777;
     assert_eq!(mode(&instances), 0o711);
     assert_eq!(mode(&instances.join(id)), 0o700);
-    assert_eq!(mode(&file), 0o444);
-    assert_eq!(mode(file.parent().expect("dir")), 0o555);
-    let owner = std::fs::metadata(&file).expect("metadata").uid();
-    assert!(owner >= 1 << 30, "the file belongs to uid {owner}, not to the instance's own range");
+    let (_, shape) = sh(&server, &hana, "stat -c '%a %u' /data/trials/readme.txt /data/trials");
+    assert_eq!(shape.trim(), "444 1000\n555 1000");
+    // Not even the host's root reads through the mount (a backup or a scanner walking the
+    // data directory would read in the analyst's name): refused, unread, unrecorded.
+    let opened_before = server.audit(&[("EventName", "DatasetFileOpened")]).len();
+    let by_root = std::fs::read(&file).expect_err("the host's root read a dataset's file through the mount");
+    assert_eq!(by_root.kind(), std::io::ErrorKind::PermissionDenied, "{by_root}");
     // And were the instance's directory ever opened to others, the mount itself still answers
     // no one but the instance's ids: nothing is read, and nothing is recorded.
-    let opened_before = server.audit(&[("EventName", "DatasetFileOpened")]).len();
     std::fs::set_permissions(instances.join(id), std::fs::Permissions::from_mode(0o711)).expect("loosen");
     let (read, out) = as_nobody(&format!("cat {}", file.display()));
     std::fs::set_permissions(instances.join(id), std::fs::Permissions::from_mode(0o700)).expect("restore");
