@@ -35,15 +35,6 @@ impl Link {
     }
 }
 
-fn run(step: &'static str, command: &mut Command) -> Result<(), SandboxError> {
-    let output = command.stderr(Stdio::piped()).output().map_err(|e| setup(step, e))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(setup(step, format!("{:?} failed: {}", command, String::from_utf8_lossy(&output.stderr).trim())))
-    }
-}
-
 fn nft(step: &'static str, script: &str) -> Result<(), SandboxError> {
     let mut child =
         Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| setup(step, e))?;
@@ -68,56 +59,122 @@ pub fn ensure_unused(link: &Link) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Creates the veth pair, moves its peer into the instance's network namespace (`pid`'s) as
-/// `eth0`, and addresses both ends. The instance gets no default route.
+/// Creates the veth pair with its peer already in the instance's network namespace (`pid`'s)
+/// as `eth0`, and addresses and starts both ends and the instance's loopback. The instance
+/// gets no default route. All of it through rtnetlink, in one thread of its own: no process
+/// is started for it.
 pub fn attach(link: &Link, pid: i32) -> Result<(), SandboxError> {
-    let peer = link.peer_interface();
-    run("create the link", Command::new("ip").args(["link", "add", &link.host_interface, "type", "veth", "peer", "name", &peer]))?;
-    // Reverse-path filtering: a packet whose source is not this link's instance is dropped.
-    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/rp_filter", link.host_interface), "1");
-    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", link.host_interface), "1");
-    run("address the link", Command::new("ip").args(["addr", "add", &format!("{}/30", link.host_address), "dev", &link.host_interface]))?;
-    run("start the link", Command::new("ip").args(["link", "set", &link.host_interface, "up"]))?;
-    run("move the link into the instance", Command::new("ip").args(["link", "set", &peer, "netns", &pid.to_string(), "name", "eth0"]))?;
-    let inside = |args: &[&str]| {
-        let mut command = Command::new("nsenter");
-        command.args(["-t", &pid.to_string(), "-n", "ip"]).args(args);
-        command
-    };
-    run("address the instance", &mut inside(&["addr", "add", &format!("{}/30", link.instance_address), "dev", "eth0"]))?;
-    run("start the instance link", &mut inside(&["link", "set", "eth0", "up"]))?;
-    run("start loopback", &mut inside(&["link", "set", "lo", "up"]))?;
-    Ok(())
+    let link = link.clone();
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| setup("find the instance's network", e))?;
+    on_own_thread(move |runtime| {
+        runtime.block_on(attach_host_side(&link, pid))?;
+        // Reverse-path filtering: a packet whose source is not this link's instance is dropped.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/rp_filter", link.host_interface), "1");
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", link.host_interface), "1");
+        // This thread now joins the instance's network namespace (it ends with this call): a
+        // netlink socket opened from here on speaks to that namespace.
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| setup("enter the instance's network", e))?;
+        runtime.block_on(attach_inside(&link))
+    })
 }
 
-/// Removes the veth pair (deleting one end deletes both); a missing link is not an error.
-pub fn detach(link: &Link) -> Result<(), SandboxError> {
-    let output = Command::new("ip")
-        .args(["link", "del", &link.host_interface])
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| setup("remove the link", e))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // The kernel removes the pair itself when the instance's namespace goes away.
-    if output.status.success() || stderr.contains("Cannot find device") || stderr.contains("No such device") {
-        Ok(())
-    } else {
-        Err(setup("remove the link", stderr.trim().to_owned()))
+/// Runs `work` on a thread of its own with a single-threaded runtime for rtnetlink: the
+/// caller may be inside another runtime, and a thread that joins an instance's namespace must
+/// not be one anybody else uses afterwards.
+fn on_own_thread<T: Send + 'static>(
+    work: impl FnOnce(&tokio::runtime::Runtime) -> Result<T, SandboxError> + Send + 'static,
+) -> Result<T, SandboxError> {
+    let thread = std::thread::Builder::new().name("netlink".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(|e| setup("start netlink", e))?;
+        work(&runtime)
+    });
+    thread.map_err(|e| setup("start netlink", e))?.join().map_err(|_| setup("use netlink", "the netlink thread panicked"))?
+}
+
+fn netlink(step: &'static str) -> impl Fn(rtnetlink::Error) -> SandboxError {
+    move |e| setup(step, e)
+}
+
+/// A connection in the calling thread's network namespace, served on `runtime`'s thread.
+fn connect() -> Result<rtnetlink::Handle, SandboxError> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| setup("open netlink", e))?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+/// The index of the interface `name`, if it exists.
+async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
+    use futures::TryStreamExt as _;
+    match handle.link().get().match_name(name).execute().try_next().await {
+        Ok(found) => Ok(found.map(|link| link.header.index)),
+        // The kernel answers a name it does not know with ENODEV.
+        Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ENODEV => Ok(None),
+        Err(err) => Err(err),
     }
+}
+
+async fn attach_host_side(link: &Link, pid: i32) -> Result<(), SandboxError> {
+    use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
+    let handle = connect()?;
+    let peer = LinkMessageBuilder::<LinkUnspec>::new().name("eth0").setns_by_pid(pid as u32).build();
+    let veth = LinkVeth::new(&link.host_interface, &link.peer_interface())
+        .set_info_data(rtnetlink::packet_route::link::InfoData::Veth(rtnetlink::packet_route::link::InfoVeth::Peer(peer)))
+        .build();
+    handle.link().add(veth).execute().await.map_err(netlink("create the link"))?;
+    let index = index_of(&handle, &link.host_interface).await.map_err(netlink("find the link"))?;
+    let index = index.ok_or_else(|| setup("find the link", format!("{} is missing after its creation", link.host_interface)))?;
+    handle.address().add(index, link.host_address.into(), 30).execute().await.map_err(netlink("address the link"))?;
+    handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.map_err(netlink("start the link"))
+}
+
+async fn attach_inside(link: &Link) -> Result<(), SandboxError> {
+    use rtnetlink::LinkUnspec;
+    let handle = connect()?;
+    let (eth0, lo) = (index_of(&handle, "eth0").await, index_of(&handle, "lo").await);
+    let (Some(eth0), Some(lo)) = (eth0.map_err(netlink("find eth0"))?, lo.map_err(netlink("find loopback"))?) else {
+        return Err(setup("address the instance", "the instance has no eth0 or no loopback"));
+    };
+    handle.address().add(eth0, link.instance_address.into(), 30).execute().await.map_err(netlink("address the instance"))?;
+    handle.link().set(LinkUnspec::new_with_index(eth0).up().build()).execute().await.map_err(netlink("start the instance link"))?;
+    handle.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(netlink("start loopback"))
+}
+
+/// Removes the veth pair (deleting one end deletes both); a missing link is not an error (the
+/// kernel removes the pair itself when the instance's namespace goes away).
+pub fn detach(link: &Link) -> Result<(), SandboxError> {
+    let name = link.host_interface.clone();
+    on_own_thread(move |runtime| {
+        runtime.block_on(async {
+            let handle = connect()?;
+            let Some(index) = index_of(&handle, &name).await.map_err(netlink("remove the link"))? else { return Ok(()) };
+            match handle.link().del(index).execute().await {
+                Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ENODEV => Ok(()),
+                other => other.map_err(netlink("remove the link")),
+            }
+        })
+    })
 }
 
 /// Every instance link left on the host.
 pub fn leftover_links() -> Vec<String> {
-    let output = Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    output
-        .lines()
-        .filter_map(|line| line.split(": ").nth(1).map(|name| name.split('@').next().unwrap_or(name).to_owned()))
-        .filter(|name| name.starts_with("ds-"))
-        .collect()
+    let listed = on_own_thread(|runtime| {
+        runtime.block_on(async {
+            use futures::TryStreamExt as _;
+            let handle = connect()?;
+            let links: Vec<_> = handle.link().get().execute().try_collect().await.map_err(netlink("list the links"))?;
+            Ok(links
+                .into_iter()
+                .filter_map(|link| {
+                    link.attributes.into_iter().find_map(|a| match a {
+                        rtnetlink::packet_route::link::LinkAttribute::IfName(name) => Some(name),
+                        _ => None,
+                    })
+                })
+                .filter(|name| name.starts_with("ds-"))
+                .collect::<Vec<String>>())
+        })
+    });
+    listed.unwrap_or_default()
 }
 
 /// The host's nftables table for instance links.
