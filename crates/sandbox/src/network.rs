@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{SandboxError, setup};
 
+mod nft;
+
 pub const TABLE: &str = "datasandbox";
 
 /// One instance's link.
@@ -180,6 +182,8 @@ pub fn leftover_links() -> Vec<String> {
 /// The host's nftables table for instance links.
 pub struct Firewall {
     endpoint_port: u16,
+    /// The long-lived `nft` that per-instance elements go through; started again after it broke.
+    session: std::sync::Mutex<Option<nft::Session>>,
 }
 
 impl Firewall {
@@ -222,7 +226,7 @@ impl Firewall {
             )?;
         }
         nft("open the endpoint port", &format!("add element inet {TABLE} endpoint_ports {{ {endpoint_port} }}\n"))?;
-        Ok(Firewall { endpoint_port })
+        Ok(Firewall { endpoint_port, session: std::sync::Mutex::new(nft::Session::start(TABLE).ok()) })
     }
 
     pub fn endpoint_port(&self) -> u16 {
@@ -231,11 +235,33 @@ impl Firewall {
 
     /// Lets this link's instance address reach the endpoint on this link's host address.
     pub fn allow(&self, link: &Link) -> Result<(), SandboxError> {
-        nft("allow the link", &format!("add element inet {TABLE} links {{ {} . {} }}\n", link.instance_address, link.host_address))
+        self.change("allow the link", &format!("add element inet {TABLE} links {{ {} . {} }}", link.instance_address, link.host_address))
     }
 
+    /// Removes the link's element; a missing element or table is not an error.
     pub fn revoke(&self, link: &Link) -> Result<(), SandboxError> {
-        revoke(link)
+        let command = format!("delete element inet {TABLE} links {{ {} . {} }}", link.instance_address, link.host_address);
+        tolerate_missing(self.change("revoke the link", &command))
+    }
+
+    /// One change through the long-lived session; through a one-shot `nft` when the session
+    /// cannot be had or broke (it is started again next time).
+    fn change(&self, step: &'static str, command: &str) -> Result<(), SandboxError> {
+        let mut session = self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if session.is_none() {
+            *session = nft::Session::start(TABLE).ok();
+        }
+        if let Some(running) = session.as_mut() {
+            match running.run(command) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(message)) => return Err(setup(step, format!("nft: {message}"))),
+                Err(err) => {
+                    tracing::warn!(error = %err, "the nft session broke; starting another");
+                    *session = None;
+                }
+            }
+        }
+        nft(step, &format!("{command}\n"))
     }
 
     /// The packets the forward chain has dropped (anything an instance tried to route).
@@ -258,10 +284,15 @@ impl Firewall {
     }
 }
 
-/// Removes a link's firewall element; a missing element or table is not an error.
+/// Removes a link's firewall element with a one-shot `nft` (after a crash, with no session);
+/// a missing element or table is not an error.
 pub fn revoke(link: &Link) -> Result<(), SandboxError> {
     let script = format!("delete element inet {TABLE} links {{ {} . {} }}\n", link.instance_address, link.host_address);
-    match nft("revoke the link", &script) {
+    tolerate_missing(nft("revoke the link", &script))
+}
+
+fn tolerate_missing(result: Result<(), SandboxError>) -> Result<(), SandboxError> {
+    match result {
         Err(SandboxError::Setup { message, .. }) if message.contains("No such file") || message.contains("not exist") => Ok(()),
         other => other,
     }

@@ -227,7 +227,8 @@ fn a_node_stopped_past_its_lease_changes_nothing_it_lost_and_rejoins() {
         "NODE_LOST",
         "a changed a session it lost"
     );
-    assert_eq!(a.audit(&[("EventName", "NodeRejoined")]).len(), 1);
+    // Joining comes first, then the reconciliation, then the record of both.
+    eventually(20, "a's record of its rejoining", || (a.audit(&[("EventName", "NodeRejoined")]).len() == 1).then_some(()));
     let instance = session["InstanceId"].as_str().expect("instance");
     eventually(20, "a's old instance to be destroyed and its row reconciled", || {
         (shared.sql(&format!("SELECT state FROM instances WHERE instance_id = '{instance}'")) == "TERMINATED").then_some(())
