@@ -101,7 +101,6 @@ pub struct DatasetDaemon {
     pub channel: Channel,
     pub mountpoint: PathBuf,
     child: Mutex<Child>,
-    pid: u32,
     stopping: AtomicBool,
 }
 
@@ -131,23 +130,14 @@ impl DatasetDaemon {
         let child = command.spawn().map_err(|e| setup(step, e))?;
         // The daemon's end of the socket must live only in the daemon: its end is ours to see.
         drop(command);
-        let daemon = DatasetDaemon {
-            channel,
-            mountpoint: mountpoint.to_owned(),
-            pid: child.id(),
-            child: Mutex::new(child),
-            stopping: AtomicBool::new(false),
-        };
+        let daemon =
+            DatasetDaemon { channel, mountpoint: mountpoint.to_owned(), child: Mutex::new(child), stopping: AtomicBool::new(false) };
         match daemon.channel.recv::<Up>() {
             Ok(Some(Frame { message: Up::Mounted, .. })) => Ok(daemon),
             Ok(Some(Frame { message: Up::MountFailed(why), .. })) => Err(setup(step, why)),
             Ok(_) => Err(setup(step, "the daemon ended before it mounted (its log says why)")),
             Err(err) => Err(setup(step, err)),
         }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
     }
 
     /// Whether [`DatasetDaemon::stop`] was called: an end after it is no failure.

@@ -7,7 +7,7 @@
 //! `recvmsg` (so the descriptor comes with it) and the rest with plain reads.
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
@@ -244,14 +244,12 @@ impl Channel {
     pub fn shut_down(&self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
-
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     #[test]
