@@ -117,6 +117,8 @@ const EVENT_COLUMNS: usize = 23;
 #[derive(Clone)]
 pub struct Index {
     pool: AnyPool,
+    /// Where records are inserted (see `open`).
+    writer: AnyPool,
     target: IndexTarget,
     /// Where the index is, for messages (a database URL without its password).
     place: String,
@@ -124,7 +126,13 @@ pub struct Index {
     node: String,
     indexed: Arc<AtomicU64>,
     progress: Arc<Notify>,
+    /// A read waits for records still on their way in: the feeder inserts now.
+    hurry: Arc<Notify>,
 }
+
+/// How long after one insert the feeder gathers records for the next, unless a read waits:
+/// one transaction for many records costs SQLite a fraction of one per record.
+const GATHER: Duration = Duration::from_millis(100);
 
 /// Which records a lookup returns; every set field must match.
 #[derive(Debug, Clone, Default)]
@@ -183,24 +191,11 @@ impl Index {
         };
         let sql = |source| IndexError::Sql { place: place.clone(), source };
         let options = AnyConnectOptions::from_str(&url).map_err(sql)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(4)
-            .after_connect(move |connection, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        // Derived data: a crash loses at most what `catch_up` re-reads from the
-                        // trail. Random inserts into eight B-trees thrash SQLite's default 2 MB
-                        // page cache.
-                        connection
-                            .execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -262144; PRAGMA temp_store = memory;")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(sql)?;
+        let pool = connect(options.clone(), sqlite, 4).await.map_err(sql)?;
+        // SQLite: records go in through one connection of their own, whose page cache then stays
+        // valid from one batch to the next (a connection that did not write the last change
+        // drops its whole cache, and the feeder took whichever of the pool's was free).
+        let writer = if sqlite { connect(options, sqlite, 1).await.map_err(sql)? } else { pool.clone() };
         create_tables(&pool, sqlite).await.map_err(sql)?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM events WHERE node = $1")
             .bind(node)
@@ -209,11 +204,13 @@ impl Index {
             .map_err(sql)?;
         Ok(Index {
             pool,
+            writer,
             target: target.clone(),
             place,
             node: node.to_owned(),
             indexed: Arc::new(AtomicU64::new(last as u64)),
             progress: Arc::new(Notify::new()),
+            hurry: Arc::new(Notify::new()),
         })
     }
 
@@ -223,6 +220,10 @@ impl Index {
     fn sql(&self) -> impl Fn(sqlx::Error) -> IndexError + Send + Sync + 'static {
         let place = self.place.clone();
         move |source| IndexError::Sql { place: place.clone(), source }
+    }
+
+    fn sqlite(&self) -> bool {
+        matches!(self.target, IndexTarget::File(_))
     }
 
     /// The sequence number of this node's newest indexed record.
@@ -238,6 +239,7 @@ impl Index {
             if self.indexed_sequence() >= sequence {
                 return true;
             }
+            self.hurry.notify_one();
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.indexed_sequence() >= sequence;
             }
@@ -251,6 +253,7 @@ impl Index {
         let index = self.clone();
         tokio::spawn(async move {
             let mut backlog: IndexBatch = Vec::new();
+            let mut last_insert = tokio::time::Instant::now();
             loop {
                 let next = if backlog.is_empty() {
                     receiver.recv().await
@@ -268,6 +271,11 @@ impl Index {
                     merged.extend(batch);
                     merged
                 };
+                // A record that comes alone goes in at once; a stream of them goes in one
+                // transaction per GATHER at most, unless a read waits for them.
+                if batch.len() < 20_000 {
+                    let _ = tokio::time::timeout_at(last_insert + GATHER, index.hurry.notified()).await;
+                }
                 while let Ok(more) = receiver.try_recv() {
                     batch.extend(more);
                     if batch.len() >= 20_000 {
@@ -275,7 +283,9 @@ impl Index {
                     }
                 }
                 let lines: Vec<(u64, &[u8])> = batch.iter().map(|(s, l)| (*s, l.as_slice())).collect();
-                if let Err(err) = index.insert(&lines).await {
+                let inserted = index.insert(&lines).await;
+                last_insert = tokio::time::Instant::now();
+                if let Err(err) = inserted {
                     if batch.len() <= MAX_BACKLOG {
                         tracing::warn!(error = %err, records = batch.len(), "audit index update failed; trying again");
                         backlog = batch;
@@ -302,15 +312,15 @@ impl Index {
                 Err(_) => tracing::warn!(sequence, "an audit record does not parse; it is left out of the index"),
             }
         }
-        let mut tx = self.pool.begin().await.map_err(&sql)?;
+        let mut tx = self.writer.begin().await.map_err(&sql)?;
         // Many rows per statement: one round trip per chunk, not per row. The placeholders are
-        // written out (`$n`), which both databases read: sqlx's builder writes `?` for `Any`.
+        // written out (`$n` for PostgreSQL, `?` for SQLite): sqlx's builder writes `?` for `Any`.
         for chunk in rows.chunks(40) {
             let statement = format!(
                 "INSERT INTO events (node, sequence, event_time, event_source, event_name, user_type, user_name, principal_id, user_arn, source_ip,
                  user_agent, error_code, error_message, read_only, management_event, event_type, request_id, event_id, correlation_id, session_id,
                  request_parameters, response_elements, record) VALUES {} ON CONFLICT (node, sequence) DO NOTHING",
-                placeholders(chunk.len(), EVENT_COLUMNS)
+                placeholders(chunk.len(), EVENT_COLUMNS, self.sqlite())
             );
             let mut insert = sqlx::query(&statement);
             for (sequence, record, text) in chunk {
@@ -348,8 +358,10 @@ impl Index {
             let resources: Vec<(i64, &crate::record::RecordResource)> =
                 chunk.iter().flat_map(|(sequence, record, _)| record.resources.iter().map(move |r| (*sequence, r))).collect();
             for resources in resources.chunks(300) {
-                let statement =
-                    format!("INSERT INTO event_resources (node, sequence, arn, type) VALUES {}", placeholders(resources.len(), 4));
+                let statement = format!(
+                    "INSERT INTO event_resources (node, sequence, arn, type) VALUES {}",
+                    placeholders(resources.len(), 4, self.sqlite())
+                );
                 let mut insert = sqlx::query(&statement);
                 for (sequence, resource) in resources {
                     insert = insert.bind(self.node.clone()).bind(*sequence).bind(resource.arn.clone()).bind(resource.kind.clone());
@@ -394,7 +406,7 @@ impl Index {
     /// Empties this node's part of the index and rebuilds it from its trail files alone.
     pub async fn rebuild(&self, layout: &Layout) -> Result<u64, IndexError> {
         let sql = self.sql();
-        let mut tx = self.pool.begin().await.map_err(&sql)?;
+        let mut tx = self.writer.begin().await.map_err(&sql)?;
         sqlx::query("DELETE FROM events WHERE node = $1").bind(&self.node).execute(&mut *tx).await.map_err(&sql)?;
         sqlx::query("DELETE FROM event_resources WHERE node = $1").bind(&self.node).execute(&mut *tx).await.map_err(&sql)?;
         tx.commit().await.map_err(&sql)?;
@@ -548,6 +560,28 @@ impl Index {
             .map_err(self.sql())?;
         Ok(())
     }
+}
+
+/// A pool of up to `connections` to the index (SQLite's tuned for a derived, rebuildable table).
+async fn connect(options: AnyConnectOptions, sqlite: bool, connections: u32) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        // A SQLite file needs no check before each use; a PostgreSQL server may have gone.
+        .test_before_acquire(!sqlite)
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if sqlite {
+                    // Derived data: a crash loses at most what `catch_up` re-reads from the trail.
+                    // Random inserts into eight B-trees thrash SQLite's default 2 MB page cache.
+                    connection
+                        .execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -262144; PRAGMA temp_store = memory;")
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
 }
 
 /// Creates the tables; an index from before records had a node is dropped first (it is

@@ -27,7 +27,8 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, action: AuditAction, input: Valu
 
 /// Reads see every record made before them on this node: wait until the index has caught up
 /// with this node's trail. Other nodes' records are in the shared index once their own feeder
-/// has written them, milliseconds after their fsync; a read does not wait for those.
+/// has written them, at most a tenth of a second after their fsync; a read does not wait for
+/// those.
 async fn caught_up(ctx: &Ctx<'_>) -> Result<(), ActionError> {
     let durable = ctx.platform.trail.last_sequence();
     if ctx.platform.index.wait_for(durable, Duration::from_secs(10)).await {

@@ -45,6 +45,7 @@ impl Notebooks {
             pipeline,
             instances,
             tokens: Default::default(),
+            grants: Default::default(),
             admission: Default::default(),
             busy: Default::default(),
             wake: Default::default(),

@@ -98,23 +98,29 @@ pub(crate) async fn forward(
     parts: axum::http::request::Parts,
     body: Body,
 ) -> Result<Response, String> {
-    let (stream, token) = connect(control, upstream).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
     let path = if query.is_empty() { format!("/notebook/{name}/{rest}") } else { format!("/notebook/{name}/{rest}?{query}") };
     let mut request = hyper::Request::builder().method(parts.method).uri(path);
     for (key, value) in parts.headers.iter().filter(|(key, _)| passed_to_jupyter(key)) {
         request = request.header(key, value);
     }
     request = request.header(header::HOST, "localhost");
-    if let Some(token) = token {
+    if let Upstream::Local { token, .. } = upstream {
         request = request.header(header::AUTHORIZATION, format!("token {token}"));
     }
     let request = request.body(body).map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let response = match upstream {
+        // A notebook here: over a kept-alive connection to its socket.
+        Upstream::Local { socket, .. } => crate::upstreams::send(socket, request).await?,
+        Upstream::Relay { .. } => {
+            let (stream, _) = connect(control, upstream).await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            sender.send_request(request).await.map_err(|e| e.to_string())?
+        }
+    };
     let (mut parts, incoming) = response.into_parts();
     // Jupyter's cookies (`_xsrf`, its login) are not the browser's business.
     parts.headers.remove(header::SET_COOKIE);

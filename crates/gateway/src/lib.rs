@@ -25,6 +25,7 @@ mod session;
 mod sign_in;
 mod stream;
 mod tls;
+mod upstreams;
 
 use std::future::Future;
 use std::net::SocketAddr;

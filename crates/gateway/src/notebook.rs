@@ -402,10 +402,24 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     } else {
         body
     };
-    if let Err(err) = control.record_notebook_access(&target, &name, method.as_str(), &rest, None).await {
-        return unrecorded(err);
-    }
-    let response = match crate::jupyter::forward(&control, &target.upstream, &name, &raw, &query, parts, body).await {
+    let record = control.record_notebook_access(&target, &name, method.as_str(), &rest, None);
+    let forward = crate::jupyter::forward(&control, &target.upstream, &name, &raw, &query, parts, body);
+    let forwarded = if method == Method::GET || method == Method::HEAD {
+        // A read changes nothing: it goes to Jupyter while its record is written, and its
+        // answer reaches the browser only once the record is durable.
+        let (recorded, forwarded) = tokio::join!(record, forward);
+        if let Err(err) = recorded {
+            return unrecorded(err);
+        }
+        forwarded
+    } else {
+        // Anything else reaches Jupyter only once its record is durable.
+        if let Err(err) = record.await {
+            return unrecorded(err);
+        }
+        forward.await
+    };
+    let response = match forwarded {
         Ok(response) => response,
         Err(err) => {
             return (StatusCode::BAD_GATEWAY, error_body("BadGateway", &format!("the notebook did not answer: {err}"))).into_response();

@@ -23,8 +23,10 @@ pub fn rows_as_objects(columns: &[String], rows: &[Vec<Value>]) -> Vec<Value> {
     rows.iter().map(|row| Value::Object(columns.iter().cloned().zip(row.iter().cloned()).collect::<Map<_, _>>())).collect()
 }
 
-/// `($1, …, $columns), ($columns+1, …)`: `rows` rows of placeholders.
-pub(super) fn placeholders(rows: usize, columns: usize) -> String {
+/// `($1, …, $columns), ($columns+1, …)`: `rows` rows of placeholders; or, for SQLite, `(?, …)`,
+/// which it binds in order (sqlx asks SQLite the name of every numbered one, and SQLite finds
+/// each name by a walk through all of them: a statement of n of them costs n² steps).
+pub(super) fn placeholders(rows: usize, columns: usize, sqlite: bool) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -35,8 +37,12 @@ pub(super) fn placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 out.push(',');
             }
-            out.push('$');
-            out.push_str(&(row * columns + column + 1).to_string());
+            if sqlite {
+                out.push('?');
+            } else {
+                out.push('$');
+                out.push_str(&(row * columns + column + 1).to_string());
+            }
         }
         out.push(')');
     }

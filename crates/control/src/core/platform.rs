@@ -201,12 +201,18 @@ impl Default for ServiceEvent<'_> {
 /// The principal id (`UserRef::principal_id`: mode, identity provider and user id) of each
 /// session that changes state (queued, active, ended) or connection. Nothing else is carried:
 /// a page that hears of a change asks for what it may see.
-pub(crate) struct Changes(tokio::sync::broadcast::Sender<String>);
+///
+/// Every change, here or heard from another node, also moves the sessions' epoch on: a check
+/// cached under an older epoch (the notebook proxy's) is made again.
+pub(crate) struct Changes {
+    pages: tokio::sync::broadcast::Sender<String>,
+    epoch: std::sync::atomic::AtomicU64,
+}
 
 impl Default for Changes {
     fn default() -> Changes {
         // A listener that falls this far behind only misses pings; it asks again on the next.
-        Changes(tokio::sync::broadcast::channel(256).0)
+        Changes { pages: tokio::sync::broadcast::channel(256).0, epoch: Default::default() }
     }
 }
 
@@ -220,21 +226,32 @@ impl Changes {
 
     /// The same, by principal id (`UserRef::principal_id`).
     pub(crate) fn principal(&self, principal_id: &str) {
-        let _ = self.0.send(principal_id.to_owned());
+        let _ = self.pages.send(principal_id.to_owned());
+    }
+
+    /// Some session changed (whose is not known yet): checks cached before now are stale.
+    pub(crate) fn advance(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many session changes this node has seen: equal epochs, no change in between.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Tells every page to look again: after the store's change feed was cut, something may
     /// have been missed.
     pub(crate) fn everyone(&self) {
-        let _ = self.0.send(EVERYONE_CHANGED.to_owned());
+        self.advance();
+        let _ = self.pages.send(EVERYONE_CHANGED.to_owned());
     }
 
     /// Whether anyone listens (a change whose user must be looked up is skipped otherwise).
     pub(crate) fn heard(&self) -> bool {
-        self.0.receiver_count() > 0
+        self.pages.receiver_count() > 0
     }
 
     pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.0.subscribe()
+        self.pages.subscribe()
     }
 }

@@ -93,6 +93,9 @@ async fn connect(options: AnyConnectOptions, sqlite: bool, connections: u32) -> 
         .max_connections(connections)
         // A store that does not answer fails a call within seconds (503), not half a minute.
         .acquire_timeout(std::time::Duration::from_secs(if sqlite { 30 } else { 5 }))
+        // A SQLite connection is a file in this process: no round trip to its worker thread to
+        // ask whether it still works before every query. A PostgreSQL server may have gone.
+        .test_before_acquire(!sqlite)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if sqlite {

@@ -2,6 +2,7 @@
 //! if anywhere, and the audit record of each proxied request.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::repo;
 use super::state::{Notebooks, notebook_dir};
@@ -37,51 +38,104 @@ pub struct NotebookTarget {
     pub source_ip: String,
 }
 
+/// A notebook cookie as one browser at one address presents it: its hash, the notebook and
+/// the address.
+pub(crate) type GrantKey = (String, String, String);
+
+/// What a notebook cookie's checks found, reused by the next requests for a moment
+/// ([`GRANT_REUSE`]) and only while no session changed anywhere meanwhile (the sessions'
+/// epoch): a session ended on this node refuses the next request, one ended on another node
+/// within the reuse or as soon as its change is heard. The cookie's own expiry is checked at
+/// every request.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    session_id: String,
+    user_id: String,
+    correlation_id: String,
+    download: bool,
+    upload: bool,
+    terminal: bool,
+    expires: i64,
+    epoch: u64,
+    checked: Instant,
+}
+
+/// How long a cookie's checks are reused; and how many cookies are remembered at most.
+const GRANT_REUSE: Duration = Duration::from_secs(1);
+const GRANT_LIMIT: usize = 10_000;
+
+impl Grant {
+    fn fresh(&self, epoch: u64) -> bool {
+        self.epoch == epoch && self.checked.elapsed() < GRANT_REUSE && self.expires > now_millis()
+    }
+}
+
 impl Notebooks {
     /// Where a notebook request goes, if its cookie still grants access: the cookie is the
     /// notebook's, unexpired, its streaming session is still ACTIVE, and, for a pixel session,
     /// the request comes from that session's instance (`source_ip`).
     pub(crate) async fn notebook_target(&self, name: &str, cookie: &str, source_ip: &str) -> Result<NotebookTarget, ActionError> {
+        let key = (hex::encode(Sha256::digest(cookie.as_bytes())), name.to_owned(), source_ip.to_owned());
+        let changes = &self.pipeline.platform.changes;
+        let cached = self.grants.lock().expect("grants lock").get(&key).filter(|grant| grant.fresh(changes.epoch())).cloned();
+        let grant = match cached {
+            Some(grant) => grant,
+            None => {
+                // Read before the checks: a change during them leaves the grant stale.
+                let epoch = changes.epoch();
+                let grant = self.check_grant(&key, epoch).await?;
+                let mut grants = self.grants.lock().expect("grants lock");
+                if grants.len() >= GRANT_LIMIT {
+                    grants.clear();
+                }
+                grants.insert(key, grant.clone());
+                grant
+            }
+        };
+        Ok(NotebookTarget {
+            upstream: self.upstream(name).await?,
+            session_id: grant.session_id,
+            user_id: grant.user_id,
+            correlation_id: grant.correlation_id,
+            download: grant.download,
+            upload: grant.upload,
+            terminal: grant.terminal,
+            source_ip: source_ip.to_owned(),
+        })
+    }
+
+    /// A notebook cookie's checks, made against the store.
+    async fn check_grant(&self, (cookie_hash, name, source_ip): &GrantKey, epoch: u64) -> Result<Grant, ActionError> {
         let plane = &*self.pipeline.platform;
         let denied = |why: &str| ActionError::new(403, ErrorCode::AccessDeniedException, why.to_owned());
-        let access = repo::find_access(plane, &hex::encode(Sha256::digest(cookie.as_bytes())), name)
+        let access = repo::find_access(plane, cookie_hash, name)
             .await?
             .ok_or_else(|| denied("no access to this notebook; open it from your session"))?;
         if access.expires <= now_millis() {
             return Err(denied("your notebook access has expired; open it again from your session"));
         }
-        if access.instance_address.is_some_and(|address| address != source_ip) {
+        if access.instance_address.is_some_and(|address| address != *source_ip) {
             return Err(denied("this notebook opens only in the browser of its session's workspace"));
         }
-        let session_id = access.session_id;
-        let session = crate::streaming::sessions::session(plane, &session_id).await?;
+        let session = crate::streaming::sessions::session(plane, &access.session_id).await?;
         if session.state != SessionState::Active {
             return Err(denied("your streaming session has ended, and notebook access with it"));
         }
-        let upstream = self.upstream(name).await?;
         let settings: Value = serde_json::from_str(&session.settings).map_err(ActionError::internal)?;
-        let enabled = |action: &str| {
-            settings["UserSettings"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["Action"] == action)
-                .is_none_or(|s| s["Permission"] != "DISABLED")
+        let permission = |action: &str| {
+            settings["UserSettings"].as_array().into_iter().flatten().find(|s| s["Action"] == action).map(|s| s["Permission"].clone())
         };
-        Ok(NotebookTarget {
-            upstream,
-            session_id,
+        Ok(Grant {
+            session_id: access.session_id,
             user_id: session.user_id,
             correlation_id: session.correlation_id,
-            download: enabled("FILE_DOWNLOAD"),
-            upload: enabled("FILE_UPLOAD"),
+            download: permission("FILE_DOWNLOAD").is_none_or(|p| p != "DISABLED"),
+            upload: permission("FILE_UPLOAD").is_none_or(|p| p != "DISABLED"),
             // Off unless the stack enabled it (a stack from before the setting has it off).
-            terminal: settings["UserSettings"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| s["Action"] == "TERMINAL" && s["Permission"] == "ENABLED"),
-            source_ip: source_ip.to_owned(),
+            terminal: permission("TERMINAL").is_some_and(|p| p == "ENABLED"),
+            expires: access.expires,
+            epoch,
+            checked: Instant::now(),
         })
     }
 

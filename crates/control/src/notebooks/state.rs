@@ -18,6 +18,8 @@ pub(crate) struct Notebooks {
     pub(super) pipeline: Pipeline,
     pub(super) instances: Arc<Instances>,
     pub(super) tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Notebook cookies whose checks passed a moment ago (see `gateway.rs`).
+    pub(super) grants: std::sync::Mutex<std::collections::HashMap<super::gateway::GrantKey, super::gateway::Grant>>,
     /// Held from a volume's admission until its row records its size (or its growth is
     /// recorded): two creates at once must not both count the same free space.
     pub(super) admission: tokio::sync::Mutex<()>,

@@ -20,6 +20,7 @@ pub(crate) fn listen(streaming: Arc<Streaming>) {
         while let Some(change) = heard.recv().await {
             match change {
                 Heard::Id(session_id) => {
+                    plane.changes.advance();
                     if plane.changes.heard()
                         && let Ok(Some(row)) = repo::find_session(&plane.store, &session_id).await
                         && let Ok(user) = row.user()

@@ -32,6 +32,7 @@ pub(crate) async fn session(plane: &Platform, session_id: &str) -> Result<Sessio
 
 /// Tells of a change to `session_id`, whoever's it is (looked up only if anyone listens).
 pub(crate) async fn session_changed(plane: &Platform, session_id: &str) {
+    plane.changes.advance();
     // Other nodes' pages hear it through the store (ids only; they look the session up).
     if let Err(err) = crate::core::feed::notify(&plane.store, super::changes::CHANNEL, session_id).await {
         tracing::warn!(error = %err, "cannot tell other nodes a session changed");
