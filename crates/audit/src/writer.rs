@@ -25,6 +25,11 @@ use crate::signing::{self, Signer};
 /// At most this many records share one fsync.
 const MAX_BATCH: usize = 8192;
 
+/// Records this close after the last write find the writer busy; a batch begun by a patient
+/// one then waits this long for more (see `append_batch`).
+const BUSY: Duration = Duration::from_millis(1);
+const LINGER: Duration = Duration::from_micros(500);
+
 /// How often the trail checkpoints, rotates and digests.
 #[derive(Debug, Clone)]
 pub struct TrailOptions {
@@ -69,6 +74,8 @@ impl Default for TrailOptions {
 struct Pending {
     line: Vec<u8>,
     done: oneshot::Sender<Result<(), String>>,
+    /// Its caller has other work under way meanwhile (see [`Trail::append_alongside`]).
+    patient: bool,
 }
 
 enum Message {
@@ -156,6 +163,7 @@ impl Trail {
             sealer,
             last_digest,
             index,
+            last_write: Instant::now(),
         };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || state.run(&receiver)).map_err(io(&layout.root))?;
         Ok(Trail { layout, sender, durable, on_reserve, full_below, uploader })
@@ -180,9 +188,21 @@ impl Trail {
 
     /// Appends one record and returns once it is durable.
     pub async fn append(&self, record: &Record) -> Result<(), TrailError> {
+        self.send(record, false).await
+    }
+
+    /// The same, for a caller that does other work while the record is written (the notebook
+    /// proxy has Jupyter answer a read meanwhile, and holds the answer until the record is
+    /// durable): while the writer is busy, it may wait a moment to write the record with
+    /// others, one fsync for several.
+    pub async fn append_alongside(&self, record: &Record) -> Result<(), TrailError> {
+        self.send(record, true).await
+    }
+
+    async fn send(&self, record: &Record, patient: bool) -> Result<(), TrailError> {
         let line = crate::bound::bounded_line(record);
         let (done, wait) = oneshot::channel();
-        self.sender.send(Message::Append(Pending { line, done })).map_err(|_| TrailError::Stopped)?;
+        self.sender.send(Message::Append(Pending { line, done, patient })).map_err(|_| TrailError::Stopped)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(TrailError::Io { path: self.layout.root.clone(), source: std::io::Error::other(message) }),
@@ -297,6 +317,8 @@ struct WriterState {
     sealer: mpsc::Sender<SealJob>,
     last_digest: Arc<Mutex<Option<DigestRef>>>,
     index: Option<tokio::sync::mpsc::UnboundedSender<IndexBatch>>,
+    /// When the last batch was durable.
+    last_write: Instant,
 }
 
 impl WriterState {
@@ -346,11 +368,16 @@ impl WriterState {
     fn append_batch(&mut self, first: Pending, receiver: &mpsc::Receiver<Message>) {
         let mut batch = vec![first];
         let mut deferred = Vec::new();
-        let deadline = Instant::now() + self.options.max_batch_delay;
+        // A patient record, while records come faster than one a millisecond, waits a moment
+        // for others: one fsync for several. Any other is written at once, and so is a batch
+        // as soon as one that is not patient joins it.
+        let lingers = batch[0].patient && self.last_write.elapsed() < BUSY;
+        let delay = self.options.max_batch_delay.max(if lingers { LINGER } else { Duration::ZERO });
+        let mut deadline = Instant::now() + delay;
         while batch.len() < MAX_BATCH {
             let next = match receiver.try_recv() {
                 Ok(message) => message,
-                Err(mpsc::TryRecvError::Empty) if !self.options.max_batch_delay.is_zero() => {
+                Err(mpsc::TryRecvError::Empty) if !delay.is_zero() => {
                     match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                         Ok(message) => message,
                         Err(_) => break,
@@ -359,7 +386,12 @@ impl WriterState {
                 Err(_) => break,
             };
             match next {
-                Message::Append(pending) => batch.push(pending),
+                Message::Append(pending) => {
+                    if !pending.patient && lingers {
+                        deadline = Instant::now().min(deadline);
+                    }
+                    batch.push(pending);
+                }
                 other => {
                     deferred.push(other);
                     break;
@@ -448,13 +480,14 @@ impl WriterState {
         }
         let active = self.active.as_mut().expect("opened above");
         active.log.append(&buffer).map_err(io(&active.log.path))?;
+        self.last_write = Instant::now();
         self.sequence = sequence;
         self.last_hash = last_hash;
         self.durable.store(sequence, std::sync::atomic::Ordering::Release);
         if let Some(index) = &self.index {
             let _ = index.send(indexed);
         }
-        self.check_reserve();
+        // The reserve is checked and topped up after every batch, by `maintain`.
         Ok(())
     }
 

@@ -30,7 +30,7 @@ pub use crate::core::pipeline::{Request, Response};
 pub use crate::core::platform::EVERYONE_CHANGED;
 pub use crate::core::store::{Store, now_millis, rfc3339_to_millis};
 pub use instances::EndpointServer;
-pub use notebooks::{KernelAudit, KernelFrame, KernelRefusal, NotebookTarget, Upstream, V1_PROTOCOL, v1_frame};
+pub use notebooks::{KernelAudit, KernelFrame, KernelRefusal, NotebookRecord, NotebookTarget, Upstream, V1_PROTOCOL, v1_frame};
 pub use plane::{ControlPlane, StartError, check_policies};
 pub use streaming::SessionConnection;
 pub use streaming::files::FileClient;

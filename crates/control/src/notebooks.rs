@@ -35,7 +35,7 @@ mod state;
 mod urls;
 mod volume;
 
-pub use gateway::{NotebookTarget, Upstream};
+pub use gateway::{NotebookRecord, NotebookTarget, Upstream};
 pub use kernel::{Frame as KernelFrame, KernelAudit, Refusal as KernelRefusal, V1_PROTOCOL, v1_frame};
 pub(crate) use state::Notebooks;
 

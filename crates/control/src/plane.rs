@@ -409,16 +409,16 @@ impl ControlPlane {
     }
 
     /// One audit record per proxied notebook request; a request is forwarded only once its
-    /// record is durable.
+    /// record is durable, or, a read, answered only once it is.
     pub async fn record_notebook_access(
         &self,
         target: &NotebookTarget,
         name: &str,
         method: &str,
         path: &str,
-        refused: Option<&str>,
+        how: crate::NotebookRecord<'_>,
     ) -> Result<(), ActionError> {
-        self.services.notebooks.record_notebook_access(target, name, method, path, refused).await
+        self.services.notebooks.record_notebook_access(target, name, method, path, how).await
     }
 
     /// The executed-code audit of one kernel WebSocket (`protocol`: the subprotocol Jupyter

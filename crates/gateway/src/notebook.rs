@@ -47,7 +47,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
-use control::{ControlPlane, Credentials, NotebookTarget};
+use control::{ControlPlane, Credentials, NotebookRecord, NotebookTarget};
 use serde_json::{Value, json};
 
 /// Bodies the proxy reads to judge them (contents-API requests and answers when a transfer
@@ -372,7 +372,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let method = parts.method.clone();
     if let Some(why) = refused_route(&target, &rest, &crate::jupyter::decoded_fully(&query)) {
-        let _ = control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
+        let _ = control.record_notebook_access(&target, &name, method.as_str(), &rest, NotebookRecord::Refused(why)).await;
         return refuse(why);
     }
     // Kernel channels and other WebSockets are bridged, not forwarded.
@@ -381,7 +381,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
         };
-        if let Err(err) = control.record_notebook_access(&target, &name, "WEBSOCKET", &rest, None).await {
+        if let Err(err) = control.record_notebook_access(&target, &name, "WEBSOCKET", &rest, NotebookRecord::Forwarded).await {
             return unrecorded(err);
         }
         // A kernel's channels: what the browser runs there is recorded before it is forwarded.
@@ -395,18 +395,18 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     let body = if contents && !target.upload && (method == Method::PUT || method == Method::POST) {
         let (bytes, why) = read_and_judge(body, judge_upload).await;
         if let Some(why) = why {
-            let _ = control.record_notebook_access(&target, &name, method.as_str(), &rest, Some(why)).await;
+            let _ = control.record_notebook_access(&target, &name, method.as_str(), &rest, NotebookRecord::Refused(why)).await;
             return refuse(why);
         }
         Body::from(bytes)
     } else {
         body
     };
-    let record = control.record_notebook_access(&target, &name, method.as_str(), &rest, None);
     let forward = crate::jupyter::forward(&control, &target.upstream, &name, &raw, &query, parts, body);
     let forwarded = if method == Method::GET || method == Method::HEAD {
         // A read changes nothing: it goes to Jupyter while its record is written, and its
         // answer reaches the browser only once the record is durable.
+        let record = control.record_notebook_access(&target, &name, method.as_str(), &rest, NotebookRecord::ReadAlongside);
         let (recorded, forwarded) = tokio::join!(record, forward);
         if let Err(err) = recorded {
             return unrecorded(err);
@@ -414,7 +414,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         forwarded
     } else {
         // Anything else reaches Jupyter only once its record is durable.
-        if let Err(err) = record.await {
+        if let Err(err) = control.record_notebook_access(&target, &name, method.as_str(), &rest, NotebookRecord::Forwarded).await {
             return unrecorded(err);
         }
         forward.await
@@ -430,7 +430,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         let (parts, body) = response.into_parts();
         let (bytes, why) = read_and_judge(body, judge_download).await;
         if let Some(why) = why {
-            let _ = control.record_notebook_access(&target, &name, "GET", &rest, Some(why)).await;
+            let _ = control.record_notebook_access(&target, &name, "GET", &rest, NotebookRecord::Refused(why)).await;
             return refuse(why);
         }
         return Response::from_parts(parts, Body::from(bytes));

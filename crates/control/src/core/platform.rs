@@ -143,7 +143,8 @@ impl Platform {
             }
             return Err(refused);
         }
-        match self.trail.append(&record).await {
+        let appended = if event.alongside { self.trail.append_alongside(&record).await } else { self.trail.append(&record).await };
+        match appended {
             Ok(()) => Ok(()),
             Err(err) => {
                 tracing::error!(error = %err, event = event.name, "cannot audit a service event");
@@ -177,6 +178,8 @@ pub(crate) struct ServiceEvent<'a> {
     pub correlation_id: Option<String>,
     /// Where the event came from when a client caused it; else the principal (a service).
     pub source_ip: Option<String>,
+    /// The caller does other work while the record is written (`audit::Trail::append_alongside`).
+    pub alongside: bool,
     /// `Gated` unless said otherwise: an event that forgets to say is refused on the reserve.
     pub effect: Effect,
 }
@@ -194,6 +197,7 @@ impl Default for ServiceEvent<'_> {
             correlation_id: None,
             source_ip: None,
             effect: Effect::Gated,
+            alongside: false,
         }
     }
 }

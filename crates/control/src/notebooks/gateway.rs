@@ -38,6 +38,17 @@ pub struct NotebookTarget {
     pub source_ip: String,
 }
 
+/// What becomes of the proxied request a record is written for.
+#[derive(Debug, Clone, Copy)]
+pub enum NotebookRecord<'a> {
+    /// Refused, for this reason.
+    Refused(&'a str),
+    /// Forwarded once its record is durable.
+    Forwarded,
+    /// A read, sent to Jupyter while its record is written; its answer waits for the record.
+    ReadAlongside,
+}
+
 /// A notebook cookie as one browser at one address presents it: its hash, the notebook and
 /// the address.
 pub(crate) type GrantKey = (String, String, String);
@@ -176,16 +187,20 @@ impl Notebooks {
 
     /// One audit record per proxied notebook request or kernel connection, under the
     /// session's correlation id; refusals carry their reason. A request is forwarded only
-    /// once its record is durable: on an error, refuse it with that error.
+    /// once its record is durable (a read's answer is held until then): on an error, refuse
+    /// it with that error.
     pub(crate) async fn record_notebook_access(
         &self,
         target: &NotebookTarget,
         name: &str,
         method: &str,
         path: &str,
-        refused: Option<&str>,
+        how: NotebookRecord<'_>,
     ) -> Result<(), ActionError> {
-        let error = refused.map(|why| ActionError::new(403, ErrorCode::AccessDeniedException, why.to_owned()));
+        let error = match how {
+            NotebookRecord::Refused(why) => Some(ActionError::new(403, ErrorCode::AccessDeniedException, why.to_owned())),
+            NotebookRecord::Forwarded | NotebookRecord::ReadAlongside => None,
+        };
         let event = crate::core::platform::ServiceEvent {
             source: "notebooks",
             name: "NotebookRequest",
@@ -194,6 +209,7 @@ impl Notebooks {
             error: error.as_ref(),
             correlation_id: Some(target.correlation_id.clone()),
             source_ip: Some(target.source_ip.clone()),
+            alongside: matches!(how, NotebookRecord::ReadAlongside),
             ..crate::core::platform::ServiceEvent::default()
         };
         self.pipeline.record_service_event(event).await

@@ -221,6 +221,7 @@ fn a_cell_whose_record_cannot_be_written_is_dropped_unrun_and_the_socket_closes(
     let server = crate::support::notebooks::direct_notebook_server_in(dir, &["audit.checkpoint_interval_ms=50"]);
     let kernel = kernel(&server);
     assert_eq!(execute(&kernel.at, &kernel.base, &kernel.cookie, &kernel.id, "6*7"), "42");
+    execute(&kernel.at, &kernel.base, &kernel.cookie, &kernel.id, "open('/home/user/work/held.txt', 'w').write('HELD-MARKER-5521')");
 
     // A socket open before the trail fills (once it is full, opening one is refused too).
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
@@ -230,6 +231,11 @@ fn a_cell_whose_record_cannot_be_written_is_dropped_unrun_and_the_socket_closes(
     let [header, parent, metadata, content] = execute_request("unrecorded", "open('/home/user/work/ran.txt', 'w').write('ran')");
     socket.send(tungstenite::Message::Binary(control::v1_frame("shell", [&header, &parent, &metadata, &content]).into())).expect("send");
     assert_eq!(close_code(&mut socket), Some(1011), "the socket closes as the record fails");
+    // A read goes to Jupyter while its record is written, but its answer waits for the record:
+    // unrecorded, the file's content never reaches the browser.
+    let read = crate::notebooks::get(&kernel.at, &format!("{}api/contents/held.txt", kernel.base), &kernel.cookie);
+    assert_eq!(read.status, 503, "{}", String::from_utf8_lossy(&read.body));
+    assert!(!String::from_utf8_lossy(&read.body).contains("HELD-MARKER-5521"), "an unrecorded read was answered");
 
     // Space back: the cell never ran, and the next one runs and is recorded.
     std::fs::remove_file(&filler).expect("free the space");
