@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor as _, Row};
+use sqlx::any::AnyConnectOptions;
+use sqlx::{AnyPool, Row};
 use tokio::sync::Notify;
 
 use crate::chain;
@@ -27,9 +27,11 @@ use crate::layout::{Kind, Layout};
 use crate::record::Record;
 use crate::writer::IndexBatch;
 
+mod pool;
 mod sql_query;
 mod statements;
 
+use pool::connect;
 use statements::placeholders;
 pub use statements::redact_url;
 pub use statements::rows_as_objects;
@@ -560,28 +562,6 @@ impl Index {
             .map_err(self.sql())?;
         Ok(())
     }
-}
-
-/// A pool of up to `connections` to the index (SQLite's tuned for a derived, rebuildable table).
-async fn connect(options: AnyConnectOptions, sqlite: bool, connections: u32) -> Result<AnyPool, sqlx::Error> {
-    AnyPoolOptions::new()
-        .max_connections(connections)
-        // A SQLite file needs no check before each use; a PostgreSQL server may have gone.
-        .test_before_acquire(!sqlite)
-        .after_connect(move |connection, _| {
-            Box::pin(async move {
-                if sqlite {
-                    // Derived data: a crash loses at most what `catch_up` re-reads from the trail.
-                    // Random inserts into eight B-trees thrash SQLite's default 2 MB page cache.
-                    connection
-                        .execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -262144; PRAGMA temp_store = memory;")
-                        .await?;
-                }
-                Ok(())
-            })
-        })
-        .connect_with(options)
-        .await
 }
 
 /// Creates the tables; an index from before records had a node is dropped first (it is

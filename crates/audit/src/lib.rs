@@ -22,6 +22,7 @@ mod layout;
 mod record;
 pub mod reports;
 mod reserve;
+mod resume;
 mod seal_job;
 mod sealer;
 mod signing;

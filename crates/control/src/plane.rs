@@ -416,7 +416,7 @@ impl ControlPlane {
         name: &str,
         method: &str,
         path: &str,
-        how: crate::NotebookRecord<'_>,
+        how: crate::notebooks::NotebookRecord<'_>,
     ) -> Result<(), ActionError> {
         self.services.notebooks.record_notebook_access(target, name, method, path, how).await
     }

@@ -268,43 +268,41 @@ fn round_trip<S: std::io::Read + std::io::Write>(socket: &mut tungstenite::WebSo
     }
 }
 
+/// The WebSocket handshake of a kernel's `channels` at `host`, with Jupyter's token.
+fn channels_request(host: &str, channels: &str, token: &str) -> tungstenite::http::Request<()> {
+    tungstenite::http::Request::builder()
+        .uri(format!("ws://{host}{channels}"))
+        .header("host", host)
+        .header("authorization", format!("token {token}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
+        .body(())
+        .expect("request")
+}
+
 /// Kernel round trips straight to Jupyter's Unix socket and through the audited proxy.
 fn kernel_round_trips(server: &Server, first: &FirstSession) {
     let (notebook, address, base, cookie) = open_notebook(server, first);
-    let started = http::tcp(&address)
-        .expect("connect")
-        .request(
-            "POST",
-            &format!("{base}api/kernels"),
-            &[("cookie", &cookie), ("content-type", "application/json")],
-            b"{\"name\": \"python3\"}",
-        )
-        .expect("start a kernel");
-    let kernel = started.json()["id"].as_str().expect("kernel id").to_owned();
+    let headers = [("cookie", cookie.as_str()), ("content-type", "application/json")];
+    let started =
+        http::tcp(&address).expect("connect").request("POST", &format!("{base}api/kernels"), &headers, b"{\"name\": \"python3\"}");
+    let kernel = started.expect("start a kernel").json()["id"].as_str().expect("kernel id").to_owned();
     let channels = format!("{base}api/kernels/{kernel}/channels");
     let mut proxied = http::websocket(&address, &channels, &cookie, None, Duration::from_secs(30)).expect("the proxied channels");
     let socket = server.dir.path().join("notebooks").join(&notebook).join("run/jupyter.sock");
     let token = jupyter_token(&notebook);
-    let request = |host: &str| {
-        tungstenite::http::Request::builder()
-            .uri(format!("ws://{host}{channels}"))
-            .header("host", host)
-            .header("authorization", format!("token {token}"))
-            .header("connection", "Upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", tungstenite::handshake::client::generate_key())
-            .body(())
-            .expect("request")
-    };
     let stream = std::os::unix::net::UnixStream::connect(&socket).expect("Jupyter's socket");
-    let (mut direct, _) = tungstenite::client(request("localhost"), stream).expect("the channels, straight");
+    let (mut direct, _) = tungstenite::client(channels_request("localhost", &channels, &token), stream).expect("the channels, straight");
     // The peer: configurable-http-proxy in front of the same Jupyter, over TCP as the proxy is.
     let chp = chp::start(&socket);
     let mut peer = chp.as_ref().map(|chp| {
         let stream = std::net::TcpStream::connect(&chp.address).expect("configurable-http-proxy");
         stream.set_nodelay(true).expect("nodelay");
-        tungstenite::client(request(&chp.address), stream).expect("the channels, through configurable-http-proxy").0
+        tungstenite::client(channels_request(&chp.address, &channels, &token), stream)
+            .expect("the channels, through configurable-http-proxy")
+            .0
     });
     for n in 0..20 {
         round_trip(&mut direct, n, true);

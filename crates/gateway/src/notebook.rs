@@ -43,6 +43,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
@@ -355,7 +356,7 @@ fn with_frame_ancestors(policy: &str, ancestors: &str) -> String {
 }
 
 async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: String, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     // The path goes on as the browser sent it, so that Jupyter decodes it exactly once; it is
     // judged fully decoded, so that no encoding (`%2566iles/`) slips a route past the checks.
     let (raw, rest) = crate::jupyter::raw_and_judged(&parts.uri, &name, &rest);
@@ -377,18 +378,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     }
     // Kernel channels and other WebSockets are bridged, not forwarded.
     if parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => upgrade,
-            Err(rejection) => return rejection.into_response(),
-        };
-        if let Err(err) = control.record_notebook_access(&target, &name, "WEBSOCKET", &rest, NotebookRecord::Forwarded).await {
-            return unrecorded(err);
-        }
-        // A kernel's channels: what the browser runs there is recorded before it is forwarded.
-        let audited = kernel_of(&rest)
-            .map(|kernel| crate::jupyter::Audited::Kernel(&target, kernel))
-            .or_else(|| terminal_of(&rest).map(|terminal| crate::jupyter::Audited::Terminal(&target, terminal)));
-        return crate::jupyter::bridge(&control, &target.upstream, (&name, &raw, &query), &parts.headers, upgrade, audited).await;
+        return bridged(&control, &target, (&name, &raw, &rest, &query), parts).await;
     }
     let contents = rest.starts_with("api/contents");
     // Uploads: a contents-API write whose model is a file (a notebook's save is allowed).
@@ -436,6 +426,25 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         return Response::from_parts(parts, Body::from(bytes));
     }
     response
+}
+
+/// A WebSocket to the notebook (`path`: its name, the path as it came and as judged, and the
+/// query), bridged once its record is durable; a kernel's channels and a terminal's input
+/// are audited frame by frame.
+async fn bridged(control: &ControlPlane, target: &NotebookTarget, path: (&str, &str, &str, &str), mut parts: Parts) -> Response {
+    let (name, raw, rest, query) = path;
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if let Err(err) = control.record_notebook_access(target, name, "WEBSOCKET", rest, NotebookRecord::Forwarded).await {
+        return unrecorded(err);
+    }
+    // A kernel's channels: what the browser runs there is recorded before it is forwarded.
+    let audited = kernel_of(rest)
+        .map(|kernel| crate::jupyter::Audited::Kernel(target, kernel))
+        .or_else(|| terminal_of(rest).map(|terminal| crate::jupyter::Audited::Terminal(target, terminal)));
+    crate::jupyter::bridge(control, &target.upstream, (name, raw, query), &parts.headers, upgrade, audited).await
 }
 
 /// Reads a body whole (up to [`INSPECT_LIMIT`]) so that `judge` sees all of it before any of

@@ -2,10 +2,10 @@
 //! if anywhere, and the audit record of each proxied request.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::repo;
-use super::state::{Notebooks, notebook_dir};
+use super::state::{GRANT_LIMIT, Grant, GrantKey, Notebooks, notebook_dir};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::store::now_millis;
 use crate::streaming::repo::SessionState;
@@ -47,38 +47,6 @@ pub enum NotebookRecord<'a> {
     Forwarded,
     /// A read, sent to Jupyter while its record is written; its answer waits for the record.
     ReadAlongside,
-}
-
-/// A notebook cookie as one browser at one address presents it: its hash, the notebook and
-/// the address.
-pub(crate) type GrantKey = (String, String, String);
-
-/// What a notebook cookie's checks found, reused by the next requests for a moment
-/// ([`GRANT_REUSE`]) and only while no session changed anywhere meanwhile (the sessions'
-/// epoch): a session ended on this node refuses the next request, one ended on another node
-/// within the reuse or as soon as its change is heard. The cookie's own expiry is checked at
-/// every request.
-#[derive(Debug, Clone)]
-pub(crate) struct Grant {
-    session_id: String,
-    user_id: String,
-    correlation_id: String,
-    download: bool,
-    upload: bool,
-    terminal: bool,
-    expires: i64,
-    epoch: u64,
-    checked: Instant,
-}
-
-/// How long a cookie's checks are reused; and how many cookies are remembered at most.
-const GRANT_REUSE: Duration = Duration::from_secs(1);
-const GRANT_LIMIT: usize = 10_000;
-
-impl Grant {
-    fn fresh(&self, epoch: u64) -> bool {
-        self.epoch == epoch && self.checked.elapsed() < GRANT_REUSE && self.expires > now_millis()
-    }
 }
 
 impl Notebooks {

@@ -237,6 +237,8 @@ pub(super) async fn delete(plane: &Platform, name: &str) -> Result<bool, ActionE
 /// Ends every notebook cookie of a notebook.
 pub(super) async fn delete_access(plane: &Platform, name: &str) -> Result<(), ActionError> {
     sqlx::query("DELETE FROM notebook_access WHERE notebook = $1").bind(name).execute(&plane.store.pool).await?;
+    // The proxy's reused checks of those cookies end with them.
+    plane.changes.advance();
     Ok(())
 }
 

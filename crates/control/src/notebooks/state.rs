@@ -18,8 +18,8 @@ pub(crate) struct Notebooks {
     pub(super) pipeline: Pipeline,
     pub(super) instances: Arc<Instances>,
     pub(super) tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    /// Notebook cookies whose checks passed a moment ago (see `gateway.rs`).
-    pub(super) grants: std::sync::Mutex<std::collections::HashMap<super::gateway::GrantKey, super::gateway::Grant>>,
+    /// Notebook cookies whose checks passed a moment ago (see [`Grant`]).
+    pub(super) grants: std::sync::Mutex<std::collections::HashMap<GrantKey, Grant>>,
     /// Held from a volume's admission until its row records its size (or its growth is
     /// recorded): two creates at once must not both count the same free space.
     pub(super) admission: tokio::sync::Mutex<()>,
@@ -27,6 +27,38 @@ pub(crate) struct Notebooks {
     pub(super) busy: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Wakes the reconciler: another node asked this one to start or stop a notebook.
     pub(super) wake: tokio::sync::Notify,
+}
+
+/// A notebook cookie as one browser at one address presents it: its hash, the notebook and
+/// the address.
+pub(crate) type GrantKey = (String, String, String);
+
+/// What a notebook cookie's checks found, reused by the next requests for a moment
+/// ([`GRANT_REUSE`]) and only while no session changed anywhere meanwhile (the sessions'
+/// epoch): a session ended on this node refuses the next request, one ended on another node
+/// within the reuse or as soon as its change is heard. The cookie's own expiry is checked at
+/// every request.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub session_id: String,
+    pub user_id: String,
+    pub correlation_id: String,
+    pub download: bool,
+    pub upload: bool,
+    pub terminal: bool,
+    pub expires: i64,
+    pub epoch: u64,
+    pub checked: std::time::Instant,
+}
+
+/// How long a cookie's checks are reused; and how many cookies are remembered at most.
+const GRANT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const GRANT_LIMIT: usize = 10_000;
+
+impl Grant {
+    pub(super) fn fresh(&self, epoch: u64) -> bool {
+        self.epoch == epoch && self.checked.elapsed() < GRANT_REUSE && self.expires > crate::core::store::now_millis()
+    }
 }
 
 pub(super) fn notebook_dir(plane: &Platform, name: &str) -> PathBuf {
