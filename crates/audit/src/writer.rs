@@ -27,9 +27,11 @@ use crate::signing::{self, Signer};
 const MAX_BATCH: usize = 8192;
 
 /// Records this close after the last write find the writer busy; a batch begun by a patient
-/// one then waits this long for more (see `append_batch`).
+/// one then waits `LINGER` for more (see `append_batch`). The upkeep checks the reserve only
+/// `RECHECK` after a write (which checks it).
 const BUSY: Duration = Duration::from_millis(1);
 const LINGER: Duration = Duration::from_micros(500);
+const RECHECK: Duration = Duration::from_millis(10);
 
 /// How often the trail checkpoints, rotates and digests.
 #[derive(Debug, Clone)]
@@ -449,13 +451,16 @@ impl WriterState {
         if let Some(index) = &self.index {
             let _ = index.send(indexed);
         }
-        // The reserve is checked and topped up after every batch, by `maintain`.
+        // Before the batch is acknowledged: a gated action after it sees a disk it filled.
+        self.check_reserve();
         Ok(())
     }
 
     fn maintain(&mut self) -> Result<(), TrailError> {
-        // The disk may have filled, or space been freed, since the last write.
-        self.check_reserve();
+        // The disk may have filled, or space been freed, since the last write (which checked).
+        if self.last_write.elapsed() >= RECHECK {
+            self.check_reserve();
+        }
         let pending = self.sequence - self.checkpointed;
         if pending > 0
             && (pending >= self.options.checkpoint_records || self.last_checkpoint_at.elapsed() >= self.options.checkpoint_interval)

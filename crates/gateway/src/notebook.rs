@@ -335,6 +335,31 @@ async fn proxy(
     response
 }
 
+/// Whether a request is a read of one of Jupyter's own routes that change nothing (its API's
+/// listings and contents, files, its pages and their assets): only those go to Jupyter while
+/// their record is written. A server extension's route (a proxy, a refresh that fetches) is
+/// recorded first, as every write is.
+fn read_only(method: &Method, rest: &str) -> bool {
+    const READS: [&str; 14] = [
+        "api/status",
+        "api/contents",
+        "api/kernels",
+        "api/kernelspecs",
+        "api/sessions",
+        "api/me",
+        "files/",
+        "static/",
+        "kernelspecs/",
+        "lab/api/settings",
+        "lab/api/translations",
+        "lab/api/workspaces",
+        "lab/static/",
+        "lab/extensions/",
+    ];
+    let page = rest == "lab" || rest == "lab/" || rest.starts_with("lab/tree/") || rest.starts_with("lab/workspaces/");
+    (*method == Method::GET || *method == Method::HEAD) && (page || READS.iter().any(|r| rest.starts_with(r)))
+}
+
 /// The kernel whose channels `rest` (the path, fully decoded) opens, if it opens any.
 fn kernel_of(rest: &str) -> Option<&str> {
     let kernel = rest.strip_prefix("api/kernels/")?.strip_suffix("/channels")?;
@@ -393,9 +418,9 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         body
     };
     let forward = crate::jupyter::forward(&control, &target.upstream, &name, &raw, &query, parts, body);
-    let forwarded = if method == Method::GET || method == Method::HEAD {
-        // A read changes nothing: it goes to Jupyter while its record is written, and its
-        // answer reaches the browser only once the record is durable.
+    let forwarded = if read_only(&method, &rest) && !control.trail().on_reserve() {
+        // A read of Jupyter's own changes nothing: it goes to Jupyter while its record is
+        // written, and its answer reaches the browser only once the record is durable.
         let record = control.record_notebook_access(&target, &name, method.as_str(), &rest, NotebookRecord::ReadAlongside);
         let (recorded, forwarded) = tokio::join!(record, forward);
         if let Err(err) = recorded {

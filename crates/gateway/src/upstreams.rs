@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Uri;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::UnixStream;
 
 /// Idle connections kept per notebook, and for how long.
@@ -31,6 +31,7 @@ static POOL: LazyLock<Client<Sockets, Body>> = LazyLock::new(|| {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(IDLE_PER_NOTEBOOK)
         .pool_idle_timeout(IDLE_FOR)
+        .pool_timer(TokioTimer::new())
         .retry_canceled_requests(true)
         .set_host(false)
         .build(Sockets)

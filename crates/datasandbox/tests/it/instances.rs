@@ -186,15 +186,17 @@ fn a_sync_conflict_keeps_both_versions_and_a_stop_flushes() {
     assert_eq!(sh(&server, &instance, &format!("echo v1 > {folder}/plan.txt")).0, 0);
     crate::support::server::eventually(5, "the first version in storage", || (get(&key).as_deref() == Some("v1\n")).then_some(()));
     // Both sides change the file while the sync is held still.
-    // (pkill once found no match with the sync plainly running, under a full suite's load: it
-    // is asked again rather than taken for the sync being gone.)
+    // (pkill has found no match with the sync plainly running, under a full suite's load, both
+    // to stop and to continue it: it is asked again rather than taken for the sync being gone.)
     crate::support::server::eventually(5, "the sync held still", || {
         (sh(&server, &instance, "pkill -STOP -f '^/run/datasandbox/datasandbox home-sync$'").0 == 0).then_some(())
     });
     let (code, out) = sh(&server, &instance, &format!("echo inside > {folder}/plan.txt"));
     assert_eq!(code, 0, "{out}");
     server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": key, "Body": crate::support::server::b64(b"outside\n") }));
-    assert_eq!(sh(&server, &instance, "pkill -CONT -f '^/run/datasandbox/datasandbox home-sync$'").0, 0);
+    crate::support::server::eventually(5, "the sync going on", || {
+        (sh(&server, &instance, "pkill -CONT -f '^/run/datasandbox/datasandbox home-sync$'").0 == 0).then_some(())
+    });
     // Neither is lost: storage's version keeps the name, the local one sits beside it, on both sides.
     let listing = crate::support::server::eventually(5, "the conflict copy in storage", || {
         let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": home("gina") }));

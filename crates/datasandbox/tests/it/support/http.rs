@@ -37,9 +37,14 @@ impl<S: Read + Write> Connection<S> {
         }
         head.push_str("\r\n");
         let stream = self.reader.get_mut();
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
-        stream.flush()?;
+        // A server may answer (and close) before it has read the whole body, as one refusing a
+        // body over its limit does: its answer is still read.
+        let written = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)).and_then(|()| stream.flush());
+        if let Err(err) = written
+            && !matches!(err.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+        {
+            return Err(err);
+        }
         let mut status_line = String::new();
         self.reader.read_line(&mut status_line)?;
         let status: u16 = status_line
