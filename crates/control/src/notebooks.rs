@@ -35,9 +35,10 @@ mod state;
 mod urls;
 mod volume;
 
-pub use gateway::{NotebookRecord, NotebookTarget, Upstream};
+pub use gateway::NotebookRecord;
 pub use kernel::{Frame as KernelFrame, KernelAudit, Refusal as KernelRefusal, V1_PROTOCOL, v1_frame};
 pub(crate) use state::Notebooks;
+pub use state::{NotebookTarget, Upstream};
 
 impl Notebooks {
     pub(crate) fn new(pipeline: Pipeline, instances: Arc<Instances>) -> Notebooks {

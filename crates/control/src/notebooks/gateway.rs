@@ -1,42 +1,15 @@
 //! What the gateway asks of the notebook service: where a request with a notebook cookie goes,
 //! if anywhere, and the audit record of each proxied request.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use super::repo;
-use super::state::{GRANT_LIMIT, Grant, GrantKey, Notebooks, notebook_dir};
+use super::state::{GRANT_LIMIT, Grant, GrantKey, NotebookTarget, Notebooks, Upstream, notebook_dir};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::store::now_millis;
 use crate::streaming::repo::SessionState;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-/// Where a notebook's Jupyter is reached from this node.
-#[derive(Debug, Clone)]
-pub enum Upstream {
-    /// It runs here: its Unix socket, and Jupyter's token for the proxy to add.
-    Local { socket: PathBuf, token: String },
-    /// It runs on another node: that node's relay (`host:port`), reached over mutual TLS,
-    /// which adds the token there.
-    Relay { node: String, address: String },
-}
-
-/// What the gateway needs to reach a running notebook's Jupyter.
-#[derive(Debug, Clone)]
-pub struct NotebookTarget {
-    pub upstream: Upstream,
-    pub session_id: String,
-    pub user_id: String,
-    pub correlation_id: String,
-    /// The session's `FILE_DOWNLOAD` and `FILE_UPLOAD` permissions.
-    pub download: bool,
-    pub upload: bool,
-    /// The session's `TERMINAL` permission: Jupyter's terminals, each line typed recorded.
-    pub terminal: bool,
-    /// Where the request came from: the user's browser, or the instance of a pixel session.
-    pub source_ip: String,
-}
 
 /// What becomes of the proxied request a record is written for.
 #[derive(Debug, Clone, Copy)]
@@ -57,30 +30,20 @@ impl Notebooks {
         let key = (hex::encode(Sha256::digest(cookie.as_bytes())), name.to_owned(), source_ip.to_owned());
         let changes = &self.pipeline.platform.changes;
         let cached = self.grants.lock().expect("grants lock").get(&key).filter(|grant| grant.fresh(changes.epoch())).cloned();
-        let grant = match cached {
-            Some(grant) => grant,
-            None => {
-                // Read before the checks: a change during them leaves the grant stale.
-                let epoch = changes.epoch();
-                let grant = self.check_grant(&key, epoch).await?;
-                let mut grants = self.grants.lock().expect("grants lock");
-                if grants.len() >= GRANT_LIMIT {
-                    grants.clear();
-                }
-                grants.insert(key, grant.clone());
-                grant
-            }
-        };
-        Ok(NotebookTarget {
-            upstream: self.upstream(name).await?,
-            session_id: grant.session_id,
-            user_id: grant.user_id,
-            correlation_id: grant.correlation_id,
-            download: grant.download,
-            upload: grant.upload,
-            terminal: grant.terminal,
-            source_ip: source_ip.to_owned(),
-        })
+        if let Some(grant) = cached {
+            // Where the notebook runs is looked up at every request.
+            return Ok(NotebookTarget { upstream: self.upstream(name).await?, ..grant.target });
+        }
+        // Read before the checks: a change during them leaves the grant stale.
+        let epoch = changes.epoch();
+        let grant = self.check_grant(&key, epoch).await?;
+        let target = grant.target.clone();
+        let mut grants = self.grants.lock().expect("grants lock");
+        if grants.len() >= GRANT_LIMIT {
+            grants.clear();
+        }
+        grants.insert(key, grant);
+        Ok(target)
     }
 
     /// A notebook cookie's checks, made against the store.
@@ -104,7 +67,8 @@ impl Notebooks {
         let permission = |action: &str| {
             settings["UserSettings"].as_array().into_iter().flatten().find(|s| s["Action"] == action).map(|s| s["Permission"].clone())
         };
-        Ok(Grant {
+        let target = NotebookTarget {
+            upstream: self.upstream(name).await?,
             session_id: access.session_id,
             user_id: session.user_id,
             correlation_id: session.correlation_id,
@@ -112,10 +76,9 @@ impl Notebooks {
             upload: permission("FILE_UPLOAD").is_none_or(|p| p != "DISABLED"),
             // Off unless the stack enabled it (a stack from before the setting has it off).
             terminal: permission("TERMINAL").is_some_and(|p| p == "ENABLED"),
-            expires: access.expires,
-            epoch,
-            checked: Instant::now(),
-        })
+            source_ip: source_ip.clone(),
+        };
+        Ok(Grant { target, expires: access.expires, epoch, checked: Instant::now() })
     }
 
     /// Where `name`'s Jupyter is: here, or through the relay of the node that runs it.

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::gateway::NotebookTarget;
+use super::state::NotebookTarget;
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Pipeline;
 use crate::core::platform::ServiceEvent;

@@ -1,6 +1,7 @@
 //! The notebook service's state (the instances it runs Jupyter in, the running servers'
-//! tokens, the admission lock) and what every notebook file shares: where a notebook lives on
-//! the host, its ARN and its volume's encryption context.
+//! tokens, the notebook cookies' reused checks, the admission lock) and what every notebook
+//! file shares: where a notebook lives on the host, its ARN, its volume's encryption context,
+//! and what the gateway is handed for a notebook request (`NotebookTarget`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +30,32 @@ pub(crate) struct Notebooks {
     pub(super) wake: tokio::sync::Notify,
 }
 
+/// Where a notebook's Jupyter is reached from this node.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// It runs here: its Unix socket, and Jupyter's token for the proxy to add.
+    Local { socket: PathBuf, token: String },
+    /// It runs on another node: that node's relay (`host:port`), reached over mutual TLS,
+    /// which adds the token there.
+    Relay { node: String, address: String },
+}
+
+/// What the gateway needs to reach a running notebook's Jupyter.
+#[derive(Debug, Clone)]
+pub struct NotebookTarget {
+    pub upstream: Upstream,
+    pub session_id: String,
+    pub user_id: String,
+    pub correlation_id: String,
+    /// The session's `FILE_DOWNLOAD` and `FILE_UPLOAD` permissions.
+    pub download: bool,
+    pub upload: bool,
+    /// The session's `TERMINAL` permission: Jupyter's terminals, each line typed recorded.
+    pub terminal: bool,
+    /// Where the request came from: the user's browser, or the instance of a pixel session.
+    pub source_ip: String,
+}
+
 /// A notebook cookie as one browser at one address presents it: its hash, the notebook and
 /// the address.
 pub(crate) type GrantKey = (String, String, String);
@@ -40,12 +67,8 @@ pub(crate) type GrantKey = (String, String, String);
 /// every request.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
-    pub session_id: String,
-    pub user_id: String,
-    pub correlation_id: String,
-    pub download: bool,
-    pub upload: bool,
-    pub terminal: bool,
+    /// What the checks found (where the notebook runs is looked up again at every request).
+    pub target: NotebookTarget,
     pub expires: i64,
     pub epoch: u64,
     pub checked: std::time::Instant,
