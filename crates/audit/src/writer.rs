@@ -333,11 +333,11 @@ impl WriterState {
         let mut batch = vec![first];
         let mut deferred = Vec::new();
         // A patient record, while records come faster than one a millisecond, waits a moment
-        // for others: one fsync for several. Any other is written at once, and so is a batch
-        // as soon as one that is not patient joins it.
+        // for others: one fsync for several. Any other is written at once, and a batch's linger
+        // (not a configured batch delay) ends as soon as one that is not patient joins it.
         let lingers = batch[0].patient && self.last_write.elapsed() < BUSY;
-        let delay = self.options.max_batch_delay.max(if lingers { LINGER } else { Duration::ZERO });
-        let mut deadline = Instant::now() + delay;
+        let (started, delay) = (Instant::now(), self.options.max_batch_delay.max(if lingers { LINGER } else { Duration::ZERO }));
+        let mut deadline = started + delay;
         while batch.len() < MAX_BATCH {
             let next = match receiver.try_recv() {
                 Ok(message) => message,
@@ -352,7 +352,7 @@ impl WriterState {
             match next {
                 Message::Append(pending) => {
                     if !pending.patient && lingers {
-                        deadline = Instant::now().min(deadline);
+                        deadline = deadline.min(started + self.options.max_batch_delay);
                     }
                     batch.push(pending);
                 }

@@ -235,12 +235,12 @@ impl Firewall {
 
     /// Lets this link's instance address reach the endpoint on this link's host address.
     pub fn allow(&self, link: &Link) -> Result<(), SandboxError> {
-        self.change("allow the link", &format!("add element inet {TABLE} links {{ {} . {} }}", link.instance_address, link.host_address))
+        self.change("allow the link", &format!("add element inet {TABLE} links {}", element(link)))
     }
 
     /// Removes the link's element; a missing element or table is not an error.
     pub fn revoke(&self, link: &Link) -> Result<(), SandboxError> {
-        let command = format!("delete element inet {TABLE} links {{ {} . {} }}", link.instance_address, link.host_address);
+        let command = format!("delete element inet {TABLE} links {}", element(link));
         tolerate_missing(self.change("revoke the link", &command))
     }
 
@@ -287,8 +287,13 @@ impl Firewall {
 /// Removes a link's firewall element with a one-shot `nft` (after a crash, with no session);
 /// a missing element or table is not an error.
 pub fn revoke(link: &Link) -> Result<(), SandboxError> {
-    let script = format!("delete element inet {TABLE} links {{ {} . {} }}\n", link.instance_address, link.host_address);
+    let script = format!("delete element inet {TABLE} links {}\n", element(link));
     tolerate_missing(nft("revoke the link", &script))
+}
+
+/// A link's element of the `links` set: its instance address and its host address.
+fn element(link: &Link) -> String {
+    format!("{{ {} . {} }}", link.instance_address, link.host_address)
 }
 
 fn tolerate_missing(result: Result<(), SandboxError>) -> Result<(), SandboxError> {
