@@ -246,8 +246,10 @@ impl Copier<'_> {
         let mut snapshot = sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", target.display())).await.map_err(read)?;
         let schema: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&mut snapshot).await.map_err(read)?;
-        let blobs: Vec<String> =
+        let mut blobs: Vec<String> =
             sqlx::query_scalar("SELECT blob FROM objects ORDER BY blob").fetch_all(&mut snapshot).await.map_err(read)?;
+        // Small bodies are in the snapshot itself.
+        blobs.retain(|blob| !crate::core::blobs::is_inline(blob));
         snapshot.close().await.map_err(read)?;
         self.add_written(Path::new("metadata.db"))?;
         Ok((schema.unwrap_or(0), blobs))

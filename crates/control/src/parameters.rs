@@ -126,29 +126,22 @@ async fn put(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
         (input.value.into_bytes(), None)
     };
     let description = input.description.or_else(|| current.as_ref().map(|c| c.description.clone())).unwrap_or_default();
-    let mut tx = plane.store.write().await?;
-    let version = repo::max_version(&mut tx, name).await?;
-    if version > 0 && !input.overwrite {
-        return Err(ActionError::conflict(
-            ErrorCode::ParameterAlreadyExists,
-            format!("parameter `{name}` exists; set Overwrite to replace it"),
-        ));
-    }
-    let version = version + 1;
     let new_version = NewVersion {
-        name,
-        version,
-        kind: &kind,
+        name: name.to_owned(),
+        kind,
         value: stored,
         key_id,
         description,
         last_modified: now_millis(),
-        modified_by: ctx.principal_arn(),
+        modified_by: ctx.principal_arn().to_owned(),
     };
-    repo::insert_version(&mut tx, new_version).await?;
     // As in SSM, the oldest version gives way once a parameter has 100.
-    repo::delete_versions_through(&mut tx, name, version - MAX_VERSIONS).await?;
-    tx.commit().await?;
+    let Some(version) = repo::insert_next_version(plane, new_version, input.overwrite, MAX_VERSIONS).await? else {
+        return Err(ActionError::conflict(
+            ErrorCode::ParameterAlreadyExists,
+            format!("parameter `{name}` exists; set Overwrite to replace it"),
+        ));
+    };
     Ok(json!({ "Version": version, "Tier": "Standard" }))
 }
 

@@ -474,7 +474,7 @@ async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cac
     let current = crate::deploy::last_deployed(&store).await.map_err(StartError::Setup)?.unwrap_or_else(|| spec.clone());
     let policies: Vec<(String, String)> = current.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
     let authorizer = Authorizer::load(&policies, &actions::declarations()).map_err(StartError::Policies)?;
-    let blobs = Blobs::open(&spec.storage, data_dir, spec.node_name()).map_err(|e| StartError::Setup(e.to_string()))?;
+    let blobs = Blobs::open(&spec.storage, data_dir, spec.node_name(), store.clone()).map_err(|e| StartError::Setup(e.to_string()))?;
     let keys = KeyRing::open(data_dir).map_err(StartError::Setup)?;
     // Before any secret is opened: a node with another master key could open none.
     crate::cluster::check_master_key(&store, &keys, data_dir).await.map_err(StartError::Setup)?;

@@ -11,15 +11,15 @@
 //! Any evaluation error is a deny; the decision carries the policy ids that allowed it, or
 //! the errors, for the audit record.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer as CedarAuthorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+    Authorizer as CedarAuthorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
-use serde_json::{Value, json};
 
 /// The kinds of resource an action can apply to; each is a Cedar entity type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,14 +223,16 @@ impl Authorizer {
     }
 
     fn try_authorize(&self, principal: &Principal, action: &str, resource: &Resource, source_ip: &str) -> Result<Decision, String> {
-        let mut entities = Vec::new();
-        let principal_uid = principal_entity(principal, &mut entities);
-        let resource_uid = resource_entity(resource, &mut entities);
+        let request_entities = RequestEntities::of(principal, resource)?;
         let action_uid = uid("Action", action)?;
-        let entities = Entities::from_json_value(Value::Array(entities), Some(&self.schema)).map_err(|e| e.to_string())?;
-        let context =
-            Context::from_json_value(json!({ "source_ip": source_ip }), Some((&self.schema, &action_uid))).map_err(|e| e.to_string())?;
-        let request = Request::new(uid_from(&principal_uid)?, action_uid, uid_from(&resource_uid)?, context, Some(&self.schema))
+        // Built as Cedar's own values, not parsed from JSON (which cost as much as the rest of
+        // the decision), and not checked against the schema each time: their shapes are
+        // fixed here, and a unit test checks them against the schema. No action groups are
+        // declared, so no action entities are needed.
+        let entities = Entities::from_entities(request_entities.entities, None).map_err(|e| e.to_string())?;
+        let context = Context::from_pairs([("source_ip".to_owned(), RestrictedExpression::new_string(source_ip.to_owned()))])
+            .map_err(|e| e.to_string())?;
+        let request = Request::new(request_entities.principal, action_uid, request_entities.resource, context, Some(&self.schema))
             .map_err(|e| e.to_string())?;
         let response = self.cedar.is_authorized(&request, &self.policies, &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
@@ -243,70 +245,103 @@ impl Authorizer {
 }
 
 fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
-    EntityUid::from_str(&format!("{NAMESPACE}::{kind}::{}", Value::String(id.to_owned()))).map_err(|e| e.to_string())
+    let kind = EntityTypeName::from_str(&format!("{NAMESPACE}::{kind}")).map_err(|e| e.to_string())?;
+    Ok(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
 }
 
-fn uid_from(value: &Value) -> Result<EntityUid, String> {
-    EntityUid::from_json(value.clone()).map_err(|e| e.to_string())
+/// A request's principal and resource, and the entities that describe them.
+struct RequestEntities {
+    principal: EntityUid,
+    resource: EntityUid,
+    entities: Vec<Entity>,
 }
 
-fn entity_ref(kind: &str, id: &str) -> Value {
-    json!({ "type": format!("{NAMESPACE}::{kind}"), "id": id })
+type Attrs = HashMap<String, RestrictedExpression>;
+
+fn text(value: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(value.to_owned())
 }
 
-fn principal_entity(principal: &Principal, entities: &mut Vec<Value>) -> Value {
-    let role_parents = |roles: &[String], entities: &mut Vec<Value>| -> Vec<Value> {
+fn texts(values: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(values.iter().map(|value| text(value)))
+}
+
+impl RequestEntities {
+    fn of(principal: &Principal, resource: &Resource) -> Result<RequestEntities, String> {
+        let mut entities = Vec::new();
+        let principal = principal_entity(principal, &mut entities)?;
+        let resource = resource_entity(resource, &mut entities)?;
+        // An instance acting on itself is its principal entity (with its roles) once.
+        let mut seen = HashSet::new();
+        entities.retain(|entity| seen.insert(entity.uid()));
+        Ok(RequestEntities { principal, resource, entities })
+    }
+}
+
+fn entity(uid: &EntityUid, attrs: Attrs, parents: HashSet<EntityUid>) -> Result<Entity, String> {
+    Entity::new(uid.clone(), attrs, parents).map_err(|e| e.to_string())
+}
+
+fn principal_entity(principal: &Principal, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
+    let role_parents = |roles: &[String], entities: &mut Vec<Entity>| -> Result<HashSet<EntityUid>, String> {
         roles
             .iter()
             .map(|role| {
-                let r = entity_ref("Role", role);
-                entities.push(json!({ "uid": r, "attrs": {}, "parents": [] }));
-                r
+                let role = uid("Role", role)?;
+                entities.push(Entity::new_no_attrs(role.clone(), HashSet::new()));
+                Ok(role)
             })
             .collect()
     };
     let (uid, attrs, parents) = match principal {
-        Principal::Operator { uid } => (entity_ref("Operator", &uid.to_string()), json!({}), Vec::new()),
+        Principal::Operator { uid: id } => (uid("Operator", &id.to_string())?, Attrs::new(), HashSet::new()),
         Principal::User { user, channel, mfa, roles } => (
-            entity_ref("User", user.user().as_str()),
-            json!({
-                "access_mode": user.mode().as_str(),
-                "issuer": user.issuer_str().unwrap_or_default(),
-                "home": user.home().id(),
-                "mfa": mfa,
-                "channel": channel.as_str(),
-            }),
-            role_parents(roles, entities),
+            uid("User", user.user().as_str())?,
+            Attrs::from([
+                ("access_mode".to_owned(), text(user.mode().as_str())),
+                ("issuer".to_owned(), text(user.issuer_str().unwrap_or_default())),
+                ("home".to_owned(), text(&user.home().id())),
+                ("mfa".to_owned(), RestrictedExpression::new_bool(*mfa)),
+                ("channel".to_owned(), text(channel.as_str())),
+            ]),
+            role_parents(roles, entities)?,
         ),
-        Principal::Function { name } => (entity_ref("Function", name), json!({}), Vec::new()),
-        Principal::Instance { id, roles } => (entity_ref("Instance", id), json!({}), role_parents(roles, entities)),
+        Principal::Function { name } => (uid("Function", name)?, Attrs::new(), HashSet::new()),
+        Principal::Instance { id, roles } => (uid("Instance", id)?, Attrs::new(), role_parents(roles, entities)?),
     };
-    entities.push(json!({ "uid": uid, "attrs": attrs, "parents": parents }));
-    uid
+    entities.push(entity(&uid, attrs, parents)?);
+    Ok(uid)
 }
 
-fn resource_entity(resource: &Resource, entities: &mut Vec<Value>) -> Value {
+fn resource_entity(resource: &Resource, entities: &mut Vec<Entity>) -> Result<EntityUid, String> {
     let (uid, attrs, parents) = match resource {
-        Resource::Service(name) => (entity_ref("Service", name), json!({}), vec![]),
-        Resource::Bucket { name, home_folders } => (entity_ref("Bucket", name), json!({ "home_folders": home_folders }), vec![]),
+        Resource::Service(name) => (uid("Service", name)?, Attrs::new(), HashSet::new()),
+        Resource::Bucket { name, home_folders } => (
+            uid("Bucket", name)?,
+            Attrs::from([("home_folders".to_owned(), RestrictedExpression::new_bool(*home_folders))]),
+            HashSet::new(),
+        ),
         Resource::Object { bucket, bucket_home_folders, key, home, notifies } => {
-            let bucket_uid = entity_ref("Bucket", bucket);
-            entities.push(json!({ "uid": bucket_uid, "attrs": { "home_folders": bucket_home_folders }, "parents": [] }));
-            let mut attrs = json!({ "key": key, "notifies": notifies });
+            let bucket_uid = uid("Bucket", bucket)?;
+            let bucket_attrs = Attrs::from([("home_folders".to_owned(), RestrictedExpression::new_bool(*bucket_home_folders))]);
+            entities.push(entity(&bucket_uid, bucket_attrs, HashSet::new())?);
+            let mut attrs = Attrs::from([("key".to_owned(), text(key)), ("notifies".to_owned(), texts(notifies))]);
             if let Some(home) = home {
-                attrs["home"] = json!(home);
+                attrs.insert("home".to_owned(), text(home));
             }
-            (entity_ref("Object", &format!("{bucket}/{key}")), attrs, vec![bucket_uid])
+            (uid("Object", &format!("{bucket}/{key}"))?, attrs, HashSet::from([bucket_uid]))
         }
-        Resource::Parameter { name } => (entity_ref("Parameter", name), json!({ "name": name }), vec![]),
-        Resource::Key { id, aliases } => (entity_ref("Key", id), json!({ "aliases": aliases }), vec![]),
-        Resource::Instance { id } => (entity_ref("Instance", id), json!({}), vec![]),
-        Resource::Stack { name, user } => {
-            (entity_ref("Stack", name), json!({ "name": name, "user": { "__entity": entity_ref("User", user) } }), vec![])
-        }
+        Resource::Parameter { name } => (uid("Parameter", name)?, Attrs::from([("name".to_owned(), text(name))]), HashSet::new()),
+        Resource::Key { id, aliases } => (uid("Key", id)?, Attrs::from([("aliases".to_owned(), texts(aliases))]), HashSet::new()),
+        Resource::Instance { id } => (uid("Instance", id)?, Attrs::new(), HashSet::new()),
+        Resource::Stack { name, user } => (
+            uid("Stack", name)?,
+            Attrs::from([("name".to_owned(), text(name)), ("user".to_owned(), RestrictedExpression::new_entity_uid(uid("User", user)?))]),
+            HashSet::new(),
+        ),
     };
-    entities.push(json!({ "uid": uid, "attrs": attrs, "parents": parents }));
-    uid
+    entities.push(entity(&uid, attrs, parents)?);
+    Ok(uid)
 }
 
 /// The Cedar schema: fixed entity types plus one action per registered operation.

@@ -57,3 +57,38 @@ fn bad_policies_are_rejected_with_position() {
     assert_eq!(typed[0].policy, "typo");
     assert!(typed[0].message.contains("Usr"), "{}", typed[0].message);
 }
+
+/// The request entities are built without the schema's checks: every kind of principal and
+/// resource must still be what the schema declares.
+#[test]
+fn request_entities_conform_to_the_schema() {
+    let authorizer = Authorizer::load(&[("home".into(), HOME_POLICY.into())], &actions()).expect("valid policy");
+    let mut member = user("aa");
+    if let Principal::User { roles, .. } = &mut member {
+        roles.push("analysts".into());
+    }
+    let principals = [
+        member,
+        Principal::Operator { uid: 0 },
+        Principal::Function { name: "f".into() },
+        Principal::Instance { id: "i-1".into(), roles: vec!["fleet".into()] },
+    ];
+    let resources = [
+        Resource::Service("storage".into()),
+        Resource::Bucket { name: "b".into(), home_folders: false },
+        object(Some(&home_of("aa"))),
+        Resource::Object { bucket: "b".into(), bucket_home_folders: false, key: "k".into(), home: None, notifies: vec!["f".into()] },
+        Resource::Parameter { name: "/p".into() },
+        Resource::Key { id: "k-1".into(), aliases: vec!["alias/a".into()] },
+        Resource::Instance { id: "i-1".into() },
+        Resource::Stack { name: "s".into(), user: "aa".into() },
+    ];
+    for principal in &principals {
+        for resource in &resources {
+            let built = RequestEntities::of(principal, resource).expect("built");
+            if let Err(err) = Entities::from_entities(built.entities, Some(&authorizer.schema)) {
+                panic!("{principal:?} on {resource:?}: {err}");
+            }
+        }
+    }
+}

@@ -216,16 +216,25 @@ async fn check_store(staging: &Path, progress: Progress<'_>) -> Result<(u64, ed2
         .execute(&store.pool)
         .await
         .map_err(|e| format!("cannot end the backup's node leases: {e}"))?;
-    store.close().await;
     let count = rows.len() as u64;
     for (index, (bucket, key, blob, etag, size)) in rows.into_iter().enumerate() {
         let missing = |what: String| format!("the object `{bucket}/{key}` {what}; nothing was restored");
-        if !is_blob_name(&blob) {
-            return Err(missing(format!("names a blob `{blob}` that no server makes")));
-        }
-        let path = staging.join("objects").join(crate::core::blobs::relative_path(&blob));
-        let length = std::fs::symlink_metadata(&path).ok().filter(std::fs::Metadata::is_file).map(|m| m.len());
-        let digest = files::sha256_of(&path).map_err(|e| missing(format!("has no blob in the backup ({e})")))?;
+        let (length, digest) = if crate::core::blobs::is_inline(&blob) {
+            let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM small_blobs WHERE name = $1")
+                .bind(&blob)
+                .fetch_optional(&store.pool)
+                .await
+                .map_err(|e| format!("cannot read the backup's small bodies: {e}"))?;
+            let body = body.ok_or_else(|| missing("has no body in the backup's metadata store".into()))?;
+            (Some(body.len() as u64), hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)))
+        } else {
+            if !is_blob_name(&blob) {
+                return Err(missing(format!("names a blob `{blob}` that no server makes")));
+            }
+            let path = staging.join("objects").join(crate::core::blobs::relative_path(&blob));
+            let length = std::fs::symlink_metadata(&path).ok().filter(std::fs::Metadata::is_file).map(|m| m.len());
+            (length, files::sha256_of(&path).map_err(|e| missing(format!("has no blob in the backup ({e})")))?)
+        };
         // Every ETag this platform makes is the body's SHA-256, cut to 32 hex digits.
         if length.and_then(|l| i64::try_from(l).ok()) != Some(size) || !etag.trim_matches('"').eq_ignore_ascii_case(&digest[..32]) {
             return Err(missing("does not match its checksum".into()));
@@ -234,6 +243,7 @@ async fn check_store(staging: &Path, progress: Progress<'_>) -> Result<(u64, ed2
             progress(&format!("objects: {}/{count} checked", index + 1));
         }
     }
+    store.close().await;
     Ok((count, key))
 }
 

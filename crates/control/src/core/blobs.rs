@@ -1,6 +1,11 @@
 //! Object bodies, as immutable blobs on the `object_store` crate: a directory under the data
 //! directory by default, any S3-compatible server at scale. Object names and metadata live in
 //! the metadata store, which points at blobs; a write commits by swapping that pointer.
+//!
+//! A small body (at most `INLINE_MAX`) is a blob too, but kept in the metadata store itself
+//! (`small_blobs`), written and dropped in the very transaction that swaps its object: a file
+//! per small object cost more than the rest of its write (creating it walks ext4's inode
+//! table). Its name says where it is (`inline-…`).
 
 use std::ops::Range;
 use std::path::Path;
@@ -13,6 +18,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
+use sqlx::Row;
+
+use super::store::{Statements, Store};
 
 #[derive(Clone)]
 pub struct Blobs {
@@ -23,12 +31,18 @@ pub struct Blobs {
     node: String,
     /// The directory the blobs are files under, on the embedded default.
     local_root: Option<std::path::PathBuf>,
+    /// Where the small bodies are.
+    metadata: Store,
 }
 
 const PREFIX: &str = "blobs";
+/// The largest body kept in the metadata store rather than as a blob of its own.
+pub const INLINE_MAX: usize = 32 * 1024;
+/// How the names of bodies kept in the metadata store begin.
+const INLINE: &str = "inline-";
 
 impl Blobs {
-    pub fn open(backend: &StorageBackend, data_dir: &Path, node: &str) -> Result<Blobs, object_store::Error> {
+    pub fn open(backend: &StorageBackend, data_dir: &Path, node: &str, metadata: Store) -> Result<Blobs, object_store::Error> {
         let mut local_root = None;
         let store: Arc<dyn ObjectStore> = match backend {
             StorageBackend::Local => {
@@ -48,7 +62,7 @@ impl Blobs {
                     .build()?,
             ),
         };
-        Ok(Blobs { store, node: node.to_owned(), local_root })
+        Ok(Blobs { store, node: node.to_owned(), local_root, metadata })
     }
 
     /// Stores `body` under a fresh name (`<uuid>-<node>`) and returns it. The name is never
@@ -59,7 +73,27 @@ impl Blobs {
         Ok(name)
     }
 
+    /// A fresh name for a small body, which the caller writes with `put_inline` in the
+    /// transaction that commits its object.
+    pub fn inline_name(&self) -> String {
+        format!("{INLINE}{}-{}", uuid::Uuid::new_v4().simple(), self.node)
+    }
+
+    /// Writes a small body under a name from `inline_name`, inside the caller's transaction.
+    pub async fn put_inline(statements: &mut dyn Statements, name: &str, body: &[u8]) -> Result<(), sqlx::Error> {
+        statements.execute("INSERT INTO small_blobs (name, body) VALUES ($1, $2)", &[name.into(), body.into()]).await.map(drop)
+    }
+
+    /// Drops a small body inside the caller's transaction (which drops the object that names
+    /// it); a backup's snapshot of the store has it still.
+    pub async fn drop_inline(statements: &mut dyn Statements, name: &str) -> Result<(), sqlx::Error> {
+        statements.execute("DELETE FROM small_blobs WHERE name = $1", &[name.into()]).await.map(drop)
+    }
+
     pub async fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, object_store::Error> {
+        if is_inline(name) {
+            return self.get_inline(name, range).await;
+        }
         match range {
             Some(range) if range.is_empty() => Ok(Bytes::new()),
             Some(range) => self.store.get_range(&path(name), range).await,
@@ -67,16 +101,43 @@ impl Blobs {
         }
     }
 
+    async fn get_inline(&self, name: &str, range: Option<Range<u64>>) -> Result<Bytes, object_store::Error> {
+        let failed = |source: sqlx::Error| object_store::Error::Generic { store: "metadata", source: Box::new(source) };
+        let row = sqlx::query("SELECT body FROM small_blobs WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.metadata.pool)
+            .await
+            .map_err(failed)?;
+        let Some(row) = row else {
+            let source = format!("no small body `{name}` in the metadata store").into();
+            return Err(object_store::Error::NotFound { path: name.to_owned(), source });
+        };
+        let body = Bytes::from(row.try_get::<Vec<u8>, _>("body").map_err(failed)?);
+        let Some(range) = range else { return Ok(body) };
+        let end = usize::try_from(range.end).unwrap_or(usize::MAX).min(body.len());
+        let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
+        Ok(body.slice(start..end))
+    }
+
     /// The file that holds blob `name`, when blobs are local files (never for a name that is
-    /// not a plain file name).
+    /// not a plain file name, nor for a body in the metadata store).
     pub fn local_file(&self, name: &str) -> Option<std::path::PathBuf> {
         let plain = !name.is_empty()
+            && !is_inline(name)
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             && !name.starts_with('.');
         self.local_root.as_ref().filter(|_| plain).map(|root| root.join(relative_path(name)))
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), object_store::Error> {
+        if is_inline(name) {
+            let name = name.to_owned();
+            let dropped = self
+                .metadata
+                .transact(Box::new(move |statements| Box::pin(async move { Blobs::drop_inline(statements, &name).await })))
+                .await;
+            return dropped.map_err(|source| object_store::Error::Generic { store: "metadata", source: Box::new(source) });
+        }
         match self.store.delete(&path(name)).await {
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             other => other,
@@ -94,6 +155,11 @@ impl Blobs {
         let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
         Ok(metas.into_iter().filter_map(|m| m.location.filename().map(str::to_owned)).collect())
     }
+}
+
+/// Whether blob `name` is a small body kept in the metadata store.
+pub fn is_inline(name: &str) -> bool {
+    name.starts_with(INLINE)
 }
 
 /// Blobs are spread over 256 directories by the first two hex digits of their name: one

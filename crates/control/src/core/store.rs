@@ -8,12 +8,20 @@ use audit::redact_url;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+mod group;
+mod statements;
+
+pub use group::Work;
+pub use statements::Statements;
+
 /// A connection pool with the schema migrated to the newest version.
 #[derive(Clone)]
 pub struct Store {
     pub pool: AnyPool,
     /// SQLite's one connection for transactions that write (`write`).
     writer: Option<AnyPool>,
+    /// The thread SQLite's queued writes are committed on, in groups (`transact`).
+    group: Option<group::Group>,
     sqlite: bool,
 }
 
@@ -61,11 +69,21 @@ impl Store {
         .execute(&pool)
         .await
         .map_err(open_err)?;
-        Ok(Store { pool, writer, sqlite })
+        // SQLite's queued writes go through a connection of the writer thread's own, to its
+        // file (an in-memory store, which a second connection could not share, has none).
+        let file = sqlite.then(|| sqlx::sqlite::SqliteConnectOptions::from_str(&url).ok()).flatten();
+        let group = match file.as_ref().map(|file| file.get_filename()).filter(|path| path.as_os_str() != ":memory:") {
+            Some(path) => Some(group::Group::start(path).map_err(open_err)?),
+            None => None,
+        };
+        Ok(Store { pool, writer, group, sqlite })
     }
 
     /// Closes every connection (the restored store is then moved into place).
     pub async fn close(&self) {
+        if let Some(group) = &self.group {
+            group.close().await;
+        }
         self.pool.close().await;
         if let Some(writer) = &self.writer {
             writer.close().await;
@@ -85,7 +103,29 @@ impl Store {
             None => self.pool.begin().await,
         }
     }
+
+    /// Runs `work` as a write transaction and answers once it is committed. On SQLite the
+    /// writes queued meanwhile share one commit, on a thread of their own; on PostgreSQL each is
+    /// a transaction of its own. `work` must touch nothing but the store.
+    pub async fn transact<T, E>(&self, work: Work<T, E>) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<sqlx::Error> + Send + 'static,
+    {
+        if let Some(group) = &self.group {
+            return group.run(work).await;
+        }
+        let mut tx = self.write().await?;
+        let value = work(&mut statements::Through(&mut tx)).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
 }
+
+/// Every connection's settings on SQLite. WAL survives a process crash at every commit;
+/// `synchronous = NORMAL` skips the per-commit fsync (power loss may lose the newest commits,
+/// never corrupt). Pages are read through a memory map, not a read call each.
+const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA mmap_size = 268435456;";
 
 /// A pool of up to `connections` to the store; SQLite's in WAL mode, synced at checkpoints.
 async fn connect(options: AnyConnectOptions, sqlite: bool, connections: u32) -> Result<AnyPool, sqlx::Error> {
@@ -99,12 +139,7 @@ async fn connect(options: AnyConnectOptions, sqlite: bool, connections: u32) -> 
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if sqlite {
-                    // WAL survives a process crash at every commit; synchronous=NORMAL skips the
-                    // per-commit fsync (power loss may lose the newest commits, never corrupt).
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                    )
-                    .await?;
+                    conn.execute(SQLITE_SETTINGS).await?;
                 }
                 Ok(())
             })

@@ -2,7 +2,7 @@
 //! them. The actions in `parameters.rs` read and write versions only through here, so the SQL
 //! and the column names live in one file.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
@@ -73,43 +73,52 @@ pub(super) async fn names_after(plane: &Platform, cursor: &str, prefix: &str) ->
     Ok(rows.iter().map(|row| row.try_get("name")).collect::<Result<_, _>>()?)
 }
 
-/// The highest version of a parameter (0 when it has none), read in the writing transaction.
-pub(super) async fn max_version(tx: &mut Transaction<'static, Any>, name: &str) -> Result<i64, ActionError> {
-    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM parameters WHERE name = $1").bind(name).fetch_one(&mut **tx).await?;
-    Ok(row.try_get("v")?)
-}
-
 /// A version as PutParameter stores it.
-pub(super) struct NewVersion<'a> {
-    pub name: &'a str,
-    pub version: i64,
-    pub kind: &'a str,
+pub(super) struct NewVersion {
+    pub name: String,
+    pub kind: String,
     pub value: Vec<u8>,
     pub key_id: Option<String>,
     pub description: String,
     pub last_modified: i64,
-    pub modified_by: &'a str,
+    pub modified_by: String,
 }
 
-pub(super) async fn insert_version(tx: &mut Transaction<'static, Any>, version: NewVersion<'_>) -> Result<(), ActionError> {
-    sqlx::query("INSERT INTO parameters (name, version, type, value, key_id, description, last_modified, modified_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(version.name)
-        .bind(version.version)
-        .bind(version.kind)
-        .bind(version.value)
-        .bind(version.key_id)
-        .bind(version.description)
-        .bind(version.last_modified)
-        .bind(version.modified_by)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Drops a parameter's versions up to `through`, so it keeps at most its newest ones.
-pub(super) async fn delete_versions_through(tx: &mut Transaction<'static, Any>, name: &str, through: i64) -> Result<(), ActionError> {
-    sqlx::query("DELETE FROM parameters WHERE name = $1 AND version <= $2").bind(name).bind(through).execute(&mut **tx).await?;
-    Ok(())
+/// Stores `new` as its parameter's next version and drops all but the newest `keep`, in one
+/// write; returns the version, or `None` (and writes nothing) if the parameter exists and
+/// `overwrite` is off.
+pub(super) async fn insert_next_version(plane: &Platform, new: NewVersion, overwrite: bool, keep: i64) -> Result<Option<i64>, ActionError> {
+    plane
+        .store
+        .transact(Box::new(move |statements| {
+            Box::pin(async move {
+                let row = statements.fetch_optional("SELECT COALESCE(MAX(version), 0) FROM parameters WHERE name = $1", &[(&new.name).into()]).await?;
+                let newest = row.map(|row| row.int(0)).transpose()?.unwrap_or(0);
+                if newest > 0 && !overwrite {
+                    return Ok(None);
+                }
+                let version = newest + 1;
+                let args = [
+                    (&new.name).into(),
+                    version.into(),
+                    (&new.kind).into(),
+                    new.value.as_slice().into(),
+                    new.key_id.as_deref().into(),
+                    (&new.description).into(),
+                    new.last_modified.into(),
+                    (&new.modified_by).into(),
+                ];
+                statements
+                    .execute(
+                        "INSERT INTO parameters (name, version, type, value, key_id, description, last_modified, modified_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        &args,
+                    )
+                    .await?;
+                statements.execute("DELETE FROM parameters WHERE name = $1 AND version <= $2", &[(&new.name).into(), (version - keep).into()]).await?;
+                Ok(Some(version))
+            })
+        }))
+        .await
 }
 
 /// Deletes every version of a parameter; false when it had none.

@@ -5,13 +5,12 @@ use model::BucketName;
 use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::{Any, Transaction};
 
 use super::notification_configuration::NotificationConfiguration;
 use super::repo::{self, QueuedNotification, find_bucket, no_such_bucket};
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
-use crate::core::store::millis_to_rfc3339;
+use crate::core::store::{Statements, millis_to_rfc3339};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -55,42 +54,61 @@ pub(super) struct Event<'a> {
     pub time: i64,
 }
 
-/// Queues one outbox row per matching configuration, inside the caller's transaction.
-pub(super) async fn enqueue(
-    ctx: &Ctx<'_>,
-    tx: &mut Transaction<'static, Any>,
-    config: &NotificationConfiguration,
-    event: &Event<'_>,
-) -> Result<bool, ActionError> {
-    let mut queued = false;
-    for configuration in config.lambda_function_configurations.iter().filter(|c| c.matches(event.name, event.key)) {
-        // S3's event record shape, plus the correlation id of the call that caused it.
-        let record = json!({
-            "eventVersion": "2.1",
-            "eventSource": "datasandbox:storage",
-            "awsRegion": ctx.platform.spec.region,
-            "eventTime": millis_to_rfc3339(event.time),
-            "eventName": event.name,
-            "userIdentity": { "principalId": ctx.principal_arn() },
-            "requestParameters": { "sourceIPAddress": ctx.source_ip },
-            "responseElements": { "x-amz-request-id": ctx.request_id },
-            "s3": {
-                "s3SchemaVersion": "1.0",
-                "configurationId": configuration.id,
-                "bucket": { "name": event.bucket, "arn": model::arn::global("storage", event.bucket.as_str()) },
-                "object": { "key": event.key, "size": event.size, "eTag": event.etag.trim_matches('"'), "sequencer": format!("{:016X}", event.time) },
-            },
-            "correlationId": ctx.correlation_id(),
-        });
-        let notification = QueuedNotification {
-            bucket: event.bucket,
-            key: event.key,
-            configuration_id: &configuration.id,
-            function: configuration.function_name(),
-            event: record.to_string(),
-        };
-        repo::insert_notification(tx, &notification).await?;
-        queued = true;
+/// What a write's notifications say of the call that made it, taken from its context so that
+/// they can be queued inside the write's transaction.
+pub(super) struct Notifier {
+    config: NotificationConfiguration,
+    region: String,
+    principal: String,
+    source_ip: String,
+    request_id: String,
+    correlation_id: Option<String>,
+}
+
+impl Notifier {
+    pub(super) fn new(ctx: &Ctx<'_>, config: &NotificationConfiguration) -> Notifier {
+        Notifier {
+            config: config.clone(),
+            region: ctx.platform.spec.region.clone(),
+            principal: ctx.principal_arn().to_owned(),
+            source_ip: ctx.source_ip.to_owned(),
+            request_id: ctx.request_id.clone(),
+            correlation_id: ctx.correlation_id().map(str::to_owned),
+        }
     }
-    Ok(queued)
+
+    /// Queues one outbox row per matching configuration, inside the caller's transaction.
+    pub(super) async fn enqueue(&self, statements: &mut dyn Statements, event: &Event<'_>) -> Result<bool, ActionError> {
+        let mut queued = false;
+        for configuration in self.config.lambda_function_configurations.iter().filter(|c| c.matches(event.name, event.key)) {
+            // S3's event record shape, plus the correlation id of the call that caused it.
+            let record = json!({
+                "eventVersion": "2.1",
+                "eventSource": "datasandbox:storage",
+                "awsRegion": self.region,
+                "eventTime": millis_to_rfc3339(event.time),
+                "eventName": event.name,
+                "userIdentity": { "principalId": self.principal },
+                "requestParameters": { "sourceIPAddress": self.source_ip },
+                "responseElements": { "x-amz-request-id": self.request_id },
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": configuration.id,
+                    "bucket": { "name": event.bucket, "arn": model::arn::global("storage", event.bucket.as_str()) },
+                    "object": { "key": event.key, "size": event.size, "eTag": event.etag.trim_matches('"'), "sequencer": format!("{:016X}", event.time) },
+                },
+                "correlationId": self.correlation_id,
+            });
+            let notification = QueuedNotification {
+                bucket: event.bucket,
+                key: event.key,
+                configuration_id: &configuration.id,
+                function: configuration.function_name(),
+                event: record.to_string(),
+            };
+            repo::insert_notification(statements, &notification).await?;
+            queued = true;
+        }
+        Ok(queued)
+    }
 }

@@ -7,11 +7,12 @@ use std::ops::Range;
 use super::blobs::release_blob;
 use super::notifications;
 use super::repo::{self, BucketRow, NewObject, find_bucket, find_object, list_page, no_such_bucket, no_such_key};
+use crate::core::blobs::{Blobs, INLINE_MAX, is_inline};
 use crate::core::codec::{decode_base64, decode_token, encode_base64, encode_token};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
-use crate::core::store::{millis_to_rfc3339, now_millis};
+use crate::core::store::{Statements, millis_to_rfc3339, now_millis};
 use bytes::Bytes;
 use model::{BucketName, HomeOwner, ObjectKey};
 use policy::Resource;
@@ -50,7 +51,7 @@ struct PutObjectInput {
 }
 
 /// A conditional write's condition, checked in the transaction that swaps the object.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Precondition {
     if_match: Option<String>,
     if_none_match: bool,
@@ -133,37 +134,67 @@ async fn write_object(
     let etag = format!("\"{}\"", &hex::encode(digest)[..32]);
     let checksum = encode_base64(&digest);
     let size = body.len() as i64;
-    let blob = plane.blobs.put(body).await?;
+    // A small body is written with its object, a larger one first as a blob of its own.
+    let (blob, inline) =
+        if body.len() <= INLINE_MAX { (plane.blobs.inline_name(), Some(body)) } else { (plane.blobs.put(body).await?, None) };
     let now = now_millis();
-    let mut tx = plane.store.write().await?;
-    let current = repo::find_current_object(&mut tx, bucket, key.as_str()).await?;
-    if !condition.holds(current.as_ref().map(|current| current.etag.as_str())) {
-        drop(tx);
-        // Never committed, so no snapshot names it: gone now, backup or not.
-        if let Err(err) = plane.blobs.delete(&blob).await {
-            tracing::warn!(blob, error = %err, "cannot delete the blob of a refused write; it is reclaimed at start-up");
-        }
-        return Err(ActionError::new(412, ErrorCode::PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
-    }
-    let old = current.map(|current| current.blob);
     let object = NewObject {
-        bucket,
-        key: key.as_str(),
-        blob: &blob,
+        bucket: bucket.clone(),
+        key: key.as_str().to_owned(),
+        blob: blob.clone(),
         size,
-        etag: &etag,
-        content_type,
+        etag: etag.clone(),
+        content_type: content_type.to_owned(),
         last_modified: now,
-        writer: ctx.principal_arn(),
-        source_ip: ctx.source_ip,
+        writer: ctx.principal_arn().to_owned(),
+        source_ip: ctx.source_ip.to_owned(),
     };
-    repo::upsert_object(&mut tx, &object).await?;
-    if let Some(old) = &old {
-        repo::insert_released_blob(&mut tx, old).await?;
-    }
-    let event = notifications::Event { name: event, bucket, key: key.as_str(), size, etag: &etag, time: now };
-    let queued = notifications::enqueue(ctx, &mut tx, &row.notifications, &event).await?;
-    tx.commit().await?;
+    let (event, condition) = (event.to_owned(), condition.clone());
+    let notifier = notifications::Notifier::new(ctx, &row.notifications);
+    let swapped = plane
+        .store
+        .transact(Box::new(move |conn| {
+            Box::pin(async move {
+                let current = repo::find_current_object(conn, &object.bucket, &object.key).await?;
+                if !condition.holds(current.as_ref().map(|current| current.etag.as_str())) {
+                    return Ok(None);
+                }
+                if let Some(body) = &inline {
+                    Blobs::put_inline(conn, &object.blob, body).await?;
+                }
+                repo::upsert_object(conn, &object).await?;
+                let old = match current {
+                    Some(current) => let_go(conn, current.blob).await?,
+                    None => None,
+                };
+                let event = notifications::Event {
+                    name: &event,
+                    bucket: &object.bucket,
+                    key: &object.key,
+                    size: object.size,
+                    etag: &object.etag,
+                    time: object.last_modified,
+                };
+                let queued = notifier.enqueue(conn, &event).await?;
+                Ok::<_, ActionError>(Some((old, queued)))
+            })
+        }))
+        .await;
+    let (old, queued) = match swapped {
+        Ok(Some(swapped)) => swapped,
+        refused if is_inline(&blob) => {
+            refused?;
+            return Err(precondition_failed());
+        }
+        refused => {
+            // Never committed, so no snapshot names it: gone now, backup or not.
+            if let Err(err) = plane.blobs.delete(&blob).await {
+                tracing::warn!(blob, error = %err, "cannot delete the blob of a refused write; it is reclaimed at start-up");
+            }
+            refused?;
+            return Err(precondition_failed());
+        }
+    };
     plane.object_changes.send_modify(|generation| *generation += 1);
     if let Some(old) = old {
         release_blob(plane, &old).await;
@@ -172,6 +203,22 @@ async fn write_object(
         plane.outbox.notify_one();
     }
     Ok(Written { etag, checksum, last_modified: now })
+}
+
+fn precondition_failed() -> ActionError {
+    ActionError::new(412, ErrorCode::PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+}
+
+/// Lets go of a replaced or deleted object's blob, inside the transaction that drops the
+/// object: a small body goes with it; a blob of its own is listed, to be deleted after the
+/// commit (returned).
+async fn let_go(conn: &mut dyn Statements, blob: String) -> Result<Option<String>, ActionError> {
+    if is_inline(&blob) {
+        Blobs::drop_inline(conn, &blob).await?;
+        return Ok(None);
+    }
+    repo::insert_released_blob(conn, &blob).await?;
+    Ok(Some(blob))
 }
 
 #[derive(Deserialize)]
@@ -381,24 +428,36 @@ pub(super) async fn delete_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
     ctx.authorize(object_resource(&input.bucket, row.as_ref(), input.key.as_str()))?;
     let row = row.ok_or_else(|| no_such_bucket(&input.bucket))?;
     let plane = ctx.platform;
-    let mut tx = plane.store.write().await?;
-    let old = repo::find_current_object(&mut tx, &input.bucket, input.key.as_str()).await?;
-    // As in S3, deleting a missing key succeeds and changes nothing.
-    let Some(repo::CurrentObject { blob, size, etag }) = old else { return Ok(json!({})) };
-    repo::delete_object(&mut tx, &input.bucket, input.key.as_str()).await?;
-    repo::insert_released_blob(&mut tx, &blob).await?;
-    let event = notifications::Event {
-        name: "ObjectRemoved:Delete",
-        bucket: &input.bucket,
-        key: input.key.as_str(),
-        size,
-        etag: &etag,
-        time: now_millis(),
-    };
-    let queued = notifications::enqueue(ctx, &mut tx, &row.notifications, &event).await?;
-    tx.commit().await?;
+    let (bucket, key) = (input.bucket.clone(), input.key.as_str().to_owned());
+    let notifier = notifications::Notifier::new(ctx, &row.notifications);
+    let deleted = plane
+        .store
+        .transact(Box::new(move |conn| {
+            Box::pin(async move {
+                // As in S3, deleting a missing key succeeds and changes nothing.
+                let Some(repo::CurrentObject { blob, size, etag }) = repo::find_current_object(conn, &bucket, &key).await? else {
+                    return Ok(None);
+                };
+                repo::delete_object(conn, &bucket, &key).await?;
+                let released = let_go(conn, blob).await?;
+                let event = notifications::Event {
+                    name: "ObjectRemoved:Delete",
+                    bucket: &bucket,
+                    key: &key,
+                    size,
+                    etag: &etag,
+                    time: now_millis(),
+                };
+                let queued = notifier.enqueue(conn, &event).await?;
+                Ok::<_, ActionError>(Some((released, queued)))
+            })
+        }))
+        .await?;
+    let Some((released, queued)) = deleted else { return Ok(json!({})) };
     plane.object_changes.send_modify(|generation| *generation += 1);
-    release_blob(plane, &blob).await;
+    if let Some(blob) = released {
+        release_blob(plane, &blob).await;
+    }
     if queued {
         plane.outbox.notify_one();
     }

@@ -3,12 +3,12 @@
 //! of them imports another to find a bucket.
 
 use model::BucketName;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use super::notification_configuration::NotificationConfiguration;
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::Platform;
-use crate::core::store::now_millis;
+use crate::core::store::{Statements, now_millis};
 
 pub(crate) struct BucketRow {
     pub home_folders: bool,
@@ -113,13 +113,13 @@ pub(super) async fn insert_bucket(plane: &Platform, name: &BucketName, home_fold
 }
 
 /// How many objects a bucket holds, read in the transaction that may then delete it.
-pub(super) async fn count_objects(tx: &mut Transaction<'static, Any>, bucket: &BucketName) -> Result<i64, ActionError> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM objects WHERE bucket = $1").bind(bucket.as_str()).fetch_one(&mut **tx).await?;
+pub(super) async fn count_objects(conn: &mut AnyConnection, bucket: &BucketName) -> Result<i64, ActionError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM objects WHERE bucket = $1").bind(bucket.as_str()).fetch_one(&mut *conn).await?;
     Ok(row.try_get("n")?)
 }
 
-pub(super) async fn delete_bucket(tx: &mut Transaction<'static, Any>, bucket: &BucketName) -> Result<(), ActionError> {
-    sqlx::query("DELETE FROM buckets WHERE name = $1").bind(bucket.as_str()).execute(&mut **tx).await?;
+pub(super) async fn delete_bucket(conn: &mut AnyConnection, bucket: &BucketName) -> Result<(), ActionError> {
+    sqlx::query("DELETE FROM buckets WHERE name = $1").bind(bucket.as_str()).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -159,60 +159,59 @@ pub(super) struct CurrentObject {
 }
 
 pub(super) async fn find_current_object(
-    tx: &mut Transaction<'static, Any>,
+    statements: &mut dyn Statements,
     bucket: &BucketName,
     key: &str,
 ) -> Result<Option<CurrentObject>, ActionError> {
-    let row = sqlx::query("SELECT blob, size, etag FROM objects WHERE bucket = $1 AND key = $2")
-        .bind(bucket.as_str())
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let args = [bucket.as_str().into(), key.into()];
+    let row = statements.fetch_optional("SELECT blob, size, etag FROM objects WHERE bucket = $1 AND key = $2", &args).await?;
     let Some(r) = row else { return Ok(None) };
-    Ok(Some(CurrentObject { blob: r.try_get("blob")?, size: r.try_get("size")?, etag: r.try_get("etag")? }))
+    Ok(Some(CurrentObject { blob: r.text(0)?, size: r.int(1)?, etag: r.text(2)? }))
 }
 
 /// An object's row as a write stores it.
-pub(super) struct NewObject<'a> {
-    pub bucket: &'a BucketName,
-    pub key: &'a str,
-    pub blob: &'a str,
+pub(super) struct NewObject {
+    pub bucket: BucketName,
+    pub key: String,
+    pub blob: String,
     pub size: i64,
-    pub etag: &'a str,
-    pub content_type: &'a str,
+    pub etag: String,
+    pub content_type: String,
     pub last_modified: i64,
-    pub writer: &'a str,
-    pub source_ip: &'a str,
+    pub writer: String,
+    pub source_ip: String,
 }
 
-pub(super) async fn upsert_object(tx: &mut Transaction<'static, Any>, object: &NewObject<'_>) -> Result<(), ActionError> {
-    sqlx::query(
+pub(super) async fn upsert_object(statements: &mut dyn Statements, object: &NewObject) -> Result<(), ActionError> {
+    let args = [
+        object.bucket.as_str().into(),
+        (&object.key).into(),
+        (&object.blob).into(),
+        object.size.into(),
+        (&object.etag).into(),
+        (&object.content_type).into(),
+        object.last_modified.into(),
+        (&object.writer).into(),
+        (&object.source_ip).into(),
+    ];
+    statements.execute(
         "INSERT INTO objects (bucket, key, blob, size, etag, content_type, last_modified, writer, source_ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (bucket, key) DO UPDATE SET blob = excluded.blob, size = excluded.size, etag = excluded.etag, content_type = excluded.content_type,
          last_modified = excluded.last_modified, writer = excluded.writer, source_ip = excluded.source_ip",
+        &args,
     )
-    .bind(object.bucket.as_str())
-    .bind(object.key)
-    .bind(object.blob)
-    .bind(object.size)
-    .bind(object.etag)
-    .bind(object.content_type)
-    .bind(object.last_modified)
-    .bind(object.writer)
-    .bind(object.source_ip)
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-pub(super) async fn delete_object(tx: &mut Transaction<'static, Any>, bucket: &BucketName, key: &str) -> Result<(), ActionError> {
-    sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2").bind(bucket.as_str()).bind(key).execute(&mut **tx).await?;
+pub(super) async fn delete_object(statements: &mut dyn Statements, bucket: &BucketName, key: &str) -> Result<(), ActionError> {
+    statements.execute("DELETE FROM objects WHERE bucket = $1 AND key = $2", &[bucket.as_str().into(), key.into()]).await?;
     Ok(())
 }
 
 /// Lists a blob for deletion after the commit of the transaction that dropped its object.
-pub(super) async fn insert_released_blob(tx: &mut Transaction<'static, Any>, blob: &str) -> Result<(), ActionError> {
-    sqlx::query("INSERT INTO released_blobs (blob) VALUES ($1)").bind(blob).execute(&mut **tx).await?;
+pub(super) async fn insert_released_blob(statements: &mut dyn Statements, blob: &str) -> Result<(), ActionError> {
+    statements.execute("INSERT INTO released_blobs (blob) VALUES ($1)", &[blob.into()]).await?;
     Ok(())
 }
 
@@ -244,18 +243,20 @@ pub(super) struct QueuedNotification<'a> {
     pub event: String,
 }
 
-pub(super) async fn insert_notification(
-    tx: &mut Transaction<'static, Any>,
-    notification: &QueuedNotification<'_>,
-) -> Result<(), ActionError> {
-    sqlx::query("INSERT INTO notifications (bucket, key, configuration_id, function, event, attempts, next_attempt) VALUES ($1, $2, $3, $4, $5, 0, $6)")
-        .bind(notification.bucket.as_str())
-        .bind(notification.key)
-        .bind(notification.configuration_id)
-        .bind(notification.function)
-        .bind(&notification.event)
-        .bind(now_millis())
-        .execute(&mut **tx)
+pub(super) async fn insert_notification(statements: &mut dyn Statements, notification: &QueuedNotification<'_>) -> Result<(), ActionError> {
+    let args = [
+        notification.bucket.as_str().into(),
+        notification.key.into(),
+        notification.configuration_id.into(),
+        notification.function.into(),
+        (&notification.event).into(),
+        now_millis().into(),
+    ];
+    statements
+        .execute(
+            "INSERT INTO notifications (bucket, key, configuration_id, function, event, attempts, next_attempt) VALUES ($1, $2, $3, $4, $5, 0, $6)",
+            &args,
+        )
         .await?;
     Ok(())
 }

@@ -52,7 +52,10 @@ fn a_backup_taken_while_writing_restores_into_a_new_directory_that_serves_it_all
         std::thread::spawn(move || {
             while !stop.load(Ordering::Acquire) {
                 let n = written.load(Ordering::Acquire);
-                for (key, text) in [(format!("during/{n}"), format!("during {n}")), ("busy".to_owned(), format!("busy {n}"))] {
+                // New objects small (their bodies in the metadata store), the one overwritten
+                // larger than that (a blob of its own, released at each overwrite).
+                let busy = format!("busy {n} ").repeat(4096);
+                for (key, text) in [(format!("during/{n}"), format!("during {n}")), ("busy".to_owned(), busy)] {
                     let input = json!({ "Bucket": HOME, "Key": key, "Body": b64(text.as_bytes()) }).to_string();
                     let (code, _, err) = run(&dir, &["call", "storage:PutObject", "--input", &input]);
                     assert_eq!(code, 0, "{err}");

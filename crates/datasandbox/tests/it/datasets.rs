@@ -43,10 +43,11 @@ fn summaries(server: &Server, key: &str, n: usize) -> Vec<Value> {
 }
 
 /// Makes `key` an object of `size` bytes in the index, as if a dataset that large were stored:
-/// the object is written small, then its size set in the metadata store and, on the embedded
-/// backend, its blob grown in place (sparse) to match. Returns whether the body was grown.
+/// the object is written with a blob of its own (larger than the bodies the metadata store
+/// keeps), then its size set in the metadata store and, on the embedded backend, its blob
+/// grown in place (sparse) to match. Returns whether the body was grown.
 fn grow_sparse(server: &Server, key: &str, size: u64) -> bool {
-    put(server, key, b"x");
+    put(server, key, &[b'x'; 40 * 1024]);
     let blob = sql(
         server.data_dir(),
         &format!("UPDATE objects SET size = {size} WHERE key = '{key}'; SELECT blob FROM objects WHERE key = '{key}';"),

@@ -149,7 +149,10 @@ fn objects_on_the_s3_backend() {
     assert_eq!(walk(&server.data_dir().join("objects")).len(), 0, "the s3 backend wrote blobs locally");
     // The bodies went to the S3 server, and were deleted there with their objects.
     assert_eq!(moto.object_count_under("datasandbox-blobs", "blobs/"), 0);
+    // A small body is kept in the metadata store, a larger one (over 32 KiB) in the S3 server.
     server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": "kept.txt", "Body": b64(b"kept") }));
+    assert_eq!(moto.object_count_under("datasandbox-blobs", "blobs/"), 0);
+    server.ok("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": "large.bin", "Body": b64(&[7; 40 * 1024]) }));
     assert_eq!(moto.object_count_under("datasandbox-blobs", "blobs/"), 1);
 }
 
