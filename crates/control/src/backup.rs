@@ -207,6 +207,10 @@ impl Copier<'_> {
         self.copy_trail(live).await?;
         let objects = blobs.len() as u64;
         for (index, blob) in blobs.iter().enumerate() {
+            // A small body is in the store's snapshot itself.
+            if crate::core::blobs::is_inline(blob) {
+                continue;
+            }
             let relative = Path::new("objects").join(crate::core::blobs::relative_path(blob));
             self.copy_file(&relative, None, false)?;
             self.report(false, &format!("objects: {}/{objects} copied, {} MiB in all", index + 1, self.bytes >> 20));
@@ -246,10 +250,8 @@ impl Copier<'_> {
         let mut snapshot = sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", target.display())).await.map_err(read)?;
         let schema: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&mut snapshot).await.map_err(read)?;
-        let mut blobs: Vec<String> =
+        let blobs: Vec<String> =
             sqlx::query_scalar("SELECT blob FROM objects ORDER BY blob").fetch_all(&mut snapshot).await.map_err(read)?;
-        // Small bodies are in the snapshot itself.
-        blobs.retain(|blob| !crate::core::blobs::is_inline(blob));
         snapshot.close().await.map_err(read)?;
         self.add_written(Path::new("metadata.db"))?;
         Ok((schema.unwrap_or(0), blobs))

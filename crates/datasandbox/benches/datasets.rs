@@ -134,7 +134,8 @@ fn main() {
 /// The objects: 1 GiB of random bytes, a small one, 10,000 small ones, a 10 GB one (sparse);
 /// the blob files of the first and the last.
 fn objects(server: &Server) -> (PathBuf, PathBuf) {
-    put(server, "trials/big.bin", b"x");
+    // Larger than the bodies the metadata store keeps (32 KiB): each has a blob file to grow.
+    put(server, "trials/big.bin", &[b'x'; 40 * 1024]);
     let big = resize(server, "trials/big.bin", 1 << 30);
     let filled = Command::new("dd")
         .arg("if=/dev/urandom")
@@ -148,7 +149,7 @@ fn objects(server: &Server) -> (PathBuf, PathBuf) {
         put(server, &format!("trials/many/{n:05}.csv"), b"id\n1\n");
     }
     println!("10,000 objects written in {:.1} s", started.elapsed().as_secs_f64());
-    put(server, "trials/ten.bin", b"x");
+    put(server, "trials/ten.bin", &[b'x'; 40 * 1024]);
     let ten = resize(server, "trials/ten.bin", 10_000_000_000);
     std::fs::OpenOptions::new().write(true).open(&ten).expect("blob").set_len(10_000_000_000).expect("grow sparse");
     (big, ten)

@@ -271,9 +271,8 @@ impl RequestEntities {
         let mut entities = Vec::new();
         let principal = principal_entity(principal, &mut entities)?;
         let resource = resource_entity(resource, &mut entities)?;
-        // An instance acting on itself is its principal entity (with its roles) once.
-        let mut seen = HashSet::new();
-        entities.retain(|entity| seen.insert(entity.uid()));
+        // A principal that is its own resource (an instance acting on itself) gives the same
+        // entity twice, which Cedar refuses: a deny, as it always was.
         Ok(RequestEntities { principal, resource, entities })
     }
 }

@@ -85,6 +85,13 @@ fn request_entities_conform_to_the_schema() {
     ];
     for principal in &principals {
         for resource in &resources {
+            if matches!((principal, resource), (Principal::Instance { id, .. }, Resource::Instance { id: other }) if id == other) {
+                // The same entity twice: refused, so the request is denied.
+                let built = RequestEntities::of(principal, resource).expect("built");
+                let refused = Entities::from_entities(built.entities, None).expect_err("a duplicate entity is refused");
+                assert!(refused.to_string().contains("duplicate"), "{refused}");
+                continue;
+            }
             let built = RequestEntities::of(principal, resource).expect("built");
             if let Err(err) = Entities::from_entities(built.entities, Some(&authorizer.schema)) {
                 panic!("{principal:?} on {resource:?}: {err}");

@@ -201,9 +201,16 @@ fn safe_relative(path: &str) -> Result<PathBuf, String> {
 /// trail's public key as the store holds it.
 async fn check_store(staging: &Path, progress: Progress<'_>) -> Result<(u64, ed25519_dalek::VerifyingKey), String> {
     let store = Store::open(None, staging).await.map_err(|e| format!("cannot open the backup's metadata store: {e}"))?;
+    let checked = check_opened(&store, staging, progress).await;
+    // Closed either way, before the staged directory is moved into place or removed.
+    store.close().await;
+    checked
+}
+
+async fn check_opened(store: &Store, staging: &Path, progress: Progress<'_>) -> Result<(u64, ed25519_dalek::VerifyingKey), String> {
     let ring = crate::core::keyring::KeyRing::open(staging).map_err(|e| format!("cannot read the restored master.key: {e}"))?;
     let secret =
-        crate::keys::trail_signing_secret(&store, &ring, None).await.map_err(|e| format!("the store's trail key: {}", e.message))?;
+        crate::keys::trail_signing_secret(store, &ring, None).await.map_err(|e| format!("the store's trail key: {}", e.message))?;
     let key = audit::parse_public_key(&audit::Signer::from_bytes(&secret).public_key_hex())?;
     let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as("SELECT bucket, key, blob, etag, size FROM objects")
         .fetch_all(&store.pool)
@@ -243,7 +250,6 @@ async fn check_store(staging: &Path, progress: Progress<'_>) -> Result<(u64, ed2
             progress(&format!("objects: {}/{count} checked", index + 1));
         }
     }
-    store.close().await;
     Ok((count, key))
 }
 

@@ -112,7 +112,21 @@ impl Pipeline {
     }
 
     /// Runs one call through the pipeline. The audit record is durable before this returns.
+    /// The call runs to its end even if its caller goes away (a client that disconnects): what
+    /// it did is recorded all the same, never cut off between its effect and its record.
     pub(crate) async fn call(&self, request: Request) -> Response {
+        let pipeline = self.clone();
+        match tokio::spawn(async move { pipeline.complete(request).await }).await {
+            Ok(response) => response,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => Response {
+                request_id: String::new(),
+                result: Err(ActionError::new(503, ErrorCode::ServiceUnavailable, "the server is stopping; retry shortly")),
+            },
+        }
+    }
+
+    async fn complete(&self, request: Request) -> Response {
         let started = Instant::now();
         let request_id = uuid::Uuid::new_v4().to_string();
         let spec = actions::find(&request.action);

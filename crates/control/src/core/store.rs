@@ -3,26 +3,56 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use audit::redact_url;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod group;
 mod statements;
 
-pub use group::Work;
-pub use statements::Statements;
+pub use statements::{Statements, Work};
 
 /// A connection pool with the schema migrated to the newest version.
 #[derive(Clone)]
 pub struct Store {
     pub pool: AnyPool,
-    /// SQLite's one connection for transactions that write (`write`).
+    /// SQLite's connection for the interactive transactions that write (`write`).
     writer: Option<AnyPool>,
     /// The thread SQLite's queued writes are committed on, in groups (`transact`).
     group: Option<group::Group>,
+    /// SQLite's writers take their turns here, first come first served, rather than in SQLite's
+    /// busy handler, which sleeps (up to 100 ms a turn) between tries: held by an interactive
+    /// transaction from its `BEGIN` to its end, and by the writer thread for each batch.
+    turns: Arc<Semaphore>,
     sqlite: bool,
+}
+
+/// A transaction that writes: SQLite's turn to write is held until it ends.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<OwnedSemaphorePermit>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +77,8 @@ impl Store {
         let sqlite = url.starts_with("sqlite:");
         // SQLite has one writer at a time; a small pool avoids busy waits between our own connections.
         let pool = connect(options.clone(), sqlite, if sqlite { 4 } else { 16 }).await.map_err(open_err)?;
-        // Its writes go through a connection of their own, so that they queue here, in order,
-        // rather than in SQLite's busy handler, which sleeps (up to 100 ms a turn) between tries.
+        // Its interactive writes go through a connection of their own (and queued ones through
+        // the writer thread's), taking turns (`turns`).
         let writer = if sqlite { Some(connect(options, true, 1).await.map_err(open_err)?) } else { None };
         let migrator = if sqlite { sqlx::migrate!("migrations/sqlite") } else { sqlx::migrate!("migrations/postgres") };
         // Migrations go forward only: a store a newer binary migrated is refused, with what to
@@ -71,12 +101,14 @@ impl Store {
         .map_err(open_err)?;
         // SQLite's queued writes go through a connection of the writer thread's own, to its
         // file (an in-memory store, which a second connection could not share, has none).
-        let file = sqlite.then(|| sqlx::sqlite::SqliteConnectOptions::from_str(&url).ok()).flatten();
-        let group = match file.as_ref().map(|file| file.get_filename()).filter(|path| path.as_os_str() != ":memory:") {
-            Some(path) => Some(group::Group::start(path).map_err(open_err)?),
+        let turns = Arc::new(Semaphore::new(1));
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let file = (sqlite && !memory).then(|| sqlx::sqlite::SqliteConnectOptions::from_str(&url).ok()).flatten();
+        let group = match file {
+            Some(file) => Some(group::Group::start(file.get_filename(), SQLITE_SETTINGS, turns.clone()).map_err(open_err)?),
             None => None,
         };
-        Ok(Store { pool, writer, group, sqlite })
+        Ok(Store { pool, writer, group, turns, sqlite })
     }
 
     /// Closes every connection (the restored store is then moved into place).
@@ -95,12 +127,16 @@ impl Store {
         self.sqlite
     }
 
-    /// Begins a transaction that will write. SQLite takes its write lock up front
-    /// (`BEGIN IMMEDIATE`), so concurrent writers queue instead of failing on lock upgrade.
-    pub async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    /// Begins a transaction that will write. SQLite's waits its turn among the writers, then
+    /// takes the write lock up front (`BEGIN IMMEDIATE`). Never queue a write (`transact`)
+    /// while holding one: the writer thread would wait for this turn, and this for it.
+    pub async fn write(&self) -> Result<WriteTx, sqlx::Error> {
         match &self.writer {
-            Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await,
-            None => self.pool.begin().await,
+            Some(writer) => {
+                let turn = self.turns.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
+                Ok(WriteTx { tx: writer.begin_with("BEGIN IMMEDIATE").await?, _turn: Some(turn) })
+            }
+            None => Ok(WriteTx { tx: self.pool.begin().await?, _turn: None }),
         }
     }
 
@@ -159,4 +195,52 @@ pub fn rfc3339_to_millis(text: &str) -> Option<i64> {
 
 pub fn millis_to_rfc3339(millis: i64) -> String {
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+
+    /// Writes queued together: each failed one is rolled back alone (its own earlier statement
+    /// too), a panicking one is refused, and every other is committed before it is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_is_rolled_back_alone_and_each_answer_follows_its_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(None, dir.path()).await.expect("open");
+        sqlx::query("CREATE TABLE numbers (n INTEGER PRIMARY KEY)").execute(&store.pool).await.expect("table");
+        let writes: Vec<_> = (0..96_i64)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let written = store
+                        .transact(Box::new(move |statements| {
+                            Box::pin(async move {
+                                statements.execute("INSERT INTO numbers (n) VALUES ($1)", &[n.into()]).await?;
+                                if n % 4 == 0 {
+                                    // The same row again: refused, and the first insert with it.
+                                    statements.execute("INSERT INTO numbers (n) VALUES ($1)", &[n.into()]).await?;
+                                }
+                                assert!(n != 7, "a write that panics");
+                                Ok::<_, sqlx::Error>(n)
+                            })
+                        }))
+                        .await;
+                    // Answered: visible at once on another connection.
+                    let seen: Option<i64> =
+                        sqlx::query_scalar("SELECT n FROM numbers WHERE n = $1").bind(n).fetch_optional(&store.pool).await.expect("read");
+                    (n, written.is_ok(), seen.is_some())
+                })
+            })
+            .collect();
+        for write in writes {
+            let (n, written, seen) = write.await.expect("task");
+            let expected = n % 4 != 0 && n != 7;
+            assert_eq!((written, seen), (expected, expected), "write {n}");
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM numbers").fetch_one(&store.pool).await.expect("count");
+        assert_eq!(count, 71);
+        store.close().await;
+        let refused = store.transact(Box::new(|_| Box::pin(async { Ok::<_, sqlx::Error>(()) }))).await;
+        assert!(matches!(refused, Err(sqlx::Error::PoolClosed)), "{refused:?}");
+    }
 }

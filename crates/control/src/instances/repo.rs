@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::core::error::ActionError;
 use crate::core::node::fence;
@@ -90,12 +90,12 @@ pub(super) async fn all(plane: &Platform) -> Result<Vec<InstanceRow>, ActionErro
 
 /// The link indexes held by this node's instances that have not ended (inside the allocating
 /// transaction): links are a host's, so other nodes' instances hold none of this one's.
-pub(super) async fn used_link_indexes(tx: &mut Transaction<'static, Any>, node: &str) -> Result<Vec<i64>, ActionError> {
+pub(super) async fn used_link_indexes(conn: &mut AnyConnection, node: &str) -> Result<Vec<i64>, ActionError> {
     let rows = sqlx::query(
         "SELECT link_index FROM instances WHERE state IN ('PENDING', 'RUNNING', 'STOPPING', 'LOST') AND (node = $1 OR node IS NULL)",
     )
     .bind(node)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(rows.iter().map(|r| r.try_get("link_index")).collect::<Result<_, _>>()?)
 }
@@ -120,7 +120,7 @@ pub(super) struct NewInstance<'a> {
     pub node_epoch: i64,
 }
 
-pub(super) async fn insert_pending(tx: &mut Transaction<'static, Any>, new: NewInstance<'_>) -> Result<(), ActionError> {
+pub(super) async fn insert_pending(conn: &mut AnyConnection, new: NewInstance<'_>) -> Result<(), ActionError> {
     sqlx::query(
         "INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, user_id, access_mode,
          credential_hash, credential_expires, correlation_id, created, fleet, session_id, issuer, node, node_epoch)
@@ -144,7 +144,7 @@ pub(super) async fn insert_pending(tx: &mut Transaction<'static, Any>, new: NewI
     .bind(new.issuer)
     .bind(new.node)
     .bind(new.node_epoch)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! metadata store keeps them. Every statement of the key service is here, one function each,
 //! so the rest of `keys/` works with typed rows and a `KeyState`, never with column names.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::core::error::ActionError;
 use crate::core::platform::Platform;
@@ -68,9 +68,9 @@ pub(super) async fn find_key(plane: &Platform, key_id: &str) -> Result<Option<Ke
 }
 
 /// Deletes a key, its material and its aliases, in the caller's transaction.
-pub(super) async fn delete_key(tx: &mut Transaction<'static, Any>, key_id: &str) -> Result<(), ActionError> {
+pub(super) async fn delete_key(conn: &mut AnyConnection, key_id: &str) -> Result<(), ActionError> {
     for table in ["aliases WHERE target_key_id", "key_material WHERE key_id", "keys WHERE key_id"] {
-        sqlx::query(&format!("DELETE FROM {table} = $1")).bind(key_id).execute(&mut **tx).await?;
+        sqlx::query(&format!("DELETE FROM {table} = $1")).bind(key_id).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -94,49 +94,39 @@ pub(super) async fn find_current_material_by_alias(store: &Store, alias_name: &s
 }
 
 /// The audit trail's signing key: the platform's own, never usable to encrypt.
-pub(super) async fn insert_signing_key(tx: &mut Transaction<'static, Any>, key_id: &str, now: i64) -> Result<(), ActionError> {
+pub(super) async fn insert_signing_key(conn: &mut AnyConnection, key_id: &str, now: i64) -> Result<(), ActionError> {
     sqlx::query("INSERT INTO keys (key_id, key_usage, key_spec, description, state, created, deletion_date, rotation_period_days, last_rotated, current_version) VALUES ($1, 'SIGN_VERIFY', 'ED25519', 'Signs the audit trail''s checkpoints and digests', 'Enabled', $2, NULL, NULL, $2, 1)")
         .bind(key_id)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
 /// A customer key (the table's defaults: ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT), enabled.
-pub(super) async fn insert_encryption_key(
-    tx: &mut Transaction<'static, Any>,
-    key_id: &str,
-    description: &str,
-    now: i64,
-) -> Result<(), ActionError> {
+pub(super) async fn insert_encryption_key(conn: &mut AnyConnection, key_id: &str, description: &str, now: i64) -> Result<(), ActionError> {
     sqlx::query("INSERT INTO keys (key_id, description, state, created, deletion_date, rotation_period_days, last_rotated, current_version) VALUES ($1, $2, 'Enabled', $3, NULL, NULL, $3, 1)")
         .bind(key_id)
         .bind(description)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
 /// Material version 1, the one a new key starts with.
-pub(super) async fn insert_first_material(
-    tx: &mut Transaction<'static, Any>,
-    key_id: &str,
-    wrapped: &[u8],
-    now: i64,
-) -> Result<(), ActionError> {
+pub(super) async fn insert_first_material(conn: &mut AnyConnection, key_id: &str, wrapped: &[u8], now: i64) -> Result<(), ActionError> {
     sqlx::query("INSERT INTO key_material (key_id, version, wrapped, created) VALUES ($1, 1, $2, $3)")
         .bind(key_id)
         .bind(wrapped)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
 pub(super) async fn insert_material(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     key_id: &str,
     version: i64,
     wrapped: &[u8],
@@ -147,33 +137,28 @@ pub(super) async fn insert_material(
         .bind(version)
         .bind(wrapped)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
 /// Makes a rotation's new material the version that encrypts from now on.
-pub(super) async fn set_current_version(
-    tx: &mut Transaction<'static, Any>,
-    key_id: &str,
-    version: i64,
-    now: i64,
-) -> Result<(), ActionError> {
+pub(super) async fn set_current_version(conn: &mut AnyConnection, key_id: &str, version: i64, now: i64) -> Result<(), ActionError> {
     sqlx::query("UPDATE keys SET current_version = $1, last_rotated = $2 WHERE key_id = $3")
         .bind(version)
         .bind(now)
         .bind(key_id)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
-pub(super) async fn insert_alias(tx: &mut Transaction<'static, Any>, alias_name: &str, key_id: &str, now: i64) -> Result<(), ActionError> {
+pub(super) async fn insert_alias(conn: &mut AnyConnection, alias_name: &str, key_id: &str, now: i64) -> Result<(), ActionError> {
     sqlx::query("INSERT INTO aliases (alias_name, target_key_id, created) VALUES ($1, $2, $3)")
         .bind(alias_name)
         .bind(key_id)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

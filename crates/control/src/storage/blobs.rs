@@ -47,5 +47,11 @@ pub(crate) async fn reclaim_blobs(plane: &Platform) -> Result<(), ActionError> {
     if reclaimed > 0 {
         tracing::info!(reclaimed, "deleted blobs of writes that never committed");
     }
+    // A small body commits with its object and goes with it; one left over (by a node of an
+    // older version, which drops objects without them) is deleted here.
+    let orphans = repo::delete_unreferenced_small_blobs(plane).await?;
+    if orphans > 0 {
+        tracing::info!(orphans, "deleted small bodies no object names");
+    }
     Ok(())
 }

@@ -149,49 +149,20 @@ async fn write_object(
         writer: ctx.principal_arn().to_owned(),
         source_ip: ctx.source_ip.to_owned(),
     };
-    let (event, condition) = (event.to_owned(), condition.clone());
+    let swap = Swap { object, inline, condition: condition.clone(), event: event.to_owned() };
     let notifier = notifications::Notifier::new(ctx, &row.notifications);
-    let swapped = plane
-        .store
-        .transact(Box::new(move |conn| {
-            Box::pin(async move {
-                let current = repo::find_current_object(conn, &object.bucket, &object.key).await?;
-                if !condition.holds(current.as_ref().map(|current| current.etag.as_str())) {
-                    return Ok(None);
-                }
-                if let Some(body) = &inline {
-                    Blobs::put_inline(conn, &object.blob, body).await?;
-                }
-                repo::upsert_object(conn, &object).await?;
-                let old = match current {
-                    Some(current) => let_go(conn, current.blob).await?,
-                    None => None,
-                };
-                let event = notifications::Event {
-                    name: &event,
-                    bucket: &object.bucket,
-                    key: &object.key,
-                    size: object.size,
-                    etag: &object.etag,
-                    time: object.last_modified,
-                };
-                let queued = notifier.enqueue(conn, &event).await?;
-                Ok::<_, ActionError>(Some((old, queued)))
-            })
-        }))
-        .await;
-    let (old, queued) = match swapped {
-        Ok(Some(swapped)) => swapped,
-        refused if is_inline(&blob) => {
-            refused?;
-            return Err(precondition_failed());
-        }
-        refused => {
-            // Never committed, so no snapshot names it: gone now, backup or not.
-            if let Err(err) = plane.blobs.delete(&blob).await {
+    let swapped = plane.store.transact(Box::new(move |statements| Box::pin(swap.run(statements, notifier)))).await;
+    let (old, queued) = match swapped? {
+        Some(swapped) => swapped,
+        None => {
+            // Refused, so never committed and named by no snapshot: gone now, backup or not. (A
+            // write that failed otherwise may have committed all the same, its answer lost: its
+            // blob stays, and is reclaimed at start-up if no object names it.)
+            if !is_inline(&blob)
+                && let Err(err) = plane.blobs.delete(&blob).await
+            {
                 tracing::warn!(blob, error = %err, "cannot delete the blob of a refused write; it is reclaimed at start-up");
             }
-            refused?;
             return Err(precondition_failed());
         }
     };
@@ -205,6 +176,50 @@ async fn write_object(
     Ok(Written { etag, checksum, last_modified: now })
 }
 
+/// An object's swap, in its write's transaction.
+struct Swap {
+    object: NewObject,
+    /// The body, when it is small enough to be kept with the object (named `object.blob`).
+    inline: Option<Bytes>,
+    condition: Precondition,
+    event: String,
+}
+
+impl Swap {
+    /// Points the object at its new blob and queues its notifications; returns the replaced
+    /// blob to release after the commit, and whether a notification was queued. `None`, with
+    /// nothing written, if the condition does not hold.
+    async fn run(
+        self,
+        statements: &mut dyn Statements,
+        notifier: notifications::Notifier,
+    ) -> Result<Option<(Option<String>, bool)>, ActionError> {
+        let Swap { object, inline, condition, event } = self;
+        let current = repo::find_current_object(statements, &object.bucket, &object.key).await?;
+        if !condition.holds(current.as_ref().map(|current| current.etag.as_str())) {
+            return Ok(None);
+        }
+        if let Some(body) = &inline {
+            Blobs::put_inline(statements, &object.blob, body).await?;
+        }
+        repo::upsert_object(statements, &object).await?;
+        let old = match current {
+            Some(current) => let_go(statements, current.blob).await?,
+            None => None,
+        };
+        let event = notifications::Event {
+            name: &event,
+            bucket: &object.bucket,
+            key: &object.key,
+            size: object.size,
+            etag: &object.etag,
+            time: object.last_modified,
+        };
+        let queued = notifier.enqueue(statements, &event).await?;
+        Ok(Some((old, queued)))
+    }
+}
+
 fn precondition_failed() -> ActionError {
     ActionError::new(412, ErrorCode::PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
 }
@@ -212,12 +227,12 @@ fn precondition_failed() -> ActionError {
 /// Lets go of a replaced or deleted object's blob, inside the transaction that drops the
 /// object: a small body goes with it; a blob of its own is listed, to be deleted after the
 /// commit (returned).
-async fn let_go(conn: &mut dyn Statements, blob: String) -> Result<Option<String>, ActionError> {
+async fn let_go(statements: &mut dyn Statements, blob: String) -> Result<Option<String>, ActionError> {
     if is_inline(&blob) {
-        Blobs::drop_inline(conn, &blob).await?;
+        Blobs::drop_inline(statements, &blob).await?;
         return Ok(None);
     }
-    repo::insert_released_blob(conn, &blob).await?;
+    repo::insert_released_blob(statements, &blob).await?;
     Ok(Some(blob))
 }
 
@@ -432,14 +447,14 @@ pub(super) async fn delete_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
     let notifier = notifications::Notifier::new(ctx, &row.notifications);
     let deleted = plane
         .store
-        .transact(Box::new(move |conn| {
+        .transact(Box::new(move |statements| {
             Box::pin(async move {
                 // As in S3, deleting a missing key succeeds and changes nothing.
-                let Some(repo::CurrentObject { blob, size, etag }) = repo::find_current_object(conn, &bucket, &key).await? else {
+                let Some(repo::CurrentObject { blob, size, etag }) = repo::find_current_object(statements, &bucket, &key).await? else {
                     return Ok(None);
                 };
-                repo::delete_object(conn, &bucket, &key).await?;
-                let released = let_go(conn, blob).await?;
+                repo::delete_object(statements, &bucket, &key).await?;
+                let released = let_go(statements, blob).await?;
                 let event = notifications::Event {
                     name: "ObjectRemoved:Delete",
                     bucket: &bucket,
@@ -448,7 +463,7 @@ pub(super) async fn delete_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
                     etag: &etag,
                     time: now_millis(),
                 };
-                let queued = notifier.enqueue(conn, &event).await?;
+                let queued = notifier.enqueue(statements, &event).await?;
                 Ok::<_, ActionError>(Some((released, queued)))
             })
         }))

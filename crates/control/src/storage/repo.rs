@@ -226,6 +226,11 @@ pub(super) async fn released_blobs(plane: &Platform) -> Result<Vec<String>, Acti
 }
 
 /// Every blob an object points at, so start-up can reclaim the others.
+pub(super) async fn delete_unreferenced_small_blobs(plane: &Platform) -> Result<u64, ActionError> {
+    let deleted = sqlx::query("DELETE FROM small_blobs WHERE name NOT IN (SELECT blob FROM objects)").execute(&plane.store.pool).await?;
+    Ok(deleted.rows_affected())
+}
+
 pub(super) async fn referenced_blobs(plane: &Platform) -> Result<std::collections::HashSet<String>, ActionError> {
     let rows = sqlx::query("SELECT blob FROM objects").fetch_all(&plane.store.pool).await?;
     Ok(rows.iter().map(|r| r.try_get("blob")).collect::<Result<_, _>>()?)

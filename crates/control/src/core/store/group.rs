@@ -10,20 +10,14 @@
 //! once, and only then answers each: a write's answer never comes before its commit, as with a
 //! transaction of its own. The store's durability is unchanged (WAL, `synchronous = NORMAL`).
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::statements::{InPlace, Statements, from_sqlite};
-
-/// A write's statements, given its transaction. They must wait for nothing but the store:
-/// every queued write waits for them.
-pub type Work<T, E> = Box<dyn for<'c> FnOnce(&'c mut dyn Statements) -> BoxFuture<'c, Result<T, E>> + Send>;
-pub type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
+use super::statements::{BoxFuture, InPlace, Statements, Work, from_sqlite};
 
 /// A queued write, its types erased.
 trait Queued: Send {
@@ -82,16 +76,19 @@ pub(super) struct Group {
 impl Group {
     /// Opens a connection to the SQLite file at `path` (already migrated) and starts the
     /// thread that writes through it.
-    pub(super) fn start(path: &Path) -> Result<Group, sqlx::Error> {
-        let conn = rusqlite::Connection::open(path).map_err(from_sqlite)?;
+    /// `settings` are the store's SQL for each connection.
+    pub(super) fn start(path: &Path, settings: &str, turns: Arc<Semaphore>) -> Result<Group, sqlx::Error> {
+        // The file is there, migrated: never created here.
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(from_sqlite)?;
         // As the store's other connections; the busy timeout covers their own writes.
-        conn.execute_batch(super::SQLITE_SETTINGS).map_err(from_sqlite)?;
+        conn.execute_batch(settings).map_err(from_sqlite)?;
         conn.set_prepared_statement_cache_capacity(64);
         let (sender, queue) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(sqlx::Error::Io)?;
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || runtime.block_on(serve(conn, queue)))
+            .spawn(move || runtime.block_on(serve(conn, queue, turns)))
             .map_err(sqlx::Error::Io)?;
         Ok(Group { queue: sender })
     }
@@ -118,7 +115,7 @@ impl Group {
     }
 }
 
-async fn serve(mut conn: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Message>) {
+async fn serve(mut conn: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Message>, turns: Arc<Semaphore>) {
     let mut messages = Vec::new();
     let mut batch = Vec::new();
     while queue.recv_many(&mut messages, MAX_BATCH).await > 0 {
@@ -126,13 +123,15 @@ async fn serve(mut conn: rusqlite::Connection, mut queue: mpsc::UnboundedReceive
         for message in messages.drain(..) {
             match message {
                 Message::Write(job) if close.is_none() => batch.push(job),
-                // After a close: dropped unanswered, so refused (`WorkerCrashed`).
-                Message::Write(_) => {}
+                Message::Write(job) => job.finish(Some(&sqlx::Error::PoolClosed)),
                 Message::Close(closed) => close = Some(closed),
             }
         }
         if !batch.is_empty() {
+            // The batch's turn among the store's writers; never closed while this thread runs.
+            let turn = turns.acquire().await;
             let ended = run_batch(&mut conn, &mut batch).await;
+            drop(turn);
             if let Err(err) = &ended {
                 tracing::warn!(error = %err, writes = batch.len(), "a batch of writes to the metadata store did not commit");
                 // Whatever the failure left open is rolled back; the next batch begins afresh.
@@ -165,6 +164,11 @@ async fn run_batch(conn: &mut rusqlite::Connection, batch: &mut [Job]) -> Result
     for job in batch.iter_mut() {
         sql(conn, "SAVEPOINT write")?;
         let succeeded = matches!(AssertUnwindSafe(job.run(&mut InPlace(conn))).catch_unwind().await, Ok(true));
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (a full disk, an I/O error): nothing of
+            // the batch may commit, not even statements a write ran after that.
+            return Err(sqlx::Error::Protocol("the metadata store rolled back a batch of writes".into()));
+        }
         sql(conn, if succeeded { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" })?;
     }
     sql(conn, "COMMIT")
@@ -178,53 +182,5 @@ fn copy(err: &sqlx::Error) -> sqlx::Error {
         sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
         sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
         other => sqlx::Error::Protocol(format!("the write's transaction did not commit: {other}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::core::store::Store;
-
-    /// Writes queued together: each failed one is rolled back alone (its own earlier statement
-    /// too), a panicking one is refused, and every other is committed before it is answered.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_write_is_rolled_back_alone_and_each_answer_follows_its_commit() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(None, dir.path()).await.expect("open");
-        sqlx::query("CREATE TABLE numbers (n INTEGER PRIMARY KEY)").execute(&store.pool).await.expect("table");
-        let writes: Vec<_> = (0..96_i64)
-            .map(|n| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let written = store
-                        .transact(Box::new(move |statements| {
-                            Box::pin(async move {
-                                statements.execute("INSERT INTO numbers (n) VALUES ($1)", &[n.into()]).await?;
-                                if n % 4 == 0 {
-                                    // The same row again: refused, and the first insert with it.
-                                    statements.execute("INSERT INTO numbers (n) VALUES ($1)", &[n.into()]).await?;
-                                }
-                                assert!(n != 7, "a write that panics");
-                                Ok::<_, sqlx::Error>(n)
-                            })
-                        }))
-                        .await;
-                    // Answered: visible at once on another connection.
-                    let seen: Option<i64> =
-                        sqlx::query_scalar("SELECT n FROM numbers WHERE n = $1").bind(n).fetch_optional(&store.pool).await.expect("read");
-                    (n, written.is_ok(), seen.is_some())
-                })
-            })
-            .collect();
-        for write in writes {
-            let (n, written, seen) = write.await.expect("task");
-            let expected = n % 4 != 0 && n != 7;
-            assert_eq!((written, seen), (expected, expected), "write {n}");
-        }
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM numbers").fetch_one(&store.pool).await.expect("count");
-        assert_eq!(count, 71);
-        store.close().await;
-        let refused = store.transact(Box::new(|_| Box::pin(async { Ok::<_, sqlx::Error>(()) }))).await;
-        assert!(matches!(refused, Err(sqlx::Error::PoolClosed)), "{refused:?}");
     }
 }

@@ -3,12 +3,16 @@
 //! sqlx; on SQLite they run in place on the group-committing writer's own connection, with no
 //! round trip to a worker thread per statement (which cost more than the statements did).
 
-use std::future::ready;
+use std::future::{Future, ready};
+use std::pin::Pin;
 
 use futures::FutureExt;
 use sqlx::{AnyConnection, Row as _};
 
-use super::group::BoxFuture;
+/// A write's statements, given its transaction. They must wait for nothing but the store:
+/// every queued write waits for them.
+pub type Work<T, E> = Box<dyn for<'c> FnOnce(&'c mut dyn Statements) -> BoxFuture<'c, Result<T, E>> + Send>;
+pub type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 
 /// A value bound to a statement's `$n` parameter (the n-th of its arguments).
 #[derive(Clone, Copy)]
