@@ -103,3 +103,37 @@ fn f13_a_session_connection_is_refused_when_it_cannot_be_recorded() {
     assert!(refused.contains("\"errorCode\":\"ServiceUnavailable\""), "{refused}");
     std::fs::remove_file(&filler).expect("free the space");
 }
+
+/// A client that hangs up as soon as its call is sent cannot leave an effect without its
+/// record: the call runs to its end, record included, whoever is left to hear the answer.
+#[test]
+fn f13_a_client_that_hangs_up_mid_call_leaves_no_write_unrecorded() {
+    use std::io::Write;
+    let server = Server::start(&[]);
+    for n in 0..60 {
+        let mut stream = std::os::unix::net::UnixStream::connect(server.socket()).expect("connect");
+        let body = json!({ "Bucket": "datasandbox-home", "Key": format!("f13/hangup/{n:02}"), "Body": "aGk=" }).to_string();
+        let request = format!(
+            "POST /api/storage/PutObject HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).expect("send");
+        // Gone at once, before any answer (some after a moment, to meet the call mid-way).
+        if n % 2 == 1 {
+            std::thread::sleep(std::time::Duration::from_micros(200 * (n % 10)));
+        }
+        drop(stream);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let listed = server.ok("storage:ListObjectsV2", json!({ "Bucket": "datasandbox-home", "Prefix": "f13/hangup/" }));
+    let written: Vec<&str> = listed["Contents"].as_array().map_or(Vec::new(), |c| c.iter().filter_map(|o| o["Key"].as_str()).collect());
+    let recorded: std::collections::HashSet<String> = server
+        .audit(&[("EventName", "PutObject")])
+        .iter()
+        .filter(|r| r.get("errorCode").is_none())
+        .filter_map(|r| r["requestParameters"]["Key"].as_str().map(str::to_owned))
+        .collect();
+    let unrecorded: Vec<&&str> = written.iter().filter(|key| !recorded.contains(**key)).collect();
+    eprintln!("{} of 60 writes whose clients hung up took effect", written.len());
+    assert!(unrecorded.is_empty(), "objects written with no record of their write: {unrecorded:?}");
+}
