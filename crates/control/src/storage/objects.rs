@@ -166,13 +166,7 @@ async fn write_object(
             return Err(precondition_failed());
         }
     };
-    plane.object_changes.send_modify(|generation| *generation += 1);
-    if let Some(old) = old {
-        release_blob(plane, &old).await;
-    }
-    if queued {
-        plane.outbox.notify_one();
-    }
+    committed(plane, old, queued).await;
     Ok(Written { etag, checksum, last_modified: now })
 }
 
@@ -217,6 +211,18 @@ impl Swap {
         };
         let queued = notifier.enqueue(statements, &event).await?;
         Ok(Some((old, queued)))
+    }
+}
+
+/// After an object's write or delete has committed: listings and watchers learn of it, the
+/// blob it released is deleted, and the outbox wakes for the notifications it queued.
+async fn committed(plane: &Platform, released: Option<String>, queued: bool) {
+    plane.object_changes.send_modify(|generation| *generation += 1);
+    if let Some(blob) = released {
+        release_blob(plane, &blob).await;
+    }
+    if queued {
+        plane.outbox.notify_one();
     }
 }
 
@@ -469,13 +475,7 @@ pub(super) async fn delete_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
         }))
         .await?;
     let Some((released, queued)) = deleted else { return Ok(json!({})) };
-    plane.object_changes.send_modify(|generation| *generation += 1);
-    if let Some(blob) = released {
-        release_blob(plane, &blob).await;
-    }
-    if queued {
-        plane.outbox.notify_one();
-    }
+    committed(plane, released, queued).await;
     Ok(json!({}))
 }
 
