@@ -35,6 +35,6 @@ pub use files::{Checkpoint, DigestFile, LogFileEntry};
 pub use index::{Index, IndexError, IndexTarget, LookupCursor, LookupFilter, SCHEMA, TraceSelector, redact_url, rows_as_objects};
 pub use layout::{Layout, sealed_name};
 pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
-pub use signing::{Signer, parse_public_key};
-pub use validate::{Report, ValidateOptions, bucket_of, discover_layouts, newest_public_key, validate_nodes};
+pub use signing::{Signer, fingerprint as key_fingerprint, parse_public_key, verify as verify_signature};
+pub use validate::{Report, ValidateOptions, bucket_of, discover_layouts, newest_public_key, records_containing, validate_nodes};
 pub use writer::{IndexBatch, Trail, TrailOptions};

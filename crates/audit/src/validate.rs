@@ -70,6 +70,23 @@ pub fn newest_public_key(layout: &Layout) -> Result<VerifyingKey, String> {
     crate::signing::parse_public_key(&text).map_err(|e| format!("`{}`: {e}", path.display()))
 }
 
+/// Every record in `layout`'s log files (open or sealed) whose line contains `needle`, in
+/// order, for files anchored in the trail (a recording's segments). It checks nothing: the
+/// trail itself is checked by [`validate`].
+pub fn records_containing(layout: &Layout, needle: &str) -> Vec<serde_json::Value> {
+    let logs = layout.files(Kind::Log, &[".jsonl", ".json.gz"]).unwrap_or_default();
+    let mut records = Vec::new();
+    for path in logs.iter().filter(|p| !(p.extension().is_some_and(|e| e == "jsonl") && layout::sealed_name(p).exists())) {
+        let Ok(bytes) = std::fs::read(path) else { continue };
+        let bytes = if path.extension().is_some_and(|e| e == "gz") { files::gunzip(&bytes).unwrap_or_default() } else { bytes };
+        let text = String::from_utf8_lossy(&bytes);
+        // A sealed file's lines are the open file's, each but the last followed by a comma.
+        let lines = text.lines().filter(|line| line.contains(needle)).map(|line| line.strip_suffix(',').unwrap_or(line));
+        records.extend(lines.filter_map(|line| serde_json::from_str(line).ok()));
+    }
+    records
+}
+
 /// The trail bucket named by the newest digest, if there is one.
 pub fn bucket_of(layout: &Layout) -> Option<String> {
     let newest = layout.files(Kind::Digest, &[".json.gz"]).ok()?.pop()?;

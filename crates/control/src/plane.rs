@@ -16,37 +16,22 @@ use futures::future::BoxFuture;
 use model::spec::Spec;
 use policy::Authorizer;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use crate::core::actions::{self, Action};
-use crate::core::blobs::Blobs;
 use crate::core::caller::Credentials;
 use crate::core::error::ActionError;
-use crate::core::keyring::KeyRing;
-use crate::core::metrics::Metrics;
 use crate::core::pipeline::{Ctx, Dispatch, Pipeline, Request, Response};
-use crate::core::platform::{Platform, ServiceEvent};
-use crate::core::store::Store;
+use crate::core::platform::ServiceEvent;
 use crate::deploy::Deploy;
 use crate::identity::Identity;
 use crate::instances::{EndpointServer, Instances};
 use crate::notebooks::{NotebookTarget, Notebooks};
+use crate::opening::{StartError, open_platform};
+use crate::recordings::{Recording, Recordings};
 use crate::streaming::SessionConnection;
 use crate::streaming::Streaming;
 use crate::streaming::files::FileClient;
 use crate::streaming::stream::StreamTarget;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] crate::core::store::StoreError),
-    #[error("the spec's policies are invalid:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
-    Policies(Vec<policy::PolicyError>),
-    #[error(transparent)]
-    Trail(#[from] audit::TrailError),
-    #[error("{0}")]
-    Setup(String),
-}
 
 /// The running control plane; cheap to clone.
 #[derive(Clone)]
@@ -62,6 +47,7 @@ struct Services {
     instances: Arc<Instances>,
     streaming: Arc<Streaming>,
     notebooks: Arc<Notebooks>,
+    recordings: Arc<Recordings>,
     deploy: Deploy,
 }
 
@@ -102,7 +88,8 @@ impl ControlPlane {
         let notebooks = Arc::new(Notebooks::new(pipeline.clone(), instances.clone()));
         let identity = Arc::new(Identity::new(platform.clone(), streaming.clone(), instances.clone()));
         let deploy = Deploy::new(pipeline.clone(), streaming.clone());
-        let services = Arc::new(Services { identity: identity.clone(), instances, streaming, notebooks, deploy });
+        let recordings = Arc::new(Recordings::new(pipeline.clone()));
+        let services = Arc::new(Services { identity: identity.clone(), instances, streaming, notebooks, recordings, deploy });
         pipeline.connect(identity, services.clone());
         let control = ControlPlane { pipeline, services };
         // The lease first: what a previous run of this node left is its own to reclaim only
@@ -139,6 +126,7 @@ impl ControlPlane {
         }
         crate::storage::reclaim_blobs(platform).await.map_err(|e| StartError::Setup(e.to_string()))?;
         crate::airlock::prepare(platform).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        self.services.recordings.recover().await.map_err(|e| StartError::Setup(format!("recording spool: {}", e.message)))?;
         self.services.notebooks.adopt().await;
         self.services.notebooks.stop_all().await;
         Ok(())
@@ -371,6 +359,12 @@ impl ControlPlane {
 
     /// Records a clipboard text that crosses, or was stopped (never its content); a transfer
     /// whose record cannot be written must not cross.
+    /// The recording of a session whose stack records it, for the gateway's recorder; `None`
+    /// when a recorder on this node already holds it.
+    pub async fn open_recording(&self, session_id: &str) -> Result<Option<Recording>, ActionError> {
+        self.services.recordings.open(session_id).await
+    }
+
     pub async fn record_clipboard(
         &self,
         target: &StreamTarget,
@@ -460,139 +454,4 @@ impl ControlPlane {
             tracing::warn!("cannot publish this node's relay address yet; the next heartbeat will");
         }
     }
-}
-
-/// Opens what every service shares: the metadata store, the object store, the key ring, the
-/// audit index and the trail, and loads the policies last deployed.
-async fn open_platform(spec: Spec, data_dir: &Path, socket_owner: u32, image_cache: &Path) -> Result<Platform, StartError> {
-    // Instances' host ids must be no host user's: a pool overlapping a subordinate id
-    // range refuses to start (naming the entry) rather than at the first instance.
-    sandbox::ids::IdPool { base: spec.id_base, slots: spec.id_slots }.check_host().map_err(|e| StartError::Setup(e.to_string()))?;
-    let store = Store::open(spec.metadata_url.as_deref(), data_dir).await?;
-    // The resources serve as last deployed; a host never deployed runs on the given spec
-    // until its first deploy.
-    let current = crate::deploy::last_deployed(&store).await.map_err(StartError::Setup)?.unwrap_or_else(|| spec.clone());
-    let policies: Vec<(String, String)> = current.policies.iter().map(|p| (p.name.clone(), p.text.clone())).collect();
-    let authorizer = Authorizer::load(&policies, &actions::declarations()).map_err(StartError::Policies)?;
-    let blobs = Blobs::open(&spec.storage, data_dir, spec.node_name(), store.clone()).map_err(|e| StartError::Setup(e.to_string()))?;
-    let keys = KeyRing::open(data_dir).map_err(StartError::Setup)?;
-    // Before any secret is opened: a node with another master key could open none.
-    crate::cluster::check_master_key(&store, &keys, data_dir).await.map_err(StartError::Setup)?;
-    let (trail, index) = open_trail(&spec, data_dir, &store, &keys).await?;
-    // A streaming URL made on one node is redeemed on any: the key that signs it is shared.
-    let local_url_key =
-        crate::core::keyring::load_or_create_key(&data_dir.join("streaming-url.key")).map_err(|e| StartError::Setup(e.message))?;
-    let url_key = crate::cluster::shared_secret(&store, &keys, "streaming-url-key", local_url_key).await.map_err(StartError::Setup)?;
-    let node = crate::core::node::Node::new(spec.node_name());
-    let node_tls = crate::cluster::node_tls(&store, &keys, spec.node_name()).await.map_err(StartError::Setup)?;
-    Ok(Platform {
-        spec,
-        current: std::sync::RwLock::new(Arc::new(current)),
-        data_dir: data_dir.to_owned(),
-        image_cache: image_cache.to_owned(),
-        store,
-        blobs,
-        trail,
-        index,
-        authorizer: std::sync::RwLock::new(Arc::new(authorizer)),
-        metrics: Metrics::new(),
-        keys,
-        socket_owner,
-        outbox: Notify::new(),
-        changes: Default::default(),
-        clock: crate::core::clock::Clock::system(),
-        url_key: std::sync::OnceLock::from(url_key),
-        listening: std::sync::OnceLock::new(),
-        node,
-        node_tls: Arc::new(node_tls),
-        relay_address: std::sync::OnceLock::new(),
-        backups: std::sync::atomic::AtomicUsize::new(0),
-        object_changes: tokio::sync::watch::Sender::new(0),
-        stopping: tokio::sync::watch::Sender::new(false),
-    })
-}
-
-/// The trail, signed with the secret the key ring keeps, and its index, caught up from the
-/// trail's files before the writer starts and following it after. In scale-out mode (a
-/// PostgreSQL metadata store or S3 storage) the trail is this node's own chain, signed with
-/// its own key, copied to the bucket's `trail/` prefix when storage is S3, and indexed in the
-/// shared database when it is PostgreSQL, beside every other node's records.
-async fn open_trail(spec: &Spec, data_dir: &Path, store: &Store, keys: &KeyRing) -> Result<(Trail, audit::Index), StartError> {
-    let setup = |e: String| StartError::Setup(e);
-    let node = trail_node(spec);
-    let secret = crate::keys::trail_signing_secret(store, keys, node.as_deref()).await.map_err(|e| setup(e.to_string()))?;
-    let layout = audit::Layout {
-        root: data_dir.join("trail"),
-        account_id: spec.account_id.clone(),
-        region: spec.region.clone(),
-        bucket: format!("{}-trail", spec.environment_name),
-        node: node.clone(),
-    };
-    let target = match spec.metadata_url.as_deref() {
-        Some(url) if url.starts_with("postgres") => audit::IndexTarget::Database(url.to_owned()),
-        _ => audit::IndexTarget::File(data_dir.join("audit-index.db")),
-    };
-    let index = audit::Index::open(&target, node.as_deref().unwrap_or("local")).await.map_err(|e| setup(e.to_string()))?;
-    let caught_up = index.catch_up(&layout).await.map_err(|e| setup(e.to_string()))?;
-    if caught_up > 0 {
-        tracing::info!(records = caught_up, "indexed audit records the index did not hold");
-    }
-    let (index_tx, index_rx) = tokio::sync::mpsc::unbounded_channel();
-    let options = audit::TrailOptions {
-        max_batch_delay: Duration::from_millis(spec.audit.max_batch_delay_ms),
-        checkpoint_records: spec.audit.checkpoint_records,
-        checkpoint_interval: Duration::from_millis(spec.audit.checkpoint_interval_ms),
-        rotate_bytes: spec.audit.rotate_bytes,
-        rotate_interval: Duration::from_secs(spec.audit.rotate_interval_seconds),
-        digest_interval: Duration::from_secs(spec.audit.digest_interval_seconds),
-        reserve_bytes: spec.audit.reserve_bytes,
-        witness: spec.audit.witness.clone(),
-        bucket: trail_bucket(&spec.storage).map_err(setup)?,
-        upload_interval: Duration::from_secs(1),
-    };
-    if let Some(witness) = &spec.audit.witness {
-        check_witness(witness, data_dir).map_err(StartError::Setup)?;
-    }
-    let trail = Trail::open(layout, audit::Signer::from_bytes(&secret), options, Some(index_tx))?;
-    index.spawn_feeder(index_rx);
-    Ok((trail, index))
-}
-
-/// The node whose chain this process writes, in scale-out mode; `None` for a single embedded
-/// node, whose trail keeps the layout it always had.
-pub(crate) fn trail_node(spec: &Spec) -> Option<String> {
-    let postgres = spec.metadata_url.as_deref().is_some_and(|url| url.starts_with("postgres"));
-    let s3 = matches!(spec.storage, model::spec::StorageBackend::S3 { .. });
-    (postgres || s3).then(|| spec.node_name().to_owned())
-}
-
-/// The trail's objects: the `trail/` prefix of the deployment's bucket when storage is S3
-/// (beside `blobs/`: one real bucket holds every DataSandbox bucket).
-pub(crate) fn trail_bucket(storage: &model::spec::StorageBackend) -> Result<Option<audit::TrailBucket>, String> {
-    match storage {
-        model::spec::StorageBackend::Local => Ok(None),
-        model::spec::StorageBackend::S3 { endpoint, bucket, region, allow_http } => {
-            audit::TrailBucket::s3(endpoint, bucket, region, *allow_http).map(Some)
-        }
-    }
-}
-
-/// The witness must be a directory of its own on another file system than the trail: what
-/// removes or fills the trail must not reach it.
-fn check_witness(witness: &Path, data_dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(witness)
-        .map_err(|e| format!("audit.witness: cannot create `{}`: {e}", witness.display()))?;
-    let device = |path: &Path| std::fs::metadata(path).map(|m| m.dev()).map_err(|e| format!("`{}`: {e}", path.display()));
-    if device(witness)? == device(data_dir)? {
-        return Err(format!(
-            "audit.witness: `{}` is on the same file system as the data directory `{}`; a witness must be on another one (a different disk, a network mount), or what deletes or fills the trail reaches it too",
-            witness.display(),
-            data_dir.display()
-        ));
-    }
-    Ok(())
 }

@@ -11,6 +11,7 @@ mod blobs;
 mod buckets;
 mod changes;
 mod datasets;
+mod internal;
 mod notification_configuration;
 mod notifications;
 mod objects;
@@ -18,7 +19,7 @@ mod repo;
 
 pub(crate) use blobs::{reclaim_blobs, release_listed_blobs};
 pub(crate) use buckets::ensure_service_bucket;
-pub(crate) use objects::{blob_internal, keys_under, read_as_caller, read_internal, write_internal};
+pub(crate) use internal::{blob_internal, keys_under, read_as_caller, read_internal, write_as_service, write_internal};
 pub(crate) use repo::{
     OutboxRow, claim_notification, delete_notification, find_bucket, next_notification_due, queued_notifications, reschedule_notification,
 };

@@ -199,6 +199,46 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Session recordings: list and export (auditors only), verify an export offline.
+    Recordings {
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RecordingsCommand {
+    /// A session's stored segments: times, sizes, whether complete, SHA-256.
+    List {
+        session: String,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// Write a session's segments, as stored (encrypted), into a directory (recorded, with the
+    /// justification, in the trail).
+    Export {
+        session: String,
+        /// The directory the segments go in (`<segment>.dsrec`).
+        #[arg(long)]
+        to: PathBuf,
+        /// Why you export this recording (10 to 1000 characters), kept in the trail.
+        #[arg(long)]
+        justification: String,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// Check exported segments offline: each one's hash chain and signature, their order, and
+    /// the hashes the trail recorded when each was sealed. Exits 1 naming every bad segment.
+    Verify {
+        session: String,
+        /// The directory of an export.
+        #[arg(long)]
+        from: PathBuf,
+        /// A copy of the trail (the data directory's `trail/` by default): its nodes' public
+        /// keys and `RecordingSegmentSealed` records.
+        #[arg(long)]
+        trail_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

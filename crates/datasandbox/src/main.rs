@@ -19,6 +19,7 @@ mod deploy_cli;
 mod home_sync;
 mod launcher;
 mod printing;
+mod recordings_cli;
 mod server;
 mod service;
 mod watermark;
@@ -87,6 +88,7 @@ async fn run(cli: Cli) -> ExitCode {
             client::copy(&cli.data_dir, &endpoint, &source, &destination).await
         }
         Command::Audit { command } => audit_cli::run(&cli.data_dir, command).await,
+        Command::Recordings { command } => recordings_cli::run(&cli.data_dir, command).await,
         Command::HomeSync => home_sync::run().await,
         Command::Launcher => launcher::run().await,
         Command::Watermark => tokio::task::spawn_blocking(watermark::run).await.unwrap_or(ExitCode::FAILURE),

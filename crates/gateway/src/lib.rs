@@ -19,6 +19,7 @@ mod openapi;
 mod operator;
 mod origin;
 mod portal;
+mod recorder;
 mod relay;
 mod rfb;
 mod session;

@@ -43,6 +43,9 @@ async fn stream(
         Ok(target) => target,
         Err(err) => return (StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN), err.message).into_response(),
     };
+    if target.recorded {
+        crate::recorder::ensure(&control, &session_id, &target.socket);
+    }
     // A client message holds at most a pasted text within its limit, or a few input events.
     let limit = target.paste.map_or(64 * 1024, |max| max as usize + 64 * 1024);
     upgrade.protocols(["binary"]).max_message_size(limit).on_upgrade(move |socket| bridge(control, target, socket))

@@ -116,6 +116,9 @@ registry! {
         DescribeUserStackAssociations(Service, true, true, "Which users may launch which stacks (a user: their own)"),
         CreateUserStreamingURL(Stack, false, true, "A signed-in user's own streaming URL for a stack they are associated with (SAML: their role permits)"),
         DescribeUserSessions(Service, true, true, "A signed-in user's own sessions, with what operators ran in them"),
+        DescribeRecordings(Service, true, true, "A recorded session's segments: times, sizes and SHA-256 (auditors only)"),
+        PlayRecordingSegment(Service, true, true, "What a session's display showed in one segment, decrypted, given a justification (auditors only)"),
+        ExportRecordingSegment(Service, true, true, "A recording segment's stored, encrypted bytes, given a justification (auditors only)"),
     }
     Notebooks(NotebooksAction) "notebooks" {
         CreateNotebookInstance(Service, false, true, "Create a notebook instance (Jupyter in its own sandbox, encrypted volume) and start it"),

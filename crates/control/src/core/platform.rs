@@ -30,6 +30,9 @@ pub(crate) struct Platform {
     pub store: Store,
     pub blobs: Blobs,
     pub trail: Trail,
+    /// The trail's signing key, for what is kept beside the trail and anchored in it (a
+    /// recording's segments); its public key is the one the trail publishes.
+    pub signer: audit::Signer,
     pub index: audit::Index,
     /// The deployed policies; a deploy swaps in the new set once the service roles are applied.
     pub authorizer: RwLock<Arc<Authorizer>>,

@@ -445,7 +445,7 @@ fn fleet_input(p: &Value) -> Value {
 fn stack_input(p: &Value, update: bool) -> Value {
     let mut input = json!({
         "Name": p["Name"], "UserSettings": p["UserSettings"], "DefaultApplication": p["DefaultApplication"], "StreamView": p["StreamView"],
-        "Watermark": p["Watermark"],
+        "Watermark": p["Watermark"], "SessionRecording": p["SessionRecording"],
     });
     let mut deleting = Vec::new();
     match p["HomeFoldersBucket"].as_str() {

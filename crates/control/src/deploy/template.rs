@@ -254,6 +254,7 @@ fn stack_resource(stack: &StackSpec) -> Resource {
             "DefaultApplication": stack.application,
             "StreamView": match stack.stream_view { StreamView::App => "APP", StreamView::Desktop => "DESKTOP", StreamView::Direct => "DIRECT" },
             "Watermark": if stack.watermark { "ENABLED" } else { "DISABLED" },
+            "SessionRecording": if stack.session_recording { "ENABLED" } else { "DISABLED" },
         }),
     )
 }

@@ -66,6 +66,18 @@ pub(super) struct Notifier {
 }
 
 impl Notifier {
+    /// For a write that raises no notification (a service's own bucket has no configuration).
+    pub(super) fn silent(plane: &crate::core::platform::Platform) -> Notifier {
+        Notifier {
+            config: NotificationConfiguration::default(),
+            region: plane.spec.region.clone(),
+            principal: String::new(),
+            source_ip: String::new(),
+            request_id: String::new(),
+            correlation_id: None,
+        }
+    }
+
     pub(super) fn new(ctx: &Ctx<'_>, config: &NotificationConfiguration) -> Notifier {
         Notifier {
             config: config.clone(),

@@ -93,9 +93,8 @@ pub(super) async fn put_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value,
     };
     let condition = Precondition { if_match: input.if_match, if_none_match };
     let written = write_object(
-        ctx,
+        Author::of(ctx, &row),
         &input.bucket,
-        &row,
         &input.key,
         Bytes::from(body),
         Metadata { content_type: &content_type, event: "ObjectCreated:Put", condition: &condition },
@@ -110,26 +109,44 @@ pub(crate) struct Written {
     pub last_modified: i64,
 }
 
+/// Who writes an object: the caller of an action, or a service writing its own bucket.
+pub(super) struct Author<'a> {
+    pub plane: &'a Platform,
+    pub principal: String,
+    pub source_ip: String,
+    pub notifier: notifications::Notifier,
+}
+
+impl<'a> Author<'a> {
+    pub(super) fn of(ctx: &Ctx<'a>, row: &BucketRow) -> Author<'a> {
+        Author {
+            plane: ctx.platform,
+            principal: ctx.principal_arn().to_owned(),
+            source_ip: ctx.source_ip.to_owned(),
+            notifier: notifications::Notifier::new(ctx, &row.notifications),
+        }
+    }
+}
+
 /// What is written with an object's body besides its key.
-struct Metadata<'a> {
-    content_type: &'a str,
+pub(super) struct Metadata<'a> {
+    pub content_type: &'a str,
     /// The notification event the write raises.
-    event: &'a str,
-    condition: &'a Precondition,
+    pub event: &'a str,
+    pub condition: &'a Precondition,
 }
 
 /// Stores the body as a new blob, then swaps the object's pointer and queues its
 /// notifications in one transaction; the replaced blob is released after the commit.
-async fn write_object(
-    ctx: &Ctx<'_>,
+pub(super) async fn write_object(
+    author: Author<'_>,
     bucket: &BucketName,
-    row: &BucketRow,
     key: &ObjectKey,
     body: Bytes,
     metadata: Metadata<'_>,
 ) -> Result<Written, ActionError> {
     let Metadata { content_type, event, condition } = metadata;
-    let plane = ctx.platform;
+    let Author { plane, principal, source_ip, notifier } = author;
     let digest = Sha256::digest(&body);
     let etag = format!("\"{}\"", &hex::encode(digest)[..32]);
     let checksum = encode_base64(&digest);
@@ -146,11 +163,10 @@ async fn write_object(
         etag: etag.clone(),
         content_type: content_type.to_owned(),
         last_modified: now,
-        writer: ctx.principal_arn().to_owned(),
-        source_ip: ctx.source_ip.to_owned(),
+        writer: principal,
+        source_ip,
     };
     let swap = Swap { object, inline, condition: condition.clone(), event: event.to_owned() };
-    let notifier = notifications::Notifier::new(ctx, &row.notifications);
     let swapped = plane.store.transact(Box::new(move |statements| Box::pin(swap.run(statements, notifier)))).await;
     let (old, queued) = match swapped? {
         Some(swapped) => swapped,
@@ -508,9 +524,8 @@ pub(super) async fn copy_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
         .ok_or_else(|| no_such_key(&source_bucket, source_key.as_str()))?;
     let body = ctx.platform.blobs.get(&object.blob, None).await?;
     let written = write_object(
-        ctx,
+        Author::of(ctx, &row),
         &input.bucket,
-        &row,
         &input.key,
         body,
         Metadata { content_type: &object.content_type, event: "ObjectCreated:Copy", condition: &Precondition::default() },
@@ -519,63 +534,6 @@ pub(super) async fn copy_object(ctx: &mut Ctx<'_>, input: Value) -> Result<Value
     Ok(
         json!({ "CopyObjectResult": { "ETag": written.etag, "LastModified": millis_to_rfc3339(written.last_modified), "ChecksumSHA256": written.checksum } }),
     )
-}
-
-/// For another service acting for its caller: reads an object the caller may read
-/// (`storage:GetObject` authorized as the caller, recorded with the action).
-pub(crate) async fn read_as_caller(ctx: &mut Ctx<'_>, bucket: &str, key: &str) -> Result<Bytes, ActionError> {
-    let bucket_name = BucketName::new(bucket).map_err(|e| ActionError::validation(format!("Bucket `{bucket}`: {e}")))?;
-    let key_name = ObjectKey::new(key).map_err(|e| ActionError::validation(format!("Key `{key}`: {e}")))?;
-    let row = find_bucket(ctx.platform, &bucket_name).await?;
-    ctx.authorize_also("storage:GetObject", object_resource(&bucket_name, row.as_ref(), key_name.as_str()))?;
-    if row.is_none() {
-        return Err(no_such_bucket(&bucket_name));
-    }
-    let object =
-        find_object(ctx.platform, &bucket_name, key_name.as_str()).await?.ok_or_else(|| no_such_key(&bucket_name, key_name.as_str()))?;
-    Ok(ctx.platform.blobs.get(&object.blob, None).await?)
-}
-
-/// For a service's own bucket, which no policy lets anyone reach: reads an object.
-pub(crate) async fn read_internal(plane: &Platform, bucket: &str, key: &str) -> Result<Bytes, ActionError> {
-    let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
-    let object = find_object(plane, &bucket, key).await?.ok_or_else(|| no_such_key(&bucket, key))?;
-    Ok(plane.blobs.get(&object.blob, None).await?)
-}
-
-/// For a service reading an object in pieces (the airlock's checks): the blob that holds it
-/// and its size, without authorization or a record.
-pub(crate) async fn blob_internal(plane: &Platform, bucket: &str, key: &str) -> Result<(String, u64), ActionError> {
-    let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
-    let object = find_object(plane, &bucket, key).await?.ok_or_else(|| no_such_key(&bucket, key))?;
-    Ok((object.blob, object.size as u64))
-}
-
-/// For a service's own bucket: writes an object (made by the calling action, no notification).
-pub(crate) async fn write_internal(ctx: &Ctx<'_>, bucket: &str, key: &str, body: Bytes) -> Result<(), ActionError> {
-    let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
-    let key = ObjectKey::new(key).map_err(|e| ActionError::validation(format!("Key `{key}`: {e}")))?;
-    let row = find_bucket(ctx.platform, &bucket).await?.ok_or_else(|| no_such_bucket(&bucket))?;
-    let condition = Precondition::default();
-    let metadata = Metadata { content_type: "binary/octet-stream", event: "ObjectCreated:Put", condition: &condition };
-    write_object(ctx, &bucket, &row, &key, body, metadata).await.map(drop)
-}
-
-/// For a service reading the platform's own data (the airlock's lineage check): every key
-/// under `prefix`, the blob that holds it and its size, without authorization or a record.
-pub(crate) async fn keys_under(plane: &Platform, bucket: &str, prefix: &str) -> Result<Vec<(String, String, u64)>, ActionError> {
-    let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
-    let (mut keys, mut after) = (Vec::new(), String::new());
-    loop {
-        let page = list_page(plane, &bucket, &after, prefix).await?;
-        let Some(last) = page.last() else { break };
-        after = last.key.clone();
-        keys.extend(page.iter().take_while(|o| o.key.starts_with(prefix)).map(|o| (o.key.clone(), o.blob.clone(), o.size as u64)));
-        if page.len() < 500 || !after.starts_with(prefix) {
-            break;
-        }
-    }
-    Ok(keys)
 }
 
 #[cfg(test)]

@@ -131,6 +131,7 @@ pub(crate) async fn session_status(plane: &Platform, session_id: &str) -> Result
     out["StreamView"] = settings["StreamView"].clone();
     out["RedirectURL"] = settings["RedirectURL"].clone();
     out["UserSettings"] = settings["UserSettings"].clone();
+    out["Recorded"] = json!(settings["SessionRecording"] == "ENABLED");
     Ok(out)
 }
 
@@ -334,6 +335,7 @@ pub(crate) async fn finish_ended(streaming: &Streaming, session_id: &str, reason
         "MaxSessionDurationSeconds": settings["MaxUserDurationInSeconds"],
         "SessionType": if settings["FleetType"] == "ALWAYS_ON" { "ALWAYS_ON" } else { "ON_DEMAND" },
         "StreamView": settings["StreamView"],
+        "Recorded": settings["SessionRecording"] == "ENABLED",
         "Applications": application.iter().collect::<Vec<_>>(),
         "InstanceId": instance,
         "EndReason": reason,

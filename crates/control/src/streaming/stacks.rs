@@ -59,12 +59,17 @@ struct StackInput {
     /// pixels of the session's display (DESKTOP and APP views).
     #[serde(default)]
     watermark: Option<String>,
+    /// DataSandbox's addition: ENABLED records what each session's display shows, for auditors
+    /// (never keystrokes or clipboard content).
+    #[serde(default)]
+    session_recording: Option<String>,
 }
 
-fn check_watermark(watermark: &Option<String>) -> Result<(), ActionError> {
-    match watermark.as_deref() {
+/// An ENABLED | DISABLED switch of DataSandbox's own, named `member` in the request.
+fn check_switch(member: &str, value: &Option<String>) -> Result<(), ActionError> {
+    match value.as_deref() {
         None | Some("ENABLED" | "DISABLED") => Ok(()),
-        Some(other) => Err(ActionError::validation(format!("Watermark `{other}` is not ENABLED or DISABLED"))),
+        Some(other) => Err(ActionError::validation(format!("{member} `{other}` is not ENABLED or DISABLED"))),
     }
 }
 
@@ -187,7 +192,8 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     check_redirect(&input.redirect_url)?;
     check_application(&input.default_application)?;
     check_stream_view(&input.stream_view)?;
-    check_watermark(&input.watermark)?;
+    check_switch("Watermark", &input.watermark)?;
+    check_switch("SessionRecording", &input.session_recording)?;
     check_direct_transfers(input.stream_view.as_deref(), input.default_application.as_deref(), &settings)?;
     let description = input.description.clone().unwrap_or_default();
     if description.chars().count() > 256 || input.display_name.as_ref().is_some_and(|d| d.chars().count() > 100) {
@@ -195,8 +201,9 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     }
     ctx.authorize(Resource::Service("streaming".into()))?;
     let inserted = sqlx::query(
-        "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, default_application, stream_view, watermark, created)
-         VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO stacks (name, fleet, description, user_settings, home_folders_bucket, redirect_url, default_application, stream_view, watermark,
+         session_recording, created)
+         VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&input.name)
     .bind(&description)
@@ -206,6 +213,7 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     .bind(&input.default_application)
     .bind(input.stream_view.as_deref().unwrap_or("DESKTOP"))
     .bind(input.watermark.as_deref().unwrap_or("DISABLED"))
+    .bind(input.session_recording.as_deref().unwrap_or("DISABLED"))
     .bind(now_millis())
     .execute(&plane.store.pool)
     .await?;
@@ -247,16 +255,18 @@ pub(super) async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     let description = input.description.clone().map_or_else(|| row.try_get("description"), Ok)?;
     check_application(&input.default_application)?;
     check_stream_view(&input.stream_view)?;
-    check_watermark(&input.watermark)?;
+    check_switch("Watermark", &input.watermark)?;
+    check_switch("SessionRecording", &input.session_recording)?;
     let application = input.default_application.clone().map_or_else(|| row.try_get("default_application"), |a| Ok(Some(a)))?;
     let view = input.stream_view.clone().map_or_else(|| row.try_get("stream_view"), |v| Ok(Some(v)))?;
     let watermark = input.watermark.clone().map_or_else(|| row.try_get("watermark"), |w| Ok(Some(w)))?;
+    let recording = input.session_recording.clone().map_or_else(|| row.try_get("session_recording"), |r| Ok(Some(r)))?;
     check_direct_transfers(view.as_deref(), application.as_deref(), &settings)?;
     ctx.authorize(Resource::Service("streaming".into()))?;
     // Sessions already running keep the settings they started with.
     sqlx::query(
         "UPDATE stacks SET description = $1, user_settings = $2, home_folders_bucket = $3, redirect_url = $4, default_application = $5,
-         stream_view = $6, watermark = $7 WHERE name = $8",
+         stream_view = $6, watermark = $7, session_recording = $8 WHERE name = $9",
     )
     .bind(&description)
     .bind(serde_json::to_string(&settings).map_err(ActionError::internal)?)
@@ -265,6 +275,7 @@ pub(super) async fn update(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     .bind(&application)
     .bind(&view)
     .bind(&watermark)
+    .bind(&recording)
     .bind(&input.name)
     .execute(&plane.store.pool)
     .await?;
@@ -360,6 +371,7 @@ fn stack_json(plane: &Platform, row: &sqlx::any::AnyRow) -> Result<Value, Action
         "DefaultApplication": row.try_get::<Option<String>, _>("default_application")?,
         "StreamView": row.try_get::<Option<String>, _>("stream_view")?.unwrap_or_else(|| "DESKTOP".to_owned()),
         "Watermark": row.try_get::<Option<String>, _>("watermark")?.unwrap_or_else(|| "DISABLED".to_owned()),
+        "SessionRecording": row.try_get::<Option<String>, _>("session_recording")?.unwrap_or_else(|| "DISABLED".to_owned()),
         "StackErrors": [],
     }))
 }

@@ -27,6 +27,8 @@ pub struct StreamTarget {
     /// `CLIPBOARD_COPY_TO_LOCAL_DEVICE`, likewise.
     pub copy: Option<u32>,
     pub correlation_id: Option<String>,
+    /// Whether the session's stack records its display (`SessionRecording`).
+    pub recorded: bool,
 }
 
 /// The limit a user setting allows, from the session's snapshot of its stack's settings
@@ -85,19 +87,20 @@ impl Streaming {
             }
         };
         let (paste, copy) = (allowed(&settings, "CLIPBOARD_COPY_FROM_LOCAL_DEVICE"), allowed(&settings, "CLIPBOARD_COPY_TO_LOCAL_DEVICE"));
-        let recorded = self
+        let recorded = settings["SessionRecording"] == "ENABLED";
+        let event = self
             .stream_event(
                 "StreamConnected",
-                json!({ "SessionId": session_id, "InstanceId": instance, "ClientIp": client_ip, "Paste": paste, "Copy": copy }),
+                json!({ "SessionId": session_id, "InstanceId": instance, "ClientIp": client_ip, "Paste": paste, "Copy": copy, "Recorded": recorded }),
                 None,
                 correlation_id.clone(),
             )
             .await;
-        if let Err(err) = recorded {
+        if let Err(err) = event {
             connection.close().await;
             return Err(err);
         }
-        Ok(StreamTarget { connection, socket, paste, copy, correlation_id })
+        Ok(StreamTarget { connection, socket, paste, copy, correlation_id, recorded })
     }
 
     /// Records a clipboard text that crosses, or was stopped, by size and direction (never

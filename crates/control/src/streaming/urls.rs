@@ -449,6 +449,7 @@ async fn snapshot(
         "HomeFoldersBucket": stack.try_get::<Option<String>, _>("home_folders_bucket")?,
         "RedirectURL": stack.try_get::<Option<String>, _>("redirect_url")?,
         "Watermark": stack.try_get::<Option<String>, _>("watermark")?.unwrap_or_else(|| "DISABLED".to_owned()),
+        "SessionRecording": stack.try_get::<Option<String>, _>("session_recording")?.unwrap_or_else(|| "DISABLED".to_owned()),
         "Application": claims.application.clone().or(stack.try_get::<Option<String>, _>("default_application")?),
     });
     Ok(Snapshot { settings, max_duration, context })

@@ -19,6 +19,7 @@ mod notebooks;
 mod package;
 mod postgres;
 mod quiet;
+mod recordings;
 mod saml;
 mod sandbox;
 mod stream;

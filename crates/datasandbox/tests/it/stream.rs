@@ -13,20 +13,20 @@ use crate::support::http;
 use crate::support::server::{Server, eventually};
 use crate::support::streaming::{redeem, status};
 
-struct Rfb {
+pub(crate) struct Rfb {
     socket: tungstenite::WebSocket<TcpStream>,
     buffer: Vec<u8>,
 }
 
 impl Rfb {
-    fn open(server: &Server, cookie: &str, session_id: &str) -> Rfb {
+    pub(crate) fn open(server: &Server, cookie: &str, session_id: &str) -> Rfb {
         let path = format!("/stream/{session_id}");
         let socket = http::websocket(&server.api, &path, &format!("ds_session={cookie}"), Some("binary"), Duration::from_millis(100))
             .expect("websocket handshake");
         Rfb { socket, buffer: Vec::new() }
     }
 
-    fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.socket.send(tungstenite::Message::Binary(bytes.to_vec().into())).expect("send");
     }
 
@@ -53,7 +53,7 @@ impl Rfb {
     }
 
     /// RFB 3.8 with no authentication (the only type the gateway offers); the desktop's size.
-    fn handshake(&mut self) -> (u16, u16) {
+    pub(crate) fn handshake(&mut self) -> (u16, u16) {
         assert_eq!(self.take(12), b"RFB 003.008\n");
         self.send(b"RFB 003.008\n");
         let count = self.take(1)[0];
@@ -67,7 +67,7 @@ impl Rfb {
         (u16::from_be_bytes([init[0], init[1]]), u16::from_be_bytes([init[2], init[3]]))
     }
 
-    fn paste(&mut self, text: &str) {
+    pub(crate) fn paste(&mut self, text: &str) {
         let mut message = vec![6, 0, 0, 0];
         message.extend_from_slice(&(text.len() as u32).to_be_bytes());
         message.extend_from_slice(text.as_bytes());
@@ -126,12 +126,12 @@ fn extended_provide(text: &str) -> Vec<u8> {
     message
 }
 
-fn inside(server: &Server, instance: &str, script: &str) -> String {
+pub(crate) fn inside(server: &Server, instance: &str, script: &str) -> String {
     let out = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &format!("export DISPLAY=:1; {script}")], &[]);
     out.stdout.as_str().map_or_else(|| out.stdout.to_string(), str::to_owned)
 }
 
-fn session(server: &Server, user: &str) -> (String, Value) {
+pub(crate) fn session(server: &Server, user: &str) -> (String, Value) {
     let cookie = redeem(server, user);
     let session = eventually(60, "the session to be ACTIVE", || {
         let s = status(server, &cookie);

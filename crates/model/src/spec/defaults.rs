@@ -99,6 +99,32 @@ permit (
 forbid (principal, action, resource in DataSandbox::Bucket::"datasandbox-airlock");"#,
     ),
     (
+        "recordings-auditors",
+        r#"// Session recordings are watched, exported and listed by auditors only: not by the
+// recorded user, other analysts, admins or the operator. Playing or exporting a segment
+// needs a justification, kept in the trail with the call.
+permit (
+  principal in DataSandbox::Role::"auditor",
+  action in [
+    DataSandbox::Action::"streaming:DescribeRecordings",
+    DataSandbox::Action::"streaming:PlayRecordingSegment",
+    DataSandbox::Action::"streaming:ExportRecordingSegment"
+  ],
+  resource is DataSandbox::Service
+);
+forbid (
+  principal,
+  action in [
+    DataSandbox::Action::"streaming:DescribeRecordings",
+    DataSandbox::Action::"streaming:PlayRecordingSegment",
+    DataSandbox::Action::"streaming:ExportRecordingSegment"
+  ],
+  resource
+) unless { principal in DataSandbox::Role::"auditor" };
+// The segments themselves are reached through those actions only.
+forbid (principal, action, resource in DataSandbox::Bucket::"datasandbox-recordings");"#,
+    ),
+    (
         "streaming-url-holders",
         r#"// Whoever opens a valid streaming URL becomes its user and may redeem it, once.
 permit (

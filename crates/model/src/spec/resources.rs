@@ -275,8 +275,9 @@ pub(super) fn read_stacks(root: &Table, env: &str, view: StreamView, fleets: &[F
                 );
             }
             let watermark = t.boolean("watermark", true);
+            let session_recording = t.boolean("session_recording", false);
             t.finish();
-            StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings, redirect_url, application, watermark }
+            StackSpec { name, fleet, stream_view, home_folders_bucket, user_settings, redirect_url, application, watermark, session_recording }
         })
         .collect()
 }

@@ -166,6 +166,8 @@ pub struct StackSpec {
     pub application: String,
     /// Whether the user, the session and the time are drawn into the display's pixels.
     pub watermark: bool,
+    /// Whether what each session's display shows is recorded, for auditors (`SessionRecording`).
+    pub session_recording: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,249 @@
+//! Session recording: what a recorded session's display shows, kept for auditors.
+//!
+//! The gateway's recorder (its own view-only RFB connection to the display) hands this module
+//! what the display sends; nothing the user sends (keys, pointer, clipboard) ever reaches it.
+//! A recording is a run of segments that each play alone (the recorder reconnects at each):
+//! - `format`: a segment's stored bytes (hash-chained chunks encrypted under a data key the key
+//!   service wraps, a signed trailer), and reading them back; `verify`: checking a copy offline.
+//! - `segment`: the segment being written, durable in the node's spool chunk by chunk.
+//! - this file: opening a session's recording, storing each sealed segment in the
+//!   `datasandbox-recordings` bucket (which no policy lets anyone reach) with a row and a
+//!   `RecordingSegmentSealed` record in the trail naming its SHA-256, and, at start-up, sealing
+//!   what a crash left in the spool as incomplete;
+//! - `actions`: the auditor's actions (describe, play, export), each with a justification.
+
+mod actions;
+pub mod format;
+mod segment;
+mod stored;
+pub mod verify;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rand::RngCore as _;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use sqlx::Row as _;
+
+pub(crate) use actions::{describe, export, play};
+use format::Header;
+use segment::{Sealed, Segment};
+use stored::{RECORDINGS_BUCKET, key_context, object_key, recordings_key};
+
+use crate::core::codec::encode_base64;
+use crate::core::error::ActionError;
+use crate::core::pipeline::Pipeline;
+use crate::core::platform::{Effect, Platform, ServiceEvent};
+use crate::core::store::now_millis;
+
+/// Who stores segments and records their sealing.
+const RECORDER: &str = "gateway.datasandbox";
+/// A segment is sealed and a new one begun at this age (in seconds, scaled in tests) …
+const SEGMENT_SECONDS: i64 = 300;
+/// … or this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// The recordings of this node's sessions.
+pub(crate) struct Recordings {
+    pipeline: Pipeline,
+    /// Sessions whose recording is open on this node: one recorder each.
+    open: Mutex<HashSet<String>>,
+}
+
+impl Recordings {
+    pub(crate) fn new(pipeline: Pipeline) -> Recordings {
+        Recordings { pipeline, open: Mutex::default() }
+    }
+
+    fn plane(&self) -> &Platform {
+        &self.pipeline.platform
+    }
+
+    /// Opens `session_id`'s recording on this node, continuing after its last stored segment;
+    /// `None` when a recorder already holds it.
+    pub(crate) async fn open(self: &Arc<Self>, session_id: &str) -> Result<Option<Recording>, ActionError> {
+        if !self.open.lock().expect("open recordings").insert(session_id.to_owned()) {
+            return Ok(None);
+        }
+        let guard = OpenGuard { recordings: self.clone(), session_id: session_id.to_owned() };
+        crate::storage::ensure_service_bucket(self.plane(), RECORDINGS_BUCKET).await?;
+        let last = sqlx::query("SELECT segment, sha256 FROM recording_segments WHERE session_id = $1 ORDER BY segment DESC LIMIT 1")
+            .bind(session_id)
+            .fetch_optional(&self.plane().store.pool)
+            .await?;
+        let (next, previous) = match last {
+            Some(row) => (row.try_get::<i64, _>("segment")? as u64 + 1, Some(row.try_get::<String, _>("sha256")?)),
+            None => (0, None),
+        };
+        Ok(Some(Recording { guard, next, previous, segment: None }))
+    }
+
+    fn spool(&self, session_id: &str, segment: u64) -> PathBuf {
+        self.plane().data_dir.join("recordings").join(session_id).join(format!("{segment:06}.part"))
+    }
+
+    /// Stores a sealed segment, then its row and its trail record, then removes it from the
+    /// spool. Each step may be repeated: a crash between them leaves the spool file, which the
+    /// next start stores again.
+    async fn store(&self, sealed: Sealed) -> Result<String, ActionError> {
+        let plane = self.plane();
+        let Sealed { header, trailer, bytes, path } = sealed;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let key = object_key(&header.session_id, header.segment);
+        let size = bytes.len() as i64;
+        crate::storage::write_as_service(plane, RECORDER, RECORDINGS_BUCKET, &key, bytes.into()).await?;
+        sqlx::query(
+            "INSERT INTO recording_segments (session_id, segment, node, object_key, size, sha256, started, ended, complete, last)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (session_id, segment) DO NOTHING",
+        )
+        .bind(&header.session_id)
+        .bind(header.segment as i64)
+        .bind(&header.node)
+        .bind(&key)
+        .bind(size)
+        .bind(&sha)
+        .bind(header.t0_unix_ms)
+        .bind(trailer.ended_unix_ms)
+        .bind(i64::from(trailer.complete))
+        .bind(i64::from(trailer.ends_recording))
+        .execute(&plane.store.pool)
+        .await?;
+        let event = ServiceEvent {
+            source: "streaming",
+            name: "RecordingSegmentSealed",
+            principal: RECORDER,
+            parameters: json!({
+                "SessionId": header.session_id,
+                "Segment": header.segment,
+                "Sha256": sha,
+                "Bytes": size,
+                "Chunks": trailer.chunks,
+                "StartTime": crate::core::store::millis_to_rfc3339(header.t0_unix_ms),
+                "EndTime": crate::core::store::millis_to_rfc3339(trailer.ended_unix_ms),
+                "Complete": trailer.complete,
+                "EndsRecording": trailer.ends_recording,
+            }),
+            effect: Effect::Recorded,
+            ..ServiceEvent::default()
+        };
+        self.pipeline.record_service_event(event).await?;
+        if let Err(err) = tokio::fs::remove_file(&path).await {
+            tracing::warn!(path = %path.display(), error = %err, "a stored recording segment stays in the spool");
+        }
+        if let Some(dir) = path.parent() {
+            let _ = tokio::fs::remove_dir(dir).await;
+        }
+        Ok(sha)
+    }
+
+    /// At start-up: seals and stores what recorders left in the spool (a crash, a kill): each
+    /// segment is kept up to its last durable chunk and marked incomplete.
+    pub(crate) async fn recover(&self) -> Result<usize, ActionError> {
+        let root = self.plane().data_dir.join("recordings");
+        let mut leftovers = Vec::new();
+        let Ok(mut sessions) = std::fs::read_dir(&root) else { return Ok(0) };
+        while let Some(Ok(session)) = sessions.next() {
+            let files = std::fs::read_dir(session.path()).map_err(ActionError::internal)?;
+            leftovers.extend(files.flatten().map(|f| f.path()).filter(|p| p.extension().is_some_and(|e| e == "part")));
+        }
+        leftovers.sort();
+        let mut stored = 0;
+        for path in leftovers {
+            if let Some(sealed) = segment::seal_leftover(self.plane(), &path).await? {
+                tracing::warn!(
+                    session = sealed.header.session_id,
+                    segment = sealed.header.segment,
+                    "a recording segment was left unsealed; stored as incomplete"
+                );
+                self.store(sealed).await?;
+                stored += 1;
+            }
+        }
+        Ok(stored)
+    }
+}
+
+/// Frees the session's recording when its recorder lets go of it.
+struct OpenGuard {
+    recordings: Arc<Recordings>,
+    session_id: String,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.recordings.open.lock().expect("open recordings").remove(&self.session_id);
+    }
+}
+
+/// A session's recording, held by its recorder: segments begun, fed and sealed in turn.
+pub struct Recording {
+    guard: OpenGuard,
+    next: u64,
+    previous: Option<String>,
+    segment: Option<Segment>,
+}
+
+impl Recording {
+    pub fn session_id(&self) -> &str {
+        &self.guard.session_id
+    }
+
+    /// Begins the next segment: a fresh data key, wrapped by the recordings key.
+    pub async fn begin_segment(&mut self) -> Result<(), ActionError> {
+        let recordings = &self.guard.recordings;
+        let plane = recordings.plane();
+        let key = recordings_key(plane).await?;
+        let mut data_key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut data_key);
+        let wrapped = crate::keys::encrypt_with(plane, &key, &data_key, &key_context(self.session_id(), self.next)).await?;
+        let header = Header {
+            session_id: self.session_id().to_owned(),
+            segment: self.next,
+            node: plane.node.name.clone(),
+            t0_unix_ms: now_millis(),
+            prev_segment_sha256: self.previous.clone(),
+            cipher: "AES-256-GCM".into(),
+            key_id: key.id().to_owned(),
+            wrapped_key: encode_base64(&wrapped),
+        };
+        let path = recordings.spool(self.session_id(), self.next);
+        self.segment = Some(Segment::create(path, header, &data_key).await?);
+        Ok(())
+    }
+
+    /// Records what the display sent, now.
+    pub async fn display(&mut self, bytes: &[u8]) -> Result<(), ActionError> {
+        match &mut self.segment {
+            Some(segment) => segment.record(now_millis(), format::DISPLAY, bytes).await,
+            None => Err(ActionError::internal("a recording was fed before its segment began")),
+        }
+    }
+
+    /// Writes what has waited long enough; called about once a second.
+    pub async fn tick(&mut self) -> Result<(), ActionError> {
+        match &mut self.segment {
+            Some(segment) => segment.tick(now_millis()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the segment is old or large enough to be sealed and another begun.
+    pub fn segment_full(&self) -> bool {
+        let plane = self.guard.recordings.plane();
+        self.segment.as_ref().is_some_and(|s| {
+            s.bytes >= SEGMENT_BYTES || now_millis() - s.header.t0_unix_ms >= SEGMENT_SECONDS * i64::from(plane.spec.timeout_scale_ms)
+        })
+    }
+
+    /// Seals the current segment (the last one when `ends_recording`) and stores it.
+    pub async fn seal_segment(&mut self, ends_recording: bool) -> Result<(), ActionError> {
+        let Some(segment) = self.segment.take() else { return Ok(()) };
+        let recordings = &self.guard.recordings;
+        let sealed = segment.seal(recordings.plane(), now_millis(), ends_recording).await?;
+        self.previous = Some(recordings.store(sealed).await?);
+        self.next += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! Session recording, attacked: a recorded session's display is kept in segments that only
+//! auditors may play or export (with a justification, on the record); what the user types,
+//! pastes or copies is in no segment; `recordings verify` names the segment a flipped byte, a
+//! cut tail, a deleted segment or a swap is in; and `kill -9` leaves a segment sealed as
+//! incomplete at the next start, a few seconds short at most.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::stream::{Rfb, inside, session};
+use crate::support::server::{Called, Server, eventually, unb64};
+
+const MARKER: &str = "SECRET-7f3a";
+
+fn signed_in(server: &Server, user: &str, roles: &[&str]) -> String {
+    let password = crate::support::users::PASSWORD;
+    server.ok("identity:CreateLocalUser", json!({ "UserName": user, "Password": password, "Roles": roles }));
+    crate::support::users::token_of(server, user)
+}
+
+fn recorded_server() -> Server {
+    crate::support::streaming::server(&[
+        "stream_view=DESKTOP",
+        // Segments roll every 3 s here (300 s × 10 ms), timeouts likewise scaled.
+        "streaming.timeout_scale_ms=10",
+        "stacks.datasandbox-stack.session_recording=true",
+    ])
+}
+
+/// Types `text` on the display, key by key, as a browser's keyboard would.
+fn type_keys(rfb: &mut Rfb, text: &str) {
+    for byte in text.bytes() {
+        for down in [1u8, 0] {
+            let mut event = vec![4, down, 0, 0];
+            event.extend_from_slice(&u32::from(byte).to_be_bytes());
+            rfb.send(&event);
+        }
+    }
+}
+
+fn segments(server: &Server, auditor: &str, session_id: &str) -> Vec<Value> {
+    let out = server.call_as(auditor, "streaming:DescribeRecordings", &json!({ "SessionId": session_id }));
+    assert_eq!(out.exit, 0, "{:?}", out.stderr);
+    out.stdout["Segments"].as_array().cloned().unwrap_or_default()
+}
+
+fn refused(called: Called) -> String {
+    assert_ne!(called.exit, 0, "the call succeeded: {:?}", called.stdout);
+    called.stderr["Code"].as_str().unwrap_or_default().to_owned()
+}
+
+fn verify(server: &Server, session_id: &str, dir: &Path) -> (i32, String) {
+    let out = server.cli(&["recordings", "verify", session_id, "--from", dir.to_str().expect("utf-8")], &[]);
+    (out.exit, out.stdout.as_str().map_or_else(|| out.stdout.to_string(), str::to_owned))
+}
+
+/// A copy of the export in `from`, changed by `change`, verified: its exit code and report.
+fn tampered(server: &Server, session_id: &str, from: &Path, change: impl FnOnce(&Path)) -> (i32, String) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(from).expect("export").flatten() {
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copy");
+    }
+    change(copy.path());
+    verify(server, session_id, copy.path())
+}
+
+#[test]
+fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() {
+    let server = recorded_server();
+    let auditor = signed_in(&server, "aude", &["auditor"]);
+    let (cookie, alice) = session(&server, "alice");
+    assert_eq!(alice["Recorded"], true, "the session page says the session is recorded");
+    let (id, instance) = (alice["SessionId"].as_str().expect("id").to_owned(), alice["InstanceId"].as_str().expect("instance").to_owned());
+    let mut rfb = Rfb::open(&server, &cookie, &id);
+    rfb.handshake();
+    // What the user types, pastes and copies out never reaches a segment.
+    type_keys(&mut rfb, &format!("{MARKER}-typed"));
+    rfb.paste(&format!("{MARKER}-pasted"));
+    inside(&server, &instance, &format!("printf {MARKER}-copied | xclip -selection clipboard -i >/dev/null 2>&1"));
+    eventually(30, "three sealed segments", || (segments(&server, &auditor, &id).len() >= 3).then_some(()));
+    server.ok("streaming:ExpireSession", json!({ "SessionId": id }));
+    let stored = eventually(30, "the recording's last segment", || {
+        let stored = segments(&server, &auditor, &id);
+        stored.last().is_some_and(|s| s["EndsRecording"] == true).then_some(stored)
+    });
+    assert!(stored.iter().all(|s| s["Complete"] == true), "{stored:?}");
+    let ended = server.audit(&[("EventName", "SessionEnded")]);
+    assert!(ended.iter().any(|r| r["requestParameters"]["SessionId"] == id && r["requestParameters"]["Recorded"] == true));
+
+    // Playing: the middle segment decodes alone, from its own handshake and first frame.
+    let middle = stored.len() as u64 / 2;
+    let why = "Investigating ticket INC-4411: suspected copy of the cohort table";
+    let played =
+        server.call_as(&auditor, "streaming:PlayRecordingSegment", &json!({ "SessionId": id, "Segment": middle, "Justification": why }));
+    assert_eq!(played.exit, 0, "{:?}", played.stderr);
+    let records = played.stdout["Records"].as_array().expect("records");
+    let display: Vec<u8> = records.iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect();
+    assert!(display.starts_with(b"RFB 003.008\n\x01\x01\0\0\0\0"), "a segment starts with its own handshake: {:?}", &display[..16]);
+    let name = u32::from_be_bytes(display[38..42].try_into().expect("4 bytes")) as usize;
+    assert_eq!(display[42 + name], 0, "then a framebuffer update");
+    let plaintext: Vec<u8> = records.iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect();
+    for segment in 0..stored.len() as u64 {
+        let out = server.call_as(
+            &auditor,
+            "streaming:PlayRecordingSegment",
+            &json!({ "SessionId": id, "Segment": segment, "Justification": why }),
+        );
+        let bytes: Vec<u8> =
+            out.stdout["Records"].as_array().expect("records").iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect();
+        assert!(!contains(&bytes, MARKER.as_bytes()), "segment {segment} holds the marker");
+    }
+    assert!(!plaintext.is_empty());
+
+    // Nobody else plays, lists or exports: the recorded user, another analyst, an admin, the operator.
+    let alice_token = server.token_for("alice");
+    let admin = signed_in(&server, "adam", &["admin"]);
+    let reviewer = signed_in(&server, "rita", &["reviewer"]);
+    for (who, token) in [("the recorded user", &alice_token), ("an admin", &admin), ("a reviewer", &reviewer)] {
+        let input = json!({ "SessionId": id, "Segment": 0, "Justification": why });
+        assert_eq!(refused(server.call_as(token, "streaming:PlayRecordingSegment", &input)), "AccessDeniedException", "{who}");
+        assert_eq!(refused(server.call_as(token, "streaming:DescribeRecordings", &json!({ "SessionId": id }))), "AccessDeniedException");
+    }
+    assert_eq!(
+        refused(server.call("streaming:ExportRecordingSegment", &json!({ "SessionId": id, "Segment": 0, "Justification": why }))),
+        "AccessDeniedException"
+    );
+    let key = format!("{id}/000000.dsrec");
+    assert_ne!(
+        server.call("storage:GetObject", &json!({ "Bucket": "datasandbox-recordings", "Key": key })).exit,
+        0,
+        "the bucket is sealed"
+    );
+    // A viewing without a reason is refused; each viewing is on the record, with its reason.
+    assert_eq!(
+        refused(server.call_as(
+            &auditor,
+            "streaming:PlayRecordingSegment",
+            &json!({ "SessionId": id, "Segment": 0, "Justification": "x" })
+        )),
+        "ValidationException"
+    );
+    let viewings = server.audit(&[("EventName", "PlayRecordingSegment")]);
+    assert!(
+        viewings.iter().any(|r| r["userIdentity"]["userName"] == "aude"
+            && r["requestParameters"]["Justification"] == why
+            && r["requestParameters"]["Segment"] == middle
+            && r["errorCode"].is_null()),
+        "{viewings:?}"
+    );
+    assert!(viewings.iter().filter(|r| r["errorCode"] == "AccessDeniedException").count() >= 3);
+
+    // Export (as stored, encrypted) and verify offline; then each tampering is named.
+    let export = tempfile::tempdir().expect("tempdir");
+    let endpoint = format!("http://{}", server.api);
+    let out = server.cli(
+        &["recordings", "export", &id, "--to", export.path().to_str().expect("utf-8"), "--justification", why, "--endpoint", &endpoint],
+        &[("DATASANDBOX_TOKEN", &auditor)],
+    );
+    assert_eq!(out.exit, 0, "{:?}", out.stderr);
+    for entry in std::fs::read_dir(export.path()).expect("export").flatten() {
+        assert!(!contains(&std::fs::read(entry.path()).expect("segment"), MARKER.as_bytes()));
+    }
+    let (exit, report) = verify(&server, &id, export.path());
+    assert_eq!(exit, 0, "{report}");
+    eprintln!("{report}");
+    let last = stored.len() - 1;
+    let file = |dir: &Path, n: usize| dir.join(format!("{n:06}.dsrec"));
+    let (exit, report) = tampered(&server, &id, export.path(), |dir| {
+        let mut bytes = std::fs::read(file(dir, 1)).expect("segment 1");
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        std::fs::write(file(dir, 1), bytes).expect("write");
+    });
+    assert!(exit == 1 && report.contains("segment 1 (000001.dsrec):"), "a flipped byte: {report}");
+    let (exit, report) = tampered(&server, &id, export.path(), |dir| {
+        let bytes = std::fs::read(file(dir, last)).expect("last");
+        std::fs::write(file(dir, last), &bytes[..bytes.len() - 100]).expect("write");
+    });
+    assert!(exit == 1 && report.contains(&format!("segment {last} ({last:06}.dsrec):")), "a truncated tail: {report}");
+    let (exit, report) = tampered(&server, &id, export.path(), |dir| std::fs::remove_file(file(dir, 1)).expect("delete"));
+    assert!(exit == 1 && report.contains("segment 1 is missing"), "a deleted segment: {report}");
+    let (exit, report) = tampered(&server, &id, export.path(), |dir| {
+        let (a, b) = (std::fs::read(file(dir, 1)).expect("1"), std::fs::read(file(dir, 2)).expect("2"));
+        std::fs::write(file(dir, 1), b).expect("write");
+        std::fs::write(file(dir, 2), a).expect("write");
+    });
+    assert!(exit == 1 && report.contains("segment 1 (000001.dsrec): it holds segment 2"), "swapped segments: {report}");
+    let (exit, report) = tampered(&server, &id, export.path(), |dir| std::fs::remove_file(file(dir, last)).expect("delete"));
+    assert!(exit == 1 && report.contains(&format!("segment {last}: missing")), "the last segment deleted: {report}");
+}
+
+#[test]
+fn kill_9_mid_session_leaves_a_segment_sealed_as_incomplete() {
+    let mut server = crate::support::streaming::server(&[
+        "stream_view=DESKTOP",
+        // Long segments: the one cut by the crash is the session's first.
+        "streaming.timeout_scale_ms=1000",
+        "stacks.datasandbox-stack.session_recording=true",
+    ]);
+    let auditor = signed_in(&server, "aude", &["auditor"]);
+    let (cookie, carol) = session(&server, "carol");
+    let id = carol["SessionId"].as_str().expect("id").to_owned();
+    let mut rfb = Rfb::open(&server, &cookie, &id);
+    rfb.handshake();
+    std::thread::sleep(Duration::from_secs(8));
+    let killed = Instant::now();
+    let killed_at = chrono::Utc::now();
+    server.crash_and_restart(&[]);
+    let recovered = eventually(30, "the cut segment stored", || segments(&server, &auditor, &id).into_iter().next());
+    assert_eq!(recovered["Complete"], false, "{recovered}");
+    assert_eq!(recovered["EndsRecording"], true);
+    let ended = chrono::DateTime::parse_from_rfc3339(recovered["EndTime"].as_str().expect("end")).expect("time");
+    let lost = killed_at.signed_duration_since(ended);
+    assert!(lost <= chrono::Duration::seconds(10), "the crash lost {lost} of recording");
+    let sealed = server.audit(&[("EventName", "RecordingSegmentSealed")]);
+    assert!(sealed.iter().any(|r| r["requestParameters"]["SessionId"] == id && r["requestParameters"]["Complete"] == false));
+    let export = tempfile::tempdir().expect("tempdir");
+    let endpoint = format!("http://{}", server.api);
+    let why = "Checking what a crash leaves of a recording";
+    let out = server.cli(
+        &["recordings", "export", &id, "--to", export.path().to_str().expect("utf-8"), "--justification", why, "--endpoint", &endpoint],
+        &[("DATASANDBOX_TOKEN", &auditor)],
+    );
+    assert_eq!(out.exit, 0, "{:?}", out.stderr);
+    let (exit, report) = verify(&server, &id, export.path());
+    assert!(exit == 0 && report.contains("INCOMPLETE"), "{report}");
+    eprintln!("recovered {:.1} s after the kill: {report}", killed.elapsed().as_secs_f64());
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
