@@ -26,7 +26,13 @@ struct SegmentInput {
     session_id: String,
     segment: u64,
     justification: String,
+    /// PlayRecordingSegment only: the first chunk to return (a page's `NextChunk`).
+    #[serde(default)]
+    from_chunk: usize,
 }
+
+/// A page of PlayRecordingSegment stops after the chunk that brings it to this much display data.
+const PAGE_BYTES: usize = 4 << 20;
 
 fn check_justification(text: &str) -> Result<(), ActionError> {
     let length = text.trim().chars().count();
@@ -95,8 +101,9 @@ pub(crate) async fn export(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 }
 
 /// `streaming:PlayRecordingSegment`: what the display sent in one segment, decrypted, with
-/// each piece's time from the segment's start, for the console's player. A segment whose
-/// stored bytes fail their checks is refused, not played.
+/// each piece's time from the segment's start, for the console's player, a page of about
+/// 4 MiB at a time (`NextChunk` names the next). A segment whose stored bytes fail their
+/// checks is refused, not played.
 pub(crate) async fn play(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SegmentInput = ctx.parse(input)?;
     let bytes = stored(ctx, &input).await?;
@@ -108,21 +115,29 @@ pub(crate) async fn play(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Actio
     let context = key_context(&input.session_id, input.segment);
     let (_, data_key) = crate::keys::decrypt_blob(ctx.platform, &wrapped, &context).await?;
     let data_key: [u8; 32] = data_key.try_into().map_err(|_| ActionError::internal("a segment's data key is not 32 bytes"))?;
-    let mut records = Vec::new();
-    for chunk in &parsed.chunks {
+    let (mut records, mut size, mut next) = (Vec::new(), 0, None);
+    for chunk in parsed.chunks.iter().skip(input.from_chunk) {
+        if size >= PAGE_BYTES {
+            next = Some(chunk.seq);
+            break;
+        }
         for (at, kind, payload) in format::open_chunk(&data_key, &parsed, &bytes, chunk).map_err(|e| damaged(&input, &e))? {
             if kind == format::DISPLAY {
+                size += payload.len();
                 records.push(json!({ "AtMs": at, "Data": encode_base64(&payload) }));
             }
         }
     }
     let complete = parsed.trailer.as_ref().is_some_and(|t| t.complete);
+    let duration = parsed.trailer.as_ref().map_or(0, |t| t.ended_unix_ms - parsed.header.t0_unix_ms);
     Ok(json!({
         "SessionId": input.session_id,
         "Segment": input.segment,
         "StartTime": millis_to_rfc3339(parsed.header.t0_unix_ms),
+        "DurationMs": duration,
         "Complete": complete,
         "Records": records,
+        "NextChunk": next,
     }))
 }
 

@@ -9,6 +9,7 @@ mod desktop;
 mod notebooks;
 mod oidc;
 mod portal;
+mod recordings;
 mod saml;
 mod session_page;
 mod tls;

