@@ -365,6 +365,26 @@ impl ControlPlane {
         self.services.recordings.open(session_id).await
     }
 
+    /// A recorded session whose recording cannot go on: on the record, and ended, so that it
+    /// never streams unrecorded.
+    pub async fn recording_failed(&self, session_id: &str, why: &str) {
+        tracing::error!(session = session_id, error = why, "the session's recording failed; ending the session");
+        let event = ServiceEvent {
+            source: "streaming",
+            name: "RecordingFailed",
+            principal: "gateway.datasandbox",
+            parameters: json!({ "SessionId": session_id, "Reason": why }),
+            effect: crate::core::platform::Effect::Recorded,
+            ..ServiceEvent::default()
+        };
+        if let Err(err) = self.pipeline.record_service_event(event).await {
+            tracing::error!(session = session_id, error = %err.message, "cannot record the recording's failure");
+        }
+        if let Err(err) = crate::streaming::sessions::end_session(&self.services.streaming, session_id, "RECORDING_FAILED").await {
+            tracing::error!(session = session_id, error = %err.message, "cannot end the session whose recording failed");
+        }
+    }
+
     pub async fn record_clipboard(
         &self,
         target: &StreamTarget,

@@ -77,65 +77,66 @@ impl Recordings {
             Some(row) => (row.try_get::<i64, _>("segment")? as u64 + 1, Some(row.try_get::<String, _>("sha256")?)),
             None => (0, None),
         };
-        Ok(Some(Recording { guard, next, previous, segment: None }))
+        Ok(Some(Recording { guard, next, previous, segment: None, storing: Vec::new() }))
     }
 
     fn spool(&self, session_id: &str, segment: u64) -> PathBuf {
         self.plane().data_dir.join("recordings").join(session_id).join(format!("{segment:06}.part"))
     }
 
-    /// Stores a sealed segment, then its row and its trail record, then removes it from the
-    /// spool. Each step may be repeated: a crash between them leaves the spool file, which the
-    /// next start stores again.
-    async fn store(&self, sealed: Sealed) -> Result<String, ActionError> {
+    /// Stores a sealed segment, write-once, then its trail record and its row, then removes it
+    /// from the spool. Each step may be repeated: a crash between them leaves the spool file,
+    /// which the next start stores again (the same bytes under the same key are accepted; other
+    /// bytes are refused; the trail record is written again only while no row names it).
+    async fn store(&self, sealed: Sealed) -> Result<(), ActionError> {
         let plane = self.plane();
-        let Sealed { header, trailer, bytes, path } = sealed;
-        let sha = hex::encode(Sha256::digest(&bytes));
+        let Sealed { header, trailer, bytes, sha256: sha, path } = sealed;
         let key = object_key(&header.session_id, header.segment);
         let size = bytes.len() as i64;
-        crate::storage::write_as_service(plane, RECORDER, RECORDINGS_BUCKET, &key, bytes.into()).await?;
-        sqlx::query(
-            "INSERT INTO recording_segments (session_id, segment, node, object_key, size, sha256, started, ended, complete, last)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (session_id, segment) DO NOTHING",
-        )
-        .bind(&header.session_id)
-        .bind(header.segment as i64)
-        .bind(&header.node)
-        .bind(&key)
-        .bind(size)
-        .bind(&sha)
-        .bind(header.t0_unix_ms)
-        .bind(trailer.ended_unix_ms)
-        .bind(i64::from(trailer.complete))
-        .bind(i64::from(trailer.ends_recording))
-        .execute(&plane.store.pool)
-        .await?;
-        let event = ServiceEvent {
-            source: "streaming",
-            name: "RecordingSegmentSealed",
-            principal: RECORDER,
-            parameters: json!({
-                "SessionId": header.session_id,
-                "Segment": header.segment,
-                "Sha256": sha,
-                "Bytes": size,
-                "Chunks": trailer.chunks,
-                "StartTime": crate::core::store::millis_to_rfc3339(header.t0_unix_ms),
-                "EndTime": crate::core::store::millis_to_rfc3339(trailer.ended_unix_ms),
-                "Complete": trailer.complete,
-                "EndsRecording": trailer.ends_recording,
-            }),
-            effect: Effect::Recorded,
-            ..ServiceEvent::default()
-        };
-        self.pipeline.record_service_event(event).await?;
+        match crate::storage::write_as_service(plane, RECORDER, RECORDINGS_BUCKET, &key, bytes.into(), true).await {
+            Ok(()) => {}
+            Err(err) if err.status == 412 => {
+                let stored = crate::storage::read_internal(plane, RECORDINGS_BUCKET, &key).await?;
+                if hex::encode(Sha256::digest(&stored)) != sha {
+                    return Err(ActionError::internal(format!(
+                        "`{key}` already holds other bytes; the spool's copy stays at {}",
+                        path.display()
+                    )));
+                }
+            }
+            Err(err) => return Err(err),
+        }
+        let known = sqlx::query("SELECT sha256 FROM recording_segments WHERE session_id = $1 AND segment = $2")
+            .bind(&header.session_id)
+            .bind(header.segment as i64)
+            .fetch_optional(&plane.store.pool)
+            .await?;
+        if known.is_none() {
+            self.pipeline.record_service_event(sealed_event(&header, &trailer, &sha, size)).await?;
+            sqlx::query(
+                "INSERT INTO recording_segments (session_id, segment, node, object_key, size, sha256, started, ended, complete, last)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (session_id, segment) DO NOTHING",
+            )
+            .bind(&header.session_id)
+            .bind(header.segment as i64)
+            .bind(&header.node)
+            .bind(&key)
+            .bind(size)
+            .bind(&sha)
+            .bind(header.t0_unix_ms)
+            .bind(trailer.ended_unix_ms)
+            .bind(i64::from(trailer.complete))
+            .bind(i64::from(trailer.ends_recording))
+            .execute(&plane.store.pool)
+            .await?;
+        }
         if let Err(err) = tokio::fs::remove_file(&path).await {
             tracing::warn!(path = %path.display(), error = %err, "a stored recording segment stays in the spool");
         }
         if let Some(dir) = path.parent() {
             let _ = tokio::fs::remove_dir(dir).await;
         }
-        Ok(sha)
+        Ok(())
     }
 
     /// At start-up: seals and stores what recorders left in the spool (a crash, a kill): each
@@ -165,6 +166,28 @@ impl Recordings {
     }
 }
 
+/// The trail's record of a sealed segment: the anchor `recordings verify` checks it against.
+fn sealed_event<'a>(header: &'a Header, trailer: &format::Trailer, sha: &str, size: i64) -> ServiceEvent<'a> {
+    ServiceEvent {
+        source: "streaming",
+        name: "RecordingSegmentSealed",
+        principal: RECORDER,
+        parameters: json!({
+            "SessionId": header.session_id,
+            "Segment": header.segment,
+            "Sha256": sha,
+            "Bytes": size,
+            "Chunks": trailer.chunks,
+            "StartTime": crate::core::store::millis_to_rfc3339(header.t0_unix_ms),
+            "EndTime": crate::core::store::millis_to_rfc3339(trailer.ended_unix_ms),
+            "Complete": trailer.complete,
+            "EndsRecording": trailer.ends_recording,
+        }),
+        effect: Effect::Recorded,
+        ..ServiceEvent::default()
+    }
+}
+
 /// Frees the session's recording when its recorder lets go of it.
 struct OpenGuard {
     recordings: Arc<Recordings>,
@@ -177,12 +200,14 @@ impl Drop for OpenGuard {
     }
 }
 
-/// A session's recording, held by its recorder: segments begun, fed and sealed in turn.
+/// A session's recording, held by its recorder: segments begun, fed and sealed in turn. A
+/// sealed segment is stored in the background while the next one records.
 pub struct Recording {
     guard: OpenGuard,
     next: u64,
     previous: Option<String>,
     segment: Option<Segment>,
+    storing: Vec<tokio::task::JoinHandle<Result<(), ActionError>>>,
 }
 
 impl Recording {
@@ -205,6 +230,7 @@ impl Recording {
             t0_unix_ms: now_millis(),
             prev_segment_sha256: self.previous.clone(),
             cipher: "AES-256-GCM".into(),
+            display: format::DISPLAY_FORMAT.into(),
             key_id: key.id().to_owned(),
             wrapped_key: encode_base64(&wrapped),
         };
@@ -221,8 +247,14 @@ impl Recording {
         }
     }
 
-    /// Writes what has waited long enough; called about once a second.
+    /// Writes what has waited long enough, and reports a segment that could not be stored;
+    /// called a few times a second.
     pub async fn tick(&mut self) -> Result<(), ActionError> {
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.storing).into_iter().partition(|task| task.is_finished());
+        self.storing = running;
+        for task in done {
+            task.await.map_err(ActionError::internal)??;
+        }
         match &mut self.segment {
             Some(segment) => segment.tick(now_millis()).await,
             None => Ok(()),
@@ -237,13 +269,32 @@ impl Recording {
         })
     }
 
-    /// Seals the current segment (the last one when `ends_recording`) and stores it.
-    pub async fn seal_segment(&mut self, ends_recording: bool) -> Result<(), ActionError> {
-        let Some(segment) = self.segment.take() else { return Ok(()) };
-        let recordings = &self.guard.recordings;
-        let sealed = segment.seal(recordings.plane(), now_millis(), ends_recording).await?;
-        self.previous = Some(recordings.store(sealed).await?);
+    /// Seals the current segment, stores it in the background, and begins the next.
+    pub async fn roll(&mut self) -> Result<(), ActionError> {
+        if let Some(sealed) = self.seal(false).await? {
+            let recordings = self.guard.recordings.clone();
+            self.storing.push(tokio::spawn(async move { recordings.store(sealed).await }));
+        }
+        self.begin_segment().await
+    }
+
+    /// Seals the last segment and waits until every segment is stored.
+    pub async fn finish(mut self) -> Result<(), ActionError> {
+        let last = self.seal(true).await?;
+        for task in std::mem::take(&mut self.storing) {
+            task.await.map_err(ActionError::internal)??;
+        }
+        match last {
+            Some(sealed) => self.guard.recordings.store(sealed).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn seal(&mut self, ends_recording: bool) -> Result<Option<Sealed>, ActionError> {
+        let Some(segment) = self.segment.take() else { return Ok(None) };
+        let sealed = segment.seal(self.guard.recordings.plane(), now_millis(), ends_recording).await?;
+        self.previous = Some(sealed.sha256.clone());
         self.next += 1;
-        Ok(())
+        Ok(Some(sealed))
     }
 }

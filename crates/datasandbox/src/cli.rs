@@ -235,9 +235,13 @@ pub(crate) enum RecordingsCommand {
         #[arg(long)]
         from: PathBuf,
         /// A copy of the trail (the data directory's `trail/` by default): its nodes' public
-        /// keys and `RecordingSegmentSealed` records.
+        /// keys and `RecordingSegmentSealed` records, used once the trail itself validates.
         #[arg(long)]
         trail_dir: Option<PathBuf>,
+        /// Check the segments with the trail's public keys only, not against its records (a
+        /// segment cut off the end then goes unnoticed).
+        #[arg(long)]
+        no_trail: bool,
     },
 }
 

@@ -36,8 +36,8 @@ pub async fn run(data_dir: &Path, command: RecordingsCommand) -> ExitCode {
         RecordingsCommand::Export { session, to, justification, endpoint } => {
             export(data_dir, &endpoint, &session, &to, &justification).await
         }
-        RecordingsCommand::Verify { session, from, trail_dir } => {
-            verify(&session, &from, &trail_dir.unwrap_or_else(|| data_dir.join("trail")))
+        RecordingsCommand::Verify { session, from, trail_dir, no_trail } => {
+            verify(&session, &from, &trail_dir.unwrap_or_else(|| data_dir.join("trail")), !no_trail)
         }
     }
 }
@@ -93,26 +93,17 @@ fn base64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(text).unwrap_or_default()
 }
 
-/// Checks the segments in `from` against the trail under `trail_root`, offline.
-fn verify(session: &str, from: &Path, trail_root: &Path) -> ExitCode {
-    let mut names: Vec<PathBuf> = match std::fs::read_dir(from) {
-        Ok(entries) => entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "dsrec")).collect(),
-        Err(err) => {
-            eprintln!("cannot read `{}`: {err}", from.display());
+/// Checks the segments in `from` offline: with the public keys the trail under `trail_root`
+/// publishes, and (`with_trail`) against its records of their sealing, once the trail itself
+/// validates.
+fn verify(session: &str, from: &Path, trail_root: &Path, with_trail: bool) -> ExitCode {
+    let files = match read_segments(from) {
+        Ok(files) => files,
+        Err(message) => {
+            eprintln!("{message}");
             return ExitCode::FAILURE;
         }
     };
-    names.sort();
-    let mut files = Vec::new();
-    for path in names {
-        match std::fs::read(&path) {
-            Ok(bytes) => files.push(control::recordings_verify::SegmentFile { name: file_name(&path), bytes }),
-            Err(err) => {
-                eprintln!("cannot read `{}`: {err}", path.display());
-                return ExitCode::FAILURE;
-            }
-        }
-    }
     let layouts = match audit::discover_layouts(trail_root) {
         Ok(layouts) => layouts,
         Err(err) => {
@@ -120,29 +111,83 @@ fn verify(session: &str, from: &Path, trail_root: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let keys: BTreeMap<String, ed25519_dalek::VerifyingKey> =
-        layouts.iter().filter_map(|l| audit::newest_public_key(l).ok()).map(|k| (audit::key_fingerprint(&k), k)).collect();
-    let mut sealed = BTreeMap::new();
-    for layout in &layouts {
+    let mut trail_valid = true;
+    if with_trail {
+        match audit::validate_nodes(trail_root, None, None, &audit::ValidateOptions::default()) {
+            Ok(report) if report.valid => {}
+            Ok(report) => {
+                trail_valid = false;
+                println!("The trail does not validate, so its records of this recording cannot be trusted:");
+                report.lines.iter().filter(|l| l.contains("INVALID")).for_each(|l| println!("  {l}"));
+            }
+            Err(err) => {
+                eprintln!("the trail under `{}` cannot be validated: {err}", trail_root.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let keys = published_keys(&layouts);
+    let sealed = with_trail.then(|| sealings(&layouts, session));
+    let report = control::recordings_verify::verify(session, &files, &|fingerprint| keys.get(fingerprint).copied(), sealed.as_ref());
+    for line in &report.lines {
+        println!("{line}");
+    }
+    let recorded =
+        sealed.as_ref().map_or_else(|| "the trail not consulted (--no-trail)".to_owned(), |s| format!("{} recorded in the trail", s.len()));
+    let valid = report.valid && trail_valid;
+    println!("Session {session}: {} segments, {recorded}: {}", report.segments, if valid { "valid" } else { "INVALID" });
+    if valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// The export's segments, in the order of their names.
+fn read_segments(from: &Path) -> Result<Vec<control::recordings_verify::SegmentFile>, String> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(from)
+        .map_err(|e| format!("cannot read `{}`: {e}", from.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dsrec"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            Ok(control::recordings_verify::SegmentFile { name: file_name(&path), bytes })
+        })
+        .collect()
+}
+
+/// Every public key each node of the trail published, by fingerprint (a segment signed before
+/// a key changed is checked with the key of its time).
+fn published_keys(layouts: &[audit::Layout]) -> BTreeMap<String, ed25519_dalek::VerifyingKey> {
+    let mut keys = BTreeMap::new();
+    for layout in layouts {
+        for entry in std::fs::read_dir(layout.public_keys()).into_iter().flatten().flatten() {
+            let parsed = std::fs::read_to_string(entry.path()).ok().and_then(|text| audit::parse_public_key(&text).ok());
+            if let Some(key) = parsed {
+                keys.insert(audit::key_fingerprint(&key), key);
+            }
+        }
+    }
+    keys
+}
+
+/// The trail's `RecordingSegmentSealed` records of `session`: each segment's hashes.
+fn sealings(layouts: &[audit::Layout], session: &str) -> control::recordings_verify::Sealings {
+    let mut sealed = control::recordings_verify::Sealings::new();
+    for layout in layouts {
         for record in audit::records_containing(layout, "\"RecordingSegmentSealed\"") {
             let parameters = &record["requestParameters"];
             if record["eventName"] == "RecordingSegmentSealed" && parameters["SessionId"] == session {
                 let (Some(segment), Some(sha)) = (parameters["Segment"].as_u64(), parameters["Sha256"].as_str()) else { continue };
-                sealed.insert(segment, sha.to_owned());
+                let hashes = sealed.entry(segment).or_default();
+                if !hashes.iter().any(|h| h == sha) {
+                    hashes.push(sha.to_owned());
+                }
             }
         }
     }
-    let report = control::recordings_verify::verify(session, &files, &|fingerprint| keys.get(fingerprint).copied(), &sealed);
-    for line in &report.lines {
-        println!("{line}");
-    }
-    println!(
-        "Session {session}: {} segments, {} recorded in the trail: {}",
-        report.segments,
-        sealed.len(),
-        if report.valid { "valid" } else { "INVALID" }
-    );
-    if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    sealed
 }
 
 fn file_name(path: &Path) -> String {

@@ -24,15 +24,20 @@ use control::{ControlPlane, Recording};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::rfb::{ClientFilter, Clipboard, Policy, ServerFilter, Shared};
+use crate::rfb::{ClientFilter, Clipboard, Event, Policy, ServerFilter, Shared};
 
 /// The recorder lets no clipboard text through, either way.
 const CLOSED: Policy = Policy { paste: Clipboard(None), copy: Clipboard(None) };
 /// The time between update requests.
 const PACE: Duration = Duration::from_millis(200);
 const READ_CHUNK: usize = 256 * 1024;
-/// How long a display that refuses connections is retried before the recording ends.
-const RECONNECT: Duration = Duration::from_secs(5);
+/// How long a display that refuses connections is retried: one still starting, or one gone
+/// for good (the recording then ends).
+const DISPLAY_START: Duration = Duration::from_secs(10);
+/// A connection the display drops sooner than this counts as dropped at once …
+const QUICK_DROP: Duration = Duration::from_secs(1);
+/// … and this many in a row end the recording (and so the session).
+const QUICK_DROPS: u32 = 5;
 /// Where the framebuffer's width and height are in what the server filter passes on: after
 /// the version (12 bytes), the security types it offers (2) and the security result (4).
 const SIZE_AT: usize = 18;
@@ -42,72 +47,115 @@ pub(crate) fn ensure(control: &ControlPlane, session_id: &str, socket: &Path) {
     let (control, session_id, socket) = (control.clone(), session_id.to_owned(), socket.to_owned());
     tokio::spawn(async move {
         match control.open_recording(&session_id).await {
-            Ok(Some(recording)) => run(recording, socket).await,
+            Ok(Some(recording)) => run(&control, recording, socket).await,
             Ok(None) => {}
-            Err(err) => tracing::error!(session = session_id, error = %err.message, "cannot open the session's recording"),
+            Err(err) => control.recording_failed(&session_id, &format!("its recording cannot be opened: {}", err.message)).await,
         }
     });
+}
+
+/// Connects to a session's display, waiting for one that is still starting.
+pub(crate) async fn connect_display(socket: &Path) -> std::io::Result<UnixStream> {
+    let deadline = tokio::time::Instant::now() + DISPLAY_START;
+    loop {
+        match UnixStream::connect(socket).await {
+            Ok(display) => return Ok(display),
+            Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Whether the session is still ACTIVE (a display gone with its session ends the recording).
+async fn active(control: &ControlPlane, session: &str) -> bool {
+    control.session_status(session).await.is_ok_and(|status| status["State"] == "ACTIVE")
 }
 
 /// Why a segment's connection ended.
 enum End {
     /// The segment is full: seal it and go on with a new connection.
     Roll,
-    /// The display went away (the session ended) or broke RFB.
+    /// The display closed the connection (the session ended, or something in the instance
+    /// disconnected the recorder).
     Gone,
 }
 
-async fn run(mut recording: Recording, socket: PathBuf) {
+/// Records until the display is gone for good. A connection the display closes is opened
+/// again at once, in a new segment: something in the instance that disconnects the recorder
+/// gains a segment boundary, not an unrecorded screen. A recording that cannot go on (its
+/// spool, its key or its store fails) ends the session: a recorded session is never left
+/// streaming unrecorded.
+async fn run(control: &ControlPlane, mut recording: Recording, socket: PathBuf) {
     let session = recording.session_id().to_owned();
-    let Some(mut display) = connect(&socket).await else {
-        tracing::warn!(session, "the session's display is not reachable; nothing recorded");
+    let Ok(mut display) = connect_display(&socket).await else {
+        tracing::warn!(session, "the session's display is not reachable; nothing to record");
         return;
     };
-    if let Err(err) = recording.begin_segment().await {
-        tracing::error!(session, error = %err.message, "cannot begin a recording segment");
-        return;
-    }
-    loop {
+    let mut outcome = recording.begin_segment().await.map_err(|e| e.message);
+    // Connections the display dropped at once, one after another.
+    let mut dropped = 0;
+    while outcome.is_ok() {
+        let connected = tokio::time::Instant::now();
         match segment(&mut recording, display).await {
-            Ok(End::Roll) => match connect(&socket).await {
-                Some(next) => {
-                    let rolled = async {
-                        recording.seal_segment(false).await?;
-                        recording.begin_segment().await
-                    };
-                    if let Err(err) = rolled.await {
-                        tracing::error!(session, error = %err.message, "the recording stops: a segment cannot be sealed or begun");
-                        break;
-                    }
-                    display = next;
+            Ok(End::Gone) if !active(control, &session).await => break,
+            Ok(End::Gone) if connected.elapsed() < QUICK_DROP => {
+                dropped += 1;
+                if dropped >= QUICK_DROPS {
+                    outcome = Err(format!("the display dropped the recorder {dropped} times in a row"));
+                    break;
                 }
-                None => break,
-            },
-            Ok(End::Gone) => break,
+                tokio::time::sleep(QUICK_DROP).await;
+            }
+            Ok(_) => dropped = 0,
             Err(err) => {
-                tracing::error!(session, error = err, "the recording stops");
+                outcome = Err(err);
                 break;
             }
         }
+        match connect_display(&socket).await {
+            Ok(next) => {
+                display = next;
+                outcome = recording.roll().await.map_err(|e| e.message);
+            }
+            Err(_) => break,
+        }
     }
-    if let Err(err) = recording.seal_segment(true).await {
-        tracing::error!(session, error = %err.message, "cannot seal the recording's last segment; it is sealed as incomplete at the next start");
+    let outcome = match outcome {
+        Ok(()) => recording.finish().await.map_err(|e| e.message),
+        Err(err) => {
+            // What was recorded is kept: the segment in the spool is sealed at the next start.
+            drop(recording);
+            Err(err)
+        }
+    };
+    if let Err(err) = outcome {
+        control.recording_failed(&session, &err).await;
     }
 }
 
-async fn connect(socket: &Path) -> Option<UnixStream> {
-    let deadline = tokio::time::Instant::now() + RECONNECT;
-    loop {
-        match UnixStream::connect(socket).await {
-            Ok(display) => return Some(display),
-            Err(_) if tokio::time::Instant::now() >= deadline => return None,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
+/// Where a segment's display data goes: the session's recording (a test's tape in unit tests).
+trait Tape {
+    async fn display(&mut self, bytes: &[u8]) -> Result<(), String>;
+    async fn tick(&mut self) -> Result<(), String>;
+    fn full(&self) -> bool;
+}
+
+impl Tape for Recording {
+    async fn display(&mut self, bytes: &[u8]) -> Result<(), String> {
+        Recording::display(self, bytes).await.map_err(|e| e.message)
+    }
+
+    async fn tick(&mut self) -> Result<(), String> {
+        Recording::tick(self).await.map_err(|e| e.message)
+    }
+
+    fn full(&self) -> bool {
+        self.segment_full()
     }
 }
 
 /// Records one segment's connection until the segment is full or the display goes.
-async fn segment(recording: &mut Recording, display: UnixStream) -> Result<End, String> {
+async fn segment(recording: &mut impl Tape, display: UnixStream) -> Result<End, String> {
     let (mut from_display, mut to_display) = display.into_split();
     let shared = Shared::default();
     let (mut client, mut server) = (ClientFilter::new(CLOSED, shared.clone()), ServerFilter::new(CLOSED, shared));
@@ -138,6 +186,16 @@ async fn segment(recording: &mut Recording, display: UnixStream) -> Result<End, 
                 out.clear();
                 events.clear();
                 server.feed(&buffer[..n], &mut out, &mut events).map_err(|e| format!("the display broke RFB: {e}"))?;
+                // A new size: the whole of it is asked for, so no part of a larger screen goes unseen.
+                for event in &events {
+                    if let Event::Resized { width, height } = event {
+                        let resized = [width.to_be_bytes(), height.to_be_bytes()].concat().try_into().expect("4 bytes");
+                        size = Some(resized);
+                        if send(&mut client, &mut to_display, &update_request(false, resized)).await.is_err() {
+                            return Ok(End::Gone);
+                        }
+                    }
+                }
                 if size.is_none() && head.len() < SIZE_AT + 4 {
                     head.extend_from_slice(&out[..out.len().min(SIZE_AT + 4 - head.len())]);
                     if let Some(found) = head.get(SIZE_AT..SIZE_AT + 4) {
@@ -149,7 +207,7 @@ async fn segment(recording: &mut Recording, display: UnixStream) -> Result<End, 
                     }
                 }
                 if !out.is_empty() {
-                    recording.display(&out).await.map_err(|e| e.message)?;
+                    recording.display(&out).await?;
                 }
             }
             _ = pace.tick() => {
@@ -158,10 +216,10 @@ async fn segment(recording: &mut Recording, display: UnixStream) -> Result<End, 
                 {
                     return Ok(End::Gone);
                 }
-                recording.tick().await.map_err(|e| e.message)?;
+                recording.tick().await?;
             }
         }
-        if recording.segment_full() {
+        if recording.full() {
             return Ok(End::Roll);
         }
     }
@@ -180,4 +238,73 @@ async fn send(client: &mut ClientFilter, to_display: &mut tokio::net::unix::Owne
     let (mut out, mut events) = (Vec::new(), Vec::new());
     client.feed(bytes, &mut out, &mut events).map_err(|e| std::io::Error::other(e.to_string()))?;
     to_display.write_all(&out).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the recorder hands its recording.
+    #[derive(Default)]
+    struct Kept(Vec<u8>);
+
+    impl Tape for Kept {
+        async fn display(&mut self, bytes: &[u8]) -> Result<(), String> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+
+        async fn tick(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn full(&self) -> bool {
+            false
+        }
+    }
+
+    /// A display of 1280×800 that grows to 1600×1000 once asked for its first frame: the
+    /// update requests the recorder sends, as (incremental, width, height), in the first second.
+    async fn display_that_grows(listener: tokio::net::UnixListener) -> Vec<(u8, u16, u16)> {
+        let (mut client, _) = listener.accept().await.expect("the recorder connects");
+        client.write_all(b"RFB 003.008\n\x01\x01").await.expect("version and security types");
+        let mut hello = [0u8; 12 + 1 + 1 + 20 + 4 + 16];
+        client.read_exact(&mut hello[..14]).await.expect("version, security type, shared flag");
+        let mut init = vec![0, 0, 0, 0, 0x05, 0x00, 0x03, 0x20, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0];
+        init.extend_from_slice(&[0, 0, 0, 4]);
+        init.extend_from_slice(b"test");
+        client.write_all(&init).await.expect("security result and server init");
+        client.read_exact(&mut hello[14..]).await.expect("pixel format and encodings");
+        let mut requests = Vec::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut request = [0u8; 10];
+        while let Ok(Ok(_)) = tokio::time::timeout_at(until, client.read_exact(&mut request)).await {
+            assert_eq!(request[0], 3, "only update requests after the handshake");
+            requests.push((request[1], u16::from_be_bytes([request[6], request[7]]), u16::from_be_bytes([request[8], request[9]])));
+            if requests.len() == 1 {
+                // The first frame: nothing but the news that the desktop grew.
+                let mut grown = vec![0, 0, 0, 1, 0, 0, 0, 0, 0x06, 0x40, 0x03, 0xe8];
+                grown.extend_from_slice(&(-223i32).to_be_bytes());
+                client.write_all(&grown).await.expect("desktop size");
+            }
+        }
+        requests
+    }
+
+    #[tokio::test]
+    async fn a_grown_desktop_is_asked_for_whole_and_requests_are_paced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("rfb.sock");
+        let display = display_that_grows(tokio::net::UnixListener::bind(&socket).expect("listen"));
+        let mut kept = Kept::default();
+        let connection = UnixStream::connect(&socket).await.expect("connect");
+        let recorder = tokio::time::timeout(Duration::from_millis(1500), segment(&mut kept, connection));
+        let (requests, recorded) = tokio::join!(display, recorder);
+        assert!(matches!(recorded, Ok(Ok(End::Gone))), "the recorder went on until the display closed");
+        assert_eq!(requests.first(), Some(&(0, 1280, 800)), "a whole first frame: {requests:?}");
+        assert!(requests.contains(&(0, 1600, 1000)), "the grown desktop asked for whole: {requests:?}");
+        assert_eq!(requests.last().map(|r| (r.1, r.2)), Some((1600, 1000)), "and updates of all of it after: {requests:?}");
+        assert!(requests.len() <= 8, "at most five update requests a second (and the two whole ones): {requests:?}");
+        assert!(kept.0.starts_with(b"RFB 003.008\n\x01\x01\0\0\0\0"), "the recording starts with the handshake");
+    }
 }

@@ -6,7 +6,6 @@
 //! audited by size and direction.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -20,8 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::rfb::{ClientFilter, Clipboard, Event, Policy, ServerFilter, Shared};
 
-/// How long the bridge waits for a display that is still starting.
-const DISPLAY_START: Duration = Duration::from_secs(10);
 /// What one read from the display may bring at most.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -51,20 +48,9 @@ async fn stream(
     upgrade.protocols(["binary"]).max_message_size(limit).on_upgrade(move |socket| bridge(control, target, socket))
 }
 
-async fn connect_display(target: &StreamTarget) -> std::io::Result<tokio::net::UnixStream> {
-    let deadline = tokio::time::Instant::now() + DISPLAY_START;
-    loop {
-        match tokio::net::UnixStream::connect(&target.socket).await {
-            Ok(display) => return Ok(display),
-            Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSocket) {
     let (mut to_client, mut from_client) = socket.split();
-    let display = match connect_display(&target).await {
+    let display = match crate::recorder::connect_display(&target.socket).await {
         Ok(display) => display,
         Err(err) => {
             tracing::warn!(session = target.connection.session_id, error = %err, "the session's display is not reachable");
@@ -152,6 +138,7 @@ async fn judged(control: &ControlPlane, target: &StreamTarget, events: &[Event])
             Event::ClipboardBlocked { direction, bytes, reason } => {
                 let _ = control.record_clipboard(target, direction, *bytes, Some(reason)).await;
             }
+            Event::Resized { .. } => {}
         }
     }
     true

@@ -84,6 +84,7 @@ error_codes! {
     ParameterAlreadyExists,
     ParameterNotFound,
     PreconditionFailed,
+    RecordingDamaged,
     ReplacementBlocked,
     ResourceAlreadyExistsException,
     ResourceInUse,

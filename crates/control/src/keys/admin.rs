@@ -122,8 +122,10 @@ pub(super) async fn create_alias(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
     if !valid {
         return Err(ActionError::validation(format!("AliasName `{name}` must be `alias/` followed by 1..=250 of a-zA-Z0-9/_-")));
     }
-    if name.starts_with("alias/aws/") {
-        return Err(ActionError::validation("alias names under `alias/aws/` are reserved"));
+    if name.starts_with("alias/aws/") || name.starts_with("alias/datasandbox/") {
+        return Err(ActionError::validation(
+            "alias names under `alias/aws/` and `alias/datasandbox/` are reserved (the platform's own keys: the trail's, the recordings')",
+        ));
     }
     let key = authorized_key(ctx, &input.target_key_id).await?;
     if !repo::insert_alias_if_absent(ctx.platform, name, &key.key_id, now_millis()).await? {

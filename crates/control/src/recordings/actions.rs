@@ -34,11 +34,15 @@ struct SegmentInput {
 /// A page of PlayRecordingSegment stops after the chunk that brings it to this much display data.
 const PAGE_BYTES: usize = 4 << 20;
 
+/// Segments read at once on this node: each may hold up to 64 MiB while it is read.
+static READING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 fn check_justification(text: &str) -> Result<(), ActionError> {
     let length = text.trim().chars().count();
-    if !(10..=1000).contains(&length) || text.chars().any(char::is_control) {
+    let words = text.split_whitespace().filter(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2).count();
+    if !(10..=1000).contains(&length) || words < 3 || text.chars().any(char::is_control) {
         return Err(ActionError::validation(
-            "Justification must say why, in 10 to 1000 characters without control characters: it is kept in the trail with this viewing",
+            "Justification must say why, in words (three or more, 10 to 1000 characters, no control characters): it is kept in the trail with this viewing",
         ));
     }
     Ok(())
@@ -70,16 +74,18 @@ pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     Ok(json!({ "SessionId": input.session_id, "Segments": segments }))
 }
 
-/// The stored bytes of one segment, once the caller may have them.
-async fn stored(ctx: &mut Ctx<'_>, input: &SegmentInput) -> Result<Vec<u8>, ActionError> {
+/// The stored bytes of one segment, once the caller may have them; to be played (`checked`),
+/// only if they are what was sealed (the hash its row keeps).
+async fn stored(ctx: &mut Ctx<'_>, input: &SegmentInput, checked: bool) -> Result<Vec<u8>, ActionError> {
     check_justification(&input.justification)?;
     ctx.authorize(Resource::Service("streaming".into()))?;
-    let key = sqlx::query("SELECT object_key FROM recording_segments WHERE session_id = $1 AND segment = $2")
+    let row = sqlx::query("SELECT object_key, sha256 FROM recording_segments WHERE session_id = $1 AND segment = $2")
         .bind(&input.session_id)
         .bind(input.segment as i64)
         .fetch_optional(&ctx.platform.store.pool)
-        .await?
-        .map(|row| row.try_get::<String, _>("object_key"))
+        .await?;
+    let (key, sha) = row
+        .map(|row| Ok::<_, sqlx::Error>((row.try_get::<String, _>("object_key")?, row.try_get::<String, _>("sha256")?)))
         .transpose()?
         .ok_or_else(|| {
             ActionError::new(
@@ -88,15 +94,21 @@ async fn stored(ctx: &mut Ctx<'_>, input: &SegmentInput) -> Result<Vec<u8>, Acti
                 format!("session `{}` has no stored recording segment {}", input.session_id, input.segment),
             )
         })?;
-    Ok(crate::storage::read_internal(ctx.platform, RECORDINGS_BUCKET, &key).await?.to_vec())
+    let _reading = READING.acquire().await.map_err(ActionError::internal)?;
+    let bytes = crate::storage::read_internal(ctx.platform, RECORDINGS_BUCKET, &key).await?.to_vec();
+    if checked && hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != sha {
+        return Err(damaged(input, "its stored bytes differ from the hash recorded when it was sealed"));
+    }
+    Ok(bytes)
 }
 
 /// `streaming:ExportRecordingSegment`: a segment's stored bytes as they are (encrypted), for
 /// `recordings verify` and for keeping elsewhere.
 pub(crate) async fn export(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SegmentInput = ctx.parse(input)?;
-    let bytes = stored(ctx, &input).await?;
+    let bytes = stored(ctx, &input, false).await?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    // Export copies the segment as stored, damage and all: `recordings verify` names it.
     Ok(json!({ "SessionId": input.session_id, "Segment": input.segment, "Sha256": sha, "Body": encode_base64(&bytes) }))
 }
 
@@ -106,7 +118,7 @@ pub(crate) async fn export(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 /// checks is refused, not played.
 pub(crate) async fn play(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SegmentInput = ctx.parse(input)?;
-    let bytes = stored(ctx, &input).await?;
+    let bytes = stored(ctx, &input, true).await?;
     let parsed = format::parse(&bytes).map_err(|e| damaged(&input, &e))?;
     if let Some(problem) = &parsed.problem {
         return Err(damaged(&input, problem));
@@ -143,8 +155,8 @@ pub(crate) async fn play(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Actio
 
 fn damaged(input: &SegmentInput, problem: &str) -> ActionError {
     ActionError::new(
-        409,
-        ErrorCode::ConcurrentModificationException,
+        500,
+        ErrorCode::RecordingDamaged,
         format!(
             "recording segment {} of session `{}` fails its checks ({problem}); run `datasandbox recordings verify` on an export",
             input.segment, input.session_id

@@ -29,6 +29,8 @@ use sha2::{Digest, Sha256};
 pub const MAGIC: &[u8; 7] = b"DSREC1\n";
 /// A record of what the display sent.
 pub const DISPLAY: u8 = 0;
+/// What the display's records hold: the recorder's connection, as the server sent it.
+pub const DISPLAY_FORMAT: &str = "RFB 3.8 from ProtocolVersion, security None; 32 bpp, depth 24, little-endian true colour, red/green/blue shifts 0/8/16; ZRLE, CopyRect, raw, DesktopSize";
 const CHUNK_HEAD: usize = 1 + 4 + 8 + 8 + 4;
 /// Larger than any chunk the recorder writes (1 MiB of records), with room for its records' heads.
 const MAX_CHUNK: usize = 4 << 20;
@@ -43,6 +45,8 @@ pub struct Header {
     /// The SHA-256 of the segment before, `None` for the first.
     pub prev_segment_sha256: Option<String>,
     pub cipher: String,
+    /// How the display's bytes are to be read ([`DISPLAY_FORMAT`]).
+    pub display: String,
     /// The key service's blob that holds the data key (base64), and the key that wraps it.
     pub key_id: String,
     pub wrapped_key: String,
@@ -298,6 +302,7 @@ mod tests {
             t0_unix_ms: 1_000,
             prev_segment_sha256: None,
             cipher: "AES-256-GCM".into(),
+            display: DISPLAY_FORMAT.into(),
             key_id: "k".into(),
             wrapped_key: "w".into(),
         }

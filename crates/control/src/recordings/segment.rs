@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 
 use super::format::{self, ChunkWriter, Header, Trailer};
 use crate::core::error::ActionError;
@@ -26,7 +26,6 @@ pub(super) struct Segment {
     pending_since: Option<i64>,
     /// Stored bytes so far.
     pub bytes: u64,
-    pub last_seen: i64,
 }
 
 impl Segment {
@@ -39,7 +38,10 @@ impl Segment {
         let mut file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).await.map_err(io(&path))?;
         file.write_all(&bytes).await.map_err(io(&path))?;
         file.sync_data().await.map_err(io(&path))?;
-        let last_seen = header.t0_unix_ms;
+        // The file's name is durable too, or a power cut could lose the whole segment.
+        if let Some(dir) = path.parent() {
+            sync_dir(dir).await?;
+        }
         Ok(Segment {
             header,
             path,
@@ -48,7 +50,6 @@ impl Segment {
             pending: Vec::new(),
             pending_since: None,
             bytes: bytes.len() as u64,
-            last_seen,
         })
     }
 
@@ -57,7 +58,6 @@ impl Segment {
         let delta = (at - self.header.t0_unix_ms).clamp(0, i64::from(u32::MAX)) as u32;
         format::push_record(&mut self.pending, delta, kind, payload);
         self.pending_since.get_or_insert(at);
-        self.last_seen = at;
         if self.pending.len() >= CHUNK_BYTES { self.flush(at).await } else { Ok(()) }
     }
 
@@ -89,7 +89,7 @@ impl Segment {
         self.file.sync_data().await.map_err(io(&self.path))?;
         drop(self.file);
         let bytes = tokio::fs::read(&self.path).await.map_err(io(&self.path))?;
-        Ok(Sealed { header: self.header, trailer, bytes, path: self.path })
+        Ok(Sealed::new(self.header, trailer, bytes, self.path))
     }
 }
 
@@ -98,7 +98,16 @@ pub(super) struct Sealed {
     pub header: Header,
     pub trailer: Trailer,
     pub bytes: Vec<u8>,
+    /// Of `bytes`: what the next segment's header names and the trail records.
+    pub sha256: String,
     pub path: PathBuf,
+}
+
+impl Sealed {
+    fn new(header: Header, trailer: Trailer, bytes: Vec<u8>, path: PathBuf) -> Sealed {
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        Sealed { header, trailer, bytes, sha256, path }
+    }
 }
 
 pub(super) fn signed_trailer(
@@ -119,31 +128,40 @@ pub(super) fn signed_trailer(
 
 /// Seals what a recorder left in the spool without a trailer (the server stopped mid-segment):
 /// the chunks whose chain holds are kept, anything after them cut, and a trailer marks the
-/// segment incomplete and the recording ended there. A segment already sealed is returned as is.
+/// segment incomplete and the recording ended there. A segment already sealed is returned as
+/// is; one whose header never reached the disk is set aside as `.unreadable`, never deleted.
 pub(super) async fn seal_leftover(plane: &Platform, path: &Path) -> Result<Option<Sealed>, ActionError> {
     let bytes = tokio::fs::read(path).await.map_err(io(path))?;
     let parsed = match format::parse(&bytes) {
         Ok(parsed) => parsed,
         Err(err) => {
-            // Not even a header reached the disk: nothing was recorded in it.
-            tracing::warn!(path = %path.display(), error = err, "removing a recording segment with no readable header");
-            tokio::fs::remove_file(path).await.map_err(io(path))?;
+            tracing::warn!(path = %path.display(), error = err, "setting aside a recording segment with no readable header");
+            tokio::fs::rename(path, path.with_extension("unreadable")).await.map_err(io(path))?;
             return Ok(None);
         }
     };
     if let (Some(trailer), None) = (&parsed.trailer, &parsed.problem) {
         let (header, trailer) = (parsed.header.clone(), trailer.clone());
-        return Ok(Some(Sealed { header, trailer, bytes, path: path.to_owned() }));
+        return Ok(Some(Sealed::new(header, trailer, bytes, path.to_owned())));
     }
-    let mut kept = bytes[..parsed.good_len()].to_vec();
+    let good = parsed.good_len();
     let ended = parsed.chunks.last().map_or(parsed.header.t0_unix_ms, |c| c.t1);
     let chain = hex::encode(parsed.chain(&bytes));
     let trailer = signed_trailer(plane, &parsed.header, parsed.chunks.len() as u32, ended, chain, false, true);
-    kept.extend_from_slice(&format::trailer_bytes(&trailer));
-    let mut file = tokio::fs::OpenOptions::new().write(true).truncate(true).open(path).await.map_err(io(path))?;
-    file.write_all(&kept).await.map_err(io(path))?;
+    let tail = format::trailer_bytes(&trailer);
+    // Cut to the last good chunk and append: a crash meanwhile leaves the good chunks in place.
+    let mut file = tokio::fs::OpenOptions::new().write(true).open(path).await.map_err(io(path))?;
+    file.set_len(good as u64).await.map_err(io(path))?;
+    file.seek(std::io::SeekFrom::End(0)).await.map_err(io(path))?;
+    file.write_all(&tail).await.map_err(io(path))?;
     file.sync_data().await.map_err(io(path))?;
-    Ok(Some(Sealed { header: parsed.header, trailer, bytes: kept, path: path.to_owned() }))
+    let kept = [&bytes[..good], tail.as_slice()].concat();
+    Ok(Some(Sealed::new(parsed.header, trailer, kept, path.to_owned())))
+}
+
+async fn sync_dir(dir: &Path) -> Result<(), ActionError> {
+    let handle = tokio::fs::File::open(dir).await.map_err(io(dir))?;
+    handle.sync_all().await.map_err(io(dir))
 }
 
 async fn create_private_dir(dir: &Path) -> Result<(), ActionError> {

@@ -27,14 +27,14 @@ pub struct Report {
     pub incomplete: Vec<u64>,
 }
 
+/// The trail's records of a recording's sealed segments: each segment's SHA-256 as recorded
+/// (more than one when records disagree).
+pub type Sealings = BTreeMap<u64, Vec<String>>;
+
 /// Checks `files` (in the order of their names) as the whole recording of `session_id`.
-/// `keys` finds a public key by its fingerprint; `sealed` is the trail's hash of each segment.
-pub fn verify(
-    session_id: &str,
-    files: &[SegmentFile],
-    keys: &dyn Fn(&str) -> Option<VerifyingKey>,
-    sealed: &BTreeMap<u64, String>,
-) -> Report {
+/// `keys` finds a public key by its fingerprint; `sealed` is what the trail recorded of each
+/// segment (`None`: the trail is not consulted, and nothing shows a cut tail).
+pub fn verify(session_id: &str, files: &[SegmentFile], keys: &dyn Fn(&str) -> Option<VerifyingKey>, sealed: Option<&Sealings>) -> Report {
     let mut report = Report { valid: true, segments: files.len(), ..Report::default() };
     let problem = |report: &mut Report, line: String| {
         report.valid = false;
@@ -78,8 +78,13 @@ pub fn verify(
             problems.push("it names a segment before it, but it is the first here: an earlier segment is missing".into());
         }
         problems.extend(check_segment(&parsed, &file.bytes, keys));
-        if let Some(recorded) = sealed.get(&header.segment).filter(|recorded| **recorded != sha) {
-            problems.push(format!("its SHA-256 {sha} differs from the trail's record ({recorded})"));
+        if let Some(sealed) = sealed {
+            match sealed.get(&header.segment).map(Vec::as_slice) {
+                None | Some([]) => problems.push("the trail has no record of its sealing".into()),
+                Some([recorded]) if *recorded == sha => {}
+                Some([recorded]) => problems.push(format!("its SHA-256 {sha} differs from the trail's record ({recorded})")),
+                Some(several) => problems.push(format!("the trail records it sealed {} times with different hashes", several.len())),
+            }
         }
         last_ends = parsed.trailer.as_ref().is_some_and(|t| t.ends_recording);
         if parsed.trailer.as_ref().is_some_and(|t| !t.complete) {
@@ -96,7 +101,7 @@ pub fn verify(
         previous = Some(sha);
     }
     let present = files.len() as u64;
-    if let Some((&missing, _)) = sealed.range(present..).next() {
+    if let Some((&missing, _)) = sealed.and_then(|sealed| sealed.range(present..).next()) {
         problem(&mut report, format!("segment {missing}: missing (the trail records it as sealed)"));
     } else if !last_ends {
         problem(

@@ -44,24 +44,36 @@ pub(crate) async fn blob_internal(plane: &Platform, bucket: &str, key: &str) -> 
 
 /// For a service's own bucket: writes an object (made by the calling action, no notification).
 pub(crate) async fn write_internal(ctx: &Ctx<'_>, bucket: &str, key: &str, body: Bytes) -> Result<(), ActionError> {
-    let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
-    let key = ObjectKey::new(key).map_err(|e| ActionError::validation(format!("Key `{key}`: {e}")))?;
-    let row = find_bucket(ctx.platform, &bucket).await?.ok_or_else(|| no_such_bucket(&bucket))?;
-    let condition = Precondition::default();
-    let metadata = Metadata { content_type: "binary/octet-stream", event: "ObjectCreated:Put", condition: &condition };
-    write_object(Author::of(ctx, &row), &bucket, &key, body, metadata).await.map(drop)
+    let row = find_bucket(ctx.platform, &service_bucket(bucket)?).await?;
+    let row = row.ok_or_else(|| ActionError::internal(format!("the service bucket `{bucket}` is missing")))?;
+    write_own(Author::of(ctx, &row), bucket, key, body, Precondition::default()).await
 }
 
 /// For a service's own bucket, written outside any action (a session's recorder): writes an
-/// object as `principal`, with no notification. The service records what it did itself.
-pub(crate) async fn write_as_service(plane: &Platform, principal: &str, bucket: &str, key: &str, body: Bytes) -> Result<(), ActionError> {
-    let bucket = BucketName::new(bucket).map_err(ActionError::internal)?;
-    let key = ObjectKey::new(key).map_err(|e| ActionError::validation(format!("Key `{key}`: {e}")))?;
-    find_bucket(plane, &bucket).await?.ok_or_else(|| no_such_bucket(&bucket))?;
-    let condition = Precondition::default();
-    let metadata = Metadata { content_type: "binary/octet-stream", event: "ObjectCreated:Put", condition: &condition };
+/// object as `principal`, with no notification; `only_new` refuses (412) to replace one. The
+/// service records what it did itself.
+pub(crate) async fn write_as_service(
+    plane: &Platform,
+    principal: &str,
+    bucket: &str,
+    key: &str,
+    body: Bytes,
+    only_new: bool,
+) -> Result<(), ActionError> {
     let notifier = notifications::Notifier::silent(plane);
     let author = Author { plane, principal: principal.to_owned(), source_ip: principal.to_owned(), notifier };
+    write_own(author, bucket, key, body, Precondition { if_match: None, if_none_match: only_new }).await
+}
+
+fn service_bucket(bucket: &str) -> Result<BucketName, ActionError> {
+    BucketName::new(bucket).map_err(ActionError::internal)
+}
+
+async fn write_own(author: Author<'_>, bucket: &str, key: &str, body: Bytes, condition: Precondition) -> Result<(), ActionError> {
+    let bucket = service_bucket(bucket)?;
+    let key = ObjectKey::new(key).map_err(|e| ActionError::validation(format!("Key `{key}`: {e}")))?;
+    find_bucket(author.plane, &bucket).await?.ok_or_else(|| no_such_bucket(&bucket))?;
+    let metadata = Metadata { content_type: "binary/octet-stream", event: "ObjectCreated:Put", condition: &condition };
     write_object(author, &bucket, &key, body, metadata).await.map(drop)
 }
 

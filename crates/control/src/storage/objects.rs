@@ -53,8 +53,8 @@ struct PutObjectInput {
 /// A conditional write's condition, checked in the transaction that swaps the object.
 #[derive(Clone, Default)]
 pub(crate) struct Precondition {
-    if_match: Option<String>,
-    if_none_match: bool,
+    pub if_match: Option<String>,
+    pub if_none_match: bool,
 }
 
 impl Precondition {

@@ -60,15 +60,29 @@ pub(crate) fn recorded_session(server: &Server, auditor: &str, user: &str, meanw
     (id, stored)
 }
 
-/// Types `text` on the display, key by key, as a browser's keyboard would.
-fn type_keys(rfb: &mut Rfb, text: &str) {
+/// The `KeyEvent`s that type `text`, key by key, as a browser's keyboard sends them.
+fn key_events(text: &str) -> Vec<u8> {
+    let mut events = Vec::new();
     for byte in text.bytes() {
         for down in [1u8, 0] {
-            let mut event = vec![4, down, 0, 0];
-            event.extend_from_slice(&u32::from(byte).to_be_bytes());
-            rfb.send(&event);
+            events.extend_from_slice(&[4, down, 0, 0]);
+            events.extend_from_slice(&u32::from(byte).to_be_bytes());
         }
     }
+    events
+}
+
+/// The first segment's header, from its export.
+fn segment_header(server: &Server, auditor: &str, session_id: &str, why: &str) -> Value {
+    let out = server.call_as(
+        auditor,
+        "streaming:ExportRecordingSegment",
+        &json!({ "SessionId": session_id, "Segment": 0, "Justification": why }),
+    );
+    assert_eq!(out.exit, 0, "{:?}", out.stderr);
+    let bytes = unb64(out.stdout["Body"].as_str().expect("body"));
+    let length = u32::from_be_bytes(bytes[7..11].try_into().expect("4 bytes")) as usize;
+    serde_json::from_slice(&bytes[11..11 + length]).expect("the header's JSON")
 }
 
 fn segments(server: &Server, auditor: &str, session_id: &str) -> Vec<Value> {
@@ -103,7 +117,7 @@ fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() 
     let auditor = signed_in(&server, "aude", &["auditor"]);
     let (id, stored) = recorded_session(&server, &auditor, "alice", |rfb, instance| {
         // What the user types, pastes and copies out never reaches a segment.
-        type_keys(rfb, &format!("{MARKER}-typed"));
+        rfb.send(&key_events(&format!("{MARKER}-typed")));
         rfb.paste(&format!("{MARKER}-pasted"));
         inside(&server, instance, &format!("printf {MARKER}-copied | xclip -selection clipboard -i >/dev/null 2>&1"));
     });
@@ -121,7 +135,9 @@ fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() 
     assert!(display.starts_with(b"RFB 003.008\n\x01\x01\0\0\0\0"), "a segment starts with its own handshake: {:?}", &display[..16]);
     let name = u32::from_be_bytes(display[38..42].try_into().expect("4 bytes")) as usize;
     assert_eq!(display[42 + name], 0, "then a framebuffer update");
-    let plaintext: Vec<u8> = records.iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect();
+    // Neither the copied nor the pasted text, nor the typing's key events, in any segment's
+    // display data (the recorder's connection carries no client message back).
+    let typed = key_events(MARKER);
     for segment in 0..stored.len() as u64 {
         let out = server.call_as(
             &auditor,
@@ -131,8 +147,8 @@ fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() 
         let bytes: Vec<u8> =
             out.stdout["Records"].as_array().expect("records").iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect();
         assert!(!contains(&bytes, MARKER.as_bytes()), "segment {segment} holds the marker");
+        assert!(!contains(&bytes, &typed[..32]), "segment {segment} holds the typing");
     }
-    assert!(!plaintext.is_empty());
 
     // Nobody else plays, lists or exports: the recorded user, another analyst, an admin, the operator.
     let alice_token = server.token_for("alice");
@@ -153,15 +169,24 @@ fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() 
         0,
         "the bucket is sealed"
     );
+    // Nor through the key that wraps the segments' data keys: nobody decrypts, disables or
+    // re-points it, and nobody takes its alias first.
+    let header = segment_header(&server, &auditor, &id, why);
+    let context = json!({ "SessionId": id, "Segment": "0" });
+    let decrypt = json!({ "CiphertextBlob": header["wrapped_key"], "EncryptionContext": context });
+    assert_eq!(refused(server.call_as(&admin, "keys:Decrypt", &decrypt)), "AccessDeniedException", "the admin unwraps a data key");
+    assert_eq!(refused(server.call("keys:Decrypt", &decrypt)), "AccessDeniedException", "the operator unwraps a data key");
+    let recordings_key = json!({ "KeyId": "alias/datasandbox/recordings" });
+    assert_eq!(refused(server.call_as(&admin, "keys:DisableKey", &recordings_key)), "AccessDeniedException");
+    assert_eq!(refused(server.call("keys:ScheduleKeyDeletion", &recordings_key)), "AccessDeniedException");
+    let own = server.ok("keys:CreateKey", json!({}))["KeyMetadata"]["KeyId"].clone();
+    let squat = json!({ "AliasName": "alias/datasandbox/recordings-2", "TargetKeyId": own });
+    assert_eq!(refused(server.call("keys:CreateAlias", &squat)), "ValidationException", "the platform's alias names are reserved");
     // A viewing without a reason is refused; each viewing is on the record, with its reason.
-    assert_eq!(
-        refused(server.call_as(
-            &auditor,
-            "streaming:PlayRecordingSegment",
-            &json!({ "SessionId": id, "Segment": 0, "Justification": "x" })
-        )),
-        "ValidationException"
-    );
+    for vague in ["x", "xxxxxxxxxxxx", "because."] {
+        let input = json!({ "SessionId": id, "Segment": 0, "Justification": vague });
+        assert_eq!(refused(server.call_as(&auditor, "streaming:PlayRecordingSegment", &input)), "ValidationException", "{vague}");
+    }
     let viewings = server.audit(&[("EventName", "PlayRecordingSegment")]);
     assert!(
         viewings.iter().any(|r| r["userIdentity"]["userName"] == "aude"
@@ -180,9 +205,6 @@ fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() 
         &[("DATASANDBOX_TOKEN", &auditor)],
     );
     assert_eq!(out.exit, 0, "{:?}", out.stderr);
-    for entry in std::fs::read_dir(export.path()).expect("export").flatten() {
-        assert!(!contains(&std::fs::read(entry.path()).expect("segment"), MARKER.as_bytes()));
-    }
     let (exit, report) = verify(&server, &id, export.path());
     assert_eq!(exit, 0, "{report}");
     eprintln!("{report}");
@@ -210,6 +232,85 @@ fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() 
     assert!(exit == 1 && report.contains("segment 1 (000001.dsrec): it holds segment 2"), "swapped segments: {report}");
     let (exit, report) = tampered(&server, &id, export.path(), |dir| std::fs::remove_file(file(dir, last)).expect("delete"));
     assert!(exit == 1 && report.contains(&format!("segment {last}: missing")), "the last segment deleted: {report}");
+}
+
+/// End to end, with the real display: the recorder follows a resize (that it asks for the
+/// whole new size itself is shown by the recorder's unit test against a display that grows).
+#[test]
+fn a_desktop_its_user_enlarges_is_recorded_whole() {
+    let server = recorded_server();
+    let auditor = signed_in(&server, "aude", &["auditor"]);
+    let (id, stored) = recorded_session(&server, &auditor, "bob", |rfb, _| {
+        // The browser asks for a larger desktop (noVNC's "remote resizing"), then works in the new part.
+        let mut encodings = vec![2, 0, 0, 2];
+        encodings.extend_from_slice(&(-308i32).to_be_bytes());
+        encodings.extend_from_slice(&(-223i32).to_be_bytes());
+        rfb.send(&encodings);
+        let mut resize = vec![251, 0, 0x06, 0x40, 0x03, 0xe8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x06, 0x40, 0x03, 0xe8, 0, 0, 0, 0];
+        rfb.send(&resize);
+        for step in 0..30u16 {
+            resize = vec![5, 0];
+            resize.extend_from_slice(&(1300 + step * 9).to_be_bytes());
+            resize.extend_from_slice(&(820 + step * 5).to_be_bytes());
+            rfb.send(&resize);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let why = "Checking that an enlarged desktop is recorded whole";
+    let mut rectangles = Vec::new();
+    for segment in 0..stored.len() as u64 {
+        let out = server.call_as(
+            &auditor,
+            "streaming:PlayRecordingSegment",
+            &json!({ "SessionId": id, "Segment": segment, "Justification": why }),
+        );
+        let bytes: Vec<u8> =
+            out.stdout["Records"].as_array().expect("records").iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect();
+        rectangles.extend(update_rectangles(&bytes));
+    }
+    let resized = rectangles.iter().position(|&(_, _, w, h, encoding)| encoding == -223 && (w, h) == (1600, 1000));
+    let resized = resized.unwrap_or_else(|| panic!("no DesktopSize to 1600×1000 was recorded: {rectangles:?}"));
+    assert!(
+        rectangles[resized..].iter().any(|&(x, y, w, h, encoding)| encoding != -223 && (x + w > 1280 || y + h > 800)),
+        "nothing beyond the first 1280×800 was recorded after the resize"
+    );
+}
+
+/// The rectangles of the framebuffer updates in one segment's display data: (x, y, w, h, encoding).
+fn update_rectangles(display: &[u8]) -> Vec<(u32, u32, u32, u32, i32)> {
+    let at16 = |at: usize| u32::from(u16::from_be_bytes([display[at], display[at + 1]]));
+    let at32 = |at: usize| u32::from_be_bytes(display[at..at + 4].try_into().expect("4 bytes"));
+    let mut rectangles = Vec::new();
+    if display.len() < 42 {
+        return rectangles;
+    }
+    let mut at = 42 + at32(38) as usize;
+    while at + 4 <= display.len() {
+        match display[at] {
+            0 => {
+                let count = at16(at + 2);
+                at += 4;
+                for _ in 0..count {
+                    if at + 12 > display.len() {
+                        return rectangles;
+                    }
+                    let (x, y, w, h, encoding) = (at16(at), at16(at + 2), at16(at + 4), at16(at + 6), at32(at + 8) as i32);
+                    at += 12;
+                    at += match encoding {
+                        0 => (w * h * 4) as usize,
+                        1 => 4,
+                        16 if at + 4 <= display.len() => 4 + at32(at) as usize,
+                        -223 | -224 => 0,
+                        _ => return rectangles,
+                    };
+                    rectangles.push((x, y, w, h, encoding));
+                }
+            }
+            2 => at += 1,
+            _ => return rectangles,
+        }
+    }
+    rectangles
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub enum Event {
     ClipboardBlocked { direction: &'static str, bytes: u64, reason: &'static str },
     /// A clipboard text let through, by size and direction.
     ClipboardPassed { direction: &'static str, bytes: u64 },
+    /// The server's framebuffer has a new size (`DesktopSize`, `ExtendedDesktopSize`).
+    Resized { width: u16, height: u16 },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -119,7 +119,7 @@ impl Grammar for ServerGrammar {
                 forward(header, out, name)
             }
             ServerPhase::Messages => self.on_message(header, out, events),
-            ServerPhase::Rectangles(left) => self.on_rectangle(left, header, out),
+            ServerPhase::Rectangles(left) => self.on_rectangle(left, header, out, events),
             ServerPhase::RectangleLength { zrle, next } => {
                 self.phase = next.phase();
                 let length = if zrle { u64::from(u32_at(header, 0)) } else { 16 * u64::from(header[0]) };
@@ -156,9 +156,12 @@ impl ServerGrammar {
 
     /// One rectangle header of a framebuffer update, `left` rectangles still to come: its
     /// payload's length follows from its encoding and the pixel size in effect.
-    fn on_rectangle(&mut self, left: u16, header: &[u8], out: &mut Vec<u8>) -> Result<Payload, RfbError> {
+    fn on_rectangle(&mut self, left: u16, header: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<Payload, RfbError> {
         let (w, h) = (u64::from(u16_at(header, 4)), u64::from(u16_at(header, 6)));
         let encoding = u32_at(header, 8) as i32;
+        if matches!(encoding, -223 | -308) {
+            events.push(Event::Resized { width: u16_at(header, 4), height: u16_at(header, 6) });
+        }
         let rest = if encoding == -224 || left == 1 { Rest::Done } else { Rest::More(left.saturating_sub(1)) };
         let payload = match encoding {
             0 => w * h * self.shared.bytes(),

@@ -101,8 +101,9 @@ forbid (principal, action, resource in DataSandbox::Bucket::"datasandbox-airlock
     (
         "recordings-auditors",
         r#"// Session recordings are watched, exported and listed by auditors only: not by the
-// recorded user, other analysts, admins or the operator. Playing or exporting a segment
-// needs a justification, kept in the trail with the call.
+// recorded user, other analysts, admins or the operator (who may grant the auditor role, a
+// grant that is itself on the record). Playing or exporting a segment needs a justification,
+// kept in the trail with the call.
 permit (
   principal in DataSandbox::Role::"auditor",
   action in [
@@ -121,8 +122,10 @@ forbid (
   ],
   resource
 ) unless { principal in DataSandbox::Role::"auditor" };
-// The segments themselves are reached through those actions only.
-forbid (principal, action, resource in DataSandbox::Bucket::"datasandbox-recordings");"#,
+// The segments themselves are reached through those actions only, and the key that wraps
+// their data keys is the platform's alone: nobody decrypts, disables, deletes or re-points it.
+forbid (principal, action, resource in DataSandbox::Bucket::"datasandbox-recordings");
+forbid (principal, action, resource is DataSandbox::Key) when { resource.aliases.contains("alias/datasandbox/recordings") };"#,
     ),
     (
         "streaming-url-holders",
