@@ -72,6 +72,17 @@ fn key_events(text: &str) -> Vec<u8> {
     events
 }
 
+/// What the display sent in one segment, played by `auditor` for `why`.
+fn played(server: &Server, auditor: &str, session_id: &str, segment: u64, why: &str) -> Vec<u8> {
+    let out = server.call_as(
+        auditor,
+        "streaming:PlayRecordingSegment",
+        &json!({ "SessionId": session_id, "Segment": segment, "Justification": why }),
+    );
+    assert_eq!(out.exit, 0, "{:?}", out.stderr);
+    out.stdout["Records"].as_array().expect("records").iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect()
+}
+
 /// The first segment's header, from its export.
 fn segment_header(server: &Server, auditor: &str, session_id: &str, why: &str) -> Value {
     let out = server.call_as(
@@ -139,13 +150,7 @@ fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() 
     // display data (the recorder's connection carries no client message back).
     let typed = key_events(MARKER);
     for segment in 0..stored.len() as u64 {
-        let out = server.call_as(
-            &auditor,
-            "streaming:PlayRecordingSegment",
-            &json!({ "SessionId": id, "Segment": segment, "Justification": why }),
-        );
-        let bytes: Vec<u8> =
-            out.stdout["Records"].as_array().expect("records").iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect();
+        let bytes = played(&server, &auditor, &id, segment, why);
         assert!(!contains(&bytes, MARKER.as_bytes()), "segment {segment} holds the marker");
         assert!(!contains(&bytes, &typed[..32]), "segment {segment} holds the typing");
     }
@@ -259,13 +264,7 @@ fn a_desktop_its_user_enlarges_is_recorded_whole() {
     let why = "Checking that an enlarged desktop is recorded whole";
     let mut rectangles = Vec::new();
     for segment in 0..stored.len() as u64 {
-        let out = server.call_as(
-            &auditor,
-            "streaming:PlayRecordingSegment",
-            &json!({ "SessionId": id, "Segment": segment, "Justification": why }),
-        );
-        let bytes: Vec<u8> =
-            out.stdout["Records"].as_array().expect("records").iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect();
+        let bytes = played(&server, &auditor, &id, segment, why);
         rectangles.extend(update_rectangles(&bytes));
     }
     let resized = rectangles.iter().position(|&(_, _, w, h, encoding)| encoding == -223 && (w, h) == (1600, 1000));
