@@ -138,11 +138,7 @@ fn a_recorded_session_is_played_by_auditors_only_and_every_tampering_is_named() 
     // Playing: the middle segment decodes alone, from its own handshake and first frame.
     let middle = stored.len() as u64 / 2;
     let why = "Investigating ticket INC-4411: suspected copy of the cohort table";
-    let played =
-        server.call_as(&auditor, "streaming:PlayRecordingSegment", &json!({ "SessionId": id, "Segment": middle, "Justification": why }));
-    assert_eq!(played.exit, 0, "{:?}", played.stderr);
-    let records = played.stdout["Records"].as_array().expect("records");
-    let display: Vec<u8> = records.iter().flat_map(|r| unb64(r["Data"].as_str().expect("data"))).collect();
+    let display = played(&server, &auditor, &id, middle, why);
     assert!(display.starts_with(b"RFB 003.008\n\x01\x01\0\0\0\0"), "a segment starts with its own handshake: {:?}", &display[..16]);
     let name = u32::from_be_bytes(display[38..42].try_into().expect("4 bytes")) as usize;
     assert_eq!(display[42 + name], 0, "then a framebuffer update");
