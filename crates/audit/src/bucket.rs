@@ -202,10 +202,13 @@ impl UploadState {
         }
         let io = |e: std::io::Error| format!("reading the trail's files: {e}");
         let logs = self.layout.files(Kind::Log, &[".json.gz", ".partial", ".jsonl"]).map_err(io)?;
-        // Every record before the oldest log not sealed yet is in a sealed file listed here.
+        // Every record before the oldest log not sealed yet is in a sealed file listed here. A
+        // log counts as sealed only if its sealed file is in this listing: one sealed since is
+        // not uploaded in this pass, so no checkpoint over it may go up in this pass either.
+        let listed: std::collections::HashSet<&Path> = logs.iter().map(PathBuf::as_path).collect();
         let sealed_through = logs
             .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl") && !layout::sealed_name(p).exists())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl") && !listed.contains(layout::sealed_name(p).as_path()))
             .filter_map(|p| first_sequence(p))
             .min()
             .map_or(u64::MAX, |first| first.saturating_sub(1));

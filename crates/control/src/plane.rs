@@ -357,12 +357,15 @@ impl ControlPlane {
         self.services.streaming.connect_stream(cookie, session_id, client_ip).await
     }
 
-    /// Records a clipboard text that crosses, or was stopped (never its content); a transfer
-    /// whose record cannot be written must not cross.
     /// The recording of a session whose stack records it, for the gateway's recorder; `None`
     /// when a recorder on this node already holds it.
     pub async fn open_recording(&self, session_id: &str) -> Result<Option<Recording>, ActionError> {
         self.services.recordings.open(session_id).await
+    }
+
+    /// Whether a recorder on this node is recording `session_id` now (a segment begun).
+    pub fn recording_live(&self, session_id: &str) -> bool {
+        self.services.recordings.live(session_id)
     }
 
     /// A recorded session whose recording cannot go on: on the record, and ended, so that it
@@ -385,6 +388,8 @@ impl ControlPlane {
         }
     }
 
+    /// Records a clipboard text that crosses, or was stopped (never its content); a transfer
+    /// whose record cannot be written must not cross.
     pub async fn record_clipboard(
         &self,
         target: &StreamTarget,

@@ -50,11 +50,17 @@ pub(crate) struct Recordings {
     pipeline: Pipeline,
     /// Sessions whose recording is open on this node: one recorder each.
     open: Mutex<HashSet<String>>,
+    /// Those of them with a segment begun: recording now.
+    live: Mutex<HashSet<String>>,
 }
 
 impl Recordings {
     pub(crate) fn new(pipeline: Pipeline) -> Recordings {
-        Recordings { pipeline, open: Mutex::default() }
+        Recordings { pipeline, open: Mutex::default(), live: Mutex::default() }
+    }
+
+    pub(crate) fn live(&self, session_id: &str) -> bool {
+        self.live.lock().expect("live recordings").contains(session_id)
     }
 
     fn plane(&self) -> &Platform {
@@ -146,7 +152,7 @@ impl Recordings {
         let mut leftovers = Vec::new();
         let Ok(mut sessions) = std::fs::read_dir(&root) else { return Ok(0) };
         while let Some(Ok(session)) = sessions.next() {
-            let files = std::fs::read_dir(session.path()).map_err(ActionError::internal)?;
+            let Ok(files) = std::fs::read_dir(session.path()) else { continue };
             leftovers.extend(files.flatten().map(|f| f.path()).filter(|p| p.extension().is_some_and(|e| e == "part")));
         }
         leftovers.sort();
@@ -196,6 +202,7 @@ struct OpenGuard {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
+        self.recordings.live.lock().expect("live recordings").remove(&self.session_id);
         self.recordings.open.lock().expect("open recordings").remove(&self.session_id);
     }
 }
@@ -236,6 +243,7 @@ impl Recording {
         };
         let path = recordings.spool(self.session_id(), self.next);
         self.segment = Some(Segment::create(path, header, &data_key).await?);
+        recordings.live.lock().expect("live recordings").insert(self.session_id().to_owned());
         Ok(())
     }
 
@@ -269,8 +277,12 @@ impl Recording {
         })
     }
 
-    /// Seals the current segment, stores it in the background, and begins the next.
+    /// Seals the current segment, stores it in the background, and begins the next. The one
+    /// before must be stored by then: at most one segment waits in memory.
     pub async fn roll(&mut self) -> Result<(), ActionError> {
+        for task in std::mem::take(&mut self.storing) {
+            task.await.map_err(ActionError::internal)??;
+        }
         if let Some(sealed) = self.seal(false).await? {
             let recordings = self.guard.recordings.clone();
             self.storing.push(tokio::spawn(async move { recordings.store(sealed).await }));
@@ -278,16 +290,21 @@ impl Recording {
         self.begin_segment().await
     }
 
-    /// Seals the last segment and waits until every segment is stored.
+    /// Seals the last segment and waits until every segment is stored; every failure is
+    /// reported, the first returned.
     pub async fn finish(mut self) -> Result<(), ActionError> {
-        let last = self.seal(true).await?;
+        let last = self.seal(true).await;
+        let mut outcome = Ok(());
         for task in std::mem::take(&mut self.storing) {
-            task.await.map_err(ActionError::internal)??;
+            let stored = task.await.map_err(ActionError::internal).and_then(|stored| stored);
+            outcome = outcome.and(stored);
         }
-        match last {
-            Some(sealed) => self.guard.recordings.store(sealed).await,
-            None => Ok(()),
-        }
+        let stored = match last {
+            Ok(Some(sealed)) => self.guard.recordings.store(sealed).await,
+            Ok(None) => Ok(()),
+            Err(err) => Err(err),
+        };
+        outcome.and(stored)
     }
 
     async fn seal(&mut self, ends_recording: bool) -> Result<Option<Sealed>, ActionError> {

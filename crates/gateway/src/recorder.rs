@@ -34,16 +34,20 @@ const READ_CHUNK: usize = 256 * 1024;
 /// How long a display that refuses connections is retried: one still starting, or one gone
 /// for good (the recording then ends).
 const DISPLAY_START: Duration = Duration::from_secs(10);
-/// A connection the display drops sooner than this counts as dropped at once …
+/// More connections than this dropped by the display within a window end the recording (and so
+/// the session) …
+const RECONNECTS: usize = 10;
+const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
+/// … and one dropped sooner than this is not opened again before this long.
 const QUICK_DROP: Duration = Duration::from_secs(1);
-/// … and this many in a row end the recording (and so the session).
-const QUICK_DROPS: u32 = 5;
+/// How long the display may take to take a request, or to answer the handshake.
+const STALLED: Duration = Duration::from_secs(10);
 /// Where the framebuffer's width and height are in what the server filter passes on: after
 /// the version (12 bytes), the security types it offers (2) and the security result (4).
 const SIZE_AT: usize = 18;
 
 /// Starts the recorder of `session_id` unless one already runs on this node.
-pub(crate) fn ensure(control: &ControlPlane, session_id: &str, socket: &Path) {
+fn ensure(control: &ControlPlane, session_id: &str, socket: &Path) {
     let (control, session_id, socket) = (control.clone(), session_id.to_owned(), socket.to_owned());
     tokio::spawn(async move {
         match control.open_recording(&session_id).await {
@@ -52,6 +56,20 @@ pub(crate) fn ensure(control: &ControlPlane, session_id: &str, socket: &Path) {
             Err(err) => control.recording_failed(&session_id, &format!("its recording cannot be opened: {}", err.message)).await,
         }
     });
+}
+
+/// Starts the session's recorder if it is not running, and waits until it records (at most as
+/// long as a display takes to start, and a little more): whether it does.
+pub(crate) async fn recording(control: &ControlPlane, session_id: &str, socket: &Path) -> bool {
+    ensure(control, session_id, socket);
+    let deadline = tokio::time::Instant::now() + DISPLAY_START + Duration::from_secs(5);
+    while !control.recording_live(session_id) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 /// Connects to a session's display, waiting for one that is still starting.
@@ -67,8 +85,9 @@ pub(crate) async fn connect_display(socket: &Path) -> std::io::Result<UnixStream
 }
 
 /// Whether the session is still ACTIVE (a display gone with its session ends the recording).
+/// A status that cannot be read counts as ACTIVE: the recorder goes on, or fails closed.
 async fn active(control: &ControlPlane, session: &str) -> bool {
-    control.session_status(session).await.is_ok_and(|status| status["State"] == "ACTIVE")
+    control.session_status(session).await.map_or(true, |status| status["State"] == "ACTIVE")
 }
 
 /// Why a segment's connection ended.
@@ -80,56 +99,52 @@ enum End {
     Gone,
 }
 
-/// Records until the display is gone for good. A connection the display closes is opened
-/// again at once, in a new segment: something in the instance that disconnects the recorder
-/// gains a segment boundary, not an unrecorded screen. A recording that cannot go on (its
-/// spool, its key or its store fails) ends the session: a recorded session is never left
-/// streaming unrecorded.
+/// Records until the display is gone with its session. A connection the display closes is
+/// opened again, in a new segment: something in the instance that disconnects the recorder
+/// gains a segment boundary, not an unrecorded screen. A recording that cannot go on (a
+/// display that keeps dropping or stops answering, a spool, key or store that fails, a display
+/// gone while the session is ACTIVE) keeps what it has and ends the session: a recorded
+/// session is never left streaming unrecorded.
 async fn run(control: &ControlPlane, mut recording: Recording, socket: PathBuf) {
     let session = recording.session_id().to_owned();
-    let Ok(mut display) = connect_display(&socket).await else {
-        tracing::warn!(session, "the session's display is not reachable; nothing to record");
-        return;
+    let outcome = match connect_display(&socket).await {
+        Ok(display) => record(control, &mut recording, &socket, display).await,
+        Err(err) => Err(format!("the session's display is not reachable: {err}")),
     };
-    let mut outcome = recording.begin_segment().await.map_err(|e| e.message);
-    // Connections the display dropped at once, one after another.
-    let mut dropped = 0;
-    while outcome.is_ok() {
-        let connected = tokio::time::Instant::now();
-        match segment(&mut recording, display).await {
-            Ok(End::Gone) if !active(control, &session).await => break,
-            Ok(End::Gone) if connected.elapsed() < QUICK_DROP => {
-                dropped += 1;
-                if dropped >= QUICK_DROPS {
-                    outcome = Err(format!("the display dropped the recorder {dropped} times in a row"));
-                    break;
-                }
-                tokio::time::sleep(QUICK_DROP).await;
-            }
-            Ok(_) => dropped = 0,
-            Err(err) => {
-                outcome = Err(err);
-                break;
-            }
-        }
-        match connect_display(&socket).await {
-            Ok(next) => {
-                display = next;
-                outcome = recording.roll().await.map_err(|e| e.message);
-            }
-            Err(_) => break,
-        }
-    }
-    let outcome = match outcome {
-        Ok(()) => recording.finish().await.map_err(|e| e.message),
-        Err(err) => {
-            // What was recorded is kept: the segment in the spool is sealed at the next start.
-            drop(recording);
-            Err(err)
-        }
-    };
-    if let Err(err) = outcome {
+    let finished = recording.finish().await.map_err(|e| e.message);
+    if let Err(err) = outcome.and(finished)
+        && active(control, &session).await
+    {
         control.recording_failed(&session, &err).await;
+    }
+}
+
+async fn record(control: &ControlPlane, recording: &mut Recording, socket: &Path, mut display: UnixStream) -> Result<(), String> {
+    let session = recording.session_id().to_owned();
+    recording.begin_segment().await.map_err(|e| e.message)?;
+    let mut reconnects = std::collections::VecDeque::new();
+    loop {
+        let connected = tokio::time::Instant::now();
+        match segment(recording, display).await? {
+            End::Roll => {}
+            End::Gone if !active(control, &session).await => return Ok(()),
+            End::Gone => {
+                reconnects.push_back(tokio::time::Instant::now());
+                reconnects.retain(|at| at.elapsed() < RECONNECT_WINDOW);
+                if reconnects.len() > RECONNECTS {
+                    return Err(format!("the display dropped the recorder {} times within a minute", reconnects.len()));
+                }
+                if connected.elapsed() < QUICK_DROP {
+                    tokio::time::sleep(QUICK_DROP).await;
+                }
+            }
+        }
+        display = match connect_display(socket).await {
+            Ok(next) => next,
+            Err(_) if !active(control, &session).await => return Ok(()),
+            Err(err) => return Err(format!("the display stopped taking connections while its session is ACTIVE: {err}")),
+        };
+        recording.roll().await.map_err(|e| e.message)?;
     }
 }
 
@@ -168,9 +183,10 @@ async fn segment(recording: &mut impl Tape, display: UnixStream) -> Result<End, 
     for encoding in [16i32, 1, 0, -223] {
         hello.extend_from_slice(&encoding.to_be_bytes()); // ZRLE, CopyRect, raw, DesktopSize
     }
-    if send(&mut client, &mut to_display, &hello).await.is_err() {
+    if send(&mut client, &mut to_display, &hello).await?.is_err() {
         return Ok(End::Gone);
     }
+    let greeted = tokio::time::Instant::now();
     let mut head = Vec::new();
     let mut size: Option<[u8; 4]> = None;
     let mut buffer = vec![0u8; READ_CHUNK];
@@ -191,7 +207,7 @@ async fn segment(recording: &mut impl Tape, display: UnixStream) -> Result<End, 
                     if let Event::Resized { width, height } = event {
                         let resized = [width.to_be_bytes(), height.to_be_bytes()].concat().try_into().expect("4 bytes");
                         size = Some(resized);
-                        if send(&mut client, &mut to_display, &update_request(false, resized)).await.is_err() {
+                        if send(&mut client, &mut to_display, &update_request(false, resized)).await?.is_err() {
                             return Ok(End::Gone);
                         }
                     }
@@ -201,7 +217,7 @@ async fn segment(recording: &mut impl Tape, display: UnixStream) -> Result<End, 
                     if let Some(found) = head.get(SIZE_AT..SIZE_AT + 4) {
                         let found: [u8; 4] = found.try_into().expect("4 bytes");
                         size = Some(found);
-                        if send(&mut client, &mut to_display, &update_request(false, found)).await.is_err() {
+                        if send(&mut client, &mut to_display, &update_request(false, found)).await?.is_err() {
                             return Ok(End::Gone);
                         }
                     }
@@ -211,10 +227,10 @@ async fn segment(recording: &mut impl Tape, display: UnixStream) -> Result<End, 
                 }
             }
             _ = pace.tick() => {
-                if let Some(size) = size
-                    && send(&mut client, &mut to_display, &update_request(true, size)).await.is_err()
-                {
-                    return Ok(End::Gone);
+                match size {
+                    Some(size) if send(&mut client, &mut to_display, &update_request(true, size)).await?.is_err() => return Ok(End::Gone),
+                    None if greeted.elapsed() > STALLED => return Err("the display never finished its handshake".into()),
+                    _ => {}
                 }
                 recording.tick().await?;
             }
@@ -233,11 +249,20 @@ fn update_request(incremental: bool, size: [u8; 4]) -> Vec<u8> {
 }
 
 /// Sends the recorder's own messages through the client filter, as any client's go; an error
-/// means the display went away (the recorder's fixed messages always pass the filter).
-async fn send(client: &mut ClientFilter, to_display: &mut tokio::net::unix::OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+/// means the display went away (the recorder's fixed messages always pass the filter). A
+/// display that stops reading is an error of its own (`Err(Err(…))`): the recording fails.
+async fn send(
+    client: &mut ClientFilter,
+    to_display: &mut tokio::net::unix::OwnedWriteHalf,
+    bytes: &[u8],
+) -> Result<std::io::Result<()>, String> {
     let (mut out, mut events) = (Vec::new(), Vec::new());
-    client.feed(bytes, &mut out, &mut events).map_err(|e| std::io::Error::other(e.to_string()))?;
-    to_display.write_all(&out).await
+    if let Err(err) = client.feed(bytes, &mut out, &mut events) {
+        return Ok(Err(std::io::Error::other(err.to_string())));
+    }
+    tokio::time::timeout(STALLED, to_display.write_all(&out))
+        .await
+        .map_err(|_| "the display stopped reading the recorder's requests".to_owned())
 }
 
 #[cfg(test)]

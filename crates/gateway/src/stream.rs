@@ -40,8 +40,11 @@ async fn stream(
         Ok(target) => target,
         Err(err) => return (StatusCode::from_u16(err.status).unwrap_or(StatusCode::FORBIDDEN), err.message).into_response(),
     };
-    if target.recorded {
-        crate::recorder::ensure(&control, &session_id, &target.socket);
+    // A recorded session streams only while its recorder records.
+    if target.recorded && !crate::recorder::recording(&control, &session_id, &target.socket).await {
+        target.connection.close().await;
+        return (StatusCode::SERVICE_UNAVAILABLE, "this session is recorded, and its recording could not start; ask an operator")
+            .into_response();
     }
     // A client message holds at most a pasted text within its limit, or a few input events.
     let limit = target.paste.map_or(64 * 1024, |max| max as usize + 64 * 1024);

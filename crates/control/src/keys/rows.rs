@@ -71,7 +71,15 @@ pub(super) async fn authorized_key(ctx: &mut Ctx<'_>, reference: &str) -> Result
     match resolve(ctx.platform, reference).await {
         Ok(key) => {
             let aliases = aliases_of(ctx.platform, &key.key_id).await?;
+            let platform_only = aliases.iter().any(|a| PLATFORM_ONLY_ALIASES.contains(&a.as_str()));
             ctx.authorize(Resource::Key { id: key.key_id.clone(), aliases })?;
+            if platform_only {
+                return Err(ActionError::new(
+                    403,
+                    ErrorCode::AccessDeniedException,
+                    format!("key `{}` is the platform's own (session recordings); no action reaches it", key.key_id),
+                ));
+            }
             Ok(key)
         }
         Err(err) => {
@@ -81,6 +89,10 @@ pub(super) async fn authorized_key(ctx: &mut Ctx<'_>, reference: &str) -> Result
         }
     }
 }
+
+/// Keys no action reaches, whatever the policies say: the platform uses them through this
+/// module's functions alone.
+const PLATFORM_ONLY_ALIASES: &[&str] = &["alias/datasandbox/recordings"];
 
 /// The aliases (`alias/…`) that point at a key, for its authorization resource.
 pub(crate) async fn aliases_of(plane: &Platform, key_id: &str) -> Result<Vec<String>, ActionError> {

@@ -12,7 +12,7 @@ use crate::core::codec::{decode_base64, encode_base64};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::store::millis_to_rfc3339;
-use policy::Resource;
+use policy::{Principal, Resource};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -48,10 +48,20 @@ fn check_justification(text: &str) -> Result<(), ActionError> {
     Ok(())
 }
 
+/// Authorizes the call, then holds it to the `auditor` role whatever the policies say (a spec
+/// written before recordings existed permits admins everything).
+fn authorize_auditor(ctx: &mut Ctx<'_>) -> Result<(), ActionError> {
+    ctx.authorize(Resource::Service("streaming".into()))?;
+    match &ctx.caller.principal {
+        Principal::User { roles, .. } if roles.iter().any(|r| r == "auditor") => Ok(()),
+        _ => Err(ActionError::new(403, ErrorCode::AccessDeniedException, "session recordings are for the auditor role only")),
+    }
+}
+
 /// `streaming:DescribeRecordings`: a session's stored segments, oldest first.
 pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SessionInput = ctx.parse(input)?;
-    ctx.authorize(Resource::Service("streaming".into()))?;
+    authorize_auditor(ctx)?;
     let rows = sqlx::query("SELECT * FROM recording_segments WHERE session_id = $1 ORDER BY segment")
         .bind(&input.session_id)
         .fetch_all(&ctx.platform.store.pool)
@@ -74,11 +84,16 @@ pub(crate) async fn describe(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
     Ok(json!({ "SessionId": input.session_id, "Segments": segments }))
 }
 
-/// The stored bytes of one segment, once the caller may have them; to be played (`checked`),
-/// only if they are what was sealed (the hash its row keeps).
-async fn stored(ctx: &mut Ctx<'_>, input: &SegmentInput, checked: bool) -> Result<Vec<u8>, ActionError> {
+/// The stored bytes of one segment, once the caller may have them, with a turn at reading
+/// (held until the answer is built); to be played (`checked`), only if they are what was
+/// sealed (the hash its row keeps).
+async fn stored(
+    ctx: &mut Ctx<'_>,
+    input: &SegmentInput,
+    checked: bool,
+) -> Result<(Vec<u8>, tokio::sync::SemaphorePermit<'static>), ActionError> {
     check_justification(&input.justification)?;
-    ctx.authorize(Resource::Service("streaming".into()))?;
+    authorize_auditor(ctx)?;
     let row = sqlx::query("SELECT object_key, sha256 FROM recording_segments WHERE session_id = $1 AND segment = $2")
         .bind(&input.session_id)
         .bind(input.segment as i64)
@@ -94,19 +109,19 @@ async fn stored(ctx: &mut Ctx<'_>, input: &SegmentInput, checked: bool) -> Resul
                 format!("session `{}` has no stored recording segment {}", input.session_id, input.segment),
             )
         })?;
-    let _reading = READING.acquire().await.map_err(ActionError::internal)?;
+    let reading = READING.acquire().await.map_err(ActionError::internal)?;
     let bytes = crate::storage::read_internal(ctx.platform, RECORDINGS_BUCKET, &key).await?.to_vec();
     if checked && hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != sha {
         return Err(damaged(input, "its stored bytes differ from the hash recorded when it was sealed"));
     }
-    Ok(bytes)
+    Ok((bytes, reading))
 }
 
 /// `streaming:ExportRecordingSegment`: a segment's stored bytes as they are (encrypted), for
 /// `recordings verify` and for keeping elsewhere.
 pub(crate) async fn export(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SegmentInput = ctx.parse(input)?;
-    let bytes = stored(ctx, &input, false).await?;
+    let (bytes, _reading) = stored(ctx, &input, false).await?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     // Export copies the segment as stored, damage and all: `recordings verify` names it.
     Ok(json!({ "SessionId": input.session_id, "Segment": input.segment, "Sha256": sha, "Body": encode_base64(&bytes) }))
@@ -118,7 +133,7 @@ pub(crate) async fn export(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 /// checks is refused, not played.
 pub(crate) async fn play(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: SegmentInput = ctx.parse(input)?;
-    let bytes = stored(ctx, &input, true).await?;
+    let (bytes, _reading) = stored(ctx, &input, true).await?;
     let parsed = format::parse(&bytes).map_err(|e| damaged(&input, &e))?;
     if let Some(problem) = &parsed.problem {
         return Err(damaged(&input, problem));
