@@ -40,6 +40,8 @@ const RECONNECTS: usize = 10;
 const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 /// … and one dropped sooner than this is not opened again before this long.
 const QUICK_DROP: Duration = Duration::from_secs(1);
+/// How long a display that dropped the recorder may take to take a connection again.
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(2);
 /// How long the display may take to take a request, or to answer the handshake.
 const STALLED: Duration = Duration::from_secs(10);
 /// Where the framebuffer's width and height are in what the server filter passes on: after
@@ -74,7 +76,11 @@ pub(crate) async fn recording(control: &ControlPlane, session_id: &str, socket: 
 
 /// Connects to a session's display, waiting for one that is still starting.
 pub(crate) async fn connect_display(socket: &Path) -> std::io::Result<UnixStream> {
-    let deadline = tokio::time::Instant::now() + DISPLAY_START;
+    connect_within(socket, DISPLAY_START).await
+}
+
+async fn connect_within(socket: &Path, patience: Duration) -> std::io::Result<UnixStream> {
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         match UnixStream::connect(socket).await {
             Ok(display) => return Ok(display),
@@ -139,7 +145,8 @@ async fn record(control: &ControlPlane, recording: &mut Recording, socket: &Path
                 }
             }
         }
-        display = match connect_display(socket).await {
+        // A display that was up and is gone is not starting: it gets little time to come back.
+        display = match connect_within(socket, RECONNECT_PATIENCE).await {
             Ok(next) => next,
             Err(_) if !active(control, &session).await => return Ok(()),
             Err(err) => return Err(format!("the display stopped taking connections while its session is ACTIVE: {err}")),

@@ -309,6 +309,32 @@ fn update_rectangles(display: &[u8]) -> Vec<(u32, u32, u32, u32, i32)> {
 }
 
 #[test]
+fn an_analyst_who_stops_the_display_loses_the_session_and_the_recording_is_kept() {
+    let server = recorded_server();
+    let auditor = signed_in(&server, "aude", &["auditor"]);
+    let (cookie, opened) = session(&server, "erin");
+    let (id, instance) =
+        (opened["SessionId"].as_str().expect("id").to_owned(), opened["InstanceId"].as_str().expect("instance").to_owned());
+    let mut rfb = Rfb::open(&server, &cookie, &id);
+    rfb.handshake();
+    eventually(30, "a first sealed segment", || (!segments(&server, &auditor, &id).is_empty()).then_some(()));
+    // Code in the instance kills the display, to work on unrecorded (it would have to start one of its own).
+    inside(&server, &instance, "kill -9 $(pgrep -f Xtigervnc) 2>/dev/null");
+    let ended = eventually(40, "the session ended for its recording", || {
+        let ended = server.audit(&[("EventName", "SessionEnded")]);
+        ended.into_iter().find(|r| r["requestParameters"]["SessionId"] == id)
+    });
+    assert_eq!(ended["requestParameters"]["EndReason"], "RECORDING_FAILED", "{ended}");
+    let failed = server.audit(&[("EventName", "RecordingFailed")]);
+    assert!(failed.iter().any(|r| r["requestParameters"]["SessionId"] == id), "{failed:?}");
+    let stored = eventually(30, "the recording's last segment", || {
+        let stored = segments(&server, &auditor, &id);
+        stored.last().is_some_and(|s| s["EndsRecording"] == true).then_some(stored)
+    });
+    assert!(stored.iter().all(|s| s["Complete"] == true), "what was recorded is kept, sealed: {stored:?}");
+}
+
+#[test]
 fn kill_9_mid_session_leaves_a_segment_sealed_as_incomplete() {
     let mut server = crate::support::streaming::server(&[
         "stream_view=DESKTOP",
