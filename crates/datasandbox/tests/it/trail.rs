@@ -389,10 +389,12 @@ fn two_nodes_keep_their_own_chains_and_one_trail_spans_them() {
     });
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["requestParameters"]["Key"], "from-b/3.txt");
-    let both = a.ok(
-        "audit:Query",
-        json!({ "Sql": "SELECT node, COUNT(*) AS n FROM events WHERE event_name = 'PutObject' GROUP BY node ORDER BY node" }),
-    );
+    // Every record of both: the feeders index what is durable a moment later, in order.
+    let sql = json!({ "Sql": "SELECT node, COUNT(*) AS n FROM events WHERE event_name = 'PutObject' GROUP BY node ORDER BY node" });
+    let both = crate::support::server::eventually(10, "both nodes' five writes in the shared index", || {
+        let both = a.ok("audit:Query", sql.clone());
+        (both["Rows"] == json!([["a", 5], ["b", 5]])).then_some(both)
+    });
     assert_eq!(both["Rows"], json!([["a", 5], ["b", 5]]), "{both}");
 
     // A clean stop seals, digests and uploads what is left.
