@@ -74,7 +74,6 @@ impl Recordings {
             return Ok(None);
         }
         let guard = OpenGuard { recordings: self.clone(), session_id: session_id.to_owned() };
-        crate::storage::ensure_service_bucket(self.plane(), RECORDINGS_BUCKET).await?;
         let last = sqlx::query("SELECT segment, sha256 FROM recording_segments WHERE session_id = $1 ORDER BY segment DESC LIMIT 1")
             .bind(session_id)
             .fetch_optional(&self.plane().store.pool)
@@ -83,7 +82,7 @@ impl Recordings {
             Some(row) => (row.try_get::<i64, _>("segment")? as u64 + 1, Some(row.try_get::<String, _>("sha256")?)),
             None => (0, None),
         };
-        Ok(Some(Recording { guard, next, previous, segment: None, storing: Vec::new() }))
+        Ok(Some(Recording { guard, next, previous, segment: None, storing: None }))
     }
 
     fn spool(&self, session_id: &str, segment: u64) -> PathBuf {
@@ -145,9 +144,12 @@ impl Recordings {
         Ok(())
     }
 
-    /// At start-up: seals and stores what recorders left in the spool (a crash, a kill): each
-    /// segment is kept up to its last durable chunk and marked incomplete.
+    /// At start-up: makes the recordings bucket, then seals and stores what recorders left in
+    /// the spool (a crash, a kill): each segment is kept up to its last durable chunk and
+    /// marked incomplete.
     pub(crate) async fn recover(&self) -> Result<usize, ActionError> {
+        // The bucket every recorder stores into, made once here rather than at each recording.
+        crate::storage::ensure_service_bucket(self.plane(), RECORDINGS_BUCKET).await?;
         let root = self.plane().data_dir.join("recordings");
         let mut leftovers = Vec::new();
         let Ok(mut sessions) = std::fs::read_dir(&root) else { return Ok(0) };
@@ -214,7 +216,8 @@ pub struct Recording {
     next: u64,
     previous: Option<String>,
     segment: Option<Segment>,
-    storing: Vec<tokio::task::JoinHandle<Result<(), ActionError>>>,
+    /// The sealed segment being stored, if one is.
+    storing: Option<tokio::task::JoinHandle<Result<(), ActionError>>>,
 }
 
 impl Recording {
@@ -258,10 +261,8 @@ impl Recording {
     /// Writes what has waited long enough, and reports a segment that could not be stored;
     /// called a few times a second.
     pub async fn tick(&mut self) -> Result<(), ActionError> {
-        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.storing).into_iter().partition(|task| task.is_finished());
-        self.storing = running;
-        for task in done {
-            task.await.map_err(ActionError::internal)??;
+        if self.storing.as_ref().is_some_and(|task| task.is_finished()) {
+            self.stored().await?;
         }
         match &mut self.segment {
             Some(segment) => segment.tick(now_millis()).await,
@@ -280,12 +281,10 @@ impl Recording {
     /// Seals the current segment, stores it in the background, and begins the next. The one
     /// before must be stored by then: at most one segment waits in memory.
     pub async fn roll(&mut self) -> Result<(), ActionError> {
-        for task in std::mem::take(&mut self.storing) {
-            task.await.map_err(ActionError::internal)??;
-        }
+        self.stored().await?;
         if let Some(sealed) = self.seal(false).await? {
             let recordings = self.guard.recordings.clone();
-            self.storing.push(tokio::spawn(async move { recordings.store(sealed).await }));
+            self.storing = Some(tokio::spawn(async move { recordings.store(sealed).await }));
         }
         self.begin_segment().await
     }
@@ -294,17 +293,21 @@ impl Recording {
     /// reported, the first returned.
     pub async fn finish(mut self) -> Result<(), ActionError> {
         let last = self.seal(true).await;
-        let mut outcome = Ok(());
-        for task in std::mem::take(&mut self.storing) {
-            let stored = task.await.map_err(ActionError::internal).and_then(|stored| stored);
-            outcome = outcome.and(stored);
-        }
+        let outcome = self.stored().await;
         let stored = match last {
             Ok(Some(sealed)) => self.guard.recordings.store(sealed).await,
             Ok(None) => Ok(()),
             Err(err) => Err(err),
         };
         outcome.and(stored)
+    }
+
+    /// Waits for the segment being stored, if one is: its outcome.
+    async fn stored(&mut self) -> Result<(), ActionError> {
+        match self.storing.take() {
+            Some(task) => task.await.map_err(ActionError::internal)?,
+            None => Ok(()),
+        }
     }
 
     async fn seal(&mut self, ends_recording: bool) -> Result<Option<Sealed>, ActionError> {

@@ -44,9 +44,10 @@ pub(crate) async fn blob_internal(plane: &Platform, bucket: &str, key: &str) -> 
 
 /// For a service's own bucket: writes an object (made by the calling action, no notification).
 pub(crate) async fn write_internal(ctx: &Ctx<'_>, bucket: &str, key: &str, body: Bytes) -> Result<(), ActionError> {
-    let row = find_bucket(ctx.platform, &service_bucket(bucket)?).await?;
+    let bucket = service_bucket(bucket)?;
+    let row = find_bucket(ctx.platform, &bucket).await?;
     let row = row.ok_or_else(|| ActionError::internal(format!("the service bucket `{bucket}` is missing")))?;
-    write_own(Author::of(ctx, &row), bucket, key, body, Precondition::default()).await
+    write_own(Author::of(ctx, &row), &bucket, key, body, Precondition::default()).await
 }
 
 /// For a service's own bucket, written outside any action (a session's recorder): writes an
@@ -60,21 +61,22 @@ pub(crate) async fn write_as_service(
     body: Bytes,
     only_new: bool,
 ) -> Result<(), ActionError> {
+    let bucket = service_bucket(bucket)?;
+    find_bucket(plane, &bucket).await?.ok_or_else(|| no_such_bucket(&bucket))?;
     let notifier = notifications::Notifier::silent(plane);
     let author = Author { plane, principal: principal.to_owned(), source_ip: principal.to_owned(), notifier };
-    write_own(author, bucket, key, body, Precondition { if_match: None, if_none_match: only_new }).await
+    write_own(author, &bucket, key, body, Precondition { if_match: None, if_none_match: only_new }).await
 }
 
 fn service_bucket(bucket: &str) -> Result<BucketName, ActionError> {
     BucketName::new(bucket).map_err(ActionError::internal)
 }
 
-async fn write_own(author: Author<'_>, bucket: &str, key: &str, body: Bytes, condition: Precondition) -> Result<(), ActionError> {
-    let bucket = service_bucket(bucket)?;
+/// Writes into a service bucket its caller found.
+async fn write_own(author: Author<'_>, bucket: &BucketName, key: &str, body: Bytes, condition: Precondition) -> Result<(), ActionError> {
     let key = ObjectKey::new(key).map_err(|e| ActionError::validation(format!("Key `{key}`: {e}")))?;
-    find_bucket(author.plane, &bucket).await?.ok_or_else(|| no_such_bucket(&bucket))?;
     let metadata = Metadata { content_type: "binary/octet-stream", event: "ObjectCreated:Put", condition: &condition };
-    write_object(author, &bucket, &key, body, metadata).await.map(drop)
+    write_object(author, bucket, &key, body, metadata).await.map(drop)
 }
 
 /// For a service reading the platform's own data (the airlock's lineage check): every key
