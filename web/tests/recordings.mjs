@@ -43,7 +43,14 @@ try {
     const canvas = document.querySelector("#recording-screen canvas");
     return canvas && canvas.width > 0;
   }, null, { timeout: 30_000 });
-  await page.waitForTimeout(500);
+  // noVNC draws on the next animation frames; wait (a while, on a loaded machine) for pixels.
+  await page.waitForFunction(() => {
+    const canvas = document.querySelector("#recording-screen canvas");
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let lit = 0;
+    for (let i = 0; i < data.length; i += 4) if (data[i] || data[i + 1] || data[i + 2]) lit += 1;
+    return lit > 1000;
+  }, null, { timeout: 15_000, polling: 200 }).catch(() => {});
   const frame = await drawn();
   await page.screenshot({ path: `${shots}/recording-middle.png` });
   say({ event: "seeked", at: await page.textContent("#recording-at"), drawn: frame.lit, width: frame.width, height: frame.height });

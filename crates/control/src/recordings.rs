@@ -52,11 +52,13 @@ pub(crate) struct Recordings {
     open: Mutex<HashSet<String>>,
     /// Those of them with a segment begun: recording now.
     live: Mutex<HashSet<String>>,
+    /// Set once the recordings bucket is known to exist.
+    bucket: tokio::sync::OnceCell<()>,
 }
 
 impl Recordings {
     pub(crate) fn new(pipeline: Pipeline) -> Recordings {
-        Recordings { pipeline, open: Mutex::default(), live: Mutex::default() }
+        Recordings { pipeline, open: Mutex::default(), live: Mutex::default(), bucket: tokio::sync::OnceCell::new() }
     }
 
     pub(crate) fn live(&self, session_id: &str) -> bool {
@@ -74,6 +76,8 @@ impl Recordings {
             return Ok(None);
         }
         let guard = OpenGuard { recordings: self.clone(), session_id: session_id.to_owned() };
+        // The bucket appears with the first recording, and is made once per run.
+        self.bucket.get_or_try_init(|| crate::storage::ensure_service_bucket(self.plane(), RECORDINGS_BUCKET)).await?;
         let last = sqlx::query("SELECT segment, sha256 FROM recording_segments WHERE session_id = $1 ORDER BY segment DESC LIMIT 1")
             .bind(session_id)
             .fetch_optional(&self.plane().store.pool)
@@ -144,12 +148,9 @@ impl Recordings {
         Ok(())
     }
 
-    /// At start-up: makes the recordings bucket, then seals and stores what recorders left in
-    /// the spool (a crash, a kill): each segment is kept up to its last durable chunk and
-    /// marked incomplete.
+    /// At start-up: seals and stores what recorders left in the spool (a crash, a kill): each
+    /// segment is kept up to its last durable chunk and marked incomplete.
     pub(crate) async fn recover(&self) -> Result<usize, ActionError> {
-        // The bucket every recorder stores into, made once here rather than at each recording.
-        crate::storage::ensure_service_bucket(self.plane(), RECORDINGS_BUCKET).await?;
         let root = self.plane().data_dir.join("recordings");
         let mut leftovers = Vec::new();
         let Ok(mut sessions) = std::fs::read_dir(&root) else { return Ok(0) };
