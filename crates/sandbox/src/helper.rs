@@ -8,7 +8,10 @@
 //! 1. helper: unshare the user namespace; the host maps its ids (0 → the instance's own range
 //!    of 65536 host ids, see `ids`).
 //! 2. helper: become root of that namespace; unshare mount, network, IPC, UTS, cgroup and pid
-//!    namespaces; the host gives the network namespace its link.
+//!    namespaces; the host gives the network namespace its link. The helper's working
+//!    directory is `/` by then, so that the init's pivot_root moves it into the new root: a
+//!    working directory left in the host's tree would keep the detached old root, and with it
+//!    a copy of every host mount of that moment, alive for as long as the instance runs.
 //! 3. helper: set the hostname; fork the init, which is pid 1 inside.
 //! 4. init: make every mount private; bind the image root; bind read-only host directories;
 //!    tmpfs on /tmp, /run, /dev, /home/user; device nodes (no terminal among them, unless the
@@ -71,6 +74,7 @@ pub(crate) struct HelperInput<S> {
 fn run_helper(config: &str) -> Result<i32, SandboxError> {
     let input: HelperInput<InstanceSpec> = serde_json::from_str(config).map_err(|e| setup("read the instance spec", e))?;
     let spec = input.spec;
+    chdir("/").map_err(|e| setup("leave the host's working directory", e))?;
     // 1. The user namespace is made by the instance's own root id, not by the host's root:
     //    what the kernel counts per user and charges up to the namespace's owner (inotify
     //    instances and watches, message queue bytes, namespaces) is the instance's alone, and

@@ -260,3 +260,36 @@ fn the_endpoint_listens_before_the_instance_runs() {
         fixture.sandbox.destroy(instance).expect("destroy");
     }
 }
+
+/// An instance holds on to none of the host's mounts: a disk mounted on the host before the
+/// instance started (another notebook's volume, say) is let go of as soon as the host unmounts
+/// it, not when the instance ends. A helper that kept a way into the host's old mount tree kept
+/// every mount of that moment alive in it, and a stopped notebook's disk stayed busy for as long
+/// as any instance started before its stop ran.
+#[test]
+fn an_instance_keeps_no_host_mount_alive() {
+    let mut fixture = Fixture::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (image, disk) = (dir.path().join("disk.img"), dir.path().join("disk"));
+    std::fs::File::create(&image).and_then(|f| f.set_len(16 << 20)).expect("disk image");
+    std::fs::create_dir(&disk).expect("mount point");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0]).args(&args[1..]).output().expect("run");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["mkfs.ext4", "-q", "-F", image.to_str().expect("utf-8")]);
+    run(&["mount", "-o", "loop", image.to_str().expect("utf-8"), disk.to_str().expect("utf-8")]);
+    let instance = fixture.start(IDLE);
+    run(&["umount", disk.to_str().expect("utf-8")]);
+    let attached = || {
+        let out = std::process::Command::new("losetup").arg("-j").arg(&image).output().expect("losetup");
+        !out.stdout.is_empty()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while attached() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held = attached();
+    fixture.sandbox.destroy(instance).expect("destroy");
+    assert!(!held, "the instance kept the host's disk mounted after the host unmounted it");
+}
