@@ -50,6 +50,7 @@ fn main() {
             files: Vec::new(),
             log: None,
             terminals: false,
+            service_group: false,
         }
     };
     println!("Instance benchmark: {RUNS} create → first process running, then destroy; memory over {IDLE_FOR_MEMORY} idle instances");

@@ -6,7 +6,7 @@
 //! * 2 — the server failed or could not be reached.
 //!
 //! The same binary is what runs inside an instance. The sandbox's hidden entry points
-//! (`sandbox-helper`, `sandbox-init`, `sandbox-exec`) and `session-agent` are dispatched before
+//! (`sandbox-helper`, `sandbox-init`, `sandbox-exec`, `sandbox-workspace`) and `session-agent` are dispatched before
 //! the async runtime starts, so that the helper is still single-threaded when it forks. The
 //! session agent, the first program of a user or fleet instance, becomes `home-sync`
 //! (`home_sync.rs`), which starts the rest of a session.
@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some("sandbox-helper") => return exit_code(sandbox::helper::helper_main()),
         Some("sandbox-init") => return exit_code(sandbox::helper::init_main(after_dashes(&args))),
+        Some("sandbox-workspace") => return exit_code(sandbox::workspace::workspace_main(&args[2..])),
         Some("sandbox-exec") => return exit_code(sandbox::helper::exec_main(after_dashes(&args))),
         Some("session-agent") => return home_sync::session_agent(),
         Some("dataset-mount") => return exit_code(sandbox::dataset_fs::daemon_main(after_dashes(&args))),

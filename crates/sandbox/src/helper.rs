@@ -20,7 +20,8 @@
 //!    this binary and the instance's files under /run/datasandbox; remount the root read-only;
 //!    pivot_root and detach the old root.
 //! 5. init: resource limits; drop every capability from the bounding, inheritable and ambient
-//!    sets; become the workspace user (which clears the rest); no_new_privs.
+//!    sets; become the workspace user (which clears the rest), in the service group if the
+//!    spec asks for one (see `workspace`); no_new_privs.
 //! 6. init: install the seccomp allow-list, last, and exec the instance init.
 
 use std::ffi::CString;
@@ -34,7 +35,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, chdir, fork, pivot_root, sethostname, setresgid, setresuid};
 
 use crate::error::{SandboxError, setup};
-use crate::spec::{InstanceSpec, WORKSPACE_UID};
+use crate::spec::{InstanceSpec, SERVICE_GID, WORKSPACE_UID};
 
 fn say(line: &str) -> Result<(), SandboxError> {
     let mut stdout = std::io::stdout().lock();
@@ -160,7 +161,7 @@ fn instance_init(spec: &InstanceSpec) -> Result<(), SandboxError> {
     mount_proc_and_place_files(spec)?;
     enter_read_only_root(&spec.rootfs)?;
     // 5.
-    drop_privileges()?;
+    drop_privileges(spec.service_group)?;
     // 6.
     exec_instance_init(spec)
 }
@@ -220,7 +221,7 @@ fn mount_root(spec: &InstanceSpec) -> Result<(), SandboxError> {
 }
 
 /// Step 4, second part: /proc (with /proc/sys read-only), then this binary and the instance's
-/// files under /run/datasandbox, readable by the workspace user alone.
+/// files under /run/datasandbox, readable by the workspace user alone (or the service group).
 fn mount_proc_and_place_files(spec: &InstanceSpec) -> Result<(), SandboxError> {
     let root = &spec.rootfs;
     let proc_dir = root.join("proc");
@@ -232,11 +233,14 @@ fn mount_proc_and_place_files(spec: &InstanceSpec) -> Result<(), SandboxError> {
     let exe = own.join("datasandbox");
     std::fs::File::create(&exe).map_err(|e| setup("place the launcher", e))?;
     bind(&spec.self_exe, &exe, READ_ONLY, "place the launcher")?;
+    // With a service group, the files are the service's (Jupyter's token): the user's code,
+    // in the workspace group alone, cannot read them.
+    let (owner, group, mode) = if spec.service_group { (0, SERVICE_GID, 0o440) } else { (WORKSPACE_UID, WORKSPACE_UID, 0o400) };
     for (name, content) in &spec.files {
         let path = own.join(name);
         std::fs::write(&path, content).map_err(|e| setup("place the instance's files", e))?;
-        chown(&path, Some(WORKSPACE_UID), Some(WORKSPACE_UID)).map_err(|e| setup("place the instance's files", e))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).map_err(|e| setup("place the instance's files", e))?;
+        chown(&path, Some(owner), Some(group)).map_err(|e| setup("place the instance's files", e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| setup("place the instance's files", e))?;
     }
     Ok(())
 }
@@ -252,8 +256,9 @@ fn enter_read_only_root(root: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Step 5: resource limits, every capability dropped, the workspace user, no_new_privs.
-fn drop_privileges() -> Result<(), SandboxError> {
+/// Step 5: resource limits, every capability dropped, the workspace user (in the service
+/// group, the workspace group its real one, if the spec asks for it), no_new_privs.
+fn drop_privileges(service_group: bool) -> Result<(), SandboxError> {
     use nix::sys::resource::{Resource, setrlimit};
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| setup("set rlimits", e))?;
     setrlimit(Resource::RLIMIT_NOFILE, 4096, 4096).map_err(|e| setup("set rlimits", e))?;
@@ -263,7 +268,10 @@ fn drop_privileges() -> Result<(), SandboxError> {
     nix::unistd::setgroups(&[]).map_err(|e| setup("drop groups", e))?;
     let workspace_gid = Gid::from_raw(WORKSPACE_UID);
     let workspace_uid = Uid::from_raw(WORKSPACE_UID);
-    setresgid(workspace_gid, workspace_gid, workspace_gid).map_err(|e| setup("become the workspace user", e))?;
+    // The service group is the effective (and so, after exec, the saved) group; the real one
+    // stays the workspace's, which the service may drop to for the user's code.
+    let group = if service_group { Gid::from_raw(SERVICE_GID) } else { workspace_gid };
+    setresgid(workspace_gid, group, group).map_err(|e| setup("become the workspace user", e))?;
     setresuid(workspace_uid, workspace_uid, workspace_uid).map_err(|e| setup("become the workspace user", e))?;
     let remaining = caps::read(None, caps::CapSet::Effective).map_err(|e| setup("check capabilities", e))?;
     if !remaining.is_empty() {

@@ -31,6 +31,7 @@ pub mod image;
 pub mod network;
 pub mod seccomp;
 mod spec;
+pub mod workspace;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -42,7 +43,7 @@ pub use error::SandboxError;
 use error::setup;
 use host::in_new_session;
 pub use host::{release_dir, release_mount};
-pub use spec::{InstanceSpec, Limits, WORKSPACE_UID};
+pub use spec::{InstanceSpec, Limits, SERVICE_ADDRESS, SERVICE_GID, WORKSPACE_UID};
 
 /// A running instance, as the host sees it.
 #[derive(Debug)]
@@ -179,7 +180,7 @@ impl Sandbox {
         network::ensure_unused(&spec.link)?;
         // From here a failure removes the link, however far it got.
         made.link = Some(spec.link.clone());
-        network::attach(&spec.link, pid)?;
+        network::attach(&spec.link, pid, spec.service_group.then_some((SERVICE_ADDRESS, SERVICE_GID)))?;
         self.table.allow(&spec.link)?;
         let ready = link_ready(&spec.link)?;
         send(stdin, "go")?;
@@ -425,10 +426,22 @@ pub fn link_addresses(network: Ipv4Addr, prefix_len: u8, index: u32) -> Option<(
 /// instance's own range). Without a bound, a workload could fill the file system the data
 /// directory — and the audit trail — live on.
 pub fn bounded_dir(dir: &std::path::Path, size_bytes: u64, owner: u32) -> Result<(), SandboxError> {
+    bounded_dir_as(dir, size_bytes, (owner, owner), 0o700)
+}
+
+/// A bounded directory ([`bounded_dir`]) for a service group: owned by the instance's root
+/// and open to the service group alone (mode 0770), so that the service (a notebook's Jupyter
+/// server) keeps there what the user's code must not reach: its socket, its kernels'
+/// connection files, its configuration.
+pub fn bounded_service_dir(dir: &std::path::Path, size_bytes: u64, ids: ids::IdRange) -> Result<(), SandboxError> {
+    bounded_dir_as(dir, size_bytes, (ids.root(), ids.host(SERVICE_GID)), 0o770)
+}
+
+fn bounded_dir_as(dir: &std::path::Path, size_bytes: u64, (uid, gid): (u32, u32), mode: u32) -> Result<(), SandboxError> {
     use nix::mount::{MsFlags, mount};
     release_dir(dir);
     std::fs::create_dir_all(dir).map_err(|e| setup("make a bounded directory", format!("{}: {e}", dir.display())))?;
-    let options = format!("size={size_bytes},mode=0700,uid={owner},gid={owner}");
+    let options = format!("size={size_bytes},mode={mode:04o},uid={uid},gid={gid}");
     mount(
         Some("tmpfs"),
         dir,

@@ -64,8 +64,9 @@ pub fn ensure_unused(link: &Link) -> Result<(), SandboxError> {
 /// Creates the veth pair with its peer already in the instance's network namespace (`pid`'s)
 /// as `eth0`, and addresses and starts both ends and the instance's loopback. The instance
 /// gets no default route. All of it through rtnetlink, in one thread of its own: no process
-/// is started for it.
-pub fn attach(link: &Link, pid: i32) -> Result<(), SandboxError> {
+/// is started for it. With a `service` address and group, loopback gets the address and the
+/// instance its own firewall (see [`guard_service_address`]).
+pub fn attach(link: &Link, pid: i32, service: Option<(Ipv4Addr, u32)>) -> Result<(), SandboxError> {
     let link = link.clone();
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| setup("find the instance's network", e))?;
     on_own_thread(move |runtime| {
@@ -76,8 +77,31 @@ pub fn attach(link: &Link, pid: i32) -> Result<(), SandboxError> {
         // This thread now joins the instance's network namespace (it ends with this call): a
         // netlink socket opened from here on speaks to that namespace.
         nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| setup("enter the instance's network", e))?;
-        runtime.block_on(attach_inside(&link))
+        runtime.block_on(attach_inside(&link, service.map(|(address, _)| address)))?;
+        service.map_or(Ok(()), guard_service_address)
     })
+}
+
+/// The instance's own nftables table: a connection to the service `address` (a Jupyter
+/// kernel's ports) from any socket but the service `group`'s is refused. A TCP connection is judged by its
+/// first packet (a SYN alone): the listener's answers, which the kernel's sockets send, pass.
+/// Nothing but TCP reaches the address from outside the service group. The table lives in the
+/// instance's network namespace (the calling thread's, which `nft` inherits) and goes with it;
+/// nothing inside can change it: the user's code has no capability over that namespace.
+fn guard_service_address((address, group): (Ipv4Addr, u32)) -> Result<(), SandboxError> {
+    nft(
+        "guard the service address",
+        &format!(
+            "table ip datasandbox_instance {{
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    ip daddr {address} tcp flags & (syn | ack) == syn meta skgid != {group} counter reject with tcp reset
+    ip daddr {address} meta l4proto != tcp meta skgid != {group} counter reject
+  }}
+}}
+"
+        ),
+    )
 }
 
 /// Runs `work` on a thread of its own with a single-threaded runtime for rtnetlink: the
@@ -129,7 +153,9 @@ async fn attach_host_side(link: &Link, pid: i32) -> Result<(), SandboxError> {
     handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.map_err(netlink("start the link"))
 }
 
-async fn attach_inside(link: &Link) -> Result<(), SandboxError> {
+/// Addresses and starts `eth0` and loopback; with a `service` address, loopback also gets it
+/// as an address of its own (Jupyter launches kernels only on an address an interface has).
+async fn attach_inside(link: &Link, service: Option<Ipv4Addr>) -> Result<(), SandboxError> {
     use rtnetlink::LinkUnspec;
     let handle = connect()?;
     let (eth0, lo) = (index_of(&handle, "eth0").await, index_of(&handle, "lo").await);
@@ -138,6 +164,9 @@ async fn attach_inside(link: &Link) -> Result<(), SandboxError> {
     };
     handle.address().add(eth0, link.instance_address.into(), 30).execute().await.map_err(netlink("address the instance"))?;
     handle.link().set(LinkUnspec::new_with_index(eth0).up().build()).execute().await.map_err(netlink("start the instance link"))?;
+    if let Some(address) = service {
+        handle.address().add(lo, address.into(), 32).execute().await.map_err(netlink("address the service"))?;
+    }
     handle.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(netlink("start loopback"))
 }
 

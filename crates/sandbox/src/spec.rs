@@ -10,6 +10,15 @@ use crate::network;
 /// see [`crate::ids`]).
 pub const WORKSPACE_UID: u32 = 1000;
 
+/// The group of the programs the platform runs inside an instance for the user (a notebook's
+/// Jupyter server), kept from what the user's own code runs as (the workspace group): see
+/// [`InstanceSpec::service_group`].
+pub const SERVICE_GID: u32 = 1001;
+
+/// The loopback address where a service-group instance's internal servers listen (a Jupyter
+/// kernel's ports): inside the instance, nothing but the service group may connect to it.
+pub const SERVICE_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+
 /// Resource limits, from the instance type.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Limits {
@@ -40,7 +49,8 @@ pub struct InstanceSpec {
     pub link: network::Link,
     /// This binary, bind-mounted read-only at `/run/datasandbox/datasandbox` inside.
     pub self_exe: PathBuf,
-    /// Files placed in `/run/datasandbox/` inside, owned by the workspace user, mode 0400.
+    /// Files placed in `/run/datasandbox/` inside, owned by the workspace user, mode 0400 (with
+    /// a service group, root's and readable by the service group alone, mode 0440).
     /// They reach the helper over its stdin with the rest of the spec, never in its argv or
     /// environment (which other host users can read through `/proc`).
     pub files: Vec<(String, Vec<u8>)>,
@@ -54,4 +64,13 @@ pub struct InstanceSpec {
     /// terminal it does not need.
     #[serde(default)]
     pub terminals: bool,
+    /// The command runs in the service group ([`SERVICE_GID`], effective and saved; the
+    /// workspace group is its real group), and what it starts through `sandbox-workspace`
+    /// (Jupyter's kernels and terminals: the user's code) runs in the workspace group alone.
+    /// That code cannot read what belongs to the service group (the instance's files,
+    /// directories the host gives the group), trace or read the memory of the command (whose
+    /// group differs from its own), or connect to [`SERVICE_ADDRESS`]: the instance's network
+    /// refuses every connection there from a socket not of the service group.
+    #[serde(default)]
+    pub service_group: bool,
 }

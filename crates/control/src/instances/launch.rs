@@ -44,6 +44,9 @@ pub(crate) struct Program {
     pub writable_binds: Vec<(PathBuf, PathBuf)>,
     /// Pseudo-terminals of the instance's own, for Jupyter's terminals.
     pub terminals: bool,
+    /// The program runs in the instance's service group, and the user's code it starts in the
+    /// workspace group alone (see `sandbox::InstanceSpec::service_group`).
+    pub service_group: bool,
 }
 
 /// The user (and session) an instance serves.
@@ -141,6 +144,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         files,
         log: Some(log),
         terminals: launch.program.as_ref().is_some_and(|p| p.terminals),
+        service_group: launch.program.as_ref().is_some_and(|p| p.service_group),
     };
     let (instance, listener) = bring_up(instances, &sandbox, spec, ids, mounted.as_deref()).await?;
     repo::mark_running(plane, &id, i64::from(instance.init_pid)).await?;

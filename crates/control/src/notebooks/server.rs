@@ -50,7 +50,10 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
     }
     // Its server's socket directory is bounded: the instance can write there, and must not
     // be able to fill the data directory's file system.
-    sandbox::bounded_dir(&run, RUN_DIR_BYTES, range.workspace()).map_err(ActionError::internal)?;
+    // It is the service group's alone (the server's, not its kernels'): its socket, its
+    // kernels' connection files, the kernel it starts and its configuration live there.
+    sandbox::bounded_service_dir(&run, RUN_DIR_BYTES, range).map_err(ActionError::internal)?;
+    place_kernel_spec(&run, range).map_err(ActionError::internal)?;
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = hex::encode(raw);
@@ -102,8 +105,49 @@ async fn grow_if_asked(notebooks: &Notebooks, name: &str, volume: Volume, size_g
     tokio::task::spawn_blocking(move || volume.grow(size_gb)).await.map_err(ActionError::internal)?
 }
 
+/// The Python kernel the server starts, whatever the image or the user's files declare (it is
+/// first on `JUPYTER_PATH`): ipykernel in the workspace group alone, handed its connection file
+/// (see `sandbox::workspace`), isolated from modules in the folder it starts in (`-P`), with its
+/// shell socket's own connection (which the debugger uses) kept inside the process, since the
+/// kernel's code may not connect to the address its ports are on.
+const KERNEL_SPEC: &str = r#"{
+  "argv": [
+    "/run/datasandbox/datasandbox", "sandbox-workspace", "--hand", "{connection_file}", "--",
+    "/opt/jupyter/bin/python", "-P", "-c",
+    "import ipykernel.kernelapp as k\nbind = k.IPKernelApp._bind_socket\ndef own(app, s, port):\n    port = bind(app, s, port)\n    if s is app.shell_socket:\n        s.bind('inproc://datasandbox-shell')\n    return port\nk.IPKernelApp._bind_socket = own\nk.IPKernelApp.launch_instance()\n",
+    "-f", "{connection_file}"
+  ],
+  "display_name": "Python 3 (ipykernel)",
+  "language": "python",
+  "metadata": { "debugger": true }
+}
+"#;
+
+/// Writes the kernel spec into the run directory (`/run/jupyter/share/kernels/python3`),
+/// readable by the service group, with links to the image's logos.
+fn place_kernel_spec(run: &Path, ids: sandbox::ids::IdRange) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let owner = (Some(ids.root()), Some(ids.host(sandbox::SERVICE_GID)));
+    let mut dir = run.to_path_buf();
+    for part in ["share", "kernels", "python3"] {
+        dir.push(part);
+        std::fs::create_dir(&dir)?;
+        std::os::unix::fs::chown(&dir, owner.0, owner.1)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750))?;
+    }
+    // ipykernel's logos, which JupyterLab's launcher shows, as the image has them.
+    for logo in ["logo-32x32.png", "logo-64x64.png", "logo-svg.svg"] {
+        std::os::unix::fs::symlink(Path::new("/opt/jupyter/share/jupyter/kernels/python3").join(logo), dir.join(logo))?;
+    }
+    let spec = dir.join("kernel.json");
+    std::fs::write(&spec, KERNEL_SPEC)?;
+    std::os::unix::fs::chown(&spec, owner.0, owner.1)?;
+    std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o640))
+}
+
 /// JupyterLab on a Unix socket in the run directory, rooted at the volume, with its token in a
-/// file.
+/// file. It runs in the instance's service group; its kernels and terminals in the workspace
+/// group alone, their ports on the service address, which their code cannot reach.
 fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path, terminals: bool) -> Program {
     Program {
         command: vec![
@@ -120,15 +164,26 @@ fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path, terminals:
             // Terminals only when a stack enables `TERMINAL`: the proxy lets only such a stack's
             // sessions reach them, and records every line typed before the shell has it.
             format!("--ServerApp.terminals_enabled={}", if terminals { "True" } else { "False" }),
+            r#"--ServerApp.terminado_settings={"shell_command": ["/run/datasandbox/datasandbox", "sandbox-workspace", "--", "/bin/bash"]}"#
+                .into(),
+            format!("--KernelManager.ip={}", sandbox::SERVICE_ADDRESS),
         ],
         // The token is a file (never in a host process's environment or command line).
         env: vec![
             ("JUPYTER_TOKEN_FILE".into(), "/run/datasandbox/jupyter-token".into()),
             ("PATH".into(), "/opt/jupyter/bin:/usr/bin:/bin".into()),
+            // Jupyter's own state and search paths, in the run directory: not under the home
+            // folder, where the user's code could read the connection files or plant a kernel
+            // spec or configuration for the server to use.
+            ("JUPYTER_PATH".into(), "/run/jupyter/share".into()),
+            ("JUPYTER_DATA_DIR".into(), "/run/jupyter/data".into()),
+            ("JUPYTER_RUNTIME_DIR".into(), "/run/jupyter/runtime".into()),
+            ("JUPYTER_CONFIG_DIR".into(), "/run/jupyter/config".into()),
         ],
         files: vec![("jupyter-token".into(), token.as_bytes().to_vec())],
         writable_binds: vec![(run.to_path_buf(), PathBuf::from("/run/jupyter")), (plain.to_path_buf(), PathBuf::from("/home/user/work"))],
         terminals,
+        service_group: true,
     }
 }
 

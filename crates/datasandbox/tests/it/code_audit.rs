@@ -296,3 +296,106 @@ fn terminals_open_only_where_the_stack_allows_them_and_every_line_typed_is_recor
     let records = server.audit(&[("EventName", "NotebookRequest")]);
     assert!(records.iter().any(|r| r["requestParameters"]["Path"] == "api/terminals" && r["errorCode"].is_string()), "{records:#?}");
 }
+
+/// What a kernel's or a terminal's code finds when it looks for a way around the proxy: the
+/// server's token, socket and memory, the kernels' connection files and their ports — each
+/// refused, while both kernels compute and the debugger (which connects a kernel to its own
+/// shell) still starts.
+#[test]
+fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server() {
+    let server = direct_notebook_server(&["stacks.datasandbox-stack.user_settings.TERMINAL=ENABLED"]);
+    let nora = kernel(&server);
+    let other = send(&nora.at, "POST", &format!("{}api/kernels", nora.base), &nora.cookie, &json!({ "name": "python3" }));
+    assert_eq!(other.status, 201, "{}", String::from_utf8_lossy(&other.body));
+    let other = other.json()["id"].as_str().expect("kernel id").to_owned();
+    assert_eq!(execute(&nora.at, &nora.base, &nora.cookie, &other, "6*7"), "42");
+    let found = execute(&nora.at, &nora.base, &nora.cookie, &nora.id, PROBE);
+    let found: Value = serde_json::from_str(found.trim_matches('\'')).expect("the probe's JSON");
+    assert_eq!(found["groups"], json!([1000, 1000, 1000]), "the kernel kept another group: {found}");
+    for door in ["token", "run", "socket", "server_environ", "server_mem", "server_fds"] {
+        assert_eq!(found[door], "PermissionError", "{door} was open to the kernel: {found}");
+    }
+    assert_eq!(found["servers"], 1, "{found}");
+    assert_eq!(found["connection_files"], json!([]), "{found}");
+    assert!(found["ports"].as_u64().is_some_and(|n| n >= 10), "two kernels' ports were expected: {found}");
+    assert_eq!(found["reached"], json!([]), "the kernel reached kernel ports: {found}");
+
+    // The debugger starts: the kernel reaches its own shell socket inside the process.
+    let path = format!("{}api/kernels/{}/channels", nora.base, nora.id);
+    let mut socket = http::websocket(&nora.at, &path, &nora.cookie, None, Duration::from_secs(30)).expect("kernel WebSocket");
+    let initialize = json!({ "seq": 1, "type": "request", "command": "initialize",
+        "arguments": { "clientID": "test", "adapterID": "python", "pathFormat": "path", "linesStartAt1": true, "columnsStartAt1": true } });
+    let request = json!({ "channel": "control", "header": { "msg_id": "dbg-init", "msg_type": "debug_request", "session": "s1", "username": "test", "version": "5.3", "date": "" },
+        "parent_header": {}, "metadata": {}, "content": initialize, "buffers": [] });
+    socket.send(tungstenite::Message::Text(request.to_string().into())).expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        assert!(std::time::Instant::now() < deadline, "the debugger did not answer");
+        let message: Value = match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => serde_json::from_str(&text).expect("JSON"),
+            Ok(_) => continue,
+            Err(e) => panic!("no debug reply: {e}"),
+        };
+        if message["header"]["msg_type"] == "debug_reply" && message["parent_header"]["msg_id"] == "dbg-init" {
+            break message;
+        }
+    };
+    assert_eq!(reply["content"]["success"], true, "the debugger did not start: {reply}");
+
+    // A terminal's shell is in the workspace group alone, and reads nothing of the server's.
+    let created = send(&nora.at, "POST", &format!("{}api/terminals", nora.base), &nora.cookie, &json!({}));
+    assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
+    let terminal = created.json()["name"].as_str().expect("terminal name").to_owned();
+    let path = format!("{}terminals/websocket/{terminal}", nora.base);
+    let mut socket = http::websocket(&nora.at, &path, &nora.cookie, None, Duration::from_secs(30)).expect("the terminal's socket");
+    let line = "echo door-$(id -G | tr ' ' +)-$(cat /run/datasandbox/jupyter-token /run/jupyter/runtime/*.json 2>/dev/null | wc -c)-end\r";
+    socket.send(tungstenite::Message::Text(json!(["stdin", line]).to_string().into())).expect("type a line");
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains("-end") || !seen.contains("door-1") {
+        assert!(std::time::Instant::now() < deadline, "the shell did not answer: {seen}");
+        if let Ok(tungstenite::Message::Text(text)) = socket.read() {
+            let message: Value = serde_json::from_str(&text).unwrap_or_default();
+            if message[0] == "stdout" {
+                seen.push_str(message[1].as_str().unwrap_or_default());
+            }
+        }
+    }
+    assert!(seen.contains("door-1000-0-end"), "the terminal's shell: {seen}");
+}
+
+/// Run in a kernel: every way it might reach the server or another kernel, and what came of it.
+const PROBE: &str = r#"
+import glob, json, os, socket
+def attempt(f):
+    try:
+        f()
+        return 'opened'
+    except OSError as e:
+        return type(e).__name__
+def cmdline(p):
+    try:
+        return open(f'/proc/{p}/cmdline', 'rb').read()
+    except OSError:
+        return b''
+servers = [p for p in os.listdir('/proc') if p.isdigit() and cmdline(p).startswith(b'/opt/jupyter/bin/python\0-I\0-m\0jupyterlab')]
+ports = [int(l.split()[1].split(':')[1], 16) for l in open('/proc/net/tcp').read().splitlines()[1:]
+         if l.split()[3] == '0A' and l.split()[1].split(':')[0] == '0200007F']
+def connect(port):
+    s = socket.socket()
+    s.settimeout(2)
+    s.connect(('127.0.0.2', port))
+json.dumps({
+    'groups': list(os.getresgid()),
+    'token': attempt(lambda: open('/run/datasandbox/jupyter-token').read()),
+    'run': attempt(lambda: os.listdir('/run/jupyter')),
+    'socket': attempt(lambda: socket.socket(socket.AF_UNIX).connect('/run/jupyter/jupyter.sock')),
+    'servers': len(servers),
+    'server_environ': attempt(lambda: open(f'/proc/{servers[0]}/environ').read()),
+    'server_mem': attempt(lambda: open(f'/proc/{servers[0]}/mem', 'rb').read(1)),
+    'server_fds': attempt(lambda: os.listdir(f'/proc/{servers[0]}/fd')),
+    'connection_files': [f for d in ('/home/user', '/tmp', '/run') for f in glob.glob(d + '/**/kernel-*.json', recursive=True)],
+    'ports': len(ports),
+    'reached': [p for p in ports if attempt(lambda: connect(p)) == 'opened'],
+})
+"#;

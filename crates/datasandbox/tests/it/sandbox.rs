@@ -47,6 +47,7 @@ impl Fixture {
             files: vec![("credential".into(), b"not-a-real-credential".to_vec())],
             log: None,
             terminals: false,
+            service_group: false,
         }
     }
 

@@ -1,0 +1,118 @@
+//! `sandbox-workspace [--hand FILE] -- cmd…`: how a service-group program (a notebook's Jupyter
+//! server) starts the user's code (its kernels and terminals) in the workspace group alone.
+//!
+//! The server runs with the service group as its effective (and saved) group and the workspace
+//! group as its real one; an unprivileged process may set each of its three to any of them, so
+//! this drops to the workspace group in all three and cannot come back. What it runs then is
+//! kept from the service group's files and directories, cannot trace or read the server (whose
+//! differing real and effective groups make the kernel start it non-dumpable, and a process
+//! may read another's memory only if all of their groups match anyway), and is refused by the
+//! instance's network at the service address.
+//!
+//! `--hand FILE` passes a file only the service group can read (a kernel's connection file,
+//! which holds the key that signs its messages and names its ports) to the command as an
+//! anonymous in-memory copy: each argument equal to `FILE` becomes `/proc/self/fd/N`. The
+//! kernel reads its own key; no other code in the instance can open the file.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::unistd::{Gid, getresgid, setresgid};
+
+use crate::error::{SandboxError, setup};
+use crate::spec::WORKSPACE_UID;
+
+/// Variables that name the service group's directories: the user's code gets Jupyter's
+/// defaults (under its home) instead of paths it cannot enter.
+const SERVICE_VARIABLES: &[&str] = &["JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_TOKEN_FILE"];
+
+/// The entry point; returns only on failure, with the exit code to end with.
+pub fn workspace_main(args: &[String]) -> i32 {
+    let (hand, command) = match parse(args) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("sandbox-workspace: {message}; usage: sandbox-workspace [--hand FILE] -- cmd…");
+            return 2;
+        }
+    };
+    match prepare(hand, command) {
+        Ok((program, args, _handed)) => {
+            let mut command = std::process::Command::new(&program);
+            command.args(&args);
+            for name in SERVICE_VARIABLES {
+                command.env_remove(name);
+            }
+            let error = std::os::unix::process::CommandExt::exec(&mut command);
+            eprintln!("sandbox-workspace: cannot run `{}`: {error}", program.to_string_lossy());
+            127
+        }
+        Err(err) => {
+            eprintln!("sandbox-workspace: {err}");
+            125
+        }
+    }
+}
+
+fn parse(args: &[String]) -> Result<(Option<&str>, &[String]), String> {
+    let at = args.iter().position(|a| a == "--").ok_or("no `--` before the command")?;
+    let hand = match &args[..at] {
+        [] => None,
+        [flag, file] if flag == "--hand" => Some(file.as_str()),
+        other => return Err(format!("unknown options {other:?}")),
+    };
+    let command = &args[at + 1..];
+    if command.is_empty() {
+        return Err("no command".into());
+    }
+    Ok((hand, command))
+}
+
+/// Copies the handed file (while the service group may still read it), drops to the workspace
+/// group, and returns the program, its arguments and the copy (kept open across exec).
+fn prepare(hand: Option<&str>, command: &[String]) -> Result<(OsString, Vec<OsString>, Option<OwnedFd>), SandboxError> {
+    let handed = match hand {
+        Some(file) => {
+            let content = std::fs::read(file).map_err(|e| setup("read the handed file", format!("{file}: {e}")))?;
+            // Not close-on-exec: the command opens it as /proc/self/fd/N.
+            let copy = nix::sys::memfd::memfd_create(c"handed", nix::sys::memfd::MFdFlags::empty())
+                .map_err(|e| setup("copy the handed file", e))?;
+            let mut writer = std::fs::File::from(copy.try_clone().map_err(|e| setup("copy the handed file", e))?);
+            std::io::Write::write_all(&mut writer, &content).map_err(|e| setup("copy the handed file", e))?;
+            Some((file, copy))
+        }
+        None => None,
+    };
+    let workspace = Gid::from_raw(WORKSPACE_UID);
+    setresgid(workspace, workspace, workspace).map_err(|e| setup("drop to the workspace group", e))?;
+    let groups = getresgid().map_err(|e| setup("drop to the workspace group", e))?;
+    if [groups.real, groups.effective, groups.saved] != [workspace; 3] {
+        return Err(setup("drop to the workspace group", "a group other than the workspace's remains"));
+    }
+    let mut args: Vec<OsString> = command.iter().map(OsString::from).collect();
+    if let Some((file, copy)) = &handed {
+        let path = OsString::from(format!("/proc/self/fd/{}", copy.as_raw_fd()));
+        for arg in args.iter_mut().filter(|a| a.as_os_str() == std::ffi::OsStr::new(file)) {
+            arg.clone_from(&path);
+        }
+    }
+    let program = args.remove(0);
+    Ok((program, args, handed.map(|(_, copy)| copy)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn options_come_before_the_command() {
+        let args = |s: &[&str]| s.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        let given = args(&["--hand", "/run/k.json", "--", "python", "-f", "/run/k.json"]);
+        let (hand, command) = parse(&given).expect("parses");
+        assert_eq!(hand, Some("/run/k.json"));
+        assert_eq!(command, &given[3..]);
+        assert!(parse(&args(&["--", "bash"])).is_ok_and(|(hand, _)| hand.is_none()));
+        assert!(parse(&args(&["--hand", "/x"])).is_err(), "no command");
+        assert!(parse(&args(&["--other", "--", "bash"])).is_err(), "unknown option");
+        assert!(parse(&args(&["--"])).is_err(), "empty command");
+    }
+}
