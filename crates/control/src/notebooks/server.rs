@@ -167,6 +167,11 @@ fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path, terminals:
             r#"--ServerApp.terminado_settings={"shell_command": ["/run/datasandbox/datasandbox", "sandbox-workspace", "--", "/bin/bash"]}"#
                 .into(),
             format!("--KernelManager.ip={}", sandbox::SERVICE_ADDRESS),
+            // Nothing else the server would start runs the user's files in its group: no
+            // language server (a linter may load a plugin named in the user's folder), no
+            // extension installs.
+            "--LanguageServerManager.autodetect=False".into(),
+            "--LabApp.extension_manager=readonly".into(),
         ],
         // The token is a file (never in a host process's environment or command line).
         env: vec![
