@@ -22,7 +22,7 @@ mod teardown;
 
 pub(crate) use actions::{create, describe, exec, terminate};
 pub(crate) use host_dirs::{display_socket, print_dir};
-pub(crate) use images::{catalog, ensure_image, instance_type};
+pub(crate) use images::{catalog, ensure_image, find_image, instance_type};
 pub(crate) use launch::{Assignment, Launch, Program, assign, launch_instance};
 pub use state::EndpointServer;
 pub(crate) use state::{Instances, lease_ids};

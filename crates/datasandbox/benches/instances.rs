@@ -51,6 +51,7 @@ fn main() {
             log: None,
             terminals: false,
             service_group: false,
+            service_view: None,
         }
     };
     println!("Instance benchmark: {RUNS} create → first process running, then destroy; memory over {IDLE_FOR_MEMORY} idle instances");

@@ -45,7 +45,12 @@ fn main() -> ExitCode {
         Some("dataset-mount") => return exit_code(sandbox::dataset_fs::daemon_main(after_dashes(&args))),
         _ => {}
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Absolute from here on: an instance's helper leaves this process's working directory
+    // before it mounts anything, so every path handed to it must stand on its own.
+    if let Ok(absolute) = std::path::absolute(&cli.data_dir) {
+        cli.data_dir = absolute;
+    }
     // A service manager's journal gets JSON; a terminal (and `up`, the quick start) text.
     let unattended = matches!(cli.command, Command::Serve(_)) && !std::io::IsTerminal::is_terminal(&std::io::stderr());
     init_tracing(cli.log_format.unwrap_or(if unattended { LogFormat::Json } else { LogFormat::Text }));

@@ -201,6 +201,17 @@ fn mount_root(spec: &InstanceSpec) -> Result<(), SandboxError> {
         std::fs::create_dir_all(&target).map_err(|e| setup("bind a writable host directory", format!("{}: {e}", target.display())))?;
         bind(host, &target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "bind a writable host directory")?;
     }
+    if let Some((source, target)) = &spec.service_view {
+        let target = root.join(target.strip_prefix("/").unwrap_or(target));
+        std::fs::create_dir_all(&target).map_err(|e| setup("bind the service's view", format!("{}: {e}", target.display())))?;
+        let no_links = MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW);
+        bind(
+            &root.join(source.strip_prefix("/").unwrap_or(source)),
+            &target,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | no_links,
+            "bind the service's view",
+        )?;
+    }
     std::fs::create_dir_all(root.join("dev/shm")).ok();
     tmpfs(&root.join("dev/shm"), "mode=1777,size=64m")?;
     if spec.terminals {
@@ -278,7 +289,9 @@ fn drop_privileges(service_group: bool) -> Result<(), SandboxError> {
         return Err(setup("drop capabilities", format!("{remaining:?} remain")));
     }
     nix::sys::prctl::set_no_new_privs().map_err(|e| setup("set no_new_privs", e))?;
-    chdir("/home/user").map_err(|e| setup("enter the home directory", e))?;
+    // A service starts in `/`, where nothing is the user's to write (nbconvert, for one, looks
+    // for templates in its working directory).
+    chdir(if service_group { "/" } else { "/home/user" }).map_err(|e| setup("enter the home directory", e))?;
     Ok(())
 }
 

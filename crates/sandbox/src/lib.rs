@@ -149,6 +149,12 @@ impl Sandbox {
             ),
             None => Stdio::null(),
         };
+        // The helper works from `/` (see `helper`): a relative path would be taken from there.
+        let paths =
+            [&spec.rootfs, &spec.self_exe].into_iter().chain(spec.read_only_binds.iter().chain(&spec.writable_binds).map(|(host, _)| host));
+        if let Some(relative) = paths.into_iter().find(|p| !p.is_absolute()) {
+            return Err(setup("start the helper", format!("{} is not an absolute path", relative.display())));
+        }
         let mut helper = Command::new(&spec.self_exe);
         in_new_session(&mut helper);
         let mut child = helper

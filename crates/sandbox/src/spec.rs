@@ -73,4 +73,10 @@ pub struct InstanceSpec {
     /// refuses every connection there from a socket not of the service group.
     #[serde(default)]
     pub service_group: bool,
+    /// For a service: a directory of the instance (`.0`, a writable bind: the user's files)
+    /// bound again at `.1` where no symbolic link is followed. The service works on the user's
+    /// files there, so a link the user's code planted cannot lead it to what only the service
+    /// group may read or write.
+    #[serde(default)]
+    pub service_view: Option<(PathBuf, PathBuf)>,
 }

@@ -11,7 +11,7 @@ fn images_dir(plane: &Platform) -> PathBuf {
 }
 
 /// The newest version of an image.
-pub(super) fn find_image(plane: &Platform, name: &str) -> Result<sandbox::image::Image, ActionError> {
+pub(crate) fn find_image(plane: &Platform, name: &str) -> Result<sandbox::image::Image, ActionError> {
     let dir = images_dir(plane).join(name);
     let mut versions: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
         .map(|entries| entries.flatten().filter_map(|e| Some((e.file_name().to_str()?.parse::<u64>().ok()?, e.path()))).collect())

@@ -47,6 +47,9 @@ pub(crate) struct Program {
     /// The program runs in the instance's service group, and the user's code it starts in the
     /// workspace group alone (see `sandbox::InstanceSpec::service_group`).
     pub service_group: bool,
+    /// The service's view of the user's files, where links are not followed
+    /// (`sandbox::InstanceSpec::service_view`).
+    pub service_view: Option<(PathBuf, PathBuf)>,
 }
 
 /// The user (and session) an instance serves.
@@ -77,6 +80,13 @@ impl Assignment {
     }
 }
 
+/// A fresh instance id, `i-` and 16 random hex digits.
+fn new_instance_id() -> String {
+    let mut raw = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    format!("i-{}", hex::encode(raw))
+}
+
 /// Starts an instance: its row first, then the sandbox, its endpoint listener and — when it
 /// serves a user — their datasets. Returns the instance as `DescribeInstances` shows it.
 pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -> Result<Value, ActionError> {
@@ -97,9 +107,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
     };
     let range = ids.range();
 
-    let mut raw = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let id = format!("i-{}", hex::encode(raw));
+    let id = new_instance_id();
     let credential = new_credential();
     let assignment = launch.assignment.as_ref();
     // The row comes first, so that a crash from here on leaves something to reconcile.
@@ -130,6 +138,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         None => None,
     };
     let mount_guard = dataset_mount::StopOnDrop(mounted.clone());
+    let program = launch.program.as_ref();
     let spec = sandbox::InstanceSpec {
         id: id.clone(),
         rootfs: image.rootfs(),
@@ -143,8 +152,9 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         self_exe: std::env::current_exe().map_err(ActionError::internal)?,
         files,
         log: Some(log),
-        terminals: launch.program.as_ref().is_some_and(|p| p.terminals),
-        service_group: launch.program.as_ref().is_some_and(|p| p.service_group),
+        terminals: program.is_some_and(|p| p.terminals),
+        service_group: program.is_some_and(|p| p.service_group),
+        service_view: program.and_then(|p| p.service_view.clone()),
     };
     let (instance, listener) = bring_up(instances, &sandbox, spec, ids, mounted.as_deref()).await?;
     repo::mark_running(plane, &id, i64::from(instance.init_pid)).await?;

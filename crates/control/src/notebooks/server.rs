@@ -37,6 +37,8 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
     let (_, data_key) = crate::keys::decrypt_blob(plane, &wrapped, &volume_context(name)).await?;
     // The notebook image is built on first use from the deployed spec's declaration.
     crate::instances::ensure_image(plane, &plane.current(), NOTEBOOK_IMAGE).await?;
+    let image = crate::instances::find_image(plane, NOTEBOOK_IMAGE)?;
+    let jupyter = image.manifest.host_binds.iter().find(|(_, inside)| inside == Path::new("/opt/jupyter")).map(|(host, _)| host.clone());
     let dir = notebook_dir(plane, name);
     grow_if_asked(notebooks, name, Volume::new(dir.clone()), notebook.volume_size_gb as u64).await?;
     let (plain, run) = (Volume::new(dir.clone()).plain(), dir.join("run"));
@@ -53,7 +55,7 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
     // It is the service group's alone (the server's, not its kernels'): its socket, its
     // kernels' connection files, the kernel it starts and its configuration live there.
     sandbox::bounded_service_dir(&run, RUN_DIR_BYTES, range).map_err(ActionError::internal)?;
-    place_kernel_spec(&run, range).map_err(ActionError::internal)?;
+    place_kernel_spec(&run, range, jupyter.as_deref()).map_err(ActionError::internal)?;
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = hex::encode(raw);
@@ -106,16 +108,28 @@ async fn grow_if_asked(notebooks: &Notebooks, name: &str, volume: Volume, size_g
 }
 
 /// The Python kernel the server starts, whatever the image or the user's files declare (it is
-/// first on `JUPYTER_PATH`): ipykernel in the workspace group alone, handed its connection file
-/// (see `sandbox::workspace`), isolated from modules in the folder it starts in (`-P`), with its
-/// shell socket's own connection (which the debugger uses) kept inside the process, since the
-/// kernel's code may not connect to the address its ports are on.
+/// first on `JUPYTER_PATH`, and the only one allowed): ipykernel in the workspace group alone,
+/// handed its connection file (see `sandbox::workspace`) and working in the user's own view of
+/// the folder, isolated from modules there (`-P`). Before anything else it makes itself
+/// non-dumpable and keeps the handed file from its children: no other code in the instance can
+/// read its memory or open the file through `/proc`. Its shell socket's own connection (which
+/// the debugger uses) stays inside the process, since the kernel's code may not connect to the
+/// address its ports are on.
 const KERNEL_SPEC: &str = r#"{
   "argv": [
-    "/run/datasandbox/datasandbox", "sandbox-workspace", "--hand", "{connection_file}", "--",
-    "/opt/jupyter/bin/python", "-P", "-c",
-    "import ipykernel.kernelapp as k\nbind = k.IPKernelApp._bind_socket\ndef own(app, s, port):\n    port = bind(app, s, port)\n    if s is app.shell_socket:\n        s.bind('inproc://datasandbox-shell')\n    return port\nk.IPKernelApp._bind_socket = own\nk.IPKernelApp.launch_instance()\n",
-    "-f", "{connection_file}"
+    "/run/datasandbox/datasandbox",
+    "sandbox-workspace",
+    "--hand",
+    "{connection_file}",
+    "--view",
+    "/run/work=/home/user/work",
+    "--",
+    "/opt/jupyter/bin/python",
+    "-P",
+    "-c",
+    "import ctypes, os, sys\nlibc = ctypes.CDLL(None)\nlibc.prctl(4, 0, 0, 0, 0)\nif libc.prctl(3, 0, 0, 0, 0) != 0:\n    sys.exit('the kernel could not make itself non-dumpable')\nfor arg in sys.argv:\n    if arg.startswith('/proc/self/fd/'):\n        os.set_inheritable(int(arg[len('/proc/self/fd/'):]), False)\nimport ipykernel.kernelapp as k\nbind = k.IPKernelApp._bind_socket\ndef own(app, s, port):\n    port = bind(app, s, port)\n    if s is app.shell_socket:\n        s.bind('inproc://datasandbox-shell')\n    return port\nk.IPKernelApp._bind_socket = own\nk.IPKernelApp.launch_instance()\n",
+    "-f",
+    "{connection_file}"
   ],
   "display_name": "Python 3 (ipykernel)",
   "language": "python",
@@ -124,8 +138,9 @@ const KERNEL_SPEC: &str = r#"{
 "#;
 
 /// Writes the kernel spec into the run directory (`/run/jupyter/share/kernels/python3`),
-/// readable by the service group, with links to the image's logos.
-fn place_kernel_spec(run: &Path, ids: sandbox::ids::IdRange) -> std::io::Result<()> {
+/// readable by the service group, with the logos of the image's Python environment (`jupyter`,
+/// on the host) beside it.
+fn place_kernel_spec(run: &Path, ids: sandbox::ids::IdRange, jupyter: Option<&Path>) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let owner = (Some(ids.root()), Some(ids.host(sandbox::SERVICE_GID)));
     let mut dir = run.to_path_buf();
@@ -135,14 +150,24 @@ fn place_kernel_spec(run: &Path, ids: sandbox::ids::IdRange) -> std::io::Result<
         std::os::unix::fs::chown(&dir, owner.0, owner.1)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750))?;
     }
-    // ipykernel's logos, which JupyterLab's launcher shows, as the image has them.
-    for logo in ["logo-32x32.png", "logo-64x64.png", "logo-svg.svg"] {
-        std::os::unix::fs::symlink(Path::new("/opt/jupyter/share/jupyter/kernels/python3").join(logo), dir.join(logo))?;
+    // ipykernel's logos, which JupyterLab's launcher shows: copies (Jupyter serves no link
+    // that leads out of the spec's directory).
+    let logos = ["logo-32x32.png", "logo-64x64.png", "logo-svg.svg"]
+        .map(|logo| (logo, jupyter.map(|j| j.join("share/jupyter/kernels/python3").join(logo))));
+    for (logo, from) in logos {
+        if let Some(content) = from.and_then(|from| std::fs::read(from).ok()) {
+            place(&dir.join(logo), &content, owner)?;
+        }
     }
-    let spec = dir.join("kernel.json");
-    std::fs::write(&spec, KERNEL_SPEC)?;
-    std::os::unix::fs::chown(&spec, owner.0, owner.1)?;
-    std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o640))
+    place(&dir.join("kernel.json"), KERNEL_SPEC.as_bytes(), owner)
+}
+
+/// Writes a file of the kernel spec: the service group's to read.
+fn place(path: &Path, content: &[u8], (uid, gid): (Option<u32>, Option<u32>)) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, content)?;
+    std::os::unix::fs::chown(path, uid, gid)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))
 }
 
 /// JupyterLab on a Unix socket in the run directory, rooted at the volume, with its token in a
@@ -160,12 +185,16 @@ fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path, terminals:
             "--no-browser".into(),
             "--ServerApp.sock=/run/jupyter/jupyter.sock".into(),
             format!("--ServerApp.base_url=/notebook/{name}/"),
-            "--ServerApp.root_dir=/home/user/work".into(),
+            // The service's view of the volume, where no link is followed.
+            "--ServerApp.root_dir=/run/work".into(),
             // Terminals only when a stack enables `TERMINAL`: the proxy lets only such a stack's
             // sessions reach them, and records every line typed before the shell has it.
             format!("--ServerApp.terminals_enabled={}", if terminals { "True" } else { "False" }),
-            r#"--ServerApp.terminado_settings={"shell_command": ["/run/datasandbox/datasandbox", "sandbox-workspace", "--", "/bin/bash"]}"#
-                .into(),
+            r#"--ServerApp.terminado_settings={"shell_command": ["/run/datasandbox/datasandbox", "sandbox-workspace", "--view", "/run/work=/home/user/work", "--", "/bin/bash"]}"#.into(),
+            // Only the platform's kernel, and nothing nbconvert finds in a working directory.
+            r#"--KernelSpecManager.allowed_kernelspecs={"python3"}"#.into(),
+            "--KernelSpecManager.ensure_native_kernel=False".into(),
+            "--TemplateExporter.extra_template_basedirs=[]".into(),
             format!("--KernelManager.ip={}", sandbox::SERVICE_ADDRESS),
             // Nothing else the server would start runs the user's files in its group: no
             // language server (a linter may load a plugin named in the user's folder), no
@@ -184,11 +213,15 @@ fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path, terminals:
             ("JUPYTER_DATA_DIR".into(), "/run/jupyter/data".into()),
             ("JUPYTER_RUNTIME_DIR".into(), "/run/jupyter/runtime".into()),
             ("JUPYTER_CONFIG_DIR".into(), "/run/jupyter/config".into()),
+            // IPython's directory is on the kernel spec search path too.
+            ("IPYTHONDIR".into(), "/run/jupyter/ipython".into()),
+            ("HOME".into(), "/run/jupyter/home".into()),
         ],
         files: vec![("jupyter-token".into(), token.as_bytes().to_vec())],
         writable_binds: vec![(run.to_path_buf(), PathBuf::from("/run/jupyter")), (plain.to_path_buf(), PathBuf::from("/home/user/work"))],
         terminals,
         service_group: true,
+        service_view: Some((PathBuf::from("/home/user/work"), PathBuf::from("/run/work"))),
     }
 }
 

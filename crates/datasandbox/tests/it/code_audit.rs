@@ -319,6 +319,33 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
     assert_eq!(found["connection_files"], json!([]), "{found}");
     assert!(found["ports"].as_u64().is_some_and(|n| n >= 10), "two kernels' ports were expected: {found}");
     assert_eq!(found["reached"], json!([]), "the kernel reached kernel ports: {found}");
+    assert_eq!(found["siblings"], 1, "the other kernel was expected: {found}");
+    assert_eq!(found["sibling_fds"], "PermissionError", "another kernel's files were open to the kernel: {found}");
+    assert_eq!(found["sibling_mem"], "PermissionError", "another kernel's memory was open to the kernel: {found}");
+    assert_eq!(found["cwd"], "/home/user/work", "{found}");
+
+    // What the kernel plants for the server: a kernel spec where Jupyter and IPython look for
+    // them, and links in the notebook's folder to the server's files.
+    execute(&nora.at, &nora.base, &nora.cookie, &nora.id, PLANT);
+    let planted = send(&nora.at, "POST", &format!("{}api/kernels", nora.base), &nora.cookie, &json!({ "name": "planted" }));
+    assert!(planted.status >= 400, "the server started a planted kernel spec: {}", String::from_utf8_lossy(&planted.body));
+    let specs = crate::notebooks::get(&nora.at, &format!("{}api/kernelspecs", nora.base), &nora.cookie).json();
+    assert_eq!(
+        specs["kernelspecs"].as_object().map(|k| k.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["python3".to_owned()]),
+        "{specs}"
+    );
+    let logo = crate::notebooks::get(&nora.at, &format!("{}kernelspecs/python3/logo-svg.svg", nora.base), &nora.cookie);
+    assert_eq!(logo.status, 200, "the platform's kernel has no logo for JupyterLab's launcher");
+    for path in ["token", "runtime/jpserver-2.json", "config"] {
+        let read = crate::notebooks::get(&nora.at, &format!("{}api/contents/{path}?content=1", nora.base), &nora.cookie);
+        assert_ne!(read.status, 200, "the server read {path} through a link: {}", String::from_utf8_lossy(&read.body));
+        let copy = send(&nora.at, "POST", &format!("{}api/contents/", nora.base), &nora.cookie, &json!({ "copy_from": path }));
+        assert!(copy.status >= 400, "the server copied {path} through a link: {}", String::from_utf8_lossy(&copy.body));
+    }
+    let renamed =
+        send(&nora.at, "PATCH", &format!("{}api/contents/spec.json", nora.base), &nora.cookie, &json!({ "path": "config/spec.json" }));
+    assert!(renamed.status >= 400, "the server moved a file through a link: {}", String::from_utf8_lossy(&renamed.body));
 
     // The debugger starts: the kernel reaches its own shell socket inside the process.
     let path = format!("{}api/kernels/{}/channels", nora.base, nora.id);
@@ -364,6 +391,19 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
     assert!(seen.contains("door-1000-0-end"), "the terminal's shell: {seen}");
 }
 
+/// Run in a kernel: a kernel spec planted where Jupyter and IPython look, and links in the
+/// notebook's folder to the server's token, runtime and configuration directories.
+const PLANT: &str = r#"
+import json, os
+for d in ('/home/user/.ipython/kernels/planted', '/home/user/.local/share/jupyter/kernels/planted'):
+    os.makedirs(d, exist_ok=True)
+    json.dump({'argv': ['/bin/sh', '-c', 'id > /home/user/work/planted-ran'], 'display_name': 'x', 'language': 'sh'}, open(d + '/kernel.json', 'w'))
+os.symlink('/run/datasandbox/jupyter-token', '/home/user/work/token')
+os.symlink('/run/jupyter/runtime', '/home/user/work/runtime')
+os.symlink('/run/jupyter/config', '/home/user/work/config')
+json.dump({}, open('/home/user/work/spec.json', 'w'))
+"#;
+
 /// Run in a kernel: every way it might reach the server or another kernel, and what came of it.
 const PROBE: &str = r#"
 import glob, json, os, socket
@@ -379,6 +419,7 @@ def cmdline(p):
     except OSError:
         return b''
 servers = [p for p in os.listdir('/proc') if p.isdigit() and cmdline(p).startswith(b'/opt/jupyter/bin/python\0-I\0-m\0jupyterlab')]
+siblings = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid() and b'ipykernel.kernelapp' in cmdline(p)]
 ports = [int(l.split()[1].split(':')[1], 16) for l in open('/proc/net/tcp').read().splitlines()[1:]
          if l.split()[3] == '0A' and l.split()[1].split(':')[0] == '0200007F']
 def connect(port):
@@ -397,5 +438,9 @@ json.dumps({
     'connection_files': [f for d in ('/home/user', '/tmp', '/run') for f in glob.glob(d + '/**/kernel-*.json', recursive=True)],
     'ports': len(ports),
     'reached': [p for p in ports if attempt(lambda: connect(p)) == 'opened'],
+    'siblings': len(siblings),
+    'sibling_fds': attempt(lambda: [open(f'/proc/{siblings[0]}/fd/{n}').read() for n in os.listdir(f'/proc/{siblings[0]}/fd')]),
+    'sibling_mem': attempt(lambda: open(f'/proc/{siblings[0]}/mem', 'rb').read(1)),
+    'cwd': os.getcwd(),
 })
 "#;

@@ -48,6 +48,7 @@ impl Fixture {
             log: None,
             terminals: false,
             service_group: false,
+            service_view: None,
         }
     }
 

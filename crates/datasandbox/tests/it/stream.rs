@@ -19,10 +19,13 @@ pub(crate) struct Rfb {
 }
 
 impl Rfb {
+    /// Opens the session's stream, once the gateway takes it: a session is ACTIVE a moment
+    /// before its display (and, when recorded, its recorder) is, and the stream waits for both.
     pub(crate) fn open(server: &Server, cookie: &str, session_id: &str) -> Rfb {
         let path = format!("/stream/{session_id}");
-        let socket = http::websocket(&server.api, &path, &format!("ds_session={cookie}"), Some("binary"), Duration::from_millis(100))
-            .expect("websocket handshake");
+        let socket = crate::support::server::eventually(30, "the stream to open", || {
+            http::websocket(&server.api, &path, &format!("ds_session={cookie}"), Some("binary"), Duration::from_millis(100)).ok()
+        });
         Rfb { socket, buffer: Vec::new() }
     }
 

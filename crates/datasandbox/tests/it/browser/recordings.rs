@@ -1,24 +1,61 @@
 //! The console's recordings player in a real browser (Debian's Chromium through Playwright):
-//! an auditor opens a recorded session with a reason, seeks to the middle, where a frame is
-//! drawn from its segment's own start (screenshot `recording-middle.png`), plays and pauses;
-//! each segment played is on the record as theirs.
+//! a session of the default spec (JupyterLab in the kiosk browser) is recorded; an auditor
+//! opens the recording with a reason, seeks into it after JupyterLab was drawn, where the frame
+//! is rebuilt from its segment's own start and shows JupyterLab's launcher (screenshot
+//! `recording-middle.png`), plays and pauses; each segment played is on the record as theirs.
 
-use crate::recordings::{recorded_server, recorded_session, signed_in};
+use serde_json::Value;
+
+use crate::recordings::{pointer_step, recorded_session, signed_in};
+use crate::support::server::{Server, eventually};
 
 #[test]
-fn an_auditor_seeks_and_plays_a_recording_in_the_console() {
-    let server = recorded_server();
+fn an_auditor_seeks_into_a_recorded_jupyterlab_session_and_plays_it_in_the_console() {
+    // The default spec (the desktop image, the notebook as the stack's application), recorded,
+    // its segments rolling every 3 s.
+    let server = Server::start(&["streaming.timeout_scale_ms=10", "stacks.datasandbox-stack.session_recording=true"]);
     let auditor = signed_in(&server, "aude", &["auditor"]);
-    let (id, stored) = recorded_session(&server, &auditor, "alice", |_, _| {});
+    let mut drawn_at = String::new();
+    let (id, stored) = recorded_session(&server, &auditor, "alice", |rfb, _| {
+        // JupyterLab loaded in the kiosk browser (its launcher's logos come last), then a few
+        // seconds for it to be drawn and recorded; the pointer moves meanwhile (an idle
+        // session would be disconnected).
+        let mut step = 0u16;
+        let mut walk = |rfb: &mut crate::stream::Rfb| {
+            step = step.wrapping_add(1);
+            rfb.send(&pointer_step(step));
+        };
+        let logo = eventually(240, "JupyterLab's launcher in the kiosk browser", || {
+            walk(rfb);
+            let records = server.audit(&[("EventName", "NotebookRequest")]);
+            records.into_iter().find(|r| r["requestParameters"]["Path"] == "kernelspecs/python3/logo-svg.svg")
+        });
+        drawn_at = logo["eventTime"].as_str().expect("its time").to_owned();
+        for _ in 0..40 {
+            walk(rfb);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    });
+    // Where to seek: 4 s after the logos were fetched, as a share of the recording's length.
+    let millis = |at: &str| chrono::DateTime::parse_from_rfc3339(at).expect("a time").timestamp_millis() as f64;
+    let (start, end) = (
+        millis(stored[0]["StartTime"].as_str().expect("start")),
+        millis(stored.last().expect("a segment")["EndTime"].as_str().expect("end")),
+    );
+    let share = ((millis(&drawn_at) + 4000.0 - start) / (end - start)).clamp(0.0, 1.0);
     let why = "Reviewing the session for the quarterly access audit";
     let base = format!("http://{}", server.api);
     let password = crate::support::users::PASSWORD;
-    let events = crate::support::browser::run_flow("recordings.mjs", &[&base, "aude", password, &id, why], String::new);
+    let events =
+        crate::support::browser::run_flow("recordings.mjs", &[&base, "aude", password, &id, why, &format!("{share:.3}")], String::new);
     let event = |name: &str| events.iter().find(|e| e["event"] == name).cloned().unwrap_or_else(|| panic!("no {name} event: {events:?}"));
     assert_eq!(event("segments")["segments"], stored.len());
-    let seeked = event("seeked");
+    let seeked: Value = event("seeked");
     assert_eq!((seeked["width"].as_u64(), seeked["height"].as_u64()), (Some(1280), Some(800)), "{seeked}");
-    assert!(seeked["drawn"].as_u64().is_some_and(|lit| lit > 1000), "a frame was drawn: {seeked}");
+    assert!(
+        seeked["yellow"].as_u64().is_some_and(|yellow| yellow >= 200),
+        "JupyterLab's launcher (its Python logos) is not in the frame: {seeked}"
+    );
     let played = event("played");
     assert!(played["after"].as_f64() > played["before"].as_f64(), "playing moved on: {played}");
     assert!(events.iter().all(|e| e["event"] != "pageerror"), "{events:?}");
