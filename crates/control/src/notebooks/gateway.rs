@@ -76,6 +76,7 @@ impl Notebooks {
             upload: permission("FILE_UPLOAD").is_none_or(|p| p != "DISABLED"),
             // Off unless the stack enabled it (a stack from before the setting has it off).
             terminal: permission("TERMINAL").is_some_and(|p| p == "ENABLED"),
+            debugger: permission("DEBUGGER").is_some_and(|p| p == "ENABLED"),
             source_ip: source_ip.clone(),
         };
         Ok(Grant { target, expires: access.expires, epoch, checked: Instant::now() })

@@ -55,11 +55,12 @@ async fn try_run_notebook(notebooks: &Notebooks, name: &str) -> Result<(), Actio
     // It is the service group's alone (the server's, not its kernels'): its socket, its
     // kernels' connection files, the kernel it starts and its configuration live there.
     sandbox::bounded_service_dir(&run, RUN_DIR_BYTES, range).map_err(ActionError::internal)?;
-    place_kernel_spec(&run, range, jupyter.as_deref()).map_err(ActionError::internal)?;
+    let debugger = crate::streaming::repo::any_allows(&plane.store, "DEBUGGER").await?;
+    place_kernel_spec(&run, range, jupyter.as_deref(), debugger).map_err(ActionError::internal)?;
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = hex::encode(raw);
-    let terminals = crate::streaming::repo::any_allows_terminals(&plane.store).await?;
+    let terminals = crate::streaming::repo::any_allows(&plane.store, "TERMINAL").await?;
     let program = jupyter_program(name, &token, &run, &plain, terminals);
     let launch = Launch {
         image_name: NOTEBOOK_IMAGE.into(),
@@ -110,37 +111,53 @@ async fn grow_if_asked(notebooks: &Notebooks, name: &str, volume: Volume, size_g
 /// The Python kernel the server starts, whatever the image or the user's files declare (it is
 /// first on `JUPYTER_PATH`, and the only one allowed): ipykernel in the workspace group alone,
 /// handed its connection file (see `sandbox::workspace`) and working in the user's own view of
-/// the folder, isolated from modules there (`-P`). Before anything else it makes itself
-/// non-dumpable and keeps the handed file from its children: no other code in the instance can
-/// read its memory or open the file through `/proc`. Its shell socket's own connection (which
-/// the debugger uses) stays inside the process, since the kernel's code may not connect to the
-/// address its ports are on.
-const KERNEL_SPEC: &str = r#"{
-  "argv": [
-    "/run/datasandbox/datasandbox",
-    "sandbox-workspace",
-    "--hand",
-    "{connection_file}",
-    "--view",
-    "/run/work=/home/user/work",
-    "--",
-    "/opt/jupyter/bin/python",
-    "-P",
-    "-c",
-    "import ctypes, os, sys\nlibc = ctypes.CDLL(None)\nlibc.prctl(4, 0, 0, 0, 0)\nif libc.prctl(3, 0, 0, 0, 0) != 0:\n    sys.exit('the kernel could not make itself non-dumpable')\nfor arg in sys.argv:\n    if arg.startswith('/proc/self/fd/'):\n        os.set_inheritable(int(arg[len('/proc/self/fd/'):]), False)\nimport ipykernel.kernelapp as k\nbind = k.IPKernelApp._bind_socket\ndef own(app, s, port):\n    port = bind(app, s, port)\n    if s is app.shell_socket:\n        s.bind('inproc://datasandbox-shell')\n    return port\nk.IPKernelApp._bind_socket = own\nk.IPKernelApp.launch_instance()\n",
-    "-f",
-    "{connection_file}"
-  ],
-  "display_name": "Python 3 (ipykernel)",
-  "language": "python",
-  "metadata": { "debugger": true }
+/// the folder, isolated from modules there (`-P`), started by [`KERNEL_BOOT`]; with the
+/// debugger only if a stack enables `DEBUGGER`.
+fn kernel_spec(debugger: bool) -> String {
+    let boot = if debugger { KERNEL_BOOT.to_owned() } else { format!("{NO_DEBUGGER}{KERNEL_BOOT}") };
+    let spec = serde_json::json!({
+        "argv": [
+            "/run/datasandbox/datasandbox", "sandbox-workspace", "--hand", "{connection_file}", "--view", "/run/work=/home/user/work", "--",
+            "/opt/jupyter/bin/python", "-P", "-c", boot, "-f", "{connection_file}",
+        ],
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "metadata": { "debugger": debugger },
+    });
+    serde_json::to_string_pretty(&spec).expect("a kernel spec serializes")
 }
-"#;
+
+/// How the kernel starts. Before anything else it makes itself non-dumpable and keeps the
+/// handed file from its children: no other code in the instance can read its memory or open
+/// the file through `/proc`. Its shell socket's own connection (which the debugger uses) stays
+/// inside the process, since the kernel's code may not connect to the address its ports are on.
+const KERNEL_BOOT: &str = r"import ctypes, os, sys
+libc = ctypes.CDLL(None)
+libc.prctl(4, 0, 0, 0, 0)
+if libc.prctl(3, 0, 0, 0, 0) != 0:
+    sys.exit('the kernel could not make itself non-dumpable')
+for arg in sys.argv:
+    if arg.startswith('/proc/self/fd/'):
+        os.set_inheritable(int(arg[len('/proc/self/fd/'):]), False)
+import ipykernel.kernelapp as k
+bind = k.IPKernelApp._bind_socket
+def own(app, s, port):
+    port = bind(app, s, port)
+    if s is app.shell_socket:
+        s.bind('inproc://datasandbox-shell')
+    return port
+k.IPKernelApp._bind_socket = own
+k.IPKernelApp.launch_instance()
+";
+
+/// Prepended to [`KERNEL_BOOT`] when no stack enables the debugger: ipykernel then answers no
+/// debug request and starts no debugpy, whose port the notebook's other kernels could reach.
+const NO_DEBUGGER: &str = "import ipykernel.debugger\nipykernel.debugger._is_debugpy_available = False\n";
 
 /// Writes the kernel spec into the run directory (`/run/jupyter/share/kernels/python3`),
 /// readable by the service group, with the logos of the image's Python environment (`jupyter`,
 /// on the host) beside it.
-fn place_kernel_spec(run: &Path, ids: sandbox::ids::IdRange, jupyter: Option<&Path>) -> std::io::Result<()> {
+fn place_kernel_spec(run: &Path, ids: sandbox::ids::IdRange, jupyter: Option<&Path>, debugger: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let owner = (Some(ids.root()), Some(ids.host(sandbox::SERVICE_GID)));
     let mut dir = run.to_path_buf();
@@ -159,7 +176,7 @@ fn place_kernel_spec(run: &Path, ids: sandbox::ids::IdRange, jupyter: Option<&Pa
             place(&dir.join(logo), &content, owner)?;
         }
     }
-    place(&dir.join("kernel.json"), KERNEL_SPEC.as_bytes(), owner)
+    place(&dir.join("kernel.json"), kernel_spec(debugger).as_bytes(), owner)
 }
 
 /// Writes a file of the kernel spec: the service group's to read.

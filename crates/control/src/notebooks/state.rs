@@ -52,6 +52,8 @@ pub struct NotebookTarget {
     pub upload: bool,
     /// The session's `TERMINAL` permission: Jupyter's terminals, each line typed recorded.
     pub terminal: bool,
+    /// The session's `DEBUGGER` permission: the kernels' debugger, each request recorded.
+    pub debugger: bool,
     /// Where the request came from: the user's browser, or the instance of a pixel session.
     pub source_ip: String,
 }

@@ -15,7 +15,7 @@ pub(crate) use execs::execs_in;
 pub(crate) use nodes::{
     claim_for_node, claim_session, find_handoff, instance_node, list_queue_entries, release_session, set_handoff, take_handoff,
 };
-pub(crate) use stacks::{any_allows_terminals, default_application};
+pub(crate) use stacks::{any_allows, default_application};
 
 use sqlx::Row;
 use sqlx::any::AnyRow;

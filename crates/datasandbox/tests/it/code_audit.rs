@@ -97,7 +97,7 @@ fn record(server: &Server, event: &str, msg_id: &str) -> Value {
 
 #[test]
 fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joins_it() {
-    let server = direct_notebook_server(&[]);
+    let server = direct_notebook_server(&["stacks.datasandbox-stack.user_settings.DEBUGGER=ENABLED"]);
     let kernel = kernel(&server);
 
     // The same cell, once on each protocol.
@@ -162,8 +162,10 @@ fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joi
     let all = all.stdout.as_str().map_or_else(|| all.stdout.to_string(), str::to_owned);
     assert!(!all.contains(" ×") && all.lines().count() > text.lines().count(), "{all}");
 
-    // Every debugger request is recorded whole (several carry code); one whose content is a
-    // string (which the kernel would decode into the request) is refused.
+    // The stack enables the debugger: it starts. Every debugger request is recorded whole
+    // (several carry code); one whose content is a string (which the kernel would decode into
+    // the request) is refused.
+    debugger_starts(&kernel);
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
     let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
     let content = json!({ "seq": 1, "type": "request", "command": "evaluate", "arguments": { "expression": "secret_probe_17" } });
@@ -298,9 +300,9 @@ fn terminals_open_only_where_the_stack_allows_them_and_every_line_typed_is_recor
 }
 
 /// What a kernel's or a terminal's code finds when it looks for a way around the proxy: the
-/// server's token, socket and memory, the kernels' connection files and their ports — each
-/// refused, while both kernels compute and the debugger (which connects a kernel to its own
-/// shell) still starts.
+/// server's token, socket and memory, the kernels' connection files, memory and ports, a
+/// kernel spec or links it plants for the server, the debugger's port — each refused, while
+/// both kernels compute.
 #[test]
 fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server() {
     let server = direct_notebook_server(&["stacks.datasandbox-stack.user_settings.TERMINAL=ENABLED"]);
@@ -347,27 +349,15 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
         send(&nora.at, "PATCH", &format!("{}api/contents/spec.json", nora.base), &nora.cookie, &json!({ "path": "config/spec.json" }));
     assert!(renamed.status >= 400, "the server moved a file through a link: {}", String::from_utf8_lossy(&renamed.body));
 
-    // The debugger starts: the kernel reaches its own shell socket inside the process.
+    // The debugger is off for this stack: the proxy refuses a debug request, and the kernel
+    // has no debugpy to start.
+    assert_eq!(found["debugger"], false, "{found}");
     let path = format!("{}api/kernels/{}/channels", nora.base, nora.id);
     let mut socket = http::websocket(&nora.at, &path, &nora.cookie, None, Duration::from_secs(30)).expect("kernel WebSocket");
-    let initialize = json!({ "seq": 1, "type": "request", "command": "initialize",
-        "arguments": { "clientID": "test", "adapterID": "python", "pathFormat": "path", "linesStartAt1": true, "columnsStartAt1": true } });
-    let request = json!({ "channel": "control", "header": { "msg_id": "dbg-init", "msg_type": "debug_request", "session": "s1", "username": "test", "version": "5.3", "date": "" },
-        "parent_header": {}, "metadata": {}, "content": initialize, "buffers": [] });
-    socket.send(tungstenite::Message::Text(request.to_string().into())).expect("send");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let reply = loop {
-        assert!(std::time::Instant::now() < deadline, "the debugger did not answer");
-        let message: Value = match socket.read() {
-            Ok(tungstenite::Message::Text(text)) => serde_json::from_str(&text).expect("JSON"),
-            Ok(_) => continue,
-            Err(e) => panic!("no debug reply: {e}"),
-        };
-        if message["header"]["msg_type"] == "debug_reply" && message["parent_header"]["msg_id"] == "dbg-init" {
-            break message;
-        }
-    };
-    assert_eq!(reply["content"]["success"], true, "the debugger did not start: {reply}");
+    socket.send(tungstenite::Message::Text(debug_initialize().to_string().into())).expect("send");
+    assert_eq!(close_code(&mut socket), Some(1008), "a debug request where the stack has no debugger");
+    let refused = server.audit(&[("EventName", "KernelMessageRefused")]);
+    assert!(refused.iter().any(|r| r["errorMessage"].as_str().is_some_and(|m| m.contains("(DEBUGGER)"))), "{refused:#?}");
 
     // A terminal's shell is in the workspace group alone, and reads nothing of the server's.
     let created = send(&nora.at, "POST", &format!("{}api/terminals", nora.base), &nora.cookie, &json!({}));
@@ -389,6 +379,35 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
         }
     }
     assert!(seen.contains("door-1000-0-end"), "the terminal's shell: {seen}");
+}
+
+/// A debugger's first request, `initialize`, as JupyterLab sends it on the control channel.
+fn debug_initialize() -> Value {
+    let initialize = json!({ "seq": 1, "type": "request", "command": "initialize",
+        "arguments": { "clientID": "test", "adapterID": "python", "pathFormat": "path", "linesStartAt1": true, "columnsStartAt1": true } });
+    json!({ "channel": "control", "header": { "msg_id": "dbg-init", "msg_type": "debug_request", "session": "s1", "username": "test", "version": "5.3", "date": "" },
+        "parent_header": {}, "metadata": {}, "content": initialize, "buffers": [] })
+}
+
+/// Starts the kernel's debugger and waits for its answer: the kernel reaches its own shell
+/// socket inside the process (its code may not connect to the address its ports are on).
+fn debugger_starts(kernel: &Kernel) {
+    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("kernel WebSocket");
+    socket.send(tungstenite::Message::Text(debug_initialize().to_string().into())).expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        assert!(std::time::Instant::now() < deadline, "the debugger did not answer");
+        let message: Value = match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => serde_json::from_str(&text).expect("JSON"),
+            Ok(_) => continue,
+            Err(e) => panic!("no debug reply: {e}"),
+        };
+        if message["header"]["msg_type"] == "debug_reply" && message["parent_header"]["msg_id"] == "dbg-init" {
+            break message;
+        }
+    };
+    assert_eq!(reply["content"]["success"], true, "the debugger did not start: {reply}");
 }
 
 /// Run in a kernel: a kernel spec planted where Jupyter and IPython look, and links in the
@@ -442,5 +461,6 @@ json.dumps({
     'sibling_fds': attempt(lambda: [open(f'/proc/{siblings[0]}/fd/{n}').read() for n in os.listdir(f'/proc/{siblings[0]}/fd')]),
     'sibling_mem': attempt(lambda: open(f'/proc/{siblings[0]}/mem', 'rb').read(1)),
     'cwd': os.getcwd(),
+    'debugger': __import__('ipykernel.debugger').debugger._is_debugpy_available,
 })
 "#;

@@ -338,8 +338,10 @@ pub struct Spec {
 }
 
 /// AppStream's user-setting actions, in AWS's spelling.
-/// AppStream's user settings, and `TERMINAL` (DataSandbox's own: Jupyter's terminals in the
-/// session's notebook, each line typed in them recorded; off unless a stack enables it).
+/// AppStream's user settings, and DataSandbox's own, off unless a stack enables them:
+/// `TERMINAL` (Jupyter's terminals in the session's notebook, each line typed in them
+/// recorded) and `DEBUGGER` (the kernels' debugger, each request recorded; its debugpy listens
+/// on the notebook instance's loopback, where the notebook's other kernels can reach it).
 pub const USER_SETTING_ACTIONS: &[&str] = &[
     "CLIPBOARD_COPY_FROM_LOCAL_DEVICE",
     "CLIPBOARD_COPY_TO_LOCAL_DEVICE",
@@ -347,11 +349,12 @@ pub const USER_SETTING_ACTIONS: &[&str] = &[
     "FILE_DOWNLOAD",
     "PRINTING_TO_LOCAL_DEVICE",
     "TERMINAL",
+    "DEBUGGER",
 ];
 
 /// The user settings a stack has off unless it says otherwise, even through the API (where
 /// AppStream's unlisted settings are on).
-pub const USER_SETTINGS_OFF_UNLESS_ENABLED: &[&str] = &["TERMINAL"];
+pub const USER_SETTINGS_OFF_UNLESS_ENABLED: &[&str] = &["TERMINAL", "DEBUGGER"];
 
 impl Spec {
     /// This node's name: `cluster.node`, which the server fills in from `--node` or the host's

@@ -12,14 +12,14 @@ pub(crate) async fn default_application(store: &Store, stack: &str) -> Result<Op
     Ok(row.map(|row| row.try_get::<Option<String>, _>("default_application")).transpose()?.flatten())
 }
 
-/// Whether any stack lets its sessions use Jupyter's terminals (`TERMINAL` enabled): only then
-/// do notebooks' servers offer them at all.
-pub(crate) async fn any_allows_terminals(store: &Store) -> Result<bool, ActionError> {
+/// Whether any stack enables `action` (`TERMINAL`, `DEBUGGER`) for its sessions: only then do
+/// notebooks' servers offer Jupyter's terminals, or their kernels a debugger, at all.
+pub(crate) async fn any_allows(store: &Store, action: &str) -> Result<bool, ActionError> {
     let rows = sqlx::query("SELECT user_settings FROM stacks").fetch_all(&store.pool).await?;
     for row in rows {
         let settings: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("user_settings")?).unwrap_or_default();
         let listed = settings.as_array().or_else(|| settings["UserSettings"].as_array()).cloned().unwrap_or_default();
-        if listed.iter().any(|s| s["Action"] == "TERMINAL" && s["Permission"] == "ENABLED") {
+        if listed.iter().any(|s| s["Action"] == action && s["Permission"] == "ENABLED") {
             return Ok(true);
         }
     }
