@@ -184,9 +184,7 @@ impl KernelAudit {
             // Every debugger request, whole: several carry code (evaluate, setExpression,
             // setVariable, breakpoint conditions and log messages, dumpCell, copyToGlobals),
             // and the kernel hands the commands it does not know to debugpy.
-            "debug_request" if !self.target.debugger => {
-                return Err(self.refuse("the debugger is off for this session's stack (DEBUGGER)").await);
-            }
+            "debug_request" if !self.target.debugger => return Err(self.refuse("the debugger is off for this stack (DEBUGGER)").await),
             "debug_request" => {
                 let command: String = content["command"].as_str().unwrap_or("(none)").chars().take(64).collect();
                 let (parameters, rest) = code_parameters(&format!("debug:{command}"), &content.to_string());
