@@ -142,7 +142,11 @@ impl Recordings {
         if let Err(err) = tokio::fs::remove_file(&path).await {
             tracing::warn!(path = %path.display(), error = %err, "a stored recording segment stays in the spool");
         }
-        if let Some(dir) = path.parent() {
+        // The session's spool directory goes with its last segment: removed earlier, it could
+        // vanish between the next segment's making it and creating its file there.
+        if trailer.ends_recording
+            && let Some(dir) = path.parent()
+        {
             let _ = tokio::fs::remove_dir(dir).await;
         }
         Ok(())

@@ -49,31 +49,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
 use control::{ControlPlane, Credentials, NotebookRecord, NotebookTarget};
-use serde_json::{Value, json};
+use serde_json::json;
 
-/// Bodies the proxy reads to judge them (contents-API requests and answers when a transfer
-/// setting is disabled): larger ones are refused. Everything else streams through.
-const INSPECT_LIMIT: usize = 16 * 1024 * 1024;
-
-const UPLOAD_DISABLED: &str = "file upload is disabled for this session (FILE_UPLOAD)";
-const DOWNLOAD_DISABLED: &str = "file download is disabled for this session (FILE_DOWNLOAD)";
-const UNREADABLE: &str = "the body cannot be judged (not JSON this proxy reads), and file transfer is disabled for this session";
-const TOO_LARGE: &str = "the body is too large to judge (16 MiB), and file transfer is disabled for this session";
-
-/// Why a contents-API write is refused when uploads are disabled, if it is: a file (by type or
-/// base64 format), or anything that is not a JSON object this proxy reads (Jupyter's parser
-/// accepts more than serde's: `NaN`, lone surrogates, deep nesting).
-fn judge_upload(body: &[u8]) -> Option<&'static str> {
-    let Ok(Value::Object(model)) = serde_json::from_slice::<Value>(body) else { return Some(UNREADABLE) };
-    (model.get("type").is_some_and(|t| t == "file") || model.get("format").is_some_and(|f| f == "base64")).then_some(UPLOAD_DISABLED)
-}
-
-/// Why a contents-API answer is refused when downloads are disabled, if it is: a file's
-/// content, or anything that is not JSON this proxy reads.
-fn judge_download(body: &[u8]) -> Option<&'static str> {
-    let Ok(model) = serde_json::from_slice::<Value>(body) else { return Some(UNREADABLE) };
-    (model["type"] == "file" && !model["content"].is_null()).then_some(DOWNLOAD_DISABLED)
-}
+mod judge;
+use judge::{judge_download, judge_upload, launch_judge, read_and_judge};
 
 /// On the main origin: presigned URLs are redeemed here, with the session's cookie, and the
 /// session page finds its notebook again after a reload.
@@ -307,6 +286,11 @@ fn refused_route(target: &NotebookTarget, rest: &str, query: &str) -> Option<&'s
     if !target.download && route {
         return Some("file download is disabled for this session (FILE_DOWNLOAD)");
     }
+    // No route of Jupyter's needs to climb: `..` would lead its handlers (lab settings, for
+    // one) out of their directories, into the server's own files.
+    if rest.split('/').any(|segment| segment == "..") || rest.contains('\\') {
+        return Some("a path that climbs (`..`) or holds a backslash is refused");
+    }
     let terminals = rest.starts_with("api/terminals") || rest.starts_with("terminals/");
     (!target.terminal && terminals).then_some("terminals are off for this session's stack (TERMINAL)")
 }
@@ -405,17 +389,9 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     if parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
         return bridged(&control, &target, (&name, &raw, &rest, &query), parts).await;
     }
-    let contents = rest.starts_with("api/contents");
-    // Uploads: a contents-API write whose model is a file (a notebook's save is allowed).
-    let body = if contents && !target.upload && (method == Method::PUT || method == Method::POST) {
-        let (bytes, why) = read_and_judge(body, judge_upload).await;
-        if let Some(why) = why {
-            let _ = control.record_notebook_access(&target, &name, method.as_str(), &rest, NotebookRecord::Refused(why)).await;
-            return refuse(why);
-        }
-        Body::from(bytes)
-    } else {
-        body
+    let body = match judged_body(&control, &target, &name, (&method, &rest), body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     let forward = crate::jupyter::forward(&control, &target.upstream, &name, &raw, &query, parts, body);
     let forwarded = if read_only(&method, &rest) && !control.trail().on_reserve() {
@@ -441,7 +417,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         }
     };
     // Downloads through the contents API: a file's content in the answer.
-    if contents && !target.download && method == Method::GET {
+    if rest.starts_with("api/contents") && !target.download && method == Method::GET {
         let (parts, body) = response.into_parts();
         let (bytes, why) = read_and_judge(body, judge_download).await;
         if let Some(why) = why {
@@ -472,16 +448,26 @@ async fn bridged(control: &ControlPlane, target: &NotebookTarget, path: (&str, &
     crate::jupyter::bridge(control, &target.upstream, (name, raw, query), &parts.headers, upgrade, audited).await
 }
 
-/// Reads a body whole (up to [`INSPECT_LIMIT`]) so that `judge` sees all of it before any of
-/// it passes; a body too large to read is refused as [`TOO_LARGE`].
-async fn read_and_judge(body: Body, judge: fn(&[u8]) -> Option<&'static str>) -> (Bytes, Option<&'static str>) {
-    match axum::body::to_bytes(body, INSPECT_LIMIT).await {
-        Ok(bytes) => {
-            let why = judge(&bytes);
-            (bytes, why)
-        }
-        Err(_) => (Bytes::new(), Some(TOO_LARGE)),
+/// The request's body, once judged where it must be: an upload when uploads are disabled (a
+/// contents-API write whose model is a file; a notebook's save is allowed), and any request
+/// that starts a kernel or a terminal. Refused: the refusal, recorded.
+async fn judged_body(
+    control: &ControlPlane,
+    target: &NotebookTarget,
+    name: &str,
+    (method, rest): (&Method, &str),
+    body: Body,
+) -> Result<Body, Response> {
+    let upload = rest.starts_with("api/contents") && !target.upload && (method == Method::PUT || method == Method::POST);
+    let Some(judge) = (if upload { Some(judge_upload as judge::Judge) } else { launch_judge(method, rest) }) else {
+        return Ok(body);
+    };
+    let (bytes, why) = read_and_judge(body, judge).await;
+    if let Some(why) = why {
+        let _ = control.record_notebook_access(target, name, method.as_str(), rest, NotebookRecord::Refused(why)).await;
+        return Err(refuse(why));
     }
+    Ok(Body::from(bytes))
 }
 
 /// The JSON error body the API answers with.
@@ -492,6 +478,7 @@ fn error_body(code: &str, message: &str) -> axum::Json<serde_json::Value> {
 /// Finding 8 of the security review: what the proxy cannot read, it does not pass.
 #[cfg(test)]
 mod attack_f08 {
+    use super::judge::{DOWNLOAD_DISABLED, UNREADABLE, UPLOAD_DISABLED};
     use super::*;
     use crate::jupyter::passed_to_jupyter;
 

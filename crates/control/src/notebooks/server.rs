@@ -111,10 +111,10 @@ async fn grow_if_asked(notebooks: &Notebooks, name: &str, volume: Volume, size_g
 /// The Python kernel the server starts, whatever the image or the user's files declare (it is
 /// first on `JUPYTER_PATH`, and the only one allowed): ipykernel in the workspace group alone,
 /// handed its connection file (see `sandbox::workspace`) and working in the user's own view of
-/// the folder, isolated from modules there (`-P`), started by [`KERNEL_BOOT`]; with the
-/// debugger only if a stack enables `DEBUGGER`.
+/// the folder, isolated from modules there (`-P`), started by [`KERNEL_GUARD`] and
+/// [`KERNEL_START`]; with the debugger only if a stack enables `DEBUGGER`.
 fn kernel_spec(debugger: bool) -> String {
-    let boot = if debugger { KERNEL_BOOT.to_owned() } else { format!("{NO_DEBUGGER}{KERNEL_BOOT}") };
+    let boot = format!("{KERNEL_GUARD}{}{KERNEL_START}", if debugger { "" } else { NO_DEBUGGER });
     let spec = serde_json::json!({
         "argv": [
             "/run/datasandbox/datasandbox", "sandbox-workspace", "--hand", "{connection_file}", "--view", "/run/work=/home/user/work", "--",
@@ -127,11 +127,10 @@ fn kernel_spec(debugger: bool) -> String {
     serde_json::to_string_pretty(&spec).expect("a kernel spec serializes")
 }
 
-/// How the kernel starts. Before anything else it makes itself non-dumpable and keeps the
-/// handed file from its children: no other code in the instance can read its memory or open
-/// the file through `/proc`. Its shell socket's own connection (which the debugger uses) stays
-/// inside the process, since the kernel's code may not connect to the address its ports are on.
-const KERNEL_BOOT: &str = r"import ctypes, os, sys
+/// How the kernel starts, first of all: it makes itself non-dumpable and keeps the handed file
+/// from its children, so that no other code in the instance can read its memory or open the
+/// file through `/proc` (from the moment the interpreter runs: a moment before, it is).
+const KERNEL_GUARD: &str = r"import ctypes, os, sys
 libc = ctypes.CDLL(None)
 libc.prctl(4, 0, 0, 0, 0)
 if libc.prctl(3, 0, 0, 0, 0) != 0:
@@ -139,7 +138,11 @@ if libc.prctl(3, 0, 0, 0, 0) != 0:
 for arg in sys.argv:
     if arg.startswith('/proc/self/fd/'):
         os.set_inheritable(int(arg[len('/proc/self/fd/'):]), False)
-import ipykernel.kernelapp as k
+";
+
+/// Then ipykernel, its shell socket's own connection (which the debugger uses) kept inside the
+/// process, since the kernel's code may not connect to the address its ports are on.
+const KERNEL_START: &str = r"import ipykernel.kernelapp as k
 bind = k.IPKernelApp._bind_socket
 def own(app, s, port):
     port = bind(app, s, port)
@@ -150,7 +153,7 @@ k.IPKernelApp._bind_socket = own
 k.IPKernelApp.launch_instance()
 ";
 
-/// Prepended to [`KERNEL_BOOT`] when no stack enables the debugger: ipykernel then answers no
+/// Put between the two when no stack enables the debugger: ipykernel then answers no
 /// debug request and starts no debugpy, whose port the notebook's other kernels could reach.
 const NO_DEBUGGER: &str = "import ipykernel.debugger\nipykernel.debugger._is_debugpy_available = False\n";
 
@@ -212,6 +215,9 @@ fn jupyter_program(name: &str, token: &str, run: &Path, plain: &Path, terminals:
             r#"--KernelSpecManager.allowed_kernelspecs={"python3"}"#.into(),
             "--KernelSpecManager.ensure_native_kernel=False".into(),
             "--TemplateExporter.extra_template_basedirs=[]".into(),
+            // Deleting deletes: the trash would be found by a path it resolves itself, links
+            // and all.
+            "--FileContentsManager.delete_to_trash=False".into(),
             format!("--KernelManager.ip={}", sandbox::SERVICE_ADDRESS),
             // Nothing else the server would start runs the user's files in its group: no
             // language server (a linter may load a plugin named in the user's folder), no

@@ -345,6 +345,20 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
         let copy = send(&nora.at, "POST", &format!("{}api/contents/", nora.base), &nora.cookie, &json!({ "copy_from": path }));
         assert!(copy.status >= 400, "the server copied {path} through a link: {}", String::from_utf8_lossy(&copy.body));
     }
+    // What the browser asks the server to start: only the platform's kernel, and a terminal's
+    // own shell; and no route climbs out of its directory.
+    let commanded = json!({ "shell_command": ["/opt/jupyter/bin/python", "-c", "open('/home/user/work/ran', 'w')"] });
+    let terminal = send(&nora.at, "POST", &format!("{}api/terminals", nora.base), &nora.cookie, &commanded);
+    assert_eq!(terminal.status, 403, "a terminal with a command of the browser's: {}", String::from_utf8_lossy(&terminal.body));
+    let other = send(&nora.at, "POST", &format!("{}api/kernels", nora.base), &nora.cookie, &json!({ "name": "python3", "kernel_id": "x" }));
+    assert_eq!(other.status, 403, "a kernel id of the browser's: {}", String::from_utf8_lossy(&other.body));
+    let climbing = format!("{}lab/api/settings/..%2F..%2F..%2F..%2F..%2F..%2F..%2Frun%2Fjupyter%2Fruntime:jpserver-2", nora.base);
+    let climbed = crate::notebooks::get(&nora.at, &climbing, &nora.cookie);
+    assert_eq!(climbed.status, 403, "a settings path out of its directory: {}", String::from_utf8_lossy(&climbed.body));
+    // Deleting works (no trash, which the server would find through links).
+    let deleted = send(&nora.at, "DELETE", &format!("{}api/contents/spec.json", nora.base), &nora.cookie, &json!({}));
+    assert_eq!(deleted.status, 204, "{}", String::from_utf8_lossy(&deleted.body));
+    execute(&nora.at, &nora.base, &nora.cookie, &nora.id, "import json; json.dump({}, open('/home/user/work/spec.json', 'w'))");
     let renamed =
         send(&nora.at, "PATCH", &format!("{}api/contents/spec.json", nora.base), &nora.cookie, &json!({ "path": "config/spec.json" }));
     assert!(renamed.status >= 400, "the server moved a file through a link: {}", String::from_utf8_lossy(&renamed.body));
