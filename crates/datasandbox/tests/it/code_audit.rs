@@ -260,24 +260,8 @@ fn a_cell_whose_record_cannot_be_written_is_dropped_unrun_and_the_socket_closes(
 fn terminals_open_only_where_the_stack_allows_them_and_every_line_typed_is_recorded() {
     let server = direct_notebook_server(&["stacks.datasandbox-stack.user_settings.TERMINAL=ENABLED"]);
     let nora = kernel(&server);
-    let created = send(&nora.at, "POST", &format!("{}api/terminals", nora.base), &nora.cookie, &json!({}));
-    assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
-    let terminal = created.json()["name"].as_str().expect("terminal name").to_owned();
-    let path = format!("{}terminals/websocket/{terminal}", nora.base);
-    let mut socket = http::websocket(&nora.at, &path, &nora.cookie, None, Duration::from_secs(30)).expect("the terminal's socket");
     let line = "echo term-marker-$((6*7))\r";
-    socket.send(tungstenite::Message::Text(json!(["stdin", line]).to_string().into())).expect("type a line");
-    let mut seen = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !seen.contains("term-marker-42") {
-        assert!(std::time::Instant::now() < deadline, "the shell did not answer: {seen}");
-        if let Ok(tungstenite::Message::Text(text)) = socket.read() {
-            let message: Value = serde_json::from_str(&text).unwrap_or_default();
-            if message[0] == "stdout" {
-                seen.push_str(message[1].as_str().unwrap_or_default());
-            }
-        }
-    }
+    let terminal = type_in_terminal(&nora, line, |seen| seen.contains("term-marker-42")).0;
     let typed = server.audit(&[("EventName", "TerminalInput")]);
     assert_eq!(typed.len(), 1, "{typed:#?}");
     let parameters = &typed[0]["requestParameters"];
@@ -374,16 +358,23 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
     assert!(refused.iter().any(|r| r["errorMessage"].as_str().is_some_and(|m| m.contains("(DEBUGGER)"))), "{refused:#?}");
 
     // A terminal's shell is in the workspace group alone, and reads nothing of the server's.
-    let created = send(&nora.at, "POST", &format!("{}api/terminals", nora.base), &nora.cookie, &json!({}));
+    let line = "echo door-$(id -G | tr ' ' +)-$(cat /run/datasandbox/jupyter-token /run/jupyter/runtime/*.json 2>/dev/null | wc -c)-end\r";
+    let seen = type_in_terminal(&nora, line, |seen| seen.contains("-end") && seen.contains("door-1")).1;
+    assert!(seen.contains("door-1000-0-end"), "the terminal's shell: {seen}");
+}
+
+/// Opens a terminal in the kernel's notebook, types `line` and reads its output until `done`
+/// says so (30 s at most): the terminal's name and what it printed.
+fn type_in_terminal(kernel: &Kernel, line: &str, done: impl Fn(&str) -> bool) -> (String, String) {
+    let created = send(&kernel.at, "POST", &format!("{}api/terminals", kernel.base), &kernel.cookie, &json!({}));
     assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
     let terminal = created.json()["name"].as_str().expect("terminal name").to_owned();
-    let path = format!("{}terminals/websocket/{terminal}", nora.base);
-    let mut socket = http::websocket(&nora.at, &path, &nora.cookie, None, Duration::from_secs(30)).expect("the terminal's socket");
-    let line = "echo door-$(id -G | tr ' ' +)-$(cat /run/datasandbox/jupyter-token /run/jupyter/runtime/*.json 2>/dev/null | wc -c)-end\r";
+    let path = format!("{}terminals/websocket/{terminal}", kernel.base);
+    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("the terminal's socket");
     socket.send(tungstenite::Message::Text(json!(["stdin", line]).to_string().into())).expect("type a line");
     let mut seen = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !seen.contains("-end") || !seen.contains("door-1") {
+    while !done(&seen) {
         assert!(std::time::Instant::now() < deadline, "the shell did not answer: {seen}");
         if let Ok(tungstenite::Message::Text(text)) = socket.read() {
             let message: Value = serde_json::from_str(&text).unwrap_or_default();
@@ -392,7 +383,7 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
             }
         }
     }
-    assert!(seen.contains("door-1000-0-end"), "the terminal's shell: {seen}");
+    (terminal, seen)
 }
 
 /// A debugger's first request, `initialize`, as JupyterLab sends it on the control channel.
