@@ -11,8 +11,10 @@ use sqlx::{AnyPool, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod group;
+mod memo;
 mod statements;
 
+pub use memo::Memo;
 pub use statements::{Statements, Work};
 
 /// A connection pool with the schema migrated to the newest version.
@@ -28,6 +30,9 @@ pub struct Store {
     /// transaction from its `BEGIN` to its end, and by the writer thread for each batch.
     turns: Arc<Semaphore>,
     sqlite: bool,
+    /// Buckets' rows as stored (home folders, notification configuration JSON), kept on
+    /// SQLite; the storage service forgets them at every change to a bucket.
+    pub buckets: Memo<(bool, Arc<str>)>,
 }
 
 /// A transaction that writes: SQLite's turn to write is held until it ends.
@@ -108,7 +113,7 @@ impl Store {
             Some(file) => Some(group::Group::start(file.get_filename(), SQLITE_SETTINGS, turns.clone()).map_err(open_err)?),
             None => None,
         };
-        Ok(Store { pool, writer, group, turns, sqlite })
+        Ok(Store { pool, writer, group, turns, sqlite, buckets: Memo::new(sqlite) })
     }
 
     /// Closes every connection (the restored store is then moved into place).
@@ -160,8 +165,11 @@ impl Store {
 
 /// Every connection's settings on SQLite. WAL survives a process crash at every commit;
 /// `synchronous = NORMAL` skips the per-commit fsync (power loss may lose the newest commits,
-/// never corrupt). Pages are read through a memory map, not a read call each.
-const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA mmap_size = 268435456;";
+/// never corrupt). No memory map: SQLite drops a connection's whole map at the first read
+/// after another connection's commit, and each unmap interrupts every thread of the process
+/// to flush its TLB (under a stream of writes, more than the reads it saved).
+const SQLITE_SETTINGS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
 
 /// A pool of up to `connections` to the store; SQLite's in WAL mode, synced at checkpoints.
 async fn connect(options: AnyConnectOptions, sqlite: bool, connections: u32) -> Result<AnyPool, sqlx::Error> {

@@ -50,6 +50,7 @@ pub(super) async fn delete_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
     }
     repo::delete_bucket(&mut tx, &input.bucket).await?;
     tx.commit().await?;
+    ctx.platform.store.buckets.forget();
     Ok(json!({}))
 }
 

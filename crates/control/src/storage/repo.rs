@@ -2,6 +2,8 @@
 //! errors of a lookup that finds nothing. Every storage file reads rows through here, so none
 //! of them imports another to find a bucket.
 
+use std::sync::Arc;
+
 use model::BucketName;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
@@ -16,16 +18,21 @@ pub(crate) struct BucketRow {
 }
 
 pub(crate) async fn find_bucket(plane: &Platform, name: &BucketName) -> Result<Option<BucketRow>, ActionError> {
-    let row = sqlx::query("SELECT home_folders, notification_configuration FROM buckets WHERE name = $1")
-        .bind(name.as_str())
-        .fetch_optional(&plane.store.pool)
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    let config: String = row.try_get("notification_configuration")?;
-    Ok(Some(BucketRow {
-        home_folders: row.try_get::<i64, _>("home_folders")? != 0,
-        notifications: serde_json::from_str(&config).map_err(ActionError::internal)?,
-    }))
+    let memo = &plane.store.buckets;
+    let (home_folders, config) = match memo.get(name.as_str()) {
+        Ok(kept) => kept,
+        Err(missed) => {
+            let row = sqlx::query("SELECT home_folders, notification_configuration FROM buckets WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&plane.store.pool)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let read = (row.try_get::<i64, _>("home_folders")? != 0, Arc::from(row.try_get::<String, _>("notification_configuration")?));
+            memo.keep(name.as_str(), missed, read.clone());
+            read
+        }
+    };
+    Ok(Some(BucketRow { home_folders, notifications: serde_json::from_str(&config).map_err(ActionError::internal)? }))
 }
 
 pub(super) fn no_such_bucket(name: &BucketName) -> ActionError {
@@ -109,6 +116,7 @@ pub(super) async fn insert_bucket(plane: &Platform, name: &BucketName, home_fold
         .bind(empty)
         .execute(&plane.store.pool)
         .await?;
+    plane.store.buckets.forget();
     Ok(inserted.rows_affected() > 0)
 }
 
@@ -118,6 +126,8 @@ pub(super) async fn count_objects(conn: &mut AnyConnection, bucket: &BucketName)
     Ok(row.try_get("n")?)
 }
 
+/// Deletes a bucket's row in the caller's transaction; the caller forgets the kept buckets
+/// (`Store::buckets`) once it commits.
 pub(super) async fn delete_bucket(conn: &mut AnyConnection, bucket: &BucketName) -> Result<(), ActionError> {
     sqlx::query("DELETE FROM buckets WHERE name = $1").bind(bucket.as_str()).execute(&mut *conn).await?;
     Ok(())
@@ -148,6 +158,7 @@ pub(super) async fn update_notification_configuration(
         .bind(bucket.as_str())
         .execute(&plane.store.pool)
         .await?;
+    plane.store.buckets.forget();
     Ok(())
 }
 
