@@ -17,6 +17,8 @@ mod chain;
 mod detail;
 mod error;
 mod files;
+#[cfg(test)]
+mod fixtures;
 mod index;
 mod layout;
 mod record;
@@ -37,4 +39,4 @@ pub use layout::{Layout, sealed_name};
 pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
 pub use signing::{Signer, fingerprint as key_fingerprint, parse_public_key, verify as verify_signature};
 pub use validate::{Report, ValidateOptions, bucket_of, discover_layouts, newest_public_key, records_containing, validate_nodes};
-pub use writer::{IndexBatch, Trail, TrailOptions};
+pub use writer::{Durable, IndexBatch, Trail, TrailOptions};

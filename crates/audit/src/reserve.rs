@@ -99,10 +99,16 @@ impl Reserved {
         }
     }
 
-    /// Appends `bytes` and makes them durable. Once the file system is full, only what fits
-    /// in the allocated room is written: a batch that does not fit is refused whole rather
-    /// than left half-written.
+    /// Appends `bytes` and makes them durable.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write(bytes)?;
+        self.sync()
+    }
+
+    /// Appends `bytes`, durable once `sync` returns. Once the file system is full, only what
+    /// fits in the allocated room is written: a batch that does not fit is refused whole
+    /// rather than left half-written.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let end = self.size + bytes.len() as u64;
         if end > self.allocated && !self.allocate(end) {
             return Err(std::io::Error::new(
@@ -115,8 +121,12 @@ impl Reserved {
             ));
         }
         self.file.write_all(bytes)?;
-        self.file.sync_data()?;
         self.size = end;
         Ok(())
+    }
+
+    /// Makes what was written durable.
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
     }
 }

@@ -14,23 +14,22 @@ use tokio::sync::oneshot;
 
 use crate::chain::hash_line;
 use crate::error::{TrailError, io};
-use crate::files::Checkpoint;
 use crate::layout::{self, Kind, Layout};
 use crate::record::Record;
 use crate::reserve::{Open, Reserved};
 use crate::resume::{chain_position, last_checkpoint, write_public_key};
 use crate::seal_job::{DigestRef, SealJob};
 use crate::sealer;
-use crate::signing::{self, Signer};
+use crate::signing::Signer;
+
+#[cfg(test)]
+mod tests;
+mod upkeep;
 
 /// At most this many records share one fsync.
 const MAX_BATCH: usize = 8192;
 
-/// Records this close after the last write find the writer busy; a batch begun by a patient
-/// one then waits `LINGER` for more (see `append_batch`). The upkeep checks the reserve only
-/// `RECHECK` after a write (which checks it).
-const BUSY: Duration = Duration::from_millis(1);
-const LINGER: Duration = Duration::from_micros(500);
+/// The upkeep checks the reserve only `RECHECK` after a write (which checks it).
 const RECHECK: Duration = Duration::from_millis(10);
 
 /// How often the trail checkpoints, rotates and digests.
@@ -38,6 +37,10 @@ const RECHECK: Duration = Duration::from_millis(10);
 pub struct TrailOptions {
     /// How long the writer may wait for more records before an fsync (0: never waits).
     pub max_batch_delay: Duration,
+    /// A record written alongside its caller's work is made durable when its caller waits for
+    /// it, when a record whose caller already waits is written, or this long after it was
+    /// written, whichever comes first.
+    pub unsynced_at_most: Duration,
     pub checkpoint_records: u64,
     pub checkpoint_interval: Duration,
     pub rotate_bytes: u64,
@@ -61,6 +64,7 @@ impl Default for TrailOptions {
     fn default() -> TrailOptions {
         TrailOptions {
             max_batch_delay: Duration::ZERO,
+            unsynced_at_most: Duration::from_millis(5),
             checkpoint_records: 1000,
             checkpoint_interval: Duration::from_millis(500),
             rotate_bytes: 32 * 1024 * 1024,
@@ -83,6 +87,8 @@ struct Pending {
 
 enum Message {
     Append(Pending),
+    /// A caller waits for a record written alongside its work (see [`Durable::wait`]).
+    Sync,
     /// Rotate and write a digest now (at shutdown, and for tests).
     Digest(std::sync::mpsc::Sender<()>),
     Close(std::sync::mpsc::Sender<()>),
@@ -167,6 +173,9 @@ impl Trail {
             last_digest,
             index,
             last_write: Instant::now(),
+            unsynced: Vec::new(),
+            unindexed: Vec::new(),
+            unsynced_since: None,
         };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || state.run(&receiver)).map_err(io(&layout.root))?;
         Ok(Trail { layout, sender, durable, on_reserve, full_below, uploader })
@@ -191,26 +200,24 @@ impl Trail {
 
     /// Appends one record and returns once it is durable.
     pub async fn append(&self, record: &Record) -> Result<(), TrailError> {
-        self.send(record, false).await
+        self.send(record, false)?.answered().await
     }
 
-    /// The same, for a caller that does other work while the record is written (the notebook
-    /// proxy has Jupyter answer a read meanwhile, and holds the answer until the record is
-    /// durable): while the writer is busy, it may wait a moment to write the record with
-    /// others, one fsync for several.
-    pub async fn append_alongside(&self, record: &Record) -> Result<(), TrailError> {
-        self.send(record, true).await
+    /// The same in two steps, for a caller that does other work while the record is written
+    /// (the notebook proxy has Jupyter answer a read meanwhile, and holds the answer until the
+    /// record is durable): the record is handed to the writer now, and [`Durable::wait`] returns
+    /// once it is durable. The writer writes it at once but makes it durable only when a
+    /// caller waits (this one, or any whose record came later), or within a few milliseconds:
+    /// under load one fsync covers every record whose caller was still at work.
+    pub fn append_alongside(&self, record: &Record) -> Result<Durable, TrailError> {
+        self.send(record, true)
     }
 
-    async fn send(&self, record: &Record, patient: bool) -> Result<(), TrailError> {
+    fn send(&self, record: &Record, patient: bool) -> Result<Durable, TrailError> {
         let line = crate::bound::bounded_line(record);
-        let (done, wait) = oneshot::channel();
+        let (done, answer) = oneshot::channel();
         self.sender.send(Message::Append(Pending { line, done, patient })).map_err(|_| TrailError::Stopped)?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(TrailError::Io { path: self.layout.root.clone(), source: std::io::Error::other(message) }),
-            Err(_) => Err(TrailError::Stopped),
-        }
+        Ok(Durable { answer, sender: self.sender.clone(), root: self.layout.root.clone() })
     }
 
     /// Seals the open log file and writes a digest now; returns when both are on disk.
@@ -252,6 +259,51 @@ impl Trail {
     }
 }
 
+/// A record handed to the writer (see [`Trail::append_alongside`]).
+pub struct Durable {
+    answer: oneshot::Receiver<Result<(), String>>,
+    sender: mpsc::Sender<Message>,
+    root: PathBuf,
+}
+
+impl Durable {
+    /// Returns once the record is durable, asking the writer to make it so now if it is not.
+    pub async fn wait(mut self) -> Result<(), TrailError> {
+        let answer = match self.answer.try_recv() {
+            Ok(answer) => Some(answer),
+            Err(oneshot::error::TryRecvError::Closed) => None,
+            Err(oneshot::error::TryRecvError::Empty) => {
+                // Written by now or about to be: the record went first on the same queue.
+                let _ = self.sender.send(Message::Sync);
+                (&mut self.answer).await.ok()
+            }
+        };
+        self.outcome(answer)
+    }
+
+    async fn answered(mut self) -> Result<(), TrailError> {
+        let answer = (&mut self.answer).await.ok();
+        self.outcome(answer)
+    }
+
+    fn outcome(self, answer: Option<Result<(), String>>) -> Result<(), TrailError> {
+        match answer {
+            Some(Ok(())) => Ok(()),
+            Some(Err(message)) => Err(TrailError::Io { path: self.root, source: std::io::Error::other(message) }),
+            None => Err(TrailError::Stopped),
+        }
+    }
+}
+
+/// Tells each caller of a batch that could not be written why; the error, for the log.
+fn answer_all(batch: Vec<Pending>, err: TrailError) -> TrailError {
+    let message = err.to_string();
+    for pending in batch {
+        let _ = pending.done.send(Err(message.clone()));
+    }
+    err
+}
+
 /// The first multiple of `interval` (since the Unix epoch) after `now`.
 fn next_boundary(now: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
     let step = interval.as_millis().max(1) as i64;
@@ -281,8 +333,13 @@ struct WriterState {
     sealer: mpsc::Sender<SealJob>,
     last_digest: Arc<Mutex<Option<DigestRef>>>,
     index: Option<tokio::sync::mpsc::UnboundedSender<IndexBatch>>,
-    /// When the last batch was durable.
+    /// When the last batch was written.
     last_write: Instant,
+    /// The callers of the records written but not yet durable, what the index gets once they
+    /// are, and when the first of them was written.
+    unsynced: Vec<oneshot::Sender<Result<(), String>>>,
+    unindexed: IndexBatch,
+    unsynced_since: Option<Instant>,
 }
 
 impl WriterState {
@@ -298,6 +355,7 @@ impl WriterState {
             };
             match message {
                 Some(Message::Append(first)) => self.append_batch(first, receiver),
+                Some(Message::Sync) => self.log_errors(WriterState::sync),
                 Some(Message::Digest(done)) => {
                     self.log_errors(|s| s.digest());
                     let _ = done.send(());
@@ -325,24 +383,22 @@ impl WriterState {
         if self.sequence > self.checkpointed {
             wake = wake.min(self.options.checkpoint_interval.saturating_sub(self.last_checkpoint_at.elapsed()));
         }
+        if let Some(since) = self.unsynced_since {
+            wake = wake.min(self.options.unsynced_at_most.saturating_sub(since.elapsed()));
+        }
         let to_digest = (self.next_digest_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         wake.min(to_digest).max(Duration::from_millis(1))
     }
 
     fn append_batch(&mut self, first: Pending, receiver: &mpsc::Receiver<Message>) {
         let mut batch = vec![first];
-        let mut deferred = Vec::new();
-        // A patient record, while records come faster than one a millisecond, waits a moment
-        // for others: one fsync for several. Any other is written at once, and a batch's linger
-        // (not a configured batch delay) ends as soon as one that is not patient joins it.
-        let lingers = batch[0].patient && self.last_write.elapsed() < BUSY;
-        let (started, delay) = (Instant::now(), self.options.max_batch_delay.max(if lingers { LINGER } else { Duration::ZERO }));
-        let mut deadline = started + delay;
+        let (mut deferred, mut asked) = (Vec::new(), false);
+        let (delay, started) = (self.options.max_batch_delay, Instant::now());
         while batch.len() < MAX_BATCH {
             let next = match receiver.try_recv() {
                 Ok(message) => message,
                 Err(mpsc::TryRecvError::Empty) if !delay.is_zero() => {
-                    match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    match receiver.recv_timeout((started + delay).saturating_duration_since(Instant::now())) {
                         Ok(message) => message,
                         Err(_) => break,
                     }
@@ -350,31 +406,31 @@ impl WriterState {
                 Err(_) => break,
             };
             match next {
-                Message::Append(pending) => {
-                    if !pending.patient && lingers {
-                        deadline = deadline.min(started + self.options.max_batch_delay);
-                    }
-                    batch.push(pending);
-                }
+                Message::Append(pending) => batch.push(pending),
+                Message::Sync => asked = true,
                 other => {
                     deferred.push(other);
                     break;
                 }
             }
         }
-        let result = self.write_batch(&mut batch);
-        if let Err(err) = &result {
-            tracing::error!(error = %err, "audit write failed; actions are refused until it recovers");
-            // A batch the reserve could not hold left nothing behind: the file and what is left
-            // of its reserve stay. Any other failure may have left half a line: a new file.
-            let refused_whole = matches!(err, TrailError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull);
-            if !refused_whole {
-                self.active = None;
+        // Durable at once if a caller waits already; a batch of records written alongside
+        // their callers' work waits for one of them to, or for `unsynced_at_most`.
+        let now = asked || batch.iter().any(|pending| !pending.patient);
+        match self.write_batch(batch) {
+            Ok(()) if now => self.log_errors(WriterState::sync),
+            Ok(()) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "audit write failed; actions are refused until it recovers");
+                // A batch the reserve could not hold left nothing behind: the file and what is
+                // left of its reserve stay. Any other failure may have left half a line: a new
+                // file, once what was written before it is durable.
+                let refused_whole = matches!(&err, TrailError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull);
+                self.log_errors(WriterState::sync);
+                if !refused_whole {
+                    self.active = None;
+                }
             }
-        }
-        let result = result.map_err(|err| err.to_string());
-        for pending in batch {
-            let _ = pending.done.send(result.clone());
         }
         for message in deferred {
             match message {
@@ -388,7 +444,7 @@ impl WriterState {
                     let _ = done.send(());
                 }
                 Message::Hold(cut, done) => self.hold(cut, &done),
-                Message::Append(_) => unreachable!("appends are batched above"),
+                Message::Append(_) | Message::Sync => unreachable!("appends and syncs are batched above"),
             }
         }
     }
@@ -420,17 +476,21 @@ impl WriterState {
         }
     }
 
-    fn write_batch(&mut self, batch: &mut [Pending]) -> Result<(), TrailError> {
+    /// Writes a batch, chained, without making it durable (see `sync`); a batch that could
+    /// not be written is answered with why.
+    fn write_batch(&mut self, batch: Vec<Pending>) -> Result<(), TrailError> {
         if self.active.is_none() {
             // The first file of a run takes what it can get: without it nothing can be written.
-            let (active, _) = self.open_log()?;
-            self.active = Some(active);
+            match self.open_log() {
+                Ok((active, _)) => self.active = Some(active),
+                Err(err) => return Err(answer_all(batch, err)),
+            }
         }
         let mut buffer = Vec::with_capacity(batch.iter().map(|p| p.line.len() + 110).sum());
         let mut sequence = self.sequence;
         let mut last_hash = self.last_hash.clone();
         let mut indexed = Vec::with_capacity(if self.index.is_some() { batch.len() } else { 0 });
-        for pending in batch.iter() {
+        for pending in &batch {
             sequence += 1;
             let start = buffer.len();
             write!(buffer, "{{\"sequenceNumber\":{sequence},\"previousRecordHash\":\"{last_hash}\",")
@@ -443,158 +503,48 @@ impl WriterState {
             buffer.push(b'\n');
         }
         let active = self.active.as_mut().expect("opened above");
-        active.log.append(&buffer).map_err(io(&active.log.path))?;
+        if let Err(err) = active.log.write(&buffer) {
+            return Err(answer_all(batch, io(&active.log.path)(err)));
+        }
         self.last_write = Instant::now();
         self.sequence = sequence;
         self.last_hash = last_hash;
-        self.durable.store(sequence, std::sync::atomic::Ordering::Release);
-        if let Some(index) = &self.index {
-            let _ = index.send(indexed);
-        }
+        self.unsynced.extend(batch.into_iter().map(|pending| pending.done));
+        self.unindexed.extend(indexed);
+        self.unsynced_since.get_or_insert(self.last_write);
         // Before the batch is acknowledged: a gated action after it sees a disk it filled.
         self.check_reserve();
         Ok(())
     }
 
-    fn maintain(&mut self) -> Result<(), TrailError> {
-        // The disk may have filled, or space been freed, since the last write (which checked).
-        if self.last_write.elapsed() >= RECHECK {
-            self.check_reserve();
+    /// Makes every record written so far durable, then answers their callers and hands the
+    /// records to the index.
+    fn sync(&mut self) -> Result<(), TrailError> {
+        if self.unsynced.is_empty() {
+            return Ok(());
         }
-        let pending = self.sequence - self.checkpointed;
-        if pending > 0
-            && (pending >= self.options.checkpoint_records || self.last_checkpoint_at.elapsed() >= self.options.checkpoint_interval)
-        {
-            self.checkpoint()?;
-        }
-        if Utc::now() >= self.next_digest_at {
-            self.digest()?;
-        } else if self.active.as_ref().is_some_and(|a| {
-            a.log.size >= self.options.rotate_bytes || (a.log.size > 0 && a.opened.elapsed() >= self.options.rotate_interval)
-        }) {
-            self.rotate();
-        }
-        Ok(())
-    }
-
-    fn checkpoint(&mut self) -> Result<(), TrailError> {
-        let now = Utc::now();
-        let time = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let log_file = self.active.as_ref().map(|a| self.layout.object_key(&a.log.path)).unwrap_or_default();
-        let last_digest = self.last_digest.lock().expect("digest lock").clone();
-        let digest_signature = last_digest.as_ref().map_or("null", |d| d.signature.as_str()).to_owned();
-        let message = signing::checkpoint_string_to_sign(
-            &time,
-            self.sequence,
-            &self.last_hash,
-            &log_file,
-            &digest_signature,
-            &self.checkpoint_signature,
-        );
-        let signature = self.signer.sign(message.as_bytes());
-        let checkpoint = Checkpoint {
-            checkpoint_time: time,
-            sequence_number: self.sequence,
-            record_hash: self.last_hash.clone(),
-            log_file,
-            last_digest_s3_object: last_digest.as_ref().map(|d| d.object.clone()),
-            last_digest_signature: last_digest.map(|d| d.signature),
-            public_key_fingerprint: self.signer.fingerprint(),
-            signature_algorithm: signing::ALGORITHM.into(),
-            previous_checkpoint_signature: self.checkpoint_signature.clone(),
-            signature: signature.clone(),
+        let synced = match self.active.as_mut() {
+            Some(active) => active.log.sync().map_err(io(&active.log.path)),
+            None => Err(io(&self.layout.root)(std::io::Error::other("the file the records were written to is gone"))),
         };
-        let path = self.layout.checkpoint_file(&now);
-        if self.checkpoint_file.as_ref().is_none_or(|c| c.path != path) {
-            let opened = layout::create_parent(&path)
-                .and_then(|()| Reserved::open(&path, (self.options.reserve_bytes / 16).max(64 * 1024), Open::Append))
-                .and_then(|opened| layout::sync_dir(&path).map(|()| opened));
-            match opened {
-                Ok((file, whole)) if whole || self.checkpoint_file.is_none() => self.checkpoint_file = Some(file),
-                // On a full disk, the new hour's checkpoints go on in the last hour's file
-                // (validation reads checkpoint files in order, whatever hour they name).
-                Ok((file, _)) => {
-                    if file.size == 0 {
-                        let _ = std::fs::remove_file(&file.path);
-                    }
-                }
-                Err(_) if self.checkpoint_file.is_some() => {}
-                Err(err) => return Err(io(&path)(err)),
-            }
-        }
-        let file = self.checkpoint_file.as_mut().expect("opened above");
-        let mut line = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
-        line.push(b'\n');
-        let written = file.path.clone();
-        file.append(&line).map_err(io(&written))?;
-        if let Some(witness) = &self.options.witness {
-            let copy = witness.join(self.layout.object_key(&written));
-            if let Err(err) = crate::files::append_durably(&copy, &line) {
-                tracing::error!(error = %err, path = %copy.display(), "cannot write a checkpoint to the trail's witness");
-            }
-        }
-        self.checkpoint_signature = signature;
-        self.checkpointed = self.sequence;
-        self.last_checkpoint_at = Instant::now();
-        Ok(())
-    }
-
-    /// Hands the open log file to the sealer and opens the next one with its reserve. On a
-    /// full disk (no whole reserve for a new file) the open file goes on.
-    fn rotate(&mut self) {
-        if self.active.as_ref().is_none_or(|a| a.log.size == 0) || self.on_reserve.load(Ordering::Acquire) {
-            return;
-        }
-        match self.open_log() {
-            Ok((next, true)) => {
-                // A sealed file ends at a checkpoint: the bucket receives checkpoints only as
-                // far as its sealed files reach, and so still has every record signed.
-                if self.sequence > self.checkpointed {
-                    self.log_errors(WriterState::checkpoint);
-                }
-                if let Some(old) = self.active.replace(next) {
-                    let _ = self.sealer.send(SealJob::Seal(old.log.path));
+        let answer = synced.as_ref().map(drop).map_err(ToString::to_string);
+        match &synced {
+            Ok(()) => {
+                self.durable.store(self.sequence, std::sync::atomic::Ordering::Release);
+                if let Some(index) = &self.index {
+                    let _ = index.send(std::mem::take(&mut self.unindexed));
                 }
             }
-            Ok((next, false)) => {
-                let _ = std::fs::remove_file(&next.log.path);
-                tracing::warn!("no room for a new audit log file with its reserve; the open one goes on");
+            // Its records may be lost: the next ones go to a new file.
+            Err(_) => {
+                self.unindexed.clear();
+                self.active = None;
             }
-            Err(err) => tracing::warn!(error = %err, "cannot open a new audit log file; the open one goes on"),
         }
-    }
-
-    fn digest(&mut self) -> Result<(), TrailError> {
-        if self.sequence > self.checkpointed {
-            self.checkpoint()?;
+        for done in self.unsynced.drain(..) {
+            let _ = done.send(answer.clone());
         }
-        self.rotate();
-        let now = Utc::now();
-        let (done, wait) = std::sync::mpsc::channel();
-        let _ = self.sealer.send(SealJob::Digest { end: now, done });
-        let _ = wait.recv();
-        self.next_digest_at = next_boundary(now, self.options.digest_interval);
-        // A checkpoint after the digest names it, so deleting the newest digest is noticed.
-        self.checkpoint()
-    }
-
-    fn hold(&mut self, cut: Cut, done: &std::sync::mpsc::Sender<()>) {
-        let signed = if self.sequence > self.checkpointed { self.checkpoint().map_err(|e| e.to_string()) } else { Ok(()) };
-        let open = [self.active.as_ref().map(|a| &a.log), self.checkpoint_file.as_ref()];
-        cut(signed.map(|()| open.into_iter().flatten().map(|file| (file.path.clone(), file.size)).collect()));
-        let _ = done.send(());
-    }
-
-    fn finish(&mut self) {
-        self.log_errors(|s| s.digest());
-        // The file the last rotation opened, if nothing was written to it.
-        if let Some(active) = self.active.take_if(|a| a.log.size == 0) {
-            let path = active.log.path.clone();
-            drop(active);
-            let _ = std::fs::remove_file(&path).and_then(|()| layout::sync_dir(&path));
-        }
-        let (done, wait) = std::sync::mpsc::channel();
-        let _ = self.sealer.send(SealJob::Stop(done));
-        let _ = wait.recv();
+        self.unsynced_since = None;
+        synced
     }
 }

@@ -186,7 +186,6 @@ async fn audit_delivery(control: &Pipeline, function: &str, event: &Value, attem
         source_ip: None,
         // The function has run (its own actions were recorded, or refused, one by one).
         effect: crate::core::platform::Effect::Recorded,
-        alongside: false,
     };
     let _ = control.record_service_event(record).await;
 }

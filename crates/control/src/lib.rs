@@ -29,7 +29,7 @@ pub use crate::core::codec::hex_unescaped;
 pub use crate::core::error::{ActionError, ErrorCode};
 pub use crate::core::node::{NodeTls, server_name as node_server_name};
 pub use crate::core::pipeline::{Request, Response};
-pub use crate::core::platform::EVERYONE_CHANGED;
+pub use crate::core::platform::{Alongside, EVERYONE_CHANGED};
 pub use crate::core::store::{Store, now_millis, rfc3339_to_millis};
 pub use instances::EndpointServer;
 pub use notebooks::{KernelAudit, KernelFrame, KernelRefusal, NotebookRecord, NotebookTarget, Upstream, V1_PROTOCOL, v1_frame};

@@ -122,6 +122,7 @@ async fn open_trail(
         witness: spec.audit.witness.clone(),
         bucket: trail_bucket(&spec.storage).map_err(setup)?,
         upload_interval: Duration::from_secs(1),
+        ..audit::TrailOptions::default()
     };
     if let Some(witness) = &spec.audit.witness {
         check_witness(witness, data_dir).map_err(StartError::Setup)?;

@@ -440,6 +440,18 @@ impl ControlPlane {
         self.services.notebooks.record_notebook_access(target, name, method, path, how).await
     }
 
+    /// The record of a read of Jupyter's own, handed to the trail while Jupyter answers: the
+    /// answer goes to the browser only once [`crate::Alongside::durable`] returns.
+    pub async fn record_notebook_read(
+        &self,
+        target: &NotebookTarget,
+        name: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<crate::Alongside, ActionError> {
+        self.services.notebooks.record_notebook_read(target, name, method, path).await
+    }
+
     /// The executed-code audit of one kernel WebSocket (`protocol`: the subprotocol Jupyter
     /// chose, if any).
     pub fn kernel_audit(

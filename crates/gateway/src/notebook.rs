@@ -397,9 +397,12 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
     let forwarded = if read_only(&method, &rest) && !control.trail().on_reserve() {
         // A read of Jupyter's own changes nothing: it goes to Jupyter while its record is
         // written, and its answer reaches the browser only once the record is durable.
-        let record = control.record_notebook_access(&target, &name, method.as_str(), &rest, NotebookRecord::ReadAlongside);
-        let (recorded, forwarded) = tokio::join!(record, forward);
-        if let Err(err) = recorded {
+        let record = match control.record_notebook_read(&target, &name, method.as_str(), &rest).await {
+            Ok(record) => record,
+            Err(err) => return unrecorded(err),
+        };
+        let forwarded = forward.await;
+        if let Err(err) = record.durable().await {
             return unrecorded(err);
         }
         forwarded

@@ -110,6 +110,25 @@ impl Platform {
     /// the platform component named by `principal`. A gated event's effect must wait for `Ok`
     /// (see [`Effect`]); an error is what to refuse with.
     pub(crate) async fn record_service_event(&self, event: ServiceEvent<'_>) -> Result<(), ActionError> {
+        let name = event.name;
+        let record = self.admitted(event).await?;
+        self.trail.append(&record).await.map_err(|err| unwritten(name, &err))
+    }
+
+    /// The same for an event whose effect goes on while its record is written (a proxied
+    /// read, whose answer then waits for [`Alongside::durable`]).
+    pub(crate) async fn record_alongside(&self, event: ServiceEvent<'_>) -> Result<Alongside, ActionError> {
+        let name = event.name;
+        let record = self.admitted(event).await?;
+        match self.trail.append_alongside(&record) {
+            Ok(durable) => Ok(Alongside { durable, name: name.to_owned() }),
+            Err(err) => Err(unwritten(name, &err)),
+        }
+    }
+
+    /// A service event's record, unless the trail is on its reserve and the event is gated:
+    /// then its refusal is recorded instead, and is the error.
+    async fn admitted(&self, event: ServiceEvent<'_>) -> Result<Record, ActionError> {
         let spec = &self.spec;
         let mut record = Record {
             sequence_number: None,
@@ -146,14 +165,25 @@ impl Platform {
             }
             return Err(refused);
         }
-        let appended = if event.alongside { self.trail.append_alongside(&record).await } else { self.trail.append(&record).await };
-        match appended {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                tracing::error!(error = %err, event = event.name, "cannot audit a service event");
-                Err(ActionError::trail_unwritable())
-            }
-        }
+        Ok(record)
+    }
+}
+
+fn unwritten(event: &str, err: &audit::TrailError) -> ActionError {
+    tracing::error!(error = %err, event, "cannot audit a service event");
+    ActionError::trail_unwritable()
+}
+
+/// A service event's record handed to the trail (see [`Platform::record_alongside`]).
+pub struct Alongside {
+    durable: audit::Durable,
+    name: String,
+}
+
+impl Alongside {
+    /// Returns once the record is durable; an error is what to refuse the effect with.
+    pub async fn durable(self) -> Result<(), ActionError> {
+        self.durable.wait().await.map_err(|err| unwritten(&self.name, &err))
     }
 }
 
@@ -181,8 +211,6 @@ pub(crate) struct ServiceEvent<'a> {
     pub correlation_id: Option<String>,
     /// Where the event came from when a client caused it; else the principal (a service).
     pub source_ip: Option<String>,
-    /// The caller does other work while the record is written (`audit::Trail::append_alongside`).
-    pub alongside: bool,
     /// `Gated` unless said otherwise: an event that forgets to say is refused on the reserve.
     pub effect: Effect,
 }
@@ -200,7 +228,6 @@ impl Default for ServiceEvent<'_> {
             correlation_id: None,
             source_ip: None,
             effect: Effect::Gated,
-            alongside: false,
         }
     }
 }

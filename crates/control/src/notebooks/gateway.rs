@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::repo;
 use super::state::{GRANT_LIMIT, Grant, GrantKey, NotebookTarget, Notebooks, Upstream, notebook_dir};
 use crate::core::error::{ActionError, ErrorCode};
+use crate::core::platform::Alongside;
 use crate::core::store::now_millis;
 use crate::streaming::repo::SessionState;
 use serde_json::{Value, json};
@@ -18,8 +19,6 @@ pub enum NotebookRecord<'a> {
     Refused(&'a str),
     /// Forwarded once its record is durable.
     Forwarded,
-    /// A read, sent to Jupyter while its record is written; its answer waits for the record.
-    ReadAlongside,
 }
 
 impl Notebooks {
@@ -131,19 +130,40 @@ impl Notebooks {
     ) -> Result<(), ActionError> {
         let error = match how {
             NotebookRecord::Refused(why) => Some(ActionError::new(403, ErrorCode::AccessDeniedException, why.to_owned())),
-            NotebookRecord::Forwarded | NotebookRecord::ReadAlongside => None,
+            NotebookRecord::Forwarded => None,
         };
-        let event = crate::core::platform::ServiceEvent {
-            source: "notebooks",
-            name: "NotebookRequest",
-            principal: "gateway.datasandbox",
-            parameters: json!({ "NotebookInstanceName": name, "UserId": target.user_id, "SessionId": target.session_id, "Method": method, "Path": path }),
-            error: error.as_ref(),
-            correlation_id: Some(target.correlation_id.clone()),
-            source_ip: Some(target.source_ip.clone()),
-            alongside: matches!(how, NotebookRecord::ReadAlongside),
-            ..crate::core::platform::ServiceEvent::default()
-        };
-        self.pipeline.record_service_event(event).await
+        self.pipeline.record_service_event(notebook_event(target, name, method, path, error.as_ref())).await
+    }
+
+    /// The record of a read sent to Jupyter while the record is written: its answer goes to
+    /// the browser only once [`Alongside::durable`] returns.
+    pub(crate) async fn record_notebook_read(
+        &self,
+        target: &NotebookTarget,
+        name: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<Alongside, ActionError> {
+        self.pipeline.platform.record_alongside(notebook_event(target, name, method, path, None)).await
+    }
+}
+
+/// A proxied request's record (`NotebookRequest`), refused with `error` if there is one.
+fn notebook_event<'a>(
+    target: &NotebookTarget,
+    name: &str,
+    method: &str,
+    path: &str,
+    error: Option<&'a ActionError>,
+) -> crate::core::platform::ServiceEvent<'a> {
+    crate::core::platform::ServiceEvent {
+        source: "notebooks",
+        name: "NotebookRequest",
+        principal: "gateway.datasandbox",
+        parameters: json!({ "NotebookInstanceName": name, "UserId": target.user_id, "SessionId": target.session_id, "Method": method, "Path": path }),
+        error,
+        correlation_id: Some(target.correlation_id.clone()),
+        source_ip: Some(target.source_ip.clone()),
+        ..crate::core::platform::ServiceEvent::default()
     }
 }

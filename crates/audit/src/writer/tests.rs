@@ -1,0 +1,93 @@
+//! Records written alongside their callers' work: durable when a caller waits, when a record
+//! whose caller already waits follows them, or on their own within moments; chained with the
+//! rest, and never signed, sealed or closed before they are durable.
+
+use std::time::{Duration, Instant};
+
+use super::{Trail, TrailOptions};
+use crate::fixtures::{layout, record};
+use crate::signing::Signer;
+use crate::validate::{ValidateOptions, newest_public_key, validate};
+
+fn open(root: &std::path::Path) -> Trail {
+    open_with(root, TrailOptions::default())
+}
+
+fn open_with(root: &std::path::Path, options: TrailOptions) -> Trail {
+    Trail::open(layout(root, "a"), Signer::from_bytes(&[7; 32]), options, None).expect("trail opens")
+}
+
+/// Closes the trail and says whether `audit validate` finds it whole, with how many records.
+async fn closed_and_validated(trail: Trail, root: &std::path::Path) -> (bool, Vec<String>) {
+    tokio::task::spawn_blocking(move || trail.close()).await.expect("join").expect("close");
+    let layout = layout(root, "a");
+    let report = validate(&layout, &newest_public_key(&layout).expect("key"), &ValidateOptions::default());
+    (report.valid, report.lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_caller_waits_makes_those_written_alongside_durable_with_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trail = open(dir.path());
+    let handed: Vec<_> = (0..20).map(|n| trail.append_alongside(&record("a", n)).expect("handed")).collect();
+    trail.append(&record("a", 20)).await.expect("append");
+    assert_eq!(trail.last_sequence(), 21, "the waiting record's fsync covers the ones written alongside before it");
+    for durable in handed {
+        durable.wait().await.expect("durable");
+    }
+    let waited = trail.append_alongside(&record("a", 21)).expect("handed");
+    waited.wait().await.expect("durable");
+    assert_eq!(trail.last_sequence(), 22);
+    let (valid, lines) = closed_and_validated(trail, dir.path()).await;
+    assert!(valid, "{lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_written_alongside_waits_for_its_fsync_until_its_caller_waits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = TrailOptions {
+        unsynced_at_most: Duration::from_secs(600),
+        checkpoint_interval: Duration::from_secs(600),
+        ..TrailOptions::default()
+    };
+    let trail = open_with(dir.path(), options);
+    let first = trail.append_alongside(&record("a", 0)).expect("handed");
+    let second = trail.append_alongside(&record("a", 1)).expect("handed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(trail.last_sequence(), 0, "a record nobody waits for yet was made durable at once");
+    second.wait().await.expect("durable");
+    assert_eq!(trail.last_sequence(), 2, "one fsync, for both");
+    first.wait().await.expect("durable");
+    let (valid, lines) = closed_and_validated(trail, dir.path()).await;
+    assert!(valid, "{lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_written_alongside_is_durable_on_its_own_within_moments() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trail = open(dir.path());
+    let handed = trail.append_alongside(&record("a", 0)).expect("handed");
+    let started = Instant::now();
+    while trail.last_sequence() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(2), "a record nobody waits for stayed unsynced");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    handed.wait().await.expect("durable");
+    // A handle dropped unwaited loses nothing either.
+    drop(trail.append_alongside(&record("a", 1)).expect("handed"));
+    let (valid, lines) = closed_and_validated(trail.clone(), dir.path()).await;
+    assert!(valid, "{lines:#?}");
+    assert_eq!(trail.last_sequence(), 2, "the record whose handle was dropped is durable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_still_unsynced_at_close_are_made_durable_and_signed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trail = open(dir.path());
+    let handed: Vec<_> = (0..50).map(|n| trail.append_alongside(&record("a", n)).expect("handed")).collect();
+    let (valid, lines) = closed_and_validated(trail, dir.path()).await;
+    assert!(valid, "{lines:#?}");
+    for durable in handed {
+        durable.wait().await.expect("answered durable by the close");
+    }
+}
