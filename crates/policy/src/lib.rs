@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer as CedarAuthorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer as CedarAuthorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
+    Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 
@@ -167,6 +167,10 @@ pub struct PolicyError {
 pub struct Authorizer {
     schema: Schema,
     policies: PolicySet,
+    /// For each action, the policies whose scope admits it: no others can apply to a request
+    /// for it (no action groups are declared, so `action in [...]` is a list to look in), and
+    /// Cedar evaluates every policy it is given, scope first.
+    by_action: HashMap<String, PolicySet>,
     cedar: CedarAuthorizer,
 }
 
@@ -211,7 +215,10 @@ impl Authorizer {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Authorizer { schema, policies: set, cedar: CedarAuthorizer::new() })
+        let by_action =
+            actions.iter().map(|decl| Ok((decl.name.clone(), admitting(&set, &decl.name)?))).collect::<Result<_, PolicyError>>();
+        let by_action = by_action.map_err(|err| vec![err])?;
+        Ok(Authorizer { schema, policies: set, by_action, cedar: CedarAuthorizer::new() })
     }
 
     /// Decides one request. Anything that goes wrong building it is a deny with the reason.
@@ -234,14 +241,33 @@ impl Authorizer {
             .map_err(|e| e.to_string())?;
         let request = Request::new(request_entities.principal, action_uid, request_entities.resource, context, Some(&self.schema))
             .map_err(|e| e.to_string())?;
-        let response = self.cedar.is_authorized(&request, &self.policies, &entities);
-        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
-        Ok(Decision {
-            allowed: response.decision() == cedar_policy::Decision::Allow && errors.is_empty(),
-            reasons: response.diagnostics().reason().map(|id| id.to_string()).collect(),
-            errors,
-        })
+        let policies = self.by_action.get(action).unwrap_or(&self.policies);
+        let response = self.cedar.is_authorized(&request, policies, &entities);
+        // Cedar gives both as sets: sorted, a record says the same for the same decision.
+        let mut errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+        let mut reasons: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+        errors.sort();
+        reasons.sort();
+        Ok(Decision { allowed: response.decision() == cedar_policy::Decision::Allow && errors.is_empty(), reasons, errors })
     }
+}
+
+/// The policies of `set` whose action scope admits `action`.
+fn admitting(set: &PolicySet, action: &str) -> Result<PolicySet, PolicyError> {
+    let internal = |message: String| PolicyError { policy: "<slice>".into(), message };
+    let action = uid("Action", action).map_err(internal)?;
+    let mut admitting = PolicySet::new();
+    for policy in set.policies() {
+        let admits = match policy.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(only) => only == action,
+            ActionConstraint::In(listed) => listed.contains(&action),
+        };
+        if admits {
+            admitting.add(policy.clone()).map_err(|err| internal(err.to_string()))?;
+        }
+    }
+    Ok(admitting)
 }
 
 fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {

@@ -99,3 +99,44 @@ fn request_entities_conform_to_the_schema() {
         }
     }
 }
+
+/// The policies Cedar is given for an action are only those whose scope admits it, and the
+/// decision is the one the whole set gives: each kind of action scope, permit and forbid.
+#[test]
+fn the_policies_sliced_by_action_decide_as_the_whole_set() {
+    let policies = [
+        ("home", HOME_POLICY),
+        ("any", r#"permit (principal is DataSandbox::Operator, action, resource);"#),
+        (
+            "listed",
+            r#"permit (principal is DataSandbox::User, action in [DataSandbox::Action::"storage:ListBuckets", DataSandbox::Action::"storage:GetObject"], resource) when { principal.mfa };"#,
+        ),
+        (
+            "forbid",
+            r#"forbid (principal, action == DataSandbox::Action::"storage:GetObject", resource is DataSandbox::Object) when { resource.key == "secret" };"#,
+        ),
+    ];
+    let policies: Vec<(String, String)> = policies.iter().map(|(name, text)| ((*name).to_owned(), (*text).to_owned())).collect();
+    let authorizer = Authorizer::load(&policies, &actions()).expect("valid policies");
+    assert_eq!(authorizer.by_action["storage:ListBuckets"].policies().count(), 2, "any and listed");
+    assert_eq!(authorizer.by_action["storage:GetObject"].policies().count(), 4);
+    let mfa_user = {
+        let user = model::UserRef::custom(model::UserId::new("aa").expect("valid"));
+        Principal::User { user, channel: Channel::Instance, mfa: true, roles: vec![] }
+    };
+    let secret = Resource::Object { bucket: "b".into(), bucket_home_folders: true, key: "secret".into(), home: None, notifies: vec![] };
+    let whole = Authorizer { by_action: HashMap::new(), ..Authorizer::load(&policies, &actions()).expect("valid policies") };
+    for principal in [user("aa"), mfa_user, Principal::Operator { uid: 0 }] {
+        for (action, resource) in [
+            ("storage:GetObject", object(Some(&home_of("aa")))),
+            ("storage:GetObject", secret.clone()),
+            ("storage:ListBuckets", Resource::Service("storage".into())),
+        ] {
+            let (sliced, all) = (
+                authorizer.authorize(&principal, action, &resource, "127.0.0.1"),
+                whole.authorize(&principal, action, &resource, "127.0.0.1"),
+            );
+            assert_eq!(sliced, all, "{principal:?} {action} {resource:?}");
+        }
+    }
+}
