@@ -207,10 +207,18 @@ async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result
     Ok(Caller { principal, identity, correlation_id: Some(row.correlation_id), federation: None, expires: Some(row.expires) })
 }
 
-/// The name of a local uid, from the passwd database, or `uid-<n>`.
+/// The name of a local uid, from the passwd database, or `uid-<n>`; read again after a
+/// minute (the operator's every call asks, and the file changes seldom).
 fn user_name_of(uid: u32) -> String {
+    static NAMES: std::sync::Mutex<Vec<(u32, String, std::time::Instant)>> = std::sync::Mutex::new(Vec::new());
+    const FOR: std::time::Duration = std::time::Duration::from_secs(60);
+    let mut names = NAMES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    names.retain(|(_, _, read)| read.elapsed() < FOR);
+    if let Some((_, name, _)) = names.iter().find(|(id, _, _)| *id == uid) {
+        return name.clone();
+    }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
+    let name = passwd
         .lines()
         .find_map(|line| {
             let mut fields = line.split(':');
@@ -218,5 +226,7 @@ fn user_name_of(uid: u32) -> String {
             let id: u32 = fields.nth(1)?.parse().ok()?;
             (id == uid).then(|| name.to_owned())
         })
-        .unwrap_or_else(|| format!("uid-{uid}"))
+        .unwrap_or_else(|| format!("uid-{uid}"));
+    names.push((uid, name.clone(), std::time::Instant::now()));
+    name
 }
