@@ -9,10 +9,18 @@
 //! each under a savepoint of one transaction (a write that fails is rolled back alone), commits
 //! once, and only then answers each: a write's answer never comes before its commit, as with a
 //! transaction of its own. The store's durability is unchanged (WAL, `synchronous = NORMAL`).
+//!
+//! The WAL is copied into the database by a thread of its own (`Checkpointer`), not at the
+//! commit that crosses SQLite's threshold: there, every write queued meanwhile waited for the
+//! copy and its fsync (the commits' slowest hundredth). That copy never quite catches up with
+//! a stream of commits, and SQLite starts the WAL over only at a write that finds it all
+//! copied; so once a second the checkpointer takes the writers' turn while it copies the
+//! little that is left, and the WAL stays small.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -67,6 +75,11 @@ enum Message {
 /// At most this many writes share a commit; more wait for the next.
 const MAX_BATCH: usize = 256;
 
+/// How often the checkpointer copies what the WAL holds into the database, and how many of
+/// those copies complete it, in the writers' turn, so that the WAL starts over.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+const WHOLE_EVERY: u32 = 5;
+
 /// The queue to the writing thread.
 #[derive(Clone)]
 pub(super) struct Group {
@@ -80,15 +93,21 @@ impl Group {
     pub(super) fn start(path: &Path, settings: &str, turns: Arc<Semaphore>) -> Result<Group, sqlx::Error> {
         // The file is there, migrated: never created here.
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(from_sqlite)?;
-        // As the store's other connections; the busy timeout covers their own writes.
-        conn.execute_batch(settings).map_err(from_sqlite)?;
+        let open = || -> Result<rusqlite::Connection, sqlx::Error> {
+            let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(from_sqlite)?;
+            // As the store's other connections; the busy timeout covers their own writes.
+            conn.execute_batch(settings).map_err(from_sqlite)?;
+            Ok(conn)
+        };
+        let conn = open()?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(from_sqlite)?;
         conn.set_prepared_statement_cache_capacity(64);
+        let checkpointer = Checkpointer::start(open()?, turns.clone())?;
         let (sender, queue) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(sqlx::Error::Io)?;
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || runtime.block_on(serve(conn, queue, turns)))
+            .spawn(move || runtime.block_on(serve(conn, queue, turns, checkpointer)))
             .map_err(sqlx::Error::Io)?;
         Ok(Group { queue: sender })
     }
@@ -115,7 +134,58 @@ impl Group {
     }
 }
 
-async fn serve(mut conn: rusqlite::Connection, mut queue: mpsc::UnboundedReceiver<Message>, turns: Arc<Semaphore>) {
+/// The thread that copies the WAL's committed pages into the database every
+/// `CHECKPOINT_EVERY` (SQLite's passive checkpoint, which waits for no writer or reader).
+struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(conn: rusqlite::Connection, turns: Arc<Semaphore>) -> Result<Checkpointer, sqlx::Error> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || {
+                let mut copies = 0u32;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    copies += 1;
+                    if copies.is_multiple_of(WHOLE_EVERY) {
+                        // With no write under way the copy is whole, and the next write
+                        // starts the WAL over.
+                        let turn = futures::executor::block_on(turns.acquire());
+                        checkpoint(&conn);
+                        drop(turn);
+                    } else {
+                        checkpoint(&conn);
+                    }
+                }
+            })
+            .map_err(sqlx::Error::Io)?;
+        Ok(Checkpointer { stop, thread })
+    }
+
+    /// Ends the thread and closes its connection.
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// SQLite's passive checkpoint: it waits for no writer or reader, and copies what no reader
+/// still needs.
+fn checkpoint(conn: &rusqlite::Connection) {
+    if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %err, "the metadata store's WAL could not be checkpointed; trying again");
+    }
+}
+
+async fn serve(
+    mut conn: rusqlite::Connection,
+    mut queue: mpsc::UnboundedReceiver<Message>,
+    turns: Arc<Semaphore>,
+    checkpointer: Checkpointer,
+) {
     let mut messages = Vec::new();
     let mut batch = Vec::new();
     while queue.recv_many(&mut messages, MAX_BATCH).await > 0 {
@@ -145,6 +215,7 @@ async fn serve(mut conn: rusqlite::Connection, mut queue: mpsc::UnboundedReceive
         }
         if let Some(closed) = close {
             drop(conn);
+            checkpointer.stop();
             queue.close();
             let _ = closed.send(());
             return;
