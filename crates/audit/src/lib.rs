@@ -11,6 +11,8 @@
 
 #[cfg(test)]
 mod across_nodes;
+#[cfg(test)]
+mod alongside;
 pub mod bound;
 mod bucket;
 mod chain;

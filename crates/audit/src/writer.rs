@@ -22,8 +22,6 @@ use crate::seal_job::{DigestRef, SealJob};
 use crate::sealer;
 use crate::signing::Signer;
 
-#[cfg(test)]
-mod tests;
 mod upkeep;
 
 /// At most this many records share one fsync.

@@ -441,14 +441,14 @@ impl ControlPlane {
     }
 
     /// The record of a read of Jupyter's own, handed to the trail while Jupyter answers: the
-    /// answer goes to the browser only once [`crate::Alongside::durable`] returns.
+    /// answer goes to the browser only once [`crate::core::platform::Alongside::durable`] returns.
     pub async fn record_notebook_read(
         &self,
         target: &NotebookTarget,
         name: &str,
         method: &str,
         path: &str,
-    ) -> Result<crate::Alongside, ActionError> {
+    ) -> Result<crate::core::platform::Alongside, ActionError> {
         self.services.notebooks.record_notebook_read(target, name, method, path).await
     }
 

@@ -1,13 +1,14 @@
-//! Records written alongside their callers' work: durable when a caller waits, when a record
-//! whose caller already waits follows them, or on their own within moments; chained with the
-//! rest, and never signed, sealed or closed before they are durable.
+//! The trail's records written alongside their callers' work (`Trail::append_alongside`):
+//! durable when a caller waits, when a record whose caller already waits follows them, or on
+//! their own within moments; chained with the rest, and never signed, sealed or closed before
+//! they are durable.
 
 use std::time::{Duration, Instant};
 
-use super::{Trail, TrailOptions};
 use crate::fixtures::{layout, record};
 use crate::signing::Signer;
 use crate::validate::{ValidateOptions, newest_public_key, validate};
+use crate::writer::{Trail, TrailOptions};
 
 fn open(root: &std::path::Path) -> Trail {
     open_with(root, TrailOptions::default())
