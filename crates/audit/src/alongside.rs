@@ -49,6 +49,7 @@ async fn a_record_written_alongside_waits_for_its_fsync_until_its_caller_waits()
     let options = TrailOptions {
         unsynced_at_most: Duration::from_secs(600),
         checkpoint_interval: Duration::from_secs(600),
+        digest_interval: Duration::from_secs(86_400),
         ..TrailOptions::default()
     };
     let trail = open_with(dir.path(), options);
@@ -79,6 +80,24 @@ async fn a_record_written_alongside_is_durable_on_its_own_within_moments() {
     let (valid, lines) = closed_and_validated(trail.clone(), dir.path()).await;
     assert!(valid, "{lines:#?}");
     assert_eq!(trail.last_sequence(), 2, "the record whose handle was dropped is durable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_whose_fsync_failed_are_refused_and_left_out_of_the_chain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trail = open(dir.path());
+    for n in 0..3 {
+        trail.append(&record("a", n)).await.expect("append");
+    }
+    *crate::reserve::FAILING_SYNCS.lock().expect("lock") = Some(dir.path().to_owned());
+    let handed = trail.append_alongside(&record("a", 3)).expect("handed");
+    assert!(handed.wait().await.is_err(), "a record whose fsync failed was answered as durable");
+    assert!(trail.append(&record("a", 4)).await.is_err(), "a record whose fsync failed was answered as durable");
+    *crate::reserve::FAILING_SYNCS.lock().expect("lock") = None;
+    trail.append(&record("a", 5)).await.expect("append once the disk takes writes again");
+    assert_eq!(trail.last_sequence(), 4, "the failed records hold no place in the chain");
+    let (valid, lines) = closed_and_validated(trail, dir.path()).await;
+    assert!(valid, "the chain goes on from the last durable record: {lines:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,6 +127,15 @@ impl Reserved {
 
     /// Makes what was written durable.
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if FAILING_SYNCS.lock().expect("lock").as_ref().is_some_and(|dir| self.path.starts_with(dir)) {
+            return Err(std::io::Error::other("an fsync failed (injected by a test)"));
+        }
         self.file.sync_data()
     }
 }
+
+/// Under this directory every fsync of a trail file fails (tests only: a disk that stops
+/// taking writes cannot be had on demand).
+#[cfg(test)]
+pub(crate) static FAILING_SYNCS: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);

@@ -162,6 +162,7 @@ impl Trail {
             options,
             active: None,
             sequence,
+            durable_hash: last_hash.clone(),
             last_hash,
             checkpointed,
             last_checkpoint_at: Instant::now(),
@@ -312,6 +313,8 @@ fn next_boundary(now: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
 struct ActiveFile {
     log: Reserved,
     opened: Instant,
+    /// How much of it is durable: a failed fsync cuts it back to this.
+    durable_size: u64,
 }
 
 struct WriterState {
@@ -333,6 +336,8 @@ struct WriterState {
     index: Option<tokio::sync::mpsc::UnboundedSender<IndexBatch>>,
     /// When the last batch was written.
     last_write: Instant,
+    /// The hash of the newest durable record (the chain goes on from it after a failed fsync).
+    durable_hash: String,
     /// The callers of the records written but not yet durable, what the index gets once they
     /// are, and when the first of them was written.
     unsynced: Vec<oneshot::Sender<Result<(), String>>>,
@@ -352,7 +357,12 @@ impl WriterState {
                 }
             };
             match message {
-                Some(Message::Append(first)) => self.append_batch(first, receiver),
+                Some(Message::Append(first)) => {
+                    let closed = self.append_batch(first, receiver);
+                    if closed {
+                        return;
+                    }
+                }
                 Some(Message::Sync) => self.log_errors(WriterState::sync),
                 Some(Message::Digest(done)) => {
                     self.log_errors(|s| s.digest());
@@ -388,7 +398,9 @@ impl WriterState {
         wake.min(to_digest).max(Duration::from_millis(1))
     }
 
-    fn append_batch(&mut self, first: Pending, receiver: &mpsc::Receiver<Message>) {
+    /// Writes the records queued now, and handles what came after them; true once a close
+    /// among them has been carried out.
+    fn append_batch(&mut self, first: Pending, receiver: &mpsc::Receiver<Message>) -> bool {
         let mut batch = vec![first];
         let (mut deferred, mut asked) = (Vec::new(), false);
         let (delay, started) = (self.options.max_batch_delay, Instant::now());
@@ -437,14 +449,15 @@ impl WriterState {
                     let _ = done.send(());
                 }
                 Message::Close(done) => {
-                    // Handled by the next loop turn: re-queueing is not possible, so finish here.
                     self.finish();
                     let _ = done.send(());
+                    return true;
                 }
                 Message::Hold(cut, done) => self.hold(cut, &done),
                 Message::Append(_) | Message::Sync => unreachable!("appends and syncs are batched above"),
             }
         }
+        false
     }
 
     /// A new log file for the next record, with its reserve allocated; the second value
@@ -454,7 +467,7 @@ impl WriterState {
         layout::create_parent(&path).map_err(io(&path))?;
         let (log, whole) = Reserved::open(&path, self.options.reserve_bytes, Open::New).map_err(io(&path))?;
         layout::sync_dir(&path).map_err(io(&path))?;
-        Ok((ActiveFile { log, opened: Instant::now() }, whole))
+        Ok((ActiveFile { durable_size: log.size, log, opened: Instant::now() }, whole))
     }
 
     /// Tops up the reserves and says whether the trail is on its reserve.
@@ -516,27 +529,35 @@ impl WriterState {
     }
 
     /// Makes every record written so far durable, then answers their callers and hands the
-    /// records to the index.
+    /// records to the index. If that fails, the records are not in the trail: the open file is
+    /// cut back to its durable end and left, and the chain goes on from the last durable
+    /// record in a new file (nothing signs, seals or indexes the failed records).
     fn sync(&mut self) -> Result<(), TrailError> {
         if self.unsynced.is_empty() {
             return Ok(());
         }
         let synced = match self.active.as_mut() {
-            Some(active) => active.log.sync().map_err(io(&active.log.path)),
+            Some(active) => active.log.sync().map(|()| active.durable_size = active.log.size).map_err(io(&active.log.path)),
             None => Err(io(&self.layout.root)(std::io::Error::other("the file the records were written to is gone"))),
         };
         let answer = synced.as_ref().map(drop).map_err(ToString::to_string);
         match &synced {
             Ok(()) => {
                 self.durable.store(self.sequence, std::sync::atomic::Ordering::Release);
+                self.durable_hash.clone_from(&self.last_hash);
                 if let Some(index) = &self.index {
                     let _ = index.send(std::mem::take(&mut self.unindexed));
                 }
             }
-            // Its records may be lost: the next ones go to a new file.
             Err(_) => {
+                if let Some(active) = self.active.take()
+                    && let Err(err) = active.log.file.set_len(active.durable_size).and_then(|()| active.log.file.sync_all())
+                {
+                    tracing::error!(error = %err, path = %active.log.path.display(), "cannot cut an audit log file back to its durable records");
+                }
+                self.sequence = self.durable.load(std::sync::atomic::Ordering::Acquire);
+                self.last_hash.clone_from(&self.durable_hash);
                 self.unindexed.clear();
-                self.active = None;
             }
         }
         for done in self.unsynced.drain(..) {

@@ -215,9 +215,15 @@ impl Authorizer {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let by_action =
-            actions.iter().map(|decl| Ok((decl.name.clone(), admitting(&set, &decl.name)?))).collect::<Result<_, PolicyError>>();
-        let by_action = by_action.map_err(|err| vec![err])?;
+        // Slicing by the listed actions holds only while no action is in a group (`action in
+        // Group` would admit the group's members): with groups, Cedar is given every policy.
+        let by_action = if schema.action_groups().next().is_none() {
+            let sliced =
+                actions.iter().map(|decl| Ok((decl.name.clone(), admitting(&set, &decl.name)?))).collect::<Result<_, PolicyError>>();
+            sliced.map_err(|err| vec![err])?
+        } else {
+            HashMap::new()
+        };
         Ok(Authorizer { schema, policies: set, by_action, cedar: CedarAuthorizer::new() })
     }
 

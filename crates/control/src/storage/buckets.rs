@@ -49,8 +49,10 @@ pub(super) async fn delete_bucket(ctx: &mut Ctx<'_>, input: Value) -> Result<Val
         ));
     }
     repo::delete_bucket(&mut tx, &input.bucket).await?;
-    tx.commit().await?;
+    // Forgotten whatever the commit answers: an error may follow a commit that took effect.
+    let committed = tx.commit().await;
     ctx.platform.store.buckets.forget();
+    committed?;
     Ok(json!({}))
 }
 

@@ -115,9 +115,10 @@ pub(super) async fn insert_bucket(plane: &Platform, name: &BucketName, home_fold
         .bind(created)
         .bind(empty)
         .execute(&plane.store.pool)
-        .await?;
+        .await;
+    // Forgotten whatever the insert answers: an error may follow a write that took effect.
     plane.store.buckets.forget();
-    Ok(inserted.rows_affected() > 0)
+    Ok(inserted?.rows_affected() > 0)
 }
 
 /// How many objects a bucket holds, read in the transaction that may then delete it.
@@ -153,12 +154,13 @@ pub(super) async fn update_notification_configuration(
     bucket: &BucketName,
     config: &NotificationConfiguration,
 ) -> Result<(), ActionError> {
-    sqlx::query("UPDATE buckets SET notification_configuration = $1 WHERE name = $2")
+    let updated = sqlx::query("UPDATE buckets SET notification_configuration = $1 WHERE name = $2")
         .bind(serde_json::to_string(config).map_err(ActionError::internal)?)
         .bind(bucket.as_str())
         .execute(&plane.store.pool)
-        .await?;
+        .await;
     plane.store.buckets.forget();
+    updated?;
     Ok(())
 }
 

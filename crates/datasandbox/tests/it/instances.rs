@@ -183,6 +183,11 @@ fn a_sync_conflict_keeps_both_versions_and_a_stop_flushes() {
         (called.exit == 0)
             .then(|| String::from_utf8(crate::support::server::unb64(called.stdout["Body"].as_str().expect("body"))).expect("utf-8"))
     };
+    // The home folder appears with the sync's first pass (once, under a full suite's load,
+    // after the instance was up: the write below then found no folder).
+    crate::support::server::eventually(10, "the home folder", || {
+        (sh(&server, &instance, &format!("test -d {folder}")).0 == 0).then_some(())
+    });
     assert_eq!(sh(&server, &instance, &format!("echo v1 > {folder}/plan.txt")).0, 0);
     crate::support::server::eventually(5, "the first version in storage", || (get(&key).as_deref() == Some("v1\n")).then_some(()));
     // Both sides change the file while the sync is held still.

@@ -14,8 +14,9 @@
 //! commit that crosses SQLite's threshold: there, every write queued meanwhile waited for the
 //! copy and its fsync (the commits' slowest hundredth). That copy never quite catches up with
 //! a stream of commits, and SQLite starts the WAL over only at a write that finds it all
-//! copied; so once a second the checkpointer takes the writers' turn while it copies the
-//! little that is left, and the WAL stays small.
+//! copied; so every half second, when no write is under way, the checkpointer takes the
+//! writers' turn while it copies the little that is left, and the WAL stays small. (No
+//! connection of the store checkpoints at its own commits: `SQLITE_SETTINGS`.)
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -75,8 +76,9 @@ enum Message {
 /// At most this many writes share a commit; more wait for the next.
 const MAX_BATCH: usize = 256;
 
-/// How often the checkpointer copies what the WAL holds into the database, and how many of
-/// those copies complete it, in the writers' turn, so that the WAL starts over.
+/// How often the checkpointer copies what the WAL holds into the database, and after how many
+/// copies it completes one in the writers' turn (when it can have it at once), so that the WAL
+/// starts over.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const WHOLE_EVERY: u32 = 5;
 
@@ -100,7 +102,6 @@ impl Group {
             Ok(conn)
         };
         let conn = open()?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(from_sqlite)?;
         conn.set_prepared_statement_cache_capacity(64);
         let checkpointer = Checkpointer::start(open()?, turns.clone())?;
         let (sender, queue) = mpsc::unbounded_channel();
@@ -150,14 +151,13 @@ impl Checkpointer {
                 let mut copies = 0u32;
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
                     copies += 1;
-                    if copies.is_multiple_of(WHOLE_EVERY) {
-                        // With no write under way the copy is whole, and the next write
-                        // starts the WAL over.
-                        let turn = futures::executor::block_on(turns.acquire());
-                        checkpoint(&conn);
-                        drop(turn);
-                    } else {
-                        checkpoint(&conn);
+                    // With no write under way the copy is whole, and the next write starts the
+                    // WAL over. The turn is taken only if it is free: waiting for it would
+                    // queue every writer behind the copy (the semaphore is fair).
+                    let turn = if copies >= WHOLE_EVERY { turns.try_acquire().ok() } else { None };
+                    checkpoint(&conn);
+                    if turn.is_some() {
+                        copies = 0;
                     }
                 }
             })
