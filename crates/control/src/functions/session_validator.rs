@@ -25,6 +25,9 @@ use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::{Pipeline, Request};
 use crate::core::platform::ServiceEvent;
 
+/// How often, 200 ms apart, a session still PENDING is asked about before it is refused.
+const PENDING_ASKS: u32 = 25;
+
 struct Validator<'a> {
     control: &'a Pipeline,
     correlation_id: Option<String>,
@@ -119,14 +122,7 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
         "StackName": claim.stack_name, "FleetName": claim.fleet_name, "UserId": claim.user_name,
         "AuthenticationType": authentication, "SessionId": claim.session_id,
     });
-    let session = match validator.call("streaming:DescribeSessions", input).await {
-        Ok(page) => match page["Sessions"].as_array().and_then(|all| all.first()) {
-            Some(found) => found.clone(),
-            None => return Ok(Rejected(RejectReason::UnknownSession)),
-        },
-        Err(err) if err.status == 400 || err.status == 404 => return Ok(Rejected(RejectReason::UnknownSession)),
-        Err(err) => return Err(err),
-    };
+    let Some(session) = settled_session(validator, input).await? else { return Ok(Rejected(RejectReason::UnknownSession)) };
     // Whose the session is: mode, identity provider and id, and the folder is theirs.
     let owner = model::UserRef::from_parts(
         crate::streaming::sessions::access_mode(session["AuthenticationType"].as_str().unwrap_or_default()),
@@ -162,6 +158,28 @@ async fn judge(validator: &Validator<'_>, event: &Value, bucket: &str, key: &str
             tracing::error!(session = claim.session_id, error = %err, "no notebook for the session");
             Ok(Rejected(RejectReason::NotebookUnavailable))
         }
+    }
+}
+
+/// The session `input` describes, once it is no longer PENDING (or after `PENDING_ASKS`
+/// asks); `None` if there is no such session. A session is handed its instance before it is
+/// marked ACTIVE, so the instance's launcher may write before that.
+async fn settled_session(validator: &Validator<'_>, input: Value) -> Result<Option<Value>, ActionError> {
+    let mut asked = 0;
+    loop {
+        let session = match validator.call("streaming:DescribeSessions", input.clone()).await {
+            Ok(page) => match page["Sessions"].as_array().and_then(|all| all.first()) {
+                Some(found) => found.clone(),
+                None => return Ok(None),
+            },
+            Err(err) if err.status == 400 || err.status == 404 => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        asked += 1;
+        if session["State"] != "PENDING" || asked >= PENDING_ASKS {
+            return Ok(Some(session));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 
