@@ -550,8 +550,13 @@ impl WriterState {
                 }
             }
             Err(_) => {
+                // A file with nothing durable goes: the next file, named by the same first
+                // sequence number, may be opened in the same millisecond.
                 if let Some(active) = self.active.take()
-                    && let Err(err) = active.log.file.set_len(active.durable_size).and_then(|()| active.log.file.sync_all())
+                    && let Err(err) = match active.durable_size {
+                        0 => std::fs::remove_file(&active.log.path),
+                        size => active.log.file.set_len(size).and_then(|()| active.log.file.sync_all()),
+                    }
                 {
                     tracing::error!(error = %err, path = %active.log.path.display(), "cannot cut an audit log file back to its durable records");
                 }
