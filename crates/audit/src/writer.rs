@@ -356,28 +356,37 @@ impl WriterState {
                     return;
                 }
             };
-            match message {
-                Some(Message::Append(first)) => {
-                    let closed = self.append_batch(first, receiver);
-                    if closed {
-                        return;
-                    }
-                }
-                Some(Message::Sync) => self.log_errors(WriterState::sync),
-                Some(Message::Digest(done)) => {
-                    self.log_errors(|s| s.digest());
-                    let _ = done.send(());
-                }
-                Some(Message::Close(done)) => {
-                    self.finish();
-                    let _ = done.send(());
-                    return;
-                }
-                Some(Message::Hold(cut, done)) => self.hold(cut, &done),
-                None => {}
+            if let Some(message) = message
+                && self.handle(message, receiver)
+            {
+                return;
             }
             self.log_errors(|s| s.maintain());
         }
+    }
+
+    /// Carries out one message (an append, with those queued behind it); true once the trail
+    /// is closed.
+    fn handle(&mut self, message: Message, receiver: &mpsc::Receiver<Message>) -> bool {
+        match message {
+            Message::Append(first) => {
+                if let Some(next) = self.append_batch(first, receiver) {
+                    return self.handle(next, receiver);
+                }
+            }
+            Message::Sync => self.log_errors(WriterState::sync),
+            Message::Digest(done) => {
+                self.log_errors(|s| s.digest());
+                let _ = done.send(());
+            }
+            Message::Close(done) => {
+                self.finish();
+                let _ = done.send(());
+                return true;
+            }
+            Message::Hold(cut, done) => self.hold(cut, &done),
+        }
+        false
     }
 
     fn log_errors(&mut self, step: impl FnOnce(&mut WriterState) -> Result<(), TrailError>) {
@@ -398,11 +407,11 @@ impl WriterState {
         wake.min(to_digest).max(Duration::from_millis(1))
     }
 
-    /// Writes the records queued now, and handles what came after them; true once a close
-    /// among them has been carried out.
-    fn append_batch(&mut self, first: Pending, receiver: &mpsc::Receiver<Message>) -> bool {
+    /// Writes the records queued now; the message that ended the batch, if it was neither an
+    /// append nor a sync.
+    fn append_batch(&mut self, first: Pending, receiver: &mpsc::Receiver<Message>) -> Option<Message> {
         let mut batch = vec![first];
-        let (mut deferred, mut asked) = (Vec::new(), false);
+        let (mut next_message, mut asked) = (None, false);
         let (delay, started) = (self.options.max_batch_delay, Instant::now());
         while batch.len() < MAX_BATCH {
             let next = match receiver.try_recv() {
@@ -419,7 +428,7 @@ impl WriterState {
                 Message::Append(pending) => batch.push(pending),
                 Message::Sync => asked = true,
                 other => {
-                    deferred.push(other);
+                    next_message = Some(other);
                     break;
                 }
             }
@@ -442,22 +451,7 @@ impl WriterState {
                 }
             }
         }
-        for message in deferred {
-            match message {
-                Message::Digest(done) => {
-                    self.log_errors(|s| s.digest());
-                    let _ = done.send(());
-                }
-                Message::Close(done) => {
-                    self.finish();
-                    let _ = done.send(());
-                    return true;
-                }
-                Message::Hold(cut, done) => self.hold(cut, &done),
-                Message::Append(_) | Message::Sync => unreachable!("appends and syncs are batched above"),
-            }
-        }
-        false
+        next_message
     }
 
     /// A new log file for the next record, with its reserve allocated; the second value
