@@ -1,8 +1,11 @@
 //! Throughput and latency of actions through the whole pipeline (socket → authenticate →
 //! Cedar → execute → fsynced audit record → reply), against the release binary.
 //!
-//! `cargo bench -p datasandbox --bench actions` prints one line per workload. Figures, not
-//! assertions: this is a benchmark, not a test.
+//! `cargo bench -p datasandbox --bench actions` prints one line per workload (`-- PutObject`
+//! runs only the workloads so named). Each client sends its next action once it has the answer
+//! to the last: 8 clients measure a load bound by the latency of each action, and PutObject runs
+//! again with 32, enough to keep every stage of the pipeline busy on this machine's two cores
+//! (its throughput at saturation). Figures, not assertions: this is a benchmark, not a test.
 
 #[path = "../tests/it/support/http.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
@@ -14,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// Clients that each wait for their answer before they send again: a latency-bound load.
 const CLIENTS: usize = 8;
+/// Enough clients to keep every stage of the pipeline busy: the throughput at saturation.
+const SATURATING: usize = 32;
 const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 
@@ -38,27 +44,44 @@ fn main() {
     assert_eq!(put.status, 200);
 
     println!(
-        "DataSandbox action benchmark: {CLIENTS} clients on the control socket, {}s per workload, auditing on (fsync per batch)",
+        "DataSandbox action benchmark: clients on the control socket, each waiting for its answer; {}s per workload, auditing on (fsync per batch)",
         MEASURE.as_secs()
     );
-    println!("{:<28} {:>10} {:>10} {:>10} {:>10}", "workload", "actions/s", "p50 ms", "p99 ms", "max ms");
-    run("GetParameter", &socket, |_, _| ("parameters:GetParameter", json!({ "Name": "/bench/p" })));
+    println!("{:<28} {:>8} {:>10} {:>10} {:>10} {:>10}", "workload", "clients", "actions/s", "p50 ms", "p99 ms", "max ms");
+    // `cargo bench --bench actions -- PutObject` runs only the workloads whose name holds it.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let chosen = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    if chosen("GetParameter") {
+        run("GetParameter", &socket, CLIENTS, |_, _| ("parameters:GetParameter", json!({ "Name": "/bench/p" })));
+    }
     // A write to the metadata store without an object body: what a PutObject costs beyond it.
-    run("PutParameter", &socket, |client, n| {
-        ("parameters:PutParameter", json!({ "Name": format!("/bench/{client}/{n}"), "Value": "v", "Type": "String" }))
-    });
+    if chosen("PutParameter") {
+        run("PutParameter", &socket, CLIENTS, |client, n| {
+            ("parameters:PutParameter", json!({ "Name": format!("/bench/{client}/{n}"), "Value": "v", "Type": "String" }))
+        });
+    }
     let body = base64_of(&[0x5a; 4096]);
-    run("PutObject 4 KiB", &socket, move |client, n| {
-        ("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": format!("bench/{client}/{n}"), "Body": body }))
-    });
+    if chosen("PutObject 4 KiB") {
+        for clients in [CLIENTS, SATURATING] {
+            let body = body.clone();
+            run("PutObject 4 KiB", &socket, clients, move |client, n| {
+                ("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": format!("bench/{clients}/{client}/{n}"), "Body": body }))
+            });
+        }
+    }
 
     let _ = Command::new("kill").args(["-INT", &server.id().to_string()]).status();
     let _ = server.wait();
 }
 
-fn run(name: &str, socket: &std::path::Path, request: impl Fn(usize, usize) -> (&'static str, Value) + Send + Sync + Clone + 'static) {
+fn run(
+    name: &str,
+    socket: &std::path::Path,
+    clients: usize,
+    request: impl Fn(usize, usize) -> (&'static str, Value) + Send + Sync + Clone + 'static,
+) {
     let start = Instant::now();
-    let threads: Vec<_> = (0..CLIENTS)
+    let threads: Vec<_> = (0..clients)
         .map(|client| {
             let (socket, request) = (socket.to_owned(), request.clone());
             std::thread::spawn(move || {
@@ -86,8 +109,9 @@ fn run(name: &str, socket: &std::path::Path, request: impl Fn(usize, usize) -> (
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
     println!(
-        "{:<28} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
+        "{:<28} {:>8} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
         name,
+        clients,
         latencies.len() as f64 / MEASURE.as_secs_f64(),
         at(0.50),
         at(0.99),

@@ -210,6 +210,19 @@ pub fn millis_to_rfc3339(millis: i64) -> String {
 mod tests {
     use super::Store;
 
+    /// Each connection keeps a page cache of its own size (`.cargo/config.toml` says why).
+    #[tokio::test]
+    async fn sqlite_is_built_with_a_page_cache_per_connection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(None, dir.path()).await.expect("open");
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options").fetch_all(&store.pool).await.expect("options");
+        assert!(options.iter().any(|o| o.starts_with("THREADSAFE=")), "not SQLite's list of options: {options:?}");
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "SQLite was built with one page cache for every connection (LIBSQLITE3_FLAGS unset?): {options:?}"
+        );
+    }
+
     /// Writes queued together: each failed one is rolled back alone (its own earlier statement
     /// too), a panicking one is refused, and every other is committed before it is answered.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
