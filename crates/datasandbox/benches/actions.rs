@@ -50,28 +50,36 @@ fn main() {
     println!("{:<28} {:>8} {:>10} {:>10} {:>10} {:>10}", "workload", "clients", "actions/s", "p50 ms", "p99 ms", "max ms");
     // `cargo bench --bench actions -- PutObject` runs only the workloads whose name holds it.
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let chosen = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
-    if chosen("GetParameter") {
-        run("GetParameter", &socket, CLIENTS, |_, _| ("parameters:GetParameter", json!({ "Name": "/bench/p" })));
-    }
+    let bench = Bench { socket, only };
+    bench.run("GetParameter", CLIENTS, |_, _| ("parameters:GetParameter", json!({ "Name": "/bench/p" })));
     // A write to the metadata store without an object body: what a PutObject costs beyond it.
-    if chosen("PutParameter") {
-        run("PutParameter", &socket, CLIENTS, |client, n| {
-            ("parameters:PutParameter", json!({ "Name": format!("/bench/{client}/{n}"), "Value": "v", "Type": "String" }))
-        });
-    }
+    bench.run("PutParameter", CLIENTS, |client, n| {
+        ("parameters:PutParameter", json!({ "Name": format!("/bench/{client}/{n}"), "Value": "v", "Type": "String" }))
+    });
     let body = base64_of(&[0x5a; 4096]);
-    if chosen("PutObject 4 KiB") {
-        for clients in [CLIENTS, SATURATING] {
-            let body = body.clone();
-            run("PutObject 4 KiB", &socket, clients, move |client, n| {
-                ("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": format!("bench/{clients}/{client}/{n}"), "Body": body }))
-            });
-        }
+    for clients in [CLIENTS, SATURATING] {
+        let body = body.clone();
+        bench.run("PutObject 4 KiB", clients, move |client, n| {
+            ("storage:PutObject", json!({ "Bucket": "datasandbox-home", "Key": format!("bench/{clients}/{client}/{n}"), "Body": body }))
+        });
     }
 
     let _ = Command::new("kill").args(["-INT", &server.id().to_string()]).status();
     let _ = server.wait();
+}
+
+/// The server's socket, and the workloads asked for (all if none).
+struct Bench {
+    socket: std::path::PathBuf,
+    only: Vec<String>,
+}
+
+impl Bench {
+    fn run(&self, name: &str, clients: usize, request: impl Fn(usize, usize) -> (&'static str, Value) + Send + Sync + Clone + 'static) {
+        if self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str())) {
+            run(name, &self.socket, clients, request);
+        }
+    }
 }
 
 fn run(

@@ -277,19 +277,23 @@ fn admitting(set: &PolicySet, action: &str) -> Result<PolicySet, PolicyError> {
 }
 
 fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
-    // Cedar parses a type's name; the names used here are parsed once (a parse per uid was a
-    // tenth of each decision).
+    // Cedar parses a type's name: the kinds the requests use are parsed once (a parse per uid
+    // was a tenth of each decision); any other is parsed when asked for.
     static KINDS: std::sync::LazyLock<HashMap<&'static str, EntityTypeName>> = std::sync::LazyLock::new(|| {
         ["Action", "Bucket", "Function", "Instance", "Key", "Object", "Operator", "Parameter", "Role", "Service", "Stack", "User"]
             .into_iter()
-            .filter_map(|kind| Some((kind, EntityTypeName::from_str(&format!("{NAMESPACE}::{kind}")).ok()?)))
+            .filter_map(|kind| Some((kind, type_name(kind).ok()?)))
             .collect()
     });
     let kind = match KINDS.get(kind) {
         Some(known) => known.clone(),
-        None => EntityTypeName::from_str(&format!("{NAMESPACE}::{kind}")).map_err(|e| e.to_string())?,
+        None => type_name(kind)?,
     };
     Ok(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
+}
+
+fn type_name(kind: &str) -> Result<EntityTypeName, String> {
+    EntityTypeName::from_str(&format!("{NAMESPACE}::{kind}")).map_err(|e| e.to_string())
 }
 
 /// A request's principal and resource, and the entities that describe them.
