@@ -18,6 +18,12 @@ fn open_with(root: &std::path::Path, options: TrailOptions) -> Trail {
     Trail::open(layout(root, "a"), Signer::from_bytes(&[7; 32]), options, None).expect("trail opens")
 }
 
+/// How many lines the trail's log files under `root` hold now.
+fn lines_written(root: &std::path::Path) -> usize {
+    let logs = layout(root, "a").files(crate::layout::Kind::Log, &[".jsonl"]).expect("log files");
+    logs.iter().map(|path| std::fs::read(path).expect("log").iter().filter(|&&b| b == b'\n').count()).sum()
+}
+
 /// Closes the trail and says whether `audit validate` finds it whole, with how many records.
 async fn closed_and_validated(trail: Trail, root: &std::path::Path) -> (bool, Vec<String>) {
     tokio::task::spawn_blocking(move || trail.close()).await.expect("join").expect("close");
@@ -57,8 +63,10 @@ async fn a_record_written_alongside_waits_for_its_fsync_until_its_caller_waits()
     let second = trail.append_alongside(&record("a", 1)).expect("handed");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(trail.last_sequence(), 0, "a record nobody waits for yet was made durable at once");
+    assert_eq!(lines_written(dir.path()), 0, "records nobody waits for yet are held, unwritten");
     second.wait().await.expect("durable");
     assert_eq!(trail.last_sequence(), 2, "one fsync, for both");
+    assert_eq!(lines_written(dir.path()), 2, "one write, for both");
     first.wait().await.expect("durable");
     let (valid, lines) = closed_and_validated(trail, dir.path()).await;
     assert!(valid, "{lines:#?}");

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::any::AnyConnectOptions;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, Row as _};
 use tokio::sync::Notify;
 
 use crate::chain;
@@ -27,12 +27,15 @@ use crate::layout::{Kind, Layout};
 use crate::record::Record;
 use crate::writer::IndexBatch;
 
+mod in_place;
 mod pool;
+mod rows;
 mod sql_query;
 mod statements;
 
-use pool::connect;
-use statements::placeholders;
+use in_place::InPlace;
+use pool::{SQLITE_SETTINGS, connect};
+use rows::Row;
 pub use statements::redact_url;
 pub use statements::rows_as_objects;
 
@@ -40,6 +43,8 @@ pub use statements::rows_as_objects;
 pub enum IndexError {
     #[error("audit index `{place}`: {source}")]
     Sql { place: String, source: sqlx::Error },
+    #[error("audit index `{place}`: {message}")]
+    InPlace { place: String, message: String },
     #[error("{0}")]
     Query(String),
     #[error(transparent)]
@@ -113,14 +118,14 @@ const SCHEMA_LOCK: i64 = 0x6175_6469_7431;
 /// The most records the feeder holds back while the index cannot be written.
 const MAX_BACKLOG: usize = 200_000;
 
-/// The columns of `events`, in the order `insert` binds them.
-const EVENT_COLUMNS: usize = 23;
-
 #[derive(Clone)]
 pub struct Index {
     pool: AnyPool,
     /// Where records are inserted (see `open`).
     writer: AnyPool,
+    /// The SQLite file's own connection for inserts, called in place (see `in_place`); none
+    /// on PostgreSQL.
+    in_place: Option<InPlace>,
     target: IndexTarget,
     /// Where the index is, for messages (a database URL without its password).
     place: String,
@@ -199,6 +204,13 @@ impl Index {
         // drops its whole cache, and the feeder took whichever of the pool's was free).
         let writer = if sqlite { connect(options, sqlite, 1).await.map_err(sql)? } else { pool.clone() };
         create_tables(&pool, sqlite).await.map_err(sql)?;
+        let in_place = match target {
+            IndexTarget::File(path) => Some(
+                InPlace::open(path, SQLITE_SETTINGS)
+                    .map_err(|err| IndexError::InPlace { place: place.clone(), message: err.to_string() })?,
+            ),
+            IndexTarget::Database(_) => None,
+        };
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM events WHERE node = $1")
             .bind(node)
             .fetch_one(&pool)
@@ -207,6 +219,7 @@ impl Index {
         Ok(Index {
             pool,
             writer,
+            in_place,
             target: target.clone(),
             place,
             node: node.to_owned(),
@@ -300,7 +313,6 @@ impl Index {
     }
 
     async fn insert(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
-        let sql = self.sql();
         let already = self.indexed_sequence();
         let mut rows = Vec::with_capacity(lines.len());
         let mut newest = 0;
@@ -310,68 +322,16 @@ impl Index {
                 continue;
             }
             match serde_json::from_slice::<Record>(line) {
-                Ok(record) => rows.push((*sequence as i64, record, String::from_utf8_lossy(line).into_owned())),
+                Ok(record) => rows.push(Row::of(*sequence as i64, record, line)),
                 Err(_) => tracing::warn!(sequence, "an audit record does not parse; it is left out of the index"),
             }
         }
-        let mut tx = self.writer.begin().await.map_err(&sql)?;
-        // Many rows per statement: one round trip per chunk, not per row. The placeholders are
-        // written out (`$n` for PostgreSQL, `?` for SQLite): sqlx's builder writes `?` for `Any`.
-        for chunk in rows.chunks(40) {
-            let statement = format!(
-                "INSERT INTO events (node, sequence, event_time, event_source, event_name, user_type, user_name, principal_id, user_arn, source_ip,
-                 user_agent, error_code, error_message, read_only, management_event, event_type, request_id, event_id, correlation_id, session_id,
-                 request_parameters, response_elements, record) VALUES {} ON CONFLICT (node, sequence) DO NOTHING",
-                placeholders(chunk.len(), EVENT_COLUMNS, self.sqlite())
-            );
-            let mut insert = sqlx::query(&statement);
-            for (sequence, record, text) in chunk {
-                let session_id = ["SessionId", "SessionID"]
-                    .iter()
-                    .find_map(|k| record.request_parameters.get(*k).or_else(|| record.response_elements.get(*k)))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                insert = insert
-                    .bind(self.node.clone())
-                    .bind(*sequence)
-                    .bind(record.event_time.clone())
-                    .bind(record.event_source.clone())
-                    .bind(record.event_name.clone())
-                    .bind(record.user_identity.kind.clone())
-                    .bind(record.user_identity.user_name.clone())
-                    .bind(record.user_identity.principal_id.clone())
-                    .bind(record.user_identity.arn.clone())
-                    .bind(record.source_ip_address.clone())
-                    .bind(record.user_agent.clone())
-                    .bind(record.error_code.clone())
-                    .bind(record.error_message.clone())
-                    .bind(i64::from(record.read_only))
-                    .bind(i64::from(record.management_event))
-                    .bind(record.event_type.clone())
-                    .bind(record.request_id.clone())
-                    .bind(record.event_id.clone())
-                    .bind(record.correlation_id.clone())
-                    .bind(session_id)
-                    .bind(record.request_parameters.to_string())
-                    .bind(record.response_elements.to_string())
-                    .bind(text.clone());
+        match &self.in_place {
+            Some(inserter) => {
+                inserter.insert(&self.node, rows).await.map_err(|message| IndexError::InPlace { place: self.place.clone(), message })?
             }
-            insert.execute(&mut *tx).await.map_err(&sql)?;
-            let resources: Vec<(i64, &crate::record::RecordResource)> =
-                chunk.iter().flat_map(|(sequence, record, _)| record.resources.iter().map(move |r| (*sequence, r))).collect();
-            for resources in resources.chunks(300) {
-                let statement = format!(
-                    "INSERT INTO event_resources (node, sequence, arn, type) VALUES {}",
-                    placeholders(resources.len(), 4, self.sqlite())
-                );
-                let mut insert = sqlx::query(&statement);
-                for (sequence, resource) in resources {
-                    insert = insert.bind(self.node.clone()).bind(*sequence).bind(resource.arn.clone()).bind(resource.kind.clone());
-                }
-                insert.execute(&mut *tx).await.map_err(&sql)?;
-            }
+            None => rows::through_pool(&self.writer, &self.node, &rows, self.sqlite()).await.map_err(self.sql())?,
         }
-        tx.commit().await.map_err(&sql)?;
         self.indexed.fetch_max(newest, Ordering::AcqRel);
         self.progress.notify_waiters();
         Ok(())

@@ -175,6 +175,7 @@ impl Trail {
             unsynced: Vec::new(),
             unindexed: Vec::new(),
             unsynced_since: None,
+            held: Vec::new(),
         };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || state.run(&receiver)).map_err(io(&layout.root))?;
         Ok(Trail { layout, sender, durable, on_reserve, full_below, uploader })
@@ -205,9 +206,9 @@ impl Trail {
     /// The same in two steps, for a caller that does other work while the record is written
     /// (the notebook proxy has Jupyter answer a read meanwhile, and holds the answer until the
     /// record is durable): the record is handed to the writer now, and [`Durable::wait`] returns
-    /// once it is durable. The writer writes it at once but makes it durable only when a
-    /// caller waits (this one, or any whose record came later), or within a few milliseconds:
-    /// under load one fsync covers every record whose caller was still at work.
+    /// once it is durable. The writer holds it, unwritten, until a caller waits (this one, or
+    /// any whose record came later), or for a few milliseconds at most: under load one write
+    /// and one fsync cover every record whose caller was still at work.
     pub fn append_alongside(&self, record: &Record) -> Result<Durable, TrailError> {
         self.send(record, true)
     }
@@ -343,6 +344,9 @@ struct WriterState {
     unsynced: Vec<oneshot::Sender<Result<(), String>>>,
     unindexed: IndexBatch,
     unsynced_since: Option<Instant>,
+    /// Records written alongside their callers' work, not yet written (see `append_batch`):
+    /// `unsynced_since` counts from the first of them too.
+    held: Vec<Pending>,
 }
 
 impl WriterState {
@@ -433,12 +437,26 @@ impl WriterState {
                 }
             }
         }
-        // Durable at once if a caller waits already; a batch of records written alongside
-        // their callers' work waits for one of them to, or for `unsynced_at_most`.
-        let now = asked || batch.iter().any(|pending| !pending.patient);
+        // Durable at once if a caller waits already. Records whose callers are still at work
+        // are held unwritten till one of them waits, or for `unsynced_at_most` (`sync` writes
+        // them first): under load, one write and one fsync for them all.
+        if asked || batch.iter().any(|pending| !pending.patient) {
+            let mut all = std::mem::take(&mut self.held);
+            all.extend(batch);
+            if self.write(all) {
+                self.log_errors(WriterState::sync);
+            }
+        } else {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+            self.held.extend(batch);
+        }
+        next_message
+    }
+
+    /// Writes a batch (see `write_batch`); false if it could not be, its callers told why.
+    fn write(&mut self, batch: Vec<Pending>) -> bool {
         match self.write_batch(batch) {
-            Ok(()) if now => self.log_errors(WriterState::sync),
-            Ok(()) => {}
+            Ok(()) => true,
             Err(err) => {
                 tracing::error!(error = %err, "audit write failed; actions are refused until it recovers");
                 // A batch the reserve could not hold left nothing behind: the file and what is
@@ -449,9 +467,9 @@ impl WriterState {
                 if !refused_whole {
                     self.active = None;
                 }
+                false
             }
         }
-        next_message
     }
 
     /// A new log file for the next record, with its reserve allocated; the second value
@@ -527,7 +545,12 @@ impl WriterState {
     /// cut back to its durable end and left, and the chain goes on from the last durable
     /// record in a new file (nothing signs, seals or indexes the failed records).
     fn sync(&mut self) -> Result<(), TrailError> {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            self.write(held);
+        }
         if self.unsynced.is_empty() {
+            self.unsynced_since = None;
             return Ok(());
         }
         let synced = match self.active.as_mut() {
