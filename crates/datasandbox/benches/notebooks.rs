@@ -77,9 +77,18 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
     const CLIENTS: usize = 16;
     let (notebook, address, base, cookie) = open_notebook(server, first);
     let socket = server.dir.path().join("notebooks").join(&notebook).join("run/jupyter.sock");
-    let token = format!("token {}", jupyter_token(&notebook));
+    let (jupyter, token) = jupyter_server(&notebook);
+    let token = format!("token {token}");
     let chp = chp::start(&socket);
+    // Each way's requests' times, the connections they took, and the CPU time Jupyter and the
+    // proxy in front of it (none straight) ran meanwhile.
     let run = |via: Via| {
+        let proxy = match &via {
+            Via::Straight => None,
+            Via::Chp(_) => chp.as_ref().map(chp::Chp::pid),
+            Via::Proxy => Some(server.pid()),
+        };
+        let cpu_before = (cpu_time(jupyter), proxy.map(cpu_time));
         let deadline = Instant::now() + Duration::from_secs(5);
         let threads: Vec<_> = (0..CLIENTS)
             .map(|_| {
@@ -95,29 +104,71 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
                 })
             })
             .collect();
-        let (mut times, mut connections) = (Vec::new(), 0);
+        let mut way = Way::default();
         for thread in threads {
             let (more, made) = thread.join().expect("client");
-            times.extend(more);
-            connections += made;
+            way.times.extend(more);
+            way.connections += made;
         }
-        (times, connections)
+        way.jupyter_cpu = cpu_time(jupyter) - cpu_before.0;
+        way.proxy_cpu = proxy.zip(cpu_before.1).map_or(Duration::ZERO, |(pid, before)| cpu_time(pid) - before);
+        way
     };
     const ROUNDS: usize = 3;
-    let (mut all_direct, mut all_peer, mut all_proxied) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut all_direct, mut all_peer, mut all_proxied) = (Way::default(), Way::default(), Way::default());
     for round in 1..=ROUNDS {
-        let (direct, _) = run(Via::Straight);
+        let direct = run(Via::Straight);
         let peer = chp.as_ref().map(|chp| run(Via::Chp(chp.address.clone())));
-        let (proxied, _) = run(Via::Proxy);
-        let line = throughput_line(&direct, peer.as_ref().map(|(times, connections)| (times.as_slice(), *connections)), &proxied, 5.0);
+        let proxied = run(Via::Proxy);
+        let line = throughput_line(&direct.times, peer.as_ref().map(|way| (way.times.as_slice(), way.connections)), &proxied.times, 5.0);
         println!("GET api/status, {CLIENTS} clients kept alive, 5 s each, round {round}: {line}");
-        all_direct.extend(direct);
-        all_peer.extend(peer.map(|(times, _)| times).unwrap_or_default());
-        all_proxied.extend(proxied);
+        all_direct.add(direct);
+        all_peer.add(peer.unwrap_or_default());
+        all_proxied.add(proxied);
     }
-    let peer = (!all_peer.is_empty()).then_some((all_peer.as_slice(), 0));
-    let line = throughput_line(&all_direct, peer, &all_proxied, 5.0 * ROUNDS as f64);
+    let peer = (!all_peer.times.is_empty()).then_some((all_peer.times.as_slice(), 0));
+    let line = throughput_line(&all_direct.times, peer, &all_proxied.times, 5.0 * ROUNDS as f64);
     println!("GET api/status, {CLIENTS} clients kept alive, all {ROUNDS} rounds together: {line}");
+    let seconds = 5.0 * ROUNDS as f64;
+    let peer = if all_peer.times.is_empty() {
+        "configurable-http-proxy not measured".to_owned()
+    } else {
+        format!("through configurable-http-proxy 5: {}", all_peer.cpu_line(seconds))
+    };
+    println!(
+        "GET api/status, CPU time per request, all {ROUNDS} rounds: straight: {}; {peer}; through the notebook proxy, its audit included: {}",
+        all_direct.cpu_line(seconds),
+        all_proxied.cpu_line(seconds)
+    );
+}
+
+/// One way's throughput run: each request's time, the connections the clients made, and the
+/// CPU time Jupyter and the proxy in front of it ran meanwhile.
+#[derive(Default)]
+struct Way {
+    times: Vec<f64>,
+    connections: usize,
+    jupyter_cpu: Duration,
+    proxy_cpu: Duration,
+}
+
+impl Way {
+    fn add(&mut self, other: Way) {
+        self.times.extend(other.times);
+        self.connections += other.connections;
+        self.jupyter_cpu += other.jupyter_cpu;
+        self.proxy_cpu += other.proxy_cpu;
+    }
+
+    /// The proxy's and Jupyter's CPU time per request, and how much of its core Jupyter had
+    /// over `seconds` (a proxy that crowds Jupyter off its core lowers the throughput too).
+    fn cpu_line(&self, seconds: f64) -> String {
+        let requests = self.times.len().max(1) as f64;
+        let per = |cpu: Duration| cpu.as_secs_f64() * 1e6 / requests;
+        let jupyter =
+            format!("Jupyter {:.0} µs/request, {:.0}% of a core", per(self.jupyter_cpu), self.jupyter_cpu.as_secs_f64() / seconds * 100.0);
+        if self.proxy_cpu.is_zero() { jupyter } else { format!("{:.0} µs/request + {jupyter}", per(self.proxy_cpu)) }
+    }
 }
 
 /// One line of throughput figures: each way's rate and p99 over `seconds`, and the proxy's
@@ -246,17 +297,36 @@ fn open_notebook(server: &Server, first: &FirstSession) -> (String, String, Stri
 
 /// Jupyter's token for `notebook`, read as root from its server's own file system.
 fn jupyter_token(notebook: &str) -> String {
+    jupyter_server(notebook).1
+}
+
+/// The process of `notebook`'s Jupyter server (as this host numbers it) and its token.
+fn jupyter_server(notebook: &str) -> (u32, String) {
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("jupyter")
+        // Python itself, not the sandbox's init that started it.
+        let program = cmdline.split('\0').next().unwrap_or_default();
+        if program.ends_with("python")
+            && cmdline.contains("jupyter")
             && cmdline.contains(notebook)
             && let Ok(token) = std::fs::read_to_string(entry.path().join("root/run/datasandbox/jupyter-token"))
+            && let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok())
         {
-            return token.trim().to_owned();
+            return (pid, token.trim().to_owned());
         }
     }
     panic!("no Jupyter server of {notebook} found")
+}
+
+/// CPU time a process has run, all its threads together (the scheduler's own count, in ns).
+fn cpu_time(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    let nanos: u64 = tasks
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// One `execute_request` of `pass` (or, `audited` false, a `kernel_info_request`, which the

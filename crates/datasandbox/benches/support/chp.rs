@@ -15,6 +15,12 @@ pub struct Chp {
     pub address: String,
 }
 
+impl Chp {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Chp {
     fn drop(&mut self) {
         let _ = self.child.kill();
