@@ -35,9 +35,9 @@ const RECHECK: Duration = Duration::from_millis(10);
 pub struct TrailOptions {
     /// How long the writer may wait for more records before an fsync (0: never waits).
     pub max_batch_delay: Duration,
-    /// A record written alongside its caller's work is made durable when its caller waits for
-    /// it, when a record whose caller already waits is written, or this long after it was
-    /// written, whichever comes first.
+    /// A record written alongside its caller's work is written and made durable when its
+    /// caller waits for it, when a record whose caller already waits comes, or this long after
+    /// it came, whichever comes first.
     pub unsynced_at_most: Duration,
     pub checkpoint_records: u64,
     pub checkpoint_interval: Duration,
@@ -440,15 +440,23 @@ impl WriterState {
         // Durable at once if a caller waits already. Records whose callers are still at work
         // are held unwritten till one of them waits, or for `unsynced_at_most` (`sync` writes
         // them first): under load, one write and one fsync for them all.
+        // The held records go in a write of their own: no write holds more than `MAX_BATCH`,
+        // and a record written on the reserve is never refused for the size of those before it.
         if asked || batch.iter().any(|pending| !pending.patient) {
-            let mut all = std::mem::take(&mut self.held);
-            all.extend(batch);
-            if self.write(all) {
+            let held = std::mem::take(&mut self.held);
+            if !held.is_empty() {
+                self.write(held);
+            }
+            if self.write(batch) {
                 self.log_errors(WriterState::sync);
             }
         } else {
             self.unsynced_since.get_or_insert_with(Instant::now);
             self.held.extend(batch);
+            if self.held.len() >= MAX_BATCH {
+                let held = std::mem::take(&mut self.held);
+                self.write(held);
+            }
         }
         next_message
     }

@@ -145,6 +145,8 @@ impl WriterState {
     }
 
     pub(super) fn hold(&mut self, cut: Cut, done: &std::sync::mpsc::Sender<()>) {
+        // Held records are written and made durable first, as for any checkpoint.
+        self.log_errors(WriterState::sync);
         let signed = if self.sequence > self.checkpointed { self.checkpoint().map_err(|e| e.to_string()) } else { Ok(()) };
         let open = [self.active.as_ref().map(|a| &a.log), self.checkpoint_file.as_ref()];
         cut(signed.map(|()| open.into_iter().flatten().map(|file| (file.path.clone(), file.size)).collect()));
