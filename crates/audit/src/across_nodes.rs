@@ -202,3 +202,34 @@ async fn one_index_serves_every_nodes_records_and_each_day_is_claimed_once() {
     index_a.release_report_day("2026-12-01").await.expect("release");
     assert!(index_b.claim_report_day("2026-12-01").await.expect("claim"), "a day given back can be claimed again");
 }
+
+/// `audit reindex` while records stream in: the feeder waits for the rebuild, so a batch it
+/// committed meanwhile cannot set the indexed mark past records the rebuild must put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_during_a_stream_of_records_leaves_none_out_and_none_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("a");
+    let index = Index::open(&index_target(dir.path()), "a").await.expect("index");
+    let (feed, batches) = tokio::sync::mpsc::unbounded_channel();
+    index.spawn_feeder(batches);
+    let trail = Trail::open(layout(&root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), Some(feed)).expect("trail");
+    let writing = {
+        let trail = trail.clone();
+        tokio::spawn(async move {
+            for n in 0..3000 {
+                trail.append(&record("a", n)).await.expect("append");
+            }
+        })
+    };
+    while !writing.is_finished() {
+        index.rebuild(&layout(&root, "a")).await.expect("rebuild");
+    }
+    writing.await.expect("writer");
+    assert!(index.wait_for(3000, std::time::Duration::from_secs(30)).await, "every record indexed");
+    let (_, rows) = index
+        .query("SELECT (SELECT COUNT(*) FROM events WHERE node = 'a'), (SELECT COUNT(*) FROM event_resources WHERE node = 'a')", 1)
+        .await
+        .expect("query");
+    assert_eq!(rows, [[json!(3000), json!(3000)]], "each record and its resource once");
+    tokio::task::spawn_blocking(move || trail.close()).await.expect("join").expect("close");
+}

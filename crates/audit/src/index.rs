@@ -135,6 +135,8 @@ pub struct Index {
     progress: Arc<Notify>,
     /// A read waits for records still on their way in: the feeder inserts now.
     hurry: Arc<Notify>,
+    /// Held while records go in, and by a rebuild from its delete to the end of its catch-up.
+    feeding: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long after one insert the feeder gathers records for the next, unless a read waits:
@@ -226,6 +228,7 @@ impl Index {
             indexed: Arc::new(AtomicU64::new(last as u64)),
             progress: Arc::new(Notify::new()),
             hurry: Arc::new(Notify::new()),
+            feeding: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -313,6 +316,12 @@ impl Index {
     }
 
     async fn insert(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
+        let _turn = self.feeding.lock().await;
+        self.insert_in_turn(lines).await
+    }
+
+    /// `insert`, with the feeding turn already held.
+    async fn insert_in_turn(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
         let already = self.indexed_sequence();
         let mut rows = Vec::with_capacity(lines.len());
         let mut newest = 0;
@@ -339,6 +348,12 @@ impl Index {
 
     /// Indexes every record of this node's trail files that the index does not hold yet.
     pub async fn catch_up(&self, layout: &Layout) -> Result<u64, IndexError> {
+        let _turn = self.feeding.lock().await;
+        self.catch_up_in_turn(layout).await
+    }
+
+    /// `catch_up`, with the feeding turn already held.
+    async fn catch_up_in_turn(&self, layout: &Layout) -> Result<u64, IndexError> {
         let mut added = 0;
         let files =
             layout.files(Kind::Log, &[".jsonl", ".json.gz"]).map_err(|source| TrailError::Io { path: layout.root.clone(), source })?;
@@ -358,7 +373,7 @@ impl Index {
                 }
             }
             for chunk in batch.chunks(20_000) {
-                self.insert(chunk).await?;
+                self.insert_in_turn(chunk).await?;
                 added += chunk.len() as u64;
             }
         }
@@ -367,13 +382,16 @@ impl Index {
 
     /// Empties this node's part of the index and rebuilds it from its trail files alone.
     pub async fn rebuild(&self, layout: &Layout) -> Result<u64, IndexError> {
+        // The feeder waits meanwhile: a batch it committed between the delete and the catch-up
+        // would set the indexed mark past the records the catch-up must put back.
+        let _turn = self.feeding.lock().await;
         let sql = self.sql();
         let mut tx = self.writer.begin().await.map_err(&sql)?;
         sqlx::query("DELETE FROM events WHERE node = $1").bind(&self.node).execute(&mut *tx).await.map_err(&sql)?;
         sqlx::query("DELETE FROM event_resources WHERE node = $1").bind(&self.node).execute(&mut *tx).await.map_err(&sql)?;
         tx.commit().await.map_err(&sql)?;
         self.indexed.store(0, Ordering::Release);
-        self.catch_up(layout).await
+        self.catch_up_in_turn(layout).await
     }
 
     /// Records of every node matching `filter`, newest first; `before` continues a page.
