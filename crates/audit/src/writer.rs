@@ -443,10 +443,7 @@ impl WriterState {
         // The held records go in a write of their own: no write holds more than `MAX_BATCH`,
         // and a record written on the reserve is never refused for the size of those before it.
         if asked || batch.iter().any(|pending| !pending.patient) {
-            let held = std::mem::take(&mut self.held);
-            if !held.is_empty() {
-                self.write(held);
-            }
+            self.write_held();
             if self.write(batch) {
                 self.log_errors(WriterState::sync);
             }
@@ -454,11 +451,18 @@ impl WriterState {
             self.unsynced_since.get_or_insert_with(Instant::now);
             self.held.extend(batch);
             if self.held.len() >= MAX_BATCH {
-                let held = std::mem::take(&mut self.held);
-                self.write(held);
+                self.write_held();
             }
         }
         next_message
+    }
+
+    /// Writes the held records, if any, in a write of their own.
+    fn write_held(&mut self) {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            self.write(held);
+        }
     }
 
     /// Writes a batch (see `write_batch`); false if it could not be, its callers told why.
@@ -553,10 +557,7 @@ impl WriterState {
     /// cut back to its durable end and left, and the chain goes on from the last durable
     /// record in a new file (nothing signs, seals or indexes the failed records).
     fn sync(&mut self) -> Result<(), TrailError> {
-        if !self.held.is_empty() {
-            let held = std::mem::take(&mut self.held);
-            self.write(held);
-        }
+        self.write_held();
         if self.unsynced.is_empty() {
             self.unsynced_since = None;
             return Ok(());

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::rows::{EVENT_COLUMNS, INSERT_EVENTS, INSERT_RESOURCES, Row};
+use super::statements::placeholders;
 
 /// The index's SQLite file, opened for inserts.
 #[derive(Clone)]
@@ -42,10 +43,11 @@ impl InPlace {
 fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row]) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
     {
-        let numbered = (1..=EVENT_COLUMNS).map(|n| format!("?{n}")).collect::<Vec<_>>().join(",");
-        let mut events =
-            transaction.prepare_cached(&format!("{} VALUES ({numbered}) ON CONFLICT (node, sequence) DO NOTHING", INSERT_EVENTS))?;
-        let mut resources = transaction.prepare_cached(&format!("{} VALUES (?1, ?2, ?3, ?4)", INSERT_RESOURCES))?;
+        let mut events = transaction.prepare_cached(&format!(
+            "{INSERT_EVENTS} VALUES {} ON CONFLICT (node, sequence) DO NOTHING",
+            placeholders(1, EVENT_COLUMNS, true)
+        ))?;
+        let mut resources = transaction.prepare_cached(&format!("{INSERT_RESOURCES} VALUES {}", placeholders(1, 4, true)))?;
         for row in rows {
             let record = &row.record;
             let (request, response) = (record.request_parameters.to_string(), record.response_elements.to_string());
