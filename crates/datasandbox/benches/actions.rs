@@ -2,20 +2,27 @@
 //! Cedar → execute → fsynced audit record → reply), against the release binary.
 //!
 //! `cargo bench -p datasandbox --bench actions` prints one line per workload (`-- PutObject`
-//! runs only the workloads so named). Each client sends its next action once it has the answer
-//! to the last: 8 clients measure a load bound by the latency of each action, and PutObject runs
-//! again with 32, enough to keep every stage of the pipeline busy on this machine's two cores
-//! (its throughput at saturation). Figures, not assertions: this is a benchmark, not a test.
+//! runs only the workloads so named). Each client (a connection; all of them on one thread, as
+//! `wrk -t1` runs them) sends its next action once it has the answer to the last: 8 clients
+//! measure a load bound by the latency of each action, and PutObject runs again with 32, enough
+//! to keep every stage of the pipeline busy on this machine's two cores (its throughput at
+//! saturation). Figures, not assertions: this is a benchmark, not a test.
 
 #[path = "../tests/it/support/http.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
 mod http;
+
+#[path = "support/load.rs"]
+#[allow(dead_code, reason = "shared by the benchmarks, which use different parts")]
+mod load;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use load::Target;
 
 /// Clients that each wait for their answer before they send again: a latency-bound load.
 const CLIENTS: usize = 8;
@@ -89,33 +96,19 @@ fn run(
     request: impl Fn(usize, usize) -> (&'static str, Value) + Send + Sync + Clone + 'static,
 ) {
     let start = Instant::now();
-    let threads: Vec<_> = (0..clients)
-        .map(|client| {
-            let (socket, request) = (socket.to_owned(), request.clone());
-            std::thread::spawn(move || {
-                let mut connection = http::unix(&socket).expect("connect");
-                let mut latencies = Vec::new();
-                let mut n = 0;
-                loop {
-                    let elapsed = start.elapsed();
-                    if elapsed > WARMUP + MEASURE {
-                        return latencies;
-                    }
-                    let (action, input) = request(client, n);
-                    let sent = Instant::now();
-                    let reply = connection.call(action, &input, None).expect("call");
-                    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-                    if elapsed > WARMUP {
-                        latencies.push(sent.elapsed());
-                    }
-                    n += 1;
-                }
-            })
-        })
-        .collect();
-    let mut latencies: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().expect("client thread")).collect();
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    let http = move |client, n| {
+        let (action, input) = request(client, n);
+        let (service, action) = action.split_once(':').expect("service:Action");
+        let body = input.to_string();
+        format!(
+            "POST /api/{service}/{action} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let (mut latencies, _) = load::run(&Target::Unix(socket.to_owned()), clients, http, (start + WARMUP, start + WARMUP + MEASURE));
+    latencies.sort_unstable_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     println!(
         "{:<28} {:>8} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
         name,
@@ -123,7 +116,7 @@ fn run(
         latencies.len() as f64 / MEASURE.as_secs_f64(),
         at(0.50),
         at(0.99),
-        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        latencies.last().copied().unwrap_or(0.0)
     );
 }
 

@@ -12,7 +12,8 @@
 //!   Jupyter's socket, through JupyterHub's configurable-http-proxy (npm) and through the
 //!   proxy, whose executed-code audit records every request before forwarding it: p50 and p99
 //!   of each, measured alternately in the same run.
-//! - `GET api/status` throughput from 16 clients, the same three ways.
+//! - `GET api/status` throughput from 16 clients, the same three ways: 16 kept-alive connections
+//!   on one thread, as the issue's `wrk -t1 -c16` measured them.
 //!
 //! `cargo bench -p datasandbox --bench notebooks`.
 
@@ -23,6 +24,9 @@ mod http;
 #[path = "support/chp.rs"]
 mod chp;
 
+#[path = "support/load.rs"]
+mod load;
+
 #[path = "support/server.rs"]
 #[allow(dead_code, reason = "shared by the benchmarks, which use different parts")]
 mod server;
@@ -31,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use load::Target;
 use server::Server;
 
 const RUNS: usize = 200;
@@ -90,26 +95,13 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
         };
         let cpu_before = (cpu_time(jupyter), proxy.map(cpu_time));
         let deadline = Instant::now() + Duration::from_secs(5);
-        let threads: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                let (socket, address, base, cookie, token, via) =
-                    (socket.clone(), address.clone(), base.clone(), cookie.clone(), token.clone(), via.clone());
-                std::thread::spawn(move || {
-                    let path = format!("{base}api/status");
-                    match &via {
-                        Via::Straight => statuses(|| http::unix(&socket), &path, ("authorization", &token), deadline),
-                        Via::Chp(at) => statuses(|| http::tcp(at), &path, ("authorization", &token), deadline),
-                        Via::Proxy => statuses(|| http::tcp(&address), &path, ("cookie", &cookie), deadline),
-                    }
-                })
-            })
-            .collect();
-        let mut way = Way::default();
-        for thread in threads {
-            let (more, made) = thread.join().expect("client");
-            way.times.extend(more);
-            way.connections += made;
-        }
+        let path = format!("{base}api/status");
+        let (times, connections) = match &via {
+            Via::Straight => load::statuses(&Target::Unix(socket.clone()), CLIENTS, &path, ("authorization", &token), deadline),
+            Via::Chp(at) => load::statuses(&Target::Tcp(at.clone()), CLIENTS, &path, ("authorization", &token), deadline),
+            Via::Proxy => load::statuses(&Target::Tcp(address.clone()), CLIENTS, &path, ("cookie", &cookie), deadline),
+        };
+        let mut way = Way { times, connections, ..Way::default() };
         way.jupyter_cpu = cpu_time(jupyter) - cpu_before.0;
         way.proxy_cpu = proxy.zip(cpu_before.1).map_or(Duration::ZERO, |(pid, before)| cpu_time(pid) - before);
         way
@@ -190,32 +182,6 @@ fn throughput_line(direct: &[f64], peer: Option<(&[f64], usize)>, proxied: &[f64
          (p99 {proxied_p99:.1} ms) = {:.0}% of straight   target ≥ 90%, p99 ≤ straight + 3 ms",
         proxied / direct * 100.0
     )
-}
-
-/// `GET path` with `header` on a kept-alive connection (`connect`ed again if the server closes
-/// it) until `deadline`: each request's time, and how many connections it took.
-fn statuses<S: std::io::Read + std::io::Write>(
-    connect: impl Fn() -> std::io::Result<http::Connection<S>>,
-    path: &str,
-    header: (&str, &str),
-    deadline: Instant,
-) -> (Vec<f64>, usize) {
-    let mut connection = connect().expect("connect");
-    let (mut times, mut connections) = (Vec::new(), 1);
-    while Instant::now() < deadline {
-        let started = Instant::now();
-        let reply = match connection.request("GET", path, &[header], b"") {
-            Ok(reply) => reply,
-            Err(_) => {
-                connection = connect().expect("connect again");
-                connections += 1;
-                connection.request("GET", path, &[header], b"").expect("status")
-            }
-        };
-        assert_eq!(reply.status, 200);
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    (times, connections)
 }
 
 /// The user's first session, once its notebook is ready.

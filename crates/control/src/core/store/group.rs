@@ -19,11 +19,18 @@
 //! and the WAL stays small. (Taking the turn for the whole tenth of a second's copy held every
 //! writer for 20–40 ms under a stream of PutObjects.) No connection of the store checkpoints at
 //! its own commits: `SQLITE_SETTINGS`.
+//!
+//! Between copies, while batches commit, the same thread writes the WAL to disk every
+//! `WRITE_BACK_EVERY` (`WalWriteBack`). A copy begins by syncing the WAL: left to it, a tenth
+//! of a second's commits (about 12 MB under a stream of 4 KiB PutObjects) went to the disk at
+//! once, the audit trail's fsyncs queued behind them, and every action waited 10–25 ms about
+//! eight times a second (PutObject's p99 with 8 clients: 10–12 ms, against 6–8 ms since).
 
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -84,6 +91,9 @@ const MAX_BATCH: usize = 256;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const WHOLE_EVERY: u32 = 5;
 
+/// How often, while writes commit, the WAL's newest pages are written to disk.
+const WRITE_BACK_EVERY: Duration = Duration::from_millis(10);
+
 /// The queue to the writing thread.
 #[derive(Clone)]
 pub(super) struct Group {
@@ -105,7 +115,9 @@ impl Group {
         };
         let conn = open()?;
         conn.set_prepared_statement_cache_capacity(64);
-        let checkpointer = Checkpointer::start(open()?, turns.clone())?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let checkpointer = Checkpointer::start(open()?, turns.clone(), WalWriteBack::new(wal.into()))?;
         let (sender, queue) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(sqlx::Error::Io)?;
         std::thread::Builder::new()
@@ -138,20 +150,37 @@ impl Group {
 }
 
 /// The thread that copies the WAL's committed pages into the database every
-/// `CHECKPOINT_EVERY` (SQLite's passive checkpoint, which waits for no writer or reader).
+/// `CHECKPOINT_EVERY` (SQLite's passive checkpoint, which waits for no writer or reader), and
+/// writes the WAL to disk in between while writes commit.
 struct Checkpointer {
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
+    /// Batches committed so far, counted by the writing thread.
+    commits: Arc<AtomicU64>,
 }
 
 impl Checkpointer {
-    fn start(conn: rusqlite::Connection, turns: Arc<Semaphore>) -> Result<Checkpointer, sqlx::Error> {
+    fn start(conn: rusqlite::Connection, turns: Arc<Semaphore>, mut wal: WalWriteBack) -> Result<Checkpointer, sqlx::Error> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         let thread = std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || {
-                let mut copies = 0u32;
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                let (mut copies, mut next_copy) = (0u32, Instant::now() + CHECKPOINT_EVERY);
+                loop {
+                    // Idle, the thread wakes only to copy.
+                    let until_copy = next_copy.saturating_duration_since(Instant::now());
+                    let wait = if wal.behind(&counted) { until_copy.min(WRITE_BACK_EVERY) } else { until_copy };
+                    if !matches!(stopped.recv_timeout(wait), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
+                        return;
+                    }
+                    wal.write_back(&counted);
+                    if Instant::now() < next_copy {
+                        continue;
+                    }
+                    next_copy = Instant::now() + CHECKPOINT_EVERY;
+                    wal.reopen();
                     copies += 1;
                     checkpoint(&conn);
                     // With no write under way the copy is whole, and the next write starts the
@@ -167,13 +196,61 @@ impl Checkpointer {
                 }
             })
             .map_err(sqlx::Error::Io)?;
-        Ok(Checkpointer { stop, thread })
+        Ok(Checkpointer { stop, thread, commits })
+    }
+
+    /// Counts a committed batch: its pages are in the WAL, not yet on disk.
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ends the thread and closes its connection.
     fn stop(self) {
         drop(self.stop);
         let _ = self.thread.join();
+    }
+}
+
+/// The WAL's pages written to disk as commits add them, a little at a time, rather than all at
+/// the next copy's sync. Its file is opened apart from SQLite's (no lock is ever taken on it:
+/// SQLite's WAL locks are in the `-shm` file) and read-only, and opened again at each copy, so
+/// that a WAL SQLite deleted and made anew is the one written.
+struct WalWriteBack {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    /// The commits counted at the last write-back.
+    written: u64,
+}
+
+impl WalWriteBack {
+    fn new(path: PathBuf) -> WalWriteBack {
+        WalWriteBack { path, file: None, written: 0 }
+    }
+
+    /// Opens the file again at the next write-back.
+    fn reopen(&mut self) {
+        self.file = None;
+    }
+
+    /// Whether a batch has committed since the last write-back.
+    fn behind(&self, commits: &AtomicU64) -> bool {
+        commits.load(Ordering::Relaxed) != self.written
+    }
+
+    /// Writes what the WAL holds to disk if a batch has committed since the last time. A
+    /// failure here costs nothing but the pacing: the copy syncs the WAL itself.
+    fn write_back(&mut self, commits: &AtomicU64) {
+        let now = commits.load(Ordering::Relaxed);
+        if now == self.written {
+            return;
+        }
+        self.written = now;
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        if let Some(file) = &self.file {
+            let _ = file.sync_data();
+        }
     }
 }
 
@@ -207,6 +284,7 @@ async fn serve(
             let turn = turns.acquire().await;
             let ended = run_batch(&mut conn, &mut batch).await;
             drop(turn);
+            checkpointer.committed();
             if let Err(err) = &ended {
                 tracing::warn!(error = %err, writes = batch.len(), "a batch of writes to the metadata store did not commit");
                 // Whatever the failure left open is rolled back; the next batch begins afresh.
