@@ -20,8 +20,8 @@
 //! writer for 20–40 ms under a stream of PutObjects.) No connection of the store checkpoints at
 //! its own commits: `SQLITE_SETTINGS`.
 //!
-//! Between copies, while batches commit, the same thread writes the WAL to disk every
-//! `WRITE_BACK_EVERY` (`WalWriteBack`). A copy begins by syncing the WAL: left to it, a tenth
+//! Between copies, while batches commit in a stream, the same thread writes the WAL to disk
+//! every `WRITE_BACK_EVERY` (`WalWriteBack`). A copy begins by syncing the WAL: left to it, a tenth
 //! of a second's commits (about 12 MB under a stream of 4 KiB PutObjects) went to the disk at
 //! once, the audit trail's fsyncs queued behind them, and every action waited 10–25 ms about
 //! eight times a second (PutObject's p99 with 8 clients: 10–12 ms, against 6–8 ms since).
@@ -91,8 +91,11 @@ const MAX_BATCH: usize = 256;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const WHOLE_EVERY: u32 = 5;
 
-/// How often, while writes commit, the WAL's newest pages are written to disk.
+/// How often, while writes commit, the WAL's newest pages are written to disk; and how many
+/// batches must have committed since the last time (fewer leave too little for the copy's sync
+/// to stall on, and an fsync each would cost more than it saves).
 const WRITE_BACK_EVERY: Duration = Duration::from_millis(10);
+const WRITE_BACK_FROM: u64 = 4;
 
 /// The queue to the writing thread.
 #[derive(Clone)]
@@ -218,13 +221,13 @@ impl Checkpointer {
 struct WalWriteBack {
     path: PathBuf,
     file: Option<std::fs::File>,
-    /// The commits counted at the last write-back.
-    written: u64,
+    /// The commits counted at the last look.
+    seen: u64,
 }
 
 impl WalWriteBack {
     fn new(path: PathBuf) -> WalWriteBack {
-        WalWriteBack { path, file: None, written: 0 }
+        WalWriteBack { path, file: None, seen: 0 }
     }
 
     /// Opens the file again at the next write-back.
@@ -232,19 +235,20 @@ impl WalWriteBack {
         self.file = None;
     }
 
-    /// Whether a batch has committed since the last write-back.
+    /// Whether a batch has committed since the last look.
     fn behind(&self, commits: &AtomicU64) -> bool {
-        commits.load(Ordering::Relaxed) != self.written
+        commits.load(Ordering::Relaxed) != self.seen
     }
 
-    /// Writes what the WAL holds to disk if a batch has committed since the last time. A
-    /// failure here costs nothing but the pacing: the copy syncs the WAL itself.
+    /// Writes what the WAL holds to disk if `WRITE_BACK_FROM` batches have committed since the
+    /// last look. A failure here costs nothing but the pacing: the copy syncs the WAL itself.
     fn write_back(&mut self, commits: &AtomicU64) {
         let now = commits.load(Ordering::Relaxed);
-        if now == self.written {
+        let since = now.wrapping_sub(self.seen);
+        self.seen = now;
+        if since < WRITE_BACK_FROM {
             return;
         }
-        self.written = now;
         if self.file.is_none() {
             self.file = std::fs::File::open(&self.path).ok();
         }
