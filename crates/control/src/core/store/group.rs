@@ -20,11 +20,11 @@
 //! writer for 20–40 ms under a stream of PutObjects.) No connection of the store checkpoints at
 //! its own commits: `SQLITE_SETTINGS`.
 //!
-//! Between copies, while batches commit in a stream, the same thread writes the WAL to disk
-//! every `WRITE_BACK_EVERY` (`WalWriteBack`). A copy begins by syncing the WAL: left to it, a tenth
-//! of a second's commits (about 12 MB under a stream of 4 KiB PutObjects) went to the disk at
-//! once, the audit trail's fsyncs queued behind them, and every action waited 10–25 ms about
-//! eight times a second (PutObject's p99 with 8 clients: 10–12 ms, against 6–8 ms since).
+//! Between copies, while writes commit in a stream, the same thread writes the WAL to disk
+//! every `WRITE_BACK_EVERY` (`WalWriteBack`). A copy begins by syncing the WAL: left to it, a
+//! tenth of a second's commits (about 12 MB under a stream of 4 KiB PutObjects) went to the
+//! disk at once, the audit trail's fsyncs queued behind them, and every action waited 10–25 ms
+//! about eight times a second (PutObject's p99 with 8 clients: 10–12 ms, against 6–7 ms since).
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -91,9 +91,10 @@ const MAX_BATCH: usize = 256;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const WHOLE_EVERY: u32 = 5;
 
-/// How often, while writes commit, the WAL's newest pages are written to disk; and how many
-/// batches must have committed since the last time (fewer leave too little for the copy's sync
-/// to stall on, and an fsync each would cost more than it saves).
+/// How often, while writes commit in a stream, the WAL's newest pages are written to disk; and
+/// how many writes each of those intervals must have committed on average for a stream (fewer
+/// leave the copy's sync too little to stall on, and an fsync each would cost more than it
+/// spares). Writes, not batches: under a heavier load, fewer and larger batches.
 const WRITE_BACK_EVERY: Duration = Duration::from_millis(10);
 const WRITE_BACK_FROM: u64 = 4;
 
@@ -154,11 +155,11 @@ impl Group {
 
 /// The thread that copies the WAL's committed pages into the database every
 /// `CHECKPOINT_EVERY` (SQLite's passive checkpoint, which waits for no writer or reader), and
-/// writes the WAL to disk in between while writes commit.
+/// writes the WAL to disk in between while writes commit in a stream.
 struct Checkpointer {
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
-    /// Batches committed so far, counted by the writing thread.
+    /// Writes whose batches have ended so far, counted by the writing thread.
     commits: Arc<AtomicU64>,
 }
 
@@ -172,18 +173,18 @@ impl Checkpointer {
             .spawn(move || {
                 let (mut copies, mut next_copy) = (0u32, Instant::now() + CHECKPOINT_EVERY);
                 loop {
-                    // Idle, the thread wakes only to copy.
+                    // Idle or under a trickle of writes, the thread wakes only to copy.
                     let until_copy = next_copy.saturating_duration_since(Instant::now());
-                    let wait = if wal.behind(&counted) { until_copy.min(WRITE_BACK_EVERY) } else { until_copy };
+                    let wait = if wal.streaming { until_copy.min(WRITE_BACK_EVERY) } else { until_copy };
                     if !matches!(stopped.recv_timeout(wait), Err(std::sync::mpsc::RecvTimeoutError::Timeout)) {
                         return;
                     }
-                    wal.write_back(&counted);
                     if Instant::now() < next_copy {
+                        wal.look(&counted, true);
                         continue;
                     }
-                    next_copy = Instant::now() + CHECKPOINT_EVERY;
-                    wal.reopen();
+                    // The copy syncs the WAL itself.
+                    wal.look(&counted, false);
                     copies += 1;
                     checkpoint(&conn);
                     // With no write under way the copy is whole, and the next write starts the
@@ -196,15 +197,17 @@ impl Checkpointer {
                         checkpoint(&conn);
                         copies = 0;
                     }
+                    next_copy = Instant::now() + CHECKPOINT_EVERY;
                 }
             })
             .map_err(sqlx::Error::Io)?;
         Ok(Checkpointer { stop, thread, commits })
     }
 
-    /// Counts a committed batch: its pages are in the WAL, not yet on disk.
-    fn committed(&self) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
+    /// Counts the writes of a batch that has ended: what they wrote is in the WAL, not yet on
+    /// disk.
+    fn committed(&self, writes: usize) {
+        self.commits.fetch_add(writes as u64, Ordering::Relaxed);
     }
 
     /// Ends the thread and closes its connection.
@@ -215,38 +218,35 @@ impl Checkpointer {
 }
 
 /// The WAL's pages written to disk as commits add them, a little at a time, rather than all at
-/// the next copy's sync. Its file is opened apart from SQLite's (no lock is ever taken on it:
-/// SQLite's WAL locks are in the `-shm` file) and read-only, and opened again at each copy, so
-/// that a WAL SQLite deleted and made anew is the one written.
+/// the next copy's sync. Its file is opened apart from SQLite's, read-only: SQLite takes no lock
+/// on it (its WAL locks are in the `-shm` file), so closing this descriptor releases none. The
+/// same inode serves as long as the checkpointer's connection is open: SQLite deletes the WAL
+/// only when its last connection closes, and `journal_size_limit` only truncates it.
 struct WalWriteBack {
     path: PathBuf,
     file: Option<std::fs::File>,
-    /// The commits counted at the last look.
+    /// The writes counted at the last look, and when it was.
     seen: u64,
+    looked: Instant,
+    /// Whether they came as a stream (`WRITE_BACK_FROM`).
+    streaming: bool,
 }
 
 impl WalWriteBack {
     fn new(path: PathBuf) -> WalWriteBack {
-        WalWriteBack { path, file: None, seen: 0 }
+        WalWriteBack { path, file: None, seen: 0, looked: Instant::now(), streaming: false }
     }
 
-    /// Opens the file again at the next write-back.
-    fn reopen(&mut self) {
-        self.file = None;
-    }
-
-    /// Whether a batch has committed since the last look.
-    fn behind(&self, commits: &AtomicU64) -> bool {
-        commits.load(Ordering::Relaxed) != self.seen
-    }
-
-    /// Writes what the WAL holds to disk if `WRITE_BACK_FROM` batches have committed since the
-    /// last look. A failure here costs nothing but the pacing: the copy syncs the WAL itself.
-    fn write_back(&mut self, commits: &AtomicU64) {
+    /// Counts the writes committed since the last look and, if they came as a stream and `sync`
+    /// is asked, writes what the WAL holds to disk. A failure here costs nothing but the pacing:
+    /// the copy syncs the WAL itself.
+    fn look(&mut self, commits: &AtomicU64, sync: bool) {
         let now = commits.load(Ordering::Relaxed);
-        let since = now.wrapping_sub(self.seen);
-        self.seen = now;
-        if since < WRITE_BACK_FROM {
+        let since = u128::from(now.wrapping_sub(self.seen));
+        let elapsed = self.looked.elapsed().as_nanos();
+        (self.seen, self.looked) = (now, Instant::now());
+        self.streaming = since > 0 && since * WRITE_BACK_EVERY.as_nanos() >= u128::from(WRITE_BACK_FROM) * elapsed;
+        if !(sync && self.streaming) {
             return;
         }
         if self.file.is_none() {
@@ -288,7 +288,7 @@ async fn serve(
             let turn = turns.acquire().await;
             let ended = run_batch(&mut conn, &mut batch).await;
             drop(turn);
-            checkpointer.committed();
+            checkpointer.committed(batch.len());
             if let Err(err) = &ended {
                 tracing::warn!(error = %err, writes = batch.len(), "a batch of writes to the metadata store did not commit");
                 // Whatever the failure left open is rolled back; the next batch begins afresh.
