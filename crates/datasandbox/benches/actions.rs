@@ -82,19 +82,14 @@ struct Bench {
 }
 
 impl Bench {
-    fn run(&self, name: &str, clients: usize, request: impl Fn(usize, usize) -> (&'static str, Value) + Send + Sync + Clone + 'static) {
+    fn run(&self, name: &str, clients: usize, request: impl Fn(usize, usize) -> (&'static str, Value) + 'static) {
         if self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str())) {
             run(name, &self.socket, clients, request);
         }
     }
 }
 
-fn run(
-    name: &str,
-    socket: &std::path::Path,
-    clients: usize,
-    request: impl Fn(usize, usize) -> (&'static str, Value) + Send + Sync + Clone + 'static,
-) {
+fn run(name: &str, socket: &std::path::Path, clients: usize, request: impl Fn(usize, usize) -> (&'static str, Value) + 'static) {
     let start = Instant::now();
     let http = move |client, n| {
         let (action, input) = request(client, n);

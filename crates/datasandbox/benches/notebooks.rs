@@ -95,16 +95,18 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
         };
         let cpu_before = (cpu_time(jupyter), proxy.map(cpu_time));
         let deadline = Instant::now() + Duration::from_secs(5);
-        let path = format!("{base}api/status");
-        let (times, connections) = match &via {
-            Via::Straight => load::statuses(&Target::Unix(socket.clone()), CLIENTS, &path, ("authorization", &token), deadline),
-            Via::Chp(at) => load::statuses(&Target::Tcp(at.clone()), CLIENTS, &path, ("authorization", &token), deadline),
-            Via::Proxy => load::statuses(&Target::Tcp(address.clone()), CLIENTS, &path, ("cookie", &cookie), deadline),
+        let (target, header) = match &via {
+            Via::Straight => (Target::Unix(socket.clone()), ("authorization", token.as_str())),
+            Via::Chp(at) => (Target::Tcp(at.clone()), ("authorization", token.as_str())),
+            Via::Proxy => (Target::Tcp(address.clone()), ("cookie", cookie.as_str())),
         };
-        let mut way = Way { times, connections, ..Way::default() };
-        way.jupyter_cpu = cpu_time(jupyter) - cpu_before.0;
-        way.proxy_cpu = proxy.zip(cpu_before.1).map_or(Duration::ZERO, |(pid, before)| cpu_time(pid) - before);
-        way
+        let (times, connections) = load::statuses(&target, CLIENTS, &format!("{base}api/status"), header, deadline);
+        Way {
+            times,
+            connections,
+            jupyter_cpu: cpu_time(jupyter) - cpu_before.0,
+            proxy_cpu: proxy.zip(cpu_before.1).map_or(Duration::ZERO, |(pid, before)| cpu_time(pid) - before),
+        }
     };
     const ROUNDS: usize = 3;
     let (mut all_direct, mut all_peer, mut all_proxied) = (Way::default(), Way::default(), Way::default());

@@ -119,9 +119,7 @@ impl Group {
         };
         let conn = open()?;
         conn.set_prepared_statement_cache_capacity(64);
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let checkpointer = Checkpointer::start(open()?, turns.clone(), WalWriteBack::new(wal.into()))?;
+        let checkpointer = Checkpointer::start(open()?, turns.clone(), path)?;
         let (sender, queue) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(sqlx::Error::Io)?;
         std::thread::Builder::new()
@@ -164,10 +162,10 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(conn: rusqlite::Connection, turns: Arc<Semaphore>, mut wal: WalWriteBack) -> Result<Checkpointer, sqlx::Error> {
+    fn start(conn: rusqlite::Connection, turns: Arc<Semaphore>, database: &Path) -> Result<Checkpointer, sqlx::Error> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let commits = Arc::new(AtomicU64::new(0));
-        let counted = commits.clone();
+        let mut wal = WalWriteBack::new(database, commits.clone());
         let thread = std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || {
@@ -180,11 +178,11 @@ impl Checkpointer {
                         return;
                     }
                     if Instant::now() < next_copy {
-                        wal.look(&counted, true);
+                        wal.look(true);
                         continue;
                     }
                     // The copy syncs the WAL itself.
-                    wal.look(&counted, false);
+                    wal.look(false);
                     copies += 1;
                     checkpoint(&conn);
                     // With no write under way the copy is whole, and the next write starts the
@@ -225,6 +223,8 @@ impl Checkpointer {
 struct WalWriteBack {
     path: PathBuf,
     file: Option<std::fs::File>,
+    /// Writes whose batches have ended, counted by the writing thread (`Checkpointer::committed`).
+    commits: Arc<AtomicU64>,
     /// The writes counted at the last look, and when it was.
     seen: u64,
     looked: Instant,
@@ -233,15 +233,18 @@ struct WalWriteBack {
 }
 
 impl WalWriteBack {
-    fn new(path: PathBuf) -> WalWriteBack {
-        WalWriteBack { path, file: None, seen: 0, looked: Instant::now(), streaming: false }
+    /// For the store whose database file is `database`.
+    fn new(database: &Path, commits: Arc<AtomicU64>) -> WalWriteBack {
+        let mut path = database.as_os_str().to_owned();
+        path.push("-wal");
+        WalWriteBack { path: path.into(), file: None, commits, seen: 0, looked: Instant::now(), streaming: false }
     }
 
     /// Counts the writes committed since the last look and, if they came as a stream and `sync`
     /// is asked, writes what the WAL holds to disk. A failure here costs nothing but the pacing:
     /// the copy syncs the WAL itself.
-    fn look(&mut self, commits: &AtomicU64, sync: bool) {
-        let now = commits.load(Ordering::Relaxed);
+    fn look(&mut self, sync: bool) {
+        let now = self.commits.load(Ordering::Relaxed);
         let since = u128::from(now.wrapping_sub(self.seen));
         let elapsed = self.looked.elapsed().as_nanos();
         (self.seen, self.looked) = (now, Instant::now());
