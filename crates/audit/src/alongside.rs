@@ -119,3 +119,51 @@ async fn records_still_unsynced_at_close_are_made_durable_and_signed() {
         durable.wait().await.expect("answered durable by the close");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_handed_after_close_is_refused_not_left_waiting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trail = open(dir.path());
+    let before = trail.append_alongside(&record("a", 0)).expect("handed");
+    let (valid, lines) = closed_and_validated(trail.clone(), dir.path()).await;
+    assert!(valid, "{lines:#?}");
+    before.wait().await.expect("handed before the close: durable");
+    assert!(
+        matches!(trail.append_alongside(&record("a", 1)), Err(crate::error::TrailError::Stopped)),
+        "a record handed to a closed trail was taken"
+    );
+    assert_eq!(trail.last_sequence(), 1);
+}
+
+/// The hour's digest waits for the sealer to seal the file just closed (up to `rotate_bytes`
+/// to read and compress): appends go on meanwhile, and a checkpoint names the digest once it is
+/// written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_go_on_while_the_sealer_works_on_the_hours_digest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = TrailOptions { digest_interval: Duration::from_millis(100), ..TrailOptions::default() };
+    let trail = open_with(dir.path(), options);
+    trail.append(&record("a", 0)).await.expect("append");
+    *crate::sealer::HELD_SEALERS.lock().expect("lock") = Some(dir.path().to_owned());
+    let digests = || layout(dir.path(), "a").files(crate::layout::Kind::Digest, &[".json.gz"]).expect("digests").len();
+    // Past a digest's time: the writer has rotated and asked for the digest.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let appended = tokio::time::timeout(Duration::from_secs(5), trail.append(&record("a", 1))).await;
+    let digests_while_held = digests();
+    *crate::sealer::HELD_SEALERS.lock().expect("lock") = None;
+    appended.expect("an append waited for the sealer").expect("append");
+    assert_eq!(digests_while_held, 0, "the sealer wrote a digest while it was held");
+    // The newest checkpoint names a digest (the newest) without another append or a close.
+    let named = || {
+        let files = layout(dir.path(), "a").files(crate::layout::Kind::Checkpoint, &[".jsonl"]).expect("checkpoint files");
+        let text = files.last().map(|path| std::fs::read_to_string(path).expect("checkpoints")).unwrap_or_default();
+        text.lines().last().is_some_and(|line| line.contains("\"lastDigestS3Object\":\""))
+    };
+    let started = Instant::now();
+    while digests() == 0 || !named() {
+        assert!(started.elapsed() < Duration::from_secs(5), "no digest, or none named, once the sealer went on");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (valid, lines) = closed_and_validated(trail, dir.path()).await;
+    assert!(valid, "{lines:#?}");
+}

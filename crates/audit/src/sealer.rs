@@ -15,6 +15,10 @@ use crate::layout::{self, GENESIS_HASH, Kind, Layout};
 use crate::seal_job::{DigestRef, SealJob};
 use crate::signing::{self, Signer};
 
+/// The sealer's nice value: it yields to the rest of the server, and still gets about a tenth
+/// of a core that another thread keeps busy, enough to keep up with a trail written flat out.
+const SEALER_NICE: i32 = 10;
+
 struct Sealer {
     layout: Layout,
     signer: Arc<Signer>,
@@ -68,7 +72,17 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("audit-sealer".into())
         .spawn(move || {
+            // Sealing compresses a whole log file at once (a few hundred milliseconds of CPU
+            // for `rotate_bytes`): it yields to the actions whose records it seals. Linux
+            // keeps a nice value per thread, and `None` names this one.
+            if let Err(err) = rustix::process::setpriority_process(None, SEALER_NICE) {
+                tracing::warn!(error = %err, "cannot lower the audit sealer's priority; it competes with the actions it seals");
+            }
             for job in receiver {
+                #[cfg(test)]
+                while HELD_SEALERS.lock().expect("lock").as_ref().is_some_and(|dir| sealer.layout.root.starts_with(dir)) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
                 match job {
                     SealJob::Seal(path) => {
                         if let Err(err) = sealer.seal(&path) {
@@ -91,6 +105,11 @@ pub(crate) fn start(
         .map_err(io)?;
     Ok(sender)
 }
+
+/// The sealers of trails under this directory wait before each job while it is set (tests
+/// only: a seal that takes long cannot be had on demand).
+#[cfg(test)]
+pub(crate) static HELD_SEALERS: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 pub(crate) fn signature_path(digest: &std::path::Path) -> PathBuf {
     let name = digest.file_name().and_then(|n| n.to_str()).unwrap_or_default();

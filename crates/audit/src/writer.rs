@@ -22,10 +22,17 @@ use crate::seal_job::{DigestRef, SealJob};
 use crate::sealer;
 use crate::signing::Signer;
 
+mod handoff;
 mod upkeep;
+
+pub use handoff::Durable;
+use handoff::{Cut, Handed, Message, Pending, Queued};
 
 /// At most this many records share one fsync.
 const MAX_BATCH: usize = 8192;
+
+/// How often the writer looks whether the digest it asked for is written (see `upkeep`).
+const DIGEST_POLL: Duration = Duration::from_millis(10);
 
 /// The upkeep checks the reserve only `RECHECK` after a write (which checks it).
 const RECHECK: Duration = Duration::from_millis(10);
@@ -76,27 +83,6 @@ impl Default for TrailOptions {
     }
 }
 
-struct Pending {
-    line: Vec<u8>,
-    done: oneshot::Sender<Result<(), String>>,
-    /// Its caller has other work under way meanwhile (see [`Trail::append_alongside`]).
-    patient: bool,
-}
-
-enum Message {
-    Append(Pending),
-    /// A caller waits for a record written alongside its work (see [`Durable::wait`]).
-    Sync,
-    /// Rotate and write a digest now (at shutdown, and for tests).
-    Digest(std::sync::mpsc::Sender<()>),
-    Close(std::sync::mpsc::Sender<()>),
-    /// A backup's consistent cut: see [`Trail::hold`].
-    Hold(Cut, std::sync::mpsc::Sender<()>),
-}
-
-/// What runs while the trail holds still (see [`Trail::hold`]), or why it could not be cut.
-type Cut = Box<dyn FnOnce(Result<Vec<(PathBuf, u64)>, String>) + Send>;
-
 /// A record as the index receives it: its sequence number and its exact line.
 pub type IndexBatch = Vec<(u64, Vec<u8>)>;
 
@@ -105,6 +91,7 @@ pub type IndexBatch = Vec<(u64, Vec<u8>)>;
 pub struct Trail {
     layout: Layout,
     sender: mpsc::Sender<Message>,
+    handed: Handed,
     durable: Arc<std::sync::atomic::AtomicU64>,
     on_reserve: Arc<AtomicBool>,
     /// Below this much free space the file system counts as full.
@@ -144,6 +131,7 @@ impl Trail {
         }
         let now = Utc::now();
         let (sender, receiver) = mpsc::channel::<Message>();
+        let handed = Handed::default();
         let durable = Arc::new(std::sync::atomic::AtomicU64::new(sequence));
         let on_reserve = Arc::new(AtomicBool::new(false));
         let full_below = options.reserve_bytes / 4;
@@ -157,6 +145,7 @@ impl Trail {
             durable: durable.clone(),
             on_reserve: on_reserve.clone(),
             next_digest_at: next_boundary(now, options.digest_interval),
+            digest_pending: None,
             layout: layout.clone(),
             signer,
             options,
@@ -175,10 +164,10 @@ impl Trail {
             unsynced: Vec::new(),
             unindexed: Vec::new(),
             unsynced_since: None,
-            held: Vec::new(),
+            handed: handed.clone(),
         };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || state.run(&receiver)).map_err(io(&layout.root))?;
-        Ok(Trail { layout, sender, durable, on_reserve, full_below, uploader })
+        Ok(Trail { layout, sender, handed, durable, on_reserve, full_below, uploader })
     }
 
     /// Whether the trail is on its reserve: its file system is full (or nearly: less than a
@@ -213,10 +202,24 @@ impl Trail {
         self.send(record, true)
     }
 
+    /// Hands a record to the writer: on its channel, or, `patient`, in the handed queue (only
+    /// the first record there wakes the writer).
     fn send(&self, record: &Record, patient: bool) -> Result<Durable, TrailError> {
         let line = crate::bound::bounded_line(record);
         let (done, answer) = oneshot::channel();
-        self.sender.send(Message::Append(Pending { line, done, patient })).map_err(|_| TrailError::Stopped)?;
+        let pending = Pending { line, done };
+        let sent = if patient {
+            match self.handed.push(pending) {
+                Queued::First => self.sender.send(Message::Handed).is_ok(),
+                Queued::Behind => true,
+                Queued::Closed => false,
+            }
+        } else {
+            self.sender.send(Message::Append(pending)).is_ok()
+        };
+        if !sent {
+            return Err(TrailError::Stopped);
+        }
         Ok(Durable { answer, sender: self.sender.clone(), root: self.layout.root.clone() })
     }
 
@@ -259,42 +262,6 @@ impl Trail {
     }
 }
 
-/// A record handed to the writer (see [`Trail::append_alongside`]).
-pub struct Durable {
-    answer: oneshot::Receiver<Result<(), String>>,
-    sender: mpsc::Sender<Message>,
-    root: PathBuf,
-}
-
-impl Durable {
-    /// Returns once the record is durable, asking the writer to make it so now if it is not.
-    pub async fn wait(mut self) -> Result<(), TrailError> {
-        let answer = match self.answer.try_recv() {
-            Ok(answer) => Some(answer),
-            Err(oneshot::error::TryRecvError::Closed) => None,
-            Err(oneshot::error::TryRecvError::Empty) => {
-                // Written by now or about to be: the record went first on the same queue.
-                let _ = self.sender.send(Message::Sync);
-                (&mut self.answer).await.ok()
-            }
-        };
-        self.outcome(answer)
-    }
-
-    async fn answered(mut self) -> Result<(), TrailError> {
-        let answer = (&mut self.answer).await.ok();
-        self.outcome(answer)
-    }
-
-    fn outcome(self, answer: Option<Result<(), String>>) -> Result<(), TrailError> {
-        match answer {
-            Some(Ok(())) => Ok(()),
-            Some(Err(message)) => Err(TrailError::Io { path: self.root, source: std::io::Error::other(message) }),
-            None => Err(TrailError::Stopped),
-        }
-    }
-}
-
 /// Tells each caller of a batch that could not be written why; the error, for the log.
 fn answer_all(batch: Vec<Pending>, err: TrailError) -> TrailError {
     let message = err.to_string();
@@ -332,6 +299,8 @@ struct WriterState {
     checkpoint_signature: String,
     checkpoint_file: Option<Reserved>,
     next_digest_at: DateTime<Utc>,
+    /// Answered once the sealer has written the digest the writer asked for last.
+    digest_pending: Option<mpsc::Receiver<()>>,
     sealer: mpsc::Sender<SealJob>,
     last_digest: Arc<Mutex<Option<DigestRef>>>,
     index: Option<tokio::sync::mpsc::UnboundedSender<IndexBatch>>,
@@ -340,13 +309,12 @@ struct WriterState {
     /// The hash of the newest durable record (the chain goes on from it after a failed fsync).
     durable_hash: String,
     /// The callers of the records written but not yet durable, what the index gets once they
-    /// are, and when the first of them was written.
+    /// are, and when the first of them was written (or handed, see `handoff`).
     unsynced: Vec<oneshot::Sender<Result<(), String>>>,
     unindexed: IndexBatch,
     unsynced_since: Option<Instant>,
-    /// Records written alongside their callers' work, not yet written (see `append_batch`):
-    /// `unsynced_since` counts from the first of them too.
-    held: Vec<Pending>,
+    /// Records written alongside their callers' work, waiting to be written.
+    handed: Handed,
 }
 
 impl WriterState {
@@ -378,6 +346,8 @@ impl WriterState {
                     return self.handle(next, receiver);
                 }
             }
+            // Written `unsynced_at_most` from now at the latest.
+            Message::Handed => _ = self.unsynced_since.get_or_insert_with(Instant::now),
             Message::Sync => self.log_errors(WriterState::sync),
             Message::Digest(done) => {
                 self.log_errors(|s| s.digest());
@@ -407,15 +377,18 @@ impl WriterState {
         if let Some(since) = self.unsynced_since {
             wake = wake.min(self.options.unsynced_at_most.saturating_sub(since.elapsed()));
         }
+        if self.digest_pending.is_some() {
+            wake = wake.min(DIGEST_POLL);
+        }
         let to_digest = (self.next_digest_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         wake.min(to_digest).max(Duration::from_millis(1))
     }
 
-    /// Writes the records queued now; the message that ended the batch, if it was neither an
-    /// append nor a sync.
+    /// Writes the records queued now, and makes them durable; the message that ended the
+    /// batch, if it was none of an append, a sync or a record handed.
     fn append_batch(&mut self, first: Pending, receiver: &mpsc::Receiver<Message>) -> Option<Message> {
         let mut batch = vec![first];
-        let (mut next_message, mut asked) = (None, false);
+        let mut next_message = None;
         let (delay, started) = (self.options.max_batch_delay, Instant::now());
         while batch.len() < MAX_BATCH {
             let next = match receiver.try_recv() {
@@ -430,38 +403,32 @@ impl WriterState {
             };
             match next {
                 Message::Append(pending) => batch.push(pending),
-                Message::Sync => asked = true,
+                // The batch's fsync covers what a caller waits for, and what was handed.
+                Message::Sync | Message::Handed => {}
                 other => {
                     next_message = Some(other);
                     break;
                 }
             }
         }
-        // Durable at once if a caller waits already. Records whose callers are still at work
-        // are held unwritten till one of them waits, or for `unsynced_at_most` (`sync` writes
-        // them first): under load, one write and one fsync for them all.
-        // The held records go in a write of their own: no write holds more than `MAX_BATCH`,
-        // and a record written on the reserve is never refused for the size of those before it.
-        if asked || batch.iter().any(|pending| !pending.patient) {
-            self.write_held();
-            if self.write(batch) {
-                self.log_errors(WriterState::sync);
-            }
-        } else {
-            self.unsynced_since.get_or_insert_with(Instant::now);
-            self.held.extend(batch);
-            if self.held.len() >= MAX_BATCH {
-                self.write_held();
-            }
+        // Durable at once: their callers wait. The records handed alongside their callers'
+        // work go with them, first.
+        self.write_handed();
+        if self.write(batch) {
+            self.log_errors(WriterState::sync);
         }
         next_message
     }
 
-    /// Writes the held records, if any, in a write of their own.
-    fn write_held(&mut self) {
-        if !self.held.is_empty() {
-            let held = std::mem::take(&mut self.held);
-            self.write(held);
+    /// Writes the records handed alongside their callers' work, if any, in writes of their
+    /// own: no write holds more than `MAX_BATCH`, and a record written on the reserve is never
+    /// refused for the size of those before it.
+    fn write_handed(&mut self) {
+        let mut handed = self.handed.take();
+        while !handed.is_empty() {
+            let rest = handed.split_off(handed.len().min(MAX_BATCH));
+            self.write(handed);
+            handed = rest;
         }
     }
 
@@ -557,7 +524,7 @@ impl WriterState {
     /// cut back to its durable end and left, and the chain goes on from the last durable
     /// record in a new file (nothing signs, seals or indexes the failed records).
     fn sync(&mut self) -> Result<(), TrailError> {
-        self.write_held();
+        self.write_handed();
         if self.unsynced.is_empty() {
             self.unsynced_since = None;
             return Ok(());

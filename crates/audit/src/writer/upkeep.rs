@@ -3,6 +3,7 @@
 //! sealed or cut is on disk.
 
 use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -30,8 +31,13 @@ impl WriterState {
         {
             self.checkpoint()?;
         }
+        // The hour's digest, once the sealer has written it, is named by a checkpoint at once.
+        if self.digest_pending.as_ref().is_some_and(|written| !matches!(written.try_recv(), Err(mpsc::TryRecvError::Empty))) {
+            self.digest_pending = None;
+            self.checkpoint()?;
+        }
         if Utc::now() >= self.next_digest_at {
-            self.digest()?;
+            self.start_digest()?;
         } else if self.active.as_ref().is_some_and(|a| {
             a.log.size >= self.options.rotate_bytes || (a.log.size > 0 && a.opened.elapsed() >= self.options.rotate_interval)
         }) {
@@ -130,16 +136,28 @@ impl WriterState {
         }
     }
 
-    pub(super) fn digest(&mut self) -> Result<(), TrailError> {
+    /// Rotates and has the sealer write the digest that ends now, without waiting for it:
+    /// the sealer first seals the file just closed (up to `rotate_bytes` to read and compress),
+    /// and appends go on meanwhile. `maintain` checkpoints once the digest is written.
+    fn start_digest(&mut self) -> Result<(), TrailError> {
         if self.sequence > self.checkpointed {
             self.checkpoint()?;
         }
         self.rotate();
         let now = Utc::now();
-        let (done, wait) = std::sync::mpsc::channel();
+        let (done, written) = mpsc::channel();
         let _ = self.sealer.send(SealJob::Digest { end: now, done });
-        let _ = wait.recv();
+        self.digest_pending = Some(written);
         self.next_digest_at = next_boundary(now, self.options.digest_interval);
+        Ok(())
+    }
+
+    /// The same, waiting for the digest (at shutdown, and when asked for one now).
+    pub(super) fn digest(&mut self) -> Result<(), TrailError> {
+        self.start_digest()?;
+        if let Some(written) = self.digest_pending.take() {
+            let _ = written.recv();
+        }
         // A checkpoint after the digest names it, so deleting the newest digest is noticed.
         self.checkpoint()
     }
@@ -154,6 +172,8 @@ impl WriterState {
     }
 
     pub(super) fn finish(&mut self) {
+        // Nothing is handed from now on; what was is written by the sync.
+        self.handed.close();
         self.log_errors(WriterState::sync);
         self.log_errors(|s| s.digest());
         // The file the last rotation opened, if nothing was written to it.
