@@ -142,9 +142,9 @@ async fn a_record_handed_after_close_is_refused_not_left_waiting() {
 async fn appends_go_on_while_the_sealer_works_on_the_hours_digest() {
     let dir = tempfile::tempdir().expect("temp dir");
     let options = TrailOptions { digest_interval: Duration::from_millis(100), ..TrailOptions::default() };
+    *crate::sealer::HELD_SEALERS.lock().expect("lock") = Some(dir.path().to_owned());
     let trail = open_with(dir.path(), options);
     trail.append(&record("a", 0)).await.expect("append");
-    *crate::sealer::HELD_SEALERS.lock().expect("lock") = Some(dir.path().to_owned());
     let digests = || layout(dir.path(), "a").files(crate::layout::Kind::Digest, &[".json.gz"]).expect("digests").len();
     // Past a digest's time: the writer has rotated and asked for the digest.
     tokio::time::sleep(Duration::from_millis(250)).await;

@@ -17,6 +17,7 @@ use crate::signing::{self, Signer};
 
 /// The sealer's nice value: it yields to the rest of the server, and still gets about a tenth
 /// of a core that another thread keeps busy, enough to keep up with a trail written flat out.
+#[cfg(target_os = "linux")]
 const SEALER_NICE: i32 = 10;
 
 struct Sealer {
@@ -75,6 +76,7 @@ pub(crate) fn start(
             // Sealing compresses a whole log file at once (a few hundred milliseconds of CPU
             // for `rotate_bytes`): it yields to the actions whose records it seals. Linux
             // keeps a nice value per thread, and `None` names this one.
+            #[cfg(target_os = "linux")]
             if let Err(err) = rustix::process::setpriority_process(None, SEALER_NICE) {
                 tracing::warn!(error = %err, "cannot lower the audit sealer's priority; it competes with the actions it seals");
             }

@@ -317,6 +317,15 @@ struct WriterState {
     handed: Handed,
 }
 
+/// A writer that stops without finishing (it panicked) answers the records still handed:
+/// their callers learn the trail stopped instead of waiting for ever, and later ones are refused.
+impl Drop for WriterState {
+    fn drop(&mut self) {
+        self.handed.close();
+        drop(self.handed.take());
+    }
+}
+
 impl WriterState {
     fn run(&mut self, receiver: &mpsc::Receiver<Message>) {
         loop {
@@ -442,7 +451,8 @@ impl WriterState {
                 // left of its reserve stay. Any other failure may have left half a line: a new
                 // file, once what was written before it is durable.
                 let refused_whole = matches!(&err, TrailError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull);
-                self.log_errors(WriterState::sync);
+                // Only what was written before: records handed meanwhile go to the new file.
+                self.log_errors(WriterState::sync_written);
                 if !refused_whole {
                     self.active = None;
                 }
@@ -519,12 +529,18 @@ impl WriterState {
         Ok(())
     }
 
+    /// Writes the records handed alongside their callers' work, then makes every record
+    /// written so far durable (see `sync_written`).
+    fn sync(&mut self) -> Result<(), TrailError> {
+        self.write_handed();
+        self.sync_written()
+    }
+
     /// Makes every record written so far durable, then answers their callers and hands the
     /// records to the index. If that fails, the records are not in the trail: the open file is
     /// cut back to its durable end and left, and the chain goes on from the last durable
     /// record in a new file (nothing signs, seals or indexes the failed records).
-    fn sync(&mut self) -> Result<(), TrailError> {
-        self.write_handed();
+    fn sync_written(&mut self) -> Result<(), TrailError> {
         if self.unsynced.is_empty() {
             self.unsynced_since = None;
             return Ok(());
