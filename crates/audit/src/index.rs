@@ -37,7 +37,6 @@ mod statements;
 
 use in_place::InPlace;
 use pool::{SQLITE_SETTINGS, connect};
-use rows::Row;
 pub use statements::redact_url;
 pub use statements::rows_as_objects;
 
@@ -321,24 +320,17 @@ impl Index {
     /// `insert`, with the feeding turn already held.
     async fn insert_in_turn(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
         let already = self.indexed_sequence();
-        let mut rows = Vec::with_capacity(lines.len());
-        let mut newest = 0;
-        for (sequence, line) in lines {
-            newest = newest.max(*sequence);
-            if *sequence <= already {
-                continue;
+        let newest = match &self.in_place {
+            Some(inserter) => inserter
+                .insert(&self.node, lines, already)
+                .await
+                .map_err(|message| IndexError::InPlace { place: self.place.clone(), message })?,
+            None => {
+                let (rows, newest) = rows::rows_of(lines, already);
+                rows::through_pool(&self.pool, &self.node, &rows, self.sqlite()).await.map_err(self.sql())?;
+                newest
             }
-            match serde_json::from_slice::<Record>(line) {
-                Ok(record) => rows.push(Row::of(*sequence as i64, record, line)),
-                Err(_) => tracing::warn!(sequence, "an audit record does not parse; it is left out of the index"),
-            }
-        }
-        match &self.in_place {
-            Some(inserter) => {
-                inserter.insert(&self.node, rows).await.map_err(|message| IndexError::InPlace { place: self.place.clone(), message })?
-            }
-            None => rows::through_pool(&self.pool, &self.node, &rows, self.sqlite()).await.map_err(self.sql())?,
-        }
+        };
         self.indexed.fetch_max(newest, Ordering::AcqRel);
         self.progress.notify_waiters();
         Ok(())

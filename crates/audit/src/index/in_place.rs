@@ -1,13 +1,14 @@
 //! Records into the embedded node's SQLite index, called in place through rusqlite (the same
-//! SQLite library as sqlx's): one prepared statement per table, bound row by row, one
-//! transaction per batch, on a blocking thread. Through sqlx's `Any` driver the same inserts
+//! SQLite library as sqlx's): read from their lines (borrowed, not copied, see `rows`), one
+//! prepared statement per table, bound row by row, one transaction per batch, on a blocking
+//! thread. Through sqlx's `Any` driver the same inserts
 //! cost each row its values converted twice and handed to a worker thread; under a stream of
 //! proxied notebook requests that was about a sixth of the server's CPU.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::rows::{EVENT_COLUMNS, INSERT_EVENTS, INSERT_RESOURCES, Row};
+use super::rows::{EVENT_COLUMNS, INSERT_EVENTS, INSERT_RESOURCES, Row, rows_of};
 use super::statements::placeholders;
 
 /// The index's SQLite file, opened for inserts.
@@ -25,12 +26,16 @@ impl InPlace {
         Ok(InPlace { connection: Arc::new(Mutex::new(connection)) })
     }
 
-    /// Inserts `rows` of `node`'s chain in one transaction; a row already there is left.
-    pub(super) async fn insert(&self, node: &str, rows: Vec<Row>) -> Result<(), String> {
+    /// Puts `node`'s `lines` past `already` in, in one transaction (a row already there is
+    /// left); the newest sequence number among `lines`.
+    pub(super) async fn insert(&self, node: &str, lines: &[(u64, &[u8])], already: u64) -> Result<u64, String> {
         let (connection, node) = (self.connection.clone(), node.to_owned());
+        let lines: Vec<(u64, Vec<u8>)> = lines.iter().map(|(sequence, line)| (*sequence, line.to_vec())).collect();
         let inserted = tokio::task::spawn_blocking(move || {
+            let lines: Vec<(u64, &[u8])> = lines.iter().map(|(sequence, line)| (*sequence, line.as_slice())).collect();
+            let (rows, newest) = rows_of(&lines, already);
             let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            insert(&mut connection, &node, &rows)
+            insert(&mut connection, &node, &rows).map(|()| newest)
         })
         .await;
         match inserted {
@@ -40,7 +45,7 @@ impl InPlace {
     }
 }
 
-fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row]) -> rusqlite::Result<()> {
+fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
     {
         let mut events = transaction.prepare_cached(&format!(
@@ -49,18 +54,17 @@ fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row]) -> ru
         ))?;
         let mut resources = transaction.prepare_cached(&format!("{INSERT_RESOURCES} VALUES {}", placeholders(1, 4, true)))?;
         for row in rows {
-            let record = &row.record;
-            let (request, response) = (record.request_parameters.to_string(), record.response_elements.to_string());
+            let (record, identity) = (&row.fields, &row.fields.user_identity);
             events.execute(rusqlite::params![
                 node,
                 row.sequence,
                 record.event_time,
                 record.event_source,
                 record.event_name,
-                record.user_identity.kind,
-                record.user_identity.user_name,
-                record.user_identity.principal_id,
-                record.user_identity.arn,
+                identity.kind,
+                identity.user_name,
+                identity.principal_id,
+                identity.arn,
                 record.source_ip_address,
                 record.user_agent,
                 record.error_code,
@@ -72,8 +76,8 @@ fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row]) -> ru
                 record.event_id,
                 record.correlation_id,
                 row.session_id,
-                request,
-                response,
+                record.request_parameters.get(),
+                record.response_elements.get(),
                 row.text,
             ])?;
             for resource in &record.resources {

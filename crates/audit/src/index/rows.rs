@@ -1,11 +1,13 @@
 //! Records as the index takes them, and their inserts through sqlx (PostgreSQL); the embedded
 //! node's SQLite file takes the same rows in place (`in_place`).
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use sqlx::AnyPool;
 
 use super::statements::placeholders;
-use crate::record::Record;
 
 /// The columns of `events`, in the order `insert` binds them.
 pub(super) const EVENT_COLUMNS: usize = 23;
@@ -15,27 +17,129 @@ pub(super) const INSERT_EVENTS: &str = "INSERT INTO events (node, sequence, even
      correlation_id, session_id, request_parameters, response_elements, record)";
 pub(super) const INSERT_RESOURCES: &str = "INSERT INTO event_resources (node, sequence, arn, type)";
 
-/// A record as the index takes it: parsed, with the session it names and its exact line.
-pub(super) struct Row {
+/// A record as the index takes it: the fields it has columns for, the session it names and its
+/// exact line, borrowed from the line wherever they can be (a string with an escape in it is
+/// copied); the request's and response's JSON are the line's own text.
+pub(super) struct Row<'a> {
     pub sequence: i64,
-    pub record: Record,
-    pub session_id: Option<String>,
-    pub text: String,
+    pub fields: Fields<'a>,
+    pub session_id: Option<Cow<'a, str>>,
+    pub text: Cow<'a, str>,
 }
 
-impl Row {
-    pub(super) fn of(sequence: i64, record: Record, line: &[u8]) -> Row {
-        let session_id = ["SessionId", "SessionID"]
-            .iter()
-            .find_map(|k| record.request_parameters.get(*k).or_else(|| record.response_elements.get(*k)))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        Row { sequence, record, session_id, text: String::from_utf8_lossy(line).into_owned() }
+/// The fields of a record (see `crate::record::Record`) that the index has columns for.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Fields<'a> {
+    #[serde(borrow)]
+    pub event_time: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_source: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub user_identity: Identity<'a>,
+    #[serde(rename = "sourceIPAddress", borrow)]
+    pub source_ip_address: Cow<'a, str>,
+    #[serde(borrow)]
+    pub user_agent: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub error_code: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub error_message: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub request_parameters: &'a RawValue,
+    #[serde(borrow)]
+    pub response_elements: &'a RawValue,
+    #[serde(rename = "requestID", borrow)]
+    pub request_id: Cow<'a, str>,
+    #[serde(rename = "eventID", borrow)]
+    pub event_id: Cow<'a, str>,
+    pub read_only: bool,
+    #[serde(borrow)]
+    pub resources: Vec<Resource<'a>>,
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    pub management_event: bool,
+    #[serde(default, borrow)]
+    pub correlation_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Identity<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub principal_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub arn: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub user_name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Resource<'a> {
+    #[serde(rename = "ARN", borrow)]
+    pub arn: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+}
+
+/// The members of a request or response that name a streaming session.
+#[derive(Deserialize, Default)]
+struct SessionNames<'a> {
+    #[serde(rename = "SessionId", borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "SessionID", borrow, default)]
+    id_upper: Option<&'a RawValue>,
+}
+
+impl<'a> Row<'a> {
+    /// The row of a record's line, if the line is a record.
+    pub(super) fn of(sequence: i64, line: &'a [u8]) -> Option<Row<'a>> {
+        let fields: Fields<'a> = serde_json::from_slice(line).ok()?;
+        let session_id = session_named(&fields);
+        Some(Row { sequence, fields, session_id, text: String::from_utf8_lossy(line) })
     }
 }
 
+/// The streaming session a record names: `SessionId`, then `SessionID`, in its request, then
+/// its response; a string, or none.
+fn session_named<'a>(fields: &Fields<'a>) -> Option<Cow<'a, str>> {
+    // Only an object's members (serde would read an array's items as the struct's fields).
+    let names = |raw: &'a RawValue| {
+        let text = raw.get();
+        if text.starts_with('{') { serde_json::from_str::<SessionNames<'a>>(text).unwrap_or_default() } else { SessionNames::default() }
+    };
+    let (request, response) = (names(fields.request_parameters), names(fields.response_elements));
+    let named = request.id.or(response.id).or(request.id_upper).or(response.id_upper)?.get();
+    match serde_json::from_str::<&'a str>(named) {
+        Ok(plain) => Some(Cow::Borrowed(plain)),
+        Err(_) => serde_json::from_str::<String>(named).ok().map(Cow::Owned),
+    }
+}
+
+/// The rows of `lines` the index does not hold yet (past `already`; a line that is not a
+/// record is left out, with a warning), and the newest sequence number among all of `lines`.
+pub(super) fn rows_of<'a>(lines: &'a [(u64, &'a [u8])], already: u64) -> (Vec<Row<'a>>, u64) {
+    let mut rows = Vec::with_capacity(lines.len());
+    let mut newest = 0;
+    for (sequence, line) in lines {
+        newest = newest.max(*sequence);
+        if *sequence <= already {
+            continue;
+        }
+        match Row::of(*sequence as i64, line) {
+            Some(row) => rows.push(row),
+            None => tracing::warn!(sequence, "an audit record does not parse; it is left out of the index"),
+        }
+    }
+    (rows, newest)
+}
+
 /// Inserts `rows` of `node`'s chain through sqlx, many rows per statement (PostgreSQL).
-pub(super) async fn through_pool(writer: &AnyPool, node: &str, rows: &[Row], sqlite: bool) -> Result<(), sqlx::Error> {
+pub(super) async fn through_pool(writer: &AnyPool, node: &str, rows: &[Row<'_>], sqlite: bool) -> Result<(), sqlx::Error> {
     let mut tx = writer.begin().await?;
     // Many rows per statement: one round trip per chunk, not per row. The placeholders are
     // written out (`$n` for PostgreSQL, `?` for SQLite): sqlx's builder writes `?` for `Any`.
@@ -44,43 +148,111 @@ pub(super) async fn through_pool(writer: &AnyPool, node: &str, rows: &[Row], sql
             format!("{INSERT_EVENTS} VALUES {} ON CONFLICT (node, sequence) DO NOTHING", placeholders(chunk.len(), EVENT_COLUMNS, sqlite));
         let mut insert = sqlx::query(&statement);
         for row in chunk {
-            let record = &row.record;
+            let (record, identity) = (&row.fields, &row.fields.user_identity);
+            let owned = |text: &Option<Cow<'_, str>>| text.as_deref().map(str::to_owned);
             insert = insert
                 .bind(node.to_owned())
                 .bind(row.sequence)
-                .bind(record.event_time.clone())
-                .bind(record.event_source.clone())
-                .bind(record.event_name.clone())
-                .bind(record.user_identity.kind.clone())
-                .bind(record.user_identity.user_name.clone())
-                .bind(record.user_identity.principal_id.clone())
-                .bind(record.user_identity.arn.clone())
-                .bind(record.source_ip_address.clone())
-                .bind(record.user_agent.clone())
-                .bind(record.error_code.clone())
-                .bind(record.error_message.clone())
+                .bind(record.event_time.to_string())
+                .bind(record.event_source.to_string())
+                .bind(record.event_name.to_string())
+                .bind(identity.kind.to_string())
+                .bind(owned(&identity.user_name))
+                .bind(identity.principal_id.to_string())
+                .bind(identity.arn.to_string())
+                .bind(record.source_ip_address.to_string())
+                .bind(record.user_agent.to_string())
+                .bind(owned(&record.error_code))
+                .bind(owned(&record.error_message))
                 .bind(i64::from(record.read_only))
                 .bind(i64::from(record.management_event))
-                .bind(record.event_type.clone())
-                .bind(record.request_id.clone())
-                .bind(record.event_id.clone())
-                .bind(record.correlation_id.clone())
-                .bind(row.session_id.clone())
-                .bind(record.request_parameters.to_string())
-                .bind(record.response_elements.to_string())
-                .bind(row.text.clone());
+                .bind(record.event_type.to_string())
+                .bind(record.request_id.to_string())
+                .bind(record.event_id.to_string())
+                .bind(owned(&record.correlation_id))
+                .bind(owned(&row.session_id))
+                .bind(record.request_parameters.get().to_owned())
+                .bind(record.response_elements.get().to_owned())
+                .bind(row.text.to_string());
         }
         insert.execute(&mut *tx).await?;
-        let resources: Vec<(i64, &crate::record::RecordResource)> =
-            chunk.iter().flat_map(|row| row.record.resources.iter().map(move |r| (row.sequence, r))).collect();
+        let resources: Vec<(i64, &Resource<'_>)> =
+            chunk.iter().flat_map(|row| row.fields.resources.iter().map(move |r| (row.sequence, r))).collect();
         for resources in resources.chunks(300) {
             let statement = format!("{INSERT_RESOURCES} VALUES {}", placeholders(resources.len(), 4, sqlite));
             let mut insert = sqlx::query(&statement);
             for (sequence, resource) in resources {
-                insert = insert.bind(node.to_owned()).bind(*sequence).bind(resource.arn.clone()).bind(resource.kind.clone());
+                insert = insert.bind(node.to_owned()).bind(*sequence).bind(resource.arn.to_string()).bind(resource.kind.to_string());
             }
             insert.execute(&mut *tx).await?;
         }
     }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::record;
+    use serde_json::json;
+
+    /// A row read from a line holds what the whole record parsed from it holds, escapes and
+    /// all; the request's and response's text is the JSON the record's values print.
+    #[test]
+    fn a_rows_fields_are_its_records() {
+        let mut escaped = record("a", 1);
+        escaped.user_identity.user_name = Some("ana \"the\" analyst\n\u{e9}".into());
+        escaped.error_code = Some("AccessDenied".into());
+        escaped.error_message = Some("no \\ way".into());
+        escaped.correlation_id = Some("c-1".into());
+        escaped.request_parameters = json!({ "Key": "a\tb", "Nested": { "SessionId": "not this one" }, "N": 1.5 });
+        escaped.response_elements = serde_json::Value::Null;
+        for original in [record("a", 0), escaped] {
+            let line = serde_json::to_vec(&original).expect("serializes");
+            let row = Row::of(7, &line).expect("a record's line is a row");
+            let (fields, identity) = (&row.fields, &row.fields.user_identity);
+            assert_eq!(row.sequence, 7);
+            assert_eq!(row.text, String::from_utf8_lossy(&line));
+            assert_eq!(fields.event_time, original.event_time);
+            assert_eq!(
+                (fields.event_source.as_ref(), fields.event_name.as_ref()),
+                (original.event_source.as_str(), original.event_name.as_str())
+            );
+            assert_eq!(identity.kind, original.user_identity.kind);
+            assert_eq!(identity.user_name.as_deref(), original.user_identity.user_name.as_deref());
+            assert_eq!(
+                (identity.principal_id.as_ref(), identity.arn.as_ref()),
+                (original.user_identity.principal_id.as_str(), original.user_identity.arn.as_str())
+            );
+            assert_eq!(fields.source_ip_address, original.source_ip_address);
+            assert_eq!(fields.error_code.as_deref(), original.error_code.as_deref());
+            assert_eq!(fields.error_message.as_deref(), original.error_message.as_deref());
+            assert_eq!(fields.request_parameters.get(), original.request_parameters.to_string());
+            assert_eq!(fields.response_elements.get(), original.response_elements.to_string());
+            assert_eq!((fields.request_id.as_ref(), fields.event_id.as_ref()), (original.request_id.as_str(), original.event_id.as_str()));
+            assert_eq!(fields.correlation_id.as_deref(), original.correlation_id.as_deref());
+            let resources: Vec<(&str, &str)> = fields.resources.iter().map(|r| (r.arn.as_ref(), r.kind.as_ref())).collect();
+            let expected: Vec<(&str, &str)> = original.resources.iter().map(|r| (r.arn.as_str(), r.kind.as_str())).collect();
+            assert_eq!(resources, expected);
+            assert_eq!(row.session_id, None, "only a top-level member names a session");
+        }
+        assert!(Row::of(1, b"{\"not\":\"a record\"}").is_none());
+    }
+
+    /// `SessionId`, then `SessionID`; the request's before the response's; only a string.
+    #[test]
+    fn the_session_a_record_names() {
+        let named = |request: serde_json::Value, response: serde_json::Value| {
+            let mut named = record("a", 0);
+            (named.request_parameters, named.response_elements) = (request, response);
+            let line = serde_json::to_vec(&named).expect("serializes");
+            Row::of(1, &line).expect("a row").session_id.map(Cow::into_owned)
+        };
+        assert_eq!(named(json!({ "SessionId": "s-1" }), json!({ "SessionId": "s-2" })).as_deref(), Some("s-1"));
+        assert_eq!(named(json!({ "Bucket": "b" }), json!({ "SessionId": "s-2" })).as_deref(), Some("s-2"));
+        assert_eq!(named(json!({ "SessionID": "s-3" }), json!({})).as_deref(), Some("s-3"));
+        assert_eq!(named(json!({ "SessionId": "s-\"4\"" }), json!(null)).as_deref(), Some("s-\"4\""));
+        assert_eq!(named(json!({ "SessionId": 5 }), json!({ "SessionId": "s-6" })), None);
+        assert_eq!(named(json!("SessionId"), json!(["SessionId"])), None);
+    }
 }
