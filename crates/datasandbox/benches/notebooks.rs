@@ -74,10 +74,11 @@ enum Via {
     Proxy,
 }
 
-/// `GET api/status` from 16 clients on kept-alive connections for 5 s, straight to Jupyter's
-/// socket, through configurable-http-proxy and through the notebook proxy (each request
-/// recorded), one after the other, three times; then all three rounds together (this machine's
-/// rate drifts by a fifth from one run to the next).
+/// `GET api/status` from 16 clients on kept-alive connections, straight to Jupyter's socket,
+/// through configurable-http-proxy and through the notebook proxy (each request recorded): a
+/// second each way in turn, five turns a round, three rounds; then all three rounds together.
+/// This machine's rate drifts by a fifth within a minute: ways measured a second apart, turn by
+/// turn, meet the same drift, where 5 s of each way one after the other did not.
 fn proxy_throughput(server: &Server, first: &FirstSession) {
     const CLIENTS: usize = 16;
     let (notebook, address, base, cookie) = open_notebook(server, first);
@@ -87,14 +88,14 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
     let chp = chp::start(&socket);
     // Each way's requests' times, the connections they took, and the CPU time Jupyter and the
     // proxy in front of it (none straight) ran meanwhile.
-    let run = |via: Via| {
+    let run = |via: Via, seconds: Duration| {
         let proxy = match &via {
             Via::Straight => None,
             Via::Chp(_) => chp.as_ref().map(chp::Chp::pid),
             Via::Proxy => Some(server.pid()),
         };
         let cpu_before = (cpu_time(jupyter), proxy.map(cpu_time));
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + seconds;
         let (target, header) = match &via {
             Via::Straight => (Target::Unix(socket.clone()), ("authorization", token.as_str())),
             Via::Chp(at) => (Target::Tcp(at.clone()), ("authorization", token.as_str())),
@@ -109,21 +110,30 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
         }
     };
     const ROUNDS: usize = 3;
+    const TURNS: usize = 5;
+    const TURN: Duration = Duration::from_secs(1);
+    let round_seconds = TURN.as_secs_f64() * TURNS as f64;
     let (mut all_direct, mut all_peer, mut all_proxied) = (Way::default(), Way::default(), Way::default());
     for round in 1..=ROUNDS {
-        let direct = run(Via::Straight);
-        let peer = chp.as_ref().map(|chp| run(Via::Chp(chp.address.clone())));
-        let proxied = run(Via::Proxy);
-        let line = throughput_line(&direct.times, peer.as_ref().map(|way| (way.times.as_slice(), way.connections)), &proxied.times, 5.0);
-        println!("GET api/status, {CLIENTS} clients kept alive, 5 s each, round {round}: {line}");
+        let (mut direct, mut peer, mut proxied) = (Way::default(), Way::default(), Way::default());
+        for _ in 0..TURNS {
+            direct.add(run(Via::Straight, TURN));
+            if let Some(chp) = &chp {
+                peer.add(run(Via::Chp(chp.address.clone()), TURN));
+            }
+            proxied.add(run(Via::Proxy, TURN));
+        }
+        let measured_peer = (!peer.times.is_empty()).then_some((peer.times.as_slice(), peer.connections));
+        let line = throughput_line(&direct.times, measured_peer, &proxied.times, round_seconds);
+        println!("GET api/status, {CLIENTS} clients kept alive, {TURNS} turns of {} s each way, round {round}: {line}", TURN.as_secs());
         all_direct.add(direct);
-        all_peer.add(peer.unwrap_or_default());
+        all_peer.add(peer);
         all_proxied.add(proxied);
     }
     let peer = (!all_peer.times.is_empty()).then_some((all_peer.times.as_slice(), 0));
-    let line = throughput_line(&all_direct.times, peer, &all_proxied.times, 5.0 * ROUNDS as f64);
+    let line = throughput_line(&all_direct.times, peer, &all_proxied.times, round_seconds * ROUNDS as f64);
     println!("GET api/status, {CLIENTS} clients kept alive, all {ROUNDS} rounds together: {line}");
-    let seconds = 5.0 * ROUNDS as f64;
+    let seconds = round_seconds * ROUNDS as f64;
     let peer = if all_peer.times.is_empty() {
         "configurable-http-proxy not measured".to_owned()
     } else {
