@@ -86,13 +86,19 @@ pub(super) struct Resource<'a> {
     pub kind: Cow<'a, str>,
 }
 
-/// The members of a request or response that name a streaming session.
+/// The members of a request or response that name a streaming session: each present or not,
+/// whatever its value (a `null` one is present, as `Value::get` finds it).
 #[derive(Deserialize, Default)]
 struct SessionNames<'a> {
-    #[serde(rename = "SessionId", borrow, default)]
+    #[serde(rename = "SessionId", borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
-    #[serde(rename = "SessionID", borrow, default)]
+    #[serde(rename = "SessionID", borrow, default, deserialize_with = "present")]
     id_upper: Option<&'a RawValue>,
+}
+
+/// A member's value, `null` included (serde reads a `null` into an `Option` as `None`).
+fn present<'de: 'a, 'a, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'a RawValue>, D::Error> {
+    <&'a RawValue>::deserialize(deserializer).map(Some)
 }
 
 impl<'a> Row<'a> {
@@ -205,9 +211,17 @@ mod tests {
         escaped.error_code = Some("AccessDenied".into());
         escaped.error_message = Some("no \\ way".into());
         escaped.correlation_id = Some("c-1".into());
-        escaped.request_parameters = json!({ "Key": "a\tb", "Nested": { "SessionId": "not this one" }, "N": 1.5 });
+        escaped.user_agent = "agent \u{1}".into();
+        escaped.read_only = true;
+        escaped.event_type = "AwsApiCall".into();
+        escaped.request_parameters = json!({
+            "Key": "a\tb \u{2028} \u{1F600}", "Nested": { "SessionId": "not this one" },
+            "N": 1.5, "Big": u64::MAX, "Negative": i64::MIN, "Tiny": 1e-300, "Third": 1.0 / 3.0,
+        });
         escaped.response_elements = serde_json::Value::Null;
-        for original in [record("a", 0), escaped] {
+        let mut management = record("a", 2);
+        management.management_event = true;
+        for original in [record("a", 0), escaped, management] {
             let line = serde_json::to_vec(&original).expect("serializes");
             let row = Row::of(7, &line).expect("a record's line is a row");
             let (fields, identity) = (&row.fields, &row.fields.user_identity);
@@ -224,7 +238,12 @@ mod tests {
                 (identity.principal_id.as_ref(), identity.arn.as_ref()),
                 (original.user_identity.principal_id.as_str(), original.user_identity.arn.as_str())
             );
-            assert_eq!(fields.source_ip_address, original.source_ip_address);
+            assert_eq!(
+                (fields.source_ip_address.as_ref(), fields.user_agent.as_ref()),
+                (original.source_ip_address.as_str(), original.user_agent.as_str())
+            );
+            assert_eq!((fields.read_only, fields.management_event), (original.read_only, original.management_event));
+            assert_eq!(fields.event_type, original.event_type);
             assert_eq!(fields.error_code.as_deref(), original.error_code.as_deref());
             assert_eq!(fields.error_message.as_deref(), original.error_message.as_deref());
             assert_eq!(fields.request_parameters.get(), original.request_parameters.to_string());
@@ -253,6 +272,9 @@ mod tests {
         assert_eq!(named(json!({ "SessionID": "s-3" }), json!({})).as_deref(), Some("s-3"));
         assert_eq!(named(json!({ "SessionId": "s-\"4\"" }), json!(null)).as_deref(), Some("s-\"4\""));
         assert_eq!(named(json!({ "SessionId": 5 }), json!({ "SessionId": "s-6" })), None);
+        assert_eq!(named(json!({ "SessionID": "s-7" }), json!({ "SessionId": "s-8" })).as_deref(), Some("s-8"), "SessionId first");
+        assert_eq!(named(json!({ "SessionId": null, "SessionID": "s-9" }), json!({})), None, "a null SessionId is present");
+        assert_eq!(named(json!(null), json!({ "SessionId": null, "SessionID": "s-10" })), None);
         assert_eq!(named(json!("SessionId"), json!(["SessionId"])), None);
     }
 }
