@@ -326,7 +326,7 @@ impl Index {
                 .await
                 .map_err(|message| IndexError::InPlace { place: self.place.clone(), message })?,
             None => {
-                let (rows, newest) = rows::rows_of(lines, already);
+                let (rows, newest) = rows::rows_of(lines.iter().copied(), already);
                 rows::through_pool(&self.pool, &self.node, &rows, self.sqlite()).await.map_err(self.sql())?;
                 newest
             }

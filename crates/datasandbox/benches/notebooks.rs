@@ -130,10 +130,10 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
         all_peer.add(peer);
         all_proxied.add(proxied);
     }
-    let peer = (!all_peer.times.is_empty()).then_some((all_peer.times.as_slice(), 0));
-    let line = throughput_line(&all_direct.times, peer, &all_proxied.times, round_seconds * ROUNDS as f64);
-    println!("GET api/status, {CLIENTS} clients kept alive, all {ROUNDS} rounds together: {line}");
     let seconds = round_seconds * ROUNDS as f64;
+    let peer = (!all_peer.times.is_empty()).then_some((all_peer.times.as_slice(), 0));
+    let line = throughput_line(&all_direct.times, peer, &all_proxied.times, seconds);
+    println!("GET api/status, {CLIENTS} clients kept alive, all {ROUNDS} rounds together: {line}");
     let peer = if all_peer.times.is_empty() {
         "configurable-http-proxy not measured".to_owned()
     } else {

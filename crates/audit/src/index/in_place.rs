@@ -1,9 +1,9 @@
 //! Records into the embedded node's SQLite index, called in place through rusqlite (the same
-//! SQLite library as sqlx's): read from their lines (borrowed, not copied, see `rows`), one
-//! prepared statement per table, bound row by row, one transaction per batch, on a blocking
-//! thread. Through sqlx's `Any` driver the same inserts
-//! cost each row its values converted twice and handed to a worker thread; under a stream of
-//! proxied notebook requests that was about a sixth of the server's CPU.
+//! SQLite library as sqlx's): on a blocking thread, each batch's lines (copied there once) are
+//! read into rows (see `rows`), bound row by row through one prepared statement per table, in
+//! one transaction. Through sqlx's `Any` driver the same inserts cost each row its values
+//! converted twice and handed to a worker thread; under a stream of proxied notebook requests
+//! that was about a sixth of the server's CPU.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,8 +32,7 @@ impl InPlace {
         let (connection, node) = (self.connection.clone(), node.to_owned());
         let lines: Vec<(u64, Vec<u8>)> = lines.iter().map(|(sequence, line)| (*sequence, line.to_vec())).collect();
         let inserted = tokio::task::spawn_blocking(move || {
-            let lines: Vec<(u64, &[u8])> = lines.iter().map(|(sequence, line)| (*sequence, line.as_slice())).collect();
-            let (rows, newest) = rows_of(&lines, already);
+            let (rows, newest) = rows_of(lines.iter().map(|(sequence, line)| (*sequence, line.as_slice())), already);
             let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
             insert(&mut connection, &node, &rows).map(|()| newest)
         })

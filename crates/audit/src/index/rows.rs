@@ -18,8 +18,8 @@ pub(super) const INSERT_EVENTS: &str = "INSERT INTO events (node, sequence, even
 pub(super) const INSERT_RESOURCES: &str = "INSERT INTO event_resources (node, sequence, arn, type)";
 
 /// A record as the index takes it: the fields it has columns for, the session it names and its
-/// exact line, borrowed from the line wherever they can be (a string with an escape in it is
-/// copied); the request's and response's JSON are the line's own text.
+/// exact line, most of them borrowed from the line (serde copies a string with an escape in it,
+/// and any optional one); the request's and response's JSON are the line's own text.
 pub(super) struct Row<'a> {
     pub sequence: i64,
     pub fields: Fields<'a>,
@@ -128,15 +128,15 @@ fn session_named<'a>(fields: &Fields<'a>) -> Option<Cow<'a, str>> {
 
 /// The rows of `lines` the index does not hold yet (past `already`; a line that is not a
 /// record is left out, with a warning), and the newest sequence number among all of `lines`.
-pub(super) fn rows_of<'a>(lines: &'a [(u64, &'a [u8])], already: u64) -> (Vec<Row<'a>>, u64) {
+pub(super) fn rows_of<'a>(lines: impl ExactSizeIterator<Item = (u64, &'a [u8])>, already: u64) -> (Vec<Row<'a>>, u64) {
     let mut rows = Vec::with_capacity(lines.len());
     let mut newest = 0;
     for (sequence, line) in lines {
-        newest = newest.max(*sequence);
-        if *sequence <= already {
+        newest = newest.max(sequence);
+        if sequence <= already {
             continue;
         }
-        match Row::of(*sequence as i64, line) {
+        match Row::of(sequence as i64, line) {
             Some(row) => rows.push(row),
             None => tracing::warn!(sequence, "an audit record does not parse; it is left out of the index"),
         }

@@ -27,10 +27,10 @@ pub(super) enum Message {
     /// A caller waits for a record written alongside its work (see [`Durable::wait`]).
     Sync,
     /// Rotate and write a digest now (at shutdown, and for tests).
-    Digest(std::sync::mpsc::Sender<()>),
-    Close(std::sync::mpsc::Sender<()>),
+    Digest(mpsc::Sender<()>),
+    Close(mpsc::Sender<()>),
     /// A backup's consistent cut: see `Trail::hold`.
-    Hold(Cut, std::sync::mpsc::Sender<()>),
+    Hold(Cut, mpsc::Sender<()>),
 }
 
 /// What runs while the trail holds still (see `Trail::hold`), or why it could not be cut.
