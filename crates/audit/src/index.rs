@@ -173,6 +173,10 @@ impl LookupCursor {
     }
 
     pub fn decode(text: &str) -> Option<LookupCursor> {
+        // No column holds a NUL, nor could PostgreSQL be asked for one.
+        if text.contains('\0') {
+            return None;
+        }
         let mut parts = text.splitn(3, '|');
         let event_time = parts.next()?.to_owned();
         let sequence = parts.next()?.parse().ok()?;
@@ -392,6 +396,8 @@ impl Index {
         before: Option<&LookupCursor>,
     ) -> Result<(Vec<Value>, Option<LookupCursor>), IndexError> {
         let sql = self.sql();
+        // Each value as the columns hold it (no NUL: see `rows::as_column`).
+        let column = |value: &Option<String>| value.as_deref().map(|v| rows::as_column(v).into_owned());
         // Without a cursor, one that sorts after every record: `~` after every digit.
         let start = LookupCursor { event_time: "~".into(), node: String::new(), sequence: 0 };
         let before = before.unwrap_or(&start);
@@ -405,14 +411,14 @@ impl Index {
                AND (event_time < $10 OR (event_time = $10 AND (node < $11 OR (node = $11 AND sequence < $12))))
              ORDER BY event_time DESC, node DESC, sequence DESC LIMIT $13",
         )
-        .bind(&filter.event_name)
-        .bind(&filter.event_source)
-        .bind(&filter.user_name)
-        .bind(&filter.request_id)
-        .bind(&filter.correlation_id)
-        .bind(&filter.resource_name)
-        .bind(&filter.start_time)
-        .bind(&filter.end_time)
+        .bind(column(&filter.event_name))
+        .bind(column(&filter.event_source))
+        .bind(column(&filter.user_name))
+        .bind(column(&filter.request_id))
+        .bind(column(&filter.correlation_id))
+        .bind(column(&filter.resource_name))
+        .bind(column(&filter.start_time))
+        .bind(column(&filter.end_time))
         .bind(filter.read_only.map(i64::from))
         .bind(&before.event_time)
         .bind(if before.event_time == "~" { "\u{10ffff}" } else { before.node.as_str() })
@@ -466,6 +472,7 @@ impl Index {
              WHERE ($2 IS NULL OR event_time >= $2) AND ($3 IS NULL OR event_time <= $3)
              ORDER BY event_time, e.node, e.sequence LIMIT $4"
         );
+        let [value, since, until] = [Some(value.as_str()), since, until].map(|v| v.map(|v| rows::as_column(v).into_owned()));
         let rows =
             sqlx::query(&query).bind(value).bind(since).bind(until).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(&sql)?;
         rows.iter()

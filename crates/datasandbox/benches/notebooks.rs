@@ -134,6 +134,13 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
     let peer = (!all_peer.times.is_empty()).then_some((all_peer.times.as_slice(), 0));
     let line = throughput_line(&all_direct.times, peer, &all_proxied.times, seconds);
     println!("GET api/status, {CLIENTS} clients kept alive, all {ROUNDS} rounds together: {line}");
+    let peer = (!all_peer.times.is_empty()).then(|| format!("; through configurable-http-proxy 5 {}", spread(&all_peer.times)));
+    println!(
+        "GET api/status, time per request, all {ROUNDS} rounds: straight {}{}; through the notebook proxy {}",
+        spread(&all_direct.times),
+        peer.unwrap_or_default(),
+        spread(&all_proxied.times)
+    );
     let peer = if all_peer.times.is_empty() {
         "configurable-http-proxy not measured".to_owned()
     } else {
@@ -173,6 +180,14 @@ impl Way {
             format!("Jupyter {:.0} µs/request, {:.0}% of a core", per(self.jupyter_cpu), self.jupyter_cpu.as_secs_f64() / seconds * 100.0);
         if self.proxy_cpu.is_zero() { jupyter } else { format!("{:.0} µs/request + {jupyter}", per(self.proxy_cpu)) }
     }
+}
+
+/// Where a way's request times lie: p50, p90, p99 and p99.9, in milliseconds.
+fn spread(times: &[f64]) -> String {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let [p50, p90, p99, p999] = [0.5, 0.9, 0.99, 0.999].map(|q| percentile(&sorted, q));
+    format!("p50 {p50:.1} / p90 {p90:.1} / p99 {p99:.1} / p99.9 {p999:.1} ms")
 }
 
 /// One line of throughput figures: each way's rate and p99 over `seconds`, and the proxy's

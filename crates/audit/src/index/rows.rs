@@ -104,10 +104,48 @@ fn present<'de: 'a, 'a, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
 impl<'a> Row<'a> {
     /// The row of a record's line, if the line is a record.
     pub(super) fn of(sequence: i64, line: &'a [u8]) -> Option<Row<'a>> {
-        let fields: Fields<'a> = serde_json::from_slice(line).ok()?;
-        let session_id = session_named(&fields);
+        let mut fields: Fields<'a> = serde_json::from_slice(line).ok()?;
+        let mut session_id = session_named(&fields);
+        fields.without_nul();
+        session_id.iter_mut().for_each(without_nul);
         Some(Row { sequence, fields, session_id, text: String::from_utf8_lossy(line) })
     }
+}
+
+impl Fields<'_> {
+    /// Every column's text without a NUL character (see `without_nul`).
+    fn without_nul(&mut self) {
+        let Fields { event_time, event_source, event_name, user_identity, source_ip_address, user_agent, .. } = self;
+        let Identity { kind, principal_id, arn, user_name } = user_identity;
+        let plain = [event_time, event_source, event_name, kind, principal_id, arn, source_ip_address, user_agent];
+        let optional = [user_name, &mut self.error_code, &mut self.error_message, &mut self.correlation_id];
+        plain
+            .into_iter()
+            .chain(optional.into_iter().flatten())
+            .chain([&mut self.request_id, &mut self.event_id, &mut self.event_type])
+            .for_each(without_nul);
+        for resource in &mut self.resources {
+            without_nul(&mut resource.arn);
+            without_nul(&mut resource.kind);
+        }
+    }
+}
+
+/// `text` with each NUL character replaced by U+FFFD. PostgreSQL's text cannot hold a NUL, and
+/// a caller's input comes back in a refusal's message or a resource's ARN: one such row failed
+/// its whole batch, at every retry, and the index took nothing after it. The record's line (a
+/// JSON text, NUL escaped) is stored as it is, so LookupEvents answers with the exact record;
+/// a lookup's value is matched with its NUL replaced the same way. SQLite's rows are the same,
+/// so that both backends find the same records.
+fn without_nul(text: &mut Cow<'_, str>) {
+    if let Cow::Owned(column) = as_column(text) {
+        *text = Cow::Owned(column);
+    }
+}
+
+/// `text` as a column holds it (see `without_nul`): a lookup's value is matched so.
+pub(super) fn as_column(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') { Cow::Owned(text.replace('\0', "\u{fffd}")) } else { Cow::Borrowed(text) }
 }
 
 /// The streaming session a record names: `SessionId`, then `SessionID`, in its request, then
@@ -256,6 +294,46 @@ mod tests {
             assert_eq!(row.session_id, None, "only a top-level member names a session");
         }
         assert!(Row::of(1, b"{\"not\":\"a record\"}").is_none());
+    }
+
+    /// No column holds a NUL (PostgreSQL's text cannot), whichever field a caller's input
+    /// reached; the line keeps it, escaped.
+    #[test]
+    fn no_column_holds_a_nul() {
+        let mut named = record("a\0", 1);
+        named.event_name = "Get\0Thing".into();
+        named.user_identity.user_name = Some("ana\0".into());
+        named.user_identity.arn = "arn:user/ana\0".into();
+        named.error_code = Some("Code\0".into());
+        named.error_message = Some("key `k\0` denied".into());
+        named.correlation_id = Some("c\0".into());
+        named.user_agent = "agent\0".into();
+        named.resources = vec![crate::record::RecordResource { arn: "arn:key/k\0".into(), account_id: "0".into(), kind: "Key\0".into() }];
+        named.request_parameters = json!({ "SessionId": "s\0" });
+        let line = serde_json::to_vec(&named).expect("serializes");
+        let row = Row::of(1, &line).expect("a row");
+        let (fields, identity) = (&row.fields, &row.fields.user_identity);
+        let mut columns = vec![&fields.event_time, &fields.event_source, &fields.event_name, &identity.kind, &identity.principal_id];
+        columns.extend([
+            &identity.arn,
+            &fields.source_ip_address,
+            &fields.user_agent,
+            &fields.request_id,
+            &fields.event_id,
+            &fields.event_type,
+        ]);
+        columns.extend(
+            [&identity.user_name, &fields.error_code, &fields.error_message, &fields.correlation_id, &row.session_id].into_iter().flatten(),
+        );
+        columns.extend(fields.resources.iter().flat_map(|r| [&r.arn, &r.kind]));
+        assert_eq!(columns.len(), 18);
+        for column in columns {
+            assert!(!column.contains('\0'), "{column:?}");
+        }
+        assert_eq!(fields.error_message.as_deref(), Some("key `k\u{fffd}` denied"));
+        assert_eq!(row.session_id.as_deref(), Some("s\u{fffd}"));
+        assert_eq!(row.text, String::from_utf8_lossy(&line), "the line is kept as it is");
+        assert!(row.text.contains(r#"denied"#) && row.text.contains(r"k\u0000"), "{}", row.text);
     }
 
     /// `SessionId`, then `SessionID`; the request's before the response's; only a string.
