@@ -20,7 +20,7 @@ use crate::core::actions::{self, Action, ActionSpec};
 use crate::core::caller::{Caller, Credentials, console_access, unproved_identity};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::platform::{Platform, ServiceEvent};
-use crate::core::redaction::{bound_error, hide_members, parse_body, redact, summarize};
+use crate::core::redaction::{bound_error, hide_members, nul_refusal, parse_body, redact, summarize};
 use crate::core::store::{millis_to_rfc3339, now_millis};
 
 /// Turns the credentials a transport presents into a caller (`identity` implements it).
@@ -198,6 +198,7 @@ impl Pipeline {
             _ if self.platform.trail.on_reserve() => Err(ActionError::trail_on_reserve()),
             (_, None) => Err(unknown_action(&request.action)),
             (Err(err), _) => Err(err.clone()),
+            (Ok(input), _) if let Some(refused) = nul_refusal(input) => Err(refused),
             (Ok(input), Some(spec)) => {
                 let result = parts.dispatch.dispatch(&mut ctx, spec.action, input.clone()).await;
                 // Fail closed: a handler that forgot to authorize must not succeed.

@@ -58,6 +58,34 @@ fn overlong_member(value: &Value) -> Option<&str> {
     }
 }
 
+/// Where the first string holding a NUL character is, at any depth (a member's name or its
+/// value): `Outer.Inner[2]`, its names without control characters.
+fn nul_at(value: &Value) -> Option<String> {
+    // `head` followed by the path within it.
+    let joined = |head: String, inner: String| match inner.chars().next() {
+        None => head,
+        Some('[') => head + &inner,
+        Some(_) => format!("{head}.{inner}"),
+    };
+    match value {
+        Value::String(text) => text.contains('\0').then(String::new),
+        Value::Object(map) => map.iter().find_map(|(key, member)| {
+            let shown = audit::bound::cut(&key.chars().filter(|c| !c.is_control()).take(64).collect::<String>(), 64).into_owned();
+            if key.contains('\0') { Some(shown) } else { nul_at(member).map(|inner| joined(shown, inner)) }
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(n, item)| nul_at(item).map(|inner| joined(format!("[{n}]"), inner))),
+        _ => None,
+    }
+}
+
+/// Why a request that parsed is refused for a NUL character in it, if it is. No name or value
+/// here holds one, and PostgreSQL's text cannot: such a request is refused alike on both
+/// backends, saying where, rather than failing in the store; its record keeps what was sent.
+pub(crate) fn nul_refusal(request: &Value) -> Option<ActionError> {
+    let path = nul_at(request)?;
+    Some(ActionError::validation(format!("no string in a request may hold a NUL character (\\u0000); `{path}` does")))
+}
+
 pub(crate) fn parse_body(body: &Result<Bytes, ActionError>) -> Result<Value, ActionError> {
     let bytes = body.as_ref().map_err(Clone::clone)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -113,4 +141,27 @@ pub(crate) fn hide_members(mut value: Value) -> Value {
     }
     walk(&mut value);
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A NUL anywhere in a request (a name or a value, at any depth) is refused, saying where.
+    #[test]
+    fn a_nul_in_a_request_is_refused_with_where_it_is() {
+        let refused = |value: Value| nul_refusal(&value).expect("refused").message;
+        for (request, path) in [
+            (json!({ "KeyId": "a\u{0}b" }), "`KeyId`"),
+            (json!({ "LookupAttributes": [{ "AttributeKey": "K" }, { "AttributeKey": "X\u{0}" }] }), "`LookupAttributes[1].AttributeKey`"),
+            (json!({ "Names": ["ok", "a\u{0}"] }), "`Names[1]`"),
+            (json!({ "Nested": [[{ "In\u{0}ner": 1 }]] }), "`Nested[0][0].Inner`"),
+        ] {
+            let message = refused(request);
+            assert!(message.contains("NUL") && message.contains(path), "{message}");
+            assert!(!message.contains('\0'), "the message holds no NUL itself: {message:?}");
+        }
+        assert!(nul_refusal(&json!({ "Key": "a\u{1}b", "List": [1, "x"] })).is_none());
+    }
 }

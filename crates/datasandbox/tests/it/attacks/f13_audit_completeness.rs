@@ -138,35 +138,49 @@ fn f13_a_client_that_hangs_up_mid_call_leaves_no_write_unrecorded() {
     assert!(unrecorded.is_empty(), "objects written with no record of their write: {unrecorded:?}");
 }
 
-/// A caller's input with a NUL character in it (`\u0000` in its JSON) comes back in its
-/// refusal's message and in the ARN of the resource it named. PostgreSQL's text holds no NUL:
-/// on the scale-out backends such a row failed its whole batch, again at every retry, and the
-/// index took no record after it, so LookupEvents and `audit trace` lost sight of whatever
-/// anyone did next.
+/// A caller's input with a NUL character in it (`\u0000` in its JSON) came back raw in its
+/// refusal's message and in the ARN of the resource it named, and PostgreSQL's text holds no
+/// NUL: on the scale-out backends such a row failed the index's whole batch, at every retry,
+/// and the index took no record after it, so LookupEvents and `audit trace` lost sight of
+/// whatever anyone did next. Where it reached the store, the call failed as an internal error.
+/// Now every such request is refused as invalid, saying where the NUL is, alike on both
+/// backends; its refusal is recorded and indexed, and so is everything after it.
 #[test]
-fn f13_a_nul_in_a_callers_input_does_not_stop_the_index() {
-    const KEY: &str = "f13\u{0}nul";
+fn f13_a_nul_in_a_callers_input_is_refused_and_does_not_stop_the_index() {
     let server = Server::start(&[]);
     let token = server.token_for("f13-nul");
-    let refused = server.call_as(&token, "keys:DescribeKey", &json!({ "KeyId": KEY }));
-    assert_eq!(refused.stderr["Code"], "AccessDeniedException", "{refused:?}");
+    let calls = [
+        ("keys:DescribeKey", json!({ "KeyId": "f13\u{0}nul" }), "KeyId"),
+        ("streaming:DescribeSessions", json!({ "StackName": "f13\u{0}nul", "FleetName": "f" }), "StackName"),
+        (
+            "audit:LookupEvents",
+            json!({ "LookupAttributes": [{ "AttributeKey": "X\u{0}", "AttributeValue": "v" }] }),
+            "LookupAttributes[0].AttributeKey",
+        ),
+    ];
+    for (action, input, path) in &calls {
+        let refused = server.call_as(&token, action, input);
+        assert_eq!(refused.stderr["Code"], "ValidationException", "{action}: {refused:?}");
+        let message = refused.stderr["Message"].as_str().expect("a message");
+        assert!(message.contains("NUL") && message.contains(&format!("`{path}`")), "{action}: {message}");
+    }
+    // The operator's writes and reads, which reached the store.
+    let put = server.call("parameters:PutParameter", &json!({ "Name": "/f13/nul", "Value": "a\u{0}b", "Type": "String" }));
+    assert_eq!(put.stderr["Code"], "ValidationException", "{put:?}");
+    let listed = server.call("storage:ListObjectsV2", &json!({ "Bucket": "datasandbox-home", "Prefix": "a\u{0}" }));
+    assert_eq!(listed.stderr["Code"], "ValidationException", "{listed:?}");
     server.ok("parameters:PutParameter", json!({ "Name": "/f13/after-nul", "Value": "v", "Type": "String" }));
-    let after = eventually(20, "the record of the write after the NUL in the index", || {
+    let after = eventually(20, "the record of the write after the NULs in the index", || {
         let records = server.audit(&[("EventName", "PutParameter")]);
         records.into_iter().find(|r| r["requestParameters"]["Name"] == "/f13/after-nul")
     });
     assert!(after["errorCode"].is_null(), "{after:#}");
-    let refusal = eventually(5, "the refusal's record in the index", || {
-        server.audit(&[("EventName", "DescribeKey")]).into_iter().find(|r| r["requestParameters"]["KeyId"] == KEY)
-    });
-    // The record found is the trail's, NUL and all.
-    let message = refusal["errorMessage"].as_str().expect("the refusal's message");
-    assert!(message.contains(KEY), "{refusal:#}");
-    assert!(refusal["resources"][0]["ARN"].as_str().is_some_and(|arn| arn.ends_with(KEY)), "{refusal:#}");
+    // Each refusal is recorded with what the caller sent, NUL and all, and found.
+    let refusal = server.audit(&[("EventName", "DescribeKey")]).into_iter().find(|r| r["requestParameters"]["KeyId"] == "f13\u{0}nul");
+    let refusal = refusal.expect("the DescribeKey refusal in the index");
+    assert_eq!(refusal["errorCode"], "ValidationException", "{refusal:#}");
     let by_user = server.audit(&[("Username", "f13-nul")]);
-    assert!(by_user.iter().any(|r| r["eventID"] == refusal["eventID"]), "the refusal is found by its user: {by_user:#?}");
-    // A lookup by what the caller gave, NUL and all, finds it on either backend.
-    let by_resource = server.audit(&[("ResourceName", &format!("key/{KEY}"))]);
-    assert_eq!(by_resource.len(), 1, "{by_resource:#?}");
-    assert_eq!(by_resource[0]["eventID"], refusal["eventID"]);
+    let refused: Vec<&str> =
+        by_user.iter().filter(|r| r["errorCode"] == "ValidationException").filter_map(|r| r["eventName"].as_str()).collect();
+    assert_eq!(refused.len(), calls.len(), "{by_user:#?}");
 }
