@@ -233,3 +233,44 @@ async fn a_rebuild_during_a_stream_of_records_leaves_none_out_and_none_twice() {
     assert_eq!(rows, [[json!(3000), json!(3000)]], "each record and its resource once");
     tokio::task::spawn_blocking(move || trail.close()).await.expect("join").expect("close");
 }
+
+/// A record whose strings a caller filled (a NUL is three bytes once replaced, and PostgreSQL
+/// gives up compressing a value whose first kilobyte does not compress) is indexed, and so are
+/// the records after it: one row too long for a PostgreSQL B-tree entry (2,704 bytes) failed
+/// its whole batch, at every retry, and stopped the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_the_longest_strings_a_caller_can_send_is_indexed_with_those_after_it() {
+    use rand::Rng as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("a");
+    let trail = Trail::open(layout(&root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), None).expect("trail opens");
+    let noise = |length: usize| -> String {
+        rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(length).map(char::from).collect()
+    };
+    // About 1 KB of noise, then NULs: about 4 KB once replaced, and no compression.
+    let filled_text = format!("{}{}", noise(1040), "\0".repeat(1000));
+    let mut filled = record("a", 0);
+    filled.resources[0].arn = format!("arn:key/{filled_text}");
+    filled.error_message = Some(filled_text.clone());
+    let long_noise = noise(4096);
+    filled.request_parameters = json!({ "SessionId": long_noise });
+    let mut nul_session = record("a", 1);
+    nul_session.request_parameters = json!({ "SessionId": filled_text });
+    for record in [filled, nul_session, record("a", 2)] {
+        trail.append(&record).await.expect("append");
+    }
+    let closing = trail.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await.expect("join").expect("close");
+    let index = Index::open(&index_target(dir.path()), "a").await.expect("index");
+    assert_eq!(index.catch_up(&layout(&root, "a")).await.expect("catch up"), 3);
+    // By the ARN as the record keeps it (cut); a suffix as long as a column is not matched.
+    let arn = crate::bound::cut(&format!("arn:key/{filled_text}"), crate::bound::MAX_STRING_BYTES).into_owned();
+    let by_resource = LookupFilter { resource_name: Some(arn), ..LookupFilter::default() };
+    let (found, _) = index.lookup(&by_resource, 10, None).await.expect("lookup");
+    assert_eq!(found.len(), 1, "found by its ARN");
+    assert_eq!(found[0]["requestID"], "a-0");
+    let cut_noise = crate::bound::cut(&long_noise, crate::bound::MAX_STRING_BYTES).into_owned();
+    let trace = index.trace(&TraceSelector::Session(cut_noise), None, None, 10).await.expect("trace");
+    // The session's record found, and with it the records sharing its correlation id.
+    assert_eq!(trace.len(), 3, "{trace:?}");
+}

@@ -113,7 +113,7 @@ impl<'a> Row<'a> {
 }
 
 impl Fields<'_> {
-    /// Every column's text without a NUL character (see `without_nul`).
+    /// Every column's text as a column holds it (see `as_column`).
     fn without_nul(&mut self) {
         let Fields { event_time, event_source, event_name, user_identity, source_ip_address, user_agent, .. } = self;
         let Identity { kind, principal_id, arn, user_name } = user_identity;
@@ -131,21 +131,30 @@ impl Fields<'_> {
     }
 }
 
-/// `text` with each NUL character replaced by U+FFFD. PostgreSQL's text cannot hold a NUL, and
-/// a caller's input comes back in a refusal's message or a resource's ARN: one such row failed
-/// its whole batch, at every retry, and the index took nothing after it. The record's line (a
-/// JSON text, NUL escaped) is stored as it is, so LookupEvents answers with the exact record;
-/// a lookup's value is matched with its NUL replaced the same way. SQLite's rows are the same,
-/// so that both backends find the same records.
+/// `text` as a column holds it (see `as_column`).
 fn without_nul(text: &mut Cow<'_, str>) {
     if let Cow::Owned(column) = as_column(text) {
         *text = Cow::Owned(column);
     }
 }
 
-/// `text` as a column holds it (see `without_nul`): a lookup's value is matched so.
+/// The longest text a column holds, before the note of what was cut. PostgreSQL's B-tree
+/// entries hold at most 2,704 bytes, and a record's strings may have 2,048 (three times that
+/// once their NULs are replaced): one longer row failed its whole batch, at every retry.
+const MAX_COLUMN_BYTES: usize = 1024;
+
+/// `text` as a column holds it, and as a lookup's value is matched: each NUL character replaced
+/// by U+FFFD, then cut to [`MAX_COLUMN_BYTES`]. PostgreSQL's text cannot hold a NUL, and a
+/// caller's input can come back in a record's strings (a refusal's message, a resource's ARN, a
+/// session id): one such row failed its whole batch, at every retry, and the index took nothing
+/// after it. The record's line (a JSON text, NUL escaped) is stored whole, so LookupEvents
+/// answers with the exact record. SQLite's rows are the same, so that both backends find the
+/// same records.
 pub(super) fn as_column(text: &str) -> Cow<'_, str> {
-    if text.contains('\0') { Cow::Owned(text.replace('\0', "\u{fffd}")) } else { Cow::Borrowed(text) }
+    if !text.contains('\0') {
+        return crate::bound::cut(text, MAX_COLUMN_BYTES);
+    }
+    Cow::Owned(crate::bound::cut(&text.replace('\0', "\u{fffd}"), MAX_COLUMN_BYTES).into_owned())
 }
 
 /// The streaming session a record names: `SessionId`, then `SessionID`, in its request, then
@@ -333,7 +342,17 @@ mod tests {
         assert_eq!(fields.error_message.as_deref(), Some("key `k\u{fffd}` denied"));
         assert_eq!(row.session_id.as_deref(), Some("s\u{fffd}"));
         assert_eq!(row.text, String::from_utf8_lossy(&line), "the line is kept as it is");
-        assert!(row.text.contains(r#"denied"#) && row.text.contains(r"k\u0000"), "{}", row.text);
+        assert!(row.text.contains(r"k\u0000"), "{}", row.text);
+        // A string as long as a record keeps, all NULs, fits a B-tree entry once replaced.
+        let mut long = record("a", 2);
+        long.resources[0].arn = "\0".repeat(crate::bound::MAX_STRING_BYTES);
+        long.request_parameters = json!({ "SessionId": "\0".repeat(crate::bound::MAX_STRING_BYTES) });
+        let line = serde_json::to_vec(&long).expect("serializes");
+        let row = Row::of(2, &line).expect("a row");
+        for column in [&row.fields.resources[0].arn, row.session_id.as_ref().expect("a session")] {
+            assert!(column.len() <= MAX_COLUMN_BYTES + 64 && column.starts_with('\u{fffd}'), "{} bytes", column.len());
+            assert_eq!(as_column(&"\0".repeat(crate::bound::MAX_STRING_BYTES)), *column, "a lookup's value is matched as stored");
+        }
     }
 
     /// `SessionId`, then `SessionID`; the request's before the response's; only a string.

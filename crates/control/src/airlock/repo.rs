@@ -242,6 +242,13 @@ pub(super) struct CheckRow {
     pub detail: String,
 }
 
+/// A check's text as the store keeps it: each NUL character as U+FFFD. The text comes from
+/// the files checked (a JSON table's column names, an archive member's name), and PostgreSQL's
+/// text cannot hold a NUL: the insert failed, and left the request scanning for good.
+fn stored(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
 pub(super) async fn insert_check(
     store: &Store,
     request_id: &str,
@@ -254,10 +261,10 @@ pub(super) async fn insert_check(
     )
     .bind(request_id)
     .bind(submission)
-    .bind(&check.path)
+    .bind(stored(&check.path))
     .bind(&check.rule)
     .bind(&check.outcome)
-    .bind(&check.detail)
+    .bind(stored(&check.detail))
     .bind(policy_version)
     .execute(&store.pool)
     .await?;
