@@ -139,12 +139,14 @@ fn without_nul(text: &mut Cow<'_, str>) {
 }
 
 /// The longest text a column holds, before the note of what was cut. PostgreSQL's B-tree
-/// entries hold at most 2,704 bytes, and a record's strings may have 2,048 (three times that
-/// once their NULs are replaced): one longer row failed its whole batch, at every retry.
-const MAX_COLUMN_BYTES: usize = 1024;
+/// entries hold at most 2,704 bytes, and a record's strings may have 2,048 and the note of
+/// their own cut (three times that once their NULs are replaced): one longer row failed its
+/// whole batch, at every retry. A string without a NUL is never cut here.
+const MAX_COLUMN_BYTES: usize = 2400;
 
 /// `text` as a column holds it, and as a lookup's value is matched: each NUL character replaced
-/// by U+FFFD, then cut to [`MAX_COLUMN_BYTES`]. PostgreSQL's text cannot hold a NUL, and a
+/// by U+FFFD, then cut to [`MAX_COLUMN_BYTES`] (only a string with NULs grows past it).
+/// PostgreSQL's text cannot hold a NUL, and a
 /// caller's input can come back in a record's strings (a refusal's message, a resource's ARN, a
 /// session id): one such row failed its whole batch, at every retry, and the index took nothing
 /// after it. The record's line (a JSON text, NUL escaped) is stored whole, so LookupEvents

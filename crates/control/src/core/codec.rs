@@ -53,9 +53,12 @@ pub(crate) fn decode_token(token: Option<&str>) -> Result<Option<String>, Action
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| ActionError::validation("the pagination token is invalid; pass the token a previous response returned"))?;
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| ActionError::validation("the pagination token is invalid; pass the token a previous response returned"))
+    // No position holds a NUL (PostgreSQL's text cannot, and the request's own strings are
+    // refused with one): a token that decodes to one was not ours.
+    match String::from_utf8(bytes) {
+        Ok(position) if !position.contains('\0') => Ok(Some(position)),
+        _ => Err(ActionError::validation("the pagination token is invalid; pass the token a previous response returned")),
+    }
 }
 
 pub(crate) fn encode_token(position: &str) -> String {

@@ -249,7 +249,8 @@ pub(crate) async fn sign_in(
     let now = now_millis();
     // The slot is taken before any work: a refusal from here on counts as a failure.
     let attempt = throttle.begin(source_ip, user_name)?;
-    let row = repo::find_local_user(&plane.store, user_name).await?;
+    // No user's name holds a NUL (and PostgreSQL's text cannot): answered as an unknown name.
+    let row = if user_name.contains('\0') { None } else { repo::find_local_user(&plane.store, user_name).await? };
     let given = password.to_owned();
     let Some(row) = row else {
         let _ = throttle.argon2(move || verify(given, decoy())).await;

@@ -68,7 +68,8 @@ pub(crate) fn blob_key_id(blob: &[u8]) -> Option<String> {
 fn parse_header(blob: &[u8]) -> Option<(String, i64, usize)> {
     let rest = blob.strip_prefix(MAGIC)?;
     let (&len, rest) = rest.split_first()?;
-    let id = std::str::from_utf8(rest.get(..len as usize)?).ok()?.to_owned();
+    // A key id holds no NUL (a ciphertext naming one was not ours; PostgreSQL's text cannot).
+    let id = std::str::from_utf8(rest.get(..len as usize)?).ok().filter(|id| !id.contains('\0'))?.to_owned();
     let version = u32::from_be_bytes(rest.get(len as usize..len as usize + 4)?.try_into().ok()?);
     Some((id, i64::from(version), MAGIC.len() + 1 + len as usize + 4))
 }

@@ -169,6 +169,20 @@ fn f13_a_nul_in_a_callers_input_is_refused_and_does_not_stop_the_index() {
     assert_eq!(put.stderr["Code"], "ValidationException", "{put:?}");
     let listed = server.call("storage:ListObjectsV2", &json!({ "Bucket": "datasandbox-home", "Prefix": "a\u{0}" }));
     assert_eq!(listed.stderr["Code"], "ValidationException", "{listed:?}");
+    // NULs hidden in what the server decodes: a pagination token, a ciphertext's key id, a
+    // sign-in's name (each reached the store, and failed there as an internal error).
+    let token_of_nul = server.call("storage:ListObjectsV2", &json!({ "Bucket": "datasandbox-home", "ContinuationToken": "AA" }));
+    assert_eq!(token_of_nul.stderr["Code"], "ValidationException", "{token_of_nul:?}");
+    let sessions = server.call("streaming:DescribeSessions", &json!({ "StackName": "s", "FleetName": "f", "NextToken": "MSAA" }));
+    assert_eq!(sessions.stderr["Code"], "ValidationException", "{sessions:?}");
+    let mut blob = b"DSK1\x03a\0b\x00\x00\x00\x01".to_vec();
+    blob.extend([7u8; 48]);
+    let decrypted = server.call("keys:Decrypt", &json!({ "CiphertextBlob": crate::support::server::b64(&blob) }));
+    assert_eq!(decrypted.stderr["Code"], "InvalidCiphertextException", "{decrypted:?}");
+    let endpoint = format!("http://{}", server.api);
+    let sign_in = json!({ "UserName": "f13\u{0}", "Password": "correct horse battery staple" }).to_string();
+    let signed_in = server.cli(&["call", "identity:SignIn", "--input", &sign_in, "--endpoint", &endpoint], &[]);
+    assert_eq!(signed_in.stderr["Code"], "NotAuthorizedException", "{signed_in:?}");
     server.ok("parameters:PutParameter", json!({ "Name": "/f13/after-nul", "Value": "v", "Type": "String" }));
     let after = eventually(20, "the record of the write after the NULs in the index", || {
         let records = server.audit(&[("EventName", "PutParameter")]);
