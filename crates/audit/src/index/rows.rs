@@ -146,12 +146,11 @@ const MAX_COLUMN_BYTES: usize = 2400;
 
 /// `text` as a column holds it, and as a lookup's value is matched: each NUL character replaced
 /// by U+FFFD, then cut to [`MAX_COLUMN_BYTES`] (only a string with NULs grows past it).
-/// PostgreSQL's text cannot hold a NUL, and a
-/// caller's input can come back in a record's strings (a refusal's message, a resource's ARN, a
-/// session id): one such row failed its whole batch, at every retry, and the index took nothing
-/// after it. The record's line (a JSON text, NUL escaped) is stored whole, so LookupEvents
-/// answers with the exact record. SQLite's rows are the same, so that both backends find the
-/// same records.
+/// PostgreSQL's text cannot hold a NUL, and a caller's input can come back in a record's strings
+/// (a refusal's message, a resource's ARN, a session id): one such row failed its whole batch,
+/// at every retry, and the index took nothing after it. The record's line (a JSON text, NUL
+/// escaped) is stored whole, so LookupEvents answers with the exact record. SQLite's rows are
+/// the same, so that both backends find the same records.
 pub(super) fn as_column(text: &str) -> Cow<'_, str> {
     if !text.contains('\0') {
         return crate::bound::cut(text, MAX_COLUMN_BYTES);

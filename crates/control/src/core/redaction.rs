@@ -70,8 +70,9 @@ fn nul_at(value: &Value) -> Option<String> {
     match value {
         Value::String(text) => text.contains('\0').then(String::new),
         Value::Object(map) => map.iter().find_map(|(key, member)| {
-            let shown = audit::bound::cut(&key.chars().filter(|c| !c.is_control()).take(64).collect::<String>(), 64).into_owned();
-            if key.contains('\0') { Some(shown) } else { nul_at(member).map(|inner| joined(shown, inner)) }
+            // A name is shown only on the path to a NUL: most requests hold none.
+            let shown = || audit::bound::cut(&key.chars().filter(|c| !c.is_control()).take(64).collect::<String>(), 64).into_owned();
+            if key.contains('\0') { Some(shown()) } else { nul_at(member).map(|inner| joined(shown(), inner)) }
         }),
         Value::Array(items) => items.iter().enumerate().find_map(|(n, item)| nul_at(item).map(|inner| joined(format!("[{n}]"), inner))),
         _ => None,
