@@ -173,10 +173,6 @@ impl LookupCursor {
     }
 
     pub fn decode(text: &str) -> Option<LookupCursor> {
-        // No column holds a NUL, nor could PostgreSQL be asked for one.
-        if text.contains('\0') {
-            return None;
-        }
         let mut parts = text.splitn(3, '|');
         let event_time = parts.next()?.to_owned();
         let sequence = parts.next()?.parse().ok()?;
@@ -398,6 +394,11 @@ impl Index {
         let sql = self.sql();
         // Each value as the columns hold it (no NUL: see `rows::as_column`).
         let column = |value: &Option<String>| value.as_deref().map(|v| rows::as_column(v).into_owned());
+        let resource = column(&filter.resource_name);
+        // A name's end, matched as written: no `%` or `_` of its own matches anything else, and
+        // a backslash is no escape (PostgreSQL's LIKE takes one by default, SQLite's none). The
+        // escape is `!`, which reads the same whatever PostgreSQL's standard_conforming_strings.
+        let resource_end = resource.as_ref().map(|name| name.replace('!', "!!").replace('%', "!%").replace('_', "!_"));
         // Without a cursor, one that sorts after every record: `~` after every digit.
         let start = LookupCursor { event_time: "~".into(), node: String::new(), sequence: 0 };
         let before = before.unwrap_or(&start);
@@ -416,7 +417,7 @@ impl Index {
         .bind(column(&filter.user_name))
         .bind(column(&filter.request_id))
         .bind(column(&filter.correlation_id))
-        .bind(column(&filter.resource_name))
+        .bind(resource)
         .bind(column(&filter.start_time))
         .bind(column(&filter.end_time))
         .bind(filter.read_only.map(i64::from))
@@ -424,10 +425,7 @@ impl Index {
         .bind(if before.event_time == "~" { "\u{10ffff}" } else { before.node.as_str() })
         .bind(if before.event_time == "~" { i64::MAX } else { before.sequence as i64 })
         .bind(i64::from(limit) + 1)
-        // A name's end, matched as written: no `%` or `_` of its own matches anything else, and
-        // a backslash is no escape (PostgreSQL's LIKE takes one by default, SQLite's none). The
-        // escape is `!`, which reads the same whatever PostgreSQL's standard_conforming_strings.
-        .bind(column(&filter.resource_name).map(|name| name.replace('!', "!!").replace('%', "!%").replace('_', "!_")))
+        .bind(resource_end)
         .fetch_all(&self.pool)
         .await
         .map_err(&sql)?;

@@ -106,15 +106,15 @@ impl<'a> Row<'a> {
     pub(super) fn of(sequence: i64, line: &'a [u8]) -> Option<Row<'a>> {
         let mut fields: Fields<'a> = serde_json::from_slice(line).ok()?;
         let mut session_id = session_named(&fields);
-        fields.without_nul();
-        session_id.iter_mut().for_each(without_nul);
+        fields.as_columns();
+        session_id.iter_mut().for_each(as_column_in_place);
         Some(Row { sequence, fields, session_id, text: String::from_utf8_lossy(line) })
     }
 }
 
 impl Fields<'_> {
     /// Every column's text as a column holds it (see `as_column`).
-    fn without_nul(&mut self) {
+    fn as_columns(&mut self) {
         let Fields { event_time, event_source, event_name, user_identity, source_ip_address, user_agent, .. } = self;
         let Identity { kind, principal_id, arn, user_name } = user_identity;
         let plain = [event_time, event_source, event_name, kind, principal_id, arn, source_ip_address, user_agent];
@@ -123,16 +123,16 @@ impl Fields<'_> {
             .into_iter()
             .chain(optional.into_iter().flatten())
             .chain([&mut self.request_id, &mut self.event_id, &mut self.event_type])
-            .for_each(without_nul);
+            .for_each(as_column_in_place);
         for resource in &mut self.resources {
-            without_nul(&mut resource.arn);
-            without_nul(&mut resource.kind);
+            as_column_in_place(&mut resource.arn);
+            as_column_in_place(&mut resource.kind);
         }
     }
 }
 
-/// `text` as a column holds it (see `as_column`).
-fn without_nul(text: &mut Cow<'_, str>) {
+/// `text` made what a column holds (see `as_column`), copied only if that differs.
+fn as_column_in_place(text: &mut Cow<'_, str>) {
     if let Cow::Owned(column) = as_column(text) {
         *text = Cow::Owned(column);
     }
