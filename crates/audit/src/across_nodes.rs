@@ -170,8 +170,10 @@ async fn one_index_serves_every_nodes_records_and_each_day_is_claimed_once() {
     assert_eq!(seen.len(), 12, "{seen:?}");
     let by_resource = LookupFilter { resource_name: Some("home/b/4.csv".into()), ..LookupFilter::default() };
     assert_eq!(index_a.lookup(&by_resource, 10, None).await.expect("lookup").0.len(), 1);
-    // A name's end is matched as written, alike on both backends: no wildcard, no escape.
-    for (end, found) in [("%", 0), ("_.csv", 0), ("b/4.csv", 1), ("4.csv\\", 0), ("\\", 0), ("b\\_4.csv", 0), ("!", 0), ("b!/4.csv", 0)] {
+    // A name's end is matched as written, alike on both backends: no wildcard, no escape, and
+    // its case (SQLite's LIKE ignored ASCII case).
+    let ends = [("%", 0), ("_.csv", 0), ("b/4.csv", 1), ("4.csv\\", 0), ("\\", 0), ("b\\_4.csv", 0), ("!", 0), ("b!/4.csv", 0)];
+    for (end, found) in ends.into_iter().chain([("B/4.CSV", 0), ("4.csv", 2), ("home/b/4.csv/", 0), ("xhome/b/4.csv", 0)]) {
         let by_end = LookupFilter { resource_name: Some(end.into()), ..LookupFilter::default() };
         assert_eq!(index_a.lookup(&by_end, 100, None).await.expect("a lookup by a name's end").0.len(), found, "{end}");
     }

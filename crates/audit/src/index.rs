@@ -394,11 +394,9 @@ impl Index {
         let sql = self.sql();
         // Each value as the columns hold it (no NUL: see `rows::as_column`).
         let column = |value: &Option<String>| value.as_deref().map(|v| rows::as_column(v).into_owned());
+        // A resource is found by its ARN or by the ARN's end, matched as written on both backends
+        // (SQLite's LIKE ignores ASCII case, PostgreSQL's does not, and each escapes its own way).
         let resource = column(&filter.resource_name);
-        // A name's end, matched as written: no `%` or `_` of its own matches anything else, and
-        // a backslash is no escape (PostgreSQL's LIKE takes one by default, SQLite's none). The
-        // escape is `!`, which reads the same whatever PostgreSQL's standard_conforming_strings.
-        let resource_end = resource.as_ref().map(|name| name.replace('!', "!!").replace('%', "!%").replace('_', "!_"));
         // Without a cursor, one that sorts after every record: `~` after every digit.
         let start = LookupCursor { event_time: "~".into(), node: String::new(), sequence: 0 };
         let before = before.unwrap_or(&start);
@@ -407,7 +405,7 @@ impl Index {
              WHERE ($1 IS NULL OR event_name = $1) AND ($2 IS NULL OR event_source = $2) AND ($3 IS NULL OR user_name = $3)
                AND ($4 IS NULL OR request_id = $4) AND ($5 IS NULL OR correlation_id = $5)
                AND ($6 IS NULL OR EXISTS (SELECT 1 FROM event_resources r WHERE r.node = e.node AND r.sequence = e.sequence
-                                          AND (r.arn = $6 OR r.arn LIKE '%' || $14 ESCAPE '!')))
+                                          AND substr(r.arn, length(r.arn) - length(CAST($6 AS TEXT)) + 1) = $6))
                AND ($7 IS NULL OR event_time >= $7) AND ($8 IS NULL OR event_time <= $8) AND ($9 IS NULL OR read_only = $9)
                AND (event_time < $10 OR (event_time = $10 AND (node < $11 OR (node = $11 AND sequence < $12))))
              ORDER BY event_time DESC, node DESC, sequence DESC LIMIT $13",
@@ -425,7 +423,6 @@ impl Index {
         .bind(if before.event_time == "~" { "\u{10ffff}" } else { before.node.as_str() })
         .bind(if before.event_time == "~" { i64::MAX } else { before.sequence as i64 })
         .bind(i64::from(limit) + 1)
-        .bind(resource_end)
         .fetch_all(&self.pool)
         .await
         .map_err(&sql)?;

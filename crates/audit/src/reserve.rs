@@ -13,17 +13,30 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, fallocate};
 
-/// Whether the file system holding `path` has less than `below` bytes available to others:
-/// the point from which the trail counts as writing on its reserve, since the rest of the
-/// control plane (its databases) can no longer count on writing.
-pub(crate) fn nearly_full(path: &Path, below: u64) -> bool {
-    match nix::sys::statvfs::statvfs(path) {
-        Ok(stats) => stats.blocks_available().saturating_mul(stats.fragment_size()) < below,
-        Err(_) => false,
+/// The file system holding the trail, asked how much room it has left through a descriptor
+/// of the trail's directory held open: asked at every gated call, and a path's lookup cost
+/// as much again as the question.
+#[derive(Clone)]
+pub(crate) struct FreeSpace(Arc<File>);
+
+impl FreeSpace {
+    pub(crate) fn open(root: &Path) -> std::io::Result<FreeSpace> {
+        File::open(root).map(|dir| FreeSpace(Arc::new(dir)))
+    }
+
+    /// Whether the file system has less than `below` bytes available to others: the point
+    /// from which the trail counts as writing on its reserve, since the rest of the control
+    /// plane (its databases) can no longer count on writing.
+    pub(crate) fn nearly_full(&self, below: u64) -> bool {
+        match nix::sys::statvfs::fstatvfs(&*self.0) {
+            Ok(stats) => stats.blocks_available().saturating_mul(stats.fragment_size()) < below,
+            Err(_) => false,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::chain::hash_line;
 use crate::error::{TrailError, io};
 use crate::layout::{self, Kind, Layout};
 use crate::record::Record;
-use crate::reserve::{Open, Reserved};
+use crate::reserve::{FreeSpace, Open, Reserved};
 use crate::resume::{chain_position, last_checkpoint, write_public_key};
 use crate::seal_job::{DigestRef, SealJob};
 use crate::sealer;
@@ -94,6 +94,7 @@ pub struct Trail {
     handed: Handed,
     durable: Arc<std::sync::atomic::AtomicU64>,
     on_reserve: Arc<AtomicBool>,
+    free_space: FreeSpace,
     /// Below this much free space the file system counts as full.
     full_below: u64,
     uploader: Option<Arc<crate::bucket::Uploader>>,
@@ -135,6 +136,7 @@ impl Trail {
         let durable = Arc::new(std::sync::atomic::AtomicU64::new(sequence));
         let on_reserve = Arc::new(AtomicBool::new(false));
         let full_below = options.reserve_bytes / 4;
+        let free_space = FreeSpace::open(&layout.root).map_err(io(&layout.root))?;
         let uploader = match &options.bucket {
             Some(bucket) => Some(Arc::new(
                 crate::bucket::Uploader::start(layout.clone(), bucket.clone(), options.upload_interval).map_err(io(&layout.root))?,
@@ -144,6 +146,7 @@ impl Trail {
         let mut state = WriterState {
             durable: durable.clone(),
             on_reserve: on_reserve.clone(),
+            free_space: free_space.clone(),
             next_digest_at: next_boundary(now, options.digest_interval),
             digest_pending: None,
             layout: layout.clone(),
@@ -167,7 +170,7 @@ impl Trail {
             handed: handed.clone(),
         };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || state.run(&receiver)).map_err(io(&layout.root))?;
-        Ok(Trail { layout, sender, handed, durable, on_reserve, full_below, uploader })
+        Ok(Trail { layout, sender, handed, durable, on_reserve, free_space, full_below, uploader })
     }
 
     /// Whether the trail is on its reserve: its file system is full (or nearly: less than a
@@ -175,7 +178,7 @@ impl Trail {
     /// control plane then carries nothing out and records only refusals and ends. Asked at
     /// every call, so the first action after the disk fills is already refused.
     pub fn on_reserve(&self) -> bool {
-        self.on_reserve.load(Ordering::Acquire) || crate::reserve::nearly_full(&self.layout.root, self.full_below)
+        self.on_reserve.load(Ordering::Acquire) || self.free_space.nearly_full(self.full_below)
     }
 
     /// The sequence number of the newest durable record.
@@ -288,6 +291,7 @@ struct ActiveFile {
 struct WriterState {
     durable: Arc<std::sync::atomic::AtomicU64>,
     on_reserve: Arc<AtomicBool>,
+    free_space: FreeSpace,
     layout: Layout,
     signer: Arc<Signer>,
     options: TrailOptions,
@@ -475,7 +479,7 @@ impl WriterState {
     fn check_reserve(&mut self) {
         let log = self.active.as_mut().is_none_or(|a| a.log.top_up());
         let checkpoints = self.checkpoint_file.as_mut().is_none_or(Reserved::top_up);
-        let full = crate::reserve::nearly_full(&self.layout.root, self.options.reserve_bytes / 4);
+        let full = self.free_space.nearly_full(self.options.reserve_bytes / 4);
         let on_reserve = full || !(log && checkpoints);
         if self.on_reserve.swap(on_reserve, Ordering::AcqRel) != on_reserve {
             if on_reserve {

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit::Trail;
 use futures::future::BoxFuture;
 use model::spec::Spec;
 use policy::Authorizer;
@@ -205,10 +204,6 @@ impl ControlPlane {
 
     pub fn data_dir(&self) -> &Path {
         &self.pipeline.platform.data_dir
-    }
-
-    pub fn trail(&self) -> &Trail {
-        &self.pipeline.platform.trail
     }
 
     pub fn render_metrics(&self) -> String {

@@ -394,9 +394,10 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         Err(refused) => return refused,
     };
     let forward = crate::jupyter::forward(&control, &target.upstream, &name, &raw, &query, parts, body);
-    let forwarded = if read_only(&method, &rest) && !control.trail().on_reserve() {
+    let forwarded = if read_only(&method, &rest) {
         // A read of Jupyter's own changes nothing: it goes to Jupyter while its record is
-        // written, and its answer reaches the browser only once the record is durable.
+        // written, and its answer reaches the browser only once the record is durable. On the
+        // trail's reserve, the record is its refusal and nothing is forwarded, as below.
         let record = match control.record_notebook_read(&target, &name, method.as_str(), &rest).await {
             Ok(record) => record,
             Err(err) => return unrecorded(err),
