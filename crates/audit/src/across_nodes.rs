@@ -281,3 +281,81 @@ async fn a_record_of_the_longest_strings_a_caller_can_send_is_indexed_with_those
     // The session's record found, and with it the records sharing its correlation id.
     assert_eq!(trace.len(), 3, "{trace:?}");
 }
+
+/// A row the index's store refuses (here a trigger refuses a user's rows, for a cause not
+/// foreseen) is indexed by a stand-in that says where the record is, and the records around it
+/// are indexed as they are: one such row failed its whole batch at every retry, and the node's
+/// index took nothing after it, nor could `audit reindex` rebuild it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_store_refuses_stands_in_the_index_and_the_records_around_it_are_indexed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = index_target(dir.path());
+    let index = Index::open(&target, "a").await.expect("index");
+    refuse_rows_of_user(&target, "mallory");
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    index.spawn_feeder(receiver);
+    let root = dir.path().join("a");
+    let trail = Trail::open(layout(&root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), Some(sender)).expect("trail");
+    for n in 0..6 {
+        let mut record = record("a", n);
+        if n == 2 || n == 4 {
+            record.user_identity.user_name = Some("mallory".into());
+        }
+        trail.append(&record).await.expect("append");
+    }
+    assert!(index.wait_for(6, std::time::Duration::from_secs(20)).await, "every record indexed");
+    let indexed = |index: Index| async move {
+        let (found, _) = index.lookup(&LookupFilter::default(), 100, None).await.expect("lookup");
+        let mut found: Vec<(String, String, String)> = found
+            .iter()
+            .map(|r| {
+                let as_text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                (as_text(&r["requestID"]), as_text(&r["userIdentity"]["userName"]), as_text(&r["errorCode"]))
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let expected: Vec<(String, String, String)> = (0..6)
+        .map(|n| match n {
+            2 | 4 => (format!("a-{n}"), String::new(), "RecordNotIndexed".to_owned()),
+            _ => (format!("a-{n}"), "ana".to_owned(), String::new()),
+        })
+        .collect();
+    assert_eq!(indexed(index.clone()).await, expected);
+    let (stand_in, _) = index
+        .lookup(&LookupFilter { request_id: Some("a-4".into()), ..LookupFilter::default() }, 10, None)
+        .await
+        .expect("the stand-in found by the record's request id");
+    let message = stand_in[0]["errorMessage"].as_str().unwrap_or_default();
+    assert!(message.contains("a row this store refuses") && message.contains("sequence number 5"), "{message}");
+    // `audit reindex` rebuilds the same, past the same rows.
+    assert_eq!(index.rebuild(&layout(&root, "a")).await.expect("rebuilt"), 6);
+    assert_eq!(indexed(index.clone()).await, expected);
+    tokio::task::spawn_blocking(move || trail.close()).await.expect("join").expect("close");
+}
+
+/// Makes the index's store refuse every row of `user`'s records, as a store may refuse a row
+/// for a cause the index did not foresee.
+fn refuse_rows_of_user(target: &IndexTarget, user: &str) {
+    match target {
+        IndexTarget::File(path) => {
+            let connection = rusqlite::Connection::open(path).expect("the index file");
+            connection
+                .execute_batch(&format!(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.user_name = '{user}' \
+                     BEGIN SELECT RAISE(ABORT, 'a row this store refuses'); END;"
+                ))
+                .expect("trigger");
+        }
+        IndexTarget::Database(url) => {
+            let sql = format!(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.user_name = '{user}' THEN RAISE EXCEPTION 'a row this store refuses'; END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse();"
+            );
+            let out = std::process::Command::new("psql").args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-c", &sql]).output().expect("psql");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}

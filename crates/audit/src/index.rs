@@ -33,6 +33,7 @@ mod in_place;
 mod pool;
 mod rows;
 mod sql_query;
+mod stand_in;
 mod statements;
 
 use in_place::InPlace;
@@ -44,12 +45,40 @@ pub use statements::rows_as_objects;
 pub enum IndexError {
     #[error("audit index `{place}`: {source}")]
     Sql { place: String, source: sqlx::Error },
+    /// The embedded node's file, written in place; `by_the_statement`: SQLite refused the
+    /// statement (possibly for one row it holds), rather than failed itself.
     #[error("audit index `{place}`: {message}")]
-    InPlace { place: String, message: String },
+    InPlace { place: String, message: String, by_the_statement: bool },
     #[error("{0}")]
     Query(String),
     #[error(transparent)]
     Trail(#[from] TrailError),
+}
+
+impl IndexError {
+    /// Whether the store refused a statement (possibly for a row in it), as opposed to failing
+    /// itself (unreachable, full, locked), which no row is the cause of.
+    fn refused_by_the_statement(&self, sqlite: bool) -> bool {
+        match self {
+            IndexError::Sql { source: sqlx::Error::Database(err), .. } => !err.code().is_some_and(|code| store_failure(&code, sqlite)),
+            IndexError::Sql { .. } => false,
+            IndexError::InPlace { by_the_statement, .. } => *by_the_statement,
+            IndexError::Query(_) | IndexError::Trail(_) => false,
+        }
+    }
+}
+
+/// Whether a database's error code says that it failed, whatever the statement: PostgreSQL's
+/// classes of a lost connection (08), a transaction rolled back (40: a deadlock, a serialization
+/// failure), insufficient resources (53), an operator's intervention (57), a system or internal
+/// error (58, XX); SQLite's busy, locked, out of memory, read-only, I/O, corrupt, full, cannot
+/// open, protocol and not-a-database results (its code is a number, the primary in its low byte).
+fn store_failure(code: &str, sqlite: bool) -> bool {
+    if sqlite {
+        code.parse::<u32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15 | 26))
+    } else {
+        ["08", "40", "53", "57", "58", "XX"].iter().any(|class| code.starts_with(class))
+    }
 }
 
 /// Where the index lives.
@@ -205,10 +234,11 @@ impl Index {
         // valid from one batch to the next (a connection that did not write the last change
         // drops its whole cache).
         let in_place = match target {
-            IndexTarget::File(path) => Some(
-                InPlace::open(path, SQLITE_SETTINGS)
-                    .map_err(|err| IndexError::InPlace { place: place.clone(), message: err.to_string() })?,
-            ),
+            IndexTarget::File(path) => Some(InPlace::open(path, SQLITE_SETTINGS).map_err(|err| IndexError::InPlace {
+                place: place.clone(),
+                message: err.to_string(),
+                by_the_statement: false,
+            })?),
             IndexTarget::Database(_) => None,
         };
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM events WHERE node = $1")
@@ -317,14 +347,38 @@ impl Index {
         self.insert_in_turn(lines).await
     }
 
-    /// `insert`, with the feeding turn already held.
+    /// `insert`, with the feeding turn already held. Lines the store refuses (rather than fails
+    /// on) are tried again in halves, down to the one it refuses, which is indexed by its
+    /// stand-in (see `stand_in`); the store is failing, not the row, if it refuses that too.
     async fn insert_in_turn(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
+        let refused = match self.insert_rows(lines).await {
+            Err(err) if err.refused_by_the_statement(self.sqlite()) => err,
+            inserted => return inserted,
+        };
+        if let [(sequence, line)] = lines {
+            let stand_in = stand_in::stand_in(&self.node, *sequence, line, &refused.to_string());
+            return match self.insert_rows(&[(*sequence, &stand_in)]).await {
+                Ok(()) => {
+                    tracing::error!(node = %self.node, sequence, error = %refused, "the audit index refused a record's row: a stand-in names it, and the trail holds it whole");
+                    Ok(())
+                }
+                Err(_) => Err(refused),
+            };
+        }
+        let (first, rest) = lines.split_at(lines.len() / 2);
+        Box::pin(self.insert_in_turn(first)).await?;
+        Box::pin(self.insert_in_turn(rest)).await
+    }
+
+    /// Inserts the rows of `lines` past the indexed mark, in one transaction, and moves the mark.
+    async fn insert_rows(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
         let already = self.indexed_sequence();
         let newest = match &self.in_place {
-            Some(inserter) => inserter
-                .insert(&self.node, lines, already)
-                .await
-                .map_err(|message| IndexError::InPlace { place: self.place.clone(), message })?,
+            Some(inserter) => inserter.insert(&self.node, lines, already).await.map_err(|refusal| IndexError::InPlace {
+                place: self.place.clone(),
+                message: refusal.message,
+                by_the_statement: refusal.by_the_statement,
+            })?,
             None => {
                 let (rows, newest) = rows::rows_of(lines.iter().copied(), already);
                 rows::through_pool(&self.pool, &self.node, &rows, self.sqlite()).await.map_err(self.sql())?;

@@ -28,7 +28,7 @@ impl InPlace {
 
     /// Puts `node`'s `lines` past `already` in, in one transaction (a row already there is
     /// left); the newest sequence number among `lines`.
-    pub(super) async fn insert(&self, node: &str, lines: &[(u64, &[u8])], already: u64) -> Result<u64, String> {
+    pub(super) async fn insert(&self, node: &str, lines: &[(u64, &[u8])], already: u64) -> Result<u64, Refusal> {
         let (connection, node) = (self.connection.clone(), node.to_owned());
         let lines: Vec<(u64, Vec<u8>)> = lines.iter().map(|(sequence, line)| (*sequence, line.to_vec())).collect();
         let inserted = tokio::task::spawn_blocking(move || {
@@ -38,10 +38,36 @@ impl InPlace {
         })
         .await;
         match inserted {
-            Ok(inserted) => inserted.map_err(|err| err.to_string()),
-            Err(err) => Err(format!("the insert stopped: {err}")),
+            Ok(inserted) => inserted.map_err(|err| Refusal { by_the_statement: by_the_statement(&err), message: err.to_string() }),
+            Err(err) => Err(Refusal { message: format!("the insert stopped: {err}"), by_the_statement: false }),
         }
     }
+}
+
+/// Why an insert failed, and whether SQLite refused the statement (a constraint, a value it
+/// cannot take: possibly one row's doing) rather than failed itself (its disk full, its file
+/// locked or unreadable), which no row is the cause of.
+pub(super) struct Refusal {
+    pub message: String,
+    pub by_the_statement: bool,
+}
+
+fn by_the_statement(err: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    let failed = [
+        DiskFull,
+        SystemIoFailure,
+        DatabaseBusy,
+        DatabaseLocked,
+        CannotOpen,
+        ReadOnly,
+        OutOfMemory,
+        DatabaseCorrupt,
+        NotADatabase,
+        FileLockingProtocolFailed,
+        PermissionDenied,
+    ];
+    !err.sqlite_error_code().is_some_and(|code| failed.contains(&code))
 }
 
 fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -> rusqlite::Result<()> {
