@@ -282,24 +282,27 @@ async fn a_record_of_the_longest_strings_a_caller_can_send_is_indexed_with_those
     assert_eq!(trace.len(), 3, "{trace:?}");
 }
 
-/// A row the index's store refuses (here a trigger refuses a user's rows, for a cause not
-/// foreseen) is indexed by a stand-in that says where the record is, and the records around it
-/// are indexed as they are: one such row failed its whole batch at every retry, and the node's
-/// index took nothing after it, nor could `audit reindex` rebuild it.
+/// A row the index's store refuses (here a trigger refuses a user's rows, and rows with a
+/// message, for a cause not foreseen) is indexed by a stand-in that says where the record is,
+/// and the records around it are indexed as they are: one such row failed its whole batch at
+/// every retry, and the node's index took nothing after it, nor could `audit reindex` rebuild
+/// it. The stand-in keeps who made the record unless that is what the store refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_store_refuses_stands_in_the_index_and_the_records_around_it_are_indexed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = index_target(dir.path());
     let index = Index::open(&target, "a").await.expect("index");
-    refuse_rows_of_user(&target, "mallory");
+    refuse_rows(&target, "NEW.user_name = 'mallory' OR NEW.error_message = 'refused'");
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     index.spawn_feeder(receiver);
     let root = dir.path().join("a");
     let trail = Trail::open(layout(&root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), Some(sender)).expect("trail");
     for n in 0..6 {
         let mut record = record("a", n);
-        if n == 2 || n == 4 {
-            record.user_identity.user_name = Some("mallory".into());
+        match n {
+            2 => record.user_identity.user_name = Some("mallory".into()),
+            4 => record.error_message = Some("refused".into()),
+            _ => {}
         }
         trail.append(&record).await.expect("append");
     }
@@ -318,7 +321,8 @@ async fn a_row_the_store_refuses_stands_in_the_index_and_the_records_around_it_a
     };
     let expected: Vec<(String, String, String)> = (0..6)
         .map(|n| match n {
-            2 | 4 => (format!("a-{n}"), String::new(), "RecordNotIndexed".to_owned()),
+            2 => (format!("a-{n}"), String::new(), "RecordNotIndexed".to_owned()),
+            4 => (format!("a-{n}"), "ana".to_owned(), "RecordNotIndexed".to_owned()),
             _ => (format!("a-{n}"), "ana".to_owned(), String::new()),
         })
         .collect();
@@ -328,34 +332,56 @@ async fn a_row_the_store_refuses_stands_in_the_index_and_the_records_around_it_a
         .await
         .expect("the stand-in found by the record's request id");
     let message = stand_in[0]["errorMessage"].as_str().unwrap_or_default();
-    assert!(message.contains("a row this store refuses") && message.contains("sequence number 5"), "{message}");
+    assert!(message.contains("refused this record's row (") && message.contains("sequence number 5"), "{message}");
+    assert!(!message.contains("a row this store refuses"), "the store's own message stays out: {message}");
     // `audit reindex` rebuilds the same, past the same rows.
     assert_eq!(index.rebuild(&layout(&root, "a")).await.expect("rebuilt"), 6);
     assert_eq!(indexed(index.clone()).await, expected);
     tokio::task::spawn_blocking(move || trail.close()).await.expect("join").expect("close");
 }
 
-/// Makes the index's store refuse every row of `user`'s records, as a store may refuse a row
-/// for a cause the index did not foresee.
-fn refuse_rows_of_user(target: &IndexTarget, user: &str) {
+/// Makes the index's store refuse every row of `events` for which `when` (SQL on `NEW`) holds,
+/// as a store may refuse a row for a cause the index did not foresee.
+fn refuse_rows(target: &IndexTarget, when: &str) {
     match target {
         IndexTarget::File(path) => {
             let connection = rusqlite::Connection::open(path).expect("the index file");
             connection
                 .execute_batch(&format!(
-                    "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.user_name = '{user}' \
-                     BEGIN SELECT RAISE(ABORT, 'a row this store refuses'); END;"
+                    "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN {} \
+                     BEGIN SELECT RAISE(ABORT, 'a row this store refuses'); END;",
+                    when
                 ))
                 .expect("trigger");
         }
         IndexTarget::Database(url) => {
             let sql = format!(
                 "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-                 IF NEW.user_name = '{user}' THEN RAISE EXCEPTION 'a row this store refuses'; END IF; RETURN NEW; END $$; \
-                 CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse();"
+                 IF {} THEN RAISE EXCEPTION 'a row this store refuses'; END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse();",
+                when
             );
             let out = std::process::Command::new("psql").args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-c", &sql]).output().expect("psql");
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
     }
+}
+
+/// A PostgreSQL database that cannot hold every character a record may (LATIN1 here) is refused
+/// when the index opens, with what to do: there, a record's row with any other character would
+/// be refused, and the record would stand in the index without its text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_database_that_cannot_hold_every_character_is_refused_at_open() {
+    let Ok(server) = std::env::var("DATASANDBOX_TEST_POSTGRES") else {
+        eprintln!("SKIPPED: needs PostgreSQL (DATASANDBOX_TEST_POSTGRES; the test script's scale-out pass sets it)");
+        return;
+    };
+    let server = server.trim_end_matches('/');
+    let database = format!("audit_latin1_{}", uuid::Uuid::new_v4().simple());
+    let create = format!("CREATE DATABASE {database} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+    let out = std::process::Command::new("psql").args([&format!("{server}/postgres"), "-c", &create]).output().expect("psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused = Index::open(&IndexTarget::Database(format!("{server}/{database}")), "a").await.err().expect("refused");
+    assert!(matches!(&refused, IndexError::Encoding { encoding, .. } if encoding == "LATIN1"), "{refused}");
+    assert!(refused.to_string().contains("ENCODING 'UTF8'"), "{refused}");
 }

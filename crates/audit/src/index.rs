@@ -45,10 +45,15 @@ pub use statements::rows_as_objects;
 pub enum IndexError {
     #[error("audit index `{place}`: {source}")]
     Sql { place: String, source: sqlx::Error },
-    /// The embedded node's file, written in place; `by_the_statement`: SQLite refused the
-    /// statement (possibly for one row it holds), rather than failed itself.
+    /// The embedded node's file, written in place; `row_refused`: SQLite's code, if it refused
+    /// a value a row holds.
     #[error("audit index `{place}`: {message}")]
-    InPlace { place: String, message: String, by_the_statement: bool },
+    InPlace { place: String, message: String, row_refused: Option<String> },
+    #[error(
+        "audit index `{place}`: the database's encoding is {encoding}, and records hold any Unicode text; \
+         give the index a UTF8 database (CREATE DATABASE … ENCODING 'UTF8' TEMPLATE template0)"
+    )]
+    Encoding { place: String, encoding: String },
     #[error("{0}")]
     Query(String),
     #[error(transparent)]
@@ -56,28 +61,22 @@ pub enum IndexError {
 }
 
 impl IndexError {
-    /// Whether the store refused a statement (possibly for a row in it), as opposed to failing
-    /// itself (unreachable, full, locked), which no row is the cause of.
-    fn refused_by_the_statement(&self, sqlite: bool) -> bool {
+    /// The store's code, if it refused a value a row holds (which one row may be the cause of),
+    /// rather than failed itself or refused the statement whatever its rows: PostgreSQL's
+    /// classes of a data exception (22: a byte sequence the encoding lacks, a string too long),
+    /// an integrity constraint (23), a program limit (54: an index entry too big) and a
+    /// trigger's exception (P0); SQLite's constraint, too-big, mismatch and range results. Any
+    /// other failure (the store unreachable, full, locked, read-only, its password changed)
+    /// keeps the whole batch for the next try.
+    fn row_refused(&self) -> Option<String> {
         match self {
-            IndexError::Sql { source: sqlx::Error::Database(err), .. } => !err.code().is_some_and(|code| store_failure(&code, sqlite)),
-            IndexError::Sql { .. } => false,
-            IndexError::InPlace { by_the_statement, .. } => *by_the_statement,
-            IndexError::Query(_) | IndexError::Trail(_) => false,
+            IndexError::Sql { source: sqlx::Error::Database(err), .. } => err
+                .code()
+                .filter(|code| ["22", "23", "54", "P0"].iter().any(|class| code.starts_with(class)))
+                .map(|code| format!("SQLSTATE {code}")),
+            IndexError::InPlace { row_refused, .. } => row_refused.clone(),
+            IndexError::Sql { .. } | IndexError::Encoding { .. } | IndexError::Query(_) | IndexError::Trail(_) => None,
         }
-    }
-}
-
-/// Whether a database's error code says that it failed, whatever the statement: PostgreSQL's
-/// classes of a lost connection (08), a transaction rolled back (40: a deadlock, a serialization
-/// failure), insufficient resources (53), an operator's intervention (57), a system or internal
-/// error (58, XX); SQLite's busy, locked, out of memory, read-only, I/O, corrupt, full, cannot
-/// open, protocol and not-a-database results (its code is a number, the primary in its low byte).
-fn store_failure(code: &str, sqlite: bool) -> bool {
-    if sqlite {
-        code.parse::<u32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15 | 26))
-    } else {
-        ["08", "40", "53", "57", "58", "XX"].iter().any(|class| code.starts_with(class))
     }
 }
 
@@ -229,6 +228,14 @@ impl Index {
         let sql = |source| IndexError::Sql { place: place.clone(), source };
         let options = AnyConnectOptions::from_str(&url).map_err(sql)?;
         let pool = connect(options, sqlite, 4).await.map_err(sql)?;
+        if !sqlite {
+            // Records hold any Unicode text: a database of another encoding refuses the rows of
+            // those it cannot hold, which then stand in the index without their text.
+            let encoding: String = sqlx::query_scalar("SELECT current_setting('server_encoding')").fetch_one(&pool).await.map_err(sql)?;
+            if encoding != "UTF8" && encoding != "SQL_ASCII" {
+                return Err(IndexError::Encoding { place, encoding });
+            }
+        }
         create_tables(&pool, sqlite).await.map_err(sql)?;
         // SQLite: records go in through one connection of their own, whose page cache then stays
         // valid from one batch to the next (a connection that did not write the last change
@@ -237,7 +244,7 @@ impl Index {
             IndexTarget::File(path) => Some(InPlace::open(path, SQLITE_SETTINGS).map_err(|err| IndexError::InPlace {
                 place: place.clone(),
                 message: err.to_string(),
-                by_the_statement: false,
+                row_refused: None,
             })?),
             IndexTarget::Database(_) => None,
         };
@@ -347,27 +354,38 @@ impl Index {
         self.insert_in_turn(lines).await
     }
 
-    /// `insert`, with the feeding turn already held. Lines the store refuses (rather than fails
-    /// on) are tried again in halves, down to the one it refuses, which is indexed by its
-    /// stand-in (see `stand_in`); the store is failing, not the row, if it refuses that too.
+    /// `insert`, with the feeding turn already held. Lines whose rows the store refuses (see
+    /// `IndexError::row_refused`) are tried again in halves, down to the record it refuses
+    /// twice, which is indexed by a stand-in (see `stand_in`); if the store refuses that too,
+    /// the record is not the cause, and the error stands.
     async fn insert_in_turn(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
-        let refused = match self.insert_rows(lines).await {
-            Err(err) if err.refused_by_the_statement(self.sqlite()) => err,
+        let (err, why) = match self.insert_rows(lines).await {
+            Err(err) => match err.row_refused() {
+                Some(why) => (err, why),
+                None => return Err(err),
+            },
             inserted => return inserted,
         };
-        if let [(sequence, line)] = lines {
-            let stand_in = stand_in::stand_in(&self.node, *sequence, line, &refused.to_string());
-            return match self.insert_rows(&[(*sequence, &stand_in)]).await {
-                Ok(()) => {
-                    tracing::error!(node = %self.node, sequence, error = %refused, "the audit index refused a record's row: a stand-in names it, and the trail holds it whole");
-                    Ok(())
-                }
-                Err(_) => Err(refused),
-            };
+        let [(sequence, line)] = lines else {
+            if lines.len() < 2 {
+                return Err(err);
+            }
+            let (first, rest) = lines.split_at(lines.len() / 2);
+            Box::pin(self.insert_in_turn(first)).await?;
+            return Box::pin(self.insert_in_turn(rest)).await;
+        };
+        // Once more, alone: the same refusal again is the record's.
+        match self.insert_rows(lines).await {
+            Err(again) if again.row_refused().as_ref() == Some(&why) => {}
+            other => return other,
         }
-        let (first, rest) = lines.split_at(lines.len() / 2);
-        Box::pin(self.insert_in_turn(first)).await?;
-        Box::pin(self.insert_in_turn(rest)).await
+        for stand_in in stand_in::stand_ins(&self.node, *sequence, line, &why) {
+            if self.insert_rows(&[(*sequence, &stand_in)]).await.is_ok() {
+                tracing::error!(node = %self.node, sequence, error = %err, "the audit index refused a record's row: a stand-in names it, and the trail holds it whole");
+                return Ok(());
+            }
+        }
+        Err(err)
     }
 
     /// Inserts the rows of `lines` past the indexed mark, in one transaction, and moves the mark.
@@ -377,7 +395,7 @@ impl Index {
             Some(inserter) => inserter.insert(&self.node, lines, already).await.map_err(|refusal| IndexError::InPlace {
                 place: self.place.clone(),
                 message: refusal.message,
-                by_the_statement: refusal.by_the_statement,
+                row_refused: refusal.row_refused,
             })?,
             None => {
                 let (rows, newest) = rows::rows_of(lines.iter().copied(), already);

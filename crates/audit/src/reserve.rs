@@ -13,29 +13,47 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, fallocate};
 
 /// The file system holding the trail, asked how much room it has left through a descriptor
 /// of the trail's directory held open: asked at every gated call, and a path's lookup cost
-/// as much again as the question.
+/// as much again as the question. The writer has it follow the path (see `follow`).
 #[derive(Clone)]
-pub(crate) struct FreeSpace(Arc<File>);
+pub(crate) struct FreeSpace(Arc<RwLock<File>>);
 
 impl FreeSpace {
     pub(crate) fn open(root: &Path) -> std::io::Result<FreeSpace> {
-        File::open(root).map(|dir| FreeSpace(Arc::new(dir)))
+        File::open(root).map(|dir| FreeSpace(Arc::new(RwLock::new(dir))))
     }
 
     /// Whether the file system has less than `below` bytes available to others: the point
     /// from which the trail counts as writing on its reserve, since the rest of the control
     /// plane (its databases) can no longer count on writing.
     pub(crate) fn nearly_full(&self, below: u64) -> bool {
-        match nix::sys::statvfs::fstatvfs(&*self.0) {
+        let dir = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        match nix::sys::statvfs::fstatvfs(&*dir) {
             Ok(stats) => stats.blocks_available().saturating_mul(stats.fragment_size()) < below,
             Err(_) => false,
+        }
+    }
+
+    /// Opens `root` again if it is no longer the directory held (a file system mounted over it,
+    /// the trail moved): new log files are opened by path, and their file system is the one
+    /// to ask.
+    pub(crate) fn follow(&self, root: &Path) {
+        use std::os::unix::fs::MetadataExt as _;
+        let same = |held: &File| match (held.metadata(), std::fs::metadata(root)) {
+            (Ok(held), Ok(now)) => (held.dev(), held.ino()) == (now.dev(), now.ino()),
+            _ => true,
+        };
+        if same(&self.0.read().unwrap_or_else(PoisonError::into_inner)) {
+            return;
+        }
+        if let Ok(dir) = File::open(root) {
+            *self.0.write().unwrap_or_else(PoisonError::into_inner) = dir;
         }
     }
 }
@@ -152,3 +170,30 @@ impl Reserved {
 /// taking writes cannot be had on demand).
 #[cfg(test)]
 pub(crate) static FAILING_SYNCS: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    /// The free space asked is the trail directory's as its path now names it: a directory
+    /// moved away and another in its place (as a file system mounted over it) is followed.
+    #[test]
+    fn free_space_follows_the_trails_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("trail");
+        std::fs::create_dir(&root).expect("trail dir");
+        let free_space = FreeSpace::open(&root).expect("opened");
+        let held = || free_space.0.read().expect("lock").metadata().expect("held").ino();
+        let first = held();
+        assert!(!free_space.nearly_full(1), "a file system with a byte free");
+        assert!(free_space.nearly_full(u64::MAX));
+        free_space.follow(&root);
+        assert_eq!(held(), first, "the same directory is kept");
+        std::fs::rename(&root, dir.path().join("moved")).expect("moved");
+        std::fs::create_dir(&root).expect("another trail dir");
+        free_space.follow(&root);
+        assert_eq!(held(), std::fs::metadata(&root).expect("new").ino(), "the path's directory now");
+        assert_ne!(held(), first);
+    }
+}

@@ -479,6 +479,7 @@ impl WriterState {
     fn check_reserve(&mut self) {
         let log = self.active.as_mut().is_none_or(|a| a.log.top_up());
         let checkpoints = self.checkpoint_file.as_mut().is_none_or(Reserved::top_up);
+        self.free_space.follow(&self.layout.root);
         let full = self.free_space.nearly_full(self.options.reserve_bytes / 4);
         let on_reserve = full || !(log && checkpoints);
         if self.on_reserve.swap(on_reserve, Ordering::AcqRel) != on_reserve {

@@ -38,36 +38,24 @@ impl InPlace {
         })
         .await;
         match inserted {
-            Ok(inserted) => inserted.map_err(|err| Refusal { by_the_statement: by_the_statement(&err), message: err.to_string() }),
-            Err(err) => Err(Refusal { message: format!("the insert stopped: {err}"), by_the_statement: false }),
+            Ok(inserted) => inserted.map_err(|err| Refusal { row_refused: row_refused(&err), message: err.to_string() }),
+            Err(err) => Err(Refusal { message: format!("the insert stopped: {err}"), row_refused: None }),
         }
     }
 }
 
-/// Why an insert failed, and whether SQLite refused the statement (a constraint, a value it
-/// cannot take: possibly one row's doing) rather than failed itself (its disk full, its file
-/// locked or unreadable), which no row is the cause of.
+/// Why an insert failed; `row_refused`, SQLite's code if it refused a value a row holds (a
+/// constraint, a value too big or of the wrong type), which one row may be the cause of.
 pub(super) struct Refusal {
     pub message: String,
-    pub by_the_statement: bool,
+    pub row_refused: Option<String>,
 }
 
-fn by_the_statement(err: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode::*;
-    let failed = [
-        DiskFull,
-        SystemIoFailure,
-        DatabaseBusy,
-        DatabaseLocked,
-        CannotOpen,
-        ReadOnly,
-        OutOfMemory,
-        DatabaseCorrupt,
-        NotADatabase,
-        FileLockingProtocolFailed,
-        PermissionDenied,
-    ];
-    !err.sqlite_error_code().is_some_and(|code| failed.contains(&code))
+fn row_refused(err: &rusqlite::Error) -> Option<String> {
+    use rusqlite::ErrorCode::{ConstraintViolation, ParameterOutOfRange, TooBig, TypeMismatch};
+    err.sqlite_error_code()
+        .filter(|code| [ConstraintViolation, TooBig, TypeMismatch, ParameterOutOfRange].contains(code))
+        .map(|code| format!("SQLite {code:?}"))
 }
 
 fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -> rusqlite::Result<()> {
