@@ -385,3 +385,27 @@ async fn an_index_database_that_cannot_hold_every_character_is_refused_at_open()
     assert!(matches!(&refused, IndexError::Encoding { encoding, .. } if encoding == "LATIN1"), "{refused}");
     assert!(refused.to_string().contains("ENCODING 'UTF8'"), "{refused}");
 }
+
+/// Two handles on one node's records (a reindex beside the server) that both index the same
+/// records leave one row per record and one per resource: the second's inserts of rows already
+/// there left the rows, but added their resources again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_indexed_twice_keep_one_row_per_resource() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("a");
+    let trail = Trail::open(layout(&root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), None).expect("trail opens");
+    for n in 0..4 {
+        trail.append(&record("a", n)).await.expect("append");
+    }
+    let closing = trail.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await.expect("join").expect("close");
+    let target = index_target(dir.path());
+    let (first, second) = (Index::open(&target, "a").await.expect("index"), Index::open(&target, "a").await.expect("index"));
+    assert_eq!(first.catch_up(&layout(&root, "a")).await.expect("catch up"), 4);
+    second.catch_up(&layout(&root, "a")).await.expect("the same records again");
+    let (_, rows) = first
+        .query("SELECT (SELECT COUNT(*) FROM events WHERE node = 'a'), (SELECT COUNT(*) FROM event_resources WHERE node = 'a')", 1)
+        .await
+        .expect("query");
+    assert_eq!(rows, [[json!(4), json!(4)]], "each record and its resource once");
+}

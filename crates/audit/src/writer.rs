@@ -126,6 +126,7 @@ impl Trail {
         let (sequence, last_hash) = chain_position(&layout)?;
         let (checkpoint_signature, checkpointed) = last_checkpoint(&layout)?;
         let last_digest = Arc::new(Mutex::new(None::<DigestRef>));
+        let free_space = FreeSpace::open(&layout.root).map_err(io(&layout.root))?;
         let sealer = sealer::start(layout.clone(), signer.clone(), last_digest.clone(), options.witness.clone())?;
         for path in open_files {
             let _ = sealer.send(SealJob::Seal(path));
@@ -136,7 +137,6 @@ impl Trail {
         let durable = Arc::new(std::sync::atomic::AtomicU64::new(sequence));
         let on_reserve = Arc::new(AtomicBool::new(false));
         let full_below = options.reserve_bytes / 4;
-        let free_space = FreeSpace::open(&layout.root).map_err(io(&layout.root))?;
         let uploader = match &options.bucket {
             Some(bucket) => Some(Arc::new(
                 crate::bucket::Uploader::start(layout.clone(), bucket.clone(), options.upload_interval).map_err(io(&layout.root))?,
@@ -470,6 +470,8 @@ impl WriterState {
     fn open_log(&self) -> Result<(ActiveFile, bool), TrailError> {
         let path = self.layout.log_file(&Utc::now(), self.sequence + 1);
         layout::create_parent(&path).map_err(io(&path))?;
+        // The file system the new file is on is the one to ask from now on.
+        self.free_space.follow(&self.layout.root);
         let (log, whole) = Reserved::open(&path, self.options.reserve_bytes, Open::New).map_err(io(&path))?;
         layout::sync_dir(&path).map_err(io(&path))?;
         Ok((ActiveFile { durable_size: log.size, log, opened: Instant::now() }, whole))
@@ -479,7 +481,6 @@ impl WriterState {
     fn check_reserve(&mut self) {
         let log = self.active.as_mut().is_none_or(|a| a.log.top_up());
         let checkpoints = self.checkpoint_file.as_mut().is_none_or(Reserved::top_up);
-        self.free_space.follow(&self.layout.root);
         let full = self.free_space.nearly_full(self.options.reserve_bytes / 4);
         let on_reserve = full || !(log && checkpoints);
         if self.on_reserve.swap(on_reserve, Ordering::AcqRel) != on_reserve {

@@ -34,10 +34,40 @@ impl Spec {
                 problems.push(problem);
             }
         }
+        nul_problems_in(&root, "", &mut problems);
         let problems = Problems::new(problems);
         let spec = read::read_spec(&Table::root(&root, &problems));
         let problems = problems.into_inner();
         if problems.is_empty() { Ok(spec) } else { Err(SpecError { problems }) }
+    }
+}
+
+/// A NUL character in any key or string (`"\u0000"` in TOML): no name, path or text of the
+/// platform's holds one, and the metadata store's PostgreSQL cannot, so a deploy would fail
+/// halfway through instead.
+fn nul_problems(value: &toml::Value, path: &str, problems: &mut Vec<Problem>) {
+    match value {
+        toml::Value::String(text) if text.contains('\0') => {
+            problems.push(Problem { path: path.to_owned(), message: "holds a NUL character (\\u0000), which no setting may".into() });
+        }
+        toml::Value::Array(items) => {
+            for (n, item) in items.iter().enumerate() {
+                nul_problems(item, &format!("{path}[{n}]"), problems);
+            }
+        }
+        toml::Value::Table(table) => nul_problems_in(table, path, problems),
+        _ => {}
+    }
+}
+
+fn nul_problems_in(table: &toml::Table, path: &str, problems: &mut Vec<Problem>) {
+    for (key, item) in table {
+        let path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        if key.contains('\0') {
+            problems.push(Problem { path: path.replace('\0', "\\u0000"), message: "a key holds a NUL character (\\u0000)".into() });
+        } else {
+            nul_problems(item, &path, problems);
+        }
     }
 }
 

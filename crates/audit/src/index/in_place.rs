@@ -68,7 +68,7 @@ fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -
         let mut resources = transaction.prepare_cached(&format!("{INSERT_RESOURCES} VALUES {}", placeholders(1, 4, true)))?;
         for row in rows {
             let (record, identity) = (&row.fields, &row.fields.user_identity);
-            events.execute(rusqlite::params![
+            let added = events.execute(rusqlite::params![
                 node,
                 row.sequence,
                 record.event_time,
@@ -93,6 +93,11 @@ fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -
                 record.response_elements.get(),
                 row.text,
             ])?;
+            // A record already indexed (by another handle on this file: a reindex beside the
+            // server) has its resources.
+            if added == 0 {
+                continue;
+            }
             for resource in &record.resources {
                 resources.execute(rusqlite::params![node, row.sequence, resource.arn, resource.kind])?;
             }

@@ -198,9 +198,11 @@ pub(super) async fn through_pool(writer: &AnyPool, node: &str, rows: &[Row<'_>],
     // Many rows per statement: one round trip per chunk, not per row. The placeholders are
     // written out (`$n` for PostgreSQL, `?` for SQLite): sqlx's builder writes `?` for `Any`.
     for chunk in rows.chunks(40) {
-        let statement =
-            format!("{INSERT_EVENTS} VALUES {} ON CONFLICT (node, sequence) DO NOTHING", placeholders(chunk.len(), EVENT_COLUMNS, sqlite));
-        let mut insert = sqlx::query(&statement);
+        let statement = format!(
+            "{INSERT_EVENTS} VALUES {} ON CONFLICT (node, sequence) DO NOTHING RETURNING sequence",
+            placeholders(chunk.len(), EVENT_COLUMNS, sqlite)
+        );
+        let mut insert = sqlx::query_scalar::<_, i64>(&statement);
         for row in chunk {
             let (record, identity) = (&row.fields, &row.fields.user_identity);
             let owned = |text: &Option<Cow<'_, str>>| text.as_deref().map(str::to_owned);
@@ -229,9 +231,14 @@ pub(super) async fn through_pool(writer: &AnyPool, node: &str, rows: &[Row<'_>],
                 .bind(record.response_elements.get().to_owned())
                 .bind(row.text.to_string());
         }
-        insert.execute(&mut *tx).await?;
-        let resources: Vec<(i64, &Resource<'_>)> =
-            chunk.iter().flat_map(|row| row.fields.resources.iter().map(move |r| (row.sequence, r))).collect();
+        // A record already indexed (by another handle on this node's records: a reindex beside
+        // the server) has its resources.
+        let added = insert.fetch_all(&mut *tx).await?;
+        let resources: Vec<(i64, &Resource<'_>)> = chunk
+            .iter()
+            .filter(|row| added.contains(&row.sequence))
+            .flat_map(|row| row.fields.resources.iter().map(move |r| (row.sequence, r)))
+            .collect();
         for resources in resources.chunks(300) {
             let statement = format!("{INSERT_RESOURCES} VALUES {}", placeholders(resources.len(), 4, sqlite));
             let mut insert = sqlx::query(&statement);

@@ -208,3 +208,15 @@ fn plain_http_is_for_loopback_and_tls_comes_from_files_or_an_https_public_url() 
         ["server.tls_key: tls_cert and tls_key go together: give both (PEM files) or neither"]
     );
 }
+
+/// A NUL character in a setting, from the file or an override, is a problem with its path,
+/// before anything is deployed (the store's PostgreSQL would refuse it halfway through).
+#[test]
+fn a_nul_character_in_any_setting_is_a_problem() {
+    let text = "environment_name = \"lab\\u0000\"\n[stacks.datasandbox-stack]\ndescription = \"a\\u0000b\"\n\"k\\u0000\" = 1\n";
+    let found = problems(text, &["fleets.datasandbox-fleet.description=\"x\\u0000\""]);
+    for path in ["environment_name", "stacks.datasandbox-stack.description", "fleets.datasandbox-fleet.description"] {
+        assert!(found.contains(&format!("{path}: holds a NUL character (\\u0000), which no setting may")), "{path} in {found:?}");
+    }
+    assert!(found.contains(&"stacks.datasandbox-stack.k\\u0000: a key holds a NUL character (\\u0000)".to_owned()), "{found:?}");
+}
