@@ -413,7 +413,7 @@ impl Index {
         .await
         .map_err(self.sql())?;
         let records: Vec<Record> = rows.iter().filter_map(|text| serde_json::from_str(text).ok()).collect();
-        for stand_in in records.iter().filter(|record| record.error_code.as_deref() == Some("RecordNotIndexed")) {
+        for stand_in in records.iter().filter(|record| record.error_code.as_deref() == Some(stand_in::CODE)) {
             tracing::warn!(
                 source,
                 name,

@@ -8,6 +8,9 @@
 
 use serde_json::{Map, Value, json};
 
+/// A stand-in's error code.
+pub(super) const CODE: &str = "RecordNotIndexed";
+
 /// The stand-ins for `node`'s record at `sequence` (`line`, as the trail holds it), whose row
 /// the store refused (`why`: its code), to be tried in turn: the first keeps who made the
 /// record (its identity, or the user a service event names), from where, with which session
@@ -30,7 +33,7 @@ pub(super) fn stand_ins(node: &str, sequence: u64, line: &[u8], why: &str) -> [V
         "awsRegion": field("awsRegion"),
         "sourceIPAddress": "",
         "userAgent": "",
-        "errorCode": "RecordNotIndexed",
+        "errorCode": CODE,
         "errorMessage": format!(
             "the audit index refused this record's row ({why}); the trail holds it whole: node `{node}`, sequence number {sequence}"
         ),
