@@ -409,3 +409,31 @@ async fn records_indexed_twice_keep_one_row_per_resource() {
         .expect("query");
     assert_eq!(rows, [[json!(4), json!(4)]], "each record and its resource once");
 }
+
+/// `audit trace` lists each resource of a record whole, whatever it holds: an object's key may
+/// hold a space, and the resources were joined with spaces and split on them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_lists_each_resource_whole_spaces_and_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("a");
+    let trail = Trail::open(layout(&root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), None).expect("trail opens");
+    let mut spaced = record("a", 0);
+    spaced.resources[0].arn = "arn:datasandbox:storage:::home/ana/my \"final\" results.csv".into();
+    let mut second = spaced.resources[0].clone();
+    second.arn = "arn:datasandbox:storage:::home/ana/b, c.csv".into();
+    spaced.resources.push(second);
+    let mut none = record("a", 1);
+    none.resources.clear();
+    for record in [spaced, none] {
+        trail.append(&record).await.expect("append");
+    }
+    let closing = trail.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await.expect("join").expect("close");
+    let index = Index::open(&index_target(dir.path()), "a").await.expect("index");
+    assert_eq!(index.catch_up(&layout(&root, "a")).await.expect("catch up"), 2);
+    let trace = index.trace(&TraceSelector::User("ana".into()), None, None, 10).await.expect("trace");
+    let mut first: Vec<String> = serde_json::from_value(trace[0]["resources"].clone()).expect("a list");
+    first.sort();
+    assert_eq!(first, ["arn:datasandbox:storage:::home/ana/b, c.csv", "arn:datasandbox:storage:::home/ana/my \"final\" results.csv"]);
+    assert_eq!(trace[1]["resources"], json!([]), "a record without resources");
+}

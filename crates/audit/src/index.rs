@@ -360,13 +360,16 @@ impl Index {
             TraceSelector::CorrelationId(id) => ("correlation_id", id),
         };
         // Two index lookups joined, not an OR over the whole table: the selected rows, and every
-        // row that shares a correlation id with them (actions made on their behalf).
+        // row that shares a correlation id with them (actions made on their behalf). A record's
+        // resources come as a JSON array: an ARN may hold any character but NUL (an object's key
+        // a space), so no separator would do.
+        let resources = if self.sqlite() { "json_group_array(arn)" } else { "json_agg(arn)::text" };
         let query = format!(
             "WITH ids AS (SELECT DISTINCT correlation_id FROM events WHERE {column} = $1 AND correlation_id IS NOT NULL),
                   picked AS (SELECT node, sequence FROM events WHERE {column} = $1
                              UNION SELECT e.node, e.sequence FROM ids JOIN events e ON e.correlation_id = ids.correlation_id)
              SELECT e.node, e.sequence, event_time, source_ip, user_type, user_name, event_source, event_name, error_code, correlation_id, session_id, read_only,
-                    (SELECT string_agg(arn, ' ') FROM event_resources r WHERE r.node = e.node AND r.sequence = e.sequence) AS resources,
+                    (SELECT {resources} FROM event_resources r WHERE r.node = e.node AND r.sequence = e.sequence) AS resources,
                     CASE WHEN (event_source = 'notebooks' AND event_name IN ('ExecuteCode', 'ExecuteCodeResult', 'KernelInput'))
                       OR (event_source = 'storage' AND event_name IN ('DatasetFileOpened', 'DatasetFileClosed', 'DatasetWriteRefused'))
                       THEN record END AS record
@@ -391,7 +394,10 @@ impl Index {
                     "readOnly": row.try_get::<i64, _>("read_only")? != 0,
                     "correlationId": row.try_get::<Option<String>, _>("correlation_id")?,
                     "sessionId": row.try_get::<Option<String>, _>("session_id")?,
-                    "resources": row.try_get::<Option<String>, _>("resources")?.map(|r| r.split(' ').map(str::to_owned).collect::<Vec<_>>()).unwrap_or_default(),
+                    "resources": row
+                        .try_get::<Option<String>, _>("resources")?
+                        .and_then(|arns| serde_json::from_str::<Vec<String>>(&arns).ok())
+                        .unwrap_or_default(),
                     "detail": row.try_get::<Option<String>, _>("record")?.as_deref().and_then(crate::detail::detail),
                 }))
             })
