@@ -32,6 +32,15 @@ async fn write_records(root: &Path, node: &str, bucket: &TrailBucket, secret: &[
     tokio::task::spawn_blocking(move || closing.close()).await.expect("join").expect("close");
 }
 
+/// Node `a`'s trail in `root`, holding `records`, closed.
+async fn trail_holding(root: &Path, records: impl IntoIterator<Item = crate::record::Record>) {
+    let trail = Trail::open(layout(root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), None).expect("trail opens");
+    for record in records {
+        trail.append(&record).await.expect("append");
+    }
+    tokio::task::spawn_blocking(move || trail.close()).await.expect("join").expect("close");
+}
+
 /// What `audit validate` says of the bucket's copy, node by node.
 async fn validate_bucket(bucket: &TrailBucket, scratch: &Path) -> Vec<(String, bool, Vec<String>)> {
     let _ = std::fs::remove_dir_all(scratch);
@@ -250,7 +259,6 @@ async fn a_record_of_the_longest_strings_a_caller_can_send_is_indexed_with_those
     use rand::Rng as _;
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("a");
-    let trail = Trail::open(layout(&root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), None).expect("trail opens");
     let noise = |length: usize| -> String {
         rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(length).map(char::from).collect()
     };
@@ -263,11 +271,7 @@ async fn a_record_of_the_longest_strings_a_caller_can_send_is_indexed_with_those
     filled.request_parameters = json!({ "SessionId": long_noise });
     let mut nul_session = record("a", 1);
     nul_session.request_parameters = json!({ "SessionId": filled_text });
-    for record in [filled, nul_session, record("a", 2)] {
-        trail.append(&record).await.expect("append");
-    }
-    let closing = trail.clone();
-    tokio::task::spawn_blocking(move || closing.close()).await.expect("join").expect("close");
+    trail_holding(&root, [filled, nul_session, record("a", 2)]).await;
     let index = Index::open(&index_target(dir.path()), "a").await.expect("index");
     assert_eq!(index.catch_up(&layout(&root, "a")).await.expect("catch up"), 3);
     // By the ARN as the record keeps it (cut); a suffix as long as a column is not matched.
@@ -393,12 +397,7 @@ async fn an_index_database_that_cannot_hold_every_character_is_refused_at_open()
 async fn records_indexed_twice_keep_one_row_per_resource() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("a");
-    let trail = Trail::open(layout(&root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), None).expect("trail opens");
-    for n in 0..4 {
-        trail.append(&record("a", n)).await.expect("append");
-    }
-    let closing = trail.clone();
-    tokio::task::spawn_blocking(move || closing.close()).await.expect("join").expect("close");
+    trail_holding(&root, (0..4).map(|n| record("a", n))).await;
     let target = index_target(dir.path());
     let (first, second) = (Index::open(&target, "a").await.expect("index"), Index::open(&target, "a").await.expect("index"));
     assert_eq!(first.catch_up(&layout(&root, "a")).await.expect("catch up"), 4);
@@ -416,7 +415,6 @@ async fn records_indexed_twice_keep_one_row_per_resource() {
 async fn a_trace_lists_each_resource_whole_spaces_and_all() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("a");
-    let trail = Trail::open(layout(&root, "a"), Signer::from_bytes(&[1; 32]), TrailOptions::default(), None).expect("trail opens");
     let mut spaced = record("a", 0);
     spaced.resources[0].arn = "arn:datasandbox:storage:::home/ana/my \"final\" results.csv".into();
     let mut second = spaced.resources[0].clone();
@@ -424,11 +422,7 @@ async fn a_trace_lists_each_resource_whole_spaces_and_all() {
     spaced.resources.push(second);
     let mut none = record("a", 1);
     none.resources.clear();
-    for record in [spaced, none] {
-        trail.append(&record).await.expect("append");
-    }
-    let closing = trail.clone();
-    tokio::task::spawn_blocking(move || closing.close()).await.expect("join").expect("close");
+    trail_holding(&root, [spaced, none]).await;
     let index = Index::open(&index_target(dir.path()), "a").await.expect("index");
     assert_eq!(index.catch_up(&layout(&root, "a")).await.expect("catch up"), 2);
     let trace = index.trace(&TraceSelector::User("ana".into()), None, None, 10).await.expect("trace");

@@ -91,10 +91,10 @@ fn is_plain(text: &str) -> bool {
     text.len() <= 256 && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
-/// Text of a record's length (its strings are bounded to 2 KiB and a note) without a control
-/// character: a user's name in any script, a federated identity's long ARN.
+/// Text without a control character: a user's name in any script, a federated identity's long
+/// ARN (a record's strings are bounded already, and its row's columns cut: see `rows::as_column`).
 fn is_text(text: &str) -> bool {
-    text.len() <= 2200 && !text.chars().any(char::is_control)
+    !text.chars().any(char::is_control)
 }
 
 #[cfg(test)]
