@@ -16,6 +16,8 @@ use crate::support::streaming::{redeem, status};
 pub(crate) struct Rfb {
     socket: tungstenite::WebSocket<TcpStream>,
     buffer: Vec<u8>,
+    /// The desktop's width and height, once the handshake has told them.
+    size: (u16, u16),
 }
 
 impl Rfb {
@@ -26,7 +28,7 @@ impl Rfb {
         let socket = crate::support::server::eventually(30, "the stream to open", || {
             http::websocket(&server.api, &path, &format!("ds_session={cookie}"), Some("binary"), Duration::from_millis(100)).ok()
         });
-        Rfb { socket, buffer: Vec::new() }
+        Rfb { socket, buffer: Vec::new(), size: (0, 0) }
     }
 
     pub(crate) fn send(&mut self, bytes: &[u8]) {
@@ -67,7 +69,33 @@ impl Rfb {
         let init = self.take(24);
         let name = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
         self.take(name);
-        (u16::from_be_bytes([init[0], init[1]]), u16::from_be_bytes([init[2], init[3]]))
+        self.size = (u16::from_be_bytes([init[0], init[1]]), u16::from_be_bytes([init[2], init[3]]));
+        self.size
+    }
+
+    /// The whole display as it is now, raw: its pixels in the server's format (32 bits each,
+    /// blue-green-red-pad), rectangle after rectangle. Nothing else may be asked of the server
+    /// meanwhile.
+    pub(crate) fn frame(&mut self) -> Vec<u8> {
+        let (width, height) = self.size;
+        assert!(width > 0, "the handshake comes first");
+        let mut encodings = vec![2, 0, 0, 1];
+        encodings.extend_from_slice(&0i32.to_be_bytes());
+        self.send(&encodings);
+        let mut request = vec![3, 0, 0, 0, 0, 0];
+        request.extend_from_slice(&width.to_be_bytes());
+        request.extend_from_slice(&height.to_be_bytes());
+        self.send(&request);
+        let header = self.take(4);
+        assert_eq!(header[0], 0, "a framebuffer update");
+        let mut pixels = Vec::with_capacity(usize::from(width) * usize::from(height) * 4);
+        for _ in 0..u16::from_be_bytes([header[2], header[3]]) {
+            let rect = self.take(12);
+            let (w, h) = (u16::from_be_bytes([rect[4], rect[5]]) as usize, u16::from_be_bytes([rect[6], rect[7]]) as usize);
+            assert_eq!(&rect[8..12], &[0, 0, 0, 0], "raw encoding");
+            pixels.extend(self.take(w * h * 4));
+        }
+        pixels
     }
 
     pub(crate) fn paste(&mut self, text: &str) {
@@ -92,25 +120,8 @@ impl Rfb {
 /// Pixels of the watermark's grey in one full raw frame of the session's display.
 fn watermark_pixels(server: &Server, cookie: &str, session_id: &str) -> usize {
     let mut rfb = Rfb::open(server, cookie, session_id);
-    let (width, height) = rfb.handshake();
-    let mut encodings = vec![2, 0, 0, 1];
-    encodings.extend_from_slice(&0i32.to_be_bytes());
-    rfb.send(&encodings);
-    let mut request = vec![3, 0, 0, 0, 0, 0];
-    request.extend_from_slice(&width.to_be_bytes());
-    request.extend_from_slice(&height.to_be_bytes());
-    rfb.send(&request);
-    let header = rfb.take(4);
-    assert_eq!(header[0], 0, "a framebuffer update");
-    let mut grey = 0;
-    for _ in 0..u16::from_be_bytes([header[2], header[3]]) {
-        let rect = rfb.take(12);
-        let (w, h) = (u16::from_be_bytes([rect[4], rect[5]]) as usize, u16::from_be_bytes([rect[6], rect[7]]) as usize);
-        assert_eq!(&rect[8..12], &[0, 0, 0, 0], "raw encoding");
-        // The server's format: 32 bits per pixel, blue-green-red-pad.
-        grey += rfb.take(w * h * 4).chunks(4).filter(|p| p[..3] == [0xa0, 0xa0, 0xa0]).count();
-    }
-    grey
+    rfb.handshake();
+    rfb.frame().chunks(4).filter(|p| p[..3] == [0xa0, 0xa0, 0xa0]).count()
 }
 
 /// An extended-clipboard `provide` of `text`, as noVNC sends it.

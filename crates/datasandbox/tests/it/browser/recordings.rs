@@ -15,34 +15,39 @@ fn an_auditor_seeks_into_a_recorded_jupyterlab_session_and_plays_it_in_the_conso
     // its segments rolling every 3 s.
     let server = Server::start(&["streaming.timeout_scale_ms=10", "stacks.datasandbox-stack.session_recording=true"]);
     let auditor = signed_in(&server, "aude", &["auditor"]);
-    let mut drawn_at = String::new();
+    let mut drawn_at = 0.0;
     let (id, stored) = recorded_session(&server, &auditor, "alice", |rfb, _| {
-        // JupyterLab loaded in the kiosk browser (its launcher's logos come last), then a few
-        // seconds for it to be drawn and recorded; the pointer moves meanwhile (an idle
-        // session would be disconnected).
+        // JupyterLab loaded in the kiosk browser (its launcher's logos come last), then drawn on
+        // the display (a machine under load paints late); the pointer moves meanwhile (an idle
+        // session would be disconnected), and the session goes on a while to be recorded.
         let mut step = 0u16;
         let mut walk = |rfb: &mut crate::stream::Rfb| {
             step = step.wrapping_add(1);
             rfb.send(&pointer_step(step));
         };
-        let logo = eventually(240, "JupyterLab's launcher in the kiosk browser", || {
+        eventually(240, "JupyterLab's launcher in the kiosk browser", || {
             walk(rfb);
             let records = server.audit(&[("EventName", "NotebookRequest")]);
             records.into_iter().find(|r| r["requestParameters"]["Path"] == "kernelspecs/python3/logo-svg.svg")
         });
-        drawn_at = logo["eventTime"].as_str().expect("its time").to_owned();
+        eventually(120, "JupyterLab's launcher drawn on the display", || {
+            walk(rfb);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            (python_yellow(&rfb.frame()) >= 200).then_some(())
+        });
+        drawn_at = chrono::Utc::now().timestamp_millis() as f64;
         for _ in 0..40 {
             walk(rfb);
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     });
-    // Where to seek: 4 s after the logos were fetched, as a share of the recording's length.
+    // Where to seek: 2 s after the launcher was seen drawn, as a share of the recording's length.
     let millis = |at: &str| chrono::DateTime::parse_from_rfc3339(at).expect("a time").timestamp_millis() as f64;
     let (start, end) = (
         millis(stored[0]["StartTime"].as_str().expect("start")),
         millis(stored.last().expect("a segment")["EndTime"].as_str().expect("end")),
     );
-    let share = ((millis(&drawn_at) + 4000.0 - start) / (end - start)).clamp(0.0, 1.0);
+    let share = ((drawn_at + 2000.0 - start) / (end - start)).clamp(0.0, 1.0);
     let why = "Reviewing the session for the quarterly access audit";
     let base = format!("http://{}", server.api);
     let password = crate::support::users::PASSWORD;
@@ -61,4 +66,10 @@ fn an_auditor_seeks_into_a_recorded_jupyterlab_session_and_plays_it_in_the_conso
     assert!(events.iter().all(|e| e["event"] != "pageerror"), "{events:?}");
     let viewings = server.audit(&[("EventName", "PlayRecordingSegment"), ("Username", "aude")]);
     assert!(!viewings.is_empty() && viewings.iter().all(|v| v["requestParameters"]["Justification"] == why), "{viewings:?}");
+}
+
+/// Pixels of the Python logo's yellow in a raw frame (blue-green-red-pad), counted as the
+/// player's page counts them (`web/tests/recordings.mjs`).
+fn python_yellow(frame: &[u8]) -> usize {
+    frame.chunks(4).filter(|p| p[2] > 220 && p[1] > 180 && p[0] < 120).count()
 }
