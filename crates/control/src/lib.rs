@@ -32,7 +32,9 @@ pub use crate::core::pipeline::{Request, Response};
 pub use crate::core::platform::{Alongside, EVERYONE_CHANGED};
 pub use crate::core::store::{Store, now_millis, rfc3339_to_millis};
 pub use instances::EndpointServer;
-pub use notebooks::{KernelAudit, KernelFrame, KernelRefusal, NotebookRecord, NotebookTarget, Upstream, V1_PROTOCOL, v1_frame};
+pub use notebooks::{
+    KernelAnswer, KernelAudit, KernelFrame, KernelPassage, KernelRefusal, NotebookRecord, NotebookTarget, Upstream, V1_PROTOCOL, v1_frame,
+};
 pub use opening::StartError;
 pub use plane::{ControlPlane, check_policies};
 pub use recordings::{Recording, verify as recordings_verify};

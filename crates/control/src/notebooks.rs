@@ -36,7 +36,9 @@ mod urls;
 mod volume;
 
 pub use gateway::NotebookRecord;
-pub use kernel::{Frame as KernelFrame, KernelAudit, Refusal as KernelRefusal, V1_PROTOCOL, v1_frame};
+pub use kernel::{
+    Answer as KernelAnswer, Frame as KernelFrame, KernelAudit, Passage as KernelPassage, Refusal as KernelRefusal, V1_PROTOCOL, v1_frame,
+};
 pub(crate) use state::Notebooks;
 pub use state::{NotebookTarget, Upstream};
 

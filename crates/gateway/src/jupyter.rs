@@ -183,25 +183,30 @@ pub(crate) async fn bridge(
 }
 
 /// Passes frames both ways until either side closes; with an audit, a browser's frame goes
-/// on only once the audit let it (what it runs recorded), and a refused one closes the socket.
+/// on only once the audit let it (what it runs recorded), a refused one closes the socket, and
+/// one the audit answers goes no further than the answer, back to the browser.
 async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketStream<Box<dyn Io>>, audit: Option<control::KernelAudit>) {
-    let (mut to_browser, mut from_browser) = browser.split();
+    let (to_browser, mut from_browser) = browser.split();
+    // Both ways write to the browser: the kernel's frames, and the audit's answers.
+    let to_browser = tokio::sync::Mutex::new(to_browser);
     let (mut to_upstream, mut from_upstream) = upstream.split();
     let audit = audit.as_ref();
     let up = async {
         let mut refused = None;
         while let Some(Ok(message)) = from_browser.next().await {
             if let Some(audit) = audit {
-                let frame = match &message {
-                    Message::Text(text) => Some(control::KernelFrame::Text(text.as_str())),
-                    Message::Binary(bytes) => Some(control::KernelFrame::Binary(bytes)),
-                    _ => None,
-                };
-                if let Some(frame) = frame
-                    && let Err(refusal) = audit.from_browser(frame).await
-                {
-                    refused = Some(refusal);
-                    break;
+                match judged(audit, &message).await {
+                    Ok(control::KernelPassage::Forward) => {}
+                    Ok(control::KernelPassage::Answer(answer)) => {
+                        if to_browser.lock().await.send(answered(answer)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(refusal) => {
+                        refused = Some(refusal);
+                        break;
+                    }
                 }
             }
             let forwarded = match message {
@@ -236,7 +241,7 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
                 tungstenite::Message::Pong(bytes) => Message::Pong(bytes),
                 tungstenite::Message::Close(_) | tungstenite::Message::Frame(_) => break,
             };
-            if to_browser.send(forwarded).await.is_err() {
+            if to_browser.lock().await.send(forwarded).await.is_err() {
                 break;
             }
             match (audit, &heard) {
@@ -245,7 +250,7 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
                 _ => {}
             }
         }
-        let _ = to_browser.close().await;
+        let _ = to_browser.lock().await.close().await;
     };
     let refused = tokio::select! {
         refused = up => refused,
@@ -254,7 +259,25 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
     // A refused frame ends the socket, with why.
     if let Some(refusal) = refused {
         let frame = axum::extract::ws::CloseFrame { code: refusal.code, reason: refusal.reason.into() };
-        let _ = to_browser.send(Message::Close(Some(frame))).await;
+        let _ = to_browser.lock().await.send(Message::Close(Some(frame))).await;
+    }
+}
+
+/// What the audit makes of a browser's frame: a frame that carries no message passes.
+async fn judged(audit: &control::KernelAudit, message: &Message) -> Result<control::KernelPassage, control::KernelRefusal> {
+    let frame = match message {
+        Message::Text(text) => control::KernelFrame::Text(text.as_str()),
+        Message::Binary(bytes) => control::KernelFrame::Binary(bytes),
+        _ => return Ok(control::KernelPassage::Forward),
+    };
+    audit.from_browser(frame).await
+}
+
+/// The audit's answer to a browser's frame, as a frame for the browser.
+fn answered(answer: control::KernelAnswer) -> Message {
+    match answer {
+        control::KernelAnswer::Text(text) => Message::Text(text.into()),
+        control::KernelAnswer::Binary(bytes) => Message::Binary(bytes.into()),
     }
 }
 

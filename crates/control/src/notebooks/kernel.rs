@@ -18,14 +18,13 @@
 //!
 //! Fail closed: a frame that cannot be read as Jupyter reads it, an `apply_request` (it runs a
 //! pickled function the audit cannot show), or a record that cannot be written stops the frame
-//! and closes the socket (1008 for the frame, 1011 for the trail).
+//! and closes the socket (1008 for the frame, 1011 for the trail). A debug request where the
+//! session's stack does not enable `DEBUGGER` is refused too, but answered (a failed
+//! `debug_reply`) with the socket left open: JupyterLab asks the debugger for its state as a
+//! notebook opens whenever the kernel has one (every kernel does once any stack enables it), and
+//! a closed socket would break the notebook of every session of the other stacks.
 //!
-//! Wire formats (jupyter_server): the legacy protocol sends JSON text frames (a missing
-//! `channel` means `shell`), or binary frames of a u32 BE count, that many u32 BE offsets and
-//! the JSON message in the first part; `v1.kernel.websocket.jupyter.org` sends binary frames of
-//! a u64 LE count, that many u64 LE offsets, then channel, header, parent header, metadata,
-//! content and buffers, each between two offsets. Offsets are read with Python's slicing (a
-//! part past the end is empty), as the server reads them.
+//! The two wire formats of kernel messages are read and written in `wire`.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -38,6 +37,10 @@ use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Pipeline;
 use crate::core::platform::ServiceEvent;
 
+mod wire;
+pub use wire::{Answer, Frame, v1_frame};
+use wire::{debug_refused, parse};
+
 /// The subprotocol of the binary kernel protocol.
 pub const V1_PROTOCOL: &str = "v1.kernel.websocket.jupyter.org";
 
@@ -47,16 +50,6 @@ const CODE_KEPT: usize = 64 << 10;
 /// How many audited executions wait for their reply at most (older ones are not joined).
 const PENDING: usize = 4096;
 
-/// The most parts a v1 frame may declare (Jupyter would loop over any number).
-const V1_PARTS: u64 = 1024;
-
-/// A WebSocket frame's payload.
-#[derive(Debug, Clone, Copy)]
-pub enum Frame<'a> {
-    Text(&'a str),
-    Binary(&'a [u8]),
-}
-
 /// Why a browser's frame was not forwarded: the socket closes with `code` and `reason`.
 #[derive(Debug)]
 pub struct Refusal {
@@ -64,14 +57,13 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// A kernel message, as much of it as the audit reads.
-#[derive(Debug, PartialEq)]
-struct Message {
-    msg_type: String,
-    msg_id: String,
-    parent_msg_id: String,
-    metadata: Value,
-    content: Value,
+/// What becomes of a browser's frame the audit lets pass.
+#[derive(Debug)]
+pub enum Passage {
+    /// On to the kernel.
+    Forward,
+    /// Not to the kernel: this goes back to the browser instead, a reply that refuses it.
+    Answer(Answer),
 }
 
 /// The audit of one kernel WebSocket.
@@ -149,10 +141,10 @@ impl KernelAudit {
         Ok(())
     }
 
-    /// A frame from the browser: `Ok` to forward it, once what it runs is recorded.
-    pub async fn from_browser(&self, frame: Frame<'_>) -> Result<(), Refusal> {
+    /// A frame from the browser: to forward once what it runs is recorded, or to answer.
+    pub async fn from_browser(&self, frame: Frame<'_>) -> Result<Passage, Refusal> {
         if let Some(typed) = &self.terminal {
-            return self.typed_in_terminal(frame, typed).await;
+            return self.typed_in_terminal(frame, typed).await.map(|()| Passage::Forward);
         }
         let message = match parse(self.v1, frame) {
             Ok(message) => message,
@@ -184,7 +176,12 @@ impl KernelAudit {
             // Every debugger request, whole: several carry code (evaluate, setExpression,
             // setVariable, breakpoint conditions and log messages, dumpCell, copyToGlobals),
             // and the kernel hands the commands it does not know to debugpy.
-            "debug_request" if !self.target.debugger => return Err(self.refuse("the debugger is off for this stack (DEBUGGER)").await),
+            "debug_request" if !self.target.debugger => {
+                let why = "the debugger is off for this stack (DEBUGGER)";
+                // Recorded as refused (as far as the trail takes it); nothing reaches the kernel.
+                let _ = self.refuse(why).await;
+                return Ok(Passage::Answer(debug_refused(self.v1, &message, why)));
+            }
             "debug_request" => {
                 let command: String = content["command"].as_str().unwrap_or("(none)").chars().take(64).collect();
                 let (parameters, rest) = code_parameters(&format!("debug:{command}"), &content.to_string());
@@ -203,7 +200,7 @@ impl KernelAudit {
                 }
             }
             "apply_request" => return Err(self.refuse("apply_request runs a pickled function the audit cannot show").await),
-            _ => return Ok(()),
+            _ => return Ok(Passage::Forward),
         };
         parameters["MessageId"] = json!(message.msg_id);
         let mut records = vec![(event, parameters)];
@@ -218,16 +215,21 @@ impl KernelAudit {
             }
         }
         if message.msg_type == "execute_request" {
-            let mut pending = self.pending.lock().expect("pending lock");
-            if pending.0.insert(message.msg_id.clone()) {
-                pending.1.push_back(message.msg_id);
-            }
-            while pending.1.len() > PENDING {
-                let oldest = pending.1.pop_front().expect("not empty");
-                pending.0.remove(&oldest);
-            }
+            self.await_reply(message.msg_id);
         }
-        Ok(())
+        Ok(Passage::Forward)
+    }
+
+    /// Keeps an audited execution's message id until its reply joins its record.
+    fn await_reply(&self, msg_id: String) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.0.insert(msg_id.clone()) {
+            pending.1.push_back(msg_id);
+        }
+        while pending.1.len() > PENDING {
+            let oldest = pending.1.pop_front().expect("not empty");
+            pending.0.remove(&oldest);
+        }
     }
 
     /// A frame from the kernel, before the browser has it: an `input_request` says whether the
@@ -383,140 +385,9 @@ fn short(value: &Value) -> Value {
         other => json!({ "Sha256": hex::encode(Sha256::digest(other.to_string().as_bytes())) }),
     }
 }
-
-/// `bytes[start:end]` as Python slices it: clamped to the bytes, empty when reversed.
-fn py_slice(bytes: &[u8], start: u64, end: Option<u64>) -> &[u8] {
-    let len = bytes.len() as u64;
-    let (start, end) = (start.min(len), end.map_or(len, |e| e.min(len)));
-    if start >= end { &[] } else { &bytes[start as usize..end as usize] }
-}
-
-fn parse(v1: bool, frame: Frame<'_>) -> Result<Message, String> {
-    match (v1, frame) {
-        (false, Frame::Text(text)) => legacy(text.as_bytes()),
-        (false, Frame::Binary(bytes)) => {
-            let count = bytes.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or("a binary frame under 4 bytes")?;
-            if count < 1 {
-                return Err("a binary frame without parts".into());
-            }
-            let table = bytes.get(4..4 + 4 * count as usize).ok_or("a binary frame shorter than its offsets")?;
-            let offset = |i: usize| u64::from(u32::from_be_bytes([table[4 * i], table[4 * i + 1], table[4 * i + 2], table[4 * i + 3]]));
-            let end = (count > 1).then(|| offset(1));
-            legacy(py_slice(bytes, offset(0), end))
-        }
-        (true, Frame::Text(_)) => Err("a text frame on the v1 protocol".into()),
-        (true, Frame::Binary(bytes)) => {
-            let word = |at: u64| {
-                let part = py_slice(bytes, at, Some(at + 8));
-                let mut le = [0u8; 8];
-                le[..part.len()].copy_from_slice(part);
-                u64::from_le_bytes(le)
-            };
-            let count = word(0);
-            if !(6..=V1_PARTS).contains(&count) {
-                return Err(format!("a v1 frame of {count} offsets"));
-            }
-            let offsets: Vec<u64> = (0..count).map(|i| word(8 * (i + 1))).collect();
-            let part = |i: usize| py_slice(bytes, offsets[i], offsets.get(i + 1).copied());
-            std::str::from_utf8(part(0)).map_err(|_| "a channel that is not UTF-8")?;
-            let json = |i: usize, what: &str| serde_json::from_slice::<Value>(part(i)).map_err(|e| format!("its {what}: {e}"));
-            let (header, parent, metadata, content) =
-                (json(1, "header")?, json(2, "parent header")?, json(3, "metadata")?, json(4, "content")?);
-            message(&header, &parent, metadata, content)
-        }
-    }
-}
-
-fn legacy(json: &[u8]) -> Result<Message, String> {
-    let mut whole: Value = serde_json::from_slice(json).map_err(|e| format!("its JSON: {e}"))?;
-    let take = |whole: &mut Value, key: &str| whole.get_mut(key).map(Value::take).unwrap_or(Value::Null);
-    let (header, parent) = (take(&mut whole, "header"), take(&mut whole, "parent_header"));
-    let (metadata, content) = (take(&mut whole, "metadata"), take(&mut whole, "content"));
-    message(&header, &parent, metadata, content)
-}
-
-fn message(header: &Value, parent: &Value, metadata: Value, content: Value) -> Result<Message, String> {
-    // Each part an object, as the kernel needs it: a `content` sent as a string would reach the
-    // kernel as the object it encodes (the legacy protocol passes strings on as they are).
-    for (part, what) in [(header, "header"), (parent, "parent header"), (&metadata, "metadata"), (&content, "content")] {
-        if !part.is_object() {
-            return Err(format!("its {what} is not a JSON object"));
-        }
-    }
-    let msg_type = header["msg_type"].as_str().ok_or("a header without msg_type")?.to_owned();
-    Ok(Message {
-        msg_type,
-        msg_id: header["msg_id"].as_str().unwrap_or_default().to_owned(),
-        parent_msg_id: parent["msg_id"].as_str().unwrap_or_default().to_owned(),
-        metadata,
-        content,
-    })
-}
-
-/// A message in the v1 wire format (for the tests and the benchmark's client).
-pub fn v1_frame(channel: &str, parts: [&Value; 4]) -> Vec<u8> {
-    let mut bodies: Vec<Vec<u8>> = vec![channel.as_bytes().to_vec()];
-    bodies.extend(parts.iter().map(|p| p.to_string().into_bytes()));
-    let count = bodies.len() as u64 + 1;
-    let mut frame = count.to_le_bytes().to_vec();
-    let mut at = 8 * (count + 1);
-    for body in &bodies {
-        frame.extend_from_slice(&at.to_le_bytes());
-        at += body.len() as u64;
-    }
-    frame.extend_from_slice(&at.to_le_bytes());
-    for body in bodies {
-        frame.extend_from_slice(&body);
-    }
-    frame
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(code: &str) -> (Value, Value, Value, Value) {
-        let header = json!({ "msg_id": "m1", "msg_type": "execute_request", "session": "s", "username": "u", "version": "5.3" });
-        (header, json!({}), json!({ "cellId": "c1" }), json!({ "code": code, "silent": false, "user_expressions": {} }))
-    }
-
-    #[test]
-    fn one_cell_reads_the_same_under_both_protocols() {
-        let (header, parent, metadata, content) = request("print(6*7)");
-        let legacy_text =
-            json!({ "channel": "shell", "header": header, "parent_header": parent, "metadata": metadata, "content": content });
-        let from_legacy = parse(false, Frame::Text(&legacy_text.to_string())).expect("legacy");
-        let frame = v1_frame("shell", [&header, &parent, &metadata, &content]);
-        let from_v1 = parse(true, Frame::Binary(&frame)).expect("v1");
-        assert_eq!(from_legacy, from_v1);
-        assert_eq!((from_v1.msg_type.as_str(), from_v1.content["code"].as_str()), ("execute_request", Some("print(6*7)")));
-        // The legacy binary form (a message with buffers) too.
-        let json = legacy_text.to_string();
-        let mut binary = 2i32.to_be_bytes().to_vec();
-        binary.extend_from_slice(&12u32.to_be_bytes());
-        binary.extend_from_slice(&(12 + json.len() as u32).to_be_bytes());
-        binary.extend_from_slice(json.as_bytes());
-        binary.extend_from_slice(b"a buffer");
-        assert_eq!(parse(false, Frame::Binary(&binary)).expect("legacy binary"), from_legacy);
-    }
-
-    #[test]
-    fn what_jupyter_would_not_read_is_refused() {
-        assert!(parse(true, Frame::Text("{}")).is_err());
-        assert!(parse(false, Frame::Text("not json")).is_err());
-        assert!(parse(false, Frame::Text("{\"header\": {}}")).is_err(), "no msg_type");
-        let stringly = json!({ "header": { "msg_type": "debug_request", "msg_id": "d" }, "parent_header": {}, "metadata": {},
-            "content": "{\"command\": \"evaluate\", \"arguments\": {\"expression\": \"1\"}}" });
-        assert!(parse(false, Frame::Text(&stringly.to_string())).is_err(), "a content the kernel would decode from a string");
-        let (header, parent, metadata, _) = request("x");
-        let mut frame = v1_frame("shell", [&header, &parent, &metadata, &json!({})]);
-        frame[0] = 3;
-        assert!(parse(true, Frame::Binary(&frame)).is_err(), "too few parts for a content");
-        frame[0] = 0xff;
-        frame[1] = 0xff;
-        assert!(parse(true, Frame::Binary(&frame)).is_err(), "more parts than any message has");
-        assert!(parse(false, Frame::Binary(&0i32.to_be_bytes())).is_err());
-    }
 
     #[test]
     fn code_is_kept_to_its_limit_in_whole_pieces_and_hashed_whole() {

@@ -347,13 +347,21 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
         send(&nora.at, "PATCH", &format!("{}api/contents/spec.json", nora.base), &nora.cookie, &json!({ "path": "config/spec.json" }));
     assert!(renamed.status >= 400, "the server moved a file through a link: {}", String::from_utf8_lossy(&renamed.body));
 
-    // The debugger is off for this stack: the proxy refuses a debug request, and the kernel
-    // has no debugpy to start.
+    // The debugger is off for this stack: the kernel has no debugpy to start, and the proxy
+    // refuses a debug request with a failed reply of its own, the socket left open (JupyterLab
+    // asks whenever a kernel says it has a debugger, which every kernel says once any stack
+    // enables it: a closed socket would break the notebook).
     assert_eq!(found["debugger"], false, "{found}");
-    let path = format!("{}api/kernels/{}/channels", nora.base, nora.id);
-    let mut socket = http::websocket(&nora.at, &path, &nora.cookie, None, Duration::from_secs(30)).expect("kernel WebSocket");
-    socket.send(tungstenite::Message::Text(debug_initialize().to_string().into())).expect("send");
-    assert_eq!(close_code(&mut socket), Some(1008), "a debug request where the stack has no debugger");
+    let (mut socket, reply) = debug_initialized(&nora);
+    assert_eq!(
+        (&reply["channel"], &reply["content"]["success"], &reply["content"]["command"]),
+        (&json!("control"), &json!(false), &json!("initialize"))
+    );
+    assert!(reply["content"]["message"].as_str().is_some_and(|m| m.contains("(DEBUGGER)")), "{reply}");
+    let info = json!({ "channel": "shell", "header": { "msg_id": "after-debug", "msg_type": "kernel_info_request", "session": "s1",
+        "username": "test", "version": "5.3", "date": "" }, "parent_header": {}, "metadata": {}, "content": {} });
+    socket.send(tungstenite::Message::Text(info.to_string().into())).expect("send");
+    assert_eq!(reply_to(&mut socket, "after-debug", "kernel_info_reply")["content"]["status"], "ok", "the socket still reaches the kernel");
     let refused = server.audit(&[("EventName", "KernelMessageRefused")]);
     assert!(refused.iter().any(|r| r["errorMessage"].as_str().is_some_and(|m| m.contains("(DEBUGGER)"))), "{refused:#?}");
 
@@ -397,22 +405,34 @@ fn debug_initialize() -> Value {
 /// Starts the kernel's debugger and waits for its answer: the kernel reaches its own shell
 /// socket inside the process (its code may not connect to the address its ports are on).
 fn debugger_starts(kernel: &Kernel) {
+    let reply = debug_initialized(kernel).1;
+    assert_eq!(reply["content"]["success"], true, "the debugger did not start: {reply}");
+}
+
+/// Sends the debugger's first request on a kernel socket of its own (the legacy protocol):
+/// the socket, and the reply to the request.
+fn debug_initialized(kernel: &Kernel) -> (tungstenite::WebSocket<std::net::TcpStream>, Value) {
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
     let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("kernel WebSocket");
     socket.send(tungstenite::Message::Text(debug_initialize().to_string().into())).expect("send");
+    let reply = reply_to(&mut socket, "dbg-init", "debug_reply");
+    (socket, reply)
+}
+
+/// Reads a legacy-protocol kernel socket until the `msg_type` reply to `msg_id` (30 s at most).
+fn reply_to(socket: &mut tungstenite::WebSocket<std::net::TcpStream>, msg_id: &str, msg_type: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let reply = loop {
-        assert!(std::time::Instant::now() < deadline, "the debugger did not answer");
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no {msg_type} to {msg_id}");
         let message: Value = match socket.read() {
             Ok(tungstenite::Message::Text(text)) => serde_json::from_str(&text).expect("JSON"),
             Ok(_) => continue,
-            Err(e) => panic!("no debug reply: {e}"),
+            Err(e) => panic!("no {msg_type} to {msg_id}: {e}"),
         };
-        if message["header"]["msg_type"] == "debug_reply" && message["parent_header"]["msg_id"] == "dbg-init" {
-            break message;
+        if message["header"]["msg_type"] == msg_type && message["parent_header"]["msg_id"] == msg_id {
+            return message;
         }
-    };
-    assert_eq!(reply["content"]["success"], true, "the debugger did not start: {reply}");
+    }
 }
 
 /// Run in a kernel: a kernel spec planted where Jupyter and IPython look, and links in the

@@ -1,0 +1,228 @@
+//! The kernel protocol's wire formats, as jupyter_server reads them.
+//!
+//! The legacy protocol sends JSON text frames (a missing `channel` means `shell`), or binary
+//! frames of a u32 BE count, that many u32 BE offsets and the JSON message in the first part;
+//! `v1.kernel.websocket.jupyter.org` sends binary frames of a u64 LE count, that many u64 LE
+//! offsets, then channel, header, parent header, metadata, content and buffers, each between
+//! two offsets. Offsets are read with Python's slicing (a part past the end is empty), as the
+//! server reads them.
+
+use serde_json::{Value, json};
+
+/// The most parts a v1 frame may declare (Jupyter would loop over any number).
+const V1_PARTS: u64 = 1024;
+
+/// A WebSocket frame's payload.
+#[derive(Debug, Clone, Copy)]
+pub enum Frame<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+/// A frame for the browser, in its socket's wire format.
+#[derive(Debug)]
+pub enum Answer {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// A kernel message, as much of it as the audit reads.
+#[derive(Debug, PartialEq)]
+pub(super) struct Message {
+    pub channel: String,
+    pub header: Value,
+    pub msg_type: String,
+    pub msg_id: String,
+    pub parent_msg_id: String,
+    pub metadata: Value,
+    pub content: Value,
+}
+
+/// `bytes[start:end]` as Python slices it: clamped to the bytes, empty when reversed.
+fn py_slice(bytes: &[u8], start: u64, end: Option<u64>) -> &[u8] {
+    let len = bytes.len() as u64;
+    let (start, end) = (start.min(len), end.map_or(len, |e| e.min(len)));
+    if start >= end { &[] } else { &bytes[start as usize..end as usize] }
+}
+
+pub(super) fn parse(v1: bool, frame: Frame<'_>) -> Result<Message, String> {
+    match (v1, frame) {
+        (false, Frame::Text(text)) => legacy(text.as_bytes()),
+        (false, Frame::Binary(bytes)) => {
+            let count = bytes.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or("a binary frame under 4 bytes")?;
+            if count < 1 {
+                return Err("a binary frame without parts".into());
+            }
+            let table = bytes.get(4..4 + 4 * count as usize).ok_or("a binary frame shorter than its offsets")?;
+            let offset = |i: usize| u64::from(u32::from_be_bytes([table[4 * i], table[4 * i + 1], table[4 * i + 2], table[4 * i + 3]]));
+            let end = (count > 1).then(|| offset(1));
+            legacy(py_slice(bytes, offset(0), end))
+        }
+        (true, Frame::Text(_)) => Err("a text frame on the v1 protocol".into()),
+        (true, Frame::Binary(bytes)) => {
+            let word = |at: u64| {
+                let part = py_slice(bytes, at, Some(at + 8));
+                let mut le = [0u8; 8];
+                le[..part.len()].copy_from_slice(part);
+                u64::from_le_bytes(le)
+            };
+            let count = word(0);
+            if !(6..=V1_PARTS).contains(&count) {
+                return Err(format!("a v1 frame of {count} offsets"));
+            }
+            let offsets: Vec<u64> = (0..count).map(|i| word(8 * (i + 1))).collect();
+            let part = |i: usize| py_slice(bytes, offsets[i], offsets.get(i + 1).copied());
+            let channel = std::str::from_utf8(part(0)).map_err(|_| "a channel that is not UTF-8")?;
+            let json = |i: usize, what: &str| serde_json::from_slice::<Value>(part(i)).map_err(|e| format!("its {what}: {e}"));
+            let (header, parent, metadata, content) =
+                (json(1, "header")?, json(2, "parent header")?, json(3, "metadata")?, json(4, "content")?);
+            message(channel, header, &parent, metadata, content)
+        }
+    }
+}
+
+fn legacy(json: &[u8]) -> Result<Message, String> {
+    let mut whole: Value = serde_json::from_slice(json).map_err(|e| format!("its JSON: {e}"))?;
+    let take = |whole: &mut Value, key: &str| whole.get_mut(key).map(Value::take).unwrap_or(Value::Null);
+    let (header, parent) = (take(&mut whole, "header"), take(&mut whole, "parent_header"));
+    let (metadata, content) = (take(&mut whole, "metadata"), take(&mut whole, "content"));
+    // jupyter_server sends a message without a channel to the shell.
+    let channel = whole["channel"].as_str().unwrap_or("shell");
+    message(channel, header, &parent, metadata, content)
+}
+
+fn message(channel: &str, header: Value, parent: &Value, metadata: Value, content: Value) -> Result<Message, String> {
+    // Each part an object, as the kernel needs it: a `content` sent as a string would reach the
+    // kernel as the object it encodes (the legacy protocol passes strings on as they are).
+    for (part, what) in [(&header, "header"), (parent, "parent header"), (&metadata, "metadata"), (&content, "content")] {
+        if !part.is_object() {
+            return Err(format!("its {what} is not a JSON object"));
+        }
+    }
+    let msg_type = header["msg_type"].as_str().ok_or("a header without msg_type")?.to_owned();
+    Ok(Message {
+        channel: channel.to_owned(),
+        msg_id: header["msg_id"].as_str().unwrap_or_default().to_owned(),
+        header,
+        msg_type,
+        parent_msg_id: parent["msg_id"].as_str().unwrap_or_default().to_owned(),
+        metadata,
+        content,
+    })
+}
+
+/// The kernel's answer to a debug request it is not sent: a `debug_reply` on the request's
+/// channel whose content is the Debug Adapter Protocol's failed response to its command, in
+/// the socket's wire format.
+pub(super) fn debug_refused(v1: bool, request: &Message, why: &str) -> Answer {
+    let header = json!({
+        "msg_id": uuid::Uuid::new_v4().to_string(),
+        "msg_type": "debug_reply",
+        "session": "datasandbox-notebook-proxy",
+        "username": "",
+        "date": crate::core::store::millis_to_rfc3339(crate::core::store::now_millis()),
+        "version": "5.3",
+    });
+    let content = json!({
+        "type": "response",
+        "seq": 0,
+        "request_seq": request.content["seq"],
+        "success": false,
+        "command": request.content["command"],
+        "message": why,
+        "body": {},
+    });
+    if v1 {
+        Answer::Binary(v1_frame(&request.channel, [&header, &request.header, &json!({}), &content]))
+    } else {
+        let whole = json!({ "channel": request.channel, "header": header, "parent_header": request.header, "metadata": {},
+            "content": content, "buffers": [] });
+        Answer::Text(whole.to_string())
+    }
+}
+
+/// A message in the v1 wire format (for the tests and the benchmark's client).
+pub fn v1_frame(channel: &str, parts: [&Value; 4]) -> Vec<u8> {
+    let mut bodies: Vec<Vec<u8>> = vec![channel.as_bytes().to_vec()];
+    bodies.extend(parts.iter().map(|p| p.to_string().into_bytes()));
+    let count = bodies.len() as u64 + 1;
+    let mut frame = count.to_le_bytes().to_vec();
+    let mut at = 8 * (count + 1);
+    for body in &bodies {
+        frame.extend_from_slice(&at.to_le_bytes());
+        at += body.len() as u64;
+    }
+    frame.extend_from_slice(&at.to_le_bytes());
+    for body in bodies {
+        frame.extend_from_slice(&body);
+    }
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(code: &str) -> (Value, Value, Value, Value) {
+        let header = json!({ "msg_id": "m1", "msg_type": "execute_request", "session": "s", "username": "u", "version": "5.3" });
+        (header, json!({}), json!({ "cellId": "c1" }), json!({ "code": code, "silent": false, "user_expressions": {} }))
+    }
+
+    #[test]
+    fn one_cell_reads_the_same_under_both_protocols() {
+        let (header, parent, metadata, content) = request("print(6*7)");
+        let legacy_text =
+            json!({ "channel": "shell", "header": header, "parent_header": parent, "metadata": metadata, "content": content });
+        let from_legacy = parse(false, Frame::Text(&legacy_text.to_string())).expect("legacy");
+        let frame = v1_frame("shell", [&header, &parent, &metadata, &content]);
+        let from_v1 = parse(true, Frame::Binary(&frame)).expect("v1");
+        assert_eq!(from_legacy, from_v1);
+        assert_eq!((from_v1.msg_type.as_str(), from_v1.content["code"].as_str()), ("execute_request", Some("print(6*7)")));
+        // The legacy binary form (a message with buffers) too.
+        let json = legacy_text.to_string();
+        let mut binary = 2i32.to_be_bytes().to_vec();
+        binary.extend_from_slice(&12u32.to_be_bytes());
+        binary.extend_from_slice(&(12 + json.len() as u32).to_be_bytes());
+        binary.extend_from_slice(json.as_bytes());
+        binary.extend_from_slice(b"a buffer");
+        assert_eq!(parse(false, Frame::Binary(&binary)).expect("legacy binary"), from_legacy);
+    }
+
+    #[test]
+    fn what_jupyter_would_not_read_is_refused() {
+        assert!(parse(true, Frame::Text("{}")).is_err());
+        assert!(parse(false, Frame::Text("not json")).is_err());
+        assert!(parse(false, Frame::Text("{\"header\": {}}")).is_err(), "no msg_type");
+        let stringly = json!({ "header": { "msg_type": "debug_request", "msg_id": "d" }, "parent_header": {}, "metadata": {},
+            "content": "{\"command\": \"evaluate\", \"arguments\": {\"expression\": \"1\"}}" });
+        assert!(parse(false, Frame::Text(&stringly.to_string())).is_err(), "a content the kernel would decode from a string");
+        let (header, parent, metadata, _) = request("x");
+        let mut frame = v1_frame("shell", [&header, &parent, &metadata, &json!({})]);
+        frame[0] = 3;
+        assert!(parse(true, Frame::Binary(&frame)).is_err(), "too few parts for a content");
+        frame[0] = 0xff;
+        frame[1] = 0xff;
+        assert!(parse(true, Frame::Binary(&frame)).is_err(), "more parts than any message has");
+        assert!(parse(false, Frame::Binary(&0i32.to_be_bytes())).is_err());
+    }
+
+    #[test]
+    fn a_refused_debug_request_is_answered_in_its_own_wire_format() {
+        let header = json!({ "msg_id": "d1", "msg_type": "debug_request", "session": "s", "username": "u", "version": "5.3" });
+        let content = json!({ "type": "request", "seq": 7, "command": "debugInfo", "arguments": {} });
+        let legacy_text = json!({ "channel": "control", "header": header, "parent_header": {}, "metadata": {}, "content": content });
+        let v1_request = v1_frame("control", [&header, &json!({}), &json!({}), &content]);
+        for (v1, frame) in [(false, Frame::Text(&legacy_text.to_string())), (true, Frame::Binary(&v1_request))] {
+            let request = parse(v1, frame).expect("a debug request");
+            let reply = match debug_refused(v1, &request, "off (DEBUGGER)") {
+                Answer::Text(text) => parse(false, Frame::Text(&text)),
+                Answer::Binary(bytes) => parse(true, Frame::Binary(&bytes)),
+            }
+            .expect("a reply Jupyter's clients read");
+            assert_eq!((reply.msg_type.as_str(), reply.parent_msg_id.as_str(), reply.channel.as_str()), ("debug_reply", "d1", "control"));
+            let expected = json!({ "type": "response", "seq": 0, "request_seq": 7, "success": false, "command": "debugInfo",
+                "message": "off (DEBUGGER)", "body": {} });
+            assert_eq!(reply.content, expected, "v1: {v1}");
+        }
+    }
+}
