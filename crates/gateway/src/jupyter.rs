@@ -193,13 +193,16 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
     let audit = audit.as_ref();
     let up = async {
         let mut refused = None;
-        while let Some(Ok(message)) = from_browser.next().await {
+        'frames: while let Some(Ok(message)) = from_browser.next().await {
             if let Some(audit) = audit {
                 match judged(audit, &message).await {
                     Ok(control::KernelPassage::Forward) => {}
-                    Ok(control::KernelPassage::Answer(answer)) => {
-                        if to_browser.lock().await.send(answered(answer)).await.is_err() {
-                            break;
+                    Ok(control::KernelPassage::Answer(answers)) => {
+                        let mut to_browser = to_browser.lock().await;
+                        for answer in answers {
+                            if to_browser.send(answered(answer)).await.is_err() {
+                                break 'frames;
+                            }
                         }
                         continue;
                     }

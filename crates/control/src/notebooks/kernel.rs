@@ -39,7 +39,7 @@ use crate::core::platform::ServiceEvent;
 
 mod wire;
 pub use wire::{Answer, Frame, v1_frame};
-use wire::{debug_refused, parse};
+use wire::{Message, debug_refused, parse, session_of};
 
 /// The subprotocol of the binary kernel protocol.
 pub const V1_PROTOCOL: &str = "v1.kernel.websocket.jupyter.org";
@@ -62,8 +62,8 @@ pub struct Refusal {
 pub enum Passage {
     /// On to the kernel.
     Forward,
-    /// Not to the kernel: this goes back to the browser instead, a reply that refuses it.
-    Answer(Answer),
+    /// Not to the kernel: these go back to the browser instead, the answer that refuses it.
+    Answer(Vec<Answer>),
 }
 
 /// The audit of one kernel WebSocket.
@@ -79,6 +79,9 @@ pub struct KernelAudit {
     password_asked: Mutex<bool>,
     /// A Jupyter terminal's socket instead of a kernel's: what was typed since the last line.
     terminal: Option<Mutex<String>>,
+    /// The session the kernel's last frame named (empty before its first): what the proxy
+    /// answers for the kernel comes under it.
+    kernel_session: Mutex<String>,
 }
 
 impl KernelAudit {
@@ -92,6 +95,7 @@ impl KernelAudit {
             pending: Mutex::new((HashSet::new(), VecDeque::new())),
             password_asked: Mutex::new(false),
             terminal: None,
+            kernel_session: Mutex::new(String::new()),
         }
     }
 
@@ -176,12 +180,7 @@ impl KernelAudit {
             // Every debugger request, whole: several carry code (evaluate, setExpression,
             // setVariable, breakpoint conditions and log messages, dumpCell, copyToGlobals),
             // and the kernel hands the commands it does not know to debugpy.
-            "debug_request" if !self.target.debugger => {
-                let why = "the debugger is off for this stack (DEBUGGER)";
-                // Recorded as refused (as far as the trail takes it); nothing reaches the kernel.
-                let _ = self.refuse(why).await;
-                return Ok(Passage::Answer(debug_refused(self.v1, &message, why)));
-            }
+            "debug_request" if !self.target.debugger => return Ok(self.debugger_off(&message).await),
             "debug_request" => {
                 let command: String = content["command"].as_str().unwrap_or("(none)").chars().take(64).collect();
                 let (parameters, rest) = code_parameters(&format!("debug:{command}"), &content.to_string());
@@ -220,6 +219,17 @@ impl KernelAudit {
         Ok(Passage::Forward)
     }
 
+    /// A debug request where the stack does not enable the debugger: recorded as refused (as
+    /// far as the trail takes it), not sent on, and answered as the kernel would answer.
+    async fn debugger_off(&self, request: &Message) -> Passage {
+        let why = "the debugger is off for this stack (DEBUGGER)";
+        let command: String = request.content["command"].as_str().unwrap_or("(none)").chars().take(64).collect();
+        let _ = self.refuse_with(why, json!({ "MessageId": request.msg_id, "Command": command })).await;
+        let session = self.kernel_session.lock().expect("session lock").clone();
+        let session = if session.is_empty() { "datasandbox-notebook-proxy" } else { session.as_str() };
+        Passage::Answer(debug_refused(self.v1, request, session, why))
+    }
+
     /// Keeps an audited execution's message id until its reply joins its record.
     fn await_reply(&self, msg_id: String) {
         let mut pending = self.pending.lock().expect("pending lock");
@@ -232,11 +242,14 @@ impl KernelAudit {
         }
     }
 
-    /// A frame from the kernel, before the browser has it: an `input_request` says whether the
-    /// answer it waits for is a password.
+    /// A frame from the kernel, before the browser has it: the session it names, and whether
+    /// the answer an `input_request` waits for is a password.
     pub fn before_browser(&self, frame: Frame<'_>) {
         if self.terminal.is_some() {
             return;
+        }
+        if let Some(session) = session_of(self.v1, frame) {
+            *self.kernel_session.lock().expect("session lock") = session;
         }
         let bytes = match frame {
             Frame::Text(text) => text.as_bytes(),
@@ -287,8 +300,13 @@ impl KernelAudit {
 
     /// Records why a frame was refused (as far as the trail takes it), and the refusal.
     async fn refuse(&self, why: &str) -> Refusal {
+        self.refuse_with(why, json!({})).await
+    }
+
+    /// The same, with what the record says of the frame.
+    async fn refuse_with(&self, why: &str, parameters: Value) -> Refusal {
         let error = ActionError::new(400, ErrorCode::ValidationException, why.to_owned());
-        let _ = self.record("KernelMessageRefused", json!({}), Some(&error)).await;
+        let _ = self.record("KernelMessageRefused", parameters, Some(&error)).await;
         Refusal { code: 1008, reason: why.chars().take(120).collect() }
     }
 

@@ -348,22 +348,41 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
     assert!(renamed.status >= 400, "the server moved a file through a link: {}", String::from_utf8_lossy(&renamed.body));
 
     // The debugger is off for this stack: the kernel has no debugpy to start, and the proxy
-    // refuses a debug request with a failed reply of its own, the socket left open (JupyterLab
-    // asks whenever a kernel says it has a debugger, which every kernel says once any stack
-    // enables it: a closed socket would break the notebook).
+    // refuses a debug request, answering as the kernel would (a failed reply, then idle, under
+    // the kernel's session) with the socket left open. JupyterLab asks whenever a kernel says it
+    // has a debugger, which every kernel says once any stack enables it: a closed socket would
+    // break the notebook.
     assert_eq!(found["debugger"], false, "{found}");
-    let (mut socket, reply) = debug_initialized(&nora);
+    let path = format!("{}api/kernels/{}/channels", nora.base, nora.id);
+    let mut socket = http::websocket(&nora.at, &path, &nora.cookie, None, Duration::from_secs(30)).expect("kernel WebSocket");
+    socket.send(tungstenite::Message::Text(kernel_info_request("before-debug").to_string().into())).expect("send");
+    let before = reply_to(&mut socket, "before-debug", "kernel_info_reply");
+    socket.send(tungstenite::Message::Text(debug_initialize().to_string().into())).expect("send");
+    let reply = reply_to(&mut socket, "dbg-init", "debug_reply");
     assert_eq!(
         (&reply["channel"], &reply["content"]["success"], &reply["content"]["command"]),
         (&json!("control"), &json!(false), &json!("initialize"))
     );
     assert!(reply["content"]["message"].as_str().is_some_and(|m| m.contains("(DEBUGGER)")), "{reply}");
-    let info = json!({ "channel": "shell", "header": { "msg_id": "after-debug", "msg_type": "kernel_info_request", "session": "s1",
-        "username": "test", "version": "5.3", "date": "" }, "parent_header": {}, "metadata": {}, "content": {} });
-    socket.send(tungstenite::Message::Text(info.to_string().into())).expect("send");
-    assert_eq!(reply_to(&mut socket, "after-debug", "kernel_info_reply")["content"]["status"], "ok", "the socket still reaches the kernel");
+    assert_eq!(reply["header"]["session"], before["header"]["session"], "the answer comes under the kernel's session");
+    // The socket still reaches the kernel; the request did not (the kernel would have said it
+    // was busy with it, then idle: only the proxy's idle is there).
+    socket.send(tungstenite::Message::Text(kernel_info_request("after-debug").to_string().into())).expect("send");
+    let heard = read_until(&mut socket, |m| m["content"]["execution_state"] == "idle" && m["parent_header"]["msg_id"] == "after-debug");
+    let replied = heard.iter().find(|m| m["header"]["msg_type"] == "kernel_info_reply" && m["parent_header"]["msg_id"] == "after-debug");
+    assert_eq!(replied.map(|m| &m["content"]["status"]), Some(&json!("ok")), "{heard:?}");
+    let of_debug: Vec<&Value> = heard.iter().filter(|m| m["parent_header"]["msg_id"] == "dbg-init").collect();
+    assert!(
+        of_debug.len() == 1 && of_debug[0]["header"]["msg_type"] == "status" && of_debug[0]["header"]["username"] == "datasandbox",
+        "{of_debug:?}"
+    );
     let refused = server.audit(&[("EventName", "KernelMessageRefused")]);
-    assert!(refused.iter().any(|r| r["errorMessage"].as_str().is_some_and(|m| m.contains("(DEBUGGER)"))), "{refused:#?}");
+    assert!(
+        refused.iter().any(|r| r["errorMessage"].as_str().is_some_and(|m| m.contains("(DEBUGGER)"))
+            && r["requestParameters"]["Command"] == "initialize"
+            && r["requestParameters"]["MessageId"] == "dbg-init"),
+        "{refused:#?}"
+    );
 
     // A terminal's shell is in the workspace group alone, and reads nothing of the server's.
     let line = "echo door-$(id -G | tr ' ' +)-$(cat /run/datasandbox/jupyter-token /run/jupyter/runtime/*.json 2>/dev/null | wc -c)-end\r";
@@ -405,34 +424,42 @@ fn debug_initialize() -> Value {
 /// Starts the kernel's debugger and waits for its answer: the kernel reaches its own shell
 /// socket inside the process (its code may not connect to the address its ports are on).
 fn debugger_starts(kernel: &Kernel) {
-    let reply = debug_initialized(kernel).1;
-    assert_eq!(reply["content"]["success"], true, "the debugger did not start: {reply}");
-}
-
-/// Sends the debugger's first request on a kernel socket of its own (the legacy protocol):
-/// the socket, and the reply to the request.
-fn debug_initialized(kernel: &Kernel) -> (tungstenite::WebSocket<std::net::TcpStream>, Value) {
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
     let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("kernel WebSocket");
     socket.send(tungstenite::Message::Text(debug_initialize().to_string().into())).expect("send");
     let reply = reply_to(&mut socket, "dbg-init", "debug_reply");
-    (socket, reply)
+    assert_eq!(reply["content"]["success"], true, "the debugger did not start: {reply}");
 }
 
 /// Reads a legacy-protocol kernel socket until the `msg_type` reply to `msg_id` (30 s at most).
 fn reply_to(socket: &mut tungstenite::WebSocket<std::net::TcpStream>, msg_id: &str, msg_type: &str) -> Value {
+    read_until(socket, |m| m["header"]["msg_type"] == msg_type && m["parent_header"]["msg_id"] == msg_id).pop().expect("the reply")
+}
+
+/// The messages a legacy-protocol kernel socket sends until one `done` says is the last (30 s
+/// at most), that one included.
+fn read_until(socket: &mut tungstenite::WebSocket<std::net::TcpStream>, done: impl Fn(&Value) -> bool) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut read = Vec::new();
     loop {
-        assert!(std::time::Instant::now() < deadline, "no {msg_type} to {msg_id}");
+        assert!(std::time::Instant::now() < deadline, "the awaited message did not come: {read:?}");
         let message: Value = match socket.read() {
             Ok(tungstenite::Message::Text(text)) => serde_json::from_str(&text).expect("JSON"),
             Ok(_) => continue,
-            Err(e) => panic!("no {msg_type} to {msg_id}: {e}"),
+            Err(e) => panic!("the socket ended before the awaited message: {e}; read {read:?}"),
         };
-        if message["header"]["msg_type"] == msg_type && message["parent_header"]["msg_id"] == msg_id {
-            return message;
+        let last = done(&message);
+        read.push(message);
+        if last {
+            return read;
         }
     }
+}
+
+/// A `kernel_info_request` with id `msg_id`, in the legacy protocol.
+fn kernel_info_request(msg_id: &str) -> Value {
+    json!({ "channel": "shell", "header": { "msg_id": msg_id, "msg_type": "kernel_info_request", "session": "s1",
+        "username": "test", "version": "5.3", "date": "" }, "parent_header": {}, "metadata": {}, "content": {} })
 }
 
 /// Run in a kernel: a kernel spec planted where Jupyter and IPython look, and links in the

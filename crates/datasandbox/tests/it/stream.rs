@@ -74,8 +74,8 @@ impl Rfb {
     }
 
     /// The whole display as it is now, raw: its pixels in the server's format (32 bits each,
-    /// blue-green-red-pad), rectangle after rectangle. Nothing else may be asked of the server
-    /// meanwhile.
+    /// blue-green-red-pad), rectangle after rectangle. A bell or a cut text the display sends
+    /// meanwhile is passed over; nothing else may be asked of the server meanwhile.
     pub(crate) fn frame(&mut self) -> Vec<u8> {
         let (width, height) = self.size;
         assert!(width > 0, "the handshake comes first");
@@ -86,8 +86,17 @@ impl Rfb {
         request.extend_from_slice(&width.to_be_bytes());
         request.extend_from_slice(&height.to_be_bytes());
         self.send(&request);
-        let header = self.take(4);
-        assert_eq!(header[0], 0, "a framebuffer update");
+        let header = loop {
+            match self.take(1)[0] {
+                0 => break [vec![0], self.take(3)].concat(),
+                2 => {}
+                3 => {
+                    let cut = self.take(7);
+                    self.take(u32::from_be_bytes([cut[3], cut[4], cut[5], cut[6]]) as usize);
+                }
+                other => panic!("a framebuffer update was expected, got message type {other}"),
+            }
+        };
         let mut pixels = Vec::with_capacity(usize::from(width) * usize::from(height) * 4);
         for _ in 0..u16::from_be_bytes([header[2], header[3]]) {
             let rect = self.take(12);

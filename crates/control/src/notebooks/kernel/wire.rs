@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 /// The most parts a v1 frame may declare (Jupyter would loop over any number).
 const V1_PARTS: u64 = 1024;
 
+/// The longest legacy frame from a kernel that is read for its session (see [`session_of`]).
+const LEGACY_SESSION_READ: usize = 64 << 10;
+
 /// A WebSocket frame's payload.
 #[derive(Debug, Clone, Copy)]
 pub enum Frame<'a> {
@@ -48,37 +51,61 @@ fn py_slice(bytes: &[u8], start: u64, end: Option<u64>) -> &[u8] {
 pub(super) fn parse(v1: bool, frame: Frame<'_>) -> Result<Message, String> {
     match (v1, frame) {
         (false, Frame::Text(text)) => legacy(text.as_bytes()),
-        (false, Frame::Binary(bytes)) => {
-            let count = bytes.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or("a binary frame under 4 bytes")?;
-            if count < 1 {
-                return Err("a binary frame without parts".into());
-            }
-            let table = bytes.get(4..4 + 4 * count as usize).ok_or("a binary frame shorter than its offsets")?;
-            let offset = |i: usize| u64::from(u32::from_be_bytes([table[4 * i], table[4 * i + 1], table[4 * i + 2], table[4 * i + 3]]));
-            let end = (count > 1).then(|| offset(1));
-            legacy(py_slice(bytes, offset(0), end))
-        }
+        (false, Frame::Binary(bytes)) => legacy(legacy_message(bytes)?),
         (true, Frame::Text(_)) => Err("a text frame on the v1 protocol".into()),
         (true, Frame::Binary(bytes)) => {
-            let word = |at: u64| {
-                let part = py_slice(bytes, at, Some(at + 8));
-                let mut le = [0u8; 8];
-                le[..part.len()].copy_from_slice(part);
-                u64::from_le_bytes(le)
-            };
-            let count = word(0);
-            if !(6..=V1_PARTS).contains(&count) {
-                return Err(format!("a v1 frame of {count} offsets"));
-            }
-            let offsets: Vec<u64> = (0..count).map(|i| word(8 * (i + 1))).collect();
-            let part = |i: usize| py_slice(bytes, offsets[i], offsets.get(i + 1).copied());
-            let channel = std::str::from_utf8(part(0)).map_err(|_| "a channel that is not UTF-8")?;
-            let json = |i: usize, what: &str| serde_json::from_slice::<Value>(part(i)).map_err(|e| format!("its {what}: {e}"));
+            let part = v1_parts(bytes)?;
+            let channel = std::str::from_utf8(part[0]).map_err(|_| "a channel that is not UTF-8")?;
+            let json = |i: usize, what: &str| serde_json::from_slice::<Value>(part[i]).map_err(|e| format!("its {what}: {e}"));
             let (header, parent, metadata, content) =
                 (json(1, "header")?, json(2, "parent header")?, json(3, "metadata")?, json(4, "content")?);
             message(channel, header, &parent, metadata, content)
         }
     }
+}
+
+/// The session a frame from the kernel names in its header, read as cheaply as its format
+/// allows: a v1 frame's header part alone; a legacy frame whole, if it is no longer than
+/// [`LEGACY_SESSION_READ`] (a longer one, a large output, is not read for it).
+pub(super) fn session_of(v1: bool, frame: Frame<'_>) -> Option<String> {
+    let header: Value = match (v1, frame) {
+        (true, Frame::Binary(bytes)) => serde_json::from_slice(v1_parts(bytes).ok()?.get(1)?).ok()?,
+        (false, Frame::Text(text)) if text.len() <= LEGACY_SESSION_READ => serde_json::from_str::<Value>(text).ok()?["header"].take(),
+        (false, Frame::Binary(bytes)) if bytes.len() <= LEGACY_SESSION_READ => {
+            serde_json::from_slice::<Value>(legacy_message(bytes).ok()?).ok()?["header"].take()
+        }
+        _ => return None,
+    };
+    header["session"].as_str().filter(|session| session.len() <= 256).map(str::to_owned)
+}
+
+/// A legacy binary frame's JSON message: its first part.
+fn legacy_message(bytes: &[u8]) -> Result<&[u8], String> {
+    let count = bytes.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or("a binary frame under 4 bytes")?;
+    if count < 1 {
+        return Err("a binary frame without parts".into());
+    }
+    let table = bytes.get(4..4 + 4 * count as usize).ok_or("a binary frame shorter than its offsets")?;
+    let offset = |i: usize| u64::from(u32::from_be_bytes([table[4 * i], table[4 * i + 1], table[4 * i + 2], table[4 * i + 3]]));
+    let end = (count > 1).then(|| offset(1));
+    Ok(py_slice(bytes, offset(0), end))
+}
+
+/// A v1 frame's parts (channel, header, parent header, metadata, content, then buffers), each
+/// between two of its offsets.
+fn v1_parts(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let word = |at: u64| {
+        let part = py_slice(bytes, at, Some(at + 8));
+        let mut le = [0u8; 8];
+        le[..part.len()].copy_from_slice(part);
+        u64::from_le_bytes(le)
+    };
+    let count = word(0);
+    if !(6..=V1_PARTS).contains(&count) {
+        return Err(format!("a v1 frame of {count} offsets"));
+    }
+    let offsets: Vec<u64> = (0..count).map(|i| word(8 * (i + 1))).collect();
+    Ok((0..offsets.len() - 1).map(|i| py_slice(bytes, offsets[i], Some(offsets[i + 1]))).collect())
 }
 
 fn legacy(json: &[u8]) -> Result<Message, String> {
@@ -111,34 +138,47 @@ fn message(channel: &str, header: Value, parent: &Value, metadata: Value, conten
     })
 }
 
-/// The kernel's answer to a debug request it is not sent: a `debug_reply` on the request's
-/// channel whose content is the Debug Adapter Protocol's failed response to its command, in
-/// the socket's wire format.
-pub(super) fn debug_refused(v1: bool, request: &Message, why: &str) -> Answer {
-    let header = json!({
-        "msg_id": uuid::Uuid::new_v4().to_string(),
-        "msg_type": "debug_reply",
-        "session": "datasandbox-notebook-proxy",
-        "username": "",
-        "date": crate::core::store::millis_to_rfc3339(crate::core::store::now_millis()),
-        "version": "5.3",
-    });
-    let content = json!({
+/// What the proxy answers, as the kernel would, to a debug request it does not send on: a
+/// `debug_reply` whose content is the Debug Adapter Protocol's failed response, then the
+/// `idle` status that ends the request for the client. Both come under the kernel's session
+/// (`session`, as its last frame named it: a client drops any message of another session it
+/// has waiting) and in the socket's wire format. Of the request, only its header's own
+/// fields, its channel, its sequence number and its command are sent back.
+pub(super) fn debug_refused(v1: bool, request: &Message, session: &str, why: &str) -> Vec<Answer> {
+    let date = crate::core::store::millis_to_rfc3339(crate::core::store::now_millis());
+    let header = |msg_type: &str| {
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        json!({ "msg_id": msg_id, "msg_type": msg_type, "session": session, "username": "datasandbox", "date": date, "version": "5.3" })
+    };
+    let parent: serde_json::Map<String, Value> = ["msg_id", "msg_type", "session", "username", "date", "version"]
+        .into_iter()
+        .filter_map(|key| request.header[key].as_str().map(|value| (key.to_owned(), json!(value))))
+        .collect();
+    let parent = Value::Object(parent);
+    let channel = if ["shell", "control"].contains(&request.channel.as_str()) { request.channel.as_str() } else { "control" };
+    let command: Option<String> = request.content["command"].as_str().map(|command| command.chars().take(64).collect());
+    let reply = json!({
         "type": "response",
         "seq": 0,
-        "request_seq": request.content["seq"],
+        "request_seq": request.content["seq"].as_i64(),
         "success": false,
-        "command": request.content["command"],
+        "command": command,
         "message": why,
         "body": {},
     });
-    if v1 {
-        Answer::Binary(v1_frame(&request.channel, [&header, &request.header, &json!({}), &content]))
-    } else {
-        let whole = json!({ "channel": request.channel, "header": header, "parent_header": request.header, "metadata": {},
-            "content": content, "buffers": [] });
-        Answer::Text(whole.to_string())
-    }
+    let idle = json!({ "execution_state": "idle" });
+    [(channel, header("debug_reply"), reply), ("iopub", header("status"), idle)]
+        .into_iter()
+        .map(|(channel, header, content)| {
+            if v1 {
+                Answer::Binary(v1_frame(channel, [&header, &parent, &json!({}), &content]))
+            } else {
+                let whole = json!({ "channel": channel, "header": header, "parent_header": parent, "metadata": {},
+                    "content": content, "buffers": [] });
+                Answer::Text(whole.to_string())
+            }
+        })
+        .collect()
 }
 
 /// A message in the v1 wire format (for the tests and the benchmark's client).
@@ -207,22 +247,38 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_debug_request_is_answered_in_its_own_wire_format() {
-        let header = json!({ "msg_id": "d1", "msg_type": "debug_request", "session": "s", "username": "u", "version": "5.3" });
+    fn a_refused_debug_request_is_answered_in_its_own_wire_format_under_the_kernels_session() {
+        let header = json!({ "msg_id": "d1", "msg_type": "debug_request", "session": "s", "username": "u", "version": "5.3",
+            "extra": "x".repeat(1000) });
         let content = json!({ "type": "request", "seq": 7, "command": "debugInfo", "arguments": {} });
         let legacy_text = json!({ "channel": "control", "header": header, "parent_header": {}, "metadata": {}, "content": content });
         let v1_request = v1_frame("control", [&header, &json!({}), &json!({}), &content]);
         for (v1, frame) in [(false, Frame::Text(&legacy_text.to_string())), (true, Frame::Binary(&v1_request))] {
             let request = parse(v1, frame).expect("a debug request");
-            let reply = match debug_refused(v1, &request, "off (DEBUGGER)") {
-                Answer::Text(text) => parse(false, Frame::Text(&text)),
-                Answer::Binary(bytes) => parse(true, Frame::Binary(&bytes)),
-            }
-            .expect("a reply Jupyter's clients read");
+            let answers: Vec<Message> = debug_refused(v1, &request, "kernel-session", "off (DEBUGGER)")
+                .iter()
+                .map(|answer| match answer {
+                    Answer::Text(text) => parse(false, Frame::Text(text)),
+                    Answer::Binary(bytes) => parse(true, Frame::Binary(bytes)),
+                })
+                .collect::<Result<_, _>>()
+                .expect("answers Jupyter's clients read");
+            let [reply, idle] = answers.as_slice() else { panic!("a reply and a status: {answers:?}") };
             assert_eq!((reply.msg_type.as_str(), reply.parent_msg_id.as_str(), reply.channel.as_str()), ("debug_reply", "d1", "control"));
             let expected = json!({ "type": "response", "seq": 0, "request_seq": 7, "success": false, "command": "debugInfo",
                 "message": "off (DEBUGGER)", "body": {} });
             assert_eq!(reply.content, expected, "v1: {v1}");
+            assert_eq!((idle.msg_type.as_str(), idle.parent_msg_id.as_str(), idle.channel.as_str()), ("status", "d1", "iopub"));
+            assert_eq!(idle.content, json!({ "execution_state": "idle" }));
+            for answer in [reply, idle] {
+                assert_eq!(answer.header["session"], "kernel-session", "a client drops a message of another session");
+            }
         }
+        // The session of a kernel's frame, read from its header.
+        let from_kernel = json!({ "msg_id": "k1", "msg_type": "status", "session": "kernel-session", "username": "k", "version": "5.3" });
+        let v1_from_kernel = v1_frame("iopub", [&from_kernel, &json!({}), &json!({}), &json!({ "execution_state": "busy" })]);
+        assert_eq!(session_of(true, Frame::Binary(&v1_from_kernel)).as_deref(), Some("kernel-session"));
+        let legacy_from_kernel = json!({ "channel": "iopub", "header": from_kernel, "parent_header": {}, "metadata": {}, "content": {} });
+        assert_eq!(session_of(false, Frame::Text(&legacy_from_kernel.to_string())).as_deref(), Some("kernel-session"));
     }
 }
