@@ -248,7 +248,10 @@ impl KernelAudit {
         if self.terminal.is_some() {
             return;
         }
-        if let Some(session) = session_of(self.v1, frame) {
+        // Only a session whose debug requests are answered needs it.
+        if !self.target.debugger
+            && let Some(session) = session_of(self.v1, frame)
+        {
             *self.kernel_session.lock().expect("session lock") = session;
         }
         let bytes = match frame {

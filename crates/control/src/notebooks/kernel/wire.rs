@@ -68,15 +68,25 @@ pub(super) fn parse(v1: bool, frame: Frame<'_>) -> Result<Message, String> {
 /// allows: a v1 frame's header part alone; a legacy frame whole, if it is no longer than
 /// [`LEGACY_SESSION_READ`] (a longer one, a large output, is not read for it).
 pub(super) fn session_of(v1: bool, frame: Frame<'_>) -> Option<String> {
-    let header: Value = match (v1, frame) {
-        (true, Frame::Binary(bytes)) => serde_json::from_slice(v1_parts(bytes).ok()?.get(1)?).ok()?,
-        (false, Frame::Text(text)) if text.len() <= LEGACY_SESSION_READ => serde_json::from_str::<Value>(text).ok()?["header"].take(),
+    /// A header's session, and nothing else of it (a header of another shape has none).
+    #[derive(serde::Deserialize)]
+    struct Header {
+        session: Option<String>,
+    }
+    /// A legacy message's header, and nothing else of it.
+    #[derive(serde::Deserialize)]
+    struct Legacy {
+        header: Header,
+    }
+    let header = match (v1, frame) {
+        (true, Frame::Binary(bytes)) => serde_json::from_slice::<Header>(v1_parts(bytes).ok()?.get(1)?).ok()?,
+        (false, Frame::Text(text)) if text.len() <= LEGACY_SESSION_READ => serde_json::from_str::<Legacy>(text).ok()?.header,
         (false, Frame::Binary(bytes)) if bytes.len() <= LEGACY_SESSION_READ => {
-            serde_json::from_slice::<Value>(legacy_message(bytes).ok()?).ok()?["header"].take()
+            serde_json::from_slice::<Legacy>(legacy_message(bytes).ok()?).ok()?.header
         }
         _ => return None,
     };
-    header["session"].as_str().filter(|session| session.len() <= 256).map(str::to_owned)
+    header.session.filter(|session| session.len() <= 256)
 }
 
 /// A legacy binary frame's JSON message: its first part.
@@ -157,6 +167,15 @@ pub(super) fn debug_refused(v1: bool, request: &Message, session: &str, why: &st
     let parent = Value::Object(parent);
     let channel = if ["shell", "control"].contains(&request.channel.as_str()) { request.channel.as_str() } else { "control" };
     let command: Option<String> = request.content["command"].as_str().map(|command| command.chars().take(64).collect());
+    // JupyterLab reads a `debugInfo` reply's body whatever its success (the breakpoints, the
+    // hash method and the file names it maps cells to) and throws on one without them: this one
+    // says the debugger has not started and holds nothing.
+    let body = if command.as_deref() == Some("debugInfo") {
+        json!({ "isStarted": false, "breakpoints": [], "stoppedThreads": [], "hashMethod": "Murmur2", "hashSeed": 0,
+            "tmpFilePrefix": "/tmp/", "tmpFileSuffix": ".py", "richRendering": false, "copyToGlobals": false, "exceptionPaths": [] })
+    } else {
+        json!({})
+    };
     let reply = json!({
         "type": "response",
         "seq": 0,
@@ -164,7 +183,7 @@ pub(super) fn debug_refused(v1: bool, request: &Message, session: &str, why: &st
         "success": false,
         "command": command,
         "message": why,
-        "body": {},
+        "body": body,
     });
     let idle = json!({ "execution_state": "idle" });
     [(channel, header("debug_reply"), reply), ("iopub", header("status"), idle)]
@@ -266,8 +285,11 @@ mod tests {
             let [reply, idle] = answers.as_slice() else { panic!("a reply and a status: {answers:?}") };
             assert_eq!((reply.msg_type.as_str(), reply.parent_msg_id.as_str(), reply.channel.as_str()), ("debug_reply", "d1", "control"));
             let expected = json!({ "type": "response", "seq": 0, "request_seq": 7, "success": false, "command": "debugInfo",
-                "message": "off (DEBUGGER)", "body": {} });
-            assert_eq!(reply.content, expected, "v1: {v1}");
+                "message": "off (DEBUGGER)" });
+            let mut content = reply.content.clone();
+            let body = content.as_object_mut().and_then(|c| c.remove("body")).expect("a body");
+            assert_eq!(content, expected, "v1: {v1}");
+            assert_eq!((&body["isStarted"], &body["hashMethod"], &body["breakpoints"]), (&json!(false), &json!("Murmur2"), &json!([])));
             assert_eq!((idle.msg_type.as_str(), idle.parent_msg_id.as_str(), idle.channel.as_str()), ("status", "d1", "iopub"));
             assert_eq!(idle.content, json!({ "execution_state": "idle" }));
             for answer in [reply, idle] {
@@ -280,5 +302,8 @@ mod tests {
         assert_eq!(session_of(true, Frame::Binary(&v1_from_kernel)).as_deref(), Some("kernel-session"));
         let legacy_from_kernel = json!({ "channel": "iopub", "header": from_kernel, "parent_header": {}, "metadata": {}, "content": {} });
         assert_eq!(session_of(false, Frame::Text(&legacy_from_kernel.to_string())).as_deref(), Some("kernel-session"));
+        for odd in ["[1]", "5", "{\"header\": [1]}", "{\"header\": {\"session\": 7}}", "not JSON"] {
+            assert_eq!(session_of(false, Frame::Text(odd)), None, "{odd}");
+        }
     }
 }
