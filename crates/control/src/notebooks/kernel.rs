@@ -19,10 +19,11 @@
 //! Fail closed: a frame that cannot be read as Jupyter reads it, an `apply_request` (it runs a
 //! pickled function the audit cannot show), or a record that cannot be written stops the frame
 //! and closes the socket (1008 for the frame, 1011 for the trail). A debug request where the
-//! session's stack does not enable `DEBUGGER` is refused too, but answered (a failed
-//! `debug_reply`) with the socket left open: JupyterLab asks the debugger for its state as a
-//! notebook opens whenever the kernel has one (every kernel does once any stack enables it), and
-//! a closed socket would break the notebook of every session of the other stacks.
+//! session's stack does not enable `DEBUGGER` is refused too, but answered as the kernel would
+//! (a failed `debug_reply`, then `idle`) with the socket left open: JupyterLab asks the
+//! debugger for its state as a notebook opens whenever the kernel has one (every kernel does
+//! once any stack enables it), and a closed socket would break the notebook of every session of
+//! the other stacks.
 //!
 //! The two wire formats of kernel messages are read and written in `wire`.
 

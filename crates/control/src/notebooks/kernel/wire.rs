@@ -48,6 +48,8 @@ fn py_slice(bytes: &[u8], start: u64, end: Option<u64>) -> &[u8] {
     if start >= end { &[] } else { &bytes[start as usize..end as usize] }
 }
 
+/// A browser's frame read as jupyter_server reads it (`v1`: the socket speaks the v1
+/// protocol), or why it cannot be.
 pub(super) fn parse(v1: bool, frame: Frame<'_>) -> Result<Message, String> {
     match (v1, frame) {
         (false, Frame::Text(text)) => legacy(text.as_bytes()),
