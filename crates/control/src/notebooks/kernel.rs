@@ -42,6 +42,9 @@ mod wire;
 pub use wire::{Answer, Frame, v1_frame};
 use wire::{Message, debug_refused, parse, session_of};
 
+/// The session the proxy answers under before the kernel's first frame has named its own.
+const BEFORE_THE_KERNEL_SPOKE: &str = "datasandbox-notebook-proxy";
+
 /// The subprotocol of the binary kernel protocol.
 pub const V1_PROTOCOL: &str = "v1.kernel.websocket.jupyter.org";
 
@@ -80,8 +83,8 @@ pub struct KernelAudit {
     password_asked: Mutex<bool>,
     /// A Jupyter terminal's socket instead of a kernel's: what was typed since the last line.
     terminal: Option<Mutex<String>>,
-    /// The session the kernel's last frame named (empty before its first): what the proxy
-    /// answers for the kernel comes under it.
+    /// The session the kernel's last frame named ([`BEFORE_THE_KERNEL_SPOKE`] before its
+    /// first): what the proxy answers for the kernel comes under it.
     kernel_session: Mutex<String>,
 }
 
@@ -96,7 +99,7 @@ impl KernelAudit {
             pending: Mutex::new((HashSet::new(), VecDeque::new())),
             password_asked: Mutex::new(false),
             terminal: None,
-            kernel_session: Mutex::new(String::new()),
+            kernel_session: Mutex::new(BEFORE_THE_KERNEL_SPOKE.to_owned()),
         }
     }
 
@@ -183,8 +186,7 @@ impl KernelAudit {
             // and the kernel hands the commands it does not know to debugpy.
             "debug_request" if !self.target.debugger => return Ok(self.debugger_off(&message).await),
             "debug_request" => {
-                let command: String = content["command"].as_str().unwrap_or("(none)").chars().take(64).collect();
-                let (parameters, rest) = code_parameters(&format!("debug:{command}"), &content.to_string());
+                let (parameters, rest) = code_parameters(&format!("debug:{}", debug_command(content)), &content.to_string());
                 ("ExecuteCode", parameters, rest)
             }
             // What `input()` read: a password only as its length and hash; anything else (a
@@ -224,11 +226,9 @@ impl KernelAudit {
     /// far as the trail takes it), not sent on, and answered as the kernel would answer.
     async fn debugger_off(&self, request: &Message) -> Passage {
         let why = "the debugger is off for this stack (DEBUGGER)";
-        let command: String = request.content["command"].as_str().unwrap_or("(none)").chars().take(64).collect();
-        let _ = self.refuse_with(why, json!({ "MessageId": request.msg_id, "Command": command })).await;
+        let _ = self.refuse_with(why, json!({ "MessageId": request.msg_id, "Command": debug_command(&request.content) })).await;
         let session = self.kernel_session.lock().expect("session lock").clone();
-        let session = if session.is_empty() { "datasandbox-notebook-proxy" } else { session.as_str() };
-        Passage::Answer(debug_refused(self.v1, request, session, why))
+        Passage::Answer(debug_refused(self.v1, request, &session, why))
     }
 
     /// Keeps an audited execution's message id until its reply joins its record.
@@ -397,6 +397,11 @@ fn truthy(value: &Value) -> bool {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
+}
+
+/// A debug request's command as records name it: 64 characters at most.
+fn debug_command(content: &Value) -> String {
+    content["command"].as_str().unwrap_or("(none)").chars().take(64).collect()
 }
 
 /// A member the client claims, bounded: a short string as it is, anything else as its hash.

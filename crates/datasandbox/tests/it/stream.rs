@@ -86,9 +86,10 @@ impl Rfb {
         request.extend_from_slice(&width.to_be_bytes());
         request.extend_from_slice(&height.to_be_bytes());
         self.send(&request);
-        let header = loop {
+        // A framebuffer update: a padding byte, then how many rectangles follow.
+        let update = loop {
             match self.take(1)[0] {
-                0 => break [vec![0], self.take(3)].concat(),
+                0 => break self.take(3),
                 2 => {}
                 3 => {
                     let cut = self.take(7);
@@ -98,7 +99,7 @@ impl Rfb {
             }
         };
         let mut pixels = Vec::with_capacity(usize::from(width) * usize::from(height) * 4);
-        for _ in 0..u16::from_be_bytes([header[2], header[3]]) {
+        for _ in 0..u16::from_be_bytes([update[1], update[2]]) {
             let rect = self.take(12);
             let (w, h) = (u16::from_be_bytes([rect[4], rect[5]]) as usize, u16::from_be_bytes([rect[6], rect[7]]) as usize);
             assert_eq!(&rect[8..12], &[0, 0, 0, 0], "raw encoding");
