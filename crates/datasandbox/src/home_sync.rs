@@ -148,10 +148,15 @@ async fn watch_remote(sync: &HomeSync) -> tokio::sync::watch::Receiver<u64> {
             let mut input = base.clone();
             input["Token"] = json!(token);
             input["WaitSeconds"] = json!(60);
+            let asked = std::time::Instant::now();
             match api(&endpoint, "storage:WaitForChanges", input).await {
                 Ok(out) => {
                     if out["Changed"] == json!(true) {
                         changed.send_modify(|n| *n += 1);
+                    } else if asked.elapsed() < Duration::from_secs(1) {
+                        // Unchanged, yet answered at once: an endpoint that cannot wait now
+                        // is not asked again and again.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     token = out["Token"].as_str().map(str::to_owned);
                 }

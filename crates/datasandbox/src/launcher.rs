@@ -135,7 +135,8 @@ fn say_refused(text: &str) {
 }
 
 /// The endpoint's long poll on the answers' prefix, until something there changes (or `left`
-/// seconds pass); an endpoint that fails it is asked again after `poll`.
+/// seconds pass); an endpoint that fails it (one that is stopping, say) is asked again after
+/// `poll`, and not before a second has passed.
 async fn wait_for_change(endpoint: &str, answers: &Value, token: &mut Option<Value>, left: u64, poll: Duration) {
     let mut wait = answers.clone();
     wait["Token"] = token.clone().unwrap_or(Value::Null);
@@ -148,7 +149,7 @@ async fn wait_for_change(endpoint: &str, answers: &Value, token: &mut Option<Val
             }
             *token = Some(out["Token"].clone());
         }
-        Err(_) => tokio::time::sleep(poll).await,
+        Err(_) => tokio::time::sleep(poll.max(Duration::from_secs(1))).await,
     }
 }
 

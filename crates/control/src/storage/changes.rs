@@ -11,7 +11,9 @@
 //!
 //! Every committed write or delete on this node wakes the waiters (a watch counter); on a
 //! shared store another node's writes are seen within [`SHARED_STORE_RECHECK`]. The wait ends
-//! early when the server stops or the caller's credential expires. Each wait costs a listing
+//! early when the caller's credential expires, and when the server stops: then, unless the
+//! prefix changed, with a refusal (503) rather than an answer, so that callers wait before
+//! asking again. Each wait costs a listing
 //! of its prefix at every wake: one caller (a principal from one address) may hold
 //! [`WAITS_PER_CALLER`] at once, the server [`WAITS`] (an instance's sync and launcher need
 //! two); more are refused, not queued.
@@ -102,6 +104,9 @@ pub(super) async fn wait_for_changes(ctx: &mut Ctx<'_>, input: Value) -> Result<
     let mut stopping = plane.stopping.subscribe();
     let mut token = digest(plane, &input.bucket, &input.prefix).await?;
     let Some(given) = input.token else { return Ok(json!({ "Token": token, "Changed": false })) };
+    if *stopping.borrow() {
+        return Err(stopping_now());
+    }
     let _waiting = Waiting::begin(&format!("{} from {}", ctx.caller.identity.arn, ctx.source_ip))?;
     let mut deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     if let Some(expires) = ctx.caller.expires {
@@ -122,7 +127,17 @@ pub(super) async fn wait_for_changes(ctx: &mut Ctx<'_>, input: Value) -> Result<
         token = digest(plane, &input.bucket, &input.prefix).await?;
     }
     let changed = token != given;
+    if !changed && *stopping.borrow() {
+        return Err(stopping_now());
+    }
     Ok(json!({ "Token": token, "Changed": changed }))
+}
+
+/// A wait the server cut short, or would, because it is stopping: a refusal, so that the
+/// caller waits before it asks again (an unchanged answer was asked again at once, by every
+/// session, until the server had stopped).
+fn stopping_now() -> ActionError {
+    ActionError::new(503, crate::core::error::ErrorCode::ServiceUnavailable, "the server is stopping: ask again in a few seconds")
 }
 
 /// What is under the prefix, as a token: the SHA-256 of every key and ETag, in key order.

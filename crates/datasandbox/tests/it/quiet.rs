@@ -117,3 +117,25 @@ fn a_caller_holds_at_most_four_waits_and_a_change_ends_them() {
     // Ended, they no longer count.
     assert_eq!(server.ok("storage:WaitForChanges", input)["Token"].as_str().map(str::len), Some(32));
 }
+
+/// A server that stops ends the waits under way, and the sessions' clients do not answer that
+/// with a burst of new ones: each was told to come back later. (They used to be answered
+/// "unchanged" at once, again and again, until their instance ended: dozens of records a
+/// millisecond from every session.)
+#[test]
+fn a_stopping_server_ends_the_waits_without_a_burst_of_new_ones() {
+    let mut server = server(&[]);
+    let cookie = redeem(&server, "stig");
+    let session = active(&server, &cookie, 120);
+    let address = session["NetworkAccessConfiguration"]["EniPrivateIpAddress"].as_str().expect("address").to_owned();
+    // Settled: the sync's long poll is waiting.
+    std::thread::sleep(Duration::from_secs(5));
+    let since = chrono::Utc::now().timestamp_millis();
+    assert!(server.stop().success(), "a clean stop");
+    server.restart(&[]);
+    let stopping: Vec<Value> = records_from(&server, &address).into_iter().filter(|r| millis(r) >= since).collect();
+    let calls: Vec<(&str, &str)> =
+        stopping.iter().map(|r| (r["eventName"].as_str().unwrap_or_default(), r["errorCode"].as_str().unwrap_or("ok"))).collect();
+    eprintln!("the session's records while the server stopped: {calls:?}");
+    assert!(stopping.len() <= 4, "{} records from one session while the server stopped: {calls:?}", stopping.len());
+}
