@@ -52,6 +52,7 @@ fn main() {
             terminals: false,
             service_group: false,
             service_view: None,
+            home_folders: Vec::new(),
         }
     };
     println!("Instance benchmark: {RUNS} create → first process running, then destroy; memory over {IDLE_FOR_MEMORY} idle instances");

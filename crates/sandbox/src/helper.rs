@@ -150,6 +150,20 @@ fn tmpfs(target: &Path, options: &str) -> Result<(), SandboxError> {
         .map_err(|e| setup("mount tmpfs", format!("{}: {e}", target.display())))
 }
 
+/// Makes `folder` (checked: relative, no `..`) in the fresh home directory `home`, each level
+/// the workspace user's.
+fn home_folder(home: &Path, folder: &Path) -> Result<(), SandboxError> {
+    let mut path = home.to_owned();
+    for part in folder.components() {
+        path.push(part);
+        match std::fs::create_dir(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => return Err(setup("make a home folder", err)),
+            _ => chown(&path, Some(WORKSPACE_UID), Some(WORKSPACE_UID)).map_err(|e| setup("make a home folder", e))?,
+        }
+    }
+    Ok(())
+}
+
 /// How read-only binds are mounted: no writes, no set-uid programs, no device nodes.
 const READ_ONLY: MsFlags = MsFlags::MS_RDONLY.union(MsFlags::MS_NOSUID).union(MsFlags::MS_NODEV);
 
@@ -188,6 +202,12 @@ fn mount_root(spec: &InstanceSpec) -> Result<(), SandboxError> {
     tmpfs(&root.join("tmp"), "mode=1777,size=512m")?;
     tmpfs(&root.join("run"), "mode=755,size=16m")?;
     tmpfs(&root.join("home/user"), &format!("mode=700,uid={WORKSPACE_UID},gid={WORKSPACE_UID},size=1g"))?;
+    if let Some(why) = spec.home_folder_refused() {
+        return Err(setup("make a home folder", why));
+    }
+    for folder in &spec.home_folders {
+        home_folder(&root.join("home/user"), folder)?;
+    }
     tmpfs(&root.join("dev"), "mode=755,size=64k")?;
     // No `tty`: `/dev/tty` is "my controlling terminal", and there is none to reach.
     for device in ["null", "zero", "full", "random", "urandom"] {

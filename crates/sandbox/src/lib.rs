@@ -107,6 +107,9 @@ impl Sandbox {
         ids: ids::IdLease,
         link_ready: impl FnOnce(&network::Link) -> Result<T, SandboxError>,
     ) -> Result<(Instance, T), SandboxError> {
+        if let Some(why) = spec.home_folder_refused() {
+            return Err(setup("make a home folder", why));
+        }
         let cgroup = cgroups::Cgroup::create(&spec.id, &spec.limits)?;
         let mut made = Made { cgroup: Some(cgroup), link: None, helper: None };
         match self.create_inner(spec, ids.range(), &mut made, link_ready) {

@@ -41,6 +41,11 @@ pub struct InstanceSpec {
     /// The host makes them writable for the workspace user.
     #[serde(default)]
     pub writable_binds: Vec<(PathBuf, PathBuf)>,
+    /// Folders made in the home directory (`/home/user`, a tmpfs) before the command starts,
+    /// relative to it and the workspace user's: a session's `MyFiles/HomeFolder`, there as
+    /// soon as the session is ACTIVE, before its sync has started.
+    #[serde(default)]
+    pub home_folders: Vec<PathBuf>,
     pub hostname: String,
     pub limits: Limits,
     /// The command run as the workspace user, under the instance's own init.
@@ -79,4 +84,17 @@ pub struct InstanceSpec {
     /// group may read or write.
     #[serde(default)]
     pub service_view: Option<(PathBuf, PathBuf)>,
+}
+
+impl InstanceSpec {
+    /// Why a home folder of the spec cannot be made: one that is not a relative path below the
+    /// home directory (`..`, `/`, `.`, or nothing).
+    pub(crate) fn home_folder_refused(&self) -> Option<String> {
+        use std::path::Component;
+        let outside = |folder: &PathBuf| folder.as_os_str().is_empty() || folder.components().any(|c| !matches!(c, Component::Normal(_)));
+        self.home_folders
+            .iter()
+            .find(|folder| outside(folder))
+            .map(|folder| format!("{} is not a path inside the home directory", folder.display()))
+    }
 }

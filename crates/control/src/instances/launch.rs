@@ -19,6 +19,9 @@ use super::repo;
 use super::state::{Instances, Live, lease_ids};
 use super::{dataset_mount, datasets};
 
+/// A session's home folder, under the workspace user's home directory (`DS_HOME_FOLDER`).
+const HOME_FOLDER: &str = "MyFiles/HomeFolder";
+
 /// What an instance is started for.
 pub(crate) struct Launch {
     pub image_name: String,
@@ -117,7 +120,7 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         ("DS_INSTANCE_ID".to_owned(), id.clone()),
         ("DS_INSTANCE_TYPE".to_owned(), type_name.clone()),
         ("DS_ENDPOINT".to_owned(), endpoint),
-        ("DS_HOME_FOLDER".to_owned(), "/home/user/MyFiles/HomeFolder".to_owned()),
+        ("DS_HOME_FOLDER".to_owned(), format!("/home/user/{HOME_FOLDER}")),
     ];
     env.extend(launch.program.iter().flat_map(|p| p.env.iter().cloned()));
     let mut files = vec![("credential".to_owned(), credential.clone().into_bytes())];
@@ -155,6 +158,8 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
         terminals: program.is_some_and(|p| p.terminals),
         service_group: program.is_some_and(|p| p.service_group),
         service_view: program.and_then(|p| p.service_view.clone()),
+        // A session's: the folder is there once the session is ACTIVE (its sync fills it).
+        home_folders: if program.is_none() { vec![HOME_FOLDER.into()] } else { Vec::new() },
     };
     let (instance, listener) = bring_up(instances, &sandbox, spec, ids, mounted.as_deref()).await?;
     repo::mark_running(plane, &id, i64::from(instance.init_pid)).await?;

@@ -53,6 +53,8 @@ fn my_files_obey_the_stacks_file_settings() {
     let (alice, alice_session) = active(&server, "alice");
     let session = alice_session.clone();
     let (id, instance) = (session["SessionId"].as_str().expect("id"), session["InstanceId"].as_str().expect("instance"));
+    // There as soon as the session is ACTIVE, before its sync has started.
+    assert_eq!(inside(&server, instance, "stat -c '%u %F' /home/user/MyFiles/HomeFolder"), "1000 directory\n");
 
     let uploaded = request(&server, "PUT", "/session/files/notes/plan.txt", &alice, b"draft plan");
     assert_eq!(uploaded.status, 200, "{}", String::from_utf8_lossy(&uploaded.body));

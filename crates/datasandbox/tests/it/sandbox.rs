@@ -49,6 +49,7 @@ impl Fixture {
             terminals: false,
             service_group: false,
             service_view: None,
+            home_folders: Vec::new(),
         }
     }
 
@@ -226,6 +227,34 @@ fn teardown_leaves_nothing_behind() {
         for cgroup in cgroups {
             assert!(!cgroup.exists(), "cgroup {} of {id} is left", cgroup.display());
         }
+    }
+}
+
+/// The home folders a spec names are there, the workspace user's, when the command starts; one
+/// that would lie outside the home directory is refused, and nothing of the instance is left.
+#[test]
+fn home_folders_are_made_before_the_command_starts() {
+    let mut fixture = Fixture::new();
+    let look = "stat -c '%u %a %F' /home/user/MyFiles /home/user/MyFiles/HomeFolder > /home/user/seen 2>&1; exec sleep 3600";
+    let mut spec = fixture.spec(&["/bin/bash", "-c", look], Limits { vcpus: 1, memory_bytes: 256 << 20, pids: 128 });
+    spec.home_folders = vec!["MyFiles/HomeFolder".into()];
+    let instance = fixture.sandbox.create(&spec).expect("create the instance");
+    let seen = (0..100)
+        .find_map(|_| {
+            let (code, seen) = fixture.sh(&instance, "cat /home/user/seen");
+            std::thread::sleep(Duration::from_millis(50));
+            (code == 0 && seen.lines().count() == 2).then_some(seen)
+        })
+        .expect("the command wrote what it saw");
+    assert_eq!(seen, "1000 755 directory\n1000 755 directory\n");
+    fixture.sandbox.destroy(instance).expect("destroy");
+
+    for outside in ["../escape", "/etc/escape", "MyFiles/../../escape"] {
+        let mut spec = fixture.spec(IDLE, Limits { vcpus: 1, memory_bytes: 256 << 20, pids: 128 });
+        spec.home_folders = vec![outside.into()];
+        let err = fixture.sandbox.create(&spec).map(|i| i.id.clone()).expect_err(outside);
+        assert!(err.to_string().contains("is not a path inside the home directory"), "{outside}: {err}");
+        assert!(!sandbox::network::leftover_links().contains(&spec.link.host_interface), "{outside}: its link is left");
     }
 }
 
