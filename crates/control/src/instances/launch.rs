@@ -116,18 +116,8 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
     // The row comes first, so that a crash from here on leaves something to reconcile.
     let link = record_pending(instances, &id, &launch, &credential).await?;
     let endpoint = format!("http://{}:{}", link.host_address, plane.spec.endpoint_port);
-    let mut env = vec![
-        ("DS_INSTANCE_ID".to_owned(), id.clone()),
-        ("DS_INSTANCE_TYPE".to_owned(), type_name.clone()),
-        ("DS_ENDPOINT".to_owned(), endpoint),
-        ("DS_HOME_FOLDER".to_owned(), format!("/home/user/{HOME_FOLDER}")),
-    ];
-    env.extend(launch.program.iter().flat_map(|p| p.env.iter().cloned()));
-    let mut files = vec![("credential".to_owned(), credential.clone().into_bytes())];
-    if let Some(assignment) = assignment {
-        files.push(("session.env".to_owned(), assignment.env_file()));
-    }
-    files.extend(launch.program.iter().flat_map(|p| p.files.iter().cloned()));
+    let (env, files) =
+        env_and_files(&launch, [("DS_INSTANCE_ID", id.clone()), ("DS_INSTANCE_TYPE", type_name), ("DS_ENDPOINT", endpoint)], &credential);
     // A session's instance shows its user's datasets through a mount of its own, started first
     // (its `/data` binds it); a program's (a notebook server's) shows none.
     let dataset_mount = launch.program.is_none() && !plane.current().datasets.is_empty();
@@ -173,6 +163,24 @@ pub(crate) async fn launch_instance(instances: &Instances, mut launch: Launch) -
     let mut instance = repo::find(plane, &id).await?.to_json();
     instance["Datasets"] = json!(mounted);
     Ok(instance)
+}
+
+/// Named values: an instance's environment variables, or its files.
+type Pairs<T> = Vec<(String, T)>;
+
+/// The instance's environment (`given`, then where its home folder is, then its program's) and
+/// the files placed in its `/run/datasandbox/`: its credential, its session's variables, its
+/// program's.
+fn env_and_files(launch: &Launch, given: [(&str, String); 3], credential: &str) -> (Pairs<String>, Pairs<Vec<u8>>) {
+    let mut env: Vec<(String, String)> = given.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+    env.push(("DS_HOME_FOLDER".to_owned(), format!("/home/user/{HOME_FOLDER}")));
+    env.extend(launch.program.iter().flat_map(|p| p.env.iter().cloned()));
+    let mut files = vec![("credential".to_owned(), credential.as_bytes().to_vec())];
+    if let Some(assignment) = &launch.assignment {
+        files.push(("session.env".to_owned(), assignment.env_file()));
+    }
+    files.extend(launch.program.iter().flat_map(|p| p.files.iter().cloned()));
+    (env, files)
 }
 
 /// Starts the instance's dataset mount on its `data` directory; a failure marks it FAILED.
