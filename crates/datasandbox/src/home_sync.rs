@@ -136,8 +136,8 @@ pub async fn run() -> std::process::ExitCode {
 
 /// Starts the long poll on the session's prefix and returns what it signals on: a change
 /// under the prefix. Its first token is taken before the first listing, so that no change
-/// falls between the two. A failed poll is signalled too (the next round lists), then tried
-/// again a few seconds later.
+/// falls between the two. A failed poll is signalled too (the next round lists), unless the
+/// server refused it as it stops, then tried again a few seconds later.
 async fn watch_remote(sync: &HomeSync) -> tokio::sync::watch::Receiver<u64> {
     let (changed, receiver) = tokio::sync::watch::channel(0u64);
     let (endpoint, base) = (sync.endpoint.clone(), json!({ "Bucket": sync.bucket, "Prefix": sync.prefix }));
@@ -162,7 +162,11 @@ async fn watch_remote(sync: &HomeSync) -> tokio::sync::watch::Receiver<u64> {
                 }
                 Err(err) => {
                     eprintln!("home-sync: waiting for changes: {err}");
-                    changed.send_modify(|n| *n += 1);
+                    // A stopping server's refusal is no news; any other failure may hide a
+                    // change, so the next round lists.
+                    if !err.contains("\"ServiceUnavailable\"") {
+                        changed.send_modify(|n| *n += 1);
+                    }
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }

@@ -232,18 +232,7 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
             // waits for its record.
             // (A clone of the frame shares its bytes.)
             let heard = audit.map(|_| message.clone());
-            match (audit, &message) {
-                (Some(audit), tungstenite::Message::Text(text)) => audit.before_browser(control::KernelFrame::Text(text.as_str())),
-                (Some(audit), tungstenite::Message::Binary(bytes)) => audit.before_browser(control::KernelFrame::Binary(bytes)),
-                _ => {}
-            }
-            let forwarded = match message {
-                tungstenite::Message::Text(text) => Message::Text(text.as_str().into()),
-                tungstenite::Message::Binary(bytes) => Message::Binary(bytes),
-                tungstenite::Message::Ping(bytes) => Message::Ping(bytes),
-                tungstenite::Message::Pong(bytes) => Message::Pong(bytes),
-                tungstenite::Message::Close(_) | tungstenite::Message::Frame(_) => break,
-            };
+            let Some(forwarded) = for_browser(audit, message) else { break };
             if to_browser.lock().await.send(forwarded).await.is_err() {
                 break;
             }
@@ -266,6 +255,24 @@ async fn pass_frames(browser: WebSocket, upstream: tokio_tungstenite::WebSocketS
     }
 }
 
+/// A kernel's frame as the browser gets it: as it came, or as the audit says it instead;
+/// `None` for a close.
+fn for_browser(audit: Option<&control::KernelAudit>, message: tungstenite::Message) -> Option<Message> {
+    let instead = match (audit, &message) {
+        (Some(audit), tungstenite::Message::Text(text)) => audit.before_browser(control::KernelFrame::Text(text.as_str())),
+        (Some(audit), tungstenite::Message::Binary(bytes)) => audit.before_browser(control::KernelFrame::Binary(bytes)),
+        _ => None,
+    };
+    Some(match (instead, message) {
+        (Some(instead), _) => answered(instead),
+        (None, tungstenite::Message::Text(text)) => Message::Text(text.as_str().into()),
+        (None, tungstenite::Message::Binary(bytes)) => Message::Binary(bytes),
+        (None, tungstenite::Message::Ping(bytes)) => Message::Ping(bytes),
+        (None, tungstenite::Message::Pong(bytes)) => Message::Pong(bytes),
+        (None, tungstenite::Message::Close(_) | tungstenite::Message::Frame(_)) => return None,
+    })
+}
+
 /// What the audit makes of a browser's frame: a frame that carries no message passes.
 async fn judged(audit: &control::KernelAudit, message: &Message) -> Result<control::KernelPassage, control::KernelRefusal> {
     let frame = match message {
@@ -274,6 +281,28 @@ async fn judged(audit: &control::KernelAudit, message: &Message) -> Result<contr
         _ => return Ok(control::KernelPassage::Forward),
     };
     audit.from_browser(frame).await
+}
+
+/// Jupyter's kernel specs (`api/kernelspecs`, or one spec) said again with no debugger
+/// (`metadata.debugger: false`), everything else as it came; `None` where none said it had
+/// one, or the body is no such thing.
+pub(crate) fn specs_without_debugger(body: &[u8]) -> Option<Vec<u8>> {
+    let mut listing: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let specs: Vec<&mut serde_json::Value> = if listing.get("kernelspecs").is_some() {
+        listing.get_mut("kernelspecs")?.as_object_mut()?.values_mut().collect()
+    } else {
+        vec![&mut listing]
+    };
+    let mut said = false;
+    for spec in specs {
+        if let Some(debugger) = spec.get_mut("spec").and_then(|s| s.get_mut("metadata")).and_then(|m| m.get_mut("debugger"))
+            && *debugger == serde_json::Value::Bool(true)
+        {
+            *debugger = serde_json::Value::Bool(false);
+            said = true;
+        }
+    }
+    said.then(|| listing.to_string().into_bytes())
 }
 
 /// The audit's answer to a browser's frame, as a frame for the browser.
@@ -286,6 +315,35 @@ fn answered(answer: control::KernelAnswer) -> Message {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
+    /// Every spec of a listing, or the one asked for, says it has no debugger; the rest is as it
+    /// came, and what says none or is no listing is left alone.
+    #[test]
+    fn kernel_specs_are_said_again_without_the_debugger() {
+        let spec = |debugger: bool| {
+            json!({ "name": "python3", "spec": { "argv": ["python"], "display_name": "Python 3",
+            "language": "python", "metadata": { "debugger": debugger } }, "resources": { "logo-svg": "/kernelspecs/python3/logo-svg.svg" } })
+        };
+        let listing = json!({ "default": "python3", "kernelspecs": { "python3": spec(true), "other": spec(true) } });
+        let said: Value =
+            serde_json::from_slice(&super::specs_without_debugger(listing.to_string().as_bytes()).expect("rewritten")).expect("JSON");
+        assert_eq!(said, json!({ "default": "python3", "kernelspecs": { "python3": spec(false), "other": spec(false) } }));
+        let one: Value =
+            serde_json::from_slice(&super::specs_without_debugger(spec(true).to_string().as_bytes()).expect("rewritten")).expect("JSON");
+        assert_eq!(one, spec(false));
+        for body in [
+            spec(false).to_string(),
+            json!({ "kernelspecs": [1] }).to_string(),
+            "[1]".into(),
+            "5".into(),
+            "not JSON".into(),
+            json!({ "spec": { "metadata": [true] } }).to_string(),
+        ] {
+            assert!(super::specs_without_debugger(body.as_bytes()).is_none(), "{body}");
+        }
+    }
+
     /// Finding of the attack review: the proxy judged a once-decoded path and sent it on to be
     /// decoded again, so `%2566iles/` passed the FILE_DOWNLOAD check and reached `files/`.
     #[test]

@@ -430,7 +430,27 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         }
         return Response::from_parts(parts, Body::from(bytes));
     }
+    if rest.starts_with("api/kernelspecs") && !target.debugger && method == Method::GET {
+        return specs_without_debugger(response).await;
+    }
     response
+}
+
+/// Jupyter's kernel specs, for a session whose stack does not enable `DEBUGGER`: JupyterLab
+/// offers its debugger for a kernel whose spec says it has one, which every spec says once
+/// any stack enables it.
+async fn specs_without_debugger(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, judge::INSPECT_LIMIT).await else {
+        return (StatusCode::BAD_GATEWAY, error_body("BadGateway", "the notebook's kernel specs could not be read")).into_response();
+    };
+    match crate::jupyter::specs_without_debugger(&bytes) {
+        Some(said) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(said))
+        }
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
 }
 
 /// A WebSocket to the notebook (`path`: its name, the path as it came and as judged, and the

@@ -156,7 +156,7 @@ fn home_folder(home: &Path, folder: &Path) -> Result<(), SandboxError> {
     let mut path = home.to_owned();
     for part in folder.components() {
         path.push(part);
-        match std::fs::create_dir(&path) {
+        match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o755).create(&path) {
             Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => return Err(setup("make a home folder", err)),
             _ => chown(&path, Some(WORKSPACE_UID), Some(WORKSPACE_UID)).map_err(|e| setup("make a home folder", e))?,
         }

@@ -40,7 +40,7 @@ use crate::core::platform::ServiceEvent;
 
 mod wire;
 pub use wire::{Answer, Frame, v1_frame};
-use wire::{Message, debug_refused, parse, session_of};
+use wire::{Message, debug_refused, parse, session_of, without_debugger};
 
 /// The session the proxy answers under before the kernel's first frame has named its own.
 const BEFORE_THE_KERNEL_SPOKE: &str = "datasandbox-notebook-proxy";
@@ -244,29 +244,35 @@ impl KernelAudit {
     }
 
     /// A frame from the kernel, before the browser has it: the session it names, and whether
-    /// the answer an `input_request` waits for is a password.
-    pub fn before_browser(&self, frame: Frame<'_>) {
+    /// the answer an `input_request` waits for is a password. What the browser gets instead,
+    /// if anything: where the session's stack does not enable `DEBUGGER`, a kernel that says
+    /// it has a debugger (every kernel does once a stack enables it) is said to have none, so
+    /// that JupyterLab offers no debugger it would be refused.
+    pub fn before_browser(&self, frame: Frame<'_>) -> Option<Answer> {
         if self.terminal.is_some() {
-            return;
-        }
-        // Only a session whose debug requests are answered needs it.
-        if !self.target.debugger
-            && let Some(session) = session_of(self.v1, frame)
-        {
-            *self.kernel_session.lock().expect("session lock") = session;
+            return None;
         }
         let bytes = match frame {
             Frame::Text(text) => text.as_bytes(),
             Frame::Binary(bytes) => bytes,
         };
-        if memchr::memmem::find(bytes, b"input_request").is_none() {
-            return;
+        // Only a session whose debug requests are answered needs it.
+        let mut instead = None;
+        if !self.target.debugger {
+            if let Some(session) = session_of(self.v1, frame) {
+                *self.kernel_session.lock().expect("session lock") = session;
+            }
+            if memchr::memmem::find(bytes, b"kernel_info_reply").is_some() {
+                instead = without_debugger(self.v1, frame);
+            }
         }
-        if let Ok(message) = parse(self.v1, frame)
+        if memchr::memmem::find(bytes, b"input_request").is_some()
+            && let Ok(message) = parse(self.v1, frame)
             && message.msg_type == "input_request"
         {
             *self.password_asked.lock().expect("password lock") = truthy(&message.content["password"]);
         }
+        instead
     }
 
     /// A frame from the kernel: the reply to an audited execution joins its record.

@@ -13,7 +13,8 @@
 //! shared store another node's writes are seen within [`SHARED_STORE_RECHECK`]. The wait ends
 //! early when the caller's credential expires, and when the server stops: then, unless the
 //! prefix changed, with a refusal (503) rather than an answer, so that callers wait before
-//! asking again. Each wait costs a listing
+//! asking again; a stopping server refuses a new wait too (a call without a token, which
+//! waits for nothing, is still answered). Each wait costs a listing
 //! of its prefix at every wake: one caller (a principal from one address) may hold
 //! [`WAITS_PER_CALLER`] at once, the server [`WAITS`] (an instance's sync and launcher need
 //! two); more are refused, not queued.
@@ -102,11 +103,11 @@ pub(super) async fn wait_for_changes(ctx: &mut Ctx<'_>, input: Value) -> Result<
     let plane = ctx.platform;
     let mut changes = plane.object_changes.subscribe();
     let mut stopping = plane.stopping.subscribe();
-    let mut token = digest(plane, &input.bucket, &input.prefix).await?;
-    let Some(given) = input.token else { return Ok(json!({ "Token": token, "Changed": false })) };
-    if *stopping.borrow() {
+    if input.token.is_some() && *stopping.borrow() {
         return Err(stopping_now());
     }
+    let mut token = digest(plane, &input.bucket, &input.prefix).await?;
+    let Some(given) = input.token else { return Ok(json!({ "Token": token, "Changed": false })) };
     let _waiting = Waiting::begin(&format!("{} from {}", ctx.caller.identity.arn, ctx.source_ip))?;
     let mut deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     if let Some(expires) = ctx.caller.expires {

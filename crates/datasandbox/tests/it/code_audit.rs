@@ -162,7 +162,10 @@ fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joi
     let all = all.stdout.as_str().map_or_else(|| all.stdout.to_string(), str::to_owned);
     assert!(!all.contains(" ×") && all.lines().count() > text.lines().count(), "{all}");
 
-    // The stack enables the debugger: it starts. Every debugger request is recorded whole
+    // The stack enables the debugger: the kernel and its spec say it has one, as they came.
+    assert_eq!(kernel_info(&kernel)["content"]["supported_features"], json!(["kernel subshells", "debugger"]));
+    assert_eq!(spec_says_debugger(&kernel), [json!(true), json!(true)]);
+    // It starts. Every debugger request is recorded whole
     // (several carry code); one whose content is a string (which the kernel would decode into
     // the request) is refused.
     debugger_starts(&kernel);
@@ -393,6 +396,65 @@ fn the_users_code_reaches_no_connection_file_no_kernel_port_and_not_the_server()
     let line = "echo door-$(id -G | tr ' ' +)-$(cat /run/datasandbox/jupyter-token /run/jupyter/runtime/*.json 2>/dev/null | wc -c)-end\r";
     let seen = type_in_terminal(&nora, line, |seen| seen.contains("-end") && seen.contains("door-1")).1;
     assert!(seen.contains("door-1000-0-end"), "the terminal's shell: {seen}");
+}
+
+/// Where one stack enables the debugger, every kernel has one (the notebook server starts
+/// them all alike) and says so; a session of another stack is told its kernel has none, in
+/// either protocol, so that JupyterLab does not offer a debugger the proxy would refuse.
+#[test]
+fn a_kernel_is_said_to_have_no_debugger_where_the_sessions_stack_does_not_enable_it() {
+    let server = direct_notebook_server(&[
+        "stacks.debugging-stack.user_settings.DEBUGGER=ENABLED",
+        "stacks.debugging-stack.user_settings.FILE_DOWNLOAD=ENABLED",
+    ]);
+    let kernel = kernel(&server);
+    let has =
+        execute(&kernel.at, &kernel.base, &kernel.cookie, &kernel.id, "__import__('ipykernel.debugger').debugger._is_debugpy_available");
+    assert_eq!(has, "True", "the kernel was expected to have the debugger another stack enables");
+    let said = kernel_info(&kernel);
+    assert_eq!(
+        (&said["content"]["status"], &said["content"]["supported_features"]),
+        (&json!("ok"), &json!(["kernel subshells"])),
+        "{said}"
+    );
+    assert_eq!(said["content"]["implementation"], "ipython", "the rest of the reply as it came: {said}");
+    // JupyterLab 4 reads it from the kernel's spec.
+    assert_eq!(spec_says_debugger(&kernel), [json!(false), json!(false)]);
+
+    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, Some(control::V1_PROTOCOL), Duration::from_secs(30)).expect("ws");
+    let request = kernel_info_request("v1-info");
+    let frame = control::v1_frame("shell", [&request["header"], &request["parent_header"], &request["metadata"], &request["content"]]);
+    socket.send(tungstenite::Message::Binary(frame.into())).expect("send");
+    let content = loop {
+        let frame = match socket.read() {
+            Ok(tungstenite::Message::Binary(frame)) => frame,
+            Ok(_) => continue,
+            Err(err) => panic!("the kernel's channel ended before the reply: {err}"),
+        };
+        let parts = v1_parts(&frame);
+        let header: Value = serde_json::from_slice(parts[1]).expect("header");
+        let parent: Value = serde_json::from_slice(parts[2]).expect("parent");
+        if header["msg_type"] == "kernel_info_reply" && parent["msg_id"] == "v1-info" {
+            break serde_json::from_slice::<Value>(parts[4]).expect("content");
+        }
+    };
+    assert_eq!((&content["status"], &content["supported_features"]), (&json!("ok"), &json!(["kernel subshells"])), "{content}");
+}
+
+/// What the kernel specs the browser gets say of the debugger: in the listing, and alone.
+fn spec_says_debugger(kernel: &Kernel) -> [Value; 2] {
+    let listing = crate::notebooks::get(&kernel.at, &format!("{}api/kernelspecs", kernel.base), &kernel.cookie).json();
+    let alone = crate::notebooks::get(&kernel.at, &format!("{}api/kernelspecs/python3", kernel.base), &kernel.cookie).json();
+    [listing["kernelspecs"]["python3"]["spec"]["metadata"]["debugger"].clone(), alone["spec"]["metadata"]["debugger"].clone()]
+}
+
+/// The kernel's `kernel_info_reply`, as the browser gets it over the legacy protocol.
+fn kernel_info(kernel: &Kernel) -> Value {
+    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("kernel WebSocket");
+    socket.send(tungstenite::Message::Text(kernel_info_request("info").to_string().into())).expect("send");
+    reply_to(&mut socket, "info", "kernel_info_reply")
 }
 
 /// Opens a terminal in the kernel's notebook, types `line` and reads its output until `done`

@@ -53,8 +53,12 @@ fn my_files_obey_the_stacks_file_settings() {
     let (alice, alice_session) = active(&server, "alice");
     let session = alice_session.clone();
     let (id, instance) = (session["SessionId"].as_str().expect("id"), session["InstanceId"].as_str().expect("instance"));
-    // There as soon as the session is ACTIVE, before its sync has started.
-    assert_eq!(inside(&server, instance, "stat -c '%u %F' /home/user/MyFiles/HomeFolder"), "1000 directory\n");
+    // The home folder is the sandbox's, made before the instance's files were placed (and so
+    // before its sync started): there as soon as the session is ACTIVE.
+    let stat = |format: &str, path: &str| inside(&server, instance, &format!("stat -c '{format}' {path}"));
+    assert_eq!(stat("%u %F", "/home/user/MyFiles/HomeFolder"), "1000 directory\n");
+    let (made, placed) = (stat("%z", "/home/user/MyFiles/HomeFolder"), stat("%z", "/run/datasandbox/credential"));
+    assert!(made <= placed, "the folder was made at {made}, after the instance's files ({placed})");
 
     let uploaded = request(&server, "PUT", "/session/files/notes/plan.txt", &alice, b"draft plan");
     assert_eq!(uploaded.status, 200, "{}", String::from_utf8_lossy(&uploaded.body));

@@ -138,4 +138,5 @@ fn a_stopping_server_ends_the_waits_without_a_burst_of_new_ones() {
         stopping.iter().map(|r| (r["eventName"].as_str().unwrap_or_default(), r["errorCode"].as_str().unwrap_or("ok"))).collect();
     eprintln!("the session's records while the server stopped: {calls:?}");
     assert!(stopping.len() <= 4, "{} records from one session while the server stopped: {calls:?}", stopping.len());
+    assert!(calls.contains(&("WaitForChanges", "ServiceUnavailable")), "the wait under way was not refused: {calls:?}");
 }

@@ -204,20 +204,79 @@ pub(super) fn debug_refused(v1: bool, request: &Message, session: &str, why: &st
 
 /// A message in the v1 wire format (for the tests and the benchmark's client).
 pub fn v1_frame(channel: &str, parts: [&Value; 4]) -> Vec<u8> {
-    let mut bodies: Vec<Vec<u8>> = vec![channel.as_bytes().to_vec()];
-    bodies.extend(parts.iter().map(|p| p.to_string().into_bytes()));
+    let bodies: Vec<Vec<u8>> = parts.iter().map(|p| p.to_string().into_bytes()).collect();
+    let mut all: Vec<&[u8]> = vec![channel.as_bytes()];
+    all.extend(bodies.iter().map(Vec::as_slice));
+    v1_frame_of(&all)
+}
+
+/// A v1 frame of these parts, as they are.
+fn v1_frame_of(bodies: &[&[u8]]) -> Vec<u8> {
     let count = bodies.len() as u64 + 1;
     let mut frame = count.to_le_bytes().to_vec();
     let mut at = 8 * (count + 1);
-    for body in &bodies {
+    for body in bodies {
         frame.extend_from_slice(&at.to_le_bytes());
         at += body.len() as u64;
     }
     frame.extend_from_slice(&at.to_le_bytes());
     for body in bodies {
-        frame.extend_from_slice(&body);
+        frame.extend_from_slice(body);
     }
     frame
+}
+
+/// A kernel's `kernel_info_reply` that says the kernel has a debugger, said again without it
+/// (`debugger: false`, and no `debugger` among its `supported_features`, as protocol 5.4
+/// says it), everything else as it came; `None` for any other frame. Jupyter's clients offer
+/// a debugger only to a kernel that says it has one.
+pub(super) fn without_debugger(v1: bool, frame: Frame<'_>) -> Option<Answer> {
+    /// A header's message type, and nothing else of it.
+    #[derive(serde::Deserialize)]
+    struct Header {
+        msg_type: String,
+    }
+    /// Takes the debugger out of the content; `None` where it said none.
+    fn unsay(content: &mut Value) -> Option<()> {
+        let content = content.as_object_mut()?;
+        let mut said = false;
+        if let Some(debugger) = content.get_mut("debugger")
+            && *debugger == Value::Bool(true)
+        {
+            *debugger = Value::Bool(false);
+            said = true;
+        }
+        if let Some(Value::Array(features)) = content.get_mut("supported_features") {
+            let before = features.len();
+            features.retain(|feature| feature != "debugger");
+            said |= features.len() != before;
+        }
+        said.then_some(())
+    }
+    match (v1, frame) {
+        (true, Frame::Binary(bytes)) => {
+            let parts = v1_parts(bytes).ok()?;
+            if serde_json::from_slice::<Header>(parts.get(1)?).ok()?.msg_type != "kernel_info_reply" {
+                return None;
+            }
+            let mut content: Value = serde_json::from_slice(parts.get(4)?).ok()?;
+            unsay(&mut content)?;
+            let content = content.to_string().into_bytes();
+            let mut rewritten = parts.clone();
+            rewritten[4] = &content;
+            Some(Answer::Binary(v1_frame_of(&rewritten)))
+        }
+        (false, Frame::Text(text)) => {
+            let mut message: Value = serde_json::from_str(text).ok()?;
+            if message.get("header")?.get("msg_type")? != "kernel_info_reply" {
+                return None;
+            }
+            unsay(message.get_mut("content")?)?;
+            Some(Answer::Text(message.to_string()))
+        }
+        // A legacy binary frame carries buffers, which a kernel_info_reply has none of.
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -307,5 +366,57 @@ mod tests {
         for odd in ["[1]", "5", "{\"header\": [1]}", "{\"header\": {\"session\": 7}}", "not JSON"] {
             assert_eq!(session_of(false, Frame::Text(odd)), None, "{odd}");
         }
+    }
+
+    /// A kernel that says it has a debugger is said to have none, in either wire format, with
+    /// everything else as it came (a v1 frame's buffers too); any other frame is left alone.
+    #[test]
+    fn a_kernel_info_reply_is_said_again_without_the_debugger() {
+        let header = json!({ "msg_id": "r1", "msg_type": "kernel_info_reply", "session": "k", "username": "u", "version": "5.3" });
+        let parent = json!({ "msg_id": "q1", "msg_type": "kernel_info_request" });
+        let content = json!({ "status": "ok", "implementation": "ipython", "debugger": true, "help_links": [],
+            "supported_features": ["kernel subshells", "debugger"] });
+        let v1 = v1_frame("shell", [&header, &parent, &json!({ "m": 1 }), &content]);
+        let mut with_buffer = v1_parts(&v1).expect("parts");
+        with_buffer.push(b"a buffer");
+        let with_buffer = v1_frame_of(&with_buffer);
+        let Some(Answer::Binary(said)) = without_debugger(true, Frame::Binary(&with_buffer)) else { panic!("a v1 frame") };
+        let parts = v1_parts(&said).expect("parts");
+        let original = v1_parts(&with_buffer).expect("parts");
+        assert_eq!(
+            serde_json::from_slice::<Value>(parts[4]).expect("content"),
+            json!({ "status": "ok", "implementation": "ipython", "debugger": false, "help_links": [],
+                "supported_features": ["kernel subshells"] })
+        );
+        for at in [0, 1, 2, 3, 5] {
+            assert_eq!(parts[at], original[at], "part {at}");
+        }
+        let legacy = json!({ "channel": "shell", "header": header, "parent_header": parent, "metadata": {}, "content": content });
+        let Some(Answer::Text(said)) = without_debugger(false, Frame::Text(&legacy.to_string())) else { panic!("a text frame") };
+        let mut expected = legacy.clone();
+        expected["content"]["debugger"] = json!(false);
+        expected["content"]["supported_features"] = json!(["kernel subshells"]);
+        assert_eq!(serde_json::from_str::<Value>(&said).expect("JSON"), expected);
+        // Protocol 5.4 says it among the features alone.
+        let mut features_only = legacy.clone();
+        features_only["content"].as_object_mut().expect("content").remove("debugger");
+        let Some(Answer::Text(said)) = without_debugger(false, Frame::Text(&features_only.to_string())) else { panic!("5.4") };
+        assert_eq!(serde_json::from_str::<Value>(&said).expect("JSON")["content"]["supported_features"], json!(["kernel subshells"]));
+
+        // Left alone: a kernel without a debugger, another message, and what cannot be read.
+        let mut without = legacy.clone();
+        without["content"]["debugger"] = json!(false);
+        without["content"]["supported_features"] = json!(["kernel subshells"]);
+        let mut other = legacy.clone();
+        other["header"]["msg_type"] = json!("execute_reply");
+        for frame in [without, other] {
+            assert!(without_debugger(false, Frame::Text(&frame.to_string())).is_none(), "{frame}");
+        }
+        for odd in ["[1]", "5", "{\"header\": [1]}", "{\"header\": {\"msg_type\": \"kernel_info_reply\"}, \"content\": [true]}", "not JSON"]
+        {
+            assert!(without_debugger(false, Frame::Text(odd)).is_none(), "{odd}");
+        }
+        assert!(without_debugger(true, Frame::Binary(&v1[..20])).is_none());
+        assert!(without_debugger(true, Frame::Text("{}")).is_none());
     }
 }
