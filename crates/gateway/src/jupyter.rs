@@ -284,8 +284,9 @@ async fn judged(audit: &control::KernelAudit, message: &Message) -> Result<contr
 }
 
 /// Jupyter's kernel specs (`api/kernelspecs`, or one spec) said again with no debugger
-/// (`metadata.debugger: false`), everything else as it came; `None` where none said it had
-/// one, or the body is no such thing.
+/// (`metadata.debugger: false`, whatever it said: a client takes any truthy value for yes),
+/// everything else as it came; `None` where none said it had one, or the body is no such
+/// thing.
 pub(crate) fn specs_without_debugger(body: &[u8]) -> Option<Vec<u8>> {
     let mut listing: serde_json::Value = serde_json::from_slice(body).ok()?;
     let specs: Vec<&mut serde_json::Value> = if listing.get("kernelspecs").is_some() {
@@ -296,7 +297,7 @@ pub(crate) fn specs_without_debugger(body: &[u8]) -> Option<Vec<u8>> {
     let mut said = false;
     for spec in specs {
         if let Some(debugger) = spec.get_mut("spec").and_then(|s| s.get_mut("metadata")).and_then(|m| m.get_mut("debugger"))
-            && *debugger == serde_json::Value::Bool(true)
+            && *debugger != serde_json::Value::Bool(false)
         {
             *debugger = serde_json::Value::Bool(false);
             said = true;
@@ -332,6 +333,15 @@ mod tests {
         let one: Value =
             serde_json::from_slice(&super::specs_without_debugger(spec(true).to_string().as_bytes()).expect("rewritten")).expect("JSON");
         assert_eq!(one, spec(false));
+        let mixed = json!({ "default": "python3", "kernelspecs": { "python3": spec(false), "other": spec(true) } });
+        let said: Value =
+            serde_json::from_slice(&super::specs_without_debugger(mixed.to_string().as_bytes()).expect("rewritten")).expect("JSON");
+        assert_eq!(said, json!({ "default": "python3", "kernelspecs": { "python3": spec(false), "other": spec(false) } }));
+        let mut truthy = spec(true);
+        truthy["spec"]["metadata"]["debugger"] = json!("yes");
+        let said: Value =
+            serde_json::from_slice(&super::specs_without_debugger(truthy.to_string().as_bytes()).expect("rewritten")).expect("JSON");
+        assert_eq!(said, spec(false));
         for body in [
             spec(false).to_string(),
             json!({ "kernelspecs": [1] }).to_string(),

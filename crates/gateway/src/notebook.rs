@@ -291,6 +291,11 @@ fn refused_route(target: &NotebookTarget, rest: &str, query: &str) -> Option<&'s
     if rest.split('/').any(|segment| segment == "..") || rest.contains('\\') {
         return Some("a path that climbs (`..`) or holds a backslash is refused");
     }
+    // A kernel spec's own file (what the platform's kernel is started with, whether it has a
+    // debugger): the browser needs only the logos beside it.
+    if rest.starts_with("kernelspecs/") && rest.trim_end_matches('/').ends_with("/kernel.json") {
+        return Some("a kernel spec's own file is not served (its logos are)");
+    }
     let terminals = rest.starts_with("api/terminals") || rest.starts_with("terminals/");
     (!target.terminal && terminals).then_some("terminals are off for this session's stack (TERMINAL)")
 }

@@ -20,10 +20,9 @@
 //! pickled function the audit cannot show), or a record that cannot be written stops the frame
 //! and closes the socket (1008 for the frame, 1011 for the trail). A debug request where the
 //! session's stack does not enable `DEBUGGER` is refused too, but answered as the kernel would
-//! (a failed `debug_reply`, then `idle`) with the socket left open: JupyterLab asks the
-//! debugger for its state as a notebook opens whenever the kernel has one (every kernel does
-//! once any stack enables it), and a closed socket would break the notebook of every session of
-//! the other stacks.
+//! (a failed `debug_reply`, then `idle`) with the socket left open. Such a session is told its
+//! kernel has no debugger (every kernel has one once any stack enables it), so JupyterLab does
+//! not ask; a client that asks anyway must not have its notebook broken by a closed socket.
 //!
 //! The two wire formats of kernel messages are read and written in `wire`.
 
@@ -41,6 +40,10 @@ use crate::core::platform::ServiceEvent;
 mod wire;
 pub use wire::{Answer, Frame, v1_frame};
 use wire::{Message, debug_refused, parse, session_of, without_debugger};
+
+/// The longest frame from a kernel read for what it says (a `kernel_info_reply`, an
+/// `input_request`): a real one is a few KiB.
+const READ_FROM_KERNEL: usize = 64 << 10;
 
 /// The session the proxy answers under before the kernel's first frame has named its own.
 const BEFORE_THE_KERNEL_SPOKE: &str = "datasandbox-notebook-proxy";
@@ -256,17 +259,20 @@ impl KernelAudit {
             Frame::Text(text) => text.as_bytes(),
             Frame::Binary(bytes) => bytes,
         };
-        // Only a session whose debug requests are answered needs it.
+        // Read for what it says only if it could be the message sought, and no longer than
+        // such a message is: the kernel's code can print the words in any output, of any size.
+        let could_be = |name: &[u8]| bytes.len() <= READ_FROM_KERNEL && memchr::memmem::find(bytes, name).is_some();
         let mut instead = None;
         if !self.target.debugger {
+            // Only a session whose debug requests are answered needs the kernel's session.
             if let Some(session) = session_of(self.v1, frame) {
                 *self.kernel_session.lock().expect("session lock") = session;
             }
-            if memchr::memmem::find(bytes, b"kernel_info_reply").is_some() {
+            if could_be(b"kernel_info_reply") {
                 instead = without_debugger(self.v1, frame);
             }
         }
-        if memchr::memmem::find(bytes, b"input_request").is_some()
+        if could_be(b"input_request")
             && let Ok(message) = parse(self.v1, frame)
             && message.msg_type == "input_request"
         {

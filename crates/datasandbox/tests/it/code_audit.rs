@@ -418,8 +418,13 @@ fn a_kernel_is_said_to_have_no_debugger_where_the_sessions_stack_does_not_enable
         "{said}"
     );
     assert_eq!(said["content"]["implementation"], "ipython", "the rest of the reply as it came: {said}");
-    // JupyterLab 4 reads it from the kernel's spec.
+    // JupyterLab 4 reads it from the kernel's spec; the spec's own file is not served.
     assert_eq!(spec_says_debugger(&kernel), [json!(false), json!(false)]);
+    let file = crate::notebooks::get(&kernel.at, &format!("{}kernelspecs/python3/kernel.json", kernel.base), &kernel.cookie);
+    assert_eq!(file.status, 403, "{}", String::from_utf8_lossy(&file.body));
+    // Output that only says the words reaches the browser as printed, small or large.
+    let said = execute(&kernel.at, &kernel.base, &kernel.cookie, &kernel.id, "'kernel_info_reply ' * 8000");
+    assert_eq!(said, format!("'{}'", "kernel_info_reply ".repeat(8000)));
 
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
     let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, Some(control::V1_PROTOCOL), Duration::from_secs(30)).expect("ws");

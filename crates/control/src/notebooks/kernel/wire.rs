@@ -240,8 +240,9 @@ pub(super) fn without_debugger(v1: bool, frame: Frame<'_>) -> Option<Answer> {
     fn unsay(content: &mut Value) -> Option<()> {
         let content = content.as_object_mut()?;
         let mut said = false;
+        // Whatever it says: a client takes any truthy value for yes.
         if let Some(debugger) = content.get_mut("debugger")
-            && *debugger == Value::Bool(true)
+            && *debugger != Value::Bool(false)
         {
             *debugger = Value::Bool(false);
             said = true;
@@ -274,7 +275,7 @@ pub(super) fn without_debugger(v1: bool, frame: Frame<'_>) -> Option<Answer> {
             unsay(message.get_mut("content")?)?;
             Some(Answer::Text(message.to_string()))
         }
-        // A legacy binary frame carries buffers, which a kernel_info_reply has none of.
+        // A legacy binary frame carries buffers, which the kernel's own reply has none of.
         _ => None,
     }
 }
@@ -417,6 +418,28 @@ mod tests {
             assert!(without_debugger(false, Frame::Text(odd)).is_none(), "{odd}");
         }
         assert!(without_debugger(true, Frame::Binary(&v1[..20])).is_none());
+        let v1_other = v1_frame("iopub", [&json!({ "msg_type": "execute_result" }), &parent, &json!({}), &content]);
+        assert!(without_debugger(true, Frame::Binary(&v1_other)).is_none(), "another message");
+        let mut said_none = content.clone();
+        said_none["debugger"] = json!(false);
+        said_none["supported_features"] = json!([]);
+        assert!(without_debugger(true, Frame::Binary(&v1_frame("shell", [&header, &parent, &json!({}), &said_none]))).is_none());
+        // Any value but false is taken out: a client reads a truthy one as yes.
+        let mut truthy = content.clone();
+        truthy["debugger"] = json!(1);
+        let Some(Answer::Binary(said)) = without_debugger(true, Frame::Binary(&v1_frame("shell", [&header, &parent, &json!({}), &truthy])))
+        else {
+            panic!("a truthy debugger")
+        };
+        assert_eq!(serde_json::from_slice::<Value>(v1_parts(&said).expect("parts")[4]).expect("content")["debugger"], false);
+        // The layout jupyter_server's serialize_msg_to_ws_v1 writes, byte for byte.
+        let golden = v1_frame_of(&[b"shell", b"{}", b"[]"]);
+        let mut expected: Vec<u8> = Vec::new();
+        for word in [4u64, 40, 45, 47, 49] {
+            expected.extend_from_slice(&word.to_le_bytes());
+        }
+        expected.extend_from_slice(b"shell{}[]");
+        assert_eq!(golden, expected);
         assert!(without_debugger(true, Frame::Text("{}")).is_none());
     }
 }
