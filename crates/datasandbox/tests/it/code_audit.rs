@@ -73,6 +73,11 @@ fn execute_v1(kernel: &Kernel, msg_id: &str, code: &str, fragmented: bool) -> Va
     } else {
         socket.send(tungstenite::Message::Binary(frame.into())).expect("send");
     }
+    v1_reply(&mut socket, msg_id, "execute_reply")
+}
+
+/// The content of the `msg_type` answer to `msg_id` on a v1-protocol kernel socket.
+fn v1_reply(socket: &mut tungstenite::WebSocket<std::net::TcpStream>, msg_id: &str, msg_type: &str) -> Value {
     loop {
         let frame = match socket.read() {
             Ok(tungstenite::Message::Binary(frame)) => frame,
@@ -82,7 +87,7 @@ fn execute_v1(kernel: &Kernel, msg_id: &str, code: &str, fragmented: bool) -> Va
         let parts = v1_parts(&frame);
         let header: Value = serde_json::from_slice(parts[1]).expect("header");
         let parent: Value = serde_json::from_slice(parts[2]).expect("parent header");
-        if parent["msg_id"] == msg_id && header["msg_type"] == "execute_reply" {
+        if parent["msg_id"] == msg_id && header["msg_type"] == msg_type {
             return serde_json::from_slice(parts[4]).expect("content");
         }
     }
@@ -431,19 +436,7 @@ fn a_kernel_is_said_to_have_no_debugger_where_the_sessions_stack_does_not_enable
     let request = kernel_info_request("v1-info");
     let frame = control::v1_frame("shell", [&request["header"], &request["parent_header"], &request["metadata"], &request["content"]]);
     socket.send(tungstenite::Message::Binary(frame.into())).expect("send");
-    let content = loop {
-        let frame = match socket.read() {
-            Ok(tungstenite::Message::Binary(frame)) => frame,
-            Ok(_) => continue,
-            Err(err) => panic!("the kernel's channel ended before the reply: {err}"),
-        };
-        let parts = v1_parts(&frame);
-        let header: Value = serde_json::from_slice(parts[1]).expect("header");
-        let parent: Value = serde_json::from_slice(parts[2]).expect("parent");
-        if header["msg_type"] == "kernel_info_reply" && parent["msg_id"] == "v1-info" {
-            break serde_json::from_slice::<Value>(parts[4]).expect("content");
-        }
-    };
+    let content = v1_reply(&mut socket, "v1-info", "kernel_info_reply");
     assert_eq!((&content["status"], &content["supported_features"]), (&json!("ok"), &json!(["kernel subshells"])), "{content}");
 }
 
