@@ -451,7 +451,7 @@ async fn specs_without_debugger(response: Response) -> Response {
     };
     match crate::jupyter::specs_without_debugger(&bytes) {
         Some(said) => {
-            // Jupyter's validator is of what it sent, not of this.
+            // Jupyter's length and validator are of what it sent, not of this.
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::ETAG);
             Response::from_parts(parts, Body::from(said))

@@ -14,10 +14,9 @@
 //! early when the caller's credential expires, and when the server stops: then, unless the
 //! prefix changed, with a refusal (503) rather than an answer, so that callers wait before
 //! asking again; a stopping server refuses a new wait too (a call without a token, which
-//! waits for nothing, is still answered). Each wait costs a listing
-//! of its prefix at every wake: one caller (a principal from one address) may hold
-//! [`WAITS_PER_CALLER`] at once, the server [`WAITS`] (an instance's sync and launcher need
-//! two); more are refused, not queued.
+//! waits for nothing, is still answered). Each wait costs a listing of its prefix at every
+//! wake: one caller (a principal from one address) may hold [`WAITS_PER_CALLER`] at once, the
+//! server [`WAITS`] (an instance's sync and launcher need two); more are refused, not queued.
 
 use std::time::Duration;
 
