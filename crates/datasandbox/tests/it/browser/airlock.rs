@@ -21,12 +21,7 @@ fn a_results_table_leaves_through_two_reviewers_in_the_console_and_reaches_its_r
     let cookie = portal_session(&server, &token);
     let session = active(&server, &cookie, 60);
     let instance = session["InstanceId"].as_str().expect("instance");
-    // She writes a results table in her home folder, which syncs to her bucket. (The session
-    // is ACTIVE a moment before the home folder's sync has made the folder.)
-    crate::support::server::eventually(30, "the home folder in her workspace", || {
-        let folder = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", "test -d /home/user/MyFiles/HomeFolder"], &[]);
-        (folder.exit == 0).then_some(())
-    });
+    // She writes a results table in her home folder, which syncs to her bucket.
     let script = format!("printf '{}' > /home/user/MyFiles/HomeFolder/results.csv", TABLE.replace('\n', "\\n"));
     let written = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &script], &[]);
     assert_eq!(written.exit, 0, "{written:?}");
