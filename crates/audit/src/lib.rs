@@ -38,7 +38,7 @@ pub use error::TrailError;
 pub use files::{Checkpoint, DigestFile, LogFileEntry};
 pub use index::{Index, IndexError, IndexTarget, LookupCursor, LookupFilter, SCHEMA, TraceSelector, redact_url, rows_as_objects};
 pub use layout::{Layout, sealed_name};
-pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity};
+pub use record::{EVENT_VERSION, Record, RecordResource, SessionContext, SessionContextAttributes, UserIdentity, new_request_id};
 pub use signing::{Signer, fingerprint as key_fingerprint, parse_public_key, verify as verify_signature};
 pub use validate::{Report, ValidateOptions, bucket_of, discover_layouts, newest_public_key, records_containing, validate_nodes};
 pub use writer::{Durable, IndexBatch, Trail, TrailOptions};

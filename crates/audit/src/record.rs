@@ -5,6 +5,15 @@ use serde_json::Value;
 
 pub const EVENT_VERSION: &str = "1.09";
 
+/// A new record's request ID: a UUID, as CloudTrail's are, of version 7, whose first 48 bits are
+/// the time in milliseconds, made in order within this process. The index keeps a B-tree of
+/// request IDs (`events_by_request`): a random one (version 4) put each record on a random leaf
+/// of it, one page more written (and checkpointed) per record, which under a stream of notebook
+/// reads was half of what indexing them cost; IDs in time order are appended at its end.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
@@ -87,5 +96,20 @@ pub struct RecordResource {
 impl Record {
     pub fn is_error(&self) -> bool {
         self.error_code.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The index compares request IDs as text: in that order, each new one comes last.
+    #[test]
+    fn request_ids_come_in_order_so_that_the_index_appends_them() {
+        let ids: Vec<String> = (0..2000).map(|_| super::new_request_id()).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "request IDs out of order");
+        for id in &ids {
+            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 7, "{id}");
+            assert_eq!(id, &parsed.hyphenated().to_string(), "CloudTrail's form: lower-case, hyphenated");
+        }
     }
 }
