@@ -1,15 +1,20 @@
 // Drives Debian's chromium (headless, Playwright) for the Rust integration tests: opens a
 // DIRECT session's streaming URL, whose page frames the notebook from the notebook origin
 // (another port than the page's), waits for JupyterLab to be drawn in the frame, then
-// reloads the page (the presigned URL is spent by then) and waits for it again.
+// reloads the page (the presigned URL is spent by then) and waits for it again; then opens a
+// new notebook from JupyterLab's launcher, runs a cell in it, and reads what the cell printed
+// and whether JupyterLab offers its debugger for the kernel.
 //
-//   node web/tests/notebook.mjs <streaming-url>
+//   DATASANDBOX_ARTIFACTS=<screenshot-dir> node web/tests/notebook.mjs <streaming-url>
 //   → {"event":"opened","page":"…","frame":"…"}    JupyterLab drawn in the frame
 //   → {"event":"reopened","page":"…","frame":"…"}  the same after a reload
+//   → {"event":"ran","cell":"…","output":"…","debugger":{"shown":…,"enabled":…}}  (notebook-cell.png)
+// A failure leaves notebook-error.png.
 import { chromium } from "playwright-core";
 import { steadyGoto } from "./steady.mjs";
 
 const [url] = process.argv.slice(2);
+const shots = process.env.DATASANDBOX_ARTIFACTS || "/tmp";
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
 
@@ -24,8 +29,42 @@ async function lab(page, timeout) {
   throw new Error(`JupyterLab was not drawn in the page's frame: ${page.frames().map((f) => f.url()).join(", ")}`);
 }
 
+/// Opens a new notebook from the launcher, runs `cell` in its first cell and waits for its
+/// output; what the cell printed, and JupyterLab's debugger button for the kernel.
+async function run(page, frame, cell) {
+  await frame.locator('.jp-LauncherCard[data-category="Notebook"]').first().click({ timeout: 60_000 });
+  const editor = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content").first();
+  await editor.waitFor({ timeout: 60_000 });
+  // A cell run before the notebook is connected to its kernel, or before what was typed has
+  // reached the notebook's model, is dropped without a word (its prompt stays `[ ]`): once the
+  // kernel says idle, the cell is run until it runs, three tries at most.
+  await frame.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status="idle"]').first().waitFor({ timeout: 120_000 });
+  await editor.click();
+  await page.keyboard.type(cell);
+  const output = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output").first();
+  for (let attempt = 1; ; attempt++) {
+    await editor.click();
+    await page.keyboard.press("Shift+Enter");
+    try {
+      await output.waitFor({ timeout: attempt < 3 ? 20_000 : 120_000 });
+      break;
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      say({ event: "again", attempt });
+    }
+  }
+  const button = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-DebuggerBugButton").first();
+  const shown = (await button.count()) > 0;
+  // A toolbar button JupyterLab disables is a disabled <button> (or <jp-button>) inside it.
+  const enabled = shown && (await button.evaluate((el) => {
+    const inner = el.querySelector("button, jp-button") || el;
+    return !(inner.disabled || inner.getAttribute("aria-disabled") === "true" || el.classList.contains("lm-mod-disabled"));
+  }));
+  return { output: (await output.innerText()).trim(), debugger: { shown, enabled } };
+}
+
+const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.on("pageerror", (error) => say({ event: "pageerror", message: String(error) }));
   await steadyGoto(page, url);
   let frame = await lab(page, 240_000);
@@ -33,8 +72,13 @@ try {
   await page.reload();
   frame = await lab(page, 60_000);
   say({ event: "reopened", page: page.url(), frame: frame.url() });
+  const cell = "print(6 * 7)";
+  const ran = await run(page, frame, cell);
+  await page.screenshot({ path: `${shots}/notebook-cell.png` });
+  say({ event: "ran", cell, ...ran });
 } catch (error) {
   say({ event: "error", message: String(error) });
+  await page.screenshot({ path: `${shots}/notebook-error.png` }).catch(() => {});
   process.exitCode = 1;
 } finally {
   await browser.close();

@@ -1,17 +1,22 @@
 //! A notebook in direct mode, opened in a real browser: the session page frames it from its
-//! own origin.
+//! own origin, and a cell run in JupyterLab is recorded.
 
-use crate::support::browser::Browser;
+use crate::support::browser::{Browser, artifacts};
 use crate::support::notebooks::direct_notebook_server;
+use crate::support::server::eventually;
 use crate::support::streaming::streaming_url;
 
 /// In a real browser: the session page frames the notebook from its own origin (another port),
 /// JupyterLab draws there, and a reload of the page (the presigned URL spent) finds it again.
+/// A cell run there, over the kernel's channels as JupyterLab opens them, prints its output and
+/// is recorded before it ran; the stack does not enable `DEBUGGER`, and JupyterLab does not
+/// offer its debugger.
 #[test]
-fn a_direct_notebook_opens_in_the_session_page_from_its_own_origin() {
+fn a_direct_notebook_opens_in_the_session_page_from_its_own_origin_and_runs_a_recorded_cell() {
     let server = direct_notebook_server(&[]);
     let url = streaming_url(&server, "nadia");
-    let browser = Browser::run("notebook.mjs", &url);
+    let artifacts = artifacts();
+    let browser = Browser::run_with_env("notebook.mjs", &url, &[("DATASANDBOX_ARTIFACTS", &artifacts.to_string_lossy())]);
     let opened = browser.expect("opened", 300);
     let page = opened["page"].as_str().expect("page").to_owned();
     let frame = opened["frame"].as_str().expect("frame").to_owned();
@@ -19,4 +24,19 @@ fn a_direct_notebook_opens_in_the_session_page_from_its_own_origin() {
     assert_ne!(origin(&page), origin(&frame), "the notebook is framed from the page's own origin");
     let reopened = browser.expect("reopened", 90);
     assert_eq!(reopened["frame"], opened["frame"], "{reopened}");
+
+    let ran = browser.expect("ran", 300);
+    assert_eq!(ran["output"], "42", "{ran}");
+    assert_eq!(ran["debugger"], serde_json::json!({ "shown": true, "enabled": false }), "{ran}");
+    let cell = ran["cell"].as_str().expect("cell");
+    let asked = eventually(20, "the cell's ExecuteCode record", || {
+        server.audit(&[("EventName", "ExecuteCode")]).into_iter().find(|r| r["requestParameters"]["Code"] == cell)
+    });
+    let message = asked["requestParameters"]["MessageId"].as_str().expect("a message id").to_owned();
+    let result = eventually(20, "the cell's ExecuteCodeResult record", || {
+        server.audit(&[("EventName", "ExecuteCodeResult")]).into_iter().find(|r| r["requestParameters"]["MessageId"] == message)
+    });
+    assert_eq!(result["requestParameters"]["Status"], "ok", "{result}");
+    assert_eq!(asked["requestParameters"]["UserId"], "nadia", "{asked}");
+    assert!(asked["eventTime"].as_str() <= result["eventTime"].as_str(), "recorded before it ran: {asked} {result}");
 }
