@@ -8,7 +8,8 @@
 //   DATASANDBOX_ARTIFACTS=<screenshot-dir> node web/tests/notebook.mjs <streaming-url>
 //   → {"event":"opened","page":"…","frame":"…"}    JupyterLab drawn in the frame
 //   → {"event":"reopened","page":"…","frame":"…"}  the same after a reload
-//   → {"event":"ran","cell":"…","output":"…","debugger":{"shown":…,"enabled":…}}  (notebook-cell.png)
+//   → {"event":"ran","cell":"…","output":"…","attempts":n,"debugger":{"shown":…,"enabled":…},"channelsClosed":n}
+//     (notebook-cell.png)
 // A failure leaves notebook-error.png.
 import { chromium } from "playwright-core";
 import { steadyGoto } from "./steady.mjs";
@@ -36,35 +37,54 @@ async function run(page, frame, cell) {
   const editor = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content").first();
   await editor.waitFor({ timeout: 60_000 });
   // A cell run before the notebook is connected to its kernel, or before what was typed has
-  // reached the notebook's model, is dropped without a word (its prompt stays `[ ]`): once the
-  // kernel says idle, the cell is run until it runs, three tries at most.
+  // reached the notebook's model, is dropped without a word: its prompt stays `[ ]`. Once the
+  // kernel says idle, the cell is run again while that is so, three tries at most; a run under
+  // way (`[*]`) is waited for, never sent again.
   await frame.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status="idle"]').first().waitFor({ timeout: 120_000 });
   await editor.click();
   await page.keyboard.type(cell);
   const output = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output").first();
-  for (let attempt = 1; ; attempt++) {
+  const prompt = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-InputArea-prompt").first();
+  let attempts = 0;
+  for (;;) {
+    attempts++;
     await editor.click();
     await page.keyboard.press("Shift+Enter");
     try {
-      await output.waitFor({ timeout: attempt < 3 ? 20_000 : 120_000 });
+      await output.waitFor({ timeout: 20_000 });
       break;
     } catch (error) {
-      if (attempt >= 3) throw error;
-      say({ event: "again", attempt });
+      const dropped = (await prompt.innerText()).replace(/\s/g, "") === "[]:";
+      if (!dropped || attempts >= 3) {
+        await output.waitFor({ timeout: 100_000 });
+        break;
+      }
     }
   }
+  // JupyterLab may change its mind about the debugger once the kernel has answered: the
+  // button is read over two seconds, and counts as enabled if it ever is.
   const button = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-DebuggerBugButton").first();
   const shown = (await button.count()) > 0;
-  // A toolbar button JupyterLab disables is a disabled <button> (or <jp-button>) inside it.
-  const enabled = shown && (await button.evaluate((el) => {
-    const inner = el.querySelector("button, jp-button") || el;
-    return !(inner.disabled || inner.getAttribute("aria-disabled") === "true" || el.classList.contains("lm-mod-disabled"));
-  }));
-  return { output: (await output.innerText()).trim(), debugger: { shown, enabled } };
+  let enabled = false;
+  for (let read = 0; shown && read < 5; read++) {
+    // A toolbar button JupyterLab disables is a disabled <button> (or <jp-button>) inside it.
+    enabled ||= await button.evaluate((el) => {
+      const inner = el.querySelector("button, jp-button") || el;
+      return !(inner.disabled || inner.getAttribute("aria-disabled") === "true" || el.classList.contains("lm-mod-disabled"));
+    });
+    await page.waitForTimeout(500);
+  }
+  return { output: (await output.innerText()).trim(), attempts, debugger: { shown, enabled } };
 }
 
+let channelsClosed = 0;
 const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
 try {
+  // A kernel's channels the proxy closed (a refusal, a trail it could not write) would be
+  // opened again by JupyterLab and hidden by a run that then passes: each close is counted.
+  page.on("websocket", (socket) => {
+    if (socket.url().includes("/channels")) socket.on("close", () => channelsClosed++);
+  });
   page.on("pageerror", (error) => say({ event: "pageerror", message: String(error) }));
   await steadyGoto(page, url);
   let frame = await lab(page, 240_000);
@@ -75,7 +95,7 @@ try {
   const cell = "print(6 * 7)";
   const ran = await run(page, frame, cell);
   await page.screenshot({ path: `${shots}/notebook-cell.png` });
-  say({ event: "ran", cell, ...ran });
+  say({ event: "ran", cell, ...ran, channelsClosed });
 } catch (error) {
   say({ event: "error", message: String(error) });
   await page.screenshot({ path: `${shots}/notebook-error.png` }).catch(() => {});

@@ -37,7 +37,7 @@ fn record(n: usize) -> Record {
         error_message: None,
         request_parameters: json!({ "Bucket": "datasandbox-home", "Key": format!("user/custom/{user}/work/{n}.csv"), "Body": "HIDDEN_DUE_TO_SECURITY_REASONS" }),
         response_elements: json!({ "ETag": "\"0123456789abcdef0123456789abcdef\"" }),
-        request_id: format!("00000000-0000-4000-8000-{n:012}"),
+        request_id: audit::new_request_id(),
         event_id: format!("10000000-0000-4000-8000-{n:012}"),
         read_only: false,
         resources: vec![RecordResource {

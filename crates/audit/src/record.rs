@@ -9,7 +9,9 @@ pub const EVENT_VERSION: &str = "1.09";
 /// the time in milliseconds, made in order within this process. The index keeps a B-tree of
 /// request IDs (`events_by_request`): a random one (version 4) put each record on a random leaf
 /// of it, one page more written (and checkpointed) per record, which under a stream of notebook
-/// reads was half of what indexing them cost; IDs in time order are appended at its end.
+/// reads was half of what indexing them cost; IDs in time order are appended at its end. A
+/// request ID is no secret (it is in every reply), and this one says when it was made, as the
+/// record does; within a millisecond, part of it counts.
 pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

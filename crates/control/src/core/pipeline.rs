@@ -128,7 +128,7 @@ impl Pipeline {
 
     async fn complete(&self, request: Request) -> Response {
         let started = Instant::now();
-        let request_id = uuid::Uuid::now_v7().to_string();
+        let request_id = audit::new_request_id();
         let spec = actions::find(&request.action);
         let outcome = self.run(&request, spec, &request_id).await;
         // The reply and the record carry the same, bounded, message.

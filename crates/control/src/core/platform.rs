@@ -145,7 +145,7 @@ impl Platform {
             error_message: event.error.map(|e| e.message.clone()),
             request_parameters: event.parameters,
             response_elements: Value::Null,
-            request_id: uuid::Uuid::now_v7().to_string(),
+            request_id: audit::new_request_id(),
             event_id: uuid::Uuid::new_v4().to_string(),
             read_only: false,
             resources: event.resources,
