@@ -34,17 +34,19 @@ async function lab(page, timeout) {
 /// output; what the cell printed, and JupyterLab's debugger button for the kernel.
 async function run(page, frame, cell) {
   await frame.locator('.jp-LauncherCard[data-category="Notebook"]').first().click({ timeout: 60_000 });
-  const editor = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content").first();
+  // The notebook shown (the launcher's panel is hidden behind it).
+  const notebook = (selector) => frame.locator(`.jp-NotebookPanel:not(.lm-mod-hidden) ${selector}`).first();
+  const editor = notebook(".jp-Cell .cm-content");
   await editor.waitFor({ timeout: 60_000 });
   // A cell run before the notebook is connected to its kernel, or before what was typed has
   // reached the notebook's model, is dropped without a word: its prompt stays `[ ]`. Once the
   // kernel says idle, the cell is run again while that is so, three tries at most; a run under
   // way (`[*]`) is waited for, never sent again.
-  await frame.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status="idle"]').first().waitFor({ timeout: 120_000 });
+  await notebook('.jp-Notebook-ExecutionIndicator[data-status="idle"]').waitFor({ timeout: 120_000 });
   await editor.click();
   await page.keyboard.type(cell);
-  const output = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output").first();
-  const prompt = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-InputArea-prompt").first();
+  const output = notebook(".jp-OutputArea-output");
+  const prompt = notebook(".jp-Cell .jp-InputArea-prompt");
   let attempts = 0;
   for (;;) {
     attempts++;
@@ -53,7 +55,7 @@ async function run(page, frame, cell) {
     try {
       await output.waitFor({ timeout: 20_000 });
       break;
-    } catch (error) {
+    } catch {
       const dropped = (await prompt.innerText()).replace(/\s/g, "") === "[]:";
       if (!dropped || attempts >= 3) {
         await output.waitFor({ timeout: 100_000 });
@@ -63,7 +65,7 @@ async function run(page, frame, cell) {
   }
   // JupyterLab may change its mind about the debugger once the kernel has answered: the
   // button is read over two seconds, and counts as enabled if it ever is.
-  const button = frame.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-DebuggerBugButton").first();
+  const button = notebook(".jp-DebuggerBugButton");
   const shown = (await button.count()) > 0;
   let enabled = false;
   for (let read = 0; shown && read < 5; read++) {
