@@ -231,13 +231,16 @@ pub(crate) struct NewSession<'a> {
     pub now: i64,
     pub max_expiration: i64,
     pub client_ips: String,
+    /// The node that redeemed the URL: it tries its own warm instances first, before any other
+    /// node's engine can take the session, and gives the session back if it has none.
+    pub node: &'a str,
 }
 
 pub(crate) async fn insert_session(store: &Store, session: NewSession<'_>) -> Result<(), ActionError> {
     sqlx::query(
         "INSERT INTO sessions (session_id, user_id, authentication_type, stack, fleet, application_id, session_context, state, connection_state,
-         settings, correlation_id, cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips, issuer)
-         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12, $14)",
+         settings, correlation_id, cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips, issuer, node)
+         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12, $14, $15)",
     )
     .bind(session.session_id)
     .bind(session.user_id)
@@ -253,6 +256,7 @@ pub(crate) async fn insert_session(store: &Store, session: NewSession<'_>) -> Re
     .bind(session.client_ips)
     .bind(session.user.mode().authentication_type())
     .bind(session.user.issuer_str())
+    .bind(session.node)
     .execute(&store.pool)
     .await?;
     Ok(())

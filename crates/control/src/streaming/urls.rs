@@ -322,11 +322,14 @@ pub(super) async fn redeem(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
         now,
         max_expiration: now + scaled_ms(plane, snapshot.max_duration),
         client_ips: json!([ctx.source_ip]).to_string(),
+        node: &plane.node.name,
     };
     repo::insert_session(&plane.store, session).await?;
     streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());
     plane.changes.user(&user);
-    // A warm instance is taken at once; otherwise the engine serves the queue.
+    // A warm instance of this node is taken at once (the session was inserted as this node's,
+    // so no other node's engine takes it meanwhile); otherwise it is given back and the
+    // engines serve the queue.
     try_assign_warm(streaming, &session_id).await;
     streaming.wake.notify_one();
     let mut out = session_status(plane, &session_id).await?;
