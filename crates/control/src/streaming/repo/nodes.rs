@@ -124,3 +124,41 @@ pub(crate) async fn release_session(store: &Store, session_id: &str, node: &str)
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{NewSession, insert_session};
+    use super::{claim_session, release_session};
+    use crate::core::store::Store;
+
+    /// CI stop 39: a session redeemed on node a ran on b, whose engine took it from the queue
+    /// before a tried its own warm instances. A session is inserted as its redeemer's: no other
+    /// node takes it until the redeemer gives it back.
+    #[tokio::test]
+    async fn a_redeemed_session_is_its_redeemers_until_given_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(None, dir.path()).await.expect("open");
+        let user = model::UserRef::local(model::UserId::new("nora").expect("user id"));
+        let session = NewSession {
+            session_id: "s-1",
+            user_id: "nora",
+            user: &user,
+            stack: "stack",
+            fleet: "fleet",
+            application_id: None,
+            session_context: None,
+            settings: "{}".to_owned(),
+            correlation_id: "c-1",
+            cookie_hash: "00".to_owned(),
+            now: 1,
+            max_expiration: 2,
+            client_ips: "[]".to_owned(),
+            node: "a",
+        };
+        insert_session(&store, session).await.expect("inserted");
+        assert!(!claim_session(&store, "s-1", "b").await.expect("claim"), "b took a session a had not given back");
+        assert!(claim_session(&store, "s-1", "a").await.expect("claim"), "the redeemer could not take its own session");
+        release_session(&store, "s-1", "a").await.expect("released");
+        assert!(claim_session(&store, "s-1", "b").await.expect("claim"), "a session given back stayed the redeemer's");
+    }
+}
