@@ -203,6 +203,11 @@ pub(crate) async fn relay_of(platform: &Platform, node: &str) -> Result<Option<S
 /// lost.
 pub(crate) async fn leave(platform: &Platform) {
     platform.node.leave();
+    // Queued sessions this node took and started nothing for go back to the queue, for the
+    // other nodes (a stopped node is never swept as lost, which would give them back).
+    if let Err(err) = repo::release_sessions(&platform.store, &platform.node.name).await {
+        tracing::warn!(error = %err, "cannot give this node's queued sessions back to the queue");
+    }
     if let Err(err) = repo::leave(&platform.store, &platform.node.name, platform.node.epoch(), now_millis()).await {
         tracing::warn!(error = %err, "cannot mark this node stopped");
     }

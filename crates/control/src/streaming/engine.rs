@@ -172,8 +172,9 @@ async fn serve_queue(
     let name: String = fleet.try_get("name")?;
     match fleet_type {
         FleetType::AlwaysOn => {
+            // In queue order, past sessions another node has, until this node has none free.
             for session in repo::list_queue(&plane.store, &name).await? {
-                if !try_assign_warm(streaming, &session).await {
+                if try_assign_warm(streaming, &session).await == Offered::NoneFree {
                     break;
                 }
             }
@@ -253,53 +254,75 @@ async fn activate(streaming: &Streaming, session_id: &str, instance_id: &str) ->
     Ok(activated)
 }
 
-/// Gives a waiting ALWAYS_ON instance to a PENDING session; false when none is free.
-pub(crate) async fn try_assign_warm(streaming: &Arc<Streaming>, session_id: &str) -> bool {
+/// What became of a queued session offered this node's warm instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// It has one (or it ended meanwhile, and the instance it was given is stopped).
+    Taken,
+    /// It is not this node's to serve: no longer queued, or another node has it.
+    Elsewhere,
+    /// This node has no warm instance free, or could not hand one over: the session is back
+    /// in the queue, for any node.
+    NoneFree,
+}
+
+/// Offers a PENDING session of an ALWAYS_ON fleet this node's oldest free warm instance. A
+/// session this node claimed and could not serve, for whatever reason, is given back.
+pub(crate) async fn try_assign_warm(streaming: &Arc<Streaming>, session_id: &str) -> Offered {
     let plane = &*streaming.pipeline.platform;
     let _serial = streaming.assignment.lock().await;
-    let picked = async {
+    let offered = async {
         let row = session(plane, session_id).await?;
-        if row.state != SessionState::Pending {
-            return Ok::<_, ActionError>(None);
+        // One node serves a session: the one that takes it first (the redeemer, for a session
+        // it inserted as its own).
+        if row.state != SessionState::Pending || !repo::claim_session(&plane.store, session_id, &plane.node.name).await? {
+            return Ok::<_, ActionError>(Offered::Elsewhere);
         }
-        // One node serves a session: the one that takes it first.
-        if !repo::claim_session(&plane.store, session_id, &plane.node.name).await? {
-            return Ok(None);
-        }
-        let fleet = &row.fleet;
-        // This node's own waiting instances: another node hands out its own.
-        let instance: Option<String> = sqlx::query(
-            "SELECT instance_id FROM instances WHERE fleet = $1 AND node = $2 AND state = 'RUNNING' AND session_id IS NULL ORDER BY created LIMIT 1",
-        )
-        .bind(fleet)
-        .bind(&plane.node.name)
-        .fetch_optional(&plane.store.pool)
-        .await?
-        .map(|r| r.try_get("instance_id"))
-        .transpose()?;
-        let Some(instance) = instance else {
-            repo::release_session(&plane.store, session_id, &plane.node.name).await?;
-            return Ok(None);
-        };
-        let assignment = assignment(plane, session_id).await?;
-        crate::instances::assign(&streaming.instances, &instance, &assignment, &row.correlation_id).await?;
-        let activated = activate(streaming, session_id, &instance).await?;
-        if !activated {
-            // The session ended meanwhile: this instance knows its user now, so it is never
-            // handed to anyone else. Stopped apart, not under the assignment lock.
-            let streaming = streaming.clone();
-            tokio::spawn(async move { stop_instance(&streaming.instances, &instance).await });
-        }
-        Ok(Some(activated))
+        Ok(if hand_warm(streaming, session_id, &row.correlation_id, &row.fleet).await? { Offered::Taken } else { Offered::NoneFree })
     };
-    match picked.await {
-        Ok(Some(_)) => true,
-        Ok(None) => false,
-        Err(err) => {
-            tracing::error!(session = session_id, error = %err, "cannot hand an instance to the session");
-            false
-        }
+    let offered = offered.await.unwrap_or_else(|err| {
+        tracing::error!(session = session_id, error = %err, "cannot hand an instance to the session");
+        Offered::NoneFree
+    });
+    if offered == Offered::NoneFree
+        && let Err(err) = repo::release_session(&plane.store, session_id, &plane.node.name).await
+    {
+        // It stays this node's: its engine offers it again, or the sweep gives it back once
+        // this node is lost.
+        tracing::error!(session = session_id, error = %err, "cannot give the session back to the queue");
     }
+    offered
+}
+
+/// Hands this node's oldest free warm instance of `fleet` to the session this node claimed:
+/// false if it has none. An instance that may have learned the session's user without becoming
+/// the session's (it ended meanwhile, or the hand-over failed part way) is stopped, never
+/// handed to anyone else.
+async fn hand_warm(streaming: &Arc<Streaming>, session_id: &str, correlation_id: &str, fleet: &str) -> Result<bool, ActionError> {
+    let plane = &*streaming.pipeline.platform;
+    // This node's own waiting instances: another node hands out its own.
+    let instance: Option<String> = sqlx::query(
+        "SELECT instance_id FROM instances WHERE fleet = $1 AND node = $2 AND state = 'RUNNING' AND session_id IS NULL ORDER BY created LIMIT 1",
+    )
+    .bind(fleet)
+    .bind(&plane.node.name)
+    .fetch_optional(&plane.store.pool)
+    .await?
+    .map(|r| r.try_get("instance_id"))
+    .transpose()?;
+    let Some(instance) = instance else { return Ok(false) };
+    let assignment = assignment(plane, session_id).await?;
+    let handed = async {
+        crate::instances::assign(&streaming.instances, &instance, &assignment, correlation_id).await?;
+        activate(streaming, session_id, &instance).await
+    };
+    let handed = handed.await;
+    if !matches!(handed, Ok(true)) {
+        // Stopped apart, not under the assignment lock.
+        let streaming = streaming.clone();
+        tokio::spawn(async move { stop_instance(&streaming.instances, &instance).await });
+    }
+    handed.map(|_| true)
 }
 
 /// ON_DEMAND: starts an instance for one queued session.

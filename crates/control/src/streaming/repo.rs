@@ -231,9 +231,10 @@ pub(crate) struct NewSession<'a> {
     pub now: i64,
     pub max_expiration: i64,
     pub client_ips: String,
-    /// The node that redeemed the URL: it tries its own warm instances first, before any other
-    /// node's engine can take the session, and gives the session back if it has none.
-    pub node: &'a str,
+    /// The node that redeemed the URL, for a session of an ALWAYS_ON fleet: it offers the
+    /// session its own warm instances first, before any other node's engine can take it, and
+    /// gives it back if it has none free. `None` (ON_DEMAND): the engines claim it.
+    pub node: Option<&'a str>,
 }
 
 pub(crate) async fn insert_session(store: &Store, session: NewSession<'_>) -> Result<(), ActionError> {
@@ -532,4 +533,41 @@ pub(crate) async fn url_session_context(store: &Store, url_id: &str) -> Result<O
         .fetch_one(&store.pool)
         .await?
         .try_get("session_context")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NewSession, claim_session, insert_session, release_session};
+    use crate::core::store::Store;
+
+    /// CI stop 39: a session redeemed on node a ran on b, whose engine took it from the queue
+    /// before a offered it a's warm instances. A session is inserted as its redeemer's: no other
+    /// node takes it until the redeemer gives it back.
+    #[tokio::test]
+    async fn a_redeemed_session_is_its_redeemers_until_given_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(None, dir.path()).await.expect("open");
+        let user = model::UserRef::local(model::UserId::new("nora").expect("user id"));
+        let session = NewSession {
+            session_id: "s-1",
+            user_id: "nora",
+            user: &user,
+            stack: "stack",
+            fleet: "fleet",
+            application_id: None,
+            session_context: None,
+            settings: "{}".to_owned(),
+            correlation_id: "c-1",
+            cookie_hash: "00".to_owned(),
+            now: 1,
+            max_expiration: 2,
+            client_ips: "[]".to_owned(),
+            node: Some("a"),
+        };
+        insert_session(&store, session).await.expect("inserted");
+        assert!(!claim_session(&store, "s-1", "b").await.expect("claim"), "b took a session a had not given back");
+        assert!(claim_session(&store, "s-1", "a").await.expect("claim"), "the redeemer could not take its own session");
+        release_session(&store, "s-1", "a").await.expect("released");
+        assert!(claim_session(&store, "s-1", "b").await.expect("claim"), "a session given back stayed the redeemer's");
+    }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
+use model::spec::FleetType;
 use policy::Resource;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::engine::try_assign_warm;
-use super::fleets::fleet_row;
+use super::fleets::{fleet_row, fleet_type_of};
 use super::queue::queue_limits;
 use super::repo::{self, NewSession, NewUrl, SessionState};
 use super::sessions::{access_mode, check_user_id, session_status};
@@ -307,6 +308,9 @@ pub(super) async fn redeem(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
     rand::rngs::OsRng.fill_bytes(&mut cookie);
     let cookie = hex::encode(cookie);
     let snapshot = snapshot(plane, &claims, &fleet, &stack).await?;
+    // An ALWAYS_ON fleet's session is offered this node's warm instances first; an ON_DEMAND
+    // fleet has none, and its engines claim the session (the node with the most room first).
+    let warm = fleet_type_of(&fleet.try_get::<String, _>("fleet_type")?) == FleetType::AlwaysOn;
     let now = now_millis();
     let session = NewSession {
         session_id: &session_id,
@@ -322,7 +326,7 @@ pub(super) async fn redeem(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
         now,
         max_expiration: now + scaled_ms(plane, snapshot.max_duration),
         client_ips: json!([ctx.source_ip]).to_string(),
-        node: &plane.node.name,
+        node: warm.then_some(plane.node.name.as_str()),
     };
     repo::insert_session(&plane.store, session).await?;
     streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());
@@ -330,7 +334,9 @@ pub(super) async fn redeem(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
     // A warm instance of this node is taken at once (the session was inserted as this node's,
     // so no other node's engine takes it meanwhile); otherwise it is given back and the
     // engines serve the queue.
-    try_assign_warm(streaming, &session_id).await;
+    if warm {
+        try_assign_warm(streaming, &session_id).await;
+    }
     streaming.wake.notify_one();
     let mut out = session_status(plane, &session_id).await?;
     out["Cookie"] = json!(cookie);
