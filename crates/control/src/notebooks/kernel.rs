@@ -14,7 +14,8 @@
 //! - `notebooks:ExecuteCodeResult`: the kernel's `execute_reply` to an audited request, by its
 //!   message id: status and execution count. The trail is append-only, so the result joins the
 //!   request by id rather than by rewriting its record. Outputs are never recorded.
-//! - `notebooks:KernelInput`: a password `input()` read, as its length and SHA-256 only.
+//! - `notebooks:KernelInput`: a password `input()` read, as its length and SHA-256 only. A
+//!   frame too long to read that names `input_request` counts as a password prompt.
 //!
 //! Fail closed: a frame that cannot be read as Jupyter reads it, an `apply_request` (it runs a
 //! pickled function the audit cannot show), or a record that cannot be written stops the frame
@@ -42,7 +43,7 @@ pub use wire::{Answer, Frame, v1_frame};
 use wire::{Message, debug_refused, parse, session_of, without_debugger};
 
 /// The longest frame from a kernel read for what it says (a `kernel_info_reply`, an
-/// `input_request`): a real one is a few KiB.
+/// `input_request`): a real one is a few KiB, but the user's code writes a prompt, of any size.
 const READ_FROM_KERNEL: usize = 64 << 10;
 
 /// The session the proxy answers under before the kernel's first frame has named its own.
@@ -272,11 +273,18 @@ impl KernelAudit {
                 instead = without_debugger(self.v1, frame);
             }
         }
-        if could_be(b"input_request")
-            && let Ok(message) = parse(self.v1, frame)
-            && message.msg_type == "input_request"
-        {
-            *self.password_asked.lock().expect("password lock") = truthy(&message.content["password"]);
+        if memchr::memmem::find(bytes, b"input_request").is_some() {
+            let password = if bytes.len() <= READ_FROM_KERNEL {
+                parse(self.v1, frame).ok().filter(|m| m.msg_type == "input_request").map(|m| truthy(&m.content["password"]))
+            } else {
+                // Too long to read, and perhaps a prompt (the user's code says what it asks):
+                // taken for a password prompt, so that its answer is recorded as its length
+                // and hash only. The next prompt read says again.
+                Some(true)
+            };
+            if let Some(password) = password {
+                *self.password_asked.lock().expect("password lock") = password;
+            }
         }
         instead
     }

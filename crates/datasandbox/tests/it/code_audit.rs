@@ -19,15 +19,15 @@ use crate::support::streaming::{redeem, status};
 use crate::support::tmpfs::{Tmpfs, fill};
 
 /// A session's notebook, opened on its origin, and a kernel started there.
-struct Kernel {
-    at: String,
-    base: String,
-    cookie: String,
-    id: String,
+pub(crate) struct Kernel {
+    pub(crate) at: String,
+    pub(crate) base: String,
+    pub(crate) cookie: String,
+    pub(crate) id: String,
     session: String,
 }
 
-fn kernel(server: &Server) -> Kernel {
+pub(crate) fn kernel(server: &Server) -> Kernel {
     let cookie = redeem(server, "nora");
     let url = eventually(180, "the notebook URL", || status(server, &cookie)["NotebookUrl"].as_str().map(str::to_owned));
     let session = status(server, &cookie)["SessionId"].as_str().expect("session id").to_owned();
@@ -497,13 +497,13 @@ fn debugger_starts(kernel: &Kernel) {
 }
 
 /// Reads a legacy-protocol kernel socket until the `msg_type` reply to `msg_id` (30 s at most).
-fn reply_to(socket: &mut tungstenite::WebSocket<std::net::TcpStream>, msg_id: &str, msg_type: &str) -> Value {
+pub(crate) fn reply_to(socket: &mut tungstenite::WebSocket<std::net::TcpStream>, msg_id: &str, msg_type: &str) -> Value {
     read_until(socket, |m| m["header"]["msg_type"] == msg_type && m["parent_header"]["msg_id"] == msg_id).pop().expect("the reply")
 }
 
 /// The messages a legacy-protocol kernel socket sends until one `done` says is the last (30 s
 /// at most), that one included.
-fn read_until(socket: &mut tungstenite::WebSocket<std::net::TcpStream>, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+pub(crate) fn read_until(socket: &mut tungstenite::WebSocket<std::net::TcpStream>, done: impl Fn(&Value) -> bool) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut read = Vec::new();
     loop {

@@ -14,6 +14,7 @@ mod deploy;
 mod files;
 mod flows;
 mod instances;
+mod kernel_input;
 mod local_users;
 mod notebooks;
 mod package;
