@@ -52,6 +52,7 @@ impl Notebooks {
             admission: Default::default(),
             busy: Default::default(),
             wake: Default::default(),
+            prompts: Default::default(),
         }
     }
 

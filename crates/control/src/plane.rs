@@ -456,7 +456,8 @@ impl ControlPlane {
         kernel_id: &str,
         protocol: Option<&str>,
     ) -> crate::notebooks::KernelAudit {
-        crate::notebooks::KernelAudit::new(self.pipeline.clone(), target.clone(), name, kernel_id, protocol)
+        let prompt = self.services.notebooks.prompts.of(name, kernel_id);
+        crate::notebooks::KernelAudit::new(self.pipeline.clone(), target.clone(), (name, kernel_id), protocol, prompt)
     }
 
     /// The audit of one Jupyter terminal's WebSocket: each line typed recorded.

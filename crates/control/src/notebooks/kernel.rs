@@ -14,8 +14,9 @@
 //! - `notebooks:ExecuteCodeResult`: the kernel's `execute_reply` to an audited request, by its
 //!   message id: status and execution count. The trail is append-only, so the result joins the
 //!   request by id rather than by rewriting its record. Outputs are never recorded.
-//! - `notebooks:KernelInput`: a password `input()` read, as its length and SHA-256 only. A
-//!   frame too long to read that names `input_request` counts as a password prompt.
+//! - `notebooks:KernelInput`: a password `input()` read, as its length and SHA-256 only: the
+//!   first answer, from any of the kernel's sockets, to a prompt on the kernel's stdin channel
+//!   (read at any size) that asked for a password.
 //!
 //! Fail closed: a frame that cannot be read as Jupyter reads it, an `apply_request` (it runs a
 //! pickled function the audit cannot show), or a record that cannot be written stops the frame
@@ -33,17 +34,17 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::state::NotebookTarget;
+use super::state::{NotebookTarget, SharedPrompt};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Pipeline;
 use crate::core::platform::ServiceEvent;
 
 mod wire;
 pub use wire::{Answer, Frame, v1_frame};
-use wire::{Message, debug_refused, parse, session_of, without_debugger};
+use wire::{Message, debug_refused, parse, prompt_of, session_of, without_debugger};
 
-/// The longest frame from a kernel read for what it says (a `kernel_info_reply`, an
-/// `input_request`): a real one is a few KiB, but the user's code writes a prompt, of any size.
+/// The longest frame from a kernel read for what it says (a `kernel_info_reply`): a real one
+/// is a few KiB.
 const READ_FROM_KERNEL: usize = 64 << 10;
 
 /// The session the proxy answers under before the kernel's first frame has named its own.
@@ -83,8 +84,9 @@ pub struct KernelAudit {
     v1: bool,
     /// Audited executions waiting for their reply, oldest first.
     pending: Mutex<(HashSet<String>, VecDeque<String>)>,
-    /// Whether the kernel's last `input_request` asked for a password.
-    password_asked: Mutex<bool>,
+    /// The kernel's prompt waiting for its answer, if any, and whether it asked for a
+    /// password: shared with the kernel's other sockets.
+    prompt: SharedPrompt,
     /// A Jupyter terminal's socket instead of a kernel's: what was typed since the last line.
     terminal: Option<Mutex<String>>,
     /// The session the kernel's last frame named ([`BEFORE_THE_KERNEL_SPOKE`] before its
@@ -93,7 +95,13 @@ pub struct KernelAudit {
 }
 
 impl KernelAudit {
-    pub(crate) fn new(pipeline: Pipeline, target: NotebookTarget, name: &str, kernel_id: &str, protocol: Option<&str>) -> KernelAudit {
+    pub(crate) fn new(
+        pipeline: Pipeline,
+        target: NotebookTarget,
+        (name, kernel_id): (&str, &str),
+        protocol: Option<&str>,
+        prompt: SharedPrompt,
+    ) -> KernelAudit {
         KernelAudit {
             pipeline,
             target,
@@ -101,7 +109,7 @@ impl KernelAudit {
             kernel_id: kernel_id.to_owned(),
             v1: protocol == Some(V1_PROTOCOL),
             pending: Mutex::new((HashSet::new(), VecDeque::new())),
-            password_asked: Mutex::new(false),
+            prompt,
             terminal: None,
             kernel_session: Mutex::new(BEFORE_THE_KERNEL_SPOKE.to_owned()),
         }
@@ -111,7 +119,10 @@ impl KernelAudit {
     /// line typed is recorded (`notebooks:TerminalInput`) before the frame that ends it reaches
     /// the shell; a frame the proxy cannot read is refused.
     pub(crate) fn terminal(pipeline: Pipeline, target: NotebookTarget, name: &str, terminal: &str) -> KernelAudit {
-        KernelAudit { terminal: Some(Mutex::new(String::new())), ..KernelAudit::new(pipeline, target, name, terminal, Some("terminal")) }
+        KernelAudit {
+            terminal: Some(Mutex::new(String::new())),
+            ..KernelAudit::new(pipeline, target, (name, terminal), Some("terminal"), SharedPrompt::default())
+        }
     }
 
     async fn typed_in_terminal(&self, frame: Frame<'_>, typed: &Mutex<String>) -> Result<(), Refusal> {
@@ -197,7 +208,9 @@ impl KernelAudit {
             // pdb command runs Python) as code.
             "input_reply" => {
                 let value = content["value"].as_str().unwrap_or_default();
-                if *self.password_asked.lock().expect("password lock") {
+                // The answer takes the prompt: a second answer, or one to no prompt, is code.
+                let asked = self.prompt.lock().expect("prompt lock").take();
+                if asked == Some(true) {
                     let parameters = json!({ "InputBytes": value.len(), "InputSha256": hex::encode(Sha256::digest(value.as_bytes())) });
                     ("KernelInput", parameters, Vec::new())
                 } else {
@@ -273,18 +286,8 @@ impl KernelAudit {
                 instead = without_debugger(self.v1, frame);
             }
         }
-        if memchr::memmem::find(bytes, b"input_request").is_some() {
-            let password = if bytes.len() <= READ_FROM_KERNEL {
-                parse(self.v1, frame).ok().filter(|m| m.msg_type == "input_request").map(|m| truthy(&m.content["password"]))
-            } else {
-                // Too long to read, and perhaps a prompt (the user's code says what it asks):
-                // taken for a password prompt, so that its answer is recorded as its length
-                // and hash only. The next prompt read says again.
-                Some(true)
-            };
-            if let Some(password) = password {
-                *self.password_asked.lock().expect("password lock") = password;
-            }
+        if let Some(prompt) = prompt_of(self.v1, frame) {
+            *self.prompt.lock().expect("prompt lock") = Some(truthy(&prompt.password));
         }
         instead
     }

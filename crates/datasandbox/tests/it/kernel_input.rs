@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::code_audit::{kernel, read_until, reply_to};
 use crate::support::http;
 use crate::support::notebooks::direct_notebook_server;
-use crate::support::server::eventually;
+use crate::support::server::{Server, eventually};
 
 /// A cell that asks for input, in the legacy protocol.
 fn asking(msg_id: &str, code: &str) -> Value {
@@ -39,28 +39,20 @@ fn a_password_typed_at_any_prompt_is_recorded_as_its_length_and_hash_only() {
         socket.send(tungstenite::Message::Text(asking(cell, code).to_string().into())).expect("send");
         let asked = read_until(&mut socket, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
         assert_eq!(asked["content"]["password"], password, "{cell}: the kernel's prompt");
-        let answer = json!({ "channel": "stdin", "header": { "msg_id": format!("{cell}-typed"), "msg_type": "input_reply", "session": "s1",
-            "username": "test", "version": "5.3", "date": "" }, "parent_header": asked["header"], "metadata": {}, "content": { "value": typed } });
+        let answer = answer(&format!("{cell}-typed"), &asked, typed);
         socket.send(tungstenite::Message::Text(answer.to_string().into())).expect("send");
         let reply = reply_to(&mut socket, cell, "execute_reply");
         assert_eq!(reply["content"]["status"], "ok", "{cell}: {reply}");
     }
-    // The answer's record, by the message that carried it.
-    let typed_record = |event: &str, cell: &str| {
-        eventually(10, &format!("the {event} record of what was typed in `{cell}`"), || {
-            let records = server.audit(&[("EventName", event)]);
-            records.into_iter().find(|r| r["requestParameters"]["MessageId"] == format!("{cell}-typed").as_str())
-        })
-    };
     for (cell, typed) in [("short", "hunter2-short-7f1c"), ("long", "hunter2-long-8e2d")] {
-        let record = typed_record("KernelInput", cell);
+        let record = typed_record(&server, "KernelInput", &format!("{cell}-typed"));
         let kept = &record["requestParameters"];
         assert_eq!(
             (kept["InputBytes"].as_u64(), kept["InputSha256"].as_str()),
             (Some(typed.len() as u64), Some(hex::encode(Sha256::digest(typed)).as_str()))
         );
     }
-    let plain = typed_record("ExecuteCode", "plain");
+    let plain = typed_record(&server, "ExecuteCode", "plain-typed");
     assert_eq!(
         (plain["requestParameters"]["Kind"].as_str(), plain["requestParameters"]["Code"].as_str()),
         (Some("input_reply"), Some("nora-answer-3c9b"))
@@ -69,4 +61,59 @@ fn a_password_typed_at_any_prompt_is_recorded_as_its_length_and_hash_only() {
     for secret in ["hunter2-short-7f1c", "hunter2-long-8e2d"] {
         assert!(!lines.iter().any(|l| l.contains(secret)), "a password typed is in the trail: {secret}");
     }
+}
+
+/// Attack (review): the password flag was each socket's, set by any frame naming a prompt and
+/// never taken back. From a second socket to the same kernel, whose stdin takes an answer from
+/// any, a pdb command or `input()` answer (Python, run) went into the trail as a password's
+/// hash once that socket had seen a prompt forged on iopub by the user's code; and a second
+/// answer to one password prompt went in the same way.
+#[test]
+fn an_answer_is_judged_by_the_kernels_own_prompt_from_any_socket_and_only_once() {
+    let server = direct_notebook_server(&[]);
+    let kernel = kernel(&server);
+    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    let open = || http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
+    let (mut a, mut b) = (open(), open());
+    let send = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>, message: Value| {
+        socket.send(tungstenite::Message::Text(message.to_string().into())).expect("send");
+    };
+    // The user's code forges a password prompt on iopub, which every socket hears.
+    let forge = "k = get_ipython().kernel; k.session.send(k.iopub_socket, 'input_request', {'prompt': '', 'password': True})";
+    send(&mut a, asking("forge", forge));
+    assert_eq!(reply_to(&mut a, "forge", "execute_reply")["content"]["status"], "ok");
+    // A real prompt, for no password, comes to a; b answers it with code.
+    send(&mut a, asking("plain", "input('Code: ')"));
+    let asked = read_until(&mut a, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
+    assert_eq!(asked["content"]["password"], false);
+    send(&mut b, answer("plain-typed", &asked, "print('hidden-code-5d2a')"));
+    assert_eq!(reply_to(&mut a, "plain", "execute_reply")["content"]["status"], "ok");
+    // A password prompt, answered twice: the first answer is the password, the second is code.
+    send(&mut a, asking("secret", "import getpass; getpass.getpass('Password: ')"));
+    let asked = read_until(&mut a, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
+    send(&mut b, answer("secret-typed", &asked, "hunter2-twice-4b7e"));
+    send(&mut b, answer("again-typed", &asked, "second-answer-9c1f"));
+    assert_eq!(reply_to(&mut a, "secret", "execute_reply")["content"]["status"], "ok");
+
+    let code = typed_record(&server, "ExecuteCode", "plain-typed");
+    assert_eq!(code["requestParameters"]["Code"], "print('hidden-code-5d2a')", "{code}");
+    let secret = typed_record(&server, "KernelInput", "secret-typed");
+    assert_eq!(secret["requestParameters"]["InputSha256"], hex::encode(Sha256::digest("hunter2-twice-4b7e")));
+    let again = typed_record(&server, "ExecuteCode", "again-typed");
+    assert_eq!(again["requestParameters"]["Code"], "second-answer-9c1f", "{again}");
+    let lines = crate::support::trail::trail_lines(server.data_dir());
+    assert!(!lines.iter().any(|l| l.contains("hunter2-twice-4b7e")), "the password is in the trail");
+}
+
+/// An answer to `asked`, in the legacy protocol, under message id `msg_id`.
+fn answer(msg_id: &str, asked: &Value, typed: &str) -> Value {
+    json!({ "channel": "stdin", "header": { "msg_id": msg_id, "msg_type": "input_reply", "session": "s1", "username": "test",
+        "version": "5.3", "date": "" }, "parent_header": asked["header"], "metadata": {}, "content": { "value": typed } })
+}
+
+/// The `event` record of the answer sent as message `msg_id`.
+fn typed_record(server: &Server, event: &str, msg_id: &str) -> Value {
+    eventually(10, &format!("the {event} record of answer `{msg_id}`"), || {
+        server.audit(&[("EventName", event)]).into_iter().find(|r| r["requestParameters"]["MessageId"] == msg_id)
+    })
 }

@@ -91,6 +91,60 @@ pub(super) fn session_of(v1: bool, frame: Frame<'_>) -> Option<String> {
     header.session.filter(|session| session.len() <= 256)
 }
 
+/// A kernel's prompt for input, as [`prompt_of`] reads it: its `password` member as it came.
+#[derive(Debug, PartialEq)]
+pub(super) struct Prompt {
+    pub password: Value,
+}
+
+/// A kernel's prompt for input: an `input_request` on the stdin channel, read at any size (the
+/// user's code writes the prompt) for whether it asks for a password, and for nothing else. A
+/// v1 frame is read only if its channel is stdin; a legacy frame only if it names the type
+/// (jupyter_server writes each legacy message out anew, so the type is spelled plainly).
+/// Anything else, an output that prints the words or a message the user's code sends on
+/// another channel, is no prompt.
+pub(super) fn prompt_of(v1: bool, frame: Frame<'_>) -> Option<Prompt> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        msg_type: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Content {
+        #[serde(default)]
+        password: Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct Legacy {
+        channel: Option<String>,
+        header: Header,
+        content: Content,
+    }
+    let (stdin, header, content) = match (v1, frame) {
+        (true, Frame::Binary(bytes)) => {
+            let part = v1_parts(bytes).ok()?;
+            if part[0] != b"stdin" {
+                return None;
+            }
+            let header: Header = serde_json::from_slice(part[1]).ok()?;
+            if header.msg_type != "input_request" {
+                return None;
+            }
+            (true, header, serde_json::from_slice::<Content>(part[4]).ok()?)
+        }
+        (false, frame) => {
+            let json = match frame {
+                Frame::Text(text) => text.as_bytes(),
+                Frame::Binary(bytes) => legacy_message(bytes).ok()?,
+            };
+            memchr::memmem::find(json, b"input_request")?;
+            let message: Legacy = serde_json::from_slice(json).ok()?;
+            (message.channel.as_deref() == Some("stdin"), message.header, message.content)
+        }
+        (true, Frame::Text(_)) => return None,
+    };
+    (stdin && header.msg_type == "input_request").then_some(Prompt { password: content.password })
+}
+
 /// A legacy binary frame's JSON message: its first part.
 fn legacy_message(bytes: &[u8]) -> Result<&[u8], String> {
     let count = bytes.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or("a binary frame under 4 bytes")?;
@@ -441,5 +495,28 @@ mod tests {
         expected.extend_from_slice(b"shell{}[]");
         assert_eq!(golden, expected);
         assert!(without_debugger(true, Frame::Text("{}")).is_none());
+    }
+
+    /// A prompt is a stdin `input_request`, read at any size in either format; the words in an
+    /// output, or a prompt the user's code sends on iopub, are none.
+    #[test]
+    fn a_prompt_is_read_only_from_the_stdin_channel_at_any_size() {
+        let header = json!({ "msg_id": "p1", "msg_type": "input_request", "session": "k", "username": "u", "version": "5.3" });
+        let content = |password: bool| json!({ "prompt": "P".repeat(100_000), "password": password });
+        let legacy = |channel: &str, password: bool| {
+            json!({ "channel": channel, "header": header, "parent_header": {}, "metadata": {}, "content": content(password) }).to_string()
+        };
+        let v1 = |channel: &str, password: bool| v1_frame(channel, [&header, &json!({}), &json!({}), &content(password)]);
+        let password = |prompt: Option<Prompt>| prompt.map(|p| p.password);
+        assert_eq!(password(prompt_of(false, Frame::Text(&legacy("stdin", true)))), Some(json!(true)));
+        assert_eq!(password(prompt_of(false, Frame::Text(&legacy("stdin", false)))), Some(json!(false)));
+        assert_eq!(password(prompt_of(true, Frame::Binary(&v1("stdin", true)))), Some(json!(true)));
+        assert_eq!(prompt_of(false, Frame::Text(&legacy("iopub", true))), None);
+        assert_eq!(prompt_of(true, Frame::Binary(&v1("iopub", true))), None);
+        let printed = json!({ "channel": "iopub", "header": { "msg_type": "stream" }, "parent_header": {}, "metadata": {},
+            "content": { "name": "stdout", "text": "input_request".repeat(10_000) } });
+        assert_eq!(prompt_of(false, Frame::Text(&printed.to_string())), None);
+        let unnamed = json!({ "header": header, "parent_header": {}, "metadata": {}, "content": content(true) });
+        assert_eq!(prompt_of(false, Frame::Text(&unnamed.to_string())), None, "a message without a channel is the shell's");
     }
 }
