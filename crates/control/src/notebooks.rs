@@ -52,7 +52,6 @@ impl Notebooks {
             admission: Default::default(),
             busy: Default::default(),
             wake: Default::default(),
-            prompts: Default::default(),
         }
     }
 

@@ -456,8 +456,7 @@ impl ControlPlane {
         kernel_id: &str,
         protocol: Option<&str>,
     ) -> crate::notebooks::KernelAudit {
-        let prompt = self.services.notebooks.prompts.of(name, kernel_id);
-        crate::notebooks::KernelAudit::new(self.pipeline.clone(), target.clone(), (name, kernel_id), protocol, prompt)
+        crate::notebooks::KernelAudit::new(self.pipeline.clone(), target.clone(), name, kernel_id, protocol)
     }
 
     /// The audit of one Jupyter terminal's WebSocket: each line typed recorded.

@@ -15,8 +15,8 @@
 //!   message id: status and execution count. The trail is append-only, so the result joins the
 //!   request by id rather than by rewriting its record. Outputs are never recorded.
 //! - `notebooks:KernelInput`: a password `input()` read, as its length and SHA-256 only: the
-//!   first answer, from any of the kernel's sockets, to a prompt on the kernel's stdin channel
-//!   (read at any size) that asked for a password.
+//!   answer to the kernel's last prompt on this socket's stdin channel (read at any size) that
+//!   asked for a password. Only that prompt's answer goes on, once; any other is refused.
 //!
 //! Fail closed: a frame that cannot be read as Jupyter reads it, an `apply_request` (it runs a
 //! pickled function the audit cannot show), or a record that cannot be written stops the frame
@@ -34,14 +34,14 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::state::{NotebookTarget, SharedPrompt};
+use super::state::NotebookTarget;
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Pipeline;
 use crate::core::platform::ServiceEvent;
 
 mod wire;
 pub use wire::{Answer, Frame, v1_frame};
-use wire::{Message, debug_refused, parse, prompt_of, session_of, without_debugger};
+use wire::{Message, Stdin, debug_refused, parse, session_of, stdin_of, without_debugger};
 
 /// The longest frame from a kernel read for what it says (a `kernel_info_reply`): a real one
 /// is a few KiB.
@@ -58,6 +58,14 @@ const CODE_KEPT: usize = 64 << 10;
 
 /// How many audited executions wait for their reply at most (older ones are not joined).
 const PENDING: usize = 4096;
+
+/// A kernel's prompt on a socket, waiting for its answer.
+#[derive(Debug)]
+struct Asked {
+    /// The prompt's message id, which its answer names as its parent.
+    msg_id: String,
+    password: bool,
+}
 
 /// Why a browser's frame was not forwarded: the socket closes with `code` and `reason`.
 #[derive(Debug)]
@@ -84,9 +92,9 @@ pub struct KernelAudit {
     v1: bool,
     /// Audited executions waiting for their reply, oldest first.
     pending: Mutex<(HashSet<String>, VecDeque<String>)>,
-    /// The kernel's prompt waiting for its answer, if any, and whether it asked for a
-    /// password: shared with the kernel's other sockets.
-    prompt: SharedPrompt,
+    /// The kernel's prompt to this socket still waiting for its answer (ipykernel sends a
+    /// prompt only to the connection whose request asked): the one answer let through.
+    prompt: Mutex<Option<Asked>>,
     /// A Jupyter terminal's socket instead of a kernel's: what was typed since the last line.
     terminal: Option<Mutex<String>>,
     /// The session the kernel's last frame named ([`BEFORE_THE_KERNEL_SPOKE`] before its
@@ -95,13 +103,7 @@ pub struct KernelAudit {
 }
 
 impl KernelAudit {
-    pub(crate) fn new(
-        pipeline: Pipeline,
-        target: NotebookTarget,
-        (name, kernel_id): (&str, &str),
-        protocol: Option<&str>,
-        prompt: SharedPrompt,
-    ) -> KernelAudit {
+    pub(crate) fn new(pipeline: Pipeline, target: NotebookTarget, name: &str, kernel_id: &str, protocol: Option<&str>) -> KernelAudit {
         KernelAudit {
             pipeline,
             target,
@@ -109,7 +111,7 @@ impl KernelAudit {
             kernel_id: kernel_id.to_owned(),
             v1: protocol == Some(V1_PROTOCOL),
             pending: Mutex::new((HashSet::new(), VecDeque::new())),
-            prompt,
+            prompt: Mutex::new(None),
             terminal: None,
             kernel_session: Mutex::new(BEFORE_THE_KERNEL_SPOKE.to_owned()),
         }
@@ -119,10 +121,7 @@ impl KernelAudit {
     /// line typed is recorded (`notebooks:TerminalInput`) before the frame that ends it reaches
     /// the shell; a frame the proxy cannot read is refused.
     pub(crate) fn terminal(pipeline: Pipeline, target: NotebookTarget, name: &str, terminal: &str) -> KernelAudit {
-        KernelAudit {
-            terminal: Some(Mutex::new(String::new())),
-            ..KernelAudit::new(pipeline, target, (name, terminal), Some("terminal"), SharedPrompt::default())
-        }
+        KernelAudit { terminal: Some(Mutex::new(String::new())), ..KernelAudit::new(pipeline, target, name, terminal, Some("terminal")) }
     }
 
     async fn typed_in_terminal(&self, frame: Frame<'_>, typed: &Mutex<String>) -> Result<(), Refusal> {
@@ -204,20 +203,7 @@ impl KernelAudit {
                 let (parameters, rest) = code_parameters(&format!("debug:{}", debug_command(content)), &content.to_string());
                 ("ExecuteCode", parameters, rest)
             }
-            // What `input()` read: a password only as its length and hash; anything else (a
-            // pdb command runs Python) as code.
-            "input_reply" => {
-                let value = content["value"].as_str().unwrap_or_default();
-                // The answer takes the prompt: a second answer, or one to no prompt, is code.
-                let asked = self.prompt.lock().expect("prompt lock").take();
-                if asked == Some(true) {
-                    let parameters = json!({ "InputBytes": value.len(), "InputSha256": hex::encode(Sha256::digest(value.as_bytes())) });
-                    ("KernelInput", parameters, Vec::new())
-                } else {
-                    let (parameters, rest) = code_parameters("input_reply", value);
-                    ("ExecuteCode", parameters, rest)
-                }
-            }
+            "input_reply" => self.judged_answer(&message).await?,
             "apply_request" => return Err(self.refuse("apply_request runs a pickled function the audit cannot show").await),
             _ => return Ok(Passage::Forward),
         };
@@ -237,6 +223,31 @@ impl KernelAudit {
             self.await_reply(message.msg_id);
         }
         Ok(Passage::Forward)
+    }
+
+    /// What `input()` read: a password only as its length and hash; anything else (a pdb
+    /// command runs Python) as code. Only the answer to this socket's prompt goes on, once (the
+    /// kernel takes any answer, whatever it names): a second one, one to an older prompt or to
+    /// none is refused unsent, its value kept as its hash only.
+    async fn judged_answer(&self, message: &Message) -> Result<(&'static str, Value, Vec<Value>), Refusal> {
+        let value = message.content["value"].as_str().unwrap_or_default();
+        let hashed = json!({ "InputBytes": value.len(), "InputSha256": hex::encode(Sha256::digest(value.as_bytes())) });
+        let asked = {
+            let mut prompt = self.prompt.lock().expect("prompt lock");
+            if prompt.as_ref().is_some_and(|asked| asked.msg_id == message.parent_msg_id) { prompt.take() } else { None }
+        };
+        match asked {
+            None => {
+                let mut parameters = hashed;
+                parameters["MessageId"] = json!(message.msg_id);
+                Err(self.refuse_with("an input_reply to no prompt waiting on this socket", parameters).await)
+            }
+            Some(Asked { password: true, .. }) => Ok(("KernelInput", hashed, Vec::new())),
+            Some(Asked { password: false, .. }) => {
+                let (parameters, rest) = code_parameters("input_reply", value);
+                Ok(("ExecuteCode", parameters, rest))
+            }
+        }
     }
 
     /// A debug request where the stack does not enable the debugger: recorded as refused (as
@@ -286,8 +297,13 @@ impl KernelAudit {
                 instead = without_debugger(self.v1, frame);
             }
         }
-        if let Some(prompt) = prompt_of(self.v1, frame) {
-            *self.prompt.lock().expect("prompt lock") = Some(truthy(&prompt.password));
+        match stdin_of(self.v1, frame) {
+            Some(Stdin::Prompt { msg_id, password }) => {
+                *self.prompt.lock().expect("prompt lock") = Some(Asked { msg_id, password: truthy(&password) });
+            }
+            // A prompt the proxy cannot read: no answer goes on until one it can.
+            Some(Stdin::Unreadable) => *self.prompt.lock().expect("prompt lock") = None,
+            None => {}
         }
         instead
     }

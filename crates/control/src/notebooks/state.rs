@@ -28,34 +28,6 @@ pub(crate) struct Notebooks {
     pub(super) busy: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Wakes the reconciler: another node asked this one to start or stop a notebook.
     pub(super) wake: tokio::sync::Notify,
-    /// The prompt each kernel's sockets share (see [`SharedPrompt`]).
-    pub(crate) prompts: Prompts,
-}
-
-/// A kernel's prompt for input still waiting for its answer, `Some(password)`: shared by every
-/// socket to the kernel (its stdin takes the first answer from any of them), set by the
-/// prompt, taken by the answer.
-pub(crate) type SharedPrompt = Arc<std::sync::Mutex<Option<bool>>>;
-
-/// The shared prompts, by notebook and kernel, each kept while a socket holds it.
-#[derive(Default)]
-pub(crate) struct Prompts(std::sync::Mutex<std::collections::HashMap<(String, String), WeakPrompt>>);
-
-type WeakPrompt = std::sync::Weak<std::sync::Mutex<Option<bool>>>;
-
-impl Prompts {
-    /// The prompt `kernel` of notebook `name` shares with its other sockets.
-    pub(crate) fn of(&self, name: &str, kernel: &str) -> SharedPrompt {
-        let mut prompts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        prompts.retain(|_, prompt| prompt.strong_count() > 0);
-        let key = (name.to_owned(), kernel.to_owned());
-        if let Some(prompt) = prompts.get(&key).and_then(std::sync::Weak::upgrade) {
-            return prompt;
-        }
-        let prompt = SharedPrompt::default();
-        prompts.insert(key, Arc::downgrade(&prompt));
-        prompt
-    }
 }
 
 /// Where a notebook's Jupyter is reached from this node.

@@ -211,9 +211,12 @@ fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joi
     assert_eq!(close_code(&mut socket), Some(1008));
 }
 
-/// Reads until the server closes the socket; the close code.
-fn close_code(socket: &mut tungstenite::WebSocket<std::net::TcpStream>) -> Option<u16> {
+/// Reads until the server closes the socket (30 s at most: pings would keep a read waiting for
+/// ever); the close code.
+pub(crate) fn close_code(socket: &mut tungstenite::WebSocket<std::net::TcpStream>) -> Option<u16> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
+        assert!(std::time::Instant::now() < deadline, "the socket was not closed within 30 s");
         match socket.read() {
             Ok(tungstenite::Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
             Ok(_) => continue,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::code_audit::{kernel, read_until, reply_to};
+use crate::code_audit::{close_code, kernel, read_until, reply_to};
 use crate::support::http;
 use crate::support::notebooks::direct_notebook_server;
 use crate::support::server::{Server, eventually};
@@ -63,13 +63,14 @@ fn a_password_typed_at_any_prompt_is_recorded_as_its_length_and_hash_only() {
     }
 }
 
-/// Attack (review): the password flag was each socket's, set by any frame naming a prompt and
-/// never taken back. From a second socket to the same kernel, whose stdin takes an answer from
-/// any, a pdb command or `input()` answer (Python, run) went into the trail as a password's
-/// hash once that socket had seen a prompt forged on iopub by the user's code; and a second
-/// answer to one password prompt went in the same way.
+/// Attacks (review): the password flag was set by any frame naming a prompt and never taken
+/// back, and the kernel takes an answer from any socket, whatever it names. A prompt forged on
+/// iopub by the user's code made the next answer (a pdb command or `input()` answer: Python,
+/// run) go into the trail as a password's hash; so did an answer sent from another socket, or
+/// sent twice. Now only the answer to the prompt this socket was sent goes on, once; any other
+/// is refused unsent (its value kept as its hash only) and the socket closes.
 #[test]
-fn an_answer_is_judged_by_the_kernels_own_prompt_from_any_socket_and_only_once() {
+fn only_the_answer_to_this_sockets_own_prompt_goes_on_and_only_once() {
     let server = direct_notebook_server(&[]);
     let kernel = kernel(&server);
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
@@ -82,27 +83,36 @@ fn an_answer_is_judged_by_the_kernels_own_prompt_from_any_socket_and_only_once()
     let forge = "k = get_ipython().kernel; k.session.send(k.iopub_socket, 'input_request', {'prompt': '', 'password': True})";
     send(&mut a, asking("forge", forge));
     assert_eq!(reply_to(&mut a, "forge", "execute_reply")["content"]["status"], "ok");
-    // A real prompt, for no password, comes to a; b answers it with code.
+    // A real prompt, for no password, comes to a. b's answer to it is refused, unsent.
     send(&mut a, asking("plain", "input('Code: ')"));
     let asked = read_until(&mut a, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
     assert_eq!(asked["content"]["password"], false);
-    send(&mut b, answer("plain-typed", &asked, "print('hidden-code-5d2a')"));
+    send(&mut b, answer("stray-typed", &asked, "print('from-b-5d2a')"));
+    assert_eq!(close_code(&mut b), Some(1008), "an answer from a socket the prompt did not go to");
+    // a's own answer goes on, as code.
+    send(&mut a, answer("plain-typed", &asked, "print('shown-code-1a2b')"));
     assert_eq!(reply_to(&mut a, "plain", "execute_reply")["content"]["status"], "ok");
-    // A password prompt, answered twice: the first answer is the password, the second is code.
+    // A password prompt, answered twice: the first answer is the password; the second is
+    // refused, unsent.
     send(&mut a, asking("secret", "import getpass; getpass.getpass('Password: ')"));
     let asked = read_until(&mut a, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
-    send(&mut b, answer("secret-typed", &asked, "hunter2-twice-4b7e"));
-    send(&mut b, answer("again-typed", &asked, "second-answer-9c1f"));
+    send(&mut a, answer("secret-typed", &asked, "hunter2-twice-4b7e"));
     assert_eq!(reply_to(&mut a, "secret", "execute_reply")["content"]["status"], "ok");
+    send(&mut a, answer("again-typed", &asked, "second-answer-9c1f"));
+    assert_eq!(close_code(&mut a), Some(1008), "a second answer to one prompt");
 
     let code = typed_record(&server, "ExecuteCode", "plain-typed");
-    assert_eq!(code["requestParameters"]["Code"], "print('hidden-code-5d2a')", "{code}");
+    assert_eq!(code["requestParameters"]["Code"], "print('shown-code-1a2b')", "{code}");
     let secret = typed_record(&server, "KernelInput", "secret-typed");
     assert_eq!(secret["requestParameters"]["InputSha256"], hex::encode(Sha256::digest("hunter2-twice-4b7e")));
-    let again = typed_record(&server, "ExecuteCode", "again-typed");
-    assert_eq!(again["requestParameters"]["Code"], "second-answer-9c1f", "{again}");
+    for (msg_id, typed) in [("stray-typed", "print('from-b-5d2a')"), ("again-typed", "second-answer-9c1f")] {
+        let refused = typed_record(&server, "KernelMessageRefused", msg_id);
+        assert_eq!(refused["requestParameters"]["InputSha256"], hex::encode(Sha256::digest(typed)), "{refused}");
+    }
     let lines = crate::support::trail::trail_lines(server.data_dir());
-    assert!(!lines.iter().any(|l| l.contains("hunter2-twice-4b7e")), "the password is in the trail");
+    for kept_out in ["hunter2-twice-4b7e", "from-b-5d2a", "second-answer-9c1f"] {
+        assert!(!lines.iter().any(|l| l.contains(kept_out)), "`{kept_out}` is in the trail");
+    }
 }
 
 /// An answer to `asked`, in the legacy protocol, under message id `msg_id`.

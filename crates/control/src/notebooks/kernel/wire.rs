@@ -91,22 +91,28 @@ pub(super) fn session_of(v1: bool, frame: Frame<'_>) -> Option<String> {
     header.session.filter(|session| session.len() <= 256)
 }
 
-/// A kernel's prompt for input, as [`prompt_of`] reads it: its `password` member as it came.
+/// What a kernel's frame on the stdin channel says to the audit (see [`stdin_of`]).
 #[derive(Debug, PartialEq)]
-pub(super) struct Prompt {
-    pub password: Value,
+pub(super) enum Stdin {
+    /// A prompt for input: its message id, and its `password` member as it came.
+    Prompt { msg_id: String, password: Value },
+    /// A frame on stdin the proxy cannot read as a prompt.
+    Unreadable,
 }
 
 /// A kernel's prompt for input: an `input_request` on the stdin channel, read at any size (the
-/// user's code writes the prompt) for whether it asks for a password, and for nothing else. A
-/// v1 frame is read only if its channel is stdin; a legacy frame only if it names the type
-/// (jupyter_server writes each legacy message out anew, so the type is spelled plainly).
-/// Anything else, an output that prints the words or a message the user's code sends on
-/// another channel, is no prompt.
-pub(super) fn prompt_of(v1: bool, frame: Frame<'_>) -> Option<Prompt> {
+/// user's code writes the prompt) for its id and whether it asks for a password, and for
+/// nothing else. A v1 frame is read only if its channel is stdin (its parts as jupyter_client
+/// wrote them, not always UTF-8: read with U+FFFD for what is not); a legacy frame only if it
+/// names the type (jupyter_server writes each legacy message out anew, plainly). Anything
+/// else, an output that prints the words or a message the user's code sends on another
+/// channel, is none of stdin's.
+pub(super) fn stdin_of(v1: bool, frame: Frame<'_>) -> Option<Stdin> {
     #[derive(serde::Deserialize)]
     struct Header {
         msg_type: String,
+        #[serde(default)]
+        msg_id: String,
     }
     #[derive(serde::Deserialize)]
     struct Content {
@@ -119,17 +125,22 @@ pub(super) fn prompt_of(v1: bool, frame: Frame<'_>) -> Option<Prompt> {
         header: Header,
         content: Content,
     }
-    let (stdin, header, content) = match (v1, frame) {
+    let prompt = |header: Header, content: Content| {
+        (header.msg_type == "input_request").then_some(Stdin::Prompt { msg_id: header.msg_id, password: content.password })
+    };
+    match (v1, frame) {
         (true, Frame::Binary(bytes)) => {
             let part = v1_parts(bytes).ok()?;
             if part[0] != b"stdin" {
                 return None;
             }
-            let header: Header = serde_json::from_slice(part[1]).ok()?;
+            let read = |i: usize| String::from_utf8_lossy(part[i]);
+            let Ok(header) = serde_json::from_str::<Header>(&read(1)) else { return Some(Stdin::Unreadable) };
             if header.msg_type != "input_request" {
                 return None;
             }
-            (true, header, serde_json::from_slice::<Content>(part[4]).ok()?)
+            let Ok(content) = serde_json::from_str::<Content>(&read(4)) else { return Some(Stdin::Unreadable) };
+            prompt(header, content)
         }
         (false, frame) => {
             let json = match frame {
@@ -138,11 +149,13 @@ pub(super) fn prompt_of(v1: bool, frame: Frame<'_>) -> Option<Prompt> {
             };
             memchr::memmem::find(json, b"input_request")?;
             let message: Legacy = serde_json::from_slice(json).ok()?;
-            (message.channel.as_deref() == Some("stdin"), message.header, message.content)
+            if message.channel.as_deref() != Some("stdin") {
+                return None;
+            }
+            prompt(message.header, message.content)
         }
-        (true, Frame::Text(_)) => return None,
-    };
-    (stdin && header.msg_type == "input_request").then_some(Prompt { password: content.password })
+        (true, Frame::Text(_)) => None,
+    }
 }
 
 /// A legacy binary frame's JSON message: its first part.
@@ -497,8 +510,9 @@ mod tests {
         assert!(without_debugger(true, Frame::Text("{}")).is_none());
     }
 
-    /// A prompt is a stdin `input_request`, read at any size in either format; the words in an
-    /// output, or a prompt the user's code sends on iopub, are none.
+    /// A prompt is a stdin `input_request`, read at any size in either format (a v1 part that
+    /// is not UTF-8 too); the words in an output, or a prompt the user's code sends on iopub,
+    /// are none of stdin's.
     #[test]
     fn a_prompt_is_read_only_from_the_stdin_channel_at_any_size() {
         let header = json!({ "msg_id": "p1", "msg_type": "input_request", "session": "k", "username": "u", "version": "5.3" });
@@ -507,16 +521,25 @@ mod tests {
             json!({ "channel": channel, "header": header, "parent_header": {}, "metadata": {}, "content": content(password) }).to_string()
         };
         let v1 = |channel: &str, password: bool| v1_frame(channel, [&header, &json!({}), &json!({}), &content(password)]);
-        let password = |prompt: Option<Prompt>| prompt.map(|p| p.password);
-        assert_eq!(password(prompt_of(false, Frame::Text(&legacy("stdin", true)))), Some(json!(true)));
-        assert_eq!(password(prompt_of(false, Frame::Text(&legacy("stdin", false)))), Some(json!(false)));
-        assert_eq!(password(prompt_of(true, Frame::Binary(&v1("stdin", true)))), Some(json!(true)));
-        assert_eq!(prompt_of(false, Frame::Text(&legacy("iopub", true))), None);
-        assert_eq!(prompt_of(true, Frame::Binary(&v1("iopub", true))), None);
+        let asked = |password: bool| Some(Stdin::Prompt { msg_id: "p1".into(), password: json!(password) });
+        assert_eq!(stdin_of(false, Frame::Text(&legacy("stdin", true))), asked(true));
+        assert_eq!(stdin_of(false, Frame::Text(&legacy("stdin", false))), asked(false));
+        assert_eq!(stdin_of(true, Frame::Binary(&v1("stdin", true))), asked(true));
+        assert_eq!(stdin_of(false, Frame::Text(&legacy("iopub", true))), None);
+        assert_eq!(stdin_of(true, Frame::Binary(&v1("iopub", true))), None);
         let printed = json!({ "channel": "iopub", "header": { "msg_type": "stream" }, "parent_header": {}, "metadata": {},
             "content": { "name": "stdout", "text": "input_request".repeat(10_000) } });
-        assert_eq!(prompt_of(false, Frame::Text(&printed.to_string())), None);
+        assert_eq!(stdin_of(false, Frame::Text(&printed.to_string())), None);
         let unnamed = json!({ "header": header, "parent_header": {}, "metadata": {}, "content": content(true) });
-        assert_eq!(prompt_of(false, Frame::Text(&unnamed.to_string())), None, "a message without a channel is the shell's");
+        assert_eq!(stdin_of(false, Frame::Text(&unnamed.to_string())), None, "a message without a channel is the shell's");
+        // A prompt jupyter_client wrote with a byte that is not UTF-8 is still read.
+        let mut raw = v1("stdin", true);
+        let at = memchr::memmem::find(&raw, b"PPPP").expect("the prompt");
+        raw[at] = 0xff;
+        assert_eq!(stdin_of(true, Frame::Binary(&raw)), asked(true));
+        // A stdin frame that is no JSON is unreadable: no answer to it goes on.
+        let whole = v1_frame("stdin", [&header, &json!({}), &json!({}), &json!({})]);
+        let broken = [&whole[..whole.len() - 1], b"[".as_slice()].concat();
+        assert_eq!(stdin_of(true, Frame::Binary(&broken)), Some(Stdin::Unreadable));
     }
 }
