@@ -39,12 +39,14 @@ use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Pipeline;
 use crate::core::platform::ServiceEvent;
 
+mod stdin;
 mod wire;
+use stdin::{Stdin, stdin_of};
 pub use wire::{Answer, Frame, v1_frame};
-use wire::{Message, Stdin, debug_refused, parse, session_of, stdin_of, without_debugger};
+use wire::{Message, debug_refused, parse, session_of, without_debugger};
 
-/// The longest frame from a kernel read for what it says (a `kernel_info_reply`): a real one
-/// is a few KiB.
+/// The longest frame from a kernel read for what it says (a `kernel_info_reply`, an
+/// `execute_reply`, a status): a real one is a few KiB.
 const READ_FROM_KERNEL: usize = 64 << 10;
 
 /// The session the proxy answers under before the kernel's first frame has named its own.
@@ -64,6 +66,8 @@ const PENDING: usize = 4096;
 struct Asked {
     /// The prompt's message id, which its answer names as its parent.
     msg_id: String,
+    /// The request it is part of: the prompt waits no more once that request is answered.
+    parent: String,
     password: bool,
 }
 
@@ -203,7 +207,10 @@ impl KernelAudit {
                 let (parameters, rest) = code_parameters(&format!("debug:{}", debug_command(content)), &content.to_string());
                 ("ExecuteCode", parameters, rest)
             }
-            "input_reply" => self.judged_answer(&message).await?,
+            "input_reply" => match self.judged_answer(&message).await? {
+                Some(judged) => judged,
+                None => return Ok(Passage::Answer(Vec::new())),
+            },
             "apply_request" => return Err(self.refuse("apply_request runs a pickled function the audit cannot show").await),
             _ => return Ok(Passage::Forward),
         };
@@ -225,11 +232,31 @@ impl KernelAudit {
         Ok(Passage::Forward)
     }
 
+    /// The prompt waiting on this socket waits no more once the request it is part of is
+    /// answered (an interrupt answers it too) or the kernel restarts: a box JupyterLab still
+    /// shows for it must not answer a prompt sent elsewhere later (the kernel takes any answer).
+    fn prompt_ended(&self, frame: Frame<'_>, bytes: &[u8]) {
+        let mut prompt = self.prompt.lock().expect("prompt lock");
+        let Some(asked) = prompt.as_ref() else { return };
+        let could_end = |word: &[u8]| bytes.len() <= READ_FROM_KERNEL && memchr::memmem::find(bytes, word).is_some();
+        if !could_end(b"execute_reply") && !could_end(b"execution_state") {
+            return;
+        }
+        let Ok(message) = parse(self.v1, frame) else { return };
+        let state = message.content["execution_state"].as_str().unwrap_or_default();
+        if (message.msg_type == "execute_reply" && message.parent_msg_id == asked.parent)
+            || (message.msg_type == "status" && ["starting", "restarting", "autorestarting", "dead"].contains(&state))
+        {
+            *prompt = None;
+        }
+    }
+
     /// What `input()` read: a password only as its length and hash; anything else (a pdb
     /// command runs Python) as code. Only the answer to this socket's prompt goes on, once (the
     /// kernel takes any answer, whatever it names): a second one, one to an older prompt or to
-    /// none is refused unsent, its value kept as its hash only.
-    async fn judged_answer(&self, message: &Message) -> Result<(&'static str, Value, Vec<Value>), Refusal> {
+    /// none is dropped unsent (`None`) and recorded as refused, its value kept as its hash
+    /// only; the socket stays open.
+    async fn judged_answer(&self, message: &Message) -> Result<Option<(&'static str, Value, Vec<Value>)>, Refusal> {
         let value = message.content["value"].as_str().unwrap_or_default();
         let hashed = json!({ "InputBytes": value.len(), "InputSha256": hex::encode(Sha256::digest(value.as_bytes())) });
         let asked = {
@@ -240,12 +267,17 @@ impl KernelAudit {
             None => {
                 let mut parameters = hashed;
                 parameters["MessageId"] = json!(message.msg_id);
-                Err(self.refuse_with("an input_reply to no prompt waiting on this socket", parameters).await)
+                let why = "an input_reply to no prompt waiting on this socket: dropped";
+                let error = ActionError::new(400, ErrorCode::ValidationException, why.to_owned());
+                if self.record("KernelMessageRefused", parameters, Some(&error)).await.is_err() {
+                    return Err(Refusal { code: 1011, reason: "the audit trail cannot be written".into() });
+                }
+                Ok(None)
             }
-            Some(Asked { password: true, .. }) => Ok(("KernelInput", hashed, Vec::new())),
+            Some(Asked { password: true, .. }) => Ok(Some(("KernelInput", hashed, Vec::new()))),
             Some(Asked { password: false, .. }) => {
                 let (parameters, rest) = code_parameters("input_reply", value);
-                Ok(("ExecuteCode", parameters, rest))
+                Ok(Some(("ExecuteCode", parameters, rest)))
             }
         }
     }
@@ -298,12 +330,12 @@ impl KernelAudit {
             }
         }
         match stdin_of(self.v1, frame) {
-            Some(Stdin::Prompt { msg_id, password }) => {
-                *self.prompt.lock().expect("prompt lock") = Some(Asked { msg_id, password: truthy(&password) });
+            Some(Stdin::Prompt { msg_id, parent, password }) => {
+                *self.prompt.lock().expect("prompt lock") = Some(Asked { msg_id, parent, password });
             }
             // A prompt the proxy cannot read: no answer goes on until one it can.
             Some(Stdin::Unreadable) => *self.prompt.lock().expect("prompt lock") = None,
-            None => {}
+            None => self.prompt_ended(frame, bytes),
         }
         instead
     }

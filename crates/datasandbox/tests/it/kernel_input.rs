@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::code_audit::{close_code, kernel, read_until, reply_to};
+use crate::code_audit::{kernel, read_until, reply_to};
 use crate::support::http;
 use crate::support::notebooks::direct_notebook_server;
 use crate::support::server::{Server, eventually};
@@ -63,14 +63,15 @@ fn a_password_typed_at_any_prompt_is_recorded_as_its_length_and_hash_only() {
     }
 }
 
-/// Attacks (review): the password flag was set by any frame naming a prompt and never taken
+/// Attacks (reviews): the password flag was set by any frame naming a prompt and never taken
 /// back, and the kernel takes an answer from any socket, whatever it names. A prompt forged on
 /// iopub by the user's code made the next answer (a pdb command or `input()` answer: Python,
-/// run) go into the trail as a password's hash; so did an answer sent from another socket, or
-/// sent twice. Now only the answer to the prompt this socket was sent goes on, once; any other
-/// is refused unsent (its value kept as its hash only) and the socket closes.
+/// run) go into the trail as a password's hash; so did an answer sent from another socket, sent
+/// twice, or typed into the box of a password prompt that an interrupt had ended. Now only the
+/// answer to the prompt this socket was sent, while it waits, goes on, once; any other is
+/// dropped unsent and recorded as refused, its value kept as its hash only.
 #[test]
-fn only_the_answer_to_this_sockets_own_prompt_goes_on_and_only_once() {
+fn only_the_answer_to_this_sockets_waiting_prompt_goes_on_and_only_once() {
     let server = direct_notebook_server(&[]);
     let kernel = kernel(&server);
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
@@ -79,40 +80,60 @@ fn only_the_answer_to_this_sockets_own_prompt_goes_on_and_only_once() {
     let send = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>, message: Value| {
         socket.send(tungstenite::Message::Text(message.to_string().into())).expect("send");
     };
+    let prompt = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>| {
+        read_until(socket, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt")
+    };
     // The user's code forges a password prompt on iopub, which every socket hears.
     let forge = "k = get_ipython().kernel; k.session.send(k.iopub_socket, 'input_request', {'prompt': '', 'password': True})";
     send(&mut a, asking("forge", forge));
     assert_eq!(reply_to(&mut a, "forge", "execute_reply")["content"]["status"], "ok");
-    // A real prompt, for no password, comes to a. b's answer to it is refused, unsent.
+    // A real prompt, for no password, comes to a. b's answer to it is dropped; a's goes on.
     send(&mut a, asking("plain", "input('Code: ')"));
-    let asked = read_until(&mut a, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
+    let asked = prompt(&mut a);
     assert_eq!(asked["content"]["password"], false);
     send(&mut b, answer("stray-typed", &asked, "print('from-b-5d2a')"));
-    assert_eq!(close_code(&mut b), Some(1008), "an answer from a socket the prompt did not go to");
-    // a's own answer goes on, as code.
+    typed_record(&server, "KernelMessageRefused", "stray-typed");
     send(&mut a, answer("plain-typed", &asked, "print('shown-code-1a2b')"));
     assert_eq!(reply_to(&mut a, "plain", "execute_reply")["content"]["status"], "ok");
     // A password prompt, answered twice: the first answer is the password; the second is
-    // refused, unsent.
+    // dropped.
     send(&mut a, asking("secret", "import getpass; getpass.getpass('Password: ')"));
-    let asked = read_until(&mut a, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
+    let asked = prompt(&mut a);
     send(&mut a, answer("secret-typed", &asked, "hunter2-twice-4b7e"));
     assert_eq!(reply_to(&mut a, "secret", "execute_reply")["content"]["status"], "ok");
     send(&mut a, answer("again-typed", &asked, "second-answer-9c1f"));
-    assert_eq!(close_code(&mut a), Some(1008), "a second answer to one prompt");
+    typed_record(&server, "KernelMessageRefused", "again-typed");
+    // A password prompt an interrupt ended: what is typed into its box afterwards is dropped.
+    send(&mut a, asking("ended", "import getpass; getpass.getpass('Password: ')"));
+    let asked = prompt(&mut a);
+    let interrupted = send_http(&kernel, "POST", &format!("api/kernels/{}/interrupt", kernel.id));
+    assert_eq!(interrupted, 204, "the interrupt");
+    assert_eq!(reply_to(&mut a, "ended", "execute_reply")["content"]["status"], "error");
+    send(&mut a, answer("late-typed", &asked, "print('late-code-77e0')"));
+    typed_record(&server, "KernelMessageRefused", "late-typed");
+    // The socket is still open, and still runs cells.
+    send(&mut a, asking("after", "6*7"));
+    assert_eq!(reply_to(&mut a, "after", "execute_reply")["content"]["status"], "ok");
 
     let code = typed_record(&server, "ExecuteCode", "plain-typed");
     assert_eq!(code["requestParameters"]["Code"], "print('shown-code-1a2b')", "{code}");
     let secret = typed_record(&server, "KernelInput", "secret-typed");
     assert_eq!(secret["requestParameters"]["InputSha256"], hex::encode(Sha256::digest("hunter2-twice-4b7e")));
-    for (msg_id, typed) in [("stray-typed", "print('from-b-5d2a')"), ("again-typed", "second-answer-9c1f")] {
+    for (msg_id, typed) in
+        [("stray-typed", "print('from-b-5d2a')"), ("again-typed", "second-answer-9c1f"), ("late-typed", "print('late-code-77e0')")]
+    {
         let refused = typed_record(&server, "KernelMessageRefused", msg_id);
         assert_eq!(refused["requestParameters"]["InputSha256"], hex::encode(Sha256::digest(typed)), "{refused}");
     }
     let lines = crate::support::trail::trail_lines(server.data_dir());
-    for kept_out in ["hunter2-twice-4b7e", "from-b-5d2a", "second-answer-9c1f"] {
+    for kept_out in ["hunter2-twice-4b7e", "from-b-5d2a", "second-answer-9c1f", "late-code-77e0"] {
         assert!(!lines.iter().any(|l| l.contains(kept_out)), "`{kept_out}` is in the trail");
     }
+}
+
+/// A body-less request of the notebook's Jupyter, through the proxy: its status.
+fn send_http(kernel: &crate::code_audit::Kernel, method: &str, rest: &str) -> u16 {
+    crate::notebooks::send(&kernel.at, method, &format!("{}{rest}", kernel.base), &kernel.cookie, &json!({})).status
 }
 
 /// An answer to `asked`, in the legacy protocol, under message id `msg_id`.

@@ -91,75 +91,8 @@ pub(super) fn session_of(v1: bool, frame: Frame<'_>) -> Option<String> {
     header.session.filter(|session| session.len() <= 256)
 }
 
-/// What a kernel's frame on the stdin channel says to the audit (see [`stdin_of`]).
-#[derive(Debug, PartialEq)]
-pub(super) enum Stdin {
-    /// A prompt for input: its message id, and its `password` member as it came.
-    Prompt { msg_id: String, password: Value },
-    /// A frame on stdin the proxy cannot read as a prompt.
-    Unreadable,
-}
-
-/// A kernel's prompt for input: an `input_request` on the stdin channel, read at any size (the
-/// user's code writes the prompt) for its id and whether it asks for a password, and for
-/// nothing else. A v1 frame is read only if its channel is stdin (its parts as jupyter_client
-/// wrote them, not always UTF-8: read with U+FFFD for what is not); a legacy frame only if it
-/// names the type (jupyter_server writes each legacy message out anew, plainly). Anything
-/// else, an output that prints the words or a message the user's code sends on another
-/// channel, is none of stdin's.
-pub(super) fn stdin_of(v1: bool, frame: Frame<'_>) -> Option<Stdin> {
-    #[derive(serde::Deserialize)]
-    struct Header {
-        msg_type: String,
-        #[serde(default)]
-        msg_id: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Content {
-        #[serde(default)]
-        password: Value,
-    }
-    #[derive(serde::Deserialize)]
-    struct Legacy {
-        channel: Option<String>,
-        header: Header,
-        content: Content,
-    }
-    let prompt = |header: Header, content: Content| {
-        (header.msg_type == "input_request").then_some(Stdin::Prompt { msg_id: header.msg_id, password: content.password })
-    };
-    match (v1, frame) {
-        (true, Frame::Binary(bytes)) => {
-            let part = v1_parts(bytes).ok()?;
-            if part[0] != b"stdin" {
-                return None;
-            }
-            let read = |i: usize| String::from_utf8_lossy(part[i]);
-            let Ok(header) = serde_json::from_str::<Header>(&read(1)) else { return Some(Stdin::Unreadable) };
-            if header.msg_type != "input_request" {
-                return None;
-            }
-            let Ok(content) = serde_json::from_str::<Content>(&read(4)) else { return Some(Stdin::Unreadable) };
-            prompt(header, content)
-        }
-        (false, frame) => {
-            let json = match frame {
-                Frame::Text(text) => text.as_bytes(),
-                Frame::Binary(bytes) => legacy_message(bytes).ok()?,
-            };
-            memchr::memmem::find(json, b"input_request")?;
-            let message: Legacy = serde_json::from_slice(json).ok()?;
-            if message.channel.as_deref() != Some("stdin") {
-                return None;
-            }
-            prompt(message.header, message.content)
-        }
-        (true, Frame::Text(_)) => None,
-    }
-}
-
 /// A legacy binary frame's JSON message: its first part.
-fn legacy_message(bytes: &[u8]) -> Result<&[u8], String> {
+pub(super) fn legacy_message(bytes: &[u8]) -> Result<&[u8], String> {
     let count = bytes.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or("a binary frame under 4 bytes")?;
     if count < 1 {
         return Err("a binary frame without parts".into());
@@ -172,7 +105,7 @@ fn legacy_message(bytes: &[u8]) -> Result<&[u8], String> {
 
 /// A v1 frame's parts (channel, header, parent header, metadata, content, then buffers), each
 /// between two of its offsets.
-fn v1_parts(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+pub(super) fn v1_parts(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
     let word = |at: u64| {
         let part = py_slice(bytes, at, Some(at + 8));
         let mut le = [0u8; 8];
@@ -508,38 +441,5 @@ mod tests {
         expected.extend_from_slice(b"shell{}[]");
         assert_eq!(golden, expected);
         assert!(without_debugger(true, Frame::Text("{}")).is_none());
-    }
-
-    /// A prompt is a stdin `input_request`, read at any size in either format (a v1 part that
-    /// is not UTF-8 too); the words in an output, or a prompt the user's code sends on iopub,
-    /// are none of stdin's.
-    #[test]
-    fn a_prompt_is_read_only_from_the_stdin_channel_at_any_size() {
-        let header = json!({ "msg_id": "p1", "msg_type": "input_request", "session": "k", "username": "u", "version": "5.3" });
-        let content = |password: bool| json!({ "prompt": "P".repeat(100_000), "password": password });
-        let legacy = |channel: &str, password: bool| {
-            json!({ "channel": channel, "header": header, "parent_header": {}, "metadata": {}, "content": content(password) }).to_string()
-        };
-        let v1 = |channel: &str, password: bool| v1_frame(channel, [&header, &json!({}), &json!({}), &content(password)]);
-        let asked = |password: bool| Some(Stdin::Prompt { msg_id: "p1".into(), password: json!(password) });
-        assert_eq!(stdin_of(false, Frame::Text(&legacy("stdin", true))), asked(true));
-        assert_eq!(stdin_of(false, Frame::Text(&legacy("stdin", false))), asked(false));
-        assert_eq!(stdin_of(true, Frame::Binary(&v1("stdin", true))), asked(true));
-        assert_eq!(stdin_of(false, Frame::Text(&legacy("iopub", true))), None);
-        assert_eq!(stdin_of(true, Frame::Binary(&v1("iopub", true))), None);
-        let printed = json!({ "channel": "iopub", "header": { "msg_type": "stream" }, "parent_header": {}, "metadata": {},
-            "content": { "name": "stdout", "text": "input_request".repeat(10_000) } });
-        assert_eq!(stdin_of(false, Frame::Text(&printed.to_string())), None);
-        let unnamed = json!({ "header": header, "parent_header": {}, "metadata": {}, "content": content(true) });
-        assert_eq!(stdin_of(false, Frame::Text(&unnamed.to_string())), None, "a message without a channel is the shell's");
-        // A prompt jupyter_client wrote with a byte that is not UTF-8 is still read.
-        let mut raw = v1("stdin", true);
-        let at = memchr::memmem::find(&raw, b"PPPP").expect("the prompt");
-        raw[at] = 0xff;
-        assert_eq!(stdin_of(true, Frame::Binary(&raw)), asked(true));
-        // A stdin frame that is no JSON is unreadable: no answer to it goes on.
-        let whole = v1_frame("stdin", [&header, &json!({}), &json!({}), &json!({})]);
-        let broken = [&whole[..whole.len() - 1], b"[".as_slice()].concat();
-        assert_eq!(stdin_of(true, Frame::Binary(&broken)), Some(Stdin::Unreadable));
     }
 }
