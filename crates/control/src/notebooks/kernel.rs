@@ -16,7 +16,8 @@
 //!   request by id rather than by rewriting its record. Outputs are never recorded.
 //! - `notebooks:KernelInput`: a password `input()` read, as its length and SHA-256 only: the
 //!   answer to the kernel's last prompt on this socket's stdin channel (read at any size) that
-//!   asked for a password. Only that prompt's answer goes on, once; any other is refused.
+//!   asked for a password, while it waits. Only that prompt's answer goes on, once; any other
+//!   is dropped unsent and recorded as refused, its value as its length and hash only.
 //!
 //! Fail closed: a frame that cannot be read as Jupyter reads it, an `apply_request` (it runs a
 //! pickled function the audit cannot show), or a record that cannot be written stops the frame
