@@ -198,7 +198,7 @@ async fn serve_queue(
                 // The node with the most room starts it; any other does once it has waited a
                 // second (the preferred node may be busy or slow to notice).
                 let ours = preferred.as_deref().is_none_or(|p| p == plane.node.name) || now - queued.queued > 1000;
-                if ours && repo::claim_for_node(&plane.store, &queued.session_id, &name, &plane.node.name, desired).await? {
+                if ours && repo::claim_for_node(&plane.store, &queued.session_id, &name, &plane.node, desired).await? {
                     start_for_session(streaming, launches, fleet, &queued.session_id).await?;
                     started += 1;
                 }
@@ -275,7 +275,7 @@ pub(crate) async fn try_assign_warm(streaming: &Arc<Streaming>, session_id: &str
         let row = session(plane, session_id).await?;
         // One node serves a session: the one that takes it first (the redeemer, for a session
         // it inserted as its own).
-        if row.state != SessionState::Pending || !repo::claim_session(&plane.store, session_id, &plane.node.name).await? {
+        if row.state != SessionState::Pending || !repo::claim_session(&plane.store, session_id, &plane.node).await? {
             return Ok::<_, ActionError>(Offered::Elsewhere);
         }
         Ok(if hand_warm(streaming, session_id, &row.correlation_id, &row.fleet).await? { Offered::Taken } else { Offered::NoneFree })

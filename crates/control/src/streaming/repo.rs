@@ -1,21 +1,24 @@
-//! The `sessions` and `streaming_urls` tables, typed: the one file of streaming that reads
-//! their rows, so that a session's states are an enum (`SessionState`, `ConnectionState`)
-//! rather than strings spread over the service, and a column is named in one place.
+//! The `sessions` table, typed: the one file of streaming that reads its rows, so that a
+//! session's states are an enum (`SessionState`, `ConnectionState`) rather than strings spread
+//! over the service, and a column is named in one place.
 //!
 //! The other tables streaming reads have a file each beside this one (`repo/stacks.rs`,
-//! `repo/execs.rs`), re-exported here so the service names one repository.
+//! `repo/execs.rs`), as have `streaming_urls` (`repo/urls.rs`) and what the sessions table
+//! holds about nodes (`repo/nodes.rs`), re-exported here so the service names one repository.
 //!
 //! Each function is one statement, the same SQL the service ran before it had a repository.
 
 mod execs;
 mod nodes;
 mod stacks;
+mod urls;
 
 pub(crate) use execs::execs_in;
 pub(crate) use nodes::{
     claim_for_node, claim_session, find_handoff, instance_node, list_queue_entries, release_session, set_handoff, take_handoff,
 };
 pub(crate) use stacks::{any_allows, default_application};
+pub(crate) use urls::{NewUrl, find_url, insert_url, mark_redeemed, url_session_context};
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -233,33 +236,40 @@ pub(crate) struct NewSession<'a> {
     pub client_ips: String,
     /// The node that redeemed the URL, for a session of an ALWAYS_ON fleet: it offers the
     /// session its own warm instances first, before any other node's engine can take it, and
-    /// gives it back if it has none free. `None` (ON_DEMAND): the engines claim it.
-    pub node: Option<&'a str>,
+    /// gives it back if it has none free. `None` (ON_DEMAND): the engines claim it. A node
+    /// that no longer holds its lease under its epoch inserts the session as no node's.
+    pub node: Option<&'a crate::core::node::Node>,
 }
 
 pub(crate) async fn insert_session(store: &Store, session: NewSession<'_>) -> Result<(), ActionError> {
-    sqlx::query(
+    // The sweep gives back the sessions of a node taken for lost; one such a node inserted
+    // after it as its own would wait for that node alone.
+    let sql = format!(
         "INSERT INTO sessions (session_id, user_id, authentication_type, stack, fleet, application_id, session_context, state, connection_state,
          settings, correlation_id, cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips, issuer, node)
-         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12, $14, $15)",
-    )
-    .bind(session.session_id)
-    .bind(session.user_id)
-    .bind(session.stack)
-    .bind(session.fleet)
-    .bind(session.application_id)
-    .bind(session.session_context)
-    .bind(session.settings)
-    .bind(session.correlation_id)
-    .bind(session.cookie_hash)
-    .bind(session.now)
-    .bind(session.max_expiration)
-    .bind(session.client_ips)
-    .bind(session.user.mode().authentication_type())
-    .bind(session.user.issuer_str())
-    .bind(session.node)
-    .execute(&store.pool)
-    .await?;
+         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12, $14,
+                 CASE WHEN {} THEN $15 END)",
+        crate::core::node::fence(15, 16)
+    );
+    sqlx::query(&sql)
+        .bind(session.session_id)
+        .bind(session.user_id)
+        .bind(session.stack)
+        .bind(session.fleet)
+        .bind(session.application_id)
+        .bind(session.session_context)
+        .bind(session.settings)
+        .bind(session.correlation_id)
+        .bind(session.cookie_hash)
+        .bind(session.now)
+        .bind(session.max_expiration)
+        .bind(session.client_ips)
+        .bind(session.user.mode().authentication_type())
+        .bind(session.user.issuer_str())
+        .bind(session.node.map(|node| node.name.as_str()))
+        .bind(session.node.map(crate::core::node::Node::epoch))
+        .execute(&store.pool)
+        .await?;
     Ok(())
 }
 
@@ -459,99 +469,33 @@ pub(crate) async fn mean_duration_since(store: &Store, fleet: &str, since: i64) 
     Ok(recent.try_get::<Option<f64>, _>("mean").ok().flatten())
 }
 
-/// A streaming URL's row: whom it was made for (which redemption compares with its claims) and
-/// the session context it carries (data, never trusted, so never in the token).
-pub(crate) struct UrlRow {
-    pub user_id: String,
-    pub stack: String,
-    pub fleet: String,
-    /// Absent for URLs made before it was recorded: those are `API`.
-    pub authentication_type: Option<String>,
-    pub issuer: Option<String>,
-}
-
-/// A new streaming URL, not yet redeemed.
-pub(crate) struct NewUrl<'a> {
-    pub url_id: &'a str,
-    pub stack: &'a str,
-    pub fleet: &'a str,
-    pub user_id: &'a str,
-    pub application_id: Option<&'a str>,
-    pub session_context: Option<&'a str>,
-    pub expires: i64,
-    pub created: i64,
-    pub authentication_type: &'a str,
-    pub issuer: Option<&'a str>,
-}
-
-pub(crate) async fn insert_url(store: &Store, url: NewUrl<'_>) -> Result<(), ActionError> {
-    sqlx::query(
-        "INSERT INTO streaming_urls (url_id, stack, fleet, user_id, application_id, session_context, expires, redeemed, created, authentication_type, issuer)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)",
-    )
-    .bind(url.url_id)
-    .bind(url.stack)
-    .bind(url.fleet)
-    .bind(url.user_id)
-    .bind(url.application_id)
-    .bind(url.session_context)
-    .bind(url.expires)
-    .bind(url.created)
-    .bind(url.authentication_type)
-    .bind(url.issuer)
-    .execute(&store.pool)
-    .await?;
-    Ok(())
-}
-
-pub(crate) async fn find_url(store: &Store, url_id: &str) -> Result<Option<UrlRow>, ActionError> {
-    let row = sqlx::query("SELECT * FROM streaming_urls WHERE url_id = $1").bind(url_id).fetch_optional(&store.pool).await?;
-    let Some(row) = row else { return Ok(None) };
-    Ok(Some(UrlRow {
-        user_id: row.try_get("user_id")?,
-        stack: row.try_get("stack")?,
-        fleet: row.try_get("fleet")?,
-        authentication_type: row.try_get("authentication_type")?,
-        issuer: row.try_get("issuer")?,
-    }))
-}
-
-/// Marks the URL used at `now`, atomically: false when it already was.
-pub(crate) async fn mark_redeemed(store: &Store, url_id: &str, now: i64) -> Result<bool, ActionError> {
-    let used = sqlx::query("UPDATE streaming_urls SET redeemed = $1 WHERE url_id = $2 AND redeemed IS NULL")
-        .bind(now)
-        .bind(url_id)
-        .execute(&store.pool)
-        .await?;
-    Ok(used.rows_affected() != 0)
-}
-
-/// The session context the URL carries.
-pub(crate) async fn url_session_context(store: &Store, url_id: &str) -> Result<Option<String>, ActionError> {
-    Ok(sqlx::query("SELECT session_context FROM streaming_urls WHERE url_id = $1")
-        .bind(url_id)
-        .fetch_one(&store.pool)
-        .await?
-        .try_get("session_context")?)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{NewSession, claim_session, insert_session, release_session};
+    use super::{NewSession, claim_for_node, claim_session, insert_session, release_session};
+    use crate::core::node::Node;
     use crate::core::store::Store;
 
-    /// CI stop 39: a session redeemed on node a ran on b, whose engine took it from the queue
-    /// before a offered it a's warm instances. A session is inserted as its redeemer's: no other
-    /// node takes it until the redeemer gives it back.
-    #[tokio::test]
-    async fn a_redeemed_session_is_its_redeemers_until_given_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(None, dir.path()).await.expect("open");
-        let user = model::UserRef::local(model::UserId::new("nora").expect("user id"));
-        let session = NewSession {
-            session_id: "s-1",
+    /// A node of the store, ACTIVE under `epoch`, as this process knows itself.
+    async fn node(store: &Store, name: &str, epoch: i64) -> Node {
+        sqlx::query(
+            "INSERT INTO nodes (name, epoch, state, address, host, data_dir, vpc_cidr, started, heartbeat, lease_expires)
+             VALUES ($1, $2, 'ACTIVE', '', '', '', '', 0, 0, 0)",
+        )
+        .bind(name)
+        .bind(epoch)
+        .execute(&store.pool)
+        .await
+        .expect("node row");
+        let node = Node::new(name);
+        node.set_epoch(epoch);
+        node
+    }
+
+    fn session<'a>(id: &'a str, user: &'a model::UserRef, node: Option<&'a Node>) -> NewSession<'a> {
+        NewSession {
+            session_id: id,
             user_id: "nora",
-            user: &user,
+            user,
             stack: "stack",
             fleet: "fleet",
             application_id: None,
@@ -562,12 +506,55 @@ mod tests {
             now: 1,
             max_expiration: 2,
             client_ips: "[]".to_owned(),
-            node: Some("a"),
-        };
-        insert_session(&store, session).await.expect("inserted");
-        assert!(!claim_session(&store, "s-1", "b").await.expect("claim"), "b took a session a had not given back");
-        assert!(claim_session(&store, "s-1", "a").await.expect("claim"), "the redeemer could not take its own session");
+            node,
+        }
+    }
+
+    async fn node_of(store: &Store, session_id: &str) -> Option<String> {
+        sqlx::Row::try_get(
+            &sqlx::query("SELECT node FROM sessions WHERE session_id = $1").bind(session_id).fetch_one(&store.pool).await.expect("row"),
+            "node",
+        )
+        .expect("node")
+    }
+
+    /// CI stop 39: a session redeemed on node a ran on b, whose engine took it from the queue
+    /// before a offered it a's warm instances. A session is inserted as its redeemer's: no other
+    /// node takes it until the redeemer gives it back.
+    #[tokio::test]
+    async fn a_redeemed_session_is_its_redeemers_until_given_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(None, dir.path()).await.expect("open");
+        let (a, b) = (node(&store, "a", 1).await, node(&store, "b", 1).await);
+        let user = model::UserRef::local(model::UserId::new("nora").expect("user id"));
+        insert_session(&store, session("s-1", &user, Some(&a))).await.expect("inserted");
+        assert_eq!(node_of(&store, "s-1").await.as_deref(), Some("a"));
+        assert!(!claim_session(&store, "s-1", &b).await.expect("claim"), "b took a session a had not given back");
+        assert!(claim_session(&store, "s-1", &a).await.expect("claim"), "the redeemer could not take its own session");
         release_session(&store, "s-1", "a").await.expect("released");
-        assert!(claim_session(&store, "s-1", "b").await.expect("claim"), "a session given back stayed the redeemer's");
+        assert!(claim_session(&store, "s-1", &b).await.expect("claim"), "a session given back stayed the redeemer's");
+    }
+
+    /// A node taken for lost (its sessions given back by the sweep) or running under an epoch
+    /// it no longer holds takes no session: one it inserted or claimed after the sweep would
+    /// have waited for it alone. Before, the insert and both claims named the node unfenced.
+    #[tokio::test]
+    async fn a_node_that_lost_its_lease_takes_no_session() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(None, dir.path()).await.expect("open");
+        let (a, b) = (node(&store, "a", 1).await, node(&store, "b", 1).await);
+        let user = model::UserRef::local(model::UserId::new("nora").expect("user id"));
+        sqlx::query("UPDATE nodes SET state = 'LOST' WHERE name = 'a'").execute(&store.pool).await.expect("lost");
+        insert_session(&store, session("s-1", &user, Some(&a))).await.expect("inserted");
+        assert_eq!(node_of(&store, "s-1").await, None, "a node taken for lost inserted a session as its own");
+        assert!(!claim_session(&store, "s-1", &a).await.expect("claim"), "a lost node claimed a warm session");
+        assert!(!claim_for_node(&store, "s-1", "fleet", &a, 10).await.expect("claim"), "a lost node claimed a queued session");
+        // Rejoined under epoch 2: the process still on epoch 1 takes nothing; the new one does.
+        sqlx::query("UPDATE nodes SET state = 'ACTIVE', epoch = 2 WHERE name = 'a'").execute(&store.pool).await.expect("rejoined");
+        assert!(!claim_session(&store, "s-1", &a).await.expect("claim"), "a stale epoch claimed a session");
+        a.set_epoch(2);
+        assert!(claim_for_node(&store, "s-1", "fleet", &a, 10).await.expect("claim"), "the rejoined node could not claim");
+        assert_eq!(node_of(&store, "s-1").await.as_deref(), Some("a"));
+        assert!(!claim_session(&store, "s-1", &b).await.expect("claim"), "b took a's session");
     }
 }

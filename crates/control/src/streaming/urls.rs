@@ -326,7 +326,7 @@ pub(super) async fn redeem(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
         now,
         max_expiration: now + scaled_ms(plane, snapshot.max_duration),
         client_ips: json!([ctx.source_ip]).to_string(),
-        node: warm.then_some(plane.node.name.as_str()),
+        node: warm.then_some(&plane.node),
     };
     repo::insert_session(&plane.store, session).await?;
     streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());

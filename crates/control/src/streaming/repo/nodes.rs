@@ -5,6 +5,7 @@
 use sqlx::Row;
 
 use crate::core::error::ActionError;
+use crate::core::node::{Node, fence};
 use crate::core::store::Store;
 
 /// A queued session and when it joined the queue.
@@ -26,8 +27,9 @@ pub(crate) async fn list_queue_entries(store: &Store, fleet: &str) -> Result<Vec
 /// and the fleet has room for one more: instances not ended, plus sessions taken whose instance
 /// is not recorded yet, stay under `desired`. The fleet's row is written first, so that claims
 /// on one fleet run one at a time on either store (a row lock on PostgreSQL, the write lock on
-/// SQLite) and two nodes never both take the last place.
-pub(crate) async fn claim_for_node(store: &Store, session_id: &str, fleet: &str, node: &str, desired: i64) -> Result<bool, ActionError> {
+/// SQLite) and two nodes never both take the last place. A node that no longer holds its lease
+/// under its epoch takes nothing.
+pub(crate) async fn claim_for_node(store: &Store, session_id: &str, fleet: &str, node: &Node, desired: i64) -> Result<bool, ActionError> {
     let mut tx = store.write().await?;
     sqlx::query("UPDATE fleets SET name = name WHERE name = $1").bind(fleet).execute(&mut *tx).await?;
     let taken: i64 = sqlx::query(
@@ -43,13 +45,8 @@ pub(crate) async fn claim_for_node(store: &Store, session_id: &str, fleet: &str,
     if taken >= desired {
         return Ok(false);
     }
-    let claimed = sqlx::query("UPDATE sessions SET node = $1 WHERE session_id = $2 AND state = 'PENDING' AND (node IS NULL OR node = $1)")
-        .bind(node)
-        .bind(session_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-        == 1;
+    let claimed =
+        sqlx::query(&claim_sql()).bind(&node.name).bind(session_id).bind(node.epoch()).execute(&mut *tx).await?.rows_affected() == 1;
     tx.commit().await?;
     Ok(claimed)
 }
@@ -105,14 +102,17 @@ pub(crate) async fn take_handoff(store: &Store, session_id: &str, cookie_hash: &
 }
 
 /// Takes a queued session for `node` to serve from its own warm instances, unless another node
-/// took it.
-pub(crate) async fn claim_session(store: &Store, session_id: &str, node: &str) -> Result<bool, ActionError> {
-    let done = sqlx::query("UPDATE sessions SET node = $1 WHERE session_id = $2 AND state = 'PENDING' AND (node IS NULL OR node = $1)")
-        .bind(node)
-        .bind(session_id)
-        .execute(&store.pool)
-        .await?;
+/// took it or `node` no longer holds its lease under its epoch.
+pub(crate) async fn claim_session(store: &Store, session_id: &str, node: &Node) -> Result<bool, ActionError> {
+    let done = sqlx::query(&claim_sql()).bind(&node.name).bind(session_id).bind(node.epoch()).execute(&store.pool).await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A queued session taken for node `$1` (epoch `$3`): `$2`, unless another node holds it or the
+/// node was taken for lost (its sessions were given back then, and one it took after would wait
+/// for it alone).
+fn claim_sql() -> String {
+    format!("UPDATE sessions SET node = $1 WHERE session_id = $2 AND state = 'PENDING' AND (node IS NULL OR node = $1) AND {}", fence(1, 3))
 }
 
 /// Gives a queued session back when the node that took it had no instance for it.
