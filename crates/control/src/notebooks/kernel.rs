@@ -253,16 +253,20 @@ impl KernelAudit {
     }
 
     /// What `input()` read: a password only as its length and hash; anything else (a pdb
-    /// command runs Python) as code. Only the answer to this socket's prompt goes on, once (the
-    /// kernel takes any answer, whatever it names): a second one, one to an older prompt or to
-    /// none is dropped unsent (`None`) and recorded as refused, its value kept as its hash
-    /// only; the socket stays open.
+    /// command runs Python) as code. Only the answer to this socket's prompt (naming it, or
+    /// naming none) goes on, once (the kernel takes any answer, whatever it names): a second
+    /// one, one to an older prompt or one when no prompt waits is dropped unsent (`None`) and
+    /// recorded as refused, its value kept as its hash only; the socket stays open.
     async fn judged_answer(&self, message: &Message) -> Result<Option<(&'static str, Value, Vec<Value>)>, Refusal> {
         let value = message.content["value"].as_str().unwrap_or_default();
         let hashed = json!({ "InputBytes": value.len(), "InputSha256": hex::encode(Sha256::digest(value.as_bytes())) });
         let asked = {
             let mut prompt = self.prompt.lock().expect("prompt lock");
-            if prompt.as_ref().is_some_and(|asked| asked.msg_id == message.parent_msg_id) { prompt.take() } else { None }
+            // An answer that names no prompt (jupyter_client's `input`, older JupyterLab) is the
+            // answer to this socket's: the kernel takes it for the prompt it waits on, which is
+            // this socket's while one waits here (one request runs at a time).
+            let names = |asked: &Asked| message.parent_msg_id.is_empty() || asked.msg_id == message.parent_msg_id;
+            if prompt.as_ref().is_some_and(names) { prompt.take() } else { None }
         };
         match asked {
             None => {

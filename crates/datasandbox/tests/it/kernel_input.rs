@@ -29,22 +29,29 @@ fn a_password_typed_at_any_prompt_is_recorded_as_its_length_and_hash_only() {
     let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
     let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
     // (cell, what it runs, what is typed, whether the kernel asks for a password). The long
-    // prompt comes after one that asked for no password, as the proxy last read.
+    // prompt comes after one that asked for no password, as the proxy last read. The last two
+    // are answered naming no prompt, as jupyter_client's `input` answers (every such answer
+    // was dropped before, and the cell waited).
     let cases = [
         ("short", "import getpass; getpass.getpass('Password: ')", "hunter2-short-7f1c", true),
         ("plain", "input('Name: ')", "nora-answer-3c9b", false),
         ("long", "import getpass; getpass.getpass('P' * 100_000 + ': ')", "hunter2-long-8e2d", true),
+        ("unnamed", "import getpass; getpass.getpass('Password: ')", "hunter2-unnamed-2a6f", true),
+        ("unnamed-plain", "input('Name: ')", "nora-unnamed-5e81", false),
     ];
     for (cell, code, typed, password) in cases {
         socket.send(tungstenite::Message::Text(asking(cell, code).to_string().into())).expect("send");
-        let asked = read_until(&mut socket, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
+        let mut asked = read_until(&mut socket, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
         assert_eq!(asked["content"]["password"], password, "{cell}: the kernel's prompt");
+        if cell.starts_with("unnamed") {
+            asked["header"] = json!({});
+        }
         let answer = answer(&format!("{cell}-typed"), &asked, typed);
         socket.send(tungstenite::Message::Text(answer.to_string().into())).expect("send");
         let reply = reply_to(&mut socket, cell, "execute_reply");
         assert_eq!(reply["content"]["status"], "ok", "{cell}: {reply}");
     }
-    for (cell, typed) in [("short", "hunter2-short-7f1c"), ("long", "hunter2-long-8e2d")] {
+    for (cell, typed) in [("short", "hunter2-short-7f1c"), ("long", "hunter2-long-8e2d"), ("unnamed", "hunter2-unnamed-2a6f")] {
         let record = typed_record(&server, "KernelInput", &format!("{cell}-typed"));
         let kept = &record["requestParameters"];
         assert_eq!(
@@ -52,13 +59,15 @@ fn a_password_typed_at_any_prompt_is_recorded_as_its_length_and_hash_only() {
             (Some(typed.len() as u64), Some(hex::encode(Sha256::digest(typed)).as_str()))
         );
     }
-    let plain = typed_record(&server, "ExecuteCode", "plain-typed");
-    assert_eq!(
-        (plain["requestParameters"]["Kind"].as_str(), plain["requestParameters"]["Code"].as_str()),
-        (Some("input_reply"), Some("nora-answer-3c9b"))
-    );
+    for (cell, typed) in [("plain", "nora-answer-3c9b"), ("unnamed-plain", "nora-unnamed-5e81")] {
+        let plain = typed_record(&server, "ExecuteCode", &format!("{cell}-typed"));
+        assert_eq!(
+            (plain["requestParameters"]["Kind"].as_str(), plain["requestParameters"]["Code"].as_str()),
+            (Some("input_reply"), Some(typed))
+        );
+    }
     let lines = crate::support::trail::trail_lines(server.data_dir());
-    for secret in ["hunter2-short-7f1c", "hunter2-long-8e2d"] {
+    for secret in ["hunter2-short-7f1c", "hunter2-long-8e2d", "hunter2-unnamed-2a6f"] {
         assert!(!lines.iter().any(|l| l.contains(secret)), "a password typed is in the trail: {secret}");
     }
 }
