@@ -129,10 +129,9 @@ fn print_trace(out: &Value, as_json: bool, all: bool) {
                 cell(&e["sourceIPAddress"]),
                 who,
                 action,
-                if resources.is_empty() { "-".to_owned() } else { resources.join(" ") },
+                if resources.is_empty() { "-".to_owned() } else { resources.iter().map(|r| resource(r)).collect::<Vec<_>>().join(" ") },
                 e["errorCode"].as_str().unwrap_or("ok").to_owned(),
-                // Executed code on one line: its line breaks shown, not taken.
-                e["detail"].as_str().map_or_else(|| "-".to_owned(), |d| d.replace('\n', "⏎ ")),
+                e["detail"].as_str().map_or_else(|| "-".to_owned(), str::to_owned),
             ]
         })
         .collect();
@@ -167,8 +166,45 @@ fn cell(value: &Value) -> String {
     }
 }
 
+/// A resource in the trace's column, where one space parts it from the next: as it is, or in
+/// quotes (JSON's) if it is empty or holds a space or a quote, so that two resources never
+/// read as one or one as two.
+fn resource(name: &str) -> String {
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '"') { Value::from(name).to_string() } else { name.to_owned() }
+}
+
+/// `text` as a terminal can show it without acting on it. A record's strings are its users'
+/// (the code they ran, a file's name, a program's path): a control character or a
+/// bidirectional override printed raw would let them move the cursor, erase lines or reorder
+/// what the operator reads, hiding an action from the one command meant to show it. Each is
+/// shown as its code point (`\u{1b}`), a line break as `⏎`.
+fn shown(text: &str) -> String {
+    use std::fmt::Write as _;
+    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("⏎ "),
+            c if c.is_control() || bidi(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn print_table(columns: &[String], rows: &[Vec<String>]) {
-    let clip = |s: &str| if s.chars().count() > 80 { format!("{}…", s.chars().take(79).collect::<String>()) } else { s.to_owned() };
+    print!("{}", table(columns, rows));
+}
+
+/// Rows under their columns, each cell shown harmlessly (`shown`) and cut at 80 characters,
+/// then the count of rows.
+fn table(columns: &[String], rows: &[Vec<String>]) -> String {
+    let clip = |s: &str| {
+        let s = shown(s);
+        if s.chars().count() > 80 { format!("{}…", s.chars().take(79).collect::<String>()) } else { s }
+    };
     let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
     for row in rows {
         for (index, value) in row.iter().enumerate() {
@@ -180,11 +216,11 @@ fn print_table(columns: &[String], rows: &[Vec<String>]) {
     let line = |cells: Vec<String>| {
         cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
     };
-    println!("{}", line(columns.to_vec()));
+    let mut out = line(columns.iter().map(|c| clip(c)).collect()) + "\n";
     for row in rows {
-        println!("{}", line(row.iter().map(|v| clip(v)).collect()));
+        out += &(line(row.iter().map(|v| clip(v)).collect()) + "\n");
     }
-    println!("({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" });
+    out + &format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" })
 }
 
 fn parse_time(member: &str, value: Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
@@ -273,4 +309,29 @@ async fn bucket_copy(data_dir: &Path, args: &SpecArgs) -> Result<Option<Scratch>
         return Err(format!("the bucket `{bucket}` at {endpoint} holds no trail (nothing under `trail/AWSLogs/`)"));
     }
     Ok(Some(scratch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table;
+
+    /// Attack: the code a user ran (or a file's name, a program's path) carried escape
+    /// sequences that, printed raw by `audit trace`, erased the lines above on the operator's
+    /// terminal or reversed what followed; and two resources, one holding a space, read as
+    /// three. Each such character is shown as its code point, and such a resource is quoted.
+    #[test]
+    fn a_trace_shows_what_a_terminal_would_act_on_as_code_points() {
+        let hostile = "x = 1  # \u{1b}[1A\u{1b}[2K\r\u{9b}2J\u{202e}gnp.txt\u{7}\nprint(2)";
+        let columns = ["RESOURCES", "DETAIL"].map(str::to_owned);
+        let rows = vec![vec![
+            [super::resource("arn:aws:s3:::bucket/my file.csv"), super::resource("arn:aws:s3:::bucket/b")].join(" "),
+            hostile.to_owned(),
+        ]];
+        let shown = table(&columns, &rows);
+        assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "a control character printed raw: {shown:?}");
+        assert!(!shown.contains('\u{202e}'), "a bidirectional override printed raw: {shown:?}");
+        assert_eq!(shown.lines().count(), 3, "the cell's line break broke the row: {shown:?}");
+        assert!(shown.contains(r"# \u{1b}[1A\u{1b}[2K\u{d}\u{9b}2J\u{202e}gnp.txt\u{7}⏎ print(2)"), "{shown}");
+        assert!(shown.contains(r#""arn:aws:s3:::bucket/my file.csv" arn:aws:s3:::bucket/b"#), "{shown}");
+    }
 }

@@ -155,11 +155,17 @@ fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joi
     }
     assert_eq!(kept.as_str(), &big[..64 << 10]);
 
+    // A cell whose text would erase the trace's line above it, printed raw, and reverse what
+    // follows (attack).
+    execute(&kernel.at, &kernel.base, &kernel.cookie, &kernel.id, "x = 1  # \u{1b}[1A\u{1b}[2K\u{202e}hidden");
+
     // The session's timeline shows the code in order with everything else.
     let traced = server.cli(&["audit", "trace", "--session", &kernel.session], &[]);
     let text = traced.stdout.as_str().map_or_else(|| traced.stdout.to_string(), str::to_owned);
     let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("`{needle}` is not in the trace: {text}"));
     assert!(at("[m1] 6*7") < at("[m1] ok #0") && at("[m1] ok #0") < at("[v1-cell] 6*7"), "{text}");
+    assert!(!text.contains(['\u{1b}', '\u{202e}']), "a terminal's control sequence printed raw: {text:?}");
+    at(r"x = 1  # \u{1b}[1A\u{1b}[2K\u{202e}hidden");
     // The status polls that waited for the notebook are one line with their count; `--all`
     // shows each.
     assert!(text.contains("streaming:GetSessionStatus ×"), "{text}");
