@@ -42,7 +42,7 @@ use crate::core::platform::ServiceEvent;
 
 mod stdin;
 mod wire;
-use stdin::{Stdin, stdin_of};
+use stdin::{Ending, Stdin, ending_of, stdin_of};
 pub use wire::{Answer, Frame, v1_frame};
 use wire::{Message, debug_refused, parse, session_of, without_debugger};
 
@@ -177,6 +177,14 @@ impl KernelAudit {
             Ok(message) => message,
             Err(why) => return Err(self.refuse(&format!("a kernel message the proxy cannot read as Jupyter does: {why}")).await),
         };
+        // The kernel takes the next message on its stdin channel, of whatever type, for the
+        // answer its prompt waits for (ipykernel reads its `content.value`), and ignores an
+        // input_reply anywhere else: either, passed on, would run a pdb command unrecorded or
+        // spend the prompt's one answer on nothing.
+        if (message.channel == "stdin") != (message.msg_type == "input_reply") {
+            let said = json!({ "MessageId": message.msg_id, "MsgType": short(&json!(message.msg_type)), "Channel": short(&json!(message.channel)) });
+            return Err(self.refuse_with("on the stdin channel only an input_reply, and an input_reply only there", said).await);
+        }
         let content = &message.content;
         let (event, mut parameters, continued) = match message.msg_type.as_str() {
             "execute_request" => {
@@ -236,18 +244,15 @@ impl KernelAudit {
     /// The prompt waiting on this socket waits no more once the request it is part of is
     /// answered (an interrupt answers it too) or the kernel restarts: a box JupyterLab still
     /// shows for it must not answer a prompt sent elsewhere later (the kernel takes any answer).
-    fn prompt_ended(&self, frame: Frame<'_>, bytes: &[u8]) {
+    fn prompt_ended(&self, frame: Frame<'_>) {
         let mut prompt = self.prompt.lock().expect("prompt lock");
         let Some(asked) = prompt.as_ref() else { return };
-        let could_end = |word: &[u8]| bytes.len() <= READ_FROM_KERNEL && memchr::memmem::find(bytes, word).is_some();
-        if !could_end(b"execute_reply") && !could_end(b"execution_state") {
-            return;
-        }
-        let Ok(message) = parse(self.v1, frame) else { return };
-        let state = message.content["execution_state"].as_str().unwrap_or_default();
-        if (message.msg_type == "execute_reply" && message.parent_msg_id == asked.parent)
-            || (message.msg_type == "status" && ["starting", "restarting", "autorestarting", "dead"].contains(&state))
-        {
+        let ended = match ending_of(self.v1, frame) {
+            Some(Ending::Reply { parent }) => parent == asked.parent,
+            Some(Ending::Restart) => true,
+            None => false,
+        };
+        if ended {
             *prompt = None;
         }
     }
@@ -340,7 +345,7 @@ impl KernelAudit {
             }
             // A prompt the proxy cannot read: no answer goes on until one it can.
             Some(Stdin::Unreadable) => *self.prompt.lock().expect("prompt lock") = None,
-            None => self.prompt_ended(frame, bytes),
+            None => self.prompt_ended(frame),
         }
         instead
     }

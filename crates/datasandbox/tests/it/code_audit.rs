@@ -219,7 +219,7 @@ fn every_cell_is_recorded_before_it_runs_under_both_protocols_and_its_result_joi
 
 /// Reads until the server closes the socket (30 s at most: pings would keep a read waiting for
 /// ever); the close code.
-fn close_code(socket: &mut tungstenite::WebSocket<std::net::TcpStream>) -> Option<u16> {
+pub(crate) fn close_code(socket: &mut tungstenite::WebSocket<std::net::TcpStream>) -> Option<u16> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         assert!(std::time::Instant::now() < deadline, "the socket was not closed within 30 s");

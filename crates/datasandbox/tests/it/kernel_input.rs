@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::code_audit::{kernel, read_until, reply_to};
+use crate::code_audit::{close_code, kernel, read_until, reply_to};
 use crate::support::http;
 use crate::support::notebooks::direct_notebook_server;
 use crate::support::server::{Server, eventually};
@@ -136,6 +136,86 @@ fn only_the_answer_to_this_sockets_waiting_prompt_goes_on_and_only_once() {
     }
     let lines = crate::support::trail::trail_lines(server.data_dir());
     for kept_out in ["hunter2-twice-4b7e", "from-b-5d2a", "second-answer-9c1f", "late-code-77e0"] {
+        assert!(!lines.iter().any(|l| l.contains(kept_out)), "`{kept_out}` is in the trail");
+    }
+}
+
+/// Attacks (review): the kernel takes the next message on its stdin channel, of any type, for
+/// the answer its prompt waits for, and the proxy passed any type but `input_reply` on
+/// unrecorded (a pdb command so ran unseen); an `input_reply` on another channel spent the
+/// prompt's one answer on nothing. And a prompt stayed waiting when the reply that ended it
+/// was over 64 KiB (an error the user's code raised after an interrupt), so an answer to it
+/// went into the trail as a password's hash.
+#[test]
+fn only_an_input_reply_goes_to_stdin_and_a_reply_of_any_size_ends_a_prompt() {
+    let server = direct_notebook_server(&[]);
+    let kernel = kernel(&server);
+    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    let open = || http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
+    let send = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>, message: Value| {
+        socket.send(tungstenite::Message::Text(message.to_string().into())).expect("send");
+    };
+    let prompt = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>| {
+        read_until(socket, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt")
+    };
+    let interrupt = || assert_eq!(send_http(&kernel, "POST", &format!("api/kernels/{}/interrupt", kernel.id)), 204, "the interrupt");
+    // A cell's status once the kernel runs it: requests right after an interrupt's error are
+    // aborted a moment, so it is asked again until one is not.
+    let settled = |code: &str| {
+        let mut socket = open();
+        (0..50)
+            .map(|n| {
+                send(&mut socket, asking(&format!("settle-{n}"), code));
+                let status = reply_to(&mut socket, &format!("settle-{n}"), "execute_reply")["content"]["status"].clone();
+                std::thread::sleep(Duration::from_millis(100));
+                status
+            })
+            .find(|status| status != "aborted")
+            .expect("a cell ran")
+    };
+    // A message of another type on stdin, carrying a value, while input() waits: refused, and
+    // the socket closes; the kernel never takes it (the cell ends by the interrupt, unanswered).
+    let mut a = open();
+    send(&mut a, asking("taken", "v = input('Code: ')"));
+    let asked = prompt(&mut a);
+    let mut other = answer("other-typed", &asked, "forged-value-6d3e");
+    other["header"]["msg_type"] = json!("comm_msg");
+    send(&mut a, other);
+    assert_eq!(close_code(&mut a), Some(1008), "a message on stdin that is no input_reply");
+    let refused = typed_record(&server, "KernelMessageRefused", "other-typed");
+    assert_eq!(
+        (refused["requestParameters"]["MsgType"].as_str(), refused["requestParameters"]["Channel"].as_str()),
+        (Some("comm_msg"), Some("stdin"))
+    );
+    interrupt();
+    assert_eq!(settled("assert 'v' not in globals(), 'taken'"), "ok", "the kernel took the forged message for the answer");
+    // An input_reply on the shell channel: refused, not spent on a prompt.
+    let mut b = open();
+    send(&mut b, asking("shell", "w = input('Code: ')"));
+    let asked = prompt(&mut b);
+    let mut on_shell = answer("shell-typed", &asked, "shell-value-1c4f");
+    on_shell["channel"] = json!("shell");
+    send(&mut b, on_shell);
+    assert_eq!(close_code(&mut b), Some(1008), "an input_reply on the shell channel");
+    interrupt();
+    assert_eq!(settled("1"), "ok");
+    // A password prompt whose cell, interrupted, raises an error of 100 KB: its reply ends the
+    // prompt, and what is typed into its box afterwards is dropped, not taken for a password.
+    let mut c = open();
+    let big = "import getpass\ntry:\n    getpass.getpass('Password: ')\nexcept KeyboardInterrupt:\n    raise ValueError('x' * 100_000)";
+    send(&mut c, asking("big", big));
+    let asked = prompt(&mut c);
+    interrupt();
+    let reply = reply_to(&mut c, "big", "execute_reply");
+    assert_eq!((reply["content"]["status"].as_str(), reply["content"]["ename"].as_str()), (Some("error"), Some("ValueError")));
+    send(&mut c, answer("after-big-typed", &asked, "print('after-big-2b9d')"));
+    typed_record(&server, "KernelMessageRefused", "after-big-typed");
+    assert!(
+        !server.audit(&[("EventName", "KernelInput")]).iter().any(|r| r["requestParameters"]["MessageId"] == "after-big-typed"),
+        "an answer to a prompt its reply had ended was taken for a password"
+    );
+    let lines = crate::support::trail::trail_lines(server.data_dir());
+    for kept_out in ["forged-value-6d3e", "shell-value-1c4f", "after-big-2b9d"] {
         assert!(!lines.iter().any(|l| l.contains(kept_out)), "`{kept_out}` is in the trail");
     }
 }

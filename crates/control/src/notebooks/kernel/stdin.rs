@@ -1,5 +1,6 @@
 //! What a kernel says on its stdin channel: a prompt for input, read at any size for its id,
-//! its parent's and whether it asks for a password, and for nothing else.
+//! its parent's and whether it asks for a password, and for nothing else; and the frames that
+//! end a prompt's wait, read at any size too.
 
 use super::wire::{Frame, legacy_message, v1_parts};
 
@@ -126,6 +127,72 @@ pub(super) fn stdin_of(v1: bool, frame: Frame<'_>) -> Option<Stdin> {
     }
 }
 
+/// What ends a prompt's wait, as a kernel's frame says it (see [`ending_of`]).
+#[derive(Debug, PartialEq)]
+pub(super) enum Ending {
+    /// An `execute_reply`, to the request whose id this is (an interrupted one's too).
+    Reply { parent: String },
+    /// A restart: status `starting`, `restarting`, `autorestarting` or `dead`.
+    Restart,
+}
+
+/// Whether a kernel's frame ends a prompt's wait, read at any size for its type, its parent's
+/// id and its execution state, and for nothing else: the reply to the request a prompt is part
+/// of carries whatever error the user's code raised, of any length, and a reply not read would
+/// leave the prompt waiting for an answer the kernel no longer wants (review finding: a reply
+/// over 64 KiB was not read).
+pub(super) fn ending_of(v1: bool, frame: Frame<'_>) -> Option<Ending> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        msg_type: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Parent {
+        #[serde(default)]
+        msg_id: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Content {
+        execution_state: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Legacy {
+        header: Header,
+        parent_header: Option<Parent>,
+        content: Option<Content>,
+    }
+    const RESTARTS: [&str; 4] = ["starting", "restarting", "autorestarting", "dead"];
+    let ended = |header: Header, parent: Option<Parent>, content: Option<Content>| match header.msg_type.as_str() {
+        "execute_reply" => parent.map(|p| Ending::Reply { parent: p.msg_id }),
+        "status" => content.and_then(|c| c.execution_state).filter(|s| RESTARTS.contains(&s.as_str())).map(|_| Ending::Restart),
+        _ => None,
+    };
+    match (v1, frame) {
+        (true, Frame::Binary(bytes)) => {
+            let part = v1_parts(bytes).ok()?;
+            let read = |i: usize| String::from_utf8_lossy(part[i]);
+            let header: Header = serde_json::from_str(&read(1)).ok()?;
+            match header.msg_type.as_str() {
+                "execute_reply" => ended(header, serde_json::from_str(&read(2)).ok(), None),
+                "status" => ended(header, None, serde_json::from_str(&read(4)).ok()),
+                _ => None,
+            }
+        }
+        (false, frame) => {
+            let json = match frame {
+                Frame::Text(text) => text.as_bytes(),
+                Frame::Binary(bytes) => legacy_message(bytes).ok()?,
+            };
+            if memchr::memmem::find(json, b"execute_reply").is_none() && memchr::memmem::find(json, b"execution_state").is_none() {
+                return None;
+            }
+            let message: Legacy = serde_json::from_slice(json).ok()?;
+            ended(message.header, message.parent_header, message.content)
+        }
+        (true, Frame::Text(_)) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
@@ -179,5 +246,30 @@ mod tests {
         let whole = v1_frame("stdin", [&header, &json!({}), &json!({}), &json!({})]);
         let broken = [&whole[..whole.len() - 1], b"[".as_slice()].concat();
         assert_eq!(stdin_of(true, Frame::Binary(&broken)), Some(Stdin::Unreadable));
+    }
+
+    /// The reply that ends a prompt's wait is read at any size, in either format: a user's code
+    /// can raise an error of any length after an interrupt ends its `getpass`.
+    #[test]
+    fn a_reply_ends_a_prompt_at_any_size() {
+        let reply = json!({ "msg_id": "r1", "msg_type": "execute_reply" });
+        let content = json!({ "status": "error", "ename": "ValueError", "evalue": "x".repeat(100_000), "traceback": [] });
+        let parent = json!({ "msg_id": "e1" });
+        let legacy = json!({ "channel": "shell", "header": reply, "parent_header": parent, "metadata": {}, "content": content });
+        let ended = Some(Ending::Reply { parent: "e1".into() });
+        assert_eq!(ending_of(false, Frame::Text(&legacy.to_string())), ended);
+        assert_eq!(ending_of(true, Frame::Binary(&v1_frame("shell", [&reply, &parent, &json!({}), &content]))), ended);
+        let status = |state: &str| json!({ "msg_id": "s1", "msg_type": "status", "execution_state": state });
+        for (state, restart) in [("restarting", true), ("dead", true), ("busy", false), ("idle", false)] {
+            let content = json!({ "execution_state": state });
+            let frame = json!({ "channel": "iopub", "header": status(state), "parent_header": {}, "metadata": {}, "content": content });
+            let read = ending_of(false, Frame::Text(&frame.to_string()));
+            assert_eq!(read == Some(Ending::Restart), restart, "{state}");
+            let read = ending_of(true, Frame::Binary(&v1_frame("iopub", [&status(state), &json!({}), &json!({}), &content])));
+            assert_eq!(read == Some(Ending::Restart), restart, "{state}");
+        }
+        let printed = json!({ "channel": "iopub", "header": { "msg_type": "stream" }, "parent_header": parent, "metadata": {},
+            "content": { "name": "stdout", "text": "execute_reply" } });
+        assert_eq!(ending_of(false, Frame::Text(&printed.to_string())), None);
     }
 }
