@@ -49,7 +49,7 @@ pub(crate) fn start_background_tasks(instances: &Arc<Instances>) {
 
 async fn rotate_due(instances: &Instances, lifetime: i64) -> Result<(), ActionError> {
     let plane = &*instances.pipeline.platform;
-    let due = repo::due_for_rotation(plane, now_millis() + lifetime / 3).await?;
+    let due = repo::due_for_rotation(&plane.store, &plane.node.name, now_millis() + lifetime / 3).await?;
     for repo::DueForRotation { instance_id: id, init_pid } in due {
         let Some(pid) = init_pid else { continue };
         let credential = new_credential();
@@ -83,7 +83,7 @@ impl InstanceLookup for Instances {
 /// Authenticates a call on the endpoint: the credential must be the current one of the
 /// running instance whose private address the call comes from.
 async fn authenticate(plane: &Platform, token: &str, source_ip: &str) -> Result<InstanceCaller, ActionError> {
-    let row = repo::serving_at(plane, source_ip)
+    let row = repo::serving_at(&plane.store, &plane.node.name, source_ip)
         .await?
         .ok_or_else(|| ActionError::unauthenticated("the endpoint serves only running instances, on their own link"))?;
     let presented = hex::encode(Sha256::digest(token.as_bytes()));

@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, Row};
 use crate::core::error::ActionError;
 use crate::core::node::fence;
 use crate::core::platform::Platform;
-use crate::core::store::{millis_to_rfc3339, now_millis};
+use crate::core::store::{Store, millis_to_rfc3339, now_millis};
 
 crate::core::codec::stored_as_text! {
     /// Where an instance is in its life. PENDING, RUNNING and STOPPING instances still hold a link
@@ -292,10 +292,15 @@ pub(super) struct DueForRotation {
     pub init_pid: Option<i64>,
 }
 
-pub(super) async fn due_for_rotation(plane: &Platform, before: i64) -> Result<Vec<DueForRotation>, ActionError> {
-    let rows = sqlx::query("SELECT instance_id, init_pid, credential_hash, credential_expires FROM instances WHERE state = 'RUNNING' AND credential_expires < $1")
-        .bind(before)
-        .fetch_all(&plane.store.pool)
+/// This node's own: another node's init pid names nothing here (or a process of another
+/// instance, which would be handed the credential).
+pub(super) async fn due_for_rotation(store: &Store, node: &str, before: i64) -> Result<Vec<DueForRotation>, ActionError> {
+    let rows = sqlx::query(
+        "SELECT instance_id, init_pid, credential_hash, credential_expires FROM instances WHERE state = 'RUNNING' AND credential_expires < $1 AND node = $2",
+    )
+    .bind(before)
+    .bind(node)
+    .fetch_all(&store.pool)
         .await?;
     let due = rows
         .iter()
@@ -305,16 +310,22 @@ pub(super) async fn due_for_rotation(plane: &Platform, before: i64) -> Result<Ve
 }
 
 /// The new credential becomes current; the one it replaces stays valid until its own expiry.
+/// Fenced: only the node that runs the instance, while it holds its lease.
 pub(super) async fn rotate_credential(plane: &Platform, instance_id: &str, hash: String, expires: i64) -> Result<(), ActionError> {
-    sqlx::query(
+    let sql = format!(
         "UPDATE instances SET previous_credential_hash = credential_hash, previous_credential_expires = credential_expires,
-         credential_hash = $1, credential_expires = $2 WHERE instance_id = $3 AND state = 'RUNNING'",
-    )
-    .bind(hash)
-    .bind(expires)
-    .bind(instance_id)
-    .execute(&plane.store.pool)
-    .await?;
+         credential_hash = $1, credential_expires = $2 WHERE instance_id = $3 AND state = 'RUNNING' AND node = $4 AND {}",
+        fence(4, 5)
+    );
+    let done = sqlx::query(&sql)
+        .bind(hash)
+        .bind(expires)
+        .bind(instance_id)
+        .bind(&plane.node.name)
+        .bind(plane.node.epoch())
+        .execute(&plane.store.pool)
+        .await?;
+    fenced(plane, instance_id, "rotate the credential", &done);
     Ok(())
 }
 
@@ -329,14 +340,17 @@ pub(super) struct EndpointRow {
     pub credentials: [(Option<String>, Option<i64>); 2],
 }
 
-/// The running (or stopping) instance whose private address is `address`.
-pub(super) async fn serving_at(plane: &Platform, address: &str) -> Result<Option<EndpointRow>, ActionError> {
+/// This node's running (or stopping) instance whose private address is `address`: a call on
+/// this node's endpoint comes from one of its own links, and nodes on different hosts hand
+/// out the same addresses.
+pub(super) async fn serving_at(store: &Store, node: &str, address: &str) -> Result<Option<EndpointRow>, ActionError> {
     let row = sqlx::query(
         "SELECT instance_id, user_id, access_mode, issuer, credential_hash, credential_expires, previous_credential_hash, previous_credential_expires, correlation_id
-         FROM instances WHERE private_address = $1 AND state IN ('RUNNING', 'STOPPING')",
+         FROM instances WHERE private_address = $1 AND state IN ('RUNNING', 'STOPPING') AND node = $2",
     )
     .bind(address)
-    .fetch_optional(&plane.store.pool)
+    .bind(node)
+    .fetch_optional(&store.pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(EndpointRow {
@@ -374,4 +388,52 @@ pub(super) async fn unended(plane: &Platform) -> Result<Vec<Unended>, ActionErro
         .map(|row| Ok(Unended { instance_id: row.try_get("instance_id")?, link: link_from(row)?, init_pid: row.try_get("init_pid")? }))
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(unended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NewInstance, due_for_rotation, insert_pending, serving_at};
+    use crate::core::store::Store;
+
+    /// Review finding: nodes on different hosts hand out the same private addresses, and the
+    /// endpoint's lookup by address and the credential rotation read every node's instances.
+    /// A call on one node's endpoint matched another node's instance (the caller was refused,
+    /// or taken for that instance), and a node wrote a rotated credential into whatever process
+    /// of its own host bore the other instance's init pid. Each node now reads its own.
+    #[tokio::test]
+    async fn a_node_reads_only_its_own_instances_by_address_and_for_rotation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(None, dir.path()).await.expect("open");
+        let address = std::net::Ipv4Addr::new(10, 254, 0, 2);
+        for (id, node) in [("i-a", "a"), ("i-b", "b")] {
+            let link = sandbox::network::Link::new(id, std::net::Ipv4Addr::new(10, 254, 0, 1), address);
+            let new = NewInstance {
+                instance_id: id,
+                image: "base",
+                instance_type: "stream.standard.small",
+                link_index: 0,
+                link: &link,
+                user_id: Some(format!("user-{node}")),
+                access_mode: Some("USER"),
+                credential_hash: format!("hash-{node}"),
+                credential_expires: 1,
+                correlation_id: None,
+                fleet: None,
+                session_id: None,
+                issuer: None,
+                node,
+                node_epoch: 1,
+            };
+            let mut conn = store.pool.acquire().await.expect("connection");
+            insert_pending(&mut conn, new).await.expect("inserted");
+        }
+        sqlx::query("UPDATE instances SET state = 'RUNNING', init_pid = 7").execute(&store.pool).await.expect("running");
+        for node in ["a", "b"] {
+            let serving = serving_at(&store, node, &address.to_string()).await.expect("lookup").expect("an instance");
+            assert_eq!(serving.instance_id, format!("i-{node}"), "node {node}'s endpoint matched another node's instance");
+            let due: Vec<String> = due_for_rotation(&store, node, 10).await.expect("due").into_iter().map(|d| d.instance_id).collect();
+            assert_eq!(due, [format!("i-{node}")], "node {node} would rotate another node's credential");
+        }
+        assert!(serving_at(&store, "c", &address.to_string()).await.expect("lookup").is_none());
+    }
 }

@@ -164,12 +164,18 @@ pub(crate) struct LinkedSession {
     pub user: Result<model::UserRef, ActionError>,
 }
 
-pub(crate) async fn find_session_served_from(store: &Store, private_address: &str) -> Result<Option<LinkedSession>, ActionError> {
+/// Among `node`'s instances: nodes on different hosts hand out the same addresses.
+pub(crate) async fn find_session_served_from(
+    store: &Store,
+    node: &str,
+    private_address: &str,
+) -> Result<Option<LinkedSession>, ActionError> {
     let row = sqlx::query(
         "SELECT s.session_id, s.user_id, s.correlation_id, s.authentication_type, s.issuer, i.instance_id FROM instances i JOIN sessions s ON s.instance_id = i.instance_id
-         WHERE i.private_address = $1 AND i.state = 'RUNNING' AND s.state = 'ACTIVE'",
+         WHERE i.private_address = $1 AND i.state = 'RUNNING' AND s.state = 'ACTIVE' AND i.node = $2",
     )
     .bind(private_address)
+    .bind(node)
     .fetch_optional(&store.pool)
     .await?;
     let Some(row) = row else { return Ok(None) };

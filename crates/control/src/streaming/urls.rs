@@ -148,7 +148,7 @@ pub(crate) async fn handoff_caller(plane: &Platform, code: &str) -> Result<Calle
 /// The ACTIVE session served by the running instance whose private address `source_ip` is
 /// (the endpoint only hears instance links, reverse-path filtered).
 pub(crate) async fn link_caller(plane: &Platform, source_ip: &str) -> Result<Caller, ActionError> {
-    let linked = repo::find_session_served_from(&plane.store, source_ip)
+    let linked = repo::find_session_served_from(&plane.store, &plane.node.name, source_ip)
         .await?
         .ok_or_else(|| ActionError::unauthenticated("no active session is served from this address"))?;
     let user = linked.user?;
