@@ -83,7 +83,36 @@ async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaph
             _ => {}
         }
     }
-    enforce_timeouts(streaming).await
+    enforce_timeouts(streaming).await?;
+    stop_ended_sessions_instances(streaming).await
+}
+
+/// Stops this node's instances whose session ended. The node that ends a session stops its
+/// instance only if it runs it: a session ended on another node (its timeout seen there first,
+/// `ExpireSession` called there) left its instance running here, its credential renewed and
+/// its user's folder open to it (review finding). Each stops apart, with its grace period.
+async fn stop_ended_sessions_instances(streaming: &Arc<Streaming>) -> Result<(), ActionError> {
+    let plane = &*streaming.pipeline.platform;
+    let ended = sqlx::query(
+        "SELECT i.instance_id AS id FROM instances i WHERE i.node = $1 AND i.state = 'RUNNING' AND i.session_id IS NOT NULL
+         AND EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = i.session_id AND s.state = 'EXPIRED')",
+    )
+    .bind(&plane.node.name)
+    .fetch_all(&plane.store.pool)
+    .await?;
+    for row in ended {
+        let instance: String = row.try_get("id")?;
+        let streaming = streaming.clone();
+        tokio::spawn(async move {
+            match stop_instance(&streaming.instances, &instance).await {
+                Ok(()) => tracing::info!(instance, "stopped an instance whose session ended on another node"),
+                // Being stopped already (the session's end here stops it too).
+                Err(err) if err.status == 404 => {}
+                Err(err) => tracing::warn!(instance, error = %err, "cannot stop an instance whose session ended"),
+            }
+        });
+    }
+    Ok(())
 }
 
 async fn ids(plane: &Platform, query: &str, fleet: &str) -> Result<Vec<String>, ActionError> {

@@ -123,6 +123,14 @@ fn two_nodes_serve_any_call_and_a_session_opens_on_the_node_that_runs_it() {
     assert_eq!(stale.status, 401, "the cookie b gave still works after the handoff");
     let handoffs = a.audit(&[("EventName", "AcceptSessionHandoff")]);
     assert_eq!(handoffs.iter().filter(|r| r["errorCode"].is_null()).count(), 1, "{handoffs:#?}");
+
+    // Ended through b, which does not run its instance: a, which does, stops it. Before, it
+    // ran on, its credential renewed and its user's folder open to it (review finding).
+    let instance = shared.sql(&format!("SELECT instance_id FROM sessions WHERE session_id = '{session_id}'"));
+    b.ok("streaming:ExpireSession", json!({ "SessionId": session_id }));
+    eventually(60, "the ended session's instance to stop on its node", || {
+        (shared.sql(&format!("SELECT state FROM instances WHERE instance_id = '{instance}'")) == "TERMINATED").then_some(())
+    });
 }
 
 #[test]
