@@ -161,7 +161,8 @@ pub(crate) async fn heartbeat(platform: &Platform) -> Beat {
 }
 
 /// Marks every other node whose lease ran out as lost, with one `NodeLost` record each and
-/// its instances `LOST`. Returns their names.
+/// its instances `LOST`, and gives back the queued sessions any node gone holds. Returns the
+/// names of the nodes it marked.
 pub(crate) async fn sweep(platform: &Platform) -> Result<Vec<String>, ActionError> {
     let now = now_millis();
     let lost = repo::mark_lost(&platform.store, &platform.node.name, now).await?;
@@ -184,6 +185,10 @@ pub(crate) async fn sweep(platform: &Platform) -> Result<Vec<String>, ActionErro
             )
             .await;
         platform.metrics.nodes_lost.inc();
+    }
+    let released = repo::release_sessions_of_gone_nodes(&platform.store).await?;
+    if released > 0 {
+        tracing::warn!(sessions = released, "queued sessions held by nodes no longer holding their lease went back to the queue");
     }
     Ok(lost.into_iter().map(|n| n.name).collect())
 }

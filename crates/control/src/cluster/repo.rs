@@ -254,3 +254,69 @@ pub(crate) async fn release_sessions(store: &Store, node: &str) -> Result<u64, A
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Queued sessions held by a node that no longer holds its lease (lost or stopped), which took
+/// them and started nothing for them, go back to the queue. Run at every sweep: a node's claim
+/// that committed just after the sweep that took the node for lost (PostgreSQL reads the
+/// fence in its own snapshot) would otherwise wait for that node alone.
+pub(crate) async fn release_sessions_of_gone_nodes(store: &Store) -> Result<u64, ActionError> {
+    let done = sqlx::query(
+        "UPDATE sessions SET node = NULL WHERE state = 'PENDING' AND node IS NOT NULL
+         AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = sessions.node AND n.state = $1)
+         AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.session_id = sessions.session_id)",
+    )
+    .bind(ACTIVE)
+    .execute(&store.pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_sessions_of_gone_nodes;
+    use crate::core::store::Store;
+
+    /// Review finding: a claim that committed after the sweep took its node for lost kept the
+    /// session that node's for good. Every sweep gives back what a node no longer holding its
+    /// lease holds; an active node's sessions, and one with an instance, stay.
+    #[tokio::test]
+    async fn every_sweep_gives_back_the_queued_sessions_of_nodes_gone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(None, dir.path()).await.expect("open");
+        let run = |sql: String| {
+            let store = &store;
+            async move { sqlx::query(&sql).execute(&store.pool).await.expect(&sql) }
+        };
+        for (name, state) in [("a", "LOST"), ("b", "ACTIVE"), ("c", "STOPPED")] {
+            run(format!(
+                "INSERT INTO nodes (name, epoch, state, address, host, data_dir, vpc_cidr, started, heartbeat, lease_expires)
+                 VALUES ('{name}', 1, '{state}', '', '', '', '', 0, 0, 0)"
+            ))
+            .await;
+        }
+        for (session, node) in [("s-a", "a"), ("s-b", "b"), ("s-c", "c"), ("s-a-started", "a")] {
+            run(format!(
+                "INSERT INTO sessions (session_id, user_id, authentication_type, stack, fleet, state, connection_state, settings, correlation_id,
+                 cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips, node)
+                 VALUES ('{session}', 'nora', 'API', 'stack', 'fleet', 'PENDING', 'NOT_CONNECTED', '{{}}', 'c', '{session}', 1, 1, 2, 1, 0, '[]', '{node}')"
+            ))
+            .await;
+        }
+        run("INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, credential_expires, created, session_id, node)
+             VALUES ('i-1', 'base', 't', 'PENDING', 0, 'h', '10.0.0.1', '10.0.0.2', 0, 0, 's-a-started', 'a')".to_owned())
+        .await;
+        assert_eq!(release_sessions_of_gone_nodes(&store).await.expect("released"), 2);
+        let node_of = |session: &'static str| {
+            let store = &store;
+            async move {
+                let row =
+                    sqlx::query("SELECT node FROM sessions WHERE session_id = $1").bind(session).fetch_one(&store.pool).await.expect("row");
+                sqlx::Row::try_get::<Option<String>, _>(&row, "node").expect("node")
+            }
+        };
+        assert_eq!(node_of("s-a").await, None);
+        assert_eq!(node_of("s-c").await, None);
+        assert_eq!(node_of("s-b").await.as_deref(), Some("b"));
+        assert_eq!(node_of("s-a-started").await.as_deref(), Some("a"), "a session with an instance is the lost node's to end");
+    }
+}

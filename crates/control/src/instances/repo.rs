@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::node::fence;
 use crate::core::platform::Platform;
 use crate::core::store::{Store, millis_to_rfc3339, now_millis};
@@ -120,32 +120,46 @@ pub(super) struct NewInstance<'a> {
     pub node_epoch: i64,
 }
 
+/// Fenced: a node that no longer holds its lease starts nothing (its instances were taken for
+/// lost, and a new one's session given back), and is told so.
 pub(super) async fn insert_pending(conn: &mut AnyConnection, new: NewInstance<'_>) -> Result<(), ActionError> {
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, user_id, access_mode,
          credential_hash, credential_expires, correlation_id, created, fleet, session_id, issuer, node, node_epoch)
-         VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-    )
-    .bind(new.instance_id)
-    .bind(new.image)
-    .bind(new.instance_type)
-    .bind(new.link_index)
-    .bind(&new.link.host_interface)
-    .bind(new.link.host_address.to_string())
-    .bind(new.link.instance_address.to_string())
-    .bind(new.user_id)
-    .bind(new.access_mode)
-    .bind(new.credential_hash)
-    .bind(new.credential_expires)
-    .bind(new.correlation_id)
-    .bind(now_millis())
-    .bind(new.fleet)
-    .bind(new.session_id)
-    .bind(new.issuer)
-    .bind(new.node)
-    .bind(new.node_epoch)
-    .execute(&mut *conn)
-    .await?;
+         SELECT $1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 WHERE {}",
+        fence(17, 18)
+    );
+    let done = sqlx::query(&sql)
+        .bind(new.instance_id)
+        .bind(new.image)
+        .bind(new.instance_type)
+        .bind(new.link_index)
+        .bind(&new.link.host_interface)
+        .bind(new.link.host_address.to_string())
+        .bind(new.link.instance_address.to_string())
+        .bind(new.user_id)
+        .bind(new.access_mode)
+        .bind(new.credential_hash)
+        .bind(new.credential_expires)
+        .bind(new.correlation_id)
+        .bind(now_millis())
+        .bind(new.fleet)
+        .bind(new.session_id)
+        .bind(new.issuer)
+        .bind(new.node)
+        .bind(new.node_epoch)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ActionError::new(
+            503,
+            ErrorCode::ServiceUnavailable,
+            format!(
+                "node `{}` no longer holds its lease (other nodes took it for lost): it starts no instance until it joins again",
+                new.node
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -405,6 +419,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(None, dir.path()).await.expect("open");
         let address = std::net::Ipv4Addr::new(10, 254, 0, 2);
+        for node in ["a", "b"] {
+            sqlx::query(
+                "INSERT INTO nodes (name, epoch, state, address, host, data_dir, vpc_cidr, started, heartbeat, lease_expires)
+                 VALUES ($1, 1, 'ACTIVE', '', '', '', '', 0, 0, 0)",
+            )
+            .bind(node)
+            .execute(&store.pool)
+            .await
+            .expect("node row");
+        }
         for (id, node) in [("i-a", "a"), ("i-b", "b")] {
             let link = sandbox::network::Link::new(id, std::net::Ipv4Addr::new(10, 254, 0, 1), address);
             let new = NewInstance {
@@ -435,5 +459,32 @@ mod tests {
             assert_eq!(due, [format!("i-{node}")], "node {node} would rotate another node's credential");
         }
         assert!(serving_at(&store, "c", &address.to_string()).await.expect("lookup").is_none());
+        // A node taken for lost starts nothing (review finding: its instance's row, inserted
+        // after the sweep, kept its session from ever going back to the queue).
+        sqlx::query("UPDATE nodes SET state = 'LOST' WHERE name = 'a'").execute(&store.pool).await.expect("lost");
+        let link = sandbox::network::Link::new("i-late", std::net::Ipv4Addr::new(10, 254, 0, 5), std::net::Ipv4Addr::new(10, 254, 0, 6));
+        let late = NewInstance {
+            instance_id: "i-late",
+            image: "base",
+            instance_type: "stream.standard.small",
+            link_index: 1,
+            link: &link,
+            user_id: None,
+            access_mode: None,
+            credential_hash: "hash".to_owned(),
+            credential_expires: 1,
+            correlation_id: None,
+            fleet: None,
+            session_id: Some("s-1".to_owned()),
+            issuer: None,
+            node: "a",
+            node_epoch: 1,
+        };
+        let mut conn = store.pool.acquire().await.expect("connection");
+        let refused = insert_pending(&mut conn, late).await.expect_err("a lost node inserted an instance");
+        assert_eq!(refused.status, 503, "{}", refused.message);
+        let count =
+            sqlx::query("SELECT COUNT(*) AS n FROM instances WHERE instance_id = 'i-late'").fetch_one(&store.pool).await.expect("count");
+        assert_eq!(sqlx::Row::try_get::<i64, _>(&count, "n").expect("n"), 0);
     }
 }
