@@ -124,7 +124,49 @@ pub(crate) async fn forward(
     let (mut parts, incoming) = response.into_parts();
     // Jupyter's cookies (`_xsrf`, its login) are not the browser's business.
     parts.headers.remove(header::SET_COOKIE);
-    Ok(Response::from_parts(parts, Body::new(incoming)))
+    match upstream {
+        Upstream::Local { token, .. } if html(&parts.headers) => without_token(parts, Body::new(incoming), token).await,
+        _ => Ok(Response::from_parts(parts, Body::new(incoming))),
+    }
+}
+
+/// The most of an HTML page of Jupyter's read to take its token out: its own pages are tens of
+/// kilobytes; an HTML file of the user's larger than this (served with its length) holds no
+/// token it could know, and passes as it is.
+const PAGE_LIMIT: usize = 4 << 20;
+
+/// Whether an answer is an HTML page that may be Jupyter's own (no length, or one under
+/// `PAGE_LIMIT`).
+fn html(headers: &HeaderMap) -> bool {
+    let typed = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    typed && length.is_none_or(|l| l <= PAGE_LIMIT)
+}
+
+/// An HTML page of Jupyter's without its token: JupyterLab writes it into the page's config
+/// (`page_config.token`) and Jupyter's templates into `data-jupyter-api-token`, for every
+/// request it takes for logged in, which every request through here is (the token is added
+/// here). The browser needs none (this proxy adds it), and a script a kernel's output runs on
+/// the notebook origin, or the user's own device in a DIRECT session, must not have it.
+async fn without_token(mut parts: axum::http::response::Parts, body: Body, token: &str) -> Result<Response, String> {
+    let page = axum::body::to_bytes(body, PAGE_LIMIT).await.map_err(|e| format!("the notebook's page could not be read: {e}"))?;
+    if token.is_empty() || memchr::memmem::find(&page, token.as_bytes()).is_none() {
+        return Ok(Response::from_parts(parts, Body::from(page)));
+    }
+    let mut out = Vec::with_capacity(page.len());
+    let mut from = 0;
+    for at in memchr::memmem::find_iter(&page, token.as_bytes()) {
+        out.extend_from_slice(&page[from..at]);
+        from = at + token.len();
+    }
+    out.extend_from_slice(&page[from..]);
+    // Jupyter's length and validator are of what it sent, not of this.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::ETAG);
+    Ok(Response::from_parts(parts, Body::from(out)))
 }
 
 /// What a bridged WebSocket's audit records: the code a kernel's channels run, or the lines

@@ -88,6 +88,22 @@ pub(crate) fn execute(at: &str, base: &str, cookie: &str, kernel: &str, code: &s
     result
 }
 
+/// The token of the Jupyter server that serves `base` (`/notebook/<name>/`), read by the host
+/// through that server's root.
+fn jupyter_token(base: &str) -> String {
+    let pid = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.starts_with(b"/opt/jupyter/bin/python\0") && String::from_utf8_lossy(&cmdline).contains(base)
+        })
+        .expect("the notebook's Jupyter server");
+    let token = std::fs::read_to_string(format!("/proc/{pid}/root/run/datasandbox/jupyter-token")).expect("the token");
+    assert_eq!(token.trim().len(), 64, "the token: {token}");
+    token.trim().to_owned()
+}
+
 #[test]
 fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session() {
     let server = direct_notebook_server(&[]);
@@ -105,6 +121,16 @@ fn a_streaming_url_leads_to_a_working_notebook_and_access_ends_with_the_session(
     assert_eq!(get(&server.api, &format!("{base}api/status"), &notebook_cookie).status, 404);
     let reply = get(&nb, &format!("{base}api/status"), &notebook_cookie);
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    // Jupyter's token reaches no page (review finding: JupyterLab's page config and Jupyter's
+    // templates, its 404 page among them, carried it for every request the proxy made).
+    let token = jupyter_token(&base);
+    for (page, status) in [("lab", 200), ("lab/tree/data.csv", 200), ("no-such-page", 404)] {
+        let reply = get(&nb, &format!("{base}{page}"), &notebook_cookie);
+        let text = String::from_utf8_lossy(&reply.body);
+        assert_eq!(reply.status, status, "{page}: {text}");
+        assert!(text.contains("<html") || text.contains("<!DOCTYPE"), "{page} is a page: {text}");
+        assert!(!text.contains(&token), "{page} carries Jupyter's token");
+    }
     // The launcher ended with the notebook, and says so.
     let instance = session["InstanceId"].as_str().expect("instance");
     eventually(10, "the launcher's last word", || {
