@@ -327,8 +327,15 @@ async fn proxy(
 /// Whether a request is a read of one of Jupyter's own routes that change nothing (its API's
 /// listings and contents, files, its pages and their assets): only those go to Jupyter while
 /// their record is written. A server extension's route (a proxy, a refresh that fetches) is
-/// recorded first, as every write is.
-fn read_only(method: &Method, rest: &str) -> bool {
+/// recorded first, as every write is; so is a contents read as a notebook (`type=notebook`,
+/// `query` fully decoded), which renames files when the notebook does not parse and a
+/// `.~` copy of it is there (review finding).
+fn read_only(method: &Method, rest: &str, query: &str) -> bool {
+    let as_notebook = rest.starts_with("api/contents")
+        && query.split('&').any(|p| p.split_once('=').is_some_and(|(k, v)| k == "type" && v == "notebook"));
+    if as_notebook {
+        return false;
+    }
     const READS: [&str; 14] = [
         "api/status",
         "api/contents",
@@ -399,7 +406,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         Err(refused) => return refused,
     };
     let forward = crate::jupyter::forward(&control, &target.upstream, &name, &raw, &query, parts, body);
-    let forwarded = if read_only(&method, &rest) {
+    let forwarded = if read_only(&method, &rest, &crate::jupyter::decoded_fully(&query)) {
         // A read of Jupyter's own changes nothing: it goes to Jupyter while its record is
         // written, and its answer reaches the browser only once the record is durable. On the
         // trail's reserve, the record is its refusal and nothing is forwarded, as below.
@@ -521,6 +528,19 @@ mod attack_f08 {
         let policy = with_frame_ancestors(jupyters, "frame-ancestors 'self' http://gw:8750");
         assert_eq!(policy, "report-uri /notebook/nb/api/security/csp-report; sandbox allow-scripts; frame-ancestors 'self' http://gw:8750");
         assert_eq!(with_frame_ancestors("", "frame-ancestors 'self'"), "frame-ancestors 'self'");
+    }
+
+    /// Review finding: `GET api/contents/<p>?type=notebook` of a file that does not parse as a
+    /// notebook, beside a `.~<p>` (a kernel can make one), has Jupyter rename both: a change
+    /// that reached Jupyter before its record was durable. Such a read is recorded first.
+    #[test]
+    fn a_contents_read_as_a_notebook_is_recorded_before_it_reaches_jupyter() {
+        assert!(read_only(&Method::GET, "api/contents/data.csv", "type=file&content=1"));
+        assert!(read_only(&Method::GET, "api/contents/data.csv", ""));
+        for query in ["type=notebook", "content=1&type=notebook", "type=file&type=notebook"] {
+            assert!(!read_only(&Method::GET, "api/contents/data.csv", query), "{query}");
+        }
+        assert!(!read_only(&Method::POST, "api/contents/data.csv", ""));
     }
 
     #[test]
