@@ -327,13 +327,11 @@ async fn proxy(
 /// Whether a request is a read of one of Jupyter's own routes that change nothing (its API's
 /// listings and contents, files, its pages and their assets): only those go to Jupyter while
 /// their record is written. A server extension's route (a proxy, a refresh that fetches) is
-/// recorded first, as every write is; so is a contents read as a notebook (`type=notebook`,
-/// `query` fully decoded), which renames files when the notebook does not parse and a
-/// `.~` copy of it is there (review finding).
+/// recorded first, as every write is; so is a contents read Jupyter may take as a notebook's
+/// (see `read_as_notebook`), which renames files when the notebook does not parse and a `.~`
+/// copy of it is there (review finding).
 fn read_only(method: &Method, rest: &str, query: &str) -> bool {
-    let as_notebook = rest.starts_with("api/contents")
-        && query.split('&').any(|p| p.split_once('=').is_some_and(|(k, v)| k == "type" && v == "notebook"));
-    if as_notebook {
+    if read_as_notebook(rest, query) {
         return false;
     }
     const READS: [&str; 14] = [
@@ -354,6 +352,20 @@ fn read_only(method: &Method, rest: &str, query: &str) -> bool {
     ];
     let page = rest == "lab" || rest == "lab/" || rest.starts_with("lab/tree/") || rest.starts_with("lab/workspaces/");
     (*method == Method::GET || *method == Method::HEAD) && (page || READS.iter().any(|r| rest.starts_with(r)))
+}
+
+/// Whether Jupyter may read a contents-API path as a notebook: any `type` (as Tornado reads a
+/// query, `query` as the browser sent it: `+` a space, control characters spaces, then trimmed)
+/// other than `file` or `directory`, or none on a path that names an `.ipynb` (in any case).
+fn read_as_notebook(rest: &str, query: &str) -> bool {
+    if !rest.starts_with("api/contents") {
+        return false;
+    }
+    let types: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key.trim() == "type")
+        .map(|(_, value)| value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned())
+        .collect();
+    if types.is_empty() { rest.to_ascii_lowercase().contains(".ipynb") } else { types.iter().any(|t| t != "file" && t != "directory") }
 }
 
 /// The kernel whose channels `rest` (the path, fully decoded) opens, if it opens any.
@@ -406,7 +418,7 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         Err(refused) => return refused,
     };
     let forward = crate::jupyter::forward(&control, &target.upstream, &name, &raw, &query, parts, body);
-    let forwarded = if read_only(&method, &rest, &crate::jupyter::decoded_fully(&query)) {
+    let forwarded = if read_only(&method, &rest, &query) {
         // A read of Jupyter's own changes nothing: it goes to Jupyter while its record is
         // written, and its answer reaches the browser only once the record is durable. On the
         // trail's reserve, the record is its refusal and nothing is forwarded, as below.
@@ -535,10 +547,28 @@ mod attack_f08 {
     /// that reached Jupyter before its record was durable. Such a read is recorded first.
     #[test]
     fn a_contents_read_as_a_notebook_is_recorded_before_it_reaches_jupyter() {
-        assert!(read_only(&Method::GET, "api/contents/data.csv", "type=file&content=1"));
-        assert!(read_only(&Method::GET, "api/contents/data.csv", ""));
-        for query in ["type=notebook", "content=1&type=notebook", "type=file&type=notebook"] {
-            assert!(!read_only(&Method::GET, "api/contents/data.csv", query), "{query}");
+        for (path, query) in [
+            ("api/contents/data.csv", "type=file&content=1"),
+            ("api/contents/data.csv", ""),
+            ("api/contents/", "content=1"),
+            ("api/contents/d", "type=directory"),
+        ] {
+            assert!(read_only(&Method::GET, path, query), "{path}?{query}");
+        }
+        // Tornado's reading of the query: `+` a space, control characters spaces, trimmed; a
+        // path of a notebook without a type is read as one (review of the first mend).
+        for (path, query) in [
+            ("api/contents/data.csv", "type=notebook"),
+            ("api/contents/data.csv", "content=1&type=notebook"),
+            ("api/contents/data.csv", "type=file&type=notebook"),
+            ("api/contents/data.csv", "type=notebook+"),
+            ("api/contents/data.csv", "type=%20notebook"),
+            ("api/contents/data.csv", "type=notebook%01"),
+            ("api/contents/data.csv", "type=Notebook"),
+            ("api/contents/x.ipynb", ""),
+            ("api/contents/x.IPYNB", "content=1"),
+        ] {
+            assert!(!read_only(&Method::GET, path, query), "{path}?{query}");
         }
         assert!(!read_only(&Method::POST, "api/contents/data.csv", ""));
     }
