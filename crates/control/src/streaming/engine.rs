@@ -44,6 +44,10 @@ pub(crate) fn start(streaming: Arc<Streaming>) {
 
 async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaphore>) -> Result<(), ActionError> {
     let plane = &*streaming.pipeline.platform;
+    // First, and whatever fails after it: an ended session's instance must not run on.
+    if let Err(err) = stop_ended_sessions_instances(streaming).await {
+        tracing::error!(error = %err, "cannot look for instances whose session ended");
+    }
     let fleets = sqlx::query("SELECT * FROM fleets").fetch_all(&plane.store.pool).await?;
     for fleet in &fleets {
         let name: String = fleet.try_get("name")?;
@@ -83,8 +87,7 @@ async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaph
             _ => {}
         }
     }
-    enforce_timeouts(streaming).await?;
-    stop_ended_sessions_instances(streaming).await
+    enforce_timeouts(streaming).await
 }
 
 /// Stops this node's instances whose session ended. The node that ends a session stops its
@@ -393,7 +396,7 @@ async fn start_for_session(
             }
             Err(err) => {
                 tracing::error!(session, error = %err, "cannot start the session's instance");
-                let _ = end_session(&streaming, &session, "INSTANCE_FAILED").await;
+                failed_start(&streaming, &session).await;
             }
         }
         // Counted as launching until it is in use, so that capacity is never counted twice.
@@ -402,6 +405,19 @@ async fn start_for_session(
         streaming.wake.notify_one();
     });
     Ok(())
+}
+
+/// A session whose instance this node could not start: ended, while this node holds its lease
+/// (the session is then still its own); given back to the queue otherwise. A node that lost its
+/// lease meanwhile (its instance's row refused by the fence) ended a session that another node
+/// may already have taken from the queue and serve (review finding).
+async fn failed_start(streaming: &Arc<Streaming>, session_id: &str) {
+    let plane = &*streaming.pipeline.platform;
+    if crate::cluster::is_live(plane, &plane.node.name).await.unwrap_or(false) {
+        let _ = end_session(streaming, session_id, "INSTANCE_FAILED").await;
+    } else if let Err(err) = repo::release_session(&plane.store, session_id, &plane.node.name).await {
+        tracing::error!(session = session_id, error = %err, "cannot give the session back to the queue");
+    }
 }
 
 /// Queue timeouts for PENDING sessions; maximum duration, disconnect and idle timeouts (with
