@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::cli::AuditCommand;
 use crate::cli::{EndpointArgs, SpecArgs};
-use crate::client::{CallError, call, fail};
+use crate::client::{CallError, call, fail, for_terminal};
 
 pub async fn run(data_dir: &Path, command: AuditCommand) -> ExitCode {
     match command {
@@ -85,7 +85,7 @@ fn with_members<const N: usize>(mut input: Value, members: [(&str, Option<String
 /// standard error.
 fn print_events_page(out: &Value) {
     for event in out["Events"].as_array().into_iter().flatten() {
-        println!("{event}");
+        println!("{}", for_terminal(&event.to_string()));
     }
     if let Some(token) = out["NextToken"].as_str() {
         eprintln!("more records: --next-token {token}");
@@ -98,7 +98,7 @@ fn print_query_result(out: &Value, as_json: bool) {
     let rows: Vec<Vec<Value>> = out["Rows"].as_array().into_iter().flatten().filter_map(|r| r.as_array().cloned()).collect();
     if as_json {
         for row in audit::rows_as_objects(&columns, &rows) {
-            println!("{row}");
+            println!("{}", for_terminal(&row.to_string()));
         }
     } else {
         print_table(&columns, &rows.iter().map(|r| r.iter().map(cell).collect()).collect::<Vec<_>>());
@@ -112,7 +112,7 @@ fn print_trace(out: &Value, as_json: bool, all: bool) {
     let events = out["Events"].as_array().cloned().unwrap_or_default();
     if as_json {
         for event in &events {
-            println!("{event}");
+            println!("{}", for_terminal(&event.to_string()));
         }
         return;
     }
@@ -180,12 +180,11 @@ fn resource(name: &str) -> String {
 /// shown as its code point (`\u{1b}`), a line break as `⏎`.
 fn shown(text: &str) -> String {
     use std::fmt::Write as _;
-    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
             '\n' => out.push_str("⏎ "),
-            c if c.is_control() || bidi(c) => {
+            c if crate::client::acts_on_terminal(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
             c => out.push(c),
@@ -333,5 +332,17 @@ mod tests {
         assert_eq!(shown.lines().count(), 3, "the cell's line break broke the row: {shown:?}");
         assert!(shown.contains(r"# \u{1b}[1A\u{1b}[2K\u{d}\u{9b}2J\u{202e}gnp.txt\u{7}⏎ print(2)"), "{shown}");
         assert!(shown.contains(r#""arn:aws:s3:::bucket/my file.csv" arn:aws:s3:::bucket/b"#), "{shown}");
+    }
+
+    /// The same in the JSON lines (`--json`, `lookup`, every call's answer): serde leaves DEL,
+    /// the C1 controls and bidirectional overrides raw. They are written as `\u` escapes, and
+    /// the line still reads back as the same value.
+    #[test]
+    fn json_for_a_terminal_escapes_what_serde_leaves_raw_and_keeps_its_value() {
+        let value = serde_json::json!({ "detail": "a\u{7f}b\u{9b}2J\u{9d}52;c;x\u{7}\u{202e}gnp\u{2066}", "n": 1 });
+        let line = crate::client::for_terminal(&value.to_string());
+        assert!(!line.chars().any(|c| c.is_control() || matches!(c, '\u{202e}' | '\u{2066}')), "{line:?}");
+        assert!(line.contains(r"\u009b2J"), "{line}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&line).expect("still JSON"), value);
     }
 }

@@ -143,7 +143,7 @@ where
 pub fn finish(result: Result<Value, CallError>) -> ExitCode {
     match result {
         Ok(value) => {
-            println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+            println!("{}", for_terminal(&serde_json::to_string_pretty(&value).expect("JSON values serialize")));
             ExitCode::SUCCESS
         }
         Err(err) => fail(err),
@@ -151,8 +151,36 @@ pub fn finish(result: Result<Value, CallError>) -> ExitCode {
 }
 
 pub fn fail(err: CallError) -> ExitCode {
-    eprintln!("{}", err.document);
+    eprintln!("{}", for_terminal(&err.document.to_string()));
     ExitCode::from(err.exit)
+}
+
+/// Whether a terminal acts on a character rather than showing it: a control character (C0,
+/// DEL, C1) or a bidirectional override or isolate, which reorders the text after it.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// JSON as a terminal can show it without acting on it, and still the same JSON: serde escapes
+/// only the controls below U+0020, and a user's strings in an answer (a record's code, a file's
+/// name) can hold DEL, a C1 control (U+009B starts an escape sequence on terminals that take
+/// them) or a bidirectional override that reorders what the operator reads. Each such
+/// character, which JSON holds only inside a string, is written as its `\u` escape.
+pub fn for_terminal(json: &str) -> String {
+    use std::fmt::Write as _;
+    let acts = acts_on_terminal;
+    if !json.chars().any(|c| acts(c) && c != '\n') {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if acts(c) && c != '\n' {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub async fn call_command(data_dir: &Path, endpoint: &EndpointArgs, action: &str, input: &str) -> ExitCode {
