@@ -55,12 +55,25 @@ impl Notebooks {
         if access.expires <= now_millis() {
             return Err(denied("your notebook access has expired; open it again from your session"));
         }
-        if access.instance_address.is_some_and(|address| address != *source_ip) {
+        if access.instance_address.as_ref().is_some_and(|address| address != source_ip) {
             return Err(denied("this notebook opens only in the browser of its session's workspace"));
         }
         let session = crate::streaming::sessions::session(plane, &access.session_id).await?;
         if session.state != SessionState::Active {
             return Err(denied("your streaming session has ended, and notebook access with it"));
+        }
+        // A pixel session's instance is known by its address on this node's links, and nodes
+        // on different hosts hand out the same addresses: the session's instance must be this
+        // node's, or another session's workspace there, at the same address, would open it
+        // (review finding).
+        if access.instance_address.is_some() {
+            let node = match &session.instance_id {
+                Some(instance) => crate::streaming::repo::instance_node(&plane.store, instance).await?.map(|n| n.name),
+                None => None,
+            };
+            if node.as_deref() != Some(plane.node.name.as_str()) {
+                return Err(denied("this notebook opens only in the browser of its session's workspace"));
+            }
         }
         let settings: Value = serde_json::from_str(&session.settings).map_err(ActionError::internal)?;
         let permission = |action: &str| {
