@@ -4,6 +4,13 @@
 
 use super::wire::{Frame, legacy_message, v1_parts};
 
+/// A message's parent header, read for its id alone.
+#[derive(serde::Deserialize)]
+struct Parent {
+    #[serde(default)]
+    msg_id: String,
+}
+
 /// What a kernel's frame on the stdin channel says to the audit (see [`stdin_of`]).
 #[derive(Debug, PartialEq)]
 pub(super) enum Stdin {
@@ -69,11 +76,6 @@ pub(super) fn stdin_of(v1: bool, frame: Frame<'_>) -> Option<Stdin> {
     #[derive(serde::Deserialize)]
     struct Header {
         msg_type: String,
-        #[serde(default)]
-        msg_id: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Parent {
         #[serde(default)]
         msg_id: String,
     }
@@ -145,11 +147,6 @@ pub(super) fn ending_of(v1: bool, frame: Frame<'_>) -> Option<Ending> {
     #[derive(serde::Deserialize)]
     struct Header {
         msg_type: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Parent {
-        #[serde(default)]
-        msg_id: String,
     }
     #[derive(serde::Deserialize)]
     struct Content {
