@@ -354,15 +354,20 @@ fn read_only(method: &Method, rest: &str, query: &str) -> bool {
     (*method == Method::GET || *method == Method::HEAD) && (page || READS.iter().any(|r| rest.starts_with(r)))
 }
 
-/// Whether Jupyter may read a contents-API path as a notebook: any `type` (as Tornado reads a
-/// query, `query` as the browser sent it: `+` a space, control characters spaces, then trimmed)
-/// other than `file` or `directory`, or none on a path that names an `.ipynb` (in any case).
+/// Whether Jupyter may write while it answers a contents-API read: when it reads a path as a
+/// notebook (any `type` other than `file` or `directory`, as Tornado reads a query, `query` as
+/// the browser sent it: the key exactly, the value with `+` and control characters as spaces,
+/// then trimmed; or none on a path that names an `.ipynb`, in any case), or lists a path's
+/// checkpoints (it makes their directory).
 fn read_as_notebook(rest: &str, query: &str) -> bool {
     if !rest.starts_with("api/contents") {
         return false;
     }
+    if rest.trim_end_matches('/').ends_with("/checkpoints") {
+        return true;
+    }
     let types: Vec<String> = form_urlencoded::parse(query.as_bytes())
-        .filter(|(key, _)| key.trim() == "type")
+        .filter(|(key, _)| key == "type")
         .map(|(_, value)| value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned())
         .collect();
     if types.is_empty() { rest.to_ascii_lowercase().contains(".ipynb") } else { types.iter().any(|t| t != "file" && t != "directory") }
@@ -567,6 +572,11 @@ mod attack_f08 {
             ("api/contents/data.csv", "type=Notebook"),
             ("api/contents/x.ipynb", ""),
             ("api/contents/x.IPYNB", "content=1"),
+            // Tornado does not trim a key: ` type` is no type, and x.ipynb a notebook's path.
+            ("api/contents/x.ipynb", "+type=file"),
+            ("api/contents/x.ipynb", "type%09=file"),
+            // Listing checkpoints makes their directory.
+            ("api/contents/d/data.csv/checkpoints", ""),
         ] {
             assert!(!read_only(&Method::GET, path, query), "{path}?{query}");
         }
