@@ -378,6 +378,8 @@ async fn start_for_session(
     };
     streaming.starting.lock().expect("starting lock").insert(session_id.to_owned());
     count_launch(streaming, &name, 1);
+    // The lease it was claimed under: a failure is the session's only while the node still holds it.
+    let epoch = plane.node.epoch();
     let (streaming, launches, session) = (streaming.clone(), launches.clone(), session_id.to_owned());
     tokio::spawn(async move {
         let _permit = launches.acquire().await;
@@ -396,7 +398,7 @@ async fn start_for_session(
             }
             Err(err) => {
                 tracing::error!(session, error = %err, "cannot start the session's instance");
-                failed_start(&streaming, &session).await;
+                failed_start(&streaming, &session, epoch).await;
             }
         }
         // Counted as launching until it is in use, so that capacity is never counted twice.
@@ -407,13 +409,14 @@ async fn start_for_session(
     Ok(())
 }
 
-/// A session whose instance this node could not start: ended, while this node holds its lease
-/// (the session is then still its own); given back to the queue otherwise. A node that lost its
-/// lease meanwhile (its instance's row refused by the fence) ended a session that another node
-/// may already have taken from the queue and serve (review finding).
-async fn failed_start(streaming: &Arc<Streaming>, session_id: &str) {
+/// A session whose instance this node could not start: ended, if it is still this node's queued
+/// session under the lease it was claimed with (`epoch`); given back to the queue otherwise. A
+/// node that lost its lease meanwhile (its instance's row refused by the fence) ended a session
+/// that another node may already have taken from the queue and serve, even after it joined
+/// again under a new epoch (review findings).
+async fn failed_start(streaming: &Arc<Streaming>, session_id: &str, epoch: i64) {
     let plane = &*streaming.pipeline.platform;
-    if crate::cluster::is_live(plane, &plane.node.name).await.unwrap_or(false) {
+    if repo::still_claimed(&plane.store, session_id, &plane.node.name, epoch).await.unwrap_or(false) {
         let _ = end_session(streaming, session_id, "INSTANCE_FAILED").await;
     } else if let Err(err) = repo::release_session(&plane.store, session_id, &plane.node.name).await {
         tracing::error!(session = session_id, error = %err, "cannot give the session back to the queue");

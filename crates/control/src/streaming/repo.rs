@@ -15,7 +15,8 @@ mod urls;
 
 pub(crate) use execs::execs_in;
 pub(crate) use nodes::{
-    claim_for_node, claim_session, find_handoff, instance_node, list_queue_entries, release_session, set_handoff, take_handoff,
+    claim_for_node, claim_session, find_handoff, instance_node, list_queue_entries, release_session, set_handoff, still_claimed,
+    take_handoff,
 };
 pub(crate) use stacks::{any_allows, default_application};
 pub(crate) use urls::{NewUrl, find_url, insert_url, mark_redeemed, url_session_context};
@@ -477,7 +478,7 @@ pub(crate) async fn mean_duration_since(store: &Store, fleet: &str, since: i64) 
 
 #[cfg(test)]
 mod tests {
-    use super::{NewSession, claim_for_node, claim_session, insert_session, release_session};
+    use super::{NewSession, claim_for_node, claim_session, insert_session, release_session, still_claimed};
     use crate::core::node::Node;
     use crate::core::store::Store;
 
@@ -562,5 +563,11 @@ mod tests {
         assert!(claim_for_node(&store, "s-1", "fleet", &a, 10).await.expect("claim"), "the rejoined node could not claim");
         assert_eq!(node_of(&store, "s-1").await.as_deref(), Some("a"));
         assert!(!claim_session(&store, "s-1", &b).await.expect("claim"), "b took a's session");
+        // A launch's failure ends the session only if it is still the node's under the lease
+        // it was claimed with (review finding: a launch begun before the node was lost ended
+        // the session another node served).
+        assert!(still_claimed(&store, "s-1", "a", 2).await.expect("held"));
+        assert!(!still_claimed(&store, "s-1", "a", 1).await.expect("held"), "a claim of the old epoch still holds");
+        assert!(!still_claimed(&store, "s-1", "b", 1).await.expect("held"));
     }
 }

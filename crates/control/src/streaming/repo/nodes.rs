@@ -115,6 +115,12 @@ fn claim_sql() -> String {
     format!("UPDATE sessions SET node = $1 WHERE session_id = $2 AND state = 'PENDING' AND (node IS NULL OR node = $1) AND {}", fence(1, 3))
 }
 
+/// Whether `session_id` is still queued and `node`'s, under the lease `epoch` it was claimed with.
+pub(crate) async fn still_claimed(store: &Store, session_id: &str, node: &str, epoch: i64) -> Result<bool, ActionError> {
+    let sql = format!("SELECT 1 AS held FROM sessions WHERE session_id = $1 AND state = 'PENDING' AND node = $2 AND {}", fence(2, 3));
+    Ok(sqlx::query(&sql).bind(session_id).bind(node).bind(epoch).fetch_optional(&store.pool).await?.is_some())
+}
+
 /// Gives a queued session back when the node that took it had no instance for it.
 pub(crate) async fn release_session(store: &Store, session_id: &str, node: &str) -> Result<(), ActionError> {
     sqlx::query("UPDATE sessions SET node = NULL WHERE session_id = $1 AND node = $2 AND state = 'PENDING'")
