@@ -88,7 +88,7 @@ fn print_events_page(out: &Value) {
         println!("{}", for_terminal(&event.to_string()));
     }
     if let Some(token) = out["NextToken"].as_str() {
-        eprintln!("more records: --next-token {token}");
+        eprintln!("more records: --next-token {}", for_terminal(token));
     }
 }
 
@@ -269,7 +269,7 @@ async fn validate(
     match audit::validate_nodes(&root, key.as_ref(), spec.node.as_deref(), &options) {
         Ok(report) => {
             for line in &report.lines {
-                println!("{line}");
+                println!("{}", for_terminal(line));
             }
             if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }

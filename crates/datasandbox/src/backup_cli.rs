@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use crate::cli::SpecArgs;
+use crate::client::for_terminal;
 
 /// `datasandbox backup --to DIR (--passphrase-file F | --without-keys)`.
 pub async fn backup(data_dir: &Path, to: &Path, passphrase_file: Option<&Path>, without_keys: bool, spec: &SpecArgs) -> ExitCode {
@@ -86,7 +87,7 @@ async fn backup_through_server(stream: tokio::net::UnixStream, to: &Path, passph
                         to.display()
                     ));
                 }
-                println!("{}", serde_json::to_string_pretty(&event["Backup"]).unwrap_or_default());
+                println!("{}", for_terminal(&serde_json::to_string_pretty(&event["Backup"]).unwrap_or_default()));
                 return Ok(());
             }
         }
@@ -121,7 +122,7 @@ async fn backup_offline(data_dir: &Path, to: &Path, passphrase: Option<String>, 
                 "Directory": written.dir.display().to_string(), "Files": written.files, "Bytes": written.bytes,
                 "Objects": written.objects, "Keys": written.keys, "Skipped": written.skipped,
             });
-            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            println!("{}", for_terminal(&serde_json::to_string_pretty(&summary).unwrap_or_default()));
             ExitCode::SUCCESS
         }
         Err(message) => failed(&message),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::cli::{EndpointArgs, SpecArgs};
-use crate::client::{self, CallError};
+use crate::client::{self, CallError, for_terminal};
 
 const LOCAL: EndpointArgs = EndpointArgs::LOCAL;
 
@@ -137,10 +137,12 @@ fn print_changes(changes: &Value) {
             "Replace" => ("[-/+]", "replace"),
             _ => ("[-]", "delete"),
         };
-        println!("  {mark} {} {word}", change["LogicalResourceId"].as_str().unwrap_or_default());
+        println!("  {mark} {} {word}", for_terminal(change["LogicalResourceId"].as_str().unwrap_or_default()));
         for detail in change["Details"].as_array().into_iter().flatten() {
             let replaces = if detail["RequiresReplacement"].as_bool().unwrap_or(false) { "  (requires replacement)" } else { "" };
-            println!("      {}: {} → {}{replaces}", detail["Name"].as_str().unwrap_or_default(), detail["Before"], detail["After"]);
+            let (name, before, after) =
+                (detail["Name"].as_str().unwrap_or_default(), detail["Before"].to_string(), detail["After"].to_string());
+            println!("      {} → {}{replaces}", for_terminal(&format!("{name}: {before}")), for_terminal(&after));
         }
     }
 }
@@ -170,8 +172,8 @@ fn print_restart(fields: &Value) {
 fn fail(err: CallError) -> ExitCode {
     // The deploy's message says what failed and what was rolled back; print it readably.
     match err.document["Message"].as_str() {
-        Some(message) => eprintln!("error: {}: {message}", err.document["Code"].as_str().unwrap_or("Error")),
-        None => eprintln!("{}", err.document),
+        Some(message) => eprintln!("error: {}: {}", for_terminal(err.document["Code"].as_str().unwrap_or("Error")), for_terminal(message)),
+        None => eprintln!("{}", for_terminal(&err.document.to_string())),
     }
     ExitCode::from(err.exit)
 }
