@@ -91,7 +91,10 @@ try {
   await steadyGoto(page, url);
   let frame = await lab(page, 240_000);
   say({ event: "opened", page: page.url(), frame: frame.url() });
+  // The reload closes whatever channels the first page had opened: those closes are the
+  // test's own, not the proxy's, and are not counted.
   await page.reload();
+  channelsClosed = 0;
   frame = await lab(page, 60_000);
   say({ event: "reopened", page: page.url(), frame: frame.url() });
   const cell = "print(6 * 7)";

@@ -30,6 +30,9 @@ fn a_direct_notebook_opens_in_the_session_page_from_its_own_origin_and_runs_a_re
     assert_eq!(ran["output"], "42", "{ran}");
     assert_eq!(ran["debugger"], serde_json::json!({ "shown": true, "enabled": false }), "{ran}");
     assert_eq!(ran["channelsClosed"], 0, "the kernel's channels were closed under JupyterLab: {ran}");
+    // Nor before the reload: every refusal of the proxy's is recorded.
+    let refused = server.audit(&[("EventName", "KernelMessageRefused")]);
+    assert!(refused.is_empty(), "the proxy refused a frame of JupyterLab's: {refused:#?}");
     let cell = ran["cell"].as_str().expect("cell");
     let asked = eventually(20, "the cell's ExecuteCode record", || {
         let asked: Vec<_> =
