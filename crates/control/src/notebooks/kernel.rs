@@ -16,12 +16,15 @@
 //!   request by id rather than by rewriting its record. Outputs are never recorded.
 //! - `notebooks:KernelInput`: a password `input()` read, as its length and SHA-256 only: the
 //!   answer to the kernel's last prompt on this socket's stdin channel (read at any size) that
-//!   asked for a password, while it waits. Only that prompt's answer goes on, once; any other
-//!   is dropped unsent and recorded as refused, its value as its length and hash only.
+//!   asked for a password, while it waits. Only that prompt's answer (naming it, or naming
+//!   none) goes on, once; any other is dropped unsent and recorded as refused, its value as its
+//!   length and hash only.
 //!
 //! Fail closed: a frame that cannot be read as Jupyter reads it, an `apply_request` (it runs a
-//! pickled function the audit cannot show), or a record that cannot be written stops the frame
-//! and closes the socket (1008 for the frame, 1011 for the trail). A debug request where the
+//! pickled function the audit cannot show), a message on the stdin channel that is no
+//! `input_reply` (the kernel takes any there for its prompt's answer) or an `input_reply` on
+//! another, or a record that cannot be written stops the frame and closes the socket (1008 for
+//! the frame, 1011 for the trail). A debug request where the
 //! session's stack does not enable `DEBUGGER` is refused too, but answered as the kernel would
 //! (a failed `debug_reply`, then `idle`) with the socket left open. Such a session is told its
 //! kernel has no debugger (every kernel has one once any stack enables it), so JupyterLab does
