@@ -169,7 +169,6 @@ pub(crate) async fn sweep(platform: &Platform) -> Result<Vec<String>, ActionErro
     for node in &lost {
         let instances = repo::mark_instances_lost(&platform.store, &node.name).await?;
         let notebooks = repo::mark_notebooks_lost(&platform.store, &node.name).await?;
-        repo::release_sessions(&platform.store, &node.name).await?;
         tracing::warn!(node = %node.name, instances, notebooks, "a node's lease ran out: it is lost, and its instances with it");
         platform
             .service_event(

@@ -243,7 +243,8 @@ pub(crate) async fn live_nodes(store: &Store, now: i64) -> Result<Vec<LiveNode>,
         .collect()
 }
 
-/// A lost node's queued sessions that it took but started nothing for go back to the queue.
+/// A leaving node's queued sessions that it took but started nothing for go back to the queue
+/// (a lost node's go back at the sweep, with those of every node gone).
 pub(crate) async fn release_sessions(store: &Store, node: &str) -> Result<u64, ActionError> {
     let done = sqlx::query(
         "UPDATE sessions SET node = NULL WHERE node = $1 AND state = 'PENDING'

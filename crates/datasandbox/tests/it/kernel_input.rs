@@ -26,8 +26,7 @@ fn asking(msg_id: &str, code: &str) -> Value {
 fn a_password_typed_at_any_prompt_is_recorded_as_its_length_and_hash_only() {
     let server = direct_notebook_server(&[]);
     let kernel = kernel(&server);
-    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
-    let mut socket = http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
+    let mut socket = channels(&kernel);
     // (cell, what it runs, what is typed, whether the kernel asks for a password). The long
     // prompt comes after one that asked for no password, as the proxy last read. The last two
     // are answered naming no prompt, as jupyter_client's `input` answers (every such answer
@@ -40,14 +39,14 @@ fn a_password_typed_at_any_prompt_is_recorded_as_its_length_and_hash_only() {
         ("unnamed-plain", "input('Name: ')", "nora-unnamed-5e81", false),
     ];
     for (cell, code, typed, password) in cases {
-        socket.send(tungstenite::Message::Text(asking(cell, code).to_string().into())).expect("send");
-        let mut asked = read_until(&mut socket, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt");
+        send(&mut socket, asking(cell, code));
+        let mut asked = prompt(&mut socket);
         assert_eq!(asked["content"]["password"], password, "{cell}: the kernel's prompt");
         if cell.starts_with("unnamed") {
             asked["header"] = json!({});
         }
         let answer = answer(&format!("{cell}-typed"), &asked, typed);
-        socket.send(tungstenite::Message::Text(answer.to_string().into())).expect("send");
+        send(&mut socket, answer);
         let reply = reply_to(&mut socket, cell, "execute_reply");
         assert_eq!(reply["content"]["status"], "ok", "{cell}: {reply}");
     }
@@ -83,15 +82,7 @@ fn a_password_typed_at_any_prompt_is_recorded_as_its_length_and_hash_only() {
 fn only_the_answer_to_this_sockets_waiting_prompt_goes_on_and_only_once() {
     let server = direct_notebook_server(&[]);
     let kernel = kernel(&server);
-    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
-    let open = || http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
-    let (mut a, mut b) = (open(), open());
-    let send = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>, message: Value| {
-        socket.send(tungstenite::Message::Text(message.to_string().into())).expect("send");
-    };
-    let prompt = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>| {
-        read_until(socket, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt")
-    };
+    let (mut a, mut b) = (channels(&kernel), channels(&kernel));
     // The user's code forges a password prompt on iopub, which every socket hears.
     let forge = "k = get_ipython().kernel; k.session.send(k.iopub_socket, 'input_request', {'prompt': '', 'password': True})";
     send(&mut a, asking("forge", forge));
@@ -150,19 +141,11 @@ fn only_the_answer_to_this_sockets_waiting_prompt_goes_on_and_only_once() {
 fn only_an_input_reply_goes_to_stdin_and_a_reply_of_any_size_ends_a_prompt() {
     let server = direct_notebook_server(&[]);
     let kernel = kernel(&server);
-    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
-    let open = || http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws");
-    let send = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>, message: Value| {
-        socket.send(tungstenite::Message::Text(message.to_string().into())).expect("send");
-    };
-    let prompt = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>| {
-        read_until(socket, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt")
-    };
     let interrupt = || assert_eq!(send_http(&kernel, "POST", &format!("api/kernels/{}/interrupt", kernel.id)), 204, "the interrupt");
     // A cell's status once the kernel runs it: requests right after an interrupt's error are
     // aborted a moment, so it is asked again until one is not.
     let settled = |code: &str| {
-        let mut socket = open();
+        let mut socket = channels(&kernel);
         (0..50)
             .map(|n| {
                 send(&mut socket, asking(&format!("settle-{n}"), code));
@@ -175,7 +158,7 @@ fn only_an_input_reply_goes_to_stdin_and_a_reply_of_any_size_ends_a_prompt() {
     };
     // A message of another type on stdin, carrying a value, while input() waits: refused, and
     // the socket closes; the kernel never takes it (the cell ends by the interrupt, unanswered).
-    let mut a = open();
+    let mut a = channels(&kernel);
     send(&mut a, asking("taken", "v = input('Code: ')"));
     let asked = prompt(&mut a);
     let mut other = answer("other-typed", &asked, "forged-value-6d3e");
@@ -190,7 +173,7 @@ fn only_an_input_reply_goes_to_stdin_and_a_reply_of_any_size_ends_a_prompt() {
     interrupt();
     assert_eq!(settled("assert 'v' not in globals(), 'taken'"), "ok", "the kernel took the forged message for the answer");
     // An input_reply on the shell channel: refused, not spent on a prompt.
-    let mut b = open();
+    let mut b = channels(&kernel);
     send(&mut b, asking("shell", "w = input('Code: ')"));
     let asked = prompt(&mut b);
     let mut on_shell = answer("shell-typed", &asked, "shell-value-1c4f");
@@ -201,7 +184,7 @@ fn only_an_input_reply_goes_to_stdin_and_a_reply_of_any_size_ends_a_prompt() {
     assert_eq!(settled("1"), "ok");
     // A password prompt whose cell, interrupted, raises an error of 100 KB: its reply ends the
     // prompt, and what is typed into its box afterwards is dropped, not taken for a password.
-    let mut c = open();
+    let mut c = channels(&kernel);
     let big = "import getpass\ntry:\n    getpass.getpass('Password: ')\nexcept KeyboardInterrupt:\n    raise ValueError('x' * 100_000)";
     send(&mut c, asking("big", big));
     let asked = prompt(&mut c);
@@ -218,6 +201,23 @@ fn only_an_input_reply_goes_to_stdin_and_a_reply_of_any_size_ends_a_prompt() {
     for kept_out in ["forged-value-6d3e", "shell-value-1c4f", "after-big-2b9d"] {
         assert!(!lines.iter().any(|l| l.contains(kept_out)), "`{kept_out}` is in the trail");
     }
+}
+
+type Socket = tungstenite::WebSocket<std::net::TcpStream>;
+
+/// A new connection to the kernel's channels, through the proxy.
+fn channels(kernel: &crate::code_audit::Kernel) -> Socket {
+    let path = format!("{}api/kernels/{}/channels", kernel.base, kernel.id);
+    http::websocket(&kernel.at, &path, &kernel.cookie, None, Duration::from_secs(30)).expect("ws")
+}
+
+fn send(socket: &mut Socket, message: Value) {
+    socket.send(tungstenite::Message::Text(message.to_string().into())).expect("send");
+}
+
+/// The next prompt the kernel sends this socket.
+fn prompt(socket: &mut Socket) -> Value {
+    read_until(socket, |m| m["header"]["msg_type"] == "input_request").pop().expect("the prompt")
 }
 
 /// A body-less request of the notebook's Jupyter, through the proxy: its status.
