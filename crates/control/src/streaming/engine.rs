@@ -96,15 +96,14 @@ async fn run_once(streaming: &Arc<Streaming>, launches: &Arc<tokio::sync::Semaph
 /// its user's folder open to it (review finding). Each stops apart, with its grace period.
 async fn stop_ended_sessions_instances(streaming: &Arc<Streaming>) -> Result<(), ActionError> {
     let plane = &*streaming.pipeline.platform;
-    let ended = sqlx::query(
+    let ended = ids(
+        plane,
         "SELECT i.instance_id AS id FROM instances i WHERE i.node = $1 AND i.state = 'RUNNING' AND i.session_id IS NOT NULL
          AND EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = i.session_id AND s.state = 'EXPIRED')",
+        &plane.node.name,
     )
-    .bind(&plane.node.name)
-    .fetch_all(&plane.store.pool)
     .await?;
-    for row in ended {
-        let instance: String = row.try_get("id")?;
+    for instance in ended {
         let streaming = streaming.clone();
         tokio::spawn(async move {
             match stop_instance(&streaming.instances, &instance).await {
@@ -118,8 +117,9 @@ async fn stop_ended_sessions_instances(streaming: &Arc<Streaming>) -> Result<(),
     Ok(())
 }
 
-async fn ids(plane: &Platform, query: &str, fleet: &str) -> Result<Vec<String>, ActionError> {
-    Ok(sqlx::query(query).bind(fleet).fetch_all(&plane.store.pool).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
+/// The `id` column of `query`'s rows, its one parameter bound to `value`.
+async fn ids(plane: &Platform, query: &str, value: &str) -> Result<Vec<String>, ActionError> {
+    Ok(sqlx::query(query).bind(value).fetch_all(&plane.store.pool).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
 }
 
 fn launching(streaming: &Streaming, fleet: &str) -> usize {
