@@ -1,6 +1,6 @@
 //! This server as a node: its name and the epoch of its lease in the `nodes` table. Every
 //! row a node owns (its instances) carries the epoch it was written under, and every write a
-//! node makes on what it owns is fenced with [`FENCE`]: once other nodes have taken this one
+//! node makes on what it owns is fenced with [`fence`]: once other nodes have taken this one
 //! for lost (its lease ran out while it was stopped or cut off), its old epoch no longer holds
 //! the lease and such a write changes nothing.
 

@@ -62,16 +62,13 @@ impl Notebooks {
         if session.state != SessionState::Active {
             return Err(denied("your streaming session has ended, and notebook access with it"));
         }
-        // A pixel session's instance is known by its address on this node's links, and nodes
-        // on different hosts hand out the same addresses: the session's instance must be this
-        // node's, or another session's workspace there, at the same address, would open it
-        // (review finding).
+        // A pixel session's instance is known by its address on this node's links. Nodes on
+        // different hosts hand out the same addresses, and a lost instance's address goes to
+        // the next workspace: the caller must be this node's RUNNING instance that serves this
+        // very session, not another workspace at the same address (review findings).
         if access.instance_address.is_some() {
-            let node = match &session.instance_id {
-                Some(instance) => crate::streaming::repo::instance_node(&plane.store, instance).await?.map(|n| n.name),
-                None => None,
-            };
-            if node.as_deref() != Some(plane.node.name.as_str()) {
+            let caller = crate::streaming::repo::find_session_served_from(&plane.store, &plane.node.name, source_ip).await?;
+            if caller.is_none_or(|c| c.session_id != access.session_id) {
                 return Err(denied("this notebook opens only in the browser of its session's workspace"));
             }
         }
