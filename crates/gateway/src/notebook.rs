@@ -390,15 +390,18 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
             return (StatusCode::BAD_GATEWAY, error_body("BadGateway", &format!("the notebook did not answer: {err}"))).into_response();
         }
     };
-    // Downloads through the contents API: a file's content in the answer.
+    // Downloads through the contents API: a file's content in the answer, or a piece of it
+    // in Jupyter's error message.
     if rest.starts_with("api/contents") && !target.download && method == Method::GET {
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         let (bytes, why) = read_and_judge(body, judge_download).await;
         if let Some(why) = why {
             let _ = control.record_notebook_access(&target, &name, "GET", &rest, NotebookRecord::Refused(why)).await;
             return refuse(why);
         }
-        return Response::from_parts(parts, Body::from(bytes));
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let status = parts.status;
+        return Response::from_parts(parts, Body::from(judge::error_withheld(status, bytes)));
     }
     if rest.starts_with("api/kernelspecs") && !target.debugger && method == Method::GET {
         return specs_without_debugger(response).await;

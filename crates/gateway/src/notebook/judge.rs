@@ -2,7 +2,7 @@
 //! session's transfer settings forbid them, and what a request asks Jupyter to start.
 
 use axum::body::Body;
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -24,6 +24,21 @@ pub(super) const TOO_LARGE: &str = "the body is too large to judge (16 MiB), and
 pub(super) fn judge_upload(body: &[u8]) -> Option<&'static str> {
     let Ok(Value::Object(model)) = serde_json::from_slice::<Value>(body) else { return Some(UNREADABLE) };
     (model.get("type").is_some_and(|t| t == "file") || model.get("format").is_some_and(|f| f == "base64")).then_some(UPLOAD_DISABLED)
+}
+
+/// What a contents-API error answer says instead of Jupyter's message when downloads are
+/// disabled.
+pub(super) const MESSAGE_WITHHELD: &str = "the notebook server could not answer this read; its message, which can quote a file, is withheld: file download is disabled for this session (FILE_DOWNLOAD)";
+
+/// A contents-API answer's body when downloads are disabled: an error keeps its status and
+/// loses Jupyter's message, which can quote the file read (a file read as a notebook that does
+/// not parse as one answers a 400 quoting its first characters). Anything else is unchanged.
+pub(super) fn error_withheld(status: StatusCode, body: Bytes) -> Bytes {
+    if status.is_client_error() || status.is_server_error() {
+        Bytes::from(serde_json::json!({ "message": MESSAGE_WITHHELD, "reason": null }).to_string())
+    } else {
+        body
+    }
 }
 
 /// Why a contents-API answer is refused when downloads are disabled, if it is: a file's
@@ -134,5 +149,23 @@ mod tests {
             assert_eq!(judge(method, rest, body), Some(LAUNCH_REFUSED), "{method} {rest} {body}");
         }
         assert!(launch_judge(&Method::GET, "api/kernels").is_none());
+    }
+
+    /// With downloads disabled, Jupyter's error message does not reach the browser: reading a
+    /// file that is not a notebook as one answers a 400 quoting the file's first characters
+    /// (review finding). A file's answer itself is judged apart; a 304 has no message.
+    #[test]
+    fn an_error_answer_loses_its_message_when_downloads_are_disabled() {
+        let quoted = br#"{"message": "Unreadable Notebook: /home/user/work/data.csv NotJSONError('Notebook does not appear to be JSON: \'SECRET-ROW,42\\nother\'')", "reason": null}"#;
+        for status in [StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND, StatusCode::INTERNAL_SERVER_ERROR] {
+            let body = error_withheld(status, Bytes::from_static(quoted));
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains("SECRET-ROW"), "{status}: {text}");
+            let model: Value = serde_json::from_slice(&body).expect("JSON, as JupyterLab reads an error");
+            assert_eq!(model["message"], MESSAGE_WITHHELD);
+        }
+        for status in [StatusCode::OK, StatusCode::NOT_MODIFIED] {
+            assert_eq!(error_withheld(status, Bytes::from_static(quoted)), Bytes::from_static(quoted), "{status}");
+        }
     }
 }
