@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use self::repo::NodeRow;
+use self::repo::{Gone, NodeRow};
 use crate::core::actions::ClusterAction;
 use crate::core::error::ActionError;
 use crate::core::pipeline::Ctx;
@@ -161,14 +161,15 @@ pub(crate) async fn heartbeat(platform: &Platform) -> Beat {
 }
 
 /// Marks every other node whose lease ran out as lost, with one `NodeLost` record each and
-/// its instances `LOST`, and gives back the queued sessions any node gone holds. Returns the
-/// names of the nodes it marked.
+/// its instances `LOST`; marks again what every lost node still holds alive (`Gone`); and
+/// gives back the queued sessions any node gone holds. Returns the names of the nodes it
+/// marked.
 pub(crate) async fn sweep(platform: &Platform) -> Result<Vec<String>, ActionError> {
     let now = now_millis();
     let lost = repo::mark_lost(&platform.store, &platform.node.name, now).await?;
     for node in &lost {
-        let instances = repo::mark_instances_lost(&platform.store, &node.name).await?;
-        let notebooks = repo::mark_notebooks_lost(&platform.store, &node.name).await?;
+        let instances = repo::mark_instances_lost(&platform.store, Gone::Node(&node.name)).await?;
+        let notebooks = repo::mark_notebooks_lost(&platform.store, Gone::Node(&node.name)).await?;
         tracing::warn!(node = %node.name, instances, notebooks, "a node's lease ran out: it is lost, and its instances with it");
         platform
             .service_event(
@@ -184,6 +185,12 @@ pub(crate) async fn sweep(platform: &Platform) -> Result<Vec<String>, ActionErro
             )
             .await;
         platform.metrics.nodes_lost.inc();
+    }
+    // What a lost node's late fenced writes left alive (`Gone`), before its sessions go back.
+    let instances = repo::mark_instances_lost(&platform.store, Gone::EveryLost).await?;
+    let notebooks = repo::mark_notebooks_lost(&platform.store, Gone::EveryLost).await?;
+    if instances + notebooks > 0 {
+        tracing::warn!(instances, notebooks, "a lost node's write committed after the sweep that took it for lost: marked lost as well");
     }
     let released = repo::release_sessions_of_gone_nodes(&platform.store).await?;
     if released > 0 {

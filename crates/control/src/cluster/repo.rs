@@ -150,36 +150,69 @@ pub(crate) async fn mark_lost(store: &Store, me: &str, now: i64) -> Result<Vec<N
     rows.iter().map(NodeRow::from_row).collect()
 }
 
+/// Which nodes' rows a marking reaches: the node a sweep just took for lost, or every node
+/// still lost. The sweep marks every lost node's rows again each time: a node's fenced write
+/// (an instance's insert, a notebook's start) that read its lease before the sweep took it
+/// can commit after the sweep (PostgreSQL reads the fence in the write's own snapshot), and
+/// what it wrote would wait for that node alone.
+#[derive(Clone, Copy)]
+pub(crate) enum Gone<'a> {
+    Node(&'a str),
+    EveryLost,
+}
+
+impl Gone<'_> {
+    /// The condition on `table`'s `node` column; `Node` binds its name as `$next`.
+    fn condition(self, table: &str, next: usize) -> String {
+        match self {
+            Gone::Node(_) => format!("{table}.node = ${next}"),
+            Gone::EveryLost => format!("EXISTS (SELECT 1 FROM nodes n WHERE n.name = {table}.node AND n.state = '{LOST}')"),
+        }
+    }
+
+    fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>
+    where
+        Self: 'q,
+    {
+        match self {
+            Gone::Node(node) => query.bind(node),
+            Gone::EveryLost => query,
+        }
+    }
+}
+
 /// A lost node's instances that were still alive become `LOST`: they hold no capacity, their
 /// sessions end, and the node destroys them when it comes back. Returns how many.
-pub(crate) async fn mark_instances_lost(store: &Store, node: &str) -> Result<u64, ActionError> {
-    let done = sqlx::query("UPDATE instances SET state = $1 WHERE node = $2 AND state IN ('PENDING', 'RUNNING', 'STOPPING')")
-        .bind(LOST)
-        .bind(node)
-        .execute(&store.pool)
-        .await?;
+pub(crate) async fn mark_instances_lost(store: &Store, gone: Gone<'_>) -> Result<u64, ActionError> {
+    let sql =
+        format!("UPDATE instances SET state = $1 WHERE state IN ('PENDING', 'RUNNING', 'STOPPING') AND {}", gone.condition("instances", 2));
+    let done = gone.bind(sqlx::query(&sql).bind(LOST)).execute(&store.pool).await?;
     Ok(done.rows_affected())
 }
 
 /// A lost node's notebooks that were not at rest fail (their volumes are on its disk): their
 /// access ends now, and they start again once the node is back. Returns how many.
-pub(crate) async fn mark_notebooks_lost(store: &Store, node: &str) -> Result<u64, ActionError> {
+pub(crate) async fn mark_notebooks_lost(store: &Store, gone: Gone<'_>) -> Result<u64, ActionError> {
     let mut tx = store.pool.begin().await?;
-    sqlx::query(
+    let sql = format!(
         "DELETE FROM notebook_access WHERE notebook IN
-             (SELECT name FROM notebooks WHERE node = $1 AND state <> 'Stopped' AND state <> 'Failed')",
-    )
-    .bind(node)
-    .execute(&mut *tx)
-    .await?;
-    let done = sqlx::query(
-        "UPDATE notebooks SET state = 'Failed', instance_id = NULL, failure_reason = $2
-         WHERE node = $1 AND state <> 'Stopped' AND state <> 'Failed'",
-    )
-    .bind(node)
-    .bind(format!("node `{node}`, which holds the notebook's volume, was lost; start the notebook again once it is back"))
-    .execute(&mut *tx)
-    .await?;
+             (SELECT name FROM notebooks WHERE {} AND state <> 'Stopped' AND state <> 'Failed')",
+        gone.condition("notebooks", 1)
+    );
+    gone.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
+    let sql = format!(
+        "UPDATE notebooks SET state = 'Failed', instance_id = NULL, failure_reason = $1
+         WHERE {} AND state <> 'Stopped' AND state <> 'Failed'",
+        gone.condition("notebooks", 2)
+    );
+    let reason = match gone {
+        Gone::Node(node) => format!("node `{node}`, which holds the notebook's volume, was lost; start the notebook again once it is back"),
+        Gone::EveryLost => "the node that holds the notebook's volume was lost; start the notebook again once it is back".to_owned(),
+    };
+    let done = gone.bind(sqlx::query(&sql).bind(reason)).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(done.rows_affected())
 }
@@ -274,14 +307,14 @@ pub(crate) async fn release_sessions_of_gone_nodes(store: &Store) -> Result<u64,
 
 #[cfg(test)]
 mod tests {
-    use super::release_sessions_of_gone_nodes;
+    use super::{Gone, mark_instances_lost, mark_notebooks_lost, release_sessions_of_gone_nodes};
     use crate::core::store::Store;
 
     /// Review finding: a claim that committed after the sweep took its node for lost kept the
     /// session that node's for good. Every sweep gives back what a node no longer holding its
     /// lease holds; an active node's sessions, and one with an instance, stay.
     #[tokio::test]
-    async fn every_sweep_gives_back_the_queued_sessions_of_nodes_gone() {
+    async fn every_sweep_marks_what_lost_nodes_hold_and_gives_back_the_queued_sessions_of_nodes_gone() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(None, dir.path()).await.expect("open");
         let run = |sql: String| {
@@ -306,6 +339,46 @@ mod tests {
         run("INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, credential_expires, created, session_id, node)
              VALUES ('i-1', 'base', 't', 'PENDING', 0, 'h', '10.0.0.1', '10.0.0.2', 0, 0, 's-a-started', 'a')".to_owned())
         .await;
+        // A lost node's late insert (its fenced write committed after the sweep) is marked at
+        // the next sweep, as the sweep that took the node marked the rest (review finding: its
+        // session waited for the lost node until its queue timeout); an active or stopped
+        // node's rows stay.
+        for (instance, node, state) in [("i-b", "b", "RUNNING"), ("i-c", "c", "PENDING"), ("i-a-ended", "a", "TERMINATED")] {
+            run(format!(
+                "INSERT INTO instances (instance_id, image, instance_type, state, link_index, host_interface, host_address, private_address, credential_expires, created, node)
+                 VALUES ('{instance}', 'base', 't', '{state}', 1, 'h', '10.0.0.1', '10.0.0.3', 0, 0, '{node}')"
+            ))
+            .await;
+        }
+        for (notebook, node) in [("nb-a", "a"), ("nb-b", "b")] {
+            run(format!(
+                "INSERT INTO notebooks (name, instance_type, volume_size_gb, kms_key_id, state, wrapped_key, created, node)
+                 VALUES ('{notebook}', 't', 5, 'k', 'InService', 'w', 0, '{node}')"
+            ))
+            .await;
+            run(format!(
+                "INSERT INTO notebook_access (cookie_hash, notebook, session_id, expires, created) VALUES ('{notebook}', '{notebook}', 's', 9, 0)"
+            ))
+            .await;
+        }
+        assert_eq!(mark_instances_lost(&store, Gone::EveryLost).await.expect("marked"), 1);
+        assert_eq!(mark_notebooks_lost(&store, Gone::EveryLost).await.expect("marked"), 1);
+        let state_of = |table: &'static str, key: &'static str, id: &'static str| {
+            let store = &store;
+            async move {
+                let row =
+                    sqlx::query(&format!("SELECT state FROM {table} WHERE {key} = $1")).bind(id).fetch_one(&store.pool).await.expect("row");
+                sqlx::Row::try_get::<String, _>(&row, "state").expect("state")
+            }
+        };
+        assert_eq!(state_of("instances", "instance_id", "i-1").await, "LOST");
+        assert_eq!(state_of("instances", "instance_id", "i-b").await, "RUNNING");
+        assert_eq!(state_of("instances", "instance_id", "i-c").await, "PENDING");
+        assert_eq!(state_of("instances", "instance_id", "i-a-ended").await, "TERMINATED");
+        assert_eq!(state_of("notebooks", "name", "nb-a").await, "Failed");
+        assert_eq!(state_of("notebooks", "name", "nb-b").await, "InService");
+        let access = sqlx::query("SELECT notebook FROM notebook_access").fetch_all(&store.pool).await.expect("access");
+        assert_eq!(access.len(), 1, "only the lost node's notebook lost its access");
         assert_eq!(release_sessions_of_gone_nodes(&store).await.expect("released"), 2);
         let node_of = |session: &'static str| {
             let store = &store;
