@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::repo::{self, LinkRow, RequestRow};
-use super::requests::{conflict, find_in, person, state_changed, step};
+use super::requests::{conflict, find_in, from_workspace, in_its_workspace, person, researcher_in_person, state_changed, step};
 use super::review::reviewers_needed;
 use super::state::{AIRLOCK_BUCKET, Direction, RequestState};
 use crate::core::codec::{decode_base64, encode_base64};
@@ -201,7 +201,7 @@ pub(super) async fn create_download_url(ctx: &mut Ctx<'_>, input: Value) -> Resu
     let input: LinkInput = ctx.parse(input)?;
     let request = find_in(ctx, &input.request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
-    let user = person(ctx)?;
+    let user = researcher_in_person(ctx)?;
     if request.creator != user.principal_id() {
         return Err(ActionError::new(
             403,
@@ -244,7 +244,7 @@ struct DownloadInput {
 pub(super) async fn download(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: DownloadInput = ctx.parse_recorded(input)?;
     ctx.authorize(Resource::Service("airlock".into()))?;
-    let user = person(ctx)?;
+    let user = researcher_in_person(ctx)?;
     let gone = || {
         ActionError::new(
             403,
@@ -287,6 +287,11 @@ pub(super) async fn imports(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     let input: ImportsInput = ctx.parse(input)?;
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = person(ctx)?;
+    // From inside a workspace, only that workspace's imports: another's would come in with no
+    // review of their coming here (review finding).
+    if from_workspace(ctx) {
+        in_its_workspace(ctx, &input.workspace, "what comes in").await?;
+    }
     let mut files = Vec::new();
     for request in repo::list(&ctx.platform.store, Some(&user.principal_id())).await? {
         if request.direction != Direction::Import || request.workspace != input.workspace {

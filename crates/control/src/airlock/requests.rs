@@ -41,6 +41,23 @@ pub(super) fn signed_in_person(ctx: &Ctx<'_>) -> Result<model::UserRef, ActionEr
     }
 }
 
+/// The researcher taking their released export's files: signed in as themself, or, for an
+/// application's own user (`custom`), through the application's token for them. An
+/// operator's token for a person whom the user directory vouches for, or a workspace's
+/// credential (an operator can start one for any user and run code in it), would let someone
+/// else take the export out, on the record under the researcher's name (review finding).
+pub(super) fn researcher_in_person(ctx: &Ctx<'_>) -> Result<model::UserRef, ActionError> {
+    match &ctx.caller.principal {
+        Principal::User { user, channel: policy::Channel::Bearer, .. } => Ok(user.clone()),
+        Principal::User { user, channel: policy::Channel::IssuedToken, .. } if user.mode() == model::AccessMode::Custom => Ok(user.clone()),
+        _ => Err(ActionError::new(
+            403,
+            ErrorCode::AccessDeniedException,
+            "an export's files are taken out by its researcher signed in (the portal, or the API with a sign-in's token), not with an issued token or from a workspace",
+        )),
+    }
+}
+
 /// A 409 naming the state a request is in and what was tried.
 pub(super) fn conflict(request: &RequestRow, what: &str) -> ActionError {
     ActionError::conflict(
@@ -70,7 +87,7 @@ async fn own_request(ctx: &mut Ctx<'_>, request_id: &str) -> Result<(RequestRow,
 }
 
 /// Whether the caller speaks from inside a workspace: the instance of their session.
-fn from_workspace(ctx: &Ctx<'_>) -> bool {
+pub(super) fn from_workspace(ctx: &Ctx<'_>) -> bool {
     matches!(&ctx.caller.principal, Principal::User { channel: policy::Channel::Instance, .. })
 }
 
@@ -137,11 +154,18 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
 
 /// A request made from inside a workspace (by the instance of a session) is an export of that
 /// workspace: not an import (what comes from inside is not an input from outside), and not of
-/// another workspace, whose imports or earlier releases it would otherwise reach.
+/// another workspace, whose imports or earlier releases it would otherwise reach. Checked at
+/// the request's making and at every file added from inside: a request made in the portal
+/// names any workspace (review finding: files sent from workspace B went out as C's).
 async fn bound_to_its_workspace(ctx: &Ctx<'_>, direction: Direction, workspace: &str) -> Result<(), ActionError> {
     if direction == Direction::Import {
         return Err(ActionError::access_denied("an import comes from the researcher's device (the portal), not from inside a workspace"));
     }
+    in_its_workspace(ctx, workspace, "an export").await
+}
+
+/// For a caller inside a workspace: that `workspace` is the one its session's instance serves.
+pub(super) async fn in_its_workspace(ctx: &Ctx<'_>, workspace: &str, what: &str) -> Result<(), ActionError> {
     let instance = ctx
         .caller
         .identity
@@ -152,10 +176,8 @@ async fn bound_to_its_workspace(ctx: &Ctx<'_>, direction: Direction, workspace: 
         .ok_or_else(|| ActionError::internal("an instance caller without its instance"))?;
     match repo::workspace_of_instance(&ctx.platform.store, instance).await? {
         Some(own) if own == workspace => Ok(()),
-        Some(own) => Err(ActionError::access_denied(format!(
-            "a request made inside workspace `{own}` is an export of `{own}`, not of `{workspace}`"
-        ))),
-        None => Err(ActionError::access_denied("this instance serves no session: there is no workspace to export from")),
+        Some(own) => Err(ActionError::access_denied(format!("inside workspace `{own}`, {what} is `{own}`'s, not `{workspace}`'s"))),
+        None => Err(ActionError::access_denied("this instance serves no session: there is no workspace to act for")),
     }
 }
 
@@ -187,6 +209,9 @@ struct AddFileInput {
 pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: AddFileInput = ctx.parse(input)?;
     let (request, _) = own_request(ctx, &input.request_id).await?;
+    if from_workspace(ctx) {
+        bound_to_its_workspace(ctx, request.direction, &request.workspace).await?;
+    }
     let (path, body) = match (request.direction, input.source, input.body) {
         (Direction::Export, Some(source), None) => {
             let path = input.path.unwrap_or_else(|| source.key.rsplit('/').next().unwrap_or_default().to_owned());

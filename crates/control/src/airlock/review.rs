@@ -138,8 +138,11 @@ pub(super) async fn preview(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     if request.creator == signed_in_person(ctx)?.principal_id() {
         return Err(ActionError::new(403, ErrorCode::AccessDeniedException, "you created this request: others review its files"));
     }
-    if request.state.is_editable() && request.submission == 0 {
-        return Err(conflict(&request, "preview its files (it was never submitted)"));
+    // Not while its researcher may change its files (a draft, or changes requested): files
+    // swapped in then are previewed once submitted again, after their checks (review finding:
+    // a reviewer saw files no check had passed).
+    if request.state.is_editable() {
+        return Err(conflict(&request, "preview its files while its researcher may change them; they are previewed once submitted again"));
     }
     let files = repo::files(&ctx.platform.store, &request.request_id).await?;
     let file = files.iter().find(|f| f.path == input.path).ok_or_else(|| {

@@ -185,7 +185,18 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
         refused(server.call_as(&rita, "airlock:CreateDownloadUrl", &json!({ "RequestId": id, "Path": "results.csv" }))),
         "AccessDeniedException"
     );
-    let url = ok(server.call_as(&nora, "airlock:CreateDownloadUrl", &json!({ "RequestId": id, "Path": "results.csv" })), "link");
+    // Not from a workspace of hers: an operator can start one for any user and run code in
+    // it, and would take the export out under her name (review finding).
+    assert_eq!(server.cli(&["image", "build", "base"], &[]).exit, 0);
+    let workspace = crate::support::instances::create(&server, "nora");
+    let link = json!({ "RequestId": id, "Path": "results.csv" });
+    let (_, answer) = crate::support::instances::sh(
+        &server,
+        &workspace,
+        &crate::support::instances::endpoint_call("airlock:CreateDownloadUrl", &link, true),
+    );
+    assert!(answer.contains("signed in") && !answer.contains("/portal/airlock/download/"), "a workspace took a download link: {answer}");
+    let url = ok(server.call_as(&nora, "airlock:CreateDownloadUrl", &link), "link");
     let link_token = url["Url"].as_str().expect("url").rsplit('/').next().expect("token").to_owned();
     assert_eq!(refused(server.call_as(&rita, "airlock:DownloadFile", &json!({ "Token": link_token }))), "AccessDeniedException");
     let downloaded = ok(server.call_as(&nora, "airlock:DownloadFile", &json!({ "Token": link_token })), "download");
@@ -369,6 +380,10 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
     assert!(votes.iter().all(|v| v.get("Reviewer").is_none()), "the researcher learns what, not who: {votes:?}");
     let key = people.put("table.csv", b"region,count\nnorth,120\nsouth,45\n");
     ok(server.call_as(&nora, "airlock:AddFile", &json!({ "RequestId": id, "Source": { "Bucket": HOME, "Key": key } })), "replace");
+    // A file swapped in meanwhile is previewed only once submitted again, after its checks
+    // (review finding).
+    let preview = json!({ "RequestId": id, "Path": "table.csv" });
+    assert_eq!(refused(server.call_as(&rita, "airlock:PreviewFile", &preview)), "ConflictException", "a preview of unchecked files");
     let again = ok(server.call_as(&nora, "airlock:SubmitRequest", &json!({ "RequestId": id })), "resubmit");
     assert_eq!((again["Submission"].as_i64(), again["State"].as_str()), (Some(2), Some("in_review")));
     let queue = ok(server.call_as(&ravi, "airlock:DescribeReviewQueue", &json!({ "RequestId": id })), "queue");
@@ -415,7 +430,7 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
     assert_eq!(request["Files"][0]["Sha256"], hex::encode(Sha256::digest(b"region,count\nnorth,120\nsouth,45\n")));
     // Inside a workspace a request is an export of that workspace: not of another, and not an
     // import (which would land in a workspace's /imports once approved).
-    for (direction, workspace, why) in [("EXPORT", "second-stack", "is an export of"), ("IMPORT", STACK, "not from inside a workspace")] {
+    for (direction, workspace, why) in [("EXPORT", "second-stack", "an export is"), ("IMPORT", STACK, "not from inside a workspace")] {
         let input = json!({ "Direction": direction, "Workspace": workspace, "Justification": "x" }).to_string();
         let script = format!(
             ". /run/datasandbox/session.env 2>/dev/null; DATASANDBOX_ENDPOINT=${{DS_ENDPOINT:-$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p')}} \
@@ -424,6 +439,29 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
         let called = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &script], &[]);
         assert_ne!(called.exit, 0, "{direction} of {workspace} from inside: {called:?}");
         assert!(format!("{called:?}").contains(why), "{direction} of {workspace}: {called:?}");
+    }
+    // Nor does a request made in the portal for another workspace take files from this one
+    // (review finding: they went out labelled as the other's), and from inside, only this
+    // workspace's imports come in.
+    let elsewhere = ok(
+        server.call_as(
+            &token(&server, "nora", &[]),
+            "airlock:CreateRequest",
+            &json!({ "Direction": "EXPORT", "Workspace": "second-stack", "Justification": "x" }),
+        ),
+        "a request for the other workspace",
+    );
+    for (action, input) in [
+        ("airlock:AddFile", json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv", "Body": b64(b"a,b\n1,2\n") })),
+        ("airlock:GetImports", json!({ "Workspace": "second-stack" })),
+    ] {
+        let script = format!(
+            "DATASANDBOX_ENDPOINT=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p') \
+             DATASANDBOX_TOKEN=$(cat /run/datasandbox/credential) /run/datasandbox/datasandbox call {action} --input '{input}'"
+        );
+        let called = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &script], &[]);
+        assert_ne!(called.exit, 0, "{action} for second-stack from inside: {called:?}");
+        assert!(format!("{called:?}").contains("inside workspace"), "{action}: {called:?}");
     }
     // My Files' "Request export", from the session page: a home-folder file goes to review.
     let nora = token(&server, "nora", &[]);
