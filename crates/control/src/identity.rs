@@ -28,6 +28,7 @@ impl Identity {
         match action {
             IdentityAction::CreateSessionToken => tokens::create_session_token(ctx, input).await,
             IdentityAction::GetCallerIdentity => tokens::get_caller_identity(ctx, input).await,
+            IdentityAction::SignOut => tokens::sign_out(ctx, input).await,
             IdentityAction::SignIn => tokens::sign_in(ctx, input).await,
             IdentityAction::AssumeRoleWithSAML => tokens::assume_federated_role(ctx, input, "SAML").await,
             IdentityAction::AssumeRoleWithWebIdentity => tokens::assume_federated_role(ctx, input, "OIDC").await,

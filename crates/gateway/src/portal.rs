@@ -131,7 +131,13 @@ async fn sign_in(
     cookies::with_cookie(page, &cookie_for(signed["Token"].as_str().unwrap_or_default()))
 }
 
-async fn sign_out() -> Response {
+/// The sign-in's token ends (`identity:SignOut`), then the cookie is cleared: a cookie cleared
+/// alone left its token valid until it expired, for whoever had copied it.
+async fn sign_out(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    if let Some(token) = portal_token(&headers) {
+        let input = Bytes::from(json!({ "Token": token }).to_string());
+        let _ = call(&control, Credentials::Bearer(token), peer, &headers, "identity:SignOut", input).await;
+    }
     cookies::signed_out(COOKIE, "/portal")
 }
 

@@ -141,6 +141,7 @@ registry! {
     Identity(IdentityAction) "identity" {
         CreateSessionToken(Service, false, true, "A short-lived bearer token for a user"),
         GetCallerIdentity(Service, true, true, "Who the caller is"),
+        SignOut(Service, false, true, "End one of the caller's own sign-ins: its token stops working"),
         AssumeRoleWithSAML(Service, false, true, "A SAML user's sign-in (a verified assertion posted to /saml/acs): a bearer token with the roles it grants"),
         AssumeRoleWithWebIdentity(Service, false, true, "An OpenID Connect user's sign-in (code with PKCE, ID token verified at /oidc/callback): a bearer token"),
         SignIn(Service, false, true, "A local user's sign-in (password, and TOTP code once enrolled): a bearer token"),

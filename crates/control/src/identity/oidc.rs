@@ -153,10 +153,16 @@ async fn discover(client: &reqwest::Client, issuer: &str) -> Result<Provider, Ac
         return Err(provider_unreachable("discovery document", "it does not support PKCE with S256"));
     }
     let field = |name: &str| {
-        document[name]
+        let url = document[name]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| provider_unreachable("discovery document", format_args!("it has no {name}")))
+            .ok_or_else(|| provider_unreachable("discovery document", format_args!("it has no {name}")))?;
+        // The code and the client's secret go to the token endpoint, and the keys that make
+        // an ID token believed come from the keys' URL: neither over plain HTTP elsewhere.
+        if !model::spec::provider_url_allowed(&url) {
+            return Err(provider_unreachable("discovery document", format_args!("its {name} `{url}` is not an https:// URL")));
+        }
+        Ok(url)
     };
     Ok(Provider {
         authorization_endpoint: field("authorization_endpoint")?,

@@ -53,6 +53,19 @@ pub(super) async fn find_token(store: &Store, token_hash: &str) -> Result<Option
 }
 
 /// Stores a new token by its hash.
+/// Deletes the token `token_hash` if it is `user`'s; whether it was.
+pub(super) async fn delete_token_of(store: &Store, token_hash: &str, user: &model::UserRef) -> Result<bool, sqlx::Error> {
+    let deleted =
+        sqlx::query("DELETE FROM tokens WHERE token_hash = $1 AND user_id = $2 AND access_mode = $3 AND COALESCE(issuer, '') = $4")
+            .bind(token_hash)
+            .bind(user.user().as_str())
+            .bind(user.mode().as_str())
+            .bind(user.issuer_str().unwrap_or_default())
+            .execute(&store.pool)
+            .await?;
+    Ok(deleted.rows_affected() != 0)
+}
+
 pub(super) async fn insert_token(store: &Store, token_hash: &str, token: &TokenRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, issuer, channel) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -129,9 +142,15 @@ pub(super) async fn insert_local_user(
     Ok(inserted.rows_affected() != 0)
 }
 
-/// False if there was no such user.
+/// False if there was no such user. Every token issued for the user goes with them: a token
+/// names its user and roles by itself, so a deleted user's sign-in (with its roles, an
+/// admin's among them) held for up to 12 hours, and passed for a new user of the same name
+/// (review finding).
 pub(super) async fn delete_local_user(store: &Store, user_name: &str) -> Result<bool, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM local_users WHERE user_name = $1").bind(user_name).execute(&store.pool).await?;
+    let mut tx = store.pool.begin().await?;
+    let deleted = sqlx::query("DELETE FROM local_users WHERE user_name = $1").bind(user_name).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND access_mode = 'local'").bind(user_name).execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(deleted.rows_affected() != 0)
 }
 

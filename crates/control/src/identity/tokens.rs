@@ -1,7 +1,7 @@
 //! The short-lived user tokens: issued by an operator (`identity:CreateSessionToken`) or by a
 //! sign-in (`identity:SignIn`, `identity:AssumeRoleWithSAML`,
-//! `identity:AssumeRoleWithWebIdentity`), and `identity:GetCallerIdentity`. Only a token's
-//! hash is stored.
+//! `identity:AssumeRoleWithWebIdentity`), `identity:GetCallerIdentity`, and
+//! `identity:SignOut`, which ends one. Only a token's hash is stored.
 
 use model::{AccessMode, UserId, UserRef};
 use policy::Channel;
@@ -170,4 +170,26 @@ pub(crate) async fn get_caller_identity(ctx: &mut Ctx<'_>, input: Value) -> Resu
         out["Expiration"] = json!(crate::core::store::millis_to_rfc3339(expires));
     }
     Ok(out)
+}
+
+#[derive(Deserialize, serde::Serialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct SignOutInput {
+    token: crate::core::recorded::Redacted<String>,
+}
+
+/// `identity:SignOut`: one of the caller's own tokens (the one a page's cookie held) stops
+/// working at once. Clearing the cookie alone left the token valid until it expired, up to 12
+/// hours, for whoever had copied it (review finding).
+pub(crate) async fn sign_out(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: SignOutInput = ctx.parse_recorded(input)?;
+    ctx.authorize_always();
+    let policy::Principal::User { user, .. } = &ctx.caller.principal else {
+        return Err(ActionError::validation("only a user's sign-in is signed out of"));
+    };
+    let hash = hex::encode(Sha256::digest(input.token.0.as_bytes()));
+    if !repo::delete_token_of(&ctx.platform.store, &hash, user).await? {
+        return Err(ActionError::validation("the token is not one of your sign-ins (or it has ended already)"));
+    }
+    Ok(json!({}))
 }

@@ -107,6 +107,40 @@ fn local_users_sign_in_with_password_and_totp_and_guessing_is_stopped() {
     assert!(!trail.contains("correct horse") && !trail.contains("guess number") && !trail.contains(&next), "secrets stay out of the trail");
     assert!(!trail.contains(&secret), "the TOTP secret stays out of the trail");
 
+    // Signing out ends the sign-in's token, not merely the page's cookie (review finding);
+    // nobody signs out a token of another's.
+    let daves = sign_in(&server, json!({ "UserName": "dave", "Password": PASSWORD })).stdout["Token"].as_str().expect("token").to_owned();
+    refused(&server.call_as(&mfa_token, "identity:SignOut", &json!({ "Token": daves })), "ValidationException");
+    assert_eq!(server.call_as(&daves, "identity:SignOut", &json!({ "Token": daves })).exit, 0);
+    refused(&server.call_as(&daves, "identity:GetCallerIdentity", &json!({})), "UnrecognizedClientException");
+    assert_eq!(server.call_as(&mfa_token, "identity:GetCallerIdentity", &json!({})).exit, 0, "carol's own sign-in holds");
+    // The portal's sign-out does it.
+    let body = json!({ "UserName": "dave", "Password": PASSWORD }).to_string();
+    let page = [("content-type", "application/json"), ("origin", "http://localhost")];
+    let signed = crate::support::http::tcp(&server.api)
+        .expect("connect")
+        .request("POST", "/portal/signin", &page, body.as_bytes())
+        .expect("sign in");
+    assert_eq!(signed.status, 200, "{}", String::from_utf8_lossy(&signed.body));
+    let cookie = signed.headers.iter().find(|(n, _)| n == "set-cookie").and_then(|(_, v)| v.split(';').next()).expect("cookie").to_owned();
+    let portal_token = cookie.trim_start_matches("ds_portal=").to_owned();
+    assert_eq!(server.call_as(&portal_token, "identity:GetCallerIdentity", &json!({})).exit, 0);
+    let out = [("cookie", cookie.as_str()), ("origin", "http://localhost")];
+    let signed_out =
+        crate::support::http::tcp(&server.api).expect("connect").request("POST", "/portal/signout", &out, b"").expect("sign out");
+    assert_eq!(signed_out.status, 200);
+    refused(&server.call_as(&portal_token, "identity:GetCallerIdentity", &json!({})), "UnrecognizedClientException");
+
+    // A deleted user's tokens go with them: a token names its user and roles by itself, and
+    // held for a deleted user, or for a new one of the same name (review finding).
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "fred", "Password": PASSWORD, "Roles": ["reviewer"] }));
+    let freds = sign_in(&server, json!({ "UserName": "fred", "Password": PASSWORD })).stdout["Token"].as_str().expect("token").to_owned();
+    assert_eq!(server.call_as(&freds, "identity:GetCallerIdentity", &json!({})).exit, 0);
+    server.ok("identity:DeleteLocalUser", json!({ "UserName": "fred" }));
+    refused(&server.call_as(&freds, "identity:GetCallerIdentity", &json!({})), "UnrecognizedClientException");
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "fred", "Password": PASSWORD }));
+    refused(&server.call_as(&freds, "identity:GetCallerIdentity", &json!({})), "UnrecognizedClientException");
+
     // One address may fail at most 20 times a minute, across accounts.
     let mut limited = None;
     for attempt in 0..25 {
