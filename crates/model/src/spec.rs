@@ -13,7 +13,7 @@ mod walk;
 
 pub use defaults::default_spec_text;
 pub use problem::{Problem, SpecError};
-pub use read::is_node_name;
+pub use read::{is_node_name, provider_url_allowed};
 pub use validated::{
     AirlockSpec, AuditSpec, BucketSpec, ClusterSpec, DatasetSpec, FleetSpec, FleetType, ImageSpec, InstanceType, Ipv4Cidr, LauncherSpec,
     NotebookSpec, NotificationSpec, OidcSpec, PolicySpec, ReadAudit, ServerTls, Spec, StackSpec, StorageBackend, StreamView,

@@ -153,8 +153,11 @@ fn read_oidc(root: &Table) -> Option<OidcSpec> {
         }
         None
     } else {
-        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) || issuer.ends_with('/') {
-            oidc_table.problem("issuer", format!("`{issuer}` must be an https:// URL without a trailing `/`"));
+        if !provider_url_allowed(&issuer) || issuer.ends_with('/') {
+            oidc_table.problem(
+                "issuer",
+                format!("`{issuer}` must be an https:// URL without a trailing `/` (http:// only for this host's loopback, as in tests)"),
+            );
         }
         let client_id = oidc_table.string("client_id", "");
         if client_id.is_empty() {
@@ -352,6 +355,26 @@ fn is_host_port(value: &str) -> bool {
     value
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && !host.contains(['/', '@', ' ']) && port.parse::<u16>().is_ok_and(|p| p != 0))
+}
+
+/// Whether an identity provider may be reached at `url`: over HTTPS, or over plain HTTP on
+/// this host's loopback only (a test's provider). Over plain HTTP elsewhere, whoever is on the
+/// path serves their own keys and signs in as anyone (review finding: the issuer's check let
+/// `http://` through, though its message asked for https).
+pub fn provider_url_allowed(url: &str) -> bool {
+    if url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://")) {
+        return true;
+    }
+    let Some(rest) = url.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case("http://")).map(|_| &url[7..]) else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A node's name: it appears in trail paths, ARNs and host names.

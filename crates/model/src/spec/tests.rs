@@ -220,3 +220,27 @@ fn a_nul_character_in_any_setting_is_a_problem() {
     }
     assert!(found.contains(&"stacks.datasandbox-stack.k\\u0000: a key holds a NUL character (\\u0000)".to_owned()), "{found:?}");
 }
+
+/// An identity provider is reached over HTTPS, or over plain HTTP on this host's loopback only
+/// (review finding: `http://` anywhere passed the issuer's check).
+#[test]
+fn an_oidc_provider_is_reached_over_https_or_on_loopback_only() {
+    for allowed in
+        ["https://idp.example.com", "HTTPS://idp.example.com/realms/x", "http://127.0.0.1:8080", "http://[::1]:80/x", "http://localhost"]
+    {
+        assert!(super::provider_url_allowed(allowed), "{allowed}");
+    }
+    for refused in [
+        "http://idp.example.com",
+        "http://10.0.0.1:8080",
+        "http://127.0.0.1.example.com",
+        "http://127.0.0.1@idp.example.com",
+        "http://localhost.example.com",
+        "ftp://idp.example.com",
+        "idp.example.com",
+    ] {
+        assert!(!super::provider_url_allowed(refused), "{refused}");
+    }
+    assert!(problems("", &["oidc.issuer=http://idp.example.com", "oidc.client_id=x"]).iter().any(|p| p.contains("oidc.issuer")));
+    assert!(!problems("", &["oidc.issuer=http://127.0.0.1:9", "oidc.client_id=x"]).iter().any(|p| p.contains("oidc.issuer")));
+}
