@@ -403,6 +403,15 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
         let status = parts.status;
         return Response::from_parts(parts, Body::from(judge::error_withheld(status, bytes)));
     }
+    // Any other contents call's error quotes what Jupyter read as well (a copy of a file named
+    // `.ipynb` that is not a notebook answers a 400 quoting it: review finding).
+    if rest.starts_with("api/contents") && !target.download && (response.status().is_client_error() || response.status().is_server_error())
+    {
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let status = parts.status;
+        return Response::from_parts(parts, Body::from(judge::error_withheld(status, Bytes::new())));
+    }
     if rest.starts_with("api/kernelspecs") && !target.debugger && method == Method::GET {
         return specs_without_debugger(response).await;
     }

@@ -138,11 +138,22 @@ pub(super) async fn preview(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Ac
     if request.creator == signed_in_person(ctx)?.principal_id() {
         return Err(ActionError::new(403, ErrorCode::AccessDeniedException, "you created this request: others review its files"));
     }
-    // Not while its researcher may change its files (a draft, or changes requested): files
-    // swapped in then are previewed once submitted again, after their checks (review finding:
-    // a reviewer saw files no check had passed).
-    if request.state.is_editable() {
-        return Err(conflict(&request, "preview its files while its researcher may change them; they are previewed once submitted again"));
+    // Only files that passed the checks and went to review: not a draft's, nor those swapped
+    // in with changes requested, nor a request withdrawn or blocked before review (review
+    // findings: a reviewer saw files no check had passed, raw rows a check had blocked).
+    if !matches!(
+        request.state,
+        RequestState::InReview
+            | RequestState::Approved
+            | RequestState::Rejected
+            | RequestState::Released
+            | RequestState::Revoked
+            | RequestState::Expired
+    ) {
+        return Err(conflict(
+            &request,
+            "preview its files: only the files of a request that passed its checks and went to review are shown",
+        ));
     }
     let files = repo::files(&ctx.platform.store, &request.request_id).await?;
     let file = files.iter().find(|f| f.path == input.path).ok_or_else(|| {

@@ -165,7 +165,10 @@ impl Gone<'_> {
     /// The condition on `table`'s `node` column; `Node` binds its name as `$next`.
     fn condition(self, table: &str, next: usize) -> String {
         match self {
-            Gone::Node(_) => format!("{table}.node = ${next}"),
+            // Still lost: a node that came back meanwhile owns what it started since.
+            Gone::Node(_) => {
+                format!("{table}.node = ${next} AND EXISTS (SELECT 1 FROM nodes n WHERE n.name = {table}.node AND n.state = '{LOST}')")
+            }
             Gone::EveryLost => format!("EXISTS (SELECT 1 FROM nodes n WHERE n.name = {table}.node AND n.state = '{LOST}')"),
         }
     }
@@ -361,6 +364,8 @@ mod tests {
             ))
             .await;
         }
+        // A node no longer lost (it came back meanwhile) keeps what it runs (review finding).
+        assert_eq!(mark_instances_lost(&store, Gone::Node("b")).await.expect("marked"), 0);
         assert_eq!(mark_instances_lost(&store, Gone::EveryLost).await.expect("marked"), 1);
         assert_eq!(mark_notebooks_lost(&store, Gone::EveryLost).await.expect("marked"), 1);
         let state_of = |table: &'static str, key: &'static str, id: &'static str| {

@@ -52,7 +52,6 @@ pub(super) async fn find_token(store: &Store, token_hash: &str) -> Result<Option
     }))
 }
 
-/// Stores a new token by its hash.
 /// Deletes the token `token_hash` if it is `user`'s; whether it was.
 pub(super) async fn delete_token_of(store: &Store, token_hash: &str, user: &model::UserRef) -> Result<bool, sqlx::Error> {
     let deleted =
@@ -66,9 +65,14 @@ pub(super) async fn delete_token_of(store: &Store, token_hash: &str, user: &mode
     Ok(deleted.rows_affected() != 0)
 }
 
-pub(super) async fn insert_token(store: &Store, token_hash: &str, token: &TokenRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, issuer, channel) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+/// Stores a new token by its hash; false, storing nothing, for a local user who no longer
+/// exists (a sign-in that checked the user before `DeleteLocalUser` committed stored its
+/// token after it, and the deleted user's token held: review finding).
+pub(super) async fn insert_token(store: &Store, token_hash: &str, token: &TokenRow) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, issuer, channel)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+         WHERE $3 <> 'local' OR EXISTS (SELECT 1 FROM local_users WHERE user_name = $2)",
     )
     .bind(token_hash)
     .bind(&token.user_id)
@@ -82,7 +86,7 @@ pub(super) async fn insert_token(store: &Store, token_hash: &str, token: &TokenR
     .bind(token.channel.map(TokenChannel::as_str))
     .execute(&store.pool)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() != 0)
 }
 
 /// What a sign-in checks of a local user.

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::repo::{self, TokenChannel, TokenRow};
 use crate::core::caller::Empty;
-use crate::core::error::ActionError;
+use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::store::{millis_to_rfc3339, now_millis};
 
@@ -87,7 +87,9 @@ async fn issue_token(ctx: &mut Ctx<'_>, grant: Grant<'_>, duration_seconds: i64)
         expires,
         mfa: grant.mfa,
     };
-    repo::insert_token(&ctx.platform.store, &hex::encode(Sha256::digest(token.as_bytes())), &row).await?;
+    if !repo::insert_token(&ctx.platform.store, &hex::encode(Sha256::digest(token.as_bytes())), &row).await? {
+        return Err(ActionError::not_found(ErrorCode::UserNotFoundException, format!("no local user `{}`", grant.user.user())));
+    }
     let home = grant.user.home();
     ctx.set_correlation_id(grant.correlation_id.to_owned());
     Ok(json!({

@@ -367,6 +367,9 @@ fn the_airlock_attack_table_is_refused_or_blocked_with_its_reason_and_audited() 
     ok(server.call_as(&nora, "airlock:WithdrawRequest", &json!({ "RequestId": id })), "withdraw");
     assert_eq!(refused(server.call_as(&nora, "airlock:SubmitRequest", &json!({ "RequestId": id }))), "ConflictException");
     assert_eq!(refused(vote(&server, &rita, &id, "APPROVE", None)), "ConflictException", "a vote on a withdrawn request");
+    // Nor are its files, which no check passed, previewed (review finding).
+    let preview = server.call_as(&rita, "airlock:PreviewFile", &json!({ "RequestId": id, "Path": key.rsplit('/').next() }));
+    assert_eq!(refused(preview), "ConflictException", "a preview of a withdrawn draft's files");
 
     // Changes requested: the comment reaches the researcher, a resubmission resets the votes.
     let (id, _) = people.submitted("table.csv", b"region,count\nnorth,120\nsouth,45\n");
