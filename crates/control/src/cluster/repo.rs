@@ -364,8 +364,7 @@ mod tests {
             ))
             .await;
         }
-        // A node no longer lost (it came back meanwhile) keeps what it runs (review finding).
-        assert_eq!(mark_instances_lost(&store, Gone::Node("b")).await.expect("marked"), 0);
+        assert_eq!(mark_instances_lost(&store, Gone::Node("b")).await.expect("marked"), 0, "a node back from lost keeps what it runs");
         assert_eq!(mark_instances_lost(&store, Gone::EveryLost).await.expect("marked"), 1);
         assert_eq!(mark_notebooks_lost(&store, Gone::EveryLost).await.expect("marked"), 1);
         let state_of = |table: &'static str, key: &'static str, id: &'static str| {
@@ -382,8 +381,8 @@ mod tests {
         assert_eq!(state_of("instances", "instance_id", "i-a-ended").await, "TERMINATED");
         assert_eq!(state_of("notebooks", "name", "nb-a").await, "Failed");
         assert_eq!(state_of("notebooks", "name", "nb-b").await, "InService");
-        let access = sqlx::query("SELECT notebook FROM notebook_access").fetch_all(&store.pool).await.expect("access");
-        assert_eq!(access.len(), 1, "only the lost node's notebook lost its access");
+        let access = sqlx::query("SELECT notebook FROM notebook_access").fetch_all(&store.pool).await.expect("access").len();
+        assert_eq!(access, 1, "only the lost node's notebook lost its access");
         assert_eq!(release_sessions_of_gone_nodes(&store).await.expect("released"), 2);
         let node_of = |session: &'static str| {
             let store = &store;
