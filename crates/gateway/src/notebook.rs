@@ -390,32 +390,40 @@ async fn proxied(control: ControlPlane, peer: SocketAddr, name: String, rest: St
             return (StatusCode::BAD_GATEWAY, error_body("BadGateway", &format!("the notebook did not answer: {err}"))).into_response();
         }
     };
-    // Downloads through the contents API: a file's content in the answer, or a piece of it
-    // in Jupyter's error message.
-    if rest.starts_with("api/contents") && !target.download && method == Method::GET {
-        let (mut parts, body) = response.into_parts();
-        let (bytes, why) = read_and_judge(body, judge_download).await;
-        if let Some(why) = why {
-            let _ = control.record_notebook_access(&target, &name, "GET", &rest, NotebookRecord::Refused(why)).await;
-            return refuse(why);
-        }
-        parts.headers.remove(header::CONTENT_LENGTH);
-        let status = parts.status;
-        return Response::from_parts(parts, Body::from(judge::error_withheld(status, bytes)));
-    }
-    // Any other contents call's error quotes what Jupyter read as well (a copy of a file named
-    // `.ipynb` that is not a notebook answers a 400 quoting it: review finding).
-    if rest.starts_with("api/contents") && !target.download && (response.status().is_client_error() || response.status().is_server_error())
-    {
-        let (mut parts, _) = response.into_parts();
-        parts.headers.remove(header::CONTENT_LENGTH);
-        let status = parts.status;
-        return Response::from_parts(parts, Body::from(judge::error_withheld(status, Bytes::new())));
+    if rest.starts_with("api/contents") && !target.download {
+        return contents_answer(&control, &target, (&name, &rest), &method, response).await;
     }
     if rest.starts_with("api/kernelspecs") && !target.debugger && method == Method::GET {
         return specs_without_debugger(response).await;
     }
     response
+}
+
+/// A contents-API answer when downloads are disabled: a file's content in a read's answer is
+/// refused, and any call's error loses Jupyter's message, which can quote what it read (a file
+/// read, or copied, as a notebook that is not one answers a 400 quoting its first characters).
+async fn contents_answer(
+    control: &ControlPlane,
+    target: &NotebookTarget,
+    (name, rest): (&str, &str),
+    method: &Method,
+    response: Response,
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let status = parts.status;
+    if status.is_client_error() || status.is_server_error() {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(judge::error_withheld(status, Bytes::new())));
+    }
+    if method != Method::GET {
+        return Response::from_parts(parts, body);
+    }
+    let (bytes, why) = read_and_judge(body, judge_download).await;
+    if let Some(why) = why {
+        let _ = control.record_notebook_access(target, name, "GET", rest, NotebookRecord::Refused(why)).await;
+        return refuse(why);
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// Jupyter's kernel specs, for a session whose stack does not enable `DEBUGGER`: JupyterLab

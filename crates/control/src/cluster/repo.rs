@@ -162,14 +162,16 @@ pub(crate) enum Gone<'a> {
 }
 
 impl Gone<'_> {
-    /// The condition on `table`'s `node` column; `Node` binds its name as `$next`.
-    fn condition(self, table: &str, next: usize) -> String {
+    /// The condition on `table`'s `node` column; `Node` binds its name as `$next`. With
+    /// `while_lost`, a node named is marked only while still lost: one that came back
+    /// meanwhile owns what it has started since (an instance). Its notebooks' rows are marked
+    /// even so: it starts them again only once the sweep has failed them.
+    fn condition(self, table: &str, next: usize, while_lost: bool) -> String {
+        let lost = format!("EXISTS (SELECT 1 FROM nodes n WHERE n.name = {table}.node AND n.state = '{LOST}')");
         match self {
-            // Still lost: a node that came back meanwhile owns what it started since.
-            Gone::Node(_) => {
-                format!("{table}.node = ${next} AND EXISTS (SELECT 1 FROM nodes n WHERE n.name = {table}.node AND n.state = '{LOST}')")
-            }
-            Gone::EveryLost => format!("EXISTS (SELECT 1 FROM nodes n WHERE n.name = {table}.node AND n.state = '{LOST}')"),
+            Gone::Node(_) if while_lost => format!("{table}.node = ${next} AND {lost}"),
+            Gone::Node(_) => format!("{table}.node = ${next}"),
+            Gone::EveryLost => lost,
         }
     }
 
@@ -190,8 +192,10 @@ impl Gone<'_> {
 /// A lost node's instances that were still alive become `LOST`: they hold no capacity, their
 /// sessions end, and the node destroys them when it comes back. Returns how many.
 pub(crate) async fn mark_instances_lost(store: &Store, gone: Gone<'_>) -> Result<u64, ActionError> {
-    let sql =
-        format!("UPDATE instances SET state = $1 WHERE state IN ('PENDING', 'RUNNING', 'STOPPING') AND {}", gone.condition("instances", 2));
+    let sql = format!(
+        "UPDATE instances SET state = $1 WHERE state IN ('PENDING', 'RUNNING', 'STOPPING') AND {}",
+        gone.condition("instances", 2, true)
+    );
     let done = gone.bind(sqlx::query(&sql).bind(LOST)).execute(&store.pool).await?;
     Ok(done.rows_affected())
 }
@@ -203,13 +207,13 @@ pub(crate) async fn mark_notebooks_lost(store: &Store, gone: Gone<'_>) -> Result
     let sql = format!(
         "DELETE FROM notebook_access WHERE notebook IN
              (SELECT name FROM notebooks WHERE {} AND state <> 'Stopped' AND state <> 'Failed')",
-        gone.condition("notebooks", 1)
+        gone.condition("notebooks", 1, false)
     );
     gone.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
     let sql = format!(
         "UPDATE notebooks SET state = 'Failed', instance_id = NULL, failure_reason = $1
          WHERE {} AND state <> 'Stopped' AND state <> 'Failed'",
-        gone.condition("notebooks", 2)
+        gone.condition("notebooks", 2, false)
     );
     let reason = match gone {
         Gone::Node(node) => format!("node `{node}`, which holds the notebook's volume, was lost; start the notebook again once it is back"),
