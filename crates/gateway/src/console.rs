@@ -60,14 +60,8 @@ async fn sign_in(
     cookies::with_cookie(axum::Json(json!({ "UserName": identity["UserName"] })).into_response(), &cookie_for(&token))
 }
 
-/// The sign-in's token ends (`identity:SignOut`), then the cookie is cleared: a cookie cleared
-/// alone left its token valid until it expired, for whoever had copied it.
 async fn sign_out(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
-    if let Some(token) = cookies::cookie_named(&headers, COOKIE) {
-        let input = Bytes::from(json!({ "Token": token }).to_string());
-        let _ = call(&control, Credentials::Bearer(token), peer, &headers, "identity:SignOut", input).await;
-    }
-    cookies::signed_out(COOKIE, "/console")
+    crate::sign_in::page_sign_out(&control, peer, &headers, (COOKIE, "/console")).await
 }
 
 /// Any action, as the signed-in operator.

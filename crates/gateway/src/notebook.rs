@@ -411,7 +411,7 @@ async fn contents_answer(
 ) -> Response {
     let (mut parts, body) = response.into_parts();
     let status = parts.status;
-    if status.is_client_error() || status.is_server_error() {
+    if judge::withholds(status) {
         parts.headers.remove(header::CONTENT_LENGTH);
         return Response::from_parts(parts, Body::from(judge::error_withheld(status, Bytes::new())));
     }

@@ -131,14 +131,8 @@ async fn sign_in(
     cookies::with_cookie(page, &cookie_for(signed["Token"].as_str().unwrap_or_default()))
 }
 
-/// The sign-in's token ends (`identity:SignOut`), then the cookie is cleared: a cookie cleared
-/// alone left its token valid until it expired, for whoever had copied it.
 async fn sign_out(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
-    if let Some(token) = portal_token(&headers) {
-        let input = Bytes::from(json!({ "Token": token }).to_string());
-        let _ = call(&control, Credentials::Bearer(token), peer, &headers, "identity:SignOut", input).await;
-    }
-    cookies::signed_out(COOKIE, "/portal")
+    crate::sign_in::page_sign_out(&control, peer, &headers, (COOKIE, "/portal")).await
 }
 
 /// The page's request body (up to 4 KiB) as the input of `action`, as the signed-in user.

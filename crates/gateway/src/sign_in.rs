@@ -75,3 +75,14 @@ pub(crate) fn sign_in_credentials(body: &[u8], peer: SocketAddr) -> (Credentials
         Err(_) => (Credentials::Anonymous, json!({})),
     }
 }
+
+/// A page's sign-out: the token its cookie `name` (on `path`) holds ends (`identity:SignOut`),
+/// then the cookie is cleared. A cookie cleared alone left its token valid until it expired,
+/// for whoever had copied it.
+pub(crate) async fn page_sign_out(control: &ControlPlane, peer: SocketAddr, headers: &HeaderMap, (name, path): (&str, &str)) -> Response {
+    if let Some(token) = crate::cookies::cookie_named(headers, name) {
+        let input = bytes::Bytes::from(json!({ "Token": token }).to_string());
+        let _ = session::call(control, Credentials::Bearer(token), peer, headers, "identity:SignOut", input).await;
+    }
+    crate::cookies::signed_out(name, path)
+}

@@ -34,11 +34,12 @@ pub(super) const MESSAGE_WITHHELD: &str = "the notebook server could not answer 
 /// loses Jupyter's message, which can quote the file read (a file read as a notebook that does
 /// not parse as one answers a 400 quoting its first characters). Anything else is unchanged.
 pub(super) fn error_withheld(status: StatusCode, body: Bytes) -> Bytes {
-    if status.is_client_error() || status.is_server_error() {
-        Bytes::from(serde_json::json!({ "message": MESSAGE_WITHHELD, "reason": null }).to_string())
-    } else {
-        body
-    }
+    if withholds(status) { Bytes::from(serde_json::json!({ "message": MESSAGE_WITHHELD, "reason": null }).to_string()) } else { body }
+}
+
+/// Whether a contents-API answer of `status` is an error, whose message is withheld.
+pub(super) fn withholds(status: StatusCode) -> bool {
+    status.is_client_error() || status.is_server_error()
 }
 
 /// Why a contents-API answer is refused when downloads are disabled, if it is: a file's
