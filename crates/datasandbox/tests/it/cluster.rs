@@ -84,8 +84,11 @@ fn two_nodes_serve_any_call_and_a_session_opens_on_the_node_that_runs_it() {
     // A URL made on a is redeemed on b. The fleet keeps one instance warm, which falls to a
     // (shares go by name), so b, with none, leaves the session to a; b's session page then
     // sends the browser there.
-    eventually(60, "a's warm instance", || {
-        (shared.sql("SELECT COUNT(*) FROM instances WHERE node = 'a' AND state = 'RUNNING' AND session_id IS NULL") == "1").then_some(())
+    // And the fleet RUNNING, as a URL needs: its state follows its warm instance (a full run
+    // once asked for the URL in between).
+    eventually(60, "a's warm instance and the fleet RUNNING", || {
+        let warm = shared.sql("SELECT COUNT(*) FROM instances WHERE node = 'a' AND state = 'RUNNING' AND session_id IS NULL") == "1";
+        (warm && shared.sql("SELECT state FROM fleets WHERE name = 'datasandbox-fleet'") == "RUNNING").then_some(())
     });
     let opened = open(&b, &streaming_url(&a, "nora"));
     assert_eq!(opened.status, 200, "{}", opened.body);
