@@ -75,13 +75,17 @@ pub(super) async fn find_in(ctx: &mut Ctx<'_>, request_id: &str) -> Result<Reque
     Ok(request)
 }
 
-/// The request, if the caller is its researcher.
+/// The request, if the caller is its researcher; from inside a workspace, only that
+/// workspace's requests (code in one workspace does not submit, withdraw or see another's).
 async fn own_request(ctx: &mut Ctx<'_>, request_id: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
     let user = person(ctx)?;
     let request = find_in(ctx, request_id).await?;
     if request.creator != user.principal_id() {
         // Not found, as for a request that does not exist: requests are their researcher's.
         return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("airlock request `{request_id}` does not exist")));
+    }
+    if from_workspace(ctx) {
+        in_its_workspace(ctx, &request.workspace, "a request").await?;
     }
     Ok((request, user))
 }
@@ -166,6 +170,16 @@ async fn bound_to_its_workspace(ctx: &Ctx<'_>, direction: Direction, workspace: 
 
 /// For a caller inside a workspace: that `workspace` is the one its session's instance serves.
 pub(super) async fn in_its_workspace(ctx: &Ctx<'_>, workspace: &str, what: &str) -> Result<(), ActionError> {
+    let own = its_workspace(ctx).await?;
+    if own == workspace {
+        Ok(())
+    } else {
+        Err(ActionError::access_denied(format!("inside workspace `{own}`, {what} is `{own}`'s, not `{workspace}`'s")))
+    }
+}
+
+/// For a caller inside a workspace: the workspace its session's instance serves.
+async fn its_workspace(ctx: &Ctx<'_>) -> Result<String, ActionError> {
     let instance = ctx
         .caller
         .identity
@@ -174,11 +188,9 @@ pub(super) async fn in_its_workspace(ctx: &Ctx<'_>, workspace: &str, what: &str)
         .and_then(|c| c.session_issuer.as_ref())
         .and_then(|issuer| issuer["principalId"].as_str())
         .ok_or_else(|| ActionError::internal("an instance caller without its instance"))?;
-    match repo::workspace_of_instance(&ctx.platform.store, instance).await? {
-        Some(own) if own == workspace => Ok(()),
-        Some(own) => Err(ActionError::access_denied(format!("inside workspace `{own}`, {what} is `{own}`'s, not `{workspace}`'s"))),
-        None => Err(ActionError::access_denied("this instance serves no session: there is no workspace to act for")),
-    }
+    repo::workspace_of_instance(&ctx.platform.store, instance)
+        .await?
+        .ok_or_else(|| ActionError::access_denied("this instance serves no session: there is no workspace to act for"))
 }
 
 #[derive(Deserialize)]
@@ -510,6 +522,10 @@ pub(super) async fn describe_own(ctx: &mut Ctx<'_>, input: Value) -> Result<Valu
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = person(ctx)?;
     let mut requests = repo::list(&ctx.platform.store, Some(&user.principal_id())).await?;
+    if from_workspace(ctx) {
+        let own = its_workspace(ctx).await?;
+        requests.retain(|r| r.workspace == own);
+    }
     if let Some(id) = &input.request_id {
         requests.retain(|r| &r.request_id == id);
         if requests.is_empty() {

@@ -454,9 +454,15 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
         ),
         "a request for the other workspace",
     );
-    for (action, input) in [
-        ("airlock:AddFile", json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv", "Body": b64(b"a,b\n1,2\n") })),
-        ("airlock:GetImports", json!({ "Workspace": "second-stack" })),
+    // Nor does code inside act on her requests for other workspaces (review finding), or see them.
+    let other = json!({ "RequestId": elsewhere["RequestId"] });
+    for (action, input, why) in [
+        ("airlock:AddFile", json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv", "Body": b64(b"a,b\n1,2\n") }), "inside workspace"),
+        ("airlock:GetImports", json!({ "Workspace": "second-stack" }), "inside workspace"),
+        ("airlock:SubmitRequest", other.clone(), "inside workspace"),
+        ("airlock:WithdrawRequest", other.clone(), "inside workspace"),
+        ("airlock:RemoveFile", json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv" }), "inside workspace"),
+        ("airlock:DescribeRequests", other.clone(), "does not exist"),
     ] {
         let script = format!(
             "DATASANDBOX_ENDPOINT=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p') \
@@ -464,8 +470,10 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
         );
         let called = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &script], &[]);
         assert_ne!(called.exit, 0, "{action} for second-stack from inside: {called:?}");
-        assert!(format!("{called:?}").contains("inside workspace"), "{action}: {called:?}");
+        assert!(format!("{called:?}").contains(why), "{action}: {called:?}");
     }
+    let seen = ok(server.call_as(&token(&server, "nora", &[]), "airlock:DescribeRequests", &other), "the portal sees it");
+    assert_eq!(seen["Requests"][0]["State"], "draft", "nothing from inside changed it: {seen}");
     // My Files' "Request export", from the session page: a home-folder file goes to review.
     let nora = token(&server, "nora", &[]);
     let key = format!("{}figures.csv", home("nora"));
