@@ -33,11 +33,16 @@ impl Identity {
             IdentityAction::AssumeRoleWithSAML => tokens::assume_federated_role(ctx, input, "SAML").await,
             IdentityAction::AssumeRoleWithWebIdentity => tokens::assume_federated_role(ctx, input, "OIDC").await,
             IdentityAction::CreateLocalUser => local::create(&self.throttle, ctx, input).await,
-            IdentityAction::DeleteLocalUser => local::delete(ctx, input).await,
+            IdentityAction::DeleteLocalUser => local::delete(&*self.sessions, ctx, input).await,
             IdentityAction::UnlockLocalUser => local::unlock(&self.throttle, ctx, input).await,
             IdentityAction::AssociateSoftwareToken => local::associate(&self.throttle, ctx, input).await,
             IdentityAction::VerifySoftwareToken => local::verify_token(ctx, input).await,
         }
+    }
+
+    /// Whether `token` is a sign-in's token that still holds (a read error counts as not).
+    pub(crate) async fn token_holds(&self, token: &str) -> bool {
+        tokens::holds(&self.platform.store, token).await
     }
 
     /// This service provider's SAML metadata, served at `/saml/metadata`.

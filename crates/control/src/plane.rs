@@ -305,6 +305,13 @@ impl ControlPlane {
         self.services.identity.federation_providers()
     }
 
+    /// Whether a sign-in's token still holds (not signed out, its user not deleted, not
+    /// expired): asked by the portal's long-lived change stream, which is not an action of its
+    /// user's and is not recorded.
+    pub async fn sign_in_holds(&self, token: &str) -> bool {
+        self.services.identity.token_holds(token).await
+    }
+
     /// The principal ids of sessions' users as they change; a page filters for its caller's
     /// `PrincipalId`.
     pub fn session_changes(&self) -> tokio::sync::broadcast::Receiver<String> {

@@ -185,6 +185,9 @@ async fn sessions(State(control): State<ControlPlane>, ConnectInfo(peer): Connec
     reply(call(&control, bearer(&headers), peer, &headers, "streaming:DescribeUserSessions", Bytes::from_static(b"{}")).await)
 }
 
+/// How often a portal's change stream asks whether its sign-in still holds.
+const SIGN_IN_CHECKED_EVERY: Duration = Duration::from_secs(30);
+
 /// My sessions, live (Server-Sent Events): a `changed` message each time one of the user's
 /// sessions changes state or connection, or an operator runs a command in its workspace. The
 /// message carries nothing; the page asks for its sessions again, as the user. The stream
@@ -202,28 +205,43 @@ async fn events(
     let left = identity["Expiration"].as_str().and_then(control::rfc3339_to_millis).map(|until| until - control::now_millis());
     // A credential without an end (none the portal hands out) is heard for a working day.
     let lasts = left.map_or(Duration::from_secs(12 * 3600), |ms| Duration::from_millis(u64::try_from(ms).unwrap_or_default()));
+    let token = portal_token(&headers).unwrap_or_default();
     let changes = control.session_changes();
+    let (heard, told) = (control.clone(), token.clone());
     let stream = futures::stream::unfold(changes, move |mut changes| {
-        let user = user.clone();
+        let (user, control, token) = (user.clone(), heard.clone(), told.clone());
         async move {
             loop {
-                match changes.recv().await {
-                    Ok(changed) if changed == user || changed == control::EVERYONE_CHANGED => {
-                        return Some((Ok::<_, Infallible>(Event::default().data("changed")), changes));
-                    }
-                    Ok(_) => {}
+                let change = match changes.recv().await {
+                    Ok(changed) if changed == user || changed == control::EVERYONE_CHANGED => true,
+                    Ok(_) => false,
                     // Fell behind: something may have been missed, so ask again.
-                    Err(RecvError::Lagged(_)) => return Some((Ok(Event::default().data("changed")), changes)),
+                    Err(RecvError::Lagged(_)) => true,
                     Err(RecvError::Closed) => return None,
+                };
+                // A change of the user's may be their deletion: nothing more is told once the
+                // sign-in has ended.
+                if change {
+                    return control.sign_in_holds(&token).await.then(|| (Ok::<_, Infallible>(Event::default().data("changed")), changes));
                 }
             }
         }
     });
-    // It ends with the sign-in, or when the server stops (which waits for open responses).
+    // It ends with the sign-in (its expiry; a sign-out or the user's deletion, looked for every
+    // half minute), or when the server stops (which waits for open responses).
     let until = tokio::time::Instant::now() + lasts;
+    let ended = async move {
+        loop {
+            let next = until.min(tokio::time::Instant::now() + SIGN_IN_CHECKED_EVERY);
+            tokio::time::sleep_until(next).await;
+            if next == until || !control.sign_in_holds(&token).await {
+                return;
+            }
+        }
+    };
     let end = async move {
         tokio::select! {
-            () = tokio::time::sleep_until(until) => {}
+            () = ended => {}
             () = stopping.wait() => {}
         }
     };

@@ -22,6 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use super::lookups::SessionLookup;
 use super::repo;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
@@ -313,8 +314,21 @@ pub(crate) async fn create(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value)
     let password = input.password.clone();
     let hashed = throttle.argon2(move || hash(&password)).await??;
     let created = now_millis();
-    if !repo::insert_local_user(&ctx.platform.store, input.user_name.as_str(), &hashed, &input.roles.join(","), created).await? {
-        return Err(ActionError::conflict(ErrorCode::UsernameExistsException, format!("local user `{}` already exists", input.user_name)));
+    let name = &input.user_name;
+    match repo::insert_local_user(&ctx.platform.store, name.as_str(), &hashed, &input.roles.join(","), created).await? {
+        Ok(()) => {}
+        Err(repo::NameTaken::InUse) => {
+            return Err(ActionError::conflict(ErrorCode::UsernameExistsException, format!("local user `{name}` already exists")));
+        }
+        Err(repo::NameTaken::Retired(at)) => {
+            return Err(ActionError::conflict(
+                ErrorCode::UsernameExistsException,
+                format!(
+                    "user name `{name}` belonged to a local user deleted at {}: their home folder, airlock requests and exports are filed under it, so it is not given to anyone again; choose another name",
+                    millis_to_rfc3339(at)
+                ),
+            ));
+        }
     }
     Ok(json!({ "UserName": input.user_name, "CreatedTime": millis_to_rfc3339(created), "Roles": input.roles }))
 }
@@ -325,14 +339,28 @@ struct NameInput {
     user_name: model::UserId,
 }
 
-/// `identity:DeleteLocalUser` (operators).
-pub(crate) async fn delete(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+/// `identity:DeleteLocalUser` (operators): the user, their sign-ins and their streaming
+/// sessions end together (a session's cookie and its instance's credential act as the user
+/// until it ends), and their name is retired.
+pub(crate) async fn delete(sessions: &dyn SessionLookup, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: NameInput = ctx.parse(input)?;
     ctx.authorize(policy::Resource::Service("identity".into()))?;
-    if !repo::delete_local_user(&ctx.platform.store, input.user_name.as_str()).await? {
-        return Err(ActionError::not_found(ErrorCode::UserNotFoundException, format!("no local user `{}`", input.user_name)));
+    let name = input.user_name.as_str();
+    if !repo::delete_local_user(&ctx.platform.store, name, now_millis()).await? {
+        return Err(ActionError::not_found(ErrorCode::UserNotFoundException, format!("no local user `{name}`")));
     }
-    Ok(json!({}))
+    let ended = sessions.end_sessions_of_local_user(name, "USER_DELETED").await.map_err(|err| {
+        ActionError::internal(format_args!(
+            "local user `{name}` is deleted, but their streaming sessions could not all be ended ({err}); end them with streaming:ExpireSession"
+        ))
+    })?;
+    Ok(json!({ "EndedSessions": ended }))
+}
+
+/// Whether a local user of this name exists now (a streaming URL made for one that is deleted
+/// since opens nothing).
+pub(crate) async fn exists(store: &crate::core::store::Store, user_name: &str) -> Result<bool, ActionError> {
+    Ok(repo::local_user_exists(store, user_name).await?)
 }
 
 /// `identity:UnlockLocalUser` (operators): forgets the failures on the account, so that no

@@ -126,16 +126,27 @@ pub(super) async fn take_sign_in(store: &Store, user_name: &str, last_step: Opti
     Ok(taken.rows_affected() != 0)
 }
 
-/// A new local user; false if the name is taken.
+/// Why a name could not be given to a new local user.
+pub(super) enum NameTaken {
+    /// A local user has it.
+    InUse,
+    /// A deleted local user had it, at this time (milliseconds): what they owned is filed under it.
+    Retired(i64),
+}
+
+/// A new local user, unless the name is in use or retired.
 pub(super) async fn insert_local_user(
     store: &Store,
     user_name: &str,
     password_hash: &str,
     roles: &str,
     created: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Result<(), NameTaken>, sqlx::Error> {
+    // `WHERE NOT EXISTS` also keeps SQLite from reading `ON CONFLICT` as a join's.
     let inserted = sqlx::query(
-        "INSERT INTO local_users (user_name, password_hash, roles, failed_attempts, created) VALUES ($1, $2, $3, 0, $4) ON CONFLICT (user_name) DO NOTHING",
+        "INSERT INTO local_users (user_name, password_hash, roles, failed_attempts, created)
+         SELECT $1, $2, $3, 0, $4 WHERE NOT EXISTS (SELECT 1 FROM retired_user_names WHERE user_name = $1)
+         ON CONFLICT (user_name) DO NOTHING",
     )
     .bind(user_name)
     .bind(password_hash)
@@ -143,19 +154,39 @@ pub(super) async fn insert_local_user(
     .bind(created)
     .execute(&store.pool)
     .await?;
-    Ok(inserted.rows_affected() != 0)
+    if inserted.rows_affected() != 0 {
+        return Ok(Ok(()));
+    }
+    let retired: Option<i64> =
+        sqlx::query_scalar("SELECT retired FROM retired_user_names WHERE user_name = $1").bind(user_name).fetch_optional(&store.pool).await?;
+    Ok(Err(retired.map_or(NameTaken::InUse, NameTaken::Retired)))
 }
 
 /// False if there was no such user. Every token issued for the user goes with them: a token
 /// names its user and roles by itself, so a deleted user's sign-in (with its roles, an
 /// admin's among them) held for up to 12 hours, and passed for a new user of the same name
 /// (review finding).
-pub(super) async fn delete_local_user(store: &Store, user_name: &str) -> Result<bool, sqlx::Error> {
+/// The name is retired with the user (see `retired_user_names`).
+pub(super) async fn delete_local_user(store: &Store, user_name: &str, now: i64) -> Result<bool, sqlx::Error> {
     let mut tx = store.pool.begin().await?;
     let deleted = sqlx::query("DELETE FROM local_users WHERE user_name = $1").bind(user_name).execute(&mut *tx).await?;
+    if deleted.rows_affected() == 0 {
+        return Ok(false);
+    }
     sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND access_mode = 'local'").bind(user_name).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO retired_user_names (user_name, retired) VALUES ($1, $2) ON CONFLICT (user_name) DO NOTHING")
+        .bind(user_name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(deleted.rows_affected() != 0)
+    Ok(true)
+}
+
+/// Whether a local user of this name exists now.
+pub(super) async fn local_user_exists(store: &Store, user_name: &str) -> Result<bool, sqlx::Error> {
+    let found = sqlx::query("SELECT 1 FROM local_users WHERE user_name = $1").bind(user_name).fetch_optional(&store.pool).await?;
+    Ok(found.is_some())
 }
 
 /// Forgets the failures on an account; false if there was no such user.

@@ -180,6 +180,13 @@ struct SignOutInput {
     token: crate::core::recorded::Redacted<String>,
 }
 
+/// Whether `token` is an issued token that has not ended (signed out, its user deleted, or
+/// expired).
+pub(super) async fn holds(store: &crate::core::store::Store, token: &str) -> bool {
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    matches!(repo::find_token(store, &hash).await, Ok(Some(row)) if row.expires > now_millis())
+}
+
 /// `identity:SignOut`: one of the caller's own tokens (the one a page's cookie held) stops
 /// working at once. Clearing the cookie alone left the token valid until it expired, up to 12
 /// hours, for whoever had copied it (review finding).

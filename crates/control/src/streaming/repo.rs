@@ -416,7 +416,15 @@ pub(crate) async fn list_unended_session_ids(store: &Store, fleet: &str) -> Resu
     ids(store, "SELECT session_id FROM sessions WHERE fleet = $1 AND state != 'EXPIRED'", Some(fleet)).await
 }
 
-/// Every session not yet ended, of any fleet.
+/// The sessions of local user `user_name` (USERPOOL) not yet ended, on any fleet.
+pub(crate) async fn list_unended_sessions_of_local_user(store: &Store, user_name: &str) -> Result<Vec<String>, ActionError> {
+    let rows = sqlx::query("SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = 'USERPOOL' AND state != 'EXPIRED'")
+        .bind(user_name)
+        .fetch_all(&store.pool)
+        .await?;
+    Ok(rows.iter().map(|row| row.try_get("session_id")).collect::<Result<_, _>>()?)
+}
+
 /// The sessions a node ends when it starts or stops: those on its own instances, and, when no
 /// other node is alive to serve them (`alone`), those still waiting for an instance.
 pub(crate) async fn list_node_unended_session_ids(store: &Store, node: &str, alone: bool) -> Result<Vec<String>, ActionError> {

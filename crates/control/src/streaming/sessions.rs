@@ -274,6 +274,20 @@ pub(crate) async fn end_session(streaming: &Streaming, session_id: &str, reason:
     Ok(())
 }
 
+/// Ends a deleted local user's sessions: every one over at once, then each instance stopped.
+pub(crate) async fn end_sessions_of_local_user(streaming: &Streaming, user_name: &str, reason: &str) -> Result<Vec<String>, ActionError> {
+    let mut ended = Vec::new();
+    for session_id in repo::list_unended_sessions_of_local_user(&streaming.pipeline.platform.store, user_name).await? {
+        if mark_ended(streaming, &session_id, reason).await? {
+            ended.push(session_id);
+        }
+    }
+    for session_id in &ended {
+        finish_ended(streaming, session_id, reason).await?;
+    }
+    Ok(ended)
+}
+
 /// The first half of ending a session, at once: EXPIRED, and its page told. False when the
 /// session had already ended.
 pub(crate) async fn mark_ended(streaming: &Streaming, session_id: &str, reason: &str) -> Result<bool, ActionError> {

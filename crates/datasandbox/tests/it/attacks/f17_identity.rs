@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use crate::support::server::Server;
-use crate::support::streaming::{server, status};
+use crate::support::streaming::{active, open, server, status};
 use crate::support::users::{PASSWORD, portal_session, portal_user, sign_in_from, token_of};
 
 #[test]
@@ -91,4 +91,43 @@ fn f17_an_ended_sessions_cookie_acts_for_nobody() {
         let arn = record["userIdentity"]["arn"].as_str().unwrap_or_default().to_owned();
         assert!(arn.ends_with(":user/local/carol"), "{arn}");
     }
+}
+
+/// A deleted local user is gone everywhere at once: their session ends (its cookie and its
+/// instance's credential acted as them until it did), the portal's change stream their
+/// sign-in held open closes, a streaming URL made for them before opens nothing, and their
+/// name is not given to anyone else, who would inherit their home folder, requests and
+/// exports (review findings).
+#[test]
+fn f17_a_deleted_users_sessions_end_and_their_name_is_not_given_again() {
+    let server = server(&[]);
+    let token = portal_user(&server, "carol");
+    let cookie = portal_session(&server, &token);
+    let session = active(&server, &cookie, 60);
+    let unopened = server.call_as(&token, "streaming:CreateUserStreamingURL", &json!({ "StackName": "datasandbox-stack" }));
+    assert_eq!(unopened.exit, 0, "{unopened:?}");
+    // The portal's page listens for changes with her sign-in's cookie.
+    let mut events = std::process::Command::new("curl")
+        .args(["-sN", "--max-time", "25", "-H", &format!("cookie: ds_portal={token}")])
+        .arg(format!("http://{}/portal/events", server.api))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("curl");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(events.try_wait().expect("curl").is_none(), "the change stream did not stay open");
+
+    let deleted = server.ok("identity:DeleteLocalUser", json!({ "UserName": "carol" }));
+    assert_eq!(deleted["EndedSessions"], json!([session["SessionId"]]), "{deleted}");
+    let ended = status(&server, &cookie);
+    assert_eq!((ended["State"].as_str(), ended["EndReason"].as_str()), (Some("EXPIRED"), Some("USER_DELETED")), "{ended}");
+    let closed = crate::support::server::eventually(10, "the change stream to close", || events.try_wait().expect("curl"));
+    assert!(closed.success(), "the change stream held until curl gave up: {closed:?}");
+    let opened = open(&server, unopened.stdout["StreamingURL"].as_str().expect("url"));
+    assert_eq!(opened.status, 403, "a deleted user's URL opened: {}", opened.body);
+
+    let again = server.call("identity:CreateLocalUser", &json!({ "UserName": "carol", "Password": PASSWORD }));
+    assert_eq!(again.stderr["Code"], "UsernameExistsException", "{again:?}");
+    assert!(again.stderr["Message"].as_str().is_some_and(|m| m.contains("not given to anyone again")), "{again:?}");
+    let (status, answer) = sign_in_from(&server, "127.0.0.1", &json!({ "UserName": "carol", "Password": PASSWORD }));
+    assert_eq!(status, 401, "{answer}");
 }
