@@ -12,6 +12,7 @@
 mod console;
 mod cookies;
 mod federation;
+mod forwarded;
 mod jupyter;
 mod listen;
 mod notebook;
@@ -76,6 +77,8 @@ pub async fn serve(
         tls: matches!(tcp, Listener::Tls(..)),
     };
     let handoffs = notebook::Handoffs::default();
+    // Outermost, so that every layer and handler sees the client's address.
+    let trusted = forwarded::Trusted::new(&control.spec().trusted_proxies);
     let https_behind_proxy = control.spec().public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
     let tcp_app = console::routes(federation::routes(portal::routes(stream::routes(notebook::routes(session::routes(public_routes(
         Router::new().route("/api/{service}/{action}", post(tcp_call)),
@@ -84,11 +87,13 @@ pub async fn serve(
     .layer(axum::Extension(origins.clone()))
     .layer(axum::Extension(handoffs.clone()))
     .layer(axum::middleware::from_fn_with_state(origin::Check::main(&control), origin::guard))
+    .layer(axum::middleware::from_fn_with_state(trusted.clone(), forwarded::client_address))
     .with_state(control.clone());
     let notebook_app = notebook::origin_routes(Router::new())
         .layer(axum::Extension(origins))
         .layer(axum::Extension(handoffs))
         .layer(axum::middleware::from_fn_with_state(origin::Check::notebooks(&control), origin::guard))
+        .layer(axum::middleware::from_fn_with_state(trusted, forwarded::client_address))
         .with_state(control.clone());
     // Metrics are the operator's: on the control socket only (see `operator_routes`).
     let unix_app = operator_routes(public_routes(Router::new().route("/api/{service}/{action}", post(unix_call)))).with_state(control);

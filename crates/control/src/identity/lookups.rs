@@ -21,7 +21,11 @@ pub(crate) trait SessionLookup: Send + Sync {
     fn link_caller<'a>(&'a self, source_ip: &'a str) -> BoxFuture<'a, Result<Caller, ActionError>>;
     /// Ends every session of a local user not yet ended (the user was deleted), with `reason`;
     /// the sessions ended.
-    fn end_sessions_of_local_user<'a>(&'a self, user_name: &'a str, reason: &'static str) -> BoxFuture<'a, Result<Vec<String>, ActionError>>;
+    fn end_sessions_of_local_user<'a>(
+        &'a self,
+        user_name: &'a str,
+        reason: &'static str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ActionError>>;
 }
 
 /// The instances' side of authentication, owned here and implemented by `instances`.

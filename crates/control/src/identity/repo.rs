@@ -157,8 +157,10 @@ pub(super) async fn insert_local_user(
     if inserted.rows_affected() != 0 {
         return Ok(Ok(()));
     }
-    let retired: Option<i64> =
-        sqlx::query_scalar("SELECT retired FROM retired_user_names WHERE user_name = $1").bind(user_name).fetch_optional(&store.pool).await?;
+    let retired: Option<i64> = sqlx::query_scalar("SELECT retired FROM retired_user_names WHERE user_name = $1")
+        .bind(user_name)
+        .fetch_optional(&store.pool)
+        .await?;
     Ok(Err(retired.map_or(NameTaken::InUse, NameTaken::Retired)))
 }
 

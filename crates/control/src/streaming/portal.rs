@@ -90,7 +90,8 @@ pub(crate) async fn associate(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, 
         let _ = association.send_email_notification;
         let stack =
             sqlx::query("SELECT name FROM stacks WHERE name = $1").bind(&association.stack_name).fetch_optional(&plane.store.pool).await?;
-        let user_known = association.authentication_type != "USERPOOL" || crate::identity::local::exists(&plane.store, &association.user_name).await?;
+        let user_known =
+            association.authentication_type != "USERPOOL" || crate::identity::local::exists(&plane.store, &association.user_name).await?;
         let problem = match (stack.is_some(), user_known) {
             (false, _) => Some(("STACK_NOT_FOUND", format!("no stack `{}`", association.stack_name))),
             (true, false) => Some(("USER_NAME_NOT_FOUND", format!("no local user `{}`", association.user_name))),

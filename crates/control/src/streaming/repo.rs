@@ -418,10 +418,11 @@ pub(crate) async fn list_unended_session_ids(store: &Store, fleet: &str) -> Resu
 
 /// The sessions of local user `user_name` (USERPOOL) not yet ended, on any fleet.
 pub(crate) async fn list_unended_sessions_of_local_user(store: &Store, user_name: &str) -> Result<Vec<String>, ActionError> {
-    let rows = sqlx::query("SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = 'USERPOOL' AND state != 'EXPIRED'")
-        .bind(user_name)
-        .fetch_all(&store.pool)
-        .await?;
+    let rows =
+        sqlx::query("SELECT session_id FROM sessions WHERE user_id = $1 AND authentication_type = 'USERPOOL' AND state != 'EXPIRED'")
+            .bind(user_name)
+            .fetch_all(&store.pool)
+            .await?;
     Ok(rows.iter().map(|row| row.try_get("session_id")).collect::<Result<_, _>>()?)
 }
 

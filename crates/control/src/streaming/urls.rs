@@ -107,7 +107,11 @@ impl SessionLookup for Streaming {
         Box::pin(handoff_caller(&self.pipeline.platform, code))
     }
 
-    fn end_sessions_of_local_user<'a>(&'a self, user_name: &'a str, reason: &'static str) -> BoxFuture<'a, Result<Vec<String>, ActionError>> {
+    fn end_sessions_of_local_user<'a>(
+        &'a self,
+        user_name: &'a str,
+        reason: &'static str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ActionError>> {
         Box::pin(super::sessions::end_sessions_of_local_user(self, user_name, reason))
     }
 }
@@ -304,7 +308,11 @@ pub(super) async fn redeem(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
     let user = claims.user_ref()?;
     check_made_as_claimed(plane, &claims, &user).await?;
     if user.mode() == model::AccessMode::Local && !crate::identity::local::exists(&plane.store, &claims.user).await? {
-        return Err(ActionError::new(403, ErrorCode::AccessDeniedException, format!("local user `{}` was deleted: their streaming URLs open nothing", claims.user)));
+        return Err(ActionError::new(
+            403,
+            ErrorCode::AccessDeniedException,
+            format!("local user `{}` was deleted: their streaming URLs open nothing", claims.user),
+        ));
     }
     check_queue_room(plane, &claims.fleet, &user).await?;
     consume(plane, &claims.url_id).await?;

@@ -457,7 +457,11 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
     // Nor does code inside act on her requests for other workspaces (review finding), or see them.
     let other = json!({ "RequestId": elsewhere["RequestId"] });
     for (action, input, why) in [
-        ("airlock:AddFile", json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv", "Body": b64(b"a,b\n1,2\n") }), "inside workspace"),
+        (
+            "airlock:AddFile",
+            json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv", "Body": b64(b"a,b\n1,2\n") }),
+            "inside workspace",
+        ),
         ("airlock:GetImports", json!({ "Workspace": "second-stack" }), "inside workspace"),
         ("airlock:SubmitRequest", other.clone(), "inside workspace"),
         ("airlock:WithdrawRequest", other.clone(), "inside workspace"),

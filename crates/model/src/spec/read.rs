@@ -39,6 +39,14 @@ pub(super) fn read_spec(root: &Table) -> Spec {
     let region = root.string("region", "local");
     let oidc = read_oidc(root);
     let server = read_server(root);
+    if let Some(vpc) = vpc_cidr.and_then(|v| ipnet::Ipv4Net::new(v.address, v.prefix_len).ok()).map(ipnet::IpNet::from)
+        && let Some(proxy) = server.trusted_proxies.iter().find(|p| p.contains(&vpc.network()) || vpc.contains(&p.network()))
+    {
+        root.table("server").problem(
+            "trusted_proxies",
+            format!("`{proxy}` overlaps vpc_cidr `{vpc}`: code in an instance could name any address as its own"),
+        );
+    }
     let streaming = root.table("streaming");
     let timeout_scale_ms = streaming.integer("timeout_scale_ms", 1000, 1..=1000) as u32;
     streaming.finish();
@@ -74,6 +82,7 @@ pub(super) fn read_spec(root: &Table) -> Spec {
         api_listen: server.api_listen,
         public_url: server.public_url,
         tls: server.tls,
+        trusted_proxies: server.trusted_proxies,
         timeout_scale_ms,
         metadata_url,
         storage,
@@ -188,6 +197,7 @@ struct ServerSettings {
     notebook_listen: SocketAddr,
     notebook_url: Option<String>,
     tls: ServerTls,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `[server]`: the notebook origin must differ from the public one, and a public URL needs a
@@ -223,8 +233,30 @@ fn read_server(root: &Table) -> ServerSettings {
         SocketAddr::new(api_listen.ip(), if api_listen.port() == 0 { 0 } else { api_listen.port().checked_add(1).unwrap_or(0) })
     });
     let tls = read_tls(&server, public_url.as_deref(), [api_listen, notebook_listen]);
+    let trusted_proxies = read_trusted_proxies(&server);
     server.finish();
-    ServerSettings { api_listen, public_url, notebook_listen, notebook_url, tls }
+    ServerSettings { api_listen, public_url, notebook_listen, notebook_url, tls, trusted_proxies }
+}
+
+/// `trusted_proxies`: addresses (`10.0.0.5`) or networks (`10.0.0.0/24`), none so wide that
+/// anyone could name the address their requests are recorded from.
+fn read_trusted_proxies(server: &Table) -> Vec<ipnet::IpNet> {
+    let mut proxies = Vec::new();
+    for (index, text) in server.strings("trusted_proxies", &[]).iter().enumerate() {
+        let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        let problem = match parsed {
+            Err(_) => format!("`{text}` is not an IP address or a network in CIDR notation (like 10.0.0.5 or 10.0.0.0/24)"),
+            Ok(net) if net.prefix_len() < net.max_prefix_len() / 4 => {
+                format!("`{text}` is too wide: anyone in it could name the address their requests are recorded from; name the proxies")
+            }
+            Ok(net) => {
+                proxies.push(net.trunc());
+                continue;
+            }
+        };
+        server.problem(&format!("trusted_proxies[{index}]"), problem);
+    }
+    proxies
 }
 
 /// `tls_cert` and `tls_key` (both or neither); without them an `https://` public URL asks for

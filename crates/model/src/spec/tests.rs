@@ -244,3 +244,22 @@ fn an_oidc_provider_is_reached_over_https_or_on_loopback_only() {
     assert!(problems("", &["oidc.issuer=http://idp.example.com", "oidc.client_id=x"]).iter().any(|p| p.contains("oidc.issuer")));
     assert!(!problems("", &["oidc.issuer=http://127.0.0.1:9", "oidc.client_id=x"]).iter().any(|p| p.contains("oidc.issuer")));
 }
+
+/// Trusted proxies are addresses or networks, none wide enough for anyone to name their own
+/// address, and none among the instances' (whose code would then choose its address).
+#[test]
+fn trusted_proxies_are_named_narrowly_and_never_the_instances() {
+    let spec = Spec::parse("", &[r#"server.trusted_proxies=["127.0.0.1", "192.168.7.0/24", "fd00::1"]"#.to_owned()]).expect("valid");
+    let named: Vec<String> = spec.trusted_proxies.iter().map(ToString::to_string).collect();
+    assert_eq!(named, ["127.0.0.1/32", "192.168.7.0/24", "fd00::1/128"]);
+    assert!(Spec::parse("", &[]).expect("valid").trusted_proxies.is_empty(), "none unless named");
+    let found = problems("", &[r#"server.trusted_proxies=["0.0.0.0/0", "proxy.example", "::/0"]"#]);
+    assert!(found[0].starts_with("server.trusted_proxies[0]: `0.0.0.0/0` is too wide"), "{found:?}");
+    assert!(found[1].starts_with("server.trusted_proxies[1]: `proxy.example` is not an IP address"), "{found:?}");
+    assert!(found[2].starts_with("server.trusted_proxies[2]: `::/0` is too wide"), "{found:?}");
+    let found = problems("", &[r#"server.trusted_proxies=["10.10.3.4"]"#]);
+    assert_eq!(
+        found,
+        ["server.trusted_proxies: `10.10.3.4/32` overlaps vpc_cidr `10.10.0.0/16`: code in an instance could name any address as its own"]
+    );
+}

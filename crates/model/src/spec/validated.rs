@@ -307,6 +307,10 @@ pub struct Spec {
     pub notebook_url: Option<String>,
     /// Whether the API and notebook listeners speak TLS, and with which certificate.
     pub tls: ServerTls,
+    /// The proxies in front of the listeners (addresses or networks) whose `X-Forwarded-For`
+    /// names the client: its address is then the one recorded and the one sign-in limits
+    /// count. Empty: the peer's address, whatever a request's headers say.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How many milliseconds one second of a session timeout lasts: 1000, except in tests that
     /// need an idle or maximum-duration timeout to pass quickly.
     pub timeout_scale_ms: u32,

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::server::Server;
 use crate::support::streaming::{active, open, server, status};
-use crate::support::users::{PASSWORD, portal_session, portal_user, sign_in_from, token_of};
+use crate::support::users::{PASSWORD, portal_session, portal_user, sign_in_forwarded, sign_in_from, token_of};
 
 #[test]
 fn f17_a_stranger_cannot_lock_a_user_out() {
@@ -24,6 +24,36 @@ fn f17_a_stranger_cannot_lock_a_user_out() {
     // ...the stranger is slowed down, even with the right password.
     let (status, answer) = sign_in_from(&server, "127.0.0.2", &json!({ "UserName": "dave", "Password": PASSWORD }));
     assert_eq!(status, 429, "{answer}");
+}
+
+/// Behind the operator's proxy every connection is the proxy's: its `X-Forwarded-For` names
+/// the client, so one stranger's guesses limit that stranger, not everyone the proxy serves,
+/// and the trail says who called from where. A peer that is no proxy cannot name an address.
+#[test]
+fn f17_behind_a_trusted_proxy_a_stranger_limits_only_himself() {
+    let server = Server::start(&[r#"server.trusted_proxies=["127.0.0.2"]"#]);
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "dave", "Password": PASSWORD }));
+    let guess = |from: &str, forwarded: Option<&str>, n: usize| {
+        sign_in_forwarded(&server, from, forwarded, &json!({ "UserName": format!("nobody{n}"), "Password": "a wrong password" })).0
+    };
+    // The stranger, through the proxy, guesses until his address is stopped...
+    let stopped = (0..25).position(|n| guess("127.0.0.2", Some("198.51.100.66"), n) == 429);
+    assert!(stopped.is_some_and(|n| n >= 20), "the stranger was stopped after {stopped:?} guesses");
+    // ...and dave, through the same proxy, signs in.
+    let (status, answer) =
+        sign_in_forwarded(&server, "127.0.0.2", Some("198.51.100.7"), &json!({ "UserName": "dave", "Password": PASSWORD }));
+    assert_eq!(status, 200, "the stranger's guesses stopped dave's sign-in: {answer}");
+    // What the client wrote left of the proxy's hop is not believed, and from a peer that is not
+    // a proxy the header is ignored: neither escapes the stranger's limit by naming another address.
+    assert_eq!(guess("127.0.0.2", Some("198.51.100.8, 198.51.100.66"), 30), 429);
+    for n in 0..21 {
+        guess("127.0.0.3", Some(&format!("198.51.100.{}", 100 + n)), 40 + n);
+    }
+    assert_eq!(guess("127.0.0.3", Some("198.51.100.200"), 99), 429, "an untrusted peer chose its address");
+    // The trail records the client's address, not the proxy's.
+    let records = server.audit(&[("EventName", "SignIn"), ("Username", "dave")]);
+    let from: Vec<&str> = records.iter().filter_map(|r| r["sourceIPAddress"].as_str()).collect();
+    assert_eq!(from, ["198.51.100.7"], "{records:#?}");
 }
 
 #[test]

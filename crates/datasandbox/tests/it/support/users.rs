@@ -10,10 +10,17 @@ pub(crate) const PASSWORD: &str = "correct horse battery staple";
 /// `identity:SignIn` over HTTP from `address` (a loopback address of the test's choosing, so
 /// that a test can be two different callers); the status and the JSON answer.
 pub(crate) fn sign_in_from(server: &Server, address: &str, body: &Value) -> (u16, Value) {
+    sign_in_forwarded(server, address, None, body)
+}
+
+/// `identity:SignIn` from `address`, as a proxy would send it: with `X-Forwarded-For`.
+pub(crate) fn sign_in_forwarded(server: &Server, address: &str, forwarded_for: Option<&str>, body: &Value) -> (u16, Value) {
     let port = server.api.rsplit(':').next().expect("a port");
+    let forwarded = forwarded_for.map(|f| format!("x-forwarded-for: {f}"));
     let out = std::process::Command::new("curl")
         .args(["-s", "-w", "\n%{http_code}", "--interface", address, "-H", "content-type: application/json", "--data-binary"])
         .arg(body.to_string())
+        .args(forwarded.iter().flat_map(|header| ["-H", header.as_str()]))
         .arg(format!("http://127.0.0.1:{port}/api/identity/SignIn"))
         .output()
         .expect("curl");
