@@ -13,8 +13,9 @@
 //! and a relay state naming a stack launches it at once (as AppStream's relay state does);
 //! otherwise the browser lands on the portal. An SP-initiated SAML sign-in is bound to the
 //! browser that started it (`ds_saml`, the request id its response must answer), as OIDC's is
-//! by `ds_oidc`; an IdP-initiated one is bound to nothing, so it only signs in to the portal
-//! (which names the account) and launches nothing by itself.
+//! by `ds_oidc`; an IdP-initiated one is bound to nothing, so it lands on a page that names the
+//! account and signs in to the portal only when its user confirms there, launching nothing by
+//! itself. A sign-in started from another site's page carries no relay state.
 
 use std::net::SocketAddr;
 
@@ -41,6 +42,7 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/saml/acs", post(acs))
         .route("/oidc/login", get(oidc_login))
         .route("/oidc/callback", get(oidc_callback))
+        .route(CONFIRM_PATH, post(confirmed))
 }
 
 async fn metadata(State(control): State<ControlPlane>) -> Response {
@@ -71,13 +73,26 @@ impl LoginQuery {
     }
 }
 
+/// The relay state a sign-in started from `headers` carries: what the query asks, unless
+/// another site's page started it. A cross-site link or form could otherwise sign a user
+/// already signed in at their provider in and launch a stack of the attacker's choosing, with
+/// no click of theirs (login CSRF). A typed or bookmarked URL (`none`) and this origin's pages
+/// keep it; a browser too old to say where it came from is taken at its word.
+fn relay_state_of(query: &LoginQuery, headers: &HeaderMap) -> String {
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some("same-origin" | "none") | None => query.relay_state(),
+        Some(_) => String::new(),
+    }
+}
+
 /// SP-initiated sign-in; `?stack=…&app=…` (or `?to=console`) travel as the relay state.
 async fn login(
     State(control): State<ControlPlane>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(query): Query<LoginQuery>,
 ) -> Response {
-    match control.saml_login_url(&query.relay_state(), &peer.ip().to_string()).await {
+    match control.saml_login_url(&relay_state_of(&query, &headers), &peer.ip().to_string()).await {
         Ok((url, request)) => redirect(&url, Some(&saml_cookie(&control, &request, 600))),
         Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code.as_str(), &err.message, None),
     }
@@ -164,9 +179,10 @@ const OIDC_COOKIE: &str = "ds_oidc";
 async fn oidc_login(
     State(control): State<ControlPlane>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(query): Query<LoginQuery>,
 ) -> Response {
-    match control.oidc_login_url(&query.relay_state(), &peer.ip().to_string()).await {
+    match control.oidc_login_url(&relay_state_of(&query, &headers), &peer.ip().to_string()).await {
         Ok((url, state)) => redirect(&url, Some(&format!("{OIDC_COOKIE}={state}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age=600"))),
         Err(err) => problem(StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST), err.code.as_str(), &err.message, None),
     }
@@ -228,13 +244,13 @@ async fn signed_in(
             return problem(status, err.code.as_str(), &err.message, Some(&signed.request_id));
         }
     };
-    let cookie = crate::portal::cookie_for(&token);
     // An IdP-initiated response answers nothing this browser asked for: anyone holding one can
-    // post it from any page (login CSRF). It signs in to the portal, which names the account,
-    // and acts on nothing before the user does.
-    if signed.result.as_ref().is_ok_and(|issued| issued["IdpInitiated"] == true) {
-        return redirect("/portal", Some(&cookie));
+    // post it from any page (login CSRF), which would sign the browser in as them, in place of
+    // whoever was signed in. Its user confirms first, on a page that names the account.
+    if let Some(issued) = signed.result.as_ref().ok().filter(|issued| issued["IdpInitiated"] == true) {
+        return confirm_page(&token, issued["UserId"].as_str().unwrap_or_default(), issued["Issuer"].as_str().unwrap_or_default());
     }
+    let cookie = crate::portal::cookie_for(&token);
     let (stack, app) = match relay_target(relay_state) {
         Target::Portal => return redirect("/portal", Some(&cookie)),
         // Whether the token may use the console is checked by each of the console's calls.
@@ -257,6 +273,52 @@ async fn signed_in(
     }
 }
 
+/// Where the confirmation of an IdP-initiated sign-in is posted: under `/portal/`, so that
+/// only a page of this origin may post it (`origin::guard`), never another site's form.
+const CONFIRM_PATH: &str = "/portal/federated";
+
+/// The page an IdP-initiated sign-in lands on: the account it is for, and a button that posts
+/// its token back from this origin. Not to be framed (a click on it is consent), kept or cached.
+fn confirm_page(token: &str, user: &str, issuer: &str) -> Response {
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Continue as {user}?</title></head><body>\
+         <h1>Continue as <span id=\"user\">{user}</span>?</h1>\
+         <p>Your identity provider (<code>{issuer}</code>) signed you in as <b>{user}</b>. If you did not just choose this \
+         account there, close this page: another site may be signing your browser in as someone else.</p>\
+         <form method=\"post\" action=\"{CONFIRM_PATH}\"><input type=\"hidden\" name=\"Token\" value=\"{token}\">\
+         <button id=\"continue\" type=\"submit\">Continue to the portal</button></form></body></html>",
+        user = escape(user),
+        issuer = escape(issuer),
+        token = escape(token),
+    );
+    let mut reply = Html(page).into_response();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; form-action 'self'; frame-ancestors 'none'"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        reply.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    reply
+}
+
+/// The user's confirmation of an IdP-initiated sign-in: its token becomes the portal's cookie.
+async fn confirmed(State(control): State<ControlPlane>, body: Body) -> Response {
+    let token = match axum::body::to_bytes(body, 4096).await {
+        Ok(bytes) => form_urlencoded::parse(&bytes).find(|(key, _)| key == "Token").map(|(_, value)| value.into_owned()),
+        Err(_) => None,
+    };
+    match token {
+        Some(token) if control.sign_in_holds(&token).await => redirect("/portal", Some(&crate::portal::cookie_for(&token))),
+        _ => problem(StatusCode::UNAUTHORIZED, "NotAuthorizedException", "this sign-in has ended or was never made; sign in again", None),
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 fn redirect(location: &str, cookie: Option<&str>) -> Response {
     let mut reply = StatusCode::SEE_OTHER.into_response();
     if let Ok(value) = HeaderValue::from_str(location) {
@@ -270,7 +332,6 @@ fn redirect(location: &str, cookie: Option<&str>) -> Response {
 
 /// A refusal a person reads in their browser: the reason's code and what to do.
 fn problem(status: StatusCode, code: &str, message: &str, request_id: Option<&str>) -> Response {
-    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
     let request = request_id.map(|id| format!("<p>Request id: <code>{}</code></p>", escape(id))).unwrap_or_default();
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in refused</title></head><body>\

@@ -117,16 +117,19 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
     assert_eq!(posted_nothing.status, 401, "{}", posted_nothing.body);
     assert!(sessions_of(&server, alice).is_empty(), "no refused response opened a session");
 
-    // IdP-initiated with AppStream's relay state, as bob, no MFA: bound to no browser, it signs
-    // in to the portal (which names the account) and launches nothing by itself; bob's click
-    // on the portal launches the stack.
+    // IdP-initiated with AppStream's relay state, as bob, no MFA: bound to no browser, it lands
+    // on a page naming the account, signs in to the portal when bob confirms there, and
+    // launches nothing by itself; bob's click on the portal launches the stack.
     let bob = post_acs(
         &server,
         made["idp_initiated"].as_str().expect("response"),
         &format!("https://appstream.example/saml?stackname={STACK}&accountId=000000000000"),
     );
-    assert_eq!((bob.status, bob.location.as_deref()), (303, Some("/portal")), "{}", bob.body);
-    let portal = format!("ds_portal={}", bob.cookie.clone().expect("the portal cookie is set"));
+    assert_eq!((bob.status, bob.cookie.as_deref()), (200, None), "signed in before bob confirmed: {}", bob.body);
+    assert!(bob.body.contains("Continue as <span id=\"user\">bob@example.test</span>?"), "{}", bob.body);
+    let (confirmed, cookie) = crate::support::saml::confirm_idp_initiated(&server, &bob.body, "http://localhost");
+    assert_eq!(confirmed.status, 303, "{}", String::from_utf8_lossy(&confirmed.body));
+    let portal = format!("ds_portal={}", cookie.expect("the portal cookie is set"));
     let launched = http::tcp(&server.api)
         .expect("connect")
         .request(
@@ -174,9 +177,12 @@ fn saml_sign_in_reaches_a_session_and_forged_responses_are_refused() {
 
     // A whole-response signature is as good; without a relay state the browser lands on the portal,
     // whose token lists what the role grants and can launch it (but not as anyone else).
+    // (IdP-initiated too: confirmed on its page.)
     let carol = post_acs(&server, made["response_signed"].as_str().expect("response"), "");
-    assert_eq!((carol.status, carol.location.as_deref()), (303, Some("/portal")), "{}", carol.body);
-    let token = carol.cookie.expect("portal cookie");
+    assert_eq!(carol.status, 200, "{}", carol.body);
+    let (confirmed, cookie) = crate::support::saml::confirm_idp_initiated(&server, &carol.body, "http://localhost");
+    assert_eq!(confirmed.status, 303, "{}", String::from_utf8_lossy(&confirmed.body));
+    let token = cookie.expect("portal cookie");
     let catalog = server.call_as(
         &token,
         "streaming:DescribeUserStackAssociations",

@@ -87,12 +87,30 @@ fn f11_a_saml_response_made_for_another_browser_signs_nobody_in_and_launches_not
     assert_eq!(posted.status, 401, "another browser's SP-initiated response was accepted: {:?}", header(&posted, "location"));
     assert!(String::from_utf8_lossy(&posted.body).contains("SAMLRequestNotFromThisBrowser"));
     assert!(header(&posted, "set-cookie").is_none_or(|c| !c.starts_with("ds_portal=")), "signed in");
-    // An IdP-initiated response is bound to no browser: it signs in to the portal (which names
-    // the account) and launches nothing, whatever its relay state says.
+    // An IdP-initiated response is bound to no browser: posted from the attacker's page it
+    // signs nobody in and launches nothing, whatever its relay state says; it shows a page
+    // naming mallory, whose button only a page of this origin may post (review finding: it set
+    // the portal's cookie at once, in place of the victim's).
     let posted = post_acs(&server, made["idp_initiated"].as_str().expect("response"), &format!("stack={STACK}"), None);
-    assert_eq!(posted.status, 303);
-    assert_eq!(header(&posted, "location"), Some("/portal"), "an IdP-initiated sign-in launched a session by itself");
+    assert_eq!(posted.status, 200, "{}", String::from_utf8_lossy(&posted.body));
+    assert!(header(&posted, "set-cookie").is_none_or(|c| !c.starts_with("ds_portal=")), "signed in without a click");
+    assert_eq!(header(&posted, "x-frame-options"), Some("DENY"), "the confirmation may be framed (clickjacking)");
+    let page = String::from_utf8_lossy(&posted.body).into_owned();
+    assert!(page.contains("mallory@example.test"), "{page}");
+    let (confirmed, cookie) = crate::support::saml::confirm_idp_initiated(&server, &page, "http://evil.example");
+    assert_eq!((confirmed.status, cookie), (403, None), "another site's page confirmed the sign-in");
     assert!(sessions_of(&server, "mallory@example.test").is_empty(), "a session was launched");
+    // A sign-in another site's page starts carries no stack to launch: the user's provider
+    // may sign them in without a click, and the stack would launch with none either.
+    let relay_of = |fetch_site: &str| {
+        let started = http::tcp(&server.api)
+            .expect("connect")
+            .request("GET", &format!("/saml/login?stack={STACK}"), &[("sec-fetch-site", fetch_site)], b"")
+            .expect("login");
+        header(&started, "location").expect("a redirect").contains("RelayState=stack")
+    };
+    assert!(relay_of("none") && relay_of("same-origin"), "a bookmark or the portal lost its stack");
+    assert!(!relay_of("cross-site") && !relay_of("same-site"), "another site's page chose the stack to launch");
     // The attacker's own browser, with its cookie, still signs in (the flow works).
     assert!(attackers_cookie.as_deref().is_some_and(|c| c.starts_with("ds_saml=")), "{attackers_cookie:?}");
 }

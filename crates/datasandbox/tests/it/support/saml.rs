@@ -101,6 +101,23 @@ pub(crate) fn post_acs_from(server: &Server, response: &str, relay_state: &str, 
     }
 }
 
+/// The confirmation an IdP-initiated sign-in's page posts (its button), from a page of
+/// `origin`: the reply, and the portal cookie's token if one was set.
+pub(crate) fn confirm_idp_initiated(server: &Server, page: &str, origin: &str) -> (http::Reply, Option<String>) {
+    let token = page.split_once("name=\"Token\" value=\"").and_then(|(_, rest)| rest.split_once('"')).map(|(token, _)| token);
+    let form = form_encode(&[("Token", token.expect("the page holds the sign-in to confirm"))]);
+    let reply = http::tcp(&server.api)
+        .expect("connect")
+        .request("POST", "/portal/federated", &[("content-type", "application/x-www-form-urlencoded"), ("origin", origin)], form.as_bytes())
+        .expect("post");
+    let cookie = reply
+        .headers
+        .iter()
+        .find(|(n, _)| n == "set-cookie")
+        .and_then(|(_, c)| c.split(';').next()?.strip_prefix("ds_portal=").map(str::to_owned));
+    (reply, cookie)
+}
+
 pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
     let encode = |s: &str| -> String {
         s.bytes()
