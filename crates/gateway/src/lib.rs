@@ -87,6 +87,7 @@ pub async fn serve(
     .layer(axum::Extension(origins.clone()))
     .layer(axum::Extension(handoffs.clone()))
     .layer(axum::middleware::from_fn_with_state(origin::Check::main(&control), origin::guard))
+    .layer(axum::middleware::from_fn(origin::no_foreign_frames))
     .layer(axum::middleware::from_fn_with_state(trusted.clone(), forwarded::client_address))
     .with_state(control.clone());
     let notebook_app = notebook::origin_routes(Router::new())

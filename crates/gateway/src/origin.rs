@@ -97,6 +97,22 @@ fn same_origin(origin: &str, headers: &HeaderMap, public_url: Option<&str>) -> b
     })
 }
 
+/// The main origin's pages are framed by its own pages only: a page of another origin that
+/// frames the portal, console or a session under a decoy could have a click land on End
+/// session, Request export or Continue (clickjacking). An answer that says otherwise keeps its
+/// own word.
+pub(crate) async fn no_foreign_frames(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::X_FRAME_OPTIONS) {
+        headers.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("SAMEORIGIN"));
+    }
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static("frame-ancestors 'self'"));
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

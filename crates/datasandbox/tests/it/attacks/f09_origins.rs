@@ -81,3 +81,17 @@ fn f09_the_main_origin_serves_no_notebook() {
     let reply = http::tcp(&server.api).expect("connect").request("GET", "/notebook/nb-0123456789abcdef/lab", &[], b"").expect("request");
     assert_eq!(reply.status, 404, "{}", String::from_utf8_lossy(&reply.body));
 }
+
+/// A page of another origin that frames the portal, console or a session page could lay a
+/// decoy over it and have the user's click land on End session or Request export
+/// (clickjacking): the main origin's pages are framed by its own pages only.
+#[test]
+fn f09_no_other_origin_frames_the_main_origins_pages() {
+    let server = crate::support::server::Server::start(&[]);
+    for path in ["/portal", "/console", "/session/status"] {
+        let reply = http::tcp(&server.api).expect("connect").request("GET", path, &[], b"").expect("request");
+        let header = |name: &str| reply.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        assert_eq!(header("x-frame-options").as_deref(), Some("SAMEORIGIN"), "{path}");
+        assert!(header("content-security-policy").is_some_and(|p| p.contains("frame-ancestors 'self'")), "{path}");
+    }
+}
