@@ -49,6 +49,14 @@ const ARGON2_PARALLEL: usize = 4;
 /// many addresses can make the throttle hold is bounded.
 const TRACKED_ACCOUNTS: usize = 50_000;
 const TOTP_STEP: u64 = 30;
+/// Wrong codes with the right password, from any address, before the account refuses every
+/// sign-in for `SECOND_FACTOR_LOCK_MILLIS` (and after each further one). Only someone who
+/// holds the password can cause it, so no stranger locks anyone out; with it, guessing the
+/// code from many addresses gets a handful of tries a quarter hour, not a hundred a second.
+const SECOND_FACTOR_FAILURES: i64 = 10;
+const SECOND_FACTOR_LOCK_MILLIS: i64 = 15 * 60 * 1000;
+/// How long a sign-in waits for its turn at argon2 before it is told to try again.
+const ARGON2_QUEUE_MILLIS: u64 = 10_000;
 
 /// Sign-in budgets by source (in memory: a restart forgets them) and the host-wide argon2 gate.
 pub(crate) struct Throttle {
@@ -146,7 +154,10 @@ impl Throttle {
 
     /// Runs an argon2 computation through the host-wide gate, off the async runtime.
     async fn argon2<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ActionError> {
-        let _permit = self.argon2.acquire().await.map_err(ActionError::internal)?;
+        // Under a flood every sign-in would queue behind it, however long; past a bound it
+        // is told to come back.
+        let permit = tokio::time::timeout(std::time::Duration::from_millis(ARGON2_QUEUE_MILLIS), self.argon2.acquire()).await;
+        let _permit = permit.map_err(|_| too_many("the server is busy checking sign-ins; try again in a few seconds"))?.map_err(ActionError::internal)?;
         tokio::task::spawn_blocking(work).await.map_err(ActionError::internal)
     }
 }
@@ -274,8 +285,13 @@ pub(crate) async fn sign_in(
         (Some(_), None) => false,
     };
     // One answer for every failure: a missing code is not told apart from a wrong password,
-    // or the answer would confirm the password to whoever lacks the code.
-    if !(password_ok && second_factor_ok) {
+    // or the answer would confirm the password to whoever lacks the code; nor is a locked
+    // account told apart.
+    let locked = row.locked_until.is_some_and(|until| until > now);
+    if password_ok && secret.is_some() && !second_factor_ok && !locked {
+        second_factor_failed(plane, user_name, source_ip, now).await?;
+    }
+    if locked || !(password_ok && second_factor_ok) {
         return Err(rejected());
     }
     // The step is taken only if no other sign-in took it (or a later one) meanwhile.
@@ -289,6 +305,30 @@ pub(crate) async fn sign_in(
         roles: roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
         mfa: secret.is_some(),
     })
+}
+
+/// Counts a wrong code that came with the right password; when it locks the account, the
+/// trail says so (`LocalUserLocked`), for the operator to act on: the password is known to
+/// someone trying codes.
+async fn second_factor_failed(plane: &Platform, user_name: &str, source_ip: &str, now: i64) -> Result<(), ActionError> {
+    let until = now + SECOND_FACTOR_LOCK_MILLIS;
+    if repo::second_factor_failed(&plane.store, user_name, SECOND_FACTOR_FAILURES, until).await? {
+        let event = crate::core::platform::ServiceEvent {
+            source: "identity",
+            name: "LocalUserLocked",
+            principal: "identity.datasandbox",
+            parameters: json!({
+                "UserName": user_name,
+                "Reason": "the right password came with a wrong or missing second-factor code too often; change the password",
+                "LockedUntil": millis_to_rfc3339(until),
+            }),
+            source_ip: Some(source_ip.to_owned()),
+            effect: crate::core::platform::Effect::Recorded,
+            ..crate::core::platform::ServiceEvent::default()
+        };
+        plane.record_service_event(event).await?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -97,6 +97,9 @@ pub(super) struct LocalUserRow {
     pub totp_last_step: Option<i64>,
     /// Comma-separated.
     pub roles: String,
+    /// Until when (milliseconds) the account refuses every sign-in: its second factor failed
+    /// too often with the right password.
+    pub locked_until: Option<i64>,
 }
 
 pub(super) async fn find_local_user(store: &Store, user_name: &str) -> Result<Option<LocalUserRow>, sqlx::Error> {
@@ -107,7 +110,25 @@ pub(super) async fn find_local_user(store: &Store, user_name: &str) -> Result<Op
         totp_secret: row.try_get("totp_secret")?,
         totp_last_step: row.try_get("totp_last_step")?,
         roles: row.try_get("roles")?,
+        locked_until: row.try_get("locked_until")?,
     }))
+}
+
+/// The right password came with a wrong or missing code: one more failure on the account,
+/// which is locked until `lock_until` once there are `most` of them since its last sign-in.
+/// Whether this failure locked it.
+pub(super) async fn second_factor_failed(store: &Store, user_name: &str, most: i64, lock_until: i64) -> Result<bool, sqlx::Error> {
+    let failures: Option<i64> = sqlx::query_scalar(
+        "UPDATE local_users SET failed_attempts = failed_attempts + 1,
+             locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE locked_until END
+         WHERE user_name = $1 RETURNING failed_attempts",
+    )
+    .bind(user_name)
+    .bind(most)
+    .bind(lock_until)
+    .fetch_optional(&store.pool)
+    .await?;
+    Ok(failures.is_some_and(|n| n >= most))
 }
 
 /// A successful sign-in: the failures are forgotten and the TOTP step (when one was proved,

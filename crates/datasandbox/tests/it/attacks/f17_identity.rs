@@ -161,3 +161,44 @@ fn f17_a_deleted_users_sessions_end_and_their_name_is_not_given_again() {
     let (status, answer) = sign_in_from(&server, "127.0.0.1", &json!({ "UserName": "carol", "Password": PASSWORD }));
     assert_eq!(status, 401, "{answer}");
 }
+
+/// With a leaked password, a second factor guessed from many addresses at a time (each under
+/// its own budget) fell in about an hour (review finding). Wrong codes that come with the
+/// right password now lock the account, which only the password's holder can cause: a
+/// stranger's wrong passwords never do.
+#[test]
+fn f17_codes_guessed_with_a_leaked_password_lock_the_account() {
+    let server = Server::start(&[]);
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "erin", "Password": PASSWORD }));
+    let token = token_of(&server, "erin");
+    let secret = server.call_as(&token, "identity:AssociateSoftwareToken", &json!({ "Password": PASSWORD })).stdout["SecretCode"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let code = |when: &str| {
+        let out = std::process::Command::new("oathtool").args(["--totp", "-b", "-N", when, &secret]).output().expect("oathtool");
+        String::from_utf8(out.stdout).expect("digits").trim().to_owned()
+    };
+    assert_eq!(server.call_as(&token, "identity:VerifySoftwareToken", &json!({ "UserCode": code("now") })).exit, 0);
+    // The one code that signs her in next (the enrolment took this step; a code works once).
+    let next = code("now + 30 seconds");
+    let try_from = |n: usize, password: &str, code: &str| {
+        sign_in_from(&server, &format!("127.0.0.{}", 40 + n), &json!({ "UserName": "erin", "Password": password, "TotpCode": code })).0
+    };
+    // A stranger's wrong passwords, from many addresses, lock nothing.
+    for n in 0..12 {
+        assert_eq!(try_from(n, "not her password", "123456"), 401);
+    }
+    assert!(server.audit(&[("EventName", "LocalUserLocked")]).is_empty(), "a stranger's guesses locked erin out");
+    // Codes guessed with her password, one per address: after ten, not even the right one works.
+    for n in 0..10 {
+        assert_eq!(try_from(20 + n, PASSWORD, "000000"), 401);
+    }
+    assert_eq!(try_from(40, PASSWORD, &next), 401, "the guessing went on unchecked");
+    let locked = server.audit(&[("EventName", "LocalUserLocked")]);
+    assert_eq!(locked.len(), 1, "{locked:#?}");
+    assert_eq!(locked[0]["requestParameters"]["UserName"], "erin", "{locked:#?}");
+    // The operator lifts the lock (after erin changes her password, as the record says).
+    server.ok("identity:UnlockLocalUser", json!({ "UserName": "erin" }));
+    assert_eq!(try_from(41, PASSWORD, &next), 200);
+}
