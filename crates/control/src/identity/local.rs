@@ -157,7 +157,9 @@ impl Throttle {
         // Under a flood every sign-in would queue behind it, however long; past a bound it
         // is told to come back.
         let permit = tokio::time::timeout(std::time::Duration::from_millis(ARGON2_QUEUE_MILLIS), self.argon2.acquire()).await;
-        let _permit = permit.map_err(|_| too_many("the server is busy checking sign-ins; try again in a few seconds"))?.map_err(ActionError::internal)?;
+        let _permit = permit
+            .map_err(|_| too_many("the server is busy checking sign-ins; try again in a few seconds"))?
+            .map_err(ActionError::internal)?;
         tokio::task::spawn_blocking(work).await.map_err(ActionError::internal)
     }
 }
