@@ -25,6 +25,8 @@ const HIDDEN_MEMBERS: &[&str] = &[
     "Code",
     "NotebookUrl",
     "Password",
+    "PreviousPassword",
+    "ProposedPassword",
     "UserCode",
     "TotpCode",
     "SecretCode",

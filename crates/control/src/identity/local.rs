@@ -321,7 +321,7 @@ async fn second_factor_failed(plane: &Platform, user_name: &str, source_ip: &str
             principal: "identity.datasandbox",
             parameters: json!({
                 "UserName": user_name,
-                "Reason": "the right password came with a wrong or missing second-factor code too often; change the password",
+                "Reason": "the right password came with a wrong or missing second-factor code too often: unlock, and have the user change their password at once",
                 "LockedUntil": millis_to_rfc3339(until),
             }),
             source_ip: Some(source_ip.to_owned()),
@@ -345,10 +345,7 @@ struct CreateInput {
 /// `identity:CreateLocalUser` (operators): a user of the `local` access mode.
 pub(crate) async fn create(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: CreateInput = ctx.parse(input)?;
-    let length = input.password.chars().count();
-    if !(12..=256).contains(&length) {
-        return Err(ActionError::validation(format!("Password must be 12..=256 characters, not {length}")));
-    }
+    check_password("Password", &input.password)?;
     if let Some(bad) = input.roles.iter().find(|r| r.is_empty() || r.contains(',') || r.len() > 64) {
         return Err(ActionError::validation(format!("role `{bad}` must be 1..=64 characters without `,`")));
     }
@@ -373,6 +370,44 @@ pub(crate) async fn create(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value)
         }
     }
     Ok(json!({ "UserName": input.user_name, "CreatedTime": millis_to_rfc3339(created), "Roles": input.roles }))
+}
+
+fn check_password(member: &str, password: &str) -> Result<(), ActionError> {
+    let length = password.chars().count();
+    if (12..=256).contains(&length) {
+        Ok(())
+    } else {
+        Err(ActionError::validation(format!("{member} must be 12..=256 characters, not {length}")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ChangePasswordInput {
+    previous_password: String,
+    proposed_password: String,
+    /// A current code, once a TOTP device is enrolled: a token alone (which may have been
+    /// taken) does not change the password.
+    #[serde(default)]
+    totp_code: Option<String>,
+}
+
+/// `identity:ChangePassword` (the user, signed in, proving the password and code again, as
+/// Cognito's takes the previous password): the new password, and every sign-in of the user
+/// ends, this one too, so that whoever held the old password or a token holds nothing.
+pub(crate) async fn change_password(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
+    let input: ChangePasswordInput = ctx.parse(input)?;
+    let user = caller_local_user(ctx)?;
+    check_password("ProposedPassword", &input.proposed_password)?;
+    ctx.authorize_always();
+    let code = input.totp_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    sign_in(ctx.platform, throttle, &user, &input.previous_password, code, ctx.source_ip).await?;
+    let proposed = input.proposed_password;
+    let hashed = throttle.argon2(move || hash(&proposed)).await??;
+    if !repo::set_password(&ctx.platform.store, &user, &hashed).await? {
+        return Err(ActionError::not_found(ErrorCode::UserNotFoundException, format!("no local user `{user}`")));
+    }
+    Ok(json!({ "SignedOut": true }))
 }
 
 #[derive(Deserialize)]
@@ -424,7 +459,9 @@ fn caller_local_user(ctx: &Ctx<'_>) -> Result<String, ActionError> {
         policy::Principal::User { user, channel: policy::Channel::Bearer, .. } if user.mode() == model::AccessMode::Local => {
             Ok(user.user().to_string())
         }
-        _ => Err(ActionError::validation("only a signed-in local user enrolls a TOTP device (sign in with identity:SignIn)")),
+        _ => Err(ActionError::validation(
+            "only a signed-in local user enrolls a TOTP device or changes their password (sign in with identity:SignIn)",
+        )),
     }
 }
 

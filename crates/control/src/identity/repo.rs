@@ -206,6 +206,20 @@ pub(super) async fn delete_local_user(store: &Store, user_name: &str, now: i64) 
     Ok(true)
 }
 
+/// A local user's new password hash; every token of theirs ends with the old password.
+/// False if there is no such user.
+pub(super) async fn set_password(store: &Store, user_name: &str, password_hash: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = store.pool.begin().await?;
+    let updated = sqlx::query("UPDATE local_users SET password_hash = $1 WHERE user_name = $2")
+        .bind(password_hash)
+        .bind(user_name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND access_mode = 'local'").bind(user_name).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(updated.rows_affected() != 0)
+}
+
 /// Whether a local user of this name exists now.
 pub(super) async fn local_user_exists(store: &Store, user_name: &str) -> Result<bool, sqlx::Error> {
     let found = sqlx::query("SELECT 1 FROM local_users WHERE user_name = $1").bind(user_name).fetch_optional(&store.pool).await?;

@@ -153,6 +153,41 @@ fn local_users_sign_in_with_password_and_totp_and_guessing_is_stopped() {
     assert!(limited.is_some(), "the address was never limited");
 }
 
+/// A local user changes their own password, proving the old one again; every sign-in of
+/// theirs ends with it (whoever held the old password or a token holds nothing), and neither
+/// password reaches the trail.
+#[test]
+fn a_local_user_changes_their_password_and_every_sign_in_ends() {
+    const NEW: &str = "a brand new passphrase, longer";
+    let server = Server::start(&[]);
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "gina", "Password": PASSWORD }));
+    let token = |password: &str| sign_in(&server, json!({ "UserName": "gina", "Password": password }));
+    let (first, second) = (token(PASSWORD).stdout["Token"].as_str().expect("token").to_owned(), token(PASSWORD));
+    let second = second.stdout["Token"].as_str().expect("token").to_owned();
+    let change = |previous: &str, proposed: &str| {
+        server.call_as(&first, "identity:ChangePassword", &json!({ "PreviousPassword": previous, "ProposedPassword": proposed }))
+    };
+    // A wrong old password, or a new one too short, changes nothing.
+    refused(&change("not the password", NEW), "NotAuthorizedException");
+    refused(&change(PASSWORD, "short"), "ValidationException");
+    assert_eq!(server.call_as(&second, "identity:GetCallerIdentity", &json!({})).exit, 0);
+    // Nor may an operator's issued token, or anyone not signed in as gina, change it.
+    refused(
+        &server.call("identity:ChangePassword", &json!({ "PreviousPassword": PASSWORD, "ProposedPassword": NEW })),
+        "ValidationException",
+    );
+    let changed = change(PASSWORD, NEW);
+    assert_eq!(changed.exit, 0, "{changed:?}");
+    for ended in [&first, &second] {
+        refused(&server.call_as(ended, "identity:GetCallerIdentity", &json!({})), "UnrecognizedClientException");
+    }
+    refused(&token(PASSWORD), "NotAuthorizedException");
+    assert_eq!(token(NEW).exit, 0, "the new password signs in");
+    let trail = server.audit(&[]).iter().map(Value::to_string).collect::<String>();
+    assert!(!trail.contains("correct horse") && !trail.contains("brand new"), "a password reached the trail");
+    assert!(trail.contains("ChangePassword"), "the change is on the record");
+}
+
 /// MFA reaches the policies: a site that adds a policy granting local users something only
 /// with a second factor refuses a password-only token and allows a TOTP-proved one.
 #[test]
