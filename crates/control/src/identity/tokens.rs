@@ -46,11 +46,17 @@ pub(crate) async fn create_session_token(ctx: &mut Ctx<'_>, input: Value) -> Res
     }
     let user = match input.access_mode {
         AccessMode::Custom => UserRef::custom(input.user_id),
-        AccessMode::Local => UserRef::local(input.user_id),
-        // Only an identity provider's verified word makes a federated user.
+        // A person's sign-in is their own: a token an operator issued for a local or federated
+        // user would act as them (their home folder, their requests), on the record as them
+        // (review finding). Only an application's own users get issued tokens.
+        AccessMode::Local => {
+            return Err(ActionError::validation(
+                "AccessMode `local` is given only by the user's own sign-in (identity:SignIn); issued tokens are for `custom` users",
+            ));
+        }
         AccessMode::Federated => {
             return Err(ActionError::validation(
-                "AccessMode `federated` is given only by a SAML or OpenID Connect sign-in; use `custom` or `local`",
+                "AccessMode `federated` is given only by a SAML or OpenID Connect sign-in; issued tokens are for `custom` users",
             ));
         }
     };

@@ -42,6 +42,9 @@ fn local_users_sign_in_with_password_and_totp_and_guessing_is_stopped() {
     }
     server.ok("identity:CreateLocalUser", json!({ "UserName": "carol", "Password": PASSWORD }));
     refused(&server.call("identity:CreateLocalUser", &json!({ "UserName": "carol", "Password": PASSWORD })), "UsernameExistsException");
+    // Her sign-in is her own: no operator issues a token that acts as her (review finding).
+    let issued = server.call("identity:CreateSessionToken", &json!({ "UserId": "carol", "AccessMode": "local" }));
+    refused(&issued, "ValidationException");
 
     // Password only, before enrolment: a token without MFA.
     let signed = sign_in(&server, json!({ "UserName": "carol", "Password": PASSWORD }));

@@ -100,9 +100,7 @@ fn f04_a_saml_bob_never_opens_a_local_bobs_notebook() {
     // The identity provider's `bob` (its NameID, which the IdP's users or admins choose).
     let sp = crate::support::saml::fetch_sp_metadata(&server, idp.path());
     let made = crate::support::saml::responses(idp.path(), &sp, &json!([{ "name": "bob", "user": "bob", "mfa": false }]));
-    let signed_in = crate::support::saml::post_acs(&server, made["bob"].as_str().expect("response"), "");
-    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
-    let saml_token = signed_in.cookie.expect("the portal's cookie");
+    let saml_token = crate::support::saml::signed_in_idp_initiated(&server, made["bob"].as_str().expect("response"));
     let saml_cookie = portal_session(&server, &saml_token);
     let saml_notebook = notebook_of(&server, &saml_cookie);
     assert_ne!(saml_notebook, local_notebook, "the SAML bob was handed the local bob's notebook");

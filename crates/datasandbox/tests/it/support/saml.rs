@@ -118,6 +118,16 @@ pub(crate) fn confirm_idp_initiated(server: &Server, page: &str, origin: &str) -
     (reply, cookie)
 }
 
+/// An IdP-initiated response posted, and its sign-in confirmed on the page it lands on: the
+/// portal cookie's token.
+pub(crate) fn signed_in_idp_initiated(server: &Server, response: &str) -> String {
+    let posted = post_acs(server, response, "");
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    let (confirmed, cookie) = confirm_idp_initiated(server, &posted.body, "http://localhost");
+    assert_eq!(confirmed.status, 303, "{}", String::from_utf8_lossy(&confirmed.body));
+    cookie.expect("the portal's cookie")
+}
+
 pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
     let encode = |s: &str| -> String {
         s.bytes()
