@@ -26,6 +26,7 @@ use crate::core::feed::{self, Heard};
 use crate::core::pipeline::Ctx;
 use crate::core::platform::Platform;
 
+mod callers;
 mod checks;
 mod finding;
 mod json_rows;

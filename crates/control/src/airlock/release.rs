@@ -16,8 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::callers::{conflict, find_in, from_workspace, in_its_workspace, person, researcher_in_person, signed_in_person};
 use super::repo::{self, LinkRow, RequestRow};
-use super::requests::{conflict, find_in, from_workspace, in_its_workspace, person, researcher_in_person, state_changed, step};
+use super::requests::{state_changed, step};
 use super::review::reviewers_needed;
 use super::state::{AIRLOCK_BUCKET, Direction, RequestState};
 use crate::core::codec::{decode_base64, encode_base64};
@@ -60,7 +61,7 @@ struct RequestInput {
 async fn others_request(ctx: &mut Ctx<'_>, request_id: &str, what: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
     let request = find_in(ctx, request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
-    let user = super::requests::signed_in_person(ctx)?;
+    let user = signed_in_person(ctx)?;
     if request.creator == user.principal_id() {
         return Err(ActionError::new(
             403,

@@ -222,6 +222,36 @@ pub(super) async fn put_file(store: &Store, request_id: &str, file: &FileRow, no
     Ok(true)
 }
 
+/// Counts `bytes` against what `creator` added in the last `day_ms`, unless that would pass
+/// `limit`: then nothing is counted and the answer is what they had added.
+pub(super) async fn count_upload(
+    store: &Store,
+    creator: &str,
+    bytes: i64,
+    now: i64,
+    day_ms: i64,
+    limit: i64,
+) -> Result<Result<(), i64>, ActionError> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query("DELETE FROM airlock_uploads WHERE creator = $1 AND at <= $2").bind(creator).bind(now - day_ms).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO airlock_uploads (creator, bytes, at) VALUES ($1, $2, $3)")
+        .bind(creator)
+        .bind(bytes)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM airlock_uploads WHERE creator = $1")
+        .bind(creator)
+        .fetch_one(&mut *tx)
+        .await?;
+    if total > limit {
+        tx.rollback().await?;
+        return Ok(Err(total - bytes));
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
 /// Removes a file of a request that is still editable; false if there was none to remove.
 pub(super) async fn remove_file(store: &Store, request_id: &str, path: &str) -> Result<bool, ActionError> {
     let done = sqlx::query(

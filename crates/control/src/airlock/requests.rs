@@ -2,11 +2,12 @@
 //! the checks at once), withdraw it, and see their own requests.
 
 use bytes::Bytes;
-use policy::{Principal, Resource};
+use policy::Resource;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::callers::{bound_to_its_workspace, conflict, from_workspace, its_workspace, own_request, person};
 use super::checks::{self, Outcome};
 use super::repo::{self, CheckRow, FileRow, NewRequest, RequestRow};
 use super::source::BlobReader;
@@ -14,86 +15,6 @@ use super::state::{AIRLOCK_BUCKET, Direction, RequestState};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;
 use crate::core::store::{millis_to_rfc3339, now_millis};
-
-/// The person calling: airlock requests are made, reviewed and downloaded by people only.
-pub(super) fn person(ctx: &Ctx<'_>) -> Result<model::UserRef, ActionError> {
-    match &ctx.caller.principal {
-        Principal::User { user, .. } => Ok(user.clone()),
-        _ => Err(ActionError::new(
-            403,
-            ErrorCode::AccessDeniedException,
-            "airlock requests are made and reviewed by users, not by this caller",
-        )),
-    }
-}
-
-/// A reviewer acting: a person whose roles the user directory or their identity provider
-/// vouches for (a sign-in's token). A token an operator issued names whatever roles it was
-/// given, so one operator could vote as any number of made-up reviewers with it.
-pub(super) fn signed_in_person(ctx: &Ctx<'_>) -> Result<model::UserRef, ActionError> {
-    match &ctx.caller.principal {
-        Principal::User { user, channel: policy::Channel::Bearer, .. } => Ok(user.clone()),
-        _ => Err(ActionError::new(
-            403,
-            ErrorCode::AccessDeniedException,
-            "airlock reviews are made by people signed in (portal, console or the API with a sign-in's token): a token an operator issued cannot vote, release, revoke or preview",
-        )),
-    }
-}
-
-/// The researcher taking their released export's files: signed in as themself, or, for an
-/// application's own user (`custom`), through the application's token for them. An
-/// operator's token for a person whom the user directory vouches for, or a workspace's
-/// credential (an operator can start one for any user and run code in it), would let someone
-/// else take the export out, on the record under the researcher's name (review finding).
-pub(super) fn researcher_in_person(ctx: &Ctx<'_>) -> Result<model::UserRef, ActionError> {
-    match &ctx.caller.principal {
-        Principal::User { user, channel: policy::Channel::Bearer, .. } => Ok(user.clone()),
-        Principal::User { user, channel: policy::Channel::IssuedToken, .. } if user.mode() == model::AccessMode::Custom => Ok(user.clone()),
-        _ => Err(ActionError::new(
-            403,
-            ErrorCode::AccessDeniedException,
-            "an export's files are taken out by its researcher signed in (the portal, or the API with a sign-in's token), not with an issued token or from a workspace",
-        )),
-    }
-}
-
-/// A 409 naming the state a request is in and what was tried.
-pub(super) fn conflict(request: &RequestRow, what: &str) -> ActionError {
-    ActionError::conflict(
-        ErrorCode::ConflictException,
-        format!("airlock request `{}` is {}: cannot {what}", request.request_id, request.state),
-    )
-}
-
-/// A request, with this action's record put under the request's correlation id.
-pub(super) async fn find_in(ctx: &mut Ctx<'_>, request_id: &str) -> Result<RequestRow, ActionError> {
-    let request = repo::find(&ctx.platform.store, request_id).await?;
-    if let Some(id) = &request.correlation_id {
-        ctx.set_correlation_id(id.clone());
-    }
-    Ok(request)
-}
-
-/// The request, if the caller is its researcher; from inside a workspace, only that
-/// workspace's requests (code in one workspace does not submit, withdraw or see another's).
-async fn own_request(ctx: &mut Ctx<'_>, request_id: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
-    let user = person(ctx)?;
-    let request = find_in(ctx, request_id).await?;
-    if request.creator != user.principal_id() {
-        // Not found, as for a request that does not exist: requests are their researcher's.
-        return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("airlock request `{request_id}` does not exist")));
-    }
-    if from_workspace(ctx) {
-        in_its_workspace(ctx, &request.workspace, "a request").await?;
-    }
-    Ok((request, user))
-}
-
-/// Whether the caller speaks from inside a workspace: the instance of their session.
-pub(super) fn from_workspace(ctx: &Ctx<'_>) -> bool {
-    matches!(&ctx.caller.principal, Principal::User { channel: policy::Channel::Instance, .. })
-}
 
 /// A file's name inside a request: a relative path of plain segments, no traversal.
 fn check_path(path: &str) -> Result<(), ActionError> {
@@ -154,43 +75,6 @@ pub(super) async fn create(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, Act
     };
     repo::insert(&ctx.platform.store, &new).await?;
     Ok(json!({ "RequestId": request_id, "State": RequestState::Draft.as_str() }))
-}
-
-/// A request made from inside a workspace (by the instance of a session) is an export of that
-/// workspace: not an import (what comes from inside is not an input from outside), and not of
-/// another workspace, whose imports or earlier releases it would otherwise reach. Checked at
-/// the request's making and at every file added from inside: a request made in the portal
-/// names any workspace (review finding: files sent from workspace B went out as C's).
-async fn bound_to_its_workspace(ctx: &Ctx<'_>, direction: Direction, workspace: &str) -> Result<(), ActionError> {
-    if direction == Direction::Import {
-        return Err(ActionError::access_denied("an import comes from the researcher's device (the portal), not from inside a workspace"));
-    }
-    in_its_workspace(ctx, workspace, "an export").await
-}
-
-/// For a caller inside a workspace: that `workspace` is the one its session's instance serves.
-pub(super) async fn in_its_workspace(ctx: &Ctx<'_>, workspace: &str, what: &str) -> Result<(), ActionError> {
-    let own = its_workspace(ctx).await?;
-    if own == workspace {
-        Ok(())
-    } else {
-        Err(ActionError::access_denied(format!("inside workspace `{own}`, {what} is `{own}`'s, not `{workspace}`'s")))
-    }
-}
-
-/// For a caller inside a workspace: the workspace its session's instance serves.
-async fn its_workspace(ctx: &Ctx<'_>) -> Result<String, ActionError> {
-    let instance = ctx
-        .caller
-        .identity
-        .session_context
-        .as_ref()
-        .and_then(|c| c.session_issuer.as_ref())
-        .and_then(|issuer| issuer["principalId"].as_str())
-        .ok_or_else(|| ActionError::internal("an instance caller without its instance"))?;
-    repo::workspace_of_instance(&ctx.platform.store, instance)
-        .await?
-        .ok_or_else(|| ActionError::access_denied("this instance serves no session: there is no workspace to act for"))
 }
 
 #[derive(Deserialize)]
@@ -259,6 +143,7 @@ pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
         Some((kept, removed)) if !removed.is_empty() => (Bytes::from(kept), removed),
         _ => (body, Vec::new()),
     };
+    within_daily_budget(ctx, &request, body.len()).await?;
     // A key of its own for this addition: nothing written later replaces what a manifest names.
     let object_key = format!("{}/{}/{path}", request.request_id, uuid::Uuid::new_v4().simple());
     let file = FileRow { path: path.clone(), size: body.len() as i64, sha256: hex::encode(Sha256::digest(&body)), object_key };
@@ -267,6 +152,26 @@ pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
         return Err(conflict(&repo::find(&ctx.platform.store, &request.request_id).await?, "change its files"));
     }
     Ok(json!({ "RequestId": request.request_id, "Path": path, "Size": file.size, "Sha256": file.sha256, "MetadataRemoved": stripped }))
+}
+
+/// Counts a file against its researcher's day (`airlock.max_bytes_per_day`): every file added
+/// stays in the airlock bucket, so adding the same file again and again would otherwise fill
+/// the node's disk (review finding).
+async fn within_daily_budget(ctx: &Ctx<'_>, request: &RequestRow, bytes: usize) -> Result<(), ActionError> {
+    let plane = ctx.platform;
+    let limit = i64::try_from(plane.current().airlock.max_bytes_per_day).unwrap_or(i64::MAX);
+    let day_ms = 24 * 3600 * i64::from(plane.spec.timeout_scale_ms);
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    match repo::count_upload(&plane.store, &request.creator, bytes, now_millis(), day_ms, limit).await? {
+        Ok(()) => Ok(()),
+        Err(added) => Err(ActionError::new(
+            429,
+            ErrorCode::LimitExceededException,
+            format!(
+                "this file ({bytes} bytes) would take your airlock additions in the last 24 hours past {limit} bytes (you have added {added}, replaced and removed files included); try again later, or ask an operator to raise airlock.max_bytes_per_day"
+            ),
+        )),
+    }
 }
 
 #[derive(Deserialize)]

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
+use super::callers::{conflict, find_in, person, signed_in_person};
 use super::repo::{self, VoteRow};
-use super::requests::{Viewer, conflict, find_in, person, request_json, signed_in_person, step};
+use super::requests::{Viewer, request_json, step};
 use super::state::{Decision, Direction, RequestState};
 use crate::core::error::{ActionError, ErrorCode};
 use crate::core::pipeline::Ctx;

@@ -583,3 +583,38 @@ fn a_released_import_appears_read_only_under_imports_in_the_researchers_next_ses
         server.cli(&["instances", "exec", other["InstanceId"].as_str().expect("instance"), "--", "/bin/ls", "-A", "/imports"], &[]);
     assert_eq!(listed.stdout.as_str().map(str::trim), Some(""), "{listed:?}");
 }
+
+/// Every file added stays in the airlock bucket, replaced and removed ones too (nothing may
+/// delete from it), so adding a file again and again filled the node's disk (review finding):
+/// what a researcher adds in a day is bounded, whatever they do with it after, and one
+/// researcher's budget is not another's.
+#[test]
+fn a_researchers_additions_in_a_day_are_bounded_replaced_files_included() {
+    let server = Server::start(&["airlock.max_bytes_per_day=1000", "airlock.malware_scan=off"]);
+    let (nora, omar) = (token(&server, "nora", &[]), token(&server, "omar", &[]));
+    let draft = |who: &str| {
+        let create = json!({ "Direction": "IMPORT", "Workspace": STACK, "Justification": "a code list" });
+        ok(server.call_as(who, "airlock:CreateRequest", &create), "create")["RequestId"].as_str().expect("id").to_owned()
+    };
+    let add = |who: &str, id: &str, path: &str, bytes: usize| {
+        server.call_as(who, "airlock:AddFile", &json!({ "RequestId": id, "Path": path, "Body": b64(&vec![b'a'; bytes]) }))
+    };
+    let id = draft(&nora);
+    ok(add(&nora, &id, "codes.csv", 600), "the first file");
+    // The same file again, in place of the first: both are kept, so both count.
+    let again = add(&nora, &id, "codes.csv", 600);
+    assert!(again.stderr["Message"].as_str().is_some_and(|m| m.contains("past 1000 bytes") && m.contains("added 600")), "{again:?}");
+    assert_eq!(refused(again), "LimitExceededException");
+    // Removing it gives nothing back; what is left of the day still goes.
+    ok(server.call_as(&nora, "airlock:RemoveFile", &json!({ "RequestId": id, "Path": "codes.csv" })), "remove");
+    ok(add(&nora, &id, "labels.csv", 400), "within the day's budget");
+    assert_eq!(refused(add(&nora, &draft(&nora), "more.csv", 1)), "LimitExceededException", "a new request is the same day");
+    // Another researcher has a day of their own.
+    ok(add(&omar, &draft(&omar), "codes.csv", 900), "omar's own budget");
+    // The request holds what was added within the budget, and the refusals are on the record.
+    let mine = ok(server.call_as(&nora, "airlock:DescribeRequests", &json!({ "RequestId": id })), "describe");
+    let files: Vec<&str> = mine["Requests"][0]["Files"].as_array().expect("files").iter().filter_map(|f| f["Path"].as_str()).collect();
+    assert_eq!(files, ["labels.csv"]);
+    let added = server.audit(&[("EventName", "AddFile")]);
+    assert_eq!(added.iter().filter(|r| r["errorCode"] == "LimitExceededException").count(), 2, "{added:#?}");
+}

@@ -123,6 +123,7 @@ fn read_airlock(root: &Table) -> AirlockSpec {
         airlock.problem("allowed_types", format!("`{unknown}` is not a type the checks know ({})", AIRLOCK_KNOWN_TYPES.join(", ")));
     }
     let max_file_bytes = airlock.integer("max_file_bytes", 64 << 20, 1..=(1 << 40)) as u64;
+    let max_bytes_per_day = airlock.integer("max_bytes_per_day", 4 << 30, 1..=(1 << 40)) as u64;
     let link_hours = airlock.integer("link_hours", 24, 1..=24 * 30) as u32;
     let release_hours = airlock.integer("release_hours", 24 * 7, 1..=24 * 365) as u32;
     let malware_scan = airlock.choice("malware_scan", "clamav", &["clamav", "off"]) == "clamav";
@@ -134,6 +135,7 @@ fn read_airlock(root: &Table) -> AirlockSpec {
         small_count_threshold,
         allowed_types,
         max_file_bytes,
+        max_bytes_per_day,
         link_hours,
         release_hours,
         malware_scan,

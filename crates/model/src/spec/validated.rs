@@ -241,6 +241,9 @@ pub struct AirlockSpec {
     pub allowed_types: Vec<String>,
     /// A file larger than this is blocked: the checks read every byte or none passes.
     pub max_file_bytes: u64,
+    /// What one researcher may add to requests in a day, replaced and removed files included
+    /// (the airlock bucket keeps every file added).
+    pub max_bytes_per_day: u64,
     pub link_hours: u32,
     pub release_hours: u32,
     /// Whether files are scanned for malware (ClamAV), and where its signatures are. Off
