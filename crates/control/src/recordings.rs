@@ -86,7 +86,11 @@ impl Recordings {
             Some(row) => (row.try_get::<i64, _>("segment")? as u64 + 1, Some(row.try_get::<String, _>("sha256")?)),
             None => (0, None),
         };
-        Ok(Some(Recording { guard, next, previous, segment: None, storing: None }))
+        let stored: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM recording_segments WHERE session_id = $1")
+            .bind(session_id)
+            .fetch_one(&self.plane().store.pool)
+            .await?;
+        Ok(Some(Recording { guard, next, previous, segment: None, storing: None, sealed_bytes: stored.max(0) as u64 }))
     }
 
     fn spool(&self, session_id: &str, segment: u64) -> PathBuf {
@@ -223,6 +227,8 @@ pub struct Recording {
     segment: Option<Segment>,
     /// The sealed segment being stored, if one is.
     storing: Option<tokio::task::JoinHandle<Result<(), ActionError>>>,
+    /// What the session's sealed segments hold, stored or being stored.
+    sealed_bytes: u64,
 }
 
 impl Recording {
@@ -232,6 +238,7 @@ impl Recording {
 
     /// Begins the next segment: a fresh data key, wrapped by the recordings key.
     pub async fn begin_segment(&mut self) -> Result<(), ActionError> {
+        self.room_left()?;
         let recordings = &self.guard.recordings;
         let plane = recordings.plane();
         let key = recordings_key(plane).await?;
@@ -255,12 +262,21 @@ impl Recording {
         Ok(())
     }
 
-    /// Records what the display sent, now.
+    /// Records what the display sent, now; past `recording.max_session_bytes` the recording
+    /// cannot go on (and the session ends).
     pub async fn display(&mut self, bytes: &[u8]) -> Result<(), ActionError> {
-        match &mut self.segment {
-            Some(segment) => segment.record(now_millis(), format::DISPLAY, bytes).await,
-            None => Err(ActionError::internal("a recording was fed before its segment began")),
+        let most = self.guard.recordings.plane().current().recording.max_session_bytes;
+        let Some(segment) = &mut self.segment else {
+            return Err(ActionError::internal("a recording was fed before its segment began"));
+        };
+        if self.sealed_bytes + segment.bytes + bytes.len() as u64 > most {
+            return Err(ActionError::new(
+                429,
+                crate::core::error::ErrorCode::LimitExceededException,
+                format!("the session's recording reached its bound of {most} bytes (recording.max_session_bytes)"),
+            ));
         }
+        segment.record(now_millis(), format::DISPLAY, bytes).await
     }
 
     /// Writes what has waited long enough, and reports a segment that could not be stored;
@@ -269,6 +285,7 @@ impl Recording {
         if self.storing.as_ref().is_some_and(|task| task.is_finished()) {
             self.stored().await?;
         }
+        self.room_left()?;
         match &mut self.segment {
             Some(segment) => segment.tick(now_millis()).await,
             None => Ok(()),
@@ -307,6 +324,25 @@ impl Recording {
         outcome.and(stored)
     }
 
+    /// Whether the node's disk still has `recording.min_free_bytes` free: recordings stop
+    /// there, ending their sessions, before the disk is full and the trail, on its reserve,
+    /// stops every action on the node (review finding).
+    fn room_left(&self) -> Result<(), ActionError> {
+        let plane = self.guard.recordings.plane();
+        let floor = plane.current().recording.min_free_bytes;
+        // The spool is made with the first segment: until then, the data directory it goes in.
+        let spool = plane.data_dir.join("recordings");
+        let free = sandbox::free_bytes(&spool).or_else(|_| sandbox::free_bytes(&plane.data_dir)).map_err(ActionError::internal)?;
+        if free >= floor {
+            return Ok(());
+        }
+        Err(ActionError::new(
+            503,
+            crate::core::error::ErrorCode::LimitExceededException,
+            format!("the node's disk has {free} bytes free, under the {floor} recordings leave free (recording.min_free_bytes)"),
+        ))
+    }
+
     /// Waits for the segment being stored, if one is: its outcome.
     async fn stored(&mut self) -> Result<(), ActionError> {
         match self.storing.take() {
@@ -318,6 +354,7 @@ impl Recording {
     async fn seal(&mut self, ends_recording: bool) -> Result<Option<Sealed>, ActionError> {
         let Some(segment) = self.segment.take() else { return Ok(None) };
         let sealed = segment.seal(self.guard.recordings.plane(), now_millis(), ends_recording).await?;
+        self.sealed_bytes += sealed.bytes.len() as u64;
         self.previous = Some(sealed.sha256.clone());
         self.next += 1;
         Ok(Some(sealed))

@@ -51,6 +51,9 @@ async fn stream(
     upgrade.protocols(["binary"]).max_message_size(limit).on_upgrade(move |socket| bridge(control, target, socket))
 }
 
+/// How often a recorded session's stream makes sure its recorder still records.
+const RECORDER_CHECKED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSocket) {
     let (mut to_client, mut from_client) = socket.split();
     let display = match crate::recorder::connect_display(&target.socket).await {
@@ -68,10 +71,19 @@ async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSock
     let (mut client, mut server) = (ClientFilter::new(policy, shared.clone()), ServerFilter::new(policy, shared));
     let mut buffer = vec![0u8; READ_CHUNK];
     let (mut out, mut events) = (Vec::new(), Vec::new());
+    // A recorded session streams only while its recorder records: a recording that fails ends
+    // the session, and if that end fails too, this stream still stops.
+    let mut recorder_checked = tokio::time::interval(RECORDER_CHECKED_EVERY);
     loop {
         out.clear();
         events.clear();
         tokio::select! {
+            _ = recorder_checked.tick(), if target.recorded => {
+                if !control.recording_live(&target.connection.session_id) {
+                    tracing::warn!(session = target.connection.session_id, "closing a stream: its session's recording stopped");
+                    break;
+                }
+            }
             message = from_client.next() => {
                 let data = match message {
                     Some(Ok(Message::Binary(data))) => data,

@@ -16,7 +16,7 @@ pub use problem::{Problem, SpecError};
 pub use read::{is_node_name, provider_url_allowed};
 pub use validated::{
     AirlockSpec, AuditSpec, BucketSpec, ClusterSpec, DatasetSpec, FleetSpec, FleetType, ImageSpec, InstanceType, Ipv4Cidr, LauncherSpec,
-    NotebookSpec, NotificationSpec, OidcSpec, PolicySpec, ReadAudit, ServerTls, Spec, StackSpec, StorageBackend, StreamView,
+    NotebookSpec, NotificationSpec, OidcSpec, PolicySpec, ReadAudit, RecordingSpec, ServerTls, Spec, StackSpec, StorageBackend, StreamView,
     USER_SETTING_ACTIONS, USER_SETTINGS_OFF_UNLESS_ENABLED, UserSetting, is_event_type,
 };
 

@@ -384,3 +384,44 @@ fn kill_9_mid_session_leaves_a_segment_sealed_as_incomplete() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A recording past `recording.max_session_bytes` ends its session (which cannot stream
+/// unrecorded), and so does one that would leave the node's disk with less than
+/// `recording.min_free_bytes`: a full-screen video no longer fills the disk until the trail,
+/// on its reserve, stops every action of the node (review finding).
+#[test]
+fn a_recording_past_its_bounds_ends_its_session_not_the_node() {
+    let recorded = ["stream_view=DESKTOP", "streaming.timeout_scale_ms=10", "stacks.datasandbox-stack.session_recording=true"];
+    let ended_for = |server: &Server, id: &str| {
+        let ended = eventually(60, "the session ended for its recording", || {
+            server.audit(&[("EventName", "SessionEnded")]).into_iter().find(|r| r["requestParameters"]["SessionId"] == id)
+        });
+        assert_eq!(ended["requestParameters"]["EndReason"], "RECORDING_FAILED", "{ended}");
+        let failed = server.audit(&[("EventName", "RecordingFailed")]);
+        let failed = failed.iter().find(|r| r["requestParameters"]["SessionId"] == id).expect("the failure on the record");
+        failed["requestParameters"]["Reason"].as_str().unwrap_or_default().to_owned()
+    };
+    // 64 KiB: a few whole frames.
+    let server = crate::support::streaming::server(&[&recorded[..], &["recording.max_session_bytes=65536"]].concat());
+    let (cookie, opened) = session(&server, "erin");
+    let id = opened["SessionId"].as_str().expect("id").to_owned();
+    let mut rfb = Rfb::open(&server, &cookie, &id);
+    rfb.handshake();
+    let reason = ended_for(&server, &id);
+    assert!(reason.contains("recording.max_session_bytes"), "{reason}");
+    // The node goes on: another session starts.
+    let (_, next) = session(&server, "fay");
+    assert_eq!(next["State"], "ACTIVE");
+    drop(server);
+
+    // A disk with less room than recordings leave: the recording never starts, nor the stream.
+    let server = crate::support::streaming::server(&[&recorded[..], &["recording.min_free_bytes=4398046511104"]].concat());
+    let (cookie, opened) = session(&server, "erin");
+    let id = opened["SessionId"].as_str().expect("id").to_owned();
+    let path = format!("/stream/{id}");
+    let stream =
+        crate::support::http::websocket(&server.api, &path, &format!("ds_session={cookie}"), Some("binary"), Duration::from_secs(30));
+    assert!(stream.is_err(), "a recorded stream opened with no room to record it");
+    let reason = ended_for(&server, &id);
+    assert!(reason.contains("recording.min_free_bytes"), "{reason}");
+}

@@ -9,7 +9,8 @@ use super::resources::{
     read_buckets, read_datasets, read_fleets, read_images, read_instance_types, read_notebooks, read_policies, read_stacks,
 };
 use super::validated::{
-    AirlockSpec, AuditSpec, ClusterSpec, FleetType, Ipv4Cidr, LauncherSpec, OidcSpec, ServerTls, Spec, StorageBackend, StreamView,
+    AirlockSpec, AuditSpec, ClusterSpec, FleetType, Ipv4Cidr, LauncherSpec, OidcSpec, RecordingSpec, ServerTls, Spec, StorageBackend,
+    StreamView,
 };
 use super::walk::Table;
 
@@ -53,6 +54,7 @@ pub(super) fn read_spec(root: &Table) -> Spec {
     let metadata_url = read_metadata_url(root);
     let (storage, max_object_size) = read_storage(root);
     let audit = read_audit(root);
+    let recording = read_recording(root);
     let cluster = read_cluster(root);
     let sandbox = read_sandbox(root);
     let instance_types = read_instance_types(root);
@@ -88,6 +90,7 @@ pub(super) fn read_spec(root: &Table) -> Spec {
         storage,
         max_object_size,
         audit,
+        recording,
         cluster,
         endpoint_port: sandbox.endpoint_port,
         credential_lifetime_seconds: sandbox.credential_lifetime_seconds,
@@ -354,6 +357,16 @@ fn read_audit(root: &Table) -> AuditSpec {
     }
     audit.finish();
     audit_spec
+}
+
+fn read_recording(root: &Table) -> RecordingSpec {
+    let recording = root.table("recording");
+    let spec = RecordingSpec {
+        max_session_bytes: recording.integer("max_session_bytes", 8 << 30, 1 << 16..=1 << 42) as u64,
+        min_free_bytes: recording.integer("min_free_bytes", 1 << 30, 0..=1 << 42) as u64,
+    };
+    recording.finish();
+    spec
 }
 
 /// `[cluster]`: a lease must outlast at least two missed renewals, so that one slow renewal

@@ -208,6 +208,16 @@ pub struct AuditSpec {
     pub witness: Option<PathBuf>,
 }
 
+/// `[recording]`: the bounds of session recordings, past which a recorded session ends (its
+/// recording cannot go on) rather than fill the node's disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingSpec {
+    /// What one session's recording may hold.
+    pub max_session_bytes: u64,
+    /// The room recordings leave free on the node's disk (the spool's file system).
+    pub min_free_bytes: u64,
+}
+
 /// `[cluster]`: this node's name and the lease timing nodes keep in the shared metadata store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
@@ -322,6 +332,7 @@ pub struct Spec {
     pub storage: StorageBackend,
     pub max_object_size: u64,
     pub audit: AuditSpec,
+    pub recording: RecordingSpec,
     pub cluster: ClusterSpec,
     /// The port of the endpoint on each instance link's host address.
     pub endpoint_port: u16,
