@@ -90,7 +90,32 @@ impl Recordings {
             .bind(session_id)
             .fetch_one(&self.plane().store.pool)
             .await?;
-        Ok(Some(Recording { guard, next, previous, segment: None, storing: None, sealed_bytes: stored.max(0) as u64 }))
+        let mut recording =
+            Recording { guard, next, previous, segment: None, storing: None, sealed_bytes: stored.max(0) as u64, users_other: 0 };
+        // A recording at its bound does not open again: a reconnecting stream gets nothing
+        // recorded in between.
+        recording.users_other = self.users_other_bytes(session_id).await?;
+        recording.within_bounds(0)?;
+        Ok(Some(recording))
+    }
+
+    /// What the recordings of the user's other sessions hold, of segments that ended in the
+    /// last 24 hours (scaled in tests).
+    async fn users_other_bytes(&self, session_id: &str) -> Result<u64, ActionError> {
+        let plane = self.plane();
+        let since = now_millis() - 24 * 3600 * i64::from(plane.spec.timeout_scale_ms);
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(r.size), 0) AS BIGINT) FROM recording_segments r
+             JOIN sessions other ON other.session_id = r.session_id
+             JOIN sessions this ON this.session_id = $1
+             WHERE other.user_id = this.user_id AND other.authentication_type = this.authentication_type
+               AND COALESCE(other.issuer, '') = COALESCE(this.issuer, '') AND r.session_id <> $1 AND r.ended > $2",
+        )
+        .bind(session_id)
+        .bind(since)
+        .fetch_one(&plane.store.pool)
+        .await?;
+        Ok(bytes.max(0) as u64)
     }
 
     fn spool(&self, session_id: &str, segment: u64) -> PathBuf {
@@ -229,6 +254,8 @@ pub struct Recording {
     storing: Option<tokio::task::JoinHandle<Result<(), ActionError>>>,
     /// What the session's sealed segments hold, stored or being stored.
     sealed_bytes: u64,
+    /// What the user's other sessions' recordings of the last day hold (read at each segment).
+    users_other: u64,
 }
 
 impl Recording {
@@ -239,6 +266,8 @@ impl Recording {
     /// Begins the next segment: a fresh data key, wrapped by the recordings key.
     pub async fn begin_segment(&mut self) -> Result<(), ActionError> {
         self.room_left()?;
+        self.users_other = self.guard.recordings.users_other_bytes(self.session_id()).await?;
+        self.within_bounds(0)?;
         let recordings = &self.guard.recordings;
         let plane = recordings.plane();
         let key = recordings_key(plane).await?;
@@ -265,18 +294,32 @@ impl Recording {
     /// Records what the display sent, now; past `recording.max_session_bytes` the recording
     /// cannot go on (and the session ends).
     pub async fn display(&mut self, bytes: &[u8]) -> Result<(), ActionError> {
-        let most = self.guard.recordings.plane().current().recording.max_session_bytes;
-        let Some(segment) = &mut self.segment else {
-            return Err(ActionError::internal("a recording was fed before its segment began"));
-        };
-        if self.sealed_bytes + segment.bytes + bytes.len() as u64 > most {
-            return Err(ActionError::new(
-                429,
-                crate::core::error::ErrorCode::LimitExceededException,
-                format!("the session's recording reached its bound of {most} bytes (recording.max_session_bytes)"),
+        self.within_bounds(bytes.len() as u64)?;
+        match &mut self.segment {
+            Some(segment) => segment.record(now_millis(), format::DISPLAY, bytes).await,
+            None => Err(ActionError::internal("a recording was fed before its segment began")),
+        }
+    }
+
+    /// Whether `more` bytes keep the recording within its bounds: the session's
+    /// (`recording.max_session_bytes`) and its user's day (`recording.max_user_bytes_per_day`).
+    fn within_bounds(&self, more: u64) -> Result<(), ActionError> {
+        let bounds = &self.guard.recordings.plane().current().recording;
+        let session = self.sealed_bytes + self.segment.as_ref().map_or(0, |s| s.bytes) + more;
+        let over = |what: String| Err(ActionError::new(429, crate::core::error::ErrorCode::LimitExceededException, what));
+        if session > bounds.max_session_bytes {
+            return over(format!(
+                "the session's recording reached its bound of {} bytes (recording.max_session_bytes)",
+                bounds.max_session_bytes
             ));
         }
-        segment.record(now_millis(), format::DISPLAY, bytes).await
+        if self.users_other + session > bounds.max_user_bytes_per_day {
+            return over(format!(
+                "the user's recordings of the last 24 hours reached their bound of {} bytes (recording.max_user_bytes_per_day)",
+                bounds.max_user_bytes_per_day
+            ));
+        }
+        Ok(())
     }
 
     /// Writes what has waited long enough, and reports a segment that could not be stored;
@@ -314,6 +357,8 @@ impl Recording {
     /// Seals the last segment and waits until every segment is stored; every failure is
     /// reported, the first returned.
     pub async fn finish(mut self) -> Result<(), ActionError> {
+        // Not recording from here on: no stream may open, or go on, on the strength of it.
+        self.guard.recordings.live.lock().expect("live recordings").remove(self.session_id());
         let last = self.seal(true).await;
         let outcome = self.stored().await;
         let stored = match last {

@@ -296,7 +296,9 @@ fn confirm_page(token: &str, user: &str, issuer: &str) -> Response {
         (header::CACHE_CONTROL, "no-store"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::CONTENT_SECURITY_POLICY, "default-src 'none'; form-action 'self'; frame-ancestors 'none'"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: the form's post would then carry `Origin: null`, which the
+        // origin guard refuses.
+        (header::REFERRER_POLICY, "same-origin"),
     ] {
         reply.headers_mut().insert(name, HeaderValue::from_static(value));
     }

@@ -35,20 +35,26 @@ impl Trusted {
     /// The client a request from `peer` is for.
     fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut client = peer.to_canonical();
-        let hops = headers.get_all("x-forwarded-for").iter().flat_map(|value| value.to_str().unwrap_or("!").split(','));
-        let hops: Vec<&str> = hops.collect();
+        // Hop by hop, as bytes: a proxy appends its hop to whatever the client sent in one
+        // value, and one byte of the client's that is not text must not hide the hops after it.
+        let hops: Vec<&[u8]> = headers.get_all("x-forwarded-for").iter().flat_map(|value| value.as_bytes().split(|b| *b == b',')).collect();
         for hop in hops.iter().rev() {
             if !self.trusts(client) {
                 break;
             }
             // A hop that is not an address ends the walk: what is left of it is not vouched for.
-            match hop.trim().parse::<IpAddr>() {
-                Ok(address) => client = address.to_canonical(),
-                Err(_) => break,
+            match std::str::from_utf8(hop).ok().and_then(|hop| address_of(hop.trim())) {
+                Some(address) => client = address.to_canonical(),
+                None => break,
             }
         }
         client
     }
+}
+
+/// A hop's address, written alone or with a port (`192.0.2.7:5678`, `[2001:db8::7]:443`).
+fn address_of(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|at| at.ip()))
 }
 
 /// Replaces the peer's address with the client's when the peer is a trusted proxy.
@@ -96,5 +102,12 @@ mod tests {
         assert_eq!(client(&proxies, "::ffff:127.0.0.1", &["::ffff:203.0.113.9"]), "203.0.113.9");
         // Every hop a trusted proxy: the leftmost.
         assert_eq!(client(&proxies, "127.0.0.1", &["192.168.7.3, 192.168.7.20"]), "192.168.7.3");
+        // Hops with ports; a byte of the client's that is not text hides nothing after it.
+        assert_eq!(client(&proxies, "127.0.0.1", &["203.0.113.9:5678"]), "203.0.113.9");
+        assert_eq!(client(&proxies, "127.0.0.1", &["[2001:db8::7]:443"]), "2001:db8::7");
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"\xff, 203.0.113.9").expect("a header value"));
+        let trusted = Trusted::new(&["127.0.0.1/32".parse().expect("a network")]);
+        assert_eq!(trusted.client("127.0.0.1".parse().expect("an address"), &headers).to_string(), "203.0.113.9");
     }
 }

@@ -78,12 +78,9 @@ async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSock
         out.clear();
         events.clear();
         tokio::select! {
-            _ = recorder_checked.tick(), if target.recorded => {
-                if !control.recording_live(&target.connection.session_id) {
-                    tracing::warn!(session = target.connection.session_id, "closing a stream: its session's recording stopped");
-                    break;
-                }
-            }
+            _ = recorder_checked.tick(), if target.recorded => if recorder_stopped(&control, &target) {
+                break;
+            },
             message = from_client.next() => {
                 let data = match message {
                     Some(Ok(Message::Binary(data))) => data,
@@ -135,6 +132,15 @@ async fn bridge(control: ControlPlane, mut target: StreamTarget, socket: WebSock
     }
     let _ = to_client.send(Message::Close(None)).await;
     target.connection.close().await;
+}
+
+/// Whether a recorded session's recorder no longer records (its stream must stop).
+fn recorder_stopped(control: &ControlPlane, target: &StreamTarget) -> bool {
+    let stopped = !control.recording_live(&target.connection.session_id);
+    if stopped {
+        tracing::warn!(session = target.connection.session_id, "closing a stream: its session's recording stopped");
+    }
+    stopped
 }
 
 /// Acts on the filters' events before their bytes go on: input counts for the idle timeout,

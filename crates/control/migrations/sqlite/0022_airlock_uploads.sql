@@ -7,3 +7,7 @@ CREATE TABLE airlock_uploads (
     at BIGINT NOT NULL
 );
 CREATE INDEX airlock_uploads_by_creator ON airlock_uploads (creator, at);
+-- One row per researcher, locked by each addition while it counts.
+CREATE TABLE airlock_upload_budgets (
+    creator TEXT PRIMARY KEY
+);

@@ -73,13 +73,16 @@ pub(super) async fn find_in(ctx: &mut Ctx<'_>, request_id: &str) -> Result<Reque
 /// workspace's requests (code in one workspace does not submit, withdraw or see another's).
 pub(super) async fn own_request(ctx: &mut Ctx<'_>, request_id: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
     let user = person(ctx)?;
-    let request = find_in(ctx, request_id).await?;
-    if request.creator != user.principal_id() {
-        // Not found, as for a request that does not exist: requests are their researcher's.
+    let request = repo::find(&ctx.platform.store, request_id).await?;
+    // Not found, as for a request that does not exist: requests are their researcher's, and
+    // from inside a workspace, that workspace's (whose name a refusal would otherwise tell).
+    let elsewhere = from_workspace(ctx) && its_workspace(ctx).await? != request.workspace;
+    if request.creator != user.principal_id() || elsewhere {
         return Err(ActionError::not_found(ErrorCode::ResourceNotFoundException, format!("airlock request `{request_id}` does not exist")));
     }
-    if from_workspace(ctx) {
-        in_its_workspace(ctx, &request.workspace, "a request").await?;
+    // Only now is the call the request's: a refused one is not filed under its correlation id.
+    if let Some(id) = &request.correlation_id {
+        ctx.set_correlation_id(id.clone());
     }
     Ok((request, user))
 }

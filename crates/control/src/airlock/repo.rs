@@ -233,6 +233,12 @@ pub(super) async fn count_upload(
     limit: i64,
 ) -> Result<Result<(), i64>, ActionError> {
     let mut tx = store.pool.begin().await?;
+    // The creator's row, written first, holds their additions one at a time (PostgreSQL's row
+    // lock; SQLite has one writer): otherwise each of many at once would miss the others'.
+    sqlx::query("INSERT INTO airlock_upload_budgets (creator) VALUES ($1) ON CONFLICT (creator) DO UPDATE SET creator = excluded.creator")
+        .bind(creator)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM airlock_uploads WHERE creator = $1 AND at <= $2").bind(creator).bind(now - day_ms).execute(&mut *tx).await?;
     sqlx::query("INSERT INTO airlock_uploads (creator, bytes, at) VALUES ($1, $2, $3)")
         .bind(creator)

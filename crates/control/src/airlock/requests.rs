@@ -161,18 +161,27 @@ async fn within_daily_budget(ctx: &Ctx<'_>, request: &RequestRow, bytes: usize) 
     let plane = ctx.platform;
     let limit = i64::try_from(plane.current().airlock.max_bytes_per_day).unwrap_or(i64::MAX);
     let day_ms = 24 * 3600 * i64::from(plane.spec.timeout_scale_ms);
-    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    // Each addition is a stored object, a row and a record, however small its file.
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX).max(MIN_ADDITION_BYTES);
     match repo::count_upload(&plane.store, &request.creator, bytes, now_millis(), day_ms, limit).await? {
         Ok(()) => Ok(()),
-        Err(added) => Err(ActionError::new(
-            429,
-            ErrorCode::LimitExceededException,
-            format!(
-                "this file ({bytes} bytes) would take your airlock additions in the last 24 hours past {limit} bytes (you have added {added}, replaced and removed files included); try again later, or ask an operator to raise airlock.max_bytes_per_day"
-            ),
-        )),
+        Err(added) => {
+            // Code in a workspace is not told what its researcher adds from elsewhere.
+            let so_far =
+                if from_workspace(ctx) { String::new() } else { format!(" (you have added {added}, replaced and removed files included)") };
+            Err(ActionError::new(
+                429,
+                ErrorCode::LimitExceededException,
+                format!(
+                    "this file ({bytes} bytes) would take your airlock additions in the last 24 hours past {limit} bytes{so_far}; try again later, or ask an operator to raise airlock.max_bytes_per_day"
+                ),
+            ))
+        }
     }
 }
+
+/// What an addition counts for at least.
+const MIN_ADDITION_BYTES: i64 = 4096;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]

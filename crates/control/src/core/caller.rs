@@ -105,6 +105,9 @@ pub struct Caller {
     pub federation: Option<Federation>,
     /// When the caller's credential stops being valid (Unix milliseconds), if it does.
     pub expires: Option<i64>,
+    /// A local user who proved their password just now: the generation of their credentials,
+    /// which the token made for them holds.
+    pub credential_epoch: Option<i64>,
 }
 
 /// What a verified SAML assertion or OIDC ID token said beyond who the user is.

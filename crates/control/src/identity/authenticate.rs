@@ -70,6 +70,7 @@ pub(super) async fn authenticate(identity: &Identity, credentials: &Credentials,
             correlation_id: correlation_id.clone(),
             federation: None,
             expires: None,
+            credential_epoch: None,
         }),
     }
 }
@@ -89,6 +90,7 @@ async fn instance_caller(plane: &Platform, instances: &dyn InstanceLookup, token
                 correlation_id: instance.correlation_id.clone(),
                 federation: None,
                 expires: None,
+                credential_epoch: None,
             })
         }
         _ => Ok(Caller {
@@ -97,6 +99,7 @@ async fn instance_caller(plane: &Platform, instances: &dyn InstanceLookup, token
             correlation_id: instance.correlation_id.clone(),
             federation: None,
             expires: None,
+            credential_epoch: None,
         }),
     }
 }
@@ -113,6 +116,7 @@ fn operator_caller(plane: &Platform, uid: u32) -> Result<Caller, ActionError> {
         correlation_id: None,
         federation: None,
         expires: None,
+        credential_epoch: None,
     })
 }
 
@@ -129,7 +133,8 @@ async fn local_user_caller(
     let user = UserRef::local(UserId::new(signed_in.user_name.clone()).map_err(|_| local_rejected())?);
     let (principal, identity) =
         person(&plane.spec.account_id, &user, Channel::SignIn, "User", signed_in.mfa, signed_in.roles, None, now_millis());
-    Ok(Caller { principal, identity, correlation_id: Some(uuid::Uuid::new_v4().to_string()), federation: None, expires: None })
+    let correlation_id = Some(uuid::Uuid::new_v4().to_string());
+    Ok(Caller { principal, identity, correlation_id, federation: None, expires: None, credential_epoch: Some(signed_in.credential_epoch) })
 }
 
 /// A user the SAML identity provider vouched for in a verified response.
@@ -178,7 +183,8 @@ fn federated_caller(
         UserId::new(user.to_owned()).map_err(ActionError::internal)?,
     );
     let (principal, identity) = person(account_id, &user, Channel::SignIn, kind, mfa, roles, Some(issuer), now_millis());
-    Ok(Caller { principal, identity, correlation_id: Some(uuid::Uuid::new_v4().to_string()), federation: Some(federation), expires: None })
+    let correlation_id = Some(uuid::Uuid::new_v4().to_string());
+    Ok(Caller { principal, identity, correlation_id, federation: Some(federation), expires: None, credential_epoch: None })
 }
 
 fn local_rejected() -> ActionError {
@@ -204,7 +210,8 @@ async fn user_from_token(store: &Store, account_id: &str, token: &str) -> Result
         _ => Channel::Bearer,
     };
     let (principal, identity) = person(account_id, &user, channel, "User", row.mfa, roles, None, row.created);
-    Ok(Caller { principal, identity, correlation_id: Some(row.correlation_id), federation: None, expires: Some(row.expires) })
+    let correlation_id = Some(row.correlation_id);
+    Ok(Caller { principal, identity, correlation_id, federation: None, expires: Some(row.expires), credential_epoch: row.credential_epoch })
 }
 
 /// The name of a local uid, from the passwd database, or `uid-<n>`; read again after a

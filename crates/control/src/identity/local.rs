@@ -249,6 +249,9 @@ pub(crate) struct SignedIn {
     pub user_name: String,
     pub roles: Vec<String>,
     pub mfa: bool,
+    /// The generation of the credentials proved: the token made for this sign-in acts only
+    /// while the user still has it.
+    pub credential_epoch: i64,
 }
 
 /// Checks a local user's password (and TOTP code, once enrolled), within the source's budget.
@@ -267,7 +270,8 @@ pub(crate) async fn sign_in(
     let row = if user_name.contains('\0') { None } else { repo::find_local_user(&plane.store, user_name).await? };
     let given = password.to_owned();
     let Some(row) = row else {
-        let _ = throttle.argon2(move || verify(given, decoy())).await;
+        // The same work, and the same answer when argon2 is too busy, as for a known name.
+        throttle.argon2(move || verify(given, decoy())).await?;
         return Err(rejected());
     };
     let stored = row.password_hash;
@@ -297,7 +301,8 @@ pub(crate) async fn sign_in(
         return Err(rejected());
     }
     // The step is taken only if no other sign-in took it (or a later one) meanwhile.
-    if !repo::take_sign_in(&plane.store, user_name, step.map(|s| s as i64).or(last_step), step.is_some()).await? {
+    let steps = (step.map(|s| s as i64).or(last_step), step.is_some());
+    if !repo::take_sign_in(&plane.store, user_name, steps, row.credential_epoch, now).await? {
         return Err(rejected());
     }
     attempt.succeeded();
@@ -306,6 +311,7 @@ pub(crate) async fn sign_in(
         user_name: user_name.to_owned(),
         roles: roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
         mfa: secret.is_some(),
+        credential_epoch: row.credential_epoch,
     })
 }
 
@@ -401,9 +407,11 @@ pub(crate) async fn change_password(throttle: &Throttle, ctx: &mut Ctx<'_>, inpu
     check_password("ProposedPassword", &input.proposed_password)?;
     ctx.authorize_always();
     let code = input.totp_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
-    sign_in(ctx.platform, throttle, &user, &input.previous_password, code, ctx.source_ip).await?;
+    // The new hash first: a sign-in that then failed for a busy argon2 would have spent the
+    // code, and counted as a failure when tried again.
     let proposed = input.proposed_password;
     let hashed = throttle.argon2(move || hash(&proposed)).await??;
+    sign_in(ctx.platform, throttle, &user, &input.previous_password, code, ctx.source_ip).await?;
     if !repo::set_password(&ctx.platform.store, &user, &hashed).await? {
         return Err(ActionError::not_found(ErrorCode::UserNotFoundException, format!("no local user `{user}`")));
     }

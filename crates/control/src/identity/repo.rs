@@ -28,12 +28,18 @@ pub(super) struct TokenRow {
     pub created: i64,
     pub expires: i64,
     pub mfa: bool,
+    /// A local user's sign-in: the credentials' generation it proved (`credential_epoch`).
+    pub credential_epoch: Option<i64>,
 }
 
-/// The token whose SHA-256 is `token_hash`, if one was issued.
+/// The token whose SHA-256 is `token_hash`, if one was issued and still acts: a local user's
+/// only while the user exists with the credentials it proved (not after a password change or
+/// the user's deletion, however a sign-in in flight raced them: review finding).
 pub(super) async fn find_token(store: &Store, token_hash: &str) -> Result<Option<TokenRow>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT user_id, access_mode, issuer, channel, roles, correlation_id, created, expires, mfa FROM tokens WHERE token_hash = $1",
+        "SELECT user_id, access_mode, issuer, channel, roles, correlation_id, created, expires, mfa, credential_epoch FROM tokens t
+         WHERE token_hash = $1 AND (access_mode <> 'local' OR EXISTS (
+             SELECT 1 FROM local_users u WHERE u.user_name = t.user_id AND u.credential_epoch = COALESCE(t.credential_epoch, 0)))",
     )
     .bind(token_hash)
     .fetch_optional(&store.pool)
@@ -49,6 +55,7 @@ pub(super) async fn find_token(store: &Store, token_hash: &str) -> Result<Option
         created: row.try_get("created")?,
         expires: row.try_get("expires")?,
         mfa: row.try_get::<Option<i64>, _>("mfa")?.unwrap_or(0) == 1,
+        credential_epoch: row.try_get("credential_epoch")?,
     }))
 }
 
@@ -70,9 +77,9 @@ pub(super) async fn delete_token_of(store: &Store, token_hash: &str, user: &mode
 /// token after it, and the deleted user's token held: review finding).
 pub(super) async fn insert_token(store: &Store, token_hash: &str, token: &TokenRow) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, issuer, channel)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
-         WHERE $3 <> 'local' OR EXISTS (SELECT 1 FROM local_users WHERE user_name = $2)",
+        "INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, issuer, channel, credential_epoch)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+         WHERE $3 <> 'local' OR EXISTS (SELECT 1 FROM local_users WHERE user_name = $2 AND credential_epoch = $11)",
     )
     .bind(token_hash)
     .bind(&token.user_id)
@@ -84,6 +91,7 @@ pub(super) async fn insert_token(store: &Store, token_hash: &str, token: &TokenR
     .bind(i64::from(token.mfa))
     .bind(&token.issuer)
     .bind(token.channel.map(TokenChannel::as_str))
+    .bind(token.credential_epoch)
     .execute(&store.pool)
     .await?;
     Ok(inserted.rows_affected() != 0)
@@ -100,6 +108,8 @@ pub(super) struct LocalUserRow {
     /// Until when (milliseconds) the account refuses every sign-in: its second factor failed
     /// too often with the right password.
     pub locked_until: Option<i64>,
+    /// Raised by every password change (`credential_epoch`).
+    pub credential_epoch: i64,
 }
 
 pub(super) async fn find_local_user(store: &Store, user_name: &str) -> Result<Option<LocalUserRow>, sqlx::Error> {
@@ -111,6 +121,7 @@ pub(super) async fn find_local_user(store: &Store, user_name: &str) -> Result<Op
         totp_last_step: row.try_get("totp_last_step")?,
         roles: row.try_get("roles")?,
         locked_until: row.try_get("locked_until")?,
+        credential_epoch: row.try_get("credential_epoch")?,
     }))
 }
 
@@ -132,16 +143,27 @@ pub(super) async fn second_factor_failed(store: &Store, user_name: &str, most: i
 }
 
 /// A successful sign-in: the failures are forgotten and the TOTP step (when one was proved,
-/// `step_proved`) is taken, unless another sign-in took it or a later one meanwhile. False
-/// if it was.
-pub(super) async fn take_sign_in(store: &Store, user_name: &str, last_step: Option<i64>, step_proved: bool) -> Result<bool, sqlx::Error> {
+/// `step_proved`) is taken, unless another sign-in took it or a later one meanwhile, the
+/// account was locked meanwhile, or its credentials changed since the sign-in read them
+/// (`epoch`): decided here, on the row as it is now, not as it was before argon2 ran (review
+/// finding: sign-ins held in argon2's queue past a lock all went on). False if any did.
+pub(super) async fn take_sign_in(
+    store: &Store,
+    user_name: &str,
+    (last_step, step_proved): (Option<i64>, bool),
+    epoch: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let taken = sqlx::query(
         "UPDATE local_users SET failed_attempts = 0, locked_until = NULL, totp_last_step = $1
-         WHERE user_name = $2 AND ($3 = 0 OR totp_last_step IS NULL OR totp_last_step < $1)",
+         WHERE user_name = $2 AND ($3 = 0 OR totp_last_step IS NULL OR totp_last_step < $1)
+           AND credential_epoch = $4 AND (locked_until IS NULL OR locked_until <= $5)",
     )
     .bind(last_step)
     .bind(user_name)
     .bind(i64::from(step_proved))
+    .bind(epoch)
+    .bind(now)
     .execute(&store.pool)
     .await?;
     Ok(taken.rows_affected() != 0)
@@ -164,6 +186,7 @@ pub(super) async fn insert_local_user(
     created: i64,
 ) -> Result<Result<(), NameTaken>, sqlx::Error> {
     // `WHERE NOT EXISTS` also keeps SQLite from reading `ON CONFLICT` as a join's.
+    let mut tx = store.pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO local_users (user_name, password_hash, roles, failed_attempts, created)
          SELECT $1, $2, $3, 0, $4 WHERE NOT EXISTS (SELECT 1 FROM retired_user_names WHERE user_name = $1)
@@ -173,16 +196,18 @@ pub(super) async fn insert_local_user(
     .bind(password_hash)
     .bind(roles)
     .bind(created)
-    .execute(&store.pool)
+    .execute(&mut *tx)
     .await?;
-    if inserted.rows_affected() != 0 {
+    // Asked again in a statement of its own: on PostgreSQL, an insert that waited for a
+    // concurrent deletion to commit judged `NOT EXISTS` before it, and would reuse the name.
+    let retired_now: Option<i64> =
+        sqlx::query_scalar("SELECT retired FROM retired_user_names WHERE user_name = $1").bind(user_name).fetch_optional(&mut *tx).await?;
+    if inserted.rows_affected() != 0 && retired_now.is_none() {
+        tx.commit().await?;
         return Ok(Ok(()));
     }
-    let retired: Option<i64> = sqlx::query_scalar("SELECT retired FROM retired_user_names WHERE user_name = $1")
-        .bind(user_name)
-        .fetch_optional(&store.pool)
-        .await?;
-    Ok(Err(retired.map_or(NameTaken::InUse, NameTaken::Retired)))
+    tx.rollback().await?;
+    Ok(Err(retired_now.map_or(NameTaken::InUse, NameTaken::Retired)))
 }
 
 /// False if there was no such user. Every token issued for the user goes with them: a token
@@ -210,7 +235,7 @@ pub(super) async fn delete_local_user(store: &Store, user_name: &str, now: i64) 
 /// False if there is no such user.
 pub(super) async fn set_password(store: &Store, user_name: &str, password_hash: &str) -> Result<bool, sqlx::Error> {
     let mut tx = store.pool.begin().await?;
-    let updated = sqlx::query("UPDATE local_users SET password_hash = $1 WHERE user_name = $2")
+    let updated = sqlx::query("UPDATE local_users SET password_hash = $1, credential_epoch = credential_epoch + 1 WHERE user_name = $2")
         .bind(password_hash)
         .bind(user_name)
         .execute(&mut *tx)
@@ -268,4 +293,65 @@ pub(super) async fn remember_once(store: &Store, id: &str, expires: i64) -> Resu
         .execute(pool)
         .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(user: &str, epoch: Option<i64>) -> TokenRow {
+        TokenRow {
+            user_id: user.to_owned(),
+            access_mode: "local".to_owned(),
+            issuer: None,
+            channel: Some(TokenChannel::SignIn),
+            roles: String::new(),
+            correlation_id: "c".to_owned(),
+            created: 0,
+            expires: i64::MAX,
+            mfa: false,
+            credential_epoch: epoch,
+        }
+    }
+
+    /// A sign-in that read the user's credentials before a password change, a lock or the
+    /// user's deletion committed (argon2 can hold it for seconds) gets no token, and a token
+    /// that got in anyway acts for nobody (review findings).
+    #[tokio::test]
+    async fn what_a_sign_in_proved_must_still_hold_when_its_token_is_made_and_used() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(None, dir.path()).await.expect("open");
+        assert!(insert_local_user(&store, "gina", "h1", "", 0).await.expect("insert").is_ok());
+        let read = find_local_user(&store, "gina").await.expect("find").expect("gina");
+        assert_eq!(read.credential_epoch, 0);
+        assert!(insert_token(&store, "t1", &token("gina", Some(0))).await.expect("insert"));
+        assert!(find_token(&store, "t1").await.expect("find").is_some());
+        // The password changes while a sign-in that read epoch 0 runs argon2.
+        assert!(set_password(&store, "gina", "h2").await.expect("set"));
+        assert!(find_token(&store, "t1").await.expect("find").is_none(), "the old sign-in's token still acts");
+        assert!(!take_sign_in(&store, "gina", (None, false), 0, 1).await.expect("take"), "a sign-in of the old password went on");
+        assert!(!insert_token(&store, "t2", &token("gina", Some(0))).await.expect("insert"), "a token of the old password was made");
+        // One that got in however: it acts for nobody.
+        sqlx::query("INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, credential_epoch) VALUES ('t3', 'gina', 'local', '', 'c', 0, 9223372036854775807, 0, 0)")
+            .execute(&store.pool)
+            .await
+            .expect("insert");
+        assert!(find_token(&store, "t3").await.expect("find").is_none());
+        assert!(take_sign_in(&store, "gina", (None, false), 1, 1).await.expect("take"), "the new password's sign-in");
+        // Locked meanwhile: the sign-in is refused, then taken once the lock ends.
+        for _ in 0..3 {
+            second_factor_failed(&store, "gina", 3, 1_000).await.expect("counted");
+        }
+        assert!(!take_sign_in(&store, "gina", (None, false), 1, 999).await.expect("take"), "a sign-in went on past the lock");
+        assert!(take_sign_in(&store, "gina", (None, false), 1, 1_000).await.expect("take"));
+        // Deleted: its tokens act for nobody, and its name is not given again.
+        assert!(insert_token(&store, "t4", &token("gina", Some(1))).await.expect("insert"));
+        assert!(delete_local_user(&store, "gina", 5).await.expect("delete"));
+        sqlx::query("INSERT INTO tokens (token_hash, user_id, access_mode, roles, correlation_id, created, expires, mfa, credential_epoch) VALUES ('t5', 'gina', 'local', '', 'c', 0, 9223372036854775807, 0, 1)")
+            .execute(&store.pool)
+            .await
+            .expect("insert");
+        assert!(find_token(&store, "t5").await.expect("find").is_none(), "a deleted user's token acts");
+        assert!(matches!(insert_local_user(&store, "gina", "h3", "", 6).await.expect("insert"), Err(NameTaken::Retired(5))));
+    }
 }

@@ -92,6 +92,8 @@ async fn issue_token(ctx: &mut Ctx<'_>, grant: Grant<'_>, duration_seconds: i64)
         created: now,
         expires,
         mfa: grant.mfa,
+        // A local user's token holds the credentials' generation their sign-in proved.
+        credential_epoch: ctx.caller.credential_epoch,
     };
     if !repo::insert_token(&ctx.platform.store, &hex::encode(Sha256::digest(token.as_bytes())), &row).await? {
         return Err(ActionError::not_found(ErrorCode::UserNotFoundException, format!("no local user `{}`", grant.user.user())));

@@ -248,17 +248,21 @@ pub(crate) struct NewSession<'a> {
     pub node: Option<&'a crate::core::node::Node>,
 }
 
-pub(crate) async fn insert_session(store: &Store, session: NewSession<'_>) -> Result<(), ActionError> {
+/// Inserts a new session; false, inserting nothing, for a local user who no longer exists (a
+/// redemption that checked the user before `DeleteLocalUser` committed would otherwise leave
+/// a session its ending never saw).
+pub(crate) async fn insert_session(store: &Store, session: NewSession<'_>) -> Result<bool, ActionError> {
     // The sweep gives back the sessions of a node taken for lost; one such a node inserted
     // after it as its own would wait for that node alone.
     let sql = format!(
         "INSERT INTO sessions (session_id, user_id, authentication_type, stack, fleet, application_id, session_context, state, connection_state,
          settings, correlation_id, cookie_hash, queued, start_time, max_expiration, last_input, connected_once, client_ips, issuer, node)
-         VALUES ($1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12, $14,
-                 CASE WHEN {} THEN $15 END)",
+         SELECT $1, $2, $13, $3, $4, $5, $6, 'PENDING', 'NOT_CONNECTED', $7, $8, $9, $10, $10, $11, $10, 0, $12, $14,
+                CASE WHEN {} THEN $15 END
+         WHERE $13 <> 'USERPOOL' OR EXISTS (SELECT 1 FROM local_users WHERE user_name = $2)",
         crate::core::node::fence(15, 16)
     );
-    sqlx::query(&sql)
+    let inserted = sqlx::query(&sql)
         .bind(session.session_id)
         .bind(session.user_id)
         .bind(session.stack)
@@ -277,7 +281,7 @@ pub(crate) async fn insert_session(store: &Store, session: NewSession<'_>) -> Re
         .bind(session.node.map(crate::core::node::Node::epoch))
         .execute(&store.pool)
         .await?;
-    Ok(())
+    Ok(inserted.rows_affected() != 0)
 }
 
 /// Ends the session, once: false when it had already ended.
@@ -542,8 +546,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(None, dir.path()).await.expect("open");
         let (a, b) = (node(&store, "a", 1).await, node(&store, "b", 1).await);
-        let user = model::UserRef::local(model::UserId::new("nora").expect("user id"));
-        insert_session(&store, session("s-1", &user, Some(&a))).await.expect("inserted");
+        let user = model::UserRef::custom(model::UserId::new("nora").expect("user id"));
+        assert!(insert_session(&store, session("s-1", &user, Some(&a))).await.expect("inserted"));
         assert_eq!(node_of(&store, "s-1").await.as_deref(), Some("a"));
         assert!(!claim_session(&store, "s-1", &b).await.expect("claim"), "b took a session a had not given back");
         assert!(claim_session(&store, "s-1", &a).await.expect("claim"), "the redeemer could not take its own session");
@@ -559,9 +563,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(None, dir.path()).await.expect("open");
         let (a, b) = (node(&store, "a", 1).await, node(&store, "b", 1).await);
-        let user = model::UserRef::local(model::UserId::new("nora").expect("user id"));
+        let user = model::UserRef::custom(model::UserId::new("nora").expect("user id"));
         sqlx::query("UPDATE nodes SET state = 'LOST' WHERE name = 'a'").execute(&store.pool).await.expect("lost");
-        insert_session(&store, session("s-1", &user, Some(&a))).await.expect("inserted");
+        assert!(insert_session(&store, session("s-1", &user, Some(&a))).await.expect("inserted"));
         assert_eq!(node_of(&store, "s-1").await, None, "a node taken for lost inserted a session as its own");
         assert!(!claim_session(&store, "s-1", &a).await.expect("claim"), "a lost node claimed a warm session");
         assert!(!claim_for_node(&store, "s-1", "fleet", &a, 10).await.expect("claim"), "a lost node claimed a queued session");

@@ -282,8 +282,12 @@ pub(crate) async fn end_sessions_of_local_user(streaming: &Streaming, user_name:
             ended.push(session_id);
         }
     }
+    // Each is over already; an instance that cannot be stopped now is stopped by the
+    // engine's sweep of ended sessions' instances.
     for session_id in &ended {
-        finish_ended(streaming, session_id, reason).await?;
+        if let Err(err) = finish_ended(streaming, session_id, reason).await {
+            tracing::error!(session = session_id, error = %err.message, "cannot finish ending the deleted user's session");
+        }
     }
     Ok(ended)
 }

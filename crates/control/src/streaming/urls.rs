@@ -169,7 +169,7 @@ pub(crate) async fn link_caller(plane: &Platform, source_ip: &str) -> Result<Cal
 fn user_caller(plane: &Platform, user: &model::UserRef, channel: policy::Channel, issuer: Value, correlation_id: Option<String>) -> Caller {
     let (principal, identity) =
         crate::core::caller::person(&plane.spec.account_id, user, channel, "User", false, Vec::new(), Some(issuer), now_millis());
-    Caller { principal, identity, correlation_id, federation: None, expires: None }
+    Caller { principal, identity, correlation_id, federation: None, expires: None, credential_epoch: None }
 }
 
 #[derive(Deserialize)]
@@ -343,7 +343,13 @@ pub(super) async fn redeem(streaming: &Arc<Streaming>, ctx: &mut Ctx<'_>, input:
         client_ips: json!([ctx.source_ip]).to_string(),
         node: warm.then_some(&plane.node),
     };
-    repo::insert_session(&plane.store, session).await?;
+    if !repo::insert_session(&plane.store, session).await? {
+        return Err(ActionError::new(
+            403,
+            ErrorCode::AccessDeniedException,
+            format!("local user `{}` was deleted: their streaming URLs open nothing", claims.user),
+        ));
+    }
     streaming.live.lock().expect("live lock").insert(session_id.clone(), Live::new());
     plane.changes.user(&user);
     // A warm instance of this node is taken at once (the session was inserted as this node's,

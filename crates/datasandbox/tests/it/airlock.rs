@@ -454,19 +454,18 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
         ),
         "a request for the other workspace",
     );
-    // Nor does code inside act on her requests for other workspaces (review finding), or see them.
+    // Nor does code inside act on her requests for other workspaces (review finding), or see
+    // them, or learn which workspace they are for.
     let other = json!({ "RequestId": elsewhere["RequestId"] });
+    let unknown = "does not exist";
     for (action, input, why) in [
-        (
-            "airlock:AddFile",
-            json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv", "Body": b64(b"a,b\n1,2\n") }),
-            "inside workspace",
-        ),
+        ("airlock:AddFile", json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv", "Body": b64(b"a,b\n1,2\n") }), unknown),
         ("airlock:GetImports", json!({ "Workspace": "second-stack" }), "inside workspace"),
-        ("airlock:SubmitRequest", other.clone(), "inside workspace"),
-        ("airlock:WithdrawRequest", other.clone(), "inside workspace"),
-        ("airlock:RemoveFile", json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv" }), "inside workspace"),
-        ("airlock:DescribeRequests", other.clone(), "does not exist"),
+        ("airlock:SubmitRequest", other.clone(), unknown),
+        ("airlock:WithdrawRequest", other.clone(), unknown),
+        ("airlock:RemoveFile", json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv" }), unknown),
+        ("airlock:DescribeRequests", other.clone(), unknown),
+        ("airlock:GetReleaseRecord", other.clone(), unknown),
     ] {
         let script = format!(
             "DATASANDBOX_ENDPOINT=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p') \
@@ -475,6 +474,8 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
         let called = server.cli(&["instances", "exec", instance, "--", "/bin/sh", "-c", &script], &[]);
         assert_ne!(called.exit, 0, "{action} for second-stack from inside: {called:?}");
         assert!(format!("{called:?}").contains(why), "{action}: {called:?}");
+        let named = format!("{called:?}").contains("second-stack");
+        assert!(!named || action == "airlock:GetImports", "{action} named the workspace: {called:?}");
     }
     let seen = ok(server.call_as(&token(&server, "nora", &[]), "airlock:DescribeRequests", &other), "the portal sees it");
     assert_eq!(seen["Requests"][0]["State"], "draft", "nothing from inside changed it: {seen}");
@@ -590,7 +591,7 @@ fn a_released_import_appears_read_only_under_imports_in_the_researchers_next_ses
 /// researcher's budget is not another's.
 #[test]
 fn a_researchers_additions_in_a_day_are_bounded_replaced_files_included() {
-    let server = Server::start(&["airlock.max_bytes_per_day=1000", "airlock.malware_scan=off"]);
+    let server = Server::start(&["airlock.max_bytes_per_day=20000", "airlock.malware_scan=off"]);
     let (nora, omar) = (token(&server, "nora", &[]), token(&server, "omar", &[]));
     let draft = |who: &str| {
         let create = json!({ "Direction": "IMPORT", "Workspace": STACK, "Justification": "a code list" });
@@ -600,17 +601,18 @@ fn a_researchers_additions_in_a_day_are_bounded_replaced_files_included() {
         server.call_as(who, "airlock:AddFile", &json!({ "RequestId": id, "Path": path, "Body": b64(&vec![b'a'; bytes]) }))
     };
     let id = draft(&nora);
-    ok(add(&nora, &id, "codes.csv", 600), "the first file");
+    ok(add(&nora, &id, "codes.csv", 12_000), "the first file");
     // The same file again, in place of the first: both are kept, so both count.
-    let again = add(&nora, &id, "codes.csv", 600);
-    assert!(again.stderr["Message"].as_str().is_some_and(|m| m.contains("past 1000 bytes") && m.contains("added 600")), "{again:?}");
+    let again = add(&nora, &id, "codes.csv", 12_000);
+    assert!(again.stderr["Message"].as_str().is_some_and(|m| m.contains("past 20000 bytes") && m.contains("added 12000")), "{again:?}");
     assert_eq!(refused(again), "LimitExceededException");
     // Removing it gives nothing back; what is left of the day still goes.
     ok(server.call_as(&nora, "airlock:RemoveFile", &json!({ "RequestId": id, "Path": "codes.csv" })), "remove");
-    ok(add(&nora, &id, "labels.csv", 400), "within the day's budget");
+    ok(add(&nora, &id, "labels.csv", 7_000), "within the day's budget");
+    // However small, an addition is a stored object and a record: it counts as 4 KiB at least.
     assert_eq!(refused(add(&nora, &draft(&nora), "more.csv", 1)), "LimitExceededException", "a new request is the same day");
     // Another researcher has a day of their own.
-    ok(add(&omar, &draft(&omar), "codes.csv", 900), "omar's own budget");
+    ok(add(&omar, &draft(&omar), "codes.csv", 15_000), "omar's own budget");
     // The request holds what was added within the budget, and the refusals are on the record.
     let mine = ok(server.call_as(&nora, "airlock:DescribeRequests", &json!({ "RequestId": id })), "describe");
     let files: Vec<&str> = mine["Requests"][0]["Files"].as_array().expect("files").iter().filter_map(|f| f["Path"].as_str()).collect();

@@ -401,17 +401,34 @@ fn a_recording_past_its_bounds_ends_its_session_not_the_node() {
         let failed = failed.iter().find(|r| r["requestParameters"]["SessionId"] == id).expect("the failure on the record");
         failed["requestParameters"]["Reason"].as_str().unwrap_or_default().to_owned()
     };
-    // 64 KiB: a few whole frames.
-    let server = crate::support::streaming::server(&[&recorded[..], &["recording.max_session_bytes=65536"]].concat());
-    let (cookie, opened) = session(&server, "erin");
-    let id = opened["SessionId"].as_str().expect("id").to_owned();
-    let mut rfb = Rfb::open(&server, &cookie, &id);
-    rfb.handshake();
-    let reason = ended_for(&server, &id);
+    // 64 KiB a session, 96 KiB a user's day: a few whole frames.
+    let bounds = ["recording.max_session_bytes=65536", "recording.max_user_bytes_per_day=98304"];
+    let server = crate::support::streaming::server(&[&recorded[..], &bounds].concat());
+    let recorded_until_ended = |user: &str| {
+        let (cookie, opened) = session(&server, user);
+        let id = opened["SessionId"].as_str().expect("id").to_owned();
+        // The stream opens while the recording can start; a recording at its bound never does.
+        if let Ok(mut socket) = crate::support::http::websocket(
+            &server.api,
+            &format!("/stream/{id}"),
+            &format!("ds_session={cookie}"),
+            Some("binary"),
+            Duration::from_secs(30),
+        ) {
+            let _ = socket.read();
+        }
+        ended_for(&server, &id)
+    };
+    let reason = recorded_until_ended("erin");
     assert!(reason.contains("recording.max_session_bytes"), "{reason}");
-    // The node goes on: another session starts.
-    let (_, next) = session(&server, "fay");
-    assert_eq!(next["State"], "ACTIVE");
+    // Her next session finds her day's recordings at their bound (review finding: one user's
+    // sessions, one after another, could bring the node to its free-space floor).
+    let reason = recorded_until_ended("erin");
+    assert!(reason.contains("recording.max_user_bytes_per_day"), "{reason}");
+    // The node goes on: another user's recorded session streams.
+    let (cookie, next) = session(&server, "fay");
+    let mut rfb = Rfb::open(&server, &cookie, next["SessionId"].as_str().expect("id"));
+    rfb.handshake();
     drop(server);
 
     // A disk with less room than recordings leave: the recording never starts, nor the stream.

@@ -251,9 +251,10 @@ api_listen = "127.0.0.1:8750"
 # notebook_url = "https://nb.sandbox.example.org"
 # tls_cert = "/etc/datasandbox/fullchain.pem"
 # tls_key = "/etc/datasandbox/key.pem"
-# Behind a proxy, its addresses: the client it names in X-Forwarded-For is then the address
-# recorded and the one sign-in limits count, rather than the proxy's for everyone.
-# trusted_proxies = ["127.0.0.1"]
+# Behind a proxy, its addresses (only the proxy may connect from them): the client it names
+# in X-Forwarded-For is then the address recorded and the one sign-in limits count, rather
+# than the proxy's for everyone.
+# trusted_proxies = ["192.0.2.10"]
 
 # OpenID Connect sign-in (authorization code with PKCE); register <public URL>/oidc/callback
 # as the client's redirect URI at the provider.

@@ -32,25 +32,11 @@ pub(super) fn read_spec(root: &Table) -> Spec {
     };
     let idp_name = root.string("idp_name", "idp_sample");
     let idp_metadata = root.opt_string("idp_metadata").filter(|v| !v.is_empty());
-    let account_id = root
-        .parsed("account_id", "000000000000", |v| {
-            if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) { Ok(v.to_owned()) } else { Err(format!("`{v}` must be 12 digits")) }
-        })
-        .unwrap_or_default();
+    let account_id = read_account_id(root);
     let region = root.string("region", "local");
     let oidc = read_oidc(root);
-    let server = read_server(root);
-    if let Some(vpc) = vpc_cidr.and_then(|v| ipnet::Ipv4Net::new(v.address, v.prefix_len).ok()).map(ipnet::IpNet::from)
-        && let Some(proxy) = server.trusted_proxies.iter().find(|p| p.contains(&vpc.network()) || vpc.contains(&p.network()))
-    {
-        root.table("server").problem(
-            "trusted_proxies",
-            format!("`{proxy}` overlaps vpc_cidr `{vpc}`: code in an instance could name any address as its own"),
-        );
-    }
-    let streaming = root.table("streaming");
-    let timeout_scale_ms = streaming.integer("timeout_scale_ms", 1000, 1..=1000) as u32;
-    streaming.finish();
+    let server = read_server(root, vpc_cidr);
+    let timeout_scale_ms = read_timeout_scale(root);
     let metadata_url = read_metadata_url(root);
     let (storage, max_object_size) = read_storage(root);
     let audit = read_audit(root);
@@ -107,6 +93,21 @@ pub(super) fn read_spec(root: &Table) -> Spec {
         launcher,
         airlock,
     }
+}
+
+fn read_account_id(root: &Table) -> String {
+    root.parsed("account_id", "000000000000", |v| {
+        if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) { Ok(v.to_owned()) } else { Err(format!("`{v}` must be 12 digits")) }
+    })
+    .unwrap_or_default()
+}
+
+/// `[streaming] timeout_scale_ms`: how long a second of a session timeout lasts (tests shorten it).
+fn read_timeout_scale(root: &Table) -> u32 {
+    let streaming = root.table("streaming");
+    let timeout_scale_ms = streaming.integer("timeout_scale_ms", 1000, 1..=1000) as u32;
+    streaming.finish();
+    timeout_scale_ms
 }
 
 /// The file types the airlock lets through unless told otherwise.
@@ -207,7 +208,7 @@ struct ServerSettings {
 
 /// `[server]`: the notebook origin must differ from the public one, and a public URL needs a
 /// notebook URL beside it.
-fn read_server(root: &Table) -> ServerSettings {
+fn read_server(root: &Table, vpc_cidr: Option<Ipv4Cidr>) -> ServerSettings {
     let server = root.table("server");
     let api_listen =
         server.parsed("api_listen", "127.0.0.1:8750", |v| v.parse::<SocketAddr>().map_err(|_| format!("`{v}` is not an address:port")));
@@ -238,14 +239,25 @@ fn read_server(root: &Table) -> ServerSettings {
         SocketAddr::new(api_listen.ip(), if api_listen.port() == 0 { 0 } else { api_listen.port().checked_add(1).unwrap_or(0) })
     });
     let tls = read_tls(&server, public_url.as_deref(), [api_listen, notebook_listen]);
-    let trusted_proxies = read_trusted_proxies(&server);
+    let trusted_proxies = read_trusted_proxies(&server, vpc_cidr);
     server.finish();
     ServerSettings { api_listen, public_url, notebook_listen, notebook_url, tls, trusted_proxies }
 }
 
+/// An IPv4-mapped IPv6 network as the IPv4 one it is: peers are compared as IPv4.
+fn ipv4_if_mapped(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, ipnet::IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 /// `trusted_proxies`: addresses (`10.0.0.5`) or networks (`10.0.0.0/24`), none so wide that
 /// anyone could name the address their requests are recorded from.
-fn read_trusted_proxies(server: &Table) -> Vec<ipnet::IpNet> {
+fn read_trusted_proxies(server: &Table, vpc_cidr: Option<Ipv4Cidr>) -> Vec<ipnet::IpNet> {
     let mut proxies = Vec::new();
     for (index, text) in server.strings("trusted_proxies", &[]).iter().enumerate() {
         let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
@@ -255,11 +267,19 @@ fn read_trusted_proxies(server: &Table) -> Vec<ipnet::IpNet> {
                 format!("`{text}` is too wide: anyone in it could name the address their requests are recorded from; name the proxies")
             }
             Ok(net) => {
-                proxies.push(net.trunc());
+                proxies.push(ipv4_if_mapped(net.trunc()));
                 continue;
             }
         };
         server.problem(&format!("trusted_proxies[{index}]"), problem);
+    }
+    if let Some(vpc) = vpc_cidr.and_then(|v| ipnet::Ipv4Net::new(v.address, v.prefix_len).ok()).map(ipnet::IpNet::from)
+        && let Some(proxy) = proxies.iter().find(|p| p.contains(&vpc.network()) || vpc.contains(&p.network()))
+    {
+        server.problem(
+            "trusted_proxies",
+            format!("`{proxy}` overlaps vpc_cidr `{vpc}`: code in an instance could name any address as its own"),
+        );
     }
     proxies
 }
@@ -363,7 +383,9 @@ fn read_recording(root: &Table) -> RecordingSpec {
     let recording = root.table("recording");
     let spec = RecordingSpec {
         max_session_bytes: recording.integer("max_session_bytes", 8 << 30, 1 << 16..=1 << 42) as u64,
-        min_free_bytes: recording.integer("min_free_bytes", 1 << 30, 0..=1 << 42) as u64,
+        max_user_bytes_per_day: recording.integer("max_user_bytes_per_day", 32 << 30, 1 << 16..=1 << 44) as u64,
+        // Above the trail's own floor (a quarter of its reserve), or it would not protect it.
+        min_free_bytes: recording.integer("min_free_bytes", 1 << 30, 64 << 20..=1 << 42) as u64,
     };
     recording.finish();
     spec

@@ -249,9 +249,10 @@ fn an_oidc_provider_is_reached_over_https_or_on_loopback_only() {
 /// address, and none among the instances' (whose code would then choose its address).
 #[test]
 fn trusted_proxies_are_named_narrowly_and_never_the_instances() {
-    let spec = Spec::parse("", &[r#"server.trusted_proxies=["127.0.0.1", "192.168.7.0/24", "fd00::1"]"#.to_owned()]).expect("valid");
+    let spec = Spec::parse("", &[r#"server.trusted_proxies=["127.0.0.1", "192.168.7.0/24", "fd00::1", "::ffff:192.168.9.9"]"#.to_owned()])
+        .expect("valid");
     let named: Vec<String> = spec.trusted_proxies.iter().map(ToString::to_string).collect();
-    assert_eq!(named, ["127.0.0.1/32", "192.168.7.0/24", "fd00::1/128"]);
+    assert_eq!(named, ["127.0.0.1/32", "192.168.7.0/24", "fd00::1/128", "192.168.9.9/32"]);
     assert!(Spec::parse("", &[]).expect("valid").trusted_proxies.is_empty(), "none unless named");
     let found = problems("", &[r#"server.trusted_proxies=["0.0.0.0/0", "proxy.example", "::/0"]"#]);
     assert!(found[0].starts_with("server.trusted_proxies[0]: `0.0.0.0/0` is too wide"), "{found:?}");

@@ -214,6 +214,10 @@ pub struct AuditSpec {
 pub struct RecordingSpec {
     /// What one session's recording may hold.
     pub max_session_bytes: u64,
+    /// What one user's recordings may hold, over every session of theirs whose segments ended
+    /// in the last 24 hours: one user's sessions cannot bring the node down to its free-space
+    /// floor, which ends everyone's recorded sessions.
+    pub max_user_bytes_per_day: u64,
     /// The room recordings leave free on the node's disk (the spool's file system).
     pub min_free_bytes: u64,
 }
