@@ -76,7 +76,8 @@ enum Via {
 
 /// `GET api/status` from 16 clients on kept-alive connections, straight to Jupyter's socket,
 /// through configurable-http-proxy and through the notebook proxy (each request recorded): a
-/// second each way in turn, five turns a round, three rounds; then all three rounds together.
+/// second each way in turn (the order rotating), five turns a round, three rounds; then all
+/// three rounds together.
 /// This machine's rate drifts by a fifth within a minute: ways measured a second apart, turn by
 /// turn, meet the same drift, where 5 s of each way one after the other did not.
 fn proxy_throughput(server: &Server, first: &FirstSession) {
@@ -116,12 +117,20 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
     let (mut all_direct, mut all_peer, mut all_proxied) = (Way::default(), Way::default(), Way::default());
     for round in 1..=ROUNDS {
         let (mut direct, mut peer, mut proxied) = (Way::default(), Way::default(), Way::default());
-        for _ in 0..TURNS {
-            direct.add(run(Via::Straight, TURN));
-            if let Some(chp) = &chp {
-                peer.add(run(Via::Chp(chp.address.clone()), TURN));
+        // The order turns with each turn: a way measured right after configurable-http-proxy
+        // meets what its thousands of connections a second left Jupyter to clean up.
+        for turn in 0..TURNS {
+            for way in 0..3 {
+                match (turn + way) % 3 {
+                    0 => direct.add(run(Via::Straight, TURN)),
+                    1 => {
+                        if let Some(chp) = &chp {
+                            peer.add(run(Via::Chp(chp.address.clone()), TURN));
+                        }
+                    }
+                    _ => proxied.add(run(Via::Proxy, TURN)),
+                }
             }
-            proxied.add(run(Via::Proxy, TURN));
         }
         let measured_peer = (!peer.times.is_empty()).then_some((peer.times.as_slice(), peer.connections));
         let line = throughput_line(&direct.times, measured_peer, &proxied.times, round_seconds);
