@@ -121,13 +121,10 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
         // meets what its thousands of connections a second left Jupyter to clean up.
         for turn in 0..TURNS {
             for way in 0..3 {
-                match (turn + way) % 3 {
-                    0 => direct.add(run(Via::Straight, TURN)),
-                    1 => {
-                        if let Some(chp) = &chp {
-                            peer.add(run(Via::Chp(chp.address.clone()), TURN));
-                        }
-                    }
+                match ((turn + way) % 3, &chp) {
+                    (0, _) => direct.add(run(Via::Straight, TURN)),
+                    (1, Some(chp)) => peer.add(run(Via::Chp(chp.address.clone()), TURN)),
+                    (1, None) => {}
                     _ => proxied.add(run(Via::Proxy, TURN)),
                 }
             }

@@ -1,13 +1,10 @@
--- What each researcher added to airlock requests, and when. Every file added stays in the
+-- What each researcher added to airlock requests, by the hour. Every file added stays in the
 -- airlock bucket, replaced and removed ones too (nothing may delete from it), so what one
--- researcher may add in a day is bounded (`airlock.max_bytes_per_day`).
+-- researcher may add in a day is bounded (`airlock.max_bytes_per_day`). An addition adds to
+-- its hour's row, which it holds (a row lock on PostgreSQL) until it has summed the day's.
 CREATE TABLE airlock_uploads (
     creator TEXT NOT NULL,
+    hour BIGINT NOT NULL,
     bytes BIGINT NOT NULL,
-    at BIGINT NOT NULL
-);
-CREATE INDEX airlock_uploads_by_creator ON airlock_uploads (creator, at);
--- One row per researcher, locked by each addition while it counts.
-CREATE TABLE airlock_upload_budgets (
-    creator TEXT PRIMARY KEY
+    PRIMARY KEY (creator, hour)
 );

@@ -201,16 +201,18 @@ struct LinkInput {
 /// A download link for one file of a released export, for its researcher alone.
 pub(super) async fn create_download_url(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: LinkInput = ctx.parse(input)?;
-    let request = find_in(ctx, &input.request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = researcher_in_person(ctx)?;
+    // Another's request is not found, as one that does not exist, and the refusal is not filed
+    // under its correlation id.
+    let request = repo::find(&ctx.platform.store, &input.request_id).await?;
     if request.creator != user.principal_id() {
-        return Err(ActionError::new(
-            403,
-            ErrorCode::AccessDeniedException,
-            format!("only the researcher of airlock request `{}` downloads what it released", request.request_id),
+        return Err(ActionError::not_found(
+            ErrorCode::ResourceNotFoundException,
+            format!("airlock request `{}` does not exist", input.request_id),
         ));
     }
+    let request = find_in(ctx, &request.request_id).await?;
     if request.direction != Direction::Export {
         return Err(ActionError::validation("an import's files land in the workspace; there is nothing to download"));
     }

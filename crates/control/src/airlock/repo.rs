@@ -222,30 +222,30 @@ pub(super) async fn put_file(store: &Store, request_id: &str, file: &FileRow, no
     Ok(true)
 }
 
-/// Counts `bytes` against what `creator` added in the last `day_ms`, unless that would pass
-/// `limit`: then nothing is counted and the answer is what they had added.
+/// Counts `bytes` against what `creator` added in the last 24 hours (of `hour_ms` each), unless
+/// that would pass `limit`: then nothing is counted and the answer is what they had added.
 pub(super) async fn count_upload(
     store: &Store,
     creator: &str,
     bytes: i64,
     now: i64,
-    day_ms: i64,
+    hour_ms: i64,
     limit: i64,
 ) -> Result<Result<(), i64>, ActionError> {
+    let hour = now / hour_ms.max(1);
     let mut tx = store.pool.begin().await?;
-    // The creator's row, written first, holds their additions one at a time (PostgreSQL's row
-    // lock; SQLite has one writer): otherwise each of many at once would miss the others'.
-    sqlx::query("INSERT INTO airlock_upload_budgets (creator) VALUES ($1) ON CONFLICT (creator) DO UPDATE SET creator = excluded.creator")
-        .bind(creator)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM airlock_uploads WHERE creator = $1 AND at <= $2").bind(creator).bind(now - day_ms).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO airlock_uploads (creator, bytes, at) VALUES ($1, $2, $3)")
-        .bind(creator)
-        .bind(bytes)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    // Written first: the hour's row holds the creator's additions one at a time (PostgreSQL's
+    // row lock; SQLite has one writer), or each of many at once would miss the others'.
+    sqlx::query(
+        "INSERT INTO airlock_uploads (creator, hour, bytes) VALUES ($1, $2, $3)
+         ON CONFLICT (creator, hour) DO UPDATE SET bytes = airlock_uploads.bytes + excluded.bytes",
+    )
+    .bind(creator)
+    .bind(hour)
+    .bind(bytes)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM airlock_uploads WHERE creator = $1 AND hour <= $2").bind(creator).bind(hour - 24).execute(&mut *tx).await?;
     let total: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM airlock_uploads WHERE creator = $1")
         .bind(creator)
         .fetch_one(&mut *tx)

@@ -160,10 +160,10 @@ pub(super) async fn add_file(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, A
 async fn within_daily_budget(ctx: &Ctx<'_>, request: &RequestRow, bytes: usize) -> Result<(), ActionError> {
     let plane = ctx.platform;
     let limit = i64::try_from(plane.current().airlock.max_bytes_per_day).unwrap_or(i64::MAX);
-    let day_ms = 24 * 3600 * i64::from(plane.spec.timeout_scale_ms);
+    let hour_ms = 3600 * i64::from(plane.spec.timeout_scale_ms);
     // Each addition is a stored object, a row and a record, however small its file.
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX).max(MIN_ADDITION_BYTES);
-    match repo::count_upload(&plane.store, &request.creator, bytes, now_millis(), day_ms, limit).await? {
+    match repo::count_upload(&plane.store, &request.creator, bytes, now_millis(), hour_ms, limit).await? {
         Ok(()) => Ok(()),
         Err(added) => {
             // Code in a workspace is not told what its researcher adds from elsewhere.

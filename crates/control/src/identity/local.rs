@@ -407,13 +407,18 @@ pub(crate) async fn change_password(throttle: &Throttle, ctx: &mut Ctx<'_>, inpu
     check_password("ProposedPassword", &input.proposed_password)?;
     ctx.authorize_always();
     let code = input.totp_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
-    // The new hash first: a sign-in that then failed for a busy argon2 would have spent the
-    // code, and counted as a failure when tried again.
+    // The old password first, within the sign-in's budget: the new hash costs argon2 too, and
+    // a token alone must not buy it (review finding).
+    let proved = sign_in(ctx.platform, throttle, &user, &input.previous_password, code, ctx.source_ip).await?;
     let proposed = input.proposed_password;
     let hashed = throttle.argon2(move || hash(&proposed)).await??;
-    sign_in(ctx.platform, throttle, &user, &input.previous_password, code, ctx.source_ip).await?;
-    if !repo::set_password(&ctx.platform.store, &user, &hashed).await? {
-        return Err(ActionError::not_found(ErrorCode::UserNotFoundException, format!("no local user `{user}`")));
+    // Only the credentials just proved are replaced: a second change racing this one, by
+    // someone holding the old password, does not overwrite it.
+    if !repo::set_password(&ctx.platform.store, &user, &hashed, proved.credential_epoch).await? {
+        return Err(ActionError::conflict(
+            ErrorCode::ConflictException,
+            format!("the password of `{user}` changed meanwhile (or the user was deleted); sign in again"),
+        ));
     }
     Ok(json!({ "SignedOut": true }))
 }

@@ -231,15 +231,22 @@ pub(super) async fn delete_local_user(store: &Store, user_name: &str, now: i64) 
     Ok(true)
 }
 
-/// A local user's new password hash; every token of theirs ends with the old password.
-/// False if there is no such user.
-pub(super) async fn set_password(store: &Store, user_name: &str, password_hash: &str) -> Result<bool, sqlx::Error> {
+/// A local user's new password hash, replacing the credentials of generation `proved` only;
+/// every token of theirs ends with the old password. False if there is no such user, or
+/// their credentials changed since.
+pub(super) async fn set_password(store: &Store, user_name: &str, password_hash: &str, proved: i64) -> Result<bool, sqlx::Error> {
     let mut tx = store.pool.begin().await?;
-    let updated = sqlx::query("UPDATE local_users SET password_hash = $1, credential_epoch = credential_epoch + 1 WHERE user_name = $2")
-        .bind(password_hash)
-        .bind(user_name)
-        .execute(&mut *tx)
-        .await?;
+    let updated = sqlx::query(
+        "UPDATE local_users SET password_hash = $1, credential_epoch = credential_epoch + 1 WHERE user_name = $2 AND credential_epoch = $3",
+    )
+    .bind(password_hash)
+    .bind(user_name)
+    .bind(proved)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
     sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND access_mode = 'local'").bind(user_name).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(updated.rows_affected() != 0)
@@ -327,7 +334,8 @@ mod tests {
         assert!(insert_token(&store, "t1", &token("gina", Some(0))).await.expect("insert"));
         assert!(find_token(&store, "t1").await.expect("find").is_some());
         // The password changes while a sign-in that read epoch 0 runs argon2.
-        assert!(set_password(&store, "gina", "h2").await.expect("set"));
+        assert!(set_password(&store, "gina", "h2", 0).await.expect("set"));
+        assert!(!set_password(&store, "gina", "h3", 0).await.expect("set"), "a change proved on the old password went through");
         assert!(find_token(&store, "t1").await.expect("find").is_none(), "the old sign-in's token still acts");
         assert!(!take_sign_in(&store, "gina", (None, false), 0, 1).await.expect("take"), "a sign-in of the old password went on");
         assert!(!insert_token(&store, "t2", &token("gina", Some(0))).await.expect("insert"), "a token of the old password was made");

@@ -180,10 +180,10 @@ fn a_table_leaves_only_after_its_checks_and_two_others_approve_signed_and_for_it
     let released = ok(server.call_as(&rita, "airlock:ReleaseRequest", &json!({ "RequestId": id })), "release");
     assert_eq!(released["State"], "released");
 
-    // Its researcher downloads it, through a link for her alone.
+    // Its researcher downloads it, through a link for her alone (to anyone else it does not exist).
     assert_eq!(
         refused(server.call_as(&rita, "airlock:CreateDownloadUrl", &json!({ "RequestId": id, "Path": "results.csv" }))),
-        "AccessDeniedException"
+        "ResourceNotFoundException"
     );
     // Not from a workspace of hers: an operator can start one for any user and run code in
     // it, and would take the export out under her name (review finding).
@@ -465,7 +465,7 @@ fn a_researcher_asks_for_a_file_to_leave_from_inside_her_workspace() {
         ("airlock:WithdrawRequest", other.clone(), unknown),
         ("airlock:RemoveFile", json!({ "RequestId": elsewhere["RequestId"], "Path": "results.csv" }), unknown),
         ("airlock:DescribeRequests", other.clone(), unknown),
-        ("airlock:GetReleaseRecord", other.clone(), unknown),
+        ("airlock:GetReleaseRecord", other.clone(), "not allowed"),
     ] {
         let script = format!(
             "DATASANDBOX_ENDPOINT=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^DS_ENDPOINT=//p') \

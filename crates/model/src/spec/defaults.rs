@@ -59,7 +59,6 @@ permit (
     DataSandbox::Action::"airlock:SubmitRequest",
     DataSandbox::Action::"airlock:WithdrawRequest",
     DataSandbox::Action::"airlock:DescribeRequests",
-    DataSandbox::Action::"airlock:GetReleaseRecord",
     DataSandbox::Action::"airlock:CreateDownloadUrl",
     DataSandbox::Action::"airlock:DownloadFile",
     DataSandbox::Action::"airlock:GetImports"

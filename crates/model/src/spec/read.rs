@@ -40,7 +40,7 @@ pub(super) fn read_spec(root: &Table) -> Spec {
     let metadata_url = read_metadata_url(root);
     let (storage, max_object_size) = read_storage(root);
     let audit = read_audit(root);
-    let recording = read_recording(root);
+    let recording = read_recording(root, &audit);
     let cluster = read_cluster(root);
     let sandbox = read_sandbox(root);
     let instance_types = read_instance_types(root);
@@ -260,14 +260,18 @@ fn ipv4_if_mapped(net: ipnet::IpNet) -> ipnet::IpNet {
 fn read_trusted_proxies(server: &Table, vpc_cidr: Option<Ipv4Cidr>) -> Vec<ipnet::IpNet> {
     let mut proxies = Vec::new();
     for (index, text) in server.strings("trusted_proxies", &[]).iter().enumerate() {
-        let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        // IPv4 in IPv6 is judged as the IPv4 network it is (peers are compared as IPv4).
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(|n| ipv4_if_mapped(n.trunc()));
         let problem = match parsed {
             Err(_) => format!("`{text}` is not an IP address or a network in CIDR notation (like 10.0.0.5 or 10.0.0.0/24)"),
             Ok(net) if net.prefix_len() < net.max_prefix_len() / 4 => {
                 format!("`{text}` is too wide: anyone in it could name the address their requests are recorded from; name the proxies")
             }
             Ok(net) => {
-                proxies.push(ipv4_if_mapped(net.trunc()));
+                proxies.push(net);
                 continue;
             }
         };
@@ -379,14 +383,22 @@ fn read_audit(root: &Table) -> AuditSpec {
     audit_spec
 }
 
-fn read_recording(root: &Table) -> RecordingSpec {
+/// `[recording]`: the free-space floor above the trail's own (a quarter of its reserve), or it
+/// would not keep recordings from stopping the trail.
+fn read_recording(root: &Table, audit: &AuditSpec) -> RecordingSpec {
     let recording = root.table("recording");
     let spec = RecordingSpec {
         max_session_bytes: recording.integer("max_session_bytes", 8 << 30, 1 << 16..=1 << 42) as u64,
         max_user_bytes_per_day: recording.integer("max_user_bytes_per_day", 32 << 30, 1 << 16..=1 << 44) as u64,
-        // Above the trail's own floor (a quarter of its reserve), or it would not protect it.
         min_free_bytes: recording.integer("min_free_bytes", 1 << 30, 64 << 20..=1 << 42) as u64,
     };
+    if spec.min_free_bytes <= audit.reserve_bytes / 4 {
+        let floor = audit.reserve_bytes / 4;
+        recording.problem(
+            "min_free_bytes",
+            format!("must be above a quarter of audit.reserve_bytes ({floor}), where the trail counts the disk as full"),
+        );
+    }
     recording.finish();
     spec
 }

@@ -258,6 +258,8 @@ fn trusted_proxies_are_named_narrowly_and_never_the_instances() {
     assert!(found[0].starts_with("server.trusted_proxies[0]: `0.0.0.0/0` is too wide"), "{found:?}");
     assert!(found[1].starts_with("server.trusted_proxies[1]: `proxy.example` is not an IP address"), "{found:?}");
     assert!(found[2].starts_with("server.trusted_proxies[2]: `::/0` is too wide"), "{found:?}");
+    let found = problems("", &[r#"server.trusted_proxies=["::ffff:128.0.0.0/97"]"#]);
+    assert!(found[0].starts_with("server.trusted_proxies[0]: `::ffff:128.0.0.0/97` is too wide"), "half of IPv4 trusted: {found:?}");
     let found = problems("", &[r#"server.trusted_proxies=["10.10.3.4"]"#]);
     assert_eq!(
         found,
