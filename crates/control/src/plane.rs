@@ -154,6 +154,9 @@ impl ControlPlane {
                         if let Err(err) = crate::streaming::end_sessions_on_lost_nodes(&control.services.streaming).await {
                             tracing::warn!(error = %err, "ending the sessions of lost nodes");
                         }
+                        if let Err(err) = crate::streaming::end_sessions_of_deleted_users(&control.services.streaming).await {
+                            tracing::warn!(error = %err, "ending the sessions of deleted users");
+                        }
                     }
                     crate::cluster::Beat::Unreachable => renewed_since = crate::core::store::now_millis(),
                     crate::cluster::Beat::Lost => {

@@ -113,6 +113,16 @@ pub(crate) async fn end_sessions_on_lost_nodes(streaming: &Streaming) -> Result<
     Ok(())
 }
 
+/// Ends the sessions of local users who no longer exist, once each: on PostgreSQL, a
+/// redemption that checked the user before `DeleteLocalUser` committed can insert its session
+/// after the deletion ended theirs. Every node does it at each heartbeat.
+pub(crate) async fn end_sessions_of_deleted_users(streaming: &Streaming) -> Result<(), ActionError> {
+    for session in repo::list_sessions_of_deleted_local_users(&streaming.pipeline.platform.store).await? {
+        sessions::end_session(streaming, &session, "USER_DELETED").await?;
+    }
+    Ok(())
+}
+
 /// Hears other nodes' session changes (PostgreSQL), for this node's pages.
 pub(crate) fn listen_for_changes(streaming: Arc<Streaming>) {
     changes::listen(streaming);

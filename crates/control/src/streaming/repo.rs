@@ -456,6 +456,17 @@ pub(crate) async fn list_sessions_on_lost_instances(store: &Store) -> Result<Vec
     .await
 }
 
+/// The sessions not yet ended of local users who no longer exist.
+pub(crate) async fn list_sessions_of_deleted_local_users(store: &Store) -> Result<Vec<String>, ActionError> {
+    ids(
+        store,
+        "SELECT session_id FROM sessions s WHERE state != 'EXPIRED' AND authentication_type = 'USERPOOL'
+         AND NOT EXISTS (SELECT 1 FROM local_users u WHERE u.user_name = s.user_id)",
+        None,
+    )
+    .await
+}
+
 /// `fleet`'s queue, first come first.
 pub(crate) async fn list_queue(store: &Store, fleet: &str) -> Result<Vec<String>, ActionError> {
     ids(store, "SELECT session_id FROM sessions WHERE fleet = $1 AND state = 'PENDING' ORDER BY queued, session_id", Some(fleet)).await

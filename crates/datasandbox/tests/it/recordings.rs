@@ -404,26 +404,31 @@ fn a_recording_past_its_bounds_ends_its_session_not_the_node() {
     // 64 KiB a session, 96 KiB a user's day: a few whole frames.
     let bounds = ["recording.max_session_bytes=65536", "recording.max_user_bytes_per_day=98304"];
     let server = crate::support::streaming::server(&[&recorded[..], &bounds].concat());
-    let recorded_until_ended = |user: &str| {
-        let (cookie, opened) = session(&server, user);
-        let id = opened["SessionId"].as_str().expect("id").to_owned();
-        // The stream opens while the recording can start; a recording at its bound never does.
-        if let Ok(mut socket) = crate::support::http::websocket(
-            &server.api,
-            &format!("/stream/{id}"),
-            &format!("ds_session={cookie}"),
-            Some("binary"),
-            Duration::from_secs(30),
-        ) {
-            let _ = socket.read();
-        }
-        ended_for(&server, &id)
-    };
-    let reason = recorded_until_ended("erin");
+    // Erin streams, her pointer moving (no idle or disconnect timeout ends it first), until
+    // her recording reaches its bound.
+    let (cookie, opened) = session(&server, "erin");
+    let id = opened["SessionId"].as_str().expect("id").to_owned();
+    let mut rfb = Rfb::open(&server, &cookie, &id);
+    rfb.handshake();
+    let mut step = 0u16;
+    while step < 600 && rfb.try_send(&pointer_step(step)) {
+        step += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reason = ended_for(&server, &id);
     assert!(reason.contains("recording.max_session_bytes"), "{reason}");
-    // Her next session finds her day's recordings at their bound (review finding: one user's
-    // sessions, one after another, could bring the node to its free-space floor).
-    let reason = recorded_until_ended("erin");
+    // Her next session finds her day's recordings at their bound, at once or within its first
+    // frame (review finding: one user's sessions, one after another, could bring the node to
+    // its free-space floor).
+    let (cookie, opened) = session(&server, "erin");
+    let id = opened["SessionId"].as_str().expect("id").to_owned();
+    let cookie = format!("ds_session={cookie}");
+    if let Ok(mut stream) =
+        crate::support::http::websocket(&server.api, &format!("/stream/{id}"), &cookie, Some("binary"), Duration::from_secs(30))
+    {
+        while stream.read().is_ok() {}
+    }
+    let reason = ended_for(&server, &id);
     assert!(reason.contains("recording.max_user_bytes_per_day"), "{reason}");
     // The node goes on: another user's recorded session streams.
     let (cookie, next) = session(&server, "fay");

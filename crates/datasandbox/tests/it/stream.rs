@@ -35,6 +35,11 @@ impl Rfb {
         self.socket.send(tungstenite::Message::Binary(bytes.to_vec().into())).expect("send");
     }
 
+    /// Sends, if the stream is still open: whether it was.
+    pub(crate) fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.socket.send(tungstenite::Message::Binary(bytes.to_vec().into())).is_ok()
+    }
+
     /// Reads until `n` bytes are buffered or `within` passes.
     fn fill(&mut self, n: usize, within: Duration) -> bool {
         let deadline = Instant::now() + within;
