@@ -116,9 +116,21 @@ pub(crate) async fn end_sessions_on_lost_nodes(streaming: &Streaming) -> Result<
 /// Ends the sessions of local users who no longer exist, once each: on PostgreSQL, a
 /// redemption that checked the user before `DeleteLocalUser` committed can insert its session
 /// after the deletion ended theirs. Every node does it at each heartbeat.
-pub(crate) async fn end_sessions_of_deleted_users(streaming: &Streaming) -> Result<(), ActionError> {
+pub(crate) async fn end_sessions_of_deleted_users(streaming: &Arc<Streaming>) -> Result<(), ActionError> {
     for session in repo::list_sessions_of_deleted_local_users(&streaming.pipeline.platform.store).await? {
-        sessions::end_session(streaming, &session, "USER_DELETED").await?;
+        // Over at once; its instance stops in the background, not in the heartbeat's turn.
+        match sessions::mark_ended(streaming, &session, "USER_DELETED").await {
+            Ok(true) => {
+                let streaming = streaming.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = sessions::finish_ended(&streaming, &session, "USER_DELETED").await {
+                        tracing::error!(session, error = %err, "cannot finish ending the deleted user's session");
+                    }
+                });
+            }
+            Ok(false) => {}
+            Err(err) => tracing::error!(session, error = %err, "cannot end the deleted user's session"),
+        }
     }
     Ok(())
 }

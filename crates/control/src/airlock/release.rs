@@ -59,9 +59,10 @@ struct RequestInput {
 
 /// A request acted on by someone other than its researcher.
 async fn others_request(ctx: &mut Ctx<'_>, request_id: &str, what: &str) -> Result<(RequestRow, model::UserRef), ActionError> {
-    let request = find_in(ctx, request_id).await?;
+    // Who may act is settled before the request is looked up (see `review::cast_vote`).
     ctx.authorize(Resource::Service("airlock".into()))?;
     let user = signed_in_person(ctx)?;
+    let request = find_in(ctx, request_id).await?;
     if request.creator == user.principal_id() {
         return Err(ActionError::new(
             403,

@@ -234,8 +234,13 @@ pub(super) async fn count_upload(
 ) -> Result<Result<(), i64>, ActionError> {
     let hour = now / hour_ms.max(1);
     let mut tx = store.pool.begin().await?;
-    // Written first: the hour's row holds the creator's additions one at a time (PostgreSQL's
-    // row lock; SQLite has one writer), or each of many at once would miss the others'.
+    // Written first: the creator's row holds their additions one at a time, whatever hour
+    // each falls in (PostgreSQL's row lock; SQLite has one writer), or each of many at once
+    // would miss the others'.
+    sqlx::query("INSERT INTO airlock_upload_budgets (creator) VALUES ($1) ON CONFLICT (creator) DO UPDATE SET creator = excluded.creator")
+        .bind(creator)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO airlock_uploads (creator, hour, bytes) VALUES ($1, $2, $3)
          ON CONFLICT (creator, hour) DO UPDATE SET bytes = airlock_uploads.bytes + excluded.bytes",
@@ -245,7 +250,8 @@ pub(super) async fn count_upload(
     .bind(bytes)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM airlock_uploads WHERE creator = $1 AND hour <= $2").bind(creator).bind(hour - 24).execute(&mut *tx).await?;
+    // The 24 whole hours before this one count, with this one.
+    sqlx::query("DELETE FROM airlock_uploads WHERE creator = $1 AND hour < $2").bind(creator).bind(hour - 24).execute(&mut *tx).await?;
     let total: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM airlock_uploads WHERE creator = $1")
         .bind(creator)
         .fetch_one(&mut *tx)

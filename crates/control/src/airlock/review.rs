@@ -76,10 +76,12 @@ pub(super) async fn cast_vote(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, 
     if comment.as_ref().is_some_and(|c| c.len() > 4096) {
         return Err(ActionError::validation("Comment is at most 4096 characters"));
     }
-    let request = find_in(ctx, &input.request_id).await?;
+    // Who may vote is settled before the request is looked up: a refusal neither tells that
+    // it exists nor is filed under it.
     ctx.authorize(Resource::Service("airlock".into()))?;
-    let store = &ctx.platform.store;
     let reviewer = signed_in_person(ctx)?;
+    let request = find_in(ctx, &input.request_id).await?;
+    let store = &ctx.platform.store;
     if request.creator == reviewer.principal_id() {
         return Err(ActionError::new(
             403,
@@ -134,9 +136,10 @@ struct PreviewInput {
 /// create it: text as text, a PNG whole (up to the preview's size) for the page to show.
 pub(super) async fn preview(ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
     let input: PreviewInput = ctx.parse(input)?;
-    let request = find_in(ctx, &input.request_id).await?;
     ctx.authorize(Resource::Service("airlock".into()))?;
-    if request.creator == signed_in_person(ctx)?.principal_id() {
+    let reviewer = signed_in_person(ctx)?;
+    let request = find_in(ctx, &input.request_id).await?;
+    if request.creator == reviewer.principal_id() {
         return Err(ActionError::new(403, ErrorCode::AccessDeniedException, "you created this request: others review its files"));
     }
     // Only files that passed the checks and went to review: not a draft's, nor those swapped

@@ -449,7 +449,7 @@ pub(crate) async fn list_node_unended_session_ids(store: &Store, node: &str, alo
 pub(crate) async fn list_sessions_on_lost_instances(store: &Store) -> Result<Vec<String>, ActionError> {
     ids(
         store,
-        "SELECT session_id FROM sessions s WHERE state != 'EXPIRED'
+        "SELECT session_id FROM sessions s WHERE state IN ('PENDING', 'ACTIVE')
          AND EXISTS (SELECT 1 FROM instances i WHERE (i.instance_id = s.instance_id OR i.session_id = s.session_id) AND i.state = 'LOST')",
         None,
     )
@@ -460,7 +460,7 @@ pub(crate) async fn list_sessions_on_lost_instances(store: &Store) -> Result<Vec
 pub(crate) async fn list_sessions_of_deleted_local_users(store: &Store) -> Result<Vec<String>, ActionError> {
     ids(
         store,
-        "SELECT session_id FROM sessions s WHERE state != 'EXPIRED' AND authentication_type = 'USERPOOL'
+        "SELECT session_id FROM sessions s WHERE state IN ('PENDING', 'ACTIVE') AND authentication_type = 'USERPOOL'
          AND NOT EXISTS (SELECT 1 FROM local_users u WHERE u.user_name = s.user_id)",
         None,
     )
