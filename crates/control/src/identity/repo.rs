@@ -258,12 +258,12 @@ pub(super) async fn local_user_exists(store: &Store, user_name: &str) -> Result<
     Ok(found.is_some())
 }
 
-/// Forgets the failures on an account; false if there was no such user.
+/// Lifts an account's lock; false if there was no such user. Its count of wrong codes stays
+/// until its next sign-in: whoever holds the password and was guessing gets one more wrong
+/// code before the lock is back, not ten (review finding).
 pub(super) async fn unlock_local_user(store: &Store, user_name: &str) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query("UPDATE local_users SET failed_attempts = 0, locked_until = NULL WHERE user_name = $1")
-        .bind(user_name)
-        .execute(&store.pool)
-        .await?;
+    let updated =
+        sqlx::query("UPDATE local_users SET locked_until = NULL WHERE user_name = $1").bind(user_name).execute(&store.pool).await?;
     Ok(updated.rows_affected() != 0)
 }
 

@@ -209,7 +209,11 @@ fn f17_codes_guessed_with_a_leaked_password_lock_the_account() {
     let locked = server.audit(&[("EventName", "LocalUserLocked")]);
     assert_eq!(locked.len(), 1, "{locked:#?}");
     assert_eq!(locked[0]["requestParameters"]["UserName"], "erin", "{locked:#?}");
-    // The operator lifts the lock (after erin changes her password, as the record says).
+    // The operator lifts the lock (and erin is to change her password at once, as the record
+    // says). The guesser gets one wrong code before it is back, not ten.
     server.ok("identity:UnlockLocalUser", json!({ "UserName": "erin" }));
-    assert_eq!(try_from(41, PASSWORD, &next), 200);
+    assert_eq!(try_from(41, PASSWORD, "000000"), 401);
+    assert_eq!(try_from(42, PASSWORD, &next), 401, "ten more guesses after an unlock");
+    server.ok("identity:UnlockLocalUser", json!({ "UserName": "erin" }));
+    assert_eq!(try_from(43, PASSWORD, &next), 200);
 }
