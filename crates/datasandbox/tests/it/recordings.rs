@@ -405,30 +405,32 @@ fn a_recording_past_its_bounds_ends_its_session_not_the_node() {
     let bounds = ["recording.max_session_bytes=65536", "recording.max_user_bytes_per_day=98304"];
     let server = crate::support::streaming::server(&[&recorded[..], &bounds].concat());
     // Erin streams, her pointer moving (no idle or disconnect timeout ends it first), until
-    // her recording reaches its bound.
-    let (cookie, opened) = session(&server, "erin");
-    let id = opened["SessionId"].as_str().expect("id").to_owned();
-    let mut rfb = Rfb::open(&server, &cookie, &id);
-    rfb.handshake();
-    let mut step = 0u16;
-    while step < 600 && rfb.try_send(&pointer_step(step)) {
-        step += 1;
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let reason = ended_for(&server, &id);
+    // her recording reaches its bound. The stream may also close at any point of the
+    // handshake, once the recording stops.
+    let stream_until_ended = |user: &str| {
+        let (cookie, opened) = session(&server, user);
+        let id = opened["SessionId"].as_str().expect("id").to_owned();
+        let streamed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(mut rfb) = Rfb::try_open(&server, &cookie, &id) {
+                rfb.handshake();
+                let mut step = 0u16;
+                while step < 600 && rfb.try_send(&pointer_step(step)) {
+                    step += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }));
+        if streamed.is_err() {
+            eprintln!("(the stream closed during its handshake)");
+        }
+        ended_for(&server, &id)
+    };
+    let reason = stream_until_ended("erin");
     assert!(reason.contains("recording.max_session_bytes"), "{reason}");
-    // Her next session finds her day's recordings at their bound, at once or within its first
-    // frame (review finding: one user's sessions, one after another, could bring the node to
-    // its free-space floor).
-    let (cookie, opened) = session(&server, "erin");
-    let id = opened["SessionId"].as_str().expect("id").to_owned();
-    let cookie = format!("ds_session={cookie}");
-    if let Ok(mut stream) =
-        crate::support::http::websocket(&server.api, &format!("/stream/{id}"), &cookie, Some("binary"), Duration::from_secs(30))
-    {
-        while stream.read().is_ok() {}
-    }
-    let reason = ended_for(&server, &id);
+    // Her next session finds her day's recordings at their bound, at its opening or within its
+    // first frames (review finding: one user's sessions, one after another, could bring the
+    // node to its free-space floor).
+    let reason = stream_until_ended("erin");
     assert!(reason.contains("recording.max_user_bytes_per_day"), "{reason}");
     // The node goes on: another user's recorded session streams.
     let (cookie, next) = session(&server, "fay");

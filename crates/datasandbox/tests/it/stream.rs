@@ -31,6 +31,14 @@ impl Rfb {
         Rfb { socket, buffer: Vec::new(), size: (0, 0) }
     }
 
+    /// Opens the session's stream once, if the gateway takes it.
+    pub(crate) fn try_open(server: &Server, cookie: &str, session_id: &str) -> Option<Rfb> {
+        let path = format!("/stream/{session_id}");
+        let socket =
+            http::websocket(&server.api, &path, &format!("ds_session={cookie}"), Some("binary"), Duration::from_millis(100)).ok()?;
+        Some(Rfb { socket, buffer: Vec::new(), size: (0, 0) })
+    }
+
     pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.socket.send(tungstenite::Message::Binary(bytes.to_vec().into())).expect("send");
     }
