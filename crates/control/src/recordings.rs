@@ -90,13 +90,9 @@ impl Recordings {
             .bind(session_id)
             .fetch_one(&self.plane().store.pool)
             .await?;
-        let mut recording =
-            Recording { guard, next, previous, segment: None, storing: None, sealed_bytes: stored.max(0) as u64, users_other: 0 };
-        // A recording at its bound does not open again: a reconnecting stream gets nothing
-        // recorded in between.
-        recording.users_other = self.users_other_bytes(session_id).await?;
-        recording.within_bounds(0)?;
-        Ok(Some(recording))
+        // Its bounds are checked as each segment begins (the first at once), before it counts
+        // as recording: a recording at a bound never lets a stream open.
+        Ok(Some(Recording { guard, next, previous, segment: None, storing: None, sealed_bytes: stored.max(0) as u64, users_other: 0 }))
     }
 
     /// What the recordings of the user's other sessions hold, of segments that ended in the
