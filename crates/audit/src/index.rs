@@ -8,8 +8,8 @@
 //! PostgreSQL database in scale-out mode, where every node feeds its own records (keyed by
 //! node and sequence) into the same tables, so lookups, queries and traces on any node see
 //! every node's records. Each node catches up from its own chain only. The one exception is
-//! how records go into the SQLite file: through a connection of its own called in place
-//! (`in_place`), at a quarter of what the same inserts cost through sqlx.
+//! how records go into the SQLite file: through a connection of its own on a thread of its own,
+//! at a lower priority (`in_place`), at a quarter of what the same inserts cost through sqlx.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -233,7 +233,7 @@ impl Index {
         let in_place = match target {
             IndexTarget::File(path) => Some(InPlace::open(path, SQLITE_SETTINGS).map_err(|err| IndexError::InPlace {
                 place: place.clone(),
-                message: err.to_string(),
+                message: err,
                 row_refused: None,
             })?),
             IndexTarget::Database(_) => None,

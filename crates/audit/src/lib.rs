@@ -13,6 +13,7 @@
 mod across_nodes;
 #[cfg(test)]
 mod alongside;
+mod background;
 pub mod bound;
 mod bucket;
 mod chain;

@@ -15,11 +15,6 @@ use crate::layout::{self, GENESIS_HASH, Kind, Layout};
 use crate::seal_job::{DigestRef, SealJob};
 use crate::signing::{self, Signer};
 
-/// The sealer's nice value: it yields to the rest of the server, and still gets about a tenth
-/// of a core that another thread keeps busy, enough to keep up with a trail written flat out.
-#[cfg(target_os = "linux")]
-const SEALER_NICE: i32 = 10;
-
 struct Sealer {
     layout: Layout,
     signer: Arc<Signer>,
@@ -74,12 +69,8 @@ pub(crate) fn start(
         .name("audit-sealer".into())
         .spawn(move || {
             // Sealing compresses a whole log file at once (a few hundred milliseconds of CPU
-            // for `rotate_bytes`): it yields to the actions whose records it seals. Linux
-            // keeps a nice value per thread, and `None` names this one.
-            #[cfg(target_os = "linux")]
-            if let Err(err) = rustix::process::setpriority_process(None, SEALER_NICE) {
-                tracing::warn!(error = %err, "cannot lower the audit sealer's priority; it competes with the actions it seals");
-            }
+            // for `rotate_bytes`): it yields to the actions whose records it seals.
+            crate::background::lower_own_priority("sealer");
             for job in receiver {
                 #[cfg(test)]
                 while HELD_SEALERS.lock().expect("lock").as_ref().is_some_and(|dir| sealer.layout.root.starts_with(dir)) {

@@ -15,7 +15,7 @@
 //! - `GET api/status` throughput from 16 clients, the same three ways: 16 kept-alive connections
 //!   on one thread, as the issue's `wrk -t1 -c16` measured them.
 //!
-//! `cargo bench -p datasandbox --bench notebooks`.
+//! `cargo bench -p datasandbox --bench notebooks [-- launcher|opens|kernel|throughput]`.
 
 #[path = "../tests/it/support/http.rs"]
 #[allow(dead_code, reason = "shared with the integration tests, which use more of it")]
@@ -57,10 +57,21 @@ fn main() {
     let server = start();
     println!("Notebook flow benchmark (release binary)");
     let first = first_session(&server);
-    launcher_round_trips(&server, &first.instance);
-    notebook_url_opens(&server, &first);
-    kernel_round_trips(&server, &first);
-    proxy_throughput(&server, &first);
+    // `cargo bench --bench notebooks -- throughput` runs only the parts whose name holds it.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let chosen = |part: &str| only.is_empty() || only.iter().any(|o| part.contains(o.as_str()));
+    if chosen("launcher") {
+        launcher_round_trips(&server, &first.instance);
+    }
+    if chosen("opens") {
+        notebook_url_opens(&server, &first);
+    }
+    if chosen("kernel") {
+        kernel_round_trips(&server, &first);
+    }
+    if chosen("throughput") {
+        proxy_throughput(&server, &first);
+    }
 }
 
 /// Where a throughput run sends its requests.
@@ -96,6 +107,7 @@ fn proxy_throughput(server: &Server, first: &FirstSession) {
             Via::Proxy => Some(server.pid()),
         };
         let cpu_before = (cpu_time(jupyter), proxy.map(cpu_time));
+
         let deadline = Instant::now() + seconds;
         let (target, header) = match &via {
             Via::Straight => (Target::Unix(socket.clone()), ("authorization", token.as_str())),

@@ -1,47 +1,89 @@
 //! Records into the embedded node's SQLite index, called in place through rusqlite (the same
-//! SQLite library as sqlx's): on a blocking thread, each batch's lines (copied there once) are
-//! read into rows (see `rows`), bound row by row through one prepared statement per table, in
-//! one transaction. Through sqlx's `Any` driver the same inserts cost each row its values
-//! converted twice and handed to a worker thread; under a stream of proxied notebook requests
-//! that was about a sixth of the server's CPU.
+//! SQLite library as sqlx's): on a thread of its own, each batch's lines (copied there once)
+//! are read into rows (see `rows`), bound row by row through one prepared statement per table.
+//! Through sqlx's `Any` driver the same inserts cost each row its values converted twice and
+//! handed to a worker thread; under a stream of proxied notebook requests that was about a
+//! sixth of the server's CPU.
+//!
+//! The index is derived from the trail, which holds every record durably before its action is
+//! answered, so its thread works behind the actions: at a lower priority, in transactions of
+//! at most [`ROWS_PER_TRANSACTION`] rows, giving up the processor between them. A batch of a
+//! tenth of a second of proxied notebook requests in one transaction held a core for a few
+//! milliseconds at a time, and, on a host whose other core runs the notebook, preempted the
+//! notebook for that long with every request it was answering (the notebook benchmark's p99).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
 
 use super::rows::{EVENT_COLUMNS, INSERT_EVENTS, INSERT_RESOURCES, Row, rows_of};
 use super::statements::placeholders;
 
-/// The index's SQLite file, opened for inserts.
+/// The most rows one transaction inserts: a few hundred microseconds of the thread's work.
+const ROWS_PER_TRANSACTION: usize = 32;
+
+/// The index's SQLite file, opened for inserts by a thread of its own.
 #[derive(Clone)]
 pub(super) struct InPlace {
-    connection: Arc<Mutex<rusqlite::Connection>>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// A batch to insert: `node`'s `lines` past `already`, and where the outcome goes.
+struct Job {
+    node: String,
+    lines: Vec<(u64, Vec<u8>)>,
+    already: u64,
+    done: oneshot::Sender<Result<u64, Refusal>>,
 }
 
 impl InPlace {
-    /// Opens the index at `path` (its tables made already) with the pool's settings.
-    pub(super) fn open(path: &Path, settings: &str) -> rusqlite::Result<InPlace> {
+    /// Opens the index at `path` (its tables made already) with the pool's settings, and starts
+    /// the thread that inserts into it; the thread ends once every handle is dropped. The
+    /// error says why.
+    pub(super) fn open(path: &Path, settings: &str) -> Result<InPlace, String> {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = rusqlite::Connection::open_with_flags(path, flags)?;
-        connection.execute_batch(settings)?;
-        Ok(InPlace { connection: Arc::new(Mutex::new(connection)) })
+        let mut connection = rusqlite::Connection::open_with_flags(path, flags).map_err(|err| err.to_string())?;
+        connection.execute_batch(settings).map_err(|err| err.to_string())?;
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("audit-index".into())
+            .spawn(move || {
+                crate::background::lower_own_priority("index");
+                for job in receiver {
+                    let (rows, newest) = rows_of(job.lines.iter().map(|(sequence, line)| (*sequence, line.as_slice())), job.already);
+                    let inserted = insert_in_parts(&mut connection, &job.node, &rows)
+                        .map(|()| newest)
+                        .map_err(|err| Refusal { row_refused: row_refused(&err), message: err.to_string() });
+                    let _ = job.done.send(inserted);
+                }
+            })
+            .map_err(|err| format!("cannot start the index's inserting thread: {err}"))?;
+        Ok(InPlace { jobs })
     }
 
-    /// Puts `node`'s `lines` past `already` in, in one transaction (a row already there is
-    /// left); the newest sequence number among `lines`.
+    /// Puts `node`'s `lines` past `already` in (a row already there is left); the newest
+    /// sequence number among `lines`. On an error, the transactions before it are in: inserting
+    /// the same lines again leaves them.
     pub(super) async fn insert(&self, node: &str, lines: &[(u64, &[u8])], already: u64) -> Result<u64, Refusal> {
-        let (connection, node) = (self.connection.clone(), node.to_owned());
-        let lines: Vec<(u64, Vec<u8>)> = lines.iter().map(|(sequence, line)| (*sequence, line.to_vec())).collect();
-        let inserted = tokio::task::spawn_blocking(move || {
-            let (rows, newest) = rows_of(lines.iter().map(|(sequence, line)| (*sequence, line.as_slice())), already);
-            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            insert(&mut connection, &node, &rows).map(|()| newest)
-        })
-        .await;
-        match inserted {
-            Ok(inserted) => inserted.map_err(|err| Refusal { row_refused: row_refused(&err), message: err.to_string() }),
-            Err(err) => Err(Refusal { message: format!("the insert stopped: {err}"), row_refused: None }),
-        }
+        let lines = lines.iter().map(|(sequence, line)| (*sequence, line.to_vec())).collect();
+        let (done, outcome) = oneshot::channel();
+        let stopped = || Refusal { message: "the index's inserting thread stopped".to_owned(), row_refused: None };
+        self.jobs.send(Job { node: node.to_owned(), lines, already, done }).map_err(|_| stopped())?;
+        outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
+}
+
+/// Inserts `rows` in transactions of at most [`ROWS_PER_TRANSACTION`], yielding the processor
+/// between them.
+fn insert_in_parts(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -> rusqlite::Result<()> {
+    for (n, part) in rows.chunks(ROWS_PER_TRANSACTION).enumerate() {
+        if n > 0 {
+            std::thread::yield_now();
+        }
+        insert(connection, node, part)?;
+    }
+    Ok(())
 }
 
 /// Why an insert failed; `row_refused`, SQLite's code if it refused a value a row holds (a
