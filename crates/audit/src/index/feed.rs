@@ -1,4 +1,4 @@
-//! Feeding the index: the writer's batches as they come (gathered into one insert), the
+//! Feeding the index: the writer's batches as they come (gathered into one transaction), the
 //! trail's files at start (`catch_up`) and on `audit reindex` (`rebuild`). A batch the store
 //! cannot take now is kept for the next try; a record whose row it refuses stands in by a
 //! record of its own (`stand_in`).
@@ -17,12 +17,11 @@ use crate::writer::IndexBatch;
 const MAX_BACKLOG: usize = 200_000;
 
 /// How long after one insert the feeder gathers records for the next, unless a read waits:
-/// one insert of many records (on PostgreSQL one transaction, on SQLite a few, see `in_place`)
-/// costs a fraction of one per record.
+/// one transaction for many records costs a fraction of one per record.
 const GATHER: Duration = Duration::from_millis(100);
 
 impl Index {
-    /// Indexes batches from the writer, merging whatever has queued into one insert. A
+    /// Indexes batches from the writer, merging whatever has queued into one transaction. A
     /// batch the index cannot take (its disk is full: the trail is then writing refusals from
     /// its reserve) is kept and tried again, in order, so the index has no gap once space is
     /// freed; past [`MAX_BACKLOG`] records it is given up (`audit reindex` rebuilds).
@@ -120,7 +119,7 @@ impl Index {
         }
     }
 
-    /// Inserts the rows of `lines` past the indexed mark, and moves the mark once all are in.
+    /// Inserts the rows of `lines` past the indexed mark, in one transaction, and moves the mark.
     async fn insert_rows(&self, lines: &[(u64, &[u8])]) -> Result<(), IndexError> {
         let already = self.indexed_sequence();
         let newest = match &self.in_place {

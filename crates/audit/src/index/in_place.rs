@@ -6,11 +6,13 @@
 //! sixth of the server's CPU.
 //!
 //! The index is derived from the trail, which holds every record durably before its action is
-//! answered, so its thread works behind the actions: at a lower priority, in transactions of
-//! at most [`ROWS_PER_TRANSACTION`] rows, giving up the processor between them. A batch of a
-//! tenth of a second of proxied notebook requests in one transaction held a core for a few
-//! milliseconds at a time, and, on a host whose other core runs the notebook, preempted the
-//! notebook for that long with every request it was answering (the notebook benchmark's p99).
+//! answered, so its thread works behind the actions: at a lower priority, giving up the
+//! processor every [`ROWS_BETWEEN_YIELDS`] rows. A batch of a tenth of a second of proxied
+//! notebook requests held a core for a few milliseconds at a time, and, on a host whose other
+//! core runs the notebook, preempted the notebook for that long with every request it was
+//! answering (the notebook benchmark's p99). A batch stays one transaction: each commit
+//! writes the last page of each of the table's indexes again, and transactions of 32 rows
+//! cost the proxy about a tenth more CPU per request.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -20,8 +22,9 @@ use tokio::sync::oneshot;
 use super::rows::{EVENT_COLUMNS, INSERT_EVENTS, INSERT_RESOURCES, Row, rows_of};
 use super::statements::placeholders;
 
-/// The most rows one transaction inserts: a few hundred microseconds of the thread's work.
-const ROWS_PER_TRANSACTION: usize = 32;
+/// How many rows the thread inserts before it gives up the processor: a few hundred
+/// microseconds of its work.
+const ROWS_BETWEEN_YIELDS: usize = 32;
 
 /// The index's SQLite file, opened for inserts by a thread of its own.
 #[derive(Clone)]
@@ -52,7 +55,7 @@ impl InPlace {
                 crate::background::lower_own_priority("index");
                 for job in receiver {
                     let (rows, newest) = rows_of(job.lines.iter().map(|(sequence, line)| (*sequence, line.as_slice())), job.already);
-                    let inserted = insert_in_parts(&mut connection, &job.node, &rows)
+                    let inserted = insert(&mut connection, &job.node, &rows)
                         .map(|()| newest)
                         .map_err(|err| Refusal { row_refused: row_refused(&err), message: err.to_string() });
                     let _ = job.done.send(inserted);
@@ -62,9 +65,8 @@ impl InPlace {
         Ok(InPlace { jobs })
     }
 
-    /// Puts `node`'s `lines` past `already` in (a row already there is left); the newest
-    /// sequence number among `lines`. On an error, the transactions before it are in: inserting
-    /// the same lines again leaves them.
+    /// Puts `node`'s `lines` past `already` in, in one transaction (a row already there is
+    /// left); the newest sequence number among `lines`.
     pub(super) async fn insert(&self, node: &str, lines: &[(u64, &[u8])], already: u64) -> Result<u64, Refusal> {
         let lines = lines.iter().map(|(sequence, line)| (*sequence, line.to_vec())).collect();
         let (done, outcome) = oneshot::channel();
@@ -72,18 +74,6 @@ impl InPlace {
         self.jobs.send(Job { node: node.to_owned(), lines, already, done }).map_err(|_| stopped())?;
         outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
-}
-
-/// Inserts `rows` in transactions of at most [`ROWS_PER_TRANSACTION`], yielding the processor
-/// between them.
-fn insert_in_parts(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -> rusqlite::Result<()> {
-    for (n, part) in rows.chunks(ROWS_PER_TRANSACTION).enumerate() {
-        if n > 0 {
-            std::thread::yield_now();
-        }
-        insert(connection, node, part)?;
-    }
-    Ok(())
 }
 
 /// Why an insert failed; `row_refused`, SQLite's code if it refused a value a row holds (a
@@ -108,7 +98,10 @@ fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -
             placeholders(1, EVENT_COLUMNS, true)
         ))?;
         let mut resources = transaction.prepare_cached(&format!("{INSERT_RESOURCES} VALUES {}", placeholders(1, 4, true)))?;
-        for row in rows {
+        for (n, row) in rows.iter().enumerate() {
+            if n > 0 && n % ROWS_BETWEEN_YIELDS == 0 {
+                std::thread::yield_now();
+            }
             let (record, identity) = (&row.fields, &row.fields.user_identity);
             let added = events.execute(rusqlite::params![
                 node,
