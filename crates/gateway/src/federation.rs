@@ -277,30 +277,62 @@ async fn signed_in(
 /// only a page of this origin may post it (`origin::guard`), never another site's form.
 const CONFIRM_PATH: &str = "/portal/federated";
 
+/// How long the page's button stays disabled once the page is shown and has the focus, and
+/// again each time it gets the focus back. Double-clickjacking: another site's page asks for a
+/// double-click, closes its window over this page at the first click, and the second lands on
+/// the button a fraction of a second after this page got the focus.
+const ARMED_AFTER_MS: u32 = 1000;
+
+/// The page's script: the button is enabled [`ARMED_AFTER_MS`] after the page is visible and
+/// focused, disabled whenever it is not.
+const ARMING: &str = r#"const button = document.getElementById("continue");
+let timer;
+function arm() {
+  clearTimeout(timer);
+  button.disabled = true;
+  if (document.visibilityState === "visible" && document.hasFocus()) {
+    timer = setTimeout(() => { button.disabled = false; }, ARMED_AFTER_MS);
+  }
+}
+addEventListener("focus", arm);
+addEventListener("blur", arm);
+document.addEventListener("visibilitychange", arm);
+arm();"#;
+
 /// The page an IdP-initiated sign-in lands on: the account it is for, and a button that posts
-/// its token back from this origin. Not to be framed (a click on it is consent), kept or cached.
+/// its token back from this origin. Not to be framed (a click on it is consent), kept or
+/// cached; its button answers only a click made a while after the page was in front.
 fn confirm_page(token: &str, user: &str, issuer: &str) -> Response {
+    let mut nonce = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let nonce = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, nonce);
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Continue as {user}?</title></head><body>\
          <h1>Continue as <span id=\"user\">{user}</span>?</h1>\
          <p>Your identity provider (<code>{issuer}</code>) signed you in as <b>{user}</b>. If you did not just choose this \
          account there, close this page: another site may be signing your browser in as someone else.</p>\
          <form method=\"post\" action=\"{CONFIRM_PATH}\"><input type=\"hidden\" name=\"Token\" value=\"{token}\">\
-         <button id=\"continue\" type=\"submit\">Continue to the portal</button></form></body></html>",
+         <button id=\"continue\" type=\"submit\" disabled>Continue to the portal</button></form>\
+         <noscript><p>This page needs JavaScript to continue.</p></noscript>\
+         <script nonce=\"{nonce}\">{script}</script></body></html>",
         user = escape(user),
         issuer = escape(issuer),
         token = escape(token),
+        script = ARMING.replace("ARMED_AFTER_MS", &ARMED_AFTER_MS.to_string()),
     );
     let mut reply = Html(page).into_response();
+    let policy = format!("default-src 'none'; script-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'");
     for (name, value) in [
-        (header::CACHE_CONTROL, "no-store"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; form-action 'self'; frame-ancestors 'none'"),
+        (header::CACHE_CONTROL, "no-store".to_owned()),
+        (header::X_FRAME_OPTIONS, "DENY".to_owned()),
+        (header::CONTENT_SECURITY_POLICY, policy),
         // Not `no-referrer`: the form's post would then carry `Origin: null`, which the
         // origin guard refuses.
-        (header::REFERRER_POLICY, "same-origin"),
+        (header::REFERRER_POLICY, "same-origin".to_owned()),
     ] {
-        reply.headers_mut().insert(name, HeaderValue::from_static(value));
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            reply.headers_mut().insert(name, value);
+        }
     }
     reply
 }

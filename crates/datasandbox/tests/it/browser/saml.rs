@@ -1,10 +1,10 @@
-//! SAML sign-in in a real browser, SP-initiated from the portal, against a real identity
-//! provider (pysaml2, `saml_idp.py`).
+//! SAML sign-in in a real browser against a real identity provider (pysaml2, `saml_idp.py`):
+//! SP-initiated from the portal, and IdP-initiated through the page that asks to confirm it.
 
 use serde_json::json;
 
 use crate::support::browser::run_flow;
-use crate::support::saml::{IdpServer, fetch_sp_metadata, free_port, identity_provider, sessions_of};
+use crate::support::saml::{IdpServer, fetch_sp_metadata, free_port, identity_provider, responses, sessions_of};
 use crate::support::streaming::{self, STACK, server};
 
 #[test]
@@ -30,4 +30,28 @@ fn saml_sign_in_in_a_real_browser_reaches_the_portal_and_a_session() {
     let launches = server.audit(&[("EventName", "CreateUserStreamingURL"), ("Username", "dana@example.test")]);
     assert!(launches.iter().any(|r| r["errorCode"].is_null() && r["resources"][0]["ARN"].as_str().is_some_and(|a| a.ends_with(":stack/datasandbox-stack"))), "{launches:#?}");
     streaming::expire(&server, &sessions[0]);
+}
+
+/// An IdP-initiated response posted from another origin's page lands on a page naming the
+/// account, whose button ignores a click that comes at once (double-clickjacking: the second
+/// click of a double-click another site asked for, after it closed its window over this one)
+/// and takes one made after the page was in front for a second.
+#[test]
+fn an_idp_initiated_sign_in_is_confirmed_only_by_a_click_made_once_the_page_was_in_front() {
+    let idp = tempfile::tempdir().expect("tempdir");
+    identity_provider(idp.path(), &format!("http://127.0.0.1:{}", free_port()));
+    let metadata = format!("idp_metadata={}", idp.path().join("idp.xml").display());
+    let server = server(&[&metadata]);
+    let sp = fetch_sp_metadata(&server, idp.path());
+    let made = responses(idp.path(), &sp, &json!([{ "name": "idp_initiated", "user": "erin@example.test" }]));
+    let response = made["idp_initiated"].as_str().expect("a response");
+
+    let events = run_flow("saml_confirm.mjs", &[&format!("http://{}", server.api), response], String::new);
+    assert_eq!(events[0]["event"], "early", "{events:?}");
+    assert!(events[0]["url"].as_str().is_some_and(|u| u.ends_with("/saml/acs")), "a click at once confirmed the sign-in: {events:?}");
+    assert_eq!(events[0]["disabled"], true, "{events:?}");
+    assert!(events[1]["afterMs"].as_u64().is_some_and(|ms| ms >= 900), "the button was enabled too soon: {events:?}");
+    assert_eq!(events[2]["user"], "erin@example.test", "{events:?}");
+    let signed_in = server.audit(&[("EventName", "AssumeRoleWithSAML"), ("Username", "erin@example.test")]);
+    assert!(signed_in.iter().any(|r| r["errorCode"].is_null()), "{signed_in:#?}");
 }
