@@ -6,6 +6,7 @@ mod authenticate;
 pub(crate) mod local;
 mod lookups;
 pub(crate) mod oidc;
+mod password;
 mod repo;
 pub(crate) mod saml;
 mod state;
@@ -35,7 +36,7 @@ impl Identity {
             IdentityAction::CreateLocalUser => local::create(&self.throttle, ctx, input).await,
             IdentityAction::DeleteLocalUser => local::delete(&*self.sessions, ctx, input).await,
             IdentityAction::UnlockLocalUser => local::unlock(&self.throttle, ctx, input).await,
-            IdentityAction::ChangePassword => local::change_password(&self.throttle, ctx, input).await,
+            IdentityAction::ChangePassword => password::change_password(&self.throttle, &*self.sessions, ctx, input).await,
             IdentityAction::AssociateSoftwareToken => local::associate(&self.throttle, ctx, input).await,
             IdentityAction::VerifySoftwareToken => local::verify_token(ctx, input).await,
         }

@@ -148,7 +148,7 @@ registry! {
         CreateLocalUser(Service, false, true, "A local user (argon2id password) for small sites"),
         DeleteLocalUser(Service, false, true, "Delete a local user"),
         UnlockLocalUser(Service, false, true, "Clear a local user's lock after failed sign-ins"),
-        ChangePassword(Service, false, true, "A local user's new password (the old one and a code again): every sign-in of theirs ends"),
+        ChangePassword(Service, false, true, "A local user's new password (the old one and a code again): every sign-in of theirs ends, and their sessions if asked"),
         AssociateSoftwareToken(Service, false, true, "Start enrolling a TOTP device: a new secret, pending"),
         VerifySoftwareToken(Service, false, true, "Finish enrolling a TOTP device with a code from it"),
     }

@@ -153,7 +153,7 @@ impl Throttle {
     }
 
     /// Runs an argon2 computation through the host-wide gate, off the async runtime.
-    async fn argon2<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ActionError> {
+    pub(super) async fn argon2<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ActionError> {
         // Under a flood every sign-in would queue behind it, however long; past a bound it
         // is told to come back.
         let permit = tokio::time::timeout(std::time::Duration::from_millis(ARGON2_QUEUE_MILLIS), self.argon2.acquire()).await;
@@ -208,7 +208,7 @@ fn rejected() -> ActionError {
     ActionError::new(401, ErrorCode::NotAuthorizedException, "the user name, password or code is not valid")
 }
 
-fn hash(password: &str) -> Result<String, ActionError> {
+pub(super) fn hash(password: &str) -> Result<String, ActionError> {
     let mut salt = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(ActionError::internal)?;
@@ -378,49 +378,13 @@ pub(crate) async fn create(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value)
     Ok(json!({ "UserName": input.user_name, "CreatedTime": millis_to_rfc3339(created), "Roles": input.roles }))
 }
 
-fn check_password(member: &str, password: &str) -> Result<(), ActionError> {
+pub(super) fn check_password(member: &str, password: &str) -> Result<(), ActionError> {
     let length = password.chars().count();
     if (12..=256).contains(&length) {
         Ok(())
     } else {
         Err(ActionError::validation(format!("{member} must be 12..=256 characters, not {length}")))
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct ChangePasswordInput {
-    previous_password: String,
-    proposed_password: String,
-    /// A current code, once a TOTP device is enrolled: a token alone (which may have been
-    /// taken) does not change the password.
-    #[serde(default)]
-    totp_code: Option<String>,
-}
-
-/// `identity:ChangePassword` (the user, signed in, proving the password and code again, as
-/// Cognito's takes the previous password): the new password, and every sign-in of the user
-/// ends, this one too, so that whoever held the old password or a token holds nothing.
-pub(crate) async fn change_password(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value) -> Result<Value, ActionError> {
-    let input: ChangePasswordInput = ctx.parse(input)?;
-    let user = caller_local_user(ctx)?;
-    check_password("ProposedPassword", &input.proposed_password)?;
-    ctx.authorize_always();
-    let code = input.totp_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
-    // The old password first, within the sign-in's budget: the new hash costs argon2 too, and
-    // a token alone must not buy it (review finding).
-    let proved = sign_in(ctx.platform, throttle, &user, &input.previous_password, code, ctx.source_ip).await?;
-    let proposed = input.proposed_password;
-    let hashed = throttle.argon2(move || hash(&proposed)).await??;
-    // Only the credentials just proved are replaced: a second change racing this one, by
-    // someone holding the old password, does not overwrite it.
-    if !repo::set_password(&ctx.platform.store, &user, &hashed, proved.credential_epoch).await? {
-        return Err(ActionError::conflict(
-            ErrorCode::ConflictException,
-            format!("the password of `{user}` changed meanwhile (or the user was deleted); sign in again"),
-        ));
-    }
-    Ok(json!({ "SignedOut": true }))
 }
 
 #[derive(Deserialize)]
@@ -467,7 +431,7 @@ pub(crate) async fn unlock(throttle: &Throttle, ctx: &mut Ctx<'_>, input: Value)
 
 /// The local user a caller is, from a token `identity:SignIn` issued (never an instance's,
 /// a session's or a link's credential, which act for the user but are not their sign-in).
-fn caller_local_user(ctx: &Ctx<'_>) -> Result<String, ActionError> {
+pub(super) fn caller_local_user(ctx: &Ctx<'_>) -> Result<String, ActionError> {
     match &ctx.caller.principal {
         policy::Principal::User { user, channel: policy::Channel::Bearer, .. } if user.mode() == model::AccessMode::Local => {
             Ok(user.user().to_string())

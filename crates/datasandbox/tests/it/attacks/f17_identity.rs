@@ -173,6 +173,36 @@ fn f17_a_deleted_users_sessions_end_and_their_name_is_not_given_again() {
     assert_eq!(ended["EndReason"], "USER_DELETED", "{ended}");
 }
 
+/// Whoever held the old password may have started a workspace with it, which acts as the user
+/// until it ends (left weak in the last note): a password change ends the user's streaming
+/// sessions when asked to, and only then; a change refused ends nothing.
+#[test]
+fn f17_a_password_change_ends_the_users_workspaces_when_asked() {
+    const NEW: &str = "a passphrase nobody else has";
+    let server = server(&[]);
+    let token = portal_user(&server, "hana");
+    let cookie = portal_session(&server, &token);
+    let session = active(&server, &cookie, 60);
+    let change = |token: &str, previous: &str, proposed: &str, end: bool| {
+        let input = json!({ "PreviousPassword": previous, "ProposedPassword": proposed, "EndStreamingSessions": end });
+        server.call_as(token, "identity:ChangePassword", &input)
+    };
+    let refused = change(&token, "not the password", NEW, true);
+    assert_eq!(refused.stderr["Code"], "NotAuthorizedException", "{refused:?}");
+    let kept = change(&token, PASSWORD, NEW, false);
+    assert_eq!(kept.stdout["EndedSessions"], json!([]), "{kept:?}");
+    assert_eq!(status(&server, &cookie)["State"], "ACTIVE", "a change that did not ask ended the workspace");
+
+    let (code, signed_in) = sign_in_from(&server, "127.0.0.1", &json!({ "UserName": "hana", "Password": NEW }));
+    assert_eq!(code, 200, "{signed_in}");
+    let ended = change(signed_in["Token"].as_str().expect("token"), NEW, PASSWORD, true);
+    assert_eq!(ended.stdout["EndedSessions"], json!([session["SessionId"]]), "{ended:?}");
+    let now = status(&server, &cookie);
+    assert_eq!((now["State"].as_str(), now["EndReason"].as_str()), (Some("EXPIRED"), Some("PASSWORD_CHANGED")), "{now}");
+    let records = server.audit(&[("EventName", "ChangePassword")]);
+    assert_eq!(records.iter().filter(|r| r["errorCode"].is_null()).count(), 2, "{records:#?}");
+}
+
 /// With a leaked password, a second factor guessed from many addresses at a time (each under
 /// its own budget) fell in about an hour (review finding). Wrong codes that come with the
 /// right password now lock the account, which only the password's holder can cause: a
