@@ -50,6 +50,7 @@ pub(crate) fn routes(router: Router<ControlPlane>) -> Router<ControlPlane> {
         .route("/portal/sessions", get(sessions))
         .route("/portal/events", get(events))
         .route("/portal/end", post(end))
+        .route("/portal/password", post(change_password))
         .route("/portal/providers", get(providers))
         .route("/portal/airlock/requests", get(airlock_requests))
         .route("/portal/airlock/link", post(airlock_link))
@@ -165,7 +166,13 @@ async fn catalog(State(control): State<ControlPlane>, ConnectInfo(peer): Connect
     )
     .await;
     match stacks.result {
-        Ok(found) => axum::Json(json!({ "UserName": identity["UserName"], "Stacks": found["UserStackAssociations"] })).into_response(),
+        Ok(found) => {
+            // A local user's principal id is `local:<user>` (`model::home`): only they have a
+            // password here to change.
+            let local = identity["PrincipalId"].as_str().is_some_and(|id| id.starts_with("local:"));
+            axum::Json(json!({ "UserName": identity["UserName"], "LocalUser": local, "Stacks": found["UserStackAssociations"] }))
+                .into_response()
+        }
         Err(_) => reply(stacks),
     }
 }
@@ -252,4 +259,15 @@ async fn events(
 /// Ends one of the user's own sessions (`streaming:ExpireSession`, `USER_ENDED`).
 async fn end(State(control): State<ControlPlane>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
     with_body(&control, peer, &headers, body, "streaming:ExpireSession").await
+}
+
+/// A local user's new password (`identity:ChangePassword`, the old one and a code again, and
+/// whether their sessions end too); every sign-in of theirs ends with it, this page's too.
+async fn change_password(
+    State(control): State<ControlPlane>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    with_body(&control, peer, &headers, body, "identity:ChangePassword").await
 }

@@ -149,3 +149,24 @@ fn a_local_user_signs_in_on_the_portal_and_launches_their_stack() {
     assert!(server.stop().success(), "the server stops with portals open");
     drop((carol_live, dave_live));
 }
+
+/// A local user changes their password on the portal, asking that their sessions end too: a
+/// wrong current password changes nothing, the change signs the page out, and the new password
+/// signs in. Neither password reaches the trail; the choice does.
+#[test]
+fn a_local_user_changes_their_password_on_the_portal() {
+    const NEW: &str = "a fresh passphrase for erin";
+    let server = crate::support::server::Server::start(&[]);
+    server.ok("identity:CreateLocalUser", json!({ "UserName": "erin", "Password": PASSWORD }));
+    let events = run_flow("password.mjs", &[&format!("http://{}", server.api), "erin", PASSWORD, NEW], String::new);
+    assert_eq!(events[0]["event"], "refused", "{events:?}");
+    assert_eq!((&events[1]["event"], &events[1]["signIn"]), (&json!("changed"), &json!(true)), "{events:?}");
+    assert!(events[1]["notice"].as_str().is_some_and(|n| n.contains("sign in with the new one")), "{events:?}");
+    assert_eq!(events[2]["user"], "erin", "{events:?}");
+    let records = server.audit(&[("EventName", "ChangePassword")]);
+    let changed: Vec<&Value> = records.iter().filter(|r| r["errorCode"].is_null()).collect();
+    assert_eq!(changed.len(), 1, "{records:#?}");
+    assert_eq!(changed[0]["requestParameters"]["EndStreamingSessions"], true, "{records:#?}");
+    let trail = records.iter().map(Value::to_string).collect::<String>();
+    assert!(!trail.contains("correct horse") && !trail.contains("fresh passphrase"), "a password reached the trail");
+}
