@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -156,6 +156,9 @@ pub struct Index {
     progress: Arc<Notify>,
     /// A read waits for records still on their way in: the feeder inserts now.
     hurry: Arc<Notify>,
+    /// How many reads wait for the index: its inserting thread works at the server's priority
+    /// meanwhile (see `in_place`).
+    waiting: Arc<AtomicUsize>,
     /// Held while records go in, and by a rebuild from its delete to the end of its catch-up.
     feeding: Arc<tokio::sync::Mutex<()>>,
 }
@@ -230,8 +233,9 @@ impl Index {
         // SQLite: records go in through one connection of their own, whose page cache then stays
         // valid from one batch to the next (a connection that did not write the last change
         // drops its whole cache).
+        let waiting = Arc::new(AtomicUsize::new(0));
         let in_place = match target {
-            IndexTarget::File(path) => Some(InPlace::open(path, SQLITE_SETTINGS).map_err(|err| IndexError::InPlace {
+            IndexTarget::File(path) => Some(InPlace::open(path, SQLITE_SETTINGS, waiting.clone()).map_err(|err| IndexError::InPlace {
                 place: place.clone(),
                 message: err,
                 row_refused: None,
@@ -252,6 +256,7 @@ impl Index {
             indexed: Arc::new(AtomicU64::new(last as u64)),
             progress: Arc::new(Notify::new()),
             hurry: Arc::new(Notify::new()),
+            waiting,
             feeding: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -276,6 +281,7 @@ impl Index {
     /// Waits (up to `timeout`) until every record of this node up to `sequence` is indexed.
     pub async fn wait_for(&self, sequence: u64, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        let _waiting = Waiting::count(&self.waiting);
         loop {
             let notified = self.progress.notified();
             if self.indexed_sequence() >= sequence {
@@ -287,6 +293,7 @@ impl Index {
             }
         }
     }
+
     /// Records of every node matching `filter`, newest first; `before` continues a page.
     pub async fn lookup(
         &self,
@@ -480,4 +487,20 @@ async fn create_tables(pool: &AnyPool, sqlite: bool) -> Result<(), sqlx::Error> 
         statements::create_reader_role(&mut tx).await?;
     }
     tx.commit().await
+}
+
+/// A read counted as waiting for the index while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Waiting<'a> {
+        waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -70,7 +70,7 @@ pub(crate) fn start(
         .spawn(move || {
             // Sealing compresses a whole log file at once (a few hundred milliseconds of CPU
             // for `rotate_bytes`): it yields to the actions whose records it seals.
-            crate::background::lower_own_priority("sealer");
+            let _lowered = crate::background::Priority::lower("sealer");
             for job in receiver {
                 #[cfg(test)]
                 while HELD_SEALERS.lock().expect("lock").as_ref().is_some_and(|dir| sealer.layout.root.starts_with(dir)) {

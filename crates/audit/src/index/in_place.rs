@@ -10,11 +10,17 @@
 //! processor every [`ROWS_BETWEEN_YIELDS`] rows. A batch of a tenth of a second of proxied
 //! notebook requests held a core for a few milliseconds at a time, and, on a host whose other
 //! core runs the notebook, preempted the notebook for that long with every request it was
-//! answering (the notebook benchmark's p99). A batch stays one transaction: each commit
+//! answering (the notebook benchmark's p99). While a read waits for the index, or a batch is
+//! a backlog (more than [`BACKLOG_ROWS`]), the thread works at the server's priority: on a
+//! host kept busy it would otherwise fall behind until reads gave up waiting. A batch stays
+//! one transaction: each commit
 //! writes the last page of each of the table's indexes again, and transactions of 32 rows
 //! cost the proxy about a tenth more CPU per request.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
@@ -25,6 +31,10 @@ use super::statements::placeholders;
 /// How many rows the thread inserts before it gives up the processor: a few hundred
 /// microseconds of its work.
 const ROWS_BETWEEN_YIELDS: usize = 32;
+
+/// A batch of more rows than this is a backlog (a catch-up, a rebuild, or a stream the thread
+/// fell behind), inserted at the server's priority.
+const BACKLOG_ROWS: usize = 5_000;
 
 /// The index's SQLite file, opened for inserts by a thread of its own.
 #[derive(Clone)]
@@ -42,9 +52,9 @@ struct Job {
 
 impl InPlace {
     /// Opens the index at `path` (its tables made already) with the pool's settings, and starts
-    /// the thread that inserts into it; the thread ends once every handle is dropped. The
-    /// error says why.
-    pub(super) fn open(path: &Path, settings: &str) -> Result<InPlace, String> {
+    /// the thread that inserts into it; the thread ends once every handle is dropped. `waiting`
+    /// counts the reads waiting for the index. The error says why.
+    pub(super) fn open(path: &Path, settings: &str, waiting: Arc<AtomicUsize>) -> Result<InPlace, String> {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut connection = rusqlite::Connection::open_with_flags(path, flags).map_err(|err| err.to_string())?;
         connection.execute_batch(settings).map_err(|err| err.to_string())?;
@@ -52,12 +62,22 @@ impl InPlace {
         std::thread::Builder::new()
             .name("audit-index".into())
             .spawn(move || {
-                crate::background::lower_own_priority("index");
+                let mut priority = crate::background::Priority::lower("index");
                 for job in receiver {
-                    let (rows, newest) = rows_of(job.lines.iter().map(|(sequence, line)| (*sequence, line.as_slice())), job.already);
-                    let inserted = insert(&mut connection, &job.node, &rows)
-                        .map(|()| newest)
-                        .map_err(|err| Refusal { row_refused: row_refused(&err), message: err.to_string() });
+                    let backlog = job.lines.len() > BACKLOG_ROWS;
+                    let mut hurry = || priority.hurry(backlog || waiting.load(Ordering::Acquire) > 0);
+                    hurry();
+                    // A panic is one record's (a row it could not make): the transaction rolls
+                    // back, and the feeder's halving finds the record and stands it in.
+                    let inserted = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        let (rows, newest) = rows_of(job.lines.iter().map(|(sequence, line)| (*sequence, line.as_slice())), job.already);
+                        insert(&mut connection, &job.node, &rows, &mut hurry)
+                            .map(|()| newest)
+                            .map_err(|err| Refusal { row_refused: row_refused(&err), message: err.to_string() })
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(Refusal { message: "indexing a record panicked".to_owned(), row_refused: Some("a panic".to_owned()) })
+                    });
                     let _ = job.done.send(inserted);
                 }
             })
@@ -90,7 +110,9 @@ fn row_refused(err: &rusqlite::Error) -> Option<String> {
         .map(|code| format!("SQLite {code:?}"))
 }
 
-fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -> rusqlite::Result<()> {
+/// Inserts `rows` in one transaction, yielding the processor every [`ROWS_BETWEEN_YIELDS`]
+/// rows and calling `between` then (to raise or lower the thread's priority).
+fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>], between: &mut dyn FnMut()) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
     {
         let mut events = transaction.prepare_cached(&format!(
@@ -101,6 +123,7 @@ fn insert(connection: &mut rusqlite::Connection, node: &str, rows: &[Row<'_>]) -
         for (n, row) in rows.iter().enumerate() {
             if n > 0 && n % ROWS_BETWEEN_YIELDS == 0 {
                 std::thread::yield_now();
+                between();
             }
             let (record, identity) = (&row.fields, &row.fields.user_identity);
             let added = events.execute(rusqlite::params![
