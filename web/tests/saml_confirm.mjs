@@ -2,12 +2,16 @@
 // the Rust integration tests: a page of another origin posts the response to the assertion
 // consumer (as an IdP's page, or an attacker's, does); the confirmation page that answers
 // must ignore a click that comes at once (the second click of a double-click another site
-// asked for) and take a deliberate one.
+// asked for), stay disabled while it lacks the focus and through a burst of keys, and take a
+// deliberate click.
 //
 //   node web/tests/saml_confirm.mjs <gateway-base-url> <SAMLResponse> <screenshot-dir>
-//   → {"event":"early","url":"…","disabled":true}   (a click at once changed nothing)
-//   → {"event":"armed","afterMs":…}                 (the button took that long to be enabled)
-//   → {"event":"portal","user":"…"}                 (screenshot saml-confirmed.png)
+//   → {"event":"early","url":"…","disabled":true}     a click at once changed nothing
+//   → {"event":"unfocused","disabled":true}           1.5 s without the focus: still disabled
+//   → {"event":"refocused","url":"…"}                 a click as the focus came back changed nothing
+//   → {"event":"mashed","disabled":true}              keys every 300 ms for 2 s kept it disabled
+//   → {"event":"armed","afterMs":…}                   enabled that long after the last key
+//   → {"event":"portal","user":"…"}                   (screenshot saml-confirmed.png)
 import { chromium } from "playwright-core";
 
 const [base, response, shots] = process.argv.slice(2);
@@ -19,15 +23,36 @@ try {
   await page.$eval("input", (input, value) => { input.value = value; }, response);
   await Promise.all([page.waitForURL(`${base}/saml/acs`, { timeout: 30_000 }), page.$eval("form", (form) => form.submit())]);
   await page.waitForSelector("#continue", { state: "attached", timeout: 30_000 });
-  const shown = Date.now();
+  const disabled = () => page.$eval("#continue", (button) => button.disabled);
   // The second click of a double-click, a moment after the page came to the front.
   await page.click("#continue", { force: true, timeout: 5_000 });
-  await page.waitForTimeout(300);
-  say({ event: "early", url: page.url(), disabled: await page.$eval("#continue", (button) => button.disabled) });
+  await page.waitForTimeout(100);
+  say({ event: "early", url: page.url(), disabled: await disabled() });
+  // Headless Chromium reports every page focused: the page's focus is taken away by hand.
+  await page.evaluate(() => {
+    document.hasFocus = () => false;
+    dispatchEvent(new Event("blur"));
+  });
+  await page.waitForTimeout(1_500);
+  say({ event: "unfocused", disabled: await disabled() });
+  await page.evaluate(() => {
+    delete document.hasFocus;
+    dispatchEvent(new Event("focus"));
+  });
+  await page.click("#continue", { force: true, timeout: 5_000 });
+  await page.waitForTimeout(100);
+  say({ event: "refocused", url: page.url() });
+  let mashed = true;
+  for (let n = 0; n < 7; n++) {
+    await page.keyboard.press("Shift");
+    mashed = mashed && (await disabled());
+    await page.waitForTimeout(300);
+  }
+  const lastKey = Date.now() - 300;
+  say({ event: "mashed", disabled: mashed });
   await page.waitForSelector("#continue:not([disabled])", { timeout: 10_000 });
-  say({ event: "armed", afterMs: Date.now() - shown });
+  say({ event: "armed", afterMs: Date.now() - lastKey });
   await Promise.all([page.waitForURL(`${base}/portal`, { timeout: 30_000 }), page.click("#continue")]);
-  await page.waitForSelector("#who", { timeout: 30_000 });
   await page.waitForFunction(() => document.querySelector("#who").textContent.trim() !== "", null, { timeout: 30_000 });
   await page.screenshot({ path: `${shots}/saml-confirmed.png` });
   say({ event: "portal", user: (await page.textContent("#who")).trim() });

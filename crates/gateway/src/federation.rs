@@ -277,31 +277,38 @@ async fn signed_in(
 /// only a page of this origin may post it (`origin::guard`), never another site's form.
 const CONFIRM_PATH: &str = "/portal/federated";
 
-/// How long the page's button stays disabled once the page is shown and has the focus, and
-/// again each time it gets the focus back. Double-clickjacking: another site's page asks for a
-/// double-click, closes its window over this page at the first click, and the second lands on
-/// the button a fraction of a second after this page got the focus.
+/// How long the page's button stays disabled once the page is shown, has the focus and the
+/// pointer, and no input came: again after each time it loses one of them. Double-clickjacking:
+/// another site's page asks for a double-click (or a burst of clicks or keys), brings this page
+/// in front at the first, and the next lands on the button a fraction of a second later.
 const ARMED_AFTER_MS: u32 = 1000;
 
-/// The page's script: the button is enabled [`ARMED_AFTER_MS`] after the page is visible and
-/// focused, disabled whenever it is not.
+/// The page's script: the button is enabled [`ARMED_AFTER_MS`] after the page is visible,
+/// focused and under the pointer (or the pointer never left) with no input meanwhile, and
+/// disabled whenever it is not.
 const ARMING: &str = r#"const button = document.getElementById("continue");
 let timer;
+let inside = true;
 function arm() {
   clearTimeout(timer);
   button.disabled = true;
-  if (document.visibilityState === "visible" && document.hasFocus()) {
+  if (document.visibilityState === "visible" && document.hasFocus() && inside) {
     timer = setTimeout(() => { button.disabled = false; }, ARMED_AFTER_MS);
   }
 }
-addEventListener("focus", arm);
-addEventListener("blur", arm);
+for (const input of ["pointerdown", "keydown", "wheel", "touchstart"]) {
+  addEventListener(input, () => { if (button.disabled) arm(); }, true);
+}
+document.documentElement.addEventListener("pointerleave", () => { inside = false; arm(); });
+document.documentElement.addEventListener("pointerenter", () => { inside = true; arm(); });
+for (const change of ["focus", "blur", "pageshow"]) addEventListener(change, arm);
 document.addEventListener("visibilitychange", arm);
 arm();"#;
 
 /// The page an IdP-initiated sign-in lands on: the account it is for, and a button that posts
 /// its token back from this origin. Not to be framed (a click on it is consent), kept or
-/// cached; its button answers only a click made a while after the page was in front.
+/// cached; its button answers only a click made a while after the page was in front, and
+/// after any other input.
 fn confirm_page(token: &str, user: &str, issuer: &str) -> Response {
     let mut nonce = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
@@ -312,7 +319,7 @@ fn confirm_page(token: &str, user: &str, issuer: &str) -> Response {
          <p>Your identity provider (<code>{issuer}</code>) signed you in as <b>{user}</b>. If you did not just choose this \
          account there, close this page: another site may be signing your browser in as someone else.</p>\
          <form method=\"post\" action=\"{CONFIRM_PATH}\"><input type=\"hidden\" name=\"Token\" value=\"{token}\">\
-         <button id=\"continue\" type=\"submit\" disabled>Continue to the portal</button></form>\
+         <button id=\"continue\" type=\"submit\" disabled>Continue to the portal as {user}</button></form>\
          <noscript><p>This page needs JavaScript to continue.</p></noscript>\
          <script nonce=\"{nonce}\">{script}</script></body></html>",
         user = escape(user),

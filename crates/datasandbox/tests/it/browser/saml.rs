@@ -34,8 +34,9 @@ fn saml_sign_in_in_a_real_browser_reaches_the_portal_and_a_session() {
 
 /// An IdP-initiated response posted from another origin's page lands on a page naming the
 /// account, whose button ignores a click that comes at once (double-clickjacking: the second
-/// click of a double-click another site asked for, after it closed its window over this one)
-/// and takes one made after the page was in front for a second.
+/// click of a double-click another site asked for, after it closed its window over this one),
+/// stays disabled while the page lacks the focus and through a burst of keys, and takes a click
+/// made once the page was in front, untouched, for a second.
 #[test]
 fn an_idp_initiated_sign_in_is_confirmed_only_by_a_click_made_once_the_page_was_in_front() {
     let idp = tempfile::tempdir().expect("tempdir");
@@ -47,11 +48,15 @@ fn an_idp_initiated_sign_in_is_confirmed_only_by_a_click_made_once_the_page_was_
     let response = made["idp_initiated"].as_str().expect("a response");
 
     let events = run_flow("saml_confirm.mjs", &[&format!("http://{}", server.api), response], String::new);
-    assert_eq!(events[0]["event"], "early", "{events:?}");
-    assert!(events[0]["url"].as_str().is_some_and(|u| u.ends_with("/saml/acs")), "a click at once confirmed the sign-in: {events:?}");
-    assert_eq!(events[0]["disabled"], true, "{events:?}");
-    assert!(events[1]["afterMs"].as_u64().is_some_and(|ms| ms >= 900), "the button was enabled too soon: {events:?}");
-    assert_eq!(events[2]["user"], "erin@example.test", "{events:?}");
+    let event = |name: &str| events.iter().find(|e| e["event"] == name).cloned().unwrap_or_else(|| panic!("no {name}: {events:?}"));
+    let unconfirmed = |name: &str| event(name)["url"].as_str().is_some_and(|u| u.ends_with("/saml/acs"));
+    assert!(unconfirmed("early"), "a click at once confirmed the sign-in: {events:?}");
+    assert_eq!(event("early")["disabled"], true, "{events:?}");
+    assert_eq!(event("unfocused")["disabled"], true, "the button armed without the focus: {events:?}");
+    assert!(unconfirmed("refocused"), "a click as the focus came back confirmed the sign-in: {events:?}");
+    assert_eq!(event("mashed")["disabled"], true, "the button armed through a burst of keys: {events:?}");
+    assert!(event("armed")["afterMs"].as_u64().is_some_and(|ms| ms >= 900), "the button was enabled too soon: {events:?}");
+    assert_eq!(event("portal")["user"], "erin@example.test", "{events:?}");
     let signed_in = server.audit(&[("EventName", "AssumeRoleWithSAML"), ("Username", "erin@example.test")]);
     assert!(signed_in.iter().any(|r| r["errorCode"].is_null()), "{signed_in:#?}");
 }
