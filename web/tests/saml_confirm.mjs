@@ -5,16 +5,17 @@
 // asked for), stay disabled while it lacks the focus and through a burst of keys, and take a
 // deliberate click.
 //
-//   node web/tests/saml_confirm.mjs <gateway-base-url> <SAMLResponse> <screenshot-dir>
+//   node web/tests/saml_confirm.mjs <gateway-base-url> <SAMLResponse> <another SAMLResponse> <screenshot-dir>
 //   → {"event":"early","url":"…","disabled":true}     a click at once changed nothing
 //   → {"event":"unfocused","disabled":true}           1.5 s without the focus: still disabled
 //   → {"event":"refocused","url":"…"}                 a click as the focus came back changed nothing
 //   → {"event":"mashed","disabled":true}              keys every 300 ms for 2 s kept it disabled
 //   → {"event":"armed","afterMs":…}                   enabled that long after the last key
 //   → {"event":"portal","user":"…"}                   (screenshot saml-confirmed.png)
+//   → {"event":"tapped","url":"…"}                    a tap on a touch screen confirms too
 import { chromium } from "playwright-core";
 
-const [base, response, shots] = process.argv.slice(2);
+const [base, response, touchResponse, shots] = process.argv.slice(2);
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
 try {
@@ -56,6 +57,16 @@ try {
   await page.waitForFunction(() => document.querySelector("#who").textContent.trim() !== "", null, { timeout: 30_000 });
   await page.screenshot({ path: `${shots}/saml-confirmed.png` });
   say({ event: "portal", user: (await page.textContent("#who")).trim() });
+  // On a touch screen (no hover: each tap enters and leaves the page), a tap once the page
+  // was in front for a second confirms too (review finding: every tap disarmed the button).
+  const touch = await browser.newPage({ viewport: { width: 600, height: 800 }, hasTouch: true, isMobile: true });
+  await touch.setContent(`<form method="post" action="${base}/saml/acs"><input type="hidden" name="SAMLResponse"></form>`);
+  await touch.$eval("input", (input, value) => { input.value = value; }, touchResponse);
+  await Promise.all([touch.waitForURL(`${base}/saml/acs`, { timeout: 30_000 }), touch.$eval("form", (form) => form.submit())]);
+  await touch.waitForSelector("#continue:not([disabled])", { timeout: 10_000 });
+  await touch.waitForTimeout(300);
+  await Promise.all([touch.waitForURL(`${base}/portal`, { timeout: 30_000 }), touch.tap("#continue")]);
+  say({ event: "tapped", url: touch.url() });
 } catch (error) {
   say({ event: "error", message: String(error) });
   process.exitCode = 1;

@@ -284,8 +284,8 @@ const CONFIRM_PATH: &str = "/portal/federated";
 const ARMED_AFTER_MS: u32 = 1000;
 
 /// The page's script: the button is enabled [`ARMED_AFTER_MS`] after the page is visible,
-/// focused and under the pointer (or the pointer never left) with no input meanwhile, and
-/// disabled whenever it is not.
+/// focused and under the mouse (or the mouse never left, or a key was pressed since) with no
+/// input meanwhile, and disabled whenever it is not.
 const ARMING: &str = r#"const button = document.getElementById("continue");
 let timer;
 let inside = true;
@@ -299,8 +299,12 @@ function arm() {
 for (const input of ["pointerdown", "keydown", "wheel", "touchstart"]) {
   addEventListener(input, () => { if (button.disabled) arm(); }, true);
 }
-document.documentElement.addEventListener("pointerleave", () => { inside = false; arm(); });
-document.documentElement.addEventListener("pointerenter", () => { inside = true; arm(); });
+// A key pressed here is the user's, wherever the mouse went.
+addEventListener("keydown", () => { if (!inside) { inside = true; arm(); } }, true);
+// Only a mouse hovers: a touch or a pen enters and leaves with each tap.
+const mouse = (handler) => (event) => { if (event.pointerType === "mouse") handler(); };
+document.documentElement.addEventListener("pointerleave", mouse(() => { inside = false; arm(); }));
+document.documentElement.addEventListener("pointerenter", mouse(() => { inside = true; arm(); }));
 for (const change of ["focus", "blur", "pageshow"]) addEventListener(change, arm);
 document.addEventListener("visibilitychange", arm);
 arm();"#;

@@ -125,13 +125,22 @@ pub(crate) fn summarize(value: Value) -> Value {
     value
 }
 
+/// Whether a member of this name is hidden: the name in [`HIDDEN_MEMBERS`] in any case and with
+/// any separators, so that an input that does not parse (`previousPassword`,
+/// `proposed_password`), which its record keeps as it came, hides what it meant too (review
+/// finding).
+fn hidden(name: &str) -> bool {
+    let plain: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
+    HIDDEN_MEMBERS.iter().any(|hidden| hidden.eq_ignore_ascii_case(&plain))
+}
+
 /// The members named in [`HIDDEN_MEMBERS`] hidden, at any depth.
 pub(crate) fn hide_members(mut value: Value) -> Value {
     fn walk(value: &mut Value) {
         match value {
             Value::Object(map) => {
                 for (key, member) in map.iter_mut() {
-                    if HIDDEN_MEMBERS.contains(&key.as_str()) && !member.is_null() {
+                    if hidden(key) && !member.is_null() {
                         *member = Value::String(HIDDEN.into());
                     } else {
                         walk(member);
@@ -150,6 +159,23 @@ pub(crate) fn hide_members(mut value: Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A secret's member spelt otherwise than the action's (which then refuses the input and
+    /// records it as it came) is hidden too; other members are kept.
+    #[test]
+    fn secrets_are_hidden_however_their_members_are_spelt() {
+        let recorded = hide_members(json!({
+            "previousPassword": "old secret", "proposed_password": "new secret", "TOTP-code": "123456",
+            "nested": [{ "password": "p" }], "NextToken": "kept", "UserName": "kept",
+        }));
+        assert_eq!(
+            recorded,
+            json!({
+                "previousPassword": HIDDEN, "proposed_password": HIDDEN, "TOTP-code": HIDDEN,
+                "nested": [{ "password": HIDDEN }], "NextToken": "kept", "UserName": "kept",
+            })
+        );
+    }
 
     /// A NUL anywhere in a request (a name or a value, at any depth) is refused, saying where.
     #[test]

@@ -55,19 +55,17 @@ pub(crate) async fn change_password(
             format!("the password of `{user}` changed meanwhile (or the user was deleted); sign in again"),
         ));
     }
-    let ended = if input.end_streaming_sessions {
-        sessions.end_sessions_of_local_user(&user, "PASSWORD_CHANGED").await.map_err(|err| {
-            ActionError::new(
-                500,
-                ErrorCode::InternalFailure,
-                format!(
-                    "the password of `{user}` is changed, but their streaming sessions could not all be ended ({}); end them from the portal",
-                    err.message
-                ),
-            )
-        })?
-    } else {
-        Vec::new()
-    };
-    Ok(json!({ "SignedOut": true, "EndedSessions": ended }))
+    if !input.end_streaming_sessions {
+        return Ok(json!({ "SignedOut": true, "EndedSessions": [] }));
+    }
+    // The password is changed whatever comes next: the answer, and its record, say so, and
+    // what could not be ended.
+    Ok(match sessions.end_sessions_of_local_user(&user, "PASSWORD_CHANGED").await {
+        Ok(ended) => json!({ "SignedOut": true, "EndedSessions": ended }),
+        Err(err) => json!({
+            "SignedOut": true,
+            "EndedSessions": [],
+            "SessionsNotEnded": format!("your sessions could not all be ended ({}); end them from the portal", err.message),
+        }),
+    })
 }

@@ -248,6 +248,13 @@ pub(super) async fn set_password(store: &Store, user_name: &str, password_hash: 
         return Ok(false);
     }
     sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND access_mode = 'local'").bind(user_name).execute(&mut *tx).await?;
+    // The user's streaming URLs not opened yet are spent: one made with the old password
+    // would otherwise open a session after the change ended theirs (review finding).
+    sqlx::query("UPDATE streaming_urls SET redeemed = $1 WHERE user_id = $2 AND authentication_type = 'USERPOOL' AND redeemed IS NULL")
+        .bind(crate::core::store::now_millis())
+        .bind(user_name)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(updated.rows_affected() != 0)
 }

@@ -282,13 +282,15 @@ pub(crate) async fn end_sessions_of_local_user(streaming: &Streaming, user_name:
             ended.push(session_id);
         }
     }
-    // Each is over already; an instance that cannot be stopped now is stopped by the
-    // engine's sweep of ended sessions' instances.
-    for session_id in &ended {
+    // Each is over already; their instances stop together (each may take its grace period),
+    // and one that cannot be stopped now is stopped by the engine's sweep of ended sessions'
+    // instances.
+    let finishing = ended.iter().map(|session_id| async move {
         if let Err(err) = finish_ended(streaming, session_id, reason).await {
-            tracing::error!(session = session_id, error = %err.message, "cannot finish ending the deleted user's session");
+            tracing::error!(session = session_id, reason, error = %err.message, "cannot finish ending the user's session");
         }
-    }
+    });
+    futures::future::join_all(finishing).await;
     Ok(ended)
 }
 

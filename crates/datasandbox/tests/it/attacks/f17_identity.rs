@@ -195,10 +195,17 @@ fn f17_a_password_change_ends_the_users_workspaces_when_asked() {
 
     let (code, signed_in) = sign_in_from(&server, "127.0.0.1", &json!({ "UserName": "hana", "Password": NEW }));
     assert_eq!(code, 200, "{signed_in}");
-    let ended = change(signed_in["Token"].as_str().expect("token"), NEW, PASSWORD, true);
+    let token = signed_in["Token"].as_str().expect("token");
+    // Whoever holds the password keeps a streaming URL, not opened yet, for after the change
+    // (review finding: it opened a session once the change had ended hana's).
+    let kept = server.call_as(token, "streaming:CreateUserStreamingURL", &json!({ "StackName": "datasandbox-stack" }));
+    assert_eq!(kept.exit, 0, "{kept:?}");
+    let ended = change(token, NEW, PASSWORD, true);
     assert_eq!(ended.stdout["EndedSessions"], json!([session["SessionId"]]), "{ended:?}");
     let now = status(&server, &cookie);
     assert_eq!((now["State"].as_str(), now["EndReason"].as_str()), (Some("EXPIRED"), Some("PASSWORD_CHANGED")), "{now}");
+    let opened = open(&server, kept.stdout["StreamingURL"].as_str().expect("url"));
+    assert_ne!(opened.status, 200, "a URL made before the change opened a session: {}", opened.body);
     let records = server.audit(&[("EventName", "ChangePassword")]);
     assert_eq!(records.iter().filter(|r| r["errorCode"].is_null()).count(), 2, "{records:#?}");
 }

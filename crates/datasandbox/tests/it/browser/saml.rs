@@ -44,10 +44,14 @@ fn an_idp_initiated_sign_in_is_confirmed_only_by_a_click_made_once_the_page_was_
     let metadata = format!("idp_metadata={}", idp.path().join("idp.xml").display());
     let server = server(&[&metadata]);
     let sp = fetch_sp_metadata(&server, idp.path());
-    let made = responses(idp.path(), &sp, &json!([{ "name": "idp_initiated", "user": "erin@example.test" }]));
-    let response = made["idp_initiated"].as_str().expect("a response");
+    let made = responses(
+        idp.path(),
+        &sp,
+        &json!([{ "name": "clicked", "user": "erin@example.test" }, { "name": "tapped", "user": "erin@example.test" }]),
+    );
+    let response = |name: &str| made[name].as_str().expect("a response").to_owned();
 
-    let events = run_flow("saml_confirm.mjs", &[&format!("http://{}", server.api), response], String::new);
+    let events = run_flow("saml_confirm.mjs", &[&format!("http://{}", server.api), &response("clicked"), &response("tapped")], String::new);
     let event = |name: &str| events.iter().find(|e| e["event"] == name).cloned().unwrap_or_else(|| panic!("no {name}: {events:?}"));
     let unconfirmed = |name: &str| event(name)["url"].as_str().is_some_and(|u| u.ends_with("/saml/acs"));
     assert!(unconfirmed("early"), "a click at once confirmed the sign-in: {events:?}");
@@ -57,6 +61,7 @@ fn an_idp_initiated_sign_in_is_confirmed_only_by_a_click_made_once_the_page_was_
     assert_eq!(event("mashed")["disabled"], true, "the button armed through a burst of keys: {events:?}");
     assert!(event("armed")["afterMs"].as_u64().is_some_and(|ms| ms >= 900), "the button was enabled too soon: {events:?}");
     assert_eq!(event("portal")["user"], "erin@example.test", "{events:?}");
+    assert!(event("tapped")["url"].as_str().is_some_and(|u| u.ends_with("/portal")), "a tap never confirmed: {events:?}");
     let signed_in = server.audit(&[("EventName", "AssumeRoleWithSAML"), ("Username", "erin@example.test")]);
     assert!(signed_in.iter().any(|r| r["errorCode"].is_null()), "{signed_in:#?}");
 }
