@@ -18,12 +18,17 @@ import { chromium } from "playwright-core";
 const [base, response, touchResponse, shots] = process.argv.slice(2);
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
-try {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
+// Another page's form posts `saml` to the assertion consumer: `page` then shows the
+// confirmation.
+const posted = async (page, saml) => {
   await page.setContent(`<form method="post" action="${base}/saml/acs"><input type="hidden" name="SAMLResponse"></form>`);
-  await page.$eval("input", (input, value) => { input.value = value; }, response);
+  await page.$eval("input", (input, value) => { input.value = value; }, saml);
   await Promise.all([page.waitForURL(`${base}/saml/acs`, { timeout: 30_000 }), page.$eval("form", (form) => form.submit())]);
   await page.waitForSelector("#continue", { state: "attached", timeout: 30_000 });
+};
+try {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
+  await posted(page, response);
   const disabled = () => page.$eval("#continue", (button) => button.disabled);
   // The second click of a double-click, a moment after the page came to the front.
   await page.click("#continue", { force: true, timeout: 5_000 });
@@ -60,9 +65,7 @@ try {
   // On a touch screen (no hover: each tap enters and leaves the page), a tap once the page
   // was in front for a second confirms too (review finding: every tap disarmed the button).
   const touch = await browser.newPage({ viewport: { width: 600, height: 800 }, hasTouch: true, isMobile: true });
-  await touch.setContent(`<form method="post" action="${base}/saml/acs"><input type="hidden" name="SAMLResponse"></form>`);
-  await touch.$eval("input", (input, value) => { input.value = value; }, touchResponse);
-  await Promise.all([touch.waitForURL(`${base}/saml/acs`, { timeout: 30_000 }), touch.$eval("form", (form) => form.submit())]);
+  await posted(touch, touchResponse);
   await touch.waitForSelector("#continue:not([disabled])", { timeout: 10_000 });
   await touch.waitForTimeout(300);
   await Promise.all([touch.waitForURL(`${base}/portal`, { timeout: 30_000 }), touch.tap("#continue")]);

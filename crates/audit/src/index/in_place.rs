@@ -13,9 +13,8 @@
 //! answering (the notebook benchmark's p99). While a read waits for the index, or a batch is
 //! a backlog (more than [`BACKLOG_ROWS`]), the thread works at the server's priority: on a
 //! host kept busy it would otherwise fall behind until reads gave up waiting. A batch stays
-//! one transaction: each commit
-//! writes the last page of each of the table's indexes again, and transactions of 32 rows
-//! cost the proxy about a tenth more CPU per request.
+//! one transaction: each commit writes the last page of each of the table's indexes again,
+//! and transactions of 32 rows cost the proxy about a tenth more CPU per request.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;

@@ -129,9 +129,10 @@ pub(crate) fn summarize(value: Value) -> Value {
 /// any separators, so that an input that does not parse (`previousPassword`,
 /// `proposed_password`), which its record keeps as it came, hides what it meant too (review
 /// finding).
+/// Every record's parameters pass here, member by member: compared as they go, not copied.
 fn hidden(name: &str) -> bool {
-    let plain: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
-    HIDDEN_MEMBERS.iter().any(|hidden| hidden.eq_ignore_ascii_case(&plain))
+    let plain = || name.bytes().filter(u8::is_ascii_alphanumeric).map(|b| b.to_ascii_lowercase());
+    HIDDEN_MEMBERS.iter().any(|hidden| hidden.bytes().map(|b| b.to_ascii_lowercase()).eq(plain()))
 }
 
 /// The members named in [`HIDDEN_MEMBERS`] hidden, at any depth.
